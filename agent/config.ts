@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { Labels } from '../protocol/index.js';
+
+/** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
+const Schema = z.object({
+  server: z.string().regex(/^wss?:\/\//, 'server must be a ws:// or wss:// URL'),
+  token: z.string().optional(),
+  stateDir: z.string().min(1).default('/var/lib/muster-agent'),
+  name: z.string().min(1).max(255).default(os.hostname()),
+  labels: Labels.default({}),
+  caFile: z.string().optional(),
+  /** Local health endpoint port on 127.0.0.1 (0 picks a free one, -1 disables). */
+  healthPort: z.coerce.number().int().min(-1).max(65535).default(7878),
+  /** /health answers 503 once the server has been unreachable this long. */
+  unreachableAfterSec: z.coerce.number().int().min(1).default(60),
+  /** Reconnect backoff: first delay and cap (exponential, full jitter). */
+  backoffInitialMs: z.coerce.number().int().min(10).default(1000),
+  backoffMaxMs: z.coerce.number().int().min(10).default(60_000),
+  /** Shell for terminals (default: the agent user's login shell). */
+  shell: z.string().optional(),
+  /** ed25519 public key (PEM or base64 raw) that signs agent packages. */
+  updatePublicKey: z.string().optional(),
+  /** Install root holding releases/ and current (set by the launcher). */
+  installRoot: z.string().optional(),
+  logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+});
+export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
+
+const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
+  MUSTER_AGENT_SERVER: 'server', MUSTER_AGENT_TOKEN: 'token', MUSTER_AGENT_STATE_DIR: 'stateDir', MUSTER_AGENT_NAME: 'name',
+  MUSTER_AGENT_CA_FILE: 'caFile', MUSTER_AGENT_HEALTH_PORT: 'healthPort', MUSTER_AGENT_SHELL: 'shell',
+  MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
+  MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
+  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs',
+};
+
+export class AgentConfigError extends Error {}
+
+function parseLabels(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new AgentConfigError(`--label wants k=v, got ${JSON.stringify(kv)}`);
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+/** Parses flags, environment and config file. `--version` is handled by the caller before this. */
+export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
+  let flags;
+  try {
+    flags = parseArgs({
+      args: argv,
+      options: {
+        server: { type: 'string' }, token: { type: 'string' }, 'state-dir': { type: 'string' }, name: { type: 'string' },
+        label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
+        'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
+        'log-level': { type: 'string' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    throw new AgentConfigError((err as Error).message);
+  }
+  const configPath = flags.config ?? env['MUSTER_AGENT_CONFIG'] ?? null;
+  let file: Record<string, unknown> = {};
+  if (configPath) {
+    try {
+      file = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new AgentConfigError(`cannot read config file ${configPath}: ${(err as Error).message}`);
+    }
+  }
+  const merged: Record<string, unknown> = { ...file };
+  for (const [k, key] of Object.entries(ENV_KEYS)) if (env[k]) merged[key] = env[k];
+  if (env['MUSTER_AGENT_LABELS']) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(env['MUSTER_AGENT_LABELS'].split(',')) };
+  const f: Record<string, unknown> = {
+    server: flags.server, token: flags.token, stateDir: flags['state-dir'], name: flags.name, caFile: flags['ca-file'],
+    healthPort: flags['health-port'], shell: flags.shell, installRoot: flags['install-root'], logLevel: flags['log-level'],
+  };
+  for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;
+  if (flags.label?.length) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(flags.label) };
+  const parsed = Schema.safeParse(merged);
+  if (!parsed.success) {
+    throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`).join('\n'));
+  }
+  return Object.freeze({ ...parsed.data, configPath });
+}
+
+/** Re-reads only the labels from the config file (SIGHUP), keeping flag labels on top. */
+export function reloadLabels(cfg: AgentConfig, argv: string[], env: NodeJS.ProcessEnv): Labels {
+  return loadAgentConfig(argv, env).labels ?? cfg.labels;
+}

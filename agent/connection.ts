@@ -1,0 +1,216 @@
+import fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import WebSocket from 'ws';
+import {
+  decodeFrame, ServerToAgent, type AgentToServer, type Hello, type ServerMessage, type ServerMessageType,
+} from '../protocol/index.js';
+import type { AgentLog } from './log.js';
+import type { AgentState } from './state.js';
+
+export type ServerHandler<T extends ServerMessageType> = (msg: ServerMessage<T>) => void;
+/** Every server→agent message except welcome (handled here) needs a handler: the compiler checks. */
+export type ServerHandlers = { [K in Exclude<ServerMessageType, 'welcome'>]: ServerHandler<K> };
+
+export interface ConnectionOptions {
+  serverUrl: string;
+  enrollToken: string | undefined;
+  caFile: string | undefined;
+  state: AgentState;
+  log: AgentLog;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  /** Largest frame accepted from the server. */
+  maxPayload?: number;
+  buildHello(): Hello;
+  handlers: ServerHandlers;
+  onTermData(sessionId: string, data: Uint8Array): void;
+  onWelcome(heartbeatIntervalMs: number): void;
+  onDisconnected(): void;
+}
+
+/** Full-jitter exponential backoff: a random delay in [0, min(max, initial·2^attempt)). */
+export function backoffDelay(attempt: number, initialMs: number, maxMs: number, rand = Math.random): number {
+  const cap = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(rand() * cap);
+}
+
+/**
+ * The agent's one socket to the server: authenticates at the upgrade (enrolment token or id +
+ * secret), sends hello, and reconnects forever with backoff + jitter, honouring 503 Retry-After.
+ */
+export class ServerConnection {
+  private ws: WebSocket | null = null;
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private welcomed = false;
+  private retryAfterMs: number | null = null;
+  /** When the server was last reachable (welcomed), or when the agent started. */
+  lastConnectedAt = Date.now();
+  connected = false;
+  lastError: string | null = null;
+  private readonly table: ReadonlyMap<string, ServerHandler<never>>;
+
+  constructor(private readonly o: ConnectionOptions) {
+    this.table = new Map(Object.entries(o.handlers) as unknown as [string, ServerHandler<never>][]);
+  }
+
+  start(): void {
+    this.open();
+  }
+
+  private url(): string {
+    const u = new URL(this.o.serverUrl);
+    if (u.pathname === '/' || u.pathname === '') u.pathname = '/ws/agent';
+    return u.toString();
+  }
+
+  private open(): void {
+    if (this.stopped) return;
+    const headers: Record<string, string> = { 'X-Muster-Agent-Id': this.o.state.agentId };
+    const secret = this.o.state.getSecret();
+    if (secret) headers['Authorization'] = `Bearer ${secret}`;
+    else if (this.o.enrollToken) headers['X-Muster-Enroll-Token'] = this.o.enrollToken;
+    const ws = new WebSocket(this.url(), {
+      headers,
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+      maxPayload: this.o.maxPayload ?? 64 * 1024 * 1024,
+      ...(this.o.caFile ? { ca: fs.readFileSync(this.o.caFile) } : {}),
+    });
+    this.ws = ws;
+    this.welcomed = false;
+    ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+      const ra = Number(res.headers['retry-after']);
+      if (res.statusCode === 503 && Number.isFinite(ra)) this.retryAfterMs = ra * 1000;
+      this.lastError = `server answered HTTP ${res.statusCode ?? '?'} at the upgrade`;
+      if (res.statusCode === 401) this.o.log.error({ status: 401 }, 'server refused our credentials');
+      else this.o.log.warn({ status: res.statusCode }, 'upgrade refused');
+      res.resume();
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      ws.send(JSON.stringify(this.o.buildHello()));
+    });
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('error', (err) => {
+      this.lastError = err.message;
+      this.o.log.debug({ err: err.message }, 'socket error');
+    });
+    ws.on('close', (code, reason) => {
+      const was = this.connected;
+      this.connected = false;
+      this.ws = null;
+      if (was) {
+        this.lastConnectedAt = Date.now();
+        this.o.log.warn({ code, reason: reason.toString() }, 'disconnected from server');
+        this.o.onDisconnected();
+      }
+      if (code === 4002 || code === 4005) this.o.log.error({ code, reason: reason.toString() }, 'server refuses this agent');
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    let delay: number;
+    if (this.retryAfterMs != null) {
+      delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
+      this.retryAfterMs = null;
+    } else {
+      delay = backoffDelay(this.attempt, this.o.backoffInitialMs, this.o.backoffMaxMs);
+    }
+    this.attempt++;
+    this.o.log.debug({ delay, attempt: this.attempt }, 'reconnecting');
+    this.timer = setTimeout(() => this.open(), delay);
+  }
+
+  private onMessage(data: Buffer, binary: boolean): void {
+    if (binary) {
+      try {
+        const f = decodeFrame(data);
+        if (f.op === 'termData') this.o.onTermData(f.sessionId, f.data);
+      } catch (err) {
+        this.send({ type: 'error', code: 'invalid_message', message: `bad frame: ${(err as Error).message}` });
+      }
+      return;
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString('utf8'));
+    } catch {
+      return;
+    }
+    const parsed = ServerToAgent.safeParse(raw);
+    if (!parsed.success) {
+      // Newer servers may send commands this agent does not know: say so, keep going.
+      const type = (raw as { type?: unknown } | null)?.type;
+      this.send({ type: 'error', code: 'unknown_type', message: `agent cannot handle ${JSON.stringify(type)}`, ...(typeof type === 'string' ? { ref: type.slice(0, 128) } : {}) });
+      return;
+    }
+    const msg = parsed.data;
+    if (msg.type === 'welcome') {
+      if (msg.secret) {
+        this.o.state.saveSecret(msg.secret);
+        this.o.log.info({}, 'enrolled; secret stored');
+      }
+      this.welcomed = true;
+      this.connected = true;
+      this.attempt = 0;
+      this.lastError = null;
+      this.lastConnectedAt = Date.now();
+      this.o.log.info({ heartbeatMs: msg.heartbeatIntervalMs }, 'connected');
+      this.o.onWelcome(msg.heartbeatIntervalMs);
+      return;
+    }
+    if (!this.welcomed) return;
+    const h = this.table.get(msg.type);
+    try {
+      h?.(msg as never);
+    } catch (err) {
+      this.o.log.error({ err: String(err), type: msg.type }, 'handler failed');
+    }
+  }
+
+  /** Sends a control message; false when not connected. */
+  send(msg: AgentToServer): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  sendBinary(buf: Uint8Array): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !this.connected) return false;
+    ws.send(buf);
+    return true;
+  }
+
+  bufferedAmount(): number {
+    return this.ws?.bufferedAmount ?? 0;
+  }
+
+  /** Waits until the socket has drained below `bytes` (or is gone). */
+  isWritable(): boolean {
+    return this.connected && (this.ws?.readyState === WebSocket.OPEN);
+  }
+
+  /** Says bye and closes; resolves once the socket is closed (or after a timeout). */
+  async stop(reason: string): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    if (!ws) return;
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({ type: 'bye', reason }));
+      ws.close(1000, reason.slice(0, 120));
+    } else {
+      ws.terminate();
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => { ws.terminate(); resolve(); }, 3000);
+      ws.once('close', () => { clearTimeout(t); resolve(); });
+    });
+  }
+}

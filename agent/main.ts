@@ -1,0 +1,117 @@
+import os from 'node:os';
+import { PROTOCOL_VERSION, type Hello } from '../protocol/index.js';
+import { AgentConfigError, loadAgentConfig } from './config.js';
+import { ServerConnection, type ServerHandlers } from './connection.js';
+import { startHealth } from './health.js';
+import { createAgentLog } from './log.js';
+import { AgentState } from './state.js';
+import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
+import { AGENT_VERSION } from './version.js';
+
+/** Agent composition root: config, state, connection, capabilities, signals. */
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--version')) {
+    process.stdout.write(`${AGENT_VERSION}\n`);
+    return;
+  }
+  let cfg;
+  try {
+    cfg = loadAgentConfig(argv, process.env);
+  } catch (err) {
+    if (err instanceof AgentConfigError) {
+      process.stderr.write(`muster-agent: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createAgentLog(cfg.logLevel);
+  const state = new AgentState(cfg.stateDir);
+  let labels = cfg.labels;
+  const cpu = new CpuMeter();
+  const counters = { heartbeats_sent_total: 0, connects_total: 0, disconnects_total: 0 };
+  let heartbeatTimer: NodeJS.Timeout | undefined;
+
+  const running = { executions: () => 0, terminals: () => 0 };
+
+  const buildHello = (): Hello => ({
+    type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
+    hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'update'], executions: [],
+  });
+
+  const unsupported = (type: string) => () => conn.send({ type: 'error', code: 'unknown_type', message: `agent ${AGENT_VERSION} does not support ${type}`, ref: type });
+  const handlers: ServerHandlers = {
+    error: (m) => log.warn({ code: m.code, message: m.message, ref: m.ref }, 'server reported an error'),
+    restart: (m) => {
+      log.info({ reason: m.reason }, 'restart requested by the server');
+      void shutdown('restart requested', 0);
+    },
+    'exec.run': unsupported('exec.run'),
+    'exec.cancel': unsupported('exec.cancel'),
+    'exec.resume': unsupported('exec.resume'),
+    'exec.ack': unsupported('exec.ack'),
+    'term.open': unsupported('term.open'),
+    'term.resize': unsupported('term.resize'),
+    'term.close': unsupported('term.close'),
+    'term.ack': unsupported('term.ack'),
+    update: unsupported('update'),
+  };
+
+  const conn = new ServerConnection({
+    serverUrl: cfg.server, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
+    backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, buildHello, handlers,
+    onTermData: () => {},
+    onWelcome: (intervalMs) => {
+      counters.connects_total++;
+      clearInterval(heartbeatTimer);
+      const beat = () => {
+        if (conn.send({ type: 'heartbeat', metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
+          counters.heartbeats_sent_total++;
+        }
+      };
+      beat();
+      heartbeatTimer = setInterval(beat, intervalMs);
+    },
+    onDisconnected: () => {
+      counters.disconnects_total++;
+      clearInterval(heartbeatTimer);
+    },
+  });
+
+  startHealth(cfg.healthPort, cfg.stateDir, cfg.unreachableAfterSec * 1000, {
+    connected: () => conn.connected,
+    unreachableForMs: () => (conn.connected ? 0 : Date.now() - conn.lastConnectedAt),
+    lastError: () => conn.lastError,
+    counters: () => counters,
+  }, (err) => log.warn({ err: err.message, port: cfg.healthPort }, 'health endpoint unavailable'));
+
+  let stopping = false;
+  async function shutdown(reason: string, code: number): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(heartbeatTimer);
+    await conn.stop(reason);
+    log.info({ reason }, 'agent stopped');
+    process.exit(code);
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
+  process.on('SIGINT', () => void shutdown('SIGINT', 0));
+  process.on('SIGHUP', () => {
+    try {
+      labels = loadAgentConfig(argv, process.env).labels;
+      log.info({ labels: Object.keys(labels).length }, 'config reloaded');
+      conn.send({ type: 'labels', labels });
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'config reload failed; keeping the old one');
+    }
+  });
+
+  log.info({ agentId: state.agentId, version: AGENT_VERSION, server: cfg.server }, 'agent starting');
+  conn.start();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`muster-agent: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

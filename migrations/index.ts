@@ -1,0 +1,21 @@
+import type { Knex } from 'knex';
+import * as createCoreTables from './202611260700_create_core_tables.js';
+
+/**
+ * Every migration in order. Listed statically (not read from a folder) so the bundled server
+ * carries them. Names follow YYYYMMDDHHMM_verb_noun; add new ones at the end.
+ */
+export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<void>; down(k: Knex): Promise<void> }]> = [
+  ['202611260700_create_core_tables', createCoreTables],
+];
+
+/** knex MigrationSource over the static list. */
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => migrations.map(([name]) => name),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => {
+    const m = migrations.find(([n]) => n === name);
+    if (!m) throw new Error(`unknown migration ${name}`);
+    return m[1];
+  },
+};

@@ -1,0 +1,169 @@
+import { z } from 'zod';
+import { Labels, Metrics, UpdateState, id } from './common.js';
+
+/* ---------------- agent → server ---------------- */
+
+/** An execution the agent still runs, or finished while disconnected, named in hello. */
+export const HelloExecution = z.object({
+  executionId: id,
+  state: z.enum(['running', 'finished']),
+  /** Next output sequence number the agent would send (all chunks below it were produced). */
+  nextSeq: z.number().int().nonnegative(),
+});
+
+export const Hello = z.object({
+  type: z.literal('hello'),
+  protocol: z.number().int().positive(),
+  agentVersion: z.string().max(64),
+  agentId: id,
+  name: z.string().min(1).max(255),
+  hostname: z.string().min(1).max(255),
+  ips: z.array(z.string().max(64)).max(64),
+  externalIp: z.string().max(64).nullable().optional(),
+  platform: z.string().max(32),
+  arch: z.string().max(32),
+  os: z.string().max(255),
+  cpus: z.number().int().nonnegative(),
+  memoryBytes: z.number().int().nonnegative(),
+  labels: Labels,
+  capabilities: z.array(z.string().max(64)).max(64),
+  executions: z.array(HelloExecution).max(10_000).default([]),
+});
+
+export const Heartbeat = z.object({ type: z.literal('heartbeat'), metrics: Metrics });
+export const Bye = z.object({ type: z.literal('bye'), reason: z.string().max(255) });
+export const AgentError = z.object({
+  type: z.literal('error'),
+  code: z.string().max(64),
+  message: z.string().max(2048),
+  ref: z.string().max(128).optional(),
+});
+/** Sent after SIGHUP re-read the config file. */
+export const LabelsUpdate = z.object({ type: z.literal('labels'), labels: Labels });
+
+export const ExecStarted = z.object({
+  type: z.literal('exec.started'),
+  executionId: id,
+  pid: z.number().int().nullable(),
+  startedAt: z.number().int(),
+  /** How the process tree is contained: a cgroup path, or 'pgid' when no cgroup could be made. */
+  containment: z.string().max(255).optional(),
+});
+export const ExecFinished = z.object({
+  type: z.literal('exec.finished'),
+  executionId: id,
+  status: z.enum(['succeeded', 'failed', 'timeout', 'cancelled']),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().max(32).nullable(),
+  startedAt: z.number().int(),
+  finishedAt: z.number().int(),
+  /** Total output chunks sent for this execution (so the server knows when it has them all). */
+  outputSeq: z.number().int().nonnegative(),
+  /** The agent had to drop output (its own per-execution buffer overflowed while offline). */
+  truncated: z.boolean(),
+  error: z.string().max(2048).optional(),
+});
+/** The agent refused or could not start an exec (journal says already seen, limit, ...). */
+export const ExecRejected = z.object({
+  type: z.literal('exec.rejected'),
+  executionId: id,
+  reason: z.string().max(1024),
+});
+
+export const TermOpened = z.object({ type: z.literal('term.opened'), sessionId: id, pid: z.number().int() });
+export const TermExit = z.object({
+  type: z.literal('term.exit'),
+  sessionId: id,
+  exitCode: z.number().int().nullable(),
+  signal: z.number().int().nullable(),
+  reason: z.string().max(255),
+});
+
+export const UpdateStatus = z.object({
+  type: z.literal('update.status'),
+  rolloutId: id,
+  version: z.string().max(64),
+  state: UpdateState,
+  reason: z.string().max(2048).optional(),
+});
+
+export const AgentToServer = z.discriminatedUnion('type', [
+  Hello, Heartbeat, Bye, AgentError, LabelsUpdate,
+  ExecStarted, ExecFinished, ExecRejected,
+  TermOpened, TermExit,
+  UpdateStatus,
+]);
+export type AgentToServer = z.infer<typeof AgentToServer>;
+export type AgentMessageType = AgentToServer['type'];
+export type AgentMessage<T extends AgentMessageType> = Extract<AgentToServer, { type: T }>;
+export type Hello = z.infer<typeof Hello>;
+
+/* ---------------- server → agent ---------------- */
+
+export const Welcome = z.object({
+  type: z.literal('welcome'),
+  protocol: z.number().int(),
+  agentId: id,
+  heartbeatIntervalMs: z.number().int().positive(),
+  serverTime: z.number().int(),
+  /** Present only on enrolment: the agent's own secret, to be stored 0600 and never sent again. */
+  secret: z.string().optional(),
+});
+export const ServerError = AgentError;
+export const Restart = z.object({ type: z.literal('restart'), reason: z.string().max(255) });
+
+export const ExecRun = z.object({
+  type: z.literal('exec.run'),
+  executionId: id,
+  taskId: id,
+  script: z.string(),
+  interpreter: z.string().max(255),
+  args: z.array(z.string().max(65_536)).max(256),
+  env: z.record(z.string().max(255), z.string().max(65_536)),
+  cwd: z.string().max(4096).nullable(),
+  timeoutSec: z.number().int().positive(),
+});
+export const ExecCancel = z.object({ type: z.literal('exec.cancel'), executionId: id, reason: z.string().max(255) });
+/** After hello: the server has output below `fromSeq`; resend the rest, then the result if finished. */
+export const ExecResume = z.object({ type: z.literal('exec.resume'), executionId: id, fromSeq: z.number().int().nonnegative() });
+/** The server stored the result: the agent may forget the execution's buffers. */
+export const ExecAck = z.object({ type: z.literal('exec.ack'), executionId: id });
+
+export const TermOpen = z.object({
+  type: z.literal('term.open'),
+  sessionId: id,
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+  shell: z.string().max(255).optional(),
+  user: z.string().max(64).optional(),
+});
+export const TermResize = z.object({
+  type: z.literal('term.resize'),
+  sessionId: id,
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+});
+export const TermClose = z.object({ type: z.literal('term.close'), sessionId: id, reason: z.string().max(255) });
+/** Flow control: `bytes` more output bytes of this session were consumed downstream. */
+export const TermAck = z.object({ type: z.literal('term.ack'), sessionId: id, bytes: z.number().int().nonnegative() });
+
+export const Update = z.object({
+  type: z.literal('update'),
+  rolloutId: id,
+  version: z.string().max(64),
+  url: z.string().max(4096),
+  size: z.number().int().positive(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  signature: z.string().max(512),
+  allowDowngrade: z.boolean().default(false),
+});
+
+export const ServerToAgent = z.discriminatedUnion('type', [
+  Welcome, ServerError, Restart,
+  ExecRun, ExecCancel, ExecResume, ExecAck,
+  TermOpen, TermResize, TermClose, TermAck,
+  Update,
+]);
+export type ServerToAgent = z.infer<typeof ServerToAgent>;
+export type ServerMessageType = ServerToAgent['type'];
+export type ServerMessage<T extends ServerMessageType> = Extract<ServerToAgent, { type: T }>;

@@ -1,0 +1,116 @@
+import { z } from 'zod';
+import type { ExecutionState, Labels, Metrics, UpdateState } from './common.js';
+import { id } from './common.js';
+
+/* ---------------- console → server (validated on receipt) ---------------- */
+
+const dims = { cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) };
+export const ConsoleTermOpen = z.object({ type: z.literal('term.open'), ref: z.string().max(64), agentId: id, ...dims });
+/** Attach to an existing session: `control` (the owner, after a reload) or `watch` (admin, read-only). */
+export const ConsoleTermAttach = z.object({
+  type: z.literal('term.attach'),
+  ref: z.string().max(64),
+  sessionId: id,
+  mode: z.enum(['control', 'watch']),
+});
+export const ConsoleTermDetach = z.object({ type: z.literal('term.detach'), sessionId: id });
+export const ConsoleTermResize = z.object({ type: z.literal('term.resize'), sessionId: id, ...dims });
+export const ConsoleTermClose = z.object({ type: z.literal('term.close'), sessionId: id });
+/** The console wrote `bytes` more output bytes (xterm.js write callback). */
+export const ConsoleTermAck = z.object({ type: z.literal('term.ack'), sessionId: id, bytes: z.number().int().nonnegative() });
+export const ConsoleTaskSubscribe = z.object({ type: z.literal('task.subscribe'), taskId: id, output: z.boolean().default(true) });
+export const ConsoleTaskUnsubscribe = z.object({ type: z.literal('task.unsubscribe'), taskId: id });
+export const ConsolePing = z.object({ type: z.literal('ping'), ref: z.string().max(64).optional() });
+
+export const ConsoleToServer = z.discriminatedUnion('type', [
+  ConsoleTermOpen, ConsoleTermAttach, ConsoleTermDetach, ConsoleTermResize, ConsoleTermClose, ConsoleTermAck,
+  ConsoleTaskSubscribe, ConsoleTaskUnsubscribe, ConsolePing,
+]);
+export type ConsoleToServer = z.infer<typeof ConsoleToServer>;
+export type ConsoleMessageType = ConsoleToServer['type'];
+export type ConsoleMessage<T extends ConsoleMessageType> = Extract<ConsoleToServer, { type: T }>;
+
+/* ---------------- REST / push resource shapes ---------------- */
+
+export type Role = 'viewer' | 'operator' | 'admin';
+export interface UserView { id: number; username: string; role: Role }
+
+export interface AgentView {
+  id: string;
+  name: string;
+  hostname: string;
+  ips: string[];
+  externalIp: string | null;
+  platform: string;
+  arch: string;
+  os: string;
+  version: string;
+  cpus: number;
+  memoryBytes: number;
+  labels: Labels;
+  groups: string[];
+  status: 'online' | 'offline';
+  connectedAt: string | null;
+  lastSeenAt: string | null;
+  metrics: Metrics | null;
+  revoked: boolean;
+}
+
+export interface ExecutionView {
+  id: string;
+  taskId: string;
+  agentId: string;
+  agentName: string;
+  status: ExecutionState;
+  exitCode: number | null;
+  signal: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  durationMs: number | null;
+  truncated: boolean;
+  reason: string | null;
+  outputBytes: number;
+}
+
+export interface TaskView {
+  id: string;
+  script: string;
+  interpreter: string;
+  args: string[];
+  targets: unknown;
+  createdBy: string;
+  createdAt: string;
+  status: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  counts: Partial<Record<ExecutionState, number>>;
+  total: number;
+}
+
+export interface RolloutTargetView {
+  agentId: string;
+  agentName: string;
+  wave: number;
+  state: UpdateState;
+  reason: string | null;
+  fromVersion: string | null;
+  updatedAt: string;
+}
+
+/* ---------------- server → console ---------------- */
+
+export type ServerToConsole =
+  | { type: 'ready'; user: UserView; serverTime: number }
+  | { type: 'pong'; ref?: string }
+  | { type: 'error'; code: string; message: string; ref?: string }
+  | { type: 'agent.online'; agent: AgentView }
+  | { type: 'agent.offline'; agentId: string; reason: string; at: string }
+  | { type: 'agent.changed'; agent: AgentView }
+  | { type: 'agent.removed'; agentId: string }
+  /** Latest metrics of many agents, batched (at most one message per flush interval). */
+  | { type: 'agent.metrics'; items: { agentId: string; metrics: Metrics; lastSeenAt: string }[] }
+  | { type: 'task.updated'; task: TaskView }
+  | { type: 'execution.updated'; execution: ExecutionView }
+  /** The console fell behind; output chunks [fromSeq, toSeq) of this stream were skipped. */
+  | { type: 'exec.gap'; executionId: string; stream: 'stdout' | 'stderr'; fromSeq: number; toSeq: number }
+  | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
+  | { type: 'term.closed'; sessionId: string; reason: string }
+  | { type: 'rollout.updated'; rolloutId: string };

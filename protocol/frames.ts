@@ -1,0 +1,85 @@
+/**
+ * Binary frame codec. Bulk bytes (terminal data, execution output) never travel as JSON or
+ * base64: a frame is a one-byte opcode, a small header, then the raw payload.
+ *
+ *   TERM_DATA    0x01 | idLen u8 | id (utf8) | bytes
+ *   EXEC_OUTPUT  0x02 | stream u8 (1 stdout, 2 stderr) | seq u32 BE | idLen u8 | id (utf8) | bytes
+ *
+ * Ids are at most 255 bytes of UTF-8. This module uses only Uint8Array and DataView so it runs
+ * unchanged in Node and in the browser.
+ */
+export const FrameOp = { termData: 0x01, execOutput: 0x02 } as const;
+export type Stream = 'stdout' | 'stderr';
+
+export type Frame =
+  | { op: 'termData'; sessionId: string; data: Uint8Array }
+  | { op: 'execOutput'; executionId: string; stream: Stream; seq: number; data: Uint8Array };
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+/** Error thrown for a frame that cannot be decoded. */
+export class FrameError extends Error {}
+
+/** Encodes a terminal data frame. */
+export function encodeTermData(sessionId: string, data: Uint8Array): Uint8Array {
+  const id = enc.encode(sessionId);
+  if (id.length > 255) throw new FrameError('session id too long');
+  const out = new Uint8Array(2 + id.length + data.length);
+  out[0] = FrameOp.termData;
+  out[1] = id.length;
+  out.set(id, 2);
+  out.set(data, 2 + id.length);
+  return out;
+}
+
+/** Encodes an execution output frame. */
+export function encodeExecOutput(executionId: string, stream: Stream, seq: number, data: Uint8Array): Uint8Array {
+  const id = enc.encode(executionId);
+  if (id.length > 255) throw new FrameError('execution id too long');
+  const out = new Uint8Array(7 + id.length + data.length);
+  out[0] = FrameOp.execOutput;
+  out[1] = stream === 'stdout' ? 1 : 2;
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(2, seq >>> 0);
+  out[6] = id.length;
+  out.set(id, 7);
+  out.set(data, 7 + id.length);
+  return out;
+}
+
+/** Decodes a binary frame; the payload is a view into `buf` (no copy). */
+export function decodeFrame(buf: Uint8Array): Frame {
+  if (buf.length < 2) throw new FrameError('frame too short');
+  const op = buf[0];
+  if (op === FrameOp.termData) {
+    const idLen = buf[1]!;
+    if (buf.length < 2 + idLen) throw new FrameError('truncated header');
+    return { op: 'termData', sessionId: decodeId(buf.subarray(2, 2 + idLen)), data: buf.subarray(2 + idLen) };
+  }
+  if (op === FrameOp.execOutput) {
+    if (buf.length < 7) throw new FrameError('truncated header');
+    const s = buf[1];
+    if (s !== 1 && s !== 2) throw new FrameError('bad stream');
+    const seq = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(2);
+    const idLen = buf[6]!;
+    if (buf.length < 7 + idLen) throw new FrameError('truncated header');
+    return {
+      op: 'execOutput',
+      executionId: decodeId(buf.subarray(7, 7 + idLen)),
+      stream: s === 1 ? 'stdout' : 'stderr',
+      seq,
+      data: buf.subarray(7 + idLen),
+    };
+  }
+  throw new FrameError(`unknown opcode ${String(op)}`);
+}
+
+function decodeId(b: Uint8Array): string {
+  try {
+    const id = dec.decode(b);
+    if (id.length === 0) throw new FrameError('empty id');
+    return id;
+  } catch {
+    throw new FrameError('id is not utf-8');
+  }
+}

@@ -1,0 +1,5 @@
+export * from './common.js';
+export * from './errors.js';
+export * from './frames.js';
+export * from './agent-messages.js';
+export * from './console-messages.js';

@@ -1,0 +1,32 @@
+// Builds the server, agent and CLI bundles with esbuild, and the console with Vite.
+// `--agent-only` builds just dist/agent.js. MUSTER_AGENT_VERSION overrides the agent's version.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const agentOnly = process.argv.includes('--agent-only');
+const skipWeb = process.argv.includes('--no-web') || process.env.MUSTER_SKIP_WEB_BUILD === '1';
+const version = process.env.MUSTER_AGENT_VERSION || pkg.version;
+
+const common = {
+  bundle: true, platform: 'node', target: 'node20', format: 'esm', sourcemap: true, logLevel: 'warning',
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+};
+const entries = [{ in: 'agent/main.ts', out: 'dist/agent.js', agent: true }];
+if (!agentOnly) entries.push({ in: 'server/main.ts', out: 'dist/server.js' }, { in: 'cli/main.ts', out: 'dist/cli.js' });
+await Promise.all(entries.filter((e) => fs.existsSync(path.join(root, e.in))).map((e) => esbuild.build({
+  ...common,
+  entryPoints: [path.join(root, e.in)],
+  outfile: path.join(root, e.out),
+  // The agent bundles everything but node-pty (native); the server keeps node_modules external.
+  ...(e.agent ? { external: ['node-pty', 'bufferutil', 'utf-8-validate'] } : { packages: 'external' }),
+  define: { __MUSTER_VERSION__: JSON.stringify(version) },
+})));
+
+if (!agentOnly && !skipWeb && fs.existsSync(path.join(root, 'web', 'index.html'))) {
+  execFileSync(process.execPath, [path.join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'warn'], { cwd: path.join(root, 'web'), stdio: 'inherit' });
+}

@@ -1,0 +1,146 @@
+import type { IncomingMessage } from 'node:http';
+import type { Role, UserView } from '../../protocol/index.js';
+import { randomSecret } from '../config/config.js';
+import type { Db } from '../db/db.js';
+import { hashPassword, sha256, verifyPassword } from './crypto.js';
+
+export const SESSION_COOKIE = 'muster_session';
+const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
+export const ROLES: readonly Role[] = ['viewer', 'operator', 'admin'];
+
+/** True when `role` carries at least the rights of `needed`. */
+export function roleAtLeast(role: Role, needed: Role): boolean {
+  return ROLE_RANK[role] >= ROLE_RANK[needed];
+}
+
+export interface Principal extends UserView { via: 'session' | 'token'; sessionId?: string }
+
+/** Users, password login, cookie sessions and API tokens. */
+export class AuthService {
+  constructor(private readonly db: Db, private readonly sessionTtlSec: number) {}
+
+  /** Creates `admin` when no user exists. Returns the generated password when one was made up. */
+  async ensureAdmin(password: string | undefined): Promise<{ created: boolean; password?: string }> {
+    const [{ n }] = (await this.db('users').count({ n: '*' })) as [{ n: number | string }];
+    if (Number(n) > 0) return { created: false };
+    const pw = password ?? randomSecret(12);
+    await this.createUser('admin', pw, 'admin');
+    return { created: true, password: password ? undefined : pw };
+  }
+
+  async createUser(username: string, password: string, role: Role): Promise<UserView> {
+    const [id] = await this.db('users').insert({ username, password_hash: await hashPassword(password), role, created_at: Date.now(), disabled: false });
+    const row = await this.db('users').where({ username }).first();
+    return { id: Number(row?.id ?? id), username, role };
+  }
+
+  async listUsers(): Promise<(UserView & { disabled: boolean; createdAt: string })[]> {
+    const rows = await this.db('users').orderBy('id');
+    return rows.map((r) => ({ id: Number(r.id), username: r.username, role: r.role, disabled: Boolean(r.disabled), createdAt: new Date(Number(r.created_at)).toISOString() }));
+  }
+
+  async updateUser(id: number, patch: { role?: Role; password?: string; disabled?: boolean }): Promise<boolean> {
+    const upd: Record<string, unknown> = {};
+    if (patch.role) upd['role'] = patch.role;
+    if (patch.password) upd['password_hash'] = await hashPassword(patch.password);
+    if (patch.disabled !== undefined) upd['disabled'] = patch.disabled;
+    const n = await this.db('users').where({ id }).update(upd);
+    if (patch.disabled || patch.password) await this.db('sessions').where({ user_id: id }).delete();
+    return n > 0;
+  }
+
+  /** Checks a password; null when the user is unknown, disabled or the password is wrong. */
+  async checkPassword(username: string, password: string): Promise<UserView | null> {
+    const row = await this.db('users').where({ username }).first();
+    if (!row) {
+      await hashPassword(password); // same work as a real check: no user enumeration by timing
+      return null;
+    }
+    if (row.disabled || !(await verifyPassword(password, row.password_hash))) return null;
+    return { id: Number(row.id), username: row.username, role: row.role };
+  }
+
+  /** Opens a session; returns the cookie value (only its hash is stored). */
+  async createSession(userId: number, ip: string | null, userAgent: string | null): Promise<{ token: string; expiresAt: number }> {
+    const token = randomSecret(32);
+    const now = Date.now();
+    const expiresAt = now + this.sessionTtlSec * 1000;
+    await this.db('sessions').insert({ id: sha256(token), user_id: userId, created_at: now, expires_at: expiresAt, ip, user_agent: userAgent?.slice(0, 255) ?? null });
+    return { token, expiresAt };
+  }
+
+  async deleteSession(sessionId: string): Promise<void> {
+    await this.db('sessions').where({ id: sessionId }).delete();
+  }
+
+  async principalFromSession(token: string): Promise<Principal | null> {
+    const id = sha256(token);
+    const row = await this.db('sessions').join('users', 'users.id', 'sessions.user_id')
+      .where('sessions.id', id).select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'sessions.expires_at').first();
+    if (!row || row.disabled || Number(row.expires_at) < Date.now()) return null;
+    return { id: Number(row.uid), username: row.username, role: row.role, via: 'session', sessionId: id };
+  }
+
+  /** Creates an API token for a user; the token is returned once and stored hashed. */
+  async createToken(userId: number, name: string): Promise<{ id: number; token: string; prefix: string }> {
+    const token = `mst_${randomSecret(32)}`;
+    const prefix = token.slice(0, 10);
+    await this.db('api_tokens').insert({ user_id: userId, name, token_hash: sha256(token), prefix, created_at: Date.now() });
+    const row = await this.db('api_tokens').where({ token_hash: sha256(token) }).first();
+    return { id: Number(row?.id), token, prefix };
+  }
+
+  async listTokens(userId?: number) {
+    const q = this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id')
+      .select('api_tokens.*', 'users.username').orderBy('api_tokens.id', 'desc');
+    if (userId !== undefined) q.where('api_tokens.user_id', userId);
+    const rows = await q;
+    return rows.map((r) => ({
+      id: Number(r.id), name: r.name, prefix: r.prefix, username: r.username,
+      createdAt: new Date(Number(r.created_at)).toISOString(),
+      lastUsedAt: r.last_used_at ? new Date(Number(r.last_used_at)).toISOString() : null,
+      revoked: r.revoked_at != null,
+    }));
+  }
+
+  async revokeToken(id: number, userId?: number): Promise<boolean> {
+    const q = this.db('api_tokens').where({ id }).whereNull('revoked_at');
+    if (userId !== undefined) q.where({ user_id: userId });
+    return (await q.update({ revoked_at: Date.now() })) > 0;
+  }
+
+  async principalFromToken(token: string): Promise<Principal | null> {
+    const row = await this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id')
+      .where('api_tokens.token_hash', sha256(token)).whereNull('api_tokens.revoked_at')
+      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'api_tokens.id as tid').first();
+    if (!row || row.disabled) return null;
+    void this.db('api_tokens').where({ id: row.tid }).update({ last_used_at: Date.now() }).catch(() => {});
+    return { id: Number(row.uid), username: row.username, role: row.role, via: 'token' };
+  }
+
+  /** Resolves the caller of an HTTP request or WebSocket upgrade from its cookie or bearer token. */
+  async principalFromRequest(req: IncomingMessage): Promise<Principal | null> {
+    const auth = req.headers.authorization;
+    if (auth?.startsWith('Bearer ')) return this.principalFromToken(auth.slice(7).trim());
+    const cookie = parseCookies(req.headers.cookie)[SESSION_COOKIE];
+    return cookie ? this.principalFromSession(cookie) : null;
+  }
+}
+
+/** Minimal cookie header parser (name=value pairs). */
+export function parseCookies(header: string | undefined): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  if (!header) return out;
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=');
+    if (i < 0) continue;
+    const k = part.slice(0, i).trim();
+    const v = part.slice(i + 1).trim();
+    try {
+      out[k] = decodeURIComponent(v);
+    } catch {
+      out[k] = v;
+    }
+  }
+  return out;
+}

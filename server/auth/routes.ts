@@ -1,0 +1,120 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { actorOf, principal, requireRole } from '../http/context.js';
+import { ApiError, page } from '../http/errors.js';
+import type { AuditLog } from './audit.js';
+import { ROLES, SESSION_COOKIE, type AuthService } from './auth-service.js';
+
+const Login = z.object({ username: z.string().min(1).max(64), password: z.string().min(1).max(1024) });
+const TokenBody = z.object({ name: z.string().min(1).max(128) });
+const Role = z.enum(ROLES as [string, ...string[]]).transform((r) => r as 'viewer' | 'operator' | 'admin');
+const NewUser = z.object({ username: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.@-]+$/), password: z.string().min(8).max(1024), role: Role });
+const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() });
+
+/** Sliding one-minute window of failed logins per username+address. */
+class LoginLimiter {
+  private readonly fails = new Map<string, number[]>();
+  constructor(private readonly perMinute: number) {}
+  blocked(key: string): boolean {
+    const now = Date.now();
+    const list = (this.fails.get(key) ?? []).filter((t) => now - t < 60_000);
+    if (list.length) this.fails.set(key, list); else this.fails.delete(key);
+    return list.length >= this.perMinute;
+  }
+  fail(key: string): void {
+    const list = this.fails.get(key) ?? [];
+    list.push(Date.now());
+    this.fails.set(key, list);
+    if (this.fails.size > 10_000) this.fails.delete(this.fails.keys().next().value as string);
+  }
+}
+
+/** /api/auth, /api/tokens, /api/users, /api/audit. */
+export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number }): Router {
+  const { auth, audit } = deps;
+  const r = Router();
+  const limiter = new LoginLimiter(deps.loginRateLimit);
+
+  r.post('/auth/login', async (req, res) => {
+    const body = Login.parse(req.body);
+    const actor = { username: body.username, role: null, ip: req.ip ?? null };
+    const key = `${body.username}\u0000${actor.ip}`;
+    if (limiter.blocked(key)) {
+      await audit.record({ actor, action: 'auth.login', ok: false, details: { reason: 'rate limited' } });
+      throw new ApiError('rate_limited', 'too many failed logins; wait a minute');
+    }
+    const user = await auth.checkPassword(body.username, body.password);
+    if (!user) {
+      limiter.fail(key);
+      await audit.record({ actor, action: 'auth.login', ok: false, details: { reason: 'bad credentials' } });
+      throw new ApiError('unauthorized', 'wrong username or password');
+    }
+    const s = await auth.createSession(user.id, actor.ip, req.get('user-agent') ?? null);
+    await audit.record({ actor: { ...actor, role: user.role }, action: 'auth.login', ok: true });
+    res.cookie(SESSION_COOKIE, s.token, { httpOnly: true, sameSite: 'strict', secure: deps.secureCookies, path: '/', maxAge: deps.sessionTtlSec * 1000 });
+    res.json({ user });
+  });
+
+  r.post('/auth/logout', async (req, res) => {
+    const p = req.principal;
+    if (p?.sessionId) {
+      await auth.deleteSession(p.sessionId);
+      await audit.record({ actor: actorOf(req), action: 'auth.logout' });
+    }
+    res.clearCookie(SESSION_COOKIE, { path: '/' });
+    res.status(204).end();
+  });
+
+  r.get('/auth/me', requireRole('viewer'), (req, res) => {
+    const p = principal(req);
+    res.json({ user: { id: p.id, username: p.username, role: p.role }, via: p.via });
+  });
+
+  r.post('/tokens', requireRole('viewer'), async (req, res) => {
+    const { name } = TokenBody.parse(req.body);
+    const p = principal(req);
+    const t = await auth.createToken(p.id, name);
+    await audit.record({ actor: actorOf(req), action: 'token.create', targetType: 'token', targetId: String(t.id), details: { name, prefix: t.prefix } });
+    res.status(201).json({ id: t.id, name, token: t.token, prefix: t.prefix });
+  });
+  r.get('/tokens', requireRole('viewer'), async (req, res) => {
+    const p = principal(req);
+    const items = await auth.listTokens(p.role === 'admin' ? undefined : p.id);
+    res.json({ items, total: items.length });
+  });
+  r.delete('/tokens/:id', requireRole('viewer'), async (req, res) => {
+    const p = principal(req);
+    const ok = await auth.revokeToken(Number(req.params['id']), p.role === 'admin' ? undefined : p.id);
+    if (!ok) throw new ApiError('not_found', 'token not found');
+    await audit.record({ actor: actorOf(req), action: 'token.revoke', targetType: 'token', targetId: String(req.params['id']) });
+    res.status(204).end();
+  });
+
+  r.get('/users', requireRole('admin'), async (_req, res) => {
+    const items = await auth.listUsers();
+    res.json({ items, total: items.length });
+  });
+  r.post('/users', requireRole('admin'), async (req, res) => {
+    const body = NewUser.parse(req.body);
+    if ((await auth.listUsers()).some((u) => u.username === body.username)) throw new ApiError('conflict', 'username taken');
+    const u = await auth.createUser(body.username, body.password, body.role);
+    await audit.record({ actor: actorOf(req), action: 'user.create', targetType: 'user', targetId: String(u.id), details: { username: u.username, role: u.role } });
+    res.status(201).json(u);
+  });
+  r.patch('/users/:id', requireRole('admin'), async (req, res) => {
+    const body = PatchUser.parse(req.body);
+    const id = Number(req.params['id']);
+    if (!(await auth.updateUser(id, body))) throw new ApiError('not_found', 'user not found');
+    await audit.record({ actor: actorOf(req), action: 'user.update', targetType: 'user', targetId: String(id), details: { role: body.role, disabled: body.disabled, passwordChanged: Boolean(body.password) } });
+    res.json((await auth.listUsers()).find((u) => u.id === id));
+  });
+
+  r.get('/audit', requireRole('admin'), async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const p = page(q);
+    const since = q['since'] ? Date.parse(q['since']) : undefined;
+    const until = q['until'] ? Date.parse(q['until']) : undefined;
+    res.json(await audit.list({ ...p, action: q['action'], actor: q['actor'], targetId: q['targetId'], since: Number.isNaN(since) ? undefined : since, until: Number.isNaN(until) ? undefined : until }));
+  });
+  return r;
+}

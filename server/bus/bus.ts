@@ -1,0 +1,53 @@
+import type { AgentView, ExecutionView, Metrics, TaskView } from '../../protocol/index.js';
+
+/** Events services publish; the socket layer (and, with NATS, other nodes) subscribe. */
+export interface BusEvents {
+  'agent.online': { agent: AgentView };
+  'agent.offline': { agentId: string; reason: string; at: string };
+  'agent.changed': { agent: AgentView };
+  'agent.removed': { agentId: string };
+  'agent.metrics': { items: { agentId: string; metrics: Metrics; lastSeenAt: string }[] };
+  'task.updated': { task: TaskView };
+  'execution.updated': { execution: ExecutionView };
+  'rollout.updated': { rolloutId: string };
+}
+export type Topic = keyof BusEvents;
+export type Handler<T extends Topic> = (payload: BusEvents[T]) => void;
+
+/** Publish/subscribe between services and the socket layer. */
+export interface Bus {
+  publish<T extends Topic>(topic: T, payload: BusEvents[T]): void;
+  /** Returns the unsubscribe function. */
+  subscribe<T extends Topic>(topic: T, handler: Handler<T>): () => void;
+  close(): Promise<void>;
+}
+
+/** In-process bus: synchronous delivery; a throwing subscriber does not affect the others. */
+export class LocalBus implements Bus {
+  private readonly subs = new Map<Topic, Set<(p: unknown) => void>>();
+  constructor(private readonly onError: (err: unknown, topic: Topic) => void = () => {}) {}
+
+  publish<T extends Topic>(topic: T, payload: BusEvents[T]): void {
+    const set = this.subs.get(topic);
+    if (!set) return;
+    for (const h of set) {
+      try {
+        h(payload);
+      } catch (err) {
+        this.onError(err, topic);
+      }
+    }
+  }
+
+  subscribe<T extends Topic>(topic: T, handler: Handler<T>): () => void {
+    let set = this.subs.get(topic);
+    if (!set) this.subs.set(topic, (set = new Set()));
+    const h = handler as (p: unknown) => void;
+    set.add(h);
+    return () => set.delete(h);
+  }
+
+  async close(): Promise<void> {
+    this.subs.clear();
+  }
+}

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+/** Every server limit and tunable, with its default. Loaded once, validated, frozen. */
+const Schema = z.object({
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  host: z.string().min(1).default('0.0.0.0'),
+  dataDir: z.string().min(1).default('./data'),
+  dbUrl: z.string().optional(),
+  adminPassword: z.string().min(8, 'MUSTER_ADMIN_PASSWORD must be at least 8 characters').optional(),
+  enrollToken: z.string().min(16, 'MUSTER_ENROLL_TOKEN must be at least 16 characters').optional(),
+  localAgent: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
+  natsUrl: z.string().url().optional(),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
+  publicUrl: z.string().url().optional(),
+  /** Name of this server node in connection history (several nodes share one database). */
+  nodeId: z.string().min(1).max(64).default(os.hostname().slice(0, 64) || 'node'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Interval agents are told to heartbeat at; three missed intervals mark an agent offline. */
+  heartbeatIntervalMs: z.coerce.number().int().min(100).default(5000),
+  /** Time an agent has after the upgrade to send a valid hello. */
+  helloTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  /** Largest WebSocket frame accepted from an agent (ws maxPayload). */
+  agentMaxPayload: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
+  /** Largest WebSocket frame accepted from a console. */
+  consoleMaxPayload: z.coerce.number().int().min(1024).default(256 * 1024),
+  /** Invalid messages a peer may send before it is disconnected. */
+  maxInvalidMessages: z.coerce.number().int().min(1).default(20),
+  /** New agent connections accepted per second before the upgrade answers 503 + Retry-After. */
+  agentConnectRate: z.coerce.number().int().min(1).default(2000),
+  /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
+  presenceFlushMs: z.coerce.number().int().min(50).default(2000),
+  /** Session cookie lifetime. */
+  sessionTtlSec: z.coerce.number().int().min(60).default(12 * 3600),
+  /** JSON body limit for REST (script size has its own limit). */
+  jsonBodyLimit: z.coerce.number().int().min(1024).default(2 * 1024 * 1024),
+  /** Largest script accepted by POST /api/tasks. */
+  maxScriptBytes: z.coerce.number().int().min(1).default(1024 * 1024),
+  /** Most targets one task may have. */
+  maxTargetsPerTask: z.coerce.number().int().min(1).default(50_000),
+  /** Executions one agent may run at once; more wait as pending. */
+  maxExecutionsPerAgent: z.coerce.number().int().min(1).default(8),
+  /** Stored output per execution before it is marked truncated. */
+  maxOutputBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
+  /** Time an execution left running after a server restart may wait for its agent before it is `lost`. */
+  reconcileTimeoutSec: z.coerce.number().int().min(1).default(300),
+  /** Terminal: shell kept alive after the console goes away, and scrollback kept for reattach. */
+  terminalDetachTimeoutSec: z.coerce.number().int().min(1).default(300),
+  terminalScrollbackBytes: z.coerce.number().int().min(1024).default(256 * 1024),
+  terminalRecording: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
+  terminalRecordingMaxBytes: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
+  /** Time an updating agent has to come back with the new version. */
+  updateTimeoutSec: z.coerce.number().int().min(1).default(120),
+  /** Largest agent package accepted by POST /api/artifacts. */
+  maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
+  /** Failed logins per username+address per minute before 429. */
+  loginRateLimit: z.coerce.number().int().min(1).default(10),
+});
+
+export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
+
+/** Environment variable name for each config key (the public contract in DESIGN.md plus tunables). */
+const ENV: Record<keyof z.infer<typeof Schema>, string> = {
+  port: 'MUSTER_PORT', host: 'MUSTER_HOST', dataDir: 'MUSTER_DATA_DIR', dbUrl: 'MUSTER_DB_URL',
+  adminPassword: 'MUSTER_ADMIN_PASSWORD', enrollToken: 'MUSTER_ENROLL_TOKEN', localAgent: 'MUSTER_LOCAL_AGENT',
+  natsUrl: 'MUSTER_NATS_URL', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
+  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
+  agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
+  maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
+  presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
+  maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES', maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK',
+  maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT', maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',
+  reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC', terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
+  terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
+  terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
+  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+};
+
+/** Raised for invalid configuration; main prints it and exits non-zero before listening. */
+export class ConfigError extends Error {}
+
+/** Reads config from the environment once. Nothing else in the server reads process.env. */
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const raw: Record<string, string> = {};
+  for (const [key, name] of Object.entries(ENV)) {
+    const v = env[name];
+    if (v !== undefined && v !== '') raw[key] = v;
+  }
+  const parsed = Schema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const key = String(i.path[0] ?? '') as keyof typeof ENV;
+      return `  ${ENV[key] ?? key}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const c = parsed.data;
+  if (c.dbUrl && !/^(mysql|mariadb|sqlite):/.test(c.dbUrl)) {
+    throw new ConfigError('invalid configuration:\n  MUSTER_DB_URL: must start with mysql://, mariadb:// or sqlite:');
+  }
+  if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
+    throw new ConfigError('invalid configuration:\n  MUSTER_TLS_CERT and MUSTER_TLS_KEY must be set together');
+  }
+  return Object.freeze({ ...c, dataDir: path.resolve(c.dataDir), enrollTokenGenerated: !c.enrollToken });
+}
+
+/** A random URL-safe secret of `bytes` bytes. */
+export function randomSecret(bytes = 32): string {
+  return randomBytes(bytes).toString('base64url');
+}

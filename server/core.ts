@@ -1,0 +1,37 @@
+import type { Router } from 'express';
+import type { AuditLog } from './auth/audit.js';
+import type { AuthService } from './auth/auth-service.js';
+import type { Bus } from './bus/bus.js';
+import type { Config } from './config/config.js';
+import type { Db, Dialect } from './db/db.js';
+import type { Fleet } from './fleet/fleet.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { AgentBinaryHandlers, AgentHandlers, ConsoleBinaryHandlers, ConsoleHandlers } from './ws/handlers.js';
+
+/** Shared services every capability is built from (composed in server.ts). */
+export interface Core {
+  config: Config;
+  db: Db;
+  dialect: Dialect;
+  log: Logger;
+  metrics: Metrics;
+  bus: Bus;
+  fleet: Fleet;
+  audit: AuditLog;
+  auth: AuthService;
+  /** Absolute path of the data dir (SQLite, artifacts, recordings). */
+  dataDir: string;
+  /** Base URL agents can reach this server at (used in download URLs). */
+  serverUrl: () => string;
+}
+
+/** A capability (exec, terminals, updates): its routes, socket handlers and lifetime. */
+export interface Capability<A extends keyof AgentHandlers, C extends keyof ConsoleHandlers> {
+  agentHandlers: Pick<AgentHandlers, A>;
+  consoleHandlers: Pick<ConsoleHandlers, C>;
+  routes?: Router;
+  start?(): Promise<void>;
+  stop?(): Promise<void>;
+}
+export type { AgentBinaryHandlers, ConsoleBinaryHandlers };

@@ -1,0 +1,233 @@
+import type { Hello, Labels, Metrics, ServerToAgent } from '../../protocol/index.js';
+import { CloseCode } from '../../protocol/index.js';
+import type { Bus } from '../bus/bus.js';
+import type { Logger } from '../log.js';
+import type { Metrics as PromMetrics } from '../metrics.js';
+import { agentView, AgentRepo, ConnectionRepo, type AgentRecord } from './registry.js';
+
+/** What the socket layer gives a service to reach one connected agent. */
+export interface AgentChannel {
+  readonly linkId: number;
+  readonly remoteAddress: string | null;
+  send(msg: ServerToAgent): boolean;
+  sendBinary(buf: Uint8Array): boolean;
+  /** Bytes queued in the socket and not yet written (for backpressure). */
+  bufferedAmount(): number;
+  /** Closes the socket; `reason` is what the connection history records. */
+  close(code: number, reason: string): void;
+}
+
+/** Why a connection ended, as stored in agent_connections.reason. */
+export type DisconnectReason =
+  | 'agent shutdown' | 'connection lost' | 'heartbeat timeout' | 'replaced' | 'server shutdown' | 'revoked'
+  | 'restart requested' | 'protocol error' | 'server restart';
+
+interface Live { ch: AgentChannel; connectionId: number; lastHeartbeat: number }
+
+type ConnectHook = (agentId: string, hello: Hello) => void;
+type DisconnectHook = (agentId: string, reason: DisconnectReason) => void;
+
+/**
+ * Presence: every agent in memory, the online set, heartbeats, and connection history.
+ * Heartbeats touch memory only; last_seen_at is flushed in batches and the missed-heartbeat
+ * sweep runs on a timer, so no per-heartbeat work grows with the fleet.
+ */
+export class Fleet {
+  readonly agents = new Map<string, AgentRecord>();
+  private readonly live = new Map<string, Live>();
+  private readonly dirty = new Set<string>();
+  private readonly connectHooks: ConnectHook[] = [];
+  private readonly disconnectHooks: DisconnectHook[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | null = null;
+  /** Total statements issued by presence flushes (exposed for benchmarks). */
+  flushStatements = 0;
+
+  constructor(
+    private readonly deps: {
+      repo: AgentRepo; connections: ConnectionRepo; bus: Bus; log: Logger; metrics: PromMetrics;
+      nodeId: string; heartbeatIntervalMs: number; flushMs: number;
+    },
+  ) {}
+
+  /** Loads every agent and closes connection rows a crash left open. */
+  async start(): Promise<void> {
+    for (const a of await this.deps.repo.loadAll()) this.agents.set(a.id, a);
+    const n = await this.deps.connections.closeDangling(this.deps.nodeId, Date.now(), 'server restart');
+    if (n) this.deps.log.info({ closed: n }, 'closed connection rows left open by the previous run');
+    this.flushTimer = setInterval(() => void this.flush(), this.deps.flushMs);
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(100, Math.floor(this.deps.heartbeatIntervalMs / 2)));
+    this.flushTimer.unref();
+    this.sweepTimer.unref();
+    this.updateGauge();
+  }
+
+  /** Closes every agent socket with `server shutdown` and flushes presence. */
+  async stop(): Promise<void> {
+    clearInterval(this.flushTimer);
+    clearInterval(this.sweepTimer);
+    const closing: Promise<void>[] = [];
+    for (const [id, l] of this.live) {
+      l.ch.close(CloseCode.serverShutdown, 'server shutdown');
+      closing.push(this.disconnect(id, l.ch.linkId, 'server shutdown'));
+    }
+    await Promise.allSettled(closing);
+    await this.flush();
+  }
+
+  onConnect(h: ConnectHook): void { this.connectHooks.push(h); }
+  onDisconnect(h: DisconnectHook): void { this.disconnectHooks.push(h); }
+
+  get(id: string): AgentRecord | undefined { return this.agents.get(id); }
+  isOnline(id: string): boolean { return this.live.has(id); }
+  onlineCount(): number { return this.live.size; }
+
+  /** Sends a control message to a connected agent; false when it is not connected here. */
+  send(agentId: string, msg: ServerToAgent): boolean {
+    const l = this.live.get(agentId);
+    return l ? l.ch.send(msg) : false;
+  }
+  sendBinary(agentId: string, buf: Uint8Array): boolean {
+    const l = this.live.get(agentId);
+    return l ? l.ch.sendBinary(buf) : false;
+  }
+  bufferedAmount(agentId: string): number {
+    return this.live.get(agentId)?.ch.bufferedAmount() ?? 0;
+  }
+
+  /** A valid hello arrived on an authenticated socket: the agent is online. */
+  async connect(ch: AgentChannel, hello: Hello, secretHash: string): Promise<void> {
+    const now = Date.now();
+    const prev = this.live.get(hello.agentId);
+    if (prev && prev.ch.linkId !== ch.linkId) {
+      prev.ch.close(CloseCode.replaced, 'replaced');
+      await this.disconnect(hello.agentId, prev.ch.linkId, 'replaced');
+    }
+    let rec = this.agents.get(hello.agentId);
+    const isNew = !rec;
+    await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew);
+    const connectionId = await this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId);
+    if (!rec) {
+      rec = {
+        id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
+        platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, groups: [], secretHash, createdAt: now,
+        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null,
+      };
+      this.agents.set(rec.id, rec);
+    } else {
+      Object.assign(rec, {
+        name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null, platform: hello.platform,
+        arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus, memoryBytes: hello.memoryBytes,
+        labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online',
+      });
+    }
+    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now });
+    this.deps.metrics.connects.inc();
+    this.updateGauge();
+    this.deps.log.info({ agentId: rec.id, name: rec.name, remote: ch.remoteAddress, new: isNew }, 'agent online');
+    this.deps.bus.publish('agent.online', { agent: agentView(rec) });
+    for (const h of this.connectHooks) h(rec.id, hello);
+  }
+
+  /** Heartbeat: memory only; the flush timer persists and publishes in batches. */
+  heartbeat(agentId: string, linkId: number, metrics: Metrics): void {
+    const l = this.live.get(agentId);
+    const rec = this.agents.get(agentId);
+    if (!l || l.ch.linkId !== linkId || !rec) return;
+    const now = Date.now();
+    l.lastHeartbeat = now;
+    rec.lastSeenAt = now;
+    rec.metrics = metrics;
+    this.dirty.add(agentId);
+    this.deps.metrics.heartbeats.inc();
+  }
+
+  /** The agent's config labels changed (SIGHUP). */
+  async setReportedLabels(agentId: string, labels: Labels): Promise<void> {
+    const rec = this.agents.get(agentId);
+    if (!rec) return;
+    rec.labels = labels;
+    await this.deps.repo.updateLabels(agentId, labels);
+    this.deps.bus.publish('agent.changed', { agent: agentView(rec) });
+  }
+
+  /** A socket closed. Only the current link of an agent marks it offline (a replaced one does not). */
+  async disconnect(agentId: string, linkId: number, reason: DisconnectReason): Promise<void> {
+    const l = this.live.get(agentId);
+    if (!l || l.ch.linkId !== linkId) return;
+    this.live.delete(agentId);
+    const now = Date.now();
+    const rec = this.agents.get(agentId);
+    if (rec) {
+      rec.status = 'offline';
+      rec.lastSeenAt = l.lastHeartbeat;
+    }
+    this.deps.metrics.disconnects.inc({ reason });
+    this.updateGauge();
+    this.deps.log.info({ agentId, reason }, 'agent offline');
+    try {
+      await this.deps.connections.close(l.connectionId, now, reason);
+    } catch (err) {
+      this.deps.log.error({ err, agentId }, 'could not record disconnection');
+    }
+    if (reason !== 'replaced') {
+      this.deps.bus.publish('agent.offline', { agentId, reason, at: new Date(now).toISOString() });
+      for (const h of this.disconnectHooks) h(agentId, reason);
+    }
+  }
+
+  /** Closes an agent's socket for `reason` (revoke, restart). */
+  kick(agentId: string, code: number, reason: DisconnectReason): boolean {
+    const l = this.live.get(agentId);
+    if (!l) return false;
+    l.ch.close(code, reason);
+    void this.disconnect(agentId, l.ch.linkId, reason);
+    return true;
+  }
+
+  /** Persists last_seen_at of every agent heard from since the last flush, and pushes their metrics. */
+  async flush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    if (this.dirty.size === 0) return;
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    const now = Date.now();
+    const items = [];
+    for (const id of ids) {
+      const rec = this.agents.get(id);
+      if (rec?.metrics) items.push({ agentId: id, metrics: rec.metrics, lastSeenAt: new Date(rec.lastSeenAt ?? now).toISOString() });
+    }
+    this.deps.bus.publish('agent.metrics', { items });
+    this.flushing = (async () => {
+      try {
+        const n = await this.deps.repo.touchMany(ids, now);
+        this.flushStatements += n;
+        this.deps.metrics.dbFlushes.inc(n);
+      } catch (err) {
+        // Database away (restart): keep the ids for the next flush; nothing is lost but precision.
+        for (const id of ids) this.dirty.add(id);
+        this.deps.log.warn({ err: String(err) }, 'presence flush failed; will retry');
+      } finally {
+        this.flushing = null;
+      }
+    })();
+    return this.flushing;
+  }
+
+  private sweep(): void {
+    const deadline = Date.now() - 3 * this.deps.heartbeatIntervalMs;
+    for (const [id, l] of this.live) {
+      if (l.lastHeartbeat < deadline) {
+        l.ch.close(CloseCode.heartbeatTimeout, 'heartbeat timeout');
+        void this.disconnect(id, l.ch.linkId, 'heartbeat timeout');
+      }
+    }
+  }
+
+  private updateGauge(): void {
+    this.deps.metrics.agents.set({ status: 'online' }, this.live.size);
+    this.deps.metrics.agents.set({ status: 'offline' }, this.agents.size - this.live.size);
+  }
+}

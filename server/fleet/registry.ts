@@ -1,0 +1,150 @@
+import type { AgentView, Hello, Labels, Metrics } from '../../protocol/index.js';
+import type { Db } from '../db/db.js';
+import { parseJson } from '../db/db.js';
+
+/** One agent as the server holds it in memory (every agent, online or not). */
+export interface AgentRecord {
+  id: string;
+  name: string;
+  hostname: string;
+  ips: string[];
+  externalIp: string | null;
+  platform: string;
+  arch: string;
+  os: string;
+  version: string;
+  cpus: number;
+  memoryBytes: number;
+  /** Labels from the agent's own config. */
+  labels: Labels;
+  /** Labels set by an operator; when set they replace the agent's own. */
+  labelOverrides: Labels | null;
+  groups: string[];
+  secretHash: string;
+  createdAt: number;
+  connectedAt: number | null;
+  lastSeenAt: number | null;
+  revokedAt: number | null;
+  status: 'online' | 'offline';
+  metrics: Metrics | null;
+}
+
+const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
+
+/** The public JSON view of an agent. */
+export function agentView(a: AgentRecord): AgentView {
+  return {
+    id: a.id, name: a.name, hostname: a.hostname, ips: a.ips, externalIp: a.externalIp, platform: a.platform,
+    arch: a.arch, os: a.os, version: a.version, cpus: a.cpus, memoryBytes: a.memoryBytes,
+    labels: a.labelOverrides ?? a.labels, groups: a.groups, status: a.status,
+    connectedAt: a.status === 'online' ? iso(a.connectedAt) : null, lastSeenAt: iso(a.lastSeenAt),
+    metrics: a.metrics, revoked: a.revokedAt != null,
+  };
+}
+
+/** Effective labels (operator overrides win). */
+export function effectiveLabels(a: AgentRecord): Labels {
+  return a.labelOverrides ?? a.labels;
+}
+
+function fromRow(r: Record<string, unknown>): AgentRecord {
+  const n = (v: unknown) => (v == null ? null : Number(v));
+  return {
+    id: String(r['id']), name: String(r['name']), hostname: String(r['hostname']), ips: parseJson(r['ips'], []),
+    externalIp: (r['external_ip'] as string | null) ?? null, platform: String(r['platform']), arch: String(r['arch']),
+    os: String(r['os']), version: String(r['version']), cpus: Number(r['cpus']), memoryBytes: Number(r['memory_bytes']),
+    labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null), groups: parseJson(r['groups'], []),
+    secretHash: String(r['secret_hash']), createdAt: Number(r['created_at']), connectedAt: n(r['connected_at']),
+    lastSeenAt: n(r['last_seen_at']), revokedAt: n(r['revoked_at']), status: 'offline', metrics: null,
+  };
+}
+
+/** Agents table access. The in-memory map in Fleet is the read path; this is the write path. */
+export class AgentRepo {
+  constructor(private readonly db: Db) {}
+
+  async loadAll(): Promise<AgentRecord[]> {
+    return (await this.db('agents').select()).map(fromRow);
+  }
+
+  /** Inserts a newly enrolled agent or refreshes the facts of a known one from its hello. */
+  async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean): Promise<void> {
+    const facts = {
+      name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
+      arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
+      connected_at: now, last_seen_at: now,
+    };
+    if (isNew) {
+      await this.db('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, secret_hash: secretHash, created_at: now, revoked_at: null });
+    } else {
+      await this.db('agents').where({ id: h.agentId }).update(facts);
+    }
+  }
+
+  async updateLabels(id: string, labels: Labels): Promise<void> {
+    await this.db('agents').where({ id }).update({ labels: JSON.stringify(labels) });
+  }
+
+  async patch(id: string, p: { labelOverrides?: Labels | null; groups?: string[] }): Promise<void> {
+    const upd: Record<string, unknown> = {};
+    if (p.labelOverrides !== undefined) upd['label_overrides'] = p.labelOverrides === null ? null : JSON.stringify(p.labelOverrides);
+    if (p.groups !== undefined) upd['groups'] = JSON.stringify(p.groups);
+    await this.db('agents').where({ id }).update(upd);
+  }
+
+  async revoke(id: string, at: number): Promise<void> {
+    await this.db('agents').where({ id }).update({ revoked_at: at });
+  }
+
+  /** One statement per chunk of ids: last_seen_at of many agents at once. */
+  async touchMany(ids: string[], at: number, chunk = 5000): Promise<number> {
+    let statements = 0;
+    for (let i = 0; i < ids.length; i += chunk) {
+      await this.db('agents').whereIn('id', ids.slice(i, i + chunk)).update({ last_seen_at: at });
+      statements++;
+    }
+    return statements;
+  }
+}
+
+/** agent_connections: one row per socket, opened at hello and closed with a reason. */
+export class ConnectionRepo {
+  constructor(private readonly db: Db) {}
+
+  async open(agentId: string, at: number, remoteAddress: string | null, node: string): Promise<number> {
+    const res = await this.db('agent_connections').insert({ agent_id: agentId, connected_at: at, remote_address: remoteAddress, node }, ['id']);
+    const first = res[0] as unknown;
+    return typeof first === 'object' && first !== null ? Number((first as { id: number }).id) : Number(first);
+  }
+
+  async close(id: number, at: number, reason: string): Promise<void> {
+    const row = await this.db('agent_connections').where({ id }).first('connected_at');
+    await this.db('agent_connections').where({ id }).whereNull('disconnected_at')
+      .update({ disconnected_at: at, reason, duration_ms: row ? at - Number(row.connected_at) : null });
+  }
+
+  /** After a crash: every row still open (on this node) is closed with `reason`. Returns how many. */
+  async closeDangling(node: string, at: number, reason: string): Promise<number> {
+    return this.db('agent_connections').whereNull('disconnected_at').where({ node })
+      .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
+  }
+
+  async list(agentId: string, limit: number, offset: number) {
+    const [{ n }] = (await this.db('agent_connections').where({ agent_id: agentId }).count({ n: '*' })) as [{ n: number | string }];
+    const rows = await this.db('agent_connections').where({ agent_id: agentId }).orderBy('id', 'desc').limit(limit).offset(offset);
+    const items = rows.map((r) => ({
+      id: Number(r.id), connectedAt: iso(Number(r.connected_at)), disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)),
+      durationMs: r.duration_ms == null ? null : Number(r.duration_ms), reason: r.reason ?? null, remoteAddress: r.remote_address ?? null,
+    }));
+    return { items, total: Number(n) };
+  }
+
+  /** Most recent connection events across the fleet (dashboard). */
+  async recent(limit: number) {
+    const rows = await this.db('agent_connections').orderBy('id', 'desc').limit(limit);
+    return rows.map((r) => ({
+      id: Number(r.id), agentId: r.agent_id as string, connectedAt: iso(Number(r.connected_at)),
+      disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)), reason: r.reason ?? null,
+    }));
+  }
+}

@@ -1,0 +1,117 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { CloseCode, Labels } from '../../protocol/index.js';
+import type { AuditLog } from '../auth/audit.js';
+import { actorOf, requireRole } from '../http/context.js';
+import { ApiError, notFound, page } from '../http/errors.js';
+import { compileSelector, SelectorError } from '../selectors/selector.js';
+import type { Fleet } from './fleet.js';
+import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
+
+const Patch = z.object({
+  labels: Labels.nullable().optional(),
+  groups: z.array(z.string().min(1).max(64).regex(/^[A-Za-z0-9_.-]+$/)).max(64).optional(),
+}).strict();
+
+/** Filters the in-memory fleet by `selector` and `status`; a bad selector answers 400 with its position. */
+export function selectAgents(fleet: Fleet, selector: string | undefined, status?: string): AgentRecord[] {
+  let pred: (a: AgentRecord) => boolean = () => true;
+  if (selector !== undefined && selector.trim() !== '') {
+    try {
+      pred = compileSelector(selector);
+    } catch (err) {
+      if (err instanceof SelectorError) {
+        throw new ApiError('selector_syntax', err.message, 400, { position: err.position, expected: err.expected });
+      }
+      throw err;
+    }
+  }
+  const out: AgentRecord[] = [];
+  for (const a of fleet.agents.values()) {
+    if (status && a.status !== status) continue;
+    if (pred(a)) out.push(a);
+  }
+  return out;
+}
+
+/** /api/agents: the fleet, one agent, summary, connections, patch, revoke, restart. */
+export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog }): Router {
+  const { fleet, audit } = deps;
+  const r = Router();
+
+  r.get('/agents', requireRole('viewer'), (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const status = q['status'];
+    if (status && status !== 'online' && status !== 'offline') throw new ApiError('bad_request', 'status must be online or offline');
+    const { limit, offset } = page(q, 100, 50_000);
+    const all = selectAgents(fleet, q['selector'], status);
+    all.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    res.json({ items: all.slice(offset, offset + limit).map(agentView), total: all.length });
+  });
+
+  r.get('/agents/summary', requireRole('viewer'), async (_req, res) => {
+    const byStatus: Record<string, number> = { online: 0, offline: 0 };
+    const byVersion: Record<string, number> = {};
+    const byPlatform: Record<string, number> = {};
+    let total = 0;
+    for (const a of fleet.agents.values()) {
+      if (a.revokedAt != null) continue;
+      total++;
+      byStatus[a.status] = (byStatus[a.status] ?? 0) + 1;
+      byVersion[a.version] = (byVersion[a.version] ?? 0) + 1;
+      const plat = `${a.platform}/${a.arch}`;
+      byPlatform[plat] = (byPlatform[plat] ?? 0) + 1;
+    }
+    res.json({ total, byStatus, byVersion, byPlatform, recentConnections: await deps.connections.recent(20) });
+  });
+
+  r.get('/agents/:id', requireRole('viewer'), (req, res) => {
+    const a = fleet.get(String(req.params['id']));
+    if (!a) throw notFound('agent');
+    res.json(agentView(a));
+  });
+
+  r.get('/agents/:id/connections', requireRole('viewer'), async (req, res) => {
+    const id = String(req.params['id']);
+    if (!fleet.get(id)) throw notFound('agent');
+    const { limit, offset } = page(req.query as Record<string, unknown>);
+    res.json(await deps.connections.list(id, limit, offset));
+  });
+
+  r.patch('/agents/:id', requireRole('operator'), async (req, res) => {
+    const id = String(req.params['id']);
+    const a = fleet.get(id);
+    if (!a) throw notFound('agent');
+    const body = Patch.parse(req.body);
+    await deps.repo.patch(id, { labelOverrides: body.labels, groups: body.groups });
+    if (body.labels !== undefined) a.labelOverrides = body.labels;
+    if (body.groups !== undefined) a.groups = body.groups;
+    await audit.record({ actor: actorOf(req), action: 'agent.patch', targetType: 'agent', targetId: id, details: body });
+    const view = agentView(a);
+    res.json(view);
+  });
+
+  r.delete('/agents/:id', requireRole('admin'), async (req, res) => {
+    const id = String(req.params['id']);
+    const a = fleet.get(id);
+    if (!a) throw notFound('agent');
+    const now = Date.now();
+    await deps.repo.revoke(id, now);
+    a.revokedAt = now;
+    fleet.kick(id, CloseCode.revoked, 'revoked');
+    await audit.record({ actor: actorOf(req), action: 'agent.revoke', targetType: 'agent', targetId: id, details: { name: a.name } });
+    res.status(204).end();
+  });
+
+  r.post('/agents/:id/restart', requireRole('operator'), async (req, res) => {
+    const id = String(req.params['id']);
+    const a = fleet.get(id);
+    if (!a) throw notFound('agent');
+    const sent = fleet.send(id, { type: 'restart', reason: `requested by ${actorOf(req).username}` });
+    await audit.record({ actor: actorOf(req), action: 'agent.restart', targetType: 'agent', targetId: id, ok: sent });
+    if (!sent) throw new ApiError('agent_offline', 'agent is not connected');
+    res.status(202).json({ accepted: true });
+  });
+
+  return r;
+}

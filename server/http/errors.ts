@@ -1,0 +1,53 @@
+import type { ErrorRequestHandler } from 'express';
+import { ZodError } from 'zod';
+import type { ErrorCode } from '../../protocol/index.js';
+
+const STATUS: Record<ErrorCode, number> = {
+  bad_request: 400, invalid_message: 400, unknown_type: 400, selector_syntax: 400, unauthorized: 401, forbidden: 403,
+  not_found: 404, conflict: 409, payload_too_large: 413, rate_limited: 429, limit_exceeded: 422, agent_offline: 409,
+  unavailable: 503, internal: 500,
+};
+
+/** An error with a stable code; the HTTP status follows from the code unless given. */
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(readonly code: ErrorCode, message: string, status?: number, readonly details?: Record<string, unknown>) {
+    super(message);
+    this.status = status ?? STATUS[code];
+  }
+}
+
+export const notFound = (what: string) => new ApiError('not_found', `${what} not found`);
+
+/** Maps errors to `{ error: { code, message } }`; never sends a stack trace. */
+export function errorHandler(log: { error(o: object, m: string): void }): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    if (err instanceof ApiError) {
+      res.status(err.status).json({ error: { code: err.code, message: err.message, ...(err.details ?? {}) } });
+      return;
+    }
+    if (err instanceof ZodError) {
+      const msg = err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+      res.status(400).json({ error: { code: 'bad_request', message: msg } });
+      return;
+    }
+    const e = err as { type?: string; status?: number };
+    if (e.type === 'entity.too.large') {
+      res.status(413).json({ error: { code: 'payload_too_large', message: 'request body too large' } });
+      return;
+    }
+    if (e.type === 'entity.parse.failed') {
+      res.status(400).json({ error: { code: 'bad_request', message: 'invalid JSON body' } });
+      return;
+    }
+    log.error({ err, path: req.path }, 'unhandled request error');
+    res.status(500).json({ error: { code: 'internal', message: 'internal error' } });
+  };
+}
+
+/** Parses `limit`/`offset` query params with bounds. */
+export function page(q: Record<string, unknown>, def = 50, max = 1000): { limit: number; offset: number } {
+  const limit = Math.min(max, Math.max(1, Number.parseInt(String(q['limit'] ?? def), 10) || def));
+  const offset = Math.max(0, Number.parseInt(String(q['offset'] ?? 0), 10) || 0);
+  return { limit, offset };
+}

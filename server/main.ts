@@ -1,0 +1,50 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig } from './config/config.js';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+
+/** Composition root: config, logger, server, signals. Does no work itself. */
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`muster: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const s = await startServer(config, log, { webDist: path.resolve(here, '..', 'web', 'dist'), agentScript: path.join(here, 'agent.js') });
+  const consoleUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${s.port}`;
+  const lines = [
+    '',
+    `  Muster is running: ${consoleUrl}`,
+    s.generatedAdminPassword ? `  First start: user "admin", password "${s.generatedAdminPassword}" (shown once; change it)` : '  Sign in with your admin account.',
+    config.enrollTokenGenerated ? `  Enrolment token: ${s.enrollToken}` : '',
+    '',
+  ].filter((l, i, a) => l !== '' || i === 0 || i === a.length - 1);
+  process.stdout.write(`${lines.join('\n')}\n`);
+  log.info({ port: s.port }, 'listening');
+
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ sig }, 'shutting down');
+    s.close().then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`muster: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,203 @@
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import express from 'express';
+import { CloseCode } from '../protocol/index.js';
+import { AuditLog } from './auth/audit.js';
+import { AuthService } from './auth/auth-service.js';
+import { authRoutes } from './auth/routes.js';
+import { LocalBus } from './bus/bus.js';
+import { randomSecret, type Config } from './config/config.js';
+import type { Core } from './core.js';
+import { migrateLatest, openDb } from './db/db.js';
+import { Settings } from './db/settings.js';
+import { createExec } from './exec/index.js';
+import { Fleet } from './fleet/fleet.js';
+import { LocalAgentSupervisor } from './fleet/local-agent.js';
+import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
+import { fleetRoutes } from './fleet/routes.js';
+import { authenticate, requireRole } from './http/context.js';
+import { ApiError, errorHandler } from './http/errors.js';
+import type { Logger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { createTerminals } from './terminals/index.js';
+import { createUpdates } from './updates/index.js';
+import { AgentLink } from './ws/agent-link.js';
+import { ConsoleHub } from './ws/console-hub.js';
+import { ConsoleLink } from './ws/console-link.js';
+import type { AgentHandlers, ConsoleHandlers } from './ws/handlers.js';
+import { attachUpgrade } from './ws/upgrade.js';
+
+export interface RunningServer {
+  port: number;
+  url: string;
+  core: Core;
+  /** Admin password when this start created the admin user with a random one. */
+  generatedAdminPassword?: string;
+  enrollToken: string;
+  close(): Promise<void>;
+}
+
+/** Composes every capability, runs migrations and listens. */
+export async function startServer(config: Config, log: Logger, opts: { webDist?: string; agentScript?: string } = {}): Promise<RunningServer> {
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  const { db, dialect, describe } = openDb(config.dbUrl, config.dataDir);
+  log.info({ db: describe }, 'database');
+  await migrateLatest(db);
+
+  const metrics = createMetrics();
+  const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
+  const audit = new AuditLog(db);
+  const auth = new AuthService(db, config.sessionTtlSec);
+  const settings = new Settings(db);
+  const agentRepo = new AgentRepo(db);
+  const connections = new ConnectionRepo(db);
+  const fleet = new Fleet({
+    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId,
+    heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
+  });
+
+  const admin = await auth.ensureAdmin(config.adminPassword);
+  let enrollToken = config.enrollToken ?? (await settings.get('enroll_token'));
+  if (!enrollToken) {
+    enrollToken = randomSecret(24);
+    await settings.set('enroll_token', enrollToken);
+  }
+  const currentEnrollToken = enrollToken;
+
+  let port = config.port;
+  const scheme = config.tlsCert ? 'https' : 'http';
+  const serverUrl = () => config.publicUrl?.replace(/\/$/, '') ?? `${scheme}://127.0.0.1:${port}`;
+  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, dataDir: config.dataDir, serverUrl };
+
+  const exec = createExec(core);
+  const terminals = createTerminals(core);
+  const updates = createUpdates(core);
+
+  const agentHandlers: AgentHandlers = {
+    heartbeat: (ctx, m) => fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics),
+    bye: (ctx, m) => ctx.log.info({ reason: m.reason }, 'agent says bye'),
+    error: (ctx, m) => ctx.log.warn({ code: m.code, message: m.message, ref: m.ref }, 'agent reported an error'),
+    labels: (ctx, m) => fleet.setReportedLabels(ctx.agentId, m.labels),
+    ...exec.agentHandlers,
+    ...terminals.agentHandlers,
+    ...updates.agentHandlers,
+  };
+  const consoleHandlers: ConsoleHandlers = {
+    ping: (ch, m) => void ch.send({ type: 'pong', ...(m.ref ? { ref: m.ref } : {}) }),
+    ...exec.consoleHandlers,
+    ...terminals.consoleHandlers,
+    ...updates.consoleHandlers,
+  };
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', 'loopback');
+  app.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await db.raw('select 1');
+      res.json({ ok: true, db: 'up', agentsOnline: fleet.onlineCount() });
+    } catch (err) {
+      res.status(503).json({ ok: false, db: 'down', error: String((err as Error).message) });
+    }
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', metrics.registry.contentType);
+    res.send(await metrics.registry.metrics());
+  });
+
+  const api = express.Router();
+  api.use(express.json({ limit: config.jsonBodyLimit }));
+  api.use(authenticate(auth));
+  api.use(authRoutes({ auth, audit, secureCookies: scheme === 'https', sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
+  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit }));
+  api.get('/enrollment', requireRole('admin'), (_req, res) => {
+    const url = serverUrl().replace(/^http/, 'ws');
+    res.json({
+      token: currentEnrollToken,
+      serverUrl: url,
+      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download`,
+    });
+  });
+  for (const cap of [exec, terminals, updates]) if (cap.routes) api.use(cap.routes);
+  api.use((_req) => {
+    throw new ApiError('not_found', 'no such API endpoint');
+  });
+  app.use('/api', api);
+  const installScript = path.resolve(opts.webDist ?? '.', '..', '..', 'deployment', 'install-agent.sh');
+  app.get('/install-agent.sh', (_req, res) => {
+    if (!fs.existsSync(installScript)) throw new ApiError('not_found', 'install script not available');
+    res.type('text/x-shellscript').sendFile(installScript);
+  });
+  if (opts.webDist && fs.existsSync(path.join(opts.webDist, 'index.html'))) {
+    const dist = opts.webDist;
+    app.use(express.static(dist, { index: false, maxAge: '1h' }));
+    // SPA fallback: any non-API GET serves the console.
+    app.get(/^\/(?!api\/|ws\/).*/, (_req, res) => void res.sendFile(path.join(dist, 'index.html')));
+  }
+  app.use(errorHandler(log));
+
+  const server = config.tlsCert && config.tlsKey
+    ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) }, app)
+    : http.createServer(app);
+
+  const hub = new ConsoleHub(bus);
+  const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
+    auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
+    agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
+    publicUrl: config.publicUrl,
+    onAgent: (ws, req, a) => {
+      new AgentLink(ws, req.socket.remoteAddress ?? null, a, {
+        fleet, audit, log, metrics, handlers: agentHandlers,
+        binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
+        heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
+      });
+    },
+    onConsole: (ws, _req, principal) => {
+      metrics.consoles.inc();
+      const link = new ConsoleLink(ws, principal, {
+        log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
+        maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
+      });
+      hub.add(link);
+      link.send({ type: 'ready', user: { id: principal.id, username: principal.username, role: principal.role }, serverTime: Date.now() });
+    },
+  });
+
+  await fleet.start();
+  for (const cap of [exec, terminals, updates]) await cap.start?.();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  port = (server.address() as AddressInfo).port;
+
+  let local: LocalAgentSupervisor | undefined;
+  if (config.localAgent && opts.agentScript) {
+    local = new LocalAgentSupervisor({
+      agentScript: opts.agentScript, serverUrl: `${scheme === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}`, token: currentEnrollToken,
+      stateDir: path.join(config.dataDir, 'local-agent'), log: log.child({ component: 'local-agent' }),
+    });
+    local.start();
+  }
+
+  let closing: Promise<void> | null = null;
+  const close = () => (closing ??= (async () => {
+    await local?.stop();
+    hub.close(CloseCode.serverShutdown, 'server shutdown');
+    for (const cap of [updates, terminals, exec]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    await fleet.stop();
+    agentWss.close();
+    consoleWss.close();
+    server.closeAllConnections?.();
+    await new Promise<void>((r) => server.close(() => r()));
+    await bus.close();
+    await db.destroy();
+  })());
+
+  return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: currentEnrollToken, close };
+}

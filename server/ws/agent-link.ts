@@ -1,0 +1,183 @@
+import type { WebSocket } from 'ws';
+import {
+  AgentToServer, CloseCode, decodeFrame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+  type Hello, type ServerToAgent,
+} from '../../protocol/index.js';
+import type { AuditLog } from '../auth/audit.js';
+import type { AgentChannel, DisconnectReason, Fleet } from '../fleet/fleet.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { AgentBinaryHandlers, AgentCtx, AgentHandler, AgentHandlers } from './handlers.js';
+
+let nextLinkId = 1;
+
+export interface AgentLinkDeps {
+  fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
+  handlers: AgentHandlers; binary: AgentBinaryHandlers;
+  heartbeatIntervalMs: number; helloTimeoutMs: number; maxInvalidMessages: number;
+}
+
+/** Credentials established at the upgrade. */
+export interface AgentAuth { agentId: string; secretHash: string; enrolSecret?: string }
+
+/**
+ * One agent socket. Owns its hello deadline and closes exactly once; nothing is accepted
+ * before a valid hello, and the hello must name the agent the credentials belong to.
+ */
+export class AgentLink implements AgentChannel {
+  readonly linkId = nextLinkId++;
+  private helloTimer: NodeJS.Timeout | undefined;
+  private state: 'awaiting-hello' | 'connecting' | 'ready' | 'closed' = 'awaiting-hello';
+  private pending: Array<{ data: Buffer; binary: boolean }> = [];
+  private invalid = 0;
+  private closeReason: DisconnectReason | null = null;
+  private byeReceived = false;
+  private readonly table: ReadonlyMap<string, AgentHandler<never>>;
+  private readonly log: Logger;
+  private ctx!: AgentCtx;
+
+  constructor(private readonly ws: WebSocket, readonly remoteAddress: string | null, private readonly auth: AgentAuth, private readonly deps: AgentLinkDeps) {
+    this.log = deps.log.child({ agentId: auth.agentId, link: this.linkId });
+    this.table = new Map(Object.entries(deps.handlers) as unknown as [string, AgentHandler<never>][]);
+    this.helloTimer = setTimeout(() => this.close(CloseCode.helloTimeout, 'protocol error', 'no hello in time'), deps.helloTimeoutMs);
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('error', (err) => {
+      this.log.warn({ err: err.message }, 'agent socket error');
+      if (!this.closeReason) this.closeReason = 'protocol error';
+    });
+    ws.on('close', () => void this.onClose());
+  }
+
+  send(msg: ServerToAgent): boolean {
+    if (this.ws.readyState !== this.ws.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+  sendBinary(buf: Uint8Array): boolean {
+    if (this.ws.readyState !== this.ws.OPEN) return false;
+    this.ws.send(buf, { binary: true });
+    return true;
+  }
+  bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+  close(code: number, reason: DisconnectReason | string, detail?: string): void {
+    if (!this.closeReason) this.closeReason = reason as DisconnectReason;
+    clearTimeout(this.helloTimer);
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code, (detail ?? reason).slice(0, 120));
+    // A peer that never answers the close handshake is cut off.
+    setTimeout(() => this.ws.terminate(), 5000).unref();
+  }
+
+  private sendError(code: string, message: string, ref?: string): void {
+    this.deps.metrics.messageErrors.inc({ channel: 'agent', code });
+    this.send({ type: 'error', code, message, ...(ref ? { ref } : {}) });
+    if (++this.invalid > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'protocol error', 'too many invalid messages');
+  }
+
+  private onMessage(data: Buffer, binary: boolean): void {
+    if (this.state === 'closed') return;
+    if (this.state === 'connecting') {
+      this.pending.push({ data, binary });
+      return;
+    }
+    if (binary) return this.onBinary(data);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString('utf8'));
+    } catch {
+      return this.sendError('invalid_message', 'message is not valid JSON');
+    }
+    const parsed = AgentToServer.safeParse(raw);
+    if (!parsed.success) {
+      const type = (raw as { type?: unknown } | null)?.type;
+      const known = typeof type === 'string' && AGENT_TYPES.has(type);
+      const ref = typeof type === 'string' ? type.slice(0, 64) : undefined;
+      if (!known) return this.sendError('unknown_type', `unknown message type ${JSON.stringify(ref ?? null)}`, ref);
+      return this.sendError('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), ref);
+    }
+    const msg = parsed.data;
+    this.deps.metrics.messages.inc({ channel: 'agent', type: msg.type });
+    if (this.state === 'awaiting-hello') {
+      if (msg.type !== 'hello') return this.sendError('invalid_message', 'the first message must be hello', msg.type);
+      void this.onHello(msg);
+      return;
+    }
+    if (msg.type === 'hello') return this.sendError('invalid_message', 'hello already received', 'hello');
+    if (msg.type === 'bye') this.byeReceived = true;
+    const handler = this.table.get(msg.type);
+    if (!handler) return this.sendError('unknown_type', `no handler for ${msg.type}`, msg.type);
+    try {
+      const r = handler(this.ctx, msg as never);
+      if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err, type: msg.type }, 'agent handler failed'));
+    } catch (err) {
+      this.log.error({ err, type: msg.type }, 'agent handler failed');
+    }
+  }
+
+  private onBinary(data: Buffer): void {
+    if (this.state !== 'ready') return this.sendError('invalid_message', 'the first message must be hello');
+    try {
+      const f = decodeFrame(data);
+      if (f.op === 'termData') this.deps.binary.termData(this.ctx, f.sessionId, f.data);
+      else this.deps.binary.execOutput(this.ctx, f.executionId, f.stream, f.seq, f.data);
+    } catch (err) {
+      if (err instanceof FrameError) return this.sendError('invalid_message', `bad frame: ${err.message}`);
+      this.log.error({ err }, 'binary handler failed');
+    }
+  }
+
+  private async onHello(h: Hello): Promise<void> {
+    clearTimeout(this.helloTimer);
+    if (h.agentId !== this.auth.agentId) {
+      this.log.warn({ claimed: h.agentId }, 'hello claims another agent id');
+      await this.deps.audit.record({
+        actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress },
+        action: 'agent.identity_mismatch', targetType: 'agent', targetId: h.agentId.slice(0, 128), ok: false,
+      }).catch(() => {});
+      this.send({ type: 'error', code: 'forbidden', message: 'hello agentId does not match the credentials' });
+      return this.close(CloseCode.identityMismatch, 'protocol error', 'identity mismatch');
+    }
+    if (h.protocol < MIN_PROTOCOL_VERSION) {
+      this.send({ type: 'error', code: 'bad_request', message: `protocol ${h.protocol} is too old; server speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}` });
+      return this.close(CloseCode.unsupportedProtocol, 'protocol error', 'unsupported protocol');
+    }
+    this.state = 'connecting';
+    this.ctx = { agentId: h.agentId, channel: this, log: this.log };
+    try {
+      await this.deps.fleet.connect(this, h, this.auth.secretHash);
+    } catch (err) {
+      this.log.error({ err }, 'could not register agent');
+      this.send({ type: 'error', code: 'unavailable', message: 'server could not register the agent; retry later' });
+      this.state = 'closed';
+      this.closeReason = 'protocol error';
+      this.ws.close(1011, 'registration failed');
+      return;
+    }
+    if (this.ws.readyState !== this.ws.OPEN) {
+      this.state = 'ready';
+      return;
+    }
+    this.send({
+      type: 'welcome', protocol: Math.min(h.protocol, PROTOCOL_VERSION), agentId: h.agentId,
+      heartbeatIntervalMs: this.deps.heartbeatIntervalMs, serverTime: Date.now(),
+      ...(this.auth.enrolSecret ? { secret: this.auth.enrolSecret } : {}),
+    });
+    this.state = 'ready';
+    const queued = this.pending;
+    this.pending = [];
+    for (const m of queued) this.onMessage(m.data, m.binary);
+  }
+
+  private async onClose(): Promise<void> {
+    clearTimeout(this.helloTimer);
+    const wasConnected = this.state === 'ready' || this.state === 'connecting';
+    this.state = 'closed';
+    if (!wasConnected) return;
+    const reason: DisconnectReason = this.closeReason ?? (this.byeReceived ? 'agent shutdown' : 'connection lost');
+    await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, reason);
+  }
+}
+
+/** Every known agent message type, from the schema itself. */
+const AGENT_TYPES: ReadonlySet<string> = new Set<string>(AgentToServer.options.map((o) => o.shape.type.value));

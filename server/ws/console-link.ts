@@ -1,0 +1,121 @@
+import type { WebSocket } from 'ws';
+import { CloseCode, ConsoleToServer, decodeFrame, FrameError, type ServerToConsole } from '../../protocol/index.js';
+import type { Principal } from '../auth/auth-service.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { ConsoleBinaryHandlers, ConsoleChannel, ConsoleHandler, ConsoleHandlers } from './handlers.js';
+
+let nextId = 1;
+const CONSOLE_TYPES: ReadonlySet<string> = new Set<string>(ConsoleToServer.options.map((o) => o.shape.type.value));
+
+export interface ConsoleLinkDeps {
+  log: Logger; metrics: Metrics; handlers: ConsoleHandlers; binary: ConsoleBinaryHandlers; maxInvalidMessages: number;
+  /** Droppable messages are skipped above this many buffered bytes. */
+  softBufferLimit: number;
+  /** Above this many buffered bytes the console is too slow and is disconnected (it resyncs on reconnect). */
+  hardBufferLimit: number;
+}
+
+/** One operator console socket; owns its cleanups and runs them exactly once. */
+export class ConsoleLink implements ConsoleChannel {
+  readonly id = nextId++;
+  private readonly cleanups: Array<() => void> = [];
+  private closed = false;
+  private invalid = 0;
+  private readonly table: ReadonlyMap<string, ConsoleHandler<never>>;
+  private readonly log: Logger;
+
+  constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
+    this.log = deps.log.child({ console: this.id, user: principal.username });
+    this.table = new Map(Object.entries(deps.handlers) as unknown as [string, ConsoleHandler<never>][]);
+    ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
+    ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
+    ws.on('close', () => this.dispose());
+  }
+
+  send(msg: ServerToConsole, droppable = false): boolean {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
+    const buffered = this.ws.bufferedAmount;
+    if (buffered > this.deps.hardBufferLimit) {
+      this.close(CloseCode.protocolError, 'console too slow');
+      return false;
+    }
+    if (droppable && buffered > this.deps.softBufferLimit) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+  sendBinary(buf: Uint8Array): boolean {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
+    this.ws.send(buf, { binary: true });
+    return true;
+  }
+  bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+  close(code: number, reason: string): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.close(code, reason.slice(0, 120));
+    setTimeout(() => this.ws.terminate(), 5000).unref();
+  }
+  onClose(fn: () => void): void {
+    if (this.closed) fn();
+    else this.cleanups.push(fn);
+  }
+
+  private dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.deps.metrics.consoles.dec();
+    for (const fn of this.cleanups.splice(0)) {
+      try {
+        fn();
+      } catch (err) {
+        this.log.error({ err }, 'console cleanup failed');
+      }
+    }
+  }
+
+  private error(code: string, message: string, ref?: string): void {
+    this.deps.metrics.messageErrors.inc({ channel: 'console', code });
+    this.send({ type: 'error', code, message, ...(ref ? { ref } : {}) });
+    if (++this.invalid > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'too many invalid messages');
+  }
+
+  private onMessage(data: Buffer, binary: boolean): void {
+    if (this.closed) return;
+    if (binary) {
+      try {
+        const f = decodeFrame(data);
+        if (f.op !== 'termData') return this.error('invalid_message', 'consoles may only send terminal data frames');
+        this.deps.binary.termData(this, f.sessionId, f.data);
+      } catch (err) {
+        if (err instanceof FrameError) return this.error('invalid_message', `bad frame: ${err.message}`);
+        this.log.error({ err }, 'console binary handler failed');
+      }
+      return;
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString('utf8'));
+    } catch {
+      return this.error('invalid_message', 'message is not valid JSON');
+    }
+    const parsed = ConsoleToServer.safeParse(raw);
+    if (!parsed.success) {
+      const type = (raw as { type?: unknown } | null)?.type;
+      const ref = (raw as { ref?: unknown } | null)?.ref;
+      const r = typeof ref === 'string' ? ref.slice(0, 64) : undefined;
+      if (typeof type !== 'string' || !CONSOLE_TYPES.has(type)) return this.error('unknown_type', 'unknown message type', r);
+      return this.error('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), r);
+    }
+    const msg = parsed.data;
+    this.deps.metrics.messages.inc({ channel: 'console', type: msg.type });
+    const h = this.table.get(msg.type);
+    if (!h) return this.error('unknown_type', 'unknown message type');
+    try {
+      const r = h(this, msg as never);
+      if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err, type: msg.type }, 'console handler failed'));
+    } catch (err) {
+      this.log.error({ err, type: msg.type }, 'console handler failed');
+    }
+  }
+}

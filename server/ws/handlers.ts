@@ -1,0 +1,42 @@
+import type {
+  AgentMessage, AgentMessageType, ConsoleMessage, ConsoleMessageType, ServerToConsole, Stream,
+} from '../../protocol/index.js';
+import type { Principal } from '../auth/auth-service.js';
+import type { AgentChannel } from '../fleet/fleet.js';
+import type { Logger } from '../log.js';
+
+/** What an agent message handler knows about the socket it came from. */
+export interface AgentCtx { agentId: string; channel: AgentChannel; log: Logger }
+
+export type AgentHandler<T extends AgentMessageType> = (ctx: AgentCtx, msg: AgentMessage<T>) => void | Promise<void>;
+
+/**
+ * One handler for every agent→server message type except hello (handled by the link itself).
+ * A mapped type: adding a message to the protocol does not compile until a handler exists.
+ */
+export type AgentHandlers = { [K in Exclude<AgentMessageType, 'hello'>]: AgentHandler<K> };
+
+/** Handlers for binary frames from agents. */
+export interface AgentBinaryHandlers {
+  termData(ctx: AgentCtx, sessionId: string, data: Uint8Array): void;
+  execOutput(ctx: AgentCtx, executionId: string, stream: Stream, seq: number, data: Uint8Array): void;
+}
+
+/** A console socket as services see it. */
+export interface ConsoleChannel {
+  readonly id: number;
+  readonly principal: Principal;
+  /** Control message; `droppable` ones are skipped while the socket is backed up. Returns false if not sent. */
+  send(msg: ServerToConsole, droppable?: boolean): boolean;
+  sendBinary(buf: Uint8Array): boolean;
+  bufferedAmount(): number;
+  close(code: number, reason: string): void;
+  /** Registers cleanup run exactly once when the socket closes. */
+  onClose(fn: () => void): void;
+}
+
+export type ConsoleHandler<T extends ConsoleMessageType> = (ch: ConsoleChannel, msg: ConsoleMessage<T>) => void | Promise<void>;
+export type ConsoleHandlers = { [K in ConsoleMessageType]: ConsoleHandler<K> };
+export interface ConsoleBinaryHandlers {
+  termData(ch: ConsoleChannel, sessionId: string, data: Uint8Array): void;
+}

@@ -1,0 +1,127 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { AuditLog } from '../auth/audit.js';
+import type { AuthService, Principal } from '../auth/auth-service.js';
+import { safeEqual, sha256 } from '../auth/crypto.js';
+import { randomSecret } from '../config/config.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { AgentAuth } from './agent-link.js';
+
+export interface UpgradeDeps {
+  auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
+  enrollToken: () => string;
+  agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
+  publicUrl: string | undefined;
+  onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth): void;
+  onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+
+/** Refuses an upgrade with a real HTTP status before any socket exists. */
+function reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 503 ? 'unavailable' : 'bad_request', message } });
+  const head = [`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}`, 'Connection: close', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+}
+
+/** Token bucket: at most `rate` new agent sockets per second, so a reconnect storm is shed. */
+class ConnectLimiter {
+  private tokens: number;
+  private last = Date.now();
+  constructor(private readonly rate: number) { this.tokens = rate; }
+  take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/** Routes upgrades by path and authenticates them: /ws/agent and /ws/console. */
+export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: WebSocketServer; consoleWss: WebSocketServer } {
+  const agentWss = new WebSocketServer({ noServer: true, maxPayload: deps.agentMaxPayload, perMessageDeflate: false });
+  const consoleWss = new WebSocketServer({ noServer: true, maxPayload: deps.consoleMaxPayload, perMessageDeflate: false });
+  const limiter = new ConnectLimiter(deps.agentConnectRate);
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const path = (req.url ?? '').split('?')[0];
+    if (path === '/ws/agent') {
+      void agentUpgrade(req, socket, head);
+    } else if (path === '/ws/console') {
+      void consoleUpgrade(req, socket, head);
+    } else {
+      reject(socket, 404, 'no such endpoint');
+    }
+  });
+
+  async function agentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const remote = req.socket.remoteAddress ?? null;
+    if (!limiter.take()) {
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
+      // Spread the retries: each refused agent gets its own delay.
+      return reject(socket, 503, 'too many new connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+    }
+    const auth = checkAgentCredentials(req);
+    if ('error' in auth) {
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });
+      deps.log.warn({ remote, agentId: String(req.headers['x-muster-agent-id'] ?? '').slice(0, 64), why: auth.error }, 'agent upgrade refused');
+      return reject(socket, 401, auth.error);
+    }
+    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, auth));
+  }
+
+  function checkAgentCredentials(req: IncomingMessage): AgentAuth | { error: string } {
+    const agentId = req.headers['x-muster-agent-id'];
+    if (typeof agentId !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId)) return { error: 'missing or malformed X-Muster-Agent-Id' };
+    const rec = deps.fleet.get(agentId);
+    const authz = req.headers.authorization;
+    if (rec) {
+      if (rec.revokedAt != null) return { error: 'agent revoked' };
+      if (!authz?.startsWith('Bearer ')) return { error: 'agent secret required' };
+      if (!safeEqual(sha256(authz.slice(7).trim()), rec.secretHash)) return { error: 'wrong agent secret' };
+      return { agentId, secretHash: rec.secretHash };
+    }
+    const enrol = req.headers['x-muster-enroll-token'];
+    if (typeof enrol !== 'string' || !safeEqual(enrol, deps.enrollToken())) return { error: 'unknown agent and no valid enrolment token' };
+    const secret = randomSecret(32);
+    return { agentId, secretHash: sha256(secret), enrolSecret: secret };
+  }
+
+  function originAllowed(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    if (!origin) return true; // not a browser (CLI, scripts): the credential is all there is
+    if (deps.publicUrl && origin === new URL(deps.publicUrl).origin) return true;
+    const host = req.headers.host;
+    return Boolean(host) && (origin === `http://${host}` || origin === `https://${host}`);
+  }
+
+  async function consoleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    if (!originAllowed(req)) {
+      deps.metrics.upgradesRejected.inc({ channel: 'console', status: '403' });
+      return reject(socket, 403, 'origin not allowed');
+    }
+    let p: Principal | null = null;
+    try {
+      p = await deps.auth.principalFromRequest(req);
+    } catch (err) {
+      deps.log.error({ err }, 'console auth failed');
+      return reject(socket, 503, 'authentication unavailable');
+    }
+    if (!p) {
+      deps.metrics.upgradesRejected.inc({ channel: 'console', status: '401' });
+      return reject(socket, 401, 'sign in first');
+    }
+    const principal = p;
+    consoleWss.handleUpgrade(req, socket, head, (ws) => deps.onConsole(ws, req, principal));
+  }
+
+  return { agentWss, consoleWss };
+}
