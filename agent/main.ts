@@ -1,11 +1,15 @@
 import os from 'node:os';
 import { PROTOCOL_VERSION, type Hello } from '../protocol/index.js';
 import { AgentConfigError, loadAgentConfig } from './config.js';
+import type { AgentContext, Link } from './capability.js';
 import { ServerConnection, type ServerHandlers } from './connection.js';
+import { createExecutor } from './executor/index.js';
 import { startHealth } from './health.js';
 import { createAgentLog } from './log.js';
+import { createPtyHost } from './pty/index.js';
 import { AgentState } from './state.js';
 import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
+import { createUpdater } from './updater/index.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Agent composition root: config, state, connection, capabilities, signals. */
@@ -32,36 +36,43 @@ async function main(): Promise<void> {
   const counters = { heartbeats_sent_total: 0, connects_total: 0, disconnects_total: 0 };
   let heartbeatTimer: NodeJS.Timeout | undefined;
 
-  const running = { executions: () => 0, terminals: () => 0 };
+  // The socket is created below; capabilities reach it through this link.
+  // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that close over it
+  let conn!: ServerConnection;
+  const link: Link = {
+    send: (m) => conn.send(m),
+    sendBinary: (b) => conn.sendBinary(b),
+    bufferedAmount: () => conn.bufferedAmount(),
+    connected: () => conn.connected,
+  };
+  const ctx: AgentContext = { cfg, log, state, link, exit: (reason, code) => shutdown(reason, code) };
+  const executor = createExecutor(ctx);
+  const pty = createPtyHost(ctx);
+  const updater = createUpdater(ctx);
+  const capabilities = [executor, pty, updater];
+  const running = { executions: () => executor.running(), terminals: () => pty.count() };
 
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'update'], executions: [],
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'update'], executions: executor.helloExecutions(),
   });
 
-  const unsupported = (type: string) => () => conn.send({ type: 'error', code: 'unknown_type', message: `agent ${AGENT_VERSION} does not support ${type}`, ref: type });
   const handlers: ServerHandlers = {
     error: (m) => log.warn({ code: m.code, message: m.message, ref: m.ref }, 'server reported an error'),
     restart: (m) => {
       log.info({ reason: m.reason }, 'restart requested by the server');
       void shutdown('restart requested', 0);
     },
-    'exec.run': unsupported('exec.run'),
-    'exec.cancel': unsupported('exec.cancel'),
-    'exec.resume': unsupported('exec.resume'),
-    'exec.ack': unsupported('exec.ack'),
-    'term.open': unsupported('term.open'),
-    'term.resize': unsupported('term.resize'),
-    'term.close': unsupported('term.close'),
-    'term.ack': unsupported('term.ack'),
-    update: unsupported('update'),
+    ...executor.handlers,
+    ...pty.handlers,
+    ...updater.handlers,
   };
 
-  const conn = new ServerConnection({
+  conn = new ServerConnection({
     serverUrl: cfg.server, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
     backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, buildHello, handlers,
-    onTermData: () => {},
+    onTermData: (id, data) => pty.onTermData(id, data),
     onWelcome: (intervalMs) => {
       counters.connects_total++;
       clearInterval(heartbeatTimer);
@@ -72,10 +83,12 @@ async function main(): Promise<void> {
       };
       beat();
       heartbeatTimer = setInterval(beat, intervalMs);
+      for (const c of capabilities) c.onWelcome?.();
     },
     onDisconnected: () => {
       counters.disconnects_total++;
       clearInterval(heartbeatTimer);
+      for (const c of capabilities) c.onDisconnected?.();
     },
   });
 
@@ -92,6 +105,7 @@ async function main(): Promise<void> {
     stopping = true;
     clearInterval(heartbeatTimer);
     await conn.stop(reason);
+    for (const c of capabilities) await c.stop?.().catch((err: unknown) => log.error({ err: String(err) }, 'capability stop failed'));
     log.info({ reason }, 'agent stopped');
     process.exit(code);
   }

@@ -1,0 +1,38 @@
+import type { AgentToServer, HelloExecution } from '../protocol/index.js';
+import type { AgentConfig } from './config.js';
+import type { ServerHandlers } from './connection.js';
+import type { AgentLog } from './log.js';
+import type { AgentState } from './state.js';
+import type { z } from 'zod';
+
+/** The agent's socket as capabilities see it. */
+export interface Link {
+  send(msg: AgentToServer): boolean;
+  sendBinary(buf: Uint8Array): boolean;
+  bufferedAmount(): number;
+  /** True while welcomed and open. */
+  connected(): boolean;
+}
+
+/** What every agent capability (executor, pty, updater) is built from. */
+export interface AgentContext {
+  cfg: AgentConfig;
+  log: AgentLog;
+  state: AgentState;
+  link: Link;
+  /** Exits the process after saying bye (restart by the supervisor). */
+  exit(reason: string, code: number): Promise<void>;
+}
+
+/** A capability's lifetime hooks; every method optional except its handlers. */
+export interface AgentCapability<K extends keyof ServerHandlers> {
+  handlers: Pick<ServerHandlers, K>;
+  /** Called after every welcome (connected or reconnected). */
+  onWelcome?(): void;
+  /** Called when the socket drops. */
+  onDisconnected?(): void;
+  /** Releases processes, timers and files; called once at shutdown. */
+  stop?(): Promise<void>;
+}
+
+export type HelloExecutionT = z.infer<typeof HelloExecution>;
