@@ -81,18 +81,28 @@ async function muster(N) {
     const tStop = Date.now();
     await server.stop('SIGTERM');
     const tExited = Date.now();
-    await fleet.waitDisconnected(0, 60_000);
+    // As systemd would: the new process starts as soon as the old one has exited.
     server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1' } });
     const tListening = Date.now();
-    await fleet.waitConnected(N, 300_000);
+    const timeline = [];
+    const sampler = setInterval(() => {
+      const st = fleet.stats();
+      timeline.push([Math.round((Date.now() - tListening) / 100) / 10, st.connected, st.refused503 - before.refused503, st.netErrors - before.netErrors]);
+    }, 1000);
+    await fleet.waitConnected(N, 300_000).finally(() => clearInterval(sampler));
+    if (process.env.BENCH_VERBOSE) {
+      log(`  timeline [s, connected, shed, net errors]: ${JSON.stringify(timeline)}`);
+      log(`  net errors: ${JSON.stringify(fleet.stats().netErrorKinds)}`);
+      log(`  server output: ${server.output().slice(-2000)}`);
+    }
     const tBack = Date.now();
     const after = fleet.stats();
     const online = (await (await fetch(`${server.url}/readyz`)).json()).agentsOnline;
     restart = {
       shutdownSec: (tExited - tStop) / 1000, startSec: (tListening - tExited) / 1000, backAfterListeningSec: (tBack - tListening) / 1000,
-      backAfterExitSec: (tBack - tExited) / 1000, shed503: after.refused503 - before.refused503, onlineAtServer: online,
+      backAfterExitSec: (tBack - tExited) / 1000, timeline, shed503: after.refused503 - before.refused503, onlineAtServer: online,
     };
-    log(`  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`);
+    log(`  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`);
   }
   const fstats = fleet.stats();
   await fleet.stop();

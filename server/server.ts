@@ -13,6 +13,7 @@ import { randomSecret, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb } from './db/db.js';
 import { Settings } from './db/settings.js';
+import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
 import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
@@ -55,7 +56,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
   const fleet = new Fleet({
-    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId,
+    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId, writes: new TxBatcher(db),
     heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
   });
 
@@ -145,10 +146,11 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
     : http.createServer(app);
 
   const hub = new ConsoleHub(bus);
+  let draining = false;
   const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
     auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
     agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
-    publicUrl: config.publicUrl,
+    publicUrl: config.publicUrl, draining: () => draining,
     onAgent: (ws, req, a) => {
       new AgentLink(ws, req.socket.remoteAddress ?? null, a, {
         fleet, audit, log, metrics, handlers: agentHandlers,
@@ -172,7 +174,9 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
+    // A deep accept queue: after a restart the whole fleet reconnects within seconds, and SYNs
+    // dropped by a short queue come back only after TCP's 1, 3, 7, 15 s retransmits.
+    server.listen({ port: config.port, host: config.host, backlog: 4096 }, () => resolve());
   });
   port = (server.address() as AddressInfo).port;
 
@@ -187,16 +191,31 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
 
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= (async () => {
+    // Stop accepting first: agents told to go away must not come straight back to this process
+    // (they would register after the fleet was stopped). Upgrades already in flight get 503.
+    draining = true;
+    const listenerClosed = new Promise<void>((r) => server.close(() => r()));
     await local?.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
     for (const cap of [updates, terminals, exec]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    const t0 = Date.now();
     await fleet.stop();
+    log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');
+    // Close frames went out; give peers a moment to answer, then cut the rest. server.close()
+    // waits for every accepted socket (upgraded ones included), so a slow or frozen peer would
+    // otherwise hold the shutdown (and the restart of a large fleet) for as long as it likes.
+    const deadline = Date.now() + 2000;
+    while (agentWss.clients.size + consoleWss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    log.debug({ ms: Date.now() - t0, left: agentWss.clients.size }, 'shutdown: terminating sockets that did not close');
+    for (const ws of [...agentWss.clients, ...consoleWss.clients]) ws.terminate();
     agentWss.close();
     consoleWss.close();
     server.closeAllConnections?.();
-    await new Promise<void>((r) => server.close(() => r()));
+    await listenerClosed;
+
     await bus.close();
     await db.destroy();
+    log.info({ ms: Date.now() - t0 }, 'shutdown complete');
   })());
 
   return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: currentEnrollToken, close };

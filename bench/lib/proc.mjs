@@ -43,8 +43,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Spawns `node script` with the soft open-file limit raised to the hard one. Resolves when a stdout
  * line matches `ready` (returns the match); rejects if the process exits first.
  */
-export function spawnNode(script, { env = {}, args = [], ready, timeoutMs = 60_000, quiet = true } = {}) {
-  const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, script, ...args], {
+export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, timeoutMs = 60_000, quiet = true } = {}) {
+  const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, ...nodeArgs, script, ...args], {
     env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -72,8 +72,11 @@ export async function startMusterServer({ dataDir, port = 0, env = {} }) {
   const proc = spawnNode(SERVER_JS, {
     env: {
       MUSTER_PORT: String(port), MUSTER_HOST: '0.0.0.0', MUSTER_DATA_DIR: dataDir, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn',
-      MUSTER_ADMIN_PASSWORD: 'bench-password-123', MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789', ...env,
+      MUSTER_ADMIN_PASSWORD: 'bench-password-123', MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789',
+      ...env,
     },
+    // e.g. BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=bench/out/prof' profiles the server.
+    nodeArgs: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
     // main.ts prints the console URL on stdout once listening (logs are at warn level here).
     ready: /Muster is running: http:\/\/[^:]+:(\d+)/,
   });

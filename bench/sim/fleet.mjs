@@ -64,10 +64,11 @@ export async function startFleet(o) {
   }
 
   const sum = () => {
-    const s = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {} };
+    const s = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {}, netErrorKinds: {} };
     for (const t of totals.values()) {
       for (const k of Object.keys(s)) if (typeof s[k] === 'number') s[k] += t[k];
       for (const [k, v] of Object.entries(t.messages)) s.messages[k] = (s.messages[k] ?? 0) + v;
+      for (const [k, v] of Object.entries(t.netErrorKinds ?? {})) s.netErrorKinds[k] = (s.netErrorKinds[k] ?? 0) + v;
     }
     return s;
   };

@@ -20,7 +20,7 @@ const {
 const target = new URL(url);
 if (target.pathname === '/' || target.pathname === '') target.pathname = '/ws/agent';
 
-const stats = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {} };
+const stats = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {}, netErrorKinds: {} };
 const emitQueue = [];
 const ctx = {
   options: handlerOptions,
@@ -98,7 +98,11 @@ class SimAgent {
       }));
     });
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
-    ws.on('error', () => { stats.netErrors++; });
+    ws.on('error', (err) => {
+      stats.netErrors++;
+      const k = err.code ?? err.message.slice(0, 60);
+      stats.netErrorKinds[k] = (stats.netErrorKinds[k] ?? 0) + 1;
+    });
     ws.on('close', () => {
       stats.closes++;
       if (this.welcomed) stats.connected--;
