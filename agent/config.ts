@@ -34,6 +34,14 @@ const Schema = z.object({
   updatePublicKey: z.string().optional(),
   /** Install root holding releases/ and current (set by the launcher). */
   installRoot: z.string().optional(),
+  /**
+   * A freshly updated agent that is not welcomed by the server within this many seconds exits 1,
+   * so the launcher counts a failed start (and rolls back after a few): a version that starts but
+   * cannot talk to the server does not strand the host.
+   */
+  updateConfirmSec: z.coerce.number().int().min(1).default(90),
+  /** Fault injection for tests only: SIGKILL itself at this step of an update. Unset in production. */
+  updateCrashAt: z.enum(['downloading', 'verifying', 'installing', 'marker', 'swapped']).optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
@@ -43,7 +51,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_CA_FILE: 'caFile', MUSTER_AGENT_HEALTH_PORT: 'healthPort', MUSTER_AGENT_SHELL: 'shell',
   MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
-  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs',
+  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
+  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt',
   MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',

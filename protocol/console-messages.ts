@@ -118,6 +118,59 @@ export interface TerminalSessionView {
   recordingTruncated: boolean;
 }
 
+/** An uploaded agent package (GET /api/artifacts). */
+export interface ArtifactView {
+  id: string;
+  version: string;
+  filename: string;
+  arch: string | null;
+  size: number;
+  sha256: string;
+  signature: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+/** running → paused (past maxFailures, or by hand) → running …; ends succeeded | failed | cancelled. */
+export type RolloutState = 'running' | 'paused' | 'cancelled' | 'succeeded' | 'failed';
+
+export interface RolloutWaveView {
+  index: number;
+  /** Targets in this wave (skipped agents are not in any wave). */
+  size: number;
+  state: 'waiting' | 'running' | 'done';
+  counts: Partial<Record<UpdateState, number>>;
+}
+
+/** A batch agent update (GET /api/rollouts, GET /api/rollouts/:id adds `targets`). */
+export interface RolloutView {
+  id: string;
+  artifactId: string | null;
+  version: string;
+  /** Download URL when the rollout names one instead of an uploaded artifact. */
+  url: string | null;
+  size: number;
+  sha256: string;
+  selector: string;
+  /** The waves as requested, e.g. [1, "10%", "50%", "100%"]. */
+  waveSpec: (number | string)[];
+  maxFailures: number;
+  allowDowngrade: boolean;
+  state: RolloutState;
+  reason: string | null;
+  /** Index of the wave being updated (or last updated). */
+  currentWave: number;
+  failures: number;
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  counts: Partial<Record<UpdateState, number>>;
+  total: number;
+  waves: RolloutWaveView[];
+  targets?: RolloutTargetView[];
+}
+
 /* ---------------- server → console ---------------- */
 
 export type ServerToConsole =
