@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
@@ -50,7 +51,9 @@ export function terminalRoutes(core: Core, repo: TerminalRepo, service: Terminal
     if (!file.startsWith(path.resolve(core.dataDir) + path.sep) || !fs.existsSync(file)) throw new ApiError('not_found', 'recording file is missing');
     res.type('application/x-asciicast');
     res.setHeader('Content-Disposition', `attachment; filename="${row.id}.cast"`);
-    res.sendFile(file);
+    res.setHeader('Content-Length', String(fs.statSync(file).size));
+    // Streamed (not sendFile): the data dir may sit under a dot-directory, which send() refuses.
+    await pipeline(fs.createReadStream(file), res);
   });
 
   return r;
