@@ -103,6 +103,11 @@ export class Supervisor {
     return this;
   }
 
+  /** From now on, an exit is not followed by a restart (a host whose service manager gave up). */
+  holdRestarts(): void {
+    this.stopped = true;
+  }
+
   /** SIGKILLs the running agent (the supervisor restarts it). */
   kill(): void {
     this.proc?.kill('SIGKILL');
