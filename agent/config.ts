@@ -26,6 +26,9 @@ const Schema = z.object({
   /** Install root holding releases/ and current (set by the launcher). */
   installRoot: z.string().optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
+  execKillGraceSec: z.coerce.number().min(0).default(5),
+  execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
@@ -34,7 +37,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_CA_FILE: 'caFile', MUSTER_AGENT_HEALTH_PORT: 'healthPort', MUSTER_AGENT_SHELL: 'shell',
   MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
-  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs',
+  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec',
+  MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
 };
 
 export class AgentConfigError extends Error {}

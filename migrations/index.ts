@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as createCoreTables from './202611260700_create_core_tables.js';
+import * as createExecTables from './202611260800_create_exec_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -7,6 +8,7 @@ import * as createCoreTables from './202611260700_create_core_tables.js';
  */
 export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<void>; down(k: Knex): Promise<void> }]> = [
   ['202611260700_create_core_tables', createCoreTables],
+  ['202611260800_create_exec_tables', createExecTables],
 ];
 
 /** knex MigrationSource over the static list. */
