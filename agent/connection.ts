@@ -34,6 +34,17 @@ export function backoffDelay(attempt: number, initialMs: number, maxMs: number, 
   return Math.floor(rand() * cap);
 }
 
+/** Every server→agent type this agent knows, from the schema itself. */
+const SERVER_TYPES: ReadonlySet<string> = new Set<string>(ServerToAgent.options.map((o) => o.shape.type.value));
+
+/** Retry-After in seconds (delta-seconds or an HTTP date); null when absent or unusable. */
+export function parseRetryAfter(v: string | string[] | undefined, now = Date.now()): number | null {
+  if (typeof v !== 'string' || v.trim() === '') return null;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim());
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - now) / 1000));
+}
+
 /**
  * The agent's one socket to the server: authenticates at the upgrade (enrolment token or id +
  * secret), sends hello, and reconnects forever with backoff + jitter, honouring 503 Retry-After.
@@ -81,11 +92,14 @@ export class ServerConnection {
     this.ws = ws;
     this.welcomed = false;
     ws.on('unexpected-response', (_req, res: IncomingMessage) => {
-      const ra = Number(res.headers['retry-after']);
-      if (res.statusCode === 503 && Number.isFinite(ra)) this.retryAfterMs = ra * 1000;
+      const retryAfterSec = parseRetryAfter(res.headers['retry-after']);
+      if ((res.statusCode === 503 || res.statusCode === 429) && retryAfterSec !== null) {
+        // Never wait longer than the backoff cap: a misconfigured proxy must not park the fleet.
+        this.retryAfterMs = Math.min(retryAfterSec * 1000, this.o.backoffMaxMs);
+      }
       this.lastError = `server answered HTTP ${res.statusCode ?? '?'} at the upgrade`;
       if (res.statusCode === 401) this.o.log.error({ status: 401 }, 'server refused our credentials');
-      else this.o.log.warn({ status: res.statusCode }, 'upgrade refused');
+      else this.o.log.warn({ status: res.statusCode, retryAfterSec }, 'upgrade refused');
       res.resume();
       ws.terminate();
     });
@@ -114,6 +128,7 @@ export class ServerConnection {
   private schedule(): void {
     if (this.stopped) return;
     let delay: number;
+    const honoured = this.retryAfterMs != null;
     if (this.retryAfterMs != null) {
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
@@ -121,7 +136,7 @@ export class ServerConnection {
       delay = backoffDelay(this.attempt, this.o.backoffInitialMs, this.o.backoffMaxMs);
     }
     this.attempt++;
-    this.o.log.debug({ delay, attempt: this.attempt }, 'reconnecting');
+    this.o.log.debug({ delay, attempt: this.attempt, retryAfter: honoured }, 'reconnecting');
     this.timer = setTimeout(() => this.open(), delay);
   }
 
@@ -139,13 +154,20 @@ export class ServerConnection {
     try {
       raw = JSON.parse(data.toString('utf8'));
     } catch {
+      this.send({ type: 'error', code: 'invalid_message', message: 'message is not valid JSON' });
       return;
     }
     const parsed = ServerToAgent.safeParse(raw);
     if (!parsed.success) {
       // Newer servers may send commands this agent does not know: say so, keep going.
       const type = (raw as { type?: unknown } | null)?.type;
-      this.send({ type: 'error', code: 'unknown_type', message: `agent cannot handle ${JSON.stringify(type)}`, ...(typeof type === 'string' ? { ref: type.slice(0, 128) } : {}) });
+      const ref = typeof type === 'string' ? { ref: type.slice(0, 128) } : {};
+      if (typeof type === 'string' && SERVER_TYPES.has(type)) {
+        const why = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000);
+        this.send({ type: 'error', code: 'invalid_message', message: `invalid ${type}: ${why}`, ...ref });
+      } else {
+        this.send({ type: 'error', code: 'unknown_type', message: `agent cannot handle ${JSON.stringify(type ?? null)}`, ...ref });
+      }
       return;
     }
     const msg = parsed.data;

@@ -10,7 +10,7 @@ import { createPtyHost } from './pty/index.js';
 import { AgentState } from './state.js';
 import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
 import { createUpdater } from './updater/index.js';
-import { AGENT_VERSION } from './version.js';
+import { AGENT_BROKEN, AGENT_VERSION } from './version.js';
 
 /** Agent composition root: config, state, connection, capabilities, signals. */
 async function main(): Promise<void> {
@@ -18,6 +18,10 @@ async function main(): Promise<void> {
   if (argv.includes('--version')) {
     process.stdout.write(`${AGENT_VERSION}\n`);
     return;
+  }
+  if (AGENT_BROKEN) {
+    process.stderr.write('muster-agent: this build is deliberately broken (MUSTER_AGENT_BROKEN=1); exiting\n');
+    process.exit(1);
   }
   let cfg;
   try {

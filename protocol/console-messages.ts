@@ -95,6 +95,82 @@ export interface RolloutTargetView {
   updatedAt: string;
 }
 
+/** A terminal session as GET /api/terminals lists it (live sessions carry live byte counts). */
+export interface TerminalSessionView {
+  id: string;
+  agentId: string;
+  agentName: string | null;
+  username: string;
+  openedAt: string;
+  closedAt: string | null;
+  closeReason: string | null;
+  exitCode: number | null;
+  cols: number;
+  rows: number;
+  /** Input bytes (console → shell) and output bytes (shell → console). */
+  bytesIn: number;
+  bytesOut: number;
+  status: 'open' | 'closed';
+  /** A controlling console is attached right now (false for a detached live session). */
+  attached: boolean;
+  recording: boolean;
+  recordingBytes: number;
+  recordingTruncated: boolean;
+}
+
+/** An uploaded agent package (GET /api/artifacts). */
+export interface ArtifactView {
+  id: string;
+  version: string;
+  filename: string;
+  arch: string | null;
+  size: number;
+  sha256: string;
+  signature: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+/** running → paused (past maxFailures, or by hand) → running …; ends succeeded | failed | cancelled. */
+export type RolloutState = 'running' | 'paused' | 'cancelled' | 'succeeded' | 'failed';
+
+export interface RolloutWaveView {
+  index: number;
+  /** Targets in this wave (skipped agents are not in any wave). */
+  size: number;
+  state: 'waiting' | 'running' | 'done';
+  counts: Partial<Record<UpdateState, number>>;
+}
+
+/** A batch agent update (GET /api/rollouts, GET /api/rollouts/:id adds `targets`). */
+export interface RolloutView {
+  id: string;
+  artifactId: string | null;
+  version: string;
+  /** Download URL when the rollout names one instead of an uploaded artifact. */
+  url: string | null;
+  size: number;
+  sha256: string;
+  selector: string;
+  /** The waves as requested, e.g. [1, "10%", "50%", "100%"]. */
+  waveSpec: (number | string)[];
+  maxFailures: number;
+  allowDowngrade: boolean;
+  state: RolloutState;
+  reason: string | null;
+  /** Index of the wave being updated (or last updated). */
+  currentWave: number;
+  failures: number;
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  counts: Partial<Record<UpdateState, number>>;
+  total: number;
+  waves: RolloutWaveView[];
+  targets?: RolloutTargetView[];
+}
+
 /* ---------------- server → console ---------------- */
 
 export type ServerToConsole =
@@ -112,5 +188,6 @@ export type ServerToConsole =
   /** The console fell behind; output chunks [fromSeq, toSeq) of this stream were skipped. */
   | { type: 'exec.gap'; executionId: string; stream: 'stdout' | 'stderr'; fromSeq: number; toSeq: number }
   | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
-  | { type: 'term.closed'; sessionId: string; reason: string }
+  /** The session ended (or, for this console only, was taken over by another console of its owner). */
+  | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
   | { type: 'rollout.updated'; rolloutId: string };

@@ -3,3 +3,4 @@ export * from './errors.js';
 export * from './frames.js';
 export * from './agent-messages.js';
 export * from './console-messages.js';
+export * from './update-signing.js';

@@ -156,9 +156,10 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
       });
     },
-    onConsole: (ws, _req, principal) => {
+    onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
+        remoteAddress: req.socket.remoteAddress ?? null,
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
       });

@@ -102,15 +102,15 @@ export class Fleet {
   /** A valid hello arrived on an authenticated socket: the agent is online. */
   async connect(ch: AgentChannel, hello: Hello, secretHash: string): Promise<void> {
     const now = Date.now();
-    const prev = this.live.get(hello.agentId);
-    if (prev && prev.ch.linkId !== ch.linkId) {
-      prev.ch.close(CloseCode.replaced, 'replaced');
-      await this.disconnect(hello.agentId, prev.ch.linkId, 'replaced');
-    }
+    await this.replace(hello.agentId, ch);
     let rec = this.agents.get(hello.agentId);
     const isNew = !rec;
     await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew);
     const connectionId = await this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId);
+    // Another socket of this agent may have registered while we were writing (two hellos racing):
+    // the one that finishes registering last wins, and the other's row is closed, never orphaned.
+    await this.replace(hello.agentId, ch);
+    rec = this.agents.get(hello.agentId) ?? rec;
     if (!rec) {
       rec = {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
@@ -132,6 +132,15 @@ export class Fleet {
     this.deps.log.info({ agentId: rec.id, name: rec.name, remote: ch.remoteAddress, new: isNew }, 'agent online');
     this.deps.bus.publish('agent.online', { agent: agentView(rec) });
     for (const h of this.connectHooks) h(rec.id, hello);
+  }
+
+  /** Closes the live socket of `agentId` unless it is `ch`, recording `replaced`. */
+  private async replace(agentId: string, ch: AgentChannel): Promise<void> {
+    const prev = this.live.get(agentId);
+    if (prev && prev.ch.linkId !== ch.linkId) {
+      prev.ch.close(CloseCode.replaced, 'replaced');
+      await this.disconnect(agentId, prev.ch.linkId, 'replaced');
+    }
   }
 
   /** Heartbeat: memory only; the flush timer persists and publishes in batches. */

@@ -96,8 +96,11 @@ export class AgentRepo {
     await this.db('agents').where({ id }).update({ revoked_at: at });
   }
 
-  /** One statement per chunk of ids: last_seen_at of many agents at once. */
-  async touchMany(ids: string[], at: number, chunk = 5000): Promise<number> {
+  /**
+   * last_seen_at of many agents at once: one statement per 30,000 ids (under SQLite's 32,766
+   * bound parameters; far under MySQL's packet limit), so one statement per flush in practice.
+   */
+  async touchMany(ids: string[], at: number, chunk = 30_000): Promise<number> {
     let statements = 0;
     for (let i = 0; i < ids.length; i += chunk) {
       await this.db('agents').whereIn('id', ids.slice(i, i + chunk)).update({ last_seen_at: at });
@@ -118,9 +121,9 @@ export class ConnectionRepo {
   }
 
   async close(id: number, at: number, reason: string): Promise<void> {
-    const row = await this.db('agent_connections').where({ id }).first('connected_at');
+    // One statement: the duration is computed by the database from the stored connected_at.
     await this.db('agent_connections').where({ id }).whereNull('disconnected_at')
-      .update({ disconnected_at: at, reason, duration_ms: row ? at - Number(row.connected_at) : null });
+      .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
   }
 
   /** After a crash: every row still open (on this node) is closed with `reason`. Returns how many. */

@@ -32,6 +32,7 @@ export class AgentLink implements AgentChannel {
   private invalid = 0;
   private closeReason: DisconnectReason | null = null;
   private byeReceived = false;
+  private closedWhileConnecting = false;
   private readonly table: ReadonlyMap<string, AgentHandler<never>>;
   private readonly log: Logger;
   private ctx!: AgentCtx;
@@ -148,6 +149,11 @@ export class AgentLink implements AgentChannel {
       this.send({ type: 'error', code: 'bad_request', message: `protocol ${h.protocol} is too old; server speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}` });
       return this.close(CloseCode.unsupportedProtocol, 'protocol error', 'unsupported protocol');
     }
+    if (this.deps.fleet.get(h.agentId)?.revokedAt != null) {
+      // Revoked between the upgrade and this hello.
+      this.send({ type: 'error', code: 'unauthorized', message: 'agent revoked' });
+      return this.close(CloseCode.revoked, 'revoked');
+    }
     this.state = 'connecting';
     this.ctx = { agentId: h.agentId, channel: this, log: this.log };
     try {
@@ -160,8 +166,12 @@ export class AgentLink implements AgentChannel {
       this.ws.close(1011, 'registration failed');
       return;
     }
-    if (this.ws.readyState !== this.ws.OPEN) {
-      this.state = 'ready';
+    if (this.closedWhileConnecting || this.ws.readyState !== this.ws.OPEN) {
+      // The socket went away while the registration was being written: onClose could not mark the
+      // agent offline then (it was not live yet), so do it now with the reason it would have used.
+      this.state = 'closed';
+      this.pending = [];
+      await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
       return;
     }
     this.send({
@@ -175,13 +185,22 @@ export class AgentLink implements AgentChannel {
     for (const m of queued) this.onMessage(m.data, m.binary);
   }
 
+  private disconnectReason(): DisconnectReason {
+    return this.closeReason ?? (this.byeReceived ? 'agent shutdown' : 'connection lost');
+  }
+
   private async onClose(): Promise<void> {
     clearTimeout(this.helloTimer);
-    const wasConnected = this.state === 'ready' || this.state === 'connecting';
+    const prev = this.state;
     this.state = 'closed';
-    if (!wasConnected) return;
-    const reason: DisconnectReason = this.closeReason ?? (this.byeReceived ? 'agent shutdown' : 'connection lost');
-    await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, reason);
+    this.pending = [];
+    if (prev === 'connecting') {
+      // onHello is still registering the agent; it sees this flag and records the disconnection.
+      this.closedWhileConnecting = true;
+      return;
+    }
+    if (prev !== 'ready') return;
+    await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
   }
 }
 

@@ -19,9 +19,14 @@ const TMP_ROOT = path.join(ROOT, 'test', '.tmp');
 export function tmpDir(prefix: string): string {
   fs.mkdirSync(TMP_ROOT, { recursive: true });
   const d = fs.mkdtempSync(path.join(TMP_ROOT, `${prefix}-`));
-  if (!process.env['KEEP_TMP']) process.once('exit', () => fs.rmSync(d, { recursive: true, force: true }));
+  if (!process.env['KEEP_TMP']) {
+    // One exit listener for all dirs (a listener per dir trips MaxListenersExceededWarning).
+    if (tmpDirs.size === 0) process.once('exit', () => { for (const x of tmpDirs) fs.rmSync(x, { recursive: true, force: true }); });
+    tmpDirs.add(d);
+  }
   return d;
 }
+const tmpDirs = new Set<string>();
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

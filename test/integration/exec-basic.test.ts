@@ -10,7 +10,6 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   let s: TestServer;
   let api: Api;
   const ids: Record<string, string> = {};
-  const work = tmpDir('exec-basic');
 
   beforeAll(async () => {
     s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: '65536', MUSTER_MAX_SCRIPT_BYTES: '4096' } });

@@ -1,0 +1,74 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AgentConfigError, loadAgentConfig } from '../../agent/config.js';
+import { ConfigError, loadConfig } from '../../server/config/config.js';
+
+describe('server config', () => {
+  it('has working defaults and is frozen', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ port: 8080, host: '0.0.0.0', localAgent: true, heartbeatIntervalMs: 5000, agentConnectRate: 2000, enrollTokenGenerated: true });
+    expect(path.isAbsolute(c.dataDir)).toBe(true);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('reads MUSTER_* variables, coerces numbers and booleans, ignores empty ones', () => {
+    const c = loadConfig({
+      MUSTER_PORT: '9090', MUSTER_LOCAL_AGENT: 'false', MUSTER_HEARTBEAT_INTERVAL_MS: '500', MUSTER_DB_URL: 'mysql://u:p@h:3306/d',
+      MUSTER_ENROLL_TOKEN: 'x'.repeat(16), MUSTER_HOST: '', MUSTER_AGENT_CONNECT_RATE: '50',
+    });
+    expect(c).toMatchObject({ port: 9090, localAgent: false, heartbeatIntervalMs: 500, dbUrl: 'mysql://u:p@h:3306/d', host: '0.0.0.0', agentConnectRate: 50, enrollTokenGenerated: false });
+  });
+
+  it.each([
+    [{ MUSTER_PORT: 'x' }, 'MUSTER_PORT'],
+    [{ MUSTER_PORT: '-1' }, 'MUSTER_PORT'],
+    [{ MUSTER_LOCAL_AGENT: 'maybe' }, 'MUSTER_LOCAL_AGENT'],
+    [{ MUSTER_ENROLL_TOKEN: 'short' }, 'MUSTER_ENROLL_TOKEN must be at least 16'],
+    [{ MUSTER_DB_URL: 'postgres://x' }, 'MUSTER_DB_URL'],
+    [{ MUSTER_TLS_KEY: '/k' }, 'MUSTER_TLS_CERT and MUSTER_TLS_KEY'],
+    [{ MUSTER_LOG_LEVEL: 'loud' }, 'MUSTER_LOG_LEVEL'],
+    [{ MUSTER_AGENT_MAX_PAYLOAD: '10' }, 'MUSTER_AGENT_MAX_PAYLOAD'],
+  ])('rejects %o naming the variable', (env, msg) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(msg);
+  });
+
+  it('reports every bad variable at once', () => {
+    try {
+      loadConfig({ MUSTER_PORT: 'x', MUSTER_HEARTBEAT_INTERVAL_MS: 'y' });
+      expect.unreachable();
+    } catch (err) {
+      expect((err as Error).message).toMatch(/MUSTER_PORT[\s\S]*MUSTER_HEARTBEAT_INTERVAL_MS/);
+    }
+  });
+});
+
+describe('agent config', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentcfg-'));
+
+  it('precedence: defaults < config file < environment < flags; labels merge', () => {
+    const file = path.join(dir, 'agent.json');
+    fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', name: 'from-file', labels: { a: 'file', b: 'file' }, healthPort: 1111 }));
+    const c = loadAgentConfig(
+      ['--config', file, '--name', 'from-flag', '--label', 'b=flag', '--label', 'c=flag'],
+      { MUSTER_AGENT_SERVER: 'ws://env:2', MUSTER_AGENT_NAME: 'from-env', MUSTER_AGENT_LABELS: 'a=env' },
+    );
+    expect(c).toMatchObject({ server: 'ws://env:2', name: 'from-flag', healthPort: 1111, configPath: file, backoffInitialMs: 1000, backoffMaxMs: 60_000 });
+    expect(c.labels).toEqual({ a: 'env', b: 'flag', c: 'flag' });
+  });
+
+  it.each([
+    [[], /server/],
+    [['--server', 'http://x'], /ws:\/\/ or wss:\/\//],
+    [['--server', 'ws://x', '--label', 'nokv'], /--label wants k=v/],
+    [['--server', 'ws://x', '--label', 'bad key=v'], /labels/],
+    [['--server', 'ws://x', '--unknown'], /Unknown option/],
+    [['--server', 'ws://x', '--config', '/nonexistent/agent.json'], /cannot read config file/],
+    [['--server', 'ws://x', '--health-port', 'abc'], /healthPort/],
+  ])('rejects %j', (argv, msg) => {
+    expect(() => loadAgentConfig(argv, {})).toThrow(AgentConfigError);
+    expect(() => loadAgentConfig(argv, {})).toThrow(msg);
+  });
+});

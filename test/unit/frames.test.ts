@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { decodeFrame, encodeExecOutput, encodeTermData, FrameError, FrameOp } from '../../protocol/frames.js';
+
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+describe('frame codec', () => {
+  it('round-trips terminal data, including empty and binary payloads', () => {
+    for (const data of [bytes(), bytes(0, 255, 10, 13), new TextEncoder().encode('héllo ✓')]) {
+      const f = decodeFrame(encodeTermData('sess-1', data));
+      expect(f).toEqual({ op: 'termData', sessionId: 'sess-1', data });
+    }
+  });
+
+  it('round-trips execution output with stream and a full u32 sequence', () => {
+    for (const [stream, seq] of [['stdout', 0], ['stderr', 1], ['stdout', 0xffff_ffff]] as const) {
+      const f = decodeFrame(encodeExecOutput('exec-ü', stream, seq, bytes(1, 2, 3)));
+      expect(f).toEqual({ op: 'execOutput', executionId: 'exec-ü', stream, seq, data: bytes(1, 2, 3) });
+    }
+  });
+
+  it('has the documented layout', () => {
+    expect([...encodeTermData('ab', bytes(9))]).toEqual([FrameOp.termData, 2, 97, 98, 9]);
+    expect([...encodeExecOutput('x', 'stderr', 258, bytes(7))]).toEqual([FrameOp.execOutput, 2, 0, 0, 1, 2, 1, 120, 7]);
+  });
+
+  it('decodes from a view into a larger buffer without copying', () => {
+    const frame = encodeTermData('s', bytes(5, 6));
+    const big = new Uint8Array(frame.length + 10);
+    big.set(frame, 10);
+    const f = decodeFrame(big.subarray(10));
+    expect(f.op === 'termData' && [...f.data]).toEqual([5, 6]);
+    expect(f.op === 'termData' && f.data.buffer).toBe(big.buffer);
+  });
+
+  it('rejects malformed frames with FrameError', () => {
+    const bad: [Uint8Array, RegExp][] = [
+      [bytes(), /too short/],
+      [bytes(1), /too short/],
+      [bytes(9, 0, 0), /unknown opcode 9/],
+      [bytes(FrameOp.termData, 5, 97), /truncated/],
+      [bytes(FrameOp.termData, 0, 1), /empty id|utf-8/],
+      [bytes(FrameOp.termData, 2, 0xff, 0xfe), /utf-8/],
+      [bytes(FrameOp.execOutput, 1, 0, 0), /truncated/],
+      [bytes(FrameOp.execOutput, 3, 0, 0, 0, 0, 1, 97), /bad stream/],
+      [bytes(FrameOp.execOutput, 1, 0, 0, 0, 0, 4, 97), /truncated/],
+    ];
+    for (const [buf, msg] of bad) {
+      expect(() => decodeFrame(buf), String([...buf])).toThrow(FrameError);
+      expect(() => decodeFrame(buf)).toThrow(msg);
+    }
+  });
+
+  it('refuses ids longer than 255 bytes when encoding', () => {
+    expect(() => encodeTermData('x'.repeat(256), bytes())).toThrow(FrameError);
+    expect(() => encodeExecOutput('é'.repeat(128), 'stdout', 0, bytes())).toThrow(FrameError);
+    expect(() => encodeTermData('x'.repeat(255), bytes())).not.toThrow();
+  });
+});
