@@ -3,11 +3,12 @@
  * as artifacts, agents installed with install-agent.sh --root and run through the real launcher
  * under a supervisor that restarts them like systemd's Restart=always.
  */
+import { createPublicKey } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  buildPackage, currentRelease, installAgent, installPaths, keygen, sha256File, signPackage, snapshotTree, stopAllSupervisors, supervise,
+  buildPackage, currentRelease, installAgent, installPaths, keygen, run, sha256File, signPackage, snapshotTree, stopAllSupervisors, supervise,
   type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
@@ -16,15 +17,22 @@ let server: TestServer;
 let api: Api;
 let keys: { priv: string; pub: string };
 const pkg: Record<'base' | 'good' | 'broken', string> = { base: '', good: '', broken: '' };
-const artifact: Record<'good' | 'broken', any> = { good: null, broken: null };
+const artifact: Record<'base' | 'good' | 'broken', any> = { base: null, good: null, broken: null };
 
 interface Installed { name: string; root: string; sup: Supervisor; id: string }
 
 /** Installs 1.0.0 into a fresh root, starts it under the supervisor, waits until it is online. */
-async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}): Promise<Installed> {
+async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}, viaEnrolment = false): Promise<Installed> {
   const root = tmpDir(`root-${name}`);
-  await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', pkg.base, '--name', name,
-    '--public-key', keys.pub, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])]);
+  const extra = ['--name', name, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
+  if (viaEnrolment) {
+    // Exactly the console's command (curl … | sudo bash -s -- …), minus sudo, into a temp root.
+    const cmd: string = (await api.get('/api/enrollment')).body.installCommand;
+    expect(cmd).toContain('--public-key-b64');
+    await run('bash', ['-c', `${cmd.replace('| sudo bash', '| bash')} --root ${root} --no-start ${extra.join(' ')}`]);
+  } else {
+    await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', pkg.base, '--public-key', keys.pub, ...extra]);
+  }
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
   const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} agent id`);
@@ -52,10 +60,12 @@ beforeAll(async () => {
   const out = tmpDir('pkgs');
   [pkg.base, pkg.good, pkg.broken] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out), buildPackage('1.2.0', out, true)]);
   keys = await keygen(tmpDir('keys'));
-  server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '90' } });
+  const rawPub = createPublicKey(fs.readFileSync(keys.pub, 'utf8')).export({ type: 'spki', format: 'der' }).subarray(-32).toString('base64');
+  server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '90', MUSTER_UPDATE_PUBLIC_KEY: rawPub } });
   api = await Api.login(server.url);
   artifact.good = await upload(pkg.good);
   artifact.broken = await upload(pkg.broken);
+  artifact.base = await upload(pkg.base); // the newest upload is what the enrolment command installs
 }, 240_000);
 
 afterAll(async () => {
@@ -67,7 +77,7 @@ describe('artifacts', () => {
   it('stores uploads with their digest; refuses bad uploads; download needs credentials', async () => {
     expect(artifact.good).toMatchObject({ version: '1.1.0', size: fs.statSync(pkg.good).size, sha256: sha256File(pkg.good) });
     const list = await api.get('/api/artifacts');
-    expect(list.body.items.map((a: any) => a.version)).toEqual(expect.arrayContaining(['1.1.0', '1.2.0']));
+    expect(list.body.items.map((a: any) => a.version)).toEqual(['1.0.0', '1.2.0', '1.1.0']);
     // A label that disagrees with the package's own VERSION is refused.
     const sig = await signPackage(keys.priv, pkg.good);
     const wrong = await api.req('POST', `/api/artifacts?version=9.9.9&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(pkg.good)), { 'content-type': 'application/octet-stream' });
@@ -83,8 +93,9 @@ describe('artifacts', () => {
 });
 
 describe('self-update', () => {
-  it('updates an installed agent to the new version through the launcher', async () => {
-    const a = await installed('upd-ok', { case: 'ok' });
+  it('installs with the enrolment command, then updates to the new version through the launcher', async () => {
+    const a = await installed('upd-ok', { case: 'ok' }, {}, true);
+    expect(currentRelease(a.root)).toBe('1.0.0');
     const created = await api.post('/api/rollouts', { artifactId: artifact.good.id, selector: 'labels.case == "ok"' });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const done = await rolloutDone(created.body.id);
@@ -102,6 +113,16 @@ describe('self-update', () => {
     expect((await rolloutDone(again.body.id)).state).toBe('succeeded');
     const audit = await api.get('/api/audit?action=rollout.create');
     expect(audit.body.items.length).toBeGreaterThanOrEqual(2);
+    // Older versions are refused unless the rollout allows a downgrade.
+    const down = await api.post('/api/rollouts', { artifactId: artifact.base.id, selector: 'labels.case == "ok"' });
+    const refused = await rolloutDone(down.body.id);
+    expect(refused.targets[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/refusing downgrade from 1\.1\.0 to 1\.0\.0/) });
+    await api.post(`/api/rollouts/${down.body.id}/cancel`);
+    expect(currentRelease(a.root)).toBe('1.1.0');
+    const allowed = await api.post('/api/rollouts', { artifactId: artifact.base.id, selector: 'labels.case == "ok"', allowDowngrade: true });
+    expect((await rolloutDone(allowed.body.id)).state).toBe('succeeded');
+    expect((await api.waitAgent(a.id, 'online')).version).toBe('1.0.0');
+    expect(currentRelease(a.root)).toBe('1.0.0');
   });
 
   it('refuses a wrong sha256 or a wrong signature and changes nothing on disk', async () => {
