@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { agentId, Api, cleanup, databases, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { agentId, Api, cleanup, consoleSocket, databases, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
 const FAKE_SIG = Buffer.alloc(64, 7).toString('base64');
 
@@ -66,8 +66,12 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect(skip.body.targets.map((t: any) => t.state)).toEqual(['skipped', 'skipped', 'skipped']);
 
     const art = await upload(api, '3.0.0');
+    const consoleWs = await consoleSocket(server, api);
     const r = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r"', waves: [1, '50%', '100%'], maxFailures: 0 });
     expect(r.status).toBe(201);
+    // Consoles hear about progress live.
+    await consoleWs.next((m) => m.type === 'rollout.updated' && m.rolloutId === r.body.id, 15_000, 'rollout.updated');
+    consoleWs.close();
     expect(r.body.waves.map((w: any) => w.size)).toEqual([1, 1, 1]);
     const id = r.body.id;
     const paused = await waitFor(async () => {
