@@ -43,6 +43,9 @@ const Schema = z.object({
   /** Fault injection for tests only: SIGKILL itself at this step of an update. Unset in production. */
   updateCrashAt: z.enum(['downloading', 'verifying', 'installing', 'marker', 'swapped']).optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
+  execKillGraceSec: z.coerce.number().min(0).default(5),
+  execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
@@ -56,6 +59,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
+  MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
 };
 
 export class AgentConfigError extends Error {}

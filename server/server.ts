@@ -119,7 +119,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
     res.json({
       token: currentEnrollToken,
       serverUrl: url,
-      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download`,
+      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
     });
   });
   for (const cap of [exec, terminals, updates]) if (cap.routes) api.use(cap.routes);

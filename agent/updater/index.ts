@@ -76,6 +76,8 @@ export function createUpdater(ctx: AgentContext): AgentCapability<'update'> {
       headers['X-Muster-Agent-Id'] = ctx.state.agentId;
     }
 
+    // Leftovers of an update killed while unpacking (never a release: those are renamed in whole).
+    for (const n of fs.readdirSync(releases)) if (n.startsWith('.tmp-')) fs.rmSync(path.join(releases, n), { recursive: true, force: true });
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-update-'));
     try {
       report(m.rolloutId, m.version, 'downloading');

@@ -13,6 +13,9 @@ export interface AgentChannel {
   sendBinary(buf: Uint8Array): boolean;
   /** Bytes queued in the socket and not yet written (for backpressure). */
   bufferedAmount(): number;
+  /** Stops/restarts reading from the socket (backpressure towards the agent's TCP window). */
+  pause?(): void;
+  resume?(): void;
   /** Closes the socket; `reason` is what the connection history records. */
   close(code: number, reason: string): void;
 }
