@@ -54,7 +54,9 @@ export class RolloutEngine {
       const targets = new Map((await this.d.store.targets(row.id)).map((t) => [t.agentId, t]));
       this.live.set(row.id, { row, targets, sent: new Set() });
     }
-    this.d.fleet.onConnect((agentId, hello) => this.onConnect(agentId, hello));
+    // Connect hooks run before the link has sent `welcome`, and an agent ignores commands that
+    // arrive before its welcome: act on the next turn of the event loop, after the welcome.
+    this.d.fleet.onConnect((agentId, hello) => void setImmediate(() => this.onConnect(agentId, hello)));
     this.d.fleet.onDisconnect((agentId) => {
       for (const l of this.live.values()) l.sent.delete(agentId);
     });

@@ -80,7 +80,8 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.fill('[data-test=selector-input]', 'labels.role == ');
     const err = await page.waitForSelector('[data-test=selector-error]');
     const text = (await err.textContent()) ?? '';
-    expect(text).toMatch(/Syntax error at position \d+/);
+    expect(text).toMatch(/Syntax error: .*expected/);
+    expect(await page.$('[data-test=selector-error] .at')).not.toBeNull();
     expect(await page.$$('[data-test=agent-name]')).toHaveLength(0);
     await screenshot(page, 'agents-selector-error');
     await page.context().close();
