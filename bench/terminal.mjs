@@ -321,6 +321,26 @@ async function relayKeystrokes(srv, cookie, agentId, n) {
   return r;
 }
 
+/** Ctrl-C during `cat /dev/urandom | base64`: time until the shell answers again (flood drained). */
+async function relayInterrupt(srv, cookie, agentId, reps = 3) {
+  const w = textWaiter();
+  const c = await openConsole(srv, cookie, agentId, (d) => w.push(d));
+  c.write('echo READY""Z\r');
+  await w.until('READYZ');
+  const samples = [];
+  for (let i = 0; i < reps; i++) {
+    c.write('cat /dev/urandom | base64\r');
+    await sleep(1500);
+    const t0 = performance.now();
+    c.write('\x03');
+    c.write(`echo INT""${i}\r`);
+    await w.until(`INT${i}`, 30_000);
+    samples.push(performance.now() - t0);
+  }
+  c.close();
+  return summary(samples);
+}
+
 /* ---------------- load generators (child processes) ---------------- */
 
 /** Child: a console flooding `cat /dev/urandom | base64` in its own session, acking like xterm.js. */
@@ -446,6 +466,9 @@ async function main() {
     log('keystroke under load (ms):', JSON.stringify(results.keystrokeLoad), JSON.stringify(results.load));
     await sleep(1000);
 
+    results.interrupt = await relayInterrupt(srv, cookie, agentId);
+    log('Ctrl-C during a flood → prompt (ms):', JSON.stringify(results.interrupt));
+
     // Interleaved repetitions, median of each: other work on the machine hits both alike.
     const directRuns = [];
     const relayRuns = [];
@@ -480,6 +503,7 @@ async function main() {
     console.log(`| keystroke p50 under load | ${f(l.direct.p50)} ms | ${f(l.relay.p50)} ms | |`);
     console.log(`| keystroke p99 under load | ${f(l.direct.p99)} ms | ${f(l.relay.p99)} ms | < 10 ms |`);
     console.log(`| ${mb} MB cat throughput | ${f(t.direct.mbps)} MB/s | ${f(t.relay.mbps)} MB/s (${(t.ratio * 100).toFixed(0)}%) | ≥ 60% of direct |`);
+    console.log(`| Ctrl-C in a flood until the shell answers (max of ${results.interrupt.n}) | | ${f(results.interrupt.max)} ms | < 1 s |`);
     console.log(`| (runs, MB/s) | ${t.runs.direct.join(', ')} | ${t.runs.relay.join(', ')} | |`);
     console.log(`| server peak RSS during cat | | ${f(t.relay.peakServerRssMiB)} MiB | bounded |`);
     const c = t.relay.cpuMsPerMB;
