@@ -118,13 +118,20 @@ export class RolloutEngine {
     if (l) {
       const t = l.targets.get(agentId);
       if (!t || t.startedAt == null) return;
+      if (t.state === 'failed' && state === 'failed' && reason) {
+        // The server had already failed it (e.g. it came back on the old version); the agent knows why.
+        t.reason = reason;
+        this.touch(l, t);
+        return;
+      }
       this.setTarget(l, t, state, reason ?? null);
       this.advance(l);
       return;
     }
     // A finished rollout: still record a late outcome (e.g. rolled_back after a timeout).
     const t = await this.d.store.getTarget(rolloutId, agentId);
-    if (!t || !this.allowed(t.state, state)) return;
+    const reasonOnly = t?.state === 'failed' && state === 'failed' && Boolean(reason);
+    if (!t || t.startedAt == null || (!reasonOnly && !this.allowed(t.state, state))) return;
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
     await this.d.store.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
