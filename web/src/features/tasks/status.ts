@@ -13,3 +13,9 @@ export function stateType(s: string): TagType {
     default: return 'default';
   }
 }
+
+/** A one-line title for a task: its first script line that is not a shebang (list views omit the script). */
+export function taskTitle(t: { id: string; interpreter: string; script?: string }): string {
+  const line = (t.script ?? '').split('\n').find((l) => l.trim() !== '' && !l.startsWith('#!'));
+  return line ? `${t.interpreter}: ${line}` : `${t.interpreter} task ${t.id.slice(0, 8)}`;
+}
