@@ -12,6 +12,8 @@ export interface SessionLimits {
 
 /** Largest batch of output sent in one frame while output is flowing. */
 const MAX_BATCH = 64 * 1024;
+/** While output flows, it is gathered for this long before a frame goes out. */
+const COALESCE_MS = 2;
 /** Time the shell's tree has between SIGHUP and SIGKILL on close. */
 const KILL_GRACE_MS = 1000;
 
@@ -36,6 +38,7 @@ export class PtySession {
   private batch: Buffer[] = [];
   private batchBytes = 0;
   private flowing = false;
+  private coalesceTimer: NodeJS.Timeout | undefined;
   private readonly disposables: { dispose(): void }[] = [];
   private readonly tick = () => this.onTick();
 
@@ -104,11 +107,11 @@ export class PtySession {
     if (this.closed) return;
     this.lastActivity = Date.now();
     if (!this.flowing) {
-      // Nothing was sent in this turn of the event loop: send at once (a keystroke's echo
-      // never waits for a timer), and start coalescing until the loop comes round.
+      // Nothing is flowing: send at once (a keystroke's echo never waits for a timer), and
+      // coalesce what follows while output keeps coming.
       this.flowing = true;
       this.send(chunk);
-      setImmediate(this.tick);
+      this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
       return;
     }
     this.batch.push(chunk);
@@ -116,11 +119,17 @@ export class PtySession {
     if (this.batchBytes >= MAX_BATCH) this.flush();
   }
 
-  /** End of an I/O phase: send what was coalesced; stop coalescing once a phase brought nothing. */
+  /**
+   * Every COALESCE_MS while output flows: send what was gathered. A period that gathered
+   * nothing ends the flowing state, so the next byte after a pause goes out at once. A PTY read
+   * returns about 4 KiB; without this a flood would travel as 4 KiB frames.
+   */
   private onTick(): void {
+    this.coalesceTimer = undefined;
+    if (this.closed) return;
     if (this.batchBytes > 0) {
       this.flush();
-      setImmediate(this.tick);
+      this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
     } else {
       this.flowing = false;
     }
@@ -158,6 +167,7 @@ export class PtySession {
     this.flush();
     this.closed = true;
     clearTimeout(this.idleTimer);
+    clearTimeout(this.coalesceTimer);
     for (const d of this.disposables.splice(0)) d.dispose();
     // A shell that exits by itself may leave background jobs behind: hang them up too.
     if (!this.closeReason) void killTerminalTree(this.pty.pid, KILL_GRACE_MS);

@@ -1,4 +1,4 @@
-import { encodeExecOutput, type ExecutionView, type Stream, type TaskView } from '../../protocol/index.js';
+import { encodeExecOutput, type ExecutionView, type Stream } from '../../protocol/index.js';
 import type { ConsoleChannel } from '../ws/handlers.js';
 
 interface Sub {
@@ -59,15 +59,24 @@ export class ConsoleFanout {
     }
   }
 
+  /** The execution's output is complete: announce gaps a slow console still has open. */
+  ended(taskId: string, executionId: string, nextSeq: number): void {
+    const subs = this.byTask.get(taskId);
+    if (!subs) return;
+    for (const s of subs.values()) {
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const key = `${executionId}:${stream}`;
+        const from = s.gaps.get(key);
+        if (from === undefined) continue;
+        s.gaps.delete(key);
+        s.ch.send({ type: 'exec.gap', executionId, stream, fromSeq: from, toSeq: nextSeq });
+      }
+    }
+  }
+
   execution(taskId: string, execution: ExecutionView): void {
     const subs = this.byTask.get(taskId);
     if (!subs) return;
     for (const s of subs.values()) s.ch.send({ type: 'execution.updated', execution });
-  }
-
-  task(task: TaskView): void {
-    const subs = this.byTask.get(task.id);
-    if (!subs) return;
-    for (const s of subs.values()) s.ch.send({ type: 'task.updated', task });
   }
 }

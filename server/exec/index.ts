@@ -24,12 +24,18 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const repo = new ExecRepo(core.db);
   // Agents whose sockets are paused because the database is behind on output.
   const paused = new Set<AgentChannel>();
+  const pausedAgents = new Map<string, AgentChannel>();
   const writer = new ExecWriter(repo, log, {
     intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 64 << 20,
     onPressure: (on) => {
       if (on) return;
-      for (const ch of paused) ch.resume?.();
+      for (const ch of paused) {
+        ch.resume?.();
+        // Its heartbeats were not read while paused: that silence is ours, not the agent's.
+        for (const [agentId, c] of pausedAgents) if (c === ch) fleet.touch(agentId, ch.linkId);
+      }
       paused.clear();
+      pausedAgents.clear();
     },
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
@@ -68,10 +74,12 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       'task.unsubscribe': (ch, m) => fanout.unsubscribe(ch, m.taskId),
     },
     execOutput: (ctx, executionId, stream, seq, data) => {
+      fleet.touch(ctx.agentId, ctx.channel.linkId);
       svc.output(ctx.agentId, executionId, stream, seq, data);
       // Database behind: stop reading this agent's socket; TCP then pauses the agent, which pauses its child.
       if (writer.pressured && !paused.has(ctx.channel)) {
         paused.add(ctx.channel);
+        pausedAgents.set(ctx.agentId, ctx.channel);
         ctx.channel.pause?.();
       }
     },

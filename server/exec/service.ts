@@ -112,6 +112,7 @@ export class ExecService {
       else if (e.status === 'dispatched' || e.status === 'running') {
         // The agent confirms with exec.finished(cancelled); an agent that is away is told when it returns.
         if (fleet.send(e.agentId, { type: 'exec.cancel', executionId: e.id, reason })) {
+          e.reason = reason;
           at.cancelling.add(e.id);
           signalled++;
         } else scheduler.finish(e, 'cancelled', { reason: `${reason} (agent offline)`, finishedAt: now });
@@ -227,6 +228,7 @@ export class ExecService {
       exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
       reason: m.error ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out' : null),
     });
+    this.d.fanout.ended(e.taskId, e.id, e.nextSeq);
     this.d.writer.afterFlush(ack);
   }
 

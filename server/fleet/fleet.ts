@@ -156,6 +156,15 @@ export class Fleet {
     this.deps.metrics.heartbeats.inc();
   }
 
+  /**
+   * Traffic other than heartbeats (execution output) also proves the agent alive: an agent whose
+   * heartbeat waits behind megabytes of output in its socket is not dead.
+   */
+  touch(agentId: string, linkId: number): void {
+    const l = this.live.get(agentId);
+    if (l && l.ch.linkId === linkId) l.lastHeartbeat = Date.now();
+  }
+
   /** The agent's config labels changed (SIGHUP). */
   async setReportedLabels(agentId: string, labels: Labels): Promise<void> {
     const rec = this.agents.get(agentId);

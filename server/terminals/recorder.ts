@@ -80,13 +80,13 @@ export class AsciicastRecorder {
 
   private line(json: string): void {
     if (this.closed || this.truncated) return;
-    const size = Buffer.byteLength(json) + 1;
-    if (this.bytes + size > this.maxBytes || this.out.writableLength > MAX_QUEUED_BYTES) {
+    const buf = Buffer.from(`${json}\n`);
+    if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > MAX_QUEUED_BYTES) {
       this.truncated = true;
       return;
     }
-    this.bytes += size;
-    this.out.write(`${json}\n`);
+    this.bytes += buf.length;
+    this.out.write(buf);
   }
 
   /** Writes what is pending and closes the file. */

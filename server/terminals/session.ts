@@ -15,6 +15,28 @@ const WATCH_MAX_LAG = 4 * 1024 * 1024;
 /** An agent this far ahead of the consoles ignores flow control: the session is ended. */
 export const AGENT_MAX_UNACKED = 16 * 1024 * 1024;
 
+const idBytes = new Map<string, number>();
+
+/**
+ * The TERM_DATA frame to send consoles for `data` from an agent. decodeFrame returns the payload
+ * as a view into the received frame, and both hops use the same frame layout, so the agent's
+ * frame is forwarded as it is (no copy) whenever it is still in front of the payload.
+ */
+function relayFrame(sessionId: string, data: Uint8Array): Uint8Array {
+  let idLen = idBytes.get(sessionId);
+  if (idLen === undefined) {
+    idLen = new TextEncoder().encode(sessionId).length;
+    if (idBytes.size > 10_000) idBytes.clear();
+    idBytes.set(sessionId, idLen);
+  }
+  const start = data.byteOffset - 2 - idLen;
+  if (start >= 0) {
+    const frame = new Uint8Array(data.buffer, start, data.byteLength + 2 + idLen);
+    if (frame[0] === 0x01 && frame[1] === idLen && Buffer.from(frame.buffer, start + 2, idLen).toString('utf8') === sessionId) return frame;
+  }
+  return encodeTermData(sessionId, data);
+}
+
 /** One console attached to a session. Its acks count bytes of this session it has written. */
 export interface Attachment {
   ch: ConsoleChannel;
@@ -112,7 +134,7 @@ export class TerminalSession {
     this.recorder?.output(data);
     let laggards: Attachment[] | undefined;
     if (this.attachments.size > 0) {
-      const frame = encodeTermData(this.id, data);
+      const frame = relayFrame(this.id, data);
       for (const a of this.attachments.values()) {
         if (a.mode === 'watch' && a.sent - a.acked > WATCH_MAX_LAG) {
           (laggards ??= []).push(a);
