@@ -12,7 +12,7 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   const ids: Record<string, string> = {};
 
   beforeAll(async () => {
-    s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: '65536', MUSTER_MAX_SCRIPT_BYTES: '4096' } });
+    s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: '65536', MUSTER_MAX_SCRIPT_BYTES: '4096', MUSTER_MAX_TARGETS_PER_TASK: '3', MUSTER_MAX_EXECUTIONS_PER_AGENT: '1' } });
     api = await Api.login(s.url);
     for (const [name, role] of [['b-1', 'web'], ['b-2', 'web'], ['b-3', 'db']] as const) {
       const a = startAgent(s, { name, labels: { role } });
@@ -118,6 +118,16 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const badAgents = await api.get(`/api/agents?selector=${encodeURIComponent('(status == "online"')}`);
     expect(badAgents.status).toBe(400);
     expect(badAgents.body.error.position).toBe(19);
+    const many = await api.post('/api/tasks', { script: 'true', targets: { agentIds: [...Object.values(ids), 'nope'] } });
+    expect(many.status).toBe(400);
+    expect(many.body.error.message).toMatch(/unknown agent/);
+    await api.waitAgent(ids['b-1']!, 'online');
+    const a4 = startAgent(s, { name: 'b-4' });
+    await api.waitAgent(await agentId(a4), 'online');
+    const tooMany = await api.post('/api/tasks', { script: 'true', targets: { selector: 'b-1,b-2,b-3,b-4' } });
+    expect(tooMany.status).toBe(422);
+    expect(tooMany.body.error.code).toBe('limit_exceeded');
+    await a4.stop();
     const unknownInterp = await api.post('/api/tasks', { script: 'true', interpreter: 'perl', targets: { selector: 'all' } });
     expect(unknownInterp.status).toBe(400);
     const viewer = await api.userWithRole('viewer');
@@ -183,8 +193,23 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const failedAgent = fd.executions.find((x: any) => x.status === 'failed').agentId;
     expect(rr.body.executions[0].agentId).toBe(failedAgent);
     await waitTask(api, rr.body.id);
-    const pct = await createTask(api, { script: 'true', targets: { selector: 'all' }, concurrency: '50%', maxFailures: '10%' });
+    const pct = await createTask(api, { script: 'true', targets: { selector: 'b-1,b-2,b-3' }, concurrency: '50%', maxFailures: '10%' });
     expect((await waitTask(api, pct.id)).status).toMatch(/succeeded|failed/);
+  });
+
+  it('maxExecutionsPerAgent: a second execution on a busy agent waits as pending, then runs', async () => {
+    const dir = tmpDir('per-agent');
+    const gate = path.join(dir, 'gate');
+    const first = await createTask(api, { script: 'while [ ! -e "$1" ]; do sleep 0.05; done; echo first', args: [gate], targets: { agentIds: [ids['b-1']] } });
+    await waitFor(async () => (await api.get(`/api/tasks/${first.id}`)).body.executions[0].status === 'running', 'first running');
+    const second = await createTask(api, { script: 'echo second', targets: { agentIds: [ids['b-1']] } });
+    await new Promise((r) => setTimeout(r, 700));
+    expect((await api.get(`/api/tasks/${second.id}`)).body.executions[0].status).toBe('pending');
+    fs.writeFileSync(gate, '');
+    const d2 = await waitTask(api, second.id);
+    expect(d2.executions[0].status).toBe('succeeded');
+    const d1 = await waitTask(api, first.id);
+    expect(Date.parse(d2.executions[0].startedAt)).toBeGreaterThanOrEqual(Date.parse(d1.executions[0].finishedAt));
   });
 
   it('cancel: pending executions cancelled, running ones killed (whole tree) and reported cancelled', async () => {

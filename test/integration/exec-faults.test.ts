@@ -98,6 +98,37 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await proxy.close();
   });
 
+  it('output produced while disconnected is kept up to the agent buffer, then cut and marked truncated', async () => {
+    const s = await startServer({ db });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'f-cut', serverUrl: `ws://127.0.0.1:${proxy.port}`, env: { MUSTER_AGENT_EXEC_BUFFER_BYTES: '65536' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const dir = tmpDir('cut');
+    const gate = path.join(dir, 'gate');
+    const done = path.join(dir, 'done');
+    const t = await createTask(api, {
+      script: 'while [ ! -e "$1" ]; do sleep 0.05; done; head -c 1000000 /dev/zero | tr "\\0" z; echo done > "$2"', args: [gate, done],
+      targets: { agentIds: [id] },
+    });
+    await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
+    proxy.cut();
+    await api.waitAgent(id, 'offline');
+    fs.writeFileSync(gate, '');
+    await waitFor(() => fs.existsSync(done), 'script done while disconnected');
+    await sleep(300);
+    proxy.restore();
+    const d = await waitTask(api, t.id);
+    const e = d.executions[0];
+    expect(e.status).toBe('succeeded');
+    expect(e.truncated).toBe(true);
+    expect(e.outputBytes).toBe(65536);
+    expect(await outputText(api, e.id)).toBe('z'.repeat(65536));
+    expect(a.output()).toMatch(/cutting output/);
+    await proxy.close();
+  });
+
   it('a server restart mid-run still records the result and the whole output', async () => {
     const s = await startServer({ db });
     const api = await Api.login(s.url);
