@@ -105,8 +105,9 @@ export class RolloutEngine {
     const l: Live = { row, targets: new Map(targets.map((t) => [t.agentId, t])), sent: new Set() };
     this.live.set(id, l);
     this.d.log.info({ rolloutId: id, version: row.version, targets: targets.length, waves: sizes }, 'rollout created');
-    if (sizes.length === 0) this.finish(l);
-    else this.startWave(l, 0);
+    const first = sizes.findIndex((n) => n > 0);
+    if (first < 0) this.finish(l);
+    else this.startWave(l, first);
     await this.writes;
     return row;
   }
@@ -118,13 +119,20 @@ export class RolloutEngine {
     if (l) {
       const t = l.targets.get(agentId);
       if (!t || t.startedAt == null) return;
+      if (t.state === 'failed' && state === 'failed' && reason) {
+        // The server had already failed it (e.g. it came back on the old version); the agent knows why.
+        t.reason = reason;
+        this.touch(l, t);
+        return;
+      }
       this.setTarget(l, t, state, reason ?? null);
       this.advance(l);
       return;
     }
     // A finished rollout: still record a late outcome (e.g. rolled_back after a timeout).
     const t = await this.d.store.getTarget(rolloutId, agentId);
-    if (!t || !this.allowed(t.state, state)) return;
+    const reasonOnly = t?.state === 'failed' && state === 'failed' && Boolean(reason);
+    if (!t || t.startedAt == null || (!reasonOnly && !this.allowed(t.state, state))) return;
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
     await this.d.store.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
@@ -317,6 +325,8 @@ export function rolloutView(row: RolloutRow, targets: TargetRow[], withTargets: 
   const counts: Partial<Record<UpdateState, number>> = {};
   const waves: RolloutWaveView[] = [];
   let failures = 0;
+  // One entry per requested wave, so waves[i] is waveSpec[i] (some may be empty).
+  for (let i = 0; i < row.waveSpec.length; i++) waves.push({ index: i, size: 0, state: 'waiting', counts: {} });
   for (const t of targets) {
     counts[t.state] = (counts[t.state] ?? 0) + 1;
     if (FAILED.has(t.state)) failures++;
@@ -327,8 +337,10 @@ export function rolloutView(row: RolloutRow, targets: TargetRow[], withTargets: 
     w.counts[t.state] = (w.counts[t.state] ?? 0) + 1;
   }
   for (const w of waves) {
-    const done = Object.entries(w.counts).every(([s]) => TERMINAL.has(s as UpdateState));
-    w.state = w.index < row.currentWave || (w.index === row.currentWave && done) ? 'done' : w.index === row.currentWave ? 'running' : 'waiting';
+    const done = Object.keys(w.counts).every((s) => TERMINAL.has(s as UpdateState));
+    if (w.size === 0 || w.index < row.currentWave) w.state = 'done';
+    else if (w.index === row.currentWave) w.state = done ? 'done' : 'running';
+    else w.state = 'waiting';
   }
   const view: RolloutView = {
     id: row.id, artifactId: row.artifactId, version: row.version, url: row.url, size: row.size, sha256: row.sha256, selector: row.selector,

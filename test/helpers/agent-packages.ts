@@ -108,6 +108,12 @@ export class Supervisor {
     this.stopped = true;
   }
 
+  /** Restarts again on exit, and starts the agent now if it is not running. */
+  resumeRestarts(): void {
+    this.stopped = false;
+    if (!this.proc) this.start();
+  }
+
   /** SIGKILLs the running agent (the supervisor restarts it). */
   kill(): void {
     this.proc?.kill('SIGKILL');

@@ -100,3 +100,29 @@ describe('update timeout', () => {
     expect(done.targets[0].reason).toMatch(/not back with version 1\.1\.0 within 3 s/);
   }, 90_000);
 });
+
+describe('new version that cannot reach the server', () => {
+  it('exits unconfirmed until the launcher rolls back; the old version reports rolled_back', async () => {
+    let server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '120' } });
+    const { api, artifactId } = await setup(server);
+    const a = await installed(server, api, 'lonely', { MUSTER_AGENT_UPDATE_CONFIRM_SEC: '2' });
+    a.sup.holdRestarts();
+    const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.case == "lonely"' });
+    await a.exited; // installed, swapped, exited for the restart
+    expect(currentRelease(a.root)).toBe('1.1.0');
+    await server.stop();
+    a.sup.resumeRestarts();
+    // 1.1.0 starts, is never welcomed, exits 1 after 2 s; after 3 such starts the launcher swaps back.
+    await waitFor(() => currentRelease(a.root) === '1.0.0', 'rollback to 1.0.0', 60_000, 200);
+    expect(a.sup.exits.filter((e) => e.code === 1).length).toBeGreaterThanOrEqual(3);
+    server = await server.restart();
+    const api2 = await Api.login(server.url);
+    const done = await waitFor(async () => {
+      const v = (await api2.get(`/api/rollouts/${r.body.id}`)).body;
+      return v.targets[0].state === 'rolled_back' ? v : null;
+    }, 'rolled_back reported after the server came back', 30_000, 250);
+    expect(done.state).toBe('paused');
+    expect((await api2.waitAgent(a.id, 'online')).version).toBe('1.0.0');
+    expect(fs.existsSync(path.join(installPaths(a.root).state, 'update-marker'))).toBe(false);
+  }, 120_000);
+});
