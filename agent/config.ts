@@ -21,6 +21,15 @@ const Schema = z.object({
   backoffMaxMs: z.coerce.number().int().min(10).default(60_000),
   /** Shell for terminals (default: the agent user's login shell). */
   shell: z.string().optional(),
+  /** User terminals run as (default: the agent's own user); another user needs a root agent. */
+  terminalUser: z.string().min(1).max(64).optional(),
+  /** Terminal sessions one agent hosts at once; more are refused. */
+  terminalMaxSessions: z.coerce.number().int().min(1).max(1024).default(16),
+  /** A terminal with no input and no output for this long is closed. */
+  terminalIdleTimeoutSec: z.coerce.number().int().min(1).default(30 * 60),
+  /** Flow control: unacknowledged output bytes above which the PTY is paused, and below which it resumes. */
+  terminalHighWatermark: z.coerce.number().int().min(1024).default(1024 * 1024),
+  terminalLowWatermark: z.coerce.number().int().min(0).default(256 * 1024),
   /** ed25519 public key (PEM or base64 raw) that signs agent packages. */
   updatePublicKey: z.string().optional(),
   /** Install root holding releases/ and current (set by the launcher). */
@@ -31,9 +40,17 @@ const Schema = z.object({
    * cannot talk to the server does not strand the host.
    */
   updateConfirmSec: z.coerce.number().int().min(1).default(90),
+  /**
+   * Before switching to a new version, wait up to this long for running executions to finish
+   * (a self-update restarts the agent, and the agent stops its executions when it stops).
+   */
+  updateDrainSec: z.coerce.number().int().min(0).default(60),
   /** Fault injection for tests only: SIGKILL itself at this step of an update. Unset in production. */
   updateCrashAt: z.enum(['downloading', 'verifying', 'installing', 'marker', 'swapped']).optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
+  execKillGraceSec: z.coerce.number().min(0).default(5),
+  execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
@@ -43,7 +60,11 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
-  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt',
+  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt', MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
+  MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
+  MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
+  MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
+  MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
 };
 
 export class AgentConfigError extends Error {}
@@ -69,6 +90,7 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
         label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
         'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
         'log-level': { type: 'string' },
+        'terminal-user': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
       },
       strict: true,
     }).values;
@@ -90,12 +112,17 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   const f: Record<string, unknown> = {
     server: flags.server, token: flags.token, stateDir: flags['state-dir'], name: flags.name, caFile: flags['ca-file'],
     healthPort: flags['health-port'], shell: flags.shell, installRoot: flags['install-root'], logLevel: flags['log-level'],
+    terminalUser: flags['terminal-user'], terminalMaxSessions: flags['terminal-max-sessions'],
+    terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'],
   };
   for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;
   if (flags.label?.length) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(flags.label) };
   const parsed = Schema.safeParse(merged);
   if (!parsed.success) {
     throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`).join('\n'));
+  }
+  if (parsed.data.terminalLowWatermark >= parsed.data.terminalHighWatermark) {
+    throw new AgentConfigError('terminalLowWatermark must be below terminalHighWatermark');
   }
   return Object.freeze({ ...parsed.data, configPath });
 }

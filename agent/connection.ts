@@ -85,6 +85,9 @@ export class ServerConnection {
     const ws = new WebSocket(this.url(), {
       headers,
       perMessageDeflate: false,
+      // Masking protects proxies from frames a hostile web page controls; an agent's frames are
+      // its own, so a zero mask lets ws skip masking (and the server unmasking) every byte.
+      generateMask: (mask: Buffer) => void mask.fill(0),
       handshakeTimeout: 15_000,
       maxPayload: this.o.maxPayload ?? 64 * 1024 * 1024,
       ...(this.o.caFile ? { ca: fs.readFileSync(this.o.caFile) } : {}),

@@ -2,7 +2,8 @@
 # Installs (or re-installs) the Muster agent on this host: one command, idempotent.
 #
 #   install-agent.sh --server ws(s)://HOST:PORT --token ENROL_TOKEN (--package FILE | --url URL)
-#                    [--label k=v]... [--name NAME] [--public-key FILE] [--root DIR] [--no-start]
+#                    [--label k=v]... [--name NAME] [--public-key FILE | --public-key-b64 KEY]
+#                    [--root DIR] [--no-start]
 #
 # Layout (DESIGN.md), all under --root (default /):
 #   opt/muster-agent/releases/<version>/    the unpacked package (own Node runtime, bundle, node-pty)
@@ -14,12 +15,14 @@
 # systemd is reloaded, and the service enabled and (re)started, only when --root is / and systemd
 # runs, unless --no-start. Running it twice with the same arguments gives the same tree.
 # --url downloads with curl (or wget), sending the enrolment token as X-Muster-Enroll-Token.
+# --public-key (PEM file) / --public-key-b64 (32 raw bytes, base64): the key agent packages must be
+# signed with; without one the agent refuses every self-update.
 set -euo pipefail
 
 die() { echo "install-agent: $*" >&2; exit 1; }
-usage() { sed -n '2,19p' "$0" >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" >&2; exit 2; }
 
-server="" token="" package="" url="" name="" pubkey="" root="/" start=1
+server="" token="" package="" url="" name="" pubkey="" pubkey_b64="" root="/" start=1
 labels=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --label) labels+=("${2:-}"); shift 2 ;;
     --name) name=${2:-}; shift 2 ;;
     --public-key) pubkey=${2:-}; shift 2 ;;
+    --public-key-b64) pubkey_b64=${2:-}; shift 2 ;;
     --root) root=${2:-}; shift 2 ;;
     --no-start) start=0; shift ;;
     -h|--help) usage ;;
@@ -43,6 +47,8 @@ done
 [ -z "$package" ] || [ -z "$url" ] || die "give --package or --url, not both"
 for l in "${labels[@]+"${labels[@]}"}"; do [[ "$l" == ?*=* ]] || die "--label wants k=v, got '$l'"; done
 [ -z "$pubkey" ] || [ -r "$pubkey" ] || die "cannot read public key file $pubkey"
+[ -z "$pubkey" ] || [ -z "$pubkey_b64" ] || die "give --public-key or --public-key-b64, not both"
+[ -z "$pubkey_b64" ] || [[ "$pubkey_b64" =~ ^[A-Za-z0-9+/]{43}=$ ]] || die "--public-key-b64 wants the base64 of 32 bytes"
 
 mkdir -p "$root"
 root=$(cd "$root" && pwd -P)
@@ -103,7 +109,7 @@ mv -Tf "$opt/.current.tmp.$$" "$opt/current"
 
 # agent.json, written by the package's own Node (exact JSON escaping), 0600: it holds the token.
 labels_joined=$(printf '%s\n' "${labels[@]+"${labels[@]}"}")
-MI_SERVER="$server" MI_TOKEN="$token" MI_NAME="$name" MI_LABELS="$labels_joined" MI_PUBKEY_FILE="$pubkey" \
+MI_SERVER="$server" MI_TOKEN="$token" MI_NAME="$name" MI_LABELS="$labels_joined" MI_PUBKEY_FILE="$pubkey" MI_PUBKEY_B64="$pubkey_b64" \
 MI_OUT="$etc/agent.json" "$node" -e '
 const fs = require("fs");
 const e = process.env;
@@ -113,6 +119,7 @@ const labels = {};
 for (const kv of (e.MI_LABELS || "").split("\n")) { if (!kv) continue; const i = kv.indexOf("="); labels[kv.slice(0, i)] = kv.slice(i + 1); }
 cfg.labels = labels;
 if (e.MI_PUBKEY_FILE) cfg.updatePublicKey = fs.readFileSync(e.MI_PUBKEY_FILE, "utf8").trim();
+if (e.MI_PUBKEY_B64) cfg.updatePublicKey = e.MI_PUBKEY_B64;
 const tmp = e.MI_OUT + ".tmp";
 fs.writeFileSync(tmp, JSON.stringify(cfg, null, 2) + "\n", { mode: 0o600 });
 fs.chmodSync(tmp, 0o600);

@@ -1,5 +1,8 @@
 import type { Knex } from 'knex';
 import * as createCoreTables from './202611260700_create_core_tables.js';
+import * as createTerminalSessions from './202611270900_create_terminal_sessions.js';
+import * as createUpdateTables from './202611271000_create_update_tables.js';
+import * as createExecTables from './202611271100_create_exec_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -7,6 +10,9 @@ import * as createCoreTables from './202611260700_create_core_tables.js';
  */
 export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<void>; down(k: Knex): Promise<void> }]> = [
   ['202611260700_create_core_tables', createCoreTables],
+  ['202611270900_create_terminal_sessions', createTerminalSessions],
+  ['202611271000_create_update_tables', createUpdateTables],
+  ['202611271100_create_exec_tables', createExecTables],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -77,6 +77,8 @@ export const TermExit = z.object({
   exitCode: z.number().int().nullable(),
   signal: z.number().int().nullable(),
   reason: z.string().max(255),
+  /** Set when the session never started or was ended by a limit: an ErrorCode such as `limit_exceeded`. */
+  code: z.string().max(64).optional(),
 });
 
 export const UpdateStatus = z.object({

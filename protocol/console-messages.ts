@@ -95,6 +95,29 @@ export interface RolloutTargetView {
   updatedAt: string;
 }
 
+/** A terminal session as GET /api/terminals lists it (live sessions carry live byte counts). */
+export interface TerminalSessionView {
+  id: string;
+  agentId: string;
+  agentName: string | null;
+  username: string;
+  openedAt: string;
+  closedAt: string | null;
+  closeReason: string | null;
+  exitCode: number | null;
+  cols: number;
+  rows: number;
+  /** Input bytes (console → shell) and output bytes (shell → console). */
+  bytesIn: number;
+  bytesOut: number;
+  status: 'open' | 'closed';
+  /** A controlling console is attached right now (false for a detached live session). */
+  attached: boolean;
+  recording: boolean;
+  recordingBytes: number;
+  recordingTruncated: boolean;
+}
+
 /** An uploaded agent package (GET /api/artifacts). */
 export interface ArtifactView {
   id: string;
@@ -165,5 +188,6 @@ export type ServerToConsole =
   /** The console fell behind; output chunks [fromSeq, toSeq) of this stream were skipped. */
   | { type: 'exec.gap'; executionId: string; stream: 'stdout' | 'stderr'; fromSeq: number; toSeq: number }
   | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
-  | { type: 'term.closed'; sessionId: string; reason: string }
+  /** The session ended (or, for this console only, was taken over by another console of its owner). */
+  | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
   | { type: 'rollout.updated'; rolloutId: string };

@@ -120,7 +120,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
     res.json({
       token: currentEnrollToken,
       serverUrl: url,
-      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download`,
+      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
     });
   });
   for (const cap of [exec, terminals, updates]) if (cap.routes) api.use(cap.routes);
@@ -158,9 +158,10 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
       });
     },
-    onConsole: (ws, _req, principal) => {
+    onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
+        remoteAddress: req.socket.remoteAddress ?? null,
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
       });

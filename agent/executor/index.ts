@@ -1,19 +1,87 @@
 import type { AgentCapability, AgentContext, HelloExecutionT } from '../capability.js';
+import { detectContainment, sweepOrphans } from './containment.js';
+import { Journal } from './journal.js';
+import { Run, type RunLimits } from './run.js';
 
-/** Script execution (issue 5). PLACEHOLDER: refuses every exec until the executor lands. */
+/** Defaults of the executor's limits (see RunLimits). */
+export const RUN_LIMITS: RunLimits = {
+  coalesceMs: 5,
+  chunkBytes: 32 * 1024,
+  bufferBytes: 16 * 1024 * 1024,
+  killGraceMs: 5000,
+  highWaterBytes: 1024 * 1024,
+  lowWaterBytes: 256 * 1024,
+  drainMs: 500,
+};
+
+/**
+ * Script execution: runs exec.run exactly once per execution id (on-disk journal), streams its
+ * output, survives disconnects (runs go on, output and results are kept and delivered after
+ * exec.resume) and forgets an execution only when the server acks its stored result.
+ */
 export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 'exec.cancel' | 'exec.resume' | 'exec.ack'> & {
   /** Executions still running or finished-but-undelivered, for hello. */
   helloExecutions(): HelloExecutionT[];
   running(): number;
 } {
+  const { link, log } = ctx;
+  const limits: RunLimits = { ...RUN_LIMITS, killGraceMs: ctx.cfg.execKillGraceSec * 1000, bufferBytes: ctx.cfg.execBufferBytes };
+  const journal = new Journal(ctx.state.dir);
+  const runs = new Map<string, Run>();
+  const c = detectContainment();
+  log.info({ systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why }, 'execution containment');
+  const orphans = sweepOrphans(ctx.state.agentId);
+  if (orphans) log.warn({ killed: orphans }, 'killed processes left by executions of a previous agent run');
+
   return {
     handlers: {
-      'exec.run': (m) => void ctx.link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'executor not implemented' }),
-      'exec.cancel': () => {},
-      'exec.resume': () => {},
-      'exec.ack': () => {},
+      'exec.run': (m) => {
+        if (runs.has(m.executionId)) {
+          log.info({ executionId: m.executionId }, 'exec.run repeated for an execution in progress; ignored');
+          return;
+        }
+        if (!journal.add(m.executionId)) {
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution' });
+          return;
+        }
+        const run = new Run(m, ctx.state.agentId, link, log, limits, () => {});
+        runs.set(m.executionId, run);
+        log.info({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter }, 'execution starting');
+        run.start();
+      },
+      'exec.cancel': (m) => {
+        const run = runs.get(m.executionId);
+        if (!run) {
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)' });
+          return;
+        }
+        run.terminate('cancelled');
+      },
+      'exec.resume': (m) => {
+        const run = runs.get(m.executionId);
+        if (!run) {
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)' });
+          return;
+        }
+        run.resume(m.fromSeq);
+      },
+      'exec.ack': (m) => {
+        const run = runs.get(m.executionId);
+        if (run && !run.running) runs.delete(m.executionId);
+      },
     },
-    helloExecutions: () => [],
-    running: () => 0,
+    onDisconnected() {
+      for (const r of runs.values()) r.disconnected();
+    },
+    helloExecutions: () => [...runs.values()].map((r) => ({ executionId: r.id, state: r.running ? 'running' : 'finished', nextSeq: r.seq })),
+    running: () => {
+      let n = 0;
+      for (const r of runs.values()) if (r.running) n++;
+      return n;
+    },
+    async stop() {
+      for (const r of runs.values()) r.kill();
+      journal.close();
+    },
   };
 }

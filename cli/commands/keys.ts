@@ -21,7 +21,9 @@ export const keygen: Command = {
     fs.writeFileSync(priv, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     fs.writeFileSync(pub, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 });
     out(`private key: ${priv}  (keep it off the server; it signs agent packages)\n`);
+    const raw = publicKey.export({ type: 'spki', format: 'der' }).subarray(-32).toString('base64');
     out(`public key:  ${pub}  (install-agent.sh --public-key ${pub})\n`);
+    out(`public key, base64: ${raw}  (MUSTER_UPDATE_PUBLIC_KEY on the server; install-agent.sh --public-key-b64)\n`);
   },
 };
 

@@ -54,6 +54,11 @@ const Schema = z.object({
   terminalRecordingMaxBytes: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
   /** Time an updating agent has to come back with the new version. */
   updateTimeoutSec: z.coerce.number().int().min(1).default(120),
+  /**
+   * Public half (base64 of the 32 raw bytes, as `muster keygen` prints it) of the key that signs
+   * agent packages; only put in the enrolment install command. The signing key never is here.
+   */
+  updatePublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'MUSTER_UPDATE_PUBLIC_KEY must be the base64 of a 32-byte ed25519 public key').optional(),
   /** Largest agent package accepted by POST /api/artifacts. */
   maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
   /** Failed logins per username+address per minute before 429. */
@@ -76,7 +81,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC', terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
-  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */

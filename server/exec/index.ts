@@ -1,20 +1,123 @@
 import type { Capability, Core } from '../core.js';
+import type { AgentChannel } from '../fleet/fleet.js';
+import { selectAgents } from '../fleet/routes.js';
 import type { AgentBinaryHandlers } from '../ws/handlers.js';
+import { ConsoleFanout } from './fanout.js';
+import { ExecWriter } from './output-store.js';
+import { ExecRepo } from './repository.js';
+import { execRoutes } from './routes.js';
+import { Scheduler } from './scheduler.js';
+import { ExecService } from './service.js';
 
-/** Remote execution (issue 5). PLACEHOLDER until the exec capability lands. */
-export function createExec(_core: Core): Capability<'exec.started' | 'exec.finished' | 'exec.rejected', 'task.subscribe' | 'task.unsubscribe'> & {
+/** Live output a console may have queued before it is skipped ahead (exec.gap). */
+const CONSOLE_OUTPUT_BUFFER = 1 << 20;
+
+/**
+ * Remote execution (issue 5): tasks, dispatch, output storage, reconciliation and live fan-out.
+ * Composes repository → writer → scheduler → service, and wires them to sockets, routes and the bus.
+ */
+export function createExec(core: Core): Capability<'exec.started' | 'exec.finished' | 'exec.rejected', 'task.subscribe' | 'task.unsubscribe'> & {
   execOutput: AgentBinaryHandlers['execOutput'];
 } {
+  const { config, fleet, bus } = core;
+  const log = core.log.child({ component: 'exec' });
+  const repo = new ExecRepo(core.db);
+  // Agents whose sockets are paused because the database is behind on output.
+  const paused = new Set<AgentChannel>();
+  const pausedAgents = new Map<string, AgentChannel>();
+  const writer = new ExecWriter(repo, log, {
+    intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 64 << 20,
+    onPressure: (on) => {
+      if (on) return;
+      for (const ch of paused) {
+        ch.resume?.();
+        // Its heartbeats were not read while paused: that silence is ours, not the agent's.
+        for (const [agentId, c] of pausedAgents) if (c === ch) fleet.touch(agentId, ch.linkId);
+      }
+      paused.clear();
+      pausedAgents.clear();
+    },
+  });
+  const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
+  const scheduler = new Scheduler({ repo, writer, fleet, bus, log, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
+  const fanout = new ConsoleFanout(CONSOLE_OUTPUT_BUFFER);
+  const svc = new ExecService({
+    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s),
+  });
+  let sweepTimer: NodeJS.Timeout | undefined;
+  const unsubs: Array<() => void> = [];
+
+  // Connect hooks run before the link sends `welcome`, and an agent ignores commands before its
+  // welcome: reconcile (resume, dispatch) on the next turn, after the welcome is written.
+  fleet.onConnect((agentId, hello) => void setImmediate(() => {
+    if (fleet.isOnline(agentId)) svc.connected(agentId, hello);
+  }));
+  fleet.onDisconnect((agentId) => svc.disconnected(agentId));
+
   return {
     agentHandlers: {
-      'exec.started': () => {},
-      'exec.finished': () => {},
-      'exec.rejected': () => {},
+      'exec.started': (ctx, m) => svc.started(ctx.agentId, m),
+      'exec.finished': (ctx, m) => svc.finished(ctx.agentId, m),
+      'exec.rejected': (ctx, m) => svc.rejected(ctx.agentId, m),
     },
     consoleHandlers: {
-      'task.subscribe': (ch) => void ch.send({ type: 'error', code: 'unavailable', message: 'tasks not implemented yet' }),
-      'task.unsubscribe': () => {},
+      'task.subscribe': async (ch, m) => {
+        try {
+          const t = await svc.getTask(m.taskId);
+          fanout.subscribe(ch, m.taskId, m.output);
+          const { executions: _e, ...task } = t;
+          ch.send({ type: 'task.updated', task });
+        } catch {
+          ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
+        }
+      },
+      'task.unsubscribe': (ch, m) => fanout.unsubscribe(ch, m.taskId),
     },
-    execOutput: () => {},
+    execOutput: (ctx, executionId, stream, seq, data) => {
+      fleet.touch(ctx.agentId, ctx.channel.linkId);
+      svc.output(ctx.agentId, executionId, stream, seq, data);
+      // Database behind: stop reading this agent's socket; TCP then pauses the agent, which pauses its child.
+      if (writer.pressured && !paused.has(ctx.channel)) {
+        paused.add(ctx.channel);
+        pausedAgents.set(ctx.agentId, ctx.channel);
+        ctx.channel.pause?.();
+      }
+    },
+    routes: execRoutes(svc, repo),
+    async start() {
+      const { tasks, executions } = await repo.loadActive();
+      const byTask = new Map<string, typeof executions>();
+      for (const e of executions) {
+        const list = byTask.get(e.taskId) ?? [];
+        list.push(e);
+        byTask.set(e.taskId, list);
+      }
+      const now = Date.now();
+      for (const t of tasks) {
+        const execs = byTask.get(t.id) ?? [];
+        for (const e of execs) {
+          if (e.status !== 'dispatched' && e.status !== 'running') continue;
+          // The row may lag the output rows written in the same crash window: trust the chunks.
+          const stored = await repo.storedOutput(e.id);
+          e.nextSeq = Math.max(e.nextSeq, stored.nextSeq);
+          e.outputBytes = Math.max(e.outputBytes, stored.bytes);
+          // Wait up to reconcileTimeoutSec for the agent's hello, then `lost`.
+          scheduler.goneSince.set(e.agentId, now);
+        }
+        scheduler.add(t, execs);
+      }
+      if (tasks.length) log.info({ tasks: tasks.length, executions: executions.length }, 'resumed active tasks');
+      for (const at of scheduler.tasks.values()) scheduler.maybeComplete(at);
+      unsubs.push(bus.subscribe('execution.updated', (p) => fanout.execution(p.execution.taskId, p.execution)));
+      sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
+      sweepTimer.unref();
+    },
+    async stop() {
+      clearInterval(sweepTimer);
+      for (const u of unsubs) u();
+      scheduler.stop();
+      await writer.stop();
+    },
   };
 }
+

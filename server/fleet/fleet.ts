@@ -14,6 +14,9 @@ export interface AgentChannel {
   sendBinary(buf: Uint8Array): boolean;
   /** Bytes queued in the socket and not yet written (for backpressure). */
   bufferedAmount(): number;
+  /** Stops/restarts reading from the socket (backpressure towards the agent's TCP window). */
+  pause?(): void;
+  resume?(): void;
   /** Closes the socket; `reason` is what the connection history records. */
   close(code: number, reason: string): void;
 }
@@ -179,6 +182,15 @@ export class Fleet {
     rec.metrics = metrics;
     this.dirty.add(agentId);
     this.deps.metrics.heartbeats.inc();
+  }
+
+  /**
+   * Traffic other than heartbeats (execution output) also proves the agent alive: an agent whose
+   * heartbeat waits behind megabytes of output in its socket is not dead.
+   */
+  touch(agentId: string, linkId: number): void {
+    const l = this.live.get(agentId);
+    if (l && l.ch.linkId === linkId) l.lastHeartbeat = Date.now();
   }
 
   /** The agent's config labels changed (SIGHUP). */

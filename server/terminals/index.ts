@@ -1,22 +1,44 @@
 import type { Capability, Core } from '../core.js';
 import type { AgentBinaryHandlers, ConsoleBinaryHandlers } from '../ws/handlers.js';
+import { TerminalRepo } from './repo.js';
+import { terminalRoutes } from './routes.js';
+import { TerminalService } from './service.js';
 
 type ConsoleTermTypes = 'term.open' | 'term.attach' | 'term.detach' | 'term.resize' | 'term.close' | 'term.ack';
 
-/** Remote terminals (issue 3). PLACEHOLDER until the terminal capability lands. */
-export function createTerminals(_core: Core): Capability<'term.opened' | 'term.exit', ConsoleTermTypes> & {
+/** Remote terminals: the relay between consoles and agent PTYs, reattach, recording, history. */
+export function createTerminals(core: Core): Capability<'term.opened' | 'term.exit', ConsoleTermTypes> & {
   agentTermData: AgentBinaryHandlers['termData'];
   consoleTermData: ConsoleBinaryHandlers['termData'];
+  service: TerminalService;
 } {
-  const unavailable = (ch: { send(m: { type: 'error'; code: string; message: string }): boolean }) =>
-    void ch.send({ type: 'error', code: 'unavailable', message: 'terminals not implemented yet' });
+  const repo = new TerminalRepo(core.db);
+  const service = new TerminalService(core, repo);
+  core.fleet.onDisconnect((agentId, reason) => service.agentGone(agentId, `agent disconnected (${reason})`));
+  // A new socket for an agent that still had sessions here means the old one died unnoticed: the
+  // agent ended those shells when it lost the old socket.
+  core.fleet.onConnect((agentId) => service.agentGone(agentId, 'agent reconnected'));
   return {
-    agentHandlers: { 'term.opened': () => {}, 'term.exit': () => {} },
-    consoleHandlers: {
-      'term.open': unavailable, 'term.attach': unavailable, 'term.detach': () => {}, 'term.resize': () => {},
-      'term.close': () => {}, 'term.ack': () => {},
+    service,
+    agentHandlers: {
+      'term.opened': (ctx, m) => service.agentOpened(ctx, m.sessionId, m.pid),
+      'term.exit': (ctx, m) => service.agentExit(ctx, m),
     },
-    agentTermData: () => {},
-    consoleTermData: () => {},
+    consoleHandlers: {
+      'term.open': (ch, m) => service.open(ch, m),
+      'term.attach': (ch, m) => service.attach(ch, m),
+      'term.detach': (ch, m) => service.detachRequest(ch, m.sessionId),
+      'term.resize': (ch, m) => service.resize(ch, m),
+      'term.close': (ch, m) => service.closeRequest(ch, m.sessionId),
+      'term.ack': (ch, m) => service.ack(ch, m),
+    },
+    agentTermData: (ctx, sessionId, data) => service.agentData(ctx, sessionId, data),
+    consoleTermData: (ch, sessionId, data) => service.input(ch, sessionId, data),
+    routes: terminalRoutes(core, repo, service),
+    start: async () => {
+      const n = await repo.closeDangling(core.config.nodeId, Date.now(), 'server restart');
+      if (n) core.log.info({ closed: n }, 'closed terminal sessions left open by the previous run');
+    },
+    stop: () => service.stop(),
   };
 }

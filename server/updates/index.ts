@@ -1,6 +1,34 @@
+import path from 'node:path';
 import type { Capability, Core } from '../core.js';
+import { Settings } from '../db/settings.js';
+import { RolloutEngine } from './engine.js';
+import { updateRoutes } from './routes.js';
+import { UpdateStore } from './store.js';
 
-/** Agent updates and rollouts (issue 4). PLACEHOLDER until the update capability lands. */
-export function createUpdates(_core: Core): Capability<'update.status', never> {
-  return { agentHandlers: { 'update.status': () => {} }, consoleHandlers: {} };
+/**
+ * Agent updates (issue 4): artifacts (uploaded, signed agent packages stored under
+ * dataDir/artifacts), rollouts in waves, and the agents' update.status reports.
+ */
+export function createUpdates(core: Core): Capability<'update.status', never> {
+  const store = new UpdateStore(core.db);
+  const engine = new RolloutEngine({
+    store, fleet: core.fleet, bus: core.bus, log: core.log.child({ component: 'rollouts' }), updateTimeoutSec: core.config.updateTimeoutSec,
+    // Relative: the agent resolves it against the server URL it is connected to.
+    downloadPath: (artifactId) => `/api/artifacts/${encodeURIComponent(artifactId)}/download`,
+  });
+  const settings = new Settings(core.db);
+  return {
+    agentHandlers: {
+      'update.status': (ctx, m) => engine.report(ctx.agentId, m.rolloutId, m.state, m.reason)
+        .catch((err: unknown) => ctx.log.error({ err: String(err), rolloutId: m.rolloutId }, 'could not record update status')),
+    },
+    consoleHandlers: {},
+    routes: updateRoutes({
+      store, engine, fleet: core.fleet, audit: core.audit, artifactDir: path.join(core.dataDir, 'artifacts'),
+      maxArtifactBytes: core.config.maxArtifactBytes,
+      enrollToken: async () => core.config.enrollToken ?? (await settings.get('enroll_token')),
+    }),
+    start: () => engine.start(),
+    stop: () => engine.stop(),
+  };
 }

@@ -64,6 +64,12 @@ export class AgentLink implements AgentChannel {
   bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }
+  pause(): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.pause();
+  }
+  resume(): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.resume();
+  }
   close(code: number, reason: DisconnectReason | string, detail?: string): void {
     if (!this.closeReason) this.closeReason = reason as DisconnectReason;
     clearTimeout(this.helloTimer);

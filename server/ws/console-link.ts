@@ -21,6 +21,8 @@ export interface ConsoleLinkDeps {
   softBufferLimit: number;
   /** Above this many buffered bytes the console is too slow and is disconnected (it resyncs on reconnect). */
   hardBufferLimit: number;
+  /** Peer address of the socket (audit). */
+  remoteAddress?: string | null;
 }
 
 /** One operator console socket; owns its cleanups and runs them exactly once. */
@@ -31,8 +33,10 @@ export class ConsoleLink implements ConsoleChannel {
   private invalid = 0;
   private readonly table: ReadonlyMap<string, ConsoleHandler<never>>;
   private readonly log: Logger;
+  readonly remoteAddress: string | null;
 
   constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
+    this.remoteAddress = deps.remoteAddress ?? null;
     this.log = deps.log.child({ console: this.id, user: principal.username });
     this.table = consoleTable(deps.handlers);
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));

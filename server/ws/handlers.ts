@@ -26,6 +26,8 @@ export interface AgentBinaryHandlers {
 export interface ConsoleChannel {
   readonly id: number;
   readonly principal: Principal;
+  /** Peer address of the socket (for audit records). */
+  readonly remoteAddress?: string | null;
   /** Control message; `droppable` ones are skipped while the socket is backed up. Returns false if not sent. */
   send(msg: ServerToConsole, droppable?: boolean): boolean;
   sendBinary(buf: Uint8Array): boolean;

@@ -103,6 +103,17 @@ export class Supervisor {
     return this;
   }
 
+  /** From now on, an exit is not followed by a restart (a host whose service manager gave up). */
+  holdRestarts(): void {
+    this.stopped = true;
+  }
+
+  /** Restarts again on exit, and starts the agent now if it is not running. */
+  resumeRestarts(): void {
+    this.stopped = false;
+    if (!this.proc) this.start();
+  }
+
   /** SIGKILLs the running agent (the supervisor restarts it). */
   kill(): void {
     this.proc?.kill('SIGKILL');
@@ -128,4 +139,21 @@ export async function stopAllSupervisors(): Promise<void> {
   await Promise.all([...supervisors].map((s) => s.stop()));
   supervisors.clear();
   await sleep(10);
+}
+
+/** Makes a signing key pair with the real CLI; returns the key file paths. */
+export async function keygen(dir: string): Promise<{ priv: string; pub: string }> {
+  await run(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'keygen', '--out', dir]);
+  return { priv: path.join(dir, 'muster-update.key'), pub: path.join(dir, 'muster-update.pub') };
+}
+
+/** Signs a package with the real CLI (`muster sign`). */
+export async function signPackage(key: string, file: string): Promise<string> {
+  const { stdout } = await run(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'sign', '--key', key, file]);
+  return stdout.trim();
+}
+
+/** sha256 (hex) of a file. */
+export function sha256File(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }

@@ -1,0 +1,309 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { encodeExecOutput, type ServerMessage, type Stream } from '../../protocol/index.js';
+import type { Link } from '../capability.js';
+import type { AgentLog } from '../log.js';
+import { createContainment, type Containment } from './containment.js';
+
+/** Tunables of one execution (defaults in index.ts). */
+export interface RunLimits {
+  /** Coalescing: a chunk is sent after this many ms or at `chunkBytes`, whichever comes first. */
+  coalesceMs: number;
+  chunkBytes: number;
+  /** Output kept per execution for resends; while disconnected, output past it is cut (truncated). */
+  bufferBytes: number;
+  /** SIGTERM → SIGKILL grace on timeout/cancel. */
+  killGraceMs: number;
+  /** Socket backlog above which the child's pipes are paused, and below which they resume. */
+  highWaterBytes: number;
+  lowWaterBytes: number;
+  /** After the main process exits, how long its pipes may stay open (held by leftovers) before the tree is killed. */
+  drainMs: number;
+}
+
+type Status = 'succeeded' | 'failed' | 'timeout' | 'cancelled';
+interface Chunk { seq: number; stream: Stream; data: Buffer }
+
+/**
+ * One execution on this host: a private script file, the interpreter with the arguments as
+ * separate argv entries, its own process group and container; output coalesced into sequenced
+ * chunks kept (bounded) until the server acks the result, so they can be resent after a
+ * reconnect. Owns its child, timers and temp dir and releases them exactly once.
+ */
+export class Run {
+  /** Next output sequence number. */
+  seq = 0;
+  /** Next sequence number to send on the current connection. */
+  private sentSeq = 0;
+  private chunks: Chunk[] = [];
+  private bufBytes = 0;
+  truncated = false;
+  /** Whether output may be streamed now (connected and, after a reconnect, resumed by the server). */
+  live: boolean;
+  finished: null | { status: Status; exitCode: number | null; signal: string | null; finishedAt: number; error?: string } = null;
+  startedAt = Date.now();
+  private pid: number | null = null;
+  private child: ChildProcess | null = null;
+  private containment: Containment | null = null;
+  private endReason: 'timeout' | 'cancelled' | null = null;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly pending: Record<Stream, { parts: Buffer[]; bytes: number; timer: NodeJS.Timeout | null }> = {
+    stdout: { parts: [], bytes: 0, timer: null }, stderr: { parts: [], bytes: 0, timer: null },
+  };
+  private pausedPipes = false;
+  private backpressureTimer: NodeJS.Timeout | null = null;
+  private tmpDir: string | null = null;
+  private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private streamsOpen = 0;
+  private done = false;
+
+  constructor(
+    readonly msg: ServerMessage<'exec.run'>,
+    private readonly agentId: string,
+    private readonly link: Link,
+    private readonly log: AgentLog,
+    private readonly limits: RunLimits,
+    private readonly onDone: (r: Run) => void,
+  ) {
+    this.live = link.connected();
+  }
+
+  get id(): string {
+    return this.msg.executionId;
+  }
+
+  get running(): boolean {
+    return !this.finished;
+  }
+
+  start(): void {
+    const m = this.msg;
+    try {
+      this.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-exec-'));
+      fs.chmodSync(this.tmpDir, 0o700);
+      const file = path.join(this.tmpDir, 'script');
+      fs.writeFileSync(file, m.script, { mode: 0o700 });
+      const argv = m.interpreter === 'shebang' ? [file, ...m.args] : [m.interpreter, file, ...m.args];
+      this.containment = createContainment(this.agentId, m.executionId, (why) =>
+        this.log.warn({ executionId: m.executionId, why }, 'no cgroup for this execution; falling back to its process group (setsid children can escape)'));
+      const full = this.containment.wrap(argv);
+      const env: NodeJS.ProcessEnv = {};
+      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_AGENT_')) env[k] = v;
+      Object.assign(env, m.env, { MUSTER_EXECUTION_ID: m.executionId, MUSTER_TASK_ID: m.taskId, MUSTER_AGENT_ID: this.agentId });
+      const child = spawn(full[0]!, full.slice(1), {
+        cwd: m.cwd ?? (process.env['HOME'] || '/'), env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      this.child = child;
+      child.on('error', (err) => {
+        if (this.pid == null) this.complete('failed', null, null, `could not start: ${err.message}`);
+        else this.log.warn({ executionId: this.id, err: err.message }, 'child process error');
+      });
+      child.on('spawn', () => {
+        this.pid = child.pid ?? null;
+        this.startedAt = Date.now();
+        this.link.send({ type: 'exec.started', executionId: this.id, pid: this.pid, startedAt: this.startedAt, containment: this.containment?.describe });
+        this.timer(() => this.terminate('timeout'), m.timeoutSec * 1000);
+      });
+      this.pipe(child.stdout!, 'stdout');
+      this.pipe(child.stderr!, 'stderr');
+      child.on('exit', (code, signal) => this.onExit(code, signal));
+    } catch (err) {
+      this.complete('failed', null, null, `could not start: ${(err as Error).message}`);
+    }
+  }
+
+  private timer(fn: () => void, ms: number): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  private pipe(s: Readable, stream: Stream): void {
+    this.streamsOpen++;
+    s.on('data', (d: Buffer) => this.onData(stream, d));
+    s.on('close', () => {
+      this.streamsOpen--;
+      this.maybeComplete();
+    });
+    s.on('error', () => {});
+  }
+
+  private onData(stream: Stream, d: Buffer): void {
+    const p = this.pending[stream];
+    p.parts.push(d);
+    p.bytes += d.length;
+    if (p.bytes >= this.limits.chunkBytes) this.flush(stream);
+    else p.timer ??= setTimeout(() => this.flush(stream), this.limits.coalesceMs);
+  }
+
+  private flush(stream: Stream): void {
+    const p = this.pending[stream];
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = null;
+    if (p.bytes === 0) return;
+    const all = p.parts.length === 1 ? p.parts[0]! : Buffer.concat(p.parts, p.bytes);
+    p.parts = [];
+    p.bytes = 0;
+    for (let off = 0; off < all.length; off += this.limits.chunkBytes) this.addChunk(stream, all.subarray(off, off + this.limits.chunkBytes));
+  }
+
+  private addChunk(stream: Stream, data: Buffer): void {
+    // Make room by forgetting chunks already sent; never forget one not yet sent: cut instead.
+    while (this.bufBytes + data.length > this.limits.bufferBytes && this.chunks.length && this.chunks[0]!.seq < this.sentSeq) {
+      this.bufBytes -= this.chunks.shift()!.data.length;
+    }
+    if (this.bufBytes + data.length > this.limits.bufferBytes) {
+      if (!this.truncated) this.log.warn({ executionId: this.id }, 'output buffer full while the server is away; cutting output');
+      this.truncated = true;
+      return;
+    }
+    this.chunks.push({ seq: this.seq++, stream, data });
+    this.bufBytes += data.length;
+    this.sendPending();
+  }
+
+  /** Sends every chunk not yet sent on this connection, in order; pauses the pipes when the socket backs up. */
+  private sendPending(): void {
+    if (!this.live || !this.link.connected()) return;
+    const base = this.chunks.length ? this.chunks[0]!.seq : this.seq;
+    if (this.sentSeq < base) this.sentSeq = base; // evicted before the server stored them: it sees a gap
+    while (this.sentSeq < this.seq) {
+      const c = this.chunks[this.sentSeq - base]!;
+      if (!this.link.sendBinary(encodeExecOutput(this.id, c.stream, c.seq, c.data))) return;
+      this.sentSeq++;
+    }
+    if (this.link.bufferedAmount() > this.limits.highWaterBytes) this.pausePipes();
+  }
+
+  private pausePipes(): void {
+    if (this.pausedPipes || !this.child) return;
+    this.pausedPipes = true;
+    this.child.stdout?.pause();
+    this.child.stderr?.pause();
+    this.backpressureTimer = setInterval(() => {
+      if (!this.link.connected() || this.link.bufferedAmount() < this.limits.lowWaterBytes) this.resumePipes();
+    }, 10);
+  }
+
+  private resumePipes(): void {
+    if (!this.pausedPipes) return;
+    this.pausedPipes = false;
+    if (this.backpressureTimer) clearInterval(this.backpressureTimer);
+    this.backpressureTimer = null;
+    this.child?.stdout?.resume();
+    this.child?.stderr?.resume();
+  }
+
+  /** SIGTERM to the whole tree, SIGKILL after the grace period. */
+  terminate(reason: 'timeout' | 'cancelled'): void {
+    if (this.finished || this.endReason) return;
+    this.endReason = reason;
+    this.log.info({ executionId: this.id, reason }, 'terminating execution');
+    this.signalTree('SIGTERM');
+    this.timer(() => this.signalTree('SIGKILL'), this.limits.killGraceMs);
+  }
+
+  /** Signals the container and the process group. */
+  signalTree(sig: NodeJS.Signals): void {
+    this.containment?.signal(sig);
+    if (this.pid != null) {
+      try {
+        process.kill(-this.pid, sig);
+      } catch {
+        /* group gone */
+      }
+    }
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exitInfo = { code, signal };
+    this.resumePipes();
+    // Leftover processes (background jobs, setsid children) hold the pipes open: the execution is
+    // over when its main process is, so after a short drain the rest of the tree is killed.
+    this.timer(() => {
+      if (this.done) return;
+      this.signalTree('SIGKILL');
+      this.timer(() => {
+        this.child?.stdout?.destroy();
+        this.child?.stderr?.destroy();
+      }, 2000);
+    }, this.limits.drainMs);
+    this.maybeComplete();
+  }
+
+  private maybeComplete(): void {
+    if (!this.exitInfo || this.streamsOpen > 0 || this.done) return;
+    const { code, signal } = this.exitInfo;
+    // Nothing may outlive the execution.
+    if (this.containment && this.containment.pids().length) this.signalTree('SIGKILL');
+    const status: Status = this.endReason ?? (code === 0 ? 'succeeded' : 'failed');
+    this.complete(status, code, signal);
+  }
+
+  private complete(status: Status, exitCode: number | null, signal: string | null, error?: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.flush('stdout');
+    this.flush('stderr');
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.resumePipes();
+    this.finished = { status, exitCode, signal, finishedAt: Date.now(), ...(error ? { error } : {}) };
+    if (this.tmpDir) fs.rm(this.tmpDir, { recursive: true, force: true }, () => {});
+    const c = this.containment;
+    if (c) {
+      // The cgroup can be removed once the kernel has reaped its last member.
+      let tries = 0;
+      const rm = () => {
+        if (c.pids().length) c.signal('SIGKILL');
+        c.dispose();
+        if (++tries < 20 && c.pids().length) setTimeout(rm, 100).unref();
+      };
+      rm();
+    }
+    this.log.info({ executionId: this.id, status, exitCode, signal }, 'execution finished');
+    this.sendFinished();
+    this.onDone(this);
+  }
+
+  private sendFinished(): void {
+    if (!this.finished || !this.live || !this.link.connected()) return;
+    this.sendPending();
+    if (this.sentSeq < this.seq) return;
+    const f = this.finished;
+    this.link.send({
+      type: 'exec.finished', executionId: this.id, status: f.status, exitCode: f.exitCode, signal: f.signal,
+      startedAt: this.startedAt, finishedAt: f.finishedAt, outputSeq: this.seq, truncated: this.truncated, ...(f.error ? { error: f.error } : {}),
+    });
+  }
+
+  /** The socket dropped: keep running, keep output (bounded), send nothing until resumed. */
+  disconnected(): void {
+    this.live = false;
+    this.resumePipes();
+  }
+
+  /** After a reconnect: resend from `fromSeq`, then go on live (and report the result if done). */
+  resume(fromSeq: number): void {
+    this.live = true;
+    this.sentSeq = Math.min(fromSeq, this.seq);
+    if (this.pid != null) {
+      this.link.send({ type: 'exec.started', executionId: this.id, pid: this.pid, startedAt: this.startedAt, containment: this.containment?.describe });
+    }
+    this.sendPending();
+    this.sendFinished();
+  }
+
+  /** Agent shutdown: kill the tree now (the server will reconcile it as lost). */
+  kill(): void {
+    if (this.finished) return;
+    this.endReason ??= 'cancelled';
+    this.signalTree('SIGKILL');
+  }
+}

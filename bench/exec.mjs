@@ -1,0 +1,204 @@
+// Remote execution benchmark, against the real server (dist/server.js) and the simulated fleet.
+//
+//  1. Dispatch: a trivial script on 1,000 agents; time from `POST /api/tasks` until every result is
+//     stored (polled in the database itself), repeated --runs times; p50/p99. SQLite and MariaDB.
+//  2. Ingest: 100 agents each printing 10 MB; server ingest rate (stored bytes / time until every
+//     result is stored) and server RSS growth (peak RSS during the run minus RSS before it).
+//
+//   npm run bench -- exec [--only dispatch|ingest] [--agents 1000] [--runs 30] [--flood-agents 100] [--flood-mb 10] [--db sqlite,mysql] [--no-write]
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import knexFactory from 'knex';
+import { EXEC_RESPONDER, startFleet } from './sim/fleet.mjs';
+import { cpuSeconds, ROOT, rssBytes, sleep, startMusterServer } from './lib/proc.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    agents: { type: 'string', default: '1000' },
+    runs: { type: 'string', default: '30' },
+    'flood-agents': { type: 'string', default: '100' },
+    'flood-mb': { type: 'string', default: '10' },
+    db: { type: 'string', default: 'sqlite,mysql' },
+    'no-write': { type: 'boolean', default: false },
+    only: { type: 'string', default: '' },
+  },
+});
+const N = Number(flags.agents);
+const RUNS = Number(flags.runs);
+const FLOOD_N = Number(flags['flood-agents']);
+const FLOOD_BYTES = Number(flags['flood-mb']) * 1_000_000;
+const FLOOD = path.join(ROOT, 'bench', 'sim', 'exec-flood.mjs');
+const MYSQL = { host: '127.0.0.1', port: 3306, user: 'root', password: '' };
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const outDir = path.join(ROOT, 'bench', 'out', `exec-${stamp}`);
+fs.mkdirSync(outDir, { recursive: true });
+const log = (...a) => process.stdout.write(`${a.join(' ')}\n`);
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+
+/** A database for one server: its URL, a knex handle to poll it, and a drop function. */
+async function database(kind, dataDir) {
+  if (kind === 'sqlite') {
+    const file = path.join(dataDir, 'muster.db');
+    let k = null;
+    return {
+      url: `sqlite:${file}`,
+      db: () => (k ??= knexFactory({ client: 'better-sqlite3', connection: { filename: file, readonly: true }, useNullAsDefault: true })),
+      drop: async () => { await k?.destroy(); },
+    };
+  }
+  const name = `muster_bench_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
+  const admin = knexFactory({ client: 'mysql2', connection: MYSQL });
+  await admin.raw(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
+  await admin.destroy();
+  const k = knexFactory({ client: 'mysql2', connection: { ...MYSQL, database: name }, pool: { min: 1, max: 2 } });
+  return {
+    url: `mysql://root:@127.0.0.1:3306/${name}`,
+    db: () => k,
+    drop: async () => { await k.raw(`DROP DATABASE IF EXISTS \`${name}\``); await k.destroy(); },
+  };
+}
+
+async function login(url) {
+  const r = await fetch(`${url}/api/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: 'bench-password-123' }),
+  });
+  if (r.status !== 200) throw new Error(`login: ${r.status}`);
+  const cookie = r.headers.get('set-cookie').split(';')[0];
+  return {
+    post: async (p, body) => {
+      const res = await fetch(url + p, { method: 'POST', headers: { 'content-type': 'application/json', cookie }, body: JSON.stringify(body) });
+      const j = await res.json();
+      if (res.status >= 300) throw new Error(`${p}: ${res.status} ${JSON.stringify(j)}`);
+      return j;
+    },
+  };
+}
+
+/** Waits until `n` executions of the task are stored in a final state. */
+async function waitStored(db, taskId, n, timeoutMs = 600_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [{ c }] = await db('executions').where({ task_id: taskId }).whereIn('status', ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped']).count({ c: '*' });
+    if (Number(c) >= n) return;
+    if (Date.now() > deadline) throw new Error(`task ${taskId}: only ${c}/${n} results stored`);
+    await sleep(5);
+  }
+}
+
+async function withServer(kind, name, fn) {
+  const dataDir = path.join(outDir, `${name}-${kind}`);
+  fs.mkdirSync(dataDir, { recursive: true });
+  const d = await database(kind, dataDir);
+  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url } });
+  try {
+    return await fn(server, d.db());
+  } finally {
+    await server.stop();
+    await d.drop();
+  }
+}
+
+async function dispatch(kind) {
+  return withServer(kind, 'dispatch', async (server, db) => {
+    const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir: path.join(outDir, `creds-d-${kind}`), idPrefix: `d${kind[0]}`, handlerModules: [EXEC_RESPONDER], handlerOptions: { outputBytes: 64 } });
+    try {
+      await fleet.waitConnected(N);
+      const api = await login(server.url);
+      const times = [];
+      for (let i = 0; i < RUNS + 2; i++) {
+        const t0 = performance.now();
+        const task = await api.post('/api/tasks', { script: 'echo ok', targets: { selector: 'all' } });
+        const tPost = performance.now() - t0;
+        await waitStored(db, task.id, N);
+        const ms = performance.now() - t0;
+        if (i >= 2) times.push(ms); // two warm-up runs
+        if (i === 2) log(`  ${kind}: first measured run ${ms.toFixed(0)} ms (POST answered in ${tPost.toFixed(0)} ms)`);
+      }
+      const r = { kind, agents: N, runs: times.length, p50: pct(times, 50), p99: pct(times, 99), max: Math.max(...times), rssMB: rssBytes(server.pid) / 2 ** 20 };
+      log(`  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms`);
+      return r;
+    } finally {
+      await fleet.stop();
+    }
+  });
+}
+
+async function ingest(kind) {
+  return withServer(kind, 'ingest', async (server, db) => {
+    const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: FLOOD_N, credsDir: path.join(outDir, `creds-i-${kind}`), idPrefix: `i${kind[0]}`, handlerModules: [FLOOD], handlerOptions: { outputBytes: FLOOD_BYTES } });
+    try {
+      await fleet.waitConnected(FLOOD_N);
+      const api = await login(server.url);
+      await sleep(1000);
+      const rss0 = rssBytes(server.pid);
+      let peak = rss0;
+      const sampler = setInterval(() => { peak = Math.max(peak, rssBytes(server.pid)); }, 50);
+      const cpu0 = cpuSeconds(server.pid);
+      const t0 = performance.now();
+      const task = await api.post('/api/tasks', { script: 'flood', targets: { selector: 'all' } });
+      await waitStored(db, task.id, FLOOD_N);
+      const secs = (performance.now() - t0) / 1000;
+      const cpuPct = (100 * (cpuSeconds(server.pid) - cpu0)) / secs;
+      clearInterval(sampler);
+      const [{ b }] = await db('executions').where({ task_id: task.id }).sum({ b: 'output_bytes' });
+      const [{ tr }] = await db('executions').where({ task_id: task.id, truncated: true }).count({ tr: '*' });
+      const stored = Number(b);
+      const states = await db('executions').where({ task_id: task.id }).groupBy('status', 'reason').select('status', 'reason').count({ n: '*' });
+      log(`  ${kind}: execution states: ${JSON.stringify(states)}`);
+      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct };
+      log(`  ${kind}: ${FLOOD_N} × ${FLOOD_BYTES / 1e6} MB: stored ${(stored / 1e6).toFixed(0)} MB in ${secs.toFixed(1)} s = ${r.mbPerSec.toFixed(1)} MB/s; RSS ${r.rssBeforeMB.toFixed(0)} → peak ${r.rssPeakMB.toFixed(0)} MB (+${r.rssGrowthMB.toFixed(0)} MB); server CPU ${cpuPct.toFixed(0)}% of one core`);
+      return r;
+    } finally {
+      await fleet.stop();
+    }
+  });
+}
+
+const kinds = flags.db.split(',').filter(Boolean);
+const results = { dispatch: [], ingest: [] };
+log(`exec benchmark: ${N} agents × ${RUNS} runs; ${FLOOD_N} agents × ${FLOOD_BYTES / 1e6} MB; ${kinds.join(', ')}; output in ${path.relative(ROOT, outDir)}`);
+for (const k of kinds) {
+  if (flags.only !== 'ingest') {
+    log(`dispatch (${k})`);
+    results.dispatch.push(await dispatch(k));
+  }
+  if (flags.only !== 'dispatch') {
+    log(`ingest (${k})`);
+    results.ingest.push(await ingest(k));
+  }
+}
+fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
+
+if (!flags['no-write']) {
+  const cores = (await import('node:os')).cpus().length;
+  const lines = [
+    '## Exec',
+    '',
+    `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench -- exec\` on ${cores} cores (server, simulated fleet and database on the same machine).`,
+    '',
+    `Dispatch: a trivial script on ${N} simulated agents (each answers exec.run at once with 64 bytes of output); time from \`POST /api/tasks\` until every result is stored (polled in the database), over ${RUNS} runs after two warm-up runs. Target: p99 under 2 s on 2 cores.`,
+    '',
+    '| database | agents | p50 | p99 | max |',
+    '|---|---|---|---|---|',
+    ...results.dispatch.map((r) => `| ${r.kind} | ${r.agents} | ${r.p50.toFixed(0)} ms | ${r.p99.toFixed(0)} ms | ${r.max.toFixed(0)} ms |`),
+    '',
+    `Ingest: ${FLOOD_N} simulated agents each printing ${FLOOD_BYTES / 1e6} MB (32 KiB frames, paused above 1 MiB buffered like the real agent); rate = bytes stored / time from POST until every result is stored; RSS growth = peak server RSS during the run minus RSS before it. Target: ≥ 50 MB/s with RSS growth under 200 MB.`,
+    '',
+    '| database | stored | time | ingest rate | RSS before | RSS peak | growth |',
+    '|---|---|---|---|---|---|---|',
+    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB |`),
+    '',
+  ];
+  const file = path.join(ROOT, 'bench', 'RESULTS.md');
+  let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n\n';
+  const section = lines.join('\n');
+  const re = /## Exec\n[\s\S]*?(?=\n## |$)/;
+  text = re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n${section}`;
+  fs.writeFileSync(file, `${text.trimEnd()}\n`);
+  log('wrote the ## Exec section of bench/RESULTS.md');
+}

@@ -1,0 +1,153 @@
+import type { ExecutionState } from '../../protocol/index.js';
+import type { Db } from '../db/db.js';
+import { parseJson } from '../db/db.js';
+import type { Execution, Task } from './model.js';
+
+/** Column patch of one execution row (camelCase keys of Execution). */
+export type ExecPatch = Partial<Omit<Execution, 'id' | 'taskId' | 'agentId' | 'agentName'>>;
+
+const COLS: Record<keyof ExecPatch, string> = {
+  status: 'status', reason: 'reason', exitCode: 'exit_code', signal: 'signal', queuedUntil: 'queued_until',
+  dispatchedAt: 'dispatched_at', startedAt: 'started_at', finishedAt: 'finished_at', outputBytes: 'output_bytes',
+  nextSeq: 'next_seq', truncated: 'truncated', containment: 'containment',
+};
+
+export function patchToRow(p: ExecPatch): Record<string, unknown> {
+  const row: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(p)) {
+    const col = COLS[k as keyof ExecPatch];
+    if (col) row[col] = v;
+  }
+  return row;
+}
+
+const num = (v: unknown) => (v == null ? null : Number(v));
+
+export function execFromRow(r: Record<string, unknown>): Execution {
+  return {
+    id: String(r['id']), taskId: String(r['task_id']), agentId: String(r['agent_id']), agentName: String(r['agent_name']),
+    status: r['status'] as ExecutionState, reason: (r['reason'] as string | null) ?? null, exitCode: num(r['exit_code']),
+    signal: (r['signal'] as string | null) ?? null, queuedUntil: num(r['queued_until']), dispatchedAt: num(r['dispatched_at']),
+    startedAt: num(r['started_at']), finishedAt: num(r['finished_at']), outputBytes: Number(r['output_bytes'] ?? 0),
+    nextSeq: Number(r['next_seq'] ?? 0), truncated: Boolean(r['truncated']), containment: (r['containment'] as string | null) ?? null,
+  };
+}
+
+function execToRow(e: Execution): Record<string, unknown> {
+  return { id: e.id, task_id: e.taskId, agent_id: e.agentId, agent_name: e.agentName, ...patchToRow({ ...e }) };
+}
+
+export function taskFromRow(r: Record<string, unknown>): Task {
+  return {
+    id: String(r['id']), script: String(r['script']), scriptSha256: String(r['script_sha256']), interpreter: String(r['interpreter']),
+    args: parseJson(r['args'], []), env: parseJson(r['env'], {}), cwd: (r['cwd'] as string | null) ?? null,
+    timeoutSec: Number(r['timeout_sec']), targets: parseJson(r['targets'], null), concurrency: (r['concurrency'] as string | null) ?? null,
+    maxFailures: (r['max_failures'] as string | null) ?? null, offline: r['offline'] === 'queue' ? 'queue' : 'skip',
+    queueTtlSec: num(r['queue_ttl_sec']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
+    status: r['status'] as Task['status'], total: Number(r['total']), finishedAt: num(r['finished_at']),
+    cancelledAt: num(r['cancelled_at']), cancelledBy: (r['cancelled_by'] as string | null) ?? null, rerunOf: (r['rerun_of'] as string | null) ?? null,
+  };
+}
+
+function taskToRow(t: Task): Record<string, unknown> {
+  return {
+    id: t.id, script: t.script, script_sha256: t.scriptSha256, interpreter: t.interpreter, args: JSON.stringify(t.args),
+    env: JSON.stringify(t.env), cwd: t.cwd, timeout_sec: t.timeoutSec, targets: JSON.stringify(t.targets), concurrency: t.concurrency,
+    max_failures: t.maxFailures, offline: t.offline, queue_ttl_sec: t.queueTtlSec, created_by: t.createdBy, created_at: t.createdAt,
+    status: t.status, total: t.total, finished_at: t.finishedAt, cancelled_at: t.cancelledAt, cancelled_by: t.cancelledBy, rerun_of: t.rerunOf,
+  };
+}
+
+export interface TaskFilter { status?: string; createdBy?: string; since?: number; until?: number; limit: number; offset: number }
+
+/** tasks / executions / execution_output access. Writes of hot paths go through ExecWriter (batched). */
+export class ExecRepo {
+  constructor(readonly db: Db) {}
+
+  /** Inserts a task and its executions in one transaction (executions in multi-row batches). */
+  async createTask(t: Task, execs: Execution[]): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      await trx('tasks').insert(taskToRow(t));
+      const rows = execs.map(execToRow);
+      for (let i = 0; i < rows.length; i += 500) await trx('executions').insert(rows.slice(i, i + 500));
+    });
+  }
+
+  async updateTask(id: string, patch: Partial<Pick<Task, 'status' | 'finishedAt' | 'cancelledAt' | 'cancelledBy'>>): Promise<void> {
+    const row: Record<string, unknown> = {};
+    if (patch.status !== undefined) row['status'] = patch.status;
+    if (patch.finishedAt !== undefined) row['finished_at'] = patch.finishedAt;
+    if (patch.cancelledAt !== undefined) row['cancelled_at'] = patch.cancelledAt;
+    if (patch.cancelledBy !== undefined) row['cancelled_by'] = patch.cancelledBy;
+    await this.db('tasks').where({ id }).update(row);
+  }
+
+  async getTask(id: string): Promise<Task | null> {
+    const r = await this.db('tasks').where({ id }).first();
+    return r ? taskFromRow(r) : null;
+  }
+
+  async executionsOf(taskId: string): Promise<Execution[]> {
+    return (await this.db('executions').where({ task_id: taskId }).orderBy('agent_name').orderBy('id')).map(execFromRow);
+  }
+
+  async getExecution(id: string): Promise<Execution | null> {
+    const r = await this.db('executions').where({ id }).first();
+    return r ? execFromRow(r) : null;
+  }
+
+  /** Tasks with at least one execution not final, and those executions (server start). */
+  async loadActive(): Promise<{ tasks: Task[]; executions: Execution[] }> {
+    const taskRows = await this.db('tasks').where({ status: 'running' });
+    const tasks = taskRows.map(taskFromRow);
+    const executions: Execution[] = [];
+    for (let i = 0; i < tasks.length; i += 500) {
+      const ids = tasks.slice(i, i + 500).map((t) => t.id);
+      executions.push(...(await this.db('executions').whereIn('task_id', ids).orderBy('id')).map(execFromRow));
+    }
+    return { tasks, executions };
+  }
+
+  /** Highest stored output sequence + 1 and stored bytes of an execution (after a crash the row may lag). */
+  async storedOutput(executionId: string): Promise<{ nextSeq: number; bytes: number }> {
+    const r = (await this.db('execution_output').where({ execution_id: executionId })
+      .max({ m: 'seq' }).sum({ b: this.db.raw('length(data)') }).first()) as { m: number | string | null; b: number | string | null } | undefined;
+    return { nextSeq: r?.m == null ? 0 : Number(r.m) + 1, bytes: Number(r?.b ?? 0) };
+  }
+
+  async listTasks(f: TaskFilter): Promise<{ tasks: Task[]; total: number }> {
+    const q = this.db('tasks');
+    if (f.status) q.where('status', f.status);
+    if (f.createdBy) q.where('created_by', f.createdBy);
+    if (f.since != null) q.where('created_at', '>=', f.since);
+    if (f.until != null) q.where('created_at', '<', f.until);
+    const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
+    const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(f.limit).offset(f.offset);
+    return { tasks: rows.map(taskFromRow), total: Number(n) };
+  }
+
+  /** Execution counts per state for several tasks, in one query. */
+  async countsFor(taskIds: string[]): Promise<Map<string, Partial<Record<ExecutionState, number>>>> {
+    const out = new Map<string, Partial<Record<ExecutionState, number>>>();
+    if (taskIds.length === 0) return out;
+    const rows = await this.db('executions').whereIn('task_id', taskIds).groupBy('task_id', 'status')
+      .select('task_id', 'status').count({ n: '*' });
+    for (const r of rows as Array<{ task_id: string; status: ExecutionState; n: number | string }>) {
+      const c = out.get(r.task_id) ?? {};
+      c[r.status] = Number(r.n);
+      out.set(r.task_id, c);
+    }
+    return out;
+  }
+
+  /** Output chunks in sequence order, a page at a time. */
+  async outputPage(executionId: string, afterId: number, limit: number, stream?: 1 | 2): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
+    const q = this.db('execution_output').where({ execution_id: executionId }).where('id', '>', afterId);
+    if (stream) q.where({ stream });
+    const rows = await q.orderBy('id').limit(limit).select('id', 'seq', 'stream', 'data');
+    return rows.map((r: Record<string, unknown>) => ({
+      id: Number(r['id']), seq: Number(r['seq']), stream: Number(r['stream']) as 1 | 2,
+      data: Buffer.isBuffer(r['data']) ? r['data'] : Buffer.from(r['data'] as Uint8Array),
+    }));
+  }
+}

@@ -1,0 +1,120 @@
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import { actorOf, requireRole } from '../http/context.js';
+import { ApiError, page } from '../http/errors.js';
+import { executionView } from './model.js';
+import type { ExecRepo } from './repository.js';
+import type { ExecService } from './service.js';
+
+const Limit = z.union([
+  z.number().int().min(0),
+  z.string().regex(/^\d+(\.\d+)?%$/, 'a count or a percentage like "25%"'),
+]);
+
+const CreateTask = z.object({
+  script: z.string().min(1),
+  interpreter: z.enum(['bash', 'sh', 'python3', 'node', 'shebang']).default('bash'),
+  args: z.array(z.string().max(65_536)).max(256).default([]),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment names are [A-Za-z_][A-Za-z0-9_]*').max(255), z.string().max(65_536)).default({}),
+  cwd: z.string().min(1).max(4096).nullable().default(null),
+  timeoutSec: z.number().int().positive().max(30 * 86_400).default(7200),
+  targets: z.union([
+    z.object({ selector: z.string().min(1).max(65_536) }).strict(),
+    z.object({ agentIds: z.array(z.string().min(1).max(128)).min(1).max(1_000_000) }).strict(),
+  ]),
+  concurrency: Limit.nullable().optional(),
+  maxFailures: Limit.nullable().optional(),
+  offline: z.enum(['skip', 'queue']).default('skip'),
+  queueTtlSec: z.number().int().positive().max(30 * 86_400).default(3600),
+}).strict();
+
+const Rerun = z.object({ all: z.boolean().default(false) }).strict();
+
+const limitString = (v: number | string | null | undefined, what: string): string | null => {
+  if (v == null) return null;
+  if (what === 'concurrency' && (v === 0 || v === '0%')) throw new ApiError('bad_request', 'concurrency must be at least 1');
+  return String(v);
+};
+
+function time(v: unknown, name: string): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = /^\d+$/.test(String(v)) ? Number(v) : Date.parse(String(v));
+  if (!Number.isFinite(n)) throw new ApiError('bad_request', `${name} must be epoch ms or an ISO date`);
+  return n;
+}
+
+/** /api/tasks and /api/executions. */
+export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
+  const r = Router();
+
+  r.post('/tasks', requireRole('operator'), async (req, res) => {
+    const body = CreateTask.parse(req.body);
+    const task = await svc.create({
+      ...body, concurrency: limitString(body.concurrency, 'concurrency'), maxFailures: limitString(body.maxFailures, 'maxFailures'),
+    }, actorOf(req));
+    res.status(201).json(task);
+  });
+
+  r.get('/tasks', requireRole('viewer'), async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const status = q['status'];
+    if (status && !['running', 'succeeded', 'failed', 'cancelled'].includes(status)) {
+      throw new ApiError('bad_request', 'status must be running, succeeded, failed or cancelled');
+    }
+    const { limit, offset } = page(q, 50, 1000);
+    res.json(await svc.listTasks({ status, createdBy: q['createdBy'] || undefined, since: time(q['since'], 'since'), until: time(q['until'], 'until'), limit, offset }));
+  });
+
+  r.get('/tasks/:id', requireRole('viewer'), async (req, res) => {
+    res.json(await svc.getTask(String(req.params['id'])));
+  });
+
+  r.post('/tasks/:id/cancel', requireRole('operator'), async (req, res) => {
+    res.json(await svc.cancel(String(req.params['id']), actorOf(req)));
+  });
+
+  r.post('/tasks/:id/rerun', requireRole('operator'), async (req, res) => {
+    const body = Rerun.parse(req.body ?? {});
+    res.status(201).json(await svc.rerun(String(req.params['id']), actorOf(req), body));
+  });
+
+  r.get('/executions/:id', requireRole('viewer'), async (req, res) => {
+    res.json(executionView(await svc.getExecution(String(req.params['id']))));
+  });
+
+  r.get('/executions/:id/output', requireRole('viewer'), async (req, res) => {
+    const e = await svc.getExecution(String(req.params['id']));
+    const q = req.query as Record<string, string | undefined>;
+    const streamQ = q['stream'];
+    if (streamQ && streamQ !== 'stdout' && streamQ !== 'stderr') throw new ApiError('bad_request', 'stream must be stdout or stderr');
+    const stream = streamQ === 'stdout' ? 1 : streamQ === 'stderr' ? 2 : undefined;
+    const raw = q['raw'] === '1' || q['raw'] === 'true';
+    res.setHeader('X-Muster-Truncated', e.truncated ? '1' : '0');
+    res.setHeader('X-Muster-Execution-Status', e.status);
+    res.setHeader('Content-Type', raw ? 'application/octet-stream' : 'text/plain; charset=utf-8');
+    await writeOutput(res, repo, e.id, stream, raw);
+  });
+
+  return r;
+}
+
+/**
+ * Streams stored chunks in order, a page at a time (never the whole output in memory). Text mode
+ * decodes each stream with its own streaming decoder, so a character split across chunks survives
+ * and invalid bytes become U+FFFD.
+ */
+async function writeOutput(res: Response, repo: ExecRepo, executionId: string, stream: 1 | 2 | undefined, raw: boolean): Promise<void> {
+  const decoders = { 1: new TextDecoder('utf-8'), 2: new TextDecoder('utf-8') };
+  let after = 0;
+  for (;;) {
+    const rows = await repo.outputPage(executionId, after, 256, stream);
+    for (const row of rows) {
+      const chunk = raw ? row.data : decoders[row.stream].decode(row.data, { stream: true });
+      if (chunk.length && !res.write(chunk)) await new Promise((r) => res.once('drain', r));
+    }
+    if (rows.length < 256) break;
+    after = rows[rows.length - 1]!.id;
+  }
+  if (!raw) for (const d of Object.values(decoders)) res.write(d.decode());
+  res.end();
+}

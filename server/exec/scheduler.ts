@@ -1,0 +1,229 @@
+import type { ExecutionState } from '../../protocol/index.js';
+import type { Bus } from '../bus/bus.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { Logger } from '../log.js';
+import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit, taskView, type Execution, type Task } from './model.js';
+import type { ExecWriter } from './output-store.js';
+import type { ExecPatch, ExecRepo } from './repository.js';
+
+/** A task with executions not yet final, held in memory while it runs. */
+export interface ActiveTask {
+  task: Task;
+  executions: Execution[];
+  /** Pending executions in target order (stale entries are dropped as the scan passes them). */
+  pending: Execution[];
+  window: number;
+  maxFailures: number | null;
+  failures: number;
+  /** Executions whose cancel was sent to the agent, awaiting its confirmation. */
+  cancelling: Set<string>;
+  /** No more dispatches (maxFailures passed, or cancelled). */
+  stopped: boolean;
+}
+
+export interface SchedulerDeps {
+  repo: ExecRepo; writer: ExecWriter; fleet: Fleet; bus: Bus; log: Logger;
+  maxExecutionsPerAgent: number; reconcileTimeoutMs: number;
+}
+
+/**
+ * The dispatcher: owns every active task and execution in memory, sends `exec.run` within each
+ * task's sliding window (`concurrency`) and each agent's limit, applies `maxFailures`, and moves
+ * executions to their final states. Every state change is queued to the batched writer and
+ * published on the bus; memory is the truth for active tasks, the database for finished ones.
+ */
+export class Scheduler {
+  readonly tasks = new Map<string, ActiveTask>();
+  readonly executions = new Map<string, Execution>();
+  /** Dispatched/running executions per agent (the per-agent limit and reconciliation). */
+  private readonly busy = new Map<string, Set<Execution>>();
+  /** Tasks with pending executions that wait for an agent (offline or at its limit). */
+  private readonly waiting = new Map<string, Set<string>>();
+  /** When an agent with dispatched/running executions went away (or the server started). */
+  readonly goneSince = new Map<string, number>();
+  private readonly dirtyTasks = new Set<string>();
+  private publishTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly d: SchedulerDeps) {}
+
+  /** Registers a task (new, or loaded at start) and dispatches what it can. */
+  add(task: Task, executions: Execution[]): ActiveTask {
+    const total = executions.length;
+    const at: ActiveTask = {
+      task, executions, pending: executions.filter((e) => e.status === 'pending'),
+      window: resolveLimit(task.concurrency, total, 1) ?? Number.POSITIVE_INFINITY,
+      maxFailures: resolveLimit(task.maxFailures, total, 0),
+      failures: executions.filter((e) => FAILURE_STATES.includes(e.status)).length,
+      cancelling: new Set(),
+      stopped: task.cancelledAt != null,
+    };
+    this.tasks.set(task.id, at);
+    for (const e of executions) {
+      this.executions.set(e.id, e);
+      if (e.status === 'dispatched' || e.status === 'running') this.busySet(e.agentId).add(e);
+    }
+    return at;
+  }
+
+  private busySet(agentId: string): Set<Execution> {
+    let s = this.busy.get(agentId);
+    if (!s) this.busy.set(agentId, (s = new Set()));
+    return s;
+  }
+
+  busyOf(agentId: string): Execution[] {
+    return [...(this.busy.get(agentId) ?? [])];
+  }
+
+  /** Queues a row update and publishes the execution. */
+  change(e: Execution, patch: ExecPatch): void {
+    Object.assign(e, patch);
+    this.d.writer.update(e.id, patch);
+    this.d.bus.publish('execution.updated', { execution: executionView(e) });
+    this.markDirty(e.taskId);
+  }
+
+  /** Dispatches pending executions of `at` while its window and their agents allow. */
+  pump(at: ActiveTask): void {
+    if (at.stopped) return;
+    let active = 0;
+    for (const e of at.executions) if (e.status === 'dispatched' || e.status === 'running') active++;
+    const keep: Execution[] = [];
+    let i = 0;
+    for (; i < at.pending.length && active < at.window; i++) {
+      const e = at.pending[i]!;
+      if (e.status !== 'pending') continue;
+      if (!this.d.fleet.isOnline(e.agentId) || this.busySet(e.agentId).size >= this.d.maxExecutionsPerAgent) {
+        this.wait(e.agentId, at.task.id);
+        keep.push(e);
+        continue;
+      }
+      const t = at.task;
+      const sent = this.d.fleet.send(e.agentId, {
+        type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
+        env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec,
+      });
+      if (!sent) {
+        this.wait(e.agentId, at.task.id);
+        keep.push(e);
+        continue;
+      }
+      this.busySet(e.agentId).add(e);
+      this.change(e, { status: 'dispatched', dispatchedAt: Date.now() });
+      active++;
+    }
+    at.pending = keep.concat(at.pending.slice(i).filter((e) => e.status === 'pending'));
+  }
+
+  private wait(agentId: string, taskId: string): void {
+    let s = this.waiting.get(agentId);
+    if (!s) this.waiting.set(agentId, (s = new Set()));
+    s.add(taskId);
+  }
+
+  /** An agent connected or freed a slot: pump the tasks that wait for it. */
+  wake(agentId: string): void {
+    const s = this.waiting.get(agentId);
+    if (!s) return;
+    this.waiting.delete(agentId);
+    for (const id of s) {
+      const at = this.tasks.get(id);
+      if (at) this.pump(at);
+    }
+  }
+
+  /** The agent reports an execution the server had as pending or lost: it runs after all. */
+  adopt(e: Execution): void {
+    const at = this.tasks.get(e.taskId);
+    if (at) {
+      at.pending = at.pending.filter((p) => p !== e);
+      if (e.status === 'lost') at.failures--;
+    }
+    this.busySet(e.agentId).add(e);
+    this.change(e, { status: 'running', reason: null, finishedAt: null, dispatchedAt: e.dispatchedAt ?? Date.now() });
+  }
+
+  /** Moves an execution to a final state, applies maxFailures, pumps, and completes the task. */
+  finish(e: Execution, status: ExecutionState, patch: ExecPatch = {}): void {
+    if (isFinal(e.status) && !(e.status === 'lost' && status !== 'lost')) return;
+    const wasFailure = FAILURE_STATES.includes(e.status);
+    this.busy.get(e.agentId)?.delete(e);
+    this.change(e, { ...patch, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
+    const at = this.tasks.get(e.taskId);
+    if (!at) return;
+    at.cancelling.delete(e.id);
+    if (FAILURE_STATES.includes(status) && !wasFailure) at.failures++;
+    if (at.maxFailures != null && at.failures > at.maxFailures && !at.stopped) {
+      at.stopped = true;
+      const reason = `stopped: more than ${at.maxFailures} failure(s) (maxFailures ${at.task.maxFailures})`;
+      const pending = at.pending;
+      at.pending = [];
+      for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
+    }
+    this.pump(at);
+    this.wake(e.agentId);
+    this.maybeComplete(at);
+  }
+
+  counts(at: ActiveTask): Partial<Record<ExecutionState, number>> {
+    const c: Partial<Record<ExecutionState, number>> = {};
+    for (const e of at.executions) c[e.status] = (c[e.status] ?? 0) + 1;
+    return c;
+  }
+
+  /** When no execution is open any more: derive the task's status, store it, forget the task. */
+  maybeComplete(at: ActiveTask): void {
+    if (!this.tasks.has(at.task.id)) return;
+    if (at.executions.some((e) => !isFinal(e.status))) return;
+    const counts = this.counts(at);
+    at.task.status = deriveTaskStatus(counts, at.task.cancelledAt != null);
+    at.task.finishedAt = Date.now();
+    this.tasks.delete(at.task.id);
+    // Keep the executions readable from memory until their rows are committed.
+    this.d.writer.afterFlush(() => {
+      void this.d.repo.updateTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
+        for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
+        this.d.bus.publish('task.updated', { task: taskView(at.task, counts) });
+      }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'));
+    });
+    this.dirtyTasks.delete(at.task.id);
+  }
+
+  markDirty(taskId: string): void {
+    this.dirtyTasks.add(taskId);
+    this.publishTimer ??= setTimeout(() => {
+      this.publishTimer = undefined;
+      for (const id of this.dirtyTasks) {
+        const at = this.tasks.get(id);
+        if (at) this.d.bus.publish('task.updated', { task: taskView(at.task, this.counts(at)) });
+      }
+      this.dirtyTasks.clear();
+    }, 200);
+  }
+
+  /** Periodic: queue TTLs, agents that stay away, results that never come. */
+  sweep(now = Date.now()): void {
+    for (const at of this.tasks.values()) {
+      for (const e of at.pending) {
+        if (e.status === 'pending' && e.queuedUntil != null && e.queuedUntil <= now && !this.d.fleet.isOnline(e.agentId)) {
+          this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+        }
+      }
+      for (const e of at.executions) {
+        if (e.status !== 'dispatched' && e.status !== 'running') continue;
+        const gone = this.goneSince.get(e.agentId);
+        if (gone != null && !this.d.fleet.isOnline(e.agentId) && now - gone > this.d.reconcileTimeoutMs) {
+          this.finish(e, 'lost', { reason: `agent did not come back within ${Math.round(this.d.reconcileTimeoutMs / 1000)} s`, finishedAt: now });
+        } else if (e.startedAt != null && now - e.startedAt > (at.task.timeoutSec + 120) * 1000) {
+          this.finish(e, 'lost', { reason: 'no result long after the timeout', finishedAt: now });
+        } else if (e.status === 'dispatched' && e.dispatchedAt != null && this.d.fleet.isOnline(e.agentId) && now - e.dispatchedAt > this.d.reconcileTimeoutMs) {
+          this.finish(e, 'lost', { reason: 'the agent never started it', finishedAt: now });
+        }
+      }
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.publishTimer);
+  }
+}

@@ -1,0 +1,281 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { AgentMessage, Hello, Stream } from '../../protocol/index.js';
+import type { Actor, AuditLog } from '../auth/audit.js';
+import type { Config } from '../config/config.js';
+import type { AgentRecord } from '../fleet/registry.js';
+import type { Fleet } from '../fleet/fleet.js';
+import { ApiError, notFound } from '../http/errors.js';
+import type { Logger } from '../log.js';
+import type { ConsoleFanout } from './fanout.js';
+import { executionView, FAILURE_STATES, isFinal, taskView, type Execution, type Task, type TaskSpec } from './model.js';
+import type { ExecWriter } from './output-store.js';
+import type { ExecRepo, TaskFilter } from './repository.js';
+import type { Scheduler } from './scheduler.js';
+
+export interface CreateTaskInput extends TaskSpec {
+  targets: { selector: string } | { agentIds: string[] };
+  concurrency?: string | null;
+  maxFailures?: string | null;
+  offline: 'skip' | 'queue';
+  queueTtlSec: number;
+}
+
+export interface ServiceDeps {
+  config: Config; repo: ExecRepo; writer: ExecWriter; scheduler: Scheduler; fanout: ConsoleFanout;
+  fleet: Fleet; audit: AuditLog; log: Logger;
+  /** Resolves a selector over the in-memory fleet (throws ApiError 400 on a syntax error). */
+  select(selector: string): AgentRecord[];
+}
+
+/**
+ * Remote execution use cases: create/cancel/rerun tasks, read them back, and the agent side of
+ * the protocol (started, output, finished, rejected, reconciliation at hello).
+ */
+export class ExecService {
+  constructor(private readonly d: ServiceDeps) {}
+
+  /* ---------------- REST use cases ---------------- */
+
+  async create(input: CreateTaskInput, actor: Actor, rerunOf: string | null = null): Promise<ReturnType<typeof taskView> & { executions: unknown[] }> {
+    const { config, fleet } = this.d;
+    if (Buffer.byteLength(input.script) > config.maxScriptBytes) {
+      throw new ApiError('payload_too_large', `script is larger than ${config.maxScriptBytes} bytes (MUSTER_MAX_SCRIPT_BYTES)`);
+    }
+    if (input.interpreter === 'shebang' && !input.script.startsWith('#!')) {
+      throw new ApiError('bad_request', 'interpreter "shebang" needs a script starting with #!');
+    }
+    let agents: AgentRecord[];
+    if ('selector' in input.targets) {
+      agents = this.d.select(input.targets.selector);
+    } else {
+      const ids = [...new Set(input.targets.agentIds)];
+      const unknown = ids.filter((id) => !fleet.get(id));
+      if (unknown.length) throw new ApiError('bad_request', `unknown agent id(s): ${unknown.slice(0, 10).join(', ')}`, 400, { unknown: unknown.slice(0, 100) });
+      agents = ids.map((id) => fleet.get(id)!);
+    }
+    agents = agents.filter((a) => a.revokedAt == null);
+    if (agents.length === 0) throw new ApiError('bad_request', 'no agent matches the targets');
+    if (agents.length > config.maxTargetsPerTask) {
+      throw new ApiError('limit_exceeded', `${agents.length} targets; at most ${config.maxTargetsPerTask} per task (MUSTER_MAX_TARGETS_PER_TASK)`);
+    }
+    const now = Date.now();
+    const task: Task = {
+      id: randomUUID(), script: input.script, scriptSha256: createHash('sha256').update(input.script).digest('hex'),
+      interpreter: input.interpreter, args: input.args, env: input.env, cwd: input.cwd, timeoutSec: input.timeoutSec,
+      targets: input.targets, concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline,
+      queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null, createdBy: actor.username, createdAt: now, status: 'running',
+      total: agents.length, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf,
+    };
+    const executions: Execution[] = agents.map((a) => {
+      const online = fleet.isOnline(a.id);
+      const queued = !online && input.offline === 'queue';
+      return {
+        id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
+        status: online || queued ? 'pending' : 'skipped', reason: online || queued ? null : 'agent offline',
+        exitCode: null, signal: null, queuedUntil: queued ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
+        finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
+      };
+    });
+    await this.d.repo.createTask(task, executions);
+    await this.d.audit.record({
+      actor, action: rerunOf ? 'task.rerun' : 'task.create', targetType: 'task', targetId: task.id,
+      details: {
+        targets: input.targets, agents: agents.length, scriptSha256: task.scriptSha256, interpreter: task.interpreter,
+        ...(rerunOf ? { rerunOf } : {}),
+      },
+    });
+    const at = this.d.scheduler.add(task, executions);
+    this.d.scheduler.pump(at);
+    this.d.scheduler.maybeComplete(at);
+    this.d.scheduler.markDirty(task.id);
+    return { ...taskView(task, this.d.scheduler.counts(at)), executions: executions.map(executionView) };
+  }
+
+  async cancel(taskId: string, actor: Actor): Promise<ReturnType<typeof taskView>> {
+    const { scheduler, fleet } = this.d;
+    const at = scheduler.tasks.get(taskId);
+    if (!at) {
+      const t = await this.d.repo.getTask(taskId);
+      if (!t) throw notFound('task');
+      await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, ok: false, details: { reason: 'already finished' } });
+      throw new ApiError('conflict', `task is already ${t.status}`);
+    }
+    const now = Date.now();
+    at.task.cancelledAt = now;
+    at.task.cancelledBy = actor.username;
+    at.stopped = true;
+    await this.d.repo.updateTask(taskId, { cancelledAt: now, cancelledBy: actor.username });
+    const reason = `cancelled by ${actor.username}`;
+    let signalled = 0;
+    for (const e of at.executions) {
+      if (e.status === 'pending') scheduler.finish(e, 'cancelled', { reason, finishedAt: now });
+      else if (e.status === 'dispatched' || e.status === 'running') {
+        // The agent confirms with exec.finished(cancelled); an agent that is away is told when it returns.
+        if (fleet.send(e.agentId, { type: 'exec.cancel', executionId: e.id, reason })) {
+          e.reason = reason;
+          at.cancelling.add(e.id);
+          signalled++;
+        } else scheduler.finish(e, 'cancelled', { reason: `${reason} (agent offline)`, finishedAt: now });
+      }
+    }
+    await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, details: { signalled, scriptSha256: at.task.scriptSha256, targets: at.task.targets } });
+    return taskView(at.task, scheduler.counts(at));
+  }
+
+  async rerun(taskId: string, actor: Actor, opts: { all: boolean }): Promise<Awaited<ReturnType<ExecService['create']>>> {
+    const task = this.d.scheduler.tasks.get(taskId)?.task ?? (await this.d.repo.getTask(taskId));
+    if (!task) throw notFound('task');
+    const execs = await this.executionsOf(taskId);
+    const pick = opts.all ? execs : execs.filter((e) => FAILURE_STATES.includes(e.status));
+    const agentIds = pick.map((e) => e.agentId).filter((id) => this.d.fleet.get(id));
+    if (agentIds.length === 0) throw new ApiError('conflict', opts.all ? 'no agents to rerun on' : 'no failed executions to rerun');
+    return this.create({
+      script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
+      targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
+      queueTtlSec: task.queueTtlSec ?? 3600,
+    }, actor, task.id);
+  }
+
+  async executionsOf(taskId: string): Promise<Execution[]> {
+    const at = this.d.scheduler.tasks.get(taskId);
+    if (at) return [...at.executions].sort((a, b) => a.agentName.localeCompare(b.agentName) || a.id.localeCompare(b.id));
+    return this.d.repo.executionsOf(taskId);
+  }
+
+  async getTask(taskId: string) {
+    const at = this.d.scheduler.tasks.get(taskId);
+    if (at) return { ...taskView(at.task, this.d.scheduler.counts(at)), executions: (await this.executionsOf(taskId)).map(executionView) };
+    const t = await this.d.repo.getTask(taskId);
+    if (!t) throw notFound('task');
+    const execs = await this.d.repo.executionsOf(taskId);
+    const counts: Record<string, number> = {};
+    for (const e of execs) counts[e.status] = (counts[e.status] ?? 0) + 1;
+    return { ...taskView(t, counts), executions: execs.map(executionView) };
+  }
+
+  async listTasks(f: TaskFilter) {
+    const { tasks, total } = await this.d.repo.listTasks(f);
+    const stored = await this.d.repo.countsFor(tasks.filter((t) => !this.d.scheduler.tasks.has(t.id)).map((t) => t.id));
+    const items = tasks.map((t) => {
+      const at = this.d.scheduler.tasks.get(t.id);
+      const { script: _s, ...rest } = at ? taskView(at.task, this.d.scheduler.counts(at)) : taskView(t, stored.get(t.id) ?? {});
+      return { ...rest, scriptBytes: Buffer.byteLength(t.script) };
+    });
+    return { items, total };
+  }
+
+  async getExecution(id: string): Promise<Execution> {
+    const e = this.d.scheduler.executions.get(id) ?? (await this.d.repo.getExecution(id));
+    if (!e) throw notFound('execution');
+    return e;
+  }
+
+  /* ---------------- agent side ---------------- */
+
+  private own(agentId: string, executionId: string): Execution | undefined {
+    const e = this.d.scheduler.executions.get(executionId);
+    return e && e.agentId === agentId ? e : undefined;
+  }
+
+  started(agentId: string, m: AgentMessage<'exec.started'>): void {
+    const e = this.own(agentId, m.executionId);
+    if (!e) return;
+    if (isFinal(e.status)) return;
+    if (e.status === 'running' && e.startedAt != null) return;
+    this.d.scheduler.change(e, { status: 'running', startedAt: m.startedAt, containment: m.containment ?? null });
+  }
+
+  output(agentId: string, executionId: string, stream: Stream, seq: number, data: Uint8Array): void {
+    const e = this.own(agentId, executionId);
+    if (!e) return;
+    if (seq < e.nextSeq) return; // a resend of something already stored
+    const patch: { nextSeq: number; outputBytes?: number; truncated?: boolean } = { nextSeq: seq + 1 };
+    if (seq > e.nextSeq && !e.truncated) patch.truncated = true; // the agent could not keep [nextSeq, seq)
+    const room = this.d.config.maxOutputBytes - e.outputBytes;
+    let chunk = data;
+    if (chunk.length > room) {
+      chunk = chunk.subarray(0, Math.max(0, room));
+      patch.truncated = true;
+    }
+    if (chunk.length > 0) {
+      this.d.writer.output(e.id, seq, stream, chunk);
+      patch.outputBytes = e.outputBytes + chunk.length;
+      this.d.fanout.output(e.taskId, e.id, stream, seq, chunk);
+    }
+    if (e.status === 'dispatched') {
+      this.d.scheduler.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() });
+    }
+    const becameTruncated = patch.truncated && !e.truncated;
+    Object.assign(e, patch);
+    this.d.writer.update(e.id, patch);
+    if (becameTruncated) this.d.scheduler.change(e, { truncated: true });
+  }
+
+  finished(agentId: string, m: AgentMessage<'exec.finished'>): void {
+    const e = this.own(agentId, m.executionId);
+    const ack = () => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId: m.executionId });
+    if (!e) {
+      // Already final and forgotten (or never ours): the agent may drop it.
+      this.d.writer.afterFlush(ack);
+      return;
+    }
+    if (isFinal(e.status) && e.status !== 'lost') {
+      this.d.writer.afterFlush(ack);
+      return;
+    }
+    const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
+    this.d.scheduler.finish(e, m.status, {
+      exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
+      reason: m.error ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out' : null),
+    });
+    this.d.fanout.ended(e.taskId, e.id, e.nextSeq);
+    this.d.writer.afterFlush(ack);
+  }
+
+  rejected(agentId: string, m: AgentMessage<'exec.rejected'>): void {
+    const e = this.own(agentId, m.executionId);
+    if (!e || isFinal(e.status)) return;
+    const at = this.d.scheduler.tasks.get(e.taskId);
+    if (at?.cancelling.has(e.id)) return this.d.scheduler.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
+    // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
+    this.d.scheduler.finish(e, m.reason.startsWith('duplicate') ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
+  }
+
+  /** hello: reconcile what the server thinks runs on this agent with what the agent reports. */
+  connected(agentId: string, hello: Hello): void {
+    const { scheduler, fleet } = this.d;
+    scheduler.goneSince.delete(agentId);
+    const named = new Map(hello.executions.map((x) => [x.executionId, x]));
+    for (const e of scheduler.busyOf(agentId)) {
+      const x = named.get(e.id);
+      named.delete(e.id);
+      if (!x) {
+        scheduler.finish(e, 'lost', { reason: 'the agent did not report this execution when it reconnected (agent restarted, or the command never arrived)' });
+        continue;
+      }
+      const at = scheduler.tasks.get(e.taskId);
+      if (at?.cancelling.has(e.id) || at?.task.cancelledAt != null) {
+        fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason ?? 'cancelled' });
+      }
+      fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+    }
+    // Executions the agent has but the server considers over: stop or forget them.
+    for (const x of named.values()) {
+      const e = scheduler.executions.get(x.executionId);
+      if (e && e.agentId === agentId && (e.status === 'lost' || e.status === 'pending')) {
+        // Declared lost while the agent was away, or its dispatch was not yet stored when the
+        // server stopped: the agent has it, so take the real result.
+        scheduler.adopt(e);
+        fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+        continue;
+      }
+      if (x.state === 'running') fleet.send(agentId, { type: 'exec.cancel', executionId: x.executionId, reason: 'the execution is over on the server' });
+      else fleet.send(agentId, { type: 'exec.ack', executionId: x.executionId });
+    }
+    scheduler.wake(agentId);
+  }
+
+  disconnected(agentId: string): void {
+    if (this.d.scheduler.busyOf(agentId).length) this.d.scheduler.goneSince.set(agentId, Date.now());
+  }
+}

@@ -1,0 +1,60 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Router } from 'express';
+import { roleAtLeast } from '../auth/auth-service.js';
+import type { Core } from '../core.js';
+import { principal, requireRole } from '../http/context.js';
+import { ApiError, notFound, page } from '../http/errors.js';
+import { terminalView, type TerminalRepo } from './repo.js';
+import type { TerminalService } from './service.js';
+
+/** GET /api/terminals (viewer+) and GET /api/terminals/:id/recording (the owner or an admin). */
+export function terminalRoutes(core: Core, repo: TerminalRepo, service: TerminalService): Router {
+  const r = Router();
+
+  const view = (row: Awaited<ReturnType<TerminalRepo['get']>> & object) => {
+    const live = service.sessions.get(row.id);
+    return terminalView(row, core.fleet.get(row.agentId)?.name ?? null, live && {
+      bytesIn: live.bytesIn, bytesOut: live.received, cols: live.cols, rows: live.rows, attached: Boolean(live.controller()),
+      recordingBytes: live.recorder?.stats.bytes ?? 0, recordingTruncated: live.recorder?.stats.truncated ?? false,
+    });
+  };
+
+  r.get('/terminals', requireRole('viewer'), async (req, res) => {
+    const q = req.query as Record<string, unknown>;
+    const status = q['status'];
+    if (status !== undefined && status !== 'open' && status !== 'closed') throw new ApiError('bad_request', 'status must be open or closed');
+    const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
+    const { items, total } = await repo.list({
+      ...page(q), agentId: str(q['agentId']), username: str(q['user']), status: status as 'open' | 'closed' | undefined,
+    });
+    res.json({ items: items.map(view), total });
+  });
+
+  r.get('/terminals/:id', requireRole('viewer'), async (req, res) => {
+    const row = await repo.get(String(req.params['id']));
+    if (!row) throw notFound('terminal session');
+    res.json(view(row));
+  });
+
+  r.get('/terminals/:id/recording', requireRole('viewer'), async (req, res) => {
+    const row = await repo.get(String(req.params['id']));
+    if (!row) throw notFound('terminal session');
+    const p = principal(req);
+    // Recordings hold everything a shell printed: only the operator who opened it, or an admin.
+    if (!(p.id === row.userId && roleAtLeast(p.role, 'operator')) && p.role !== 'admin') {
+      throw new ApiError('forbidden', 'recordings are available to their operator and to admins');
+    }
+    if (!row.recording) throw new ApiError('not_found', 'this session was not recorded');
+    const file = path.resolve(core.dataDir, row.recording);
+    if (!file.startsWith(path.resolve(core.dataDir) + path.sep) || !fs.existsSync(file)) throw new ApiError('not_found', 'recording file is missing');
+    res.type('application/x-asciicast');
+    res.setHeader('Content-Disposition', `attachment; filename="${row.id}.cast"`);
+    res.setHeader('Content-Length', String(fs.statSync(file).size));
+    // Streamed (not sendFile): the data dir may sit under a dot-directory, which send() refuses.
+    await pipeline(fs.createReadStream(file), res);
+  });
+
+  return r;
+}

@@ -1,0 +1,315 @@
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { encodeTermData, type ConsoleMessage, type ErrorCode } from '../../protocol/index.js';
+import type { Actor } from '../auth/audit.js';
+import { roleAtLeast } from '../auth/auth-service.js';
+import type { Core } from '../core.js';
+import type { AgentCtx, ConsoleChannel } from '../ws/handlers.js';
+import { AsciicastRecorder } from './recorder.js';
+import type { TerminalRepo } from './repo.js';
+import { TerminalSession, type Attachment } from './session.js';
+
+/** Time the agent has to confirm a new session. */
+const OPEN_TIMEOUT_MS = 15_000;
+/** Time the agent has to report a closed session's end before the server records it anyway. */
+const CLOSE_TIMEOUT_MS = 10_000;
+/** Refusals of a watcher's input are answered at most this often. */
+const REFUSAL_EVERY_MS = 1000;
+
+/**
+ * Terminal relay: allocates sessions, asks agents for PTYs, relays bytes both ways with flow
+ * control, keeps detached shells for reattach, records, stores and audits. Sockets reach it
+ * only through the handlers in index.ts.
+ */
+export class TerminalService {
+  readonly sessions = new Map<string, TerminalSession>();
+  private readonly watched = new WeakSet<ConsoleChannel>();
+  private readonly pendingWrites = new Set<Promise<unknown>>();
+
+  constructor(private readonly core: Core, private readonly repo: TerminalRepo) {}
+
+  private get cfg() {
+    return this.core.config;
+  }
+
+  private actor(ch: ConsoleChannel | null): Actor {
+    if (!ch) return { username: 'system', role: null, ip: null };
+    return { username: ch.principal.username, role: ch.principal.role, ip: ch.remoteAddress ?? null };
+  }
+
+  /** Runs a database/audit write without blocking the relay; failures are logged, stop() waits for them. */
+  private track(p: Promise<unknown>, what: string): void {
+    const q = p.catch((err: unknown) => this.core.log.error({ err, what }, 'terminal bookkeeping failed'));
+    this.pendingWrites.add(q);
+    void q.finally(() => this.pendingWrites.delete(q));
+  }
+
+  private error(ch: ConsoleChannel, code: ErrorCode, message: string, ref?: string): void {
+    ch.send({ type: 'error', code, message, ...(ref ? { ref } : {}) });
+  }
+
+  /** Detaches a console from every session when its socket closes (registered once per socket). */
+  private watch(ch: ConsoleChannel): void {
+    if (this.watched.has(ch)) return;
+    this.watched.add(ch);
+    ch.onClose(() => {
+      for (const s of this.sessions.values()) {
+        if (s.opener?.ch === ch) s.opener = null;
+        if (s.attachments.has(ch.id)) this.detach(s, ch.id);
+      }
+    });
+  }
+
+  /* ---------------- console side ---------------- */
+
+  async open(ch: ConsoleChannel, m: ConsoleMessage<'term.open'>): Promise<void> {
+    const p = ch.principal;
+    if (!roleAtLeast(p.role, 'operator')) {
+      this.error(ch, 'forbidden', 'opening a terminal requires the operator role', m.ref);
+      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } }), 'audit');
+      return;
+    }
+    const agent = this.core.fleet.get(m.agentId);
+    if (!agent || agent.revokedAt != null) return this.error(ch, 'not_found', 'no such agent', m.ref);
+    if (!this.core.fleet.isOnline(m.agentId)) return this.error(ch, 'agent_offline', `agent ${agent.name} is offline`, m.ref);
+
+    const id = randomUUID();
+    const recordingRel = this.cfg.terminalRecording ? path.join('recordings', `${id}.cast`) : null;
+    const recorder = recordingRel
+      ? new AsciicastRecorder(path.join(this.core.dataDir, recordingRel), {
+        cols: m.cols, rows: m.rows, maxBytes: this.cfg.terminalRecordingMaxBytes, title: `${p.username}@${agent.name}`,
+      })
+      : null;
+    const s = new TerminalSession(
+      id, m.agentId, { id: p.id, username: p.username }, m.cols, m.rows, this.cfg.terminalScrollbackBytes, recorder,
+      { ch, ref: m.ref }, (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
+    );
+    this.sessions.set(id, s);
+    this.watch(ch);
+    try {
+      await this.repo.insert({
+        id, agentId: m.agentId, userId: p.id, username: p.username, ip: ch.remoteAddress ?? null, node: this.cfg.nodeId,
+        cols: m.cols, rows: m.rows, openedAt: Date.now(), recording: recordingRel,
+      });
+      await this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, details: { sessionId: id } });
+    } catch (err) {
+      this.core.log.error({ err, sessionId: id }, 'could not store the terminal session');
+      this.sessions.delete(id);
+      void recorder?.close();
+      return this.error(ch, 'unavailable', 'could not store the session; try again', m.ref);
+    }
+    if (s.state !== 'opening') return; // the agent went away meanwhile (finish() already answered)
+    if (!this.core.fleet.send(m.agentId, { type: 'term.open', sessionId: id, cols: m.cols, rows: m.rows })) {
+      return this.finish(s, 'agent went offline', null, 'agent_offline');
+    }
+    s.openTimer = setTimeout(() => this.finish(s, 'the agent did not start the terminal in time', null, 'unavailable'), OPEN_TIMEOUT_MS);
+    this.core.log.info({ sessionId: id, agentId: m.agentId, user: p.username }, 'terminal opening');
+  }
+
+  attach(ch: ConsoleChannel, m: ConsoleMessage<'term.attach'>): void {
+    const s = this.sessions.get(m.sessionId);
+    if (!s || !s.live || s.state === 'opening') return this.error(ch, 'not_found', 'no such live session', m.ref);
+    const p = ch.principal;
+    const owner = s.owner.id === p.id;
+    if (m.mode === 'control' && !(owner && roleAtLeast(p.role, 'operator'))) {
+      return this.error(ch, 'forbidden', 'only the operator who opened the session can control it', m.ref);
+    }
+    if (m.mode === 'watch' && !owner && p.role !== 'admin') {
+      return this.error(ch, 'forbidden', 'watching another operator\'s session requires the admin role', m.ref);
+    }
+    this.watch(ch);
+    const prev = s.attachments.get(ch.id);
+    if (prev) s.detach(ch.id);
+    if (m.mode === 'control') {
+      const other = s.controller();
+      if (other) {
+        s.detach(other.ch.id);
+        other.ch.send({ type: 'term.closed', sessionId: s.id, reason: 'attached from another console' });
+      }
+      clearTimeout(s.detachTimer);
+      s.detachTimer = undefined;
+    }
+    ch.send({ type: 'term.opened', ref: m.ref, sessionId: s.id, agentId: s.agentId, mode: m.mode, cols: s.cols, rows: s.rows });
+    s.attach(ch, m.mode);
+    if (m.mode === 'watch' || !owner) {
+      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.watch', targetType: 'terminal', targetId: s.id, details: { owner: s.owner.username, agentId: s.agentId } }), 'audit');
+    } else {
+      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.attach', targetType: 'terminal', targetId: s.id, details: { agentId: s.agentId } }), 'audit');
+    }
+  }
+
+  detachRequest(ch: ConsoleChannel, sessionId: string): void {
+    const s = this.sessions.get(sessionId);
+    if (s?.attachments.has(ch.id)) this.detach(s, ch.id);
+  }
+
+  private detach(s: TerminalSession, chId: number): void {
+    const a = s.detach(chId);
+    if (a?.mode !== 'control' || s.state !== 'open' || s.controller()) return;
+    // The operator's console went away: the shell lives on for the detach timeout.
+    clearTimeout(s.detachTimer);
+    s.detachTimer = setTimeout(() => this.close(s, 'detached for too long', null), this.cfg.terminalDetachTimeoutSec * 1000);
+    s.detachTimer.unref();
+  }
+
+  resize(ch: ConsoleChannel, m: ConsoleMessage<'term.resize'>): void {
+    const s = this.sessions.get(m.sessionId);
+    const a = s?.attachments.get(ch.id);
+    if (!s || !a) return this.error(ch, 'not_found', `not attached to session ${m.sessionId}`);
+    if (a.mode !== 'control') return this.refuse(ch, a, s.id);
+    if (m.cols === s.cols && m.rows === s.rows) return;
+    s.cols = m.cols;
+    s.rows = m.rows;
+    s.recorder?.resize(m.cols, m.rows);
+    this.core.fleet.send(s.agentId, { type: 'term.resize', sessionId: s.id, cols: m.cols, rows: m.rows });
+  }
+
+  closeRequest(ch: ConsoleChannel, sessionId: string): void {
+    const s = this.sessions.get(sessionId);
+    if (!s || !s.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
+    const a = s.attachments.get(ch.id);
+    if (a?.mode === 'watch' || (!a && s.owner.id !== ch.principal.id)) {
+      // A watcher closing its view only leaves; the operator's shell goes on.
+      if (a) this.detach(s, ch.id);
+      ch.send({ type: 'term.closed', sessionId: s.id, reason: 'stopped watching' });
+      return;
+    }
+    this.close(s, `closed by ${ch.principal.username}`, ch);
+  }
+
+  ack(ch: ConsoleChannel, m: ConsoleMessage<'term.ack'>): void {
+    this.sessions.get(m.sessionId)?.ack(ch.id, m.bytes);
+  }
+
+  input(ch: ConsoleChannel, sessionId: string, data: Uint8Array): void {
+    const s = this.sessions.get(sessionId);
+    const a = s?.attachments.get(ch.id);
+    if (!s || !a || s.state !== 'open') {
+      if (!s?.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
+      return;
+    }
+    if (a.mode !== 'control') return this.refuse(ch, a, sessionId);
+    s.bytesIn += data.length;
+    this.core.fleet.sendBinary(s.agentId, encodeTermData(sessionId, data));
+  }
+
+  private refuse(ch: ConsoleChannel, a: Attachment, sessionId: string): void {
+    const now = Date.now();
+    if (now - a.refusedAt < REFUSAL_EVERY_MS) return;
+    a.refusedAt = now;
+    this.error(ch, 'forbidden', `session ${sessionId} is attached read-only (watch)`);
+  }
+
+  /* ---------------- agent side ---------------- */
+
+  agentOpened(ctx: AgentCtx, sessionId: string, pid: number): void {
+    const s = this.sessions.get(sessionId);
+    if (!s || s.agentId !== ctx.agentId) {
+      // Not ours (a session the server already gave up on): the agent must not keep it.
+      ctx.channel.send({ type: 'term.close', sessionId, reason: 'unknown session' });
+      return;
+    }
+    if (s.state !== 'opening') return;
+    clearTimeout(s.openTimer);
+    s.state = 'open';
+    s.pid = pid;
+    this.track(this.repo.setPid(sessionId, pid), 'pid');
+    const opener = s.opener;
+    s.opener = null;
+    if (opener) {
+      opener.ch.send({ type: 'term.opened', ref: opener.ref, sessionId, agentId: s.agentId, mode: 'control', cols: s.cols, rows: s.rows });
+      s.attach(opener.ch, 'control');
+    } else {
+      // The console left while the shell started: keep it for reattach like any detached one.
+      s.detachTimer = setTimeout(() => this.close(s, 'detached for too long', null), this.cfg.terminalDetachTimeoutSec * 1000);
+      s.detachTimer.unref();
+    }
+    this.core.log.info({ sessionId, agentId: s.agentId, pid }, 'terminal open');
+  }
+
+  agentExit(ctx: AgentCtx, m: { sessionId: string; exitCode: number | null; reason: string; code?: string | undefined }): void {
+    const s = this.sessions.get(m.sessionId);
+    if (!s || s.agentId !== ctx.agentId) return;
+    const reason = s.closeReason ?? m.reason;
+    this.finish(s, reason, m.exitCode, (m.code as ErrorCode | undefined) ?? 'unavailable');
+  }
+
+  agentData(ctx: AgentCtx, sessionId: string, data: Uint8Array): void {
+    const s = this.sessions.get(sessionId);
+    if (!s || s.agentId !== ctx.agentId || !s.live) return;
+    const r = s.output(data);
+    if (r === 'overrun') {
+      this.core.log.warn({ sessionId, agentId: s.agentId }, 'agent ignores terminal flow control; closing the session');
+      this.close(s, 'the agent ignored flow control', null);
+      return;
+    }
+    for (const a of r) {
+      s.detach(a.ch.id);
+      a.ch.send({ type: 'term.closed', sessionId, reason: 'watcher fell behind' });
+    }
+  }
+
+  /** The agent disconnected (or reconnected on a new socket): its shells are gone. */
+  agentGone(agentId: string, reason: string): void {
+    for (const s of this.sessions.values()) {
+      if (s.agentId === agentId && s.state !== 'closed') this.finish(s, reason, null, 'agent_offline');
+    }
+  }
+
+  /* ---------------- ending ---------------- */
+
+  /** Asks the agent to end the shell; the session is finished when it reports the exit (or after a timeout). */
+  close(s: TerminalSession, reason: string, by: ConsoleChannel | null): void {
+    if (!s.live) return;
+    if (s.state === 'opening') return this.finish(s, reason, null, 'unavailable', by);
+    s.state = 'closing';
+    s.closeReason = reason;
+    s.closedBy = by;
+    clearTimeout(s.detachTimer);
+    if (!this.core.fleet.send(s.agentId, { type: 'term.close', sessionId: s.id, reason: reason.slice(0, 255) })) {
+      return this.finish(s, reason, null, 'agent_offline', by);
+    }
+    s.openTimer = setTimeout(() => this.finish(s, reason, null, 'unavailable', by), CLOSE_TIMEOUT_MS);
+  }
+
+  /** Records the end of a session exactly once and tells every attached console. */
+  finish(s: TerminalSession, reason: string, exitCode: number | null, code: ErrorCode, by: ConsoleChannel | null = s.closedBy): void {
+    if (s.state === 'closed') return;
+    const wasOpening = s.state === 'opening';
+    s.state = 'closed';
+    clearTimeout(s.openTimer);
+    clearTimeout(s.detachTimer);
+    this.sessions.delete(s.id);
+    if (wasOpening && s.opener) {
+      this.error(s.opener.ch, code, `terminal not opened: ${reason}`, s.opener.ref);
+    }
+    for (const a of s.attachments.values()) a.ch.send({ type: 'term.closed', sessionId: s.id, reason, exitCode });
+    s.attachments.clear();
+    this.core.log.info({ sessionId: s.id, agentId: s.agentId, reason, bytesIn: s.bytesIn, bytesOut: s.received }, 'terminal closed');
+    this.track((async () => {
+      const rec = s.recorder ? await s.recorder.close() : { bytes: 0, truncated: false };
+      await this.repo.close(s.id, {
+        closedAt: Date.now(), reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received,
+        recordingBytes: rec.bytes, recordingTruncated: rec.truncated,
+      });
+      await this.core.audit.record({
+        actor: this.actor(by), action: 'terminal.close', targetType: 'terminal', targetId: s.id, ok: !wasOpening,
+        details: { agentId: s.agentId, owner: s.owner.username, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received },
+      });
+    })(), 'close');
+  }
+
+  /** Ends every session (server shutdown) and waits for the bookkeeping. */
+  async stop(): Promise<void> {
+    for (const s of [...this.sessions.values()]) {
+      if (s.state === 'open') this.core.fleet.send(s.agentId, { type: 'term.close', sessionId: s.id, reason: 'server shutdown' });
+      this.finish(s, 'server shutdown', null, 'unavailable', null);
+    }
+    await Promise.allSettled([...this.pendingWrites]);
+  }
+
+  /** Waits for queued bookkeeping (tests, shutdown). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.pendingWrites]);
+  }
+}

@@ -1,0 +1,177 @@
+import { execFile } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { promisify } from 'node:util';
+import { Router, type Request } from 'express';
+import { z } from 'zod';
+import type { AuditLog } from '../auth/audit.js';
+import { safeEqual, sha256 } from '../auth/crypto.js';
+import type { Fleet } from '../fleet/fleet.js';
+import { selectAgents } from '../fleet/routes.js';
+import { actorOf, requireRole } from '../http/context.js';
+import { ApiError, notFound, page } from '../http/errors.js';
+import type { RolloutEngine } from './engine.js';
+import { artifactView, type ArtifactRow, type UpdateStore } from './store.js';
+
+const run = promisify(execFile);
+const VERSION = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$/, 'version: letters, digits, . + _ - (max 64)');
+const SIGNATURE = z.string().max(512).refine((s) => Buffer.from(s, 'base64').length === 64, 'signature: base64 of a 64-byte ed25519 signature');
+const SHA256 = z.string().regex(/^[0-9a-f]{64}$/, 'sha256: 64 lowercase hex digits');
+
+const CreateRollout = z.object({
+  artifactId: z.string().min(1).max(36).optional(),
+  url: z.string().url().max(4096).optional(),
+  version: VERSION.optional(),
+  size: z.number().int().positive().optional(),
+  sha256: SHA256.optional(),
+  signature: SIGNATURE.optional(),
+  selector: z.string().max(4096).default('all'),
+  waves: z.array(z.union([
+    z.number().int().positive(),
+    z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"'),
+  ])).min(1).max(50).default(['100%']),
+  maxFailures: z.number().int().min(0).default(0),
+  allowDowngrade: z.boolean().default(false),
+}).strict();
+
+export interface UpdateRouteDeps {
+  store: UpdateStore; engine: RolloutEngine; fleet: Fleet; audit: AuditLog;
+  artifactDir: string; maxArtifactBytes: number;
+  enrollToken(): Promise<string | null>;
+}
+
+/** /api/artifacts and /api/rollouts. */
+export function updateRoutes(d: UpdateRouteDeps): Router {
+  const r = Router();
+  const fileOf = (id: string) => path.join(d.artifactDir, `${id}.tar.gz`);
+
+  r.post('/artifacts', requireRole('admin'), async (req, res) => {
+    if (req.is('application/json') || req.is('multipart/*')) throw new ApiError('bad_request', 'send the package as the raw request body (application/octet-stream)');
+    const q = req.query as Record<string, string | undefined>;
+    const header = (h: string) => (typeof req.headers[h] === 'string' ? (req.headers[h] as string) : undefined);
+    const filename = (q['filename'] ?? header('x-muster-filename') ?? '').trim();
+    const fromName = /^muster-agent-(.+)-linux-([a-z0-9_]+)\.tar\.gz$/.exec(path.basename(filename));
+    const version = VERSION.parse(q['version'] ?? header('x-muster-version') ?? fromName?.[1]);
+    const signature = SIGNATURE.parse(q['signature'] ?? header('x-muster-signature'));
+    const expectSha = q['sha256'] ?? header('x-muster-sha256');
+    const arch = q['arch'] ?? fromName?.[2] ?? null;
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > d.maxArtifactBytes) throw new ApiError('payload_too_large', `package larger than ${d.maxArtifactBytes} bytes`);
+
+    fs.mkdirSync(d.artifactDir, { recursive: true });
+    const id = randomUUID();
+    const tmp = path.join(d.artifactDir, `.${id}.upload`);
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      await pipeline(req, new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          size += chunk.length;
+          if (size > d.maxArtifactBytes) return cb(new ApiError('payload_too_large', `package larger than ${d.maxArtifactBytes} bytes`));
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      }), fs.createWriteStream(tmp, { mode: 0o640 }));
+      if (size === 0) throw new ApiError('bad_request', 'empty body');
+      const digest = hash.digest('hex');
+      if (expectSha && expectSha !== digest) throw new ApiError('bad_request', `sha256 mismatch: body has ${digest}`);
+      // The package names its own version: refuse a mislabelled upload.
+      const inside = await run('tar', ['-xzOf', tmp, './VERSION'], { maxBuffer: 4096 }).then((x) => x.stdout.trim(), () => null);
+      if (inside === null) throw new ApiError('bad_request', 'not a muster-agent package (no ./VERSION in a .tar.gz)');
+      if (inside !== version) throw new ApiError('bad_request', `package says version ${inside}, upload says ${version}`);
+      fs.renameSync(tmp, fileOf(id));
+      const a: ArtifactRow = {
+        id, version, filename: filename ? path.basename(filename) : `muster-agent-${version}.tar.gz`, arch, size, sha256: digest, signature,
+        createdBy: actorOf(req).username, createdAt: Date.now(),
+      };
+      await d.store.insertArtifact(a);
+      await d.audit.record({ actor: actorOf(req), action: 'artifact.upload', targetType: 'artifact', targetId: id, details: { version, size, sha256: digest } });
+      res.status(201).json(artifactView(a));
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+  });
+
+  r.get('/artifacts', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>);
+    const { items, total } = await d.store.listArtifacts(limit, offset);
+    res.json({ items: items.map(artifactView), total });
+  });
+
+  // Agents download with their own credentials; an installer with the enrolment token; people with a session.
+  r.get('/artifacts/:id/download', async (req, res) => {
+    if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrolment token or a session required');
+    const id = String(req.params['id']);
+    const a = id === 'latest' ? await d.store.latestArtifact(typeof req.query['arch'] === 'string' ? req.query['arch'] : undefined) : await d.store.getArtifact(id);
+    if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
+    res.setHeader('Content-Type', 'application/gzip');
+    res.setHeader('Content-Length', String(a.size));
+    res.setHeader('Content-Disposition', `attachment; filename="${a.filename.replace(/"/g, '')}"`);
+    res.setHeader('X-Muster-Version', a.version);
+    res.setHeader('X-Muster-Sha256', a.sha256);
+    await pipeline(fs.createReadStream(fileOf(a.id)), res);
+  });
+
+  async function downloadAllowed(req: Request): Promise<boolean> {
+    if (req.principal) return true;
+    const agentId = req.headers['x-muster-agent-id'];
+    const authz = req.headers.authorization;
+    if (typeof agentId === 'string' && authz?.startsWith('Bearer ')) {
+      const rec = d.fleet.get(agentId);
+      return Boolean(rec && rec.revokedAt == null && safeEqual(sha256(authz.slice(7).trim()), rec.secretHash));
+    }
+    const enrol = req.headers['x-muster-enroll-token'];
+    const token = await d.enrollToken();
+    return typeof enrol === 'string' && token !== null && safeEqual(enrol, token);
+  }
+
+  r.post('/rollouts', requireRole('admin'), async (req, res) => {
+    const body = CreateRollout.parse(req.body);
+    let pkg;
+    if (body.artifactId) {
+      const a = await d.store.getArtifact(body.artifactId);
+      if (!a) throw notFound('artifact');
+      pkg = { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature };
+    } else if (body.url && body.version && body.size && body.sha256 && body.signature) {
+      pkg = { artifactId: null, version: body.version, url: body.url, size: body.size, sha256: body.sha256, signature: body.signature };
+    } else {
+      throw new ApiError('bad_request', 'give artifactId, or url + version + size + sha256 + signature');
+    }
+    const candidates = selectAgents(d.fleet, body.selector);
+    const row = await d.engine.create({ ...pkg, selector: body.selector, waves: body.waves, maxFailures: body.maxFailures, allowDowngrade: body.allowDowngrade, createdBy: actorOf(req).username }, candidates);
+    await d.audit.record({ actor: actorOf(req), action: 'rollout.create', targetType: 'rollout', targetId: row.id, details: { version: row.version, selector: row.selector, waves: row.waveSpec, maxFailures: row.maxFailures } });
+    res.status(201).json(await d.engine.view(row.id, true));
+  });
+
+  r.get('/rollouts', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>);
+    res.json(await d.engine.list(limit, offset));
+  });
+
+  r.get('/rollouts/:id', requireRole('viewer'), async (req, res) => {
+    res.json(await d.engine.view(String(req.params['id']), true));
+  });
+
+  for (const action of ['pause', 'resume', 'cancel'] as const) {
+    r.post(`/rollouts/:id/${action}`, requireRole('admin'), async (req, res) => {
+      const id = String(req.params['id']);
+      await d.engine.view(id, false); // 404 for an unknown id
+      const by = actorOf(req).username;
+      try {
+        if (action === 'pause') d.engine.pause(id, by);
+        else if (action === 'resume') d.engine.resume(id);
+        else d.engine.cancel(id, by);
+      } catch (err) {
+        await d.audit.record({ actor: actorOf(req), action: `rollout.${action}`, targetType: 'rollout', targetId: id, ok: false, details: { error: (err as Error).message } });
+        throw err;
+      }
+      await d.audit.record({ actor: actorOf(req), action: `rollout.${action}`, targetType: 'rollout', targetId: id });
+      res.json(await d.engine.view(id, false));
+    });
+  }
+
+  return r;
+}

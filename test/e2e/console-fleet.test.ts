@@ -1,0 +1,134 @@
+/**
+ * The console in a real browser against the real server and real agents: sign-in, the live agents
+ * table, selector filtering with explained syntax errors, role-based hiding, and hostile agent names.
+ */
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
+import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+
+const XSS = '<img src=x onerror=alert(1)>';
+
+describe.skipIf(!browserAvailable())('console: fleet views', () => {
+  let server: TestServer;
+  let api: Api;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    server = await startServer();
+    api = await Api.login(server.url);
+    browser = await launch();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await cleanup();
+  });
+
+  it('explains a failed sign-in, then signs in and returns to the page asked for', async () => {
+    const page = await newPage(browser);
+    await page.goto(`${server.url}/agents`);
+    await page.waitForURL(/\/login\?next=/);
+    await page.fill('input[name=username]', 'admin');
+    await page.fill('input[name=password]', 'wrong-password');
+    await page.click('[data-test=login-submit]');
+    const err = await page.waitForSelector('[data-test=login-error]');
+    expect(await err.textContent()).toContain('Wrong username or password');
+    await screenshot(page, 'login');
+    await page.fill('input[name=password]', 'admin-password-123');
+    await page.click('[data-test=login-submit]');
+    await page.waitForURL(/\/agents$/);
+    await page.waitForSelector('[data-test=agents-table]');
+    expect(page.problems).toEqual([]);
+    await page.context().close();
+  });
+
+  it('shows agents coming online live, and one going offline when it stops', async () => {
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
+    const a1 = startAgent(server, { name: 'web-01', labels: { role: 'web', env: 'prod' } });
+    const a2 = startAgent(server, { name: 'db-01', labels: { role: 'db', env: 'prod' } });
+    const [id1, id2] = await Promise.all([agentId(a1), agentId(a2)]);
+    // No reload: the rows arrive over the console socket.
+    await page.waitForSelector(`${agentRow(id1)}[data-status=online]`);
+    await page.waitForSelector(`${agentRow(id2)}[data-status=online]`);
+    expect(await page.textContent(agentRow(id1))).toContain('web-01');
+    await screenshot(page, 'agents');
+    await a2.stop();
+    await page.waitForSelector(`${agentRow(id2)}[data-status=offline]`, { timeout: 30_000 });
+    expect(await page.getAttribute(agentRow(id1), 'data-status')).toBe('online');
+    expect(page.problems).toEqual([]);
+    await page.context().close();
+  });
+
+  it('filters with a selector, shows the match count, and explains a syntax error', async () => {
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
+    const a = startAgent(server, { name: 'web-02', labels: { role: 'web', env: 'staging' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    await page.waitForSelector(agentRow(id));
+    await page.fill('[data-test=selector-input]', 'labels.role == "web" and status == "online"');
+    await waitFor(async () => (await page.textContent('[data-test=selector-count]'))?.includes('2 matches'), 'match count 2');
+    const names = await page.$$eval('[data-test=agent-name]', (els) => els.map((e) => e.textContent));
+    expect(names.sort()).toEqual(['web-01', 'web-02']);
+    await screenshot(page, 'agents-selector');
+    await page.fill('[data-test=selector-input]', 'labels.role == ');
+    const err = await page.waitForSelector('[data-test=selector-error]');
+    const text = (await err.textContent()) ?? '';
+    expect(text).toMatch(/Syntax error: .*expected/);
+    expect(await page.$('[data-test=selector-error] .at')).not.toBeNull();
+    expect(await page.$$('[data-test=agent-name]')).toHaveLength(0);
+    await screenshot(page, 'agents-selector-error');
+    await page.context().close();
+  });
+
+  it('shows an agent whose name is HTML as text, never as markup', async () => {
+    const a = startAgent(server, { name: XSS, labels: { note: '<b>bold</b>' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
+    const row = await page.waitForSelector(agentRow(id));
+    expect(await row.textContent()).toContain(XSS);
+    expect(await row.$('img')).toBeNull();
+    expect(await row.$('b')).toBeNull();
+    await page.goto(`${server.url}/agents/${id}`);
+    await page.waitForSelector(`text=${XSS}`);
+    expect(await page.$$('img[src=x]')).toHaveLength(0);
+    await page.goto(`${server.url}/`);
+    await page.waitForSelector('[data-test=dashboard]');
+    expect(await page.$$('img[src=x]')).toHaveLength(0);
+    expect(page.problems).toEqual([]);
+    await page.context().close();
+  });
+
+  it('a viewer sees no run or terminal buttons, and the server refuses a forged request', async () => {
+    const viewer = await api.userWithRole('viewer', 'viewer-e2e');
+    const a = startAgent(server, { name: 'view-01' });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'viewer-e2e', 'password-123', '/agents');
+    await page.waitForSelector(agentRow(id));
+    expect(await page.$('text=Run script')).toBeNull();
+    expect(await page.$(`${agentRow(id)} input[type=checkbox]`)).toBeNull();
+    await page.goto(`${server.url}/agents/${id}`);
+    await page.waitForSelector('[data-test=agent-facts]');
+    expect(await page.$('[data-test=open-terminal]')).toBeNull();
+    expect(await page.$('[data-test=agent-restart]')).toBeNull();
+    await page.goto(`${server.url}/run`);
+    await page.waitForURL((u) => !u.pathname.startsWith('/run'));
+    // Forge the request the hidden button would have sent, from the viewer's own browser session.
+    const forged = await page.evaluate(async (agent) => {
+      const r = await fetch('/api/tasks', {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ script: 'id', interpreter: 'sh', targets: { agentIds: [agent] } }),
+      });
+      const restart = await fetch(`/api/agents/${agent}/restart`, { method: 'POST' });
+      return [r.status, restart.status];
+    }, id);
+    expect(forged).toEqual([403, 403]);
+    expect(await viewer.get('/api/users').then((r) => r.status)).toBe(403);
+    await page.context().close();
+  });
+});

@@ -1,0 +1,68 @@
+/**
+ * The terminal view in a real browser: a real PTY on a real agent through the real server. Type a
+ * command and see its output; reload and find the same session reattached; recordings play back.
+ */
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
+import { browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+
+const termText = (page: Page) => page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
+
+describe.skipIf(!browserAvailable())('console: terminals', () => {
+  let server: TestServer;
+  let api: Api;
+  let browser: Browser;
+  let id: string;
+
+  beforeAll(async () => {
+    server = await startServer();
+    api = await Api.login(server.url);
+    const a = startAgent(server, { name: 'term-01' });
+    id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    browser = await launch();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await cleanup();
+  });
+
+  it('opens a terminal, runs a command, reattaches after a reload, and plays the recording back', async () => {
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    await page.click('[data-test=open-terminal]');
+    await page.waitForSelector('[data-test=terminal][data-state=open]');
+    const sessionId = await page.getAttribute('[data-test=terminal]', 'data-session');
+    expect(sessionId).toBeTruthy();
+    await page.click('[data-test=terminal]');
+    await page.keyboard.type('echo "muster-$((6*7))"; tty\n');
+    await waitFor(async () => (await termText(page)).includes('muster-42'), 'command output in the terminal');
+    expect(await termText(page)).toMatch(/\/dev\/pts\/\d+/);
+    await screenshot(page, 'terminal');
+
+    await page.reload();
+    await page.waitForSelector(`[data-test=terminal][data-session="${sessionId}"][data-state=open]`);
+    // The scrollback is replayed, and the same shell keeps taking input.
+    await waitFor(async () => (await termText(page)).includes('muster-42'), 'replayed scrollback after reload');
+    await page.click('[data-test=terminal]');
+    await page.keyboard.type('echo "again-$((7*6))"\n');
+    await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach');
+    const open = await api.get(`/api/terminals?status=open`);
+    expect(open.body.items.map((s: { id: string }) => s.id)).toEqual([sessionId]);
+
+    await page.keyboard.type('exit\n');
+    await waitFor(async () => (await termText(page)).includes('[session ended'), 'session-ended message');
+    expect(await page.getAttribute('[data-test=terminal]', 'data-state')).toBe('closed');
+
+    await page.goto(`${server.url}/recordings`);
+    await page.click('[data-test=play-recording]');
+    await page.waitForSelector('[data-test=cast-screen] .xterm-rows');
+    await page.click('[data-test=cast-toggle]'); // pause
+    await page.click('[data-test=cast-toggle]'); // play on
+    await waitFor(async () => (await page.$eval('[data-test=cast-screen] .xterm-rows', (e) => (e as unknown as { innerText: string }).innerText)).includes('again-42'), 'recording played back');
+    await screenshot(page, 'recording');
+    expect(page.problems).toEqual([]);
+    await page.context().close();
+  });
+});

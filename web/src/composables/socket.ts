@@ -1,0 +1,160 @@
+/**
+ * The one console WebSocket. It reconnects by itself with backoff and jitter, exposes its state
+ * (the shell shows a "reconnecting" banner), and after every (re)connect announces `ready` so each
+ * view re-fetches what it shows (events missed while disconnected are never replayed).
+ *
+ * Subscriptions made inside a component or effect scope are released with that scope.
+ */
+import { getCurrentScope, onScopeDispose, ref } from 'vue';
+import type { ConsoleToServer, ServerToConsole } from '../../../protocol/console-messages';
+import { decodeFrame, type Frame } from '../../../protocol/frames';
+import { ApiError, api, toLogin } from '../api/client';
+import { sessionExpired } from './session';
+
+export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting';
+type MsgType = ServerToConsole['type'];
+type Msg<T extends MsgType> = Extract<ServerToConsole, { type: T }>;
+
+const SESSION_ENDED = 4008;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+
+/** Reactive connection state for the UI. */
+export const socketState = ref<SocketState>('idle');
+export const socketAttempts = ref(0);
+
+let ws: WebSocket | null = null;
+let wanted = false;
+let retryTimer: ReturnType<typeof setTimeout> | null = null;
+let everOpened = false;
+const handlers = new Map<MsgType, Set<(m: never) => void>>();
+const frameHandlers = new Set<(f: Frame) => void>();
+const readyHandlers = new Set<(reconnect: boolean) => void>();
+
+function scoped(unsub: () => void): () => void {
+  if (getCurrentScope()) onScopeDispose(unsub);
+  return unsub;
+}
+
+/** Calls `fn` for every message of `type`; returns the unsubscribe function. */
+export function onMessage<T extends MsgType>(type: T, fn: (m: Msg<T>) => void): () => void {
+  let set = handlers.get(type);
+  if (!set) handlers.set(type, (set = new Set()));
+  const h = fn as (m: never) => void;
+  set.add(h);
+  return scoped(() => set.delete(h));
+}
+
+/** Calls `fn` for every binary frame (terminal data, execution output). */
+export function onFrame(fn: (f: Frame) => void): () => void {
+  frameHandlers.add(fn);
+  return scoped(() => frameHandlers.delete(fn));
+}
+
+/**
+ * Calls `fn` after every `ready` (first connect and each reconnect) so state is re-fetched. If the
+ * socket is already open, `fn(false)` runs at once.
+ */
+export function onReady(fn: (reconnect: boolean) => void): () => void {
+  readyHandlers.add(fn);
+  if (socketState.value === 'open') fn(false);
+  return scoped(() => readyHandlers.delete(fn));
+}
+
+/** Sends a control message; false when the socket is not open (callers resend after `ready`). */
+export function send(msg: ConsoleToServer): boolean {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(msg));
+  return true;
+}
+
+/** Sends a binary frame (terminal input). */
+export function sendBinary(data: Uint8Array): boolean {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(data);
+  return true;
+}
+
+/** Opens the socket (idempotent) and keeps it open until `disconnect`. */
+export function connect(): void {
+  wanted = true;
+  if (ws) return;
+  open();
+}
+
+/** Closes the socket for good (logout). */
+export function disconnect(): void {
+  wanted = false;
+  if (retryTimer) clearTimeout(retryTimer);
+  retryTimer = null;
+  const w = ws;
+  ws = null;
+  everOpened = false;
+  socketState.value = 'idle';
+  w?.close(1000, 'logout');
+}
+
+function open(): void {
+  socketState.value = everOpened ? 'reconnecting' : 'connecting';
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/console`;
+  const sock = new WebSocket(url);
+  sock.binaryType = 'arraybuffer';
+  ws = sock;
+  let gotReady = false;
+  sock.onmessage = (ev: MessageEvent) => {
+    if (ws !== sock) return;
+    if (typeof ev.data !== 'string') {
+      let f: Frame;
+      try {
+        f = decodeFrame(new Uint8Array(ev.data as ArrayBuffer));
+      } catch {
+        return;
+      }
+      for (const h of frameHandlers) h(f);
+      return;
+    }
+    let m: ServerToConsole;
+    try {
+      m = JSON.parse(ev.data) as ServerToConsole;
+    } catch {
+      return;
+    }
+    if (m.type === 'ready') {
+      gotReady = true;
+      const reconnect = everOpened;
+      everOpened = true;
+      socketAttempts.value = 0;
+      socketState.value = 'open';
+      for (const h of [...readyHandlers]) h(reconnect);
+    }
+    const set = handlers.get(m.type);
+    if (set) for (const h of [...set]) (h as (x: ServerToConsole) => void)(m);
+  };
+  sock.onclose = (ev: CloseEvent) => {
+    if (ws !== sock) return;
+    ws = null;
+    if (!wanted) return;
+    if (ev.code === SESSION_ENDED) return void checkSession();
+    socketState.value = everOpened ? 'reconnecting' : 'connecting';
+    socketAttempts.value++;
+    // The upgrade is refused with an HTTP status we cannot see; if it never became ready, ask the API.
+    if (!gotReady && socketAttempts.value >= 2) void checkSession();
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(socketAttempts.value - 1, 6));
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      if (wanted && !ws) open();
+    }, base / 2 + Math.random() * (base / 2));
+  };
+}
+
+async function checkSession(): Promise<void> {
+  try {
+    await api.get('/api/auth/me');
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      disconnect();
+      sessionExpired();
+      toLogin();
+    }
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * One task followed live: subscribes over the console socket (`task.subscribe`), loads the task
+ * with its executions, applies `execution.updated` in batches (one publish per animation frame),
+ * and keeps each execution's live output (EXEC_OUTPUT frames) so an expanded row can show it.
+ *
+ * Output kept here is bounded (per execution and in total); what is not kept is fetched from
+ * GET /api/executions/:id/output when a row is opened.
+ */
+import { shallowRef } from 'vue';
+import type { ExecutionView, TaskView } from '../../../../protocol/console-messages';
+import { api } from '../../api/client';
+import { onFrame, onMessage, onReady, send } from '../../composables/socket';
+
+const PER_EXEC_BYTES = 1 << 20;
+const TOTAL_BYTES = 64 << 20;
+
+interface OutBuf { chunks: Uint8Array[]; bytes: number; fromStart: boolean; overflow: boolean; gap: boolean }
+export type TaskDetail = TaskView & { executions: ExecutionView[]; rerunOf?: string | null; timeoutSec?: number };
+
+export class TaskRun {
+  readonly task = shallowRef<TaskView | null>(null);
+  readonly version = shallowRef(0);
+  readonly error = shallowRef('');
+  readonly loaded = shallowRef(false);
+  readonly execs = new Map<string, ExecutionView>();
+  private readonly out = new Map<string, OutBuf>();
+  private readonly listeners = new Map<string, Set<(d: Uint8Array) => void>>();
+  private totalBytes = 0;
+  private frame = 0;
+  private fallback: ReturnType<typeof setTimeout> | null = null;
+  private readonly unsubs: Array<() => void> = [];
+  private disposed = false;
+
+  constructor(readonly taskId: string) {
+    this.unsubs.push(
+      onReady(() => void this.resync()),
+      onMessage('task.updated', (m) => {
+        if (m.task.id === this.taskId) this.task.value = m.task;
+      }),
+      onMessage('execution.updated', (m) => {
+        if (m.execution.taskId !== this.taskId) return;
+        this.execs.set(m.execution.id, m.execution);
+        this.touch();
+      }),
+      onMessage('exec.gap', (m) => {
+        const b = this.out.get(m.executionId);
+        if (b) b.gap = true;
+      }),
+      onFrame((f) => {
+        if (f.op !== 'execOutput') return;
+        const known = this.execs.get(f.executionId);
+        if (!known && this.loaded.value) return; // another task's output
+        this.append(f.executionId, f.seq, f.data);
+      }),
+    );
+  }
+
+  private touch(): void {
+    if (this.frame) return;
+    const publish = () => {
+      if (this.frame) cancelAnimationFrame(this.frame);
+      if (this.fallback) clearTimeout(this.fallback);
+      this.frame = 0;
+      this.fallback = null;
+      this.version.value++;
+    };
+    this.frame = requestAnimationFrame(publish);
+    this.fallback = setTimeout(publish, 250);
+  }
+
+  private append(id: string, seq: number, data: Uint8Array): void {
+    let b = this.out.get(id);
+    if (!b) this.out.set(id, (b = { chunks: [], bytes: 0, fromStart: seq === 0, overflow: false, gap: false }));
+    const copy = data.slice();
+    if (!b.overflow) {
+      if (b.bytes + copy.length > PER_EXEC_BYTES || this.totalBytes + copy.length > TOTAL_BYTES) b.overflow = true;
+      else {
+        b.chunks.push(copy);
+        b.bytes += copy.length;
+        this.totalBytes += copy.length;
+      }
+    }
+    const ls = this.listeners.get(id);
+    if (ls) for (const l of ls) l(copy);
+  }
+
+  /** (Re)subscribes and reloads the task; called on every socket ready. */
+  async resync(): Promise<void> {
+    send({ type: 'task.subscribe', taskId: this.taskId, output: true });
+    try {
+      const t = await api.get<TaskDetail>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
+      if (this.disposed) return;
+      const { executions, ...task } = t;
+      this.task.value = task;
+      this.execs.clear();
+      for (const e of executions) this.execs.set(e.id, e);
+      this.loaded.value = true;
+      this.error.value = '';
+      this.touch();
+    } catch (err) {
+      this.error.value = (err as Error).message;
+    }
+  }
+
+  /**
+   * Streams an execution's output to `write`: everything so far (from memory when complete there,
+   * else from the server), then live chunks. Returns the stop function.
+   */
+  follow(id: string, write: (d: Uint8Array | string) => void): () => void {
+    let set = this.listeners.get(id);
+    if (!set) this.listeners.set(id, (set = new Set()));
+    const b = this.out.get(id);
+    const e = this.execs.get(id);
+    let live: ((d: Uint8Array) => void) | null = null;
+    if ((b && b.fromStart && !b.overflow && !b.gap) || (!b && e && (e.status === 'pending' || e.status === 'dispatched'))) {
+      for (const c of b?.chunks ?? []) write(c);
+      live = (d) => write(d);
+      set.add(live);
+    } else {
+      // Not all in memory: hold live chunks while the stored output loads, then drop the ones it covers.
+      const held: Uint8Array[] = [];
+      const hold = (d: Uint8Array) => held.push(d);
+      set.add(hold);
+      void api.text(`/api/executions/${encodeURIComponent(id)}/output`).then((text) => {
+        write(text);
+        set.delete(hold);
+        live = (d) => write(d);
+        set.add(live);
+      }, (err: unknown) => {
+        write(`\r\n[could not load output: ${(err as Error).message}]\r\n`);
+        set.delete(hold);
+      });
+    }
+    return () => {
+      if (live) set.delete(live);
+    };
+  }
+
+  /** The whole output as text if it is complete in memory, else null. */
+  memoryText(id: string): string | null {
+    const b = this.out.get(id);
+    const e = this.execs.get(id);
+    if (!e) return null;
+    if (!b) return e.outputBytes === 0 ? '' : null;
+    if (!b.fromStart || b.overflow || b.gap) return null;
+    const all = new Uint8Array(b.bytes);
+    let o = 0;
+    for (const c of b.chunks) {
+      all.set(c, o);
+      o += c.length;
+    }
+    return new TextDecoder().decode(all);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    send({ type: 'task.unsubscribe', taskId: this.taskId });
+    for (const u of this.unsubs) u();
+    if (this.frame) cancelAnimationFrame(this.frame);
+    if (this.fallback) clearTimeout(this.fallback);
+  }
+}

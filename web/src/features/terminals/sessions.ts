@@ -1,0 +1,186 @@
+/**
+ * Terminal tabs and their sessions. Tabs survive a reload: their session ids are kept in
+ * sessionStorage and re-attached with `term.attach` (the server replays its scrollback ring).
+ * After the console socket reconnects, every live tab re-attaches the same way.
+ *
+ * Flow control: output is acknowledged only once xterm.js has written it (its write callback),
+ * so a flood is paused at the agent instead of piling up in the browser.
+ */
+import { reactive } from 'vue';
+import type { Terminal } from '@xterm/xterm';
+import { encodeTermData } from '../../../../protocol/frames';
+import { onFrame, onMessage, onReady, send, sendBinary } from '../../composables/socket';
+
+export type TabState = 'opening' | 'open' | 'closed';
+export interface Tab {
+  key: string;
+  agentId: string;
+  agentName: string;
+  sessionId: string | null;
+  mode: 'control' | 'watch';
+  state: TabState;
+  /** Why it closed (shown in the tab and in the terminal). */
+  reason: string;
+}
+
+const STORE = 'muster.terminals';
+const ACK_EVERY_BYTES = 16 * 1024;
+const ACK_DELAY_MS = 15;
+
+export const tabs = reactive<Tab[]>([]);
+const terms = new Map<string, Terminal>();
+const refs = new Map<string, string>(); // ref -> tab key
+const pendingAck = new Map<string, { bytes: number; timer: ReturnType<typeof setTimeout> | null }>();
+let seq = 0;
+let started = false;
+
+function persist(): void {
+  const live = tabs.filter((t) => t.state !== 'closed' && t.sessionId).map((t) => ({ sessionId: t.sessionId, agentId: t.agentId, agentName: t.agentName, mode: t.mode }));
+  sessionStorage.setItem(STORE, JSON.stringify(live));
+}
+const tabBySession = (id: string) => tabs.find((t) => t.sessionId === id && t.state !== 'closed');
+const newRef = (key: string) => {
+  const ref = `t${Date.now().toString(36)}${++seq}`;
+  refs.set(ref, key);
+  return ref;
+};
+
+function ack(sessionId: string, bytes: number): void {
+  let p = pendingAck.get(sessionId);
+  if (!p) pendingAck.set(sessionId, (p = { bytes: 0, timer: null }));
+  p.bytes += bytes;
+  const flush = () => {
+    const q = pendingAck.get(sessionId);
+    if (!q) return;
+    if (q.timer) clearTimeout(q.timer);
+    q.timer = null;
+    if (q.bytes > 0) send({ type: 'term.ack', sessionId, bytes: q.bytes });
+    q.bytes = 0;
+  };
+  if (p.bytes >= ACK_EVERY_BYTES) flush();
+  else if (!p.timer) p.timer = setTimeout(flush, ACK_DELAY_MS);
+}
+
+function attach(t: Tab): void {
+  if (!t.sessionId) return;
+  t.state = 'opening';
+  // The server replays its scrollback on attach: start from a clean screen so nothing doubles.
+  terms.get(t.key)?.reset();
+  send({ type: 'term.attach', ref: newRef(t.key), sessionId: t.sessionId, mode: t.mode });
+}
+
+function ended(t: Tab, reason: string): void {
+  if (t.state === 'closed') return;
+  t.state = 'closed';
+  t.reason = reason;
+  const term = terms.get(t.key);
+  term?.write(`\r\n\x1b[1;33m[session ended: ${reason.replace(/[\x00-\x1f]/g, ' ')}]\x1b[0m\r\n`);
+  persist();
+}
+
+/** Wires the manager to the console socket and restores the tabs of this browser tab (once). */
+export function startTerminals(): void {
+  if (started) return;
+  started = true;
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORE) ?? '[]') as Array<{ sessionId: string; agentId: string; agentName: string; mode: 'control' | 'watch' }>;
+    for (const s of saved) tabs.push({ key: `k${++seq}`, agentId: s.agentId, agentName: s.agentName, sessionId: s.sessionId, mode: s.mode, state: 'opening', reason: '' });
+  } catch {
+    sessionStorage.removeItem(STORE);
+  }
+  onReady(() => {
+    for (const t of tabs) {
+      if (t.state === 'closed') continue;
+      if (t.sessionId) attach(t);
+      else ended(t, 'connection lost before the session opened');
+    }
+  });
+  onMessage('term.opened', (m) => {
+    const key = refs.get(m.ref);
+    refs.delete(m.ref);
+    const t = tabs.find((x) => x.key === key);
+    if (!t) return;
+    t.sessionId = m.sessionId;
+    t.state = 'open';
+    t.mode = m.mode;
+    const term = terms.get(t.key);
+    if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows)) send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
+    persist();
+  });
+  onMessage('term.closed', (m) => {
+    const t = tabBySession(m.sessionId);
+    if (t) ended(t, m.exitCode != null ? `${m.reason} (exit ${m.exitCode})` : m.reason);
+  });
+  onMessage('error', (m) => {
+    if (!m.ref) return;
+    const key = refs.get(m.ref);
+    if (!key) return;
+    refs.delete(m.ref);
+    const t = tabs.find((x) => x.key === key);
+    if (t) ended(t, m.message);
+  });
+  onFrame((f) => {
+    if (f.op !== 'termData') return;
+    const t = tabBySession(f.sessionId);
+    const term = t && terms.get(t.key);
+    if (!term) {
+      // Nobody shows it (yet): still acknowledge so the agent is never stalled by a missing view.
+      ack(f.sessionId, f.data.length);
+      return;
+    }
+    const n = f.data.length;
+    term.write(f.data.slice(), () => ack(f.sessionId, n));
+  });
+}
+
+/** Opens a new tab with a new shell on `agentId`. */
+export function openTab(agentId: string, agentName: string, cols = 80, rows = 24): Tab {
+  const t: Tab = { key: `k${++seq}`, agentId, agentName, sessionId: null, mode: 'control', state: 'opening', reason: '' };
+  tabs.push(t);
+  const tab = tabs[tabs.length - 1]!;
+  if (!send({ type: 'term.open', ref: newRef(tab.key), agentId, cols, rows })) ended(tab, 'not connected to the server');
+  return tab;
+}
+
+/** Attaches a tab to an existing session (reattach a detached one, or watch read-only as admin). */
+export function attachTab(sessionId: string, agentId: string, agentName: string, mode: 'control' | 'watch'): Tab {
+  const existing = tabBySession(sessionId);
+  if (existing) return existing;
+  tabs.push({ key: `k${++seq}`, agentId, agentName, sessionId, mode, state: 'opening', reason: '' });
+  const tab = tabs[tabs.length - 1]!;
+  attach(tab);
+  return tab;
+}
+
+/** Closes a tab; a live controlled session ends at once (explicit close), a watch just leaves. */
+export function closeTab(key: string): void {
+  const i = tabs.findIndex((t) => t.key === key);
+  if (i < 0) return;
+  const t = tabs[i]!;
+  if (t.sessionId && t.state !== 'closed') send({ type: 'term.close', sessionId: t.sessionId });
+  tabs.splice(i, 1);
+  persist();
+}
+
+/** Binds a mounted xterm to its tab: input, resize. Returns the unbind function. */
+export function bindTerminal(key: string, term: Terminal): () => void {
+  terms.set(key, term);
+  const enc = new TextEncoder();
+  const tabOf = () => tabs.find((t) => t.key === key);
+  const input = (data: Uint8Array) => {
+    const t = tabOf();
+    if (t?.sessionId && t.state === 'open' && t.mode === 'control') sendBinary(encodeTermData(t.sessionId, data));
+  };
+  const d1 = term.onData((s) => input(enc.encode(s)));
+  const d2 = term.onBinary((s) => input(Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff)));
+  const d3 = term.onResize(({ cols, rows }) => {
+    const t = tabOf();
+    if (t?.sessionId && t.state === 'open' && t.mode === 'control') send({ type: 'term.resize', sessionId: t.sessionId, cols, rows });
+  });
+  return () => {
+    d1.dispose();
+    d2.dispose();
+    d3.dispose();
+    if (terms.get(key) === term) terms.delete(key);
+  };
+}

@@ -1,0 +1,48 @@
+/** Routes. Feature views load lazily so the agents view does not wait for xterm.js or CodeMirror. */
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router';
+import type { Role } from '../../protocol/console-messages';
+import { loadSession, useSession } from './composables/session';
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    public?: boolean;
+    role?: Role;
+    title?: string;
+  }
+}
+
+const routes: RouteRecordRaw[] = [
+  { path: '/login', name: 'login', component: () => import('./features/auth/LoginView.vue'), meta: { public: true, title: 'Sign in' } },
+  { path: '/', name: 'dashboard', component: () => import('./features/dashboard/DashboardView.vue'), meta: { title: 'Dashboard' } },
+  { path: '/agents', name: 'agents', component: () => import('./features/agents/AgentsView.vue'), meta: { title: 'Agents' } },
+  { path: '/agents/:id', name: 'agent', component: () => import('./features/agents/AgentDetailView.vue'), props: true, meta: { title: 'Agent' } },
+  { path: '/run', name: 'run', component: () => import('./features/tasks/RunScriptView.vue'), meta: { title: 'Run script', role: 'operator' } },
+  { path: '/tasks', name: 'tasks', component: () => import('./features/tasks/HistoryView.vue'), meta: { title: 'History' } },
+  { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task' } },
+  { path: '/terminals', name: 'terminals', component: () => import('./features/terminals/TerminalsView.vue'), meta: { title: 'Terminals' } },
+  { path: '/recordings', name: 'recordings', component: () => import('./features/terminals/RecordingsView.vue'), meta: { title: 'Recordings' } },
+  { path: '/updates', name: 'updates', component: () => import('./features/updates/UpdatesView.vue'), meta: { title: 'Updates' } },
+  { path: '/updates/rollouts/:id', name: 'rollout', component: () => import('./features/updates/RolloutView.vue'), props: true, meta: { title: 'Rollout' } },
+  { path: '/admin', name: 'admin', component: () => import('./features/admin/AdminView.vue'), meta: { title: 'Admin', role: 'admin' } },
+  { path: '/:rest(.*)*', redirect: '/' },
+];
+
+export const router = createRouter({ history: createWebHistory(), routes });
+
+router.beforeEach(async (to) => {
+  if (to.meta.public) return true;
+  let user = null;
+  try {
+    user = await loadSession();
+  } catch {
+    // Server unreachable: let the view show its own error; the socket banner says why.
+    return true;
+  }
+  if (!user) return { name: 'login', query: { next: to.fullPath } };
+  if (to.meta.role && !useSession().can(to.meta.role)) return { name: 'dashboard' };
+  return true;
+});
+
+router.afterEach((to) => {
+  document.title = to.meta.title ? `${to.meta.title} · Muster` : 'Muster';
+});
