@@ -46,6 +46,7 @@ const kb = (b) => Math.round(b / 1024);
 
 async function measureSteady(pid, metricsUrl) {
   const m0 = metricsUrl ? await scrape(metricsUrl) : null;
+  const load = os.loadavg()[0];
   const t0 = Date.now();
   const cpu = await cpuPercentOver(pid, WINDOW_MS);
   const secs = (Date.now() - t0) / 1000;
@@ -53,7 +54,7 @@ async function measureSteady(pid, metricsUrl) {
   const rss = rssBytes(pid);
   const d = (k) => (m1 && m0 ? (m1.get(k) ?? 0) - (m0.get(k) ?? 0) : 0);
   return {
-    cpu, rss, secs,
+    cpu, rss, secs, load,
     flushesPerSec: d('muster_db_presence_flushes_total') / secs,
     heartbeatsPerSec: d('muster_heartbeats_total') / secs,
     connectsInWindow: d('muster_agent_connects_total'),
@@ -141,7 +142,7 @@ const perAgent = (r) => Math.max(0, r.rss - r.idleRss) / r.N;
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(1)}×` : 'n/a');
 const rows = results.map(({ asked, muster: m, bare: b }) => {
   const r = m.restart;
-  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
+  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
 });
 const top = results.at(-1)?.muster;
 const verdict = top ? [
@@ -154,8 +155,8 @@ const section = `## Presence
 
 Measured ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- presence\` on this machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, ${Math.round(os.totalmem() / 2 ** 30)} GB RAM, Node ${process.version}, SQLite (WAL), default server settings (presence flush every 2 s, connect rate 2,000/s), 5-second heartbeats.
 
-| agents | server RSS / agent | bare ws RSS / agent (ratio) | server CPU | bare ws CPU (ratio) | DB writes (presence) | heartbeats/s | initial connect | all back after restart |
-|---|---|---|---|---|---|---|---|---|
+| agents | server RSS / agent | bare ws RSS / agent (ratio) | server CPU | bare ws CPU (ratio) | DB writes (presence) | heartbeats/s | load avg | initial connect | all back after restart |
+|---|---|---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
 ${verdict}
@@ -173,7 +174,10 @@ other writes: connection rows are written only on connect and disconnect); rows/
 "All back" is the time from the restarted server listening (SIGTERM, then a new process on the same
 port and database) until every simulated agent has its welcome again. The bare \`ws\` server
 (\`bench/bare-server.mjs\`) accepts the same clients, answers hello and JSON-parses heartbeats, nothing
-more: the ratios are Muster's cost over the transport's own. ${maxAgents < 20_000 ? `The open-file hard limit in this sandbox is ${nofileHardLimit().toLocaleString('en')} (and cannot be raised without CAP_SYS_RESOURCE), so the largest size is ${maxAgents.toLocaleString('en')} agents (one descriptor per socket plus the server's own).` : ''}
+more: the ratios are Muster's cost over the transport's own. "load avg" is the machine's 1-minute load
+average when the window began: this 2-core machine is shared with other work, and a load above 2
+means every process (server, simulator) waited for CPU, which stretches connect and restart times
+far more than the steady-state CPU figure. ${maxAgents < 20_000 ? `The open-file hard limit in this sandbox is ${nofileHardLimit().toLocaleString('en')} (and cannot be raised without CAP_SYS_RESOURCE), so the largest size is ${maxAgents.toLocaleString('en')} agents (one descriptor per socket plus the server's own).` : ''}
 Raw figures: \`bench/out/presence-*/results.json\`.
 `;
 process.stdout.write(`\n${section}\n`);

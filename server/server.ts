@@ -192,10 +192,11 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
 
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= (async () => {
-    // Stop accepting first: agents told to go away must not come straight back to this process
-    // (they would register after the fleet was stopped). Upgrades already in flight get 503.
+    // Drain first: agents told to go away must not register again with this process (they would
+    // be live after the fleet stopped). The listener stays open until the sockets are gone and
+    // answers every upgrade 503 + Retry-After: a refused TCP connect would only push each agent's
+    // exponential backoff up while the next process starts, and slow the fleet's return.
     draining = true;
-    const listenerClosed = new Promise<void>((r) => server.close(() => r()));
     await local?.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
     for (const cap of [updates, terminals, exec]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
@@ -212,7 +213,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
     agentWss.close();
     consoleWss.close();
     server.closeAllConnections?.();
-    await listenerClosed;
+    await new Promise<void>((r) => server.close(() => r()));
 
     await bus.close();
     await db.destroy();

@@ -130,9 +130,12 @@ export class Fleet {
     await this.replace(hello.agentId, ch);
     let rec = this.agents.get(hello.agentId);
     const isNew = !rec;
+    // A known agent reconnecting with the same facts (the common case, e.g. after a server
+    // restart) costs one insert; its last_seen_at rides on the next presence flush.
+    const changed = !rec || factsChanged(rec, hello);
     // Group-committed with the other hellos of this moment (a reconnect storm is thousands).
     const connectionId = await this.deps.writes.run(async (trx) => {
-      await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
+      if (changed) await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
       return this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId, trx);
     });
     // Another socket of this agent may have registered while we were writing (two hellos racing):
@@ -147,13 +150,16 @@ export class Fleet {
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null,
       };
       this.agents.set(rec.id, rec);
-    } else {
+    } else if (changed) {
       Object.assign(rec, {
         name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null, platform: hello.platform,
         arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus, memoryBytes: hello.memoryBytes,
         labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online',
       });
+    } else {
+      Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
+    if (!changed) this.dirty.add(rec.id);
     this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now });
     this.deps.metrics.connects.inc();
     this.updateGauge();
@@ -279,4 +285,11 @@ export class Fleet {
     this.deps.metrics.agents.set({ status: 'online' }, this.live.size);
     this.deps.metrics.agents.set({ status: 'offline' }, this.agents.size - this.live.size);
   }
+}
+
+/** Whether a hello reports different host facts than the record holds (so the row needs an update). */
+function factsChanged(r: AgentRecord, h: Hello): boolean {
+  return r.name !== h.name || r.hostname !== h.hostname || r.externalIp !== (h.externalIp ?? null) || r.platform !== h.platform
+    || r.arch !== h.arch || r.os !== h.os || r.version !== h.agentVersion || r.cpus !== h.cpus || r.memoryBytes !== h.memoryBytes
+    || JSON.stringify(r.ips) !== JSON.stringify(h.ips) || JSON.stringify(r.labels) !== JSON.stringify(h.labels);
 }

@@ -57,7 +57,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     const path = (req.url ?? '').split('?')[0];
     if (deps.draining()) {
       // Going down: come back to the next process, spread over a few seconds.
-      return reject(socket, 503, 'server shutting down', { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) });
+      return reject(socket, 503, 'server shutting down', { 'Retry-After': String(2 + Math.floor(Math.random() * 4)) });
     }
     if (path === '/ws/agent') {
       void agentUpgrade(req, socket, head);
