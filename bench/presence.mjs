@@ -23,6 +23,8 @@ const { values: flags } = parseArgs({
     'no-bare': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     'no-restart': { type: 'boolean', default: false },
+    /** Rewrites the RESULTS.md section from a saved results.json instead of measuring. */
+    report: { type: 'string' },
   },
 });
 const WINDOW_MS = Number(flags.window) * 1000;
@@ -127,22 +129,34 @@ async function bare(N) {
   return { N, idleRss, ...steady };
 }
 
-const results = [];
-log(`presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`);
-for (const { asked, n } of sizes) {
-  log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
-  const mu = await muster(n);
-  const ba = flags['no-bare'] ? null : await bare(n);
-  results.push({ asked, muster: mu, bare: ba });
+let results;
+if (flags.report) {
+  results = JSON.parse(fs.readFileSync(flags.report, 'utf8'));
+} else {
+  results = [];
+  log(`presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`);
+  for (const { asked, n } of sizes) {
+    log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
+    const mu = await muster(n);
+    const ba = flags['no-bare'] ? null : await bare(n);
+    results.push({ asked, muster: mu, bare: ba });
+  }
+  fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 }
-fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 
 // ---- report ----
 const perAgent = (r) => Math.max(0, r.rss - r.idleRss) / r.N;
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(1)}×` : 'n/a');
-const rows = results.map(({ asked, muster: m, bare: b }) => {
+/** RSS added per agent between consecutive sizes: the slope, free of the heap's fixed growth. */
+const marginal = (i, key) => {
+  if (i === 0) return null;
+  const a = results[i - 1][key], b = results[i][key];
+  return a && b && b.N > a.N ? (b.rss - a.rss) / (b.N - a.N) : null;
+};
+const rows = results.map(({ asked, muster: m, bare: b }, i) => {
+  const mm = marginal(i, 'muster'), mb = marginal(i, 'bare');
   const r = m.restart;
-  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
+  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB${mm ? ` (marginal ${(mm / 1024).toFixed(1)} KB)` : ''} | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})${mb ? `; marginal ${(mb / 1024).toFixed(1)} KB (${ratio(mm, mb)})` : ''}` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
 });
 const top = results.at(-1)?.muster;
 const verdict = top ? [
@@ -166,7 +180,9 @@ smaller size reconnect with their secrets). The simulator (\`bench/sim/fleet.mjs
 worker processes of 5,000, each with its open-file limit raised to the hard limit, spread over 32
 loopback source addresses (127.0.0.2–127.0.0.33); every simulated agent speaks the real protocol
 (upgrade with id + secret, hello, heartbeats with real-shaped metrics at a random phase, backoff with
-full jitter, Retry-After). RSS per agent is (server RSS after the fleet settled − server RSS idle) / N.
+full jitter, Retry-After). RSS per agent is (server RSS after the fleet settled − server RSS idle) / N; "marginal" is the
+slope between two sizes ((RSS_b − RSS_a) / (N_b − N_a)), which leaves out the heap's fixed growth
+that dominates small fleets.
 CPU is utime+stime of the server pid from /proc/<pid>/stat over a ${WINDOW_MS / 1000}-second window after a
 ${SETTLE_MS / 1000}-second settle; the simulator's own CPU is not counted. Database writes are the
 server's \`muster_db_presence_flushes_total\` over the same window (at steady state there are no

@@ -117,12 +117,13 @@ class SimAgent {
     if (this.stopped) return;
     let delay;
     if (this.retryAfterMs != null) {
+      // As the real agent: Retry-After (plus jitter) replaces the backoff and does not grow it.
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
     } else {
       delay = Math.floor(Math.random() * Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(this.attempt, 30)));
+      this.attempt++;
     }
-    this.attempt++;
     this.timer = setTimeout(() => this.connect(), delay);
   }
 

@@ -18,7 +18,10 @@ export class TxBatcher {
 
   constructor(private readonly db: Db, private readonly maxBatch = 1000) {}
 
-  /** Runs `fn` inside the next batch's transaction. */
+  /**
+   * Runs `fn` inside the next batch's transaction. `fn` must use only `trx` (never the pool):
+   * on SQLite the pool has one connection, which the batch holds.
+   */
   run<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });

@@ -15,7 +15,7 @@ export interface UpgradeDeps {
   enrollToken: () => string;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
   publicUrl: string | undefined;
-  /** True once the server is shutting down: new sockets are refused with 503. */
+  /** True while the server is starting or shutting down: new sockets are refused with 503. */
   draining(): boolean;
   onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
@@ -56,8 +56,8 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
     if (deps.draining()) {
-      // Going down: come back to the next process, spread over a few seconds.
-      return reject(socket, 503, 'server shutting down', { 'Retry-After': String(2 + Math.floor(Math.random() * 4)) });
+      // Starting, or going down: come back (to the next process), spread over a few seconds.
+      return reject(socket, 503, 'server starting or stopping; retry later', { 'Retry-After': String(2 + Math.floor(Math.random() * 4)) });
     }
     if (path === '/ws/agent') {
       void agentUpgrade(req, socket, head);

@@ -165,6 +165,7 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
       await api.waitAgent(id, 'online');
       await b.stop();
     }
+    await lastClosed(api, id);
     const all = (await api.get(`/api/agents/${id}/connections`)).body;
     expect(all.total).toBe(4);
     const p1 = (await api.get(`/api/agents/${id}/connections?limit=2&offset=0`)).body;
