@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   const ctx: AgentContext = { cfg, log, state, link, exit: (reason, code) => shutdown(reason, code) };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
-  const updater = createUpdater(ctx);
+  const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
   const capabilities = [executor, pty, updater];
   const running = { executions: () => executor.running(), terminals: () => pty.count() };
 

@@ -13,7 +13,11 @@ const FAILED: ReadonlySet<UpdateState> = new Set(['failed', 'rolled_back']);
 /** States in which an agent that reconnects on its old version has lost the update (no marker yet). */
 const BEFORE_SWITCH: ReadonlySet<UpdateState> = new Set(['downloading', 'verifying', 'installing']);
 
-export interface RolloutPackage { artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string }
+export interface RolloutPackage {
+  artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string;
+  /** CPU architecture the package is for (from its file name); agents of another arch are skipped. */
+  arch: string | null;
+}
 
 export interface NewRollout extends RolloutPackage {
   selector: string;
@@ -81,12 +85,13 @@ export class RolloutEngine {
     const now = Date.now();
     const id = randomUUID();
     const agents = candidates.filter((a) => a.revokedAt == null).sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    const toUpdate = agents.filter((a) => a.version !== input.version);
+    const toUpdate = agents.filter((a) => a.version !== input.version && (!input.arch || a.arch === input.arch));
     const sizes = waveSizes(input.waves, toUpdate.length);
     const targets: TargetRow[] = [];
     for (const a of agents) {
-      if (a.version === input.version) {
-        targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason: `already at ${input.version}`, fromVersion: a.version, startedAt: null, updatedAt: now });
+      if (a.version === input.version || (input.arch && a.arch !== input.arch)) {
+        const reason = a.version === input.version ? `already at ${input.version}` : `package is for ${input.arch}, agent is ${a.arch}`;
+        targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason, fromVersion: a.version, startedAt: null, updatedAt: now });
       }
     }
     let i = 0;

@@ -22,8 +22,9 @@ function fakePackage(version: string): Uint8Array {
   return new Uint8Array(fs.readFileSync(file));
 }
 
-async function upload(api: Api, version: string): Promise<any> {
-  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}`, fakePackage(version), { 'content-type': 'application/octet-stream' });
+async function upload(api: Api, version: string, filename?: string): Promise<any> {
+  const name = filename ? `&filename=${filename}` : '';
+  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${name}`, fakePackage(version), { 'content-type': 'application/octet-stream' });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body;
 }
@@ -65,6 +66,13 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect(skip.body.state).toBe('succeeded');
     expect(skip.body.targets.map((t: any) => t.state)).toEqual(['skipped', 'skipped', 'skipped']);
 
+    // A package for another CPU architecture skips every agent.
+    const foreign = await upload(api, '5.0.0', 'muster-agent-5.0.0-linux-s390x.tar.gz');
+    expect(foreign.arch).toBe('s390x');
+    const f = await api.post('/api/rollouts', { artifactId: foreign.id, selector: 'labels.grp == "r"' });
+    expect(f.body.state).toBe('succeeded');
+    expect(f.body.targets.map((t: any) => t.reason)).toEqual(Array(3).fill(expect.stringMatching(/package is for s390x/)));
+
     const art = await upload(api, '3.0.0');
     const consoleWs = await consoleSocket(server, api);
     const r = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r"', waves: [1, '50%', '100%'], maxFailures: 0 });
@@ -100,7 +108,7 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     const final = (await api.get(`/api/rollouts/${id}`)).body;
     expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'rollout cancelled' });
     const list = (await api.get('/api/rollouts')).body;
-    expect(list.total).toBe(2);
+    expect(list.total).toBe(3);
     expect(list.items[0]).toMatchObject({ id, state: 'cancelled', total: 3 });
     const actions = (await api.get('/api/audit?limit=50')).body.items.map((e: any) => e.action);
     expect(actions).toEqual(expect.arrayContaining(['rollout.create', 'rollout.resume', 'rollout.cancel']));

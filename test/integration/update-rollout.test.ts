@@ -176,4 +176,18 @@ describe('self-update', () => {
     const after = await api.get(`/api/rollouts/${r.body.id}`);
     expect(after.body.targets.filter((t: any) => t.wave === 1).map((t: any) => t.state)).toEqual(['skipped', 'skipped']);
   });
+
+  it('lets a running script finish before switching to the new version', async () => {
+    const a = await installed('upd-drain', { case: 'drain' });
+    const task = await api.post('/api/tasks', { script: 'sleep 4; echo finished-before-update', interpreter: 'sh', targets: { agentIds: [a.id] } });
+    expect(task.status, JSON.stringify(task.body)).toBe(201);
+    await waitFor(async () => (await api.get(`/api/tasks/${task.body.id}`)).body.executions?.[0]?.status === 'running', 'script running');
+    const r = await api.post('/api/rollouts', { artifactId: artifact.good.id, selector: 'labels.case == "drain"' });
+    expect((await rolloutDone(r.body.id)).state).toBe('succeeded');
+    const exec = (await api.get(`/api/tasks/${task.body.id}`)).body.executions[0];
+    expect(exec).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    const out = await api.get(`/api/executions/${exec.id}/output`);
+    expect(JSON.stringify(out.body)).toContain('finished-before-update');
+    expect((await api.waitAgent(a.id, 'online')).version).toBe('1.1.0');
+  });
 });
