@@ -64,7 +64,7 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     expect(await page.textContent(agentRow(id1))).toContain('web-01');
     await screenshot(page, 'agents');
     await page.click('[data-test=theme-switch]');
-    await page.waitForFunction(() => document.documentElement.dataset['theme'] === 'dark');
+    await page.waitForSelector('html[data-theme=dark]', { state: 'attached' });
     await screenshot(page, 'agents-dark');
     await a2.stop();
     await page.waitForSelector(`${agentRow(id2)}[data-status=offline]`, { timeout: 30_000 });
