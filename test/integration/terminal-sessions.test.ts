@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
 import { TermClient } from '../helpers/terminal-client.js';
@@ -180,8 +182,8 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
 
 describe('terminal detach timeout', () => {
   afterAll(cleanup);
-  it('a detached shell ends after the detach timeout', async () => {
-    const s = await startServer({ env: { MUSTER_TERMINAL_DETACH_TIMEOUT_SEC: '1' } });
+  it('a detached shell ends after the detach timeout (recording switched off)', async () => {
+    const s = await startServer({ env: { MUSTER_TERMINAL_DETACH_TIMEOUT_SEC: '1', MUSTER_TERMINAL_RECORDING: '0' } });
     const admin = await Api.login(s.url);
     const a = startAgent(s, { name: 'term-detach' });
     const id = await agentId(a);
@@ -195,6 +197,9 @@ describe('terminal detach timeout', () => {
       return r.body.status === 'closed' ? r.body : null;
     }, 'detached session closed', 15_000);
     expect(row.closeReason).toMatch(/detached for too long/);
+    expect(row.recording).toBe(false);
+    expect((await admin.req('GET', `/api/terminals/${t.sessionId}/recording`)).status).toBe(404);
+    expect(fs.existsSync(path.join(s.dataDir, 'recordings', `${t.sessionId}.cast`))).toBe(false);
     await waitFor(() => {
       try {
         process.kill(pid, 0);
