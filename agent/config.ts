@@ -40,6 +40,11 @@ const Schema = z.object({
    * cannot talk to the server does not strand the host.
    */
   updateConfirmSec: z.coerce.number().int().min(1).default(90),
+  /**
+   * Before switching to a new version, wait up to this long for running executions to finish
+   * (a self-update restarts the agent, and the agent stops its executions when it stops).
+   */
+  updateDrainSec: z.coerce.number().int().min(0).default(60),
   /** Fault injection for tests only: SIGKILL itself at this step of an update. Unset in production. */
   updateCrashAt: z.enum(['downloading', 'verifying', 'installing', 'marker', 'swapped']).optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
@@ -55,7 +60,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
-  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt',
+  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt', MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
   MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',

@@ -52,14 +52,14 @@ async function main(): Promise<void> {
   const ctx: AgentContext = { cfg, log, state, link, exit: (reason, code) => shutdown(reason, code) };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
-  const updater = createUpdater(ctx);
+  const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
   const capabilities = [executor, pty, updater];
   const running = { executions: () => executor.running(), terminals: () => pty.count() };
 
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'update'], executions: executor.helloExecutions(),
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
   });
 
   const handlers: ServerHandlers = {

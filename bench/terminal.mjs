@@ -321,6 +321,45 @@ async function relayKeystrokes(srv, cookie, agentId, n) {
   return r;
 }
 
+/** Ctrl-C during `cat /dev/urandom | base64`: time until the shell answers again (flood drained). */
+async function relayInterrupt(srv, cookie, agentId, reps = 3) {
+  const w = textWaiter();
+  const c = await openConsole(srv, cookie, agentId, (d) => w.push(d));
+  c.write('echo READY""Z\r');
+  await w.until('READYZ');
+  const samples = [];
+  for (let i = 0; i < reps; i++) {
+    c.write('cat /dev/urandom | base64\r');
+    await sleep(1500);
+    const t0 = performance.now();
+    c.write('\x03');
+    c.write(`echo INT""${i}\r`);
+    await w.until(`INT${i}`, 30_000);
+    samples.push(performance.now() - t0);
+  }
+  c.close();
+  return summary(samples);
+}
+
+/** Floor of this machine: a console `ping` → `pong` round trip to the server (one hop, no agent). */
+async function consolePing(srv, cookie, n) {
+  const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
+  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  let waiting = null;
+  ws.on('message', (d, bin) => {
+    if (!bin && waiting && JSON.parse(d.toString()).type === 'pong') { const w = waiting; waiting = null; w(); }
+  });
+  const samples = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise((r) => { waiting = r; ws.send('{"type":"ping"}'); });
+    samples.push(performance.now() - t0);
+    await sleep(1);
+  }
+  ws.close();
+  return summary(samples);
+}
+
 /* ---------------- load generators (child processes) ---------------- */
 
 /** Child: a console flooding `cat /dev/urandom | base64` in its own session, acking like xterm.js. */
@@ -418,7 +457,7 @@ async function main() {
   const log = (...a) => { if (!values.json) console.log(...a); };
   const srv = await startServer(path.join(tmp, 'data'), { MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'], MUSTER_TERMINAL_RECORDING: '1' });
   const agent = startAgent(srv.wsUrl, path.join(tmp, 'agent'));
-  const results = {};
+  const results = { loadavgBefore: os.loadavg().map((x) => +x.toFixed(2)), cpus: os.cpus().length };
   try {
     const cookie = await login(srv.url);
     let agentId = '';
@@ -428,7 +467,9 @@ async function main() {
     await waitOnline(srv.url, cookie, agentId);
     log(`server pid ${srv.proc.pid}, agent ${agentId}; payload ${(fs.statSync(file).size / 1e6).toFixed(1)} MB`);
 
-    results.keystrokeIdle = { direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys) };
+    results.keystrokeIdle = {
+      direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys), ping: await consolePing(srv, cookie, nKeys),
+    };
     log('keystroke idle (ms):', JSON.stringify(results.keystrokeIdle));
 
     const fleet = child(['--child', 'fleet', srv.wsUrl, String(fleetN)]);
@@ -438,13 +479,18 @@ async function main() {
     await flood.ready;
     await sleep(1000);
     const rssBefore = rssOf(srv.proc.pid);
-    results.keystrokeLoad = { direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys) };
+    results.keystrokeLoad = {
+      direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys), ping: await consolePing(srv, cookie, nKeys),
+    };
     const rssAfter = rssOf(srv.proc.pid);
     const floodRes = await flood.stop();
     const fleetRes = await fleet.stop();
     results.load = { fleetAgents: fleetN, heartbeatMs: Number(values['heartbeat-ms']), heartbeats: fleetRes.beats, floodBytes: floodRes.bytes, serverRssMiB: [rssBefore / 1048576, rssAfter / 1048576] };
     log('keystroke under load (ms):', JSON.stringify(results.keystrokeLoad), JSON.stringify(results.load));
     await sleep(1000);
+
+    results.interrupt = await relayInterrupt(srv, cookie, agentId);
+    log('Ctrl-C during a flood → prompt (ms):', JSON.stringify(results.interrupt));
 
     // Interleaved repetitions, median of each: other work on the machine hits both alike.
     const directRuns = [];
@@ -467,19 +513,24 @@ async function main() {
     await sleep(300);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  results.loadavgAfter = os.loadavg().map((x) => +x.toFixed(2));
   if (values.json) console.log(JSON.stringify(results));
   else {
     const f = (x) => x.toFixed(2);
     const k = results.keystrokeIdle;
     const l = results.keystrokeLoad;
     const t = results.throughput;
+    console.log(`\n${results.cpus} CPUs; load average ${results.loadavgBefore[0]} before, ${results.loadavgAfter[0]} after`);
     console.log('\n| measurement | node-pty direct | through the relay | target |');
     console.log('|---|---|---|---|');
     console.log(`| keystroke p50 idle | ${f(k.direct.p50)} ms | ${f(k.relay.p50)} ms | |`);
     console.log(`| keystroke p99 idle | ${f(k.direct.p99)} ms | ${f(k.relay.p99)} ms | < 3 ms |`);
     console.log(`| keystroke p50 under load | ${f(l.direct.p50)} ms | ${f(l.relay.p50)} ms | |`);
     console.log(`| keystroke p99 under load | ${f(l.direct.p99)} ms | ${f(l.relay.p99)} ms | < 10 ms |`);
+    console.log(`| console ping→pong p50 / p99 idle (one hop, no agent: this machine's floor) | | ${f(k.ping.p50)} / ${f(k.ping.p99)} ms | |`);
+    console.log(`| console ping→pong p50 / p99 under load | | ${f(l.ping.p50)} / ${f(l.ping.p99)} ms | |`);
     console.log(`| ${mb} MB cat throughput | ${f(t.direct.mbps)} MB/s | ${f(t.relay.mbps)} MB/s (${(t.ratio * 100).toFixed(0)}%) | ≥ 60% of direct |`);
+    console.log(`| Ctrl-C in a flood until the shell answers (max of ${results.interrupt.n}) | | ${f(results.interrupt.max)} ms | < 1 s |`);
     console.log(`| (runs, MB/s) | ${t.runs.direct.join(', ')} | ${t.runs.relay.join(', ')} | |`);
     console.log(`| server peak RSS during cat | | ${f(t.relay.peakServerRssMiB)} MiB | bounded |`);
     const c = t.relay.cpuMsPerMB;

@@ -14,6 +14,8 @@ export interface SessionLimits {
 const MAX_BATCH = 64 * 1024;
 /** While output flows, it is gathered for this long before a frame goes out. */
 const COALESCE_MS = 2;
+/** A PTY read at least this large means output is flowing (an echo or a prompt is smaller). */
+const FLOW_MIN = 1024;
 /** Time the shell's tree has between SIGHUP and SIGKILL on close. */
 const KILL_GRACE_MS = 1000;
 
@@ -107,11 +109,14 @@ export class PtySession {
     if (this.closed) return;
     this.lastActivity = Date.now();
     if (!this.flowing) {
-      // Nothing is flowing: send at once (a keystroke's echo never waits for a timer), and
-      // coalesce what follows while output keeps coming.
-      this.flowing = true;
+      // Nothing is flowing: send at once. A keystroke's echo (a small chunk) never starts
+      // coalescing, however fast the keys come; a large read means more is coming, so what
+      // follows it is gathered.
       this.send(chunk);
-      this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
+      if (chunk.length >= FLOW_MIN) {
+        this.flowing = true;
+        this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
+      }
       return;
     }
     this.batch.push(chunk);

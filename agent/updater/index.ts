@@ -24,7 +24,7 @@ class UpdateFailure extends Error {}
  * After a restart, the outcome recorded in the marker (succeeded, rolled_back, interrupted) is
  * reported once the server has welcomed this process, and only then is the marker removed.
  */
-export function createUpdater(ctx: AgentContext): AgentCapability<'update'> {
+export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): number } = { runningExecutions: () => 0 }): AgentCapability<'update'> {
   const { cfg, log } = ctx;
   let busy: string | null = null;
   let confirmTimer: NodeJS.Timeout | undefined;
@@ -114,6 +114,11 @@ export function createUpdater(ctx: AgentContext): AgentCapability<'update'> {
       } finally {
         fs.rmSync(staging, { recursive: true, force: true });
       }
+
+      // Running scripts end when the agent stops: give them time to finish before the switch.
+      const drainUntil = Date.now() + cfg.updateDrainSec * 1000;
+      if (hooks.runningExecutions() > 0) log.info({ running: hooks.runningExecutions(), maxWaitSec: cfg.updateDrainSec }, 'waiting for running executions before restarting');
+      while (hooks.runningExecutions() > 0 && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 250));
 
       report(m.rolloutId, m.version, 'restarting');
       writeMarker(cfg.stateDir, { rolloutId: m.rolloutId, fromVersion: AGENT_VERSION, toVersion: m.version, status: 'pending' });

@@ -13,7 +13,11 @@ const FAILED: ReadonlySet<UpdateState> = new Set(['failed', 'rolled_back']);
 /** States in which an agent that reconnects on its old version has lost the update (no marker yet). */
 const BEFORE_SWITCH: ReadonlySet<UpdateState> = new Set(['downloading', 'verifying', 'installing']);
 
-export interface RolloutPackage { artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string }
+export interface RolloutPackage {
+  artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string;
+  /** CPU architecture the package is for (from its file name); agents of another arch are skipped. */
+  arch: string | null;
+}
 
 export interface NewRollout extends RolloutPackage {
   selector: string;
@@ -43,6 +47,8 @@ export class RolloutEngine {
   private timer: NodeJS.Timeout | undefined;
   private writes: Promise<void> = Promise.resolve();
   private readonly publishTimers = new Map<string, NodeJS.Timeout>();
+  /** Agents that said in hello they cannot update themselves (run from a checkout, not a package). */
+  private readonly cannotUpdate = new Set<string>();
 
   constructor(private readonly d: {
     store: UpdateStore; fleet: Fleet; bus: Bus; log: Logger; updateTimeoutSec: number; downloadPath: (artifactId: string) => string;
@@ -56,7 +62,11 @@ export class RolloutEngine {
     }
     // Connect hooks run before the link has sent `welcome`, and an agent ignores commands that
     // arrive before its welcome: act on the next turn of the event loop, after the welcome.
-    this.d.fleet.onConnect((agentId, hello) => void setImmediate(() => this.onConnect(agentId, hello)));
+    this.d.fleet.onConnect((agentId, hello) => {
+      if (hello.capabilities.includes('update')) this.cannotUpdate.delete(agentId);
+      else this.cannotUpdate.add(agentId);
+      setImmediate(() => this.onConnect(agentId, hello));
+    });
     this.d.fleet.onDisconnect((agentId) => {
       for (const l of this.live.values()) l.sent.delete(agentId);
     });
@@ -81,14 +91,19 @@ export class RolloutEngine {
     const now = Date.now();
     const id = randomUUID();
     const agents = candidates.filter((a) => a.revokedAt == null).sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    const toUpdate = agents.filter((a) => a.version !== input.version);
-    const sizes = waveSizes(input.waves, toUpdate.length);
     const targets: TargetRow[] = [];
+    const skipWhy = (a: AgentRecord): string | null => {
+      if (a.version === input.version) return `already at ${input.version}`;
+      if (input.arch && a.arch !== input.arch) return `package is for ${input.arch}, agent is ${a.arch}`;
+      if (this.cannotUpdate.has(a.id)) return 'agent cannot update itself (not installed from a package)';
+      return null;
+    };
     for (const a of agents) {
-      if (a.version === input.version) {
-        targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason: `already at ${input.version}`, fromVersion: a.version, startedAt: null, updatedAt: now });
-      }
+      const reason = skipWhy(a);
+      if (reason) targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason, fromVersion: a.version, startedAt: null, updatedAt: now });
     }
+    const toUpdate = agents.filter((a) => skipWhy(a) === null);
+    const sizes = waveSizes(input.waves, toUpdate.length);
     let i = 0;
     sizes.forEach((size, wave) => {
       for (const a of toUpdate.slice(i, i + size)) {
@@ -105,8 +120,9 @@ export class RolloutEngine {
     const l: Live = { row, targets: new Map(targets.map((t) => [t.agentId, t])), sent: new Set() };
     this.live.set(id, l);
     this.d.log.info({ rolloutId: id, version: row.version, targets: targets.length, waves: sizes }, 'rollout created');
-    if (sizes.length === 0) this.finish(l);
-    else this.startWave(l, 0);
+    const first = sizes.findIndex((n) => n > 0);
+    if (first < 0) this.finish(l);
+    else this.startWave(l, first);
     await this.writes;
     return row;
   }
@@ -118,13 +134,20 @@ export class RolloutEngine {
     if (l) {
       const t = l.targets.get(agentId);
       if (!t || t.startedAt == null) return;
+      if (t.state === 'failed' && state === 'failed' && reason) {
+        // The server had already failed it (e.g. it came back on the old version); the agent knows why.
+        t.reason = reason;
+        this.touch(l, t);
+        return;
+      }
       this.setTarget(l, t, state, reason ?? null);
       this.advance(l);
       return;
     }
     // A finished rollout: still record a late outcome (e.g. rolled_back after a timeout).
     const t = await this.d.store.getTarget(rolloutId, agentId);
-    if (!t || !this.allowed(t.state, state)) return;
+    const reasonOnly = t?.state === 'failed' && state === 'failed' && Boolean(reason);
+    if (!t || t.startedAt == null || (!reasonOnly && !this.allowed(t.state, state))) return;
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
     await this.d.store.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
@@ -317,6 +340,8 @@ export function rolloutView(row: RolloutRow, targets: TargetRow[], withTargets: 
   const counts: Partial<Record<UpdateState, number>> = {};
   const waves: RolloutWaveView[] = [];
   let failures = 0;
+  // One entry per requested wave, so waves[i] is waveSpec[i] (some may be empty).
+  for (let i = 0; i < row.waveSpec.length; i++) waves.push({ index: i, size: 0, state: 'waiting', counts: {} });
   for (const t of targets) {
     counts[t.state] = (counts[t.state] ?? 0) + 1;
     if (FAILED.has(t.state)) failures++;
@@ -327,8 +352,10 @@ export function rolloutView(row: RolloutRow, targets: TargetRow[], withTargets: 
     w.counts[t.state] = (w.counts[t.state] ?? 0) + 1;
   }
   for (const w of waves) {
-    const done = Object.entries(w.counts).every(([s]) => TERMINAL.has(s as UpdateState));
-    w.state = w.index < row.currentWave || (w.index === row.currentWave && done) ? 'done' : w.index === row.currentWave ? 'running' : 'waiting';
+    const done = Object.keys(w.counts).every((s) => TERMINAL.has(s as UpdateState));
+    if (w.size === 0 || w.index < row.currentWave) w.state = 'done';
+    else if (w.index === row.currentWave) w.state = done ? 'done' : 'running';
+    else w.state = 'waiting';
   }
   const view: RolloutView = {
     id: row.id, artifactId: row.artifactId, version: row.version, url: row.url, size: row.size, sha256: row.sha256, selector: row.selector,

@@ -3,20 +3,18 @@ export type WaveSpec = number | string;
 
 /**
  * Splits `n` targets into waves. Each spec entry is cumulative: [1, "10%", "50%", "100%"] of 40
- * agents gives waves of 1, 3, 16 and 20. The last wave always takes whatever is left; waves
- * that would be empty are dropped. Returns the size of each wave.
+ * agents gives waves of 1, 3, 16 and 20. The last wave always takes whatever is left. The result
+ * has one size per spec entry (a wave may be empty: 10% of 3 agents is already covered by the
+ * first), so wave i is always spec entry i.
  */
 export function waveSizes(spec: readonly WaveSpec[], n: number): number[] {
-  const sizes: number[] = [];
   let done = 0;
-  spec.forEach((s, i) => {
-    let upTo: number;
-    if (typeof s === 'number') upTo = s;
-    else upTo = Math.ceil((Number.parseFloat(s) / 100) * n);
+  return spec.map((s, i) => {
+    let upTo = typeof s === 'number' ? s : Math.ceil((Number.parseFloat(s) / 100) * n);
     if (i === spec.length - 1) upTo = n;
     upTo = Math.min(n, Math.max(done, upTo));
-    if (upTo > done) sizes.push(upTo - done);
+    const size = upTo - done;
     done = upTo;
+    return size;
   });
-  return sizes;
 }

@@ -8,7 +8,11 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { ADMIN_PASSWORD, ROOT } from '../helpers/harness.js';
 
 export const CHROMIUM = process.env['MUSTER_CHROMIUM'] ?? '/usr/bin/chromium';
-export const SCREENSHOTS = path.join(ROOT, 'docs', 'screenshots');
+/**
+ * Where screenshots go: docs/screenshots (committed, shown in the README) only when
+ * MUSTER_UPDATE_SCREENSHOTS=1, so ordinary test runs do not rewrite tracked images; else test/.tmp.
+ */
+export const SCREENSHOTS = process.env['MUSTER_UPDATE_SCREENSHOTS'] === '1' ? path.join(ROOT, 'docs', 'screenshots') : path.join(ROOT, 'test', '.tmp', 'screenshots');
 const WEB_DIST = path.join(ROOT, 'web', 'dist', 'index.html');
 
 /** Whether the browser suites can run; throws under CI=true when Chromium or the built console is missing. */
@@ -55,11 +59,11 @@ export async function signIn(page: Page, baseUrl: string, username = 'admin', pa
   await page.waitForSelector('[data-test=socket-state]:has-text("live")');
 }
 
-/** Saves a screenshot of the main views to docs/screenshots/<name>.png (committed; the README shows them). */
+/** Saves a screenshot of a main view as <name>.png in SCREENSHOTS. */
 export async function screenshot(page: Page, name: string): Promise<void> {
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
 }
 
 /** Row of the agents table for an agent id. */
-export const agentRow = (id: string) => `tr[data-agent-id="${id}"]`;
+export const agentRow = (id: string) => `[data-test=agent-row][data-agent-id="${id}"]`;

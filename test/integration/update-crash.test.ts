@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  buildPackage, currentRelease, installAgent, installPaths, keygen, run, signPackage, stopAllSupervisors, supervise, type Supervisor,
+  bigTmpDir, trackBigDir, buildPackage, currentRelease, installAgent, installPaths, keygen, run, signPackage, stopAllSupervisors, supervise, type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
@@ -16,6 +16,7 @@ let base = '';
 let good = '';
 
 async function setup(server: TestServer): Promise<{ api: Api; artifactId: string }> {
+  trackBigDir(server.dataDir);
   const api = await Api.login(server.url);
   const sig = await signPackage(keys.priv, good);
   const r = await api.req('POST', `/api/artifacts?filename=${path.basename(good)}&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(good)), { 'content-type': 'application/octet-stream' });
@@ -24,7 +25,7 @@ async function setup(server: TestServer): Promise<{ api: Api; artifactId: string
 }
 
 async function installed(server: TestServer, api: Api, name: string, env: Record<string, string>): Promise<{ root: string; id: string; sup: Supervisor; exited: Promise<void> }> {
-  const root = tmpDir(`root-${name}`);
+  const root = bigTmpDir(`root-${name}`);
   await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', base, '--name', name, '--public-key', keys.pub, '--label', `case=${name}`]);
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
@@ -36,7 +37,7 @@ async function installed(server: TestServer, api: Api, name: string, env: Record
 }
 
 beforeAll(async () => {
-  const out = tmpDir('pkgs');
+  const out = bigTmpDir('pkgs');
   [base, good] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out)]);
   keys = await keygen(tmpDir('keys'));
 }, 240_000);
@@ -99,4 +100,30 @@ describe('update timeout', () => {
     expect(done.targets[0].state).toBe('failed');
     expect(done.targets[0].reason).toMatch(/not back with version 1\.1\.0 within 3 s/);
   }, 90_000);
+});
+
+describe('new version that cannot reach the server', () => {
+  it('exits unconfirmed until the launcher rolls back; the old version reports rolled_back', async () => {
+    let server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '120' } });
+    const { api, artifactId } = await setup(server);
+    const a = await installed(server, api, 'lonely', { MUSTER_AGENT_UPDATE_CONFIRM_SEC: '2' });
+    a.sup.holdRestarts();
+    const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.case == "lonely"' });
+    await a.exited; // installed, swapped, exited for the restart
+    expect(currentRelease(a.root)).toBe('1.1.0');
+    await server.stop();
+    a.sup.resumeRestarts();
+    // 1.1.0 starts, is never welcomed, exits 1 after 2 s; after 3 such starts the launcher swaps back.
+    await waitFor(() => currentRelease(a.root) === '1.0.0', 'rollback to 1.0.0', 60_000, 200);
+    expect(a.sup.exits.filter((e) => e.code === 1).length).toBeGreaterThanOrEqual(3);
+    server = await server.restart();
+    const api2 = await Api.login(server.url);
+    const done = await waitFor(async () => {
+      const v = (await api2.get(`/api/rollouts/${r.body.id}`)).body;
+      return v.targets[0].state === 'rolled_back' ? v : null;
+    }, 'rolled_back reported after the server came back', 30_000, 250);
+    expect(done.state).toBe('paused');
+    expect((await api2.waitAgent(a.id, 'online')).version).toBe('1.0.0');
+    expect(fs.existsSync(path.join(installPaths(a.root).state, 'update-marker'))).toBe(false);
+  }, 120_000);
 });

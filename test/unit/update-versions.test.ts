@@ -15,9 +15,9 @@ describe('compareVersions', () => {
 describe('waveSizes', () => {
   it('treats entries as cumulative counts or percentages; the last wave takes the rest', () => {
     expect(waveSizes([1, '10%', '50%', '100%'], 40)).toEqual([1, 3, 16, 20]);
-    expect(waveSizes([1, '10%', '50%', '100%'], 3)).toEqual([1, 1, 1]);
-    expect(waveSizes([1, '100%'], 1)).toEqual([1]);
-    expect(waveSizes(['100%'], 0)).toEqual([]);
+    expect(waveSizes([1, '10%', '50%', '100%'], 3)).toEqual([1, 0, 1, 1]);
+    expect(waveSizes([1, '100%'], 1)).toEqual([1, 0]);
+    expect(waveSizes(['100%'], 0)).toEqual([0]);
     expect(waveSizes([5, 2], 10)).toEqual([5, 5]);
     expect(waveSizes(['10%'], 7)).toEqual([7]);
   });

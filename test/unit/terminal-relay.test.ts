@@ -1,0 +1,139 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decodeFrame, encodeTermData } from '../../protocol/index.js';
+import { AsciicastRecorder } from '../../server/terminals/recorder.js';
+import { ScrollbackRing } from '../../server/terminals/ring.js';
+import { TerminalSession } from '../../server/terminals/session.js';
+import type { ConsoleChannel } from '../../server/ws/handlers.js';
+
+const enc = new TextEncoder();
+
+describe('ScrollbackRing', () => {
+  it('keeps the last capacity bytes across wraps', () => {
+    const r = new ScrollbackRing(10);
+    r.push(enc.encode('abcdef'));
+    expect(r.snapshot().toString()).toBe('abcdef');
+    r.push(enc.encode('ghijkl'));
+    expect(r.snapshot().toString()).toBe('cdefghijkl');
+    r.push(enc.encode('0123456789ABC'));
+    expect(r.snapshot().toString()).toBe('3456789ABC');
+    r.push(enc.encode('x'));
+    expect(r.snapshot().toString()).toBe('456789ABCx');
+  });
+
+  it('never starts a replay inside a UTF-8 character', () => {
+    const r = new ScrollbackRing(8);
+    r.push(enc.encode('a你好b')); // 1 + 3 + 3 + 1 = 8 bytes
+    r.push(enc.encode('c')); // drops 'a'
+    r.push(enc.encode('d')); // drops the first byte of 你
+    expect(r.snapshot().toString()).toBe('好bcd');
+  });
+});
+
+describe('AsciicastRecorder', () => {
+  it('writes a v2 header, output with a multi-byte character split across chunks, and resizes', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.cast');
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20 });
+    const bytes = enc.encode('héllo 🎉\r\n');
+    rec.output(bytes.subarray(0, 2)); // 'h' + first byte of é
+    rec.output(bytes.subarray(2, 9)); // cuts the emoji
+    rec.resize(100, 30);
+    rec.output(bytes.subarray(9));
+    const res = await rec.close();
+    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ version: 2, width: 80, height: 24 });
+    const events = lines.slice(1);
+    expect(events.filter((e) => e[1] === 'o').map((e) => e[2]).join('')).toBe('héllo 🎉\r\n');
+    expect(events.find((e) => e[1] === 'r')?.[2]).toBe('100x30');
+    expect(res.truncated).toBe(false);
+    expect(res.bytes).toBe(fs.statSync(file).size);
+  });
+
+  it('stops at its size cap and says so', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.cast');
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 2048 });
+    for (let i = 0; i < 100; i++) {
+      rec.output(enc.encode('x'.repeat(100)));
+      rec.resize(80 + (i % 2), 24); // forces an event per chunk
+    }
+    const res = await rec.close();
+    expect(res.truncated).toBe(true);
+    expect(fs.statSync(file).size).toBeLessThanOrEqual(2048);
+  });
+});
+
+function fakeChannel(id: number): ConsoleChannel & { frames: Uint8Array[] } {
+  const frames: Uint8Array[] = [];
+  return {
+    id, frames, principal: { id: 1, username: 'op', role: 'operator', via: 'session' },
+    send: () => true, sendBinary: (b) => { frames.push(b); return true; }, bufferedAmount: () => 0, close: () => {}, onClose: () => {},
+  };
+}
+
+describe('TerminalSession flow control', () => {
+  const make = () => {
+    const acks: number[] = [];
+    const ch = fakeChannel(1);
+    const s = new TerminalSession('s1', 'a1', { id: 1, username: 'op' }, 80, 24, 1024, null, { ch, ref: 'r' }, (b) => acks.push(b));
+    s.state = 'open';
+    return { s, ch, acks };
+  };
+
+  it('acknowledges the agent only for bytes the control console consumed', () => {
+    const { s, ch, acks } = make();
+    s.attach(ch, 'control');
+    const chunk = new Uint8Array(20_000);
+    s.output(chunk);
+    s.output(chunk);
+    expect(acks).toEqual([]); // nothing consumed yet
+    s.ack(ch.id, 20_000);
+    expect(acks).toEqual([20_000]); // ≥ the forwarding threshold
+    s.ack(ch.id, 100);
+    expect(acks).toEqual([20_000]); // held: small and the console is behind
+    s.ack(ch.id, 19_900);
+    expect(acks).toEqual([20_000, 20_000]); // caught up: everything goes
+    expect(s.ackedToAgent).toBe(s.received);
+  });
+
+  it('counts replayed scrollback in the console acks but not against the agent', () => {
+    const { s, ch, acks } = make();
+    s.output(enc.encode('before')); // detached: acknowledged at once
+    expect(acks).toEqual([6]);
+    s.attach(ch, 'control');
+    expect(ch.frames.length).toBe(1); // the replay
+    const f = decodeFrame(ch.frames[0]!);
+    expect(f.op === 'termData' && Buffer.from(f.data).toString()).toBe('before');
+    s.output(enc.encode('live!'));
+    s.ack(ch.id, 6); // the replay only
+    expect(acks).toEqual([6]);
+    s.ack(ch.id, 5);
+    expect(acks).toEqual([6, 5]);
+  });
+
+  it('a watcher never holds the operator back; a detached session acknowledges everything', () => {
+    const { s, ch, acks } = make();
+    const w = fakeChannel(2);
+    s.attach(ch, 'control');
+    s.attach(w, 'watch');
+    s.output(new Uint8Array(100));
+    s.ack(ch.id, 100);
+    expect(acks).toEqual([100]);
+    s.output(new Uint8Array(50));
+    s.detach(ch.id);
+    expect(acks).toEqual([100, 50]);
+  });
+
+  it('forwards the agent frame itself when the payload is a view into it', () => {
+    const { s, ch } = make();
+    s.attach(ch, 'control');
+    const frame = encodeTermData('s1', enc.encode('zero-copy'));
+    const f = decodeFrame(frame);
+    s.output(f.op === 'termData' ? f.data : new Uint8Array());
+    expect(ch.frames[0]!.buffer).toBe(frame.buffer);
+    expect(Buffer.from(ch.frames[0]!).equals(Buffer.from(frame))).toBe(true);
+  });
+});
