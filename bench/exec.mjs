@@ -94,10 +94,11 @@ async function withServer(kind, name, fn) {
   const dataDir = path.join(outDir, `${name}-${kind}`);
   fs.mkdirSync(dataDir, { recursive: true });
   const d = await database(kind, dataDir);
-  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url } });
+  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) } });
   try {
     return await fn(server, d.db());
   } finally {
+    fs.writeFileSync(path.join(dataDir, 'server.log'), server.output());
     await server.stop();
     await d.drop();
   }
@@ -137,7 +138,16 @@ async function ingest(kind) {
       await sleep(1000);
       const rss0 = rssBytes(server.pid);
       let peak = rss0;
-      const sampler = setInterval(() => { peak = Math.max(peak, rssBytes(server.pid)); }, 50);
+      const sampler = setInterval(() => { try { peak = Math.max(peak, rssBytes(server.pid)); } catch { /* server gone */ } }, 50);
+      // With BENCH_MEM=1: the largest V8 heap and external (Buffer) memory seen, to tell live data from allocator slack.
+      const mem = { heap: 0, external: 0 };
+      const memSampler = process.env.BENCH_MEM ? setInterval(() => {
+        void fetch(`${server.url}/metrics`).then((x) => x.text()).then((t) => {
+          const v = (n) => Number((new RegExp(`^${n} (\\d+)`, 'm').exec(t) ?? [])[1] ?? 0);
+          mem.heap = Math.max(mem.heap, v('muster_process_nodejs_heap_size_used_bytes'));
+          mem.external = Math.max(mem.external, v('muster_process_nodejs_external_memory_bytes'));
+        }).catch(() => {});
+      }, 250) : null;
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
       const task = await api.post('/api/tasks', { script: 'flood', targets: { selector: 'all' } });
@@ -145,6 +155,10 @@ async function ingest(kind) {
       const secs = (performance.now() - t0) / 1000;
       const cpuPct = (100 * (cpuSeconds(server.pid) - cpu0)) / secs;
       clearInterval(sampler);
+      if (memSampler) {
+        clearInterval(memSampler);
+        log(`  ${kind}: max V8 heap used ${(mem.heap / 2 ** 20).toFixed(0)} MB, max external ${(mem.external / 2 ** 20).toFixed(0)} MB`);
+      }
       const [{ b }] = await db('executions').where({ task_id: task.id }).sum({ b: 'output_bytes' });
       const [{ tr }] = await db('executions').where({ task_id: task.id, truncated: true }).count({ tr: '*' });
       const stored = Number(b);
