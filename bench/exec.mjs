@@ -164,7 +164,7 @@ async function ingest(kind) {
       const stored = Number(b);
       const states = await db('executions').where({ task_id: task.id }).groupBy('status', 'reason').select('status', 'reason').count({ n: '*' });
       log(`  ${kind}: execution states: ${JSON.stringify(states)}`);
-      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct };
+      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct, mbPerCpuSec: stored / 1e6 / ((cpuPct / 100) * secs) };
       log(`  ${kind}: ${FLOOD_N} × ${FLOOD_BYTES / 1e6} MB: stored ${(stored / 1e6).toFixed(0)} MB in ${secs.toFixed(1)} s = ${r.mbPerSec.toFixed(1)} MB/s; RSS ${r.rssBeforeMB.toFixed(0)} → peak ${r.rssPeakMB.toFixed(0)} MB (+${r.rssGrowthMB.toFixed(0)} MB); server CPU ${cpuPct.toFixed(0)}% of one core`);
       return r;
     } finally {
@@ -173,6 +173,8 @@ async function ingest(kind) {
   });
 }
 
+const os = await import('node:os');
+const load0 = os.loadavg()[0];
 const kinds = flags.db.split(',').filter(Boolean);
 const results = { dispatch: [], ingest: [] };
 log(`exec benchmark: ${N} agents × ${RUNS} runs; ${FLOOD_N} agents × ${FLOOD_BYTES / 1e6} MB; ${kinds.join(', ')}; output in ${path.relative(ROOT, outDir)}`);
@@ -189,11 +191,12 @@ for (const k of kinds) {
 fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 
 if (!flags['no-write']) {
-  const cores = (await import('node:os')).cpus().length;
+  const cores = os.cpus().length;
+  const load1 = os.loadavg()[0];
   const lines = [
     '## Exec',
     '',
-    `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench -- exec\` on ${cores} cores (server, simulated fleet and database on the same machine).`,
+    `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench -- exec\` on ${cores} cores (server, simulated fleet and database on the same machine; 1-minute load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end, from the other sessions' builds and tests).`,
     '',
     `Dispatch: a trivial script on ${N} simulated agents (each answers exec.run at once with 64 bytes of output); time from \`POST /api/tasks\` until every result is stored (polled in the database), over ${RUNS} runs after two warm-up runs. Target: p99 under 2 s on 2 cores.`,
     '',
@@ -203,9 +206,9 @@ if (!flags['no-write']) {
     '',
     `Ingest: ${FLOOD_N} simulated agents each printing ${FLOOD_BYTES / 1e6} MB (32 KiB frames, paused above 1 MiB buffered like the real agent); rate = bytes stored / time from POST until every result is stored; RSS growth = peak server RSS during the run minus RSS before it. Target: ≥ 50 MB/s with RSS growth under 200 MB.`,
     '',
-    '| database | stored | time | ingest rate | RSS before | RSS peak | growth |',
-    '|---|---|---|---|---|---|---|',
-    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB |`),
+    '| database | stored | time | ingest rate | RSS before | RSS peak | growth | server CPU | MB stored per server CPU-second |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB | ${r.serverCpuPct.toFixed(0)}% of a core | ${r.mbPerCpuSec.toFixed(0)} |`),
     '',
   ];
   const file = path.join(ROOT, 'bench', 'RESULTS.md');
