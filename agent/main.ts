@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'update'], executions: executor.helloExecutions(),
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
   });
 
   const handlers: ServerHandlers = {

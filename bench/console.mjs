@@ -128,7 +128,7 @@ async function timeToUsable() {
   await page.goto(`${server.url}/agents`, { waitUntil: 'commit' });
   await page.waitForFunction((t) => {
     const c = document.querySelector('[data-test=agents-count]');
-    return c && c.textContent.trim() === t && document.querySelector('tr[data-agent-id]');
+    return c && c.textContent.trim() === t && document.querySelector('[data-agent-id]');
   }, readyText, { timeout: 60_000, polling: 'raf' });
   // One more frame: the row is painted, not just in the DOM.
   const inPage = await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(performance.now()))));
@@ -145,15 +145,19 @@ const firstLoad = loads[0].inPage;
 const warm = loads.slice(1).map((l) => l.inPage);
 
 /** Samples rAF frame deltas for `seconds`; `scroll` scrolls the table's virtual list every frame. */
+const perf = await page.context().newCDPSession(page);
+await perf.send('Performance.enable');
+const perfMetrics = async () => Object.fromEntries((await perf.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
 async function frames(scroll) {
   metricsPushes = 0;
   metricsBytes = 0;
+  const before = await perfMetrics();
   const r = await page.evaluate(async ({ seconds, scroll }) => {
     const longTasks = [];
     const po = new PerformanceObserver((l) => { for (const e of l.getEntries()) longTasks.push(e.duration); });
     try { po.observe({ type: 'longtask', buffered: false }); } catch { /* not supported */ }
     const table = document.querySelector('[data-test=agents-table]');
-    const scroller = [...table.querySelectorAll('*')].find((e) => e.scrollHeight > e.clientHeight + 1000 && getComputedStyle(e).overflowY !== 'visible');
+    const scroller = [table, ...table.querySelectorAll('*')].find((e) => e.scrollHeight > e.clientHeight + 1000 && getComputedStyle(e).overflowY !== 'visible');
     const deltas = [];
     let dir = 1;
     let last = performance.now();
@@ -168,7 +172,7 @@ async function frames(scroll) {
           scroller.scrollTop += dir * 120;
           if (scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 2) dir = -1;
           if (scroller.scrollTop <= 0) dir = 1;
-          const row = document.querySelector('tr[data-agent-id]');
+          const row = document.querySelector('[data-agent-id]');
           if (row) rowsSeen.add(row.getAttribute('data-agent-id'));
         }
         if (t < end) requestAnimationFrame(tick);
@@ -179,9 +183,13 @@ async function frames(scroll) {
     po.disconnect();
     return { deltas: deltas.slice(1), longTasks, scroller: Boolean(scroller), distinctTopRows: rowsSeen.size };
   }, { seconds: SECONDS, scroll });
+  const after = await perfMetrics();
   const d = r.deltas;
   const total = d.reduce((a, b) => a + b, 0);
+  // Main-thread work (CPU time the renderer spent, not wall time): robust to a busy machine.
+  const work = (k) => ((after[k] - before[k]) * 1000) / d.length;
   return {
+    taskMs: work('TaskDuration'), scriptMs: work('ScriptDuration'), layoutMs: work('LayoutDuration'), styleMs: work('RecalcStyleDuration'),
     frames: d.length, fps: (d.length / total) * 1000, p50: pct(d, 50), p95: pct(d, 95), p99: pct(d, 99), max: Math.max(...d),
     over17: d.filter((x) => x > 17.5).length / d.length, over33: d.filter((x) => x > 34).length / d.length,
     longTasks: r.longTasks.length, longTaskMax: r.longTasks.length ? Math.max(...r.longTasks) : 0,
@@ -189,6 +197,7 @@ async function frames(scroll) {
   };
 }
 
+const loadBefore = os.loadavg()[0];
 const idle = await frames(false);
 let cdp = null;
 if (flags.profile) {
@@ -211,9 +220,10 @@ if (cdp) {
   }
   for (const [k, v] of [...dt].sort((a, b) => b[1] - a[1]).slice(0, 25)) log(`  ${v.toFixed(0).padStart(6)} ms  ${k}`);
 }
-const fmt = (f) => `${f.fps.toFixed(1)} fps, frame p50 ${f.p50.toFixed(1)} ms / p95 ${f.p95.toFixed(1)} ms / p99 ${f.p99.toFixed(1)} ms / max ${f.max.toFixed(0)} ms, ${(f.over17 * 100).toFixed(1)}% frames > 16.7 ms, ${f.longTasks} long tasks (max ${f.longTaskMax.toFixed(0)} ms), ${f.pushes} metrics pushes (${f.pushMB.toFixed(1)} MB)`;
+const fmt = (f) => `main-thread work per frame ${f.taskMs.toFixed(1)} ms (script ${f.scriptMs.toFixed(1)}, layout ${f.layoutMs.toFixed(1)}, style ${f.styleMs.toFixed(1)}); ${f.fps.toFixed(1)} fps, frame p50 ${f.p50.toFixed(1)} ms / p95 ${f.p95.toFixed(1)} ms / p99 ${f.p99.toFixed(1)} ms / max ${f.max.toFixed(0)} ms, ${(f.over17 * 100).toFixed(1)}% frames > 16.7 ms, ${f.longTasks} long tasks (max ${f.longTaskMax.toFixed(0)} ms), ${f.pushes} metrics pushes (${f.pushMB.toFixed(1)} MB)`;
 log(`idle, heartbeats streaming: ${fmt(idle)}`);
 log(`scrolling, heartbeats streaming: ${fmt(scrolling)}${scrolling.scroller ? '' : ' (NO SCROLLER FOUND)'}; ${scrolling.distinctTopRows} distinct top rows seen`);
+const loadAfter = os.loadavg()[0];
 const heap = await page.evaluate(() => performance.memory?.usedJSHeapSize ?? null);
 await browser.close();
 
@@ -223,7 +233,10 @@ const section = `## Console
 \`npm run bench -- console\` (bench/console.mjs): the built console served by the real server
 (SQLite), ${N.toLocaleString('en')} simulated agents (bench/sim/console-agents.mjs) heartbeating every 5 s,
 the server pushing \`agent.metrics\` batches every 2 s; headless Chromium ${'(Debian)'} at 1400×900 on
-this machine (${os.cpus().length} × ${cpu}; server, simulated fleet and browser share it). Measured ${new Date().toISOString().slice(0, 10)}.
+this machine (${os.cpus().length} × ${cpu}; server, simulated fleet and browser share it, and the
+other sessions' builds and tests ran meanwhile: load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)} during the
+frame windows). Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC. Wall-clock frame
+rates on a loaded 2-CPU machine are pessimistic; the main-thread work per frame is the steadier figure.
 
 | measure | result | target |
 |---|---|---|
@@ -231,6 +244,7 @@ this machine (${os.cpus().length} × ${cpu}; server, simulated fleet and browser
 | same, warm (assets cached), median of ${warm.length} | ${warm.length ? median(warm).toFixed(0) : '–'} ms | < 1 s |
 | frame rate while heartbeats stream, idle | ${idle.fps.toFixed(1)} fps (p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, max ${idle.max.toFixed(0)} ms) | 60 fps |
 | frame rate while heartbeats stream and the table scrolls every frame | ${scrolling.fps.toFixed(1)} fps (p50 ${scrolling.p50.toFixed(1)} ms, p95 ${scrolling.p95.toFixed(1)} ms, p99 ${scrolling.p99.toFixed(1)} ms, max ${scrolling.max.toFixed(0)} ms) | 60 fps |
+| main-thread work per frame, idle / scrolling (CDP TaskDuration; script, layout, style) | ${idle.taskMs.toFixed(1)} ms / ${scrolling.taskMs.toFixed(1)} ms (script ${scrolling.scriptMs.toFixed(1)}, layout ${scrolling.layoutMs.toFixed(1)}, style ${scrolling.styleMs.toFixed(1)}) | < 16.7 ms |
 | frames over 16.7 ms (idle / scrolling) | ${(idle.over17 * 100).toFixed(1)}% / ${(scrolling.over17 * 100).toFixed(1)}% | |
 | long tasks > 50 ms in the ${SECONDS} s windows (idle / scrolling) | ${idle.longTasks} (max ${idle.longTaskMax.toFixed(0)} ms) / ${scrolling.longTasks} (max ${scrolling.longTaskMax.toFixed(0)} ms) | |
 | \`agent.metrics\` pushes received per window (idle / scrolling) | ${idle.pushes} (${idle.pushMB.toFixed(1)} MB) / ${scrolling.pushes} (${scrolling.pushMB.toFixed(1)} MB) | |
@@ -239,7 +253,12 @@ this machine (${os.cpus().length} × ${cpu}; server, simulated fleet and browser
 How: frame deltas are sampled with requestAnimationFrame inside the page; scrolling moves the
 virtual list's scroll container by 120 px every frame (bouncing between the ends). Live updates
 are applied to a plain Map and published once per animation frame (never one render per
-heartbeat); the table (Naive UI, virtual scroll) renders only the visible rows.
+heartbeat); the agents table (web/src/features/agents/AgentTable.vue) keeps only the visible window
+of fixed-height rows in the DOM with contained layout. With Naive UI's data table (virtual scroll)
+in its place, the same scroll window cost 133 ms of main-thread work per frame (layout 6.5 ms, style
+4.1 ms) against 21 ms (layout 1.8 ms, style 0.9 ms) for this table, measured back to back at load
+average ~15; that is why the fleet table is purpose-built while the smaller tables use Naive UI.
+\`--profile\` writes a CPU profile of the scrolling window to bench/out/.
 `;
 log('');
 log(section);

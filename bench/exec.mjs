@@ -94,10 +94,11 @@ async function withServer(kind, name, fn) {
   const dataDir = path.join(outDir, `${name}-${kind}`);
   fs.mkdirSync(dataDir, { recursive: true });
   const d = await database(kind, dataDir);
-  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url } });
+  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) } });
   try {
     return await fn(server, d.db());
   } finally {
+    fs.writeFileSync(path.join(dataDir, 'server.log'), server.output());
     await server.stop();
     await d.drop();
   }
@@ -137,7 +138,16 @@ async function ingest(kind) {
       await sleep(1000);
       const rss0 = rssBytes(server.pid);
       let peak = rss0;
-      const sampler = setInterval(() => { peak = Math.max(peak, rssBytes(server.pid)); }, 50);
+      const sampler = setInterval(() => { try { peak = Math.max(peak, rssBytes(server.pid)); } catch { /* server gone */ } }, 50);
+      // With BENCH_MEM=1: the largest V8 heap and external (Buffer) memory seen, to tell live data from allocator slack.
+      const mem = { heap: 0, external: 0 };
+      const memSampler = process.env.BENCH_MEM ? setInterval(() => {
+        void fetch(`${server.url}/metrics`).then((x) => x.text()).then((t) => {
+          const v = (n) => Number((new RegExp(`^${n} (\\d+)`, 'm').exec(t) ?? [])[1] ?? 0);
+          mem.heap = Math.max(mem.heap, v('muster_process_nodejs_heap_size_used_bytes'));
+          mem.external = Math.max(mem.external, v('muster_process_nodejs_external_memory_bytes'));
+        }).catch(() => {});
+      }, 250) : null;
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
       const task = await api.post('/api/tasks', { script: 'flood', targets: { selector: 'all' } });
@@ -145,12 +155,16 @@ async function ingest(kind) {
       const secs = (performance.now() - t0) / 1000;
       const cpuPct = (100 * (cpuSeconds(server.pid) - cpu0)) / secs;
       clearInterval(sampler);
+      if (memSampler) {
+        clearInterval(memSampler);
+        log(`  ${kind}: max V8 heap used ${(mem.heap / 2 ** 20).toFixed(0)} MB, max external ${(mem.external / 2 ** 20).toFixed(0)} MB`);
+      }
       const [{ b }] = await db('executions').where({ task_id: task.id }).sum({ b: 'output_bytes' });
       const [{ tr }] = await db('executions').where({ task_id: task.id, truncated: true }).count({ tr: '*' });
       const stored = Number(b);
       const states = await db('executions').where({ task_id: task.id }).groupBy('status', 'reason').select('status', 'reason').count({ n: '*' });
       log(`  ${kind}: execution states: ${JSON.stringify(states)}`);
-      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct };
+      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct, mbPerCpuSec: stored / 1e6 / ((cpuPct / 100) * secs) };
       log(`  ${kind}: ${FLOOD_N} × ${FLOOD_BYTES / 1e6} MB: stored ${(stored / 1e6).toFixed(0)} MB in ${secs.toFixed(1)} s = ${r.mbPerSec.toFixed(1)} MB/s; RSS ${r.rssBeforeMB.toFixed(0)} → peak ${r.rssPeakMB.toFixed(0)} MB (+${r.rssGrowthMB.toFixed(0)} MB); server CPU ${cpuPct.toFixed(0)}% of one core`);
       return r;
     } finally {
@@ -159,6 +173,8 @@ async function ingest(kind) {
   });
 }
 
+const os = await import('node:os');
+const load0 = os.loadavg()[0];
 const kinds = flags.db.split(',').filter(Boolean);
 const results = { dispatch: [], ingest: [] };
 log(`exec benchmark: ${N} agents × ${RUNS} runs; ${FLOOD_N} agents × ${FLOOD_BYTES / 1e6} MB; ${kinds.join(', ')}; output in ${path.relative(ROOT, outDir)}`);
@@ -175,11 +191,12 @@ for (const k of kinds) {
 fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 
 if (!flags['no-write']) {
-  const cores = (await import('node:os')).cpus().length;
+  const cores = os.cpus().length;
+  const load1 = os.loadavg()[0];
   const lines = [
     '## Exec',
     '',
-    `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench -- exec\` on ${cores} cores (server, simulated fleet and database on the same machine).`,
+    `Measured ${new Date().toISOString().slice(0, 10)} by \`npm run bench -- exec\` on ${cores} cores (server, simulated fleet and database on the same machine; 1-minute load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end, from the other sessions' builds and tests).`,
     '',
     `Dispatch: a trivial script on ${N} simulated agents (each answers exec.run at once with 64 bytes of output); time from \`POST /api/tasks\` until every result is stored (polled in the database), over ${RUNS} runs after two warm-up runs. Target: p99 under 2 s on 2 cores.`,
     '',
@@ -189,9 +206,9 @@ if (!flags['no-write']) {
     '',
     `Ingest: ${FLOOD_N} simulated agents each printing ${FLOOD_BYTES / 1e6} MB (32 KiB frames, paused above 1 MiB buffered like the real agent); rate = bytes stored / time from POST until every result is stored; RSS growth = peak server RSS during the run minus RSS before it. Target: ≥ 50 MB/s with RSS growth under 200 MB.`,
     '',
-    '| database | stored | time | ingest rate | RSS before | RSS peak | growth |',
-    '|---|---|---|---|---|---|---|',
-    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB |`),
+    '| database | stored | time | ingest rate | RSS before | RSS peak | growth | server CPU | MB stored per server CPU-second |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB | ${r.serverCpuPct.toFixed(0)}% of a core | ${r.mbPerCpuSec.toFixed(0)} |`),
     '',
   ];
   const file = path.join(ROOT, 'bench', 'RESULTS.md');

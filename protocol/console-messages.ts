@@ -70,6 +70,8 @@ export interface ExecutionView {
   truncated: boolean;
   reason: string | null;
   outputBytes: number;
+  /** How the agent contained the process tree: `cgroup2:<path>`, `cgroup1:<path>`, `systemd:<unit>` or `pgid`. */
+  containment?: string | null;
 }
 
 export interface TaskView {

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { compareVersions, type ServerMessage, type UpdateState } from '../../protocol/index.js';
@@ -76,9 +75,12 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
       headers['X-Muster-Agent-Id'] = ctx.state.agentId;
     }
 
-    // Leftovers of an update killed while unpacking (never a release: those are renamed in whole).
+    // Leftovers of an update killed while downloading or unpacking (never a release: those are
+    // renamed into place whole). The download lives under the install root, which belongs to
+    // this agent alone, so leftovers can be found and removed here.
     for (const n of fs.readdirSync(releases)) if (n.startsWith('.tmp-')) fs.rmSync(path.join(releases, n), { recursive: true, force: true });
-    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-update-'));
+    for (const n of fs.readdirSync(installRoot)) if (n.startsWith('.download-')) fs.rmSync(path.join(installRoot, n), { recursive: true, force: true });
+    const work = fs.mkdtempSync(path.join(installRoot, '.download-'));
     try {
       report(m.rolloutId, m.version, 'downloading');
       const file = path.join(work, 'package.tar.gz');

@@ -26,7 +26,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const paused = new Set<AgentChannel>();
   const pausedAgents = new Map<string, AgentChannel>();
   const writer = new ExecWriter(repo, log, {
-    intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 64 << 20,
+    dialect: core.dialect, intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 16 << 20, maxFlushBytes: 8 << 20,
     onPressure: (on) => {
       if (on) return;
       for (const ch of paused) {
@@ -97,10 +97,11 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
         const execs = byTask.get(t.id) ?? [];
         for (const e of execs) {
           if (e.status !== 'dispatched' && e.status !== 'running') continue;
-          // The row may lag the output rows written in the same crash window: trust the chunks.
+          // The row and the output chunks are written in separate batches, so after a crash either
+          // may be ahead: the stored chunks are the truth (the agent resends from there).
           const stored = await repo.storedOutput(e.id);
-          e.nextSeq = Math.max(e.nextSeq, stored.nextSeq);
-          e.outputBytes = Math.max(e.outputBytes, stored.bytes);
+          e.nextSeq = stored.nextSeq;
+          e.outputBytes = stored.bytes;
           // Wait up to reconcileTimeoutSec for the agent's hello, then `lost`.
           scheduler.goneSince.set(e.agentId, now);
         }

@@ -73,7 +73,7 @@ export function executionView(e: Execution): ExecutionView {
     id: e.id, taskId: e.taskId, agentId: e.agentId, agentName: e.agentName, status: e.status, exitCode: e.exitCode, signal: e.signal,
     startedAt: iso(e.startedAt), finishedAt: iso(e.finishedAt),
     durationMs: e.startedAt != null && e.finishedAt != null ? e.finishedAt - e.startedAt : null,
-    truncated: e.truncated, reason: e.reason, outputBytes: e.outputBytes,
+    truncated: e.truncated, reason: e.reason, outputBytes: e.outputBytes, containment: e.containment,
   };
 }
 

@@ -1,3 +1,5 @@
+import type { Knex } from 'knex';
+import type { Dialect } from '../db/db.js';
 import type { Logger } from '../log.js';
 import { patchToRow, type ExecPatch, type ExecRepo } from './repository.js';
 
@@ -13,7 +15,8 @@ interface OutRow { execution_id: string; seq: number; part: number; stream: numb
  * before them is committed (the server acks a result to its agent only then).
  *
  * Memory stays bounded: above `highWaterBytes` of queued output, `onPressure(true)` asks the
- * socket layer to stop reading from agents; it is released below half of it.
+ * socket layer to stop reading from agents; it is released below half of it. One transaction takes
+ * at most `maxFlushBytes`, so queued + in-flight output stays under highWaterBytes + maxFlushBytes.
  */
 export class ExecWriter {
   private rows: OutRow[] = [];
@@ -22,6 +25,7 @@ export class ExecWriter {
   private callbacks: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | null = null;
+  private again: Promise<void> | null = null;
   private isPressured = false;
   private stopped = false;
   /** Output bytes and rows committed so far (for metrics and benchmarks). */
@@ -29,7 +33,7 @@ export class ExecWriter {
   committedRows = 0;
 
   constructor(private readonly repo: ExecRepo, private readonly log: Logger, private readonly o: {
-    intervalMs: number; batchBytes: number; highWaterBytes: number; onPressure(on: boolean): void;
+    dialect: Dialect; intervalMs: number; batchBytes: number; highWaterBytes: number; maxFlushBytes: number; onPressure(on: boolean): void;
   }) {}
 
   /** Queues one output chunk (split into BLOB-sized parts). */
@@ -46,8 +50,10 @@ export class ExecWriter {
       this.isPressured = true;
       this.o.onPressure(true);
     }
-    if (this.bytes >= this.o.batchBytes) void this.flush();
-    else this.schedule();
+    // While a flush runs, its end starts the next one: no new call per chunk.
+    if (this.bytes >= this.o.batchBytes) {
+      if (!this.flushing) void this.flush();
+    } else this.schedule();
   }
 
   /** Queues a row update of one execution (merged with earlier unflushed ones). */
@@ -68,6 +74,13 @@ export class ExecWriter {
     return new Promise((r) => this.afterFlush(r));
   }
 
+  private releasePressure(): void {
+    if (this.isPressured && this.bytes < this.o.highWaterBytes / 2) {
+      this.isPressured = false;
+      this.o.onPressure(false);
+    }
+  }
+
   /** True while queued output is above the high-water mark (agents should not be read). */
   get pressured(): boolean {
     return this.isPressured;
@@ -86,38 +99,41 @@ export class ExecWriter {
   }
 
   async flush(): Promise<void> {
+    // One follow-up flush at most, however many callers ask while one runs (a flood of output
+    // must not pile up a promise per chunk).
     if (this.flushing) {
-      await this.flushing;
-      if (this.rows.length || this.updates.size || this.callbacks.length) return this.flush();
-      return;
+      return (this.again ??= this.flushing.then(() => {
+        this.again = null;
+        return this.flush();
+      }));
     }
     if (!this.rows.length && !this.updates.size && !this.callbacks.length) return;
     clearTimeout(this.timer);
     this.timer = undefined;
-    const rows = this.rows;
-    const bytes = this.bytes;
+    // Take at most maxFlushBytes of output per transaction; what stays queued keeps its order.
+    let take = this.rows.length;
+    let bytes = this.bytes;
+    if (this.bytes > this.o.maxFlushBytes) {
+      let sum = 0;
+      take = 0;
+      while (take < this.rows.length && sum < this.o.maxFlushBytes) sum += this.rows[take++]!.data.length;
+      bytes = sum;
+    }
+    const rows = this.rows.slice(0, take);
+    this.rows = this.rows.slice(take);
+    this.bytes -= bytes;
     const updates = this.updates;
-    const callbacks = this.callbacks;
-    this.rows = [];
-    this.bytes = 0;
     this.updates = new Map();
-    this.callbacks = [];
+    // Callbacks wait for everything queued before them: only when no output stays behind.
+    const callbacks = this.rows.length === 0 ? this.callbacks : [];
+    if (this.rows.length === 0) this.callbacks = [];
+    // The taken rows are the database's now: let agents send again while it writes them.
+    this.releasePressure();
     this.flushing = (async () => {
       try {
         await this.repo.db.transaction(async (trx) => {
-          // Keep each multi-row insert under a few MiB (max_allowed_packet, SQLite variable limits).
-          let batch: OutRow[] = [];
-          let size = 0;
-          for (const r of rows) {
-            batch.push(r);
-            size += r.data.length;
-            if (batch.length >= 200 || size >= 4 << 20) {
-              await trx('execution_output').insert(batch).onConflict(['execution_id', 'seq', 'part']).ignore();
-              batch = [];
-              size = 0;
-            }
-          }
-          if (batch.length) await trx('execution_output').insert(batch).onConflict(['execution_id', 'seq', 'part']).ignore();
+          if (this.o.dialect === 'mysql') await insertMysql(trx, rows);
+          else await insertKnex(trx, rows);
           // Identical patches (a wave of dispatches) share one statement.
           const groups = new Map<string, string[]>();
           for (const [id, p] of updates) {
@@ -146,10 +162,7 @@ export class ExecWriter {
         return;
       }
       this.flushing = null;
-      if (this.isPressured && this.bytes < this.o.highWaterBytes / 2) {
-        this.isPressured = false;
-        this.o.onPressure(false);
-      }
+      this.releasePressure();
       for (const cb of callbacks) {
         try {
           cb();
@@ -168,5 +181,32 @@ export class ExecWriter {
     await this.flush();
     this.stopped = true;
     clearTimeout(this.timer);
+  }
+}
+
+/** Multi-row inserts through knex (SQLite: bytes are bound as BLOBs, no text round trip). */
+async function insertKnex(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += 100) {
+    await trx('execution_output').insert(rows.slice(i, i + 100)).onConflict(['execution_id', 'seq', 'part']).ignore();
+  }
+}
+
+const MYSQL_BATCH = 16;
+const mysqlInsert = (n: number) =>
+  `INSERT IGNORE INTO execution_output (execution_id, seq, part, stream, data) VALUES ${new Array<string>(n).fill('(?,?,?,?,?)').join(',')}`;
+
+/**
+ * MySQL: prepared statements on the transaction's own connection (binary protocol), so output
+ * bytes go to the server as they are: knex's text protocol would turn every byte into two hex
+ * characters inside one large SQL string, which costs CPU and hundreds of MB of transient heap.
+ */
+async function insertMysql(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
+  type Conn = { execute(sql: string, values: unknown[], cb: (err: Error | null) => void): void };
+  const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
+  for (let i = 0; i < rows.length; i += MYSQL_BATCH) {
+    const b = rows.slice(i, i + MYSQL_BATCH);
+    const values: unknown[] = [];
+    for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
+    await new Promise<void>((resolve, reject) => conn.execute(mysqlInsert(b.length), values, (err) => (err ? reject(err) : resolve())));
   }
 }

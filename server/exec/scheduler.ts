@@ -10,8 +10,9 @@ import type { ExecPatch, ExecRepo } from './repository.js';
 export interface ActiveTask {
   task: Task;
   executions: Execution[];
-  /** Pending executions in target order (stale entries are dropped as the scan passes them). */
+  /** Pending executions in target order, read from `head` (entries before it are stale). */
   pending: Execution[];
+  head: number;
   window: number;
   maxFailures: number | null;
   failures: number;
@@ -19,6 +20,10 @@ export interface ActiveTask {
   cancelling: Set<string>;
   /** No more dispatches (maxFailures passed, or cancelled). */
   stopped: boolean;
+  /** Executions dispatched or running, and executions not final: kept as counters so that each
+   *  dispatch and each result costs O(1), not a scan of a task with tens of thousands of targets. */
+  active: number;
+  open: number;
 }
 
 export interface SchedulerDeps {
@@ -50,12 +55,14 @@ export class Scheduler {
   add(task: Task, executions: Execution[]): ActiveTask {
     const total = executions.length;
     const at: ActiveTask = {
-      task, executions, pending: executions.filter((e) => e.status === 'pending'),
+      task, executions, pending: executions.filter((e) => e.status === 'pending'), head: 0,
       window: resolveLimit(task.concurrency, total, 1) ?? Number.POSITIVE_INFINITY,
       maxFailures: resolveLimit(task.maxFailures, total, 0),
       failures: executions.filter((e) => FAILURE_STATES.includes(e.status)).length,
       cancelling: new Set(),
       stopped: task.cancelledAt != null,
+      active: executions.filter((e) => e.status === 'dispatched' || e.status === 'running').length,
+      open: executions.filter((e) => !isFinal(e.status)).length,
     };
     this.tasks.set(task.id, at);
     for (const e of executions) {
@@ -86,16 +93,15 @@ export class Scheduler {
   /** Dispatches pending executions of `at` while its window and their agents allow. */
   pump(at: ActiveTask): void {
     if (at.stopped) return;
-    let active = 0;
-    for (const e of at.executions) if (e.status === 'dispatched' || e.status === 'running') active++;
-    const keep: Execution[] = [];
-    let i = 0;
-    for (; i < at.pending.length && active < at.window; i++) {
-      const e = at.pending[i]!;
+    // at.pending is a queue read from at.head; executions that must wait (agent offline or at its
+    // limit) go back to the front in order, so a window of 1 over 50,000 targets stays O(1) a step.
+    const skipped: Execution[] = [];
+    while (at.head < at.pending.length && at.active < at.window) {
+      const e = at.pending[at.head++]!;
       if (e.status !== 'pending') continue;
       if (!this.d.fleet.isOnline(e.agentId) || this.busySet(e.agentId).size >= this.d.maxExecutionsPerAgent) {
         this.wait(e.agentId, at.task.id);
-        keep.push(e);
+        skipped.push(e);
         continue;
       }
       const t = at.task;
@@ -105,14 +111,17 @@ export class Scheduler {
       });
       if (!sent) {
         this.wait(e.agentId, at.task.id);
-        keep.push(e);
+        skipped.push(e);
         continue;
       }
       this.busySet(e.agentId).add(e);
       this.change(e, { status: 'dispatched', dispatchedAt: Date.now() });
-      active++;
+      at.active++;
     }
-    at.pending = keep.concat(at.pending.slice(i).filter((e) => e.status === 'pending'));
+    if (skipped.length || at.head > 1024) {
+      at.pending = skipped.concat(at.pending.slice(at.head));
+      at.head = 0;
+    }
   }
 
   private wait(agentId: string, taskId: string): void {
@@ -136,8 +145,13 @@ export class Scheduler {
   adopt(e: Execution): void {
     const at = this.tasks.get(e.taskId);
     if (at) {
-      at.pending = at.pending.filter((p) => p !== e);
-      if (e.status === 'lost') at.failures--;
+      at.pending = at.pending.slice(at.head).filter((p) => p !== e);
+      at.head = 0;
+      if (e.status === 'lost') {
+        at.failures--;
+        at.open++;
+      }
+      at.active++;
     }
     this.busySet(e.agentId).add(e);
     this.change(e, { status: 'running', reason: null, finishedAt: null, dispatchedAt: e.dispatchedAt ?? Date.now() });
@@ -147,17 +161,22 @@ export class Scheduler {
   finish(e: Execution, status: ExecutionState, patch: ExecPatch = {}): void {
     if (isFinal(e.status) && !(e.status === 'lost' && status !== 'lost')) return;
     const wasFailure = FAILURE_STATES.includes(e.status);
+    const wasActive = e.status === 'dispatched' || e.status === 'running';
+    const wasOpen = !isFinal(e.status);
     this.busy.get(e.agentId)?.delete(e);
     this.change(e, { ...patch, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
     const at = this.tasks.get(e.taskId);
     if (!at) return;
     at.cancelling.delete(e.id);
+    if (wasActive) at.active--;
+    if (wasOpen) at.open--;
     if (FAILURE_STATES.includes(status) && !wasFailure) at.failures++;
     if (at.maxFailures != null && at.failures > at.maxFailures && !at.stopped) {
       at.stopped = true;
       const reason = `stopped: more than ${at.maxFailures} failure(s) (maxFailures ${at.task.maxFailures})`;
       const pending = at.pending;
       at.pending = [];
+      at.head = 0;
       for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
     }
     this.pump(at);
@@ -174,7 +193,7 @@ export class Scheduler {
   /** When no execution is open any more: derive the task's status, store it, forget the task. */
   maybeComplete(at: ActiveTask): void {
     if (!this.tasks.has(at.task.id)) return;
-    if (at.executions.some((e) => !isFinal(e.status))) return;
+    if (at.open > 0) return;
     const counts = this.counts(at);
     at.task.status = deriveTaskStatus(counts, at.task.cancelledAt != null);
     at.task.finishedAt = Date.now();

@@ -238,7 +238,8 @@ export class ExecService {
     const at = this.d.scheduler.tasks.get(e.taskId);
     if (at?.cancelling.has(e.id)) return this.d.scheduler.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
     // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
-    this.d.scheduler.finish(e, m.reason.startsWith('duplicate') ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
+    const unknown = m.reason.startsWith('duplicate') || m.reason.startsWith('unknown');
+    this.d.scheduler.finish(e, unknown ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
   }
 
   /** hello: reconcile what the server thinks runs on this agent with what the agent reports. */

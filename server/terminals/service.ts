@@ -168,12 +168,13 @@ export class TerminalService {
     const s = this.sessions.get(sessionId);
     if (!s || !s.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
     const a = s.attachments.get(ch.id);
-    if (a?.mode === 'watch' || (!a && s.owner.id !== ch.principal.id)) {
+    if (a?.mode === 'watch') {
       // A watcher closing its view only leaves; the operator's shell goes on.
-      if (a) this.detach(s, ch.id);
+      this.detach(s, ch.id);
       ch.send({ type: 'term.closed', sessionId: s.id, reason: 'stopped watching' });
       return;
     }
+    if (s.owner.id !== ch.principal.id) return this.error(ch, 'forbidden', 'only the operator who opened the session can close it');
     this.close(s, `closed by ${ch.principal.username}`, ch);
   }
 

@@ -13,7 +13,11 @@ const FAILED: ReadonlySet<UpdateState> = new Set(['failed', 'rolled_back']);
 /** States in which an agent that reconnects on its old version has lost the update (no marker yet). */
 const BEFORE_SWITCH: ReadonlySet<UpdateState> = new Set(['downloading', 'verifying', 'installing']);
 
-export interface RolloutPackage { artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string }
+export interface RolloutPackage {
+  artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string;
+  /** CPU architecture the package is for (from its file name); agents of another arch are skipped. */
+  arch: string | null;
+}
 
 export interface NewRollout extends RolloutPackage {
   selector: string;
@@ -43,6 +47,8 @@ export class RolloutEngine {
   private timer: NodeJS.Timeout | undefined;
   private writes: Promise<void> = Promise.resolve();
   private readonly publishTimers = new Map<string, NodeJS.Timeout>();
+  /** Agents that said in hello they cannot update themselves (run from a checkout, not a package). */
+  private readonly cannotUpdate = new Set<string>();
 
   constructor(private readonly d: {
     store: UpdateStore; fleet: Fleet; bus: Bus; log: Logger; updateTimeoutSec: number; downloadPath: (artifactId: string) => string;
@@ -56,7 +62,11 @@ export class RolloutEngine {
     }
     // Connect hooks run before the link has sent `welcome`, and an agent ignores commands that
     // arrive before its welcome: act on the next turn of the event loop, after the welcome.
-    this.d.fleet.onConnect((agentId, hello) => void setImmediate(() => this.onConnect(agentId, hello)));
+    this.d.fleet.onConnect((agentId, hello) => {
+      if (hello.capabilities.includes('update')) this.cannotUpdate.delete(agentId);
+      else this.cannotUpdate.add(agentId);
+      setImmediate(() => this.onConnect(agentId, hello));
+    });
     this.d.fleet.onDisconnect((agentId) => {
       for (const l of this.live.values()) l.sent.delete(agentId);
     });
@@ -81,14 +91,19 @@ export class RolloutEngine {
     const now = Date.now();
     const id = randomUUID();
     const agents = candidates.filter((a) => a.revokedAt == null).sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    const toUpdate = agents.filter((a) => a.version !== input.version);
-    const sizes = waveSizes(input.waves, toUpdate.length);
     const targets: TargetRow[] = [];
+    const skipWhy = (a: AgentRecord): string | null => {
+      if (a.version === input.version) return `already at ${input.version}`;
+      if (input.arch && a.arch !== input.arch) return `package is for ${input.arch}, agent is ${a.arch}`;
+      if (this.cannotUpdate.has(a.id)) return 'agent cannot update itself (not installed from a package)';
+      return null;
+    };
     for (const a of agents) {
-      if (a.version === input.version) {
-        targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason: `already at ${input.version}`, fromVersion: a.version, startedAt: null, updatedAt: now });
-      }
+      const reason = skipWhy(a);
+      if (reason) targets.push({ rolloutId: id, agentId: a.id, agentName: a.name, wave: -1, state: 'skipped', reason, fromVersion: a.version, startedAt: null, updatedAt: now });
     }
+    const toUpdate = agents.filter((a) => skipWhy(a) === null);
+    const sizes = waveSizes(input.waves, toUpdate.length);
     let i = 0;
     sizes.forEach((size, wave) => {
       for (const a of toUpdate.slice(i, i + size)) {

@@ -134,9 +134,9 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     if (body.artifactId) {
       const a = await d.store.getArtifact(body.artifactId);
       if (!a) throw notFound('artifact');
-      pkg = { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature };
+      pkg = { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature, arch: a.arch };
     } else if (body.url && body.version && body.size && body.sha256 && body.signature) {
-      pkg = { artifactId: null, version: body.version, url: body.url, size: body.size, sha256: body.sha256, signature: body.signature };
+      pkg = { artifactId: null, version: body.version, url: body.url, size: body.size, sha256: body.sha256, signature: body.signature, arch: null };
     } else {
       throw new ApiError('bad_request', 'give artifactId, or url + version + size + sha256 + signature');
     }

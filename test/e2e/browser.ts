@@ -66,4 +66,4 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 }
 
 /** Row of the agents table for an agent id. */
-export const agentRow = (id: string) => `tr[data-agent-id="${id}"]`;
+export const agentRow = (id: string) => `[data-test=agent-row][data-agent-id="${id}"]`;

@@ -38,6 +38,16 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.click('[data-test=login-submit]');
     await page.waitForURL(/\/agents$/);
     await page.waitForSelector('[data-test=agents-table]');
+    // The session ends under the open console: the next API call leads to the login page and back.
+    await page.context().clearCookies();
+    await page.click('text=History');
+    await page.waitForURL(/\/login\?next=(%2F|\/)tasks/);
+    await page.fill('input[name=username]', 'admin');
+    await page.fill('input[name=password]', 'admin-password-123');
+    await page.click('[data-test=login-submit]');
+    await page.waitForURL(/\/tasks$/);
+    await page.waitForSelector('[data-test=history]');
+    await page.waitForSelector('[data-test=socket-state]:has-text("live")');
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
@@ -53,6 +63,9 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.waitForSelector(`${agentRow(id2)}[data-status=online]`);
     expect(await page.textContent(agentRow(id1))).toContain('web-01');
     await screenshot(page, 'agents');
+    await page.click('[data-test=theme-switch]');
+    await page.waitForSelector('html[data-theme=dark]', { state: 'attached' });
+    await screenshot(page, 'agents-dark');
     await a2.stop();
     await page.waitForSelector(`${agentRow(id2)}[data-status=offline]`, { timeout: 30_000 });
     expect(await page.getAttribute(agentRow(id1), 'data-status')).toBe('online');

@@ -31,7 +31,7 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
   it('runs on two selected agents and shows live output and exit codes', async () => {
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
-    for (const id of ids) await page.click(`${agentRow(id)} .n-checkbox`);
+    for (const id of ids) await page.check(`${agentRow(id)} input[type=checkbox]`);
     await page.waitForSelector('[data-test=selected-count]:has-text("2 selected")');
     await page.click('[data-test=batch-run]');
     await page.waitForSelector('[data-test=script-editor] .cm-content');

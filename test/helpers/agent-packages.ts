@@ -9,9 +9,29 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, sleep } from './harness.js';
+import { ROOT, sleep, tmpDir } from './harness.js';
 
 export const run = promisify(execFile);
+
+const bigDirs = new Set<string>();
+/**
+ * A temp dir for packages and install roots (each holds a Node runtime, ~100 MB+): removed by
+ * removeBigDirs() in afterAll, since a test worker may end without its exit hooks running.
+ */
+export function bigTmpDir(prefix: string): string {
+  const d = tmpDir(prefix);
+  bigDirs.add(d);
+  return d;
+}
+/** Removes `dir` with the big dirs (a server data dir holding uploaded packages). */
+export function trackBigDir(dir: string): void {
+  bigDirs.add(dir);
+}
+export function removeBigDirs(): void {
+  if (process.env['KEEP_TMP']) return;
+  for (const d of bigDirs) fs.rmSync(d, { recursive: true, force: true });
+  bigDirs.clear();
+}
 export const DEPLOY = path.join(ROOT, 'deployment');
 
 /** Builds a package; returns its path. `broken` builds an agent that exits 1 at start. */
@@ -139,6 +159,7 @@ export async function stopAllSupervisors(): Promise<void> {
   await Promise.all([...supervisors].map((s) => s.stop()));
   supervisors.clear();
   await sleep(10);
+  removeBigDirs();
 }
 
 /** Makes a signing key pair with the real CLI; returns the key file paths. */

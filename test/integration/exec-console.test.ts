@@ -1,13 +1,15 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeFrame } from '../../protocol/index.js';
 import { createTask, outputRaw, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, consoleSocket, startAgent, startServer } from '../helpers/harness.js';
+import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer } from '../helpers/harness.js';
 
-describe('exec live output to consoles', () => {
+const dbs = await databases();
+
+describe.each(dbs)('exec live output to consoles (%s)', (db) => {
   afterAll(cleanup);
 
   it('a subscribed console gets EXEC_OUTPUT frames as they are produced, and execution updates', async () => {
-    const s = await startServer();
+    const s = await startServer({ db });
     const api = await Api.login(s.url);
     const a = startAgent(s, { name: 'c-1' });
     const id = await agentId(a);
@@ -31,7 +33,7 @@ describe('exec live output to consoles', () => {
   });
 
   it('a console that stops reading is skipped ahead with exec.gap; the agent is not slowed', async () => {
-    const s = await startServer({ env: { MUSTER_MAX_OUTPUT_BYTES: String(64 << 20) } });
+    const s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: String(64 << 20) } });
     const api = await Api.login(s.url);
     const a = startAgent(s, { name: 'c-slow' });
     const id = await agentId(a);
@@ -57,7 +59,7 @@ describe('exec live output to consoles', () => {
   });
 
   it('subscribing to an unknown task answers an error', async () => {
-    const s = await startServer();
+    const s = await startServer({ db });
     const api = await Api.login(s.url);
     const c = await consoleSocket(s, api);
     c.ws.send(JSON.stringify({ type: 'task.subscribe', taskId: 'nope' }));

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
 import { TermClient } from '../helpers/terminal-client.js';
@@ -81,8 +83,13 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
     const audit = await admin.get(`/api/audit?action=terminal.watch`);
     expect(audit.status).toBe(200);
     expect(audit.body.items.some((e: any) => e.targetId === t.sessionId && e.actor === 'admin')).toBe(true);
+    // A watcher closing its view only leaves; the shell goes on.
+    w.close();
+    expect((await w.closedP).reason).toMatch(/stopped watching/);
+    expect(await t.run('echo alive-after-watcher')).toContain('alive-after-watcher');
+    const w2 = await ac.attach(t.sessionId, 'watch');
     t.close();
-    expect((await w.closedP).reason).toMatch(/closed by/);
+    expect((await w2.closedP).reason).toMatch(/closed by/);
     oc.close();
     ac.close();
   });
@@ -170,6 +177,37 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
     expect(row.closeReason).toMatch(/agent disconnected/);
     await expect(c.open(id)).rejects.toMatchObject({ code: 'agent_offline' });
     c.close();
+  });
+});
+
+describe('terminal detach timeout', () => {
+  afterAll(cleanup);
+  it('a detached shell ends after the detach timeout (recording switched off)', async () => {
+    const s = await startServer({ env: { MUSTER_TERMINAL_DETACH_TIMEOUT_SEC: '1', MUSTER_TERMINAL_RECORDING: '0' } });
+    const admin = await Api.login(s.url);
+    const a = startAgent(s, { name: 'term-detach' });
+    const id = await agentId(a);
+    await admin.waitAgent(id, 'online');
+    const c = await TermClient.connect(s, admin);
+    const t = await c.open(id);
+    const pid = Number((await t.run('echo $$')).trim());
+    c.close();
+    const row = await waitFor(async () => {
+      const r = await admin.get(`/api/terminals/${t.sessionId}`);
+      return r.body.status === 'closed' ? r.body : null;
+    }, 'detached session closed', 15_000);
+    expect(row.closeReason).toMatch(/detached for too long/);
+    expect(row.recording).toBe(false);
+    expect((await admin.req('GET', `/api/terminals/${t.sessionId}/recording`)).status).toBe(404);
+    expect(fs.existsSync(path.join(s.dataDir, 'recordings', `${t.sessionId}.cast`))).toBe(false);
+    await waitFor(() => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 'detached shell gone', 5000, 50);
   });
 });
 

@@ -22,8 +22,9 @@ function fakePackage(version: string): Uint8Array {
   return new Uint8Array(fs.readFileSync(file));
 }
 
-async function upload(api: Api, version: string): Promise<any> {
-  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}`, fakePackage(version), { 'content-type': 'application/octet-stream' });
+async function upload(api: Api, version: string, filename?: string): Promise<any> {
+  const name = filename ? `&filename=${filename}` : '';
+  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${name}`, fakePackage(version), { 'content-type': 'application/octet-stream' });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body;
 }
@@ -54,7 +55,10 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
   });
 
   it('runs waves, pauses past maxFailures, resumes, cancels; skips agents already on the version', async () => {
-    const agents = ['r-1', 'r-2', 'r-3'].map((name) => startAgent(server, { name, labels: { grp: 'r' } }));
+    const agents = ['r-1', 'r-2', 'r-3'].map((name) => startAgent(server, { name, labels: { grp: 'r' }, args: ['--install-root', tmpDir('noinstall')] }));
+    // An agent without an install root (a checkout, like the server's local agent) is skipped.
+    const plain = startAgent(server, { name: 'plain', labels: { grp: 'r-plain' } });
+    await api.waitAgent(await agentId(plain), 'online');
     const ids = await Promise.all(agents.map(agentId));
     for (const id of ids) await api.waitAgent(id, 'online');
     const version = (await api.get(`/api/agents/${ids[0]}`)).body.version as string;
@@ -62,8 +66,15 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     // Already at the version: every target skipped, done at once.
     const same = await upload(api, version);
     const skip = await api.post('/api/rollouts', { artifactId: same.id, selector: 'labels.grp == "r"' });
-    expect(skip.body.state).toBe('succeeded');
+    expect(skip.body.state, JSON.stringify(skip.body)).toBe('succeeded');
     expect(skip.body.targets.map((t: any) => t.state)).toEqual(['skipped', 'skipped', 'skipped']);
+
+    // A package for another CPU architecture skips every agent.
+    const foreign = await upload(api, '5.0.0', 'muster-agent-5.0.0-linux-s390x.tar.gz');
+    expect(foreign.arch).toBe('s390x');
+    const f = await api.post('/api/rollouts', { artifactId: foreign.id, selector: 'labels.grp == "r"' });
+    expect(f.body.state).toBe('succeeded');
+    expect(f.body.targets.map((t: any) => t.reason)).toEqual(Array(3).fill(expect.stringMatching(/package is for s390x/)));
 
     const art = await upload(api, '3.0.0');
     const consoleWs = await consoleSocket(server, api);
@@ -78,7 +89,7 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
       const v = (await api.get(`/api/rollouts/${id}`)).body;
       return v.state === 'paused' ? v : null;
     }, 'paused after the first failure');
-    expect(paused.targets.filter((t: any) => t.wave === 0)[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/installed layout/) });
+    expect(paused.targets.filter((t: any) => t.wave === 0)[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/running release .* not found/) });
     expect(paused.targets.filter((t: any) => t.wave > 0).map((t: any) => t.state)).toEqual(['pending', 'pending']);
     expect(paused.waves.map((w: any) => w.state)).toEqual(['done', 'waiting', 'waiting']);
     // One active rollout at a time.
@@ -99,16 +110,21 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect(c.body.state).toBe('cancelled');
     const final = (await api.get(`/api/rollouts/${id}`)).body;
     expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'rollout cancelled' });
+    const p = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r-plain"' });
+    expect(p.body.targets).toEqual([expect.objectContaining({ state: 'skipped', reason: expect.stringMatching(/cannot update itself/) })]);
+    expect(p.body.state).toBe('succeeded');
+    await plain.stop();
     const list = (await api.get('/api/rollouts')).body;
-    expect(list.total).toBe(2);
-    expect(list.items[0]).toMatchObject({ id, state: 'cancelled', total: 3 });
+    expect(list.total).toBe(4);
+    expect(list.items[1]).toMatchObject({ id, state: 'cancelled', total: 3 });
     const actions = (await api.get('/api/audit?limit=50')).body.items.map((e: any) => e.action);
     expect(actions).toEqual(expect.arrayContaining(['rollout.create', 'rollout.resume', 'rollout.cancel']));
     for (const a of agents) await a.stop();
   });
 
   it('keeps driving a rollout across a server restart (update sent when the agent comes back)', async () => {
-    const agent = startAgent(server, { name: 'late', labels: { grp: 'late' } });
+    const installRoot = tmpDir('noinstall');
+    const agent = startAgent(server, { name: 'late', labels: { grp: 'late' }, args: ['--install-root', installRoot] });
     const id = await agentId(agent);
     await api.waitAgent(id, 'online');
     await agent.stop();
@@ -119,11 +135,11 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     await server.stop();
     server = await server.restart();
     api = await Api.login(server.url);
-    startAgent(server, { stateDir: agent.stateDir, name: 'late', labels: { grp: 'late' } });
+    startAgent(server, { stateDir: agent.stateDir, name: 'late', labels: { grp: 'late' }, args: ['--install-root', installRoot] });
     const done = await waitFor(async () => {
       const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
       return v.state === 'failed' ? v : null;
     }, 'rollout finished after the restart', 30_000);
-    expect(done.targets[0]).toMatchObject({ agentId: id, state: 'failed', reason: expect.stringMatching(/installed layout/) });
+    expect(done.targets[0]).toMatchObject({ agentId: id, state: 'failed', reason: expect.stringMatching(/running release .* not found/) });
   });
 });

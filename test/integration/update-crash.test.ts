@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  buildPackage, currentRelease, installAgent, installPaths, keygen, run, signPackage, stopAllSupervisors, supervise, type Supervisor,
+  bigTmpDir, trackBigDir, buildPackage, currentRelease, installAgent, installPaths, keygen, run, signPackage, stopAllSupervisors, supervise, type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
@@ -16,6 +16,7 @@ let base = '';
 let good = '';
 
 async function setup(server: TestServer): Promise<{ api: Api; artifactId: string }> {
+  trackBigDir(server.dataDir);
   const api = await Api.login(server.url);
   const sig = await signPackage(keys.priv, good);
   const r = await api.req('POST', `/api/artifacts?filename=${path.basename(good)}&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(good)), { 'content-type': 'application/octet-stream' });
@@ -24,7 +25,7 @@ async function setup(server: TestServer): Promise<{ api: Api; artifactId: string
 }
 
 async function installed(server: TestServer, api: Api, name: string, env: Record<string, string>): Promise<{ root: string; id: string; sup: Supervisor; exited: Promise<void> }> {
-  const root = tmpDir(`root-${name}`);
+  const root = bigTmpDir(`root-${name}`);
   await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', base, '--name', name, '--public-key', keys.pub, '--label', `case=${name}`]);
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
@@ -36,7 +37,7 @@ async function installed(server: TestServer, api: Api, name: string, env: Record
 }
 
 beforeAll(async () => {
-  const out = tmpDir('pkgs');
+  const out = bigTmpDir('pkgs');
   [base, good] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out)]);
   keys = await keygen(tmpDir('keys'));
 }, 240_000);

@@ -5,8 +5,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { buildPackage, currentRelease, DEPLOY, installAgent, installPaths, run, snapshotTree } from '../helpers/agent-packages.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bigTmpDir, buildPackage, currentRelease, DEPLOY, installAgent, installPaths, removeBigDirs, run, snapshotTree } from '../helpers/agent-packages.js';
 import { tmpDir } from '../helpers/harness.js';
 
 let pkgDir: string;
@@ -14,9 +14,11 @@ let pkgA: string;
 let pkgBroken: string;
 
 beforeAll(async () => {
-  pkgDir = tmpDir('pkg');
+  pkgDir = bigTmpDir('pkg');
   [pkgA, pkgBroken] = await Promise.all([buildPackage('1.0.0', pkgDir), buildPackage('1.9.0', pkgDir, true)]);
 }, 180_000);
+
+afterAll(removeBigDirs);
 
 describe('agent package', () => {
   it('is a self-contained tarball whose bin/muster-agent --version prints the version', async () => {
@@ -26,7 +28,7 @@ describe('agent package', () => {
       './libexec/muster-agent-launcher', './share/muster-agent.service', './share/install-agent.sh']) {
       expect(list).toContain(f);
     }
-    const dir = tmpDir('unpack');
+    const dir = bigTmpDir('unpack');
     execFileSync('tar', ['-xzf', pkgA, '-C', dir]);
     // Run with an empty PATH: the package must not need a system node.
     const v = execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version'], { env: { PATH: '/usr/bin:/bin' } }).toString().trim();
@@ -38,7 +40,7 @@ describe('agent package', () => {
   });
 
   it('a broken build still answers --version but exits 1 when started', async () => {
-    const dir = tmpDir('unpack-broken');
+    const dir = bigTmpDir('unpack-broken');
     execFileSync('tar', ['-xzf', pkgBroken, '-C', dir]);
     expect(execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version']).toString().trim()).toBe('1.9.0');
     const r = await run(path.join(dir, 'bin', 'muster-agent'), ['--server', 'ws://127.0.0.1:9', '--state-dir', tmpDir('st')]).then(() => 0, (e: { code: number }) => e.code);
@@ -48,7 +50,7 @@ describe('agent package', () => {
 
 describe('install-agent.sh / uninstall-agent.sh', () => {
   it('installs the documented layout; twice gives the same tree', async () => {
-    const root = tmpDir('root');
+    const root = bigTmpDir('root');
     const keyDir = tmpDir('keys');
     execFileSync(process.execPath, [path.join(DEPLOY, '..', 'dist', 'cli.js'), 'keygen', '--out', keyDir]);
     const args = ['--server', 'ws://127.0.0.1:8080', '--token', 'enrol-token-x', '--package', pkgA, '--label', 'role=web', '--label', 'env=prod eu',
@@ -72,7 +74,7 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
   }, 60_000);
 
   it('refuses a file that is not a package and leaves nothing behind', async () => {
-    const root = tmpDir('root-bad');
+    const root = bigTmpDir('root-bad');
     const bogus = path.join(tmpDir('bogus'), 'x.tar.gz');
     fs.writeFileSync(bogus, 'not a tarball');
     const r = await installAgent(root, ['--server', 'ws://h:1', '--token', 't', '--package', bogus]).then(() => 'ok', (e: { stderr: string }) => e.stderr);
@@ -81,7 +83,7 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
   });
 
   it('uninstall removes the agent and keeps config and state; --purge removes them too', async () => {
-    const root = tmpDir('root-un');
+    const root = bigTmpDir('root-un');
     await installAgent(root, ['--server', 'ws://h:1', '--token', 't', '--package', pkgA]);
     const p = installPaths(root);
     fs.writeFileSync(path.join(p.state, 'agent-id'), 'keep-me\n');
@@ -109,7 +111,7 @@ describe('systemd units', () => {
   if (!haveAnalyze) process.stderr.write('\n!!! systemd-analyze not available: unit verification SKIPPED !!!\n\n');
 
   it.skipIf(!haveAnalyze)('muster-agent.service and muster-server.service pass systemd-analyze verify', async () => {
-    const root = tmpDir('root-unit');
+    const root = bigTmpDir('root-unit');
     await installAgent(root, ['--server', 'ws://h:1', '--token', 't', '--package', pkgA]);
     const p = installPaths(root);
     // verify checks that ExecStart exists: point it at the launcher installed under the temp root.

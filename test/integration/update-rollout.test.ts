@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  buildPackage, currentRelease, installAgent, installPaths, keygen, run, sha256File, signPackage, snapshotTree, stopAllSupervisors, supervise,
+  bigTmpDir, trackBigDir, buildPackage, currentRelease, installAgent, installPaths, keygen, run, sha256File, signPackage, snapshotTree, stopAllSupervisors, supervise,
   type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
@@ -23,7 +23,7 @@ interface Installed { name: string; root: string; sup: Supervisor; id: string }
 
 /** Installs 1.0.0 into a fresh root, starts it under the supervisor, waits until it is online. */
 async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}, viaEnrolment = false): Promise<Installed> {
-  const root = tmpDir(`root-${name}`);
+  const root = bigTmpDir(`root-${name}`);
   const extra = ['--name', name, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
   if (viaEnrolment) {
     // Exactly the console's command (curl … | sudo bash -s -- …), minus sudo, into a temp root.
@@ -57,11 +57,12 @@ async function rolloutDone(id: string, states = ['succeeded', 'failed', 'paused'
 }
 
 beforeAll(async () => {
-  const out = tmpDir('pkgs');
+  const out = bigTmpDir('pkgs');
   [pkg.base, pkg.good, pkg.broken] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out), buildPackage('1.2.0', out, true)]);
   keys = await keygen(tmpDir('keys'));
   const rawPub = createPublicKey(fs.readFileSync(keys.pub, 'utf8')).export({ type: 'spki', format: 'der' }).subarray(-32).toString('base64');
   server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '90', MUSTER_UPDATE_PUBLIC_KEY: rawPub } });
+  trackBigDir(server.dataDir);
   api = await Api.login(server.url);
   artifact.good = await upload(pkg.good);
   artifact.broken = await upload(pkg.broken);

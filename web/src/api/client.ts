@@ -24,6 +24,12 @@ function withQuery(path: string, q?: Query): string {
 }
 
 let redirecting = false;
+let unauthorized: () => void = () => {};
+
+/** Registers what a 401 does besides the redirect (the session module forgets the user). */
+export function onUnauthorized(fn: () => void): void {
+  unauthorized = fn;
+}
 
 /** Sends the user to the login page, keeping the current location to come back to. */
 export function toLogin(): void {
@@ -53,7 +59,9 @@ export async function request<T>(method: string, path: string, opts: { query?: Q
     throw new ApiError(0, 'network', `cannot reach the server (${(err as Error).message})`);
   }
   if (res.status === 401 && path !== '/api/auth/login' && path !== '/api/auth/me') {
+    // The session expired (or was revoked): back to the login page, then to where the user was.
     toLogin();
+    unauthorized();
   }
   if (opts.raw && res.ok) return (await res.text()) as T;
   const text = res.status === 204 ? '' : await res.text();

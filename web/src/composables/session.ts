@@ -1,7 +1,7 @@
 /** The signed-in user and role checks (buttons a role may not use are hidden; the server still enforces). */
 import { computed, ref } from 'vue';
 import type { Role, UserView } from '../../../protocol/console-messages';
-import { ApiError, api } from '../api/client';
+import { ApiError, api, onUnauthorized } from '../api/client';
 
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 const user = ref<UserView | null>(null);
@@ -42,6 +42,7 @@ export function sessionExpired(): void {
   user.value = null;
   loading = null;
 }
+onUnauthorized(sessionExpired);
 
 export function useSession() {
   const role = computed<Role | null>(() => user.value?.role ?? null);
