@@ -48,6 +48,13 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.click('[data-test=terminal]');
     await page.keyboard.type('echo "again-$((7*6))"\n');
     await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach');
+    // Leaving the view and coming back shows the same session with its scrollback.
+    await page.click('text=Dashboard');
+    await page.waitForSelector('[data-test=dashboard]');
+    await page.click('text=Terminals');
+    await page.waitForSelector(`[data-test=terminal][data-session="${sessionId}"][data-state=open]`);
+    await waitFor(async () => (await termText(page)).includes('again-42'), 'scrollback after coming back to the view');
+    await page.click('[data-test=terminal]');
     const open = await api.get(`/api/terminals?status=open`);
     expect(open.body.items.map((s: { id: string }) => s.id)).toEqual([sessionId]);
 

@@ -4,7 +4,7 @@
  * bumping `fleetVersion`. So 10,000 agents heartbeating cost one re-render per frame at most, never
  * one per heartbeat. Changed agents are replaced by new objects, so tables see which rows changed.
  */
-import { computed, ref, shallowRef } from 'vue';
+import { computed, effectScope, ref, shallowRef } from 'vue';
 import type { AgentView } from '../../../../protocol/console-messages';
 import { api, type ListResult } from '../../api/client';
 import { onMessage, onReady } from '../../composables/socket';
@@ -83,37 +83,40 @@ async function reload(): Promise<void> {
 export function startFleet(): void {
   if (started) return;
   started = true;
-  onReady(() => void reload());
-  onMessage('agent.online', (m) => apply(() => {
-    const prev = agents.get(m.agent.id);
-    if (!prev || prev.name !== m.agent.name) orderDirty = true;
-    agents.set(m.agent.id, m.agent);
-    addEvent({ agentId: m.agent.id, name: m.agent.name, kind: 'online', at: m.agent.connectedAt ?? new Date().toISOString(), reason: null });
-    touch(true);
-  }));
-  onMessage('agent.changed', (m) => apply(() => {
-    const prev = agents.get(m.agent.id);
-    if (!prev || prev.name !== m.agent.name) orderDirty = true;
-    agents.set(m.agent.id, m.agent);
-    touch(true);
-  }));
-  onMessage('agent.offline', (m) => apply(() => {
-    const a = agents.get(m.agentId);
-    if (a) agents.set(a.id, { ...a, status: 'offline', connectedAt: null });
-    addEvent({ agentId: m.agentId, name: a?.name ?? m.agentId, kind: 'offline', at: m.at, reason: m.reason });
-    touch(true);
-  }));
-  onMessage('agent.removed', (m) => apply(() => {
-    if (agents.delete(m.agentId)) orderDirty = true;
-    touch(true);
-  }));
-  onMessage('agent.metrics', (m) => apply(() => {
-    for (const it of m.items) {
-      const a = agents.get(it.agentId);
-      if (a) agents.set(a.id, { ...a, metrics: it.metrics, lastSeenAt: it.lastSeenAt });
-    }
-    touch();
-  }));
+  // Page-lifetime subscriptions: a detached scope, so no component's unmount disposes them.
+  effectScope(true).run(() => {
+    onReady(() => void reload());
+    onMessage('agent.online', (m) => apply(() => {
+      const prev = agents.get(m.agent.id);
+      if (!prev || prev.name !== m.agent.name) orderDirty = true;
+      agents.set(m.agent.id, m.agent);
+      addEvent({ agentId: m.agent.id, name: m.agent.name, kind: 'online', at: m.agent.connectedAt ?? new Date().toISOString(), reason: null });
+      touch(true);
+    }));
+    onMessage('agent.changed', (m) => apply(() => {
+      const prev = agents.get(m.agent.id);
+      if (!prev || prev.name !== m.agent.name) orderDirty = true;
+      agents.set(m.agent.id, m.agent);
+      touch(true);
+    }));
+    onMessage('agent.offline', (m) => apply(() => {
+      const a = agents.get(m.agentId);
+      if (a) agents.set(a.id, { ...a, status: 'offline', connectedAt: null });
+      addEvent({ agentId: m.agentId, name: a?.name ?? m.agentId, kind: 'offline', at: m.at, reason: m.reason });
+      touch(true);
+    }));
+    onMessage('agent.removed', (m) => apply(() => {
+      if (agents.delete(m.agentId)) orderDirty = true;
+      touch(true);
+    }));
+    onMessage('agent.metrics', (m) => apply(() => {
+      for (const it of m.items) {
+        const a = agents.get(it.agentId);
+        if (a) agents.set(a.id, { ...a, metrics: it.metrics, lastSeenAt: it.lastSeenAt });
+      }
+      touch();
+    }));
+  });
 }
 
 /** All agents sorted by name (re-evaluated once per published frame). */

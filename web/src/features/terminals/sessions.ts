@@ -6,7 +6,7 @@
  * Flow control: output is acknowledged only once xterm.js has written it (its write callback),
  * so a flood is paused at the agent instead of piling up in the browser.
  */
-import { reactive } from 'vue';
+import { effectScope, reactive } from 'vue';
 import type { Terminal } from '@xterm/xterm';
 import { encodeTermData } from '../../../../protocol/frames';
 import { onFrame, onMessage, onReady, send, sendBinary } from '../../composables/socket';
@@ -33,6 +33,8 @@ const refs = new Map<string, string>(); // ref -> tab key
 const pendingAck = new Map<string, { bytes: number; timer: ReturnType<typeof setTimeout> | null }>();
 let seq = 0;
 let started = false;
+/** Tabs whose terminal was shown before: a new view of them needs the scrollback replayed. */
+const shownBefore = new Set<string>();
 
 function persist(): void {
   const live = tabs.filter((t) => t.state !== 'closed' && t.sessionId).map((t) => ({ sessionId: t.sessionId, agentId: t.agentId, agentName: t.agentName, mode: t.mode }));
@@ -82,54 +84,57 @@ function ended(t: Tab, reason: string): void {
 export function startTerminals(): void {
   if (started) return;
   started = true;
-  try {
-    const saved = JSON.parse(sessionStorage.getItem(STORE) ?? '[]') as Array<{ sessionId: string; agentId: string; agentName: string; mode: 'control' | 'watch' }>;
-    for (const s of saved) tabs.push({ key: `k${++seq}`, agentId: s.agentId, agentName: s.agentName, sessionId: s.sessionId, mode: s.mode, state: 'opening', reason: '' });
-  } catch {
-    sessionStorage.removeItem(STORE);
-  }
-  onReady(() => {
-    for (const t of tabs) {
-      if (t.state === 'closed') continue;
-      if (t.sessionId) attach(t);
-      else ended(t, 'connection lost before the session opened');
+  // Page-lifetime subscriptions: a detached scope, so no component's unmount disposes them.
+  effectScope(true).run(() => {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(STORE) ?? '[]') as Array<{ sessionId: string; agentId: string; agentName: string; mode: 'control' | 'watch' }>;
+      for (const s of saved) tabs.push({ key: `k${++seq}`, agentId: s.agentId, agentName: s.agentName, sessionId: s.sessionId, mode: s.mode, state: 'opening', reason: '' });
+    } catch {
+      sessionStorage.removeItem(STORE);
     }
-  });
-  onMessage('term.opened', (m) => {
-    const key = refs.get(m.ref);
-    refs.delete(m.ref);
-    const t = tabs.find((x) => x.key === key);
-    if (!t) return;
-    t.sessionId = m.sessionId;
-    t.state = 'open';
-    t.mode = m.mode;
-    const term = terms.get(t.key);
-    if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows)) send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
-    persist();
-  });
-  onMessage('term.closed', (m) => {
-    const t = tabBySession(m.sessionId);
-    if (t) ended(t, m.exitCode != null ? `${m.reason} (exit ${m.exitCode})` : m.reason);
-  });
-  onMessage('error', (m) => {
-    if (!m.ref) return;
-    const key = refs.get(m.ref);
-    if (!key) return;
-    refs.delete(m.ref);
-    const t = tabs.find((x) => x.key === key);
-    if (t) ended(t, m.message);
-  });
-  onFrame((f) => {
-    if (f.op !== 'termData') return;
-    const t = tabBySession(f.sessionId);
-    const term = t && terms.get(t.key);
-    if (!term) {
-      // Nobody shows it (yet): still acknowledge so the agent is never stalled by a missing view.
-      ack(f.sessionId, f.data.length);
-      return;
-    }
-    const n = f.data.length;
-    term.write(f.data.slice(), () => ack(f.sessionId, n));
+    onReady(() => {
+      for (const t of tabs) {
+        if (t.state === 'closed') continue;
+        if (t.sessionId) attach(t);
+        else ended(t, 'connection lost before the session opened');
+      }
+    });
+    onMessage('term.opened', (m) => {
+      const key = refs.get(m.ref);
+      refs.delete(m.ref);
+      const t = tabs.find((x) => x.key === key);
+      if (!t) return;
+      t.sessionId = m.sessionId;
+      t.state = 'open';
+      t.mode = m.mode;
+      const term = terms.get(t.key);
+      if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows)) send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
+      persist();
+    });
+    onMessage('term.closed', (m) => {
+      const t = tabBySession(m.sessionId);
+      if (t) ended(t, m.exitCode != null ? `${m.reason} (exit ${m.exitCode})` : m.reason);
+    });
+    onMessage('error', (m) => {
+      if (!m.ref) return;
+      const key = refs.get(m.ref);
+      if (!key) return;
+      refs.delete(m.ref);
+      const t = tabs.find((x) => x.key === key);
+      if (t) ended(t, m.message);
+    });
+    onFrame((f) => {
+      if (f.op !== 'termData') return;
+      const t = tabBySession(f.sessionId);
+      const term = t && terms.get(t.key);
+      if (!term) {
+        // Nobody shows it (yet): still acknowledge so the agent is never stalled by a missing view.
+        ack(f.sessionId, f.data.length);
+        return;
+      }
+      const n = f.data.length;
+      term.write(f.data.slice(), () => ack(f.sessionId, n));
+    });
   });
 }
 
@@ -159,12 +164,20 @@ export function closeTab(key: string): void {
   const t = tabs[i]!;
   if (t.sessionId && t.state !== 'closed') send({ type: 'term.close', sessionId: t.sessionId });
   tabs.splice(i, 1);
+  shownBefore.delete(key);
   persist();
 }
 
 /** Binds a mounted xterm to its tab: input, resize. Returns the unbind function. */
 export function bindTerminal(key: string, term: Terminal): () => void {
   terms.set(key, term);
+  const tab = tabs.find((t) => t.key === key);
+  if (tab && shownBefore.has(key)) {
+    // The view was left and came back: this xterm is new, so ask the server to replay the scrollback.
+    if (tab.sessionId && tab.state === 'open') attach(tab);
+    else if (tab.state === 'closed') term.write(`\x1b[1;33m[session ended: ${tab.reason.replace(/[\x00-\x1f]/g, ' ')}]\x1b[0m\r\n`);
+  }
+  shownBefore.add(key);
   const enc = new TextEncoder();
   const tabOf = () => tabs.find((t) => t.key === key);
   const input = (data: Uint8Array) => {
