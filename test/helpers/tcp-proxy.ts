@@ -6,6 +6,9 @@ export interface CuttableProxy {
   /** Destroys every open connection and refuses new ones until restore(). */
   cut(): void;
   restore(): void;
+  /** Stops reading from the clients (the server sees nothing new; the client's socket backs up). */
+  stall(): void;
+  unstall(): void;
   connections(): number;
   close(): Promise<void>;
 }
@@ -13,6 +16,10 @@ export interface CuttableProxy {
 /** Starts a proxy on a free port forwarding to 127.0.0.1:`targetPort`. */
 export async function startProxy(targetPort: number): Promise<CuttableProxy> {
   const open = new Set<net.Socket>();
+  const clients = new Set<net.Socket>();
+  let stalled = false;
+  const upstreams = new WeakMap<net.Socket, net.Socket>();
+  const upOf = (c: net.Socket) => upstreams.get(c)!;
   let blocked = false;
   const server = net.createServer((client) => {
     if (blocked) {
@@ -20,8 +27,11 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
       return;
     }
     const upstream = net.connect(targetPort, '127.0.0.1');
+    clients.add(client);
+    client.on('close', () => clients.delete(client));
     open.add(client);
     open.add(upstream);
+    upstreams.set(client, upstream);
     const drop = () => {
       client.destroy();
       upstream.destroy();
@@ -32,6 +42,7 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
     upstream.pipe(client);
+    if (stalled) client.pause();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as net.AddressInfo).port;
@@ -44,6 +55,20 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     },
     restore: () => {
       blocked = false;
+    },
+    stall: () => {
+      stalled = true;
+      for (const c of clients) {
+        c.unpipe(upOf(c));
+        c.pause();
+      }
+    },
+    unstall: () => {
+      stalled = false;
+      for (const c of clients) {
+        c.pipe(upOf(c));
+        c.resume();
+      }
     },
     connections: () => open.size / 2,
     close: () => new Promise<void>((r) => {

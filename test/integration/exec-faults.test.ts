@@ -134,6 +134,43 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await proxy.close();
   });
 
+  it('a backed-up socket pauses the script (its pipes), agent memory stays bounded, nothing is lost', async () => {
+    const s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: String(128 << 20) } });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'f-stall', serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const rss = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${a.proc.pid}/status`, 'utf8'))![1]) * 1024;
+    const dir = tmpDir('stall');
+    const progress = path.join(dir, 'progress');
+    const gate = path.join(dir, 'gate');
+    // 400 blocks of 250 KB = 100 MB, recording progress after each block.
+    const t = await createTask(api, {
+      script: 'while [ ! -e "$2" ]; do sleep 0.05; done; for i in $(seq 1 400); do head -c 250000 /dev/zero | tr "\\0" p; echo $i > "$1"; done',
+      args: [progress, gate], targets: { agentIds: [id] },
+    });
+    await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
+    const rss0 = rss();
+    proxy.stall();
+    fs.writeFileSync(gate, '');
+    await sleep(2500);
+    const p1 = Number(fs.readFileSync(progress, 'utf8'));
+    await sleep(1500);
+    const p2 = Number(fs.readFileSync(progress, 'utf8'));
+    // The script is blocked on its pipe: no progress while the socket is backed up.
+    expect(p2).toBe(p1);
+    expect(p2).toBeLessThan(400);
+    expect(rss() - rss0).toBeLessThan(64 << 20);
+    proxy.unstall();
+    const d = await waitTask(api, t.id, 60_000);
+    const e = d.executions[0];
+    expect(e.status).toBe('succeeded');
+    expect(e.truncated).toBe(false);
+    expect(e.outputBytes).toBe(100_000_000);
+    await proxy.close();
+  });
+
   it('a server restart mid-run still records the result and the whole output', async () => {
     const s = await startServer({ db });
     const api = await Api.login(s.url);
