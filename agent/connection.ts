@@ -133,12 +133,14 @@ export class ServerConnection {
     let delay: number;
     const honoured = this.retryAfterMs != null;
     if (this.retryAfterMs != null) {
+      // The server named the time to come back: wait that (plus jitter) without growing the
+      // backoff, so a shed or draining agent is not pushed into a minute-long window on top.
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
     } else {
       delay = backoffDelay(this.attempt, this.o.backoffInitialMs, this.o.backoffMaxMs);
+      this.attempt++;
     }
-    this.attempt++;
     this.o.log.debug({ delay, attempt: this.attempt, retryAfter: honoured }, 'reconnecting');
     this.timer = setTimeout(() => this.open(), delay);
   }

@@ -7,7 +7,7 @@
 //     --seconds while idle, and while the virtual-scrolled table is scrolled every frame; plus the
 //     long tasks (> 50 ms) the browser reports and how many agent.metrics pushes arrived meanwhile.
 //
-//   npm run bench -- console [--agents 10000] [--runs 5] [--seconds 10] [--no-write]
+//   npm run bench -- console [--agents 10000] [--runs 5] [--seconds 10] [--windows 3] [--profile] [--no-write]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,6 +22,7 @@ const { values: flags } = parseArgs({
     agents: { type: 'string', default: '10000' },
     runs: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '10' },
+    windows: { type: 'string', default: '3' },
     'no-write': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
   },
@@ -30,6 +31,7 @@ const { values: flags } = parseArgs({
 const N = Number(flags.agents);
 const RUNS = Number(flags.runs);
 const SECONDS = Number(flags.seconds);
+const WINDOWS = Math.max(1, Number(flags.windows));
 const CHROMIUM = process.env.MUSTER_CHROMIUM ?? '/usr/bin/chromium';
 const PASSWORD = 'bench-admin-password';
 const TOKEN = 'bench-enroll-token-0123456789';
@@ -132,14 +134,21 @@ async function timeToUsable() {
   }, readyText, { timeout: 60_000, polling: 'raf' });
   // One more frame: the row is painted, not just in the DOM.
   const inPage = await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(performance.now()))));
-  return { inPage, wall: Date.now() - wall };
+  // Where the time went: the app's scripts ready (DOMContentLoaded) and the fleet list request.
+  const parts = await page.evaluate(() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    const list = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/agents?limit='));
+    return { dcl: nav ? nav.domContentLoadedEventEnd : 0, listStart: list ? list.startTime : 0, listEnd: list ? list.responseEnd : 0, listBytes: list ? list.encodedBodySize : 0 };
+  });
+  return { inPage, wall: Date.now() - wall, ...parts };
 }
 
 const loads = [];
 for (let i = 0; i < RUNS; i++) {
   if (i === 0) await ctx.clearCookies().then(() => ctx.addCookies([{ name, value, url: server.url }]));
   loads.push(await timeToUsable());
-  log(`  agents view usable in ${loads.at(-1).inPage.toFixed(0)} ms (navigation → first row with all ${N} loaded)`);
+  const l = loads.at(-1);
+  log(`  agents view usable in ${l.inPage.toFixed(0)} ms (navigation → first row with all ${N} loaded); DOMContentLoaded ${l.dcl.toFixed(0)} ms, GET /api/agents ${l.listStart.toFixed(0)}–${l.listEnd.toFixed(0)} ms (${(l.listBytes / 1e6).toFixed(1)} MB)`);
 }
 const firstLoad = loads[0].inPage;
 const warm = loads.slice(1).map((l) => l.inPage);
@@ -205,7 +214,12 @@ if (flags.profile) {
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.start');
 }
-const scrolling = await frames(true);
+// Several scrolling windows: the machine is shared, so report the median window and the range.
+const scrollRuns = [];
+for (let i = 0; i < WINDOWS; i++) scrollRuns.push(await frames(true));
+const byFps = [...scrollRuns].sort((a, b) => a.fps - b.fps);
+const scrolling = byFps[Math.floor(byFps.length / 2)];
+const fpsRange = `${byFps[0].fps.toFixed(1)}–${byFps.at(-1).fps.toFixed(1)}`;
 if (cdp) {
   // Top functions by self time while scrolling (bench/out/console-scroll.cpuprofile for DevTools).
   const { profile } = await cdp.send('Profiler.stop');
@@ -241,9 +255,10 @@ rates on a loaded 2-CPU machine are pessimistic; the main-thread work per frame 
 | measure | result | target |
 |---|---|---|
 | agents view usable, first load (navigation → first row painted with all ${N.toLocaleString('en')} loaded) | ${firstLoad.toFixed(0)} ms | < 1 s |
+| of which (first load): scripts loaded (DOMContentLoaded) · fleet list request start → end (size) | ${loads[0].dcl.toFixed(0)} ms · ${loads[0].listStart.toFixed(0)} → ${loads[0].listEnd.toFixed(0)} ms (${(loads[0].listBytes / 1e6).toFixed(1)} MB) | |
 | same, warm (assets cached), median of ${warm.length} | ${warm.length ? median(warm).toFixed(0) : '–'} ms | < 1 s |
 | frame rate while heartbeats stream, idle | ${idle.fps.toFixed(1)} fps (p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, max ${idle.max.toFixed(0)} ms) | 60 fps |
-| frame rate while heartbeats stream and the table scrolls every frame | ${scrolling.fps.toFixed(1)} fps (p50 ${scrolling.p50.toFixed(1)} ms, p95 ${scrolling.p95.toFixed(1)} ms, p99 ${scrolling.p99.toFixed(1)} ms, max ${scrolling.max.toFixed(0)} ms) | 60 fps |
+| frame rate while heartbeats stream and the table scrolls every frame (median of ${WINDOWS} windows; range ${fpsRange} fps) | ${scrolling.fps.toFixed(1)} fps (p50 ${scrolling.p50.toFixed(1)} ms, p95 ${scrolling.p95.toFixed(1)} ms, p99 ${scrolling.p99.toFixed(1)} ms, max ${scrolling.max.toFixed(0)} ms) | 60 fps |
 | main-thread work per frame, idle / scrolling (CDP TaskDuration; script, layout, style) | ${idle.taskMs.toFixed(1)} ms / ${scrolling.taskMs.toFixed(1)} ms (script ${scrolling.scriptMs.toFixed(1)}, layout ${scrolling.layoutMs.toFixed(1)}, style ${scrolling.styleMs.toFixed(1)}) | < 16.7 ms |
 | frames over 16.7 ms (idle / scrolling) | ${(idle.over17 * 100).toFixed(1)}% / ${(scrolling.over17 * 100).toFixed(1)}% | |
 | long tasks > 50 ms in the ${SECONDS} s windows (idle / scrolling) | ${idle.longTasks} (max ${idle.longTaskMax.toFixed(0)} ms) / ${scrolling.longTasks} (max ${scrolling.longTaskMax.toFixed(0)} ms) | |

@@ -13,6 +13,7 @@ import { randomSecret, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb } from './db/db.js';
 import { Settings } from './db/settings.js';
+import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
 import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
@@ -43,6 +44,50 @@ export interface RunningServer {
 /** Composes every capability, runs migrations and listens. */
 export async function startServer(config: Config, log: Logger, opts: { webDist?: string; agentScript?: string } = {}): Promise<RunningServer> {
   fs.mkdirSync(config.dataDir, { recursive: true });
+  // Listen before the slow part of the start (database, migrations, loading the fleet): until the
+  // server is ready every request and upgrade gets 503 + Retry-After. After a restart the fleet then
+  // waits the time it is told instead of piling up refused connects (each of which would grow its
+  // exponential backoff and stretch the time until every agent is back).
+  const server = config.tlsCert && config.tlsKey
+    ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) })
+    : http.createServer();
+  const starting = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { code: 'unavailable', message: 'server starting' } }));
+  };
+  const startingUpgrade = (_req: http.IncomingMessage, socket: import('node:stream').Duplex) => {
+    socket.on('error', () => socket.destroy());
+    const body = JSON.stringify({ error: { code: 'unavailable', message: 'server starting' } });
+    socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\nRetry-After: ${1 + Math.floor(Math.random() * 3)}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  };
+  server.on('request', starting);
+  server.on('upgrade', startingUpgrade);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // A deep accept queue: after a restart the whole fleet reconnects within seconds, and SYNs
+    // dropped by a short queue come back only after TCP's 1, 3, 7, 15 s retransmits.
+    server.listen({ port: config.port, host: config.host, backlog: 4096 }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  // After listening, errors are per connection (EMFILE on accept, say): log them, never crash.
+  server.on('error', (err) => log.error({ err }, 'server socket error'));
+  try {
+    return await compose(config, log, opts, server, {
+      replaceUpgrade: () => server.off('upgrade', startingUpgrade),
+      replaceRequest: () => server.off('request', starting),
+    });
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+}
+
+/** Everything after the early listen: database, services, routes, sockets. */
+async function compose(
+  config: Config, log: Logger, opts: { webDist?: string; agentScript?: string }, server: http.Server | https.Server,
+  early: { replaceUpgrade(): void; replaceRequest(): void },
+): Promise<RunningServer> {
   const { db, dialect, describe } = openDb(config.dbUrl, config.dataDir);
   log.info({ db: describe }, 'database');
   await migrateLatest(db);
@@ -55,7 +100,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
   const fleet = new Fleet({
-    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId,
+    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId, writes: new TxBatcher(db),
     heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
   });
 
@@ -140,15 +185,16 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   }
   app.use(errorHandler(log));
 
-  const server = config.tlsCert && config.tlsKey
-    ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) }, app)
-    : http.createServer(app);
 
   const hub = new ConsoleHub(bus);
+  let draining = false;
+  // Upgrades get 503 until the fleet is loaded (a known agent must never meet an empty registry).
+  let accepting = false;
+  early.replaceUpgrade();
   const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
     auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
     agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
-    publicUrl: config.publicUrl,
+    publicUrl: config.publicUrl, draining: () => draining || !accepting,
     onAgent: (ws, req, a) => {
       new AgentLink(ws, req.socket.remoteAddress ?? null, a, {
         fleet, audit, log, metrics, handlers: agentHandlers,
@@ -171,10 +217,9 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   await fleet.start();
   for (const cap of [exec, terminals, updates]) await cap.start?.();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  early.replaceRequest();
+  server.on('request', app);
+  accepting = true;
   port = (server.address() as AddressInfo).port;
 
   let local: LocalAgentSupervisor | undefined;
@@ -188,16 +233,32 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
 
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= (async () => {
+    // Drain first: agents told to go away must not register again with this process (they would
+    // be live after the fleet stopped). The listener stays open until the sockets are gone and
+    // answers every upgrade 503 + Retry-After: a refused TCP connect would only push each agent's
+    // exponential backoff up while the next process starts, and slow the fleet's return.
+    draining = true;
     await local?.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
     for (const cap of [updates, terminals, exec]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    const t0 = Date.now();
     await fleet.stop();
+    log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');
+    // Close frames went out; give peers a moment to answer, then cut the rest. server.close()
+    // waits for every accepted socket (upgraded ones included), so a slow or frozen peer would
+    // otherwise hold the shutdown (and the restart of a large fleet) for as long as it likes.
+    const deadline = Date.now() + 2000;
+    while (agentWss.clients.size + consoleWss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    log.debug({ ms: Date.now() - t0, left: agentWss.clients.size }, 'shutdown: terminating sockets that did not close');
+    for (const ws of [...agentWss.clients, ...consoleWss.clients]) ws.terminate();
     agentWss.close();
     consoleWss.close();
     server.closeAllConnections?.();
     await new Promise<void>((r) => server.close(() => r()));
+
     await bus.close();
     await db.destroy();
+    log.info({ ms: Date.now() - t0 }, 'shutdown complete');
   })());
 
   return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: currentEnrollToken, close };

@@ -1,6 +1,7 @@
 import type { Hello, Labels, Metrics, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
+import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
 import { agentView, AgentRepo, ConnectionRepo, type AgentRecord } from './registry.js';
@@ -50,6 +51,8 @@ export class Fleet {
   constructor(
     private readonly deps: {
       repo: AgentRepo; connections: ConnectionRepo; bus: Bus; log: Logger; metrics: PromMetrics;
+      /** Group commit for connect/disconnect writes. */
+      writes: TxBatcher;
       nodeId: string; heartbeatIntervalMs: number; flushMs: number;
     },
   ) {}
@@ -70,12 +73,34 @@ export class Fleet {
   async stop(): Promise<void> {
     clearInterval(this.flushTimer);
     clearInterval(this.sweepTimer);
-    const closing: Promise<void>[] = [];
+    // Every row closed in one statement: a large fleet must not hold shutdown for one write each.
+    const now = Date.now();
+    const rows: number[] = [];
+    const offline: string[] = [];
     for (const [id, l] of this.live) {
+      offline.push(id);
       l.ch.close(CloseCode.serverShutdown, 'server shutdown');
-      closing.push(this.disconnect(id, l.ch.linkId, 'server shutdown'));
+      rows.push(l.connectionId);
+      this.live.delete(id);
+      const rec = this.agents.get(id);
+      if (rec) {
+        rec.status = 'offline';
+        rec.lastSeenAt = l.lastHeartbeat;
+      }
+      this.deps.metrics.disconnects.inc({ reason: 'server shutdown' });
     }
-    await Promise.allSettled(closing);
+    this.updateGauge();
+    const at = new Date(now).toISOString();
+    for (const id of offline) {
+      this.deps.bus.publish('agent.offline', { agentId: id, reason: 'server shutdown', at });
+      for (const h of this.disconnectHooks) h(id, 'server shutdown');
+    }
+    await this.deps.writes.idle();
+    try {
+      await this.deps.connections.closeMany(rows, now, 'server shutdown');
+    } catch (err) {
+      this.deps.log.error({ err }, 'could not record disconnections at shutdown (the next start closes them)');
+    }
     await this.flush();
   }
 
@@ -105,8 +130,14 @@ export class Fleet {
     await this.replace(hello.agentId, ch);
     let rec = this.agents.get(hello.agentId);
     const isNew = !rec;
-    await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew);
-    const connectionId = await this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId);
+    // A known agent reconnecting with the same facts (the common case, e.g. after a server
+    // restart) costs one insert; its last_seen_at rides on the next presence flush.
+    const changed = !rec || factsChanged(rec, hello);
+    // Group-committed with the other hellos of this moment (a reconnect storm is thousands).
+    const connectionId = await this.deps.writes.run(async (trx) => {
+      if (changed) await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
+      return this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId, trx);
+    });
     // Another socket of this agent may have registered while we were writing (two hellos racing):
     // the one that finishes registering last wins, and the other's row is closed, never orphaned.
     await this.replace(hello.agentId, ch);
@@ -119,13 +150,16 @@ export class Fleet {
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null,
       };
       this.agents.set(rec.id, rec);
-    } else {
+    } else if (changed) {
       Object.assign(rec, {
         name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null, platform: hello.platform,
         arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus, memoryBytes: hello.memoryBytes,
         labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online',
       });
+    } else {
+      Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
+    if (!changed) this.dirty.add(rec.id);
     this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now });
     this.deps.metrics.connects.inc();
     this.updateGauge();
@@ -189,7 +223,7 @@ export class Fleet {
     this.updateGauge();
     this.deps.log.info({ agentId, reason }, 'agent offline');
     try {
-      await this.deps.connections.close(l.connectionId, now, reason);
+      await this.deps.writes.run((trx) => this.deps.connections.close(l.connectionId, now, reason, trx));
     } catch (err) {
       this.deps.log.error({ err, agentId }, 'could not record disconnection');
     }
@@ -251,4 +285,11 @@ export class Fleet {
     this.deps.metrics.agents.set({ status: 'online' }, this.live.size);
     this.deps.metrics.agents.set({ status: 'offline' }, this.agents.size - this.live.size);
   }
+}
+
+/** Whether a hello reports different host facts than the record holds (so the row needs an update). */
+function factsChanged(r: AgentRecord, h: Hello): boolean {
+  return r.name !== h.name || r.hostname !== h.hostname || r.externalIp !== (h.externalIp ?? null) || r.platform !== h.platform
+    || r.arch !== h.arch || r.os !== h.os || r.version !== h.agentVersion || r.cpus !== h.cpus || r.memoryBytes !== h.memoryBytes
+    || JSON.stringify(r.ips) !== JSON.stringify(h.ips) || JSON.stringify(r.labels) !== JSON.stringify(h.labels);
 }

@@ -1,4 +1,5 @@
 import type { AgentView, Hello, Labels, Metrics } from '../../protocol/index.js';
+import type { Knex } from 'knex';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 
@@ -68,16 +69,16 @@ export class AgentRepo {
   }
 
   /** Inserts a newly enrolled agent or refreshes the facts of a known one from its hello. */
-  async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean): Promise<void> {
+  async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean, q: Knex = this.db): Promise<void> {
     const facts = {
       name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
       arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
       connected_at: now, last_seen_at: now,
     };
     if (isNew) {
-      await this.db('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, secret_hash: secretHash, created_at: now, revoked_at: null });
+      await q('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, secret_hash: secretHash, created_at: now, revoked_at: null });
     } else {
-      await this.db('agents').where({ id: h.agentId }).update(facts);
+      await q('agents').where({ id: h.agentId }).update(facts);
     }
   }
 
@@ -114,16 +115,24 @@ export class AgentRepo {
 export class ConnectionRepo {
   constructor(private readonly db: Db) {}
 
-  async open(agentId: string, at: number, remoteAddress: string | null, node: string): Promise<number> {
-    const res = await this.db('agent_connections').insert({ agent_id: agentId, connected_at: at, remote_address: remoteAddress, node }, ['id']);
+  async open(agentId: string, at: number, remoteAddress: string | null, node: string, q: Knex = this.db): Promise<number> {
+    const res = await q('agent_connections').insert({ agent_id: agentId, connected_at: at, remote_address: remoteAddress, node }, ['id']);
     const first = res[0] as unknown;
     return typeof first === 'object' && first !== null ? Number((first as { id: number }).id) : Number(first);
   }
 
-  async close(id: number, at: number, reason: string): Promise<void> {
+  async close(id: number, at: number, reason: string, q: Knex = this.db): Promise<void> {
     // One statement: the duration is computed by the database from the stored connected_at.
-    await this.db('agent_connections').where({ id }).whereNull('disconnected_at')
+    await q('agent_connections').where({ id }).whereNull('disconnected_at')
       .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
+  }
+
+  /** Closes many rows with the same reason (server shutdown), one statement per 30,000 ids. */
+  async closeMany(ids: number[], at: number, reason: string): Promise<void> {
+    for (let i = 0; i < ids.length; i += 30_000) {
+      await this.db('agent_connections').whereIn('id', ids.slice(i, i + 30_000)).whereNull('disconnected_at')
+        .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
+    }
   }
 
   /** After a crash: every row still open (on this node) is closed with `reason`. Returns how many. */

@@ -6,6 +6,13 @@ import type { Metrics } from '../metrics.js';
 import type { ConsoleBinaryHandlers, ConsoleChannel, ConsoleHandler, ConsoleHandlers } from './handlers.js';
 
 let nextId = 1;
+const tables = new WeakMap<ConsoleHandlers, ReadonlyMap<string, ConsoleHandler<never>>>();
+/** One explicit dispatch Map per handlers object, shared by every console socket. */
+function consoleTable(h: ConsoleHandlers): ReadonlyMap<string, ConsoleHandler<never>> {
+  let t = tables.get(h);
+  if (!t) tables.set(h, (t = new Map(Object.entries(h) as unknown as [string, ConsoleHandler<never>][])));
+  return t;
+}
 const CONSOLE_TYPES: ReadonlySet<string> = new Set<string>(ConsoleToServer.options.map((o) => o.shape.type.value));
 
 export interface ConsoleLinkDeps {
@@ -31,7 +38,7 @@ export class ConsoleLink implements ConsoleChannel {
   constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
     this.remoteAddress = deps.remoteAddress ?? null;
     this.log = deps.log.child({ console: this.id, user: principal.username });
-    this.table = new Map(Object.entries(deps.handlers) as unknown as [string, ConsoleHandler<never>][]);
+    this.table = consoleTable(deps.handlers);
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());

@@ -15,6 +15,8 @@ export interface UpgradeDeps {
   enrollToken: () => string;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
   publicUrl: string | undefined;
+  /** True while the server is starting or shutting down: new sockets are refused with 503. */
+  draining(): boolean;
   onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
@@ -53,6 +55,10 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
+    if (deps.draining()) {
+      // Starting, or going down: come back (to the next process), spread over a few seconds.
+      return reject(socket, 503, 'server starting or stopping; retry later', { 'Retry-After': String(2 + Math.floor(Math.random() * 4)) });
+    }
     if (path === '/ws/agent') {
       void agentUpgrade(req, socket, head);
     } else if (path === '/ws/console') {

@@ -142,11 +142,15 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     await waitFor(async () => (await api.get(`/api/agents/${id}/connections`)).body.items.some((r: any) => r.reason === 'replaced'), 'replaced row');
     // ...and when it reconnects it replaces the raw one in turn (close code 4004).
     const closed = await raw.closed;
-    expect(closed.code).toBe(4004);
+    expect(closed.code, JSON.stringify({ closed, messages: raw.messages })).toBe(4004);
     await api.waitAgent(id, 'online');
-    const rows = (await api.get(`/api/agents/${id}/connections?limit=10`)).body.items;
-    expect(rows.filter((r: any) => r.reason === 'replaced').length).toBeGreaterThanOrEqual(2);
-    expect(rows.filter((r: any) => r.disconnectedAt === null)).toHaveLength(1);
+    // The newest row is the live one; every older row is closed (no row is left dangling).
+    const rows = await waitFor(async () => {
+      const items = (await api.get(`/api/agents/${id}/connections?limit=10`)).body.items;
+      return items.filter((r: any) => r.disconnectedAt === null).length === 1 ? items : null;
+    }, 'exactly one open connection row');
+    expect(rows[0].disconnectedAt, JSON.stringify(rows)).toBeNull();
+    expect(rows.filter((r: any) => r.reason === 'replaced').length, JSON.stringify(rows)).toBeGreaterThanOrEqual(2);
     await a.stop();
   });
 
@@ -161,6 +165,7 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
       await api.waitAgent(id, 'online');
       await b.stop();
     }
+    await lastClosed(api, id);
     const all = (await api.get(`/api/agents/${id}/connections`)).body;
     expect(all.total).toBe(4);
     const p1 = (await api.get(`/api/agents/${id}/connections?limit=2&offset=0`)).body;

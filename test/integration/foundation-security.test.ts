@@ -121,7 +121,11 @@ describe.each(dbs)('foundation security (%s)', (db) => {
     a.sendRaw('{"type":"constructor"}');
     expect((await a.closed).code).toBe(4000);
     await api.waitAgent(creds.agentId, 'offline');
-    expect((await api.get(`/api/agents/${creds.agentId}/connections?limit=1`)).body.items[0].reason).toBe('protocol error');
+    const row = await waitFor(async () => {
+      const r = (await api.get(`/api/agents/${creds.agentId}/connections?limit=1`)).body.items[0];
+      return r?.disconnectedAt ? r : null;
+    }, 'closed row');
+    expect(row.reason).toBe('protocol error');
     // A fresh socket starts with a clean slate.
     const b = await helloAgent(s.wsUrl, creds);
     b.sendRaw('{"type":"__proto__"}');
@@ -160,7 +164,11 @@ describe.each(dbs)('foundation security (%s)', (db) => {
     const r = await api.delete(`/api/agents/${id}`);
     expect(r.status).toBe(204);
     await api.waitAgent(id, 'offline');
-    const rows = (await api.get(`/api/agents/${id}/connections`)).body.items;
+    // Presence (memory) goes offline first; the row is closed by the next group commit.
+    const rows = await waitFor(async () => {
+      const items = (await api.get(`/api/agents/${id}/connections`)).body.items;
+      return items[0]?.disconnectedAt ? items : null;
+    }, 'closed connection row');
     expect(rows[0].reason).toBe('revoked');
     const v = (await api.get(`/api/agents/${id}`)).body;
     expect(v.revoked).toBe(true);

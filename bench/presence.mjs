@@ -1,0 +1,213 @@
+// Presence benchmark: 1,000, 5,000 and 20,000 simulated agents (5-second heartbeats) against one
+// real server (dist/server.js, SQLite), and the same clients against a bare `ws` server.
+//
+// Per fleet size it reports: server RSS per connected agent (RSS with the fleet minus RSS idle, over
+// N), server CPU at steady state (/proc/<pid>/stat over 20 s), database writes per second at steady
+// state (presence flush statements, from muster_db_presence_flushes_total, and rows they touch), and
+// the time for every agent to be back after a server restart. Results go to bench/out/ and the
+// `## Presence` section of bench/RESULTS.md.
+//
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--no-bare] [--no-write]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startFleet } from './sim/fleet.mjs';
+import { cpuPercentOver, nofileHardLimit, ROOT, rssBytes, scrape, sleep, spawnNode, startMusterServer } from './lib/proc.mjs';
+
+const { values: flags } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1000,5000,20000' },
+    window: { type: 'string', default: '20' },
+    settle: { type: 'string', default: '10' },
+    'no-bare': { type: 'boolean', default: false },
+    'no-write': { type: 'boolean', default: false },
+    'no-restart': { type: 'boolean', default: false },
+    /** Rewrites the RESULTS.md section from a saved results.json instead of measuring. */
+    report: { type: 'string' },
+  },
+});
+const WINDOW_MS = Number(flags.window) * 1000;
+const SETTLE_MS = Number(flags.settle) * 1000;
+// The server needs one descriptor per agent plus its own (~60: node, SQLite, listener, stdio).
+const FD_HEADROOM = 150;
+const maxAgents = nofileHardLimit() - FD_HEADROOM;
+const sizes = flags.sizes.split(',').map(Number).map((n) => {
+  if (n <= maxAgents) return { asked: n, n };
+  process.stderr.write(`presence: the open-file hard limit here is ${nofileHardLimit()}; running ${maxAgents} agents instead of ${n}\n`);
+  return { asked: n, n: maxAgents };
+});
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const outDir = path.join(ROOT, 'bench', 'out', `presence-${stamp}`);
+const dataDir = path.join(outDir, 'data');
+const credsDir = path.join(outDir, 'creds');
+fs.mkdirSync(dataDir, { recursive: true });
+const log = (...a) => process.stdout.write(`${a.join(' ')}\n`);
+const kb = (b) => Math.round(b / 1024);
+
+async function measureSteady(pid, metricsUrl) {
+  const m0 = metricsUrl ? await scrape(metricsUrl) : null;
+  const load = os.loadavg()[0];
+  const t0 = Date.now();
+  const cpu = await cpuPercentOver(pid, WINDOW_MS);
+  const secs = (Date.now() - t0) / 1000;
+  const m1 = metricsUrl ? await scrape(metricsUrl) : null;
+  const rss = rssBytes(pid);
+  const d = (k) => (m1 && m0 ? (m1.get(k) ?? 0) - (m0.get(k) ?? 0) : 0);
+  return {
+    cpu, rss, secs, load,
+    flushesPerSec: d('muster_db_presence_flushes_total') / secs,
+    heartbeatsPerSec: d('muster_heartbeats_total') / secs,
+    connectsInWindow: d('muster_agent_connects_total'),
+  };
+}
+
+async function muster(N) {
+  let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1' } });
+  await sleep(3000);
+  const idleRss = rssBytes(server.pid);
+  const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir, idPrefix: 'p' });
+  const c0 = Date.now();
+  await fleet.waitConnected(N, 180_000);
+  const connectSec = (Date.now() - c0) / 1000;
+  log(`  muster: ${N} connected in ${connectSec.toFixed(1)} s; settling ${SETTLE_MS / 1000} s`);
+  await sleep(SETTLE_MS);
+  const steady = await measureSteady(server.pid, `${server.url}/metrics`);
+  const ready = await (await fetch(`${server.url}/readyz`)).json();
+  log(`  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}`);
+
+  let restart = null;
+  if (!flags['no-restart']) {
+    const port = server.port;
+    const before = fleet.stats();
+    const tStop = Date.now();
+    await server.stop('SIGTERM');
+    const tExited = Date.now();
+    // As systemd would: the new process starts as soon as the old one has exited.
+    server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1' } });
+    const tListening = Date.now();
+    const timeline = [];
+    const sampler = setInterval(() => {
+      const st = fleet.stats();
+      timeline.push([Math.round((Date.now() - tListening) / 100) / 10, st.connected, st.refused503 - before.refused503, st.netErrors - before.netErrors]);
+    }, 1000);
+    await fleet.waitConnected(N, 300_000).finally(() => clearInterval(sampler));
+    if (process.env.BENCH_VERBOSE) {
+      log(`  timeline [s, connected, shed, net errors]: ${JSON.stringify(timeline)}`);
+      log(`  net errors: ${JSON.stringify(fleet.stats().netErrorKinds)}`);
+      log(`  server output: ${server.output().slice(-2000)}`);
+    }
+    const tBack = Date.now();
+    const after = fleet.stats();
+    const online = (await (await fetch(`${server.url}/readyz`)).json()).agentsOnline;
+    restart = {
+      shutdownSec: (tExited - tStop) / 1000, startSec: (tListening - tExited) / 1000, backAfterListeningSec: (tBack - tListening) / 1000,
+      backAfterExitSec: (tBack - tExited) / 1000, timeline, shed503: after.refused503 - before.refused503, onlineAtServer: online,
+    };
+    log(`  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`);
+  }
+  const fstats = fleet.stats();
+  await fleet.stop();
+  await server.stop('SIGTERM');
+  return { N, idleRss, connectSec, ...steady, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401 };
+}
+
+async function bare(N) {
+  const proc = spawnNode(path.join(ROOT, 'bench', 'bare-server.mjs'), { ready: /bare ws listening on (\d+)/ });
+  const m = await proc.started;
+  const url = `ws://127.0.0.1:${m[1]}`;
+  await sleep(2000);
+  const idleRss = rssBytes(proc.child.pid);
+  const fleet = await startFleet({ url, enrollToken: 'none', count: N, credsDir: path.join(outDir, 'creds-bare'), idPrefix: 'b' });
+  await fleet.waitConnected(N, 180_000);
+  await sleep(SETTLE_MS);
+  const steady = await measureSteady(proc.child.pid, null);
+  log(`  bare ws: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)`);
+  await fleet.stop();
+  await proc.stop();
+  return { N, idleRss, ...steady };
+}
+
+let results;
+if (flags.report) {
+  results = JSON.parse(fs.readFileSync(flags.report, 'utf8'));
+} else {
+  results = [];
+  log(`presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`);
+  for (const { asked, n } of sizes) {
+    log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
+    const mu = await muster(n);
+    const ba = flags['no-bare'] ? null : await bare(n);
+    results.push({ asked, muster: mu, bare: ba });
+  }
+  fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
+}
+
+// ---- report ----
+const perAgent = (r) => Math.max(0, r.rss - r.idleRss) / r.N;
+const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(1)}×` : 'n/a');
+/** RSS added per agent between consecutive sizes: the slope, free of the heap's fixed growth. */
+const marginal = (i, key) => {
+  if (i === 0) return null;
+  const a = results[i - 1][key], b = results[i][key];
+  return a && b && b.N > a.N ? (b.rss - a.rss) / (b.N - a.N) : null;
+};
+const rows = results.map(({ asked, muster: m, bare: b }, i) => {
+  const mm = marginal(i, 'muster'), mb = marginal(i, 'bare');
+  const r = m.restart;
+  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB${mm ? ` (marginal ${(mm / 1024).toFixed(1)} KB)` : ''} | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})${mb ? `; marginal ${(mb / 1024).toFixed(1)} KB (${ratio(mm, mb)})` : ''}` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
+});
+const top = results.at(-1)?.muster;
+const verdict = top ? [
+  `- CPU at ${top.N.toLocaleString('en')} agents: ${top.cpu.toFixed(1)} % of one core (target < 25 %): ${top.cpu < 25 ? 'met' : 'MISSED'}`,
+  `- RSS per agent: ${(perAgent(top) / 1024).toFixed(1)} KB (target < 25 KB): ${perAgent(top) < 25 * 1024 ? 'met' : 'MISSED'}`,
+  top.restart ? `- All back after restart: ${top.restart.backAfterListeningSec.toFixed(1)} s after the new server listens (target < 20 s): ${top.restart.backAfterListeningSec < 20 ? 'met' : 'MISSED'}` : '',
+  `- Database writes per second at steady state: ${results.map((r) => r.muster.flushesPerSec.toFixed(2)).join(' / ')} statements/s for ${results.map((r) => r.muster.N.toLocaleString('en')).join(' / ')} agents (flat: one statement per flush)`,
+].filter(Boolean).join('\n') : '';
+const section = `## Presence
+
+Measured ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- presence\` on this machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, ${Math.round(os.totalmem() / 2 ** 30)} GB RAM, Node ${process.version}, SQLite (WAL), default server settings (presence flush every 2 s, connect rate 2,000/s), 5-second heartbeats.
+
+| agents | server RSS / agent | bare ws RSS / agent (ratio) | server CPU | bare ws CPU (ratio) | DB writes (presence) | heartbeats/s | load avg | initial connect | all back after restart |
+|---|---|---|---|---|---|---|---|---|---|
+${rows.join('\n')}
+
+${verdict}
+
+Method. Each size runs on a fresh server process (same SQLite file, so the agents enrolled by a
+smaller size reconnect with their secrets). The simulator (\`bench/sim/fleet.mjs\`) runs the agents in
+worker processes of 5,000, each with its open-file limit raised to the hard limit, spread over 32
+loopback source addresses (127.0.0.2–127.0.0.33); every simulated agent speaks the real protocol
+(upgrade with id + secret, hello, heartbeats with real-shaped metrics at a random phase, backoff with
+full jitter, Retry-After). RSS per agent is (server RSS after the fleet settled − server RSS idle) / N; "marginal" is the
+slope between two sizes ((RSS_b − RSS_a) / (N_b − N_a)), which leaves out the heap's fixed growth
+that dominates small fleets.
+CPU is utime+stime of the server pid from /proc/<pid>/stat over a ${WINDOW_MS / 1000}-second window after a
+${SETTLE_MS / 1000}-second settle; the simulator's own CPU is not counted. Database writes are the
+server's \`muster_db_presence_flushes_total\` over the same window (at steady state there are no
+other writes: connection rows are written only on connect and disconnect); rows/s is statements × N.
+"All back" is the time from the restarted server listening (SIGTERM, then a new process on the same
+port and database) until every simulated agent has its welcome again. The bare \`ws\` server
+(\`bench/bare-server.mjs\`) accepts the same clients, answers hello and JSON-parses heartbeats, nothing
+more: the ratios are Muster's cost over the transport's own. "load avg" is the machine's 1-minute load
+average when the window began: this 2-core machine is shared with other work, and a load above 2
+means every process (server, simulator) waited for CPU, which stretches connect and restart times
+far more than the steady-state CPU figure. ${maxAgents < 20_000 ? `The open-file hard limit in this sandbox is ${nofileHardLimit().toLocaleString('en')} (and cannot be raised without CAP_SYS_RESOURCE), so the largest size is ${maxAgents.toLocaleString('en')} agents (one descriptor per socket plus the server's own).` : ''}
+Raw figures: \`bench/out/presence-*/results.json\`.
+`;
+process.stdout.write(`\n${section}\n`);
+if (!flags['no-write']) {
+  const file = path.join(ROOT, 'bench', 'RESULTS.md');
+  let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n\n';
+  const start = text.indexOf('## Presence');
+  if (start >= 0) {
+    const rest = text.slice(start + 3);
+    const next = rest.search(/^## /m);
+    text = text.slice(0, start) + section + (next >= 0 ? `\n${rest.slice(next)}` : '');
+  } else {
+    text = `${text.trimEnd()}\n\n${section}`;
+  }
+  fs.writeFileSync(file, text);
+  log(`wrote the Presence section of ${path.relative(ROOT, file)}`);
+}

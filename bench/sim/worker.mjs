@@ -1,0 +1,228 @@
+// One simulator process: thousands of lightweight agents speaking the real protocol over `ws`.
+// Started by fleet.mjs (child_process.fork); talks to its parent over IPC only.
+//
+// Each simulated agent: upgrades with its id + secret (or the enrolment token, keeping the secret
+// from welcome), sends hello, heartbeats at the interval welcome names (random phase), reconnects
+// forever with exponential backoff (1 s doubling to 60 s) and full jitter, honours 503 Retry-After,
+// and answers unknown commands with an `error` (as the real agent does). Other messages go to the
+// plugged handler modules.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import WebSocket from 'ws';
+
+const cfg = JSON.parse(process.env.MUSTER_SIM_CONFIG);
+const {
+  url, enrollToken, first, count, idPrefix, credsFile, localAddresses = [], backoffInitialMs = 1000, backoffMaxMs = 60_000,
+  handlerModules = [], handlerOptions = {}, statsEveryMs = 250, labels = {},
+} = cfg;
+const target = new URL(url);
+if (target.pathname === '/' || target.pathname === '') target.pathname = '/ws/agent';
+
+const stats = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {}, netErrorKinds: {} };
+const emitQueue = [];
+const ctx = {
+  options: handlerOptions,
+  /** Forwards an event to the parent's onEvent (batched with stats). */
+  emit(event) { emitQueue.push(event); },
+};
+
+const handlers = new Map();
+const helloHooks = [];
+for (const mod of handlerModules) {
+  const m = await import(pathToFileURL(path.resolve(mod)).href);
+  const h = (m.default ?? m.setup)(ctx);
+  for (const [type, fn] of Object.entries(h)) {
+    if (type === 'helloExecutions') helloHooks.push(fn);
+    else handlers.set(type, fn);
+  }
+}
+
+let creds = {};
+try { creds = JSON.parse(fs.readFileSync(credsFile, 'utf8')); } catch { /* first run */ }
+let credsDirty = false;
+const saveCreds = () => {
+  if (!credsDirty) return;
+  credsDirty = false;
+  fs.mkdirSync(path.dirname(credsFile), { recursive: true });
+  fs.writeFileSync(`${credsFile}.tmp`, JSON.stringify(creds));
+  fs.renameSync(`${credsFile}.tmp`, credsFile);
+};
+setInterval(saveCreds, 2000).unref();
+
+const hostIp = Object.values(os.networkInterfaces()).flat().find((a) => a && !a.internal)?.address ?? '127.0.0.1';
+
+class SimAgent {
+  constructor(index) {
+    this.index = index;
+    this.id = `${idPrefix}-${index}`;
+    this.name = `sim-${index}`;
+    this.ws = null;
+    this.attempt = 0;
+    this.retryAfterMs = null;
+    this.timer = null;
+    this.hbTimer = null;
+    this.welcomed = false;
+    this.stopped = false;
+    this.localAddress = localAddresses.length ? localAddresses[index % localAddresses.length] : undefined;
+  }
+
+  get secret() { return creds[this.id]; }
+
+  connect() {
+    if (this.stopped) return;
+    const headers = { 'X-Muster-Agent-Id': this.id };
+    if (this.secret) headers.Authorization = `Bearer ${this.secret}`;
+    else headers['X-Muster-Enroll-Token'] = enrollToken;
+    const ws = new WebSocket(target, { headers, perMessageDeflate: false, handshakeTimeout: 30_000, localAddress: this.localAddress, maxPayload: 64 << 20 });
+    this.ws = ws;
+    this.welcomed = false;
+    ws.on('unexpected-response', (_req, res) => {
+      if (res.statusCode === 503) {
+        stats.refused503++;
+        const ra = Number(res.headers['retry-after']);
+        if (Number.isFinite(ra) && ra >= 0) this.retryAfterMs = Math.min(ra * 1000, backoffMaxMs);
+      } else if (res.statusCode === 401) stats.refused401++;
+      else stats.refusedOther++;
+      res.resume();
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      stats.opens++;
+      const executions = helloHooks.flatMap((f) => f(this) ?? []);
+      ws.send(JSON.stringify({
+        type: 'hello', protocol: 1, agentVersion: '0.0.0-sim', agentId: this.id, name: this.name, hostname: `sim-host-${this.index}`,
+        ips: [hostIp], externalIp: null, platform: 'linux', arch: 'x64', os: 'Simulated Linux', cpus: 2, memoryBytes: 4 * 2 ** 30,
+        labels: { sim: 'true', shard: String(this.index % 16), ...labels }, capabilities: ['exec'], executions,
+      }));
+    });
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('error', (err) => {
+      stats.netErrors++;
+      const k = err.code ?? err.message.slice(0, 60);
+      stats.netErrorKinds[k] = (stats.netErrorKinds[k] ?? 0) + 1;
+    });
+    ws.on('close', () => {
+      stats.closes++;
+      if (this.welcomed) stats.connected--;
+      this.welcomed = false;
+      clearTimeout(this.hbTimer);
+      this.ws = null;
+      this.schedule();
+    });
+  }
+
+  schedule() {
+    if (this.stopped) return;
+    let delay;
+    if (this.retryAfterMs != null) {
+      // As the real agent: Retry-After (plus jitter) replaces the backoff and does not grow it.
+      delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
+      this.retryAfterMs = null;
+    } else {
+      delay = Math.floor(Math.random() * Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(this.attempt, 30)));
+      this.attempt++;
+    }
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  onMessage(data, isBinary) {
+    if (isBinary) {
+      const h = handlers.get('binary');
+      if (h) h(this, data);
+      return;
+    }
+    let m;
+    try { m = JSON.parse(data.toString()); } catch { return; }
+    stats.messages[m.type] = (stats.messages[m.type] ?? 0) + 1;
+    if (m.type === 'welcome') {
+      if (m.secret) { creds[this.id] = m.secret; credsDirty = true; }
+      if (!this.welcomed) stats.connected++;
+      this.welcomed = true;
+      stats.welcomes++;
+      this.attempt = 0;
+      this.heartbeatMs = m.heartbeatIntervalMs;
+      // Random phase: a fleet's heartbeats are spread over the interval, not synchronised.
+      this.hbTimer = setTimeout(() => this.beat(), Math.floor(Math.random() * this.heartbeatMs));
+      return;
+    }
+    if (m.type === 'error') { stats.errorsReceived++; return; }
+    if (m.type === 'restart') { this.ws?.close(1000, 'restart requested'); return; }
+    const h = typeof m.type === 'string' ? handlers.get(m.type) : undefined;
+    if (!h) {
+      this.send({ type: 'error', code: 'unknown_type', message: `simulated agent cannot handle ${JSON.stringify(m.type)}`, ref: String(m.type).slice(0, 128) });
+      return;
+    }
+    try { h(this, m); } catch (err) { this.send({ type: 'error', code: 'internal', message: String(err).slice(0, 500) }); }
+  }
+
+  beat() {
+    if (!this.welcomed) return;
+    const t = process.uptime();
+    this.send({
+      type: 'heartbeat',
+      metrics: {
+        cpuPercent: Math.round(Math.random() * 1000) / 10, memUsedBytes: 1_500_000_000 + (this.index % 1000) * 1000, memTotalBytes: 4 * 2 ** 30,
+        load: [0.5, 0.4, 0.3], diskUsedBytes: 10 * 2 ** 30, diskTotalBytes: 40 * 2 ** 30, uptimeSec: Math.round(t),
+        runningExecutions: 0, openTerminals: 0,
+      },
+    });
+    stats.heartbeats++;
+    this.hbTimer = setTimeout(() => this.beat(), this.heartbeatMs);
+  }
+
+  send(msg) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  sendBinary(buf) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(buf, { binary: true });
+    return true;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.hbTimer);
+    const ws = this.ws;
+    if (ws?.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({ type: 'bye', reason: 'simulation stopped' }));
+      ws.close(1000, 'bye');
+    } else ws?.terminate();
+  }
+}
+
+const agents = [];
+for (let i = first; i < first + count; i++) agents.push(new SimAgent(i));
+// Ramp: open sockets in small slices so the worker's own event loop is not the bottleneck.
+let next = 0;
+const ramp = setInterval(() => {
+  for (let n = 0; n < (cfg.rampPerTick ?? 500) && next < agents.length; n++) agents[next++].connect();
+  if (next >= agents.length) clearInterval(ramp);
+}, 10);
+
+const report = () => {
+  const events = emitQueue.splice(0);
+  process.send?.({ type: 'stats', stats, events });
+};
+setInterval(report, statsEveryMs).unref();
+
+process.on('message', (msg) => {
+  if (msg?.type === 'stop') {
+    clearInterval(ramp);
+    for (const a of agents) a.stop();
+    saveCreds();
+    report();
+    setTimeout(() => process.exit(0), 300);
+  } else if (msg?.type === 'drop') {
+    // Kill every socket without a close handshake (simulates a network cut for this worker).
+    for (const a of agents) a.ws?.terminate();
+  }
+});
+process.on('disconnect', () => process.exit(0));
