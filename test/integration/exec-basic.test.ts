@@ -86,6 +86,14 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     expect(JSON.parse(await outputText(api, (await waitTask(api, js.id)).executions[0].id))).toEqual(args);
     const sb = await createTask(api, { script: '#!/bin/sh\necho "sh:$1"', interpreter: 'shebang', args: ['x y'], targets: { agentIds: [ids['b-1']] } });
     expect(await outputText(api, (await waitTask(api, sb.id)).executions[0].id)).toBe('sh:x y\n');
+    const cwd = tmpDir('cwd');
+    const wd = await createTask(api, { script: 'pwd; ls -ld "$0" | cut -c1-10', interpreter: 'sh', cwd, targets: { agentIds: [ids['b-1']] } });
+    // Runs in cwd; the script file itself is private (rwx------).
+    expect(await outputText(api, (await waitTask(api, wd.id)).executions[0].id)).toBe(`${fs.realpathSync(cwd)}\n-rwx------\n`);
+    const nowd = await createTask(api, { script: 'pwd', cwd: '/nonexistent/dir', targets: { agentIds: [ids['b-1']] } });
+    const nd = (await waitTask(api, nowd.id)).executions[0];
+    expect(nd.status).toBe('failed');
+    expect(nd.reason).toMatch(/could not start/);
   });
 
   it('output beyond the cap is marked truncated and the execution still finishes', async () => {
