@@ -119,6 +119,19 @@ export function startFleet(): void {
   });
 }
 
+/**
+ * Applies an agent as a REST call answered it (PATCH, GET after revoke): the server does not push
+ * every change to consoles, so the console that made it shows it at once.
+ */
+export function upsertAgent(a: AgentView): void {
+  apply(() => {
+    const prev = agents.get(a.id);
+    if (!prev || prev.name !== a.name) orderDirty = true;
+    agents.set(a.id, a);
+    touch(true);
+  });
+}
+
 /** All agents sorted by name (re-evaluated once per published frame). */
 export const fleetList = computed<AgentView[]>(() => {
   void fleetVersion.value;
