@@ -31,6 +31,8 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
   it('opens a terminal, runs a command, reattaches after a reload, and plays the recording back', async () => {
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
+    await screenshot(page, 'agent-detail');
     await page.click('[data-test=open-terminal]');
     await page.waitForSelector('[data-test=terminal][data-state=open]');
     const sessionId = await page.getAttribute('[data-test=terminal]', 'data-session');
