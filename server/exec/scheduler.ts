@@ -6,6 +6,17 @@ import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit,
 import type { ExecWriter } from './output-store.js';
 import type { ExecPatch, ExecRepo } from './repository.js';
 
+/** Script bytes carried by pushed task updates (the full script is in GET /api/tasks/:id). */
+const PUSH_SCRIPT_CHARS = 4096;
+
+/**
+ * The task as pushed to every console, several times a second while it runs: the script is cut to
+ * its head, so a 1 MiB script on a big fleet does not cost every console megabytes per second.
+ */
+function pushView(task: Task, counts: Partial<Record<ExecutionState, number>>) {
+  return taskView(task.script.length > PUSH_SCRIPT_CHARS ? { ...task, script: task.script.slice(0, PUSH_SCRIPT_CHARS) } : task, counts);
+}
+
 /** A task with executions not yet final, held in memory while it runs. */
 export interface ActiveTask {
   task: Task;
@@ -202,7 +213,7 @@ export class Scheduler {
     this.d.writer.afterFlush(() => {
       void this.d.repo.updateTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
         for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
-        this.d.bus.publish('task.updated', { task: taskView(at.task, counts) });
+        this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
       }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'));
     });
     this.dirtyTasks.delete(at.task.id);
@@ -214,7 +225,7 @@ export class Scheduler {
       this.publishTimer = undefined;
       for (const id of this.dirtyTasks) {
         const at = this.tasks.get(id);
-        if (at) this.d.bus.publish('task.updated', { task: taskView(at.task, this.counts(at)) });
+        if (at) this.d.bus.publish('task.updated', { task: pushView(at.task, this.counts(at)) });
       }
       this.dirtyTasks.clear();
     }, 200);

@@ -164,6 +164,17 @@ export class ExecService {
     return { items, total };
   }
 
+  /** Executions across tasks (an agent's history); live state for the ones still active. */
+  async listExecutions(f: { agentId?: string; status?: string; limit: number; offset: number }) {
+    const { items, total } = await this.d.repo.listExecutions(f);
+    return {
+      items: items.map(({ e, createdAt, scriptHead }) => ({
+        ...executionView(this.d.scheduler.executions.get(e.id) ?? e), createdAt: new Date(createdAt).toISOString(), script: scriptHead,
+      })),
+      total,
+    };
+  }
+
   async getExecution(id: string): Promise<Execution> {
     const e = this.d.scheduler.executions.get(id) ?? (await this.d.repo.getExecution(id));
     if (!e) throw notFound('execution');

@@ -56,6 +56,11 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const failed = await api.get('/api/tasks?status=failed');
     expect(failed.body.items.map((x: any) => x.id)).toContain(t.id);
     expect(failed.body.items.map((x: any) => x.id)).not.toContain(t2.id);
+    const hist = await api.get(`/api/executions?agentId=${ids['b-2']}`);
+    expect(hist.status).toBe(200);
+    expect(hist.body.items[0]).toMatchObject({ taskId: t2.id, agentId: ids['b-2'], status: 'succeeded', script: 'echo "me $GREETING"' });
+    expect(hist.body.items[1]).toMatchObject({ taskId: t.id, status: 'failed', exitCode: 3 });
+    expect(hist.body.items.every((x: any) => x.agentId === ids['b-2'])).toBe(true);
     const mine = await api.get(`/api/tasks?createdBy=admin&since=${Date.parse(t.createdAt)}`);
     expect(mine.body.items.map((x: any) => x.id)).toEqual([t2.id, t.id]);
   });
