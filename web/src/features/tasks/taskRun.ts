@@ -46,8 +46,12 @@ export class TaskRun {
         this.touch();
       }),
       onMessage('exec.gap', (m) => {
+        // The server skipped chunks for this console (it fell behind): say so where the output shows.
         const b = this.out.get(m.executionId);
         if (b) b.gap = true;
+        const note = new TextEncoder().encode(`\r\n\x1b[33m[${m.toSeq - m.fromSeq} ${m.stream} chunk(s) skipped: this console fell behind; Download has the full output]\x1b[0m\r\n`);
+        const ls = this.listeners.get(m.executionId);
+        if (ls) for (const l of ls) l(note);
       }),
       onFrame((f) => {
         if (f.op !== 'execOutput') return;
