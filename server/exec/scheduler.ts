@@ -58,6 +58,9 @@ export class Scheduler {
   /** When an agent with dispatched/running executions went away (or the server started). */
   readonly goneSince = new Map<string, number>();
   private readonly dirtyTasks = new Set<string>();
+  private readonly startedAt = Date.now();
+  /** Pending executions loaded at server start (their dispatch may have happened but not been stored). */
+  readonly loadedPending = new Set<string>();
   private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: SchedulerDeps) {}
@@ -235,8 +238,20 @@ export class Scheduler {
   sweep(now = Date.now()): void {
     for (const at of this.tasks.values()) {
       for (const e of at.pending) {
-        if (e.status === 'pending' && e.queuedUntil != null && e.queuedUntil <= now && !this.d.fleet.isOnline(e.agentId)) {
-          this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+        if (e.status !== 'pending' || this.d.fleet.isOnline(e.agentId)) continue;
+        if (e.queuedUntil != null) {
+          if (e.queuedUntil <= now) this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+          continue;
+        }
+        // Not queued: an agent that went away before its turn does not hold the task open forever.
+        const seen = Math.max(this.d.fleet.get(e.agentId)?.lastSeenAt ?? 0, this.startedAt);
+        if (now - seen <= this.d.reconcileTimeoutMs) continue;
+        const secs = Math.round(this.d.reconcileTimeoutMs / 1000);
+        if (this.loadedPending.has(e.id)) {
+          // The server stopped before this execution's dispatch was stored: it may have run.
+          this.finish(e, 'lost', { reason: `server restarted; the agent did not come back within ${secs} s`, finishedAt: now });
+        } else {
+          this.finish(e, 'skipped', { reason: `agent went offline before its turn and stayed away ${secs} s`, finishedAt: now });
         }
       }
       for (const e of at.executions) {

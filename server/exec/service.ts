@@ -72,7 +72,7 @@ export class ExecService {
       return {
         id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
         status: online || queued ? 'pending' : 'skipped', reason: online || queued ? null : 'agent offline',
-        exitCode: null, signal: null, queuedUntil: queued ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
+        exitCode: null, signal: null, queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
         finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
       };
     });

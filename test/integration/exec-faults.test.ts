@@ -239,6 +239,25 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     expect(d.executions[0].status).toBe('lost');
   });
 
+  it('an agent that goes away before its turn (concurrency window) is skipped after reconcileTimeoutSec', async () => {
+    const s = await startServer({ db, env: { MUSTER_RECONCILE_TIMEOUT_SEC: '2' } });
+    const api = await Api.login(s.url);
+    const a = startAgent(s, { name: 'f-turn-1' });
+    const b = startAgent(s, { name: 'f-turn-2' });
+    const [ia, ib] = [await agentId(a), await agentId(b)];
+    await api.waitAgent(ia, 'online');
+    await api.waitAgent(ib, 'online');
+    const t = await createTask(api, { script: 'sleep 4', targets: { agentIds: [ia, ib] }, concurrency: 1 });
+    const first = await waitExecution(api, t.id, (e) => e.status === 'running', 'first running');
+    const other = first.agentId === ia ? b : a;
+    await other.stop('SIGKILL');
+    const d = await waitTask(api, t.id);
+    const waiting = d.executions.find((e: any) => e.agentId !== first.agentId);
+    expect(waiting.status).toBe('skipped');
+    expect(waiting.reason).toMatch(/before its turn/);
+    expect(d.executions.find((e: any) => e.agentId === first.agentId).status).toBe('succeeded');
+  });
+
   it('a queued execution runs once when its agent comes back; past the TTL it is skipped', async () => {
     const s = await startServer({ db });
     const api = await Api.login(s.url);
