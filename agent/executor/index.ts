@@ -55,6 +55,9 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
           link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)' });
           return;
         }
+        // After a reconnect the server may cancel without resuming (it no longer wants the output):
+        // go live anyway so the result is reported and then acked, not kept until the next hello.
+        if (!run.live) run.resume(run.seq);
         run.terminate('cancelled');
       },
       'exec.resume': (m) => {

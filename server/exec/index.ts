@@ -96,6 +96,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       for (const t of tasks) {
         const execs = byTask.get(t.id) ?? [];
         for (const e of execs) {
+          if (e.status === 'pending') scheduler.loadedPending.add(e.id);
           if (e.status !== 'dispatched' && e.status !== 'running') continue;
           // The row and the output chunks are written in separate batches, so after a crash either
           // may be ahead: the stored chunks are the truth (the agent resends from there).

@@ -140,6 +140,20 @@ export class ExecRepo {
     return out;
   }
 
+  /** Executions across tasks (newest task first), e.g. one agent's history; with the task's creation time and script head. */
+  async listExecutions(f: { agentId?: string; status?: string; limit: number; offset: number }) {
+    const q = this.db('executions').join('tasks', 'tasks.id', 'executions.task_id');
+    if (f.agentId) q.where('executions.agent_id', f.agentId);
+    if (f.status) q.where('executions.status', f.status);
+    const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
+    const rows = await q.orderBy('tasks.created_at', 'desc').orderBy('executions.id').limit(f.limit).offset(f.offset)
+      .select('executions.*', 'tasks.created_at as task_created_at', this.db.raw('substr(tasks.script, 1, 200) as script_head'));
+    return {
+      items: rows.map((r: Record<string, unknown>) => ({ e: execFromRow(r), createdAt: Number(r['task_created_at']), scriptHead: String(r['script_head'] ?? '') })),
+      total: Number(n),
+    };
+  }
+
   /** Output chunks in sequence order, a page at a time. */
   async outputPage(executionId: string, afterId: number, limit: number, stream?: 1 | 2): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
     const q = this.db('execution_output').where({ execution_id: executionId }).where('id', '>', afterId);

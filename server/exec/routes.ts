@@ -78,6 +78,12 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     res.status(201).json(await svc.rerun(String(req.params['id']), actorOf(req), body));
   });
 
+  r.get('/executions', requireRole('viewer'), async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const { limit, offset } = page(q, 50, 1000);
+    res.json(await svc.listExecutions({ agentId: q['agentId'] || undefined, status: q['status'] || undefined, limit, offset }));
+  });
+
   r.get('/executions/:id', requireRole('viewer'), async (req, res) => {
     res.json(executionView(await svc.getExecution(String(req.params['id']))));
   });

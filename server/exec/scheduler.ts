@@ -6,6 +6,17 @@ import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit,
 import type { ExecWriter } from './output-store.js';
 import type { ExecPatch, ExecRepo } from './repository.js';
 
+/** Script bytes carried by pushed task updates (the full script is in GET /api/tasks/:id). */
+const PUSH_SCRIPT_CHARS = 4096;
+
+/**
+ * The task as pushed to every console, several times a second while it runs: the script is cut to
+ * its head, so a 1 MiB script on a big fleet does not cost every console megabytes per second.
+ */
+function pushView(task: Task, counts: Partial<Record<ExecutionState, number>>) {
+  return taskView(task.script.length > PUSH_SCRIPT_CHARS ? { ...task, script: task.script.slice(0, PUSH_SCRIPT_CHARS) } : task, counts);
+}
+
 /** A task with executions not yet final, held in memory while it runs. */
 export interface ActiveTask {
   task: Task;
@@ -47,6 +58,9 @@ export class Scheduler {
   /** When an agent with dispatched/running executions went away (or the server started). */
   readonly goneSince = new Map<string, number>();
   private readonly dirtyTasks = new Set<string>();
+  private readonly startedAt = Date.now();
+  /** Pending executions loaded at server start (their dispatch may have happened but not been stored). */
+  readonly loadedPending = new Set<string>();
   private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: SchedulerDeps) {}
@@ -202,7 +216,7 @@ export class Scheduler {
     this.d.writer.afterFlush(() => {
       void this.d.repo.updateTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
         for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
-        this.d.bus.publish('task.updated', { task: taskView(at.task, counts) });
+        this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
       }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'));
     });
     this.dirtyTasks.delete(at.task.id);
@@ -214,7 +228,7 @@ export class Scheduler {
       this.publishTimer = undefined;
       for (const id of this.dirtyTasks) {
         const at = this.tasks.get(id);
-        if (at) this.d.bus.publish('task.updated', { task: taskView(at.task, this.counts(at)) });
+        if (at) this.d.bus.publish('task.updated', { task: pushView(at.task, this.counts(at)) });
       }
       this.dirtyTasks.clear();
     }, 200);
@@ -224,8 +238,20 @@ export class Scheduler {
   sweep(now = Date.now()): void {
     for (const at of this.tasks.values()) {
       for (const e of at.pending) {
-        if (e.status === 'pending' && e.queuedUntil != null && e.queuedUntil <= now && !this.d.fleet.isOnline(e.agentId)) {
-          this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+        if (e.status !== 'pending' || this.d.fleet.isOnline(e.agentId)) continue;
+        if (e.queuedUntil != null) {
+          if (e.queuedUntil <= now) this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+          continue;
+        }
+        // Not queued: an agent that went away before its turn does not hold the task open forever.
+        const seen = Math.max(this.d.fleet.get(e.agentId)?.lastSeenAt ?? 0, this.startedAt);
+        if (now - seen <= this.d.reconcileTimeoutMs) continue;
+        const secs = Math.round(this.d.reconcileTimeoutMs / 1000);
+        if (this.loadedPending.has(e.id)) {
+          // The server stopped before this execution's dispatch was stored: it may have run.
+          this.finish(e, 'lost', { reason: `server restarted; the agent did not come back within ${secs} s`, finishedAt: now });
+        } else {
+          this.finish(e, 'skipped', { reason: `agent went offline before its turn and stayed away ${secs} s`, finishedAt: now });
         }
       }
       for (const e of at.executions) {

@@ -72,7 +72,7 @@ export class ExecService {
       return {
         id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
         status: online || queued ? 'pending' : 'skipped', reason: online || queued ? null : 'agent offline',
-        exitCode: null, signal: null, queuedUntil: queued ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
+        exitCode: null, signal: null, queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
         finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
       };
     });
@@ -162,6 +162,17 @@ export class ExecService {
       return { ...rest, scriptBytes: Buffer.byteLength(t.script) };
     });
     return { items, total };
+  }
+
+  /** Executions across tasks (an agent's history); live state for the ones still active. */
+  async listExecutions(f: { agentId?: string; status?: string; limit: number; offset: number }) {
+    const { items, total } = await this.d.repo.listExecutions(f);
+    return {
+      items: items.map(({ e, createdAt, scriptHead }) => ({
+        ...executionView(this.d.scheduler.executions.get(e.id) ?? e), createdAt: new Date(createdAt).toISOString(), script: scriptHead,
+      })),
+      total,
+    };
   }
 
   async getExecution(id: string): Promise<Execution> {

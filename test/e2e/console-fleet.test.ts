@@ -92,6 +92,16 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     expect(await page.$('[data-test=selector-error] .at')).not.toBeNull();
     expect(await page.$$('[data-test=agent-name]')).toHaveLength(0);
     await screenshot(page, 'agents-selector-error');
+    // Batch action on a selection: edit labels, then the selector finds the agent by its new label.
+    await page.fill('[data-test=selector-input]', '');
+    await page.check(`${agentRow(id)} input[type=checkbox]`);
+    await page.click('[data-test=batch-labels]');
+    await page.fill('[data-test=labels-set]', 'tier=gold');
+    await page.click('[data-test=labels-apply]');
+    await waitFor(async () => (await page.textContent(agentRow(id)))?.includes('tier=gold'), 'new label in the row');
+    await page.fill('[data-test=selector-input]', 'labels.tier == "gold"');
+    await waitFor(async () => (await page.textContent('[data-test=selector-count]'))?.includes('1 match'), 'match by the new label');
+    expect((await api.get(`/api/agents/${id}`)).body.labels).toMatchObject({ role: 'web', env: 'staging', tier: 'gold' });
     await page.context().close();
   });
 

@@ -4,7 +4,9 @@
  */
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
 
 describe.skipIf(!browserAvailable())('console: run a script', () => {
@@ -12,13 +14,15 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
   let api: Api;
   let browser: Browser;
   const ids: string[] = [];
+  // The scripts wait for a file here before finishing, so the test sees them running first.
+  const gate = tmpDir('e2e-gate');
 
   beforeAll(async () => {
     server = await startServer();
     api = await Api.login(server.url);
     // The agents' environment reaches the script: one exits 0, the other 7.
-    const a = startAgent(server, { name: 'run-a', env: { E2E_EXIT: '0' } });
-    const b = startAgent(server, { name: 'run-b', env: { E2E_EXIT: '7' } });
+    const a = startAgent(server, { name: 'run-a', env: { E2E_EXIT: '0', E2E_GATE: gate } });
+    const b = startAgent(server, { name: 'run-b', env: { E2E_EXIT: '7', E2E_GATE: gate } });
     ids.push(await agentId(a), await agentId(b));
     for (const id of ids) await api.waitAgent(id, 'online');
     browser = await launch();
@@ -39,7 +43,7 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
     // Typed line by line: the editor auto-indents, so no leading spaces.
-    await page.keyboard.type('echo "start $((20+22))"\nwhile [ ! -e /tmp/muster-e2e-go-$E2E_EXIT ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n');
+    await page.keyboard.type('echo "start $((20+22))"\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n');
     expect(await page.textContent('[data-test=run-target-count]')).toContain('2 agents');
     await screenshot(page, 'run-script');
     await page.click('[data-test=run-submit]');
@@ -49,31 +53,32 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.click('tr[data-exec-agent="run-a"] .n-data-table-expand-trigger');
     await waitFor(async () => (await page.textContent('[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a');
     expect(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-status')).toBe('running');
-    const fs = await import('node:fs');
-    fs.writeFileSync('/tmp/muster-e2e-go-0', '');
-    fs.writeFileSync('/tmp/muster-e2e-go-7', '');
-    try {
-      await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=succeeded]');
-      await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
-      await waitFor(async () => (await page.textContent('[data-test=exec-output] .xterm-rows'))?.includes('done-0'), 'rest of run-a output');
-      expect(await page.textContent('tr[data-exec-agent="run-a"] [data-test=exec-exit]')).toBe('0');
-      expect(await page.textContent('tr[data-exec-agent="run-b"] [data-test=exec-exit]')).toBe('7');
-      await page.waitForSelector('[data-test=task-status]:has-text("failed")');
-      // Different outputs: two groups; the histogram names both exit codes.
-      await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups');
-      expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
-      await screenshot(page, 'task-run');
-      // Re-run on the failed one makes a new task with one execution.
-      await page.click('[data-test=task-rerun-failed]');
-      await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
-      expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
-    } finally {
-      fs.rmSync('/tmp/muster-e2e-go-0', { force: true });
-      fs.rmSync('/tmp/muster-e2e-go-7', { force: true });
-    }
+    fs.writeFileSync(path.join(gate, 'go'), '');
+    await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=succeeded]');
+    await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
+    await waitFor(async () => (await page.textContent('[data-test=exec-output] .xterm-rows'))?.includes('done-0'), 'rest of run-a output');
+    expect(await page.textContent('tr[data-exec-agent="run-a"] [data-test=exec-exit]')).toBe('0');
+    expect(await page.textContent('tr[data-exec-agent="run-b"] [data-test=exec-exit]')).toBe('7');
+    await page.waitForSelector('[data-test=task-status]:has-text("failed")');
+    // Different outputs: two groups; the histogram names both exit codes.
+    await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups');
+    expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
+    await screenshot(page, 'task-run');
+    // Re-run on the failed one makes a new task with one execution.
+    const first = page.url();
+    await page.click('[data-test=task-rerun-failed]');
+    await page.waitForURL((u) => u.toString() !== first && /\/tasks\/[^/]+$/.test(u.pathname));
+    // The re-run finishes at once (the gate is open), often before the view has subscribed to it.
+    await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
+    await waitFor(async () => (await page.$$('tr[data-exec-agent]')).length === 1, 'one execution in the re-run');
+    expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
     await page.goto(`${server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history');
     await screenshot(page, 'history');
+    // The host's timeline lists its executions next to its connections.
+    await page.goto(`${server.url}/agents/${ids[0]}`);
+    await page.waitForSelector('[data-test=agent-timeline] >> text=execution succeeded (exit 0)');
+    await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
     expect(page.problems).toEqual([]);
     await page.context().close();
   });

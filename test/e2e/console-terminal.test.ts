@@ -18,7 +18,10 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
   beforeAll(async () => {
     server = await startServer();
     api = await Api.login(server.url);
-    const a = startAgent(server, { name: 'term-01' });
+    // A plain POSIX shell: this machine's root ~/.bashrc runs `pyenv rehash`, whose lock file a shell
+    // killed mid-startup (other suites kill shells on purpose) can leave behind, stalling every later
+    // bash login by up to a minute. What is tested here is the console, not the host's dotfiles.
+    const a = startAgent(server, { name: 'term-01', args: ['--shell', '/bin/sh'] });
     id = await agentId(a);
     await api.waitAgent(id, 'online');
     browser = await launch();
@@ -31,6 +34,8 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
   it('opens a terminal, runs a command, reattaches after a reload, and plays the recording back', async () => {
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
+    await screenshot(page, 'agent-detail');
     await page.click('[data-test=open-terminal]');
     await page.waitForSelector('[data-test=terminal][data-state=open]');
     const sessionId = await page.getAttribute('[data-test=terminal]', 'data-session');

@@ -238,6 +238,11 @@ export async function cleanup(): Promise<void> {
   }
   agents.clear();
   servers.clear();
+  // vitest's fork workers do not always run 'exit' listeners: remove the temp dirs here too.
+  if (!process.env['KEEP_TMP']) {
+    for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
+    tmpDirs.clear();
+  }
 }
 
 /* ---------------- REST ---------------- */

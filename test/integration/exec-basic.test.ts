@@ -56,6 +56,11 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const failed = await api.get('/api/tasks?status=failed');
     expect(failed.body.items.map((x: any) => x.id)).toContain(t.id);
     expect(failed.body.items.map((x: any) => x.id)).not.toContain(t2.id);
+    const hist = await api.get(`/api/executions?agentId=${ids['b-2']}`);
+    expect(hist.status).toBe(200);
+    expect(hist.body.items[0]).toMatchObject({ taskId: t2.id, agentId: ids['b-2'], status: 'succeeded', script: 'echo "me $GREETING"' });
+    expect(hist.body.items[1]).toMatchObject({ taskId: t.id, status: 'failed', exitCode: 3 });
+    expect(hist.body.items.every((x: any) => x.agentId === ids['b-2'])).toBe(true);
     const mine = await api.get(`/api/tasks?createdBy=admin&since=${Date.parse(t.createdAt)}`);
     expect(mine.body.items.map((x: any) => x.id)).toEqual([t2.id, t.id]);
   });
@@ -86,6 +91,14 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     expect(JSON.parse(await outputText(api, (await waitTask(api, js.id)).executions[0].id))).toEqual(args);
     const sb = await createTask(api, { script: '#!/bin/sh\necho "sh:$1"', interpreter: 'shebang', args: ['x y'], targets: { agentIds: [ids['b-1']] } });
     expect(await outputText(api, (await waitTask(api, sb.id)).executions[0].id)).toBe('sh:x y\n');
+    const cwd = tmpDir('cwd');
+    const wd = await createTask(api, { script: 'pwd; ls -ld "$0" | cut -c1-10', interpreter: 'sh', cwd, targets: { agentIds: [ids['b-1']] } });
+    // Runs in cwd; the script file itself is private (rwx------).
+    expect(await outputText(api, (await waitTask(api, wd.id)).executions[0].id)).toBe(`${fs.realpathSync(cwd)}\n-rwx------\n`);
+    const nowd = await createTask(api, { script: 'pwd', cwd: '/nonexistent/dir', targets: { agentIds: [ids['b-1']] } });
+    const nd = (await waitTask(api, nowd.id)).executions[0];
+    expect(nd.status).toBe('failed');
+    expect(nd.reason).toMatch(/could not start/);
   });
 
   it('output beyond the cap is marked truncated and the execution still finishes', async () => {

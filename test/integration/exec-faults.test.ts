@@ -171,6 +171,33 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await proxy.close();
   });
 
+  it('cancel while the agent is disconnected: cancelled at once, and the script is killed when the agent returns', async () => {
+    const s = await startServer({ db });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'f-cancel-off', serverUrl: `ws://127.0.0.1:${proxy.port}`, env: { MUSTER_AGENT_EXEC_KILL_GRACE_SEC: '1' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const pidFile = path.join(tmpDir('cancel-off'), 'pids');
+    const t = await createTask(api, { script: TREE, args: [pidFile], targets: { agentIds: [id] } });
+    await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
+    await waitFor(() => pidsIn(pidFile).length >= 3, 'script pids');
+    proxy.cut();
+    await api.waitAgent(id, 'offline');
+    const c = await api.post(`/api/tasks/${t.id}/cancel`, {});
+    expect(c.status).toBe(200);
+    const d = await waitTask(api, t.id);
+    expect(d.executions[0].status).toBe('cancelled');
+    expect(d.executions[0].reason).toMatch(/agent offline/);
+    expect(pidsIn(pidFile).every(alive)).toBe(true); // the agent has not heard of it yet
+    proxy.restore();
+    await api.waitAgent(id, 'online');
+    await waitFor(() => pidsIn(pidFile).every((p) => !alive(p)), 'the script killed after the reconnect', 15_000);
+    await waitFor(() => /"status":"cancelled"/.test(a.output()), 'agent reports the cancelled run', 10_000);
+    expect((await api.get(`/api/tasks/${t.id}`)).body.executions[0].status).toBe('cancelled');
+    await proxy.close();
+  });
+
   it('a server restart mid-run still records the result and the whole output', async () => {
     const s = await startServer({ db });
     const api = await Api.login(s.url);
@@ -210,6 +237,25 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     const api2 = await Api.login(s2.url);
     const d = await waitTask(api2, t.id, 20_000);
     expect(d.executions[0].status).toBe('lost');
+  });
+
+  it('an agent that goes away before its turn (concurrency window) is skipped after reconcileTimeoutSec', async () => {
+    const s = await startServer({ db, env: { MUSTER_RECONCILE_TIMEOUT_SEC: '2' } });
+    const api = await Api.login(s.url);
+    const a = startAgent(s, { name: 'f-turn-1' });
+    const b = startAgent(s, { name: 'f-turn-2' });
+    const [ia, ib] = [await agentId(a), await agentId(b)];
+    await api.waitAgent(ia, 'online');
+    await api.waitAgent(ib, 'online');
+    const t = await createTask(api, { script: 'sleep 4', targets: { agentIds: [ia, ib] }, concurrency: 1 });
+    const first = await waitExecution(api, t.id, (e) => e.status === 'running', 'first running');
+    const other = first.agentId === ia ? b : a;
+    await other.stop('SIGKILL');
+    const d = await waitTask(api, t.id);
+    const waiting = d.executions.find((e: any) => e.agentId !== first.agentId);
+    expect(waiting.status).toBe('skipped');
+    expect(waiting.reason).toMatch(/before its turn/);
+    expect(d.executions.find((e: any) => e.agentId === first.agentId).status).toBe('succeeded');
   });
 
   it('a queued execution runs once when its agent comes back; past the TTL it is skipped', async () => {

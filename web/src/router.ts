@@ -23,6 +23,7 @@ const routes: RouteRecordRaw[] = [
   { path: '/recordings', name: 'recordings', component: () => import('./features/terminals/RecordingsView.vue'), meta: { title: 'Recordings' } },
   { path: '/updates', name: 'updates', component: () => import('./features/updates/UpdatesView.vue'), meta: { title: 'Updates' } },
   { path: '/updates/rollouts/:id', name: 'rollout', component: () => import('./features/updates/RolloutView.vue'), props: true, meta: { title: 'Rollout' } },
+  { path: '/tokens', name: 'tokens', component: () => import('./features/admin/TokensView.vue'), meta: { title: 'API tokens' } },
   { path: '/admin', name: 'admin', component: () => import('./features/admin/AdminView.vue'), meta: { title: 'Admin', role: 'admin' } },
   { path: '/:rest(.*)*', redirect: '/' },
 ];

@@ -25,6 +25,9 @@ export const fleetLoaded = ref(false);
 export const fleetError = ref('');
 export const connectionEvents = shallowRef<ConnectionEvent[]>([]);
 
+let early: Promise<AgentView[] | null> | null = null;
+/** The list fetched after the socket's `ready` (the truth events apply to) has arrived. */
+let authoritative = false;
 let frame = 0;
 let fallback: ReturnType<typeof setTimeout> | null = null;
 let shapeChanged = false;
@@ -60,10 +63,22 @@ function apply(fn: () => void): void {
   else fn();
 }
 
+/**
+ * Fetches the fleet as the page starts, before the session check and the socket are done, so the
+ * agents view can paint sooner. That snapshot may predate the socket's subscription, so it is only
+ * a first picture: the list fetched after `ready` replaces it (and wins if it arrives first).
+ */
+export function prefetchFleet(): void {
+  early ??= fetch('/api/agents?limit=50000', { credentials: 'same-origin' })
+    .then((r) => (r.ok ? (r.json() as Promise<ListResult<AgentView>>) : null))
+    .then((r) => r?.items ?? null, () => null);
+}
+
 async function reload(): Promise<void> {
   pending = [];
   try {
     const r = await api.get<ListResult<AgentView>>('/api/agents', { limit: 50_000 });
+    authoritative = true;
     agents.clear();
     for (const a of r.items) agents.set(a.id, a);
     orderDirty = true;
@@ -83,6 +98,13 @@ async function reload(): Promise<void> {
 export function startFleet(): void {
   if (started) return;
   started = true;
+  void early?.then((items) => {
+    if (!items || authoritative) return;
+    for (const a of items) agents.set(a.id, a);
+    orderDirty = true;
+    fleetLoaded.value = true;
+    touch(true);
+  });
   // Page-lifetime subscriptions: a detached scope, so no component's unmount disposes them.
   effectScope(true).run(() => {
     onReady(() => void reload());
@@ -116,6 +138,19 @@ export function startFleet(): void {
       }
       touch();
     }));
+  });
+}
+
+/**
+ * Applies an agent as a REST call answered it (PATCH, GET after revoke): the server does not push
+ * every change to consoles, so the console that made it shows it at once.
+ */
+export function upsertAgent(a: AgentView): void {
+  apply(() => {
+    const prev = agents.get(a.id);
+    if (!prev || prev.name !== a.name) orderDirty = true;
+    agents.set(a.id, a);
+    touch(true);
   });
 }
 

@@ -17,6 +17,8 @@ export function useSelectorMatch(selector: Readonly<Ref<string>>, opts: { ids?: 
   const loading = ref(false);
   let seq = 0;
   let timer: ReturnType<typeof setTimeout> | null = null;
+  let inFlight = false;
+  let again = false;
 
   async function run(): Promise<void> {
     const s = selector.value.trim();
@@ -28,6 +30,7 @@ export function useSelectorMatch(selector: Readonly<Ref<string>>, opts: { ids?: 
       return;
     }
     loading.value = true;
+    inFlight = true;
     try {
       const r = await api.get<ListResult<AgentView>>('/api/agents', { selector: s, limit: opts.ids ? 50_000 : 1 });
       if (my !== seq) return;
@@ -46,16 +49,28 @@ export function useSelectorMatch(selector: Readonly<Ref<string>>, opts: { ids?: 
         problem.value = { message: err instanceof Error ? err.message : String(err), position: null, expected: null };
       }
     } finally {
+      inFlight = false;
       if (my === seq) loading.value = false;
+      if (again) {
+        again = false;
+        schedule(1000);
+      }
     }
   }
   function schedule(ms: number) {
     if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void run(), ms);
+    timer = setTimeout(() => {
+      timer = null;
+      void run();
+    }, ms);
   }
   watch(selector, () => schedule(250), { immediate: true });
+  // Agents joining, leaving or changing may change the matches. In a big fleet this churns all the
+  // time: re-evaluate at most once a second and never with a request already in flight.
   watch(fleetShapeVersion, () => {
-    if (selector.value.trim()) schedule(1000);
+    if (!selector.value.trim()) return;
+    if (inFlight) again = true;
+    else if (!timer) schedule(1000);
   });
   return { ids, total, problem, loading, refresh: run };
 }

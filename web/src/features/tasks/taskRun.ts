@@ -35,7 +35,10 @@ export class TaskRun {
     this.unsubs.push(
       onReady(() => void this.resync()),
       onMessage('task.updated', (m) => {
-        if (m.task.id === this.taskId) this.task.value = m.task;
+        if (m.task.id !== this.taskId) return;
+        this.task.value = m.task;
+        this.pushed = m.task;
+        this.reconcileSoon();
       }),
       onMessage('execution.updated', (m) => {
         if (m.execution.taskId !== this.taskId) return;
@@ -43,8 +46,12 @@ export class TaskRun {
         this.touch();
       }),
       onMessage('exec.gap', (m) => {
+        // The server skipped chunks for this console (it fell behind): say so where the output shows.
         const b = this.out.get(m.executionId);
         if (b) b.gap = true;
+        const note = new TextEncoder().encode(`\r\n\x1b[33m[${m.toSeq - m.fromSeq} ${m.stream} chunk(s) skipped: this console fell behind; Download has the full output]\x1b[0m\r\n`);
+        const ls = this.listeners.get(m.executionId);
+        if (ls) for (const l of ls) l(note);
       }),
       onFrame((f) => {
         if (f.op !== 'execOutput') return;
@@ -53,6 +60,29 @@ export class TaskRun {
         this.append(f.executionId, f.seq, f.data);
       }),
     );
+  }
+
+  private reconcileTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The latest task pushed over the socket (newer than a snapshot that raced with it). */
+  private pushed: TaskView | null = null;
+  private reloading = false;
+
+  /**
+   * The task's counts are the server's truth. Subscribing is asynchronous on the server, so an
+   * execution that changed between our snapshot and the subscription taking effect would stay stale:
+   * when the counts we hold still disagree a moment later, reload the executions.
+   */
+  private reconcileSoon(): void {
+    if (this.reconcileTimer || !this.loaded.value) return;
+    this.reconcileTimer = setTimeout(() => {
+      this.reconcileTimer = null;
+      const want = (this.pushed ?? this.task.value)?.counts ?? {};
+      const have: Record<string, number> = {};
+      for (const e of this.execs.values()) have[e.status] = (have[e.status] ?? 0) + 1;
+      const keys = new Set([...Object.keys(want), ...Object.keys(have)]);
+      const differs = [...keys].some((k) => (want[k as keyof typeof want] ?? 0) !== (have[k] ?? 0));
+      if (differs && !this.reloading && !this.disposed) void this.reload();
+    }, 500);
   }
 
   private touch(): void {
@@ -87,6 +117,13 @@ export class TaskRun {
   /** (Re)subscribes and reloads the task; called on every socket ready. */
   async resync(): Promise<void> {
     send({ type: 'task.subscribe', taskId: this.taskId, output: true });
+    await this.reload();
+  }
+
+  private async reload(): Promise<void> {
+    this.reloading = true;
+    // Pushes that arrive while this snapshot is in flight may be newer than it: compared afterwards.
+    this.pushed = null;
     try {
       const t = await api.get<TaskDetail>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
       if (this.disposed) return;
@@ -97,8 +134,11 @@ export class TaskRun {
       this.loaded.value = true;
       this.error.value = '';
       this.touch();
+      if (this.pushed) this.reconcileSoon();
     } catch (err) {
       this.error.value = (err as Error).message;
+    } finally {
+      this.reloading = false;
     }
   }
 
@@ -158,5 +198,6 @@ export class TaskRun {
     for (const u of this.unsubs) u();
     if (this.frame) cancelAnimationFrame(this.frame);
     if (this.fallback) clearTimeout(this.fallback);
+    if (this.reconcileTimer) clearTimeout(this.reconcileTimer);
   }
 }
