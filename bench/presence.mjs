@@ -194,7 +194,26 @@ more: the ratios are Muster's cost over the transport's own. "load avg" is the m
 average when the window began: this 2-core machine is shared with other work, and a load above 2
 means every process (server, simulator) waited for CPU, which stretches connect and restart times
 far more than the steady-state CPU figure. ${maxAgents < 20_000 ? `The open-file hard limit in this sandbox is ${nofileHardLimit().toLocaleString('en')} (and cannot be raised without CAP_SYS_RESOURCE), so the largest size is ${maxAgents.toLocaleString('en')} agents (one descriptor per socket plus the server's own).` : ''}
-Raw figures: \`bench/out/presence-*/results.json\`.
+Raw figures: \`bench/out/presence-*/results.json\`; \`BENCH_VERBOSE=1\` prints the reconnect timeline.
+
+Variance. Steady-state CPU and RSS repeat within a few percent. The restart time does not: it is
+set by the slowest of 20,000 jittered agents, and on this shared machine (other benchmarks and
+browser tests ran alongside; load averages of 3–17 during the day's runs) it measured 14–30 s for
+the largest fleet. Most agents are back well before the last one; the tail is agents whose
+exponential backoff grew while nothing listened on the port (the gap between the old process
+exiting and the new one listening).
+
+What the profile led to (all on main): the listen backlog was Node's default 511, so a reconnect
+storm overflowed the accept queue (1.1 M ListenOverflows) and dropped SYNs came back only after
+TCP's 1/3/7/15 s retransmits → \`backlog: 4096\`. Each hello cost two autocommitted writes → group
+commit (one transaction per event-loop turn, \`server/db/tx-batcher.ts\`), and a reconnect with
+unchanged host facts writes only its connection row. Shutdown closed 20,000 rows one statement at a
+time and waited for every peer's close handshake → one statement, 2 s grace, then terminate; the
+draining server answers 503 + Retry-After instead of letting agents re-register with it. The server
+now listens before opening the database and answers 503 + Retry-After until ready, and a
+Retry-After no longer grows the agent's backoff. Per-socket dispatch Maps and child loggers became
+shared/lazy. Initial enrolment of 20,000 new agents went from 122 s to 16–26 s; restart from
+29–63 s to 14–30 s.
 `;
 process.stdout.write(`\n${section}\n`);
 if (!flags['no-write']) {

@@ -158,7 +158,7 @@ async function compose(
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
   api.use(authRoutes({ auth, audit, secureCookies: scheme === 'https', sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
-  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit }));
+  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus }));
   api.get('/enrollment', requireRole('admin'), (_req, res) => {
     const url = serverUrl().replace(/^http/, 'ws');
     res.json({

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { CloseCode, Labels } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
+import type { Bus } from '../bus/bus.js';
 import { actorOf, requireRole } from '../http/context.js';
 import { ApiError, notFound, page } from '../http/errors.js';
 import { compileSelector, SelectorError } from '../selectors/selector.js';
@@ -35,7 +36,7 @@ export function selectAgents(fleet: Fleet, selector: string | undefined, status?
 }
 
 /** /api/agents: the fleet, one agent, summary, connections, patch, revoke, restart. */
-export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog }): Router {
+export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog; bus: Bus }): Router {
   const { fleet, audit } = deps;
   const r = Router();
 
@@ -88,6 +89,7 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     if (body.groups !== undefined) a.groups = body.groups;
     await audit.record({ actor: actorOf(req), action: 'agent.patch', targetType: 'agent', targetId: id, details: body });
     const view = agentView(a);
+    deps.bus.publish('agent.changed', { agent: view });
     res.json(view);
   });
 
@@ -99,6 +101,7 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     await deps.repo.revoke(id, now);
     a.revokedAt = now;
     fleet.kick(id, CloseCode.revoked, 'revoked');
+    deps.bus.publish('agent.changed', { agent: agentView(a) });
     await audit.record({ actor: actorOf(req), action: 'agent.revoke', targetType: 'agent', targetId: id, details: { name: a.name } });
     res.status(204).end();
   });

@@ -75,6 +75,10 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.goto(`${server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history');
     await screenshot(page, 'history');
+    // The host's timeline lists its executions next to its connections.
+    await page.goto(`${server.url}/agents/${ids[0]}`);
+    await page.waitForSelector('[data-test=agent-timeline] >> text=execution succeeded (exit 0)');
+    await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
