@@ -45,7 +45,7 @@ const Schema = z.object({
   maxExecutionsPerAgent: z.coerce.number().int().min(1).default(8),
   /** Stored output per execution before it is marked truncated. */
   maxOutputBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
-  /** Time an execution left running after a server restart may wait for its agent before it is `lost`. */
+  /** Time an execution waits for an agent that went away (or, after a server restart, has not come back): then `lost` if it ran, `skipped` if it had not started. */
   reconcileTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Terminal: shell kept alive after the console goes away, and scrollback kept for reattach. */
   terminalDetachTimeoutSec: z.coerce.number().int().min(1).default(300),

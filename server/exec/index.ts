@@ -62,12 +62,15 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     },
     consoleHandlers: {
       'task.subscribe': async (ch, m) => {
+        // Subscribe before reading the snapshot: an update that lands while the read runs is
+        // delivered rather than lost (the snapshot sent after it is at least as new).
+        fanout.subscribe(ch, m.taskId, m.output);
         try {
           const t = await svc.getTask(m.taskId);
-          fanout.subscribe(ch, m.taskId, m.output);
           const { executions: _e, ...task } = t;
           ch.send({ type: 'task.updated', task });
         } catch {
+          fanout.unsubscribe(ch, m.taskId);
           ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
         }
       },
