@@ -53,6 +53,9 @@ export class ServerConnection {
   private ws: WebSocket | null = null;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Liveness of the server side: pings every 3 heartbeat intervals, gives up after 2 unanswered. */
+  private liveness: NodeJS.Timeout | undefined;
+  private lastHeard = 0;
   private stopped = false;
   private welcomed = false;
   private retryAfterMs: number | null = null;
@@ -109,12 +112,17 @@ export class ServerConnection {
     ws.on('open', () => {
       ws.send(JSON.stringify(this.o.buildHello()));
     });
-    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('message', (data, isBinary) => {
+      this.lastHeard = Date.now();
+      this.onMessage(data as Buffer, isBinary);
+    });
+    ws.on('pong', () => { this.lastHeard = Date.now(); });
     ws.on('error', (err) => {
       this.lastError = err.message;
       this.o.log.debug({ err: err.message }, 'socket error');
     });
     ws.on('close', (code, reason) => {
+      clearInterval(this.liveness);
       const was = this.connected;
       this.connected = false;
       this.ws = null;
@@ -187,6 +195,7 @@ export class ServerConnection {
       this.lastError = null;
       this.lastConnectedAt = Date.now();
       this.o.log.info({ heartbeatMs: msg.heartbeatIntervalMs }, 'connected');
+      this.watchServer(msg.heartbeatIntervalMs * 3);
       this.o.onWelcome(msg.heartbeatIntervalMs);
       return;
     }
@@ -197,6 +206,29 @@ export class ServerConnection {
     } catch (err) {
       this.o.log.error({ err: String(err), type: msg.type }, 'handler failed');
     }
+  }
+
+  /**
+   * A frozen server or a silently dropped path (no FIN, no RST) would leave this socket "open" for
+   * the many minutes TCP takes to give up, with the agent reporting itself connected. The server
+   * answers pings by itself (ws), so silence for two ping intervals means the peer is gone: cut
+   * the socket and reconnect.
+   */
+  private watchServer(everyMs: number): void {
+    clearInterval(this.liveness);
+    this.lastHeard = Date.now();
+    const ws = this.ws;
+    this.liveness = setInterval(() => {
+      if (!ws || ws !== this.ws || ws.readyState !== WebSocket.OPEN) return clearInterval(this.liveness);
+      if (Date.now() - this.lastHeard > 2 * everyMs) {
+        this.lastError = `server silent for ${Math.round((Date.now() - this.lastHeard) / 1000)} s`;
+        this.o.log.warn({ silentMs: Date.now() - this.lastHeard }, 'server silent; reconnecting');
+        ws.terminate();
+        return;
+      }
+      ws.ping();
+    }, everyMs);
+    this.liveness.unref();
   }
 
   /** Sends a control message; false when not connected. */
@@ -227,6 +259,7 @@ export class ServerConnection {
   async stop(reason: string): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.liveness);
     const ws = this.ws;
     if (!ws) return;
     if (ws.readyState === WebSocket.OPEN) {

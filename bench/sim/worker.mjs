@@ -108,6 +108,7 @@ class SimAgent {
       if (this.welcomed) stats.connected--;
       this.welcomed = false;
       clearTimeout(this.hbTimer);
+      clearInterval(this.pingTimer);
       this.ws = null;
       this.schedule();
     });
@@ -143,6 +144,9 @@ class SimAgent {
       stats.welcomes++;
       this.attempt = 0;
       this.heartbeatMs = m.heartbeatIntervalMs;
+      // As the real agent: a ping every 3 heartbeat intervals (the server's ws answers it).
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => { if (this.ws?.readyState === WebSocket.OPEN) this.ws.ping(); }, 3 * this.heartbeatMs);
       // Random phase: a fleet's heartbeats are spread over the interval, not synchronised.
       this.hbTimer = setTimeout(() => this.beat(), Math.floor(Math.random() * this.heartbeatMs));
       return;
@@ -190,6 +194,7 @@ class SimAgent {
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.hbTimer);
+    clearInterval(this.pingTimer);
     const ws = this.ws;
     if (ws?.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify({ type: 'bye', reason: 'simulation stopped' }));

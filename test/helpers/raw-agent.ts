@@ -23,6 +23,17 @@ export function readCreds(stateDir: string): Creds & { secret: string } {
   return { agentId, secret };
 }
 
+/** Waits until the agent has stored its secret (it does so on welcome, just after the server lists it online). */
+export async function waitCreds(stateDir: string): Promise<Creds & { secret: string }> {
+  return waitFor(() => {
+    try {
+      return readCreds(stateDir);
+    } catch {
+      return null;
+    }
+  }, `agent secret in ${stateDir}`, 10_000, 20);
+}
+
 /** Upgrade headers an agent sends for these credentials. */
 export function agentHeaders(c: Creds): Record<string, string> {
   const h: Record<string, string> = { 'X-Muster-Agent-Id': c.agentId };

@@ -129,6 +129,32 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     await s2.stop();
   });
 
+  it('a frozen server (SIGSTOP) is noticed by the agent: it reconnects, and /health turns 503', async () => {
+    const s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: '500' } });
+    const api = await Api.login(s.url);
+    const a = startAgent(s, { name: 'frozen-server', args: ['--health-port=0'], env: { MUSTER_AGENT_UNREACHABLE_AFTER_SEC: '1' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const portFile = path.join(a.stateDir, 'health.port');
+    const port = Number(await waitFor(() => fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim(), 'health.port'));
+    s.proc.kill('SIGSTOP');
+    try {
+      // The TCP connection stays open (nothing sends FIN or RST): only the agent's pings can tell.
+      await waitFor(() => a.output().includes('server silent; reconnecting'), 'agent to notice the silence', 20_000);
+      const down = await waitFor(async () => {
+        const r = await fetch(`http://127.0.0.1:${port}/health`);
+        return r.status === 503 ? (await r.json()) as any : null;
+      }, '/health 503');
+      expect(down.reason).toMatch(/server unreachable for \d+ s/);
+    } finally {
+      s.proc.kill('SIGCONT');
+    }
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/health`)).status === 200, '/health 200 again', 30_000);
+    await api.waitAgent(id, 'online', 30_000);
+    await a.stop();
+    await s.stop();
+  }, 90_000);
+
   it('migrations run up, down and up again', async () => {
     let k: Knex;
     let drop = async () => {};

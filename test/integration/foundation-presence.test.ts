@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { helloAgent, readCreds, scrape, withDb } from '../helpers/raw-agent.js';
+import { helloAgent, scrape, waitCreds, withDb } from '../helpers/raw-agent.js';
 
 const dbs = await databases();
 const HB = 500;
@@ -45,7 +45,7 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const row = await withDb(s.dbUrl, (k) => k('agents').where({ id }).first());
     expect(row).toMatchObject({ name: 'facts-1', hostname: os.hostname(), platform: process.platform });
     // The secret is stored only hashed; the agent keeps the plain one 0600.
-    const { secret } = readCreds(a.stateDir);
+    const { secret } = await waitCreds(a.stateDir);
     expect(row.secret_hash).toMatch(/^[0-9a-f]{64}$/);
     expect(row.secret_hash).not.toContain(secret);
     expect(fs.statSync(path.join(a.stateDir, 'agent-secret')).mode & 0o777).toBe(0o600);
@@ -136,7 +136,7 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const a = startAgent(s, { name: 'dup-1' });
     const id = await agentId(a);
     await api.waitAgent(id, 'online');
-    const raw = await helloAgent(s.wsUrl, readCreds(a.stateDir));
+    const raw = await helloAgent(s.wsUrl, await waitCreds(a.stateDir));
     expect(raw.welcome.agentId).toBe(id);
     // The real agent's socket was the one replaced...
     await waitFor(async () => (await api.get(`/api/agents/${id}/connections`)).body.items.some((r: any) => r.reason === 'replaced'), 'replaced row');

@@ -140,6 +140,18 @@ describe.each(dbs)('foundation security (%s)', (db) => {
     await api.waitAgent(creds.agentId, 'offline');
   });
 
+  it('hello negotiates min(protocol); unknown hello fields are tolerated (new fields are optional)', async () => {
+    const a = await rawAgent(s.wsUrl, creds);
+    a.send(helloFor(creds.agentId, { protocol: 99, someFutureField: { x: 1 } }));
+    const w = await a.next((m) => m.type === 'welcome' || m.type === 'error');
+    expect(w).toMatchObject({ type: 'welcome', protocol: 1, agentId: creds.agentId });
+    expect(w.secret).toBeUndefined();
+    expect(w.heartbeatIntervalMs).toBeGreaterThan(0);
+    a.close();
+    await a.closed;
+    await api.waitAgent(creds.agentId, 'offline');
+  });
+
   it('an oversized frame closes that socket only (1009); other agents stay online', async () => {
     const bystander = startAgent(s, { name: 'bystander' });
     const bId = await agentId(bystander);
