@@ -161,7 +161,10 @@ export class Run {
     if (this.bufBytes + data.length > this.limits.bufferBytes) {
       if (!this.truncated) this.log.warn({ executionId: this.id }, 'output buffer full while the server is away; cutting output');
       this.truncated = true;
-      return;
+      // Keep what fits, so the cut lands at the buffer limit whatever the chunk boundaries were.
+      const room = this.limits.bufferBytes - this.bufBytes;
+      if (room <= 0) return;
+      data = data.subarray(0, room);
     }
     this.chunks.push({ seq: this.seq++, stream, data });
     this.bufBytes += data.length;

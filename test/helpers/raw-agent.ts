@@ -14,7 +14,12 @@ export interface Creds { agentId: string; secret?: string; enrollToken?: string 
 /** Reads agent-id and agent-secret from a real agent's state dir. */
 export function readCreds(stateDir: string): Creds & { secret: string } {
   const agentId = fs.readFileSync(path.join(stateDir, 'agent-id'), 'utf8').trim();
-  const secret = fs.readFileSync(path.join(stateDir, 'agent-secret'), 'utf8').trim();
+  // The server lists an agent online just before its welcome (carrying the secret) reaches the
+  // agent and is stored: wait briefly for the file rather than race it.
+  const secretFile = path.join(stateDir, 'agent-secret');
+  const deadline = Date.now() + 10_000;
+  while (!fs.existsSync(secretFile) && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  const secret = fs.readFileSync(secretFile, 'utf8').trim();
   return { agentId, secret };
 }
 
