@@ -42,7 +42,7 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const outDir = path.join(ROOT, 'bench', 'out', `presence-${stamp}`);
 const dataDir = path.join(outDir, 'data');
 const credsDir = path.join(outDir, 'creds');
-fs.mkdirSync(dataDir, { recursive: true });
+if (!flags.report) fs.mkdirSync(dataDir, { recursive: true });
 const log = (...a) => process.stdout.write(`${a.join(' ')}\n`);
 const kb = (b) => Math.round(b / 1024);
 
