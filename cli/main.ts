@@ -1,9 +1,13 @@
 import { parseArgs } from 'node:util';
+import { ApiFailure, describeApiFailure } from './client.js';
 import { CliError, type Command } from './command.js';
+import { agents } from './commands/agents.js';
 import { keygen, signCmd } from './commands/keys.js';
+import { login } from './commands/login.js';
+import { run, task, tasks } from './commands/tasks.js';
 
 /** Every subcommand, in help order. Add new commands here. */
-const COMMANDS: readonly Command[] = [keygen, signCmd];
+const COMMANDS: readonly Command[] = [login, agents, run, tasks, task, keygen, signCmd];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -28,11 +32,11 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     const { values, positionals } = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
-    await cmd.run({ values, positionals, out: (s) => void process.stdout.write(s), env: process.env });
-    return 0;
+    const code = await cmd.run({ values, positionals, out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s), env: process.env });
+    return code ?? 0;
   } catch (err) {
     const usageError = err instanceof CliError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-    process.stderr.write(`muster ${cmd.name}: ${(err as Error).message}\n`);
+    process.stderr.write(`muster ${cmd.name}: ${err instanceof ApiFailure ? describeApiFailure(err) : (err as Error).message}\n`);
     if (usageError) process.stderr.write(`usage: ${cmd.usage}\n`);
     return usageError ? 2 : 1;
   }
