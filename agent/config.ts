@@ -126,8 +126,3 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   }
   return Object.freeze({ ...parsed.data, configPath });
 }
-
-/** Re-reads only the labels from the config file (SIGHUP), keeping flag labels on top. */
-export function reloadLabels(cfg: AgentConfig, argv: string[], env: NodeJS.ProcessEnv): Labels {
-  return loadAgentConfig(argv, env).labels ?? cfg.labels;
-}

@@ -250,11 +250,6 @@ export class ServerConnection {
     return this.ws?.bufferedAmount ?? 0;
   }
 
-  /** Waits until the socket has drained below `bytes` (or is gone). */
-  isWritable(): boolean {
-    return this.connected && (this.ws?.readyState === WebSocket.OPEN);
-  }
-
   /** Says bye and closes; resolves once the socket is closed (or after a timeout). */
   async stop(reason: string): Promise<void> {
     this.stopped = true;
