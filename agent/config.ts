@@ -21,6 +21,11 @@ const Schema = z.object({
   backoffMaxMs: z.coerce.number().int().min(10).default(60_000),
   /** Shell for terminals (default: the agent user's login shell). */
   shell: z.string().optional(),
+  /**
+   * HOME (and starting directory) of terminals opened as the agent's own user (default: that user's
+   * home from /etc/passwd). Lets a host, or a test, keep the service user's dotfiles out of terminals.
+   */
+  terminalHome: z.string().min(1).optional(),
   /** User terminals run as (default: the agent's own user); another user needs a root agent. */
   terminalUser: z.string().min(1).max(64).optional(),
   /** Terminal sessions one agent hosts at once; more are refused. */
@@ -61,7 +66,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
   MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt', MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
-  MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
+  MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_HOME: 'terminalHome', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
   MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
@@ -90,7 +95,7 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
         label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
         'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
         'log-level': { type: 'string' },
-        'terminal-user': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
+        'terminal-user': { type: 'string' }, 'terminal-home': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
       },
       strict: true,
     }).values;
@@ -112,7 +117,7 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   const f: Record<string, unknown> = {
     server: flags.server, token: flags.token, stateDir: flags['state-dir'], name: flags.name, caFile: flags['ca-file'],
     healthPort: flags['health-port'], shell: flags.shell, installRoot: flags['install-root'], logLevel: flags['log-level'],
-    terminalUser: flags['terminal-user'], terminalMaxSessions: flags['terminal-max-sessions'],
+    terminalUser: flags['terminal-user'], terminalHome: flags['terminal-home'], terminalMaxSessions: flags['terminal-max-sessions'],
     terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'],
   };
   for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;

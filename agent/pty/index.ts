@@ -40,7 +40,7 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
         }
         let session: PtySession;
         try {
-          const spec = loginSpec({ user: m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, agentEnv: process.env });
+          const spec = loginSpec({ user: m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, home: cfg.terminalHome, agentEnv: process.env });
           const pty = loadPty().spawn(spec.file, spec.args, {
             name: 'xterm-256color', cols: m.cols, rows: m.rows, cwd: spec.cwd, env: spec.env, encoding: null,
           });

@@ -51,7 +51,9 @@ function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
  * Builds the login shell of `userName` (default: the agent's user) with a clean environment:
  * the agent's own environment (enrolment token, secrets) never leaks into a terminal.
  */
-export function loginSpec(o: { user?: string | undefined; shell?: string | undefined; agentEnv: NodeJS.ProcessEnv; passwd?: PasswdEntry[] }): LoginSpec {
+export function loginSpec(o: {
+  user?: string | undefined; shell?: string | undefined; home?: string | undefined; agentEnv: NodeJS.ProcessEnv; passwd?: PasswdEntry[];
+}): LoginSpec {
   const passwd = o.passwd ?? readPasswd();
   const myUid = process.getuid?.() ?? 0;
   const me = passwd.find((e) => e.uid === myUid);
@@ -63,7 +65,9 @@ export function loginSpec(o: { user?: string | undefined; shell?: string | undef
   let shell = o.shell || target.shell || '/bin/sh';
   if (/\/(nologin|false)$/.test(shell)) shell = '/bin/sh';
   if (!isExecutable(shell)) throw new LoginError(`shell ${shell} is not executable`);
-  const home = target.home && isDir(target.home) ? target.home : '/';
+  // A configured home applies to the agent's own user only: another user always gets their own.
+  if (o.home && !switching && !isDir(o.home)) throw new LoginError(`terminal home ${o.home} is not a directory`);
+  const home = o.home && !switching ? o.home : target.home && isDir(target.home) ? target.home : '/';
 
   const env: Record<string, string> = {
     HOME: home, USER: target.name, LOGNAME: target.name, SHELL: shell, PATH: DEFAULT_PATH,

@@ -18,10 +18,8 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
   beforeAll(async () => {
     server = await startServer();
     api = await Api.login(server.url);
-    // A plain POSIX shell: this machine's root ~/.bashrc runs `pyenv rehash`, whose lock file a shell
-    // killed mid-startup (other suites kill shells on purpose) can leave behind, stalling every later
-    // bash login by up to a minute. What is tested here is the console, not the host's dotfiles.
-    const a = startAgent(server, { name: 'term-01', args: ['--shell', '/bin/sh'] });
+    // The harness gives the agent its own HOME and shell: the host's dotfiles never reach the test.
+    const a = startAgent(server, { name: 'term-01' });
     id = await agentId(a);
     await api.waitAgent(id, 'online');
     browser = await launch();

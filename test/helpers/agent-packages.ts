@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, sleep, tmpDir } from './harness.js';
+import { ROOT, hermeticAgentEnv, sleep, tmpDir } from './harness.js';
 
 export const run = promisify(execFile);
 
@@ -95,6 +95,7 @@ export class Supervisor {
   private stopped = false;
   private exited: Promise<void> = Promise.resolve();
 
+  private readonly hermetic = hermeticAgentEnv();
   constructor(readonly root: string, private readonly env: Record<string, string> = {}, private readonly restartMs = 200) {}
 
   output(): string {
@@ -106,7 +107,7 @@ export class Supervisor {
     this.starts++;
     const p = spawn('sh', [installPaths(this.root).launcher], {
       env: {
-        ...process.env, MUSTER_AGENT_HEALTH_PORT: '-1', MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000', ...this.env,
+        ...process.env, ...this.hermetic, MUSTER_AGENT_HEALTH_PORT: '-1', MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000', ...this.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -197,7 +197,7 @@ export function startAgent(server: { wsUrl: string; enrollToken: string }, o: Ag
   for (const [k, v] of Object.entries(o.labels ?? {})) args.push('--label', `${k}=${v}`);
   args.push(...(o.args ?? []));
   const proc = spawn(process.execPath, [AGENT_JS, ...args], {
-    env: { ...process.env, MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000', ...o.env },
+    env: { ...process.env, ...hermeticAgentEnv(), MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000', ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -217,6 +217,16 @@ export function startAgent(server: { wsUrl: string; enrollToken: string }, o: Ag
   };
   agents.add(a);
   return a;
+}
+
+/**
+ * What keeps an agent a test starts independent of the machine it runs on: its own empty HOME (the
+ * terminals' HOME and starting directory too) and a known shell, so no test reads the real user's
+ * dotfiles (a slow or broken ~/.bashrc on the host must not stall or change any test). A test that
+ * wants a login shell with dotfiles writes them into its own home (see terminal-login.test.ts).
+ */
+export function hermeticAgentEnv(home = tmpDir('home')): Record<string, string> {
+  return { HOME: home, MUSTER_AGENT_TERMINAL_HOME: home, MUSTER_AGENT_SHELL: '/bin/bash' };
 }
 
 /** Waits until the agent wrote its id (it does so before connecting). */

@@ -80,11 +80,12 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   });
 
   it('arguments with quotes, $() and ; arrive literally; python3 and node interpreters', async () => {
-    const args = ['it\'s "quoted"', '$(touch /tmp/muster-pwned)', 'a; rm -rf /', '`id`', ' spaced  '];
+    const pwned = path.join(tmpDir('pwn'), 'pwned');
+    const args = ['it\'s "quoted"', `$(touch ${pwned})`, 'a; rm -rf /', '`id`', ' spaced  '];
     const t = await createTask(api, { script: 'for a in "$@"; do printf "[%s]\\n" "$a"; done', args, targets: { agentIds: [ids['b-1']] } });
     const d = await waitTask(api, t.id);
     expect(await outputText(api, d.executions[0].id)).toBe(args.map((a) => `[${a}]\n`).join(''));
-    expect(fs.existsSync('/tmp/muster-pwned')).toBe(false);
+    expect(fs.existsSync(pwned)).toBe(false);
     const py = await createTask(api, { script: 'import sys\nprint("|".join(sys.argv[1:]))', interpreter: 'python3', args, targets: { agentIds: [ids['b-1']] } });
     expect(await outputText(api, (await waitTask(api, py.id)).executions[0].id)).toBe(`${args.join('|')}\n`);
     const js = await createTask(api, { script: 'console.log(JSON.stringify(process.argv.slice(2)))', interpreter: 'node', args, targets: { agentIds: [ids['b-1']] } });
