@@ -9,7 +9,7 @@ import { AuditLog } from './auth/audit.js';
 import { AuthService } from './auth/auth-service.js';
 import { authRoutes } from './auth/routes.js';
 import { LocalBus } from './bus/bus.js';
-import { randomSecret, type Config } from './config/config.js';
+import { randomSecret, selectorLimits, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb } from './db/db.js';
 import { Settings } from './db/settings.js';
@@ -158,7 +158,7 @@ async function compose(
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
   api.use(authRoutes({ auth, audit, secureCookies: scheme === 'https', sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
-  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus }));
+  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   api.get('/enrollment', requireRole('admin'), (_req, res) => {
     const url = serverUrl().replace(/^http/, 'ws');
     res.json({

@@ -63,6 +63,12 @@ const Schema = z.object({
   maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
   /** Failed logins per username+address per minute before 429. */
   loginRateLimit: z.coerce.number().int().min(1).default(10),
+  /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
+  selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
+  /** Deepest nesting of parentheses and `not` in a selector. */
+  selectorMaxDepth: z.coerce.number().int().min(1).max(1000).default(32),
+  /** Most terms (comparisons, name lists, `in` tests) in one selector. */
+  selectorMaxTerms: z.coerce.number().int().min(1).default(256),
 });
 
 export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
@@ -82,6 +88,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */
@@ -110,6 +117,11 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     throw new ConfigError('invalid configuration:\n  MUSTER_TLS_CERT and MUSTER_TLS_KEY must be set together');
   }
   return Object.freeze({ ...c, dataDir: path.resolve(c.dataDir), enrollTokenGenerated: !c.enrollToken });
+}
+
+/** The selector bounds of a config. */
+export function selectorLimits(c: Config): { maxLength: number; maxDepth: number; maxTerms: number } {
+  return { maxLength: c.selectorMaxLength, maxDepth: c.selectorMaxDepth, maxTerms: c.selectorMaxTerms };
 }
 
 /** A random URL-safe secret of `bytes` bytes. */

@@ -1,3 +1,4 @@
+import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
 import type { AgentChannel } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
@@ -42,7 +43,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const scheduler = new Scheduler({ repo, writer, fleet, bus, log, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
   const fanout = new ConsoleFanout(CONSOLE_OUTPUT_BUFFER);
   const svc = new ExecService({
-    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s),
+    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];

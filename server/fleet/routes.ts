@@ -5,7 +5,7 @@ import type { AuditLog } from '../auth/audit.js';
 import type { Bus } from '../bus/bus.js';
 import { actorOf, requireRole } from '../http/context.js';
 import { ApiError, notFound, page } from '../http/errors.js';
-import { compileSelector, SelectorError } from '../selectors/selector.js';
+import { compileSelector, DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits } from '../selectors/selector.js';
 import type { Fleet } from './fleet.js';
 import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
 
@@ -15,11 +15,11 @@ const Patch = z.object({
 }).strict();
 
 /** Filters the in-memory fleet by `selector` and `status`; a bad selector answers 400 with its position. */
-export function selectAgents(fleet: Fleet, selector: string | undefined, status?: string): AgentRecord[] {
+export function selectAgents(fleet: Fleet, selector: string | undefined, status?: string, limits: SelectorLimits = DEFAULT_SELECTOR_LIMITS): AgentRecord[] {
   let pred: (a: AgentRecord) => boolean = () => true;
   if (selector !== undefined && selector.trim() !== '') {
     try {
-      pred = compileSelector(selector);
+      pred = compileSelector(selector, limits);
     } catch (err) {
       if (err instanceof SelectorError) {
         throw new ApiError('selector_syntax', err.message, 400, { position: err.position, expected: err.expected });
@@ -36,7 +36,7 @@ export function selectAgents(fleet: Fleet, selector: string | undefined, status?
 }
 
 /** /api/agents: the fleet, one agent, summary, connections, patch, revoke, restart. */
-export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog; bus: Bus }): Router {
+export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog; bus: Bus; selectorLimits: SelectorLimits }): Router {
   const { fleet, audit } = deps;
   const r = Router();
 
@@ -45,7 +45,7 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     const status = q['status'];
     if (status && status !== 'online' && status !== 'offline') throw new ApiError('bad_request', 'status must be online or offline');
     const { limit, offset } = page(q, 100, 50_000);
-    const all = selectAgents(fleet, q['selector'], status);
+    const all = selectAgents(fleet, q['selector'], status, deps.selectorLimits);
     all.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
     res.json({ items: all.slice(offset, offset + limit).map(agentView), total: all.length });
   });

@@ -3,7 +3,7 @@ import { SelectorError } from './errors.js';
 /** One token of the selector language; `pos` is its 0-based offset in the source. */
 export type Token =
   | { kind: 'word'; value: string; pos: number }
-  | { kind: 'string'; value: string; pos: number }
+  | { kind: 'string'; value: string; pos: number; /** Whether the source used escapes (then value offsets differ from source offsets). */ escaped: boolean }
   | { kind: 'op'; value: '==' | '!=' | '~' | '!~'; pos: number }
   | { kind: 'punct'; value: '(' | ')' | '[' | ']' | ','; pos: number }
   | { kind: 'eof'; value: ''; pos: number };
@@ -48,6 +48,7 @@ export function tokenize(src: string): Token[] {
     if (c === '"' || c === "'") {
       const start = i;
       let value = '';
+      let escaped = false;
       i++;
       for (;;) {
         if (i >= src.length) throw new SelectorError(src.length, `closing ${c}`, `unterminated string starting at position ${start}: expected closing ${c} at position ${src.length}`);
@@ -60,13 +61,14 @@ export function tokenize(src: string): Token[] {
           const e = src[i + 1];
           if (e === undefined) throw new SelectorError(i + 1, 'an escaped character', `expected an escaped character at position ${i + 1}`);
           value += e === 'n' ? '\n' : e === 't' ? '\t' : e;
+          escaped = true;
           i += 2;
           continue;
         }
         value += ch;
         i++;
       }
-      out.push({ kind: 'string', value, pos: start });
+      out.push({ kind: 'string', value, pos: start, escaped });
       continue;
     }
     if (WORD.test(c)) {

@@ -9,12 +9,30 @@ export type Field = (typeof FIELDS)[number];
 export type Node =
   | { kind: 'all' }
   | { kind: 'names'; names: string[] }
-  | { kind: 'cmp'; field: { kind: 'field'; name: Field } | { kind: 'label'; key: string }; op: '==' | '!=' | '~' | '!~'; value: string }
+  | {
+    kind: 'cmp'; field: { kind: 'field'; name: Field } | { kind: 'label'; key: string }; op: '==' | '!=' | '~' | '!~'; value: string;
+    /** Source position of the value's first character (of its opening quote when it has escapes). */
+    valuePos: number;
+  }
   | { kind: 'in'; value: string; set: 'groups' | 'labels' }
   | { kind: 'not'; expr: Node }
   | { kind: 'and' | 'or'; left: Node; right: Node };
 
 const KEYWORDS = new Set(['and', 'or', 'not', 'in', 'all']);
+
+/**
+ * Bounds on one selector, so that no selector costs more than a known amount to parse and to
+ * evaluate against every agent (config: MUSTER_SELECTOR_MAX_LENGTH, _MAX_DEPTH, _MAX_TERMS).
+ */
+export interface SelectorLimits {
+  /** Characters in the selector. */
+  maxLength: number;
+  /** Nesting of parentheses and `not`: the parser recurses once per level. */
+  maxDepth: number;
+  /** Comparisons, name lists, `in` tests and `all`s. */
+  maxTerms: number;
+}
+export const DEFAULT_SELECTOR_LIMITS: Readonly<SelectorLimits> = Object.freeze({ maxLength: 16_384, maxDepth: 32, maxTerms: 256 });
 
 const describe = (t: Token): string =>
   t.kind === 'eof' ? 'end of input' : t.kind === 'string' ? `string ${JSON.stringify(t.value)}` : `\`${t.value}\``;
@@ -29,8 +47,11 @@ const describe = (t: Token): string =>
  *   field   := FIELD | 'labels.' KEY | 'labels' '[' STRING ']'
  *   op      := '==' | '!=' | '~' (glob) | '!~'
  */
-export function parseSelector(src: string): Node {
-  const p = new Parser(tokenize(src));
+export function parseSelector(src: string, limits: SelectorLimits = DEFAULT_SELECTOR_LIMITS): Node {
+  if (src.length > limits.maxLength) {
+    throw new SelectorError(limits.maxLength, `at most ${limits.maxLength} characters`, `selector too long: at most ${limits.maxLength} characters (position ${limits.maxLength})`);
+  }
+  const p = new Parser(tokenize(src), limits);
   const node = p.expr();
   p.expectEof();
   return node;
@@ -38,7 +59,21 @@ export function parseSelector(src: string): Node {
 
 class Parser {
   private i = 0;
-  constructor(private readonly toks: Token[]) {}
+  private depth = 0;
+  private terms = 0;
+  constructor(private readonly toks: Token[], private readonly limits: SelectorLimits) {}
+
+  /** Entering a nesting level (`(` or `not`) at `t`: refuse past maxDepth instead of recursing on. */
+  private enter(t: Token): void {
+    if (++this.depth > this.limits.maxDepth) {
+      throw new SelectorError(t.pos, `at most ${this.limits.maxDepth} levels of nesting`, `selector nested too deeply at position ${t.pos}: at most ${this.limits.maxDepth} levels of parentheses and \`not\``);
+    }
+  }
+  private term(t: Token): void {
+    if (++this.terms > this.limits.maxTerms) {
+      throw new SelectorError(t.pos, `at most ${this.limits.maxTerms} terms`, `selector has too many terms at position ${t.pos}: at most ${this.limits.maxTerms} comparisons`);
+    }
+  }
 
   private peek(k = 0): Token {
     return this.toks[Math.min(this.i + k, this.toks.length - 1)]!;
@@ -79,8 +114,10 @@ class Parser {
 
   private unary(): Node {
     if (this.isWord('not')) {
-      this.next();
-      return { kind: 'not', expr: this.unary() };
+      this.enter(this.next());
+      const expr = this.unary();
+      this.depth--;
+      return { kind: 'not', expr };
     }
     return this.primary();
   }
@@ -88,13 +125,15 @@ class Parser {
   private primary(): Node {
     const t = this.peek();
     if (t.kind === 'punct' && t.value === '(') {
-      this.next();
+      this.enter(this.next());
       const e = this.expr();
       const close = this.peek();
       if (!(close.kind === 'punct' && close.value === ')')) this.fail('`)`');
       this.next();
+      this.depth--;
       return e;
     }
+    this.term(t);
     if (this.isWord('all')) {
       this.next();
       return { kind: 'all' };
@@ -145,7 +184,7 @@ class Parser {
     const v = this.peek();
     if (v.kind !== 'string') this.fail('a quoted string');
     this.next();
-    return { kind: 'cmp', field, op: op.value, value: v.value };
+    return { kind: 'cmp', field, op: op.value, value: v.value, valuePos: v.escaped ? v.pos : v.pos + 1 };
   }
 
   private names(): Node {

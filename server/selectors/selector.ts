@@ -1,29 +1,19 @@
 import type { AgentRecord } from '../fleet/registry.js';
 import { effectiveLabels } from '../fleet/registry.js';
 import { SelectorError } from './errors.js';
-import { parseSelector, type Node } from './parser.js';
+import { compileGlob } from './glob.js';
+import { DEFAULT_SELECTOR_LIMITS, parseSelector, type Node, type SelectorLimits } from './parser.js';
 
-export { SelectorError };
+export { DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits };
 
 export type AgentPredicate = (a: AgentRecord) => boolean;
 
-/** Translates a glob (`*` any run, `?` one character, `[abc]` a class) into an anchored, case-insensitive RegExp. */
-export function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c === '*') re += '.*';
-    else if (c === '?') re += '.';
-    else if (c === '[') {
-      const end = glob.indexOf(']', i + 1);
-      if (end > i + 1) {
-        const body = glob.slice(i + 1, end).replace(/\\/g, '\\\\');
-        re += `[${body.startsWith('!') ? `^${body.slice(1)}` : body}]`;
-        i = end;
-      } else re += '\\[';
-    } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`, 'is');
+/** The value of label `key`, own properties only: `labels.__proto__` or `labels.constructor` find nothing. */
+function labelOf(a: AgentRecord, key: string): string | undefined {
+  const labels = effectiveLabels(a);
+  if (!Object.prototype.hasOwnProperty.call(labels, key)) return undefined;
+  const v: unknown = labels[key];
+  return typeof v === 'string' ? v : undefined;
 }
 
 function compile(n: Node): AgentPredicate {
@@ -54,13 +44,13 @@ function compile(n: Node): AgentPredicate {
     case 'cmp': {
       const f = n.field;
       const get: (a: AgentRecord) => string | undefined = f.kind === 'label'
-        ? (a) => effectiveLabels(a)[f.key]
+        ? (a) => labelOf(a, f.key)
         : (a) => String(a[f.name]);
       // Hostnames are case-insensitive; everything else compares exactly.
       const ci = f.kind === 'field' && f.name === 'hostname';
       const norm = (s: string) => (ci ? s.toLowerCase() : s);
       if (n.op === '~' || n.op === '!~') {
-        const re = globToRegExp(n.value);
+        const re = compileGlob(n.value, n.valuePos);
         const neg = n.op === '!~';
         return (a) => {
           const v = get(a);
@@ -85,7 +75,7 @@ function compile(n: Node): AgentPredicate {
  * Compiles a selector (see DESIGN.md) into a predicate over agents; throws SelectorError with the
  * 0-based position and what was expected there on a syntax error.
  */
-export function compileSelector(src: string): AgentPredicate {
+export function compileSelector(src: string, limits: SelectorLimits = DEFAULT_SELECTOR_LIMITS): AgentPredicate {
   if (src.trim() === '') throw new SelectorError(src.length, 'a selector', 'expected a selector at position 0, found end of input');
-  return compile(parseSelector(src));
+  return compile(parseSelector(src, limits));
 }

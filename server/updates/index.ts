@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
 import { Settings } from '../db/settings.js';
 import { RolloutEngine } from './engine.js';
@@ -25,7 +26,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> {
     consoleHandlers: {},
     routes: updateRoutes({
       store, engine, fleet: core.fleet, audit: core.audit, artifactDir: path.join(core.dataDir, 'artifacts'),
-      maxArtifactBytes: core.config.maxArtifactBytes,
+      maxArtifactBytes: core.config.maxArtifactBytes, selectorLimits: selectorLimits(core.config),
       enrollToken: async () => core.config.enrollToken ?? (await settings.get('enroll_token')),
     }),
     start: () => engine.start(),

@@ -12,6 +12,7 @@ import { safeEqual, sha256 } from '../auth/crypto.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
 import { actorOf, requireRole } from '../http/context.js';
+import type { SelectorLimits } from '../selectors/selector.js';
 import { ApiError, notFound, page } from '../http/errors.js';
 import type { RolloutEngine } from './engine.js';
 import { artifactView, type ArtifactRow, type UpdateStore } from './store.js';
@@ -39,7 +40,7 @@ const CreateRollout = z.object({
 
 export interface UpdateRouteDeps {
   store: UpdateStore; engine: RolloutEngine; fleet: Fleet; audit: AuditLog;
-  artifactDir: string; maxArtifactBytes: number;
+  artifactDir: string; maxArtifactBytes: number; selectorLimits: SelectorLimits;
   enrollToken(): Promise<string | null>;
 }
 
@@ -140,7 +141,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     } else {
       throw new ApiError('bad_request', 'give artifactId, or url + version + size + sha256 + signature');
     }
-    const candidates = selectAgents(d.fleet, body.selector);
+    const candidates = selectAgents(d.fleet, body.selector, undefined, d.selectorLimits);
     const row = await d.engine.create({ ...pkg, selector: body.selector, waves: body.waves, maxFailures: body.maxFailures, allowDowngrade: body.allowDowngrade, createdBy: actorOf(req).username }, candidates);
     await d.audit.record({ actor: actorOf(req), action: 'rollout.create', targetType: 'rollout', targetId: row.id, details: { version: row.version, selector: row.selector, waves: row.waveSpec, maxFailures: row.maxFailures } });
     res.status(201).json(await d.engine.view(row.id, true));

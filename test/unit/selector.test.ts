@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AgentRecord } from '../../server/fleet/registry.js';
-import { compileSelector, globToRegExp, SelectorError } from '../../server/selectors/selector.js';
+import { compileGlob } from '../../server/selectors/glob.js';
+import { compileSelector, SelectorError } from '../../server/selectors/selector.js';
 
 function agent(p: Partial<AgentRecord>): AgentRecord {
   return {
@@ -94,9 +95,65 @@ describe('selector language', () => {
   });
 
   it('globs', () => {
-    expect(globToRegExp('db-[12]*').test('db-1x')).toBe(true);
-    expect(globToRegExp('db-[!12]').test('db-1')).toBe(false);
-    expect(globToRegExp('a.b').test('axb')).toBe(false);
-    expect(globToRegExp('(x)+').test('(x)+')).toBe(true);
+    expect(compileGlob('db-[12]*').test('db-1x')).toBe(true);
+    expect(compileGlob('db-[!12]').test('db-1')).toBe(false);
+    expect(compileGlob('db-[!12]').test('db-3')).toBe(true);
+    expect(compileGlob('a.b').test('axb')).toBe(false);
+    expect(compileGlob('(x)+').test('(x)+')).toBe(true);
+    expect(compileGlob('web-[0-9][0-9]').test('web-07')).toBe(true);
+    expect(compileGlob('web-[0-9][0-9]').test('web-7a')).toBe(false);
+    expect(compileGlob('WEB-*').test('web-01')).toBe(true);
+    expect(compileGlob('[A-Z]*').test('db')).toBe(true);
+    expect(compileGlob('*').test('')).toBe(true);
+    expect(compileGlob('?').test('')).toBe(false);
+    expect(compileGlob('a*b*c').test('aXbYc')).toBe(true);
+    expect(compileGlob('a*b*c').test('aXbYcZ')).toBe(false);
+    expect(compileGlob('*c').test('abcabc')).toBe(true);
+    expect(compileGlob('[abc').test('[abc')).toBe(true);
+    expect(compileGlob('é*').test('École')).toBe(true);
+  });
+
+  it('a pathological glob answers at once (no backtracking blow-up)', () => {
+    // With a RegExp (`^.*.*.*…!$`) this takes longer than the age of the universe.
+    const g = compileGlob(`${'*a'.repeat(60)}!`);
+    expect(g.test('a'.repeat(5000))).toBe(false);
+    const s = compileSelector(`id ~ "${'*'.repeat(200)}!" or hostname ~ "${'*?'.repeat(100)}!"`);
+    expect(fleet.filter(s)).toEqual([]);
+  });
+
+  it('a reversed glob range is a syntax error naming its position, not a crash', () => {
+    const e = syntaxError('hostname ~ "[z-a]"');
+    expect(e.position).toBe(13);
+    expect(e.message).toContain('position 13');
+    expect(compileGlob("x[]").test("x[]")).toBe(true);
+    expect(syntaxError(`labels.k ~ "ab[!]"`).position).toBe(14);
+  });
+
+  it('nesting, length and terms are bounded; deep nesting is an error with a position, not a stack overflow', () => {
+    const deep = `${'('.repeat(5000)}all${')'.repeat(5000)}`;
+    let e = syntaxError(deep);
+    expect(e.position).toBe(32);
+    expect(e.message).toMatch(/nested too deeply at position 32/);
+    e = syntaxError(`${'not '.repeat(1000)}all`);
+    expect(e.position).toBe(32 * 4);
+    expect(select(`${'('.repeat(32)}web-01${')'.repeat(32)}`)).toEqual(['web-01']);
+    e = syntaxError('x'.repeat(20_000));
+    expect(e.position).toBe(16_384);
+    const many = Array.from({ length: 300 }, (_, i) => `h${i}`).join(' or ');
+    e = syntaxError(many);
+    expect(e.message).toMatch(/too many terms/);
+    expect(e.position).toBe(many.indexOf('h256'));
+    const limits = { maxLength: 20, maxDepth: 2, maxTerms: 2 };
+    expect(() => compileSelector('((( all )))', limits)).toThrow(SelectorError);
+    expect(() => compileSelector('a or b or c', limits)).toThrow(/too many terms/);
+    expect(() => compileSelector('status == "online" and version == "1"', limits)).toThrow(/too long/);
+  });
+
+  it('label lookups see own properties only', () => {
+    for (const key of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+      expect(select(`labels.${key} ~ "*"`)).toEqual([]);
+      expect(select(`labels["${key}"] == "[object Object]"`)).toEqual([]);
+      expect(select(`"${key}" in labels`)).toEqual([]);
+    }
   });
 });
