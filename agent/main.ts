@@ -125,6 +125,10 @@ async function main(): Promise<void> {
     }
   });
 
+  // Started by a server as its local agent (MUSTER_LOCAL_AGENT): that server holds our IPC
+  // channel; when it goes away, however it died, so do we.
+  if (process.channel) process.once('disconnect', () => void shutdown('parent server gone', 0));
+
   log.info({ agentId: state.agentId, version: AGENT_VERSION, server: cfg.server }, 'agent starting');
   conn.start();
 }

@@ -42,6 +42,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A hangup (the terminal of `npm start` closed, a stray group signal) must not stop the server;
+  // its configuration is read once at start, so there is nothing to reload.
+  process.on('SIGHUP', () => log.warn({ sig: 'SIGHUP' }, 'SIGHUP ignored: configuration is read at start; restart the server to change it'));
 }
 
 main().catch((err: unknown) => {

@@ -72,19 +72,46 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
+let ownGroup: number | undefined;
+/** The agent's own process group (read once; a process cannot leave it without setsid, which the agent never calls). */
+function agentGroup(): number {
+  ownGroup ??= readStat(process.pid)?.pgrp ?? process.pid;
+  return ownGroup;
+}
+
 /**
- * Ends a terminal's whole process tree: SIGHUP to every process group and process (what a
- * hangup does), then SIGKILL to whatever still runs after `graceMs`. Pids are re-checked by
- * start time before the SIGKILL so a reused pid is never hit. Resolves when the second pass ran.
+ * The process group of `pid` if it is safe to hang up as a whole for the terminal led by
+ * `leader`, else null. node-pty returns before its child has called setsid(): until then the
+ * child (and so the leader pid) is still in the agent's process group, in the agent's session.
+ * A group is the terminal's own only when it lies inside the terminal's session (session id ==
+ * the shell's pid, which setsid made it), or when it is the own session of a descendant that left
+ * it (pgid == sid == pid). Never the agent's own group, whatever /proc said. Re-read right before
+ * each kill so a stale listing cannot widen the target.
+ */
+function ownedGroup(pid: number, leader: number): number | null {
+  const s = readStat(pid);
+  if (!s || s.pgrp <= 1 || s.pgrp === agentGroup()) return null;
+  if (s.session === leader) return s.pgrp;
+  if (s.pgrp === s.pid && s.session === s.pid) return s.pgrp;
+  return null;
+}
+
+/**
+ * Ends a terminal's whole process tree: SIGHUP to every process group of the terminal and to
+ * every process (what a hangup does), then SIGKILL to whatever still runs after `graceMs`. A
+ * process not yet in a group of its own (the shell before its setsid) is signalled by pid only.
+ * Pids are re-checked by start time before the SIGKILL so a reused pid is never hit. Resolves
+ * when the second pass ran.
  */
 export async function killTerminalTree(leader: number, graceMs = 1000): Promise<void> {
   const first = terminalProcesses(leader);
-  const groups = new Set<number>();
+  const hungUp = new Set<number>();
   for (const pid of first.keys()) {
-    const s = readStat(pid);
-    if (s && s.pgrp > 1) groups.add(s.pgrp);
+    const g = ownedGroup(pid, leader);
+    if (g === null || hungUp.has(g)) continue;
+    hungUp.add(g);
+    signal(-g, 'SIGHUP');
   }
-  for (const g of groups) signal(-g, 'SIGHUP');
   for (const pid of first.keys()) signal(pid, 'SIGHUP');
   for (const pid of first.keys()) signal(pid, 'SIGCONT'); // a stopped job must wake to see the hangup
   await new Promise((r) => setTimeout(r, graceMs).unref());

@@ -25,8 +25,13 @@ export class LocalAgentSupervisor {
   }
 
   private spawn(): void {
+    // detached: the agent leads a process group (and session) of its own, so nothing aimed at the
+    // agent's group (a terminal's hangup, a job-control signal) can reach the server, and the
+    // terminal's Ctrl-C reaches only the server, which stops the agent itself. The IPC channel
+    // is the agent's lifeline: it exits when the channel closes, so a server that dies without
+    // stopping it (SIGKILL) leaves no orphan agent behind.
     const child = spawn(process.execPath, [this.opts.agentScript, '--server', this.opts.serverUrl, '--token', this.opts.token,
-      '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
     this.child = child;
     this.opts.log.info({ pid: child.pid, stateDir: path.resolve(this.opts.stateDir) }, 'local agent started');
     child.on('exit', (code, signal) => {
