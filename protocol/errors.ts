@@ -45,4 +45,5 @@ export type ErrorCode =
   | 'selector_syntax'
   | 'agent_offline'
   | 'limit_exceeded'
+  | 'cross_site'
   | 'internal';

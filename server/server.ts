@@ -6,10 +6,10 @@ import path from 'node:path';
 import express from 'express';
 import { CloseCode } from '../protocol/index.js';
 import { AuditLog } from './auth/audit.js';
-import { AuthService } from './auth/auth-service.js';
+import { AuthService, SESSION_COOKIE } from './auth/auth-service.js';
 import { authRoutes } from './auth/routes.js';
 import { LocalBus } from './bus/bus.js';
-import { randomSecret, selectorLimits, type Config } from './config/config.js';
+import { randomSecret, selectorLimits, servedOverHttps, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb } from './db/db.js';
 import { Settings } from './db/settings.js';
@@ -21,6 +21,7 @@ import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
 import { fleetRoutes } from './fleet/routes.js';
 import { authenticate, requireRole } from './http/context.js';
 import { ApiError, errorHandler } from './http/errors.js';
+import { clientAddress, csrfGuard, securityHeaders, setSecurityHeaders } from './http/security.js';
 import type { Logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createTerminals } from './terminals/index.js';
@@ -51,7 +52,8 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   const server = config.tlsCert && config.tlsKey
     ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) })
     : http.createServer();
-  const starting = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+  const starting = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    setSecurityHeaders(req, res, config.publicUrl);
     res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { code: 'unavailable', message: 'server starting' } }));
   };
   const startingUpgrade = (_req: http.IncomingMessage, socket: import('node:stream').Duplex) => {
@@ -139,7 +141,12 @@ async function compose(
 
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', 'loopback');
+  // Off unless MUSTER_TRUST_PROXY names the proxies: a forged X-Forwarded-For must not pick the
+  // address audit records and rate limits see. Upgrades use the same rule (clientAddress).
+  app.set('trust proxy', config.trustProxy);
+  const trustFn = app.get('trust proxy fn') as (addr: string, i: number) => boolean;
+  const remoteOf = (req: http.IncomingMessage) => clientAddress(req, trustFn);
+  app.use(securityHeaders(config.publicUrl));
   app.get('/healthz', (_req, res) => void res.json({ ok: true }));
   app.get('/readyz', async (_req, res) => {
     try {
@@ -155,9 +162,14 @@ async function compose(
   });
 
   const api = express.Router();
+  api.use(csrfGuard({
+    publicUrl: config.publicUrl, sessionCookie: SESSION_COOKIE,
+    // Agent packages are uploaded as the raw body.
+    rawBodyRoutes: (req) => req.method === 'POST' && req.path === '/artifacts',
+  }));
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
-  api.use(authRoutes({ auth, audit, secureCookies: scheme === 'https', sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
+  api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
   api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   api.get('/enrollment', requireRole('admin'), (_req, res) => {
     const url = serverUrl().replace(/^http/, 'ws');
@@ -194,9 +206,9 @@ async function compose(
   const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
     auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
     agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
-    publicUrl: config.publicUrl, draining: () => draining || !accepting,
+    publicUrl: config.publicUrl, remoteOf, draining: () => draining || !accepting,
     onAgent: (ws, req, a) => {
-      new AgentLink(ws, req.socket.remoteAddress ?? null, a, {
+      new AgentLink(ws, remoteOf(req), a, {
         fleet, audit, log, metrics, handlers: agentHandlers,
         binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
@@ -205,7 +217,7 @@ async function compose(
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
-        remoteAddress: req.socket.remoteAddress ?? null,
+        remoteAddress: remoteOf(req),
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
       });

@@ -69,9 +69,30 @@ const Schema = z.object({
   selectorMaxDepth: z.coerce.number().int().min(1).max(1000).default(32),
   /** Most terms (comparisons, name lists, `in` tests) in one selector. */
   selectorMaxTerms: z.coerce.number().int().min(1).default(256),
+  /**
+   * Which peers may set X-Forwarded-For/-Proto (the client address in audit and connection
+   * history): off (default), a comma-separated list of addresses/CIDRs or express's names
+   * (loopback, linklocal, uniquelocal), a hop count, or true (every peer: only behind a proxy
+   * that strips the header).
+   */
+  trustProxy: z.string().default('off').transform((v, ctx): boolean | number | string[] => {
+    const t = v.trim().toLowerCase();
+    if (t === 'off' || t === 'false' || t === '0' || t === '') return false;
+    if (t === 'true' || t === 'on') return true;
+    if (/^\d+$/.test(t)) return Number(t);
+    const list = t.split(',').map((x) => x.trim()).filter(Boolean);
+    const bad = list.find((x) => !/^(loopback|linklocal|uniquelocal|[0-9a-f.:]+(\/\d{1,3})?)$/.test(x));
+    if (bad) ctx.addIssue({ code: 'custom', message: `not an address, CIDR or express name: ${bad}` });
+    return list;
+  }),
 });
 
 export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
+
+/** True when browsers reach the console over https (directly or through a TLS proxy): cookies get `Secure`. */
+export function servedOverHttps(c: Pick<Config, 'tlsCert' | 'publicUrl'>): boolean {
+  return Boolean(c.tlsCert) || Boolean(c.publicUrl?.toLowerCase().startsWith('https:'));
+}
 
 /** Environment variable name for each config key (the public contract in DESIGN.md plus tunables). */
 const ENV: Record<keyof z.infer<typeof Schema>, string> = {
@@ -89,6 +110,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
+  trustProxy: 'MUSTER_TRUST_PROXY',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */

@@ -15,6 +15,8 @@ export interface UpgradeDeps {
   enrollToken: () => string;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
   publicUrl: string | undefined;
+  /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
+  remoteOf(req: IncomingMessage): string | null;
   /** True while the server is starting or shutting down: new sockets are refused with 503. */
   draining(): boolean;
   onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth): void;
@@ -69,7 +71,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
   });
 
   async function agentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const remote = req.socket.remoteAddress ?? null;
+    const remote = deps.remoteOf(req);
     if (!limiter.take()) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
       // Spread the retries: each refused agent gets its own delay.
