@@ -41,6 +41,10 @@ export async function newPage(browser: Browser, width = 1400, height = 860): Pro
   const page = (await ctx.newPage()) as Page & { problems: string[] };
   page.problems = [];
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
+  // Content-Security-Policy violations are reported on the console: any one fails the test.
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to (load|execute|apply|connect|frame)/i.test(m.text())) page.problems.push(`csp: ${m.text()}`);
+  });
   page.on('dialog', (d) => {
     page.problems.push(`dialog: ${d.type()} ${d.message()}`);
     void d.dismiss();
