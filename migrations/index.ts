@@ -3,6 +3,7 @@ import * as createCoreTables from './202611260700_create_core_tables.js';
 import * as createTerminalSessions from './202611270900_create_terminal_sessions.js';
 import * as createUpdateTables from './202611271000_create_update_tables.js';
 import * as createExecTables from './202611271100_create_exec_tables.js';
+import * as createScriptTables from './202611301600_create_script_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -13,6 +14,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611270900_create_terminal_sessions', createTerminalSessions],
   ['202611271000_create_update_tables', createUpdateTables],
   ['202611271100_create_exec_tables', createExecTables],
+  ['202611301600_create_script_tables', createScriptTables],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -15,6 +15,7 @@ import { migrateLatest, openDb } from './db/db.js';
 import { Settings } from './db/settings.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
+import { createScripts } from './scripts/index.js';
 import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
@@ -122,6 +123,7 @@ async function compose(
   const exec = createExec(core);
   const terminals = createTerminals(core);
   const updates = createUpdates(core);
+  const scripts = createScripts(core, exec.service);
 
   const agentHandlers: AgentHandlers = {
     heartbeat: (ctx, m) => fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics),
@@ -179,7 +181,8 @@ async function compose(
       installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
     });
   });
-  for (const cap of [exec, terminals, updates]) if (cap.routes) api.use(cap.routes);
+  // scripts before exec: it takes POST /api/tasks bodies that name a library script.
+  for (const cap of [scripts, exec, terminals, updates]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });

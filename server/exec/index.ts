@@ -19,6 +19,8 @@ const CONSOLE_OUTPUT_BUFFER = 1 << 20;
  */
 export function createExec(core: Core): Capability<'exec.started' | 'exec.finished' | 'exec.rejected', 'task.subscribe' | 'task.unsubscribe'> & {
   execOutput: AgentBinaryHandlers['execOutput'];
+  /** Task creation and reads for other capabilities (script library, schedules). */
+  service: ExecService;
 } {
   const { config, fleet, bus } = core;
   const log = core.log.child({ component: 'exec' });
@@ -87,6 +89,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
         ctx.channel.pause?.();
       }
     },
+    service: svc,
     routes: execRoutes(svc, repo),
     async start() {
       const { tasks, executions } = await repo.loadActive();

@@ -49,6 +49,12 @@ export interface Task extends TaskSpec {
   cancelledAt: number | null;
   cancelledBy: string | null;
   rerunOf: string | null;
+  /** The library script version this task runs (null for an ad-hoc script), and the schedule that fired it. */
+  scriptId: string | null;
+  scriptVersion: number | null;
+  scheduleId: string | null;
+  /** Env names whose values are write-only (secret script parameters): never in a view. */
+  secretEnv: string[];
 }
 
 export const isFinal = (s: ExecutionState): boolean => FINAL_EXECUTION_STATES.includes(s);
@@ -81,10 +87,18 @@ export function taskView(t: Task, counts: Partial<Record<ExecutionState, number>
   return {
     id: t.id, script: t.script, interpreter: t.interpreter, args: t.args, targets: t.targets, createdBy: t.createdBy,
     createdAt: new Date(t.createdAt).toISOString(), status: t.status, counts, total: t.total,
-    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec, concurrency: t.concurrency, maxFailures: t.maxFailures, offline: t.offline,
+    env: publicEnv(t), secretEnv: t.secretEnv, cwd: t.cwd, timeoutSec: t.timeoutSec, concurrency: t.concurrency, maxFailures: t.maxFailures, offline: t.offline,
     queueTtlSec: t.queueTtlSec, scriptSha256: t.scriptSha256, finishedAt: iso(t.finishedAt), cancelledAt: iso(t.cancelledAt),
-    cancelledBy: t.cancelledBy, rerunOf: t.rerunOf,
+    cancelledBy: t.cancelledBy, rerunOf: t.rerunOf, scriptId: t.scriptId, scriptVersion: t.scriptVersion, scheduleId: t.scheduleId,
   };
+}
+
+/** The task's env without its write-only values. */
+function publicEnv(t: Task): Record<string, string> {
+  if (t.secretEnv.length === 0) return t.env;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(t.env)) if (!t.secretEnv.includes(k)) out[k] = v;
+  return out;
 }
 
 /** Resolves a count-or-percentage limit (`3`, `"25%"`) against a total. */

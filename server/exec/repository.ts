@@ -46,6 +46,8 @@ export function taskFromRow(r: Record<string, unknown>): Task {
     queueTtlSec: num(r['queue_ttl_sec']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
     status: r['status'] as Task['status'], total: Number(r['total']), finishedAt: num(r['finished_at']),
     cancelledAt: num(r['cancelled_at']), cancelledBy: (r['cancelled_by'] as string | null) ?? null, rerunOf: (r['rerun_of'] as string | null) ?? null,
+    scriptId: (r['script_id'] as string | null) ?? null, scriptVersion: num(r['script_version']), scheduleId: (r['schedule_id'] as string | null) ?? null,
+    secretEnv: parseJson(r['secret_env'], []),
   };
 }
 
@@ -55,6 +57,7 @@ function taskToRow(t: Task): Record<string, unknown> {
     env: JSON.stringify(t.env), cwd: t.cwd, timeout_sec: t.timeoutSec, targets: JSON.stringify(t.targets), concurrency: t.concurrency,
     max_failures: t.maxFailures, offline: t.offline, queue_ttl_sec: t.queueTtlSec, created_by: t.createdBy, created_at: t.createdAt,
     status: t.status, total: t.total, finished_at: t.finishedAt, cancelled_at: t.cancelledAt, cancelled_by: t.cancelledBy, rerun_of: t.rerunOf,
+    script_id: t.scriptId, script_version: t.scriptVersion, schedule_id: t.scheduleId, secret_env: t.secretEnv.length ? JSON.stringify(t.secretEnv) : null,
   };
 }
 

@@ -11,7 +11,8 @@ const Limit = z.union([
   z.string().regex(/^\d+(\.\d+)?%$/, 'a count or a percentage like "25%"'),
 ]);
 
-const CreateTask = z.object({
+/** Body of POST /api/tasks (the script library's run reuses its options). */
+export const CreateTask = z.object({
   script: z.string().min(1),
   interpreter: z.enum(['bash', 'sh', 'python3', 'node', 'shebang']).default('bash'),
   args: z.array(z.string().max(65_536)).max(256).default([]),
@@ -30,7 +31,7 @@ const CreateTask = z.object({
 
 const Rerun = z.object({ all: z.boolean().default(false) }).strict();
 
-const limitString = (v: number | string | null | undefined, what: string): string | null => {
+export const limitString = (v: number | string | null | undefined, what: string): string | null => {
   if (v == null) return null;
   if (what === 'concurrency' && (v === 0 || v === '0%')) throw new ApiError('bad_request', 'concurrency must be at least 1');
   return String(v);

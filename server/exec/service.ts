@@ -18,6 +18,12 @@ export interface CreateTaskInput extends TaskSpec {
   maxFailures?: string | null;
   offline: 'skip' | 'queue';
   queueTtlSec: number;
+  /** Set when the task runs a library script (and when a schedule fired it). */
+  scriptId?: string | null;
+  scriptVersion?: number | null;
+  scheduleId?: string | null;
+  /** Env names whose values are write-only. */
+  secretEnv?: string[];
 }
 
 export interface ServiceDeps {
@@ -65,6 +71,7 @@ export class ExecService {
       targets: input.targets, concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline,
       queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null, createdBy: actor.username, createdAt: now, status: 'running',
       total: agents.length, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf,
+      scriptId: input.scriptId ?? null, scriptVersion: input.scriptVersion ?? null, scheduleId: input.scheduleId ?? null, secretEnv: input.secretEnv ?? [],
     };
     const executions: Execution[] = agents.map((a) => {
       const online = fleet.isOnline(a.id);
@@ -132,7 +139,7 @@ export class ExecService {
     return this.create({
       script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
       targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
-      queueTtlSec: task.queueTtlSec ?? 3600,
+      queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv,
     }, actor, task.id);
   }
 

@@ -1,0 +1,106 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { CreateTask, limitString } from '../exec/routes.js';
+import { actorOf, principal, requireRole } from '../http/context.js';
+import { ApiError, page } from '../http/errors.js';
+import { ParamDefs, ParamValue } from './params.js';
+import type { ScriptService } from './service.js';
+
+const NAME = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'names are letters, digits, . _ - (at most 128, starting with a letter or digit)')
+  .refine((s) => !/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(s), 'a name must not look like a script id');
+const INTERPRETER = CreateTask.shape.interpreter.removeDefault();
+const TAGS = z.array(z.string().min(1).max(64).regex(/^[^,"\\]+$/, 'tags have no comma, quote or backslash')).max(32);
+
+const Content = z.object({
+  name: NAME,
+  description: z.string().max(4096).default(''),
+  interpreter: INTERPRETER.default('bash'),
+  body: z.string().min(1),
+  tags: TAGS.default([]),
+  params: ParamDefs.default([]),
+}).strict();
+
+const Patch = z.object({
+  name: NAME.optional(),
+  description: z.string().max(4096).optional(),
+  interpreter: INTERPRETER.optional(),
+  body: z.string().min(1).optional(),
+  tags: TAGS.optional(),
+  params: ParamDefs.optional(),
+  /** Optimistic concurrency: refuse (409) when the script moved past this version. */
+  baseVersion: z.number().int().positive().optional(),
+}).strict();
+
+/** POST /api/tasks with a `scriptId`: the task options of an ad-hoc task, minus the script itself. */
+export const RunScript = CreateTask.pick({ cwd: true, timeoutSec: true, targets: true, concurrency: true, maxFailures: true, offline: true, queueTtlSec: true })
+  .extend({
+    scriptId: z.string().min(1).max(128),
+    version: z.number().int().positive().optional(),
+    params: z.record(z.string().max(64), ParamValue).default({}),
+  }).strict();
+
+export const runOptions = (b: z.infer<typeof RunScript>) => ({
+  ...b, concurrency: limitString(b.concurrency, 'concurrency'), maxFailures: limitString(b.maxFailures, 'maxFailures'),
+});
+
+const versionParam = (v: unknown) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new ApiError('bad_request', 'version must be a positive integer');
+  return n;
+};
+
+/** /api/scripts, and POST /api/tasks when the body names a library script. */
+export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Promise<number>): Router {
+  const r = Router();
+
+  // Runs of a library script share POST /api/tasks (DESIGN.md); ad-hoc bodies pass on to exec.
+  r.post('/tasks', (req, _res, next) => {
+    const b = req.body as unknown;
+    if (b && typeof b === 'object' && 'scriptId' in b) next();
+    else next('route');
+  }, requireRole('operator'), async (req, res) => {
+    const body = RunScript.parse(req.body);
+    res.status(201).json(await svc.run(runOptions(body), actorOf(req)));
+  });
+
+  r.post('/scripts', requireRole('operator'), async (req, res) => {
+    const body = Content.parse(req.body);
+    res.status(201).json(await svc.create(body, actorOf(req)));
+  });
+
+  r.get('/scripts', requireRole('viewer'), async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const { limit, offset } = page(q, 100, 1000);
+    res.json(await svc.list({ q: q['q'] || undefined, tag: q['tag'] || undefined, limit, offset }));
+  });
+
+  r.get('/scripts/:id', requireRole('viewer'), async (req, res) => {
+    res.json(await svc.get(String(req.params['id'])));
+  });
+
+  r.put('/scripts/:id', requireRole('operator'), async (req, res) => {
+    const body = Patch.parse(req.body);
+    res.json(await svc.update(String(req.params['id']), body, principal(req), actorOf(req)));
+  });
+
+  r.delete('/scripts/:id', requireRole('operator'), async (req, res) => {
+    await svc.remove(String(req.params['id']), principal(req), actorOf(req), inUse);
+    res.status(204).end();
+  });
+
+  r.get('/scripts/:id/versions', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>, 100, 1000);
+    res.json(await svc.versions(String(req.params['id']), limit, offset));
+  });
+
+  r.get('/scripts/:id/versions/:version', requireRole('viewer'), async (req, res) => {
+    res.json(await svc.version(String(req.params['id']), versionParam(req.params['version'])));
+  });
+
+  r.get('/scripts/:id/tasks', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>, 50, 1000);
+    res.json(await svc.tasks(String(req.params['id']), limit, offset));
+  });
+
+  return r;
+}
