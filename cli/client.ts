@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CliError } from './command.js';
+import { CliError, type CommandContext } from './command.js';
 
 /** What `muster login` stores: the server's base URL and an API token. */
 export interface CliConfig { server: string; token: string }
@@ -36,8 +36,8 @@ export function saveConfig(file: string, cfg: CliConfig): void {
   fs.renameSync(tmp, file);
 }
 
-/** MUSTER_SERVER / MUSTER_TOKEN win over the stored config; either may come from either place. */
-export function loadConfig(env: NodeJS.ProcessEnv): CliConfig {
+/** --server/--token win over MUSTER_SERVER/MUSTER_TOKEN, which win over the stored config; each may come from any place. */
+export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<CliConfig> = {}): CliConfig {
   const file = configPath(env);
   let stored: Partial<CliConfig> = {};
   if (fs.existsSync(file)) {
@@ -51,8 +51,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): CliConfig {
       throw new Error(`cannot read ${file}: ${(err as Error).message}`);
     }
   }
-  const server = env['MUSTER_SERVER'] || stored.server;
-  const token = env['MUSTER_TOKEN'] || stored.token;
+  const server = flags.server || env['MUSTER_SERVER'] || stored.server;
+  const token = flags.token || env['MUSTER_TOKEN'] || stored.token;
   if (!server || !token) throw new Error(`not logged in: run \`muster login --server URL --user NAME\` (or set MUSTER_SERVER and MUSTER_TOKEN)`);
   return { server: normaliseServer(server), token };
 }
@@ -104,11 +104,16 @@ export class Client {
 
   get<T>(p: string): Promise<T> { return this.json<T>('GET', p); }
   post<T>(p: string, body: unknown = {}): Promise<T> { return this.json<T>('POST', p, body); }
+  delete<T>(p: string): Promise<T> { return this.json<T>('DELETE', p); }
+
+  /** The API token this client sends (the console socket authenticates with it too). */
+  get bearer(): string { return this.token; }
 }
 
-/** The client for commands that need a logged-in user. */
-export function clientFrom(env: NodeJS.ProcessEnv): Client {
-  const cfg = loadConfig(env);
+/** The client for commands that need a logged-in user (flags, then environment, then stored login). */
+export function clientFrom(ctx: Pick<CommandContext, 'env' | 'values'>): Client {
+  const flag = (k: string): string | undefined => (typeof ctx.values[k] === 'string' ? ctx.values[k] : undefined);
+  const cfg = loadConfig(ctx.env, { server: flag('server'), token: flag('token') });
   return new Client(cfg.server, cfg.token);
 }
 

@@ -15,6 +15,8 @@ export interface CommandContext {
 /** One `muster <name>` subcommand; new ones register in cli/main.ts. */
 export interface Command {
   name: string;
+  /** Other names that run this command (`run` for `exec`). */
+  aliases?: string[];
   summary: string;
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
@@ -35,4 +37,37 @@ export function posInt(values: CommandContext['values'], name: string): number |
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new CliError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
   return Number(v);
+}
+
+/** Options every command accepts: where the server is, who we are, and how to print. */
+export const GLOBAL_OPTIONS: NonNullable<ParseArgsConfig['options']> = {
+  server: { type: 'string' },
+  token: { type: 'string' },
+  output: { type: 'string', short: 'o' },
+  json: { type: 'boolean' },
+};
+
+/** `--output table|json` (`--json` is short for `--output json`); table by default. */
+export function outputMode(values: CommandContext['values']): 'table' | 'json' {
+  const o = str(values, 'output');
+  if (o !== undefined && o !== 'table' && o !== 'json') throw new CliError(`--output must be table or json, got ${JSON.stringify(o)}`);
+  return values['json'] === true || o === 'json' ? 'json' : 'table';
+}
+
+/** A repeatable string flag's values (each may also hold a comma-separated list when `split`). */
+export function strs(values: CommandContext['values'], name: string, split = false): string[] {
+  const v = values[name];
+  const list = (Array.isArray(v) ? v : v === undefined ? [] : [v]).filter((x): x is string => typeof x === 'string');
+  return split ? list.flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean) : list;
+}
+
+/** `K=V` pairs (repeatable flag) as an object; a pair without `=` is a usage error. */
+export function pairs(values: CommandContext['values'], name: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of strs(values, name)) {
+    const i = p.indexOf('=');
+    if (i < 1) throw new CliError(`--${name} takes NAME=VALUE, got ${JSON.stringify(p)}`);
+    out[p.slice(0, i)] = p.slice(i + 1);
+  }
+  return out;
 }

@@ -1,17 +1,28 @@
 import { parseArgs } from 'node:util';
 import { ApiFailure, describeApiFailure } from './client.js';
-import { CliError, type Command } from './command.js';
+import { CliError, GLOBAL_OPTIONS, type Command } from './command.js';
 import { agents } from './commands/agents.js';
+import { completion } from './commands/completion.js';
+import { exec } from './commands/exec.js';
 import { keygen, signCmd } from './commands/keys.js';
 import { login } from './commands/login.js';
-import { run, task, tasks } from './commands/tasks.js';
+import { rollout } from './commands/rollout.js';
+import { cancel, task, tasks } from './commands/tasks.js';
+import { term } from './commands/term.js';
+import { tokens } from './commands/tokens.js';
+
+declare const __MUSTER_VERSION__: string | undefined;
+const VERSION = typeof __MUSTER_VERSION__ === 'string' ? __MUSTER_VERSION__ : '0.0.0-dev';
 
 /** Every subcommand, in help order. Add new commands here. */
-const COMMANDS: readonly Command[] = [login, agents, run, tasks, task, keygen, signCmd];
+const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
 
 function help(): string {
-  const w = Math.max(...COMMANDS.map((c) => c.name.length));
-  return `usage: muster <command> [options]\n\ncommands:\n${COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`).join('\n')}\n\nmuster <command> --help shows a command's options.\n`;
+  const names = (c: Command): string => [c.name, ...(c.aliases ?? [])].join(', ');
+  const w = Math.max(...COMMANDS.map((c) => names(c).length));
+  return `usage: muster <command> [options]\n\ncommands:\n${COMMANDS.map((c) => `  ${names(c).padEnd(w)}  ${c.summary}`).join('\n')}\n\n` +
+    'every command: --server URL, --token TOKEN (else MUSTER_SERVER / MUSTER_TOKEN, else `muster login`), --output table|json (-o)\n' +
+    'muster <command> --help shows a command\'s options.\n';
 }
 
 /** `muster` CLI entry: dispatches to a subcommand. */
@@ -21,7 +32,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(help());
     return name ? 0 : 2;
   }
-  const cmd = COMMANDS.find((c) => c.name === name);
+  if (name === '--version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name || c.aliases?.includes(name));
   if (!cmd) {
     process.stderr.write(`muster: unknown command ${JSON.stringify(name)}\n\n${help()}`);
     return 2;
@@ -31,7 +46,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const { values, positionals } = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
     const code = await cmd.run({ values, positionals, out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s), env: process.env });
     return code ?? 0;
   } catch (err) {
@@ -42,7 +57,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
+// Output is flushed before exiting (a pipe may still hold some of it when main resolves).
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+  process.stdout.write('', () => process.exit(code));
+}, (err: unknown) => {
   process.stderr.write(`muster: ${String(err)}\n`);
   process.exit(1);
 });

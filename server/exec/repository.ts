@@ -61,7 +61,7 @@ function taskToRow(t: Task): Record<string, unknown> {
   };
 }
 
-export interface TaskFilter { status?: string; createdBy?: string; since?: number; until?: number; limit: number; offset: number }
+export interface TaskFilter { status?: string; createdBy?: string; since?: number; until?: number; idPrefix?: string; limit: number; offset: number }
 
 /** tasks / executions / execution_output access. Writes of hot paths go through ExecWriter (batched). */
 export class ExecRepo {
@@ -124,6 +124,8 @@ export class ExecRepo {
     if (f.createdBy) q.where('created_by', f.createdBy);
     if (f.since != null) q.where('created_at', '>=', f.since);
     if (f.until != null) q.where('created_at', '<', f.until);
+    // The route allows only [0-9a-f-] here, so the prefix holds no LIKE wildcard.
+    if (f.idPrefix) q.where('id', 'like', `${f.idPrefix}%`);
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
     const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(f.limit).offset(f.offset);
     return { tasks: rows.map(taskFromRow), total: Number(n) };
@@ -157,10 +159,14 @@ export class ExecRepo {
     };
   }
 
-  /** Output chunks in sequence order, a page at a time. */
-  async outputPage(executionId: string, afterId: number, limit: number, stream?: 1 | 2): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
+  /** Output chunks in sequence order, a page at a time; `seqs` limits them to [from, to). */
+  async outputPage(executionId: string, afterId: number, limit: number, stream?: 1 | 2, seqs?: { from: number; to?: number }): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
     const q = this.db('execution_output').where({ execution_id: executionId }).where('id', '>', afterId);
     if (stream) q.where({ stream });
+    if (seqs) {
+      q.where('seq', '>=', seqs.from);
+      if (seqs.to !== undefined) q.where('seq', '<', seqs.to);
+    }
     const rows = await q.orderBy('id').limit(limit).select('id', 'seq', 'stream', 'data');
     return rows.map((r: Record<string, unknown>) => ({
       id: Number(r['id']), seq: Number(r['seq']), stream: Number(r['stream']) as 1 | 2,

@@ -37,6 +37,12 @@ export const limitString = (v: number | string | null | undefined, what: string)
   return String(v);
 };
 
+function seqParam(v: string | undefined, name: string): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d{1,10}$/.test(v)) throw new ApiError('bad_request', `${name} must be a non-negative integer`);
+  return Number(v);
+}
+
 function time(v: unknown, name: string): number | undefined {
   if (v === undefined || v === '') return undefined;
   const n = /^\d+$/.test(String(v)) ? Number(v) : Date.parse(String(v));
@@ -62,8 +68,12 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     if (status && !['running', 'succeeded', 'failed', 'cancelled'].includes(status)) {
       throw new ApiError('bad_request', 'status must be running, succeeded, failed or cancelled');
     }
+    const idPrefix = q['idPrefix'] || undefined;
+    if (idPrefix !== undefined && !/^[0-9a-fA-F-]{1,36}$/.test(idPrefix)) throw new ApiError('bad_request', 'idPrefix must be 1 to 36 characters of [0-9a-f-]');
     const { limit, offset } = page(q, 50, 1000);
-    res.json(await svc.listTasks({ status, createdBy: q['createdBy'] || undefined, since: time(q['since'], 'since'), until: time(q['until'], 'until'), limit, offset }));
+    res.json(await svc.listTasks({
+      status, createdBy: q['createdBy'] || undefined, since: time(q['since'], 'since'), until: time(q['until'], 'until'), idPrefix: idPrefix?.toLowerCase(), limit, offset,
+    }));
   });
 
   r.get('/tasks/:id', requireRole('viewer'), async (req, res) => {
@@ -96,10 +106,21 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     if (streamQ && streamQ !== 'stdout' && streamQ !== 'stderr') throw new ApiError('bad_request', 'stream must be stdout or stderr');
     const stream = streamQ === 'stdout' ? 1 : streamQ === 'stderr' ? 2 : undefined;
     const raw = q['raw'] === '1' || q['raw'] === 'true';
+    const fromSeq = seqParam(q['fromSeq'], 'fromSeq');
+    const toSeq = seqParam(q['toSeq'], 'toSeq');
+    let seqs: { from: number; to: number } | undefined;
+    if (fromSeq !== undefined || toSeq !== undefined) {
+      // A client catching up with the live stream wants every chunk received so far: the end is
+      // fixed now (and said in X-Muster-To-Seq, so it knows where live chunks take over), and the
+      // read waits until those chunks are stored.
+      seqs = { from: fromSeq ?? 0, to: Math.min(toSeq ?? e.nextSeq, e.nextSeq) };
+      await svc.outputStored();
+      res.setHeader('X-Muster-To-Seq', String(seqs.to));
+    }
     res.setHeader('X-Muster-Truncated', e.truncated ? '1' : '0');
     res.setHeader('X-Muster-Execution-Status', e.status);
     res.setHeader('Content-Type', raw ? 'application/octet-stream' : 'text/plain; charset=utf-8');
-    await writeOutput(res, repo, e.id, stream, raw);
+    await writeOutput(res, repo, e.id, stream, raw, seqs);
   });
 
   return r;
@@ -110,11 +131,11 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
  * decodes each stream with its own streaming decoder, so a character split across chunks survives
  * and invalid bytes become U+FFFD.
  */
-async function writeOutput(res: Response, repo: ExecRepo, executionId: string, stream: 1 | 2 | undefined, raw: boolean): Promise<void> {
+async function writeOutput(res: Response, repo: ExecRepo, executionId: string, stream: 1 | 2 | undefined, raw: boolean, seqs?: { from: number; to: number }): Promise<void> {
   const decoders = { 1: new TextDecoder('utf-8'), 2: new TextDecoder('utf-8') };
   let after = 0;
   for (;;) {
-    const rows = await repo.outputPage(executionId, after, 256, stream);
+    const rows = await repo.outputPage(executionId, after, 256, stream, seqs);
     for (const row of rows) {
       const chunk = raw ? row.data : decoders[row.stream].decode(row.data, { stream: true });
       if (chunk.length && !res.write(chunk)) await new Promise((r) => res.once('drain', r));

@@ -182,6 +182,11 @@ export class ExecService {
     };
   }
 
+  /** Resolves once every output chunk received so far is stored (a seq-range read then sees it). */
+  outputStored(): Promise<void> {
+    return this.d.writer.drain();
+  }
+
   async getExecution(id: string): Promise<Execution> {
     const e = this.d.scheduler.executions.get(id) ?? (await this.d.repo.getExecution(id));
     if (!e) throw notFound('execution');

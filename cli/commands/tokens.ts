@@ -1,0 +1,44 @@
+import { clientFrom } from '../client.js';
+import { CliError, outputMode, str, type Command } from '../command.js';
+import { table } from '../format.js';
+
+interface TokenView { id: number; name: string; prefix: string; username: string; createdAt: string; lastUsedAt: string | null; revoked: boolean }
+
+/** `muster tokens [list|create NAME|revoke ID]`: API tokens (your own; an admin sees everyone's). */
+export const tokens: Command = {
+  name: 'tokens',
+  summary: 'list, create or revoke API tokens',
+  usage: 'muster tokens [list] | muster tokens create NAME | muster tokens revoke ID   [--output table|json]',
+  options: {},
+  run: async (ctx) => {
+    const { values, positionals, out } = ctx;
+    const mode = outputMode(values);
+    const [sub = 'list', arg, ...extra] = positionals;
+    if (extra.length) throw new CliError(`unexpected arguments: ${extra.join(' ')}`);
+    const c = clientFrom(ctx);
+    if (sub === 'list') {
+      if (arg !== undefined) throw new CliError(`unexpected argument: ${arg}`);
+      const res = await c.get<{ items: TokenView[] }>('/api/tokens');
+      if (mode === 'json') return void out(`${JSON.stringify(res.items, null, 2)}\n`);
+      out(table(['ID', 'NAME', 'PREFIX', 'USER', 'CREATED', 'LAST USED', 'REVOKED'], res.items.map((t) => [
+        String(t.id), t.name, `${t.prefix}…`, t.username, t.createdAt, t.lastUsedAt ?? '-', t.revoked ? 'yes' : 'no',
+      ])));
+      return;
+    }
+    if (sub === 'create') {
+      const name = arg ?? str(values, 'name');
+      if (!name) throw new CliError('usage: muster tokens create NAME');
+      const t = await c.post<{ id: number; name: string; token: string; prefix: string }>('/api/tokens', { name });
+      // The secret is shown once, on stdout only, so it can be captured: TOKEN=$(muster tokens create ci -o json | jq -r .token)
+      out(mode === 'json' ? `${JSON.stringify(t, null, 2)}\n` : `token ${t.id} ${JSON.stringify(t.name)} created; it is shown only now:\n${t.token}\n`);
+      return;
+    }
+    if (sub === 'revoke') {
+      if (!arg || !/^\d+$/.test(arg)) throw new CliError('usage: muster tokens revoke ID (the numeric id from `muster tokens`)');
+      await c.delete(`/api/tokens/${arg}`);
+      out(mode === 'json' ? `${JSON.stringify({ id: Number(arg), revoked: true })}\n` : `token ${arg} revoked\n`);
+      return;
+    }
+    throw new CliError(`unknown tokens subcommand ${JSON.stringify(sub)}: list, create or revoke`);
+  },
+};
