@@ -48,20 +48,9 @@ function limit(values: CommandContext['values'], name: string): number | string 
   throw new CliError(`--${name} must be a count or a percentage like 25%, got ${JSON.stringify(v)}`);
 }
 
-/** Library scripts: the server must have them (GET /api/scripts); a name is resolved to its id. */
-async function libraryScript(c: Client, ref: string): Promise<string> {
-  let list: { items: { id: string | number; name: string }[] };
-  try {
-    list = await c.get(`/api/scripts?limit=1000`);
-  } catch (err) {
-    if (err instanceof ApiFailure && err.status === 404) {
-      throw new CliError(`this server has no script library (GET /api/scripts answered 404), so --script and --param cannot be used; send the script itself with -e or --script-file`);
-    }
-    throw err;
-  }
-  const hit = list.items.find((s) => String(s.id) === ref) ?? list.items.find((s) => s.name === ref);
-  if (!hit) throw new CliError(`no library script named or numbered ${JSON.stringify(ref)}`);
-  return String(hit.id);
+/** A server without the script library refuses `scriptId` in POST /api/tasks (its body schema is strict). */
+function noLibrary(e: unknown): boolean {
+  return e instanceof ApiFailure && e.status === 400 && /scriptId/.test(e.message) && /unrecognized|unknown|expected/i.test(e.message);
 }
 
 /** Prints live events as prefixed lines (or JSON lines) and keeps the count of what was printed. */
@@ -89,13 +78,13 @@ export const exec: Command = {
   name: 'exec',
   aliases: ['run'],
   summary: 'run a script on agents, streaming their output live',
-  usage: "muster exec (--selector S | --agent A [--agent B]...) [-e 'script' | --script-file FILE | FILE | - | --script NAME --param K=V...]\n" +
+  usage: "muster exec (--selector S | --agent A [--agent B]...) [-e 'script' | --script-file FILE | FILE | - | --script NAME [--script-version N] [--param K=V]...]\n" +
     '         [--interpreter bash|sh|python3|node|shebang] [--arg X]... [--env K=V]... [--timeout SEC]\n' +
     '         [--concurrency N|P%] [--max-failures N|P%] [--queue [--queue-ttl SEC]] [--json] [--color auto|always|never]',
   options: {
     selector: { type: 'string', short: 's' }, agent: { type: 'string', multiple: true }, agents: { type: 'string', multiple: true },
     interpreter: { type: 'string' }, timeout: { type: 'string' }, arg: { type: 'string', multiple: true }, env: { type: 'string', multiple: true },
-    eval: { type: 'string', short: 'e' }, 'script-file': { type: 'string', short: 'f' }, script: { type: 'string' }, param: { type: 'string', multiple: true },
+    eval: { type: 'string', short: 'e' }, 'script-file': { type: 'string', short: 'f' }, script: { type: 'string' }, 'script-version': { type: 'string' }, param: { type: 'string', multiple: true },
     concurrency: { type: 'string' }, 'max-failures': { type: 'string' }, queue: { type: 'boolean' }, 'queue-ttl': { type: 'string' },
     color: { type: 'string' },
   },
@@ -121,14 +110,21 @@ export const exec: Command = {
     const c = clientFrom(ctx);
     const targets = selector !== undefined ? { selector } : { agentIds: await resolveAgents(c, agentNames) };
     const body: Record<string, unknown> = { targets };
-    if (libRef !== undefined) Object.assign(body, { scriptId: await libraryScript(c, libRef), params });
-    else body['script'] = script;
     const interpreter = str(values, 'interpreter');
-    if (interpreter) body['interpreter'] = interpreter;
     const args = strs(values, 'arg');
-    if (args.length) body['args'] = args;
     const env = pairs(values, 'env');
-    if (Object.keys(env).length) body['env'] = env;
+    const scriptVersion = posInt(values, 'script-version');
+    if (libRef !== undefined) {
+      // A library script brings its own interpreter; its inputs are typed parameters (MUSTER_PARAM_*).
+      if (interpreter || args.length || Object.keys(env).length) throw new CliError('--interpreter, --arg and --env do not apply to a library script: use --param NAME=VALUE');
+      Object.assign(body, { scriptId: libRef, params, ...(scriptVersion ? { version: scriptVersion } : {}) });
+    } else {
+      if (scriptVersion !== undefined) throw new CliError('--script-version needs --script NAME');
+      body['script'] = script;
+      if (interpreter) body['interpreter'] = interpreter;
+      if (args.length) body['args'] = args;
+      if (Object.keys(env).length) body['env'] = env;
+    }
     if (timeoutSec) body['timeoutSec'] = timeoutSec;
     const concurrency = limit(values, 'concurrency');
     if (concurrency !== undefined) body['concurrency'] = concurrency;
@@ -143,6 +139,9 @@ export const exec: Command = {
       created = await withSelector(selector, () => c.post<TaskDetail>('/api/tasks', body));
     } catch (e) {
       sock.close();
+      if (libRef !== undefined && noLibrary(e)) {
+        throw new CliError('this server has no script library (POST /api/tasks does not take scriptId), so --script and --param cannot be used; send the script itself with -e or --script-file');
+      }
       throw e;
     }
     const width = Math.max(...created.executions.map((e) => e.agentName.length));

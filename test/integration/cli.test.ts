@@ -272,13 +272,24 @@ describe('muster CLI against a real server and agents', () => {
     expect((await get('fromSeq=-1')).status).toBe(400);
   });
 
-  it('library scripts: --param without a script library on the server is a clear error', async () => {
-    const r = await cli(['exec', '--selector', 'all', '--script', 'deploy', '--param', 'version=1.2']);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/this server has no script library/);
+  it('library scripts: --script NAME with --param K=V runs a stored script; its parameters arrive as MUSTER_PARAM_*', async () => {
+    const created = await api.post('/api/scripts', {
+      name: 'greet', body: 'echo "greeting=$MUSTER_PARAM_GREETING times=$MUSTER_PARAM_TIMES"',
+      params: [{ name: 'greeting', type: 'string' }, { name: 'times', type: 'number', default: 1 }],
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const r = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--param', 'greeting=hello; $(rm -rf /)', '--param', 'times=3']);
+    expect(r.stderr).toMatch(/^task \S+: 1 agent\(s\)$/m);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('web-01 | greeting=hello; $(rm -rf /) times=3\n');
+    const bad = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--param', 'times=many']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/times: must be a number/);
+    expect((await cli(['exec', '--agent', 'web-01', '--script', 'no-such-script'])).stderr).toMatch(/not found \(not_found, HTTP 404\)/);
     const u = await cli(['exec', '--selector', 'all', '--param', 'x=1', '-e', 'true']);
     expect(u.code).toBe(2);
     expect(u.stderr).toMatch(/--param is for library scripts/);
+    expect((await cli(['exec', '--selector', 'all', '--script', 'greet', '--env', 'A=1'])).code).toBe(2);
   });
 
   it('a selector syntax error is printed with its position; usage errors exit 2', async () => {
