@@ -38,6 +38,7 @@ export function launch(): Promise<Browser> {
 /** A new page (own context, so own cookies) that records page errors and alert() calls. */
 export async function newPage(browser: Browser, width = 1400, height = 860): Promise<Page & { problems: string[] }> {
   const ctx = await browser.newContext({ viewport: { width, height } });
+  ctx.setDefaultTimeout(STEP_MS);
   const page = (await ctx.newPage()) as Page & { problems: string[] };
   page.problems = [];
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
@@ -71,3 +72,12 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 
 /** Row of the agents table for an agent id. */
 export const agentRow = (id: string) => `[data-test=agent-row][data-agent-id="${id}"]`;
+
+/**
+ * Text of an element for polling inside waitFor: a short wait per try (playwright's own default of
+ * 30 s would outlast waitFor's deadline on a single try when the element is briefly absent).
+ */
+export const textOf = (page: Page, selector: string): Promise<string | null> => page.textContent(selector, { timeout: 2_000 });
+
+/** How long an e2e step may take on a loaded machine before it fails. */
+export const STEP_MS = 60_000;

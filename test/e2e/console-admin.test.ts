@@ -5,7 +5,7 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 
 describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconnect', () => {
   let server: TestServer;
@@ -30,7 +30,7 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
   it('shows the dashboard live, the install command, API tokens once, and the audit log', async () => {
     const page = await newPage(browser);
     await signIn(page, server.url);
-    await waitFor(async () => (await page.textContent('[data-test=count-online]'))?.includes('2'), 'two online on the dashboard');
+    await waitFor(async () => (await textOf(page, '[data-test=count-online]'))?.includes('2'), 'two online on the dashboard', STEP_MS);
     await screenshot(page, 'dashboard');
 
     await page.goto(`${server.url}/admin`);

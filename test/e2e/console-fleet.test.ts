@@ -5,7 +5,7 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 
 const XSS = '<img src=x onerror=alert(1)>';
 
@@ -81,7 +81,7 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await api.waitAgent(id, 'online');
     await page.waitForSelector(agentRow(id));
     await page.fill('[data-test=selector-input]', 'labels.role == "web" and status == "online"');
-    await waitFor(async () => (await page.textContent('[data-test=selector-count]'))?.includes('2 matches'), 'match count 2');
+    await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('2 matches'), 'match count 2', STEP_MS);
     const names = await page.$$eval('[data-test=agent-name]', (els) => els.map((e) => e.textContent));
     expect(names.sort()).toEqual(['web-01', 'web-02']);
     await screenshot(page, 'agents-selector');
@@ -98,9 +98,9 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.click('[data-test=batch-labels]');
     await page.fill('[data-test=labels-set]', 'tier=gold');
     await page.click('[data-test=labels-apply]');
-    await waitFor(async () => (await page.textContent(agentRow(id)))?.includes('tier=gold'), 'new label in the row');
+    await waitFor(async () => (await textOf(page, agentRow(id)))?.includes('tier=gold'), 'new label in the row', STEP_MS);
     await page.fill('[data-test=selector-input]', 'labels.tier == "gold"');
-    await waitFor(async () => (await page.textContent('[data-test=selector-count]'))?.includes('1 match'), 'match by the new label');
+    await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('1 match'), 'match by the new label', STEP_MS);
     expect((await api.get(`/api/agents/${id}`)).body.labels).toMatchObject({ role: 'web', env: 'staging', tier: 'gold' });
     await page.context().close();
   });

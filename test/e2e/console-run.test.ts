@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 
 describe.skipIf(!browserAvailable())('console: run a script', () => {
   let server: TestServer;
@@ -51,17 +51,17 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=running]');
     // Open run-a's output while it is still running: the first line is there before the script ends.
     await page.click('tr[data-exec-agent="run-a"] .n-data-table-expand-trigger');
-    await waitFor(async () => (await page.textContent('[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a');
+    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a', STEP_MS);
     expect(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-status')).toBe('running');
     fs.writeFileSync(path.join(gate, 'go'), '');
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=succeeded]');
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
-    await waitFor(async () => (await page.textContent('[data-test=exec-output] .xterm-rows'))?.includes('done-0'), 'rest of run-a output');
+    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('done-0'), 'rest of run-a output', STEP_MS);
     expect(await page.textContent('tr[data-exec-agent="run-a"] [data-test=exec-exit]')).toBe('0');
     expect(await page.textContent('tr[data-exec-agent="run-b"] [data-test=exec-exit]')).toBe('7');
     await page.waitForSelector('[data-test=task-status]:has-text("failed")');
     // Different outputs: two groups; the histogram names both exit codes.
-    await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups');
+    await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups', STEP_MS);
     expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
     await screenshot(page, 'task-run');
     // Re-run on the failed one makes a new task with one execution.
@@ -70,10 +70,10 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.waitForURL((u) => u.toString() !== first && /\/tasks\/[^/]+$/.test(u.pathname));
     // The re-run finishes at once (the gate is open), often before the view has subscribed to it.
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
-    await waitFor(async () => (await page.$$('tr[data-exec-agent]')).length === 1, 'one execution in the re-run');
+    await waitFor(async () => (await page.$$('tr[data-exec-agent]')).length === 1, 'one execution in the re-run', STEP_MS);
     expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
     await page.goto(`${server.url}/tasks`);
-    await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history');
+    await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history', STEP_MS);
     await screenshot(page, 'history');
     // The host's timeline lists its executions next to its connections.
     await page.goto(`${server.url}/agents/${ids[0]}`);

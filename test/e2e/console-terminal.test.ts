@@ -5,7 +5,7 @@
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
 
 const termText = (page: Page) => page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
 
@@ -40,29 +40,29 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     expect(sessionId).toBeTruthy();
     await page.click('[data-test=terminal]');
     await page.keyboard.type('echo "muster-$((6*7))"; tty\n');
-    await waitFor(async () => (await termText(page)).includes('muster-42'), 'command output in the terminal');
+    await waitFor(async () => (await termText(page)).includes('muster-42'), 'command output in the terminal', STEP_MS);
     expect(await termText(page)).toMatch(/\/dev\/pts\/\d+/);
     await screenshot(page, 'terminal');
 
     await page.reload();
     await page.waitForSelector(`[data-test=terminal][data-session="${sessionId}"][data-state=open]`);
     // The scrollback is replayed, and the same shell keeps taking input.
-    await waitFor(async () => (await termText(page)).includes('muster-42'), 'replayed scrollback after reload');
+    await waitFor(async () => (await termText(page)).includes('muster-42'), 'replayed scrollback after reload', STEP_MS);
     await page.click('[data-test=terminal]');
     await page.keyboard.type('echo "again-$((7*6))"\n');
-    await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach');
+    await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach', STEP_MS);
     // Leaving the view and coming back shows the same session with its scrollback.
     await page.click('text=Dashboard');
     await page.waitForSelector('[data-test=dashboard]');
     await page.click('text=Terminals');
     await page.waitForSelector(`[data-test=terminal][data-session="${sessionId}"][data-state=open]`);
-    await waitFor(async () => (await termText(page)).includes('again-42'), 'scrollback after coming back to the view');
+    await waitFor(async () => (await termText(page)).includes('again-42'), 'scrollback after coming back to the view', STEP_MS);
     await page.click('[data-test=terminal]');
     const open = await api.get(`/api/terminals?status=open`);
     expect(open.body.items.map((s: { id: string }) => s.id)).toEqual([sessionId]);
 
     await page.keyboard.type('exit\n');
-    await waitFor(async () => (await termText(page)).includes('[session ended'), 'session-ended message');
+    await waitFor(async () => (await termText(page)).includes('[session ended'), 'session-ended message', STEP_MS);
     expect(await page.getAttribute('[data-test=terminal]', 'data-state')).toBe('closed');
 
     await page.goto(`${server.url}/recordings`);
@@ -70,7 +70,7 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.waitForSelector('[data-test=cast-screen] .xterm-rows');
     await page.click('[data-test=cast-toggle]'); // pause
     await page.click('[data-test=cast-toggle]'); // play on
-    await waitFor(async () => (await page.$eval('[data-test=cast-screen] .xterm-rows', (e) => (e as unknown as { innerText: string }).innerText)).includes('again-42'), 'recording played back');
+    await waitFor(async () => (await page.$eval('[data-test=cast-screen] .xterm-rows', (e) => (e as unknown as { innerText: string }).innerText)).includes('again-42'), 'recording played back', STEP_MS);
     await screenshot(page, 'recording');
     expect(page.problems).toEqual([]);
     await page.context().close();

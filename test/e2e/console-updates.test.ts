@@ -10,7 +10,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bigTmpDir, buildPackage, installAgent, installPaths, keygen, removeBigDirs, signPackage, stopAllSupervisors, supervise, trackBigDir } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 
 describe.skipIf(!browserAvailable())('console: updates', () => {
   let server: TestServer;
@@ -33,7 +33,7 @@ describe.skipIf(!browserAvailable())('console: updates', () => {
     await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', base, '--public-key', keys.pub, '--name', 'upd-01']);
     supervise(root);
     const idFile = path.join(installPaths(root).state, 'agent-id');
-    id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), 'installed agent id');
+    id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), 'installed agent id', STEP_MS);
     await api.waitAgent(id, 'online');
     browser = await launch();
   }, 240_000);
@@ -64,7 +64,7 @@ describe.skipIf(!browserAvailable())('console: updates', () => {
     expect(await page.textContent('[data-test=rollout]')).toContain('Wave 1');
     await screenshot(page, 'rollout');
     await page.goto(`${server.url}/agents`);
-    await waitFor(async () => (await page.textContent(agentRow(id)))?.includes('1.1.0'), 'agent back with 1.1.0');
+    await waitFor(async () => (await textOf(page, agentRow(id)))?.includes('1.1.0'), 'agent back with 1.1.0', STEP_MS);
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
