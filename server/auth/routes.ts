@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { actorOf, principal, requireRole } from '../http/context.js';
-import { ApiError, page } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
+import { one, pageShape, parseQuery } from '../http/query.js';
 import type { AuditLog } from './audit.js';
 import { ROLES, SESSION_COOKIE, type AuthService } from './auth-service.js';
 
@@ -9,7 +10,8 @@ const Login = z.object({ username: z.string().min(1).max(64), password: z.string
 const TokenBody = z.object({ name: z.string().min(1).max(128) });
 const Role = z.enum(ROLES as [string, ...string[]]).transform((r) => r as 'viewer' | 'operator' | 'admin');
 const NewUser = z.object({ username: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.@-]+$/), password: z.string().min(8).max(1024), role: Role });
-const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() });
+const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() })
+  .strict().refine((p) => p.role !== undefined || p.password !== undefined || p.disabled !== undefined, 'give at least one of role, password, disabled');
 
 /** Sliding one-minute window of failed logins per username+address. */
 class LoginLimiter {
@@ -104,17 +106,17 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
   r.patch('/users/:id', requireRole('admin'), async (req, res) => {
     const body = PatchUser.parse(req.body);
     const id = Number(req.params['id']);
+    if (!Number.isSafeInteger(id) || id < 1) throw new ApiError('not_found', 'user not found');
     if (!(await auth.updateUser(id, body))) throw new ApiError('not_found', 'user not found');
     await audit.record({ actor: actorOf(req), action: 'user.update', targetType: 'user', targetId: String(id), details: { role: body.role, disabled: body.disabled, passwordChanged: Boolean(body.password) } });
     res.json((await auth.listUsers()).find((u) => u.id === id));
   });
 
   r.get('/audit', requireRole('admin'), async (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const p = page(q);
-    const since = q['since'] ? Date.parse(q['since']) : undefined;
-    const until = q['until'] ? Date.parse(q['until']) : undefined;
-    res.json(await audit.list({ ...p, action: q['action'], actor: q['actor'], targetId: q['targetId'], since: Number.isNaN(since) ? undefined : since, until: Number.isNaN(until) ? undefined : until }));
+    const q = parseQuery(req, { ...pageShape(), action: one().max(128).optional(), actor: one().max(128).optional(), targetId: one().max(256).optional(), since: one().optional(), until: one().optional() });
+    const since = q.since ? Date.parse(q.since) : undefined;
+    const until = q.until ? Date.parse(q.until) : undefined;
+    res.json(await audit.list({ limit: q.limit, offset: q.offset, action: q.action, actor: q.actor, targetId: q.targetId, since: Number.isNaN(since) ? undefined : since, until: Number.isNaN(until) ? undefined : until }));
   });
   return r;
 }

@@ -1,7 +1,8 @@
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import { actorOf, requireRole } from '../http/context.js';
-import { ApiError, page } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
+import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { executionView } from './model.js';
 import type { ExecRepo } from './repository.js';
 import type { ExecService } from './service.js';
@@ -63,16 +64,14 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
   });
 
   r.get('/tasks', requireRole('viewer'), async (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const status = q['status'];
-    if (status && !['running', 'succeeded', 'failed', 'cancelled'].includes(status)) {
-      throw new ApiError('bad_request', 'status must be running, succeeded, failed or cancelled');
-    }
-    const idPrefix = q['idPrefix'] || undefined;
-    if (idPrefix !== undefined && !/^[0-9a-fA-F-]{1,36}$/.test(idPrefix)) throw new ApiError('bad_request', 'idPrefix must be 1 to 36 characters of [0-9a-f-]');
-    const { limit, offset } = page(q, 50, 1000);
+    const q = parseQuery(req, {
+      ...pageShape(50, 1000), status: oneOf(['running', 'succeeded', 'failed', 'cancelled']).optional(),
+      createdBy: one().max(128).optional(), since: one().optional(), until: one().optional(),
+      idPrefix: one().regex(/^[0-9a-fA-F-]{1,36}$/, 'must be 1 to 36 characters of [0-9a-f-]').optional(),
+    });
     res.json(await svc.listTasks({
-      status, createdBy: q['createdBy'] || undefined, since: time(q['since'], 'since'), until: time(q['until'], 'until'), idPrefix: idPrefix?.toLowerCase(), limit, offset,
+      status: q.status, createdBy: q.createdBy, since: time(q.since, 'since'), until: time(q.until, 'until'), idPrefix: q.idPrefix?.toLowerCase(),
+      limit: q.limit, offset: q.offset,
     }));
   });
 
@@ -90,9 +89,8 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
   });
 
   r.get('/executions', requireRole('viewer'), async (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const { limit, offset } = page(q, 50, 1000);
-    res.json(await svc.listExecutions({ agentId: q['agentId'] || undefined, status: q['status'] || undefined, limit, offset }));
+    const q = parseQuery(req, { ...pageShape(50, 1000), agentId: one().max(128).optional(), status: one().max(32).optional() });
+    res.json(await svc.listExecutions({ agentId: q.agentId, status: q.status, limit: q.limit, offset: q.offset }));
   });
 
   r.get('/executions/:id', requireRole('viewer'), async (req, res) => {
@@ -101,13 +99,11 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
 
   r.get('/executions/:id/output', requireRole('viewer'), async (req, res) => {
     const e = await svc.getExecution(String(req.params['id']));
-    const q = req.query as Record<string, string | undefined>;
-    const streamQ = q['stream'];
-    if (streamQ && streamQ !== 'stdout' && streamQ !== 'stderr') throw new ApiError('bad_request', 'stream must be stdout or stderr');
-    const stream = streamQ === 'stdout' ? 1 : streamQ === 'stderr' ? 2 : undefined;
-    const raw = q['raw'] === '1' || q['raw'] === 'true';
-    const fromSeq = seqParam(q['fromSeq'], 'fromSeq');
-    const toSeq = seqParam(q['toSeq'], 'toSeq');
+    const q = parseQuery(req, { stream: oneOf(['stdout', 'stderr']).optional(), raw: one().optional(), fromSeq: one().optional(), toSeq: one().optional() });
+    const stream = q.stream === 'stdout' ? 1 : q.stream === 'stderr' ? 2 : undefined;
+    const raw = q.raw === '1' || q.raw === 'true';
+    const fromSeq = seqParam(q.fromSeq, 'fromSeq');
+    const toSeq = seqParam(q.toSeq, 'toSeq');
     let seqs: { from: number; to: number } | undefined;
     if (fromSeq !== undefined || toSeq !== undefined) {
       // A client catching up with the live stream wants every chunk received so far: the end is

@@ -4,7 +4,8 @@ import { CloseCode, Labels } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { Bus } from '../bus/bus.js';
 import { actorOf, requireRole } from '../http/context.js';
-import { ApiError, notFound, page } from '../http/errors.js';
+import { ApiError, notFound } from '../http/errors.js';
+import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { compileSelector, DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits } from '../selectors/selector.js';
 import type { Fleet } from './fleet.js';
 import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
@@ -41,11 +42,10 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
   const r = Router();
 
   r.get('/agents', requireRole('viewer'), (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const status = q['status'];
-    if (status && status !== 'online' && status !== 'offline') throw new ApiError('bad_request', 'status must be online or offline');
-    const { limit, offset } = page(q, 100, 50_000);
-    const all = selectAgents(fleet, q['selector'], status, deps.selectorLimits);
+    const { status, selector, limit, offset } = parseQuery(req, {
+      ...pageShape(100, 50_000), status: oneOf(['online', 'offline']).optional(), selector: one().optional(),
+    });
+    const all = selectAgents(fleet, selector, status, deps.selectorLimits);
     all.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
     res.json({ items: all.slice(offset, offset + limit).map(agentView), total: all.length });
   });
@@ -75,7 +75,7 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
   r.get('/agents/:id/connections', requireRole('viewer'), async (req, res) => {
     const id = String(req.params['id']);
     if (!fleet.get(id)) throw notFound('agent');
-    const { limit, offset } = page(req.query as Record<string, unknown>);
+    const { limit, offset } = parseQuery(req, pageShape());
     res.json(await deps.connections.list(id, limit, offset));
   });
 

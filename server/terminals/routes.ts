@@ -5,7 +5,8 @@ import { Router } from 'express';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
 import { principal, requireRole } from '../http/context.js';
-import { ApiError, notFound, page } from '../http/errors.js';
+import { ApiError, notFound } from '../http/errors.js';
+import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { terminalView, type TerminalRepo } from './repo.js';
 import type { TerminalService } from './service.js';
 
@@ -22,13 +23,8 @@ export function terminalRoutes(core: Core, repo: TerminalRepo, service: Terminal
   };
 
   r.get('/terminals', requireRole('viewer'), async (req, res) => {
-    const q = req.query as Record<string, unknown>;
-    const status = q['status'];
-    if (status !== undefined && status !== 'open' && status !== 'closed') throw new ApiError('bad_request', 'status must be open or closed');
-    const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
-    const { items, total } = await repo.list({
-      ...page(q), agentId: str(q['agentId']), username: str(q['user']), status: status as 'open' | 'closed' | undefined,
-    });
+    const q = parseQuery(req, { ...pageShape(), status: oneOf(['open', 'closed']).optional(), agentId: one().max(128).optional(), user: one().max(128).optional() });
+    const { items, total } = await repo.list({ limit: q.limit, offset: q.offset, agentId: q.agentId, username: q.user, status: q.status });
     res.json({ items: items.map(view), total });
   });
 
@@ -49,8 +45,8 @@ export function terminalRoutes(core: Core, repo: TerminalRepo, service: Terminal
     if (!row.recording) throw new ApiError('not_found', 'this session was not recorded');
     const file = path.resolve(core.dataDir, row.recording);
     if (!file.startsWith(path.resolve(core.dataDir) + path.sep) || !fs.existsSync(file)) throw new ApiError('not_found', 'recording file is missing');
+    res.attachment(`${row.id}.cast`);
     res.type('application/x-asciicast');
-    res.setHeader('Content-Disposition', `attachment; filename="${row.id}.cast"`);
     res.setHeader('Content-Length', String(fs.statSync(file).size));
     // Streamed (not sendFile): the data dir may sit under a dot-directory, which send() refuses.
     await pipeline(fs.createReadStream(file), res);

@@ -13,7 +13,8 @@ import type { Fleet } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
 import { actorOf, requireRole } from '../http/context.js';
 import type { SelectorLimits } from '../selectors/selector.js';
-import { ApiError, notFound, page } from '../http/errors.js';
+import { ApiError, notFound } from '../http/errors.js';
+import { one, pageShape, parseQuery } from '../http/query.js';
 import type { RolloutEngine } from './engine.js';
 import { artifactView, type ArtifactRow, type UpdateStore } from './store.js';
 
@@ -21,6 +22,7 @@ const run = promisify(execFile);
 const VERSION = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$/, 'version: letters, digits, . + _ - (max 64)');
 const SIGNATURE = z.string().max(512).refine((s) => Buffer.from(s, 'base64').length === 64, 'signature: base64 of a 64-byte ed25519 signature');
 const SHA256 = z.string().regex(/^[0-9a-f]{64}$/, 'sha256: 64 lowercase hex digits');
+const ARCH = z.string().regex(/^[a-z0-9_]{1,32}$/, 'arch: lowercase letters, digits and _ (max 32), given once').nullable();
 
 const CreateRollout = z.object({
   artifactId: z.string().min(1).max(36).optional(),
@@ -51,14 +53,16 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
 
   r.post('/artifacts', requireRole('admin'), async (req, res) => {
     if (req.is('application/json') || req.is('multipart/*')) throw new ApiError('bad_request', 'send the package as the raw request body (application/octet-stream)');
-    const q = req.query as Record<string, string | undefined>;
+    // Every input is checked before a byte of the body is stored (an upload that fails leaves nothing).
+    const q = parseQuery(req, { filename: one().max(255).optional(), version: one().optional(), signature: one().optional(), sha256: one().optional(), arch: one().optional() });
     const header = (h: string) => (typeof req.headers[h] === 'string' ? (req.headers[h] as string) : undefined);
-    const filename = (q['filename'] ?? header('x-muster-filename') ?? '').trim();
+    const filename = (q.filename ?? header('x-muster-filename') ?? '').trim();
     const fromName = /^muster-agent-(.+)-linux-([a-z0-9_]+)\.tar\.gz$/.exec(path.basename(filename));
-    const version = VERSION.parse(q['version'] ?? header('x-muster-version') ?? fromName?.[1]);
-    const signature = SIGNATURE.parse(q['signature'] ?? header('x-muster-signature'));
-    const expectSha = q['sha256'] ?? header('x-muster-sha256');
-    const arch = q['arch'] ?? fromName?.[2] ?? null;
+    const version = VERSION.parse(q.version ?? header('x-muster-version') ?? fromName?.[1]);
+    const signature = SIGNATURE.parse(q.signature ?? header('x-muster-signature'));
+    const expectSha = q.sha256 ?? header('x-muster-sha256');
+    if (expectSha !== undefined) SHA256.parse(expectSha);
+    const arch = ARCH.parse(q.arch ?? fromName?.[2] ?? null);
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > d.maxArtifactBytes) throw new ApiError('payload_too_large', `package larger than ${d.maxArtifactBytes} bytes`);
 
@@ -83,12 +87,18 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
       const inside = await run('tar', ['-xzOf', tmp, './VERSION'], { maxBuffer: 4096 }).then((x) => x.stdout.trim(), () => null);
       if (inside === null) throw new ApiError('bad_request', 'not a muster-agent package (no ./VERSION in a .tar.gz)');
       if (inside !== version) throw new ApiError('bad_request', `package says version ${inside}, upload says ${version}`);
-      fs.renameSync(tmp, fileOf(id));
       const a: ArtifactRow = {
         id, version, filename: filename ? path.basename(filename) : `muster-agent-${version}.tar.gz`, arch, size, sha256: digest, signature,
         createdBy: actorOf(req).username, createdAt: Date.now(),
       };
-      await d.store.insertArtifact(a);
+      fs.renameSync(tmp, fileOf(id));
+      try {
+        await d.store.insertArtifact(a);
+      } catch (err) {
+        // No row, no file: a package that was never listed must not linger on disk.
+        fs.rmSync(fileOf(id), { force: true });
+        throw err;
+      }
       await d.audit.record({ actor: actorOf(req), action: 'artifact.upload', targetType: 'artifact', targetId: id, details: { version, size, sha256: digest } });
       res.status(201).json(artifactView(a));
     } finally {
@@ -97,7 +107,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
   });
 
   r.get('/artifacts', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>);
+    const { limit, offset } = parseQuery(req, pageShape());
     const { items, total } = await d.store.listArtifacts(limit, offset);
     res.json({ items: items.map(artifactView), total });
   });
@@ -106,11 +116,14 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
   r.get('/artifacts/:id/download', async (req, res) => {
     if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrolment token or a session required');
     const id = String(req.params['id']);
-    const a = id === 'latest' ? await d.store.latestArtifact(typeof req.query['arch'] === 'string' ? req.query['arch'] : undefined) : await d.store.getArtifact(id);
+    const { arch } = parseQuery(req, { arch: one().max(32).optional() });
+    const a = id === 'latest' ? await d.store.latestArtifact(arch) : await d.store.getArtifact(id);
     if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
+    // RFC 6266/5987: any stored name (non-Latin-1, even control characters) becomes a valid
+    // header, with an ASCII fallback and `filename*` carrying the exact UTF-8 name.
+    res.attachment(a.filename);
     res.setHeader('Content-Type', 'application/gzip');
     res.setHeader('Content-Length', String(a.size));
-    res.setHeader('Content-Disposition', `attachment; filename="${a.filename.replace(/"/g, '')}"`);
     res.setHeader('X-Muster-Version', a.version);
     res.setHeader('X-Muster-Sha256', a.sha256);
     await pipeline(fs.createReadStream(fileOf(a.id)), res);
@@ -148,7 +161,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
   });
 
   r.get('/rollouts', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>);
+    const { limit, offset } = parseQuery(req, pageShape());
     res.json(await d.engine.list(limit, offset));
   });
 

@@ -4,8 +4,22 @@
  * artifact names). A real agent heartbeats throughout, so a stalled event loop shows as it going
  * offline.
  */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, databases, startAgent, startServer, type TestServer } from '../helpers/harness.js';
+import { Api, agentId, cleanup, databases, startAgent, startServer, tmpDir, type TestServer } from '../helpers/harness.js';
+
+const FAKE_SIG = Buffer.alloc(64, 7).toString('base64');
+
+/** A tiny tarball that looks like a package of `version` (the server checks ./VERSION). */
+function fakePackage(version: string): Uint8Array {
+  const dir = tmpDir('fakepkg');
+  fs.writeFileSync(path.join(dir, 'VERSION'), `${version}\n`);
+  const file = path.join(tmpDir('fakeout'), 'pkg.tar.gz');
+  execFileSync('tar', ['-czf', file, '-C', dir, './VERSION']);
+  return new Uint8Array(fs.readFileSync(file));
+}
 
 const dbs = await databases();
 
@@ -75,5 +89,64 @@ describe.each(dbs)('input hardening (%s)', (db) => {
     r = await op.post('/api/tasks', { script: 'true', targets: { selector: 'x'.repeat(17_000) } });
     expect(r.status).toBe(400);
     expect(r.body.error.position).toBe(16_384);
+  });
+
+  it('repeated query parameters are a 400 naming the parameter, on every router', async () => {
+    const paths = [
+      '/api/agents?status=online&status=offline', '/api/agents?selector=all&selector=all',
+      '/api/agents?limit=1&limit=2', `/api/agents/${agent}/connections?offset=1&offset=2`, '/api/tasks?status=running&status=failed',
+      '/api/tasks?createdBy=a&createdBy=b', '/api/executions?agentId=a&agentId=b', '/api/terminals?user=a&user=b',
+      '/api/artifacts?limit=x', '/api/rollouts?offset=1&offset=2', '/api/audit?actor=a&actor=b',
+    ];
+    for (const p of paths) {
+      const r = await admin.get(p);
+      expect(r.status, p).toBe(400);
+      expect(r.body.error.code, p).toBe('bad_request');
+      expect(r.body.error.message, p).toMatch(/query parameter \w+/);
+    }
+    // Plain use still works, and an empty value means "not given".
+    expect((await admin.get('/api/agents?status=online&selector=&limit=5')).status).toBe(200);
+    expect((await admin.get('/api/agents?status=sideways')).status).toBe(400);
+  });
+
+  it('PATCH /api/users/:id with nothing to change is a 400, not a 500', async () => {
+    const users = (await admin.get('/api/users')).body.items as Array<{ id: number; username: string }>;
+    const u = users.find((x) => x.username !== 'admin')!;
+    let r = await admin.patch(`/api/users/${u.id}`, {});
+    expect(r.status).toBe(400);
+    expect(r.body.error.code).toBe('bad_request');
+    r = await admin.patch('/api/users/not-a-number', { role: 'viewer' });
+    expect(r.status).toBe(404);
+  });
+
+  it('artifact uploads: bad arch leaves nothing behind; odd filenames still download (RFC 6266 filename*)', async () => {
+    const artifacts = path.join(s.dataDir, 'artifacts');
+    const files = () => (fs.existsSync(artifacts) ? fs.readdirSync(artifacts) : []);
+    const before = files();
+    const up = (query: string, version: string) => admin.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${query}`,
+      fakePackage(version), { 'content-type': 'application/octet-stream' });
+    let r = await up('&arch=x64&arch=arm64', '3.0.0');
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toMatch(/arch/);
+    r = await up('&arch=X86%20BAD', '3.0.0');
+    expect(r.status).toBe(400);
+    expect(files()).toEqual(before);
+    expect((await admin.get('/api/artifacts')).body.total).toBe(0);
+
+    for (const [name, version] of [['muster\r\nSet-Cookie: x=1.tar.gz', '3.0.1'], ['müster-代理-€.tar.gz', '3.0.2']] as const) {
+      r = await up(`&filename=${encodeURIComponent(name)}`, version);
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      for (const p of [`/api/artifacts/${r.body.id}/download`, '/api/artifacts/latest/download']) {
+        const d = await admin.get(p);
+        expect(d.status, p).toBe(200);
+        const cd = d.headers.get('content-disposition')!;
+        expect(cd).toMatch(/^attachment; filename="[^"\r\n]*"; filename\*=UTF-8''/);
+        expect(decodeURIComponent(cd.split("filename*=UTF-8''")[1]!)).toBe(name.replace(/.*\//, ''));
+        expect(d.headers.get('set-cookie')).toBeNull();
+      }
+    }
+    // Only the two stored packages, no temp files.
+    expect(files().filter((f) => !before.includes(f)).length).toBe(2);
+    expect(files().some((f) => f.endsWith('.upload'))).toBe(false);
   });
 });
