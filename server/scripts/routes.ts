@@ -2,7 +2,8 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { CreateTask, limitString } from '../exec/routes.js';
 import { actorOf, principal, requireRole } from '../http/context.js';
-import { ApiError, page } from '../http/errors.js';
+import { ApiError } from '../http/errors.js';
+import { one, pageShape, parseQuery } from '../http/query.js';
 import { ParamDefs, ParamValue } from './params.js';
 import type { ScriptService } from './service.js';
 
@@ -69,9 +70,8 @@ export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Pr
   });
 
   r.get('/scripts', requireRole('viewer'), async (req, res) => {
-    const q = req.query as Record<string, string | undefined>;
-    const { limit, offset } = page(q, 100, 1000);
-    res.json(await svc.list({ q: q['q'] || undefined, tag: q['tag'] || undefined, limit, offset }));
+    const q = parseQuery(req, { ...pageShape(100, 1000), q: one().max(256).optional(), tag: one().max(64).optional() });
+    res.json(await svc.list({ q: q.q, tag: q.tag, limit: q.limit, offset: q.offset }));
   });
 
   r.get('/scripts/:id', requireRole('viewer'), async (req, res) => {
@@ -89,7 +89,7 @@ export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Pr
   });
 
   r.get('/scripts/:id/versions', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>, 100, 1000);
+    const { limit, offset } = parseQuery(req, pageShape(100, 1000));
     res.json(await svc.versions(String(req.params['id']), limit, offset));
   });
 
@@ -98,7 +98,7 @@ export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Pr
   });
 
   r.get('/scripts/:id/tasks', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>, 50, 1000);
+    const { limit, offset } = parseQuery(req, pageShape(50, 1000));
     res.json(await svc.tasks(String(req.params['id']), limit, offset));
   });
 

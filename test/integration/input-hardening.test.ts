@@ -96,7 +96,7 @@ describe.each(dbs)('input hardening (%s)', (db) => {
       '/api/agents?status=online&status=offline', '/api/agents?selector=all&selector=all',
       '/api/agents?limit=1&limit=2', `/api/agents/${agent}/connections?offset=1&offset=2`, '/api/tasks?status=running&status=failed',
       '/api/tasks?createdBy=a&createdBy=b', '/api/executions?agentId=a&agentId=b', '/api/terminals?user=a&user=b',
-      '/api/artifacts?limit=x', '/api/rollouts?offset=1&offset=2', '/api/audit?actor=a&actor=b',
+      '/api/artifacts?limit=x', '/api/rollouts?offset=1&offset=2', '/api/audit?actor=a&actor=b', '/api/scripts?q=a&q=b', '/api/scripts?limit=1&limit=2',
     ];
     for (const p of paths) {
       const r = await admin.get(p);
