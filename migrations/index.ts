@@ -4,6 +4,7 @@ import * as createTerminalSessions from './202611270900_create_terminal_sessions
 import * as createUpdateTables from './202611271000_create_update_tables.js';
 import * as createExecTables from './202611271100_create_exec_tables.js';
 import * as createScriptTables from './202611301600_create_script_tables.js';
+import * as addExecutionReconciledAt from './202611301700_add_execution_reconciled_at.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -15,6 +16,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611271000_create_update_tables', createUpdateTables],
   ['202611271100_create_exec_tables', createExecTables],
   ['202611301600_create_script_tables', createScriptTables],
+  ['202611301700_add_execution_reconciled_at', addExecutionReconciledAt],
 ];
 
 /** knex MigrationSource over the static list. */

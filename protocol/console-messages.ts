@@ -72,6 +72,8 @@ export interface ExecutionView {
   outputBytes: number;
   /** How the agent contained the process tree: `cgroup2:<path>`, `cgroup1:<path>`, `systemd:<unit>` or `pgid`. */
   containment?: string | null;
+  /** Set when a `lost` execution later took the result its agent reported (ISO time of that). */
+  reconciledAt?: string | null;
 }
 
 export interface TaskView {

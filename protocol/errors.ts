@@ -39,6 +39,8 @@ export type ErrorCode =
   | 'forbidden'
   | 'not_found'
   | 'conflict'
+  /** A rerun would re-run `lost` executions (which may have run) without saying so. */
+  | 'lost_unconfirmed'
   | 'payload_too_large'
   | 'rate_limited'
   | 'unavailable'

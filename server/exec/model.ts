@@ -20,6 +20,8 @@ export interface Execution {
   nextSeq: number;
   truncated: boolean;
   containment: string | null;
+  /** When a `lost` execution took the real result its agent reported late (null otherwise). */
+  reconciledAt: number | null;
 }
 
 /** What an agent is asked to run (the task's spec). */
@@ -79,7 +81,7 @@ export function executionView(e: Execution): ExecutionView {
     id: e.id, taskId: e.taskId, agentId: e.agentId, agentName: e.agentName, status: e.status, exitCode: e.exitCode, signal: e.signal,
     startedAt: iso(e.startedAt), finishedAt: iso(e.finishedAt),
     durationMs: e.startedAt != null && e.finishedAt != null ? e.finishedAt - e.startedAt : null,
-    truncated: e.truncated, reason: e.reason, outputBytes: e.outputBytes, containment: e.containment,
+    truncated: e.truncated, reason: e.reason, outputBytes: e.outputBytes, containment: e.containment, reconciledAt: iso(e.reconciledAt),
   };
 }
 

@@ -9,7 +9,7 @@ export type ExecPatch = Partial<Omit<Execution, 'id' | 'taskId' | 'agentId' | 'a
 const COLS: Record<keyof ExecPatch, string> = {
   status: 'status', reason: 'reason', exitCode: 'exit_code', signal: 'signal', queuedUntil: 'queued_until',
   dispatchedAt: 'dispatched_at', startedAt: 'started_at', finishedAt: 'finished_at', outputBytes: 'output_bytes',
-  nextSeq: 'next_seq', truncated: 'truncated', containment: 'containment',
+  nextSeq: 'next_seq', truncated: 'truncated', containment: 'containment', reconciledAt: 'reconciled_at',
 };
 
 export function patchToRow(p: ExecPatch): Record<string, unknown> {
@@ -30,6 +30,7 @@ export function execFromRow(r: Record<string, unknown>): Execution {
     signal: (r['signal'] as string | null) ?? null, queuedUntil: num(r['queued_until']), dispatchedAt: num(r['dispatched_at']),
     startedAt: num(r['started_at']), finishedAt: num(r['finished_at']), outputBytes: Number(r['output_bytes'] ?? 0),
     nextSeq: Number(r['next_seq'] ?? 0), truncated: Boolean(r['truncated']), containment: (r['containment'] as string | null) ?? null,
+    reconciledAt: num(r['reconciled_at']),
   };
 }
 

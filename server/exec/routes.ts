@@ -30,7 +30,11 @@ export const CreateTask = z.object({
   queueTtlSec: z.number().int().positive().max(30 * 86_400).default(3600),
 }).strict();
 
-const Rerun = z.object({ all: z.boolean().default(false) }).strict();
+const Rerun = z.object({
+  all: z.boolean().default(false),
+  /** Whether `lost` executions are re-run too (required when there are some: they may have run). */
+  includeLost: z.boolean().optional(),
+}).strict();
 
 export const limitString = (v: number | string | null | undefined, what: string): string | null => {
   if (v == null) return null;

@@ -61,6 +61,8 @@ export class Scheduler {
   private readonly startedAt = Date.now();
   /** Pending executions loaded at server start (their dispatch may have happened but not been stored). */
   readonly loadedPending = new Set<string>();
+  /** Completed tasks whose final row is still being stored (their executions stay readable until then). */
+  private readonly completing = new Map<string, Promise<void>>();
   private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: SchedulerDeps) {}
@@ -155,6 +157,26 @@ export class Scheduler {
     }
   }
 
+  /** Resolves once the completion of `taskId` (if one is being stored) is in the database. */
+  settled(taskId: string): Promise<void> {
+    return this.completing.get(taskId) ?? Promise.resolve();
+  }
+
+  /**
+   * Makes a completed task active again, read back from the database, because one of its `lost`
+   * executions turned out to have run (its agent reported it late): its counts and status are
+   * derived afresh when that execution ends.
+   */
+  reopen(task: Task, executions: Execution[]): ActiveTask {
+    task.status = 'running';
+    task.finishedAt = null;
+    const at = this.add(task, executions);
+    void this.d.repo.updateTask(task.id, { status: 'running', finishedAt: null })
+      .catch((err: unknown) => this.d.log.error({ err, taskId: task.id }, 'could not store a reopened task'));
+    this.markDirty(task.id);
+    return at;
+  }
+
   /** The agent reports an execution the server had as pending or lost: it runs after all. */
   adopt(e: Execution): void {
     const at = this.tasks.get(e.taskId);
@@ -168,7 +190,10 @@ export class Scheduler {
       at.active++;
     }
     this.busySet(e.agentId).add(e);
-    this.change(e, { status: 'running', reason: null, finishedAt: null, dispatchedAt: e.dispatchedAt ?? Date.now() });
+    this.change(e, {
+      status: 'running', reason: null, finishedAt: null, dispatchedAt: e.dispatchedAt ?? Date.now(),
+      ...(e.status === 'lost' ? { reconciledAt: Date.now() } : {}),
+    });
   }
 
   /** Moves an execution to a final state, applies maxFailures, pumps, and completes the task. */
@@ -178,7 +203,9 @@ export class Scheduler {
     const wasActive = e.status === 'dispatched' || e.status === 'running';
     const wasOpen = !isFinal(e.status);
     this.busy.get(e.agentId)?.delete(e);
-    this.change(e, { ...patch, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
+    // A real result replacing `lost`: say when, so the history shows it came late.
+    const reconciled = e.status === 'lost' ? { reconciledAt: Date.now() } : {};
+    this.change(e, { ...patch, ...reconciled, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
     const at = this.tasks.get(e.taskId);
     if (!at) return;
     at.cancelling.delete(e.id);
@@ -213,12 +240,17 @@ export class Scheduler {
     at.task.finishedAt = Date.now();
     this.tasks.delete(at.task.id);
     // Keep the executions readable from memory until their rows are committed.
-    this.d.writer.afterFlush(() => {
+    const stored = new Promise<void>((resolve) => this.d.writer.afterFlush(() => {
       void this.d.repo.updateTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
         for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
         this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
-      }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'));
-    });
+      }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
+        .finally(() => {
+          if (this.completing.get(at.task.id) === stored) this.completing.delete(at.task.id);
+          resolve();
+        });
+    }));
+    this.completing.set(at.task.id, stored);
     this.dirtyTasks.delete(at.task.id);
   }
 

@@ -38,11 +38,14 @@ export interface ServiceDeps {
  * the protocol (started, output, finished, rejected, reconciliation at hello).
  */
 export class ExecService {
+  /** Lookups of executions reported late, by id (a hello and an exec.finished may race). */
+  private readonly reviving = new Map<string, Promise<Execution | undefined>>();
+
   constructor(private readonly d: ServiceDeps) {}
 
   /* ---------------- REST use cases ---------------- */
 
-  async create(input: CreateTaskInput, actor: Actor, rerunOf: string | null = null): Promise<ReturnType<typeof taskView> & { executions: unknown[] }> {
+  async create(input: CreateTaskInput, actor: Actor, rerunOf: string | null = null, rerunDetails: Record<string, unknown> = {}): Promise<ReturnType<typeof taskView> & { executions: unknown[] }> {
     const { config, fleet } = this.d;
     if (Buffer.byteLength(input.script) > config.maxScriptBytes) {
       throw new ApiError('payload_too_large', `script is larger than ${config.maxScriptBytes} bytes (MUSTER_MAX_SCRIPT_BYTES)`);
@@ -80,7 +83,7 @@ export class ExecService {
         id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
         status: online || queued ? 'pending' : 'skipped', reason: online || queued ? null : 'agent offline',
         exitCode: null, signal: null, queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
-        finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
+        finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null, reconciledAt: null,
       };
     });
     await this.d.repo.createTask(task, executions);
@@ -88,7 +91,7 @@ export class ExecService {
       actor, action: rerunOf ? 'task.rerun' : 'task.create', targetType: 'task', targetId: task.id,
       details: {
         targets: input.targets, agents: agents.length, scriptSha256: task.scriptSha256, interpreter: task.interpreter,
-        ...(rerunOf ? { rerunOf } : {}),
+        ...(rerunOf ? { rerunOf, ...rerunDetails } : {}),
       },
     });
     const at = this.d.scheduler.add(task, executions);
@@ -129,18 +132,31 @@ export class ExecService {
     return taskView(at.task, scheduler.counts(at));
   }
 
-  async rerun(taskId: string, actor: Actor, opts: { all: boolean }): Promise<Awaited<ReturnType<ExecService['create']>>> {
+  /**
+   * Runs a task's script again on the agents that failed (or all, with `all`). `lost` executions
+   * are those whose agent never said whether the script ran: re-running them may run it twice, so
+   * a failed-only rerun that would include them needs `includeLost` (true or false) said explicitly.
+   */
+  async rerun(taskId: string, actor: Actor, opts: { all: boolean; includeLost?: boolean | undefined }): Promise<Awaited<ReturnType<ExecService['create']>>> {
     const task = this.d.scheduler.tasks.get(taskId)?.task ?? (await this.d.repo.getTask(taskId));
     if (!task) throw notFound('task');
     const execs = await this.executionsOf(taskId);
-    const pick = opts.all ? execs : execs.filter((e) => FAILURE_STATES.includes(e.status));
+    let pick = opts.all ? execs : execs.filter((e) => FAILURE_STATES.includes(e.status));
+    if (!opts.all) {
+      const lost = pick.filter((e) => e.status === 'lost').length;
+      if (lost > 0 && opts.includeLost === undefined) {
+        throw new ApiError('lost_unconfirmed', `${lost} execution(s) are lost: their agent never reported whether the script ran, `
+          + 'so re-running them may run it twice. Send {"includeLost": true} to re-run them too, or {"includeLost": false} to re-run only the others', 409, { lost });
+      }
+      if (opts.includeLost === false) pick = pick.filter((e) => e.status !== 'lost');
+    }
     const agentIds = pick.map((e) => e.agentId).filter((id) => this.d.fleet.get(id));
     if (agentIds.length === 0) throw new ApiError('conflict', opts.all ? 'no agents to rerun on' : 'no failed executions to rerun');
     return this.create({
       script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
       targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
       queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv,
-    }, actor, task.id);
+    }, actor, task.id, opts.all ? {} : { includeLost: opts.includeLost ?? false });
   }
 
   async executionsOf(taskId: string): Promise<Execution[]> {
@@ -237,9 +253,10 @@ export class ExecService {
   finished(agentId: string, m: AgentMessage<'exec.finished'>): void {
     const e = this.own(agentId, m.executionId);
     const ack = () => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId: m.executionId });
-    if (!e) {
-      // Already final and forgotten (or never ours): the agent may drop it.
-      this.d.writer.afterFlush(ack);
+    if (!e || !this.d.scheduler.tasks.has(e.taskId)) {
+      // Not part of an active task: a `lost` execution of a completed task whose result came late
+      // is taken after all; anything else is over (or never ours) and the agent may drop it.
+      void this.lateFinished(agentId, m);
       return;
     }
     if (isFinal(e.status) && e.status !== 'lost') {
@@ -253,6 +270,72 @@ export class ExecService {
     });
     this.d.fanout.ended(e.taskId, e.id, e.nextSeq);
     this.d.writer.afterFlush(ack);
+  }
+
+  /**
+   * exec.finished for an execution no active task holds. When it is this agent's and `lost`, its
+   * task is reopened and the agent asked to resend (exec.resume): the output it still has, then
+   * the result, which then takes the normal path. Otherwise it is acked once stored state is safe.
+   */
+  private async lateFinished(agentId: string, m: AgentMessage<'exec.finished'>): Promise<void> {
+    const { executionId } = m;
+    let e: Execution | undefined;
+    try {
+      e = await this.revive(agentId, executionId);
+    } catch (err) {
+      // Not acked: the agent keeps the result and names it again in its next hello.
+      this.d.log.error({ err, agentId, executionId }, 'could not look up a late execution result');
+      return;
+    }
+    if (e?.status === 'lost') {
+      this.d.scheduler.adopt(e);
+      // Output sent while it was forgotten was dropped: have the agent resend it, then the result.
+      if (m.outputSeq > e.nextSeq) {
+        this.d.fleet.send(agentId, { type: 'exec.resume', executionId, fromSeq: e.nextSeq });
+        return;
+      }
+    }
+    // Active now (reopened here or by a concurrent report): the normal path; else acked.
+    if (e) this.finished(agentId, m);
+    else this.d.writer.afterFlush(() => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId }));
+  }
+
+  /**
+   * An agent reports an execution that no active task holds. If it is this agent's and `lost`,
+   * its task is read back and reopened so the real result can replace `lost`; the execution
+   * (still `lost`) is returned. Concurrent reports of one execution share one lookup.
+   */
+  private revive(agentId: string, executionId: string): Promise<Execution | undefined> {
+    let p = this.reviving.get(executionId);
+    if (!p) {
+      p = this.doRevive(agentId, executionId).finally(() => this.reviving.delete(executionId));
+      this.reviving.set(executionId, p);
+    }
+    return p;
+  }
+
+  private async doRevive(agentId: string, executionId: string): Promise<Execution | undefined> {
+    const { scheduler, repo } = this.d;
+    const active = (): Execution | undefined => {
+      const e = scheduler.executions.get(executionId);
+      return e && scheduler.tasks.has(e.taskId) && e.agentId === agentId ? e : undefined;
+    };
+    const inMemory = scheduler.executions.get(executionId);
+    if (inMemory && scheduler.tasks.has(inMemory.taskId)) return active();
+    const taskId = inMemory?.taskId ?? (await repo.getExecution(executionId))?.taskId;
+    if (!taskId) return undefined;
+    // A completion still being stored: let it land first, so the reopened task is not overwritten.
+    await scheduler.settled(taskId);
+    if (scheduler.tasks.has(taskId)) return active();
+    const row = await repo.getExecution(executionId);
+    if (!row || row.agentId !== agentId || row.status !== 'lost') return undefined;
+    const [task, executions] = await Promise.all([repo.getTask(taskId), repo.executionsOf(taskId)]);
+    if (!task) return undefined;
+    // Another report (another agent of the same task) may have reopened it while we read.
+    if (scheduler.tasks.has(taskId)) return active();
+    this.d.log.info({ agentId, executionId, taskId }, 'a lost execution was reported by its agent; reopening its task to take the result');
+    scheduler.reopen(task, executions);
+    return active();
   }
 
   rejected(agentId: string, m: AgentMessage<'exec.rejected'>): void {
@@ -283,20 +366,59 @@ export class ExecService {
       }
       fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
     }
-    // Executions the agent has but the server considers over: stop or forget them.
+    // Executions the agent has but the server considers over (or no longer holds): take the real
+    // result of a `lost` one, stop or forget the rest.
     for (const x of named.values()) {
       const e = scheduler.executions.get(x.executionId);
-      if (e && e.agentId === agentId && (e.status === 'lost' || e.status === 'pending')) {
+      if (e && e.agentId === agentId && scheduler.tasks.has(e.taskId) && (e.status === 'lost' || e.status === 'pending')) {
         // Declared lost while the agent was away, or its dispatch was not yet stored when the
         // server stopped: the agent has it, so take the real result.
-        scheduler.adopt(e);
-        fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+        this.takeBack(agentId, e, x.state);
         continue;
       }
-      if (x.state === 'running') fleet.send(agentId, { type: 'exec.cancel', executionId: x.executionId, reason: 'the execution is over on the server' });
-      else fleet.send(agentId, { type: 'exec.ack', executionId: x.executionId });
+      if (e && scheduler.tasks.has(e.taskId)) {
+        this.over(agentId, x);
+        continue;
+      }
+      void this.lateHello(agentId, x);
     }
     scheduler.wake(agentId);
+  }
+
+  /** Adopts an execution the agent still has (running, or finished and unacked) and asks for the rest of it. */
+  private takeBack(agentId: string, e: Execution, state: 'running' | 'finished'): void {
+    const { scheduler, fleet } = this.d;
+    scheduler.adopt(e);
+    const at = scheduler.tasks.get(e.taskId);
+    if (state === 'running' && at?.task.cancelledAt != null) {
+      // Its task was cancelled while it was lost: the cancel applies now.
+      at.cancelling.add(e.id);
+      e.reason = `cancelled by ${at.task.cancelledBy ?? 'an operator'}`;
+      fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason });
+    }
+    fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+  }
+
+  /** The server is done with an execution the agent still reports: stop it, or let the agent forget it. */
+  private over(agentId: string, x: Hello['executions'][number]): void {
+    if (x.state === 'running') this.d.fleet.send(agentId, { type: 'exec.cancel', executionId: x.executionId, reason: 'the execution is over on the server' });
+    else this.d.fleet.send(agentId, { type: 'exec.ack', executionId: x.executionId });
+  }
+
+  /** hello named an execution no active task holds: a late result of a `lost` one is taken, the rest is over. */
+  private async lateHello(agentId: string, x: Hello['executions'][number]): Promise<void> {
+    let e: Execution | undefined;
+    try {
+      e = await this.revive(agentId, x.executionId);
+    } catch (err) {
+      // Neither acked nor cancelled: the agent keeps it and names it again in its next hello.
+      this.d.log.error({ err, agentId, executionId: x.executionId }, 'could not look up an execution named in hello');
+      return;
+    }
+    if (!this.d.fleet.isOnline(agentId)) return;
+    if (e?.status === 'lost') this.takeBack(agentId, e, x.state);
+    else if (!e || isFinal(e.status)) this.over(agentId, x);
+    // Otherwise a concurrent report already took it back and asked for the rest.
   }
 
   disconnected(agentId: string): void {

@@ -4,7 +4,7 @@ import type { ErrorCode } from '../../protocol/index.js';
 
 const STATUS: Record<ErrorCode, number> = {
   bad_request: 400, invalid_message: 400, unknown_type: 400, selector_syntax: 400, unauthorized: 401, forbidden: 403,
-  not_found: 404, conflict: 409, payload_too_large: 413, rate_limited: 429, limit_exceeded: 422, agent_offline: 409,
+  not_found: 404, conflict: 409, lost_unconfirmed: 409, payload_too_large: 413, rate_limited: 429, limit_exceeded: 422, agent_offline: 409,
   unavailable: 503, cross_site: 403, internal: 500,
 };
 
