@@ -63,6 +63,7 @@ export class Scheduler {
   readonly loadedPending = new Set<string>();
   /** Completed tasks whose final row is still being stored (their executions stay readable until then). */
   private readonly completing = new Map<string, Promise<void>>();
+  private readonly taskWrites = new Map<string, Promise<void>>();
   private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: SchedulerDeps) {}
@@ -171,7 +172,7 @@ export class Scheduler {
     task.status = 'running';
     task.finishedAt = null;
     const at = this.add(task, executions);
-    void this.d.repo.updateTask(task.id, { status: 'running', finishedAt: null })
+    this.writeTask(task.id, { status: 'running', finishedAt: null })
       .catch((err: unknown) => this.d.log.error({ err, taskId: task.id }, 'could not store a reopened task'));
     this.markDirty(task.id);
     return at;
@@ -241,7 +242,7 @@ export class Scheduler {
     this.tasks.delete(at.task.id);
     // Keep the executions readable from memory until their rows are committed.
     const stored = new Promise<void>((resolve) => this.d.writer.afterFlush(() => {
-      void this.d.repo.updateTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
+      void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
         for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
         this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
       }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
@@ -252,6 +253,17 @@ export class Scheduler {
     }));
     this.completing.set(at.task.id, stored);
     this.dirtyTasks.delete(at.task.id);
+  }
+
+  /** Task row writes of one task, in order (a reopen's `running` must not land after the next completion). */
+  private writeTask(taskId: string, patch: Parameters<ExecRepo['updateTask']>[1]): Promise<void> {
+    const prev = this.taskWrites.get(taskId) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(() => this.d.repo.updateTask(taskId, patch));
+    this.taskWrites.set(taskId, next);
+    void next.catch(() => {}).finally(() => {
+      if (this.taskWrites.get(taskId) === next) this.taskWrites.delete(taskId);
+    });
+    return next;
   }
 
   markDirty(taskId: string): void {

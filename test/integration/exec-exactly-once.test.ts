@@ -53,11 +53,12 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     expect(e.exitCode).toBe(0);
     expect(e.reason).toBeNull();
     expect(Date.parse(e.reconciledAt)).toBeGreaterThan(Date.parse(d.finishedAt) - 1);
-    expect(await outputText(api, lost.id)).toBe('before\nafter\n');
-    // Counts and status are derived afresh, and consoles hear of it as it happens.
+    // Counts and status are derived afresh (the task row is stored after the output), and
+    // consoles hear of it as it happens.
     const after = await waitTask(api, t.id);
     expect(after.status).toBe('succeeded');
     expect(after.counts).toEqual({ succeeded: 1 });
+    expect(await outputText(api, lost.id)).toBe('before\nafter\n');
     await c.next((m) => m.type === 'execution.updated' && m.execution.id === lost.id && m.execution.status === 'succeeded', 15_000, 'live execution update');
     await c.next((m) => m.type === 'task.updated' && m.task.id === t.id && m.task.status === 'succeeded', 15_000, 'live task update');
     c.close();
