@@ -86,6 +86,7 @@ export const api = {
   text: (path: string, query?: Query) => request<string>('GET', path, { query, raw: true }),
   post: <T>(path: string, body: unknown = {}, query?: Query) => request<T>('POST', path, { body, query }),
   patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, { body }),
+  put: <T>(path: string, body: unknown) => request<T>('PUT', path, { body }),
   delete: <T = null>(path: string) => request<T>('DELETE', path),
 };
 
