@@ -215,6 +215,7 @@ async function compose(
         fleet, audit, log, metrics, handlers: agentHandlers,
         binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
+        pingIntervalMs: config.agentPingIntervalMs,
       });
     },
     onConsole: (ws, req, principal) => {

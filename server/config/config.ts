@@ -21,6 +21,8 @@ const Schema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Interval agents are told to heartbeat at; three missed intervals mark an agent offline. */
   heartbeatIntervalMs: z.coerce.number().int().min(100).default(5000),
+  /** How often the server pings each agent socket (WebSocket ping; the pong's round trip is a metric); 0 = never. */
+  agentPingIntervalMs: z.coerce.number().int().min(0).default(5000),
   /** Time an agent has after the upgrade to send a valid hello. */
   helloTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   /** Largest WebSocket frame accepted from an agent (ws maxPayload). */
@@ -99,7 +101,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   port: 'MUSTER_PORT', host: 'MUSTER_HOST', dataDir: 'MUSTER_DATA_DIR', dbUrl: 'MUSTER_DB_URL',
   adminPassword: 'MUSTER_ADMIN_PASSWORD', enrollToken: 'MUSTER_ENROLL_TOKEN', localAgent: 'MUSTER_LOCAL_AGENT',
   natsUrl: 'MUSTER_NATS_URL', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
-  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
+  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
   agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',

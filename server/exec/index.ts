@@ -42,10 +42,11 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     },
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
-  const scheduler = new Scheduler({ repo, writer, fleet, bus, log, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
+  const scheduler = new Scheduler({ repo, writer, fleet, bus, log, metrics: core.metrics, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
   const fanout = new ConsoleFanout(CONSOLE_OUTPUT_BUFFER);
+  core.metrics.sources.tasksRunning = () => scheduler.tasks.size;
   const svc = new ExecService({
-    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
+    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, metrics: core.metrics, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];

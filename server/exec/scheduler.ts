@@ -2,6 +2,7 @@ import type { ExecutionState } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit, taskView, type Execution, type Task } from './model.js';
 import type { ExecWriter } from './output-store.js';
 import type { ExecPatch, ExecRepo } from './repository.js';
@@ -38,7 +39,7 @@ export interface ActiveTask {
 }
 
 export interface SchedulerDeps {
-  repo: ExecRepo; writer: ExecWriter; fleet: Fleet; bus: Bus; log: Logger;
+  repo: ExecRepo; writer: ExecWriter; fleet: Fleet; bus: Bus; log: Logger; metrics: Metrics;
   maxExecutionsPerAgent: number; reconcileTimeoutMs: number;
 }
 
@@ -101,6 +102,9 @@ export class Scheduler {
 
   /** Queues a row update and publishes the execution. */
   change(e: Execution, patch: ExecPatch): void {
+    if (patch.status === 'running' && e.status === 'dispatched' && e.dispatchedAt != null) {
+      this.d.metrics.dispatchLatency.observe(Math.max(0, Date.now() - e.dispatchedAt) / 1000);
+    }
     Object.assign(e, patch);
     this.d.writer.update(e.id, patch);
     this.d.bus.publish('execution.updated', { execution: executionView(e) });
@@ -207,6 +211,8 @@ export class Scheduler {
     // A real result replacing `lost`: say when, so the history shows it came late.
     const reconciled = e.status === 'lost' ? { reconciledAt: Date.now() } : {};
     this.change(e, { ...patch, ...reconciled, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
+    this.d.metrics.executions.inc({ state: status });
+    if (e.startedAt != null && e.finishedAt != null) this.d.metrics.executionDuration.observe({ state: status }, Math.max(0, e.finishedAt - e.startedAt) / 1000);
     const at = this.tasks.get(e.taskId);
     if (!at) return;
     at.cancelling.delete(e.id);
@@ -240,6 +246,7 @@ export class Scheduler {
     at.task.status = deriveTaskStatus(counts, at.task.cancelledAt != null);
     at.task.finishedAt = Date.now();
     this.tasks.delete(at.task.id);
+    this.d.metrics.tasksFinished.inc({ state: at.task.status });
     // Keep the executions readable from memory until their rows are committed.
     const stored = new Promise<void>((resolve) => this.d.writer.afterFlush(() => {
       void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {

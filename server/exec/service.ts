@@ -6,6 +6,7 @@ import type { AgentRecord } from '../fleet/registry.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { ConsoleFanout } from './fanout.js';
 import { executionView, FAILURE_STATES, isFinal, taskView, type Execution, type Task, type TaskSpec } from './model.js';
 import type { ExecWriter } from './output-store.js';
@@ -28,7 +29,7 @@ export interface CreateTaskInput extends TaskSpec {
 
 export interface ServiceDeps {
   config: Config; repo: ExecRepo; writer: ExecWriter; scheduler: Scheduler; fanout: ConsoleFanout;
-  fleet: Fleet; audit: AuditLog; log: Logger;
+  fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
   /** Resolves a selector over the in-memory fleet (throws ApiError 400 on a syntax error). */
   select(selector: string): AgentRecord[];
 }
@@ -238,6 +239,7 @@ export class ExecService {
     }
     if (chunk.length > 0) {
       this.d.writer.output(e.id, seq, stream, chunk);
+      this.d.metrics.outputBytes.inc({ stream }, chunk.length);
       patch.outputBytes = e.outputBytes + chunk.length;
       this.d.fanout.output(e.taskId, e.id, stream, seq, chunk);
     }

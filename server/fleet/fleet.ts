@@ -26,7 +26,7 @@ export type DisconnectReason =
   | 'agent shutdown' | 'connection lost' | 'heartbeat timeout' | 'replaced' | 'server shutdown' | 'revoked'
   | 'restart requested' | 'protocol error' | 'server restart';
 
-interface Live { ch: AgentChannel; connectionId: number; lastHeartbeat: number }
+interface Live { ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number }
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
 type DisconnectHook = (agentId: string, reason: DisconnectReason) => void;
@@ -88,6 +88,8 @@ export class Fleet {
         rec.lastSeenAt = l.lastHeartbeat;
       }
       this.deps.metrics.disconnects.inc({ reason: 'server shutdown' });
+      this.deps.metrics.statusChanges.inc({ status: 'offline' });
+      this.deps.metrics.connectionDuration.observe(Math.max(0, now - l.connectedAt) / 1000);
     }
     this.updateGauge();
     const at = new Date(now).toISOString();
@@ -127,6 +129,8 @@ export class Fleet {
   /** A valid hello arrived on an authenticated socket: the agent is online. */
   async connect(ch: AgentChannel, hello: Hello, secretHash: string): Promise<void> {
     const now = Date.now();
+    // A new socket replacing a live one: the agent never went offline (no status change).
+    const wasLive = this.live.has(hello.agentId);
     await this.replace(hello.agentId, ch);
     let rec = this.agents.get(hello.agentId);
     const isNew = !rec;
@@ -160,8 +164,9 @@ export class Fleet {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
     if (!changed) this.dirty.add(rec.id);
-    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now });
+    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now });
     this.deps.metrics.connects.inc();
+    if (!wasLive) this.deps.metrics.statusChanges.inc({ status: 'online' });
     this.updateGauge();
     this.deps.log.info({ agentId: rec.id, name: rec.name, remote: ch.remoteAddress, new: isNew }, 'agent online');
     this.deps.bus.publish('agent.online', { agent: agentView(rec) });
@@ -220,6 +225,9 @@ export class Fleet {
       rec.lastSeenAt = l.lastHeartbeat;
     }
     this.deps.metrics.disconnects.inc({ reason });
+    this.deps.metrics.connectionDuration.observe(Math.max(0, now - l.connectedAt) / 1000);
+    // A replaced socket is followed by the new one at once: the agent never was offline.
+    if (reason !== 'replaced') this.deps.metrics.statusChanges.inc({ status: 'offline' });
     this.updateGauge();
     this.deps.log.info({ agentId, reason }, 'agent offline');
     try {

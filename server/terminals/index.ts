@@ -14,6 +14,7 @@ export function createTerminals(core: Core): Capability<'term.opened' | 'term.ex
 } {
   const repo = new TerminalRepo(core.db);
   const service = new TerminalService(core, repo);
+  core.metrics.sources.terminalSessionsOpen = () => service.sessions.size;
   core.fleet.onDisconnect((agentId, reason) => service.agentGone(agentId, `agent disconnected (${reason})`));
   // A new socket for an agent that still had sessions here means the old one died unnoticed: the
   // agent ended those shells when it lost the old socket.

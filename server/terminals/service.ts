@@ -214,6 +214,7 @@ export class TerminalService {
     clearTimeout(s.openTimer);
     s.state = 'open';
     s.pid = pid;
+    this.core.metrics.terminalSessions.inc();
     this.track(this.repo.setPid(sessionId, pid), 'pid');
     const opener = s.opener;
     s.opener = null;

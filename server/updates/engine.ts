@@ -5,6 +5,7 @@ import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/registry.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { RolloutRow, TargetRow, UpdateStore } from './store.js';
 import { waveSizes, type WaveSpec } from './waves.js';
 
@@ -51,7 +52,7 @@ export class RolloutEngine {
   private readonly cannotUpdate = new Set<string>();
 
   constructor(private readonly d: {
-    store: UpdateStore; fleet: Fleet; bus: Bus; log: Logger; updateTimeoutSec: number; downloadPath: (artifactId: string) => string;
+    store: UpdateStore; fleet: Fleet; bus: Bus; log: Logger; metrics: Metrics; updateTimeoutSec: number; downloadPath: (artifactId: string) => string;
     tickMs?: number;
   }) {}
 
@@ -117,6 +118,7 @@ export class RolloutEngine {
       reason: null, currentWave: 0, failureBase: 0, createdBy: input.createdBy, createdAt: now, updatedAt: now, finishedAt: null,
     };
     await this.d.store.insertRollout(row, targets);
+    for (const t of targets) if (t.state === 'skipped') this.d.metrics.rolloutTargets.inc({ result: 'skipped' });
     const l: Live = { row, targets: new Map(targets.map((t) => [t.agentId, t])), sent: new Set() };
     this.live.set(id, l);
     this.d.log.info({ rolloutId: id, version: row.version, targets: targets.length, waves: sizes }, 'rollout created');
@@ -290,6 +292,7 @@ export class RolloutEngine {
 
   private setTarget(l: Live, t: TargetRow, state: UpdateState, reason: string | null): void {
     if (!this.allowed(t.state, state)) return;
+    if (TERMINAL.has(state)) this.d.metrics.rolloutTargets.inc({ result: state });
     t.state = state;
     t.reason = reason;
     this.touch(l, t);

@@ -13,7 +13,7 @@ import { UpdateStore } from './store.js';
 export function createUpdates(core: Core): Capability<'update.status', never> {
   const store = new UpdateStore(core.db);
   const engine = new RolloutEngine({
-    store, fleet: core.fleet, bus: core.bus, log: core.log.child({ component: 'rollouts' }), updateTimeoutSec: core.config.updateTimeoutSec,
+    store, fleet: core.fleet, bus: core.bus, log: core.log.child({ component: 'rollouts' }), metrics: core.metrics, updateTimeoutSec: core.config.updateTimeoutSec,
     // Relative: the agent resolves it against the server URL it is connected to.
     downloadPath: (artifactId) => `/api/artifacts/${encodeURIComponent(artifactId)}/download`,
   });

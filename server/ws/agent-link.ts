@@ -15,6 +15,8 @@ export interface AgentLinkDeps {
   fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
   handlers: AgentHandlers; binary: AgentBinaryHandlers;
   heartbeatIntervalMs: number; helloTimeoutMs: number; maxInvalidMessages: number;
+  /** Server → agent WebSocket ping interval (0: none); each pong's round trip is observed. */
+  pingIntervalMs: number;
 }
 
 /** Credentials established at the upgrade. */
@@ -27,6 +29,9 @@ export interface AgentAuth { agentId: string; secretHash: string; enrolSecret?: 
 export class AgentLink implements AgentChannel {
   readonly linkId = nextLinkId++;
   private helloTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  /** When the outstanding ping went out (one at a time, so a pong always matches it). */
+  private pingSentAt: number | null = null;
   private state: 'awaiting-hello' | 'connecting' | 'ready' | 'closed' = 'awaiting-hello';
   private pending: Array<{ data: Buffer; binary: boolean }> = [];
   private invalid = 0;
@@ -44,6 +49,22 @@ export class AgentLink implements AgentChannel {
       if (!this.closeReason) this.closeReason = 'protocol error';
     });
     ws.on('close', () => void this.onClose());
+    ws.on('pong', () => {
+      if (this.pingSentAt === null) return;
+      this.deps.metrics.heartbeatRtt.observe((performance.now() - this.pingSentAt) / 1000);
+      this.pingSentAt = null;
+    });
+  }
+
+  /** Pings on an interval once the agent is registered; a ping still unanswered is not repeated. */
+  private startPings(): void {
+    if (this.deps.pingIntervalMs <= 0) return;
+    this.pingTimer = setInterval(() => {
+      if (this.pingSentAt !== null || this.ws.readyState !== this.ws.OPEN) return;
+      this.pingSentAt = performance.now();
+      this.ws.ping();
+    }, this.deps.pingIntervalMs);
+    this.pingTimer.unref();
   }
 
   /** Child logger bound to this agent and link, made on first use (most links never log). */
@@ -182,6 +203,7 @@ export class AgentLink implements AgentChannel {
       ...(this.auth.enrolSecret ? { secret: this.auth.enrolSecret } : {}),
     });
     this.state = 'ready';
+    this.startPings();
     const queued = this.pending;
     this.pending = [];
     for (const m of queued) this.onMessage(m.data, m.binary);
@@ -193,6 +215,7 @@ export class AgentLink implements AgentChannel {
 
   private async onClose(): Promise<void> {
     clearTimeout(this.helloTimer);
+    clearInterval(this.pingTimer);
     const prev = this.state;
     this.state = 'closed';
     this.pending = [];
