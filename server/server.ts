@@ -98,7 +98,7 @@ async function compose(
   const metrics = createMetrics();
   const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
   const audit = new AuditLog(db);
-  const auth = new AuthService(db, config.sessionTtlSec);
+  const auth = new AuthService(db, config.sessionTtlSec, bus, { maxTokensPerUser: config.maxTokensPerUser });
   const settings = new Settings(db);
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
@@ -171,7 +171,7 @@ async function compose(
   }));
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
-  api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit }));
+  api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
   api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   api.get('/enrollment', requireRole('admin'), (_req, res) => {
     const url = serverUrl().replace(/^http/, 'ws');
@@ -221,7 +221,7 @@ async function compose(
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
-        remoteAddress: remoteOf(req),
+        remoteAddress: remoteOf(req), isStale: (p) => auth.isStale(p),
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
       });

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Role, UserView } from '../../protocol/index.js';
+import type { AuthEvent, Bus } from '../bus/bus.js';
 import { randomSecret } from '../config/config.js';
 import type { Db } from '../db/db.js';
 import { hashPassword, sha256, verifyPassword } from './crypto.js';
@@ -13,11 +14,73 @@ export function roleAtLeast(role: Role, needed: Role): boolean {
   return ROLE_RANK[role] >= ROLE_RANK[needed];
 }
 
-export interface Principal extends UserView { via: 'session' | 'token'; sessionId?: string }
+/** The lower of two roles. */
+export function minRole(a: Role, b: Role): Role {
+  return ROLE_RANK[a] <= ROLE_RANK[b] ? a : b;
+}
+
+/**
+ * A signed-in caller. `role` is the effective role: the user's, or for a token the lower of the
+ * token's scope and its owner's current role.
+ */
+export interface Principal extends UserView {
+  via: 'session' | 'token';
+  sessionId?: string;
+  tokenId?: number;
+  /** When the session or token ends (ms since the epoch); null: never (a token without expiry). */
+  expiresAt: number | null;
+  /** When the credential was read from the database (ms): auth events after it make it stale. */
+  resolvedAt: number;
+}
+
+/** Auth events are remembered this long for sockets whose upgrade raced them (see isStale). */
+const CHANGE_MEMORY_MS = 10 * 60_000;
 
 /** Users, password login, cookie sessions and API tokens. */
 export class AuthService {
-  constructor(private readonly db: Db, private readonly sessionTtlSec: number) {}
+  /**
+   * Last auth event per credential (`u:<userId>`, `s:<sessionId>`, `t:<tokenId>`): the cache a live
+   * socket checks on every message (a few Map lookups, no database query per keystroke).
+   */
+  private readonly changes = new Map<string, number>();
+
+  constructor(
+    private readonly db: Db, private readonly sessionTtlSec: number, private readonly bus?: Bus,
+    private readonly opts: { maxTokensPerUser: number } = { maxTokensPerUser: 50 },
+  ) {
+    bus?.subscribe('auth.changed', (ev) => this.remember(ev));
+  }
+
+  /** Records an auth event locally (also for events from other nodes). */
+  private remember(ev: AuthEvent): void {
+    const now = Date.now();
+    const key = ev.kind === 'session.ended' ? `s:${ev.sessionId}` : ev.kind === 'token.ended' ? `t:${ev.tokenId}` : `u:${ev.userId}`;
+    this.changes.delete(key);
+    this.changes.set(key, now);
+    // Oldest first (insertion order): forget what no upgrade in flight can still race.
+    for (const [k, at] of this.changes) {
+      if (now - at < CHANGE_MEMORY_MS && this.changes.size <= 100_000) break;
+      this.changes.delete(k);
+    }
+  }
+
+  /** Publishes an auth event: live sockets of that session, token or user are closed. */
+  private changed(ev: AuthEvent): void {
+    if (this.bus) this.bus.publish('auth.changed', ev);
+    else this.remember(ev);
+  }
+
+  /**
+   * True when the principal's session, token or user changed after it was read (logout, revoke,
+   * role change, disable, password reset) or its session/token expired: it must not act any more.
+   */
+  isStale(p: Principal, now = Date.now()): boolean {
+    if (p.expiresAt !== null && now >= p.expiresAt) return true;
+    const at = (k: string) => this.changes.get(k) ?? -1;
+    if (at(`u:${p.id}`) >= p.resolvedAt) return true;
+    if (p.sessionId && at(`s:${p.sessionId}`) >= p.resolvedAt) return true;
+    return p.tokenId !== undefined && at(`t:${p.tokenId}`) >= p.resolvedAt;
+  }
 
   /** Creates `admin` when no user exists. Returns the generated password when one was made up. */
   async ensureAdmin(password: string | undefined): Promise<{ created: boolean; password?: string }> {
@@ -46,6 +109,7 @@ export class AuthService {
     if (patch.disabled !== undefined) upd['disabled'] = patch.disabled;
     const n = await this.db('users').where({ id }).update(upd);
     if (patch.disabled || patch.password) await this.db('sessions').where({ user_id: id }).delete();
+    if (n > 0) this.changed({ kind: 'user.changed', userId: id });
     return n > 0;
   }
 
@@ -71,21 +135,32 @@ export class AuthService {
 
   async deleteSession(sessionId: string): Promise<void> {
     await this.db('sessions').where({ id: sessionId }).delete();
+    this.changed({ kind: 'session.ended', sessionId });
   }
 
   async principalFromSession(token: string): Promise<Principal | null> {
     const id = sha256(token);
+    const resolvedAt = Date.now();
     const row = await this.db('sessions').join('users', 'users.id', 'sessions.user_id')
       .where('sessions.id', id).select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'sessions.expires_at').first();
-    if (!row || row.disabled || Number(row.expires_at) < Date.now()) return null;
-    return { id: Number(row.uid), username: row.username, role: row.role, via: 'session', sessionId: id };
+    if (!row || row.disabled || Number(row.expires_at) <= Date.now()) return null;
+    return { id: Number(row.uid), username: row.username, role: row.role, via: 'session', sessionId: id, expiresAt: Number(row.expires_at), resolvedAt };
   }
 
-  /** Creates an API token for a user; the token is returned once and stored hashed. */
-  async createToken(userId: number, name: string): Promise<{ id: number; token: string; prefix: string }> {
+  /**
+   * Creates an API token for a user; the token is returned once and stored hashed. `scope` caps
+   * its rights (never above the owner's role, checked by the caller); `expiresAt` ends it.
+   */
+  async createToken(userId: number, name: string, opts: { scope?: Role | null; expiresAt?: number | null } = {}): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
+    const now = Date.now();
+    const live = await this.db('api_tokens').where({ user_id: userId }).whereNull('revoked_at')
+      .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', now)).count({ n: '*' }) as [{ n: number | string }];
+    if (Number(live[0].n) >= this.opts.maxTokensPerUser) return { error: 'cap' };
     const token = `mst_${randomSecret(32)}`;
     const prefix = token.slice(0, 10);
-    await this.db('api_tokens').insert({ user_id: userId, name, token_hash: sha256(token), prefix, created_at: Date.now() });
+    await this.db('api_tokens').insert({
+      user_id: userId, name, token_hash: sha256(token), prefix, created_at: now, scope: opts.scope ?? null, expires_at: opts.expiresAt ?? null,
+    });
     const row = await this.db('api_tokens').where({ token_hash: sha256(token) }).first();
     return { id: Number(row?.id), token, prefix };
   }
@@ -95,10 +170,15 @@ export class AuthService {
       .select('api_tokens.*', 'users.username').orderBy('api_tokens.id', 'desc');
     if (userId !== undefined) q.where('api_tokens.user_id', userId);
     const rows = await q;
+    const now = Date.now();
+    const iso = (v: unknown) => (v == null ? null : new Date(Number(v)).toISOString());
     return rows.map((r) => ({
       id: Number(r.id), name: r.name, prefix: r.prefix, username: r.username,
       createdAt: new Date(Number(r.created_at)).toISOString(),
-      lastUsedAt: r.last_used_at ? new Date(Number(r.last_used_at)).toISOString() : null,
+      lastUsedAt: iso(r.last_used_at),
+      scope: (r.scope as Role | null) ?? null,
+      expiresAt: iso(r.expires_at),
+      expired: r.expires_at != null && Number(r.expires_at) <= now,
       revoked: r.revoked_at != null,
     }));
   }
@@ -106,16 +186,22 @@ export class AuthService {
   async revokeToken(id: number, userId?: number): Promise<boolean> {
     const q = this.db('api_tokens').where({ id }).whereNull('revoked_at');
     if (userId !== undefined) q.where({ user_id: userId });
-    return (await q.update({ revoked_at: Date.now() })) > 0;
+    const ok = (await q.update({ revoked_at: Date.now() })) > 0;
+    if (ok) this.changed({ kind: 'token.ended', tokenId: id });
+    return ok;
   }
 
   async principalFromToken(token: string): Promise<Principal | null> {
+    const resolvedAt = Date.now();
     const row = await this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id')
       .where('api_tokens.token_hash', sha256(token)).whereNull('api_tokens.revoked_at')
-      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'api_tokens.id as tid').first();
+      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'api_tokens.id as tid', 'api_tokens.scope', 'api_tokens.expires_at').first();
     if (!row || row.disabled) return null;
+    const expiresAt = row.expires_at == null ? null : Number(row.expires_at);
+    if (expiresAt !== null && expiresAt <= Date.now()) return null;
     void this.db('api_tokens').where({ id: row.tid }).update({ last_used_at: Date.now() }).catch(() => {});
-    return { id: Number(row.uid), username: row.username, role: row.role, via: 'token' };
+    const role: Role = row.scope ? minRole(row.scope as Role, row.role as Role) : row.role;
+    return { id: Number(row.uid), username: row.username, role, via: 'token', tokenId: Number(row.tid), expiresAt, resolvedAt };
   }
 
   /** Resolves the caller of an HTTP request or WebSocket upgrade from its cookie or bearer token. */

@@ -4,11 +4,19 @@ import { actorOf, principal, requireRole } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
 import type { AuditLog } from './audit.js';
-import { ROLES, SESSION_COOKIE, type AuthService } from './auth-service.js';
+import { ROLES, roleAtLeast, SESSION_COOKIE, type AuthService } from './auth-service.js';
 
 const Login = z.object({ username: z.string().min(1).max(64), password: z.string().min(1).max(1024) });
-const TokenBody = z.object({ name: z.string().min(1).max(128) });
 const Role = z.enum(ROLES as [string, ...string[]]).transform((r) => r as 'viewer' | 'operator' | 'admin');
+/** Longest token lifetime accepted (ten years): beyond that, leave the expiry out. */
+const MAX_TOKEN_TTL_SEC = 10 * 365 * 86_400;
+const TokenBody = z.object({
+  name: z.string().min(1).max(128),
+  /** Rights of the token: at most the owner's role (default: the owner's role, whatever it is then). */
+  scope: Role.optional(),
+  expiresInSec: z.number().int().min(1).max(MAX_TOKEN_TTL_SEC).optional(),
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+}).refine((b) => !(b.expiresInSec !== undefined && b.expiresAt !== undefined), { message: 'give expiresInSec or expiresAt, not both' });
 const NewUser = z.object({ username: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.@-]+$/), password: z.string().min(8).max(1024), role: Role });
 const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() })
   .strict().refine((p) => p.role !== undefined || p.password !== undefined || p.disabled !== undefined, 'give at least one of role, password, disabled');
@@ -32,7 +40,7 @@ class LoginLimiter {
 }
 
 /** /api/auth, /api/tokens, /api/users, /api/audit. */
-export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number }): Router {
+export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number; maxTokensPerUser: number }): Router {
   const { auth, audit } = deps;
   const r = Router();
   const limiter = new LoginLimiter(deps.loginRateLimit);
@@ -73,11 +81,17 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
   });
 
   r.post('/tokens', requireRole('viewer'), async (req, res) => {
-    const { name } = TokenBody.parse(req.body);
+    const { name, scope, expiresInSec, expiresAt: at } = TokenBody.parse(req.body);
     const p = principal(req);
-    const t = await auth.createToken(p.id, name);
-    await audit.record({ actor: actorOf(req), action: 'token.create', targetType: 'token', targetId: String(t.id), details: { name, prefix: t.prefix } });
-    res.status(201).json({ id: t.id, name, token: t.token, prefix: t.prefix });
+    // A token can do no more than the caller can now (a token cannot mint a wider one either).
+    if (scope && !roleAtLeast(p.role, scope)) throw new ApiError('forbidden', `scope ${scope} is above your role (${p.role})`);
+    const expiresAt = expiresInSec !== undefined ? Date.now() + expiresInSec * 1000 : at !== undefined ? Date.parse(at) : null;
+    if (expiresAt !== null && expiresAt <= Date.now()) throw new ApiError('bad_request', 'expiresAt is in the past');
+    const t = await auth.createToken(p.id, name, { scope: scope ?? (p.via === 'token' ? p.role : null), expiresAt });
+    if ('error' in t) throw new ApiError('limit_exceeded', `you have ${deps.maxTokensPerUser} live tokens (MUSTER_MAX_TOKENS_PER_USER); revoke one first`, 409);
+    const view = { scope: scope ?? null, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() };
+    await audit.record({ actor: actorOf(req), action: 'token.create', targetType: 'token', targetId: String(t.id), details: { name, prefix: t.prefix, ...view } });
+    res.status(201).json({ id: t.id, name, token: t.token, prefix: t.prefix, ...view });
   });
   r.get('/tokens', requireRole('viewer'), async (req, res) => {
     const p = principal(req);

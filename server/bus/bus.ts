@@ -1,5 +1,14 @@
 import type { AgentView, ExecutionView, Metrics, TaskView } from '../../protocol/index.js';
 
+/**
+ * A session, token or user changed: live sockets acting for it are closed (`sessionEnded`) and
+ * must re-authenticate. `user.changed` covers role changes, disabling and password resets.
+ */
+export type AuthEvent =
+  | { kind: 'session.ended'; sessionId: string }
+  | { kind: 'token.ended'; tokenId: number }
+  | { kind: 'user.changed'; userId: number };
+
 /** Events services publish; the socket layer (and, with NATS, other nodes) subscribe. */
 export interface BusEvents {
   'agent.online': { agent: AgentView };
@@ -10,6 +19,7 @@ export interface BusEvents {
   'task.updated': { task: TaskView };
   'execution.updated': { execution: ExecutionView };
   'rollout.updated': { rolloutId: string };
+  'auth.changed': AuthEvent;
 }
 export type Topic = keyof BusEvents;
 export type Handler<T extends Topic> = (payload: BusEvents[T]) => void;

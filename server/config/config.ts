@@ -35,8 +35,10 @@ const Schema = z.object({
   agentConnectRate: z.coerce.number().int().min(1).default(2000),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
-  /** Session cookie lifetime. */
-  sessionTtlSec: z.coerce.number().int().min(60).default(12 * 3600),
+  /** Session cookie lifetime; open console sockets of the session are closed when it ends. */
+  sessionTtlSec: z.coerce.number().int().min(5).default(12 * 3600),
+  /** Unrevoked, unexpired API tokens one user may hold (409 above). */
+  maxTokensPerUser: z.coerce.number().int().min(1).default(50),
   /** JSON body limit for REST (script size has its own limit). */
   jsonBodyLimit: z.coerce.number().int().min(1024).default(2 * 1024 * 1024),
   /** Largest script accepted by POST /api/tasks. */
@@ -112,7 +114,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
-  trustProxy: 'MUSTER_TRUST_PROXY',
+  trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */

@@ -54,8 +54,12 @@ export class TerminalService {
     this.watched.add(ch);
     ch.onClose(() => {
       for (const s of this.sessions.values()) {
+        const controlled = s.opener?.ch === ch || s.attachments.get(ch.id)?.mode === 'control';
         if (s.opener?.ch === ch) s.opener = null;
-        if (s.attachments.has(ch.id)) this.detach(s, ch.id);
+        // Credentials ended (logout, revoke, demotion...): the shells this socket drove end with
+        // it rather than waiting for a reattach the principal may no longer make.
+        if (ch.sessionEnded && controlled) this.close(s, 'session ended', ch);
+        else if (s.attachments.has(ch.id)) this.detach(s, ch.id);
       }
     });
   }

@@ -1,5 +1,5 @@
-import type { ServerToConsole } from '../../protocol/index.js';
-import type { Bus } from '../bus/bus.js';
+import { CloseCode, type ServerToConsole } from '../../protocol/index.js';
+import type { AuthEvent, Bus } from '../bus/bus.js';
 import type { ConsoleChannel } from './handlers.js';
 
 /** Fans fleet-wide bus events out to every open console. Metrics pushes are droppable. */
@@ -23,6 +23,10 @@ export class ConsoleHub {
       }),
       bus.subscribe('task.updated', (p) => all({ type: 'task.updated', ...p }, true)),
       bus.subscribe('rollout.updated', (p) => all({ type: 'rollout.updated', ...p }, true)),
+      // Sockets of an ended session/token/user are closed at once (each message re-checks too).
+      bus.subscribe('auth.changed', (ev) => {
+        for (const c of [...this.consoles]) if (affects(ev, c)) c.close(CloseCode.sessionEnded, reasonOf(ev));
+      }),
     );
   }
 
@@ -39,4 +43,17 @@ export class ConsoleHub {
     for (const c of this.consoles) c.close(code, reason);
     for (const u of this.unsubs) u();
   }
+}
+
+function affects(ev: AuthEvent, c: ConsoleChannel): boolean {
+  const p = c.principal;
+  if (ev.kind === 'session.ended') return p.sessionId === ev.sessionId;
+  if (ev.kind === 'token.ended') return p.tokenId === ev.tokenId;
+  return p.id === ev.userId;
+}
+
+function reasonOf(ev: AuthEvent): string {
+  if (ev.kind === 'session.ended') return 'signed out';
+  if (ev.kind === 'token.ended') return 'token revoked';
+  return 'user changed (role, password or disabled); sign in again';
 }

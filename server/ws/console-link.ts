@@ -23,7 +23,12 @@ export interface ConsoleLinkDeps {
   hardBufferLimit: number;
   /** Peer address of the socket (audit). */
   remoteAddress?: string | null;
+  /** True once the principal's session, token or user changed or expired (AuthService.isStale). */
+  isStale(p: Principal): boolean;
 }
+
+/** Longest setTimeout delay node accepts; later expiries are re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** One operator console socket; owns its cleanups and runs them exactly once. */
 export class ConsoleLink implements ConsoleChannel {
@@ -31,6 +36,9 @@ export class ConsoleLink implements ConsoleChannel {
   private readonly cleanups: Array<() => void> = [];
   private closed = false;
   private invalid = 0;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  /** Set when the socket was closed because its credentials ended: what it controls ends too. */
+  sessionEnded = false;
   private readonly table: ReadonlyMap<string, ConsoleHandler<never>>;
   private readonly log: Logger;
   readonly remoteAddress: string | null;
@@ -42,6 +50,18 @@ export class ConsoleLink implements ConsoleChannel {
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());
+    this.armExpiry();
+  }
+
+  /** Closes the socket when the session or token expires, even if it stays silent. */
+  private armExpiry(): void {
+    const at = this.principal.expiresAt;
+    if (at === null || this.closed) return;
+    this.expiryTimer = setTimeout(() => {
+      if (this.deps.isStale(this.principal)) this.close(CloseCode.sessionEnded, 'session expired');
+      else this.armExpiry();
+    }, Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()) + 10));
+    this.expiryTimer.unref();
   }
 
   send(msg: ServerToConsole, droppable = false): boolean {
@@ -66,6 +86,13 @@ export class ConsoleLink implements ConsoleChannel {
   close(code: number, reason: string): void {
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(code, reason.slice(0, 120));
     setTimeout(() => this.ws.terminate(), 5000).unref();
+    if (code === CloseCode.sessionEnded && !this.closed) {
+      // The rights are gone now, not after the close handshake: stop acting for this socket and
+      // run the cleanups (the terminals it controls are closed, subscriptions dropped) at once.
+      this.sessionEnded = true;
+      this.log.info({ reason }, 'console session ended');
+      this.dispose();
+    }
   }
   onClose(fn: () => void): void {
     if (this.closed) fn();
@@ -75,6 +102,7 @@ export class ConsoleLink implements ConsoleChannel {
   private dispose(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.expiryTimer);
     this.deps.metrics.consoles.dec();
     for (const fn of this.cleanups.splice(0)) {
       try {
@@ -93,6 +121,9 @@ export class ConsoleLink implements ConsoleChannel {
 
   private onMessage(data: Buffer, binary: boolean): void {
     if (this.closed) return;
+    // Every message acts with the principal's current rights: a logout, revocation, role change,
+    // disabling or expiry since the upgrade ends the socket before the message does anything.
+    if (this.deps.isStale(this.principal)) return this.close(CloseCode.sessionEnded, 'session ended');
     if (binary) {
       try {
         const f = decodeFrame(data);

@@ -28,6 +28,8 @@ export interface ConsoleChannel {
   readonly principal: Principal;
   /** Peer address of the socket (for audit records). */
   readonly remoteAddress?: string | null;
+  /** True when the socket was closed because its session, token or user ended (close 4008). */
+  readonly sessionEnded?: boolean;
   /** Control message; `droppable` ones are skipped while the socket is backed up. Returns false if not sent. */
   send(msg: ServerToConsole, droppable?: boolean): boolean;
   sendBinary(buf: Uint8Array): boolean;

@@ -69,7 +69,7 @@ describe('AsciicastRecorder', () => {
 function fakeChannel(id: number): ConsoleChannel & { frames: Uint8Array[] } {
   const frames: Uint8Array[] = [];
   return {
-    id, frames, principal: { id: 1, username: 'op', role: 'operator', via: 'session' },
+    id, frames, principal: { id: 1, username: 'op', role: 'operator', via: 'session', expiresAt: null, resolvedAt: 0 },
     send: () => true, sendBinary: (b) => { frames.push(b); return true; }, bufferedAmount: () => 0, close: () => {}, onClose: () => {},
   };
 }

@@ -134,7 +134,14 @@ function open(): void {
     if (ws !== sock) return;
     ws = null;
     if (!wanted) return;
-    if (ev.code === SESSION_ENDED) return void checkSession();
+    // The server ended the socket because the session, token or user changed (logout, expiry,
+    // role change): back to the login page if the session is gone, else reconnect with the new rights.
+    if (ev.code === SESSION_ENDED) {
+      socketState.value = 'reconnecting';
+      return void checkSession().then((ok) => {
+        if (ok && wanted && !ws) open();
+      });
+    }
     socketState.value = everOpened ? 'reconnecting' : 'connecting';
     socketAttempts.value++;
     // The upgrade is refused with an HTTP status we cannot see; if it never became ready, ask the API.
@@ -147,14 +154,18 @@ function open(): void {
   };
 }
 
-async function checkSession(): Promise<void> {
+/** Asks the API whether the session still holds; false (and the login page) when it does not. */
+async function checkSession(): Promise<boolean> {
   try {
     await api.get('/api/auth/me');
+    return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       disconnect();
       sessionExpired();
       toLogin();
+      return false;
     }
+    return true;
   }
 }
