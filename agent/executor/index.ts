@@ -30,7 +30,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   const runs = new Map<string, Run>();
   const c = detectContainment();
   log.info({ systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why }, 'execution containment');
-  const orphans = sweepOrphans(ctx.state.agentId);
+  const orphans = sweepOrphans(ctx.state.agentId, (o, msg) => log.info(o, msg));
   if (orphans) log.warn({ killed: orphans }, 'killed processes left by executions of a previous agent run');
 
   return {

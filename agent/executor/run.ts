@@ -261,12 +261,12 @@ export class Run {
     if (this.tmpDir) fs.rm(this.tmpDir, { recursive: true, force: true }, () => {});
     const c = this.containment;
     if (c) {
-      // The cgroup can be removed once the kernel has reaped its last member.
+      // The cgroup (or scope) can be removed only once the kernel has let go of its last member,
+      // which may be a moment after cgroup.procs reads empty: retry until it is gone, backing off.
       let tries = 0;
       const rm = () => {
         if (c.pids().length) c.signal('SIGKILL');
-        c.dispose();
-        if (++tries < 20 && c.pids().length) setTimeout(rm, 100).unref();
+        if (!c.dispose() && ++tries < 60) setTimeout(rm, Math.min(1000, 20 * tries)).unref();
       };
       rm();
     }
