@@ -27,6 +27,8 @@ export const CloseCode = {
   restart: 4007,
   /** The console session expired or was logged out. */
   sessionEnded: 4008,
+  /** Enrolment refused at hello: the id enrolled meanwhile, or the enrolment token was used up, expired or revoked. */
+  enrolmentRefused: 4009,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

@@ -4,7 +4,15 @@ import type { Bus } from '../bus/bus.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
-import { agentView, AgentRepo, ConnectionRepo, type AgentRecord } from './registry.js';
+import { agentView, AgentRepo, ConnectionRepo, EnrolmentRefused, type AgentRecord } from './registry.js';
+
+/** What a socket that presented an enrolment token (not an agent secret) brings to its hello. */
+export interface Enrolment {
+  /** Labels the enrolment token applies (set as the agent's operator labels, over its own). */
+  labels: Labels | null;
+  /** Consumes one use of the enrolment token inside the claim's transaction; false when none is left. */
+  consume?: (trx: import('knex').Knex.Transaction) => Promise<boolean>;
+}
 
 /** What the socket layer gives a service to reach one connected agent. */
 export interface AgentChannel {
@@ -126,9 +134,25 @@ export class Fleet {
     return this.live.get(agentId)?.ch.bufferedAmount() ?? 0;
   }
 
-  /** A valid hello arrived on an authenticated socket: the agent is online. */
-  async connect(ch: AgentChannel, hello: Hello, secretHash: string): Promise<void> {
+  /**
+   * A valid hello arrived on an authenticated socket: the agent is online. An enrolling socket
+   * (`enrol`) first claims its id in the database; an id that is known (it enrolled while this
+   * socket waited, or on another node) is refused with EnrolmentRefused and nothing changes.
+   */
+  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enrol?: Enrolment): Promise<void> {
     const now = Date.now();
+    if (enrol) {
+      if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
+      const overrides = enrol.labels && Object.keys(enrol.labels).length ? { ...hello.labels, ...enrol.labels } : null;
+      await this.deps.repo.claim(hello, secretHash, now, overrides, enrol.consume);
+      if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
+      this.agents.set(hello.agentId, {
+        id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
+        platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: overrides, groups: [], secretHash, createdAt: now,
+        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null,
+      });
+    }
     // A new socket replacing a live one: the agent never went offline (no status change).
     const wasLive = this.live.has(hello.agentId);
     await this.replace(hello.agentId, ch);

@@ -82,6 +82,30 @@ export class AgentRepo {
     }
   }
 
+  /**
+   * Enrols a new agent: claims its id atomically (a plain insert, so a second enrolment of the same
+   * id fails on the primary key whichever node or socket tries it) together with `consume` (the
+   * enrolment token's use), in one transaction. Throws EnrolmentRefused when either fails.
+   */
+  async claim(h: Hello, secretHash: string, now: number, labelOverrides: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      if (consume && !(await consume(trx))) throw new EnrolmentRefused('the enrolment token is used up, expired or revoked');
+      try {
+        await trx('agents').insert({
+          id: h.agentId, name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
+          arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
+          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: labelOverrides ? JSON.stringify(labelOverrides) : null,
+          secret_hash: secretHash, created_at: now, revoked_at: null,
+        });
+      } catch (err) {
+        if (/UNIQUE constraint|Duplicate entry|ER_DUP_ENTRY/i.test(String((err as Error)?.message ?? err))) {
+          throw new EnrolmentRefused('this agent id is already enrolled');
+        }
+        throw err;
+      }
+    });
+  }
+
   async updateLabels(id: string, labels: Labels): Promise<void> {
     await this.db('agents').where({ id }).update({ labels: JSON.stringify(labels) });
   }
@@ -110,6 +134,9 @@ export class AgentRepo {
     return statements;
   }
 }
+
+/** An enrolment the server refuses (the id is taken, the token is no longer valid): not an outage. */
+export class EnrolmentRefused extends Error {}
 
 /** agent_connections: one row per socket, opened at hello and closed with a reason. */
 export class ConnectionRepo {

@@ -4,7 +4,8 @@ import {
   type Hello, type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
-import type { AgentChannel, DisconnectReason, Fleet } from '../fleet/fleet.js';
+import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
+import { EnrolmentRefused } from '../fleet/registry.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AgentBinaryHandlers, AgentCtx, AgentHandler, AgentHandlers } from './handlers.js';
@@ -19,8 +20,8 @@ export interface AgentLinkDeps {
   pingIntervalMs: number;
 }
 
-/** Credentials established at the upgrade. */
-export interface AgentAuth { agentId: string; secretHash: string; enrolSecret?: string }
+/** Credentials established at the upgrade; `enrolSecret` and `enrolment` only for a new agent presenting an enrolment token. */
+export interface AgentAuth { agentId: string; secretHash: string; enrolSecret?: string; enrolment?: Enrolment & { tokenId: string | null } }
 
 /**
  * One agent socket. Owns its hello deadline and closes exactly once; nothing is accepted
@@ -179,9 +180,30 @@ export class AgentLink implements AgentChannel {
     }
     this.state = 'connecting';
     this.ctx = { agentId: h.agentId, channel: this, log: this.log };
+    const enrolment = this.auth.enrolSecret ? this.auth.enrolment ?? { labels: null, tokenId: null } : undefined;
     try {
-      await this.deps.fleet.connect(this, h, this.auth.secretHash);
+      await this.deps.fleet.connect(this, h, this.auth.secretHash, enrolment);
+      if (enrolment) {
+        await this.deps.audit.record({
+          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
+          targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrolment.tokenId },
+        }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrolment'));
+      }
     } catch (err) {
+      if (err instanceof EnrolmentRefused) {
+        // A socket that upgraded with the enrolment token while the id was free must not take over
+        // an agent that enrolled meanwhile (it would receive that agent's tasks and their env).
+        this.log.warn({ why: err.message }, 'enrolment refused at hello');
+        await this.deps.audit.record({
+          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
+          targetId: h.agentId, ok: false, details: { reason: err.message, tokenId: enrolment?.tokenId ?? null },
+        }).catch(() => {});
+        this.send({ type: 'error', code: 'conflict', message: `enrolment refused: ${err.message}` });
+        this.state = 'closed';
+        this.closeReason = 'protocol error';
+        this.close(CloseCode.enrolmentRefused, 'protocol error', `enrolment refused: ${err.message}`);
+        return;
+      }
       this.log.error({ err }, 'could not register agent');
       this.send({ type: 'error', code: 'unavailable', message: 'server could not register the agent; retry later' });
       this.state = 'closed';
