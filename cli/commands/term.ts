@@ -1,4 +1,4 @@
-import { encodeTermData } from '../../protocol/index.js';
+import { CloseCode, encodeTermData } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, str, type Command } from '../command.js';
 import { ConsoleSocket } from '../socket.js';
@@ -128,7 +128,10 @@ export const term: Command = {
         sock.close();
         resolve(code);
       }
-      void sock.closed.then((cl) => end(`[connection lost (${cl.code}${cl.reason ? ` ${cl.reason}` : ''})${control ? `; the shell lives on for a while: muster term --attach ${sessionId}` : ''}]`, 1));
+      void sock.closed.then((cl) => end(cl.code === CloseCode.sessionEnded
+        // The token was revoked or expired, or its owner changed: the server ended the shell too.
+        ? `[session ended (${cl.reason || 'credentials no longer valid'}); the shell was closed]`
+        : `[connection lost (${cl.code}${cl.reason ? ` ${cl.reason}` : ''})${control ? `; the shell lives on for a while: muster term --attach ${sessionId}` : ''}]`, 1));
       if (stdin.isTTY) stdin.setRawMode(true);
       stdin.on('data', onInput);
       stdin.resume();
