@@ -14,6 +14,21 @@ export function roleAtLeast(role: Role, needed: Role): boolean {
   return ROLE_RANK[role] >= ROLE_RANK[needed];
 }
 
+/**
+ * The one form a username is stored, looked up, rate-limited and audited in: trimmed and
+ * lower-case. MariaDB's collation compares `Admin ` equal to `admin`; SQLite does not: without
+ * one canonical form the two databases disagree and a limiter keyed on the raw name is bypassed.
+ */
+export function canonicalUsername(u: string): string {
+  return u.trim().toLowerCase();
+}
+
+/** True for a unique-constraint violation on MySQL/MariaDB or SQLite. */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  return code === 'ER_DUP_ENTRY' || code.startsWith('SQLITE_CONSTRAINT_UNIQUE') || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
 /** The lower of two roles. */
 export function minRole(a: Role, b: Role): Role {
   return ROLE_RANK[a] <= ROLE_RANK[b] ? a : b;
@@ -91,7 +106,13 @@ export class AuthService {
     return { created: true, password: password ? undefined : pw };
   }
 
-  async createUser(username: string, password: string, role: Role): Promise<UserView> {
+  /** Whether a user with this name exists, in any case (legacy rows may not be canonical). */
+  async userExists(username: string): Promise<boolean> {
+    return Boolean(await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first('id'));
+  }
+
+  async createUser(name: string, password: string, role: Role): Promise<UserView> {
+    const username = canonicalUsername(name);
     const [id] = await this.db('users').insert({ username, password_hash: await hashPassword(password), role, created_at: Date.now(), disabled: false });
     const row = await this.db('users').where({ username }).first();
     return { id: Number(row?.id ?? id), username, role };
@@ -115,7 +136,7 @@ export class AuthService {
 
   /** Checks a password; null when the user is unknown, disabled or the password is wrong. */
   async checkPassword(username: string, password: string): Promise<UserView | null> {
-    const row = await this.db('users').where({ username }).first();
+    const row = await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first();
     if (!row) {
       await hashPassword(password); // same work as a real check: no user enumeration by timing
       return null;

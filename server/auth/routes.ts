@@ -4,9 +4,11 @@ import { actorOf, principal, requireRole } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
 import type { AuditLog } from './audit.js';
-import { ROLES, roleAtLeast, SESSION_COOKIE, type AuthService } from './auth-service.js';
+import { canonicalUsername, isUniqueViolation, ROLES, roleAtLeast, SESSION_COOKIE, type AuthService } from './auth-service.js';
 
-const Login = z.object({ username: z.string().min(1).max(64), password: z.string().min(1).max(1024) });
+/** Usernames are compared in one canonical form (trimmed, lower-case): see canonicalUsername. */
+const Username = z.string().max(128).transform(canonicalUsername).pipe(z.string().min(1).max(64));
+const Login = z.object({ username: Username, password: z.string().min(1).max(1024) });
 const Role = z.enum(ROLES as [string, ...string[]]).transform((r) => r as 'viewer' | 'operator' | 'admin');
 /** Longest token lifetime accepted (ten years): beyond that, leave the expiry out. */
 const MAX_TOKEN_TTL_SEC = 10 * 365 * 86_400;
@@ -17,25 +19,39 @@ const TokenBody = z.object({
   expiresInSec: z.number().int().min(1).max(MAX_TOKEN_TTL_SEC).optional(),
   expiresAt: z.iso.datetime({ offset: true }).optional(),
 }).refine((b) => !(b.expiresInSec !== undefined && b.expiresAt !== undefined), { message: 'give expiresInSec or expiresAt, not both' });
-const NewUser = z.object({ username: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.@-]+$/), password: z.string().min(8).max(1024), role: Role });
+const NewUser = z.object({ username: Username.pipe(z.string().regex(/^[a-z0-9_.@-]+$/, 'letters, digits and _ . @ - only')), password: z.string().min(8).max(1024), role: Role });
 const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() })
   .strict().refine((p) => p.role !== undefined || p.password !== undefined || p.disabled !== undefined, 'give at least one of role, password, disabled');
 
-/** Sliding one-minute window of failed logins per username+address. */
+/**
+ * Sliding one-minute window of login attempts per canonical username+address. An attempt is
+ * reserved before the password check, synchronously (no await between the test and the record),
+ * so concurrent requests cannot all pass the check before any failure is counted; a successful
+ * login gives its reservation back.
+ */
 class LoginLimiter {
-  private readonly fails = new Map<string, number[]>();
+  private readonly attempts = new Map<string, number[]>();
   constructor(private readonly perMinute: number) {}
-  blocked(key: string): boolean {
+  /** Reserves an attempt; null when the window is full (answer 429 without checking). */
+  reserve(key: string): number | null {
     const now = Date.now();
-    const list = (this.fails.get(key) ?? []).filter((t) => now - t < 60_000);
-    if (list.length) this.fails.set(key, list); else this.fails.delete(key);
-    return list.length >= this.perMinute;
+    const list = (this.attempts.get(key) ?? []).filter((t) => now - t < 60_000);
+    if (list.length >= this.perMinute) {
+      this.attempts.set(key, list);
+      return null;
+    }
+    list.push(now);
+    this.attempts.delete(key); // re-insert: the Map stays ordered by last use for the eviction below
+    this.attempts.set(key, list);
+    if (this.attempts.size > 10_000) this.attempts.delete(this.attempts.keys().next().value as string);
+    return now;
   }
-  fail(key: string): void {
-    const list = this.fails.get(key) ?? [];
-    list.push(Date.now());
-    this.fails.set(key, list);
-    if (this.fails.size > 10_000) this.fails.delete(this.fails.keys().next().value as string);
+  /** A successful login does not count against the limit. */
+  release(key: string, at: number): void {
+    const list = this.attempts.get(key);
+    const i = list?.indexOf(at) ?? -1;
+    if (list && i >= 0) list.splice(i, 1);
+    if (list?.length === 0) this.attempts.delete(key);
   }
 }
 
@@ -49,16 +65,17 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     const body = Login.parse(req.body);
     const actor = { username: body.username, role: null, ip: req.ip ?? null };
     const key = `${body.username}\u0000${actor.ip}`;
-    if (limiter.blocked(key)) {
+    const reserved = limiter.reserve(key);
+    if (reserved === null) {
       await audit.record({ actor, action: 'auth.login', ok: false, details: { reason: 'rate limited' } });
       throw new ApiError('rate_limited', 'too many failed logins; wait a minute');
     }
     const user = await auth.checkPassword(body.username, body.password);
     if (!user) {
-      limiter.fail(key);
       await audit.record({ actor, action: 'auth.login', ok: false, details: { reason: 'bad credentials' } });
       throw new ApiError('unauthorized', 'wrong username or password');
     }
+    limiter.release(key, reserved);
     const s = await auth.createSession(user.id, actor.ip, req.get('user-agent') ?? null);
     await audit.record({ actor: { ...actor, role: user.role }, action: 'auth.login', ok: true });
     res.cookie(SESSION_COOKIE, s.token, { httpOnly: true, sameSite: 'strict', secure: deps.secureCookies, path: '/', maxAge: deps.sessionTtlSec * 1000 });
@@ -112,8 +129,12 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
   });
   r.post('/users', requireRole('admin'), async (req, res) => {
     const body = NewUser.parse(req.body);
-    if ((await auth.listUsers()).some((u) => u.username === body.username)) throw new ApiError('conflict', 'username taken');
-    const u = await auth.createUser(body.username, body.password, body.role);
+    if (await auth.userExists(body.username)) throw new ApiError('conflict', 'username taken');
+    const u = await auth.createUser(body.username, body.password, body.role).catch((err: unknown) => {
+      // Two creations racing past the check: the unique index decides, still a 409.
+      if (isUniqueViolation(err)) throw new ApiError('conflict', 'username taken');
+      throw err;
+    });
     await audit.record({ actor: actorOf(req), action: 'user.create', targetType: 'user', targetId: String(u.id), details: { username: u.username, role: u.role } });
     res.status(201).json(u);
   });
