@@ -46,6 +46,8 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'rate_limited'
   | 'unavailable'
+  | 'database_unavailable'
+  | 'insufficient_storage'
   | 'selector_syntax'
   | 'agent_offline'
   | 'limit_exceeded'

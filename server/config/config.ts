@@ -89,6 +89,17 @@ const Schema = z.object({
     if (bad) ctx.addIssue({ code: 'custom', message: `not an address, CIDR or express name: ${bad}` });
     return list;
   }),
+  /** MySQL/MariaDB: time to open a connection (a partitioned database answers nothing). */
+  dbConnectTimeoutMs: z.coerce.number().int().min(100).default(5000),
+  /** MySQL/MariaDB: time a query may wait for a pooled connection (all busy, or the database unreachable) before it fails. */
+  dbAcquireTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  /** MySQL/MariaDB: longest a statement may run after the migrations; its connection is then discarded. */
+  dbQueryTimeoutMs: z.coerce.number().int().min(100).default(15_000),
+  /** /readyz answers 503 when the database has not answered its probe within this time. */
+  readyTimeoutMs: z.coerce.number().int().min(50).default(800),
+  /** Failed batched writes (execution output and state) are retried after this delay, doubling up to the cap. */
+  dbRetryInitialMs: z.coerce.number().int().min(10).default(250),
+  dbRetryMaxMs: z.coerce.number().int().min(10).default(5000),
 });
 
 export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
@@ -113,6 +124,9 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS', dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
+  dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
+  dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { migrationSource } from '../../migrations/index.js';
@@ -6,13 +7,65 @@ import { migrationSource } from '../../migrations/index.js';
 export type Db = Knex;
 export type Dialect = 'mysql' | 'sqlite';
 
+/** Timeouts that bound every wait on the database (see the config of the same names). */
+export interface DbTimeouts { connectTimeoutMs: number; acquireTimeoutMs: number }
+/** knex's and mysql2's own defaults. */
+const DEFAULT_TIMEOUTS: DbTimeouts = { connectTimeoutMs: 10_000, acquireTimeoutMs: 60_000 };
+
+type MysqlConn = { destroy(): void };
+type QueryObj = { sql?: string; options?: Record<string, unknown> };
+type KnexClientClass = new (config: Knex.Config) => { _query(conn: MysqlConn, obj: QueryObj): Promise<unknown> };
+/** Held by the client class, not the instance: knex's transaction clients share the prototype but not instance fields. */
+interface Timeouts { queryTimeoutMs: number }
+
+/**
+ * knex's mysql2 client with a statement timeout. A partitioned database answers nothing, and a
+ * statement sent on an established connection would otherwise wait for as long as TCP takes to
+ * give up (many minutes), holding its pooled connection. A statement that times out leaves its
+ * connection mid-command (later commands would queue behind it forever), so that connection is
+ * destroyed and the pool opens a new one. The timeout is off (0) until `setQueryTimeout` (the
+ * migrations may legitimately run long).
+ */
+function mysqlClient(): KnexClientClass {
+  const Base = createRequire(import.meta.url)('knex/lib/dialects/mysql2/index.js') as KnexClientClass;
+  const timeouts: Timeouts = { queryTimeoutMs: 0 };
+  return class TimedMysql2 extends Base {
+    static timeouts = timeouts;
+    override async _query(conn: MysqlConn, obj: QueryObj): Promise<unknown> {
+      if (timeouts.queryTimeoutMs > 0 && obj && typeof obj === 'object') obj.options = { timeout: timeouts.queryTimeoutMs, ...obj.options };
+      try {
+        return await super._query(conn, obj);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+        throw err;
+      }
+    }
+  };
+}
+
+function timeoutsOf(db: Db): Timeouts | undefined {
+  return (db.client.constructor as { timeouts?: Timeouts }).timeouts;
+}
+
+/** Sets the statement timeout of a MySQL/MariaDB database (no effect on SQLite, which has no network to wait on). */
+export function setQueryTimeout(db: Db, ms: number): void {
+  const t = timeoutsOf(db);
+  if (t) t.queryTimeoutMs = ms;
+}
+
+/** The statement timeout now in force (0: none). */
+export function queryTimeout(db: Db | Knex.Transaction): number {
+  return timeoutsOf(db as Db)?.queryTimeoutMs ?? 0;
+}
+
 /** Opens the database named by `dbUrl` (mysql://… or sqlite:path) or SQLite in the data dir. */
-export function openDb(dbUrl: string | undefined, dataDir: string): { db: Db; dialect: Dialect; describe: string } {
+export function openDb(dbUrl: string | undefined, dataDir: string, t: DbTimeouts = DEFAULT_TIMEOUTS): { db: Db; dialect: Dialect; describe: string } {
   if (dbUrl && /^(mysql|mariadb):/.test(dbUrl)) {
     const u = new URL(dbUrl.replace(/^mariadb:/, 'mysql:'));
     const db = knexFactory({
-      client: 'mysql2',
+      client: mysqlClient() as unknown as typeof Knex.Client,
       connection: {
+        connectTimeout: t.connectTimeoutMs,
         host: u.hostname,
         port: Number(u.port || 3306),
         user: decodeURIComponent(u.username),
@@ -23,7 +76,9 @@ export function openDb(dbUrl: string | undefined, dataDir: string): { db: Db; di
         bigNumberStrings: false,
         // BLOBs come back as Buffer; JSON lives in TEXT columns we parse ourselves.
       },
-      pool: { min: 0, max: 10 },
+      // A query waits at most acquireTimeoutMs for a connection, including the time to open one.
+      pool: { min: 0, max: 10, acquireTimeoutMillis: t.acquireTimeoutMs, createTimeoutMillis: t.acquireTimeoutMs },
+      acquireConnectionTimeout: t.acquireTimeoutMs,
     });
     return { db, dialect: 'mysql', describe: `mysql://${u.hostname}:${u.port || 3306}${u.pathname}` };
   }
@@ -33,6 +88,8 @@ export function openDb(dbUrl: string | undefined, dataDir: string): { db: Db; di
     client: 'better-sqlite3',
     connection: { filename: file },
     useNullAsDefault: true,
+    // SQLite has no network to wait on: its one connection is only ever busy with our own writes,
+    // so it keeps knex's default acquire timeout.
     pool: {
       min: 1,
       max: 1,

@@ -30,8 +30,14 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const pausedAgents = new Map<string, AgentChannel>();
   const writer = new ExecWriter(repo, log, {
     dialect: core.dialect, intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 16 << 20, maxFlushBytes: 8 << 20,
+    retryInitialMs: config.dbRetryInitialMs, retryMaxMs: config.dbRetryMaxMs,
     onPressure: (on) => {
-      if (on) return;
+      // Told once per episode (an outage is one), never per agent or per chunk.
+      if (on) {
+        log.info({ queuedBytes: writer.queuedBytes() }, 'output backpressure on: agents sending output are paused until the database catches up');
+        return;
+      }
+      log.info({ pausedAgents: paused.size, queuedBytes: writer.queuedBytes() }, 'output backpressure off');
       for (const ch of paused) {
         ch.resume?.();
         // Its heartbeats were not read while paused: that silence is ours, not the agent's.

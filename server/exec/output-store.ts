@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { Dialect } from '../db/db.js';
+import { queryTimeout, type Dialect } from '../db/db.js';
 import type { Logger } from '../log.js';
 import { patchToRow, type ExecPatch, type ExecRepo } from './repository.js';
 
@@ -15,8 +15,13 @@ interface OutRow { execution_id: string; seq: number; part: number; stream: numb
  * before them is committed (the server acks a result to its agent only then).
  *
  * Memory stays bounded: above `highWaterBytes` of queued output, `onPressure(true)` asks the
- * socket layer to stop reading from agents; it is released below half of it. One transaction takes
- * at most `maxFlushBytes`, so queued + in-flight output stays under highWaterBytes + maxFlushBytes.
+ * socket layer to stop reading from agents; it is released below half of it, and never while
+ * writes are failing. One transaction takes at most `maxFlushBytes`, so queued + in-flight output
+ * stays under highWaterBytes + maxFlushBytes (plus what the paused sockets had already read).
+ *
+ * A failed write (the database away) puts everything back in order and is retried after
+ * `retryInitialMs`, doubling up to `retryMaxMs`; nothing else starts a flush meanwhile, so an
+ * outage costs a handful of attempts, and one log line when it starts and one when it ends.
  */
 export class ExecWriter {
   private rows: OutRow[] = [];
@@ -28,13 +33,23 @@ export class ExecWriter {
   private again: Promise<void> | null = null;
   private isPressured = false;
   private stopped = false;
+  /** Set while writes fail: since when, how many attempts, the retry timer. */
+  private failing: { since: number; attempts: number; timer: NodeJS.Timeout | undefined } | null = null;
   /** Output bytes and rows committed so far (for metrics and benchmarks). */
   committedBytes = 0;
   committedRows = 0;
 
   constructor(private readonly repo: ExecRepo, private readonly log: Logger, private readonly o: {
     dialect: Dialect; intervalMs: number; batchBytes: number; highWaterBytes: number; maxFlushBytes: number; onPressure(on: boolean): void;
+    retryInitialMs: number; retryMaxMs: number;
+    /** Told when writes start failing and when they succeed again (database health). */
+    onHealth?(ok: boolean, err?: unknown): void;
   }) {}
+
+  /** Whether batched writes are failing now (the database is away). */
+  get degraded(): boolean {
+    return this.failing !== null;
+  }
 
   /** Queues one output chunk (split into BLOB-sized parts). */
   output(executionId: string, seq: number, stream: 'stdout' | 'stderr', data: Uint8Array): void {
@@ -50,9 +65,10 @@ export class ExecWriter {
       this.isPressured = true;
       this.o.onPressure(true);
     }
-    // While a flush runs, its end starts the next one: no new call per chunk.
+    // While a flush runs, its end starts the next one; while writes fail, the retry timer does:
+    // no new attempt per chunk.
     if (this.bytes >= this.o.batchBytes) {
-      if (!this.flushing) void this.flush();
+      if (!this.flushing && !this.failing) void this.flush();
     } else this.schedule();
   }
 
@@ -75,7 +91,7 @@ export class ExecWriter {
   }
 
   private releasePressure(): void {
-    if (this.isPressured && this.bytes < this.o.highWaterBytes / 2) {
+    if (this.isPressured && !this.failing && this.bytes < this.o.highWaterBytes / 2) {
       this.isPressured = false;
       this.o.onPressure(false);
     }
@@ -91,7 +107,7 @@ export class ExecWriter {
   }
 
   private schedule(): void {
-    if (this.timer || this.stopped) return;
+    if (this.timer || this.stopped || this.failing) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.flush();
@@ -110,6 +126,10 @@ export class ExecWriter {
     if (!this.rows.length && !this.updates.size && !this.callbacks.length) return;
     clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.failing) {
+      clearTimeout(this.failing.timer);
+      this.failing.timer = undefined;
+    }
     // Take at most maxFlushBytes of output per transaction; what stays queued keeps its order.
     let take = this.rows.length;
     let bytes = this.bytes;
@@ -150,18 +170,38 @@ export class ExecWriter {
         this.committedBytes += bytes;
         this.committedRows += rows.length;
       } catch (err) {
-        // Database away: put everything back and retry; nothing is acked before it is stored.
-        this.log.warn({ err: String(err) }, 'execution write failed; will retry');
+        // Database away: put everything back and retry with backoff; nothing is acked before it is stored.
         this.rows = rows.concat(this.rows);
         this.bytes += bytes;
         for (const [id, p] of this.updates) updates.set(id, { ...(updates.get(id) ?? {}), ...p });
         this.updates = updates;
         this.callbacks = callbacks.concat(this.callbacks);
         this.flushing = null;
-        if (!this.stopped) setTimeout(() => void this.flush(), 500).unref();
+        const f = (this.failing ??= { since: Date.now(), attempts: 0, timer: undefined });
+        f.attempts++;
+        const delay = Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** Math.min(f.attempts - 1, 20));
+        if (f.attempts === 1) {
+          this.log.warn({ err: String(err), queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
+          this.o.onHealth?.(false, err);
+        } else {
+          this.log.debug({ err: String(err), attempt: f.attempts, delay }, 'execution write retry failed');
+        }
+        if (!this.stopped) {
+          f.timer = setTimeout(() => {
+            f.timer = undefined;
+            void this.flush();
+          }, delay);
+          f.timer.unref();
+        }
         return;
       }
       this.flushing = null;
+      if (this.failing) {
+        const f = this.failing;
+        this.failing = null;
+        this.log.info({ attempts: f.attempts, downMs: Date.now() - f.since, queuedBytes: this.bytes }, 'execution writes recovered');
+        this.o.onHealth?.(true);
+      }
       this.releasePressure();
       for (const cb of callbacks) {
         try {
@@ -181,6 +221,7 @@ export class ExecWriter {
     await this.flush();
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.failing?.timer);
   }
 }
 
@@ -201,12 +242,19 @@ const mysqlInsert = (n: number) =>
  * characters inside one large SQL string, which costs CPU and hundreds of MB of transient heap.
  */
 async function insertMysql(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
-  type Conn = { execute(sql: string, values: unknown[], cb: (err: Error | null) => void): void };
+  type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
   const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
+  // The same statement timeout as every knex query (a partitioned database must not hold this forever).
+  const timeout = queryTimeout(trx) || undefined;
   for (let i = 0; i < rows.length; i += MYSQL_BATCH) {
     const b = rows.slice(i, i + MYSQL_BATCH);
     const values: unknown[] = [];
     for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
-    await new Promise<void>((resolve, reject) => conn.execute(mysqlInsert(b.length), values, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
+      if (!err) return resolve();
+      // Timed out mid-command: the connection cannot be reused (see db.ts).
+      if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+      reject(err);
+    }));
   }
 }

@@ -38,6 +38,10 @@ export interface ServiceDeps {
  * Remote execution use cases: create/cancel/rerun tasks, read them back, and the agent side of
  * the protocol (started, output, finished, rejected, reconciliation at hello).
  */
+/** Why output is missing when it is: an execution that lost output says so (`truncated` + reason). */
+const TRUNCATED_GAP = 'output truncated: part of it was lost while the agent and the server were apart';
+const TRUNCATED_BY_AGENT = 'output truncated: the agent\'s output buffer filled while the server was unreachable';
+
 export class ExecService {
   /** Lookups of executions reported late, by id (a hello and an exec.finished may race). */
   private readonly reviving = new Map<string, Promise<Execution | undefined>>();
@@ -229,13 +233,17 @@ export class ExecService {
     const e = this.own(agentId, executionId);
     if (!e) return;
     if (seq < e.nextSeq) return; // a resend of something already stored
-    const patch: { nextSeq: number; outputBytes?: number; truncated?: boolean } = { nextSeq: seq + 1 };
-    if (seq > e.nextSeq && !e.truncated) patch.truncated = true; // the agent could not keep [nextSeq, seq)
+    const patch: { nextSeq: number; outputBytes?: number; truncated?: boolean; reason?: string } = { nextSeq: seq + 1 };
+    if (seq > e.nextSeq && !e.truncated) {
+      patch.truncated = true; // the agent could not keep [nextSeq, seq)
+      patch.reason = e.reason ?? TRUNCATED_GAP;
+    }
     const room = this.d.config.maxOutputBytes - e.outputBytes;
     let chunk = data;
     if (chunk.length > room) {
       chunk = chunk.subarray(0, Math.max(0, room));
       patch.truncated = true;
+      if (!e.truncated) patch.reason = e.reason ?? `output truncated at ${this.d.config.maxOutputBytes} bytes (MUSTER_MAX_OUTPUT_BYTES)`;
     }
     if (chunk.length > 0) {
       this.d.writer.output(e.id, seq, stream, chunk);
@@ -268,7 +276,8 @@ export class ExecService {
     const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
     this.d.scheduler.finish(e, m.status, {
       exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
-      reason: m.error ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out' : null),
+      reason: m.error ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
+        : truncated ? e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP) : null),
     });
     this.d.fanout.ended(e.taskId, e.id, e.nextSeq);
     this.d.writer.afterFlush(ack);

@@ -25,6 +25,8 @@ export interface AgentChannel {
   /** Stops/restarts reading from the socket (backpressure towards the agent's TCP window). */
   pause?(): void;
   resume?(): void;
+  /** True while reading is paused: the agent's heartbeats then wait unread in the socket. */
+  isPaused?(): boolean;
   /** Closes the socket; `reason` is what the connection history records. */
   close(code: number, reason: string): void;
 }
@@ -53,6 +55,8 @@ export class Fleet {
   private flushTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | null = null;
+  /** Since when presence flushes fail (logged once when it starts and once when it ends). */
+  private flushFailingSince: number | null = null;
   /** Total statements issued by presence flushes (exposed for benchmarks). */
   flushStatements = 0;
 
@@ -292,10 +296,17 @@ export class Fleet {
         const n = await this.deps.repo.touchMany(ids, now);
         this.flushStatements += n;
         this.deps.metrics.dbFlushes.inc(n);
+        if (this.flushFailingSince !== null) {
+          this.deps.log.info({ downMs: Date.now() - this.flushFailingSince }, 'presence flushes recovered');
+          this.flushFailingSince = null;
+        }
       } catch (err) {
         // Database away (restart): keep the ids for the next flush; nothing is lost but precision.
         for (const id of ids) this.dirty.add(id);
-        this.deps.log.warn({ err: String(err) }, 'presence flush failed; will retry');
+        if (this.flushFailingSince === null) {
+          this.flushFailingSince = Date.now();
+          this.deps.log.warn({ err: String(err) }, 'presence flushes failing; retrying every flush interval');
+        }
       } finally {
         this.flushing = null;
       }
@@ -304,8 +315,15 @@ export class Fleet {
   }
 
   private sweep(): void {
-    const deadline = Date.now() - 3 * this.deps.heartbeatIntervalMs;
+    const now = Date.now();
+    const deadline = now - 3 * this.deps.heartbeatIntervalMs;
     for (const [id, l] of this.live) {
+      // A socket the server stopped reading (backpressure) is not a dead agent: its heartbeats wait
+      // in the socket. The pause counts as heard-from; the timeout starts again when reading does.
+      if (l.ch.isPaused?.()) {
+        l.lastHeartbeat = now;
+        continue;
+      }
       if (l.lastHeartbeat < deadline) {
         l.ch.close(CloseCode.heartbeatTimeout, 'heartbeat timeout');
         void this.disconnect(id, l.ch.linkId, 'heartbeat timeout');

@@ -39,6 +39,8 @@ export class AgentLink implements AgentChannel {
   private closeReason: DisconnectReason | null = null;
   private byeReceived = false;
   private closedWhileConnecting = false;
+  private pausedSince: number | null = null;
+  private keepAlive: NodeJS.Timeout | undefined;
   private logger: Logger | undefined;
   private ctx!: AgentCtx;
 
@@ -86,11 +88,29 @@ export class AgentLink implements AgentChannel {
   bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }
+  /**
+   * Stops reading (backpressure: the database is behind on output). While paused the agent's
+   * liveness pings are not read, so nothing would answer them: an unsolicited pong every heartbeat
+   * interval tells the agent the server is alive, only not reading.
+   */
   pause(): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.pause();
+    if (this.ws.readyState !== this.ws.OPEN || this.pausedSince !== null) return;
+    this.ws.pause();
+    this.pausedSince = Date.now();
+    this.keepAlive = setInterval(() => {
+      if (this.ws.readyState === this.ws.OPEN) this.ws.pong();
+    }, this.deps.heartbeatIntervalMs);
+    this.keepAlive.unref();
   }
   resume(): void {
+    clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
+    this.pausedSince = null;
     if (this.ws.readyState === this.ws.OPEN) this.ws.resume();
+  }
+  /** Whether the server has stopped reading this socket (its heartbeats wait unread: not the agent's fault). */
+  isPaused(): boolean {
+    return this.pausedSince !== null;
   }
   close(code: number, reason: DisconnectReason | string, detail?: string): void {
     if (!this.closeReason) this.closeReason = reason as DisconnectReason;
@@ -238,6 +258,7 @@ export class AgentLink implements AgentChannel {
   private async onClose(): Promise<void> {
     clearTimeout(this.helloTimer);
     clearInterval(this.pingTimer);
+    clearInterval(this.keepAlive);
     const prev = this.state;
     this.state = 'closed';
     this.pending = [];

@@ -6,6 +6,11 @@ export interface CuttableProxy {
   /** Destroys every open connection and refuses new ones until restore(). */
   cut(): void;
   restore(): void;
+  /**
+   * A partition: every byte is held in both directions on open connections, and new connections
+   * are accepted but never reach the target (nothing is refused, nothing answers), until restore().
+   */
+  blackhole(): void;
   /** Stops reading from the clients (the server sees nothing new; the client's socket backs up). */
   stall(): void;
   unstall(): void;
@@ -21,12 +26,27 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
   const upstreams = new WeakMap<net.Socket, net.Socket>();
   const upOf = (c: net.Socket) => upstreams.get(c)!;
   let blocked = false;
+  let holed = false;
+  /** Open pairs (client → upstream), for the black hole. */
+  const pairs = new Map<net.Socket, net.Socket>();
+  /** Connections accepted during a black hole: connected to the target only on restore(). */
+  const held = new Set<net.Socket>();
   const server = net.createServer((client) => {
     if (blocked) {
       client.destroy();
       return;
     }
+    if (holed) {
+      held.add(client);
+      client.pause();
+      client.on('error', () => client.destroy()).on('close', () => held.delete(client));
+      return;
+    }
+    forward(client);
+  });
+  function forward(client: net.Socket): void {
     const upstream = net.connect(targetPort, '127.0.0.1');
+    pairs.set(client, upstream);
     clients.add(client);
     client.on('close', () => clients.delete(client));
     open.add(client);
@@ -37,24 +57,55 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
       upstream.destroy();
       open.delete(client);
       open.delete(upstream);
+      pairs.delete(client);
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
     upstream.pipe(client);
     if (stalled) client.pause();
-  });
+  }
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
     cut: () => {
       blocked = true;
+      holed = false;
       for (const s of open) s.destroy();
       open.clear();
+      for (const c of held) c.destroy();
+      held.clear();
+    },
+    blackhole: () => {
+      holed = true;
+      for (const [c, u] of pairs) {
+        c.unpipe(u);
+        u.unpipe(c);
+        c.pause();
+        u.pause();
+      }
     },
     restore: () => {
       blocked = false;
+      if (holed) {
+        holed = false;
+        for (const [c, u] of pairs) {
+          if (!stalled) {
+            c.pipe(u);
+            c.resume();
+          }
+          u.pipe(c);
+          u.resume();
+        }
+        for (const c of held) {
+          held.delete(c);
+          if (!c.destroyed) {
+            forward(c);
+            c.resume();
+          }
+        }
+      }
     },
     stall: () => {
       stalled = true;
@@ -73,6 +124,7 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     connections: () => open.size / 2,
     close: () => new Promise<void>((r) => {
       for (const s of open) s.destroy();
+      for (const c of held) c.destroy();
       server.close(() => r());
     }),
   };

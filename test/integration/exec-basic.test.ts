@@ -113,6 +113,7 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const e = d.executions[0];
     expect(e.status).toBe('succeeded');
     expect(e.truncated).toBe(true);
+    expect(e.reason).toMatch(/truncated at 65536 bytes \(MUSTER_MAX_OUTPUT_BYTES\)/);
     expect(e.outputBytes).toBe(65536);
     expect(fs.readFileSync(marker, 'utf8')).toBe('finished\n');
     expect((await outputRaw(api, e.id)).length).toBe(65536);

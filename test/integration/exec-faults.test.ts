@@ -128,6 +128,7 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     const e = d.executions[0];
     expect(e.status).toBe('succeeded');
     expect(e.truncated).toBe(true);
+    expect(e.reason).toMatch(/output truncated/); // lost output is said, with why
     expect(e.outputBytes).toBe(65536);
     expect(await outputText(api, e.id)).toBe('z'.repeat(65536));
     expect(a.output()).toMatch(/cutting output/);
