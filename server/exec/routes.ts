@@ -17,7 +17,14 @@ export const CreateTask = z.object({
   script: z.string().min(1),
   interpreter: z.enum(['bash', 'sh', 'python3', 'node', 'shebang']).default('bash'),
   args: z.array(z.string().max(65_536)).max(256).default([]),
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment names are [A-Za-z_][A-Za-z0-9_]*').max(255), z.string().max(65_536)).default({}),
+  /**
+   * `NAME: "value"`, or `NAME: {value, secret: true}` for a write-only value: stored so the task
+   * can be dispatched and re-run, never returned by the API, shown, logged or audited.
+   */
+  env: z.record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment names are [A-Za-z_][A-Za-z0-9_]*').max(255),
+    z.union([z.string().max(65_536), z.object({ value: z.string().max(65_536), secret: z.boolean().default(false) }).strict()]),
+  ).default({}),
   cwd: z.string().min(1).max(4096).nullable().default(null),
   timeoutSec: z.number().int().positive().max(30 * 86_400).default(7200),
   targets: z.union([
@@ -61,8 +68,14 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
 
   r.post('/tasks', requireRole('operator'), async (req, res) => {
     const body = CreateTask.parse(req.body);
+    const env: Record<string, string> = {};
+    const secretEnv: string[] = [];
+    for (const [k, v] of Object.entries(body.env)) {
+      env[k] = typeof v === 'string' ? v : v.value;
+      if (typeof v !== 'string' && v.secret) secretEnv.push(k);
+    }
     const task = await svc.create({
-      ...body, concurrency: limitString(body.concurrency, 'concurrency'), maxFailures: limitString(body.maxFailures, 'maxFailures'),
+      ...body, env, secretEnv, concurrency: limitString(body.concurrency, 'concurrency'), maxFailures: limitString(body.maxFailures, 'maxFailures'),
     }, actorOf(req));
     res.status(201).json(task);
   });
