@@ -1,4 +1,4 @@
-import type { ExecutionState } from '../../protocol/index.js';
+import type { ExecutionState, ServerToAgent } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
@@ -16,6 +16,14 @@ const PUSH_SCRIPT_CHARS = 4096;
  */
 function pushView(task: Task, counts: Partial<Record<ExecutionState, number>>) {
   return taskView(task.script.length > PUSH_SCRIPT_CHARS ? { ...task, script: task.script.slice(0, PUSH_SCRIPT_CHARS) } : task, counts);
+}
+
+/** The exec.run that asks an agent to run execution `e` of task `t`. */
+function runMessage(t: Task, e: Execution): ServerToAgent {
+  return {
+    type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
+    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec,
+  };
 }
 
 /** A task with executions not yet final, held in memory while it runs. */
@@ -125,11 +133,7 @@ export class Scheduler {
         skipped.push(e);
         continue;
       }
-      const t = at.task;
-      const sent = this.d.fleet.send(e.agentId, {
-        type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
-        env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec,
-      });
+      const sent = this.d.fleet.send(e.agentId, runMessage(at.task, e));
       if (!sent) {
         this.wait(e.agentId, at.task.id);
         skipped.push(e);
@@ -143,6 +147,20 @@ export class Scheduler {
       at.pending = skipped.concat(at.pending.slice(at.head));
       at.head = 0;
     }
+  }
+
+  /**
+   * Sends `exec.run` again for an execution the agent never confirmed (no exec.started) and did
+   * not name when it reconnected: the first one may have gone down with a silently dead link.
+   * The agent's journal refuses it if it did arrive (→ exec.rejected `duplicate`), so it runs at
+   * most once either way.
+   */
+  redispatch(e: Execution): boolean {
+    const at = this.tasks.get(e.taskId);
+    if (!at || e.status !== 'dispatched') return false;
+    if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) return false;
+    this.change(e, { dispatchedAt: Date.now() });
+    return true;
   }
 
   private wait(agentId: string, taskId: string): void {

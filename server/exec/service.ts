@@ -368,7 +368,10 @@ export class ExecService {
       const x = named.get(e.id);
       named.delete(e.id);
       if (!x) {
-        scheduler.finish(e, 'lost', { reason: 'the agent did not report this execution when it reconnected (agent restarted, or the command never arrived)' });
+        // Never confirmed (no exec.started): its exec.run may have died with the old link. Send it
+        // again; the agent's journal refuses it if it did arrive, which then makes it `lost`.
+        if (e.status === 'dispatched' && scheduler.redispatch(e)) continue;
+        scheduler.finish(e, 'lost', { reason: 'the agent did not report this execution when it reconnected (the agent restarted)' });
         continue;
       }
       const at = scheduler.tasks.get(e.taskId);

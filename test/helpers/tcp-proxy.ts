@@ -11,6 +11,12 @@ export interface CuttableProxy {
    * are accepted but never reach the target (nothing is refused, nothing answers), until restore().
    */
   blackhole(): void;
+  /**
+   * A silently dead path: every byte of the connections open now is dropped (read and thrown
+   * away, so no sender backs up and notices), and neither end hears a FIN or RST (a close by one
+   * end is not passed on). New connections work. `toServer` drops only what the clients send.
+   */
+  deadLink(direction?: 'both' | 'toServer'): void;
   /** Stops reading from the clients (the server sees nothing new; the client's socket backs up). */
   stall(): void;
   unstall(): void;
@@ -31,6 +37,8 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
   const pairs = new Map<net.Socket, net.Socket>();
   /** Connections accepted during a black hole: connected to the target only on restore(). */
   const held = new Set<net.Socket>();
+  /** Clients of dead links (deadLink): a close of either end stays there. */
+  const severed = new WeakSet<net.Socket>();
   const server = net.createServer((client) => {
     if (blocked) {
       client.destroy();
@@ -52,15 +60,20 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     open.add(client);
     open.add(upstream);
     upstreams.set(client, upstream);
-    const drop = () => {
+    const drop = (side: net.Socket) => {
+      if (severed.has(client)) {
+        side.destroy();
+        open.delete(side);
+        return;
+      }
       client.destroy();
       upstream.destroy();
       open.delete(client);
       open.delete(upstream);
       pairs.delete(client);
     };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
+    client.on('error', () => drop(client)).on('close', () => drop(client));
+    upstream.on('error', () => drop(upstream)).on('close', () => drop(upstream));
     client.pipe(upstream);
     upstream.pipe(client);
     if (stalled) client.pause();
@@ -85,6 +98,19 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
         c.pause();
         u.pause();
       }
+    },
+    deadLink: (direction = 'both') => {
+      for (const [c, u] of pairs) {
+        severed.add(c);
+        c.unpipe(u);
+        c.on('data', () => {}).resume();
+        if (direction === 'both') {
+          u.unpipe(c);
+          u.on('data', () => {}).resume();
+        }
+      }
+      pairs.clear();
+      clients.clear();
     },
     restore: () => {
       blocked = false;

@@ -162,4 +162,47 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     // "all" is explicit about running everywhere: no question asked.
     expect((await api.post(`/api/tasks/${t.id}/rerun`, { all: true })).status).toBe(201);
   });
+
+  it('defect 2: an exec.run sent on a silently dead link runs, once, after the agent reconnects', async () => {
+    const s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: '1000' } });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'x-dead-link', serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const runs = path.join(tmpDir('dead-link'), 'runs');
+    proxy.deadLink();
+    // The server still has the agent online: it dispatches into the void.
+    const t = await createTask(api, { script: 'echo run >> "$1"; echo ran', args: [runs], targets: { agentIds: [id] } });
+    expect(t.executions[0].status).toBe('dispatched');
+    const d = await waitTask(api, t.id, 60_000);
+    expect(a.output()).toMatch(/server silent; reconnecting/);
+    const e = d.executions[0];
+    expect(e.status).toBe('succeeded');
+    expect(lines(runs)).toBe(1);
+    expect(await outputText(api, e.id)).toBe('ran\n');
+    await proxy.close();
+  });
+
+  it('defect 2: an exec.run that did arrive (its start unheard) is not run again when re-sent after an agent restart', async () => {
+    const s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: '1000' } });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'x-dead-up', serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const runs = path.join(tmpDir('dead-up'), 'runs');
+    // Only the agent's bytes are dropped: exec.run arrives, exec.started never does.
+    proxy.deadLink('toServer');
+    const t = await createTask(api, { script: 'echo run >> "$1"; sleep 60', args: [runs], targets: { agentIds: [id] } });
+    await waitFor(() => lines(runs) === 1, 'the script started on the agent');
+    expect((await api.get(`/api/tasks/${t.id}`)).body.executions[0].status).toBe('dispatched');
+    await a.stop('SIGKILL');
+    startAgent(s, { name: 'x-dead-up', stateDir: a.stateDir, serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const d = await waitTask(api, t.id, 60_000);
+    expect(d.executions[0].status).toBe('lost');
+    expect(d.executions[0].reason).toMatch(/duplicate/);
+    expect(lines(runs)).toBe(1);
+    await proxy.close();
+  });
 });
