@@ -8,8 +8,8 @@
 import { getCurrentScope, onScopeDispose, ref } from 'vue';
 import type { ConsoleToServer, ServerToConsole } from '../../../protocol/console-messages';
 import { decodeFrame, type Frame } from '../../../protocol/frames';
-import { ApiError, api, toLogin } from '../api/client';
-import { sessionExpired } from './session';
+import { ApiError, toLogin } from '../api/client';
+import { loadSession, sessionExpired } from './session';
 
 export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting';
 type MsgType = ServerToConsole['type'];
@@ -157,7 +157,8 @@ function open(): void {
 /** Asks the API whether the session still holds; false (and the login page) when it does not. */
 async function checkSession(): Promise<boolean> {
   try {
-    await api.get('/api/auth/me');
+    // Reloads the signed-in user too: after a role change the console shows the new rights.
+    if (!(await loadSession(true))) throw new ApiError(401, 'unauthorized', 'signed out');
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
