@@ -61,7 +61,7 @@ async function startServer() {
   const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'server.js')], {
     env: {
       ...process.env, MUSTER_PORT: '0', MUSTER_HOST: '127.0.0.1', MUSTER_DATA_DIR: dataDir, MUSTER_ADMIN_PASSWORD: PASSWORD,
-      MUSTER_ENROLL_TOKEN: TOKEN, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn', MUSTER_AGENT_CONNECT_RATE: '100000',
+      MUSTER_ENROLL_TOKEN: TOKEN, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn', MUSTER_AGENT_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
       MUSTER_LOGIN_RATE_LIMIT: '1000',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -211,6 +211,7 @@ async function compose(
   const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
     auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
     agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
+    anonConnectRate: config.anonConnectRate, anonConnectRatePerAddress: config.anonConnectRatePerAddress,
     publicUrl: config.publicUrl, remoteOf, draining: () => draining || !accepting,
     onAgent: (ws, req, a) => {
       new AgentLink(ws, remoteOf(req), a, {

@@ -31,8 +31,12 @@ const Schema = z.object({
   consoleMaxPayload: z.coerce.number().int().min(1024).default(256 * 1024),
   /** Invalid messages a peer may send before it is disconnected. */
   maxInvalidMessages: z.coerce.number().int().min(1).default(20),
-  /** New agent connections accepted per second before the upgrade answers 503 + Retry-After. */
+  /** New connections of known agents (valid secret) accepted per second before the upgrade answers 503 + Retry-After. */
   agentConnectRate: z.coerce.number().int().min(1).default(2000),
+  /** Agent upgrades per second without a valid agent secret (enrolments, bad or absent credentials): 503 above. */
+  anonConnectRate: z.coerce.number().int().min(1).default(500),
+  /** The same per remote address: 429 above. */
+  anonConnectRatePerAddress: z.coerce.number().int().min(1).default(50),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /** Session cookie lifetime; open console sockets of the session are closed when it ends. */
@@ -117,6 +121,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
   agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
+  anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
   maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES', maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK',
   maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT', maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',

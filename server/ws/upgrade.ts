@@ -14,6 +14,8 @@ export interface UpgradeDeps {
   auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
   enrollToken: () => string;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
+  /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrolments, floods). */
+  anonConnectRate: number; anonConnectRatePerAddress: number;
   publicUrl: string | undefined;
   /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
   remoteOf(req: IncomingMessage): string | null;
@@ -23,11 +25,12 @@ export interface UpgradeDeps {
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 /** Refuses an upgrade with a real HTTP status before any socket exists. */
 function reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
-  const body = JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 503 ? 'unavailable' : 'bad_request', message } });
+  const code = status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 429 ? 'rate_limited' : status === 503 ? 'unavailable' : 'bad_request';
+  const body = JSON.stringify({ error: { code, message } });
   const head = [`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}`, 'Connection: close', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`,
     ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
@@ -39,12 +42,42 @@ class ConnectLimiter {
   private last = Date.now();
   constructor(private readonly rate: number) { this.tokens = rate; }
   take(): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
+    this.refill();
     if (this.tokens < 1) return false;
     this.tokens -= 1;
     return true;
+  }
+  full(): boolean {
+    this.refill();
+    return this.tokens >= this.rate;
+  }
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+  }
+}
+
+/**
+ * One token bucket per remote address (anonymous upgrades). Bounded: past `maxKeys` addresses the
+ * buckets that have refilled are dropped (they hold no state worth keeping), and if that is not
+ * enough, all are (the global anonymous bucket still holds the line).
+ */
+class PerAddressLimiter {
+  private readonly buckets = new Map<string, ConnectLimiter>();
+  constructor(private readonly rate: number, private readonly maxKeys = 10_000) {}
+  take(addr: string | null): boolean {
+    const key = addr ?? '?';
+    let b = this.buckets.get(key);
+    if (!b) {
+      if (this.buckets.size >= this.maxKeys) this.prune();
+      this.buckets.set(key, (b = new ConnectLimiter(this.rate)));
+    }
+    return b.take();
+  }
+  private prune(): void {
+    for (const [k, b] of this.buckets) if (b.full()) this.buckets.delete(k);
+    if (this.buckets.size >= this.maxKeys) this.buckets.clear();
   }
 }
 
@@ -52,7 +85,11 @@ class ConnectLimiter {
 export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: WebSocketServer; consoleWss: WebSocketServer } {
   const agentWss = new WebSocketServer({ noServer: true, maxPayload: deps.agentMaxPayload, perMessageDeflate: false });
   const consoleWss = new WebSocketServer({ noServer: true, maxPayload: deps.consoleMaxPayload, perMessageDeflate: false });
+  // Known agents with a valid secret and everyone else draw from separate buckets: a flood of
+  // bad or absent credentials (cheap to send) must never spend the reconnect budget of the fleet.
   const limiter = new ConnectLimiter(deps.agentConnectRate);
+  const anonLimiter = new ConnectLimiter(deps.anonConnectRate);
+  const anonPerAddress = new PerAddressLimiter(deps.anonConnectRatePerAddress);
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
@@ -72,12 +109,28 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
 
   async function agentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const remote = deps.remoteOf(req);
-    if (!limiter.take()) {
-      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
-      // Spread the retries: each refused agent gets its own delay.
-      return reject(socket, 503, 'too many new connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+    // A known agent's secret is checked first: a hash and a map lookup, no I/O.
+    const known = knownAgent(req);
+    if (known && !('error' in known)) {
+      if (!limiter.take()) {
+        deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
+        // Spread the retries: each refused agent gets its own delay.
+        return reject(socket, 503, 'too many new connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+      }
+      agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, known));
+      return;
     }
-    const auth = checkAgentCredentials(req);
+    // Everything else (enrolments, wrong or missing secrets) is shed before any further work: per
+    // remote address first (one noisy host does not lock out the others), then in all.
+    if (!anonPerAddress.take(remote)) {
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '429' });
+      return reject(socket, 429, 'too many unauthenticated connections from this address; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) });
+    }
+    if (!anonLimiter.take()) {
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
+      return reject(socket, 503, 'too many unauthenticated connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+    }
+    const auth = known ?? checkEnrolment(req);
     if ('error' in auth) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });
       deps.log.warn({ remote, agentId: String(req.headers['x-muster-agent-id'] ?? '').slice(0, 64), why: auth.error }, 'agent upgrade refused');
@@ -86,17 +139,22 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, auth));
   }
 
-  function checkAgentCredentials(req: IncomingMessage): AgentAuth | { error: string } {
+  /** A known agent's credentials: its auth, an error (wrong or missing secret, revoked), or null for an unknown id. */
+  function knownAgent(req: IncomingMessage): AgentAuth | { error: string } | null {
     const agentId = req.headers['x-muster-agent-id'];
     if (typeof agentId !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId)) return { error: 'missing or malformed X-Muster-Agent-Id' };
     const rec = deps.fleet.get(agentId);
+    if (!rec) return null;
     const authz = req.headers.authorization;
-    if (rec) {
-      if (rec.revokedAt != null) return { error: 'agent revoked' };
-      if (!authz?.startsWith('Bearer ')) return { error: 'agent secret required' };
-      if (!safeEqual(sha256(authz.slice(7).trim()), rec.secretHash)) return { error: 'wrong agent secret' };
-      return { agentId, secretHash: rec.secretHash };
-    }
+    if (rec.revokedAt != null) return { error: 'agent revoked' };
+    if (!authz?.startsWith('Bearer ')) return { error: 'agent secret required' };
+    if (!safeEqual(sha256(authz.slice(7).trim()), rec.secretHash)) return { error: 'wrong agent secret' };
+    return { agentId, secretHash: rec.secretHash };
+  }
+
+  /** A new agent presenting an enrolment token. */
+  function checkEnrolment(req: IncomingMessage): AgentAuth | { error: string } {
+    const agentId = String(req.headers['x-muster-agent-id']);
     const enrol = req.headers['x-muster-enroll-token'];
     if (typeof enrol !== 'string' || !safeEqual(enrol, deps.enrollToken())) return { error: 'unknown agent and no valid enrolment token' };
     const secret = randomSecret(32);

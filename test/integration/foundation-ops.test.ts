@@ -68,7 +68,8 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
   });
 
   it('sheds a connection storm with 503 + Retry-After, and agents honour it', async () => {
-    const s = await startServer({ db, env: { MUSTER_AGENT_CONNECT_RATE: '1' } });
+    // Enrolling agents draw from the anonymous bucket (known agents from their own).
+    const s = await startServer({ db, env: { MUSTER_AGENT_CONNECT_RATE: '1', MUSTER_ANON_CONNECT_RATE: '1' } });
     const api = await Api.login(s.url);
     // The bucket holds one token: the first upgrade spends it (and fails auth), the next is shed.
     await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': 'x' });
