@@ -6,6 +6,7 @@ import * as createExecTables from './202611271100_create_exec_tables.js';
 import * as createScriptTables from './202611301600_create_script_tables.js';
 import * as addExecutionReconciledAt from './202611301700_add_execution_reconciled_at.js';
 import * as addTokenScopeExpiry from './202611301710_add_token_scope_expiry.js';
+import * as createNotificationTables from './202611301800_create_notification_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -19,6 +20,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301600_create_script_tables', createScriptTables],
   ['202611301700_add_execution_reconciled_at', addExecutionReconciledAt],
   ['202611301710_add_token_scope_expiry', addTokenScopeExpiry],
+  ['202611301800_create_notification_tables', createNotificationTables],
 ];
 
 /** knex MigrationSource over the static list. */

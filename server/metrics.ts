@@ -52,10 +52,12 @@ export function createMetrics() {
     buckets: [1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600],
   });
   const statusChanges = new client.Counter({ name: 'muster_agent_status_changes_total', help: 'Agents going online or offline', labelNames: ['status'], registers });
+  const notifications = new client.Counter({ name: 'muster_notification_attempts_total', help: 'Notification delivery attempts by channel and result (delivered, retry, failed)', labelNames: ['channel', 'result'], registers });
+  const notificationsDropped = new client.Counter({ name: 'muster_notifications_dropped_total', help: 'Notifications dropped by the per-rule rate limit (MUSTER_NOTIFY_MAX_PER_MINUTE)', registers });
   return {
     registry, sources, agents, heartbeats, connects, disconnects, upgradesRejected, messages, messageErrors, dbFlushes, consoles,
     executions, executionDuration, dispatchLatency, outputBytes, tasksFinished, terminalSessions, rolloutTargets,
-    heartbeatRtt, connectionDuration, statusChanges,
+    heartbeatRtt, connectionDuration, statusChanges, notifications, notificationsDropped,
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

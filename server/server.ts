@@ -17,6 +17,7 @@ import { Settings } from './db/settings.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
 import { createScripts } from './scripts/index.js';
+import { createNotifications } from './notifications/index.js';
 import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
@@ -128,6 +129,7 @@ async function compose(
   const terminals = createTerminals(core);
   const updates = createUpdates(core);
   const scripts = createScripts(core, exec.service);
+  const notifications = createNotifications(core);
 
   const agentHandlers: AgentHandlers = {
     heartbeat: (ctx, m) => fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics),
@@ -184,7 +186,7 @@ async function compose(
     });
   });
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, exec, terminals, updates]) if (cap.routes) api.use(cap.routes);
+  for (const cap of [scripts, exec, terminals, updates, notifications]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });
@@ -234,7 +236,7 @@ async function compose(
   });
 
   await fleet.start();
-  for (const cap of [exec, terminals, updates]) await cap.start?.();
+  for (const cap of [notifications, exec, terminals, updates]) await cap.start?.();
 
   early.replaceRequest();
   server.on('request', app);
@@ -259,7 +261,7 @@ async function compose(
     draining = true;
     await local?.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
-    for (const cap of [updates, terminals, exec]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    for (const cap of [updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
     const t0 = Date.now();
     await fleet.stop();
     log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');

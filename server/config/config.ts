@@ -23,6 +23,16 @@ const Schema = z.object({
   heartbeatIntervalMs: z.coerce.number().int().min(100).default(5000),
   /** How often the server pings each agent socket (WebSocket ping; the pong's round trip is a metric); 0 = never. */
   agentPingIntervalMs: z.coerce.number().int().min(0).default(5000),
+  /** Notification webhook attempts per delivery (the first included) before it is `failed`. */
+  notifyMaxAttempts: z.coerce.number().int().min(1).max(100).default(6),
+  /** First retry delay of a notification; doubles per attempt (capped at 10 minutes). */
+  notifyRetryBaseMs: z.coerce.number().int().min(10).default(5000),
+  /** Time a webhook has to answer one attempt. */
+  notifyTimeoutMs: z.coerce.number().int().min(100).default(10_000),
+  /** How often "agent offline longer than N minutes" rules are checked. */
+  notifySweepMs: z.coerce.number().int().min(50).default(10_000),
+  /** Deliveries per rule per minute; events beyond it are dropped (and counted) so a mass failure cannot flood a channel. */
+  notifyMaxPerMinute: z.coerce.number().int().min(1).default(120),
   /** Time an agent has after the upgrade to send a valid hello. */
   helloTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   /** Largest WebSocket frame accepted from an agent (ws maxPayload). */
@@ -118,7 +128,9 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   port: 'MUSTER_PORT', host: 'MUSTER_HOST', dataDir: 'MUSTER_DATA_DIR', dbUrl: 'MUSTER_DB_URL',
   adminPassword: 'MUSTER_ADMIN_PASSWORD', enrollToken: 'MUSTER_ENROLL_TOKEN', localAgent: 'MUSTER_LOCAL_AGENT',
   natsUrl: 'MUSTER_NATS_URL', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
-  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
+  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
+  notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS', notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS', notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
+  notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS', notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
   agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',

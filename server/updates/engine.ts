@@ -293,6 +293,11 @@ export class RolloutEngine {
   private setTarget(l: Live, t: TargetRow, state: UpdateState, reason: string | null): void {
     if (!this.allowed(t.state, state)) return;
     if (TERMINAL.has(state)) this.d.metrics.rolloutTargets.inc({ result: state });
+    if (state === 'failed' || state === 'rolled_back') {
+      this.d.bus.publish('rollout.event', {
+        rolloutId: l.row.id, version: l.row.version, event: state === 'failed' ? 'target.failed' : 'target.rolled_back', agentId: t.agentId, agentName: t.agentName, reason,
+      });
+    }
     t.state = state;
     t.reason = reason;
     this.touch(l, t);
@@ -314,7 +319,9 @@ export class RolloutEngine {
   }
 
   private setRollout(l: Live, patch: Partial<RolloutRow>): void {
+    const pausedNow = patch.state === 'paused' && l.row.state !== 'paused';
     Object.assign(l.row, patch, { updatedAt: Date.now() });
+    if (pausedNow) this.d.bus.publish('rollout.event', { rolloutId: l.row.id, version: l.row.version, event: 'paused', agentId: null, agentName: null, reason: l.row.reason });
     const copy = { ...l.row };
     this.write(() => this.d.store.updateRollout(copy));
     this.publish(l.row.id);
