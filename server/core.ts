@@ -4,6 +4,7 @@ import type { AuthService } from './auth/auth-service.js';
 import type { Bus } from './bus/bus.js';
 import type { Config } from './config/config.js';
 import type { Db, Dialect } from './db/db.js';
+import type { DiskGuard } from './db/disk-guard.js';
 import type { Fleet } from './fleet/fleet.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -22,6 +23,8 @@ export interface Core {
   auth: AuthService;
   /** Absolute path of the data dir (SQLite, artifacts, recordings). */
   dataDir: string;
+  /** Free space of the data dir against its reserve (bulk writers ask before writing). */
+  disk: DiskGuard;
   /** Base URL agents can reach this server at (used in download URLs). */
   serverUrl: () => string;
 }

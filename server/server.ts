@@ -13,6 +13,7 @@ import { randomSecret, selectorLimits, servedOverHttps, type Config } from './co
 import type { Core } from './core.js';
 import { migrateLatest, openDb, setQueryTimeout } from './db/db.js';
 import { DbReadiness } from './db/readiness.js';
+import { DiskGuard } from './db/disk-guard.js';
 import { Settings } from './db/settings.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
@@ -123,7 +124,13 @@ async function compose(
   let port = config.port;
   const scheme = config.tlsCert ? 'https' : 'http';
   const serverUrl = () => config.publicUrl?.replace(/\/$/, '') ?? `${scheme}://127.0.0.1:${port}`;
-  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, dataDir: config.dataDir, serverUrl };
+  // SQLite's WAL can hold megabytes that a checkpoint gives back to a full disk.
+  const disk = new DiskGuard({
+    dir: config.dataDir, reserveBytes: config.diskReserveBytes, log,
+    onLow: dialect === 'sqlite' ? async () => void (await db.raw('PRAGMA wal_checkpoint(TRUNCATE)')) : undefined,
+  });
+  disk.start();
+  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, dataDir: config.dataDir, serverUrl, disk };
 
   const exec = createExec(core);
   const terminals = createTerminals(core);
@@ -278,6 +285,7 @@ async function compose(
     await new Promise<void>((r) => server.close(() => r()));
 
     await bus.close();
+    disk.stop();
     await db.destroy();
     log.info({ ms: Date.now() - t0 }, 'shutdown complete');
   })());

@@ -114,6 +114,11 @@ const Schema = z.object({
   /** Failed batched writes (execution output and state) are retried after this delay, doubling up to the cap. */
   dbRetryInitialMs: z.coerce.number().int().min(10).default(250),
   dbRetryMaxMs: z.coerce.number().int().min(10).default(5000),
+  /**
+   * Free space kept on the data dir's filesystem for the database: terminal recordings stop (and
+   * are marked truncated) rather than write into it.
+   */
+  diskReserveBytes: z.coerce.number().int().min(0).default(128 * 1024 * 1024),
 });
 
 export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
@@ -144,6 +149,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS', dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
   dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
+  diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };

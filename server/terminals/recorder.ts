@@ -26,14 +26,28 @@ export class AsciicastRecorder {
   private timer: NodeJS.Timeout | undefined;
 
   private readonly maxBytes: number;
+  private readonly allow: (bytes: number) => boolean;
+  private readonly onStop: ((reason: string) => void) | undefined;
+  /** Why the recording is incomplete, once it is. */
+  stopReason: string | null = null;
 
-  constructor(readonly file: string, o: { cols: number; rows: number; maxBytes: number; title?: string; shell?: string }) {
+  /**
+   * `allow(bytes)` is asked before every write: no (the disk is down to its reserve) stops the
+   * recording for good, marked truncated, so a flood cannot fill the disk the database needs.
+   */
+  constructor(readonly file: string, o: {
+    cols: number; rows: number; maxBytes: number; title?: string; shell?: string; allow?: (bytes: number) => boolean;
+    /** Told once, when the recording stops short (cap, disk, write error). */
+    onStop?: (reason: string) => void;
+  }) {
     this.maxBytes = o.maxBytes;
+    this.allow = o.allow ?? (() => true);
+    this.onStop = o.onStop;
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.out = fs.createWriteStream(file, { flags: 'w', mode: 0o600 });
-    this.out.on('error', () => {
-      this.truncated = true;
+    this.out.on('error', (err: NodeJS.ErrnoException) => {
       this.closed = true;
+      this.stop(err.code === 'ENOSPC' ? 'no space left on the data disk' : `write failed: ${err.code ?? err.message}`);
     });
     this.line(JSON.stringify({
       version: 2, width: o.cols, height: o.rows, timestamp: Math.floor(Date.now() / 1000),
@@ -82,11 +96,22 @@ export class AsciicastRecorder {
     if (this.closed || this.truncated) return;
     const buf = Buffer.from(`${json}\n`);
     if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > MAX_QUEUED_BYTES) {
-      this.truncated = true;
+      this.stop(this.bytes + buf.length > this.maxBytes ? 'recording size cap reached' : 'the disk is too slow for the output');
+      return;
+    }
+    if (!this.allow(buf.length)) {
+      this.stop('free space on the data disk down to its reserve (MUSTER_DISK_RESERVE_BYTES)');
       return;
     }
     this.bytes += buf.length;
     this.out.write(buf);
+  }
+
+  private stop(reason: string): void {
+    if (this.truncated) return;
+    this.truncated = true;
+    this.stopReason = reason;
+    this.onStop?.(reason);
   }
 
   /** Writes what is pending and closes the file. */

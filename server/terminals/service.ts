@@ -4,6 +4,7 @@ import { encodeTermData, type ConsoleMessage, type ErrorCode } from '../../proto
 import type { Actor } from '../auth/audit.js';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
+import { dbFailure } from '../db/failures.js';
 import type { AgentCtx, ConsoleChannel } from '../ws/handlers.js';
 import { AsciicastRecorder } from './recorder.js';
 import type { TerminalRepo } from './repo.js';
@@ -25,6 +26,7 @@ export class TerminalService {
   readonly sessions = new Map<string, TerminalSession>();
   private readonly watched = new WeakSet<ConsoleChannel>();
   private readonly pendingWrites = new Set<Promise<unknown>>();
+  private stopping = false;
 
   constructor(private readonly core: Core, private readonly repo: TerminalRepo) {}
 
@@ -35,6 +37,31 @@ export class TerminalService {
   private actor(ch: ConsoleChannel | null): Actor {
     if (!ch) return { username: 'system', role: null, ip: null };
     return { username: ch.principal.username, role: ch.principal.role, ip: ch.remoteAddress ?? null };
+  }
+
+  /**
+   * Runs `fn` until it succeeds while its failure is one to wait out (database away, disk full),
+   * with backoff (MUSTER_DB_RETRY_INITIAL_MS doubling to MUSTER_DB_RETRY_MAX_MS). A closed session
+   * must end up closed in the database and audited, however long the outage: the row and the
+   * audit entry are written once the database can take them. Logged when it starts failing and
+   * when it got through. During shutdown one more attempt is made, then it gives up (the next
+   * start closes rows left open).
+   */
+  private async persist(fn: () => Promise<unknown>, what: string, sessionId: string): Promise<void> {
+    let delay = this.cfg.dbRetryInitialMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await fn();
+        if (attempt > 1) this.core.log.info({ sessionId, what, attempts: attempt }, 'terminal bookkeeping written after retries');
+        return;
+      } catch (err) {
+        const failure = dbFailure(err);
+        if (!failure || this.stopping) throw err;
+        if (attempt === 1) this.core.log.warn({ sessionId, what, failure, err: String(err) }, 'terminal bookkeeping failed; retrying until the database takes it');
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(this.cfg.dbRetryMaxMs, delay * 2);
+      }
+    }
   }
 
   /** Runs a database/audit write without blocking the relay; failures are logged, stop() waits for them. */
@@ -82,6 +109,8 @@ export class TerminalService {
     const recorder = recordingRel
       ? new AsciicastRecorder(path.join(this.core.dataDir, recordingRel), {
         cols: m.cols, rows: m.rows, maxBytes: this.cfg.terminalRecordingMaxBytes, title: `${p.username}@${agent.name}`,
+        allow: (n) => this.core.disk.allow(n),
+        onStop: (why) => this.core.log.warn({ sessionId: id, why }, 'terminal recording stopped; it is marked truncated'),
       })
       : null;
     const s = new TerminalSession(
@@ -294,19 +323,22 @@ export class TerminalService {
     this.core.log.info({ sessionId: s.id, agentId: s.agentId, reason, bytesIn: s.bytesIn, bytesOut: s.received }, 'terminal closed');
     this.track((async () => {
       const rec = s.recorder ? await s.recorder.close() : { bytes: 0, truncated: false };
-      await this.repo.close(s.id, {
-        closedAt: Date.now(), reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received,
+      const closedAt = Date.now();
+      await this.persist(() => this.repo.close(s.id, {
+        closedAt, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received,
         recordingBytes: rec.bytes, recordingTruncated: rec.truncated,
-      });
-      await this.core.audit.record({
+      }), 'session row', s.id);
+      const audit = {
         actor: this.actor(by), action: 'terminal.close', targetType: 'terminal', targetId: s.id, ok: !wasOpening,
         details: { agentId: s.agentId, owner: s.owner.username, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received },
-      });
+      };
+      await this.persist(() => this.core.audit.record(audit), 'audit', s.id);
     })(), 'close');
   }
 
   /** Ends every session (server shutdown) and waits for the bookkeeping. */
   async stop(): Promise<void> {
+    this.stopping = true;
     for (const s of [...this.sessions.values()]) {
       if (s.state === 'open') this.core.fleet.send(s.agentId, { type: 'term.close', sessionId: s.id, reason: 'server shutdown' });
       this.finish(s, 'server shutdown', null, 'unavailable', null);
