@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Removes the Muster agent: stops and disables the service (when --root is / and systemd runs),
-# removes the unit and /opt/muster-agent. Keeps /etc/muster-agent and /var/lib/muster-agent
-# (agent id and secret: a reinstall comes back as the same agent) unless --purge.
+# stops what is left of scripts in their scopes, removes the unit and /opt/muster-agent. Keeps
+# /etc/muster-agent, /var/lib/muster-agent (agent id and secret: a reinstall comes back as the
+# same agent) and drop-ins in muster-agent.service.d unless --purge.
 #
 #   uninstall-agent.sh [--purge] [--root DIR]
 set -euo pipefail
@@ -11,7 +12,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --purge) purge=1; shift ;;
     --root) root=${2:-}; shift 2 ;;
-    -h|--help) sed -n '2,6p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,7p' "$0" >&2; exit 2 ;;
     *) echo "uninstall-agent: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -19,12 +20,21 @@ done
 root=$(cd "$root" && pwd -P)
 prefix=$root; [ "$root" = "/" ] && prefix=""
 
-if [ -z "$prefix" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+systemd=0
+[ -z "$prefix" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=1
+if [ "$systemd" = 1 ]; then
   systemctl disable --now muster-agent.service >/dev/null 2>&1 || true
+  # Scripts run in their own scopes (muster-exec-*.scope in muster-exec.slice), outside the
+  # unit: stopping the unit does not reach those of an agent that crashed or hung. SIGKILL them
+  # first (a stop alone sends SIGTERM and may wait 90 s), then stop the slices.
+  systemctl kill --signal=SIGKILL 'muster-exec-*.scope' >/dev/null 2>&1 || true
+  systemctl stop muster-exec.slice muster.slice >/dev/null 2>&1 || true
 fi
 rm -f "$prefix/etc/systemd/system/muster-agent.service"
-if [ -z "$prefix" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+if [ "$purge" = 1 ]; then rm -rf "$prefix/etc/systemd/system/muster-agent.service.d"; fi
+if [ "$systemd" = 1 ]; then
   systemctl daemon-reload || true
+  systemctl reset-failed muster-agent.service >/dev/null 2>&1 || true
 fi
 rm -rf "$prefix/opt/muster-agent"
 if [ "$purge" = 1 ]; then

@@ -7,9 +7,10 @@
  * Mandatory in CI (CI=true); elsewhere skipped, loudly, when root, systemd-nspawn or debootstrap
  * are missing.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bigTmpDir, buildPackage, DEPLOY, keygen, removeBigDirs, trackBigDir } from '../helpers/agent-packages.js';
+import { bigTmpDir, buildPackage, DEPLOY, keygen, removeBigDirs, signPackage, trackBigDir } from '../helpers/agent-packages.js';
 import { createTask, waitExecution, waitTask } from '../helpers/exec.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { SHARE, SystemdContainer, systemdSuiteUnavailable } from '../helpers/systemd-container.js';
@@ -72,6 +73,25 @@ async function execScopes(): Promise<string[]> {
 async function leftoverCgroups(): Promise<string[]> {
   const out = await c.sh('ls -d /sys/fs/cgroup/muster.slice/muster-exec.slice/*/ /sys/fs/cgroup/muster-exec /sys/fs/cgroup/muster-probe-* 2>/dev/null; true');
   return out.split('\n').filter(Boolean);
+}
+
+/** Uploads a signed package; returns the artifact. */
+async function upload(file: string): Promise<any> {
+  const sig = await signPackage(keys.priv, file);
+  const r = await api.req('POST', `/api/artifacts?filename=${encodeURIComponent(path.basename(file))}&signature=${encodeURIComponent(sig)}`,
+    new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return r.body;
+}
+
+/** Starts a rollout to this agent and waits until its target settles. */
+async function rollout(artifactId: string): Promise<any> {
+  const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.env == "nspawn"' });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  return waitFor(async () => {
+    const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
+    return ['succeeded', 'failed', 'rolled_back'].includes(v.targets[0]?.state) ? v : null;
+  }, 'rollout target settled', 180_000, 250);
 }
 
 async function mainPid(): Promise<number> {
@@ -231,5 +251,56 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     expect(['cancelled', 'lost']).toContain(e.status);
     if (e.status === 'cancelled') expect(e.reason).toMatch(/agent stopping/);
     await waitFor(async () => (await leftoverCgroups()).length === 0, 'no execution cgroup directory left', 30_000);
+  });
+
+  it('self-update to a good signed package under systemd succeeds', async () => {
+    const art = await upload(pkg.good);
+    const restarts = Number(await c.prop(UNIT, 'NRestarts'));
+    const t0 = Date.now();
+    const done = await rollout(art.id);
+    expect(done.targets[0].state, done.targets[0].reason).toBe('succeeded');
+    console.log(`systemd suite: self-update 1.0.0 -> 1.1.0 succeeded in ${Date.now() - t0} ms`);
+    expect((await api.waitAgent(agentId, 'online', 60_000)).version).toBe('1.1.0');
+    expect((await c.sh('readlink /opt/muster-agent/current')).trim()).toBe('releases/1.1.0');
+    // The agent exited after the swap and systemd started the launcher again, which ran 1.1.0.
+    expect(Number(await c.prop(UNIT, 'NRestarts'))).toBeGreaterThan(restarts);
+    expect(await c.sh(`cat /proc/${await mainPid()}/cmdline | tr '\\0' ' '`)).toMatch(/^\/opt\/muster-agent\/releases\/1\.1\.0\/node\/bin\/node /);
+    expect((await c.exec(['test', '-e', `${STATE}/update-marker`])).code).not.toBe(0);
+  });
+
+  it('a package whose agent fails at start is rolled back by the launcher under systemd; the server sees rolled_back', async () => {
+    const art = await upload(pkg.broken);
+    const t0 = Date.now();
+    const done = await rollout(art.id);
+    expect(done.targets[0].state, done.targets[0].reason).toBe('rolled_back');
+    expect(done.targets[0].reason).toMatch(/did not come up/);
+    console.log(`systemd suite: broken 1.2.0 rolled back to 1.1.0 in ${Date.now() - t0} ms`);
+    expect((await api.waitAgent(agentId, 'online', 60_000)).version).toBe('1.1.0');
+    expect((await c.sh('readlink /opt/muster-agent/current')).trim()).toBe('releases/1.1.0');
+    const log = await journal();
+    expect(log).toMatch(/muster-agent-launcher: starting new version 1\.2\.0 \(attempt 3 of 3\)/);
+    expect(log).toMatch(/muster-agent-launcher: version 1\.2\.0 did not come up after 3 starts; rolling back to 1\.1\.0/);
+    expect(log).toMatch(/deliberately broken/);
+    // systemd kept restarting through the failures: the start limit was not hit.
+    expect(await c.prop(UNIT, 'ActiveState')).toBe('active');
+  });
+
+  it('uninstall-agent.sh leaves no unit, process or scope behind', async () => {
+    // A script left by an agent that crashed just before the uninstall, and one of the running agent.
+    const orphan = await startTree();
+    await c.sh(`kill -9 ${await mainPid()}`);
+    await api.waitAgent(agentId, 'offline', 30_000);
+    const out = await c.sh(`bash ${SHARE}/uninstall-agent.sh --purge`);
+    expect(out).toMatch(/removed the agent, its config and its state/);
+    expect(await c.prop(UNIT, 'LoadState')).toBe('not-found');
+    expect(await c.sh('ls /etc/systemd/system /etc/systemd/system/multi-user.target.wants')).not.toMatch(/muster/);
+    expect(await unitPids(UNIT)).toEqual([]);
+    expect(await living(orphan.pids)).toEqual([]);
+    expect(await execScopes()).toEqual([]);
+    // (muster\x2dtest.mount is this test's bind mount.)
+    expect(await c.sh("systemctl list-units --all --plain --no-legend --full 'muster*' | awk '{print $1}' | grep -v '[.]mount$'; true")).toBe('');
+    expect(await c.sh('ps -eo pid=,args= | grep -E "muster|sleep 30[01]" | grep -v grep; true')).toBe('');
+    expect(await leftoverCgroups()).toEqual([]);
+    for (const p of ['/opt/muster-agent', '/etc/muster-agent', STATE]) expect((await c.exec(['test', '-e', p])).code, p).not.toBe(0);
   });
 });
