@@ -128,9 +128,11 @@ export class AuthService {
     if (patch.role) upd['role'] = patch.role;
     if (patch.password) upd['password_hash'] = await hashPassword(patch.password);
     if (patch.disabled !== undefined) upd['disabled'] = patch.disabled;
+    const before = patch.role ? await this.db('users').where({ id }).first('role') : undefined;
     const n = await this.db('users').where({ id }).update(upd);
     if (patch.disabled || patch.password) await this.db('sessions').where({ user_id: id }).delete();
-    if (n > 0) this.changed({ kind: 'user.changed', userId: id });
+    const demoted = Boolean(patch.role && before && !roleAtLeast(patch.role, before.role as Role));
+    if (n > 0) this.changed({ kind: 'user.changed', userId: id, rightsReduced: Boolean(patch.disabled || patch.password) || demoted });
     return n > 0;
   }
 

@@ -7,7 +7,8 @@ import type { AgentView, ExecutionView, Metrics, TaskView } from '../../protocol
 export type AuthEvent =
   | { kind: 'session.ended'; sessionId: string }
   | { kind: 'token.ended'; tokenId: number }
-  | { kind: 'user.changed'; userId: number };
+  /** `rightsReduced`: disabled, password reset or a lower role (its detached terminals end too). */
+  | { kind: 'user.changed'; userId: number; rightsReduced: boolean };
 
 /** Events services publish; the socket layer (and, with NATS, other nodes) subscribe. */
 export interface BusEvents {

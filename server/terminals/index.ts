@@ -14,6 +14,7 @@ export function createTerminals(core: Core): Capability<'term.opened' | 'term.ex
 } {
   const repo = new TerminalRepo(core.db);
   const service = new TerminalService(core, repo);
+  let unsubscribe = () => {};
   core.metrics.sources.terminalSessionsOpen = () => service.sessions.size;
   core.fleet.onDisconnect((agentId, reason) => service.agentGone(agentId, `agent disconnected (${reason})`));
   // A new socket for an agent that still had sessions here means the old one died unnoticed: the
@@ -37,9 +38,17 @@ export function createTerminals(core: Core): Capability<'term.opened' | 'term.ex
     consoleTermData: (ch, sessionId, data) => service.input(ch, sessionId, data),
     routes: terminalRoutes(core, repo, service),
     start: async () => {
+      // A user who lost rights (disabled, password reset, demoted) loses the shells kept for their
+      // reattach too, not only those their open sockets control.
+      unsubscribe = core.bus.subscribe('auth.changed', (ev) => {
+        if (ev.kind === 'user.changed' && ev.rightsReduced) service.endSessionsOf(ev.userId, 'session ended');
+      });
       const n = await repo.closeDangling(core.config.nodeId, Date.now(), 'server restart');
       if (n) core.log.info({ closed: n }, 'closed terminal sessions left open by the previous run');
     },
-    stop: () => service.stop(),
+    stop: () => {
+      unsubscribe();
+      return service.stop();
+    },
   };
 }

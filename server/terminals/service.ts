@@ -293,6 +293,11 @@ export class TerminalService {
 
   /* ---------------- ending ---------------- */
 
+  /** Ends every live session a user owns (their rights were reduced). */
+  endSessionsOf(userId: number, reason: string): void {
+    for (const s of [...this.sessions.values()]) if (s.owner.id === userId && s.live) this.close(s, reason, null);
+  }
+
   /** Asks the agent to end the shell; the session is finished when it reports the exit (or after a timeout). */
   close(s: TerminalSession, reason: string, by: ConsoleChannel | null): void {
     if (!s.live) return;

@@ -65,6 +65,22 @@ describe('live sockets lose their rights with their credentials', () => {
     await endsWith(s, admin, op, agent, () => admin.patch(`/api/users/${id}`, { password: 'a-new-password-1' }));
   });
 
+  it('a detached shell kept for reattach ends when its owner is disabled', async () => {
+    const op = await admin.userWithRole('operator');
+    const id = await userId(op);
+    const client = await TermClient.connect(s, op);
+    const t = await client.open(agent, 80, 24);
+    await t.run('true');
+    client.close(); // the browser went away: the shell lives on for the detach timeout
+    await waitFor(async () => (await admin.get(`/api/terminals/${t.sessionId}`)).body.attached === false, 'the session to be detached');
+    expect((await admin.patch(`/api/users/${id}`, { disabled: true })).status).toBe(200);
+    const row = await waitFor(async () => {
+      const r = await admin.get(`/api/terminals/${t.sessionId}`);
+      return r.body.status === 'closed' ? r.body : null;
+    }, 'the detached terminal to end', 30_000);
+    expect(row.closeReason).toBe('session ended');
+  });
+
   it('token revocation (a CLI-style bearer socket)', async () => {
     const op = await admin.userWithRole('operator');
     const tok = await op.post('/api/tokens', { name: 'cli' });
