@@ -51,6 +51,9 @@ export class ConsoleLink implements ConsoleChannel {
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());
     this.armExpiry();
+    // The credentials may have ended while the upgrade was being authenticated (the event came
+    // before this socket was registered anywhere): such a socket never becomes ready.
+    if (deps.isStale(principal)) this.close(CloseCode.sessionEnded, 'session ended');
   }
 
   /** Closes the socket when the session or token expires, even if it stays silent. */
