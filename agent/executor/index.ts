@@ -1,6 +1,7 @@
 import type { AgentCapability, AgentContext, HelloExecutionT } from '../capability.js';
 import { detectContainment, sweepOrphans } from './containment.js';
 import { Journal } from './journal.js';
+import { ResultStore } from './results.js';
 import { Run, type RunLimits } from './run.js';
 
 /** Defaults of the executor's limits (see RunLimits). */
@@ -17,7 +18,9 @@ export const RUN_LIMITS: RunLimits = {
 /**
  * Script execution: runs exec.run exactly once per execution id (on-disk journal), streams its
  * output, survives disconnects (runs go on, output and results are kept and delivered after
- * exec.resume) and forgets an execution only when the server acks its stored result.
+ * exec.resume) and forgets an execution only when the server acks its stored result. Finished
+ * results (with the output still held) are journaled on disk until then, so an agent restart
+ * between the end of a script and the server's ack loses nothing.
  */
 export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 'exec.cancel' | 'exec.resume' | 'exec.ack'> & {
   /** Executions still running or finished-but-undelivered, for hello. */
@@ -32,6 +35,27 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   log.info({ systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why }, 'execution containment');
   const orphans = sweepOrphans(ctx.state.agentId, (o, msg) => log.info(o, msg));
   if (orphans) log.warn({ killed: orphans }, 'killed processes left by executions of a previous agent run');
+  const results = new ResultStore(ctx.state.dir);
+  /** Journals a finished result until the server acks it (see ResultStore). */
+  const persist = (run: Run): void => {
+    const r = run.snapshot();
+    try {
+      results.save(r);
+    } catch (err) {
+      // Most likely a full disk: keep the result itself at least, its output marked as cut.
+      log.error({ executionId: r.executionId, err: (err as Error).message }, 'could not journal the result with its output; journaling it without');
+      try {
+        results.save({ ...r, chunks: [], truncated: r.truncated || r.chunks.length > 0 });
+      } catch (err2) {
+        log.error({ executionId: r.executionId, err: (err2 as Error).message }, 'could not journal the result; it is kept in memory only');
+      }
+    }
+  };
+  // Results finished before a restart (or crash) and never acked: reported again in hello.
+  for (const saved of results.loadAll((file, why) => log.error({ file, why }, 'unreadable execution result in the journal; removed'))) {
+    runs.set(saved.executionId, new Run(saved, ctx.state.agentId, link, log, limits, () => {}));
+  }
+  if (runs.size) log.info({ results: runs.size }, 'unacknowledged execution results restored from the journal');
 
   return {
     handlers: {
@@ -44,7 +68,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
           link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution' });
           return;
         }
-        const run = new Run(m, ctx.state.agentId, link, log, limits, () => {});
+        const run = new Run(m, ctx.state.agentId, link, log, limits, persist);
         runs.set(m.executionId, run);
         log.info({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter }, 'execution starting');
         run.start();
@@ -70,7 +94,10 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
       },
       'exec.ack': (m) => {
         const run = runs.get(m.executionId);
-        if (run && !run.running) runs.delete(m.executionId);
+        if (run && !run.running) {
+          runs.delete(m.executionId);
+          results.remove(m.executionId);
+        }
       },
     },
     onDisconnected() {

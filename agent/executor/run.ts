@@ -7,6 +7,7 @@ import { encodeExecOutput, type ServerMessage, type Stream } from '../../protoco
 import type { Link } from '../capability.js';
 import type { AgentLog } from '../log.js';
 import { createContainment, type Containment } from './containment.js';
+import type { SavedResult } from './results.js';
 
 /** Tunables of one execution (defaults in index.ts). */
 export interface RunLimits {
@@ -43,7 +44,7 @@ export class Run {
   truncated = false;
   /** Whether output may be streamed now (connected and, after a reconnect, resumed by the server). */
   live: boolean;
-  finished: null | { status: Status; exitCode: number | null; signal: string | null; finishedAt: number; error?: string } = null;
+  finished: null | { status: Status; exitCode: number | null; signal: string | null; finishedAt: number; error?: string; reason?: string } = null;
   startedAt = Date.now();
   private pid: number | null = null;
   private child: ChildProcess | null = null;
@@ -60,19 +61,54 @@ export class Run {
   private streamsOpen = 0;
   private done = false;
 
+  /** What to run; null for a result restored from the journal (nothing to start). */
+  readonly msg: ServerMessage<'exec.run'> | null;
+  readonly id: string;
+  readonly taskId: string;
+
+  /**
+   * `source` is an exec.run to start, or a finished result read back from the journal after an
+   * agent restart: then there is no process, only the result and the output still held,
+   * delivered on the server's exec.resume like any other.
+   */
   constructor(
-    readonly msg: ServerMessage<'exec.run'>,
+    source: ServerMessage<'exec.run'> | SavedResult,
     private readonly agentId: string,
     private readonly link: Link,
     private readonly log: AgentLog,
     private readonly limits: RunLimits,
     private readonly onDone: (r: Run) => void,
   ) {
-    this.live = link.connected();
+    this.id = source.executionId;
+    this.taskId = source.taskId;
+    if ('type' in source) {
+      this.msg = source;
+      this.live = link.connected();
+      return;
+    }
+    this.msg = null;
+    this.live = false;
+    this.done = true;
+    this.startedAt = source.startedAt;
+    this.finished = {
+      status: source.status, exitCode: source.exitCode, signal: source.signal, finishedAt: source.finishedAt,
+      ...(source.error ? { error: source.error } : {}), ...(source.reason ? { reason: source.reason } : {}),
+    };
+    this.truncated = source.truncated;
+    this.chunks = source.chunks.slice();
+    this.bufBytes = this.chunks.reduce((n, c) => n + c.data.length, 0);
+    this.seq = source.seq;
+    this.sentSeq = source.seq;
   }
 
-  get id(): string {
-    return this.msg.executionId;
+  /** The finished result and the output still held, for the journal. */
+  snapshot(): SavedResult {
+    const f = this.finished;
+    if (!f) throw new Error('snapshot of a running execution');
+    return {
+      executionId: this.id, taskId: this.taskId, status: f.status, exitCode: f.exitCode, signal: f.signal, startedAt: this.startedAt,
+      finishedAt: f.finishedAt, error: f.error, reason: f.reason, truncated: this.truncated, seq: this.seq, chunks: this.chunks.slice(),
+    };
   }
 
   get running(): boolean {
@@ -81,6 +117,7 @@ export class Run {
 
   start(): void {
     const m = this.msg;
+    if (!m) return;
     try {
       this.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-exec-'));
       fs.chmodSync(this.tmpDir, 0o700);
@@ -271,8 +308,9 @@ export class Run {
       rm();
     }
     this.log.info({ executionId: this.id, status, exitCode, signal }, 'execution finished');
-    this.sendFinished();
+    // Journaled before it is reported: an agent restart before the server's ack does not lose it.
     this.onDone(this);
+    this.sendFinished();
   }
 
   private sendFinished(): void {

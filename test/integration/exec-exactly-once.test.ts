@@ -205,4 +205,42 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     expect(lines(runs)).toBe(1);
     await proxy.close();
   });
+
+  it('defect 3: a result finished while disconnected survives an agent SIGKILL before the ack (state and output)', async () => {
+    const s = await startServer({ db });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, { name: 'x-journal', serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const dir = tmpDir('result-journal');
+    const [runs, gate, done] = ['runs', 'gate', 'done'].map((f) => path.join(dir, f)) as [string, string, string];
+    const t = await createTask(api, {
+      script: 'echo run >> "$1"; echo first; while [ ! -e "$2" ]; do sleep 0.05; done; echo second; echo oops >&2; touch "$3"; exit 3',
+      args: [runs, gate, done], targets: { agentIds: [id] },
+    });
+    await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running with its first line stored');
+    proxy.cut();
+    await api.waitAgent(id, 'offline');
+    fs.writeFileSync(gate, '');
+    await waitFor(() => fs.existsSync(done), 'script finished while disconnected');
+    const journal = path.join(a.stateDir, 'exec-results');
+    await waitFor(() => /execution finished/.test(a.output()), 'the agent saw the script end');
+    // Killed before it could report: only the journal knows how the script ended.
+    await a.stop('SIGKILL');
+    proxy.restore();
+    const b = startAgent(s, { name: 'x-journal', stateDir: a.stateDir, serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const d = await waitTask(api, t.id);
+    const e = d.executions[0];
+    expect(e.status).toBe('failed');
+    expect(e.exitCode).toBe(3);
+    expect(e.truncated).toBe(false);
+    expect(await outputText(api, e.id, 'stdout')).toBe('first\nsecond\n');
+    expect(await outputText(api, e.id, 'stderr')).toBe('oops\n');
+    expect(lines(runs)).toBe(1);
+    expect(b.output()).toMatch(/restored from the journal/);
+    // Acked: the journal entry is gone.
+    await waitFor(() => fs.readdirSync(journal).length === 0, 'journal emptied after the ack');
+    await proxy.close();
+  });
 });
