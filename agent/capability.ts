@@ -2,6 +2,7 @@ import type { AgentToServer, HelloExecution } from '../protocol/index.js';
 import type { AgentConfig } from './config.js';
 import type { ServerHandlers } from './connection.js';
 import type { AgentLog } from './log.js';
+import type { Policy } from './policy.js';
 import type { AgentState } from './state.js';
 import type { z } from 'zod';
 
@@ -20,6 +21,8 @@ export interface AgentContext {
   log: AgentLog;
   state: AgentState;
   link: Link;
+  /** The host policy in force now (re-read on SIGHUP): capabilities ask for it at each use. */
+  policy(): Policy;
   /** Exits the process after saying bye (restart by the supervisor). */
   exit(reason: string, code: number): Promise<void>;
 }

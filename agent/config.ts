@@ -3,6 +3,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { Labels } from '../protocol/index.js';
+import { DEFAULT_POLICY_PATH } from './policy.js';
 
 /** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
 const Schema = z.object({
@@ -35,6 +36,11 @@ const Schema = z.object({
   /** Flow control: unacknowledged output bytes above which the PTY is paused, and below which it resumes. */
   terminalHighWatermark: z.coerce.number().int().min(1024).default(1024 * 1024),
   terminalLowWatermark: z.coerce.number().int().min(0).default(256 * 1024),
+  /**
+   * Host policy file (terminals, exec, interpreters, runAs, signed scripts, allowed paths). Set
+   * only here, by MUSTER_AGENT_POLICY or by --policy: never by the server. Re-read on SIGHUP.
+   */
+  policy: z.string().min(1).default(DEFAULT_POLICY_PATH),
   /** ed25519 public key (PEM or base64 raw) that signs agent packages. */
   updatePublicKey: z.string().optional(),
   /** Install root holding releases/ and current (set by the launcher). */
@@ -69,7 +75,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_HOME: 'terminalHome', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
-  MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
+  MUSTER_AGENT_POLICY: 'policy', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
 };
 
 export class AgentConfigError extends Error {}
@@ -94,7 +100,7 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
         server: { type: 'string' }, token: { type: 'string' }, 'state-dir': { type: 'string' }, name: { type: 'string' },
         label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
         'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
-        'log-level': { type: 'string' },
+        'log-level': { type: 'string' }, policy: { type: 'string' },
         'terminal-user': { type: 'string' }, 'terminal-home': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
       },
       strict: true,
@@ -118,7 +124,7 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
     server: flags.server, token: flags.token, stateDir: flags['state-dir'], name: flags.name, caFile: flags['ca-file'],
     healthPort: flags['health-port'], shell: flags.shell, installRoot: flags['install-root'], logLevel: flags['log-level'],
     terminalUser: flags['terminal-user'], terminalHome: flags['terminal-home'], terminalMaxSessions: flags['terminal-max-sessions'],
-    terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'],
+    terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'], policy: flags.policy,
   };
   for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;
   if (flags.label?.length) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(flags.label) };

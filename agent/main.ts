@@ -6,6 +6,7 @@ import { ServerConnection, type ServerHandlers } from './connection.js';
 import { createExecutor } from './executor/index.js';
 import { startHealth } from './health.js';
 import { createAgentLog } from './log.js';
+import { loadPolicy, type Policy } from './policy.js';
 import { createPtyHost } from './pty/index.js';
 import { AgentState } from './state.js';
 import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
@@ -49,7 +50,19 @@ async function main(): Promise<void> {
     bufferedAmount: () => conn.bufferedAmount(),
     connected: () => conn.connected,
   };
-  const ctx: AgentContext = { cfg, log, state, link, exit: (reason, code) => shutdown(reason, code) };
+  // The host's own policy: read from a file the server cannot write, enforced here on every command.
+  const readPolicy = (): Policy => {
+    const p = loadPolicy(cfg.policy);
+    if (p.view.source === 'lockdown') {
+      log.error({ policy: cfg.policy, err: p.view.error }, 'HOST POLICY FILE IGNORED: it is unsafe or invalid; refusing every script and terminal until it is fixed (then SIGHUP)');
+    } else {
+      const v = p.view;
+      log.info({ policy: v.path, source: v.source, terminals: v.terminals, exec: v.exec, interpreters: v.interpreters, runAs: v.runAs, requireSignedScripts: v.requireSignedScripts, keys: v.scriptPublicKeys.length, allowedPaths: v.allowedPaths }, 'host policy');
+    }
+    return p;
+  };
+  let policy = readPolicy();
+  const ctx: AgentContext = { cfg, log, state, link, policy: () => policy, exit: (reason, code) => shutdown(reason, code) };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
@@ -60,6 +73,7 @@ async function main(): Promise<void> {
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
     cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
+    policy: policy.view,
   });
 
   const handlers: ServerHandlers = {
@@ -116,6 +130,9 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
   process.on('SIGINT', () => void shutdown('SIGINT', 0));
   process.on('SIGHUP', () => {
+    // The policy is re-read even when the config is bad: tightening it must never wait on anything else.
+    policy = readPolicy();
+    conn.send({ type: 'policy', policy: policy.view });
     try {
       labels = loadAgentConfig(argv, process.env).labels;
       log.info({ labels: Object.keys(labels).length }, 'config reloaded');

@@ -10,7 +10,7 @@ const RECHECK_MS = 5000;
 const MAX_PARTIAL = 64 << 10;
 
 const RANK: Record<ExecutionState, number> = {
-  pending: 0, dispatched: 1, running: 2, succeeded: 3, failed: 3, timeout: 3, cancelled: 3, lost: 3, skipped: 3,
+  pending: 0, dispatched: 1, running: 2, succeeded: 3, failed: 3, timeout: 3, cancelled: 3, lost: 3, skipped: 3, policy_denied: 3,
 };
 const isFinal = (s: ExecutionState): boolean => RANK[s] === 3;
 

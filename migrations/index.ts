@@ -7,6 +7,7 @@ import * as createScriptTables from './202611301600_create_script_tables.js';
 import * as addExecutionReconciledAt from './202611301700_add_execution_reconciled_at.js';
 import * as addTokenScopeExpiry from './202611301710_add_token_scope_expiry.js';
 import * as createNotificationTables from './202611301800_create_notification_tables.js';
+import * as addHostPolicy from './202611301837_add_host_policy.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -21,6 +22,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301700_add_execution_reconciled_at', addExecutionReconciledAt],
   ['202611301710_add_token_scope_expiry', addTokenScopeExpiry],
   ['202611301800_create_notification_tables', createNotificationTables],
+  ['202611301837_add_host_policy', addHostPolicy],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Labels, Metrics, UpdateState, id } from './common.js';
+import { HostPolicy } from './policy.js';
 
 /* ---------------- agent → server ---------------- */
 
@@ -28,6 +29,8 @@ export const Hello = z.object({
   labels: Labels,
   capabilities: z.array(z.string().max(64)).max(64),
   executions: z.array(HelloExecution).max(10_000).default([]),
+  /** The host's policy (absent from agents that predate it: nothing known, nothing refused early). */
+  policy: HostPolicy.optional(),
 });
 
 export const Heartbeat = z.object({ type: z.literal('heartbeat'), metrics: Metrics });
@@ -40,6 +43,8 @@ export const AgentError = z.object({
 });
 /** Sent after SIGHUP re-read the config file. */
 export const LabelsUpdate = z.object({ type: z.literal('labels'), labels: Labels });
+/** Sent after SIGHUP re-read the host policy file. */
+export const PolicyUpdate = z.object({ type: z.literal('policy'), policy: HostPolicy });
 
 export const ExecStarted = z.object({
   type: z.literal('exec.started'),
@@ -68,6 +73,8 @@ export const ExecRejected = z.object({
   type: z.literal('exec.rejected'),
   executionId: id,
   reason: z.string().max(1024),
+  /** `policy_denied` when the host's policy forbids it (the execution ends `policy_denied`). */
+  code: z.string().max(64).optional(),
 });
 
 export const TermOpened = z.object({ type: z.literal('term.opened'), sessionId: id, pid: z.number().int() });
@@ -90,7 +97,7 @@ export const UpdateStatus = z.object({
 });
 
 export const AgentToServer = z.discriminatedUnion('type', [
-  Hello, Heartbeat, Bye, AgentError, LabelsUpdate,
+  Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate,
   ExecStarted, ExecFinished, ExecRejected,
   TermOpened, TermExit,
   UpdateStatus,
@@ -124,6 +131,8 @@ export const ExecRun = z.object({
   env: z.record(z.string().max(255), z.string().max(65_536)),
   cwd: z.string().max(4096).nullable(),
   timeoutSec: z.number().int().positive(),
+  /** base64 ed25519 signature of scriptSigningMessage(...) (policy.ts), when the task was signed. */
+  signature: z.string().max(512).optional(),
 });
 export const ExecCancel = z.object({ type: z.literal('exec.cancel'), executionId: id, reason: z.string().max(255) });
 /** After hello: the server has output below `fromSeq`; resend the rest, then the result if finished. */

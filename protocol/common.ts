@@ -25,11 +25,11 @@ export const Metrics = z.object({
 export type Metrics = z.infer<typeof Metrics>;
 
 export const ExecutionState = z.enum([
-  'pending', 'dispatched', 'running', 'succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped',
+  'pending', 'dispatched', 'running', 'succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied',
 ]);
 export type ExecutionState = z.infer<typeof ExecutionState>;
 /** States after which an execution never changes again. */
-export const FINAL_EXECUTION_STATES: readonly ExecutionState[] = ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped'];
+export const FINAL_EXECUTION_STATES: readonly ExecutionState[] = ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied'];
 
 export const UpdateState = z.enum([
   'pending', 'skipped', 'downloading', 'verifying', 'installing', 'restarting', 'succeeded', 'failed', 'rolled_back',

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ExecutionState, Labels, Metrics, UpdateState } from './common.js';
 import { id } from './common.js';
+import type { HostPolicy } from './policy.js';
 
 /* ---------------- console → server (validated on receipt) ---------------- */
 
@@ -54,6 +55,8 @@ export interface AgentView {
   lastSeenAt: string | null;
   metrics: Metrics | null;
   revoked: boolean;
+  /** The host's policy as last reported by the agent; null when it never reported one (older agent). */
+  policy: HostPolicy | null;
 }
 
 export interface ExecutionView {

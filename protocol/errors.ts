@@ -52,4 +52,6 @@ export type ErrorCode =
   | 'agent_offline'
   | 'limit_exceeded'
   | 'cross_site'
+  /** The host's own policy (policy.json on the agent) forbids it. */
+  | 'policy_denied'
   | 'internal';

@@ -4,3 +4,4 @@ export * from './frames.js';
 export * from './agent-messages.js';
 export * from './console-messages.js';
 export * from './update-signing.js';
+export * from './policy.js';

@@ -143,6 +143,7 @@ async function compose(
     bye: (ctx, m) => ctx.log.info({ reason: m.reason }, 'agent says bye'),
     error: (ctx, m) => ctx.log.warn({ code: m.code, message: m.message, ref: m.ref }, 'agent reported an error'),
     labels: (ctx, m) => fleet.setReportedLabels(ctx.agentId, m.labels),
+    policy: (ctx, m) => fleet.setReportedPolicy(ctx.agentId, m.policy),
     ...exec.agentHandlers,
     ...terminals.agentHandlers,
     ...updates.agentHandlers,

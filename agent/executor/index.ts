@@ -1,4 +1,6 @@
+import { execDenial } from '../../protocol/index.js';
 import type { AgentCapability, AgentContext, HelloExecutionT } from '../capability.js';
+import { verifyScriptSignature } from '../policy.js';
 import { detectContainment, sweepOrphans } from './containment.js';
 import { Journal } from './journal.js';
 import { ResultStore } from './results.js';
@@ -64,11 +66,23 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
           log.info({ executionId: m.executionId }, 'exec.run repeated for an execution in progress; ignored');
           return;
         }
+        // The host's policy, whatever the server decided. A refusal is not journaled: it does not
+        // run anything, and the same answer is given if the server sends it again.
+        const policy = ctx.policy();
+        const denied = execDenial(policy.view, m.interpreter, m.signature != null)
+          ?? (policy.view.requireSignedScripts && !verifyScriptSignature(policy.keys, m, m.signature ?? '')
+            ? 'script signature does not verify with the host\'s scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)'
+            : null);
+        if (denied) {
+          log.warn({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter, reason: denied }, 'execution refused by host policy');
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: denied, code: 'policy_denied' });
+          return;
+        }
         if (!journal.add(m.executionId)) {
           link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution' });
           return;
         }
-        const run = new Run(m, ctx.state.agentId, link, log, limits, persist);
+        const run = new Run(m, ctx.state.agentId, link, log, limits, persist, policy.view.runAs);
         runs.set(m.executionId, run);
         log.info({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter }, 'execution starting');
         run.start();

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { encodeExecOutput, type ServerMessage, type Stream } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
 import type { AgentLog } from '../log.js';
+import { isDir, resolveUser, switchUserArgv } from '../pty/login.js';
 import { createContainment, type Containment } from './containment.js';
 import type { SavedResult } from './results.js';
 
@@ -78,6 +79,8 @@ export class Run {
     private readonly log: AgentLog,
     private readonly limits: RunLimits,
     private readonly onDone: (r: Run) => void,
+    /** User the script runs as (host policy `runAs`); null = the agent's own user. */
+    private readonly runAs: string | null = null,
   ) {
     this.id = source.executionId;
     this.taskId = source.taskId;
@@ -123,15 +126,28 @@ export class Run {
       fs.chmodSync(this.tmpDir, 0o700);
       const file = path.join(this.tmpDir, 'script');
       fs.writeFileSync(file, m.script, { mode: 0o700 });
-      const argv = m.interpreter === 'shebang' ? [file, ...m.args] : [m.interpreter, file, ...m.args];
+      const user = this.runAs ? resolveUser(this.runAs, 'run a script') : null;
+      let argv = m.interpreter === 'shebang' ? [file, ...m.args] : [m.interpreter, file, ...m.args];
+      if (user?.switching) {
+        // The script's private copy belongs to the user it runs as; setpriv runs inside the
+        // containment wrapper, so the cgroup/scope is still made by the (root) agent.
+        fs.chownSync(this.tmpDir, user.target.uid, user.target.gid);
+        fs.chownSync(file, user.target.uid, user.target.gid);
+        argv = [...switchUserArgv(user.target), ...argv];
+      }
       this.containment = createContainment(this.agentId, m.executionId, (why) =>
         this.log.warn({ executionId: m.executionId, why }, 'no cgroup for this execution; falling back to its process group (setsid children can escape)'));
       const full = this.containment.wrap(argv);
       const env: NodeJS.ProcessEnv = {};
       for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_AGENT_')) env[k] = v;
+      let home = process.env['HOME'] || '/';
+      if (user?.switching) {
+        home = user.target.home && isDir(user.target.home) ? user.target.home : '/';
+        Object.assign(env, { HOME: home, USER: user.target.name, LOGNAME: user.target.name });
+      }
       Object.assign(env, m.env, { MUSTER_EXECUTION_ID: m.executionId, MUSTER_TASK_ID: m.taskId, MUSTER_AGENT_ID: this.agentId });
       const child = spawn(full[0]!, full.slice(1), {
-        cwd: m.cwd ?? (process.env['HOME'] || '/'), env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+        cwd: m.cwd ?? home, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
       });
       this.child = child;
       child.on('error', (err) => {

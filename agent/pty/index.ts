@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type * as NodePty from 'node-pty';
 import type { AgentCapability, AgentContext } from '../capability.js';
+import { terminalDenial } from '../../protocol/index.js';
 import { LoginError, loginSpec } from './login.js';
 import { PtySession } from './session.js';
 
@@ -38,9 +39,17 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
         if (sessions.size >= cfg.terminalMaxSessions) {
           return refuse(m.sessionId, 'limit_exceeded', `this agent already hosts ${cfg.terminalMaxSessions} terminal sessions (terminalMaxSessions)`);
         }
+        // The host's policy wins over whatever the server asked for.
+        const policy = ctx.policy().view;
+        const denied = terminalDenial(policy)
+          ?? (policy.runAs && m.user && m.user !== policy.runAs ? `host policy runs terminals as ${policy.runAs} only, not ${m.user}` : null);
+        if (denied) {
+          log.warn({ sessionId: m.sessionId, reason: denied }, 'terminal refused by host policy');
+          return refuse(m.sessionId, 'policy_denied', denied);
+        }
         let session: PtySession;
         try {
-          const spec = loginSpec({ user: m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, home: cfg.terminalHome, agentEnv: process.env });
+          const spec = loginSpec({ user: policy.runAs ?? m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, home: cfg.terminalHome, agentEnv: process.env });
           const pty = loadPty().spawn(spec.file, spec.args, {
             name: 'xterm-256color', cols: m.cols, rows: m.rows, cwd: spec.cwd, env: spec.env, encoding: null,
           });

@@ -54,13 +54,7 @@ function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
 export function loginSpec(o: {
   user?: string | undefined; shell?: string | undefined; home?: string | undefined; agentEnv: NodeJS.ProcessEnv; passwd?: PasswdEntry[];
 }): LoginSpec {
-  const passwd = o.passwd ?? readPasswd();
-  const myUid = process.getuid?.() ?? 0;
-  const me = passwd.find((e) => e.uid === myUid);
-  const target = o.user ? passwd.find((e) => e.name === o.user) : me;
-  if (!target) throw new LoginError(o.user ? `no such user ${JSON.stringify(o.user)}` : `uid ${myUid} has no /etc/passwd entry`);
-  const switching = target.uid !== myUid;
-  if (switching && myUid !== 0) throw new LoginError(`the agent runs as uid ${myUid} and cannot open a terminal as ${target.name}`);
+  const { target, switching } = resolveUser(o.user, 'open a terminal', o.passwd);
 
   let shell = o.shell || target.shell || '/bin/sh';
   if (/\/(nologin|false)$/.test(shell)) shell = '/bin/sh';
@@ -80,11 +74,26 @@ export function loginSpec(o: {
   // which execs the shell in place (same pid, same session, same controlling terminal).
   const args = ['-l'];
   if (!switching) return { file: shell, args, env, cwd: home, user: target.name, shell };
-  return {
-    file: 'setpriv',
-    args: ['--reuid', String(target.uid), '--regid', String(target.gid), '--init-groups', '--', shell, ...args],
-    env, cwd: home, user: target.name, shell,
-  };
+  const [file, ...pre] = switchUserArgv(target);
+  return { file: file!, args: [...pre, shell, ...args], env, cwd: home, user: target.name, shell };
+}
+
+/**
+ * The passwd entry of `userName` (default: the agent's own user) and whether running as it needs a
+ * user switch (which only a root agent can do). `what` names the action in the error.
+ */
+export function resolveUser(userName: string | null | undefined, what: string, passwd = readPasswd()): { target: PasswdEntry; switching: boolean } {
+  const myUid = process.getuid?.() ?? 0;
+  const target = userName ? passwd.find((e) => e.name === userName) : passwd.find((e) => e.uid === myUid);
+  if (!target) throw new LoginError(userName ? `no such user ${JSON.stringify(userName)}` : `uid ${myUid} has no /etc/passwd entry`);
+  const switching = target.uid !== myUid;
+  if (switching && myUid !== 0) throw new LoginError(`the agent runs as uid ${myUid} and cannot ${what} as ${target.name}`);
+  return { target, switching };
+}
+
+/** argv prefix that runs the rest as `u` with its groups (setpriv execs in place: same pid). */
+export function switchUserArgv(u: PasswdEntry): string[] {
+  return ['setpriv', '--reuid', String(u.uid), '--regid', String(u.gid), '--init-groups', '--'];
 }
 
 function isExecutable(file: string): boolean {
@@ -96,7 +105,7 @@ function isExecutable(file: string): boolean {
   }
 }
 
-function isDir(p: string): boolean {
+export function isDir(p: string): boolean {
   try {
     return fs.statSync(p).isDirectory();
   } catch {

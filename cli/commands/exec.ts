@@ -5,6 +5,7 @@ import { CliError, pairs, posInt, str, strs, type Command, type CommandContext }
 import { countsText, execSummary, Palette } from '../format.js';
 import { TaskFollower, type LiveEvent, type TaskDetail } from '../live.js';
 import { ConsoleSocket } from '../socket.js';
+import { signScript } from './keys.js';
 
 /** Turns agent names or ids into agent ids, failing on any that the fleet does not know. */
 export async function resolveAgents(c: Client, wanted: string[]): Promise<string[]> {
@@ -80,13 +81,13 @@ export const exec: Command = {
   summary: 'run a script on agents, streaming their output live',
   usage: "muster exec (--selector S | --agent A [--agent B]...) [-e 'script' | --script-file FILE | FILE | - | --script NAME [--script-version N] [--param K=V]...]\n" +
     '         [--interpreter bash|sh|python3|node|shebang] [--arg X]... [--env K=V]... [--timeout SEC]\n' +
-    '         [--concurrency N|P%] [--max-failures N|P%] [--queue [--queue-ttl SEC]] [--json] [--color auto|always|never]',
+    '         [--concurrency N|P%] [--max-failures N|P%] [--queue [--queue-ttl SEC]] [--sign-key KEY | --signature SIG] [--json] [--color auto|always|never]',
   options: {
     selector: { type: 'string', short: 's' }, agent: { type: 'string', multiple: true }, agents: { type: 'string', multiple: true },
     interpreter: { type: 'string' }, timeout: { type: 'string' }, arg: { type: 'string', multiple: true }, env: { type: 'string', multiple: true },
     eval: { type: 'string', short: 'e' }, 'script-file': { type: 'string', short: 'f' }, script: { type: 'string' }, 'script-version': { type: 'string' }, param: { type: 'string', multiple: true },
     concurrency: { type: 'string' }, 'max-failures': { type: 'string' }, queue: { type: 'boolean' }, 'queue-ttl': { type: 'string' },
-    color: { type: 'string' },
+    color: { type: 'string' }, 'sign-key': { type: 'string' }, signature: { type: 'string' },
   },
   run: async (ctx) => {
     const { values, err } = ctx;
@@ -117,6 +118,7 @@ export const exec: Command = {
     if (libRef !== undefined) {
       // A library script brings its own interpreter; its inputs are typed parameters (MUSTER_PARAM_*).
       if (interpreter || args.length || Object.keys(env).length) throw new CliError('--interpreter, --arg and --env do not apply to a library script: use --param NAME=VALUE');
+      if (values['sign-key'] !== undefined || values['signature'] !== undefined) throw new CliError('--sign-key and --signature apply to a script you send, not to a library script');
       Object.assign(body, { scriptId: libRef, params, ...(scriptVersion ? { version: scriptVersion } : {}) });
     } else {
       if (scriptVersion !== undefined) throw new CliError('--script-version needs --script NAME');
@@ -124,6 +126,12 @@ export const exec: Command = {
       if (interpreter) body['interpreter'] = interpreter;
       if (args.length) body['args'] = args;
       if (Object.keys(env).length) body['env'] = env;
+      // For hosts whose policy requires signed scripts: signed exactly as submitted (the API's
+      // defaults, interpreter bash and no cwd, are what the agent sees and verifies).
+      const signKey = str(values, 'sign-key');
+      if (signKey !== undefined && str(values, 'signature') !== undefined) throw new CliError('give either --sign-key or --signature, not both');
+      const signature = signKey !== undefined ? signScript(signKey, { script: script!, interpreter: interpreter ?? 'bash', args, env, cwd: null }) : str(values, 'signature');
+      if (signature) body['signature'] = signature;
     }
     if (timeoutSec) body['timeoutSec'] = timeoutSec;
     const concurrency = limit(values, 'concurrency');

@@ -29,7 +29,8 @@ export async function resolveTaskId(c: Client, ref: string): Promise<string> {
 async function printOutputs(c: Client, t: TaskDetail, out: (s: string) => void): Promise<void> {
   const w = Math.max(...t.executions.map((e) => e.agentName.length));
   for (const e of t.executions) {
-    if (e.status !== 'skipped') {
+    // Skipped and policy-denied executions never ran: they have no output to fetch.
+    if (e.status !== 'skipped' && e.status !== 'policy_denied') {
       const res = await c.request('GET', `/api/executions/${encodeURIComponent(e.id)}/output`);
       out(prefixLines(`${e.agentName.padEnd(w)} | `, await res.text()));
     }

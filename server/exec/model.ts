@@ -32,6 +32,8 @@ export interface TaskSpec {
   env: Record<string, string>;
   cwd: string | null;
   timeoutSec: number;
+  /** base64 ed25519 signature over scriptSigningMessage (protocol/policy.ts); null = unsigned. */
+  signature: string | null;
 }
 
 /** A task as stored. */
@@ -61,7 +63,7 @@ export interface Task extends TaskSpec {
 
 export const isFinal = (s: ExecutionState): boolean => FINAL_EXECUTION_STATES.includes(s);
 /** States that count against maxFailures and that a failed-only rerun picks. */
-export const FAILURE_STATES: readonly ExecutionState[] = ['failed', 'timeout', 'lost'];
+export const FAILURE_STATES: readonly ExecutionState[] = ['failed', 'timeout', 'lost', 'policy_denied'];
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
 
@@ -91,7 +93,7 @@ export function taskView(t: Task, counts: Partial<Record<ExecutionState, number>
     createdAt: new Date(t.createdAt).toISOString(), status: t.status, counts, total: t.total,
     env: publicEnv(t), secretEnv: t.secretEnv, cwd: t.cwd, timeoutSec: t.timeoutSec, concurrency: t.concurrency, maxFailures: t.maxFailures, offline: t.offline,
     queueTtlSec: t.queueTtlSec, scriptSha256: t.scriptSha256, finishedAt: iso(t.finishedAt), cancelledAt: iso(t.cancelledAt),
-    cancelledBy: t.cancelledBy, rerunOf: t.rerunOf, scriptId: t.scriptId, scriptVersion: t.scriptVersion, scheduleId: t.scheduleId,
+    cancelledBy: t.cancelledBy, rerunOf: t.rerunOf, scriptId: t.scriptId, scriptVersion: t.scriptVersion, scheduleId: t.scheduleId, signature: t.signature,
   };
 }
 

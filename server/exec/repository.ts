@@ -49,6 +49,7 @@ export function taskFromRow(r: Record<string, unknown>): Task {
     cancelledAt: num(r['cancelled_at']), cancelledBy: (r['cancelled_by'] as string | null) ?? null, rerunOf: (r['rerun_of'] as string | null) ?? null,
     scriptId: (r['script_id'] as string | null) ?? null, scriptVersion: num(r['script_version']), scheduleId: (r['schedule_id'] as string | null) ?? null,
     secretEnv: parseJson(r['secret_env'], []),
+    signature: (r['signature'] as string | null) ?? null,
   };
 }
 
@@ -59,6 +60,7 @@ function taskToRow(t: Task): Record<string, unknown> {
     max_failures: t.maxFailures, offline: t.offline, queue_ttl_sec: t.queueTtlSec, created_by: t.createdBy, created_at: t.createdAt,
     status: t.status, total: t.total, finished_at: t.finishedAt, cancelled_at: t.cancelledAt, cancelled_by: t.cancelledBy, rerun_of: t.rerunOf,
     script_id: t.scriptId, script_version: t.scriptVersion, schedule_id: t.scheduleId, secret_env: t.secretEnv.length ? JSON.stringify(t.secretEnv) : null,
+    signature: t.signature,
   };
 }
 

@@ -35,6 +35,8 @@ export const CreateTask = z.object({
   maxFailures: Limit.nullable().optional(),
   offline: z.enum(['skip', 'queue']).default('skip'),
   queueTtlSec: z.number().int().positive().max(30 * 86_400).default(3600),
+  /** base64 ed25519 signature (`muster sign --script`), for hosts whose policy requires signed scripts. */
+  signature: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, 'signature must be the base64 of a 64-byte ed25519 signature').nullable().default(null),
 }).strict();
 
 const Rerun = z.object({

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit, taskView, type Execution, type Task } from './model.js';
 import type { ExecWriter } from './output-store.js';
+import { taskDenial } from './policy.js';
 import type { ExecPatch, ExecRepo } from './repository.js';
 
 /** Script bytes carried by pushed task updates (the full script is in GET /api/tasks/:id). */
@@ -22,7 +23,7 @@ function pushView(task: Task, counts: Partial<Record<ExecutionState, number>>) {
 function runMessage(t: Task, e: Execution): ServerToAgent {
   return {
     type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
-    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec,
+    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec, ...(t.signature ? { signature: t.signature } : {}),
   };
 }
 
@@ -125,12 +126,21 @@ export class Scheduler {
     // at.pending is a queue read from at.head; executions that must wait (agent offline or at its
     // limit) go back to the front in order, so a window of 1 over 50,000 targets stays O(1) a step.
     const skipped: Execution[] = [];
+    let refused = 0;
     while (at.head < at.pending.length && at.active < at.window) {
       const e = at.pending[at.head++]!;
       if (e.status !== 'pending') continue;
       if (!this.d.fleet.isOnline(e.agentId) || this.busySet(e.agentId).size >= this.d.maxExecutionsPerAgent) {
         this.wait(e.agentId, at.task.id);
         skipped.push(e);
+        continue;
+      }
+      // The host's policy may have changed since the task was created (SIGHUP, reconnect).
+      const denied = taskDenial(this.d.fleet.get(e.agentId)?.policy ?? null, at.task);
+      if (denied) {
+        this.settle(e, 'policy_denied', { reason: denied });
+        refused++;
+        if (at.stopped) break; // maxFailures passed: settle() cancelled the rest
         continue;
       }
       const sent = this.d.fleet.send(e.agentId, runMessage(at.task, e));
@@ -147,6 +157,7 @@ export class Scheduler {
       at.pending = skipped.concat(at.pending.slice(at.head));
       at.head = 0;
     }
+    if (refused) this.maybeComplete(at);
   }
 
   /**
@@ -221,7 +232,16 @@ export class Scheduler {
 
   /** Moves an execution to a final state, applies maxFailures, pumps, and completes the task. */
   finish(e: Execution, status: ExecutionState, patch: ExecPatch = {}): void {
-    if (isFinal(e.status) && !(e.status === 'lost' && status !== 'lost')) return;
+    const at = this.settle(e, status, patch);
+    if (!at) return;
+    this.pump(at);
+    this.wake(e.agentId);
+    this.maybeComplete(at);
+  }
+
+  /** finish() without the pump that follows (for use inside pump itself); returns the task when it is active. */
+  private settle(e: Execution, status: ExecutionState, patch: ExecPatch): ActiveTask | undefined {
+    if (isFinal(e.status) && !(e.status === 'lost' && status !== 'lost')) return undefined;
     const wasFailure = FAILURE_STATES.includes(e.status);
     const wasActive = e.status === 'dispatched' || e.status === 'running';
     const wasOpen = !isFinal(e.status);
@@ -232,7 +252,7 @@ export class Scheduler {
     this.d.metrics.executions.inc({ state: status });
     if (e.startedAt != null && e.finishedAt != null) this.d.metrics.executionDuration.observe({ state: status }, Math.max(0, e.finishedAt - e.startedAt) / 1000);
     const at = this.tasks.get(e.taskId);
-    if (!at) return;
+    if (!at) return undefined;
     at.cancelling.delete(e.id);
     if (wasActive) at.active--;
     if (wasOpen) at.open--;
@@ -245,9 +265,7 @@ export class Scheduler {
       at.head = 0;
       for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
     }
-    this.pump(at);
-    this.wake(e.agentId);
-    this.maybeComplete(at);
+    return at;
   }
 
   counts(at: ActiveTask): Partial<Record<ExecutionState, number>> {

@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.js';
 import type { ConsoleFanout } from './fanout.js';
 import { executionView, FAILURE_STATES, isFinal, taskView, type Execution, type Task, type TaskSpec } from './model.js';
 import type { ExecWriter } from './output-store.js';
+import { taskDenial } from './policy.js';
 import type { ExecRepo, TaskFilter } from './repository.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -80,8 +81,18 @@ export class ExecService {
       queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null, createdBy: actor.username, createdAt: now, status: 'running',
       total: agents.length, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf,
       scriptId: input.scriptId ?? null, scriptVersion: input.scriptVersion ?? null, scheduleId: input.scheduleId ?? null, secretEnv: input.secretEnv ?? [],
+      signature: input.signature ?? null,
     };
     const executions: Execution[] = agents.map((a) => {
+      // Refused up front when the host's reported policy forbids it (the agent would refuse it too).
+      const denied = taskDenial(a.policy, task);
+      if (denied) {
+        return {
+          id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name, status: 'policy_denied', reason: denied,
+          exitCode: null, signal: null, queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: now, outputBytes: 0,
+          nextSeq: 0, truncated: false, containment: null, reconciledAt: null,
+        };
+      }
       const online = fleet.isOnline(a.id);
       const queued = !online && input.offline === 'queue';
       return {
@@ -96,6 +107,7 @@ export class ExecService {
       actor, action: rerunOf ? 'task.rerun' : 'task.create', targetType: 'task', targetId: task.id,
       details: {
         targets: input.targets, agents: agents.length, scriptSha256: task.scriptSha256, interpreter: task.interpreter,
+        signed: task.signature != null, policyDenied: executions.filter((e) => e.status === 'policy_denied').length,
         ...(rerunOf ? { rerunOf, ...rerunDetails } : {}),
       },
     });
@@ -160,7 +172,7 @@ export class ExecService {
     return this.create({
       script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
       targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
-      queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv,
+      queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv, signature: task.signature,
     }, actor, task.id, opts.all ? {} : { includeLost: opts.includeLost ?? false });
   }
 
@@ -354,6 +366,7 @@ export class ExecService {
     if (!e || isFinal(e.status)) return;
     const at = this.d.scheduler.tasks.get(e.taskId);
     if (at?.cancelling.has(e.id)) return this.d.scheduler.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
+    if (m.code === 'policy_denied') return this.d.scheduler.finish(e, 'policy_denied', { reason: `refused by the host: ${m.reason}` });
     // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
     const unknown = m.reason.startsWith('duplicate') || m.reason.startsWith('unknown');
     this.d.scheduler.finish(e, unknown ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });

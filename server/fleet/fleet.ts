@@ -1,4 +1,4 @@
-import type { Hello, Labels, Metrics, ServerToAgent } from '../../protocol/index.js';
+import type { Hello, HostPolicy, Labels, Metrics, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
@@ -154,7 +154,7 @@ export class Fleet {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
         memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: overrides, groups: [], secretHash, createdAt: now,
-        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null,
+        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null, policy: hello.policy ?? null,
       });
     }
     // A new socket replacing a live one: the agent never went offline (no status change).
@@ -179,14 +179,14 @@ export class Fleet {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
         memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, groups: [], secretHash, createdAt: now,
-        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null,
+        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null, policy: hello.policy ?? null,
       };
       this.agents.set(rec.id, rec);
     } else if (changed) {
       Object.assign(rec, {
         name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null, platform: hello.platform,
         arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus, memoryBytes: hello.memoryBytes,
-        labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online',
+        labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online', policy: hello.policy ?? rec.policy,
       });
     } else {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
@@ -238,6 +238,15 @@ export class Fleet {
     if (!rec) return;
     rec.labels = labels;
     await this.deps.repo.updateLabels(agentId, labels);
+    this.deps.bus.publish('agent.changed', { agent: agentView(rec) });
+  }
+
+  /** The host's policy changed (SIGHUP on the agent). */
+  async setReportedPolicy(agentId: string, policy: HostPolicy): Promise<void> {
+    const rec = this.agents.get(agentId);
+    if (!rec) return;
+    rec.policy = policy;
+    await this.deps.repo.updatePolicy(agentId, policy);
     this.deps.bus.publish('agent.changed', { agent: agentView(rec) });
   }
 
@@ -341,5 +350,6 @@ export class Fleet {
 function factsChanged(r: AgentRecord, h: Hello): boolean {
   return r.name !== h.name || r.hostname !== h.hostname || r.externalIp !== (h.externalIp ?? null) || r.platform !== h.platform
     || r.arch !== h.arch || r.os !== h.os || r.version !== h.agentVersion || r.cpus !== h.cpus || r.memoryBytes !== h.memoryBytes
-    || JSON.stringify(r.ips) !== JSON.stringify(h.ips) || JSON.stringify(r.labels) !== JSON.stringify(h.labels);
+    || JSON.stringify(r.ips) !== JSON.stringify(h.ips) || JSON.stringify(r.labels) !== JSON.stringify(h.labels)
+    || (h.policy !== undefined && JSON.stringify(r.policy) !== JSON.stringify(h.policy));
 }

@@ -1,4 +1,4 @@
-import type { AgentView, Hello, Labels, Metrics } from '../../protocol/index.js';
+import { HostPolicy, type AgentView, type Hello, type Labels, type Metrics } from '../../protocol/index.js';
 import type { Knex } from 'knex';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
@@ -28,6 +28,8 @@ export interface AgentRecord {
   revokedAt: number | null;
   status: 'online' | 'offline';
   metrics: Metrics | null;
+  /** The host's policy as last reported (hello or `policy`); null until an agent that has one reports it. */
+  policy: HostPolicy | null;
 }
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
@@ -39,7 +41,7 @@ export function agentView(a: AgentRecord): AgentView {
     arch: a.arch, os: a.os, version: a.version, cpus: a.cpus, memoryBytes: a.memoryBytes,
     labels: a.labelOverrides ?? a.labels, groups: a.groups, status: a.status,
     connectedAt: a.status === 'online' ? iso(a.connectedAt) : null, lastSeenAt: iso(a.lastSeenAt),
-    metrics: a.metrics, revoked: a.revokedAt != null,
+    metrics: a.metrics, revoked: a.revokedAt != null, policy: a.policy,
   };
 }
 
@@ -57,7 +59,14 @@ function fromRow(r: Record<string, unknown>): AgentRecord {
     labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null), groups: parseJson(r['groups'], []),
     secretHash: String(r['secret_hash']), createdAt: Number(r['created_at']), connectedAt: n(r['connected_at']),
     lastSeenAt: n(r['last_seen_at']), revokedAt: n(r['revoked_at']), status: 'offline', metrics: null,
+    policy: storedPolicy(r['policy']),
   };
+}
+
+/** The stored policy column, or null when absent or not a valid policy (never trusted blindly). */
+function storedPolicy(v: unknown): HostPolicy | null {
+  const p = HostPolicy.safeParse(parseJson(v, null));
+  return p.success ? p.data : null;
 }
 
 /** Agents table access. The in-memory map in Fleet is the read path; this is the write path. */
@@ -74,6 +83,9 @@ export class AgentRepo {
       name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
       arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
       connected_at: now, last_seen_at: now,
+      // An agent that reports no policy keeps the last one stored: it may be an older build, and
+      // forgetting the restriction would let the server dispatch what the host refuses anyway.
+      ...(h.policy ? { policy: JSON.stringify(h.policy) } : {}),
     };
     if (isNew) {
       await q('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, secret_hash: secretHash, created_at: now, revoked_at: null });
@@ -95,7 +107,7 @@ export class AgentRepo {
           id: h.agentId, name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
           arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
           connected_at: now, last_seen_at: now, groups: '[]', label_overrides: labelOverrides ? JSON.stringify(labelOverrides) : null,
-          secret_hash: secretHash, created_at: now, revoked_at: null,
+          secret_hash: secretHash, created_at: now, revoked_at: null, policy: h.policy ? JSON.stringify(h.policy) : null,
         });
       } catch (err) {
         if (/UNIQUE constraint|Duplicate entry|ER_DUP_ENTRY/i.test(String((err as Error)?.message ?? err))) {
@@ -104,6 +116,10 @@ export class AgentRepo {
         throw err;
       }
     });
+  }
+
+  async updatePolicy(id: string, policy: HostPolicy): Promise<void> {
+    await this.db('agents').where({ id }).update({ policy: JSON.stringify(policy) });
   }
 
   async updateLabels(id: string, labels: Labels): Promise<void> {

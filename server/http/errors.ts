@@ -6,7 +6,7 @@ import { dbFailure } from '../db/failures.js';
 const STATUS: Record<ErrorCode, number> = {
   bad_request: 400, invalid_message: 400, unknown_type: 400, selector_syntax: 400, unauthorized: 401, forbidden: 403,
   not_found: 404, conflict: 409, lost_unconfirmed: 409, payload_too_large: 413, rate_limited: 429, limit_exceeded: 422, agent_offline: 409,
-  unavailable: 503, cross_site: 403, database_unavailable: 503, insufficient_storage: 507, internal: 500,
+  unavailable: 503, cross_site: 403, database_unavailable: 503, insufficient_storage: 507, internal: 500, policy_denied: 403,
 };
 
 /** Retry-After (seconds) on answers the caller should simply repeat once the database is back. */

@@ -154,6 +154,8 @@ export class ScriptService {
       script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,
       concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline, queueTtlSec: input.queueTtlSec,
       scriptId: s.id, scriptVersion: v.version, scheduleId, secretEnv,
+      // Library runs are unsigned: hosts whose policy requires signed scripts refuse them (policy_denied).
+      signature: null,
     }, actor);
     await this.d.audit.record({
       actor, action: 'script.run', targetType: 'script', targetId: s.id,

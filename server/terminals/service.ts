@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import { encodeTermData, type ConsoleMessage, type ErrorCode } from '../../protocol/index.js';
+import { encodeTermData, terminalDenial, type ConsoleMessage, type ErrorCode } from '../../protocol/index.js';
 import type { Actor } from '../auth/audit.js';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
@@ -103,6 +103,12 @@ export class TerminalService {
     const agent = this.core.fleet.get(m.agentId);
     if (!agent || agent.revokedAt != null) return this.error(ch, 'not_found', 'no such agent', m.ref);
     if (!this.core.fleet.isOnline(m.agentId)) return this.error(ch, 'agent_offline', `agent ${agent.name} is offline`, m.ref);
+    // Refused early when the host's reported policy forbids terminals (the agent refuses it anyway).
+    const denied = terminalDenial(agent.policy);
+    if (denied) {
+      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'policy_denied' } }), 'audit');
+      return this.error(ch, 'policy_denied', `${agent.name}: ${denied}`, m.ref);
+    }
 
     const id = randomUUID();
     const recordingRel = this.cfg.terminalRecording ? path.join('recordings', `${id}.cast`) : null;
