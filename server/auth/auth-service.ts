@@ -58,6 +58,8 @@ export class AuthService {
    * socket checks on every message (a few Map lookups, no database query per keystroke).
    */
   private readonly changes = new Map<string, number>();
+  /** Per-user queue of token creations (the cap check and the insert run as one). */
+  private readonly tokenLocks = new Map<number, Promise<unknown>>();
 
   constructor(
     private readonly db: Db, private readonly sessionTtlSec: number, private readonly bus?: Bus,
@@ -175,6 +177,16 @@ export class AuthService {
    * its rights (never above the owner's role, checked by the caller); `expiresAt` ends it.
    */
   async createToken(userId: number, name: string, opts: { scope?: Role | null; expiresAt?: number | null } = {}): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
+    // One creation per user at a time: concurrent requests cannot all pass the cap check.
+    const prev = this.tokenLocks.get(userId) ?? Promise.resolve();
+    const run = prev.then(() => this.createTokenNow(userId, name, opts));
+    const tail = run.catch(() => {});
+    this.tokenLocks.set(userId, tail);
+    void tail.then(() => { if (this.tokenLocks.get(userId) === tail) this.tokenLocks.delete(userId); });
+    return run;
+  }
+
+  private async createTokenNow(userId: number, name: string, opts: { scope?: Role | null; expiresAt?: number | null }): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
     const now = Date.now();
     const live = await this.db('api_tokens').where({ user_id: userId }).whereNull('revoked_at')
       .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', now)).count({ n: '*' }) as [{ n: number | string }];

@@ -155,6 +155,13 @@ describe('live sockets lose their rights with their credentials', () => {
     expect(over.status).toBe(409);
     expect(over.body.error.code).toBe('limit_exceeded');
     expect((await viewer.delete(`/api/tokens/${ids[0]}`)).status).toBe(204);
+    // Concurrent creations cannot overshoot the cap: one slot is free, so exactly one gets it.
+    const burst = await Promise.all(Array.from({ length: 8 }, (_, i) => viewer.post('/api/tokens', { name: `burst${i}` })));
+    expect(burst.filter((r) => r.status === 201)).toHaveLength(1);
+    expect(burst.filter((r) => r.status === 409)).toHaveLength(7);
+    const live = (await viewer.get('/api/tokens')).body.items.filter((t: any) => !t.revoked);
+    expect(live).toHaveLength(3);
+    await viewer.delete(`/api/tokens/${live[0].id}`);
     expect((await viewer.post('/api/tokens', { name: 'again' })).status).toBe(201);
     expect((await viewer.post('/api/tokens', { name: 'bad', expiresInSec: 10, expiresAt: new Date().toISOString() })).status).toBe(400);
     expect((await viewer.post('/api/tokens', { name: 'past', expiresAt: '2001-01-01T00:00:00Z' })).status).toBe(400);
