@@ -1,5 +1,5 @@
 import type { ExecutionState, ExecutionView, Stream, TaskView } from '../protocol/index.js';
-import type { Client } from './client.js';
+import { ApiFailure, type Client } from './client.js';
 import type { ConsoleSocket } from './socket.js';
 
 export type TaskDetail = TaskView & { executions: ExecutionView[] };
@@ -230,8 +230,10 @@ export class TaskFollower {
       for (const off of this.offs.splice(0)) off();
       this.resolveDone(t);
     } catch (err) {
-      // With a live stream, a failed re-read is retried on the next timer; without one it is the end.
-      if (!this.sock) this.rejectDone(err instanceof Error ? err : new Error(String(err)));
+      // A refusal (credentials ended, task gone) is the end; anything else (the server restarting,
+      // the network) is retried on the next timer, as long as there was a live stream to begin with.
+      const refused = err instanceof ApiFailure && err.status >= 400 && err.status < 500;
+      if (!this.sock || refused) this.rejectDone(err instanceof Error ? err : new Error(String(err)));
     } finally {
       this.checking = false;
       if (this.recheck && !this.finished) void this.check();

@@ -231,6 +231,17 @@ describe('muster CLI against a real server and agents', () => {
     expect(dres.stderr).toMatch(/detached; task \S+ goes on/);
   });
 
+  it('exec ends with a clear error (not a hang) when its token is revoked while it follows a task', async () => {
+    const t = (await api.post('/api/tokens', { name: 'short-lived' })).body as { id: number; token: string };
+    const r = start(['exec', '--agent', 'web-01', '--token', t.token, '-e', 'echo started; sleep 20']);
+    await waitFor(() => /\| started$/m.test(r.stdout()), 'started', 30_000);
+    expect((await api.delete(`/api/tokens/${t.id}`)).status).toBe(204);
+    const res = await r.done;
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/console socket closed/);
+    expect(res.stderr).toMatch(/HTTP 401/);
+  });
+
   it('tasks, task by unique id prefix, cancel', async () => {
     const created = await api.post('/api/tasks', { script: 'sleep 60', targets: { agentIds: [ids['web-01']] } });
     expect(created.status).toBe(201);
