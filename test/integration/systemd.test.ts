@@ -145,7 +145,10 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     // The launcher exec'd the agent: the unit's main process is the packaged node running the bundle.
     const pid = await mainPid();
     expect((await c.sh(`cat /proc/${pid}/cmdline | tr '\\0' ' '`))).toMatch(/^\/opt\/muster-agent\/releases\/1\.0\.0\/node\/bin\/node .*lib\/agent\.js --config \/etc\/muster-agent\/agent\.json/);
-    // The unit's properties as shipped (limits are accepted, not enforced in this container).
+    // The unit file passes systemd's own check, and its properties are as shipped (limits are
+    // accepted, not enforced in this container).
+    const verify = await c.exec(['systemd-analyze', 'verify', `/etc/systemd/system/${UNIT}`]);
+    expect(verify, verify.stderr).toMatchObject({ code: 0, stderr: '' });
     expect(await c.prop(UNIT, 'Restart')).toBe('always');
     expect(await c.prop(UNIT, 'KillMode')).toBe('mixed');
     expect(await c.prop(UNIT, 'MemoryMax')).toBe(String(2 * 1024 ** 3));
@@ -187,6 +190,7 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     expect(t.scope).toBe(`muster-exec-${agentId}-${t.exec.id}.scope`);
     expect(await c.prop(t.scope, 'ActiveState')).toBe('active');
     expect(await c.prop(t.scope, 'Slice')).toBe('muster-exec.slice');
+    expect(await c.prop(t.scope, 'CollectMode')).toBe('inactive-or-failed');
     const cg = await c.prop(t.scope, 'ControlGroup');
     expect(cg).toBe(`/muster.slice/muster-exec.slice/${t.scope}`);
     // Every process of the script, the setsid one included, is in the scope, none in the agent's unit.
