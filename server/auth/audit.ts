@@ -9,6 +9,8 @@ export interface AuditEvent {
   targetId?: string;
   ok?: boolean;
   details?: Record<string, unknown>;
+  /** When it happened (default: now); a record written late, after an outage, keeps its time. */
+  at?: number;
 }
 export interface AuditRow {
   id: number; at: string; actor: string; role: string | null; action: string; targetType: string | null;
@@ -21,7 +23,7 @@ export class AuditLog {
 
   async record(e: AuditEvent): Promise<void> {
     await this.db('audit_log').insert({
-      at: Date.now(), actor: e.actor.username, role: e.actor.role, action: e.action,
+      at: e.at ?? Date.now(), actor: e.actor.username, role: e.actor.role, action: e.action,
       target_type: e.targetType ?? null, target_id: e.targetId ?? null, ip: e.actor.ip,
       ok: e.ok ?? true, details: e.details ? JSON.stringify(e.details) : null,
     });

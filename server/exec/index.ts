@@ -1,5 +1,6 @@
 import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
+import { dbFailure } from '../db/failures.js';
 import type { AgentChannel } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
 import type { AgentBinaryHandlers } from '../ws/handlers.js';
@@ -79,9 +80,12 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
           const t = await svc.getTask(m.taskId);
           const { executions: _e, ...task } = t;
           ch.send({ type: 'task.updated', task });
-        } catch {
+        } catch (err) {
           fanout.unsubscribe(ch, m.taskId);
-          ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
+          // The database away is not a missing task: say which, so the console retries.
+          const failure = dbFailure(err);
+          if (failure) ch.send({ type: 'error', code: failure === 'no_space' ? 'insufficient_storage' : 'database_unavailable', message: 'the database is unavailable; retry later', ref: m.taskId });
+          else ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
         }
       },
       'task.unsubscribe': (ch, m) => fanout.unsubscribe(ch, m.taskId),

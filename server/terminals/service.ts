@@ -135,7 +135,9 @@ export class TerminalService {
       this.core.log.error({ err, sessionId: id }, 'could not store the terminal session');
       this.sessions.delete(id);
       void recorder?.close();
-      return this.error(ch, 'unavailable', 'could not store the session; try again', m.ref);
+      const failure = dbFailure(err);
+      const code = failure === 'no_space' ? 'insufficient_storage' : failure === 'unavailable' ? 'database_unavailable' : 'unavailable';
+      return this.error(ch, code, 'could not store the session; try again', m.ref);
     }
     if (s.state !== 'opening') return; // the agent went away meanwhile (finish() already answered)
     if (!this.core.fleet.send(m.agentId, { type: 'term.open', sessionId: id, cols: m.cols, rows: m.rows })) {
@@ -340,7 +342,7 @@ export class TerminalService {
         recordingBytes: rec.bytes, recordingTruncated: rec.truncated,
       }), 'session row', s.id);
       const audit = {
-        actor: this.actor(by), action: 'terminal.close', targetType: 'terminal', targetId: s.id, ok: !wasOpening,
+        at: closedAt, actor: this.actor(by), action: 'terminal.close', targetType: 'terminal', targetId: s.id, ok: !wasOpening,
         details: { agentId: s.agentId, owner: s.owner.username, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received },
       };
       await this.persist(() => this.core.audit.record(audit), 'audit', s.id);

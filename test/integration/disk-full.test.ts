@@ -136,6 +136,7 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
       clearInterval(pump);
     }
 
+    const spaceBackAt = Date.now();
     fs.rmSync(filler);
     const closed = await waitFor(async () => {
       const r = await admin.get(`/api/terminals/${t.sessionId}`);
@@ -143,10 +144,12 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
     }, 'the session row to close once space is back', 30_000, 200);
     expect(closed.recordingTruncated).toBe(true);
     expect(closed.closeReason).toMatch(/closed by admin/);
-    await waitFor(async () => {
+    const audited = await waitFor(async () => {
       const r = await admin.get(`/api/audit?action=terminal.close&targetId=${t.sessionId}`);
-      return r.body.total === 1;
+      return r.body.total === 1 ? r.body.items[0] : null;
     }, 'the session\'s terminal.close audit entry', 30_000, 200);
+    // Written late, it keeps the time the session closed.
+    expect(Date.parse(audited.at)).toBeLessThan(spaceBackAt);
     c.close();
 
     // And the server works again without a restart: a login and a task.
