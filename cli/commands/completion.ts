@@ -12,6 +12,7 @@ function words(commands: readonly Command[]): { name: string; flags: string[] }[
 const SUBCOMMANDS: Record<string, string[]> = {
   rollout: ['create', 'status', 'list', 'pause', 'resume', 'cancel'],
   tokens: ['list', 'create', 'revoke'],
+  scripts: ['list', 'show'],
   completion: ['bash', 'zsh'],
 };
 

@@ -293,6 +293,13 @@ describe('muster CLI against a real server and agents', () => {
     expect(r.stderr).toMatch(/^task \S+: 1 agent\(s\)$/m);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('web-01 | greeting=hello; $(rm -rf /) times=3\n');
+    const list = await cli(['scripts']);
+    expect(list.stdout).toMatch(/^NAME\s+VERSION\s+INTERPRETER\s+OWNER\s+PARAMS\s+TAGS$/m);
+    expect(list.stdout).toMatch(/^greet\s+1\s+bash\s+admin\s+greeting:string times:number=1\s+-$/m);
+    const show = await cli(['scripts', 'show', 'greet']);
+    expect(show.stdout).toContain('greet v1 (bash, owner admin)');
+    expect(show.stdout).toContain('echo "greeting=$MUSTER_PARAM_GREETING');
+    expect((await cli(['scripts', 'show', 'nope'])).code).toBe(1);
     const bad = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--param', 'times=many']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/times: must be a number/);
