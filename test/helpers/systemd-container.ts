@@ -121,6 +121,7 @@ export class SystemdContainer {
   /** How long from spawning systemd-nspawn to `systemctl is-system-running` = running. */
   bootMs = 0;
   private proc: ChildProcess | null = null;
+  private cgroups: string[] = [];
   private out = '';
   private exited: Promise<void> = Promise.resolve();
 
@@ -148,13 +149,17 @@ export class SystemdContainer {
 
   private async start(): Promise<void> {
     const node = fs.realpathSync(process.execPath);
+    const machine = `muster-${path.basename(path.dirname(this.rootDir)).replace(/[^A-Za-z0-9]/g, '').slice(-12)}`;
+    // With --keep-unit and no systemd on the host, systemd-nspawn puts the container in
+    // `payload` and `supervisor` cgroups beside its own: start it in a cgroup of its own, so two
+    // containers never share one and stop() can remove the whole tree afterwards.
+    this.cgroups = ownCgroups(machine);
     const t0 = Date.now();
-    const p = spawn('systemd-nspawn', [
-      '-D', this.rootDir, '--boot', '--register=no', '--keep-unit', '--volatile=overlay', '--console=passive',
-      `--machine=muster-${path.basename(path.dirname(this.rootDir)).replace(/[^A-Za-z0-9]/g, '').slice(-12)}`,
+    const p = spawn('/bin/sh', ['-c', 'for f in $MUSTER_CGROUP_PROCS; do echo $$ > "$f"; done; exec "$@"', 'sh', 'systemd-nspawn',
+      '-D', this.rootDir, '--boot', '--register=no', '--keep-unit', '--volatile=overlay', '--console=passive', `--machine=${machine}`,
       `--bind-ro=${node}:/usr/local/bin/node`, `--bind=${this.share}:${SHARE}`,
     ], {
-      env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1' },
+      env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', MUSTER_CGROUP_PROCS: this.cgroups.map((d) => path.join(d, 'cgroup.procs')).join(' ') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = p;
@@ -224,5 +229,48 @@ export class SystemdContainer {
     }, 20_000);
     await this.exited;
     clearTimeout(t);
+    for (const d of this.cgroups) await waitFor(() => removeCgroupTree(d), `cgroup ${d} removed`, 10_000).catch((err: Error) => console.warn(err.message));
+  }
+}
+
+/**
+ * A new cgroup beside this process's own in the cgroup v2 and the name=systemd hierarchies
+ * (the ones systemd-nspawn uses), or none where they cannot be written.
+ */
+function ownCgroups(name: string): string[] {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const mine = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+  const out: string[] = [];
+  const v2 = mounts.find((m) => m[2] === 'cgroup2');
+  const v2path = mine.find((l) => l.startsWith('0::'))?.slice(3);
+  const named = mounts.find((m) => m[2] === 'cgroup' && (m[3] ?? '').split(',').includes('name=systemd'));
+  const namedPath = mine.find((l) => /^\d+:name=systemd:/.test(l))?.replace(/^\d+:name=systemd:/, '');
+  for (const [mnt, own] of [[v2?.[1], v2path], [named?.[1], namedPath]] as const) {
+    if (!mnt || own === undefined) continue;
+    const dir = path.join(mnt, own, `muster-test-${name}`);
+    try {
+      fs.mkdirSync(dir);
+      out.push(dir);
+    } catch {
+      /* not writable here: systemd-nspawn picks its own */
+    }
+  }
+  return out;
+}
+
+/** rmdir of a cgroup and everything below it (children first); true once it is gone. */
+function removeCgroupTree(dir: string): boolean {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return true;
+  }
+  for (const e of entries) if (e.isDirectory()) removeCgroupTree(path.join(dir, e.name));
+  try {
+    fs.rmdirSync(dir);
+    return true;
+  } catch {
+    return false;
   }
 }
