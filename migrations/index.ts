@@ -8,6 +8,8 @@ import * as addExecutionReconciledAt from './202611301700_add_execution_reconcil
 import * as addTokenScopeExpiry from './202611301710_add_token_scope_expiry.js';
 import * as createNotificationTables from './202611301800_create_notification_tables.js';
 import * as addHostPolicy from './202611301837_add_host_policy.js';
+import * as createEnrollmentTokens from './202611301850_create_enrollment_tokens.js';
+import * as removeStoredEnrollToken from './202611301851_remove_stored_enroll_token.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -23,6 +25,8 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301710_add_token_scope_expiry', addTokenScopeExpiry],
   ['202611301800_create_notification_tables', createNotificationTables],
   ['202611301837_add_host_policy', addHostPolicy],
+  ['202611301850_create_enrollment_tokens', createEnrollmentTokens],
+  ['202611301851_remove_stored_enroll_token', removeStoredEnrollToken],
 ];
 
 /** knex MigrationSource over the static list. */

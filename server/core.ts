@@ -1,6 +1,7 @@
 import type { Router } from 'express';
 import type { AuditLog } from './auth/audit.js';
 import type { AuthService } from './auth/auth-service.js';
+import type { EnrollmentTokens } from './auth/enrollment.js';
 import type { Bus } from './bus/bus.js';
 import type { Config } from './config/config.js';
 import type { Db, Dialect } from './db/db.js';
@@ -21,6 +22,8 @@ export interface Core {
   fleet: Fleet;
   audit: AuditLog;
   auth: AuthService;
+  /** Enrolment tokens (and MUSTER_ENROLL_TOKEN when set). */
+  enrollment: EnrollmentTokens;
   /** Absolute path of the data dir (SQLite, artifacts, recordings). */
   dataDir: string;
   /** Free space of the data dir against its reserve (bulk writers ask before writing). */

@@ -7,14 +7,15 @@ import express from 'express';
 import { CloseCode } from '../protocol/index.js';
 import { AuditLog } from './auth/audit.js';
 import { AuthService, SESSION_COOKIE } from './auth/auth-service.js';
+import { EnrollmentTokens } from './auth/enrollment.js';
+import { enrollmentRoutes } from './auth/enrollment-routes.js';
 import { authRoutes } from './auth/routes.js';
 import { LocalBus } from './bus/bus.js';
-import { randomSecret, selectorLimits, servedOverHttps, type Config } from './config/config.js';
+import { selectorLimits, servedOverHttps, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb, setQueryTimeout } from './db/db.js';
 import { DbReadiness } from './db/readiness.js';
 import { DiskGuard } from './db/disk-guard.js';
-import { Settings } from './db/settings.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
 import { createScripts } from './scripts/index.js';
@@ -23,7 +24,7 @@ import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
 import { fleetRoutes } from './fleet/routes.js';
-import { authenticate, requireRole } from './http/context.js';
+import { authenticate } from './http/context.js';
 import { ApiError, errorHandler } from './http/errors.js';
 import { clientAddress, csrfGuard, securityHeaders, setSecurityHeaders } from './http/security.js';
 import type { Logger } from './log.js';
@@ -42,7 +43,8 @@ export interface RunningServer {
   core: Core;
   /** Admin password when this start created the admin user with a random one. */
   generatedAdminPassword?: string;
-  enrollToken: string;
+  /** MUSTER_ENROLL_TOKEN when set (else enrolment tokens are created in Admin → Enrolment). */
+  enrollToken: string | null;
   close(): Promise<void>;
 }
 
@@ -105,7 +107,6 @@ async function compose(
   const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
   const audit = new AuditLog(db);
   const auth = new AuthService(db, config.sessionTtlSec, bus, { maxTokensPerUser: config.maxTokensPerUser });
-  const settings = new Settings(db);
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
   const fleet = new Fleet({
@@ -114,12 +115,9 @@ async function compose(
   });
 
   const admin = await auth.ensureAdmin(config.adminPassword);
-  let enrollToken = config.enrollToken ?? (await settings.get('enroll_token'));
-  if (!enrollToken) {
-    enrollToken = randomSecret(24);
-    await settings.set('enroll_token', enrollToken);
-  }
-  const currentEnrollToken = enrollToken;
+  // No implicit shared token: enrolment tokens are created by admins (stored hashed), and the
+  // single MUSTER_ENROLL_TOKEN works only when set explicitly.
+  const enrollment = new EnrollmentTokens(db, config.enrollToken);
 
   let port = config.port;
   const scheme = config.tlsCert ? 'https' : 'http';
@@ -130,7 +128,7 @@ async function compose(
     onLow: dialect === 'sqlite' ? async () => void (await db.raw('PRAGMA wal_checkpoint(TRUNCATE)')) : undefined,
   });
   disk.start();
-  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, dataDir: config.dataDir, serverUrl, disk };
+  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, enrollment, dataDir: config.dataDir, serverUrl, disk };
 
   const exec = createExec(core);
   const terminals = createTerminals(core);
@@ -185,14 +183,11 @@ async function compose(
   api.use(authenticate(auth));
   api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
   api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
-  api.get('/enrollment', requireRole('admin'), (_req, res) => {
-    const url = serverUrl().replace(/^http/, 'ws');
-    res.json({
-      token: currentEnrollToken,
-      serverUrl: url,
-      installCommand: `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${url} --token ${currentEnrollToken} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
-    });
-  });
+  const agentUrl = () => serverUrl().replace(/^http/, 'ws');
+  api.use(enrollmentRoutes({
+    tokens: enrollment, audit, staticToken: config.enrollToken, agentUrl,
+    installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
+  }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
   for (const cap of [scripts, exec, terminals, updates, notifications]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
@@ -219,7 +214,7 @@ async function compose(
   let accepting = false;
   early.replaceUpgrade();
   const { agentWss, consoleWss } = attachUpgrade(server as http.Server, {
-    auth, audit, fleet, log, metrics, enrollToken: () => currentEnrollToken,
+    auth, audit, fleet, log, metrics, enrollment,
     agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
     anonConnectRate: config.anonConnectRate, anonConnectRatePerAddress: config.anonConnectRatePerAddress,
     publicUrl: config.publicUrl, remoteOf, draining: () => draining || !accepting,
@@ -254,7 +249,10 @@ async function compose(
   let local: LocalAgentSupervisor | undefined;
   if (config.localAgent && opts.agentScript) {
     local = new LocalAgentSupervisor({
-      agentScript: opts.agentScript, serverUrl: `${scheme === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}`, token: currentEnrollToken,
+      agentScript: opts.agentScript, serverUrl: `${scheme === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}`,
+      // Its own single-use, short-lived token, minted only while it has not enrolled yet: `npm
+      // start` needs no setup, and no long-lived shared token exists for it.
+      token: async () => (await enrollment.create({ name: 'local agent', ttlSec: 600, maxUses: 1, labels: {}, createdBy: 'system', internal: true })).token,
       stateDir: path.join(config.dataDir, 'local-agent'), log: log.child({ component: 'local-agent' }),
     });
     local.start();
@@ -291,5 +289,5 @@ async function compose(
     log.info({ ms: Date.now() - t0 }, 'shutdown complete');
   })());
 
-  return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: currentEnrollToken, close };
+  return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: config.enrollToken ?? null, close };
 }

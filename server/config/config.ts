@@ -121,7 +121,7 @@ const Schema = z.object({
   diskReserveBytes: z.coerce.number().int().min(0).default(128 * 1024 * 1024),
 });
 
-export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string; enrollTokenGenerated: boolean }>;
+export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string }>;
 
 /** True when browsers reach the console over https (directly or through a TLS proxy): cookies get `Secure`. */
 export function servedOverHttps(c: Pick<Config, 'tlsCert' | 'publicUrl'>): boolean {
@@ -179,7 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError('invalid configuration:\n  MUSTER_TLS_CERT and MUSTER_TLS_KEY must be set together');
   }
-  return Object.freeze({ ...c, dataDir: path.resolve(c.dataDir), enrollTokenGenerated: !c.enrollToken });
+  return Object.freeze({ ...c, dataDir: path.resolve(c.dataDir) });
 }
 
 /** The selector bounds of a config. */

@@ -13,7 +13,11 @@ export class LocalAgentSupervisor {
   private restarts = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: { agentScript: string; serverUrl: string; token: string; stateDir: string; log: Logger }) {}
+  constructor(private readonly opts: {
+    agentScript: string; serverUrl: string; stateDir: string; log: Logger;
+    /** An enrolment token, asked for only while the agent has no secret in its state dir. */
+    token: () => Promise<string>;
+  }) {}
 
   start(): void {
     if (!fs.existsSync(this.opts.agentScript)) {
@@ -21,17 +25,30 @@ export class LocalAgentSupervisor {
       return;
     }
     fs.mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
-    this.spawn();
+    void this.spawn();
   }
 
-  private spawn(): void {
+  private async spawn(): Promise<void> {
+    if (this.stopped) return;
+    // The token goes in the environment (readable only by this user in /proc/<pid>/environ),
+    // never on the command line, which every local user can read with `ps`.
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env['MUSTER_AGENT_TOKEN'];
+    if (!fs.existsSync(path.join(this.opts.stateDir, 'agent-secret'))) {
+      try {
+        env['MUSTER_AGENT_TOKEN'] = await this.opts.token();
+      } catch (err) {
+        this.opts.log.error({ err }, 'could not mint an enrolment token for the local agent');
+      }
+      if (this.stopped) return;
+    }
     // detached: the agent leads a process group (and session) of its own, so nothing aimed at the
     // agent's group (a terminal's hangup, a job-control signal) can reach the server, and the
     // terminal's Ctrl-C reaches only the server, which stops the agent itself. The IPC channel
     // is the agent's lifeline: it exits when the channel closes, so a server that dies without
     // stopping it (SIGKILL) leaves no orphan agent behind.
-    const child = spawn(process.execPath, [this.opts.agentScript, '--server', this.opts.serverUrl, '--token', this.opts.token,
-      '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
+    const child = spawn(process.execPath, [this.opts.agentScript, '--server', this.opts.serverUrl,
+      '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
     this.child = child;
     this.opts.log.info({ pid: child.pid, stateDir: path.resolve(this.opts.stateDir) }, 'local agent started');
     child.on('exit', (code, signal) => {
@@ -40,7 +57,7 @@ export class LocalAgentSupervisor {
       this.restarts++;
       const delay = Math.min(30_000, 1000 * Math.min(this.restarts, 30));
       this.opts.log.warn({ code, signal, delay }, 'local agent exited; restarting');
-      this.timer = setTimeout(() => this.spawn(), delay);
+      this.timer = setTimeout(() => void this.spawn(), delay);
     });
   }
 

@@ -1,7 +1,6 @@
 import path from 'node:path';
 import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
-import { Settings } from '../db/settings.js';
 import { RolloutEngine } from './engine.js';
 import { updateRoutes } from './routes.js';
 import { UpdateStore } from './store.js';
@@ -17,7 +16,6 @@ export function createUpdates(core: Core): Capability<'update.status', never> {
     // Relative: the agent resolves it against the server URL it is connected to.
     downloadPath: (artifactId) => `/api/artifacts/${encodeURIComponent(artifactId)}/download`,
   });
-  const settings = new Settings(core.db);
   return {
     agentHandlers: {
       'update.status': (ctx, m) => engine.report(ctx.agentId, m.rolloutId, m.state, m.reason)
@@ -27,7 +25,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> {
     routes: updateRoutes({
       store, engine, fleet: core.fleet, audit: core.audit, artifactDir: path.join(core.dataDir, 'artifacts'),
       maxArtifactBytes: core.config.maxArtifactBytes, selectorLimits: selectorLimits(core.config),
-      enrollToken: async () => core.config.enrollToken ?? (await settings.get('enroll_token')),
+      enrollTokenValid: async (token) => (await core.enrollment.check(token)) !== null,
     }),
     start: () => engine.start(),
     stop: () => engine.stop(),

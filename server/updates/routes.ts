@@ -43,7 +43,8 @@ const CreateRollout = z.object({
 export interface UpdateRouteDeps {
   store: UpdateStore; engine: RolloutEngine; fleet: Fleet; audit: AuditLog;
   artifactDir: string; maxArtifactBytes: number; selectorLimits: SelectorLimits;
-  enrollToken(): Promise<string | null>;
+  /** Whether an installer's enrolment token may download packages (it is not consumed). */
+  enrollTokenValid(token: string): Promise<boolean>;
 }
 
 /** /api/artifacts and /api/rollouts. */
@@ -138,8 +139,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
       return Boolean(rec && rec.revokedAt == null && safeEqual(sha256(authz.slice(7).trim()), rec.secretHash));
     }
     const enrol = req.headers['x-muster-enroll-token'];
-    const token = await d.enrollToken();
-    return typeof enrol === 'string' && token !== null && safeEqual(enrol, token);
+    return typeof enrol === 'string' && enrol.length <= 256 && (await d.enrollTokenValid(enrol));
   }
 
   r.post('/rollouts', requireRole('admin'), async (req, res) => {

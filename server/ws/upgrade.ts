@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { AuditLog } from '../auth/audit.js';
 import type { AuthService, Principal } from '../auth/auth-service.js';
+import type { EnrollmentTokens } from '../auth/enrollment.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import { randomSecret } from '../config/config.js';
 import type { Fleet } from '../fleet/fleet.js';
@@ -12,7 +13,7 @@ import type { AgentAuth } from './agent-link.js';
 
 export interface UpgradeDeps {
   auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
-  enrollToken: () => string;
+  enrollment: Pick<EnrollmentTokens, 'check' | 'consume'>;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
   /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrolments, floods). */
   anonConnectRate: number; anonConnectRatePerAddress: number;
@@ -130,7 +131,13 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
       return reject(socket, 503, 'too many unauthenticated connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
     }
-    const auth = known ?? checkEnrolment(req);
+    let auth: AgentAuth | { error: string };
+    try {
+      auth = known ?? (await checkEnrolment(req));
+    } catch (err) {
+      deps.log.error({ err }, 'enrolment check failed');
+      return reject(socket, 503, 'enrolment unavailable; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+    }
     if ('error' in auth) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });
       deps.log.warn({ remote, agentId: String(req.headers['x-muster-agent-id'] ?? '').slice(0, 64), why: auth.error }, 'agent upgrade refused');
@@ -153,12 +160,16 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
   }
 
   /** A new agent presenting an enrolment token. */
-  function checkEnrolment(req: IncomingMessage): AgentAuth | { error: string } {
+  async function checkEnrolment(req: IncomingMessage): Promise<AgentAuth | { error: string }> {
     const agentId = String(req.headers['x-muster-agent-id']);
     const enrol = req.headers['x-muster-enroll-token'];
-    if (typeof enrol !== 'string' || !safeEqual(enrol, deps.enrollToken())) return { error: 'unknown agent and no valid enrolment token' };
+    const grant = typeof enrol === 'string' && enrol.length <= 256 ? await deps.enrollment.check(enrol) : null;
+    if (!grant) return { error: 'unknown agent and no valid enrolment token' };
     const secret = randomSecret(32);
-    return { agentId, secretHash: sha256(secret), enrolSecret: secret };
+    return {
+      agentId, secretHash: sha256(secret), enrolSecret: secret,
+      enrolment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId) } : {}) },
+    };
   }
 
   function originAllowed(req: IncomingMessage): boolean {

@@ -3,11 +3,12 @@
  * with the enrolment token while an id was free cannot take over the agent that enrolled with that
  * id meanwhile; enrolment tokens as resources (TTL, uses, labels, revoke, hashed, shown once).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloseCode } from '../../protocol/errors.js';
 import { Api, cleanup, databases, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { helloAgent, helloFor, rawAgent } from '../helpers/raw-agent.js';
+import { helloAgent, helloFor, rawAgent, upgradeStatus, withDb } from '../helpers/raw-agent.js';
 
 const dbs = await databases();
 
@@ -63,4 +64,87 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect(winner.isOpen()).toBe(true);
     for (const x of socks) x.close();
   });
+
+  it('enrolment tokens: created by admins with TTL, uses and labels; shown once, stored hashed, listed, revoked, audited', async () => {
+    const viewer = await api.userWithRole('viewer');
+    const operator = await api.userWithRole('operator');
+    expect((await viewer.post('/api/enrollment/tokens', { name: 'x' })).status).toBe(403);
+    expect((await operator.get('/api/enrollment/tokens')).status).toBe(403);
+    expect((await api.post('/api/enrollment/tokens', { name: 'x', maxUses: 0 })).status).toBe(400);
+    expect((await api.post('/api/enrollment/tokens', { name: 'x', ttlSec: 5 })).status).toBe(400);
+
+    const r = await api.post('/api/enrollment/tokens', { name: 'rack 7', ttlSec: 3600, maxUses: 2, labels: { zone: 'rack-7' } });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    const { token, id } = r.body;
+    expect(token).toMatch(/^mst_enr_/);
+    expect(r.body.installCommand).toContain(`--token ${token}`);
+    expect(r.body).toMatchObject({ name: 'rack 7', maxUses: 2, uses: 0, labels: { zone: 'rack-7' }, state: 'active' });
+
+    // Listed without the secret; stored only as its hash.
+    const listed = (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === id);
+    expect(listed).toMatchObject({ name: 'rack 7', uses: 0, state: 'active' });
+    expect(JSON.stringify(listed)).not.toContain(token);
+    const row = await withDb(s.dbUrl, (k) => k('enrollment_tokens').where({ id }).first());
+    expect(row.token_hash).toBe(createHash('sha256').update(token).digest('hex'));
+    expect(JSON.stringify(row)).not.toContain(token);
+
+    // Two agents enrol and get the token's labels; the third is refused at the upgrade.
+    for (const name of ['t1', 't2']) {
+      const aid = randomUUID();
+      const a = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: token }, { name, labels: { own: 'yes' } });
+      const v = await api.waitAgent(aid, 'online');
+      expect(v.labels).toEqual({ own: 'yes', zone: 'rack-7' });
+      a.close();
+    }
+    expect((await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': token })).status).toBe(401);
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === id)).toMatchObject({ uses: 2, state: 'used' });
+
+    // Revoked: refused; unknown id: 404; every change audited.
+    const r2 = await api.post('/api/enrollment/tokens', { name: 'short' });
+    expect((await api.delete(`/api/enrollment/tokens/${r2.body.id}`)).status).toBe(204);
+    expect((await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': r2.body.token })).status).toBe(401);
+    expect((await api.get(`/api/enrollment/tokens`)).body.items.find((t: any) => t.id === r2.body.id).state).toBe('revoked');
+    expect((await api.delete('/api/enrollment/tokens/nope')).status).toBe(404);
+    const audit = (await api.get('/api/audit?limit=200')).body.items.map((x: any) => x.action);
+    expect(audit).toContain('enrollment_token.create');
+    expect(audit).toContain('enrollment_token.revoke');
+    expect(JSON.stringify((await api.get('/api/audit?limit=200')).body)).not.toContain(token);
+  });
+
+  it('a single-use token used by two sockets at once enrols exactly one agent', async () => {
+    const { token, id } = (await api.post('/api/enrollment/tokens', { name: 'once', maxUses: 1 })).body;
+    const ids = [randomUUID(), randomUUID()];
+    const socks = await Promise.all(ids.map((aid) => rawAgent(s.wsUrl, { agentId: aid, enrollToken: token })));
+    socks.forEach((x, i) => x.send(helloFor(ids[i]!)));
+    const answers = await Promise.all(socks.map((x) => x.next((m) => m.type === 'welcome' || m.type === 'error', 'answer')));
+    expect(answers.filter((m) => m.type === 'welcome').length).toBe(1);
+    const refused = answers.find((m) => m.type === 'error')!;
+    expect(refused.message).toMatch(/used up, expired or revoked/);
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === id).uses).toBe(1);
+    for (const x of socks) x.close();
+  });
+});
+
+describe('enrolment without MUSTER_ENROLL_TOKEN', () => {
+  it('has no implicit shared token; the local agent enrols with its own token, never on its command line', async () => {
+    const s = await startServer({ env: { MUSTER_ENROLL_TOKEN: '', MUSTER_LOCAL_AGENT: '1' } });
+    const api = await Api.login(s.url);
+    const e = (await api.get('/api/enrollment')).body;
+    expect(e.token).toBeNull();
+    expect(e.installCommand).toContain('<ENROLMENT-TOKEN>');
+    expect((await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': s.enrollToken })).status).toBe(401);
+    // `npm start` still brings up a live fleet of one.
+    const local = await waitFor(async () => (await api.get('/api/agents')).body.items.find((a: any) => a.labels.local === 'true' && a.status === 'online'), 'local agent online', 60_000);
+    expect(local).toBeTruthy();
+    const pid = Number(/"pid":(\d+)[^\n]*local agent started/.exec(s.output())?.[1]);
+    expect(pid).toBeGreaterThan(0);
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(argv.join(' ')).not.toMatch(/--token|mst_enr_/);
+    // Its token was single-use and is now spent; it is listed as internal.
+    const internal = (await api.get('/api/enrollment/tokens')).body.items.filter((t: any) => t.internal);
+    expect(internal.length).toBeGreaterThanOrEqual(1);
+    expect(internal.every((t: any) => t.maxUses === 1)).toBe(true);
+    expect(internal.some((t: any) => t.uses === 1)).toBe(true);
+    await s.stop();
+  }, 120_000);
 });

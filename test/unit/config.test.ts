@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from '../../server/config/config.js';
 describe('server config', () => {
   it('has working defaults and is frozen', () => {
     const c = loadConfig({});
-    expect(c).toMatchObject({ port: 8080, host: '0.0.0.0', localAgent: true, heartbeatIntervalMs: 5000, agentConnectRate: 2000, enrollTokenGenerated: true });
+    expect(c).toMatchObject({ port: 8080, host: '0.0.0.0', localAgent: true, heartbeatIntervalMs: 5000, agentConnectRate: 2000, enrollToken: undefined });
     expect(path.isAbsolute(c.dataDir)).toBe(true);
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -18,7 +18,7 @@ describe('server config', () => {
       MUSTER_PORT: '9090', MUSTER_LOCAL_AGENT: 'false', MUSTER_HEARTBEAT_INTERVAL_MS: '500', MUSTER_DB_URL: 'mysql://u:p@h:3306/d',
       MUSTER_ENROLL_TOKEN: 'x'.repeat(16), MUSTER_HOST: '', MUSTER_AGENT_CONNECT_RATE: '50',
     });
-    expect(c).toMatchObject({ port: 9090, localAgent: false, heartbeatIntervalMs: 500, dbUrl: 'mysql://u:p@h:3306/d', host: '0.0.0.0', agentConnectRate: 50, enrollTokenGenerated: false });
+    expect(c).toMatchObject({ port: 9090, localAgent: false, heartbeatIntervalMs: 500, dbUrl: 'mysql://u:p@h:3306/d', host: '0.0.0.0', agentConnectRate: 50, enrollToken: 'x'.repeat(16) });
   });
 
   it.each([

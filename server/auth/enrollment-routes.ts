@@ -1,0 +1,61 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { Labels } from '../../protocol/index.js';
+import { actorOf, requireRole } from '../http/context.js';
+import { ApiError } from '../http/errors.js';
+import { pageShape, parseQuery } from '../http/query.js';
+import type { AuditLog } from './audit.js';
+import type { EnrollmentTokens } from './enrollment.js';
+
+const CreateToken = z.object({
+  name: z.string().min(1).max(128),
+  /** Lifetime; default one day, at most a year. */
+  ttlSec: z.number().int().min(60).max(365 * 86_400).default(86_400),
+  /** Agents that may enrol with it; null: any number until it expires. */
+  maxUses: z.number().int().min(1).max(1_000_000).nullable().default(null),
+  /** Labels the agents that enrol with it get (as operator labels, over their own). */
+  labels: Labels.default({}),
+}).strict();
+
+/** /api/enrollment (the install command) and /api/enrollment/tokens (admin). */
+export function enrollmentRoutes(d: {
+  tokens: EnrollmentTokens; audit: AuditLog; staticToken: string | undefined;
+  /** The install command for a token. */
+  installCommand(token: string): string;
+  /** ws(s):// URL agents connect to. */
+  agentUrl(): string;
+}): Router {
+  const r = Router();
+
+  // The console's install command. With MUSTER_ENROLL_TOKEN set it carries that token, as it
+  // always did; otherwise `token` is null and the command has a placeholder: the Admin →
+  // Enrolment page creates a token (POST below) and shows the command with it, once.
+  r.get('/enrollment', requireRole('admin'), (_req, res) => {
+    res.json({ token: d.staticToken ?? null, serverUrl: d.agentUrl(), installCommand: d.installCommand(d.staticToken ?? '<ENROLMENT-TOKEN>') });
+  });
+
+  r.post('/enrollment/tokens', requireRole('admin'), async (req, res) => {
+    const body = CreateToken.parse(req.body);
+    const { view, token } = await d.tokens.create({ ...body, createdBy: actorOf(req).username });
+    await d.audit.record({
+      actor: actorOf(req), action: 'enrollment_token.create', targetType: 'enrollment_token', targetId: view.id,
+      details: { name: view.name, prefix: view.prefix, ttlSec: body.ttlSec, maxUses: body.maxUses, labels: body.labels },
+    });
+    res.status(201).json({ ...view, token, installCommand: d.installCommand(token) });
+  });
+
+  r.get('/enrollment/tokens', requireRole('admin'), async (req, res) => {
+    const { limit, offset } = parseQuery(req, pageShape(100, 1000));
+    res.json(await d.tokens.list(limit, offset));
+  });
+
+  r.delete('/enrollment/tokens/:id', requireRole('admin'), async (req, res) => {
+    const id = String(req.params['id']).slice(0, 64);
+    const ok = await d.tokens.revoke(id);
+    await d.audit.record({ actor: actorOf(req), action: 'enrollment_token.revoke', targetType: 'enrollment_token', targetId: id, ok });
+    if (!ok) throw new ApiError('not_found', 'enrolment token not found');
+    res.status(204).end();
+  });
+
+  return r;
+}
