@@ -188,6 +188,32 @@ describe('notifications', () => {
   });
 });
 
+describe('notifications across a server restart', () => {
+  afterAll(cleanup);
+
+  it('a pending delivery is attempted again by the restarted server', async () => {
+    const rx = await receiver();
+    try {
+      // Long enough backoff that the retry falls after the restart.
+      let s = await startServer({ env: { MUSTER_NOTIFY_RETRY_BASE_MS: '3000', MUSTER_NOTIFY_MAX_ATTEMPTS: '5' } });
+      let api = await Api.login(s.url);
+      const rule = (await api.post('/api/notifications/rules', { name: 'durable', events: ['task.failed'], url: `${rx.url}/durable` })).body;
+      rx.state.always = true;
+      const sent = (await api.post(`/api/notifications/rules/${rule.id}/test`)).body.deliveryId as string;
+      await waitFor(async () => ((await api.get(`/api/notifications/deliveries?ruleId=${rule.id}`)).body.items[0]?.attempts ?? 0) >= 1, 'first attempt');
+      await s.stop();
+      rx.state.always = false;
+      s = await s.restart();
+      api = await Api.login(s.url);
+      const d = await waitFor(async () => (await api.get(`/api/notifications/deliveries?ruleId=${rule.id}`)).body.items.find((x: any) => x.status === 'delivered'), 'delivered after the restart');
+      expect(d).toMatchObject({ id: sent, attempts: 2, lastCode: 200 });
+      expect(d.log.map((x: any) => x.code)).toEqual([500, 200]);
+    } finally {
+      await rx.close();
+    }
+  });
+});
+
 describe.each(await databases())('notification migration (%s)', (db) => {
   it('goes up, down and up again', async () => {
     let k: Knex;
