@@ -139,6 +139,9 @@ describe.skipIf(!dbs.includes('mysql'))('database outage under an output flood (
     expect(s.output()).toMatch(/execution writes failing; retrying with backoff/);
     expect(s.output()).toMatch(/execution writes recovered/);
     expect(s.output()).toMatch(/output backpressure on/);
+    const byPhase = (p: string) => during.filter((r) => r.phase === p);
+    process.stdout.write(`db-outage figures: /readyz partition ${JSON.stringify(byPhase('partition').map((r) => `${r.status}/${r.ms}ms`))}, `
+      + `refused ${JSON.stringify(byPhase('refused').map((r) => `${r.status}/${r.ms}ms`))}; write log lines ${writeLines.length}\n`);
     process.stdout.write(`${s.output().split('\n').filter((l) => /execution write|backpressure|presence flush/.test(l)).join('\n')}\n`);
     expect(writeLines.length, writeLines.slice(0, 10).join('\n')).toBeLessThanOrEqual(MAX_WRITE_LOG_LINES);
     expect(s.output()).not.toMatch(/"level":50[^\n]*unhandled request error/);
