@@ -344,6 +344,12 @@ describe('muster CLI against a real server and agents', () => {
     expect((await cli(['tokens', 'revoke', String(t.id)])).stdout).toBe(`token ${t.id} revoked\n`);
     expect((await cli(['agents', '--token', t.token])).code).toBe(1);
     expect((await cli(['tokens', 'revoke', 'abc'])).code).toBe(2);
+    // A read-only, short-lived token: scope and expiry (issue 9, defect 8).
+    const ro = JSON.parse((await cli(['tokens', 'create', 'ro-job', '--scope', 'viewer', '--expires-in', '3600', '-o', 'json'])).stdout) as { token: string; scope: string; expiresAt: string };
+    expect(ro.scope).toBe('viewer');
+    expect(Date.parse(ro.expiresAt)).toBeGreaterThan(Date.now());
+    expect((await cli(['tokens'])).stdout).toMatch(/ro-job\s.*\sviewer\s/);
+    expect((await cli(['tokens', 'create', 'x', '--scope', 'root'])).code).toBe(2);
   });
 
   it('rollout: create, status, pause, resume, cancel, list', { timeout: 180_000 }, async () => {
