@@ -102,7 +102,9 @@ async function journal(since = ''): Promise<string> {
   return c.sh(`journalctl -u ${UNIT} --no-pager -o cat ${since}`);
 }
 
-describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real systemd (systemd-nspawn)', () => {
+// Generous per-test timeouts: systemd waits RestartSec (5 s) between starts, a rollback needs three
+// failed starts, and the machine may be busy with other test files.
+describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real systemd (systemd-nspawn)', { timeout: 240_000 }, () => {
   beforeAll(async () => {
     if (CI_MUST_RUN) throw new Error(`systemd suite is mandatory in CI: ${unavailable}`);
     const out = bigTmpDir('sd-pkgs');
