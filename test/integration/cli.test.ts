@@ -6,6 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as pty from 'node-pty';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,9 +58,10 @@ describe('muster CLI against a real server and agents', () => {
     api = await Api.login(s.url);
     const dir = tmpDir('cli');
     cfgFile = path.join(dir, 'nested', 'cli.json');
-    // Installed the documented way: the one bundled file, alone, on the PATH (no node_modules near it).
-    bin = path.join(dir, 'bin');
-    fs.mkdirSync(bin);
+    // Installed the documented way: the one bundled file, alone, on the PATH. Outside the checkout
+    // (test/.tmp would find the repository's node_modules by walking up), so a package the bundle
+    // did not include would fail here. mkdtemp makes the name unique; afterAll removes it.
+    bin = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-cli-bin-'));
     execFileSync('install', ['-m', '755', CLI_JS, path.join(bin, 'muster')]);
     for (const [name, role] of [['web-01', 'web'], ['db-01', 'db']] as const) {
       const a = startAgent(s, { name, labels: { role } });
@@ -67,7 +69,10 @@ describe('muster CLI against a real server and agents', () => {
       await api.waitAgent(ids[name]!, 'online');
     }
   });
-  afterAll(cleanup);
+  afterAll(async () => {
+    await cleanup();
+    if (bin) fs.rmSync(bin, { recursive: true, force: true });
+  });
 
   it('refuses to work before login, and rejects a wrong password', async () => {
     const r = await cli(['agents']);
@@ -166,6 +171,16 @@ describe('muster CLI against a real server and agents', () => {
     expect(f.stdout).toMatch(/web-01 : failed \(exit 3/);
     expect(f.stdout).toMatch(/task \S+ failed: 1 failed/);
     expect(f.stdout).not.toContain('db-01');
+  });
+
+  it('exec --color always: host names in their colour, the stderr mark in red', async () => {
+    const r = await cli(['exec', '--agent', 'web-01', '--agent', 'db-01', '--color', 'always', '-e', 'echo x; echo y >&2']);
+    expect(r.code).toBe(0);
+    // Colours are given in host-name order: db-01 first (cyan), web-01 second (yellow).
+    expect(r.stdout).toContain('\x1b[36mdb-01 \x1b[0m | x\n');
+    expect(r.stdout).toContain('\x1b[33mweb-01\x1b[0m \x1b[1;31m!\x1b[0m y\n');
+    const plain = await cli(['exec', '--agent', 'web-01', '-e', 'echo x']);
+    expect(plain.stdout).not.toContain('\x1b[');
   });
 
   it('exec prints every line of a large output, in order, complete (live chunks plus anything read back)', async () => {
