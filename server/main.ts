@@ -6,6 +6,9 @@ import { startServer } from './server.js';
 
 /** Composition root: config, logger, server, signals. Does no work itself. */
 async function main(): Promise<void> {
+  // Every file the server (and the local agent it starts) creates is private to its user: the
+  // database, its WAL, artifacts, recordings and state hold secrets. Set before anything is opened.
+  process.umask(0o077);
   let config;
   try {
     config = loadConfig(process.env);

@@ -15,6 +15,7 @@ import { selectorLimits, servedOverHttps, type Config } from './config/config.js
 import type { Core } from './core.js';
 import { migrateLatest, openDb, setQueryTimeout } from './db/db.js';
 import { DbReadiness } from './db/readiness.js';
+import { secureDataDir } from './db/data-dir.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
@@ -50,7 +51,7 @@ export interface RunningServer {
 
 /** Composes every capability, runs migrations and listens. */
 export async function startServer(config: Config, log: Logger, opts: { webDist?: string; agentScript?: string } = {}): Promise<RunningServer> {
-  fs.mkdirSync(config.dataDir, { recursive: true });
+  secureDataDir(config.dataDir);
   // Listen before the slow part of the start (database, migrations, loading the fleet): until the
   // server is ready every request and upgrade gets 503 + Retry-After. After a restart the fleet then
   // waits the time it is told instead of piling up refused connects (each of which would grow its

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { migrationSource } from '../../migrations/index.js';
+import { tighten } from './data-dir.js';
 
 export type Db = Knex;
 export type Dialect = 'mysql' | 'sqlite';
@@ -83,7 +84,9 @@ export function openDb(dbUrl: string | undefined, dataDir: string, t: DbTimeouts
     return { db, dialect: 'mysql', describe: `mysql://${u.hostname}:${u.port || 3306}${u.pathname}` };
   }
   const file = dbUrl?.startsWith('sqlite:') ? dbUrl.slice('sqlite:'.length) : path.join(dataDir, 'muster.db');
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
+  // The database and its WAL hold password and secret hashes: owner only, wherever the file is.
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) tighten(f, 0o600);
   const db = knexFactory({
     client: 'better-sqlite3',
     connection: { filename: file },

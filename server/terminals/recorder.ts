@@ -43,7 +43,7 @@ export class AsciicastRecorder {
     this.maxBytes = o.maxBytes;
     this.allow = o.allow ?? (() => true);
     this.onStop = o.onStop;
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     this.out = fs.createWriteStream(file, { flags: 'w', mode: 0o600 });
     this.out.on('error', (err: NodeJS.ErrnoException) => {
       this.closed = true;

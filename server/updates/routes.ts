@@ -67,7 +67,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > d.maxArtifactBytes) throw new ApiError('payload_too_large', `package larger than ${d.maxArtifactBytes} bytes`);
 
-    fs.mkdirSync(d.artifactDir, { recursive: true });
+    fs.mkdirSync(d.artifactDir, { recursive: true, mode: 0o700 });
     const id = randomUUID();
     const tmp = path.join(d.artifactDir, `.${id}.upload`);
     const hash = createHash('sha256');
@@ -80,7 +80,7 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
           hash.update(chunk);
           cb(null, chunk);
         },
-      }), fs.createWriteStream(tmp, { mode: 0o640 }));
+      }), fs.createWriteStream(tmp, { mode: 0o600 }));
       if (size === 0) throw new ApiError('bad_request', 'empty body');
       const digest = hash.digest('hex');
       if (expectSha && expectSha !== digest) throw new ApiError('bad_request', `sha256 mismatch: body has ${digest}`);
