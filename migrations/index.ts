@@ -4,6 +4,7 @@ import * as createTerminalSessions from './202611270900_create_terminal_sessions
 import * as createUpdateTables from './202611271000_create_update_tables.js';
 import * as createExecTables from './202611271100_create_exec_tables.js';
 import * as createScriptTables from './202611301600_create_script_tables.js';
+import * as createScheduleTables from './202611301700_create_schedule_tables.js';
 import * as addExecutionReconciledAt from './202611301700_add_execution_reconciled_at.js';
 import * as addTokenScopeExpiry from './202611301710_add_token_scope_expiry.js';
 import * as createNotificationTables from './202611301800_create_notification_tables.js';
@@ -21,6 +22,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611271000_create_update_tables', createUpdateTables],
   ['202611271100_create_exec_tables', createExecTables],
   ['202611301600_create_script_tables', createScriptTables],
+  ['202611301700_create_schedule_tables', createScheduleTables],
   ['202611301700_add_execution_reconciled_at', addExecutionReconciledAt],
   ['202611301710_add_token_scope_expiry', addTokenScopeExpiry],
   ['202611301800_create_notification_tables', createNotificationTables],

@@ -19,6 +19,7 @@ import { secureDataDir } from './db/data-dir.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
+import { createSchedules } from './schedules/index.js';
 import { createScripts } from './scripts/index.js';
 import { createNotifications } from './notifications/index.js';
 import { Fleet } from './fleet/fleet.js';
@@ -134,7 +135,9 @@ async function compose(
   const exec = createExec(core);
   const terminals = createTerminals(core);
   const updates = createUpdates(core);
-  const scripts = createScripts(core, exec.service);
+  // A script that schedules run cannot be deleted (the closure reads `schedules` at call time).
+  const scripts = createScripts(core, exec.service, (scriptId) => schedules.repo.countForScript(scriptId));
+  const schedules = createSchedules(core, scripts.service);
   const notifications = createNotifications(core);
 
   const agentHandlers: AgentHandlers = {
@@ -190,7 +193,7 @@ async function compose(
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, exec, terminals, updates, notifications]) if (cap.routes) api.use(cap.routes);
+  for (const cap of [scripts, schedules, exec, terminals, updates, notifications]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });
@@ -240,7 +243,7 @@ async function compose(
   });
 
   await fleet.start();
-  for (const cap of [notifications, exec, terminals, updates]) await cap.start?.();
+  for (const cap of [notifications, exec, terminals, updates, schedules]) await cap.start?.();
 
   early.replaceRequest();
   server.on('request', app);
@@ -268,7 +271,7 @@ async function compose(
     draining = true;
     await local?.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
-    for (const cap of [updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    for (const cap of [schedules, updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
     const t0 = Date.now();
     await fleet.stop();
     log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');

@@ -81,6 +81,12 @@ const Schema = z.object({
   maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
   /** Failed logins per username+address per minute before 429. */
   loginRateLimit: z.coerce.number().int().min(1).default(10),
+  /** How often the schedule engine looks for due schedules. */
+  scheduleTickMs: z.coerce.number().int().min(50).max(60_000).default(1000),
+  /** A schedule fire later than this (server down, overloaded) counts as missed: skipped or run once, as the schedule says. */
+  scheduleMisfireGraceSec: z.coerce.number().int().min(1).default(60),
+  /** Shortest `intervalSec` a schedule may have. */
+  scheduleMinIntervalSec: z.coerce.number().int().min(1).default(10),
   /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
   selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
   /** Deepest nesting of parentheses and `not` in a selector. */
@@ -150,6 +156,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
   diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
+  scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS', scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC', scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };

@@ -111,6 +111,14 @@ export class ScriptService {
     return s;
   }
 
+  /** A script and one of its versions (the latest unless given); 400 if there is no such version. */
+  async definitions(idOrName: string, version?: number): Promise<{ script: ScriptRow; version: ScriptVersion }> {
+    const s = await this.script(idOrName);
+    const v = await this.d.repo.version(s.id, version ?? s.latestVersion);
+    if (!v) throw new ApiError('bad_request', `script ${s.name} has no version ${version} (latest is ${s.latestVersion})`);
+    return { script: s, version: v };
+  }
+
   async get(idOrName: string) {
     const s = await this.script(idOrName);
     return scriptView(s, (await this.d.repo.version(s.id, s.latestVersion))!);
@@ -145,10 +153,7 @@ export class ScriptService {
    * left out of the audit.
    */
   async run(input: { scriptId: string; version?: number | undefined; params: Record<string, ParamValue> } & RunOptions, actor: Actor, scheduleId: string | null = null) {
-    const s = await this.script(input.scriptId);
-    const version = input.version ?? s.latestVersion;
-    const v = await this.d.repo.version(s.id, version);
-    if (!v) throw new ApiError('bad_request', `script ${s.name} has no version ${version} (latest is ${s.latestVersion})`);
+    const { script: s, version: v } = await this.definitions(input.scriptId, input.version);
     const { env, secretEnv, shown } = paramEnv(v.params, input.params);
     const task = await this.d.exec.create({
       script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,

@@ -1,0 +1,99 @@
+import type { Logger } from '../log.js';
+import type { ScriptService } from '../scripts/service.js';
+import type { Schedule, ScheduleRepo } from './repository.js';
+import { timingOf } from './service.js';
+import { nextAfter } from './timing.js';
+
+export interface EngineDeps {
+  repo: ScheduleRepo;
+  scripts: ScriptService;
+  log: Logger;
+  nodeId: string;
+  tickMs: number;
+  misfireGraceMs: number;
+}
+
+/** Due schedules handled per tick (the rest wait for the next tick). */
+const BATCH = 100;
+
+/**
+ * Fires due schedules. Each fire is claimed in the database first (see ScheduleRepo.claim), so a
+ * due time fires at most once across restarts and across server processes sharing the database;
+ * the state lives in the database, never only in this process.
+ */
+export class ScheduleEngine {
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly d: EngineDeps) {}
+
+  async start(): Promise<void> {
+    const n = await this.d.repo.abandonClaims(this.d.nodeId);
+    if (n) this.d.log.warn({ fires: n }, 'schedule fires claimed before a stop never started a task; recorded as failed');
+    this.timer = setInterval(() => void this.tick(), this.d.tickMs);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.ticking;
+  }
+
+  /** One pass over the due schedules (never two at once). */
+  tick(): Promise<void> {
+    if (this.ticking || this.stopped) return this.ticking ?? Promise.resolve();
+    this.ticking = (async () => {
+      try {
+        for (const s of await this.d.repo.due(Date.now(), BATCH)) {
+          if (this.stopped) break;
+          await this.fire(s).catch((err: unknown) => this.d.log.error({ err, scheduleId: s.id }, 'schedule fire failed'));
+        }
+      } catch (err) {
+        this.d.log.error({ err }, 'could not read due schedules');
+      } finally {
+        this.ticking = null;
+      }
+    })();
+    return this.ticking;
+  }
+
+  private async fire(s: Schedule): Promise<void> {
+    const due = s.nextFireAt!;
+    const now = Date.now();
+    const late = now - due;
+    const missed = late > this.d.misfireGraceMs;
+    // Every due time up to now is covered by this one fire: no burst of catch-up runs.
+    const next = nextAfter(timingOf(s), now);
+    const claimed = await this.d.repo.claim(s.id, due, next, {
+      scheduleId: s.id, dueAt: due, firedAt: now, nodeId: this.d.nodeId, status: 'claimed', taskId: null, scriptVersion: null, reason: null,
+    });
+    if (!claimed) return; // another process fired it, or it was changed meanwhile
+    const log = this.d.log.child({ scheduleId: s.id, dueAt: new Date(due).toISOString() });
+    if (missed && s.missed === 'skip') {
+      log.info({ lateMs: late }, 'schedule fire missed; skipped');
+      await this.d.repo.finishFire(s.id, due, { status: 'missed', reason: `missed by ${Math.round(late / 1000)} s (server down or busy); the schedule skips missed fires` });
+      return;
+    }
+    if (s.overlap === 'skip' && (await this.d.repo.running(s.id))) {
+      await this.d.repo.finishFire(s.id, due, { status: 'skipped', reason: 'the previous run is still going (overlap: skip)' });
+      return;
+    }
+    try {
+      const task = await this.d.scripts.run({
+        scriptId: s.scriptId, version: s.scriptVersion ?? undefined, params: { ...s.params, ...s.secretParams }, targets: { selector: s.selector },
+        cwd: null, timeoutSec: s.timeoutSec, concurrency: s.concurrency, maxFailures: s.maxFailures, offline: s.offline, queueTtlSec: s.queueTtlSec,
+      }, { username: `schedule:${s.name}`, role: null, ip: null }, s.id);
+      await this.d.repo.finishFire(s.id, due, {
+        status: 'started', taskId: task.id, scriptVersion: task.scriptVersion as number, reason: missed ? `ran once for fire(s) missed by ${Math.round(late / 1000)} s` : null,
+      });
+      log.info({ taskId: task.id }, 'schedule fired');
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      await this.d.repo.finishFire(s.id, due, { status: 'failed', reason });
+      log.warn({ reason }, 'schedule fire could not start a task');
+    }
+  }
+}

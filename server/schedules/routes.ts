@@ -1,0 +1,88 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { CreateTask, limitString } from '../exec/routes.js';
+import { actorOf, principal, requireRole } from '../http/context.js';
+import { page } from '../http/errors.js';
+import { ParamValue } from '../scripts/params.js';
+import { scheduleView, type ScheduleService } from './service.js';
+
+const NAME = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$/, 'names are letters, digits, space, . _ - (at most 128)')
+  .refine((s) => !/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(s), 'a name must not look like a schedule id');
+
+const Fields = {
+  name: NAME,
+  scriptId: z.string().min(1).max(128),
+  /** A version, or null for the latest at each fire. */
+  version: z.number().int().positive().nullable(),
+  params: z.record(z.string().max(64), ParamValue),
+  selector: z.string().min(1).max(65_536),
+  timeoutSec: CreateTask.shape.timeoutSec.removeDefault(),
+  concurrency: CreateTask.shape.concurrency,
+  maxFailures: CreateTask.shape.maxFailures,
+  offline: z.enum(['skip', 'queue']),
+  queueTtlSec: CreateTask.shape.queueTtlSec.removeDefault(),
+  cron: z.string().min(1).max(255).nullable(),
+  timeZone: z.string().min(1).max(64),
+  intervalSec: z.number().int().positive().max(366 * 86_400).nullable(),
+  enabled: z.boolean(),
+  overlap: z.enum(['skip', 'allow']),
+  missed: z.enum(['skip', 'run_once']),
+};
+
+const Create = z.object({
+  ...Fields,
+  version: Fields.version.default(null),
+  params: Fields.params.default({}),
+  timeoutSec: Fields.timeoutSec.default(7200),
+  offline: Fields.offline.default('skip'),
+  queueTtlSec: Fields.queueTtlSec.default(3600),
+  cron: Fields.cron.default(null),
+  timeZone: Fields.timeZone.default('UTC'),
+  intervalSec: Fields.intervalSec.default(null),
+  enabled: Fields.enabled.default(true),
+  overlap: Fields.overlap.default('skip'),
+  missed: Fields.missed.default('skip'),
+}).strict();
+
+const Patch = z.object(Fields).partial().strict();
+
+/** /api/schedules. */
+export function scheduleRoutes(svc: ScheduleService): Router {
+  const r = Router();
+  const limits = <T extends { concurrency?: number | string | null | undefined; maxFailures?: number | string | null | undefined }>(b: T) => ({
+    ...b,
+    ...(b.concurrency !== undefined ? { concurrency: limitString(b.concurrency, 'concurrency') } : {}),
+    ...(b.maxFailures !== undefined ? { maxFailures: limitString(b.maxFailures, 'maxFailures') } : {}),
+  }) as Omit<T, 'concurrency' | 'maxFailures'> & { concurrency?: string | null; maxFailures?: string | null };
+
+  r.post('/schedules', requireRole('operator'), async (req, res) => {
+    const b = limits(Create.parse(req.body));
+    res.status(201).json(await svc.create({ ...b, concurrency: b.concurrency ?? null, maxFailures: b.maxFailures ?? null }, actorOf(req)));
+  });
+
+  r.get('/schedules', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>, 100, 1000);
+    res.json(await svc.list(limit, offset));
+  });
+
+  r.get('/schedules/:id', requireRole('viewer'), async (req, res) => {
+    res.json(scheduleView(await svc.get(String(req.params['id']))));
+  });
+
+  r.patch('/schedules/:id', requireRole('operator'), async (req, res) => {
+    const b = limits(Patch.parse(req.body));
+    res.json(await svc.update(String(req.params['id']), b, principal(req), actorOf(req)));
+  });
+
+  r.delete('/schedules/:id', requireRole('operator'), async (req, res) => {
+    await svc.remove(String(req.params['id']), principal(req), actorOf(req));
+    res.status(204).end();
+  });
+
+  r.get('/schedules/:id/history', requireRole('viewer'), async (req, res) => {
+    const { limit, offset } = page(req.query as Record<string, unknown>, 50, 1000);
+    res.json(await svc.history(String(req.params['id']), limit, offset));
+  });
+
+  return r;
+}
