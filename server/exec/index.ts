@@ -127,7 +127,13 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
         scheduler.add(t, execs);
       }
       if (tasks.length) log.info({ tasks: tasks.length, executions: executions.length }, 'resumed active tasks');
-      for (const at of scheduler.tasks.values()) scheduler.maybeComplete(at);
+      for (const at of scheduler.tasks.values()) {
+        // No agent is online yet: this registers each pending execution as waiting for its agent,
+        // so the agent's return (wake) dispatches it. Without it a queued execution loaded here
+        // would stay pending until its queue TTL.
+        scheduler.pump(at);
+        scheduler.maybeComplete(at);
+      }
       unsubs.push(bus.subscribe('execution.updated', (p) => fanout.execution(p.execution.taskId, p.execution)));
       sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
       sweepTimer.unref();

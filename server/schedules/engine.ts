@@ -29,8 +29,8 @@ export class ScheduleEngine {
   constructor(private readonly d: EngineDeps) {}
 
   async start(): Promise<void> {
-    const n = await this.d.repo.abandonClaims(this.d.nodeId);
-    if (n) this.d.log.warn({ fires: n }, 'schedule fires claimed before a stop never started a task; recorded as failed');
+    const n = await this.d.repo.settleClaims(this.d.nodeId);
+    if (n.started + n.failed) this.d.log.warn(n, 'schedule fires claimed before a stop were settled');
     this.timer = setInterval(() => void this.tick(), this.d.tickMs);
     this.timer.unref();
     void this.tick();

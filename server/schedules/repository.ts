@@ -147,10 +147,27 @@ export class ScheduleRepo {
     });
   }
 
-  /** Fires this node claimed but never finished (it stopped in between): at most once, so they are not run again. */
-  async abandonClaims(nodeId: string): Promise<number> {
-    return this.db('schedule_fires').where({ node_id: nodeId, status: 'claimed' })
-      .update({ status: 'failed', reason: 'the server stopped before the task was created (not retried: a fire runs at most once)' });
+  /**
+   * Settles fires this node claimed but never finished (it stopped in between). If the task was
+   * created before the stop, the fire is `started` with it: the schedule's first task created at or
+   * after the claim that no other fire names (a schedule creates at most one task per fire, in
+   * order). Otherwise `failed`: a fire runs at most once, so it is not run again.
+   */
+  async settleClaims(nodeId: string): Promise<{ started: number; failed: number }> {
+    const open = (await this.db('schedule_fires').where({ node_id: nodeId, status: 'claimed' }).orderBy('fired_at')).map(fireFrom);
+    let started = 0;
+    for (const f of open) {
+      const t = await this.db('tasks').where({ schedule_id: f.scheduleId }).where('created_at', '>=', f.firedAt)
+        .whereNotIn('id', this.db('schedule_fires').where({ schedule_id: f.scheduleId }).whereNotNull('task_id').select('task_id'))
+        .orderBy('created_at').first('id', 'script_version');
+      if (t) {
+        await this.finishFire(f.scheduleId, f.dueAt, { status: 'started', taskId: String(t.id), scriptVersion: num(t.script_version), reason: 'recorded after a restart' });
+        started++;
+      } else {
+        await this.finishFire(f.scheduleId, f.dueAt, { status: 'failed', reason: 'the server stopped before the task was created (not retried: a fire runs at most once)' });
+      }
+    }
+    return { started, failed: open.length - started };
   }
 
   /** Whether a task this schedule started is still running. */

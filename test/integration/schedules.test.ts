@@ -126,7 +126,9 @@ describe.each(dbs)('schedules (%s)', (db) => {
       for (const d of dues) expect((d - dues[dues.length - 1]!) % 2000).toBe(0);
       const tasks = fires.filter((f) => f.status === 'started');
       for (const f of tasks) {
-        const done = await waitTask(api, f.taskId, 60_000);
+        const done = await waitTask(api, f.taskId, 60_000).catch(async (err: unknown) => {
+          throw new Error(`${String(err)}: ${JSON.stringify((await api.get(`/api/tasks/${f.taskId}`)).body)} fire ${JSON.stringify(f)}\n${s.output().slice(-6000)}`);
+        });
         expect(done.status, JSON.stringify(done)).toBe('succeeded');
       }
       // One task per started fire, one run on the agent per task.
@@ -150,6 +152,25 @@ describe.each(dbs)('schedules (%s)', (db) => {
     }
     const t = await api.get(`/api/tasks/${(await api.get(`/api/schedules/${once}/history`)).body.items.find((f: any) => f.taskId).taskId}`);
     expect(t.body).toMatchObject({ scheduleId: once, scriptId, createdBy: 'schedule:every-2s-once', secretEnv: ['MUSTER_PARAM_KEY'] });
+
+    // A stop between claiming a fire and recording its task: the next start links the task that
+    // was created; a claim without a task becomes `failed` (never run a second time).
+    const last = (await api.get(`/api/schedules/${once}/history`)).body.items.find((f: any) => f.status === 'started');
+    await s.kill();
+    const nodeId = await withDb(s.dbUrl, async (k) => {
+      await k('schedule_fires').where({ schedule_id: once, due_at: Date.parse(last.dueAt) }).update({ status: 'claimed', task_id: null });
+      const row = await k('schedule_fires').where({ schedule_id: once, due_at: Date.parse(last.dueAt) }).first();
+      await k('schedule_fires').insert({ schedule_id: once, due_at: Date.parse(last.dueAt) + 2000 * 1000, fired_at: Date.now() + 60_000, node_id: row.node_id, status: 'claimed' });
+      return row.node_id;
+    });
+    expect(nodeId).toBeTruthy();
+    s = await s.restart();
+    const after = await waitFor(async () => {
+      const items = (await api.get(`/api/schedules/${once}/history?limit=1000`)).body.items as any[];
+      return items.some((f) => f.status === 'claimed') ? null : items;
+    }, 'claims settled', 30_000);
+    expect(after.find((f) => f.dueAt === last.dueAt)).toMatchObject({ status: 'started', taskId: last.taskId });
+    expect(after.find((f) => Date.parse(f.dueAt) === Date.parse(last.dueAt) + 2000 * 1000)).toMatchObject({ status: 'failed', taskId: null });
   });
 
   it('two server processes on one database never fire the same due time twice', async () => {
