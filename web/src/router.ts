@@ -18,6 +18,7 @@ const routes: RouteRecordRaw[] = [
   { path: '/agents/:id', name: 'agent', component: () => import('./features/agents/AgentDetailView.vue'), props: true, meta: { title: 'Agent' } },
   { path: '/run', name: 'run', component: () => import('./features/tasks/RunScriptView.vue'), meta: { title: 'Run script', role: 'operator' } },
   { path: '/library/:id?', name: 'library', component: () => import('./features/library/LibraryView.vue'), props: true, meta: { title: 'Library' } },
+  { path: '/schedules/:id?', name: 'schedules', component: () => import('./features/schedules/SchedulesView.vue'), props: true, meta: { title: 'Schedules' } },
   { path: '/tasks', name: 'tasks', component: () => import('./features/tasks/HistoryView.vue'), meta: { title: 'History' } },
   { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task' } },
   { path: '/terminals', name: 'terminals', component: () => import('./features/terminals/TerminalsView.vue'), meta: { title: 'Terminals' } },
