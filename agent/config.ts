@@ -62,6 +62,15 @@ const Schema = z.object({
   /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
   execKillGraceSec: z.coerce.number().min(0).default(5),
   execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
+  /**
+   * On SIGTERM (systemctl stop/restart) or a restart request, running scripts get this long to
+   * finish; then they are cancelled (reason `agent stopping`, SIGTERM, SIGKILL after
+   * execKillGraceSec) and their results reported. Keep drain + grace + report under the unit's
+   * TimeoutStopSec (30 s).
+   */
+  execStopDrainSec: z.coerce.number().min(0).default(10),
+  /** Then how long the agent waits for the server to acknowledge those results before it exits (unacknowledged ones stay journaled). */
+  execStopReportSec: z.coerce.number().min(0).default(5),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
@@ -76,6 +85,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
   MUSTER_AGENT_POLICY: 'policy', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
+  MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec', MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
 };
 
 export class AgentConfigError extends Error {}

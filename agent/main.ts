@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     error: (m) => log.warn({ code: m.code, message: m.message, ref: m.ref }, 'server reported an error'),
     restart: (m) => {
       log.info({ reason: m.reason }, 'restart requested by the server');
-      void shutdown('restart requested', 0);
+      void shutdown('restart requested', 0, drainMs);
     },
     ...executor.handlers,
     ...pty.handlers,
@@ -118,17 +118,25 @@ async function main(): Promise<void> {
   }, (err) => log.warn({ err: err.message, port: cfg.healthPort }, 'health endpoint unavailable'));
 
   let stopping = false;
-  async function shutdown(reason: string, code: number): Promise<void> {
+  const drainMs = cfg.execStopDrainSec * 1000;
+  const reportMs = cfg.execStopReportSec * 1000;
+  /**
+   * Orderly exit: running scripts get `drainMs` to finish, then are cancelled and their results
+   * reported (or journaled) while the socket is still up; then bye, capabilities, exit.
+   */
+  async function shutdown(reason: string, code: number, drainMs = 0): Promise<void> {
     if (stopping) return;
     stopping = true;
+    log.info({ reason }, 'agent stopping');
+    await executor.drain(drainMs, reportMs).catch((err: unknown) => log.error({ err: String(err) }, 'execution drain failed'));
     clearInterval(heartbeatTimer);
     await conn.stop(reason);
     for (const c of capabilities) await c.stop?.().catch((err: unknown) => log.error({ err: String(err) }, 'capability stop failed'));
     log.info({ reason }, 'agent stopped');
     process.exit(code);
   }
-  process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
-  process.on('SIGINT', () => void shutdown('SIGINT', 0));
+  process.on('SIGTERM', () => void shutdown('SIGTERM', 0, drainMs));
+  process.on('SIGINT', () => void shutdown('SIGINT', 0, drainMs));
   process.on('SIGHUP', () => {
     // The policy is re-read even when the config is bad: tightening it must never wait on anything else.
     policy = readPolicy();

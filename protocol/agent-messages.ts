@@ -67,6 +67,8 @@ export const ExecFinished = z.object({
   /** The agent had to drop output (its own per-execution buffer overflowed while offline). */
   truncated: z.boolean(),
   error: z.string().max(2048).optional(),
+  /** Why the agent itself ended it (`agent stopping`: SIGTERM, restart or update, past the drain time). */
+  reason: z.string().max(255).optional(),
 });
 /** The agent refused or could not start an exec (journal says already seen, limit, ...). */
 export const ExecRejected = z.object({

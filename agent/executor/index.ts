@@ -28,11 +28,18 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   /** Executions still running or finished-but-undelivered, for hello. */
   helloExecutions(): HelloExecutionT[];
   running(): number;
+  /**
+   * Agent stopping: lets running scripts finish for up to `drainMs`, cancels the rest (reason
+   * `agent stopping`, whole tree), then waits up to `reportMs` for the server to ack the results
+   * (unacked ones stay journaled and are reported at the next start). No new exec.run is taken.
+   */
+  drain(drainMs: number, reportMs: number): Promise<void>;
 } {
   const { link, log } = ctx;
   const limits: RunLimits = { ...RUN_LIMITS, killGraceMs: ctx.cfg.execKillGraceSec * 1000, bufferBytes: ctx.cfg.execBufferBytes };
   const journal = new Journal(ctx.state.dir);
   const runs = new Map<string, Run>();
+  let stopping = false;
   const c = detectContainment();
   log.info({ systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why }, 'execution containment');
   const orphans = sweepOrphans(ctx.state.agentId, (o, msg) => log.info(o, msg));
@@ -62,6 +69,12 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   return {
     handlers: {
       'exec.run': (m) => {
+        if (stopping) {
+          // Not journaled, so not refused later: the server, which still has it dispatched and
+          // unconfirmed, sends it again when this agent is back.
+          log.info({ executionId: m.executionId }, 'exec.run while the agent is stopping; not started');
+          return;
+        }
         if (runs.has(m.executionId)) {
           log.info({ executionId: m.executionId }, 'exec.run repeated for an execution in progress; ignored');
           return;
@@ -123,9 +136,31 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
       for (const r of runs.values()) if (r.running) n++;
       return n;
     },
+    async drain(drainMs, reportMs) {
+      stopping = true;
+      const running = () => [...runs.values()].filter((r) => r.running);
+      if (running().length) log.info({ running: running().length, drainSec: drainMs / 1000 }, 'agent stopping: waiting for running executions');
+      await until(() => running().length === 0, drainMs);
+      for (const r of running()) {
+        log.warn({ executionId: r.id }, 'agent stopping: cancelling a running execution');
+        r.terminate('cancelled', 'agent stopping');
+      }
+      // SIGTERM, SIGKILL after the grace, then the pipes' drain: the run completes and journals.
+      await until(() => running().length === 0, limits.killGraceMs + limits.drainMs + 3000);
+      // Results being delivered on this connection: give the server a moment to store and ack them.
+      await until(() => !link.connected() || ![...runs.values()].some((r) => r.live), reportMs);
+      const unacked = runs.size;
+      if (unacked) log.info({ results: unacked }, 'agent stopping: results not yet acknowledged stay journaled for the next start');
+    },
     async stop() {
       for (const r of runs.values()) r.kill();
       journal.close();
     },
   };
+}
+
+/** Resolves when `done()` holds (checked every 50 ms) or after `ms`. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!done() && Date.now() < end) await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, end - Date.now()))));
 }

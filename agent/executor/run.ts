@@ -51,6 +51,8 @@ export class Run {
   private child: ChildProcess | null = null;
   private containment: Containment | null = null;
   private endReason: 'timeout' | 'cancelled' | null = null;
+  /** Why the agent itself ended it, reported with the result (e.g. `agent stopping`). */
+  private endWhy: string | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly pending: Record<Stream, { parts: Buffer[]; bytes: number; timer: NodeJS.Timeout | null }> = {
     stdout: { parts: [], bytes: 0, timer: null }, stderr: { parts: [], bytes: 0, timer: null },
@@ -257,9 +259,10 @@ export class Run {
   }
 
   /** SIGTERM to the whole tree, SIGKILL after the grace period. */
-  terminate(reason: 'timeout' | 'cancelled'): void {
+  terminate(reason: 'timeout' | 'cancelled', why?: string): void {
     if (this.finished || this.endReason) return;
     this.endReason = reason;
+    this.endWhy = why ?? null;
     this.log.info({ executionId: this.id, reason }, 'terminating execution');
     this.signalTree('SIGTERM');
     this.timer(() => this.signalTree('SIGKILL'), this.limits.killGraceMs);
@@ -310,7 +313,10 @@ export class Run {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.resumePipes();
-    this.finished = { status, exitCode, signal, finishedAt: Date.now(), ...(error ? { error } : {}) };
+    this.finished = {
+      status, exitCode, signal, finishedAt: Date.now(), ...(error ? { error } : {}),
+      ...(this.endWhy && status === this.endReason ? { reason: this.endWhy } : {}),
+    };
     if (this.tmpDir) fs.rm(this.tmpDir, { recursive: true, force: true }, () => {});
     const c = this.containment;
     if (c) {
@@ -323,9 +329,9 @@ export class Run {
       };
       rm();
     }
-    this.log.info({ executionId: this.id, status, exitCode, signal }, 'execution finished');
-    // Journaled before it is reported: an agent restart before the server's ack does not lose it.
+    // Journaled before it is reported (and logged): an agent restart before the server's ack does not lose it.
     this.onDone(this);
+    this.log.info({ executionId: this.id, status, exitCode, signal }, 'execution finished');
     this.sendFinished();
   }
 
@@ -337,6 +343,7 @@ export class Run {
     this.link.send({
       type: 'exec.finished', executionId: this.id, status: f.status, exitCode: f.exitCode, signal: f.signal,
       startedAt: this.startedAt, finishedAt: f.finishedAt, outputSeq: this.seq, truncated: this.truncated, ...(f.error ? { error: f.error } : {}),
+      ...(f.reason ? { reason: f.reason } : {}),
     });
   }
 
@@ -357,7 +364,7 @@ export class Run {
     this.sendFinished();
   }
 
-  /** Agent shutdown: kill the tree now (the server will reconcile it as lost). */
+  /** Last resort at agent exit, after the stop drain: kill the tree now (its result is not reported). */
   kill(): void {
     if (this.finished) return;
     this.endReason ??= 'cancelled';

@@ -288,7 +288,7 @@ export class ExecService {
     const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
     this.d.scheduler.finish(e, m.status, {
       exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
-      reason: m.error ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
+      reason: m.error ?? m.reason ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
         : truncated ? e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP) : null),
     });
     this.d.fanout.ended(e.taskId, e.id, e.nextSeq);

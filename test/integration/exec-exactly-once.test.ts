@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeExecOutput } from '../../protocol/frames.js';
-import { createTask, outputText, waitExecution, waitTask } from '../helpers/exec.js';
+import { alive, createTask, outputText, pidsIn, waitExecution, waitTask } from '../helpers/exec.js';
 import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer, tmpDir, waitFor } from '../helpers/harness.js';
 import { helloAgent, sampleMetrics } from '../helpers/raw-agent.js';
 import { startProxy } from '../helpers/tcp-proxy.js';
@@ -225,6 +225,7 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     fs.writeFileSync(gate, '');
     await waitFor(() => fs.existsSync(done), 'script finished while disconnected');
     const journal = path.join(a.stateDir, 'exec-results');
+    // Logged once the result is journaled.
     await waitFor(() => /execution finished/.test(a.output()), 'the agent saw the script end');
     // Killed before it could report: only the journal knows how the script ended.
     await a.stop('SIGKILL');
@@ -241,6 +242,71 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     expect(b.output()).toMatch(/restored from the journal/);
     // Acked: the journal entry is gone.
     await waitFor(() => fs.readdirSync(journal).length === 0, 'journal emptied after the ack');
+    await proxy.close();
+  });
+
+  it('defect 4: SIGTERM during a running script ends it cancelled (agent stopping) with its output, before the agent exits; nothing remains', async () => {
+    // A short reconcile timeout: an execution left unreported would turn `lost` quickly.
+    const s = await startServer({ db, env: { MUSTER_RECONCILE_TIMEOUT_SEC: '3' } });
+    const api = await Api.login(s.url);
+    const a = startAgent(s, { name: 'x-sigterm', env: { MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: '1', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: '1' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const pidFile = path.join(tmpDir('sigterm'), 'pids');
+    const t = await createTask(api, { script: 'echo $$ >> "$1"; echo before; sleep 30 & echo $! >> "$1"; wait', args: [pidFile], targets: { agentIds: [id] } });
+    await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running with output');
+    await waitFor(() => pidsIn(pidFile).length >= 2, 'script pids');
+    const pids = pidsIn(pidFile);
+    expect(await a.stop('SIGTERM')).toBe(0);
+    // Recorded before the agent exited: final at once, not after the reconcile timeout.
+    const e = (await api.get(`/api/executions/${t.executions[0].id}`)).body;
+    expect(e.status).toBe('cancelled');
+    expect(e.reason).toBe('agent stopping');
+    expect(await outputText(api, e.id)).toBe('before\n');
+    expect(pids.filter(alive)).toEqual([]);
+    // Acknowledged before exit: nothing left in the journal.
+    expect(fs.readdirSync(path.join(a.stateDir, 'exec-results'))).toEqual([]);
+    expect((await waitTask(api, t.id)).status).toBe('cancelled');
+  });
+
+  it('defect 4: a script that ends within the stop drain time finishes normally', async () => {
+    const s = await startServer({ db });
+    const api = await Api.login(s.url);
+    const a = startAgent(s, { name: 'x-sigterm-drain', env: { MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: '30' } });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const gate = path.join(tmpDir('sigterm-drain'), 'gate');
+    const t = await createTask(api, { script: 'echo one; while [ ! -e "$1" ]; do sleep 0.05; done; echo two', args: [gate], targets: { agentIds: [id] } });
+    await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running');
+    const stopped = a.stop('SIGTERM');
+    await waitFor(() => /waiting for running executions/.test(a.output()), 'agent draining');
+    fs.writeFileSync(gate, '');
+    expect(await stopped).toBe(0);
+    const d = await waitTask(api, t.id);
+    expect(d.executions[0].status).toBe('succeeded');
+    expect(await outputText(api, d.executions[0].id)).toBe('one\ntwo\n');
+  });
+
+  it('defect 4: SIGTERM while the server is unreachable: journaled as cancelled, reported at the next start', async () => {
+    const s = await startServer({ db });
+    const api = await Api.login(s.url);
+    const proxy = await startProxy(s.port);
+    const a = startAgent(s, {
+      name: 'x-sigterm-away', serverUrl: `ws://127.0.0.1:${proxy.port}`, env: { MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: '0', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: '1' },
+    });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const t = await createTask(api, { script: 'echo early; sleep 30', targets: { agentIds: [id] } });
+    await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running');
+    proxy.cut();
+    await api.waitAgent(id, 'offline');
+    expect(await a.stop('SIGTERM')).toBe(0);
+    proxy.restore();
+    startAgent(s, { name: 'x-sigterm-away', stateDir: a.stateDir, serverUrl: `ws://127.0.0.1:${proxy.port}` });
+    const d = await waitTask(api, t.id);
+    expect(d.executions[0].status).toBe('cancelled');
+    expect(d.executions[0].reason).toBe('agent stopping');
+    expect(await outputText(api, d.executions[0].id)).toBe('early\n');
     await proxy.close();
   });
 });
