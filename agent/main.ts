@@ -8,6 +8,7 @@ import { startHealth } from './health.js';
 import { createAgentLog } from './log.js';
 import { loadPolicy, type Policy } from './policy.js';
 import { createPtyHost } from './pty/index.js';
+import { resolveUser } from './pty/login.js';
 import { AgentState } from './state.js';
 import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
 import { createUpdater } from './updater/index.js';
@@ -58,6 +59,14 @@ async function main(): Promise<void> {
     } else {
       const v = p.view;
       log.info({ policy: v.path, source: v.source, terminals: v.terminals, exec: v.exec, interpreters: v.interpreters, runAs: v.runAs, requireSignedScripts: v.requireSignedScripts, keys: v.scriptPublicKeys.length, allowedPaths: v.allowedPaths }, 'host policy');
+      // Checked again at each use (the user may be created later); said now so a typo is seen at once.
+      if (v.runAs) {
+        try {
+          resolveUser(v.runAs, 'run scripts and terminals');
+        } catch (err) {
+          log.error({ policy: v.path, runAs: v.runAs, err: (err as Error).message }, 'host policy runAs cannot be used: scripts and terminals will fail until it can');
+        }
+      }
     }
     return p;
   };

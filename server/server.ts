@@ -140,6 +140,20 @@ async function compose(
   const schedules = createSchedules(core, scripts.service);
   const notifications = createNotifications(core);
 
+  // A host's policy is its owner's decision, not an operator's: recorded as the agent's own action.
+  fleet.onPolicyChange((agentId, policy, previous, ip) => {
+    log.info({ agentId, source: policy.source, terminals: policy.terminals, exec: policy.exec, error: policy.error }, 'host policy reported');
+    void audit.record({
+      actor: { username: `agent:${agentId}`, role: null, ip }, action: 'agent.policy', targetType: 'agent', targetId: agentId,
+      ok: policy.source !== 'lockdown',
+      details: {
+        source: policy.source, path: policy.path, ...(policy.error ? { error: policy.error } : {}), terminals: policy.terminals, exec: policy.exec,
+        interpreters: policy.interpreters, runAs: policy.runAs, requireSignedScripts: policy.requireSignedScripts,
+        keys: policy.scriptPublicKeys.length, allowedPaths: policy.allowedPaths, first: previous == null,
+      },
+    }).catch((err: unknown) => log.error({ err, agentId }, 'could not audit a policy change'));
+  });
+
   const agentHandlers: AgentHandlers = {
     heartbeat: (ctx, m) => fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics),
     bye: (ctx, m) => ctx.log.info({ reason: m.reason }, 'agent says bye'),

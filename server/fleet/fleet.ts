@@ -40,6 +40,7 @@ interface Live { ch: AgentChannel; connectionId: number; lastHeartbeat: number; 
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
 type DisconnectHook = (agentId: string, reason: DisconnectReason) => void;
+type PolicyHook = (agentId: string, policy: HostPolicy, previous: HostPolicy | null, remoteAddress: string | null) => void;
 
 /**
  * Presence: every agent in memory, the online set, heartbeats, and connection history.
@@ -52,6 +53,7 @@ export class Fleet {
   private readonly dirty = new Set<string>();
   private readonly connectHooks: ConnectHook[] = [];
   private readonly disconnectHooks: DisconnectHook[] = [];
+  private readonly policyHooks: PolicyHook[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | null = null;
@@ -120,6 +122,8 @@ export class Fleet {
 
   onConnect(h: ConnectHook): void { this.connectHooks.push(h); }
   onDisconnect(h: DisconnectHook): void { this.disconnectHooks.push(h); }
+  /** A host reported a policy other than the one stored (first report, a reconnect after an edit, or SIGHUP). */
+  onPolicyChange(h: PolicyHook): void { this.policyHooks.push(h); }
 
   get(id: string): AgentRecord | undefined { return this.agents.get(id); }
   isOnline(id: string): boolean { return this.live.has(id); }
@@ -145,6 +149,7 @@ export class Fleet {
    */
   async connect(ch: AgentChannel, hello: Hello, secretHash: string, enrol?: Enrolment): Promise<void> {
     const now = Date.now();
+    const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
     if (enrol) {
       if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
       const overrides = enrol.labels && Object.keys(enrol.labels).length ? { ...hello.labels, ...enrol.labels } : null;
@@ -199,6 +204,9 @@ export class Fleet {
     this.deps.log.info({ agentId: rec.id, name: rec.name, remote: ch.remoteAddress, new: isNew }, 'agent online');
     this.deps.bus.publish('agent.online', { agent: agentView(rec) });
     for (const h of this.connectHooks) h(rec.id, hello);
+    if (hello.policy && JSON.stringify(prevPolicy) !== JSON.stringify(hello.policy)) {
+      for (const h of this.policyHooks) h(rec.id, hello.policy, prevPolicy, ch.remoteAddress);
+    }
   }
 
   /** Closes the live socket of `agentId` unless it is `ch`, recording `replaced`. */
@@ -245,9 +253,12 @@ export class Fleet {
   async setReportedPolicy(agentId: string, policy: HostPolicy): Promise<void> {
     const rec = this.agents.get(agentId);
     if (!rec) return;
+    const prev = rec.policy;
+    if (JSON.stringify(prev) === JSON.stringify(policy)) return;
     rec.policy = policy;
     await this.deps.repo.updatePolicy(agentId, policy);
     this.deps.bus.publish('agent.changed', { agent: agentView(rec) });
+    for (const h of this.policyHooks) h(agentId, policy, prev, this.live.get(agentId)?.ch.remoteAddress ?? null);
   }
 
   /** A socket closed. Only the current link of an agent marks it offline (a replaced one does not). */

@@ -154,6 +154,13 @@ describe('host-side policy the server cannot override', () => {
     fs.chmodSync(file, 0o600);
     a.proc.kill('SIGHUP');
     await waitFor(async () => (await admin.get(`/api/agents/${id}`)).body.policy?.source === 'file', 'policy after SIGHUP', 20_000);
+    // Both reports are audited as the agent's own action (the lockdown one as not ok).
+    const audit = await waitFor(async () => {
+      const r = await admin.get(`/api/audit?action=agent.policy&targetId=${id}`);
+      return r.body.items?.length >= 2 ? r.body.items : null;
+    }, 'agent.policy audit rows', 20_000);
+    expect(audit.map((x: any) => x.ok)).toEqual(expect.arrayContaining([true, false]));
+    expect(audit[0].actor).toBe(`agent:${id}`);
     const ok = await waitTask(op, (await createTask(op, { script: 'echo hi', targets: { agentIds: [id] } })).id);
     expect(ok.status).toBe('succeeded');
   });
