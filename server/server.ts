@@ -107,7 +107,7 @@ async function compose(
 
   const metrics = createMetrics();
   const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
-  const audit = new AuditLog(db);
+  const audit = new AuditLog(db, { refusalWindowMs: config.auditRefusalWindowSec * 1000, onError: (err) => log.error({ err }, 'could not write an audit record') });
   const auth = new AuthService(db, config.sessionTtlSec, bus, { maxTokensPerUser: config.maxTokensPerUser });
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
@@ -241,6 +241,7 @@ async function compose(
         fleet, audit, log, metrics, handlers: agentHandlers,
         binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
+        messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
         pingIntervalMs: config.agentPingIntervalMs,
       });
     },
@@ -250,6 +251,11 @@ async function compose(
         remoteAddress: remoteOf(req), isStale: (p) => auth.isStale(p),
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
+        messageRate: config.consoleMessageRate, messageBurst: config.consoleMessageBurst,
+        auditRateLimited: (l) => void audit.record({
+          actor: { username: l.principal.username, role: l.principal.role, ip: l.remoteAddress }, action: 'console.rate_limited',
+          ok: false, details: { rate: config.consoleMessageRate, burst: config.consoleMessageBurst },
+        }).catch((err: unknown) => log.error({ err }, 'could not audit a console rate limit')),
       });
       hub.add(link);
       link.send({ type: 'ready', user: { id: principal.id, username: principal.username, role: principal.role }, serverTime: Date.now() });
@@ -301,6 +307,7 @@ async function compose(
     server.closeAllConnections?.();
     await new Promise<void>((r) => server.close(() => r()));
 
+    await audit.flush();
     await bus.close();
     disk.stop();
     await db.destroy();

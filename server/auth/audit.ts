@@ -19,7 +19,60 @@ export interface AuditRow {
 
 /** The audit trail: records, not log lines. Writes are awaited so an action is never unaudited. */
 export class AuditLog {
-  constructor(private readonly db: Db) {}
+  private readonly pending = new Map<string, { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout }>();
+
+  constructor(private readonly db: Db, private readonly opts: { refusalWindowMs?: number; onError?(err: unknown): void } = {}) {}
+
+  /**
+   * A refused action (a viewer's `term.open`, say). The first refusal is written at once; repeats by
+   * the same actor of the same action on the same target within the window only raise that row's
+   * `count` (written when the window ends): a refusal spam is one row per window, not a write each.
+   * Bounded: past 10,000 open windows a refusal is written on its own.
+   */
+  refused(e: AuditEvent): void {
+    const key = [e.actor.username, e.actor.ip, e.action, e.targetType, e.targetId, JSON.stringify(e.details ?? null)].join('\u0000');
+    const p = this.pending.get(key);
+    if (p) {
+      p.count++;
+      return;
+    }
+    const first = { ...e, ok: false, details: { ...e.details, count: 1 } };
+    const id = this.insert(first).catch((err: unknown) => {
+      this.opts.onError?.(err);
+      return null;
+    });
+    if (this.pending.size >= 10_000) return;
+    const timer = setTimeout(() => void this.flushOne(key), this.opts.refusalWindowMs ?? 60_000);
+    timer.unref();
+    this.pending.set(key, { e: first, count: 1, id, timer });
+  }
+
+  /** Writes the counts of every open refusal window now (shutdown). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.pending.keys()].map((k) => this.flushOne(k)));
+  }
+
+  private async flushOne(key: string): Promise<void> {
+    const p = this.pending.get(key);
+    if (!p) return;
+    this.pending.delete(key);
+    clearTimeout(p.timer);
+    const id = await p.id;
+    if (p.count === 1 || id === null) return;
+    const windowSec = Math.round((this.opts.refusalWindowMs ?? 60_000) / 1000);
+    await this.db('audit_log').where({ id }).update({ details: JSON.stringify({ ...p.e.details, count: p.count, windowSec }) })
+      .catch((err: unknown) => this.opts.onError?.(err));
+  }
+
+  private async insert(e: AuditEvent): Promise<number> {
+    const res = await this.db('audit_log').insert({
+      at: e.at ?? Date.now(), actor: e.actor.username, role: e.actor.role, action: e.action,
+      target_type: e.targetType ?? null, target_id: e.targetId ?? null, ip: e.actor.ip,
+      ok: e.ok ?? true, details: e.details ? JSON.stringify(e.details) : null,
+    }, ['id']);
+    const first = res[0] as unknown;
+    return typeof first === 'object' && first !== null ? Number((first as { id: number }).id) : Number(first);
+  }
 
   async record(e: AuditEvent): Promise<void> {
     await this.db('audit_log').insert({

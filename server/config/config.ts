@@ -87,6 +87,17 @@ const Schema = z.object({
   scheduleMisfireGraceSec: z.coerce.number().int().min(1).default(60),
   /** Shortest `intervalSec` a schedule may have. */
   scheduleMinIntervalSec: z.coerce.number().int().min(1).default(10),
+  /** Control (JSON) messages per second one agent socket may send on average, and its burst; above: the socket is closed. */
+  agentMessageRate: z.coerce.number().int().min(1).default(200),
+  agentMessageBurst: z.coerce.number().int().min(1).default(1000),
+  /** The same for one console socket. */
+  consoleMessageRate: z.coerce.number().int().min(1).default(50),
+  consoleMessageBurst: z.coerce.number().int().min(1).default(500),
+  /** Refused actions repeated by one actor (same action and target) are audited as one row per window, with a count. */
+  auditRefusalWindowSec: z.coerce.number().int().min(1).default(60),
+  /** Open terminal sessions (live or detached) per user, and on this server node. */
+  maxTerminalsPerUser: z.coerce.number().int().min(1).default(20),
+  maxTerminalsPerServer: z.coerce.number().int().min(1).default(500),
   /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
   selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
   /** Deepest nesting of parentheses and `not` in a selector. */
@@ -157,6 +168,10 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
   diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
   scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS', scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC', scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
+  agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE', agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
+  consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
+  auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
+  maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };

@@ -97,8 +97,21 @@ export class TerminalService {
     const p = ch.principal;
     if (!roleAtLeast(p.role, 'operator')) {
       this.error(ch, 'forbidden', 'opening a terminal requires the operator role', m.ref);
-      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } }), 'audit');
+      // Aggregated: a viewer repeating this is one audit row per window, with a count.
+      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } });
       return;
+    }
+    // Caps (MUSTER_MAX_TERMINALS_PER_USER / _PER_SERVER): every session holds a shell, a PTY and
+    // scrollback until it closes or its detach timeout ends.
+    const open = [...this.sessions.values()];
+    const mine = open.filter((x) => x.owner.id === p.id).length;
+    if (mine >= this.core.config.maxTerminalsPerUser || open.length >= this.core.config.maxTerminalsPerServer) {
+      const perUser = mine >= this.core.config.maxTerminalsPerUser;
+      const msg = perUser
+        ? `you have ${mine} open terminal sessions; at most ${this.core.config.maxTerminalsPerUser} per user (MUSTER_MAX_TERMINALS_PER_USER): close one first`
+        : `this server has ${open.length} open terminal sessions; at most ${this.core.config.maxTerminalsPerServer} (MUSTER_MAX_TERMINALS_PER_SERVER)`;
+      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: perUser ? 'user_limit' : 'server_limit' } });
+      return this.error(ch, 'limit_exceeded', msg, m.ref);
     }
     const agent = this.core.fleet.get(m.agentId);
     if (!agent || agent.revokedAt != null) return this.error(ch, 'not_found', 'no such agent', m.ref);
@@ -106,7 +119,7 @@ export class TerminalService {
     // Refused early when the host's reported policy forbids terminals (the agent refuses it anyway).
     const denied = terminalDenial(agent.policy);
     if (denied) {
-      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'policy_denied' } }), 'audit');
+      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'policy_denied' } });
       return this.error(ch, 'policy_denied', `${agent.name}: ${denied}`, m.ref);
     }
 

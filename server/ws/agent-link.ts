@@ -8,6 +8,7 @@ import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/
 import { EnrolmentRefused } from '../fleet/registry.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { MessageBucket } from './rate.js';
 import type { AgentBinaryHandlers, AgentCtx, AgentHandler, AgentHandlers } from './handlers.js';
 
 let nextLinkId = 1;
@@ -16,6 +17,8 @@ export interface AgentLinkDeps {
   fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
   handlers: AgentHandlers; binary: AgentBinaryHandlers;
   heartbeatIntervalMs: number; helloTimeoutMs: number; maxInvalidMessages: number;
+  /** Control messages per second (average) and burst before the socket is closed. */
+  messageRate: number; messageBurst: number;
   /** Server → agent WebSocket ping interval (0: none); each pong's round trip is observed. */
   pingIntervalMs: number;
 }
@@ -43,6 +46,7 @@ export class AgentLink implements AgentChannel {
   private keepAlive: NodeJS.Timeout | undefined;
   private logger: Logger | undefined;
   private ctx!: AgentCtx;
+  private bucket: MessageBucket | undefined;
 
   constructor(private readonly ws: WebSocket, readonly remoteAddress: string | null, private readonly auth: AgentAuth, private readonly deps: AgentLinkDeps) {
     this.helloTimer = setTimeout(() => this.close(CloseCode.helloTimeout, 'protocol error', 'no hello in time'), deps.helloTimeoutMs);
@@ -148,6 +152,9 @@ export class AgentLink implements AgentChannel {
       return this.sendError('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), ref);
     }
     const msg = parsed.data;
+    // Replies the server paced itself (one per execution or terminal it asked for) are not counted:
+    // a busy agent running thousands of short scripts is not a flood. Everything unsolicited is.
+    if (!SERVER_PACED.has(msg.type) && !(this.bucket ??= new MessageBucket(this.deps.messageRate, this.deps.messageBurst)).take()) return this.rateExceeded();
     this.deps.metrics.messages.inc({ channel: 'agent', type: msg.type });
     if (this.state === 'awaiting-hello') {
       if (msg.type !== 'hello') return this.sendError('invalid_message', 'the first message must be hello', msg.type);
@@ -176,6 +183,19 @@ export class AgentLink implements AgentChannel {
       if (err instanceof FrameError) return this.sendError('invalid_message', `bad frame: ${err.message}`);
       this.log.error({ err }, 'binary handler failed');
     }
+  }
+
+  /** Too many control messages: cut the socket once, with a reason, and audit it once. */
+  private rateExceeded(): void {
+    if (this.closeReason) return;
+    this.deps.metrics.messageErrors.inc({ channel: 'agent', code: 'rate_limited' });
+    this.log.warn({ rate: this.deps.messageRate, burst: this.deps.messageBurst }, 'agent exceeded its control message rate; closing');
+    this.send({ type: 'error', code: 'rate_limited', message: `more than ${this.deps.messageRate} control messages per second (burst ${this.deps.messageBurst})` });
+    this.close(CloseCode.protocolError, 'protocol error', 'control message rate exceeded');
+    void this.deps.audit.record({
+      actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.rate_limited', targetType: 'agent',
+      targetId: this.auth.agentId, ok: false, details: { rate: this.deps.messageRate, burst: this.deps.messageBurst },
+    }).catch(() => {});
   }
 
   private async onHello(h: Hello): Promise<void> {
@@ -283,6 +303,9 @@ function handlerTable(h: AgentHandlers): ReadonlyMap<string, AgentHandler<never>
   if (!t) tables.set(h, (t = new Map(Object.entries(h) as unknown as [string, AgentHandler<never>][])));
   return t;
 }
+
+/** Agent messages that answer a server command (bounded by what the server dispatches). */
+const SERVER_PACED: ReadonlySet<string> = new Set(['exec.started', 'exec.finished', 'exec.rejected', 'term.opened', 'term.exit']);
 
 /** Every known agent message type, from the schema itself. */
 const AGENT_TYPES: ReadonlySet<string> = new Set<string>(AgentToServer.options.map((o) => o.shape.type.value));

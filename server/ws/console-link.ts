@@ -3,6 +3,7 @@ import { CloseCode, ConsoleToServer, decodeFrame, FrameError, type ServerToConso
 import type { Principal } from '../auth/auth-service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { MessageBucket } from './rate.js';
 import type { ConsoleBinaryHandlers, ConsoleChannel, ConsoleHandler, ConsoleHandlers } from './handlers.js';
 
 let nextId = 1;
@@ -17,6 +18,10 @@ const CONSOLE_TYPES: ReadonlySet<string> = new Set<string>(ConsoleToServer.optio
 
 export interface ConsoleLinkDeps {
   log: Logger; metrics: Metrics; handlers: ConsoleHandlers; binary: ConsoleBinaryHandlers; maxInvalidMessages: number;
+  /** Control messages per second (average) and burst before the socket is closed. */
+  messageRate: number; messageBurst: number;
+  /** Records the one audit row of a socket closed for flooding. */
+  auditRateLimited?(link: ConsoleLink): void;
   /** Droppable messages are skipped above this many buffered bytes. */
   softBufferLimit: number;
   /** Above this many buffered bytes the console is too slow and is disconnected (it resyncs on reconnect). */
@@ -36,6 +41,8 @@ export class ConsoleLink implements ConsoleChannel {
   private readonly cleanups: Array<() => void> = [];
   private closed = false;
   private invalid = 0;
+  private rateLimited = false;
+  private readonly bucket: MessageBucket;
   private expiryTimer: NodeJS.Timeout | undefined;
   /** Set when the socket was closed because its credentials ended: what it controls ends too. */
   sessionEnded = false;
@@ -47,6 +54,7 @@ export class ConsoleLink implements ConsoleChannel {
     this.remoteAddress = deps.remoteAddress ?? null;
     this.log = deps.log.child({ console: this.id, user: principal.username });
     this.table = consoleTable(deps.handlers);
+    this.bucket = new MessageBucket(deps.messageRate, deps.messageBurst);
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());
@@ -122,6 +130,17 @@ export class ConsoleLink implements ConsoleChannel {
     if (++this.invalid > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'too many invalid messages');
   }
 
+  /** Too many control messages: cut the socket once, with a reason, and audit it once. */
+  private rateExceeded(): void {
+    if (this.rateLimited) return;
+    this.rateLimited = true;
+    this.deps.metrics.messageErrors.inc({ channel: 'console', code: 'rate_limited' });
+    this.log.warn({ rate: this.deps.messageRate, burst: this.deps.messageBurst }, 'console exceeded its control message rate; closing');
+    this.send({ type: 'error', code: 'rate_limited', message: `more than ${this.deps.messageRate} messages per second (burst ${this.deps.messageBurst})` });
+    this.close(CloseCode.protocolError, 'control message rate exceeded');
+    this.deps.auditRateLimited?.(this);
+  }
+
   private onMessage(data: Buffer, binary: boolean): void {
     if (this.closed) return;
     // Every message acts with the principal's current rights: a logout, revocation, role change,
@@ -153,6 +172,9 @@ export class ConsoleLink implements ConsoleChannel {
       return this.error('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), r);
     }
     const msg = parsed.data;
+    // Flow-control acks (one per chunk of terminal output, O(1) each) are paced by the output, like
+    // the binary frames; every other message counts against the socket's bucket.
+    if (msg.type !== 'term.ack' && !this.bucket.take()) return this.rateExceeded();
     this.deps.metrics.messages.inc({ channel: 'console', type: msg.type });
     const h = this.table.get(msg.type);
     if (!h) return this.error('unknown_type', 'unknown message type');

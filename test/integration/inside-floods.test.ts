@@ -1,0 +1,86 @@
+/**
+ * Issue 9, defect 10: floods from inside. An agent or console socket that sends control messages
+ * faster than its bucket allows is cut with a reason and audited once; refused actions repeated
+ * by one user are one audit row per window with a count; terminals are capped per user.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CloseCode } from '../../protocol/errors.js';
+import { Api, agentId, cleanup, consoleSocket, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
+import { helloAgent } from '../helpers/raw-agent.js';
+
+afterAll(cleanup);
+
+describe('floods from inside', () => {
+  let s: TestServer;
+  let admin: Api;
+
+  beforeAll(async () => {
+    s = await startServer({
+      env: {
+        MUSTER_AGENT_MESSAGE_RATE: '20', MUSTER_AGENT_MESSAGE_BURST: '50', MUSTER_CONSOLE_MESSAGE_RATE: '20', MUSTER_CONSOLE_MESSAGE_BURST: '60',
+        MUSTER_AUDIT_REFUSAL_WINDOW_SEC: '2', MUSTER_MAX_TERMINALS_PER_USER: '2',
+      },
+    });
+    admin = await Api.login(s.url);
+  });
+
+  const auditOf = async (action: string) => (await admin.get(`/api/audit?action=${action}&limit=100`)).body.items as any[];
+
+  it('an agent flooding labels messages is cut with a reason and audited once', async () => {
+    const id = randomUUID();
+    const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
+    for (let i = 0; i < 400 && a.isOpen(); i++) a.send({ type: 'labels', labels: { n: String(i) } });
+    const closed = await a.closed;
+    expect(closed.code).toBe(CloseCode.protocolError);
+    expect(closed.reason).toMatch(/rate exceeded/);
+    await waitFor(async () => (await auditOf('agent.rate_limited')).some((r) => r.targetId === id), 'audit row');
+    expect((await auditOf('agent.rate_limited')).filter((r) => r.targetId === id).length).toBe(1);
+  });
+
+  it('a console flooding messages is cut with a reason and audited once; refused term.open is aggregated', async () => {
+    const viewer = await admin.userWithRole('viewer', `flood-viewer-${Date.now()}`);
+    const c = await consoleSocket(s, viewer);
+    await c.next((m) => m.type === 'ready');
+    // Under the burst: 30 refused term.open, each answered, one audit row with the count.
+    const agent = randomUUID();
+    for (let i = 0; i < 30; i++) c.ws.send(JSON.stringify({ type: 'term.open', ref: `r${i}`, agentId: agent, cols: 80, rows: 24 }));
+    await waitFor(() => c.messages.filter((m) => m.type === 'error' && m.code === 'forbidden').length === 30, '30 refusals', 15_000);
+    // The first refusal is audited at once; the window's end brings that one row's count up.
+    const rows = await waitFor(async () => {
+      const r = (await auditOf('terminal.open')).filter((x) => x.actor.startsWith('flood-viewer') && x.targetId === agent);
+      return r.length && r[0].details.count === 30 ? r : null;
+    }, 'aggregated refusal row', 20_000);
+    expect(rows.length).toBe(1);
+    expect(rows[0].ok).toBe(false);
+    expect(rows[0].details).toMatchObject({ why: 'forbidden', count: 30 });
+
+    // Then a flood: the socket is cut with a reason, audited once.
+    const closed = new Promise<{ code: number; reason: string }>((r) => c.ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+    for (let i = 0; i < 500 && c.ws.readyState === c.ws.OPEN; i++) c.ws.send(JSON.stringify({ type: 'ping', ref: String(i) }));
+    const cl = await closed;
+    expect(cl.code).toBe(CloseCode.protocolError);
+    expect(cl.reason).toMatch(/rate exceeded/);
+    await waitFor(async () => (await auditOf('console.rate_limited')).some((r) => r.actor.startsWith('flood-viewer')), 'console audit row');
+    expect((await auditOf('console.rate_limited')).filter((r) => r.actor.startsWith('flood-viewer')).length).toBe(1);
+  });
+
+  it('terminals per user are capped with a clear error code', async () => {
+    const a = startAgent(s, { name: 'term-cap' });
+    const id = await agentId(a);
+    await admin.waitAgent(id, 'online');
+    const op = await admin.userWithRole('operator');
+    const c = await consoleSocket(s, op);
+    await c.next((m) => m.type === 'ready');
+    for (const ref of ['t1', 't2']) {
+      c.ws.send(JSON.stringify({ type: 'term.open', ref, agentId: id, cols: 80, rows: 24 }));
+      await c.next((m) => m.ref === ref && m.type === 'term.opened', 30_000, `${ref} opened`);
+    }
+    c.ws.send(JSON.stringify({ type: 'term.open', ref: 't3', agentId: id, cols: 80, rows: 24 }));
+    const e = await c.next((m) => m.ref === 't3', 15_000, 't3 answer');
+    expect(e.type).toBe('error');
+    expect(e.code).toBe('limit_exceeded');
+    expect(e.message).toMatch(/MUSTER_MAX_TERMINALS_PER_USER/);
+    c.close();
+  }, 90_000);
+});
