@@ -173,6 +173,24 @@ describe.each(dbs)('schedules (%s)', (db) => {
     expect(after.find((f) => Date.parse(f.dueAt) === Date.parse(last.dueAt) + 2000 * 1000)).toMatchObject({ status: 'failed', taskId: null });
   });
 
+  it('overlap "skip" skips a fire while the previous run still goes; a selector that matches nothing fails the fire', async () => {
+    const slow = await operator.post('/api/scripts', { name: 'slow', body: 'sleep 3' });
+    expect(slow.status).toBe(201);
+    const r = await operator.post('/api/schedules', { name: 'slow-every-1s', scriptId: slow.body.id, selector: 'sched-1', intervalSec: 1, overlap: 'skip' });
+    expect(r.status).toBe(201);
+    const hist = async (id: string) => (await api.get(`/api/schedules/${id}/history?limit=1000`)).body;
+    await waitFor(async () => (await hist(r.body.id)).items.some((f: any) => f.status === 'skipped'), 'a skipped fire', 60_000);
+    await api.req('PATCH', `/api/schedules/${r.body.id}`, { enabled: false });
+    const skipped = (await hist(r.body.id)).items.find((f: any) => f.status === 'skipped');
+    expect(skipped).toMatchObject({ taskId: null, reason: expect.stringMatching(/previous run is still going/) });
+
+    const none = await operator.post('/api/schedules', { name: 'nobody', scriptId: slow.body.id, selector: 'labels.none == "x"', intervalSec: 1 });
+    expect(none.status).toBe(201);
+    const failed = await waitFor(async () => (await hist(none.body.id)).items.find((f: any) => f.status === 'failed'), 'a failed fire', 60_000);
+    expect(failed.reason).toMatch(/no agent matches/);
+    await api.req('PATCH', `/api/schedules/${none.body.id}`, { enabled: false });
+  });
+
   it('two server processes on one database never fire the same due time twice', async () => {
     const second = await startServer({ dbUrl: s.dbUrl, dataDir: tmpDir('sched-b'), env: { ...ENV, MUSTER_NODE_ID: 'node-b' } });
     try {
