@@ -13,8 +13,17 @@ const Schema = z.object({
   name: z.string().min(1).max(255).default(os.hostname()),
   labels: Labels.default({}),
   caFile: z.string().optional(),
-  /** Local health endpoint port on 127.0.0.1 (0 picks a free one, -1 disables). */
-  healthPort: z.coerce.number().int().min(-1).max(65535).default(7878),
+  /**
+   * Local health endpoint port on 127.0.0.1 (0 picks a free one and logs it, -1 disables). Parsed
+   * strictly: z.coerce would turn "" or " " into 0 and silently pick a random port.
+   */
+  healthPort: z.union([z.number(), z.string()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN;
+    if (Number.isInteger(n)) return n;
+    ctx.addIssue({ code: 'custom', message: `must be a whole number: a port 1-65535, 0 for a free port, or -1 to disable (got ${JSON.stringify(v)})` });
+    return z.NEVER;
+  }).pipe(z.number().min(-1, 'must be a port 1-65535, 0 for a free port, or -1 to disable').max(65535, 'must be at most 65535'))
+    .default(7878),
   /** /health answers 503 once the server has been unreachable this long. */
   unreachableAfterSec: z.coerce.number().int().min(1).default(60),
   /** Reconnect backoff: first delay and cap (exponential, full jitter). */
@@ -100,19 +109,41 @@ function parseLabels(list: string[]): Record<string, string> {
   return out;
 }
 
+const OPTIONS = {
+  server: { type: 'string' }, token: { type: 'string' }, 'state-dir': { type: 'string' }, name: { type: 'string' },
+  label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
+  'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
+  'log-level': { type: 'string' }, policy: { type: 'string' },
+  'terminal-user': { type: 'string' }, 'terminal-home': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
+} as const;
+
+/**
+ * util.parseArgs refuses `--opt -1` as ambiguous (the value starts with a dash); `--opt=-1` works.
+ * Both spellings must parse, so a negative number after a value-taking option is joined to it.
+ */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : null;
+    const next = argv[i + 1];
+    if (name && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** Parses flags, environment and config file. `--version` is handled by the caller before this. */
 export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
   let flags;
   try {
     flags = parseArgs({
-      args: argv,
-      options: {
-        server: { type: 'string' }, token: { type: 'string' }, 'state-dir': { type: 'string' }, name: { type: 'string' },
-        label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
-        'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
-        'log-level': { type: 'string' }, policy: { type: 'string' },
-        'terminal-user': { type: 'string' }, 'terminal-home': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
-      },
+      args: joinNegativeValues(argv),
+      options: OPTIONS,
       strict: true,
     }).values;
   } catch (err) {

@@ -13,6 +13,8 @@ export type ServerHandlers = { [K in Exclude<ServerMessageType, 'welcome'>]: Ser
 
 export interface ConnectionOptions {
   serverUrl: string;
+  /** This agent's name, for the log ("connected" says who connected). */
+  name?: string;
   enrollToken: string | undefined;
   caFile: string | undefined;
   state: AgentState;
@@ -45,6 +47,38 @@ export function parseRetryAfter(v: string | string[] | undefined, now = Date.now
   return Number.isNaN(t) ? null : Math.max(0, Math.ceil((t - now) / 1000));
 }
 
+/** TLS verification error codes (OpenSSL via Node): the server's certificate is not trusted. */
+const TLS_CODES = /^(UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|CERT_|ERR_TLS_CERT_ALTNAME_INVALID|HOSTNAME_MISMATCH|ERR_SSL_)/;
+
+/** Why a connection attempt failed, in words an operator can act on. */
+export function describeConnectError(err: NodeJS.ErrnoException, serverUrl: string, caFile: string | undefined): string {
+  const code = err.code ?? '';
+  let host = serverUrl;
+  try { host = new URL(serverUrl).host; } catch { /* keep the raw URL */ }
+  if (code === 'ECONNREFUSED') return `connection refused by ${host}: is the server running and listening on that port?`;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot resolve ${host}: check the server address`;
+  if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${host} unreachable (${code}): check the network or firewall`;
+  if (code === 'ECONNRESET') return `connection reset by ${host} (a proxy, or plain ws:// to a TLS port?)`;
+  if (TLS_CODES.test(code)) {
+    return `TLS verification failed for ${host}: ${err.message} (${code})${caFile ? `; is ${caFile} the CA that signed the server certificate?` : '; for a private CA pass --ca-file'}`;
+  }
+  return err.message || code || 'unknown error';
+}
+
+/** Why the server refused the upgrade, by status. */
+export function describeUpgradeRefusal(status: number | undefined, retryAfterSec: number | null, enrolling: boolean): string {
+  if (status === 401) {
+    return enrolling
+      ? 'server refused our credentials (HTTP 401 Unauthorized): the enrolment token is wrong or expired; check --token, or issue a new one in Admin → Enrolment'
+      : 'server refused our credentials (HTTP 401 Unauthorized): the stored agent secret is no longer valid (agent revoked or deleted?); re-enrol with a new token';
+  }
+  if (status === 503 || status === 429) {
+    return `server busy or starting (HTTP ${status})${retryAfterSec !== null ? `, retrying after ${retryAfterSec} s (Retry-After)` : ''}`;
+  }
+  if (status === 404) return 'server answered HTTP 404 at the upgrade: is the --server URL a Muster server (path /ws/agent)?';
+  return `server answered HTTP ${status ?? '?'} at the upgrade`;
+}
+
 /**
  * The agent's one socket to the server: authenticates at the upgrade (enrolment token or id +
  * secret), sends hello, and reconnects forever with backoff + jitter, honouring 503 Retry-After.
@@ -63,6 +97,8 @@ export class ServerConnection {
   lastConnectedAt = Date.now();
   connected = false;
   lastError: string | null = null;
+  /** The last failure logged at warn: a server that stays down is reported once, not every retry. */
+  private loggedError: string | null = null;
   private readonly table: ReadonlyMap<string, ServerHandler<never>>;
 
   constructor(private readonly o: ConnectionOptions) {
@@ -97,15 +133,20 @@ export class ServerConnection {
     });
     this.ws = ws;
     this.welcomed = false;
+    // After a refused upgrade, terminate() makes ws emit "closed before the connection was
+    // established": that is our own doing, not the reason, which was already logged.
+    let refused = false;
     ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+      refused = true;
       const retryAfterSec = parseRetryAfter(res.headers['retry-after']);
       if ((res.statusCode === 503 || res.statusCode === 429) && retryAfterSec !== null) {
         // Never wait longer than the backoff cap: a misconfigured proxy must not park the fleet.
         this.retryAfterMs = Math.min(retryAfterSec * 1000, this.o.backoffMaxMs);
       }
-      this.lastError = `server answered HTTP ${res.statusCode ?? '?'} at the upgrade`;
-      if (res.statusCode === 401) this.o.log.error({ status: 401 }, 'server refused our credentials');
-      else this.o.log.warn({ status: res.statusCode, retryAfterSec }, 'upgrade refused');
+      const why = describeUpgradeRefusal(res.statusCode, retryAfterSec, !secret && Boolean(this.o.enrollToken));
+      this.lastError = why;
+      if (res.statusCode === 401) this.o.log.error({ status: 401 }, `cannot connect: ${why}`);
+      else this.failed({ status: res.statusCode, retryAfterSec }, why);
       res.resume();
       ws.terminate();
     });
@@ -117,9 +158,16 @@ export class ServerConnection {
       this.onMessage(data as Buffer, isBinary);
     });
     ws.on('pong', () => { this.lastHeard = Date.now(); });
-    ws.on('error', (err) => {
-      this.lastError = err.message;
-      this.o.log.debug({ err: err.message }, 'socket error');
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (refused) return;
+      if (this.connected) {
+        this.lastError = err.message;
+        this.o.log.debug({ err: err.message }, 'socket error');
+        return;
+      }
+      const why = describeConnectError(err, this.url(), this.o.caFile);
+      this.lastError = why;
+      this.failed({ code: err.code }, why);
     });
     ws.on('close', (code, reason) => {
       clearInterval(this.liveness);
@@ -134,6 +182,16 @@ export class ServerConnection {
       if (code === 4002 || code === 4005) this.o.log.error({ code, reason: reason.toString() }, 'server refuses this agent');
       this.schedule();
     });
+  }
+
+  /** A failed attempt: warn once per distinct reason (the first retry says why), debug after. */
+  private failed(o: object, why: string): void {
+    if (why !== this.loggedError) {
+      this.loggedError = why;
+      this.o.log.warn({ ...o, server: this.o.serverUrl }, `cannot connect: ${why}`);
+    } else {
+      this.o.log.debug(o, `cannot connect: ${why}`);
+    }
   }
 
   private schedule(): void {
@@ -193,8 +251,10 @@ export class ServerConnection {
       this.connected = true;
       this.attempt = 0;
       this.lastError = null;
+      this.loggedError = null;
       this.lastConnectedAt = Date.now();
-      this.o.log.info({ heartbeatMs: msg.heartbeatIntervalMs }, 'connected');
+      this.o.log.info({ agentId: this.o.state.agentId, name: this.o.name, server: this.o.serverUrl, heartbeatMs: msg.heartbeatIntervalMs },
+        `connected as ${this.o.name ? `"${this.o.name}" ` : ''}(${this.o.state.agentId})`);
       this.watchServer(msg.heartbeatIntervalMs * 3);
       this.o.onWelcome(msg.heartbeatIntervalMs);
       return;

@@ -15,7 +15,10 @@ export interface HealthSource {
  * Local health endpoint on 127.0.0.1: GET /health (200 connected, 503 with the reason once the
  * server has been unreachable longer than the threshold), GET /metrics (own counters, Prometheus text).
  */
-export function startHealth(port: number, stateDir: string, thresholdMs: number, src: HealthSource, onError: (e: Error) => void): http.Server | null {
+export function startHealth(
+  port: number, stateDir: string, thresholdMs: number, src: HealthSource,
+  onError: (e: Error) => void, onListening: (port: number) => void = () => {},
+): http.Server | null {
   if (port < 0) return null;
   const server = http.createServer((req, res) => {
     if (req.url === '/health') {
@@ -37,6 +40,7 @@ export function startHealth(port: number, stateDir: string, thresholdMs: number,
   server.on('error', onError);
   server.listen(port, '127.0.0.1', () => {
     const p = (server.address() as AddressInfo).port;
+    onListening(p);
     try {
       fs.writeFileSync(path.join(stateDir, 'health.port'), `${p}\n`);
     } catch {

@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   };
 
   conn = new ServerConnection({
-    serverUrl: cfg.server, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
+    serverUrl: cfg.server, name: cfg.name, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
     backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, buildHello, handlers,
     onTermData: (id, data) => pty.onTermData(id, data),
     onWelcome: (intervalMs) => {
@@ -124,7 +124,13 @@ async function main(): Promise<void> {
     unreachableForMs: () => (conn.connected ? 0 : Date.now() - conn.lastConnectedAt),
     lastError: () => conn.lastError,
     counters: () => counters,
-  }, (err) => log.warn({ err: err.message, port: cfg.healthPort }, 'health endpoint unavailable'));
+  }, (err) => {
+    // A taken port (another agent on this host, say) must not stop the agent: it runs on without
+    // the local endpoint and says how to get one.
+    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    log.warn({ err: err.message, port: cfg.healthPort },
+      inUse ? `health port ${cfg.healthPort} is in use; running without the health endpoint (--health-port 0 picks a free port, -1 disables it)` : 'health endpoint unavailable');
+  }, (port) => log.info({ port }, `health endpoint on http://127.0.0.1:${port}/health`));
 
   let stopping = false;
   const drainMs = cfg.execStopDrainSec * 1000;

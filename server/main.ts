@@ -22,7 +22,9 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel);
   const here = path.dirname(fileURLToPath(import.meta.url));
   const s = await startServer(config, log, { webDist: path.resolve(here, '..', 'web', 'dist'), agentScript: path.join(here, 'agent.js') });
-  const consoleUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${s.port}`;
+  // The scheme the listener really speaks: TLS when a certificate is configured.
+  const scheme = config.tlsCert ? 'https' : 'http';
+  const consoleUrl = config.publicUrl ?? `${scheme}://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${s.port}`;
   const lines = [
     '',
     `  Muster is running: ${consoleUrl}`,
@@ -31,7 +33,7 @@ async function main(): Promise<void> {
     '',
   ].filter((l, i, a) => l !== '' || i === 0 || i === a.length - 1);
   process.stdout.write(`${lines.join('\n')}\n`);
-  log.info({ port: s.port }, 'listening');
+  log.info({ scheme, port: s.port }, 'listening');
 
   let stopping = false;
   const stop = (sig: string) => {

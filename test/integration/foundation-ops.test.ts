@@ -87,7 +87,7 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     for (const a of agents) {
       const lines = a.output().split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return {}; } });
       lines.forEach((l, i) => {
-        if (l.msg !== 'upgrade refused' || l.status !== 503) return;
+        if (!String(l.msg).startsWith('cannot connect') || l.status !== 503) return;
         const next = lines.slice(i + 1).find((n) => n.msg === 'reconnecting');
         expect(next, 'a reconnect after the 503').toBeDefined();
         expect(next.retryAfter).toBe(true);

@@ -67,9 +67,33 @@ describe('agent config', () => {
     [['--server', 'ws://x', '--label', 'bad key=v'], /labels/],
     [['--server', 'ws://x', '--unknown'], /Unknown option/],
     [['--server', 'ws://x', '--config', '/nonexistent/agent.json'], /cannot read config file/],
-    [['--server', 'ws://x', '--health-port', 'abc'], /healthPort/],
+    [['--server', 'ws://x', '--health-port', 'abc'], /healthPort: must be a whole number/],
+    [['--server', 'ws://x', '--health-port', '12abc'], /healthPort: must be a whole number/],
+    [['--server', 'ws://x', '--health-port='], /healthPort: must be a whole number/],
+    [['--server', 'ws://x', '--health-port', '1.5'], /healthPort: must be a whole number/],
+    [['--server', 'ws://x', '--health-port', '-2'], /healthPort: must be a port 1-65535, 0 for a free port, or -1 to disable/],
+    [['--server', 'ws://x', '--health-port=-7'], /healthPort: must be a port/],
+    [['--server', 'ws://x', '--health-port', '70000'], /healthPort: must be at most 65535/],
   ])('rejects %j', (argv, msg) => {
     expect(() => loadAgentConfig(argv, {})).toThrow(AgentConfigError);
     expect(() => loadAgentConfig(argv, {})).toThrow(msg);
+  });
+
+  it('--flag value and --flag=value parse alike, negative values included', () => {
+    const base = { MUSTER_AGENT_SERVER: 'ws://x' };
+    for (const [argv, want] of [
+      [['--health-port', '0'], 0], [['--health-port=0'], 0],
+      [['--health-port', '-1'], -1], [['--health-port=-1'], -1],
+      [['--health-port', '9100'], 9100], [['--health-port=9100'], 9100],
+    ] as const) {
+      expect(loadAgentConfig([...argv], base).healthPort).toBe(want);
+    }
+    expect(loadAgentConfig([], base).healthPort).toBe(7878);
+    expect(loadAgentConfig([], { ...base, MUSTER_AGENT_HEALTH_PORT: '0' }).healthPort).toBe(0);
+    expect(() => loadAgentConfig([], { ...base, MUSTER_AGENT_HEALTH_PORT: 'x' })).toThrow(/healthPort/);
+    const a = loadAgentConfig(['--server', 'ws://s:1', '--name', 'n1', '--terminal-max-sessions', '4', '--label', 'k=v'], {});
+    const b = loadAgentConfig(['--server=ws://s:1', '--name=n1', '--terminal-max-sessions=4', '--label=k=v'], {});
+    expect(b).toEqual(a);
+    expect(a).toMatchObject({ server: 'ws://s:1', name: 'n1', terminalMaxSessions: 4, labels: { k: 'v' } });
   });
 });
