@@ -36,7 +36,18 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
     await page.goto(`${server.url}/admin`);
     const cmd = await page.waitForSelector('[data-test=install-command]');
     expect(await cmd.textContent()).toContain(server.enrollToken);
+
+    // Enrolment tokens: create one (shown once, in the install command), then revoke it.
+    await page.fill('[data-test=enrollment-token-name] input', 'e2e-rack');
+    await page.click('[data-test=create-enrollment-token]');
+    const enrol = (await (await page.waitForSelector('[data-test=new-enrollment-token]')).textContent())!.trim();
+    expect(enrol).toMatch(/^mst_enr_/);
+    await waitFor(async () => (await textOf(page, '[data-test=install-command]'))?.includes(enrol), 'install command with the new token', STEP_MS);
+    const listed = (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack');
+    expect(listed.state).toBe('active');
     await screenshot(page, 'admin-enrolment');
+    await page.click('[data-test=enrollment-tokens] [data-test=revoke-enrollment-token]');
+    await waitFor(async () => (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack')?.state === 'revoked', 'token revoked', STEP_MS);
 
     await page.click('text=API tokens');
     await page.fill('input[placeholder^="token name"]', 'e2e-token');
