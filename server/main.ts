@@ -1,11 +1,24 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ResetPasswordError, resetPassword } from './admin/reset-password.js';
 import { ConfigError, loadConfig } from './config/config.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
 
 /** Composition root: config, logger, server, signals. Does no work itself. */
 async function main(): Promise<void> {
+  if (process.argv[2] === 'reset-password') {
+    try {
+      await resetPassword(process.argv.slice(3), process.env, { stdin: process.stdin, out: (t) => process.stdout.write(t) });
+      process.exit(0);
+    } catch (err) {
+      if (err instanceof ResetPasswordError || err instanceof ConfigError) {
+        process.stderr.write(`muster: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+  }
   // Every file the server (and the local agent it starts) creates is private to its user: the
   // database, its WAL, artifacts, recordings and state hold secrets. Set before anything is opened.
   process.umask(0o077);

@@ -1,0 +1,74 @@
+/**
+ * The documented way back in when the admin password is lost: `node dist/server.js reset-password
+ * <user>` against the server's database (SQLite or MariaDB via MUSTER_DB_URL), with the server
+ * running. It ends the user's sessions and is audited.
+ */
+import { spawnSync } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ADMIN_PASSWORD, Api, SERVER_JS, cleanup, databases, startServer, tmpDir } from '../helpers/harness.js';
+
+const dbs = await databases();
+
+describe.each(dbs)('reset-password (%s)', (db) => {
+  afterAll(cleanup);
+
+  it('generated or from stdin: old password and sessions stop working, the new one signs in, audited', async () => {
+    const s = await startServer({ db });
+    const run = (args: string[], input?: string) => spawnSync(process.execPath, [SERVER_JS, 'reset-password', ...args], {
+      env: { ...process.env, MUSTER_DB_URL: s.dbUrl, MUSTER_DATA_DIR: s.dataDir }, input: input ?? '', encoding: 'utf8', timeout: 30_000,
+    });
+    const old = await Api.login(s.url);
+    expect((await old.get('/api/auth/me')).status).toBe(200);
+
+    const r = run(['admin']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/Password of "admin" \(admin\) reset in .*; 1 session\(s\) ended/);
+    const pw = /New password: (\S+)/.exec(r.stdout)![1]!;
+    expect(pw.length).toBeGreaterThanOrEqual(12);
+
+    expect((await old.get('/api/auth/me')).status).toBe(401);
+    await expect(Api.login(s.url, 'admin', ADMIN_PASSWORD)).rejects.toThrow(/401/);
+    const fresh = await Api.login(s.url, 'admin', pw);
+
+    // From stdin (case-insensitive name), nothing printed back.
+    const chosen = 'a-new-admin-password-42';
+    const r2 = run(['ADMIN', '--password-stdin'], `${chosen}\n`);
+    expect(r2.status).toBe(0);
+    expect(r2.stdout).not.toContain(chosen);
+    expect((await fresh.get('/api/auth/me')).status).toBe(401);
+    const again = await Api.login(s.url, 'admin', chosen);
+
+    const audit = await again.get('/api/audit?action=user.password_reset');
+    expect(audit.status).toBe(200);
+    const rows = (audit.body.items ?? audit.body) as { action: string; actor: string; details: Record<string, unknown> }[];
+    const resets = rows.filter((x) => x.action === 'user.password_reset');
+    expect(resets).toHaveLength(2);
+    expect(resets.map((x) => x.details['generated']).sort()).toEqual([false, true]);
+    expect(resets[0]!.actor).toMatch(/^system \(reset-password by /);
+    expect(JSON.stringify(resets)).not.toContain(chosen);
+  });
+
+  it('bad input: unknown user, short password, no user given: exit 2 with a message, nothing changed', async () => {
+    const s = await startServer({ db });
+    const run = (args: string[], input = '') => spawnSync(process.execPath, [SERVER_JS, 'reset-password', ...args], {
+      env: { ...process.env, MUSTER_DB_URL: s.dbUrl, MUSTER_DATA_DIR: s.dataDir }, input, encoding: 'utf8', timeout: 30_000,
+    });
+    const nobody = run(['nobody']);
+    expect(nobody.status).toBe(2);
+    expect(nobody.stderr).toMatch(/no user "nobody" in .*\(users: admin\)/);
+    const short = run(['admin', '--password-stdin'], 'short\n');
+    expect(short.status).toBe(2);
+    expect(short.stderr).toMatch(/must be 8 to 1024 characters/);
+    const none = run([]);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/usage: node dist\/server.js reset-password <user>/);
+    await Api.login(s.url); // the admin password is unchanged
+    // A data dir with no Muster database in it: says which database it looked at.
+    const empty = spawnSync(process.execPath, [SERVER_JS, 'reset-password', 'admin'], {
+      env: { ...process.env, MUSTER_DB_URL: '', MUSTER_DATA_DIR: tmpDir('nodb') }, encoding: 'utf8', timeout: 30_000,
+    });
+    expect(empty.status).toBe(2);
+    expect(empty.stderr).toMatch(/cannot read users from sqlite:/);
+  });
+});
