@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { utf8mb4 } from './util.js';
+import { dropColumns, utf8mb4 } from './util.js';
 
 /**
  * Script library: saved scripts and their immutable versions; tasks remember the script version
@@ -46,13 +46,6 @@ export async function down(knex: Knex): Promise<void> {
     t.dropIndex(['script_id', 'created_at'], 'tasks_script_id_created_at_index');
     t.dropIndex(['schedule_id', 'created_at'], 'tasks_schedule_id_created_at_index');
   });
-  const client = String((knex.client as { config?: { client?: unknown } }).config?.client ?? '');
-  for (const col of ['script_id', 'script_version', 'schedule_id', 'secret_env']) {
-    // On SQLite knex drops a column by rebuilding the table, and inside the migration's transaction
-    // foreign keys stay on: dropping the old `tasks` would cascade-delete every execution. SQLite's
-    // own ALTER TABLE … DROP COLUMN (3.35+) changes the table in place.
-    if (client.includes('sqlite')) await knex.raw('ALTER TABLE ?? DROP COLUMN ??', ['tasks', col]);
-    else await knex.schema.alterTable('tasks', (t) => t.dropColumn(col));
-  }
+  await dropColumns(knex, 'tasks', ['script_id', 'script_version', 'schedule_id', 'secret_env']);
   for (const t of ['script_versions', 'scripts']) await knex.schema.dropTableIfExists(t);
 }

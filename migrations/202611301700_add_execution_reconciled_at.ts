@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { dropColumns } from './util.js';
 
 /** executions.reconciled_at: when a `lost` execution took the real result its agent reported late. */
 export async function up(knex: Knex): Promise<void> {
@@ -8,7 +9,5 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('executions', (t) => {
-    t.dropColumn('reconciled_at');
-  });
+  await dropColumns(knex, 'executions', ['reconciled_at']);
 }

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { dropColumns } from './util.js';
 
 /** API tokens get an optional expiry and a scope (the highest role they act with). */
 export async function up(knex: Knex): Promise<void> {
@@ -9,8 +10,5 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('api_tokens', (t) => {
-    t.dropColumn('expires_at');
-    t.dropColumn('scope');
-  });
+  await dropColumns(knex, 'api_tokens', ['expires_at', 'scope']);
 }

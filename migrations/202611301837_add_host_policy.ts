@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { dropColumns } from './util.js';
 
 /**
  * Host-side policy: the policy each agent reports (JSON, shown on the agent page and used to refuse
@@ -14,10 +15,6 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('tasks', (t) => {
-    t.dropColumn('signature');
-  });
-  await knex.schema.alterTable('agents', (t) => {
-    t.dropColumn('policy');
-  });
+  await dropColumns(knex, 'tasks', ['signature']);
+  await dropColumns(knex, 'agents', ['policy']);
 }
