@@ -88,6 +88,12 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect(row.token_hash).toBe(createHash('sha256').update(token).digest('hex'));
     expect(JSON.stringify(row)).not.toContain(token);
 
+    // An installer holding the token may download the agent package (404: none uploaded here);
+    // a wrong one may not.
+    const dl = (t: string) => fetch(`${s.url}/api/artifacts/latest/download`, { headers: { 'x-muster-enroll-token': t } }).then((x) => x.status);
+    expect(await dl(token)).toBe(404);
+    expect(await dl(`${token}x`)).toBe(401);
+
     // Two agents enrol and get the token's labels; the third is refused at the upgrade.
     for (const name of ['t1', 't2']) {
       const aid = randomUUID();
