@@ -270,10 +270,19 @@ export class RolloutEngine {
 
   private finish(l: Live): void {
     const failures = this.failures(l);
-    this.setRollout(l, {
-      state: failures > 0 ? 'failed' : 'succeeded', finishedAt: Date.now(),
-      reason: failures > 0 ? `${failures} target(s) failed` : null,
-    });
+    const targets = [...l.targets.values()];
+    // A rollout that updated nothing (every target skipped: already on the version, another
+    // architecture, agents that cannot update themselves) must not read as a success: the
+    // operator asked for a version and no host got it. It fails, and the reason says why.
+    const updated = targets.filter((t) => t.state === 'succeeded').length;
+    let reason: string | null = failures > 0 ? `${failures} target(s) failed` : null;
+    if (failures === 0 && updated === 0) {
+      const why = new Map<string, number>();
+      for (const t of targets) if (t.state === 'skipped') why.set(t.reason ?? 'skipped', (why.get(t.reason ?? 'skipped') ?? 0) + 1);
+      const summary = [...why].map(([r, n]) => `${r}: ${n}`).join('; ');
+      reason = targets.length === 0 ? 'nothing to update: no target' : `nothing updated: all ${targets.length} target(s) skipped (${summary})`.slice(0, 1000);
+    }
+    this.setRollout(l, { state: reason ? 'failed' : 'succeeded', finishedAt: Date.now(), reason });
     this.d.log.info({ rolloutId: l.row.id, state: l.row.state }, 'rollout finished');
   }
 

@@ -66,14 +66,17 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     // Already at the version: every target skipped, done at once.
     const same = await upload(api, version);
     const skip = await api.post('/api/rollouts', { artifactId: same.id, selector: 'labels.grp == "r"' });
-    expect(skip.body.state, JSON.stringify(skip.body)).toBe('succeeded');
+    // Nothing was updated: that is not a success (issue 15), it fails with the skip reasons.
+    expect(skip.body.state, JSON.stringify(skip.body)).toBe('failed');
+    expect(skip.body.reason).toBe(`nothing updated: all 3 target(s) skipped (already at ${version}: 3)`);
     expect(skip.body.targets.map((t: any) => t.state)).toEqual(['skipped', 'skipped', 'skipped']);
 
     // A package for another CPU architecture skips every agent.
     const foreign = await upload(api, '5.0.0', 'muster-agent-5.0.0-linux-s390x.tar.gz');
     expect(foreign.arch).toBe('s390x');
     const f = await api.post('/api/rollouts', { artifactId: foreign.id, selector: 'labels.grp == "r"' });
-    expect(f.body.state).toBe('succeeded');
+    expect(f.body.state).toBe('failed');
+    expect(f.body.reason).toMatch(/^nothing updated: all 3 target\(s\) skipped \(package is for s390x, agent is \w+: 3\)$/);
     expect(f.body.targets.map((t: any) => t.reason)).toEqual(Array(3).fill(expect.stringMatching(/package is for s390x/)));
 
     const art = await upload(api, '3.0.0');
@@ -112,7 +115,7 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'rollout cancelled' });
     const p = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r-plain"' });
     expect(p.body.targets).toEqual([expect.objectContaining({ state: 'skipped', reason: expect.stringMatching(/cannot update itself/) })]);
-    expect(p.body.state).toBe('succeeded');
+    expect(p.body).toMatchObject({ state: 'failed', reason: expect.stringMatching(/^nothing updated: all 1 target\(s\) skipped \(agent cannot update itself/) });
     await plain.stop();
     const list = (await api.get('/api/rollouts')).body;
     expect(list.total).toBe(4);

@@ -111,7 +111,7 @@ describe('self-update', () => {
     // A second rollout of the same version skips the agent already on it.
     const again = await api.post('/api/rollouts', { artifactId: artifact.good.id, selector: 'labels.case == "ok"' });
     expect(again.body.targets).toEqual([expect.objectContaining({ state: 'skipped' })]);
-    expect((await rolloutDone(again.body.id)).state).toBe('succeeded');
+    expect(await rolloutDone(again.body.id)).toMatchObject({ state: 'failed', reason: 'nothing updated: all 1 target(s) skipped (already at 1.1.0: 1)' });
     const audit = await api.get('/api/audit?action=rollout.create');
     expect(audit.body.items.length).toBeGreaterThanOrEqual(2);
     // Older versions are refused unless the rollout allows a downgrade.
