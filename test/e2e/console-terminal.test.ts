@@ -51,6 +51,15 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.click('[data-test=terminal]');
     await page.keyboard.type('echo "again-$((7*6))"\n');
     await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach', STEP_MS);
+    // Ctrl+Shift+V pastes the clipboard once (it used to arrive twice: ours and the browser's own).
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await page.evaluate((t) => (globalThis as unknown as { navigator: { clipboard: { writeText(s: string): Promise<void> } } }).navigator.clipboard.writeText(t), 'echo "pasted-$((5*5))-"');
+    await page.keyboard.press('Control+Shift+KeyV');
+    await waitFor(async () => (await termText(page)).includes('echo "pasted-$((5*5))-"'), 'pasted text echoed', STEP_MS);
+    await page.keyboard.press('Enter');
+    await waitFor(async () => (await termText(page)).includes('pasted-25-'), 'pasted command ran', STEP_MS);
+    expect(await termText(page)).toMatch(/^pasted-25-\s*$/m);
+    expect(await termText(page)).not.toContain('pasted-25-echo');
     // Leaving the view and coming back shows the same session with its scrollback.
     await page.click('text=Dashboard');
     await page.waitForSelector('[data-test=dashboard]');

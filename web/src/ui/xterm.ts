@@ -15,7 +15,10 @@ export interface Xterm { term: Terminal; fit: FitAddon; search: SearchAddon; dis
 export function createXterm(opts: ITerminalOptions & ITerminalInitOnlyOptions & { dark: boolean }): Xterm {
   const { dark, ...rest } = opts;
   const term = new Terminal({
-    fontFamily: 'ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace',
+    // Latin monospace first, then CJK-capable fonts per platform (Linux Noto/Source Han, macOS,
+    // Windows) so Chinese/Japanese/Korean output does not fall into a proportional font or boxes.
+    fontFamily: 'ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", "Noto Sans Mono CJK JP", "Source Han Mono", '
+      + '"Sarasa Mono SC", "PingFang SC", "Hiragino Sans", "Microsoft YaHei", "Malgun Gothic", monospace',
     fontSize: 13,
     scrollback: 10_000,
     allowProposedApi: true,
@@ -46,7 +49,13 @@ export function clipboardKeys(term: Terminal): void {
       return false;
     }
     if (e.code === 'KeyV') {
-      void navigator.clipboard?.readText().then((t) => term.paste(t)).catch(() => {});
+      // Browsers also treat Ctrl+Shift+V as "paste as plain text": that native paste event reaches
+      // xterm's textarea on top of ours, and the text arrived twice. With the Clipboard API we
+      // paste ourselves and cancel the native one; without it, the native paste is the only one.
+      if (navigator.clipboard?.readText) {
+        e.preventDefault();
+        void navigator.clipboard.readText().then((t) => term.paste(t)).catch(() => {});
+      }
       return false;
     }
     return true;
