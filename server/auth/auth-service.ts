@@ -113,6 +113,12 @@ export class AuthService {
     return Boolean(await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first('id'));
   }
 
+  /** A user's current role and state by name; null when no such user. */
+  async userRights(username: string): Promise<{ role: Role; disabled: boolean } | null> {
+    const row = await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first('role', 'disabled');
+    return row ? { role: row.role as Role, disabled: Boolean(row.disabled) } : null;
+  }
+
   async createUser(name: string, password: string, role: Role): Promise<UserView> {
     const username = canonicalUsername(name);
     const [id] = await this.db('users').insert({ username, password_hash: await hashPassword(password), role, created_at: Date.now(), disabled: false });

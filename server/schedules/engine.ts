@@ -1,3 +1,5 @@
+import type { AuditLog } from '../auth/audit.js';
+import { roleAtLeast, type AuthService } from '../auth/auth-service.js';
 import type { Logger } from '../log.js';
 import type { ScriptService } from '../scripts/service.js';
 import type { Schedule, ScheduleRepo } from './repository.js';
@@ -7,6 +9,8 @@ import { nextAfter } from './timing.js';
 export interface EngineDeps {
   repo: ScheduleRepo;
   scripts: ScriptService;
+  auth: Pick<AuthService, 'userRights'>;
+  audit: Pick<AuditLog, 'refused'>;
   log: Logger;
   nodeId: string;
   tickMs: number;
@@ -60,6 +64,14 @@ export class ScheduleEngine {
     return this.ticking;
   }
 
+  private async creatorRefusal(createdBy: string): Promise<string | null> {
+    const u = await this.d.auth.userRights(createdBy);
+    if (!u) return `the schedule's creator ${createdBy} no longer exists`;
+    if (u.disabled) return `the schedule's creator ${createdBy} is disabled`;
+    if (!roleAtLeast(u.role, 'operator')) return `the schedule's creator ${createdBy} is now ${u.role}; running scripts needs operator`;
+    return null;
+  }
+
   private async fire(s: Schedule): Promise<void> {
     const due = s.nextFireAt!;
     const now = Date.now();
@@ -81,9 +93,21 @@ export class ScheduleEngine {
       await this.d.repo.finishFire(s.id, due, { status: 'skipped', reason: 'the previous run is still going (overlap: skip)' });
       return;
     }
+    // A schedule runs with its creator's authority: once the creator may no longer run scripts
+    // (disabled, deleted, demoted below operator), its fires stop too, each recorded as failed.
+    const refusal = await this.creatorRefusal(s.createdBy);
+    if (refusal) {
+      await this.d.repo.finishFire(s.id, due, { status: 'failed', reason: refusal });
+      this.d.audit.refused({
+        actor: { username: `schedule:${s.name}`, role: null, ip: null }, action: 'schedule.fire', targetType: 'schedule', targetId: s.id,
+        details: { reason: refusal, createdBy: s.createdBy },
+      });
+      log.warn({ reason: refusal }, 'schedule fire refused');
+      return;
+    }
     try {
       const task = await this.d.scripts.run({
-        scriptId: s.scriptId, version: s.scriptVersion ?? undefined, params: { ...s.params, ...s.secretParams }, targets: { selector: s.selector },
+        scriptId: s.scriptId, version: s.scriptVersion ?? undefined, params: s.params, secretParams: s.secretParams, targets: { selector: s.selector },
         cwd: null, timeoutSec: s.timeoutSec, concurrency: s.concurrency, maxFailures: s.maxFailures, offline: s.offline, queueTtlSec: s.queueTtlSec,
       }, { username: `schedule:${s.name}`, role: null, ip: null }, s.id);
       await this.d.repo.finishFire(s.id, due, {

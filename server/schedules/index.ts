@@ -18,7 +18,7 @@ export function createSchedules(core: Core, scripts: ScriptService): Capability<
     checkSelector: (s) => void selectAgents(core.fleet, s),
   });
   const engine = new ScheduleEngine({
-    repo, scripts, log: core.log.child({ component: 'schedules' }), nodeId: config.nodeId, tickMs: config.scheduleTickMs,
+    repo, scripts, auth: core.auth, audit: core.audit, log: core.log.child({ component: 'schedules' }), nodeId: config.nodeId, tickMs: config.scheduleTickMs,
     misfireGraceMs: config.scheduleMisfireGraceSec * 1000,
   });
   return {

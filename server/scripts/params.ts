@@ -84,8 +84,13 @@ function checkValue(p: ParamDef, v: ParamValue): string | null {
 /**
  * Validates run-time values against a version's parameters and builds the environment the script
  * gets (values are never spliced into the script text). Secret values are named in `secretEnv`.
+ * `forceSecret` names values that were given as secrets (a schedule's stored secrets): they stay
+ * secret even when this version declares the parameter as another type, so retyping a parameter
+ * never turns a stored secret into plain text in the task or the audit.
  */
-export function paramEnv(defs: ParamDef[], values: Record<string, ParamValue>): { env: Record<string, string>; secretEnv: string[]; shown: Record<string, string> } {
+export function paramEnv(
+  defs: ParamDef[], values: Record<string, ParamValue>, forceSecret: ReadonlySet<string> = new Set(),
+): { env: Record<string, string>; secretEnv: string[]; shown: Record<string, string> } {
   const byName = new Map(defs.map((p) => [p.name, p]));
   const unknown = Object.keys(values).filter((k) => !byName.has(k));
   if (unknown.length) throw new ApiError('bad_request', `unknown parameter(s): ${unknown.slice(0, 10).join(', ')}`, 400, { unknown });
@@ -106,7 +111,7 @@ export function paramEnv(defs: ParamDef[], values: Record<string, ParamValue>): 
       continue;
     }
     env[envName(p.name)] = r.value;
-    if (p.type === 'secret') secretEnv.push(envName(p.name));
+    if (p.type === 'secret' || (given !== undefined && forceSecret.has(p.name))) secretEnv.push(envName(p.name));
     else shown[p.name] = r.value;
   }
   if (problems.length) throw new ApiError('bad_request', `invalid parameters: ${problems.join('; ')}`, 400, { params: problems });

@@ -150,11 +150,16 @@ export class ScriptService {
   /**
    * Runs a version (latest unless given) as a task. Parameters reach the script only as
    * MUSTER_PARAM_<NAME> environment variables; secret values are write-only on the task and
-   * left out of the audit.
+   * left out of the audit. `secretParams` (a schedule's stored secrets) stay secret whatever type
+   * the version gives their parameter.
    */
-  async run(input: { scriptId: string; version?: number | undefined; params: Record<string, ParamValue> } & RunOptions, actor: Actor, scheduleId: string | null = null) {
+  async run(
+    input: { scriptId: string; version?: number | undefined; params: Record<string, ParamValue>; secretParams?: Record<string, ParamValue> } & RunOptions,
+    actor: Actor, scheduleId: string | null = null,
+  ) {
     const { script: s, version: v } = await this.definitions(input.scriptId, input.version);
-    const { env, secretEnv, shown } = paramEnv(v.params, input.params);
+    const secrets = input.secretParams ?? {};
+    const { env, secretEnv, shown } = paramEnv(v.params, { ...input.params, ...secrets }, new Set(Object.keys(secrets)));
     const task = await this.d.exec.create({
       script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,
       concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline, queueTtlSec: input.queueTtlSec,
