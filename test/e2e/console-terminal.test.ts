@@ -84,4 +84,33 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
+
+  it('an admin watching a session sees its output with no blinking cursor and no paste hint', async () => {
+    await api.userWithRole('operator', 'term-op');
+    const op = await newPage(browser);
+    await signIn(op, server.url, 'term-op', 'password-123', `/agents/${id}`);
+    await op.click('[data-test=open-terminal]');
+    await op.waitForSelector('[data-test=terminal][data-state=open]');
+    await op.click('[data-test=terminal]');
+    // The operator's own (control) terminal blinks its cursor: the selector below is the real one.
+    await waitFor(async () => (await op.$$('[data-test=terminal] .xterm-cursor-blink')).length > 0, 'blinking cursor in control mode', STEP_MS);
+    expect(await op.textContent('.pane .bar')).toContain('Ctrl+Shift+V');
+
+    const admin = await newPage(browser);
+    await signIn(admin, server.url, 'admin', 'admin-password-123', '/terminals');
+    await admin.click('button:has-text("Watch")');
+    await admin.waitForSelector('[data-test=terminal][data-mode=watch][data-state=open]');
+    await op.keyboard.type('echo "watched-$((3*3))"\n');
+    await waitFor(async () => (await termText(admin)).includes('watched-9'), 'output in the watching pane', STEP_MS);
+    await admin.click('[data-test=terminal][data-mode=watch]');
+    expect(await admin.$$('[data-test=terminal][data-mode=watch] .xterm-cursor-blink')).toHaveLength(0);
+    const bar = await admin.textContent('.pane .bar');
+    expect(bar).toContain('watching read-only');
+    expect(bar).not.toContain('Ctrl+Shift+V');
+    expect(op.problems).toEqual([]);
+    expect(admin.problems).toEqual([]);
+    await op.keyboard.type('exit\n');
+    await op.context().close();
+    await admin.context().close();
+  });
 });
