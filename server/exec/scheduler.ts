@@ -96,6 +96,9 @@ export class Scheduler {
       this.executions.set(e.id, e);
       if (e.status === 'dispatched' || e.status === 'running') this.busySet(e.agentId).add(e);
     }
+    // Failures known before anything is dispatched (executions refused up front by host policy,
+    // or a task read back at start) count against maxFailures before the first pump.
+    this.stopOnFailures(at);
     return at;
   }
 
@@ -257,15 +260,19 @@ export class Scheduler {
     if (wasActive) at.active--;
     if (wasOpen) at.open--;
     if (FAILURE_STATES.includes(status) && !wasFailure) at.failures++;
-    if (at.maxFailures != null && at.failures > at.maxFailures && !at.stopped) {
-      at.stopped = true;
-      const reason = `stopped: more than ${at.maxFailures} failure(s) (maxFailures ${at.task.maxFailures})`;
-      const pending = at.pending;
-      at.pending = [];
-      at.head = 0;
-      for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
-    }
+    this.stopOnFailures(at);
     return at;
+  }
+
+  /** Past maxFailures: no more dispatches, and every pending execution is cancelled. */
+  private stopOnFailures(at: ActiveTask): void {
+    if (at.maxFailures == null || at.failures <= at.maxFailures || at.stopped) return;
+    at.stopped = true;
+    const reason = `stopped: more than ${at.maxFailures} failure(s) (maxFailures ${at.task.maxFailures})`;
+    const pending = at.pending;
+    at.pending = [];
+    at.head = 0;
+    for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
   }
 
   counts(at: ActiveTask): Partial<Record<ExecutionState, number>> {

@@ -98,6 +98,18 @@ describe('host-side policy the server cannot override', () => {
     expect(list.body.total).toBe(1);
   });
 
+  it('an execution refused up front counts against maxFailures before anything is dispatched', async () => {
+    const { id: denied } = await agentWith(writePolicy({ exec: false }), 'pol-noexec-mf');
+    const { id: ok } = await agentWith(path.join(tmpDir('nopolicy'), 'absent.json'), 'pol-ok-mf');
+    const marker = path.join(tmpDir('marker'), 'ran');
+    const created = await createTask(op, { script: `touch ${marker}`, targets: { agentIds: [ok, denied] }, maxFailures: 0 });
+    const t = await waitTask(op, created.id);
+    const byAgent = Object.fromEntries(t.executions.map((e: any) => [e.agentId, e]));
+    expect(byAgent[denied]).toMatchObject({ status: 'policy_denied' });
+    expect(byAgent[ok], JSON.stringify(t)).toMatchObject({ status: 'cancelled', startedAt: null, reason: expect.stringMatching(/stopped: more than 0 failure/) });
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
   it('an interpreter the host does not allow is refused; an allowed one runs', async () => {
     const { id } = await agentWith(writePolicy({ interpreters: ['sh'] }), 'pol-interp');
     const denied = await waitTask(op, (await createTask(op, { script: 'echo hi', interpreter: 'python3', targets: { agentIds: [id] } })).id);
