@@ -97,4 +97,11 @@ export class EnrollmentTokens {
       return n === 1;
     };
   }
+
+  /** Gives back one use of `tokenId` inside `trx` (an enrolment that never completed; see Fleet.abandonEnrolment). */
+  release(tokenId: string): (trx: Knex.Transaction) => Promise<void> {
+    return async (trx) => {
+      await trx('enrollment_tokens').where({ id: tokenId }).where('uses', '>', 0).update({ uses: trx.raw('uses - 1') });
+    };
+  }
 }

@@ -12,6 +12,8 @@ export interface Enrolment {
   labels: Labels | null;
   /** Consumes one use of the enrolment token inside the claim's transaction; false when none is left. */
   consume?: (trx: import('knex').Knex.Transaction) => Promise<boolean>;
+  /** Gives that use back inside the transaction that abandons an enrolment the agent never completed. */
+  release?: (trx: import('knex').Knex.Transaction) => Promise<void>;
 }
 
 /** What the socket layer gives a service to reach one connected agent. */
@@ -207,6 +209,28 @@ export class Fleet {
     if (hello.policy && JSON.stringify(prevPolicy) !== JSON.stringify(hello.policy)) {
       for (const h of this.policyHooks) h(rec.id, hello.policy, prevPolicy, ch.remoteAddress);
     }
+  }
+
+  /**
+   * Undoes the claim of an enrolment whose agent never received its secret (the registration
+   * failed, or the socket closed before `welcome`): the row is deleted and the token's use given
+   * back in one transaction, and the in-memory record dropped, so the agent's retry with the same
+   * token enrols afresh instead of meeting 401 forever. Only the claim made with `secretHash` is
+   * undone (a no-op when the claim never happened). The caller has already ended the link.
+   */
+  async abandonEnrolment(agentId: string, secretHash: string, enrol: Enrolment): Promise<boolean> {
+    if (this.live.has(agentId)) return false; // someone holds the agent (cannot be this secret's owner)
+    const rec = this.agents.get(agentId);
+    if (rec && rec.secretHash !== secretHash) return false;
+    const removed = await this.deps.repo.unclaim(agentId, secretHash, enrol.release);
+    const cur = this.agents.get(agentId);
+    if (cur && cur.secretHash === secretHash && !this.live.has(agentId)) {
+      this.agents.delete(agentId);
+      this.dirty.delete(agentId);
+      this.updateGauge();
+      this.deps.bus.publish('agent.removed', { agentId });
+    }
+    return removed;
   }
 
   /** Closes the live socket of `agentId` unless it is `ch`, recording `replaced`. */

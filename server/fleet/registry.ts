@@ -118,6 +118,21 @@ export class AgentRepo {
     });
   }
 
+  /**
+   * Undoes `claim` (see Fleet.abandonEnrolment): deletes the agent row only if it still carries
+   * `secretHash` and gives the token use back, in one transaction. True when a claim was undone.
+   */
+  async unclaim(id: string, secretHash: string, release?: (trx: Knex.Transaction) => Promise<void>): Promise<boolean> {
+    return this.db.transaction(async (trx) => {
+      const n = await trx('agents').where({ id, secret_hash: secretHash }).del();
+      if (n !== 1) return false;
+      // Its connection history goes too: the agent never enrolled as far as anyone can tell.
+      await trx('agent_connections').where({ agent_id: id }).del();
+      if (release) await release(trx);
+      return true;
+    });
+  }
+
   async updatePolicy(id: string, policy: HostPolicy): Promise<void> {
     await this.db('agents').where({ id }).update({ policy: JSON.stringify(policy) });
   }

@@ -223,12 +223,6 @@ export class AgentLink implements AgentChannel {
     const enrolment = this.auth.enrolSecret ? this.auth.enrolment ?? { labels: null, tokenId: null } : undefined;
     try {
       await this.deps.fleet.connect(this, h, this.auth.secretHash, enrolment);
-      if (enrolment) {
-        await this.deps.audit.record({
-          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
-          targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrolment.tokenId },
-        }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrolment'));
-      }
     } catch (err) {
       if (err instanceof EnrolmentRefused) {
         // A socket that upgraded with the enrolment token while the id was free must not take over
@@ -249,6 +243,9 @@ export class AgentLink implements AgentChannel {
       this.state = 'closed';
       this.closeReason = 'protocol error';
       this.ws.close(1011, 'registration failed');
+      // Part of the enrolment may be committed (the claim and the token's use): the agent never
+      // gets its secret, so undo it or every retry would meet 401 with the token spent.
+      if (enrolment) await this.abandonEnrolment(h, enrolment, 'registration failed');
       return;
     }
     if (this.closedWhileConnecting || this.ws.readyState !== this.ws.OPEN) {
@@ -257,6 +254,8 @@ export class AgentLink implements AgentChannel {
       this.state = 'closed';
       this.pending = [];
       await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
+      // The secret travels only in welcome, which this socket never carried.
+      if (enrolment) await this.abandonEnrolment(h, enrolment, 'connection closed before welcome');
       return;
     }
     this.send({
@@ -264,11 +263,32 @@ export class AgentLink implements AgentChannel {
       heartbeatIntervalMs: this.deps.heartbeatIntervalMs, serverTime: Date.now(),
       ...(this.auth.enrolSecret ? { secret: this.auth.enrolSecret } : {}),
     });
+    if (enrolment) {
+      await this.deps.audit.record({
+        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
+        targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrolment.tokenId },
+      }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrolment'));
+    }
     this.state = 'ready';
     this.startPings();
     const queued = this.pending;
     this.pending = [];
     for (const m of queued) this.onMessage(m.data, m.binary);
+  }
+
+  /** Undoes an enrolment whose secret never reached the agent, and audits that it did not complete. */
+  private async abandonEnrolment(h: Hello, enrolment: Enrolment & { tokenId: string | null }, reason: string): Promise<void> {
+    let undone = false;
+    try {
+      undone = await this.deps.fleet.abandonEnrolment(h.agentId, this.auth.secretHash, enrolment);
+    } catch (err) {
+      this.log.error({ err }, 'could not undo an incomplete enrolment: the id stays claimed (revoke it, then re-enrol with a new id)');
+    }
+    this.log.warn({ reason, undone }, 'enrolment not completed');
+    await this.deps.audit.record({
+      actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
+      targetId: h.agentId, ok: false, details: { reason, undone, tokenId: enrolment.tokenId },
+    }).catch(() => {});
   }
 
   private disconnectReason(): DisconnectReason {

@@ -13,7 +13,7 @@ import type { AgentAuth } from './agent-link.js';
 
 export interface UpgradeDeps {
   auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
-  enrollment: Pick<EnrollmentTokens, 'check' | 'consume'>;
+  enrollment: Pick<EnrollmentTokens, 'check' | 'consume' | 'release'>;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
   /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrolments, floods). */
   anonConnectRate: number; anonConnectRatePerAddress: number;
@@ -168,7 +168,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     const secret = randomSecret(32);
     return {
       agentId, secretHash: sha256(secret), enrolSecret: secret,
-      enrolment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId) } : {}) },
+      enrolment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}) },
     };
   }
 

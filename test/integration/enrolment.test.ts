@@ -129,6 +129,33 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === id).uses).toBe(1);
     for (const x of socks) x.close();
   });
+
+  it('an enrolment whose socket closes before welcome is undone: the same id enrols with the same single-use token', async () => {
+    const { token, id: tokenId } = (await api.post('/api/enrollment/tokens', { name: 'dropped', maxUses: 1, labels: { z: '1' } })).body;
+    const aid = randomUUID();
+    // The hello and the close frame leave together: the server is still writing the claim when
+    // the socket goes, so the secret (sent only in welcome) never reaches this agent.
+    const dropped = await rawAgent(s.wsUrl, { agentId: aid, enrollToken: token });
+    dropped.send(helloFor(aid, { name: 'dropped' }));
+    dropped.close();
+    await dropped.closed;
+    expect(dropped.messages.some((m) => m.type === 'welcome')).toBe(false);
+    const undone = await waitFor(async () => (await api.get(`/api/audit?action=agent.enrol&targetId=${aid}`)).body.items
+      .find((r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome'), 'enrolment undone', 30_000);
+    expect(undone.details.undone).toBe(true);
+    expect((await api.get(`/api/agents/${aid}`)).status).toBe(404);
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenId)).toMatchObject({ uses: 0, state: 'active' });
+
+    // The agent's retry (same id, same token) enrols and its secret works.
+    const real = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: token }, { name: 'real' });
+    expect(typeof real.welcome.secret).toBe('string');
+    expect((await api.waitAgent(aid, 'online')).name).toBe('real');
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenId)).toMatchObject({ uses: 1, state: 'used' });
+    real.close();
+    await api.waitAgent(aid, 'offline');
+    const again = await helloAgent(s.wsUrl, { agentId: aid, secret: real.welcome.secret });
+    again.close();
+  });
 });
 
 describe('enrolment without MUSTER_ENROLL_TOKEN', () => {
