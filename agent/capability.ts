@@ -34,6 +34,11 @@ export interface AgentCapability<K extends keyof ServerHandlers> {
   onWelcome?(): void;
   /** Called when the socket drops. */
   onDisconnected?(): void;
+  /**
+   * Called when the host policy was re-read (SIGHUP): what the new policy forbids must end now,
+   * not only be refused from now on (a tightened policy must cut a shell or script already running).
+   */
+  onPolicy?(policy: Policy): void;
   /** Releases processes, timers and files; called once at shutdown. */
   stop?(): Promise<void>;
 }

@@ -155,6 +155,7 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => {
     // The policy is re-read even when the config is bad: tightening it must never wait on anything else.
     policy = readPolicy();
+    for (const c of capabilities) c.onPolicy?.(policy);
     conn.send({ type: 'policy', policy: policy.view });
     try {
       labels = loadAgentConfig(argv, process.env).labels;

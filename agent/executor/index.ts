@@ -1,6 +1,6 @@
-import { execDenial } from '../../protocol/index.js';
+import { execDenial, type ServerMessage } from '../../protocol/index.js';
 import type { AgentCapability, AgentContext, HelloExecutionT } from '../capability.js';
-import { verifyScriptSignature } from '../policy.js';
+import { verifyScriptSignature, type Policy } from '../policy.js';
 import { detectContainment, sweepOrphans } from './containment.js';
 import { Journal } from './journal.js';
 import { ResultStore } from './results.js';
@@ -82,10 +82,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
         // The host's policy, whatever the server decided. A refusal is not journaled: it does not
         // run anything, and the same answer is given if the server sends it again.
         const policy = ctx.policy();
-        const denied = execDenial(policy.view, m.interpreter, m.signature != null)
-          ?? (policy.view.requireSignedScripts && !verifyScriptSignature(policy.keys, m, m.signature ?? '')
-            ? 'script signature does not verify with the host\'s scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)'
-            : null);
+        const denied = policyDenial(policy, m);
         if (denied) {
           log.warn({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter, reason: denied }, 'execution refused by host policy');
           link.send({ type: 'exec.rejected', executionId: m.executionId, reason: denied, code: 'policy_denied' });
@@ -130,6 +127,16 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
     onDisconnected() {
       for (const r of runs.values()) r.disconnected();
     },
+    onPolicy(policy) {
+      for (const r of runs.values()) {
+        if (!r.running || !r.msg) continue;
+        const denied = policyDenial(policy, r.msg)
+          ?? ((policy.view.runAs ?? null) !== r.user ? `host policy now runs scripts as ${policy.view.runAs ?? 'the agent\'s user'}` : null);
+        if (!denied) continue;
+        log.warn({ executionId: r.id, reason: denied }, 'host policy changed: cancelling a running execution it forbids');
+        r.terminate('cancelled', `host policy changed: ${denied}`.slice(0, 1024));
+      }
+    },
     helloExecutions: () => [...runs.values()].map((r) => ({ executionId: r.id, state: r.running ? 'running' : 'finished', nextSeq: r.seq })),
     running: () => {
       let n = 0;
@@ -163,4 +170,12 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
 async function until(done: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!done() && Date.now() < end) await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, end - Date.now()))));
+}
+
+/** Why the host policy forbids running `m` (null when allowed): the agent's own check, whatever the server decided. */
+function policyDenial(policy: Policy, m: ServerMessage<'exec.run'>): string | null {
+  return execDenial(policy.view, m.interpreter, m.signature != null)
+    ?? (policy.view.requireSignedScripts && !verifyScriptSignature(policy.keys, m, m.signature ?? '')
+      ? 'script signature does not verify with the host\'s scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)'
+      : null);
 }

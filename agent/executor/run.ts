@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { encodeExecOutput, type ServerMessage, type Stream } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
 import type { AgentLog } from '../log.js';
-import { isDir, resolveUser, switchUserArgv } from '../pty/login.js';
+import { DEFAULT_PATH, isDir, resolveUser, switchUserArgv, utf8Locale } from '../pty/login.js';
 import { createContainment, type Containment } from './containment.js';
 import type { SavedResult } from './results.js';
 
@@ -82,7 +82,7 @@ export class Run {
     private readonly limits: RunLimits,
     private readonly onDone: (r: Run) => void,
     /** User the script runs as (host policy `runAs`); null = the agent's own user. */
-    private readonly runAs: string | null = null,
+    readonly user: string | null = null,
   ) {
     this.id = source.executionId;
     this.taskId = source.taskId;
@@ -128,26 +128,36 @@ export class Run {
       fs.chmodSync(this.tmpDir, 0o700);
       const file = path.join(this.tmpDir, 'script');
       fs.writeFileSync(file, m.script, { mode: 0o700 });
-      const user = this.runAs ? resolveUser(this.runAs, 'run a script') : null;
+      const user = this.user ? resolveUser(this.user, 'run a script') : null;
       let argv = m.interpreter === 'shebang' ? [file, ...m.args] : [m.interpreter, file, ...m.args];
+      const scriptEnv: Record<string, string> = { ...m.env, MUSTER_EXECUTION_ID: m.executionId, MUSTER_TASK_ID: m.taskId, MUSTER_AGENT_ID: this.agentId };
+      let env: NodeJS.ProcessEnv;
+      let home = process.env['HOME'] || '/';
       if (user?.switching) {
-        // The script's private copy belongs to the user it runs as; setpriv runs inside the
-        // containment wrapper, so the cgroup/scope is still made by the (root) agent.
-        fs.chownSync(this.tmpDir, user.target.uid, user.target.gid);
-        fs.chownSync(file, user.target.uid, user.target.gid);
-        argv = [...switchUserArgv(user.target), ...argv];
+        // Scripts as another user (host policy runAs). Everything before the switch runs as root:
+        // the containment wrapper, systemd-run, setpriv. None of it may see what the server sent
+        // (PATH, LD_PRELOAD, … would make root run the user's code), so those steps get a fixed
+        // environment, and the script's own is read from a file only that user can read, by a
+        // shell that already runs as the user. Nothing of the agent's environment passes either.
+        const t = user.target;
+        home = t.home && isDir(t.home) ? t.home : '/';
+        env = { PATH: DEFAULT_PATH, LANG: utf8Locale(process.env), HOME: home, USER: t.name, LOGNAME: t.name, ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
+        // The directory stays root's (0711): the user reads its files but cannot put a symlink in
+        // it for the root-run cleanup to follow.
+        fs.chmodSync(this.tmpDir, 0o711);
+        fs.chownSync(file, t.uid, t.gid);
+        const envFile = path.join(this.tmpDir, 'env');
+        fs.writeFileSync(envFile, shellExports(scriptEnv), { mode: 0o600 });
+        fs.chownSync(envFile, t.uid, t.gid);
+        argv = [...switchUserArgv(t), '/bin/sh', '-c', '. "$1" || exit 126; shift; exec "$@"', 'muster-exec', envFile, ...argv];
+      } else {
+        env = {};
+        for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_AGENT_')) env[k] = v;
+        Object.assign(env, scriptEnv);
       }
       this.containment = createContainment(this.agentId, m.executionId, (why) =>
         this.log.warn({ executionId: m.executionId, why }, 'no cgroup for this execution; falling back to its process group (setsid children can escape)'));
       const full = this.containment.wrap(argv);
-      const env: NodeJS.ProcessEnv = {};
-      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_AGENT_')) env[k] = v;
-      let home = process.env['HOME'] || '/';
-      if (user?.switching) {
-        home = user.target.home && isDir(user.target.home) ? user.target.home : '/';
-        Object.assign(env, { HOME: home, USER: user.target.name, LOGNAME: user.target.name });
-      }
-      Object.assign(env, m.env, { MUSTER_EXECUTION_ID: m.executionId, MUSTER_TASK_ID: m.taskId, MUSTER_AGENT_ID: this.agentId });
       const child = spawn(full[0]!, full.slice(1), {
         cwd: m.cwd ?? home, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -370,4 +380,18 @@ export class Run {
     this.endReason ??= 'cancelled';
     this.signalTree('SIGKILL');
   }
+}
+
+/**
+ * `export NAME='value'` lines for a POSIX shell to source. Names must be shell identifiers (the
+ * server allows no others; a name that is not one is refused rather than mangled); values are
+ * single-quoted, so nothing in them is expanded.
+ */
+export function shellExports(env: Readonly<Record<string, string>>): string {
+  let out = '';
+  for (const [k, v] of Object.entries(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`environment name ${JSON.stringify(k.slice(0, 64))} is not a shell identifier`);
+    out += `export ${k}='${v.replace(/'/g, "'\\''")}'\n`;
+  }
+  return out;
 }

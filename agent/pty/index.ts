@@ -20,6 +20,8 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
 } {
   const { cfg, log, link } = ctx;
   const sessions = new Map<string, PtySession>();
+  /** The user each session's shell runs as (a tightened policy's runAs ends the others). */
+  const users = new Map<string, string>();
   const limits = {
     idleTimeoutMs: cfg.terminalIdleTimeoutSec * 1000,
     highWatermark: cfg.terminalHighWatermark,
@@ -48,6 +50,7 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
           return refuse(m.sessionId, 'policy_denied', denied);
         }
         let session: PtySession;
+        let user: string;
         try {
           const spec = loginSpec({ user: policy.runAs ?? m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, home: cfg.terminalHome, agentEnv: process.env });
           const pty = loadPty().spawn(spec.file, spec.args, {
@@ -55,16 +58,19 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
           });
           session = new PtySession(m.sessionId, pty, link, limits, (s, exit) => {
             sessions.delete(s.id);
+            users.delete(s.id);
             log.info({ sessionId: s.id, exitCode: exit.exitCode, signal: exit.signal, reason: exit.reason }, 'terminal closed');
             link.send({ type: 'term.exit', sessionId: s.id, exitCode: exit.exitCode, signal: exit.signal, reason: exit.reason.slice(0, 255) });
           });
           log.info({ sessionId: m.sessionId, pid: pty.pid, user: spec.user, shell: spec.shell }, 'terminal opened');
+          user = spec.user;
         } catch (err) {
           const msg = err instanceof LoginError ? err.message : `could not start the shell: ${(err as Error).message}`;
           log.warn({ sessionId: m.sessionId, err: msg }, 'terminal refused');
           return refuse(m.sessionId, 'unavailable', msg);
         }
         sessions.set(m.sessionId, session);
+        users.set(m.sessionId, user);
         link.send({ type: 'term.opened', sessionId: m.sessionId, pid: session.pid });
       },
       'term.resize': (m) => sessions.get(m.sessionId)?.resize(m.cols, m.rows),
@@ -76,6 +82,16 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
       'term.ack': (m) => sessions.get(m.sessionId)?.ack(m.bytes),
     },
     onTermData: (sessionId, data) => sessions.get(sessionId)?.input(data),
+    onPolicy(policy) {
+      const denied = terminalDenial(policy.view);
+      for (const [id, s] of sessions) {
+        const user = users.get(id);
+        const why = denied ?? (policy.view.runAs && user !== policy.view.runAs ? `host policy now runs terminals as ${policy.view.runAs}` : null);
+        if (!why) continue;
+        log.warn({ sessionId: id, reason: why }, 'host policy changed: closing a terminal it forbids');
+        s.close(`host policy changed: ${why}`);
+      }
+    },
     count: () => sessions.size,
     // The server ends a disconnected agent's sessions (their consoles are told), so the shells go too.
     onDisconnected: () => closeAll('agent disconnected'),

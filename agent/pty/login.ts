@@ -16,7 +16,7 @@ export interface LoginSpec {
 /** Raised when a terminal cannot be started for a user/shell (unknown user, not root, ...). */
 export class LoginError extends Error {}
 
-const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Parses /etc/passwd (or `text`) into entries; malformed lines are skipped. */
 export function readPasswd(text = safeRead('/etc/passwd')): PasswdEntry[] {
@@ -42,7 +42,7 @@ function safeRead(file: string): string {
 }
 
 /** A UTF-8 locale: the agent's own if it is UTF-8, else C.UTF-8 (present on every modern glibc/musl). */
-function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
+export function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
   const lang = agentEnv['LC_ALL'] || agentEnv['LANG'];
   return lang && /utf-?8/i.test(lang) ? lang : 'C.UTF-8';
 }

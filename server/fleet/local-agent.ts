@@ -32,7 +32,10 @@ export class LocalAgentSupervisor {
     if (this.stopped) return;
     // The token goes in the environment (readable only by this user in /proc/<pid>/environ),
     // never on the command line, which every local user can read with `ps`.
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    // The server's own settings (database URL with its password, admin password, enrolment token)
+    // are none of the agent's business, nor of the scripts it runs: only MUSTER_AGENT_* pass.
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_') || k.startsWith('MUSTER_AGENT_')) env[k] = v;
     delete env['MUSTER_AGENT_TOKEN'];
     if (!fs.existsSync(path.join(this.opts.stateDir, 'agent-secret'))) {
       try {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { scriptSigningMessage } from '../../protocol/index.js';
 import { Api, ROOT, agentId, cleanup, databases, startAgent, startServer, tmpDir, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
-import { createTask, waitTask } from '../helpers/exec.js';
+import { createTask, outputText, waitTask } from '../helpers/exec.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
 const CLI_JS = path.join(ROOT, 'dist', 'cli.js');
@@ -221,6 +221,50 @@ describe('host-side policy the server cannot override', () => {
       term.close();
       await term.closedP;
     });
+
+    it('nothing the server sends in the environment reaches the steps that run as root before the switch', async (ctx) => {
+      if (!created) {
+        console.warn('SKIPPED runAs environment test: needs root to create a user and switch to it');
+        ctx.skip();
+      }
+      // A directory the user could have written: fake `setpriv` and `systemd-run` that would run as
+      // root if a root step looked them up on the task's PATH, and a library for LD_PRELOAD.
+      const evil = tmpDir('evil');
+      const marker = path.join(evil, 'ran-as-root');
+      for (const cmd of ['setpriv', 'systemd-run', 'sh']) {
+        fs.writeFileSync(path.join(evil, cmd), `#!/bin/sh\nid -u >> ${marker}\nexit 1\n`, { mode: 0o755 });
+      }
+      fs.chmodSync(evil, 0o755);
+      const { id } = await agentWith(writePolicy({ runAs: user }), 'pol-runas-env');
+      const env = { PATH: `${evil}:/usr/bin:/bin`, LD_PRELOAD: path.join(evil, 'nope.so'), QUOTED: `it's "$(id)" \`x\` ; \\n` };
+      const t = await waitTask(op, (await createTask(op, {
+        script: 'id -un; printf "%s\\n" "$QUOTED"; printf "%s\\n" "$PATH"; env | grep -c "^VITEST=" || true',
+        env, targets: { agentIds: [id] },
+      })).id);
+      const out = await outputText(op, t.executions[0].id, 'stdout');
+      expect(fs.existsSync(marker), `a root step ran ${marker}'s fakes`).toBe(false);
+      expect(t.status, out).toBe('succeeded');
+      // The script itself, as the user, has exactly what was sent.
+      expect(out.split('\n').slice(0, 4)).toEqual([user, env.QUOTED, env.PATH, '0']);
+    });
+  });
+
+  it('a policy tightened on the host (SIGHUP) ends the terminals and scripts it now forbids', async () => {
+    const file = writePolicy({ terminals: true, exec: true });
+    const { a, id } = await agentWith(file, 'pol-tighten');
+    const client = await TermClient.connect(s, op);
+    const term = await client.open(id);
+    await term.run('true');
+    const task = await createTask(op, { script: 'echo started; sleep 60', targets: { agentIds: [id] } });
+    await waitFor(async () => (await op.get(`/api/tasks/${task.id}`)).body.executions[0].status === 'running', 'script running', 30_000);
+
+    fs.writeFileSync(file, JSON.stringify({ terminals: false, exec: false }));
+    a.proc.kill('SIGHUP');
+    const closed = await waitFor(() => term.closed, 'the terminal closed by the tightened policy', 30_000);
+    expect(closed.reason).toMatch(/host policy/);
+    const d = await waitTask(op, task.id, 30_000);
+    expect(d.executions[0].status).toBe('cancelled');
+    expect(d.executions[0].reason).toMatch(/host policy changed: script execution is disabled/);
   });
 
   describe('the agent enforces it whatever the server sends', () => {
