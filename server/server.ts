@@ -243,6 +243,7 @@ async function compose(
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
         messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
         pingIntervalMs: config.agentPingIntervalMs,
+        expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : terminals.service.holds(agentId, id)),
       });
     },
     onConsole: (ws, req, principal) => {

@@ -233,6 +233,11 @@ export class ExecService {
     return e && e.agentId === agentId ? e : undefined;
   }
 
+  /** Whether the server holds this execution in memory as one of this agent's (a reply it is owed). */
+  holds(agentId: string, executionId: string): boolean {
+    return this.d.scheduler.executions.get(executionId)?.agentId === agentId;
+  }
+
   started(agentId: string, m: AgentMessage<'exec.started'>): void {
     const e = this.own(agentId, m.executionId);
     if (!e) return;

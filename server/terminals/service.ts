@@ -257,6 +257,11 @@ export class TerminalService {
 
   /* ---------------- agent side ---------------- */
 
+  /** Whether this terminal session is open here, on this agent (a reply the server is owed). */
+  holds(agentId: string, sessionId: string): boolean {
+    return this.sessions.get(sessionId)?.agentId === agentId;
+  }
+
   agentOpened(ctx: AgentCtx, sessionId: string, pid: number): void {
     const s = this.sessions.get(sessionId);
     if (!s || s.agentId !== ctx.agentId) {

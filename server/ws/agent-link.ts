@@ -21,6 +21,11 @@ export interface AgentLinkDeps {
   messageRate: number; messageBurst: number;
   /** Server → agent WebSocket ping interval (0: none); each pong's round trip is observed. */
   pingIntervalMs: number;
+  /**
+   * Whether the server holds the execution or terminal session a reply names, for this agent
+   * (only such replies are exempt from the message rate; without it, none are).
+   */
+  expected?(agentId: string, kind: 'execution' | 'session', id: string): boolean;
 }
 
 /** Credentials established at the upgrade; `enrolSecret` and `enrolment` only for a new agent presenting an enrolment token. */
@@ -152,9 +157,11 @@ export class AgentLink implements AgentChannel {
       return this.sendError('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), ref);
     }
     const msg = parsed.data;
-    // Replies the server paced itself (one per execution or terminal it asked for) are not counted:
-    // a busy agent running thousands of short scripts is not a flood. Everything unsolicited is.
-    if (!SERVER_PACED.has(msg.type) && !(this.bucket ??= new MessageBucket(this.deps.messageRate, this.deps.messageBurst)).take()) return this.rateExceeded();
+    // Replies the server paced itself (one per execution or terminal it asked for and still holds
+    // for this agent) are not counted: a busy agent running thousands of short scripts is not a
+    // flood. Everything else is, including replies naming ids the server does not hold (those
+    // cost database reads), so an agent cannot flood by dressing messages up as replies.
+    if (!this.expectedReply(msg) && !(this.bucket ??= new MessageBucket(this.deps.messageRate, this.deps.messageBurst)).take()) return this.rateExceeded();
     this.deps.metrics.messages.inc({ channel: 'agent', type: msg.type });
     if (this.state === 'awaiting-hello') {
       if (msg.type !== 'hello') return this.sendError('invalid_message', 'the first message must be hello', msg.type);
@@ -186,6 +193,22 @@ export class AgentLink implements AgentChannel {
   }
 
   /** Too many control messages: cut the socket once, with a reason, and audit it once. */
+  /** A reply to something the server asked this agent for and still holds (see AgentLinkDeps.expected). */
+  private expectedReply(msg: AgentToServer): boolean {
+    if (this.state !== 'ready' || !this.deps.expected) return false;
+    switch (msg.type) {
+      case 'exec.started':
+      case 'exec.finished':
+      case 'exec.rejected':
+        return this.deps.expected(this.auth.agentId, 'execution', msg.executionId);
+      case 'term.opened':
+      case 'term.exit':
+        return this.deps.expected(this.auth.agentId, 'session', msg.sessionId);
+      default:
+        return false;
+    }
+  }
+
   private rateExceeded(): void {
     if (this.closeReason) return;
     this.deps.metrics.messageErrors.inc({ channel: 'agent', code: 'rate_limited' });
@@ -324,8 +347,6 @@ function handlerTable(h: AgentHandlers): ReadonlyMap<string, AgentHandler<never>
   return t;
 }
 
-/** Agent messages that answer a server command (bounded by what the server dispatches). */
-const SERVER_PACED: ReadonlySet<string> = new Set(['exec.started', 'exec.finished', 'exec.rejected', 'term.opened', 'term.exit']);
 
 /** Every known agent message type, from the schema itself. */
 const AGENT_TYPES: ReadonlySet<string> = new Set<string>(AgentToServer.options.map((o) => o.shape.type.value));

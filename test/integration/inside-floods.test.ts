@@ -38,6 +38,21 @@ describe('floods from inside', () => {
     expect((await auditOf('agent.rate_limited')).filter((r) => r.targetId === id).length).toBe(1);
   });
 
+  it('replies naming executions or sessions the server does not hold for this agent count against the rate', async () => {
+    const id = randomUUID();
+    const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
+    const now = Date.now();
+    for (let i = 0; i < 400 && a.isOpen(); i++) {
+      a.send(i % 2
+        ? { type: 'exec.finished', executionId: randomUUID(), status: 'succeeded', exitCode: 0, signal: null, startedAt: now, finishedAt: now, outputSeq: 0, truncated: false }
+        : { type: 'term.exit', sessionId: randomUUID(), exitCode: 0, signal: null, reason: 'exited' });
+    }
+    const closed = await a.closed;
+    expect(closed.code).toBe(CloseCode.protocolError);
+    expect(closed.reason).toMatch(/rate exceeded/);
+    await waitFor(async () => (await auditOf('agent.rate_limited')).some((r) => r.targetId === id), 'audit row');
+  });
+
   it('a console flooding messages is cut with a reason and audited once; refused term.open is aggregated', async () => {
     const viewer = await admin.userWithRole('viewer', `flood-viewer-${Date.now()}`);
     const c = await consoleSocket(s, viewer);
