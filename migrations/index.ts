@@ -11,6 +11,7 @@ import * as createNotificationTables from './202611301800_create_notification_ta
 import * as addHostPolicy from './202611301837_add_host_policy.js';
 import * as createEnrollmentTokens from './202611301850_create_enrollment_tokens.js';
 import * as removeStoredEnrollToken from './202611301851_remove_stored_enroll_token.js';
+import * as addAgentEnrolLabels from './202611301900_add_agent_enrol_labels.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -29,6 +30,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301837_add_host_policy', addHostPolicy],
   ['202611301850_create_enrollment_tokens', createEnrollmentTokens],
   ['202611301851_remove_stored_enroll_token', removeStoredEnrollToken],
+  ['202611301900_add_agent_enrol_labels', addAgentEnrolLabels],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -8,7 +8,7 @@ import { agentView, AgentRepo, ConnectionRepo, EnrolmentRefused, type AgentRecor
 
 /** What a socket that presented an enrolment token (not an agent secret) brings to its hello. */
 export interface Enrolment {
-  /** Labels the enrolment token applies (set as the agent's operator labels, over its own). */
+  /** Labels the enrolment token applies (kept apart, merged over the agent's own when read). */
   labels: Labels | null;
   /** Consumes one use of the enrolment token inside the claim's transaction; false when none is left. */
   consume?: (trx: import('knex').Knex.Transaction) => Promise<boolean>;
@@ -154,13 +154,13 @@ export class Fleet {
     const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
     if (enrol) {
       if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
-      const overrides = enrol.labels && Object.keys(enrol.labels).length ? { ...hello.labels, ...enrol.labels } : null;
-      await this.deps.repo.claim(hello, secretHash, now, overrides, enrol.consume);
+      const enrolLabels = enrol.labels && Object.keys(enrol.labels).length ? enrol.labels : null;
+      await this.deps.repo.claim(hello, secretHash, now, enrolLabels, enrol.consume);
       if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
       this.agents.set(hello.agentId, {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: overrides, groups: [], secretHash, createdAt: now,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrolLabels, groups: [], secretHash, createdAt: now,
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null, policy: hello.policy ?? null,
       });
     }
@@ -185,7 +185,7 @@ export class Fleet {
       rec = {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, groups: [], secretHash, createdAt: now,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrolLabels: null, groups: [], secretHash, createdAt: now,
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null, policy: hello.policy ?? null,
       };
       this.agents.set(rec.id, rec);

@@ -18,8 +18,10 @@ export interface AgentRecord {
   memoryBytes: number;
   /** Labels from the agent's own config. */
   labels: Labels;
-  /** Labels set by an operator; when set they replace the agent's own. */
+  /** Labels set by an operator; when set they replace the agent's own (and its enrolment labels). */
   labelOverrides: Labels | null;
+  /** Labels its enrolment token applied; merged over the agent's own, whatever it reports later. */
+  enrolLabels: Labels | null;
   groups: string[];
   secretHash: string;
   createdAt: number;
@@ -39,15 +41,15 @@ export function agentView(a: AgentRecord): AgentView {
   return {
     id: a.id, name: a.name, hostname: a.hostname, ips: a.ips, externalIp: a.externalIp, platform: a.platform,
     arch: a.arch, os: a.os, version: a.version, cpus: a.cpus, memoryBytes: a.memoryBytes,
-    labels: a.labelOverrides ?? a.labels, groups: a.groups, status: a.status,
+    labels: effectiveLabels(a), groups: a.groups, status: a.status,
     connectedAt: a.status === 'online' ? iso(a.connectedAt) : null, lastSeenAt: iso(a.lastSeenAt),
     metrics: a.metrics, revoked: a.revokedAt != null, policy: a.policy,
   };
 }
 
-/** Effective labels (operator overrides win). */
+/** Effective labels: operator overrides win; otherwise the enrolment token's labels over the agent's own. */
 export function effectiveLabels(a: AgentRecord): Labels {
-  return a.labelOverrides ?? a.labels;
+  return a.labelOverrides ?? (a.enrolLabels ? { ...a.labels, ...a.enrolLabels } : a.labels);
 }
 
 function fromRow(r: Record<string, unknown>): AgentRecord {
@@ -56,7 +58,8 @@ function fromRow(r: Record<string, unknown>): AgentRecord {
     id: String(r['id']), name: String(r['name']), hostname: String(r['hostname']), ips: parseJson(r['ips'], []),
     externalIp: (r['external_ip'] as string | null) ?? null, platform: String(r['platform']), arch: String(r['arch']),
     os: String(r['os']), version: String(r['version']), cpus: Number(r['cpus']), memoryBytes: Number(r['memory_bytes']),
-    labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null), groups: parseJson(r['groups'], []),
+    labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null),
+    enrolLabels: parseJson(r['enrol_labels'], null), groups: parseJson(r['groups'], []),
     secretHash: String(r['secret_hash']), createdAt: Number(r['created_at']), connectedAt: n(r['connected_at']),
     lastSeenAt: n(r['last_seen_at']), revokedAt: n(r['revoked_at']), status: 'offline', metrics: null,
     policy: storedPolicy(r['policy']),
@@ -88,7 +91,7 @@ export class AgentRepo {
       ...(h.policy ? { policy: JSON.stringify(h.policy) } : {}),
     };
     if (isNew) {
-      await q('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, secret_hash: secretHash, created_at: now, revoked_at: null });
+      await q('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, enrol_labels: null, secret_hash: secretHash, created_at: now, revoked_at: null });
     } else {
       await q('agents').where({ id: h.agentId }).update(facts);
     }
@@ -99,14 +102,14 @@ export class AgentRepo {
    * id fails on the primary key whichever node or socket tries it) together with `consume` (the
    * enrolment token's use), in one transaction. Throws EnrolmentRefused when either fails.
    */
-  async claim(h: Hello, secretHash: string, now: number, labelOverrides: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
+  async claim(h: Hello, secretHash: string, now: number, enrolLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
     await this.db.transaction(async (trx) => {
       if (consume && !(await consume(trx))) throw new EnrolmentRefused('the enrolment token is used up, expired or revoked');
       try {
         await trx('agents').insert({
           id: h.agentId, name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
           arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
-          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: labelOverrides ? JSON.stringify(labelOverrides) : null,
+          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: null, enrol_labels: enrolLabels ? JSON.stringify(enrolLabels) : null,
           secret_hash: secretHash, created_at: now, revoked_at: null, policy: h.policy ? JSON.stringify(h.policy) : null,
         });
       } catch (err) {

@@ -130,6 +130,31 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     for (const x of socks) x.close();
   });
 
+  it("an enrolment token's labels merge over the agent's own as they change later; operator labels still win", async () => {
+    const { token } = (await api.post('/api/enrollment/tokens', { name: 'zone', labels: { zone: 'rack-9', role: 'token' } })).body;
+    const aid = randomUUID();
+    const sel = async (q: string) => (await api.get(`/api/agents?selector=${encodeURIComponent(q)}`)).body.items.map((x: any) => x.id);
+    const a = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: token }, { labels: { env: 'dev', role: 'own' } });
+    expect((await api.waitAgent(aid, 'online')).labels).toEqual({ env: 'dev', role: 'token', zone: 'rack-9' });
+    // The agent's config labels change (SIGHUP): selectors see the new ones, the token's stay.
+    a.send({ type: 'labels', labels: { env: 'prod' } });
+    await waitFor(async () => (await sel('labels.env == "prod"')).includes(aid), 'reported label in selectors');
+    expect((await api.get(`/api/agents/${aid}`)).body.labels).toEqual({ env: 'prod', role: 'token', zone: 'rack-9' });
+    expect(await sel('labels.zone == "rack-9"')).toContain(aid);
+    a.close();
+    await api.waitAgent(aid, 'offline');
+    // A later hello with other labels (the secret reconnect) takes effect too.
+    const b = await helloAgent(s.wsUrl, { agentId: aid, secret: a.welcome.secret }, { labels: { env: 'qa' } });
+    await waitFor(async () => (await sel('labels.env == "qa"')).includes(aid), 'hello labels in selectors');
+    // An operator's labels replace everything; clearing them brings back reported + token labels.
+    expect((await api.patch(`/api/agents/${aid}`, { labels: { only: 'op' } })).status).toBe(200);
+    expect((await api.get(`/api/agents/${aid}`)).body.labels).toEqual({ only: 'op' });
+    expect(await sel('labels.zone == "rack-9"')).not.toContain(aid);
+    expect((await api.patch(`/api/agents/${aid}`, { labels: null })).status).toBe(200);
+    expect((await api.get(`/api/agents/${aid}`)).body.labels).toEqual({ env: 'qa', role: 'token', zone: 'rack-9' });
+    b.close();
+  });
+
   it('an enrolment whose socket closes before welcome is undone: the same id enrols with the same single-use token', async () => {
     const { token, id: tokenId } = (await api.post('/api/enrollment/tokens', { name: 'dropped', maxUses: 1, labels: { z: '1' } })).body;
     const aid = randomUUID();
