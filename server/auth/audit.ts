@@ -19,7 +19,7 @@ export interface AuditRow {
 
 /** The audit trail: records, not log lines. Writes are awaited so an action is never unaudited. */
 export class AuditLog {
-  private readonly pending = new Map<string, { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout; lastTargetId: string | undefined }>();
 
   constructor(private readonly db: Db, private readonly opts: { refusalWindowMs?: number; onError?(err: unknown): void } = {}) {}
 
@@ -27,13 +27,17 @@ export class AuditLog {
    * A refused action (a viewer's `term.open`, say). The first refusal is written at once; repeats by
    * the same actor of the same action on the same target within the window only raise that row's
    * `count` (written when the window ends): a refusal spam is one row per window, not a write each.
+   * `anyTarget`: repeats on any target share the row (the refusal does not depend on the target, and
+   * a caller could otherwise write a row per message by naming a new target each time); the row
+   * keeps the first target and gives the last in `details.lastTargetId`.
    * Bounded: past 10,000 open windows a refusal is written on its own.
    */
-  refused(e: AuditEvent): void {
-    const key = [e.actor.username, e.actor.ip, e.action, e.targetType, e.targetId, JSON.stringify(e.details ?? null)].join('\u0000');
+  refused(e: AuditEvent, opts: { anyTarget?: boolean } = {}): void {
+    const key = [e.actor.username, e.actor.ip, e.action, e.targetType, opts.anyTarget ? '*' : e.targetId, JSON.stringify(e.details ?? null)].join('\u0000');
     const p = this.pending.get(key);
     if (p) {
       p.count++;
+      p.lastTargetId = e.targetId;
       return;
     }
     const first = { ...e, ok: false, details: { ...e.details, count: 1 } };
@@ -44,7 +48,7 @@ export class AuditLog {
     if (this.pending.size >= 10_000) return;
     const timer = setTimeout(() => void this.flushOne(key), this.opts.refusalWindowMs ?? 60_000);
     timer.unref();
-    this.pending.set(key, { e: first, count: 1, id, timer });
+    this.pending.set(key, { e: first, count: 1, id, timer, lastTargetId: e.targetId });
   }
 
   /** Writes the counts of every open refusal window now (shutdown). */
@@ -60,7 +64,8 @@ export class AuditLog {
     const id = await p.id;
     if (p.count === 1 || id === null) return;
     const windowSec = Math.round((this.opts.refusalWindowMs ?? 60_000) / 1000);
-    await this.db('audit_log').where({ id }).update({ details: JSON.stringify({ ...p.e.details, count: p.count, windowSec }) })
+    const last = p.lastTargetId !== p.e.targetId ? { lastTargetId: p.lastTargetId ?? null } : {};
+    await this.db('audit_log').where({ id }).update({ details: JSON.stringify({ ...p.e.details, count: p.count, windowSec, ...last }) })
       .catch((err: unknown) => this.opts.onError?.(err));
   }
 

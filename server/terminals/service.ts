@@ -98,7 +98,7 @@ export class TerminalService {
     if (!roleAtLeast(p.role, 'operator')) {
       this.error(ch, 'forbidden', 'opening a terminal requires the operator role', m.ref);
       // Aggregated: a viewer repeating this is one audit row per window, with a count.
-      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } });
+      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } }, { anyTarget: true });
       return;
     }
     // Caps (MUSTER_MAX_TERMINALS_PER_USER / _PER_SERVER): every session holds a shell, a PTY and
@@ -110,7 +110,7 @@ export class TerminalService {
       const msg = perUser
         ? `you have ${mine} open terminal sessions; at most ${this.core.config.maxTerminalsPerUser} per user (MUSTER_MAX_TERMINALS_PER_USER): close one first`
         : `this server has ${open.length} open terminal sessions; at most ${this.core.config.maxTerminalsPerServer} (MUSTER_MAX_TERMINALS_PER_SERVER)`;
-      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: perUser ? 'user_limit' : 'server_limit' } });
+      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: perUser ? 'user_limit' : 'server_limit' } }, { anyTarget: true });
       return this.error(ch, 'limit_exceeded', msg, m.ref);
     }
     const agent = this.core.fleet.get(m.agentId);
