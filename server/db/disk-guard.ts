@@ -78,7 +78,7 @@ export class DiskGuard {
     this.sample();
     if (!this.low || !this.o.onLow || this.relieving) return;
     this.relieving = this.o.onLow()
-      .catch((err: unknown) => this.o.log.debug({ err: String(err) }, 'could not relieve the data disk'))
+      .catch((err: unknown) => this.o.log.debug({ err }, 'could not relieve the data disk'))
       .finally(() => {
         this.relieving = null;
       });

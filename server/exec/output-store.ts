@@ -181,10 +181,10 @@ export class ExecWriter {
         f.attempts++;
         const delay = Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** Math.min(f.attempts - 1, 20));
         if (f.attempts === 1) {
-          this.log.warn({ err: String(err), queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
+          this.log.warn({ err, queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
           this.o.onHealth?.(false, err);
         } else {
-          this.log.debug({ err: String(err), attempt: f.attempts, delay }, 'execution write retry failed');
+          this.log.debug({ err, attempt: f.attempts, delay }, 'execution write retry failed');
         }
         if (!this.stopped) {
           f.timer = setTimeout(() => {

@@ -349,7 +349,7 @@ export class Fleet {
         for (const id of ids) this.dirty.add(id);
         if (this.flushFailingSince === null) {
           this.flushFailingSince = Date.now();
-          this.deps.log.warn({ err: String(err) }, 'presence flushes failing; retrying every flush interval');
+          this.deps.log.warn({ err }, 'presence flushes failing; retrying every flush interval');
         }
       } finally {
         this.flushing = null;

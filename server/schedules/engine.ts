@@ -1,5 +1,6 @@
 import type { AuditLog } from '../auth/audit.js';
 import { roleAtLeast, type AuthService } from '../auth/auth-service.js';
+import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { ScriptService } from '../scripts/service.js';
 import type { Schedule, ScheduleRepo } from './repository.js';
@@ -115,9 +116,11 @@ export class ScheduleEngine {
       });
       log.info({ taskId: task.id }, 'schedule fired');
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
+      // Only our own errors are shown (viewers read the history): a database error's message can
+      // carry the bound values, secrets included; the log gets it through the safe serializer.
+      const reason = err instanceof ApiError ? err.message : 'could not start a task (internal error; see the server log)';
       await this.d.repo.finishFire(s.id, due, { status: 'failed', reason });
-      log.warn({ reason }, 'schedule fire could not start a task');
+      log.warn(err instanceof ApiError ? { reason } : { reason, err }, 'schedule fire could not start a task');
     }
   }
 }

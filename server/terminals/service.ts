@@ -57,7 +57,7 @@ export class TerminalService {
       } catch (err) {
         const failure = dbFailure(err);
         if (!failure || this.stopping) throw err;
-        if (attempt === 1) this.core.log.warn({ sessionId, what, failure, err: String(err) }, 'terminal bookkeeping failed; retrying until the database takes it');
+        if (attempt === 1) this.core.log.warn({ sessionId, what, failure, err }, 'terminal bookkeeping failed; retrying until the database takes it');
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(this.cfg.dbRetryMaxMs, delay * 2);
       }

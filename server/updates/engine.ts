@@ -338,7 +338,7 @@ export class RolloutEngine {
 
   /** Database writes run one after another, in the order the changes happened. */
   private write(fn: () => Promise<void>): void {
-    this.writes = this.writes.then(fn).catch((err: unknown) => this.d.log.error({ err: String(err) }, 'rollout write failed'));
+    this.writes = this.writes.then(fn).catch((err: unknown) => this.d.log.error({ err }, 'rollout write failed'));
   }
 
   /** At most one rollout.updated per rollout per 200 ms (consoles refetch on it). */

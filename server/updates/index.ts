@@ -19,7 +19,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> {
   return {
     agentHandlers: {
       'update.status': (ctx, m) => engine.report(ctx.agentId, m.rolloutId, m.state, m.reason)
-        .catch((err: unknown) => ctx.log.error({ err: String(err), rolloutId: m.rolloutId }, 'could not record update status')),
+        .catch((err: unknown) => ctx.log.error({ err, rolloutId: m.rolloutId }, 'could not record update status')),
     },
     consoleHandlers: {},
     routes: updateRoutes({

@@ -1,4 +1,6 @@
 /** Both loggers redact credential fields at any depth, and database errors lose their bound values (issue 9, defect 11). */
+import fs from 'node:fs';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import { createAgentLog } from '../../agent/log.js';
@@ -46,4 +48,19 @@ describe('log redaction', () => {
     expect(s).toContain('ER_DUP_ENTRY');
     expect(s).toContain('Duplicate entry ? for key ?');
   });
+
+  it('server log calls pass errors as `err` (the safe serializer), never stringified', () => {
+    // String(err) of a knex error on SQLite is the formatted query with its values: the
+    // serializer never sees it. Every log call under server/ must hand over the error itself.
+    const root = path.join(__dirname, '..', '..', 'server');
+    const offenders: string[] = [];
+    for (const f of fs.readdirSync(root, { recursive: true, encoding: 'utf8' })) {
+      if (!f.endsWith('.ts')) continue;
+      fs.readFileSync(path.join(root, f), 'utf8').split('\n').forEach((line, i) => {
+        if (/\.(trace|debug|info|warn|error|fatal)\(\{[^}]*\b(err|error)\s*:\s*String\(/.test(line)) offenders.push(`server/${f}:${i + 1}`);
+      });
+    }
+    expect(offenders).toEqual([]);
+  });
 });
+
