@@ -250,6 +250,7 @@ async function compose(
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
         remoteAddress: remoteOf(req), isStale: (p) => auth.isStale(p),
+        recheck: (p) => auth.stillValid(p), recheckIntervalMs: config.socketRecheckSec * 1000,
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
         maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
         messageRate: config.consoleMessageRate, messageBurst: config.consoleMessageBurst,

@@ -245,6 +245,29 @@ export class AuthService {
     return { id: Number(row.uid), username: row.username, role, via: 'token', tokenId: Number(row.tid), expiresAt, resolvedAt };
   }
 
+  /**
+   * Re-reads the principal's credential from the database (one query): false when its session or
+   * token is gone, revoked or expired, or its user is disabled or now has a different role. For
+   * changes that reached this process as no event (isStale covers those that did).
+   */
+  async stillValid(p: Principal): Promise<boolean> {
+    const now = Date.now();
+    if (p.expiresAt !== null && now >= p.expiresAt) return false;
+    if (p.via === 'session' && p.sessionId) {
+      const row = await this.db('sessions').join('users', 'users.id', 'sessions.user_id').where('sessions.id', p.sessionId)
+        .first('users.id as uid', 'users.role', 'users.disabled', 'sessions.expires_at');
+      return Boolean(row) && !row.disabled && Number(row.uid) === p.id && row.role === p.role && Number(row.expires_at) > now;
+    }
+    if (p.via === 'token' && p.tokenId !== undefined) {
+      const row = await this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id').where('api_tokens.id', p.tokenId)
+        .whereNull('api_tokens.revoked_at').first('users.id as uid', 'users.role', 'users.disabled', 'api_tokens.scope', 'api_tokens.expires_at');
+      if (!row || row.disabled || Number(row.uid) !== p.id) return false;
+      if (row.expires_at != null && Number(row.expires_at) <= now) return false;
+      return (row.scope ? minRole(row.scope as Role, row.role as Role) : row.role) === p.role;
+    }
+    return false;
+  }
+
   /** Resolves the caller of an HTTP request or WebSocket upgrade from its cookie or bearer token. */
   async principalFromRequest(req: IncomingMessage): Promise<Principal | null> {
     const auth = req.headers.authorization;

@@ -93,6 +93,12 @@ const Schema = z.object({
   /** The same for one console socket. */
   consoleMessageRate: z.coerce.number().int().min(1).default(50),
   consoleMessageBurst: z.coerce.number().int().min(1).default(500),
+  /**
+   * How often each console socket re-reads its session/token row (one query per socket per
+   * interval): a change no event reached this process with (reset-password from the command line,
+   * an edit on another node without NATS) ends the socket within this time.
+   */
+  socketRecheckSec: z.coerce.number().int().min(1).default(30),
   /** Refused actions repeated by one actor (same action and target) are audited as one row per window, with a count. */
   auditRefusalWindowSec: z.coerce.number().int().min(1).default(60),
   /** Open terminal sessions (live or detached) per user, and on this server node. */
@@ -170,6 +176,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS', scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC', scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
   agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE', agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
   consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
+  socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
   auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
   maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',

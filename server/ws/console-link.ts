@@ -30,6 +30,10 @@ export interface ConsoleLinkDeps {
   remoteAddress?: string | null;
   /** True once the principal's session, token or user changed or expired (AuthService.isStale). */
   isStale(p: Principal): boolean;
+  /** Re-reads the principal's credential from the database (AuthService.stillValid); false: it ended. */
+  recheck?(p: Principal): Promise<boolean>;
+  /** How often `recheck` runs for this socket (MUSTER_SOCKET_RECHECK_SEC). */
+  recheckIntervalMs?: number;
 }
 
 /** Longest setTimeout delay node accepts; later expiries are re-armed. */
@@ -44,6 +48,8 @@ export class ConsoleLink implements ConsoleChannel {
   private rateLimited = false;
   private readonly bucket: MessageBucket;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private recheckTimer: NodeJS.Timeout | undefined;
+  private rechecking = false;
   /** Set when the socket was closed because its credentials ended: what it controls ends too. */
   sessionEnded = false;
   private readonly table: ReadonlyMap<string, ConsoleHandler<never>>;
@@ -59,6 +65,7 @@ export class ConsoleLink implements ConsoleChannel {
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());
     this.armExpiry();
+    this.armRecheck();
     // The credentials may have ended while the upgrade was being authenticated (the event came
     // before this socket was registered anywhere): such a socket never becomes ready.
     if (deps.isStale(principal)) this.close(CloseCode.sessionEnded, 'session ended');
@@ -73,6 +80,25 @@ export class ConsoleLink implements ConsoleChannel {
       else this.armExpiry();
     }, Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()) + 10));
     this.expiryTimer.unref();
+  }
+
+  /**
+   * Re-reads the credential on an interval: a change made where no event reaches this process
+   * (reset-password run from the command line has no bus) still ends the socket, within one
+   * interval. One query per socket per interval, never per message; a failed query keeps it.
+   */
+  private armRecheck(): void {
+    const { recheck, recheckIntervalMs } = this.deps;
+    if (!recheck || !recheckIntervalMs) return;
+    this.recheckTimer = setInterval(() => {
+      if (this.closed || this.rechecking) return;
+      this.rechecking = true;
+      recheck(this.principal).then((ok) => {
+        if (!ok && !this.closed) this.close(CloseCode.sessionEnded, 'session ended');
+      }, (err: unknown) => this.log.warn({ err }, 'could not re-check the console credential; trying again next interval'))
+        .finally(() => { this.rechecking = false; });
+    }, recheckIntervalMs);
+    this.recheckTimer.unref();
   }
 
   send(msg: ServerToConsole, droppable = false): boolean {
@@ -114,6 +140,7 @@ export class ConsoleLink implements ConsoleChannel {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.expiryTimer);
+    clearInterval(this.recheckTimer);
     this.deps.metrics.consoles.dec();
     for (const fn of this.cleanups.splice(0)) {
       try {

@@ -5,7 +5,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ADMIN_PASSWORD, Api, SERVER_JS, cleanup, databases, startServer, tmpDir } from '../helpers/harness.js';
+import { CloseCode } from '../../protocol/errors.js';
+import { ADMIN_PASSWORD, Api, SERVER_JS, cleanup, consoleSocket, databases, startServer, tmpDir } from '../helpers/harness.js';
 
 const dbs = await databases();
 
@@ -47,6 +48,26 @@ describe.each(dbs)('reset-password (%s)', (db) => {
     expect(resets.map((x) => x.details['generated']).sort()).toEqual([false, true]);
     expect(resets[0]!.actor).toMatch(/^system \(reset-password by /);
     expect(JSON.stringify(resets)).not.toContain(chosen);
+  });
+
+  it("the running server ends the user's open console sockets within MUSTER_SOCKET_RECHECK_SEC (the command has no bus)", async () => {
+    const s = await startServer({ db, env: { MUSTER_SOCKET_RECHECK_SEC: '1' } });
+    const admin = await Api.login(s.url);
+    const other = await admin.userWithRole('operator');
+    const sock = await consoleSocket(s, admin);
+    await sock.next((m) => m.type === 'ready');
+    const bystander = await consoleSocket(s, other);
+    await bystander.next((m) => m.type === 'ready');
+    const closed = new Promise<number>((r) => sock.ws.once('close', (code) => r(code)));
+    const r = spawnSync(process.execPath, [SERVER_JS, 'reset-password', 'admin'], {
+      env: { ...process.env, MUSTER_DB_URL: s.dbUrl, MUSTER_DATA_DIR: s.dataDir }, encoding: 'utf8', timeout: 30_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    // Silent socket: nothing it sends triggers the check; the periodic re-read must.
+    expect(await Promise.race([closed, new Promise((r) => setTimeout(() => r('still open'), 30_000))])).toBe(CloseCode.sessionEnded);
+    // Another user's socket is untouched.
+    expect(bystander.ws.readyState).toBe(bystander.ws.OPEN);
+    bystander.close();
   });
 
   it('bad input: unknown user, short password, no user given: exit 2 with a message, nothing changed', async () => {
