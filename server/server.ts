@@ -143,7 +143,8 @@ async function compose(
   // A host's policy is its owner's decision, not an operator's: recorded as the agent's own action.
   fleet.onPolicyChange((agentId, policy, previous, ip) => {
     log.info({ agentId, source: policy.source, terminals: policy.terminals, exec: policy.exec, error: policy.error }, 'host policy reported');
-    void audit.record({
+    // Throttled per agent: an agent re-sending alternating policies cannot write a row per message.
+    audit.throttled(`agent.policy\u0000${agentId}`, {
       actor: { username: `agent:${agentId}`, role: null, ip }, action: 'agent.policy', targetType: 'agent', targetId: agentId,
       ok: policy.source !== 'lockdown',
       details: {
@@ -151,7 +152,7 @@ async function compose(
         interpreters: policy.interpreters, runAs: policy.runAs, requireSignedScripts: policy.requireSignedScripts,
         keys: policy.scriptPublicKeys.length, allowedPaths: policy.allowedPaths, first: previous == null,
       },
-    }).catch((err: unknown) => log.error({ err, agentId }, 'could not audit a policy change'));
+    }, config.auditPolicyBurst);
   });
 
   const agentHandlers: AgentHandlers = {

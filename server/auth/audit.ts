@@ -21,6 +21,10 @@ export interface AuditRow {
 export class AuditLog {
   private readonly pending = new Map<string, { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout; lastTargetId: string | undefined }>();
 
+  private readonly throttle = new Map<string, { written: number; latest: AuditEvent | null; count: number; timer: NodeJS.Timeout }>();
+  /** Throttled writes in flight (flush() waits for them). */
+  private readonly writes = new Set<Promise<void>>();
+
   constructor(private readonly db: Db, private readonly opts: { refusalWindowMs?: number; onError?(err: unknown): void } = {}) {}
 
   /**
@@ -51,9 +55,47 @@ export class AuditLog {
     this.pending.set(key, { e: first, count: 1, id, timer, lastTargetId: e.targetId });
   }
 
-  /** Writes the counts of every open refusal window now (shutdown). */
+  /**
+   * For events a remote party can repeat at will (an agent flapping its reported policy): per `key`
+   * and window, the first `burst` events are written at once; later ones fold into one row, the
+   * last event with `details.coalesced` (how many it stands for), written when the window ends.
+   * Bounded like refused().
+   */
+  throttled(key: string, e: AuditEvent, burst: number): void {
+    let t = this.throttle.get(key);
+    if (!t) {
+      if (this.throttle.size >= 10_000) return this.write(e);
+      const timer = setTimeout(() => this.throttleTrailing(key), this.opts.refusalWindowMs ?? 60_000);
+      timer.unref();
+      this.throttle.set(key, (t = { written: 0, latest: null, count: 0, timer }));
+    }
+    if (t.written < burst) {
+      t.written++;
+      return this.write(e);
+    }
+    t.latest = e;
+    t.count++;
+  }
+
+  /** Ends a throttle window, writing its folded event if any. */
+  private throttleTrailing(key: string): void {
+    const t = this.throttle.get(key);
+    if (!t) return;
+    this.throttle.delete(key);
+    clearTimeout(t.timer);
+    if (t.latest) this.write({ ...t.latest, details: { ...t.latest.details, coalesced: t.count } });
+  }
+
+  private write(e: AuditEvent): void {
+    const w: Promise<void> = this.record(e).catch((err: unknown) => this.opts.onError?.(err)).finally(() => this.writes.delete(w));
+    this.writes.add(w);
+  }
+
+  /** Writes the counts of every open refusal window and the folded throttled events now (shutdown). */
   async flush(): Promise<void> {
+    for (const k of [...this.throttle.keys()]) this.throttleTrailing(k);
     await Promise.all([...this.pending.keys()].map((k) => this.flushOne(k)));
+    await Promise.all(this.writes);
   }
 
   private async flushOne(key: string): Promise<void> {

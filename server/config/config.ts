@@ -101,6 +101,8 @@ const Schema = z.object({
   socketRecheckSec: z.coerce.number().int().min(1).default(30),
   /** Refused actions repeated by one actor (same action and target) are audited as one row per window, with a count. */
   auditRefusalWindowSec: z.coerce.number().int().min(1).default(60),
+  /** Policy changes one agent reports that are audited at once per window; more fold into one row. */
+  auditPolicyBurst: z.coerce.number().int().min(1).default(5),
   /** Open terminal sessions (live or detached) per user, and on this server node. */
   maxTerminalsPerUser: z.coerce.number().int().min(1).default(20),
   maxTerminalsPerServer: z.coerce.number().int().min(1).default(500),
@@ -177,7 +179,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE', agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
   consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
   socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
-  auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
+  auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
   maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',

@@ -19,7 +19,7 @@ describe('floods from inside', () => {
     s = await startServer({
       env: {
         MUSTER_AGENT_MESSAGE_RATE: '20', MUSTER_AGENT_MESSAGE_BURST: '50', MUSTER_CONSOLE_MESSAGE_RATE: '20', MUSTER_CONSOLE_MESSAGE_BURST: '60',
-        MUSTER_AUDIT_REFUSAL_WINDOW_SEC: '2', MUSTER_MAX_TERMINALS_PER_USER: '2',
+        MUSTER_AUDIT_REFUSAL_WINDOW_SEC: '2', MUSTER_AUDIT_POLICY_BURST: '3', MUSTER_MAX_TERMINALS_PER_USER: '2',
       },
     });
     admin = await Api.login(s.url);
@@ -51,6 +51,24 @@ describe('floods from inside', () => {
     expect(closed.code).toBe(CloseCode.protocolError);
     expect(closed.reason).toMatch(/rate exceeded/);
     await waitFor(async () => (await auditOf('agent.rate_limited')).some((r) => r.targetId === id), 'audit row');
+  });
+
+  it('an agent flapping its policy writes at most MUSTER_AUDIT_POLICY_BURST agent.policy rows per window, then one row with the count', async () => {
+    const id = randomUUID();
+    const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
+    const policy = (exec: boolean) => ({ source: 'file', path: '/etc/muster/policy.json', terminals: true, exec, interpreters: null, runAs: null, requireSignedScripts: false, scriptPublicKeys: [], allowedPaths: null });
+    // Under the message burst: 40 changes (false, true, false, ...), the last one exec: true.
+    for (let i = 0; i < 40; i++) a.send({ type: 'policy', policy: policy(i % 2 === 1) });
+    await waitFor(async () => (await admin.get(`/api/agents/${id}`)).body.policy?.exec === true, 'last policy applied');
+    const rows = await waitFor(async () => {
+      const r = (await admin.get(`/api/audit?action=agent.policy&targetId=${id}`)).body.items as any[];
+      return r.some((x) => x.details.coalesced) ? r : null;
+    }, 'the window\'s folded row', 20_000);
+    // Newest first: the folded row (the last policy, standing for the 37 after the burst of 3), then the burst.
+    expect(rows.length).toBe(4);
+    expect(rows[0].details).toMatchObject({ exec: true, coalesced: 37 });
+    expect(rows[3].details).toMatchObject({ exec: false, first: true });
+    a.close();
   });
 
   it('a console flooding messages is cut with a reason and audited once; refused term.open is aggregated', async () => {
