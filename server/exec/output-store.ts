@@ -35,6 +35,8 @@ export class ExecWriter {
   private stopped = false;
   /** Set while writes fail: since when, how many attempts, the retry timer. */
   private failing: { since: number; attempts: number; timer: NodeJS.Timeout | undefined } | null = null;
+  /** drainUnlessDegraded() callers, answered false when writes start failing. */
+  private readonly failWaiters = new Set<(ok: boolean) => void>();
   /** Output bytes and rows committed so far (for metrics and benchmarks). */
   committedBytes = 0;
   committedRows = 0;
@@ -88,6 +90,22 @@ export class ExecWriter {
   /** Resolves when everything queued so far is committed. */
   drain(): Promise<void> {
     return new Promise((r) => this.afterFlush(r));
+  }
+
+  /**
+   * drain() for a request that must not wait out a database outage: true once everything queued
+   * so far is committed, false at once when writes are failing (now or as soon as they start).
+   */
+  drainUnlessDegraded(): Promise<boolean> {
+    if (this.failing) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        this.failWaiters.delete(done);
+        resolve(ok);
+      };
+      this.failWaiters.add(done);
+      this.afterFlush(() => done(true));
+    });
   }
 
   private releasePressure(): void {
@@ -183,6 +201,7 @@ export class ExecWriter {
         if (f.attempts === 1) {
           this.log.warn({ err, queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
           this.o.onHealth?.(false, err);
+          for (const w of [...this.failWaiters]) w(false);
         } else {
           this.log.debug({ err, attempt: f.attempts, delay }, 'execution write retry failed');
         }

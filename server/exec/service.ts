@@ -216,8 +216,9 @@ export class ExecService {
   }
 
   /** Resolves once every output chunk received so far is stored (a seq-range read then sees it). */
-  outputStored(): Promise<void> {
-    return this.d.writer.drain();
+  async outputStored(): Promise<void> {
+    // During a database outage the wait has no end: say so at once (503) instead of hanging.
+    if (!(await this.d.writer.drainUnlessDegraded())) throw new ApiError('database_unavailable', 'the database is unavailable; retry later');
   }
 
   async getExecution(id: string): Promise<Execution> {

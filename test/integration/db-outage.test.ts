@@ -4,7 +4,8 @@
  * refuses it, then lets it back. Meanwhile:
  *  - the agent stays online: the socket the server paused for backpressure is not reaped by the
  *    heartbeat sweep, and the agent's liveness pings are answered by the server's keepalive pongs;
- *  - the API answers 503 `database_unavailable` with Retry-After, never 500;
+ *  - the API answers 503 `database_unavailable` with Retry-After, never 500 (an output read with
+ *    `fromSeq`, which waits for stored output, too: at once, not after the outage);
  *  - /readyz answers (503) within a few seconds, even during the partition;
  *  - the output flush retries back off (a few log lines, not one per attempt);
  *  - no output is lost: the execution's stored output has every line once the database is back.
@@ -102,6 +103,10 @@ describe.skipIf(!dbs.includes('mysql'))('database outage under an output flood (
     proxy.cut();
     const refuseEnd = Date.now() + REFUSE_MS;
     expect(await sees503()).toMatchObject({ status: 503, code: 'database_unavailable' });
+    // A catch-up read of live output (fromSeq) does not wait for the output writer through the outage.
+    const caughtUp = await api.get(`/api/executions/${e0.id}/output?fromSeq=0`);
+    expect(caughtUp.status).toBe(503);
+    expect(caughtUp.body.error.code).toBe('database_unavailable');
     while (Date.now() < refuseEnd) {
       const r = await readyz();
       during.push({ phase: 'refused', status: r.status, ms: r.ms });
