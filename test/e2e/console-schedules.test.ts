@@ -51,4 +51,35 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
     await screenshot(page, 'schedules');
     expect(page.problems).toEqual([]);
   });
+
+  it("shows the enable switch and Delete only to an admin or the schedule's creator; Delete asks first; token scopes stop at the user's role", async () => {
+    const script = (await api.post('/api/scripts', { name: 'gated', body: 'true' })).body;
+    const mk = (a: Api, name: string) => a.post('/api/schedules', { name, scriptId: script.id, selector: 'nothing-matches', intervalSec: 3600, enabled: false });
+    const op = await api.userWithRole('operator', 'op-gate');
+    const byAdmin = (await mk(api, 'admins-own')).body;
+    const byOp = (await mk(op, 'operators-own')).body;
+    expect(byOp.id).toBeTruthy();
+    const page = await newPage(browser);
+    await signIn(page, server.url, 'op-gate', 'password-123', `/schedules/${byAdmin.id}`);
+    await page.waitForSelector('[data-test=schedule-detail]');
+    expect(await page.$('[data-test=schedule-delete]')).toBeNull();
+    const row = (name: string) => page.$(`[data-test=schedules-table] tr:has-text("${name}") .n-switch--disabled`);
+    await page.waitForSelector('[data-test=schedules-table] tr:has-text("operators-own")');
+    expect(await row('admins-own')).not.toBeNull();
+    expect(await row('operators-own')).toBeNull();
+    await page.goto(`${server.url}/schedules/${byOp.id}`);
+    await page.click('[data-test=schedule-delete]');
+    await page.click('.n-dialog .n-button:has-text("Cancel")');
+    expect((await api.get(`/api/schedules/${byOp.id}`)).status).toBe(200);
+    await page.click('[data-test=schedule-delete]');
+    await page.click('.n-dialog .n-button:has-text("Delete")');
+    await page.waitForURL(/\/schedules$/);
+    expect((await api.get(`/api/schedules/${byOp.id}`)).status).toBe(404);
+
+    await page.goto(`${server.url}/tokens`);
+    await page.click('[data-test=token-scope]');
+    await page.waitForSelector('.n-base-select-option:has-text("operator")');
+    expect(await page.$('.n-base-select-option:has-text("admin")')).toBeNull();
+    expect(page.problems).toEqual([]);
+  });
 });
