@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 
 /** A usage or input error: printed without a stack, exit status 2. */
@@ -43,9 +44,47 @@ export function posInt(values: CommandContext['values'], name: string): number |
 export const GLOBAL_OPTIONS: NonNullable<ParseArgsConfig['options']> = {
   server: { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
   output: { type: 'string', short: 'o' },
   json: { type: 'boolean' },
 };
+
+/** Longest token file (or stdin) read for --token-file / --token - (API tokens are ~50 characters). */
+const MAX_TOKEN_INPUT = 64 * 1024;
+
+/** The first line of a token source, trimmed; empty or unreadable is a usage error. */
+function firstLine(read: () => string, what: string): string {
+  let text: string;
+  try {
+    text = read();
+  } catch (err) {
+    throw new CliError(`cannot read the token from ${what}: ${(err as Error).message}`);
+  }
+  const line = (text.slice(0, MAX_TOKEN_INPUT).split(/\r?\n/)[0] ?? '').trim();
+  if (!line) throw new CliError(`no token in ${what}`);
+  return line;
+}
+
+/**
+ * Resolves `--token-file PATH` and `--token -` (stdin) into `values.token`. A literal `--token`
+ * still works, but the command line is visible to every user of the host (ps, /proc), so it warns
+ * on stderr and names the ways that are not.
+ */
+export function resolveTokenFlags(values: CommandContext['values'], err: (s: string) => void, io: { stdin: () => string; file: (p: string) => string } = {
+  stdin: () => fs.readFileSync(0, 'utf8'), file: (p) => fs.readFileSync(p, 'utf8'),
+}): void {
+  const file = str(values, 'token-file');
+  const token = str(values, 'token');
+  if (file !== undefined && token !== undefined) throw new CliError('give either --token or --token-file, not both');
+  if (file !== undefined) {
+    values['token'] = file === '-' ? firstLine(io.stdin, 'stdin') : firstLine(() => io.file(file), file);
+  } else if (token === '-') {
+    values['token'] = firstLine(io.stdin, 'stdin');
+  } else if (token !== undefined) {
+    err('muster: warning: --token puts the token on the command line, visible to other users (ps); use MUSTER_TOKEN, --token-file PATH, --token - (stdin) or `muster login`\n');
+  }
+  delete values['token-file'];
+}
 
 /** `--output table|json` (`--json` is short for `--output json`); table by default. */
 export function outputMode(values: CommandContext['values']): 'table' | 'json' {

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ApiFailure, describeApiFailure } from './client.js';
-import { CliError, GLOBAL_OPTIONS, type Command } from './command.js';
+import { CliError, GLOBAL_OPTIONS, resolveTokenFlags, type Command } from './command.js';
 import { agents } from './commands/agents.js';
 import { completion } from './commands/completion.js';
 import { exec } from './commands/exec.js';
@@ -22,7 +22,8 @@ function help(): string {
   const names = (c: Command): string => [c.name, ...(c.aliases ?? [])].join(', ');
   const w = Math.max(...COMMANDS.map((c) => names(c).length));
   return `usage: muster <command> [options]\n\ncommands:\n${COMMANDS.map((c) => `  ${names(c).padEnd(w)}  ${c.summary}`).join('\n')}\n\n` +
-    'every command: --server URL, --token TOKEN (else MUSTER_SERVER / MUSTER_TOKEN, else `muster login`), --output table|json (-o)\n' +
+    'every command: --server URL, --token-file PATH or --token - (stdin) (else MUSTER_SERVER / MUSTER_TOKEN, else `muster login`;\n' +
+    '  --token TOKEN works but shows the token in ps), --output table|json (-o)\n' +
     'muster <command> --help shows a command\'s options.\n';
 }
 
@@ -48,7 +49,9 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     const { values, positionals } = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
-    const code = await cmd.run({ values, positionals, out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s), env: process.env });
+    const err = (s: string): void => void process.stderr.write(s);
+    resolveTokenFlags(values, err);
+    const code = await cmd.run({ values, positionals, out: (s) => void process.stdout.write(s), err, env: process.env });
     return code ?? 0;
   } catch (err) {
     const usageError = err instanceof CliError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');

@@ -144,9 +144,29 @@ describe('muster CLI against a real server and agents', () => {
     expect(JSON.parse(viaEnv.stdout)).toHaveLength(2);
     const viaFlags = await cli(['agents', '--json', '--server', s.url, '--token', token], { MUSTER_CLI_CONFIG: none, MUSTER_TOKEN: 'wrong' });
     expect(viaFlags.code).toBe(0);
+    expect(viaFlags.stderr).toMatch(/warning: --token puts the token on the command line.*MUSTER_TOKEN, --token-file/);
+    expect(viaEnv.stderr).toBe('');
     const wrong = await cli(['agents', '--token', 'not-a-token']);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/HTTP 401/);
+
+    // From a file (first line) or stdin: nothing on the command line, no warning.
+    const tokFile = path.join(tmpDir('cli-tokfile'), 'token');
+    fs.writeFileSync(tokFile, `${token}\n`, { mode: 0o600 });
+    const viaFile = await cli(['agents', '--json', '--server', s.url, '--token-file', tokFile], { MUSTER_CLI_CONFIG: none });
+    expect(viaFile.code, viaFile.stderr).toBe(0);
+    expect(viaFile.stderr).toBe('');
+    expect(JSON.parse(viaFile.stdout)).toHaveLength(2);
+    const viaStdin = await start([`printf '%s\\n' "$TOK" | muster agents --json --server ${s.url} --token -`], { MUSTER_CLI_CONFIG: none, TOK: token }, true).done;
+    expect(viaStdin.code, viaStdin.stderr).toBe(0);
+    expect(viaStdin.stderr).toBe('');
+    expect(JSON.parse(viaStdin.stdout)).toHaveLength(2);
+    const missing = await cli(['agents', '--server', s.url, '--token-file', `${tokFile}.absent`], { MUSTER_CLI_CONFIG: none });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/cannot read the token from .*absent/);
+    const both = await cli(['agents', '--token', token, '--token-file', tokFile]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/either --token or --token-file/);
   });
 
   it('exec streams output while the script still runs, then the result and summary; exit 0 only if all succeeded', async () => {
