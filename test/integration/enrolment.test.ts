@@ -156,26 +156,37 @@ describe.each(dbs)('enrolment (%s)', (db) => {
   });
 
   it('an enrolment whose socket closes before welcome is undone: the same id enrols with the same single-use token', async () => {
-    const { token, id: tokenId } = (await api.post('/api/enrollment/tokens', { name: 'dropped', maxUses: 1, labels: { z: '1' } })).body;
-    const aid = randomUUID();
-    // The hello and the close frame leave together: the server is still writing the claim when
-    // the socket goes, so the secret (sent only in welcome) never reaches this agent.
-    const dropped = await rawAgent(s.wsUrl, { agentId: aid, enrollToken: token });
-    dropped.send(helloFor(aid, { name: 'dropped' }));
-    dropped.close();
-    await dropped.closed;
-    expect(dropped.messages.some((m) => m.type === 'welcome')).toBe(false);
+    const first = (await api.post('/api/enrollment/tokens', { name: 'dropped', maxUses: 1, labels: { z: '1' } })).body;
+    const tokenRef = { token: first.token as string, id: first.id as string };
+    // The hello and the close frame leave together: the server is usually still writing the claim
+    // when the socket goes, so the secret (sent only in welcome) never reaches this agent. On a
+    // loaded machine the two frames can arrive in separate reads and the claim win the race (the
+    // enrolment then simply succeeded): try again with a new id until the drop came first.
+    let aid = '';
+    for (let attempt = 0; ; attempt++) {
+      aid = randomUUID();
+      const dropped = await rawAgent(s.wsUrl, { agentId: aid, enrollToken: tokenRef.token });
+      dropped.send(helloFor(aid, { name: 'dropped' }));
+      dropped.close();
+      await dropped.closed;
+      if (!dropped.messages.some((m) => m.type === 'welcome')) break;
+      expect(attempt, 'every attempt was welcomed before its close').toBeLessThan(20);
+      await waitFor(async () => (await api.get(`/api/agents/${aid}`)).status === 200, 'the welcomed agent stored');
+      // That enrolment used the single-use token: the next try gets a new one.
+      const next = (await api.post('/api/enrollment/tokens', { name: `dropped-${attempt}`, maxUses: 1, labels: { z: '1' } })).body;
+      Object.assign(tokenRef, { token: next.token, id: next.id });
+    }
     const undone = await waitFor(async () => (await api.get(`/api/audit?action=agent.enrol&targetId=${aid}`)).body.items
       .find((r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome'), 'enrolment undone', 30_000);
     expect(undone.details.undone).toBe(true);
     expect((await api.get(`/api/agents/${aid}`)).status).toBe(404);
-    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenId)).toMatchObject({ uses: 0, state: 'active' });
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenRef.id)).toMatchObject({ uses: 0, state: 'active' });
 
     // The agent's retry (same id, same token) enrols and its secret works.
-    const real = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: token }, { name: 'real' });
+    const real = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: tokenRef.token }, { name: 'real' });
     expect(typeof real.welcome.secret).toBe('string');
     expect((await api.waitAgent(aid, 'online')).name).toBe('real');
-    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenId)).toMatchObject({ uses: 1, state: 'used' });
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenRef.id)).toMatchObject({ uses: 1, state: 'used' });
     real.close();
     await api.waitAgent(aid, 'offline');
     const again = await helloAgent(s.wsUrl, { agentId: aid, secret: real.welcome.secret });
