@@ -455,7 +455,14 @@ async function main() {
     fs.closeSync(fd);
   }
   const log = (...a) => { if (!values.json) console.log(...a); };
-  const srv = await startServer(path.join(tmp, 'data'), { MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'], MUSTER_TERMINAL_RECORDING: '1' });
+  // The ping floor sends --keys pings back to back: far above a console's control message rate
+  // (MUSTER_CONSOLE_MESSAGE_RATE, 50/s), which would cut the measuring socket. Keystrokes are
+  // binary frames and are not counted; the fleet enrols from one address.
+  const srv = await startServer(path.join(tmp, 'data'), {
+    MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'], MUSTER_TERMINAL_RECORDING: '1',
+    MUSTER_CONSOLE_MESSAGE_RATE: '100000', MUSTER_CONSOLE_MESSAGE_BURST: '100000',
+    MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
+  });
   const agent = startAgent(srv.wsUrl, path.join(tmp, 'agent'));
   const results = { loadavgBefore: os.loadavg().map((x) => +x.toFixed(2)), cpus: os.cpus().length };
   try {
