@@ -1,18 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alive } from '../helpers/exec.js';
 import { Api, agentId, cleanup, hermeticAgentEnv, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { TermClient } from '../helpers/terminal-client.js';
-
-/** Whether a pid names a live (non-zombie) process. */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /**
  * A real login shell reads the dotfiles of its own HOME: here a HOME this test writes (never the
