@@ -162,7 +162,7 @@ export class ServerConnection {
       if (refused) return;
       if (this.connected) {
         this.lastError = err.message;
-        this.o.log.debug({ err: err.message }, 'socket error');
+        this.o.log.debug({ err }, 'socket error');
         return;
       }
       const why = describeConnectError(err, this.url(), this.o.caFile);
@@ -253,7 +253,7 @@ export class ServerConnection {
       this.lastError = null;
       this.loggedError = null;
       this.lastConnectedAt = Date.now();
-      this.o.log.info({ agentId: this.o.state.agentId, name: this.o.name, server: this.o.serverUrl, heartbeatMs: msg.heartbeatIntervalMs },
+      this.o.log.info({ name: this.o.name, server: this.o.serverUrl, heartbeatMs: msg.heartbeatIntervalMs },
         `connected as ${this.o.name ? `"${this.o.name}" ` : ''}(${this.o.state.agentId})`);
       this.watchServer(msg.heartbeatIntervalMs * 3);
       this.o.onWelcome(msg.heartbeatIntervalMs);
@@ -264,7 +264,7 @@ export class ServerConnection {
     try {
       h?.(msg as never);
     } catch (err) {
-      this.o.log.error({ err: String(err), type: msg.type }, 'handler failed');
+      this.o.log.error({ err, type: msg.type }, 'handler failed');
     }
   }
 

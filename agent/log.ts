@@ -1,28 +1,45 @@
-/** Minimal structured JSON logger for the agent (stdout → journald). Never logs secrets or terminal bytes. */
-export interface AgentLog {
-  error(o: object, msg: string): void;
-  warn(o: object, msg: string): void;
-  info(o: object, msg: string): void;
-  debug(o: object, msg: string): void;
-}
+import pino from 'pino';
 
-const LEVELS = { error: 0, warn: 1, info: 2, debug: 3 } as const;
+/**
+ * The agent's structured JSON logger: pino on stdout (→ journald), the same line format as the
+ * server's (`server/log.ts`): level as its name, ISO-8601 time, `svc`, errors under `err` with their
+ * stack. Never logs secrets or terminal bytes. Its level can be changed at run time (`log.level =`).
+ */
+export type AgentLog = pino.Logger;
+
+export type AgentLogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 /** Field names whose values are credentials (any depth, any case): written as `[redacted]`. */
 const SECRET_KEY = /^(authorization|cookie|set-cookie|password|secret|token|x-muster-enroll-token|enroll_?token|.*(secret|password|token)(_?hash)?)$/i;
 
-/** JSON.stringify replacer: redacts credential fields and keeps errors readable. */
-function redact(key: string, value: unknown): unknown {
-  if (key !== '' && SECRET_KEY.test(key) && value !== undefined && value !== null && typeof value !== 'number' && typeof value !== 'boolean') return '[redacted]';
-  if (value instanceof Error) return { type: value.name, message: value.message, stack: value.stack };
-  return value;
+/** Deep copy with credential fields redacted; Error objects are left to the `err` serializer. */
+function redact(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object' || value instanceof Error || depth > 8) return value;
+  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = SECRET_KEY.test(k) && v !== undefined && v !== null && typeof v !== 'number' && typeof v !== 'boolean' ? '[redacted]' : redact(v, depth + 1);
+  }
+  return out;
 }
 
-export function createAgentLog(level: keyof typeof LEVELS, base: Record<string, unknown> = {}): AgentLog {
-  const max = LEVELS[level];
-  const emit = (lvl: keyof typeof LEVELS) => (o: object, msg: string) => {
-    if (LEVELS[lvl] > max) return;
-    process.stdout.write(`${JSON.stringify({ level: lvl, time: new Date().toISOString(), svc: 'muster-agent', ...base, ...o, msg }, redact)}\n`);
+/**
+ * The line format both processes share: `{"level":"warn","time":"2026-…Z","svc":…,…,"msg":…}`.
+ * Kept identical to the server's options (a unit test compares the two).
+ */
+export const LOG_FORMAT = {
+  formatters: { level: (label: string) => ({ level: label }) },
+  timestamp: pino.stdTimeFunctions.isoTime,
+} as const;
+
+/** The agent's logger; `bindings` (the agent id) are on every line. Synchronous writes: lines before process.exit are kept. */
+export function createAgentLog(level: AgentLogLevel, bindings: Record<string, unknown> = {}, destination?: pino.DestinationStream): AgentLog {
+  const opts: pino.LoggerOptions = {
+    level,
+    base: { svc: 'muster-agent', ...bindings },
+    ...LOG_FORMAT,
+    formatters: { ...LOG_FORMAT.formatters, log: (o) => redact(o, 0) as Record<string, unknown> },
+    serializers: { err: pino.stdSerializers.err, error: pino.stdSerializers.err },
   };
-  return { error: emit('error'), warn: emit('warn'), info: emit('info'), debug: emit('debug') };
+  return destination ? pino(opts, destination) : pino(opts, pino.destination({ fd: 1, sync: true }));
 }

@@ -35,8 +35,9 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = createAgentLog(cfg.logLevel);
   const state = new AgentState(cfg.stateDir);
+  // The agent id is known from the state dir before anything logs: bound on every line.
+  const log = createAgentLog(cfg.logLevel, { agentId: state.agentId });
   let labels = cfg.labels;
   const cpu = new CpuMeter();
   const counters = { heartbeats_sent_total: 0, connects_total: 0, disconnects_total: 0 };
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
         try {
           resolveUser(v.runAs, 'run scripts and terminals');
         } catch (err) {
-          log.error({ policy: v.path, runAs: v.runAs, err: (err as Error).message }, 'host policy runAs cannot be used: scripts and terminals will fail until it can');
+          log.error({ policy: v.path, runAs: v.runAs, err }, 'host policy runAs cannot be used: scripts and terminals will fail until it can');
         }
       }
     }
@@ -128,7 +129,7 @@ async function main(): Promise<void> {
     // A taken port (another agent on this host, say) must not stop the agent: it runs on without
     // the local endpoint and says how to get one.
     const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
-    log.warn({ err: err.message, port: cfg.healthPort },
+    log.warn({ err, port: cfg.healthPort },
       inUse ? `health port ${cfg.healthPort} is in use; running without the health endpoint (--health-port 0 picks a free port, -1 disables it)` : 'health endpoint unavailable');
   }, (port) => log.info({ port }, `health endpoint on http://127.0.0.1:${port}/health`));
 
@@ -143,10 +144,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ reason }, 'agent stopping');
-    await executor.drain(drainMs, reportMs).catch((err: unknown) => log.error({ err: String(err) }, 'execution drain failed'));
+    await executor.drain(drainMs, reportMs).catch((err: unknown) => log.error({ err }, 'execution drain failed'));
     clearInterval(heartbeatTimer);
     await conn.stop(reason);
-    for (const c of capabilities) await c.stop?.().catch((err: unknown) => log.error({ err: String(err) }, 'capability stop failed'));
+    for (const c of capabilities) await c.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
     log.info({ reason }, 'agent stopped');
     process.exit(code);
   }
@@ -162,7 +163,7 @@ async function main(): Promise<void> {
       log.info({ labels: Object.keys(labels).length }, 'config reloaded');
       conn.send({ type: 'labels', labels });
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'config reload failed; keeping the old one');
+      log.error({ err }, 'config reload failed; keeping the old one');
     }
   });
 
@@ -170,7 +171,7 @@ async function main(): Promise<void> {
   // channel; when it goes away, however it died, so do we.
   if (process.channel) process.once('disconnect', () => void shutdown('parent server gone', 0));
 
-  log.info({ agentId: state.agentId, version: AGENT_VERSION, server: cfg.server }, 'agent starting');
+  log.info({ version: AGENT_VERSION, server: cfg.server }, 'agent starting');
   conn.start();
 }
 

@@ -46,6 +46,9 @@ export function safeErrorSerializer(err: unknown): unknown {
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   const opts: pino.LoggerOptions = {
     level, base: { svc: 'muster-server' },
+    // One line format for server and agent (agent/log.ts): level by name, ISO-8601 time.
+    formatters: { level: (label) => ({ level: label }) },
+    timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: redactPaths(), censor: '[redacted]' },
     serializers: { err: safeErrorSerializer, error: safeErrorSerializer },
   };

@@ -52,11 +52,11 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
       results.save(r);
     } catch (err) {
       // Most likely a full disk: keep the result itself at least, its output marked as cut.
-      log.error({ executionId: r.executionId, err: (err as Error).message }, 'could not journal the result with its output; journaling it without');
+      log.error({ executionId: r.executionId, err }, 'could not journal the result with its output; journaling it without');
       try {
         results.save({ ...r, chunks: [], truncated: r.truncated || r.chunks.length > 0 });
       } catch (err2) {
-        log.error({ executionId: r.executionId, err: (err2 as Error).message }, 'could not journal the result; it is kept in memory only');
+        log.error({ executionId: r.executionId, err: err2 }, 'could not journal the result; it is kept in memory only');
       }
     }
   };

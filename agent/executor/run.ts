@@ -164,7 +164,7 @@ export class Run {
       this.child = child;
       child.on('error', (err) => {
         if (this.pid == null) this.complete('failed', null, null, `could not start: ${err.message}`);
-        else this.log.warn({ executionId: this.id, err: err.message }, 'child process error');
+        else this.log.warn({ executionId: this.id, err }, 'child process error');
       });
       child.on('spawn', () => {
         this.pid = child.pid ?? null;

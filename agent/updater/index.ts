@@ -183,7 +183,7 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
         apply(m).catch((err: unknown) => {
           busy = null;
           const reason = err instanceof Error ? err.message : String(err);
-          if (!(err instanceof UpdateFailure)) log.error({ err: reason }, 'update failed unexpectedly');
+          if (!(err instanceof UpdateFailure)) log.error({ err }, 'update failed unexpectedly');
           report(m.rolloutId, m.version, 'failed', reason);
         });
       },
@@ -193,7 +193,7 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
       try {
         reportMarker();
       } catch (err) {
-        log.error({ err: String(err) }, 'cannot report the update marker');
+        log.error({ err }, 'cannot report the update marker');
       }
     },
     stop: async () => {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createAgentLog } from '../../agent/log.js';
 import { createLogger, safeErrorSerializer } from '../../server/log.js';
 
@@ -24,17 +24,43 @@ describe('log redaction', () => {
     expect(out).toContain('[redacted]');
   });
 
-  it('agent logger', () => {
+  it('agent logger (pino)', () => {
     let out = '';
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((c) => { out += String(c); return true; });
-    try {
-      createAgentLog('info').info({ ...record, enrollToken: SECRETS[4], agentSecret: SECRETS[3], tokens: 3 }, 'hello');
-    } finally {
-      spy.mockRestore();
-    }
+    const sink = new Writable({ write(c, _e, cb) { out += String(c); cb(); } });
+    createAgentLog('info', { agentId: 'a-1' }, sink).info({ ...record, enrollToken: SECRETS[4], agentSecret: SECRETS[3], tokens: 3 }, 'hello');
     for (const s of SECRETS) expect(out).not.toContain(s);
     expect(out).toContain('visible');
     expect(out).toContain('"tokens":3');
+    expect(out).toContain('[redacted]');
+  });
+
+  it('server and agent write one line format: level by name, ISO time, svc, errors with their stack, the agent id bound', () => {
+    const lines: Record<string, Record<string, unknown>> = {};
+    const sink = (k: string) => new Writable({ write(c, _e, cb) { lines[k] = JSON.parse(String(c)) as Record<string, unknown>; cb(); } });
+    const err = new Error('boom');
+    createLogger('info', sink('server')).warn({ err }, 'something failed');
+    const agent = createAgentLog('info', { agentId: 'agent-7' }, sink('agent'));
+    agent.warn({ err }, 'something failed');
+    const s = lines['server']!;
+    const a = lines['agent']!;
+    for (const l of [s, a]) {
+      expect(l['level']).toBe('warn');
+      expect(String(l['time'])).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      expect(l['msg']).toBe('something failed');
+      const e = l['err'] as Record<string, unknown>;
+      expect(e['message']).toBe('boom');
+      expect(String(e['stack'])).toContain('log-redaction.test.ts');
+    }
+    expect(s['svc']).toBe('muster-server');
+    expect(a['svc']).toBe('muster-agent');
+    expect(a['agentId']).toBe('agent-7');
+    // Same keys apart from the agent's binding.
+    expect(Object.keys(a).filter((k) => k !== 'agentId').sort()).toEqual(Object.keys(s).sort());
+    // The level can be changed at run time (live agent configuration).
+    agent.level = 'error';
+    delete lines['agent'];
+    agent.warn({}, 'not written');
+    expect(lines['agent']).toBeUndefined();
   });
 
   it('a knex/mysql2 error keeps its code, never the query values', () => {
