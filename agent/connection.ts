@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import {
-  decodeFrame, ServerToAgent, type AgentToServer, type Hello, type ServerMessage, type ServerMessageType,
+  decodeFrame, MessageDispatcher, ServerToAgent, type AgentToServer, type Hello, type ServerMessage, type ServerMessageType,
 } from '../protocol/index.js';
 import type { AgentLog } from './log.js';
 import type { AgentState } from './state.js';
@@ -35,9 +35,6 @@ export function backoffDelay(attempt: number, initialMs: number, maxMs: number, 
   const cap = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
   return Math.floor(rand() * cap);
 }
-
-/** Every server→agent type this agent knows, from the schema itself. */
-const SERVER_TYPES: ReadonlySet<string> = new Set<string>(ServerToAgent.options.map((o) => o.shape.type.value));
 
 /** Retry-After in seconds (delta-seconds or an HTTP date); null when absent or unusable. */
 export function parseRetryAfter(v: string | string[] | undefined, now = Date.now()): number | null {
@@ -99,10 +96,12 @@ export class ServerConnection {
   lastError: string | null = null;
   /** The last failure logged at warn: a server that stays down is reported once, not every retry. */
   private loggedError: string | null = null;
-  private readonly table: ReadonlyMap<string, ServerHandler<never>>;
+  private readonly dispatcher: MessageDispatcher<ServerToAgent, undefined>;
 
   constructor(private readonly o: ConnectionOptions) {
-    this.table = new Map(Object.entries(o.handlers) as unknown as [string, ServerHandler<never>][]);
+    // The shared dispatcher calls handlers as (ctx, msg); the agent's handlers take the message only.
+    const adapted = Object.fromEntries(Object.entries(o.handlers).map(([type, h]) => [type, (_: undefined, m: never) => (h as (m: unknown) => void)(m)]));
+    this.dispatcher = new MessageDispatcher<ServerToAgent, undefined>(ServerToAgent, adapted);
   }
 
   start(): void {
@@ -221,27 +220,14 @@ export class ServerConnection {
       }
       return;
     }
-    let raw: unknown;
-    try {
-      raw = JSON.parse(data.toString('utf8'));
-    } catch {
-      this.send({ type: 'error', code: 'invalid_message', message: 'message is not valid JSON' });
+    const decoded = this.dispatcher.decode(data.toString('utf8'));
+    // Newer servers may send commands this agent does not know: say so, keep going (never cut the
+    // server off for it).
+    if (!decoded.ok) {
+      this.send({ type: 'error', ...decoded.refusal });
       return;
     }
-    const parsed = ServerToAgent.safeParse(raw);
-    if (!parsed.success) {
-      // Newer servers may send commands this agent does not know: say so, keep going.
-      const type = (raw as { type?: unknown } | null)?.type;
-      const ref = typeof type === 'string' ? { ref: type.slice(0, 128) } : {};
-      if (typeof type === 'string' && SERVER_TYPES.has(type)) {
-        const why = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000);
-        this.send({ type: 'error', code: 'invalid_message', message: `invalid ${type}: ${why}`, ...ref });
-      } else {
-        this.send({ type: 'error', code: 'unknown_type', message: `agent cannot handle ${JSON.stringify(type ?? null)}`, ...ref });
-      }
-      return;
-    }
-    const msg = parsed.data;
+    const msg = decoded.msg;
     if (msg.type === 'welcome') {
       if (msg.secret) {
         this.o.state.saveSecret(msg.secret);
@@ -260,12 +246,7 @@ export class ServerConnection {
       return;
     }
     if (!this.welcomed) return;
-    const h = this.table.get(msg.type);
-    try {
-      h?.(msg as never);
-    } catch (err) {
-      this.o.log.error({ err, type: msg.type }, 'handler failed');
-    }
+    this.dispatcher.dispatch(undefined, msg, (err, type) => this.o.log.error({ err, type }, 'handler failed'));
   }
 
   /**

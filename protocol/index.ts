@@ -5,3 +5,4 @@ export * from './agent-messages.js';
 export * from './console-messages.js';
 export * from './update-signing.js';
 export * from './policy.js';
+export * from './dispatch.js';

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import {
-  AgentToServer, CloseCode, decodeFrame, FrameError, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-  type Hello, type ServerToAgent,
+  AgentToServer, CloseCode, decodeFrame, FrameError, InvalidCounter, MessageDispatcher, refOf, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+  type Hello, type Refusal, type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
@@ -9,7 +9,7 @@ import { EnrolmentRefused } from '../fleet/registry.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MessageBucket } from './rate.js';
-import type { AgentBinaryHandlers, AgentCtx, AgentHandler, AgentHandlers } from './handlers.js';
+import type { AgentBinaryHandlers, AgentCtx, AgentHandlers } from './handlers.js';
 
 let nextLinkId = 1;
 
@@ -43,7 +43,8 @@ export class AgentLink implements AgentChannel {
   private pingSentAt: number | null = null;
   private state: 'awaiting-hello' | 'connecting' | 'ready' | 'closed' = 'awaiting-hello';
   private pending: Array<{ data: Buffer; binary: boolean }> = [];
-  private invalid = 0;
+  private readonly invalid: InvalidCounter;
+  private readonly dispatcher: MessageDispatcher<AgentToServer, AgentCtx>;
   private closeReason: DisconnectReason | null = null;
   private byeReceived = false;
   private closedWhileConnecting = false;
@@ -54,6 +55,8 @@ export class AgentLink implements AgentChannel {
   private bucket: MessageBucket | undefined;
 
   constructor(private readonly ws: WebSocket, readonly remoteAddress: string | null, private readonly auth: AgentAuth, private readonly deps: AgentLinkDeps) {
+    this.invalid = new InvalidCounter(deps.maxInvalidMessages);
+    this.dispatcher = agentDispatcher(deps.handlers);
     this.helloTimer = setTimeout(() => this.close(CloseCode.helloTimeout, 'protocol error', 'no hello in time'), deps.helloTimeoutMs);
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('error', (err) => {
@@ -129,10 +132,13 @@ export class AgentLink implements AgentChannel {
     setTimeout(() => this.ws.terminate(), 5000).unref();
   }
 
-  private sendError(code: string, message: string, ref?: string): void {
-    this.deps.metrics.messageErrors.inc({ channel: 'agent', code });
-    this.send({ type: 'error', code, message, ...(ref ? { ref } : {}) });
-    if (++this.invalid > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'protocol error', 'too many invalid messages');
+  private sendError(code: Refusal['code'], message: string, ref?: string): void {
+    this.refuse({ code, message, ...(ref ? { ref } : {}) });
+  }
+  private refuse(r: Refusal): void {
+    this.deps.metrics.messageErrors.inc({ channel: 'agent', code: r.code });
+    this.send({ type: 'error', ...r });
+    if (this.invalid.count()) this.close(CloseCode.protocolError, 'protocol error', 'too many invalid messages');
   }
 
   private onMessage(data: Buffer, binary: boolean): void {
@@ -142,21 +148,9 @@ export class AgentLink implements AgentChannel {
       return;
     }
     if (binary) return this.onBinary(data);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(data.toString('utf8'));
-    } catch {
-      return this.sendError('invalid_message', 'message is not valid JSON');
-    }
-    const parsed = AgentToServer.safeParse(raw);
-    if (!parsed.success) {
-      const type = (raw as { type?: unknown } | null)?.type;
-      const known = typeof type === 'string' && AGENT_TYPES.has(type);
-      const ref = typeof type === 'string' ? type.slice(0, 64) : undefined;
-      if (!known) return this.sendError('unknown_type', `unknown message type ${JSON.stringify(ref ?? null)}`, ref);
-      return this.sendError('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), ref);
-    }
-    const msg = parsed.data;
+    const decoded = this.dispatcher.decode(data.toString('utf8'));
+    if (!decoded.ok) return this.refuse(decoded.refusal);
+    const msg = decoded.msg;
     // Replies the server paced itself (one per execution or terminal it asked for and still holds
     // for this agent) are not counted: a busy agent running thousands of short scripts is not a
     // flood. Everything else is, including replies naming ids the server does not hold (those
@@ -170,14 +164,8 @@ export class AgentLink implements AgentChannel {
     }
     if (msg.type === 'hello') return this.sendError('invalid_message', 'hello already received', 'hello');
     if (msg.type === 'bye') this.byeReceived = true;
-    const handler = handlerTable(this.deps.handlers).get(msg.type);
-    if (!handler) return this.sendError('unknown_type', `no handler for ${msg.type}`, msg.type);
-    try {
-      const r = handler(this.ctx, msg as never);
-      if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err, type: msg.type }, 'agent handler failed'));
-    } catch (err) {
-      this.log.error({ err, type: msg.type }, 'agent handler failed');
-    }
+    const handled = this.dispatcher.dispatch(this.ctx, msg, (err, type) => this.log.error({ err, type }, 'agent handler failed'));
+    if (!handled) return this.sendError('unknown_type', `no handler for ${msg.type}`, refOf(msg));
   }
 
   private onBinary(data: Buffer): void {
@@ -335,18 +323,10 @@ export class AgentLink implements AgentChannel {
   }
 }
 
-/**
- * The dispatch table for a handlers object: an explicit Map from type to handler (never a lookup
- * on an object, so `__proto__` or `constructor` find nothing). Built once per handlers object and
- * shared by every link, so 20,000 sockets do not carry 20,000 copies.
- */
-const tables = new WeakMap<AgentHandlers, ReadonlyMap<string, AgentHandler<never>>>();
-function handlerTable(h: AgentHandlers): ReadonlyMap<string, AgentHandler<never>> {
-  let t = tables.get(h);
-  if (!t) tables.set(h, (t = new Map(Object.entries(h) as unknown as [string, AgentHandler<never>][])));
-  return t;
+/** One dispatcher per handlers object, shared by every agent link. */
+const dispatchers = new WeakMap<AgentHandlers, MessageDispatcher<AgentToServer, AgentCtx>>();
+function agentDispatcher(h: AgentHandlers): MessageDispatcher<AgentToServer, AgentCtx> {
+  let d = dispatchers.get(h);
+  if (!d) dispatchers.set(h, (d = new MessageDispatcher<AgentToServer, AgentCtx>(AgentToServer, h)));
+  return d;
 }
-
-
-/** Every known agent message type, from the schema itself. */
-const AGENT_TYPES: ReadonlySet<string> = new Set<string>(AgentToServer.options.map((o) => o.shape.type.value));

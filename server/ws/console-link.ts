@@ -1,20 +1,21 @@
 import type { WebSocket } from 'ws';
-import { CloseCode, ConsoleToServer, decodeFrame, FrameError, type ServerToConsole } from '../../protocol/index.js';
+import {
+  CloseCode, ConsoleToServer, decodeFrame, FrameError, InvalidCounter, MessageDispatcher, refOf, type Refusal, type ServerToConsole,
+} from '../../protocol/index.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MessageBucket } from './rate.js';
-import type { ConsoleBinaryHandlers, ConsoleChannel, ConsoleHandler, ConsoleHandlers } from './handlers.js';
+import type { ConsoleBinaryHandlers, ConsoleChannel, ConsoleHandlers } from './handlers.js';
 
 let nextId = 1;
-const tables = new WeakMap<ConsoleHandlers, ReadonlyMap<string, ConsoleHandler<never>>>();
-/** One explicit dispatch Map per handlers object, shared by every console socket. */
-function consoleTable(h: ConsoleHandlers): ReadonlyMap<string, ConsoleHandler<never>> {
-  let t = tables.get(h);
-  if (!t) tables.set(h, (t = new Map(Object.entries(h) as unknown as [string, ConsoleHandler<never>][])));
-  return t;
+const dispatchers = new WeakMap<ConsoleHandlers, MessageDispatcher<ConsoleToServer, ConsoleChannel>>();
+/** One dispatcher per handlers object, shared by every console socket. */
+function consoleDispatcher(h: ConsoleHandlers): MessageDispatcher<ConsoleToServer, ConsoleChannel> {
+  let d = dispatchers.get(h);
+  if (!d) dispatchers.set(h, (d = new MessageDispatcher<ConsoleToServer, ConsoleChannel>(ConsoleToServer, h)));
+  return d;
 }
-const CONSOLE_TYPES: ReadonlySet<string> = new Set<string>(ConsoleToServer.options.map((o) => o.shape.type.value));
 
 export interface ConsoleLinkDeps {
   log: Logger; metrics: Metrics; handlers: ConsoleHandlers; binary: ConsoleBinaryHandlers; maxInvalidMessages: number;
@@ -44,7 +45,7 @@ export class ConsoleLink implements ConsoleChannel {
   readonly id = nextId++;
   private readonly cleanups: Array<() => void> = [];
   private closed = false;
-  private invalid = 0;
+  private readonly invalid: InvalidCounter;
   private rateLimited = false;
   private readonly bucket: MessageBucket;
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -52,14 +53,15 @@ export class ConsoleLink implements ConsoleChannel {
   private rechecking = false;
   /** Set when the socket was closed because its credentials ended: what it controls ends too. */
   sessionEnded = false;
-  private readonly table: ReadonlyMap<string, ConsoleHandler<never>>;
+  private readonly dispatcher: MessageDispatcher<ConsoleToServer, ConsoleChannel>;
   private readonly log: Logger;
   readonly remoteAddress: string | null;
 
   constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
     this.remoteAddress = deps.remoteAddress ?? null;
     this.log = deps.log.child({ console: this.id, user: principal.username });
-    this.table = consoleTable(deps.handlers);
+    this.dispatcher = consoleDispatcher(deps.handlers);
+    this.invalid = new InvalidCounter(deps.maxInvalidMessages);
     this.bucket = new MessageBucket(deps.messageRate, deps.messageBurst);
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
@@ -151,10 +153,13 @@ export class ConsoleLink implements ConsoleChannel {
     }
   }
 
-  private error(code: string, message: string, ref?: string): void {
-    this.deps.metrics.messageErrors.inc({ channel: 'console', code });
-    this.send({ type: 'error', code, message, ...(ref ? { ref } : {}) });
-    if (++this.invalid > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'too many invalid messages');
+  private error(code: Refusal['code'], message: string, ref?: string): void {
+    this.refuse({ code, message, ...(ref ? { ref } : {}) });
+  }
+  private refuse(r: Refusal): void {
+    this.deps.metrics.messageErrors.inc({ channel: 'console', code: r.code });
+    this.send({ type: 'error', ...r });
+    if (this.invalid.count()) this.close(CloseCode.protocolError, 'too many invalid messages');
   }
 
   /** Too many control messages: cut the socket once, with a reason, and audit it once. */
@@ -184,32 +189,14 @@ export class ConsoleLink implements ConsoleChannel {
       }
       return;
     }
-    let raw: unknown;
-    try {
-      raw = JSON.parse(data.toString('utf8'));
-    } catch {
-      return this.error('invalid_message', 'message is not valid JSON');
-    }
-    const parsed = ConsoleToServer.safeParse(raw);
-    if (!parsed.success) {
-      const type = (raw as { type?: unknown } | null)?.type;
-      const ref = (raw as { ref?: unknown } | null)?.ref;
-      const r = typeof ref === 'string' ? ref.slice(0, 64) : undefined;
-      if (typeof type !== 'string' || !CONSOLE_TYPES.has(type)) return this.error('unknown_type', 'unknown message type', r);
-      return this.error('invalid_message', parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ').slice(0, 1000), r);
-    }
-    const msg = parsed.data;
+    const decoded = this.dispatcher.decode(data.toString('utf8'));
+    if (!decoded.ok) return this.refuse(decoded.refusal);
+    const msg = decoded.msg;
     // Flow-control acks (one per chunk of terminal output, O(1) each) are paced by the output, like
     // the binary frames; every other message counts against the socket's bucket.
     if (msg.type !== 'term.ack' && !this.bucket.take()) return this.rateExceeded();
     this.deps.metrics.messages.inc({ channel: 'console', type: msg.type });
-    const h = this.table.get(msg.type);
-    if (!h) return this.error('unknown_type', 'unknown message type');
-    try {
-      const r = h(this, msg as never);
-      if (r instanceof Promise) r.catch((err: unknown) => this.log.error({ err, type: msg.type }, 'console handler failed'));
-    } catch (err) {
-      this.log.error({ err, type: msg.type }, 'console handler failed');
-    }
+    const handled = this.dispatcher.dispatch(this, msg, (err, type) => this.log.error({ err, type }, 'console handler failed'));
+    if (!handled) this.error('unknown_type', `no handler for ${msg.type}`, refOf(msg));
   }
 }
