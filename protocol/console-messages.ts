@@ -23,9 +23,41 @@ export const ConsoleTaskSubscribe = z.object({ type: z.literal('task.subscribe')
 export const ConsoleTaskUnsubscribe = z.object({ type: z.literal('task.unsubscribe'), taskId: id });
 export const ConsolePing = z.object({ type: z.literal('ping'), ref: z.string().max(64).optional() });
 
+/** Columns a fleet view can be sorted by (server/fleet/order.ts defines the order of each). */
+export const FLEET_SORT_KEYS = ['name', 'status', 'hostname', 'version', 'os', 'cpu', 'mem', 'lastSeen'] as const;
+export type FleetSortKey = (typeof FLEET_SORT_KEYS)[number];
+/** Most rows one fleet view window may hold (a screenful plus overscan is a few dozen). */
+export const FLEET_WINDOW_MAX = 500;
+const viewId = z.string().min(1).max(32);
+const fleetWindow = { offset: z.number().int().min(0).max(10_000_000), limit: z.number().int().min(1).max(FLEET_WINDOW_MAX) };
+/**
+ * Opens (or replaces) a server-side view of the fleet: filtered by `selector` (the selector
+ * language; empty = every agent) and `status`, sorted by `sort`, of which the console sees the
+ * window [offset, offset + limit). Answered with `fleet.window` (`reset: true`, same `ref`), or
+ * `error selector_syntax` with the same `ref`.
+ */
+export const ConsoleFleetOpen = z.object({
+  type: z.literal('fleet.open'),
+  ref: z.string().max(64),
+  view: viewId,
+  selector: z.string().max(65_536).default(''),
+  status: z.enum(['all', 'online', 'offline']).default('all'),
+  sort: z.enum(FLEET_SORT_KEYS).default('name'),
+  desc: z.boolean().default(false),
+  ...fleetWindow,
+});
+/** Moves a view's window (scrolling). Answered with `fleet.window` carrying the rows new to the window. */
+export const ConsoleFleetScroll = z.object({ type: z.literal('fleet.scroll'), view: viewId, ...fleetWindow });
+export const ConsoleFleetClose = z.object({ type: z.literal('fleet.close'), view: viewId });
+/**
+ * Which fleet-wide pushes this console wants: `metrics: false` stops `agent.metrics` (every
+ * heartbeat of the fleet, batched), which a console that follows views does not need.
+ */
+export const ConsoleFleetFeed = z.object({ type: z.literal('fleet.feed'), metrics: z.boolean() });
+
 export const ConsoleToServer = z.discriminatedUnion('type', [
   ConsoleTermOpen, ConsoleTermAttach, ConsoleTermDetach, ConsoleTermResize, ConsoleTermClose, ConsoleTermAck,
-  ConsoleTaskSubscribe, ConsoleTaskUnsubscribe, ConsolePing,
+  ConsoleTaskSubscribe, ConsoleTaskUnsubscribe, ConsolePing, ConsoleFleetOpen, ConsoleFleetScroll, ConsoleFleetClose, ConsoleFleetFeed,
 ]);
 export type ConsoleToServer = z.infer<typeof ConsoleToServer>;
 export type ConsoleMessageType = ConsoleToServer['type'];
@@ -183,7 +215,8 @@ export interface RolloutView {
 export type ServerToConsole =
   | { type: 'ready'; user: UserView; serverTime: number }
   | { type: 'pong'; ref?: string }
-  | { type: 'error'; code: string; message: string; ref?: string }
+  /** `position` and `expected` come with `selector_syntax` (0-based position in the selector). */
+  | { type: 'error'; code: string; message: string; ref?: string; position?: number; expected?: string }
   | { type: 'agent.online'; agent: AgentView }
   | { type: 'agent.offline'; agentId: string; reason: string; at: string }
   | { type: 'agent.changed'; agent: AgentView }
@@ -197,4 +230,30 @@ export type ServerToConsole =
   | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
   /** The session ended (or, for this console only, was taken over by another console of its owner). */
   | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
-  | { type: 'rollout.updated'; rolloutId: string };
+  | { type: 'rollout.updated'; rolloutId: string }
+  | FleetWindowMessage;
+
+/**
+ * The state of one fleet view as the console should show it. `reset` (the answer to `fleet.open`):
+ * forget every row of this view held so far. Otherwise a delta: `ids` (the window's agent ids in
+ * order) only when the window's membership or order changed; `rows` only for agents new to the
+ * window or changed since the last message; counts every time (they are small).
+ */
+export interface FleetWindowMessage {
+  type: 'fleet.window';
+  view: string;
+  ref?: string;
+  /** Per view, increasing: a console drops a message older than one it has applied. */
+  seq: number;
+  reset?: boolean;
+  /** Every agent this server knows (revoked included, as `GET /api/agents` lists them). */
+  total: number;
+  /** Agents matching the selector and the status filter (the scrollable length). */
+  matching: number;
+  /** Agents matching the selector, by status (before the status filter). */
+  byStatus: { online: number; offline: number };
+  offset: number;
+  limit: number;
+  ids?: string[];
+  rows: AgentView[];
+}

@@ -25,7 +25,9 @@ import { createNotifications } from './notifications/index.js';
 import { Fleet } from './fleet/fleet.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
+import { startSimulatedPresence } from './fleet/bench-presence.js';
 import { fleetRoutes } from './fleet/routes.js';
+import { FleetViews } from './fleet/views.js';
 import { authenticate } from './http/context.js';
 import { ApiError, errorHandler } from './http/errors.js';
 import { clientAddress, csrfGuard, securityHeaders, setSecurityHeaders } from './http/security.js';
@@ -165,8 +167,15 @@ async function compose(
     ...terminals.agentHandlers,
     ...updates.agentHandlers,
   };
+  const hub = new ConsoleHub(bus);
+  const views = new FleetViews({
+    fleet, bus, log: log.child({ component: 'fleet-views' }), selectorLimits: selectorLimits(config),
+    limits: { perConsole: config.fleetViewsPerConsole, tickMs: config.fleetViewTickMs, resortMs: config.fleetViewResortMs, softBufferBytes: 1 << 20 },
+  });
   const consoleHandlers: ConsoleHandlers = {
     ping: (ch, m) => void ch.send({ type: 'pong', ...(m.ref ? { ref: m.ref } : {}) }),
+    'fleet.feed': (ch, m) => hub.setFeed(ch, m.metrics),
+    ...views.handlers(),
     ...exec.consoleHandlers,
     ...terminals.consoleHandlers,
     ...updates.consoleHandlers,
@@ -226,8 +235,6 @@ async function compose(
   }
   app.use(errorHandler(log));
 
-
-  const hub = new ConsoleHub(bus);
   let draining = false;
   // Upgrades get 503 until the fleet is loaded (a known agent must never meet an empty registry).
   let accepting = false;
@@ -266,6 +273,10 @@ async function compose(
   });
 
   await fleet.start();
+  const stopSimulated = config.benchSimulatedPresence !== undefined
+    ? startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence })
+    : undefined;
+  if (stopSimulated) log.warn({ agents: fleet.agents.size }, 'MUSTER_BENCH_SIMULATED_PRESENCE is set: agents without a socket are shown online with simulated heartbeats (benchmarks only)');
   for (const cap of [notifications, exec, terminals, updates, schedules]) await cap.start?.();
 
   early.replaceRequest();
@@ -293,6 +304,8 @@ async function compose(
     // exponential backoff up while the next process starts, and slow the fleet's return.
     draining = true;
     await local?.stop();
+    stopSimulated?.();
+    views.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
     for (const cap of [schedules, updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
     const t0 = Date.now();

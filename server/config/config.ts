@@ -108,6 +108,19 @@ const Schema = z.object({
   maxTerminalsPerServer: z.coerce.number().int().min(1).default(500),
   /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
   selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
+  /** Fleet views (the console's agents table) one console socket may hold at once. */
+  fleetViewsPerConsole: z.coerce.number().int().min(1).max(64).default(4),
+  /** How often changed fleet views send their deltas to consoles (ms). */
+  fleetViewTickMs: z.coerce.number().int().min(10).max(5000).default(50),
+  /** Fleet views sorted by cpu, memory or last seen re-sort at most this often (ms). */
+  fleetViewResortMs: z.coerce.number().int().min(100).default(2000),
+  /**
+   * Bench only, off by default: every agent known from the database that has no socket is shown
+   * online with simulated heartbeats (in memory, nothing written), and this many per second flip
+   * offline/online. bench/console.mjs uses it for a 100,000-agent fleet one process cannot hold
+   * sockets for. Never set it on a real server.
+   */
+  benchSimulatedPresence: z.coerce.number().int().min(0).optional(),
   /** Deepest nesting of parentheses and `not` in a selector. */
   selectorMaxDepth: z.coerce.number().int().min(1).max(1000).default(32),
   /** Most terms (comparisons, name lists, `in` tests) in one selector. */
@@ -181,6 +194,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
   auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
   maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
+  fleetViewsPerConsole: 'MUSTER_FLEET_VIEWS_PER_CONSOLE', fleetViewTickMs: 'MUSTER_FLEET_VIEW_TICK_MS',
+  fleetViewResortMs: 'MUSTER_FLEET_VIEW_RESORT_MS', benchSimulatedPresence: 'MUSTER_BENCH_SIMULATED_PRESENCE',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
 };

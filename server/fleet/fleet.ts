@@ -256,6 +256,28 @@ export class Fleet {
   }
 
   /**
+   * Bench only (MUSTER_BENCH_SIMULATED_PRESENCE; see bench-presence.ts): presence of a known agent
+   * that has no socket, in memory, through the same bus events and presence flush as a real one.
+   */
+  simulate(agentId: string, change: { online?: boolean; metrics?: Metrics }): void {
+    const rec = this.agents.get(agentId);
+    if (!rec || this.live.has(agentId)) return;
+    const now = Date.now();
+    if (change.metrics) {
+      rec.metrics = change.metrics;
+      rec.lastSeenAt = now;
+      this.dirty.add(agentId);
+    }
+    if (change.online === true && rec.status !== 'online') {
+      Object.assign(rec, { status: 'online', connectedAt: now, lastSeenAt: now });
+      this.deps.bus.publish('agent.online', { agent: agentView(rec) });
+    } else if (change.online === false && rec.status !== 'offline') {
+      rec.status = 'offline';
+      this.deps.bus.publish('agent.offline', { agentId, reason: 'connection lost', at: new Date(now).toISOString() });
+    }
+  }
+
+  /**
    * Traffic other than heartbeats (execution output) also proves the agent alive: an agent whose
    * heartbeat waits behind megabytes of output in its socket is not dead.
    */

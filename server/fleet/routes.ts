@@ -8,6 +8,7 @@ import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { compileSelector, DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits } from '../selectors/selector.js';
 import type { Fleet } from './fleet.js';
+import { comparator, entryOf, FLEET_SORT_KEYS } from './order.js';
 import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
 
 const Patch = z.object({
@@ -42,12 +43,17 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
   const r = Router();
 
   r.get('/agents', requireRole('viewer'), (req, res) => {
-    const { status, selector, limit, offset } = parseQuery(req, {
+    const { status, selector, limit, offset, sort, order } = parseQuery(req, {
       ...pageShape(100, 50_000), status: oneOf(['online', 'offline']).optional(), selector: one().optional(),
+      sort: oneOf(FLEET_SORT_KEYS).optional(), order: oneOf(['asc', 'desc']).optional(),
     });
     const all = selectAgents(fleet, selector, status, deps.selectorLimits);
-    all.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    res.json({ items: all.slice(offset, offset + limit).map(agentView), total: all.length });
+    // The same order as the console's fleet views (order.ts): keys computed once, then compared.
+    const key = sort ?? 'name';
+    const entries = all.map((a) => entryOf(a, key));
+    entries.sort(comparator(order === 'desc'));
+    const page = entries.slice(offset, offset + limit);
+    res.json({ items: page.map((e) => agentView(fleet.get(e.id)!)), total: all.length });
   });
 
   r.get('/agents/summary', requireRole('viewer'), async (_req, res) => {

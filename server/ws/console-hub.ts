@@ -5,6 +5,8 @@ import type { ConsoleChannel } from './handlers.js';
 /** Fans fleet-wide bus events out to every open console. Metrics pushes are droppable. */
 export class ConsoleHub {
   private readonly consoles = new Set<ConsoleChannel>();
+  /** Consoles that asked for no `agent.metrics` (`fleet.feed`): they follow fleet views instead. */
+  private readonly noMetrics = new WeakSet<ConsoleChannel>();
   private readonly unsubs: Array<() => void> = [];
 
   constructor(bus: Bus) {
@@ -19,7 +21,9 @@ export class ConsoleHub {
       bus.subscribe('agent.metrics', (p) => {
         if (p.items.length === 0) return;
         const msg: ServerToConsole = { type: 'agent.metrics', items: p.items };
-        all(msg, true);
+        // Serialized once for all consoles by ws? No: send() stringifies per console, so skip the
+        // ones that opted out before doing that work (a 100,000-agent flush is megabytes).
+        for (const c of this.consoles) if (!this.noMetrics.has(c)) c.send(msg, true);
       }),
       bus.subscribe('task.updated', (p) => all({ type: 'task.updated', ...p }, true)),
       bus.subscribe('rollout.updated', (p) => all({ type: 'rollout.updated', ...p }, true)),
@@ -28,6 +32,12 @@ export class ConsoleHub {
         for (const c of [...this.consoles]) if (affects(ev, c)) c.close(CloseCode.sessionEnded, reasonOf(ev));
       }),
     );
+  }
+
+  /** `fleet.feed`: whether this console gets the fleet-wide `agent.metrics` pushes (default yes). */
+  setFeed(c: ConsoleChannel, metrics: boolean): void {
+    if (metrics) this.noMetrics.delete(c);
+    else this.noMetrics.add(c);
   }
 
   add(c: ConsoleChannel): void {

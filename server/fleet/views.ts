@@ -1,0 +1,344 @@
+import type { ConsoleMessage, FleetSortKey, FleetWindowMessage } from '../../protocol/index.js';
+import type { Bus } from '../bus/bus.js';
+import type { Logger } from '../log.js';
+import { compileSelector, SelectorError, type AgentPredicate, type SelectorLimits } from '../selectors/selector.js';
+import type { ConsoleChannel } from '../ws/handlers.js';
+import type { Fleet } from './fleet.js';
+import { comparator, entryOf, keyOf, lowerBound, sortsByMetrics, type SortEntry } from './order.js';
+import { agentView, type AgentRecord } from './registry.js';
+
+/** Named limits of the fleet views (config: MUSTER_FLEET_VIEW_*). */
+export interface FleetViewLimits {
+  /** Views one console socket may hold at once (a page shows one or two). */
+  perConsole: number;
+  /** How often changed views send their deltas (ms): the server-side "animation frame". */
+  tickMs: number;
+  /** Views sorted by a heartbeat metric (cpu, memory, last seen) re-sort at most this often (ms). */
+  resortMs: number;
+  /** A console whose socket buffers more than this many bytes gets its deltas later (coalesced), not dropped. */
+  softBufferBytes: number;
+}
+
+type Status = 'online' | 'offline';
+
+/**
+ * One console's view of the fleet: the agents matching its selector and status filter, kept
+ * sorted, and the window of them the console shows. Invariants: `entries` holds exactly the
+ * matching agents (sorted, except that a metric-sorted view may lag by up to `resortMs`);
+ * `byId` maps each to its entry; `sel` holds the selector matches with the status they are
+ * counted under in `counts`; `sentIds` is the window the console holds rows for.
+ */
+class View {
+  entries: SortEntry[] = [];
+  byId = new Map<string, SortEntry>();
+  sel = new Map<string, Status>();
+  counts = { online: 0, offline: 0 };
+  sentIds: string[] = [];
+  sentSet = new Set<string>();
+  /** Rows changed since the last message (only those in the window are sent). */
+  changed = new Set<string>();
+  /** Agents whose membership, counts or position must be re-evaluated at the next tick. */
+  pending = new Set<string>();
+  resortDue = false;
+  lastResort = Date.now();
+  seq = 0;
+  sentCounts = '';
+  readonly cmp: (a: SortEntry, b: SortEntry) => number;
+
+  constructor(
+    readonly ch: ConsoleChannel, readonly id: string, readonly pred: AgentPredicate, readonly status: 'all' | Status,
+    readonly sort: FleetSortKey, readonly desc: boolean, public offset: number, public limit: number,
+  ) {
+    this.cmp = comparator(desc);
+  }
+
+  shows(a: AgentRecord): boolean {
+    return this.status === 'all' || a.status === this.status;
+  }
+}
+
+/**
+ * Server-side fleet views for consoles (`fleet.open`, `fleet.scroll`, `fleet.close`): the server
+ * keeps each console's filtered, sorted list and sends only its window plus counts, then deltas
+ * for what the console is looking at, batched per tick. Costs: a heartbeat is one set lookup per
+ * view (its row is sent only when it is in a window; a view sorted by a metric re-sorts at most
+ * every `resortMs`); a status or fact change re-positions one entry (binary search); opening a
+ * view or changing its filter scans the fleet once.
+ */
+export class FleetViews {
+  private readonly byConsole = new Map<ConsoleChannel, Map<string, View>>();
+  private readonly dirty = new Set<View>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly unsubs: Array<() => void> = [];
+
+  constructor(private readonly deps: { fleet: Fleet; bus: Bus; log: Logger; selectorLimits: SelectorLimits; limits: FleetViewLimits }) {
+    const changed = (id: string) => {
+      for (const views of this.byConsole.values()) {
+        for (const v of views.values()) {
+          v.pending.add(id);
+          this.mark(v);
+        }
+      }
+    };
+    const { bus } = deps;
+    this.unsubs.push(
+      bus.subscribe('agent.online', (p) => changed(p.agent.id)),
+      bus.subscribe('agent.offline', (p) => changed(p.agentId)),
+      bus.subscribe('agent.changed', (p) => changed(p.agent.id)),
+      bus.subscribe('agent.removed', (p) => changed(p.agentId)),
+      // Heartbeats (batched per presence flush): O(1) per agent per view.
+      bus.subscribe('agent.metrics', (p) => {
+        for (const views of this.byConsole.values()) {
+          for (const v of views.values()) {
+            let hit = false;
+            for (const it of p.items) {
+              if (v.sentSet.has(it.agentId)) {
+                v.changed.add(it.agentId);
+                hit = true;
+              }
+            }
+            if (sortsByMetrics(v.sort) && p.items.length) {
+              v.resortDue = true;
+              hit = true;
+            }
+            if (hit) this.mark(v);
+          }
+        }
+      }),
+    );
+  }
+
+  /** The console message handlers of this capability. */
+  handlers() {
+    return {
+      'fleet.open': (ch: ConsoleChannel, m: ConsoleMessage<'fleet.open'>) => this.open(ch, m),
+      'fleet.scroll': (ch: ConsoleChannel, m: ConsoleMessage<'fleet.scroll'>) => this.scroll(ch, m),
+      'fleet.close': (ch: ConsoleChannel, m: ConsoleMessage<'fleet.close'>) => this.close(ch, m.view),
+    };
+  }
+
+  /** Views open right now (all consoles). */
+  get size(): number {
+    let n = 0;
+    for (const v of this.byConsole.values()) n += v.size;
+    return n;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const u of this.unsubs.splice(0)) u();
+    this.byConsole.clear();
+    this.dirty.clear();
+  }
+
+  private open(ch: ConsoleChannel, m: ConsoleMessage<'fleet.open'>): void {
+    let pred: AgentPredicate = () => true;
+    if (m.selector.trim() !== '') {
+      try {
+        pred = compileSelector(m.selector, this.deps.selectorLimits);
+      } catch (err) {
+        if (err instanceof SelectorError) {
+          ch.send({ type: 'error', code: 'selector_syntax', message: err.message, ref: m.ref, position: err.position, expected: err.expected });
+          return;
+        }
+        throw err;
+      }
+    }
+    let views = this.byConsole.get(ch);
+    if (!views) {
+      this.byConsole.set(ch, (views = new Map()));
+      ch.onClose(() => {
+        for (const v of this.byConsole.get(ch)?.values() ?? []) this.dirty.delete(v);
+        this.byConsole.delete(ch);
+        this.idle();
+      });
+    }
+    const prev = views.get(m.view);
+    if (!prev && views.size >= this.deps.limits.perConsole) {
+      ch.send({ type: 'error', code: 'limit_exceeded', message: `at most ${this.deps.limits.perConsole} fleet views per console`, ref: m.ref });
+      return;
+    }
+    if (prev) this.dirty.delete(prev);
+    const v = new View(ch, m.view, pred, m.status, m.sort, m.desc, m.offset, m.limit);
+    this.rebuild(v);
+    views.set(m.view, v);
+    this.send(v, true, m.ref);
+    this.ensureTimer();
+  }
+
+  private scroll(ch: ConsoleChannel, m: ConsoleMessage<'fleet.scroll'>): void {
+    const v = this.byConsole.get(ch)?.get(m.view);
+    if (!v) {
+      ch.send({ type: 'error', code: 'not_found', message: `no fleet view ${m.view}` });
+      return;
+    }
+    v.offset = m.offset;
+    v.limit = m.limit;
+    // Answered at once (not at the next tick): the console is waiting for rows to paint.
+    this.flush(v);
+  }
+
+  private close(ch: ConsoleChannel, view: string): void {
+    const views = this.byConsole.get(ch);
+    const v = views?.get(view);
+    if (!v) return;
+    views!.delete(view);
+    this.dirty.delete(v);
+    this.idle();
+  }
+
+  private mark(v: View): void {
+    this.dirty.add(v);
+  }
+
+  private ensureTimer(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.tick(), this.deps.limits.tickMs);
+    this.timer.unref();
+  }
+
+  /** No views left: the tick stops. */
+  private idle(): void {
+    if (this.byConsole.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private tick(): void {
+    for (const v of [...this.dirty]) {
+      try {
+        this.flush(v);
+      } catch (err) {
+        this.dirty.delete(v);
+        this.deps.log.error({ err, view: v.id }, 'fleet view update failed');
+      }
+    }
+  }
+
+  /** Applies what changed to `v` and sends the console what it needs; keeps `v` dirty if the socket is backed up. */
+  private flush(v: View): void {
+    if (v.ch.bufferedAmount() > this.deps.limits.softBufferBytes) {
+      this.dirty.add(v);
+      return;
+    }
+    this.dirty.delete(v);
+    const { fleet } = this.deps;
+    // Many changes at once (a reconnect storm): one rebuild is cheaper than many re-positions.
+    if (v.pending.size > 64 && v.pending.size > fleet.agents.size / 16) this.rebuild(v);
+    else {
+      for (const id of v.pending) this.reposition(v, id, fleet.get(id));
+      v.pending.clear();
+    }
+    if (v.resortDue) {
+      const now = Date.now();
+      if (now - v.lastResort >= this.deps.limits.resortMs) this.resort(v, now);
+      else this.dirty.add(v); // due later: stays dirty until then
+    }
+    this.send(v, false);
+  }
+
+  /** Scans the fleet once: membership, counts and order from scratch. */
+  private rebuild(v: View): void {
+    const entries: SortEntry[] = [];
+    v.byId.clear();
+    v.sel.clear();
+    v.counts = { online: 0, offline: 0 };
+    for (const a of this.deps.fleet.agents.values()) {
+      if (!v.pred(a)) continue;
+      v.sel.set(a.id, a.status);
+      v.counts[a.status]++;
+      if (!v.shows(a)) continue;
+      const e = entryOf(a, v.sort);
+      entries.push(e);
+      v.byId.set(a.id, e);
+    }
+    entries.sort(v.cmp);
+    v.entries = entries;
+    v.pending.clear();
+    v.resortDue = false;
+    v.lastResort = Date.now();
+    // Rows of the window may have changed in any way: send them all again.
+    for (const id of v.sentSet) v.changed.add(id);
+  }
+
+  /** Re-evaluates one agent: counts, membership and position (binary search; O(log n) plus a move). */
+  private reposition(v: View, id: string, a: AgentRecord | undefined): void {
+    const was = v.sel.get(id);
+    const now = a && v.pred(a) ? a.status : undefined;
+    if (was !== now) {
+      if (was) v.counts[was]--;
+      if (now) v.counts[now]++;
+      if (now) v.sel.set(id, now);
+      else v.sel.delete(id);
+    }
+    const old = v.byId.get(id);
+    const inView = a !== undefined && now !== undefined && v.shows(a);
+    if (old && inView) {
+      const k = keyOf(a, v.sort);
+      const e = entryOf(a, v.sort);
+      // A heartbeat-sorted view keeps the old key until its next re-sort (its order is lazy).
+      if ((k === old.k || sortsByMetrics(v.sort)) && e.t === old.t) {
+        v.changed.add(id);
+        return;
+      }
+    }
+    if (old) {
+      this.remove(v, old);
+      v.byId.delete(id);
+    }
+    if (inView) {
+      const e = entryOf(a, v.sort);
+      v.entries.splice(lowerBound(v.entries, e, v.cmp), 0, e);
+      v.byId.set(id, e);
+    }
+    v.changed.add(id);
+  }
+
+  private remove(v: View, e: SortEntry): void {
+    let i = lowerBound(v.entries, e, v.cmp);
+    // A metric-sorted view between re-sorts is not exactly ordered: fall back to a scan.
+    if (v.entries[i] !== e) i = v.entries.indexOf(e);
+    if (i >= 0) v.entries.splice(i, 1);
+  }
+
+  private resort(v: View, now: number): void {
+    const { fleet } = this.deps;
+    for (const e of v.entries) {
+      const a = fleet.get(e.id);
+      if (a) e.k = keyOf(a, v.sort);
+    }
+    v.entries.sort(v.cmp);
+    v.resortDue = false;
+    v.lastResort = now;
+  }
+
+  /** Sends the window: everything (`reset`), or what changed since the last message, or nothing. */
+  private send(v: View, reset: boolean, ref?: string): void {
+    const { fleet } = this.deps;
+    const slice = v.entries.slice(v.offset, v.offset + v.limit);
+    const ids = slice.map((e) => e.id);
+    const idsChanged = reset || ids.length !== v.sentIds.length || ids.some((id, i) => id !== v.sentIds[i]);
+    const rows = [];
+    for (const id of ids) {
+      if (!reset && v.sentSet.has(id) && !v.changed.has(id)) continue;
+      const a = fleet.get(id);
+      if (a) rows.push(agentView(a));
+    }
+    v.changed.clear();
+    const counts = `${fleet.agents.size} ${v.entries.length} ${v.counts.online} ${v.counts.offline}`;
+    if (!idsChanged && rows.length === 0 && counts === v.sentCounts) return;
+    v.sentCounts = counts;
+    if (idsChanged) {
+      v.sentIds = ids;
+      v.sentSet = new Set(ids);
+    }
+    const msg: FleetWindowMessage = {
+      type: 'fleet.window', view: v.id, seq: ++v.seq, total: fleet.agents.size, matching: v.entries.length,
+      byStatus: { ...v.counts }, offset: v.offset, limit: v.limit, rows,
+      ...(reset ? { reset: true } : {}), ...(ref !== undefined ? { ref } : {}), ...(idsChanged ? { ids } : {}),
+    };
+    v.ch.send(msg);
+  }
+}
