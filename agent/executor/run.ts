@@ -200,6 +200,10 @@ export class Run {
   }
 
   private onData(stream: Stream, d: Buffer): void {
+    // One sequence across both streams in the order the pipes delivered: what the other stream
+    // holds for coalescing came first, so it takes its sequence number before this data does.
+    const other = stream === 'stdout' ? 'stderr' : 'stdout';
+    if (this.pending[other].bytes > 0) this.flush(other);
     const p = this.pending[stream];
     p.parts.push(d);
     p.bytes += d.length;

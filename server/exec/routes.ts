@@ -118,9 +118,11 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
 
   r.get('/executions/:id/output', requireRole('viewer'), async (req, res) => {
     const e = await svc.getExecution(String(req.params['id']));
-    const q = parseQuery(req, { stream: oneOf(['stdout', 'stderr']).optional(), raw: one().optional(), fromSeq: one().optional(), toSeq: one().optional() });
+    const q = parseQuery(req, { stream: oneOf(['stdout', 'stderr']).optional(), raw: one().optional(), color: one().optional(), fromSeq: one().optional(), toSeq: one().optional() });
     const stream = q.stream === 'stdout' ? 1 : q.stream === 'stderr' ? 2 : undefined;
     const raw = q.raw === '1' || q.raw === 'true';
+    // For a terminal-like display: stderr chunks in red (SGR 31 … 39), the order across streams kept.
+    const color = !raw && (q.color === '1' || q.color === 'true');
     const fromSeq = seqParam(q.fromSeq, 'fromSeq');
     const toSeq = seqParam(q.toSeq, 'toSeq');
     let seqs: { from: number; to: number } | undefined;
@@ -135,7 +137,7 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     res.setHeader('X-Muster-Truncated', e.truncated ? '1' : '0');
     res.setHeader('X-Muster-Execution-Status', e.status);
     res.setHeader('Content-Type', raw ? 'application/octet-stream' : 'text/plain; charset=utf-8');
-    await writeOutput(res, repo, e.id, stream, raw, seqs);
+    await writeOutput(res, repo, e.id, stream, raw, seqs, color);
   });
 
   return r;
@@ -144,15 +146,16 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
 /**
  * Streams stored chunks in order, a page at a time (never the whole output in memory). Text mode
  * decodes each stream with its own streaming decoder, so a character split across chunks survives
- * and invalid bytes become U+FFFD.
+ * and invalid bytes become U+FFFD; with `color`, each stderr chunk is wrapped in SGR red.
  */
-async function writeOutput(res: Response, repo: ExecRepo, executionId: string, stream: 1 | 2 | undefined, raw: boolean, seqs?: { from: number; to: number }): Promise<void> {
+async function writeOutput(res: Response, repo: ExecRepo, executionId: string, stream: 1 | 2 | undefined, raw: boolean, seqs?: { from: number; to: number }, color = false): Promise<void> {
   const decoders = { 1: new TextDecoder('utf-8'), 2: new TextDecoder('utf-8') };
   let after = 0;
   for (;;) {
     const rows = await repo.outputPage(executionId, after, 256, stream, seqs);
     for (const row of rows) {
-      const chunk = raw ? row.data : decoders[row.stream].decode(row.data, { stream: true });
+      let chunk: Buffer | string = raw ? row.data : decoders[row.stream].decode(row.data, { stream: true });
+      if (color && row.stream === 2 && chunk.length) chunk = `\x1b[31m${chunk as string}\x1b[39m`;
       if (chunk.length && !res.write(chunk)) await new Promise((r) => res.once('drain', r));
     }
     if (rows.length < 256) break;

@@ -269,12 +269,14 @@ export class ExecService {
       patch.outputBytes = e.outputBytes + chunk.length;
       this.d.fanout.output(e.taskId, e.id, stream, seq, chunk);
     }
+    const becameTruncated = patch.truncated && !e.truncated;
+    // The byte count first: the `running` update below then counts this chunk, which consoles
+    // received just before it (they show a live count from the last update plus the chunks since).
+    Object.assign(e, patch);
+    this.d.writer.update(e.id, patch);
     if (e.status === 'dispatched') {
       this.d.scheduler.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() });
     }
-    const becameTruncated = patch.truncated && !e.truncated;
-    Object.assign(e, patch);
-    this.d.writer.update(e.id, patch);
     if (becameTruncated) this.d.scheduler.change(e, { truncated: true });
   }
 

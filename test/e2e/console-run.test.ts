@@ -43,26 +43,46 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
     // Typed line by line: the editor auto-indents, so no leading spaces.
-    await page.keyboard.type('echo "start $((20+22))"\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n');
+    await page.keyboard.type('echo "start $((20+22))"\necho "warn-$E2E_EXIT" >&2\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n');
     expect(await page.textContent('[data-test=run-target-count]')).toContain('2 agents');
     await screenshot(page, 'run-script');
     await page.click('[data-test=run-submit]');
     await page.waitForURL(/\/tasks\/[^/]+$/);
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=running]');
-    // Open run-a's output while it is still running: the first line is there before the script ends.
-    await page.click('tr[data-exec-agent="run-a"] .n-data-table-expand-trigger');
-    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a', STEP_MS);
+    await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=running]');
+    expect(await page.textContent('[data-test=task-meta]')).toContain('2 agents');
+    // Without a click, the first running host's output is open and streams before the script ends.
+    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a, opened by itself', STEP_MS);
+    expect(await page.getAttribute('[data-test=exec-output]', 'data-execution')).toBe(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-exec-id'));
     expect(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-status')).toBe('running');
+    // stderr is drawn in red (xterm's palette colour 1), stdout in the default colour, in the script's order.
+    await page.waitForSelector('[data-test=exec-output] .xterm-rows span.xterm-fg-1:has-text("warn-0")');
+    expect(await page.$('[data-test=exec-output] .xterm-rows span.xterm-fg-1:has-text("start 42")')).toBeNull();
+    const rows = (await textOf(page, '[data-test=exec-output] .xterm-rows')) ?? '';
+    expect(rows.indexOf('start 42')).toBeLessThan(rows.indexOf('warn-0'));
+    // The byte count is live: it shows the bytes received while the script still runs ("start 42\n" + "warn-0\n").
+    await waitFor(async () => (await textOf(page, 'tr[data-exec-agent="run-a"] [data-test=exec-bytes]')) === '16 B', 'live byte count of run-a', STEP_MS);
     fs.writeFileSync(path.join(gate, 'go'), '');
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=succeeded]');
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
-    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('done-0'), 'rest of run-a output', STEP_MS);
+    // When a host fails, its output is the one shown (run-b's), with the stored output in order and stderr red.
+    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('done-7'), 'the failed host\'s output, opened by itself', STEP_MS);
+    expect(await page.getAttribute('[data-test=exec-output]', 'data-execution')).toBe(await page.getAttribute('tr[data-exec-agent="run-b"]', 'data-exec-id'));
+    await page.waitForSelector('[data-test=exec-output] .xterm-rows span.xterm-fg-1:has-text("warn-7")');
+    // Opening a row by hand takes over from the automatic choice.
+    await page.click('tr[data-exec-agent="run-a"] .n-data-table-expand-trigger');
+    await waitFor(async () => (await page.$$('[data-test=exec-output]')).length === 2, 'both outputs open', STEP_MS);
+    await waitFor(async () => (await textOf(page, `[data-test=exec-output][data-execution="${await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-exec-id')}"] .xterm-rows`))?.includes('done-0'), 'rest of run-a output', STEP_MS);
     expect(await page.textContent('tr[data-exec-agent="run-a"] [data-test=exec-exit]')).toBe('0');
     expect(await page.textContent('tr[data-exec-agent="run-b"] [data-test=exec-exit]')).toBe('7');
     await page.waitForSelector('[data-test=task-status]:has-text("failed")');
     // Different outputs: two groups; the histogram names both exit codes.
     await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups', STEP_MS);
     expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
+    // Exit-code bars are coloured by outcome: green for exit 0, red for a failure.
+    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 0"] .fill', (el) => getComputedStyle(el).backgroundColor)).toBe('rgb(24, 160, 88)');
+    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 7"] .fill', (el) => getComputedStyle(el).backgroundColor)).toBe('rgb(208, 48, 80)');
+    expect(await page.textContent('[data-test=task-rerun-failed]')).toBe('Re-run on the 1 that failed');
     await screenshot(page, 'task-run');
     // Re-run on the failed one makes a new task with one execution.
     const first = page.url();
@@ -71,6 +91,8 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     // The re-run finishes at once (the gate is open), often before the view has subscribed to it.
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
     await waitFor(async () => (await page.$$('tr[data-exec-agent]')).length === 1, 'one execution in the re-run', STEP_MS);
+    expect(await page.textContent('[data-test=task-meta]')).toContain('· 1 agent');
+    expect(await page.textContent('[data-test=task-meta]')).not.toContain('1 agents');
     expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
     await page.goto(`${server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history', STEP_MS);

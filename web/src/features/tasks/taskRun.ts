@@ -14,7 +14,12 @@ import { onFrame, onMessage, onReady, send } from '../../composables/socket';
 const PER_EXEC_BYTES = 1 << 20;
 const TOTAL_BYTES = 64 << 20;
 
-interface OutBuf { chunks: Uint8Array[]; bytes: number; fromStart: boolean; overflow: boolean; gap: boolean }
+interface OutBuf { chunks: Array<{ stream: 'stdout' | 'stderr'; data: Uint8Array }>; bytes: number; fromStart: boolean; overflow: boolean; gap: boolean }
+/** stderr is shown in red (SGR 31 … 39: the foreground only, so the script's own styles survive). */
+const STDERR_ON = '\x1b[31m';
+const STDERR_OFF = '\x1b[39m';
+type Listener = (d: Uint8Array, stream: 'stdout' | 'stderr') => void;
+
 export type TaskDetail = TaskView & { executions: ExecutionView[]; rerunOf?: string | null; timeoutSec?: number };
 
 export class TaskRun {
@@ -24,7 +29,12 @@ export class TaskRun {
   readonly loaded = shallowRef(false);
   readonly execs = new Map<string, ExecutionView>();
   private readonly out = new Map<string, OutBuf>();
-  private readonly listeners = new Map<string, Set<(d: Uint8Array) => void>>();
+  private readonly listeners = new Map<string, Set<Listener>>();
+  /** Output bytes received live since the execution's last known `outputBytes` (shown as a live count). */
+  private readonly liveBytes = new Map<string, number>();
+  /** Bumped at most every BYTES_EVERY_MS while output flows (the byte counts re-render on it). */
+  readonly bytesVersion = shallowRef(0);
+  private bytesTimer: ReturnType<typeof setTimeout> | null = null;
   private totalBytes = 0;
   private frame = 0;
   private fallback: ReturnType<typeof setTimeout> | null = null;
@@ -43,6 +53,7 @@ export class TaskRun {
       onMessage('execution.updated', (m) => {
         if (m.execution.taskId !== this.taskId) return;
         this.execs.set(m.execution.id, m.execution);
+        this.liveBytes.delete(m.execution.id);
         this.touch();
       }),
       onMessage('exec.gap', (m) => {
@@ -51,13 +62,13 @@ export class TaskRun {
         if (b) b.gap = true;
         const note = new TextEncoder().encode(`\r\n\x1b[33m[${m.toSeq - m.fromSeq} ${m.stream} chunk(s) skipped: this console fell behind; Download has the full output]\x1b[0m\r\n`);
         const ls = this.listeners.get(m.executionId);
-        if (ls) for (const l of ls) l(note);
+        if (ls) for (const l of ls) l(note, 'stdout');
       }),
       onFrame((f) => {
         if (f.op !== 'execOutput') return;
         const known = this.execs.get(f.executionId);
         if (!known && this.loaded.value) return; // another task's output
-        this.append(f.executionId, f.seq, f.data);
+        this.append(f.executionId, f.seq, f.stream, f.data);
       }),
     );
   }
@@ -98,20 +109,30 @@ export class TaskRun {
     this.fallback = setTimeout(publish, 250);
   }
 
-  private append(id: string, seq: number, data: Uint8Array): void {
+  /** An execution's output size as known now: the last reported count plus what arrived live since. */
+  bytesOf(e: ExecutionView): number {
+    return e.outputBytes + (this.liveBytes.get(e.id) ?? 0);
+  }
+
+  private append(id: string, seq: number, stream: 'stdout' | 'stderr', data: Uint8Array): void {
+    this.liveBytes.set(id, (this.liveBytes.get(id) ?? 0) + data.length);
+    this.bytesTimer ??= setTimeout(() => {
+      this.bytesTimer = null;
+      this.bytesVersion.value++;
+    }, 500);
     let b = this.out.get(id);
     if (!b) this.out.set(id, (b = { chunks: [], bytes: 0, fromStart: seq === 0, overflow: false, gap: false }));
     const copy = data.slice();
     if (!b.overflow) {
       if (b.bytes + copy.length > PER_EXEC_BYTES || this.totalBytes + copy.length > TOTAL_BYTES) b.overflow = true;
       else {
-        b.chunks.push(copy);
+        b.chunks.push({ stream, data: copy });
         b.bytes += copy.length;
         this.totalBytes += copy.length;
       }
     }
     const ls = this.listeners.get(id);
-    if (ls) for (const l of ls) l(copy);
+    if (ls) for (const l of ls) l(copy, stream);
   }
 
   /** (Re)subscribes and reloads the task; called on every socket ready. */
@@ -130,6 +151,7 @@ export class TaskRun {
       const { executions, ...task } = t;
       this.task.value = task;
       this.execs.clear();
+      this.liveBytes.clear();
       for (const e of executions) this.execs.set(e.id, e);
       this.loaded.value = true;
       this.error.value = '';
@@ -144,27 +166,35 @@ export class TaskRun {
 
   /**
    * Streams an execution's output to `write`: everything so far (from memory when complete there,
-   * else from the server), then live chunks. Returns the stop function.
+   * else from the server), then live chunks, stderr in red, in the order the host produced them.
+   * Returns the stop function.
    */
   follow(id: string, write: (d: Uint8Array | string) => void): () => void {
     let set = this.listeners.get(id);
     if (!set) this.listeners.set(id, (set = new Set()));
     const b = this.out.get(id);
     const e = this.execs.get(id);
-    let live: ((d: Uint8Array) => void) | null = null;
+    let live: Listener | null = null;
+    const show: Listener = (d, stream) => {
+      if (stream === 'stderr') {
+        write(STDERR_ON);
+        write(d);
+        write(STDERR_OFF);
+      } else write(d);
+    };
     if ((b && b.fromStart && !b.overflow && !b.gap) || (!b && e && (e.status === 'pending' || e.status === 'dispatched'))) {
-      for (const c of b?.chunks ?? []) write(c);
-      live = (d) => write(d);
+      for (const c of b?.chunks ?? []) show(c.data, c.stream);
+      live = show;
       set.add(live);
     } else {
       // Not all in memory: hold live chunks while the stored output loads, then drop the ones it covers.
       const held: Uint8Array[] = [];
-      const hold = (d: Uint8Array) => held.push(d);
+      const hold: Listener = (d) => held.push(d);
       set.add(hold);
-      void api.text(`/api/executions/${encodeURIComponent(id)}/output`).then((text) => {
+      void api.text(`/api/executions/${encodeURIComponent(id)}/output`, { color: 1 }).then((text) => {
         write(text);
         set.delete(hold);
-        live = (d) => write(d);
+        live = show;
         set.add(live);
       }, (err: unknown) => {
         write(`\r\n[could not load output: ${(err as Error).message}]\r\n`);
@@ -186,8 +216,8 @@ export class TaskRun {
     const all = new Uint8Array(b.bytes);
     let o = 0;
     for (const c of b.chunks) {
-      all.set(c, o);
-      o += c.length;
+      all.set(c.data, o);
+      o += c.data.length;
     }
     return new TextDecoder().decode(all);
   }
@@ -199,5 +229,6 @@ export class TaskRun {
     if (this.frame) cancelAnimationFrame(this.frame);
     if (this.fallback) clearTimeout(this.fallback);
     if (this.reconcileTimer) clearTimeout(this.reconcileTimer);
+    if (this.bytesTimer) clearTimeout(this.bytesTimer);
   }
 }
