@@ -9,7 +9,7 @@ import { outputText, waitTask } from '../helpers/exec.js';
 import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
 
-const editorText = (page: Page) => page.$eval('[data-test=script-editor] .cm-content', (el) => (el as HTMLElement).innerText);
+const editorText = (page: Page) => page.$eval('[data-test=script-editor] .cm-content', (el) => (el as unknown as { innerText: string }).innerText);
 async function pick(page: Page, select: string, option: string) {
   await page.click(`[data-test=${select}]`);
   await page.click(`.n-base-select-option:has-text("${option}")`);
@@ -88,7 +88,7 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
     await page.goto(`${server.url}/run`);
     await page.waitForSelector('[data-test=run-draft-restored]:has-text("bash")');
     expect(await editorText(page)).toContain('#!/usr/bin/env python3');
-    expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as HTMLInputElement).value))).toEqual(['visible']);
+    expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as unknown as { value: string }).value))).toEqual(['visible']);
     await page.click('[data-test=run-start-over]');
     await waitFor(async () => (await editorText(page)).includes('uptime') && !(await editorText(page)).includes('python3'), 'default script after start over', STEP_MS);
     expect(await page.$('[data-test=run-draft-restored]')).toBeNull();
@@ -107,8 +107,8 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
     await pick(page, 'run-from-library', 'disk-report');
     await waitFor(async () => (await editorText(page)).includes('df -h'), 'library body in the editor', STEP_MS);
     expect(await page.textContent('[data-test=interpreter]')).toContain('sh');
-    expect(await page.$$eval('[data-test=env-name] input', (els) => els.map((e) => (e as HTMLInputElement).value))).toEqual(['MUSTER_PARAM_PATH']);
-    expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as HTMLInputElement).value))).toEqual(['/']);
+    expect(await page.$$eval('[data-test=env-name] input', (els) => els.map((e) => (e as unknown as { value: string }).value))).toEqual(['MUSTER_PARAM_PATH']);
+    expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as unknown as { value: string }).value))).toEqual(['/']);
     expect(page.problems).toEqual([]);
     await page.context().close();
   });

@@ -80,8 +80,8 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups', STEP_MS);
     expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
     // Exit-code bars are coloured by outcome: green for exit 0, red for a failure.
-    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 0"] .fill', (el) => getComputedStyle(el).backgroundColor)).toBe('rgb(24, 160, 88)');
-    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 7"] .fill', (el) => getComputedStyle(el).backgroundColor)).toBe('rgb(208, 48, 80)');
+    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 0"] .fill', (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor)).toBe('rgb(24, 160, 88)');
+    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 7"] .fill', (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor)).toBe('rgb(208, 48, 80)');
     expect(await page.textContent('[data-test=task-rerun-failed]')).toBe('Re-run on the 1 that failed');
     await screenshot(page, 'task-run');
     // Re-run on the failed one makes a new task with one execution.
