@@ -1,4 +1,4 @@
-import type { AgentToServer, HelloExecution } from '../protocol/index.js';
+import type { AgentToServer, HelloExecution, SendOpts } from '../protocol/index.js';
 import type { AgentConfig } from './config.js';
 import type { ServerHandlers } from './connection.js';
 import type { AgentLog } from './log.js';
@@ -8,8 +8,11 @@ import type { z } from 'zod';
 
 /** The agent's socket as capabilities see it. */
 export interface Link {
+  /** Control messages go ahead of queued bulk output (after their own session's or execution's). */
   send(msg: AgentToServer): boolean;
-  sendBinary(buf: Uint8Array): boolean;
+  /** Frames; `bulk` ones wait while the socket is backed up, `key` keeps a stream's order. */
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean;
+  /** Bytes the socket holds plus bulk waiting for room (what flow control reads). */
   bufferedAmount(): number;
   /** True while welcomed and open. */
   connected(): boolean;

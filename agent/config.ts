@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { Labels } from '../protocol/index.js';
+import { DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, Labels } from '../protocol/index.js';
 import { DEFAULT_POLICY_PATH } from './policy.js';
 
 /** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
@@ -45,6 +45,13 @@ const Schema = z.object({
   /** Flow control: unacknowledged output bytes above which the PTY is paused, and below which it resumes. */
   terminalHighWatermark: z.coerce.number().int().min(1024).default(1024 * 1024),
   terminalLowWatermark: z.coerce.number().int().min(0).default(256 * 1024),
+  /**
+   * Bulk output (a flowing terminal, script output) is handed to the server socket only while it
+   * holds fewer bytes than this; echoes, prompts and heartbeats go ahead of the rest.
+   */
+  bulkWriteThreshold: z.coerce.number().int().min(1024).default(DEFAULT_BULK_WRITE_THRESHOLD),
+  /** Bulk the server may have unread (kernel buffers included; answered by WebSocket pings); 0 = unbounded. */
+  bulkWindow: z.coerce.number().int().min(0).default(DEFAULT_BULK_WINDOW),
   /**
    * Host policy file (terminals, exec, interpreters, runAs, signed scripts, allowed paths). Set
    * only here, by MUSTER_AGENT_POLICY or by --policy: never by the server. Re-read on SIGHUP.
@@ -92,7 +99,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt', MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
   MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_HOME: 'terminalHome', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
   MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
-  MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
+  MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark', MUSTER_AGENT_BULK_WRITE_THRESHOLD: 'bulkWriteThreshold',
+  MUSTER_AGENT_BULK_WINDOW: 'bulkWindow',
   MUSTER_AGENT_POLICY: 'policy', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
   MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec', MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
 };

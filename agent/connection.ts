@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import {
-  decodeFrame, MessageDispatcher, ServerToAgent, type AgentToServer, type Hello, type ServerMessage, type ServerMessageType,
+  decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, MessageDispatcher, PriorityWriter, ServerToAgent, streamKeyOf,
+  type AgentToServer, type Hello, type SendOpts, type ServerMessage, type ServerMessageType,
 } from '../protocol/index.js';
 import type { AgentLog } from './log.js';
 import type { AgentState } from './state.js';
@@ -23,6 +24,10 @@ export interface ConnectionOptions {
   backoffMaxMs: number;
   /** Largest frame accepted from the server. */
   maxPayload?: number;
+  /** Bulk frames wait while the socket holds this many bytes (interactive ones go first). */
+  bulkWriteThreshold?: number;
+  /** Bulk the server may have unread, kernel buffers included (0: unbounded). */
+  bulkWindow?: number;
   buildHello(): Hello;
   handlers: ServerHandlers;
   onTermData(sessionId: string, data: Uint8Array): void;
@@ -82,6 +87,7 @@ export function describeUpgradeRefusal(status: number | undefined, retryAfterSec
  */
 export class ServerConnection {
   private ws: WebSocket | null = null;
+  private out: PriorityWriter | null = null;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
   /** Liveness of the server side: pings every 3 heartbeat intervals, gives up after 2 unanswered. */
@@ -131,6 +137,8 @@ export class ServerConnection {
       ...(this.o.caFile ? { ca: fs.readFileSync(this.o.caFile) } : {}),
     });
     this.ws = ws;
+    const out = new PriorityWriter(ws, this.o.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, this.o.bulkWindow ?? DEFAULT_BULK_WINDOW);
+    this.out = out;
     this.welcomed = false;
     // After a refused upgrade, terminate() makes ws emit "closed before the connection was
     // established": that is our own doing, not the reason, which was already logged.
@@ -156,7 +164,10 @@ export class ServerConnection {
       this.lastHeard = Date.now();
       this.onMessage(data as Buffer, isBinary);
     });
-    ws.on('pong', () => { this.lastHeard = Date.now(); });
+    ws.on('pong', (d) => {
+      this.lastHeard = Date.now();
+      out.pong(d);
+    });
     ws.on('error', (err: NodeJS.ErrnoException) => {
       if (refused) return;
       if (this.connected) {
@@ -172,7 +183,11 @@ export class ServerConnection {
       clearInterval(this.liveness);
       const was = this.connected;
       this.connected = false;
-      this.ws = null;
+      if (this.ws === ws) {
+        this.ws = null;
+        this.out?.clear();
+        this.out = null;
+      }
       if (was) {
         this.lastConnectedAt = Date.now();
         this.o.log.warn({ code, reason: reason.toString() }, 'disconnected from server');
@@ -275,20 +290,21 @@ export class ServerConnection {
   /** Sends a control message; false when not connected. */
   send(msg: AgentToServer): boolean {
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(msg));
+    if (!ws || !this.out || ws.readyState !== WebSocket.OPEN) return false;
+    this.out.send(JSON.stringify(msg), { key: streamKeyOf(msg) });
     return true;
   }
 
-  sendBinary(buf: Uint8Array): boolean {
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean {
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || !this.connected) return false;
-    ws.send(buf);
+    if (!ws || !this.out || ws.readyState !== WebSocket.OPEN || !this.connected) return false;
+    this.out.send(buf, opts);
     return true;
   }
 
+  /** Bytes the socket holds plus bulk output waiting for room. */
   bufferedAmount(): number {
-    return this.ws?.bufferedAmount ?? 0;
+    return this.out?.buffered ?? 0;
   }
 
   /** Says bye and closes; resolves once the socket is closed (or after a timeout). */

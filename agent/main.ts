@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   let conn!: ServerConnection;
   const link: Link = {
     send: (m) => conn.send(m),
-    sendBinary: (b) => conn.sendBinary(b),
+    sendBinary: (b, o) => conn.sendBinary(b, o),
     bufferedAmount: () => conn.bufferedAmount(),
     connected: () => conn.connected,
   };
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
 
   conn = new ServerConnection({
     serverUrl: cfg.server, name: cfg.name, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
-    backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, buildHello, handlers,
+    backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, bulkWriteThreshold: cfg.bulkWriteThreshold, bulkWindow: cfg.bulkWindow, buildHello, handlers,
     onTermData: (id, data) => pty.onTermData(id, data),
     onWelcome: (intervalMs) => {
       counters.connects_total++;

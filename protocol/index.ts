@@ -6,3 +6,4 @@ export * from './console-messages.js';
 export * from './update-signing.js';
 export * from './policy.js';
 export * from './dispatch.js';
+export * from './priority-writer.js';

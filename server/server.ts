@@ -260,7 +260,8 @@ async function compose(
         remoteAddress: remoteOf(req), isStale: (p) => auth.isStale(p),
         recheck: (p) => auth.stillValid(p), recheckIntervalMs: config.socketRecheckSec * 1000,
         log, metrics, handlers: consoleHandlers, binary: { termData: terminals.consoleTermData },
-        maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20,
+        maxInvalidMessages: config.maxInvalidMessages, softBufferLimit: 1 << 20, hardBufferLimit: 16 << 20, bulkWriteThreshold: config.bulkWriteThreshold,
+        bulkWindow: config.bulkWindow,
         messageRate: config.consoleMessageRate, messageBurst: config.consoleMessageBurst,
         auditRateLimited: (l) => void audit.record({
           actor: { username: l.principal.username, role: l.principal.role, ip: l.remoteAddress }, action: 'console.rate_limited',

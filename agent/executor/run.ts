@@ -247,7 +247,8 @@ export class Run {
     if (this.sentSeq < base) this.sentSeq = base; // evicted before the server stored them: it sees a gap
     while (this.sentSeq < this.seq) {
       const c = this.chunks[this.sentSeq - base]!;
-      if (!this.link.sendBinary(encodeExecOutput(this.id, c.stream, c.seq, c.data))) return;
+      // Bulk: a flood of output never delays heartbeats or a terminal's echo on the same socket.
+      if (!this.link.sendBinary(encodeExecOutput(this.id, c.stream, c.seq, c.data), { bulk: true, key: this.id })) return;
       this.sentSeq++;
     }
     if (this.link.bufferedAmount() > this.limits.highWaterBytes) this.pausePipes();

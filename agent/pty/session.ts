@@ -1,5 +1,5 @@
 import type { IPty } from 'node-pty';
-import { encodeTermData } from '../../protocol/index.js';
+import { encodeTermData, INTERACTIVE_FRAME_MAX } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
 import { killTerminalTree } from './proctree.js';
 
@@ -149,7 +149,8 @@ export class PtySession {
   }
 
   private send(data: Buffer): void {
-    this.link.sendBinary(encodeTermData(this.id, data));
+    // An echo or a prompt goes ahead of other sessions' floods; flowing output is bulk.
+    this.link.sendBinary(encodeTermData(this.id, data), { bulk: data.length > INTERACTIVE_FRAME_MAX, key: this.id });
     this.unacked += data.length;
     if (!this.paused && this.unacked > this.limits.highWatermark) {
       this.paused = true;

@@ -37,6 +37,16 @@ const Schema = z.object({
   helloTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   /** Largest WebSocket frame accepted from an agent (ws maxPayload). */
   agentMaxPayload: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
+  /**
+   * Bulk frames to a console (flowing terminal output, script output, droppable pushes) are
+   * written only while its socket holds fewer bytes than this; echoes and control messages go first.
+   */
+  bulkWriteThreshold: z.coerce.number().int().min(1024).default(64 * 1024),
+  /**
+   * Bulk a console may have unread (not yet answered by the WebSocket ping that follows it),
+   * kernel buffers included; 0 = no limit beyond MUSTER_BULK_WRITE_THRESHOLD.
+   */
+  bulkWindow: z.coerce.number().int().min(0).default(256 * 1024),
   /** Largest WebSocket frame accepted from a console. */
   consoleMaxPayload: z.coerce.number().int().min(1024).default(256 * 1024),
   /** Invalid messages a peer may send before it is disconnected. */
@@ -174,7 +184,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
   notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS', notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS', notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
   notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS', notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
-  agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
+  agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD', bulkWriteThreshold: 'MUSTER_BULK_WRITE_THRESHOLD',
+  bulkWindow: 'MUSTER_BULK_WINDOW',
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',

@@ -55,7 +55,7 @@ export class ConsoleFanout {
         s.ch.send({ type: 'exec.gap', executionId, stream, fromSeq: gapFrom, toSeq: seq });
       }
       frame ??= encodeExecOutput(executionId, stream, seq, data);
-      s.ch.sendBinary(frame);
+      s.ch.sendBinary(frame, { bulk: true, key: executionId });
     }
   }
 

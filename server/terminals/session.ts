@@ -1,4 +1,4 @@
-import { encodeTermData } from '../../protocol/index.js';
+import { encodeTermData, INTERACTIVE_FRAME_MAX } from '../../protocol/index.js';
 import type { ConsoleChannel } from '../ws/handlers.js';
 import type { AsciicastRecorder } from './recorder.js';
 import { ScrollbackRing } from './ring.js';
@@ -110,7 +110,7 @@ export class TerminalSession {
     const a: Attachment = { ch, mode, base: this.received, replay: replay.length, sent: replay.length, acked: 0, refusedAt: 0 };
     this.attachments.set(ch.id, a);
     for (let off = 0; off < replay.length; off += FRAME_MAX) {
-      ch.sendBinary(encodeTermData(this.id, replay.subarray(off, off + FRAME_MAX)));
+      ch.sendBinary(encodeTermData(this.id, replay.subarray(off, off + FRAME_MAX)), { bulk: true, key: this.id });
     }
     return a;
   }
@@ -135,12 +135,14 @@ export class TerminalSession {
     let laggards: Attachment[] | undefined;
     if (this.attachments.size > 0) {
       const frame = relayFrame(this.id, data);
+      // An echo or a prompt goes ahead of other sessions' output on the console's socket.
+      const opts = { bulk: data.length > INTERACTIVE_FRAME_MAX, key: this.id };
       for (const a of this.attachments.values()) {
         if (a.mode === 'watch' && a.sent - a.acked > WATCH_MAX_LAG) {
           (laggards ??= []).push(a);
           continue;
         }
-        a.ch.sendBinary(frame);
+        a.ch.sendBinary(frame, opts);
         a.sent += data.length;
       }
     }

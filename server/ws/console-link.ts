@@ -1,6 +1,7 @@
 import type { WebSocket } from 'ws';
 import {
-  CloseCode, ConsoleToServer, decodeFrame, FrameError, InvalidCounter, MessageDispatcher, refOf, type Refusal, type ServerToConsole,
+  CloseCode, ConsoleToServer, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, FrameError, InvalidCounter, MessageDispatcher,
+  PriorityWriter, refOf, streamKeyOf, type Refusal, type SendOpts, type ServerToConsole,
 } from '../../protocol/index.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { Logger } from '../log.js';
@@ -27,6 +28,10 @@ export interface ConsoleLinkDeps {
   softBufferLimit: number;
   /** Above this many buffered bytes the console is too slow and is disconnected (it resyncs on reconnect). */
   hardBufferLimit: number;
+  /** Bulk frames wait while the socket holds this many bytes (MUSTER_BULK_WRITE_THRESHOLD). */
+  bulkWriteThreshold?: number;
+  /** Bulk the console may have unread, kernel buffers included (MUSTER_BULK_WINDOW; 0: unbounded). */
+  bulkWindow?: number;
   /** Peer address of the socket (audit). */
   remoteAddress?: string | null;
   /** True once the principal's session, token or user changed or expired (AuthService.isStale). */
@@ -55,6 +60,7 @@ export class ConsoleLink implements ConsoleChannel {
   sessionEnded = false;
   private readonly dispatcher: MessageDispatcher<ConsoleToServer, ConsoleChannel>;
   private readonly log: Logger;
+  private readonly out: PriorityWriter;
   readonly remoteAddress: string | null;
 
   constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
@@ -63,6 +69,8 @@ export class ConsoleLink implements ConsoleChannel {
     this.dispatcher = consoleDispatcher(deps.handlers);
     this.invalid = new InvalidCounter(deps.maxInvalidMessages);
     this.bucket = new MessageBucket(deps.messageRate, deps.messageBurst);
+    this.out = new PriorityWriter(ws, deps.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, deps.bulkWindow ?? DEFAULT_BULK_WINDOW);
+    ws.on('pong', (d) => this.out.pong(d));
     ws.on('message', (d, bin) => this.onMessage(d as Buffer, bin));
     ws.on('error', (err) => this.log.warn({ err: err.message }, 'console socket error'));
     ws.on('close', () => this.dispose());
@@ -105,22 +113,22 @@ export class ConsoleLink implements ConsoleChannel {
 
   send(msg: ServerToConsole, droppable = false): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
-    const buffered = this.ws.bufferedAmount;
+    const buffered = this.out.buffered;
     if (buffered > this.deps.hardBufferLimit) {
       this.close(CloseCode.protocolError, 'console too slow');
       return false;
     }
     if (droppable && buffered > this.deps.softBufferLimit) return false;
-    this.ws.send(JSON.stringify(msg));
+    this.out.send(JSON.stringify(msg), { bulk: droppable, key: streamKeyOf(msg) });
     return true;
   }
-  sendBinary(buf: Uint8Array): boolean {
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
-    this.ws.send(buf, { binary: true });
+    this.out.send(buf, opts);
     return true;
   }
   bufferedAmount(): number {
-    return this.ws.bufferedAmount;
+    return this.out.buffered;
   }
   close(code: number, reason: string): void {
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(code, reason.slice(0, 120));
@@ -141,6 +149,7 @@ export class ConsoleLink implements ConsoleChannel {
   private dispose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.out.clear();
     clearTimeout(this.expiryTimer);
     clearInterval(this.recheckTimer);
     this.deps.metrics.consoles.dec();

@@ -1,5 +1,5 @@
 import type {
-  AgentMessage, AgentMessageType, ConsoleMessage, ConsoleMessageType, ServerToConsole, Stream,
+  AgentMessage, AgentMessageType, ConsoleMessage, ConsoleMessageType, SendOpts, ServerToConsole, Stream,
 } from '../../protocol/index.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { AgentChannel } from '../fleet/fleet.js';
@@ -30,9 +30,14 @@ export interface ConsoleChannel {
   readonly remoteAddress?: string | null;
   /** True when the socket was closed because its session, token or user ended (close 4008). */
   readonly sessionEnded?: boolean;
-  /** Control message; `droppable` ones are skipped while the socket is backed up. Returns false if not sent. */
+  /**
+   * Control message; `droppable` ones are bulk (they wait behind interactive frames) and are
+   * skipped while the socket is backed up. Returns false if not sent.
+   */
   send(msg: ServerToConsole, droppable?: boolean): boolean;
-  sendBinary(buf: Uint8Array): boolean;
+  /** A frame; `bulk` ones wait while the socket is backed up, `key` keeps a stream's order. */
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean;
+  /** Bytes the socket holds plus bulk waiting for room. */
   bufferedAmount(): number;
   close(code: number, reason: string): void;
   /** Registers cleanup run exactly once when the socket closes. */
