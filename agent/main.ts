@@ -40,8 +40,11 @@ async function main(): Promise<void> {
   const log = createAgentLog(cfg.logLevel, { agentId: state.agentId });
   let labels = cfg.labels;
   const cpu = new CpuMeter();
-  const counters = { heartbeats_sent_total: 0, connects_total: 0, disconnects_total: 0 };
+  const startedAt = Date.now();
+  const counters = { heartbeats_sent_total: 0, heartbeats_acked_total: 0, connects_total: 0, disconnects_total: 0, config_applied_total: 0 };
   let heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Heartbeats carry a sequence number; the server acknowledges each (shown on /health). */
+  const hb = { intervalMs: null as number | null, seq: 0, lastSentAt: null as number | null, lastSentSeq: null as number | null, lastAckedAt: null as number | null, lastAckedSeq: null as number | null };
 
   // The socket is created below; capabilities reach it through this link.
   // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that close over it
@@ -88,6 +91,11 @@ async function main(): Promise<void> {
 
   const handlers: ServerHandlers = {
     error: (m) => log.warn({ code: m.code, message: m.message, ref: m.ref }, 'server reported an error'),
+    'heartbeat.ack': (m) => {
+      hb.lastAckedAt = Date.now();
+      hb.lastAckedSeq = m.seq;
+      counters.heartbeats_acked_total++;
+    },
     restart: (m) => {
       log.info({ reason: m.reason }, 'restart requested by the server');
       void shutdown('restart requested', 0, drainMs);
@@ -105,11 +113,16 @@ async function main(): Promise<void> {
       counters.connects_total++;
       clearInterval(heartbeatTimer);
       const beat = () => {
-        if (conn.send({ type: 'heartbeat', metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
+        const seq = hb.seq;
+        if (conn.send({ type: 'heartbeat', seq, metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
+          hb.seq++;
+          hb.lastSentAt = Date.now();
+          hb.lastSentSeq = seq;
           counters.heartbeats_sent_total++;
         }
       };
       beat();
+      hb.intervalMs = intervalMs;
       heartbeatTimer = setInterval(beat, intervalMs);
       for (const c of capabilities) c.onWelcome?.();
     },
@@ -120,11 +133,37 @@ async function main(): Promise<void> {
     },
   });
 
+  /** SIGHUP and POST /reload: re-read the policy file, then the config file (labels, log level). */
+  const reload = (): { ok: boolean; error?: string; labels?: number; policy?: string } => {
+    // The policy is re-read even when the config is bad: tightening it must never wait on anything else.
+    policy = readPolicy();
+    for (const c of capabilities) c.onPolicy?.(policy);
+    conn.send({ type: 'policy', policy: policy.view });
+    try {
+      labels = loadAgentConfig(argv, process.env).labels;
+      log.info({ labels: Object.keys(labels).length }, 'config reloaded');
+      conn.send({ type: 'labels', labels });
+      return { ok: true, labels: Object.keys(labels).length, policy: policy.view.source };
+    } catch (err) {
+      log.error({ err }, 'config reload failed; keeping the old one');
+      return { ok: false, error: (err as Error).message, policy: policy.view.source };
+    }
+  };
+
   startHealth(cfg.healthPort, cfg.stateDir, cfg.unreachableAfterSec * 1000, {
+    agentId: state.agentId, name: cfg.name, version: AGENT_VERSION, server: cfg.server, startedAt,
     connected: () => conn.connected,
     unreachableForMs: () => (conn.connected ? 0 : Date.now() - conn.lastConnectedAt),
     lastError: () => conn.lastError,
+    connectedSince: () => (conn.connected ? conn.lastConnectedAt : null),
+    heartbeat: () => ({ intervalMs: hb.intervalMs, lastSentAt: hb.lastSentAt, lastSentSeq: hb.lastSentSeq, lastAckedAt: hb.lastAckedAt, lastAckedSeq: hb.lastAckedSeq }),
+    config: () => ({}),
     counters: () => counters,
+    running: () => ({ executions: running.executions(), terminals: running.terminals() }),
+    reload: () => {
+      log.info({}, 'reload requested on the local endpoint');
+      return reload();
+    },
   }, (err) => {
     // A taken port (another agent on this host, say) must not stop the agent: it runs on without
     // the local endpoint and says how to get one.
@@ -153,19 +192,7 @@ async function main(): Promise<void> {
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM', 0, drainMs));
   process.on('SIGINT', () => void shutdown('SIGINT', 0, drainMs));
-  process.on('SIGHUP', () => {
-    // The policy is re-read even when the config is bad: tightening it must never wait on anything else.
-    policy = readPolicy();
-    for (const c of capabilities) c.onPolicy?.(policy);
-    conn.send({ type: 'policy', policy: policy.view });
-    try {
-      labels = loadAgentConfig(argv, process.env).labels;
-      log.info({ labels: Object.keys(labels).length }, 'config reloaded');
-      conn.send({ type: 'labels', labels });
-    } catch (err) {
-      log.error({ err }, 'config reload failed; keeping the old one');
-    }
-  });
+  process.on('SIGHUP', () => void reload());
 
   // Started by a server as its local agent (MUSTER_LOCAL_AGENT): that server holds our IPC
   // channel; when it goes away, however it died, so do we.

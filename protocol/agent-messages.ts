@@ -33,7 +33,8 @@ export const Hello = z.object({
   policy: HostPolicy.optional(),
 });
 
-export const Heartbeat = z.object({ type: z.literal('heartbeat'), metrics: Metrics });
+/** `seq` (optional, counting up per agent process): the server acknowledges it with `heartbeat.ack`. */
+export const Heartbeat = z.object({ type: z.literal('heartbeat'), metrics: Metrics, seq: z.number().int().nonnegative().optional() });
 export const Bye = z.object({ type: z.literal('bye'), reason: z.string().max(255) });
 export const AgentError = z.object({
   type: z.literal('error'),
@@ -121,6 +122,8 @@ export const Welcome = z.object({
   secret: z.string().optional(),
 });
 export const ServerError = AgentError;
+/** Answer to a heartbeat that carried `seq` (agents that send none get none). */
+export const HeartbeatAck = z.object({ type: z.literal('heartbeat.ack'), seq: z.number().int().nonnegative() });
 export const Restart = z.object({ type: z.literal('restart'), reason: z.string().max(255) });
 
 export const ExecRun = z.object({
@@ -172,7 +175,7 @@ export const Update = z.object({
 });
 
 export const ServerToAgent = z.discriminatedUnion('type', [
-  Welcome, ServerError, Restart,
+  Welcome, ServerError, Restart, HeartbeatAck,
   ExecRun, ExecCancel, ExecResume, ExecAck,
   TermOpen, TermResize, TermClose, TermAck,
   Update,

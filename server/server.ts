@@ -158,7 +158,10 @@ async function compose(
   });
 
   const agentHandlers: AgentHandlers = {
-    heartbeat: (ctx, m) => fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics),
+    heartbeat: (ctx, m) => {
+      fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics);
+      if (m.seq !== undefined) ctx.channel.send({ type: 'heartbeat.ack', seq: m.seq });
+    },
     bye: (ctx, m) => ctx.log.info({ reason: m.reason }, 'agent says bye'),
     error: (ctx, m) => ctx.log.warn({ code: m.code, message: m.message, ref: m.ref }, 'agent reported an error'),
     labels: (ctx, m) => fleet.setReportedLabels(ctx.agentId, m.labels),

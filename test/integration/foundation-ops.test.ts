@@ -111,7 +111,7 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     const port = Number(await waitFor(() => fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim(), 'health.port'));
     const h = await fetch(`http://127.0.0.1:${port}/health`);
     expect(h.status).toBe(200);
-    expect(await h.json()).toEqual({ status: 'connected' });
+    expect(await h.json()).toMatchObject({ status: 'connected', agentId: id, connection: { state: 'connected' } });
     await waitFor(async () => /muster_agent_heartbeats_sent_total [1-9]/.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()), 'heartbeat counter');
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toMatch(/^muster_agent_connects_total 1$/m);
