@@ -75,6 +75,14 @@ const Schema = z.object({
   /** Fault injection for tests only: SIGKILL itself at this step of an update. Unset in production. */
   updateCrashAt: z.enum(['downloading', 'verifying', 'installing', 'marker', 'swapped']).optional(),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /** How often managed files are checked for drift (stat; a hash only when size, mtime or inode changed). */
+  fileCheckSec: z.coerce.number().min(0.1).default(60),
+  /**
+   * Directory managed file paths are resolved under (default: none, `/etc/app.conf` is written
+   * there). For an agent in a container that manages its host mounted at, say, /host. The host
+   * policy's allowedPaths apply to the managed path, before this prefix.
+   */
+  fileRoot: z.string().regex(/^\//, 'fileRoot must be absolute').optional(),
   /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
   execKillGraceSec: z.coerce.number().min(0).default(5),
   execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
@@ -102,7 +110,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark', MUSTER_AGENT_BULK_WRITE_THRESHOLD: 'bulkWriteThreshold',
   MUSTER_AGENT_BULK_WINDOW: 'bulkWindow',
   MUSTER_AGENT_POLICY: 'policy', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
-  MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec', MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
+  MUSTER_AGENT_FILE_CHECK_SEC: 'fileCheckSec', MUSTER_AGENT_FILE_ROOT: 'fileRoot', MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec', MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
 };
 
 export class AgentConfigError extends Error {}

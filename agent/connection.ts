@@ -31,6 +31,7 @@ export interface ConnectionOptions {
   buildHello(): Hello;
   handlers: ServerHandlers;
   onTermData(sessionId: string, data: Uint8Array): void;
+  onFileData?(transferId: string, offset: number, data: Uint8Array): void;
   onWelcome(heartbeatIntervalMs: number): void;
   onDisconnected(): void;
 }
@@ -230,6 +231,7 @@ export class ServerConnection {
       try {
         const f = decodeFrame(data);
         if (f.op === 'termData') this.o.onTermData(f.sessionId, f.data);
+        else if (f.op === 'fileData') this.o.onFileData?.(f.transferId, f.offset, f.data);
       } catch (err) {
         this.send({ type: 'error', code: 'invalid_message', message: `bad frame: ${(err as Error).message}` });
       }

@@ -4,6 +4,7 @@ import { AgentConfigError, loadAgentConfig } from './config.js';
 import type { AgentContext, Link } from './capability.js';
 import { ServerConnection, type ServerHandlers } from './connection.js';
 import { createExecutor } from './executor/index.js';
+import { createFiles } from './files/index.js';
 import { startHealth } from './health.js';
 import { createAgentLog } from './log.js';
 import { loadPolicy, type Policy } from './policy.js';
@@ -79,13 +80,14 @@ async function main(): Promise<void> {
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
-  const capabilities = [executor, pty, updater];
+  const files = createFiles(ctx);
+  const capabilities = [executor, pty, updater, files];
   const running = { executions: () => executor.running(), terminals: () => pty.count() };
 
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'files', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
     policy: policy.view,
   });
 
@@ -103,12 +105,14 @@ async function main(): Promise<void> {
     ...executor.handlers,
     ...pty.handlers,
     ...updater.handlers,
+    ...files.handlers,
   };
 
   conn = new ServerConnection({
     serverUrl: cfg.server, name: cfg.name, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
     backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, bulkWriteThreshold: cfg.bulkWriteThreshold, bulkWindow: cfg.bulkWindow, buildHello, handlers,
     onTermData: (id, data) => pty.onTermData(id, data),
+    onFileData: (id, offset, data) => files.onFileData(id, offset, data),
     onWelcome: (intervalMs) => {
       counters.connects_total++;
       clearInterval(heartbeatTimer);

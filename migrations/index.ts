@@ -12,6 +12,7 @@ import * as addHostPolicy from './202611301837_add_host_policy.js';
 import * as createEnrollmentTokens from './202611301850_create_enrollment_tokens.js';
 import * as removeStoredEnrollToken from './202611301851_remove_stored_enroll_token.js';
 import * as addAgentEnrolLabels from './202611301900_add_agent_enrol_labels.js';
+import * as createFileTables from './202611302000_create_file_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -31,6 +32,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301850_create_enrollment_tokens', createEnrollmentTokens],
   ['202611301851_remove_stored_enroll_token', removeStoredEnrollToken],
   ['202611301900_add_agent_enrol_labels', addAgentEnrolLabels],
+  ['202611302000_create_file_tables', createFileTables],
 ];
 
 /** knex MigrationSource over the static list. */

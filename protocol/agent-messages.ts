@@ -99,11 +99,41 @@ export const UpdateStatus = z.object({
   reason: z.string().max(2048).optional(),
 });
 
+
+/* File distribution (issue 13): see protocol/README.md "File distribution". */
+const SHA256 = z.string().regex(/^[0-9a-f]{64}$/);
+/** Flow control for a `file.apply`: the agent has written every byte below `offset` and wants more (offset 0: send from the start). */
+export const FileAck = z.object({ type: z.literal('file.ack'), transferId: id, offset: z.number().int().nonnegative() });
+/** The outcome of a `file.apply` or `file.remove`. */
+export const FileResult = z.object({
+  type: z.literal('file.result'),
+  transferId: id,
+  state: z.enum(['applied', 'unchanged', 'removed', 'failed']),
+  reason: z.string().max(2048).optional(),
+  /** `policy_denied` when the host policy's allowedPaths forbid the path. */
+  code: z.string().max(64).optional(),
+  /** True when the bytes on disk changed (a post-apply command runs only then). */
+  contentChanged: z.boolean().optional(),
+});
+/** One managed file as the agent last checked it on disk. */
+export const FileStateItem = z.object({
+  fileId: id,
+  revision: z.number().int().positive(),
+  path: z.string().max(4096),
+  /** `ok`: bytes, mode and owner match the revision applied; `drifted`: something changed; `missing`: the file is gone. */
+  state: z.enum(['ok', 'drifted', 'missing']),
+  sha256: SHA256.nullable(),
+  reason: z.string().max(1024).optional(),
+});
+/** The agent's managed files: all of them after each welcome (`full`), then the ones whose state changed. */
+export const FileState = z.object({ type: z.literal('file.state'), full: z.boolean(), files: z.array(FileStateItem).max(10_000) });
+
 export const AgentToServer = z.discriminatedUnion('type', [
   Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate,
   ExecStarted, ExecFinished, ExecRejected,
   TermOpened, TermExit,
   UpdateStatus,
+  FileAck, FileResult, FileState,
 ]);
 export type AgentToServer = z.infer<typeof AgentToServer>;
 export type AgentMessageType = AgentToServer['type'];
@@ -174,11 +204,36 @@ export const Update = z.object({
   allowDowngrade: z.boolean().default(false),
 });
 
+
+/**
+ * Put a file on the host: the agent checks its policy and what is on disk first (same bytes, mode
+ * and owner: `file.result unchanged`, nothing is sent), else asks for the content with `file.ack
+ * offset 0` and receives FILE_DATA frames, acknowledging what it has written.
+ */
+export const FileApply = z.object({
+  type: z.literal('file.apply'),
+  transferId: id,
+  fileId: id,
+  revision: z.number().int().positive(),
+  path: z.string().min(1).max(4096),
+  /** User and group names (null: keep the current owner, or the agent's user for a new file). */
+  owner: z.string().max(64).nullable(),
+  group: z.string().max(64).nullable(),
+  mode: z.number().int().min(0).max(0o7777),
+  size: z.number().int().nonnegative(),
+  sha256: SHA256,
+});
+/** Remove a managed file from the host (only if it still is what the agent applied) and forget it. */
+export const FileRemove = z.object({ type: z.literal('file.remove'), transferId: id, fileId: id, path: z.string().min(1).max(4096) });
+/** Stop managing a file (no drift reports), leaving it on disk. */
+export const FileForget = z.object({ type: z.literal('file.forget'), fileId: id });
+
 export const ServerToAgent = z.discriminatedUnion('type', [
   Welcome, ServerError, Restart, HeartbeatAck,
   ExecRun, ExecCancel, ExecResume, ExecAck,
   TermOpen, TermResize, TermClose, TermAck,
   Update,
+  FileApply, FileRemove, FileForget,
 ]);
 export type ServerToAgent = z.infer<typeof ServerToAgent>;
 export type ServerMessageType = ServerToAgent['type'];

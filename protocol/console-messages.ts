@@ -231,6 +231,8 @@ export type ServerToConsole =
   /** The session ended (or, for this console only, was taken over by another console of its owner). */
   | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
   | { type: 'rollout.updated'; rolloutId: string }
+  /** A file distribution made progress (throttled; consoles refetch it). */
+  | { type: 'distribution.updated'; distributionId: string; fileId: string }
   | FleetWindowMessage;
 
 /**

@@ -4,16 +4,18 @@
  *
  *   TERM_DATA    0x01 | idLen u8 | id (utf8) | bytes
  *   EXEC_OUTPUT  0x02 | stream u8 (1 stdout, 2 stderr) | seq u32 BE | idLen u8 | id (utf8) | bytes
+ *   FILE_DATA    0x03 | offset u64 BE (two u32) | idLen u8 | transferId (utf8) | bytes
  *
  * Ids are at most 255 bytes of UTF-8. This module uses only Uint8Array and DataView so it runs
  * unchanged in Node and in the browser.
  */
-export const FrameOp = { termData: 0x01, execOutput: 0x02 } as const;
+export const FrameOp = { termData: 0x01, execOutput: 0x02, fileData: 0x03 } as const;
 export type Stream = 'stdout' | 'stderr';
 
 export type Frame =
   | { op: 'termData'; sessionId: string; data: Uint8Array }
-  | { op: 'execOutput'; executionId: string; stream: Stream; seq: number; data: Uint8Array };
+  | { op: 'execOutput'; executionId: string; stream: Stream; seq: number; data: Uint8Array }
+  | { op: 'fileData'; transferId: string; offset: number; data: Uint8Array };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
@@ -47,6 +49,30 @@ export function encodeExecOutput(executionId: string, stream: Stream, seq: numbe
   return out;
 }
 
+/**
+ * A FILE_DATA frame with room for `dataLength` payload bytes at `payloadAt`, so the sender can read
+ * a file chunk straight into the frame (one buffer per chunk, no copy).
+ */
+export function allocFileData(transferId: string, offset: number, dataLength: number): { frame: Uint8Array; payloadAt: number } {
+  const id = enc.encode(transferId);
+  if (id.length > 255) throw new FrameError('transfer id too long');
+  const frame = new Uint8Array(10 + id.length + dataLength);
+  frame[0] = FrameOp.fileData;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  dv.setUint32(1, Math.floor(offset / 2 ** 32));
+  dv.setUint32(5, offset >>> 0);
+  frame[9] = id.length;
+  frame.set(id, 10);
+  return { frame, payloadAt: 10 + id.length };
+}
+
+/** Encodes a file data frame. */
+export function encodeFileData(transferId: string, offset: number, data: Uint8Array): Uint8Array {
+  const { frame, payloadAt } = allocFileData(transferId, offset, data.length);
+  frame.set(data, payloadAt);
+  return frame;
+}
+
 /** Decodes a binary frame; the payload is a view into `buf` (no copy). */
 export function decodeFrame(buf: Uint8Array): Frame {
   if (buf.length < 2) throw new FrameError('frame too short');
@@ -70,6 +96,14 @@ export function decodeFrame(buf: Uint8Array): Frame {
       seq,
       data: buf.subarray(7 + idLen),
     };
+  }
+  if (op === FrameOp.fileData) {
+    if (buf.length < 10) throw new FrameError('truncated header');
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    const offset = dv.getUint32(1) * 2 ** 32 + dv.getUint32(5);
+    const idLen = buf[9]!;
+    if (buf.length < 10 + idLen) throw new FrameError('truncated header');
+    return { op: 'fileData', transferId: decodeId(buf.subarray(10, 10 + idLen)), offset, data: buf.subarray(10 + idLen) };
   }
   throw new FrameError(`unknown opcode ${String(op)}`);
 }

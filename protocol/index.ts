@@ -7,3 +7,4 @@ export * from './update-signing.js';
 export * from './policy.js';
 export * from './dispatch.js';
 export * from './priority-writer.js';
+export * from './file-views.js';

@@ -19,6 +19,7 @@ import { secureDataDir } from './db/data-dir.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createExec } from './exec/index.js';
+import { createFiles } from './files/index.js';
 import { createSchedules } from './schedules/index.js';
 import { createScripts } from './scripts/index.js';
 import { createNotifications } from './notifications/index.js';
@@ -141,6 +142,7 @@ async function compose(
   const scripts = createScripts(core, exec.service, (scriptId) => schedules.repo.countForScript(scriptId));
   const schedules = createSchedules(core, scripts.service);
   const notifications = createNotifications(core);
+  const files = createFiles(core, exec.service);
 
   // A host's policy is its owner's decision, not an operator's: recorded as the agent's own action.
   fleet.onPolicyChange((agentId, policy, previous, ip) => {
@@ -169,6 +171,7 @@ async function compose(
     ...exec.agentHandlers,
     ...terminals.agentHandlers,
     ...updates.agentHandlers,
+    ...files.agentHandlers,
   };
   const hub = new ConsoleHub(bus);
   const views = new FleetViews({
@@ -208,7 +211,7 @@ async function compose(
   api.use(csrfGuard({
     publicUrl: config.publicUrl, sessionCookie: SESSION_COOKIE,
     // Agent packages are uploaded as the raw body.
-    rawBodyRoutes: (req) => req.method === 'POST' && req.path === '/artifacts',
+    rawBodyRoutes: (req) => req.method === 'POST' && (req.path === '/artifacts' || /^\/files\/[^/]+\/revisions$/.test(req.path)),
   }));
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
@@ -220,7 +223,7 @@ async function compose(
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, schedules, exec, terminals, updates, notifications]) if (cap.routes) api.use(cap.routes);
+  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });
@@ -254,7 +257,7 @@ async function compose(
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
         messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
         pingIntervalMs: config.agentPingIntervalMs,
-        expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : terminals.service.holds(agentId, id)),
+        expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : kind === 'transfer' ? files.holds(agentId, id) : terminals.service.holds(agentId, id)),
       });
     },
     onConsole: (ws, req, principal) => {
@@ -281,7 +284,7 @@ async function compose(
     ? startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence })
     : undefined;
   if (stopSimulated) log.warn({ agents: fleet.agents.size }, 'MUSTER_BENCH_SIMULATED_PRESENCE is set: agents without a socket are shown online with simulated heartbeats (benchmarks only)');
-  for (const cap of [notifications, exec, terminals, updates, schedules]) await cap.start?.();
+  for (const cap of [notifications, exec, terminals, updates, files, schedules]) await cap.start?.();
 
   early.replaceRequest();
   server.on('request', app);
@@ -311,7 +314,7 @@ async function compose(
     stopSimulated?.();
     views.stop();
     hub.close(CloseCode.serverShutdown, 'server shutdown');
-    for (const cap of [schedules, updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+    for (const cap of [schedules, files, updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
     const t0 = Date.now();
     await fleet.stop();
     log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');

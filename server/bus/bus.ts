@@ -20,6 +20,7 @@ export interface BusEvents {
   'task.updated': { task: TaskView };
   'execution.updated': { execution: ExecutionView };
   'rollout.updated': { rolloutId: string };
+  'distribution.updated': { distributionId: string; fileId: string };
   /** A rollout paused, or one of its targets failed or was rolled back (notifications listen). */
   'rollout.event': { rolloutId: string; version: string; event: 'paused' | 'target.failed' | 'target.rolled_back'; agentId: string | null; agentName: string | null; reason: string | null };
   'auth.changed': AuthEvent;

@@ -89,6 +89,14 @@ const Schema = z.object({
   updatePublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'MUSTER_UPDATE_PUBLIC_KEY must be the base64 of a 32-byte ed25519 public key').optional(),
   /** Largest agent package accepted by POST /api/artifacts. */
   maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
+  /** Largest managed file revision accepted (uploads are streamed to disk; 413 above). */
+  fileMaxBytes: z.coerce.number().int().min(1).default(100 * 1024 * 1024),
+  /** File distribution: payload bytes per FILE_DATA frame, unacknowledged bytes per transfer, and for all transfers together. */
+  fileChunkBytes: z.coerce.number().int().min(1024).max(4 * 1024 * 1024).default(256 * 1024),
+  fileWindowBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  fileInflightBytes: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  /** A distribution target with no progress for this long (agent offline, transfer stalled) fails. */
+  fileApplyTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Failed logins per username+address per minute before 429. */
   loginRateLimit: z.coerce.number().int().min(1).default(10),
   /** How often the schedule engine looks for due schedules. */
@@ -194,7 +202,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC', terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
-  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', fileMaxBytes: 'MUSTER_FILE_MAX_BYTES', fileChunkBytes: 'MUSTER_FILE_CHUNK_BYTES',
+  fileWindowBytes: 'MUSTER_FILE_WINDOW_BYTES', fileInflightBytes: 'MUSTER_FILE_INFLIGHT_BYTES', fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
   dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS', dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
   dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',

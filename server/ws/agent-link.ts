@@ -25,7 +25,7 @@ export interface AgentLinkDeps {
    * Whether the server holds the execution or terminal session a reply names, for this agent
    * (only such replies are exempt from the message rate; without it, none are).
    */
-  expected?(agentId: string, kind: 'execution' | 'session', id: string): boolean;
+  expected?(agentId: string, kind: 'execution' | 'session' | 'transfer', id: string): boolean;
 }
 
 /** Credentials established at the upgrade; `enrolSecret` and `enrolment` only for a new agent presenting an enrolment token. */
@@ -173,7 +173,8 @@ export class AgentLink implements AgentChannel {
     try {
       const f = decodeFrame(data);
       if (f.op === 'termData') this.deps.binary.termData(this.ctx, f.sessionId, f.data);
-      else this.deps.binary.execOutput(this.ctx, f.executionId, f.stream, f.seq, f.data);
+      else if (f.op === 'execOutput') this.deps.binary.execOutput(this.ctx, f.executionId, f.stream, f.seq, f.data);
+      else return this.sendError('invalid_message', 'agents may not send file data frames');
     } catch (err) {
       if (err instanceof FrameError) return this.sendError('invalid_message', `bad frame: ${err.message}`);
       this.log.error({ err }, 'binary handler failed');
@@ -192,6 +193,9 @@ export class AgentLink implements AgentChannel {
       case 'term.opened':
       case 'term.exit':
         return this.deps.expected(this.auth.agentId, 'session', msg.sessionId);
+      case 'file.ack':
+      case 'file.result':
+        return this.deps.expected(this.auth.agentId, 'transfer', msg.transferId);
       default:
         return false;
     }

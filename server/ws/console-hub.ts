@@ -27,6 +27,7 @@ export class ConsoleHub {
       }),
       bus.subscribe('task.updated', (p) => all({ type: 'task.updated', ...p }, true)),
       bus.subscribe('rollout.updated', (p) => all({ type: 'rollout.updated', ...p }, true)),
+      bus.subscribe('distribution.updated', (p) => all({ type: 'distribution.updated', ...p }, true)),
       // Sockets of an ended session/token/user are closed at once (each message re-checks too).
       bus.subscribe('auth.changed', (ev) => {
         for (const c of [...this.consoles]) if (affects(ev, c)) c.close(CloseCode.sessionEnded, reasonOf(ev));

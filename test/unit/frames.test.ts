@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeExecOutput, encodeTermData, FrameError, FrameOp } from '../../protocol/frames.js';
+import { allocFileData, decodeFrame, encodeExecOutput, encodeFileData, encodeTermData, FrameError, FrameOp } from '../../protocol/frames.js';
 
 const bytes = (...b: number[]) => new Uint8Array(b);
 
@@ -43,6 +43,8 @@ describe('frame codec', () => {
       [bytes(FrameOp.execOutput, 1, 0, 0), /truncated/],
       [bytes(FrameOp.execOutput, 3, 0, 0, 0, 0, 1, 97), /bad stream/],
       [bytes(FrameOp.execOutput, 1, 0, 0, 0, 0, 4, 97), /truncated/],
+      [bytes(FrameOp.fileData, 0, 0, 0, 0, 0, 0, 0), /truncated/],
+      [bytes(FrameOp.fileData, 0, 0, 0, 0, 0, 0, 0, 0, 3, 97), /truncated/],
     ];
     for (const [buf, msg] of bad) {
       expect(() => decodeFrame(buf), String([...buf])).toThrow(FrameError);
@@ -54,5 +56,15 @@ describe('frame codec', () => {
     expect(() => encodeTermData('x'.repeat(256), bytes())).toThrow(FrameError);
     expect(() => encodeExecOutput('é'.repeat(128), 'stdout', 0, bytes())).toThrow(FrameError);
     expect(() => encodeTermData('x'.repeat(255), bytes())).not.toThrow();
+  });
+
+  it('round-trips file data with offsets past 4 GiB; allocFileData leaves room to read straight into the frame', () => {
+    for (const offset of [0, 65_536, 2 ** 32 + 7, Number.MAX_SAFE_INTEGER]) {
+      const data = bytes(1, 2, 3);
+      expect(decodeFrame(encodeFileData('tr-1', offset, data))).toEqual({ op: 'fileData', transferId: 'tr-1', offset, data });
+    }
+    const { frame, payloadAt } = allocFileData('tr-2', 9, 2);
+    frame.set([7, 8], payloadAt);
+    expect(decodeFrame(frame)).toEqual({ op: 'fileData', transferId: 'tr-2', offset: 9, data: bytes(7, 8) });
   });
 });

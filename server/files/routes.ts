@@ -1,0 +1,286 @@
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { Router, type Request } from 'express';
+import { z } from 'zod';
+import type { FileHostView } from '../../protocol/index.js';
+import type { AuditLog } from '../auth/audit.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { AgentRecord } from '../fleet/registry.js';
+import { selectAgents } from '../fleet/routes.js';
+import { actorOf, requireRole } from '../http/context.js';
+import { ApiError, notFound } from '../http/errors.js';
+import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
+import type { SelectorLimits } from '../selectors/selector.js';
+import type { ContentStore, Received } from './content.js';
+import type { DistributionEngine } from './engine.js';
+import { fileView, revisionView, type FileRow, type FileStore, type RevisionRow } from './store.js';
+
+/** An absolute, already normalised path (no `.`/`..` segments, no `//`, no trailing slash). */
+const PATH = z.string().min(2).max(4096).refine((p) => p.startsWith('/') && !p.includes('\0') && !p.endsWith('/')
+  && p.split('/').slice(1).every((s) => s !== '' && s !== '.' && s !== '..'), 'path must be absolute and normalised (no . or .. segments, no // or trailing /)');
+const ACCOUNT = z.string().regex(/^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|\d{1,10})$/, 'a user or group name (or numeric id)').nullable();
+const MODE = z.union([
+  z.number().int().min(0).max(0o7777),
+  z.string().regex(/^0?[0-7]{3,4}$/, 'mode: octal like "0644"').transform((s) => Number.parseInt(s, 8)),
+]);
+const WAVES = z.array(z.union([
+  z.number().int().positive(),
+  z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"'),
+])).min(1).max(50).default(['100%']);
+const TARGETS = z.union([
+  z.object({ selector: z.string().max(4096) }).strict(),
+  z.object({ agentIds: z.array(z.string().min(1).max(128)).min(1).max(50_000) }).strict(),
+]);
+const CONTENT = z.string().max(64 * 1024 * 1024).refine((s) => /^[A-Za-z0-9+/]*={0,2}$/.test(s), 'content: base64');
+
+const CreateFile = z.object({
+  path: PATH,
+  owner: ACCOUNT.default(null),
+  group: ACCOUNT.default(null),
+  mode: MODE.default(0o644),
+  postCommand: z.string().min(1).max(4096).nullable().default(null),
+  /** First revision's bytes, base64 (small files; larger ones go raw to POST /files/:id/revisions). */
+  content: CONTENT.optional(),
+}).strict();
+const PatchFile = z.object({
+  owner: ACCOUNT.optional(), group: ACCOUNT.optional(), mode: MODE.optional(), postCommand: z.string().min(1).max(4096).nullable().optional(),
+}).strict();
+const Distribute = z.object({
+  revision: z.number().int().positive().optional(),
+  targets: TARGETS.optional(),
+  selector: z.string().max(4096).optional(),
+  waves: WAVES,
+  maxFailures: z.number().int().min(0).default(0),
+}).strict();
+
+export interface FileRouteDeps {
+  store: FileStore; content: ContentStore; engine: DistributionEngine; fleet: Fleet; audit: AuditLog; selectorLimits: SelectorLimits;
+}
+
+/** /api/files and /api/distributions. */
+export function fileRoutes(d: FileRouteDeps): Router {
+  const r = Router();
+  const pathKey = (p: string) => createHash('sha256').update(p).digest('hex');
+  const mustFile = async (req: Request): Promise<FileRow> => {
+    const f = await d.store.getFile(String(req.params['id']));
+    if (!f) throw notFound('file');
+    return f;
+  };
+  const hostViews = async (fileId: string): Promise<FileHostView[]> => (await d.store.hosts(fileId)).map((h) => ({
+    agentId: h.agentId, agentName: d.fleet.get(h.agentId)?.name ?? null, revision: h.revision, sha256: h.sha256, state: h.state,
+    reason: h.reason, updatedAt: new Date(h.updatedAt).toISOString(),
+  }));
+
+  /** Stores a received upload as the file's next revision (content first, then the row). */
+  const addRevision = async (req: Request, f: FileRow, got: Received): Promise<RevisionRow> => {
+    d.content.commit(got, f.id);
+    const rev = await d.store.addRevision(f.id, { sha256: got.sha256, size: got.size, createdBy: actorOf(req).username, createdAt: Date.now() });
+    if (!rev) throw notFound('file');
+    await d.audit.record({ actor: actorOf(req), action: 'file.revision', targetType: 'file', targetId: f.id, details: { path: f.path, revision: rev.revision, sha256: rev.sha256, size: rev.size } });
+    return rev;
+  };
+
+  const receiveBody = async (req: Request): Promise<Received> => {
+    if (req.is('application/octet-stream')) {
+      const declared = req.headers['content-length'] === undefined ? null : Number(req.headers['content-length']);
+      try {
+        return await d.content.receive(req, Number.isFinite(declared) ? declared : null);
+      } catch (err) {
+        // Refused before the body was read to its end: the rest of it would be taken for the
+        // next request on this connection, so the answer closes it.
+        if (!req.complete) req.res?.setHeader('Connection', 'close');
+        throw err;
+      }
+    }
+    const body = z.object({ content: CONTENT }).strict().parse(req.body);
+    const buf = Buffer.from(body.content, 'base64');
+    return d.content.receive(buf, buf.length);
+  };
+
+  r.get('/files', requireRole('viewer'), async (req, res) => {
+    const q = parseQuery(req, { ...pageShape(100, 1000), q: one().max(256).optional() });
+    const { items, total } = await d.store.listFiles(q.limit, q.offset, q.q);
+    res.json({ items: items.map((i) => fileView(i.file, i.hosts, i.drifted)), total });
+  });
+
+  r.post('/files', requireRole('admin'), async (req, res) => {
+    const body = CreateFile.parse(req.body);
+    const key = pathKey(body.path);
+    if (await d.store.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
+    const now = Date.now();
+    const f: FileRow = {
+      id: randomUUID(), path: body.path, owner: body.owner, group: body.group, mode: body.mode, postCommand: body.postCommand,
+      latestRevision: 0, createdBy: actorOf(req).username, createdAt: now, updatedAt: now, deletedAt: null,
+    };
+    const got = body.content !== undefined ? await d.content.receive(Buffer.from(body.content, 'base64'), null) : null;
+    try {
+      await d.store.insertFile(f, key);
+    } catch (err) {
+      if (got) d.content.discard(got);
+      if (await d.store.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
+      throw err;
+    }
+    await d.audit.record({ actor: actorOf(req), action: 'file.create', targetType: 'file', targetId: f.id, details: { path: f.path, owner: f.owner, group: f.group, mode: f.mode.toString(8), postCommand: f.postCommand } });
+    if (got) {
+      try {
+        f.latestRevision = (await addRevision(req, f, got)).revision;
+      } finally {
+        d.content.discard(got);
+      }
+    }
+    res.status(201).json(fileView(f));
+  });
+
+  r.get('/files/:id', requireRole('viewer'), async (req, res) => {
+    const f = await mustFile(req);
+    const hosts = await hostViews(f.id);
+    res.json({
+      ...fileView(f, hosts.length, hosts.filter((h) => h.state !== 'ok').length),
+      revisions: (await d.store.revisions(f.id)).map(revisionView),
+      hosts,
+      distributions: (await d.engine.list(f.id, 20, 0)).items,
+    });
+  });
+
+  r.patch('/files/:id', requireRole('admin'), async (req, res) => {
+    const f = await mustFile(req);
+    const body = PatchFile.parse(req.body);
+    const before = { owner: f.owner, group: f.group, mode: f.mode, postCommand: f.postCommand };
+    Object.assign(f, Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined)), { updatedAt: Date.now() });
+    await d.store.updateFile(f);
+    await d.audit.record({ actor: actorOf(req), action: 'file.update', targetType: 'file', targetId: f.id, details: { path: f.path, before, after: body } });
+    res.json(fileView(f));
+  });
+
+  r.delete('/files/:id', requireRole('admin'), async (req, res) => {
+    const f = await mustFile(req);
+    const q = parseQuery(req, { removeFromHosts: oneOf(['true', 'false'] as const).optional() });
+    if (q.removeFromHosts === undefined) throw new ApiError('bad_request', 'say removeFromHosts=true (delete it on the hosts too) or removeFromHosts=false (only stop managing it)');
+    const active = d.engine.activeFor(f.id);
+    if (active) throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it first`, 409, { distributionId: active.id });
+    const remove = q.removeFromHosts === 'true';
+    const holders = (await d.store.hosts(f.id)).map((h) => h.agentId);
+    await d.store.markDeleted(f.id, Date.now());
+    let distribution = null;
+    if (remove && holders.length) {
+      const agents = holders.map((id) => d.fleet.get(id)).filter((a): a is AgentRecord => Boolean(a));
+      const row = await d.engine.create({ file: f, revision: null, kind: 'remove', selector: agents.map((a) => a.id).join(','), waves: ['100%'], maxFailures: agents.length, actor: actorOf(req) }, agents);
+      distribution = await d.engine.view(row.id, false);
+    }
+    await d.audit.record({ actor: actorOf(req), action: 'file.delete', targetType: 'file', targetId: f.id, details: { path: f.path, removeFromHosts: remove, hosts: holders.length, distributionId: distribution?.id ?? null } });
+    res.json({ deleted: true, removeFromHosts: remove, distribution });
+  });
+
+  r.post('/files/:id/revisions', requireRole('admin'), async (req, res) => {
+    const f = await mustFile(req);
+    const got = await receiveBody(req);
+    try {
+      res.status(201).json(revisionView(await addRevision(req, f, got)));
+    } finally {
+      d.content.discard(got);
+    }
+  });
+
+  r.get('/files/:id/revisions', requireRole('viewer'), async (req, res) => {
+    const f = await mustFile(req);
+    const items = (await d.store.revisions(f.id)).map(revisionView);
+    res.json({ items, total: items.length });
+  });
+
+  // The bytes may be a configuration with secrets in it: operators and up.
+  r.get('/files/:id/revisions/:rev/content', requireRole('operator'), async (req, res) => {
+    const f = await mustFile(req);
+    const rev = await d.store.getRevision(f.id, Number(req.params['rev']));
+    const file = rev ? d.content.pathOf(f.id, rev.sha256) : null;
+    if (!rev || !file || !fs.existsSync(file)) throw notFound('revision');
+    res.setHeader('Content-Type', 'application/octet-stream');
+    res.setHeader('Content-Length', String(rev.size));
+    res.setHeader('X-Muster-Sha256', rev.sha256);
+    await pipeline(fs.createReadStream(file), res);
+  });
+
+  const distribute = async (req: Request, f: FileRow, body: z.infer<typeof Distribute>, rollback: boolean) => {
+    let revisionNo = body.revision ?? f.latestRevision;
+    const hosts = await d.store.hosts(f.id);
+    if (rollback && body.revision === undefined) {
+      // The revision before the one the hosts hold now (the newest they hold, if they differ).
+      const held = Math.max(0, ...hosts.map((h) => h.revision));
+      revisionNo = (held || f.latestRevision) - 1;
+      if (revisionNo < 1) throw new ApiError('conflict', 'no earlier revision to roll back to');
+    }
+    const rev = revisionNo > 0 ? await d.store.getRevision(f.id, revisionNo) : null;
+    if (!rev) throw new ApiError(revisionNo > 0 ? 'not_found' : 'conflict', revisionNo > 0 ? `no revision ${revisionNo}` : 'the file has no revision yet; upload one first');
+    let agents: AgentRecord[];
+    let selector: string;
+    const targets = body.targets ?? (body.selector !== undefined ? { selector: body.selector } : null);
+    if (targets && 'agentIds' in targets) {
+      agents = targets.agentIds.map((id) => d.fleet.get(id)).filter((a): a is AgentRecord => Boolean(a));
+      selector = targets.agentIds.join(',');
+    } else if (targets) {
+      agents = selectAgents(d.fleet, targets.selector, undefined, d.selectorLimits);
+      selector = targets.selector;
+    } else if (rollback) {
+      // Rollback without targets: every host that holds the file.
+      agents = hosts.map((h) => d.fleet.get(h.agentId)).filter((a): a is AgentRecord => Boolean(a));
+      selector = agents.map((a) => a.id).join(',');
+    } else {
+      throw new ApiError('bad_request', 'targets: give {selector} or {agentIds}');
+    }
+    const row = await d.engine.create({ file: f, revision: rev, kind: 'apply', selector, waves: body.waves, maxFailures: body.maxFailures, actor: actorOf(req) }, agents);
+    await d.audit.record({
+      actor: actorOf(req), action: rollback ? 'file.rollback' : 'file.distribute', targetType: 'file', targetId: f.id,
+      details: { path: f.path, revision: rev.revision, distributionId: row.id, selector, targets: agents.length, waves: body.waves, maxFailures: body.maxFailures },
+    });
+    return d.engine.view(row.id, true);
+  };
+
+  r.post('/files/:id/distributions', requireRole('operator'), async (req, res) => {
+    const f = await mustFile(req);
+    res.status(201).json(await distribute(req, f, Distribute.parse(req.body ?? {}), false));
+  });
+
+  r.post('/files/:id/rollback', requireRole('operator'), async (req, res) => {
+    const f = await mustFile(req);
+    res.status(201).json(await distribute(req, f, Distribute.parse(req.body ?? {}), true));
+  });
+
+  r.get('/files/:id/distributions', requireRole('viewer'), async (req, res) => {
+    const f = await mustFile(req);
+    const { limit, offset } = parseQuery(req, pageShape());
+    res.json(await d.engine.list(f.id, limit, offset));
+  });
+
+  r.get('/files/:id/hosts', requireRole('viewer'), async (req, res) => {
+    const f = await mustFile(req);
+    const q = parseQuery(req, { state: oneOf(['ok', 'drifted', 'missing'] as const).optional(), drifted: oneOf(['true', 'false'] as const).optional() });
+    let items = await hostViews(f.id);
+    if (q.state) items = items.filter((h) => h.state === q.state);
+    if (q.drifted === 'true') items = items.filter((h) => h.state !== 'ok');
+    res.json({ items, total: items.length });
+  });
+
+  r.get('/distributions/:id', requireRole('viewer'), async (req, res) => {
+    res.json(await d.engine.view(String(req.params['id']), true));
+  });
+
+  for (const action of ['pause', 'resume', 'cancel'] as const) {
+    r.post(`/distributions/:id/${action}`, requireRole('operator'), async (req, res) => {
+      const id = String(req.params['id']);
+      await d.engine.view(id, false); // 404 for an unknown id
+      const by = actorOf(req).username;
+      try {
+        if (action === 'pause') d.engine.pause(id, by);
+        else if (action === 'resume') d.engine.resume(id);
+        else d.engine.cancel(id, by);
+      } catch (err) {
+        await d.audit.record({ actor: actorOf(req), action: `distribution.${action}`, targetType: 'distribution', targetId: id, ok: false, details: { error: (err as Error).message } });
+        throw err;
+      }
+      await d.audit.record({ actor: actorOf(req), action: `distribution.${action}`, targetType: 'distribution', targetId: id });
+      res.json(await d.engine.view(id, false));
+    });
+  }
+
+  return r;
+}

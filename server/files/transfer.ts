@@ -1,0 +1,192 @@
+import fs from 'node:fs/promises';
+import { allocFileData } from '../../protocol/index.js';
+
+/** What the manager needs from the fleet: binary frames to one agent. */
+export interface TransferSink { sendBinary(agentId: string, buf: Uint8Array): boolean }
+
+interface Transfer {
+  id: string; agentId: string; file: string; size: number;
+  /** Bytes put on the socket, and bytes the agent says it has written. */
+  sent: number; acked: number;
+  reading: boolean; started: boolean; ended: boolean;
+  lastProgressAt: number;
+}
+
+interface Handle { fh: Promise<fs.FileHandle>; refs: number; reads: number }
+
+export interface TransferLimits {
+  /** Payload bytes per FILE_DATA frame. */
+  chunkBytes: number;
+  /** Unacknowledged bytes one transfer may have on the way. */
+  windowBytes: number;
+  /** Unacknowledged bytes all transfers together may have on the way (bounds server memory whatever the fleet size). */
+  maxInflightBytes: number;
+}
+
+/**
+ * Streams revision content to agents from disk with credit-based flow control. Invariant: a chunk
+ * is read from disk only when both its transfer's window (sent − acked < windowBytes) and the
+ * global budget (Σ sent − acked < maxInflightBytes) have room, so the bytes held anywhere between
+ * the disk and the agents' disks (frame buffers, the socket's userland queue, kernel buffers, the
+ * agent's memory) never exceed maxInflightBytes + one chunk per transfer being read — however many
+ * agents receive at once. Transfers that find the budget spent wait in `blocked` and are served in
+ * turn as acks give budget back. One file handle per content file is shared by all its transfers
+ * (positional reads; the page cache serves the repeats).
+ */
+export class TransferManager {
+  private readonly transfers = new Map<string, Transfer>();
+  private readonly handles = new Map<string, Handle>();
+  private readonly blocked = new Set<Transfer>();
+  private inflight = 0;
+  /** Total bytes sent (exposed for metrics and benchmarks). */
+  bytesSent = 0;
+
+  constructor(private readonly sink: TransferSink, private readonly limits: TransferLimits, private readonly onError: (err: unknown, transferId: string) => void) {}
+
+  /** Registers a transfer; nothing is sent until the agent's first `file.ack`. */
+  add(id: string, agentId: string, file: string, size: number): void {
+    this.transfers.set(id, { id, agentId, file, size, sent: 0, acked: 0, reading: false, started: false, ended: false, lastProgressAt: Date.now() });
+  }
+
+  holds(agentId: string, id: string): boolean {
+    return this.transfers.get(id)?.agentId === agentId;
+  }
+
+  /** When the transfer last moved (registered or acked). */
+  lastProgress(id: string): number | null {
+    return this.transfers.get(id)?.lastProgressAt ?? null;
+  }
+
+  get inflightBytes(): number {
+    return this.inflight;
+  }
+
+  get active(): number {
+    return this.transfers.size;
+  }
+
+  /** The agent has written every byte below `offset`. A restart from 0 (it reopened its temp file) is allowed. */
+  ack(agentId: string, id: string, offset: number): void {
+    const t = this.transfers.get(id);
+    if (!t || t.agentId !== agentId || t.ended) return;
+    if (offset > t.sent || offset > t.size) return; // acks only what was sent
+    if (!t.started) {
+      t.started = true;
+      this.openHandle(t.file);
+    }
+    if (offset < t.acked) {
+      // Start over from `offset`: what was on the way past it is dropped by the agent.
+      this.inflight -= t.sent - t.acked;
+      t.sent = offset;
+      t.acked = offset;
+    } else {
+      this.inflight -= offset - t.acked;
+      t.acked = offset;
+    }
+    t.lastProgressAt = Date.now();
+    this.pump(t);
+    this.drainBlocked();
+  }
+
+  /** Forgets a transfer (result received, agent gone, cancelled) and gives its budget back. */
+  end(id: string): void {
+    const t = this.transfers.get(id);
+    if (!t) return;
+    t.ended = true;
+    this.transfers.delete(id);
+    this.blocked.delete(t);
+    this.inflight -= t.sent - t.acked;
+    if (t.started) this.closeHandle(t.file);
+    this.drainBlocked();
+  }
+
+  /** Ends every transfer of an agent (its socket closed). */
+  endAgent(agentId: string): string[] {
+    const ids = [...this.transfers.values()].filter((t) => t.agentId === agentId).map((t) => t.id);
+    for (const id of ids) this.end(id);
+    return ids;
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.transfers.keys()]) this.end(id);
+  }
+
+  private drainBlocked(): void {
+    for (const t of [...this.blocked]) {
+      if (this.inflight >= this.limits.maxInflightBytes) return;
+      this.blocked.delete(t);
+      this.pump(t);
+    }
+  }
+
+  /** Sends the next chunk if the window and the budget allow; continues after the read. */
+  private pump(t: Transfer): void {
+    if (t.ended || t.reading || t.sent >= t.size) return;
+    if (t.sent - t.acked >= this.limits.windowBytes) return; // the next ack pumps again
+    if (this.inflight >= this.limits.maxInflightBytes) {
+      this.blocked.add(t);
+      return;
+    }
+    const len = Math.min(this.limits.chunkBytes, t.size - t.sent, this.limits.windowBytes - (t.sent - t.acked));
+    const offset = t.sent;
+    // Counted before the read: concurrent pumps of other transfers see the budget taken.
+    t.sent += len;
+    this.inflight += len;
+    t.reading = true;
+    const { frame, payloadAt } = allocFileData(t.id, offset, len);
+    void this.read(t.file, frame, payloadAt, len, offset).then(() => {
+      t.reading = false;
+      if (t.ended) return;
+      if (t.sent !== offset + len) return this.pump(t); // restarted meanwhile: this chunk is stale
+      this.bytesSent += len;
+      if (!this.sink.sendBinary(t.agentId, frame)) return; // socket gone: the disconnect ends it
+      this.pump(t);
+    }, (err: unknown) => {
+      t.reading = false;
+      this.onError(err, t.id);
+    });
+  }
+
+  private async read(file: string, frame: Uint8Array, at: number, len: number, position: number): Promise<void> {
+    const h = this.handles.get(file)!;
+    h.reads++;
+    try {
+      const fh = await h.fh;
+      let done = 0;
+      while (done < len) {
+        const { bytesRead } = await fh.read(frame, at + done, len - done, position + done);
+        if (bytesRead === 0) throw new Error('content file is shorter than its revision says');
+        done += bytesRead;
+      }
+    } finally {
+      h.reads--;
+      this.maybeClose(h);
+    }
+  }
+
+  private openHandle(file: string): void {
+    const h = this.handles.get(file);
+    if (h) {
+      h.refs++;
+      return;
+    }
+    const fh = fs.open(file, 'r');
+    fh.catch(() => {});
+    this.handles.set(file, { fh, refs: 1, reads: 0 });
+  }
+
+  private closeHandle(file: string): void {
+    const h = this.handles.get(file);
+    if (!h || --h.refs > 0) return;
+    h.refs = 0;
+    this.handles.delete(file);
+    this.maybeClose(h);
+  }
+
+  /** Closes a handle no transfer uses once its last read has settled. */
+  private maybeClose(h: Handle): void {
+    if (h.refs !== 0 || h.reads > 0) return;
+    h.refs = -1; // closed once
+    void h.fh.then((fh) => fh.close().catch(() => {}), () => {});
+  }
+}
