@@ -23,7 +23,8 @@
  * WebSocket endpoint must, browsers included) only once it has read everything before it. Bulk
  * waits while more than `windowBytes` of it is unanswered; the pong moves the queue on. So an
  * echo waits behind at most about `windowBytes` of other sessions' output anywhere on the path,
- * whatever the buffers in between hold.
+ * whatever the buffers in between hold. A peer (or something in between) that never answers
+ * costs no more than a pause: after WINDOW_STALL_MS without a pong the window is reopened.
  *
  * Memory: the queue adds nothing unbounded. `buffered` (socket + queue) is what callers' flow
  * control reads (the agent pauses a script's pipes, consoles over the hard limit are cut), and
@@ -45,6 +46,13 @@ export const INTERACTIVE_FRAME_MAX = 1024;
 export const DEFAULT_BULK_WRITE_THRESHOLD = 64 * 1024;
 /** Default bulk the peer may have unread (server MUSTER_BULK_WINDOW, agent bulkWindow). */
 export const DEFAULT_BULK_WINDOW = 256 * 1024;
+/** A window unanswered this long is assumed read (a peer that does not answer pings must not stall bulk). */
+export const WINDOW_STALL_MS = 3000;
+/** setTimeout/clearTimeout exist in Node and browsers alike; protocol/ has neither's types. */
+const timers = globalThis as unknown as {
+  setTimeout(fn: () => void, ms: number): { unref?(): void };
+  clearTimeout(t: unknown): void;
+};
 /** First bytes of this writer's ping payloads (then a 32-bit sequence number). */
 const PING_TAG = [0x6d, 0x77];
 
@@ -71,6 +79,9 @@ export class PriorityWriter {
   private marks: Mark[] = [];
   private unanswered = 0;
   private seq = 0;
+  /** When the window last moved (a pong, or the first ping after none was outstanding). */
+  private progressAt = 0;
+  private stallTimer: unknown = null;
   private readonly written = (err?: Error): void => {
     if (err) this.clear();
     else if (this.head < this.queue.length) this.pump();
@@ -111,6 +122,7 @@ export class PriorityWriter {
       return;
     }
     this.queue.push({ data, key, size, bulk });
+    if (this.marks.length > 0) this.armStall();
     this.queuedBytes += size;
     if (key !== null) this.perKey.set(key, (this.perKey.get(key) ?? 0) + 1);
   }
@@ -135,7 +147,10 @@ export class PriorityWriter {
       if (this.head === this.queue.length) {
         this.queue = [];
         this.head = 0;
-      } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        return;
+      }
+      if (this.marks.length > 0) this.armStall();
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
         this.queue = this.queue.slice(this.head);
         this.head = 0;
       }
@@ -154,6 +169,7 @@ export class PriorityWriter {
   /** Pings behind the bulk written since the last ping; its pong says the peer read that far. */
   private mark(): void {
     const seq = (this.seq = (this.seq + 1) >>> 0);
+    if (this.marks.length === 0) this.progressAt = Date.now();
     this.marks.push({ seq, bytes: this.sinceMark });
     this.unanswered += this.sinceMark;
     this.sinceMark = 0;
@@ -170,13 +186,37 @@ export class PriorityWriter {
       this.unanswered -= m.bytes;
       if (m.seq === seq) break;
     }
+    this.progressAt = Date.now();
     if (this.head < this.queue.length) this.pump();
     // The queue ran dry below a quarter window: nothing would ping for what was written since.
     if (this.marks.length === 0 && this.sinceMark > 0 && this.head < this.queue.length) this.mark();
   }
 
+  /** While bulk waits for pongs: if none comes for WINDOW_STALL_MS, what is outstanding is taken as read. */
+  private armStall(): void {
+    if (this.stallTimer !== null) return;
+    const t = timers.setTimeout(() => {
+      this.stallTimer = null;
+      if (this.head === this.queue.length || this.marks.length === 0) return;
+      if (Date.now() - this.progressAt >= WINDOW_STALL_MS) {
+        this.marks = [];
+        this.unanswered = 0;
+        this.sinceMark = 0;
+        this.stalls++;
+      }
+      this.pump();
+    }, WINDOW_STALL_MS);
+    t.unref?.();
+    this.stallTimer = t;
+  }
+
+  /** Times the window was reopened without a pong (a peer that does not answer pings). */
+  stalls = 0;
+
   /** Drops everything queued (the socket closed or failed). */
   clear(): void {
+    if (this.stallTimer !== null) timers.clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.queue = [];
     this.head = 0;
     this.queuedBytes = 0;

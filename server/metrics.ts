@@ -54,8 +54,17 @@ export function createMetrics() {
   const statusChanges = new client.Counter({ name: 'muster_agent_status_changes_total', help: 'Agents going online or offline', labelNames: ['status'], registers });
   const notifications = new client.Counter({ name: 'muster_notification_attempts_total', help: 'Notification delivery attempts by channel and result (delivered, retry, failed)', labelNames: ['channel', 'result'], registers });
   const notificationsDropped = new client.Counter({ name: 'muster_notifications_dropped_total', help: 'Notifications dropped by the per-rule rate limit (MUSTER_NOTIFY_MAX_PER_MINUTE)', registers });
+  // Counted on every socket message (4,000 heartbeats a second at 20,000 agents): the labelled child
+  // is looked up once per channel and type instead of hashing the labels object each time.
+  const messageChildren = new Map<string, client.Counter.Internal>();
+  const countMessage = (channel: 'agent' | 'console', type: string): void => {
+    const key = `${channel}\0${type}`;
+    let c = messageChildren.get(key);
+    if (!c) messageChildren.set(key, (c = messages.labels(channel, type)));
+    c.inc();
+  };
   return {
-    registry, sources, agents, heartbeats, connects, disconnects, upgradesRejected, messages, messageErrors, dbFlushes, consoles,
+    registry, sources, agents, heartbeats, connects, disconnects, upgradesRejected, messages, countMessage, messageErrors, dbFlushes, consoles,
     executions, executionDuration, dispatchLatency, outputBytes, tasksFinished, terminalSessions, rolloutTargets,
     heartbeatRtt, connectionDuration, statusChanges, notifications, notificationsDropped,
   };

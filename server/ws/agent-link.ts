@@ -156,7 +156,7 @@ export class AgentLink implements AgentChannel {
     // flood. Everything else is, including replies naming ids the server does not hold (those
     // cost database reads), so an agent cannot flood by dressing messages up as replies.
     if (!this.expectedReply(msg) && !(this.bucket ??= new MessageBucket(this.deps.messageRate, this.deps.messageBurst)).take()) return this.rateExceeded();
-    this.deps.metrics.messages.inc({ channel: 'agent', type: msg.type });
+    this.deps.metrics.countMessage('agent', msg.type);
     if (this.state === 'awaiting-hello') {
       if (msg.type !== 'hello') return this.sendError('invalid_message', 'the first message must be hello', msg.type);
       void this.onHello(msg);

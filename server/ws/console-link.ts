@@ -204,7 +204,7 @@ export class ConsoleLink implements ConsoleChannel {
     // Flow-control acks (one per chunk of terminal output, O(1) each) are paced by the output, like
     // the binary frames; every other message counts against the socket's bucket.
     if (msg.type !== 'term.ack' && !this.bucket.take()) return this.rateExceeded();
-    this.deps.metrics.messages.inc({ channel: 'console', type: msg.type });
+    this.deps.metrics.countMessage('console', msg.type);
     const handled = this.dispatcher.dispatch(this, msg, (err, type) => this.log.error({ err, type }, 'console handler failed'));
     if (!handled) this.error('unknown_type', `no handler for ${msg.type}`, refOf(msg));
   }

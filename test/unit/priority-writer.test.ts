@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { PriorityWriter, streamKeyOf, type FrameSocket } from '../../protocol/index.js';
+import { describe, expect, it, vi } from 'vitest';
+import { PriorityWriter, streamKeyOf, WINDOW_STALL_MS, type FrameSocket } from '../../protocol/index.js';
 
 /**
  * A socket whose buffer drains only when the test says so: `bufferedAmount` is what was sent and
@@ -138,5 +138,29 @@ describe('PriorityWriter', () => {
     w.send(bulk(2, 2000), { bulk: true });
     s.pending[0]!.cb!(new Error('EPIPE'));
     expect(w.queued.frames).toBe(0);
+  });
+});
+
+describe('PriorityWriter window without pongs', () => {
+  it('reopens the window after WINDOW_STALL_MS when the peer never answers its pings', async () => {
+    vi.useFakeTimers();
+    try {
+      const s = new FakeSocket();
+      const w = new PriorityWriter(s, 1 << 30, 80_000);
+      for (let i = 1; i <= 6; i++) w.send(bulk(i), { bulk: true });
+      s.flush();
+      expect(s.wire.length).toBe(2);
+      vi.advanceTimersByTime(WINDOW_STALL_MS + 10);
+      s.flush();
+      expect(w.stalls).toBe(1);
+      expect(s.wire.length).toBe(4);
+      vi.advanceTimersByTime(WINDOW_STALL_MS + 10);
+      vi.advanceTimersByTime(WINDOW_STALL_MS + 10);
+      s.flush();
+      expect(s.wire.length).toBe(6);
+      expect(w.queued.frames).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
