@@ -75,7 +75,8 @@ class SimAgent {
     const headers = { 'X-Muster-Agent-Id': this.id };
     if (this.secret) headers.Authorization = `Bearer ${this.secret}`;
     else headers['X-Muster-Enroll-Token'] = enrollToken;
-    const ws = new WebSocket(target, { headers, perMessageDeflate: false, handshakeTimeout: 30_000, localAddress: this.localAddress, maxPayload: 64 << 20 });
+    // Zero mask, like the real agent (agent/connection.ts): the server then skips unmasking every byte.
+    const ws = new WebSocket(target, { headers, perMessageDeflate: false, handshakeTimeout: 30_000, localAddress: this.localAddress, maxPayload: 64 << 20, generateMask: (mask) => void mask.fill(0) });
     this.ws = ws;
     this.welcomed = false;
     ws.on('unexpected-response', (_req, res) => {
