@@ -13,6 +13,7 @@ import * as createEnrollmentTokens from './202611301850_create_enrollment_tokens
 import * as removeStoredEnrollToken from './202611301851_remove_stored_enroll_token.js';
 import * as addAgentEnrolLabels from './202611301900_add_agent_enrol_labels.js';
 import * as createFileTables from './202611302000_create_file_tables.js';
+import * as addTaskName from './202611302010_add_task_name.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -33,6 +34,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301851_remove_stored_enroll_token', removeStoredEnrollToken],
   ['202611301900_add_agent_enrol_labels', addAgentEnrolLabels],
   ['202611302000_create_file_tables', createFileTables],
+  ['202611302010_add_task_name', addTaskName],
 ];
 
 /** knex MigrationSource over the static list. */

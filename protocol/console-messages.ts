@@ -113,6 +113,8 @@ export interface ExecutionView {
 
 export interface TaskView {
   id: string;
+  /** Given at creation, else the script's first meaningful line (a library run: the script's name). */
+  name: string;
   script: string;
   interpreter: string;
   args: string[];

@@ -8,3 +8,4 @@ export * from './policy.js';
 export * from './dispatch.js';
 export * from './priority-writer.js';
 export * from './file-views.js';
+export * from './task-name.js';

@@ -39,6 +39,8 @@ export interface TaskSpec {
 /** A task as stored. */
 export interface Task extends TaskSpec {
   id: string;
+  /** Given at creation, else the script's first meaningful line (defaultTaskName). */
+  name: string;
   scriptSha256: string;
   targets: unknown;
   concurrency: string | null;
@@ -89,7 +91,7 @@ export function executionView(e: Execution): ExecutionView {
 
 export function taskView(t: Task, counts: Partial<Record<ExecutionState, number>>): TaskView & Record<string, unknown> {
   return {
-    id: t.id, script: t.script, interpreter: t.interpreter, args: t.args, targets: t.targets, createdBy: t.createdBy,
+    id: t.id, name: t.name, script: t.script, interpreter: t.interpreter, args: t.args, targets: t.targets, createdBy: t.createdBy,
     createdAt: new Date(t.createdAt).toISOString(), status: t.status, counts, total: t.total,
     env: publicEnv(t), secretEnv: t.secretEnv, cwd: t.cwd, timeoutSec: t.timeoutSec, concurrency: t.concurrency, maxFailures: t.maxFailures, offline: t.offline,
     queueTtlSec: t.queueTtlSec, scriptSha256: t.scriptSha256, finishedAt: iso(t.finishedAt), cancelledAt: iso(t.cancelledAt),

@@ -1,4 +1,4 @@
-import type { ExecutionState } from '../../protocol/index.js';
+import { defaultTaskName, type ExecutionState } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 import type { Execution, Task } from './model.js';
@@ -40,7 +40,7 @@ function execToRow(e: Execution): Record<string, unknown> {
 
 export function taskFromRow(r: Record<string, unknown>): Task {
   return {
-    id: String(r['id']), script: String(r['script']), scriptSha256: String(r['script_sha256']), interpreter: String(r['interpreter']),
+    id: String(r['id']), name: (r['name'] as string | null) || defaultTaskName(String(r['script'])), script: String(r['script']), scriptSha256: String(r['script_sha256']), interpreter: String(r['interpreter']),
     args: parseJson(r['args'], []), env: parseJson(r['env'], {}), cwd: (r['cwd'] as string | null) ?? null,
     timeoutSec: Number(r['timeout_sec']), targets: parseJson(r['targets'], null), concurrency: (r['concurrency'] as string | null) ?? null,
     maxFailures: (r['max_failures'] as string | null) ?? null, offline: r['offline'] === 'queue' ? 'queue' : 'skip',
@@ -55,7 +55,7 @@ export function taskFromRow(r: Record<string, unknown>): Task {
 
 function taskToRow(t: Task): Record<string, unknown> {
   return {
-    id: t.id, script: t.script, script_sha256: t.scriptSha256, interpreter: t.interpreter, args: JSON.stringify(t.args),
+    id: t.id, name: t.name, script: t.script, script_sha256: t.scriptSha256, interpreter: t.interpreter, args: JSON.stringify(t.args),
     env: JSON.stringify(t.env), cwd: t.cwd, timeout_sec: t.timeoutSec, targets: JSON.stringify(t.targets), concurrency: t.concurrency,
     max_failures: t.maxFailures, offline: t.offline, queue_ttl_sec: t.queueTtlSec, created_by: t.createdBy, created_at: t.createdAt,
     status: t.status, total: t.total, finished_at: t.finishedAt, cancelled_at: t.cancelledAt, cancelled_by: t.cancelledBy, rerun_of: t.rerunOf,
@@ -64,7 +64,17 @@ function taskToRow(t: Task): Record<string, unknown> {
   };
 }
 
-export interface TaskFilter { status?: string; createdBy?: string; since?: number; until?: number; idPrefix?: string; limit: number; offset: number }
+export interface TaskFilter {
+  status?: string; createdBy?: string; since?: number; until?: number; idPrefix?: string;
+  /** Words found in the name or the script (each word must match one of them). */
+  q?: string;
+  /** An agent id, or part of a target's name, among the task's executions. */
+  target?: string;
+  limit: number; offset: number;
+}
+
+/** LIKE pattern text with its wildcards escaped (used with `escape '!'`). */
+const escapeLike = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
 
 /** tasks / executions / execution_output access. Writes of hot paths go through ExecWriter (batched). */
 export class ExecRepo {
@@ -129,6 +139,17 @@ export class ExecRepo {
     if (f.until != null) q.where('created_at', '<', f.until);
     // The route allows only [0-9a-f-] here, so the prefix holds no LIKE wildcard.
     if (f.idPrefix) q.where('id', 'like', `${f.idPrefix}%`);
+    // Tasks whose stored name is null (before names existed) are found by their script, which holds the default name.
+    for (const word of (f.q ?? '').split(/\s+/).filter(Boolean).slice(0, 8)) {
+      const like = `%${escapeLike(word)}%`;
+      q.where((w) => w.whereRaw(`tasks.name like ? escape '!'`, [like]).orWhereRaw(`tasks.script like ? escape '!'`, [like]));
+    }
+    if (f.target) {
+      const like = `%${escapeLike(f.target)}%`;
+      const target = f.target;
+      q.whereExists((s) => s.select(this.db.raw('1')).from('executions').whereRaw('executions.task_id = tasks.id')
+        .andWhere((w) => w.where('executions.agent_id', target).orWhereRaw(`executions.agent_name like ? escape '!'`, [like])));
+    }
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
     const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(f.limit).offset(f.offset);
     return { tasks: rows.map(taskFromRow), total: Number(n) };

@@ -1,5 +1,6 @@
 import { Router, type Response } from 'express';
 import { z } from 'zod';
+import { TASK_NAME_MAX } from '../../protocol/index.js';
 import { actorOf, requireRole } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
@@ -14,6 +15,8 @@ const Limit = z.union([
 
 /** Body of POST /api/tasks (the script library's run reuses its options). */
 export const CreateTask = z.object({
+  /** Shown and searched in the history; default: the script's first meaningful line. */
+  name: z.string().max(TASK_NAME_MAX).nullable().optional(),
   script: z.string().min(1),
   interpreter: z.enum(['bash', 'sh', 'python3', 'node', 'shebang']).default('bash'),
   args: z.array(z.string().max(65_536)).max(256).default([]),
@@ -87,9 +90,11 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
       ...pageShape(50, 1000), status: oneOf(['running', 'succeeded', 'failed', 'cancelled']).optional(),
       createdBy: one().max(128).optional(), since: one().optional(), until: one().optional(),
       idPrefix: one().regex(/^[0-9a-fA-F-]{1,36}$/, 'must be 1 to 36 characters of [0-9a-f-]').optional(),
+      q: one().max(256).optional(), target: one().max(256).optional(),
     });
     res.json(await svc.listTasks({
       status: q.status, createdBy: q.createdBy, since: time(q.since, 'since'), until: time(q.until, 'until'), idPrefix: q.idPrefix?.toLowerCase(),
+      q: q.q?.trim() || undefined, target: q.target?.trim() || undefined,
       limit: q.limit, offset: q.offset,
     }));
   });

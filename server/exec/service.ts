@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { AgentMessage, Hello, Stream } from '../../protocol/index.js';
+import { defaultTaskName, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
 import type { AgentRecord } from '../fleet/registry.js';
@@ -15,6 +15,8 @@ import type { ExecRepo, TaskFilter } from './repository.js';
 import type { Scheduler } from './scheduler.js';
 
 export interface CreateTaskInput extends TaskSpec {
+  /** Shown and searched in the history; default: the script's first meaningful line. */
+  name?: string | null;
   targets: { selector: string } | { agentIds: string[] };
   concurrency?: string | null;
   maxFailures?: string | null;
@@ -42,6 +44,13 @@ export interface ServiceDeps {
 /** Why output is missing when it is: an execution that lost output says so (`truncated` + reason). */
 const TRUNCATED_GAP = 'output truncated: part of it was lost while the agent and the server were apart';
 const TRUNCATED_BY_AGENT = 'output truncated: the agent\'s output buffer filled while the server was unreachable';
+
+/** The first lines of a script for list views (the whole script only in GET /api/tasks/:id). */
+function scriptPreview(script: string): string {
+  const lines = script.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#!'));
+  const head = lines.slice(0, 3).join('\n');
+  return head.length > 300 ? `${head.slice(0, 299)}…` : head;
+}
 
 export class ExecService {
   /** Lookups of executions reported late, by id (a hello and an exec.finished may race). */
@@ -75,7 +84,7 @@ export class ExecService {
     }
     const now = Date.now();
     const task: Task = {
-      id: randomUUID(), script: input.script, scriptSha256: createHash('sha256').update(input.script).digest('hex'),
+      id: randomUUID(), name: input.name?.trim() || defaultTaskName(input.script), script: input.script, scriptSha256: createHash('sha256').update(input.script).digest('hex'),
       interpreter: input.interpreter, args: input.args, env: input.env, cwd: input.cwd, timeoutSec: input.timeoutSec,
       targets: input.targets, concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline,
       queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null, createdBy: actor.username, createdAt: now, status: 'running',
@@ -170,7 +179,7 @@ export class ExecService {
     const agentIds = pick.map((e) => e.agentId).filter((id) => this.d.fleet.get(id));
     if (agentIds.length === 0) throw new ApiError('conflict', opts.all ? 'no agents to rerun on' : 'no failed executions to rerun');
     return this.create({
-      script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
+      name: task.name, script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
       targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
       queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv, signature: task.signature,
     }, actor, task.id, opts.all ? {} : { includeLost: opts.includeLost ?? false });
@@ -199,7 +208,7 @@ export class ExecService {
     const items = tasks.map((t) => {
       const at = this.d.scheduler.tasks.get(t.id);
       const { script: _s, ...rest } = at ? taskView(at.task, this.d.scheduler.counts(at)) : taskView(t, stored.get(t.id) ?? {});
-      return { ...rest, scriptBytes: Buffer.byteLength(t.script) };
+      return { ...rest, scriptBytes: Buffer.byteLength(t.script), scriptPreview: scriptPreview(t.script) };
     });
     return { items, total };
   }

@@ -33,7 +33,7 @@ const Patch = z.object({
 }).strict();
 
 /** POST /api/tasks with a `scriptId`: the task options of an ad-hoc task, minus the script itself. */
-export const RunScript = CreateTask.pick({ cwd: true, timeoutSec: true, targets: true, concurrency: true, maxFailures: true, offline: true, queueTtlSec: true })
+export const RunScript = CreateTask.pick({ name: true, cwd: true, timeoutSec: true, targets: true, concurrency: true, maxFailures: true, offline: true, queueTtlSec: true })
   .extend({
     scriptId: z.string().min(1).max(128),
     version: z.number().int().positive().optional(),

@@ -20,6 +20,8 @@ export function scriptView(s: ScriptRow, v: ScriptVersion, withBody = true) {
 
 /** How a library script run is shaped (the task options of POST /api/tasks besides the script itself). */
 export interface RunOptions {
+  /** The task's name; default: the script's name. */
+  name?: string | null;
   targets: { selector: string } | { agentIds: string[] };
   cwd: string | null;
   timeoutSec: number;
@@ -161,7 +163,7 @@ export class ScriptService {
     const secrets = input.secretParams ?? {};
     const { env, secretEnv, shown } = paramEnv(v.params, { ...input.params, ...secrets }, new Set(Object.keys(secrets)));
     const task = await this.d.exec.create({
-      script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,
+      name: input.name?.trim() || v.name, script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,
       concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline, queueTtlSec: input.queueTtlSec,
       scriptId: s.id, scriptVersion: v.version, scheduleId, secretEnv,
       // Library runs are unsigned: hosts whose policy requires signed scripts refuse them (policy_denied).

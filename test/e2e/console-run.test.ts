@@ -96,7 +96,6 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
     await page.goto(`${server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history', STEP_MS);
-    await screenshot(page, 'history');
     // The host's timeline lists its executions next to its connections.
     await page.goto(`${server.url}/agents/${ids[0]}`);
     await page.waitForSelector('[data-test=agent-timeline] >> text=execution succeeded (exit 0)');

@@ -14,8 +14,9 @@ export function stateType(s: string): TagType {
   }
 }
 
-/** A one-line title for a task: its first script line that is not a shebang (list views omit the script). */
-export function taskTitle(t: { id: string; interpreter: string; script?: string }): string {
+/** A one-line title for a task: its name, else its first script line that is not a shebang. */
+export function taskTitle(t: { id: string; name?: string; interpreter: string; script?: string }): string {
+  if (t.name) return t.name;
   const line = (t.script ?? '').split('\n').find((l) => l.trim() !== '' && !l.startsWith('#!'));
   return line ? `${t.interpreter}: ${line}` : `${t.interpreter} task ${t.id.slice(0, 8)}`;
 }
