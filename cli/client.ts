@@ -71,14 +71,20 @@ export class Client {
   cookie = '';
   constructor(readonly server: string, private readonly token = '') {}
 
-  async request(method: string, p: string, body?: unknown): Promise<Response> {
-    const headers: Record<string, string> = { accept: 'application/json' };
+  /**
+   * One API request. `body` is sent as JSON, unless `raw` gives the body (a stream is sent as it
+   * is read, never whole in memory) and its headers.
+   */
+  async request(method: string, p: string, body?: unknown, raw?: { body: ReadableStream<Uint8Array>; headers: Record<string, string> }): Promise<Response> {
+    const headers: Record<string, string> = { accept: 'application/json', ...raw?.headers };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.token) headers['authorization'] = `Bearer ${this.token}`;
     if (this.cookie) headers['cookie'] = this.cookie;
     let res: Response;
     try {
-      res = await fetch(this.server + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(this.server + p, raw
+        ? { method, headers, body: raw.body, duplex: 'half' } as RequestInit
+        : { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(`cannot reach ${this.server}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);

@@ -4,6 +4,7 @@ import { CliError, GLOBAL_OPTIONS, resolveTokenFlags, type Command } from './com
 import { agents } from './commands/agents.js';
 import { completion } from './commands/completion.js';
 import { exec } from './commands/exec.js';
+import { files } from './commands/files.js';
 import { keygen, signCmd } from './commands/keys.js';
 import { login } from './commands/login.js';
 import { rollout } from './commands/rollout.js';
@@ -16,7 +17,7 @@ declare const __MUSTER_VERSION__: string | undefined;
 const VERSION = typeof __MUSTER_VERSION__ === 'string' ? __MUSTER_VERSION__ : '0.0.0-dev';
 
 /** Every subcommand, in help order. Add new commands here. */
-const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, scripts, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
+const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, scripts, files, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
 
 function help(): string {
   const names = (c: Command): string => [c.name, ...(c.aliases ?? [])].join(', ');

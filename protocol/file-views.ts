@@ -14,8 +14,8 @@ export interface ManagedFileView {
   createdAt: string;
   updatedAt: string;
   /** Hosts that hold some revision of it, and how many of them drifted (or lost it). */
-  hosts: number;
-  drifted: number;
+  hostCount: number;
+  driftedCount: number;
 }
 
 export interface FileRevisionView {

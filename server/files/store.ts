@@ -63,7 +63,7 @@ const targetCols = (t: TargetRow) => ({
 export function fileView(f: FileRow, hosts = 0, drifted = 0): ManagedFileView {
   return {
     id: f.id, path: f.path, owner: f.owner, group: f.group, mode: f.mode, postCommand: f.postCommand, latestRevision: f.latestRevision,
-    createdBy: f.createdBy, createdAt: iso(f.createdAt), updatedAt: iso(f.updatedAt), hosts, drifted,
+    createdBy: f.createdBy, createdAt: iso(f.createdAt), updatedAt: iso(f.updatedAt), hostCount: hosts, driftedCount: drifted,
   };
 }
 export function revisionView(r: RevisionRow): FileRevisionView {

@@ -168,7 +168,7 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     }, 'drift reported', 30_000);
     expect(drifted).toEqual([expect.objectContaining({ agentId: agents[1]!.id, state: 'drifted', reason: 'content changed on the host' })]);
     const list = await viewer.get('/api/files');
-    expect(list.body.items.find((f: any) => f.id === fileId)).toMatchObject({ hosts: 3, drifted: 1 });
+    expect(list.body.items.find((f: any) => f.id === fileId)).toMatchObject({ hostCount: 3, driftedCount: 1 });
     // A mode change is drift too.
     fs.chmodSync(onDisk(2, '/etc/muster-test/app.conf'), 0o666);
     await waitFor(async () => (await viewer.get(`/api/files/${fileId}/hosts?drifted=true`)).body.items.length === 2 || null, 'mode drift', 30_000);
