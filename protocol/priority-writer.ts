@@ -227,10 +227,11 @@ export class PriorityWriter {
   }
 }
 
-/** The stream a control message belongs to (its terminal session or execution), for ordering. */
+/** The stream a control message belongs to (its terminal session, execution or file transfer), for ordering. */
 export function streamKeyOf(msg: object): string | null {
-  const m = msg as { sessionId?: unknown; executionId?: unknown };
+  const m = msg as { sessionId?: unknown; executionId?: unknown; transferId?: unknown };
   if (typeof m.sessionId === 'string') return m.sessionId;
   if (typeof m.executionId === 'string') return m.executionId;
+  if (typeof m.transferId === 'string') return m.transferId;
   return null;
 }

@@ -256,7 +256,7 @@ async function compose(
         binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
         messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
-        pingIntervalMs: config.agentPingIntervalMs,
+        pingIntervalMs: config.agentPingIntervalMs, bulkWriteThreshold: config.bulkWriteThreshold, bulkWindow: config.bulkWindow,
         expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : kind === 'transfer' ? files.holds(agentId, id) : terminals.service.holds(agentId, id)),
       });
     },

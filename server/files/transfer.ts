@@ -1,8 +1,8 @@
 import fs from 'node:fs/promises';
-import { allocFileData } from '../../protocol/index.js';
+import { allocFileData, type SendOpts } from '../../protocol/index.js';
 
 /** What the manager needs from the fleet: binary frames to one agent. */
-export interface TransferSink { sendBinary(agentId: string, buf: Uint8Array): boolean }
+export interface TransferSink { sendBinary(agentId: string, buf: Uint8Array, opts?: SendOpts): boolean }
 
 interface Transfer {
   id: string; agentId: string; file: string; size: number;
@@ -139,7 +139,8 @@ export class TransferManager {
       if (t.ended) return;
       if (t.sent !== offset + len) return this.pump(t); // restarted meanwhile: this chunk is stale
       this.bytesSent += len;
-      if (!this.sink.sendBinary(t.agentId, frame)) return; // socket gone: the disconnect ends it
+      // Bulk: keystrokes and control messages to this agent go ahead of file data.
+      if (!this.sink.sendBinary(t.agentId, frame, { bulk: true, key: t.id })) return; // socket gone: the disconnect ends it
       this.pump(t);
     }, (err: unknown) => {
       t.reading = false;

@@ -1,4 +1,4 @@
-import type { Hello, HostPolicy, Labels, Metrics, ServerToAgent } from '../../protocol/index.js';
+import type { Hello, HostPolicy, Labels, Metrics, SendOpts, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
@@ -21,7 +21,8 @@ export interface AgentChannel {
   readonly linkId: number;
   readonly remoteAddress: string | null;
   send(msg: ServerToAgent): boolean;
-  sendBinary(buf: Uint8Array): boolean;
+  /** A frame; `bulk` ones (file data) wait while the socket is backed up, `key` keeps a stream's order. */
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean;
   /** Bytes queued in the socket and not yet written (for backpressure). */
   bufferedAmount(): number;
   /** Stops/restarts reading from the socket (backpressure towards the agent's TCP window). */
@@ -136,9 +137,9 @@ export class Fleet {
     const l = this.live.get(agentId);
     return l ? l.ch.send(msg) : false;
   }
-  sendBinary(agentId: string, buf: Uint8Array): boolean {
+  sendBinary(agentId: string, buf: Uint8Array, opts?: SendOpts): boolean {
     const l = this.live.get(agentId);
-    return l ? l.ch.sendBinary(buf) : false;
+    return l ? l.ch.sendBinary(buf, opts) : false;
   }
   bufferedAmount(agentId: string): number {
     return this.live.get(agentId)?.ch.bufferedAmount() ?? 0;

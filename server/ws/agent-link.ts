@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import {
-  AgentToServer, CloseCode, decodeFrame, FrameError, InvalidCounter, MessageDispatcher, refOf, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-  type Hello, type Refusal, type ServerToAgent,
+  AgentToServer, CloseCode, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, FrameError, InvalidCounter, MessageDispatcher,
+  MIN_PROTOCOL_VERSION, PriorityWriter, PROTOCOL_VERSION, refOf, streamKeyOf, type Hello, type Refusal, type SendOpts, type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
@@ -19,6 +19,10 @@ export interface AgentLinkDeps {
   heartbeatIntervalMs: number; helloTimeoutMs: number; maxInvalidMessages: number;
   /** Control messages per second (average) and burst before the socket is closed. */
   messageRate: number; messageBurst: number;
+  /** Bulk frames (file data) wait while the socket holds this many bytes; keystrokes go first. */
+  bulkWriteThreshold?: number;
+  /** Bulk the agent may have unread, kernel buffers included (0: unbounded). */
+  bulkWindow?: number;
   /** Server → agent WebSocket ping interval (0: none); each pong's round trip is observed. */
   pingIntervalMs: number;
   /**
@@ -53,6 +57,8 @@ export class AgentLink implements AgentChannel {
   private logger: Logger | undefined;
   private ctx!: AgentCtx;
   private bucket: MessageBucket | undefined;
+  /** Priority writer, once bulk (file data) was sent on this socket. */
+  private out: PriorityWriter | undefined;
 
   constructor(private readonly ws: WebSocket, readonly remoteAddress: string | null, private readonly auth: AgentAuth, private readonly deps: AgentLinkDeps) {
     this.invalid = new InvalidCounter(deps.maxInvalidMessages);
@@ -64,7 +70,9 @@ export class AgentLink implements AgentChannel {
       if (!this.closeReason) this.closeReason = 'protocol error';
     });
     ws.on('close', () => void this.onClose());
-    ws.on('pong', () => {
+    ws.on('pong', (d) => {
+      // A pong of the priority writer's window (it carries a payload) is not the RTT sample.
+      if (d.length > 0) return this.out?.pong(d);
       if (this.pingSentAt === null) return;
       this.deps.metrics.heartbeatRtt.observe((performance.now() - this.pingSentAt) / 1000);
       this.pingSentAt = null;
@@ -89,16 +97,23 @@ export class AgentLink implements AgentChannel {
 
   send(msg: ServerToAgent): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    this.ws.send(JSON.stringify(msg));
+    if (this.out) this.out.send(JSON.stringify(msg), { key: streamKeyOf(msg) });
+    else this.ws.send(JSON.stringify(msg));
     return true;
   }
-  sendBinary(buf: Uint8Array): boolean {
+  /**
+   * Keystrokes and control messages go ahead of bulk (file data). The priority writer is made on
+   * the first bulk frame: most of a large fleet's sockets never carry any.
+   */
+  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    this.ws.send(buf, { binary: true });
+    if (opts?.bulk) this.out ??= new PriorityWriter(this.ws, this.deps.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, this.deps.bulkWindow ?? DEFAULT_BULK_WINDOW);
+    if (this.out) this.out.send(buf, opts);
+    else this.ws.send(buf, { binary: true });
     return true;
   }
   bufferedAmount(): number {
-    return this.ws.bufferedAmount;
+    return this.out ? this.out.buffered : this.ws.bufferedAmount;
   }
   /**
    * Stops reading (backpressure: the database is behind on output). While paused the agent's
@@ -311,6 +326,7 @@ export class AgentLink implements AgentChannel {
   }
 
   private async onClose(): Promise<void> {
+    this.out?.clear();
     clearTimeout(this.helloTimer);
     clearInterval(this.pingTimer);
     clearInterval(this.keepAlive);
