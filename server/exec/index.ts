@@ -58,11 +58,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
 
-  // Connect hooks run before the link sends `welcome`, and an agent ignores commands before its
-  // welcome: reconcile (resume, dispatch) on the next turn, after the welcome is written.
-  fleet.onConnect((agentId, hello) => void setImmediate(() => {
-    if (fleet.isOnline(agentId)) svc.connected(agentId, hello);
-  }));
+  // Connect hooks run once the welcome is written: reconcile (resume, dispatch) at once.
+  fleet.onConnect((agentId, hello) => svc.connected(agentId, hello));
   fleet.onDisconnect((agentId) => svc.disconnected(agentId));
 
   return {

@@ -123,6 +123,10 @@ export class Fleet {
     await this.flush();
   }
 
+  /**
+   * Runs when an agent has registered and its `welcome` is on the wire (see `welcomed`), so a hook
+   * may send it commands at once (an agent ignores commands before its welcome).
+   */
   onConnect(h: ConnectHook): void { this.connectHooks.push(h); }
   onDisconnect(h: DisconnectHook): void { this.disconnectHooks.push(h); }
   /** A host reported a policy other than the one stored (first report, a reconnect after an edit, or SIGHUP). */
@@ -206,9 +210,23 @@ export class Fleet {
     this.updateGauge();
     this.deps.log.info({ agentId: rec.id, name: rec.name, remote: ch.remoteAddress, new: isNew }, 'agent online');
     this.deps.bus.publish('agent.online', { agent: agentView(rec) });
-    for (const h of this.connectHooks) h(rec.id, hello);
     if (hello.policy && JSON.stringify(prevPolicy) !== JSON.stringify(hello.policy)) {
       for (const h of this.policyHooks) h(rec.id, hello.policy, prevPolicy, ch.remoteAddress);
+    }
+  }
+
+  /**
+   * The link has sent `welcome` on the channel `connect` registered: runs the connect hooks, unless
+   * another socket of the agent took over (or it went offline) meanwhile.
+   */
+  welcomed(ch: AgentChannel, hello: Hello): void {
+    if (this.live.get(hello.agentId)?.ch !== ch) return;
+    for (const h of this.connectHooks) {
+      try {
+        h(hello.agentId, hello);
+      } catch (err) {
+        this.deps.log.error({ err, agentId: hello.agentId }, 'connect hook failed');
+      }
     }
   }
 

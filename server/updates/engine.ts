@@ -61,12 +61,11 @@ export class RolloutEngine {
       const targets = new Map((await this.d.store.targets(row.id)).map((t) => [t.agentId, t]));
       this.live.set(row.id, { row, targets, sent: new Set() });
     }
-    // Connect hooks run before the link has sent `welcome`, and an agent ignores commands that
-    // arrive before its welcome: act on the next turn of the event loop, after the welcome.
+    // Connect hooks run once the welcome is written, so commands may go out at once.
     this.d.fleet.onConnect((agentId, hello) => {
       if (hello.capabilities.includes('update')) this.cannotUpdate.delete(agentId);
       else this.cannotUpdate.add(agentId);
-      setImmediate(() => this.onConnect(agentId, hello));
+      this.onConnect(agentId, hello);
     });
     this.d.fleet.onDisconnect((agentId) => {
       for (const l of this.live.values()) l.sent.delete(agentId);

@@ -293,6 +293,7 @@ export class AgentLink implements AgentChannel {
       heartbeatIntervalMs: this.deps.heartbeatIntervalMs, serverTime: Date.now(),
       ...(this.auth.enrolSecret ? { secret: this.auth.enrolSecret } : {}),
     });
+    this.deps.fleet.welcomed(this, h);
     if (enrolment) {
       await this.deps.audit.record({
         actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
