@@ -220,7 +220,7 @@ export type ServerToConsole =
   /** `position` and `expected` come with `selector_syntax` (0-based position in the selector). */
   | { type: 'error'; code: string; message: string; ref?: string; position?: number; expected?: string }
   | { type: 'agent.online'; agent: AgentView }
-  | { type: 'agent.offline'; agentId: string; reason: string; at: string }
+  | { type: 'agent.offline'; agentId: string; reason: string; at: string; name?: string }
   | { type: 'agent.changed'; agent: AgentView }
   | { type: 'agent.removed'; agentId: string }
   /** Latest metrics of many agents, batched (at most one message per flush interval). */

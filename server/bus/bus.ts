@@ -13,7 +13,7 @@ export type AuthEvent =
 /** Events services publish; the socket layer (and, with NATS, other nodes) subscribe. */
 export interface BusEvents {
   'agent.online': { agent: AgentView };
-  'agent.offline': { agentId: string; reason: string; at: string };
+  'agent.offline': { agentId: string; reason: string; at: string; name?: string };
   'agent.changed': { agent: AgentView };
   'agent.removed': { agentId: string };
   'agent.metrics': { items: { agentId: string; metrics: Metrics; lastSeenAt: string }[] };

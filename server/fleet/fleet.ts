@@ -111,7 +111,7 @@ export class Fleet {
     this.updateGauge();
     const at = new Date(now).toISOString();
     for (const id of offline) {
-      this.deps.bus.publish('agent.offline', { agentId: id, reason: 'server shutdown', at });
+      this.deps.bus.publish('agent.offline', { agentId: id, reason: 'server shutdown', at, name: this.agents.get(id)?.name });
       for (const h of this.disconnectHooks) h(id, 'server shutdown');
     }
     await this.deps.writes.idle();
@@ -292,7 +292,7 @@ export class Fleet {
       this.deps.bus.publish('agent.online', { agent: agentView(rec) });
     } else if (change.online === false && rec.status !== 'offline') {
       rec.status = 'offline';
-      this.deps.bus.publish('agent.offline', { agentId, reason: 'connection lost', at: new Date(now).toISOString() });
+      this.deps.bus.publish('agent.offline', { agentId, reason: 'connection lost', at: new Date(now).toISOString(), name: rec.name });
     }
   }
 
@@ -349,7 +349,7 @@ export class Fleet {
       this.deps.log.error({ err, agentId }, 'could not record disconnection');
     }
     if (reason !== 'replaced') {
-      this.deps.bus.publish('agent.offline', { agentId, reason, at: new Date(now).toISOString() });
+      this.deps.bus.publish('agent.offline', { agentId, reason, at: new Date(now).toISOString(), ...(rec ? { name: rec.name } : {}) });
       for (const h of this.disconnectHooks) h(agentId, reason);
     }
   }

@@ -69,7 +69,8 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
       const plat = `${a.platform}/${a.arch}`;
       byPlatform[plat] = (byPlatform[plat] ?? 0) + 1;
     }
-    res.json({ total, byStatus, byVersion, byPlatform, recentConnections: await deps.connections.recent(20) });
+    const recentConnections = (await deps.connections.recent(20)).map((c) => ({ ...c, name: fleet.get(c.agentId)?.name ?? null }));
+    res.json({ total, byStatus, byVersion, byPlatform, recentConnections });
   });
 
   r.get('/agents/:id', requireRole('viewer'), (req, res) => {
