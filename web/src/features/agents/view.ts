@@ -103,6 +103,8 @@ export function useFleetView(params: Readonly<Ref<FleetViewParams>>, opts: { ini
   function show(from: number, n: number): void {
     first = from;
     count = n;
+    // Before the first open the window is requested with it (open() uses first/count).
+    if (!openRef) return;
     const held = from >= reqOffset && from + n <= reqOffset + reqLimit;
     const nearEdge = (from - reqOffset < MARGIN / 3 && reqOffset > 0) || reqOffset + reqLimit - (from + n) < MARGIN / 3;
     if (held && !nearEdge) return;
@@ -128,8 +130,8 @@ export function useFleetView(params: Readonly<Ref<FleetViewParams>>, opts: { ini
 
   let debounce: ReturnType<typeof setTimeout> | null = null;
   watch(params, (p, old) => {
-    // A new filter or sort starts from the top.
-    first = 0;
+    // The window is opened around the current screen; a shorter list clamps the table's scroll,
+    // which reports the new range.
     if (debounce) clearTimeout(debounce);
     const typed = old !== undefined && p.selector !== old.selector;
     debounce = setTimeout(() => {
