@@ -1,5 +1,6 @@
 import type { AgentToServer, HelloExecution, SendOpts } from '../protocol/index.js';
 import type { AgentConfig } from './config.js';
+import type { LiveSettings } from './live-config.js';
 import type { ServerHandlers } from './connection.js';
 import type { AgentLog } from './log.js';
 import type { Policy } from './policy.js';
@@ -26,6 +27,8 @@ export interface AgentContext {
   link: Link;
   /** The host policy in force now (re-read on SIGHUP): capabilities ask for it at each use. */
   policy(): Policy;
+  /** Settings in force now (own config < server's live configuration < host policy): read at each use. */
+  settings(): LiveSettings;
   /** Exits the process after saying bye (restart by the supervisor). */
   exit(reason: string, code: number): Promise<void>;
 }

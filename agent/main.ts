@@ -1,11 +1,12 @@
 import os from 'node:os';
-import { PROTOCOL_VERSION, type Hello } from '../protocol/index.js';
+import { PROTOCOL_VERSION, type AgentSettings, type Hello } from '../protocol/index.js';
 import { AgentConfigError, loadAgentConfig } from './config.js';
 import type { AgentContext, Link } from './capability.js';
 import { ServerConnection, type ServerHandlers } from './connection.js';
 import { createExecutor } from './executor/index.js';
 import { createFiles } from './files/index.js';
 import { startHealth } from './health.js';
+import { liveSettings, type LiveSettings } from './live-config.js';
 import { createAgentLog } from './log.js';
 import { loadPolicy, type Policy } from './policy.js';
 import { createPtyHost } from './pty/index.js';
@@ -39,7 +40,6 @@ async function main(): Promise<void> {
   const state = new AgentState(cfg.stateDir);
   // The agent id is known from the state dir before anything logs: bound on every line.
   const log = createAgentLog(cfg.logLevel, { agentId: state.agentId });
-  let labels = cfg.labels;
   const cpu = new CpuMeter();
   const startedAt = Date.now();
   const counters = { heartbeats_sent_total: 0, heartbeats_acked_total: 0, connects_total: 0, disconnects_total: 0, config_applied_total: 0 };
@@ -76,7 +76,33 @@ async function main(): Promise<void> {
     return p;
   };
   let policy = readPolicy();
-  const ctx: AgentContext = { cfg, log, state, link, policy: () => policy, exit: (reason, code) => shutdown(reason, code) };
+
+  // Live configuration: the server's settings over the agent's own config, the host policy over both.
+  let localCfg = cfg;
+  let pushed: AgentSettings = {};
+  let pushedRevision: string | null = null;
+  let pushedAt: number | null = null;
+  let live: LiveSettings = liveSettings(localCfg, localCfg.labels, policy.view, pushed);
+  /** The heartbeat interval the last welcome named (null while not connected). */
+  let welcomeIntervalMs: number | null = null;
+  const effective = () => ({
+    heartbeatIntervalSec: live.heartbeatIntervalSec ?? (welcomeIntervalMs !== null ? welcomeIntervalMs / 1000 : null), logLevel: live.logLevel,
+    labels: live.labels, terminalIdleTimeoutSec: live.terminalIdleTimeoutSec, execBufferBytes: live.execBufferBytes,
+  });
+  /** Recomputes what is in force and applies what changed: log level, heartbeat timer, labels (reported to the server). */
+  const applyLive = (): void => {
+    const prev = live;
+    live = liveSettings(localCfg, localCfg.labels, policy.view, pushed);
+    if (log.level !== live.logLevel) log.level = live.logLevel;
+    if (prev.heartbeatIntervalSec !== live.heartbeatIntervalSec && welcomeIntervalMs !== null) startHeartbeat();
+    if (JSON.stringify(prev.labels) !== JSON.stringify(live.labels)) conn.send({ type: 'labels', labels: live.labels });
+  };
+  const sendApplied = (): void => {
+    if (pushedRevision === null) return;
+    if (conn.send({ type: 'config.applied', revision: pushedRevision, effective: effective(), notes: live.notes })) counters.config_applied_total++;
+  };
+
+  const ctx: AgentContext = { cfg, log, state, link, policy: () => policy, settings: () => live, exit: (reason, code) => shutdown(reason, code) };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
@@ -87,7 +113,8 @@ async function main(): Promise<void> {
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels, capabilities: ['exec', 'pty', 'files', ...(cfg.installRoot ? ['update'] : [])], executions: executor.helloExecutions(),
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels: live.labels, capabilities: ['exec', 'pty', 'files', 'config', ...(cfg.installRoot ? ['update'] : [])],
+    executions: executor.helloExecutions(),
     policy: policy.view,
   });
 
@@ -97,6 +124,14 @@ async function main(): Promise<void> {
       hb.lastAckedAt = Date.now();
       hb.lastAckedSeq = m.seq;
       counters.heartbeats_acked_total++;
+    },
+    config: (m) => {
+      pushed = m.settings;
+      pushedRevision = m.revision;
+      pushedAt = Date.now();
+      applyLive();
+      log.info({ revision: m.revision, settings: Object.keys(m.settings), notes: live.notes, effective: { ...effective(), labels: undefined } }, 'live configuration applied');
+      sendApplied();
     },
     restart: (m) => {
       log.info({ reason: m.reason }, 'restart requested by the server');
@@ -115,27 +150,35 @@ async function main(): Promise<void> {
     onFileData: (id, offset, data) => files.onFileData(id, offset, data),
     onWelcome: (intervalMs) => {
       counters.connects_total++;
-      clearInterval(heartbeatTimer);
-      const beat = () => {
-        const seq = hb.seq;
-        if (conn.send({ type: 'heartbeat', seq, metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
-          hb.seq++;
-          hb.lastSentAt = Date.now();
-          hb.lastSentSeq = seq;
-          counters.heartbeats_sent_total++;
-        }
-      };
-      beat();
-      hb.intervalMs = intervalMs;
-      heartbeatTimer = setInterval(beat, intervalMs);
+      welcomeIntervalMs = intervalMs;
+      startHeartbeat();
       for (const c of capabilities) c.onWelcome?.();
     },
     onDisconnected: () => {
       counters.disconnects_total++;
+      welcomeIntervalMs = null;
       clearInterval(heartbeatTimer);
       for (const c of capabilities) c.onDisconnected?.();
     },
   });
+
+  /** (Re)starts heartbeats at the live interval (else the welcome's): one at once, then every interval. */
+  function startHeartbeat(): void {
+    clearInterval(heartbeatTimer);
+    const intervalMs = live.heartbeatIntervalSec !== null ? live.heartbeatIntervalSec * 1000 : welcomeIntervalMs ?? 5000;
+    const beat = () => {
+      const seq = hb.seq;
+      if (conn.send({ type: 'heartbeat', seq, metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
+        hb.seq++;
+        hb.lastSentAt = Date.now();
+        hb.lastSentSeq = seq;
+        counters.heartbeats_sent_total++;
+      }
+    };
+    beat();
+    hb.intervalMs = intervalMs;
+    heartbeatTimer = setInterval(beat, intervalMs);
+  }
 
   /** SIGHUP and POST /reload: re-read the policy file, then the config file (labels, log level). */
   const reload = (): { ok: boolean; error?: string; labels?: number; policy?: string } => {
@@ -144,13 +187,18 @@ async function main(): Promise<void> {
     for (const c of capabilities) c.onPolicy?.(policy);
     conn.send({ type: 'policy', policy: policy.view });
     try {
-      labels = loadAgentConfig(argv, process.env).labels;
-      log.info({ labels: Object.keys(labels).length }, 'config reloaded');
-      conn.send({ type: 'labels', labels });
-      return { ok: true, labels: Object.keys(labels).length, policy: policy.view.source };
+      localCfg = loadAgentConfig(argv, process.env);
+      applyLive();
+      log.info({ labels: Object.keys(localCfg.labels).length }, 'config reloaded');
+      conn.send({ type: 'labels', labels: live.labels });
+      return { ok: true, labels: Object.keys(localCfg.labels).length, policy: policy.view.source };
     } catch (err) {
       log.error({ err }, 'config reload failed; keeping the old one');
+      applyLive();
       return { ok: false, error: (err as Error).message, policy: policy.view.source };
+    } finally {
+      // What is in force may have changed (a new policy cap): the server sees it.
+      sendApplied();
     }
   };
 
@@ -161,7 +209,7 @@ async function main(): Promise<void> {
     lastError: () => conn.lastError,
     connectedSince: () => (conn.connected ? conn.lastConnectedAt : null),
     heartbeat: () => ({ intervalMs: hb.intervalMs, lastSentAt: hb.lastSentAt, lastSentSeq: hb.lastSentSeq, lastAckedAt: hb.lastAckedAt, lastAckedSeq: hb.lastAckedSeq }),
-    config: () => ({}),
+    config: () => ({ revision: pushedRevision, receivedAt: pushedAt !== null ? new Date(pushedAt).toISOString() : null, settings: pushed, effective: effective(), notes: live.notes }),
     counters: () => counters,
     running: () => ({ executions: running.executions(), terminals: running.terminals() }),
     reload: () => {

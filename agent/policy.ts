@@ -22,6 +22,12 @@ const PolicyFile = z.object({
   requireSignedScripts: z.boolean().default(false),
   scriptPublicKeys: z.array(z.string().min(1).max(4096)).max(64).default([]),
   allowedPaths: z.array(z.string().min(1).max(4096).regex(/^\//, 'allowedPaths entries must be absolute')).max(256).nullable().default(null),
+  /** false: the server cannot change any setting live (every key of a `config` push is refused). */
+  remoteConfig: z.boolean().default(true),
+  /** Caps the terminal idle timeout, whoever sets it (config file or server). */
+  terminalIdleTimeoutMaxSec: z.number().int().positive().nullable().default(null),
+  /** Caps an execution's output buffer, whoever sets it. */
+  execBufferMaxBytes: z.number().int().min(64 * 1024).nullable().default(null),
 }).strict().refine((p) => !p.requireSignedScripts || p.scriptPublicKeys.length > 0, {
   message: 'requireSignedScripts needs at least one key in scriptPublicKeys', path: ['scriptPublicKeys'],
 });
@@ -38,6 +44,7 @@ export function defaultPolicy(file: string): Policy {
     view: {
       source: 'default', path: file, terminals: true, exec: true, interpreters: null, runAs: null,
       requireSignedScripts: false, scriptPublicKeys: [], allowedPaths: null,
+      remoteConfig: true, terminalIdleTimeoutMaxSec: null, execBufferMaxBytes: null,
     },
     keys: [],
   };
@@ -54,6 +61,7 @@ function lockdown(file: string, error: string): Policy {
     view: {
       source: 'lockdown', path: file, error: error.slice(0, 1024), terminals: false, exec: false, interpreters: [], runAs: null,
       requireSignedScripts: true, scriptPublicKeys: [], allowedPaths: [],
+      remoteConfig: false, terminalIdleTimeoutMaxSec: null, execBufferMaxBytes: null,
     },
     keys: [],
   };
@@ -119,6 +127,7 @@ export function loadPolicy(file: string, myUid = process.getuid?.() ?? 0): Polic
     view: {
       source: 'file', path: file, terminals: p.terminals, exec: p.exec, interpreters: p.interpreters, runAs: p.runAs,
       requireSignedScripts: p.requireSignedScripts, scriptPublicKeys: raws, allowedPaths: p.allowedPaths,
+      remoteConfig: p.remoteConfig, terminalIdleTimeoutMaxSec: p.terminalIdleTimeoutMaxSec, execBufferMaxBytes: p.execBufferMaxBytes,
     },
     keys,
   };

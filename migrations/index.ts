@@ -14,6 +14,7 @@ import * as removeStoredEnrollToken from './202611301851_remove_stored_enroll_to
 import * as addAgentEnrolLabels from './202611301900_add_agent_enrol_labels.js';
 import * as createFileTables from './202611302000_create_file_tables.js';
 import * as addTaskName from './202611302010_add_task_name.js';
+import * as createAgentConfigRules from './202611302030_create_agent_config_rules.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -35,6 +36,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611301900_add_agent_enrol_labels', addAgentEnrolLabels],
   ['202611302000_create_file_tables', createFileTables],
   ['202611302010_add_task_name', addTaskName],
+  ['202611302030_create_agent_config_rules', createAgentConfigRules],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Labels, Metrics, UpdateState, id } from './common.js';
+import { AgentSettings } from './agent-config.js';
 import { HostPolicy } from './policy.js';
 
 /* ---------------- agent → server ---------------- */
@@ -46,6 +47,24 @@ export const AgentError = z.object({
 export const LabelsUpdate = z.object({ type: z.literal('labels'), labels: Labels });
 /** Sent after SIGHUP re-read the host policy file. */
 export const PolicyUpdate = z.object({ type: z.literal('policy'), policy: HostPolicy });
+
+/**
+ * Answer to `config`: the revision now in force, every setting's effective value (the pushed one,
+ * or the agent's own, as limited by its host policy), and for each pushed key that is not in force
+ * as sent, why (`notes`: limited or refused by host policy).
+ */
+export const ConfigApplied = z.object({
+  type: z.literal('config.applied'),
+  revision: z.string().max(64),
+  effective: z.object({
+    heartbeatIntervalSec: z.number().positive().nullable(),
+    logLevel: z.string().max(16),
+    labels: z.record(z.string().max(63), z.string().max(255)),
+    terminalIdleTimeoutSec: z.number().int().positive(),
+    execBufferBytes: z.number().int().positive(),
+  }),
+  notes: z.record(z.string().max(64), z.string().max(512)),
+});
 
 export const ExecStarted = z.object({
   type: z.literal('exec.started'),
@@ -129,7 +148,7 @@ export const FileStateItem = z.object({
 export const FileState = z.object({ type: z.literal('file.state'), full: z.boolean(), files: z.array(FileStateItem).max(10_000) });
 
 export const AgentToServer = z.discriminatedUnion('type', [
-  Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate,
+  Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate, ConfigApplied,
   ExecStarted, ExecFinished, ExecRejected,
   TermOpened, TermExit,
   UpdateStatus,
@@ -155,6 +174,12 @@ export const ServerError = AgentError;
 /** Answer to a heartbeat that carried `seq` (agents that send none get none). */
 export const HeartbeatAck = z.object({ type: z.literal('heartbeat.ack'), seq: z.number().int().nonnegative() });
 export const Restart = z.object({ type: z.literal('restart'), reason: z.string().max(255) });
+/**
+ * Live configuration (agents that list the `config` capability in hello): the whole desired set
+ * (absent keys: the agent's own values), sent after every welcome and whenever it changes. The
+ * agent applies it, as its host policy allows, and answers `config.applied` with the revision.
+ */
+export const ConfigPush = z.object({ type: z.literal('config'), revision: z.string().max(64), settings: AgentSettings });
 
 export const ExecRun = z.object({
   type: z.literal('exec.run'),
@@ -229,7 +254,7 @@ export const FileRemove = z.object({ type: z.literal('file.remove'), transferId:
 export const FileForget = z.object({ type: z.literal('file.forget'), fileId: id });
 
 export const ServerToAgent = z.discriminatedUnion('type', [
-  Welcome, ServerError, Restart, HeartbeatAck,
+  Welcome, ServerError, Restart, HeartbeatAck, ConfigPush,
   ExecRun, ExecCancel, ExecResume, ExecAck,
   TermOpen, TermResize, TermClose, TermAck,
   Update,

@@ -25,6 +25,11 @@ export const HostPolicy = z.object({
   scriptPublicKeys: z.array(z.string().max(64)).max(64),
   /** Path prefixes file writes may touch (file distribution); null = any. */
   allowedPaths: z.array(z.string().max(4096)).max(256).nullable(),
+  /** Whether the server may change settings live (`config`); false: every pushed key is refused. Absent: true. */
+  remoteConfig: z.boolean().optional(),
+  /** Caps on live and local settings (null or absent: none): the idle timeout of terminals, an execution's output buffer. */
+  terminalIdleTimeoutMaxSec: z.number().int().positive().nullable().optional(),
+  execBufferMaxBytes: z.number().int().positive().nullable().optional(),
 });
 export type HostPolicy = z.infer<typeof HostPolicy>;
 

@@ -18,6 +18,7 @@ import { DbReadiness } from './db/readiness.js';
 import { secureDataDir } from './db/data-dir.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { TxBatcher } from './db/tx-batcher.js';
+import { createAgentConfig } from './agent-config/index.js';
 import { createExec } from './exec/index.js';
 import { createFiles } from './files/index.js';
 import { createSchedules } from './schedules/index.js';
@@ -143,6 +144,7 @@ async function compose(
   const schedules = createSchedules(core, scripts.service);
   const notifications = createNotifications(core);
   const files = createFiles(core, exec.service);
+  const agentConfig = createAgentConfig(core);
 
   // A host's policy is its owner's decision, not an operator's: recorded as the agent's own action.
   fleet.onPolicyChange((agentId, policy, previous, ip) => {
@@ -172,6 +174,7 @@ async function compose(
     ...terminals.agentHandlers,
     ...updates.agentHandlers,
     ...files.agentHandlers,
+    ...agentConfig.agentHandlers,
   };
   const hub = new ConsoleHub(bus);
   const views = new FleetViews({
@@ -223,7 +226,7 @@ async function compose(
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications]) if (cap.routes) api.use(cap.routes);
+  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications, agentConfig]) if (cap.routes) api.use(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });
@@ -284,7 +287,7 @@ async function compose(
     ? startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence })
     : undefined;
   if (stopSimulated) log.warn({ agents: fleet.agents.size }, 'MUSTER_BENCH_SIMULATED_PRESENCE is set: agents without a socket are shown online with simulated heartbeats (benchmarks only)');
-  for (const cap of [notifications, exec, terminals, updates, files, schedules]) await cap.start?.();
+  for (const cap of [notifications, exec, terminals, updates, files, schedules, agentConfig]) await cap.start?.();
 
   early.replaceRequest();
   server.on('request', app);

@@ -92,7 +92,8 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
           link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution' });
           return;
         }
-        const run = new Run(m, ctx.state.agentId, link, log, limits, persist, policy.view.runAs);
+        // The output buffer is the live setting at the start of each run (server config, capped by policy).
+        const run = new Run(m, ctx.state.agentId, link, log, { ...limits, bufferBytes: ctx.settings().execBufferBytes }, persist, policy.view.runAs);
         runs.set(m.executionId, run);
         log.info({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter }, 'execution starting');
         run.start();

@@ -56,7 +56,8 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
           const pty = loadPty().spawn(spec.file, spec.args, {
             name: 'xterm-256color', cols: m.cols, rows: m.rows, cwd: spec.cwd, env: spec.env, encoding: null,
           });
-          session = new PtySession(m.sessionId, pty, link, limits, (s, exit) => {
+          // The idle timeout is the live setting when the session opens (server config, capped by policy).
+          session = new PtySession(m.sessionId, pty, link, { ...limits, idleTimeoutMs: ctx.settings().terminalIdleTimeoutSec * 1000 }, (s, exit) => {
             sessions.delete(s.id);
             users.delete(s.id);
             log.info({ sessionId: s.id, exitCode: exit.exitCode, signal: exit.signal, reason: exit.reason }, 'terminal closed');

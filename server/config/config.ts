@@ -110,6 +110,13 @@ const Schema = z.object({
   scheduleMisfireGraceSec: z.coerce.number().int().min(1).default(60),
   /** Shortest `intervalSec` a schedule may have. */
   scheduleMinIntervalSec: z.coerce.number().int().min(1).default(10),
+  /** Bounds of live agent configuration (/api/agent-config): a rule outside them is refused with 400. */
+  agentHeartbeatMinSec: z.coerce.number().int().min(1).default(1),
+  agentHeartbeatMaxSec: z.coerce.number().int().min(1).default(300),
+  agentTerminalIdleMinSec: z.coerce.number().int().min(1).default(10),
+  agentTerminalIdleMaxSec: z.coerce.number().int().min(1).default(7 * 86_400),
+  agentExecBufferMinBytes: z.coerce.number().int().min(64 * 1024).default(64 * 1024),
+  agentExecBufferMaxBytes: z.coerce.number().int().min(64 * 1024).default(256 * 1024 * 1024),
   /** Control (JSON) messages per second one agent socket may send on average, and its burst; above: the socket is closed. */
   agentMessageRate: z.coerce.number().int().min(1).default(200),
   agentMessageBurst: z.coerce.number().int().min(1).default(1000),
@@ -215,6 +222,9 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
   scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS', scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC', scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
   agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE', agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
+  agentHeartbeatMinSec: 'MUSTER_AGENT_HEARTBEAT_MIN_SEC', agentHeartbeatMaxSec: 'MUSTER_AGENT_HEARTBEAT_MAX_SEC',
+  agentTerminalIdleMinSec: 'MUSTER_AGENT_TERMINAL_IDLE_MIN_SEC', agentTerminalIdleMaxSec: 'MUSTER_AGENT_TERMINAL_IDLE_MAX_SEC',
+  agentExecBufferMinBytes: 'MUSTER_AGENT_EXEC_BUFFER_MIN_BYTES', agentExecBufferMaxBytes: 'MUSTER_AGENT_EXEC_BUFFER_MAX_BYTES',
   consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
   socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
   auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',

@@ -39,7 +39,11 @@ export type DisconnectReason =
   | 'agent shutdown' | 'connection lost' | 'heartbeat timeout' | 'replaced' | 'server shutdown' | 'revoked'
   | 'restart requested' | 'protocol error' | 'server restart';
 
-interface Live { ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number }
+interface Live {
+  ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number;
+  /** This agent's heartbeat interval when live configuration changed it (else the server's). */
+  heartbeatMs?: number;
+}
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
 type DisconnectHook = (agentId: string, reason: DisconnectReason) => void;
@@ -354,6 +358,18 @@ export class Fleet {
     }
   }
 
+  /** The heartbeat interval an agent was configured with (null: the server's default); the sweep allows three of them. */
+  setHeartbeatInterval(agentId: string, ms: number | null): void {
+    const l = this.live.get(agentId);
+    if (!l) return;
+    if (ms === null) delete l.heartbeatMs;
+    else l.heartbeatMs = ms;
+  }
+
+  heartbeatIntervalOf(agentId: string): number {
+    return this.live.get(agentId)?.heartbeatMs ?? this.deps.heartbeatIntervalMs;
+  }
+
   /** Closes an agent's socket for `reason` (revoke, restart). */
   kick(agentId: string, code: number, reason: DisconnectReason): boolean {
     const l = this.live.get(agentId);
@@ -401,8 +417,8 @@ export class Fleet {
 
   private sweep(): void {
     const now = Date.now();
-    const deadline = now - 3 * this.deps.heartbeatIntervalMs;
     for (const [id, l] of this.live) {
+      const deadline = now - 3 * (l.heartbeatMs ?? this.deps.heartbeatIntervalMs);
       // A socket the server stopped reading (backpressure) is not a dead agent: its heartbeats wait
       // in the socket. The pause counts as heard-from; the timeout starts again when reading does.
       if (l.ch.isPaused?.()) {
