@@ -29,6 +29,7 @@ import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { AgentRepo, ConnectionRepo } from './fleet/registry.js';
 import { startSimulatedPresence } from './fleet/bench-presence.js';
 import { fleetRoutes } from './fleet/routes.js';
+import { MetricsHistory, metricsHistoryRoutes } from './fleet/history.js';
 import { FleetViews } from './fleet/views.js';
 import { authenticate } from './http/context.js';
 import { ApiError, errorHandler } from './http/errors.js';
@@ -119,6 +120,12 @@ async function compose(
     repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId, writes: new TxBatcher(db),
     heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
   });
+  const historyOpts = { points: 60, stepMs: config.metricsHistoryStepMs, maxAgents: config.metricsHistoryAgents };
+  const history = new MetricsHistory(historyOpts);
+  bus.subscribe('agent.metrics', (p) => {
+    for (const i of p.items) history.add(i.agentId, i.metrics, Date.parse(i.lastSeenAt));
+  });
+  bus.subscribe('agent.removed', (p) => history.remove(p.agentId));
 
   const admin = await auth.ensureAdmin(config.adminPassword);
   // No implicit shared token: enrolment tokens are created by admins (stored hashed), and the
@@ -219,6 +226,7 @@ async function compose(
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
   api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
+  api.use(metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts));
   api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   const agentUrl = () => serverUrl().replace(/^http/, 'ws');
   api.use(enrollmentRoutes({

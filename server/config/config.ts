@@ -72,6 +72,10 @@ const Schema = z.object({
   jsonBodyLimit: z.coerce.number().int().min(1024).default(2 * 1024 * 1024),
   /** Largest script accepted by POST /api/tasks. */
   maxScriptBytes: z.coerce.number().int().min(1).default(1024 * 1024),
+  /** Agents whose last hour of CPU/memory/disk/load the server keeps in memory (one averaged point a minute, ~1 KB each). */
+  metricsHistoryAgents: z.coerce.number().int().min(0).default(10_000),
+  /** One history point per this many ms (60 points kept: the default is the last hour). */
+  metricsHistoryStepMs: z.coerce.number().int().min(1000).default(60_000),
   /** Most targets one task may have. */
   maxTargetsPerTask: z.coerce.number().int().min(1).default(50_000),
   /** Executions one agent may run at once; more wait as pending. */
@@ -209,7 +213,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
-  maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES', maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK',
+  maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES', maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK', metricsHistoryAgents: 'MUSTER_METRICS_HISTORY_AGENTS', metricsHistoryStepMs: 'MUSTER_METRICS_HISTORY_STEP_MS',
   maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT', maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',
   reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC', terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
