@@ -84,7 +84,7 @@ async function startServer(dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'must
   let out = '';
   proc.stderr.on('data', (d) => { out += d; });
   const port = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 240_000);
     proc.stdout.on('data', (d) => {
       out += d;
       const m = /"port":(\d+),"msg":"listening"|Muster is running: http:\/\/[^:]+:(\d+)/.exec(out);
