@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import {
-  decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, MessageDispatcher, PriorityWriter, ServerToAgent, streamKeyOf,
+  CloseCode, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, MessageDispatcher, PriorityWriter, ServerToAgent, streamKeyOf,
   type AgentToServer, type Hello, type SendOpts, type ServerMessage, type ServerMessageType,
 } from '../protocol/index.js';
 import type { AgentLog } from './log.js';
@@ -194,7 +194,7 @@ export class ServerConnection {
         this.o.log.warn({ code, reason: reason.toString() }, 'disconnected from server');
         this.o.onDisconnected();
       }
-      if (code === 4002 || code === 4005) this.o.log.error({ code, reason: reason.toString() }, 'server refuses this agent');
+      if (code === CloseCode.identityMismatch || code === CloseCode.revoked) this.o.log.error({ code, reason: reason.toString() }, 'server refuses this agent');
       this.schedule();
     });
   }

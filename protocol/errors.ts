@@ -33,25 +33,69 @@ export const CloseCode = {
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
 /** Stable error codes carried in `error` messages and REST error bodies. */
-export type ErrorCode =
-  | 'bad_request'
-  | 'invalid_message'
-  | 'unknown_type'
-  | 'unauthorized'
-  | 'forbidden'
-  | 'not_found'
-  | 'conflict'
+export const ErrorCode = {
+  badRequest: 'bad_request',
+  invalidMessage: 'invalid_message',
+  unknownType: 'unknown_type',
+  unauthorized: 'unauthorized',
+  forbidden: 'forbidden',
+  notFound: 'not_found',
+  conflict: 'conflict',
   /** A rerun would re-run `lost` executions (which may have run) without saying so. */
-  | 'lost_unconfirmed'
-  | 'payload_too_large'
-  | 'rate_limited'
-  | 'unavailable'
-  | 'database_unavailable'
-  | 'insufficient_storage'
-  | 'selector_syntax'
-  | 'agent_offline'
-  | 'limit_exceeded'
-  | 'cross_site'
+  lostUnconfirmed: 'lost_unconfirmed',
+  payloadTooLarge: 'payload_too_large',
+  rateLimited: 'rate_limited',
+  unavailable: 'unavailable',
+  databaseUnavailable: 'database_unavailable',
+  insufficientStorage: 'insufficient_storage',
+  selectorSyntax: 'selector_syntax',
+  agentOffline: 'agent_offline',
+  limitExceeded: 'limit_exceeded',
+  crossSite: 'cross_site',
   /** The host's own policy (policy.json on the agent) forbids it. */
-  | 'policy_denied'
-  | 'internal';
+  policyDenied: 'policy_denied',
+  internal: 'internal',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * Why an agent refused an `exec.run` (`exec.rejected.code`); the `reason` beside it is prose for
+ * people. Agents before these codes sent only a reason (see `rejectCodeOf`).
+ */
+export const RejectCode = {
+  /** The host policy forbids it: the execution ends `policy_denied`. */
+  policyDenied: 'policy_denied',
+  /** The agent's journal has seen this execution id before: whether it ran is unknown (`lost`). */
+  duplicate: 'duplicate',
+  /** `exec.resume` named an execution the agent neither runs nor remembers: its outcome is unknown (`lost`). */
+  unknownExecution: 'unknown_execution',
+} as const;
+export type RejectCode = (typeof RejectCode)[keyof typeof RejectCode];
+
+/**
+ * The code of an `exec.rejected`: the one the agent sent, or for an agent that predates codes the
+ * one its fixed reason wording implied (its only two wordings, matched once here).
+ */
+export function rejectCodeOf(m: { code?: string; reason: string }): string | undefined {
+  if (m.code !== undefined) return m.code;
+  if (m.reason.startsWith('duplicate')) return RejectCode.duplicate;
+  if (m.reason.startsWith('unknown')) return RejectCode.unknownExecution;
+  return undefined;
+}
+
+/**
+ * Why an agent's connection ended, as recorded in its connection history
+ * (`GET /api/agents/:id/connections` `reason`) and published with `agent.offline`.
+ */
+export const DisconnectReason = {
+  agentShutdown: 'agent shutdown',
+  connectionLost: 'connection lost',
+  heartbeatTimeout: 'heartbeat timeout',
+  replaced: 'replaced',
+  serverShutdown: 'server shutdown',
+  revoked: 'revoked',
+  restartRequested: 'restart requested',
+  protocolError: 'protocol error',
+  serverRestart: 'server restart',
+} as const;
+export type DisconnectReason = (typeof DisconnectReason)[keyof typeof DisconnectReason];

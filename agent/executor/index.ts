@@ -1,4 +1,4 @@
-import { execDenial, type ServerMessage } from '../../protocol/index.js';
+import { execDenial, RejectCode, type ServerMessage } from '../../protocol/index.js';
 import type { AgentCapability, AgentContext, HelloExecutionT } from '../capability.js';
 import { verifyScriptSignature, type Policy } from '../policy.js';
 import { detectContainment, sweepOrphans } from './containment.js';
@@ -85,11 +85,11 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
         const denied = policyDenial(policy, m);
         if (denied) {
           log.warn({ executionId: m.executionId, taskId: m.taskId, interpreter: m.interpreter, reason: denied }, 'execution refused by host policy');
-          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: denied, code: 'policy_denied' });
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: denied, code: RejectCode.policyDenied });
           return;
         }
         if (!journal.add(m.executionId)) {
-          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution' });
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution', code: RejectCode.duplicate });
           return;
         }
         // The output buffer is the live setting at the start of each run (server config, capped by policy).
@@ -101,7 +101,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
       'exec.cancel': (m) => {
         const run = runs.get(m.executionId);
         if (!run) {
-          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)' });
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)', code: RejectCode.unknownExecution });
           return;
         }
         // After a reconnect the server may cancel without resuming (it no longer wants the output):
@@ -112,7 +112,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
       'exec.resume': (m) => {
         const run = runs.get(m.executionId);
         if (!run) {
-          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)' });
+          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'unknown execution (not running here)', code: RejectCode.unknownExecution });
           return;
         }
         run.resume(m.fromSeq);

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { defaultTaskName, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
+import { defaultTaskName, rejectCodeOf, RejectCode, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
 import type { AgentRecord } from '../fleet/registry.js';
@@ -383,9 +383,10 @@ export class ExecService {
     if (!e || isFinal(e.status)) return;
     const at = this.d.scheduler.tasks.get(e.taskId);
     if (at?.cancelling.has(e.id)) return this.d.scheduler.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
-    if (m.code === 'policy_denied') return this.d.scheduler.finish(e, 'policy_denied', { reason: `refused by the host: ${m.reason}` });
+    const code = rejectCodeOf(m);
+    if (code === RejectCode.policyDenied) return this.d.scheduler.finish(e, 'policy_denied', { reason: `refused by the host: ${m.reason}` });
     // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
-    const unknown = m.reason.startsWith('duplicate') || m.reason.startsWith('unknown');
+    const unknown = code === RejectCode.duplicate || code === RejectCode.unknownExecution;
     this.d.scheduler.finish(e, unknown ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
   }
 

@@ -1,4 +1,4 @@
-import type { Hello, HostPolicy, Labels, Metrics, SendOpts, ServerToAgent } from '../../protocol/index.js';
+import type { DisconnectReason, Hello, HostPolicy, Labels, Metrics, SendOpts, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
@@ -35,9 +35,7 @@ export interface AgentChannel {
 }
 
 /** Why a connection ended, as stored in agent_connections.reason. */
-export type DisconnectReason =
-  | 'agent shutdown' | 'connection lost' | 'heartbeat timeout' | 'replaced' | 'server shutdown' | 'revoked'
-  | 'restart requested' | 'protocol error' | 'server restart';
+export type { DisconnectReason } from '../../protocol/index.js';
 
 interface Live {
   ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number;

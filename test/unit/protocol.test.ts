@@ -67,3 +67,14 @@ describe('protocol schemas', () => {
     expect(ConsoleToServer.safeParse({ type: 'term.open', ref: 'r', agentId: 'a', cols: 0, rows: 24 }).success).toBe(false);
   });
 });
+
+describe('typed protocol strings', () => {
+  it('exec.rejected codes: sent ones win; an agent without codes is read from its two fixed wordings', async () => {
+    const { rejectCodeOf, RejectCode } = await import('../../protocol/index.js');
+    expect(rejectCodeOf({ code: RejectCode.duplicate, reason: 'anything' })).toBe('duplicate');
+    expect(rejectCodeOf({ code: 'policy_denied', reason: 'duplicate: but the code says otherwise' })).toBe('policy_denied');
+    expect(rejectCodeOf({ reason: 'duplicate: this agent already received this execution' })).toBe(RejectCode.duplicate);
+    expect(rejectCodeOf({ reason: 'unknown execution (not running here)' })).toBe(RejectCode.unknownExecution);
+    expect(rejectCodeOf({ reason: 'too many running executions' })).toBeUndefined();
+  });
+});

@@ -7,6 +7,7 @@
  */
 import { getCurrentScope, onScopeDispose, ref } from 'vue';
 import type { ConsoleToServer, ServerToConsole } from '../../../protocol/console-messages';
+import { CloseCode } from '../../../protocol/errors';
 import { decodeFrame, type Frame } from '../../../protocol/frames';
 import { ApiError, toLogin } from '../api/client';
 import { loadSession, sessionExpired } from './session';
@@ -15,7 +16,6 @@ export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting';
 type MsgType = ServerToConsole['type'];
 type Msg<T extends MsgType> = Extract<ServerToConsole, { type: T }>;
 
-const SESSION_ENDED = 4008;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 
@@ -136,7 +136,7 @@ function open(): void {
     if (!wanted) return;
     // The server ended the socket because the session, token or user changed (logout, expiry,
     // role change): back to the login page if the session is gone, else reconnect with the new rights.
-    if (ev.code === SESSION_ENDED) {
+    if (ev.code === CloseCode.sessionEnded) {
       socketState.value = 'reconnecting';
       return void checkSession().then((ok) => {
         if (ok && wanted && !ws) open();
