@@ -51,12 +51,14 @@ export function encodeExecOutput(executionId: string, stream: Stream, seq: numbe
 
 /**
  * A FILE_DATA frame with room for `dataLength` payload bytes at `payloadAt`, so the sender can read
- * a file chunk straight into the frame (one buffer per chunk, no copy).
+ * a file chunk straight into the frame (one buffer per chunk, no copy), in `into` when given.
  */
-export function allocFileData(transferId: string, offset: number, dataLength: number): { frame: Uint8Array; payloadAt: number } {
+export function allocFileData(transferId: string, offset: number, dataLength: number, into?: Uint8Array): { frame: Uint8Array; payloadAt: number } {
   const id = enc.encode(transferId);
   if (id.length > 255) throw new FrameError('transfer id too long');
-  const frame = new Uint8Array(10 + id.length + dataLength);
+  const total = 10 + id.length + dataLength;
+  // `into` (a reused buffer) when it is large enough: the frame is a view of its start.
+  const frame = into && into.length >= total ? into.subarray(0, total) : new Uint8Array(total);
   frame[0] = FrameOp.fileData;
   const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   dv.setUint32(1, Math.floor(offset / 2 ** 32));

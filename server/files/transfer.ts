@@ -25,11 +25,10 @@ export interface TransferLimits {
 
 /**
  * Streams revision content to agents from disk with credit-based flow control. Invariant: a chunk
- * is read from disk only when both its transfer's window (sent − acked < windowBytes) and the
- * global budget (Σ sent − acked < maxInflightBytes) have room, so the bytes held anywhere between
- * the disk and the agents' disks (frame buffers, the socket's userland queue, kernel buffers, the
- * agent's memory) never exceed maxInflightBytes + one chunk per transfer being read — however many
- * agents receive at once. Transfers that find the budget spent wait in `blocked` and are served in
+ * is read from disk only when both its transfer's window (sent − acked ≤ windowBytes) and the
+ * global budget (Σ sent − acked ≤ maxInflightBytes) have room for it, so the bytes held anywhere
+ * between the disk and the agents' disks (frame buffers, the socket's userland queue, kernel
+ * buffers, the agent's memory) never exceed maxInflightBytes — however many agents receive at once. Transfers that find the budget spent wait in `blocked` and are served in
  * turn as acks give budget back. One file handle per content file is shared by all its transfers
  * (positional reads; the page cache serves the repeats).
  */
@@ -115,7 +114,7 @@ export class TransferManager {
     for (const t of [...this.blocked]) {
       if (this.inflight >= this.limits.maxInflightBytes) return;
       this.blocked.delete(t);
-      this.pump(t);
+      this.pump(t); // blocks it again if its chunk does not fit yet
     }
   }
 
@@ -123,11 +122,12 @@ export class TransferManager {
   private pump(t: Transfer): void {
     if (t.ended || t.reading || t.sent >= t.size) return;
     if (t.sent - t.acked >= this.limits.windowBytes) return; // the next ack pumps again
-    if (this.inflight >= this.limits.maxInflightBytes) {
+    const len = Math.min(this.limits.chunkBytes, t.size - t.sent, this.limits.windowBytes - (t.sent - t.acked));
+    // Within the budget (one chunk may go alone even if it is larger, or nothing would ever move).
+    if (this.inflight + len > this.limits.maxInflightBytes && this.inflight > 0) {
       this.blocked.add(t);
       return;
     }
-    const len = Math.min(this.limits.chunkBytes, t.size - t.sent, this.limits.windowBytes - (t.sent - t.acked));
     const offset = t.sent;
     // Counted before the read: concurrent pumps of other transfers see the budget taken.
     t.sent += len;
