@@ -111,6 +111,7 @@ export class Client {
   get<T>(p: string): Promise<T> { return this.json<T>('GET', p); }
   post<T>(p: string, body: unknown = {}): Promise<T> { return this.json<T>('POST', p, body); }
   delete<T>(p: string): Promise<T> { return this.json<T>('DELETE', p); }
+  patch<T>(p: string, body: unknown): Promise<T> { return this.json<T>('PATCH', p, body); }
 
   /** The API token this client sends (the console socket authenticates with it too). */
   get bearer(): string { return this.token; }

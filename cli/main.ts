@@ -8,6 +8,7 @@ import { files } from './commands/files.js';
 import { keygen, signCmd } from './commands/keys.js';
 import { login } from './commands/login.js';
 import { rollout } from './commands/rollout.js';
+import { schedules } from './commands/schedules.js';
 import { scripts } from './commands/scripts.js';
 import { cancel, task, tasks } from './commands/tasks.js';
 import { term } from './commands/term.js';
@@ -17,7 +18,7 @@ declare const __MUSTER_VERSION__: string | undefined;
 const VERSION = typeof __MUSTER_VERSION__ === 'string' ? __MUSTER_VERSION__ : '0.0.0-dev';
 
 /** Every subcommand, in help order. Add new commands here. */
-const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, scripts, files, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
+const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, scripts, schedules, files, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
 
 function help(): string {
   const names = (c: Command): string => [c.name, ...(c.aliases ?? [])].join(', ');
