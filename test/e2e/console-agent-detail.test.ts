@@ -57,7 +57,7 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
     expect(await page.textContent('[data-test=agent-groups]')).toBe('—');
     await page.waitForSelector('[data-test=agent-policy] [data-test=policy-exec]');
     await page.waitForSelector('[data-test=agent-actions] [data-test=open-terminal]');
-    await screenshot(page, 'agent-detail');
+    await screenshot(page, 'agent-history');
 
     expect((await api.req('DELETE', `/api/agents/${id}`)).status).toBeLessThan(300);
     await page.reload();
