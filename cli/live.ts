@@ -1,8 +1,8 @@
-import type { ExecutionState, ExecutionView, Stream, TaskView } from '../protocol/index.js';
+import type { ExecutionState, ExecutionView, Stream, TaskDetail, TaskView } from '../protocol/index.js';
 import { ApiFailure, type Client } from './client.js';
 import type { ConsoleSocket } from './socket.js';
 
-export type TaskDetail = TaskView & { executions: ExecutionView[] };
+export type { TaskDetail };
 
 /** How often the task is re-read while following it (covers a dropped push or a lost socket). */
 const RECHECK_MS = 5000;

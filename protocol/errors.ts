@@ -57,6 +57,8 @@ export const ErrorCode = {
   internal: 'internal',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+/** Every error code, for schemas (`z.enum(ERROR_CODES)`). */
+export const ERROR_CODES = Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]];
 
 /**
  * Why an agent refused an `exec.run` (`exec.rejected.code`); the `reason` beside it is prose for

@@ -10,3 +10,4 @@ export * from './dispatch.js';
 export * from './priority-writer.js';
 export * from './file-views.js';
 export * from './task-name.js';
+export * from './rest.js';

@@ -1,5 +1,5 @@
-import type { Router } from 'express';
 import type { AuditLog } from './auth/audit.js';
+import type { ApiRouter } from './http/api-router.js';
 import type { AuthService } from './auth/auth-service.js';
 import type { EnrollmentTokens } from './auth/enrollment.js';
 import type { Bus } from './bus/bus.js';
@@ -36,7 +36,7 @@ export interface Core {
 export interface Capability<A extends keyof AgentHandlers, C extends keyof ConsoleHandlers> {
   agentHandlers: Pick<AgentHandlers, A>;
   consoleHandlers: Pick<ConsoleHandlers, C>;
-  routes?: Router;
+  routes?: ApiRouter;
   start?(): Promise<void>;
   stop?(): Promise<void>;
 }

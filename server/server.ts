@@ -31,7 +31,10 @@ import { startSimulatedPresence } from './fleet/bench-presence.js';
 import { fleetRoutes } from './fleet/routes.js';
 import { MetricsHistory, metricsHistoryRoutes } from './fleet/history.js';
 import { FleetViews } from './fleet/views.js';
+import type { ApiRouter, RegisteredRoute } from './http/api-router.js';
 import { authenticate } from './http/context.js';
+import { docsRoutes } from './http/docs.js';
+import { walkRoutes } from './http/openapi.js';
 import { ApiError, errorHandler } from './http/errors.js';
 import { clientAddress, csrfGuard, securityHeaders, setSecurityHeaders } from './http/security.js';
 import type { Logger } from './log.js';
@@ -52,6 +55,8 @@ export interface RunningServer {
   generatedAdminPassword?: string;
   /** MUSTER_ENROLL_TOKEN when set (else enrolment tokens are created in Admin → Enrolment). */
   enrollToken: string | null;
+  /** Every route the API router really serves (method, path below /api), for the OpenAPI test. */
+  apiRoutes: { method: string; path: string }[];
   close(): Promise<void>;
 }
 
@@ -225,16 +230,25 @@ async function compose(
   }));
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
-  api.use(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
-  api.use(metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts));
-  api.use(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
+  // Every route is declared on an ApiRouter with its Operation: the OpenAPI document is made from them.
+  const documented: RegisteredRoute[] = [];
+  const mount = (r: ApiRouter) => {
+    api.use(r.router);
+    documented.push(...r.routes);
+  };
+  const docs = docsRoutes(() => documented);
+  mount(docs.api);
+  api.use('/docs', docs.assets);
+  mount(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
+  mount(metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts));
+  mount(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   const agentUrl = () => serverUrl().replace(/^http/, 'ws');
-  api.use(enrollmentRoutes({
+  mount(enrollmentRoutes({
     tokens: enrollment, audit, staticToken: config.enrollToken, agentUrl,
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications, agentConfig]) if (cap.routes) api.use(cap.routes);
+  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications, agentConfig]) if (cap.routes) mount(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });
@@ -348,5 +362,5 @@ async function compose(
     log.info({ ms: Date.now() - t0 }, 'shutdown complete');
   })());
 
-  return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: config.enrollToken ?? null, close };
+  return { port, url: serverUrl(), core, generatedAdminPassword: admin.password, enrollToken: config.enrollToken ?? null, apiRoutes: walkRoutes(api), close };
 }

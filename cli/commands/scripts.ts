@@ -1,12 +1,11 @@
+import type { ScriptSummary } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, outputMode, str, type Command } from '../command.js';
 import { table } from '../format.js';
 
 interface Param { name: string; type: string; default?: unknown; required?: boolean; choices?: string[] }
-interface ScriptView {
-  id: string; name: string; owner: string; description: string; interpreter: string; tags: string[]; params: Param[];
-  body?: string; version: number; latestVersion: number; updatedAt: string;
-}
+/** A script as listed (no body) or shown (with its body); its params as this command prints them. */
+type ScriptView = Omit<ScriptSummary, 'params'> & { params: Param[]; body?: string };
 
 const paramText = (p: Param): string => `${p.name}:${p.type}${p.choices ? `(${p.choices.join('|')})` : ''}${p.default !== undefined ? `=${String(p.default)}` : ''}`;
 

@@ -1,11 +1,8 @@
+import type { ApiToken as TokenView, ApiTokenCreated } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, outputMode, posInt, str, type Command } from '../command.js';
 import { table } from '../format.js';
 
-interface TokenView {
-  id: number; name: string; prefix: string; username: string; createdAt: string; lastUsedAt: string | null; revoked: boolean;
-  scope?: string | null; expiresAt?: string | null; expired?: boolean;
-}
 
 /** `muster tokens [list|create NAME|revoke ID]`: API tokens (your own; an admin sees everyone's). */
 export const tokens: Command = {
@@ -35,7 +32,7 @@ export const tokens: Command = {
       const scope = str(values, 'scope');
       if (scope !== undefined && !['viewer', 'operator', 'admin'].includes(scope)) throw new CliError(`--scope must be viewer, operator or admin, got ${JSON.stringify(scope)}`);
       const expiresInSec = posInt(values, 'expires-in');
-      const t = await c.post<{ id: number; name: string; token: string; prefix: string }>('/api/tokens', {
+      const t = await c.post<ApiTokenCreated>('/api/tokens', {
         name, ...(scope ? { scope } : {}), ...(expiresInSec ? { expiresInSec } : {}),
       });
       // The secret is shown once, on stdout only, so it can be captured: TOKEN=$(muster tokens create ci -o json | jq -r .token)

@@ -1,7 +1,7 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import { Labels } from '../../protocol/index.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { EnrollmentInfo, EnrollmentTokenCreated, EnrollmentTokenView, Labels, pageOf } from '../../protocol/index.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { pageShape, parseQuery } from '../http/query.js';
 import type { AuditLog } from './audit.js';
@@ -17,6 +17,8 @@ const CreateToken = z.object({
   labels: Labels.default({}),
 }).strict();
 
+const TokenPage = pageShape(100, 1000);
+
 /** /api/enrollment (the install command) and /api/enrollment/tokens (admin). */
 export function enrollmentRoutes(d: {
   tokens: EnrollmentTokens; audit: AuditLog; staticToken: string | undefined;
@@ -24,17 +26,23 @@ export function enrollmentRoutes(d: {
   installCommand(token: string): string;
   /** ws(s):// URL agents connect to. */
   agentUrl(): string;
-}): Router {
-  const r = Router();
+}): ApiRouter {
+  const r = new ApiRouter();
 
   // The console's install command. With MUSTER_ENROLL_TOKEN set it carries that token, as it
   // always did; otherwise `token` is null and the command has a placeholder: the Admin →
   // Enrolment page creates a token (POST below) and shows the command with it, once.
-  r.get('/enrollment', requireRole('admin'), (_req, res) => {
+  r.get('/enrollment', {
+    summary: 'Agent install command', description: 'With MUSTER_ENROLL_TOKEN set it carries that token; otherwise a placeholder for a token from POST /api/enrollment/tokens.',
+    role: 'admin', responses: { 200: EnrollmentInfo },
+  }, (_req, res) => {
     res.json({ token: d.staticToken ?? null, serverUrl: d.agentUrl(), installCommand: d.installCommand(d.staticToken ?? '<ENROLMENT-TOKEN>') });
   });
 
-  r.post('/enrollment/tokens', requireRole('admin'), async (req, res) => {
+  r.post('/enrollment/tokens', {
+    summary: 'Create an enrolment token', description: 'The token (and the install command with it) is in the answer once. Audited.',
+    role: 'admin', body: CreateToken, responses: { 201: EnrollmentTokenCreated },
+  }, async (req, res) => {
     const body = CreateToken.parse(req.body);
     const { view, token } = await d.tokens.create({ ...body, createdBy: actorOf(req).username });
     await d.audit.record({
@@ -44,12 +52,14 @@ export function enrollmentRoutes(d: {
     res.status(201).json({ ...view, token, installCommand: d.installCommand(token) });
   });
 
-  r.get('/enrollment/tokens', requireRole('admin'), async (req, res) => {
-    const { limit, offset } = parseQuery(req, pageShape(100, 1000));
+  r.get('/enrollment/tokens', {
+    summary: 'List enrolment tokens', role: 'admin', query: TokenPage, responses: { 200: pageOf(EnrollmentTokenView, 'EnrollmentTokenList') },
+  }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, TokenPage);
     res.json(await d.tokens.list(limit, offset));
   });
 
-  r.delete('/enrollment/tokens/:id', requireRole('admin'), async (req, res) => {
+  r.delete('/enrollment/tokens/:id', { summary: 'Revoke an enrolment token', role: 'admin', responses: { 204: null } }, async (req, res) => {
     const id = String(req.params['id']).slice(0, 64);
     const ok = await d.tokens.revoke(id);
     await d.audit.record({ actor: actorOf(req), action: 'enrollment_token.revoke', targetType: 'enrollment_token', targetId: id, ok });

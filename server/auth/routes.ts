@@ -1,6 +1,7 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import { actorOf, principal, requireRole } from '../http/context.js';
+import { ApiToken, ApiTokenCreated, AuditEntry, LoginResult, Me, pageOf, User, UserView } from '../../protocol/index.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf, principal } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
 import type { AuditLog } from './audit.js';
@@ -22,6 +23,11 @@ const TokenBody = z.object({
 const NewUser = z.object({ username: Username.pipe(z.string().regex(/^[a-z0-9_.@-]+$/, 'letters, digits and _ . @ - only')), password: z.string().min(8).max(1024), role: Role });
 const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() })
   .strict().refine((p) => p.role !== undefined || p.password !== undefined || p.disabled !== undefined, 'give at least one of role, password, disabled');
+
+const AuditQuery = {
+  ...pageShape(), action: one().max(128).optional(), actor: one().max(128).optional(), targetId: one().max(256).optional(),
+  since: one().optional().describe('ISO time or epoch ms'), until: one().optional().describe('ISO time or epoch ms'),
+};
 
 /**
  * Sliding one-minute window of login attempts per canonical username+address. An attempt is
@@ -56,12 +62,15 @@ class LoginLimiter {
 }
 
 /** /api/auth, /api/tokens, /api/users, /api/audit. */
-export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number; maxTokensPerUser: number }): Router {
+export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number; maxTokensPerUser: number }): ApiRouter {
   const { auth, audit } = deps;
-  const r = Router();
+  const r = new ApiRouter();
   const limiter = new LoginLimiter(deps.loginRateLimit);
 
-  r.post('/auth/login', async (req, res) => {
+  r.post('/auth/login', {
+    summary: 'Sign in', description: 'Sets the session cookie (HttpOnly, SameSite=Strict). Failed logins are limited per username and address (429 `rate_limited`).',
+    role: null, body: Login, responses: { 200: LoginResult },
+  }, async (req, res) => {
     const body = Login.parse(req.body);
     const actor = { username: body.username, role: null, ip: req.ip ?? null };
     const key = `${body.username}\u0000${actor.ip}`;
@@ -82,7 +91,7 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     res.json({ user });
   });
 
-  r.post('/auth/logout', async (req, res) => {
+  r.post('/auth/logout', { summary: 'Sign out', description: 'Ends the session and clears its cookie.', role: null, responses: { 204: null } }, async (req, res) => {
     const p = req.principal;
     if (p?.sessionId) {
       await auth.deleteSession(p.sessionId);
@@ -92,12 +101,15 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     res.status(204).end();
   });
 
-  r.get('/auth/me', requireRole('viewer'), (req, res) => {
+  r.get('/auth/me', { summary: 'The caller', role: 'viewer', responses: { 200: Me } }, (req, res) => {
     const p = principal(req);
     res.json({ user: { id: p.id, username: p.username, role: p.role }, via: p.via });
   });
 
-  r.post('/tokens', requireRole('viewer'), async (req, res) => {
+  r.post('/tokens', {
+    summary: 'Create an API token', description: 'The token is in the answer once. Its scope is at most the caller\'s role; 409 `limit_exceeded` past MUSTER_MAX_TOKENS_PER_USER live tokens.',
+    role: 'viewer', body: TokenBody, responses: { 201: ApiTokenCreated },
+  }, async (req, res) => {
     const { name, scope, expiresInSec, expiresAt: at } = TokenBody.parse(req.body);
     const p = principal(req);
     // A token can do no more than the caller can now (a token cannot mint a wider one either).
@@ -110,12 +122,14 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     await audit.record({ actor: actorOf(req), action: 'token.create', targetType: 'token', targetId: String(t.id), details: { name, prefix: t.prefix, ...view } });
     res.status(201).json({ id: t.id, name, token: t.token, prefix: t.prefix, ...view });
   });
-  r.get('/tokens', requireRole('viewer'), async (req, res) => {
+  r.get('/tokens', {
+    summary: 'List API tokens', description: 'The caller\'s own tokens; an admin sees everyone\'s.', role: 'viewer', responses: { 200: pageOf(ApiToken, 'ApiTokenList') },
+  }, async (req, res) => {
     const p = principal(req);
     const items = await auth.listTokens(p.role === 'admin' ? undefined : p.id);
     res.json({ items, total: items.length });
   });
-  r.delete('/tokens/:id', requireRole('viewer'), async (req, res) => {
+  r.delete('/tokens/:id', { summary: 'Revoke an API token', description: 'One\'s own, or any as an admin.', role: 'viewer', responses: { 204: null } }, async (req, res) => {
     const p = principal(req);
     const ok = await auth.revokeToken(Number(req.params['id']), p.role === 'admin' ? undefined : p.id);
     if (!ok) throw new ApiError('not_found', 'token not found');
@@ -123,11 +137,11 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     res.status(204).end();
   });
 
-  r.get('/users', requireRole('admin'), async (_req, res) => {
+  r.get('/users', { summary: 'List users', role: 'admin', responses: { 200: pageOf(User, 'UserList') } }, async (_req, res) => {
     const items = await auth.listUsers();
     res.json({ items, total: items.length });
   });
-  r.post('/users', requireRole('admin'), async (req, res) => {
+  r.post('/users', { summary: 'Create a user', role: 'admin', body: NewUser, responses: { 201: UserView } }, async (req, res) => {
     const body = NewUser.parse(req.body);
     if (await auth.userExists(body.username)) throw new ApiError('conflict', 'username taken');
     const u = await auth.createUser(body.username, body.password, body.role).catch((err: unknown) => {
@@ -138,7 +152,9 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     await audit.record({ actor: actorOf(req), action: 'user.create', targetType: 'user', targetId: String(u.id), details: { username: u.username, role: u.role } });
     res.status(201).json(u);
   });
-  r.patch('/users/:id', requireRole('admin'), async (req, res) => {
+  r.patch('/users/:id', {
+    summary: 'Change a user', description: 'Role, password or disabled; a new password or disabling ends the user\'s sessions.', role: 'admin', body: PatchUser, responses: { 200: User },
+  }, async (req, res) => {
     const body = PatchUser.parse(req.body);
     const id = Number(req.params['id']);
     if (!Number.isSafeInteger(id) || id < 1) throw new ApiError('not_found', 'user not found');
@@ -147,8 +163,10 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     res.json((await auth.listUsers()).find((u) => u.id === id));
   });
 
-  r.get('/audit', requireRole('admin'), async (req, res) => {
-    const q = parseQuery(req, { ...pageShape(), action: one().max(128).optional(), actor: one().max(128).optional(), targetId: one().max(256).optional(), since: one().optional(), until: one().optional() });
+  r.get('/audit', {
+    summary: 'Audit log', description: 'Who did what, when, from where; newest first.', role: 'admin', query: AuditQuery, responses: { 200: pageOf(AuditEntry, 'AuditList') },
+  }, async (req, res) => {
+    const q = parseQuery(req, AuditQuery);
     const since = q.since ? Date.parse(q.since) : undefined;
     const until = q.until ? Date.parse(q.until) : undefined;
     res.json(await audit.list({ limit: q.limit, offset: q.offset, action: q.action, actor: q.actor, targetId: q.targetId, since: Number.isNaN(since) ? undefined : since, until: Number.isNaN(until) ? undefined : until }));

@@ -1,7 +1,8 @@
-import { Router, type Response } from 'express';
+import type { Response } from 'express';
 import { z } from 'zod';
-import { TASK_NAME_MAX } from '../../protocol/index.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { ExecutionListItem, ExecutionView, pageOf, TASK_NAME_MAX, TaskDetail, TaskListItem, TaskView } from '../../protocol/index.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { executionView } from './model.js';
@@ -48,6 +49,20 @@ const Rerun = z.object({
   includeLost: z.boolean().optional(),
 }).strict();
 
+const TasksQuery = {
+  ...pageShape(50, 1000), status: oneOf(['running', 'succeeded', 'failed', 'cancelled']).optional(),
+  createdBy: one().max(128).optional(), since: one().optional().describe('epoch ms or ISO time'), until: one().optional().describe('epoch ms or ISO time'),
+  idPrefix: one().regex(/^[0-9a-fA-F-]{1,36}$/, 'must be 1 to 36 characters of [0-9a-f-]').optional().describe('tasks whose id starts with this'),
+  q: one().max(256).optional().describe('words in the task\'s name or script'), target: one().max(256).optional().describe('part of a target agent\'s id or name'),
+};
+const ExecutionsQuery = { ...pageShape(50, 1000), agentId: one().max(128).optional(), status: one().max(32).optional() };
+const OutputQuery = {
+  stream: oneOf(['stdout', 'stderr']).optional().describe('one stream only (default: both, interleaved as received)'),
+  raw: one().optional().describe('`1` or `true`: the bytes as received (application/octet-stream)'),
+  color: one().optional().describe('`1` or `true`: stderr chunks in red (SGR 31 … 39), for a terminal-like display'),
+  fromSeq: one().optional().describe('first chunk sequence number (catching up with the live stream)'), toSeq: one().optional().describe('end chunk sequence number (exclusive)'),
+};
+
 export const limitString = (v: number | string | null | undefined, what: string): string | null => {
   if (v == null) return null;
   if (what === 'concurrency' && (v === 0 || v === '0%')) throw new ApiError('bad_request', 'concurrency must be at least 1');
@@ -68,10 +83,13 @@ function time(v: unknown, name: string): number | undefined {
 }
 
 /** /api/tasks and /api/executions. */
-export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
-  const r = Router();
+export function execRoutes(svc: ExecService, repo: ExecRepo): ApiRouter {
+  const r = new ApiRouter();
 
-  r.post('/tasks', requireRole('operator'), async (req, res) => {
+  r.post('/tasks', {
+    summary: 'Run a script on many agents', description: 'Answers the task with one execution per target (`skipped` for agents offline unless `offline: "queue"`). Audited.',
+    role: 'operator', body: CreateTask, responses: { 201: TaskDetail },
+  }, async (req, res) => {
     const body = CreateTask.parse(req.body);
     const env: Record<string, string> = {};
     const secretEnv: string[] = [];
@@ -85,13 +103,11 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     res.status(201).json(task);
   });
 
-  r.get('/tasks', requireRole('viewer'), async (req, res) => {
-    const q = parseQuery(req, {
-      ...pageShape(50, 1000), status: oneOf(['running', 'succeeded', 'failed', 'cancelled']).optional(),
-      createdBy: one().max(128).optional(), since: one().optional(), until: one().optional(),
-      idPrefix: one().regex(/^[0-9a-fA-F-]{1,36}$/, 'must be 1 to 36 characters of [0-9a-f-]').optional(),
-      q: one().max(256).optional(), target: one().max(256).optional(),
-    });
+  r.get('/tasks', {
+    summary: 'List tasks', description: 'Newest first; without their scripts (`scriptBytes` says how long each is).',
+    role: 'viewer', query: TasksQuery, responses: { 200: pageOf(TaskListItem, 'TaskList') },
+  }, async (req, res) => {
+    const q = parseQuery(req, TasksQuery);
     res.json(await svc.listTasks({
       status: q.status, createdBy: q.createdBy, since: time(q.since, 'since'), until: time(q.until, 'until'), idPrefix: q.idPrefix?.toLowerCase(),
       q: q.q?.trim() || undefined, target: q.target?.trim() || undefined,
@@ -99,31 +115,44 @@ export function execRoutes(svc: ExecService, repo: ExecRepo): Router {
     }));
   });
 
-  r.get('/tasks/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/tasks/:id', { summary: 'One task with its executions', role: 'viewer', responses: { 200: TaskDetail } }, async (req, res) => {
     res.json(await svc.getTask(String(req.params['id'])));
   });
 
-  r.post('/tasks/:id/cancel', requireRole('operator'), async (req, res) => {
+  r.post('/tasks/:id/cancel', {
+    summary: 'Cancel a task', description: 'Pending executions end `cancelled`; running ones are signalled. 409 when the task already ended.',
+    role: 'operator', responses: { 200: TaskView },
+  }, async (req, res) => {
     res.json(await svc.cancel(String(req.params['id']), actorOf(req)));
   });
 
-  r.post('/tasks/:id/rerun', requireRole('operator'), async (req, res) => {
+  r.post('/tasks/:id/rerun', {
+    summary: 'Re-run a task', description: 'A new task on the agents that failed (or all with `all`). When some executions are `lost` (they may have run), `includeLost` must say whether to re-run them (409 `lost_unconfirmed`).',
+    role: 'operator', body: Rerun, responses: { 201: TaskDetail },
+  }, async (req, res) => {
     const body = Rerun.parse(req.body ?? {});
     res.status(201).json(await svc.rerun(String(req.params['id']), actorOf(req), body));
   });
 
-  r.get('/executions', requireRole('viewer'), async (req, res) => {
-    const q = parseQuery(req, { ...pageShape(50, 1000), agentId: one().max(128).optional(), status: one().max(32).optional() });
+  r.get('/executions', {
+    summary: 'List executions', description: 'Across tasks (an agent\'s history), newest first.', role: 'viewer', query: ExecutionsQuery,
+    responses: { 200: pageOf(ExecutionListItem, 'ExecutionList') },
+  }, async (req, res) => {
+    const q = parseQuery(req, ExecutionsQuery);
     res.json(await svc.listExecutions({ agentId: q.agentId, status: q.status, limit: q.limit, offset: q.offset }));
   });
 
-  r.get('/executions/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/executions/:id', { summary: 'One execution', role: 'viewer', responses: { 200: ExecutionView } }, async (req, res) => {
     res.json(executionView(await svc.getExecution(String(req.params['id']))));
   });
 
-  r.get('/executions/:id/output', requireRole('viewer'), async (req, res) => {
+  r.get('/executions/:id/output', {
+    summary: 'Output of an execution', description: 'Stored stdout/stderr, streamed. Headers: `X-Muster-Truncated` (1 when the output limit cut it), `X-Muster-Execution-Status`, and with a seq range `X-Muster-To-Seq`.',
+    role: 'viewer', query: OutputQuery,
+    responses: { 200: { media: 'text/plain', description: 'the output as UTF-8 text (invalid bytes as U+FFFD), or with `raw` the bytes (application/octet-stream)' } },
+  }, async (req, res) => {
     const e = await svc.getExecution(String(req.params['id']));
-    const q = parseQuery(req, { stream: oneOf(['stdout', 'stderr']).optional(), raw: one().optional(), color: one().optional(), fromSeq: one().optional(), toSeq: one().optional() });
+    const q = parseQuery(req, OutputQuery);
     const stream = q.stream === 'stdout' ? 1 : q.stream === 'stderr' ? 2 : undefined;
     const raw = q.raw === '1' || q.raw === 'true';
     // For a terminal-like display: stderr chunks in red (SGR 31 … 39), the order across streams kept.

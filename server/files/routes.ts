@@ -1,14 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { Router, type Request } from 'express';
+import type { Request } from 'express';
 import { z } from 'zod';
-import type { FileHostView } from '../../protocol/index.js';
+import { DistributionView, FileDeleted, FileHostView, FileRevisionView, ManagedFileDetail, ManagedFileView, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/registry.js';
 import { selectAgents } from '../fleet/routes.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import type { SelectorLimits } from '../selectors/selector.js';
@@ -54,13 +55,19 @@ const Distribute = z.object({
   maxFailures: z.number().int().min(0).default(0),
 }).strict();
 
+const FilesQuery = { ...pageShape(100, 1000), q: one().max(256).optional().describe('part of the path') };
+const DeleteQuery = { removeFromHosts: oneOf(['true', 'false'] as const).optional().describe('required: `true` deletes it on the hosts too, `false` only stops managing it') };
+const HostsQuery = { state: oneOf(['ok', 'drifted', 'missing'] as const).optional(), drifted: oneOf(['true', 'false'] as const).optional().describe('`true`: drifted or missing') };
+const DistributionPage = pageShape();
+const RevisionBody = z.object({ content: CONTENT }).strict();
+
 export interface FileRouteDeps {
   store: FileStore; content: ContentStore; engine: DistributionEngine; fleet: Fleet; audit: AuditLog; selectorLimits: SelectorLimits;
 }
 
 /** /api/files and /api/distributions. */
-export function fileRoutes(d: FileRouteDeps): Router {
-  const r = Router();
+export function fileRoutes(d: FileRouteDeps): ApiRouter {
+  const r = new ApiRouter();
   const pathKey = (p: string) => createHash('sha256').update(p).digest('hex');
   const mustFile = async (req: Request): Promise<FileRow> => {
     const f = await d.store.getFile(String(req.params['id']));
@@ -93,18 +100,21 @@ export function fileRoutes(d: FileRouteDeps): Router {
         throw err;
       }
     }
-    const body = z.object({ content: CONTENT }).strict().parse(req.body);
+    const body = RevisionBody.parse(req.body);
     const buf = Buffer.from(body.content, 'base64');
     return d.content.receive(buf, buf.length);
   };
 
-  r.get('/files', requireRole('viewer'), async (req, res) => {
-    const q = parseQuery(req, { ...pageShape(100, 1000), q: one().max(256).optional() });
+  r.get('/files', { summary: 'List managed files', role: 'viewer', query: FilesQuery, responses: { 200: pageOf(ManagedFileView, 'ManagedFileList') } }, async (req, res) => {
+    const q = parseQuery(req, FilesQuery);
     const { items, total } = await d.store.listFiles(q.limit, q.offset, q.q);
     res.json({ items: items.map((i) => fileView(i.file, i.hosts, i.drifted)), total });
   });
 
-  r.post('/files', requireRole('admin'), async (req, res) => {
+  r.post('/files', {
+    summary: 'Manage a file', description: 'Its path, owner, group, mode and post-apply command; `content` (base64) is revision 1. Audited.',
+    role: 'admin', body: CreateFile, responses: { 201: ManagedFileView },
+  }, async (req, res) => {
     const body = CreateFile.parse(req.body);
     const key = pathKey(body.path);
     if (await d.store.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
@@ -132,7 +142,7 @@ export function fileRoutes(d: FileRouteDeps): Router {
     res.status(201).json(fileView(f));
   });
 
-  r.get('/files/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/files/:id', { summary: 'One managed file with its revisions, hosts and latest distributions', role: 'viewer', responses: { 200: ManagedFileDetail } }, async (req, res) => {
     const f = await mustFile(req);
     const hosts = await hostViews(f.id);
     res.json({
@@ -143,7 +153,7 @@ export function fileRoutes(d: FileRouteDeps): Router {
     });
   });
 
-  r.patch('/files/:id', requireRole('admin'), async (req, res) => {
+  r.patch('/files/:id', { summary: 'Change a managed file\'s owner, group, mode or command', role: 'admin', body: PatchFile, responses: { 200: ManagedFileView } }, async (req, res) => {
     const f = await mustFile(req);
     const body = PatchFile.parse(req.body);
     const before = { owner: f.owner, group: f.group, mode: f.mode, postCommand: f.postCommand };
@@ -153,9 +163,12 @@ export function fileRoutes(d: FileRouteDeps): Router {
     res.json(fileView(f));
   });
 
-  r.delete('/files/:id', requireRole('admin'), async (req, res) => {
+  r.delete('/files/:id', {
+    summary: 'Stop managing a file', description: '`removeFromHosts` is required; 409 while a distribution of it runs. Audited.',
+    role: 'admin', query: DeleteQuery, responses: { 200: FileDeleted },
+  }, async (req, res) => {
     const f = await mustFile(req);
-    const q = parseQuery(req, { removeFromHosts: oneOf(['true', 'false'] as const).optional() });
+    const q = parseQuery(req, DeleteQuery);
     if (q.removeFromHosts === undefined) throw new ApiError('bad_request', 'say removeFromHosts=true (delete it on the hosts too) or removeFromHosts=false (only stop managing it)');
     const active = d.engine.activeFor(f.id);
     if (active) throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it first`, 409, { distributionId: active.id });
@@ -172,7 +185,10 @@ export function fileRoutes(d: FileRouteDeps): Router {
     res.json({ deleted: true, removeFromHosts: remove, distribution });
   });
 
-  r.post('/files/:id/revisions', requireRole('admin'), async (req, res) => {
+  r.post('/files/:id/revisions', {
+    summary: 'Upload a new revision', description: 'JSON `{content}` (base64), or the bytes as the raw body (`Content-Type: application/octet-stream`, for large files). Audited.',
+    role: 'admin', body: RevisionBody, responses: { 201: FileRevisionView },
+  }, async (req, res) => {
     const f = await mustFile(req);
     const got = await receiveBody(req);
     try {
@@ -182,14 +198,17 @@ export function fileRoutes(d: FileRouteDeps): Router {
     }
   });
 
-  r.get('/files/:id/revisions', requireRole('viewer'), async (req, res) => {
+  r.get('/files/:id/revisions', { summary: 'Revisions of a managed file', role: 'viewer', responses: { 200: pageOf(FileRevisionView, 'FileRevisionList') } }, async (req, res) => {
     const f = await mustFile(req);
     const items = (await d.store.revisions(f.id)).map(revisionView);
     res.json({ items, total: items.length });
   });
 
   // The bytes may be a configuration with secrets in it: operators and up.
-  r.get('/files/:id/revisions/:rev/content', requireRole('operator'), async (req, res) => {
+  r.get('/files/:id/revisions/:rev/content', {
+    summary: 'Bytes of a revision', description: 'Operators and up (a configuration may hold secrets). Header X-Muster-Sha256.',
+    role: 'operator', responses: { 200: { media: 'application/octet-stream', description: 'the revision\'s bytes' } },
+  }, async (req, res) => {
     const f = await mustFile(req);
     const rev = await d.store.getRevision(f.id, Number(req.params['rev']));
     const file = rev ? d.content.pathOf(f.id, rev.sha256) : null;
@@ -235,37 +254,51 @@ export function fileRoutes(d: FileRouteDeps): Router {
     return d.engine.view(row.id, true);
   };
 
-  r.post('/files/:id/distributions', requireRole('operator'), async (req, res) => {
+  r.post('/files/:id/distributions', {
+    summary: 'Distribute a revision', description: 'Puts a revision (default: the latest) on the target hosts in waves. Audited.',
+    role: 'operator', body: Distribute, responses: { 201: DistributionView },
+  }, async (req, res) => {
     const f = await mustFile(req);
     res.status(201).json(await distribute(req, f, Distribute.parse(req.body ?? {}), false));
   });
 
-  r.post('/files/:id/rollback', requireRole('operator'), async (req, res) => {
+  r.post('/files/:id/rollback', {
+    summary: 'Roll a file back', description: 'Distributes the revision before the one the hosts hold (or `revision`), by default to every host that holds the file. Audited.',
+    role: 'operator', body: Distribute, responses: { 201: DistributionView },
+  }, async (req, res) => {
     const f = await mustFile(req);
     res.status(201).json(await distribute(req, f, Distribute.parse(req.body ?? {}), true));
   });
 
-  r.get('/files/:id/distributions', requireRole('viewer'), async (req, res) => {
+  r.get('/files/:id/distributions', {
+    summary: 'Distributions of a managed file', role: 'viewer', query: DistributionPage, responses: { 200: pageOf(DistributionView, 'DistributionList') },
+  }, async (req, res) => {
     const f = await mustFile(req);
-    const { limit, offset } = parseQuery(req, pageShape());
+    const { limit, offset } = parseQuery(req, DistributionPage);
     res.json(await d.engine.list(f.id, limit, offset));
   });
 
-  r.get('/files/:id/hosts', requireRole('viewer'), async (req, res) => {
+  r.get('/files/:id/hosts', {
+    summary: 'Hosts of a managed file', description: 'What each host reported: the revision it holds, drift.', role: 'viewer', query: HostsQuery,
+    responses: { 200: pageOf(FileHostView, 'FileHostList') },
+  }, async (req, res) => {
     const f = await mustFile(req);
-    const q = parseQuery(req, { state: oneOf(['ok', 'drifted', 'missing'] as const).optional(), drifted: oneOf(['true', 'false'] as const).optional() });
+    const q = parseQuery(req, HostsQuery);
     let items = await hostViews(f.id);
     if (q.state) items = items.filter((h) => h.state === q.state);
     if (q.drifted === 'true') items = items.filter((h) => h.state !== 'ok');
     res.json({ items, total: items.length });
   });
 
-  r.get('/distributions/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/distributions/:id', { summary: 'One distribution with its targets', role: 'viewer', responses: { 200: DistributionView } }, async (req, res) => {
     res.json(await d.engine.view(String(req.params['id']), true));
   });
 
   for (const action of ['pause', 'resume', 'cancel'] as const) {
-    r.post(`/distributions/:id/${action}`, requireRole('operator'), async (req, res) => {
+    r.post(`/distributions/:id/${action}`, {
+      summary: `${action[0]!.toUpperCase()}${action.slice(1)} a distribution`, description: '409 when its state does not allow it. Audited.',
+      role: 'operator', responses: { 200: DistributionView },
+    }, async (req, res) => {
       const id = String(req.params['id']);
       await d.engine.view(id, false); // 404 for an unknown id
       const by = actorOf(req).username;

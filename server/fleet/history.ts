@@ -1,6 +1,5 @@
-import { Router } from 'express';
-import type { Metrics } from '../../protocol/index.js';
-import { requireRole } from '../http/context.js';
+import { MetricsHistoryView, type Metrics } from '../../protocol/index.js';
+import { ApiRouter } from '../http/api-router.js';
 import { ApiError } from '../http/errors.js';
 
 /** One point of an agent's history: the averages over one step (CPU, memory and disk in %, load1). */
@@ -105,9 +104,12 @@ export class MetricsHistory {
 const round = (v: number) => Math.round(v * 100) / 100;
 
 /** GET /api/agents/:id/metrics/history: the agent's last hour, one point a step. */
-export function metricsHistoryRoutes(history: MetricsHistory, known: (id: string) => boolean, o: { stepMs: number; points: number; maxAgents: number }): Router {
-  const r = Router();
-  r.get('/agents/:id/metrics/history', requireRole('viewer'), (req, res) => {
+export function metricsHistoryRoutes(history: MetricsHistory, known: (id: string) => boolean, o: { stepMs: number; points: number; maxAgents: number }): ApiRouter {
+  const r = new ApiRouter();
+  r.get('/agents/:id/metrics/history', {
+    summary: 'The last hour of an agent\'s CPU, memory, disk and load', description: 'Averaged points kept in the server\'s memory (MUSTER_METRICS_HISTORY_*).',
+    role: 'viewer', responses: { 200: MetricsHistoryView },
+  }, (req, res) => {
     const id = String(req.params['id']);
     if (!known(id)) throw new ApiError('not_found', 'no such agent');
     const points = history.get(id);

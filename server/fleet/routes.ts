@@ -1,15 +1,20 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import { CloseCode, Labels } from '../../protocol/index.js';
+import { Accepted, AgentConnection, AgentSummary, AgentView, CloseCode, Labels, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { Bus } from '../bus/bus.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { compileSelector, DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits } from '../selectors/selector.js';
 import type { Fleet } from './fleet.js';
 import { comparator, entryOf, FLEET_SORT_KEYS } from './order.js';
 import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
+
+const AgentsQuery = {
+  ...pageShape(100, 50_000), status: oneOf(['online', 'offline']).optional(), selector: one().optional(),
+  sort: oneOf(FLEET_SORT_KEYS).optional(), order: oneOf(['asc', 'desc']).optional(),
+};
 
 const Patch = z.object({
   labels: Labels.nullable().optional(),
@@ -38,15 +43,15 @@ export function selectAgents(fleet: Fleet, selector: string | undefined, status?
 }
 
 /** /api/agents: the fleet, one agent, summary, connections, patch, revoke, restart. */
-export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog; bus: Bus; selectorLimits: SelectorLimits }): Router {
+export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: ConnectionRepo; audit: AuditLog; bus: Bus; selectorLimits: SelectorLimits }): ApiRouter {
   const { fleet, audit } = deps;
-  const r = Router();
+  const r = new ApiRouter();
 
-  r.get('/agents', requireRole('viewer'), (req, res) => {
-    const { status, selector, limit, offset, sort, order } = parseQuery(req, {
-      ...pageShape(100, 50_000), status: oneOf(['online', 'offline']).optional(), selector: one().optional(),
-      sort: oneOf(FLEET_SORT_KEYS).optional(), order: oneOf(['asc', 'desc']).optional(),
-    });
+  r.get('/agents', {
+    summary: 'List agents', description: 'The fleet with live status and last metrics, filtered by a selector (errors name the position) and status.',
+    role: 'viewer', query: AgentsQuery, responses: { 200: pageOf(AgentView, 'AgentList') },
+  }, (req, res) => {
+    const { status, selector, limit, offset, sort, order } = parseQuery(req, AgentsQuery);
     const all = selectAgents(fleet, selector, status, deps.selectorLimits);
     // The same order as the console's fleet views (order.ts): keys computed once, then compared.
     const key = sort ?? 'name';
@@ -56,7 +61,9 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     res.json({ items: page.map((e) => agentView(fleet.get(e.id)!)), total: all.length });
   });
 
-  r.get('/agents/summary', requireRole('viewer'), async (_req, res) => {
+  r.get('/agents/summary', {
+    summary: 'Fleet summary', description: 'Counts by status, version and platform, and the latest connection events.', role: 'viewer', responses: { 200: AgentSummary },
+  }, async (_req, res) => {
     const byStatus: Record<string, number> = { online: 0, offline: 0 };
     const byVersion: Record<string, number> = {};
     const byPlatform: Record<string, number> = {};
@@ -73,20 +80,26 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     res.json({ total, byStatus, byVersion, byPlatform, recentConnections });
   });
 
-  r.get('/agents/:id', requireRole('viewer'), (req, res) => {
+  r.get('/agents/:id', { summary: 'One agent', role: 'viewer', responses: { 200: AgentView } }, (req, res) => {
     const a = fleet.get(String(req.params['id']));
     if (!a) throw notFound('agent');
     res.json(agentView(a));
   });
 
-  r.get('/agents/:id/connections', requireRole('viewer'), async (req, res) => {
+  r.get('/agents/:id/connections', {
+    summary: 'Connection history of an agent', description: 'Connected and disconnected at, duration, reason, remote address; newest first.',
+    role: 'viewer', query: pageShape(), responses: { 200: pageOf(AgentConnection, 'AgentConnectionList') },
+  }, async (req, res) => {
     const id = String(req.params['id']);
     if (!fleet.get(id)) throw notFound('agent');
     const { limit, offset } = parseQuery(req, pageShape());
     res.json(await deps.connections.list(id, limit, offset));
   });
 
-  r.patch('/agents/:id', requireRole('operator'), async (req, res) => {
+  r.patch('/agents/:id', {
+    summary: 'Set an agent\'s labels and groups', description: '`labels` replaces the agent\'s own labels (null gives them back); audited.',
+    role: 'operator', body: Patch, responses: { 200: AgentView },
+  }, async (req, res) => {
     const id = String(req.params['id']);
     const a = fleet.get(id);
     if (!a) throw notFound('agent');
@@ -100,7 +113,9 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     res.json(view);
   });
 
-  r.delete('/agents/:id', requireRole('admin'), async (req, res) => {
+  r.delete('/agents/:id', {
+    summary: 'Revoke an agent', description: 'Closes its socket; its credentials no longer work. Audited.', role: 'admin', responses: { 204: null },
+  }, async (req, res) => {
     const id = String(req.params['id']);
     const a = fleet.get(id);
     if (!a) throw notFound('agent');
@@ -113,7 +128,10 @@ export function fleetRoutes(deps: { fleet: Fleet; repo: AgentRepo; connections: 
     res.status(204).end();
   });
 
-  r.post('/agents/:id/restart', requireRole('operator'), async (req, res) => {
+  r.post('/agents/:id/restart', {
+    summary: 'Restart an agent', description: 'Asks a connected agent to restart (409 `agent_offline` when it is not connected). Audited.',
+    role: 'operator', responses: { 202: Accepted },
+  }, async (req, res) => {
     const id = String(req.params['id']);
     const a = fleet.get(id);
     if (!a) throw notFound('agent');

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { Router } from 'express';
 import { z } from 'zod';
+import { DeliveryRef, NotificationDeliveryView, NotificationRuleList, NotificationRuleView, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { oneOf, one, pageShape, parseQuery } from '../http/query.js';
 import type { Delivery, NotificationRepo, Rule } from './repository.js';
@@ -23,13 +24,15 @@ const RuleBody = z.object({
 
 const RulePatch = RuleBody.partial().strict();
 
+const DeliveriesQuery = { ruleId: one().optional(), status: oneOf(['pending', 'delivered', 'failed']).optional(), ...pageShape(50, 1000) };
+
 /** A rule as the API shows it: the secret is never returned, only whether there is one. */
-function ruleView(r: Rule) {
+function ruleView(r: Rule): NotificationRuleView {
   const { secret, createdAt, updatedAt, ...rest } = r;
   return { ...rest, hasSecret: Boolean(secret), createdAt: new Date(createdAt).toISOString(), updatedAt: new Date(updatedAt).toISOString() };
 }
 
-function deliveryView(d: Delivery) {
+function deliveryView(d: Delivery): NotificationDeliveryView {
   let payload: unknown = d.payload;
   try {
     payload = JSON.parse(d.payload);
@@ -45,9 +48,8 @@ function deliveryView(d: Delivery) {
 const hostOf = (u: string): string => new URL(u).host;
 
 /** /api/notifications/rules and /api/notifications/deliveries (admin only, audited). */
-export function notificationRoutes(d: { repo: NotificationRepo; service: NotificationService; audit: AuditLog }): Router {
-  const r = Router();
-  r.use('/notifications', requireRole('admin'));
+export function notificationRoutes(d: { repo: NotificationRepo; service: NotificationService; audit: AuditLog }): ApiRouter {
+  const r = new ApiRouter();
 
   const load = async (id: string): Promise<Rule> => {
     const rule = await d.repo.rule(id);
@@ -55,12 +57,17 @@ export function notificationRoutes(d: { repo: NotificationRepo; service: Notific
     return rule;
   };
 
-  r.get('/notifications/rules', async (_req, res) => {
+  r.get('/notifications/rules', {
+    summary: 'List notification rules', description: 'With every event a rule can name.', role: 'admin', responses: { 200: NotificationRuleList },
+  }, async (_req, res) => {
     const items = (await d.repo.rules()).map(ruleView);
     res.json({ items, total: items.length, events: EVENTS });
   });
 
-  r.post('/notifications/rules', async (req, res) => {
+  r.post('/notifications/rules', {
+    summary: 'Create a notification rule', description: 'A generic webhook (JSON body, HMAC-SHA256 signature with `secret`) or a Slack incoming webhook. Audited.',
+    role: 'admin', body: RuleBody, responses: { 201: NotificationRuleView },
+  }, async (req, res) => {
     const b = RuleBody.parse(req.body);
     if (b.channel === 'slack' && b.secret) throw new ApiError('bad_request', 'a Slack webhook takes no secret (its URL is the credential)');
     if (await d.repo.nameTaken(b.name)) throw new ApiError('conflict', `a rule named ${JSON.stringify(b.name)} exists`);
@@ -72,11 +79,13 @@ export function notificationRoutes(d: { repo: NotificationRepo; service: Notific
     res.status(201).json(ruleView(rule));
   });
 
-  r.get('/notifications/rules/:id', async (req, res) => {
+  r.get('/notifications/rules/:id', { summary: 'One notification rule', role: 'admin', responses: { 200: NotificationRuleView } }, async (req, res) => {
     res.json(ruleView(await load(String(req.params['id']))));
   });
 
-  r.patch('/notifications/rules/:id', async (req, res) => {
+  r.patch('/notifications/rules/:id', {
+    summary: 'Change a notification rule', description: '`secret: null` removes the secret. Audited.', role: 'admin', body: RulePatch, responses: { 200: NotificationRuleView },
+  }, async (req, res) => {
     const b = RulePatch.parse(req.body);
     const rule = await load(String(req.params['id']));
     if (b.name !== undefined && b.name !== rule.name && (await d.repo.nameTaken(b.name, rule.id))) throw new ApiError('conflict', `a rule named ${JSON.stringify(b.name)} exists`);
@@ -89,7 +98,7 @@ export function notificationRoutes(d: { repo: NotificationRepo; service: Notific
     res.json(ruleView(next));
   });
 
-  r.delete('/notifications/rules/:id', async (req, res) => {
+  r.delete('/notifications/rules/:id', { summary: 'Delete a notification rule', role: 'admin', responses: { 204: null } }, async (req, res) => {
     const rule = await load(String(req.params['id']));
     await d.repo.deleteRule(rule.id);
     await d.service.reload();
@@ -98,7 +107,10 @@ export function notificationRoutes(d: { repo: NotificationRepo; service: Notific
   });
 
   /** Sends a `test` notice to this rule now (whatever its events); answers the delivery id. */
-  r.post('/notifications/rules/:id/test', async (req, res) => {
+  r.post('/notifications/rules/:id/test', {
+    summary: 'Send a test notification', description: 'A `test` notice to this rule now, whatever its events; answers the delivery id (see the deliveries).',
+    role: 'admin', responses: { 202: DeliveryRef },
+  }, async (req, res) => {
     const rule = await load(String(req.params['id']));
     const id = await d.service.send(rule, { event: 'test', summary: `test notification from ${actorOf(req).username}`, data: { requestedBy: actorOf(req).username } });
     if (!id) throw new ApiError('rate_limited', 'this rule reached its notifications per minute (MUSTER_NOTIFY_MAX_PER_MINUTE)');
@@ -106,8 +118,11 @@ export function notificationRoutes(d: { repo: NotificationRepo; service: Notific
     res.status(202).json({ deliveryId: id });
   });
 
-  r.get('/notifications/deliveries', async (req, res) => {
-    const q = parseQuery(req, { ruleId: one().optional(), status: oneOf(['pending', 'delivered', 'failed']).optional(), ...pageShape(50, 1000) });
+  r.get('/notifications/deliveries', {
+    summary: 'Notification delivery log', description: 'Each delivery with its attempts, response codes and errors; newest first.',
+    role: 'admin', query: DeliveriesQuery, responses: { 200: pageOf(NotificationDeliveryView, 'NotificationDeliveryList') },
+  }, async (req, res) => {
+    const q = parseQuery(req, DeliveriesQuery);
     const { items, total } = await d.repo.deliveries(q);
     res.json({ items: items.map(deliveryView), total });
   });

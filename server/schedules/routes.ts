@@ -1,8 +1,9 @@
-import { Router } from 'express';
 import { z } from 'zod';
+import { pageOf, ScheduleHistory, ScheduleView } from '../../protocol/index.js';
 import { CreateTask, limitString } from '../exec/routes.js';
-import { actorOf, principal, requireRole } from '../http/context.js';
-import { page } from '../http/errors.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf, principal } from '../http/context.js';
+import { pageShape, parseQuery } from '../http/query.js';
 import { ParamValue } from '../scripts/params.js';
 import { scheduleView, type ScheduleService } from './service.js';
 
@@ -45,42 +46,54 @@ const Create = z.object({
 }).strict();
 
 const Patch = z.object(Fields).partial().strict();
+const SchedulePage = pageShape(100, 1000);
+const HistoryPage = pageShape(50, 1000);
 
 /** /api/schedules. */
-export function scheduleRoutes(svc: ScheduleService): Router {
-  const r = Router();
+export function scheduleRoutes(svc: ScheduleService): ApiRouter {
+  const r = new ApiRouter();
   const limits = <T extends { concurrency?: number | string | null | undefined; maxFailures?: number | string | null | undefined }>(b: T) => ({
     ...b,
     ...(b.concurrency !== undefined ? { concurrency: limitString(b.concurrency, 'concurrency') } : {}),
     ...(b.maxFailures !== undefined ? { maxFailures: limitString(b.maxFailures, 'maxFailures') } : {}),
   }) as Omit<T, 'concurrency' | 'maxFailures'> & { concurrency?: string | null; maxFailures?: string | null };
 
-  r.post('/schedules', requireRole('operator'), async (req, res) => {
+  r.post('/schedules', {
+    summary: 'Create a schedule', description: 'Runs a library script on a cron (5 fields and a time zone) or every `intervalSec`. Audited.',
+    role: 'operator', body: Create, responses: { 201: ScheduleView },
+  }, async (req, res) => {
     const b = limits(Create.parse(req.body));
     res.status(201).json(await svc.create({ ...b, concurrency: b.concurrency ?? null, maxFailures: b.maxFailures ?? null }, actorOf(req)));
   });
 
-  r.get('/schedules', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>, 100, 1000);
+  r.get('/schedules', {
+    summary: 'List schedules', role: 'viewer', query: SchedulePage, responses: { 200: pageOf(ScheduleView, 'ScheduleList') },
+  }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, SchedulePage);
     res.json(await svc.list(limit, offset));
   });
 
-  r.get('/schedules/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/schedules/:id', { summary: 'One schedule (by id or name)', role: 'viewer', responses: { 200: ScheduleView } }, async (req, res) => {
     res.json(scheduleView(await svc.get(String(req.params['id']))));
   });
 
-  r.patch('/schedules/:id', requireRole('operator'), async (req, res) => {
+  r.patch('/schedules/:id', {
+    summary: 'Change a schedule', description: 'Its creator or an admin. Audited.', role: 'operator', body: Patch, responses: { 200: ScheduleView },
+  }, async (req, res) => {
     const b = limits(Patch.parse(req.body));
     res.json(await svc.update(String(req.params['id']), b, principal(req), actorOf(req)));
   });
 
-  r.delete('/schedules/:id', requireRole('operator'), async (req, res) => {
+  r.delete('/schedules/:id', { summary: 'Delete a schedule', description: 'Its creator or an admin. Audited.', role: 'operator', responses: { 204: null } }, async (req, res) => {
     await svc.remove(String(req.params['id']), principal(req), actorOf(req));
     res.status(204).end();
   });
 
-  r.get('/schedules/:id/history', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = page(req.query as Record<string, unknown>, 50, 1000);
+  r.get('/schedules/:id/history', {
+    summary: 'Fires of a schedule', description: 'Each fire with its task, and the success rate over the finished tasks.', role: 'viewer', query: HistoryPage,
+    responses: { 200: ScheduleHistory },
+  }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, HistoryPage);
     res.json(await svc.history(String(req.params['id']), limit, offset));
   });
 

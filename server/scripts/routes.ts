@@ -1,7 +1,8 @@
-import { Router } from 'express';
 import { z } from 'zod';
+import { pageOf, ScriptSummary, ScriptTask, ScriptView, TaskDetail } from '../../protocol/index.js';
 import { CreateTask, limitString } from '../exec/routes.js';
-import { actorOf, principal, requireRole } from '../http/context.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf, principal } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
 import { ParamDefs, ParamValue } from './params.js';
@@ -44,6 +45,10 @@ export const runOptions = (b: z.infer<typeof RunScript>) => ({
   ...b, concurrency: limitString(b.concurrency, 'concurrency'), maxFailures: limitString(b.maxFailures, 'maxFailures'),
 });
 
+const ScriptsQuery = { ...pageShape(100, 1000), q: one().max(256).optional().describe('words in the name, description or tags'), tag: one().max(64).optional() };
+const VersionsPage = pageShape(100, 1000);
+const TasksPage = pageShape(50, 1000);
+
 const versionParam = (v: unknown) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new ApiError('bad_request', 'version must be a positive integer');
@@ -51,54 +56,67 @@ const versionParam = (v: unknown) => {
 };
 
 /** /api/scripts, and POST /api/tasks when the body names a library script. */
-export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Promise<number>): Router {
-  const r = Router();
+export function scriptRoutes(svc: ScriptService, inUse: (scriptId: string) => Promise<number>): ApiRouter {
+  const r = new ApiRouter();
 
   // Runs of a library script share POST /api/tasks (DESIGN.md); ad-hoc bodies pass on to exec.
-  r.post('/tasks', (req, _res, next) => {
-    const b = req.body as unknown;
-    if (b && typeof b === 'object' && 'scriptId' in b) next();
-    else next('route');
-  }, requireRole('operator'), async (req, res) => {
+  r.post('/tasks', {
+    summary: 'Run a library script', description: 'A body with `scriptId` runs that script (its latest version unless `version`); parameters reach it as MUSTER_PARAM_<NAME> environment variables.',
+    role: 'operator', body: RunScript, responses: { 201: TaskDetail },
+    when: (req) => { const b = req.body as unknown; return Boolean(b && typeof b === 'object' && 'scriptId' in b); },
+  }, async (req, res) => {
     const body = RunScript.parse(req.body);
     res.status(201).json(await svc.run(runOptions(body), actorOf(req)));
   });
 
-  r.post('/scripts', requireRole('operator'), async (req, res) => {
+  r.post('/scripts', { summary: 'Add a script to the library', description: 'Version 1 of it. Audited.', role: 'operator', body: Content, responses: { 201: ScriptView } }, async (req, res) => {
     const body = Content.parse(req.body);
     res.status(201).json(await svc.create(body, actorOf(req)));
   });
 
-  r.get('/scripts', requireRole('viewer'), async (req, res) => {
-    const q = parseQuery(req, { ...pageShape(100, 1000), q: one().max(256).optional(), tag: one().max(64).optional() });
+  r.get('/scripts', {
+    summary: 'List library scripts', description: 'Their latest versions, without bodies.', role: 'viewer', query: ScriptsQuery, responses: { 200: pageOf(ScriptSummary, 'ScriptList') },
+  }, async (req, res) => {
+    const q = parseQuery(req, ScriptsQuery);
     res.json(await svc.list({ q: q.q, tag: q.tag, limit: q.limit, offset: q.offset }));
   });
 
-  r.get('/scripts/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/scripts/:id', { summary: 'One script (by id or name), latest version', role: 'viewer', responses: { 200: ScriptView } }, async (req, res) => {
     res.json(await svc.get(String(req.params['id'])));
   });
 
-  r.put('/scripts/:id', requireRole('operator'), async (req, res) => {
+  r.put('/scripts/:id', {
+    summary: 'Edit a script', description: 'A change makes a new version; `baseVersion` refuses (409) when the script moved on. Its owner or an admin. Audited.',
+    role: 'operator', body: Patch, responses: { 200: ScriptView },
+  }, async (req, res) => {
     const body = Patch.parse(req.body);
     res.json(await svc.update(String(req.params['id']), body, principal(req), actorOf(req)));
   });
 
-  r.delete('/scripts/:id', requireRole('operator'), async (req, res) => {
+  r.delete('/scripts/:id', {
+    summary: 'Delete a script', description: 'Its owner or an admin; 409 while schedules run it. Audited.', role: 'operator', responses: { 204: null },
+  }, async (req, res) => {
     await svc.remove(String(req.params['id']), principal(req), actorOf(req), inUse);
     res.status(204).end();
   });
 
-  r.get('/scripts/:id/versions', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = parseQuery(req, pageShape(100, 1000));
+  r.get('/scripts/:id/versions', {
+    summary: 'Versions of a script', description: 'Newest first, without bodies.', role: 'viewer', query: VersionsPage, responses: { 200: pageOf(ScriptSummary, 'ScriptVersionList') },
+  }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, VersionsPage);
     res.json(await svc.versions(String(req.params['id']), limit, offset));
   });
 
-  r.get('/scripts/:id/versions/:version', requireRole('viewer'), async (req, res) => {
+  r.get('/scripts/:id/versions/:version', {
+    summary: 'One version of a script', role: 'viewer', params: { version: z.string().regex(/^[1-9]\d*$/) }, responses: { 200: ScriptView },
+  }, async (req, res) => {
     res.json(await svc.version(String(req.params['id']), versionParam(req.params['version'])));
   });
 
-  r.get('/scripts/:id/tasks', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = parseQuery(req, pageShape(50, 1000));
+  r.get('/scripts/:id/tasks', {
+    summary: 'Tasks that ran a script', role: 'viewer', query: TasksPage, responses: { 200: pageOf(ScriptTask, 'ScriptTaskList') },
+  }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, TasksPage);
     res.json(await svc.tasks(String(req.params['id']), limit, offset));
   });
 

@@ -5,13 +5,15 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { promisify } from 'node:util';
-import { Router, type Request } from 'express';
+import type { Request } from 'express';
 import { z } from 'zod';
+import { ArtifactView, pageOf, RolloutView } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
-import { actorOf, requireRole } from '../http/context.js';
+import { ApiRouter } from '../http/api-router.js';
+import { actorOf } from '../http/context.js';
 import type { SelectorLimits } from '../selectors/selector.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
@@ -40,6 +42,14 @@ const CreateRollout = z.object({
   allowDowngrade: z.boolean().default(false),
 }).strict();
 
+const UploadQuery = {
+  filename: one().max(255).optional().describe('or X-Muster-Filename; `muster-agent-<version>-linux-<arch>.tar.gz` names the version and arch'),
+  version: one().optional().describe('or X-Muster-Version'), signature: one().optional().describe('or X-Muster-Signature: base64 ed25519 signature'),
+  sha256: one().optional().describe('or X-Muster-Sha256: refuse the upload unless the body has this digest'), arch: one().optional(),
+};
+const DownloadQuery = { arch: one().max(32).optional().describe('with `latest`: the newest package for this arch') };
+const ListPage = pageShape();
+
 export interface UpdateRouteDeps {
   store: UpdateStore; engine: RolloutEngine; fleet: Fleet; audit: AuditLog;
   artifactDir: string; maxArtifactBytes: number; selectorLimits: SelectorLimits;
@@ -48,14 +58,17 @@ export interface UpdateRouteDeps {
 }
 
 /** /api/artifacts and /api/rollouts. */
-export function updateRoutes(d: UpdateRouteDeps): Router {
-  const r = Router();
+export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
+  const r = new ApiRouter();
   const fileOf = (id: string) => path.join(d.artifactDir, `${id}.tar.gz`);
 
-  r.post('/artifacts', requireRole('admin'), async (req, res) => {
+  r.post('/artifacts', {
+    summary: 'Upload an agent package', description: 'The .tar.gz as the raw body; its ./VERSION must match the version given. Audited.',
+    role: 'admin', query: UploadQuery, body: { media: 'application/octet-stream', description: 'the agent package (.tar.gz)' }, responses: { 201: ArtifactView },
+  }, async (req, res) => {
     if (req.is('application/json') || req.is('multipart/*')) throw new ApiError('bad_request', 'send the package as the raw request body (application/octet-stream)');
     // Every input is checked before a byte of the body is stored (an upload that fails leaves nothing).
-    const q = parseQuery(req, { filename: one().max(255).optional(), version: one().optional(), signature: one().optional(), sha256: one().optional(), arch: one().optional() });
+    const q = parseQuery(req, UploadQuery);
     const header = (h: string) => (typeof req.headers[h] === 'string' ? (req.headers[h] as string) : undefined);
     const filename = (q.filename ?? header('x-muster-filename') ?? '').trim();
     const fromName = /^muster-agent-(.+)-linux-([a-z0-9_]+)\.tar\.gz$/.exec(path.basename(filename));
@@ -107,17 +120,21 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     }
   });
 
-  r.get('/artifacts', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = parseQuery(req, pageShape());
+  r.get('/artifacts', { summary: 'List agent packages', role: 'viewer', query: ListPage, responses: { 200: pageOf(ArtifactView, 'ArtifactList') } }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, ListPage);
     const { items, total } = await d.store.listArtifacts(limit, offset);
     res.json({ items: items.map(artifactView), total });
   });
 
   // Agents download with their own credentials; an installer with the enrolment token; people with a session.
-  r.get('/artifacts/:id/download', async (req, res) => {
+  r.get('/artifacts/:id/download', {
+    summary: 'Download an agent package', description: 'By id, or `latest`. Headers X-Muster-Version and X-Muster-Sha256.',
+    role: null, auth: 'Agents download with their own credentials (`Authorization: Bearer <agent secret>` and `X-Muster-Agent-Id`), an installer with an enrolment token (`X-Muster-Enroll-Token`), people with a session or API token.',
+    query: DownloadQuery, responses: { 200: { media: 'application/gzip', description: 'the package' } },
+  }, async (req, res) => {
     if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrolment token or a session required');
     const id = String(req.params['id']);
-    const { arch } = parseQuery(req, { arch: one().max(32).optional() });
+    const { arch } = parseQuery(req, DownloadQuery);
     const a = id === 'latest' ? await d.store.latestArtifact(arch) : await d.store.getArtifact(id);
     if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
     // RFC 6266/5987: any stored name (non-Latin-1, even control characters) becomes a valid
@@ -142,7 +159,10 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     return typeof enrol === 'string' && enrol.length <= 256 && (await d.enrollTokenValid(enrol));
   }
 
-  r.post('/rollouts', requireRole('admin'), async (req, res) => {
+  r.post('/rollouts', {
+    summary: 'Start a rollout', description: 'Updates the selected agents in waves (counts or percentages); pauses past `maxFailures`. An uploaded artifact, or url + version + size + sha256 + signature. Audited.',
+    role: 'admin', body: CreateRollout, responses: { 201: RolloutView },
+  }, async (req, res) => {
     const body = CreateRollout.parse(req.body);
     let pkg;
     if (body.artifactId) {
@@ -160,17 +180,20 @@ export function updateRoutes(d: UpdateRouteDeps): Router {
     res.status(201).json(await d.engine.view(row.id, true));
   });
 
-  r.get('/rollouts', requireRole('viewer'), async (req, res) => {
-    const { limit, offset } = parseQuery(req, pageShape());
+  r.get('/rollouts', { summary: 'List rollouts', role: 'viewer', query: ListPage, responses: { 200: pageOf(RolloutView, 'RolloutList') } }, async (req, res) => {
+    const { limit, offset } = parseQuery(req, ListPage);
     res.json(await d.engine.list(limit, offset));
   });
 
-  r.get('/rollouts/:id', requireRole('viewer'), async (req, res) => {
+  r.get('/rollouts/:id', { summary: 'One rollout with its targets', role: 'viewer', responses: { 200: RolloutView } }, async (req, res) => {
     res.json(await d.engine.view(String(req.params['id']), true));
   });
 
   for (const action of ['pause', 'resume', 'cancel'] as const) {
-    r.post(`/rollouts/:id/${action}`, requireRole('admin'), async (req, res) => {
+    r.post(`/rollouts/:id/${action}`, {
+      summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, description: '409 when the rollout is not in a state that allows it. Audited.',
+      role: 'admin', responses: { 200: RolloutView },
+    }, async (req, res) => {
       const id = String(req.params['id']);
       await d.engine.view(id, false); // 404 for an unknown id
       const by = actorOf(req).username;

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
+import { contractOf } from './openapi-check.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_JS = path.join(ROOT, 'dist', 'server.js');
@@ -263,6 +264,8 @@ export interface Res<T = any> { status: number; body: T; headers: Headers }
 export class Api {
   cookie = '';
   bearer = '';
+  /** Check each answer against GET /api/openapi.json (off only for a test of something else that answers off-contract on purpose). */
+  checkContract = true;
   constructor(readonly base: string) {}
 
   static async login(base: string, username = 'admin', password = ADMIN_PASSWORD): Promise<Api> {
@@ -286,6 +289,12 @@ export class Api {
     const text = await res.text();
     let parsed: unknown = text;
     try { parsed = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    if (this.checkContract) {
+      // Every answer is checked against the server's own OpenAPI document.
+      const contract = await contractOf(this.base);
+      const problems = contract?.problems(method, p, res.status, res.headers.get('content-type'), text) ?? [];
+      if (problems.length) throw new Error(`answer does not match /api/openapi.json: ${problems.join('\n')}`);
+    }
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
   get<T = any>(p: string) { return this.req<T>('GET', p); }

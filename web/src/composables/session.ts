@@ -1,6 +1,7 @@
 /** The signed-in user and role checks (buttons a role may not use are hidden; the server still enforces). */
 import { computed, ref } from 'vue';
-import type { Role, UserView } from '../../../protocol/console-messages';
+import type { Role } from '../../../protocol/console-messages';
+import type { UserView } from '../../../protocol/rest';
 import { ApiError, api, onUnauthorized } from '../api/client';
 
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };

@@ -4,7 +4,7 @@
  * the text changes (debounced) and when the fleet's shape changes (agents join, leave, relabel).
  */
 import { ref, watch, type Ref } from 'vue';
-import type { AgentView } from '../../../../protocol/console-messages';
+import type { AgentView } from '../../../../protocol/rest';
 import { ApiError, api, type ListResult } from '../../api/client';
 import { fleetShapeVersion } from './fleet';
 

@@ -5,7 +5,8 @@
  * round trip, and re-opens the view after every reconnect and whenever the filter or sort changes.
  */
 import { onScopeDispose, ref, shallowRef, watch, type Ref } from 'vue';
-import type { AgentView, FleetSortKey, FleetWindowMessage } from '../../../../protocol/console-messages';
+import type { FleetSortKey, FleetWindowMessage } from '../../../../protocol/console-messages';
+import type { AgentView } from '../../../../protocol/rest';
 import { onMessage, onReady, send, socketState } from '../../composables/socket';
 import type { SelectorProblem } from './selector';
 

@@ -7,7 +7,7 @@
  * GET /api/executions/:id/output when a row is opened.
  */
 import { shallowRef } from 'vue';
-import type { ExecutionView, TaskView } from '../../../../protocol/console-messages';
+import type { ExecutionView, TaskView } from '../../../../protocol/rest';
 import { api } from '../../api/client';
 import { onFrame, onMessage, onReady, send } from '../../composables/socket';
 
