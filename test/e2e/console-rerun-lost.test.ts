@@ -36,7 +36,7 @@ describe.skipIf(!browserAvailable())('console: re-run with lost executions', () 
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', `/tasks/${t.id}`);
     await page.waitForSelector('tr[data-exec-agent="rr-lost"][data-status=lost]');
-    expect(await page.textContent('[data-test=task-rerun-failed]')).toContain('2 failed');
+    expect(await page.textContent('[data-test=task-rerun-failed]')).toContain('Re-run on the 2 that failed');
     await page.click('[data-test=task-rerun-failed]');
     await page.waitForSelector('.n-dialog >> text=may run it twice');
     const first = page.url();
