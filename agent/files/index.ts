@@ -47,6 +47,40 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
   /** Where a managed path is on this host's disk. */
   const onDisk = (p: string) => (ctx.cfg.fileRoot ? path.join(ctx.cfg.fileRoot, p) : p);
 
+  /**
+   * The host-side policy on what is really on disk: `pathAllowed` alone is lexical, so a symbolic
+   * link to a directory inside an allowed path (`/etc/app/link -> /root`) would carry a write out
+   * of it. The deepest existing ancestor of the path is resolved (realpath) and the result, with
+   * the components still to be created, must be inside an allowed path, itself resolved or as
+   * written. Null when allowed, else why not.
+   */
+  const outsideOnDisk = async (logical: string): Promise<string | null> => {
+    const allowed = ctx.policy().view.allowedPaths;
+    if (allowed == null) return null;
+    const root = ctx.cfg.fileRoot ? await fsp.realpath(ctx.cfg.fileRoot) : '/';
+    const resolve = async (p: string): Promise<string | null> => {
+      let dir = onDisk(p);
+      const rest: string[] = [];
+      for (;;) {
+        try {
+          const real = path.join(await fsp.realpath(dir), ...rest);
+          if (root === '/') return real;
+          return real === root ? '/' : real.startsWith(`${root}/`) ? real.slice(root.length) : null;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if ((code !== 'ENOENT' && code !== 'ENOTDIR') || dir === path.dirname(dir)) throw err;
+          rest.unshift(path.basename(dir));
+          dir = path.dirname(dir);
+        }
+      }
+    };
+    const real = await resolve(path.dirname(logical));
+    const target = real === null ? null : path.join(real, path.basename(logical));
+    const bases = (await Promise.all(allowed.map((b) => resolve(b).catch(() => null)))).filter((b): b is string => b !== null);
+    if (target !== null && pathAllowed([...allowed, ...bases], target)) return null;
+    return `${logical} resolves to ${target ?? 'a place outside the file root'} (through a symbolic link), outside the host policy's allowedPaths`;
+  };
+
   const result = (transferId: string, state: 'applied' | 'unchanged' | 'removed' | 'failed', extra: { reason?: string; code?: string; contentChanged?: boolean } = {}) => {
     link.send({ type: 'file.result', transferId, state, ...extra, ...(extra.reason ? { reason: extra.reason.slice(0, 2048) } : {}) });
   };
@@ -95,6 +129,8 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       const why = policy.source === 'lockdown' ? `host policy is locked down: ${policy.error ?? 'policy file rejected'}` : `${m.path} is outside the host policy's allowedPaths (${(policy.allowedPaths ?? []).join(', ') || 'none'})`;
       return result(m.transferId, 'failed', { code: 'policy_denied', reason: why });
     }
+    const escapes = await outsideOnDisk(m.path);
+    if (escapes) return result(m.transferId, 'failed', { code: 'policy_denied', reason: escapes });
     const file = onDisk(m.path);
     let existing: fs.Stats | null = null;
     try {
@@ -196,6 +232,8 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
 
   async function remove(m: ServerMessage<'file.remove'>): Promise<void> {
     if (!pathAllowed(ctx.policy().view.allowedPaths, m.path)) return result(m.transferId, 'failed', { code: 'policy_denied', reason: `${m.path} is outside the host policy's allowedPaths` });
+    const escapes = await outsideOnDisk(m.path);
+    if (escapes) return result(m.transferId, 'failed', { code: 'policy_denied', reason: escapes });
     const file = onDisk(m.path);
     const r = records.get(m.fileId);
     let st: fs.Stats | null = null;

@@ -205,6 +205,29 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     expect((await admin.delete(`/api/files/${other.body.id}?removeFromHosts=false`)).status).toBe(200);
   });
 
+  it('a symbolic link inside an allowed directory does not carry a write outside it', async () => {
+    // On each host, /etc/muster-test/escape is a link to a directory outside the allowed path.
+    const outside = [0, 1, 2].map((i) => {
+      const dir = onDisk(i, '/etc/outside-the-policy');
+      fs.mkdirSync(dir, { recursive: true });
+      fs.mkdirSync(onDisk(i, '/etc/muster-test'), { recursive: true });
+      fs.symlinkSync(dir, onDisk(i, '/etc/muster-test/escape'));
+      return dir;
+    });
+    const f = await admin.post('/api/files', { path: '/etc/muster-test/escape/owned.conf', content: Buffer.from('escaped\n').toString('base64') });
+    expect(f.status).toBe(201);
+    const d = await op.post(`/api/files/${f.body.id}/distributions`, { targets: { selector: 'labels.grp == "files"' }, waves: ['100%'], maxFailures: 10 });
+    expect(d.status, JSON.stringify(d.body)).toBe(201);
+    const done = await waitDistribution(d.body.id, ['succeeded', 'failed', 'paused']);
+    for (const t of done.targets) {
+      expect(t.state).toBe('failed');
+      expect(t.reason).toMatch(/^policy_denied: .*symbolic link.*outside the host policy's allowedPaths/);
+    }
+    for (const dir of outside) expect(fs.existsSync(path.join(dir, 'owned.conf'))).toBe(false);
+    if (done.state === 'paused') expect((await op.post(`/api/distributions/${d.body.id}/cancel`)).status).toBe(200);
+    expect((await admin.delete(`/api/files/${f.body.id}?removeFromHosts=false`)).status).toBe(200);
+  });
+
   it('deleting with removeFromHosts=true removes the file from the hosts; every change is audited', async () => {
     expect((await op.delete(`/api/files/${fileId}?removeFromHosts=true`)).status).toBe(403);
     expect((await admin.delete(`/api/files/${fileId}`)).status).toBe(400);
