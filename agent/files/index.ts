@@ -113,7 +113,14 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     try { await d.sync(); } finally { await d.close(); }
   };
 
+  /** Bumped whenever an apply or a removal replaces a file's record (a check running meanwhile is stale). */
+  const generation = new Map<string, number>();
+  const bump = (fileId: string) => generation.set(fileId, (generation.get(fileId) ?? 0) + 1);
+  /** Files whose apply is between its last byte (or its metadata fix) and its new record: not checked. */
+  const settling = new Set<string>();
+
   const record = (m: ServerMessage<'file.apply'>, st: fs.Stats, previous: string | null): FileRecord => {
+    bump(m.fileId);
     const r: FileRecord = {
       fileId: m.fileId, revision: m.revision, path: m.path, sha256: m.sha256, size: st.size, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid,
       mtimeMs: st.mtimeMs, ino: st.ino, previous,
@@ -145,11 +152,16 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     const gid = idOf(m.group, 'group', existing?.gid ?? myGid);
     if (existing && existing.size === m.size && (await hashFile(file)) === m.sha256) {
       const metaOk = (existing.mode & 0o7777) === m.mode && existing.uid === uid && existing.gid === gid;
-      if (!metaOk) {
-        await fsp.chown(file, uid, gid);
-        await fsp.chmod(file, m.mode);
+      settling.add(m.fileId);
+      try {
+        if (!metaOk) {
+          await fsp.chown(file, uid, gid);
+          await fsp.chmod(file, m.mode);
+        }
+        record(m, await fsp.stat(file), records.get(m.fileId)?.previous ?? null);
+      } finally {
+        settling.delete(m.fileId);
       }
-      record(m, await fsp.stat(file), records.get(m.fileId)?.previous ?? null);
       return result(m.transferId, metaOk ? 'unchanged' : 'applied', { contentChanged: false });
     }
     const dir = path.dirname(file);
@@ -190,6 +202,7 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
   async function finish(t: Incoming): Promise<void> {
     const { m } = t;
     const file = onDisk(m.path);
+    settling.add(m.fileId);
     incoming.delete(m.transferId);
     clearTimeout(t.timer);
     try {
@@ -215,6 +228,8 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       await t.fh.close().catch(() => {});
       await fsp.rm(t.tmp, { force: true });
       result(m.transferId, 'failed', { reason: (err as Error).message });
+    } finally {
+      settling.delete(m.fileId);
     }
   }
 
@@ -247,6 +262,7 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       await fsp.rm(file);
       await fsyncDir(path.dirname(file));
     }
+    bump(m.fileId);
     records.delete(m.fileId);
     reported.delete(m.fileId);
     result(m.transferId, 'removed');
@@ -270,8 +286,9 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     const sha = await hashFile(onDisk(r.path));
     if (sha !== r.sha256) return { ...base, state: 'drifted', sha256: sha, reason: 'content changed on the host' };
     if (metaDiff) return { ...base, state: 'drifted', sha256: sha, reason: metaDiff };
-    // Same bytes, touched: remember the new stat so the next check is cheap again.
-    records.set({ ...r, mtimeMs: st.mtimeMs, ino: st.ino, size: st.size });
+    // Same bytes, touched: remember the new stat so the next check is cheap again (unless an
+    // apply or removal replaced the record while this check hashed).
+    if (records.get(r.fileId) === r) records.set({ ...r, mtimeMs: st.mtimeMs, ino: st.ino, size: st.size });
     return { ...base, state: 'ok', sha256: sha };
   }
 
@@ -280,8 +297,14 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     checking = true;
     try {
       const items: StateItem[] = [];
+      /** An apply in flight replaces the file and its record, and reports its own result. */
+      const applying = (fileId: string) => settling.has(fileId) || [...incoming.values()].some((t) => t.m.fileId === fileId);
       for (const r of records.all()) {
+        if (applying(r.fileId)) continue;
+        const gen = generation.get(r.fileId) ?? 0;
         const it = await check(r).catch((err: unknown) => ({ fileId: r.fileId, revision: r.revision, path: r.path, state: 'drifted' as const, sha256: null, reason: `cannot check: ${(err as Error).message}` }));
+        // Checked against a record that an apply or a removal replaced meanwhile: stale.
+        if ((generation.get(r.fileId) ?? 0) !== gen || applying(r.fileId)) continue;
         const key = `${it.state}:${it.sha256 ?? ''}:${it.reason ?? ''}`;
         if (full || reported.get(r.fileId) !== key) items.push(it);
         reported.set(r.fileId, key);
