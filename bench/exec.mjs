@@ -5,7 +5,10 @@
 //  2. Ingest: 1,000 agents each streaming 1 MB at once; server ingest rate (stored bytes / time until
 //     every result is stored) and server RSS growth (peak RSS during the run minus RSS before it).
 //
-//   npm run bench -- exec [--only dispatch|ingest] [--agents 10000] [--runs 20] [--flood-agents 1000] [--flood-mb 1] [--db sqlite,mysql] [--no-write]
+//   npm run bench -- exec [--only dispatch|ingest] [--agents 10000] [--runs 20] [--flood-agents 1000] [--flood-mb 1] [--db sqlite,mysql] [--no-write] [--profile]
+//
+// --profile: a CPU profile of the server over the measured runs only (through its inspector, so the
+// fleet's connect is not in it), written next to the results and summarized on stdout.
 //
 // Results are added to bench/RESULTS.md as a dated subsection of "## Exec" (earlier ones are kept).
 import fs from 'node:fs';
@@ -14,6 +17,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import knexFactory from 'knex';
 import { EXEC_RESPONDER, startFleet } from './sim/fleet.mjs';
+import { summarizeProfile } from './lib/cpuprofile.mjs';
+import { inspectorProfiler } from './lib/inspector-profile.mjs';
 import { cpuSeconds, ROOT, rssBytes, sleep, startMusterServer } from './lib/proc.mjs';
 
 const { values: flags } = parseArgs({
@@ -25,6 +30,7 @@ const { values: flags } = parseArgs({
     db: { type: 'string', default: 'sqlite,mysql' },
     'no-write': { type: 'boolean', default: false },
     only: { type: 'string', default: '' },
+    profile: { type: 'boolean', default: false },
   },
 });
 const N = Number(flags.agents);
@@ -97,9 +103,26 @@ async function withServer(kind, name, fn) {
   const dataDir = path.join(outDir, `${name}-${kind}`);
   fs.mkdirSync(dataDir, { recursive: true });
   const d = await database(kind, dataDir);
-  const server = await startMusterServer({ dataDir, env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) } });
+  const server = await startMusterServer({
+    dataDir, env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) },
+    nodeArgs: flags.profile ? ['--inspect=127.0.0.1:0'] : [],
+  });
   try {
-    return await fn(server, d.db());
+    const profiler = flags.profile ? await inspectorProfiler(server.output()) : null;
+    // Profiles only what `fn` marks as measured (between start() and stop()).
+    const prof = {
+      start: async () => profiler?.start(),
+      stop: async () => {
+        if (!profiler) return;
+        const file = await profiler.stop(path.join(outDir, `${name}-${kind}.cpuprofile`));
+        log(`  ${kind}: CPU profile of the measured part: ${path.relative(ROOT, file)}\n${summarizeProfile(file, 30).replace(/^/gm, '    ')}`);
+      },
+    };
+    try {
+      return await fn(server, d.db(), prof);
+    } finally {
+      profiler?.close();
+    }
   } finally {
     fs.writeFileSync(path.join(dataDir, 'server.log'), server.output());
     await server.stop();
@@ -108,7 +131,7 @@ async function withServer(kind, name, fn) {
 }
 
 async function dispatch(kind) {
-  return withServer(kind, 'dispatch', async (server, db) => {
+  return withServer(kind, 'dispatch', async (server, db, prof) => {
     const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir: path.join(outDir, `creds-d-${kind}`), idPrefix: `d${kind[0]}`, handlerModules: [EXEC_RESPONDER], handlerOptions: { outputBytes: 64 } });
     try {
       await fleet.waitConnected(N);
@@ -116,6 +139,7 @@ async function dispatch(kind) {
       const times = [];
       let cpuMeasured = 0;
       for (let i = 0; i < RUNS + 2; i++) {
+        if (i === 2) await prof.start();
         const c0 = cpuSeconds(server.pid);
         const t0 = performance.now();
         const task = await api.post('/api/tasks', { script: 'echo ok', targets: { selector: 'all' } });
@@ -128,8 +152,9 @@ async function dispatch(kind) {
         }
         if (i === 2) log(`  ${kind}: first measured run ${ms.toFixed(0)} ms (POST answered in ${tPost.toFixed(0)} ms)`);
       }
+      await prof.stop();
       const r = { kind, agents: N, runs: times.length, cpuPerRun: cpuMeasured / times.length, load: os.loadavg()[0], p50: pct(times, 50), p99: pct(times, 99), max: Math.max(...times), rssMB: rssBytes(server.pid) / 2 ** 20 };
-      log(`  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run; load ${r.load.toFixed(1)}`);
+      log(`  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run (${((r.cpuPerRun * 1e6) / N).toFixed(0)} µs per execution); load ${r.load.toFixed(1)}`);
       return r;
     } finally {
       await fleet.stop();
@@ -138,7 +163,7 @@ async function dispatch(kind) {
 }
 
 async function ingest(kind) {
-  return withServer(kind, 'ingest', async (server, db) => {
+  return withServer(kind, 'ingest', async (server, db, prof) => {
     const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: FLOOD_N, credsDir: path.join(outDir, `creds-i-${kind}`), idPrefix: `i${kind[0]}`, handlerModules: [FLOOD], handlerOptions: { outputBytes: FLOOD_BYTES } });
     try {
       await fleet.waitConnected(FLOOD_N);
@@ -156,12 +181,14 @@ async function ingest(kind) {
           mem.external = Math.max(mem.external, v('muster_process_nodejs_external_memory_bytes'));
         }).catch(() => {});
       }, 250) : null;
+      await prof.start();
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
       const task = await api.post('/api/tasks', { script: 'flood', targets: { selector: 'all' } });
       await waitStored(db, task.id, FLOOD_N);
       const secs = (performance.now() - t0) / 1000;
       const cpuPct = (100 * (cpuSeconds(server.pid) - cpu0)) / secs;
+      await prof.stop();
       clearInterval(sampler);
       if (memSampler) {
         clearInterval(memSampler);

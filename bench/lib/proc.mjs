@@ -68,7 +68,7 @@ export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, t
 }
 
 /** Starts dist/server.js; resolves with { proc, port, url, wsUrl }. */
-export async function startMusterServer({ dataDir, port = 0, env = {} }) {
+export async function startMusterServer({ dataDir, port = 0, env = {}, nodeArgs = [] }) {
   const proc = spawnNode(SERVER_JS, {
     env: {
       MUSTER_PORT: String(port), MUSTER_HOST: '0.0.0.0', MUSTER_DATA_DIR: dataDir, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn',
@@ -79,7 +79,7 @@ export async function startMusterServer({ dataDir, port = 0, env = {} }) {
       ...env,
     },
     // e.g. BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=bench/out/prof' profiles the server.
-    nodeArgs: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    nodeArgs: [...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean), ...nodeArgs],
     // main.ts prints the console URL on stdout once listening (logs are at warn level here).
     ready: /Muster is running: http:\/\/[^:]+:(\d+)/,
   });
