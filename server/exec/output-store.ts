@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { queryTimeout, type Dialect } from '../db/db.js';
 import type { Logger } from '../log.js';
-import { patchToRow, type ExecPatch, type ExecRepo } from './repository.js';
+import type { ExecPatch, ExecRepo } from './repository.js';
+import { updateExecutionRows } from './row-updates.js';
 
 /** Largest BLOB part stored in one row (MySQL BLOB holds 65,535 bytes). */
 const PART_BYTES = 60_000;
@@ -172,18 +173,7 @@ export class ExecWriter {
         await this.repo.db.transaction(async (trx) => {
           if (this.o.dialect === 'mysql') await insertMysql(trx, rows);
           else await insertKnex(trx, rows);
-          // Identical patches (a wave of dispatches) share one statement.
-          const groups = new Map<string, string[]>();
-          for (const [id, p] of updates) {
-            const key = JSON.stringify(patchToRow(p));
-            const g = groups.get(key);
-            if (g) g.push(id);
-            else groups.set(key, [id]);
-          }
-          for (const [key, ids] of groups) {
-            const row = JSON.parse(key) as Record<string, unknown>;
-            for (let i = 0; i < ids.length; i += 500) await trx('executions').whereIn('id', ids.slice(i, i + 500)).update(row);
-          }
+          await updateExecutionRows(trx, this.o.dialect, updates);
         });
         this.committedBytes += bytes;
         this.committedRows += rows.length;

@@ -1,0 +1,104 @@
+/**
+ * The batched writer of executions (ExecWriter) on a real SQLite file and a real MariaDB: row
+ * updates of many executions are stored in a few multi-row statements (not one per row), with
+ * every value intact: per-row values, shared values, NULLs, booleans, quotes, and the column
+ * named `signal` (a reserved word in MySQL).
+ */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { migrateLatest, openDb } from '../../server/db/db.js';
+import type { Execution, Task } from '../../server/exec/model.js';
+import { ExecWriter } from '../../server/exec/output-store.js';
+import { ExecRepo, type ExecPatch } from '../../server/exec/repository.js';
+import { UPDATE_ROWS } from '../../server/exec/row-updates.js';
+import { cleanup, databases, dbUrlFor, tmpDir } from '../helpers/harness.js';
+
+const dbs = await databases();
+afterAll(cleanup);
+
+const log = { info() {}, warn() {}, error() {}, debug() {}, child() { return log; } };
+
+function task(n: number): Task {
+  return {
+    id: randomUUID(), name: 'w', script: 'echo w', scriptSha256: '0'.repeat(64), interpreter: 'sh', args: [], env: {}, cwd: null, timeoutSec: 60,
+    targets: { selector: 'all' }, concurrency: null, maxFailures: null, offline: 'skip', queueTtlSec: null, createdBy: 'admin', createdAt: Date.now(),
+    status: 'running', total: n, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf: null, scriptId: null, scriptVersion: null,
+    scheduleId: null, secretEnv: [], signature: null,
+  };
+}
+
+function execution(taskId: string, i: number): Execution {
+  return {
+    id: randomUUID(), taskId, agentId: `agent-${i}`, agentName: `host-${String(i).padStart(5, '0')}`, status: 'pending', reason: null, exitCode: null,
+    signal: null, queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: null, outputBytes: 0, nextSeq: 0, truncated: false,
+    containment: null, reconciledAt: null,
+  };
+}
+
+describe.each(dbs)('ExecWriter row updates (%s)', (kind) => {
+  it('stores a wave of per-row results in a few statements, every value intact', async () => {
+    const dir = tmpDir('exec-writer');
+    const { url, drop } = await dbUrlFor(kind, dir);
+    const { db, dialect } = openDb(url, path.join(dir, 'data'));
+    try {
+      await migrateLatest(db);
+      const repo = new ExecRepo(db);
+      const n = 1000;
+      const t = task(n);
+      const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
+      await repo.createTask(t, execs);
+      const writer = new ExecWriter(repo, log as never, {
+        dialect, intervalMs: 60_000, batchBytes: 1 << 30, highWaterBytes: 1 << 30, maxFlushBytes: 1 << 30, onPressure: () => {}, retryInitialMs: 100, retryMaxMs: 1000,
+      });
+      const updates: string[] = [];
+      const onQuery = (q: { sql: string }) => {
+        if (/^update/i.test(q.sql)) updates.push(q.sql);
+      };
+      db.on('query', onQuery);
+
+      // A dispatch wave (shared values), then results that differ per row, merged per execution
+      // as the writer does between flushes; a tenth fail with a signal and a quoted reason.
+      const t0 = 1_790_000_000_000;
+      const expected = new Map<string, Execution>();
+      for (const [i, e] of execs.entries()) {
+        const patches: ExecPatch[] = [
+          { status: 'dispatched', dispatchedAt: t0 },
+          { status: 'running', startedAt: t0 + i, containment: 'pgid' },
+          { nextSeq: 1, outputBytes: 64 + i },
+          i % 10 === 0
+            ? { status: 'failed', exitCode: null, signal: 'SIGKILL', finishedAt: t0 + 2 * i + 1, truncated: true, reason: `it's "killed" (${i})` }
+            : { status: 'succeeded', exitCode: 0, signal: null, finishedAt: t0 + 2 * i + 1, truncated: false, reason: null },
+        ];
+        for (const p of patches) writer.update(e.id, p);
+        expected.set(e.id, Object.assign({ ...e }, ...patches) as Execution);
+      }
+      // Output: a small chunk per execution, and one chunk of 150,000 bytes (stored in three parts).
+      for (const [i, e] of execs.entries()) writer.output(e.id, 0, i % 2 ? 'stderr' : 'stdout', Buffer.from(`out ${i} `.repeat(8)));
+      const big = Buffer.alloc(150_000);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+      writer.output(execs[3]!.id, 1, 'stdout', big);
+      // One execution whose only change is an undefined value writes nothing and fails nothing.
+      writer.update(execs[1]!.id, { reason: undefined });
+      await writer.flush();
+      db.off('query', onQuery);
+
+      const stored = await repo.executionsOf(t.id);
+      expect(stored).toHaveLength(n);
+      for (const s of stored) expect(s).toEqual(expected.get(s.id));
+      for (const [i, e] of execs.entries()) {
+        const out = await repo.outputPage(e.id, 0, 10);
+        expect(out.map((o) => [o.seq, o.stream]), e.id).toEqual(i === 3 ? [[0, 2], [1, 1], [1, 1], [1, 1]] : [[0, i % 2 ? 2 : 1]]);
+        expect(out[0]!.data.toString()).toBe(`out ${i} `.repeat(8));
+        if (i === 3) expect(Buffer.concat(out.slice(1).map((o) => o.data)).equals(big)).toBe(true);
+      }
+      // One column set for all but execution 1 (failed rows write the same columns as succeeded
+      // ones), in UPDATE_ROWS-row statements, and one for execution 1: not one statement per row.
+      expect(updates.length).toBe(Math.ceil((n - 1) / UPDATE_ROWS) + 1);
+      await writer.stop();
+    } finally {
+      await db.destroy();
+      await drop();
+    }
+  });
+});
