@@ -241,7 +241,9 @@ async function insertKnex(trx: Knex.Transaction, rows: OutRow[]): Promise<void> 
   }
 }
 
-const MYSQL_BATCH = 16;
+/** Rows per prepared INSERT: at most MYSQL_MAX_ROWS and about MYSQL_MAX_BYTES of output. */
+const MYSQL_MAX_ROWS = 256;
+const MYSQL_MAX_BYTES = 1 << 20;
 const mysqlInsert = (n: number) =>
   `INSERT IGNORE INTO execution_output (execution_id, seq, part, stream, data) VALUES ${new Array<string>(n).fill('(?,?,?,?,?)').join(',')}`;
 
@@ -249,14 +251,24 @@ const mysqlInsert = (n: number) =>
  * MySQL: prepared statements on the transaction's own connection (binary protocol), so output
  * bytes go to the server as they are: knex's text protocol would turn every byte into two hex
  * characters inside one large SQL string, which costs CPU and hundreds of MB of transient heap.
+ *
+ * Each statement is one round trip: small chunks (a 10,000-host task's results) go up to
+ * MYSQL_MAX_ROWS at a time, large ones as many as fit in MYSQL_MAX_BYTES. Row counts are powers
+ * of two, so a connection prepares at most nine distinct statements (the server's
+ * max_prepared_stmt_count is shared by every connection).
  */
 async function insertMysql(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
   type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
   const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
   // The same statement timeout as every knex query (a partitioned database must not hold this forever).
   const timeout = queryTimeout(trx) || undefined;
-  for (let i = 0; i < rows.length; i += MYSQL_BATCH) {
-    const b = rows.slice(i, i + MYSQL_BATCH);
+  for (let i = 0; i < rows.length;) {
+    let n = 1;
+    let bytes = rows[i]!.data.length;
+    while (n < MYSQL_MAX_ROWS && i + n < rows.length && bytes + rows[i + n]!.data.length <= MYSQL_MAX_BYTES) bytes += rows[i + n++]!.data.length;
+    n = 2 ** Math.floor(Math.log2(n));
+    const b = rows.slice(i, i + n);
+    i += n;
     const values: unknown[] = [];
     for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
     await new Promise<void>((resolve, reject) => conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
