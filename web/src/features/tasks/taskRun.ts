@@ -20,6 +20,17 @@ const STDERR_ON = '\x1b[31m';
 const STDERR_OFF = '\x1b[39m';
 type Listener = (d: Uint8Array, stream: 'stdout' | 'stderr') => void;
 
+/** How far along an execution is: `lost` can still become a reported result, the other final states never change. */
+function progress(s: ExecutionView['status']): number {
+  switch (s) {
+    case 'pending': return 0;
+    case 'dispatched': return 1;
+    case 'running': return 2;
+    case 'lost': return 3;
+    default: return 4;
+  }
+}
+
 export type TaskDetail = TaskView & { executions: ExecutionView[]; rerunOf?: string | null; timeoutSec?: number };
 
 export class TaskRun {
@@ -52,6 +63,7 @@ export class TaskRun {
       }),
       onMessage('execution.updated', (m) => {
         if (m.execution.taskId !== this.taskId) return;
+        if (this.reloading) this.pushedExecs.set(m.execution.id, m.execution);
         this.execs.set(m.execution.id, m.execution);
         this.liveBytes.delete(m.execution.id);
         this.touch();
@@ -76,6 +88,12 @@ export class TaskRun {
   private reconcileTimer: ReturnType<typeof setTimeout> | null = null;
   /** The latest task pushed over the socket (newer than a snapshot that raced with it). */
   private pushed: TaskView | null = null;
+  /**
+   * Executions pushed while a snapshot is in flight: the snapshot may have been read before them,
+   * so after it lands each is kept where it is further along than the snapshot's row (else a change
+   * that raced the snapshot, e.g. `dispatched → running`, would be lost until the next one).
+   */
+  private readonly pushedExecs = new Map<string, ExecutionView>();
   private reloading = false;
 
   /**
@@ -145,6 +163,7 @@ export class TaskRun {
     this.reloading = true;
     // Pushes that arrive while this snapshot is in flight may be newer than it: compared afterwards.
     this.pushed = null;
+    this.pushedExecs.clear();
     try {
       const t = await api.get<TaskDetail>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
       if (this.disposed) return;
@@ -153,6 +172,11 @@ export class TaskRun {
       this.execs.clear();
       this.liveBytes.clear();
       for (const e of executions) this.execs.set(e.id, e);
+      for (const [id, e] of this.pushedExecs) {
+        const snap = this.execs.get(id);
+        if (!snap || progress(e.status) >= progress(snap.status)) this.execs.set(id, e);
+      }
+      this.pushedExecs.clear();
       this.loaded.value = true;
       this.error.value = '';
       this.touch();
