@@ -1,0 +1,94 @@
+// Fleet views in fixed orders filter a shared fleet-wide index instead of sorting per open: the
+// windows they send must equal a from-scratch sort of the matching agents, in both directions,
+// after renames, status changes, removals, new agents and a reconnect storm.
+import { describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { LocalBus } from '../../server/bus/bus.js';
+import { FleetViews } from '../../server/fleet/views.js';
+import { comparator, entryOf } from '../../server/fleet/order.js';
+import { agentView, type AgentRecord } from '../../server/fleet/registry.js';
+import type { Fleet } from '../../server/fleet/fleet.js';
+import type { ConsoleChannel } from '../../server/ws/handlers.js';
+import type { FleetSortKey, FleetWindowMessage, ServerToConsole } from '../../protocol/index.js';
+
+function record(i: number, rnd: () => number): AgentRecord {
+  return {
+    id: `id-${i.toString(36)}`, name: `n${Math.floor(rnd() * 500)}`, hostname: `host-${Math.floor(rnd() * 3000)}`, ips: [], externalIp: null,
+    platform: 'linux', arch: rnd() < 0.5 ? 'x64' : 'arm64', os: `Debian ${Math.floor(rnd() * 4) + 10}`, version: `1.${Math.floor(rnd() * 5)}.0`,
+    cpus: 2, memoryBytes: 1, labels: { role: rnd() < 0.3 ? 'db' : 'web' }, labelOverrides: null, enrolLabels: null, groups: [],
+    secretHash: '', createdAt: 0, connectedAt: null, lastSeenAt: null, revokedAt: null, status: rnd() < 0.7 ? 'online' : 'offline', metrics: null, policy: null,
+  };
+}
+
+function setup(n: number) {
+  let seed = 42;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const agents = new Map<string, AgentRecord>();
+  for (let i = 0; i < n; i++) {
+    const a = record(i, rnd);
+    agents.set(a.id, a);
+  }
+  const bus = new LocalBus();
+  const fleet = { agents, get: (id: string) => agents.get(id) } as unknown as Fleet;
+  const views = new FleetViews({
+    fleet, bus, log: pino({ level: 'silent' }), selectorLimits: { maxLength: 65_536, maxDepth: 64 } as never,
+    limits: { perConsole: 8, tickMs: 1_000_000, resortMs: 0, softBufferBytes: 1 << 20 },
+  });
+  const sent: ServerToConsole[] = [];
+  const ch = {
+    id: 1, principal: {} as never, send: (m: ServerToConsole) => (sent.push(m), true), sendBinary: () => true,
+    bufferedAmount: () => 0, close: () => {}, onClose: () => {},
+  } as unknown as ConsoleChannel;
+  const open = (sort: FleetSortKey, desc: boolean, selector = '', status: 'all' | 'online' | 'offline' = 'all') => {
+    sent.length = 0;
+    views.handlers()['fleet.open'](ch, { type: 'fleet.open', ref: 'r', view: 'v', selector, status, sort, desc, offset: 0, limit: n + 10 });
+    const m = sent.find((x): x is FleetWindowMessage => x.type === 'fleet.window');
+    if (!m) throw new Error(`no fleet.window: ${JSON.stringify(sent)}`);
+    return m;
+  };
+  const expected = (sort: FleetSortKey, desc: boolean, keep: (a: AgentRecord) => boolean) =>
+    [...agents.values()].filter(keep).map((a) => entryOf(a, sort)).sort(comparator(desc)).map((e) => e.id);
+  return { agents, bus, views, open, expected, rnd };
+}
+
+describe('fleet views over the shared sort index', () => {
+  it('sends the same order as a sort from scratch, after every kind of change', () => {
+    const { agents, bus, open, expected, rnd } = setup(3000);
+    const check = () => {
+      for (const sort of ['name', 'hostname', 'version', 'os', 'status'] as const) {
+        for (const desc of [false, true]) {
+          expect(open(sort, desc).ids, `${sort} ${desc ? 'desc' : 'asc'}`).toEqual(expected(sort, desc, () => true));
+        }
+      }
+      const m = open('hostname', true, 'labels.role == "db"', 'online');
+      expect(m.ids).toEqual(expected('hostname', true, (a) => a.labels.role === 'db' && a.status === 'online'));
+      expect(m.matching).toBe(m.ids!.length);
+    };
+    check();
+    // A few changes: re-positioned one by one.
+    const list = [...agents.values()];
+    for (let i = 0; i < 40; i++) {
+      const a = list[Math.floor(rnd() * list.length)]!;
+      a.hostname = `renamed-${i}`;
+      a.status = a.status === 'online' ? 'offline' : 'online';
+      bus.publish('agent.changed', { agent: agentView(a) });
+    }
+    const gone = list[7]!;
+    agents.delete(gone.id);
+    bus.publish('agent.removed', { agentId: gone.id });
+    const fresh = record(99_999, rnd);
+    agents.set(fresh.id, fresh);
+    bus.publish('agent.online', { agent: agentView(fresh) });
+    check();
+    // An agent added without an event is still found.
+    const silent = record(99_998, rnd);
+    agents.set(silent.id, silent);
+    check();
+    // A storm (every agent changed): one rebuild.
+    for (const a of agents.values()) {
+      a.name = `x${Math.floor(rnd() * 100)}`;
+      bus.publish('agent.changed', { agent: agentView(a) });
+    }
+    check();
+  });
+});
