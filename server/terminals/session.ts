@@ -6,10 +6,14 @@ import { ScrollbackRing } from './ring.js';
 /** Replay and relay frames are cut at this size. */
 const FRAME_MAX = 64 * 1024;
 /**
- * Held acks are forwarded to the agent once they reach this many bytes, or at once when the
+ * Held acks are forwarded to the agent once they reach this many bytes, or ACK_IDLE_MS after the
  * consoles have caught up completely (so an agent paused at any low watermark always resumes).
+ * The delay matters for typing: each echo is acknowledged by the console, and forwarding each of
+ * those acks at once cost the server a socket write and the agent a message per keystroke; now a
+ * burst of keys costs one.
  */
 const ACK_MIN = 16 * 1024;
+const ACK_IDLE_MS = 25;
 /** A watcher this many bytes behind is detached: watchers never slow the operator's session down. */
 const WATCH_MAX_LAG = 4 * 1024 * 1024;
 /** An agent this far ahead of the consoles ignores flow control: the session is ended. */
@@ -169,12 +173,31 @@ export class TerminalSession {
     return min;
   }
 
+  private ackTimer: NodeJS.Timeout | undefined;
+
   private pumpAcks(): void {
     if (!this.live) return;
     const upTo = this.consumed();
     const bytes = upTo - this.ackedToAgent;
     if (bytes <= 0) return;
-    if (bytes < ACK_MIN && upTo < this.received) return;
+    if (bytes < ACK_MIN) {
+      // More output is on its way to the consoles (its acks will follow), or they caught up: then soon.
+      if (upTo === this.received) this.ackTimer ??= setTimeout(() => {
+        this.ackTimer = undefined;
+        this.pumpAcksNow();
+      }, ACK_IDLE_MS).unref();
+      return;
+    }
+    this.pumpAcksNow();
+  }
+
+  private pumpAcksNow(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    if (!this.live) return;
+    const upTo = this.consumed();
+    const bytes = upTo - this.ackedToAgent;
+    if (bytes <= 0) return;
     this.ackedToAgent = upTo;
     this.ackAgent(bytes);
   }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { decodeFrame, encodeTermData } from '../../protocol/index.js';
 import { AsciicastRecorder } from '../../server/terminals/recorder.js';
 import { ScrollbackRing } from '../../server/terminals/ring.js';
@@ -100,8 +100,10 @@ describe('TerminalSession flow control', () => {
   });
 
   it('counts replayed scrollback in the console acks but not against the agent', () => {
+    vi.useFakeTimers();
     const { s, ch, acks } = make();
-    s.output(enc.encode('before')); // detached: acknowledged at once
+    s.output(enc.encode('before')); // detached: acknowledged (after the ack delay)
+    vi.advanceTimersByTime(25);
     expect(acks).toEqual([6]);
     s.attach(ch, 'control');
     expect(ch.frames.length).toBe(1); // the replay
@@ -111,20 +113,45 @@ describe('TerminalSession flow control', () => {
     s.ack(ch.id, 6); // the replay only
     expect(acks).toEqual([6]);
     s.ack(ch.id, 5);
+    vi.advanceTimersByTime(25);
     expect(acks).toEqual([6, 5]);
+    vi.useRealTimers();
   });
 
   it('a watcher never holds the operator back; a detached session acknowledges everything', () => {
+    vi.useFakeTimers();
     const { s, ch, acks } = make();
     const w = fakeChannel(2);
     s.attach(ch, 'control');
     s.attach(w, 'watch');
     s.output(new Uint8Array(100));
     s.ack(ch.id, 100);
+    vi.advanceTimersByTime(25);
     expect(acks).toEqual([100]);
     s.output(new Uint8Array(50));
     s.detach(ch.id);
+    vi.advanceTimersByTime(25);
     expect(acks).toEqual([100, 50]);
+    vi.useRealTimers();
+  });
+
+  it('forwards the acks of a burst of echoes as one, and a large ack at once', () => {
+    vi.useFakeTimers();
+    const { s, ch, acks } = make();
+    s.attach(ch, 'control');
+    for (let i = 0; i < 10; i++) {
+      s.output(enc.encode('k'));
+      s.ack(ch.id, 1);
+    }
+    expect(acks).toEqual([]);
+    vi.advanceTimersByTime(25);
+    expect(acks).toEqual([10]);
+    s.output(new Uint8Array(20_000));
+    s.ack(ch.id, 20_000);
+    expect(acks).toEqual([10, 20_000]);
+    vi.advanceTimersByTime(100);
+    expect(acks).toEqual([10, 20_000]);
+    vi.useRealTimers();
   });
 
   it('forwards the agent frame itself when the payload is a view into it', () => {
