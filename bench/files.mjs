@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startFleet } from './sim/fleet.mjs';
-import { cpuSeconds, ROOT, rssBytes, sleep, startMusterServer } from './lib/proc.mjs';
+import { cpuSeconds, ROOT, rssBytes, scrape, sleep, startMusterServer } from './lib/proc.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -60,9 +60,22 @@ try {
   log(`revision ${rev.revision}: ${rev.size} bytes`);
 
   await sleep(2000);
+  // Where the memory is: V8 heap vs buffers outside it (external: ArrayBuffers), from /metrics.
+  const HEAP = 'muster_process_nodejs_heap_size_used_bytes', EXT = 'muster_process_nodejs_external_memory_bytes';
+  const m0 = await scrape(`${server.url}/metrics`);
+  const mem = { heap0: m0.get(HEAP) ?? 0, ext0: m0.get(EXT) ?? 0, heapPeak: m0.get(HEAP) ?? 0, extPeak: m0.get(EXT) ?? 0 };
   const rss0 = rssBytes(server.pid);
   let peak = rss0;
   const sampler = setInterval(() => { try { peak = Math.max(peak, rssBytes(server.pid)); } catch { /* gone */ } }, 50);
+  let scraping = false;
+  const memSampler = setInterval(() => {
+    if (scraping) return;
+    scraping = true;
+    scrape(`${server.url}/metrics`).then((m) => {
+      mem.heapPeak = Math.max(mem.heapPeak, m.get(HEAP) ?? 0);
+      mem.extPeak = Math.max(mem.extPeak, m.get(EXT) ?? 0);
+    }, () => {}).finally(() => { scraping = false; });
+  }, 500);
   const c0 = cpuSeconds(server.pid);
   const t0 = performance.now();
   const d = await call('POST', `/api/files/${file.id}/distributions`, JSON.stringify({ targets: { selector: 'all' } }));
@@ -74,16 +87,22 @@ try {
   }
   const secs = (performance.now() - t0) / 1000;
   clearInterval(sampler);
+  clearInterval(memSampler);
   const cpu = cpuSeconds(server.pid) - c0;
+  const m1 = await scrape(`${server.url}/metrics`);
   const applied = view.counts.applied ?? 0;
   result = {
     agents: N, bytes: SIZE, state: view.state, applied, secs, mbPerSec: (applied * SIZE) / 1e6 / secs,
     rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, cpuPct: (cpu / secs) * 100,
     load0, load1: os.loadavg()[0], cores: os.cpus().length,
+    heapGrowthMB: (mem.heapPeak - mem.heap0) / 2 ** 20, extGrowthMB: (mem.extPeak - mem.ext0) / 2 ** 20,
+    readMB: (m1.get('muster_file_bytes_total{kind="read"}') ?? NaN) / 1e6, sentMB: (m1.get('muster_file_bytes_total{kind="sent"}') ?? NaN) / 1e6,
   };
   log(`distribution ${view.state}: ${applied}/${N} applied in ${secs.toFixed(1)} s (${result.mbPerSec.toFixed(0)} MB/s to the fleet); ` +
     `server RSS ${result.rssBeforeMB.toFixed(0)} → peak ${result.rssPeakMB.toFixed(0)} MB (+${result.rssGrowthMB.toFixed(1)} MB; target < ${(2 * SIZE / 2 ** 20).toFixed(1)} MB); ` +
     `server CPU ${result.cpuPct.toFixed(0)}% of a core; load ${load0.toFixed(1)} → ${result.load1.toFixed(1)}`);
+  log(`  peak growth sampled every 0.5 s: V8 heap used +${result.heapGrowthMB.toFixed(1)} MB, external (buffers) +${result.extGrowthMB.toFixed(1)} MB; ` +
+    `content read from disk ${result.readMB.toFixed(1)} MB for ${result.sentMB.toFixed(0)} MB sent`);
 } finally {
   await fleet?.stop();
   fs.writeFileSync(path.join(outDir, 'server.log'), server.output());
@@ -98,9 +117,9 @@ if (result && !flags['no-write']) {
     `\`npm run bench -- files --agents ${r.agents} --mb ${r.bytes / 1e6}\`: one ${r.bytes / 1e6} MB revision to ${r.agents} simulated agents in one wave`,
     '(one process on the same machine; each agent acknowledges every FILE_DATA frame as the real agent does after writing it).',
     '',
-    '| hosts applied | time until all applied | to the fleet | server RSS before | peak | growth | target (2 × file) | server CPU |',
-    '|---|---|---|---|---|---|---|---|',
-    `| ${r.applied}/${r.agents} (${r.state}) | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(0)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(1)} MB | ${(2 * r.bytes / 2 ** 20).toFixed(1)} MB | ${r.cpuPct.toFixed(0)}% of a core |`,
+    '| hosts applied | time until all applied | to the fleet | server RSS before | peak | growth | target (2 × file) | heap / external growth | read from disk | server CPU |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    `| ${r.applied}/${r.agents} (${r.state}) | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(0)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(1)} MB | ${(2 * r.bytes / 2 ** 20).toFixed(1)} MB | +${r.heapGrowthMB.toFixed(1)} / +${r.extGrowthMB.toFixed(1)} MB | ${r.readMB.toFixed(1)} MB | ${r.cpuPct.toFixed(0)}% of a core |`,
     '',
   ].join('\n');
   const file = path.join(ROOT, 'bench', 'RESULTS.md');

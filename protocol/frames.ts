@@ -68,6 +68,15 @@ export function allocFileData(transferId: string, offset: number, dataLength: nu
   return { frame, payloadAt: 10 + id.length };
 }
 
+/**
+ * The header of a FILE_DATA frame alone: sent as the first fragment of a WebSocket message whose
+ * second fragment is the payload, so one chunk buffer serves every transfer without a copy per agent
+ * (the receiver sees one message: header then bytes, as `encodeFileData` would make it).
+ */
+export function fileDataHeader(transferId: string, offset: number): Uint8Array {
+  return allocFileData(transferId, offset, 0).frame;
+}
+
 /** Encodes a file data frame. */
 export function encodeFileData(transferId: string, offset: number, data: Uint8Array): Uint8Array {
   const { frame, payloadAt } = allocFileData(transferId, offset, data.length);

@@ -35,7 +35,8 @@
 export interface FrameSocket {
   readonly bufferedAmount: number;
   readonly readyState: number;
-  send(data: string | Uint8Array, opts: { binary: boolean }, cb: (err?: Error) => void): void;
+  /** `fin: false`: a fragment of a message whose next fragment follows (RFC 6455 §5.4). */
+  send(data: string | Uint8Array, opts: { binary: boolean; fin?: boolean }, cb?: (err?: Error) => void): void;
   /** Needed for `windowBytes`: the owner passes the socket's pongs to `PriorityWriter.pong`. */
   ping?(data: Uint8Array): void;
 }
@@ -56,13 +57,45 @@ const timers = globalThis as unknown as {
 /** First bytes of this writer's ping payloads (then a 32-bit sequence number). */
 const PING_TAG = [0x6d, 0x77];
 
-/** How a frame is sent: `bulk` waits for room; `key` names the stream whose order is kept. */
+/**
+ * One WebSocket message: text, binary, or a binary message given in parts that go out as its
+ * fragments (a shared payload after a per-receiver header, without copying them together).
+ */
+export type Outgoing = string | Uint8Array | readonly Uint8Array[];
+
+/**
+ * How a frame is sent: `bulk` waits for room; `key` names the stream whose order is kept; `done`
+ * is called exactly once when the socket no longer needs the frame's buffers (written to the
+ * kernel, failed, or dropped unsent because the socket closed), so the caller may reuse them.
+ */
 export interface SendOpts {
   bulk?: boolean;
   key?: string | null;
+  done?: () => void;
 }
 
-interface Queued { data: string | Uint8Array; key: string | null; size: number; bulk: boolean }
+interface Queued { data: Outgoing; key: string | null; size: number; bulk: boolean; done: (() => void) | undefined }
+
+/** Byte length of a message (UTF-16 units for text, as ws's bufferedAmount counts them approximately). */
+export function outgoingSize(data: Outgoing): number {
+  if (typeof data === 'string') return data.length;
+  if (data instanceof Uint8Array) return data.byteLength;
+  let n = 0;
+  for (const p of data) n += p.byteLength;
+  return n;
+}
+
+/**
+ * Hands one message to the socket: parts as consecutive fragments (nothing can come between them:
+ * they are written in one synchronous run); `cb` once the last one is written.
+ */
+export function writeMessage(sock: FrameSocket, data: Outgoing, cb: (err?: Error) => void): void {
+  if (typeof data === 'string' || data instanceof Uint8Array) return sock.send(data, { binary: typeof data !== 'string' }, cb);
+  const last = data.length - 1;
+  if (last < 0) return sock.send(new Uint8Array(0), { binary: true }, cb);
+  for (let i = 0; i < last; i++) sock.send(data[i]!, { binary: true, fin: false });
+  sock.send(data[last]!, { binary: true, fin: true }, cb);
+}
 interface Mark { seq: number; bytes: number }
 
 const OPEN = 1;
@@ -111,17 +144,17 @@ export class PriorityWriter {
     return { bytes: this.queuedBytes, frames: this.queue.length - this.head };
   }
 
-  send(data: string | Uint8Array, opts: SendOpts = {}): void {
-    if (this.sock.readyState !== OPEN) return;
+  send(data: Outgoing, opts: SendOpts = {}): void {
+    if (this.sock.readyState !== OPEN) return opts.done?.();
     const key = opts.key ?? null;
     const bulk = opts.bulk === true;
     const now = bulk ? this.head === this.queue.length && this.room() : key === null || !this.perKey.has(key);
-    const size = typeof data === 'string' ? data.length : data.byteLength;
+    const size = outgoingSize(data);
     if (now) {
-      this.write(data, size, bulk);
+      this.write(data, size, bulk, opts.done);
       return;
     }
-    this.queue.push({ data, key, size, bulk });
+    this.queue.push({ data, key, size, bulk, done: opts.done });
     if (this.marks.length > 0) this.armStall();
     this.queuedBytes += size;
     if (key !== null) this.perKey.set(key, (this.perKey.get(key) ?? 0) + 1);
@@ -142,7 +175,7 @@ export class PriorityWriter {
           if (n === 0) this.perKey.delete(q.key);
           else this.perKey.set(q.key, n);
         }
-        this.write(q.data, q.size, q.bulk);
+        this.write(q.data, q.size, q.bulk, q.done);
       }
       if (this.head === this.queue.length) {
         this.queue = [];
@@ -159,8 +192,8 @@ export class PriorityWriter {
     }
   }
 
-  private write(data: string | Uint8Array, size: number, bulk: boolean): void {
-    this.sock.send(data, { binary: typeof data !== 'string' }, this.written);
+  private write(data: Outgoing, size: number, bulk: boolean, done: (() => void) | undefined): void {
+    writeMessage(this.sock, data, done ? (err) => { done(); this.written(err); } : this.written);
     if (!bulk || this.windowBytes === 0) return;
     this.sinceMark += size;
     if (this.sinceMark >= this.windowBytes / 4) this.mark();
@@ -217,6 +250,8 @@ export class PriorityWriter {
   clear(): void {
     if (this.stallTimer !== null) timers.clearTimeout(this.stallTimer);
     this.stallTimer = null;
+    const dropped = this.queue;
+    const from = this.head;
     this.queue = [];
     this.head = 0;
     this.queuedBytes = 0;
@@ -224,6 +259,8 @@ export class PriorityWriter {
     this.marks = [];
     this.unanswered = 0;
     this.sinceMark = 0;
+    // After the state is reset: a `done` that sends again finds an empty writer.
+    for (let i = from; i < dropped.length; i++) dropped[i]?.done?.();
   }
 }
 

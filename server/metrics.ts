@@ -4,6 +4,8 @@ import client from 'prom-client';
 export interface MetricSources {
   tasksRunning(): number;
   terminalSessionsOpen(): number;
+  /** File distribution: content bytes sent to agents, and read from disk for them (shared chunks make it less). */
+  fileBytes(): { sent: number; read: number };
 }
 
 /**
@@ -14,7 +16,7 @@ export function createMetrics() {
   const registry = new client.Registry();
   const registers = [registry];
   client.collectDefaultMetrics({ register: registry, prefix: 'muster_process_' });
-  const sources: MetricSources = { tasksRunning: () => 0, terminalSessionsOpen: () => 0 };
+  const sources: MetricSources = { tasksRunning: () => 0, terminalSessionsOpen: () => 0, fileBytes: () => ({ sent: 0, read: 0 }) };
   const agents = new client.Gauge({ name: 'muster_agents', help: 'Agents by status', labelNames: ['status'], registers });
   const heartbeats = new client.Counter({ name: 'muster_heartbeats_total', help: 'Heartbeats received', registers });
   const connects = new client.Counter({ name: 'muster_agent_connects_total', help: 'Agent connections accepted', registers });
@@ -39,6 +41,16 @@ export function createMetrics() {
   const tasksFinished = new client.Counter({ name: 'muster_tasks_finished_total', help: 'Tasks that ended, by final state', labelNames: ['state'], registers });
   new client.Gauge({ name: 'muster_tasks_running', help: 'Tasks not finished yet', registers, collect() { this.set(sources.tasksRunning()); } });
   new client.Gauge({ name: 'muster_terminal_sessions_open', help: 'Terminal sessions open (attached or detached) on this node', registers, collect() { this.set(sources.terminalSessionsOpen()); } });
+  new client.Counter({
+    name: 'muster_file_bytes_total', help: 'File distribution content bytes: sent to agents, and read from disk (one read serves every agent sending that chunk)',
+    labelNames: ['kind'], registers,
+    collect() {
+      const b = sources.fileBytes();
+      this.reset();
+      this.inc({ kind: 'sent' }, b.sent);
+      this.inc({ kind: 'read' }, b.read);
+    },
+  });
   const terminalSessions = new client.Counter({ name: 'muster_terminal_sessions_total', help: 'Terminal sessions whose shell started', registers });
   const rolloutTargets = new client.Counter({ name: 'muster_rollout_targets_total', help: 'Rollout targets that reached a result (succeeded, failed, rolled_back, skipped)', labelNames: ['result'], registers });
 

@@ -104,6 +104,8 @@ const Schema = z.object({
   fileChunkBytes: z.coerce.number().int().min(1024).max(4 * 1024 * 1024).default(256 * 1024),
   fileWindowBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
   fileInflightBytes: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  /** Content chunks kept in memory for the transfers that need them next (one read serves every host). */
+  fileCacheBytes: z.coerce.number().int().min(0).default(16 * 1024 * 1024),
   /** A distribution target with no progress for this long (agent offline, transfer stalled) fails. */
   fileApplyTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Failed logins per username+address per minute before 429. */
@@ -219,7 +221,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', fileMaxBytes: 'MUSTER_FILE_MAX_BYTES', fileChunkBytes: 'MUSTER_FILE_CHUNK_BYTES',
-  fileWindowBytes: 'MUSTER_FILE_WINDOW_BYTES', fileInflightBytes: 'MUSTER_FILE_INFLIGHT_BYTES', fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  fileWindowBytes: 'MUSTER_FILE_WINDOW_BYTES', fileInflightBytes: 'MUSTER_FILE_INFLIGHT_BYTES', fileCacheBytes: 'MUSTER_FILE_CACHE_BYTES', fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
   dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS', dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
   dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',

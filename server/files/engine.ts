@@ -253,9 +253,12 @@ export class DistributionEngine {
     const limit = this.d.applyTimeoutSec * 1000;
     for (const l of [...this.live.values()]) {
       if (l.row.state !== 'running') continue;
+      // agentId → its transfer, built once per tick (a scan per target was quadratic in the wave's size).
+      const transferOf = new Map<string, string>();
+      for (const [transferId, agentId] of l.inflight) transferOf.set(agentId, transferId);
       for (const t of l.targets.values()) {
         if (t.startedAt == null || TERMINAL.has(t.state)) continue;
-        const transferId = [...l.inflight].find(([, a]) => a === t.agentId)?.[0];
+        const transferId = transferOf.get(t.agentId);
         const progress = Math.max(t.startedAt, transferId ? this.d.transfers.lastProgress(transferId) ?? 0 : 0, t.updatedAt);
         if (now - progress > limit) {
           if (transferId) this.endTransfer(l, transferId);

@@ -25,11 +25,12 @@ export function createFiles(core: Core, exec: ExecService): Capability<'file.ack
   // eslint-disable-next-line prefer-const -- the transfer manager reports read errors to the engine built after it
   let engine!: DistributionEngine;
   const transfers = new TransferManager(fleet, {
-    chunkBytes: config.fileChunkBytes, windowBytes: config.fileWindowBytes, maxInflightBytes: config.fileInflightBytes,
+    chunkBytes: config.fileChunkBytes, windowBytes: config.fileWindowBytes, maxInflightBytes: config.fileInflightBytes, cacheBytes: config.fileCacheBytes,
   }, (err, transferId) => {
     log.error({ err, transferId }, 'could not read revision content');
     engine.transferFailed(transferId, err);
   });
+  core.metrics.sources.fileBytes = () => ({ sent: transfers.bytesSent, read: transfers.bytesRead });
   engine = new DistributionEngine({
     store, content, transfers, fleet, bus: core.bus, log, applyTimeoutSec: config.fileApplyTimeoutSec,
     runPostCommand: async (command, agentId, actor, file) => {

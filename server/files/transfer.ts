@@ -1,8 +1,12 @@
 import fs from 'node:fs/promises';
-import { allocFileData, type SendOpts } from '../../protocol/index.js';
+import { fileDataHeader, type SendOpts } from '../../protocol/index.js';
+import { ChunkCache } from './chunks.js';
 
-/** What the manager needs from the fleet: binary frames to one agent. */
-export interface TransferSink { sendBinary(agentId: string, buf: Uint8Array, opts?: SendOpts): boolean }
+/**
+ * What the manager needs from the fleet: one binary message to one agent, given in parts (sent as
+ * its fragments); `opts.done` is called once the socket is done with the buffers, only if this answers true.
+ */
+export interface TransferSink { sendBinary(agentId: string, parts: readonly Uint8Array[], opts?: SendOpts): boolean }
 
 interface Transfer {
   id: string; agentId: string; file: string; size: number;
@@ -21,6 +25,8 @@ export interface TransferLimits {
   windowBytes: number;
   /** Unacknowledged bytes all transfers together may have on the way (bounds server memory whatever the fleet size). */
   maxInflightBytes: number;
+  /** Content chunks kept for the next transfers that need them (default: the in-flight budget). */
+  cacheBytes?: number;
 }
 
 /**
@@ -30,17 +36,28 @@ export interface TransferLimits {
  * between the disk and the agents' disks (frame buffers, the socket's userland queue, kernel
  * buffers, the agent's memory) never exceed maxInflightBytes — however many agents receive at once. Transfers that find the budget spent wait in `blocked` and are served in
  * turn as acks give budget back. One file handle per content file is shared by all its transfers
- * (positional reads; the page cache serves the repeats).
+ * (positional reads), and chunks are read once into shared, recycled buffers (chunks.ts): each
+ * frame is the transfer's small header plus a view of the shared chunk, sent as two fragments of
+ * one WebSocket message, so no per-agent copy of the content is ever made.
  */
 export class TransferManager {
   private readonly transfers = new Map<string, Transfer>();
   private readonly handles = new Map<string, Handle>();
   private readonly blocked = new Set<Transfer>();
   private inflight = 0;
+  private readonly chunks: ChunkCache;
   /** Total bytes sent (exposed for metrics and benchmarks). */
   bytesSent = 0;
 
-  constructor(private readonly sink: TransferSink, private readonly limits: TransferLimits, private readonly onError: (err: unknown, transferId: string) => void) {}
+  constructor(private readonly sink: TransferSink, private readonly limits: TransferLimits, private readonly onError: (err: unknown, transferId: string) => void) {
+    const maxChunks = Math.max(1, Math.floor((limits.cacheBytes ?? limits.maxInflightBytes) / limits.chunkBytes));
+    this.chunks = new ChunkCache(limits.chunkBytes, maxChunks, (file, into, len, position) => this.read(file, into, 0, len, position));
+  }
+
+  /** Content bytes read from disk (the rest of bytesSent came from shared chunks). */
+  get bytesRead(): number {
+    return this.chunks.bytesRead;
+  }
 
   /** Registers a transfer; nothing is sent until the agent's first `file.ack`. */
   add(id: string, agentId: string, file: string, size: number): void {
@@ -122,7 +139,13 @@ export class TransferManager {
   private pump(t: Transfer): void {
     if (t.ended || t.reading || t.sent >= t.size) return;
     if (t.sent - t.acked >= this.limits.windowBytes) return; // the next ack pumps again
-    const len = Math.min(this.limits.chunkBytes, t.size - t.sent, this.limits.windowBytes - (t.sent - t.acked));
+    // Chunks are aligned to chunkBytes (so transfers at the same place share them); a frame is the
+    // rest of the current chunk, or what the window leaves of it.
+    const chunkBytes = this.limits.chunkBytes;
+    const index = Math.floor(t.sent / chunkBytes);
+    const at = t.sent - index * chunkBytes;
+    const chunkLen = Math.min(chunkBytes, t.size - index * chunkBytes);
+    const len = Math.min(chunkLen - at, this.limits.windowBytes - (t.sent - t.acked));
     // Within the budget (one chunk may go alone even if it is larger, or nothing would ever move).
     if (this.inflight + len > this.limits.maxInflightBytes && this.inflight > 0) {
       this.blocked.add(t);
@@ -133,17 +156,25 @@ export class TransferManager {
     t.sent += len;
     this.inflight += len;
     t.reading = true;
-    const { frame, payloadAt } = allocFileData(t.id, offset, len);
-    void this.read(t.file, frame, payloadAt, len, offset).then(() => {
+    const c = this.chunks.acquire(t.file, index, chunkLen);
+    c.ready.then(() => {
       t.reading = false;
-      if (t.ended) return;
-      if (t.sent !== offset + len) return this.pump(t); // restarted meanwhile: this chunk is stale
+      if (t.ended || t.sent !== offset + len) {
+        // Ended, or restarted meanwhile: this frame is stale.
+        this.chunks.release(c);
+        return this.pump(t);
+      }
       this.bytesSent += len;
-      // Bulk: keystrokes and control messages to this agent go ahead of file data.
-      if (!this.sink.sendBinary(t.agentId, frame, { bulk: true, key: t.id })) return; // socket gone: the disconnect ends it
+      // Bulk: keystrokes and control messages to this agent go ahead of file data. The chunk's
+      // reference passes to the frame and comes back when the socket has written it.
+      const sent = this.sink.sendBinary(t.agentId, [fileDataHeader(t.id, offset), c.buf.subarray(at, at + len)], {
+        bulk: true, key: t.id, done: () => this.chunks.release(c),
+      });
+      if (!sent) return this.chunks.release(c); // socket gone: the disconnect ends it
       this.pump(t);
     }, (err: unknown) => {
       t.reading = false;
+      this.chunks.release(c);
       this.onError(err, t.id);
     });
   }
@@ -181,6 +212,7 @@ export class TransferManager {
     if (!h || --h.refs > 0) return;
     h.refs = 0;
     this.handles.delete(file);
+    this.chunks.dropFile(file); // no transfer sends this content any more
     this.maybeClose(h);
   }
 

@@ -21,8 +21,11 @@ export interface AgentChannel {
   readonly linkId: number;
   readonly remoteAddress: string | null;
   send(msg: ServerToAgent): boolean;
-  /** A frame; `bulk` ones (file data) wait while the socket is backed up, `key` keeps a stream's order. */
-  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean;
+  /**
+   * A frame (or one message in parts, sent as its fragments); `bulk` ones (file data) wait while the
+   * socket is backed up, `key` keeps a stream's order; `opts.done` is called only if this answers true.
+   */
+  sendBinary(buf: Uint8Array | readonly Uint8Array[], opts?: SendOpts): boolean;
   /** Bytes queued in the socket and not yet written (for backpressure). */
   bufferedAmount(): number;
   /** Stops/restarts reading from the socket (backpressure towards the agent's TCP window). */
@@ -143,7 +146,7 @@ export class Fleet {
     const l = this.live.get(agentId);
     return l ? l.ch.send(msg) : false;
   }
-  sendBinary(agentId: string, buf: Uint8Array, opts?: SendOpts): boolean {
+  sendBinary(agentId: string, buf: Uint8Array | readonly Uint8Array[], opts?: SendOpts): boolean {
     const l = this.live.get(agentId);
     return l ? l.ch.sendBinary(buf, opts) : false;
   }

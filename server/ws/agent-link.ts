@@ -1,7 +1,8 @@
 import type { WebSocket } from 'ws';
 import {
   AgentToServer, CloseCode, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, FrameError, InvalidCounter, MessageDispatcher,
-  MIN_PROTOCOL_VERSION, PriorityWriter, PROTOCOL_VERSION, refOf, streamKeyOf, type Hello, type Refusal, type SendOpts, type ServerToAgent,
+  MIN_PROTOCOL_VERSION, PriorityWriter, PROTOCOL_VERSION, refOf, streamKeyOf, writeMessage, type Hello, type Outgoing, type Refusal, type SendOpts,
+  type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
@@ -103,13 +104,17 @@ export class AgentLink implements AgentChannel {
   }
   /**
    * Keystrokes and control messages go ahead of bulk (file data). The priority writer is made on
-   * the first bulk frame: most of a large fleet's sockets never carry any.
+   * the first bulk frame: most of a large fleet's sockets never carry any. `opts.done` is called
+   * only when this answers true.
    */
-  sendBinary(buf: Uint8Array, opts?: SendOpts): boolean {
+  sendBinary(buf: Uint8Array | readonly Uint8Array[], opts?: SendOpts): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
     if (opts?.bulk) this.out ??= new PriorityWriter(this.ws, this.deps.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, this.deps.bulkWindow ?? DEFAULT_BULK_WINDOW);
-    if (this.out) this.out.send(buf, opts);
-    else this.ws.send(buf, { binary: true });
+    if (this.out) this.out.send(buf as Outgoing, opts);
+    else {
+      const done = opts?.done;
+      writeMessage(this.ws, buf, done ? () => done() : noop);
+    }
     return true;
   }
   bufferedAmount(): number {
@@ -343,6 +348,8 @@ export class AgentLink implements AgentChannel {
     await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
   }
 }
+
+const noop = (): void => {};
 
 /** One dispatcher per handlers object, shared by every agent link. */
 const dispatchers = new WeakMap<AgentHandlers, MessageDispatcher<AgentToServer, AgentCtx>>();

@@ -9,14 +9,14 @@ import { PriorityWriter, streamKeyOf, WINDOW_STALL_MS, type FrameSocket } from '
  */
 class FakeSocket implements FrameSocket {
   readyState = 1;
-  pending: Array<{ data: string | Uint8Array; cb: ((err?: Error) => void) | null; ping?: Uint8Array }> = [];
+  pending: Array<{ data: string | Uint8Array; cb: ((err?: Error) => void) | null; ping?: Uint8Array; fin?: boolean }> = [];
   wire: string[] = [];
   readPings: Uint8Array[] = [];
   get bufferedAmount(): number {
     return this.pending.reduce((n, p) => n + (p.ping ? 0 : size(p.data)), 0);
   }
-  send(data: string | Uint8Array, _opts: { binary: boolean }, cb: (err?: Error) => void): void {
-    this.pending.push({ data, cb });
+  send(data: string | Uint8Array, opts: { binary: boolean; fin?: boolean }, cb?: (err?: Error) => void): void {
+    this.pending.push({ data, cb: cb ?? null, fin: opts.fin });
   }
   ping(data: Uint8Array): void {
     this.pending.push({ data: 'ping', cb: null, ping: data });
@@ -129,6 +129,33 @@ describe('PriorityWriter', () => {
     w.send('late');
     s.flush();
     expect(s.wire).toEqual(['bin:1:2000']);
+  });
+
+  it('sends a message given in parts as adjacent fragments and calls done once written or dropped', () => {
+    const s = new FakeSocket();
+    const w = new PriorityWriter(s, 3000);
+    const done: string[] = [];
+    const hdr = (n: number) => new Uint8Array([3, n]);
+    w.send([hdr(1), bulk(7, 2000)], { bulk: true, key: 'f', done: () => done.push('f1') }); // written
+    w.send([hdr(2), bulk(8, 2000)], { bulk: true, key: 'f', done: () => done.push('f2') }); // written (2002 < 3000 buffered)
+    w.send([hdr(3), bulk(9, 2000)], { bulk: true, key: 'f', done: () => done.push('f3') }); // queued
+    w.send([hdr(4), bulk(9, 2000)], { bulk: true, key: 'f', done: () => done.push('f4') }); // queued
+    w.send('echo-A', { key: 'A' }); // interactive: ahead of the queued bulk, never between two fragments
+    expect(s.pending.map((p) => [label(p.data), p.fin])).toEqual([
+      ['bin:3:2', false], ['bin:7:2000', true], ['bin:3:2', false], ['bin:8:2000', true], ['echo-A', undefined],
+    ]);
+    expect(done).toEqual([]);
+    expect(w.buffered).toBe(4004 + 6 + 4004);
+    s.flush(2); // the first message is written: its done runs, the queue moves on
+    expect(done).toEqual(['f1']);
+    expect(s.pending.map((p) => label(p.data))).toEqual(['bin:3:2', 'bin:8:2000', 'echo-A', 'bin:3:2', 'bin:9:2000']);
+    w.clear(); // f4 is dropped unsent: its buffers are free too
+    expect(done).toEqual(['f1', 'f4']);
+    s.flush();
+    expect(done).toEqual(['f1', 'f4', 'f2', 'f3']);
+    s.readyState = 3;
+    w.send([hdr(5)], { bulk: true, done: () => done.push('closed') });
+    expect(done.at(-1)).toBe('closed');
   });
 
   it('a write error drops what is queued', () => {
