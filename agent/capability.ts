@@ -25,6 +25,8 @@ export interface AgentContext {
   log: AgentLog;
   state: AgentState;
   link: Link;
+  /** The server URL in use (of several in --server: the one connected or tried last). */
+  serverUrl(): string;
   /** The host policy in force now (re-read on SIGHUP): capabilities ask for it at each use. */
   policy(): Policy;
   /** Settings in force now (own config < server's live configuration < host policy): read at each use. */

@@ -7,7 +7,8 @@ import { DEFAULT_POLICY_PATH } from './policy.js';
 
 /** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
 const Schema = z.object({
-  server: z.string().regex(/^wss?:\/\//, 'server must be a ws:// or wss:// URL'),
+  /** One server URL, or several comma-separated (cluster nodes): rotated through on failure. */
+  server: z.string().refine((v) => v.split(',').every((u) => /^wss?:\/\/\S+$/.test(u.trim())), 'server must be a ws:// or wss:// URL, or several separated by commas'),
   token: z.string().optional(),
   stateDir: z.string().min(1).default('/var/lib/muster-agent'),
   name: z.string().min(1).max(255).default(os.hostname()),

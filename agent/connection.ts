@@ -13,6 +13,7 @@ export type ServerHandler<T extends ServerMessageType> = (msg: ServerMessage<T>)
 export type ServerHandlers = { [K in Exclude<ServerMessageType, 'welcome'>]: ServerHandler<K> };
 
 export interface ConnectionOptions {
+  /** One ws(s):// URL or several separated by commas (cluster nodes): each failure moves to the next. */
   serverUrl: string;
   /** This agent's name, for the log ("connected" says who connected). */
   name?: string;
@@ -104,8 +105,13 @@ export class ServerConnection {
   /** The last failure logged at warn: a server that stays down is reported once, not every retry. */
   private loggedError: string | null = null;
   private readonly dispatcher: MessageDispatcher<ServerToAgent, undefined>;
+  private readonly urls: string[];
+  private urlIndex = 0;
 
   constructor(private readonly o: ConnectionOptions) {
+    this.urls = o.serverUrl.split(',').map((u) => u.trim()).filter(Boolean);
+    // Agents of one fleet start at different nodes of the list, so a fleet restart spreads out.
+    this.urlIndex = this.urls.length > 1 ? Math.floor(Math.random() * this.urls.length) : 0;
     // The shared dispatcher calls handlers as (ctx, msg); the agent's handlers take the message only.
     const adapted = Object.fromEntries(Object.entries(o.handlers).map(([type, h]) => [type, (_: undefined, m: never) => (h as (m: unknown) => void)(m)]));
     this.dispatcher = new MessageDispatcher<ServerToAgent, undefined>(ServerToAgent, adapted);
@@ -115,8 +121,13 @@ export class ServerConnection {
     this.open();
   }
 
+  /** The server URL connected to, or tried last. */
+  get currentUrl(): string {
+    return this.urls[this.urlIndex] ?? this.o.serverUrl;
+  }
+
   private url(): string {
-    const u = new URL(this.o.serverUrl);
+    const u = new URL(this.currentUrl);
     if (u.pathname === '/' || u.pathname === '') u.pathname = '/ws/agent';
     return u.toString();
   }
@@ -203,7 +214,7 @@ export class ServerConnection {
   private failed(o: object, why: string): void {
     if (why !== this.loggedError) {
       this.loggedError = why;
-      this.o.log.warn({ ...o, server: this.o.serverUrl }, `cannot connect: ${why}`);
+      this.o.log.warn({ ...o, server: this.currentUrl }, `cannot connect: ${why}`);
     } else {
       this.o.log.debug(o, `cannot connect: ${why}`);
     }
@@ -211,6 +222,9 @@ export class ServerConnection {
 
   private schedule(): void {
     if (this.stopped) return;
+    // Several servers: the next attempt goes to the next one (the same backoff applies across the
+    // list, so a fleet whose node died spreads over the others without a storm).
+    if (this.urls.length > 1) this.urlIndex = (this.urlIndex + 1) % this.urls.length;
     let delay: number;
     const honoured = this.retryAfterMs != null;
     if (this.retryAfterMs != null) {
@@ -256,7 +270,7 @@ export class ServerConnection {
       this.lastError = null;
       this.loggedError = null;
       this.lastConnectedAt = Date.now();
-      this.o.log.info({ name: this.o.name, server: this.o.serverUrl, heartbeatMs: msg.heartbeatIntervalMs },
+      this.o.log.info({ name: this.o.name, server: this.currentUrl, heartbeatMs: msg.heartbeatIntervalMs },
         `connected as ${this.o.name ? `"${this.o.name}" ` : ''}(${this.o.state.agentId})`);
       this.watchServer(msg.heartbeatIntervalMs * 3);
       this.o.onWelcome(msg.heartbeatIntervalMs);

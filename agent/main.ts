@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     if (conn.send({ type: 'config.applied', revision: pushedRevision, effective: effective(), notes: live.notes })) counters.config_applied_total++;
   };
 
-  const ctx: AgentContext = { cfg, log, state, link, policy: () => policy, settings: () => live, exit: (reason, code) => shutdown(reason, code) };
+  const ctx: AgentContext = { cfg, log, state, link, serverUrl: () => conn.currentUrl, policy: () => policy, settings: () => live, exit: (reason, code) => shutdown(reason, code) };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });

@@ -15,6 +15,7 @@ import * as addAgentEnrolLabels from './202611301900_add_agent_enrol_labels.js';
 import * as createFileTables from './202611302000_create_file_tables.js';
 import * as addTaskName from './202611302010_add_task_name.js';
 import * as createAgentConfigRules from './202611302030_create_agent_config_rules.js';
+import * as addAgentOwner from './202611302300_add_agent_owner.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -37,6 +38,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611302000_create_file_tables', createFileTables],
   ['202611302010_add_task_name', addTaskName],
   ['202611302030_create_agent_config_rules', createAgentConfigRules],
+  ['202611302300_add_agent_owner', addAgentOwner],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -99,5 +99,7 @@ export const DisconnectReason = {
   restartRequested: 'restart requested',
   protocolError: 'protocol error',
   serverRestart: 'server restart',
+  /** Cluster: the server node holding the socket stopped answering; recorded by another node. */
+  nodeLost: 'node lost',
 } as const;
 export type DisconnectReason = (typeof DisconnectReason)[keyof typeof DisconnectReason];

@@ -66,6 +66,8 @@ export type AgentView = z.infer<typeof AgentView>;
 
 export const AgentConnection = z.object({
   id: int(), connectedAt: Time, disconnectedAt: TimeOrNull, durationMs: int().nullable(), reason: z.string().nullable(), remoteAddress: z.string().nullable(),
+  /** The server node that held the socket (MUSTER_NODE_ID). */
+  node: z.string().nullable(),
 }).meta({ id: 'AgentConnection' });
 export const AgentSummary = z.object({
   total: Count, byStatus: z.record(z.string(), Count), byVersion: z.record(z.string(), Count), byPlatform: z.record(z.string(), Count),

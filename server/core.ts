@@ -3,6 +3,7 @@ import type { ApiRouter } from './http/api-router.js';
 import type { AuthService } from './auth/auth-service.js';
 import type { EnrollmentTokens } from './auth/enrollment.js';
 import type { Bus } from './bus/bus.js';
+import type { Leases } from './cluster/lease.js';
 import type { Config } from './config/config.js';
 import type { Db, Dialect } from './db/db.js';
 import type { DiskGuard } from './db/disk-guard.js';
@@ -19,6 +20,8 @@ export interface Core {
   log: Logger;
   metrics: Metrics;
   bus: Bus;
+  /** Timers that must run once in the cluster ask here first (always held on one node). */
+  leases: Leases;
   fleet: Fleet;
   audit: AuditLog;
   auth: AuthService;

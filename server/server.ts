@@ -10,7 +10,8 @@ import { AuthService, SESSION_COOKIE } from './auth/auth-service.js';
 import { EnrollmentTokens } from './auth/enrollment.js';
 import { enrollmentRoutes } from './auth/enrollment-routes.js';
 import { authRoutes } from './auth/routes.js';
-import { LocalBus } from './bus/bus.js';
+import { createCluster } from './cluster/cluster.js';
+import { AgentOwnership } from './cluster/ownership.js';
 import { selectorLimits, servedOverHttps, type Config } from './config/config.js';
 import type { Core } from './core.js';
 import { migrateLatest, openDb, setQueryTimeout } from './db/db.js';
@@ -116,13 +117,16 @@ async function compose(
   const readiness = new DbReadiness(db, config.readyTimeoutMs);
 
   const metrics = createMetrics();
-  const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
+  // MUSTER_NATS_URL: the bus carries events between nodes, leases run timers once in the cluster.
+  const cluster = await createCluster(config, log, metrics, db);
+  const bus = cluster.bus;
   const audit = new AuditLog(db, { refusalWindowMs: config.auditRefusalWindowSec * 1000, onError: (err) => log.error({ err }, 'could not write an audit record') });
   const auth = new AuthService(db, config.sessionTtlSec, bus, { maxTokensPerUser: config.maxTokensPerUser });
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
   const fleet = new Fleet({
     repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId, writes: new TxBatcher(db),
+    ownership: new AgentOwnership(db, config.nodeId, cluster.peers),
     heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
   });
   const historyOpts = { points: 60, stepMs: config.metricsHistoryStepMs, maxAgents: config.metricsHistoryAgents };
@@ -146,7 +150,7 @@ async function compose(
     onLow: dialect === 'sqlite' ? async () => void (await db.raw('PRAGMA wal_checkpoint(TRUNCATE)')) : undefined,
   });
   disk.start();
-  const core: Core = { config, db, dialect, log, metrics, bus, fleet, audit, auth, enrollment, dataDir: config.dataDir, serverUrl, disk };
+  const core: Core = { config, db, dialect, log, metrics, bus, leases: cluster.leases, fleet, audit, auth, enrollment, dataDir: config.dataDir, serverUrl, disk };
 
   const exec = createExec(core);
   const terminals = createTerminals(core);
@@ -305,6 +309,7 @@ async function compose(
   });
 
   await fleet.start();
+  await cluster.attach(fleet, { repo: agentRepo });
   const stopSimulated = config.benchSimulatedPresence !== undefined
     ? startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence })
     : undefined;
@@ -356,7 +361,7 @@ async function compose(
     await new Promise<void>((r) => server.close(() => r()));
 
     await audit.flush();
-    await bus.close();
+    await cluster.close();
     disk.stop();
     await db.destroy();
     log.info({ ms: Date.now() - t0 }, 'shutdown complete');

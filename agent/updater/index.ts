@@ -65,7 +65,7 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
     const key = parsePublicKey(cfg.updatePublicKey);
 
     // The server's own URL when the package lives there (relative URL); credentials go to that origin only.
-    const base = new URL(cfg.server.replace(/^ws/, 'http'));
+    const base = new URL(ctx.serverUrl().replace(/^ws/, 'http'));
     const url = new URL(m.url, base);
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UpdateFailure(`unsupported download URL scheme ${url.protocol}`);
     const headers: Record<string, string> = { 'User-Agent': `muster-agent/${AGENT_VERSION}` };

@@ -27,12 +27,19 @@ export interface BusEvents {
 }
 export type Topic = keyof BusEvents;
 export type Handler<T extends Topic> = (payload: BusEvents[T]) => void;
+export interface SubscribeOptions {
+  /**
+   * Only events published by this node (in a cluster every node receives every event): for work
+   * that must happen once per event, such as a notification, and is done where it happened.
+   */
+  localOnly?: boolean;
+}
 
 /** Publish/subscribe between services and the socket layer. */
 export interface Bus {
   publish<T extends Topic>(topic: T, payload: BusEvents[T]): void;
   /** Returns the unsubscribe function. */
-  subscribe<T extends Topic>(topic: T, handler: Handler<T>): () => void;
+  subscribe<T extends Topic>(topic: T, handler: Handler<T>, opts?: SubscribeOptions): () => void;
   close(): Promise<void>;
 }
 
@@ -53,7 +60,8 @@ export class LocalBus implements Bus {
     }
   }
 
-  subscribe<T extends Topic>(topic: T, handler: Handler<T>): () => void {
+  /** Every event of one process is local: `opts` changes nothing here. */
+  subscribe<T extends Topic>(topic: T, handler: Handler<T>, _opts?: SubscribeOptions): () => void {
     let set = this.subs.get(topic);
     if (!set) this.subs.set(topic, (set = new Set()));
     const h = handler as (p: unknown) => void;

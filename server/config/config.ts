@@ -12,7 +12,18 @@ const Schema = z.object({
   adminPassword: z.string().min(8, 'MUSTER_ADMIN_PASSWORD must be at least 8 characters').optional(),
   enrollToken: z.string().min(16, 'MUSTER_ENROLL_TOKEN must be at least 16 characters').optional(),
   localAgent: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
-  natsUrl: z.string().url().optional(),
+  /** NATS servers of the cluster (comma-separated nats:// URLs); unset: one node, in-process bus. */
+  natsUrl: z.string().optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+    const bad = list.find((x) => !/^(nats|tls|wss?):\/\/[^\s/]+/.test(x));
+    if (bad || list.length === 0) ctx.addIssue({ code: 'custom', message: `not a nats:// URL: ${bad ?? v}` });
+    return list;
+  }),
+  /** Prefix of every NATS subject, stream and KV bucket: several clusters (or test runs) share one NATS. */
+  cluster: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, 'MUSTER_CLUSTER must be 1-32 letters, digits, _ or -').default('muster'),
+  /** Cluster leases (timers that run once in the cluster): held this long without renewal, renewed every third of it. */
+  clusterLeaseTtlMs: z.coerce.number().int().min(1000).max(60_000).default(6000),
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   publicUrl: z.string().url().optional(),
@@ -206,7 +217,7 @@ export function servedOverHttps(c: Pick<Config, 'tlsCert' | 'publicUrl'>): boole
 const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   port: 'MUSTER_PORT', host: 'MUSTER_HOST', dataDir: 'MUSTER_DATA_DIR', dbUrl: 'MUSTER_DB_URL',
   adminPassword: 'MUSTER_ADMIN_PASSWORD', enrollToken: 'MUSTER_ENROLL_TOKEN', localAgent: 'MUSTER_LOCAL_AGENT',
-  natsUrl: 'MUSTER_NATS_URL', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
+  natsUrl: 'MUSTER_NATS_URL', cluster: 'MUSTER_CLUSTER', clusterLeaseTtlMs: 'MUSTER_CLUSTER_LEASE_TTL_MS', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
   logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
   notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS', notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS', notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
   notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS', notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
@@ -262,6 +273,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const c = parsed.data;
   if (c.dbUrl && !/^(mysql|mariadb|sqlite):/.test(c.dbUrl)) {
     throw new ConfigError('invalid configuration:\n  MUSTER_DB_URL: must start with mysql://, mariadb:// or sqlite:');
+  }
+  if (c.natsUrl && !/^(mysql|mariadb):/.test(c.dbUrl ?? '')) {
+    // Every node must see the same agents, tasks and leases' effects: one SQLite file per node cannot.
+    throw new ConfigError('invalid configuration:\n  MUSTER_NATS_URL: a cluster needs a shared MySQL/MariaDB database; set MUSTER_DB_URL=mysql://… (SQLite is one node only)');
   }
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError('invalid configuration:\n  MUSTER_TLS_CERT and MUSTER_TLS_KEY must be set together');

@@ -106,7 +106,9 @@ export class ExecService {
       const queued = !online && input.offline === 'queue';
       return {
         id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
-        status: online || queued ? 'pending' : 'skipped', reason: online || queued ? null : 'agent offline',
+        status: online || queued ? 'pending' : 'skipped',
+        // In a cluster an agent online on another node is not reachable from here yet (issue 12).
+        reason: online || queued ? null : a.status === 'online' ? 'agent connected to another server node (cross-node execution is not implemented yet)' : 'agent offline',
         exitCode: null, signal: null, queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
         finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null, reconciledAt: null,
       };

@@ -1,6 +1,7 @@
 import type { DisconnectReason, Hello, HostPolicy, Labels, Metrics, SendOpts, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
+import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
@@ -42,6 +43,8 @@ export type { DisconnectReason } from '../../protocol/index.js';
 
 interface Live {
   ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number;
+  /** agents.conn_generation this connection claimed (fences writes against newer connections elsewhere). */
+  generation: number;
   /** This agent's heartbeat interval when live configuration changed it (else the server's). */
   heartbeatMs?: number;
 }
@@ -76,6 +79,8 @@ export class Fleet {
       /** Group commit for connect/disconnect writes. */
       writes: TxBatcher;
       nodeId: string; heartbeatIntervalMs: number; flushMs: number;
+      /** Owning node and connection generation of each agent (absent in some unit tests). */
+      ownership?: AgentOwnership;
     },
   ) {}
 
@@ -84,6 +89,11 @@ export class Fleet {
     for (const a of await this.deps.repo.loadAll()) this.agents.set(a.id, a);
     const n = await this.deps.connections.closeDangling(this.deps.nodeId, Date.now(), 'server restart');
     if (n) this.deps.log.info({ closed: n }, 'closed connection rows left open by the previous run');
+    // Agents the previous run of this node held (a crash): other nodes of a cluster still show them
+    // online until told otherwise (on one node nobody listens yet).
+    const released = (await this.deps.ownership?.releaseAll()) ?? [];
+    const at = new Date().toISOString();
+    for (const id of released) this.deps.bus.publish('agent.offline', { agentId: id, reason: 'server restart', at, name: this.agents.get(id)?.name });
     this.flushTimer = setInterval(() => void this.flush(), this.deps.flushMs);
     this.sweepTimer = setInterval(() => this.sweep(), Math.max(100, Math.floor(this.deps.heartbeatIntervalMs / 2)));
     this.flushTimer.unref();
@@ -125,6 +135,11 @@ export class Fleet {
     } catch (err) {
       this.deps.log.error({ err }, 'could not record disconnections at shutdown (the next start closes them)');
     }
+    try {
+      await this.deps.ownership?.releaseAll();
+    } catch (err) {
+      this.deps.log.error({ err }, 'could not give up agent ownership at shutdown (the cluster sweep or the next start does)');
+    }
     await this.flush();
   }
 
@@ -138,7 +153,10 @@ export class Fleet {
   onPolicyChange(h: PolicyHook): void { this.policyHooks.push(h); }
 
   get(id: string): AgentRecord | undefined { return this.agents.get(id); }
+  /** Whether the agent's socket is connected to this node. */
   isOnline(id: string): boolean { return this.live.has(id); }
+  /** The connection generation of the agent's socket on this node (undefined: not connected here). */
+  generationOf(id: string): number | undefined { return this.live.get(id)?.generation; }
   onlineCount(): number { return this.live.size; }
 
   /** Sends a control message to a connected agent; false when it is not connected here. */
@@ -183,10 +201,14 @@ export class Fleet {
     // restart) costs one insert; its last_seen_at rides on the next presence flush.
     const changed = !rec || factsChanged(rec, hello);
     // Group-committed with the other hellos of this moment (a reconnect storm is thousands).
+    let generation = 0;
     const connectionId = await this.deps.writes.run(async (trx) => {
       if (changed) await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
+      if (this.deps.ownership) generation = await this.deps.ownership.claim(hello.agentId, trx);
       return this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId, trx);
     });
+    // Other nodes close an older socket of this agent (a reconnect that landed on another node).
+    this.deps.ownership?.claimed(hello.agentId, generation);
     // Another socket of this agent may have registered while we were writing (two hellos racing):
     // the one that finishes registering last wins, and the other's row is closed, never orphaned.
     await this.replace(hello.agentId, ch);
@@ -209,7 +231,7 @@ export class Fleet {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
     if (!changed) this.dirty.add(rec.id);
-    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now });
+    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now, generation });
     this.deps.metrics.connects.inc();
     if (!wasLive) this.deps.metrics.statusChanges.inc({ status: 'online' });
     this.updateGauge();
@@ -332,13 +354,17 @@ export class Fleet {
   }
 
   /** A socket closed. Only the current link of an agent marks it offline (a replaced one does not). */
-  async disconnect(agentId: string, linkId: number, reason: DisconnectReason): Promise<void> {
+  async disconnect(agentId: string, linkId: number, why: DisconnectReason): Promise<void> {
     const l = this.live.get(agentId);
     if (!l || l.ch.linkId !== linkId) return;
     this.live.delete(agentId);
     const now = Date.now();
     const rec = this.agents.get(agentId);
-    if (rec) {
+    // A newer connection of this agent is on another node: it did not go offline (like `replaced`),
+    // and its record keeps the status the other node's events give it.
+    const elsewhere = this.deps.ownership?.newerElsewhere(agentId, l.generation) ?? false;
+    const reason: DisconnectReason = elsewhere ? 'replaced' : why;
+    if (rec && !elsewhere) {
       rec.status = 'offline';
       rec.lastSeenAt = l.lastHeartbeat;
     }
@@ -349,7 +375,10 @@ export class Fleet {
     this.updateGauge();
     this.deps.log.info({ agentId, reason }, 'agent offline');
     try {
-      await this.deps.writes.run((trx) => this.deps.connections.close(l.connectionId, now, reason, trx));
+      await this.deps.writes.run(async (trx) => {
+        await this.deps.connections.close(l.connectionId, now, reason, trx);
+        await this.deps.ownership?.release(agentId, l.generation, trx);
+      });
     } catch (err) {
       this.deps.log.error({ err, agentId }, 'could not record disconnection');
     }
@@ -395,7 +424,7 @@ export class Fleet {
     this.deps.bus.publish('agent.metrics', { items });
     this.flushing = (async () => {
       try {
-        const n = await this.deps.repo.touchMany(ids, now);
+        const n = await this.deps.repo.touchMany(ids, now, this.deps.ownership?.fenceNode ?? null);
         this.flushStatements += n;
         this.deps.metrics.dbFlushes.inc(n);
         if (this.flushFailingSince !== null) {

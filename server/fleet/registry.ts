@@ -80,6 +80,13 @@ export class AgentRepo {
     return (await this.db('agents').select()).map(fromRow);
   }
 
+  /** Some agents (cluster: agents another node registered or changed). */
+  async loadMany(ids: string[]): Promise<AgentRecord[]> {
+    const out: AgentRecord[] = [];
+    for (let i = 0; i < ids.length; i += 10_000) out.push(...(await this.db('agents').whereIn('id', ids.slice(i, i + 10_000)).select()).map(fromRow));
+    return out;
+  }
+
   /** Inserts a newly enrolled agent or refreshes the facts of a known one from its hello. */
   async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean, q: Knex = this.db): Promise<void> {
     const facts = {
@@ -159,10 +166,13 @@ export class AgentRepo {
    * last_seen_at of many agents at once: one statement per 30,000 ids (under SQLite's 32,766
    * bound parameters; far under MySQL's packet limit), so one statement per flush in practice.
    */
-  async touchMany(ids: string[], at: number, chunk = 30_000): Promise<number> {
+  async touchMany(ids: string[], at: number, ownerNode: string | null = null, chunk = 30_000): Promise<number> {
     let statements = 0;
     for (let i = 0; i < ids.length; i += chunk) {
-      await this.db('agents').whereIn('id', ids.slice(i, i + chunk)).update({ last_seen_at: at });
+      const q = this.db('agents').whereIn('id', ids.slice(i, i + chunk));
+      // In a cluster: only agents this node owns (a node whose agent moved on cannot write for it).
+      if (ownerNode !== null) q.where('owner_node', ownerNode);
+      await q.update({ last_seen_at: at });
       statements++;
     }
     return statements;
@@ -208,6 +218,7 @@ export class ConnectionRepo {
     const items = rows.map((r) => ({
       id: Number(r.id), connectedAt: iso(Number(r.connected_at)), disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)),
       durationMs: r.duration_ms == null ? null : Number(r.duration_ms), reason: r.reason ?? null, remoteAddress: r.remote_address ?? null,
+      node: (r.node as string | null) ?? null,
     }));
     return { items, total: Number(n) };
   }

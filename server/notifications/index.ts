@@ -42,6 +42,8 @@ export function createNotifications(core: Core): Capability<never, never> & { se
   };
 
   function sweepOffline(): void {
+    // Once in the cluster: every node hears every offline/online event, the lease holder notifies.
+    if (!core.leases.held('notifications')) return;
     const now = Date.now();
     const rules = service.rulesFor('agent.offline');
     if (!rules.length) return;
@@ -94,12 +96,12 @@ export function createNotifications(core: Core): Capability<never, never> & { se
             event: 'execution.failed', summary: `execution on ${e.agentName} ${e.status} (${why}); task ${e.taskId}`,
             data: { execution: e, ...agentData(e.agentId) },
           });
-        }),
+        }, { localOnly: true }),
         bus.subscribe('task.updated', ({ task: t }) => {
           if (t.status !== 'failed' || !service.rulesFor('task.failed').length || !tasks.first(t.id)) return;
           const counts = Object.entries(t.counts).map(([k, v]) => `${v} ${k}`).join(', ');
           service.notify('task.failed', { event: 'task.failed', summary: `task ${t.id} by ${t.createdBy} failed: ${counts}`, data: { task: { ...t, script: undefined } } });
-        }),
+        }, { localOnly: true }),
         bus.subscribe('rollout.event', (p) => {
           const data = { rolloutId: p.rolloutId, version: p.version, agentId: p.agentId, agentName: p.agentName, reason: p.reason };
           if (p.event === 'paused') {
@@ -109,7 +111,8 @@ export function createNotifications(core: Core): Capability<never, never> & { se
           } else {
             service.notify('update.failed', { event: 'update.failed', summary: `update of ${p.agentName} to ${p.version} failed: ${p.reason ?? ''}`, data });
           }
-        }),
+          // Events are notified by the node that published them (each is published once in the cluster).
+        }, { localOnly: true }),
       );
       sweep = setInterval(sweepOffline, config.notifySweepMs);
       sweep.unref();

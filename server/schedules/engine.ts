@@ -16,6 +16,8 @@ export interface EngineDeps {
   nodeId: string;
   tickMs: number;
   misfireGraceMs: number;
+  /** False while another node of the cluster holds the schedules lease (absent: always run). */
+  leased?: () => boolean;
 }
 
 /** Due schedules handled per tick (the rest wait for the next tick). */
@@ -50,6 +52,8 @@ export class ScheduleEngine {
   /** One pass over the due schedules (never two at once). */
   tick(): Promise<void> {
     if (this.ticking || this.stopped) return this.ticking ?? Promise.resolve();
+    // Once in the cluster (the claim in the database would also stop a double fire; the lease saves the race).
+    if (this.d.leased && !this.d.leased()) return Promise.resolve();
     this.ticking = (async () => {
       try {
         for (const s of await this.d.repo.due(Date.now(), BATCH)) {

@@ -19,7 +19,7 @@ export function createSchedules(core: Core, scripts: ScriptService): Capability<
   });
   const engine = new ScheduleEngine({
     repo, scripts, auth: core.auth, audit: core.audit, log: core.log.child({ component: 'schedules' }), nodeId: config.nodeId, tickMs: config.scheduleTickMs,
-    misfireGraceMs: config.scheduleMisfireGraceSec * 1000,
+    misfireGraceMs: config.scheduleMisfireGraceSec * 1000, leased: () => core.leases.held('schedules'),
   });
   return {
     agentHandlers: {}, consoleHandlers: {}, routes: scheduleRoutes(service), repo,

@@ -1,0 +1,175 @@
+import { connect, Events, type KV, type NatsConnection } from 'nats';
+import client from 'prom-client';
+import { LocalBus, type Bus } from '../bus/bus.js';
+import type { Config } from '../config/config.js';
+import type { Db } from '../db/db.js';
+import type { Fleet } from '../fleet/fleet.js';
+import type { AgentRepo } from '../fleet/registry.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { KvLeases, LocalLeases, type Leases } from './lease.js';
+import { NatsBus } from './nats-bus.js';
+import type { OwnershipPeers } from './ownership.js';
+import { ClusterPresence } from './presence.js';
+
+/** This node's place in the cluster (or a cluster of one). */
+export interface Cluster {
+  readonly enabled: boolean;
+  readonly bus: Bus;
+  readonly leases: Leases;
+  /** Ownership peers for the fleet (null on one node). */
+  readonly peers: OwnershipPeers | null;
+  /** After the fleet is loaded: other nodes' agents, takeovers, the dead-node sweep. */
+  attach(fleet: Fleet, deps: { repo: AgentRepo }): Promise<void>;
+  /** Nodes in the registry now (this one on a single node). */
+  nodes(): string[];
+  close(): Promise<void>;
+}
+
+/** A cluster of one: the in-process bus, every lease held. */
+export function singleNode(config: Config, log: Logger): Cluster {
+  const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
+  return {
+    enabled: false, bus, leases: new LocalLeases(), peers: null,
+    attach: async () => {},
+    nodes: () => [config.nodeId],
+    close: () => bus.close(),
+  };
+}
+
+/** KV keys allow [-/_=.A-Za-z0-9]: a node id (a hostname, say) is stored base64url-encoded. */
+const nodeKey = (id: string) => Buffer.from(id, 'utf8').toString('base64url');
+const nodeOfKey = (k: string) => Buffer.from(k, 'base64url').toString('utf8');
+
+/**
+ * Joins the cluster when MUSTER_NATS_URL is set (else `singleNode`): connects to NATS (reconnecting
+ * forever), registers this node in the `<cluster>-nodes` KV bucket (entries expire after the lease
+ * TTL unless renewed), takes leases in `<cluster>-leases`, and carries bus events on
+ * `<cluster>.bus.<topic>`.
+ */
+export async function createCluster(config: Config, log: Logger, metrics: Metrics, db: Db): Promise<Cluster> {
+  if (!config.natsUrl) return singleNode(config, log);
+  const clog = log.child({ component: 'cluster' });
+  const registers = [metrics.registry];
+  const reconnects = new client.Counter({ name: 'muster_cluster_nats_reconnects_total', help: 'Reconnections to NATS', registers });
+  const connected = new client.Gauge({ name: 'muster_cluster_nats_connected', help: '1 while connected to NATS', registers });
+  const busEvents = new client.Counter({ name: 'muster_cluster_bus_events_total', help: 'Bus events sent to or received from other nodes', labelNames: ['direction'], registers });
+  const nodesGauge = new client.Gauge({ name: 'muster_cluster_nodes', help: 'Server nodes in the cluster registry', registers });
+  const leaseGauge = new client.Gauge({ name: 'muster_cluster_leases_held', help: '1 while this node holds the lease', labelNames: ['lease'], registers });
+
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: config.natsUrl, name: `muster ${config.cluster} ${config.nodeId}`,
+      maxReconnectAttempts: -1, reconnectTimeWait: 500, reconnectJitter: 500, pingInterval: 5000, maxPingOut: 2,
+    });
+  } catch (err) {
+    throw new Error(`cannot connect to NATS at ${config.natsUrl.join(',')}: ${(err as Error).message}`);
+  }
+  connected.set(1);
+  clog.info({ servers: config.natsUrl, cluster: config.cluster, node: config.nodeId }, 'cluster: connected to NATS');
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === Events.Disconnect) {
+        connected.set(0);
+        clog.warn({ server: String(s.data) }, 'cluster: disconnected from NATS; reconnecting');
+      } else if (s.type === Events.Reconnect) {
+        connected.set(1);
+        reconnects.inc();
+        clog.info({ server: String(s.data) }, 'cluster: reconnected to NATS');
+      }
+    }
+  })();
+
+  const bus = new NatsBus(nc, {
+    cluster: config.cluster, nodeId: config.nodeId,
+    onError: (err, topic) => clog.error({ err, topic }, 'bus subscriber failed'),
+    count: (d) => busEvents.inc({ direction: d }),
+  });
+  const js = nc.jetstream();
+  const ttl = config.clusterLeaseTtlMs;
+  let nodesKv: KV;
+  let leasesKv: KV;
+  try {
+    nodesKv = await js.views.kv(`${config.cluster}-nodes`, { ttl, history: 1 });
+    leasesKv = await js.views.kv(`${config.cluster}-leases`, { ttl, history: 1 });
+  } catch (err) {
+    await nc.close();
+    throw new Error(`NATS at ${config.natsUrl.join(',')} has no JetStream key-value store (start nats-server with -js): ${(err as Error).message}`);
+  }
+  const leases = new KvLeases(leasesKv, config.nodeId, ttl, clog, undefined, (name, held) => leaseGauge.set({ lease: name }, held ? 1 : 0));
+
+  // The node registry: our entry renewed every third of the TTL; the others read at the same pace.
+  const live = new Set<string>([config.nodeId]);
+  const missingSince = new Map<string, number>();
+  const me = JSON.stringify({ node: config.nodeId, startedAt: new Date().toISOString() });
+  const heartbeat = async () => {
+    try {
+      await nodesKv.put(nodeKey(config.nodeId), me);
+      const seen = new Set<string>([config.nodeId]);
+      for await (const k of await nodesKv.keys()) seen.add(nodeOfKey(k));
+      live.clear();
+      for (const n of seen) live.add(n);
+      nodesGauge.set(live.size);
+      return true;
+    } catch (err) {
+      clog.warn({ err: (err as Error).message }, 'cluster: node registry not reachable');
+      return false;
+    }
+  };
+  await heartbeat();
+
+  const presence = new ClusterPresence({ nc, bus, db, log: clog, cluster: config.cluster, nodeId: config.nodeId, liveNodes: () => live });
+  let timer: NodeJS.Timeout | undefined;
+  let sweeping = false;
+  const sweep = async () => {
+    if (sweeping) return;
+    sweeping = true;
+    try {
+      if (!(await heartbeat()) || !leases.held('presence')) return;
+      const now = Date.now();
+      const dead = new Set<string>();
+      for (const n of await presence.owningNodes()) {
+        if (live.has(n)) {
+          missingSince.delete(n);
+          continue;
+        }
+        const since = missingSince.get(n) ?? now;
+        missingSince.set(n, since);
+        if (now - since >= ttl) dead.add(n);
+      }
+      await presence.sweepDeadNodes(dead);
+      for (const n of dead) missingSince.delete(n);
+    } catch (err) {
+      clog.error({ err }, 'cluster: presence sweep failed');
+    } finally {
+      sweeping = false;
+    }
+  };
+
+  let closed = false;
+  return {
+    enabled: true, bus, leases, peers: presence,
+    async attach(fleet, deps) {
+      await presence.attach(fleet, deps.repo);
+      await leases.start();
+      timer = setInterval(() => void sweep(), Math.max(100, Math.floor(ttl / 3)));
+      timer.unref();
+    },
+    nodes: () => [...live].sort(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(timer);
+      presence.close();
+      await leases.close();
+      try {
+        await nodesKv.delete(nodeKey(config.nodeId));
+      } catch {
+        /* it expires */
+      }
+      await bus.close();
+      await nc.drain().catch(() => nc.close());
+    },
+  };
+}

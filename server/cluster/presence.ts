@@ -1,0 +1,217 @@
+import type { NatsConnection, Subscription } from 'nats';
+import { CloseCode } from '../../protocol/index.js';
+import type { Db } from '../db/db.js';
+import type { Fleet } from '../fleet/fleet.js';
+import { agentView, type AgentRepo } from '../fleet/registry.js';
+import type { Logger } from '../log.js';
+import type { NatsBus } from './nats-bus.js';
+import type { OwnershipPeers } from './ownership.js';
+
+interface Owner { node: string; generation: number }
+interface Takeover { a: string; n: string; g: number }
+
+/**
+ * One fleet on every node: applies other nodes' presence events (online, offline, metrics,
+ * changes) to this node's fleet records, so `GET /api/agents`, fleet views and selectors see the
+ * whole fleet; closes this node's socket of an agent that connected anew elsewhere (takeover,
+ * by connection generation); and, on the node holding the `presence` lease, marks the agents of a
+ * node that died offline (`node lost`) once it has been missing from the node registry for a TTL.
+ */
+export class ClusterPresence implements OwnershipPeers {
+  /** Agents owned by other nodes, with the generation they claimed. */
+  private readonly owners = new Map<string, Owner>();
+  private readonly reload = new Set<string>();
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private readonly subs: Subscription[] = [];
+  private readonly unsubs: (() => void)[] = [];
+  private fleet: Fleet | null = null;
+  private repo: AgentRepo | null = null;
+  private readonly enc = new TextEncoder();
+  private readonly dec = new TextDecoder();
+
+  constructor(
+    private readonly d: {
+      nc: NatsConnection; bus: NatsBus; db: Db; log: Logger;
+      cluster: string; nodeId: string;
+      /** Nodes alive in the registry now (this one included). */
+      liveNodes: () => ReadonlySet<string>;
+    },
+  ) {}
+
+  private get takeoverSubject(): string {
+    return `${this.d.cluster}.presence.takeover`;
+  }
+
+  /** After the fleet is loaded: agents other live nodes own are online here too. */
+  async attach(fleet: Fleet, repo: AgentRepo): Promise<void> {
+    this.fleet = fleet;
+    this.repo = repo;
+    this.subs.push(this.d.nc.subscribe(this.takeoverSubject, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          this.onTakeover(JSON.parse(this.dec.decode(msg.data)) as Takeover);
+        } catch (e) {
+          this.d.log.warn({ err: e }, 'bad takeover message');
+        }
+      },
+    }));
+    const bus = this.d.bus;
+    this.unsubs.push(
+      bus.subscribeRemote('agent.online', (p, origin) => {
+        const id = p.agent.id;
+        const o = this.owners.get(id);
+        if (!o || o.node !== origin) this.owners.set(id, { node: origin, generation: o?.generation ?? 0 });
+        if (fleet.isOnline(id)) return;
+        const rec = fleet.get(id);
+        if (rec) {
+          rec.status = 'online';
+          rec.connectedAt = p.agent.connectedAt ? Date.parse(p.agent.connectedAt) : Date.now();
+          rec.lastSeenAt = p.agent.lastSeenAt ? Date.parse(p.agent.lastSeenAt) : Date.now();
+        }
+        this.scheduleReload(id);
+      }),
+      bus.subscribeRemote('agent.offline', (p, origin) => {
+        // Stale news: the agent is connected here, or a newer connection is on another node.
+        if (fleet.isOnline(p.agentId)) return false;
+        const o = this.owners.get(p.agentId);
+        if (o && o.node !== origin && p.reason !== 'node lost') return false;
+        this.markOffline(p.agentId, Date.parse(p.at) || Date.now());
+        return true;
+      }),
+      bus.subscribeRemote('agent.metrics', (p) => {
+        for (const i of p.items) {
+          if (fleet.isOnline(i.agentId)) continue;
+          const rec = fleet.get(i.agentId);
+          if (!rec) continue;
+          rec.metrics = i.metrics;
+          rec.lastSeenAt = Date.parse(i.lastSeenAt) || rec.lastSeenAt;
+        }
+      }),
+      bus.subscribeRemote('agent.changed', (p) => this.scheduleReload(p.agent.id)),
+      bus.subscribeRemote('agent.removed', (p) => {
+        this.owners.delete(p.agentId);
+        if (!fleet.isOnline(p.agentId)) fleet.agents.delete(p.agentId);
+      }),
+    );
+    // Agents already connected to other live nodes.
+    const live = this.d.liveNodes();
+    const rows = (await this.d.db('agents').whereNotNull('owner_node').whereNot('owner_node', this.d.nodeId)
+      .select('id', 'owner_node', 'conn_generation', 'connected_at')) as { id: string; owner_node: string; conn_generation: number | string; connected_at: number | string | null }[];
+    let n = 0;
+    for (const r of rows) {
+      if (!live.has(r.owner_node)) continue;
+      this.owners.set(r.id, { node: r.owner_node, generation: Number(r.conn_generation) });
+      const rec = fleet.get(r.id);
+      if (rec && !fleet.isOnline(r.id)) {
+        rec.status = 'online';
+        rec.connectedAt = r.connected_at == null ? Date.now() : Number(r.connected_at);
+        n++;
+      }
+    }
+    this.d.log.info({ agents: n }, 'cluster: agents online on other nodes');
+  }
+
+  claimed(agentId: string, generation: number): void {
+    this.owners.delete(agentId);
+    this.d.nc.publish(this.takeoverSubject, this.enc.encode(JSON.stringify({ a: agentId, n: this.d.nodeId, g: generation } satisfies Takeover)));
+  }
+
+  newerElsewhere(agentId: string, generation: number): boolean {
+    const o = this.owners.get(agentId);
+    return o !== undefined && o.node !== this.d.nodeId && o.generation > generation;
+  }
+
+  private onTakeover(t: Takeover): void {
+    if (t.n === this.d.nodeId || !this.fleet) return;
+    const cur = this.owners.get(t.a);
+    if (!cur || cur.generation <= t.g) this.owners.set(t.a, { node: t.n, generation: t.g });
+    const mine = this.fleet.generationOf(t.a);
+    if (mine !== undefined && mine < t.g) {
+      this.d.log.info({ agentId: t.a, node: t.n }, 'agent connected to another node: closing our older socket');
+      this.fleet.kick(t.a, CloseCode.replaced, 'replaced');
+    }
+  }
+
+  private markOffline(agentId: string, at: number): void {
+    this.owners.delete(agentId);
+    const rec = this.fleet?.get(agentId);
+    if (!rec || this.fleet?.isOnline(agentId)) return;
+    rec.status = 'offline';
+    rec.lastSeenAt = Math.min(rec.lastSeenAt ?? at, at);
+  }
+
+  /** Record changes (labels, revoke, a new agent) are read from the database, in batches. */
+  private scheduleReload(id: string): void {
+    this.reload.add(id);
+    this.reloadTimer ??= setTimeout(() => void this.flushReload(), 50);
+  }
+
+  private async flushReload(): Promise<void> {
+    this.reloadTimer = undefined;
+    const { fleet, repo } = this;
+    if (!fleet || !repo) return;
+    const ids = [...this.reload];
+    this.reload.clear();
+    try {
+      for (const row of await repo.loadMany(ids)) {
+        const rec = fleet.get(row.id);
+        const owned = this.owners.has(row.id);
+        if (rec) {
+          const { status, metrics, connectedAt, lastSeenAt } = rec;
+          Object.assign(rec, row, { status, metrics, connectedAt: connectedAt ?? row.connectedAt, lastSeenAt: Math.max(lastSeenAt ?? 0, row.lastSeenAt ?? 0) || null });
+        } else {
+          const created = { ...row, status: owned ? ('online' as const) : ('offline' as const) };
+          fleet.agents.set(row.id, created);
+          // Subscribers (fleet views) saw the event before the record existed: tell them again, here only.
+          this.d.bus.deliverLocal('agent.changed', { agent: agentView(created) });
+        }
+        if (row.revokedAt != null && fleet.isOnline(row.id)) fleet.kick(row.id, CloseCode.revoked, 'revoked');
+      }
+    } catch (err) {
+      this.d.log.warn({ err }, 'cluster: could not reload changed agents; retrying');
+      for (const id of ids) this.scheduleReload(id);
+    }
+  }
+
+  /**
+   * On the `presence` lease holder: agents owned by nodes that left the registry (missing for a
+   * TTL, so a node that just started is not mistaken for a dead one) are given up and marked
+   * offline with `node lost`, and their open connection rows closed.
+   */
+  async sweepDeadNodes(dead: ReadonlySet<string>): Promise<void> {
+    if (!this.fleet || dead.size === 0) return;
+    for (const node of dead) {
+      if (node === this.d.nodeId) continue;
+      const now = Date.now();
+      const ids = await this.d.db.transaction(async (trx) => {
+        const rows = (await trx('agents').where({ owner_node: node }).forUpdate().select('id')) as { id: string }[];
+        if (rows.length) await trx('agents').where({ owner_node: node }).update({ owner_node: null });
+        await trx('agent_connections').whereNull('disconnected_at').where({ node })
+          .update({ disconnected_at: now, reason: 'node lost', duration_ms: trx.raw('? - connected_at', [now]) });
+        return rows.map((r) => r.id);
+      });
+      if (!ids.length) continue;
+      this.d.log.warn({ node, agents: ids.length }, 'cluster: node lost; its agents are offline until they reconnect');
+      const at = new Date(now).toISOString();
+      for (const id of ids) {
+        if (this.fleet.isOnline(id)) continue;
+        this.markOffline(id, now);
+        const name = this.fleet.get(id)?.name;
+        this.d.bus.publish('agent.offline', { agentId: id, reason: 'node lost', at, ...(name ? { name } : {}) });
+      }
+    }
+  }
+
+  /** Nodes that own agents in the database. */
+  async owningNodes(): Promise<string[]> {
+    const rows = (await this.d.db('agents').whereNotNull('owner_node').distinct('owner_node')) as { owner_node: string }[];
+    return rows.map((r) => r.owner_node);
+  }
+
+  close(): void {
+    clearTimeout(this.reloadTimer);
+    for (const s of this.subs) s.unsubscribe();
+    for (const u of this.unsubs) u();
+  }
+}

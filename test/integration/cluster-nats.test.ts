@@ -1,0 +1,104 @@
+import { connect, type NatsConnection } from 'nats';
+import { afterAll, describe, expect, it } from 'vitest';
+import { KvLeases } from '../../server/cluster/lease.js';
+import { NatsBus } from '../../server/cluster/nats-bus.js';
+import { createLogger } from '../../server/log.js';
+import { sleep, waitFor } from '../helpers/harness.js';
+
+/** NATS with JetStream at 127.0.0.1:4222 is mandatory (.ci/run starts it). */
+const NATS = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+const CLUSTER = `t${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+const log = createLogger('silent');
+const conns: NatsConnection[] = [];
+const open = async () => {
+  const nc = await connect({ servers: NATS });
+  conns.push(nc);
+  return nc;
+};
+
+afterAll(async () => {
+  const nc = await open();
+  const jsm = await nc.jetstreamManager();
+  for (const b of ['leases', 'nodes']) await jsm.streams.delete(`KV_${CLUSTER}-${b}`).catch(() => {});
+  for (const c of conns) if (!c.isClosed()) await c.close();
+});
+
+describe('cluster bus over NATS', () => {
+  it('delivers each event once on every node (never twice on its own), localOnly sees its own only, and remote handlers can drop stale news', async () => {
+    const [a, b] = [await open(), await open()];
+    const errors: unknown[] = [];
+    const busA = new NatsBus(a, { cluster: CLUSTER, nodeId: 'a', onError: (e) => errors.push(e) });
+    const busB = new NatsBus(b, { cluster: CLUSTER, nodeId: 'b', onError: (e) => errors.push(e) });
+    // Another cluster on the same NATS must hear nothing.
+    const other = new NatsBus(await open(), { cluster: `${CLUSTER}x`, nodeId: 'b', onError: (e) => errors.push(e) });
+    const gotA: string[] = [];
+    const gotB: string[] = [];
+    const ownB: string[] = [];
+    const otherGot: string[] = [];
+    const remoteB: string[] = [];
+    busA.subscribe('agent.removed', (p) => void gotA.push(p.agentId));
+    busB.subscribe('agent.removed', (p) => void gotB.push(p.agentId));
+    busB.subscribe('agent.removed', (p) => void ownB.push(p.agentId), { localOnly: true });
+    busB.subscribeRemote('agent.removed', (p, origin) => {
+      remoteB.push(`${origin}:${p.agentId}`);
+      return p.agentId !== 'stale';
+    });
+    other.subscribe('agent.removed', (p) => void otherGot.push(p.agentId));
+    await Promise.all(conns.map((c) => c.flush()));
+    busA.publish('agent.removed', { agentId: 'from-a' });
+    busB.publish('agent.removed', { agentId: 'from-b' });
+    busA.publish('agent.removed', { agentId: 'stale' });
+    await waitFor(() => gotA.length >= 3 && gotB.length >= 2, 'events on both nodes', 5000, 10);
+    await sleep(300); // a duplicate would have arrived by now
+    expect(gotA.sort()).toEqual(['from-a', 'from-b', 'stale']);
+    expect(gotB.sort()).toEqual(['from-a', 'from-b']); // 'stale' dropped by the remote handler
+    expect(ownB).toEqual(['from-b']);
+    expect(remoteB.sort()).toEqual(['a:from-a', 'a:stale']);
+    expect(otherGot).toEqual([]);
+    expect(errors).toEqual([]);
+    await busA.close();
+    await busB.close();
+    await other.close();
+  });
+});
+
+describe('cluster leases (NATS KV)', () => {
+  it('one holder at a time; when the holder dies the other takes over within the TTL', async () => {
+    const ttl = 1500;
+    const [a, b] = [await open(), await open()];
+    const kvA = await a.jetstream().views.kv(`${CLUSTER}-leases`, { ttl, history: 1 });
+    const kvB = await b.jetstream().views.kv(`${CLUSTER}-leases`, { ttl, history: 1 });
+    const la = new KvLeases(kvA, 'node-a', ttl, log, ['sweep']);
+    const lb = new KvLeases(kvB, 'node-b', ttl, log, ['sweep']);
+    await la.start();
+    await lb.start();
+    // Over several renewals: exactly one holder at every sample.
+    for (let i = 0; i < 30; i++) {
+      expect(Number(la.held('sweep')) + Number(lb.held('sweep'))).toBe(1);
+      await sleep(100);
+    }
+    const [holder, holderNc, other] = la.held('sweep') ? [la, a, lb] : [lb, b, la];
+    // The holder "dies" (its NATS connection is gone, nothing released: like kill -9 or a partition).
+    const t0 = Date.now();
+    await holderNc.close();
+    let overlap = false;
+    await waitFor(() => {
+      if (other.held('sweep') && holder.held('sweep')) overlap = true;
+      return other.held('sweep');
+    }, 'the other node takes the lease', ttl * 4, 20);
+    const took = Date.now() - t0;
+    process.stderr.write(`lease takeover after ${took} ms (ttl ${ttl} ms)\n`);
+    expect(overlap).toBe(false);
+    expect(holder.held('sweep')).toBe(false);
+    // Expiry (ttl after the last renewal) plus one retry interval, with slack for a loaded machine.
+    expect(took).toBeLessThan(ttl + ttl / 3 + 1500);
+    // A clean release hands over at once.
+    await other.close();
+    const la2 = new KvLeases(holderNc === a ? kvB : kvA, 'node-c', ttl, log, ['sweep']);
+    const t1 = Date.now();
+    await la2.start();
+    await waitFor(() => la2.held('sweep'), 'lease after release', ttl * 2, 20);
+    expect(Date.now() - t1).toBeLessThan(ttl);
+    await la2.close();
+  });
+});
