@@ -13,9 +13,16 @@ export async function up(knex: Knex): Promise<void> {
     t.bigInteger('conn_generation').notNullable().defaultTo(0);
     t.index(['owner_node'], 'agents_owner_node_idx');
   });
+  // The cluster's dead-node sweep asks which nodes hold open connections (and closes them).
+  await knex.schema.alterTable('agent_connections', (t) => {
+    t.index(['disconnected_at', 'node'], 'agent_connections_open_node_idx');
+  });
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.schema.alterTable('agent_connections', (t) => {
+    t.dropIndex(['disconnected_at', 'node'], 'agent_connections_open_node_idx');
+  });
   await knex.schema.alterTable('agents', (t) => {
     t.dropIndex(['owner_node'], 'agents_owner_node_idx');
   });

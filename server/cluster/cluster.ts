@@ -101,6 +101,8 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
 
   // The node registry: our entry renewed every third of the TTL; the others read at the same pace.
   const live = new Set<string>([config.nodeId]);
+  /** When the registry last answered us: cut off longer than a TTL, the cluster has given our agents up. */
+  let registryOkAt = Date.now();
   const missingSince = new Map<string, number>();
   const me = JSON.stringify({ node: config.nodeId, startedAt: new Date().toISOString() });
   const heartbeat = async () => {
@@ -111,6 +113,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       live.clear();
       for (const n of seen) live.add(n);
       nodesGauge.set(live.size);
+      registryOkAt = Date.now();
       return true;
     } catch (err) {
       clog.warn({ err: (err as Error).message }, 'cluster: node registry not reachable');
@@ -122,11 +125,21 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   const presence = new ClusterPresence({ nc, bus, db, log: clog, cluster: config.cluster, nodeId: config.nodeId, liveNodes: () => live });
   let timer: NodeJS.Timeout | undefined;
   let sweeping = false;
+  let fleetRef: Fleet | null = null;
   const sweep = async () => {
     if (sweeping) return;
     sweeping = true;
     try {
-      if (!(await heartbeat()) || !leases.held('presence')) return;
+      if (!(await heartbeat())) {
+        // Partitioned from the cluster: another node's sweep has marked our agents `node lost` and
+        // given them up (our writes for them are fenced). Let them go where the cluster is.
+        if (Date.now() - registryOkAt > ttl && fleetRef && fleetRef.onlineCount() > 0) {
+          const n = fleetRef.kickAll('node lost');
+          clog.warn({ agents: n, cutOffMs: Date.now() - registryOkAt }, 'cluster: cut off from NATS longer than the lease TTL; closed our agent sockets so they reconnect to another node');
+        }
+        return;
+      }
+      if (!leases.held('presence')) return;
       const now = Date.now();
       const dead = new Set<string>();
       for (const n of await presence.owningNodes()) {
@@ -151,6 +164,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   return {
     enabled: true, bus, leases, peers: presence,
     async attach(fleet, deps) {
+      fleetRef = fleet;
       await presence.attach(fleet, deps.repo);
       await leases.start();
       timer = setInterval(() => void sweep(), Math.max(100, Math.floor(ttl / 3)));

@@ -191,7 +191,10 @@ export class ClusterPresence implements OwnershipPeers {
           .update({ disconnected_at: now, reason: 'node lost', duration_ms: trx.raw('? - connected_at', [now]) });
         return rows.map((r) => r.id);
       });
-      if (!ids.length) continue;
+      if (!ids.length) {
+        this.d.log.warn({ node }, 'cluster: node lost; its open connection rows are closed');
+        continue;
+      }
       this.d.log.warn({ node, agents: ids.length }, 'cluster: node lost; its agents are offline until they reconnect');
       const at = new Date(now).toISOString();
       for (const id of ids) {
@@ -203,10 +206,11 @@ export class ClusterPresence implements OwnershipPeers {
     }
   }
 
-  /** Nodes that own agents in the database. */
-  async owningNodes(): Promise<string[]> {
-    const rows = (await this.d.db('agents').whereNotNull('owner_node').distinct('owner_node')) as { owner_node: string }[];
-    return rows.map((r) => r.owner_node);
+  /** Nodes that own agents or hold open connection rows in the database. */
+  async owningNodes(): Promise<Set<string>> {
+    const owners = (await this.d.db('agents').whereNotNull('owner_node').distinct('owner_node')) as { owner_node: string }[];
+    const open = (await this.d.db('agent_connections').whereNull('disconnected_at').whereNotNull('node').distinct('node')) as { node: string }[];
+    return new Set([...owners.map((r) => r.owner_node), ...open.map((r) => r.node)]);
   }
 
   close(): void {

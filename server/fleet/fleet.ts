@@ -409,6 +409,17 @@ export class Fleet {
     return true;
   }
 
+  /**
+   * Closes every agent socket of this node (close 1001: agents reconnect, to another node when they
+   * know several). Cluster: this node lost NATS for longer than a lease TTL, so the others have
+   * already given its agents up; keeping the sockets would leave them shown offline everywhere.
+   */
+  kickAll(reason: DisconnectReason): number {
+    let n = 0;
+    for (const id of [...this.live.keys()]) if (this.kick(id, CloseCode.serverShutdown, reason)) n++;
+    return n;
+  }
+
   /** Persists last_seen_at of every agent heard from since the last flush, and pushes their metrics. */
   async flush(): Promise<void> {
     if (this.flushing) return this.flushing;

@@ -58,9 +58,9 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
     for (const [n, c] of Object.entries(consoles)) await c.next((m) => m.type === 'agent.online' && m.agent.id === id, 20_000, `agent.online on ${n}`);
     const owner = await waitFor(() => ownerOf(apis['node-a']!), 'owning node');
     process.stderr.write(`agent connected to ${owner}\n`);
-    for (const api of Object.values(apis)) {
-      const list = (await api.get('/api/agents?limit=100')).body;
-      expect(list.items.map((a: any) => [a.id, a.name, a.status])).toEqual([[id, 'roamer', 'online']]);
+    for (const [n, api] of Object.entries(apis)) {
+      const rows = async () => ((await api.get('/api/agents?limit=100')).body.items as any[]).map((a) => [a.id, a.name, a.status]);
+      await waitFor(async () => JSON.stringify(await rows()) === JSON.stringify([[id, 'roamer', 'online']]), `the fleet on ${n}`, 10_000);
     }
     // Heartbeat metrics reach the nodes that do not hold the socket.
     for (const [n, api] of Object.entries(apis)) {
@@ -124,5 +124,35 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
     await waitFor(async () => (await connectionsOf(api)).some((c) => c.node === owner && c.reason === 'node lost'), 'node lost recorded', 4 * TTL_MS + 10_000);
     // Still online everywhere (the `node lost` sweep must not mark an agent that moved on offline).
     for (const n of survivors) expect((await apis[n]!.get(`/api/agents/${id}`)).body.status).toBe('online');
+  });
+
+  it('timers run under leases: one holder per lease; kill -9 of the holder and another node holds it within the TTL', async () => {
+    const leasesOf = async (s: TestServer) => {
+      const text = await (await fetch(`${s.url}/metrics`)).text();
+      return Object.fromEntries([...text.matchAll(/^muster_cluster_leases_held\{lease="(\w+)"\} (\d+)/gm)].map((m) => [m[1]!, Number(m[2])]));
+    };
+    const alive = () => Object.keys(nodes).filter((n) => nodes[n]!.proc.exitCode === null && nodes[n]!.proc.signalCode === null);
+    const names = ['presence', 'schedules', 'notifications'];
+    const holders = async () => {
+      const all = await Promise.all(alive().map(async (n) => [n, await leasesOf(nodes[n]!)] as const));
+      return Object.fromEntries(names.map((l) => [l, all.filter(([, x]) => x[l] === 1).map(([n]) => n)]));
+    };
+    const before = await waitFor(async () => {
+      const h = await holders();
+      return names.every((l) => h[l]!.length === 1) ? h : null;
+    }, 'exactly one holder per lease', 20_000);
+    const victim = before['schedules']![0]!;
+    expect(alive().length).toBeGreaterThanOrEqual(2);
+    const t0 = Date.now();
+    await nodes[victim]!.kill();
+    const after = await waitFor(async () => {
+      const h = await holders();
+      return names.every((l) => h[l]!.length === 1) ? h : null;
+    }, 'leases taken over', 4 * TTL_MS);
+    const took = Date.now() - t0;
+    process.stderr.write(`leases ${JSON.stringify(before)} -> ${JSON.stringify(after)} after ${took} ms\n`);
+    expect(after['schedules']![0]).not.toBe(victim);
+    // Expiry one TTL after the last renewal, one retry interval, and the metrics scrape.
+    expect(took).toBeLessThan(TTL_MS + TTL_MS / 3 + 2000);
   });
 });

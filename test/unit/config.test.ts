@@ -36,6 +36,16 @@ describe('server config', () => {
     expect(() => loadConfig(env)).toThrow(msg);
   });
 
+  it('cluster: MUSTER_NATS_URL is a list, needs MySQL/MariaDB, and MUSTER_CLUSTER is a safe prefix', () => {
+    const c = loadConfig({ MUSTER_NATS_URL: 'nats://a:4222, nats://b:4222', MUSTER_DB_URL: 'mysql://u:p@h:3306/d', MUSTER_NODE_ID: 'n1' });
+    expect(c).toMatchObject({ natsUrl: ['nats://a:4222', 'nats://b:4222'], cluster: 'muster', nodeId: 'n1', clusterLeaseTtlMs: 6000 });
+    expect(loadConfig({}).natsUrl).toBeUndefined();
+    expect(() => loadConfig({ MUSTER_NATS_URL: 'nats://a:4222' })).toThrow(/MUSTER_NATS_URL: a cluster needs a shared MySQL\/MariaDB database/);
+    expect(() => loadConfig({ MUSTER_NATS_URL: 'nats://a:4222', MUSTER_DB_URL: 'sqlite:/x.db' })).toThrow(/SQLite is one node only/);
+    expect(() => loadConfig({ MUSTER_NATS_URL: 'http://a', MUSTER_DB_URL: 'mysql://u@h/d' })).toThrow(/MUSTER_NATS_URL: not a nats:\/\/ URL/);
+    expect(() => loadConfig({ MUSTER_CLUSTER: 'a.b', MUSTER_DB_URL: 'mysql://u@h/d' })).toThrow(/MUSTER_CLUSTER must be/);
+  });
+
   it('reports every bad variable at once', () => {
     try {
       loadConfig({ MUSTER_PORT: 'x', MUSTER_HEARTBEAT_INTERVAL_MS: 'y' });
@@ -63,6 +73,7 @@ describe('agent config', () => {
   it.each([
     [[], /server/],
     [['--server', 'http://x'], /ws:\/\/ or wss:\/\//],
+    [['--server', 'ws://x,http://y'], /ws:\/\/ or wss:\/\//],
     [['--server', 'ws://x', '--label', 'nokv'], /--label wants k=v/],
     [['--server', 'ws://x', '--label', 'bad key=v'], /labels/],
     [['--server', 'ws://x', '--unknown'], /Unknown option/],
