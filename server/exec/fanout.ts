@@ -77,6 +77,8 @@ export class ConsoleFanout {
   execution(taskId: string, execution: ExecutionView): void {
     const subs = this.byTask.get(taskId);
     if (!subs) return;
-    for (const s of subs.values()) s.ch.send({ type: 'execution.updated', execution });
+    const msg = { type: 'execution.updated', execution } as const;
+    const json = JSON.stringify(msg);
+    for (const s of subs.values()) s.ch.send(msg, false, json);
   }
 }

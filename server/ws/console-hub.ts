@@ -10,8 +10,11 @@ export class ConsoleHub {
   private readonly unsubs: Array<() => void> = [];
 
   constructor(bus: Bus) {
+    // One serialization per event, however many consoles receive it.
     const all = (msg: ServerToConsole, droppable = false) => {
-      for (const c of this.consoles) c.send(msg, droppable);
+      if (this.consoles.size === 0) return;
+      const json = JSON.stringify(msg);
+      for (const c of this.consoles) c.send(msg, droppable, json);
     };
     this.unsubs.push(
       bus.subscribe('agent.online', (p) => all({ type: 'agent.online', ...p })),
@@ -21,9 +24,9 @@ export class ConsoleHub {
       bus.subscribe('agent.metrics', (p) => {
         if (p.items.length === 0) return;
         const msg: ServerToConsole = { type: 'agent.metrics', items: p.items };
-        // Serialized once for all consoles by ws? No: send() stringifies per console, so skip the
-        // ones that opted out before doing that work (a 100,000-agent flush is megabytes).
-        for (const c of this.consoles) if (!this.noMetrics.has(c)) c.send(msg, true);
+        // A 100,000-agent flush is megabytes: serialized once, and only if a console wants it.
+        let json: string | undefined;
+        for (const c of this.consoles) if (!this.noMetrics.has(c)) c.send(msg, true, (json ??= JSON.stringify(msg)));
       }),
       bus.subscribe('task.updated', (p) => all({ type: 'task.updated', ...p }, true)),
       bus.subscribe('rollout.updated', (p) => all({ type: 'rollout.updated', ...p }, true)),

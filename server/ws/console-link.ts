@@ -111,7 +111,7 @@ export class ConsoleLink implements ConsoleChannel {
     this.recheckTimer.unref();
   }
 
-  send(msg: ServerToConsole, droppable = false): boolean {
+  send(msg: ServerToConsole, droppable = false, json?: string): boolean {
     if (this.closed || this.ws.readyState !== this.ws.OPEN) return false;
     const buffered = this.out.buffered;
     if (buffered > this.deps.hardBufferLimit) {
@@ -119,7 +119,7 @@ export class ConsoleLink implements ConsoleChannel {
       return false;
     }
     if (droppable && buffered > this.deps.softBufferLimit) return false;
-    this.out.send(JSON.stringify(msg), { bulk: droppable, key: streamKeyOf(msg) });
+    this.out.send(json ?? JSON.stringify(msg), { bulk: droppable, key: streamKeyOf(msg) });
     return true;
   }
   sendBinary(buf: Uint8Array, opts?: SendOpts): boolean {

@@ -32,9 +32,10 @@ export interface ConsoleChannel {
   readonly sessionEnded?: boolean;
   /**
    * Control message; `droppable` ones are bulk (they wait behind interactive frames) and are
-   * skipped while the socket is backed up. Returns false if not sent.
+   * skipped while the socket is backed up. `json` is `msg` already serialized, from a caller that
+   * sends one message to many consoles (serialized once, not once per console). Returns false if not sent.
    */
-  send(msg: ServerToConsole, droppable?: boolean): boolean;
+  send(msg: ServerToConsole, droppable?: boolean, json?: string): boolean;
   /** A frame; `bulk` ones wait while the socket is backed up, `key` keeps a stream's order. */
   sendBinary(buf: Uint8Array, opts?: SendOpts): boolean;
   /** Bytes the socket holds plus bulk waiting for room. */
