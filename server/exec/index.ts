@@ -26,9 +26,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const { config, fleet, bus } = core;
   const log = core.log.child({ component: 'exec' });
   const repo = new ExecRepo(core.db);
-  // Agents whose sockets are paused because the database is behind on output.
-  const paused = new Set<AgentChannel>();
-  const pausedAgents = new Map<string, AgentChannel>();
+  // Agents whose sockets are paused because the database is behind on output (one socket each).
+  const paused = new Map<string, AgentChannel>();
   const writer = new ExecWriter(repo, log, {
     dialect: core.dialect, intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 16 << 20, maxFlushBytes: 8 << 20,
     retryInitialMs: config.dbRetryInitialMs, retryMaxMs: config.dbRetryMaxMs,
@@ -39,13 +38,12 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
         return;
       }
       log.info({ pausedAgents: paused.size, queuedBytes: writer.queuedBytes() }, 'output backpressure off');
-      for (const ch of paused) {
+      for (const [agentId, ch] of paused) {
         ch.resume?.();
         // Its heartbeats were not read while paused: that silence is ours, not the agent's.
-        for (const [agentId, c] of pausedAgents) if (c === ch) fleet.touch(agentId, ch.linkId);
+        fleet.touch(agentId, ch.linkId);
       }
       paused.clear();
-      pausedAgents.clear();
     },
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
@@ -91,9 +89,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       fleet.touch(ctx.agentId, ctx.channel.linkId);
       svc.output(ctx.agentId, executionId, stream, seq, data);
       // Database behind: stop reading this agent's socket; TCP then pauses the agent, which pauses its child.
-      if (writer.pressured && !paused.has(ctx.channel)) {
-        paused.add(ctx.channel);
-        pausedAgents.set(ctx.agentId, ctx.channel);
+      if (writer.pressured && paused.get(ctx.agentId) !== ctx.channel) {
+        paused.set(ctx.agentId, ctx.channel);
         ctx.channel.pause?.();
       }
     },
