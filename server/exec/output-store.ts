@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { queryTimeout, type Dialect } from '../db/db.js';
+import { sqlitePrepared } from '../db/prepared.js';
 import type { Logger } from '../log.js';
 import type { ExecPatch, ExecRepo } from './repository.js';
 import { updateExecutionRows } from './row-updates.js';
@@ -172,7 +173,7 @@ export class ExecWriter {
       try {
         await this.repo.db.transaction(async (trx) => {
           if (this.o.dialect === 'mysql') await insertMysql(trx, rows);
-          else await insertKnex(trx, rows);
+          else await insertSqlite(trx, rows);
           await updateExecutionRows(trx, this.o.dialect, updates);
         });
         this.committedBytes += bytes;
@@ -234,8 +235,17 @@ export class ExecWriter {
   }
 }
 
-/** Multi-row inserts through knex (SQLite: bytes are bound as BLOBs, no text round trip). */
-async function insertKnex(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
+/**
+ * SQLite: one statement prepared once and run per chunk (bytes bound as BLOBs); without a
+ * better-sqlite3 connection, multi-row inserts through knex.
+ */
+async function insertSqlite(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
+  const prepared = await sqlitePrepared(trx);
+  if (prepared) {
+    const stmt = prepared('INSERT INTO "execution_output" ("execution_id", "seq", "part", "stream", "data") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("execution_id", "seq", "part") DO NOTHING');
+    for (const r of rows) stmt.run(r.execution_id, r.seq, r.part, r.stream, r.data);
+    return;
+  }
   for (let i = 0; i < rows.length; i += 100) {
     await trx('execution_output').insert(rows.slice(i, i + 100)).onConflict(['execution_id', 'seq', 'part']).ignore();
   }

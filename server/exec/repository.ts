@@ -1,6 +1,7 @@
 import { defaultTaskName, type ExecutionState } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
+import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
 import type { Execution, Task } from './model.js';
 
 /** Column patch of one execution row (camelCase keys of Execution). */
@@ -80,11 +81,22 @@ const escapeLike = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
 export class ExecRepo {
   constructor(readonly db: Db) {}
 
-  /** Inserts a task and its executions in one transaction (executions in multi-row batches). */
+  /**
+   * Inserts a task and its executions in one transaction: on SQLite one prepared statement run per
+   * execution (knex compiles a 500-row insert at ≈ 60 µs a row), on MySQL multi-row batches.
+   */
   async createTask(t: Task, execs: Execution[]): Promise<void> {
     await this.db.transaction(async (trx) => {
       await trx('tasks').insert(taskToRow(t));
       const rows = execs.map(execToRow);
+      const prepared = await sqlitePrepared(trx);
+      if (prepared && rows.length > 0) {
+        // Column names come from execToRow (fixed), never from input.
+        const cols = Object.keys(rows[0]!);
+        const stmt = prepared(`INSERT INTO "executions" (${cols.map((c) => `"${c}"`).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`);
+        for (const r of rows) stmt.run(...cols.map((c) => sqliteValue(r[c])));
+        return;
+      }
       for (let i = 0; i < rows.length; i += 500) await trx('executions').insert(rows.slice(i, i + 500));
     });
   }

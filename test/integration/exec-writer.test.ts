@@ -1,6 +1,7 @@
 /**
  * The batched writer of executions (ExecWriter) on a real SQLite file and a real MariaDB: row
- * updates of many executions are stored in a few multi-row statements (not one per row), with
+ * updates of many executions are stored in a few multi-row statements on MariaDB and through
+ * cached prepared statements on SQLite (not a knex query per row), with
  * every value intact: per-row values, shared values, NULLs, booleans, quotes, and the column
  * named `signal` (a reserved word in MySQL).
  */
@@ -92,9 +93,14 @@ describe.each(dbs)('ExecWriter row updates (%s)', (kind) => {
         expect(out[0]!.data.toString()).toBe(`out ${i} `.repeat(8));
         if (i === 3) expect(Buffer.concat(out.slice(1).map((o) => o.data)).equals(big)).toBe(true);
       }
-      // One column set for all but execution 1 (failed rows write the same columns as succeeded
-      // ones), in UPDATE_ROWS-row statements, and one for execution 1: not one statement per row.
-      expect(updates.length).toBe(Math.ceil((n - 1) / UPDATE_ROWS) + 1);
+      if (kind === 'mysql') {
+        // One column set for all but execution 1 (failed rows write the same columns as succeeded
+        // ones), in UPDATE_ROWS-row statements, and one for execution 1: not one statement per row.
+        expect(updates.length).toBe(Math.ceil((n - 1) / UPDATE_ROWS) + 1);
+      } else {
+        // SQLite: statements prepared once on the connection, not a knex query per row.
+        expect(updates).toEqual([]);
+      }
       await writer.stop();
     } finally {
       await db.destroy();
