@@ -16,6 +16,7 @@ import * as createFileTables from './202611302000_create_file_tables.js';
 import * as addTaskName from './202611302010_add_task_name.js';
 import * as createAgentConfigRules from './202611302030_create_agent_config_rules.js';
 import * as addAgentOwner from './202611302300_add_agent_owner.js';
+import * as addDashboardIndexes from './202611302330_add_dashboard_indexes.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -39,6 +40,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611302010_add_task_name', addTaskName],
   ['202611302030_create_agent_config_rules', createAgentConfigRules],
   ['202611302300_add_agent_owner', addAgentOwner],
+  ['202611302330_add_dashboard_indexes', addDashboardIndexes],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -10,4 +10,5 @@ export * from './dispatch.js';
 export * from './priority-writer.js';
 export * from './file-views.js';
 export * from './task-name.js';
+export * from './dashboard.js';
 export * from './rest.js';

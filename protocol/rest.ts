@@ -49,6 +49,8 @@ export type ApiTokenCreated = z.infer<typeof ApiTokenCreated>;
 export const AuditEntry = z.object({
   id: int(), at: Time, actor: z.string(), role: z.string().nullable(), action: z.string(), targetType: z.string().nullable(),
   targetId: z.string().nullable(), ip: z.string().nullable(), ok: z.boolean(), details: z.unknown(),
+  actorName: z.string().nullable().optional().describe('the actor as people know it (an agent actor `agent:<id>` by its name)'),
+  targetName: z.string().nullable().optional().describe('the target\'s name (username, agent name, file path …); null when unknown'),
 }).meta({ id: 'AuditEntry' });
 export type AuditEntry = z.infer<typeof AuditEntry>;
 

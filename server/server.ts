@@ -20,6 +20,7 @@ import { secureDataDir } from './db/data-dir.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { createAgentConfig } from './agent-config/index.js';
+import { createDashboard } from './dashboard/index.js';
 import { createExec } from './exec/index.js';
 import { createFiles } from './files/index.js';
 import { createSchedules } from './schedules/index.js';
@@ -161,6 +162,7 @@ async function compose(
   const notifications = createNotifications(core);
   const files = createFiles(core, exec.service);
   const agentConfig = createAgentConfig(core);
+  const dashboard = createDashboard(core);
 
   // A host's policy is its owner's decision, not an operator's: recorded as the agent's own action.
   fleet.onPolicyChange((agentId, policy, previous, ip) => {
@@ -243,7 +245,10 @@ async function compose(
   const docs = docsRoutes(() => documented);
   mount(docs.api);
   api.use('/docs', docs.assets);
-  mount(authRoutes({ auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser }));
+  mount(authRoutes({
+    auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser,
+    agents: { get: (id) => fleet.get(id), all: () => fleet.agents.values() }, db,
+  }));
   mount(metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts));
   mount(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   const agentUrl = () => serverUrl().replace(/^http/, 'ws');
@@ -252,7 +257,7 @@ async function compose(
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
-  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications, agentConfig]) if (cap.routes) mount(cap.routes);
+  for (const cap of [scripts, schedules, exec, terminals, updates, files, notifications, agentConfig, dashboard]) if (cap.routes) mount(cap.routes);
   api.use((_req) => {
     throw new ApiError('not_found', 'no such API endpoint');
   });

@@ -1,12 +1,13 @@
 import os from 'node:os';
+import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../../protocol/index.js';
 import { AuditLog } from '../auth/audit.js';
 import { AuthService, canonicalUsername } from '../auth/auth-service.js';
 import { loadConfig, randomSecret } from '../config/config.js';
 import { openDb } from '../db/db.js';
 
-/** Same bounds as a password set through the API (server/auth/routes.ts). */
-const MIN_PASSWORD = 8;
-const MAX_PASSWORD = 1024;
+/** Same bounds as a password set through the API (protocol/dashboard.ts). */
+const MIN_PASSWORD = PASSWORD_MIN_LENGTH;
+const MAX_PASSWORD = PASSWORD_MAX_LENGTH;
 
 export const RESET_PASSWORD_USAGE = `usage: node dist/server.js reset-password <user> [--password-stdin]
   Sets a new password for <user> in the database named by MUSTER_DB_URL (default: SQLite in

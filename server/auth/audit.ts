@@ -129,11 +129,26 @@ export class AuditLog {
     });
   }
 
-  async list(f: { limit: number; offset: number; action?: string; actor?: string; targetId?: string; since?: number; until?: number }) {
+  /**
+   * A page of the log, newest first. `action` is exact, or a prefix when it ends in `*`
+   * (`terminal.*`); `actors` and `targetIds` match any of theirs.
+   */
+  async list(f: {
+    limit: number; offset: number; action?: string; actor?: string; actors?: string[]; targetId?: string; targetIds?: string[];
+    targetType?: string; ok?: boolean; since?: number; until?: number;
+  }) {
     const q = this.db('audit_log');
-    if (f.action) q.where('action', f.action);
+    if (f.action?.endsWith('*')) {
+      // '!' as the escape character: a backslash would need different quoting on MySQL and SQLite.
+      const prefix = f.action.slice(0, -1).replace(/[!%_]/g, (c) => `!${c}`);
+      if (prefix) q.whereRaw("action like ? escape '!'", [`${prefix}%`]);
+    } else if (f.action) q.where('action', f.action);
     if (f.actor) q.where('actor', f.actor);
+    if (f.actors) q.whereIn('actor', f.actors);
     if (f.targetId) q.where('target_id', f.targetId);
+    if (f.targetIds) q.whereIn('target_id', f.targetIds);
+    if (f.targetType) q.where('target_type', f.targetType);
+    if (f.ok !== undefined) q.where('ok', f.ok);
     if (f.since) q.where('at', '>=', f.since);
     if (f.until) q.where('at', '<', f.until);
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];

@@ -1,10 +1,14 @@
 import { z } from 'zod';
-import { ApiToken, ApiTokenCreated, AuditEntry, LoginResult, Me, pageOf, User, UserView } from '../../protocol/index.js';
+import {
+  ApiToken, ApiTokenCreated, AuditEntry, LoginResult, Me, pageOf, PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, PASSWORD_RULE, PasswordRules, User, UserView,
+} from '../../protocol/index.js';
 import { ApiRouter } from '../http/api-router.js';
 import { actorOf, principal } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
-import { one, pageShape, parseQuery } from '../http/query.js';
+import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
+import type { Db } from '../db/db.js';
 import type { AuditLog } from './audit.js';
+import { nameAuditRows, targetIdsNamed } from './audit-names.js';
 import { canonicalUsername, isUniqueViolation, ROLES, roleAtLeast, SESSION_COOKIE, type AuthService } from './auth-service.js';
 
 /** Usernames are compared in one canonical form (trimmed, lower-case): see canonicalUsername. */
@@ -20,13 +24,24 @@ const TokenBody = z.object({
   expiresInSec: z.number().int().min(1).max(MAX_TOKEN_TTL_SEC).optional(),
   expiresAt: z.iso.datetime({ offset: true }).optional(),
 }).refine((b) => !(b.expiresInSec !== undefined && b.expiresAt !== undefined), { message: 'give expiresInSec or expiresAt, not both' });
-const NewUser = z.object({ username: Username.pipe(z.string().regex(/^[a-z0-9_.@-]+$/, 'letters, digits and _ . @ - only')), password: z.string().min(8).max(1024), role: Role });
-const PatchUser = z.object({ role: Role.optional(), password: z.string().min(8).max(1024).optional(), disabled: z.boolean().optional() })
+/** The password rule (protocol/dashboard.ts): the console shows the same constants before submit. */
+const Password = z.string().min(PASSWORD_MIN_LENGTH, `the password must be ${PASSWORD_RULE}`).max(PASSWORD_MAX_LENGTH, `the password must be ${PASSWORD_RULE}`);
+const NewUser = z.object({ username: Username.pipe(z.string().regex(/^[a-z0-9_.@-]+$/, 'letters, digits and _ . @ - only')), password: Password, role: Role });
+const PatchUser = z.object({ role: Role.optional(), password: Password.optional(), disabled: z.boolean().optional() })
   .strict().refine((p) => p.role !== undefined || p.password !== undefined || p.disabled !== undefined, 'give at least one of role, password, disabled');
 
 const AuditQuery = {
-  ...pageShape(), action: one().max(128).optional(), actor: one().max(128).optional(), targetId: one().max(256).optional(),
+  ...pageShape(), action: one().max(128).optional().describe('exact, or a prefix ending in `*` (`terminal.*`)'),
+  actor: one().max(128).optional().describe('a username (an agent\'s name finds its `agent:<id>` records too)'),
+  targetId: one().max(256).optional(),
+  target: one().max(256).optional().describe('a target id, or the exact name of an agent, user, script, schedule, managed file, enrolment token or notification rule'),
+  targetType: one().max(32).optional(), ok: oneOf(['true', 'false']).optional().describe('`false`: refused actions only'),
   since: one().optional().describe('ISO time or epoch ms'), until: one().optional().describe('ISO time or epoch ms'),
+};
+const auditTime = (v: string | undefined): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  return Number.isNaN(n) ? undefined : n;
 };
 
 /**
@@ -62,7 +77,12 @@ class LoginLimiter {
 }
 
 /** /api/auth, /api/tokens, /api/users, /api/audit. */
-export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number; maxTokensPerUser: number }): ApiRouter {
+export function authRoutes(deps: {
+  auth: AuthService; audit: AuditLog; secureCookies: boolean; sessionTtlSec: number; loginRateLimit: number; maxTokensPerUser: number;
+  /** The fleet, for agent names in the audit log (in memory). */
+  agents: { get(id: string): { name: string } | undefined; all(): Iterable<{ id: string; name: string; hostname: string }> };
+  db: Db;
+}): ApiRouter {
   const { auth, audit } = deps;
   const r = new ApiRouter();
   const limiter = new LoginLimiter(deps.loginRateLimit);
@@ -163,13 +183,31 @@ export function authRoutes(deps: { auth: AuthService; audit: AuditLog; secureCoo
     res.json((await auth.listUsers()).find((u) => u.id === id));
   });
 
+  r.get('/auth/password-rules', {
+    summary: 'The password rule', description: 'What POST/PATCH /api/users accept, for showing before submit.', role: 'viewer', responses: { 200: PasswordRules },
+  }, (_req, res) => {
+    res.json({ minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH, rule: PASSWORD_RULE });
+  });
+
   r.get('/audit', {
-    summary: 'Audit log', description: 'Who did what, when, from where; newest first.', role: 'admin', query: AuditQuery, responses: { 200: pageOf(AuditEntry, 'AuditList') },
+    summary: 'Audit log',
+    description: 'Who did what, when, from where; newest first. Each entry names its actor and target (`actorName`, `targetName`) besides their ids; filters by actor, action (prefix with `*`), target (id or name), result and time.',
+    role: 'admin', query: AuditQuery, responses: { 200: pageOf(AuditEntry, 'AuditList') },
   }, async (req, res) => {
     const q = parseQuery(req, AuditQuery);
-    const since = q.since ? Date.parse(q.since) : undefined;
-    const until = q.until ? Date.parse(q.until) : undefined;
-    res.json(await audit.list({ limit: q.limit, offset: q.offset, action: q.action, actor: q.actor, targetId: q.targetId, since: Number.isNaN(since) ? undefined : since, until: Number.isNaN(until) ? undefined : until }));
+    const agentName = (id: string) => deps.agents.get(id)?.name;
+    let actors: string[] | undefined;
+    if (q.actor) {
+      // An agent's name also finds what it did as `agent:<id>` (host policy reports).
+      actors = [q.actor];
+      for (const a of deps.agents.all()) if (a.name === q.actor && actors.length < 100) actors.push(`agent:${a.id}`);
+    }
+    const targetIds = q.target ? await targetIdsNamed(deps.db, deps.agents.all(), q.target.trim()) : undefined;
+    const page = await audit.list({
+      limit: q.limit, offset: q.offset, action: q.action, actors, targetId: q.targetId, targetIds, targetType: q.targetType,
+      ok: q.ok === undefined ? undefined : q.ok === 'true', since: auditTime(q.since), until: auditTime(q.until),
+    });
+    res.json({ items: await nameAuditRows(deps.db, agentName, page.items), total: page.total });
   });
   return r;
 }

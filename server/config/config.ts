@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { PASSWORD_MIN_LENGTH } from '../../protocol/index.js';
 
 /** Every server limit and tunable, with its default. Loaded once, validated, frozen. */
 const Schema = z.object({
@@ -9,7 +10,7 @@ const Schema = z.object({
   host: z.string().min(1).default('0.0.0.0'),
   dataDir: z.string().min(1).default('./data'),
   dbUrl: z.string().optional(),
-  adminPassword: z.string().min(8, 'MUSTER_ADMIN_PASSWORD must be at least 8 characters').optional(),
+  adminPassword: z.string().min(PASSWORD_MIN_LENGTH, `MUSTER_ADMIN_PASSWORD must be at least ${PASSWORD_MIN_LENGTH} characters`).optional(),
   enrollToken: z.string().min(16, 'MUSTER_ENROLL_TOKEN must be at least 16 characters').optional(),
   localAgent: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
   /** NATS servers of the cluster (comma-separated nats:// URLs); unset: one node, in-process bus. */
@@ -87,6 +88,10 @@ const Schema = z.object({
   metricsHistoryAgents: z.coerce.number().int().min(0).default(10_000),
   /** One history point per this many ms (60 points kept: the default is the last hour). */
   metricsHistoryStepMs: z.coerce.number().int().min(1000).default(60_000),
+  /** The dashboard lists an online agent under "high disk" from this percentage of its disk used. */
+  dashboardDiskPercent: z.coerce.number().min(1).max(100).default(90),
+  /** Hosts the dashboard lists per kind of attention (offline, high disk, failed runs); the counts are of all. */
+  dashboardAttentionMax: z.coerce.number().int().min(1).max(1000).default(20),
   /** Most targets one task may have. */
   maxTargetsPerTask: z.coerce.number().int().min(1).default(50_000),
   /** Executions one agent may run at once; more wait as pending. */
@@ -250,6 +255,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   fleetViewResortMs: 'MUSTER_FLEET_VIEW_RESORT_MS', benchSimulatedPresence: 'MUSTER_BENCH_SIMULATED_PRESENCE',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
   trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
+  dashboardDiskPercent: 'MUSTER_DASHBOARD_DISK_PERCENT', dashboardAttentionMax: 'MUSTER_DASHBOARD_ATTENTION_MAX',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */

@@ -31,7 +31,7 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
     const page = await newPage(browser);
     await signIn(page, server.url);
     await waitFor(async () => (await textOf(page, '[data-test=count-online]'))?.includes('2'), 'two online on the dashboard', STEP_MS);
-    await screenshot(page, 'dashboard');
+    // (The dashboard's and the audit log's screenshots come from console-dashboard.test.ts.)
 
     await page.goto(`${server.url}/admin`);
     const cmd = await page.waitForSelector('[data-test=install-command]');
@@ -59,7 +59,6 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
 
     await page.click('text=Audit log');
     await page.waitForSelector('[data-test=audit-table] td:has-text("token.create")');
-    await screenshot(page, 'admin-audit');
 
     await page.goto(`${server.url}/updates`);
     await page.waitForSelector('[data-test=updates]');

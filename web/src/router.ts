@@ -1,6 +1,7 @@
 /** Routes. Feature views load lazily so the agents view does not wait for xterm.js or CodeMirror. */
 import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router';
 import type { Role } from '../../protocol/console-messages';
+import { crumbLabel } from './composables/crumb';
 import { loadSession, useSession } from './composables/session';
 
 declare module 'vue-router' {
@@ -8,6 +9,8 @@ declare module 'vue-router' {
     public?: boolean;
     role?: Role;
     title?: string;
+    /** Detail pages: the list page they belong to (the breadcrumb's first step). */
+    parent?: { to: string; title: string };
   }
 }
 
@@ -15,16 +18,16 @@ const routes: RouteRecordRaw[] = [
   { path: '/login', name: 'login', component: () => import('./features/auth/LoginView.vue'), meta: { public: true, title: 'Sign in' } },
   { path: '/', name: 'dashboard', component: () => import('./features/dashboard/DashboardView.vue'), meta: { title: 'Dashboard' } },
   { path: '/agents', name: 'agents', component: () => import('./features/agents/AgentsView.vue'), meta: { title: 'Agents' } },
-  { path: '/agents/:id', name: 'agent', component: () => import('./features/agents/AgentDetailView.vue'), props: true, meta: { title: 'Agent' } },
+  { path: '/agents/:id', name: 'agent', component: () => import('./features/agents/AgentDetailView.vue'), props: true, meta: { title: 'Agent', parent: { to: '/agents', title: 'Agents' } } },
   { path: '/run', name: 'run', component: () => import('./features/tasks/RunScriptView.vue'), meta: { title: 'Run script', role: 'operator' } },
   { path: '/library/:id?', name: 'library', component: () => import('./features/library/LibraryView.vue'), props: true, meta: { title: 'Library' } },
   { path: '/schedules/:id?', name: 'schedules', component: () => import('./features/schedules/SchedulesView.vue'), props: true, meta: { title: 'Schedules' } },
   { path: '/tasks', name: 'tasks', component: () => import('./features/tasks/HistoryView.vue'), meta: { title: 'History' } },
-  { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task' } },
+  { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task', parent: { to: '/tasks', title: 'History' } } },
   { path: '/terminals', name: 'terminals', component: () => import('./features/terminals/TerminalsView.vue'), meta: { title: 'Terminals' } },
   { path: '/recordings', name: 'recordings', component: () => import('./features/terminals/RecordingsView.vue'), meta: { title: 'Recordings' } },
   { path: '/updates', name: 'updates', component: () => import('./features/updates/UpdatesView.vue'), meta: { title: 'Updates' } },
-  { path: '/updates/rollouts/:id', name: 'rollout', component: () => import('./features/updates/RolloutView.vue'), props: true, meta: { title: 'Rollout' } },
+  { path: '/updates/rollouts/:id', name: 'rollout', component: () => import('./features/updates/RolloutView.vue'), props: true, meta: { title: 'Rollout', parent: { to: '/updates', title: 'Updates' } } },
   { path: '/tokens', name: 'tokens', component: () => import('./features/admin/TokensView.vue'), meta: { title: 'API tokens' } },
   { path: '/admin', name: 'admin', component: () => import('./features/admin/AdminView.vue'), meta: { title: 'Admin', role: 'admin' } },
   { path: '/:rest(.*)*', redirect: '/' },
@@ -46,6 +49,8 @@ router.beforeEach(async (to) => {
   return true;
 });
 
-router.afterEach((to) => {
+router.afterEach((to, from) => {
+  // A new subject (another agent, another task): its name comes when its view has loaded it.
+  if (to.path !== from.path) crumbLabel.value = null;
   document.title = to.meta.title ? `${to.meta.title} · Muster` : 'Muster';
 });
