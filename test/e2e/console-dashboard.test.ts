@@ -95,7 +95,7 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
     await page.waitForURL(/\/agents$/);
     await page.waitForSelector('[data-test=agent-row]');
     await page.keyboard.press('/');
-    await waitFor(() => page.evaluate(() => document.activeElement?.closest('[data-shortcut=filter]') != null), 'filter focused', STEP_MS);
+    await waitFor(() => page.evaluate(() => (globalThis as any).document.activeElement?.closest('[data-shortcut=filter]') != null), 'filter focused', STEP_MS);
     // Typed into the filter: no shortcut fires (g then d stays text).
     await page.keyboard.type('gd');
     await new Promise((r) => setTimeout(r, 300));
