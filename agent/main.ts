@@ -10,6 +10,7 @@ import { liveSettings, type LiveSettings } from './live-config.js';
 import { createAgentLog } from './log.js';
 import { loadPolicy, type Policy } from './policy.js';
 import { createPtyHost } from './pty/index.js';
+import { createTermTransfers } from './pty/transfer.js';
 import { resolveUser } from './pty/login.js';
 import { AgentState } from './state.js';
 import { collectMetrics, CpuMeter, hostIps, osRelease } from './sysinfo.js';
@@ -107,13 +108,14 @@ async function main(): Promise<void> {
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
   const files = createFiles(ctx);
-  const capabilities = [executor, pty, updater, files];
+  const termFiles = createTermTransfers(ctx, (sessionId) => pty.pidOf(sessionId));
+  const capabilities = [executor, pty, updater, files, termFiles];
   const running = { executions: () => executor.running(), terminals: () => pty.count() };
 
   const buildHello = (): Hello => ({
     type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
     hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels: live.labels, capabilities: ['exec', 'pty', 'files', 'config', ...(cfg.installRoot ? ['update'] : [])],
+    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels: live.labels, capabilities: ['exec', 'pty', 'files', 'config', 'term-files', ...(cfg.installRoot ? ['update'] : [])],
     executions: executor.helloExecutions(),
     policy: policy.view,
   });
@@ -141,13 +143,16 @@ async function main(): Promise<void> {
     ...pty.handlers,
     ...updater.handlers,
     ...files.handlers,
+    ...termFiles.handlers,
   };
 
   conn = new ServerConnection({
     serverUrl: cfg.server, name: cfg.name, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
     backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, bulkWriteThreshold: cfg.bulkWriteThreshold, bulkWindow: cfg.bulkWindow, buildHello, handlers,
     onTermData: (id, data) => pty.onTermData(id, data),
-    onFileData: (id, offset, data) => files.onFileData(id, offset, data),
+    onFileData: (id, offset, data) => {
+      if (!termFiles.onFileData(id, offset, data)) files.onFileData(id, offset, data);
+    },
     onWelcome: (intervalMs) => {
       counters.connects_total++;
       welcomeIntervalMs = intervalMs;

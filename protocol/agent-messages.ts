@@ -147,12 +147,36 @@ export const FileStateItem = z.object({
 /** The agent's managed files: all of them after each welcome (`full`), then the ones whose state changed. */
 export const FileState = z.object({ type: z.literal('file.state'), full: z.boolean(), files: z.array(FileStateItem).max(10_000) });
 
+/*
+ * Terminal file transfer: see protocol/README.md "Terminal file transfer". Uploads reuse `file.ack`
+ * (flow control) and FILE_DATA frames server→agent; downloads send FILE_DATA frames agent→server,
+ * acknowledged with `term.download.ack`.
+ */
+/**
+ * Progress and outcome of a `term.upload` or `term.download`. `ready` (downloads): `size` bytes of
+ * `path` follow as FILE_DATA frames; `done`: an upload's file is in place at `path`, or a download's
+ * last frame was sent (`sha256` of what was read); `failed` with `code` (`policy_denied`, `conflict`,
+ * `not_found`, `forbidden`, `payload_too_large`, `bad_request`, `unavailable`) and `reason`.
+ * Carries no sessionId: it is ordered behind its transfer's frames.
+ */
+export const TermTransfer = z.object({
+  type: z.literal('term.transfer'),
+  transferId: id,
+  state: z.enum(['ready', 'done', 'failed']),
+  path: z.string().max(4096).optional(),
+  size: z.number().int().nonnegative().optional(),
+  sha256: SHA256.optional(),
+  reason: z.string().max(2048).optional(),
+  code: z.string().max(64).optional(),
+});
+
 export const AgentToServer = z.discriminatedUnion('type', [
   Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate, ConfigApplied,
   ExecStarted, ExecFinished, ExecRejected,
   TermOpened, TermExit,
   UpdateStatus,
   FileAck, FileResult, FileState,
+  TermTransfer,
 ]);
 export type AgentToServer = z.infer<typeof AgentToServer>;
 export type AgentMessageType = AgentToServer['type'];
@@ -253,12 +277,40 @@ export const FileRemove = z.object({ type: z.literal('file.remove'), transferId:
 /** Stop managing a file (no drift reports), leaving it on disk. */
 export const FileForget = z.object({ type: z.literal('file.forget'), fileId: id });
 
+/**
+ * Put `size` bytes (sha256 `sha256`) into the current directory of the session's shell as `name` (a
+ * plain file name: no `/`, not `.` or `..`). The agent checks its policy, that nothing exists at that
+ * name (nothing is overwritten), then asks for the bytes with `file.ack offset 0` and acknowledges
+ * what it wrote; it answers `term.transfer` `done` (with the full path) or `failed`.
+ */
+export const TermUpload = z.object({
+  type: z.literal('term.upload'),
+  transferId: id,
+  sessionId: id,
+  name: z.string().min(1).max(255),
+  size: z.number().int().nonnegative(),
+  sha256: SHA256,
+});
+/** Send the file at `path` (absolute, or relative to the shell's current directory) if at most `maxBytes`. */
+export const TermDownload = z.object({
+  type: z.literal('term.download'),
+  transferId: id,
+  sessionId: id,
+  path: z.string().min(1).max(4096),
+  maxBytes: z.number().int().positive(),
+});
+/** Download flow control: the server passed every byte below `offset` on. */
+export const TermDownloadAck = z.object({ type: z.literal('term.download.ack'), transferId: id, offset: z.number().int().nonnegative() });
+/** Abandon a terminal transfer (the browser went away, a timeout): temp files are removed, reading stops. */
+export const TermTransferCancel = z.object({ type: z.literal('term.transfer.cancel'), transferId: id, reason: z.string().max(255) });
+
 export const ServerToAgent = z.discriminatedUnion('type', [
   Welcome, ServerError, Restart, HeartbeatAck, ConfigPush,
   ExecRun, ExecCancel, ExecResume, ExecAck,
   TermOpen, TermResize, TermClose, TermAck,
   Update,
   FileApply, FileRemove, FileForget,
+  TermUpload, TermDownload, TermDownloadAck, TermTransferCancel,
 ]);
 export type ServerToAgent = z.infer<typeof ServerToAgent>;
 export type ServerMessageType = ServerToAgent['type'];

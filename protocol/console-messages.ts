@@ -19,6 +19,23 @@ export const ConsoleTermResize = z.object({ type: z.literal('term.resize'), sess
 export const ConsoleTermClose = z.object({ type: z.literal('term.close'), sessionId: id });
 /** The console wrote `bytes` more output bytes (xterm.js write callback). */
 export const ConsoleTermAck = z.object({ type: z.literal('term.ack'), sessionId: id, bytes: z.number().int().nonnegative() });
+/**
+ * Broadcast typing: opens one terminal per agent (each answered like a `term.open` whose ref is
+ * `${ref}/${index}`) grouped under a broadcast id. TERM_DATA frames the console sends with the
+ * broadcast id instead of a session id reach every session of the group that is joined.
+ * Answered `term.broadcast.opened` (same ref), or `error` (same ref) when refused as a whole.
+ * The server's limit (MUSTER_BROADCAST_MAX_PANES) caps `agentIds`; the schema only bounds the array.
+ */
+export const ConsoleTermBroadcastOpen = z.object({
+  type: z.literal('term.broadcast.open'),
+  ref: z.string().max(48),
+  agentIds: z.array(id).min(1).max(1000),
+  ...dims,
+});
+/** A pane leaves (`joined: false`) or rejoins the broadcast; its session stays open either way. */
+export const ConsoleTermBroadcastMember = z.object({ type: z.literal('term.broadcast.member'), broadcastId: id, sessionId: id, joined: z.boolean() });
+/** Ends the broadcast group (its sessions stay open as ordinary terminals). */
+export const ConsoleTermBroadcastClose = z.object({ type: z.literal('term.broadcast.close'), broadcastId: id });
 export const ConsoleTaskSubscribe = z.object({ type: z.literal('task.subscribe'), taskId: id, output: z.boolean().default(true) });
 export const ConsoleTaskUnsubscribe = z.object({ type: z.literal('task.unsubscribe'), taskId: id });
 export const ConsolePing = z.object({ type: z.literal('ping'), ref: z.string().max(64).optional() });
@@ -57,6 +74,7 @@ export const ConsoleFleetFeed = z.object({ type: z.literal('fleet.feed'), metric
 
 export const ConsoleToServer = z.discriminatedUnion('type', [
   ConsoleTermOpen, ConsoleTermAttach, ConsoleTermDetach, ConsoleTermResize, ConsoleTermClose, ConsoleTermAck,
+  ConsoleTermBroadcastOpen, ConsoleTermBroadcastMember, ConsoleTermBroadcastClose,
   ConsoleTaskSubscribe, ConsoleTaskUnsubscribe, ConsolePing, ConsoleFleetOpen, ConsoleFleetScroll, ConsoleFleetClose, ConsoleFleetFeed,
 ]);
 export type ConsoleToServer = z.infer<typeof ConsoleToServer>;
@@ -88,6 +106,13 @@ export type ServerToConsole =
   | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
   /** The session ended (or, for this console only, was taken over by another console of its owner). */
   | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
+  /**
+   * Answer to `term.broadcast.open`: the broadcast id and, per agent in the order asked, the
+   * session allocated for it (null when that one was refused: its `error` carries `${ref}/${index}`).
+   */
+  | { type: 'term.broadcast.opened'; ref: string; broadcastId: string; sessionIds: (string | null)[]; maxPanes: number }
+  /** Membership after a `term.broadcast.member` (or a session of the group ended). */
+  | { type: 'term.broadcast.members'; broadcastId: string; joined: string[] }
   | { type: 'rollout.updated'; rolloutId: string }
   /** A file distribution made progress (throttled; consoles refetch it). */
   | { type: 'distribution.updated'; distributionId: string; fileId: string }

@@ -23,7 +23,7 @@ export const HostPolicy = z.object({
   requireSignedScripts: z.boolean(),
   /** Public keys (base64 of the 32 raw ed25519 bytes) that may sign scripts. */
   scriptPublicKeys: z.array(z.string().max(64)).max(64),
-  /** Path prefixes file writes may touch (file distribution); null = any. */
+  /** Path prefixes file writes may touch (file distribution), and terminal uploads and downloads; null = any. */
   allowedPaths: z.array(z.string().max(4096)).max(256).nullable(),
   /** Whether the server may change settings live (`config`); false: every pushed key is refused. Absent: true. */
   remoteConfig: z.boolean().optional(),

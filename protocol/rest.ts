@@ -169,6 +169,11 @@ export const TerminalSessionView = z.object({
   recording: z.boolean(), recordingBytes: Count, recordingTruncated: z.boolean(),
 }).meta({ id: 'TerminalSession' });
 export type TerminalSessionView = z.infer<typeof TerminalSessionView>;
+/** A file put into a terminal's current directory (POST /api/terminals/:id/upload). */
+export const TerminalUploadView = z.object({
+  sessionId: z.string(), path: z.string().describe('where the file is now on the host'), size: Count, sha256: z.string(),
+}).meta({ id: 'TerminalUpload' });
+export type TerminalUploadView = z.infer<typeof TerminalUploadView>;
 
 /* ---------------- updates ---------------- */
 

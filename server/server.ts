@@ -154,7 +154,8 @@ async function compose(
   const core: Core = { config, db, dialect, log, metrics, bus, leases: cluster.leases, fleet, audit, auth, enrollment, dataDir: config.dataDir, serverUrl, disk };
 
   const exec = createExec(core);
-  const terminals = createTerminals(core);
+  // Terminal uploads share the file distribution's transfer manager (one in-flight budget); it is made below.
+  const terminals = createTerminals(core, () => files.transfers);
   const updates = createUpdates(core);
   // A script that schedules run cannot be deleted (the closure reads `schedules` at call time).
   const scripts = createScripts(core, exec.service, (scriptId) => schedules.repo.countForScript(scriptId));
@@ -192,6 +193,10 @@ async function compose(
     ...terminals.agentHandlers,
     ...updates.agentHandlers,
     ...files.agentHandlers,
+    // Terminal uploads use file.ack too: the transfer id says whose it is.
+    'file.ack': (ctx, m) => (terminals.service.transfers.holds(ctx.agentId, m.transferId)
+      ? terminals.service.transfers.ack(ctx.agentId, m)
+      : files.agentHandlers['file.ack'](ctx, m)),
     ...agentConfig.agentHandlers,
   };
   const hub = new ConsoleHub(bus);
@@ -232,7 +237,7 @@ async function compose(
   api.use(csrfGuard({
     publicUrl: config.publicUrl, sessionCookie: SESSION_COOKIE,
     // Agent packages are uploaded as the raw body.
-    rawBodyRoutes: (req) => req.method === 'POST' && (req.path === '/artifacts' || /^\/files\/[^/]+\/revisions$/.test(req.path)),
+    rawBodyRoutes: (req) => req.method === 'POST' && (req.path === '/artifacts' || /^\/files\/[^/]+\/revisions$/.test(req.path) || /^\/terminals\/[^/]+\/upload$/.test(req.path)),
   }));
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
@@ -287,11 +292,11 @@ async function compose(
     onAgent: (ws, req, a) => {
       new AgentLink(ws, remoteOf(req), a, {
         fleet, audit, log, metrics, handlers: agentHandlers,
-        binary: { termData: terminals.agentTermData, execOutput: exec.execOutput },
+        binary: { termData: terminals.agentTermData, execOutput: exec.execOutput, fileData: terminals.agentFileData },
         heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
         messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
         pingIntervalMs: config.agentPingIntervalMs, bulkWriteThreshold: config.bulkWriteThreshold, bulkWindow: config.bulkWindow,
-        expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : kind === 'transfer' ? files.holds(agentId, id) : terminals.service.holds(agentId, id)),
+        expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : kind === 'transfer' ? files.holds(agentId, id) || terminals.service.transfers.holds(agentId, id) : terminals.service.holds(agentId, id)),
       });
     },
     onConsole: (ws, req, principal) => {

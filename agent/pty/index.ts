@@ -17,6 +17,8 @@ function loadPty(): PtyModule {
 export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 'term.resize' | 'term.close' | 'term.ack'> & {
   onTermData(sessionId: string, data: Uint8Array): void;
   count(): number;
+  /** The pid of a session's shell (file transfer reads its current directory), null when not here. */
+  pidOf(sessionId: string): number | null;
 } {
   const { cfg, log, link } = ctx;
   const sessions = new Map<string, PtySession>();
@@ -94,6 +96,7 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
       }
     },
     count: () => sessions.size,
+    pidOf: (sessionId) => sessions.get(sessionId)?.pid ?? null,
     // The server ends a disconnected agent's sessions (their consoles are told), so the shells go too.
     onDisconnected: () => closeAll('agent disconnected'),
     stop: async () => {

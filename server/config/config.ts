@@ -158,6 +158,10 @@ const Schema = z.object({
   /** Open terminal sessions (live or detached) per user, and on this server node. */
   maxTerminalsPerUser: z.coerce.number().int().min(1).default(20),
   maxTerminalsPerServer: z.coerce.number().int().min(1).default(500),
+  /** Most terminals one broadcast (type once, every pane receives it) opens together. */
+  broadcastMaxPanes: z.coerce.number().int().min(1).max(1000).default(16),
+  /** Largest file a terminal upload or download moves (drag and drop into a shell's directory, download from it). */
+  terminalTransferMaxBytes: z.coerce.number().int().min(1).default(100 * 1024 * 1024),
   /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
   selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
   /** Fleet views (the console's agents table) one console socket may hold at once. */
@@ -250,7 +254,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
   socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
   auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
-  maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
+  maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER', broadcastMaxPanes: 'MUSTER_BROADCAST_MAX_PANES',
+  terminalTransferMaxBytes: 'MUSTER_TERMINAL_TRANSFER_MAX_BYTES',
   fleetViewsPerConsole: 'MUSTER_FLEET_VIEWS_PER_CONSOLE', fleetViewTickMs: 'MUSTER_FLEET_VIEW_TICK_MS',
   fleetViewResortMs: 'MUSTER_FLEET_VIEW_RESORT_MS', benchSimulatedPresence: 'MUSTER_BENCH_SIMULATED_PRESENCE',
   selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',

@@ -15,7 +15,8 @@ export interface Received { tmp: string; sha256: string; size: number }
  * into place before its row exists (a row never names missing content).
  */
 export class ContentStore {
-  constructor(private readonly dir: string, private readonly maxBytes: number, private readonly disk: DiskGuard) {}
+  /** `limitName`: the setting named when a body is too large. */
+  constructor(private readonly dir: string, private readonly maxBytes: number, private readonly disk: DiskGuard, private readonly limitName = 'MUSTER_FILE_MAX_BYTES') {}
 
   pathOf(fileId: string, sha256: string): string {
     return path.join(this.dir, fileId, sha256);
@@ -27,7 +28,7 @@ export class ContentStore {
    */
   async receive(body: Readable | Buffer, declaredLength: number | null): Promise<Received> {
     const limit = this.maxBytes;
-    const tooLarge = () => new ApiError('payload_too_large', `file content larger than ${limit} bytes (MUSTER_FILE_MAX_BYTES)`, 413, { limit });
+    const tooLarge = () => new ApiError('payload_too_large', `file content larger than ${limit} bytes (${this.limitName})`, 413, { limit });
     if (declaredLength != null && declaredLength > limit) throw tooLarge();
     if (declaredLength != null && !this.disk.allow(declaredLength)) throw new ApiError('insufficient_storage', 'the server data disk is full');
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });

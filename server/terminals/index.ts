@@ -1,19 +1,22 @@
 import type { Capability, Core } from '../core.js';
+import type { TransferManager } from '../files/transfer.js';
 import type { AgentBinaryHandlers, ConsoleBinaryHandlers } from '../ws/handlers.js';
 import { TerminalRepo } from './repo.js';
 import { terminalRoutes } from './routes.js';
 import { TerminalService } from './service.js';
 
-type ConsoleTermTypes = 'term.open' | 'term.attach' | 'term.detach' | 'term.resize' | 'term.close' | 'term.ack';
+type ConsoleTermTypes = 'term.open' | 'term.attach' | 'term.detach' | 'term.resize' | 'term.close' | 'term.ack'
+  | 'term.broadcast.open' | 'term.broadcast.member' | 'term.broadcast.close';
 
 /** Remote terminals: the relay between consoles and agent PTYs, reattach, recording, history. */
-export function createTerminals(core: Core): Capability<'term.opened' | 'term.exit', ConsoleTermTypes> & {
+export function createTerminals(core: Core, fileTransfers: () => TransferManager): Capability<'term.opened' | 'term.exit' | 'term.transfer', ConsoleTermTypes> & {
   agentTermData: AgentBinaryHandlers['termData'];
+  agentFileData: AgentBinaryHandlers['fileData'];
   consoleTermData: ConsoleBinaryHandlers['termData'];
   service: TerminalService;
 } {
   const repo = new TerminalRepo(core.db);
-  const service = new TerminalService(core, repo);
+  const service = new TerminalService(core, repo, fileTransfers);
   let unsubscribe = () => {};
   core.metrics.sources.terminalSessionsOpen = () => service.sessions.size;
   core.fleet.onDisconnect((agentId, reason) => service.agentGone(agentId, `agent disconnected (${reason})`));
@@ -25,6 +28,7 @@ export function createTerminals(core: Core): Capability<'term.opened' | 'term.ex
     agentHandlers: {
       'term.opened': (ctx, m) => service.agentOpened(ctx, m.sessionId, m.pid),
       'term.exit': (ctx, m) => service.agentExit(ctx, m),
+      'term.transfer': (ctx, m) => service.transfers.result(ctx.agentId, m),
     },
     consoleHandlers: {
       'term.open': (ch, m) => service.open(ch, m),
@@ -33,8 +37,12 @@ export function createTerminals(core: Core): Capability<'term.opened' | 'term.ex
       'term.resize': (ch, m) => service.resize(ch, m),
       'term.close': (ch, m) => service.closeRequest(ch, m.sessionId),
       'term.ack': (ch, m) => service.ack(ch, m),
+      'term.broadcast.open': (ch, m) => service.broadcasts.open(ch, m),
+      'term.broadcast.member': (ch, m) => service.broadcasts.member(ch, m),
+      'term.broadcast.close': (ch, m) => service.broadcasts.close(ch, m.broadcastId),
     },
     agentTermData: (ctx, sessionId, data) => service.agentData(ctx, sessionId, data),
+    agentFileData: (ctx, transferId, offset, data) => service.transfers.data(ctx.agentId, transferId, offset, data),
     consoleTermData: (ch, sessionId, data) => service.input(ch, sessionId, data),
     routes: terminalRoutes(core, repo, service),
     start: async () => {

@@ -1,15 +1,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { pageOf, TerminalSessionView } from '../../protocol/index.js';
+import { pageOf, TerminalSessionView, TerminalUploadView, terminalDenial } from '../../protocol/index.js';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
 import { ApiRouter } from '../http/api-router.js';
-import { principal } from '../http/context.js';
+import { ContentStore, type Received } from '../files/content.js';
+import { actorOf, principal } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { terminalView, type TerminalRepo } from './repo.js';
 import type { TerminalService } from './service.js';
+
+const UploadQuery = { name: one().min(1).max(255) };
+const DownloadQuery = { path: one().min(1).max(4096) };
 
 const TerminalsQuery = { ...pageShape(), status: oneOf(['open', 'closed']).optional(), agentId: one().max(128).optional(), user: one().max(128).optional() };
 
@@ -59,6 +63,65 @@ export function terminalRoutes(core: Core, repo: TerminalRepo, service: Terminal
     res.setHeader('Content-Length', String(fs.statSync(file).size));
     // Streamed (not sendFile): the data dir may sit under a dot-directory, which send() refuses.
     await pipeline(fs.createReadStream(file), res);
+  });
+
+  // Terminal file transfer: the operator who opened a live session, through its agent.
+  const received = new ContentStore(path.join(core.dataDir, 'transfers'), core.config.terminalTransferMaxBytes, core.disk, 'MUSTER_TERMINAL_TRANSFER_MAX_BYTES');
+  const transferSession = (req: Parameters<typeof principal>[0], action: string) => {
+    const id = String(req.params['id']);
+    const p = principal(req);
+    const s = service.sessions.get(id);
+    if (!s || !s.live) throw new ApiError('not_found', 'no such live terminal session on this server');
+    const refuse = (code: 'forbidden' | 'policy_denied', message: string) => {
+      core.audit.refused({ actor: actorOf(req), action, targetType: 'terminal', targetId: id, ok: false, details: { why: code } });
+      return new ApiError(code, message);
+    };
+    if (s.owner.id !== p.id) throw refuse('forbidden', 'only the operator who opened the session can transfer files through it');
+    if (s.state !== 'open') throw new ApiError('conflict', 'the session is not open (yet, or any more)');
+    const denied = terminalDenial(core.fleet.get(s.agentId)?.policy);
+    if (denied) throw refuse('policy_denied', denied);
+    return s;
+  };
+
+  r.post('/terminals/:id/upload', {
+    summary: 'Upload a file into a terminal\'s current directory',
+    description: 'The raw bytes (`Content-Type: application/octet-stream`, at most MUSTER_TERMINAL_TRANSFER_MAX_BYTES) become `name` in the current directory of the session\'s shell, '
+      + 'through its agent; nothing is overwritten (409). Only the operator who opened the session; the host policy applies (terminals, allowedPaths). Audited with path, size and sha256.',
+    role: 'operator', query: UploadQuery, body: { media: 'application/octet-stream', description: 'the file\'s bytes' }, responses: { 201: TerminalUploadView },
+  }, async (req, res) => {
+    const s = transferSession(req, 'terminal.upload');
+    const q = parseQuery(req, UploadQuery);
+    if (q.name === '.' || q.name === '..' || q.name.includes('/') || q.name.includes('\0')) throw new ApiError('bad_request', 'name must be a plain file name (no "/", not "." or "..")');
+    if (!req.is('application/octet-stream')) throw new ApiError('bad_request', 'send the bytes as Content-Type: application/octet-stream');
+    const declared = req.headers['content-length'] === undefined ? null : Number(req.headers['content-length']);
+    let got: Received;
+    try {
+      got = await received.receive(req, Number.isFinite(declared) ? declared : null);
+    } catch (err) {
+      // Refused before the body was read to its end: the rest would be taken for the next request.
+      if (!req.complete) res.setHeader('Connection', 'close');
+      if (err instanceof ApiError && err.code === 'payload_too_large') {
+        core.audit.refused({ actor: actorOf(req), action: 'terminal.upload', targetType: 'terminal', targetId: s.id, ok: false, details: { why: 'payload_too_large', name: q.name, declared } });
+      }
+      throw err;
+    }
+    try {
+      const out = await service.transfers.upload(s, actorOf(req), q.name, got);
+      res.status(201).json({ sessionId: s.id, ...out });
+    } finally {
+      received.discard(got);
+    }
+  });
+
+  r.get('/terminals/:id/download', {
+    summary: 'Download a file through a terminal',
+    description: '`path` absolute, or relative to the current directory of the session\'s shell; at most MUSTER_TERMINAL_TRANSFER_MAX_BYTES. Streamed from the agent with flow control. '
+      + 'Only the operator who opened the session; the host policy applies (terminals, allowedPaths). Header X-Muster-Path: the resolved path. Audited with path, size and sha256.',
+    role: 'operator', query: DownloadQuery, responses: { 200: { media: 'application/octet-stream', description: 'the file, as an attachment' } },
+  }, async (req, res) => {
+    const s = transferSession(req, 'terminal.download');
+    const q = parseQuery(req, DownloadQuery);
+    await service.transfers.download(s, actorOf(req), q.path, res);
   });
 
   return r;

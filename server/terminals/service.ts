@@ -6,9 +6,12 @@ import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
 import { dbFailure } from '../db/failures.js';
 import type { AgentCtx, ConsoleChannel } from '../ws/handlers.js';
+import type { TransferManager } from '../files/transfer.js';
+import { BroadcastGroups } from './broadcast.js';
 import { AsciicastRecorder } from './recorder.js';
 import type { TerminalRepo } from './repo.js';
 import { TerminalSession, type Attachment } from './session.js';
+import { TerminalTransfers } from './transfer.js';
 
 /** Time the agent has to confirm a new session. */
 const OPEN_TIMEOUT_MS = 15_000;
@@ -27,8 +30,15 @@ export class TerminalService {
   private readonly watched = new WeakSet<ConsoleChannel>();
   private readonly pendingWrites = new Set<Promise<unknown>>();
   private stopping = false;
+  /** Broadcast typing groups (term.broadcast.*): input fan-out over sessions opened here. */
+  readonly broadcasts: BroadcastGroups;
+  /** Uploads into and downloads from a session's shell directory (REST, through the agent). */
+  readonly transfers: TerminalTransfers;
 
-  constructor(private readonly core: Core, private readonly repo: TerminalRepo) {}
+  constructor(private readonly core: Core, private readonly repo: TerminalRepo, fileTransfers: () => TransferManager) {
+    this.broadcasts = new BroadcastGroups(core, this);
+    this.transfers = new TerminalTransfers(core, fileTransfers);
+  }
 
   private get cfg() {
     return this.core.config;
@@ -93,7 +103,8 @@ export class TerminalService {
 
   /* ---------------- console side ---------------- */
 
-  async open(ch: ConsoleChannel, m: ConsoleMessage<'term.open'>): Promise<void> {
+  /** `term.open`; `allocated` is told the session id once the session exists (broadcasts group them). */
+  async open(ch: ConsoleChannel, m: ConsoleMessage<'term.open'>, allocated?: (sessionId: string) => void): Promise<void> {
     const p = ch.principal;
     if (!roleAtLeast(p.role, 'operator')) {
       this.error(ch, 'forbidden', 'opening a terminal requires the operator role', m.ref);
@@ -137,6 +148,7 @@ export class TerminalService {
       { ch, ref: m.ref }, (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
     );
     this.sessions.set(id, s);
+    allocated?.(id);
     this.watch(ch);
     try {
       await this.repo.insert({
@@ -238,6 +250,7 @@ export class TerminalService {
 
   input(ch: ConsoleChannel, sessionId: string, data: Uint8Array): void {
     const s = this.sessions.get(sessionId);
+    if (!s && this.broadcasts.input(ch, sessionId, data)) return;
     const a = s?.attachments.get(ch.id);
     if (!s || !a || s.state !== 'open') {
       if (!s?.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
@@ -312,6 +325,7 @@ export class TerminalService {
 
   /** The agent disconnected (or reconnected on a new socket): its shells are gone. */
   agentGone(agentId: string, reason: string): void {
+    this.transfers.agentGone(agentId);
     for (const s of this.sessions.values()) {
       if (s.agentId === agentId && s.state !== 'closed') this.finish(s, reason, null, 'agent_offline');
     }
@@ -346,6 +360,8 @@ export class TerminalService {
     clearTimeout(s.openTimer);
     clearTimeout(s.detachTimer);
     this.sessions.delete(s.id);
+    this.broadcasts.sessionEnded(s.id);
+    this.transfers.sessionEnded(s.id);
     if (wasOpening && s.opener) {
       this.error(s.opener.ch, code, `terminal not opened: ${reason}`, s.opener.ref);
     }
@@ -370,6 +386,7 @@ export class TerminalService {
   /** Ends every session (server shutdown) and waits for the bookkeeping. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.transfers.stop();
     for (const s of [...this.sessions.values()]) {
       if (s.state === 'open') this.core.fleet.send(s.agentId, { type: 'term.close', sessionId: s.id, reason: 'server shutdown' });
       this.finish(s, 'server shutdown', null, 'unavailable', null);

@@ -194,7 +194,7 @@ export class AgentLink implements AgentChannel {
       const f = decodeFrame(data);
       if (f.op === 'termData') this.deps.binary.termData(this.ctx, f.sessionId, f.data);
       else if (f.op === 'execOutput') this.deps.binary.execOutput(this.ctx, f.executionId, f.stream, f.seq, f.data);
-      else return this.sendError('invalid_message', 'agents may not send file data frames');
+      else this.deps.binary.fileData(this.ctx, f.transferId, f.offset, f.data);
     } catch (err) {
       if (err instanceof FrameError) return this.sendError('invalid_message', `bad frame: ${err.message}`);
       this.log.error({ err }, 'binary handler failed');
@@ -215,6 +215,7 @@ export class AgentLink implements AgentChannel {
         return this.deps.expected(this.auth.agentId, 'session', msg.sessionId);
       case 'file.ack':
       case 'file.result':
+      case 'term.transfer':
         return this.deps.expected(this.auth.agentId, 'transfer', msg.transferId);
       default:
         return false;

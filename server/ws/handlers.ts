@@ -20,6 +20,8 @@ export type AgentHandlers = { [K in Exclude<AgentMessageType, 'hello'>]: AgentHa
 export interface AgentBinaryHandlers {
   termData(ctx: AgentCtx, sessionId: string, data: Uint8Array): void;
   execOutput(ctx: AgentCtx, executionId: string, stream: Stream, seq: number, data: Uint8Array): void;
+  /** File bytes an agent sends (a terminal download); a transfer the server does not hold is ignored. */
+  fileData(ctx: AgentCtx, transferId: string, offset: number, data: Uint8Array): void;
 }
 
 /** A console socket as services see it. */

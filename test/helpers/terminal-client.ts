@@ -186,6 +186,24 @@ export class TermClient {
     return this.await(ref);
   }
 
+  /**
+   * Opens a broadcast over `agentIds` (term.broadcast.open): resolves with its id and the panes in
+   * order (null where that agent's session was refused), or rejects with the server's error.
+   */
+  async broadcast(agentIds: string[], cols = 80, rows = 24): Promise<{ id: string; panes: (TermView | null)[] }> {
+    const ref = `b${++this.refs}`;
+    this.sendJson({ type: 'term.broadcast.open', ref, agentIds, cols, rows });
+    const m = await this.sock.next((x) => x.ref === ref && (x.type === 'term.broadcast.opened' || x.type === 'error'), 20_000, `answer to ${ref}`);
+    if (m.type === 'error') throw Object.assign(new Error(`${m.code}: ${m.message}`), { code: m.code });
+    const panes = await Promise.all(agentIds.map((_, i) => this.await(`${ref}/${i}`).catch(() => null)));
+    return { id: m.broadcastId as string, panes };
+  }
+
+  /** Types into a broadcast: one frame named by the broadcast id. */
+  broadcastWrite(broadcastId: string, data: string): void {
+    this.ws.send(encodeTermData(broadcastId, enc.encode(data)));
+  }
+
   private async await(ref: string): Promise<TermView> {
     const m = await this.sock.next((x) => x.ref === ref && (x.type === 'term.opened' || x.type === 'error'), 20_000, `answer to ${ref}`);
     if (m.type === 'error') throw Object.assign(new Error(`${m.code}: ${m.message}`), { code: m.code });

@@ -25,6 +25,7 @@ const routes: RouteRecordRaw[] = [
   { path: '/tasks', name: 'tasks', component: () => import('./features/tasks/HistoryView.vue'), meta: { title: 'History' } },
   { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task', parent: { to: '/tasks', title: 'History' } } },
   { path: '/terminals', name: 'terminals', component: () => import('./features/terminals/TerminalsView.vue'), meta: { title: 'Terminals' } },
+  { path: '/terminals/broadcast', name: 'broadcast', component: () => import('./features/terminals/BroadcastView.vue'), meta: { title: 'Broadcast terminals' } },
   { path: '/recordings', name: 'recordings', component: () => import('./features/terminals/RecordingsView.vue'), meta: { title: 'Recordings' } },
   { path: '/updates', name: 'updates', component: () => import('./features/updates/UpdatesView.vue'), meta: { title: 'Updates' } },
   { path: '/updates/rollouts/:id', name: 'rollout', component: () => import('./features/updates/RolloutView.vue'), props: true, meta: { title: 'Rollout', parent: { to: '/updates', title: 'Updates' } } },

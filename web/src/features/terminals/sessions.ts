@@ -5,6 +5,11 @@
  *
  * Flow control: output is acknowledged only once xterm.js has written it (its write callback),
  * so a flood is paused at the agent instead of piling up in the browser.
+ *
+ * Broadcast: `openBroadcast` opens one tab per agent as a group (`term.broadcast.open`); a
+ * joined pane's keystrokes go to the server once, under the broadcast id, and the server fans
+ * them out to every joined session. A pane that left types into its own session only. The group
+ * lives as long as this socket: after a reload its sessions come back as ordinary tabs.
  */
 import { effectScope, reactive } from 'vue';
 import type { Terminal } from '@xterm/xterm';
@@ -21,6 +26,21 @@ export interface Tab {
   state: TabState;
   /** Why it closed (shown in the tab and in the terminal). */
   reason: string;
+  /** Part of the broadcast grid (not persisted: a reloaded pane is an ordinary tab). */
+  broadcast?: boolean;
+  /** In the broadcast now (typing in any joined pane reaches every joined pane). */
+  joined?: boolean;
+}
+
+export interface BroadcastState {
+  /** Correlation ref of the `term.broadcast.open` (null: no broadcast). */
+  ref: string | null;
+  /** The server's broadcast id, once it answered. */
+  id: string | null;
+  /** Why the broadcast was refused (shown instead of the grid). */
+  error: string;
+  /** The server's pane limit, as it last said. */
+  maxPanes: number | null;
 }
 
 const STORE = 'muster.terminals';
@@ -28,6 +48,7 @@ const ACK_EVERY_BYTES = 16 * 1024;
 const ACK_DELAY_MS = 15;
 
 export const tabs = reactive<Tab[]>([]);
+export const broadcast = reactive<BroadcastState>({ ref: null, id: null, error: '', maxPanes: null });
 const terms = new Map<string, Terminal>();
 const refs = new Map<string, string>(); // ref -> tab key
 const pendingAck = new Map<string, { bytes: number; timer: ReturnType<typeof setTimeout> | null }>();
@@ -93,6 +114,16 @@ export function startTerminals(): void {
       sessionStorage.removeItem(STORE);
     }
     onReady(() => {
+      // A broadcast group lives with the socket it was opened on: after a reconnect its shells
+      // are reattached one by one, as ordinary tabs.
+      if (broadcast.ref) {
+        for (const t of tabs) {
+          if (!t.broadcast) continue;
+          t.broadcast = false;
+          t.joined = false;
+        }
+        Object.assign(broadcast, { ref: null, id: null, error: 'the connection was lost, which ended the broadcast; its shells are in Terminals' });
+      }
       for (const t of tabs) {
         if (t.state === 'closed') continue;
         if (t.sessionId) attach(t);
@@ -115,8 +146,24 @@ export function startTerminals(): void {
       const t = tabBySession(m.sessionId);
       if (t) ended(t, m.exitCode != null ? `${m.reason} (exit ${m.exitCode})` : m.reason);
     });
+    onMessage('term.broadcast.opened', (m) => {
+      if (m.ref !== broadcast.ref) return;
+      broadcast.id = m.broadcastId;
+      broadcast.maxPanes = m.maxPanes;
+    });
+    onMessage('term.broadcast.members', (m) => {
+      if (m.broadcastId !== broadcast.id) return;
+      const joined = new Set(m.joined);
+      for (const t of tabs) if (t.broadcast && t.sessionId) t.joined = joined.has(t.sessionId);
+    });
     onMessage('error', (m) => {
       if (!m.ref) return;
+      if (m.ref === broadcast.ref) {
+        // Refused as a whole (pane limit, role, terminal caps): no session was opened.
+        broadcast.error = m.message;
+        for (let i = tabs.length - 1; i >= 0; i--) if (tabs[i]!.broadcast) tabs.splice(i, 1);
+        return;
+      }
       const key = refs.get(m.ref);
       if (!key) return;
       refs.delete(m.ref);
@@ -145,6 +192,43 @@ export function openTab(agentId: string, agentName: string, cols = 80, rows = 24
   const tab = tabs[tabs.length - 1]!;
   if (!send({ type: 'term.open', ref: newRef(tab.key), agentId, cols, rows })) ended(tab, 'not connected to the server');
   return tab;
+}
+
+/** Opens a broadcast grid: one new shell per agent, typed into together. Ends any previous broadcast. */
+export function openBroadcast(agents: Array<{ id: string; name: string }>, cols = 80, rows = 24): void {
+  endBroadcast(false);
+  const ref = `b${Date.now().toString(36)}${++seq}`;
+  Object.assign(broadcast, { ref, id: null, error: '', maxPanes: broadcast.maxPanes });
+  agents.forEach((a, i) => {
+    const key = `k${++seq}`;
+    tabs.push({ key, agentId: a.id, agentName: a.name, sessionId: null, mode: 'control', state: 'opening', reason: '', broadcast: true, joined: true });
+    refs.set(`${ref}/${i}`, key);
+  });
+  if (!send({ type: 'term.broadcast.open', ref, agentIds: agents.map((a) => a.id), cols, rows })) {
+    for (const t of tabs) if (t.broadcast) ended(t, 'not connected to the server');
+  }
+}
+
+/** A pane leaves or rejoins the broadcast (its shell stays open). */
+export function setJoined(key: string, joined: boolean): void {
+  const t = tabs.find((x) => x.key === key);
+  if (!t?.broadcast || !t.sessionId || !broadcast.id) return;
+  t.joined = joined;
+  send({ type: 'term.broadcast.member', broadcastId: broadcast.id, sessionId: t.sessionId, joined });
+}
+
+/** Ends the broadcast; `closeShells`: its panes' sessions end too, else they become ordinary tabs. */
+export function endBroadcast(closeShells: boolean): void {
+  if (broadcast.id) send({ type: 'term.broadcast.close', broadcastId: broadcast.id });
+  for (const t of [...tabs]) {
+    if (!t.broadcast) continue;
+    if (closeShells || t.state === 'closed') closeTab(t.key);
+    else {
+      t.broadcast = false;
+      t.joined = false;
+    }
+  }
+  Object.assign(broadcast, { ref: null, id: null, error: '' });
 }
 
 /** Attaches a tab to an existing session (reattach a detached one, or watch read-only as admin). */
@@ -182,7 +266,9 @@ export function bindTerminal(key: string, term: Terminal): () => void {
   const tabOf = () => tabs.find((t) => t.key === key);
   const input = (data: Uint8Array) => {
     const t = tabOf();
-    if (t?.sessionId && t.state === 'open' && t.mode === 'control') sendBinary(encodeTermData(t.sessionId, data));
+    if (!(t?.sessionId && t.state === 'open' && t.mode === 'control')) return;
+    // A joined pane types into the whole broadcast: one frame, fanned out by the server.
+    sendBinary(encodeTermData(t.broadcast && t.joined && broadcast.id ? broadcast.id : t.sessionId, data));
   };
   const d1 = term.onData((s) => input(enc.encode(s)));
   const d2 = term.onBinary((s) => input(Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff)));
