@@ -17,6 +17,7 @@ import * as addTaskName from './202611302010_add_task_name.js';
 import * as createAgentConfigRules from './202611302030_create_agent_config_rules.js';
 import * as addAgentOwner from './202611302300_add_agent_owner.js';
 import * as addDashboardIndexes from './202611302330_add_dashboard_indexes.js';
+import * as addWaveGates from './202611302340_add_wave_gates.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -41,6 +42,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611302030_create_agent_config_rules', createAgentConfigRules],
   ['202611302300_add_agent_owner', addAgentOwner],
   ['202611302330_add_dashboard_indexes', addDashboardIndexes],
+  ['202611302340_add_wave_gates', addWaveGates],
 ];
 
 /** knex MigrationSource over the static list. */

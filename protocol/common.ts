@@ -36,4 +36,13 @@ export const UpdateState = z.enum([
 ]);
 export type UpdateState = z.infer<typeof UpdateState>;
 
+/**
+ * The state of a run in waves (a rollout, a file distribution): running → soaking (waits
+ * soakSeconds after a wave) → awaiting_approval (waits for approve) → running …; paused past
+ * maxFailures or by hand; ends succeeded | failed | cancelled | nothing_to_do (every target was
+ * skipped, or there was none: nothing was done, which is not a success).
+ */
+export const WaveRunState = z.enum(['running', 'paused', 'soaking', 'awaiting_approval', 'succeeded', 'failed', 'cancelled', 'nothing_to_do']);
+export type WaveRunState = z.infer<typeof WaveRunState>;
+
 export const id = z.string().min(1).max(128);

@@ -1,5 +1,6 @@
 /** REST views of file distribution (issue 13), shared by the server, the console and the CLI. */
 import { z } from 'zod';
+import { WaveRunState } from './common.js';
 
 const Time = z.iso.datetime();
 const Count = z.number().int().nonnegative();
@@ -25,7 +26,7 @@ export const FileHostView = z.object({
 }).meta({ id: 'FileHost' });
 export type FileHostView = z.infer<typeof FileHostView>;
 
-export const DistributionState = z.enum(['running', 'paused', 'succeeded', 'failed', 'cancelled']);
+export const DistributionState = WaveRunState;
 export type DistributionState = z.infer<typeof DistributionState>;
 export const DistributionTargetState = z.enum(['pending', 'sending', 'applied', 'unchanged', 'removed', 'failed', 'skipped']);
 export type DistributionTargetState = z.infer<typeof DistributionTargetState>;
@@ -40,7 +41,7 @@ export type DistributionTargetView = z.infer<typeof DistributionTargetView>;
 export const DistributionView = z.object({
   id: z.string(), fileId: z.string(), revision: z.number().int().nullable(), kind: z.enum(['apply', 'remove']), selector: z.string(),
   waveSpec: z.array(z.union([z.number(), z.string()])), maxFailures: Count, state: DistributionState, reason: z.string().nullable(),
-  currentWave: Count, failures: Count, counts: z.partialRecord(DistributionTargetState, Count), total: Count, createdBy: z.string(),
+  currentWave: Count, failures: Count, soakSeconds: Count, approval: z.boolean(), nextWaveAt: Time.nullable(), counts: z.partialRecord(DistributionTargetState, Count), total: Count, createdBy: z.string(),
   createdAt: Time, updatedAt: Time, finishedAt: Time.nullable(), targets: z.array(DistributionTargetView).optional(),
 }).meta({ id: 'Distribution' });
 export type DistributionView = z.infer<typeof DistributionView>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ExecutionState, Labels, Metrics, UpdateState } from './common.js';
+import { ExecutionState, Labels, Metrics, UpdateState, WaveRunState } from './common.js';
 import { ERROR_CODES } from './errors.js';
 import { HostPolicy } from './policy.js';
 
@@ -81,6 +81,10 @@ export const Accepted = z.object({ accepted: z.literal(true) }).meta({ id: 'Acce
 
 export const EnrollmentInfo = z.object({
   token: z.string().nullable().describe('MUSTER_ENROLL_TOKEN when set'), serverUrl: z.string(), installCommand: z.string(),
+  package: z.object({
+    version: z.string().nullable().describe('what `latest` in the install command resolves to; null: no package can be installed yet'),
+    source: z.enum(['stable', 'rollout', 'none']), uploaded: z.number().int().nonnegative().describe('packages uploaded'),
+  }).describe('the agent package the install command downloads'),
 }).meta({ id: 'EnrollmentInfo' });
 export const EnrollmentTokenView = z.object({
   id: z.string(), name: z.string(), prefix: z.string(), labels: Labels, maxUses: Count.nullable(), uses: Count,
@@ -180,11 +184,39 @@ export type TerminalUploadView = z.infer<typeof TerminalUploadView>;
 export const ArtifactView = z.object({
   id: z.string(), version: z.string(), filename: z.string(), arch: z.string().nullable(), size: Count, sha256: z.string(),
   signature: z.string(), createdBy: z.string(), createdAt: Time,
+  stable: z.boolean().describe('marked stable by an admin: `latest` is the newest stable package'),
+  stableBy: z.string().nullable(), stableAt: TimeOrNull,
 }).meta({ id: 'Artifact' });
+
+/** What `latest` resolves to, and why. */
+export const LatestArtifactView = z.object({
+  artifact: ArtifactView.nullable().describe('null: no package can be installed yet'),
+  source: z.enum(['stable', 'rollout', 'none'])
+    .describe('`stable`: the newest package an admin marked stable; `rollout`: none is marked, the newest that completed a rollout; `none`: neither'),
+  uploaded: Count.describe('packages uploaded (for this arch, when given)'),
+}).meta({ id: 'LatestArtifact' });
+export type LatestArtifactView = z.infer<typeof LatestArtifactView>;
+
+/** What a rollout would do (POST /api/rollouts/preview): asked before one starts. */
+export const RolloutPreview = z.object({
+  version: z.string(), selector: z.string(), matched: Count.describe('agents the selector matches (revoked ones left out)'),
+  update: Count.describe('hosts that can update: what the rollout would update'), waves: z.array(Count).describe('wave sizes'),
+  skipped: z.array(z.object({ reason: z.string(), count: Count })).describe('hosts skipped, by reason'),
+  active: z.string().nullable().describe('the rollout already active, if any (creating another answers 409)'),
+}).meta({ id: 'RolloutPreview' });
+export type RolloutPreview = z.infer<typeof RolloutPreview>;
+
+/** Soak time and approval between waves (rollouts and distributions alike). */
+export const WaveGate = {
+  soakSeconds: Count.describe('seconds waited after a wave ends before the next starts'),
+  approval: z.boolean().describe('each next wave waits for POST …/approve (state awaiting_approval)'),
+  nextWaveAt: TimeOrNull.describe('while soaking: when the next wave starts'),
+};
 export type ArtifactView = z.infer<typeof ArtifactView>;
 
-export const RolloutState = z.enum(['running', 'paused', 'cancelled', 'succeeded', 'failed'])
-  .describe('running → paused (past maxFailures, or by hand) → running …; ends succeeded | failed | cancelled');
+export const RolloutState = WaveRunState
+  .describe('running → soaking (soakSeconds after a wave) → awaiting_approval (approval: true) → running …; paused past maxFailures or by hand; '
+    + 'ends succeeded | failed | cancelled | nothing_to_do (every target skipped)');
 export type RolloutState = z.infer<typeof RolloutState>;
 const UpdateCounts = z.partialRecord(UpdateState, Count);
 export const RolloutWaveView = z.object({
@@ -199,7 +231,7 @@ export const RolloutView = z.object({
   id: z.string(), artifactId: z.string().nullable(), version: z.string(), url: z.string().nullable().describe('download URL when the rollout names one instead of an uploaded artifact'),
   size: Count, sha256: z.string(), selector: z.string(), waveSpec: z.array(z.union([z.number(), z.string()])).describe('the waves as requested, e.g. [1, "10%", "100%"]'),
   maxFailures: Count, allowDowngrade: z.boolean(), state: RolloutState, reason: z.string().nullable(),
-  currentWave: Count.describe('index of the wave being updated (or last updated)'), failures: Count, createdBy: z.string(), createdAt: Time,
+  currentWave: Count.describe('index of the wave being updated (or last updated)'), failures: Count, ...WaveGate, createdBy: z.string(), createdAt: Time,
   updatedAt: Time, finishedAt: TimeOrNull, counts: UpdateCounts, total: Count, waves: z.array(RolloutWaveView),
   targets: z.array(RolloutTargetView).optional().describe('in GET /api/rollouts/{id} and when created'),
 }).meta({ id: 'Rollout' });

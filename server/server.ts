@@ -258,7 +258,7 @@ async function compose(
   mount(fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }));
   const agentUrl = () => serverUrl().replace(/^http/, 'ws');
   mount(enrollmentRoutes({
-    tokens: enrollment, audit, staticToken: config.enrollToken, agentUrl,
+    tokens: enrollment, audit, staticToken: config.enrollToken, agentUrl, latestPackage: () => updates.latestPackage(),
     installCommand: (token) => `curl -fsSL ${serverUrl()}/install-agent.sh | sudo bash -s -- --server ${agentUrl()} --token ${token} --url ${serverUrl()}/api/artifacts/latest/download${config.updatePublicKey ? ` --public-key-b64 ${config.updatePublicKey}` : ''}`,
   }));
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
@@ -268,9 +268,16 @@ async function compose(
   });
   app.use('/api', api);
   const installScript = path.resolve(opts.webDist ?? '.', '..', '..', 'deployment', 'install-agent.sh');
-  app.get('/install-agent.sh', (_req, res) => {
+  app.get('/install-agent.sh', (_req, res, next) => {
     if (!fs.existsSync(installScript)) throw new ApiError('not_found', 'install script not available');
-    res.type('text/x-shellscript').sendFile(installScript);
+    // Says which package `latest` is (or that there is none yet) before anything runs.
+    updates.latestPackage().then((pkg) => {
+      const note = pkg.version ? `# ${serverUrl()}: latest agent package ${pkg.version} (${pkg.source === 'stable' ? 'marked stable' : 'completed a rollout'})`
+        : `# ${serverUrl()}: no agent package to install yet (${pkg.uploaded} uploaded, none marked stable): an admin marks one stable under Updates`;
+      res.setHeader('X-Muster-Latest-Version', pkg.version ?? 'none');
+      const [shebang, ...rest] = fs.readFileSync(installScript, 'utf8').split('\n');
+      res.type('text/x-shellscript').send([shebang, note, ...rest].join('\n'));
+    }).catch(next);
   });
   if (opts.webDist && fs.existsSync(path.join(opts.webDist, 'index.html'))) {
     const dist = opts.webDist;

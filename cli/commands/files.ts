@@ -2,25 +2,14 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import type { DistributionView, FileHostView, FileRevisionView, ManagedFileView } from '../../protocol/index.js';
 import { clientFrom, withSelector, type Client } from '../client.js';
-import { CliError, outputMode, posInt, str, strs, type Command } from '../command.js';
-import { countsText, table } from '../format.js';
+import { CliError, outputMode, posInt, str, type Command } from '../command.js';
+import { table } from '../format.js';
+import { FINAL_RUN_STATES, showWaveRun, WAVE_OPTIONS, waveBody } from '../waves.js';
 
 type FileDetail = ManagedFileView & { revisions: FileRevisionView[]; hosts: FileHostView[]; distributions: DistributionView[] };
 
-const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
-
 function showDistribution(d: DistributionView, out: (s: string) => void): void {
-  out(`distribution ${d.id} ${d.state}${d.reason ? ` (${d.reason})` : ''}: ${d.kind} revision ${d.revision}, ${d.total} host(s): ${countsText(d)}\n`);
-  if (d.targets?.length) {
-    out('\n');
-    out(table(['HOST', 'WAVE', 'STATE', 'REASON'], d.targets.map((t) => [t.agentName, String(t.wave + 1), t.state, t.reason ?? ''])));
-  }
-}
-
-function wave(w: string): number | string {
-  if (/^\d+$/.test(w)) return Number(w);
-  if (/^\d+(\.\d+)?%$/.test(w)) return w;
-  throw new CliError(`a wave is a count or a percentage like 10%, got ${JSON.stringify(w)}`);
+  showWaveRun('distribution', d, `${d.kind} revision ${d.revision}`, out, { unit: 'host' });
 }
 
 /** A managed file by id or by its destination path. */
@@ -40,7 +29,7 @@ async function mustFile(c: Client, ref: string | undefined): Promise<ManagedFile
 /** Polls a distribution until it ends (or pauses); exit status 0 only when it succeeded. */
 async function wait(c: Client, id: string, out: (s: string) => void, json: boolean): Promise<number> {
   let d = await c.get<DistributionView>(`/api/distributions/${id}`);
-  while (!FINAL.has(d.state) && d.state !== 'paused') {
+  while (!FINAL_RUN_STATES.has(d.state) && d.state !== 'paused' && d.state !== 'awaiting_approval') {
     await new Promise((r) => setTimeout(r, 500));
     d = await c.get<DistributionView>(`/api/distributions/${id}`);
   }
@@ -55,14 +44,13 @@ export const files: Command = {
   summary: 'managed files: list, upload, distribute, status, rollback',
   usage: 'muster files list\n' +
     '       muster files upload LOCAL_FILE --path DEST [--owner U] [--group G] [--mode 0644] [--post-command CMD]\n' +
-    '       muster files distribute FILE --selector S [--revision N] [--waves 1,10%,100%] [--max-failures N] [--wait]\n' +
+    '       muster files distribute FILE --selector S [--revision N] [--waves 1,10%,100%] [--max-failures N] [--soak SECONDS] [--approval] [--wait]\n' +
     '       muster files status FILE | --distribution ID\n' +
     '       muster files rollback FILE [--revision N] [--selector S] [--wait]\n' +
     '  FILE is a managed file\'s id or destination path',
   options: {
     path: { type: 'string' }, owner: { type: 'string' }, group: { type: 'string' }, mode: { type: 'string' }, 'post-command': { type: 'string' },
-    selector: { type: 'string', short: 's' }, revision: { type: 'string' }, waves: { type: 'string', multiple: true },
-    'max-failures': { type: 'string' }, wait: { type: 'boolean' }, distribution: { type: 'string' },
+    selector: { type: 'string', short: 's' }, revision: { type: 'string' }, ...WAVE_OPTIONS, wait: { type: 'boolean' }, distribution: { type: 'string' },
   },
   run: async (ctx) => {
     const { values, positionals, out } = ctx;
@@ -114,13 +102,7 @@ export const files: Command = {
         else if (sub === 'distribute') throw new CliError('--selector S is required (e.g. all, or labels.role == "web")');
         const revision = posInt(values, 'revision');
         if (revision !== undefined) body['revision'] = revision;
-        const waves = strs(values, 'waves', true);
-        if (waves.length) body['waves'] = waves.map(wave);
-        const mf = str(values, 'max-failures');
-        if (mf !== undefined) {
-          if (!/^\d+$/.test(mf)) throw new CliError('--max-failures must be a count');
-          body['maxFailures'] = Number(mf);
-        }
+        waveBody(values, body);
         const d = await withSelector(selector, () => c.post<DistributionView>(`/api/files/${f.id}/${sub === 'rollback' ? 'rollback' : 'distributions'}`, body));
         if (values['wait']) return wait(c, d.id, out, json);
         if (json) return void out(`${JSON.stringify(d, null, 2)}\n`);

@@ -1,33 +1,23 @@
 import type { RolloutView } from '../../protocol/index.js';
 import { clientFrom, withSelector } from '../client.js';
-import { CliError, outputMode, str, strs, type Command } from '../command.js';
+import { CliError, outputMode, str, type Command } from '../command.js';
 import { countsText, table } from '../format.js';
+import { showWaveRun, WAVE_OPTIONS, waveBody } from '../waves.js';
 
 function show(r: RolloutView, out: (s: string) => void): void {
-  out(`rollout ${r.id} ${r.state}${r.reason ? ` (${r.reason})` : ''}: version ${r.version}, ${r.total} target(s): ${countsText(r)}\n`);
-  out(`selector ${r.selector}, waves ${JSON.stringify(r.waveSpec)}, wave ${r.currentWave + 1}/${r.waves.length}, failures ${r.failures}/${r.maxFailures}\n`);
-  if (r.targets?.length) {
-    out('\n');
-    out(table(['AGENT', 'WAVE', 'STATE', 'FROM', 'REASON'], r.targets.map((t) => [t.agentName, String(t.wave + 1), t.state, t.fromVersion ?? '-', t.reason ?? ''])));
-  }
-}
-
-/** A wave: a count (`5`) or a percentage (`10%`). */
-function wave(w: string): number | string {
-  if (/^\d+$/.test(w)) return Number(w);
-  if (/^\d+(\.\d+)?%$/.test(w)) return w;
-  throw new CliError(`a wave is a count or a percentage like 10%, got ${JSON.stringify(w)}`);
+  showWaveRun('rollout', r, `version ${r.version}`, out, {
+    unit: 'target', waves: r.waves.length, extra: { header: 'FROM', cell: (i) => r.targets?.[i]?.fromVersion ?? '-' },
+  });
 }
 
 /** `muster rollout create|status|list|pause|resume|cancel`: batch agent updates in waves. */
 export const rollout: Command = {
   name: 'rollout',
-  summary: 'agent updates in waves: create, status, list, pause, resume, cancel',
-  usage: 'muster rollout create --artifact ID [--selector S] [--waves 1,10%,100%] [--max-failures N] [--allow-downgrade]\n' +
-    '       muster rollout status ID | list | pause ID | resume ID | cancel ID   [--output table|json]',
+  summary: 'agent updates in waves: create, status, list, pause, resume, approve, cancel',
+  usage: 'muster rollout create --artifact ID [--selector S] [--waves 1,10%,100%] [--max-failures N] [--soak SECONDS] [--approval] [--allow-downgrade]\n' +
+    '       muster rollout status ID | list | pause ID | resume ID | approve ID | cancel ID   [--output table|json]',
   options: {
-    artifact: { type: 'string' }, selector: { type: 'string', short: 's' }, waves: { type: 'string', multiple: true },
-    'max-failures': { type: 'string' }, 'allow-downgrade': { type: 'boolean' },
+    artifact: { type: 'string' }, selector: { type: 'string', short: 's' }, ...WAVE_OPTIONS, 'allow-downgrade': { type: 'boolean' },
   },
   run: async (ctx) => {
     const { values, positionals, out } = ctx;
@@ -43,13 +33,7 @@ export const rollout: Command = {
         const body: Record<string, unknown> = { artifactId };
         const selector = str(values, 'selector');
         if (selector !== undefined) body['selector'] = selector;
-        const waves = strs(values, 'waves', true);
-        if (waves.length) body['waves'] = waves.map(wave);
-        const mf = str(values, 'max-failures');
-        if (mf !== undefined) {
-          if (!/^\d+$/.test(mf)) throw new CliError('--max-failures must be a count');
-          body['maxFailures'] = Number(mf);
-        }
+        waveBody(values, body);
         if (values['allow-downgrade']) body['allowDowngrade'] = true;
         print(await withSelector(selector, () => c.post<RolloutView>('/api/rollouts', body)));
         return;
@@ -65,6 +49,7 @@ export const rollout: Command = {
       case 'status':
       case 'pause':
       case 'resume':
+      case 'approve':
       case 'cancel': {
         if (!id) throw new CliError(`usage: muster rollout ${sub} ID`);
         const p = `/api/rollouts/${encodeURIComponent(id)}`;
@@ -73,7 +58,7 @@ export const rollout: Command = {
         return;
       }
       default:
-        throw new CliError(sub ? `unknown rollout subcommand ${JSON.stringify(sub)}` : 'a subcommand is required: create, status, list, pause, resume or cancel');
+        throw new CliError(sub ? `unknown rollout subcommand ${JSON.stringify(sub)}` : 'a subcommand is required: create, status, list, pause, resume, approve or cancel');
     }
   },
 };

@@ -26,6 +26,8 @@ export function enrollmentRoutes(d: {
   installCommand(token: string): string;
   /** ws(s):// URL agents connect to. */
   agentUrl(): string;
+  /** What `latest` (the package the install command downloads) resolves to. */
+  latestPackage(): Promise<{ version: string | null; source: 'stable' | 'rollout' | 'none'; uploaded: number }>;
 }): ApiRouter {
   const r = new ApiRouter();
 
@@ -35,8 +37,11 @@ export function enrollmentRoutes(d: {
   r.get('/enrollment', {
     summary: 'Agent install command', description: 'With MUSTER_ENROLL_TOKEN set it carries that token; otherwise a placeholder for a token from POST /api/enrollment/tokens.',
     role: 'admin', responses: { 200: EnrollmentInfo },
-  }, (_req, res) => {
-    res.json({ token: d.staticToken ?? null, serverUrl: d.agentUrl(), installCommand: d.installCommand(d.staticToken ?? '<ENROLMENT-TOKEN>') });
+  }, async (_req, res) => {
+    res.json({
+      token: d.staticToken ?? null, serverUrl: d.agentUrl(), installCommand: d.installCommand(d.staticToken ?? '<ENROLMENT-TOKEN>'),
+      package: await d.latestPackage(),
+    });
   });
 
   r.post('/enrollment/tokens', {

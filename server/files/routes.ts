@@ -13,6 +13,8 @@ import { actorOf } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import type { SelectorLimits } from '../selectors/selector.js';
+import { WAVE_GATE, WAVES } from '../waves/plan.js';
+import { waveActionRoutes } from '../waves/routes.js';
 import type { ContentStore, Received } from './content.js';
 import type { DistributionEngine } from './engine.js';
 import { fileView, revisionView, type FileRow, type FileStore, type RevisionRow } from './store.js';
@@ -25,10 +27,6 @@ const MODE = z.union([
   z.number().int().min(0).max(0o7777),
   z.string().regex(/^0?[0-7]{3,4}$/, 'mode: octal like "0644"').transform((s) => Number.parseInt(s, 8)),
 ]);
-const WAVES = z.array(z.union([
-  z.number().int().positive(),
-  z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"'),
-])).min(1).max(50).default(['100%']);
 const TARGETS = z.union([
   z.object({ selector: z.string().max(4096) }).strict(),
   z.object({ agentIds: z.array(z.string().min(1).max(128)).min(1).max(50_000) }).strict(),
@@ -53,6 +51,7 @@ const Distribute = z.object({
   selector: z.string().max(4096).optional(),
   waves: WAVES,
   maxFailures: z.number().int().min(0).default(0),
+  ...WAVE_GATE,
 }).strict();
 
 const FilesQuery = { ...pageShape(100, 1000), q: one().max(256).optional().describe('part of the path') };
@@ -246,10 +245,11 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     } else {
       throw new ApiError('bad_request', 'targets: give {selector} or {agentIds}');
     }
-    const row = await d.engine.create({ file: f, revision: rev, kind: 'apply', selector, waves: body.waves, maxFailures: body.maxFailures, actor: actorOf(req) }, agents);
+    const row = await d.engine.create({ file: f, revision: rev, kind: 'apply', selector, waves: body.waves, maxFailures: body.maxFailures,
+      soakSeconds: body.soakSeconds, approval: body.approval, actor: actorOf(req) }, agents);
     await d.audit.record({
       actor: actorOf(req), action: rollback ? 'file.rollback' : 'file.distribute', targetType: 'file', targetId: f.id,
-      details: { path: f.path, revision: rev.revision, distributionId: row.id, selector, targets: agents.length, waves: body.waves, maxFailures: body.maxFailures },
+      details: { path: f.path, revision: rev.revision, distributionId: row.id, selector, targets: agents.length, waves: body.waves, maxFailures: body.maxFailures, soakSeconds: body.soakSeconds, approval: body.approval },
     });
     return d.engine.view(row.id, true);
   };
@@ -294,26 +294,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     res.json(await d.engine.view(String(req.params['id']), true));
   });
 
-  for (const action of ['pause', 'resume', 'cancel'] as const) {
-    r.post(`/distributions/:id/${action}`, {
-      summary: `${action[0]!.toUpperCase()}${action.slice(1)} a distribution`, description: '409 when its state does not allow it. Audited.',
-      role: 'operator', responses: { 200: DistributionView },
-    }, async (req, res) => {
-      const id = String(req.params['id']);
-      await d.engine.view(id, false); // 404 for an unknown id
-      const by = actorOf(req).username;
-      try {
-        if (action === 'pause') d.engine.pause(id, by);
-        else if (action === 'resume') d.engine.resume(id);
-        else d.engine.cancel(id, by);
-      } catch (err) {
-        await d.audit.record({ actor: actorOf(req), action: `distribution.${action}`, targetType: 'distribution', targetId: id, ok: false, details: { error: (err as Error).message } });
-        throw err;
-      }
-      await d.audit.record({ actor: actorOf(req), action: `distribution.${action}`, targetType: 'distribution', targetId: id });
-      res.json(await d.engine.view(id, false));
-    });
-  }
+  waveActionRoutes(r, { plural: 'distributions', noun: 'distribution', role: 'operator', engine: d.engine, audit: d.audit, view: DistributionView });
 
   return r;
 }

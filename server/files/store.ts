@@ -3,6 +3,7 @@ import type {
 } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
+import { ACTIVE_RUN_STATES } from '../waves/engine.js';
 
 export interface FileRow {
   id: string; path: string; owner: string | null; group: string | null; mode: number; postCommand: string | null;
@@ -12,7 +13,7 @@ export interface RevisionRow { fileId: string; revision: number; sha256: string;
 export interface DistributionRow {
   id: string; fileId: string; revision: number; kind: 'apply' | 'remove'; selector: string; waveSpec: (number | string)[];
   maxFailures: number; state: DistributionState; reason: string | null; currentWave: number; failureBase: number;
-  createdBy: string; createdAt: number; updatedAt: number; finishedAt: number | null;
+  soakSeconds: number; approval: boolean; waveDoneAt: number | null; createdBy: string; createdAt: number; updatedAt: number; finishedAt: number | null;
 }
 export interface TargetRow {
   distributionId: string; agentId: string; agentName: string; wave: number; state: DistributionTargetState; reason: string | null;
@@ -37,7 +38,8 @@ const distributionFrom = (r: Record<string, unknown>): DistributionRow => ({
   id: String(r['id']), fileId: String(r['file_id']), revision: Number(r['revision']), kind: String(r['kind']) as 'apply' | 'remove',
   selector: String(r['selector']), waveSpec: parseJson(r['waves'], ['100%']), maxFailures: Number(r['max_failures']),
   state: String(r['state']) as DistributionState, reason: str(r['reason']), currentWave: Number(r['current_wave']),
-  failureBase: Number(r['failure_base']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
+  failureBase: Number(r['failure_base']), soakSeconds: Number(r['soak_seconds'] ?? 0), approval: Boolean(r['approval']),
+  waveDoneAt: num(r['wave_done_at']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
   updatedAt: Number(r['updated_at']), finishedAt: num(r['finished_at']),
 });
 const targetFrom = (r: Record<string, unknown>): TargetRow => ({
@@ -53,6 +55,7 @@ const hostFrom = (r: Record<string, unknown>): HostRow => ({
 const distributionCols = (d: DistributionRow) => ({
   id: d.id, file_id: d.fileId, revision: d.revision, kind: d.kind, selector: d.selector, waves: JSON.stringify(d.waveSpec),
   max_failures: d.maxFailures, state: d.state, reason: d.reason?.slice(0, 1024) ?? null, current_wave: d.currentWave, failure_base: d.failureBase,
+  soak_seconds: d.soakSeconds, approval: d.approval, wave_done_at: d.waveDoneAt,
   created_by: d.createdBy, created_at: d.createdAt, updated_at: d.updatedAt, finished_at: d.finishedAt,
 });
 const targetCols = (t: TargetRow) => ({
@@ -199,7 +202,7 @@ export class FileStore {
   }
 
   async activeDistributions(): Promise<DistributionRow[]> {
-    return (await this.db('file_distributions').whereIn('state', ['running', 'paused'])).map(distributionFrom);
+    return (await this.db('file_distributions').whereIn('state', ACTIVE_RUN_STATES)).map(distributionFrom);
   }
 
   async hosts(fileId: string): Promise<HostRow[]> {

@@ -9,7 +9,10 @@ import { UpdateStore } from './store.js';
  * Agent updates (issue 4): artifacts (uploaded, signed agent packages stored under
  * dataDir/artifacts), rollouts in waves, and the agents' update.status reports.
  */
-export function createUpdates(core: Core): Capability<'update.status', never> {
+export function createUpdates(core: Core): Capability<'update.status', never> & {
+  /** What `latest` resolves to: the newest stable package, else the newest a rollout completed with. */
+  latestPackage(): Promise<{ version: string | null; source: 'stable' | 'rollout' | 'none'; uploaded: number }>;
+} {
   const store = new UpdateStore(core.db);
   const engine = new RolloutEngine({
     store, fleet: core.fleet, bus: core.bus, log: core.log.child({ component: 'rollouts' }), metrics: core.metrics, updateTimeoutSec: core.config.updateTimeoutSec,
@@ -27,6 +30,10 @@ export function createUpdates(core: Core): Capability<'update.status', never> {
       maxArtifactBytes: core.config.maxArtifactBytes, selectorLimits: selectorLimits(core.config),
       enrollTokenValid: async (token) => (await core.enrollment.check(token)) !== null,
     }),
+    latestPackage: async () => {
+      const l = await store.latestArtifact();
+      return { version: l.artifact?.version ?? null, source: l.source, uploaded: l.uploaded };
+    },
     start: () => engine.start(),
     stop: () => engine.stop(),
   };

@@ -7,7 +7,7 @@ import { Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import type { Request } from 'express';
 import { z } from 'zod';
-import { ArtifactView, pageOf, RolloutView } from '../../protocol/index.js';
+import { ArtifactView, LatestArtifactView, pageOf, RolloutPreview, RolloutView } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import type { Fleet } from '../fleet/fleet.js';
@@ -17,7 +17,9 @@ import { actorOf } from '../http/context.js';
 import type { SelectorLimits } from '../selectors/selector.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
-import type { RolloutEngine } from './engine.js';
+import { WAVE_GATE, WAVES, waveSizes } from '../waves/plan.js';
+import { waveActionRoutes } from '../waves/routes.js';
+import type { RolloutEngine, RolloutPackage } from './engine.js';
 import { artifactView, type ArtifactRow, type UpdateStore } from './store.js';
 
 const run = promisify(execFile);
@@ -34,20 +36,21 @@ const CreateRollout = z.object({
   sha256: SHA256.optional(),
   signature: SIGNATURE.optional(),
   selector: z.string().max(4096).default('all'),
-  waves: z.array(z.union([
-    z.number().int().positive(),
-    z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"'),
-  ])).min(1).max(50).default(['100%']),
+  waves: WAVES,
   maxFailures: z.number().int().min(0).default(0),
   allowDowngrade: z.boolean().default(false),
+  ...WAVE_GATE,
 }).strict();
+type RolloutBody = z.infer<typeof CreateRollout>;
 
 const UploadQuery = {
   filename: one().max(255).optional().describe('or X-Muster-Filename; `muster-agent-<version>-linux-<arch>.tar.gz` names the version and arch'),
   version: one().optional().describe('or X-Muster-Version'), signature: one().optional().describe('or X-Muster-Signature: base64 ed25519 signature'),
   sha256: one().optional().describe('or X-Muster-Sha256: refuse the upload unless the body has this digest'), arch: one().optional(),
 };
-const DownloadQuery = { arch: one().max(32).optional().describe('with `latest`: the newest package for this arch') };
+const DownloadQuery = { arch: one().max(32).optional().describe('with `latest`: the newest stable package for this arch') };
+const LatestQuery = { arch: one().max(32).optional() };
+const NO_LATEST = 'no package is marked stable and none completed a rollout: mark one stable (POST /api/artifacts/{id}/stable) first';
 const ListPage = pageShape();
 
 export interface UpdateRouteDeps {
@@ -103,7 +106,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
       if (inside !== version) throw new ApiError('bad_request', `package says version ${inside}, upload says ${version}`);
       const a: ArtifactRow = {
         id, version, filename: filename ? path.basename(filename) : `muster-agent-${version}.tar.gz`, arch, size, sha256: digest, signature,
-        createdBy: actorOf(req).username, createdAt: Date.now(),
+        createdBy: actorOf(req).username, createdAt: Date.now(), stable: false, stableBy: null, stableAt: null,
       };
       fs.renameSync(tmp, fileOf(id));
       try {
@@ -135,7 +138,8 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrolment token or a session required');
     const id = String(req.params['id']);
     const { arch } = parseQuery(req, DownloadQuery);
-    const a = id === 'latest' ? await d.store.latestArtifact(arch) : await d.store.getArtifact(id);
+    const a = id === 'latest' ? (await d.store.latestArtifact(arch)).artifact : await d.store.getArtifact(id);
+    if (id === 'latest' && !a) throw new ApiError('not_found', NO_LATEST);
     if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
     // RFC 6266/5987: any stored name (non-Latin-1, even control characters) becomes a valid
     // header, with an ASCII fallback and `filename*` carrying the exact UTF-8 name.
@@ -159,24 +163,83 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     return typeof enrol === 'string' && enrol.length <= 256 && (await d.enrollTokenValid(enrol));
   }
 
-  r.post('/rollouts', {
-    summary: 'Start a rollout', description: 'Updates the selected agents in waves (counts or percentages); pauses past `maxFailures`. An uploaded artifact, or url + version + size + sha256 + signature. Audited.',
-    role: 'admin', body: CreateRollout, responses: { 201: RolloutView },
+  r.get('/artifacts/latest', {
+    summary: 'What `latest` resolves to', description: 'The newest package an admin marked stable; else the newest that completed a rollout; never simply the last upload.',
+    role: 'viewer', query: LatestQuery, responses: { 200: LatestArtifactView },
   }, async (req, res) => {
-    const body = CreateRollout.parse(req.body);
-    let pkg;
+    const { arch } = parseQuery(req, LatestQuery);
+    const l = await d.store.latestArtifact(arch);
+    res.json({ artifact: l.artifact && artifactView(l.artifact), source: l.source, uploaded: l.uploaded });
+  });
+
+  for (const stable of [true, false]) {
+    (stable ? r.post.bind(r) : r.delete.bind(r))('/artifacts/:id/stable', {
+      summary: stable ? 'Mark a package stable' : 'Unmark a stable package',
+      description: '`latest` (the install command, `/api/artifacts/latest/download`) is the newest stable package. Audited.',
+      role: 'admin', responses: { 200: ArtifactView },
+    }, async (req, res) => {
+      const id = String(req.params['id']);
+      if (!(await d.store.getArtifact(id))) throw notFound('artifact');
+      await d.store.setStable(id, stable, actorOf(req).username, Date.now());
+      const a = (await d.store.getArtifact(id))!;
+      await d.audit.record({
+        actor: actorOf(req), action: stable ? 'artifact.stable' : 'artifact.unstable', targetType: 'artifact', targetId: id, details: { version: a.version },
+      });
+      res.json(artifactView(a));
+    });
+  }
+
+  /** The package a rollout request names. */
+  const packageOf = async (body: RolloutBody): Promise<RolloutPackage> => {
     if (body.artifactId) {
       const a = await d.store.getArtifact(body.artifactId);
       if (!a) throw notFound('artifact');
-      pkg = { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature, arch: a.arch };
-    } else if (body.url && body.version && body.size && body.sha256 && body.signature) {
-      pkg = { artifactId: null, version: body.version, url: body.url, size: body.size, sha256: body.sha256, signature: body.signature, arch: null };
-    } else {
-      throw new ApiError('bad_request', 'give artifactId, or url + version + size + sha256 + signature');
+      return { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature, arch: a.arch };
     }
+    if (body.url && body.version && body.size && body.sha256 && body.signature) {
+      return { artifactId: null, version: body.version, url: body.url, size: body.size, sha256: body.sha256, signature: body.signature, arch: null };
+    }
+    throw new ApiError('bad_request', 'give artifactId, or url + version + size + sha256 + signature');
+  };
+
+  r.post('/rollouts/preview', {
+    summary: 'Preview a rollout',
+    description: 'What POST /api/rollouts with this body would do, without doing it: how many hosts can update, which are skipped and why, the wave sizes.',
+    role: 'admin', body: CreateRollout, responses: { 200: RolloutPreview },
+  }, async (req, res) => {
+    const body = CreateRollout.parse(req.body);
+    const pkg = await packageOf(body);
+    const agents = selectAgents(d.fleet, body.selector, undefined, d.selectorLimits).filter((a) => a.revokedAt == null);
+    const skipped = new Map<string, number>();
+    let update = 0;
+    for (const a of agents) {
+      const why = d.engine.skipReason(pkg, a);
+      if (why) skipped.set(why, (skipped.get(why) ?? 0) + 1);
+      else update++;
+    }
+    res.json({
+      version: pkg.version, selector: body.selector, matched: agents.length, update, waves: waveSizes(body.waves, update),
+      skipped: [...skipped].map(([reason, count]) => ({ reason, count })), active: d.engine.activeRollout()?.id ?? null,
+    });
+  });
+
+  r.post('/rollouts', {
+    summary: 'Start a rollout',
+    description: 'Updates the selected agents in waves (counts or percentages); pauses past `maxFailures`; waits `soakSeconds` and/or an approval between waves. '
+      + 'An uploaded artifact, or url + version + size + sha256 + signature. Audited.',
+    role: 'admin', body: CreateRollout, responses: { 201: RolloutView },
+  }, async (req, res) => {
+    const body = CreateRollout.parse(req.body);
+    const pkg = await packageOf(body);
     const candidates = selectAgents(d.fleet, body.selector, undefined, d.selectorLimits);
-    const row = await d.engine.create({ ...pkg, selector: body.selector, waves: body.waves, maxFailures: body.maxFailures, allowDowngrade: body.allowDowngrade, createdBy: actorOf(req).username }, candidates);
-    await d.audit.record({ actor: actorOf(req), action: 'rollout.create', targetType: 'rollout', targetId: row.id, details: { version: row.version, selector: row.selector, waves: row.waveSpec, maxFailures: row.maxFailures } });
+    const row = await d.engine.create({
+      ...pkg, selector: body.selector, waves: body.waves, maxFailures: body.maxFailures, allowDowngrade: body.allowDowngrade,
+      soakSeconds: body.soakSeconds, approval: body.approval, createdBy: actorOf(req).username,
+    }, candidates);
+    await d.audit.record({
+      actor: actorOf(req), action: 'rollout.create', targetType: 'rollout', targetId: row.id,
+      details: { version: row.version, selector: row.selector, waves: row.waveSpec, maxFailures: row.maxFailures, soakSeconds: row.soakSeconds, approval: row.approval },
+    });
     res.status(201).json(await d.engine.view(row.id, true));
   });
 
@@ -189,26 +252,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     res.json(await d.engine.view(String(req.params['id']), true));
   });
 
-  for (const action of ['pause', 'resume', 'cancel'] as const) {
-    r.post(`/rollouts/:id/${action}`, {
-      summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, description: '409 when the rollout is not in a state that allows it. Audited.',
-      role: 'admin', responses: { 200: RolloutView },
-    }, async (req, res) => {
-      const id = String(req.params['id']);
-      await d.engine.view(id, false); // 404 for an unknown id
-      const by = actorOf(req).username;
-      try {
-        if (action === 'pause') d.engine.pause(id, by);
-        else if (action === 'resume') d.engine.resume(id);
-        else d.engine.cancel(id, by);
-      } catch (err) {
-        await d.audit.record({ actor: actorOf(req), action: `rollout.${action}`, targetType: 'rollout', targetId: id, ok: false, details: { error: (err as Error).message } });
-        throw err;
-      }
-      await d.audit.record({ actor: actorOf(req), action: `rollout.${action}`, targetType: 'rollout', targetId: id });
-      res.json(await d.engine.view(id, false));
-    });
-  }
+  waveActionRoutes(r, { plural: 'rollouts', noun: 'rollout', role: 'admin', engine: d.engine, audit: d.audit, view: RolloutView });
 
   return r;
 }

@@ -57,6 +57,10 @@ describe.skipIf(!browserAvailable())('console: updates', () => {
     await page.waitForSelector('[data-test=selector-count]:has-text("1 match")');
     await page.fill('input[placeholder="1, 10%, 50%, 100%"]', '1');
     await page.click('[data-test=rollout-create]');
+    // Starting asks first, with the number of hosts that can update.
+    await page.waitForSelector('[data-test=rollout-confirm]');
+    expect(await page.textContent('[data-test=rollout-confirm-count]')).toContain('1 host can update to 1.1.0');
+    await page.click('[data-test=rollout-confirm-start]');
     await page.waitForURL(/\/updates\/rollouts\/[^/]+$/);
     // No reload from here on: the steps arrive over the console socket.
     await page.waitForSelector('[data-test=rollout-target][data-state=succeeded]', { timeout: 150_000 });

@@ -4,7 +4,7 @@
  * installed agent under a small supervisor that restarts it on exit as systemd's Restart=always
  * would, through the real launcher.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,6 +12,18 @@ import { promisify } from 'node:util';
 import { ROOT, hermeticAgentEnv, sleep, tmpDir } from './harness.js';
 
 export const run = promisify(execFile);
+
+/** A signature of the right shape (64 bytes) that no key made: enough where nothing verifies it. */
+export const FAKE_SIG = Buffer.alloc(64, 7).toString('base64');
+
+/** A tiny tarball that looks like a package of `version` (the server checks ./VERSION); no agent in it. */
+export function fakePackage(version: string): Uint8Array {
+  const dir = tmpDir('fakepkg');
+  fs.writeFileSync(path.join(dir, 'VERSION'), `${version}\n`);
+  const file = path.join(tmpDir('fakeout'), `muster-agent-${version}-linux-x64.tar.gz`);
+  execFileSync('tar', ['-czf', file, '-C', dir, './VERSION']);
+  return new Uint8Array(fs.readFileSync(file));
+}
 
 const bigDirs = new Set<string>();
 /**

@@ -4,22 +4,11 @@
  * artifact names). A real agent heartbeats throughout, so a stalled event loop shows as it going
  * offline.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, databases, startAgent, startServer, tmpDir, type TestServer } from '../helpers/harness.js';
-
-const FAKE_SIG = Buffer.alloc(64, 7).toString('base64');
-
-/** A tiny tarball that looks like a package of `version` (the server checks ./VERSION). */
-function fakePackage(version: string): Uint8Array {
-  const dir = tmpDir('fakepkg');
-  fs.writeFileSync(path.join(dir, 'VERSION'), `${version}\n`);
-  const file = path.join(tmpDir('fakeout'), 'pkg.tar.gz');
-  execFileSync('tar', ['-czf', file, '-C', dir, './VERSION']);
-  return new Uint8Array(fs.readFileSync(file));
-}
+import { Api, agentId, cleanup, databases, startAgent, startServer, type TestServer } from '../helpers/harness.js';
+import { FAKE_SIG, fakePackage } from '../helpers/agent-packages.js';
 
 const dbs = await databases();
 
@@ -136,6 +125,8 @@ describe.each(dbs)('input hardening (%s)', (db) => {
     for (const [name, version] of [['muster\r\nSet-Cookie: x=1.tar.gz', '3.0.1'], ['müster-代理-€.tar.gz', '3.0.2']] as const) {
       r = await up(`&filename=${encodeURIComponent(name)}`, version);
       expect(r.status, JSON.stringify(r.body)).toBe(201);
+      // `latest` is the newest stable package: this one, once marked.
+      expect((await admin.post(`/api/artifacts/${r.body.id}/stable`)).status).toBe(200);
       for (const p of [`/api/artifacts/${r.body.id}/download`, '/api/artifacts/latest/download']) {
         const d = await admin.get(p);
         expect(d.status, p).toBe(200);

@@ -5,22 +5,9 @@
  * layout, so they refuse every update with a reason: enough to drive the rollout machinery
  * (the real update path is in update-rollout.test.ts).
  */
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentId, Api, cleanup, consoleSocket, databases, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-
-const FAKE_SIG = Buffer.alloc(64, 7).toString('base64');
-
-/** A tiny tarball that looks like a package of `version` (the server checks ./VERSION). */
-function fakePackage(version: string): Uint8Array {
-  const dir = tmpDir('fakepkg');
-  fs.writeFileSync(path.join(dir, 'VERSION'), `${version}\n`);
-  const file = path.join(tmpDir('fakeout'), `muster-agent-${version}-linux-x64.tar.gz`);
-  execFileSync('tar', ['-czf', file, '-C', dir, './VERSION']);
-  return new Uint8Array(fs.readFileSync(file));
-}
+import { FAKE_SIG, fakePackage } from '../helpers/agent-packages.js';
 
 async function upload(api: Api, version: string, filename?: string): Promise<any> {
   const name = filename ? `&filename=${filename}` : '';
@@ -66,17 +53,17 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     // Already at the version: every target skipped, done at once.
     const same = await upload(api, version);
     const skip = await api.post('/api/rollouts', { artifactId: same.id, selector: 'labels.grp == "r"' });
-    // Nothing was updated: that is not a success (issue 15), it fails with the skip reasons.
-    expect(skip.body.state, JSON.stringify(skip.body)).toBe('failed');
-    expect(skip.body.reason).toBe(`nothing updated: all 3 target(s) skipped (already at ${version}: 3)`);
+    // Nothing was updated: that is not a success (issue 15): nothing_to_do, with the skip reasons.
+    expect(skip.body.state, JSON.stringify(skip.body)).toBe('nothing_to_do');
+    expect(skip.body.reason).toBe(`nothing to do: all 3 target(s) skipped (already at ${version}: 3)`);
     expect(skip.body.targets.map((t: any) => t.state)).toEqual(['skipped', 'skipped', 'skipped']);
 
     // A package for another CPU architecture skips every agent.
     const foreign = await upload(api, '5.0.0', 'muster-agent-5.0.0-linux-s390x.tar.gz');
     expect(foreign.arch).toBe('s390x');
     const f = await api.post('/api/rollouts', { artifactId: foreign.id, selector: 'labels.grp == "r"' });
-    expect(f.body.state).toBe('failed');
-    expect(f.body.reason).toMatch(/^nothing updated: all 3 target\(s\) skipped \(package is for s390x, agent is \w+: 3\)$/);
+    expect(f.body.state).toBe('nothing_to_do');
+    expect(f.body.reason).toMatch(/^nothing to do: all 3 target\(s\) skipped \(package is for s390x, agent is \w+: 3\)$/);
     expect(f.body.targets.map((t: any) => t.reason)).toEqual(Array(3).fill(expect.stringMatching(/package is for s390x/)));
 
     const art = await upload(api, '3.0.0');
@@ -112,10 +99,10 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     const c = await api.post(`/api/rollouts/${id}/cancel`);
     expect(c.body.state).toBe('cancelled');
     const final = (await api.get(`/api/rollouts/${id}`)).body;
-    expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'rollout cancelled' });
+    expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'cancelled by admin' });
     const p = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r-plain"' });
     expect(p.body.targets).toEqual([expect.objectContaining({ state: 'skipped', reason: expect.stringMatching(/cannot update itself/) })]);
-    expect(p.body).toMatchObject({ state: 'failed', reason: expect.stringMatching(/^nothing updated: all 1 target\(s\) skipped \(agent cannot update itself/) });
+    expect(p.body).toMatchObject({ state: 'nothing_to_do', reason: expect.stringMatching(/^nothing to do: all 1 target\(s\) skipped \(agent cannot update itself/) });
     await plain.stop();
     const list = (await api.get('/api/rollouts')).body;
     expect(list.total).toBe(4);

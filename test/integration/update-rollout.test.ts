@@ -48,7 +48,7 @@ async function upload(file: string): Promise<any> {
   return r.body;
 }
 
-async function rolloutDone(id: string, states = ['succeeded', 'failed', 'paused', 'cancelled'], timeoutMs = 90_000): Promise<any> {
+async function rolloutDone(id: string, states = ['succeeded', 'failed', 'paused', 'cancelled', 'nothing_to_do'], timeoutMs = 90_000): Promise<any> {
   return waitFor(async () => {
     const r = await api.get(`/api/rollouts/${id}`);
     const settled = r.body.targets.every((t: any) => ['succeeded', 'failed', 'rolled_back', 'skipped'].includes(t.state) || t.wave > r.body.currentWave);
@@ -66,7 +66,9 @@ beforeAll(async () => {
   api = await Api.login(server.url);
   artifact.good = await upload(pkg.good);
   artifact.broken = await upload(pkg.broken);
-  artifact.base = await upload(pkg.base); // the newest upload is what the enrolment command installs
+  artifact.base = await upload(pkg.base);
+  // `latest` (what the enrolment command installs) is the newest package marked stable, not the last upload.
+  expect((await api.post(`/api/artifacts/${artifact.base.id}/stable`)).status).toBe(200);
 }, 240_000);
 
 afterAll(async () => {
@@ -111,7 +113,7 @@ describe('self-update', () => {
     // A second rollout of the same version skips the agent already on it.
     const again = await api.post('/api/rollouts', { artifactId: artifact.good.id, selector: 'labels.case == "ok"' });
     expect(again.body.targets).toEqual([expect.objectContaining({ state: 'skipped' })]);
-    expect(await rolloutDone(again.body.id)).toMatchObject({ state: 'failed', reason: 'nothing updated: all 1 target(s) skipped (already at 1.1.0: 1)' });
+    expect(await rolloutDone(again.body.id)).toMatchObject({ state: 'nothing_to_do', reason: 'nothing to do: all 1 target(s) skipped (already at 1.1.0: 1)' });
     const audit = await api.get('/api/audit?action=rollout.create');
     expect(audit.body.items.length).toBeGreaterThanOrEqual(2);
     // Older versions are refused unless the rollout allows a downgrade.

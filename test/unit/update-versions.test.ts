@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compareVersions, packageSigningMessage } from '../../protocol/index.js';
-import { waveSizes } from '../../server/updates/waves.js';
+import { waveSizes } from '../../server/waves/plan.js';
 
 describe('compareVersions', () => {
   it.each([

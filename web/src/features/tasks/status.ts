@@ -8,8 +8,8 @@ export function stateType(s: string): TagType {
   switch (s) {
     case 'succeeded': return 'success';
     case 'failed': case 'lost': case 'rolled_back': case 'policy_denied': return 'error';
-    case 'timeout': case 'cancelled': case 'paused': return 'warning';
-    case 'running': case 'dispatched': case 'downloading': case 'verifying': case 'installing': case 'restarting': return 'info';
+    case 'timeout': case 'cancelled': case 'paused': case 'awaiting_approval': return 'warning';
+    case 'running': case 'soaking': case 'dispatched': case 'downloading': case 'verifying': case 'installing': case 'restarting': return 'info';
     default: return 'default';
   }
 }
