@@ -10,7 +10,7 @@ function words(commands: readonly Command[]): { name: string; flags: string[] }[
 
 /** Subcommands of commands that take one (first positional). */
 const SUBCOMMANDS: Record<string, string[]> = {
-  rollout: ['create', 'status', 'list', 'pause', 'resume', 'cancel'],
+  rollout: ['create', 'status', 'list', 'pause', 'resume', 'approve', 'cancel'],
   tokens: ['list', 'create', 'revoke'],
   scripts: ['list', 'show'],
   completion: ['bash', 'zsh'],
