@@ -152,7 +152,7 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     expect(latest.uploaded).toBeGreaterThanOrEqual(2);
     const none = await dl();
     expect(none.status).toBe(404);
-    expect((await none.json()).error.message).toMatch(/mark one stable/);
+    expect(((await none.json()) as any).error.message).toMatch(/mark one stable/);
     expect((await admin.get('/api/enrollment')).body.package).toMatchObject({ version: null, source: 'none' });
     const script = await (await fetch(`${s.url}/install-agent.sh`)).text();
     expect(script.split('\n')[1]).toMatch(/no agent package to install yet/);

@@ -11,10 +11,12 @@ type S = 'pending' | 'sent' | 'ok' | 'failed' | 'skipped';
 interface Run extends WaveRun { createdAt: number }
 interface Target extends WaveTarget<S> { runId: string }
 
-/** A fake clock, store and driver; `sent` records every send in order. */
-function setup(opts: { restoreFrom?: ReturnType<typeof setup> } = {}) {
+interface Db { runs: Map<string, Run>; targets: Map<string, Target[]> }
+
+/** A fake clock, store and driver; `sent` records every send in order. `db`: a store to start from (a restart). */
+function setup(opts: { db?: Db } = {}) {
   const clock = { now: 1_000_000 };
-  const db = opts.restoreFrom?.db ?? { runs: new Map<string, Run>(), targets: new Map<string, Target[]>() };
+  const db: Db = opts.db ?? { runs: new Map(), targets: new Map() };
   const sent: string[] = [];
   const published: string[] = [];
   const driver: WaveDriver<Run, Target, object> = {
@@ -219,12 +221,12 @@ describe('wave engine', () => {
 
   it('after a restart, an active run goes on where it was: soak, approval and the waves', async () => {
     const a = make();
-    const id = await a.create({ agents: a.agents(3), waveSpec: [1, 1, '100%'], soakSeconds: 30, approval: true });
+    const id = await a.create({ agents: a.agents(3), waveSpec: [1, 2, '100%'], soakSeconds: 30, approval: true });
     a.report(id, 'h0', 'ok');
     expect(await a.state(id)).toBe('soaking');
     await a.engine.stop();
     // A new process over the same store.
-    const b = make({ restoreFrom: a });
+    const b = make({ db: a.db });
     b.clock.now = a.clock.now + 31_000;
     await b.engine.start();
     expect(b.engine.get(id)!.row.state).toBe('soaking');
