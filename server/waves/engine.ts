@@ -218,6 +218,8 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
   /** The run as the API shows it (`withTargets` adds every target). */
   async view(id: string, withTargets: boolean): Promise<V> {
     const l = this.live.get(id);
+    // A run that just left memory may still have writes queued: read it once they are stored.
+    if (!l) await this.writes;
     const row = l?.row ?? (await this.driver.getRun(id));
     if (!row) throw notFound(this.driver.noun);
     const targets = l ? [...l.targets.values()] : await this.driver.targets(id);
