@@ -1,6 +1,7 @@
 import type { ActiveDistribution, ActiveRollout, AttentionHost, Dashboard, ExecutionTrend, TrendBucket } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import type { AgentRecord } from '../fleet/registry.js';
+import { ACTIVE_RUN_STATES } from '../waves/engine.js';
 
 const HOUR_MS = 3_600_000;
 /** Execution states counted as failures in the dashboard (a run that did not succeed and was not stopped by a person). */
@@ -105,7 +106,7 @@ export class DashboardReadModel {
   }
 
   private async activeRollouts(max: number): Promise<ActiveRollout[]> {
-    const rs = (await this.db('rollouts').select('id', 'version', 'state', 'created_by', 'created_at').whereIn('state', ['running', 'paused'])
+    const rs = (await this.db('rollouts').select('id', 'version', 'state', 'created_by', 'created_at').whereIn('state', ACTIVE_RUN_STATES)
       .orderBy('created_at', 'desc').limit(max)) as { id: string; version: string; state: string; created_by: string; created_at: number | string }[];
     const counts = await this.stateCounts('rollout_targets', 'rollout_id', rs.map((r) => r.id));
     return rs.map((r) => ({
@@ -116,7 +117,7 @@ export class DashboardReadModel {
 
   private async activeDistributions(max: number): Promise<ActiveDistribution[]> {
     const rs = (await this.db('file_distributions as d').join('managed_files as f', 'f.id', 'd.file_id')
-      .select('d.id', 'd.file_id', 'f.path', 'd.revision', 'd.kind', 'd.state', 'd.created_by', 'd.created_at').whereIn('d.state', ['running', 'paused'])
+      .select('d.id', 'd.file_id', 'f.path', 'd.revision', 'd.kind', 'd.state', 'd.created_by', 'd.created_at').whereIn('d.state', ACTIVE_RUN_STATES)
       .orderBy('d.created_at', 'desc').limit(max)) as {
         id: string; file_id: string; path: string; revision: number | null; kind: string; state: string; created_by: string; created_at: number | string;
       }[];
