@@ -49,6 +49,10 @@ export type DistributionView = z.infer<typeof DistributionView>;
 export const ManagedFileDetail = ManagedFileView.extend({
   revisions: z.array(FileRevisionView), hosts: z.array(FileHostView), distributions: z.array(DistributionView).describe('the latest 20'),
 }).meta({ id: 'ManagedFileDetail' });
+/** `GET /api/files`: a page of managed files, and the largest revision the server takes (the console shows it by the upload). */
+export const ManagedFileList = z.object({
+  items: z.array(ManagedFileView), total: Count, maxBytes: Count.describe('largest revision the server accepts (MUSTER_FILE_MAX_BYTES)'),
+}).meta({ id: 'ManagedFileList' });
 export const FileDeleted = z.object({
   deleted: z.literal(true), removeFromHosts: z.boolean(), distribution: DistributionView.nullable().describe('the removal from the hosts, when asked'),
 }).meta({ id: 'FileDeleted' });

@@ -70,7 +70,7 @@ export function createFiles(core: Core, exec: ExecService): Capability<'file.ack
       'file.state': (ctx, m) => onState(ctx.agentId, m).catch((err: unknown) => ctx.log.error({ err }, 'could not record file state')),
     },
     consoleHandlers: {},
-    routes: fileRoutes({ store, content, engine, fleet, audit: core.audit, selectorLimits: selectorLimits(config) }),
+    routes: fileRoutes({ store, content, engine, fleet, audit: core.audit, selectorLimits: selectorLimits(config), maxBytes: config.fileMaxBytes }),
     holds: (agentId, transferId) => engine.holds(agentId, transferId),
     transfers,
     start: () => engine.start(),

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { Request } from 'express';
 import { z } from 'zod';
-import { DistributionView, FileDeleted, FileHostView, FileRevisionView, ManagedFileDetail, ManagedFileView, pageOf } from '../../protocol/index.js';
+import { DistributionView, FileDeleted, FileHostView, FileRevisionView, ManagedFileDetail, ManagedFileList, ManagedFileView, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/registry.js';
@@ -62,6 +62,8 @@ const RevisionBody = z.object({ content: CONTENT }).strict();
 
 export interface FileRouteDeps {
   store: FileStore; content: ContentStore; engine: DistributionEngine; fleet: Fleet; audit: AuditLog; selectorLimits: SelectorLimits;
+  /** Largest revision accepted (MUSTER_FILE_MAX_BYTES), reported with the list. */
+  maxBytes: number;
 }
 
 /** /api/files and /api/distributions. */
@@ -104,10 +106,10 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     return d.content.receive(buf, buf.length);
   };
 
-  r.get('/files', { summary: 'List managed files', role: 'viewer', query: FilesQuery, responses: { 200: pageOf(ManagedFileView, 'ManagedFileList') } }, async (req, res) => {
+  r.get('/files', { summary: 'List managed files', role: 'viewer', query: FilesQuery, responses: { 200: ManagedFileList } }, async (req, res) => {
     const q = parseQuery(req, FilesQuery);
     const { items, total } = await d.store.listFiles(q.limit, q.offset, q.q);
-    res.json({ items: items.map((i) => fileView(i.file, i.hosts, i.drifted)), total });
+    res.json({ items: items.map((i) => fileView(i.file, i.hosts, i.drifted)), total, maxBytes: d.maxBytes });
   });
 
   r.post('/files', {

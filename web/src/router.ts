@@ -22,6 +22,7 @@ const routes: RouteRecordRaw[] = [
   { path: '/run', name: 'run', component: () => import('./features/tasks/RunScriptView.vue'), meta: { title: 'Run script', role: 'operator' } },
   { path: '/library/:id?', name: 'library', component: () => import('./features/library/LibraryView.vue'), props: true, meta: { title: 'Library' } },
   { path: '/schedules/:id?', name: 'schedules', component: () => import('./features/schedules/SchedulesView.vue'), props: true, meta: { title: 'Schedules' } },
+  { path: '/files/:id?', name: 'files', component: () => import('./features/files/FilesView.vue'), props: true, meta: { title: 'Files' } },
   { path: '/tasks', name: 'tasks', component: () => import('./features/tasks/HistoryView.vue'), meta: { title: 'History' } },
   { path: '/tasks/:id', name: 'task', component: () => import('./features/tasks/TaskRunView.vue'), props: true, meta: { title: 'Task', parent: { to: '/tasks', title: 'History' } } },
   { path: '/terminals', name: 'terminals', component: () => import('./features/terminals/TerminalsView.vue'), meta: { title: 'Terminals' } },
