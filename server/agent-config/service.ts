@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { AGENT_LOG_LEVELS, Labels, type AgentMessage, type AgentSettings, type Hello } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Fleet } from '../fleet/fleet.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { selectAgents } from '../fleet/routes.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';

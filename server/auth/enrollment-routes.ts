@@ -21,11 +21,7 @@ const TokenPage = pageShape(100, 1000);
 
 /** /api/enrollment (the install command) and /api/enrollment/tokens (admin). */
 export function enrollmentRoutes(d: {
-  tokens: EnrollmentTokens; audit: AuditLog; staticToken: string | undefined;
-  /** The install command for a token. */
-  installCommand(token: string): string;
-  /** ws(s):// URL agents connect to. */
-  agentUrl(): string;
+  tokens: EnrollmentTokens; audit: AuditLog;
   /** What `latest` (the package the install command downloads) resolves to. */
   latestPackage(): Promise<{ version: string | null; source: 'stable' | 'rollout' | 'none'; uploaded: number }>;
 }): ApiRouter {
@@ -38,10 +34,7 @@ export function enrollmentRoutes(d: {
     summary: 'Agent install command', description: 'With MUSTER_ENROLL_TOKEN set it carries that token; otherwise a placeholder for a token from POST /api/enrollment/tokens.',
     role: 'admin', responses: { 200: EnrollmentInfo },
   }, async (_req, res) => {
-    res.json({
-      token: d.staticToken ?? null, serverUrl: d.agentUrl(), installCommand: d.installCommand(d.staticToken ?? '<ENROLMENT-TOKEN>'),
-      package: await d.latestPackage(),
-    });
+    res.json({ token: d.tokens.staticToken, serverUrl: d.tokens.agentUrl(), installCommand: d.tokens.installCommand(), package: await d.latestPackage() });
   });
 
   r.post('/enrollment/tokens', {
@@ -54,7 +47,7 @@ export function enrollmentRoutes(d: {
       actor: actorOf(req), action: 'enrollment_token.create', targetType: 'enrollment_token', targetId: view.id,
       details: { name: view.name, prefix: view.prefix, ttlSec: body.ttlSec, maxUses: body.maxUses, labels: body.labels },
     });
-    res.status(201).json({ ...view, token, installCommand: d.installCommand(token) });
+    res.status(201).json({ ...view, token, installCommand: d.tokens.installCommand(token) });
   });
 
   r.get('/enrollment/tokens', {

@@ -41,7 +41,38 @@ function view(r: Record<string, unknown>, now = Date.now()): EnrollmentTokenView
  * explicitly, keeps working beside them.
  */
 export class EnrollmentTokens {
-  constructor(private readonly db: Db, private readonly staticToken: string | undefined) {}
+  /** MUSTER_ENROLL_TOKEN when set (else agents enrol only with tokens created here). */
+  readonly staticToken: string | null;
+
+  constructor(private readonly db: Db, private readonly o: {
+    staticToken: string | undefined;
+    /** Base URL of this server (the install script and the package download are there). */
+    serverUrl(): string;
+    /** MUSTER_UPDATE_PUBLIC_KEY: put in the install command so the installer checks the package. */
+    updatePublicKey: string | undefined;
+  }) {
+    this.staticToken = o.staticToken ?? null;
+  }
+
+  /** ws(s):// URL agents connect to. */
+  agentUrl(): string {
+    return this.o.serverUrl().replace(/^http/, 'ws');
+  }
+
+  /** The one-line install command for `token` (MUSTER_ENROLL_TOKEN, else a placeholder). */
+  installCommand(token = this.staticToken ?? '<ENROLMENT-TOKEN>'): string {
+    const base = this.o.serverUrl();
+    const key = this.o.updatePublicKey ? ` --public-key-b64 ${this.o.updatePublicKey}` : '';
+    return `curl -fsSL ${base}/install-agent.sh | sudo bash -s -- --server ${this.agentUrl()} --token ${token} --url ${base}/api/artifacts/latest/download${key}`;
+  }
+
+  /**
+   * The local agent's own single-use, short-lived token, minted only while it has not enrolled
+   * yet: `npm start` needs no setup, and no long-lived shared token exists for it.
+   */
+  async mintLocal(): Promise<string> {
+    return (await this.create({ name: 'local agent', ttlSec: 600, maxUses: 1, labels: {}, createdBy: 'system', internal: true })).token;
+  }
 
   /** Creates a token; the secret is in the answer only. */
   async create(o: { name: string; ttlSec: number; maxUses: number | null; labels: Labels; createdBy: string; internal?: boolean }): Promise<{ view: EnrollmentTokenView; token: string }> {
@@ -76,7 +107,7 @@ export class EnrollmentTokens {
 
   /** Whether `token` may enrol an agent now (nothing is consumed: that happens at hello). */
   async check(token: string): Promise<EnrolmentGrant | null> {
-    if (this.staticToken && safeEqual(token, this.staticToken)) return { tokenId: null, labels: null };
+    if (this.staticToken !== null && safeEqual(token, this.staticToken)) return { tokenId: null, labels: null };
     if (!token.startsWith(PREFIX) || token.length > 128) return null;
     const r = await this.db('enrollment_tokens').where({ token_hash: sha256(token) }).first();
     if (!r) return null;

@@ -4,7 +4,7 @@ import { LocalBus, type Bus } from '../bus/bus.js';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/db.js';
 import type { Fleet } from '../fleet/fleet.js';
-import type { AgentRepo } from '../fleet/registry.js';
+import type { AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { KvLeases, LocalLeases, type Leases } from './lease.js';

@@ -2,7 +2,7 @@ import type { NatsConnection, Subscription } from 'nats';
 import { CloseCode } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import type { Fleet } from '../fleet/fleet.js';
-import { agentView, type AgentRepo } from '../fleet/registry.js';
+import { agentView, type AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { NatsBus } from './nats-bus.js';
 import type { OwnershipPeers } from './ownership.js';

@@ -66,6 +66,21 @@ const Schema = z.object({
   bulkWindow: z.coerce.number().int().min(0).default(256 * 1024),
   /** Largest WebSocket frame accepted from a console. */
   consoleMaxPayload: z.coerce.number().int().min(1024).default(256 * 1024),
+  /** Droppable pushes (metrics, fleet view deltas) to a console are skipped while its socket holds more than this. */
+  consoleSoftBufferBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  /** A console whose socket holds more than this is too slow and is disconnected (it resyncs on reconnect). */
+  consoleHardBufferBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
+  /** Live script output one console may have queued before it is skipped ahead (`exec.gap`; stored output is complete). */
+  execConsoleBufferBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  /**
+   * Execution output writer: output queued for the database is flushed every MUSTER_OUTPUT_FLUSH_MS
+   * or at MUSTER_OUTPUT_BATCH_BYTES, at most MUSTER_OUTPUT_MAX_FLUSH_BYTES per statement batch; above
+   * MUSTER_OUTPUT_HIGH_WATER_BYTES queued the agents sending output are no longer read (backpressure).
+   */
+  outputFlushMs: z.coerce.number().int().min(1).default(25),
+  outputBatchBytes: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
+  outputMaxFlushBytes: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  outputHighWaterBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
   /** Invalid messages a peer may send before it is disconnected. */
   maxInvalidMessages: z.coerce.number().int().min(1).default(20),
   /** New connections of known agents (valid secret) accepted per second before the upgrade answers 503 + Retry-After. */
@@ -231,7 +246,9 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS', notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS', notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
   notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS', notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
   agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD', bulkWriteThreshold: 'MUSTER_BULK_WRITE_THRESHOLD',
-  bulkWindow: 'MUSTER_BULK_WINDOW',
+  bulkWindow: 'MUSTER_BULK_WINDOW', consoleSoftBufferBytes: 'MUSTER_CONSOLE_SOFT_BUFFER_BYTES', consoleHardBufferBytes: 'MUSTER_CONSOLE_HARD_BUFFER_BYTES',
+  execConsoleBufferBytes: 'MUSTER_EXEC_CONSOLE_BUFFER_BYTES', outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS', outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
+  outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES', outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',
   maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',

@@ -1,6 +1,6 @@
 import type { ActiveDistribution, ActiveRollout, AttentionHost, Dashboard, ExecutionTrend, TrendBucket } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { ACTIVE_RUN_STATES } from '../waves/engine.js';
 
 const HOUR_MS = 3_600_000;

@@ -11,9 +11,6 @@ import { execRoutes } from './routes.js';
 import { Scheduler } from './scheduler.js';
 import { ExecService } from './service.js';
 
-/** Live output a console may have queued before it is skipped ahead (exec.gap). */
-const CONSOLE_OUTPUT_BUFFER = 1 << 20;
-
 /**
  * Remote execution (issue 5): tasks, dispatch, output storage, reconciliation and live fan-out.
  * Composes repository → writer → scheduler → service, and wires them to sockets, routes and the bus.
@@ -29,7 +26,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   // Agents whose sockets are paused because the database is behind on output (one socket each).
   const paused = new Map<string, AgentChannel>();
   const writer = new ExecWriter(repo, log, {
-    dialect: core.dialect, intervalMs: 25, batchBytes: 4 << 20, highWaterBytes: 16 << 20, maxFlushBytes: 8 << 20,
+    dialect: core.dialect, intervalMs: config.outputFlushMs, batchBytes: config.outputBatchBytes,
+    highWaterBytes: config.outputHighWaterBytes, maxFlushBytes: config.outputMaxFlushBytes,
     retryInitialMs: config.dbRetryInitialMs, retryMaxMs: config.dbRetryMaxMs,
     onPressure: (on) => {
       // Told once per episode (an outage is one), never per agent or per chunk.
@@ -48,7 +46,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
   const scheduler = new Scheduler({ repo, writer, fleet, bus, log, metrics: core.metrics, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
-  const fanout = new ConsoleFanout(CONSOLE_OUTPUT_BUFFER);
+  const fanout = new ConsoleFanout(config.execConsoleBufferBytes);
   core.metrics.sources.tasksRunning = () => scheduler.tasks.size;
   const svc = new ExecService({
     config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, metrics: core.metrics, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { defaultTaskName, rejectCodeOf, RejectCode, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';

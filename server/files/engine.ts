@@ -3,7 +3,7 @@ import type { AgentMessage, DistributionTargetState, DistributionView } from '..
 import type { Actor } from '../auth/audit.js';
 import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';

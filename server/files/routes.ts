@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { DistributionView, FileDeleted, FileHostView, FileRevisionView, ManagedFileDetail, ManagedFileList, ManagedFileView, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { Fleet } from '../fleet/fleet.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { selectAgents } from '../fleet/routes.js';
 import { ApiRouter } from '../http/api-router.js';
 import { actorOf } from '../http/context.js';

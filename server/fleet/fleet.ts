@@ -5,7 +5,7 @@ import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
-import { agentView, AgentRepo, ConnectionRepo, EnrolmentRefused, type AgentRecord } from './registry.js';
+import { agentView, AgentRepo, ConnectionRepo, EnrolmentRefused, type AgentRecord } from './repo.js';
 
 /** What a socket that presented an enrolment token (not an agent secret) brings to its hello. */
 export interface Enrolment {

@@ -1,5 +1,5 @@
 import { FLEET_SORT_KEYS, type FleetSortKey } from '../../protocol/index.js';
-import type { AgentRecord } from './registry.js';
+import type { AgentRecord } from './repo.js';
 
 export { FLEET_SORT_KEYS, type FleetSortKey };
 

@@ -9,7 +9,7 @@ import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { compileSelector, DEFAULT_SELECTOR_LIMITS, SelectorError, type SelectorLimits } from '../selectors/selector.js';
 import type { Fleet } from './fleet.js';
 import { comparator, entryOf, FLEET_SORT_KEYS } from './order.js';
-import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './registry.js';
+import { agentView, type AgentRecord, type ConnectionRepo, type AgentRepo } from './repo.js';
 
 const AgentsQuery = {
   ...pageShape(100, 50_000), status: oneOf(['online', 'offline']).optional(), selector: one().optional(),

@@ -5,7 +5,7 @@ import { compileSelector, SelectorError, type AgentPredicate, type SelectorLimit
 import type { ConsoleChannel } from '../ws/handlers.js';
 import type { Fleet } from './fleet.js';
 import { comparator, entryOf, keyOf, lowerBound, sortsByMetrics, type SortEntry } from './order.js';
-import { agentView, type AgentRecord } from './registry.js';
+import { agentView, type AgentRecord } from './repo.js';
 
 /** Named limits of the fleet views (config: MUSTER_FLEET_VIEW_*). */
 export interface FleetViewLimits {

@@ -1,5 +1,5 @@
-import type { AgentRecord } from '../fleet/registry.js';
-import { effectiveLabels } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
+import { effectiveLabels } from '../fleet/repo.js';
 import { SelectorError } from './errors.js';
 import { compileGlob } from './glob.js';
 import { DEFAULT_SELECTOR_LIMITS, parseSelector, type Node, type SelectorLimits } from './parser.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Hello, RolloutView, RolloutWaveView, UpdateState } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';

@@ -1,5 +1,5 @@
 import type { WaveRunState } from '../../protocol/index.js';
-import type { AgentRecord } from '../fleet/registry.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import { waveSizes, type WaveSpec } from './plan.js';

@@ -6,7 +6,7 @@ import {
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
 import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
-import { EnrolmentRefused } from '../fleet/registry.js';
+import { EnrolmentRefused } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MessageBucket } from './rate.js';

@@ -1,6 +1,6 @@
 import { CloseCode, type ServerToConsole } from '../../protocol/index.js';
 import type { AuthEvent, Bus } from '../bus/bus.js';
-import type { ConsoleChannel } from './handlers.js';
+import type { ConsoleChannel, ConsoleHandlers } from './handlers.js';
 
 /** Fans fleet-wide bus events out to every open console. Metrics pushes are droppable. */
 export class ConsoleHub {
@@ -36,6 +36,14 @@ export class ConsoleHub {
         for (const c of [...this.consoles]) if (affects(ev, c)) c.close(CloseCode.sessionEnded, reasonOf(ev));
       }),
     );
+  }
+
+  /** The console messages about the socket itself: `ping` and `fleet.feed`. */
+  handlers(): Pick<ConsoleHandlers, 'ping' | 'fleet.feed'> {
+    return {
+      ping: (ch, m) => void ch.send({ type: 'pong', ...(m.ref ? { ref: m.ref } : {}) }),
+      'fleet.feed': (ch, m) => this.setFeed(ch, m.metrics),
+    };
   }
 
   /** `fleet.feed`: whether this console gets the fleet-wide `agent.metrics` pushes (default yes). */

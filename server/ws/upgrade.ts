@@ -6,6 +6,7 @@ import type { AuthService, Principal } from '../auth/auth-service.js';
 import type { EnrollmentTokens } from '../auth/enrollment.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import { randomSecret } from '../config/config.js';
+import { rejectUpgrade, retryAfter } from '../http/reject.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -26,15 +27,9 @@ export interface UpgradeDeps {
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
-
 /** Refuses an upgrade with a real HTTP status before any socket exists. */
 function reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
-  const code = status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 429 ? 'rate_limited' : status === 503 ? 'unavailable' : 'bad_request';
-  const body = JSON.stringify({ error: { code, message } });
-  const head = [`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}`, 'Connection: close', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`,
-    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+  rejectUpgrade(socket, { status, message, headers });
 }
 
 /** Token bucket: at most `rate` new agent sockets per second, so a reconnect storm is shed. */
@@ -97,7 +92,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     const path = (req.url ?? '').split('?')[0];
     if (deps.draining()) {
       // Starting, or going down: come back (to the next process), spread over a few seconds.
-      return reject(socket, 503, 'server starting or stopping; retry later', { 'Retry-After': String(2 + Math.floor(Math.random() * 4)) });
+      return reject(socket, 503, 'server starting or stopping; retry later', retryAfter(2, 5));
     }
     if (path === '/ws/agent') {
       void agentUpgrade(req, socket, head);
@@ -116,7 +111,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
       if (!limiter.take()) {
         deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
         // Spread the retries: each refused agent gets its own delay.
-        return reject(socket, 503, 'too many new connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+        return reject(socket, 503, 'too many new connections; retry later', retryAfter(1, 10));
       }
       agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, known));
       return;
@@ -125,18 +120,18 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     // remote address first (one noisy host does not lock out the others), then in all.
     if (!anonPerAddress.take(remote)) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '429' });
-      return reject(socket, 429, 'too many unauthenticated connections from this address; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) });
+      return reject(socket, 429, 'too many unauthenticated connections from this address; retry later', retryAfter(1, 5));
     }
     if (!anonLimiter.take()) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
-      return reject(socket, 503, 'too many unauthenticated connections; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+      return reject(socket, 503, 'too many unauthenticated connections; retry later', retryAfter(1, 10));
     }
     let auth: AgentAuth | { error: string };
     try {
       auth = known ?? (await checkEnrolment(req));
     } catch (err) {
       deps.log.error({ err }, 'enrolment check failed');
-      return reject(socket, 503, 'enrolment unavailable; retry later', { 'Retry-After': String(1 + Math.floor(Math.random() * 10)) });
+      return reject(socket, 503, 'enrolment unavailable; retry later', retryAfter(1, 10));
     }
     if ('error' in auth) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });

@@ -6,7 +6,7 @@ import pino from 'pino';
 import { LocalBus } from '../../server/bus/bus.js';
 import { FleetViews } from '../../server/fleet/views.js';
 import { comparator, entryOf } from '../../server/fleet/order.js';
-import { agentView, type AgentRecord } from '../../server/fleet/registry.js';
+import { agentView, type AgentRecord } from '../../server/fleet/repo.js';
 import type { Fleet } from '../../server/fleet/fleet.js';
 import type { ConsoleChannel } from '../../server/ws/handlers.js';
 import type { FleetSortKey, FleetWindowMessage, ServerToConsole } from '../../protocol/index.js';

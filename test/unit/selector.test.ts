@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { AgentRecord } from '../../server/fleet/registry.js';
+import type { AgentRecord } from '../../server/fleet/repo.js';
 import { compileGlob } from '../../server/selectors/glob.js';
 import { compileSelector, SelectorError } from '../../server/selectors/selector.js';
 

@@ -4,7 +4,7 @@
  */
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AgentRecord } from '../../server/fleet/registry.js';
+import type { AgentRecord } from '../../server/fleet/repo.js';
 import { WaveEngine, type WaveDriver, type WaveRun, type WaveTarget } from '../../server/waves/engine.js';
 
 type S = 'pending' | 'sent' | 'ok' | 'failed' | 'skipped';
