@@ -1,12 +1,12 @@
 import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
 import { dbFailure } from '../db/failures.js';
-import type { AgentChannel } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
 import type { AgentBinaryHandlers } from '../ws/handlers.js';
 import { ConsoleFanout } from './fanout.js';
-import { ExecWriter } from './output-store.js';
-import { ExecRepo } from './repository.js';
+import { ExecWriteBatcher } from './write-batcher.js';
+import { ReadGate } from './read-gate.js';
+import { ExecRepo } from './repo.js';
 import { execRoutes } from './routes.js';
 import { Scheduler } from './scheduler.js';
 import { ExecService } from './service.js';
@@ -22,34 +22,23 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
 } {
   const { config, fleet, bus } = core;
   const log = core.log.child({ component: 'exec' });
-  const repo = new ExecRepo(core.db);
-  // Agents whose sockets are paused because the database is behind on output (one socket each).
-  const paused = new Map<string, AgentChannel>();
-  const writer = new ExecWriter(repo, log, {
-    dialect: core.dialect, intervalMs: config.outputFlushMs, batchBytes: config.outputBatchBytes,
+  const repo = new ExecRepo(core.db, core.dialect);
+  const gate = new ReadGate(fleet, log);
+  const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
+    intervalMs: config.outputFlushMs, batchBytes: config.outputBatchBytes,
     highWaterBytes: config.outputHighWaterBytes, maxFlushBytes: config.outputMaxFlushBytes,
     retryInitialMs: config.dbRetryInitialMs, retryMaxMs: config.dbRetryMaxMs,
-    onPressure: (on) => {
-      // Told once per episode (an outage is one), never per agent or per chunk.
-      if (on) {
-        log.info({ queuedBytes: writer.queuedBytes() }, 'output backpressure on: agents sending output are paused until the database catches up');
-        return;
-      }
-      log.info({ pausedAgents: paused.size, queuedBytes: writer.queuedBytes() }, 'output backpressure off');
-      for (const [agentId, ch] of paused) {
-        ch.resume?.();
-        // Its heartbeats were not read while paused: that silence is ours, not the agent's.
-        fleet.touch(agentId, ch.linkId);
-      }
-      paused.clear();
-    },
+    onPressure: (on) => gate.pressure(on, writer.queuedBytes()),
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
-  const scheduler = new Scheduler({ repo, writer, fleet, bus, log, metrics: core.metrics, maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs });
   const fanout = new ConsoleFanout(config.execConsoleBufferBytes);
-  core.metrics.sources.tasksRunning = () => scheduler.tasks.size;
+  const scheduler = new Scheduler({
+    repo, writer, fleet, bus, live: fanout, log, metrics: core.metrics,
+    maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs, maxOutputBytes: config.maxOutputBytes,
+  });
+  core.metrics.sources.tasksRunning = () => scheduler.size;
   const svc = new ExecService({
-    config, repo, writer, scheduler, fanout, fleet, audit: core.audit, log, metrics: core.metrics, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
+    config, repo, writer, scheduler, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
@@ -86,46 +75,14 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     execOutput: (ctx, executionId, stream, seq, data) => {
       fleet.touch(ctx.agentId, ctx.channel.linkId);
       svc.output(ctx.agentId, executionId, stream, seq, data);
-      // Database behind: stop reading this agent's socket; TCP then pauses the agent, which pauses its child.
-      if (writer.pressured && paused.get(ctx.agentId) !== ctx.channel) {
-        paused.set(ctx.agentId, ctx.channel);
-        ctx.channel.pause?.();
-      }
+      // Database behind: stop reading this agent's socket (see ReadGate).
+      gate.admit(ctx.agentId, ctx.channel);
     },
     service: svc,
     routes: execRoutes(svc, repo),
     async start() {
-      const { tasks, executions } = await repo.loadActive();
-      const byTask = new Map<string, typeof executions>();
-      for (const e of executions) {
-        const list = byTask.get(e.taskId) ?? [];
-        list.push(e);
-        byTask.set(e.taskId, list);
-      }
-      const now = Date.now();
-      for (const t of tasks) {
-        const execs = byTask.get(t.id) ?? [];
-        for (const e of execs) {
-          if (e.status === 'pending') scheduler.loadedPending.add(e.id);
-          if (e.status !== 'dispatched' && e.status !== 'running') continue;
-          // The row and the output chunks are written in separate batches, so after a crash either
-          // may be ahead: the stored chunks are the truth (the agent resends from there).
-          const stored = await repo.storedOutput(e.id);
-          e.nextSeq = stored.nextSeq;
-          e.outputBytes = stored.bytes;
-          // Wait up to reconcileTimeoutSec for the agent's hello, then `lost`.
-          scheduler.goneSince.set(e.agentId, now);
-        }
-        scheduler.add(t, execs);
-      }
-      if (tasks.length) log.info({ tasks: tasks.length, executions: executions.length }, 'resumed active tasks');
-      for (const at of scheduler.tasks.values()) {
-        // No agent is online yet: this registers each pending execution as waiting for its agent,
-        // so the agent's return (wake) dispatches it. Without it a queued execution loaded here
-        // would stay pending until its queue TTL.
-        scheduler.pump(at);
-        scheduler.maybeComplete(at);
-      }
+      const restored = await scheduler.restore();
+      if (restored.tasks) log.info(restored, 'resumed active tasks');
       unsubs.push(bus.subscribe('execution.updated', (p) => fanout.execution(p.execution.taskId, p.execution)));
       sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
       sweepTimer.unref();

@@ -6,7 +6,7 @@ import { actorOf } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import { executionView } from './model.js';
-import type { ExecRepo } from './repository.js';
+import type { ExecRepo } from './repo.js';
 import type { ExecService } from './service.js';
 
 const Limit = z.union([

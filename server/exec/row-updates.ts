@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Dialect } from '../db/db.js';
 import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
-import { patchToRow, type ExecPatch } from './repository.js';
+import { patchToRow, type ExecPatch } from './repo.js';
 
 /** Rows per multi-row UPDATE on MySQL (a CASE list is scanned per row: not thousands). */
 export const UPDATE_ROWS = 200;
@@ -36,7 +36,7 @@ export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialec
   const prepared = await sqlitePrepared(trx);
   if (prepared) {
     for (const { cols, rows } of groups.values()) {
-      // Column names come from the fixed map in repository.ts (COLS), never from input.
+      // Column names come from the fixed map in repo.ts (COLS), never from input.
       const stmt = prepared(`UPDATE "executions" SET ${cols.map((c) => `"${c}" = ?`).join(', ')} WHERE "id" = ?`);
       for (const [id, r] of rows) stmt.run(...cols.map((c) => sqliteValue(r[c])), id);
       statements++;
@@ -55,7 +55,7 @@ export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialec
           bindings.push(first);
           continue;
         }
-        // Column names come from the fixed map in repository.ts (COLS), never from input.
+        // Column names come from the fixed map in repo.ts (COLS), never from input.
         sets.push(`${q(c)} = CASE ${q('id')}${' WHEN ? THEN ?'.repeat(chunk.length)} END`);
         for (const [id, r] of chunk) bindings.push(id, r[c]);
       }

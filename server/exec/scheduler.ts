@@ -1,76 +1,57 @@
-import type { ExecutionState, ServerToAgent } from '../../protocol/index.js';
+import { rejectCodeOf, RejectCode, type AgentMessage, type ExecutionState, type Hello, type Stream } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, resolveLimit, taskView, type Execution, type Task } from './model.js';
-import type { ExecWriter } from './output-store.js';
+import { activeTask, countsOf, pushView, runMessage, type ActiveTask } from './active-task.js';
+import type { ConsoleFanout } from './fanout.js';
+import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, type Execution, type Task } from './model.js';
+import type { ExecWriteBatcher } from './write-batcher.js';
 import { taskDenial } from './policy.js';
-import type { ExecPatch, ExecRepo } from './repository.js';
+import type { ExecPatch, ExecRepo } from './repo.js';
 
-/** Script bytes carried by pushed task updates (the full script is in GET /api/tasks/:id). */
-const PUSH_SCRIPT_CHARS = 4096;
+/** Why output is missing when it is: an execution that lost output says so (`truncated` + reason). */
+const TRUNCATED_GAP = 'output truncated: part of it was lost while the agent and the server were apart';
+const TRUNCATED_BY_AGENT = 'output truncated: the agent\'s output buffer filled while the server was unreachable';
 
-/**
- * The task as pushed to every console, several times a second while it runs: the script is cut to
- * its head, so a 1 MiB script on a big fleet does not cost every console megabytes per second.
- */
-function pushView(task: Task, counts: Partial<Record<ExecutionState, number>>) {
-  return taskView(task.script.length > PUSH_SCRIPT_CHARS ? { ...task, script: task.script.slice(0, PUSH_SCRIPT_CHARS) } : task, counts);
-}
-
-/** The exec.run that asks an agent to run execution `e` of task `t`. */
-function runMessage(t: Task, e: Execution): ServerToAgent {
-  return {
-    type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
-    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec, ...(t.signature ? { signature: t.signature } : {}),
-  };
-}
-
-/** A task with executions not yet final, held in memory while it runs. */
-export interface ActiveTask {
-  task: Task;
-  executions: Execution[];
-  /** Pending executions in target order, read from `head` (entries before it are stale). */
-  pending: Execution[];
-  head: number;
-  window: number;
-  maxFailures: number | null;
-  failures: number;
-  /** Executions whose cancel was sent to the agent, awaiting its confirmation. */
-  cancelling: Set<string>;
-  /** No more dispatches (maxFailures passed, or cancelled). */
-  stopped: boolean;
-  /** Executions dispatched or running, and executions not final: kept as counters so that each
-   *  dispatch and each result costs O(1), not a scan of a task with tens of thousands of targets. */
-  active: number;
-  open: number;
-}
+type Counts = Partial<Record<ExecutionState, number>>;
+/** An execution an agent names in its hello. */
+export type NamedExecution = Hello['executions'][number];
 
 export interface SchedulerDeps {
-  repo: ExecRepo; writer: ExecWriter; fleet: Fleet; bus: Bus; log: Logger; metrics: Metrics;
+  repo: Pick<ExecRepo, 'updateTask' | 'loadActive' | 'storedOutput'>;
+  writer: Pick<ExecWriteBatcher, 'update' | 'output' | 'afterFlush'>;
+  fleet: Pick<Fleet, 'isOnline' | 'send' | 'get'>;
+  bus: Pick<Bus, 'publish'>;
+  /** Live output for the consoles that follow a task. */
+  live: Pick<ConsoleFanout, 'output' | 'ended'>;
+  log: Logger; metrics: Metrics;
   maxExecutionsPerAgent: number; reconcileTimeoutMs: number;
+  /** Stored output per execution before it is truncated (MUSTER_MAX_OUTPUT_BYTES). */
+  maxOutputBytes: number;
 }
 
 /**
  * The dispatcher: owns every active task and execution in memory, sends `exec.run` within each
- * task's sliding window (`concurrency`) and each agent's limit, applies `maxFailures`, and moves
- * executions to their final states. Every state change is queued to the batched writer and
- * published on the bus; memory is the truth for active tasks, the database for finished ones.
+ * task's sliding window (`concurrency`) and each agent's limit, applies `maxFailures`, takes the
+ * agent's reports, reconciles with an agent that comes back (and with the database after a
+ * restart), and moves executions to their final states. Every state change is queued to the
+ * batched writer and published on the bus; memory is the truth for active tasks, the database for
+ * finished ones. Its state is private: everything else goes through the operations below.
  */
 export class Scheduler {
-  readonly tasks = new Map<string, ActiveTask>();
-  readonly executions = new Map<string, Execution>();
+  private readonly tasks = new Map<string, ActiveTask>();
+  private readonly executions = new Map<string, Execution>();
   /** Dispatched/running executions per agent (the per-agent limit and reconciliation). */
   private readonly busy = new Map<string, Set<Execution>>();
   /** Tasks with pending executions that wait for an agent (offline or at its limit). */
   private readonly waiting = new Map<string, Set<string>>();
   /** When an agent with dispatched/running executions went away (or the server started). */
-  readonly goneSince = new Map<string, number>();
+  private readonly goneSince = new Map<string, number>();
   private readonly dirtyTasks = new Set<string>();
   private readonly startedAt = Date.now();
   /** Pending executions loaded at server start (their dispatch may have happened but not been stored). */
-  readonly loadedPending = new Set<string>();
+  private readonly loadedPending = new Set<string>();
   /** Completed tasks whose final row is still being stored (their executions stay readable until then). */
   private readonly completing = new Map<string, Promise<void>>();
   private readonly taskWrites = new Map<string, Promise<void>>();
@@ -78,120 +59,31 @@ export class Scheduler {
 
   constructor(private readonly d: SchedulerDeps) {}
 
-  /** Registers a task (new, or loaded at start) and dispatches what it can. */
-  add(task: Task, executions: Execution[]): ActiveTask {
-    const total = executions.length;
-    const at: ActiveTask = {
-      task, executions, pending: executions.filter((e) => e.status === 'pending'), head: 0,
-      window: resolveLimit(task.concurrency, total, 1) ?? Number.POSITIVE_INFINITY,
-      maxFailures: resolveLimit(task.maxFailures, total, 0),
-      failures: executions.filter((e) => FAILURE_STATES.includes(e.status)).length,
-      cancelling: new Set(),
-      stopped: task.cancelledAt != null,
-      active: executions.filter((e) => e.status === 'dispatched' || e.status === 'running').length,
-      open: executions.filter((e) => !isFinal(e.status)).length,
-    };
-    this.tasks.set(task.id, at);
-    for (const e of executions) {
-      this.executions.set(e.id, e);
-      if (e.status === 'dispatched' || e.status === 'running') this.busySet(e.agentId).add(e);
-    }
-    // Failures known before anything is dispatched (executions refused up front by host policy,
-    // or a task read back at start) count against maxFailures before the first pump.
-    this.stopOnFailures(at);
-    return at;
+  /* ---------------- reads ---------------- */
+
+  /** Active tasks. */
+  get size(): number {
+    return this.tasks.size;
   }
 
-  private busySet(agentId: string): Set<Execution> {
-    let s = this.busy.get(agentId);
-    if (!s) this.busy.set(agentId, (s = new Set()));
-    return s;
+  /** An execution held in memory (its task active, or its completion still being stored). */
+  get(executionId: string): Execution | undefined {
+    return this.executions.get(executionId);
   }
 
-  busyOf(agentId: string): Execution[] {
-    return [...(this.busy.get(agentId) ?? [])];
+  /** Whether the server holds this execution as one of this agent's (a reply it is owed). */
+  holds(agentId: string, executionId: string): boolean {
+    return this.executions.get(executionId)?.agentId === agentId;
   }
 
-  /** Queues a row update and publishes the execution. */
-  change(e: Execution, patch: ExecPatch): void {
-    if (patch.status === 'running' && e.status === 'dispatched' && e.dispatchedAt != null) {
-      this.d.metrics.dispatchLatency.observe(Math.max(0, Date.now() - e.dispatchedAt) / 1000);
-    }
-    Object.assign(e, patch);
-    this.d.writer.update(e.id, patch);
-    this.d.bus.publish('execution.updated', { execution: executionView(e) });
-    this.markDirty(e.taskId);
+  isActive(taskId: string): boolean {
+    return this.tasks.has(taskId);
   }
 
-  /** Dispatches pending executions of `at` while its window and their agents allow. */
-  pump(at: ActiveTask): void {
-    if (at.stopped) return;
-    // at.pending is a queue read from at.head; executions that must wait (agent offline or at its
-    // limit) go back to the front in order, so a window of 1 over 50,000 targets stays O(1) a step.
-    const skipped: Execution[] = [];
-    let refused = 0;
-    while (at.head < at.pending.length && at.active < at.window) {
-      const e = at.pending[at.head++]!;
-      if (e.status !== 'pending') continue;
-      if (!this.d.fleet.isOnline(e.agentId) || this.busySet(e.agentId).size >= this.d.maxExecutionsPerAgent) {
-        this.wait(e.agentId, at.task.id);
-        skipped.push(e);
-        continue;
-      }
-      // The host's policy may have changed since the task was created (SIGHUP, reconnect).
-      const denied = taskDenial(this.d.fleet.get(e.agentId)?.policy ?? null, at.task);
-      if (denied) {
-        this.settle(e, 'policy_denied', { reason: denied });
-        refused++;
-        if (at.stopped) break; // maxFailures passed: settle() cancelled the rest
-        continue;
-      }
-      const sent = this.d.fleet.send(e.agentId, runMessage(at.task, e));
-      if (!sent) {
-        this.wait(e.agentId, at.task.id);
-        skipped.push(e);
-        continue;
-      }
-      this.busySet(e.agentId).add(e);
-      this.change(e, { status: 'dispatched', dispatchedAt: Date.now() });
-      at.active++;
-    }
-    if (skipped.length || at.head > 1024) {
-      at.pending = skipped.concat(at.pending.slice(at.head));
-      at.head = 0;
-    }
-    if (refused) this.maybeComplete(at);
-  }
-
-  /**
-   * Sends `exec.run` again for an execution the agent never confirmed (no exec.started) and did
-   * not name when it reconnected: the first one may have gone down with a silently dead link.
-   * The agent's journal refuses it if it did arrive (→ exec.rejected `duplicate`), so it runs at
-   * most once either way.
-   */
-  redispatch(e: Execution): boolean {
-    const at = this.tasks.get(e.taskId);
-    if (!at || e.status !== 'dispatched') return false;
-    if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) return false;
-    this.change(e, { dispatchedAt: Date.now() });
-    return true;
-  }
-
-  private wait(agentId: string, taskId: string): void {
-    let s = this.waiting.get(agentId);
-    if (!s) this.waiting.set(agentId, (s = new Set()));
-    s.add(taskId);
-  }
-
-  /** An agent connected or freed a slot: pump the tasks that wait for it. */
-  wake(agentId: string): void {
-    const s = this.waiting.get(agentId);
-    if (!s) return;
-    this.waiting.delete(agentId);
-    for (const id of s) {
-      const at = this.tasks.get(id);
-      if (at) this.pump(at);
-    }
+  /** An active task, its live counts and executions (null when it is not active). */
+  view(taskId: string): { task: Task; counts: Counts; executions: readonly Execution[] } | null {
+    const at = this.tasks.get(taskId);
+    return at ? { task: at.task, counts: countsOf(at), executions: at.executions } : null;
   }
 
   /** Resolves once the completion of `taskId` (if one is being stored) is in the database. */
@@ -199,19 +91,169 @@ export class Scheduler {
     return this.completing.get(taskId) ?? Promise.resolve();
   }
 
+  /* ---------------- tasks ---------------- */
+
+  /** Takes a new task (already stored) and dispatches what it can; returns its counts. */
+  submit(task: Task, executions: Execution[]): Counts {
+    const at = this.add(task, executions);
+    this.pump(at);
+    this.maybeComplete(at);
+    this.markDirty(task.id);
+    return countsOf(at);
+  }
+
+  /**
+   * After a server start: reads the active tasks back. Dispatched and running executions wait up
+   * to reconcileTimeoutMs for their agent's hello (then `lost`); pending ones whose dispatch may
+   * have happened without being stored are remembered as such.
+   */
+  async restore(): Promise<{ tasks: number; executions: number }> {
+    const { tasks, executions } = await this.d.repo.loadActive();
+    const byTask = new Map<string, Execution[]>();
+    for (const e of executions) {
+      const list = byTask.get(e.taskId) ?? [];
+      list.push(e);
+      byTask.set(e.taskId, list);
+    }
+    const now = Date.now();
+    for (const t of tasks) {
+      const execs = byTask.get(t.id) ?? [];
+      for (const e of execs) {
+        if (e.status === 'pending') this.loadedPending.add(e.id);
+        if (e.status !== 'dispatched' && e.status !== 'running') continue;
+        // The row and the output chunks are written in separate batches, so after a crash either
+        // may be ahead: the stored chunks are the truth (the agent resends from there).
+        const stored = await this.d.repo.storedOutput(e.id);
+        e.nextSeq = stored.nextSeq;
+        e.outputBytes = stored.bytes;
+        this.goneSince.set(e.agentId, now);
+      }
+      this.add(t, execs);
+    }
+    for (const at of this.tasks.values()) {
+      // No agent is online yet: this registers each pending execution as waiting for its agent,
+      // so the agent's return (wake) dispatches it. Without it a queued execution loaded here
+      // would stay pending until its queue TTL.
+      this.pump(at);
+      this.maybeComplete(at);
+    }
+    return { tasks: tasks.length, executions: executions.length };
+  }
+
+  /**
+   * Cancels an active task: no more dispatches, pending executions cancelled, running ones asked
+   * to stop (the agent confirms with exec.finished; an agent that is away is cancelled at once).
+   * Null when the task is not active.
+   */
+  async cancel(taskId: string, by: string): Promise<{ task: Task; counts: Counts; signalled: number } | null> {
+    const at = this.tasks.get(taskId);
+    if (!at) return null;
+    const now = Date.now();
+    at.task.cancelledAt = now;
+    at.task.cancelledBy = by;
+    at.stopped = true;
+    await this.writeTask(taskId, { cancelledAt: now, cancelledBy: by });
+    const reason = `cancelled by ${by}`;
+    let signalled = 0;
+    for (const e of at.executions) {
+      if (e.status === 'pending') this.finish(e, 'cancelled', { reason, finishedAt: now });
+      else if (e.status === 'dispatched' || e.status === 'running') {
+        if (this.d.fleet.send(e.agentId, { type: 'exec.cancel', executionId: e.id, reason })) {
+          e.reason = reason;
+          at.cancelling.add(e.id);
+          signalled++;
+        } else this.finish(e, 'cancelled', { reason: `${reason} (agent offline)`, finishedAt: now });
+      }
+    }
+    return { task: at.task, counts: countsOf(at), signalled };
+  }
+
   /**
    * Makes a completed task active again, read back from the database, because one of its `lost`
    * executions turned out to have run (its agent reported it late): its counts and status are
    * derived afresh when that execution ends.
    */
-  reopen(task: Task, executions: Execution[]): ActiveTask {
+  reopen(task: Task, executions: Execution[]): void {
     task.status = 'running';
     task.finishedAt = null;
-    const at = this.add(task, executions);
+    this.add(task, executions);
     this.writeTask(task.id, { status: 'running', finishedAt: null })
       .catch((err: unknown) => this.d.log.error({ err, taskId: task.id }, 'could not store a reopened task'));
     this.markDirty(task.id);
-    return at;
+  }
+
+  /* ---------------- agents ---------------- */
+
+  /**
+   * An agent registered (its welcome is out): reconciles what the server thinks runs there with
+   * what the agent reports, resumes output, and dispatches what waits for it. Returns the
+   * executions the agent named that no active task holds (the caller looks them up: a late result
+   * of a `lost` one is taken, the rest are over).
+   */
+  agentReturned(agentId: string, hello: Pick<Hello, 'executions'>): NamedExecution[] {
+    const { fleet } = this.d;
+    this.goneSince.delete(agentId);
+    const named = new Map(hello.executions.map((x) => [x.executionId, x]));
+    for (const e of [...(this.busy.get(agentId) ?? [])]) {
+      const x = named.get(e.id);
+      named.delete(e.id);
+      if (!x) {
+        // Never confirmed (no exec.started): its exec.run may have died with the old link. Send it
+        // again; the agent's journal refuses it if it did arrive, which then makes it `lost`.
+        if (e.status === 'dispatched' && this.redispatch(e)) continue;
+        this.finish(e, 'lost', { reason: 'the agent did not report this execution when it reconnected (the agent restarted)' });
+        continue;
+      }
+      const at = this.tasks.get(e.taskId);
+      if (at?.cancelling.has(e.id) || at?.task.cancelledAt != null) {
+        fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason ?? 'cancelled' });
+      }
+      fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+    }
+    // Executions the agent has but the server considers over (or no longer holds): take the real
+    // result of a `lost` one, stop or forget the rest.
+    const unknown: NamedExecution[] = [];
+    for (const x of named.values()) {
+      const e = this.executions.get(x.executionId);
+      if (e && e.agentId === agentId && this.tasks.has(e.taskId) && (e.status === 'lost' || e.status === 'pending')) {
+        // Declared lost while the agent was away, or its dispatch was not yet stored when the
+        // server stopped: the agent has it, so take the real result.
+        this.takeBack(agentId, e, x.state);
+        continue;
+      }
+      if (e && this.tasks.has(e.taskId)) {
+        this.dismiss(agentId, x);
+        continue;
+      }
+      unknown.push(x);
+    }
+    this.wake(agentId);
+    return unknown;
+  }
+
+  /** An agent went away: its dispatched/running executions wait reconcileTimeoutMs for it. */
+  agentLeft(agentId: string): void {
+    if (this.busy.get(agentId)?.size) this.goneSince.set(agentId, Date.now());
+  }
+
+  /** Adopts an execution the agent still has (running, or finished and unacked) and asks for the rest of it. */
+  takeBack(agentId: string, e: Execution, state: 'running' | 'finished'): void {
+    const { fleet } = this.d;
+    this.adopt(e);
+    const at = this.tasks.get(e.taskId);
+    if (state === 'running' && at?.task.cancelledAt != null) {
+      // Its task was cancelled while it was lost: the cancel applies now.
+      at.cancelling.add(e.id);
+      e.reason = `cancelled by ${at.task.cancelledBy ?? 'an operator'}`;
+      fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason });
+    }
+    fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
+  }
+
+  /** The server is done with an execution the agent still reports: stop it, or let the agent forget it. */
+  dismiss(agentId: string, x: NamedExecution): void {
+    if (x.state === 'running') this.d.fleet.send(agentId, { type: 'exec.cancel', executionId: x.executionId, reason: 'the execution is over on the server' });
+    else this.d.fleet.send(agentId, { type: 'exec.ack', executionId: x.executionId });
   }
 
   /** The agent reports an execution the server had as pending or lost: it runs after all. */
@@ -233,8 +275,232 @@ export class Scheduler {
     });
   }
 
+  /* ---------------- the agent's reports ---------------- */
+
+  started(agentId: string, m: AgentMessage<'exec.started'>): void {
+    const e = this.own(agentId, m.executionId);
+    if (!e || isFinal(e.status)) return;
+    if (e.status === 'running' && e.startedAt != null) return;
+    this.change(e, { status: 'running', startedAt: m.startedAt, containment: m.containment ?? null });
+  }
+
+  /** One output chunk: stored (up to maxOutputBytes), sent to the consoles that follow the task. */
+  output(agentId: string, executionId: string, stream: Stream, seq: number, data: Uint8Array): void {
+    const e = this.own(agentId, executionId);
+    if (!e) return;
+    if (seq < e.nextSeq) return; // a resend of something already stored
+    const patch: { nextSeq: number; outputBytes?: number; truncated?: boolean; reason?: string } = { nextSeq: seq + 1 };
+    if (seq > e.nextSeq && !e.truncated) {
+      patch.truncated = true; // the agent could not keep [nextSeq, seq)
+      patch.reason = e.reason ?? TRUNCATED_GAP;
+    }
+    const room = this.d.maxOutputBytes - e.outputBytes;
+    let chunk = data;
+    if (chunk.length > room) {
+      chunk = chunk.subarray(0, Math.max(0, room));
+      patch.truncated = true;
+      if (!e.truncated) patch.reason = e.reason ?? `output truncated at ${this.d.maxOutputBytes} bytes (MUSTER_MAX_OUTPUT_BYTES)`;
+    }
+    if (chunk.length > 0) {
+      this.d.writer.output(e.id, seq, stream, chunk);
+      this.d.metrics.outputBytes.inc({ stream }, chunk.length);
+      patch.outputBytes = e.outputBytes + chunk.length;
+      this.d.live.output(e.taskId, e.id, stream, seq, chunk);
+    }
+    const becameTruncated = patch.truncated && !e.truncated;
+    // The byte count first: the `running` update below then counts this chunk, which consoles
+    // received just before it (they show a live count from the last update plus the chunks since).
+    Object.assign(e, patch);
+    this.d.writer.update(e.id, patch);
+    if (e.status === 'dispatched') this.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() });
+    if (becameTruncated) this.change(e, { truncated: true });
+  }
+
+  /**
+   * exec.finished: the result is taken and acknowledged once stored. False when no active task
+   * holds the execution (the caller decides: a `lost` one's late result, or over).
+   */
+  finished(agentId: string, m: AgentMessage<'exec.finished'>): boolean {
+    const e = this.own(agentId, m.executionId);
+    if (!e || !this.tasks.has(e.taskId)) return false;
+    const ack = () => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId: m.executionId });
+    if (isFinal(e.status) && e.status !== 'lost') {
+      this.d.writer.afterFlush(ack);
+      return true;
+    }
+    const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
+    this.finish(e, m.status, {
+      exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
+      reason: m.error ?? m.reason ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
+        : truncated ? e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP) : null),
+    });
+    this.d.live.ended(e.taskId, e.id, e.nextSeq);
+    this.d.writer.afterFlush(ack);
+    return true;
+  }
+
+  rejected(agentId: string, m: AgentMessage<'exec.rejected'>): void {
+    const e = this.own(agentId, m.executionId);
+    if (!e || isFinal(e.status)) return;
+    const at = this.tasks.get(e.taskId);
+    if (at?.cancelling.has(e.id)) return this.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
+    const code = rejectCodeOf(m);
+    if (code === RejectCode.policyDenied) return this.finish(e, 'policy_denied', { reason: `refused by the host: ${m.reason}` });
+    // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
+    const unknown = code === RejectCode.duplicate || code === RejectCode.unknownExecution;
+    this.finish(e, unknown ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
+  }
+
+  /* ---------------- timers ---------------- */
+
+  /** Periodic: queue TTLs, agents that stay away, results that never come. */
+  sweep(now = Date.now()): void {
+    for (const at of this.tasks.values()) {
+      for (const e of at.pending) {
+        if (e.status !== 'pending' || this.d.fleet.isOnline(e.agentId)) continue;
+        if (e.queuedUntil != null) {
+          if (e.queuedUntil <= now) this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
+          continue;
+        }
+        // Not queued: an agent that went away before its turn does not hold the task open forever.
+        const seen = Math.max(this.d.fleet.get(e.agentId)?.lastSeenAt ?? 0, this.startedAt);
+        if (now - seen <= this.d.reconcileTimeoutMs) continue;
+        const secs = Math.round(this.d.reconcileTimeoutMs / 1000);
+        if (this.loadedPending.has(e.id)) {
+          // The server stopped before this execution's dispatch was stored: it may have run.
+          this.finish(e, 'lost', { reason: `server restarted; the agent did not come back within ${secs} s`, finishedAt: now });
+        } else {
+          this.finish(e, 'skipped', { reason: `agent went offline before its turn and stayed away ${secs} s`, finishedAt: now });
+        }
+      }
+      for (const e of at.executions) {
+        if (e.status !== 'dispatched' && e.status !== 'running') continue;
+        const gone = this.goneSince.get(e.agentId);
+        if (gone != null && !this.d.fleet.isOnline(e.agentId) && now - gone > this.d.reconcileTimeoutMs) {
+          this.finish(e, 'lost', { reason: `agent did not come back within ${Math.round(this.d.reconcileTimeoutMs / 1000)} s`, finishedAt: now });
+        } else if (e.startedAt != null && now - e.startedAt > (at.task.timeoutSec + 120) * 1000) {
+          this.finish(e, 'lost', { reason: 'no result long after the timeout', finishedAt: now });
+        } else if (e.status === 'dispatched' && e.dispatchedAt != null && this.d.fleet.isOnline(e.agentId) && now - e.dispatchedAt > this.d.reconcileTimeoutMs) {
+          this.finish(e, 'lost', { reason: 'the agent never started it', finishedAt: now });
+        }
+      }
+    }
+  }
+
+  stop(): void {
+    clearTimeout(this.publishTimer);
+  }
+
+  /* ---------------- internals ---------------- */
+
+  /** Registers a task (new, loaded at start, or reopened). */
+  private add(task: Task, executions: Execution[]): ActiveTask {
+    const at = activeTask(task, executions);
+    this.tasks.set(task.id, at);
+    for (const e of executions) {
+      this.executions.set(e.id, e);
+      if (e.status === 'dispatched' || e.status === 'running') this.busySet(e.agentId).add(e);
+    }
+    // Failures known before anything is dispatched (executions refused up front by host policy,
+    // or a task read back at start) count against maxFailures before the first pump.
+    this.stopOnFailures(at);
+    return at;
+  }
+
+  private own(agentId: string, executionId: string): Execution | undefined {
+    const e = this.executions.get(executionId);
+    return e && e.agentId === agentId ? e : undefined;
+  }
+
+  private busySet(agentId: string): Set<Execution> {
+    let s = this.busy.get(agentId);
+    if (!s) this.busy.set(agentId, (s = new Set()));
+    return s;
+  }
+
+  /** Queues a row update and publishes the execution. */
+  private change(e: Execution, patch: ExecPatch): void {
+    if (patch.status === 'running' && e.status === 'dispatched' && e.dispatchedAt != null) {
+      this.d.metrics.dispatchLatency.observe(Math.max(0, Date.now() - e.dispatchedAt) / 1000);
+    }
+    Object.assign(e, patch);
+    this.d.writer.update(e.id, patch);
+    this.d.bus.publish('execution.updated', { execution: executionView(e) });
+    this.markDirty(e.taskId);
+  }
+
+  /** Dispatches pending executions of `at` while its window and their agents allow. */
+  private pump(at: ActiveTask): void {
+    if (at.stopped) return;
+    // at.pending is a queue read from at.head; executions that must wait (agent offline or at its
+    // limit) go back to the front in order, so a window of 1 over 50,000 targets stays O(1) a step.
+    const skipped: Execution[] = [];
+    let refused = 0;
+    while (at.head < at.pending.length && at.active < at.window) {
+      const e = at.pending[at.head++]!;
+      if (e.status !== 'pending') continue;
+      if (!this.d.fleet.isOnline(e.agentId) || this.busySet(e.agentId).size >= this.d.maxExecutionsPerAgent) {
+        this.wait(e.agentId, at.task.id);
+        skipped.push(e);
+        continue;
+      }
+      // The host's policy may have changed since the task was created (SIGHUP, reconnect).
+      const denied = taskDenial(this.d.fleet.get(e.agentId)?.policy ?? null, at.task);
+      if (denied) {
+        this.settle(e, 'policy_denied', { reason: denied });
+        refused++;
+        if (at.stopped) break; // maxFailures passed: settle() cancelled the rest
+        continue;
+      }
+      if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) {
+        this.wait(e.agentId, at.task.id);
+        skipped.push(e);
+        continue;
+      }
+      this.busySet(e.agentId).add(e);
+      this.change(e, { status: 'dispatched', dispatchedAt: Date.now() });
+      at.active++;
+    }
+    if (skipped.length || at.head > 1024) {
+      at.pending = skipped.concat(at.pending.slice(at.head));
+      at.head = 0;
+    }
+    if (refused) this.maybeComplete(at);
+  }
+
+  /**
+   * Sends `exec.run` again for an execution the agent never confirmed (no exec.started) and did
+   * not name when it reconnected: the first one may have gone down with a silently dead link.
+   * The agent's journal refuses it if it did arrive (→ exec.rejected `duplicate`), so it runs at
+   * most once either way.
+   */
+  private redispatch(e: Execution): boolean {
+    const at = this.tasks.get(e.taskId);
+    if (!at || e.status !== 'dispatched') return false;
+    if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) return false;
+    this.change(e, { dispatchedAt: Date.now() });
+    return true;
+  }
+
+  private wait(agentId: string, taskId: string): void {
+    let s = this.waiting.get(agentId);
+    if (!s) this.waiting.set(agentId, (s = new Set()));
+    s.add(taskId);
+  }
+
+  /** An agent connected or freed a slot: pump the tasks that wait for it. */
+  private wake(agentId: string): void {
+    const s = this.waiting.get(agentId);
+    if (!s) return;
+    this.waiting.delete(agentId);
+    for (const id of s) {
+      const at = this.tasks.get(id);
+      if (at) this.pump(at);
+    }
+  }
+
   /** Moves an execution to a final state, applies maxFailures, pumps, and completes the task. */
-  finish(e: Execution, status: ExecutionState, patch: ExecPatch = {}): void {
+  private finish(e: Execution, status: ExecutionState, patch: ExecPatch = {}): void {
     const at = this.settle(e, status, patch);
     if (!at) return;
     this.pump(at);
@@ -275,17 +541,11 @@ export class Scheduler {
     for (const p of pending) if (p.status === 'pending') this.finish(p, 'cancelled', { reason, finishedAt: Date.now() });
   }
 
-  counts(at: ActiveTask): Partial<Record<ExecutionState, number>> {
-    const c: Partial<Record<ExecutionState, number>> = {};
-    for (const e of at.executions) c[e.status] = (c[e.status] ?? 0) + 1;
-    return c;
-  }
-
   /** When no execution is open any more: derive the task's status, store it, forget the task. */
-  maybeComplete(at: ActiveTask): void {
+  private maybeComplete(at: ActiveTask): void {
     if (!this.tasks.has(at.task.id)) return;
     if (at.open > 0) return;
-    const counts = this.counts(at);
+    const counts = countsOf(at);
     at.task.status = deriveTaskStatus(counts, at.task.cancelledAt != null);
     at.task.finishedAt = Date.now();
     this.tasks.delete(at.task.id);
@@ -294,6 +554,7 @@ export class Scheduler {
     const stored = new Promise<void>((resolve) => this.d.writer.afterFlush(() => {
       void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
         for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
+        for (const e of at.executions) this.loadedPending.delete(e.id);
         this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
       }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
         .finally(() => {
@@ -316,53 +577,15 @@ export class Scheduler {
     return next;
   }
 
-  markDirty(taskId: string): void {
+  private markDirty(taskId: string): void {
     this.dirtyTasks.add(taskId);
     this.publishTimer ??= setTimeout(() => {
       this.publishTimer = undefined;
       for (const id of this.dirtyTasks) {
         const at = this.tasks.get(id);
-        if (at) this.d.bus.publish('task.updated', { task: pushView(at.task, this.counts(at)) });
+        if (at) this.d.bus.publish('task.updated', { task: pushView(at.task, countsOf(at)) });
       }
       this.dirtyTasks.clear();
     }, 200);
-  }
-
-  /** Periodic: queue TTLs, agents that stay away, results that never come. */
-  sweep(now = Date.now()): void {
-    for (const at of this.tasks.values()) {
-      for (const e of at.pending) {
-        if (e.status !== 'pending' || this.d.fleet.isOnline(e.agentId)) continue;
-        if (e.queuedUntil != null) {
-          if (e.queuedUntil <= now) this.finish(e, 'skipped', { reason: 'agent stayed offline past the queue TTL', finishedAt: now });
-          continue;
-        }
-        // Not queued: an agent that went away before its turn does not hold the task open forever.
-        const seen = Math.max(this.d.fleet.get(e.agentId)?.lastSeenAt ?? 0, this.startedAt);
-        if (now - seen <= this.d.reconcileTimeoutMs) continue;
-        const secs = Math.round(this.d.reconcileTimeoutMs / 1000);
-        if (this.loadedPending.has(e.id)) {
-          // The server stopped before this execution's dispatch was stored: it may have run.
-          this.finish(e, 'lost', { reason: `server restarted; the agent did not come back within ${secs} s`, finishedAt: now });
-        } else {
-          this.finish(e, 'skipped', { reason: `agent went offline before its turn and stayed away ${secs} s`, finishedAt: now });
-        }
-      }
-      for (const e of at.executions) {
-        if (e.status !== 'dispatched' && e.status !== 'running') continue;
-        const gone = this.goneSince.get(e.agentId);
-        if (gone != null && !this.d.fleet.isOnline(e.agentId) && now - gone > this.d.reconcileTimeoutMs) {
-          this.finish(e, 'lost', { reason: `agent did not come back within ${Math.round(this.d.reconcileTimeoutMs / 1000)} s`, finishedAt: now });
-        } else if (e.startedAt != null && now - e.startedAt > (at.task.timeoutSec + 120) * 1000) {
-          this.finish(e, 'lost', { reason: 'no result long after the timeout', finishedAt: now });
-        } else if (e.status === 'dispatched' && e.dispatchedAt != null && this.d.fleet.isOnline(e.agentId) && now - e.dispatchedAt > this.d.reconcileTimeoutMs) {
-          this.finish(e, 'lost', { reason: 'the agent never started it', finishedAt: now });
-        }
-      }
-    }
-  }
-
-  stop(): void {
-    clearTimeout(this.publishTimer);
   }
 }

@@ -1,18 +1,16 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { defaultTaskName, rejectCodeOf, RejectCode, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
+import { defaultTaskName, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
 import type { AgentRecord } from '../fleet/repo.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import type { ConsoleFanout } from './fanout.js';
 import { executionView, FAILURE_STATES, isFinal, taskView, type Execution, type Task, type TaskSpec } from './model.js';
-import type { ExecWriter } from './output-store.js';
+import type { ExecWriteBatcher } from './write-batcher.js';
 import { taskDenial } from './policy.js';
-import type { ExecRepo, TaskFilter } from './repository.js';
-import type { Scheduler } from './scheduler.js';
+import type { ExecRepo, TaskFilter } from './repo.js';
+import type { NamedExecution, Scheduler } from './scheduler.js';
 
 export interface CreateTaskInput extends TaskSpec {
   /** Shown and searched in the history; default: the script's first meaningful line. */
@@ -31,19 +29,11 @@ export interface CreateTaskInput extends TaskSpec {
 }
 
 export interface ServiceDeps {
-  config: Config; repo: ExecRepo; writer: ExecWriter; scheduler: Scheduler; fanout: ConsoleFanout;
-  fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
+  config: Config; repo: ExecRepo; writer: ExecWriteBatcher; scheduler: Scheduler;
+  fleet: Fleet; audit: AuditLog; log: Logger;
   /** Resolves a selector over the in-memory fleet (throws ApiError 400 on a syntax error). */
   select(selector: string): AgentRecord[];
 }
-
-/**
- * Remote execution use cases: create/cancel/rerun tasks, read them back, and the agent side of
- * the protocol (started, output, finished, rejected, reconciliation at hello).
- */
-/** Why output is missing when it is: an execution that lost output says so (`truncated` + reason). */
-const TRUNCATED_GAP = 'output truncated: part of it was lost while the agent and the server were apart';
-const TRUNCATED_BY_AGENT = 'output truncated: the agent\'s output buffer filled while the server was unreachable';
 
 /** The first lines of a script for list views (the whole script only in GET /api/tasks/:id). */
 function scriptPreview(script: string): string {
@@ -52,6 +42,10 @@ function scriptPreview(script: string): string {
   return head.length > 300 ? `${head.slice(0, 299)}…` : head;
 }
 
+/**
+ * Remote execution use cases: create/cancel/rerun tasks and read them back; the agent side of the
+ * protocol goes to the Scheduler, except the database lookups of results reported late.
+ */
 export class ExecService {
   /** Lookups of executions reported late, by id (a hello and an exec.finished may race). */
   private readonly reviving = new Map<string, Promise<Execution | undefined>>();
@@ -122,42 +116,21 @@ export class ExecService {
         ...(rerunOf ? { rerunOf, ...rerunDetails } : {}),
       },
     });
-    const at = this.d.scheduler.add(task, executions);
-    this.d.scheduler.pump(at);
-    this.d.scheduler.maybeComplete(at);
-    this.d.scheduler.markDirty(task.id);
-    return { ...taskView(task, this.d.scheduler.counts(at)), executions: executions.map(executionView) };
+    const counts = this.d.scheduler.submit(task, executions);
+    return { ...taskView(task, counts), executions: executions.map(executionView) };
   }
 
   async cancel(taskId: string, actor: Actor): Promise<ReturnType<typeof taskView>> {
-    const { scheduler, fleet } = this.d;
-    const at = scheduler.tasks.get(taskId);
-    if (!at) {
+    const done = await this.d.scheduler.cancel(taskId, actor.username);
+    if (!done) {
       const t = await this.d.repo.getTask(taskId);
       if (!t) throw notFound('task');
       await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, ok: false, details: { reason: 'already finished' } });
       throw new ApiError('conflict', `task is already ${t.status}`);
     }
-    const now = Date.now();
-    at.task.cancelledAt = now;
-    at.task.cancelledBy = actor.username;
-    at.stopped = true;
-    await this.d.repo.updateTask(taskId, { cancelledAt: now, cancelledBy: actor.username });
-    const reason = `cancelled by ${actor.username}`;
-    let signalled = 0;
-    for (const e of at.executions) {
-      if (e.status === 'pending') scheduler.finish(e, 'cancelled', { reason, finishedAt: now });
-      else if (e.status === 'dispatched' || e.status === 'running') {
-        // The agent confirms with exec.finished(cancelled); an agent that is away is told when it returns.
-        if (fleet.send(e.agentId, { type: 'exec.cancel', executionId: e.id, reason })) {
-          e.reason = reason;
-          at.cancelling.add(e.id);
-          signalled++;
-        } else scheduler.finish(e, 'cancelled', { reason: `${reason} (agent offline)`, finishedAt: now });
-      }
-    }
-    await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, details: { signalled, scriptSha256: at.task.scriptSha256, targets: at.task.targets } });
-    return taskView(at.task, scheduler.counts(at));
+    const { task, counts, signalled } = done;
+    await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, details: { signalled, scriptSha256: task.scriptSha256, targets: task.targets } });
+    return taskView(task, counts);
   }
 
   /**
@@ -166,7 +139,7 @@ export class ExecService {
    * a failed-only rerun that would include them needs `includeLost` (true or false) said explicitly.
    */
   async rerun(taskId: string, actor: Actor, opts: { all: boolean; includeLost?: boolean | undefined }): Promise<Awaited<ReturnType<ExecService['create']>>> {
-    const task = this.d.scheduler.tasks.get(taskId)?.task ?? (await this.d.repo.getTask(taskId));
+    const task = this.d.scheduler.view(taskId)?.task ?? (await this.d.repo.getTask(taskId));
     if (!task) throw notFound('task');
     const execs = await this.executionsOf(taskId);
     let pick = opts.all ? execs : execs.filter((e) => FAILURE_STATES.includes(e.status));
@@ -188,14 +161,14 @@ export class ExecService {
   }
 
   async executionsOf(taskId: string): Promise<Execution[]> {
-    const at = this.d.scheduler.tasks.get(taskId);
-    if (at) return [...at.executions].sort((a, b) => a.agentName.localeCompare(b.agentName) || a.id.localeCompare(b.id));
+    const active = this.d.scheduler.view(taskId);
+    if (active) return [...active.executions].sort((a, b) => a.agentName.localeCompare(b.agentName) || a.id.localeCompare(b.id));
     return this.d.repo.executionsOf(taskId);
   }
 
   async getTask(taskId: string) {
-    const at = this.d.scheduler.tasks.get(taskId);
-    if (at) return { ...taskView(at.task, this.d.scheduler.counts(at)), executions: (await this.executionsOf(taskId)).map(executionView) };
+    const active = this.d.scheduler.view(taskId);
+    if (active) return { ...taskView(active.task, active.counts), executions: (await this.executionsOf(taskId)).map(executionView) };
     const t = await this.d.repo.getTask(taskId);
     if (!t) throw notFound('task');
     const execs = await this.d.repo.executionsOf(taskId);
@@ -206,10 +179,10 @@ export class ExecService {
 
   async listTasks(f: TaskFilter) {
     const { tasks, total } = await this.d.repo.listTasks(f);
-    const stored = await this.d.repo.countsFor(tasks.filter((t) => !this.d.scheduler.tasks.has(t.id)).map((t) => t.id));
+    const stored = await this.d.repo.countsFor(tasks.filter((t) => !this.d.scheduler.isActive(t.id)).map((t) => t.id));
     const items = tasks.map((t) => {
-      const at = this.d.scheduler.tasks.get(t.id);
-      const { script: _s, ...rest } = at ? taskView(at.task, this.d.scheduler.counts(at)) : taskView(t, stored.get(t.id) ?? {});
+      const active = this.d.scheduler.view(t.id);
+      const { script: _s, ...rest } = active ? taskView(active.task, active.counts) : taskView(t, stored.get(t.id) ?? {});
       return { ...rest, scriptBytes: Buffer.byteLength(t.script), scriptPreview: scriptPreview(t.script) };
     });
     return { items, total };
@@ -220,7 +193,7 @@ export class ExecService {
     const { items, total } = await this.d.repo.listExecutions(f);
     return {
       items: items.map(({ e, createdAt, scriptHead }) => ({
-        ...executionView(this.d.scheduler.executions.get(e.id) ?? e), createdAt: new Date(createdAt).toISOString(), script: scriptHead,
+        ...executionView(this.d.scheduler.get(e.id) ?? e), createdAt: new Date(createdAt).toISOString(), script: scriptHead,
       })),
       total,
     };
@@ -233,85 +206,30 @@ export class ExecService {
   }
 
   async getExecution(id: string): Promise<Execution> {
-    const e = this.d.scheduler.executions.get(id) ?? (await this.d.repo.getExecution(id));
+    const e = this.d.scheduler.get(id) ?? (await this.d.repo.getExecution(id));
     if (!e) throw notFound('execution');
     return e;
   }
 
   /* ---------------- agent side ---------------- */
 
-  private own(agentId: string, executionId: string): Execution | undefined {
-    const e = this.d.scheduler.executions.get(executionId);
-    return e && e.agentId === agentId ? e : undefined;
-  }
-
   /** Whether the server holds this execution in memory as one of this agent's (a reply it is owed). */
   holds(agentId: string, executionId: string): boolean {
-    return this.d.scheduler.executions.get(executionId)?.agentId === agentId;
+    return this.d.scheduler.holds(agentId, executionId);
   }
 
   started(agentId: string, m: AgentMessage<'exec.started'>): void {
-    const e = this.own(agentId, m.executionId);
-    if (!e) return;
-    if (isFinal(e.status)) return;
-    if (e.status === 'running' && e.startedAt != null) return;
-    this.d.scheduler.change(e, { status: 'running', startedAt: m.startedAt, containment: m.containment ?? null });
+    this.d.scheduler.started(agentId, m);
   }
 
   output(agentId: string, executionId: string, stream: Stream, seq: number, data: Uint8Array): void {
-    const e = this.own(agentId, executionId);
-    if (!e) return;
-    if (seq < e.nextSeq) return; // a resend of something already stored
-    const patch: { nextSeq: number; outputBytes?: number; truncated?: boolean; reason?: string } = { nextSeq: seq + 1 };
-    if (seq > e.nextSeq && !e.truncated) {
-      patch.truncated = true; // the agent could not keep [nextSeq, seq)
-      patch.reason = e.reason ?? TRUNCATED_GAP;
-    }
-    const room = this.d.config.maxOutputBytes - e.outputBytes;
-    let chunk = data;
-    if (chunk.length > room) {
-      chunk = chunk.subarray(0, Math.max(0, room));
-      patch.truncated = true;
-      if (!e.truncated) patch.reason = e.reason ?? `output truncated at ${this.d.config.maxOutputBytes} bytes (MUSTER_MAX_OUTPUT_BYTES)`;
-    }
-    if (chunk.length > 0) {
-      this.d.writer.output(e.id, seq, stream, chunk);
-      this.d.metrics.outputBytes.inc({ stream }, chunk.length);
-      patch.outputBytes = e.outputBytes + chunk.length;
-      this.d.fanout.output(e.taskId, e.id, stream, seq, chunk);
-    }
-    const becameTruncated = patch.truncated && !e.truncated;
-    // The byte count first: the `running` update below then counts this chunk, which consoles
-    // received just before it (they show a live count from the last update plus the chunks since).
-    Object.assign(e, patch);
-    this.d.writer.update(e.id, patch);
-    if (e.status === 'dispatched') {
-      this.d.scheduler.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() });
-    }
-    if (becameTruncated) this.d.scheduler.change(e, { truncated: true });
+    this.d.scheduler.output(agentId, executionId, stream, seq, data);
   }
 
   finished(agentId: string, m: AgentMessage<'exec.finished'>): void {
-    const e = this.own(agentId, m.executionId);
-    const ack = () => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId: m.executionId });
-    if (!e || !this.d.scheduler.tasks.has(e.taskId)) {
-      // Not part of an active task: a `lost` execution of a completed task whose result came late
-      // is taken after all; anything else is over (or never ours) and the agent may drop it.
-      void this.lateFinished(agentId, m);
-      return;
-    }
-    if (isFinal(e.status) && e.status !== 'lost') {
-      this.d.writer.afterFlush(ack);
-      return;
-    }
-    const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
-    this.d.scheduler.finish(e, m.status, {
-      exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
-      reason: m.error ?? m.reason ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
-        : truncated ? e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP) : null),
-    });
-    this.d.fanout.ended(e.taskId, e.id, e.nextSeq);
-    this.d.writer.afterFlush(ack);
+    // Not part of an active task: a `lost` execution of a completed task whose result came late
+    // is taken after all; anything else is over (or never ours) and the agent may drop it.
+    if (!this.d.scheduler.finished(agentId, m)) void this.lateFinished(agentId, m);
   }
 
   /**
@@ -359,101 +277,38 @@ export class ExecService {
   private async doRevive(agentId: string, executionId: string): Promise<Execution | undefined> {
     const { scheduler, repo } = this.d;
     const active = (): Execution | undefined => {
-      const e = scheduler.executions.get(executionId);
-      return e && scheduler.tasks.has(e.taskId) && e.agentId === agentId ? e : undefined;
+      const e = scheduler.get(executionId);
+      return e && scheduler.isActive(e.taskId) && e.agentId === agentId ? e : undefined;
     };
-    const inMemory = scheduler.executions.get(executionId);
-    if (inMemory && scheduler.tasks.has(inMemory.taskId)) return active();
+    const inMemory = scheduler.get(executionId);
+    if (inMemory && scheduler.isActive(inMemory.taskId)) return active();
     const taskId = inMemory?.taskId ?? (await repo.getExecution(executionId))?.taskId;
     if (!taskId) return undefined;
     // A completion still being stored: let it land first, so the reopened task is not overwritten.
     await scheduler.settled(taskId);
-    if (scheduler.tasks.has(taskId)) return active();
+    if (scheduler.isActive(taskId)) return active();
     const row = await repo.getExecution(executionId);
     if (!row || row.agentId !== agentId || row.status !== 'lost') return undefined;
     const [task, executions] = await Promise.all([repo.getTask(taskId), repo.executionsOf(taskId)]);
     if (!task) return undefined;
     // Another report (another agent of the same task) may have reopened it while we read.
-    if (scheduler.tasks.has(taskId)) return active();
+    if (scheduler.isActive(taskId)) return active();
     this.d.log.info({ agentId, executionId, taskId }, 'a lost execution was reported by its agent; reopening its task to take the result');
     scheduler.reopen(task, executions);
     return active();
   }
 
   rejected(agentId: string, m: AgentMessage<'exec.rejected'>): void {
-    const e = this.own(agentId, m.executionId);
-    if (!e || isFinal(e.status)) return;
-    const at = this.d.scheduler.tasks.get(e.taskId);
-    if (at?.cancelling.has(e.id)) return this.d.scheduler.finish(e, 'cancelled', { reason: `cancelled (${m.reason})` });
-    const code = rejectCodeOf(m);
-    if (code === RejectCode.policyDenied) return this.d.scheduler.finish(e, 'policy_denied', { reason: `refused by the host: ${m.reason}` });
-    // A duplicate means the agent saw this id before (and lost it): the run's outcome is unknown.
-    const unknown = code === RejectCode.duplicate || code === RejectCode.unknownExecution;
-    this.d.scheduler.finish(e, unknown ? 'lost' : 'failed', { reason: `agent rejected it: ${m.reason}` });
+    this.d.scheduler.rejected(agentId, m);
   }
 
-  /** hello: reconcile what the server thinks runs on this agent with what the agent reports. */
+  /** hello: reconcile with what the agent reports; executions no active task holds are looked up. */
   connected(agentId: string, hello: Hello): void {
-    const { scheduler, fleet } = this.d;
-    scheduler.goneSince.delete(agentId);
-    const named = new Map(hello.executions.map((x) => [x.executionId, x]));
-    for (const e of scheduler.busyOf(agentId)) {
-      const x = named.get(e.id);
-      named.delete(e.id);
-      if (!x) {
-        // Never confirmed (no exec.started): its exec.run may have died with the old link. Send it
-        // again; the agent's journal refuses it if it did arrive, which then makes it `lost`.
-        if (e.status === 'dispatched' && scheduler.redispatch(e)) continue;
-        scheduler.finish(e, 'lost', { reason: 'the agent did not report this execution when it reconnected (the agent restarted)' });
-        continue;
-      }
-      const at = scheduler.tasks.get(e.taskId);
-      if (at?.cancelling.has(e.id) || at?.task.cancelledAt != null) {
-        fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason ?? 'cancelled' });
-      }
-      fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
-    }
-    // Executions the agent has but the server considers over (or no longer holds): take the real
-    // result of a `lost` one, stop or forget the rest.
-    for (const x of named.values()) {
-      const e = scheduler.executions.get(x.executionId);
-      if (e && e.agentId === agentId && scheduler.tasks.has(e.taskId) && (e.status === 'lost' || e.status === 'pending')) {
-        // Declared lost while the agent was away, or its dispatch was not yet stored when the
-        // server stopped: the agent has it, so take the real result.
-        this.takeBack(agentId, e, x.state);
-        continue;
-      }
-      if (e && scheduler.tasks.has(e.taskId)) {
-        this.over(agentId, x);
-        continue;
-      }
-      void this.lateHello(agentId, x);
-    }
-    scheduler.wake(agentId);
-  }
-
-  /** Adopts an execution the agent still has (running, or finished and unacked) and asks for the rest of it. */
-  private takeBack(agentId: string, e: Execution, state: 'running' | 'finished'): void {
-    const { scheduler, fleet } = this.d;
-    scheduler.adopt(e);
-    const at = scheduler.tasks.get(e.taskId);
-    if (state === 'running' && at?.task.cancelledAt != null) {
-      // Its task was cancelled while it was lost: the cancel applies now.
-      at.cancelling.add(e.id);
-      e.reason = `cancelled by ${at.task.cancelledBy ?? 'an operator'}`;
-      fleet.send(agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason });
-    }
-    fleet.send(agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq });
-  }
-
-  /** The server is done with an execution the agent still reports: stop it, or let the agent forget it. */
-  private over(agentId: string, x: Hello['executions'][number]): void {
-    if (x.state === 'running') this.d.fleet.send(agentId, { type: 'exec.cancel', executionId: x.executionId, reason: 'the execution is over on the server' });
-    else this.d.fleet.send(agentId, { type: 'exec.ack', executionId: x.executionId });
+    for (const x of this.d.scheduler.agentReturned(agentId, hello)) void this.lateHello(agentId, x);
   }
 
   /** hello named an execution no active task holds: a late result of a `lost` one is taken, the rest is over. */
-  private async lateHello(agentId: string, x: Hello['executions'][number]): Promise<void> {
+  private async lateHello(agentId: string, x: NamedExecution): Promise<void> {
     let e: Execution | undefined;
     try {
       e = await this.revive(agentId, x.executionId);
@@ -463,12 +318,12 @@ export class ExecService {
       return;
     }
     if (!this.d.fleet.isOnline(agentId)) return;
-    if (e?.status === 'lost') this.takeBack(agentId, e, x.state);
-    else if (!e || isFinal(e.status)) this.over(agentId, x);
+    if (e?.status === 'lost') this.d.scheduler.takeBack(agentId, e, x.state);
+    else if (!e || isFinal(e.status)) this.d.scheduler.dismiss(agentId, x);
     // Otherwise a concurrent report already took it back and asked for the rest.
   }
 
   disconnected(agentId: string): void {
-    if (this.d.scheduler.busyOf(agentId).length) this.d.scheduler.goneSince.set(agentId, Date.now());
+    this.d.scheduler.agentLeft(agentId);
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The batched writer of executions (ExecWriter) on a real SQLite file and a real MariaDB: row
+ * The batched writer of executions (ExecWriteBatcher, storing through ExecRepo.storeBatch) on a real SQLite file and a real MariaDB: row
  * updates of many executions are stored in a few multi-row statements on MariaDB and through
  * cached prepared statements on SQLite (not a knex query per row), with
  * every value intact: per-row values, shared values, NULLs, booleans, quotes, and the column
@@ -10,8 +10,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateLatest, openDb } from '../../server/db/db.js';
 import type { Execution, Task } from '../../server/exec/model.js';
-import { ExecWriter } from '../../server/exec/output-store.js';
-import { ExecRepo, type ExecPatch } from '../../server/exec/repository.js';
+import { ExecRepo, type ExecPatch } from '../../server/exec/repo.js';
+import { ExecWriteBatcher } from '../../server/exec/write-batcher.js';
 import { UPDATE_ROWS } from '../../server/exec/row-updates.js';
 import { cleanup, databases, dbUrlFor, tmpDir } from '../helpers/harness.js';
 
@@ -37,20 +37,20 @@ function execution(taskId: string, i: number): Execution {
   };
 }
 
-describe.each(dbs)('ExecWriter row updates (%s)', (kind) => {
+describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
   it('stores a wave of per-row results in a few statements, every value intact', async () => {
     const dir = tmpDir('exec-writer');
     const { url, drop } = await dbUrlFor(kind, dir);
     const { db, dialect } = openDb(url, path.join(dir, 'data'));
     try {
       await migrateLatest(db);
-      const repo = new ExecRepo(db);
+      const repo = new ExecRepo(db, dialect);
       const n = 1000;
       const t = task(n);
       const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
       await repo.createTask(t, execs);
-      const writer = new ExecWriter(repo, log as never, {
-        dialect, intervalMs: 60_000, batchBytes: 1 << 30, highWaterBytes: 1 << 30, maxFlushBytes: 1 << 30, onPressure: () => {}, retryInitialMs: 100, retryMaxMs: 1000,
+      const writer = new ExecWriteBatcher(repo, log as never, {
+        intervalMs: 60_000, batchBytes: 1 << 30, highWaterBytes: 1 << 30, maxFlushBytes: 1 << 30, onPressure: () => {}, retryInitialMs: 100, retryMaxMs: 1000,
       });
       const updates: string[] = [];
       const onQuery = (q: { sql: string }) => {

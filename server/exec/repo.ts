@@ -1,8 +1,9 @@
 import { defaultTaskName, type ExecutionState } from '../../protocol/index.js';
-import type { Db } from '../db/db.js';
-import { parseJson } from '../db/db.js';
+import type { Knex } from 'knex';
+import { parseJson, queryTimeout, type Db, type Dialect } from '../db/db.js';
 import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
 import type { Execution, Task } from './model.js';
+import { updateExecutionRows } from './row-updates.js';
 
 /** Column patch of one execution row (camelCase keys of Execution). */
 export type ExecPatch = Partial<Omit<Execution, 'id' | 'taskId' | 'agentId' | 'agentName'>>;
@@ -77,9 +78,24 @@ export interface TaskFilter {
 /** LIKE pattern text with its wildcards escaped (used with `escape '!'`). */
 const escapeLike = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
 
-/** tasks / executions / execution_output access. Writes of hot paths go through ExecWriter (batched). */
+/** One stored part of an output chunk (an execution_output row). */
+export interface OutputRow { execution_id: string; seq: number; part: number; stream: number; data: Buffer }
+
+/** tasks / executions / execution_output access. The hot writes are batched by ExecWriteBatcher into storeBatch. */
 export class ExecRepo {
-  constructor(readonly db: Db) {}
+  constructor(readonly db: Db, private readonly dialect: Dialect) {}
+
+  /**
+   * Stores a batch in one transaction: output parts (a part already stored is ignored: resends
+   * are harmless) and execution row patches (row-updates.ts).
+   */
+  async storeBatch(rows: OutputRow[], updates: ReadonlyMap<string, ExecPatch>): Promise<void> {
+    await this.db.transaction(async (trx) => {
+      if (this.dialect === 'mysql') await insertMysql(trx, rows);
+      else await insertSqlite(trx, rows);
+      await updateExecutionRows(trx, this.dialect, updates);
+    });
+  }
 
   /**
    * Inserts a task and its executions in one transaction: on SQLite one prepared statement run per
@@ -207,6 +223,61 @@ export class ExecRepo {
     return rows.map((r: Record<string, unknown>) => ({
       id: Number(r['id']), seq: Number(r['seq']), stream: Number(r['stream']) as 1 | 2,
       data: Buffer.isBuffer(r['data']) ? r['data'] : Buffer.from(r['data'] as Uint8Array),
+    }));
+  }
+}
+
+/**
+ * SQLite: one statement prepared once and run per chunk (bytes bound as BLOBs); without a
+ * better-sqlite3 connection, multi-row inserts through knex.
+ */
+async function insertSqlite(trx: Knex.Transaction, rows: OutputRow[]): Promise<void> {
+  const prepared = await sqlitePrepared(trx);
+  if (prepared) {
+    const stmt = prepared('INSERT INTO "execution_output" ("execution_id", "seq", "part", "stream", "data") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("execution_id", "seq", "part") DO NOTHING');
+    for (const r of rows) stmt.run(r.execution_id, r.seq, r.part, r.stream, r.data);
+    return;
+  }
+  for (let i = 0; i < rows.length; i += 100) {
+    await trx('execution_output').insert(rows.slice(i, i + 100)).onConflict(['execution_id', 'seq', 'part']).ignore();
+  }
+}
+
+/** Rows per prepared INSERT: at most MYSQL_MAX_ROWS and about MYSQL_MAX_BYTES of output. */
+const MYSQL_MAX_ROWS = 256;
+const MYSQL_MAX_BYTES = 1 << 20;
+const mysqlInsert = (n: number) =>
+  `INSERT IGNORE INTO execution_output (execution_id, seq, part, stream, data) VALUES ${new Array<string>(n).fill('(?,?,?,?,?)').join(',')}`;
+
+/**
+ * MySQL: prepared statements on the transaction's own connection (binary protocol), so output
+ * bytes go to the server as they are: knex's text protocol would turn every byte into two hex
+ * characters inside one large SQL string, which costs CPU and hundreds of MB of transient heap.
+ *
+ * Each statement is one round trip: small chunks (a 10,000-host task's results) go up to
+ * MYSQL_MAX_ROWS at a time, large ones as many as fit in MYSQL_MAX_BYTES. Row counts are powers
+ * of two, so a connection prepares at most nine distinct statements (the server's
+ * max_prepared_stmt_count is shared by every connection).
+ */
+async function insertMysql(trx: Knex.Transaction, rows: OutputRow[]): Promise<void> {
+  type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
+  const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
+  // The same statement timeout as every knex query (a partitioned database must not hold this forever).
+  const timeout = queryTimeout(trx) || undefined;
+  for (let i = 0; i < rows.length;) {
+    let n = 1;
+    let bytes = rows[i]!.data.length;
+    while (n < MYSQL_MAX_ROWS && i + n < rows.length && bytes + rows[i + n]!.data.length <= MYSQL_MAX_BYTES) bytes += rows[i + n++]!.data.length;
+    n = 2 ** Math.floor(Math.log2(n));
+    const b = rows.slice(i, i + n);
+    i += n;
+    const values: unknown[] = [];
+    for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
+    await new Promise<void>((resolve, reject) => conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
+      if (!err) return resolve();
+      // Timed out mid-command: the connection cannot be reused (see db.ts).
+      if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+      reject(err);
     }));
   }
 }

@@ -1,14 +1,8 @@
-import type { Knex } from 'knex';
-import { queryTimeout, type Dialect } from '../db/db.js';
-import { sqlitePrepared } from '../db/prepared.js';
 import type { Logger } from '../log.js';
-import type { ExecPatch, ExecRepo } from './repository.js';
-import { updateExecutionRows } from './row-updates.js';
+import type { ExecPatch, ExecRepo, OutputRow } from './repo.js';
 
 /** Largest BLOB part stored in one row (MySQL BLOB holds 65,535 bytes). */
 const PART_BYTES = 60_000;
-
-interface OutRow { execution_id: string; seq: number; part: number; stream: number; data: Buffer }
 
 /**
  * Batches the hot writes of executions: output chunks (multi-row inserts) and execution row
@@ -25,8 +19,8 @@ interface OutRow { execution_id: string; seq: number; part: number; stream: numb
  * `retryInitialMs`, doubling up to `retryMaxMs`; nothing else starts a flush meanwhile, so an
  * outage costs a handful of attempts, and one log line when it starts and one when it ends.
  */
-export class ExecWriter {
-  private rows: OutRow[] = [];
+export class ExecWriteBatcher {
+  private rows: OutputRow[] = [];
   private bytes = 0;
   private updates = new Map<string, ExecPatch>();
   private callbacks: Array<() => void> = [];
@@ -43,8 +37,8 @@ export class ExecWriter {
   committedBytes = 0;
   committedRows = 0;
 
-  constructor(private readonly repo: ExecRepo, private readonly log: Logger, private readonly o: {
-    dialect: Dialect; intervalMs: number; batchBytes: number; highWaterBytes: number; maxFlushBytes: number; onPressure(on: boolean): void;
+  constructor(private readonly repo: Pick<ExecRepo, 'storeBatch'>, private readonly log: Logger, private readonly o: {
+    intervalMs: number; batchBytes: number; highWaterBytes: number; maxFlushBytes: number; onPressure(on: boolean): void;
     retryInitialMs: number; retryMaxMs: number;
     /** Told when writes start failing and when they succeed again (database health). */
     onHealth?(ok: boolean, err?: unknown): void;
@@ -171,11 +165,7 @@ export class ExecWriter {
     this.releasePressure();
     this.flushing = (async () => {
       try {
-        await this.repo.db.transaction(async (trx) => {
-          if (this.o.dialect === 'mysql') await insertMysql(trx, rows);
-          else await insertSqlite(trx, rows);
-          await updateExecutionRows(trx, this.o.dialect, updates);
-        });
+        await this.repo.storeBatch(rows, updates);
         this.committedBytes += bytes;
         this.committedRows += rows.length;
       } catch (err) {
@@ -232,60 +222,5 @@ export class ExecWriter {
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.failing?.timer);
-  }
-}
-
-/**
- * SQLite: one statement prepared once and run per chunk (bytes bound as BLOBs); without a
- * better-sqlite3 connection, multi-row inserts through knex.
- */
-async function insertSqlite(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
-  const prepared = await sqlitePrepared(trx);
-  if (prepared) {
-    const stmt = prepared('INSERT INTO "execution_output" ("execution_id", "seq", "part", "stream", "data") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("execution_id", "seq", "part") DO NOTHING');
-    for (const r of rows) stmt.run(r.execution_id, r.seq, r.part, r.stream, r.data);
-    return;
-  }
-  for (let i = 0; i < rows.length; i += 100) {
-    await trx('execution_output').insert(rows.slice(i, i + 100)).onConflict(['execution_id', 'seq', 'part']).ignore();
-  }
-}
-
-/** Rows per prepared INSERT: at most MYSQL_MAX_ROWS and about MYSQL_MAX_BYTES of output. */
-const MYSQL_MAX_ROWS = 256;
-const MYSQL_MAX_BYTES = 1 << 20;
-const mysqlInsert = (n: number) =>
-  `INSERT IGNORE INTO execution_output (execution_id, seq, part, stream, data) VALUES ${new Array<string>(n).fill('(?,?,?,?,?)').join(',')}`;
-
-/**
- * MySQL: prepared statements on the transaction's own connection (binary protocol), so output
- * bytes go to the server as they are: knex's text protocol would turn every byte into two hex
- * characters inside one large SQL string, which costs CPU and hundreds of MB of transient heap.
- *
- * Each statement is one round trip: small chunks (a 10,000-host task's results) go up to
- * MYSQL_MAX_ROWS at a time, large ones as many as fit in MYSQL_MAX_BYTES. Row counts are powers
- * of two, so a connection prepares at most nine distinct statements (the server's
- * max_prepared_stmt_count is shared by every connection).
- */
-async function insertMysql(trx: Knex.Transaction, rows: OutRow[]): Promise<void> {
-  type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
-  const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
-  // The same statement timeout as every knex query (a partitioned database must not hold this forever).
-  const timeout = queryTimeout(trx) || undefined;
-  for (let i = 0; i < rows.length;) {
-    let n = 1;
-    let bytes = rows[i]!.data.length;
-    while (n < MYSQL_MAX_ROWS && i + n < rows.length && bytes + rows[i + n]!.data.length <= MYSQL_MAX_BYTES) bytes += rows[i + n++]!.data.length;
-    n = 2 ** Math.floor(Math.log2(n));
-    const b = rows.slice(i, i + n);
-    i += n;
-    const values: unknown[] = [];
-    for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
-    await new Promise<void>((resolve, reject) => conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
-      if (!err) return resolve();
-      // Timed out mid-command: the connection cannot be reused (see db.ts).
-      if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
-      reject(err);
-    }));
   }
 }

@@ -1,0 +1,239 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { AgentMessage, ServerToAgent } from '../../protocol/index.js';
+import type { Execution, Task } from '../../server/exec/model.js';
+import { Scheduler, type SchedulerDeps } from '../../server/exec/scheduler.js';
+import type { AgentRecord } from '../../server/fleet/repo.js';
+import { createMetrics } from '../../server/metrics.js';
+
+// The scheduler with a fake fleet, writer and repository: no server, no database, no sockets.
+// The fleet is the edge here (which agents are online, what was sent to them).
+
+const metrics = createMetrics();
+const RECONCILE_MS = 60_000;
+
+class FakeFleet {
+  readonly online = new Set<string>();
+  readonly sent: { agentId: string; msg: ServerToAgent }[] = [];
+  readonly records = new Map<string, Pick<AgentRecord, 'policy' | 'lastSeenAt'>>();
+  isOnline(id: string): boolean { return this.online.has(id); }
+  send(agentId: string, msg: ServerToAgent): boolean {
+    if (!this.online.has(agentId)) return false;
+    this.sent.push({ agentId, msg });
+    return true;
+  }
+  get(id: string): AgentRecord | undefined { return this.records.get(id) as AgentRecord | undefined; }
+  /** Execution ids sent in exec.run, in order. */
+  runs(): string[] {
+    return this.sent.flatMap((s) => (s.msg.type === 'exec.run' ? [s.msg.executionId] : []));
+  }
+  of(type: ServerToAgent['type']): ServerToAgent[] {
+    return this.sent.filter((s) => s.msg.type === type).map((s) => s.msg);
+  }
+}
+
+function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: Execution[] } } = {}) {
+  const fleet = new FakeFleet();
+  const stored: { taskId: string; patch: object }[] = [];
+  const deps: SchedulerDeps = {
+    repo: {
+      updateTask: async (taskId, patch) => void stored.push({ taskId, patch }),
+      loadActive: async () => o.loaded ?? { tasks: [], executions: [] },
+      storedOutput: async () => ({ nextSeq: 0, bytes: 0 }),
+    },
+    writer: { update: () => {}, output: () => {}, afterFlush: (fn) => fn() },
+    fleet, bus: { publish: () => {} }, live: { output: () => {}, ended: () => {} },
+    log: pino({ level: 'silent' }), metrics, maxExecutionsPerAgent: o.maxPerAgent ?? 8, reconcileTimeoutMs: RECONCILE_MS, maxOutputBytes: 1 << 20,
+  };
+  const s = new Scheduler(deps);
+  return { s, fleet, stored };
+}
+
+let n = 0;
+function task(o: Partial<Task> = {}): Task {
+  n++;
+  return {
+    id: `t${n}`, name: 'x', script: 'true', scriptSha256: '0'.repeat(64), interpreter: 'bash', args: [], env: {}, cwd: null, timeoutSec: 60,
+    signature: null, targets: {}, concurrency: null, maxFailures: null, offline: 'skip', queueTtlSec: null, createdBy: 'op', createdAt: Date.now(),
+    status: 'running', total: 0, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf: null, scriptId: null, scriptVersion: null,
+    scheduleId: null, secretEnv: [], ...o,
+  };
+}
+
+function executions(t: Task, agents: string[], o: Partial<Execution> = {}): Execution[] {
+  return agents.map((agentId, i) => ({
+    id: `${t.id}-e${i}`, taskId: t.id, agentId, agentName: agentId, status: 'pending', reason: null, exitCode: null, signal: null,
+    queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: null, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
+    reconciledAt: null, ...o,
+  }));
+}
+
+function result(executionId: string, status: AgentMessage<'exec.finished'>['status'], exitCode = status === 'succeeded' ? 0 : 1): AgentMessage<'exec.finished'> {
+  return { type: 'exec.finished', executionId, status, exitCode, signal: null, startedAt: Date.now(), finishedAt: Date.now(), outputSeq: 0, truncated: false };
+}
+
+const agents = (k: number) => Array.from({ length: k }, (_, i) => `a${i}`);
+
+describe('exec scheduler', () => {
+  it('keeps at most `concurrency` executions in flight and moves the window as results come', () => {
+    const { s, fleet } = setup();
+    for (const a of agents(5)) fleet.online.add(a);
+    const t = task({ concurrency: '2' });
+    const ex = executions(t, agents(5));
+    s.submit(t, ex);
+    expect(fleet.runs()).toEqual([ex[0]!.id, ex[1]!.id]);
+    expect(s.finished('a1', result(ex[1]!.id, 'succeeded'))).toBe(true);
+    expect(fleet.runs()).toEqual([ex[0]!.id, ex[1]!.id, ex[2]!.id]);
+    s.finished('a0', result(ex[0]!.id, 'succeeded'));
+    s.finished('a2', result(ex[2]!.id, 'failed'));
+    expect(fleet.runs()).toHaveLength(5);
+    expect(s.view(t.id)?.counts).toMatchObject({ succeeded: 2, failed: 1, dispatched: 2 });
+    s.finished('a3', result(ex[3]!.id, 'succeeded'));
+    s.finished('a4', result(ex[4]!.id, 'succeeded'));
+    expect(s.isActive(t.id)).toBe(false);
+    expect(t.status).toBe('failed');
+  });
+
+  it('a percentage window is taken of the targets, and an agent runs at most its limit', () => {
+    const { s, fleet } = setup({ maxPerAgent: 1 });
+    for (const a of agents(4)) fleet.online.add(a);
+    const t1 = task({ concurrency: '50%' });
+    const e1 = executions(t1, agents(4));
+    s.submit(t1, e1);
+    expect(fleet.runs()).toEqual([e1[0]!.id, e1[1]!.id]);
+    // a0 is busy with t1: t2's execution on a0 waits for the slot, not for t2's window.
+    const t2 = task();
+    const e2 = executions(t2, ['a0']);
+    s.submit(t2, e2);
+    expect(fleet.runs()).not.toContain(e2[0]!.id);
+    s.finished('a0', result(e1[0]!.id, 'succeeded'));
+    expect(fleet.runs()).toContain(e2[0]!.id);
+  });
+
+  it('stops after maxFailures: the rest is cancelled and nothing more is dispatched', () => {
+    const { s, fleet } = setup();
+    for (const a of agents(5)) fleet.online.add(a);
+    const t = task({ concurrency: '1', maxFailures: '1' });
+    const ex = executions(t, agents(5));
+    s.submit(t, ex);
+    s.finished('a0', result(ex[0]!.id, 'failed'));
+    expect(fleet.runs()).toHaveLength(2); // one failure is allowed
+    s.finished('a1', result(ex[1]!.id, 'timeout'));
+    expect(fleet.runs()).toHaveLength(2);
+    expect(ex.slice(2).map((e) => e.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
+    expect(ex[2]!.reason).toMatch(/more than 1 failure/);
+    expect(s.isActive(t.id)).toBe(false);
+    expect(t.status).toBe('failed');
+  });
+
+  it('an execution refused by host policy counts as a failure before anything is dispatched', () => {
+    const { s, fleet } = setup();
+    for (const a of agents(3)) fleet.online.add(a);
+    const t = task({ maxFailures: '0' });
+    const ex = executions(t, agents(3));
+    ex[0]!.status = 'policy_denied';
+    ex[0]!.finishedAt = Date.now();
+    s.submit(t, ex);
+    expect(fleet.runs()).toEqual([]);
+    expect(ex.slice(1).map((e) => e.status)).toEqual(['cancelled', 'cancelled']);
+  });
+
+  it('adopts a lost execution its agent reports when it comes back, and takes the real result', () => {
+    const { s, fleet } = setup();
+    fleet.online.add('a0').add('a1');
+    const t = task();
+    const ex = executions(t, ['a0', 'a1']);
+    s.submit(t, ex);
+    s.started('a0', { type: 'exec.started', executionId: ex[0]!.id, pid: 1, startedAt: Date.now() });
+    expect(ex[0]!.status).toBe('running');
+    fleet.online.delete('a0');
+    s.agentLeft('a0');
+    s.sweep(Date.now() + RECONCILE_MS + 1);
+    expect(ex[0]!.status).toBe('lost');
+    expect(s.isActive(t.id)).toBe(true); // a1 still runs
+    fleet.online.add('a0');
+    const unknown = s.agentReturned('a0', { executions: [{ executionId: ex[0]!.id, state: 'running', nextSeq: 0 }] });
+    expect(unknown).toEqual([]);
+    expect(ex[0]!.status).toBe('running');
+    expect(ex[0]!.reconciledAt).not.toBeNull();
+    expect(fleet.of('exec.resume')).toContainEqual({ type: 'exec.resume', executionId: ex[0]!.id, fromSeq: 0 });
+    s.finished('a0', result(ex[0]!.id, 'succeeded'));
+    s.finished('a1', result(ex[1]!.id, 'succeeded'));
+    expect(t.status).toBe('succeeded');
+  });
+
+  it('at a reconnect: an unconfirmed dispatch is sent again, a confirmed one the agent forgot is lost, unknown ones are handed back', () => {
+    const { s, fleet } = setup();
+    fleet.online.add('a0');
+    const t = task();
+    const ex = executions(t, ['a0', 'a0']);
+    s.submit(t, ex);
+    s.started('a0', { type: 'exec.started', executionId: ex[1]!.id, pid: 1, startedAt: Date.now() });
+    const unknown = s.agentReturned('a0', { executions: [{ executionId: 'elsewhere', state: 'finished', nextSeq: 0 }] });
+    expect(unknown.map((x) => x.executionId)).toEqual(['elsewhere']);
+    expect(fleet.runs()).toEqual([ex[0]!.id, ex[1]!.id, ex[0]!.id]);
+    expect(ex[1]!.status).toBe('lost');
+    expect(ex[1]!.reason).toMatch(/did not report/);
+  });
+
+  it('sweeps: queue TTLs, agents that stay away, dispatches never started', () => {
+    const { s, fleet } = setup();
+    fleet.online.add('a2');
+    const now = Date.now();
+    const t = task({ offline: 'queue', queueTtlSec: 10 });
+    const ex = [
+      ...executions(t, ['a0'], { queuedUntil: now + 10_000 }),
+      ...executions(t, ['a1']).map((e) => ({ ...e, id: `${e.id}-b` })),
+      ...executions(t, ['a2']).map((e) => ({ ...e, id: `${e.id}-c` })),
+    ];
+    fleet.records.set('a1', { policy: null, lastSeenAt: now });
+    s.submit(t, ex);
+    expect(ex[2]!.status).toBe('dispatched');
+    s.sweep(now + 5_000);
+    expect(ex.map((e) => e.status)).toEqual(['pending', 'pending', 'dispatched']);
+    s.sweep(now + 11_000);
+    expect(ex[0]!.status).toBe('skipped');
+    expect(ex[0]!.reason).toMatch(/queue TTL/);
+    s.sweep(now + RECONCILE_MS + 1_000);
+    expect(ex[1]!.status).toBe('skipped');
+    expect(ex[1]!.reason).toMatch(/offline before its turn/);
+    expect(ex[2]!.status).toBe('lost');
+    expect(ex[2]!.reason).toBe('the agent never started it');
+    expect(s.isActive(t.id)).toBe(false);
+  });
+
+  it('restores active tasks after a restart: pending ones wait for their agent, those never back are lost', async () => {
+    const t = task();
+    const ex = executions(t, ['a0', 'a1', 'a2']);
+    ex[0]!.status = 'running';
+    ex[0]!.startedAt = Date.now();
+    const { s, fleet } = setup({ loaded: { tasks: [t], executions: ex } });
+    expect(await s.restore()).toEqual({ tasks: 1, executions: 3 });
+    expect(fleet.runs()).toEqual([]); // nobody is online yet
+    fleet.online.add('a1');
+    expect(s.agentReturned('a1', { executions: [] })).toEqual([]);
+    expect(fleet.runs()).toEqual([ex[1]!.id]);
+    // a0 and a2 never come back: the running one is lost, and so is the pending one (its
+    // dispatch may have happened before the restart without being stored).
+    s.sweep(Date.now() + RECONCILE_MS + 1_000);
+    expect(ex[0]!.status).toBe('lost');
+    expect(ex[2]!.status).toBe('lost');
+    expect(ex[2]!.reason).toMatch(/server restarted/);
+  });
+
+  it('cancel stops pending executions, asks running ones to stop, and stores who cancelled', async () => {
+    const { s, fleet, stored } = setup();
+    fleet.online.add('a0');
+    const t = task({ concurrency: '1' });
+    const ex = executions(t, ['a0', 'a1']);
+    s.submit(t, ex);
+    const r = await s.cancel(t.id, 'alice');
+    expect(r?.signalled).toBe(1);
+    expect(ex[1]!.status).toBe('cancelled');
+    expect(fleet.of('exec.cancel')).toEqual([{ type: 'exec.cancel', executionId: ex[0]!.id, reason: 'cancelled by alice' }]);
+    expect(stored[0]).toMatchObject({ taskId: t.id, patch: { cancelledBy: 'alice' } });
+    s.finished('a0', result(ex[0]!.id, 'cancelled'));
+    expect(t.status).toBe('cancelled');
+    expect(await s.cancel(t.id, 'alice')).toBeNull();
+  });
+});
