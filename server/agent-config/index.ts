@@ -1,6 +1,6 @@
 import type { Capability, Core } from '../core.js';
 import { selectorLimits } from '../config/config.js';
-import { AgentConfigRepo } from './repository.js';
+import { AgentConfigRepo } from './repo.js';
 import { agentConfigRoutes } from './routes.js';
 import { AgentConfigService, type SettingBounds } from './service.js';
 
@@ -19,8 +19,8 @@ export function createAgentConfig(core: Core): Capability<'config.applied', neve
   const service = new AgentConfigService({
     repo: new AgentConfigRepo(core.db), fleet: core.fleet, audit: core.audit, log: core.log.child({ component: 'agent-config' }), bounds, selectorLimits: limits,
   });
-  // After the welcome has gone out (connect hooks run before it; the agent ignores anything earlier).
-  core.fleet.onConnect((agentId, hello) => void setImmediate(() => service.onConnect(agentId, hello)));
+  // Connect hooks run once the welcome is written: the configuration may go out at once.
+  core.fleet.onConnect((agentId, hello) => service.onConnect(agentId, hello));
   core.fleet.onDisconnect((agentId) => service.onDisconnect(agentId));
   return {
     agentHandlers: { 'config.applied': (ctx, m) => service.onApplied(ctx.agentId, m) },

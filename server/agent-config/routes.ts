@@ -7,7 +7,7 @@ import { actorOf } from '../http/context.js';
 import { notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
 import type { SelectorLimits } from '../selectors/selector.js';
-import type { ConfigRule } from './repository.js';
+import type { ConfigRule } from './repo.js';
 import { PRECEDENCE, type AgentConfigService, type SettingBounds } from './service.js';
 
 function ruleView(r: ConfigRule) {

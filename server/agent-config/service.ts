@@ -8,7 +8,7 @@ import { selectAgents } from '../fleet/routes.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import { compileSelector, type AgentPredicate, type SelectorLimits } from '../selectors/selector.js';
-import type { AgentConfigRepo, ConfigRule } from './repository.js';
+import type { AgentConfigRepo, ConfigRule } from './repo.js';
 
 /** Named bounds of the settings (server config `MUSTER_AGENT_*_MIN/MAX_*`). */
 export interface SettingBounds {

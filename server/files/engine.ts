@@ -114,7 +114,8 @@ export class DistributionEngine {
 
   async start(): Promise<void> {
     await this.waves.start();
-    this.d.fleet.onConnect((agentId) => setImmediate(() => this.onConnect(agentId)));
+    // Connect hooks run once the welcome is written: a waiting transfer may start at once.
+    this.d.fleet.onConnect((agentId) => this.onConnect(agentId));
     this.d.fleet.onDisconnect((agentId) => this.onDisconnect(agentId));
   }
 

@@ -1,5 +1,5 @@
 import type { Capability, Core } from '../core.js';
-import { NotificationRepo } from './repository.js';
+import { NotificationRepo } from './repo.js';
 import { notificationRoutes } from './routes.js';
 import { NotificationService } from './service.js';
 

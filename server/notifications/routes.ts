@@ -6,7 +6,7 @@ import { ApiRouter } from '../http/api-router.js';
 import { actorOf } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { oneOf, one, pageShape, parseQuery } from '../http/query.js';
-import type { Delivery, NotificationRepo, Rule } from './repository.js';
+import type { Delivery, NotificationRepo, Rule } from './repo.js';
 import { EVENTS, type NotificationService } from './service.js';
 
 const Url = z.string().max(2048).url().refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL');

@@ -1,8 +1,8 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Delivery, Rule } from './repository.js';
-import type { NotificationRepo } from './repository.js';
+import type { Delivery, Rule } from './repo.js';
+import type { NotificationRepo } from './repo.js';
 
 /** Events a rule can name. `agent.offline` also sends `agent.online` when that agent comes back. */
 export const EVENTS = ['agent.offline', 'execution.failed', 'task.failed', 'rollout.paused', 'rollout.rolled_back', 'update.failed'] as const;

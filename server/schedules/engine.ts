@@ -3,7 +3,7 @@ import { roleAtLeast, type AuthService } from '../auth/auth-service.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { ScriptService } from '../scripts/service.js';
-import type { Schedule, ScheduleRepo } from './repository.js';
+import type { Schedule, ScheduleRepo } from './repo.js';
 import { timingOf } from './service.js';
 import { nextAfter } from './timing.js';
 

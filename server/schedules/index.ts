@@ -2,7 +2,7 @@ import type { Capability, Core } from '../core.js';
 import { selectAgents } from '../fleet/routes.js';
 import type { ScriptService } from '../scripts/service.js';
 import { ScheduleEngine } from './engine.js';
-import { ScheduleRepo } from './repository.js';
+import { ScheduleRepo } from './repo.js';
 import { scheduleRoutes } from './routes.js';
 import { ScheduleService } from './service.js';
 

@@ -4,7 +4,7 @@ import type { Principal } from '../auth/auth-service.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { paramEnv, type ParamValue } from '../scripts/params.js';
 import type { ScriptService } from '../scripts/service.js';
-import { NameTaken, type Schedule, type ScheduleRepo } from './repository.js';
+import { NameTaken, type Schedule, type ScheduleRepo } from './repo.js';
 import { nextAfter, nextFires, timingProblem, type Timing } from './timing.js';
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());

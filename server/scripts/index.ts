@@ -1,6 +1,6 @@
 import type { Capability, Core } from '../core.js';
 import type { ExecService } from '../exec/service.js';
-import { ScriptRepo } from './repository.js';
+import { ScriptRepo } from './repo.js';
 import { scriptRoutes } from './routes.js';
 import { ScriptService } from './service.js';
 

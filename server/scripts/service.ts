@@ -4,7 +4,7 @@ import type { Principal } from '../auth/auth-service.js';
 import type { ExecService } from '../exec/service.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { paramEnv, type ParamDef, type ParamValue } from './params.js';
-import { ScriptConflict, type ScriptContent, type ScriptRepo, type ScriptRow, type ScriptVersion } from './repository.js';
+import { ScriptConflict, type ScriptContent, type ScriptRepo, type ScriptRow, type ScriptVersion } from './repo.js';
 
 const iso = (t: number) => new Date(t).toISOString();
 
