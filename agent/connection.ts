@@ -73,8 +73,8 @@ export function describeConnectError(err: NodeJS.ErrnoException, serverUrl: stri
 export function describeUpgradeRefusal(status: number | undefined, retryAfterSec: number | null, enrolling: boolean): string {
   if (status === 401) {
     return enrolling
-      ? 'server refused our credentials (HTTP 401 Unauthorized): the enrolment token is wrong or expired; check --token, or issue a new one in Admin → Enrolment'
-      : 'server refused our credentials (HTTP 401 Unauthorized): the stored agent secret is no longer valid (agent revoked or deleted?); re-enrol with a new token';
+      ? 'server refused our credentials (HTTP 401 Unauthorized): the enrollment token is wrong or expired; check --token, or issue a new one in Admin → Enrollment'
+      : 'server refused our credentials (HTTP 401 Unauthorized): the stored agent secret is no longer valid (agent revoked or deleted?); re-enroll with a new token';
   }
   if (status === 503 || status === 429) {
     return `server busy or starting (HTTP ${status})${retryAfterSec !== null ? `, retrying after ${retryAfterSec} s (Retry-After)` : ''}`;
@@ -84,7 +84,7 @@ export function describeUpgradeRefusal(status: number | undefined, retryAfterSec
 }
 
 /**
- * The agent's one socket to the server: authenticates at the upgrade (enrolment token or id +
+ * The agent's one socket to the server: authenticates at the upgrade (enrollment token or id +
  * secret), sends hello, and reconnects forever with backoff + jitter, honouring 503 Retry-After.
  */
 export class ServerConnection {

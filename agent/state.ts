@@ -24,7 +24,7 @@ export class AgentState {
     return this.secret;
   }
 
-  /** Stores the secret received at enrolment; never logged, never sent again. */
+  /** Stores the secret received at enrollment; never logged, never sent again. */
   saveSecret(secret: string): void {
     writeAtomic(path.join(this.dir, 'agent-secret'), `${secret}\n`, 0o600);
     this.secret = secret;

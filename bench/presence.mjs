@@ -215,7 +215,7 @@ time and waited for every peer's close handshake → one statement, 2 s grace, t
 draining server answers 503 + Retry-After instead of letting agents re-register with it. The server
 now listens before opening the database and answers 503 + Retry-After until ready, and a
 Retry-After no longer grows the agent's backoff. Per-socket dispatch Maps and child loggers became
-shared/lazy. Initial enrolment of 20,000 new agents went from 122 s to 16–26 s; restart from
+shared/lazy. Initial enrollment of 20,000 new agents went from 122 s to 16–26 s; restart from
 29–63 s to 14–30 s.
 `;
 process.stdout.write(`\n${section}\n`);

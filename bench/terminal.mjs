@@ -467,7 +467,7 @@ async function main() {
   const log = (...a) => { if (!values.json) console.log(...a); };
   // The ping floor sends --keys pings back to back: far above a console's control message rate
   // (MUSTER_CONSOLE_MESSAGE_RATE, 50/s), which would cut the measuring socket. Keystrokes are
-  // binary frames and are not counted; the fleet enrols from one address.
+  // binary frames and are not counted; the fleet enrolls from one address.
   const srv = await startServer(path.join(tmp, 'data'), {
     MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'], MUSTER_TERMINAL_RECORDING: '1',
     MUSTER_CONSOLE_MESSAGE_RATE: '100000', MUSTER_CONSOLE_MESSAGE_BURST: '100000',

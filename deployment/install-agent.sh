@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (or re-installs) the Muster agent on this host: one command, idempotent.
 #
-#   install-agent.sh --server ws(s)://HOST:PORT --token ENROL_TOKEN (--package FILE | --url URL)
+#   install-agent.sh --server ws(s)://HOST:PORT --token ENROLL_TOKEN (--package FILE | --url URL)
 #                    [--label k=v]... [--name NAME] [--public-key FILE | --public-key-b64 KEY]
 #                    [--root DIR] [--no-start]
 #
@@ -9,12 +9,12 @@
 #   opt/muster-agent/releases/<version>/    the unpacked package (own Node runtime, bundle, node-pty)
 #   opt/muster-agent/current -> releases/<version>   swapped atomically (symlink + rename)
 #   opt/muster-agent/bin/muster-agent-launcher       what systemd starts (rollback logic)
-#   etc/muster-agent/agent.json             server URL, enrolment token, labels, update public key (0600)
+#   etc/muster-agent/agent.json             server URL, enrollment token, labels, update public key (0600)
 #   var/lib/muster-agent/                   agent id, secret, journal, update marker (0700; kept)
 #   etc/systemd/system/muster-agent.service
 # systemd is reloaded, and the service enabled and (re)started, only when --root is / and systemd
 # runs, unless --no-start. Running it twice with the same arguments gives the same tree.
-# --url downloads with curl (or wget), sending the enrolment token as X-Muster-Enroll-Token.
+# --url downloads with curl (or wget), sending the enrollment token as X-Muster-Enroll-Token.
 # --public-key (PEM file) / --public-key-b64 (32 raw bytes, base64): the key agent packages must be
 # signed with; without one the agent refuses every self-update.
 set -euo pipefail

@@ -191,7 +191,7 @@ export const Welcome = z.object({
   agentId: id,
   heartbeatIntervalMs: z.number().int().positive(),
   serverTime: z.number().int(),
-  /** Present only on enrolment: the agent's own secret, to be stored 0600 and never sent again. */
+  /** Present only on enrollment: the agent's own secret, to be stored 0600 and never sent again. */
   secret: z.string().optional(),
 });
 export const ServerError = AgentError;

@@ -27,8 +27,8 @@ export const CloseCode = {
   restart: 4007,
   /** The console session expired or was logged out. */
   sessionEnded: 4008,
-  /** Enrolment refused at hello: the id enrolled meanwhile, or the enrolment token was used up, expired or revoked. */
-  enrolmentRefused: 4009,
+  /** Enrollment refused at hello: the id enrolled meanwhile, or the enrollment token was used up, expired or revoked. */
+  enrollmentRefused: 4009,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 

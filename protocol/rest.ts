@@ -13,7 +13,7 @@ const Time = z.iso.datetime();
 const TimeOrNull = Time.nullable();
 const int = () => z.number().int();
 const Count = int().nonnegative();
-export const RoleName = z.enum(['viewer', 'operator', 'admin']).meta({ id: 'Role', description: 'viewer (read) < operator (+ run, terminals, cancel) < admin (+ users, tokens, enrolment, updates, audit)' });
+export const RoleName = z.enum(['viewer', 'operator', 'admin']).meta({ id: 'Role', description: 'viewer (read) < operator (+ run, terminals, cancel) < admin (+ users, tokens, enrollment, updates, audit)' });
 
 /** Every error answer: `{ error: { code, message, …details } }`. */
 export const ErrorBody = z.object({

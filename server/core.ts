@@ -30,7 +30,7 @@ export interface Core {
   fleet: Fleet;
   audit: AuditLog;
   auth: AuthService;
-  /** Enrolment tokens (and MUSTER_ENROLL_TOKEN when set). */
+  /** Enrollment tokens (and MUSTER_ENROLL_TOKEN when set). */
   enrollment: EnrollmentTokens;
   /** Absolute path of the data dir (SQLite, artifacts, recordings). */
   dataDir: string;
@@ -85,7 +85,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     ownership: new AgentOwnership(db, config.nodeId, cluster.peers),
     heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
   });
-  // No implicit shared token: enrolment tokens are created by admins (stored hashed), and the
+  // No implicit shared token: enrollment tokens are created by admins (stored hashed), and the
   // single MUSTER_ENROLL_TOKEN works only when set explicitly.
   const enrollment = new EnrollmentTokens(db, { staticToken: config.enrollToken, serverUrl, updatePublicKey: config.updatePublicKey });
   // SQLite's WAL can hold megabytes that a checkpoint gives back to a full disk.

@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     '',
     `  Muster is running: ${consoleUrl}`,
     s.generatedAdminPassword ? `  First start: user "admin", password "${s.generatedAdminPassword}" (shown once; change it)` : '  Sign in with your admin account.',
-    s.enrollToken ? '' : '  Enrol agents with a token from Admin → Enrolment (the install command is there).',
+    s.enrollToken ? '' : '  Enroll agents with a token from Admin → Enrollment (the install command is there).',
     '',
   ].filter((l, i, a) => l !== '' || i === 0 || i === a.length - 1);
   process.stdout.write(`${lines.join('\n')}\n`);

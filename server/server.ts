@@ -26,7 +26,7 @@ export interface RunningServer {
   core: Core;
   /** Admin password when this start created the admin user with a random one. */
   generatedAdminPassword?: string;
-  /** MUSTER_ENROLL_TOKEN when set (else enrolment tokens are created in Admin → Enrolment). */
+  /** MUSTER_ENROLL_TOKEN when set (else enrollment tokens are created in Admin → Enrollment). */
   enrollToken: string | null;
   /** Every route the API router really serves (method, path below /api), for the OpenAPI test. */
   apiRoutes: { method: string; path: string }[];

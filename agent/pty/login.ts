@@ -49,7 +49,7 @@ export function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
 
 /**
  * Builds the login shell of `userName` (default: the agent's user) with a clean environment:
- * the agent's own environment (enrolment token, secrets) never leaks into a terminal.
+ * the agent's own environment (enrollment token, secrets) never leaks into a terminal.
  */
 export function loginSpec(o: {
   user?: string | undefined; shell?: string | undefined; home?: string | undefined; agentEnv: NodeJS.ProcessEnv; passwd?: PasswdEntry[];

@@ -73,8 +73,8 @@ export async function startMusterServer({ dataDir, port = 0, env = {}, nodeArgs 
     env: {
       MUSTER_PORT: String(port), MUSTER_HOST: '0.0.0.0', MUSTER_DATA_DIR: dataDir, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn',
       MUSTER_ADMIN_PASSWORD: 'bench-password-123', MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789',
-      // The simulated fleet enrols thousands of agents from a few local addresses at once: the
-      // anonymous (enrolment) buckets are a defence, not what these benchmarks measure.
+      // The simulated fleet enrolls thousands of agents from a few local addresses at once: the
+      // anonymous (enrollment) buckets are a defence, not what these benchmarks measure.
       MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
       ...env,
     },

@@ -1,4 +1,4 @@
-// Simulated agents for the console benchmark: N WebSocket agents in one process that enrol,
+// Simulated agents for the console benchmark: N WebSocket agents in one process that enroll,
 // say hello and heartbeat at the interval the server's welcome names (with drifting metrics).
 // They answer nothing else. Usage (a child of bench/console.mjs):
 //   node bench/sim/console-agents.mjs WS_URL ENROLL_TOKEN COUNT

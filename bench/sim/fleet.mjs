@@ -25,7 +25,7 @@ export const EXEC_RESPONDER = path.join(here, 'exec-responder.mjs');
  * Starts `count` simulated agents.
  * @param {object} o
  * @param {string} o.url server ws URL (ws://host:port)
- * @param {string} o.enrollToken enrolment token (used once per agent; secrets are kept in credsDir)
+ * @param {string} o.enrollToken enrollment token (used once per agent; secrets are kept in credsDir)
  * @param {number} o.count agents
  * @param {string} o.credsDir where each worker keeps its agents' secrets between runs
  * @param {string} [o.idPrefix] agent ids are `${idPrefix}-${index}` (default 'sim')

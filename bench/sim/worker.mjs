@@ -1,7 +1,7 @@
 // One simulator process: thousands of lightweight agents speaking the real protocol over `ws`.
 // Started by fleet.mjs (child_process.fork); talks to its parent over IPC only.
 //
-// Each simulated agent: upgrades with its id + secret (or the enrolment token, keeping the secret
+// Each simulated agent: upgrades with its id + secret (or the enrollment token, keeping the secret
 // from welcome), sends hello, heartbeats at the interval welcome names (random phase), reconnects
 // forever with exponential backoff (1 s doubling to 60 s) and full jitter, honours 503 Retry-After,
 // and answers unknown commands with an `error` (as the real agent does). Other messages go to the

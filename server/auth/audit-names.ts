@@ -79,7 +79,7 @@ export async function nameAuditRows(db: Db, agentName: (id: string) => string | 
 
 /**
  * The target ids an audit filter's `target` text stands for: the text itself (an id), and every
- * agent, user, script, schedule, managed file, enrolment token or notification rule whose
+ * agent, user, script, schedule, managed file, enrollment token or notification rule whose
  * name is exactly that text. At most `max` ids in all.
  */
 export async function targetIdsNamed(db: Db, agents: Iterable<{ id: string; name: string; hostname: string }>, text: string, max = 1000): Promise<string[]> {

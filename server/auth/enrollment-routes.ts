@@ -11,9 +11,9 @@ const CreateToken = z.object({
   name: z.string().min(1).max(128),
   /** Lifetime; default one day, at most a year. */
   ttlSec: z.number().int().min(60).max(365 * 86_400).default(86_400),
-  /** Agents that may enrol with it; null: any number until it expires. */
+  /** Agents that may enroll with it; null: any number until it expires. */
   maxUses: z.number().int().min(1).max(1_000_000).nullable().default(null),
-  /** Labels the agents that enrol with it get (as operator labels, over their own). */
+  /** Labels the agents that enroll with it get (as operator labels, over their own). */
   labels: Labels.default({}),
 }).strict();
 
@@ -29,7 +29,7 @@ export function enrollmentRoutes(d: {
 
   // The console's install command. With MUSTER_ENROLL_TOKEN set it carries that token, as it
   // always did; otherwise `token` is null and the command has a placeholder: the Admin →
-  // Enrolment page creates a token (POST below) and shows the command with it, once.
+  // Enrollment page creates a token (POST below) and shows the command with it, once.
   r.get('/enrollment', {
     summary: 'Agent install command', description: 'With MUSTER_ENROLL_TOKEN set it carries that token; otherwise a placeholder for a token from POST /api/enrollment/tokens.',
     role: 'admin', responses: { 200: EnrollmentInfo },
@@ -38,7 +38,7 @@ export function enrollmentRoutes(d: {
   });
 
   r.post('/enrollment/tokens', {
-    summary: 'Create an enrolment token', description: 'The token (and the install command with it) is in the answer once. Audited.',
+    summary: 'Create an enrollment token', description: 'The token (and the install command with it) is in the answer once. Audited.',
     role: 'admin', body: CreateToken, responses: { 201: EnrollmentTokenCreated },
   }, async (req, res) => {
     const body = CreateToken.parse(req.body);
@@ -51,17 +51,17 @@ export function enrollmentRoutes(d: {
   });
 
   r.get('/enrollment/tokens', {
-    summary: 'List enrolment tokens', role: 'admin', query: TokenPage, responses: { 200: pageOf(EnrollmentTokenView, 'EnrollmentTokenList') },
+    summary: 'List enrollment tokens', role: 'admin', query: TokenPage, responses: { 200: pageOf(EnrollmentTokenView, 'EnrollmentTokenList') },
   }, async (req, res) => {
     const { limit, offset } = parseQuery(req, TokenPage);
     res.json(await d.tokens.list(limit, offset));
   });
 
-  r.delete('/enrollment/tokens/:id', { summary: 'Revoke an enrolment token', role: 'admin', responses: { 204: null } }, async (req, res) => {
+  r.delete('/enrollment/tokens/:id', { summary: 'Revoke an enrollment token', role: 'admin', responses: { 204: null } }, async (req, res) => {
     const id = String(req.params['id']).slice(0, 64);
     const ok = await d.tokens.revoke(id);
     await d.audit.record({ actor: actorOf(req), action: 'enrollment_token.revoke', targetType: 'enrollment_token', targetId: id, ok });
-    if (!ok) throw new ApiError('not_found', 'enrolment token not found');
+    if (!ok) throw new ApiError('not_found', 'enrollment token not found');
     res.status(204).end();
   });
 

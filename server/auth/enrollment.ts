@@ -6,7 +6,7 @@ import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 import { safeEqual, sha256 } from './crypto.js';
 
-/** An enrolment token as the API shows it (never the token itself, which is shown once at creation). */
+/** An enrollment token as the API shows it (never the token itself, which is shown once at creation). */
 export interface EnrollmentTokenView {
   id: string; name: string; prefix: string; labels: Labels; maxUses: number | null; uses: number;
   expiresAt: string; createdBy: string; createdAt: string; revokedAt: string | null; lastUsedAt: string | null;
@@ -15,8 +15,8 @@ export interface EnrollmentTokenView {
   state: 'active' | 'revoked' | 'expired' | 'used';
 }
 
-/** What a valid enrolment token grants: the token (null for MUSTER_ENROLL_TOKEN) and the labels it applies. */
-export interface EnrolmentGrant { tokenId: string | null; labels: Labels | null }
+/** What a valid enrollment token grants: the token (null for MUSTER_ENROLL_TOKEN) and the labels it applies. */
+export interface EnrollmentGrant { tokenId: string | null; labels: Labels | null }
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
 const PREFIX = 'mst_enr_';
@@ -35,13 +35,13 @@ function view(r: Record<string, unknown>, now = Date.now()): EnrollmentTokenView
 }
 
 /**
- * Enrolment tokens (like Teleport's join tokens): created with a TTL, a maximum number of uses and
+ * Enrollment tokens (like Teleport's join tokens): created with a TTL, a maximum number of uses and
  * labels; stored as a sha256 hash (they are high-entropy secrets), shown once. A use is consumed
  * in the same transaction that claims the new agent's id. The single MUSTER_ENROLL_TOKEN, when set
  * explicitly, keeps working beside them.
  */
 export class EnrollmentTokens {
-  /** MUSTER_ENROLL_TOKEN when set (else agents enrol only with tokens created here). */
+  /** MUSTER_ENROLL_TOKEN when set (else agents enroll only with tokens created here). */
   readonly staticToken: string | null;
 
   constructor(private readonly db: Db, private readonly o: {
@@ -60,7 +60,7 @@ export class EnrollmentTokens {
   }
 
   /** The one-line install command for `token` (MUSTER_ENROLL_TOKEN, else a placeholder). */
-  installCommand(token = this.staticToken ?? '<ENROLMENT-TOKEN>'): string {
+  installCommand(token = this.staticToken ?? '<ENROLLMENT-TOKEN>'): string {
     const base = this.o.serverUrl();
     const key = this.o.updatePublicKey ? ` --public-key-b64 ${this.o.updatePublicKey}` : '';
     return `curl -fsSL ${base}/install-agent.sh | sudo bash -s -- --server ${this.agentUrl()} --token ${token} --url ${base}/api/artifacts/latest/download${key}`;
@@ -105,8 +105,8 @@ export class EnrollmentTokens {
     return n > 0 || Boolean(await this.db('enrollment_tokens').where({ id }).first());
   }
 
-  /** Whether `token` may enrol an agent now (nothing is consumed: that happens at hello). */
-  async check(token: string): Promise<EnrolmentGrant | null> {
+  /** Whether `token` may enroll an agent now (nothing is consumed: that happens at hello). */
+  async check(token: string): Promise<EnrollmentGrant | null> {
     if (this.staticToken !== null && safeEqual(token, this.staticToken)) return { tokenId: null, labels: null };
     if (!token.startsWith(PREFIX) || token.length > 128) return null;
     const r = await this.db('enrollment_tokens').where({ token_hash: sha256(token) }).first();
@@ -117,7 +117,7 @@ export class EnrollmentTokens {
 
   /**
    * Consumes one use of `tokenId` inside `trx`: a single conditional update, so concurrent
-   * enrolments can never exceed max_uses, and a token revoked or expired since the upgrade fails.
+   * enrollments can never exceed max_uses, and a token revoked or expired since the upgrade fails.
    */
   consume(tokenId: string): (trx: Knex.Transaction) => Promise<boolean> {
     return async (trx) => {
@@ -129,7 +129,7 @@ export class EnrollmentTokens {
     };
   }
 
-  /** Gives back one use of `tokenId` inside `trx` (an enrolment that never completed; see Fleet.abandonEnrolment). */
+  /** Gives back one use of `tokenId` inside `trx` (an enrollment that never completed; see Fleet.abandonEnrollment). */
   release(tokenId: string): (trx: Knex.Transaction) => Promise<void> {
     return async (trx) => {
       await trx('enrollment_tokens').where({ id: tokenId }).where('uses', '>', 0).update({ uses: trx.raw('uses - 1') });

@@ -34,7 +34,7 @@ const AuditQuery = {
   ...pageShape(), action: one().max(128).optional().describe('exact, or a prefix ending in `*` (`terminal.*`)'),
   actor: one().max(128).optional().describe('a username (an agent\'s name finds its `agent:<id>` records too)'),
   targetId: one().max(256).optional(),
-  target: one().max(256).optional().describe('a target id, or the exact name of an agent, user, script, schedule, managed file, enrolment token or notification rule'),
+  target: one().max(256).optional().describe('a target id, or the exact name of an agent, user, script, schedule, managed file, enrollment token or notification rule'),
   targetType: one().max(32).optional(), ok: oneOf(['true', 'false']).optional().describe('`false`: refused actions only'),
   since: one().optional().describe('ISO time or epoch ms'), until: one().optional().describe('ISO time or epoch ms'),
 };

@@ -85,7 +85,7 @@ const Schema = z.object({
   maxInvalidMessages: z.coerce.number().int().min(1).default(20),
   /** New connections of known agents (valid secret) accepted per second before the upgrade answers 503 + Retry-After. */
   agentConnectRate: z.coerce.number().int().min(1).default(2000),
-  /** Agent upgrades per second without a valid agent secret (enrolments, bad or absent credentials): 503 above. */
+  /** Agent upgrades per second without a valid agent secret (enrollments, bad or absent credentials): 503 above. */
   anonConnectRate: z.coerce.number().int().min(1).default(500),
   /** The same per remote address: 429 above. */
   anonConnectRatePerAddress: z.coerce.number().int().min(1).default(50),
@@ -124,7 +124,7 @@ const Schema = z.object({
   updateTimeoutSec: z.coerce.number().int().min(1).default(120),
   /**
    * Public half (base64 of the 32 raw bytes, as `muster keygen` prints it) of the key that signs
-   * agent packages; only put in the enrolment install command. The signing key never is here.
+   * agent packages; only put in the enrollment install command. The signing key never is here.
    */
   updatePublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'MUSTER_UPDATE_PUBLIC_KEY must be the base64 of a 32-byte ed25519 public key').optional(),
   /** Largest agent package accepted by POST /api/artifacts. */

@@ -1,6 +1,6 @@
 import type { Db } from './db.js';
 
-/** Small key/value settings that must survive restarts (the generated enrolment token). */
+/** Small key/value settings that must survive restarts (the generated enrollment token). */
 export class Settings {
   constructor(private readonly db: Db) {}
   async get(key: string): Promise<string | null> {

@@ -5,15 +5,15 @@ import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
-import { agentView, AgentRepo, ConnectionRepo, EnrolmentRefused, type AgentRecord } from './repo.js';
+import { agentView, AgentRepo, ConnectionRepo, EnrollmentRefused, type AgentRecord } from './repo.js';
 
-/** What a socket that presented an enrolment token (not an agent secret) brings to its hello. */
-export interface Enrolment {
-  /** Labels the enrolment token applies (kept apart, merged over the agent's own when read). */
+/** What a socket that presented an enrollment token (not an agent secret) brings to its hello. */
+export interface Enrollment {
+  /** Labels the enrollment token applies (kept apart, merged over the agent's own when read). */
   labels: Labels | null;
-  /** Consumes one use of the enrolment token inside the claim's transaction; false when none is left. */
+  /** Consumes one use of the enrollment token inside the claim's transaction; false when none is left. */
   consume?: (trx: import('knex').Knex.Transaction) => Promise<boolean>;
-  /** Gives that use back inside the transaction that abandons an enrolment the agent never completed. */
+  /** Gives that use back inside the transaction that abandons an enrollment the agent never completed. */
   release?: (trx: import('knex').Knex.Transaction) => Promise<void>;
 }
 
@@ -174,21 +174,21 @@ export class Fleet {
 
   /**
    * A valid hello arrived on an authenticated socket: the agent is online. An enrolling socket
-   * (`enrol`) first claims its id in the database; an id that is known (it enrolled while this
-   * socket waited, or on another node) is refused with EnrolmentRefused and nothing changes.
+   * (`enroll`) first claims its id in the database; an id that is known (it enrolled while this
+   * socket waited, or on another node) is refused with EnrollmentRefused and nothing changes.
    */
-  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enrol?: Enrolment): Promise<void> {
+  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment): Promise<void> {
     const now = Date.now();
     const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
-    if (enrol) {
-      if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
-      const enrolLabels = enrol.labels && Object.keys(enrol.labels).length ? enrol.labels : null;
-      await this.deps.repo.claim(hello, secretHash, now, enrolLabels, enrol.consume);
-      if (this.agents.has(hello.agentId)) throw new EnrolmentRefused('this agent id is already enrolled');
+    if (enroll) {
+      if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
+      const enrollLabels = enroll.labels && Object.keys(enroll.labels).length ? enroll.labels : null;
+      await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
+      if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
       this.agents.set(hello.agentId, {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrolLabels, groups: [], secretHash, createdAt: now,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrollLabels, groups: [], secretHash, createdAt: now,
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null, policy: hello.policy ?? null,
       });
     }
@@ -217,7 +217,7 @@ export class Fleet {
       rec = {
         id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
         platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrolLabels: null, groups: [], secretHash, createdAt: now,
+        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrollLabels: null, groups: [], secretHash, createdAt: now,
         connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null, policy: hello.policy ?? null,
       };
       this.agents.set(rec.id, rec);
@@ -258,17 +258,17 @@ export class Fleet {
   }
 
   /**
-   * Undoes the claim of an enrolment whose agent never received its secret (the registration
+   * Undoes the claim of an enrollment whose agent never received its secret (the registration
    * failed, or the socket closed before `welcome`): the row is deleted and the token's use given
    * back in one transaction, and the in-memory record dropped, so the agent's retry with the same
-   * token enrols afresh instead of meeting 401 forever. Only the claim made with `secretHash` is
+   * token enrolls afresh instead of meeting 401 forever. Only the claim made with `secretHash` is
    * undone (a no-op when the claim never happened). The caller has already ended the link.
    */
-  async abandonEnrolment(agentId: string, secretHash: string, enrol: Enrolment): Promise<boolean> {
+  async abandonEnrollment(agentId: string, secretHash: string, enroll: Enrollment): Promise<boolean> {
     if (this.live.has(agentId)) return false; // someone holds the agent (cannot be this secret's owner)
     const rec = this.agents.get(agentId);
     if (rec && rec.secretHash !== secretHash) return false;
-    const removed = await this.deps.repo.unclaim(agentId, secretHash, enrol.release);
+    const removed = await this.deps.repo.unclaim(agentId, secretHash, enroll.release);
     const cur = this.agents.get(agentId);
     if (cur && cur.secretHash === secretHash && !this.live.has(agentId)) {
       this.agents.delete(agentId);

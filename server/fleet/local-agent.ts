@@ -15,7 +15,7 @@ export class LocalAgentSupervisor {
 
   constructor(private readonly opts: {
     agentScript: string; serverUrl: string; stateDir: string; log: Logger;
-    /** An enrolment token, asked for only while the agent has no secret in its state dir. */
+    /** An enrollment token, asked for only while the agent has no secret in its state dir. */
     token: () => Promise<string>;
   }) {}
 
@@ -32,7 +32,7 @@ export class LocalAgentSupervisor {
     if (this.stopped) return;
     // The token goes in the environment (readable only by this user in /proc/<pid>/environ),
     // never on the command line, which every local user can read with `ps`.
-    // The server's own settings (database URL with its password, admin password, enrolment token)
+    // The server's own settings (database URL with its password, admin password, enrollment token)
     // are none of the agent's business, nor of the scripts it runs: only MUSTER_AGENT_* pass.
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MUSTER_') || k.startsWith('MUSTER_AGENT_')) env[k] = v;
@@ -41,7 +41,7 @@ export class LocalAgentSupervisor {
       try {
         env['MUSTER_AGENT_TOKEN'] = await this.opts.token();
       } catch (err) {
-        this.opts.log.error({ err }, 'could not mint an enrolment token for the local agent');
+        this.opts.log.error({ err }, 'could not mint an enrollment token for the local agent');
       }
       if (this.stopped) return;
     }

@@ -18,10 +18,10 @@ export interface AgentRecord {
   memoryBytes: number;
   /** Labels from the agent's own config. */
   labels: Labels;
-  /** Labels set by an operator; when set they replace the agent's own (and its enrolment labels). */
+  /** Labels set by an operator; when set they replace the agent's own (and its enrollment labels). */
   labelOverrides: Labels | null;
-  /** Labels its enrolment token applied; merged over the agent's own, whatever it reports later. */
-  enrolLabels: Labels | null;
+  /** Labels its enrollment token applied; merged over the agent's own, whatever it reports later. */
+  enrollLabels: Labels | null;
   groups: string[];
   secretHash: string;
   createdAt: number;
@@ -47,9 +47,9 @@ export function agentView(a: AgentRecord): AgentView {
   };
 }
 
-/** Effective labels: operator overrides win; otherwise the enrolment token's labels over the agent's own. */
+/** Effective labels: operator overrides win; otherwise the enrollment token's labels over the agent's own. */
 export function effectiveLabels(a: AgentRecord): Labels {
-  return a.labelOverrides ?? (a.enrolLabels ? { ...a.labels, ...a.enrolLabels } : a.labels);
+  return a.labelOverrides ?? (a.enrollLabels ? { ...a.labels, ...a.enrollLabels } : a.labels);
 }
 
 function fromRow(r: Record<string, unknown>): AgentRecord {
@@ -59,7 +59,7 @@ function fromRow(r: Record<string, unknown>): AgentRecord {
     externalIp: (r['external_ip'] as string | null) ?? null, platform: String(r['platform']), arch: String(r['arch']),
     os: String(r['os']), version: String(r['version']), cpus: Number(r['cpus']), memoryBytes: Number(r['memory_bytes']),
     labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null),
-    enrolLabels: parseJson(r['enrol_labels'], null), groups: parseJson(r['groups'], []),
+    enrollLabels: parseJson(r['enrol_labels'], null), groups: parseJson(r['groups'], []),
     secretHash: String(r['secret_hash']), createdAt: Number(r['created_at']), connectedAt: n(r['connected_at']),
     lastSeenAt: n(r['last_seen_at']), revokedAt: n(r['revoked_at']), status: 'offline', metrics: null,
     policy: storedPolicy(r['policy']),
@@ -105,23 +105,23 @@ export class AgentRepo {
   }
 
   /**
-   * Enrols a new agent: claims its id atomically (a plain insert, so a second enrolment of the same
+   * Enrolls a new agent: claims its id atomically (a plain insert, so a second enrollment of the same
    * id fails on the primary key whichever node or socket tries it) together with `consume` (the
-   * enrolment token's use), in one transaction. Throws EnrolmentRefused when either fails.
+   * enrollment token's use), in one transaction. Throws EnrollmentRefused when either fails.
    */
-  async claim(h: Hello, secretHash: string, now: number, enrolLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
+  async claim(h: Hello, secretHash: string, now: number, enrollLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
     await this.db.transaction(async (trx) => {
-      if (consume && !(await consume(trx))) throw new EnrolmentRefused('the enrolment token is used up, expired or revoked');
+      if (consume && !(await consume(trx))) throw new EnrollmentRefused('the enrollment token is used up, expired or revoked');
       try {
         await trx('agents').insert({
           id: h.agentId, name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
           arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
-          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: null, enrol_labels: enrolLabels ? JSON.stringify(enrolLabels) : null,
+          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: null, enrol_labels: enrollLabels ? JSON.stringify(enrollLabels) : null,
           secret_hash: secretHash, created_at: now, revoked_at: null, policy: h.policy ? JSON.stringify(h.policy) : null,
         });
       } catch (err) {
         if (/UNIQUE constraint|Duplicate entry|ER_DUP_ENTRY/i.test(String((err as Error)?.message ?? err))) {
-          throw new EnrolmentRefused('this agent id is already enrolled');
+          throw new EnrollmentRefused('this agent id is already enrolled');
         }
         throw err;
       }
@@ -129,7 +129,7 @@ export class AgentRepo {
   }
 
   /**
-   * Undoes `claim` (see Fleet.abandonEnrolment): deletes the agent row only if it still carries
+   * Undoes `claim` (see Fleet.abandonEnrollment): deletes the agent row only if it still carries
    * `secretHash` and gives the token use back, in one transaction. True when a claim was undone.
    */
   async unclaim(id: string, secretHash: string, release?: (trx: Knex.Transaction) => Promise<void>): Promise<boolean> {
@@ -179,8 +179,8 @@ export class AgentRepo {
   }
 }
 
-/** An enrolment the server refuses (the id is taken, the token is no longer valid): not an outage. */
-export class EnrolmentRefused extends Error {}
+/** An enrollment the server refuses (the id is taken, the token is no longer valid): not an outage. */
+export class EnrollmentRefused extends Error {}
 
 /** agent_connections: one row per socket, opened at hello and closed with a reason. */
 export class ConnectionRepo {

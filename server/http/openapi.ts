@@ -155,7 +155,7 @@ export function openApiDocument(routes: readonly RegisteredRoute[], version: str
       securitySchemes: {
         sessionCookie: { type: 'apiKey', in: 'cookie', name: SESSION_COOKIE, description: 'session from POST /api/auth/login' },
         bearerToken: { type: 'http', scheme: 'bearer', description: 'API token from POST /api/tokens (rights: its scope, at most its owner\'s role)' },
-        enrollmentToken: { type: 'apiKey', in: 'header', name: 'X-Muster-Enroll-Token', description: 'an agent enrolment token (package downloads by the installer)' },
+        enrollmentToken: { type: 'apiKey', in: 'header', name: 'X-Muster-Enroll-Token', description: 'an agent enrollment token (package downloads by the installer)' },
       },
     },
   };

@@ -56,7 +56,7 @@ const ListPage = pageShape();
 export interface UpdateRouteDeps {
   store: UpdateStore; engine: RolloutEngine; fleet: Fleet; audit: AuditLog;
   artifactDir: string; maxArtifactBytes: number; selectorLimits: SelectorLimits;
-  /** Whether an installer's enrolment token may download packages (it is not consumed). */
+  /** Whether an installer's enrollment token may download packages (it is not consumed). */
   enrollTokenValid(token: string): Promise<boolean>;
 }
 
@@ -129,13 +129,13 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     res.json({ items: items.map(artifactView), total });
   });
 
-  // Agents download with their own credentials; an installer with the enrolment token; people with a session.
+  // Agents download with their own credentials; an installer with the enrollment token; people with a session.
   r.get('/artifacts/:id/download', {
     summary: 'Download an agent package', description: 'By id, or `latest`. Headers X-Muster-Version and X-Muster-Sha256.',
-    role: null, auth: 'Agents download with their own credentials (`Authorization: Bearer <agent secret>` and `X-Muster-Agent-Id`), an installer with an enrolment token (`X-Muster-Enroll-Token`), people with a session or API token.',
+    role: null, auth: 'Agents download with their own credentials (`Authorization: Bearer <agent secret>` and `X-Muster-Agent-Id`), an installer with an enrollment token (`X-Muster-Enroll-Token`), people with a session or API token.',
     query: DownloadQuery, responses: { 200: { media: 'application/gzip', description: 'the package' } },
   }, async (req, res) => {
-    if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrolment token or a session required');
+    if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrollment token or a session required');
     const id = String(req.params['id']);
     const { arch } = parseQuery(req, DownloadQuery);
     const a = id === 'latest' ? (await d.store.latestArtifact(arch)).artifact : await d.store.getArtifact(id);
@@ -159,8 +159,8 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
       const rec = d.fleet.get(agentId);
       return Boolean(rec && rec.revokedAt == null && safeEqual(sha256(authz.slice(7).trim()), rec.secretHash));
     }
-    const enrol = req.headers['x-muster-enroll-token'];
-    return typeof enrol === 'string' && enrol.length <= 256 && (await d.enrollTokenValid(enrol));
+    const enroll = req.headers['x-muster-enroll-token'];
+    return typeof enroll === 'string' && enroll.length <= 256 && (await d.enrollTokenValid(enroll));
   }
 
   r.get('/artifacts/latest', {

@@ -5,8 +5,8 @@ import {
   type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
-import type { AgentChannel, DisconnectReason, Enrolment, Fleet } from '../fleet/fleet.js';
-import { EnrolmentRefused } from '../fleet/repo.js';
+import type { AgentChannel, DisconnectReason, Enrollment, Fleet } from '../fleet/fleet.js';
+import { EnrollmentRefused } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MessageBucket } from './rate.js';
@@ -33,8 +33,8 @@ export interface AgentLinkDeps {
   expected?(agentId: string, kind: 'execution' | 'session' | 'transfer', id: string): boolean;
 }
 
-/** Credentials established at the upgrade; `enrolSecret` and `enrolment` only for a new agent presenting an enrolment token. */
-export interface AgentAuth { agentId: string; secretHash: string; enrolSecret?: string; enrolment?: Enrolment & { tokenId: string | null } }
+/** Credentials established at the upgrade; `enrollSecret` and `enrollment` only for a new agent presenting an enrollment token. */
+export interface AgentAuth { agentId: string; secretHash: string; enrollSecret?: string; enrollment?: Enrollment & { tokenId: string | null } }
 
 /**
  * One agent socket. Owns its hello deadline and closes exactly once; nothing is accepted
@@ -256,22 +256,22 @@ export class AgentLink implements AgentChannel {
     }
     this.state = 'connecting';
     this.ctx = { agentId: h.agentId, channel: this, log: this.log };
-    const enrolment = this.auth.enrolSecret ? this.auth.enrolment ?? { labels: null, tokenId: null } : undefined;
+    const enrollment = this.auth.enrollSecret ? this.auth.enrollment ?? { labels: null, tokenId: null } : undefined;
     try {
-      await this.deps.fleet.connect(this, h, this.auth.secretHash, enrolment);
+      await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
     } catch (err) {
-      if (err instanceof EnrolmentRefused) {
-        // A socket that upgraded with the enrolment token while the id was free must not take over
+      if (err instanceof EnrollmentRefused) {
+        // A socket that upgraded with the enrollment token while the id was free must not take over
         // an agent that enrolled meanwhile (it would receive that agent's tasks and their env).
-        this.log.warn({ why: err.message }, 'enrolment refused at hello');
+        this.log.warn({ why: err.message }, 'enrollment refused at hello');
         await this.deps.audit.record({
-          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
-          targetId: h.agentId, ok: false, details: { reason: err.message, tokenId: enrolment?.tokenId ?? null },
+          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
+          targetId: h.agentId, ok: false, details: { reason: err.message, tokenId: enrollment?.tokenId ?? null },
         }).catch(() => {});
-        this.send({ type: 'error', code: 'conflict', message: `enrolment refused: ${err.message}` });
+        this.send({ type: 'error', code: 'conflict', message: `enrollment refused: ${err.message}` });
         this.state = 'closed';
         this.closeReason = 'protocol error';
-        this.close(CloseCode.enrolmentRefused, 'protocol error', `enrolment refused: ${err.message}`);
+        this.close(CloseCode.enrollmentRefused, 'protocol error', `enrollment refused: ${err.message}`);
         return;
       }
       this.log.error({ err }, 'could not register agent');
@@ -279,9 +279,9 @@ export class AgentLink implements AgentChannel {
       this.state = 'closed';
       this.closeReason = 'protocol error';
       this.ws.close(1011, 'registration failed');
-      // Part of the enrolment may be committed (the claim and the token's use): the agent never
+      // Part of the enrollment may be committed (the claim and the token's use): the agent never
       // gets its secret, so undo it or every retry would meet 401 with the token spent.
-      if (enrolment) await this.abandonEnrolment(h, enrolment, 'registration failed');
+      if (enrollment) await this.abandonEnrollment(h, enrollment, 'registration failed');
       return;
     }
     if (this.closedWhileConnecting || this.ws.readyState !== this.ws.OPEN) {
@@ -291,20 +291,20 @@ export class AgentLink implements AgentChannel {
       this.pending = [];
       await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
       // The secret travels only in welcome, which this socket never carried.
-      if (enrolment) await this.abandonEnrolment(h, enrolment, 'connection closed before welcome');
+      if (enrollment) await this.abandonEnrollment(h, enrollment, 'connection closed before welcome');
       return;
     }
     this.send({
       type: 'welcome', protocol: Math.min(h.protocol, PROTOCOL_VERSION), agentId: h.agentId,
       heartbeatIntervalMs: this.deps.heartbeatIntervalMs, serverTime: Date.now(),
-      ...(this.auth.enrolSecret ? { secret: this.auth.enrolSecret } : {}),
+      ...(this.auth.enrollSecret ? { secret: this.auth.enrollSecret } : {}),
     });
     this.deps.fleet.welcomed(this, h);
-    if (enrolment) {
+    if (enrollment) {
       await this.deps.audit.record({
-        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
-        targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrolment.tokenId },
-      }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrolment'));
+        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
+        targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrollment.tokenId },
+      }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
     }
     this.state = 'ready';
     this.startPings();
@@ -313,18 +313,18 @@ export class AgentLink implements AgentChannel {
     for (const m of queued) this.onMessage(m.data, m.binary);
   }
 
-  /** Undoes an enrolment whose secret never reached the agent, and audits that it did not complete. */
-  private async abandonEnrolment(h: Hello, enrolment: Enrolment & { tokenId: string | null }, reason: string): Promise<void> {
+  /** Undoes an enrollment whose secret never reached the agent, and audits that it did not complete. */
+  private async abandonEnrollment(h: Hello, enrollment: Enrollment & { tokenId: string | null }, reason: string): Promise<void> {
     let undone = false;
     try {
-      undone = await this.deps.fleet.abandonEnrolment(h.agentId, this.auth.secretHash, enrolment);
+      undone = await this.deps.fleet.abandonEnrollment(h.agentId, this.auth.secretHash, enrollment);
     } catch (err) {
-      this.log.error({ err }, 'could not undo an incomplete enrolment: the id stays claimed (revoke it, then re-enrol with a new id)');
+      this.log.error({ err }, 'could not undo an incomplete enrollment: the id stays claimed (revoke it, then re-enroll with a new id)');
     }
-    this.log.warn({ reason, undone }, 'enrolment not completed');
+    this.log.warn({ reason, undone }, 'enrollment not completed');
     await this.deps.audit.record({
-      actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enrol', targetType: 'agent',
-      targetId: h.agentId, ok: false, details: { reason, undone, tokenId: enrolment.tokenId },
+      actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
+      targetId: h.agentId, ok: false, details: { reason, undone, tokenId: enrollment.tokenId },
     }).catch(() => {});
   }
 

@@ -16,7 +16,7 @@ export interface UpgradeDeps {
   auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
   enrollment: Pick<EnrollmentTokens, 'check' | 'consume' | 'release'>;
   agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
-  /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrolments, floods). */
+  /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrollments, floods). */
   anonConnectRate: number; anonConnectRatePerAddress: number;
   publicUrl: string | undefined;
   /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
@@ -116,7 +116,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
       agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, known));
       return;
     }
-    // Everything else (enrolments, wrong or missing secrets) is shed before any further work: per
+    // Everything else (enrollments, wrong or missing secrets) is shed before any further work: per
     // remote address first (one noisy host does not lock out the others), then in all.
     if (!anonPerAddress.take(remote)) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '429' });
@@ -128,10 +128,10 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     }
     let auth: AgentAuth | { error: string };
     try {
-      auth = known ?? (await checkEnrolment(req));
+      auth = known ?? (await checkEnrollment(req));
     } catch (err) {
-      deps.log.error({ err }, 'enrolment check failed');
-      return reject(socket, 503, 'enrolment unavailable; retry later', retryAfter(1, 10));
+      deps.log.error({ err }, 'enrollment check failed');
+      return reject(socket, 503, 'enrollment unavailable; retry later', retryAfter(1, 10));
     }
     if ('error' in auth) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });
@@ -154,16 +154,16 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     return { agentId, secretHash: rec.secretHash };
   }
 
-  /** A new agent presenting an enrolment token. */
-  async function checkEnrolment(req: IncomingMessage): Promise<AgentAuth | { error: string }> {
+  /** A new agent presenting an enrollment token. */
+  async function checkEnrollment(req: IncomingMessage): Promise<AgentAuth | { error: string }> {
     const agentId = String(req.headers['x-muster-agent-id']);
-    const enrol = req.headers['x-muster-enroll-token'];
-    const grant = typeof enrol === 'string' && enrol.length <= 256 ? await deps.enrollment.check(enrol) : null;
-    if (!grant) return { error: 'unknown agent and no valid enrolment token' };
+    const enroll = req.headers['x-muster-enroll-token'];
+    const grant = typeof enroll === 'string' && enroll.length <= 256 ? await deps.enrollment.check(enroll) : null;
+    if (!grant) return { error: 'unknown agent and no valid enrollment token' };
     const secret = randomSecret(32);
     return {
-      agentId, secretHash: sha256(secret), enrolSecret: secret,
-      enrolment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}) },
+      agentId, secretHash: sha256(secret), enrollSecret: secret,
+      enrollment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}) },
     };
   }
 

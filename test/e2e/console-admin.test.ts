@@ -37,15 +37,15 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
     const cmd = await page.waitForSelector('[data-test=install-command]');
     expect(await cmd.textContent()).toContain(server.enrollToken);
 
-    // Enrolment tokens: create one (shown once, in the install command), then revoke it.
+    // Enrollment tokens: create one (shown once, in the install command), then revoke it.
     await page.fill('[data-test=enrollment-token-name] input', 'e2e-rack');
     await page.click('[data-test=create-enrollment-token]');
-    const enrol = (await (await page.waitForSelector('[data-test=new-enrollment-token]')).textContent())!.trim();
-    expect(enrol).toMatch(/^mst_enr_/);
-    await waitFor(async () => (await textOf(page, '[data-test=install-command]'))?.includes(enrol), 'install command with the new token', STEP_MS);
+    const enroll = (await (await page.waitForSelector('[data-test=new-enrollment-token]')).textContent())!.trim();
+    expect(enroll).toMatch(/^mst_enr_/);
+    await waitFor(async () => (await textOf(page, '[data-test=install-command]'))?.includes(enroll), 'install command with the new token', STEP_MS);
     const listed = (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack');
     expect(listed.state).toBe('active');
-    await screenshot(page, 'admin-enrolment');
+    await screenshot(page, 'admin-enrollment');
     await page.click('[data-test=enrollment-tokens] [data-test=revoke-enrollment-token]');
     await waitFor(async () => (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack')?.state === 'revoked', 'token revoked', STEP_MS);
 

@@ -3,7 +3,7 @@
  * server's preview), and a rollout that waits for approval between waves shows an Approve button
  * that starts the next wave. The agents run from the checkout with an empty install root: they
  * take the update and fail it, which is enough to drive the waves; the stable mark shows which
- * package `latest` (the enrolment command) installs.
+ * package `latest` (the enrollment command) installs.
  */
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

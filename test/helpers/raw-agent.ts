@@ -1,7 +1,7 @@
 /**
  * Raw protocol clients for tests that must send what a well-behaved agent never would:
  * crafted messages, oversized frames, foreign ids. They authenticate like a real agent, with
- * credentials read from a real agent's state dir (or the enrolment token), over plain `ws`.
+ * credentials read from a real agent's state dir (or the enrollment token), over plain `ws`.
  */
 import fs from 'node:fs';
 import path from 'node:path';

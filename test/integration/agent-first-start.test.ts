@@ -38,10 +38,10 @@ describe('agent first start', () => {
     expect(lines(d.output()).filter((x) => x['level'] === 'warn' && String(x['msg']).includes('refused'))).toHaveLength(1);
   });
 
-  it('a wrong enrolment token: the agent logs the 401 and what to do', async () => {
+  it('a wrong enrollment token: the agent logs the 401 and what to do', async () => {
     const a = startAgent(s, { token: 'wrong-token-wrong-token' });
     await waitFor(() => a.output().includes('HTTP 401'), '401 reason in the log', 30_000);
-    expect(a.output()).toMatch(/server refused our credentials \(HTTP 401 Unauthorized\): the enrolment token is wrong or expired/);
+    expect(a.output()).toMatch(/server refused our credentials \(HTTP 401 Unauthorized\): the enrollment token is wrong or expired/);
     expect(a.output()).not.toContain('wrong-token-wrong-token');
   });
 

@@ -29,7 +29,7 @@ describe.each(dbs)('foundation security (%s)', (db) => {
   });
   afterAll(cleanup);
 
-  it('wrong enrolment token, missing or wrong secret: 401 at the upgrade, nothing stored', async () => {
+  it('wrong enrollment token, missing or wrong secret: 401 at the upgrade, nothing stored', async () => {
     const before = await countAgents();
     const fresh = randomUUID();
     const cases: Record<string, string>[] = [
@@ -37,7 +37,7 @@ describe.each(dbs)('foundation security (%s)', (db) => {
       { 'X-Muster-Agent-Id': fresh },
       { 'X-Muster-Agent-Id': creds.agentId, Authorization: 'Bearer not-the-secret' },
       { 'X-Muster-Agent-Id': creds.agentId },
-      // A known agent cannot be taken over with the enrolment token alone.
+      // A known agent cannot be taken over with the enrollment token alone.
       { 'X-Muster-Agent-Id': creds.agentId, 'X-Muster-Enroll-Token': s.enrollToken },
       { 'X-Muster-Agent-Id': '../../etc/passwd', 'X-Muster-Enroll-Token': s.enrollToken },
       {},
@@ -61,7 +61,7 @@ describe.each(dbs)('foundation security (%s)', (db) => {
     await bad.stop();
   });
 
-  it('enrolment with a valid token but no hello stores nothing; the hello deadline closes it (4001)', async () => {
+  it('enrollment with a valid token but no hello stores nothing; the hello deadline closes it (4001)', async () => {
     const before = await countAgents();
     const a = await rawAgent(s.wsUrl, { agentId: randomUUID(), enrollToken: s.enrollToken });
     expect((await a.closed).code).toBe(4001);

@@ -1,7 +1,7 @@
 /**
  * Issue 9, defect 6: secrets readable by local users. The data dir is 0700 and every file under it
  * 0600 (database, WAL, artifacts, recordings), also what an older version left world-readable;
- * the enrolment token is never on a command line (see enrolment.test.ts for the local agent).
+ * the enrollment token is never on a command line (see enrollment.test.ts for the local agent).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

@@ -118,7 +118,7 @@ describe('MUSTER_TRUST_PROXY and the Secure cookie', () => {
   });
 });
 
-/** Enrols a raw agent whose upgrade carries X-Forwarded-For; waits for welcome. */
+/** Enrolls a raw agent whose upgrade carries X-Forwarded-For; waits for welcome. */
 async function helloWithForwarded(s: TestServer, agentId: string, xff: string): Promise<void> {
   const ws = new WebSocket(`${s.wsUrl}/ws/agent`, { headers: { ...agentHeaders({ agentId, enrollToken: s.enrollToken }), 'x-forwarded-for': xff } });
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });

@@ -40,7 +40,7 @@ describe('terminal basics: a real shell through the relay', () => {
     expect(out).toContain('LOGIN');
   });
 
-  it('does not leak the agent environment (enrolment token) into the shell', async () => {
+  it('does not leak the agent environment (enrollment token) into the shell', async () => {
     expect(await t.run('env | grep -c MUSTER_ || true')).toMatch(/^0\r?$/m);
   });
 

@@ -53,7 +53,7 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
     const root = bigTmpDir('root');
     const keyDir = tmpDir('keys');
     execFileSync(process.execPath, [path.join(DEPLOY, '..', 'dist', 'cli.js'), 'keygen', '--out', keyDir]);
-    const args = ['--server', 'ws://127.0.0.1:8080', '--token', 'enrol-token-x', '--package', pkgA, '--label', 'role=web', '--label', 'env=prod eu',
+    const args = ['--server', 'ws://127.0.0.1:8080', '--token', 'enroll-token-x', '--package', pkgA, '--label', 'role=web', '--label', 'env=prod eu',
       '--public-key', path.join(keyDir, 'muster-update.pub')];
     await installAgent(root, args);
     const p = installPaths(root);
@@ -62,7 +62,7 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
     expect(fs.statSync(p.state).mode & 0o777).toBe(0o700);
     expect(fs.statSync(p.config).mode & 0o777).toBe(0o600);
     const cfg = JSON.parse(fs.readFileSync(p.config, 'utf8'));
-    expect(cfg).toMatchObject({ server: 'ws://127.0.0.1:8080', token: 'enrol-token-x', labels: { role: 'web', env: 'prod eu' } });
+    expect(cfg).toMatchObject({ server: 'ws://127.0.0.1:8080', token: 'enroll-token-x', labels: { role: 'web', env: 'prod eu' } });
     expect(cfg.updatePublicKey).toContain('BEGIN PUBLIC KEY');
     expect(fs.existsSync(p.unit)).toBe(true);
     expect(fs.statSync(p.launcher).mode & 0o111).not.toBe(0);

@@ -22,10 +22,10 @@ const artifact: Record<'base' | 'good' | 'broken', any> = { base: null, good: nu
 interface Installed { name: string; root: string; sup: Supervisor; id: string }
 
 /** Installs 1.0.0 into a fresh root, starts it under the supervisor, waits until it is online. */
-async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}, viaEnrolment = false): Promise<Installed> {
+async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}, viaEnrollment = false): Promise<Installed> {
   const root = bigTmpDir(`root-${name}`);
   const extra = ['--name', name, ...Object.entries(labels).flatMap(([k, v]) => ['--label', `${k}=${v}`])];
-  if (viaEnrolment) {
+  if (viaEnrollment) {
     // Exactly the console's command (curl … | sudo bash -s -- …), minus sudo, into a temp root.
     const cmd: string = (await api.get('/api/enrollment')).body.installCommand;
     expect(cmd).toContain('--public-key-b64');
@@ -67,7 +67,7 @@ beforeAll(async () => {
   artifact.good = await upload(pkg.good);
   artifact.broken = await upload(pkg.broken);
   artifact.base = await upload(pkg.base);
-  // `latest` (what the enrolment command installs) is the newest package marked stable, not the last upload.
+  // `latest` (what the enrollment command installs) is the newest package marked stable, not the last upload.
   expect((await api.post(`/api/artifacts/${artifact.base.id}/stable`)).status).toBe(200);
 }, 240_000);
 
@@ -96,7 +96,7 @@ describe('artifacts', () => {
 });
 
 describe('self-update', () => {
-  it('installs with the enrolment command, then updates to the new version through the launcher', async () => {
+  it('installs with the enrollment command, then updates to the new version through the launcher', async () => {
     const a = await installed('upd-ok', { case: 'ok' }, {}, true);
     expect(currentRelease(a.root)).toBe('1.0.0');
     const created = await api.post('/api/rollouts', { artifactId: artifact.good.id, selector: 'labels.case == "ok"' });

@@ -26,7 +26,7 @@ describe('agent upgrade floods', () => {
     const shapes: Record<string, string>[] = [
       {},
       { 'X-Muster-Agent-Id': randomUUID() },
-      { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': 'not-the-enrolment-token' },
+      { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': 'not-the-enrollment-token' },
       { 'X-Muster-Agent-Id': creds.agentId, Authorization: 'Bearer not-the-secret' },
       { 'X-Muster-Agent-Id': creds.agentId },
     ];

@@ -142,7 +142,7 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     expect(d.body).toMatchObject({ state: 'nothing_to_do', reason: 'nothing to do: no target', total: 0 });
   });
 
-  it('latest is the newest stable package (or the newest a rollout completed with), never the last upload; enrolment says which', async () => {
+  it('latest is the newest stable package (or the newest a rollout completed with), never the last upload; enrollment says which', async () => {
     const dl = () => fetch(`${s.url}/api/artifacts/latest/download`, { headers: { 'x-muster-enroll-token': s.enrollToken } });
     const older = await upload('8.0.0');
     const newer = await upload('8.1.0');

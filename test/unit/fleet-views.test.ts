@@ -15,7 +15,7 @@ function record(i: number, rnd: () => number): AgentRecord {
   return {
     id: `id-${i.toString(36)}`, name: `n${Math.floor(rnd() * 500)}`, hostname: `host-${Math.floor(rnd() * 3000)}`, ips: [], externalIp: null,
     platform: 'linux', arch: rnd() < 0.5 ? 'x64' : 'arm64', os: `Debian ${Math.floor(rnd() * 4) + 10}`, version: `1.${Math.floor(rnd() * 5)}.0`,
-    cpus: 2, memoryBytes: 1, labels: { role: rnd() < 0.3 ? 'db' : 'web' }, labelOverrides: null, enrolLabels: null, groups: [],
+    cpus: 2, memoryBytes: 1, labels: { role: rnd() < 0.3 ? 'db' : 'web' }, labelOverrides: null, enrollLabels: null, groups: [],
     secretHash: '', createdAt: 0, connectedAt: null, lastSeenAt: null, revokedAt: null, status: rnd() < 0.7 ? 'online' : 'offline', metrics: null, policy: null,
   };
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { createAgentLog } from '../../agent/log.js';
 import { createLogger, safeErrorSerializer } from '../../server/log.js';
 
-const SECRETS = ['Bearer mst_abc', 'muster_session=xyz', 'hunter2-password', 'agent-secret-value', 'enrol-token-value', 'scrypt$16384$8$1$salt$hash'];
+const SECRETS = ['Bearer mst_abc', 'muster_session=xyz', 'hunter2-password', 'agent-secret-value', 'enroll-token-value', 'scrypt$16384$8$1$salt$hash'];
 const record = {
   password: SECRETS[2],
   req: { headers: { authorization: SECRETS[0], cookie: SECRETS[1], 'x-muster-enroll-token': SECRETS[4] } },

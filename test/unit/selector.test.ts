@@ -6,7 +6,7 @@ import { compileSelector, SelectorError } from '../../server/selectors/selector.
 function agent(p: Partial<AgentRecord>): AgentRecord {
   return {
     id: 'id', name: 'name', hostname: 'host', ips: [], externalIp: null, platform: 'linux', arch: 'x64', os: 'Debian 12',
-    version: '1.2.0', cpus: 2, memoryBytes: 1, labels: {}, labelOverrides: null, enrolLabels: null, groups: [], secretHash: '', createdAt: 0,
+    version: '1.2.0', cpus: 2, memoryBytes: 1, labels: {}, labelOverrides: null, enrollLabels: null, groups: [], secretHash: '', createdAt: 0,
     connectedAt: null, lastSeenAt: null, revokedAt: null, status: 'online', metrics: null, policy: null, ...p,
   };
 }

@@ -1,7 +1,7 @@
 /**
- * Enrolment (issue 9): the agent id is claimed atomically at hello, so a socket that upgraded
- * with the enrolment token while an id was free cannot take over the agent that enrolled with that
- * id meanwhile; enrolment tokens as resources (TTL, uses, labels, revoke, hashed, shown once).
+ * Enrollment (issue 9): the agent id is claimed atomically at hello, so a socket that upgraded
+ * with the enrollment token while an id was free cannot take over the agent that enrolled with that
+ * id meanwhile; enrollment tokens as resources (TTL, uses, labels, revoke, hashed, shown once).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -12,7 +12,7 @@ import { helloAgent, helloFor, rawAgent, upgradeStatus, withDb } from '../helper
 
 const dbs = await databases();
 
-describe.each(dbs)('enrolment (%s)', (db) => {
+describe.each(dbs)('enrollment (%s)', (db) => {
   let s: TestServer;
   let api: Api;
 
@@ -22,7 +22,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
   });
   afterAll(cleanup);
 
-  it('a held enrolment socket cannot take over an id that enrolled meanwhile', async () => {
+  it('a held enrollment socket cannot take over an id that enrolled meanwhile', async () => {
     const id = randomUUID();
     const held = await rawAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
     const real = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken }, { name: 'real' });
@@ -34,7 +34,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect(err.code).toBe('conflict');
     expect(err.message).toMatch(/already enrolled/);
     const closed = await held.closed;
-    expect(closed.code).toBe(CloseCode.enrolmentRefused);
+    expect(closed.code).toBe(CloseCode.enrollmentRefused);
     expect(closed.reason).toMatch(/already enrolled/);
 
     // The real agent keeps its socket, its name and its secret.
@@ -47,12 +47,12 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     const again = await helloAgent(s.wsUrl, { agentId: id, secret: real.welcome.secret });
     expect(again.welcome.secret).toBeUndefined();
     again.close();
-    const audit = (await api.get(`/api/audit?action=agent.enrol&targetId=${id}`)).body.items;
+    const audit = (await api.get(`/api/audit?action=agent.enroll&targetId=${id}`)).body.items;
     expect(audit.some((r: any) => r.ok === false && /already enrolled/.test(r.details?.reason))).toBe(true);
     expect(audit.some((r: any) => r.ok === true)).toBe(true);
   });
 
-  it('two enrolments of one id racing at hello: exactly one wins', async () => {
+  it('two enrollments of one id racing at hello: exactly one wins', async () => {
     const id = randomUUID();
     const socks = await Promise.all([0, 1, 2].map(() => rawAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken })));
     for (const [i, x] of socks.entries()) x.send(helloFor(id, { name: `racer-${i}` }));
@@ -65,7 +65,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     for (const x of socks) x.close();
   });
 
-  it('enrolment tokens: created by admins with TTL, uses and labels; shown once, stored hashed, listed, revoked, audited', async () => {
+  it('enrollment tokens: created by admins with TTL, uses and labels; shown once, stored hashed, listed, revoked, audited', async () => {
     const viewer = await api.userWithRole('viewer');
     const operator = await api.userWithRole('operator');
     expect((await viewer.post('/api/enrollment/tokens', { name: 'x' })).status).toBe(403);
@@ -94,7 +94,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect(await dl(token)).toBe(404);
     expect(await dl(`${token}x`)).toBe(401);
 
-    // Two agents enrol and get the token's labels; the third is refused at the upgrade.
+    // Two agents enroll and get the token's labels; the third is refused at the upgrade.
     for (const name of ['t1', 't2']) {
       const aid = randomUUID();
       const a = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: token }, { name, labels: { own: 'yes' } });
@@ -117,7 +117,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     expect(JSON.stringify((await api.get('/api/audit?limit=200')).body)).not.toContain(token);
   });
 
-  it('a single-use token used by two sockets at once enrols exactly one agent', async () => {
+  it('a single-use token used by two sockets at once enrolls exactly one agent', async () => {
     const { token, id } = (await api.post('/api/enrollment/tokens', { name: 'once', maxUses: 1 })).body;
     const ids = [randomUUID(), randomUUID()];
     const socks = await Promise.all(ids.map((aid) => rawAgent(s.wsUrl, { agentId: aid, enrollToken: token })));
@@ -130,7 +130,7 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     for (const x of socks) x.close();
   });
 
-  it("an enrolment token's labels merge over the agent's own as they change later; operator labels still win", async () => {
+  it("an enrollment token's labels merge over the agent's own as they change later; operator labels still win", async () => {
     const { token } = (await api.post('/api/enrollment/tokens', { name: 'zone', labels: { zone: 'rack-9', role: 'token' } })).body;
     const aid = randomUUID();
     const sel = async (q: string) => (await api.get(`/api/agents?selector=${encodeURIComponent(q)}`)).body.items.map((x: any) => x.id);
@@ -155,13 +155,13 @@ describe.each(dbs)('enrolment (%s)', (db) => {
     b.close();
   });
 
-  it('an enrolment whose socket closes before welcome is undone: the same id enrols with the same single-use token', async () => {
+  it('an enrollment whose socket closes before welcome is undone: the same id enrolls with the same single-use token', async () => {
     const first = (await api.post('/api/enrollment/tokens', { name: 'dropped', maxUses: 1, labels: { z: '1' } })).body;
     const tokenRef = { token: first.token as string, id: first.id as string };
     // The hello and the close frame leave together: the server is usually still writing the claim
     // when the socket goes, so the secret (sent only in welcome) never reaches this agent. On a
     // loaded machine the two frames can arrive in separate reads and the claim win the race (the
-    // enrolment then simply succeeded): try again with a new id until the drop came first.
+    // enrollment then simply succeeded): try again with a new id until the drop came first.
     let aid = '';
     for (let attempt = 0; ; attempt++) {
       aid = randomUUID();
@@ -172,17 +172,17 @@ describe.each(dbs)('enrolment (%s)', (db) => {
       if (!dropped.messages.some((m) => m.type === 'welcome')) break;
       expect(attempt, 'every attempt was welcomed before its close').toBeLessThan(20);
       await waitFor(async () => (await api.get(`/api/agents/${aid}`)).status === 200, 'the welcomed agent stored');
-      // That enrolment used the single-use token: the next try gets a new one.
+      // That enrollment used the single-use token: the next try gets a new one.
       const next = (await api.post('/api/enrollment/tokens', { name: `dropped-${attempt}`, maxUses: 1, labels: { z: '1' } })).body;
       Object.assign(tokenRef, { token: next.token, id: next.id });
     }
-    const undone = await waitFor(async () => (await api.get(`/api/audit?action=agent.enrol&targetId=${aid}`)).body.items
-      .find((r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome'), 'enrolment undone', 30_000);
+    const undone = await waitFor(async () => (await api.get(`/api/audit?action=agent.enroll&targetId=${aid}`)).body.items
+      .find((r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome'), 'enrollment undone', 30_000);
     expect(undone.details.undone).toBe(true);
     expect((await api.get(`/api/agents/${aid}`)).status).toBe(404);
     expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenRef.id)).toMatchObject({ uses: 0, state: 'active' });
 
-    // The agent's retry (same id, same token) enrols and its secret works.
+    // The agent's retry (same id, same token) enrolls and its secret works.
     const real = await helloAgent(s.wsUrl, { agentId: aid, enrollToken: tokenRef.token }, { name: 'real' });
     expect(typeof real.welcome.secret).toBe('string');
     expect((await api.waitAgent(aid, 'online')).name).toBe('real');
@@ -194,13 +194,13 @@ describe.each(dbs)('enrolment (%s)', (db) => {
   });
 });
 
-describe('enrolment without MUSTER_ENROLL_TOKEN', () => {
-  it('has no implicit shared token; the local agent enrols with its own token, never on its command line', async () => {
+describe('enrollment without MUSTER_ENROLL_TOKEN', () => {
+  it('has no implicit shared token; the local agent enrolls with its own token, never on its command line', async () => {
     const s = await startServer({ env: { MUSTER_ENROLL_TOKEN: '', MUSTER_LOCAL_AGENT: '1' } });
     const api = await Api.login(s.url);
     const e = (await api.get('/api/enrollment')).body;
     expect(e.token).toBeNull();
-    expect(e.installCommand).toContain('<ENROLMENT-TOKEN>');
+    expect(e.installCommand).toContain('<ENROLLMENT-TOKEN>');
     expect((await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': s.enrollToken })).status).toBe(401);
     // `npm start` still brings up a live fleet of one.
     const local = await waitFor(async () => (await api.get('/api/agents')).body.items.find((a: any) => a.labels.local === 'true' && a.status === 'online'), 'local agent online', 60_000);
