@@ -145,6 +145,7 @@ describe('exec scheduler', () => {
     const ex = executions(t, ['a0', 'a1']);
     s.submit(t, ex);
     s.started('a0', { type: 'exec.started', executionId: ex[0]!.id, pid: 1, startedAt: Date.now() });
+    s.started('a1', { type: 'exec.started', executionId: ex[1]!.id, pid: 2, startedAt: Date.now() });
     expect(ex[0]!.status).toBe('running');
     fleet.online.delete('a0');
     s.agentLeft('a0');
