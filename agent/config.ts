@@ -8,7 +8,9 @@ import { DEFAULT_POLICY_PATH } from './policy.js';
 /** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
 const Schema = z.object({
   /** One server URL, or several comma-separated (cluster nodes): rotated through on failure. */
-  server: z.string().refine((v) => v.split(',').every((u) => /^wss?:\/\/\S+$/.test(u.trim())), 'server must be a ws:// or wss:// URL, or several separated by commas'),
+  server: z
+    .string()
+    .refine((v) => v.split(',').every((u) => /^wss?:\/\/\S+$/.test(u.trim())), 'server must be a ws:// or wss:// URL, or several separated by commas'),
   token: z.string().optional(),
   stateDir: z.string().min(1).default('/var/lib/muster-agent'),
   name: z.string().min(1).max(255).default(os.hostname()),
@@ -18,12 +20,15 @@ const Schema = z.object({
    * Local health endpoint port on 127.0.0.1 (0 picks a free one and logs it, -1 disables). Parsed
    * strictly: z.coerce would turn "" or " " into 0 and silently pick a random port.
    */
-  healthPort: z.union([z.number(), z.string()]).transform((v, ctx) => {
-    const n = typeof v === 'number' ? v : /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN;
-    if (Number.isInteger(n)) return n;
-    ctx.addIssue({ code: 'custom', message: `must be a whole number: a port 1-65535, 0 for a free port, or -1 to disable (got ${JSON.stringify(v)})` });
-    return z.NEVER;
-  }).pipe(z.number().min(-1, 'must be a port 1-65535, 0 for a free port, or -1 to disable').max(65535, 'must be at most 65535'))
+  healthPort: z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      const n = typeof v === 'number' ? v : /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN;
+      if (Number.isInteger(n)) return n;
+      ctx.addIssue({ code: 'custom', message: `must be a whole number: a port 1-65535, 0 for a free port, or -1 to disable (got ${JSON.stringify(v)})` });
+      return z.NEVER;
+    })
+    .pipe(z.number().min(-1, 'must be a port 1-65535, 0 for a free port, or -1 to disable').max(65535, 'must be at most 65535'))
     .default(7878),
   /** /health answers 503 once the server has been unreachable this long. */
   unreachableAfterSec: z.coerce.number().int().min(1).default(60),
@@ -42,10 +47,22 @@ const Schema = z.object({
   /** Terminal sessions one agent hosts at once; more are refused. */
   terminalMaxSessions: z.coerce.number().int().min(1).max(1024).default(16),
   /** A terminal with no input and no output for this long is closed. */
-  terminalIdleTimeoutSec: z.coerce.number().int().min(1).default(30 * 60),
+  terminalIdleTimeoutSec: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(30 * 60),
   /** Flow control: unacknowledged output bytes above which the PTY is paused, and below which it resumes. */
-  terminalHighWatermark: z.coerce.number().int().min(1024).default(1024 * 1024),
-  terminalLowWatermark: z.coerce.number().int().min(0).default(256 * 1024),
+  terminalHighWatermark: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1024 * 1024),
+  terminalLowWatermark: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(256 * 1024),
   /**
    * Bulk output (a flowing terminal, script output) is handed to the server socket only while it
    * holds fewer bytes than this; echoes, prompts and heartbeats go ahead of the rest.
@@ -86,7 +103,11 @@ const Schema = z.object({
   fileRoot: z.string().regex(/^\//, 'fileRoot must be absolute').optional(),
   /** Executions: SIGTERM → SIGKILL grace on timeout/cancel, and output kept per execution for resends. */
   execKillGraceSec: z.coerce.number().min(0).default(5),
-  execBufferBytes: z.coerce.number().int().min(64 * 1024).default(16 * 1024 * 1024),
+  execBufferBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(16 * 1024 * 1024),
   /**
    * On SIGTERM (systemctl stop/restart) or a restart request, running scripts get this long to
    * finish; then they are cancelled (reason `agent stopping`, SIGTERM, SIGKILL after
@@ -100,18 +121,37 @@ const Schema = z.object({
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
 const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
-  MUSTER_AGENT_SERVER: 'server', MUSTER_AGENT_TOKEN: 'token', MUSTER_AGENT_STATE_DIR: 'stateDir', MUSTER_AGENT_NAME: 'name',
-  MUSTER_AGENT_CA_FILE: 'caFile', MUSTER_AGENT_HEALTH_PORT: 'healthPort', MUSTER_AGENT_SHELL: 'shell',
-  MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey', MUSTER_AGENT_INSTALL_ROOT: 'installRoot', MUSTER_AGENT_LOG_LEVEL: 'logLevel',
-  MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec', MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
-  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs', MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
-  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt', MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
-  MUSTER_AGENT_TERMINAL_USER: 'terminalUser', MUSTER_AGENT_TERMINAL_HOME: 'terminalHome', MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
-  MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec', MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
-  MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark', MUSTER_AGENT_BULK_WRITE_THRESHOLD: 'bulkWriteThreshold',
+  MUSTER_AGENT_SERVER: 'server',
+  MUSTER_AGENT_TOKEN: 'token',
+  MUSTER_AGENT_STATE_DIR: 'stateDir',
+  MUSTER_AGENT_NAME: 'name',
+  MUSTER_AGENT_CA_FILE: 'caFile',
+  MUSTER_AGENT_HEALTH_PORT: 'healthPort',
+  MUSTER_AGENT_SHELL: 'shell',
+  MUSTER_AGENT_UPDATE_PUBLIC_KEY: 'updatePublicKey',
+  MUSTER_AGENT_INSTALL_ROOT: 'installRoot',
+  MUSTER_AGENT_LOG_LEVEL: 'logLevel',
+  MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec',
+  MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
+  MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs',
+  MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
+  MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt',
+  MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',
+  MUSTER_AGENT_TERMINAL_USER: 'terminalUser',
+  MUSTER_AGENT_TERMINAL_HOME: 'terminalHome',
+  MUSTER_AGENT_TERMINAL_MAX_SESSIONS: 'terminalMaxSessions',
+  MUSTER_AGENT_TERMINAL_IDLE_TIMEOUT_SEC: 'terminalIdleTimeoutSec',
+  MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: 'terminalHighWatermark',
+  MUSTER_AGENT_TERMINAL_LOW_WATERMARK: 'terminalLowWatermark',
+  MUSTER_AGENT_BULK_WRITE_THRESHOLD: 'bulkWriteThreshold',
   MUSTER_AGENT_BULK_WINDOW: 'bulkWindow',
-  MUSTER_AGENT_POLICY: 'policy', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec', MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
-  MUSTER_AGENT_FILE_CHECK_SEC: 'fileCheckSec', MUSTER_AGENT_FILE_ROOT: 'fileRoot', MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec', MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
+  MUSTER_AGENT_POLICY: 'policy',
+  MUSTER_AGENT_EXEC_KILL_GRACE_SEC: 'execKillGraceSec',
+  MUSTER_AGENT_EXEC_BUFFER_BYTES: 'execBufferBytes',
+  MUSTER_AGENT_FILE_CHECK_SEC: 'fileCheckSec',
+  MUSTER_AGENT_FILE_ROOT: 'fileRoot',
+  MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec',
+  MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
 };
 
 export class AgentConfigError extends Error {}
@@ -127,11 +167,23 @@ function parseLabels(list: string[]): Record<string, string> {
 }
 
 const OPTIONS = {
-  server: { type: 'string' }, token: { type: 'string' }, 'state-dir': { type: 'string' }, name: { type: 'string' },
-  label: { type: 'string', multiple: true }, 'ca-file': { type: 'string' }, config: { type: 'string' },
-  'health-port': { type: 'string' }, shell: { type: 'string' }, 'install-root': { type: 'string' }, version: { type: 'boolean' },
-  'log-level': { type: 'string' }, policy: { type: 'string' },
-  'terminal-user': { type: 'string' }, 'terminal-home': { type: 'string' }, 'terminal-max-sessions': { type: 'string' }, 'terminal-idle-timeout-sec': { type: 'string' },
+  server: { type: 'string' },
+  token: { type: 'string' },
+  'state-dir': { type: 'string' },
+  name: { type: 'string' },
+  label: { type: 'string', multiple: true },
+  'ca-file': { type: 'string' },
+  config: { type: 'string' },
+  'health-port': { type: 'string' },
+  shell: { type: 'string' },
+  'install-root': { type: 'string' },
+  version: { type: 'boolean' },
+  'log-level': { type: 'string' },
+  policy: { type: 'string' },
+  'terminal-user': { type: 'string' },
+  'terminal-home': { type: 'string' },
+  'terminal-max-sessions': { type: 'string' },
+  'terminal-idle-timeout-sec': { type: 'string' },
 } as const;
 
 /**
@@ -179,10 +231,20 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   for (const [k, key] of Object.entries(ENV_KEYS)) if (env[k]) merged[key] = env[k];
   if (env['MUSTER_AGENT_LABELS']) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(env['MUSTER_AGENT_LABELS'].split(',')) };
   const f: Record<string, unknown> = {
-    server: flags.server, token: flags.token, stateDir: flags['state-dir'], name: flags.name, caFile: flags['ca-file'],
-    healthPort: flags['health-port'], shell: flags.shell, installRoot: flags['install-root'], logLevel: flags['log-level'],
-    terminalUser: flags['terminal-user'], terminalHome: flags['terminal-home'], terminalMaxSessions: flags['terminal-max-sessions'],
-    terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'], policy: flags.policy,
+    server: flags.server,
+    token: flags.token,
+    stateDir: flags['state-dir'],
+    name: flags.name,
+    caFile: flags['ca-file'],
+    healthPort: flags['health-port'],
+    shell: flags.shell,
+    installRoot: flags['install-root'],
+    logLevel: flags['log-level'],
+    terminalUser: flags['terminal-user'],
+    terminalHome: flags['terminal-home'],
+    terminalMaxSessions: flags['terminal-max-sessions'],
+    terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'],
+    policy: flags.policy,
   };
   for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;
   if (flags.label?.length) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(flags.label) };

@@ -2,8 +2,19 @@ import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import {
-  CloseCode, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, MessageDispatcher, PriorityWriter, ServerToAgent, streamKeyOf,
-  type AgentToServer, type Hello, type SendOpts, type ServerMessage, type ServerMessageType,
+  CloseCode,
+  decodeFrame,
+  DEFAULT_BULK_WINDOW,
+  DEFAULT_BULK_WRITE_THRESHOLD,
+  MessageDispatcher,
+  PriorityWriter,
+  ServerToAgent,
+  streamKeyOf,
+  type AgentToServer,
+  type Hello,
+  type SendOpts,
+  type ServerMessage,
+  type ServerMessageType,
 } from '../protocol/index.js';
 import type { AgentLog } from './log.js';
 import type { AgentState } from './state.js';
@@ -58,7 +69,11 @@ const TLS_CODES = /^(UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_
 export function describeConnectError(err: NodeJS.ErrnoException, serverUrl: string, caFile: string | undefined): string {
   const code = err.code ?? '';
   let host = serverUrl;
-  try { host = new URL(serverUrl).host; } catch { /* keep the raw URL */ }
+  try {
+    host = new URL(serverUrl).host;
+  } catch {
+    /* keep the raw URL */
+  }
   if (code === 'ECONNREFUSED') return `connection refused by ${host}: is the server running and listening on that port?`;
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot resolve ${host}: check the server address`;
   if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${host} unreachable (${code}): check the network or firewall`;
@@ -109,7 +124,10 @@ export class ServerConnection {
   private urlIndex = 0;
 
   constructor(private readonly o: ConnectionOptions) {
-    this.urls = o.serverUrl.split(',').map((u) => u.trim()).filter(Boolean);
+    this.urls = o.serverUrl
+      .split(',')
+      .map((u) => u.trim())
+      .filter(Boolean);
     // Agents of one fleet start at different nodes of the list, so a fleet restart spreads out.
     this.urlIndex = this.urls.length > 1 ? Math.floor(Math.random() * this.urls.length) : 0;
     // The shared dispatcher calls handlers as (ctx, msg); the agent's handlers take the message only.
@@ -270,8 +288,10 @@ export class ServerConnection {
       this.lastError = null;
       this.loggedError = null;
       this.lastConnectedAt = Date.now();
-      this.o.log.info({ name: this.o.name, server: this.currentUrl, heartbeatMs: msg.heartbeatIntervalMs },
-        `connected as ${this.o.name ? `"${this.o.name}" ` : ''}(${this.o.state.agentId})`);
+      this.o.log.info(
+        { name: this.o.name, server: this.currentUrl, heartbeatMs: msg.heartbeatIntervalMs },
+        `connected as ${this.o.name ? `"${this.o.name}" ` : ''}(${this.o.state.agentId})`,
+      );
       this.watchServer(msg.heartbeatIntervalMs * 3);
       this.o.onWelcome(msg.heartbeatIntervalMs);
       return;
@@ -337,8 +357,14 @@ export class ServerConnection {
       ws.terminate();
     }
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => { ws.terminate(); resolve(); }, 3000);
-      ws.once('close', () => { clearTimeout(t); resolve(); });
+      const t = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 3000);
+      ws.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
     });
   }
 }

@@ -51,27 +51,39 @@ function createRegistry(src: HealthSource): client.Registry {
   const registers = [registry];
   // muster_agent_process_cpu_seconds_total, muster_agent_process_resident_memory_bytes, heap, event loop lag, open fds…
   client.collectDefaultMetrics({ register: registry, prefix: 'muster_agent_' });
-  const counter = (name: string, help: string) => new client.Counter({
-    name: `muster_agent_${name}`, help, registers,
-    collect() {
-      this.reset();
-      this.inc(src.counters()[name] ?? 0);
-    },
-  });
+  const counter = (name: string, help: string) =>
+    new client.Counter({
+      name: `muster_agent_${name}`,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src.counters()[name] ?? 0);
+      },
+    });
   counter('heartbeats_sent_total', 'Heartbeats sent to the server');
   counter('heartbeats_acked_total', 'Heartbeats the server acknowledged');
   counter('connects_total', 'Connections to the server that were welcomed');
   counter('disconnects_total', 'Connections to the server that ended');
   counter('config_applied_total', 'Live configurations from the server applied');
-  const gauge = (name: string, help: string, read: () => number) => new client.Gauge({
-    name: `muster_agent_${name}`, help, registers,
-    collect() { this.set(read()); },
-  });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new client.Gauge({
+      name: `muster_agent_${name}`,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
   gauge('connected', '1 while connected to the server and welcomed, else 0', () => (src.connected() ? 1 : 0));
   gauge('uptime_seconds', 'Seconds since the agent process started', () => (Date.now() - src.startedAt) / 1000);
   gauge('running_executions', 'Scripts running now', () => src.running().executions);
   gauge('open_terminals', 'Terminal sessions open now', () => src.running().terminals);
-  gauge('last_heartbeat_ack_timestamp_seconds', 'Unix time of the last heartbeat the server acknowledged (0: none yet)', () => (src.heartbeat().lastAckedAt ?? 0) / 1000);
+  gauge(
+    'last_heartbeat_ack_timestamp_seconds',
+    'Unix time of the last heartbeat the server acknowledged (0: none yet)',
+    () => (src.heartbeat().lastAckedAt ?? 0) / 1000,
+  );
   const info = new client.Gauge({ name: 'muster_agent_info', help: 'Agent version (value 1)', labelNames: ['version'], registers });
   info.set({ version: src.version }, 1);
   return registry;
@@ -84,8 +96,12 @@ function createRegistry(src: HealthSource): client.Registry {
  * HELP/TYPE: the agent's counters and its own CPU and memory), POST /reload (as SIGHUP).
  */
 export function startHealth(
-  port: number, stateDir: string, thresholdMs: number, src: HealthSource,
-  onError: (e: Error) => void, onListening: (port: number) => void = () => {},
+  port: number,
+  stateDir: string,
+  thresholdMs: number,
+  src: HealthSource,
+  onError: (e: Error) => void,
+  onListening: (port: number) => void = () => {},
 ): http.Server | null {
   if (port < 0) return null;
   const registry = createRegistry(src);
@@ -106,24 +122,36 @@ export function startHealth(
       return json(res, ok ? 200 : 503, {
         status,
         ...(ok ? {} : { reason: `server unreachable for ${Math.round(down / 1000)} s${src.lastError() ? `: ${src.lastError()}` : ''}` }),
-        agentId: src.agentId, name: src.name, version: src.version,
-        uptimeSec: Math.floor((Date.now() - src.startedAt) / 1000), startedAt: iso(src.startedAt),
+        agentId: src.agentId,
+        name: src.name,
+        version: src.version,
+        uptimeSec: Math.floor((Date.now() - src.startedAt) / 1000),
+        startedAt: iso(src.startedAt),
         connection: {
-          state: status, server: src.server, connectedSince: iso(since), lastError: src.lastError(),
+          state: status,
+          server: src.server,
+          connectedSince: iso(since),
+          lastError: src.lastError(),
           unreachableForSec: connected ? 0 : Math.floor(down / 1000),
         },
         heartbeat: {
-          intervalMs: hb.intervalMs, lastSentAt: iso(hb.lastSentAt), lastSentSeq: hb.lastSentSeq,
-          lastAckedAt: iso(hb.lastAckedAt), lastAckedSeq: hb.lastAckedSeq,
+          intervalMs: hb.intervalMs,
+          lastSentAt: iso(hb.lastSentAt),
+          lastSentSeq: hb.lastSentSeq,
+          lastAckedAt: iso(hb.lastAckedAt),
+          lastAckedSeq: hb.lastAckedSeq,
         },
         config: src.config(),
       });
     }
     if (url === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
-      registry.metrics().then((text) => {
-        res.writeHead(200, { 'content-type': registry.contentType });
-        res.end(text);
-      }, (err: Error) => json(res, 500, { error: err.message }));
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(text);
+        },
+        (err: Error) => json(res, 500, { error: err.message }),
+      );
       return;
     }
     if (url === '/reload') {

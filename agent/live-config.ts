@@ -19,8 +19,12 @@ export interface LiveSettings {
  * Computes what is in force (pure). Precedence: host policy > server's live configuration > the
  * agent's own config (file < environment < flags). The policy's caps apply to local values too.
  */
-export function liveSettings(cfg: Pick<AgentConfig, 'logLevel' | 'terminalIdleTimeoutSec' | 'execBufferBytes'>, fileLabels: Record<string, string>,
-  policy: Pick<HostPolicy, 'remoteConfig' | 'terminalIdleTimeoutMaxSec' | 'execBufferMaxBytes'>, pushed: AgentSettings): LiveSettings {
+export function liveSettings(
+  cfg: Pick<AgentConfig, 'logLevel' | 'terminalIdleTimeoutSec' | 'execBufferBytes'>,
+  fileLabels: Record<string, string>,
+  policy: Pick<HostPolicy, 'remoteConfig' | 'terminalIdleTimeoutMaxSec' | 'execBufferMaxBytes'>,
+  pushed: AgentSettings,
+): LiveSettings {
   const notes: Record<string, string> = {};
   let p: AgentSettings = pushed;
   if (policy.remoteConfig === false) {

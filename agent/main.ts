@@ -46,7 +46,14 @@ async function main(): Promise<void> {
   const counters = { heartbeats_sent_total: 0, heartbeats_acked_total: 0, connects_total: 0, disconnects_total: 0, config_applied_total: 0 };
   let heartbeatTimer: NodeJS.Timeout | undefined;
   /** Heartbeats carry a sequence number; the server acknowledges each (shown on /health). */
-  const hb = { intervalMs: null as number | null, seq: 0, lastSentAt: null as number | null, lastSentSeq: null as number | null, lastAckedAt: null as number | null, lastAckedSeq: null as number | null };
+  const hb = {
+    intervalMs: null as number | null,
+    seq: 0,
+    lastSentAt: null as number | null,
+    lastSentSeq: null as number | null,
+    lastAckedAt: null as number | null,
+    lastAckedSeq: null as number | null,
+  };
 
   // The socket is created below; capabilities reach it through this link.
   // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that close over it
@@ -61,10 +68,26 @@ async function main(): Promise<void> {
   const readPolicy = (): Policy => {
     const p = loadPolicy(cfg.policy);
     if (p.view.source === 'lockdown') {
-      log.error({ policy: cfg.policy, err: p.view.error }, 'HOST POLICY FILE IGNORED: it is unsafe or invalid; refusing every script and terminal until it is fixed (then SIGHUP)');
+      log.error(
+        { policy: cfg.policy, err: p.view.error },
+        'HOST POLICY FILE IGNORED: it is unsafe or invalid; refusing every script and terminal until it is fixed (then SIGHUP)',
+      );
     } else {
       const v = p.view;
-      log.info({ policy: v.path, source: v.source, terminals: v.terminals, exec: v.exec, interpreters: v.interpreters, runAs: v.runAs, requireSignedScripts: v.requireSignedScripts, keys: v.scriptPublicKeys.length, allowedPaths: v.allowedPaths }, 'host policy');
+      log.info(
+        {
+          policy: v.path,
+          source: v.source,
+          terminals: v.terminals,
+          exec: v.exec,
+          interpreters: v.interpreters,
+          runAs: v.runAs,
+          requireSignedScripts: v.requireSignedScripts,
+          keys: v.scriptPublicKeys.length,
+          allowedPaths: v.allowedPaths,
+        },
+        'host policy',
+      );
       // Checked again at each use (the user may be created later); said now so a typo is seen at once.
       if (v.runAs) {
         try {
@@ -87,8 +110,11 @@ async function main(): Promise<void> {
   /** The heartbeat interval the last welcome named (null while not connected). */
   let welcomeIntervalMs: number | null = null;
   const effective = () => ({
-    heartbeatIntervalSec: live.heartbeatIntervalSec ?? (welcomeIntervalMs !== null ? welcomeIntervalMs / 1000 : null), logLevel: live.logLevel,
-    labels: live.labels, terminalIdleTimeoutSec: live.terminalIdleTimeoutSec, execBufferBytes: live.execBufferBytes,
+    heartbeatIntervalSec: live.heartbeatIntervalSec ?? (welcomeIntervalMs !== null ? welcomeIntervalMs / 1000 : null),
+    logLevel: live.logLevel,
+    labels: live.labels,
+    terminalIdleTimeoutSec: live.terminalIdleTimeoutSec,
+    execBufferBytes: live.execBufferBytes,
   });
   /** Recomputes what is in force and applies what changed: log level, heartbeat timer, labels (reported to the server). */
   const applyLive = (): void => {
@@ -103,7 +129,16 @@ async function main(): Promise<void> {
     if (conn.send({ type: 'config.applied', revision: pushedRevision, effective: effective(), notes: live.notes })) counters.config_applied_total++;
   };
 
-  const ctx: AgentContext = { cfg, log, state, link, serverUrl: () => conn.currentUrl, policy: () => policy, settings: () => live, exit: (reason, code) => shutdown(reason, code) };
+  const ctx: AgentContext = {
+    cfg,
+    log,
+    state,
+    link,
+    serverUrl: () => conn.currentUrl,
+    policy: () => policy,
+    settings: () => live,
+    exit: (reason, code) => shutdown(reason, code),
+  };
   const executor = createExecutor(ctx);
   const pty = createPtyHost(ctx);
   const updater = createUpdater(ctx, { runningExecutions: () => executor.running() });
@@ -113,9 +148,21 @@ async function main(): Promise<void> {
   const running = { executions: () => executor.running(), terminals: () => pty.count() };
 
   const buildHello = (): Hello => ({
-    type: 'hello', protocol: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, agentId: state.agentId, name: cfg.name,
-    hostname: os.hostname(), ips: hostIps(), externalIp: null, platform: process.platform, arch: process.arch, os: osRelease(),
-    cpus: os.cpus().length, memoryBytes: os.totalmem(), labels: live.labels, capabilities: ['exec', 'pty', 'files', 'config', 'term-files', ...(cfg.installRoot ? ['update'] : [])],
+    type: 'hello',
+    protocol: PROTOCOL_VERSION,
+    agentVersion: AGENT_VERSION,
+    agentId: state.agentId,
+    name: cfg.name,
+    hostname: os.hostname(),
+    ips: hostIps(),
+    externalIp: null,
+    platform: process.platform,
+    arch: process.arch,
+    os: osRelease(),
+    cpus: os.cpus().length,
+    memoryBytes: os.totalmem(),
+    labels: live.labels,
+    capabilities: ['exec', 'pty', 'files', 'config', 'term-files', ...(cfg.installRoot ? ['update'] : [])],
     executions: executor.helloExecutions(),
     policy: policy.view,
   });
@@ -132,7 +179,10 @@ async function main(): Promise<void> {
       pushedRevision = m.revision;
       pushedAt = Date.now();
       applyLive();
-      log.info({ revision: m.revision, settings: Object.keys(m.settings), notes: live.notes, effective: { ...effective(), labels: undefined } }, 'live configuration applied');
+      log.info(
+        { revision: m.revision, settings: Object.keys(m.settings), notes: live.notes, effective: { ...effective(), labels: undefined } },
+        'live configuration applied',
+      );
       sendApplied();
     },
     restart: (m) => {
@@ -147,8 +197,18 @@ async function main(): Promise<void> {
   };
 
   conn = new ServerConnection({
-    serverUrl: cfg.server, name: cfg.name, enrollToken: cfg.token, caFile: cfg.caFile, state, log,
-    backoffInitialMs: cfg.backoffInitialMs, backoffMaxMs: cfg.backoffMaxMs, bulkWriteThreshold: cfg.bulkWriteThreshold, bulkWindow: cfg.bulkWindow, buildHello, handlers,
+    serverUrl: cfg.server,
+    name: cfg.name,
+    enrollToken: cfg.token,
+    caFile: cfg.caFile,
+    state,
+    log,
+    backoffInitialMs: cfg.backoffInitialMs,
+    backoffMaxMs: cfg.backoffMaxMs,
+    bulkWriteThreshold: cfg.bulkWriteThreshold,
+    bulkWindow: cfg.bulkWindow,
+    buildHello,
+    handlers,
     onTermData: (id, data) => pty.onTermData(id, data),
     onFileData: (id, offset, data) => {
       if (!termFiles.onFileData(id, offset, data)) files.onFileData(id, offset, data);
@@ -170,7 +230,7 @@ async function main(): Promise<void> {
   /** (Re)starts heartbeats at the live interval (else the welcome's): one at once, then every interval. */
   function startHeartbeat(): void {
     clearInterval(heartbeatTimer);
-    const intervalMs = live.heartbeatIntervalSec !== null ? live.heartbeatIntervalSec * 1000 : welcomeIntervalMs ?? 5000;
+    const intervalMs = live.heartbeatIntervalSec !== null ? live.heartbeatIntervalSec * 1000 : (welcomeIntervalMs ?? 5000);
     const beat = () => {
       const seq = hb.seq;
       if (conn.send({ type: 'heartbeat', seq, metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
@@ -207,27 +267,54 @@ async function main(): Promise<void> {
     }
   };
 
-  startHealth(cfg.healthPort, cfg.stateDir, cfg.unreachableAfterSec * 1000, {
-    agentId: state.agentId, name: cfg.name, version: AGENT_VERSION, server: cfg.server, startedAt,
-    connected: () => conn.connected,
-    unreachableForMs: () => (conn.connected ? 0 : Date.now() - conn.lastConnectedAt),
-    lastError: () => conn.lastError,
-    connectedSince: () => (conn.connected ? conn.lastConnectedAt : null),
-    heartbeat: () => ({ intervalMs: hb.intervalMs, lastSentAt: hb.lastSentAt, lastSentSeq: hb.lastSentSeq, lastAckedAt: hb.lastAckedAt, lastAckedSeq: hb.lastAckedSeq }),
-    config: () => ({ revision: pushedRevision, receivedAt: pushedAt !== null ? new Date(pushedAt).toISOString() : null, settings: pushed, effective: effective(), notes: live.notes }),
-    counters: () => counters,
-    running: () => ({ executions: running.executions(), terminals: running.terminals() }),
-    reload: () => {
-      log.info({}, 'reload requested on the local endpoint');
-      return reload();
+  startHealth(
+    cfg.healthPort,
+    cfg.stateDir,
+    cfg.unreachableAfterSec * 1000,
+    {
+      agentId: state.agentId,
+      name: cfg.name,
+      version: AGENT_VERSION,
+      server: cfg.server,
+      startedAt,
+      connected: () => conn.connected,
+      unreachableForMs: () => (conn.connected ? 0 : Date.now() - conn.lastConnectedAt),
+      lastError: () => conn.lastError,
+      connectedSince: () => (conn.connected ? conn.lastConnectedAt : null),
+      heartbeat: () => ({
+        intervalMs: hb.intervalMs,
+        lastSentAt: hb.lastSentAt,
+        lastSentSeq: hb.lastSentSeq,
+        lastAckedAt: hb.lastAckedAt,
+        lastAckedSeq: hb.lastAckedSeq,
+      }),
+      config: () => ({
+        revision: pushedRevision,
+        receivedAt: pushedAt !== null ? new Date(pushedAt).toISOString() : null,
+        settings: pushed,
+        effective: effective(),
+        notes: live.notes,
+      }),
+      counters: () => counters,
+      running: () => ({ executions: running.executions(), terminals: running.terminals() }),
+      reload: () => {
+        log.info({}, 'reload requested on the local endpoint');
+        return reload();
+      },
     },
-  }, (err) => {
-    // A taken port (another agent on this host, say) must not stop the agent: it runs on without
-    // the local endpoint and says how to get one.
-    const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
-    log.warn({ err, port: cfg.healthPort },
-      inUse ? `health port ${cfg.healthPort} is in use; running without the health endpoint (--health-port 0 picks a free port, -1 disables it)` : 'health endpoint unavailable');
-  }, (port) => log.info({ port }, `health endpoint on http://127.0.0.1:${port}/health`));
+    (err) => {
+      // A taken port (another agent on this host, say) must not stop the agent: it runs on without
+      // the local endpoint and says how to get one.
+      const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+      log.warn(
+        { err, port: cfg.healthPort },
+        inUse
+          ? `health port ${cfg.healthPort} is in use; running without the health endpoint (--health-port 0 picks a free port, -1 disables it)`
+          : 'health endpoint unavailable',
+      );
+    },
+    (port) => log.info({ port }, `health endpoint on http://127.0.0.1:${port}/health`),
+  );
 
   let stopping = false;
   const drainMs = cfg.execStopDrainSec * 1000;
@@ -260,6 +347,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`muster-agent: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`muster-agent: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -14,23 +14,38 @@ const MAX_POLICY_BYTES = 256 * 1024;
 const INTERPRETERS = ['bash', 'sh', 'python3', 'node', 'shebang'] as const;
 
 /** The file's schema. Unknown keys are an error: a misspelt `termnials: false` must not silently allow terminals. */
-const PolicyFile = z.object({
-  terminals: z.boolean().default(true),
-  exec: z.boolean().default(true),
-  interpreters: z.array(z.enum(INTERPRETERS)).max(64).nullable().default(null),
-  runAs: z.string().min(1).max(64).regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, 'runAs must be a user name').nullable().default(null),
-  requireSignedScripts: z.boolean().default(false),
-  scriptPublicKeys: z.array(z.string().min(1).max(4096)).max(64).default([]),
-  allowedPaths: z.array(z.string().min(1).max(4096).regex(/^\//, 'allowedPaths entries must be absolute')).max(256).nullable().default(null),
-  /** false: the server cannot change any setting live (every key of a `config` push is refused). */
-  remoteConfig: z.boolean().default(true),
-  /** Caps the terminal idle timeout, whoever sets it (config file or server). */
-  terminalIdleTimeoutMaxSec: z.number().int().positive().nullable().default(null),
-  /** Caps an execution's output buffer, whoever sets it. */
-  execBufferMaxBytes: z.number().int().min(64 * 1024).nullable().default(null),
-}).strict().refine((p) => !p.requireSignedScripts || p.scriptPublicKeys.length > 0, {
-  message: 'requireSignedScripts needs at least one key in scriptPublicKeys', path: ['scriptPublicKeys'],
-});
+const PolicyFile = z
+  .object({
+    terminals: z.boolean().default(true),
+    exec: z.boolean().default(true),
+    interpreters: z.array(z.enum(INTERPRETERS)).max(64).nullable().default(null),
+    runAs: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, 'runAs must be a user name')
+      .nullable()
+      .default(null),
+    requireSignedScripts: z.boolean().default(false),
+    scriptPublicKeys: z.array(z.string().min(1).max(4096)).max(64).default([]),
+    allowedPaths: z.array(z.string().min(1).max(4096).regex(/^\//, 'allowedPaths entries must be absolute')).max(256).nullable().default(null),
+    /** false: the server cannot change any setting live (every key of a `config` push is refused). */
+    remoteConfig: z.boolean().default(true),
+    /** Caps the terminal idle timeout, whoever sets it (config file or server). */
+    terminalIdleTimeoutMaxSec: z.number().int().positive().nullable().default(null),
+    /** Caps an execution's output buffer, whoever sets it. */
+    execBufferMaxBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .nullable()
+      .default(null),
+  })
+  .strict()
+  .refine((p) => !p.requireSignedScripts || p.scriptPublicKeys.length > 0, {
+    message: 'requireSignedScripts needs at least one key in scriptPublicKeys',
+    path: ['scriptPublicKeys'],
+  });
 
 /** The policy the agent enforces: what it reports, plus the parsed signing keys. */
 export interface Policy {
@@ -42,9 +57,18 @@ export interface Policy {
 export function defaultPolicy(file: string): Policy {
   return {
     view: {
-      source: 'default', path: file, terminals: true, exec: true, interpreters: null, runAs: null,
-      requireSignedScripts: false, scriptPublicKeys: [], allowedPaths: null,
-      remoteConfig: true, terminalIdleTimeoutMaxSec: null, execBufferMaxBytes: null,
+      source: 'default',
+      path: file,
+      terminals: true,
+      exec: true,
+      interpreters: null,
+      runAs: null,
+      requireSignedScripts: false,
+      scriptPublicKeys: [],
+      allowedPaths: null,
+      remoteConfig: true,
+      terminalIdleTimeoutMaxSec: null,
+      execBufferMaxBytes: null,
     },
     keys: [],
   };
@@ -59,9 +83,19 @@ export function defaultPolicy(file: string): Policy {
 function lockdown(file: string, error: string): Policy {
   return {
     view: {
-      source: 'lockdown', path: file, error: error.slice(0, 1024), terminals: false, exec: false, interpreters: [], runAs: null,
-      requireSignedScripts: true, scriptPublicKeys: [], allowedPaths: [],
-      remoteConfig: false, terminalIdleTimeoutMaxSec: null, execBufferMaxBytes: null,
+      source: 'lockdown',
+      path: file,
+      error: error.slice(0, 1024),
+      terminals: false,
+      exec: false,
+      interpreters: [],
+      runAs: null,
+      requireSignedScripts: true,
+      scriptPublicKeys: [],
+      allowedPaths: [],
+      remoteConfig: false,
+      terminalIdleTimeoutMaxSec: null,
+      execBufferMaxBytes: null,
     },
     keys: [],
   };
@@ -69,7 +103,8 @@ function lockdown(file: string, error: string): Policy {
 
 /** Owner and mode rule shared by the file and its directory: root (or the agent's own user) and not group/world-writable. */
 function unsafe(st: fs.Stats, what: string, myUid: number): string | null {
-  if (st.uid !== 0 && st.uid !== myUid) return `${what} is owned by uid ${st.uid}; it must be owned by root${myUid !== 0 ? ` or the agent's user (uid ${myUid})` : ''}`;
+  if (st.uid !== 0 && st.uid !== myUid)
+    return `${what} is owned by uid ${st.uid}; it must be owned by root${myUid !== 0 ? ` or the agent's user (uid ${myUid})` : ''}`;
   if (st.mode & 0o022) return `${what} is group- or world-writable (mode ${(st.mode & 0o777).toString(8)}); chmod go-w it`;
   return null;
 }
@@ -125,9 +160,18 @@ export function loadPolicy(file: string, myUid = process.getuid?.() ?? 0): Polic
   }
   return {
     view: {
-      source: 'file', path: file, terminals: p.terminals, exec: p.exec, interpreters: p.interpreters, runAs: p.runAs,
-      requireSignedScripts: p.requireSignedScripts, scriptPublicKeys: raws, allowedPaths: p.allowedPaths,
-      remoteConfig: p.remoteConfig, terminalIdleTimeoutMaxSec: p.terminalIdleTimeoutMaxSec, execBufferMaxBytes: p.execBufferMaxBytes,
+      source: 'file',
+      path: file,
+      terminals: p.terminals,
+      exec: p.exec,
+      interpreters: p.interpreters,
+      runAs: p.runAs,
+      requireSignedScripts: p.requireSignedScripts,
+      scriptPublicKeys: raws,
+      allowedPaths: p.allowedPaths,
+      remoteConfig: p.remoteConfig,
+      terminalIdleTimeoutMaxSec: p.terminalIdleTimeoutMaxSec,
+      execBufferMaxBytes: p.execBufferMaxBytes,
     },
     keys,
   };

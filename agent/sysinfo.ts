@@ -34,7 +34,8 @@ export class CpuMeter {
   }
 }
 function snapshot() {
-  let idle = 0, total = 0;
+  let idle = 0,
+    total = 0;
   for (const c of os.cpus()) {
     idle += c.times.idle;
     total += c.times.user + c.times.nice + c.times.sys + c.times.idle + c.times.irq;
@@ -55,7 +56,8 @@ function memAvailable(): number {
 
 /** One heartbeat's metrics. */
 export function collectMetrics(cpu: CpuMeter, running: { executions: number; terminals: number }): Metrics {
-  let diskUsed = 0, diskTotal = 0;
+  let diskUsed = 0,
+    diskTotal = 0;
   try {
     const s = fs.statfsSync('/');
     diskTotal = s.blocks * s.bsize;

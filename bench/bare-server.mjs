@@ -6,7 +6,9 @@ import http from 'node:http';
 import { WebSocketServer } from 'ws';
 
 const heartbeatIntervalMs = Number(process.env.BARE_HEARTBEAT_INTERVAL_MS ?? 5000);
-const server = http.createServer((_req, res) => { res.writeHead(404).end(); });
+const server = http.createServer((_req, res) => {
+  res.writeHead(404).end();
+});
 const wss = new WebSocketServer({ noServer: true, maxPayload: 4 << 20, perMessageDeflate: false });
 let heartbeats = 0;
 server.on('upgrade', (req, socket, head) => {

@@ -68,35 +68,59 @@ if (!fs.existsSync(path.join(ROOT, 'web', 'dist', 'index.html'))) {
 }
 
 const children = [];
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
 process.on('SIGINT', () => process.exit(130));
 
 async function startServer(dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-bench-console-')), extraEnv = {}) {
   const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'server.js')], {
     env: {
-      ...process.env, MUSTER_PORT: '0', MUSTER_HOST: '127.0.0.1', MUSTER_DATA_DIR: dataDir, MUSTER_ADMIN_PASSWORD: PASSWORD,
-      MUSTER_ENROLL_TOKEN: TOKEN, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn', MUSTER_AGENT_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
-      MUSTER_LOGIN_RATE_LIMIT: '1000', ...extraEnv,
+      ...process.env,
+      MUSTER_PORT: '0',
+      MUSTER_HOST: '127.0.0.1',
+      MUSTER_DATA_DIR: dataDir,
+      MUSTER_ADMIN_PASSWORD: PASSWORD,
+      MUSTER_ENROLL_TOKEN: TOKEN,
+      MUSTER_LOCAL_AGENT: '0',
+      MUSTER_LOG_LEVEL: 'warn',
+      MUSTER_AGENT_CONNECT_RATE: '100000',
+      MUSTER_ANON_CONNECT_RATE: '100000',
+      MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
+      MUSTER_LOGIN_RATE_LIMIT: '1000',
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(proc);
   let out = '';
-  proc.stderr.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => {
+    out += d;
+  });
   const port = await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 240_000);
     proc.stdout.on('data', (d) => {
       out += d;
       const m = /"port":(\d+),"msg":"listening"|Muster is running: http:\/\/[^:]+:(\d+)/.exec(out);
-      if (m) { clearTimeout(t); resolve(Number(m[1] ?? m[2])); }
+      if (m) {
+        clearTimeout(t);
+        resolve(Number(m[1] ?? m[2]));
+      }
     });
-    proc.once('exit', (c) => { clearTimeout(t); reject(new Error(`server exited ${c}:\n${out}`)); });
+    proc.once('exit', (c) => {
+      clearTimeout(t);
+      reject(new Error(`server exited ${c}:\n${out}`));
+    });
   });
   return { proc, port, url: `http://127.0.0.1:${port}`, dataDir };
 }
 
 async function login(url) {
-  const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: PASSWORD }) });
+  const r = await fetch(`${url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: PASSWORD }),
+  });
   if (!r.ok) throw new Error(`login failed: ${r.status}`);
   return r.headers.get('set-cookie').split(';')[0];
 }
@@ -107,14 +131,25 @@ const VERSIONS = ['0.1.0', '0.1.0', '0.1.0', '0.0.9'];
 /** Writes N agent rows (the same shapes the socket simulator reports) into a migrated SQLite database. */
 function seed(dataDir) {
   const db = new Database(path.join(dataDir, 'muster.db'));
-  const ins = db.prepare(`INSERT INTO agents (id, name, hostname, ips, external_ip, platform, arch, os, version, cpus, memory_bytes, labels, label_overrides, groups, secret_hash, created_at, connected_at, last_seen_at, revoked_at)
+  const ins =
+    db.prepare(`INSERT INTO agents (id, name, hostname, ips, external_ip, platform, arch, os, version, cpus, memory_bytes, labels, label_overrides, groups, secret_hash, created_at, connected_at, last_seen_at, revoked_at)
     VALUES (?, ?, ?, ?, NULL, 'linux', ?, 'Debian GNU/Linux 12 (bookworm)', ?, 4, ?, ?, NULL, '[]', ?, ?, NULL, ?, NULL)`);
   const now = Date.now();
   db.transaction(() => {
     for (let i = 0; i < N; i++) {
-      ins.run(`seed-${String(i).padStart(6, '0')}`, `sim-${String(i).padStart(6, '0')}`, `host-${i}.sim.example`,
-        JSON.stringify([`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`]), i % 10 === 0 ? 'arm64' : 'x64', VERSIONS[i % VERSIONS.length], 8 * 2 ** 30,
-        JSON.stringify({ role: ROLES[i % ROLES.length], env: ENVS[i % ENVS.length], rack: `r${i % 40}` }), '0'.repeat(64), now, now);
+      ins.run(
+        `seed-${String(i).padStart(6, '0')}`,
+        `sim-${String(i).padStart(6, '0')}`,
+        `host-${i}.sim.example`,
+        JSON.stringify([`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`]),
+        i % 10 === 0 ? 'arm64' : 'x64',
+        VERSIONS[i % VERSIONS.length],
+        8 * 2 ** 30,
+        JSON.stringify({ role: ROLES[i % ROLES.length], env: ENVS[i % ENVS.length], rack: `r${i % 40}` }),
+        '0'.repeat(64),
+        now,
+        now,
+      );
     }
   })();
   db.close();
@@ -134,10 +169,14 @@ if (SEEDED) {
 } else {
   server = await startServer();
   log(`server on ${server.url}; starting ${N} simulated agents`);
-  sim = spawn(process.execPath, [path.join(ROOT, 'bench', 'sim', 'console-agents.mjs'), `ws://127.0.0.1:${server.port}`, TOKEN, String(N)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  sim = spawn(process.execPath, [path.join(ROOT, 'bench', 'sim', 'console-agents.mjs'), `ws://127.0.0.1:${server.port}`, TOKEN, String(N)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   children.push(sim);
   await new Promise((resolve, reject) => {
-    sim.stdout.on('data', (d) => { if (String(d).includes('ready')) resolve(); });
+    sim.stdout.on('data', (d) => {
+      if (String(d).includes('ready')) resolve();
+    });
     sim.once('exit', (c) => reject(new Error(`simulated fleet exited ${c}`)));
   });
 }
@@ -156,7 +195,9 @@ function serverCpuSec() {
   try {
     const f = fs.readFileSync(`/proc/${server.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ');
     return (Number(f[11]) + Number(f[12])) / 100;
-  } catch { return NaN; }
+  } catch {
+    return NaN;
+  }
 }
 
 /** Server answer time of fleet.open for a selector, from a Node console socket (ms, median of `n`). */
@@ -171,7 +212,10 @@ async function filterTimes(selector, extra = {}, n = 5) {
       waiters.get(m.ref)(m);
     }
   });
-  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  await new Promise((r, j) => {
+    ws.once('open', r);
+    ws.once('error', j);
+  });
   ws.send(JSON.stringify({ type: 'fleet.feed', metrics: false }));
   // Baseline: the server's CPU rate with the fleet alone (presence, flushes), to subtract below.
   const b0 = serverCpuSec();
@@ -190,13 +234,14 @@ async function filterTimes(selector, extra = {}, n = 5) {
     times.push(performance.now() - t);
   }
   const wall = (performance.now() - w0) / 1000;
-  const cpuMs = Math.max(0, ((serverCpuSec() - c0) - baseRate * wall) * 1000 / n);
+  const cpuMs = Math.max(0, ((serverCpuSec() - c0 - baseRate * wall) * 1000) / n);
   ws.close();
   return { ms: median(times), max: Math.max(...times), matching, cpuMs };
 }
 
 const browser = await chromium.launch({
-  executablePath: CHROMIUM, headless: true,
+  executablePath: CHROMIUM,
+  headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run', '--disable-dev-shm-usage'],
 });
 const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
@@ -207,26 +252,32 @@ let metricsPushes = 0;
 let metricsBytes = 0;
 let windowMsgs = 0;
 let windowBytes = 0;
-page.on('websocket', (ws) => ws.on('framereceived', (f) => {
-  if (typeof f.payload !== 'string') return;
-  if (f.payload.startsWith('{"type":"agent.metrics"')) {
-    metricsPushes++;
-    metricsBytes += f.payload.length;
-  } else if (f.payload.startsWith('{"type":"fleet.window"')) {
-    windowMsgs++;
-    windowBytes += f.payload.length;
-  }
-}));
+page.on('websocket', (ws) =>
+  ws.on('framereceived', (f) => {
+    if (typeof f.payload !== 'string') return;
+    if (f.payload.startsWith('{"type":"agent.metrics"')) {
+      metricsPushes++;
+      metricsBytes += f.payload.length;
+    } else if (f.payload.startsWith('{"type":"fleet.window"')) {
+      windowMsgs++;
+      windowBytes += f.payload.length;
+    }
+  }),
+);
 
 const readyText = `${N} of ${N} agents`;
 /** Navigates to /agents and returns ms (navigation start → table row painted with all agents loaded). */
 async function timeToUsable() {
   const wall = Date.now();
   await page.goto(`${server.url}/agents`, { waitUntil: 'commit' });
-  await page.waitForFunction((t) => {
-    const c = document.querySelector('[data-test=agents-count]');
-    return c && c.textContent.trim() === t && document.querySelector('[data-agent-id]');
-  }, readyText, { timeout: 60_000, polling: 'raf' });
+  await page.waitForFunction(
+    (t) => {
+      const c = document.querySelector('[data-test=agents-count]');
+      return c && c.textContent.trim() === t && document.querySelector('[data-agent-id]');
+    },
+    readyText,
+    { timeout: 60_000, polling: 'raf' },
+  );
   // One more frame: the row is painted, not just in the DOM.
   const inPage = await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(performance.now()))));
   // Where the time went: the app's scripts ready (DOMContentLoaded); no fleet list is fetched.
@@ -243,7 +294,9 @@ for (let i = 0; i < RUNS; i++) {
   if (i === 0) await ctx.clearCookies().then(() => ctx.addCookies([{ name, value, url: server.url }]));
   loads.push(await timeToUsable());
   const l = loads.at(-1);
-  log(`  agents view usable in ${l.inPage.toFixed(0)} ms (navigation → first row with all ${N} counted); DOMContentLoaded ${l.dcl.toFixed(0)} ms, agent lists fetched ${(l.listBytes / 1e3).toFixed(1)} kB`);
+  log(
+    `  agents view usable in ${l.inPage.toFixed(0)} ms (navigation → first row with all ${N} counted); DOMContentLoaded ${l.dcl.toFixed(0)} ms, agent lists fetched ${(l.listBytes / 1e3).toFixed(1)} kB`,
+  );
 }
 const firstLoad = loads[0].inPage;
 const warm = loads.slice(1).map((l) => l.inPage);
@@ -260,51 +313,77 @@ async function frames(scroll) {
   const cpu0 = serverCpuSec();
   const w0 = performance.now();
   const before = await perfMetrics();
-  const r = await page.evaluate(async ({ seconds, scroll }) => {
-    const longTasks = [];
-    const po = new PerformanceObserver((l) => { for (const e of l.getEntries()) longTasks.push(e.duration); });
-    try { po.observe({ type: 'longtask', buffered: false }); } catch { /* not supported */ }
-    const table = document.querySelector('[data-test=agents-table]');
-    const scroller = [table, ...table.querySelectorAll('*')].find((e) => e.scrollHeight > e.clientHeight + 1000 && getComputedStyle(e).overflowY !== 'visible');
-    const deltas = [];
-    let dir = 1;
-    let last = performance.now();
-    const end = last + seconds * 1000;
-    let rowsSeen = new Set();
-    let pendingFrames = 0;
-    await new Promise((resolve) => {
-      const tick = (t) => {
-        deltas.push(t - last);
-        last = t;
-        if (scroll && scroller) {
-          // About a screenful every 8 frames, bouncing between the ends of the 10,000 rows.
-          scroller.scrollTop += dir * 120;
-          if (scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 2) dir = -1;
-          if (scroller.scrollTop <= 0) dir = 1;
-          const row = document.querySelector('[data-agent-id]');
-          if (row) rowsSeen.add(row.getAttribute('data-agent-id'));
-          if (document.querySelector('[data-test=agent-row-pending]')) pendingFrames++;
-        }
-        if (t < end) requestAnimationFrame(tick);
-        else resolve();
-      };
-      requestAnimationFrame(tick);
-    });
-    po.disconnect();
-    return { deltas: deltas.slice(1), longTasks, scroller: Boolean(scroller), distinctTopRows: rowsSeen.size, pendingFrames };
-  }, { seconds: SECONDS, scroll });
+  const r = await page.evaluate(
+    async ({ seconds, scroll }) => {
+      const longTasks = [];
+      const po = new PerformanceObserver((l) => {
+        for (const e of l.getEntries()) longTasks.push(e.duration);
+      });
+      try {
+        po.observe({ type: 'longtask', buffered: false });
+      } catch {
+        /* not supported */
+      }
+      const table = document.querySelector('[data-test=agents-table]');
+      const scroller = [table, ...table.querySelectorAll('*')].find(
+        (e) => e.scrollHeight > e.clientHeight + 1000 && getComputedStyle(e).overflowY !== 'visible',
+      );
+      const deltas = [];
+      let dir = 1;
+      let last = performance.now();
+      const end = last + seconds * 1000;
+      let rowsSeen = new Set();
+      let pendingFrames = 0;
+      await new Promise((resolve) => {
+        const tick = (t) => {
+          deltas.push(t - last);
+          last = t;
+          if (scroll && scroller) {
+            // About a screenful every 8 frames, bouncing between the ends of the 10,000 rows.
+            scroller.scrollTop += dir * 120;
+            if (scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 2) dir = -1;
+            if (scroller.scrollTop <= 0) dir = 1;
+            const row = document.querySelector('[data-agent-id]');
+            if (row) rowsSeen.add(row.getAttribute('data-agent-id'));
+            if (document.querySelector('[data-test=agent-row-pending]')) pendingFrames++;
+          }
+          if (t < end) requestAnimationFrame(tick);
+          else resolve();
+        };
+        requestAnimationFrame(tick);
+      });
+      po.disconnect();
+      return { deltas: deltas.slice(1), longTasks, scroller: Boolean(scroller), distinctTopRows: rowsSeen.size, pendingFrames };
+    },
+    { seconds: SECONDS, scroll },
+  );
   const after = await perfMetrics();
   const d = r.deltas;
   const total = d.reduce((a, b) => a + b, 0);
   // Main-thread work (CPU time the renderer spent, not wall time): robust to a busy machine.
   const work = (k) => ((after[k] - before[k]) * 1000) / d.length;
   return {
-    taskMs: work('TaskDuration'), scriptMs: work('ScriptDuration'), layoutMs: work('LayoutDuration'), styleMs: work('RecalcStyleDuration'),
-    frames: d.length, fps: (d.length / total) * 1000, p50: pct(d, 50), p95: pct(d, 95), p99: pct(d, 99), max: Math.max(...d),
-    over17: d.filter((x) => x > 17.5).length / d.length, over33: d.filter((x) => x > 34).length / d.length,
-    longTasks: r.longTasks.length, longTaskMax: r.longTasks.length ? Math.max(...r.longTasks) : 0,
-    pushes: metricsPushes, pushMB: metricsBytes / 1e6, scroller: r.scroller, distinctTopRows: r.distinctTopRows,
-    pendingShare: r.pendingFrames / d.length, windows: windowMsgs, windowKB: windowBytes / 1e3,
+    taskMs: work('TaskDuration'),
+    scriptMs: work('ScriptDuration'),
+    layoutMs: work('LayoutDuration'),
+    styleMs: work('RecalcStyleDuration'),
+    frames: d.length,
+    fps: (d.length / total) * 1000,
+    p50: pct(d, 50),
+    p95: pct(d, 95),
+    p99: pct(d, 99),
+    max: Math.max(...d),
+    over17: d.filter((x) => x > 17.5).length / d.length,
+    over33: d.filter((x) => x > 34).length / d.length,
+    longTasks: r.longTasks.length,
+    longTaskMax: r.longTasks.length ? Math.max(...r.longTasks) : 0,
+    pushes: metricsPushes,
+    pushMB: metricsBytes / 1e6,
+    scroller: r.scroller,
+    distinctTopRows: r.distinctTopRows,
+    pendingShare: r.pendingFrames / d.length,
+    windows: windowMsgs,
+    windowKB: windowBytes / 1e3,
     serverCpu: (serverCpuSec() - cpu0) / ((performance.now() - w0) / 1000),
   };
 }
@@ -337,9 +416,12 @@ if (cdp) {
   }
   for (const [k, v] of [...dt].sort((a, b) => b[1] - a[1]).slice(0, 25)) log(`  ${v.toFixed(0).padStart(6)} ms  ${k}`);
 }
-const fmt = (f) => `main-thread work per frame ${f.taskMs.toFixed(1)} ms (script ${f.scriptMs.toFixed(1)}, layout ${f.layoutMs.toFixed(1)}, style ${f.styleMs.toFixed(1)}); ${f.fps.toFixed(1)} fps, frame p50 ${f.p50.toFixed(1)} ms / p95 ${f.p95.toFixed(1)} ms / p99 ${f.p99.toFixed(1)} ms / max ${f.max.toFixed(0)} ms, ${(f.over17 * 100).toFixed(1)}% frames > 16.7 ms, ${f.longTasks} long tasks (max ${f.longTaskMax.toFixed(0)} ms), ${f.pushes} metrics pushes (${f.pushMB.toFixed(1)} MB), ${f.windows} fleet.window messages (${f.windowKB.toFixed(0)} kB), frames with rows still loading ${(f.pendingShare * 100).toFixed(1)}%, server CPU ${(f.serverCpu * 100).toFixed(0)}% of a core`;
+const fmt = (f) =>
+  `main-thread work per frame ${f.taskMs.toFixed(1)} ms (script ${f.scriptMs.toFixed(1)}, layout ${f.layoutMs.toFixed(1)}, style ${f.styleMs.toFixed(1)}); ${f.fps.toFixed(1)} fps, frame p50 ${f.p50.toFixed(1)} ms / p95 ${f.p95.toFixed(1)} ms / p99 ${f.p99.toFixed(1)} ms / max ${f.max.toFixed(0)} ms, ${(f.over17 * 100).toFixed(1)}% frames > 16.7 ms, ${f.longTasks} long tasks (max ${f.longTaskMax.toFixed(0)} ms), ${f.pushes} metrics pushes (${f.pushMB.toFixed(1)} MB), ${f.windows} fleet.window messages (${f.windowKB.toFixed(0)} kB), frames with rows still loading ${(f.pendingShare * 100).toFixed(1)}%, server CPU ${(f.serverCpu * 100).toFixed(0)}% of a core`;
 log(`idle, heartbeats streaming: ${fmt(idle)}`);
-log(`scrolling, heartbeats streaming: ${fmt(scrolling)}${scrolling.scroller ? '' : ' (NO SCROLLER FOUND)'}; ${scrolling.distinctTopRows} distinct top rows seen`);
+log(
+  `scrolling, heartbeats streaming: ${fmt(scrolling)}${scrolling.scroller ? '' : ' (NO SCROLLER FOUND)'}; ${scrolling.distinctTopRows} distinct top rows seen`,
+);
 const loadAfter = os.loadavg()[0];
 
 // Filter by selector: the server's answer (fleet.open → fleet.window), then in the page.
@@ -353,13 +435,21 @@ const filters = [];
 for (const [sel, extra] of selectors) {
   const f = await filterTimes(sel, extra);
   filters.push({ sel, extra, ...f });
-  log(`  filter ${JSON.stringify(sel)} ${JSON.stringify(extra)}: server answer ${f.ms.toFixed(0)} ms (max ${f.max.toFixed(0)}), server CPU ≈ ${f.cpuMs.toFixed(0)} ms per answer, ${f.matching} matching`);
+  log(
+    `  filter ${JSON.stringify(sel)} ${JSON.stringify(extra)}: server answer ${f.ms.toFixed(0)} ms (max ${f.max.toFixed(0)}), server CPU ≈ ${f.cpuMs.toFixed(0)} ms per answer, ${f.matching} matching`,
+  );
 }
 const expectDb = (await filterTimes('labels.role == "db"', {}, 1)).matching;
-await page.evaluate(() => { document.querySelector('[data-test=agents-table]').scrollTop = 0; });
+await page.evaluate(() => {
+  document.querySelector('[data-test=agents-table]').scrollTop = 0;
+});
 const tf = performance.now();
 await page.fill('[data-test=selector-input]', 'labels.role == "db"');
-await page.waitForFunction((t) => document.querySelector('[data-test=agents-count]')?.textContent.trim() === t && document.querySelector('[data-agent-id]'), `${expectDb} of ${N} agents`, { timeout: 30_000, polling: 'raf' });
+await page.waitForFunction(
+  (t) => document.querySelector('[data-test=agents-count]')?.textContent.trim() === t && document.querySelector('[data-agent-id]'),
+  `${expectDb} of ${N} agents`,
+  { timeout: 30_000, polling: 'raf' },
+);
 const inPageFilter = performance.now() - tf;
 log(`  filter in the page (typing → ${expectDb} rows counted and shown, including the 200 ms input debounce): ${inPageFilter.toFixed(0)} ms`);
 
@@ -367,7 +457,13 @@ await perf.send('HeapProfiler.enable');
 await perf.send('HeapProfiler.collectGarbage');
 const { usedSize: heap } = await perf.send('Runtime.getHeapUsage');
 log(`  browser JS heap after the runs (after a GC): ${(heap / 2 ** 20).toFixed(1)} MiB`);
-const serverRss = (() => { try { return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, 'utf8'))[1]) * 1024; } catch { return NaN; } })();
+const serverRss = (() => {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, 'utf8'))[1]) * 1024;
+  } catch {
+    return NaN;
+  }
+})();
 await browser.close();
 
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';

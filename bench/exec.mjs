@@ -57,7 +57,9 @@ async function database(kind, dataDir) {
     return {
       url: `sqlite:${file}`,
       db: () => (k ??= knexFactory({ client: 'better-sqlite3', connection: { filename: file, readonly: true }, useNullAsDefault: true })),
-      drop: async () => { await k?.destroy(); },
+      drop: async () => {
+        await k?.destroy();
+      },
     };
   }
   const name = `muster_bench_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
@@ -68,13 +70,18 @@ async function database(kind, dataDir) {
   return {
     url: `mysql://root:@127.0.0.1:3306/${name}`,
     db: () => k,
-    drop: async () => { await k.raw(`DROP DATABASE IF EXISTS \`${name}\``); await k.destroy(); },
+    drop: async () => {
+      await k.raw(`DROP DATABASE IF EXISTS \`${name}\``);
+      await k.destroy();
+    },
   };
 }
 
 async function login(url) {
   const r = await fetch(`${url}/api/auth/login`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: 'bench-password-123' }),
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: 'bench-password-123' }),
   });
   if (r.status !== 200) throw new Error(`login: ${r.status}`);
   const cookie = r.headers.get('set-cookie').split(';')[0];
@@ -92,7 +99,10 @@ async function login(url) {
 async function waitStored(db, taskId, n, timeoutMs = 600_000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const [{ c }] = await db('executions').where({ task_id: taskId }).whereIn('status', ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped']).count({ c: '*' });
+    const [{ c }] = await db('executions')
+      .where({ task_id: taskId })
+      .whereIn('status', ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped'])
+      .count({ c: '*' });
     if (Number(c) >= n) return;
     if (Date.now() > deadline) throw new Error(`task ${taskId}: only ${c}/${n} results stored`);
     await sleep(5);
@@ -104,7 +114,8 @@ async function withServer(kind, name, fn) {
   fs.mkdirSync(dataDir, { recursive: true });
   const d = await database(kind, dataDir);
   const server = await startMusterServer({
-    dataDir, env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) },
+    dataDir,
+    env: { MUSTER_DB_URL: d.url, ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) },
     nodeArgs: flags.profile ? ['--inspect=127.0.0.1:0'] : [],
   });
   try {
@@ -132,7 +143,15 @@ async function withServer(kind, name, fn) {
 
 async function dispatch(kind) {
   return withServer(kind, 'dispatch', async (server, db, prof) => {
-    const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir: path.join(outDir, `creds-d-${kind}`), idPrefix: `d${kind[0]}`, handlerModules: [EXEC_RESPONDER], handlerOptions: { outputBytes: 64 } });
+    const fleet = await startFleet({
+      url: server.wsUrl,
+      enrollToken: server.enrollToken,
+      count: N,
+      credsDir: path.join(outDir, `creds-d-${kind}`),
+      idPrefix: `d${kind[0]}`,
+      handlerModules: [EXEC_RESPONDER],
+      handlerOptions: { outputBytes: 64 },
+    });
     try {
       await fleet.waitConnected(N);
       const api = await login(server.url);
@@ -162,8 +181,22 @@ async function dispatch(kind) {
         if (i === 2) log(`  ${kind}: first measured run ${ms.toFixed(0)} ms (POST answered in ${tPost.toFixed(0)} ms)`);
       }
       await prof.stop();
-      const r = { kind, agents: N, runs: times.length, cpuPerRun: cpuMeasured / times.length, idleCpuPerSec: idlePerSec, execCpuPerRun: (cpuMeasured - idleShare) / times.length, load: os.loadavg()[0], p50: pct(times, 50), p99: pct(times, 99), max: Math.max(...times), rssMB: rssBytes(server.pid) / 2 ** 20 };
-      log(`  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run (${((r.cpuPerRun * 1e6) / N).toFixed(0)} µs per execution); idle fleet ${(r.idleCpuPerSec * 1000).toFixed(0)} ms/s, so ${(r.execCpuPerRun * 1000).toFixed(0)} ms per run (${((r.execCpuPerRun * 1e6) / N).toFixed(0)} µs per execution) above idle; load ${r.load.toFixed(1)}`);
+      const r = {
+        kind,
+        agents: N,
+        runs: times.length,
+        cpuPerRun: cpuMeasured / times.length,
+        idleCpuPerSec: idlePerSec,
+        execCpuPerRun: (cpuMeasured - idleShare) / times.length,
+        load: os.loadavg()[0],
+        p50: pct(times, 50),
+        p99: pct(times, 99),
+        max: Math.max(...times),
+        rssMB: rssBytes(server.pid) / 2 ** 20,
+      };
+      log(
+        `  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run (${((r.cpuPerRun * 1e6) / N).toFixed(0)} µs per execution); idle fleet ${(r.idleCpuPerSec * 1000).toFixed(0)} ms/s, so ${(r.execCpuPerRun * 1000).toFixed(0)} ms per run (${((r.execCpuPerRun * 1e6) / N).toFixed(0)} µs per execution) above idle; load ${r.load.toFixed(1)}`,
+      );
       return r;
     } finally {
       await fleet.stop();
@@ -173,23 +206,42 @@ async function dispatch(kind) {
 
 async function ingest(kind) {
   return withServer(kind, 'ingest', async (server, db, prof) => {
-    const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: FLOOD_N, credsDir: path.join(outDir, `creds-i-${kind}`), idPrefix: `i${kind[0]}`, handlerModules: [FLOOD], handlerOptions: { outputBytes: FLOOD_BYTES } });
+    const fleet = await startFleet({
+      url: server.wsUrl,
+      enrollToken: server.enrollToken,
+      count: FLOOD_N,
+      credsDir: path.join(outDir, `creds-i-${kind}`),
+      idPrefix: `i${kind[0]}`,
+      handlerModules: [FLOOD],
+      handlerOptions: { outputBytes: FLOOD_BYTES },
+    });
     try {
       await fleet.waitConnected(FLOOD_N);
       const api = await login(server.url);
       await sleep(1000);
       const rss0 = rssBytes(server.pid);
       let peak = rss0;
-      const sampler = setInterval(() => { try { peak = Math.max(peak, rssBytes(server.pid)); } catch { /* server gone */ } }, 50);
+      const sampler = setInterval(() => {
+        try {
+          peak = Math.max(peak, rssBytes(server.pid));
+        } catch {
+          /* server gone */
+        }
+      }, 50);
       // With BENCH_MEM=1: the largest V8 heap and external (Buffer) memory seen, to tell live data from allocator slack.
       const mem = { heap: 0, external: 0 };
-      const memSampler = process.env.BENCH_MEM ? setInterval(() => {
-        void fetch(`${server.url}/metrics`).then((x) => x.text()).then((t) => {
-          const v = (n) => Number((new RegExp(`^${n} (\\d+)`, 'm').exec(t) ?? [])[1] ?? 0);
-          mem.heap = Math.max(mem.heap, v('muster_process_nodejs_heap_size_used_bytes'));
-          mem.external = Math.max(mem.external, v('muster_process_nodejs_external_memory_bytes'));
-        }).catch(() => {});
-      }, 250) : null;
+      const memSampler = process.env.BENCH_MEM
+        ? setInterval(() => {
+            void fetch(`${server.url}/metrics`)
+              .then((x) => x.text())
+              .then((t) => {
+                const v = (n) => Number((new RegExp(`^${n} (\\d+)`, 'm').exec(t) ?? [])[1] ?? 0);
+                mem.heap = Math.max(mem.heap, v('muster_process_nodejs_heap_size_used_bytes'));
+                mem.external = Math.max(mem.external, v('muster_process_nodejs_external_memory_bytes'));
+              })
+              .catch(() => {});
+          }, 250)
+        : null;
       await prof.start();
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
@@ -208,8 +260,23 @@ async function ingest(kind) {
       const stored = Number(b);
       const states = await db('executions').where({ task_id: task.id }).groupBy('status', 'reason').select('status', 'reason').count({ n: '*' });
       log(`  ${kind}: execution states: ${JSON.stringify(states)}`);
-      const r = { kind, agents: FLOOD_N, bytesPerAgent: FLOOD_BYTES, storedBytes: stored, truncated: Number(tr), secs, mbPerSec: stored / 1e6 / secs, rssBeforeMB: rss0 / 2 ** 20, rssPeakMB: peak / 2 ** 20, rssGrowthMB: (peak - rss0) / 2 ** 20, serverCpuPct: cpuPct, mbPerCpuSec: stored / 1e6 / ((cpuPct / 100) * secs) };
-      log(`  ${kind}: ${FLOOD_N} × ${FLOOD_BYTES / 1e6} MB: stored ${(stored / 1e6).toFixed(0)} MB in ${secs.toFixed(1)} s = ${r.mbPerSec.toFixed(1)} MB/s; RSS ${r.rssBeforeMB.toFixed(0)} → peak ${r.rssPeakMB.toFixed(0)} MB (+${r.rssGrowthMB.toFixed(0)} MB); server CPU ${cpuPct.toFixed(0)}% of one core`);
+      const r = {
+        kind,
+        agents: FLOOD_N,
+        bytesPerAgent: FLOOD_BYTES,
+        storedBytes: stored,
+        truncated: Number(tr),
+        secs,
+        mbPerSec: stored / 1e6 / secs,
+        rssBeforeMB: rss0 / 2 ** 20,
+        rssPeakMB: peak / 2 ** 20,
+        rssGrowthMB: (peak - rss0) / 2 ** 20,
+        serverCpuPct: cpuPct,
+        mbPerCpuSec: stored / 1e6 / ((cpuPct / 100) * secs),
+      };
+      log(
+        `  ${kind}: ${FLOOD_N} × ${FLOOD_BYTES / 1e6} MB: stored ${(stored / 1e6).toFixed(0)} MB in ${secs.toFixed(1)} s = ${r.mbPerSec.toFixed(1)} MB/s; RSS ${r.rssBeforeMB.toFixed(0)} → peak ${r.rssPeakMB.toFixed(0)} MB (+${r.rssGrowthMB.toFixed(0)} MB); server CPU ${cpuPct.toFixed(0)}% of one core`,
+      );
       return r;
     } finally {
       await fleet.stop();
@@ -243,13 +310,18 @@ if (!flags['no-write']) {
     '',
     '| database | agents | p50 | p99 | max | server CPU per run |',
     '|---|---|---|---|---|---|',
-    ...results.dispatch.map((r) => `| ${r.kind} | ${r.agents} | ${r.p50.toFixed(0)} ms | ${r.p99.toFixed(0)} ms | ${r.max.toFixed(0)} ms | ${(r.cpuPerRun * 1000).toFixed(0)} ms |`),
+    ...results.dispatch.map(
+      (r) => `| ${r.kind} | ${r.agents} | ${r.p50.toFixed(0)} ms | ${r.p99.toFixed(0)} ms | ${r.max.toFixed(0)} ms | ${(r.cpuPerRun * 1000).toFixed(0)} ms |`,
+    ),
     '',
     `Ingest: ${FLOOD_N} simulated agents each streaming ${FLOOD_BYTES / 1e6} MB at once (32 KiB frames, paused above 1 MiB buffered like the real agent); rate = bytes stored / time from POST until every result is stored; RSS growth = peak server RSS during the run minus RSS before it. Target (MariaDB): ≥ 100 MB/s with RSS growth under 300 MB.`,
     '',
     '| database | stored | time | ingest rate | RSS before | RSS peak | growth | server CPU | MB stored per server CPU-second |',
     '|---|---|---|---|---|---|---|---|---|',
-    ...results.ingest.map((r) => `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB | ${r.serverCpuPct.toFixed(0)}% of a core | ${r.mbPerCpuSec.toFixed(0)} |`),
+    ...results.ingest.map(
+      (r) =>
+        `| ${r.kind} | ${(r.storedBytes / 1e6).toFixed(0)} MB | ${r.secs.toFixed(1)} s | ${r.mbPerSec.toFixed(1)} MB/s | ${r.rssBeforeMB.toFixed(0)} MB | ${r.rssPeakMB.toFixed(0)} MB | ${r.rssGrowthMB.toFixed(0)} MB | ${r.serverCpuPct.toFixed(0)}% of a core | ${r.mbPerCpuSec.toFixed(0)} |`,
+    ),
     '',
   ];
   const file = path.join(ROOT, 'bench', 'RESULTS.md');

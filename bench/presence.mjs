@@ -32,11 +32,14 @@ const SETTLE_MS = Number(flags.settle) * 1000;
 // The server needs one descriptor per agent plus its own (~60: node, SQLite, listener, stdio).
 const FD_HEADROOM = 150;
 const maxAgents = nofileHardLimit() - FD_HEADROOM;
-const sizes = flags.sizes.split(',').map(Number).map((n) => {
-  if (n <= maxAgents) return { asked: n, n };
-  process.stderr.write(`presence: the open-file hard limit here is ${nofileHardLimit()}; running ${maxAgents} agents instead of ${n}\n`);
-  return { asked: n, n: maxAgents };
-});
+const sizes = flags.sizes
+  .split(',')
+  .map(Number)
+  .map((n) => {
+    if (n <= maxAgents) return { asked: n, n };
+    process.stderr.write(`presence: the open-file hard limit here is ${nofileHardLimit()}; running ${maxAgents} agents instead of ${n}\n`);
+    return { asked: n, n: maxAgents };
+  });
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const outDir = path.join(ROOT, 'bench', 'out', `presence-${stamp}`);
@@ -56,7 +59,10 @@ async function measureSteady(pid, metricsUrl) {
   const rss = rssBytes(pid);
   const d = (k) => (m1 && m0 ? (m1.get(k) ?? 0) - (m0.get(k) ?? 0) : 0);
   return {
-    cpu, rss, secs, load,
+    cpu,
+    rss,
+    secs,
+    load,
     flushesPerSec: d('muster_db_presence_flushes_total') / secs,
     heartbeatsPerSec: d('muster_heartbeats_total') / secs,
     connectsInWindow: d('muster_agent_connects_total'),
@@ -75,7 +81,9 @@ async function muster(N) {
   await sleep(SETTLE_MS);
   const steady = await measureSteady(server.pid, `${server.url}/metrics`);
   const ready = await (await fetch(`${server.url}/readyz`)).json();
-  log(`  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}`);
+  log(
+    `  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}`,
+  );
 
   let restart = null;
   if (!flags['no-restart']) {
@@ -102,10 +110,17 @@ async function muster(N) {
     const after = fleet.stats();
     const online = (await (await fetch(`${server.url}/readyz`)).json()).agentsOnline;
     restart = {
-      shutdownSec: (tExited - tStop) / 1000, startSec: (tListening - tExited) / 1000, backAfterListeningSec: (tBack - tListening) / 1000,
-      backAfterExitSec: (tBack - tExited) / 1000, timeline, shed503: after.refused503 - before.refused503, onlineAtServer: online,
+      shutdownSec: (tExited - tStop) / 1000,
+      startSec: (tListening - tExited) / 1000,
+      backAfterListeningSec: (tBack - tListening) / 1000,
+      backAfterExitSec: (tBack - tExited) / 1000,
+      timeline,
+      shed503: after.refused503 - before.refused503,
+      onlineAtServer: online,
     };
-    log(`  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`);
+    log(
+      `  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`,
+    );
   }
   const fstats = fleet.stats();
   await fleet.stop();
@@ -134,7 +149,9 @@ if (flags.report) {
   results = JSON.parse(fs.readFileSync(flags.report, 'utf8'));
 } else {
   results = [];
-  log(`presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`);
+  log(
+    `presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`,
+  );
   for (const { asked, n } of sizes) {
     log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
     const mu = await muster(n);
@@ -150,21 +167,29 @@ const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(1)}×` : 'n/a');
 /** RSS added per agent between consecutive sizes: the slope, free of the heap's fixed growth. */
 const marginal = (i, key) => {
   if (i === 0) return null;
-  const a = results[i - 1][key], b = results[i][key];
+  const a = results[i - 1][key],
+    b = results[i][key];
   return a && b && b.N > a.N ? (b.rss - a.rss) / (b.N - a.N) : null;
 };
 const rows = results.map(({ asked, muster: m, bare: b }, i) => {
-  const mm = marginal(i, 'muster'), mb = marginal(i, 'bare');
+  const mm = marginal(i, 'muster'),
+    mb = marginal(i, 'bare');
   const r = m.restart;
   return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB${mm ? ` (marginal ${(mm / 1024).toFixed(1)} KB)` : ''} | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})${mb ? `; marginal ${(mb / 1024).toFixed(1)} KB (${ratio(mm, mb)})` : ''}` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
 });
 const top = results.at(-1)?.muster;
-const verdict = top ? [
-  `- CPU at ${top.N.toLocaleString('en')} agents: ${top.cpu.toFixed(1)} % of one core (target < 25 %): ${top.cpu < 25 ? 'met' : 'MISSED'}`,
-  `- RSS per agent: ${(perAgent(top) / 1024).toFixed(1)} KB (target < 25 KB): ${perAgent(top) < 25 * 1024 ? 'met' : 'MISSED'}`,
-  top.restart ? `- All back after restart: ${top.restart.backAfterListeningSec.toFixed(1)} s after the new server listens (target < 20 s): ${top.restart.backAfterListeningSec < 20 ? 'met' : 'MISSED'}` : '',
-  `- Database writes per second at steady state: ${results.map((r) => r.muster.flushesPerSec.toFixed(2)).join(' / ')} statements/s for ${results.map((r) => r.muster.N.toLocaleString('en')).join(' / ')} agents (flat: one statement per flush)`,
-].filter(Boolean).join('\n') : '';
+const verdict = top
+  ? [
+      `- CPU at ${top.N.toLocaleString('en')} agents: ${top.cpu.toFixed(1)} % of one core (target < 25 %): ${top.cpu < 25 ? 'met' : 'MISSED'}`,
+      `- RSS per agent: ${(perAgent(top) / 1024).toFixed(1)} KB (target < 25 KB): ${perAgent(top) < 25 * 1024 ? 'met' : 'MISSED'}`,
+      top.restart
+        ? `- All back after restart: ${top.restart.backAfterListeningSec.toFixed(1)} s after the new server listens (target < 20 s): ${top.restart.backAfterListeningSec < 20 ? 'met' : 'MISSED'}`
+        : '',
+      `- Database writes per second at steady state: ${results.map((r) => r.muster.flushesPerSec.toFixed(2)).join(' / ')} statements/s for ${results.map((r) => r.muster.N.toLocaleString('en')).join(' / ')} agents (flat: one statement per flush)`,
+    ]
+      .filter(Boolean)
+      .join('\n')
+  : '';
 const section = `## Presence
 
 Measured ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- presence\` on this machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, ${Math.round(os.totalmem() / 2 ** 30)} GB RAM, Node ${process.version}, SQLite (WAL), default server settings (presence flush every 2 s, connect rate 2,000/s), 5-second heartbeats.

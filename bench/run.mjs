@@ -6,7 +6,12 @@ import { spawnSync } from 'node:child_process';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NOT_BENCHES = new Set(['run', 'bare-server']);
-const names = fs.readdirSync(here).filter((f) => f.endsWith('.mjs')).map((f) => f.slice(0, -4)).filter((n) => !NOT_BENCHES.has(n)).sort();
+const names = fs
+  .readdirSync(here)
+  .filter((f) => f.endsWith('.mjs'))
+  .map((f) => f.slice(0, -4))
+  .filter((n) => !NOT_BENCHES.has(n))
+  .sort();
 const [name, ...rest] = process.argv.slice(2);
 if (!name || !names.includes(name)) {
   if (name) process.stderr.write(`unknown benchmark ${JSON.stringify(name)}\n`);

@@ -56,8 +56,15 @@ let childNodeArgs = [];
 async function startServer(dataDir, env = {}) {
   const proc = spawn(process.execPath, [...childNodeArgs, SERVER_JS], {
     env: {
-      ...process.env, MUSTER_PORT: '0', MUSTER_HOST: '127.0.0.1', MUSTER_DATA_DIR: dataDir, MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      MUSTER_ENROLL_TOKEN: ENROLL, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'info', ...env,
+      ...process.env,
+      MUSTER_PORT: '0',
+      MUSTER_HOST: '127.0.0.1',
+      MUSTER_DATA_DIR: dataDir,
+      MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      MUSTER_ENROLL_TOKEN: ENROLL,
+      MUSTER_LOCAL_AGENT: '0',
+      MUSTER_LOG_LEVEL: 'info',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -72,7 +79,9 @@ async function startServer(dataDir, env = {}) {
         resolve(Number(m[1]));
       }
     });
-    proc.stderr.on('data', (d) => { out += d.toString(); });
+    proc.stderr.on('data', (d) => {
+      out += d.toString();
+    });
     proc.once('exit', (code) => reject(new Error(`server exited ${code}:\n${out}`)));
   });
   proc.stdout.removeAllListeners('data');
@@ -81,13 +90,35 @@ async function startServer(dataDir, env = {}) {
 }
 
 function startAgent(wsUrl, stateDir) {
-  return spawn(process.execPath, [...childNodeArgs, AGENT_JS, '--server', wsUrl, '--token', ENROLL, '--state-dir', stateDir, '--health-port=-1', '--name', 'bench-agent', '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  return spawn(
+    process.execPath,
+    [
+      ...childNodeArgs,
+      AGENT_JS,
+      '--server',
+      wsUrl,
+      '--token',
+      ENROLL,
+      '--state-dir',
+      stateDir,
+      '--health-port=-1',
+      '--name',
+      'bench-agent',
+      '--log-level',
+      'warn',
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
 }
 
 async function login(url) {
-  const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }) });
+  const r = await fetch(`${url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+  });
   if (r.status !== 200) throw new Error(`login failed ${r.status}`);
   return r.headers.get('set-cookie').split(';')[0];
 }
@@ -121,7 +152,10 @@ function rssOf(pid) {
  */
 async function openConsole(srv, cookie, agentId, onData) {
   const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
-  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  await new Promise((res, rej) => {
+    ws.once('open', res);
+    ws.once('error', rej);
+  });
   let sessionId = null;
   let pendingAck = 0;
   let ackScheduled = false;
@@ -153,9 +187,14 @@ async function openConsole(srv, cookie, agentId, onData) {
   await opened;
   return {
     ws,
-    get sessionId() { return sessionId; },
+    get sessionId() {
+      return sessionId;
+    },
     write: (s) => ws.send(termFrame(sessionId, typeof s === 'string' ? enc.encode(s) : s)),
-    close: () => { ws.send(JSON.stringify({ type: 'term.close', sessionId })); ws.close(); },
+    close: () => {
+      ws.send(JSON.stringify({ type: 'term.close', sessionId }));
+      ws.close();
+    },
   };
 }
 
@@ -185,7 +224,9 @@ function textWaiter() {
         if (!check(0)) waiters.push(check);
       });
     },
-    reset() { text = ''; },
+    reset() {
+      text = '';
+    },
   };
 }
 
@@ -227,18 +268,31 @@ function echoTracker() {
       }
     },
     wait(k) {
-      return new Promise((resolve) => { want = { code: k.charCodeAt(0), resolve }; });
+      return new Promise((resolve) => {
+        want = { code: k.charCodeAt(0), resolve };
+      });
     },
   };
 }
 
 async function directKeystrokes(n) {
   const pty = require('node-pty');
-  const p = pty.spawn('/bin/cat', [], { name: 'xterm-256color', cols: 120, rows: 40, cwd: os.tmpdir(), env: { PATH: process.env.PATH, TERM: 'xterm-256color' }, encoding: null });
+  const p = pty.spawn('/bin/cat', [], {
+    name: 'xterm-256color',
+    cols: 120,
+    rows: 40,
+    cwd: os.tmpdir(),
+    env: { PATH: process.env.PATH, TERM: 'xterm-256color' },
+    encoding: null,
+  });
   const e = echoTracker();
   p.onData((d) => e.push(d));
   await sleep(200);
-  const r = await keystrokes((s) => p.write(s), (k) => e.wait(k), n);
+  const r = await keystrokes(
+    (s) => p.write(s),
+    (k) => e.wait(k),
+    n,
+  );
   p.kill('SIGKILL');
   return r;
 }
@@ -249,7 +303,12 @@ async function directThroughput(file) {
   const marker = 'BENCH_DIRECT_DONE';
   // The shell stays alive after the marker: node-pty drops unread output 200 ms after the child exits.
   const p = pty.spawn('/bin/sh', ['-c', `sleep 0.2; cat ${file}; echo ${marker.slice(0, 6)}""${marker.slice(6)}; sleep 60`], {
-    name: 'xterm-256color', cols: 120, rows: 40, cwd: os.tmpdir(), env: { PATH: process.env.PATH, TERM: 'xterm-256color' }, encoding: null,
+    name: 'xterm-256color',
+    cols: 120,
+    rows: 40,
+    cwd: os.tmpdir(),
+    env: { PATH: process.env.PATH, TERM: 'xterm-256color' },
+    encoding: null,
   });
   const w = textWaiter();
   let bytes = 0;
@@ -260,14 +319,16 @@ async function directThroughput(file) {
     w.push(d);
   });
   let exited = null;
-  p.onExit((e) => { exited = e; });
+  p.onExit((e) => {
+    exited = e;
+  });
   await w.until(marker, 120_000).catch((err) => {
     throw new Error(`${err.message} (direct: ${bytes} bytes read, exit ${JSON.stringify(exited)})`);
   });
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   p.kill('SIGKILL');
-  return { bytes, secs, mbps: bytes / secs / 1e6, cpuMsPerMB: ((cpu.user + cpu.system) / 1000) / (bytes / 1e6) };
+  return { bytes, secs, mbps: bytes / secs / 1e6, cpuMsPerMB: (cpu.user + cpu.system) / 1000 / (bytes / 1e6) };
 }
 
 async function relayThroughput(srv, agentPid, cookie, agentId, file) {
@@ -291,7 +352,9 @@ async function relayThroughput(srv, agentPid, cookie, agentId, file) {
   const marker = 'BENCH_RELAY_DONE';
   counting = true;
   let peakRss = 0;
-  const rssTimer = setInterval(() => { peakRss = Math.max(peakRss, rssOf(srv.proc.pid)); }, 100);
+  const rssTimer = setInterval(() => {
+    peakRss = Math.max(peakRss, rssOf(srv.proc.pid));
+  }, 100);
   const cpu0 = { server: cpuOf(srv.proc.pid), agent: cpuOf(agentPid), client: process.cpuUsage() };
   c.write(`cat ${file}; echo ${marker.slice(0, 6)}""${marker.slice(6)}\r`);
   await w.until(marker, 180_000);
@@ -303,7 +366,7 @@ async function relayThroughput(srv, agentPid, cookie, agentId, file) {
   const cpuMsPerMB = {
     server: ((cpuOf(srv.proc.pid) - cpu0.server) * 1000) / mb,
     agent: ((cpuOf(agentPid) - cpu0.agent) * 1000) / mb,
-    client: ((clientCpu.user + clientCpu.system) / 1000) / mb,
+    client: (clientCpu.user + clientCpu.system) / 1000 / mb,
   };
   c.close();
   return { bytes, secs, mbps: bytes / secs / 1e6, frames, avgFrame: Math.round(bytes / frames), peakServerRssMiB: peakRss / 1048576, cpuMsPerMB };
@@ -312,7 +375,10 @@ async function relayThroughput(srv, agentPid, cookie, agentId, file) {
 async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
   const e = echoTracker();
   const w = textWaiter();
-  const c = await openConsole(srv, cookie, agentId, (d) => { w.push(d); e.push(d); });
+  const c = await openConsole(srv, cookie, agentId, (d) => {
+    w.push(d);
+    e.push(d);
+  });
   c.write('echo READY""Y; exec cat\r');
   await w.until('READYY');
   await sleep(300);
@@ -320,7 +386,11 @@ async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
   // latencies, it does not depend on what else the machine runs (meaningful when idle: under
   // load the server's CPU also serves the flood and the fleet).
   const cpu0 = { server: cpuOf(srv.proc.pid), agent: agentPid ? cpuOf(agentPid) : 0, client: process.cpuUsage() };
-  const r = await keystrokes((s) => c.write(s), (k) => e.wait(k), n);
+  const r = await keystrokes(
+    (s) => c.write(s),
+    (k) => e.wait(k),
+    n,
+  );
   const client = process.cpuUsage(cpu0.client);
   r.cpuUsPerKey = {
     server: ((cpuOf(srv.proc.pid) - cpu0.server) * 1e6) / n,
@@ -354,15 +424,25 @@ async function relayInterrupt(srv, cookie, agentId, reps = 3) {
 /** Floor of this machine: a console `ping` → `pong` round trip to the server (one hop, no agent). */
 async function consolePing(srv, cookie, n) {
   const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
-  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  await new Promise((res, rej) => {
+    ws.once('open', res);
+    ws.once('error', rej);
+  });
   let waiting = null;
   ws.on('message', (d, bin) => {
-    if (!bin && waiting && JSON.parse(d.toString()).type === 'pong') { const w = waiting; waiting = null; w(); }
+    if (!bin && waiting && JSON.parse(d.toString()).type === 'pong') {
+      const w = waiting;
+      waiting = null;
+      w();
+    }
   });
   const samples = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
-    await new Promise((r) => { waiting = r; ws.send('{"type":"ping"}'); });
+    await new Promise((r) => {
+      waiting = r;
+      ws.send('{"type":"ping"}');
+    });
     samples.push(performance.now() - t0);
     await sleep(1);
   }
@@ -375,13 +455,19 @@ async function consolePing(srv, cookie, n) {
 /** Child: a console flooding `cat /dev/urandom | base64` in its own session, acking like xterm.js. */
 async function floodChild(srvUrl, wsUrl, cookie, agentId) {
   let bytes = 0;
-  const c = await openConsole({ url: srvUrl, wsUrl }, cookie, agentId, (d) => { bytes += d.length; });
+  const c = await openConsole({ url: srvUrl, wsUrl }, cookie, agentId, (d) => {
+    bytes += d.length;
+  });
   c.write('cat /dev/urandom | base64\r');
   process.send({ ready: true });
   process.on('message', (m) => {
     if (m === 'stop') {
       c.write('\x03');
-      setTimeout(() => { c.close(); process.send({ bytes }); setTimeout(() => process.exit(0), 100); }, 300);
+      setTimeout(() => {
+        c.close();
+        process.send({ bytes });
+        setTimeout(() => process.exit(0), 100);
+      }, 300);
     }
   });
 }
@@ -389,24 +475,57 @@ async function floodChild(srvUrl, wsUrl, cookie, agentId) {
 /** Child: `n` fake agents enrolling and heartbeating every `hbMs` ms (the server's interval). */
 async function fleetChild(wsUrl, n) {
   const { randomUUID } = await import('node:crypto');
-  const metrics = { cpuPercent: 5, memUsedBytes: 1, memTotalBytes: 2, load: [0.1, 0.1, 0.1], diskUsedBytes: 1, diskTotalBytes: 2, uptimeSec: 1, runningExecutions: 0, openTerminals: 0 };
+  const metrics = {
+    cpuPercent: 5,
+    memUsedBytes: 1,
+    memTotalBytes: 2,
+    load: [0.1, 0.1, 0.1],
+    diskUsedBytes: 1,
+    diskTotalBytes: 2,
+    uptimeSec: 1,
+    runningExecutions: 0,
+    openTerminals: 0,
+  };
   let beats = 0;
   const socks = [];
   for (let i = 0; i < n; i++) {
     const agentId = randomUUID();
     const ws = new WebSocket(`${wsUrl}/ws/agent`, { headers: { 'X-Muster-Agent-Id': agentId, 'X-Muster-Enroll-Token': ENROLL }, perMessageDeflate: false });
     socks.push(ws);
-    ws.on('open', () => ws.send(JSON.stringify({
-      type: 'hello', protocol: 1, agentVersion: '0.0.0-sim', agentId, name: `sim-${i}`, hostname: `sim-${i}`, ips: ['10.0.0.1'], externalIp: null,
-      platform: 'linux', arch: 'x64', os: 'Sim', cpus: 1, memoryBytes: 1024, labels: { sim: '1' }, capabilities: [], executions: [],
-    })));
+    ws.on('open', () =>
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          protocol: 1,
+          agentVersion: '0.0.0-sim',
+          agentId,
+          name: `sim-${i}`,
+          hostname: `sim-${i}`,
+          ips: ['10.0.0.1'],
+          externalIp: null,
+          platform: 'linux',
+          arch: 'x64',
+          os: 'Sim',
+          cpus: 1,
+          memoryBytes: 1024,
+          labels: { sim: '1' },
+          capabilities: [],
+          executions: [],
+        }),
+      ),
+    );
     ws.on('message', (d, bin) => {
       if (bin) return;
       const m = JSON.parse(d.toString());
       if (m.type === 'welcome') {
         // Spread the beats over the interval, as a real fleet's are.
         setTimeout(() => {
-          setInterval(() => { if (ws.readyState === 1) { ws.send(JSON.stringify({ type: 'heartbeat', metrics })); beats++; } }, m.heartbeatIntervalMs);
+          setInterval(() => {
+            if (ws.readyState === 1) {
+              ws.send(JSON.stringify({ type: 'heartbeat', metrics }));
+              beats++;
+            }
+          }, m.heartbeatIntervalMs);
         }, Math.random() * m.heartbeatIntervalMs);
       }
     });
@@ -426,7 +545,11 @@ async function fleetChild(wsUrl, n) {
 function child(args) {
   const p = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const ready = new Promise((r) => p.once('message', r));
-  const stop = () => new Promise((r) => { p.once('message', r); p.send('stop'); });
+  const stop = () =>
+    new Promise((r) => {
+      p.once('message', r);
+      p.send('stop');
+    });
   return { p, ready, stop };
 }
 
@@ -435,16 +558,24 @@ function child(args) {
 async function main() {
   const { values } = parseArgs({
     options: {
-      keys: { type: 'string', default: '1000' }, mb: { type: 'string', default: '50' }, fleet: { type: 'string', default: '1000' },
-      'heartbeat-ms': { type: 'string', default: '1000' }, json: { type: 'boolean', default: false }, child: { type: 'string' },
-      profile: { type: 'string' }, reps: { type: 'string', default: '3' }, only: { type: 'string' },
+      keys: { type: 'string', default: '1000' },
+      mb: { type: 'string', default: '50' },
+      fleet: { type: 'string', default: '1000' },
+      'heartbeat-ms': { type: 'string', default: '1000' },
+      json: { type: 'boolean', default: false },
+      child: { type: 'string' },
+      profile: { type: 'string' },
+      reps: { type: 'string', default: '3' },
+      only: { type: 'string' },
     },
-    allowPositionals: true, strict: false,
+    allowPositionals: true,
+    strict: false,
   });
   if (values.child === 'flood') return floodChild(...process.argv.slice(-4));
   if (values.child === 'fleet') return fleetChild(process.argv[process.argv.length - 2], Number(process.argv[process.argv.length - 1]));
 
-  if (!fs.existsSync(SERVER_JS) || !fs.existsSync(AGENT_JS)) execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--no-web'], { stdio: 'inherit' });
+  if (!fs.existsSync(SERVER_JS) || !fs.existsSync(AGENT_JS))
+    execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--no-web'], { stdio: 'inherit' });
   if (values.profile) childNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`];
   const nKeys = Number(values.keys);
   const reps = Math.max(1, Number(values.reps));
@@ -458,20 +589,27 @@ async function main() {
     const { randomBytes } = await import('node:crypto');
     let written = 0;
     while (written < mb * 1e6) {
-      const chunk = randomBytes(57 * 1000).toString('base64').replace(/(.{76})/g, '$1\n');
+      const chunk = randomBytes(57 * 1000)
+        .toString('base64')
+        .replace(/(.{76})/g, '$1\n');
       fs.writeSync(fd, chunk);
       written += chunk.length;
     }
     fs.closeSync(fd);
   }
-  const log = (...a) => { if (!values.json) console.log(...a); };
+  const log = (...a) => {
+    if (!values.json) console.log(...a);
+  };
   // The ping floor sends --keys pings back to back: far above a console's control message rate
   // (MUSTER_CONSOLE_MESSAGE_RATE, 50/s), which would cut the measuring socket. Keystrokes are
   // binary frames and are not counted; the fleet enrolls from one address.
   const srv = await startServer(path.join(tmp, 'data'), {
-    MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'], MUSTER_TERMINAL_RECORDING: '1',
-    MUSTER_CONSOLE_MESSAGE_RATE: '100000', MUSTER_CONSOLE_MESSAGE_BURST: '100000',
-    MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
+    MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'],
+    MUSTER_TERMINAL_RECORDING: '1',
+    MUSTER_CONSOLE_MESSAGE_RATE: '100000',
+    MUSTER_CONSOLE_MESSAGE_BURST: '100000',
+    MUSTER_ANON_CONNECT_RATE: '100000',
+    MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
   });
   const agent = startAgent(srv.wsUrl, path.join(tmp, 'agent'));
   const results = { loadavgBefore: os.loadavg().map((x) => +x.toFixed(2)), cpus: os.cpus().length };
@@ -479,18 +617,23 @@ async function main() {
     const cookie = await login(srv.url);
     let agentId = '';
     for (let i = 0; i < 100 && !agentId; i++) {
-      try { agentId = fs.readFileSync(path.join(tmp, 'agent', 'agent-id'), 'utf8').trim(); } catch { await sleep(50); }
+      try {
+        agentId = fs.readFileSync(path.join(tmp, 'agent', 'agent-id'), 'utf8').trim();
+      } catch {
+        await sleep(50);
+      }
     }
     await waitOnline(srv.url, cookie, agentId);
     log(`server pid ${srv.proc.pid}, agent ${agentId}; payload ${(fs.statSync(file).size / 1e6).toFixed(1)} MB`);
 
     results.keystrokeIdle = {
-      direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys, agent.pid), ping: await consolePing(srv, cookie, nKeys),
+      direct: await directKeystrokes(nKeys),
+      relay: await relayKeystrokes(srv, cookie, agentId, nKeys, agent.pid),
+      ping: await consolePing(srv, cookie, nKeys),
     };
     log('keystroke idle (ms):', JSON.stringify(results.keystrokeIdle));
     // --only idle: the idle keystrokes alone (profiling the relay path per keystroke).
     if (values.only !== 'idle') {
-
       const fleet = child(['--child', 'fleet', srv.wsUrl, String(fleetN)]);
       await fleet.ready;
       await sleep(2000);
@@ -499,12 +642,20 @@ async function main() {
       await sleep(1000);
       const rssBefore = rssOf(srv.proc.pid);
       results.keystrokeLoad = {
-        direct: await directKeystrokes(nKeys), relay: await relayKeystrokes(srv, cookie, agentId, nKeys), ping: await consolePing(srv, cookie, nKeys),
+        direct: await directKeystrokes(nKeys),
+        relay: await relayKeystrokes(srv, cookie, agentId, nKeys),
+        ping: await consolePing(srv, cookie, nKeys),
       };
       const rssAfter = rssOf(srv.proc.pid);
       const floodRes = await flood.stop();
       const fleetRes = await fleet.stop();
-      results.load = { fleetAgents: fleetN, heartbeatMs: Number(values['heartbeat-ms']), heartbeats: fleetRes.beats, floodBytes: floodRes.bytes, serverRssMiB: [rssBefore / 1048576, rssAfter / 1048576] };
+      results.load = {
+        fleetAgents: fleetN,
+        heartbeatMs: Number(values['heartbeat-ms']),
+        heartbeats: fleetRes.beats,
+        floodBytes: floodRes.bytes,
+        serverRssMiB: [rssBefore / 1048576, rssAfter / 1048576],
+      };
       log('keystroke under load (ms):', JSON.stringify(results.keystrokeLoad), JSON.stringify(results.load));
       await sleep(1000);
 
@@ -522,7 +673,9 @@ async function main() {
       const direct = median(directRuns);
       const relay = median(relayRuns);
       results.throughput = {
-        direct, relay, ratio: relay.mbps / direct.mbps,
+        direct,
+        relay,
+        ratio: relay.mbps / direct.mbps,
         runs: { direct: directRuns.map((r) => +r.mbps.toFixed(1)), relay: relayRuns.map((r) => +r.mbps.toFixed(1)) },
       };
       log('throughput:', JSON.stringify(results.throughput));
@@ -537,7 +690,9 @@ async function main() {
   if (values.json) console.log(JSON.stringify(results));
   else if (values.only === 'idle') {
     const c = results.keystrokeIdle.relay.cpuUsPerKey;
-    console.log(`load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; CPU per keystroke: server ${c.server.toFixed(0)} µs, agent ${c.agent.toFixed(0)} µs, client ${c.client.toFixed(0)} µs`);
+    console.log(
+      `load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; CPU per keystroke: server ${c.server.toFixed(0)} µs, agent ${c.agent.toFixed(0)} µs, client ${c.client.toFixed(0)} µs`,
+    );
   } else {
     const f = (x) => x.toFixed(2);
     const k = results.keystrokeIdle;
@@ -551,7 +706,9 @@ async function main() {
     console.log(`| keystroke p50 under load | ${f(l.direct.p50)} ms | ${f(l.relay.p50)} ms | |`);
     console.log(`| keystroke p99 under load | ${f(l.direct.p99)} ms | ${f(l.relay.p99)} ms | < 8 ms |`);
     const ck = k.relay.cpuUsPerKey;
-    console.log(`| CPU per keystroke round trip, idle (key, echo, ack) | | server ${ck.server.toFixed(0)} + agent ${ck.agent.toFixed(0)} µs (client ${ck.client.toFixed(0)} µs) | |`);
+    console.log(
+      `| CPU per keystroke round trip, idle (key, echo, ack) | | server ${ck.server.toFixed(0)} + agent ${ck.agent.toFixed(0)} µs (client ${ck.client.toFixed(0)} µs) | |`,
+    );
     console.log(`| console ping→pong p50 / p99 idle (one hop, no agent: this machine's floor) | | ${f(k.ping.p50)} / ${f(k.ping.p99)} ms | |`);
     console.log(`| console ping→pong p50 / p99 under load | | ${f(l.ping.p50)} / ${f(l.ping.p99)} ms | |`);
     console.log(`| ${mb} MB cat throughput | ${f(t.direct.mbps)} MB/s | ${f(t.relay.mbps)} MB/s (${(t.ratio * 100).toFixed(0)}%) | ≥ 70% of direct |`);

@@ -4,7 +4,10 @@ import path from 'node:path';
 import { CliError, type CommandContext } from './command.js';
 
 /** What `muster login` stores: the server's base URL and an API token. */
-export interface CliConfig { server: string; token: string }
+export interface CliConfig {
+  server: string;
+  token: string;
+}
 
 /** The config file: MUSTER_CLI_CONFIG, else ~/.config/muster/cli.json (XDG_CONFIG_HOME respected). */
 export function configPath(env: NodeJS.ProcessEnv): string {
@@ -61,7 +64,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<CliConfig> = {
 export class ApiFailure extends Error {
   /** The selector the request carried, so a syntax error can point into it. */
   selector?: string;
-  constructor(readonly status: number, readonly code: string, message: string, readonly details: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
@@ -69,7 +77,10 @@ export class ApiFailure extends Error {
 /** A small REST client: JSON in and out, bearer token or session cookie, API errors as ApiFailure. */
 export class Client {
   cookie = '';
-  constructor(readonly server: string, private readonly token = '') {}
+  constructor(
+    readonly server: string,
+    private readonly token = '',
+  ) {}
 
   /**
    * One API request. `body` is sent as JSON, unless `raw` gives the body (a stream is sent as it
@@ -82,9 +93,12 @@ export class Client {
     if (this.cookie) headers['cookie'] = this.cookie;
     let res: Response;
     try {
-      res = await fetch(this.server + p, raw
-        ? { method, headers, body: raw.body, duplex: 'half' } as RequestInit
-        : { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(
+        this.server + p,
+        raw
+          ? ({ method, headers, body: raw.body, duplex: 'half' } as RequestInit)
+          : { method, headers, body: body === undefined ? undefined : JSON.stringify(body) },
+      );
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(`cannot reach ${this.server}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
@@ -95,10 +109,16 @@ export class Client {
       try {
         const parsed = JSON.parse(text) as { error?: Record<string, unknown> };
         e = parsed.error;
-      } catch { /* not JSON: fall through to the status text */ }
+      } catch {
+        /* not JSON: fall through to the status text */
+      }
       const { code, message, ...details } = e ?? {};
-      throw new ApiFailure(res.status, typeof code === 'string' ? code : `http_${res.status}`,
-        typeof message === 'string' ? message : `${res.status} ${res.statusText}${text ? `: ${text.slice(0, 200)}` : ''}`, details);
+      throw new ApiFailure(
+        res.status,
+        typeof code === 'string' ? code : `http_${res.status}`,
+        typeof message === 'string' ? message : `${res.status} ${res.statusText}${text ? `: ${text.slice(0, 200)}` : ''}`,
+        details,
+      );
     }
     return res;
   }
@@ -108,13 +128,23 @@ export class Client {
     return (res.status === 204 ? null : await res.json()) as T;
   }
 
-  get<T>(p: string): Promise<T> { return this.json<T>('GET', p); }
-  post<T>(p: string, body: unknown = {}): Promise<T> { return this.json<T>('POST', p, body); }
-  delete<T>(p: string): Promise<T> { return this.json<T>('DELETE', p); }
-  patch<T>(p: string, body: unknown): Promise<T> { return this.json<T>('PATCH', p, body); }
+  get<T>(p: string): Promise<T> {
+    return this.json<T>('GET', p);
+  }
+  post<T>(p: string, body: unknown = {}): Promise<T> {
+    return this.json<T>('POST', p, body);
+  }
+  delete<T>(p: string): Promise<T> {
+    return this.json<T>('DELETE', p);
+  }
+  patch<T>(p: string, body: unknown): Promise<T> {
+    return this.json<T>('PATCH', p, body);
+  }
 
   /** The API token this client sends (the console socket authenticates with it too). */
-  get bearer(): string { return this.token; }
+  get bearer(): string {
+    return this.token;
+  }
 }
 
 /** The client for commands that need a logged-in user (flags, then environment, then stored login). */

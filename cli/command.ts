@@ -70,9 +70,14 @@ function firstLine(read: () => string, what: string): string {
  * still works, but the command line is visible to every user of the host (ps, /proc), so it warns
  * on stderr and names the ways that are not.
  */
-export function resolveTokenFlags(values: CommandContext['values'], err: (s: string) => void, io: { stdin: () => string; file: (p: string) => string } = {
-  stdin: () => fs.readFileSync(0, 'utf8'), file: (p) => fs.readFileSync(p, 'utf8'),
-}): void {
+export function resolveTokenFlags(
+  values: CommandContext['values'],
+  err: (s: string) => void,
+  io: { stdin: () => string; file: (p: string) => string } = {
+    stdin: () => fs.readFileSync(0, 'utf8'),
+    file: (p) => fs.readFileSync(p, 'utf8'),
+  },
+): void {
   const file = str(values, 'token-file');
   const token = str(values, 'token');
   if (file !== undefined && token !== undefined) throw new CliError('give either --token or --token-file, not both');
@@ -81,7 +86,9 @@ export function resolveTokenFlags(values: CommandContext['values'], err: (s: str
   } else if (token === '-') {
     values['token'] = firstLine(io.stdin, 'stdin');
   } else if (token !== undefined) {
-    err('muster: warning: --token puts the token on the command line, visible to other users (ps); use MUSTER_TOKEN, --token-file PATH, --token - (stdin) or `muster login`\n');
+    err(
+      'muster: warning: --token puts the token on the command line, visible to other users (ps); use MUSTER_TOKEN, --token-file PATH, --token - (stdin) or `muster login`\n',
+    );
   }
   delete values['token-file'];
 }
@@ -97,7 +104,12 @@ export function outputMode(values: CommandContext['values']): 'table' | 'json' {
 export function strs(values: CommandContext['values'], name: string, split = false): string[] {
   const v = values[name];
   const list = (Array.isArray(v) ? v : v === undefined ? [] : [v]).filter((x): x is string => typeof x === 'string');
-  return split ? list.flatMap((x) => x.split(',')).map((x) => x.trim()).filter(Boolean) : list;
+  return split
+    ? list
+        .flatMap((x) => x.split(','))
+        .map((x) => x.trim())
+        .filter(Boolean)
+    : list;
 }
 
 /** `K=V` pairs (repeatable flag) as an object; a pair without `=` is a usage error. */

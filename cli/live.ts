@@ -10,14 +10,21 @@ const RECHECK_MS = 5000;
 const MAX_PARTIAL = 64 << 10;
 
 const RANK: Record<ExecutionState, number> = {
-  pending: 0, dispatched: 1, running: 2, succeeded: 3, failed: 3, timeout: 3, cancelled: 3, lost: 3, skipped: 3, policy_denied: 3,
+  pending: 0,
+  dispatched: 1,
+  running: 2,
+  succeeded: 3,
+  failed: 3,
+  timeout: 3,
+  cancelled: 3,
+  lost: 3,
+  skipped: 3,
+  policy_denied: 3,
 };
 const isFinal = (s: ExecutionState): boolean => RANK[s] === 3;
 
 /** One line of output, or a change of an execution's state: what `muster exec` prints. */
-export type LiveEvent =
-  | { type: 'output'; execution: ExecutionView; stream: Stream; text: string }
-  | { type: 'execution'; execution: ExecutionView };
+export type LiveEvent = { type: 'output'; execution: ExecutionView; stream: Stream; text: string } | { type: 'execution'; execution: ExecutionView };
 
 interface Follow {
   view: ExecutionView;
@@ -53,7 +60,12 @@ export class TaskFollower {
   /** Set when the live stream was lost; the caller may say so. */
   onSocketLost: (why: string) => void = () => {};
 
-  constructor(private readonly c: Client, private readonly sock: ConsoleSocket | null, created: TaskDetail, private readonly emit: (e: LiveEvent) => void) {
+  constructor(
+    private readonly c: Client,
+    private readonly sock: ConsoleSocket | null,
+    created: TaskDetail,
+    private readonly emit: (e: LiveEvent) => void,
+  ) {
     const { executions, ...task } = created;
     this.task = task;
     for (const e of executions) this.execs.set(e.id, this.fresh(e));
@@ -65,8 +77,13 @@ export class TaskFollower {
 
   private fresh(view: ExecutionView): Follow {
     return {
-      view, expected: 0, printedBytes: 0, queue: Promise.resolve(), announcedFinal: false,
-      decoders: { stdout: new TextDecoder('utf-8'), stderr: new TextDecoder('utf-8') }, partial: { stdout: '', stderr: '' },
+      view,
+      expected: 0,
+      printedBytes: 0,
+      queue: Promise.resolve(),
+      announcedFinal: false,
+      decoders: { stdout: new TextDecoder('utf-8'), stderr: new TextDecoder('utf-8') },
+      partial: { stdout: '', stderr: '' },
     };
   }
 

@@ -18,15 +18,33 @@ declare const __MUSTER_VERSION__: string | undefined;
 const VERSION = typeof __MUSTER_VERSION__ === 'string' ? __MUSTER_VERSION__ : '0.0.0-dev';
 
 /** Every subcommand, in help order. Add new commands here. */
-const COMMANDS: readonly Command[] = [login, agents, exec, tasks, task, cancel, term, scripts, schedules, files, rollout, tokens, keygen, signCmd, completion(() => COMMANDS)];
+const COMMANDS: readonly Command[] = [
+  login,
+  agents,
+  exec,
+  tasks,
+  task,
+  cancel,
+  term,
+  scripts,
+  schedules,
+  files,
+  rollout,
+  tokens,
+  keygen,
+  signCmd,
+  completion(() => COMMANDS),
+];
 
 function help(): string {
   const names = (c: Command): string => [c.name, ...(c.aliases ?? [])].join(', ');
   const w = Math.max(...COMMANDS.map((c) => names(c).length));
-  return `usage: muster <command> [options]\n\ncommands:\n${COMMANDS.map((c) => `  ${names(c).padEnd(w)}  ${c.summary}`).join('\n')}\n\n` +
+  return (
+    `usage: muster <command> [options]\n\ncommands:\n${COMMANDS.map((c) => `  ${names(c).padEnd(w)}  ${c.summary}`).join('\n')}\n\n` +
     'every command: --server URL, --token-file PATH or --token - (stdin) (else MUSTER_SERVER / MUSTER_TOKEN, else `muster login`;\n' +
     '  --token TOKEN works but shows the token in ps), --output table|json (-o)\n' +
-    'muster <command> --help shows a command\'s options.\n';
+    "muster <command> --help shows a command's options.\n"
+  );
 }
 
 /** `muster` CLI entry: dispatches to a subcommand. */
@@ -64,10 +82,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // Output is flushed before exiting (a pipe may still hold some of it when main resolves).
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-  process.stdout.write('', () => process.exit(code));
-}, (err: unknown) => {
-  process.stderr.write(`muster: ${String(err)}\n`);
-  process.exit(1);
-});
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    process.stdout.write('', () => process.exit(code));
+  },
+  (err: unknown) => {
+    process.stderr.write(`muster: ${String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -55,13 +55,17 @@ export class ConsoleSocket {
       ws.once('open', () => resolve(new ConsoleSocket(ws)));
       ws.once('unexpected-response', (_req, res) => {
         let body = '';
-        res.on('data', (d: Buffer) => { body += d.toString(); });
+        res.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
         res.on('end', () => {
           let msg = `${res.statusCode ?? ''} ${res.statusMessage ?? ''}`.trim();
           try {
             const e = (JSON.parse(body) as { error?: { message?: string } }).error;
             if (e?.message) msg = `${e.message} (HTTP ${res.statusCode})`;
-          } catch { /* not JSON */ }
+          } catch {
+            /* not JSON */
+          }
           reject(new Error(`console socket refused: ${msg}`));
         });
       });

@@ -118,7 +118,6 @@ export const UpdateStatus = z.object({
   reason: z.string().max(2048).optional(),
 });
 
-
 /* File distribution (issue 13): see protocol/README.md "File distribution". */
 const SHA256 = z.string().regex(/^[0-9a-f]{64}$/);
 /** Flow control for a `file.apply`: the agent has written every byte below `offset` and wants more (offset 0: send from the start). */
@@ -171,11 +170,22 @@ export const TermTransfer = z.object({
 });
 
 export const AgentToServer = z.discriminatedUnion('type', [
-  Hello, Heartbeat, Bye, AgentError, LabelsUpdate, PolicyUpdate, ConfigApplied,
-  ExecStarted, ExecFinished, ExecRejected,
-  TermOpened, TermExit,
+  Hello,
+  Heartbeat,
+  Bye,
+  AgentError,
+  LabelsUpdate,
+  PolicyUpdate,
+  ConfigApplied,
+  ExecStarted,
+  ExecFinished,
+  ExecRejected,
+  TermOpened,
+  TermExit,
   UpdateStatus,
-  FileAck, FileResult, FileState,
+  FileAck,
+  FileResult,
+  FileState,
   TermTransfer,
 ]);
 export type AgentToServer = z.infer<typeof AgentToServer>;
@@ -253,7 +263,6 @@ export const Update = z.object({
   allowDowngrade: z.boolean().default(false),
 });
 
-
 /**
  * Put a file on the host: the agent checks its policy and what is on disk first (same bytes, mode
  * and owner: `file.result unchanged`, nothing is sent), else asks for the content with `file.ack
@@ -305,12 +314,27 @@ export const TermDownloadAck = z.object({ type: z.literal('term.download.ack'), 
 export const TermTransferCancel = z.object({ type: z.literal('term.transfer.cancel'), transferId: id, reason: z.string().max(255) });
 
 export const ServerToAgent = z.discriminatedUnion('type', [
-  Welcome, ServerError, Restart, HeartbeatAck, ConfigPush,
-  ExecRun, ExecCancel, ExecResume, ExecAck,
-  TermOpen, TermResize, TermClose, TermAck,
+  Welcome,
+  ServerError,
+  Restart,
+  HeartbeatAck,
+  ConfigPush,
+  ExecRun,
+  ExecCancel,
+  ExecResume,
+  ExecAck,
+  TermOpen,
+  TermResize,
+  TermClose,
+  TermAck,
   Update,
-  FileApply, FileRemove, FileForget,
-  TermUpload, TermDownload, TermDownloadAck, TermTransferCancel,
+  FileApply,
+  FileRemove,
+  FileForget,
+  TermUpload,
+  TermDownload,
+  TermDownloadAck,
+  TermTransferCancel,
 ]);
 export type ServerToAgent = z.infer<typeof ServerToAgent>;
 export type ServerMessageType = ServerToAgent['type'];

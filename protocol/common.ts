@@ -5,7 +5,11 @@ export const PROTOCOL_VERSION = 1;
 /** Oldest protocol version the server still accepts. */
 export const MIN_PROTOCOL_VERSION = 1;
 
-const labelKey = z.string().min(1).max(63).regex(/^[A-Za-z0-9_.\/-]+$/, 'label keys are [A-Za-z0-9_./-]');
+const labelKey = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[A-Za-z0-9_.\/-]+$/, 'label keys are [A-Za-z0-9_./-]');
 /** Labels: small string map chosen by the host's config or an operator. */
 export const Labels = z.record(labelKey, z.string().max(255)).refine((o) => Object.keys(o).length <= 64, 'at most 64 labels');
 export type Labels = z.infer<typeof Labels>;
@@ -24,16 +28,12 @@ export const Metrics = z.object({
 });
 export type Metrics = z.infer<typeof Metrics>;
 
-export const ExecutionState = z.enum([
-  'pending', 'dispatched', 'running', 'succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied',
-]);
+export const ExecutionState = z.enum(['pending', 'dispatched', 'running', 'succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied']);
 export type ExecutionState = z.infer<typeof ExecutionState>;
 /** States after which an execution never changes again. */
 export const FINAL_EXECUTION_STATES: readonly ExecutionState[] = ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied'];
 
-export const UpdateState = z.enum([
-  'pending', 'skipped', 'downloading', 'verifying', 'installing', 'restarting', 'succeeded', 'failed', 'rolled_back',
-]);
+export const UpdateState = z.enum(['pending', 'skipped', 'downloading', 'verifying', 'installing', 'restarting', 'succeeded', 'failed', 'rolled_back']);
 export type UpdateState = z.infer<typeof UpdateState>;
 
 /**

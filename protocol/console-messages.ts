@@ -73,9 +73,22 @@ export const ConsoleFleetClose = z.object({ type: z.literal('fleet.close'), view
 export const ConsoleFleetFeed = z.object({ type: z.literal('fleet.feed'), metrics: z.boolean() });
 
 export const ConsoleToServer = z.discriminatedUnion('type', [
-  ConsoleTermOpen, ConsoleTermAttach, ConsoleTermDetach, ConsoleTermResize, ConsoleTermClose, ConsoleTermAck,
-  ConsoleTermBroadcastOpen, ConsoleTermBroadcastMember, ConsoleTermBroadcastClose,
-  ConsoleTaskSubscribe, ConsoleTaskUnsubscribe, ConsolePing, ConsoleFleetOpen, ConsoleFleetScroll, ConsoleFleetClose, ConsoleFleetFeed,
+  ConsoleTermOpen,
+  ConsoleTermAttach,
+  ConsoleTermDetach,
+  ConsoleTermResize,
+  ConsoleTermClose,
+  ConsoleTermAck,
+  ConsoleTermBroadcastOpen,
+  ConsoleTermBroadcastMember,
+  ConsoleTermBroadcastClose,
+  ConsoleTaskSubscribe,
+  ConsoleTaskUnsubscribe,
+  ConsolePing,
+  ConsoleFleetOpen,
+  ConsoleFleetScroll,
+  ConsoleFleetClose,
+  ConsoleFleetFeed,
 ]);
 export type ConsoleToServer = z.infer<typeof ConsoleToServer>;
 export type ConsoleMessageType = ConsoleToServer['type'];

@@ -52,7 +52,10 @@ export class MessageDispatcher<M extends { type: string }, C> {
   readonly types: ReadonlySet<string>;
   private readonly table: ReadonlyMap<string, AnyHandler<C>>;
 
-  constructor(private readonly schema: MessageSchema<M>, handlers: object) {
+  constructor(
+    private readonly schema: MessageSchema<M>,
+    handlers: object,
+  ) {
     this.types = new Set(schema.options.map((o) => o.shape.type.value));
     this.table = new Map(Object.entries(handlers) as Array<[string, AnyHandler<C>]>);
   }

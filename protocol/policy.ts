@@ -87,7 +87,15 @@ function normalise(p: string): string | null {
  * them means a signature cannot be replayed with another interpreter or arguments, nor with an
  * environment that changes what the interpreter runs (`BASH_ENV`, `NODE_OPTIONS`, `PATH`).
  */
-export function scriptSigningMessage(s: { interpreter: string; args: readonly string[]; env: Readonly<Record<string, string>>; cwd: string | null; scriptSha256: string }): string {
-  const env = Object.keys(s.env).sort().map((k) => [k, s.env[k]!]);
+export function scriptSigningMessage(s: {
+  interpreter: string;
+  args: readonly string[];
+  env: Readonly<Record<string, string>>;
+  cwd: string | null;
+  scriptSha256: string;
+}): string {
+  const env = Object.keys(s.env)
+    .sort()
+    .map((k) => [k, s.env[k]!]);
   return `muster-script:v1:${JSON.stringify([s.interpreter, [...s.args], env, s.cwd, s.scriptSha256.toLowerCase()])}`;
 }

@@ -74,7 +74,13 @@ export interface SendOpts {
   done?: () => void;
 }
 
-interface Queued { data: Outgoing; key: string | null; size: number; bulk: boolean; done: (() => void) | undefined }
+interface Queued {
+  data: Outgoing;
+  key: string | null;
+  size: number;
+  bulk: boolean;
+  done: (() => void) | undefined;
+}
 
 /** Byte length of a message (UTF-16 units for text, as ws's bufferedAmount counts them approximately). */
 export function outgoingSize(data: Outgoing): number {
@@ -96,7 +102,10 @@ export function writeMessage(sock: FrameSocket, data: Outgoing, cb: (err?: Error
   for (let i = 0; i < last; i++) sock.send(data[i]!, { binary: true, fin: false });
   sock.send(data[last]!, { binary: true, fin: true }, cb);
 }
-interface Mark { seq: number; bytes: number }
+interface Mark {
+  seq: number;
+  bytes: number;
+}
 
 const OPEN = 1;
 
@@ -121,7 +130,11 @@ export class PriorityWriter {
   };
 
   /** `windowBytes` 0: only the socket's own buffer is bounded (no pings). */
-  constructor(private readonly sock: FrameSocket, readonly bulkThreshold: number, readonly windowBytes = 0) {
+  constructor(
+    private readonly sock: FrameSocket,
+    readonly bulkThreshold: number,
+    readonly windowBytes = 0,
+  ) {
     if (!sock.ping) this.windowBytes = 0;
   }
 
@@ -193,7 +206,16 @@ export class PriorityWriter {
   }
 
   private write(data: Outgoing, size: number, bulk: boolean, done: (() => void) | undefined): void {
-    writeMessage(this.sock, data, done ? (err) => { done(); this.written(err); } : this.written);
+    writeMessage(
+      this.sock,
+      data,
+      done
+        ? (err) => {
+            done();
+            this.written(err);
+          }
+        : this.written,
+    );
     if (!bulk || this.windowBytes === 0) return;
     this.sinceMark += size;
     if (this.sinceMark >= this.windowBytes / 4) this.mark();

@@ -23,13 +23,15 @@ export function compareVersions(a: string, b: string): number {
     if (x === y) return 0;
     if (x === undefined) return -1;
     if (y === undefined) return 1;
-    const nx = /^\d+$/.test(x), ny = /^\d+$/.test(y);
+    const nx = /^\d+$/.test(x),
+      ny = /^\d+$/.test(y);
     if (nx && ny) return Number(x) - Number(y);
     if (nx) return -1;
     if (ny) return 1;
     return x < y ? -1 : 1;
   };
-  const A = split(a), B = split(b);
+  const A = split(a),
+    B = split(b);
   for (let i = 0; i < Math.max(A.main.length, B.main.length); i++) {
     const c = cmpPart(A.main[i] ?? '0', B.main[i] ?? '0');
     if (c !== 0) return c;

@@ -13,24 +13,42 @@ const skipWeb = process.argv.includes('--no-web') || process.env.MUSTER_SKIP_WEB
 const version = process.env.MUSTER_AGENT_VERSION || pkg.version;
 
 const common = {
-  bundle: true, platform: 'node', target: 'node20', format: 'esm', sourcemap: true, logLevel: 'warning',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  sourcemap: true,
+  logLevel: 'warning',
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
 };
 const entries = [{ in: 'agent/main.ts', out: 'dist/agent.js', agent: true }];
 if (!agentOnly) entries.push({ in: 'server/main.ts', out: 'dist/server.js' }, { in: 'cli/main.ts', out: 'dist/cli.js', cli: true });
-await Promise.all(entries.filter((e) => fs.existsSync(path.join(root, e.in))).map((e) => esbuild.build({
-  ...common,
-  entryPoints: [path.join(root, e.in)],
-  outfile: path.join(root, e.out),
-  // The agent bundles everything but node-pty (native); the CLI bundles everything (one file to copy
-  // onto a laptop; ws's optional native add-ons stay out); the server keeps node_modules external.
-  ...(e.agent ? { external: ['node-pty', 'bufferutil', 'utf-8-validate'] } : e.cli ? { external: ['bufferutil', 'utf-8-validate'] } : { packages: 'external' }),
-  define: { __MUSTER_VERSION__: JSON.stringify(version) },
-  // The CLI runs as a program on its own: `install -m 755 dist/cli.js ~/.local/bin/muster`.
-  ...(e.cli ? { banner: { js: `#!/usr/bin/env node\n${common.banner.js}` } } : {}),
-})));
+await Promise.all(
+  entries
+    .filter((e) => fs.existsSync(path.join(root, e.in)))
+    .map((e) =>
+      esbuild.build({
+        ...common,
+        entryPoints: [path.join(root, e.in)],
+        outfile: path.join(root, e.out),
+        // The agent bundles everything but node-pty (native); the CLI bundles everything (one file to copy
+        // onto a laptop; ws's optional native add-ons stay out); the server keeps node_modules external.
+        ...(e.agent
+          ? { external: ['node-pty', 'bufferutil', 'utf-8-validate'] }
+          : e.cli
+            ? { external: ['bufferutil', 'utf-8-validate'] }
+            : { packages: 'external' }),
+        define: { __MUSTER_VERSION__: JSON.stringify(version) },
+        // The CLI runs as a program on its own: `install -m 755 dist/cli.js ~/.local/bin/muster`.
+        ...(e.cli ? { banner: { js: `#!/usr/bin/env node\n${common.banner.js}` } } : {}),
+      }),
+    ),
+);
 if (!agentOnly && fs.existsSync(path.join(root, 'dist', 'cli.js'))) fs.chmodSync(path.join(root, 'dist', 'cli.js'), 0o755);
 
 if (!agentOnly && !skipWeb && fs.existsSync(path.join(root, 'web', 'index.html'))) {
-  execFileSync(process.execPath, [path.join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'warn'], { cwd: path.join(root, 'web'), stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(root, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'warn'], {
+    cwd: path.join(root, 'web'),
+    stdio: 'inherit',
+  });
 }

@@ -67,7 +67,10 @@ export interface OpenCore {
 
 /** Opens the database (migrating it) and makes the shared services every capability is built from. */
 export async function openCore(config: Config, log: Logger, serverUrl: () => string): Promise<OpenCore> {
-  const { db, dialect, describe } = openDb(config.dbUrl, config.dataDir, { connectTimeoutMs: config.dbConnectTimeoutMs, acquireTimeoutMs: config.dbAcquireTimeoutMs });
+  const { db, dialect, describe } = openDb(config.dbUrl, config.dataDir, {
+    connectTimeoutMs: config.dbConnectTimeoutMs,
+    acquireTimeoutMs: config.dbAcquireTimeoutMs,
+  });
   log.info({ db: describe }, 'database');
   await migrateLatest(db);
   // After the migrations (which may run long on a large database): every statement is bounded.
@@ -76,27 +79,58 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
   // MUSTER_NATS_URL: the bus carries events between nodes, leases run timers once in the cluster.
   const cluster = await createCluster(config, log, metrics, db);
   const bus = cluster.bus;
-  const audit = new AuditLog(db, { refusalWindowMs: config.auditRefusalWindowSec * 1000, onError: (err) => log.error({ err }, 'could not write an audit record') });
+  const audit = new AuditLog(db, {
+    refusalWindowMs: config.auditRefusalWindowSec * 1000,
+    onError: (err) => log.error({ err }, 'could not write an audit record'),
+  });
   const auth = new AuthService(db, config.sessionTtlSec, bus, { maxTokensPerUser: config.maxTokensPerUser });
   const agentRepo = new AgentRepo(db);
   const connections = new ConnectionRepo(db);
   const fleet = new Fleet({
-    repo: agentRepo, connections, bus, log, metrics, nodeId: config.nodeId, writes: new TxBatcher(db),
+    repo: agentRepo,
+    connections,
+    bus,
+    log,
+    metrics,
+    nodeId: config.nodeId,
+    writes: new TxBatcher(db),
     ownership: new AgentOwnership(db, config.nodeId, cluster.peers),
-    heartbeatIntervalMs: config.heartbeatIntervalMs, flushMs: config.presenceFlushMs,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    flushMs: config.presenceFlushMs,
   });
   // No implicit shared token: enrollment tokens are created by admins (stored hashed), and the
   // single MUSTER_ENROLL_TOKEN works only when set explicitly.
   const enrollment = new EnrollmentTokens(db, { staticToken: config.enrollToken, serverUrl, updatePublicKey: config.updatePublicKey });
   // SQLite's WAL can hold megabytes that a checkpoint gives back to a full disk.
   const disk = new DiskGuard({
-    dir: config.dataDir, reserveBytes: config.diskReserveBytes, log,
+    dir: config.dataDir,
+    reserveBytes: config.diskReserveBytes,
+    log,
     onLow: dialect === 'sqlite' ? async () => void (await db.raw('PRAGMA wal_checkpoint(TRUNCATE)')) : undefined,
   });
   disk.start();
-  const core: Core = { config, db, dialect, log, metrics, bus, leases: cluster.leases, fleet, audit, auth, enrollment, dataDir: config.dataDir, serverUrl, disk };
+  const core: Core = {
+    config,
+    db,
+    dialect,
+    log,
+    metrics,
+    bus,
+    leases: cluster.leases,
+    fleet,
+    audit,
+    auth,
+    enrollment,
+    dataDir: config.dataDir,
+    serverUrl,
+    disk,
+  };
   return {
-    core, agentRepo, connections, cluster, readiness: new DbReadiness(db, config.readyTimeoutMs),
+    core,
+    agentRepo,
+    connections,
+    cluster,
+    readiness: new DbReadiness(db, config.readyTimeoutMs),
     async close() {
       await audit.flush();
       await cluster.close();

@@ -4,8 +4,20 @@ export type Logger = pino.Logger;
 
 /** Field names whose values are credentials: redacted wherever they appear (top level and nested). */
 export const SECRET_KEYS = [
-  'authorization', 'cookie', 'set-cookie', 'password', 'secret', 'token', 'passwordHash', 'password_hash',
-  'secretHash', 'secret_hash', 'tokenHash', 'token_hash', 'enrollToken', 'x-muster-enroll-token',
+  'authorization',
+  'cookie',
+  'set-cookie',
+  'password',
+  'secret',
+  'token',
+  'passwordHash',
+  'password_hash',
+  'secretHash',
+  'secret_hash',
+  'tokenHash',
+  'token_hash',
+  'enrollToken',
+  'x-muster-enroll-token',
 ] as const;
 
 /** pino redact paths for SECRET_KEYS at depth 0 to 3 (pino has no recursive wildcard). */
@@ -33,11 +45,18 @@ export function safeErrorSerializer(err: unknown): unknown {
   const e = err as Error & Record<string, unknown>;
   const isDb = DB_VALUE_FIELDS.some((f) => f in e) || /^(ER_|SQLITE_)/.test(String(e['code'] ?? ''));
   if (!isDb) return pino.stdSerializers.err(err);
-  const raw = typeof e['sqlMessage'] === 'string' ? e['sqlMessage'] : e.message.split(' - ').pop() ?? '';
+  const raw = typeof e['sqlMessage'] === 'string' ? e['sqlMessage'] : (e.message.split(' - ').pop() ?? '');
   const message = raw.replace(/'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/g, '?').slice(0, 300);
-  const frames = (e.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)).join('\n');
+  const frames = (e.stack ?? '')
+    .split('\n')
+    .filter((l) => /^\s+at /.test(l))
+    .join('\n');
   return {
-    type: e.name, message, code: e['code'], errno: e['errno'], sqlState: e['sqlState'],
+    type: e.name,
+    message,
+    code: e['code'],
+    errno: e['errno'],
+    sqlState: e['sqlState'],
     stack: `${e.name}: ${message}\n${frames}`,
   };
 }
@@ -45,7 +64,8 @@ export function safeErrorSerializer(err: unknown): unknown {
 /** The server's structured JSON logger. Terminal contents and secrets are never logged. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   const opts: pino.LoggerOptions = {
-    level, base: { svc: 'muster-server' },
+    level,
+    base: { svc: 'muster-server' },
     // One line format for server and agent (agent/log.ts): level by name, ISO-8601 time.
     formatters: { level: (label) => ({ level: label }) },
     timestamp: pino.stdTimeFunctions.isoTime,

@@ -41,7 +41,9 @@ async function main(): Promise<void> {
   const lines = [
     '',
     `  Muster is running: ${consoleUrl}`,
-    s.generatedAdminPassword ? `  First start: user "admin", password "${s.generatedAdminPassword}" (shown once; change it)` : '  Sign in with your admin account.',
+    s.generatedAdminPassword
+      ? `  First start: user "admin", password "${s.generatedAdminPassword}" (shown once; change it)`
+      : '  Sign in with your admin account.',
     s.enrollToken ? '' : '  Enroll agents with a token from Admin → Enrollment (the install command is there).',
     '',
   ].filter((l, i, a) => l !== '' || i === 0 || i === a.length - 1);
@@ -53,10 +55,13 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ sig }, 'shutting down');
-    s.close().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'shutdown failed');
-      process.exit(1);
-    });
+    s.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -66,6 +71,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`muster: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`muster: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

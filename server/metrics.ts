@@ -21,29 +21,75 @@ export function createMetrics() {
   const heartbeats = new client.Counter({ name: 'muster_heartbeats_total', help: 'Heartbeats received', registers });
   const connects = new client.Counter({ name: 'muster_agent_connects_total', help: 'Agent connections accepted', registers });
   const disconnects = new client.Counter({ name: 'muster_agent_disconnects_total', help: 'Agent disconnections by reason', labelNames: ['reason'], registers });
-  const upgradesRejected = new client.Counter({ name: 'muster_upgrades_rejected_total', help: 'WebSocket upgrades refused', labelNames: ['channel', 'status'], registers });
-  const messages = new client.Counter({ name: 'muster_socket_messages_total', help: 'Valid socket messages received', labelNames: ['channel', 'type'], registers });
-  const messageErrors = new client.Counter({ name: 'muster_socket_message_errors_total', help: 'Invalid socket messages', labelNames: ['channel', 'code'], registers });
+  const upgradesRejected = new client.Counter({
+    name: 'muster_upgrades_rejected_total',
+    help: 'WebSocket upgrades refused',
+    labelNames: ['channel', 'status'],
+    registers,
+  });
+  const messages = new client.Counter({
+    name: 'muster_socket_messages_total',
+    help: 'Valid socket messages received',
+    labelNames: ['channel', 'type'],
+    registers,
+  });
+  const messageErrors = new client.Counter({
+    name: 'muster_socket_message_errors_total',
+    help: 'Invalid socket messages',
+    labelNames: ['channel', 'code'],
+    registers,
+  });
   const dbFlushes = new client.Counter({ name: 'muster_db_presence_flushes_total', help: 'Batched last_seen_at flush statements', registers });
   const consoles = new client.Gauge({ name: 'muster_console_sockets', help: 'Open console sockets', registers });
 
   // The work: executions, tasks, output, terminals, rollouts.
-  const executions = new client.Counter({ name: 'muster_executions_total', help: 'Executions that reached a final state, by state', labelNames: ['state'], registers });
+  const executions = new client.Counter({
+    name: 'muster_executions_total',
+    help: 'Executions that reached a final state, by state',
+    labelNames: ['state'],
+    registers,
+  });
   const executionDuration = new client.Histogram({
-    name: 'muster_execution_duration_seconds', help: 'Run time of finished executions (started to finished), by final state', labelNames: ['state'], registers,
+    name: 'muster_execution_duration_seconds',
+    help: 'Run time of finished executions (started to finished), by final state',
+    labelNames: ['state'],
+    registers,
     buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600],
   });
   const dispatchLatency = new client.Histogram({
-    name: 'muster_execution_dispatch_latency_seconds', help: 'From sending exec.run to the agent until it reported the execution running', registers,
+    name: 'muster_execution_dispatch_latency_seconds',
+    help: 'From sending exec.run to the agent until it reported the execution running',
+    registers,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   });
-  const outputBytes = new client.Counter({ name: 'muster_execution_output_bytes_total', help: 'Execution output bytes accepted for storage, by stream', labelNames: ['stream'], registers });
+  const outputBytes = new client.Counter({
+    name: 'muster_execution_output_bytes_total',
+    help: 'Execution output bytes accepted for storage, by stream',
+    labelNames: ['stream'],
+    registers,
+  });
   const tasksFinished = new client.Counter({ name: 'muster_tasks_finished_total', help: 'Tasks that ended, by final state', labelNames: ['state'], registers });
-  new client.Gauge({ name: 'muster_tasks_running', help: 'Tasks not finished yet', registers, collect() { this.set(sources.tasksRunning()); } });
-  new client.Gauge({ name: 'muster_terminal_sessions_open', help: 'Terminal sessions open (attached or detached) on this node', registers, collect() { this.set(sources.terminalSessionsOpen()); } });
+  new client.Gauge({
+    name: 'muster_tasks_running',
+    help: 'Tasks not finished yet',
+    registers,
+    collect() {
+      this.set(sources.tasksRunning());
+    },
+  });
+  new client.Gauge({
+    name: 'muster_terminal_sessions_open',
+    help: 'Terminal sessions open (attached or detached) on this node',
+    registers,
+    collect() {
+      this.set(sources.terminalSessionsOpen());
+    },
+  });
   new client.Counter({
-    name: 'muster_file_bytes_total', help: 'File distribution content bytes: sent to agents, and read from disk (one read serves every agent sending that chunk)',
-    labelNames: ['kind'], registers,
+    name: 'muster_file_bytes_total',
+    help: 'File distribution content bytes: sent to agents, and read from disk (one read serves every agent sending that chunk)',
+    labelNames: ['kind'],
+    registers,
     collect() {
       const b = sources.fileBytes();
       this.reset();
@@ -52,20 +98,43 @@ export function createMetrics() {
     },
   });
   const terminalSessions = new client.Counter({ name: 'muster_terminal_sessions_total', help: 'Terminal sessions whose shell started', registers });
-  const rolloutTargets = new client.Counter({ name: 'muster_rollout_targets_total', help: 'Rollout targets that reached a result (succeeded, failed, rolled_back, skipped)', labelNames: ['result'], registers });
+  const rolloutTargets = new client.Counter({
+    name: 'muster_rollout_targets_total',
+    help: 'Rollout targets that reached a result (succeeded, failed, rolled_back, skipped)',
+    labelNames: ['result'],
+    registers,
+  });
 
   // The fleet's links.
   const heartbeatRtt = new client.Histogram({
-    name: 'muster_agent_heartbeat_rtt_seconds', help: 'Round trip of a server WebSocket ping to the agent\'s pong', registers,
+    name: 'muster_agent_heartbeat_rtt_seconds',
+    help: "Round trip of a server WebSocket ping to the agent's pong",
+    registers,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
   });
   const connectionDuration = new client.Histogram({
-    name: 'muster_agent_connection_duration_seconds', help: 'How long agent connections lasted, observed when they end', registers,
+    name: 'muster_agent_connection_duration_seconds',
+    help: 'How long agent connections lasted, observed when they end',
+    registers,
     buckets: [1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600],
   });
-  const statusChanges = new client.Counter({ name: 'muster_agent_status_changes_total', help: 'Agents going online or offline', labelNames: ['status'], registers });
-  const notifications = new client.Counter({ name: 'muster_notification_attempts_total', help: 'Notification delivery attempts by channel and result (delivered, retry, failed)', labelNames: ['channel', 'result'], registers });
-  const notificationsDropped = new client.Counter({ name: 'muster_notifications_dropped_total', help: 'Notifications dropped by the per-rule rate limit (MUSTER_NOTIFY_MAX_PER_MINUTE)', registers });
+  const statusChanges = new client.Counter({
+    name: 'muster_agent_status_changes_total',
+    help: 'Agents going online or offline',
+    labelNames: ['status'],
+    registers,
+  });
+  const notifications = new client.Counter({
+    name: 'muster_notification_attempts_total',
+    help: 'Notification delivery attempts by channel and result (delivered, retry, failed)',
+    labelNames: ['channel', 'result'],
+    registers,
+  });
+  const notificationsDropped = new client.Counter({
+    name: 'muster_notifications_dropped_total',
+    help: 'Notifications dropped by the per-rule rate limit (MUSTER_NOTIFY_MAX_PER_MINUTE)',
+    registers,
+  });
   // Counted on every socket message (4,000 heartbeats a second at 20,000 agents): the labelled child
   // is looked up once per channel and type instead of hashing the labels object each time.
   const messageChildren = new Map<string, client.Counter.Internal>();
@@ -76,9 +145,30 @@ export function createMetrics() {
     c.inc();
   };
   return {
-    registry, sources, agents, heartbeats, connects, disconnects, upgradesRejected, messages, countMessage, messageErrors, dbFlushes, consoles,
-    executions, executionDuration, dispatchLatency, outputBytes, tasksFinished, terminalSessions, rolloutTargets,
-    heartbeatRtt, connectionDuration, statusChanges, notifications, notificationsDropped,
+    registry,
+    sources,
+    agents,
+    heartbeats,
+    connects,
+    disconnects,
+    upgradesRejected,
+    messages,
+    countMessage,
+    messageErrors,
+    dbFlushes,
+    consoles,
+    executions,
+    executionDuration,
+    dispatchLatency,
+    outputBytes,
+    tasksFinished,
+    terminalSessions,
+    rolloutTargets,
+    heartbeatRtt,
+    connectionDuration,
+    statusChanges,
+    notifications,
+    notificationsDropped,
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -70,22 +70,37 @@ async function compose(config: Config, log: Logger, opts: { webDist?: string; ag
   // scripts before exec: it takes POST /api/tasks bodies that name a library script.
   const routed = [fleet, scripts, schedules, exec, terminals, updates, files, notifications, agentConfig, dashboard];
   const web = createApp(core, {
-    readiness: opened.readiness, webDist: opts.webDist, routes: routed.flatMap((c) => c.routes ?? []), latestPackage: () => updates.latestPackage(),
+    readiness: opened.readiness,
+    webDist: opts.webDist,
+    routes: routed.flatMap((c) => c.routes ?? []),
+    latestPackage: () => updates.latestPackage(),
   });
   listener.upgradesTaken();
   const sockets = attachSockets(listener.server, core, {
-    hub, remoteOf: web.remoteOf,
+    hub,
+    remoteOf: web.remoteOf,
     agentHandlers: {
-      ...fleet.agentHandlers, ...exec.agentHandlers, ...terminals.agentHandlers, ...updates.agentHandlers, ...files.agentHandlers, ...agentConfig.agentHandlers,
+      ...fleet.agentHandlers,
+      ...exec.agentHandlers,
+      ...terminals.agentHandlers,
+      ...updates.agentHandlers,
+      ...files.agentHandlers,
+      ...agentConfig.agentHandlers,
       // Terminal uploads use file.ack too: the transfer id says whose it is.
-      'file.ack': (ctx, m) => (terminals.service.transfers.holds(ctx.agentId, m.transferId)
-        ? terminals.service.transfers.ack(ctx.agentId, m)
-        : files.agentHandlers['file.ack'](ctx, m)),
+      'file.ack': (ctx, m) =>
+        terminals.service.transfers.holds(ctx.agentId, m.transferId)
+          ? terminals.service.transfers.ack(ctx.agentId, m)
+          : files.agentHandlers['file.ack'](ctx, m),
     },
     agentBinary: { termData: terminals.agentTermData, execOutput: exec.execOutput, fileData: terminals.agentFileData },
     consoleHandlers: { ...hub.handlers(), ...fleet.consoleHandlers, ...exec.consoleHandlers, ...terminals.consoleHandlers, ...updates.consoleHandlers },
     consoleBinary: { termData: terminals.consoleTermData },
-    expected: (agentId, kind, id) => (kind === 'execution' ? exec.service.holds(agentId, id) : kind === 'transfer' ? files.holds(agentId, id) || terminals.service.transfers.holds(agentId, id) : terminals.service.holds(agentId, id)),
+    expected: (agentId, kind, id) =>
+      kind === 'execution'
+        ? exec.service.holds(agentId, id)
+        : kind === 'transfer'
+          ? files.holds(agentId, id) || terminals.service.transfers.holds(agentId, id)
+          : terminals.service.holds(agentId, id),
   });
 
   // The fleet first: upgrades are refused until it is loaded.
@@ -93,34 +108,47 @@ async function compose(config: Config, log: Logger, opts: { webDist?: string; ag
   listener.serve(web.app);
   sockets.accept();
 
-  const local = config.localAgent && opts.agentScript ? new LocalAgentSupervisor({
-    agentScript: opts.agentScript, serverUrl: `${config.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${listener.port}`,
-    token: () => core.enrollment.mintLocal(), stateDir: path.join(config.dataDir, 'local-agent'), log: log.child({ component: 'local-agent' }),
-  }) : undefined;
+  const local =
+    config.localAgent && opts.agentScript
+      ? new LocalAgentSupervisor({
+          agentScript: opts.agentScript,
+          serverUrl: `${config.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${listener.port}`,
+          token: () => core.enrollment.mintLocal(),
+          stateDir: path.join(config.dataDir, 'local-agent'),
+          log: log.child({ component: 'local-agent' }),
+        })
+      : undefined;
   local?.start();
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= (async () => {
-    // Drain first: agents told to go away must not register again with this process (they would
-    // be live after the fleet stopped). The listener stays open until the sockets are gone and
-    // answers every upgrade 503 + Retry-After: a refused TCP connect would only push each agent's
-    // exponential backoff up while the next process starts, and slow the fleet's return.
-    sockets.drain();
-    await local?.stop();
-    const t0 = Date.now();
-    await fleet.stop?.();
-    hub.close(CloseCode.serverShutdown, 'server shutdown');
-    for (const cap of [schedules, files, updates, terminals, exec, notifications]) await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
-    await core.fleet.stop();
-    log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');
-    await sockets.close(CLOSE_GRACE_MS);
-    await listener.close();
-    await opened.close();
-    log.info({ ms: Date.now() - t0 }, 'shutdown complete');
-  })());
+  const close = () =>
+    (closing ??= (async () => {
+      // Drain first: agents told to go away must not register again with this process (they would
+      // be live after the fleet stopped). The listener stays open until the sockets are gone and
+      // answers every upgrade 503 + Retry-After: a refused TCP connect would only push each agent's
+      // exponential backoff up while the next process starts, and slow the fleet's return.
+      sockets.drain();
+      await local?.stop();
+      const t0 = Date.now();
+      await fleet.stop?.();
+      hub.close(CloseCode.serverShutdown, 'server shutdown');
+      for (const cap of [schedules, files, updates, terminals, exec, notifications])
+        await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
+      await core.fleet.stop();
+      log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');
+      await sockets.close(CLOSE_GRACE_MS);
+      await listener.close();
+      await opened.close();
+      log.info({ ms: Date.now() - t0 }, 'shutdown complete');
+    })());
 
   return {
-    port: listener.port, url: listener.serverUrl(), core, generatedAdminPassword: admin.password,
-    enrollToken: core.enrollment.staticToken, apiRoutes: web.apiRoutes(), close,
+    port: listener.port,
+    url: listener.serverUrl(),
+    core,
+    generatedAdminPassword: admin.password,
+    enrollToken: core.enrollment.staticToken,
+    apiRoutes: web.apiRoutes(),
+    close,
   };
 }

@@ -31,7 +31,11 @@ export interface Containment {
   dispose(): boolean;
 }
 
-interface Hierarchy { kind: 'cgroup2' | 'cgroup1'; root: string; controller: string }
+interface Hierarchy {
+  kind: 'cgroup2' | 'cgroup1';
+  root: string;
+  controller: string;
+}
 
 let detected: { systemd: boolean; hierarchy: Hierarchy | null; why: string } | undefined;
 
@@ -66,7 +70,10 @@ export function detectContainment(): { systemd: boolean; hierarchy: Hierarchy | 
     return detected;
   }
   try {
-    const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+    const mounts = fs
+      .readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' '));
     const v2 = mounts.find((m) => m[2] === 'cgroup2');
     if (v2 && canWrite(v2[1]!)) hierarchy = { kind: 'cgroup2', root: v2[1]!, controller: 'unified' };
     if (!hierarchy) {
@@ -122,7 +129,10 @@ export function scopePrefix(agentId: string): string {
 class CgroupContainment implements Containment {
   readonly kind: 'cgroup2' | 'cgroup1';
   readonly describe: string;
-  constructor(private readonly h: Hierarchy, private readonly dir: string) {
+  constructor(
+    private readonly h: Hierarchy,
+    private readonly dir: string,
+  ) {
     this.kind = h.kind;
     fs.mkdirSync(dir, { recursive: true });
     this.describe = `${h.kind}:${dir}`;
@@ -276,7 +286,10 @@ export function sweepOrphans(agentId: string, log?: (o: object, msg: string) => 
   const dir = agentCgroupDir(d.hierarchy, agentId);
   let entries: string[] = [];
   try {
-    entries = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    entries = fs
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
   } catch {
     return 0;
   }
@@ -299,7 +312,10 @@ export function sweepOrphans(agentId: string, log?: (o: object, msg: string) => 
 function listScopes(pattern: string): string[] {
   try {
     const out = execFileSync('systemctl', ['list-units', '--type=scope', '--all', '--plain', '--no-legend', '--full', pattern], { encoding: 'utf8' });
-    return out.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter((u) => u.endsWith('.scope'));
+    return out
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[0] ?? '')
+      .filter((u) => u.endsWith('.scope'));
   } catch {
     return [];
   }

@@ -41,7 +41,10 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   const runs = new Map<string, Run>();
   let stopping = false;
   const c = detectContainment();
-  log.info({ systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why }, 'execution containment');
+  log.info(
+    { systemd: c.systemd, cgroup: c.hierarchy ? `${c.hierarchy.kind}:${c.hierarchy.root}` : null, why: c.hierarchy ? undefined : c.why },
+    'execution containment',
+  );
   const orphans = sweepOrphans(ctx.state.agentId, (o, msg) => log.info(o, msg));
   if (orphans) log.warn({ killed: orphans }, 'killed processes left by executions of a previous agent run');
   const results = new ResultStore(ctx.state.dir);
@@ -89,7 +92,12 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
           return;
         }
         if (!journal.add(m.executionId)) {
-          link.send({ type: 'exec.rejected', executionId: m.executionId, reason: 'duplicate: this agent already received this execution', code: RejectCode.duplicate });
+          link.send({
+            type: 'exec.rejected',
+            executionId: m.executionId,
+            reason: 'duplicate: this agent already received this execution',
+            code: RejectCode.duplicate,
+          });
           return;
         }
         // The output buffer is the live setting at the start of each run (server config, capped by policy).
@@ -131,8 +139,9 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
     onPolicy(policy) {
       for (const r of runs.values()) {
         if (!r.running || !r.msg) continue;
-        const denied = policyDenial(policy, r.msg)
-          ?? ((policy.view.runAs ?? null) !== r.user ? `host policy now runs scripts as ${policy.view.runAs ?? 'the agent\'s user'}` : null);
+        const denied =
+          policyDenial(policy, r.msg) ??
+          ((policy.view.runAs ?? null) !== r.user ? `host policy now runs scripts as ${policy.view.runAs ?? "the agent's user"}` : null);
         if (!denied) continue;
         log.warn({ executionId: r.id, reason: denied }, 'host policy changed: cancelling a running execution it forbids');
         r.terminate('cancelled', `host policy changed: ${denied}`.slice(0, 1024));
@@ -175,8 +184,10 @@ async function until(done: () => boolean, ms: number): Promise<void> {
 
 /** Why the host policy forbids running `m` (null when allowed): the agent's own check, whatever the server decided. */
 function policyDenial(policy: Policy, m: ServerMessage<'exec.run'>): string | null {
-  return execDenial(policy.view, m.interpreter, m.signature != null)
-    ?? (policy.view.requireSignedScripts && !verifyScriptSignature(policy.keys, m, m.signature ?? '')
-      ? 'script signature does not verify with the host\'s scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)'
-      : null);
+  return (
+    execDenial(policy.view, m.interpreter, m.signature != null) ??
+    (policy.view.requireSignedScripts && !verifyScriptSignature(policy.keys, m, m.signature ?? '')
+      ? "script signature does not verify with the host's scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)"
+      : null)
+  );
 }

@@ -12,7 +12,10 @@ export class Journal {
   private readonly file: string;
   private fd: number;
 
-  constructor(stateDir: string, private readonly keep = 50_000) {
+  constructor(
+    stateDir: string,
+    private readonly keep = 50_000,
+  ) {
     this.file = path.join(stateDir, 'exec-journal');
     if (fs.existsSync(this.file)) {
       for (const line of fs.readFileSync(this.file, 'utf8').split('\n')) if (line) this.ids.add(line);

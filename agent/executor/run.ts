@@ -27,7 +27,11 @@ export interface RunLimits {
 }
 
 type Status = 'succeeded' | 'failed' | 'timeout' | 'cancelled';
-interface Chunk { seq: number; stream: Stream; data: Buffer }
+interface Chunk {
+  seq: number;
+  stream: Stream;
+  data: Buffer;
+}
 
 /**
  * One execution on this host: a private script file, the interpreter with the arguments as
@@ -55,7 +59,8 @@ export class Run {
   private endWhy: string | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly pending: Record<Stream, { parts: Buffer[]; bytes: number; timer: NodeJS.Timeout | null }> = {
-    stdout: { parts: [], bytes: 0, timer: null }, stderr: { parts: [], bytes: 0, timer: null },
+    stdout: { parts: [], bytes: 0, timer: null },
+    stderr: { parts: [], bytes: 0, timer: null },
   };
   private pausedPipes = false;
   private backpressureTimer: NodeJS.Timeout | null = null;
@@ -96,8 +101,12 @@ export class Run {
     this.done = true;
     this.startedAt = source.startedAt;
     this.finished = {
-      status: source.status, exitCode: source.exitCode, signal: source.signal, finishedAt: source.finishedAt,
-      ...(source.error ? { error: source.error } : {}), ...(source.reason ? { reason: source.reason } : {}),
+      status: source.status,
+      exitCode: source.exitCode,
+      signal: source.signal,
+      finishedAt: source.finishedAt,
+      ...(source.error ? { error: source.error } : {}),
+      ...(source.reason ? { reason: source.reason } : {}),
     };
     this.truncated = source.truncated;
     this.chunks = source.chunks.slice();
@@ -111,8 +120,18 @@ export class Run {
     const f = this.finished;
     if (!f) throw new Error('snapshot of a running execution');
     return {
-      executionId: this.id, taskId: this.taskId, status: f.status, exitCode: f.exitCode, signal: f.signal, startedAt: this.startedAt,
-      finishedAt: f.finishedAt, error: f.error, reason: f.reason, truncated: this.truncated, seq: this.seq, chunks: this.chunks.slice(),
+      executionId: this.id,
+      taskId: this.taskId,
+      status: f.status,
+      exitCode: f.exitCode,
+      signal: f.signal,
+      startedAt: this.startedAt,
+      finishedAt: f.finishedAt,
+      error: f.error,
+      reason: f.reason,
+      truncated: this.truncated,
+      seq: this.seq,
+      chunks: this.chunks.slice(),
     };
   }
 
@@ -141,7 +160,14 @@ export class Run {
         // shell that already runs as the user. Nothing of the agent's environment passes either.
         const t = user.target;
         home = t.home && isDir(t.home) ? t.home : '/';
-        env = { PATH: DEFAULT_PATH, LANG: utf8Locale(process.env), HOME: home, USER: t.name, LOGNAME: t.name, ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}) };
+        env = {
+          PATH: DEFAULT_PATH,
+          LANG: utf8Locale(process.env),
+          HOME: home,
+          USER: t.name,
+          LOGNAME: t.name,
+          ...(process.env['TZ'] ? { TZ: process.env['TZ'] } : {}),
+        };
         // The directory stays root's (0711): the user reads its files but cannot put a symlink in
         // it for the root-run cleanup to follow.
         fs.chmodSync(this.tmpDir, 0o711);
@@ -156,10 +182,14 @@ export class Run {
         Object.assign(env, scriptEnv);
       }
       this.containment = createContainment(this.agentId, m.executionId, (why) =>
-        this.log.warn({ executionId: m.executionId, why }, 'no cgroup for this execution; falling back to its process group (setsid children can escape)'));
+        this.log.warn({ executionId: m.executionId, why }, 'no cgroup for this execution; falling back to its process group (setsid children can escape)'),
+      );
       const full = this.containment.wrap(argv);
       const child = spawn(full[0]!, full.slice(1), {
-        cwd: m.cwd ?? home, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+        cwd: m.cwd ?? home,
+        env,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
       this.child = child;
       child.on('error', (err) => {
@@ -329,7 +359,11 @@ export class Run {
     this.timers.clear();
     this.resumePipes();
     this.finished = {
-      status, exitCode, signal, finishedAt: Date.now(), ...(error ? { error } : {}),
+      status,
+      exitCode,
+      signal,
+      finishedAt: Date.now(),
+      ...(error ? { error } : {}),
       ...(this.endWhy && status === this.endReason ? { reason: this.endWhy } : {}),
     };
     if (this.tmpDir) fs.rm(this.tmpDir, { recursive: true, force: true }, () => {});
@@ -356,8 +390,16 @@ export class Run {
     if (this.sentSeq < this.seq) return;
     const f = this.finished;
     this.link.send({
-      type: 'exec.finished', executionId: this.id, status: f.status, exitCode: f.exitCode, signal: f.signal,
-      startedAt: this.startedAt, finishedAt: f.finishedAt, outputSeq: this.seq, truncated: this.truncated, ...(f.error ? { error: f.error } : {}),
+      type: 'exec.finished',
+      executionId: this.id,
+      status: f.status,
+      exitCode: f.exitCode,
+      signal: f.signal,
+      startedAt: this.startedAt,
+      finishedAt: f.finishedAt,
+      outputSeq: this.seq,
+      truncated: this.truncated,
+      ...(f.error ? { error: f.error } : {}),
       ...(f.reason ? { reason: f.reason } : {}),
     });
   }

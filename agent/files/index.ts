@@ -18,7 +18,8 @@ interface Incoming {
   received: number;
   written: number;
   writes: Promise<void>;
-  uid: number; gid: number;
+  uid: number;
+  gid: number;
   existed: boolean;
   timer: NodeJS.Timeout;
   failed: boolean;
@@ -81,7 +82,11 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     return `${logical} resolves to ${target ?? 'a place outside the file root'} (through a symbolic link), outside the host policy's allowedPaths`;
   };
 
-  const result = (transferId: string, state: 'applied' | 'unchanged' | 'removed' | 'failed', extra: { reason?: string; code?: string; contentChanged?: boolean } = {}) => {
+  const result = (
+    transferId: string,
+    state: 'applied' | 'unchanged' | 'removed' | 'failed',
+    extra: { reason?: string; code?: string; contentChanged?: boolean } = {},
+  ) => {
     link.send({ type: 'file.result', transferId, state, ...extra, ...(extra.reason ? { reason: extra.reason.slice(0, 2048) } : {}) });
   };
 
@@ -100,7 +105,11 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       return u.uid;
     }
     let text = '';
-    try { text = fs.readFileSync('/etc/group', 'utf8'); } catch { /* none */ }
+    try {
+      text = fs.readFileSync('/etc/group', 'utf8');
+    } catch {
+      /* none */
+    }
     for (const line of text.split('\n')) {
       const f = line.split(':');
       if (f[0] === name && f[2] && /^\d+$/.test(f[2])) return Number(f[2]);
@@ -110,7 +119,11 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
 
   const fsyncDir = async (dir: string) => {
     const d = await fsp.open(dir, 'r');
-    try { await d.sync(); } finally { await d.close(); }
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
   };
 
   /** Bumped whenever an apply or a removal replaces a file's record (a check running meanwhile is stale). */
@@ -122,8 +135,17 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
   const record = (m: ServerMessage<'file.apply'>, st: fs.Stats, previous: string | null): FileRecord => {
     bump(m.fileId);
     const r: FileRecord = {
-      fileId: m.fileId, revision: m.revision, path: m.path, sha256: m.sha256, size: st.size, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid,
-      mtimeMs: st.mtimeMs, ino: st.ino, previous,
+      fileId: m.fileId,
+      revision: m.revision,
+      path: m.path,
+      sha256: m.sha256,
+      size: st.size,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      mtimeMs: st.mtimeMs,
+      ino: st.ino,
+      previous,
     };
     records.set(r);
     reported.set(m.fileId, `ok:${m.sha256}:`);
@@ -133,7 +155,10 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
   async function apply(m: ServerMessage<'file.apply'>): Promise<void> {
     const policy = ctx.policy().view;
     if (!pathAllowed(policy.allowedPaths, m.path)) {
-      const why = policy.source === 'lockdown' ? `host policy is locked down: ${policy.error ?? 'policy file rejected'}` : `${m.path} is outside the host policy's allowedPaths (${(policy.allowedPaths ?? []).join(', ') || 'none'})`;
+      const why =
+        policy.source === 'lockdown'
+          ? `host policy is locked down: ${policy.error ?? 'policy file rejected'}`
+          : `${m.path} is outside the host policy's allowedPaths (${(policy.allowedPaths ?? []).join(', ') || 'none'})`;
       return result(m.transferId, 'failed', { code: 'policy_denied', reason: why });
     }
     const escapes = await outsideOnDisk(m.path);
@@ -169,8 +194,18 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     const tmp = path.join(dir, `.${path.basename(file)}.muster-${m.transferId.slice(0, 8)}.tmp`);
     const fh = await fsp.open(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600);
     const t: Incoming = {
-      m, tmp, fh, hash: createHash('sha256'), received: 0, written: 0, writes: Promise.resolve(), uid, gid, existed: Boolean(existing),
-      timer: setTimeout(() => void abort(m.transferId, `no data for ${STALL_MS / 1000} s`), STALL_MS), failed: false,
+      m,
+      tmp,
+      fh,
+      hash: createHash('sha256'),
+      received: 0,
+      written: 0,
+      writes: Promise.resolve(),
+      uid,
+      gid,
+      existed: Boolean(existing),
+      timer: setTimeout(() => void abort(m.transferId, `no data for ${STALL_MS / 1000} s`), STALL_MS),
+      failed: false,
     };
     incoming.set(m.transferId, t);
     if (m.size === 0) return finish(t);
@@ -188,15 +223,17 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
     t.hash.update(data);
     t.timer.refresh();
     const at = offset;
-    t.writes = t.writes.then(async () => {
-      if (t.failed) return;
-      let done = 0;
-      while (done < data.length) done += (await t.fh.write(data, done, data.length - done, at + done)).bytesWritten;
-      t.written = at + data.length;
-      // Acknowledged once on disk: the server sends more only as fast as this host writes.
-      link.send({ type: 'file.ack', transferId, offset: t.written });
-      if (t.written === t.m.size) await finish(t);
-    }).catch((err: unknown) => abort(transferId, `write failed: ${(err as Error).message}`));
+    t.writes = t.writes
+      .then(async () => {
+        if (t.failed) return;
+        let done = 0;
+        while (done < data.length) done += (await t.fh.write(data, done, data.length - done, at + done)).bytesWritten;
+        t.written = at + data.length;
+        // Acknowledged once on disk: the server sends more only as fast as this host writes.
+        link.send({ type: 'file.ack', transferId, offset: t.written });
+        if (t.written === t.m.size) await finish(t);
+      })
+      .catch((err: unknown) => abort(transferId, `write failed: ${(err as Error).message}`));
   }
 
   async function finish(t: Incoming): Promise<void> {
@@ -246,13 +283,18 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
   }
 
   async function remove(m: ServerMessage<'file.remove'>): Promise<void> {
-    if (!pathAllowed(ctx.policy().view.allowedPaths, m.path)) return result(m.transferId, 'failed', { code: 'policy_denied', reason: `${m.path} is outside the host policy's allowedPaths` });
+    if (!pathAllowed(ctx.policy().view.allowedPaths, m.path))
+      return result(m.transferId, 'failed', { code: 'policy_denied', reason: `${m.path} is outside the host policy's allowedPaths` });
     const escapes = await outsideOnDisk(m.path);
     if (escapes) return result(m.transferId, 'failed', { code: 'policy_denied', reason: escapes });
     const file = onDisk(m.path);
     const r = records.get(m.fileId);
     let st: fs.Stats | null = null;
-    try { st = await fsp.lstat(file); } catch { /* gone already */ }
+    try {
+      st = await fsp.lstat(file);
+    } catch {
+      /* gone already */
+    }
     if (st && !r) return result(m.transferId, 'failed', { reason: 'this agent did not put the file there; left in place' });
     if (st && r && (!st.isFile() || (await hashFile(file)) !== r.sha256)) {
       records.delete(m.fileId);
@@ -278,8 +320,12 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       return { ...base, state: 'missing', sha256: null, reason: 'the file is gone' };
     }
     if (!st.isFile()) return { ...base, state: 'drifted', sha256: null, reason: 'no longer a regular file' };
-    const metaDiff = (st.mode & 0o7777) !== r.mode ? `mode ${(st.mode & 0o7777).toString(8)} (was ${r.mode.toString(8)})`
-      : st.uid !== r.uid || st.gid !== r.gid ? `owner ${st.uid}:${st.gid} (was ${r.uid}:${r.gid})` : null;
+    const metaDiff =
+      (st.mode & 0o7777) !== r.mode
+        ? `mode ${(st.mode & 0o7777).toString(8)} (was ${r.mode.toString(8)})`
+        : st.uid !== r.uid || st.gid !== r.gid
+          ? `owner ${st.uid}:${st.gid} (was ${r.uid}:${r.gid})`
+          : null;
     if (st.size === r.size && st.mtimeMs === r.mtimeMs && st.ino === r.ino) {
       return metaDiff ? { ...base, state: 'drifted', sha256: r.sha256, reason: metaDiff } : { ...base, state: 'ok', sha256: r.sha256 };
     }
@@ -302,14 +348,22 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       for (const r of records.all()) {
         if (applying(r.fileId)) continue;
         const gen = generation.get(r.fileId) ?? 0;
-        const it = await check(r).catch((err: unknown) => ({ fileId: r.fileId, revision: r.revision, path: r.path, state: 'drifted' as const, sha256: null, reason: `cannot check: ${(err as Error).message}` }));
+        const it = await check(r).catch((err: unknown) => ({
+          fileId: r.fileId,
+          revision: r.revision,
+          path: r.path,
+          state: 'drifted' as const,
+          sha256: null,
+          reason: `cannot check: ${(err as Error).message}`,
+        }));
         // Checked against a record that an apply or a removal replaced meanwhile: stale.
         if ((generation.get(r.fileId) ?? 0) !== gen || applying(r.fileId)) continue;
         const key = `${it.state}:${it.sha256 ?? ''}:${it.reason ?? ''}`;
         if (full || reported.get(r.fileId) !== key) items.push(it);
         reported.set(r.fileId, key);
       }
-      for (let i = 0; i < items.length || (full && i === 0); i += 1000) link.send({ type: 'file.state', full: full && i === 0, files: items.slice(i, i + 1000) });
+      for (let i = 0; i < items.length || (full && i === 0); i += 1000)
+        link.send({ type: 'file.state', full: full && i === 0, files: items.slice(i, i + 1000) });
     } finally {
       checking = false;
     }
@@ -334,7 +388,10 @@ export function createFiles(ctx: AgentContext): AgentCapability<'file.apply' | '
       reported.clear();
       void checkAll(true).catch((err: unknown) => log.warn({ err: String(err) }, 'file check failed'));
       clearInterval(checkTimer);
-      checkTimer = setInterval(() => void checkAll(false).catch((err: unknown) => log.warn({ err: String(err) }, 'file check failed')), ctx.cfg.fileCheckSec * 1000);
+      checkTimer = setInterval(
+        () => void checkAll(false).catch((err: unknown) => log.warn({ err: String(err) }, 'file check failed')),
+        ctx.cfg.fileCheckSec * 1000,
+      );
       checkTimer.unref();
     },
     onDisconnected: () => {

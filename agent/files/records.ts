@@ -3,8 +3,16 @@ import path from 'node:path';
 
 /** What the agent applied for one managed file, and what it saw on disk right after. */
 export interface FileRecord {
-  fileId: string; revision: number; path: string; sha256: string; size: number;
-  mode: number; uid: number; gid: number; mtimeMs: number; ino: number;
+  fileId: string;
+  revision: number;
+  path: string;
+  sha256: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+  ino: number;
   /** Where the content it replaced was kept (for a manual or later rollback), if there was any. */
   previous: string | null;
 }
@@ -24,7 +32,9 @@ export class FileRecords {
     try {
       const list = JSON.parse(fs.readFileSync(this.file, 'utf8')) as FileRecord[];
       for (const r of list) this.records.set(r.fileId, r);
-    } catch { /* none yet */ }
+    } catch {
+      /* none yet */
+    }
   }
 
   all(): FileRecord[] {

@@ -45,8 +45,9 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
         }
         // The host's policy wins over whatever the server asked for.
         const policy = ctx.policy().view;
-        const denied = terminalDenial(policy)
-          ?? (policy.runAs && m.user && m.user !== policy.runAs ? `host policy runs terminals as ${policy.runAs} only, not ${m.user}` : null);
+        const denied =
+          terminalDenial(policy) ??
+          (policy.runAs && m.user && m.user !== policy.runAs ? `host policy runs terminals as ${policy.runAs} only, not ${m.user}` : null);
         if (denied) {
           log.warn({ sessionId: m.sessionId, reason: denied }, 'terminal refused by host policy');
           return refuse(m.sessionId, 'policy_denied', denied);
@@ -54,9 +55,19 @@ export function createPtyHost(ctx: AgentContext): AgentCapability<'term.open' | 
         let session: PtySession;
         let user: string;
         try {
-          const spec = loginSpec({ user: policy.runAs ?? m.user ?? cfg.terminalUser, shell: m.shell ?? cfg.shell, home: cfg.terminalHome, agentEnv: process.env });
+          const spec = loginSpec({
+            user: policy.runAs ?? m.user ?? cfg.terminalUser,
+            shell: m.shell ?? cfg.shell,
+            home: cfg.terminalHome,
+            agentEnv: process.env,
+          });
           const pty = loadPty().spawn(spec.file, spec.args, {
-            name: 'xterm-256color', cols: m.cols, rows: m.rows, cwd: spec.cwd, env: spec.env, encoding: null,
+            name: 'xterm-256color',
+            cols: m.cols,
+            rows: m.rows,
+            cwd: spec.cwd,
+            env: spec.env,
+            encoding: null,
           });
           // The idle timeout is the live setting when the session opens (server config, capped by policy).
           session = new PtySession(m.sessionId, pty, link, { ...limits, idleTimeoutMs: ctx.settings().terminalIdleTimeoutSec * 1000 }, (s, exit) => {

@@ -1,7 +1,13 @@
 import fs from 'node:fs';
 
 /** One /etc/passwd entry. */
-export interface PasswdEntry { name: string; uid: number; gid: number; home: string; shell: string }
+export interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+  shell: string;
+}
 
 /** What node-pty must spawn for a login shell of a user. */
 export interface LoginSpec {
@@ -52,7 +58,11 @@ export function utf8Locale(agentEnv: NodeJS.ProcessEnv): string {
  * the agent's own environment (enrollment token, secrets) never leaks into a terminal.
  */
 export function loginSpec(o: {
-  user?: string | undefined; shell?: string | undefined; home?: string | undefined; agentEnv: NodeJS.ProcessEnv; passwd?: PasswdEntry[];
+  user?: string | undefined;
+  shell?: string | undefined;
+  home?: string | undefined;
+  agentEnv: NodeJS.ProcessEnv;
+  passwd?: PasswdEntry[];
 }): LoginSpec {
   const { target, switching } = resolveUser(o.user, 'open a terminal', o.passwd);
 
@@ -64,8 +74,14 @@ export function loginSpec(o: {
   const home = o.home && !switching ? o.home : target.home && isDir(target.home) ? target.home : '/';
 
   const env: Record<string, string> = {
-    HOME: home, USER: target.name, LOGNAME: target.name, SHELL: shell, PATH: DEFAULT_PATH,
-    TERM: 'xterm-256color', COLORTERM: 'truecolor', LANG: utf8Locale(o.agentEnv),
+    HOME: home,
+    USER: target.name,
+    LOGNAME: target.name,
+    SHELL: shell,
+    PATH: DEFAULT_PATH,
+    TERM: 'xterm-256color',
+    COLORTERM: 'truecolor',
+    LANG: utf8Locale(o.agentEnv),
   };
   const tz = o.agentEnv['TZ'];
   if (tz) env['TZ'] = tz;

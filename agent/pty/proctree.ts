@@ -1,7 +1,13 @@
 import fs from 'node:fs';
 
 /** A process as /proc/<pid>/stat describes it. */
-interface ProcStat { pid: number; ppid: number; pgrp: number; session: number; start: string }
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  start: string;
+}
 
 function readStat(pid: number): ProcStat | null {
   let text: string;

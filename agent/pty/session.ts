@@ -160,11 +160,14 @@ export class PtySession {
 
   private armIdle(): void {
     const due = this.lastActivity + this.limits.idleTimeoutMs - Date.now();
-    this.idleTimer = setTimeout(() => {
-      if (this.closed || this.closeReason) return;
-      if (Date.now() - this.lastActivity >= this.limits.idleTimeoutMs) this.close('idle timeout');
-      else this.armIdle();
-    }, Math.max(0, due) + 5);
+    this.idleTimer = setTimeout(
+      () => {
+        if (this.closed || this.closeReason) return;
+        if (Date.now() - this.lastActivity >= this.limits.idleTimeoutMs) this.close('idle timeout');
+        else this.armIdle();
+      },
+      Math.max(0, due) + 5,
+    );
     this.idleTimer.unref();
   }
 

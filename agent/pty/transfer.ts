@@ -14,17 +14,37 @@ const STALL_MS = 120_000;
 
 type Code = 'policy_denied' | 'conflict' | 'not_found' | 'forbidden' | 'payload_too_large' | 'bad_request' | 'unavailable';
 class Refusal extends Error {
-  constructor(readonly code: Code, message: string) {
+  constructor(
+    readonly code: Code,
+    message: string,
+  ) {
     super(message);
   }
 }
 
 interface Incoming {
-  id: string; size: number; sha256: string; target: string; tmp: string; fh: fsp.FileHandle; hash: Hash;
-  received: number; writes: Promise<void>; timer: NodeJS.Timeout; failed: boolean;
+  id: string;
+  size: number;
+  sha256: string;
+  target: string;
+  tmp: string;
+  fh: fsp.FileHandle;
+  hash: Hash;
+  received: number;
+  writes: Promise<void>;
+  timer: NodeJS.Timeout;
+  failed: boolean;
 }
 interface Outgoing {
-  id: string; fh: fsp.FileHandle; size: number; sent: number; acked: number; hash: Hash; reading: boolean; timer: NodeJS.Timeout; ended: boolean;
+  id: string;
+  fh: fsp.FileHandle;
+  size: number;
+  sent: number;
+  acked: number;
+  hash: Hash;
+  reading: boolean;
+  timer: NodeJS.Timeout;
+  ended: boolean;
 }
 
 /**
@@ -36,7 +56,10 @@ interface Outgoing {
  * Uploads never overwrite: the file is written to a temp file, checked against its sha256 and
  * linked into place only if the name is still free.
  */
-export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string) => number | null): AgentCapability<'term.upload' | 'term.download' | 'term.download.ack' | 'term.transfer.cancel'> & {
+export function createTermTransfers(
+  ctx: AgentContext,
+  pidOf: (sessionId: string) => number | null,
+): AgentCapability<'term.upload' | 'term.download' | 'term.download.ack' | 'term.transfer.cancel'> & {
   /** FILE_DATA for an upload: true when the transfer is one of these. */
   onFileData(transferId: string, offset: number, data: Uint8Array): boolean;
 } {
@@ -44,8 +67,10 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
   const incoming = new Map<string, Incoming>();
   const outgoing = new Map<string, Outgoing>();
 
-  const send = (transferId: string, m: { state: 'ready' | 'done' | 'failed'; path?: string; size?: number; sha256?: string; reason?: string; code?: string }): void =>
-    void link.send({ type: 'term.transfer', transferId, ...m, ...(m.reason ? { reason: m.reason.slice(0, 2048) } : {}) });
+  const send = (
+    transferId: string,
+    m: { state: 'ready' | 'done' | 'failed'; path?: string; size?: number; sha256?: string; reason?: string; code?: string },
+  ): void => void link.send({ type: 'term.transfer', transferId, ...m, ...(m.reason ? { reason: m.reason.slice(0, 2048) } : {}) });
 
   /** The shell's current directory, resolved, after the session and policy checks. */
   async function shellDir(sessionId: string): Promise<{ dir: string; uid: number; gid: number }> {
@@ -56,7 +81,10 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
     const st = await fsp.stat(`/proc/${pid}`);
     const me = process.getuid?.() ?? 0;
     if (st.uid !== me) {
-      throw new Refusal('forbidden', `the shell runs as uid ${st.uid}, not as the agent's user (uid ${me}): file transfer would lend it the agent's rights, so it is refused`);
+      throw new Refusal(
+        'forbidden',
+        `the shell runs as uid ${st.uid}, not as the agent's user (uid ${me}): file transfer would lend it the agent's rights, so it is refused`,
+      );
     }
     let cwd: string;
     try {
@@ -94,22 +122,44 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
   }
 
   async function upload(m: ServerMessage<'term.upload'>): Promise<void> {
-    if (m.name === '.' || m.name === '..' || m.name.includes('/') || m.name.includes('\0')) throw new Refusal('bad_request', 'the name must be a plain file name');
+    if (m.name === '.' || m.name === '..' || m.name.includes('/') || m.name.includes('\0'))
+      throw new Refusal('bad_request', 'the name must be a plain file name');
     const { dir } = await shellDir(m.sessionId);
     const target = path.join(dir, m.name);
     await checkAllowed(target);
-    if (await fsp.lstat(target).then(() => true, () => false)) throw new Refusal('conflict', `${target} already exists; nothing was overwritten`);
+    if (
+      await fsp.lstat(target).then(
+        () => true,
+        () => false,
+      )
+    )
+      throw new Refusal('conflict', `${target} already exists; nothing was overwritten`);
     const tmp = path.join(dir, `.${m.name.slice(0, 200)}.muster-${m.transferId.slice(0, 8)}.tmp`);
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW, 0o600);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new Refusal(code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? 'forbidden' : 'unavailable', `cannot write in ${dir}: ${code ?? (err as Error).message}`);
+      throw new Refusal(
+        code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? 'forbidden' : 'unavailable',
+        `cannot write in ${dir}: ${code ?? (err as Error).message}`,
+      );
     }
     const t: Incoming = {
-      id: m.transferId, size: m.size, sha256: m.sha256, target, tmp, fh, hash: createHash('sha256'), received: 0, writes: Promise.resolve(), failed: false,
-      timer: setTimeout(() => void dropIncoming(t).then(() => send(m.transferId, { state: 'failed', code: 'unavailable', reason: `no data for ${STALL_MS / 1000} s` })), STALL_MS),
+      id: m.transferId,
+      size: m.size,
+      sha256: m.sha256,
+      target,
+      tmp,
+      fh,
+      hash: createHash('sha256'),
+      received: 0,
+      writes: Promise.resolve(),
+      failed: false,
+      timer: setTimeout(
+        () => void dropIncoming(t).then(() => send(m.transferId, { state: 'failed', code: 'unavailable', reason: `no data for ${STALL_MS / 1000} s` })),
+        STALL_MS,
+      ),
     };
     incoming.set(m.transferId, t);
     if (m.size === 0) return finishUpload(t);
@@ -131,7 +181,12 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       await dropIncoming(t);
-      return send(t.id, { state: 'failed', code: code === 'EEXIST' ? 'conflict' : 'unavailable', reason: code === 'EEXIST' ? `${t.target} already exists; nothing was overwritten` : `could not put the file in place: ${code ?? (err as Error).message}` });
+      return send(t.id, {
+        state: 'failed',
+        code: code === 'EEXIST' ? 'conflict' : 'unavailable',
+        reason:
+          code === 'EEXIST' ? `${t.target} already exists; nothing was overwritten` : `could not put the file in place: ${code ?? (err as Error).message}`,
+      });
     }
     clearTimeout(t.timer);
     incoming.delete(t.id);
@@ -145,7 +200,9 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
     if (!t) return false;
     if (t.failed) return true;
     if (offset !== t.received || t.received + data.length > t.size) {
-      void dropIncoming(t).then(() => send(transferId, { state: 'failed', code: 'bad_request', reason: `unexpected data at offset ${offset} (expected ${t.received})` }));
+      void dropIncoming(t).then(() =>
+        send(transferId, { state: 'failed', code: 'bad_request', reason: `unexpected data at offset ${offset} (expected ${t.received})` }),
+      );
       return true;
     }
     t.received += data.length;
@@ -153,17 +210,21 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
     t.timer.refresh();
     const at = offset;
     const bytes = Uint8Array.from(data); // the frame's buffer is not ours past this call
-    t.writes = t.writes.then(async () => {
-      if (t.failed) return;
-      let done = 0;
-      while (done < bytes.length) done += (await t.fh.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
-      // Acknowledged once written: the server sends more only as fast as this disk takes it.
-      link.send({ type: 'file.ack', transferId, offset: at + bytes.length });
-      if (at + bytes.length === t.size) await finishUpload(t);
-    }).catch((err: unknown) => {
-      if (t.failed) return;
-      void dropIncoming(t).then(() => send(transferId, { state: 'failed', code: 'unavailable', reason: `write failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }));
-    });
+    t.writes = t.writes
+      .then(async () => {
+        if (t.failed) return;
+        let done = 0;
+        while (done < bytes.length) done += (await t.fh.write(bytes, done, bytes.length - done, at + done)).bytesWritten;
+        // Acknowledged once written: the server sends more only as fast as this disk takes it.
+        link.send({ type: 'file.ack', transferId, offset: at + bytes.length });
+        if (at + bytes.length === t.size) await finishUpload(t);
+      })
+      .catch((err: unknown) => {
+        if (t.failed) return;
+        void dropIncoming(t).then(() =>
+          send(transferId, { state: 'failed', code: 'unavailable', reason: `write failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }),
+        );
+      });
     return true;
   }
 
@@ -183,7 +244,10 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
       real = await fsp.realpath(asked);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new Refusal(code === 'ENOENT' || code === 'ENOTDIR' ? 'not_found' : 'forbidden', `${asked}: ${code === 'ENOENT' ? 'no such file' : code ?? (err as Error).message}`);
+      throw new Refusal(
+        code === 'ENOENT' || code === 'ENOTDIR' ? 'not_found' : 'forbidden',
+        `${asked}: ${code === 'ENOENT' ? 'no such file' : (code ?? (err as Error).message)}`,
+      );
     }
     await checkAllowed(real);
     let fh: fsp.FileHandle;
@@ -202,7 +266,14 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
       throw new Refusal('payload_too_large', `${real} is ${st.size} bytes; at most ${m.maxBytes} (MUSTER_TERMINAL_TRANSFER_MAX_BYTES)`);
     }
     const o: Outgoing = {
-      id: m.transferId, fh, size: st.size, sent: 0, acked: 0, hash: createHash('sha256'), reading: false, ended: false,
+      id: m.transferId,
+      fh,
+      size: st.size,
+      sent: 0,
+      acked: 0,
+      hash: createHash('sha256'),
+      reading: false,
+      ended: false,
       timer: setTimeout(() => {
         endOutgoing(o);
         send(o.id, { state: 'failed', code: 'unavailable', reason: `no acknowledgement for ${STALL_MS / 1000} s` });
@@ -234,18 +305,21 @@ export function createTermTransfers(ctx: AgentContext, pidOf: (sessionId: string
         if (bytesRead === 0) throw new Error('the file shrank while it was read');
         done += bytesRead;
       }
-    })().then(() => {
-      o.reading = false;
-      if (o.ended) return;
-      o.hash.update(frame.subarray(payloadAt));
-      o.sent += len;
-      link.sendBinary(frame, { bulk: true, key: o.id });
-      pump(o);
-    }, (err: unknown) => {
-      o.reading = false;
-      endOutgoing(o);
-      send(o.id, { state: 'failed', code: 'unavailable', reason: `read failed: ${(err as Error).message}` });
-    });
+    })().then(
+      () => {
+        o.reading = false;
+        if (o.ended) return;
+        o.hash.update(frame.subarray(payloadAt));
+        o.sent += len;
+        link.sendBinary(frame, { bulk: true, key: o.id });
+        pump(o);
+      },
+      (err: unknown) => {
+        o.reading = false;
+        endOutgoing(o);
+        send(o.id, { state: 'failed', code: 'unavailable', reason: `read failed: ${(err as Error).message}` });
+      },
+    );
   }
 
   const run = (transferId: string, p: Promise<void>) => void p.catch((err: unknown) => refused(transferId, err));

@@ -86,10 +86,20 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
       const file = path.join(work, 'package.tar.gz');
       let crashed = false;
       const got = await download(file, {
-        url, headers, maxBytes: m.size, timeoutMs: 120_000,
+        url,
+        headers,
+        maxBytes: m.size,
+        timeoutMs: 120_000,
         ...(cfg.caFile ? { ca: fs.readFileSync(cfg.caFile) } : {}),
-        onProgress: () => { if (!crashed) { crashed = true; crashAt('downloading'); } },
-      }).catch((err: Error) => { throw new UpdateFailure(err.message); });
+        onProgress: () => {
+          if (!crashed) {
+            crashed = true;
+            crashAt('downloading');
+          }
+        },
+      }).catch((err: Error) => {
+        throw new UpdateFailure(err.message);
+      });
 
       report(m.rolloutId, m.version, 'verifying');
       crashAt('verifying');
@@ -103,12 +113,14 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
       fs.rmSync(staging, { recursive: true, force: true });
       fs.mkdirSync(staging, { recursive: true, mode: 0o755 });
       try {
-        await run('tar', ['-xzf', file, '-C', staging, '--no-same-owner'], { timeout: 300_000 })
-          .catch((err: Error) => { throw new UpdateFailure(`cannot unpack the package: ${err.message}`); });
+        await run('tar', ['-xzf', file, '-C', staging, '--no-same-owner'], { timeout: 300_000 }).catch((err: Error) => {
+          throw new UpdateFailure(`cannot unpack the package: ${err.message}`);
+        });
         const pkgVersion = fs.existsSync(path.join(staging, 'VERSION')) ? fs.readFileSync(path.join(staging, 'VERSION'), 'utf8').trim() : '';
         if (pkgVersion !== m.version) throw new UpdateFailure(`package says version ${JSON.stringify(pkgVersion)}, rollout says ${m.version}`);
-        const selfTest = await run(path.join(staging, 'bin', 'muster-agent'), ['--version'], { timeout: 60_000 })
-          .catch((err: Error) => { throw new UpdateFailure(`self-test failed: ${err.message}`); });
+        const selfTest = await run(path.join(staging, 'bin', 'muster-agent'), ['--version'], { timeout: 60_000 }).catch((err: Error) => {
+          throw new UpdateFailure(`self-test failed: ${err.message}`);
+        });
         if (selfTest.stdout.trim() !== m.version) throw new UpdateFailure(`self-test printed ${JSON.stringify(selfTest.stdout.trim())}, wanted ${m.version}`);
         crashAt('installing');
         fs.rmSync(target, { recursive: true, force: true });
@@ -119,7 +131,8 @@ export function createUpdater(ctx: AgentContext, hooks: { runningExecutions(): n
 
       // Running scripts end when the agent stops: give them time to finish before the switch.
       const drainUntil = Date.now() + cfg.updateDrainSec * 1000;
-      if (hooks.runningExecutions() > 0) log.info({ running: hooks.runningExecutions(), maxWaitSec: cfg.updateDrainSec }, 'waiting for running executions before restarting');
+      if (hooks.runningExecutions() > 0)
+        log.info({ running: hooks.runningExecutions(), maxWaitSec: cfg.updateDrainSec }, 'waiting for running executions before restarting');
       while (hooks.runningExecutions() > 0 && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 250));
 
       report(m.rolloutId, m.version, 'restarting');

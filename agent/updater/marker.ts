@@ -19,7 +19,11 @@ export const MARKER_FILE = 'update-marker';
 export const ATTEMPTS_FILE = 'update-attempts';
 
 const KEYS: Record<string, keyof UpdateMarker> = {
-  rollout_id: 'rolloutId', from_version: 'fromVersion', to_version: 'toVersion', status: 'status', reason: 'reason',
+  rollout_id: 'rolloutId',
+  from_version: 'fromVersion',
+  to_version: 'toVersion',
+  status: 'status',
+  reason: 'reason',
 };
 
 /** Reads the marker; null when absent or unreadable (a torn marker is treated as none). */

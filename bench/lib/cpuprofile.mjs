@@ -4,7 +4,11 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const short = (url) => url.replace(/^file:\/\//, '').replace(/.*node_modules\//, 'nm:').replace(/.*\/dist\//, 'dist/');
+const short = (url) =>
+  url
+    .replace(/^file:\/\//, '')
+    .replace(/.*node_modules\//, 'nm:')
+    .replace(/.*\/dist\//, 'dist/');
 
 /** Text summary of one .cpuprofile: the top `top` functions by self and inclusive time, and time per package/file. */
 export function summarizeProfile(file, top = 25) {
@@ -24,7 +28,12 @@ export function summarizeProfile(file, top = 25) {
     const n = nodes.get(id);
     byFn.set(name(n), (byFn.get(name(n)) ?? 0) + t);
     const u = short(n.callFrame.url);
-    const f = u.startsWith('nm:') ? u.split('/').slice(0, u.startsWith('nm:@') ? 2 : 1).join('/') : u || n.callFrame.functionName;
+    const f = u.startsWith('nm:')
+      ? u
+          .split('/')
+          .slice(0, u.startsWith('nm:@') ? 2 : 1)
+          .join('/')
+      : u || n.callFrame.functionName;
     byFile.set(f, (byFile.get(f) ?? 0) + t);
     // Inclusive: every distinct function on the sample's stack.
     const seen = new Set();
@@ -35,11 +44,17 @@ export function summarizeProfile(file, top = 25) {
       incl.set(k, (incl.get(k) ?? 0) + t);
     }
   }
-  const table = (m, title, n) => [
-    `${title} (of ${(total / 1000).toFixed(0)} ms sampled)`,
-    ...[...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, t]) => `${((100 * t) / total).toFixed(1).padStart(6)}% ${(t / 1000).toFixed(0).padStart(7)} ms  ${k}`),
-  ].join('\n');
-  return [table(byFile, 'self time by package/file', 15), table(byFn, 'self time by function', top), table(incl, 'inclusive time by function', top)].join('\n\n');
+  const table = (m, title, n) =>
+    [
+      `${title} (of ${(total / 1000).toFixed(0)} ms sampled)`,
+      ...[...m]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, n)
+        .map(([k, t]) => `${((100 * t) / total).toFixed(1).padStart(6)}% ${(t / 1000).toFixed(0).padStart(7)} ms  ${k}`),
+    ].join('\n');
+  return [table(byFile, 'self time by package/file', 15), table(byFn, 'self time by function', top), table(incl, 'inclusive time by function', top)].join(
+    '\n\n',
+  );
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

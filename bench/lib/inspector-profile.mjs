@@ -8,7 +8,10 @@ export async function inspectorProfiler(output) {
   const m = /Debugger listening on (ws:\/\/\S+)/.exec(output);
   if (!m) throw new Error('no inspector URL in the server output (started without --inspect?)');
   const ws = new WebSocket(m[1]);
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
   let id = 0;
   const waiting = new Map();
   ws.on('message', (d) => {
@@ -19,10 +22,11 @@ export async function inspectorProfiler(output) {
     if (msg.error) w.reject(new Error(msg.error.message));
     else w.resolve(msg.result);
   });
-  const call = (method, params = {}) => new Promise((resolve, reject) => {
-    waiting.set(++id, { resolve, reject });
-    ws.send(JSON.stringify({ id, method, params }));
-  });
+  const call = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      waiting.set(++id, { resolve, reject });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
   await call('Profiler.enable');
   return {
     /** Starts sampling (every `intervalUs` µs). */

@@ -31,9 +31,11 @@ export function nofileHardLimit() {
 
 /** Samples CPU of `pid` over `ms`: percent of one core. */
 export async function cpuPercentOver(pid, ms) {
-  const c0 = cpuSeconds(pid), t0 = process.hrtime.bigint();
+  const c0 = cpuSeconds(pid),
+    t0 = process.hrtime.bigint();
   await sleep(ms);
-  const c1 = cpuSeconds(pid), t1 = process.hrtime.bigint();
+  const c1 = cpuSeconds(pid),
+    t1 = process.hrtime.bigint();
   return (100 * (c1 - c0)) / (Number(t1 - t0) / 1e9);
 }
 
@@ -45,10 +47,15 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  */
 export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, timeoutMs = 60_000, quiet = true } = {}) {
   const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, ...nodeArgs, script, ...args], {
-    env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  const onData = (d) => { out += d.toString(); if (out.length > 1e6) out = out.slice(-5e5); if (!quiet) process.stderr.write(d); };
+  const onData = (d) => {
+    out += d.toString();
+    if (out.length > 1e6) out = out.slice(-5e5);
+    if (!quiet) process.stderr.write(d);
+  };
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
   const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
@@ -56,14 +63,27 @@ export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, t
     const t = setTimeout(() => reject(new Error(`${path.basename(script)} not ready in ${timeoutMs} ms:\n${out.slice(-3000)}`)), timeoutMs);
     const check = () => {
       const m = ready.exec(out);
-      if (m) { clearTimeout(t); child.stdout.off('data', check); resolve(m); }
+      if (m) {
+        clearTimeout(t);
+        child.stdout.off('data', check);
+        resolve(m);
+      }
     };
     child.stdout.on('data', check);
-    void exited.then(({ code, signal }) => { clearTimeout(t); reject(new Error(`${path.basename(script)} exited (${code ?? signal}):\n${out.slice(-3000)}`)); });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(t);
+      reject(new Error(`${path.basename(script)} exited (${code ?? signal}):\n${out.slice(-3000)}`));
+    });
   });
   return {
-    child, exited, started, output: () => out,
-    stop: async (signal = 'SIGTERM') => { if (child.exitCode === null && child.signalCode === null) child.kill(signal); return exited; },
+    child,
+    exited,
+    started,
+    output: () => out,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
   };
 }
 
@@ -71,11 +91,17 @@ export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, t
 export async function startMusterServer({ dataDir, port = 0, env = {}, nodeArgs = [] }) {
   const proc = spawnNode(SERVER_JS, {
     env: {
-      MUSTER_PORT: String(port), MUSTER_HOST: '0.0.0.0', MUSTER_DATA_DIR: dataDir, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'warn',
-      MUSTER_ADMIN_PASSWORD: 'bench-password-123', MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789',
+      MUSTER_PORT: String(port),
+      MUSTER_HOST: '0.0.0.0',
+      MUSTER_DATA_DIR: dataDir,
+      MUSTER_LOCAL_AGENT: '0',
+      MUSTER_LOG_LEVEL: 'warn',
+      MUSTER_ADMIN_PASSWORD: 'bench-password-123',
+      MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789',
       // The simulated fleet enrolls thousands of agents from a few local addresses at once: the
       // anonymous (enrollment) buckets are a defence, not what these benchmarks measure.
-      MUSTER_ANON_CONNECT_RATE: '100000', MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
+      MUSTER_ANON_CONNECT_RATE: '100000',
+      MUSTER_ANON_CONNECT_RATE_PER_ADDRESS: '100000',
       ...env,
     },
     // e.g. BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=bench/out/prof' profiles the server.

@@ -25,12 +25,28 @@ function agent(i) {
     if (secret) headers.authorization = `Bearer ${secret}`;
     else headers['x-muster-enroll-token'] = token;
     const ws = new WebSocket(`${url}/ws/agent`, { headers, perMessageDeflate: false });
-    ws.on('open', () => ws.send(JSON.stringify({
-      type: 'hello', protocol: 1, agentVersion: VERSIONS[i % VERSIONS.length], agentId: id, name: `sim-${String(i).padStart(5, '0')}`,
-      hostname: `host-${i}.sim.example`, ips: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`], externalIp: null,
-      platform: 'linux', arch: i % 10 === 0 ? 'arm64' : 'x64', os: 'Debian GNU/Linux 12 (bookworm)', cpus: 4, memoryBytes: mem,
-      labels: { role: ROLES[i % ROLES.length], env: ENVS[i % ENVS.length], rack: `r${i % 40}` }, capabilities: [], executions: [],
-    })));
+    ws.on('open', () =>
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          protocol: 1,
+          agentVersion: VERSIONS[i % VERSIONS.length],
+          agentId: id,
+          name: `sim-${String(i).padStart(5, '0')}`,
+          hostname: `host-${i}.sim.example`,
+          ips: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`],
+          externalIp: null,
+          platform: 'linux',
+          arch: i % 10 === 0 ? 'arm64' : 'x64',
+          os: 'Debian GNU/Linux 12 (bookworm)',
+          cpus: 4,
+          memoryBytes: mem,
+          labels: { role: ROLES[i % ROLES.length], env: ENVS[i % ENVS.length], rack: `r${i % 40}` },
+          capabilities: [],
+          executions: [],
+        }),
+      ),
+    );
     ws.on('message', (d, binary) => {
       if (binary) return;
       const m = JSON.parse(d.toString());
@@ -43,10 +59,22 @@ function agent(i) {
       const beat = () => {
         cpu = Math.max(0, Math.min(100, cpu + (Math.random() - 0.5) * 10));
         if (ws.readyState !== ws.OPEN) return;
-        ws.send(JSON.stringify({ type: 'heartbeat', metrics: {
-          cpuPercent: Math.round(cpu * 10) / 10, memUsedBytes: Math.floor(mem * (0.3 + cpu / 300)), memTotalBytes: mem, load: [cpu / 25, cpu / 30, cpu / 35],
-          diskUsedBytes: 40 * 2 ** 30, diskTotalBytes: 100 * 2 ** 30, uptimeSec: Math.floor(process.uptime()) + 1000, runningExecutions: 0, openTerminals: 0,
-        } }));
+        ws.send(
+          JSON.stringify({
+            type: 'heartbeat',
+            metrics: {
+              cpuPercent: Math.round(cpu * 10) / 10,
+              memUsedBytes: Math.floor(mem * (0.3 + cpu / 300)),
+              memTotalBytes: mem,
+              load: [cpu / 25, cpu / 30, cpu / 35],
+              diskUsedBytes: 40 * 2 ** 30,
+              diskTotalBytes: 100 * 2 ** 30,
+              uptimeSec: Math.floor(process.uptime()) + 1000,
+              runningExecutions: 0,
+              openTerminals: 0,
+            },
+          }),
+        );
       };
       // Spread the fleet's heartbeats over the interval, as real agents started at random times are.
       setTimeout(() => {

@@ -21,8 +21,15 @@ export default function setup(ctx) {
         for (;;) {
           if (sent >= total) {
             agent.send({
-              type: 'exec.finished', executionId: m.executionId, status: 'succeeded', exitCode: 0, signal: null,
-              startedAt, finishedAt: Date.now(), outputSeq: seq, truncated: false,
+              type: 'exec.finished',
+              executionId: m.executionId,
+              status: 'succeeded',
+              exitCode: 0,
+              signal: null,
+              startedAt,
+              finishedAt: Date.now(),
+              outputSeq: seq,
+              truncated: false,
             });
             return;
           }

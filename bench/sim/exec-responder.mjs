@@ -21,8 +21,15 @@ export default function setup(ctx) {
 
   const finish = (agent, m, startedAt) => {
     const done = {
-      type: 'exec.finished', executionId: m.executionId, status: exitCode === 0 ? 'succeeded' : 'failed', exitCode, signal: null,
-      startedAt, finishedAt: Date.now(), outputSeq: 1, truncated: false,
+      type: 'exec.finished',
+      executionId: m.executionId,
+      status: exitCode === 0 ? 'succeeded' : 'failed',
+      exitCode,
+      signal: null,
+      startedAt,
+      finishedAt: Date.now(),
+      outputSeq: 1,
+      truncated: false,
     };
     pending(agent).set(m.executionId, done);
     agent.sendBinary(encodeExecOutput(m.executionId, 'stdout', 0, payload));

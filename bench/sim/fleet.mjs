@@ -45,10 +45,20 @@ export async function startFleet(o) {
   for (let w = 0, first = 0; first < o.count; w++, first += perWorker) {
     const count = Math.min(perWorker, o.count - first);
     const config = {
-      url: o.url, enrollToken: o.enrollToken, first, count, idPrefix: o.idPrefix ?? 'sim',
-      credsFile: path.join(o.credsDir, `creds-${o.idPrefix ?? 'sim'}-${first}.json`), localAddresses,
-      handlerModules: o.handlerModules ?? [], handlerOptions: o.handlerOptions ?? {}, backoffInitialMs: o.backoffInitialMs,
-      backoffMaxMs: o.backoffMaxMs, rampPerTick: o.rampPerTick, statsEveryMs: o.statsEveryMs, labels: o.labels,
+      url: o.url,
+      enrollToken: o.enrollToken,
+      first,
+      count,
+      idPrefix: o.idPrefix ?? 'sim',
+      credsFile: path.join(o.credsDir, `creds-${o.idPrefix ?? 'sim'}-${first}.json`),
+      localAddresses,
+      handlerModules: o.handlerModules ?? [],
+      handlerOptions: o.handlerOptions ?? {},
+      backoffInitialMs: o.backoffInitialMs,
+      backoffMaxMs: o.backoffMaxMs,
+      rampPerTick: o.rampPerTick,
+      statsEveryMs: o.statsEveryMs,
+      labels: o.labels,
     };
     // bash raises the soft open-file limit to the hard one, then execs node (the IPC fd survives exec).
     const child = spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"', process.execPath, path.join(here, 'worker.mjs')], {
@@ -64,7 +74,20 @@ export async function startFleet(o) {
   }
 
   const sum = () => {
-    const s = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {}, netErrorKinds: {} };
+    const s = {
+      connected: 0,
+      welcomes: 0,
+      opens: 0,
+      closes: 0,
+      refused503: 0,
+      refused401: 0,
+      refusedOther: 0,
+      netErrors: 0,
+      heartbeats: 0,
+      errorsReceived: 0,
+      messages: {},
+      netErrorKinds: {},
+    };
     for (const t of totals.values()) {
       for (const k of Object.keys(s)) if (typeof s[k] === 'number') s[k] += t[k];
       for (const [k, v] of Object.entries(t.messages)) s.messages[k] = (s.messages[k] ?? 0) + v;
@@ -93,15 +116,28 @@ export async function startFleet(o) {
     /** Resolves when at most `n` agents are connected. */
     waitDisconnected: (n = 0, timeoutMs = 60_000) => waitUntil((s) => s.connected <= n, `≤${n} connected`, timeoutMs),
     /** Cuts every socket without a close handshake (the agents then reconnect). */
-    drop: () => { for (const w of workers) w.send({ type: 'drop' }); },
+    drop: () => {
+      for (const w of workers) w.send({ type: 'drop' });
+    },
     /** Says bye on every socket and ends the workers. */
     stop: async () => {
-      await Promise.all(workers.map((w) => new Promise((resolve) => {
-        if (w.exitCode !== null) return resolve();
-        const t = setTimeout(() => { w.kill('SIGKILL'); resolve(); }, 10_000);
-        w.once('exit', () => { clearTimeout(t); resolve(); });
-        w.send({ type: 'stop' });
-      })));
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise((resolve) => {
+              if (w.exitCode !== null) return resolve();
+              const t = setTimeout(() => {
+                w.kill('SIGKILL');
+                resolve();
+              }, 10_000);
+              w.once('exit', () => {
+                clearTimeout(t);
+                resolve();
+              });
+              w.send({ type: 'stop' });
+            }),
+        ),
+      );
     },
   };
 }

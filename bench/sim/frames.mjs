@@ -38,7 +38,13 @@ export function decodeFrame(buf) {
   }
   if (buf[0] === 0x02) {
     const n = buf[6];
-    return { op: 'execOutput', stream: buf[1] === 1 ? 'stdout' : 'stderr', seq: buf.readUInt32BE(2), executionId: buf.subarray(7, 7 + n).toString('utf8'), data: buf.subarray(7 + n) };
+    return {
+      op: 'execOutput',
+      stream: buf[1] === 1 ? 'stdout' : 'stderr',
+      seq: buf.readUInt32BE(2),
+      executionId: buf.subarray(7, 7 + n).toString('utf8'),
+      data: buf.subarray(7 + n),
+    };
   }
   throw new Error(`unknown opcode ${buf[0]}`);
 }

@@ -14,18 +14,44 @@ import WebSocket from 'ws';
 
 const cfg = JSON.parse(process.env.MUSTER_SIM_CONFIG);
 const {
-  url, enrollToken, first, count, idPrefix, credsFile, localAddresses = [], backoffInitialMs = 1000, backoffMaxMs = 60_000,
-  handlerModules = [], handlerOptions = {}, statsEveryMs = 250, labels = {},
+  url,
+  enrollToken,
+  first,
+  count,
+  idPrefix,
+  credsFile,
+  localAddresses = [],
+  backoffInitialMs = 1000,
+  backoffMaxMs = 60_000,
+  handlerModules = [],
+  handlerOptions = {},
+  statsEveryMs = 250,
+  labels = {},
 } = cfg;
 const target = new URL(url);
 if (target.pathname === '/' || target.pathname === '') target.pathname = '/ws/agent';
 
-const stats = { connected: 0, welcomes: 0, opens: 0, closes: 0, refused503: 0, refused401: 0, refusedOther: 0, netErrors: 0, heartbeats: 0, errorsReceived: 0, messages: {}, netErrorKinds: {} };
+const stats = {
+  connected: 0,
+  welcomes: 0,
+  opens: 0,
+  closes: 0,
+  refused503: 0,
+  refused401: 0,
+  refusedOther: 0,
+  netErrors: 0,
+  heartbeats: 0,
+  errorsReceived: 0,
+  messages: {},
+  netErrorKinds: {},
+};
 const emitQueue = [];
 const ctx = {
   options: handlerOptions,
   /** Forwards an event to the parent's onEvent (batched with stats). */
-  emit(event) { emitQueue.push(event); },
+  emit(event) {
+    emitQueue.push(event);
+  },
 };
 
 const handlers = new Map();
@@ -40,7 +66,11 @@ for (const mod of handlerModules) {
 }
 
 let creds = {};
-try { creds = JSON.parse(fs.readFileSync(credsFile, 'utf8')); } catch { /* first run */ }
+try {
+  creds = JSON.parse(fs.readFileSync(credsFile, 'utf8'));
+} catch {
+  /* first run */
+}
 let credsDirty = false;
 const saveCreds = () => {
   if (!credsDirty) return;
@@ -51,7 +81,10 @@ const saveCreds = () => {
 };
 setInterval(saveCreds, 2000).unref();
 
-const hostIp = Object.values(os.networkInterfaces()).flat().find((a) => a && !a.internal)?.address ?? '127.0.0.1';
+const hostIp =
+  Object.values(os.networkInterfaces())
+    .flat()
+    .find((a) => a && !a.internal)?.address ?? '127.0.0.1';
 
 class SimAgent {
   constructor(index) {
@@ -68,7 +101,9 @@ class SimAgent {
     this.localAddress = localAddresses.length ? localAddresses[index % localAddresses.length] : undefined;
   }
 
-  get secret() { return creds[this.id]; }
+  get secret() {
+    return creds[this.id];
+  }
 
   connect() {
     if (this.stopped) return;
@@ -76,7 +111,14 @@ class SimAgent {
     if (this.secret) headers.Authorization = `Bearer ${this.secret}`;
     else headers['X-Muster-Enroll-Token'] = enrollToken;
     // Zero mask, like the real agent (agent/connection.ts): the server then skips unmasking every byte.
-    const ws = new WebSocket(target, { headers, perMessageDeflate: false, handshakeTimeout: 30_000, localAddress: this.localAddress, maxPayload: 64 << 20, generateMask: (mask) => void mask.fill(0) });
+    const ws = new WebSocket(target, {
+      headers,
+      perMessageDeflate: false,
+      handshakeTimeout: 30_000,
+      localAddress: this.localAddress,
+      maxPayload: 64 << 20,
+      generateMask: (mask) => void mask.fill(0),
+    });
     this.ws = ws;
     this.welcomed = false;
     ws.on('unexpected-response', (_req, res) => {
@@ -92,11 +134,26 @@ class SimAgent {
     ws.on('open', () => {
       stats.opens++;
       const executions = helloHooks.flatMap((f) => f(this) ?? []);
-      ws.send(JSON.stringify({
-        type: 'hello', protocol: 1, agentVersion: '0.0.0-sim', agentId: this.id, name: this.name, hostname: `sim-host-${this.index}`,
-        ips: [hostIp], externalIp: null, platform: 'linux', arch: 'x64', os: 'Simulated Linux', cpus: 2, memoryBytes: 4 * 2 ** 30,
-        labels: { sim: 'true', shard: String(this.index % 16), ...labels }, capabilities: ['exec'], executions,
-      }));
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          protocol: 1,
+          agentVersion: '0.0.0-sim',
+          agentId: this.id,
+          name: this.name,
+          hostname: `sim-host-${this.index}`,
+          ips: [hostIp],
+          externalIp: null,
+          platform: 'linux',
+          arch: 'x64',
+          os: 'Simulated Linux',
+          cpus: 2,
+          memoryBytes: 4 * 2 ** 30,
+          labels: { sim: 'true', shard: String(this.index % 16), ...labels },
+          capabilities: ['exec'],
+          executions,
+        }),
+      );
     });
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('error', (err) => {
@@ -136,10 +193,17 @@ class SimAgent {
       return;
     }
     let m;
-    try { m = JSON.parse(data.toString()); } catch { return; }
+    try {
+      m = JSON.parse(data.toString());
+    } catch {
+      return;
+    }
     stats.messages[m.type] = (stats.messages[m.type] ?? 0) + 1;
     if (m.type === 'welcome') {
-      if (m.secret) { creds[this.id] = m.secret; credsDirty = true; }
+      if (m.secret) {
+        creds[this.id] = m.secret;
+        credsDirty = true;
+      }
       if (!this.welcomed) stats.connected++;
       this.welcomed = true;
       stats.welcomes++;
@@ -147,19 +211,31 @@ class SimAgent {
       this.heartbeatMs = m.heartbeatIntervalMs;
       // As the real agent: a ping every 3 heartbeat intervals (the server's ws answers it).
       clearInterval(this.pingTimer);
-      this.pingTimer = setInterval(() => { if (this.ws?.readyState === WebSocket.OPEN) this.ws.ping(); }, 3 * this.heartbeatMs);
+      this.pingTimer = setInterval(() => {
+        if (this.ws?.readyState === WebSocket.OPEN) this.ws.ping();
+      }, 3 * this.heartbeatMs);
       // Random phase: a fleet's heartbeats are spread over the interval, not synchronised.
       this.hbTimer = setTimeout(() => this.beat(), Math.floor(Math.random() * this.heartbeatMs));
       return;
     }
-    if (m.type === 'error') { stats.errorsReceived++; return; }
-    if (m.type === 'restart') { this.ws?.close(1000, 'restart requested'); return; }
+    if (m.type === 'error') {
+      stats.errorsReceived++;
+      return;
+    }
+    if (m.type === 'restart') {
+      this.ws?.close(1000, 'restart requested');
+      return;
+    }
     const h = typeof m.type === 'string' ? handlers.get(m.type) : undefined;
     if (!h) {
       this.send({ type: 'error', code: 'unknown_type', message: `simulated agent cannot handle ${JSON.stringify(m.type)}`, ref: String(m.type).slice(0, 128) });
       return;
     }
-    try { h(this, m); } catch (err) { this.send({ type: 'error', code: 'internal', message: String(err).slice(0, 500) }); }
+    try {
+      h(this, m);
+    } catch (err) {
+      this.send({ type: 'error', code: 'internal', message: String(err).slice(0, 500) });
+    }
   }
 
   beat() {
@@ -168,9 +244,15 @@ class SimAgent {
     this.send({
       type: 'heartbeat',
       metrics: {
-        cpuPercent: Math.round(Math.random() * 1000) / 10, memUsedBytes: 1_500_000_000 + (this.index % 1000) * 1000, memTotalBytes: 4 * 2 ** 30,
-        load: [0.5, 0.4, 0.3], diskUsedBytes: 10 * 2 ** 30, diskTotalBytes: 40 * 2 ** 30, uptimeSec: Math.round(t),
-        runningExecutions: 0, openTerminals: 0,
+        cpuPercent: Math.round(Math.random() * 1000) / 10,
+        memUsedBytes: 1_500_000_000 + (this.index % 1000) * 1000,
+        memTotalBytes: 4 * 2 ** 30,
+        load: [0.5, 0.4, 0.3],
+        diskUsedBytes: 10 * 2 ** 30,
+        diskTotalBytes: 40 * 2 ** 30,
+        uptimeSec: Math.round(t),
+        runningExecutions: 0,
+        openTerminals: 0,
       },
     });
     stats.heartbeats++;

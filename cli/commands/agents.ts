@@ -24,6 +24,11 @@ export const agents: Command = {
       out(`${JSON.stringify(res.items, null, 2)}\n`);
       return;
     }
-    out(table(['NAME', 'STATUS', 'HOSTNAME', 'VERSION', 'LABELS'], res.items.map((a) => [a.name, a.status, a.hostname, a.version, labelsText(a.labels)])));
+    out(
+      table(
+        ['NAME', 'STATUS', 'HOSTNAME', 'VERSION', 'LABELS'],
+        res.items.map((a) => [a.name, a.status, a.hostname, a.version, labelsText(a.labels)]),
+      ),
+    );
   },
 };

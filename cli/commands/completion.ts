@@ -2,10 +2,15 @@ import { CliError, GLOBAL_OPTIONS, type Command } from '../command.js';
 
 /** Names and flags of every command, as the completion scripts need them. */
 function words(commands: readonly Command[]): { name: string; flags: string[] }[] {
-  return commands.flatMap((c) => [c.name, ...(c.aliases ?? [])].map((name) => ({
-    name,
-    flags: Object.keys({ ...GLOBAL_OPTIONS, ...c.options }).map((f) => `--${f}`).concat('--help').sort(),
-  })));
+  return commands.flatMap((c) =>
+    [c.name, ...(c.aliases ?? [])].map((name) => ({
+      name,
+      flags: Object.keys({ ...GLOBAL_OPTIONS, ...c.options })
+        .map((f) => `--${f}`)
+        .concat('--help')
+        .sort(),
+    })),
+  );
 }
 
 /** Subcommands of commands that take one (first positional). */

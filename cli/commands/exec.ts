@@ -60,7 +60,9 @@ function printer(ctx: CommandContext, json: boolean, width: number, palette: Pal
     const x = ev.execution;
     if (json) {
       const base = { executionId: x.id, agentId: x.agentId, agent: x.agentName };
-      ctx.out(`${JSON.stringify(ev.type === 'output' ? { type: 'output', ...base, stream: ev.stream, text: ev.text } : { type: 'execution', ...base, execution: x })}\n`);
+      ctx.out(
+        `${JSON.stringify(ev.type === 'output' ? { type: 'output', ...base, stream: ev.stream, text: ev.text } : { type: 'execution', ...base, execution: x })}\n`,
+      );
       return;
     }
     const name = palette.host(x.agentName, x.agentName.padEnd(width));
@@ -79,15 +81,30 @@ export const exec: Command = {
   name: 'exec',
   aliases: ['run'],
   summary: 'run a script on agents, streaming their output live',
-  usage: "muster exec (--selector S | --agent A [--agent B]...) [-e 'script' | --script-file FILE | FILE | - | --script NAME [--script-version N] [--param K=V]...]\n" +
+  usage:
+    "muster exec (--selector S | --agent A [--agent B]...) [-e 'script' | --script-file FILE | FILE | - | --script NAME [--script-version N] [--param K=V]...]\n" +
     '         [--interpreter bash|sh|python3|node|shebang] [--arg X]... [--env K=V]... [--timeout SEC]\n' +
     '         [--concurrency N|P%] [--max-failures N|P%] [--queue [--queue-ttl SEC]] [--sign-key KEY | --signature SIG] [--json] [--color auto|always|never]',
   options: {
-    selector: { type: 'string', short: 's' }, agent: { type: 'string', multiple: true }, agents: { type: 'string', multiple: true },
-    interpreter: { type: 'string' }, timeout: { type: 'string' }, arg: { type: 'string', multiple: true }, env: { type: 'string', multiple: true },
-    eval: { type: 'string', short: 'e' }, 'script-file': { type: 'string', short: 'f' }, script: { type: 'string' }, 'script-version': { type: 'string' }, param: { type: 'string', multiple: true },
-    concurrency: { type: 'string' }, 'max-failures': { type: 'string' }, queue: { type: 'boolean' }, 'queue-ttl': { type: 'string' },
-    color: { type: 'string' }, 'sign-key': { type: 'string' }, signature: { type: 'string' },
+    selector: { type: 'string', short: 's' },
+    agent: { type: 'string', multiple: true },
+    agents: { type: 'string', multiple: true },
+    interpreter: { type: 'string' },
+    timeout: { type: 'string' },
+    arg: { type: 'string', multiple: true },
+    env: { type: 'string', multiple: true },
+    eval: { type: 'string', short: 'e' },
+    'script-file': { type: 'string', short: 'f' },
+    script: { type: 'string' },
+    'script-version': { type: 'string' },
+    param: { type: 'string', multiple: true },
+    concurrency: { type: 'string' },
+    'max-failures': { type: 'string' },
+    queue: { type: 'boolean' },
+    'queue-ttl': { type: 'string' },
+    color: { type: 'string' },
+    'sign-key': { type: 'string' },
+    signature: { type: 'string' },
   },
   run: async (ctx) => {
     const { values, err } = ctx;
@@ -99,7 +116,8 @@ export const exec: Command = {
     const libRef = str(values, 'script');
     const params = pairs(values, 'param');
     if (libRef !== undefined && script !== undefined) throw new CliError('give either a script (-e, --script-file, FILE) or --script NAME, not both');
-    if (libRef === undefined && script === undefined) throw new CliError('a script is required: -e SCRIPT, --script-file FILE, FILE, - for stdin, or --script NAME');
+    if (libRef === undefined && script === undefined)
+      throw new CliError('a script is required: -e SCRIPT, --script-file FILE, FILE, - for stdin, or --script NAME');
     if (Object.keys(params).length && libRef === undefined) throw new CliError('--param is for library scripts: add --script NAME');
     const timeoutSec = posInt(values, 'timeout');
     const queueTtlSec = posInt(values, 'queue-ttl');
@@ -117,8 +135,10 @@ export const exec: Command = {
     const scriptVersion = posInt(values, 'script-version');
     if (libRef !== undefined) {
       // A library script brings its own interpreter; its inputs are typed parameters (MUSTER_PARAM_*).
-      if (interpreter || args.length || Object.keys(env).length) throw new CliError('--interpreter, --arg and --env do not apply to a library script: use --param NAME=VALUE');
-      if (values['sign-key'] !== undefined || values['signature'] !== undefined) throw new CliError('--sign-key and --signature apply to a script you send, not to a library script');
+      if (interpreter || args.length || Object.keys(env).length)
+        throw new CliError('--interpreter, --arg and --env do not apply to a library script: use --param NAME=VALUE');
+      if (values['sign-key'] !== undefined || values['signature'] !== undefined)
+        throw new CliError('--sign-key and --signature apply to a script you send, not to a library script');
       Object.assign(body, { scriptId: libRef, params, ...(scriptVersion ? { version: scriptVersion } : {}) });
     } else {
       if (scriptVersion !== undefined) throw new CliError('--script-version needs --script NAME');
@@ -130,7 +150,8 @@ export const exec: Command = {
       // defaults, interpreter bash and no cwd, are what the agent sees and verifies).
       const signKey = str(values, 'sign-key');
       if (signKey !== undefined && str(values, 'signature') !== undefined) throw new CliError('give either --sign-key or --signature, not both');
-      const signature = signKey !== undefined ? signScript(signKey, { script: script!, interpreter: interpreter ?? 'bash', args, env, cwd: null }) : str(values, 'signature');
+      const signature =
+        signKey !== undefined ? signScript(signKey, { script: script!, interpreter: interpreter ?? 'bash', args, env, cwd: null }) : str(values, 'signature');
       if (signature) body['signature'] = signature;
     }
     if (timeoutSec) body['timeoutSec'] = timeoutSec;
@@ -148,7 +169,9 @@ export const exec: Command = {
     } catch (e) {
       sock.close();
       if (libRef !== undefined && noLibrary(e)) {
-        throw new CliError('this server has no script library (POST /api/tasks does not take scriptId), so --script and --param cannot be used; send the script itself with -e or --script-file');
+        throw new CliError(
+          'this server has no script library (POST /api/tasks does not take scriptId), so --script and --param cannot be used; send the script itself with -e or --script-file',
+        );
       }
       throw e;
     }
@@ -164,7 +187,9 @@ export const exec: Command = {
     // Ctrl-C cancels the task and keeps streaming until it ends; a second Ctrl-C detaches.
     let interrupted = false;
     let detach!: () => void;
-    const detached = new Promise<'detached'>((r) => { detach = () => r('detached'); });
+    const detached = new Promise<'detached'>((r) => {
+      detach = () => r('detached');
+    });
     const onSigint = (): void => {
       if (interrupted) {
         follower.stop();

@@ -42,15 +42,24 @@ async function wait(c: Client, id: string, out: (s: string) => void, json: boole
 export const files: Command = {
   name: 'files',
   summary: 'managed files: list, upload, distribute, status, rollback',
-  usage: 'muster files list\n' +
+  usage:
+    'muster files list\n' +
     '       muster files upload LOCAL_FILE --path DEST [--owner U] [--group G] [--mode 0644] [--post-command CMD]\n' +
     '       muster files distribute FILE --selector S [--revision N] [--waves 1,10%,100%] [--max-failures N] [--soak SECONDS] [--approval] [--wait]\n' +
     '       muster files status FILE | --distribution ID\n' +
     '       muster files rollback FILE [--revision N] [--selector S] [--wait]\n' +
-    '  FILE is a managed file\'s id or destination path',
+    "  FILE is a managed file's id or destination path",
   options: {
-    path: { type: 'string' }, owner: { type: 'string' }, group: { type: 'string' }, mode: { type: 'string' }, 'post-command': { type: 'string' },
-    selector: { type: 'string', short: 's' }, revision: { type: 'string' }, ...WAVE_OPTIONS, wait: { type: 'boolean' }, distribution: { type: 'string' },
+    path: { type: 'string' },
+    owner: { type: 'string' },
+    group: { type: 'string' },
+    mode: { type: 'string' },
+    'post-command': { type: 'string' },
+    selector: { type: 'string', short: 's' },
+    revision: { type: 'string' },
+    ...WAVE_OPTIONS,
+    wait: { type: 'boolean' },
+    distribution: { type: 'string' },
   },
   run: async (ctx) => {
     const { values, positionals, out } = ctx;
@@ -62,9 +71,20 @@ export const files: Command = {
       case 'list': {
         const res = await c.get<{ items: ManagedFileView[] }>('/api/files?limit=1000');
         if (json) return void out(`${JSON.stringify(res.items, null, 2)}\n`);
-        out(table(['ID', 'PATH', 'REV', 'OWNER', 'MODE', 'HOSTS', 'DRIFTED'], res.items.map((f) => [
-          f.id, f.path, String(f.latestRevision), `${f.owner ?? '-'}:${f.group ?? '-'}`, f.mode.toString(8).padStart(4, '0'), String(f.hostCount), String(f.driftedCount),
-        ])));
+        out(
+          table(
+            ['ID', 'PATH', 'REV', 'OWNER', 'MODE', 'HOSTS', 'DRIFTED'],
+            res.items.map((f) => [
+              f.id,
+              f.path,
+              String(f.latestRevision),
+              `${f.owner ?? '-'}:${f.group ?? '-'}`,
+              f.mode.toString(8).padStart(4, '0'),
+              String(f.hostCount),
+              String(f.driftedCount),
+            ]),
+          ),
+        );
         return;
       }
       case 'upload': {
@@ -75,7 +95,12 @@ export const files: Command = {
         let f = await findFile(c, dest);
         if (!f) {
           const body: Record<string, unknown> = { path: dest };
-          for (const [flag, key] of [['owner', 'owner'], ['group', 'group'], ['mode', 'mode'], ['post-command', 'postCommand']] as const) {
+          for (const [flag, key] of [
+            ['owner', 'owner'],
+            ['group', 'group'],
+            ['mode', 'mode'],
+            ['post-command', 'postCommand'],
+          ] as const) {
             const v = str(values, flag);
             if (v !== undefined) body[key] = v;
           }
@@ -88,7 +113,7 @@ export const files: Command = {
           body: Readable.toWeb(fs.createReadStream(ref)) as ReadableStream<Uint8Array>,
           headers: { 'content-type': 'application/octet-stream', 'content-length': String(st.size) },
         });
-        const rev = await res.json() as FileRevisionView;
+        const rev = (await res.json()) as FileRevisionView;
         if (json) return void out(`${JSON.stringify({ file: f, revision: rev }, null, 2)}\n`);
         out(`${f.path} (${f.id}): revision ${rev.revision}, ${rev.size} bytes, sha256 ${rev.sha256}\n`);
         return;
@@ -119,11 +144,23 @@ export const files: Command = {
         }
         const f = await c.get<FileDetail>(`/api/files/${(await mustFile(c, ref)).id}`);
         if (json) return void out(`${JSON.stringify(f, null, 2)}\n`);
-        out(`${f.path} (${f.id}) ${f.owner ?? '-'}:${f.group ?? '-'} ${f.mode.toString(8).padStart(4, '0')}, latest revision ${f.latestRevision}, ${f.hostCount} host(s), ${f.driftedCount} drifted\n\n`);
-        out(table(['REV', 'SIZE', 'SHA256', 'BY', 'AT'], f.revisions.map((r) => [String(r.revision), String(r.size), r.sha256.slice(0, 16), r.createdBy, r.createdAt])));
+        out(
+          `${f.path} (${f.id}) ${f.owner ?? '-'}:${f.group ?? '-'} ${f.mode.toString(8).padStart(4, '0')}, latest revision ${f.latestRevision}, ${f.hostCount} host(s), ${f.driftedCount} drifted\n\n`,
+        );
+        out(
+          table(
+            ['REV', 'SIZE', 'SHA256', 'BY', 'AT'],
+            f.revisions.map((r) => [String(r.revision), String(r.size), r.sha256.slice(0, 16), r.createdBy, r.createdAt]),
+          ),
+        );
         if (f.hosts.length) {
           out('\n');
-          out(table(['HOST', 'REV', 'STATE', 'REASON'], f.hosts.map((h) => [h.agentName ?? h.agentId, String(h.revision), h.state, h.reason ?? ''])));
+          out(
+            table(
+              ['HOST', 'REV', 'STATE', 'REASON'],
+              f.hosts.map((h) => [h.agentName ?? h.agentId, String(h.revision), h.state, h.reason ?? '']),
+            ),
+          );
         }
         return;
       }

@@ -40,7 +40,13 @@ function readSigningKey(keyFile: string): KeyObject {
 }
 
 /** What a script is run with; all of it is covered by the signature (protocol/policy.ts scriptSigningMessage). */
-export interface ScriptSpec { script: string; interpreter: string; args: string[]; env: Record<string, string>; cwd: string | null }
+export interface ScriptSpec {
+  script: string;
+  interpreter: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string | null;
+}
 
 /** The base64 ed25519 signature of a script run, for hosts whose policy requires signed scripts. */
 export function signScript(keyFile: string, s: ScriptSpec): string {
@@ -68,8 +74,12 @@ export const signCmd: Command = {
   summary: 'sign an agent package or (--script) a script (prints the base64 signature)',
   usage: 'muster sign --key PRIVATE_KEY FILE | muster sign --key PRIVATE_KEY --script [--interpreter bash] [--arg X]... [--env K=V]... [--cwd DIR] SCRIPT_FILE',
   options: {
-    key: { type: 'string' }, script: { type: 'boolean' }, interpreter: { type: 'string' }, arg: { type: 'string', multiple: true },
-    env: { type: 'string', multiple: true }, cwd: { type: 'string' },
+    key: { type: 'string' },
+    script: { type: 'boolean' },
+    interpreter: { type: 'string' },
+    arg: { type: 'string', multiple: true },
+    env: { type: 'string', multiple: true },
+    cwd: { type: 'string' },
   },
   run: async ({ values, positionals, out }) => {
     const keyFile = values['key'];
@@ -84,7 +94,10 @@ export const signCmd: Command = {
       }
       const interpreter = typeof values['interpreter'] === 'string' ? values['interpreter'] : 'bash';
       const sig = signScript(keyFile, {
-        script, interpreter, args: (values['arg'] as string[] | undefined) ?? [], env: parseEnv((values['env'] as string[] | undefined) ?? []),
+        script,
+        interpreter,
+        args: (values['arg'] as string[] | undefined) ?? [],
+        env: parseEnv((values['env'] as string[] | undefined) ?? []),
         cwd: typeof values['cwd'] === 'string' ? values['cwd'] : null,
       });
       out(`${sig}\n`);
@@ -93,7 +106,10 @@ export const signCmd: Command = {
     const key = readSigningKey(keyFile);
     const hash = createHash('sha256');
     await new Promise<void>((resolve, reject) => {
-      fs.createReadStream(file).on('data', (c) => hash.update(c)).on('end', resolve).on('error', (err) => reject(new CliError(`cannot read ${file}: ${err.message}`)));
+      fs.createReadStream(file)
+        .on('data', (c) => hash.update(c))
+        .on('end', resolve)
+        .on('error', (err) => reject(new CliError(`cannot read ${file}: ${err.message}`)));
     });
     const sig = sign(null, Buffer.from(packageSigningMessage(hash.digest('hex'))), key);
     out(`${sig.toString('base64')}\n`);

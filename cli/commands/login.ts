@@ -19,8 +19,16 @@ function promptPassword(prompt: string): Promise<string> {
     };
     const onData = (chunk: string): void => {
       for (const ch of chunk) {
-        if (ch === '\r' || ch === '\n' || ch === '\u0004') { done(); resolve(buf); return; }
-        if (ch === '\u0003') { done(); reject(new CliError('cancelled')); return; }
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') {
+          done();
+          resolve(buf);
+          return;
+        }
+        if (ch === '\u0003') {
+          done();
+          reject(new CliError('cancelled'));
+          return;
+        }
         if (ch === '\u007f' || ch === '\b') buf = buf.slice(0, -1);
         else buf += ch;
       }

@@ -6,7 +6,9 @@ import { showWaveRun, WAVE_OPTIONS, waveBody } from '../waves.js';
 
 function show(r: RolloutView, out: (s: string) => void): void {
   showWaveRun('rollout', r, `version ${r.version}`, out, {
-    unit: 'target', waves: r.waves.length, extra: { header: 'FROM', cell: (i) => r.targets?.[i]?.fromVersion ?? '-' },
+    unit: 'target',
+    waves: r.waves.length,
+    extra: { header: 'FROM', cell: (i) => r.targets?.[i]?.fromVersion ?? '-' },
   });
 }
 
@@ -14,10 +16,14 @@ function show(r: RolloutView, out: (s: string) => void): void {
 export const rollout: Command = {
   name: 'rollout',
   summary: 'agent updates in waves: create, status, list, pause, resume, approve, cancel',
-  usage: 'muster rollout create --artifact ID [--selector S] [--waves 1,10%,100%] [--max-failures N] [--soak SECONDS] [--approval] [--allow-downgrade]\n' +
+  usage:
+    'muster rollout create --artifact ID [--selector S] [--waves 1,10%,100%] [--max-failures N] [--soak SECONDS] [--approval] [--allow-downgrade]\n' +
     '       muster rollout status ID | list | pause ID | resume ID | approve ID | cancel ID   [--output table|json]',
   options: {
-    artifact: { type: 'string' }, selector: { type: 'string', short: 's' }, ...WAVE_OPTIONS, 'allow-downgrade': { type: 'boolean' },
+    artifact: { type: 'string' },
+    selector: { type: 'string', short: 's' },
+    ...WAVE_OPTIONS,
+    'allow-downgrade': { type: 'boolean' },
   },
   run: async (ctx) => {
     const { values, positionals, out } = ctx;
@@ -41,9 +47,12 @@ export const rollout: Command = {
       case 'list': {
         const res = await c.get<{ items: RolloutView[] }>('/api/rollouts?limit=50');
         if (mode === 'json') return void out(`${JSON.stringify(res.items, null, 2)}\n`);
-        out(table(['ID', 'STATE', 'VERSION', 'TARGETS', 'RESULTS', 'CREATED', 'SELECTOR'], res.items.map((r) => [
-          r.id, r.state, r.version, String(r.total), countsText(r), r.createdAt, r.selector,
-        ])));
+        out(
+          table(
+            ['ID', 'STATE', 'VERSION', 'TARGETS', 'RESULTS', 'CREATED', 'SELECTOR'],
+            res.items.map((r) => [r.id, r.state, r.version, String(r.total), countsText(r), r.createdAt, r.selector]),
+          ),
+        );
         return;
       }
       case 'status':
@@ -58,7 +67,9 @@ export const rollout: Command = {
         return;
       }
       default:
-        throw new CliError(sub ? `unknown rollout subcommand ${JSON.stringify(sub)}` : 'a subcommand is required: create, status, list, pause, resume, approve or cancel');
+        throw new CliError(
+          sub ? `unknown rollout subcommand ${JSON.stringify(sub)}` : 'a subcommand is required: create, status, list, pause, resume, approve or cancel',
+        );
     }
   },
 };

@@ -3,13 +3,40 @@ import { CliError, outputMode, pairs, posInt, str, type Command } from '../comma
 import { table } from '../format.js';
 
 interface ScheduleView {
-  id: string; name: string; scriptId: string; version: number | null; params: Record<string, unknown>; secretParams: string[];
-  targets: { selector: string }; timeoutSec: number; concurrency: string | null; maxFailures: string | null; offline: string;
-  cron: string | null; timeZone: string; intervalSec: number | null; enabled: boolean; overlap: string; missed: string;
-  nextFireAt: string | null; nextFires: string[]; createdBy: string;
+  id: string;
+  name: string;
+  scriptId: string;
+  version: number | null;
+  params: Record<string, unknown>;
+  secretParams: string[];
+  targets: { selector: string };
+  timeoutSec: number;
+  concurrency: string | null;
+  maxFailures: string | null;
+  offline: string;
+  cron: string | null;
+  timeZone: string;
+  intervalSec: number | null;
+  enabled: boolean;
+  overlap: string;
+  missed: string;
+  nextFireAt: string | null;
+  nextFires: string[];
+  createdBy: string;
 }
-interface Fire { dueAt: string; firedAt: string | null; status: string; taskId: string | null; taskStatus: string | null; reason: string | null }
-interface History { items: Fire[]; total: number; stats: { fires: Record<string, number>; tasks: Record<string, number>; successRate: number | null } }
+interface Fire {
+  dueAt: string;
+  firedAt: string | null;
+  status: string;
+  taskId: string | null;
+  taskStatus: string | null;
+  reason: string | null;
+}
+interface History {
+  items: Fire[];
+  total: number;
+  stats: { fires: Record<string, number>; tasks: Record<string, number>; successRate: number | null };
+}
 
 const when = (s: ScheduleView): string => (s.cron !== null ? `cron "${s.cron}" ${s.timeZone}` : `every ${s.intervalSec} s`);
 /** The script's name (schedules store its id), with the version it runs. */
@@ -25,13 +52,25 @@ const ref = (r: string | undefined, sub: string): string => {
 export const schedules: Command = {
   name: 'schedules',
   summary: 'list, show, create, enable, disable or delete schedules of library scripts',
-  usage: 'muster schedules [list] | show NAME|ID [--limit N] | create NAME --script S [--version N] (--cron EXPR [--tz ZONE] | --every SEC) '
-    + '--selector SEL [--param K=V]... [--timeout SEC] [--concurrency N|N%] [--max-failures N|N%] [--overlap skip|allow] [--missed skip|run_once] '
-    + '[--queue] [--disabled] | enable NAME|ID | disable NAME|ID | delete NAME|ID   [--output table|json]',
+  usage:
+    'muster schedules [list] | show NAME|ID [--limit N] | create NAME --script S [--version N] (--cron EXPR [--tz ZONE] | --every SEC) ' +
+    '--selector SEL [--param K=V]... [--timeout SEC] [--concurrency N|N%] [--max-failures N|N%] [--overlap skip|allow] [--missed skip|run_once] ' +
+    '[--queue] [--disabled] | enable NAME|ID | disable NAME|ID | delete NAME|ID   [--output table|json]',
   options: {
-    script: { type: 'string' }, version: { type: 'string' }, cron: { type: 'string' }, tz: { type: 'string' }, every: { type: 'string' },
-    selector: { type: 'string' }, param: { type: 'string', multiple: true }, timeout: { type: 'string' }, concurrency: { type: 'string' },
-    'max-failures': { type: 'string' }, overlap: { type: 'string' }, missed: { type: 'string' }, queue: { type: 'boolean' }, disabled: { type: 'boolean' },
+    script: { type: 'string' },
+    version: { type: 'string' },
+    cron: { type: 'string' },
+    tz: { type: 'string' },
+    every: { type: 'string' },
+    selector: { type: 'string' },
+    param: { type: 'string', multiple: true },
+    timeout: { type: 'string' },
+    concurrency: { type: 'string' },
+    'max-failures': { type: 'string' },
+    overlap: { type: 'string' },
+    missed: { type: 'string' },
+    queue: { type: 'boolean' },
+    disabled: { type: 'boolean' },
     limit: { type: 'string' },
   },
   run: async (ctx) => {
@@ -46,9 +85,12 @@ export const schedules: Command = {
       const res = await c.get<{ items: ScheduleView[] }>('/api/schedules?limit=1000');
       if (mode === 'json') return void json(res.items);
       const names = await scriptNames(c);
-      out(table(['NAME', 'ENABLED', 'WHEN', 'SCRIPT', 'SELECTOR', 'NEXT'], res.items.map((s) => [
-        s.name, s.enabled ? 'yes' : 'no', when(s), script(s, names), s.targets.selector, s.nextFireAt ?? '-',
-      ])));
+      out(
+        table(
+          ['NAME', 'ENABLED', 'WHEN', 'SCRIPT', 'SELECTOR', 'NEXT'],
+          res.items.map((s) => [s.name, s.enabled ? 'yes' : 'no', when(s), script(s, names), s.targets.selector, s.nextFireAt ?? '-']),
+        ),
+      );
       return;
     }
     if (sub === 'show') {
@@ -58,17 +100,24 @@ export const schedules: Command = {
       if (mode === 'json') return void json({ ...s, history: h });
       const names = await scriptNames(c);
       out(`${s.name} (${s.id}) ${s.enabled ? 'enabled' : 'disabled'}, created by ${s.createdBy}\n`);
-      out(`runs ${script(s, names)} on ${s.targets.selector}, ${when(s)}; overlap ${s.overlap}, missed ${s.missed}, offline ${s.offline}, timeout ${s.timeoutSec} s`
-        + `${s.concurrency ? `, concurrency ${s.concurrency}` : ''}${s.maxFailures ? `, max failures ${s.maxFailures}` : ''}\n`);
-      const params = Object.entries(s.params).map(([k, v]) => `${k}=${String(v)}`).concat(s.secretParams.map((k) => `${k}=(secret)`));
+      out(
+        `runs ${script(s, names)} on ${s.targets.selector}, ${when(s)}; overlap ${s.overlap}, missed ${s.missed}, offline ${s.offline}, timeout ${s.timeoutSec} s` +
+          `${s.concurrency ? `, concurrency ${s.concurrency}` : ''}${s.maxFailures ? `, max failures ${s.maxFailures}` : ''}\n`,
+      );
+      const params = Object.entries(s.params)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .concat(s.secretParams.map((k) => `${k}=(secret)`));
       if (params.length) out(`params: ${params.join(' ')}\n`);
       out(`next fires:${s.nextFires.length ? `\n${s.nextFires.map((t) => `  ${t}`).join('\n')}` : ' none (disabled)'}\n`);
       const rate = h.stats.successRate === null ? '-' : `${Math.round(h.stats.successRate * 100)}%`;
       out(`history: ${h.total} fires, success rate ${rate}\n`);
       if (h.items.length) {
-        out(table(['DUE', 'FIRED', 'STATUS', 'TASK', 'TASK STATUS', 'REASON'], h.items.map((f) => [
-          f.dueAt, f.firedAt ?? '-', f.status, f.taskId ?? '-', f.taskStatus ?? '-', f.reason ?? '-',
-        ])));
+        out(
+          table(
+            ['DUE', 'FIRED', 'STATUS', 'TASK', 'TASK STATUS', 'REASON'],
+            h.items.map((f) => [f.dueAt, f.firedAt ?? '-', f.status, f.taskId ?? '-', f.taskStatus ?? '-', f.reason ?? '-']),
+          ),
+        );
       }
       return;
     }
@@ -88,13 +137,17 @@ export const schedules: Command = {
       if (overlap !== undefined && overlap !== 'skip' && overlap !== 'allow') throw new CliError('--overlap must be skip or allow');
       if (missed !== undefined && missed !== 'skip' && missed !== 'run_once') throw new CliError('--missed must be skip or run_once');
       const body = {
-        name: arg, scriptId, selector, params: pairs(values, 'param'),
+        name: arg,
+        scriptId,
+        selector,
+        params: pairs(values, 'param'),
         ...(version ? { version } : {}),
         ...(cron !== undefined ? { cron, timeZone: str(values, 'tz') ?? 'UTC' } : { intervalSec: every }),
         ...(timeoutSec ? { timeoutSec } : {}),
         ...(str(values, 'concurrency') ? { concurrency: str(values, 'concurrency') } : {}),
         ...(str(values, 'max-failures') ? { maxFailures: str(values, 'max-failures') } : {}),
-        ...(overlap ? { overlap } : {}), ...(missed ? { missed } : {}),
+        ...(overlap ? { overlap } : {}),
+        ...(missed ? { missed } : {}),
         ...(values['queue'] === true ? { offline: 'queue' } : {}),
         ...(values['disabled'] === true ? { enabled: false } : {}),
       };

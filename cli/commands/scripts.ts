@@ -3,11 +3,18 @@ import { clientFrom } from '../client.js';
 import { CliError, outputMode, str, type Command } from '../command.js';
 import { table } from '../format.js';
 
-interface Param { name: string; type: string; default?: unknown; required?: boolean; choices?: string[] }
+interface Param {
+  name: string;
+  type: string;
+  default?: unknown;
+  required?: boolean;
+  choices?: string[];
+}
 /** A script as listed (no body) or shown (with its body); its params as this command prints them. */
 type ScriptView = Omit<ScriptSummary, 'params'> & { params: Param[]; body?: string };
 
-const paramText = (p: Param): string => `${p.name}:${p.type}${p.choices ? `(${p.choices.join('|')})` : ''}${p.default !== undefined ? `=${String(p.default)}` : ''}`;
+const paramText = (p: Param): string =>
+  `${p.name}:${p.type}${p.choices ? `(${p.choices.join('|')})` : ''}${p.default !== undefined ? `=${String(p.default)}` : ''}`;
 
 /** `muster scripts [list] | muster scripts show NAME`: the script library (run one with `muster exec --script NAME --param K=V`). */
 export const scripts: Command = {
@@ -30,9 +37,12 @@ export const scripts: Command = {
       if (tag) q.set('tag', tag);
       const res = await c.get<{ items: ScriptView[] }>(`/api/scripts?${q}`);
       if (mode === 'json') return void out(`${JSON.stringify(res.items, null, 2)}\n`);
-      out(table(['NAME', 'VERSION', 'INTERPRETER', 'OWNER', 'PARAMS', 'TAGS'], res.items.map((s) => [
-        s.name, String(s.latestVersion), s.interpreter, s.owner, s.params.map(paramText).join(' ') || '-', s.tags.join(',') || '-',
-      ])));
+      out(
+        table(
+          ['NAME', 'VERSION', 'INTERPRETER', 'OWNER', 'PARAMS', 'TAGS'],
+          res.items.map((s) => [s.name, String(s.latestVersion), s.interpreter, s.owner, s.params.map(paramText).join(' ') || '-', s.tags.join(',') || '-']),
+        ),
+      );
       return;
     }
     if (sub === 'show') {

@@ -20,7 +20,9 @@ export async function resolveTaskId(c: Client, ref: string): Promise<string> {
   const res = await c.get<{ items: TaskView[]; total: number }>(`/api/tasks?idPrefix=${encodeURIComponent(ref)}&limit=5`);
   if (res.total === 0) throw new ApiFailure(404, 'not_found', `no task id starts with ${ref}`);
   if (res.total > 1) {
-    throw new CliError(`task id prefix ${ref} is ambiguous (${res.total} tasks): ${res.items.map((t) => t.id).join(', ')}${res.total > res.items.length ? ', …' : ''}`);
+    throw new CliError(
+      `task id prefix ${ref} is ambiguous (${res.total} tasks): ${res.items.map((t) => t.id).join(', ')}${res.total > res.items.length ? ', …' : ''}`,
+    );
   }
   return res.items[0]!.id;
 }
@@ -56,9 +58,12 @@ export const tasks: Command = {
       return;
     }
     // Lists carry no script text (only its hash), so the targets describe the task.
-    out(table(['ID', 'STATUS', 'CREATED', 'BY', 'AGENTS', 'RESULTS', 'TARGETS'], res.items.map((t) => [
-      t.id, t.status, t.createdAt, t.createdBy, String(t.total), countsText(t), targetsText(t.targets),
-    ])));
+    out(
+      table(
+        ['ID', 'STATUS', 'CREATED', 'BY', 'AGENTS', 'RESULTS', 'TARGETS'],
+        res.items.map((t) => [t.id, t.status, t.createdAt, t.createdBy, String(t.total), countsText(t), targetsText(t.targets)]),
+      ),
+    );
   },
 };
 
@@ -81,9 +86,18 @@ export const task: Command = {
       return;
     }
     out(`task ${t.id} ${t.status}: ${countsText(t)}\ncreated ${t.createdAt} by ${t.createdBy}, interpreter ${t.interpreter}\n\n`);
-    out(table(['AGENT', 'STATUS', 'EXIT', 'DURATION', 'EXECUTION'], t.executions.map((e) => [
-      e.agentName, e.status, e.exitCode === null ? (e.signal ?? '-') : String(e.exitCode), e.durationMs === null ? '-' : `${(e.durationMs / 1000).toFixed(1)}s`, e.id,
-    ])));
+    out(
+      table(
+        ['AGENT', 'STATUS', 'EXIT', 'DURATION', 'EXECUTION'],
+        t.executions.map((e) => [
+          e.agentName,
+          e.status,
+          e.exitCode === null ? (e.signal ?? '-') : String(e.exitCode),
+          e.durationMs === null ? '-' : `${(e.durationMs / 1000).toFixed(1)}s`,
+          e.id,
+        ]),
+      ),
+    );
     if (values['show-output']) {
       out('\n');
       await printOutputs(c, t, out);

@@ -35,7 +35,8 @@ export const term: Command = {
     const stdin = process.stdin;
     const stdout = process.stdout;
     const size = (): { cols: number; rows: number } => ({
-      cols: Math.min(1000, Math.max(1, stdout.columns || 80)), rows: Math.min(1000, Math.max(1, stdout.rows || 24)),
+      cols: Math.min(1000, Math.max(1, stdout.columns || 80)),
+      rows: Math.min(1000, Math.max(1, stdout.rows || 24)),
     });
 
     const sock = await ConsoleSocket.connect(c);
@@ -128,10 +129,15 @@ export const term: Command = {
         sock.close();
         resolve(code);
       }
-      void sock.closed.then((cl) => end(cl.code === CloseCode.sessionEnded
-        // The token was revoked or expired, or its owner changed: the server ended the shell too.
-        ? `[session ended (${cl.reason || 'credentials no longer valid'}); the shell was closed]`
-        : `[connection lost (${cl.code}${cl.reason ? ` ${cl.reason}` : ''})${control ? `; the shell lives on for a while: muster term --attach ${sessionId}` : ''}]`, 1));
+      void sock.closed.then((cl) =>
+        end(
+          cl.code === CloseCode.sessionEnded
+            ? // The token was revoked or expired, or its owner changed: the server ended the shell too.
+              `[session ended (${cl.reason || 'credentials no longer valid'}); the shell was closed]`
+            : `[connection lost (${cl.code}${cl.reason ? ` ${cl.reason}` : ''})${control ? `; the shell lives on for a while: muster term --attach ${sessionId}` : ''}]`,
+          1,
+        ),
+      );
       if (stdin.isTTY) stdin.setRawMode(true);
       stdin.on('data', onInput);
       stdin.resume();

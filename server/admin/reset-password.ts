@@ -31,9 +31,7 @@ async function readStdinLine(stdin: NodeJS.ReadableStream): Promise<string> {
  * server may be running or not), with the same configuration the server reads. Not reachable over
  * the network: whoever can run it can already read the database.
  */
-export async function resetPassword(
-  args: string[], env: NodeJS.ProcessEnv, io: { stdin: NodeJS.ReadableStream; out: (s: string) => void },
-): Promise<void> {
+export async function resetPassword(args: string[], env: NodeJS.ProcessEnv, io: { stdin: NodeJS.ReadableStream; out: (s: string) => void }): Promise<void> {
   const positional = args.filter((a) => !a.startsWith('--'));
   const unknown = args.filter((a) => a.startsWith('--') && a !== '--password-stdin');
   if (positional.length !== 1 || unknown.length) throw new ResetPasswordError(RESET_PASSWORD_USAGE);
@@ -51,11 +49,13 @@ export async function resetPassword(
   const { db, describe } = openDb(config.dbUrl, config.dataDir, { connectTimeoutMs: config.dbConnectTimeoutMs, acquireTimeoutMs: config.dbAcquireTimeoutMs });
   try {
     const username = canonicalUsername(positional[0]!);
-    const user = await db('users').whereRaw('lower(username) = ?', [username]).first('id', 'username', 'role', 'disabled')
+    const user = (await db('users')
+      .whereRaw('lower(username) = ?', [username])
+      .first('id', 'username', 'role', 'disabled')
       .catch((err: unknown) => {
         // A wrong MUSTER_DATA_DIR or MUSTER_DB_URL: say which database was looked at.
         throw new ResetPasswordError(`cannot read users from ${describe}: ${(err as Error).message} (is MUSTER_DB_URL / MUSTER_DATA_DIR the server's?)`);
-      }) as { id: number | string; username: string; role: string; disabled: unknown } | undefined;
+      })) as { id: number | string; username: string; role: string; disabled: unknown } | undefined;
     if (!user) {
       const names = (await db('users').orderBy('id').limit(20).pluck('username')) as string[];
       throw new ResetPasswordError(`no user "${username}" in ${describe}${names.length ? ` (users: ${names.join(', ')})` : ''}`);
@@ -65,7 +65,9 @@ export async function resetPassword(
     await new AuthService(db, config.sessionTtlSec).updateUser(Number(user.id), { password });
     await new AuditLog(db).record({
       actor: { username: `system (reset-password by ${os.userInfo().username})`, role: null, ip: null },
-      action: 'user.password_reset', targetType: 'user', targetId: String(user.id),
+      action: 'user.password_reset',
+      targetType: 'user',
+      targetId: String(user.id),
       details: { username: user.username, via: 'command line', generated: !fromStdin, sessionsEnded: Number(n) },
     });
     io.out(`Password of "${user.username}" (${String(user.role)}) reset in ${describe}; ${Number(n)} session(s) ended.\n`);

@@ -17,7 +17,12 @@ export function createAgentConfig(core: Core): Capability<'config.applied', neve
   };
   const limits = selectorLimits(config);
   const service = new AgentConfigService({
-    repo: new AgentConfigRepo(core.db), fleet: core.fleet, audit: core.audit, log: core.log.child({ component: 'agent-config' }), bounds, selectorLimits: limits,
+    repo: new AgentConfigRepo(core.db),
+    fleet: core.fleet,
+    audit: core.audit,
+    log: core.log.child({ component: 'agent-config' }),
+    bounds,
+    selectorLimits: limits,
   });
   // Connect hooks run once the welcome is written: the configuration may go out at once.
   core.fleet.onConnect((agentId, hello) => service.onConnect(agentId, hello));

@@ -18,15 +18,30 @@ export interface ConfigRule {
 const ruleFrom = (r: Record<string, unknown>): ConfigRule => {
   const s = AgentSettings.safeParse(parseJson(r['settings'], {}));
   return {
-    id: String(r['id']), agentId: (r['agent_id'] as string | null) ?? null, selector: (r['selector'] as string | null) ?? null,
-    priority: Number(r['priority']), description: String(r['description']), settings: s.success ? s.data : {},
-    createdBy: String(r['created_by']), updatedBy: String(r['updated_by']), createdAt: Number(r['created_at']), updatedAt: Number(r['updated_at']),
+    id: String(r['id']),
+    agentId: (r['agent_id'] as string | null) ?? null,
+    selector: (r['selector'] as string | null) ?? null,
+    priority: Number(r['priority']),
+    description: String(r['description']),
+    settings: s.success ? s.data : {},
+    createdBy: String(r['created_by']),
+    updatedBy: String(r['updated_by']),
+    createdAt: Number(r['created_at']),
+    updatedAt: Number(r['updated_at']),
   };
 };
 
 const rowOf = (r: ConfigRule) => ({
-  id: r.id, agent_id: r.agentId, selector: r.selector, priority: r.priority, description: r.description, settings: JSON.stringify(r.settings),
-  created_by: r.createdBy, updated_by: r.updatedBy, created_at: r.createdAt, updated_at: r.updatedAt,
+  id: r.id,
+  agent_id: r.agentId,
+  selector: r.selector,
+  priority: r.priority,
+  description: r.description,
+  settings: JSON.stringify(r.settings),
+  created_by: r.createdBy,
+  updated_by: r.updatedBy,
+  created_at: r.createdAt,
+  updated_at: r.updatedAt,
 });
 
 /** agent_config_rules. */

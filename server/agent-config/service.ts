@@ -19,15 +19,17 @@ export interface SettingBounds {
 
 /** The settings schema with the server's bounds: a value outside them is a 400 naming the key and the bound. */
 export function boundedSettings(b: SettingBounds) {
-  const within = (k: keyof SettingBounds) => z.number().int()
-    .min(b[k].min, `must be at least ${b[k].min} (server bound)`).max(b[k].max, `must be at most ${b[k].max} (server bound)`).optional();
-  return z.object({
-    heartbeatIntervalSec: within('heartbeatIntervalSec'),
-    logLevel: z.enum(AGENT_LOG_LEVELS).optional(),
-    labels: Labels.optional(),
-    terminalIdleTimeoutSec: within('terminalIdleTimeoutSec'),
-    execBufferBytes: within('execBufferBytes'),
-  }).strict();
+  const within = (k: keyof SettingBounds) =>
+    z.number().int().min(b[k].min, `must be at least ${b[k].min} (server bound)`).max(b[k].max, `must be at most ${b[k].max} (server bound)`).optional();
+  return z
+    .object({
+      heartbeatIntervalSec: within('heartbeatIntervalSec'),
+      logLevel: z.enum(AGENT_LOG_LEVELS).optional(),
+      labels: Labels.optional(),
+      terminalIdleTimeoutSec: within('terminalIdleTimeoutSec'),
+      execBufferBytes: within('execBufferBytes'),
+    })
+    .strict();
 }
 
 /** What an agent acknowledged (`config.applied`). */
@@ -38,15 +40,19 @@ export interface Applied {
   at: number;
 }
 
-export const PRECEDENCE = 'Rules are merged key by key (labels label by label): selector rules in ascending priority (equal priority: older first), '
-  + 'then rules for the agent itself in the same order; a later rule overrides an earlier one, so a per-agent rule wins over every selector rule '
-  + 'and a higher priority wins among selector rules. The host policy on the agent wins over all of them.';
+export const PRECEDENCE =
+  'Rules are merged key by key (labels label by label): selector rules in ascending priority (equal priority: older first), ' +
+  'then rules for the agent itself in the same order; a later rule overrides an earlier one, so a per-agent rule wins over every selector rule ' +
+  'and a higher priority wins among selector rules. The host policy on the agent wins over all of them.';
 
 /** Canonical JSON (sorted keys), so equal settings give equal revisions. */
 function canonical(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  return `{${Object.keys(v)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+    .join(',')}}`;
 }
 
 /**
@@ -67,9 +73,16 @@ export class AgentConfigService {
   private readonly supports = new Map<string, boolean>();
   readonly schema: ReturnType<typeof boundedSettings>;
 
-  constructor(private readonly deps: {
-    repo: AgentConfigRepo; fleet: Fleet; audit: AuditLog; log: Logger; bounds: SettingBounds; selectorLimits: SelectorLimits;
-  }) {
+  constructor(
+    private readonly deps: {
+      repo: AgentConfigRepo;
+      fleet: Fleet;
+      audit: AuditLog;
+      log: Logger;
+      bounds: SettingBounds;
+      selectorLimits: SelectorLimits;
+    },
+  ) {
     this.schema = boundedSettings(deps.bounds);
   }
 
@@ -92,7 +105,9 @@ export class AgentConfigService {
     }
   }
 
-  listRules(): ConfigRule[] { return this.rules; }
+  listRules(): ConfigRule[] {
+    return this.rules;
+  }
 
   getRule(id: string): ConfigRule {
     const r = this.rules.find((x) => x.id === id);
@@ -102,10 +117,7 @@ export class AgentConfigService {
 
   /** The merged settings for one agent, their revision, and the rules that contributed (in merge order). */
   desired(rec: AgentRecord): { settings: AgentSettings; revision: string; rules: string[] } {
-    const matching = [
-      ...this.rules.filter((r) => r.selector !== null && this.predicates.get(r.id)?.(rec)),
-      ...this.rules.filter((r) => r.agentId === rec.id),
-    ];
+    const matching = [...this.rules.filter((r) => r.selector !== null && this.predicates.get(r.id)?.(rec)), ...this.rules.filter((r) => r.agentId === rec.id)];
     const settings: AgentSettings = {};
     for (const r of matching) {
       const { labels, ...rest } = r.settings;
@@ -149,7 +161,8 @@ export class AgentConfigService {
   onApplied(agentId: string, m: AgentMessage<'config.applied'>): void {
     this.applied.set(agentId, { revision: m.revision, effective: m.effective, notes: m.notes, at: Date.now() });
     this.deps.fleet.setHeartbeatInterval(agentId, m.effective.heartbeatIntervalSec !== null ? m.effective.heartbeatIntervalSec * 1000 : null);
-    if (Object.keys(m.notes).length) this.deps.log.info({ agentId, revision: m.revision, notes: m.notes }, 'agent applied its configuration with host policy limits');
+    if (Object.keys(m.notes).length)
+      this.deps.log.info({ agentId, revision: m.revision, notes: m.notes }, 'agent applied its configuration with host policy limits');
   }
 
   /** Applied/pending state of one agent. */
@@ -157,11 +170,17 @@ export class AgentConfigService {
     const d = this.desired(rec);
     const a = this.applied.get(rec.id) ?? null;
     const supported = this.supports.get(rec.id) ?? null;
-    const state = supported === false ? 'unsupported'
-      : a?.revision === d.revision ? 'applied'
-        : !a && Object.keys(d.settings).length === 0 ? 'default' : 'pending';
+    const state =
+      supported === false ? 'unsupported' : a?.revision === d.revision ? 'applied' : !a && Object.keys(d.settings).length === 0 ? 'default' : 'pending';
     return {
-      agentId: rec.id, name: rec.name, online: this.deps.fleet.isOnline(rec.id), supported, state, revision: d.revision, desired: d.settings, rules: d.rules,
+      agentId: rec.id,
+      name: rec.name,
+      online: this.deps.fleet.isOnline(rec.id),
+      supported,
+      state,
+      revision: d.revision,
+      desired: d.settings,
+      rules: d.rules,
       applied: a ? { revision: a.revision, effective: a.effective, notes: a.notes, at: new Date(a.at).toISOString() } : null,
     };
   }
@@ -171,7 +190,10 @@ export class AgentConfigService {
     if (b.selector != null) selectAgents(this.deps.fleet, b.selector, undefined, this.deps.selectorLimits);
   }
 
-  async create(b: { agentId: string | null; selector: string | null; priority: number; description: string; settings: AgentSettings }, actor: Actor): Promise<ConfigRule> {
+  async create(
+    b: { agentId: string | null; selector: string | null; priority: number; description: string; settings: AgentSettings },
+    actor: Actor,
+  ): Promise<ConfigRule> {
     if ((b.agentId === null) === (b.selector === null)) throw new ApiError('bad_request', 'give exactly one of agentId and selector');
     this.check(b);
     const now = Date.now();
@@ -183,7 +205,11 @@ export class AgentConfigService {
     return rule;
   }
 
-  async update(id: string, patch: Partial<{ selector: string; priority: number; description: string; settings: AgentSettings }>, actor: Actor): Promise<ConfigRule> {
+  async update(
+    id: string,
+    patch: Partial<{ selector: string; priority: number; description: string; settings: AgentSettings }>,
+    actor: Actor,
+  ): Promise<ConfigRule> {
     const cur = this.getRule(id);
     if (patch.selector !== undefined && cur.selector === null) throw new ApiError('bad_request', 'a rule for one agent has no selector');
     this.check(patch);
@@ -191,7 +217,10 @@ export class AgentConfigService {
     await this.deps.repo.update(next);
     this.setRules(this.rules.map((r) => (r.id === id ? next : r)));
     await this.deps.audit.record({
-      actor, action: 'agent_config.update', targetType: 'agent_config', targetId: id,
+      actor,
+      action: 'agent_config.update',
+      targetType: 'agent_config',
+      targetId: id,
       details: { ...this.auditDetails(next), changed: Object.keys(patch), before: cur.settings },
     });
     this.pushAll();

@@ -42,35 +42,42 @@ export async function nameAuditRows(db: Db, agentName: (id: string) => string | 
   }
   const names = new Map<string, string>();
   const key = (type: string, id: string) => `${type}\u0000${id}`;
-  await Promise.all([...byType].map(async ([type, ids]) => {
-    if (type === 'agent') {
-      for (const id of ids) {
-        const n = agentName(id);
-        if (n !== undefined) names.set(key(type, id), n);
+  await Promise.all(
+    [...byType].map(async ([type, ids]) => {
+      if (type === 'agent') {
+        for (const id of ids) {
+          const n = agentName(id);
+          if (n !== undefined) names.set(key(type, id), n);
+        }
+        return;
       }
-      return;
-    }
-    if (type === 'terminal') {
-      const rs = await db('terminal_sessions').select('id', 'agent_id').whereIn('id', [...ids]) as { id: string; agent_id: string }[];
-      for (const r of rs) names.set(key(type, r.id), `on ${agentName(r.agent_id) ?? r.agent_id}`);
-      return;
-    }
-    if (type === 'distribution') {
-      const rs = await db('file_distributions as d').join('managed_files as f', 'f.id', 'd.file_id').select('d.id', 'd.revision', 'f.path').whereIn('d.id', [...ids]) as { id: string; revision: number | null; path: string }[];
-      for (const r of rs) names.set(key(type, r.id), r.revision == null ? r.path : `${r.path} rev ${r.revision}`);
-      return;
-    }
-    const t = NAMED[type];
-    if (!t) return;
-    const wanted = t.numeric ? [...ids].filter((i) => /^\d{1,15}$/.test(i)).map(Number) : [...ids];
-    if (wanted.length === 0) return;
-    const rs = await db(t.table).select({ id: t.id, name: t.name }).whereIn(t.id, wanted) as { id: string | number; name: string | null }[];
-    for (const r of rs) if (r.name != null) names.set(key(type, String(r.id)), String(r.name));
-  }));
+      if (type === 'terminal') {
+        const rs = (await db('terminal_sessions')
+          .select('id', 'agent_id')
+          .whereIn('id', [...ids])) as { id: string; agent_id: string }[];
+        for (const r of rs) names.set(key(type, r.id), `on ${agentName(r.agent_id) ?? r.agent_id}`);
+        return;
+      }
+      if (type === 'distribution') {
+        const rs = (await db('file_distributions as d')
+          .join('managed_files as f', 'f.id', 'd.file_id')
+          .select('d.id', 'd.revision', 'f.path')
+          .whereIn('d.id', [...ids])) as { id: string; revision: number | null; path: string }[];
+        for (const r of rs) names.set(key(type, r.id), r.revision == null ? r.path : `${r.path} rev ${r.revision}`);
+        return;
+      }
+      const t = NAMED[type];
+      if (!t) return;
+      const wanted = t.numeric ? [...ids].filter((i) => /^\d{1,15}$/.test(i)).map(Number) : [...ids];
+      if (wanted.length === 0) return;
+      const rs = (await db(t.table).select({ id: t.id, name: t.name }).whereIn(t.id, wanted)) as { id: string | number; name: string | null }[];
+      for (const r of rs) if (r.name != null) names.set(key(type, String(r.id)), String(r.name));
+    }),
+  );
   return rows.map((r) => {
     const d = (r.details ?? {}) as Record<string, unknown>;
     const recorded = [d['name'], d['username'], d['path']].find((v): v is string => typeof v === 'string' && v !== '') ?? null;
-    const targetName = r.targetType && r.targetId ? names.get(key(r.targetType, r.targetId)) ?? recorded : null;
+    const targetName = r.targetType && r.targetId ? (names.get(key(r.targetType, r.targetId)) ?? recorded) : null;
     const agentActor = /^agent:(.+)$/.exec(r.actor);
     const actorName = agentActor ? `agent ${agentName(agentActor[1]!) ?? agentActor[1]!}` : r.actor;
     return { ...r, actorName, targetName };
@@ -88,11 +95,13 @@ export async function targetIdsNamed(db: Db, agents: Iterable<{ id: string; name
     if (out.size >= max) break;
     if (a.name === text || a.hostname === text) out.add(a.id);
   }
-  const found = await Promise.all(SEARCHABLE.map(async (type) => {
-    const t = NAMED[type]!;
-    // A path or name is at most a few KB: the equality uses the unique index where there is one.
-    return (await db(t.table).select({ id: t.id }).where(t.name, text).limit(max)) as { id: string | number }[];
-  }));
+  const found = await Promise.all(
+    SEARCHABLE.map(async (type) => {
+      const t = NAMED[type]!;
+      // A path or name is at most a few KB: the equality uses the unique index where there is one.
+      return (await db(t.table).select({ id: t.id }).where(t.name, text).limit(max)) as { id: string | number }[];
+    }),
+  );
   for (const rs of found) for (const r of rs) if (out.size < max) out.add(String(r.id));
   return [...out];
 }

@@ -1,7 +1,11 @@
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 
-export interface Actor { username: string; role: string | null; ip: string | null }
+export interface Actor {
+  username: string;
+  role: string | null;
+  ip: string | null;
+}
 export interface AuditEvent {
   actor: Actor;
   action: string;
@@ -13,19 +17,33 @@ export interface AuditEvent {
   at?: number;
 }
 export interface AuditRow {
-  id: number; at: string; actor: string; role: string | null; action: string; targetType: string | null;
-  targetId: string | null; ip: string | null; ok: boolean; details: Record<string, unknown> | null;
+  id: number;
+  at: string;
+  actor: string;
+  role: string | null;
+  action: string;
+  targetType: string | null;
+  targetId: string | null;
+  ip: string | null;
+  ok: boolean;
+  details: Record<string, unknown> | null;
 }
 
 /** The audit trail: records, not log lines. Writes are awaited so an action is never unaudited. */
 export class AuditLog {
-  private readonly pending = new Map<string, { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout; lastTargetId: string | undefined }>();
+  private readonly pending = new Map<
+    string,
+    { e: AuditEvent; count: number; id: Promise<number | null>; timer: NodeJS.Timeout; lastTargetId: string | undefined }
+  >();
 
   private readonly throttle = new Map<string, { written: number; latest: AuditEvent | null; count: number; timer: NodeJS.Timeout }>();
   /** Throttled writes in flight (flush() waits for them). */
   private readonly writes = new Set<Promise<void>>();
 
-  constructor(private readonly db: Db, private readonly opts: { refusalWindowMs?: number; onError?(err: unknown): void } = {}) {}
+  constructor(
+    private readonly db: Db,
+    private readonly opts: { refusalWindowMs?: number; onError?(err: unknown): void } = {},
+  ) {}
 
   /**
    * A refused action (a viewer's `term.open`, say). The first refusal is written at once; repeats by
@@ -87,7 +105,9 @@ export class AuditLog {
   }
 
   private write(e: AuditEvent): void {
-    const w: Promise<void> = this.record(e).catch((err: unknown) => this.opts.onError?.(err)).finally(() => this.writes.delete(w));
+    const w: Promise<void> = this.record(e)
+      .catch((err: unknown) => this.opts.onError?.(err))
+      .finally(() => this.writes.delete(w));
     this.writes.add(w);
   }
 
@@ -107,25 +127,42 @@ export class AuditLog {
     if (p.count === 1 || id === null) return;
     const windowSec = Math.round((this.opts.refusalWindowMs ?? 60_000) / 1000);
     const last = p.lastTargetId !== p.e.targetId ? { lastTargetId: p.lastTargetId ?? null } : {};
-    await this.db('audit_log').where({ id }).update({ details: JSON.stringify({ ...p.e.details, count: p.count, windowSec, ...last }) })
+    await this.db('audit_log')
+      .where({ id })
+      .update({ details: JSON.stringify({ ...p.e.details, count: p.count, windowSec, ...last }) })
       .catch((err: unknown) => this.opts.onError?.(err));
   }
 
   private async insert(e: AuditEvent): Promise<number> {
-    const res = await this.db('audit_log').insert({
-      at: e.at ?? Date.now(), actor: e.actor.username, role: e.actor.role, action: e.action,
-      target_type: e.targetType ?? null, target_id: e.targetId ?? null, ip: e.actor.ip,
-      ok: e.ok ?? true, details: e.details ? JSON.stringify(e.details) : null,
-    }, ['id']);
+    const res = await this.db('audit_log').insert(
+      {
+        at: e.at ?? Date.now(),
+        actor: e.actor.username,
+        role: e.actor.role,
+        action: e.action,
+        target_type: e.targetType ?? null,
+        target_id: e.targetId ?? null,
+        ip: e.actor.ip,
+        ok: e.ok ?? true,
+        details: e.details ? JSON.stringify(e.details) : null,
+      },
+      ['id'],
+    );
     const first = res[0] as unknown;
     return typeof first === 'object' && first !== null ? Number((first as { id: number }).id) : Number(first);
   }
 
   async record(e: AuditEvent): Promise<void> {
     await this.db('audit_log').insert({
-      at: e.at ?? Date.now(), actor: e.actor.username, role: e.actor.role, action: e.action,
-      target_type: e.targetType ?? null, target_id: e.targetId ?? null, ip: e.actor.ip,
-      ok: e.ok ?? true, details: e.details ? JSON.stringify(e.details) : null,
+      at: e.at ?? Date.now(),
+      actor: e.actor.username,
+      role: e.actor.role,
+      action: e.action,
+      target_type: e.targetType ?? null,
+      target_id: e.targetId ?? null,
+      ip: e.actor.ip,
+      ok: e.ok ?? true,
+      details: e.details ? JSON.stringify(e.details) : null,
     });
   }
 
@@ -134,8 +171,17 @@ export class AuditLog {
    * (`terminal.*`); `actors` and `targetIds` match any of theirs.
    */
   async list(f: {
-    limit: number; offset: number; action?: string; actor?: string; actors?: string[]; targetId?: string; targetIds?: string[];
-    targetType?: string; ok?: boolean; since?: number; until?: number;
+    limit: number;
+    offset: number;
+    action?: string;
+    actor?: string;
+    actors?: string[];
+    targetId?: string;
+    targetIds?: string[];
+    targetType?: string;
+    ok?: boolean;
+    since?: number;
+    until?: number;
   }) {
     const q = this.db('audit_log');
     if (f.action?.endsWith('*')) {
@@ -154,9 +200,15 @@ export class AuditLog {
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
     const rows = await q.orderBy('id', 'desc').limit(f.limit).offset(f.offset);
     const items: AuditRow[] = rows.map((r: Record<string, unknown>) => ({
-      id: Number(r['id']), at: new Date(Number(r['at'])).toISOString(), actor: String(r['actor']),
-      role: (r['role'] as string | null) ?? null, action: String(r['action']), targetType: (r['target_type'] as string | null) ?? null,
-      targetId: (r['target_id'] as string | null) ?? null, ip: (r['ip'] as string | null) ?? null, ok: Boolean(r['ok']),
+      id: Number(r['id']),
+      at: new Date(Number(r['at'])).toISOString(),
+      actor: String(r['actor']),
+      role: (r['role'] as string | null) ?? null,
+      action: String(r['action']),
+      targetType: (r['target_type'] as string | null) ?? null,
+      targetId: (r['target_id'] as string | null) ?? null,
+      ip: (r['ip'] as string | null) ?? null,
+      ok: Boolean(r['ok']),
       details: parseJson(r['details'], null),
     }));
     return { items, total: Number(n) };

@@ -62,7 +62,9 @@ export class AuthService {
   private readonly tokenLocks = new Map<number, Promise<unknown>>();
 
   constructor(
-    private readonly db: Db, private readonly sessionTtlSec: number, private readonly bus?: Bus,
+    private readonly db: Db,
+    private readonly sessionTtlSec: number,
+    private readonly bus?: Bus,
     private readonly opts: { maxTokensPerUser: number } = { maxTokensPerUser: 50 },
   ) {
     bus?.subscribe('auth.changed', (ev) => this.remember(ev));
@@ -110,12 +112,18 @@ export class AuthService {
 
   /** Whether a user with this name exists, in any case (legacy rows may not be canonical). */
   async userExists(username: string): Promise<boolean> {
-    return Boolean(await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first('id'));
+    return Boolean(
+      await this.db('users')
+        .whereRaw('lower(username) = ?', [canonicalUsername(username)])
+        .first('id'),
+    );
   }
 
   /** A user's current role and state by name; null when no such user. */
   async userRights(username: string): Promise<{ role: Role; disabled: boolean } | null> {
-    const row = await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first('role', 'disabled');
+    const row = await this.db('users')
+      .whereRaw('lower(username) = ?', [canonicalUsername(username)])
+      .first('role', 'disabled');
     return row ? { role: row.role as Role, disabled: Boolean(row.disabled) } : null;
   }
 
@@ -128,7 +136,13 @@ export class AuthService {
 
   async listUsers(): Promise<(UserView & { disabled: boolean; createdAt: string })[]> {
     const rows = await this.db('users').orderBy('id');
-    return rows.map((r) => ({ id: Number(r.id), username: r.username, role: r.role, disabled: Boolean(r.disabled), createdAt: new Date(Number(r.created_at)).toISOString() }));
+    return rows.map((r) => ({
+      id: Number(r.id),
+      username: r.username,
+      role: r.role,
+      disabled: Boolean(r.disabled),
+      createdAt: new Date(Number(r.created_at)).toISOString(),
+    }));
   }
 
   async updateUser(id: number, patch: { role?: Role; password?: string; disabled?: boolean }): Promise<boolean> {
@@ -146,7 +160,9 @@ export class AuthService {
 
   /** Checks a password; null when the user is unknown, disabled or the password is wrong. */
   async checkPassword(username: string, password: string): Promise<UserView | null> {
-    const row = await this.db('users').whereRaw('lower(username) = ?', [canonicalUsername(username)]).first();
+    const row = await this.db('users')
+      .whereRaw('lower(username) = ?', [canonicalUsername(username)])
+      .first();
     if (!row) {
       await hashPassword(password); // same work as a real check: no user enumeration by timing
       return null;
@@ -160,7 +176,14 @@ export class AuthService {
     const token = randomSecret(32);
     const now = Date.now();
     const expiresAt = now + this.sessionTtlSec * 1000;
-    await this.db('sessions').insert({ id: sha256(token), user_id: userId, created_at: now, expires_at: expiresAt, ip, user_agent: userAgent?.slice(0, 255) ?? null });
+    await this.db('sessions').insert({
+      id: sha256(token),
+      user_id: userId,
+      created_at: now,
+      expires_at: expiresAt,
+      ip,
+      user_agent: userAgent?.slice(0, 255) ?? null,
+    });
     return { token, expiresAt };
   }
 
@@ -172,8 +195,11 @@ export class AuthService {
   async principalFromSession(token: string): Promise<Principal | null> {
     const id = sha256(token);
     const resolvedAt = Date.now();
-    const row = await this.db('sessions').join('users', 'users.id', 'sessions.user_id')
-      .where('sessions.id', id).select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'sessions.expires_at').first();
+    const row = await this.db('sessions')
+      .join('users', 'users.id', 'sessions.user_id')
+      .where('sessions.id', id)
+      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'sessions.expires_at')
+      .first();
     if (!row || row.disabled || Number(row.expires_at) <= Date.now()) return null;
     return { id: Number(row.uid), username: row.username, role: row.role, via: 'session', sessionId: id, expiresAt: Number(row.expires_at), resolvedAt };
   }
@@ -182,39 +208,62 @@ export class AuthService {
    * Creates an API token for a user; the token is returned once and stored hashed. `scope` caps
    * its rights (never above the owner's role, checked by the caller); `expiresAt` ends it.
    */
-  async createToken(userId: number, name: string, opts: { scope?: Role | null; expiresAt?: number | null } = {}): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
+  async createToken(
+    userId: number,
+    name: string,
+    opts: { scope?: Role | null; expiresAt?: number | null } = {},
+  ): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
     // One creation per user at a time: concurrent requests cannot all pass the cap check.
     const prev = this.tokenLocks.get(userId) ?? Promise.resolve();
     const run = prev.then(() => this.createTokenNow(userId, name, opts));
     const tail = run.catch(() => {});
     this.tokenLocks.set(userId, tail);
-    void tail.then(() => { if (this.tokenLocks.get(userId) === tail) this.tokenLocks.delete(userId); });
+    void tail.then(() => {
+      if (this.tokenLocks.get(userId) === tail) this.tokenLocks.delete(userId);
+    });
     return run;
   }
 
-  private async createTokenNow(userId: number, name: string, opts: { scope?: Role | null; expiresAt?: number | null }): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
+  private async createTokenNow(
+    userId: number,
+    name: string,
+    opts: { scope?: Role | null; expiresAt?: number | null },
+  ): Promise<{ id: number; token: string; prefix: string } | { error: 'cap' }> {
     const now = Date.now();
-    const live = await this.db('api_tokens').where({ user_id: userId }).whereNull('revoked_at')
-      .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', now)).count({ n: '*' }) as [{ n: number | string }];
+    const live = (await this.db('api_tokens')
+      .where({ user_id: userId })
+      .whereNull('revoked_at')
+      .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', now))
+      .count({ n: '*' })) as [{ n: number | string }];
     if (Number(live[0].n) >= this.opts.maxTokensPerUser) return { error: 'cap' };
     const token = `mst_${randomSecret(32)}`;
     const prefix = token.slice(0, 10);
     await this.db('api_tokens').insert({
-      user_id: userId, name, token_hash: sha256(token), prefix, created_at: now, scope: opts.scope ?? null, expires_at: opts.expiresAt ?? null,
+      user_id: userId,
+      name,
+      token_hash: sha256(token),
+      prefix,
+      created_at: now,
+      scope: opts.scope ?? null,
+      expires_at: opts.expiresAt ?? null,
     });
-    const row = await this.db('api_tokens').where({ token_hash: sha256(token) }).first();
+    const row = await this.db('api_tokens')
+      .where({ token_hash: sha256(token) })
+      .first();
     return { id: Number(row?.id), token, prefix };
   }
 
   async listTokens(userId?: number) {
-    const q = this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id')
-      .select('api_tokens.*', 'users.username').orderBy('api_tokens.id', 'desc');
+    const q = this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id').select('api_tokens.*', 'users.username').orderBy('api_tokens.id', 'desc');
     if (userId !== undefined) q.where('api_tokens.user_id', userId);
     const rows = await q;
     const now = Date.now();
     const iso = (v: unknown) => (v == null ? null : new Date(Number(v)).toISOString());
     return rows.map((r) => ({
-      id: Number(r.id), name: r.name, prefix: r.prefix, username: r.username,
+      id: Number(r.id),
+      name: r.name,
+      prefix: r.prefix,
+      username: r.username,
       createdAt: new Date(Number(r.created_at)).toISOString(),
       lastUsedAt: iso(r.last_used_at),
       scope: (r.scope as Role | null) ?? null,
@@ -234,13 +283,19 @@ export class AuthService {
 
   async principalFromToken(token: string): Promise<Principal | null> {
     const resolvedAt = Date.now();
-    const row = await this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id')
-      .where('api_tokens.token_hash', sha256(token)).whereNull('api_tokens.revoked_at')
-      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'api_tokens.id as tid', 'api_tokens.scope', 'api_tokens.expires_at').first();
+    const row = await this.db('api_tokens')
+      .join('users', 'users.id', 'api_tokens.user_id')
+      .where('api_tokens.token_hash', sha256(token))
+      .whereNull('api_tokens.revoked_at')
+      .select('users.id as uid', 'users.username', 'users.role', 'users.disabled', 'api_tokens.id as tid', 'api_tokens.scope', 'api_tokens.expires_at')
+      .first();
     if (!row || row.disabled) return null;
     const expiresAt = row.expires_at == null ? null : Number(row.expires_at);
     if (expiresAt !== null && expiresAt <= Date.now()) return null;
-    void this.db('api_tokens').where({ id: row.tid }).update({ last_used_at: Date.now() }).catch(() => {});
+    void this.db('api_tokens')
+      .where({ id: row.tid })
+      .update({ last_used_at: Date.now() })
+      .catch(() => {});
     const role: Role = row.scope ? minRole(row.scope as Role, row.role as Role) : row.role;
     return { id: Number(row.uid), username: row.username, role, via: 'token', tokenId: Number(row.tid), expiresAt, resolvedAt };
   }
@@ -254,13 +309,18 @@ export class AuthService {
     const now = Date.now();
     if (p.expiresAt !== null && now >= p.expiresAt) return false;
     if (p.via === 'session' && p.sessionId) {
-      const row = await this.db('sessions').join('users', 'users.id', 'sessions.user_id').where('sessions.id', p.sessionId)
+      const row = await this.db('sessions')
+        .join('users', 'users.id', 'sessions.user_id')
+        .where('sessions.id', p.sessionId)
         .first('users.id as uid', 'users.role', 'users.disabled', 'sessions.expires_at');
       return Boolean(row) && !row.disabled && Number(row.uid) === p.id && row.role === p.role && Number(row.expires_at) > now;
     }
     if (p.via === 'token' && p.tokenId !== undefined) {
-      const row = await this.db('api_tokens').join('users', 'users.id', 'api_tokens.user_id').where('api_tokens.id', p.tokenId)
-        .whereNull('api_tokens.revoked_at').first('users.id as uid', 'users.role', 'users.disabled', 'api_tokens.scope', 'api_tokens.expires_at');
+      const row = await this.db('api_tokens')
+        .join('users', 'users.id', 'api_tokens.user_id')
+        .where('api_tokens.id', p.tokenId)
+        .whereNull('api_tokens.revoked_at')
+        .first('users.id as uid', 'users.role', 'users.disabled', 'api_tokens.scope', 'api_tokens.expires_at');
       if (!row || row.disabled || Number(row.uid) !== p.id) return false;
       if (row.expires_at != null && Number(row.expires_at) <= now) return false;
       return (row.scope ? minRole(row.scope as Role, row.role as Role) : row.role) === p.role;

@@ -2,7 +2,10 @@ import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'no
 import { promisify } from 'node:util';
 
 const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
-const N = 16384, R = 8, P = 1, LEN = 32;
+const N = 16384,
+  R = 8,
+  P = 1,
+  LEN = 32;
 
 /** scrypt password hash: `scrypt$N$r$p$salt$hash` (base64url). */
 export async function hashPassword(pw: string): Promise<string> {
@@ -28,6 +31,7 @@ export function sha256(s: string): string {
 
 /** Constant-time comparison of two strings. */
 export function safeEqual(a: string, b: string): boolean {
-  const ab = Buffer.from(a), bb = Buffer.from(b);
+  const ab = Buffer.from(a),
+    bb = Buffer.from(b);
   return ab.length === bb.length && timingSafeEqual(ab, bb);
 }

@@ -8,15 +8,27 @@ import { safeEqual, sha256 } from './crypto.js';
 
 /** An enrollment token as the API shows it (never the token itself, which is shown once at creation). */
 export interface EnrollmentTokenView {
-  id: string; name: string; prefix: string; labels: Labels; maxUses: number | null; uses: number;
-  expiresAt: string; createdBy: string; createdAt: string; revokedAt: string | null; lastUsedAt: string | null;
+  id: string;
+  name: string;
+  prefix: string;
+  labels: Labels;
+  maxUses: number | null;
+  uses: number;
+  expiresAt: string;
+  createdBy: string;
+  createdAt: string;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
   internal: boolean;
   /** `active` until it is revoked, expired or used up. */
   state: 'active' | 'revoked' | 'expired' | 'used';
 }
 
 /** What a valid enrollment token grants: the token (null for MUSTER_ENROLL_TOKEN) and the labels it applies. */
-export interface EnrollmentGrant { tokenId: string | null; labels: Labels | null }
+export interface EnrollmentGrant {
+  tokenId: string | null;
+  labels: Labels | null;
+}
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
 const PREFIX = 'mst_enr_';
@@ -28,9 +40,19 @@ function view(r: Record<string, unknown>, now = Date.now()): EnrollmentTokenView
   const revokedAt = r['revoked_at'] == null ? null : Number(r['revoked_at']);
   const state = revokedAt != null ? 'revoked' : expiresAt <= now ? 'expired' : maxUses != null && uses >= maxUses ? 'used' : 'active';
   return {
-    id: String(r['id']), name: String(r['name']), prefix: String(r['prefix']), labels: parseJson(r['labels'], {}), maxUses, uses,
-    expiresAt: iso(expiresAt)!, createdBy: String(r['created_by']), createdAt: iso(Number(r['created_at']))!, revokedAt: iso(revokedAt),
-    lastUsedAt: iso(r['last_used_at'] == null ? null : Number(r['last_used_at'])), internal: Boolean(r['internal']), state,
+    id: String(r['id']),
+    name: String(r['name']),
+    prefix: String(r['prefix']),
+    labels: parseJson(r['labels'], {}),
+    maxUses,
+    uses,
+    expiresAt: iso(expiresAt)!,
+    createdBy: String(r['created_by']),
+    createdAt: iso(Number(r['created_at']))!,
+    revokedAt: iso(revokedAt),
+    lastUsedAt: iso(r['last_used_at'] == null ? null : Number(r['last_used_at'])),
+    internal: Boolean(r['internal']),
+    state,
   };
 }
 
@@ -44,13 +66,16 @@ export class EnrollmentTokens {
   /** MUSTER_ENROLL_TOKEN when set (else agents enroll only with tokens created here). */
   readonly staticToken: string | null;
 
-  constructor(private readonly db: Db, private readonly o: {
-    staticToken: string | undefined;
-    /** Base URL of this server (the install script and the package download are there). */
-    serverUrl(): string;
-    /** MUSTER_UPDATE_PUBLIC_KEY: put in the install command so the installer checks the package. */
-    updatePublicKey: string | undefined;
-  }) {
+  constructor(
+    private readonly db: Db,
+    private readonly o: {
+      staticToken: string | undefined;
+      /** Base URL of this server (the install script and the package download are there). */
+      serverUrl(): string;
+      /** MUSTER_UPDATE_PUBLIC_KEY: put in the install command so the installer checks the package. */
+      updatePublicKey: string | undefined;
+    },
+  ) {
     this.staticToken = o.staticToken ?? null;
   }
 
@@ -75,13 +100,30 @@ export class EnrollmentTokens {
   }
 
   /** Creates a token; the secret is in the answer only. */
-  async create(o: { name: string; ttlSec: number; maxUses: number | null; labels: Labels; createdBy: string; internal?: boolean }): Promise<{ view: EnrollmentTokenView; token: string }> {
+  async create(o: {
+    name: string;
+    ttlSec: number;
+    maxUses: number | null;
+    labels: Labels;
+    createdBy: string;
+    internal?: boolean;
+  }): Promise<{ view: EnrollmentTokenView; token: string }> {
     const token = `${PREFIX}${randomSecret(24)}`;
     const now = Date.now();
     const row = {
-      id: randomUUID(), name: o.name, token_hash: sha256(token), prefix: token.slice(0, PREFIX.length + 4), labels: JSON.stringify(o.labels),
-      max_uses: o.maxUses, uses: 0, expires_at: now + o.ttlSec * 1000, created_by: o.createdBy, created_at: now, revoked_at: null,
-      last_used_at: null, internal: Boolean(o.internal),
+      id: randomUUID(),
+      name: o.name,
+      token_hash: sha256(token),
+      prefix: token.slice(0, PREFIX.length + 4),
+      labels: JSON.stringify(o.labels),
+      max_uses: o.maxUses,
+      uses: 0,
+      expires_at: now + o.ttlSec * 1000,
+      created_by: o.createdBy,
+      created_at: now,
+      revoked_at: null,
+      last_used_at: null,
+      internal: Boolean(o.internal),
     };
     await this.db('enrollment_tokens').insert(row);
     return { view: view(row, now), token };
@@ -109,7 +151,9 @@ export class EnrollmentTokens {
   async check(token: string): Promise<EnrollmentGrant | null> {
     if (this.staticToken !== null && safeEqual(token, this.staticToken)) return { tokenId: null, labels: null };
     if (!token.startsWith(PREFIX) || token.length > 128) return null;
-    const r = await this.db('enrollment_tokens').where({ token_hash: sha256(token) }).first();
+    const r = await this.db('enrollment_tokens')
+      .where({ token_hash: sha256(token) })
+      .first();
     if (!r) return null;
     const v = view(r);
     return v.state === 'active' ? { tokenId: v.id, labels: Object.keys(v.labels).length ? v.labels : null } : null;
@@ -122,7 +166,10 @@ export class EnrollmentTokens {
   consume(tokenId: string): (trx: Knex.Transaction) => Promise<boolean> {
     return async (trx) => {
       const now = Date.now();
-      const n = await trx('enrollment_tokens').where({ id: tokenId }).whereNull('revoked_at').where('expires_at', '>', now)
+      const n = await trx('enrollment_tokens')
+        .where({ id: tokenId })
+        .whereNull('revoked_at')
+        .where('expires_at', '>', now)
         .where((q) => void q.whereNull('max_uses').orWhere('uses', '<', trx.ref('max_uses')))
         .update({ uses: trx.raw('uses + 1'), last_used_at: now });
       return n === 1;
@@ -132,7 +179,10 @@ export class EnrollmentTokens {
   /** Gives back one use of `tokenId` inside `trx` (an enrollment that never completed; see Fleet.abandonEnrollment). */
   release(tokenId: string): (trx: Knex.Transaction) => Promise<void> {
     return async (trx) => {
-      await trx('enrollment_tokens').where({ id: tokenId }).where('uses', '>', 0).update({ uses: trx.raw('uses - 1') });
+      await trx('enrollment_tokens')
+        .where({ id: tokenId })
+        .where('uses', '>', 0)
+        .update({ uses: trx.raw('uses - 1') });
     };
   }
 }

@@ -22,7 +22,14 @@ export interface BusEvents {
   'rollout.updated': { rolloutId: string };
   'distribution.updated': { distributionId: string; fileId: string };
   /** A rollout paused, or one of its targets failed or was rolled back (notifications listen). */
-  'rollout.event': { rolloutId: string; version: string; event: 'paused' | 'target.failed' | 'target.rolled_back'; agentId: string | null; agentName: string | null; reason: string | null };
+  'rollout.event': {
+    rolloutId: string;
+    version: string;
+    event: 'paused' | 'target.failed' | 'target.rolled_back';
+    agentId: string | null;
+    agentName: string | null;
+    reason: string | null;
+  };
   'auth.changed': AuthEvent;
 }
 export type Topic = keyof BusEvents;

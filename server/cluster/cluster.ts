@@ -30,7 +30,10 @@ export interface Cluster {
 export function singleNode(config: Config, log: Logger): Cluster {
   const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
   return {
-    enabled: false, bus, leases: new LocalLeases(), peers: null,
+    enabled: false,
+    bus,
+    leases: new LocalLeases(),
+    peers: null,
     attach: async () => {},
     nodes: () => [config.nodeId],
     close: () => bus.close(),
@@ -53,15 +56,25 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   const registers = [metrics.registry];
   const reconnects = new client.Counter({ name: 'muster_cluster_nats_reconnects_total', help: 'Reconnections to NATS', registers });
   const connected = new client.Gauge({ name: 'muster_cluster_nats_connected', help: '1 while connected to NATS', registers });
-  const busEvents = new client.Counter({ name: 'muster_cluster_bus_events_total', help: 'Bus events sent to or received from other nodes', labelNames: ['direction'], registers });
+  const busEvents = new client.Counter({
+    name: 'muster_cluster_bus_events_total',
+    help: 'Bus events sent to or received from other nodes',
+    labelNames: ['direction'],
+    registers,
+  });
   const nodesGauge = new client.Gauge({ name: 'muster_cluster_nodes', help: 'Server nodes in the cluster registry', registers });
   const leaseGauge = new client.Gauge({ name: 'muster_cluster_leases_held', help: '1 while this node holds the lease', labelNames: ['lease'], registers });
 
   let nc: NatsConnection;
   try {
     nc = await connect({
-      servers: config.natsUrl, name: `muster ${config.cluster} ${config.nodeId}`,
-      maxReconnectAttempts: -1, reconnectTimeWait: 500, reconnectJitter: 500, pingInterval: 5000, maxPingOut: 2,
+      servers: config.natsUrl,
+      name: `muster ${config.cluster} ${config.nodeId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      reconnectJitter: 500,
+      pingInterval: 5000,
+      maxPingOut: 2,
     });
   } catch (err) {
     throw new Error(`cannot connect to NATS at ${config.natsUrl.join(',')}: ${(err as Error).message}`);
@@ -82,7 +95,8 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   })();
 
   const bus = new NatsBus(nc, {
-    cluster: config.cluster, nodeId: config.nodeId,
+    cluster: config.cluster,
+    nodeId: config.nodeId,
     onError: (err, topic) => clog.error({ err, topic }, 'bus subscriber failed'),
     count: (d) => busEvents.inc({ direction: d }),
   });
@@ -135,7 +149,10 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
         // given them up (our writes for them are fenced). Let them go where the cluster is.
         if (Date.now() - registryOkAt > ttl && fleetRef && fleetRef.onlineCount() > 0) {
           const n = fleetRef.kickAll('node lost');
-          clog.warn({ agents: n, cutOffMs: Date.now() - registryOkAt }, 'cluster: cut off from NATS longer than the lease TTL; closed our agent sockets so they reconnect to another node');
+          clog.warn(
+            { agents: n, cutOffMs: Date.now() - registryOkAt },
+            'cluster: cut off from NATS longer than the lease TTL; closed our agent sockets so they reconnect to another node',
+          );
         }
         return;
       }
@@ -162,7 +179,10 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
 
   let closed = false;
   return {
-    enabled: true, bus, leases, peers: presence,
+    enabled: true,
+    bus,
+    leases,
+    peers: presence,
     async attach(fleet, deps) {
       fleetRef = fleet;
       await presence.attach(fleet, deps.repo);

@@ -34,8 +34,12 @@ export class KvLease {
   private busy = false;
 
   constructor(
-    private readonly kv: KV, readonly name: string, private readonly nodeId: string,
-    private readonly ttlMs: number, private readonly log: Logger, private readonly onChange: (held: boolean) => void = () => {},
+    private readonly kv: KV,
+    readonly name: string,
+    private readonly nodeId: string,
+    private readonly ttlMs: number,
+    private readonly log: Logger,
+    private readonly onChange: (held: boolean) => void = () => {},
   ) {}
 
   held(now = Date.now()): boolean {
@@ -91,7 +95,14 @@ export class KvLeases implements Leases {
   private readonly leases = new Map<string, KvLease>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(kv: KV, nodeId: string, private readonly ttlMs: number, log: Logger, names: readonly string[] = LEASE_NAMES, onChange?: (name: string, held: boolean) => void) {
+  constructor(
+    kv: KV,
+    nodeId: string,
+    private readonly ttlMs: number,
+    log: Logger,
+    names: readonly string[] = LEASE_NAMES,
+    onChange?: (name: string, held: boolean) => void,
+  ) {
     for (const n of names) this.leases.set(n, new KvLease(kv, n, nodeId, ttlMs, log, (h) => onChange?.(n, h)));
   }
 

@@ -2,7 +2,10 @@ import type { NatsConnection, Subscription } from 'nats';
 import { LocalBus, type Bus, type BusEvents, type Handler, type SubscribeOptions, type Topic } from '../bus/bus.js';
 
 /** A bus event as it travels between nodes: the publishing node's id and the payload. */
-interface Envelope { o: string; p: unknown }
+interface Envelope {
+  o: string;
+  p: unknown;
+}
 
 /**
  * Handler of events that came from another node (cluster presence), told which node; returning
@@ -30,7 +33,8 @@ export class NatsBus implements Bus {
   constructor(
     private readonly nc: NatsConnection,
     private readonly o: {
-      cluster: string; nodeId: string;
+      cluster: string;
+      nodeId: string;
       onError: (err: unknown, topic: Topic | string) => void;
       /** Counts events in and out (metrics). */
       count?: (direction: 'in' | 'out') => void;

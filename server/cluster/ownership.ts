@@ -15,7 +15,8 @@ export interface OwnershipPeers {
  */
 export class AgentOwnership {
   constructor(
-    private readonly db: Db, readonly nodeId: string,
+    private readonly db: Db,
+    readonly nodeId: string,
     private readonly peers: OwnershipPeers | null = null,
   ) {}
 
@@ -26,7 +27,9 @@ export class AgentOwnership {
 
   /** Inside the connect transaction: this node owns the agent now; returns the new generation. */
   async claim(agentId: string, trx: Knex): Promise<number> {
-    await trx('agents').where({ id: agentId }).update({ owner_node: this.nodeId, conn_generation: trx.raw('conn_generation + 1') });
+    await trx('agents')
+      .where({ id: agentId })
+      .update({ owner_node: this.nodeId, conn_generation: trx.raw('conn_generation + 1') });
     const row = (await trx('agents').where({ id: agentId }).first('conn_generation')) as { conn_generation: number | string } | undefined;
     return Number(row?.conn_generation ?? 0);
   }

@@ -7,8 +7,15 @@ import type { Logger } from '../log.js';
 import type { NatsBus } from './nats-bus.js';
 import type { OwnershipPeers } from './ownership.js';
 
-interface Owner { node: string; generation: number }
-interface Takeover { a: string; n: string; g: number }
+interface Owner {
+  node: string;
+  generation: number;
+}
+interface Takeover {
+  a: string;
+  n: string;
+  g: number;
+}
 
 /**
  * One fleet on every node: applies other nodes' presence events (online, offline, metrics,
@@ -31,8 +38,12 @@ export class ClusterPresence implements OwnershipPeers {
 
   constructor(
     private readonly d: {
-      nc: NatsConnection; bus: NatsBus; db: Db; log: Logger;
-      cluster: string; nodeId: string;
+      nc: NatsConnection;
+      bus: NatsBus;
+      db: Db;
+      log: Logger;
+      cluster: string;
+      nodeId: string;
       /** Nodes alive in the registry now (this one included). */
       liveNodes: () => ReadonlySet<string>;
     },
@@ -46,16 +57,18 @@ export class ClusterPresence implements OwnershipPeers {
   async attach(fleet: Fleet, repo: AgentRepo): Promise<void> {
     this.fleet = fleet;
     this.repo = repo;
-    this.subs.push(this.d.nc.subscribe(this.takeoverSubject, {
-      callback: (err, msg) => {
-        if (err) return;
-        try {
-          this.onTakeover(JSON.parse(this.dec.decode(msg.data)) as Takeover);
-        } catch (e) {
-          this.d.log.warn({ err: e }, 'bad takeover message');
-        }
-      },
-    }));
+    this.subs.push(
+      this.d.nc.subscribe(this.takeoverSubject, {
+        callback: (err, msg) => {
+          if (err) return;
+          try {
+            this.onTakeover(JSON.parse(this.dec.decode(msg.data)) as Takeover);
+          } catch (e) {
+            this.d.log.warn({ err: e }, 'bad takeover message');
+          }
+        },
+      }),
+    );
     const bus = this.d.bus;
     this.unsubs.push(
       bus.subscribeRemote('agent.online', (p, origin) => {
@@ -96,8 +109,16 @@ export class ClusterPresence implements OwnershipPeers {
     );
     // Agents already connected to other live nodes.
     const live = this.d.liveNodes();
-    const rows = (await this.d.db('agents').whereNotNull('owner_node').whereNot('owner_node', this.d.nodeId)
-      .select('id', 'owner_node', 'conn_generation', 'connected_at')) as { id: string; owner_node: string; conn_generation: number | string; connected_at: number | string | null }[];
+    const rows = (await this.d
+      .db('agents')
+      .whereNotNull('owner_node')
+      .whereNot('owner_node', this.d.nodeId)
+      .select('id', 'owner_node', 'conn_generation', 'connected_at')) as {
+      id: string;
+      owner_node: string;
+      conn_generation: number | string;
+      connected_at: number | string | null;
+    }[];
     let n = 0;
     for (const r of rows) {
       if (!live.has(r.owner_node)) continue;
@@ -159,7 +180,12 @@ export class ClusterPresence implements OwnershipPeers {
         const owned = this.owners.has(row.id);
         if (rec) {
           const { status, metrics, connectedAt, lastSeenAt } = rec;
-          Object.assign(rec, row, { status, metrics, connectedAt: connectedAt ?? row.connectedAt, lastSeenAt: Math.max(lastSeenAt ?? 0, row.lastSeenAt ?? 0) || null });
+          Object.assign(rec, row, {
+            status,
+            metrics,
+            connectedAt: connectedAt ?? row.connectedAt,
+            lastSeenAt: Math.max(lastSeenAt ?? 0, row.lastSeenAt ?? 0) || null,
+          });
         } else {
           const created = { ...row, status: owned ? ('online' as const) : ('offline' as const) };
           fleet.agents.set(row.id, created);
@@ -187,7 +213,9 @@ export class ClusterPresence implements OwnershipPeers {
       const ids = await this.d.db.transaction(async (trx) => {
         const rows = (await trx('agents').where({ owner_node: node }).forUpdate().select('id')) as { id: string }[];
         if (rows.length) await trx('agents').where({ owner_node: node }).update({ owner_node: null });
-        await trx('agent_connections').whereNull('disconnected_at').where({ node })
+        await trx('agent_connections')
+          .whereNull('disconnected_at')
+          .where({ node })
           .update({ disconnected_at: now, reason: 'node lost', duration_ms: trx.raw('? - connected_at', [now]) });
         return rows.map((r) => r.id);
       });

@@ -12,24 +12,40 @@ const Schema = z.object({
   dbUrl: z.string().optional(),
   adminPassword: z.string().min(PASSWORD_MIN_LENGTH, `MUSTER_ADMIN_PASSWORD must be at least ${PASSWORD_MIN_LENGTH} characters`).optional(),
   enrollToken: z.string().min(16, 'MUSTER_ENROLL_TOKEN must be at least 16 characters').optional(),
-  localAgent: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
+  localAgent: z
+    .enum(['0', '1', 'true', 'false'])
+    .default('1')
+    .transform((v) => v === '1' || v === 'true'),
   /** NATS servers of the cluster (comma-separated nats:// URLs); unset: one node, in-process bus. */
-  natsUrl: z.string().optional().transform((v, ctx) => {
-    if (v === undefined) return undefined;
-    const list = v.split(',').map((x) => x.trim()).filter(Boolean);
-    const bad = list.find((x) => !/^(nats|tls|wss?):\/\/[^\s/]+/.test(x));
-    if (bad || list.length === 0) ctx.addIssue({ code: 'custom', message: `not a nats:// URL: ${bad ?? v}` });
-    return list;
-  }),
+  natsUrl: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const list = v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      const bad = list.find((x) => !/^(nats|tls|wss?):\/\/[^\s/]+/.test(x));
+      if (bad || list.length === 0) ctx.addIssue({ code: 'custom', message: `not a nats:// URL: ${bad ?? v}` });
+      return list;
+    }),
   /** Prefix of every NATS subject, stream and KV bucket: several clusters (or test runs) share one NATS. */
-  cluster: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, 'MUSTER_CLUSTER must be 1-32 letters, digits, _ or -').default('muster'),
+  cluster: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,32}$/, 'MUSTER_CLUSTER must be 1-32 letters, digits, _ or -')
+    .default('muster'),
   /** Cluster leases (timers that run once in the cluster): held this long without renewal, renewed every third of it. */
   clusterLeaseTtlMs: z.coerce.number().int().min(1000).max(60_000).default(6000),
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   publicUrl: z.string().url().optional(),
   /** Name of this server node in connection history (several nodes share one database). */
-  nodeId: z.string().min(1).max(64).default(os.hostname().slice(0, 64) || 'node'),
+  nodeId: z
+    .string()
+    .min(1)
+    .max(64)
+    .default(os.hostname().slice(0, 64) || 'node'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Interval agents are told to heartbeat at; three missed intervals mark an agent offline. */
   heartbeatIntervalMs: z.coerce.number().int().min(100).default(5000),
@@ -53,34 +69,74 @@ const Schema = z.object({
   /** Time an agent has after the upgrade to send a valid hello. */
   helloTimeoutMs: z.coerce.number().int().min(100).default(10_000),
   /** Largest WebSocket frame accepted from an agent (ws maxPayload). */
-  agentMaxPayload: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
+  agentMaxPayload: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(4 * 1024 * 1024),
   /**
    * Bulk frames to a console (flowing terminal output, script output, droppable pushes) are
    * written only while its socket holds fewer bytes than this; echoes and control messages go first.
    */
-  bulkWriteThreshold: z.coerce.number().int().min(1024).default(64 * 1024),
+  bulkWriteThreshold: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024),
   /**
    * Bulk a console may have unread (not yet answered by the WebSocket ping that follows it),
    * kernel buffers included; 0 = no limit beyond MUSTER_BULK_WRITE_THRESHOLD.
    */
-  bulkWindow: z.coerce.number().int().min(0).default(256 * 1024),
+  bulkWindow: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(256 * 1024),
   /** Largest WebSocket frame accepted from a console. */
-  consoleMaxPayload: z.coerce.number().int().min(1024).default(256 * 1024),
+  consoleMaxPayload: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(256 * 1024),
   /** Droppable pushes (metrics, fleet view deltas) to a console are skipped while its socket holds more than this. */
-  consoleSoftBufferBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  consoleSoftBufferBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1024 * 1024),
   /** A console whose socket holds more than this is too slow and is disconnected (it resyncs on reconnect). */
-  consoleHardBufferBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
+  consoleHardBufferBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(16 * 1024 * 1024),
   /** Live script output one console may have queued before it is skipped ahead (`exec.gap`; stored output is complete). */
-  execConsoleBufferBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
+  execConsoleBufferBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1024 * 1024),
   /**
    * Execution output writer: output queued for the database is flushed every MUSTER_OUTPUT_FLUSH_MS
    * or at MUSTER_OUTPUT_BATCH_BYTES, at most MUSTER_OUTPUT_MAX_FLUSH_BYTES per statement batch; above
    * MUSTER_OUTPUT_HIGH_WATER_BYTES queued the agents sending output are no longer read (backpressure).
    */
   outputFlushMs: z.coerce.number().int().min(1).default(25),
-  outputBatchBytes: z.coerce.number().int().min(1024).default(4 * 1024 * 1024),
-  outputMaxFlushBytes: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
-  outputHighWaterBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
+  outputBatchBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(4 * 1024 * 1024),
+  outputMaxFlushBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(8 * 1024 * 1024),
+  outputHighWaterBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(16 * 1024 * 1024),
   /** Invalid messages a peer may send before it is disconnected. */
   maxInvalidMessages: z.coerce.number().int().min(1).default(20),
   /** New connections of known agents (valid secret) accepted per second before the upgrade answers 503 + Retry-After. */
@@ -92,13 +148,25 @@ const Schema = z.object({
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /** Session cookie lifetime; open console sockets of the session are closed when it ends. */
-  sessionTtlSec: z.coerce.number().int().min(5).default(12 * 3600),
+  sessionTtlSec: z.coerce
+    .number()
+    .int()
+    .min(5)
+    .default(12 * 3600),
   /** Unrevoked, unexpired API tokens one user may hold (409 above). */
   maxTokensPerUser: z.coerce.number().int().min(1).default(50),
   /** JSON body limit for REST (script size has its own limit). */
-  jsonBodyLimit: z.coerce.number().int().min(1024).default(2 * 1024 * 1024),
+  jsonBodyLimit: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(2 * 1024 * 1024),
   /** Largest script accepted by POST /api/tasks. */
-  maxScriptBytes: z.coerce.number().int().min(1).default(1024 * 1024),
+  maxScriptBytes: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(1024 * 1024),
   /** Agents whose last hour of CPU/memory/disk/load the server keeps in memory (one averaged point a minute, ~1 KB each). */
   metricsHistoryAgents: z.coerce.number().int().min(0).default(10_000),
   /** One history point per this many ms (60 points kept: the default is the last hour). */
@@ -112,31 +180,74 @@ const Schema = z.object({
   /** Executions one agent may run at once; more wait as pending. */
   maxExecutionsPerAgent: z.coerce.number().int().min(1).default(8),
   /** Stored output per execution before it is marked truncated. */
-  maxOutputBytes: z.coerce.number().int().min(1024).default(16 * 1024 * 1024),
+  maxOutputBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(16 * 1024 * 1024),
   /** Time an execution waits for an agent that went away (or, after a server restart, has not come back): then `lost` if it ran, `skipped` if it had not started. */
   reconcileTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Terminal: shell kept alive after the console goes away, and scrollback kept for reattach. */
   terminalDetachTimeoutSec: z.coerce.number().int().min(1).default(300),
-  terminalScrollbackBytes: z.coerce.number().int().min(1024).default(256 * 1024),
-  terminalRecording: z.enum(['0', '1', 'true', 'false']).default('1').transform((v) => v === '1' || v === 'true'),
-  terminalRecordingMaxBytes: z.coerce.number().int().min(1024).default(64 * 1024 * 1024),
+  terminalScrollbackBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(256 * 1024),
+  terminalRecording: z
+    .enum(['0', '1', 'true', 'false'])
+    .default('1')
+    .transform((v) => v === '1' || v === 'true'),
+  terminalRecordingMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024 * 1024),
   /** Time an updating agent has to come back with the new version. */
   updateTimeoutSec: z.coerce.number().int().min(1).default(120),
   /**
    * Public half (base64 of the 32 raw bytes, as `muster keygen` prints it) of the key that signs
    * agent packages; only put in the enrollment install command. The signing key never is here.
    */
-  updatePublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'MUSTER_UPDATE_PUBLIC_KEY must be the base64 of a 32-byte ed25519 public key').optional(),
+  updatePublicKey: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{43}=$/, 'MUSTER_UPDATE_PUBLIC_KEY must be the base64 of a 32-byte ed25519 public key')
+    .optional(),
   /** Largest agent package accepted by POST /api/artifacts. */
-  maxArtifactBytes: z.coerce.number().int().min(1024).default(512 * 1024 * 1024),
+  maxArtifactBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(512 * 1024 * 1024),
   /** Largest managed file revision accepted (uploads are streamed to disk; 413 above). */
-  fileMaxBytes: z.coerce.number().int().min(1).default(100 * 1024 * 1024),
+  fileMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100 * 1024 * 1024),
   /** File distribution: payload bytes per FILE_DATA frame, unacknowledged bytes per transfer, and for all transfers together. */
-  fileChunkBytes: z.coerce.number().int().min(1024).max(4 * 1024 * 1024).default(256 * 1024),
-  fileWindowBytes: z.coerce.number().int().min(1024).default(1024 * 1024),
-  fileInflightBytes: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  fileChunkBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(4 * 1024 * 1024)
+    .default(256 * 1024),
+  fileWindowBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1024 * 1024),
+  fileInflightBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(8 * 1024 * 1024),
   /** Content chunks kept in memory for the transfers that need them next (one read serves every host). */
-  fileCacheBytes: z.coerce.number().int().min(0).default(16 * 1024 * 1024),
+  fileCacheBytes: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(16 * 1024 * 1024),
   /** A distribution target with no progress for this long (agent offline, transfer stalled) fails. */
   fileApplyTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Failed logins per username+address per minute before 429. */
@@ -151,9 +262,21 @@ const Schema = z.object({
   agentHeartbeatMinSec: z.coerce.number().int().min(1).default(1),
   agentHeartbeatMaxSec: z.coerce.number().int().min(1).default(300),
   agentTerminalIdleMinSec: z.coerce.number().int().min(1).default(10),
-  agentTerminalIdleMaxSec: z.coerce.number().int().min(1).default(7 * 86_400),
-  agentExecBufferMinBytes: z.coerce.number().int().min(64 * 1024).default(64 * 1024),
-  agentExecBufferMaxBytes: z.coerce.number().int().min(64 * 1024).default(256 * 1024 * 1024),
+  agentTerminalIdleMaxSec: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(7 * 86_400),
+  agentExecBufferMinBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(64 * 1024),
+  agentExecBufferMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(256 * 1024 * 1024),
   /** Control (JSON) messages per second one agent socket may send on average, and its burst; above: the socket is closed. */
   agentMessageRate: z.coerce.number().int().min(1).default(200),
   agentMessageBurst: z.coerce.number().int().min(1).default(1000),
@@ -176,7 +299,11 @@ const Schema = z.object({
   /** Most terminals one broadcast (type once, every pane receives it) opens together. */
   broadcastMaxPanes: z.coerce.number().int().min(1).max(1000).default(16),
   /** Largest file a terminal upload or download moves (drag and drop into a shell's directory, download from it). */
-  terminalTransferMaxBytes: z.coerce.number().int().min(1).default(100 * 1024 * 1024),
+  terminalTransferMaxBytes: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100 * 1024 * 1024),
   /** Longest selector accepted (characters); longer ones are a 400 naming the position. */
   selectorMaxLength: z.coerce.number().int().min(16).default(16_384),
   /** Fleet views (the console's agents table) one console socket may hold at once. */
@@ -202,16 +329,22 @@ const Schema = z.object({
    * (loopback, linklocal, uniquelocal), a hop count, or true (every peer: only behind a proxy
    * that strips the header).
    */
-  trustProxy: z.string().default('off').transform((v, ctx): boolean | number | string[] => {
-    const t = v.trim().toLowerCase();
-    if (t === 'off' || t === 'false' || t === '0' || t === '') return false;
-    if (t === 'true' || t === 'on') return true;
-    if (/^\d+$/.test(t)) return Number(t);
-    const list = t.split(',').map((x) => x.trim()).filter(Boolean);
-    const bad = list.find((x) => !/^(loopback|linklocal|uniquelocal|[0-9a-f.:]+(\/\d{1,3})?)$/.test(x));
-    if (bad) ctx.addIssue({ code: 'custom', message: `not an address, CIDR or express name: ${bad}` });
-    return list;
-  }),
+  trustProxy: z
+    .string()
+    .default('off')
+    .transform((v, ctx): boolean | number | string[] => {
+      const t = v.trim().toLowerCase();
+      if (t === 'off' || t === 'false' || t === '0' || t === '') return false;
+      if (t === 'true' || t === 'on') return true;
+      if (/^\d+$/.test(t)) return Number(t);
+      const list = t
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      const bad = list.find((x) => !/^(loopback|linklocal|uniquelocal|[0-9a-f.:]+(\/\d{1,3})?)$/.test(x));
+      if (bad) ctx.addIssue({ code: 'custom', message: `not an address, CIDR or express name: ${bad}` });
+      return list;
+    }),
   /** MySQL/MariaDB: time to open a connection (a partitioned database answers nothing). */
   dbConnectTimeoutMs: z.coerce.number().int().min(100).default(5000),
   /** MySQL/MariaDB: time a query may wait for a pooled connection (all busy, or the database unreachable) before it fails. */
@@ -227,7 +360,11 @@ const Schema = z.object({
    * Free space kept on the data dir's filesystem for the database: terminal recordings stop (and
    * are marked truncated) rather than write into it.
    */
-  diskReserveBytes: z.coerce.number().int().min(0).default(128 * 1024 * 1024),
+  diskReserveBytes: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(128 * 1024 * 1024),
 });
 
 export type Config = Readonly<z.infer<typeof Schema> & { dataDir: string }>;
@@ -239,45 +376,106 @@ export function servedOverHttps(c: Pick<Config, 'tlsCert' | 'publicUrl'>): boole
 
 /** Environment variable name for each config key (the public contract in DESIGN.md plus tunables). */
 const ENV: Record<keyof z.infer<typeof Schema>, string> = {
-  port: 'MUSTER_PORT', host: 'MUSTER_HOST', dataDir: 'MUSTER_DATA_DIR', dbUrl: 'MUSTER_DB_URL',
-  adminPassword: 'MUSTER_ADMIN_PASSWORD', enrollToken: 'MUSTER_ENROLL_TOKEN', localAgent: 'MUSTER_LOCAL_AGENT',
-  natsUrl: 'MUSTER_NATS_URL', cluster: 'MUSTER_CLUSTER', clusterLeaseTtlMs: 'MUSTER_CLUSTER_LEASE_TTL_MS', tlsCert: 'MUSTER_TLS_CERT', tlsKey: 'MUSTER_TLS_KEY', publicUrl: 'MUSTER_PUBLIC_URL',
-  logLevel: 'MUSTER_LOG_LEVEL', nodeId: 'MUSTER_NODE_ID', heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS', agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
-  notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS', notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS', notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
-  notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS', notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE', helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
-  agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD', consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD', bulkWriteThreshold: 'MUSTER_BULK_WRITE_THRESHOLD',
-  bulkWindow: 'MUSTER_BULK_WINDOW', consoleSoftBufferBytes: 'MUSTER_CONSOLE_SOFT_BUFFER_BYTES', consoleHardBufferBytes: 'MUSTER_CONSOLE_HARD_BUFFER_BYTES',
-  execConsoleBufferBytes: 'MUSTER_EXEC_CONSOLE_BUFFER_BYTES', outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS', outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
-  outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES', outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',
-  maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES', agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
-  anonConnectRate: 'MUSTER_ANON_CONNECT_RATE', anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
-  presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS', sessionTtlSec: 'MUSTER_SESSION_TTL_SEC', jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
-  maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES', maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK', metricsHistoryAgents: 'MUSTER_METRICS_HISTORY_AGENTS', metricsHistoryStepMs: 'MUSTER_METRICS_HISTORY_STEP_MS',
-  maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT', maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',
-  reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC', terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
-  terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES', terminalRecording: 'MUSTER_TERMINAL_RECORDING',
-  terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES', updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
-  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES', fileMaxBytes: 'MUSTER_FILE_MAX_BYTES', fileChunkBytes: 'MUSTER_FILE_CHUNK_BYTES',
-  fileWindowBytes: 'MUSTER_FILE_WINDOW_BYTES', fileInflightBytes: 'MUSTER_FILE_INFLIGHT_BYTES', fileCacheBytes: 'MUSTER_FILE_CACHE_BYTES', fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC', updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY', loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
-  dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS', dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
-  dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS', readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
-  dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS', dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
+  port: 'MUSTER_PORT',
+  host: 'MUSTER_HOST',
+  dataDir: 'MUSTER_DATA_DIR',
+  dbUrl: 'MUSTER_DB_URL',
+  adminPassword: 'MUSTER_ADMIN_PASSWORD',
+  enrollToken: 'MUSTER_ENROLL_TOKEN',
+  localAgent: 'MUSTER_LOCAL_AGENT',
+  natsUrl: 'MUSTER_NATS_URL',
+  cluster: 'MUSTER_CLUSTER',
+  clusterLeaseTtlMs: 'MUSTER_CLUSTER_LEASE_TTL_MS',
+  tlsCert: 'MUSTER_TLS_CERT',
+  tlsKey: 'MUSTER_TLS_KEY',
+  publicUrl: 'MUSTER_PUBLIC_URL',
+  logLevel: 'MUSTER_LOG_LEVEL',
+  nodeId: 'MUSTER_NODE_ID',
+  heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS',
+  agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
+  notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS',
+  notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS',
+  notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
+  notifySweepMs: 'MUSTER_NOTIFY_SWEEP_MS',
+  notifyMaxPerMinute: 'MUSTER_NOTIFY_MAX_PER_MINUTE',
+  helloTimeoutMs: 'MUSTER_HELLO_TIMEOUT_MS',
+  agentMaxPayload: 'MUSTER_AGENT_MAX_PAYLOAD',
+  consoleMaxPayload: 'MUSTER_CONSOLE_MAX_PAYLOAD',
+  bulkWriteThreshold: 'MUSTER_BULK_WRITE_THRESHOLD',
+  bulkWindow: 'MUSTER_BULK_WINDOW',
+  consoleSoftBufferBytes: 'MUSTER_CONSOLE_SOFT_BUFFER_BYTES',
+  consoleHardBufferBytes: 'MUSTER_CONSOLE_HARD_BUFFER_BYTES',
+  execConsoleBufferBytes: 'MUSTER_EXEC_CONSOLE_BUFFER_BYTES',
+  outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS',
+  outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
+  outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES',
+  outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',
+  maxInvalidMessages: 'MUSTER_MAX_INVALID_MESSAGES',
+  agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
+  anonConnectRate: 'MUSTER_ANON_CONNECT_RATE',
+  anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
+  presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
+  sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',
+  jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
+  maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES',
+  maxTargetsPerTask: 'MUSTER_MAX_TARGETS_PER_TASK',
+  metricsHistoryAgents: 'MUSTER_METRICS_HISTORY_AGENTS',
+  metricsHistoryStepMs: 'MUSTER_METRICS_HISTORY_STEP_MS',
+  maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT',
+  maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',
+  reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC',
+  terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
+  terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES',
+  terminalRecording: 'MUSTER_TERMINAL_RECORDING',
+  terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES',
+  updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
+  maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES',
+  fileMaxBytes: 'MUSTER_FILE_MAX_BYTES',
+  fileChunkBytes: 'MUSTER_FILE_CHUNK_BYTES',
+  fileWindowBytes: 'MUSTER_FILE_WINDOW_BYTES',
+  fileInflightBytes: 'MUSTER_FILE_INFLIGHT_BYTES',
+  fileCacheBytes: 'MUSTER_FILE_CACHE_BYTES',
+  fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC',
+  updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY',
+  loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS',
+  dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
+  dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS',
+  readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
+  dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS',
+  dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
   diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
-  scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS', scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC', scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
-  agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE', agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
-  agentHeartbeatMinSec: 'MUSTER_AGENT_HEARTBEAT_MIN_SEC', agentHeartbeatMaxSec: 'MUSTER_AGENT_HEARTBEAT_MAX_SEC',
-  agentTerminalIdleMinSec: 'MUSTER_AGENT_TERMINAL_IDLE_MIN_SEC', agentTerminalIdleMaxSec: 'MUSTER_AGENT_TERMINAL_IDLE_MAX_SEC',
-  agentExecBufferMinBytes: 'MUSTER_AGENT_EXEC_BUFFER_MIN_BYTES', agentExecBufferMaxBytes: 'MUSTER_AGENT_EXEC_BUFFER_MAX_BYTES',
-  consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE', consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
+  scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS',
+  scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC',
+  scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
+  agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE',
+  agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
+  agentHeartbeatMinSec: 'MUSTER_AGENT_HEARTBEAT_MIN_SEC',
+  agentHeartbeatMaxSec: 'MUSTER_AGENT_HEARTBEAT_MAX_SEC',
+  agentTerminalIdleMinSec: 'MUSTER_AGENT_TERMINAL_IDLE_MIN_SEC',
+  agentTerminalIdleMaxSec: 'MUSTER_AGENT_TERMINAL_IDLE_MAX_SEC',
+  agentExecBufferMinBytes: 'MUSTER_AGENT_EXEC_BUFFER_MIN_BYTES',
+  agentExecBufferMaxBytes: 'MUSTER_AGENT_EXEC_BUFFER_MAX_BYTES',
+  consoleMessageRate: 'MUSTER_CONSOLE_MESSAGE_RATE',
+  consoleMessageBurst: 'MUSTER_CONSOLE_MESSAGE_BURST',
   socketRecheckSec: 'MUSTER_SOCKET_RECHECK_SEC',
-  auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC', auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST', maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
-  maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER', broadcastMaxPanes: 'MUSTER_BROADCAST_MAX_PANES',
+  auditRefusalWindowSec: 'MUSTER_AUDIT_REFUSAL_WINDOW_SEC',
+  auditPolicyBurst: 'MUSTER_AUDIT_POLICY_BURST',
+  maxTerminalsPerUser: 'MUSTER_MAX_TERMINALS_PER_USER',
+  maxTerminalsPerServer: 'MUSTER_MAX_TERMINALS_PER_SERVER',
+  broadcastMaxPanes: 'MUSTER_BROADCAST_MAX_PANES',
   terminalTransferMaxBytes: 'MUSTER_TERMINAL_TRANSFER_MAX_BYTES',
-  fleetViewsPerConsole: 'MUSTER_FLEET_VIEWS_PER_CONSOLE', fleetViewTickMs: 'MUSTER_FLEET_VIEW_TICK_MS',
-  fleetViewResortMs: 'MUSTER_FLEET_VIEW_RESORT_MS', benchSimulatedPresence: 'MUSTER_BENCH_SIMULATED_PRESENCE',
-  selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH', selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH', selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
-  trustProxy: 'MUSTER_TRUST_PROXY', maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
-  dashboardDiskPercent: 'MUSTER_DASHBOARD_DISK_PERCENT', dashboardAttentionMax: 'MUSTER_DASHBOARD_ATTENTION_MAX',
+  fleetViewsPerConsole: 'MUSTER_FLEET_VIEWS_PER_CONSOLE',
+  fleetViewTickMs: 'MUSTER_FLEET_VIEW_TICK_MS',
+  fleetViewResortMs: 'MUSTER_FLEET_VIEW_RESORT_MS',
+  benchSimulatedPresence: 'MUSTER_BENCH_SIMULATED_PRESENCE',
+  selectorMaxLength: 'MUSTER_SELECTOR_MAX_LENGTH',
+  selectorMaxDepth: 'MUSTER_SELECTOR_MAX_DEPTH',
+  selectorMaxTerms: 'MUSTER_SELECTOR_MAX_TERMS',
+  trustProxy: 'MUSTER_TRUST_PROXY',
+  maxTokensPerUser: 'MUSTER_MAX_TOKENS_PER_USER',
+  dashboardDiskPercent: 'MUSTER_DASHBOARD_DISK_PERCENT',
+  dashboardAttentionMax: 'MUSTER_DASHBOARD_ATTENTION_MAX',
 };
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */
@@ -304,7 +502,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   }
   if (c.natsUrl && !/^(mysql|mariadb):/.test(c.dbUrl ?? '')) {
     // Every node must see the same agents, tasks and leases' effects: one SQLite file per node cannot.
-    throw new ConfigError('invalid configuration:\n  MUSTER_NATS_URL: a cluster needs a shared MySQL/MariaDB database; set MUSTER_DB_URL=mysql://… (SQLite is one node only)');
+    throw new ConfigError(
+      'invalid configuration:\n  MUSTER_NATS_URL: a cluster needs a shared MySQL/MariaDB database; set MUSTER_DB_URL=mysql://… (SQLite is one node only)',
+    );
   }
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
     throw new ConfigError('invalid configuration:\n  MUSTER_TLS_CERT and MUSTER_TLS_KEY must be set together');

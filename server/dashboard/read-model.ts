@@ -45,22 +45,39 @@ const diskPercent = (a: AgentRecord) => {
  * (indexed on executions.finished_at and the states). No answer grows with the fleet.
  */
 export class DashboardReadModel {
-  constructor(private readonly db: Db, private readonly agents: () => Iterable<AgentRecord>, private readonly opts: { diskPercent: number; max: number }) {}
+  constructor(
+    private readonly db: Db,
+    private readonly agents: () => Iterable<AgentRecord>,
+    private readonly opts: { diskPercent: number; max: number },
+  ) {}
 
   async dashboard(now = Date.now()): Promise<Dashboard> {
     const { max } = this.opts;
     const failedWindowHours = 24;
-    const offline = topN(matching(this.agents(), (a) => a.status === 'offline'), max, (a) => a.lastSeenAt ?? 0);
-    const disk = topN(matching(this.agents(), (a) => a.status === 'online' && diskPercent(a) >= this.opts.diskPercent), max, diskPercent);
+    const offline = topN(
+      matching(this.agents(), (a) => a.status === 'offline'),
+      max,
+      (a) => a.lastSeenAt ?? 0,
+    );
+    const disk = topN(
+      matching(this.agents(), (a) => a.status === 'online' && diskPercent(a) >= this.opts.diskPercent),
+      max,
+      diskPercent,
+    );
     const [failed, rollouts, distributions] = await Promise.all([
-      this.failedHosts(now - failedWindowHours * HOUR_MS, max), this.activeRollouts(max), this.activeDistributions(max),
+      this.failedHosts(now - failedWindowHours * HOUR_MS, max),
+      this.activeRollouts(max),
+      this.activeDistributions(max),
     ]);
     return {
       attention: {
         offline: {
           total: offline.total,
           items: offline.top.map((a): AttentionHost => ({
-            agentId: a.id, name: a.name, at: iso(a.lastSeenAt), detail: a.lastSeenAt == null ? 'never connected' : 'offline',
+            agentId: a.id,
+            name: a.name,
+            at: iso(a.lastSeenAt),
+            detail: a.lastSeenAt == null ? 'never connected' : 'offline',
           })),
         },
         disk: {
@@ -72,22 +89,36 @@ export class DashboardReadModel {
         },
         failed,
       },
-      diskPercent: this.opts.diskPercent, failedWindowHours, rollouts, distributions,
+      diskPercent: this.opts.diskPercent,
+      failedWindowHours,
+      rollouts,
+      distributions,
     };
   }
 
   /** Agents with failed runs since `since`: how many in all, and the `max` latest with their count and latest task. */
   private async failedHosts(since: number, max: number): Promise<{ total: number; items: AttentionHost[] }> {
-    const base = () => this.db('executions').where('finished_at', '>=', since).whereIn('status', [...FAILED_STATES]);
+    const base = () =>
+      this.db('executions')
+        .where('finished_at', '>=', since)
+        .whereIn('status', [...FAILED_STATES]);
     const [[totalRow], rows] = await Promise.all([
       (async () => (await base().countDistinct({ n: 'agent_id' })) as { n: number | string }[])(),
-      (async () => (await base().select('agent_id').max({ name: 'agent_name', last: 'finished_at' }).count({ n: '*' })
-        .groupBy('agent_id').orderBy('last', 'desc').limit(max)) as unknown as { agent_id: string; name: string; last: number | string; n: number | string }[])(),
+      (async () =>
+        (await base()
+          .select('agent_id')
+          .max({ name: 'agent_name', last: 'finished_at' })
+          .count({ n: '*' })
+          .groupBy('agent_id')
+          .orderBy('last', 'desc')
+          .limit(max)) as unknown as { agent_id: string; name: string; last: number | string; n: number | string }[])(),
     ]);
     // The task of each one's latest failure: its rows at that time (one per agent, ties aside).
     const latest = new Map<string, string>();
     if (rows.length) {
-      const tasks = (await this.db('executions').select('agent_id', 'task_id').whereIn('status', [...FAILED_STATES])
+      const tasks = (await this.db('executions')
+        .select('agent_id', 'task_id')
+        .whereIn('status', [...FAILED_STATES])
         .where((q) => {
           for (const r of rows) void q.orWhere((w) => void w.where('agent_id', r.agent_id).where('finished_at', Number(r.last)));
         })) as { agent_id: string; task_id: string }[];
@@ -98,7 +129,11 @@ export class DashboardReadModel {
       items: rows.map((r) => {
         const n = Number(r.n);
         return {
-          agentId: r.agent_id, name: r.name, at: iso(Number(r.last)), failures: n, taskId: latest.get(r.agent_id) ?? null,
+          agentId: r.agent_id,
+          name: r.name,
+          at: iso(Number(r.last)),
+          failures: n,
+          taskId: latest.get(r.agent_id) ?? null,
           detail: `${n} failed run${n === 1 ? '' : 's'}`,
         };
       }),
@@ -106,25 +141,57 @@ export class DashboardReadModel {
   }
 
   private async activeRollouts(max: number): Promise<ActiveRollout[]> {
-    const rs = (await this.db('rollouts').select('id', 'version', 'state', 'created_by', 'created_at').whereIn('state', ACTIVE_RUN_STATES)
-      .orderBy('created_at', 'desc').limit(max)) as { id: string; version: string; state: string; created_by: string; created_at: number | string }[];
-    const counts = await this.stateCounts('rollout_targets', 'rollout_id', rs.map((r) => r.id));
+    const rs = (await this.db('rollouts')
+      .select('id', 'version', 'state', 'created_by', 'created_at')
+      .whereIn('state', ACTIVE_RUN_STATES)
+      .orderBy('created_at', 'desc')
+      .limit(max)) as { id: string; version: string; state: string; created_by: string; created_at: number | string }[];
+    const counts = await this.stateCounts(
+      'rollout_targets',
+      'rollout_id',
+      rs.map((r) => r.id),
+    );
     return rs.map((r) => ({
-      id: r.id, version: r.version, state: r.state, createdBy: r.created_by, createdAt: iso(Number(r.created_at))!,
+      id: r.id,
+      version: r.version,
+      state: r.state,
+      createdBy: r.created_by,
+      createdAt: iso(Number(r.created_at))!,
       ...progress(counts.get(r.id), ROLLOUT_DONE, ROLLOUT_FAILED),
     }));
   }
 
   private async activeDistributions(max: number): Promise<ActiveDistribution[]> {
-    const rs = (await this.db('file_distributions as d').join('managed_files as f', 'f.id', 'd.file_id')
-      .select('d.id', 'd.file_id', 'f.path', 'd.revision', 'd.kind', 'd.state', 'd.created_by', 'd.created_at').whereIn('d.state', ACTIVE_RUN_STATES)
-      .orderBy('d.created_at', 'desc').limit(max)) as {
-        id: string; file_id: string; path: string; revision: number | null; kind: string; state: string; created_by: string; created_at: number | string;
-      }[];
-    const counts = await this.stateCounts('file_distribution_targets', 'distribution_id', rs.map((r) => r.id));
+    const rs = (await this.db('file_distributions as d')
+      .join('managed_files as f', 'f.id', 'd.file_id')
+      .select('d.id', 'd.file_id', 'f.path', 'd.revision', 'd.kind', 'd.state', 'd.created_by', 'd.created_at')
+      .whereIn('d.state', ACTIVE_RUN_STATES)
+      .orderBy('d.created_at', 'desc')
+      .limit(max)) as {
+      id: string;
+      file_id: string;
+      path: string;
+      revision: number | null;
+      kind: string;
+      state: string;
+      created_by: string;
+      created_at: number | string;
+    }[];
+    const counts = await this.stateCounts(
+      'file_distribution_targets',
+      'distribution_id',
+      rs.map((r) => r.id),
+    );
     return rs.map((r) => ({
-      id: r.id, fileId: r.file_id, path: r.path, revision: r.revision == null ? null : Number(r.revision), kind: r.kind, state: r.state,
-      createdBy: r.created_by, createdAt: iso(Number(r.created_at))!, ...progress(counts.get(r.id), DIST_DONE, new Set(['failed'])),
+      id: r.id,
+      fileId: r.file_id,
+      path: r.path,
+      revision: r.revision == null ? null : Number(r.revision),
+      kind: r.kind,
+      state: r.state,
+      createdBy: r.created_by,
+      createdAt: iso(Number(r.created_at))!,
+      ...progress(counts.get(r.id), DIST_DONE, new Set(['failed'])),
     }));
   }
 
@@ -132,7 +199,11 @@ export class DashboardReadModel {
   private async stateCounts(table: string, parent: string, ids: string[]): Promise<Map<string, Map<string, number>>> {
     const out = new Map<string, Map<string, number>>();
     if (ids.length === 0) return out;
-    const rows = (await this.db(table).select({ p: parent }, 'state').count({ n: '*' }).whereIn(parent, ids).groupBy(parent, 'state')) as unknown as { p: string; state: string; n: number | string }[];
+    const rows = (await this.db(table).select({ p: parent }, 'state').count({ n: '*' }).whereIn(parent, ids).groupBy(parent, 'state')) as unknown as {
+      p: string;
+      state: string;
+      n: number | string;
+    }[];
     for (const r of rows) {
       let m = out.get(r.p);
       if (!m) out.set(r.p, (m = new Map()));
@@ -149,8 +220,10 @@ export class DashboardReadModel {
   async trend(hours: number, now = Date.now()): Promise<ExecutionTrend> {
     const first = Math.floor(now / HOUR_MS) * HOUR_MS - (hours - 1) * HOUR_MS;
     const rows = (await this.db('executions')
-      .select(this.db.raw(`(finished_at - (finished_at % ${HOUR_MS})) as bucket`), 'status').count({ n: '*' })
-      .where('finished_at', '>=', first).whereIn('status', ['succeeded', 'cancelled', ...FAILED_STATES])
+      .select(this.db.raw(`(finished_at - (finished_at % ${HOUR_MS})) as bucket`), 'status')
+      .count({ n: '*' })
+      .where('finished_at', '>=', first)
+      .whereIn('status', ['succeeded', 'cancelled', ...FAILED_STATES])
       .groupBy('bucket', 'status')) as unknown as { bucket: number | string; status: string; n: number | string }[];
     const buckets: TrendBucket[] = [];
     const at = new Map<number, TrendBucket>();

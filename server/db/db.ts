@@ -9,7 +9,10 @@ export type Db = Knex;
 export type Dialect = 'mysql' | 'sqlite';
 
 /** Timeouts that bound every wait on the database (see the config of the same names). */
-export interface DbTimeouts { connectTimeoutMs: number; acquireTimeoutMs: number }
+export interface DbTimeouts {
+  connectTimeoutMs: number;
+  acquireTimeoutMs: number;
+}
 /** knex's and mysql2's own defaults. */
 const DEFAULT_TIMEOUTS: DbTimeouts = { connectTimeoutMs: 10_000, acquireTimeoutMs: 60_000 };
 
@@ -17,7 +20,9 @@ type MysqlConn = { destroy(): void };
 type QueryObj = { sql?: string; options?: Record<string, unknown> };
 type KnexClientClass = new (config: Knex.Config) => { _query(conn: MysqlConn, obj: QueryObj): Promise<unknown> };
 /** Held by the client class, not the instance: knex's transaction clients share the prototype but not instance fields. */
-interface Timeouts { queryTimeoutMs: number }
+interface Timeouts {
+  queryTimeoutMs: number;
+}
 
 /**
  * knex's mysql2 client with a statement timeout. A partitioned database answers nothing, and a

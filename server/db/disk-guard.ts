@@ -69,7 +69,11 @@ export class DiskGuard {
     const low = this.free < this.o.reserveBytes;
     if (low !== this.low) {
       this.low = low;
-      if (low) this.o.log.warn({ dir: this.o.dir, freeBytes: this.free, reserveBytes: this.o.reserveBytes }, 'data disk below its reserve (MUSTER_DISK_RESERVE_BYTES): terminal recordings stop; writes that find no space answer 507 and are retried');
+      if (low)
+        this.o.log.warn(
+          { dir: this.o.dir, freeBytes: this.free, reserveBytes: this.o.reserveBytes },
+          'data disk below its reserve (MUSTER_DISK_RESERVE_BYTES): terminal recordings stop; writes that find no space answer 507 and are retried',
+        );
       else this.o.log.info({ dir: this.o.dir, freeBytes: this.free }, 'data disk above its reserve again');
     }
   }
@@ -77,7 +81,8 @@ export class DiskGuard {
   private tick(): void {
     this.sample();
     if (!this.low || !this.o.onLow || this.relieving) return;
-    this.relieving = this.o.onLow()
+    this.relieving = this.o
+      .onLow()
       .catch((err: unknown) => this.o.log.debug({ err }, 'could not relieve the data disk'))
       .finally(() => {
         this.relieving = null;

@@ -1,8 +1,12 @@
 import type { Knex } from 'knex';
 
 /** A better-sqlite3 statement, as far as the hot write paths use it. */
-export interface SqliteStatement { run(...params: unknown[]): unknown }
-interface SqliteConnection { prepare(sql: string): SqliteStatement }
+export interface SqliteStatement {
+  run(...params: unknown[]): unknown;
+}
+interface SqliteConnection {
+  prepare(sql: string): SqliteStatement;
+}
 
 /** Statements prepared on each SQLite connection, by SQL text (a handful per write path). */
 const cache = new WeakMap<SqliteConnection, Map<string, SqliteStatement>>();

@@ -10,12 +10,18 @@ export type Readiness = { ok: true } | { ok: false; error: string };
 export class DbReadiness {
   private inflight: Promise<void> | null = null;
 
-  constructor(private readonly db: Db, private readonly timeoutMs: number) {}
+  constructor(
+    private readonly db: Db,
+    private readonly timeoutMs: number,
+  ) {}
 
   async check(): Promise<Readiness> {
-    const probe = (this.inflight ??= this.db.raw('select 1').then(() => undefined).finally(() => {
-      this.inflight = null;
-    }));
+    const probe = (this.inflight ??= this.db
+      .raw('select 1')
+      .then(() => undefined)
+      .finally(() => {
+        this.inflight = null;
+      }));
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), this.timeoutMs);

@@ -16,7 +16,10 @@ export class TxBatcher {
   private scheduled = false;
   private running: Promise<void> = Promise.resolve();
 
-  constructor(private readonly db: Db, private readonly maxBatch = 1000) {}
+  constructor(
+    private readonly db: Db,
+    private readonly maxBatch = 1000,
+  ) {}
 
   /**
    * Runs `fn` inside the next batch's transaction. `fn` must use only `trx` (never the pool):

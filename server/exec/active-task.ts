@@ -28,7 +28,10 @@ export interface ActiveTask {
 export function activeTask(task: Task, executions: Execution[]): ActiveTask {
   const total = executions.length;
   return {
-    task, executions, pending: executions.filter((e) => e.status === 'pending'), head: 0,
+    task,
+    executions,
+    pending: executions.filter((e) => e.status === 'pending'),
+    head: 0,
     window: resolveLimit(task.concurrency, total, 1) ?? Number.POSITIVE_INFINITY,
     maxFailures: resolveLimit(task.maxFailures, total, 0),
     failures: executions.filter((e) => FAILURE_STATES.includes(e.status)).length,
@@ -57,7 +60,15 @@ export function pushView(task: Task, counts: Partial<Record<ExecutionState, numb
 /** The exec.run that asks an agent to run execution `e` of task `t`. */
 export function runMessage(t: Task, e: Execution): ServerToAgent {
   return {
-    type: 'exec.run', executionId: e.id, taskId: t.id, script: t.script, interpreter: t.interpreter, args: t.args,
-    env: t.env, cwd: t.cwd, timeoutSec: t.timeoutSec, ...(t.signature ? { signature: t.signature } : {}),
+    type: 'exec.run',
+    executionId: e.id,
+    taskId: t.id,
+    script: t.script,
+    interpreter: t.interpreter,
+    args: t.args,
+    env: t.env,
+    cwd: t.cwd,
+    timeoutSec: t.timeoutSec,
+    ...(t.signature ? { signature: t.signature } : {}),
   };
 }

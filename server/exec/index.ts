@@ -25,20 +25,38 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const repo = new ExecRepo(core.db, core.dialect);
   const gate = new ReadGate(fleet, log);
   const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
-    intervalMs: config.outputFlushMs, batchBytes: config.outputBatchBytes,
-    highWaterBytes: config.outputHighWaterBytes, maxFlushBytes: config.outputMaxFlushBytes,
-    retryInitialMs: config.dbRetryInitialMs, retryMaxMs: config.dbRetryMaxMs,
+    intervalMs: config.outputFlushMs,
+    batchBytes: config.outputBatchBytes,
+    highWaterBytes: config.outputHighWaterBytes,
+    maxFlushBytes: config.outputMaxFlushBytes,
+    retryInitialMs: config.dbRetryInitialMs,
+    retryMaxMs: config.dbRetryMaxMs,
     onPressure: (on) => gate.pressure(on, writer.queuedBytes()),
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
   const fanout = new ConsoleFanout(config.execConsoleBufferBytes);
   const scheduler = new Scheduler({
-    repo, writer, fleet, bus, live: fanout, log, metrics: core.metrics,
-    maxExecutionsPerAgent: config.maxExecutionsPerAgent, reconcileTimeoutMs, maxOutputBytes: config.maxOutputBytes,
+    repo,
+    writer,
+    fleet,
+    bus,
+    live: fanout,
+    log,
+    metrics: core.metrics,
+    maxExecutionsPerAgent: config.maxExecutionsPerAgent,
+    reconcileTimeoutMs,
+    maxOutputBytes: config.maxOutputBytes,
   });
   core.metrics.sources.tasksRunning = () => scheduler.size;
   const svc = new ExecService({
-    config, repo, writer, scheduler, fleet, audit: core.audit, log, select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
+    config,
+    repo,
+    writer,
+    scheduler,
+    fleet,
+    audit: core.audit,
+    log,
+    select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
@@ -66,7 +84,13 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
           fanout.unsubscribe(ch, m.taskId);
           // The database away is not a missing task: say which, so the console retries.
           const failure = dbFailure(err);
-          if (failure) ch.send({ type: 'error', code: failure === 'no_space' ? 'insufficient_storage' : 'database_unavailable', message: 'the database is unavailable; retry later', ref: m.taskId });
+          if (failure)
+            ch.send({
+              type: 'error',
+              code: failure === 'no_space' ? 'insufficient_storage' : 'database_unavailable',
+              message: 'the database is unavailable; retry later',
+              ref: m.taskId,
+            });
           else ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
         }
       },
@@ -95,4 +119,3 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     },
   };
 }
-

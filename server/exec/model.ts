@@ -82,20 +82,54 @@ export function deriveTaskStatus(counts: Partial<Record<ExecutionState, number>>
 
 export function executionView(e: Execution): ExecutionView {
   return {
-    id: e.id, taskId: e.taskId, agentId: e.agentId, agentName: e.agentName, status: e.status, exitCode: e.exitCode, signal: e.signal,
-    startedAt: iso(e.startedAt), finishedAt: iso(e.finishedAt),
+    id: e.id,
+    taskId: e.taskId,
+    agentId: e.agentId,
+    agentName: e.agentName,
+    status: e.status,
+    exitCode: e.exitCode,
+    signal: e.signal,
+    startedAt: iso(e.startedAt),
+    finishedAt: iso(e.finishedAt),
     durationMs: e.startedAt != null && e.finishedAt != null ? e.finishedAt - e.startedAt : null,
-    truncated: e.truncated, reason: e.reason, outputBytes: e.outputBytes, containment: e.containment, reconciledAt: iso(e.reconciledAt),
+    truncated: e.truncated,
+    reason: e.reason,
+    outputBytes: e.outputBytes,
+    containment: e.containment,
+    reconciledAt: iso(e.reconciledAt),
   };
 }
 
 export function taskView(t: Task, counts: Partial<Record<ExecutionState, number>>): TaskView & Record<string, unknown> {
   return {
-    id: t.id, name: t.name, script: t.script, interpreter: t.interpreter, args: t.args, targets: t.targets, createdBy: t.createdBy,
-    createdAt: new Date(t.createdAt).toISOString(), status: t.status, counts, total: t.total,
-    env: publicEnv(t), secretEnv: t.secretEnv, cwd: t.cwd, timeoutSec: t.timeoutSec, concurrency: t.concurrency, maxFailures: t.maxFailures, offline: t.offline,
-    queueTtlSec: t.queueTtlSec, scriptSha256: t.scriptSha256, finishedAt: iso(t.finishedAt), cancelledAt: iso(t.cancelledAt),
-    cancelledBy: t.cancelledBy, rerunOf: t.rerunOf, scriptId: t.scriptId, scriptVersion: t.scriptVersion, scheduleId: t.scheduleId, signature: t.signature,
+    id: t.id,
+    name: t.name,
+    script: t.script,
+    interpreter: t.interpreter,
+    args: t.args,
+    targets: t.targets,
+    createdBy: t.createdBy,
+    createdAt: new Date(t.createdAt).toISOString(),
+    status: t.status,
+    counts,
+    total: t.total,
+    env: publicEnv(t),
+    secretEnv: t.secretEnv,
+    cwd: t.cwd,
+    timeoutSec: t.timeoutSec,
+    concurrency: t.concurrency,
+    maxFailures: t.maxFailures,
+    offline: t.offline,
+    queueTtlSec: t.queueTtlSec,
+    scriptSha256: t.scriptSha256,
+    finishedAt: iso(t.finishedAt),
+    cancelledAt: iso(t.cancelledAt),
+    cancelledBy: t.cancelledBy,
+    rerunOf: t.rerunOf,
+    scriptId: t.scriptId,
+    scriptVersion: t.scriptVersion,
+    scheduleId: t.scheduleId,
+    signature: t.signature,
   };
 }
 

@@ -26,18 +26,25 @@ function rawKey(b64: string): KeyObject | null {
  * reported a policy). This is only the early refusal, so the operator sees `policy_denied` at once
  * instead of a round trip: the agent checks again, itself, whatever the server decides.
  */
-export function taskDenial(policy: HostPolicy | null, task: Pick<Task, 'script' | 'scriptSha256' | 'interpreter' | 'args' | 'env' | 'cwd' | 'signature'>): string | null {
+export function taskDenial(
+  policy: HostPolicy | null,
+  task: Pick<Task, 'script' | 'scriptSha256' | 'interpreter' | 'args' | 'env' | 'cwd' | 'signature'>,
+): string | null {
   const basic = execDenial(policy, task.interpreter, task.signature != null);
   if (basic || !policy?.requireSignedScripts) return basic;
   const sig = Buffer.from(task.signature ?? '', 'base64');
   const msg = Buffer.from(scriptSigningMessage({ ...task, scriptSha256: task.scriptSha256 }));
-  const ok = sig.length === 64 && policy.scriptPublicKeys.some((b64) => {
-    const k = rawKey(b64);
-    try {
-      return k != null && verify(null, msg, k, sig);
-    } catch {
-      return false;
-    }
-  });
-  return ok ? null : 'script signature does not verify with the host\'s scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)';
+  const ok =
+    sig.length === 64 &&
+    policy.scriptPublicKeys.some((b64) => {
+      const k = rawKey(b64);
+      try {
+        return k != null && verify(null, msg, k, sig);
+      } catch {
+        return false;
+      }
+    });
+  return ok
+    ? null
+    : "script signature does not verify with the host's scriptPublicKeys (script, interpreter, arguments, environment or directory changed since signing, or signed by another key)";
 }

@@ -13,7 +13,10 @@ export class ReadGate {
   /** Held sockets, one per agent (its current one). */
   private readonly held = new Map<string, AgentChannel>();
 
-  constructor(private readonly fleet: Pick<Fleet, 'touch'>, private readonly log: Logger) {}
+  constructor(
+    private readonly fleet: Pick<Fleet, 'touch'>,
+    private readonly log: Logger,
+  ) {}
 
   /** The writer's pressure changed (ExecWriteBatcher's onPressure). */
   pressure(on: boolean, queuedBytes: number): void {

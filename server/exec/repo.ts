@@ -9,9 +9,19 @@ import { updateExecutionRows } from './row-updates.js';
 export type ExecPatch = Partial<Omit<Execution, 'id' | 'taskId' | 'agentId' | 'agentName'>>;
 
 const COLS: Record<keyof ExecPatch, string> = {
-  status: 'status', reason: 'reason', exitCode: 'exit_code', signal: 'signal', queuedUntil: 'queued_until',
-  dispatchedAt: 'dispatched_at', startedAt: 'started_at', finishedAt: 'finished_at', outputBytes: 'output_bytes',
-  nextSeq: 'next_seq', truncated: 'truncated', containment: 'containment', reconciledAt: 'reconciled_at',
+  status: 'status',
+  reason: 'reason',
+  exitCode: 'exit_code',
+  signal: 'signal',
+  queuedUntil: 'queued_until',
+  dispatchedAt: 'dispatched_at',
+  startedAt: 'started_at',
+  finishedAt: 'finished_at',
+  outputBytes: 'output_bytes',
+  nextSeq: 'next_seq',
+  truncated: 'truncated',
+  containment: 'containment',
+  reconciledAt: 'reconciled_at',
 };
 
 export function patchToRow(p: ExecPatch): Record<string, unknown> {
@@ -27,11 +37,22 @@ const num = (v: unknown) => (v == null ? null : Number(v));
 
 export function execFromRow(r: Record<string, unknown>): Execution {
   return {
-    id: String(r['id']), taskId: String(r['task_id']), agentId: String(r['agent_id']), agentName: String(r['agent_name']),
-    status: r['status'] as ExecutionState, reason: (r['reason'] as string | null) ?? null, exitCode: num(r['exit_code']),
-    signal: (r['signal'] as string | null) ?? null, queuedUntil: num(r['queued_until']), dispatchedAt: num(r['dispatched_at']),
-    startedAt: num(r['started_at']), finishedAt: num(r['finished_at']), outputBytes: Number(r['output_bytes'] ?? 0),
-    nextSeq: Number(r['next_seq'] ?? 0), truncated: Boolean(r['truncated']), containment: (r['containment'] as string | null) ?? null,
+    id: String(r['id']),
+    taskId: String(r['task_id']),
+    agentId: String(r['agent_id']),
+    agentName: String(r['agent_name']),
+    status: r['status'] as ExecutionState,
+    reason: (r['reason'] as string | null) ?? null,
+    exitCode: num(r['exit_code']),
+    signal: (r['signal'] as string | null) ?? null,
+    queuedUntil: num(r['queued_until']),
+    dispatchedAt: num(r['dispatched_at']),
+    startedAt: num(r['started_at']),
+    finishedAt: num(r['finished_at']),
+    outputBytes: Number(r['output_bytes'] ?? 0),
+    nextSeq: Number(r['next_seq'] ?? 0),
+    truncated: Boolean(r['truncated']),
+    containment: (r['containment'] as string | null) ?? null,
     reconciledAt: num(r['reconciled_at']),
   };
 }
@@ -42,14 +63,31 @@ function execToRow(e: Execution): Record<string, unknown> {
 
 export function taskFromRow(r: Record<string, unknown>): Task {
   return {
-    id: String(r['id']), name: (r['name'] as string | null) || defaultTaskName(String(r['script'])), script: String(r['script']), scriptSha256: String(r['script_sha256']), interpreter: String(r['interpreter']),
-    args: parseJson(r['args'], []), env: parseJson(r['env'], {}), cwd: (r['cwd'] as string | null) ?? null,
-    timeoutSec: Number(r['timeout_sec']), targets: parseJson(r['targets'], null), concurrency: (r['concurrency'] as string | null) ?? null,
-    maxFailures: (r['max_failures'] as string | null) ?? null, offline: r['offline'] === 'queue' ? 'queue' : 'skip',
-    queueTtlSec: num(r['queue_ttl_sec']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
-    status: r['status'] as Task['status'], total: Number(r['total']), finishedAt: num(r['finished_at']),
-    cancelledAt: num(r['cancelled_at']), cancelledBy: (r['cancelled_by'] as string | null) ?? null, rerunOf: (r['rerun_of'] as string | null) ?? null,
-    scriptId: (r['script_id'] as string | null) ?? null, scriptVersion: num(r['script_version']), scheduleId: (r['schedule_id'] as string | null) ?? null,
+    id: String(r['id']),
+    name: (r['name'] as string | null) || defaultTaskName(String(r['script'])),
+    script: String(r['script']),
+    scriptSha256: String(r['script_sha256']),
+    interpreter: String(r['interpreter']),
+    args: parseJson(r['args'], []),
+    env: parseJson(r['env'], {}),
+    cwd: (r['cwd'] as string | null) ?? null,
+    timeoutSec: Number(r['timeout_sec']),
+    targets: parseJson(r['targets'], null),
+    concurrency: (r['concurrency'] as string | null) ?? null,
+    maxFailures: (r['max_failures'] as string | null) ?? null,
+    offline: r['offline'] === 'queue' ? 'queue' : 'skip',
+    queueTtlSec: num(r['queue_ttl_sec']),
+    createdBy: String(r['created_by']),
+    createdAt: Number(r['created_at']),
+    status: r['status'] as Task['status'],
+    total: Number(r['total']),
+    finishedAt: num(r['finished_at']),
+    cancelledAt: num(r['cancelled_at']),
+    cancelledBy: (r['cancelled_by'] as string | null) ?? null,
+    rerunOf: (r['rerun_of'] as string | null) ?? null,
+    scriptId: (r['script_id'] as string | null) ?? null,
+    scriptVersion: num(r['script_version']),
+    scheduleId: (r['schedule_id'] as string | null) ?? null,
     secretEnv: parseJson(r['secret_env'], []),
     signature: (r['signature'] as string | null) ?? null,
   };
@@ -57,33 +95,68 @@ export function taskFromRow(r: Record<string, unknown>): Task {
 
 function taskToRow(t: Task): Record<string, unknown> {
   return {
-    id: t.id, name: t.name, script: t.script, script_sha256: t.scriptSha256, interpreter: t.interpreter, args: JSON.stringify(t.args),
-    env: JSON.stringify(t.env), cwd: t.cwd, timeout_sec: t.timeoutSec, targets: JSON.stringify(t.targets), concurrency: t.concurrency,
-    max_failures: t.maxFailures, offline: t.offline, queue_ttl_sec: t.queueTtlSec, created_by: t.createdBy, created_at: t.createdAt,
-    status: t.status, total: t.total, finished_at: t.finishedAt, cancelled_at: t.cancelledAt, cancelled_by: t.cancelledBy, rerun_of: t.rerunOf,
-    script_id: t.scriptId, script_version: t.scriptVersion, schedule_id: t.scheduleId, secret_env: t.secretEnv.length ? JSON.stringify(t.secretEnv) : null,
+    id: t.id,
+    name: t.name,
+    script: t.script,
+    script_sha256: t.scriptSha256,
+    interpreter: t.interpreter,
+    args: JSON.stringify(t.args),
+    env: JSON.stringify(t.env),
+    cwd: t.cwd,
+    timeout_sec: t.timeoutSec,
+    targets: JSON.stringify(t.targets),
+    concurrency: t.concurrency,
+    max_failures: t.maxFailures,
+    offline: t.offline,
+    queue_ttl_sec: t.queueTtlSec,
+    created_by: t.createdBy,
+    created_at: t.createdAt,
+    status: t.status,
+    total: t.total,
+    finished_at: t.finishedAt,
+    cancelled_at: t.cancelledAt,
+    cancelled_by: t.cancelledBy,
+    rerun_of: t.rerunOf,
+    script_id: t.scriptId,
+    script_version: t.scriptVersion,
+    schedule_id: t.scheduleId,
+    secret_env: t.secretEnv.length ? JSON.stringify(t.secretEnv) : null,
     signature: t.signature,
   };
 }
 
 export interface TaskFilter {
-  status?: string; createdBy?: string; since?: number; until?: number; idPrefix?: string;
+  status?: string;
+  createdBy?: string;
+  since?: number;
+  until?: number;
+  idPrefix?: string;
   /** Words found in the name or the script (each word must match one of them). */
   q?: string;
   /** An agent id, or part of a target's name, among the task's executions. */
   target?: string;
-  limit: number; offset: number;
+  limit: number;
+  offset: number;
 }
 
 /** LIKE pattern text with its wildcards escaped (used with `escape '!'`). */
 const escapeLike = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
 
 /** One stored part of an output chunk (an execution_output row). */
-export interface OutputRow { execution_id: string; seq: number; part: number; stream: number; data: Buffer }
+export interface OutputRow {
+  execution_id: string;
+  seq: number;
+  part: number;
+  stream: number;
+  data: Buffer;
+}
 
 /** tasks / executions / execution_output access. The hot writes are batched by ExecWriteBatcher into storeBatch. */
 export class ExecRepo {
-  constructor(readonly db: Db, private readonly dialect: Dialect) {}
+  constructor(
+    readonly db: Db,
+    private readonly dialect: Dialect,
+  ) {}
 
   /**
    * Stores a batch in one transaction: output parts (a part already stored is ignored: resends
@@ -154,8 +227,11 @@ export class ExecRepo {
 
   /** Highest stored output sequence + 1 and stored bytes of an execution (after a crash the row may lag). */
   async storedOutput(executionId: string): Promise<{ nextSeq: number; bytes: number }> {
-    const r = (await this.db('execution_output').where({ execution_id: executionId })
-      .max({ m: 'seq' }).sum({ b: this.db.raw('length(data)') }).first()) as { m: number | string | null; b: number | string | null } | undefined;
+    const r = (await this.db('execution_output')
+      .where({ execution_id: executionId })
+      .max({ m: 'seq' })
+      .sum({ b: this.db.raw('length(data)') })
+      .first()) as { m: number | string | null; b: number | string | null } | undefined;
     return { nextSeq: r?.m == null ? 0 : Number(r.m) + 1, bytes: Number(r?.b ?? 0) };
   }
 
@@ -175,8 +251,13 @@ export class ExecRepo {
     if (f.target) {
       const like = `%${escapeLike(f.target)}%`;
       const target = f.target;
-      q.whereExists((s) => s.select(this.db.raw('1')).from('executions').whereRaw('executions.task_id = tasks.id')
-        .andWhere((w) => w.where('executions.agent_id', target).orWhereRaw(`executions.agent_name like ? escape '!'`, [like])));
+      q.whereExists((s) =>
+        s
+          .select(this.db.raw('1'))
+          .from('executions')
+          .whereRaw('executions.task_id = tasks.id')
+          .andWhere((w) => w.where('executions.agent_id', target).orWhereRaw(`executions.agent_name like ? escape '!'`, [like])),
+      );
     }
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
     const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(f.limit).offset(f.offset);
@@ -187,8 +268,7 @@ export class ExecRepo {
   async countsFor(taskIds: string[]): Promise<Map<string, Partial<Record<ExecutionState, number>>>> {
     const out = new Map<string, Partial<Record<ExecutionState, number>>>();
     if (taskIds.length === 0) return out;
-    const rows = await this.db('executions').whereIn('task_id', taskIds).groupBy('task_id', 'status')
-      .select('task_id', 'status').count({ n: '*' });
+    const rows = await this.db('executions').whereIn('task_id', taskIds).groupBy('task_id', 'status').select('task_id', 'status').count({ n: '*' });
     for (const r of rows as Array<{ task_id: string; status: ExecutionState; n: number | string }>) {
       const c = out.get(r.task_id) ?? {};
       c[r.status] = Number(r.n);
@@ -203,16 +283,30 @@ export class ExecRepo {
     if (f.agentId) q.where('executions.agent_id', f.agentId);
     if (f.status) q.where('executions.status', f.status);
     const [{ n }] = (await q.clone().count({ n: '*' })) as [{ n: number | string }];
-    const rows = await q.orderBy('tasks.created_at', 'desc').orderBy('executions.id').limit(f.limit).offset(f.offset)
+    const rows = await q
+      .orderBy('tasks.created_at', 'desc')
+      .orderBy('executions.id')
+      .limit(f.limit)
+      .offset(f.offset)
       .select('executions.*', 'tasks.created_at as task_created_at', this.db.raw('substr(tasks.script, 1, 200) as script_head'));
     return {
-      items: rows.map((r: Record<string, unknown>) => ({ e: execFromRow(r), createdAt: Number(r['task_created_at']), scriptHead: String(r['script_head'] ?? '') })),
+      items: rows.map((r: Record<string, unknown>) => ({
+        e: execFromRow(r),
+        createdAt: Number(r['task_created_at']),
+        scriptHead: String(r['script_head'] ?? ''),
+      })),
       total: Number(n),
     };
   }
 
   /** Output chunks in sequence order, a page at a time; `seqs` limits them to [from, to). */
-  async outputPage(executionId: string, afterId: number, limit: number, stream?: 1 | 2, seqs?: { from: number; to?: number }): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
+  async outputPage(
+    executionId: string,
+    afterId: number,
+    limit: number,
+    stream?: 1 | 2,
+    seqs?: { from: number; to?: number },
+  ): Promise<Array<{ id: number; seq: number; stream: 1 | 2; data: Buffer }>> {
     const q = this.db('execution_output').where({ execution_id: executionId }).where('id', '>', afterId);
     if (stream) q.where({ stream });
     if (seqs) {
@@ -221,7 +315,9 @@ export class ExecRepo {
     }
     const rows = await q.orderBy('id').limit(limit).select('id', 'seq', 'stream', 'data');
     return rows.map((r: Record<string, unknown>) => ({
-      id: Number(r['id']), seq: Number(r['seq']), stream: Number(r['stream']) as 1 | 2,
+      id: Number(r['id']),
+      seq: Number(r['seq']),
+      stream: Number(r['stream']) as 1 | 2,
       data: Buffer.isBuffer(r['data']) ? r['data'] : Buffer.from(r['data'] as Uint8Array),
     }));
   }
@@ -234,12 +330,17 @@ export class ExecRepo {
 async function insertSqlite(trx: Knex.Transaction, rows: OutputRow[]): Promise<void> {
   const prepared = await sqlitePrepared(trx);
   if (prepared) {
-    const stmt = prepared('INSERT INTO "execution_output" ("execution_id", "seq", "part", "stream", "data") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("execution_id", "seq", "part") DO NOTHING');
+    const stmt = prepared(
+      'INSERT INTO "execution_output" ("execution_id", "seq", "part", "stream", "data") VALUES (?, ?, ?, ?, ?) ON CONFLICT ("execution_id", "seq", "part") DO NOTHING',
+    );
     for (const r of rows) stmt.run(r.execution_id, r.seq, r.part, r.stream, r.data);
     return;
   }
   for (let i = 0; i < rows.length; i += 100) {
-    await trx('execution_output').insert(rows.slice(i, i + 100)).onConflict(['execution_id', 'seq', 'part']).ignore();
+    await trx('execution_output')
+      .insert(rows.slice(i, i + 100))
+      .onConflict(['execution_id', 'seq', 'part'])
+      .ignore();
   }
 }
 
@@ -261,7 +362,7 @@ const mysqlInsert = (n: number) =>
  */
 async function insertMysql(trx: Knex.Transaction, rows: OutputRow[]): Promise<void> {
   type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
-  const conn = (await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection());
+  const conn = await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection();
   // The same statement timeout as every knex query (a partitioned database must not hold this forever).
   const timeout = queryTimeout(trx) || undefined;
   for (let i = 0; i < rows.length;) {
@@ -273,11 +374,13 @@ async function insertMysql(trx: Knex.Transaction, rows: OutputRow[]): Promise<vo
     i += n;
     const values: unknown[] = [];
     for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
-    await new Promise<void>((resolve, reject) => conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
-      if (!err) return resolve();
-      // Timed out mid-command: the connection cannot be reused (see db.ts).
-      if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
-      reject(err);
-    }));
+    await new Promise<void>((resolve, reject) =>
+      conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
+        if (!err) return resolve();
+        // Timed out mid-command: the connection cannot be reused (see db.ts).
+        if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+        reject(err);
+      }),
+    );
   }
 }

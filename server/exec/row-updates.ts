@@ -25,7 +25,9 @@ export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialec
   for (const [id, p] of updates) {
     const row = patchToRow(p);
     // An undefined value writes nothing (as knex's update() omits it).
-    const cols = Object.keys(row).filter((c) => row[c] !== undefined).sort();
+    const cols = Object.keys(row)
+      .filter((c) => row[c] !== undefined)
+      .sort();
     if (cols.length === 0) continue;
     const key = cols.join(',');
     let g = groups.get(key);

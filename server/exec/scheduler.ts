@@ -12,7 +12,7 @@ import type { ExecPatch, ExecRepo } from './repo.js';
 
 /** Why output is missing when it is: an execution that lost output says so (`truncated` + reason). */
 const TRUNCATED_GAP = 'output truncated: part of it was lost while the agent and the server were apart';
-const TRUNCATED_BY_AGENT = 'output truncated: the agent\'s output buffer filled while the server was unreachable';
+const TRUNCATED_BY_AGENT = "output truncated: the agent's output buffer filled while the server was unreachable";
 
 type Counts = Partial<Record<ExecutionState, number>>;
 /** An execution an agent names in its hello. */
@@ -25,8 +25,10 @@ export interface SchedulerDeps {
   bus: Pick<Bus, 'publish'>;
   /** Live output for the consoles that follow a task. */
   live: Pick<ConsoleFanout, 'output' | 'ended'>;
-  log: Logger; metrics: Metrics;
-  maxExecutionsPerAgent: number; reconcileTimeoutMs: number;
+  log: Logger;
+  metrics: Metrics;
+  maxExecutionsPerAgent: number;
+  reconcileTimeoutMs: number;
   /** Stored output per execution before it is truncated (MUSTER_MAX_OUTPUT_BYTES). */
   maxOutputBytes: number;
 }
@@ -177,8 +179,9 @@ export class Scheduler {
     task.status = 'running';
     task.finishedAt = null;
     this.add(task, executions);
-    this.writeTask(task.id, { status: 'running', finishedAt: null })
-      .catch((err: unknown) => this.d.log.error({ err, taskId: task.id }, 'could not store a reopened task'));
+    this.writeTask(task.id, { status: 'running', finishedAt: null }).catch((err: unknown) =>
+      this.d.log.error({ err, taskId: task.id }, 'could not store a reopened task'),
+    );
     this.markDirty(task.id);
   }
 
@@ -270,7 +273,10 @@ export class Scheduler {
     }
     this.busySet(e.agentId).add(e);
     this.change(e, {
-      status: 'running', reason: null, finishedAt: null, dispatchedAt: e.dispatchedAt ?? Date.now(),
+      status: 'running',
+      reason: null,
+      finishedAt: null,
+      dispatchedAt: e.dispatchedAt ?? Date.now(),
       ...(e.status === 'lost' ? { reconciledAt: Date.now() } : {}),
     });
   }
@@ -330,9 +336,21 @@ export class Scheduler {
     }
     const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
     this.finish(e, m.status, {
-      exitCode: m.exitCode, signal: m.signal, startedAt: e.startedAt ?? m.startedAt, finishedAt: m.finishedAt, truncated,
-      reason: m.error ?? m.reason ?? (m.status === 'cancelled' ? e.reason ?? 'cancelled' : m.status === 'timeout' ? 'timed out'
-        : truncated ? e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP) : null),
+      exitCode: m.exitCode,
+      signal: m.signal,
+      startedAt: e.startedAt ?? m.startedAt,
+      finishedAt: m.finishedAt,
+      truncated,
+      reason:
+        m.error ??
+        m.reason ??
+        (m.status === 'cancelled'
+          ? (e.reason ?? 'cancelled')
+          : m.status === 'timeout'
+            ? 'timed out'
+            : truncated
+              ? (e.reason ?? (m.truncated ? TRUNCATED_BY_AGENT : TRUNCATED_GAP))
+              : null),
     });
     this.d.live.ended(e.taskId, e.id, e.nextSeq);
     this.d.writer.afterFlush(ack);
@@ -380,7 +398,12 @@ export class Scheduler {
           this.finish(e, 'lost', { reason: `agent did not come back within ${Math.round(this.d.reconcileTimeoutMs / 1000)} s`, finishedAt: now });
         } else if (e.startedAt != null && now - e.startedAt > (at.task.timeoutSec + 120) * 1000) {
           this.finish(e, 'lost', { reason: 'no result long after the timeout', finishedAt: now });
-        } else if (e.status === 'dispatched' && e.dispatchedAt != null && this.d.fleet.isOnline(e.agentId) && now - e.dispatchedAt > this.d.reconcileTimeoutMs) {
+        } else if (
+          e.status === 'dispatched' &&
+          e.dispatchedAt != null &&
+          this.d.fleet.isOnline(e.agentId) &&
+          now - e.dispatchedAt > this.d.reconcileTimeoutMs
+        ) {
           this.finish(e, 'lost', { reason: 'the agent never started it', finishedAt: now });
         }
       }
@@ -519,7 +542,8 @@ export class Scheduler {
     const reconciled = e.status === 'lost' ? { reconciledAt: Date.now() } : {};
     this.change(e, { ...patch, ...reconciled, status, finishedAt: patch.finishedAt ?? e.finishedAt ?? Date.now() });
     this.d.metrics.executions.inc({ state: status });
-    if (e.startedAt != null && e.finishedAt != null) this.d.metrics.executionDuration.observe({ state: status }, Math.max(0, e.finishedAt - e.startedAt) / 1000);
+    if (e.startedAt != null && e.finishedAt != null)
+      this.d.metrics.executionDuration.observe({ state: status }, Math.max(0, e.finishedAt - e.startedAt) / 1000);
     const at = this.tasks.get(e.taskId);
     if (!at) return undefined;
     at.cancelling.delete(e.id);
@@ -551,17 +575,21 @@ export class Scheduler {
     this.tasks.delete(at.task.id);
     this.d.metrics.tasksFinished.inc({ state: at.task.status });
     // Keep the executions readable from memory until their rows are committed.
-    const stored = new Promise<void>((resolve) => this.d.writer.afterFlush(() => {
-      void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt }).then(() => {
-        for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
-        for (const e of at.executions) this.loadedPending.delete(e.id);
-        this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
-      }).catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
-        .finally(() => {
-          if (this.completing.get(at.task.id) === stored) this.completing.delete(at.task.id);
-          resolve();
-        });
-    }));
+    const stored = new Promise<void>((resolve) =>
+      this.d.writer.afterFlush(() => {
+        void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt })
+          .then(() => {
+            for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
+            for (const e of at.executions) this.loadedPending.delete(e.id);
+            this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
+          })
+          .catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
+          .finally(() => {
+            if (this.completing.get(at.task.id) === stored) this.completing.delete(at.task.id);
+            resolve();
+          });
+      }),
+    );
     this.completing.set(at.task.id, stored);
     this.dirtyTasks.delete(at.task.id);
   }
@@ -571,9 +599,11 @@ export class Scheduler {
     const prev = this.taskWrites.get(taskId) ?? Promise.resolve();
     const next = prev.catch(() => {}).then(() => this.d.repo.updateTask(taskId, patch));
     this.taskWrites.set(taskId, next);
-    void next.catch(() => {}).finally(() => {
-      if (this.taskWrites.get(taskId) === next) this.taskWrites.delete(taskId);
-    });
+    void next
+      .catch(() => {})
+      .finally(() => {
+        if (this.taskWrites.get(taskId) === next) this.taskWrites.delete(taskId);
+      });
     return next;
   }
 

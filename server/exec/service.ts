@@ -29,8 +29,13 @@ export interface CreateTaskInput extends TaskSpec {
 }
 
 export interface ServiceDeps {
-  config: Config; repo: ExecRepo; writer: ExecWriteBatcher; scheduler: Scheduler;
-  fleet: Fleet; audit: AuditLog; log: Logger;
+  config: Config;
+  repo: ExecRepo;
+  writer: ExecWriteBatcher;
+  scheduler: Scheduler;
+  fleet: Fleet;
+  audit: AuditLog;
+  log: Logger;
   /** Resolves a selector over the in-memory fleet (throws ApiError 400 on a syntax error). */
   select(selector: string): AgentRecord[];
 }
@@ -54,7 +59,12 @@ export class ExecService {
 
   /* ---------------- REST use cases ---------------- */
 
-  async create(input: CreateTaskInput, actor: Actor, rerunOf: string | null = null, rerunDetails: Record<string, unknown> = {}): Promise<ReturnType<typeof taskView> & { executions: unknown[] }> {
+  async create(
+    input: CreateTaskInput,
+    actor: Actor,
+    rerunOf: string | null = null,
+    rerunDetails: Record<string, unknown> = {},
+  ): Promise<ReturnType<typeof taskView> & { executions: unknown[] }> {
     const { config, fleet } = this.d;
     if (Buffer.byteLength(input.script) > config.maxScriptBytes) {
       throw new ApiError('payload_too_large', `script is larger than ${config.maxScriptBytes} bytes (MUSTER_MAX_SCRIPT_BYTES)`);
@@ -78,12 +88,32 @@ export class ExecService {
     }
     const now = Date.now();
     const task: Task = {
-      id: randomUUID(), name: input.name?.trim() || defaultTaskName(input.script), script: input.script, scriptSha256: createHash('sha256').update(input.script).digest('hex'),
-      interpreter: input.interpreter, args: input.args, env: input.env, cwd: input.cwd, timeoutSec: input.timeoutSec,
-      targets: input.targets, concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline,
-      queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null, createdBy: actor.username, createdAt: now, status: 'running',
-      total: agents.length, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf,
-      scriptId: input.scriptId ?? null, scriptVersion: input.scriptVersion ?? null, scheduleId: input.scheduleId ?? null, secretEnv: input.secretEnv ?? [],
+      id: randomUUID(),
+      name: input.name?.trim() || defaultTaskName(input.script),
+      script: input.script,
+      scriptSha256: createHash('sha256').update(input.script).digest('hex'),
+      interpreter: input.interpreter,
+      args: input.args,
+      env: input.env,
+      cwd: input.cwd,
+      timeoutSec: input.timeoutSec,
+      targets: input.targets,
+      concurrency: input.concurrency ?? null,
+      maxFailures: input.maxFailures ?? null,
+      offline: input.offline,
+      queueTtlSec: input.offline === 'queue' ? input.queueTtlSec : null,
+      createdBy: actor.username,
+      createdAt: now,
+      status: 'running',
+      total: agents.length,
+      finishedAt: null,
+      cancelledAt: null,
+      cancelledBy: null,
+      rerunOf,
+      scriptId: input.scriptId ?? null,
+      scriptVersion: input.scriptVersion ?? null,
+      scheduleId: input.scheduleId ?? null,
+      secretEnv: input.secretEnv ?? [],
       signature: input.signature ?? null,
     };
     const executions: Execution[] = agents.map((a) => {
@@ -91,28 +121,66 @@ export class ExecService {
       const denied = taskDenial(a.policy, task);
       if (denied) {
         return {
-          id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name, status: 'policy_denied', reason: denied,
-          exitCode: null, signal: null, queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: now, outputBytes: 0,
-          nextSeq: 0, truncated: false, containment: null, reconciledAt: null,
+          id: randomUUID(),
+          taskId: task.id,
+          agentId: a.id,
+          agentName: a.name,
+          status: 'policy_denied',
+          reason: denied,
+          exitCode: null,
+          signal: null,
+          queuedUntil: null,
+          dispatchedAt: null,
+          startedAt: null,
+          finishedAt: now,
+          outputBytes: 0,
+          nextSeq: 0,
+          truncated: false,
+          containment: null,
+          reconciledAt: null,
         };
       }
       const online = fleet.isOnline(a.id);
       const queued = !online && input.offline === 'queue';
       return {
-        id: randomUUID(), taskId: task.id, agentId: a.id, agentName: a.name,
+        id: randomUUID(),
+        taskId: task.id,
+        agentId: a.id,
+        agentName: a.name,
         status: online || queued ? 'pending' : 'skipped',
         // In a cluster an agent online on another node is not reachable from here yet (issue 12).
-        reason: online || queued ? null : a.status === 'online' ? 'agent connected to another server node (cross-node execution is not implemented yet)' : 'agent offline',
-        exitCode: null, signal: null, queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null, dispatchedAt: null, startedAt: null,
-        finishedAt: online || queued ? null : now, outputBytes: 0, nextSeq: 0, truncated: false, containment: null, reconciledAt: null,
+        reason:
+          online || queued
+            ? null
+            : a.status === 'online'
+              ? 'agent connected to another server node (cross-node execution is not implemented yet)'
+              : 'agent offline',
+        exitCode: null,
+        signal: null,
+        queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null,
+        dispatchedAt: null,
+        startedAt: null,
+        finishedAt: online || queued ? null : now,
+        outputBytes: 0,
+        nextSeq: 0,
+        truncated: false,
+        containment: null,
+        reconciledAt: null,
       };
     });
     await this.d.repo.createTask(task, executions);
     await this.d.audit.record({
-      actor, action: rerunOf ? 'task.rerun' : 'task.create', targetType: 'task', targetId: task.id,
+      actor,
+      action: rerunOf ? 'task.rerun' : 'task.create',
+      targetType: 'task',
+      targetId: task.id,
       details: {
-        targets: input.targets, agents: agents.length, scriptSha256: task.scriptSha256, interpreter: task.interpreter,
-        signed: task.signature != null, policyDenied: executions.filter((e) => e.status === 'policy_denied').length,
+        targets: input.targets,
+        agents: agents.length,
+        scriptSha256: task.scriptSha256,
+        interpreter: task.interpreter,
+        signed: task.signature != null,
+        policyDenied: executions.filter((e) => e.status === 'policy_denied').length,
         ...(rerunOf ? { rerunOf, ...rerunDetails } : {}),
       },
     });
@@ -129,7 +197,13 @@ export class ExecService {
       throw new ApiError('conflict', `task is already ${t.status}`);
     }
     const { task, counts, signalled } = done;
-    await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, details: { signalled, scriptSha256: task.scriptSha256, targets: task.targets } });
+    await this.d.audit.record({
+      actor,
+      action: 'task.cancel',
+      targetType: 'task',
+      targetId: taskId,
+      details: { signalled, scriptSha256: task.scriptSha256, targets: task.targets },
+    });
     return taskView(task, counts);
   }
 
@@ -146,18 +220,41 @@ export class ExecService {
     if (!opts.all) {
       const lost = pick.filter((e) => e.status === 'lost').length;
       if (lost > 0 && opts.includeLost === undefined) {
-        throw new ApiError('lost_unconfirmed', `${lost} execution(s) are lost: their agent never reported whether the script ran, `
-          + 'so re-running them may run it twice. Send {"includeLost": true} to re-run them too, or {"includeLost": false} to re-run only the others', 409, { lost });
+        throw new ApiError(
+          'lost_unconfirmed',
+          `${lost} execution(s) are lost: their agent never reported whether the script ran, ` +
+            'so re-running them may run it twice. Send {"includeLost": true} to re-run them too, or {"includeLost": false} to re-run only the others',
+          409,
+          { lost },
+        );
       }
       if (opts.includeLost === false) pick = pick.filter((e) => e.status !== 'lost');
     }
     const agentIds = pick.map((e) => e.agentId).filter((id) => this.d.fleet.get(id));
     if (agentIds.length === 0) throw new ApiError('conflict', opts.all ? 'no agents to rerun on' : 'no failed executions to rerun');
-    return this.create({
-      name: task.name, script: task.script, interpreter: task.interpreter, args: task.args, env: task.env, cwd: task.cwd, timeoutSec: task.timeoutSec,
-      targets: { agentIds }, concurrency: task.concurrency, maxFailures: task.maxFailures, offline: task.offline,
-      queueTtlSec: task.queueTtlSec ?? 3600, scriptId: task.scriptId, scriptVersion: task.scriptVersion, secretEnv: task.secretEnv, signature: task.signature,
-    }, actor, task.id, opts.all ? {} : { includeLost: opts.includeLost ?? false });
+    return this.create(
+      {
+        name: task.name,
+        script: task.script,
+        interpreter: task.interpreter,
+        args: task.args,
+        env: task.env,
+        cwd: task.cwd,
+        timeoutSec: task.timeoutSec,
+        targets: { agentIds },
+        concurrency: task.concurrency,
+        maxFailures: task.maxFailures,
+        offline: task.offline,
+        queueTtlSec: task.queueTtlSec ?? 3600,
+        scriptId: task.scriptId,
+        scriptVersion: task.scriptVersion,
+        secretEnv: task.secretEnv,
+        signature: task.signature,
+      },
+      actor,
+      task.id,
+      opts.all ? {} : { includeLost: opts.includeLost ?? false },
+    );
   }
 
   async executionsOf(taskId: string): Promise<Execution[]> {
@@ -193,7 +290,9 @@ export class ExecService {
     const { items, total } = await this.d.repo.listExecutions(f);
     return {
       items: items.map(({ e, createdAt, scriptHead }) => ({
-        ...executionView(this.d.scheduler.get(e.id) ?? e), createdAt: new Date(createdAt).toISOString(), script: scriptHead,
+        ...executionView(this.d.scheduler.get(e.id) ?? e),
+        createdAt: new Date(createdAt).toISOString(),
+        script: scriptHead,
       })),
       total,
     };

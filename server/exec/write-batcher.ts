@@ -37,12 +37,21 @@ export class ExecWriteBatcher {
   committedBytes = 0;
   committedRows = 0;
 
-  constructor(private readonly repo: Pick<ExecRepo, 'storeBatch'>, private readonly log: Logger, private readonly o: {
-    intervalMs: number; batchBytes: number; highWaterBytes: number; maxFlushBytes: number; onPressure(on: boolean): void;
-    retryInitialMs: number; retryMaxMs: number;
-    /** Told when writes start failing and when they succeed again (database health). */
-    onHealth?(ok: boolean, err?: unknown): void;
-  }) {}
+  constructor(
+    private readonly repo: Pick<ExecRepo, 'storeBatch'>,
+    private readonly log: Logger,
+    private readonly o: {
+      intervalMs: number;
+      batchBytes: number;
+      highWaterBytes: number;
+      maxFlushBytes: number;
+      onPressure(on: boolean): void;
+      retryInitialMs: number;
+      retryMaxMs: number;
+      /** Told when writes start failing and when they succeed again (database health). */
+      onHealth?(ok: boolean, err?: unknown): void;
+    },
+  ) {}
 
   /** Whether batched writes are failing now (the database is away). */
   get degraded(): boolean {

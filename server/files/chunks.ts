@@ -37,7 +37,11 @@ export class ChunkCache {
   bytesRead = 0;
   hits = 0;
 
-  constructor(private readonly chunkBytes: number, private readonly maxChunks: number, private readonly load: ChunkLoader) {}
+  constructor(
+    private readonly chunkBytes: number,
+    private readonly maxChunks: number,
+    private readonly load: ChunkLoader,
+  ) {}
 
   /** Chunks held (in use or kept for reuse). */
   get size(): number {
@@ -57,7 +61,12 @@ export class ChunkCache {
     }
     const buf = this.take();
     const c: Chunk = {
-      file, key, buf, len, refs: 1, held: true,
+      file,
+      key,
+      buf,
+      len,
+      refs: 1,
+      held: true,
       ready: this.load(file, buf, len, index * this.chunkBytes).catch((err: unknown) => {
         // Never served again (the buffer may hold part of a read); its users get the error.
         this.forget(c);

@@ -7,7 +7,11 @@ import type { DiskGuard } from '../db/disk-guard.js';
 import { ApiError } from '../http/errors.js';
 
 /** An upload written to a temporary file, hashed on the way. */
-export interface Received { tmp: string; sha256: string; size: number }
+export interface Received {
+  tmp: string;
+  sha256: string;
+  size: number;
+}
 
 /**
  * Revision content on disk: dataDir/files/<fileId>/<sha256>. Content-addressed per file, so a
@@ -16,7 +20,12 @@ export interface Received { tmp: string; sha256: string; size: number }
  */
 export class ContentStore {
   /** `limitName`: the setting named when a body is too large. */
-  constructor(private readonly dir: string, private readonly maxBytes: number, private readonly disk: DiskGuard, private readonly limitName = 'MUSTER_FILE_MAX_BYTES') {}
+  constructor(
+    private readonly dir: string,
+    private readonly maxBytes: number,
+    private readonly disk: DiskGuard,
+    private readonly limitName = 'MUSTER_FILE_MAX_BYTES',
+  ) {}
 
   pathOf(fileId: string, sha256: string): string {
     return path.join(this.dir, fileId, sha256);
@@ -38,15 +47,19 @@ export class ContentStore {
     const disk = this.disk;
     try {
       const source = Buffer.isBuffer(body) ? [body] : body;
-      await pipeline(source, new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          size += chunk.length;
-          if (size > limit) return cb(tooLarge());
-          if (declaredLength == null && !disk.allow(chunk.length)) return cb(new ApiError('insufficient_storage', 'the server data disk is full'));
-          hash.update(chunk);
-          cb(null, chunk);
-        },
-      }), fs.createWriteStream(tmp, { mode: 0o600 }));
+      await pipeline(
+        source,
+        new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            size += chunk.length;
+            if (size > limit) return cb(tooLarge());
+            if (declaredLength == null && !disk.allow(chunk.length)) return cb(new ApiError('insufficient_storage', 'the server data disk is full'));
+            hash.update(chunk);
+            cb(null, chunk);
+          },
+        }),
+        fs.createWriteStream(tmp, { mode: 0o600 }),
+      );
     } catch (err) {
       fs.rmSync(tmp, { force: true });
       throw err;

@@ -39,7 +39,12 @@ interface Extra {
 type DistLive = Live<DistributionRow, TargetRow, Extra>;
 
 export interface EngineDeps {
-  store: FileStore; content: ContentStore; transfers: TransferManager; fleet: Fleet; bus: Bus; log: Logger;
+  store: FileStore;
+  content: ContentStore;
+  transfers: TransferManager;
+  fleet: Fleet;
+  bus: Bus;
+  log: Logger;
   /** A target that makes no progress for this long fails (offline agent, stalled transfer). */
   applyTimeoutSec: number;
   /** Runs a file's post-apply command on one host; answers the task id. */
@@ -62,7 +67,12 @@ export class DistributionEngine {
   constructor(private readonly d: EngineDeps) {
     const { store, fleet, bus, transfers } = d;
     const driver: WaveDriver<DistributionRow, TargetRow, Extra> = {
-      noun: 'distribution', terminal: TERMINAL, failed: FAILED, done: DONE, pending: 'pending', skipped: 'skipped',
+      noun: 'distribution',
+      terminal: TERMINAL,
+      failed: FAILED,
+      done: DONE,
+      pending: 'pending',
+      skipped: 'skipped',
       insert: (row, targets) => store.insertDistribution(row, targets),
       updateRun: (row) => store.updateDistribution(row),
       updateTarget: (t) => store.updateTarget(t),
@@ -78,8 +88,15 @@ export class DistributionEngine {
         return { file, revision, inflight: new Map(), actor: { username: row.createdBy, role: null, ip: null } };
       },
       target: (row, a, wave, skipReason, now) => ({
-        distributionId: row.id, agentId: a.id, agentName: a.name, wave, state: skipReason ? 'skipped' : 'pending', reason: skipReason,
-        postTaskId: null, startedAt: null, updatedAt: now,
+        distributionId: row.id,
+        agentId: a.id,
+        agentName: a.name,
+        wave,
+        state: skipReason ? 'skipped' : 'pending',
+        reason: skipReason,
+        postTaskId: null,
+        startedAt: null,
+        updatedAt: now,
       }),
       send: (l, t) => this.send(l, t),
       cancelling: (l) => {
@@ -98,7 +115,7 @@ export class DistributionEngine {
         for (const t of l.targets.values()) {
           if (t.startedAt == null || TERMINAL.has(t.state)) continue;
           const transferId = transferOf.get(t.agentId);
-          const progress = Math.max(t.startedAt, transferId ? transfers.lastProgress(transferId) ?? 0 : 0, t.updatedAt);
+          const progress = Math.max(t.startedAt, transferId ? (transfers.lastProgress(transferId) ?? 0) : 0, t.updatedAt);
           if (now - progress > limit) {
             if (transferId) this.endTransfer(l, transferId);
             const online = fleet.isOnline(t.agentId);
@@ -139,13 +156,30 @@ export class DistributionEngine {
 
   async create(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
     const active = this.activeFor(input.file.id);
-    if (active) throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it or let it finish first`, 409, { distributionId: active.id });
+    if (active)
+      throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it or let it finish first`, 409, {
+        distributionId: active.id,
+      });
     const now = Date.now();
     const row: DistributionRow = {
-      id: randomUUID(), fileId: input.file.id, revision: input.revision?.revision ?? input.file.latestRevision, kind: input.kind, selector: input.selector,
-      waveSpec: input.waves, maxFailures: input.maxFailures, state: 'running', reason: null, currentWave: 0, failureBase: 0,
-      soakSeconds: input.soakSeconds ?? 0, approval: input.approval ?? false, waveDoneAt: null,
-      createdBy: input.actor.username, createdAt: now, updatedAt: now, finishedAt: null,
+      id: randomUUID(),
+      fileId: input.file.id,
+      revision: input.revision?.revision ?? input.file.latestRevision,
+      kind: input.kind,
+      selector: input.selector,
+      waveSpec: input.waves,
+      maxFailures: input.maxFailures,
+      state: 'running',
+      reason: null,
+      currentWave: 0,
+      failureBase: 0,
+      soakSeconds: input.soakSeconds ?? 0,
+      approval: input.approval ?? false,
+      waveDoneAt: null,
+      createdBy: input.actor.username,
+      createdAt: now,
+      updatedAt: now,
+      finishedAt: null,
     };
     const extra: Extra = { file: input.file, revision: input.revision, inflight: new Map(), actor: input.actor };
     const { sizes } = await this.waves.create(row, extra, candidates);
@@ -162,13 +196,15 @@ export class DistributionEngine {
     if (!t || TERMINAL.has(t.state)) return;
     const now = Date.now();
     if (m.state === 'failed') {
-      this.waves.setTarget(l, t, 'failed', m.code ? `${m.code}: ${m.reason ?? ''}` : m.reason ?? 'failed');
+      this.waves.setTarget(l, t, 'failed', m.code ? `${m.code}: ${m.reason ?? ''}` : (m.reason ?? 'failed'));
     } else if (m.state === 'removed') {
       this.waves.write(() => this.d.store.removeHost(l.row.fileId, agentId));
       this.waves.setTarget(l, t, 'removed', null);
     } else {
       const rev = l.x.revision!;
-      this.waves.write(() => this.d.store.upsertHost({ fileId: l.row.fileId, agentId, revision: rev.revision, sha256: rev.sha256, state: 'ok', reason: null, updatedAt: now }));
+      this.waves.write(() =>
+        this.d.store.upsertHost({ fileId: l.row.fileId, agentId, revision: rev.revision, sha256: rev.sha256, state: 'ok', reason: null, updatedAt: now }),
+      );
       this.waves.setTarget(l, t, m.state, m.state === 'applied' && !m.contentChanged ? 'owner or mode corrected; content unchanged' : null);
       if (m.state === 'applied' && m.contentChanged && l.x.file.postCommand) {
         try {
@@ -260,12 +296,21 @@ export class DistributionEngine {
     if (!this.d.fleet.isOnline(t.agentId)) return; // sent when it connects
     const transferId = randomUUID();
     const { file: f, revision } = l.x;
-    const ok = l.row.kind === 'remove'
-      ? this.d.fleet.send(t.agentId, { type: 'file.remove', transferId, fileId: f.id, path: f.path })
-      : this.d.fleet.send(t.agentId, {
-        type: 'file.apply', transferId, fileId: f.id, revision: revision!.revision, path: f.path, owner: f.owner, group: f.group,
-        mode: f.mode, size: revision!.size, sha256: revision!.sha256,
-      });
+    const ok =
+      l.row.kind === 'remove'
+        ? this.d.fleet.send(t.agentId, { type: 'file.remove', transferId, fileId: f.id, path: f.path })
+        : this.d.fleet.send(t.agentId, {
+            type: 'file.apply',
+            transferId,
+            fileId: f.id,
+            revision: revision!.revision,
+            path: f.path,
+            owner: f.owner,
+            group: f.group,
+            mode: f.mode,
+            size: revision!.size,
+            sha256: revision!.sha256,
+          });
     if (!ok) return;
     l.x.inflight.set(transferId, t.agentId);
     this.byTransfer.set(transferId, l.row.id);
@@ -292,13 +337,34 @@ export function distributionView(row: DistributionRow, targets: TargetRow[], wit
     if (t.state === 'failed') failures++;
   }
   const view: DistributionView = {
-    id: row.id, fileId: row.fileId, revision: row.revision, kind: row.kind, selector: row.selector, waveSpec: row.waveSpec,
-    maxFailures: row.maxFailures, state: row.state, reason: row.reason, currentWave: row.currentWave, failures, ...gateView(row), counts, total: targets.length,
-    createdBy: row.createdBy, createdAt: iso(row.createdAt), updatedAt: iso(row.updatedAt), finishedAt: row.finishedAt == null ? null : iso(row.finishedAt),
+    id: row.id,
+    fileId: row.fileId,
+    revision: row.revision,
+    kind: row.kind,
+    selector: row.selector,
+    waveSpec: row.waveSpec,
+    maxFailures: row.maxFailures,
+    state: row.state,
+    reason: row.reason,
+    currentWave: row.currentWave,
+    failures,
+    ...gateView(row),
+    counts,
+    total: targets.length,
+    createdBy: row.createdBy,
+    createdAt: iso(row.createdAt),
+    updatedAt: iso(row.updatedAt),
+    finishedAt: row.finishedAt == null ? null : iso(row.finishedAt),
   };
   if (withTargets) {
     view.targets = targets.map((t) => ({
-      agentId: t.agentId, agentName: t.agentName, wave: t.wave, state: t.state, reason: t.reason, postTaskId: t.postTaskId, updatedAt: iso(t.updatedAt),
+      agentId: t.agentId,
+      agentName: t.agentName,
+      wave: t.wave,
+      state: t.state,
+      reason: t.reason,
+      postTaskId: t.postTaskId,
+      updatedAt: iso(t.updatedAt),
     }));
   }
   return view;

@@ -13,7 +13,10 @@ import { TransferManager } from './transfer.js';
  * File distribution (issue 13): managed files with revisions (content under dataDir/files),
  * distributions in waves streamed to agents with flow control, and the drift agents report.
  */
-export function createFiles(core: Core, exec: ExecService): Capability<'file.ack' | 'file.result' | 'file.state', never> & {
+export function createFiles(
+  core: Core,
+  exec: ExecService,
+): Capability<'file.ack' | 'file.result' | 'file.state', never> & {
   /** Whether this agent's reply names a transfer a running distribution holds for it. */
   holds(agentId: string, transferId: string): boolean;
   transfers: TransferManager;
@@ -24,20 +27,44 @@ export function createFiles(core: Core, exec: ExecService): Capability<'file.ack
   const content = new ContentStore(path.join(core.dataDir, 'files'), config.fileMaxBytes, core.disk);
   // eslint-disable-next-line prefer-const -- the transfer manager reports read errors to the engine built after it
   let engine!: DistributionEngine;
-  const transfers = new TransferManager(fleet, {
-    chunkBytes: config.fileChunkBytes, windowBytes: config.fileWindowBytes, maxInflightBytes: config.fileInflightBytes, cacheBytes: config.fileCacheBytes,
-  }, (err, transferId) => {
-    log.error({ err, transferId }, 'could not read revision content');
-    engine.transferFailed(transferId, err);
-  });
+  const transfers = new TransferManager(
+    fleet,
+    {
+      chunkBytes: config.fileChunkBytes,
+      windowBytes: config.fileWindowBytes,
+      maxInflightBytes: config.fileInflightBytes,
+      cacheBytes: config.fileCacheBytes,
+    },
+    (err, transferId) => {
+      log.error({ err, transferId }, 'could not read revision content');
+      engine.transferFailed(transferId, err);
+    },
+  );
   core.metrics.sources.fileBytes = () => ({ sent: transfers.bytesSent, read: transfers.bytesRead });
   engine = new DistributionEngine({
-    store, content, transfers, fleet, bus: core.bus, log, applyTimeoutSec: config.fileApplyTimeoutSec,
+    store,
+    content,
+    transfers,
+    fleet,
+    bus: core.bus,
+    log,
+    applyTimeoutSec: config.fileApplyTimeoutSec,
     runPostCommand: async (command, agentId, actor, file) => {
-      const task = await exec.create({
-        script: command, interpreter: 'sh', args: [], env: { MUSTER_FILE_PATH: file.path }, cwd: null, timeoutSec: 300, signature: null,
-        targets: { agentIds: [agentId] }, offline: 'skip', queueTtlSec: 0,
-      }, actor);
+      const task = await exec.create(
+        {
+          script: command,
+          interpreter: 'sh',
+          args: [],
+          env: { MUSTER_FILE_PATH: file.path },
+          cwd: null,
+          timeoutSec: 300,
+          signature: null,
+          targets: { agentIds: [agentId] },
+          offline: 'skip',
+          queueTtlSec: 0,
+        },
+        actor,
+      );
       return task.id;
     },
   });
@@ -51,7 +78,15 @@ export function createFiles(core: Core, exec: ExecService): Capability<'file.ack
         fleet.send(agentId, { type: 'file.forget', fileId: it.fileId });
         continue;
       }
-      await store.upsertHost({ fileId: it.fileId, agentId, revision: it.revision, sha256: it.sha256, state: it.state, reason: it.reason ?? null, updatedAt: now });
+      await store.upsertHost({
+        fileId: it.fileId,
+        agentId,
+        revision: it.revision,
+        sha256: it.sha256,
+        state: it.state,
+        reason: it.reason ?? null,
+        updatedAt: now,
+      });
       if (it.state !== 'ok') log.info({ agentId, fileId: it.fileId, path: it.path, state: it.state, reason: it.reason }, 'managed file drifted');
     }
     if (m.full) {
@@ -66,7 +101,8 @@ export function createFiles(core: Core, exec: ExecService): Capability<'file.ack
   return {
     agentHandlers: {
       'file.ack': (ctx, m) => engine.ack(ctx.agentId, m),
-      'file.result': (ctx, m) => engine.result(ctx.agentId, m).catch((err: unknown) => ctx.log.error({ err, transferId: m.transferId }, 'could not record a file result')),
+      'file.result': (ctx, m) =>
+        engine.result(ctx.agentId, m).catch((err: unknown) => ctx.log.error({ err, transferId: m.transferId }, 'could not record a file result')),
       'file.state': (ctx, m) => onState(ctx.agentId, m).catch((err: unknown) => ctx.log.error({ err }, 'could not record file state')),
     },
     consoleHandlers: {},

@@ -1,72 +1,182 @@
-import type {
-  DistributionState, DistributionTargetState, FileRevisionView, ManagedFileView,
-} from '../../protocol/index.js';
+import type { DistributionState, DistributionTargetState, FileRevisionView, ManagedFileView } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 import { ACTIVE_RUN_STATES } from '../waves/engine.js';
 
 export interface FileRow {
-  id: string; path: string; owner: string | null; group: string | null; mode: number; postCommand: string | null;
-  latestRevision: number; createdBy: string; createdAt: number; updatedAt: number; deletedAt: number | null;
+  id: string;
+  path: string;
+  owner: string | null;
+  group: string | null;
+  mode: number;
+  postCommand: string | null;
+  latestRevision: number;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+  deletedAt: number | null;
 }
-export interface RevisionRow { fileId: string; revision: number; sha256: string; size: number; createdBy: string; createdAt: number }
+export interface RevisionRow {
+  fileId: string;
+  revision: number;
+  sha256: string;
+  size: number;
+  createdBy: string;
+  createdAt: number;
+}
 export interface DistributionRow {
-  id: string; fileId: string; revision: number; kind: 'apply' | 'remove'; selector: string; waveSpec: (number | string)[];
-  maxFailures: number; state: DistributionState; reason: string | null; currentWave: number; failureBase: number;
-  soakSeconds: number; approval: boolean; waveDoneAt: number | null; createdBy: string; createdAt: number; updatedAt: number; finishedAt: number | null;
+  id: string;
+  fileId: string;
+  revision: number;
+  kind: 'apply' | 'remove';
+  selector: string;
+  waveSpec: (number | string)[];
+  maxFailures: number;
+  state: DistributionState;
+  reason: string | null;
+  currentWave: number;
+  failureBase: number;
+  soakSeconds: number;
+  approval: boolean;
+  waveDoneAt: number | null;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+  finishedAt: number | null;
 }
 export interface TargetRow {
-  distributionId: string; agentId: string; agentName: string; wave: number; state: DistributionTargetState; reason: string | null;
-  postTaskId: string | null; startedAt: number | null; updatedAt: number;
+  distributionId: string;
+  agentId: string;
+  agentName: string;
+  wave: number;
+  state: DistributionTargetState;
+  reason: string | null;
+  postTaskId: string | null;
+  startedAt: number | null;
+  updatedAt: number;
 }
-export interface HostRow { fileId: string; agentId: string; revision: number; sha256: string | null; state: 'ok' | 'drifted' | 'missing'; reason: string | null; updatedAt: number }
+export interface HostRow {
+  fileId: string;
+  agentId: string;
+  revision: number;
+  sha256: string | null;
+  state: 'ok' | 'drifted' | 'missing';
+  reason: string | null;
+  updatedAt: number;
+}
 
 const iso = (t: number) => new Date(t).toISOString();
 const num = (v: unknown) => (v == null ? null : Number(v));
 const str = (v: unknown) => (v == null ? null : String(v));
 
 const fileFrom = (r: Record<string, unknown>): FileRow => ({
-  id: String(r['id']), path: String(r['path']), owner: str(r['owner_user']), group: str(r['owner_group']), mode: Number(r['mode']),
-  postCommand: str(r['post_command']), latestRevision: Number(r['latest_revision']), createdBy: String(r['created_by']),
-  createdAt: Number(r['created_at']), updatedAt: Number(r['updated_at']), deletedAt: num(r['deleted_at']),
+  id: String(r['id']),
+  path: String(r['path']),
+  owner: str(r['owner_user']),
+  group: str(r['owner_group']),
+  mode: Number(r['mode']),
+  postCommand: str(r['post_command']),
+  latestRevision: Number(r['latest_revision']),
+  createdBy: String(r['created_by']),
+  createdAt: Number(r['created_at']),
+  updatedAt: Number(r['updated_at']),
+  deletedAt: num(r['deleted_at']),
 });
 const revisionFrom = (r: Record<string, unknown>): RevisionRow => ({
-  fileId: String(r['file_id']), revision: Number(r['revision']), sha256: String(r['sha256']), size: Number(r['size']),
-  createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
+  fileId: String(r['file_id']),
+  revision: Number(r['revision']),
+  sha256: String(r['sha256']),
+  size: Number(r['size']),
+  createdBy: String(r['created_by']),
+  createdAt: Number(r['created_at']),
 });
 const distributionFrom = (r: Record<string, unknown>): DistributionRow => ({
-  id: String(r['id']), fileId: String(r['file_id']), revision: Number(r['revision']), kind: String(r['kind']) as 'apply' | 'remove',
-  selector: String(r['selector']), waveSpec: parseJson(r['waves'], ['100%']), maxFailures: Number(r['max_failures']),
-  state: String(r['state']) as DistributionState, reason: str(r['reason']), currentWave: Number(r['current_wave']),
-  failureBase: Number(r['failure_base']), soakSeconds: Number(r['soak_seconds'] ?? 0), approval: Boolean(r['approval']),
-  waveDoneAt: num(r['wave_done_at']), createdBy: String(r['created_by']), createdAt: Number(r['created_at']),
-  updatedAt: Number(r['updated_at']), finishedAt: num(r['finished_at']),
+  id: String(r['id']),
+  fileId: String(r['file_id']),
+  revision: Number(r['revision']),
+  kind: String(r['kind']) as 'apply' | 'remove',
+  selector: String(r['selector']),
+  waveSpec: parseJson(r['waves'], ['100%']),
+  maxFailures: Number(r['max_failures']),
+  state: String(r['state']) as DistributionState,
+  reason: str(r['reason']),
+  currentWave: Number(r['current_wave']),
+  failureBase: Number(r['failure_base']),
+  soakSeconds: Number(r['soak_seconds'] ?? 0),
+  approval: Boolean(r['approval']),
+  waveDoneAt: num(r['wave_done_at']),
+  createdBy: String(r['created_by']),
+  createdAt: Number(r['created_at']),
+  updatedAt: Number(r['updated_at']),
+  finishedAt: num(r['finished_at']),
 });
 const targetFrom = (r: Record<string, unknown>): TargetRow => ({
-  distributionId: String(r['distribution_id']), agentId: String(r['agent_id']), agentName: String(r['agent_name']), wave: Number(r['wave']),
-  state: String(r['state']) as DistributionTargetState, reason: str(r['reason']), postTaskId: str(r['post_task_id']),
-  startedAt: num(r['started_at']), updatedAt: Number(r['updated_at']),
+  distributionId: String(r['distribution_id']),
+  agentId: String(r['agent_id']),
+  agentName: String(r['agent_name']),
+  wave: Number(r['wave']),
+  state: String(r['state']) as DistributionTargetState,
+  reason: str(r['reason']),
+  postTaskId: str(r['post_task_id']),
+  startedAt: num(r['started_at']),
+  updatedAt: Number(r['updated_at']),
 });
 const hostFrom = (r: Record<string, unknown>): HostRow => ({
-  fileId: String(r['file_id']), agentId: String(r['agent_id']), revision: Number(r['revision']), sha256: str(r['sha256']),
-  state: String(r['state']) as HostRow['state'], reason: str(r['reason']), updatedAt: Number(r['updated_at']),
+  fileId: String(r['file_id']),
+  agentId: String(r['agent_id']),
+  revision: Number(r['revision']),
+  sha256: str(r['sha256']),
+  state: String(r['state']) as HostRow['state'],
+  reason: str(r['reason']),
+  updatedAt: Number(r['updated_at']),
 });
 
 const distributionCols = (d: DistributionRow) => ({
-  id: d.id, file_id: d.fileId, revision: d.revision, kind: d.kind, selector: d.selector, waves: JSON.stringify(d.waveSpec),
-  max_failures: d.maxFailures, state: d.state, reason: d.reason?.slice(0, 1024) ?? null, current_wave: d.currentWave, failure_base: d.failureBase,
-  soak_seconds: d.soakSeconds, approval: d.approval, wave_done_at: d.waveDoneAt,
-  created_by: d.createdBy, created_at: d.createdAt, updated_at: d.updatedAt, finished_at: d.finishedAt,
+  id: d.id,
+  file_id: d.fileId,
+  revision: d.revision,
+  kind: d.kind,
+  selector: d.selector,
+  waves: JSON.stringify(d.waveSpec),
+  max_failures: d.maxFailures,
+  state: d.state,
+  reason: d.reason?.slice(0, 1024) ?? null,
+  current_wave: d.currentWave,
+  failure_base: d.failureBase,
+  soak_seconds: d.soakSeconds,
+  approval: d.approval,
+  wave_done_at: d.waveDoneAt,
+  created_by: d.createdBy,
+  created_at: d.createdAt,
+  updated_at: d.updatedAt,
+  finished_at: d.finishedAt,
 });
 const targetCols = (t: TargetRow) => ({
-  distribution_id: t.distributionId, agent_id: t.agentId, agent_name: t.agentName, wave: t.wave, state: t.state,
-  reason: t.reason?.slice(0, 2048) ?? null, post_task_id: t.postTaskId, started_at: t.startedAt, updated_at: t.updatedAt,
+  distribution_id: t.distributionId,
+  agent_id: t.agentId,
+  agent_name: t.agentName,
+  wave: t.wave,
+  state: t.state,
+  reason: t.reason?.slice(0, 2048) ?? null,
+  post_task_id: t.postTaskId,
+  started_at: t.startedAt,
+  updated_at: t.updatedAt,
 });
 
 export function fileView(f: FileRow, hosts = 0, drifted = 0): ManagedFileView {
   return {
-    id: f.id, path: f.path, owner: f.owner, group: f.group, mode: f.mode, postCommand: f.postCommand, latestRevision: f.latestRevision,
-    createdBy: f.createdBy, createdAt: iso(f.createdAt), updatedAt: iso(f.updatedAt), hostCount: hosts, driftedCount: drifted,
+    id: f.id,
+    path: f.path,
+    owner: f.owner,
+    group: f.group,
+    mode: f.mode,
+    postCommand: f.postCommand,
+    latestRevision: f.latestRevision,
+    createdBy: f.createdBy,
+    createdAt: iso(f.createdAt),
+    updatedAt: iso(f.updatedAt),
+    hostCount: hosts,
+    driftedCount: drifted,
   };
 }
 export function revisionView(r: RevisionRow): FileRevisionView {
@@ -79,8 +189,18 @@ export class FileStore {
 
   async insertFile(f: FileRow, pathKey: string): Promise<void> {
     await this.db('managed_files').insert({
-      id: f.id, path: f.path, path_key: pathKey, owner_user: f.owner, owner_group: f.group, mode: f.mode, post_command: f.postCommand,
-      latest_revision: f.latestRevision, created_by: f.createdBy, created_at: f.createdAt, updated_at: f.updatedAt, deleted_at: null,
+      id: f.id,
+      path: f.path,
+      path_key: pathKey,
+      owner_user: f.owner,
+      owner_group: f.group,
+      mode: f.mode,
+      post_command: f.postCommand,
+      latest_revision: f.latestRevision,
+      created_by: f.createdBy,
+      created_at: f.createdAt,
+      updated_at: f.updatedAt,
+      deleted_at: null,
     });
   }
 
@@ -100,7 +220,9 @@ export class FileStore {
   async fileStates(ids: string[]): Promise<Map<string, boolean>> {
     const out = new Map<string, boolean>();
     for (let i = 0; i < ids.length; i += 500) {
-      for (const r of await this.db('managed_files').whereIn('id', ids.slice(i, i + 500)).select('id', 'deleted_at')) {
+      for (const r of await this.db('managed_files')
+        .whereIn('id', ids.slice(i, i + 500))
+        .select('id', 'deleted_at')) {
         out.set(String(r.id), r.deleted_at == null);
       }
     }
@@ -117,8 +239,14 @@ export class FileStore {
     const rows = (await base().orderBy('path').limit(limit).offset(offset)).map(fileFrom);
     const counts = new Map<string, { hosts: number; drifted: number }>();
     if (rows.length) {
-      const agg = await this.db('file_hosts').whereIn('file_id', rows.map((r) => r.id)).groupBy('file_id', 'state')
-        .select('file_id', 'state').count({ n: '*' });
+      const agg = await this.db('file_hosts')
+        .whereIn(
+          'file_id',
+          rows.map((r) => r.id),
+        )
+        .groupBy('file_id', 'state')
+        .select('file_id', 'state')
+        .count({ n: '*' });
       for (const a of agg as { file_id: string; state: string; n: number | string }[]) {
         const c = counts.get(a.file_id) ?? { hosts: 0, drifted: 0 };
         c.hosts += Number(a.n);
@@ -131,7 +259,11 @@ export class FileStore {
 
   async updateFile(f: FileRow): Promise<void> {
     await this.db('managed_files').where({ id: f.id }).update({
-      owner_user: f.owner, owner_group: f.group, mode: f.mode, post_command: f.postCommand, updated_at: f.updatedAt,
+      owner_user: f.owner,
+      owner_group: f.group,
+      mode: f.mode,
+      post_command: f.postCommand,
+      updated_at: f.updatedAt,
     });
   }
 
@@ -149,7 +281,9 @@ export class FileStore {
         const f = await trx('managed_files').where({ id: fileId }).whereNull('deleted_at').first('latest_revision');
         if (!f) return 'gone' as const;
         const revision = Number(f.latest_revision) + 1;
-        const n = await trx('managed_files').where({ id: fileId, latest_revision: revision - 1 }).update({ latest_revision: revision, updated_at: r.createdAt });
+        const n = await trx('managed_files')
+          .where({ id: fileId, latest_revision: revision - 1 })
+          .update({ latest_revision: revision, updated_at: r.createdAt });
         if (n !== 1) return null;
         await trx('file_revisions').insert({ file_id: fileId, revision, sha256: r.sha256, size: r.size, created_by: r.createdBy, created_at: r.createdAt });
         return { fileId, revision, ...r };
@@ -211,7 +345,10 @@ export class FileStore {
 
   async upsertHost(h: HostRow): Promise<void> {
     const cols = { revision: h.revision, sha256: h.sha256, state: h.state, reason: h.reason?.slice(0, 1024) ?? null, updated_at: h.updatedAt };
-    await this.db('file_hosts').insert({ file_id: h.fileId, agent_id: h.agentId, ...cols }).onConflict(['file_id', 'agent_id']).merge(cols);
+    await this.db('file_hosts')
+      .insert({ file_id: h.fileId, agent_id: h.agentId, ...cols })
+      .onConflict(['file_id', 'agent_id'])
+      .merge(cols);
   }
 
   async hostsOfAgent(agentId: string): Promise<HostRow[]> {

@@ -6,17 +6,29 @@ import { ChunkCache } from './chunks.js';
  * What the manager needs from the fleet: one binary message to one agent, given in parts (sent as
  * its fragments); `opts.done` is called once the socket is done with the buffers, only if this answers true.
  */
-export interface TransferSink { sendBinary(agentId: string, parts: readonly Uint8Array[], opts?: SendOpts): boolean }
+export interface TransferSink {
+  sendBinary(agentId: string, parts: readonly Uint8Array[], opts?: SendOpts): boolean;
+}
 
 interface Transfer {
-  id: string; agentId: string; file: string; size: number;
+  id: string;
+  agentId: string;
+  file: string;
+  size: number;
   /** Bytes put on the socket, and bytes the agent says it has written. */
-  sent: number; acked: number;
-  reading: boolean; started: boolean; ended: boolean;
+  sent: number;
+  acked: number;
+  reading: boolean;
+  started: boolean;
+  ended: boolean;
   lastProgressAt: number;
 }
 
-interface Handle { fh: Promise<fs.FileHandle>; refs: number; reads: number }
+interface Handle {
+  fh: Promise<fs.FileHandle>;
+  refs: number;
+  reads: number;
+}
 
 export interface TransferLimits {
   /** Payload bytes per FILE_DATA frame. */
@@ -49,7 +61,11 @@ export class TransferManager {
   /** Total bytes sent (exposed for metrics and benchmarks). */
   bytesSent = 0;
 
-  constructor(private readonly sink: TransferSink, private readonly limits: TransferLimits, private readonly onError: (err: unknown, transferId: string) => void) {
+  constructor(
+    private readonly sink: TransferSink,
+    private readonly limits: TransferLimits,
+    private readonly onError: (err: unknown, transferId: string) => void,
+  ) {
     const maxChunks = Math.max(1, Math.floor((limits.cacheBytes ?? limits.maxInflightBytes) / limits.chunkBytes));
     this.chunks = new ChunkCache(limits.chunkBytes, maxChunks, (file, into, len, position) => this.read(file, into, 0, len, position));
   }
@@ -177,26 +193,31 @@ export class TransferManager {
     this.inflight += len;
     t.reading = true;
     const c = this.chunks.acquire(t.file, index, chunkLen);
-    c.ready.then(() => {
-      t.reading = false;
-      if (t.ended || t.sent !== offset + len) {
-        // Ended, or restarted meanwhile: this frame is stale.
+    c.ready.then(
+      () => {
+        t.reading = false;
+        if (t.ended || t.sent !== offset + len) {
+          // Ended, or restarted meanwhile: this frame is stale.
+          this.chunks.release(c);
+          return this.pump(t);
+        }
+        this.bytesSent += len;
+        // Bulk: keystrokes and control messages to this agent go ahead of file data. The chunk's
+        // reference passes to the frame and comes back when the socket has written it.
+        const sent = this.sink.sendBinary(t.agentId, [fileDataHeader(t.id, offset), c.buf.subarray(at, at + len)], {
+          bulk: true,
+          key: t.id,
+          done: () => this.chunks.release(c),
+        });
+        if (!sent) return this.chunks.release(c); // socket gone: the disconnect ends it
+        this.pump(t);
+      },
+      (err: unknown) => {
+        t.reading = false;
         this.chunks.release(c);
-        return this.pump(t);
-      }
-      this.bytesSent += len;
-      // Bulk: keystrokes and control messages to this agent go ahead of file data. The chunk's
-      // reference passes to the frame and comes back when the socket has written it.
-      const sent = this.sink.sendBinary(t.agentId, [fileDataHeader(t.id, offset), c.buf.subarray(at, at + len)], {
-        bulk: true, key: t.id, done: () => this.chunks.release(c),
-      });
-      if (!sent) return this.chunks.release(c); // socket gone: the disconnect ends it
-      this.pump(t);
-    }, (err: unknown) => {
-      t.reading = false;
-      this.chunks.release(c);
-      this.onError(err, t.id);
-    });
+        this.onError(err, t.id);
+      },
+    );
   }
 
   private async read(file: string, frame: Uint8Array, at: number, len: number, position: number): Promise<void> {
@@ -240,6 +261,9 @@ export class TransferManager {
   private maybeClose(h: Handle): void {
     if (h.refs !== 0 || h.reads > 0) return;
     h.refs = -1; // closed once
-    void h.fh.then((fh) => fh.close().catch(() => {}), () => {});
+    void h.fh.then(
+      (fh) => fh.close().catch(() => {}),
+      () => {},
+    );
   }
 }

@@ -26,18 +26,28 @@ export function startSimulatedPresence(fleet: Fleet, o: { heartbeatIntervalMs: n
       const c = (cpu[i] = Math.max(0, Math.min(100, cpu[i]! + (Math.random() - 0.5) * 10)));
       const mem = 8 * 2 ** 30;
       const metrics: Metrics = {
-        cpuPercent: Math.round(c * 10) / 10, memUsedBytes: Math.floor(mem * (0.3 + c / 300)), memTotalBytes: mem, load: [c / 25, c / 30, c / 35],
-        diskUsedBytes: 40 * 2 ** 30, diskTotalBytes: 100 * 2 ** 30, uptimeSec: 1000 + Math.floor(process.uptime()), runningExecutions: 0, openTerminals: 0,
+        cpuPercent: Math.round(c * 10) / 10,
+        memUsedBytes: Math.floor(mem * (0.3 + c / 300)),
+        memTotalBytes: mem,
+        load: [c / 25, c / 30, c / 35],
+        diskUsedBytes: 40 * 2 ** 30,
+        diskTotalBytes: 100 * 2 ** 30,
+        uptimeSec: 1000 + Math.floor(process.uptime()),
+        runningExecutions: 0,
+        openTerminals: 0,
       };
       if (fleet.get(id)?.status === 'online') fleet.simulate(id, { metrics });
     }
   }, SLICE_MS);
-  const flips = o.flipsPerSec > 0 && ids.length > 0 ? setInterval(() => {
-    for (let k = 0; k < o.flipsPerSec; k++) {
-      const id = ids[Math.floor(Math.random() * ids.length)]!;
-      fleet.simulate(id, { online: fleet.get(id)?.status !== 'online' });
-    }
-  }, 1000) : undefined;
+  const flips =
+    o.flipsPerSec > 0 && ids.length > 0
+      ? setInterval(() => {
+          for (let k = 0; k < o.flipsPerSec; k++) {
+            const id = ids[Math.floor(Math.random() * ids.length)]!;
+            fleet.simulate(id, { online: fleet.get(id)?.status !== 'online' });
+          }
+        }, 1000)
+      : undefined;
   beat.unref();
   flips?.unref();
   return () => {

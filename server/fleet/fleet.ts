@@ -42,7 +42,10 @@ export interface AgentChannel {
 export type { DisconnectReason } from '../../protocol/index.js';
 
 interface Live {
-  ch: AgentChannel; connectionId: number; lastHeartbeat: number; connectedAt: number;
+  ch: AgentChannel;
+  connectionId: number;
+  lastHeartbeat: number;
+  connectedAt: number;
   /** agents.conn_generation this connection claimed (fences writes against newer connections elsewhere). */
   generation: number;
   /** This agent's heartbeat interval when live configuration changed it (else the server's). */
@@ -75,10 +78,16 @@ export class Fleet {
 
   constructor(
     private readonly deps: {
-      repo: AgentRepo; connections: ConnectionRepo; bus: Bus; log: Logger; metrics: PromMetrics;
+      repo: AgentRepo;
+      connections: ConnectionRepo;
+      bus: Bus;
+      log: Logger;
+      metrics: PromMetrics;
       /** Group commit for connect/disconnect writes. */
       writes: TxBatcher;
-      nodeId: string; heartbeatIntervalMs: number; flushMs: number;
+      nodeId: string;
+      heartbeatIntervalMs: number;
+      flushMs: number;
       /** Owning node and connection generation of each agent (absent in some unit tests). */
       ownership?: AgentOwnership;
     },
@@ -147,17 +156,31 @@ export class Fleet {
    * Runs when an agent has registered and its `welcome` is on the wire (see `welcomed`), so a hook
    * may send it commands at once (an agent ignores commands before its welcome).
    */
-  onConnect(h: ConnectHook): void { this.connectHooks.push(h); }
-  onDisconnect(h: DisconnectHook): void { this.disconnectHooks.push(h); }
+  onConnect(h: ConnectHook): void {
+    this.connectHooks.push(h);
+  }
+  onDisconnect(h: DisconnectHook): void {
+    this.disconnectHooks.push(h);
+  }
   /** A host reported a policy other than the one stored (first report, a reconnect after an edit, or SIGHUP). */
-  onPolicyChange(h: PolicyHook): void { this.policyHooks.push(h); }
+  onPolicyChange(h: PolicyHook): void {
+    this.policyHooks.push(h);
+  }
 
-  get(id: string): AgentRecord | undefined { return this.agents.get(id); }
+  get(id: string): AgentRecord | undefined {
+    return this.agents.get(id);
+  }
   /** Whether the agent's socket is connected to this node. */
-  isOnline(id: string): boolean { return this.live.has(id); }
+  isOnline(id: string): boolean {
+    return this.live.has(id);
+  }
   /** The connection generation of the agent's socket on this node (undefined: not connected here). */
-  generationOf(id: string): number | undefined { return this.live.get(id)?.generation; }
-  onlineCount(): number { return this.live.size; }
+  generationOf(id: string): number | undefined {
+    return this.live.get(id)?.generation;
+  }
+  onlineCount(): number {
+    return this.live.size;
+  }
 
   /** Sends a control message to a connected agent; false when it is not connected here. */
   send(agentId: string, msg: ServerToAgent): boolean {
@@ -186,10 +209,29 @@ export class Fleet {
       await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
       if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
       this.agents.set(hello.agentId, {
-        id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
-        platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrollLabels, groups: [], secretHash, createdAt: now,
-        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'offline', metrics: null, policy: hello.policy ?? null,
+        id: hello.agentId,
+        name: hello.name,
+        hostname: hello.hostname,
+        ips: hello.ips,
+        externalIp: hello.externalIp ?? null,
+        platform: hello.platform,
+        arch: hello.arch,
+        os: hello.os,
+        version: hello.agentVersion,
+        cpus: hello.cpus,
+        memoryBytes: hello.memoryBytes,
+        labels: hello.labels,
+        labelOverrides: null,
+        enrollLabels,
+        groups: [],
+        secretHash,
+        createdAt: now,
+        connectedAt: now,
+        lastSeenAt: now,
+        revokedAt: null,
+        status: 'offline',
+        metrics: null,
+        policy: hello.policy ?? null,
       });
     }
     // A new socket replacing a live one: the agent never went offline (no status change).
@@ -215,17 +257,48 @@ export class Fleet {
     rec = this.agents.get(hello.agentId) ?? rec;
     if (!rec) {
       rec = {
-        id: hello.agentId, name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null,
-        platform: hello.platform, arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes, labels: hello.labels, labelOverrides: null, enrollLabels: null, groups: [], secretHash, createdAt: now,
-        connectedAt: now, lastSeenAt: now, revokedAt: null, status: 'online', metrics: null, policy: hello.policy ?? null,
+        id: hello.agentId,
+        name: hello.name,
+        hostname: hello.hostname,
+        ips: hello.ips,
+        externalIp: hello.externalIp ?? null,
+        platform: hello.platform,
+        arch: hello.arch,
+        os: hello.os,
+        version: hello.agentVersion,
+        cpus: hello.cpus,
+        memoryBytes: hello.memoryBytes,
+        labels: hello.labels,
+        labelOverrides: null,
+        enrollLabels: null,
+        groups: [],
+        secretHash,
+        createdAt: now,
+        connectedAt: now,
+        lastSeenAt: now,
+        revokedAt: null,
+        status: 'online',
+        metrics: null,
+        policy: hello.policy ?? null,
       };
       this.agents.set(rec.id, rec);
     } else if (changed) {
       Object.assign(rec, {
-        name: hello.name, hostname: hello.hostname, ips: hello.ips, externalIp: hello.externalIp ?? null, platform: hello.platform,
-        arch: hello.arch, os: hello.os, version: hello.agentVersion, cpus: hello.cpus, memoryBytes: hello.memoryBytes,
-        labels: hello.labels, connectedAt: now, lastSeenAt: now, status: 'online', policy: hello.policy ?? rec.policy,
+        name: hello.name,
+        hostname: hello.hostname,
+        ips: hello.ips,
+        externalIp: hello.externalIp ?? null,
+        platform: hello.platform,
+        arch: hello.arch,
+        os: hello.os,
+        version: hello.agentVersion,
+        cpus: hello.cpus,
+        memoryBytes: hello.memoryBytes,
+        labels: hello.labels,
+        connectedAt: now,
+        lastSeenAt: now,
+        status: 'online',
+        policy: hello.policy ?? rec.policy,
       });
     } else {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
@@ -481,8 +554,18 @@ export class Fleet {
 
 /** Whether a hello reports different host facts than the record holds (so the row needs an update). */
 function factsChanged(r: AgentRecord, h: Hello): boolean {
-  return r.name !== h.name || r.hostname !== h.hostname || r.externalIp !== (h.externalIp ?? null) || r.platform !== h.platform
-    || r.arch !== h.arch || r.os !== h.os || r.version !== h.agentVersion || r.cpus !== h.cpus || r.memoryBytes !== h.memoryBytes
-    || JSON.stringify(r.ips) !== JSON.stringify(h.ips) || JSON.stringify(r.labels) !== JSON.stringify(h.labels)
-    || (h.policy !== undefined && JSON.stringify(r.policy) !== JSON.stringify(h.policy));
+  return (
+    r.name !== h.name ||
+    r.hostname !== h.hostname ||
+    r.externalIp !== (h.externalIp ?? null) ||
+    r.platform !== h.platform ||
+    r.arch !== h.arch ||
+    r.os !== h.os ||
+    r.version !== h.agentVersion ||
+    r.cpus !== h.cpus ||
+    r.memoryBytes !== h.memoryBytes ||
+    JSON.stringify(r.ips) !== JSON.stringify(h.ips) ||
+    JSON.stringify(r.labels) !== JSON.stringify(h.labels) ||
+    (h.policy !== undefined && JSON.stringify(r.policy) !== JSON.stringify(h.policy))
+  );
 }

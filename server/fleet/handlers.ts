@@ -26,14 +26,29 @@ export function fleetAgentHandlers(fleet: Fleet): Pick<AgentHandlers, 'heartbeat
 export function auditPolicyChanges(fleet: Fleet, audit: AuditLog, log: Logger, burst: number): void {
   fleet.onPolicyChange((agentId, policy, previous, ip) => {
     log.info({ agentId, source: policy.source, terminals: policy.terminals, exec: policy.exec, error: policy.error }, 'host policy reported');
-    audit.throttled(`agent.policy\u0000${agentId}`, {
-      actor: { username: `agent:${agentId}`, role: null, ip }, action: 'agent.policy', targetType: 'agent', targetId: agentId,
-      ok: policy.source !== 'lockdown',
-      details: {
-        source: policy.source, path: policy.path, ...(policy.error ? { error: policy.error } : {}), terminals: policy.terminals, exec: policy.exec,
-        interpreters: policy.interpreters, runAs: policy.runAs, requireSignedScripts: policy.requireSignedScripts,
-        keys: policy.scriptPublicKeys.length, allowedPaths: policy.allowedPaths, first: previous == null,
+    audit.throttled(
+      `agent.policy\u0000${agentId}`,
+      {
+        actor: { username: `agent:${agentId}`, role: null, ip },
+        action: 'agent.policy',
+        targetType: 'agent',
+        targetId: agentId,
+        ok: policy.source !== 'lockdown',
+        details: {
+          source: policy.source,
+          path: policy.path,
+          ...(policy.error ? { error: policy.error } : {}),
+          terminals: policy.terminals,
+          exec: policy.exec,
+          interpreters: policy.interpreters,
+          runAs: policy.runAs,
+          requireSignedScripts: policy.requireSignedScripts,
+          keys: policy.scriptPublicKeys.length,
+          allowedPaths: policy.allowedPaths,
+          first: previous == null,
+        },
       },
-    }, burst);
+      burst,
+    );
   });
 }

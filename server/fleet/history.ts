@@ -3,7 +3,13 @@ import { ApiRouter } from '../http/api-router.js';
 import { ApiError } from '../http/errors.js';
 
 /** One point of an agent's history: the averages over one step (CPU, memory and disk in %, load1). */
-export interface HistoryPoint { t: string; cpu: number; mem: number; disk: number; load: number }
+export interface HistoryPoint {
+  t: string;
+  cpu: number;
+  mem: number;
+  disk: number;
+  load: number;
+}
 
 const FIELDS = 4;
 
@@ -83,9 +89,14 @@ export class MetricsHistory {
     if (!s) return null;
     const nowStep = Math.floor(now / this.o.stepMs);
     const out: HistoryPoint[] = [];
-    const point = (step: number, v: (i: number) => number) => out.push({
-      t: new Date(step * this.o.stepMs).toISOString(), cpu: round(v(0)), mem: round(v(1)), disk: round(v(2)), load: round(v(3)),
-    });
+    const point = (step: number, v: (i: number) => number) =>
+      out.push({
+        t: new Date(step * this.o.stepMs).toISOString(),
+        cpu: round(v(0)),
+        mem: round(v(1)),
+        disk: round(v(2)),
+        load: round(v(3)),
+      });
     for (let step = nowStep - this.o.points + 1; step <= nowStep; step++) {
       if (step === s.cur && s.n > 0) point(step, (i) => s.sum[i]! / s.n);
       else {
@@ -104,19 +115,35 @@ export class MetricsHistory {
 const round = (v: number) => Math.round(v * 100) / 100;
 
 /** GET /api/agents/:id/metrics/history: the agent's last hour, one point a step. */
-export function metricsHistoryRoutes(history: MetricsHistory, known: (id: string) => boolean, o: { stepMs: number; points: number; maxAgents: number }): ApiRouter {
+export function metricsHistoryRoutes(
+  history: MetricsHistory,
+  known: (id: string) => boolean,
+  o: { stepMs: number; points: number; maxAgents: number },
+): ApiRouter {
   const r = new ApiRouter();
-  r.get('/agents/:id/metrics/history', {
-    summary: 'The last hour of an agent\'s CPU, memory, disk and load', description: 'Averaged points kept in the server\'s memory (MUSTER_METRICS_HISTORY_*).',
-    role: 'viewer', responses: { 200: MetricsHistoryView },
-  }, (req, res) => {
-    const id = String(req.params['id']);
-    if (!known(id)) throw new ApiError('not_found', 'no such agent');
-    const points = history.get(id);
-    res.json({
-      stepSec: o.stepMs / 1000, windowSec: (o.stepMs * o.points) / 1000, points: points ?? [],
-      ...(points === null ? { note: `no history kept for this agent yet (heartbeats add it; the server keeps it for at most ${o.maxAgents} agents, MUSTER_METRICS_HISTORY_AGENTS)` } : {}),
-    });
-  });
+  r.get(
+    '/agents/:id/metrics/history',
+    {
+      summary: "The last hour of an agent's CPU, memory, disk and load",
+      description: "Averaged points kept in the server's memory (MUSTER_METRICS_HISTORY_*).",
+      role: 'viewer',
+      responses: { 200: MetricsHistoryView },
+    },
+    (req, res) => {
+      const id = String(req.params['id']);
+      if (!known(id)) throw new ApiError('not_found', 'no such agent');
+      const points = history.get(id);
+      res.json({
+        stepSec: o.stepMs / 1000,
+        windowSec: (o.stepMs * o.points) / 1000,
+        points: points ?? [],
+        ...(points === null
+          ? {
+              note: `no history kept for this agent yet (heartbeats add it; the server keeps it for at most ${o.maxAgents} agents, MUSTER_METRICS_HISTORY_AGENTS)`,
+            }
+          : {}),
+      });
+    },
+  );
   return r;
 }

@@ -11,7 +11,15 @@ import { FleetViews } from './views.js';
  * views the console's agents table follows, the metrics history, and the /api/agents routes.
  * `start` loads the fleet (before any agent socket is accepted).
  */
-export function createFleet({ core, agentRepo, connections, cluster }: Pick<OpenCore, 'core' | 'agentRepo' | 'connections' | 'cluster'>): Capability<'heartbeat' | 'bye' | 'error' | 'labels' | 'policy', 'fleet.open' | 'fleet.scroll' | 'fleet.close'> {
+export function createFleet({
+  core,
+  agentRepo,
+  connections,
+  cluster,
+}: Pick<OpenCore, 'core' | 'agentRepo' | 'connections' | 'cluster'>): Capability<
+  'heartbeat' | 'bye' | 'error' | 'labels' | 'policy',
+  'fleet.open' | 'fleet.scroll' | 'fleet.close'
+> {
   const { config, fleet, bus, log, audit } = core;
   auditPolicyChanges(fleet, audit, log, config.auditPolicyBurst);
   const historyOpts = { points: 60, stepMs: config.metricsHistoryStepMs, maxAgents: config.metricsHistoryAgents };
@@ -21,9 +29,14 @@ export function createFleet({ core, agentRepo, connections, cluster }: Pick<Open
   });
   bus.subscribe('agent.removed', (p) => history.remove(p.agentId));
   const views = new FleetViews({
-    fleet, bus, log: log.child({ component: 'fleet-views' }), selectorLimits: selectorLimits(config),
+    fleet,
+    bus,
+    log: log.child({ component: 'fleet-views' }),
+    selectorLimits: selectorLimits(config),
     limits: {
-      perConsole: config.fleetViewsPerConsole, tickMs: config.fleetViewTickMs, resortMs: config.fleetViewResortMs,
+      perConsole: config.fleetViewsPerConsole,
+      tickMs: config.fleetViewTickMs,
+      resortMs: config.fleetViewResortMs,
       softBufferBytes: config.consoleSoftBufferBytes,
     },
   });
@@ -40,7 +53,10 @@ export function createFleet({ core, agentRepo, connections, cluster }: Pick<Open
       await cluster.attach(fleet, { repo: agentRepo });
       if (config.benchSimulatedPresence === undefined) return;
       stopSimulated = startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence });
-      log.warn({ agents: fleet.agents.size }, 'MUSTER_BENCH_SIMULATED_PRESENCE is set: agents without a socket are shown online with simulated heartbeats (benchmarks only)');
+      log.warn(
+        { agents: fleet.agents.size },
+        'MUSTER_BENCH_SIMULATED_PRESENCE is set: agents without a socket are shown online with simulated heartbeats (benchmarks only)',
+      );
     },
     async stop() {
       stopSimulated?.();

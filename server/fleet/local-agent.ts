@@ -13,11 +13,16 @@ export class LocalAgentSupervisor {
   private restarts = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: {
-    agentScript: string; serverUrl: string; stateDir: string; log: Logger;
-    /** An enrollment token, asked for only while the agent has no secret in its state dir. */
-    token: () => Promise<string>;
-  }) {}
+  constructor(
+    private readonly opts: {
+      agentScript: string;
+      serverUrl: string;
+      stateDir: string;
+      log: Logger;
+      /** An enrollment token, asked for only while the agent has no secret in its state dir. */
+      token: () => Promise<string>;
+    },
+  ) {}
 
   start(): void {
     if (!fs.existsSync(this.opts.agentScript)) {
@@ -50,8 +55,11 @@ export class LocalAgentSupervisor {
     // terminal's Ctrl-C reaches only the server, which stops the agent itself. The IPC channel
     // is the agent's lifeline: it exits when the channel closes, so a server that dies without
     // stopping it (SIGKILL) leaves no orphan agent behind.
-    const child = spawn(process.execPath, [this.opts.agentScript, '--server', this.opts.serverUrl,
-      '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
+    const child = spawn(
+      process.execPath,
+      [this.opts.agentScript, '--server', this.opts.serverUrl, '--state-dir', this.opts.stateDir, '--label', 'local=true', '--health-port=0'],
+      { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true },
+    );
     this.child = child;
     this.opts.log.info({ pid: child.pid, stateDir: path.resolve(this.opts.stateDir) }, 'local agent started');
     child.on('exit', (code, signal) => {
@@ -70,8 +78,14 @@ export class LocalAgentSupervisor {
     const c = this.child;
     if (!c || c.exitCode !== null) return;
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => { c.kill('SIGKILL'); resolve(); }, 5000);
-      c.once('exit', () => { clearTimeout(t); resolve(); });
+      const t = setTimeout(() => {
+        c.kill('SIGKILL');
+        resolve();
+      }, 5000);
+      c.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
       c.kill('SIGTERM');
     });
   }

@@ -47,14 +47,22 @@ export function sortsByMetrics(key: FleetSortKey): boolean {
 /** The value of `key` for one agent. Offline agents sort below every online one by cpu/memory. */
 export function keyOf(a: AgentRecord, key: FleetSortKey): number | string {
   switch (key) {
-    case 'name': return '';
-    case 'status': return a.status;
-    case 'hostname': return cachedKey(a, 'hostname', a.hostname);
-    case 'version': return cachedKey(a, 'version', a.version);
-    case 'os': return cachedKey(a, 'os', `${a.platform}/${a.arch} ${a.os}`);
-    case 'cpu': return a.status === 'online' ? a.metrics?.cpuPercent ?? -1 : -1;
-    case 'mem': return a.status === 'online' && a.metrics ? a.metrics.memUsedBytes : -1;
-    case 'lastSeen': return a.lastSeenAt ?? 0;
+    case 'name':
+      return '';
+    case 'status':
+      return a.status;
+    case 'hostname':
+      return cachedKey(a, 'hostname', a.hostname);
+    case 'version':
+      return cachedKey(a, 'version', a.version);
+    case 'os':
+      return cachedKey(a, 'os', `${a.platform}/${a.arch} ${a.os}`);
+    case 'cpu':
+      return a.status === 'online' ? (a.metrics?.cpuPercent ?? -1) : -1;
+    case 'mem':
+      return a.status === 'online' && a.metrics ? a.metrics.memUsedBytes : -1;
+    case 'lastSeen':
+      return a.lastSeenAt ?? 0;
     default: {
       const never: never = key;
       throw new Error(`unknown sort key ${String(never)}`);

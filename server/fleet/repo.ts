@@ -39,11 +39,25 @@ const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString())
 /** The public JSON view of an agent. */
 export function agentView(a: AgentRecord): AgentView {
   return {
-    id: a.id, name: a.name, hostname: a.hostname, ips: a.ips, externalIp: a.externalIp, platform: a.platform,
-    arch: a.arch, os: a.os, version: a.version, cpus: a.cpus, memoryBytes: a.memoryBytes,
-    labels: effectiveLabels(a), groups: a.groups, status: a.status,
-    connectedAt: a.status === 'online' ? iso(a.connectedAt) : null, lastSeenAt: iso(a.lastSeenAt),
-    metrics: a.metrics, revoked: a.revokedAt != null, policy: a.policy,
+    id: a.id,
+    name: a.name,
+    hostname: a.hostname,
+    ips: a.ips,
+    externalIp: a.externalIp,
+    platform: a.platform,
+    arch: a.arch,
+    os: a.os,
+    version: a.version,
+    cpus: a.cpus,
+    memoryBytes: a.memoryBytes,
+    labels: effectiveLabels(a),
+    groups: a.groups,
+    status: a.status,
+    connectedAt: a.status === 'online' ? iso(a.connectedAt) : null,
+    lastSeenAt: iso(a.lastSeenAt),
+    metrics: a.metrics,
+    revoked: a.revokedAt != null,
+    policy: a.policy,
   };
 }
 
@@ -55,13 +69,28 @@ export function effectiveLabels(a: AgentRecord): Labels {
 function fromRow(r: Record<string, unknown>): AgentRecord {
   const n = (v: unknown) => (v == null ? null : Number(v));
   return {
-    id: String(r['id']), name: String(r['name']), hostname: String(r['hostname']), ips: parseJson(r['ips'], []),
-    externalIp: (r['external_ip'] as string | null) ?? null, platform: String(r['platform']), arch: String(r['arch']),
-    os: String(r['os']), version: String(r['version']), cpus: Number(r['cpus']), memoryBytes: Number(r['memory_bytes']),
-    labels: parseJson(r['labels'], {}), labelOverrides: parseJson(r['label_overrides'], null),
-    enrollLabels: parseJson(r['enrol_labels'], null), groups: parseJson(r['groups'], []),
-    secretHash: String(r['secret_hash']), createdAt: Number(r['created_at']), connectedAt: n(r['connected_at']),
-    lastSeenAt: n(r['last_seen_at']), revokedAt: n(r['revoked_at']), status: 'offline', metrics: null,
+    id: String(r['id']),
+    name: String(r['name']),
+    hostname: String(r['hostname']),
+    ips: parseJson(r['ips'], []),
+    externalIp: (r['external_ip'] as string | null) ?? null,
+    platform: String(r['platform']),
+    arch: String(r['arch']),
+    os: String(r['os']),
+    version: String(r['version']),
+    cpus: Number(r['cpus']),
+    memoryBytes: Number(r['memory_bytes']),
+    labels: parseJson(r['labels'], {}),
+    labelOverrides: parseJson(r['label_overrides'], null),
+    enrollLabels: parseJson(r['enrol_labels'], null),
+    groups: parseJson(r['groups'], []),
+    secretHash: String(r['secret_hash']),
+    createdAt: Number(r['created_at']),
+    connectedAt: n(r['connected_at']),
+    lastSeenAt: n(r['last_seen_at']),
+    revokedAt: n(r['revoked_at']),
+    status: 'offline',
+    metrics: null,
     policy: storedPolicy(r['policy']),
   };
 }
@@ -83,22 +112,48 @@ export class AgentRepo {
   /** Some agents (cluster: agents another node registered or changed). */
   async loadMany(ids: string[]): Promise<AgentRecord[]> {
     const out: AgentRecord[] = [];
-    for (let i = 0; i < ids.length; i += 10_000) out.push(...(await this.db('agents').whereIn('id', ids.slice(i, i + 10_000)).select()).map(fromRow));
+    for (let i = 0; i < ids.length; i += 10_000)
+      out.push(
+        ...(
+          await this.db('agents')
+            .whereIn('id', ids.slice(i, i + 10_000))
+            .select()
+        ).map(fromRow),
+      );
     return out;
   }
 
   /** Inserts a newly enrolled agent or refreshes the facts of a known one from its hello. */
   async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean, q: Knex = this.db): Promise<void> {
     const facts = {
-      name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
-      arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
-      connected_at: now, last_seen_at: now,
+      name: h.name,
+      hostname: h.hostname,
+      ips: JSON.stringify(h.ips),
+      external_ip: h.externalIp ?? null,
+      platform: h.platform,
+      arch: h.arch,
+      os: h.os,
+      version: h.agentVersion,
+      cpus: h.cpus,
+      memory_bytes: h.memoryBytes,
+      labels: JSON.stringify(h.labels),
+      connected_at: now,
+      last_seen_at: now,
       // An agent that reports no policy keeps the last one stored: it may be an older build, and
       // forgetting the restriction would let the server dispatch what the host refuses anyway.
       ...(h.policy ? { policy: JSON.stringify(h.policy) } : {}),
     };
     if (isNew) {
-      await q('agents').insert({ id: h.agentId, ...facts, groups: '[]', label_overrides: null, enrol_labels: null, secret_hash: secretHash, created_at: now, revoked_at: null });
+      await q('agents').insert({
+        id: h.agentId,
+        ...facts,
+        groups: '[]',
+        label_overrides: null,
+        enrol_labels: null,
+        secret_hash: secretHash,
+        created_at: now,
+        revoked_at: null,
+      });
     } else {
       await q('agents').where({ id: h.agentId }).update(facts);
     }
@@ -114,10 +169,27 @@ export class AgentRepo {
       if (consume && !(await consume(trx))) throw new EnrollmentRefused('the enrollment token is used up, expired or revoked');
       try {
         await trx('agents').insert({
-          id: h.agentId, name: h.name, hostname: h.hostname, ips: JSON.stringify(h.ips), external_ip: h.externalIp ?? null, platform: h.platform,
-          arch: h.arch, os: h.os, version: h.agentVersion, cpus: h.cpus, memory_bytes: h.memoryBytes, labels: JSON.stringify(h.labels),
-          connected_at: now, last_seen_at: now, groups: '[]', label_overrides: null, enrol_labels: enrollLabels ? JSON.stringify(enrollLabels) : null,
-          secret_hash: secretHash, created_at: now, revoked_at: null, policy: h.policy ? JSON.stringify(h.policy) : null,
+          id: h.agentId,
+          name: h.name,
+          hostname: h.hostname,
+          ips: JSON.stringify(h.ips),
+          external_ip: h.externalIp ?? null,
+          platform: h.platform,
+          arch: h.arch,
+          os: h.os,
+          version: h.agentVersion,
+          cpus: h.cpus,
+          memory_bytes: h.memoryBytes,
+          labels: JSON.stringify(h.labels),
+          connected_at: now,
+          last_seen_at: now,
+          groups: '[]',
+          label_overrides: null,
+          enrol_labels: enrollLabels ? JSON.stringify(enrollLabels) : null,
+          secret_hash: secretHash,
+          created_at: now,
+          revoked_at: null,
+          policy: h.policy ? JSON.stringify(h.policy) : null,
         });
       } catch (err) {
         if (/UNIQUE constraint|Duplicate entry|ER_DUP_ENTRY/i.test(String((err as Error)?.message ?? err))) {
@@ -144,11 +216,15 @@ export class AgentRepo {
   }
 
   async updatePolicy(id: string, policy: HostPolicy): Promise<void> {
-    await this.db('agents').where({ id }).update({ policy: JSON.stringify(policy) });
+    await this.db('agents')
+      .where({ id })
+      .update({ policy: JSON.stringify(policy) });
   }
 
   async updateLabels(id: string, labels: Labels): Promise<void> {
-    await this.db('agents').where({ id }).update({ labels: JSON.stringify(labels) });
+    await this.db('agents')
+      .where({ id })
+      .update({ labels: JSON.stringify(labels) });
   }
 
   async patch(id: string, p: { labelOverrides?: Labels | null; groups?: string[] }): Promise<void> {
@@ -194,21 +270,27 @@ export class ConnectionRepo {
 
   async close(id: number, at: number, reason: string, q: Knex = this.db): Promise<void> {
     // One statement: the duration is computed by the database from the stored connected_at.
-    await q('agent_connections').where({ id }).whereNull('disconnected_at')
+    await q('agent_connections')
+      .where({ id })
+      .whereNull('disconnected_at')
       .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
   }
 
   /** Closes many rows with the same reason (server shutdown), one statement per 30,000 ids. */
   async closeMany(ids: number[], at: number, reason: string): Promise<void> {
     for (let i = 0; i < ids.length; i += 30_000) {
-      await this.db('agent_connections').whereIn('id', ids.slice(i, i + 30_000)).whereNull('disconnected_at')
+      await this.db('agent_connections')
+        .whereIn('id', ids.slice(i, i + 30_000))
+        .whereNull('disconnected_at')
         .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
     }
   }
 
   /** After a crash: every row still open (on this node) is closed with `reason`. Returns how many. */
   async closeDangling(node: string, at: number, reason: string): Promise<number> {
-    return this.db('agent_connections').whereNull('disconnected_at').where({ node })
+    return this.db('agent_connections')
+      .whereNull('disconnected_at')
+      .where({ node })
       .update({ disconnected_at: at, reason, duration_ms: this.db.raw('? - connected_at', [at]) });
   }
 
@@ -216,8 +298,12 @@ export class ConnectionRepo {
     const [{ n }] = (await this.db('agent_connections').where({ agent_id: agentId }).count({ n: '*' })) as [{ n: number | string }];
     const rows = await this.db('agent_connections').where({ agent_id: agentId }).orderBy('id', 'desc').limit(limit).offset(offset);
     const items = rows.map((r) => ({
-      id: Number(r.id), connectedAt: iso(Number(r.connected_at)), disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)),
-      durationMs: r.duration_ms == null ? null : Number(r.duration_ms), reason: r.reason ?? null, remoteAddress: r.remote_address ?? null,
+      id: Number(r.id),
+      connectedAt: iso(Number(r.connected_at)),
+      disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)),
+      durationMs: r.duration_ms == null ? null : Number(r.duration_ms),
+      reason: r.reason ?? null,
+      remoteAddress: r.remote_address ?? null,
       node: (r.node as string | null) ?? null,
     }));
     return { items, total: Number(n) };
@@ -227,8 +313,11 @@ export class ConnectionRepo {
   async recent(limit: number) {
     const rows = await this.db('agent_connections').orderBy('id', 'desc').limit(limit);
     return rows.map((r) => ({
-      id: Number(r.id), agentId: r.agent_id as string, connectedAt: iso(Number(r.connected_at)),
-      disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)), reason: r.reason ?? null,
+      id: Number(r.id),
+      agentId: r.agent_id as string,
+      connectedAt: iso(Number(r.connected_at)),
+      disconnectedAt: iso(r.disconnected_at == null ? null : Number(r.disconnected_at)),
+      reason: r.reason ?? null,
     }));
   }
 }

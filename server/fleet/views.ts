@@ -46,8 +46,14 @@ class View {
   readonly cmp: (a: SortEntry, b: SortEntry) => number;
 
   constructor(
-    readonly ch: ConsoleChannel, readonly id: string, readonly pred: AgentPredicate, readonly status: 'all' | Status,
-    readonly sort: FleetSortKey, readonly desc: boolean, public offset: number, public limit: number,
+    readonly ch: ConsoleChannel,
+    readonly id: string,
+    readonly pred: AgentPredicate,
+    readonly status: 'all' | Status,
+    readonly sort: FleetSortKey,
+    readonly desc: boolean,
+    public offset: number,
+    public limit: number,
   ) {
     this.cmp = comparator(desc);
   }
@@ -413,9 +419,18 @@ export class FleetViews {
       v.sentSet = new Set(ids);
     }
     const msg: FleetWindowMessage = {
-      type: 'fleet.window', view: v.id, seq: ++v.seq, total: fleet.agents.size, matching: v.entries.length,
-      byStatus: { ...v.counts }, offset: v.offset, limit: v.limit, rows,
-      ...(reset ? { reset: true } : {}), ...(ref !== undefined ? { ref } : {}), ...(idsChanged ? { ids } : {}),
+      type: 'fleet.window',
+      view: v.id,
+      seq: ++v.seq,
+      total: fleet.agents.size,
+      matching: v.entries.length,
+      byStatus: { ...v.counts },
+      offset: v.offset,
+      limit: v.limit,
+      rows,
+      ...(reset ? { reset: true } : {}),
+      ...(ref !== undefined ? { ref } : {}),
+      ...(idsChanged ? { ids } : {}),
     };
     v.ch.send(msg);
   }

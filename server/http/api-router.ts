@@ -6,7 +6,10 @@ import { requireRole } from './context.js';
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
 /** A body or answer that is not JSON (an upload, a stream, a file). */
-export interface Media { media: string; description: string }
+export interface Media {
+  media: string;
+  description: string;
+}
 
 /**
  * What a route takes and answers, declared with the route itself: the router applies the role
@@ -34,7 +37,11 @@ export interface Operation {
   when?: (req: Request) => boolean;
 }
 
-export interface RegisteredRoute { method: Method; path: string; op: Operation }
+export interface RegisteredRoute {
+  method: Method;
+  path: string;
+  op: Operation;
+}
 
 export type Handler = (req: Request, res: Response) => void | Promise<void>;
 
@@ -43,11 +50,21 @@ export class ApiRouter {
   readonly router = Router();
   readonly routes: RegisteredRoute[] = [];
 
-  get(path: string, op: Operation, handler: Handler): this { return this.add('get', path, op, handler); }
-  post(path: string, op: Operation, handler: Handler): this { return this.add('post', path, op, handler); }
-  put(path: string, op: Operation, handler: Handler): this { return this.add('put', path, op, handler); }
-  patch(path: string, op: Operation, handler: Handler): this { return this.add('patch', path, op, handler); }
-  delete(path: string, op: Operation, handler: Handler): this { return this.add('delete', path, op, handler); }
+  get(path: string, op: Operation, handler: Handler): this {
+    return this.add('get', path, op, handler);
+  }
+  post(path: string, op: Operation, handler: Handler): this {
+    return this.add('post', path, op, handler);
+  }
+  put(path: string, op: Operation, handler: Handler): this {
+    return this.add('put', path, op, handler);
+  }
+  patch(path: string, op: Operation, handler: Handler): this {
+    return this.add('patch', path, op, handler);
+  }
+  delete(path: string, op: Operation, handler: Handler): this {
+    return this.add('delete', path, op, handler);
+  }
 
   private add(method: Method, path: string, op: Operation, handler: Handler): this {
     const chain: RequestHandler[] = [];

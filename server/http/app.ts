@@ -28,11 +28,16 @@ export interface App {
  * The HTTP side: probes, /api (CSRF guard, JSON bodies, authentication, the documented routes of
  * every capability in the order given), the agent install script and the built console.
  */
-export function createApp(core: Core, o: {
-  readiness: DbReadiness; routes: readonly ApiRouter[]; webDist?: string | undefined;
-  /** The package `latest` resolves to (told by the enrollment page and the install script). */
-  latestPackage: Parameters<typeof enrollmentRoutes>[0]['latestPackage'];
-}): App {
+export function createApp(
+  core: Core,
+  o: {
+    readiness: DbReadiness;
+    routes: readonly ApiRouter[];
+    webDist?: string | undefined;
+    /** The package `latest` resolves to (told by the enrollment page and the install script). */
+    latestPackage: Parameters<typeof enrollmentRoutes>[0]['latestPackage'];
+  },
+): App {
   const { config, auth, audit } = core;
   const app = express();
   app.disable('x-powered-by');
@@ -44,11 +49,15 @@ export function createApp(core: Core, o: {
   app.use(healthRoutes({ readiness: o.readiness, metrics: core.metrics, onlineAgents: () => core.fleet.onlineCount() }));
 
   const api = express.Router();
-  api.use(csrfGuard({
-    publicUrl: config.publicUrl, sessionCookie: SESSION_COOKIE,
-    // Agent packages, file revisions and terminal uploads are the raw body.
-    rawBodyRoutes: (req) => req.method === 'POST' && (req.path === '/artifacts' || /^\/files\/[^/]+\/revisions$/.test(req.path) || /^\/terminals\/[^/]+\/upload$/.test(req.path)),
-  }));
+  api.use(
+    csrfGuard({
+      publicUrl: config.publicUrl,
+      sessionCookie: SESSION_COOKIE,
+      // Agent packages, file revisions and terminal uploads are the raw body.
+      rawBodyRoutes: (req) =>
+        req.method === 'POST' && (req.path === '/artifacts' || /^\/files\/[^/]+\/revisions$/.test(req.path) || /^\/terminals\/[^/]+\/upload$/.test(req.path)),
+    }),
+  );
   api.use(express.json({ limit: config.jsonBodyLimit }));
   api.use(authenticate(auth));
   // Every route is declared on an ApiRouter with its Operation: the OpenAPI document is made from them.
@@ -60,10 +69,18 @@ export function createApp(core: Core, o: {
   const docs = docsRoutes(() => documented);
   mount(docs.api);
   api.use('/docs', docs.assets);
-  mount(authRoutes({
-    auth, audit, secureCookies: servedOverHttps(config), sessionTtlSec: config.sessionTtlSec, loginRateLimit: config.loginRateLimit, maxTokensPerUser: config.maxTokensPerUser,
-    agents: { get: (id) => core.fleet.get(id), all: () => core.fleet.agents.values() }, db: core.db,
-  }));
+  mount(
+    authRoutes({
+      auth,
+      audit,
+      secureCookies: servedOverHttps(config),
+      sessionTtlSec: config.sessionTtlSec,
+      loginRateLimit: config.loginRateLimit,
+      maxTokensPerUser: config.maxTokensPerUser,
+      agents: { get: (id) => core.fleet.get(id), all: () => core.fleet.agents.values() },
+      db: core.db,
+    }),
+  );
   mount(enrollmentRoutes({ tokens: core.enrollment, audit, latestPackage: o.latestPackage }));
   for (const r of o.routes) mount(r);
   api.use((_req) => {
@@ -75,13 +92,16 @@ export function createApp(core: Core, o: {
   app.get('/install-agent.sh', (_req, res, next) => {
     if (!fs.existsSync(installScript)) throw new ApiError('not_found', 'install script not available');
     // Says which package `latest` is (or that there is none yet) before anything runs.
-    o.latestPackage().then((pkg) => {
-      const note = pkg.version ? `# ${core.serverUrl()}: latest agent package ${pkg.version} (${pkg.source === 'stable' ? 'marked stable' : 'completed a rollout'})`
-        : `# ${core.serverUrl()}: no agent package to install yet (${pkg.uploaded} uploaded, none marked stable): an admin marks one stable under Updates`;
-      res.setHeader('X-Muster-Latest-Version', pkg.version ?? 'none');
-      const [shebang, ...rest] = fs.readFileSync(installScript, 'utf8').split('\n');
-      res.type('text/x-shellscript').send([shebang, note, ...rest].join('\n'));
-    }).catch(next);
+    o.latestPackage()
+      .then((pkg) => {
+        const note = pkg.version
+          ? `# ${core.serverUrl()}: latest agent package ${pkg.version} (${pkg.source === 'stable' ? 'marked stable' : 'completed a rollout'})`
+          : `# ${core.serverUrl()}: no agent package to install yet (${pkg.uploaded} uploaded, none marked stable): an admin marks one stable under Updates`;
+        res.setHeader('X-Muster-Latest-Version', pkg.version ?? 'none');
+        const [shebang, ...rest] = fs.readFileSync(installScript, 'utf8').split('\n');
+        res.type('text/x-shellscript').send([shebang, note, ...rest].join('\n'));
+      })
+      .catch(next);
   });
   if (o.webDist && fs.existsSync(path.join(o.webDist, 'index.html'))) {
     const dist = o.webDist;

@@ -44,7 +44,8 @@ const INIT = `window.addEventListener('load', function () {
 });
 `;
 
-const OpenApiDocument = z.looseObject({ openapi: z.string(), info: z.looseObject({ title: z.string(), version: z.string() }), paths: z.record(z.string(), z.unknown()) })
+const OpenApiDocument = z
+  .looseObject({ openapi: z.string(), info: z.looseObject({ title: z.string(), version: z.string() }), paths: z.record(z.string(), z.unknown()) })
   .meta({ id: 'OpenApiDocument', description: 'this document' });
 
 /**
@@ -54,19 +55,31 @@ const OpenApiDocument = z.looseObject({ openapi: z.string(), info: z.looseObject
 export function docsRoutes(routes: () => readonly RegisteredRoute[]): { api: ApiRouter; assets: RequestHandler } {
   const r = new ApiRouter();
   let doc: string | null = null;
-  r.get('/openapi.json', {
-    summary: 'This API as an OpenAPI 3.1 document', description: 'Generated from the schemas the server validates requests with and answers in.',
-    role: null, responses: { 200: OpenApiDocument },
-  }, (_req, res) => {
-    doc ??= JSON.stringify(openApiDocument(routes(), API_VERSION));
-    res.type('application/json').send(doc);
-  });
-  r.get('/docs', {
-    summary: 'API docs page', description: 'The document rendered by Swagger UI, served from this server (its scripts and styles under /api/docs/).',
-    role: null, responses: { 200: { media: 'text/html', description: 'the page' } },
-  }, (_req, res) => {
-    res.type('html').send(PAGE);
-  });
+  r.get(
+    '/openapi.json',
+    {
+      summary: 'This API as an OpenAPI 3.1 document',
+      description: 'Generated from the schemas the server validates requests with and answers in.',
+      role: null,
+      responses: { 200: OpenApiDocument },
+    },
+    (_req, res) => {
+      doc ??= JSON.stringify(openApiDocument(routes(), API_VERSION));
+      res.type('application/json').send(doc);
+    },
+  );
+  r.get(
+    '/docs',
+    {
+      summary: 'API docs page',
+      description: 'The document rendered by Swagger UI, served from this server (its scripts and styles under /api/docs/).',
+      role: null,
+      responses: { 200: { media: 'text/html', description: 'the page' } },
+    },
+    (_req, res) => {
+      res.type('html').send(PAGE);
+    },
+  );
 
   const dir = path.dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
   const assets: RequestHandler = (req, res, next) => {

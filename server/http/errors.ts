@@ -4,9 +4,25 @@ import type { ErrorCode } from '../../protocol/index.js';
 import { dbFailure } from '../db/failures.js';
 
 const STATUS: Record<ErrorCode, number> = {
-  bad_request: 400, invalid_message: 400, unknown_type: 400, selector_syntax: 400, unauthorized: 401, forbidden: 403,
-  not_found: 404, conflict: 409, lost_unconfirmed: 409, payload_too_large: 413, rate_limited: 429, limit_exceeded: 422, agent_offline: 409,
-  unavailable: 503, cross_site: 403, database_unavailable: 503, insufficient_storage: 507, internal: 500, policy_denied: 403,
+  bad_request: 400,
+  invalid_message: 400,
+  unknown_type: 400,
+  selector_syntax: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  lost_unconfirmed: 409,
+  payload_too_large: 413,
+  rate_limited: 429,
+  limit_exceeded: 422,
+  agent_offline: 409,
+  unavailable: 503,
+  cross_site: 403,
+  database_unavailable: 503,
+  insufficient_storage: 507,
+  internal: 500,
+  policy_denied: 403,
 };
 
 /** Retry-After (seconds) on answers the caller should simply repeat once the database is back. */
@@ -17,7 +33,12 @@ export const NO_SPACE_RETRY_AFTER_SEC = 30;
 /** An error with a stable code; the HTTP status follows from the code unless given. */
 export class ApiError extends Error {
   readonly status: number;
-  constructor(readonly code: ErrorCode, message: string, status?: number, readonly details?: Record<string, unknown>) {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    status?: number,
+    readonly details?: Record<string, unknown>,
+  ) {
     super(message);
     this.status = status ?? STATUS[code];
   }
@@ -52,12 +73,16 @@ export function errorHandler(log: { error(o: object, m: string): void }): ErrorR
     // Retry-After, logged without a stack (an outage makes many of them).
     const failure = dbFailure(err);
     if (failure === 'unavailable') {
-      res.status(503).set('Retry-After', String(DB_RETRY_AFTER_SEC))
+      res
+        .status(503)
+        .set('Retry-After', String(DB_RETRY_AFTER_SEC))
         .json({ error: { code: 'database_unavailable', message: 'the database is unavailable; retry later' } });
       return;
     }
     if (failure === 'no_space') {
-      res.status(507).set('Retry-After', String(NO_SPACE_RETRY_AFTER_SEC))
+      res
+        .status(507)
+        .set('Retry-After', String(NO_SPACE_RETRY_AFTER_SEC))
         .json({ error: { code: 'insufficient_storage', message: 'the server has no disk space left for this write; retry later' } });
       return;
     }

@@ -33,9 +33,8 @@ const STARTING = { status: 503, message: 'server starting' } as const;
  * exponential backoff and stretch the time until every agent is back).
  */
 export async function listenEarly(config: Config, log: Logger): Promise<Listener> {
-  const server: http.Server = config.tlsCert && config.tlsKey
-    ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) })
-    : http.createServer();
+  const server: http.Server =
+    config.tlsCert && config.tlsKey ? https.createServer({ cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) }) : http.createServer();
   const starting = (req: http.IncomingMessage, res: http.ServerResponse) => {
     setSecurityHeaders(req, res, config.publicUrl);
     rejectRequest(res, { ...STARTING, headers: retryAfter(2) });
@@ -61,7 +60,9 @@ export async function listenEarly(config: Config, log: Logger): Promise<Listener
   const scheme = config.tlsCert ? 'https' : 'http';
   const serverUrl = () => config.publicUrl?.replace(/\/$/, '') ?? `${scheme}://127.0.0.1:${port}`;
   return {
-    server, port, serverUrl,
+    server,
+    port,
+    serverUrl,
     agentUrl: () => serverUrl().replace(/^http/, 'ws'),
     upgradesTaken: () => void server.off('upgrade', startingUpgrade),
     serve: (app) => {

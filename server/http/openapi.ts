@@ -65,13 +65,21 @@ class SchemaSet {
 const errorResponse = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
 
 function operationId(method: Method, path: string): string {
-  const words = path.split('/').filter(Boolean).map((s) => s.replace(/^:/, 'by-')).flatMap((s) => s.split(/[^A-Za-z0-9]+/)).filter(Boolean);
+  const words = path
+    .split('/')
+    .filter(Boolean)
+    .map((s) => s.replace(/^:/, 'by-'))
+    .flatMap((s) => s.split(/[^A-Za-z0-9]+/))
+    .filter(Boolean);
   return method + words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
 }
 
 function operation(schemas: SchemaSet, method: Method, path: string, op: Operation): Json {
   const params: Json[] = pathParams(path).map((name) => ({
-    name, in: 'path', required: true, schema: op.params?.[name] ? schemas.convert(op.params[name], 'input') : { type: 'string' },
+    name,
+    in: 'path',
+    required: true,
+    schema: op.params?.[name] ? schemas.convert(op.params[name], 'input') : { type: 'string' },
   }));
   for (const [name, s] of Object.entries(op.query ?? {})) {
     const schema = s as z.ZodType;
@@ -104,7 +112,8 @@ function operation(schemas: SchemaSet, method: Method, path: string, op: Operati
   }
   if (op.body || op.query || params.length) responses['400'] ??= errorResponse('Invalid parameters or body (`bad_request`, or a more precise code)');
   if (op.role || op.auth) responses['401'] ??= errorResponse('Not signed in (`unauthorized`)');
-  if ((op.role && op.role !== 'viewer') || method !== 'get') responses['403'] ??= errorResponse('The role is too low (`forbidden`), or a cross-site request (`cross_site`)');
+  if ((op.role && op.role !== 'viewer') || method !== 'get')
+    responses['403'] ??= errorResponse('The role is too low (`forbidden`), or a cross-site request (`cross_site`)');
   if (pathParams(path).length) responses['404'] ??= errorResponse('No such resource (`not_found`)');
   responses['default'] = errorResponse('Any other error (`{ "error": { "code", "message" } }`; 503/507 carry Retry-After)');
   out['responses'] = responses;
@@ -129,7 +138,9 @@ export function openApiDocument(routes: readonly RegisteredRoute[], version: str
       // Alternatives of one path: the bodies as oneOf, the summaries and descriptions together.
       first['summary'] = group.map((r) => r.op.summary).join(', or ');
       first['description'] = docs.map((d) => d['description']).join('\n\n');
-      const bodies = docs.map((d) => ((d['requestBody'] as Json | undefined)?.['content'] as Record<string, Json> | undefined)?.['application/json']?.['schema']).filter(Boolean);
+      const bodies = docs
+        .map((d) => ((d['requestBody'] as Json | undefined)?.['content'] as Record<string, Json> | undefined)?.['application/json']?.['schema'])
+        .filter(Boolean);
       if (bodies.length > 1) first['requestBody'] = { required: true, content: { 'application/json': { schema: { oneOf: bodies } } } };
       for (const d of docs.slice(1)) first['responses'] = { ...(d['responses'] as Json), ...(first['responses'] as Json) };
     }
@@ -142,10 +153,11 @@ export function openApiDocument(routes: readonly RegisteredRoute[], version: str
     info: {
       title: 'Muster API',
       version,
-      description: 'REST API of the Muster fleet manager, generated from the schemas the server validates with. '
-        + 'Lists take `limit` and `offset` and answer `{ items, total }`; errors are `{ "error": { "code", "message" } }`. '
-        + 'Sign in with POST /api/auth/login (session cookie) or send an API token (POST /api/tokens) as `Authorization: Bearer`. '
-        + 'State-changing requests with the session cookie must send `Content-Type: application/json`.',
+      description:
+        'REST API of the Muster fleet manager, generated from the schemas the server validates with. ' +
+        'Lists take `limit` and `offset` and answer `{ items, total }`; errors are `{ "error": { "code", "message" } }`. ' +
+        'Sign in with POST /api/auth/login (session cookie) or send an API token (POST /api/tokens) as `Authorization: Bearer`. ' +
+        'State-changing requests with the session cookie must send `Content-Type: application/json`.',
     },
     servers: [{ url: '/' }],
     tags,
@@ -154,8 +166,13 @@ export function openApiDocument(routes: readonly RegisteredRoute[], version: str
       schemas: schemas.components,
       securitySchemes: {
         sessionCookie: { type: 'apiKey', in: 'cookie', name: SESSION_COOKIE, description: 'session from POST /api/auth/login' },
-        bearerToken: { type: 'http', scheme: 'bearer', description: 'API token from POST /api/tokens (rights: its scope, at most its owner\'s role)' },
-        enrollmentToken: { type: 'apiKey', in: 'header', name: 'X-Muster-Enroll-Token', description: 'an agent enrollment token (package downloads by the installer)' },
+        bearerToken: { type: 'http', scheme: 'bearer', description: "API token from POST /api/tokens (rights: its scope, at most its owner's role)" },
+        enrollmentToken: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'X-Muster-Enroll-Token',
+          description: 'an agent enrollment token (package downloads by the installer)',
+        },
       },
     },
   };

@@ -13,7 +13,10 @@ export const oneOf = <const T extends readonly [string, ...string[]]>(values: T)
   z.enum(values, { error: `must be one of ${values.join(', ')} (given once)` });
 
 /** A whole number in a query string. */
-export const int = () => one().regex(/^-?\d{1,15}$/, 'must be a whole number').transform(Number);
+export const int = () =>
+  one()
+    .regex(/^-?\d{1,15}$/, 'must be a whole number')
+    .transform(Number);
 
 /**
  * `limit` and `offset` with a route's default and maximum. Out-of-range values are clamped (as
@@ -21,8 +24,12 @@ export const int = () => one().regex(/^-?\d{1,15}$/, 'must be a whole number').t
  */
 export function pageShape(def = 50, max = 1000) {
   return {
-    limit: int().optional().transform((v) => Math.min(max, Math.max(1, v ?? def))),
-    offset: int().optional().transform((v) => Math.max(0, v ?? 0)),
+    limit: int()
+      .optional()
+      .transform((v) => Math.min(max, Math.max(1, v ?? def))),
+    offset: int()
+      .optional()
+      .transform((v) => Math.max(0, v ?? 0)),
   };
 }
 

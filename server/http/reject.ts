@@ -12,8 +12,13 @@ export interface Rejection {
 }
 
 const CODE_OF_STATUS: Partial<Record<number, ErrorCode>> = {
-  400: ErrorCode.badRequest, 401: ErrorCode.unauthorized, 403: ErrorCode.forbidden, 404: ErrorCode.notFound,
-  413: ErrorCode.payloadTooLarge, 429: ErrorCode.rateLimited, 503: ErrorCode.unavailable,
+  400: ErrorCode.badRequest,
+  401: ErrorCode.unauthorized,
+  403: ErrorCode.forbidden,
+  404: ErrorCode.notFound,
+  413: ErrorCode.payloadTooLarge,
+  429: ErrorCode.rateLimited,
+  503: ErrorCode.unavailable,
 };
 
 /** The `{ error: { code, message } }` body every API error has, and its length. */
@@ -45,6 +50,10 @@ export function rejectUpgrade(socket: Duplex, r: Rejection): void {
     return;
   }
   const { body, headers } = errorBody(r);
-  const head = [`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}`, 'Connection: close', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  const head = [
+    `HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? 'Error'}`,
+    'Connection: close',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ];
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }

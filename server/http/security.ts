@@ -20,9 +20,16 @@ export function contentSecurityPolicy(host: string | undefined, publicUrl: strin
   }
   if (host && SAFE_HOST.test(host)) sockets.push(`ws://${host}`, `wss://${host}`);
   return [
-    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data:",
-    "font-src 'self' data:", `connect-src 'self'${sockets.map((s) => ` ${s}`).join('')}`, "frame-ancestors 'none'",
-    "object-src 'none'", "base-uri 'none'", "form-action 'self'",
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src 'self' data:",
+    `connect-src 'self'${sockets.map((s) => ` ${s}`).join('')}`,
+    "frame-ancestors 'none'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
   ].join('; ');
 }
 
@@ -62,7 +69,11 @@ export function sameOrigin(origin: string, host: string | undefined, publicUrl: 
  *    host (same *site*). Requests with neither header are not from a browser (curl, scripts), as in
  *    Go's http.CrossOriginProtection.
  */
-export function csrfGuard(opts: { publicUrl: string | undefined; rawBodyRoutes: (req: { method: string; path: string }) => boolean; sessionCookie: string }): RequestHandler {
+export function csrfGuard(opts: {
+  publicUrl: string | undefined;
+  rawBodyRoutes: (req: { method: string; path: string }) => boolean;
+  sessionCookie: string;
+}): RequestHandler {
   return (req, _res, next) => {
     if (!UNSAFE.has(req.method)) return next();
     const authz = req.headers.authorization;
@@ -96,7 +107,14 @@ export function clientAddress(req: IncomingMessage, trust: (addr: string, i: num
   const peer = req.socket.remoteAddress ?? null;
   if (peer === null) return null;
   const xff = req.headers['x-forwarded-for'];
-  const hops = typeof xff === 'string' ? xff.split(',').map((x) => x.trim()).filter(Boolean).reverse() : [];
+  const hops =
+    typeof xff === 'string'
+      ? xff
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .reverse()
+      : [];
   const chain = [peer, ...hops];
   for (let i = 0; i < chain.length - 1; i++) if (!trust(chain[i]!, i)) return chain[i]!;
   return chain[chain.length - 1]!;

@@ -25,7 +25,10 @@ export function createNotifications(core: Core): Capability<never, never> & { se
   const log = core.log.child({ component: 'notifications' });
   const repo = new NotificationRepo(core.db);
   const service = new NotificationService(repo, log, core.metrics, {
-    maxAttempts: config.notifyMaxAttempts, retryBaseMs: config.notifyRetryBaseMs, timeoutMs: config.notifyTimeoutMs, maxPerMinute: config.notifyMaxPerMinute,
+    maxAttempts: config.notifyMaxAttempts,
+    retryBaseMs: config.notifyRetryBaseMs,
+    timeoutMs: config.notifyTimeoutMs,
+    maxPerMinute: config.notifyMaxPerMinute,
   });
   const unsubs: Array<() => void> = [];
   const executions = new Seen(100_000);
@@ -83,36 +86,60 @@ export function createNotifications(core: Core): Capability<never, never> & { se
             if (!offlineNotified.delete(`${r.id}:${p.agent.id}`)) continue;
             const secs = Math.round((Date.now() - o.at) / 1000);
             void service.send(r, {
-              event: 'agent.online', summary: `agent ${p.agent.name} is back online after ${secs} s`,
+              event: 'agent.online',
+              summary: `agent ${p.agent.name} is back online after ${secs} s`,
               data: { ...agentData(p.agent.id), offlineSince: new Date(o.at).toISOString(), offlineSec: secs },
             });
           }
         }),
-        bus.subscribe('execution.updated', ({ execution: e }) => {
-          if (e.status !== 'failed' && e.status !== 'timeout' && e.status !== 'lost') return;
-          if (!service.rulesFor('execution.failed').length || !executions.first(e.id)) return;
-          const why = e.exitCode !== null ? `exit ${e.exitCode}` : e.reason ?? e.status;
-          service.notify('execution.failed', {
-            event: 'execution.failed', summary: `execution on ${e.agentName} ${e.status} (${why}); task ${e.taskId}`,
-            data: { execution: e, ...agentData(e.agentId) },
-          });
-        }, { localOnly: true }),
-        bus.subscribe('task.updated', ({ task: t }) => {
-          if (t.status !== 'failed' || !service.rulesFor('task.failed').length || !tasks.first(t.id)) return;
-          const counts = Object.entries(t.counts).map(([k, v]) => `${v} ${k}`).join(', ');
-          service.notify('task.failed', { event: 'task.failed', summary: `task ${t.id} by ${t.createdBy} failed: ${counts}`, data: { task: { ...t, script: undefined } } });
-        }, { localOnly: true }),
-        bus.subscribe('rollout.event', (p) => {
-          const data = { rolloutId: p.rolloutId, version: p.version, agentId: p.agentId, agentName: p.agentName, reason: p.reason };
-          if (p.event === 'paused') {
-            service.notify('rollout.paused', { event: 'rollout.paused', summary: `rollout ${p.rolloutId} to ${p.version} paused: ${p.reason ?? ''}`, data });
-          } else if (p.event === 'target.rolled_back') {
-            service.notify('rollout.rolled_back', { event: 'rollout.rolled_back', summary: `agent ${p.agentName} rolled back from ${p.version}: ${p.reason ?? ''}`, data });
-          } else {
-            service.notify('update.failed', { event: 'update.failed', summary: `update of ${p.agentName} to ${p.version} failed: ${p.reason ?? ''}`, data });
-          }
-          // Events are notified by the node that published them (each is published once in the cluster).
-        }, { localOnly: true }),
+        bus.subscribe(
+          'execution.updated',
+          ({ execution: e }) => {
+            if (e.status !== 'failed' && e.status !== 'timeout' && e.status !== 'lost') return;
+            if (!service.rulesFor('execution.failed').length || !executions.first(e.id)) return;
+            const why = e.exitCode !== null ? `exit ${e.exitCode}` : (e.reason ?? e.status);
+            service.notify('execution.failed', {
+              event: 'execution.failed',
+              summary: `execution on ${e.agentName} ${e.status} (${why}); task ${e.taskId}`,
+              data: { execution: e, ...agentData(e.agentId) },
+            });
+          },
+          { localOnly: true },
+        ),
+        bus.subscribe(
+          'task.updated',
+          ({ task: t }) => {
+            if (t.status !== 'failed' || !service.rulesFor('task.failed').length || !tasks.first(t.id)) return;
+            const counts = Object.entries(t.counts)
+              .map(([k, v]) => `${v} ${k}`)
+              .join(', ');
+            service.notify('task.failed', {
+              event: 'task.failed',
+              summary: `task ${t.id} by ${t.createdBy} failed: ${counts}`,
+              data: { task: { ...t, script: undefined } },
+            });
+          },
+          { localOnly: true },
+        ),
+        bus.subscribe(
+          'rollout.event',
+          (p) => {
+            const data = { rolloutId: p.rolloutId, version: p.version, agentId: p.agentId, agentName: p.agentName, reason: p.reason };
+            if (p.event === 'paused') {
+              service.notify('rollout.paused', { event: 'rollout.paused', summary: `rollout ${p.rolloutId} to ${p.version} paused: ${p.reason ?? ''}`, data });
+            } else if (p.event === 'target.rolled_back') {
+              service.notify('rollout.rolled_back', {
+                event: 'rollout.rolled_back',
+                summary: `agent ${p.agentName} rolled back from ${p.version}: ${p.reason ?? ''}`,
+                data,
+              });
+            } else {
+              service.notify('update.failed', { event: 'update.failed', summary: `update of ${p.agentName} to ${p.version} failed: ${p.reason ?? ''}`, data });
+            }
+            // Events are notified by the node that published them (each is published once in the cluster).
+          },
+          { localOnly: true },
+        ),
       );
       sweep = setInterval(sweepOffline, config.notifySweepMs);
       sweep.unref();

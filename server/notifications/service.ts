@@ -14,11 +14,18 @@ const MAX_DELAY_MS = 10 * 60_000;
 const ERROR_BODY = 200;
 
 export interface NotifyOptions {
-  maxAttempts: number; retryBaseMs: number; timeoutMs: number; maxPerMinute: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  timeoutMs: number;
+  maxPerMinute: number;
 }
 
 /** What a notification says: a one-line summary for people (Slack) and the data for programs. */
-export interface Notice { event: EventName; summary: string; data: Record<string, unknown> }
+export interface Notice {
+  event: EventName;
+  summary: string;
+  data: Record<string, unknown>;
+}
 
 /**
  * Delivers notices to the rules that ask for them: one delivery row per (rule, notice), attempted
@@ -33,7 +40,12 @@ export class NotificationService {
   private readonly perMinute = new Map<string, { minute: number; n: number }>();
   private stopped = false;
 
-  constructor(private readonly repo: NotificationRepo, private readonly log: Logger, private readonly metrics: Metrics, private readonly o: NotifyOptions) {}
+  constructor(
+    private readonly repo: NotificationRepo,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+    private readonly o: NotifyOptions,
+  ) {}
 
   async start(): Promise<void> {
     await this.reload();
@@ -69,7 +81,8 @@ export class NotificationService {
     const c = this.perMinute.get(rule.id);
     if (c && c.minute === minute && c.n >= this.o.maxPerMinute) {
       this.metrics.notificationsDropped.inc();
-      if (c.n === this.o.maxPerMinute) this.log.warn({ rule: rule.name, limit: this.o.maxPerMinute }, 'notification rate limit reached; dropping until the next minute');
+      if (c.n === this.o.maxPerMinute)
+        this.log.warn({ rule: rule.name, limit: this.o.maxPerMinute }, 'notification rate limit reached; dropping until the next minute');
       c.n++;
       return null;
     }
@@ -77,12 +90,23 @@ export class NotificationService {
     else this.perMinute.set(rule.id, { minute, n: 1 });
     const now = Date.now();
     const id = randomUUID();
-    const payload = rule.channel === 'slack'
-      ? { text: `[muster] ${notice.summary}` }
-      : { id, event: notice.event, at: new Date(now).toISOString(), rule: { id: rule.id, name: rule.name }, summary: notice.summary, data: notice.data };
+    const payload =
+      rule.channel === 'slack'
+        ? { text: `[muster] ${notice.summary}` }
+        : { id, event: notice.event, at: new Date(now).toISOString(), rule: { id: rule.id, name: rule.name }, summary: notice.summary, data: notice.data };
     const d: Delivery = {
-      id, ruleId: rule.id, event: notice.event, payload: JSON.stringify(payload), status: 'pending', attempts: 0, lastCode: null, lastError: null,
-      log: [], nextAttemptAt: now, createdAt: now, updatedAt: now,
+      id,
+      ruleId: rule.id,
+      event: notice.event,
+      payload: JSON.stringify(payload),
+      status: 'pending',
+      attempts: 0,
+      lastCode: null,
+      lastError: null,
+      log: [],
+      nextAttemptAt: now,
+      createdAt: now,
+      updatedAt: now,
     };
     try {
       await this.repo.insertDelivery(d);

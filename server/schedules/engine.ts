@@ -85,13 +85,23 @@ export class ScheduleEngine {
     // Every due time up to now is covered by this one fire: no burst of catch-up runs.
     const next = nextAfter(timingOf(s), now);
     const claimed = await this.d.repo.claim(s.id, due, next, {
-      scheduleId: s.id, dueAt: due, firedAt: now, nodeId: this.d.nodeId, status: 'claimed', taskId: null, scriptVersion: null, reason: null,
+      scheduleId: s.id,
+      dueAt: due,
+      firedAt: now,
+      nodeId: this.d.nodeId,
+      status: 'claimed',
+      taskId: null,
+      scriptVersion: null,
+      reason: null,
     });
     if (!claimed) return; // another process fired it, or it was changed meanwhile
     const log = this.d.log.child({ scheduleId: s.id, dueAt: new Date(due).toISOString() });
     if (missed && s.missed === 'skip') {
       log.info({ lateMs: late }, 'schedule fire missed; skipped');
-      await this.d.repo.finishFire(s.id, due, { status: 'missed', reason: `missed by ${Math.round(late / 1000)} s (server down or busy); the schedule skips missed fires` });
+      await this.d.repo.finishFire(s.id, due, {
+        status: 'missed',
+        reason: `missed by ${Math.round(late / 1000)} s (server down or busy); the schedule skips missed fires`,
+      });
       return;
     }
     if (s.overlap === 'skip' && (await this.d.repo.running(s.id))) {
@@ -104,19 +114,38 @@ export class ScheduleEngine {
     if (refusal) {
       await this.d.repo.finishFire(s.id, due, { status: 'failed', reason: refusal });
       this.d.audit.refused({
-        actor: { username: `schedule:${s.name}`, role: null, ip: null }, action: 'schedule.fire', targetType: 'schedule', targetId: s.id,
+        actor: { username: `schedule:${s.name}`, role: null, ip: null },
+        action: 'schedule.fire',
+        targetType: 'schedule',
+        targetId: s.id,
         details: { reason: refusal, createdBy: s.createdBy },
       });
       log.warn({ reason: refusal }, 'schedule fire refused');
       return;
     }
     try {
-      const task = await this.d.scripts.run({
-        scriptId: s.scriptId, version: s.scriptVersion ?? undefined, params: s.params, secretParams: s.secretParams, targets: { selector: s.selector },
-        cwd: null, timeoutSec: s.timeoutSec, concurrency: s.concurrency, maxFailures: s.maxFailures, offline: s.offline, queueTtlSec: s.queueTtlSec,
-      }, { username: `schedule:${s.name}`, role: null, ip: null }, s.id);
+      const task = await this.d.scripts.run(
+        {
+          scriptId: s.scriptId,
+          version: s.scriptVersion ?? undefined,
+          params: s.params,
+          secretParams: s.secretParams,
+          targets: { selector: s.selector },
+          cwd: null,
+          timeoutSec: s.timeoutSec,
+          concurrency: s.concurrency,
+          maxFailures: s.maxFailures,
+          offline: s.offline,
+          queueTtlSec: s.queueTtlSec,
+        },
+        { username: `schedule:${s.name}`, role: null, ip: null },
+        s.id,
+      );
       await this.d.repo.finishFire(s.id, due, {
-        status: 'started', taskId: task.id, scriptVersion: task.scriptVersion as number, reason: missed ? `ran once for fire(s) missed by ${Math.round(late / 1000)} s` : null,
+        status: 'started',
+        taskId: task.id,
+        scriptVersion: task.scriptVersion as number,
+        reason: missed ? `ran once for fire(s) missed by ${Math.round(late / 1000)} s` : null,
       });
       log.info({ taskId: task.id }, 'schedule fired');
     } catch (err) {

@@ -14,15 +14,28 @@ export function createSchedules(core: Core, scripts: ScriptService): Capability<
   const repo = new ScheduleRepo(core.db);
   const { config } = core;
   const service = new ScheduleService({
-    repo, scripts, audit: core.audit, minIntervalSec: config.scheduleMinIntervalSec,
+    repo,
+    scripts,
+    audit: core.audit,
+    minIntervalSec: config.scheduleMinIntervalSec,
     checkSelector: (s) => void selectAgents(core.fleet, s),
   });
   const engine = new ScheduleEngine({
-    repo, scripts, auth: core.auth, audit: core.audit, log: core.log.child({ component: 'schedules' }), nodeId: config.nodeId, tickMs: config.scheduleTickMs,
-    misfireGraceMs: config.scheduleMisfireGraceSec * 1000, leased: () => core.leases.held('schedules'),
+    repo,
+    scripts,
+    auth: core.auth,
+    audit: core.audit,
+    log: core.log.child({ component: 'schedules' }),
+    nodeId: config.nodeId,
+    tickMs: config.scheduleTickMs,
+    misfireGraceMs: config.scheduleMisfireGraceSec * 1000,
+    leased: () => core.leases.held('schedules'),
   });
   return {
-    agentHandlers: {}, consoleHandlers: {}, routes: scheduleRoutes(service), repo,
+    agentHandlers: {},
+    consoleHandlers: {},
+    routes: scheduleRoutes(service),
+    repo,
     start: () => engine.start(),
     stop: () => engine.stop(),
   };

@@ -32,34 +32,80 @@ export interface Schedule {
 
 export type FireStatus = 'claimed' | 'started' | 'skipped' | 'missed' | 'failed';
 export interface Fire {
-  scheduleId: string; dueAt: number; firedAt: number; nodeId: string; status: FireStatus; taskId: string | null;
-  scriptVersion: number | null; reason: string | null;
+  scheduleId: string;
+  dueAt: number;
+  firedAt: number;
+  nodeId: string;
+  status: FireStatus;
+  taskId: string | null;
+  scriptVersion: number | null;
+  reason: string | null;
 }
 
 const num = (v: unknown) => (v == null ? null : Number(v));
 
 const fromRow = (r: Record<string, unknown>): Schedule => ({
-  id: String(r['id']), name: String(r['name']), scriptId: String(r['script_id']), scriptVersion: num(r['script_version']),
-  params: parseJson(r['params'], {}), secretParams: parseJson(r['secret_params'], {}), selector: String(r['selector']),
-  timeoutSec: Number(r['timeout_sec']), concurrency: (r['concurrency'] as string | null) ?? null, maxFailures: (r['max_failures'] as string | null) ?? null,
-  offline: r['offline'] === 'queue' ? 'queue' : 'skip', queueTtlSec: Number(r['queue_ttl_sec']), cron: (r['cron'] as string | null) ?? null,
-  timeZone: String(r['time_zone']), intervalSec: num(r['interval_sec']), anchorAt: Number(r['anchor_at']), enabled: Boolean(r['enabled']),
-  overlap: r['overlap'] === 'allow' ? 'allow' : 'skip', missed: r['missed'] === 'run_once' ? 'run_once' : 'skip',
-  nextFireAt: num(r['next_fire_at']), lastDueAt: num(r['last_due_at']), createdBy: String(r['created_by']),
-  createdAt: Number(r['created_at']), updatedAt: Number(r['updated_at']),
+  id: String(r['id']),
+  name: String(r['name']),
+  scriptId: String(r['script_id']),
+  scriptVersion: num(r['script_version']),
+  params: parseJson(r['params'], {}),
+  secretParams: parseJson(r['secret_params'], {}),
+  selector: String(r['selector']),
+  timeoutSec: Number(r['timeout_sec']),
+  concurrency: (r['concurrency'] as string | null) ?? null,
+  maxFailures: (r['max_failures'] as string | null) ?? null,
+  offline: r['offline'] === 'queue' ? 'queue' : 'skip',
+  queueTtlSec: Number(r['queue_ttl_sec']),
+  cron: (r['cron'] as string | null) ?? null,
+  timeZone: String(r['time_zone']),
+  intervalSec: num(r['interval_sec']),
+  anchorAt: Number(r['anchor_at']),
+  enabled: Boolean(r['enabled']),
+  overlap: r['overlap'] === 'allow' ? 'allow' : 'skip',
+  missed: r['missed'] === 'run_once' ? 'run_once' : 'skip',
+  nextFireAt: num(r['next_fire_at']),
+  lastDueAt: num(r['last_due_at']),
+  createdBy: String(r['created_by']),
+  createdAt: Number(r['created_at']),
+  updatedAt: Number(r['updated_at']),
 });
 
 const toRow = (s: Schedule) => ({
-  id: s.id, name: s.name, script_id: s.scriptId, script_version: s.scriptVersion, params: JSON.stringify(s.params),
-  secret_params: Object.keys(s.secretParams).length ? JSON.stringify(s.secretParams) : null, selector: s.selector, timeout_sec: s.timeoutSec,
-  concurrency: s.concurrency, max_failures: s.maxFailures, offline: s.offline, queue_ttl_sec: s.queueTtlSec, cron: s.cron, time_zone: s.timeZone,
-  interval_sec: s.intervalSec, anchor_at: s.anchorAt, enabled: s.enabled, overlap: s.overlap, missed: s.missed, next_fire_at: s.nextFireAt,
-  last_due_at: s.lastDueAt, created_by: s.createdBy, created_at: s.createdAt, updated_at: s.updatedAt,
+  id: s.id,
+  name: s.name,
+  script_id: s.scriptId,
+  script_version: s.scriptVersion,
+  params: JSON.stringify(s.params),
+  secret_params: Object.keys(s.secretParams).length ? JSON.stringify(s.secretParams) : null,
+  selector: s.selector,
+  timeout_sec: s.timeoutSec,
+  concurrency: s.concurrency,
+  max_failures: s.maxFailures,
+  offline: s.offline,
+  queue_ttl_sec: s.queueTtlSec,
+  cron: s.cron,
+  time_zone: s.timeZone,
+  interval_sec: s.intervalSec,
+  anchor_at: s.anchorAt,
+  enabled: s.enabled,
+  overlap: s.overlap,
+  missed: s.missed,
+  next_fire_at: s.nextFireAt,
+  last_due_at: s.lastDueAt,
+  created_by: s.createdBy,
+  created_at: s.createdAt,
+  updated_at: s.updatedAt,
 });
 
 const fireFrom = (r: Record<string, unknown>): Fire => ({
-  scheduleId: String(r['schedule_id']), dueAt: Number(r['due_at']), firedAt: Number(r['fired_at']), nodeId: String(r['node_id']),
-  status: String(r['status']) as FireStatus, taskId: (r['task_id'] as string | null) ?? null, scriptVersion: num(r['script_version']),
+  scheduleId: String(r['schedule_id']),
+  dueAt: Number(r['due_at']),
+  firedAt: Number(r['fired_at']),
+  nodeId: String(r['node_id']),
+  status: String(r['status']) as FireStatus,
+  taskId: (r['task_id'] as string | null) ?? null,
+  scriptVersion: num(r['script_version']),
   reason: (r['reason'] as string | null) ?? null,
 });
 
@@ -130,8 +176,14 @@ export class ScheduleRepo {
         const n = await trx('schedules').where({ id, next_fire_at: dueAt, enabled: true }).update({ next_fire_at: next, last_due_at: dueAt });
         if (n !== 1) return false;
         await trx('schedule_fires').insert({
-          schedule_id: fire.scheduleId, due_at: fire.dueAt, fired_at: fire.firedAt, node_id: fire.nodeId, status: fire.status,
-          task_id: fire.taskId, script_version: fire.scriptVersion, reason: fire.reason,
+          schedule_id: fire.scheduleId,
+          due_at: fire.dueAt,
+          fired_at: fire.firedAt,
+          node_id: fire.nodeId,
+          status: fire.status,
+          task_id: fire.taskId,
+          script_version: fire.scriptVersion,
+          reason: fire.reason,
         });
         return true;
       });
@@ -141,10 +193,19 @@ export class ScheduleRepo {
     }
   }
 
-  async finishFire(scheduleId: string, dueAt: number, patch: { status: FireStatus; taskId?: string | null; scriptVersion?: number | null; reason?: string | null }): Promise<void> {
-    await this.db('schedule_fires').where({ schedule_id: scheduleId, due_at: dueAt }).update({
-      status: patch.status, task_id: patch.taskId ?? null, script_version: patch.scriptVersion ?? null, reason: patch.reason?.slice(0, 1024) ?? null,
-    });
+  async finishFire(
+    scheduleId: string,
+    dueAt: number,
+    patch: { status: FireStatus; taskId?: string | null; scriptVersion?: number | null; reason?: string | null },
+  ): Promise<void> {
+    await this.db('schedule_fires')
+      .where({ schedule_id: scheduleId, due_at: dueAt })
+      .update({
+        status: patch.status,
+        task_id: patch.taskId ?? null,
+        script_version: patch.scriptVersion ?? null,
+        reason: patch.reason?.slice(0, 1024) ?? null,
+      });
   }
 
   /**
@@ -157,14 +218,25 @@ export class ScheduleRepo {
     const open = (await this.db('schedule_fires').where({ node_id: nodeId, status: 'claimed' }).orderBy('fired_at')).map(fireFrom);
     let started = 0;
     for (const f of open) {
-      const t = await this.db('tasks').where({ schedule_id: f.scheduleId }).where('created_at', '>=', f.firedAt)
+      const t = await this.db('tasks')
+        .where({ schedule_id: f.scheduleId })
+        .where('created_at', '>=', f.firedAt)
         .whereNotIn('id', this.db('schedule_fires').where({ schedule_id: f.scheduleId }).whereNotNull('task_id').select('task_id'))
-        .orderBy('created_at').first('id', 'script_version');
+        .orderBy('created_at')
+        .first('id', 'script_version');
       if (t) {
-        await this.finishFire(f.scheduleId, f.dueAt, { status: 'started', taskId: String(t.id), scriptVersion: num(t.script_version), reason: 'recorded after a restart' });
+        await this.finishFire(f.scheduleId, f.dueAt, {
+          status: 'started',
+          taskId: String(t.id),
+          scriptVersion: num(t.script_version),
+          reason: 'recorded after a restart',
+        });
         started++;
       } else {
-        await this.finishFire(f.scheduleId, f.dueAt, { status: 'failed', reason: 'the server stopped before the task was created (not retried: a fire runs at most once)' });
+        await this.finishFire(f.scheduleId, f.dueAt, {
+          status: 'failed',
+          reason: 'the server stopped before the task was created (not retried: a fire runs at most once)',
+        });
       }
     }
     return { started, failed: open.length - started };
@@ -179,8 +251,12 @@ export class ScheduleRepo {
   /** A schedule's fires (newest first) with their task's status and counts. */
   async fires(scheduleId: string, limit: number, offset: number): Promise<{ items: Array<Fire & { taskStatus: string | null }>; total: number }> {
     const [{ n }] = (await this.db('schedule_fires').where({ schedule_id: scheduleId }).count({ n: '*' })) as [{ n: number | string }];
-    const rows = await this.db('schedule_fires').leftJoin('tasks', 'tasks.id', 'schedule_fires.task_id')
-      .where('schedule_fires.schedule_id', scheduleId).orderBy('schedule_fires.due_at', 'desc').limit(limit).offset(offset)
+    const rows = await this.db('schedule_fires')
+      .leftJoin('tasks', 'tasks.id', 'schedule_fires.task_id')
+      .where('schedule_fires.schedule_id', scheduleId)
+      .orderBy('schedule_fires.due_at', 'desc')
+      .limit(limit)
+      .offset(offset)
       .select('schedule_fires.*', 'tasks.status as task_status');
     return { items: rows.map((r: Record<string, unknown>) => ({ ...fireFrom(r), taskStatus: (r['task_status'] as string | null) ?? null })), total: Number(n) };
   }
@@ -188,11 +264,17 @@ export class ScheduleRepo {
   /** Fire outcomes of a schedule: fires by status and started tasks by their status. */
   async stats(scheduleId: string): Promise<{ fires: Record<string, number>; tasks: Record<string, number> }> {
     const fires: Record<string, number> = {};
-    for (const r of (await this.db('schedule_fires').where({ schedule_id: scheduleId }).groupBy('status').select('status').count({ n: '*' })) as Array<{ status: string; n: number | string }>) {
+    for (const r of (await this.db('schedule_fires').where({ schedule_id: scheduleId }).groupBy('status').select('status').count({ n: '*' })) as Array<{
+      status: string;
+      n: number | string;
+    }>) {
       fires[r.status] = Number(r.n);
     }
     const tasks: Record<string, number> = {};
-    for (const r of (await this.db('tasks').where({ schedule_id: scheduleId }).groupBy('status').select('status').count({ n: '*' })) as Array<{ status: string; n: number | string }>) {
+    for (const r of (await this.db('tasks').where({ schedule_id: scheduleId }).groupBy('status').select('status').count({ n: '*' })) as Array<{
+      status: string;
+      n: number | string;
+    }>) {
       tasks[r.status] = Number(r.n);
     }
     return { fires, tasks };

@@ -9,19 +9,39 @@ import { nextAfter, nextFires, timingProblem, type Timing } from './timing.js';
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
 
-export const timingOf = (s: Schedule): Timing => (s.cron !== null
-  ? { cron: s.cron, timeZone: s.timeZone, intervalSec: null, anchorAt: s.anchorAt }
-  : { cron: null, timeZone: s.timeZone, intervalSec: s.intervalSec ?? 60, anchorAt: s.anchorAt });
+export const timingOf = (s: Schedule): Timing =>
+  s.cron !== null
+    ? { cron: s.cron, timeZone: s.timeZone, intervalSec: null, anchorAt: s.anchorAt }
+    : { cron: null, timeZone: s.timeZone, intervalSec: s.intervalSec ?? 60, anchorAt: s.anchorAt };
 
 /** A schedule as the API shows it: secret parameter values are never in it, only their names. */
 export function scheduleView(s: Schedule) {
   const upcoming = s.enabled && s.nextFireAt != null ? [s.nextFireAt, ...nextFires(timingOf(s), s.nextFireAt, 4)] : [];
   return {
-    id: s.id, name: s.name, scriptId: s.scriptId, version: s.scriptVersion, params: s.params, secretParams: Object.keys(s.secretParams),
-    targets: { selector: s.selector }, timeoutSec: s.timeoutSec, concurrency: s.concurrency, maxFailures: s.maxFailures, offline: s.offline,
-    queueTtlSec: s.queueTtlSec, cron: s.cron, timeZone: s.timeZone, intervalSec: s.intervalSec, enabled: s.enabled, overlap: s.overlap,
-    missed: s.missed, nextFireAt: iso(s.nextFireAt), nextFires: upcoming.map((t) => iso(t)), lastDueAt: iso(s.lastDueAt),
-    createdBy: s.createdBy, createdAt: iso(s.createdAt), updatedAt: iso(s.updatedAt),
+    id: s.id,
+    name: s.name,
+    scriptId: s.scriptId,
+    version: s.scriptVersion,
+    params: s.params,
+    secretParams: Object.keys(s.secretParams),
+    targets: { selector: s.selector },
+    timeoutSec: s.timeoutSec,
+    concurrency: s.concurrency,
+    maxFailures: s.maxFailures,
+    offline: s.offline,
+    queueTtlSec: s.queueTtlSec,
+    cron: s.cron,
+    timeZone: s.timeZone,
+    intervalSec: s.intervalSec,
+    enabled: s.enabled,
+    overlap: s.overlap,
+    missed: s.missed,
+    nextFireAt: iso(s.nextFireAt),
+    nextFires: upcoming.map((t) => iso(t)),
+    lastDueAt: iso(s.lastDueAt),
+    createdBy: s.createdBy,
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
   };
 }
 
@@ -61,10 +81,30 @@ export class ScheduleService {
   async create(input: ScheduleInput, actor: Actor) {
     const now = Date.now();
     const s: Schedule = {
-      id: randomUUID(), name: input.name, scriptId: '', scriptVersion: input.version, params: {}, secretParams: {}, selector: input.selector,
-      timeoutSec: input.timeoutSec, concurrency: input.concurrency, maxFailures: input.maxFailures, offline: input.offline, queueTtlSec: input.queueTtlSec,
-      cron: input.cron, timeZone: input.timeZone, intervalSec: input.intervalSec, anchorAt: now, enabled: input.enabled, overlap: input.overlap,
-      missed: input.missed, nextFireAt: null, lastDueAt: null, createdBy: actor.username, createdAt: now, updatedAt: now,
+      id: randomUUID(),
+      name: input.name,
+      scriptId: '',
+      scriptVersion: input.version,
+      params: {},
+      secretParams: {},
+      selector: input.selector,
+      timeoutSec: input.timeoutSec,
+      concurrency: input.concurrency,
+      maxFailures: input.maxFailures,
+      offline: input.offline,
+      queueTtlSec: input.queueTtlSec,
+      cron: input.cron,
+      timeZone: input.timeZone,
+      intervalSec: input.intervalSec,
+      anchorAt: now,
+      enabled: input.enabled,
+      overlap: input.overlap,
+      missed: input.missed,
+      nextFireAt: null,
+      lastDueAt: null,
+      createdBy: actor.username,
+      createdAt: now,
+      updatedAt: now,
     };
     await this.settle(s, input.scriptId, input.params, {});
     s.nextFireAt = s.enabled ? nextAfter(timingOf(s), now) : null;
@@ -82,16 +122,26 @@ export class ScheduleService {
     const s = await this.get(idOrName);
     this.mayChange(s, who);
     const now = Date.now();
-    const timingChanged = (patch.cron !== undefined && patch.cron !== s.cron) || (patch.intervalSec !== undefined && patch.intervalSec !== s.intervalSec)
-      || (patch.timeZone !== undefined && patch.timeZone !== s.timeZone);
+    const timingChanged =
+      (patch.cron !== undefined && patch.cron !== s.cron) ||
+      (patch.intervalSec !== undefined && patch.intervalSec !== s.intervalSec) ||
+      (patch.timeZone !== undefined && patch.timeZone !== s.timeZone);
     const wasEnabled = s.enabled;
     const next: Schedule = {
       ...s,
-      name: patch.name ?? s.name, scriptVersion: patch.version !== undefined ? patch.version : s.scriptVersion, selector: patch.selector ?? s.selector,
-      timeoutSec: patch.timeoutSec ?? s.timeoutSec, concurrency: patch.concurrency !== undefined ? patch.concurrency : s.concurrency,
-      maxFailures: patch.maxFailures !== undefined ? patch.maxFailures : s.maxFailures, offline: patch.offline ?? s.offline,
-      queueTtlSec: patch.queueTtlSec ?? s.queueTtlSec, timeZone: patch.timeZone ?? s.timeZone, enabled: patch.enabled ?? s.enabled,
-      overlap: patch.overlap ?? s.overlap, missed: patch.missed ?? s.missed, updatedAt: now,
+      name: patch.name ?? s.name,
+      scriptVersion: patch.version !== undefined ? patch.version : s.scriptVersion,
+      selector: patch.selector ?? s.selector,
+      timeoutSec: patch.timeoutSec ?? s.timeoutSec,
+      concurrency: patch.concurrency !== undefined ? patch.concurrency : s.concurrency,
+      maxFailures: patch.maxFailures !== undefined ? patch.maxFailures : s.maxFailures,
+      offline: patch.offline ?? s.offline,
+      queueTtlSec: patch.queueTtlSec ?? s.queueTtlSec,
+      timeZone: patch.timeZone ?? s.timeZone,
+      enabled: patch.enabled ?? s.enabled,
+      overlap: patch.overlap ?? s.overlap,
+      missed: patch.missed ?? s.missed,
+      updatedAt: now,
     };
     // cron and intervalSec exclude each other: setting one clears the other.
     if (patch.cron != null) {
@@ -144,8 +194,14 @@ export class ScheduleService {
     const finished = (stats.tasks['succeeded'] ?? 0) + (stats.tasks['failed'] ?? 0) + (stats.tasks['cancelled'] ?? 0);
     return {
       items: items.map((f) => ({
-        dueAt: iso(f.dueAt), firedAt: iso(f.firedAt), status: f.status, taskId: f.taskId, taskStatus: f.taskStatus, scriptVersion: f.scriptVersion,
-        reason: f.reason, nodeId: f.nodeId,
+        dueAt: iso(f.dueAt),
+        firedAt: iso(f.firedAt),
+        status: f.status,
+        taskId: f.taskId,
+        taskStatus: f.taskStatus,
+        scriptVersion: f.scriptVersion,
+        reason: f.reason,
+        nodeId: f.nodeId,
       })),
       total,
       stats: { fires: stats.fires, tasks: stats.tasks, successRate: finished ? (stats.tasks['succeeded'] ?? 0) / finished : null },
@@ -153,7 +209,8 @@ export class ScheduleService {
   }
 
   private mayChange(s: Schedule, who: Principal): void {
-    if (who.role !== 'admin' && who.username !== s.createdBy) throw new ApiError('forbidden', `only an admin or the schedule's creator (${s.createdBy}) may change it`);
+    if (who.role !== 'admin' && who.username !== s.createdBy)
+      throw new ApiError('forbidden', `only an admin or the schedule's creator (${s.createdBy}) may change it`);
   }
 
   private checkTiming(s: Schedule): void {
@@ -189,8 +246,16 @@ export class ScheduleService {
 
   private auditDetails(s: Schedule) {
     return {
-      name: s.name, scriptId: s.scriptId, version: s.scriptVersion, selector: s.selector, cron: s.cron, timeZone: s.timeZone, intervalSec: s.intervalSec,
-      enabled: s.enabled, params: s.params, secretParams: Object.keys(s.secretParams),
+      name: s.name,
+      scriptId: s.scriptId,
+      version: s.scriptVersion,
+      selector: s.selector,
+      cron: s.cron,
+      timeZone: s.timeZone,
+      intervalSec: s.intervalSec,
+      enabled: s.enabled,
+      params: s.params,
+      secretParams: Object.keys(s.secretParams),
     };
   }
 }

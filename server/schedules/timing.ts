@@ -1,7 +1,8 @@
 import { Cron } from 'croner';
 
 /** When a schedule fires: a 5-field cron expression in an IANA time zone, or a fixed interval. */
-export type Timing = { cron: string; timeZone: string; intervalSec: null; anchorAt: number } | { cron: null; timeZone: string; intervalSec: number; anchorAt: number };
+export type Timing =
+  { cron: string; timeZone: string; intervalSec: null; anchorAt: number } | { cron: null; timeZone: string; intervalSec: number; anchorAt: number };
 
 /** Why a cron expression or time zone is unusable, or null. */
 export function timingProblem(cron: string | null, timeZone: string): string | null {

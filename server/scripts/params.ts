@@ -14,30 +14,46 @@ const Base = {
 
 /** One typed parameter of a library script (stored in each version). */
 export const ParamDef = z.discriminatedUnion('type', [
-  z.object({ ...Base, type: z.literal('string'), default: z.string().max(VALUE_MAX).optional(), maxLength: z.number().int().min(1).max(VALUE_MAX).optional() }).strict(),
-  z.object({ ...Base, type: z.literal('number'), default: z.number().finite().optional(), min: z.number().finite().optional(), max: z.number().finite().optional(), integer: z.boolean().optional() }).strict(),
+  z
+    .object({ ...Base, type: z.literal('string'), default: z.string().max(VALUE_MAX).optional(), maxLength: z.number().int().min(1).max(VALUE_MAX).optional() })
+    .strict(),
+  z
+    .object({
+      ...Base,
+      type: z.literal('number'),
+      default: z.number().finite().optional(),
+      min: z.number().finite().optional(),
+      max: z.number().finite().optional(),
+      integer: z.boolean().optional(),
+    })
+    .strict(),
   z.object({ ...Base, type: z.literal('boolean'), default: z.boolean().optional() }).strict(),
-  z.object({ ...Base, type: z.literal('choice'), choices: z.array(z.string().min(1).max(256)).min(1).max(100), default: z.string().max(256).optional() }).strict(),
+  z
+    .object({ ...Base, type: z.literal('choice'), choices: z.array(z.string().min(1).max(256)).min(1).max(100), default: z.string().max(256).optional() })
+    .strict(),
   // Write-only: no default (a stored default would be a secret at rest that every run reveals to the script's editors).
   z.object({ ...Base, type: z.literal('secret') }).strict(),
 ]);
 export type ParamDef = z.infer<typeof ParamDef>;
 
-export const ParamDefs = z.array(ParamDef).max(64).superRefine((defs, ctx) => {
-  const seen = new Set<string>();
-  defs.forEach((p, i) => {
-    const key = p.name.toUpperCase();
-    if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate parameter ${p.name} (names are case-insensitive)` });
-    seen.add(key);
-    if (p.type !== 'secret' && p.default !== undefined) {
-      const err = checkValue(p, p.default);
-      if (err) ctx.addIssue({ code: 'custom', path: [i, 'default'], message: err });
-    }
-    if (p.type === 'number' && p.min !== undefined && p.max !== undefined && p.min > p.max) {
-      ctx.addIssue({ code: 'custom', path: [i, 'max'], message: 'max is below min' });
-    }
+export const ParamDefs = z
+  .array(ParamDef)
+  .max(64)
+  .superRefine((defs, ctx) => {
+    const seen = new Set<string>();
+    defs.forEach((p, i) => {
+      const key = p.name.toUpperCase();
+      if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate parameter ${p.name} (names are case-insensitive)` });
+      seen.add(key);
+      if (p.type !== 'secret' && p.default !== undefined) {
+        const err = checkValue(p, p.default);
+        if (err) ctx.addIssue({ code: 'custom', path: [i, 'default'], message: err });
+      }
+      if (p.type === 'number' && p.min !== undefined && p.max !== undefined && p.min > p.max) {
+        ctx.addIssue({ code: 'custom', path: [i, 'max'], message: 'max is below min' });
+      }
+    });
   });
-});
 
 /** What a caller may pass for one parameter. */
 export const ParamValue = z.union([z.string().max(VALUE_MAX), z.number().finite(), z.boolean()]);
@@ -89,7 +105,9 @@ function checkValue(p: ParamDef, v: ParamValue): string | null {
  * never turns a stored secret into plain text in the task or the audit.
  */
 export function paramEnv(
-  defs: ParamDef[], values: Record<string, ParamValue>, forceSecret: ReadonlySet<string> = new Set(),
+  defs: ParamDef[],
+  values: Record<string, ParamValue>,
+  forceSecret: ReadonlySet<string> = new Set(),
 ): { env: Record<string, string>; secretEnv: string[]; shown: Record<string, string> } {
   const byName = new Map(defs.map((p) => [p.name, p]));
   const unknown = Object.keys(values).filter((k) => !byName.has(k));

@@ -11,9 +11,21 @@ const iso = (t: number) => new Date(t).toISOString();
 /** A script as the API shows it: its identity and its latest (or a chosen) version. */
 export function scriptView(s: ScriptRow, v: ScriptVersion, withBody = true) {
   return {
-    id: s.id, name: v.name, owner: s.owner, description: v.description, interpreter: v.interpreter, tags: v.tags, params: v.params,
-    ...(withBody ? { body: v.body } : {}), bodyBytes: Buffer.byteLength(v.body), bodySha256: v.bodySha256, version: v.version,
-    latestVersion: s.latestVersion, createdAt: iso(s.createdAt), updatedAt: iso(s.updatedAt), versionCreatedBy: v.createdBy,
+    id: s.id,
+    name: v.name,
+    owner: s.owner,
+    description: v.description,
+    interpreter: v.interpreter,
+    tags: v.tags,
+    params: v.params,
+    ...(withBody ? { body: v.body } : {}),
+    bodyBytes: Buffer.byteLength(v.body),
+    bodySha256: v.bodySha256,
+    version: v.version,
+    latestVersion: s.latestVersion,
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
+    versionCreatedBy: v.createdBy,
     versionCreatedAt: iso(v.createdAt),
   };
 }
@@ -60,7 +72,13 @@ export class ScriptService {
       if (err instanceof ScriptConflict) throw new ApiError('conflict', err.message);
       throw err;
     }
-    await this.d.audit.record({ actor, action: 'script.create', targetType: 'script', targetId: s.id, details: { name: s.name, version: 1, bodySha256: v.bodySha256, params: c.params.map((p) => p.name) } });
+    await this.d.audit.record({
+      actor,
+      action: 'script.create',
+      targetType: 'script',
+      targetId: s.id,
+      details: { name: s.name, version: 1, bodySha256: v.bodySha256, params: c.params.map((p) => p.name) },
+    });
     return scriptView(s, v);
   }
 
@@ -77,8 +95,12 @@ export class ScriptService {
     const latest = (await this.d.repo.version(s.id, s.latestVersion))!;
     const { baseVersion: _b, ...fields } = patch;
     const next: ScriptContent = {
-      name: fields.name ?? latest.name, description: fields.description ?? latest.description, interpreter: fields.interpreter ?? latest.interpreter,
-      body: fields.body ?? latest.body, tags: fields.tags ?? latest.tags, params: fields.params ?? latest.params,
+      name: fields.name ?? latest.name,
+      description: fields.description ?? latest.description,
+      interpreter: fields.interpreter ?? latest.interpreter,
+      body: fields.body ?? latest.body,
+      tags: fields.tags ?? latest.tags,
+      params: fields.params ?? latest.params,
     };
     this.check(next);
     const changed = (Object.keys(next) as Array<keyof ScriptContent>).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(latest[k]));
@@ -92,7 +114,10 @@ export class ScriptService {
       throw err;
     }
     await this.d.audit.record({
-      actor, action: 'script.update', targetType: 'script', targetId: s.id,
+      actor,
+      action: 'script.update',
+      targetType: 'script',
+      targetId: s.id,
       details: { name: v.name, version: v.version, changed, bodySha256: v.bodySha256 },
     });
     return scriptView({ ...s, name: v.name, latestVersion: v.version, updatedAt: now }, v);
@@ -104,7 +129,13 @@ export class ScriptService {
     const n = await inUse(s.id);
     if (n > 0) throw new ApiError('conflict', `${n} schedule(s) run this script; delete them first`);
     await this.d.repo.remove(s.id);
-    await this.d.audit.record({ actor, action: 'script.delete', targetType: 'script', targetId: s.id, details: { name: s.name, latestVersion: s.latestVersion } });
+    await this.d.audit.record({
+      actor,
+      action: 'script.delete',
+      targetType: 'script',
+      targetId: s.id,
+      details: { name: s.name, latestVersion: s.latestVersion },
+    });
   }
 
   async script(idOrName: string): Promise<ScriptRow> {
@@ -157,20 +188,40 @@ export class ScriptService {
    */
   async run(
     input: { scriptId: string; version?: number | undefined; params: Record<string, ParamValue>; secretParams?: Record<string, ParamValue> } & RunOptions,
-    actor: Actor, scheduleId: string | null = null,
+    actor: Actor,
+    scheduleId: string | null = null,
   ) {
     const { script: s, version: v } = await this.definitions(input.scriptId, input.version);
     const secrets = input.secretParams ?? {};
     const { env, secretEnv, shown } = paramEnv(v.params, { ...input.params, ...secrets }, new Set(Object.keys(secrets)));
-    const task = await this.d.exec.create({
-      name: input.name?.trim() || v.name, script: v.body, interpreter: v.interpreter, args: [], env, cwd: input.cwd, timeoutSec: input.timeoutSec, targets: input.targets,
-      concurrency: input.concurrency ?? null, maxFailures: input.maxFailures ?? null, offline: input.offline, queueTtlSec: input.queueTtlSec,
-      scriptId: s.id, scriptVersion: v.version, scheduleId, secretEnv,
-      // Library runs are unsigned: hosts whose policy requires signed scripts refuse them (policy_denied).
-      signature: null,
-    }, actor);
+    const task = await this.d.exec.create(
+      {
+        name: input.name?.trim() || v.name,
+        script: v.body,
+        interpreter: v.interpreter,
+        args: [],
+        env,
+        cwd: input.cwd,
+        timeoutSec: input.timeoutSec,
+        targets: input.targets,
+        concurrency: input.concurrency ?? null,
+        maxFailures: input.maxFailures ?? null,
+        offline: input.offline,
+        queueTtlSec: input.queueTtlSec,
+        scriptId: s.id,
+        scriptVersion: v.version,
+        scheduleId,
+        secretEnv,
+        // Library runs are unsigned: hosts whose policy requires signed scripts refuse them (policy_denied).
+        signature: null,
+      },
+      actor,
+    );
     await this.d.audit.record({
-      actor, action: 'script.run', targetType: 'script', targetId: s.id,
+      actor,
+      action: 'script.run',
+      targetType: 'script',
+      targetId: s.id,
       details: { name: v.name, version: v.version, taskId: task.id, params: shown, secretParams: secretEnv.length, ...(scheduleId ? { scheduleId } : {}) },
     });
     return task;

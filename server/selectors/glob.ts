@@ -1,11 +1,7 @@
 import { SelectorError } from './errors.js';
 
 /** One step of a compiled glob. */
-type Step =
-  | { kind: 'lit'; ch: string }
-  | { kind: 'one' }
-  | { kind: 'star' }
-  | { kind: 'class'; negated: boolean; ranges: Array<[string, string]> };
+type Step = { kind: 'lit'; ch: string } | { kind: 'one' } | { kind: 'star' } | { kind: 'class'; negated: boolean; ranges: Array<[string, string]> };
 
 /** A compiled glob: `*` any run, `?` one character, `[abc]`/`[a-z]`/`[!abc]` a class; case-insensitive. */
 export interface Glob {
@@ -28,10 +24,14 @@ function inClass(step: Extract<Step, { kind: 'class' }>, c: string): boolean {
 
 function matchOne(step: Step, c: string): boolean {
   switch (step.kind) {
-    case 'lit': return step.ch === lower(c);
-    case 'one': return true;
-    case 'class': return inClass(step, c);
-    case 'star': return false;
+    case 'lit':
+      return step.ch === lower(c);
+    case 'one':
+      return true;
+    case 'class':
+      return inClass(step, c);
+    case 'star':
+      return false;
   }
 }
 
@@ -66,7 +66,12 @@ export function compileGlob(glob: string, offset = 0): Glob {
         const a = chars[j]!;
         if (chars[j + 1] === '-' && j + 2 < end) {
           const b = chars[j + 2]!;
-          if (a > b) throw new SelectorError(offset + j, 'a character range in order (like `a-z`)', `invalid glob range "${a}-${b}" at position ${offset + j}: the range is out of order`);
+          if (a > b)
+            throw new SelectorError(
+              offset + j,
+              'a character range in order (like `a-z`)',
+              `invalid glob range "${a}-${b}" at position ${offset + j}: the range is out of order`,
+            );
           ranges.push([a, b]);
           j += 3;
         } else {
@@ -85,8 +90,10 @@ export function compileGlob(glob: string, offset = 0): Glob {
 }
 
 function matchSteps(p: Step[], t: string[]): boolean {
-  let pi = 0, ti = 0;
-  let starP = -1, starT = 0;
+  let pi = 0,
+    ti = 0;
+  let starP = -1,
+    starT = 0;
   while (ti < t.length) {
     const step = p[pi];
     if (step?.kind === 'star') {

@@ -26,7 +26,7 @@ export function tokenize(src: string): Token[] {
       i++;
       continue;
     }
-    if (c === '=' ) {
+    if (c === '=') {
       if (src[i + 1] !== '=') throw new SelectorError(i, '`==`', `expected \`==\` at position ${i}`);
       out.push({ kind: 'op', value: '==', pos: i });
       i += 2;
@@ -51,7 +51,12 @@ export function tokenize(src: string): Token[] {
       let escaped = false;
       i++;
       for (;;) {
-        if (i >= src.length) throw new SelectorError(src.length, `closing ${c}`, `unterminated string starting at position ${start}: expected closing ${c} at position ${src.length}`);
+        if (i >= src.length)
+          throw new SelectorError(
+            src.length,
+            `closing ${c}`,
+            `unterminated string starting at position ${start}: expected closing ${c} at position ${src.length}`,
+          );
         const ch = src[i]!;
         if (ch === c) {
           i++;

@@ -10,10 +10,13 @@ export type Node =
   | { kind: 'all' }
   | { kind: 'names'; names: string[] }
   | {
-    kind: 'cmp'; field: { kind: 'field'; name: Field } | { kind: 'label'; key: string }; op: '==' | '!=' | '~' | '!~'; value: string;
-    /** Source position of the value's first character (of its opening quote when it has escapes). */
-    valuePos: number;
-  }
+      kind: 'cmp';
+      field: { kind: 'field'; name: Field } | { kind: 'label'; key: string };
+      op: '==' | '!=' | '~' | '!~';
+      value: string;
+      /** Source position of the value's first character (of its opening quote when it has escapes). */
+      valuePos: number;
+    }
   | { kind: 'in'; value: string; set: 'groups' | 'labels' }
   | { kind: 'not'; expr: Node }
   | { kind: 'and' | 'or'; left: Node; right: Node };
@@ -34,8 +37,7 @@ export interface SelectorLimits {
 }
 export const DEFAULT_SELECTOR_LIMITS: Readonly<SelectorLimits> = Object.freeze({ maxLength: 16_384, maxDepth: 32, maxTerms: 256 });
 
-const describe = (t: Token): string =>
-  t.kind === 'eof' ? 'end of input' : t.kind === 'string' ? `string ${JSON.stringify(t.value)}` : `\`${t.value}\``;
+const describe = (t: Token): string => (t.kind === 'eof' ? 'end of input' : t.kind === 'string' ? `string ${JSON.stringify(t.value)}` : `\`${t.value}\``);
 
 /**
  * Recursive-descent parser for the selector language (DESIGN.md):
@@ -49,7 +51,11 @@ const describe = (t: Token): string =>
  */
 export function parseSelector(src: string, limits: SelectorLimits = DEFAULT_SELECTOR_LIMITS): Node {
   if (src.length > limits.maxLength) {
-    throw new SelectorError(limits.maxLength, `at most ${limits.maxLength} characters`, `selector too long: at most ${limits.maxLength} characters (position ${limits.maxLength})`);
+    throw new SelectorError(
+      limits.maxLength,
+      `at most ${limits.maxLength} characters`,
+      `selector too long: at most ${limits.maxLength} characters (position ${limits.maxLength})`,
+    );
   }
   const p = new Parser(tokenize(src), limits);
   const node = p.expr();
@@ -61,17 +67,28 @@ class Parser {
   private i = 0;
   private depth = 0;
   private terms = 0;
-  constructor(private readonly toks: Token[], private readonly limits: SelectorLimits) {}
+  constructor(
+    private readonly toks: Token[],
+    private readonly limits: SelectorLimits,
+  ) {}
 
   /** Entering a nesting level (`(` or `not`) at `t`: refuse past maxDepth instead of recursing on. */
   private enter(t: Token): void {
     if (++this.depth > this.limits.maxDepth) {
-      throw new SelectorError(t.pos, `at most ${this.limits.maxDepth} levels of nesting`, `selector nested too deeply at position ${t.pos}: at most ${this.limits.maxDepth} levels of parentheses and \`not\``);
+      throw new SelectorError(
+        t.pos,
+        `at most ${this.limits.maxDepth} levels of nesting`,
+        `selector nested too deeply at position ${t.pos}: at most ${this.limits.maxDepth} levels of parentheses and \`not\``,
+      );
     }
   }
   private term(t: Token): void {
     if (++this.terms > this.limits.maxTerms) {
-      throw new SelectorError(t.pos, `at most ${this.limits.maxTerms} terms`, `selector has too many terms at position ${t.pos}: at most ${this.limits.maxTerms} comparisons`);
+      throw new SelectorError(
+        t.pos,
+        `at most ${this.limits.maxTerms} terms`,
+        `selector has too many terms at position ${t.pos}: at most ${this.limits.maxTerms} comparisons`,
+      );
     }
   }
 

@@ -43,9 +43,7 @@ function compile(n: Node): AgentPredicate {
     }
     case 'cmp': {
       const f = n.field;
-      const get: (a: AgentRecord) => string | undefined = f.kind === 'label'
-        ? (a) => labelOf(a, f.key)
-        : (a) => String(a[f.name]);
+      const get: (a: AgentRecord) => string | undefined = f.kind === 'label' ? (a) => labelOf(a, f.key) : (a) => String(a[f.name]);
       // Hostnames are case-insensitive; everything else compares exactly.
       const ci = f.kind === 'field' && f.name === 'hostname';
       const norm = (s: string) => (ci ? s.toLowerCase() : s);

@@ -31,7 +31,10 @@ export class BroadcastGroups {
   private readonly groups = new Map<string, Group>();
   private readonly closers = new WeakSet<ConsoleChannel>();
 
-  constructor(private readonly core: Core, private readonly target: BroadcastTarget) {}
+  constructor(
+    private readonly core: Core,
+    private readonly target: BroadcastTarget,
+  ) {}
 
   get size(): number {
     return this.groups.size;
@@ -49,10 +52,11 @@ export class BroadcastGroups {
   async open(ch: ConsoleChannel, m: ConsoleMessage<'term.broadcast.open'>): Promise<void> {
     const p = ch.principal;
     const agentIds = [...new Set(m.agentIds)];
-    const refuse = (why: string) => this.core.audit.refused(
-      { actor: this.actor(ch), action: 'terminal.broadcast', targetType: 'broadcast', ok: false, details: { why, panes: agentIds.length } },
-      { anyTarget: true },
-    );
+    const refuse = (why: string) =>
+      this.core.audit.refused(
+        { actor: this.actor(ch), action: 'terminal.broadcast', targetType: 'broadcast', ok: false, details: { why, panes: agentIds.length } },
+        { anyTarget: true },
+      );
     if (!roleAtLeast(p.role, 'operator')) {
       refuse('forbidden');
       return this.error(ch, 'forbidden', 'broadcast terminals require the operator role', m.ref);
@@ -68,7 +72,12 @@ export class BroadcastGroups {
     const perUser = this.core.config.maxTerminalsPerUser;
     if (mine + agentIds.length > perUser) {
       refuse('user_limit');
-      return this.error(ch, 'limit_exceeded', `you have ${mine} open terminal sessions; ${agentIds.length} more would pass ${perUser} per user (MUSTER_MAX_TERMINALS_PER_USER)`, m.ref);
+      return this.error(
+        ch,
+        'limit_exceeded',
+        `you have ${mine} open terminal sessions; ${agentIds.length} more would pass ${perUser} per user (MUSTER_MAX_TERMINALS_PER_USER)`,
+        m.ref,
+      );
     }
 
     const g: Group = { id: randomUUID(), ch, members: new Map() };
@@ -80,15 +89,24 @@ export class BroadcastGroups {
       });
     }
     const sessionIds: (string | null)[] = agentIds.map(() => null);
-    await Promise.all(agentIds.map((agentId, i) => this.target.open(ch, { type: 'term.open', ref: `${m.ref}/${i}`, agentId, cols: m.cols, rows: m.rows }, (sid) => {
-      sessionIds[i] = sid;
-      g.members.set(sid, true);
-    })));
+    await Promise.all(
+      agentIds.map((agentId, i) =>
+        this.target.open(ch, { type: 'term.open', ref: `${m.ref}/${i}`, agentId, cols: m.cols, rows: m.rows }, (sid) => {
+          sessionIds[i] = sid;
+          g.members.set(sid, true);
+        }),
+      ),
+    );
     // One record for the broadcast naming its sessions (each session has its own terminal.open too).
-    await this.core.audit.record({
-      actor: this.actor(ch), action: 'terminal.broadcast', targetType: 'broadcast', targetId: g.id,
-      details: { panes: agentIds.length, sessions: agentIds.map((agentId, i) => ({ agentId, sessionId: sessionIds[i] })) },
-    }).catch((err: unknown) => this.core.log.error({ err, broadcastId: g.id }, 'could not audit a broadcast'));
+    await this.core.audit
+      .record({
+        actor: this.actor(ch),
+        action: 'terminal.broadcast',
+        targetType: 'broadcast',
+        targetId: g.id,
+        details: { panes: agentIds.length, sessions: agentIds.map((agentId, i) => ({ agentId, sessionId: sessionIds[i] })) },
+      })
+      .catch((err: unknown) => this.core.log.error({ err, broadcastId: g.id }, 'could not audit a broadcast'));
     ch.send({ type: 'term.broadcast.opened', ref: m.ref, broadcastId: g.id, sessionIds, maxPanes: max });
   }
 

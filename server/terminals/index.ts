@@ -5,11 +5,22 @@ import { TerminalRepo } from './repo.js';
 import { terminalRoutes } from './routes.js';
 import { TerminalService } from './service.js';
 
-type ConsoleTermTypes = 'term.open' | 'term.attach' | 'term.detach' | 'term.resize' | 'term.close' | 'term.ack'
-  | 'term.broadcast.open' | 'term.broadcast.member' | 'term.broadcast.close';
+type ConsoleTermTypes =
+  | 'term.open'
+  | 'term.attach'
+  | 'term.detach'
+  | 'term.resize'
+  | 'term.close'
+  | 'term.ack'
+  | 'term.broadcast.open'
+  | 'term.broadcast.member'
+  | 'term.broadcast.close';
 
 /** Remote terminals: the relay between consoles and agent PTYs, reattach, recording, history. */
-export function createTerminals(core: Core, fileTransfers: () => TransferManager): Capability<'term.opened' | 'term.exit' | 'term.transfer', ConsoleTermTypes> & {
+export function createTerminals(
+  core: Core,
+  fileTransfers: () => TransferManager,
+): Capability<'term.opened' | 'term.exit' | 'term.transfer', ConsoleTermTypes> & {
   agentTermData: AgentBinaryHandlers['termData'];
   agentFileData: AgentBinaryHandlers['fileData'];
   consoleTermData: ConsoleBinaryHandlers['termData'];

@@ -7,7 +7,10 @@ const MERGE_MAX_CHARS = 64 * 1024;
 /** Above this many bytes queued for the disk the recording stops (truncated) rather than grow memory. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
-export interface RecordingResult { bytes: number; truncated: boolean }
+export interface RecordingResult {
+  bytes: number;
+  truncated: boolean;
+}
 
 /**
  * Writes one terminal session as asciicast v2: a header line, then `[time, "o", text]` output
@@ -35,11 +38,19 @@ export class AsciicastRecorder {
    * `allow(bytes)` is asked before every write: no (the disk is down to its reserve) stops the
    * recording for good, marked truncated, so a flood cannot fill the disk the database needs.
    */
-  constructor(readonly file: string, o: {
-    cols: number; rows: number; maxBytes: number; title?: string; shell?: string; allow?: (bytes: number) => boolean;
-    /** Told once, when the recording stops short (cap, disk, write error). */
-    onStop?: (reason: string) => void;
-  }) {
+  constructor(
+    readonly file: string,
+    o: {
+      cols: number;
+      rows: number;
+      maxBytes: number;
+      title?: string;
+      shell?: string;
+      allow?: (bytes: number) => boolean;
+      /** Told once, when the recording stops short (cap, disk, write error). */
+      onStop?: (reason: string) => void;
+    },
+  ) {
     this.maxBytes = o.maxBytes;
     this.allow = o.allow ?? (() => true);
     this.onStop = o.onStop;
@@ -49,10 +60,16 @@ export class AsciicastRecorder {
       this.closed = true;
       this.stop(err.code === 'ENOSPC' ? 'no space left on the data disk' : `write failed: ${err.code ?? err.message}`);
     });
-    this.line(JSON.stringify({
-      version: 2, width: o.cols, height: o.rows, timestamp: Math.floor(Date.now() / 1000),
-      env: { TERM: 'xterm-256color', ...(o.shell ? { SHELL: o.shell } : {}) }, ...(o.title ? { title: o.title } : {}),
-    }));
+    this.line(
+      JSON.stringify({
+        version: 2,
+        width: o.cols,
+        height: o.rows,
+        timestamp: Math.floor(Date.now() / 1000),
+        env: { TERM: 'xterm-256color', ...(o.shell ? { SHELL: o.shell } : {}) },
+        ...(o.title ? { title: o.title } : {}),
+      }),
+    );
   }
 
   private now(): number {

@@ -35,9 +35,10 @@ export class ScrollbackRing {
    */
   snapshot(): Buffer {
     const start = (this.end - this.length + this.capacity) % this.capacity;
-    const out = start + this.length <= this.capacity
-      ? Buffer.from(this.buf.subarray(start, start + this.length))
-      : Buffer.concat([this.buf.subarray(start), this.buf.subarray(0, this.end)]);
+    const out =
+      start + this.length <= this.capacity
+        ? Buffer.from(this.buf.subarray(start, start + this.length))
+        : Buffer.concat([this.buf.subarray(start), this.buf.subarray(0, this.end)]);
     let skip = 0;
     while (skip < Math.min(3, out.length) && (out[skip]! & 0xc0) === 0x80) skip++;
     return skip ? out.subarray(skip) : out;

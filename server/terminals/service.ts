@@ -35,7 +35,11 @@ export class TerminalService {
   /** Uploads into and downloads from a session's shell directory (REST, through the agent). */
   readonly transfers: TerminalTransfers;
 
-  constructor(private readonly core: Core, private readonly repo: TerminalRepo, fileTransfers: () => TransferManager) {
+  constructor(
+    private readonly core: Core,
+    private readonly repo: TerminalRepo,
+    fileTransfers: () => TransferManager,
+  ) {
     this.broadcasts = new BroadcastGroups(core, this);
     this.transfers = new TerminalTransfers(core, fileTransfers);
   }
@@ -109,7 +113,10 @@ export class TerminalService {
     if (!roleAtLeast(p.role, 'operator')) {
       this.error(ch, 'forbidden', 'opening a terminal requires the operator role', m.ref);
       // Aggregated: a viewer repeating this is one audit row per window, with a count.
-      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } }, { anyTarget: true });
+      this.core.audit.refused(
+        { actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'forbidden' } },
+        { anyTarget: true },
+      );
       return;
     }
     // Caps (MUSTER_MAX_TERMINALS_PER_USER / _PER_SERVER): every session holds a shell, a PTY and
@@ -121,7 +128,17 @@ export class TerminalService {
       const msg = perUser
         ? `you have ${mine} open terminal sessions; at most ${this.core.config.maxTerminalsPerUser} per user (MUSTER_MAX_TERMINALS_PER_USER): close one first`
         : `this server has ${open.length} open terminal sessions; at most ${this.core.config.maxTerminalsPerServer} (MUSTER_MAX_TERMINALS_PER_SERVER)`;
-      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: perUser ? 'user_limit' : 'server_limit' } }, { anyTarget: true });
+      this.core.audit.refused(
+        {
+          actor: this.actor(ch),
+          action: 'terminal.open',
+          targetType: 'agent',
+          targetId: m.agentId,
+          ok: false,
+          details: { why: perUser ? 'user_limit' : 'server_limit' },
+        },
+        { anyTarget: true },
+      );
       return this.error(ch, 'limit_exceeded', msg, m.ref);
     }
     const agent = this.core.fleet.get(m.agentId);
@@ -130,7 +147,14 @@ export class TerminalService {
     // Refused early when the host's reported policy forbids terminals (the agent refuses it anyway).
     const denied = terminalDenial(agent.policy);
     if (denied) {
-      this.core.audit.refused({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, ok: false, details: { why: 'policy_denied' } });
+      this.core.audit.refused({
+        actor: this.actor(ch),
+        action: 'terminal.open',
+        targetType: 'agent',
+        targetId: m.agentId,
+        ok: false,
+        details: { why: 'policy_denied' },
+      });
       return this.error(ch, 'policy_denied', `${agent.name}: ${denied}`, m.ref);
     }
 
@@ -138,22 +162,40 @@ export class TerminalService {
     const recordingRel = this.cfg.terminalRecording ? path.join('recordings', `${id}.cast`) : null;
     const recorder = recordingRel
       ? new AsciicastRecorder(path.join(this.core.dataDir, recordingRel), {
-        cols: m.cols, rows: m.rows, maxBytes: this.cfg.terminalRecordingMaxBytes, title: `${p.username}@${agent.name}`,
-        allow: (n) => this.core.disk.allow(n),
-        onStop: (why) => this.core.log.warn({ sessionId: id, why }, 'terminal recording stopped; it is marked truncated'),
-      })
+          cols: m.cols,
+          rows: m.rows,
+          maxBytes: this.cfg.terminalRecordingMaxBytes,
+          title: `${p.username}@${agent.name}`,
+          allow: (n) => this.core.disk.allow(n),
+          onStop: (why) => this.core.log.warn({ sessionId: id, why }, 'terminal recording stopped; it is marked truncated'),
+        })
       : null;
     const s = new TerminalSession(
-      id, m.agentId, { id: p.id, username: p.username }, m.cols, m.rows, this.cfg.terminalScrollbackBytes, recorder,
-      { ch, ref: m.ref }, (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
+      id,
+      m.agentId,
+      { id: p.id, username: p.username },
+      m.cols,
+      m.rows,
+      this.cfg.terminalScrollbackBytes,
+      recorder,
+      { ch, ref: m.ref },
+      (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
     );
     this.sessions.set(id, s);
     allocated?.(id);
     this.watch(ch);
     try {
       await this.repo.insert({
-        id, agentId: m.agentId, userId: p.id, username: p.username, ip: ch.remoteAddress ?? null, node: this.cfg.nodeId,
-        cols: m.cols, rows: m.rows, openedAt: Date.now(), recording: recordingRel,
+        id,
+        agentId: m.agentId,
+        userId: p.id,
+        username: p.username,
+        ip: ch.remoteAddress ?? null,
+        node: this.cfg.nodeId,
+        cols: m.cols,
+        rows: m.rows,
+        openedAt: Date.now(),
+        recording: recordingRel,
       });
       await this.core.audit.record({ actor: this.actor(ch), action: 'terminal.open', targetType: 'agent', targetId: m.agentId, details: { sessionId: id } });
     } catch (err) {
@@ -181,7 +223,7 @@ export class TerminalService {
       return this.error(ch, 'forbidden', 'only the operator who opened the session can control it', m.ref);
     }
     if (m.mode === 'watch' && !owner && p.role !== 'admin') {
-      return this.error(ch, 'forbidden', 'watching another operator\'s session requires the admin role', m.ref);
+      return this.error(ch, 'forbidden', "watching another operator's session requires the admin role", m.ref);
     }
     this.watch(ch);
     const prev = s.attachments.get(ch.id);
@@ -198,9 +240,21 @@ export class TerminalService {
     ch.send({ type: 'term.opened', ref: m.ref, sessionId: s.id, agentId: s.agentId, mode: m.mode, cols: s.cols, rows: s.rows });
     s.attach(ch, m.mode);
     if (m.mode === 'watch' || !owner) {
-      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.watch', targetType: 'terminal', targetId: s.id, details: { owner: s.owner.username, agentId: s.agentId } }), 'audit');
+      this.track(
+        this.core.audit.record({
+          actor: this.actor(ch),
+          action: 'terminal.watch',
+          targetType: 'terminal',
+          targetId: s.id,
+          details: { owner: s.owner.username, agentId: s.agentId },
+        }),
+        'audit',
+      );
     } else {
-      this.track(this.core.audit.record({ actor: this.actor(ch), action: 'terminal.attach', targetType: 'terminal', targetId: s.id, details: { agentId: s.agentId } }), 'audit');
+      this.track(
+        this.core.audit.record({ actor: this.actor(ch), action: 'terminal.attach', targetType: 'terminal', targetId: s.id, details: { agentId: s.agentId } }),
+        'audit',
+      );
     }
   }
 
@@ -368,19 +422,37 @@ export class TerminalService {
     for (const a of s.attachments.values()) a.ch.send({ type: 'term.closed', sessionId: s.id, reason, exitCode });
     s.attachments.clear();
     this.core.log.info({ sessionId: s.id, agentId: s.agentId, reason, bytesIn: s.bytesIn, bytesOut: s.received }, 'terminal closed');
-    this.track((async () => {
-      const rec = s.recorder ? await s.recorder.close() : { bytes: 0, truncated: false };
-      const closedAt = Date.now();
-      await this.persist(() => this.repo.close(s.id, {
-        closedAt, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received,
-        recordingBytes: rec.bytes, recordingTruncated: rec.truncated,
-      }), 'session row', s.id);
-      const audit = {
-        at: closedAt, actor: this.actor(by), action: 'terminal.close', targetType: 'terminal', targetId: s.id, ok: !wasOpening,
-        details: { agentId: s.agentId, owner: s.owner.username, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received },
-      };
-      await this.persist(() => this.core.audit.record(audit), 'audit', s.id);
-    })(), 'close');
+    this.track(
+      (async () => {
+        const rec = s.recorder ? await s.recorder.close() : { bytes: 0, truncated: false };
+        const closedAt = Date.now();
+        await this.persist(
+          () =>
+            this.repo.close(s.id, {
+              closedAt,
+              reason,
+              exitCode,
+              bytesIn: s.bytesIn,
+              bytesOut: s.received,
+              recordingBytes: rec.bytes,
+              recordingTruncated: rec.truncated,
+            }),
+          'session row',
+          s.id,
+        );
+        const audit = {
+          at: closedAt,
+          actor: this.actor(by),
+          action: 'terminal.close',
+          targetType: 'terminal',
+          targetId: s.id,
+          ok: !wasOpening,
+          details: { agentId: s.agentId, owner: s.owner.username, reason, exitCode, bytesIn: s.bytesIn, bytesOut: s.received },
+        };
+        await this.persist(() => this.core.audit.record(audit), 'audit', s.id);
+      })(),
+      'close',
+    );
   }
 
   /** Ends every session (server shutdown) and waits for the bookkeeping. */

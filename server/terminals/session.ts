@@ -182,10 +182,11 @@ export class TerminalSession {
     if (bytes <= 0) return;
     if (bytes < ACK_MIN) {
       // More output is on its way to the consoles (its acks will follow), or they caught up: then soon.
-      if (upTo === this.received) this.ackTimer ??= setTimeout(() => {
-        this.ackTimer = undefined;
-        this.pumpAcksNow();
-      }, ACK_IDLE_MS).unref();
+      if (upTo === this.received)
+        this.ackTimer ??= setTimeout(() => {
+          this.ackTimer = undefined;
+          this.pumpAcksNow();
+        }, ACK_IDLE_MS).unref();
       return;
     }
     this.pumpAcksNow();

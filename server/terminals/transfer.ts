@@ -12,16 +12,35 @@ import { ApiError } from '../http/errors.js';
 const STALL_MS = 60_000;
 
 /** What a finished transfer moved (audited, and an upload's answer). */
-export interface TransferOutcome { path: string; size: number; sha256: string }
+export interface TransferOutcome {
+  path: string;
+  size: number;
+  sha256: string;
+}
 
 interface Base {
-  id: string; agentId: string; sessionId: string; actor: Actor; timer: NodeJS.Timeout;
+  id: string;
+  agentId: string;
+  sessionId: string;
+  actor: Actor;
+  timer: NodeJS.Timeout;
   settle(err: ApiError | null, out?: TransferOutcome): void;
 }
-interface Upload extends Base { kind: 'upload'; name: string; size: number; sha256: string }
+interface Upload extends Base {
+  kind: 'upload';
+  name: string;
+  size: number;
+  sha256: string;
+}
 interface Download extends Base {
-  kind: 'download'; asked: string; res: Response; hash: Hash; received: number;
-  size: number | null; path: string | null; acked: number;
+  kind: 'download';
+  asked: string;
+  res: Response;
+  hash: Hash;
+  received: number;
+  size: number | null;
+  path: string | null;
+  acked: number;
 }
 type Pending = Upload | Download;
 
@@ -39,7 +58,10 @@ const codeOf = (c: string | undefined): ErrorCode => ((ERROR_CODES as readonly s
 export class TerminalTransfers {
   private readonly pending = new Map<string, Pending>();
 
-  constructor(private readonly core: Core, private readonly manager: () => TransferManager) {}
+  constructor(
+    private readonly core: Core,
+    private readonly manager: () => TransferManager,
+  ) {}
 
   get active(): number {
     return this.pending.size;
@@ -50,10 +72,16 @@ export class TerminalTransfers {
   }
 
   private audit(p: Pending, ok: boolean, details: Record<string, unknown>): void {
-    void this.core.audit.record({
-      actor: p.actor, action: p.kind === 'upload' ? 'terminal.upload' : 'terminal.download', targetType: 'terminal', targetId: p.sessionId, ok,
-      details: { agentId: p.agentId, ...details },
-    }).catch((err: unknown) => this.core.log.error({ err, transferId: p.id }, 'could not audit a terminal transfer'));
+    void this.core.audit
+      .record({
+        actor: p.actor,
+        action: p.kind === 'upload' ? 'terminal.upload' : 'terminal.download',
+        targetType: 'terminal',
+        targetId: p.sessionId,
+        ok,
+        details: { agentId: p.agentId, ...details },
+      })
+      .catch((err: unknown) => this.core.log.error({ err, transferId: p.id }, 'could not audit a terminal transfer'));
   }
 
   private end(p: Pending): void {
@@ -77,7 +105,14 @@ export class TerminalTransfers {
     return new Promise((resolve, reject) => {
       const id = randomUUID();
       const p: Upload = {
-        kind: 'upload', id, agentId: s.agentId, sessionId: s.id, actor, name, size: body.size, sha256: body.sha256,
+        kind: 'upload',
+        id,
+        agentId: s.agentId,
+        sessionId: s.id,
+        actor,
+        name,
+        size: body.size,
+        sha256: body.sha256,
         timer: setTimeout(() => this.fail(p, 'unavailable', `the agent did not answer for ${STALL_MS / 1000} s`, true), STALL_MS),
         settle: (err, out) => (err ? reject(err) : resolve(out!)),
       };
@@ -98,7 +133,18 @@ export class TerminalTransfers {
     return new Promise((resolve, reject) => {
       const id = randomUUID();
       const p: Download = {
-        kind: 'download', id, agentId: s.agentId, sessionId: s.id, actor, asked, res, hash: createHash('sha256'), received: 0, size: null, path: null, acked: 0,
+        kind: 'download',
+        id,
+        agentId: s.agentId,
+        sessionId: s.id,
+        actor,
+        asked,
+        res,
+        hash: createHash('sha256'),
+        received: 0,
+        size: null,
+        path: null,
+        acked: 0,
         timer: setTimeout(() => this.fail(p, 'unavailable', `the agent did not answer for ${STALL_MS / 1000} s`, true), STALL_MS),
         settle: (err, out) => {
           if (!err) return resolve(out!);

@@ -17,7 +17,12 @@ const DONE: ReadonlySet<UpdateState> = new Set(['succeeded']);
 const BEFORE_SWITCH: ReadonlySet<UpdateState> = new Set(['downloading', 'verifying', 'installing']);
 
 export interface RolloutPackage {
-  artifactId: string | null; version: string; url: string | null; size: number; sha256: string; signature: string;
+  artifactId: string | null;
+  version: string;
+  url: string | null;
+  size: number;
+  sha256: string;
+  signature: string;
   /** CPU architecture the package is for (from its file name); agents of another arch are skipped. */
   arch: string | null;
 }
@@ -55,13 +60,26 @@ export class RolloutEngine {
   /** Agents that said in hello they cannot update themselves (run from a checkout, not a package). */
   private readonly cannotUpdate = new Set<string>();
 
-  constructor(private readonly d: {
-    store: UpdateStore; fleet: Fleet; bus: Bus; log: Logger; metrics: Metrics; updateTimeoutSec: number; downloadPath: (artifactId: string) => string;
-    tickMs?: number;
-  }) {
+  constructor(
+    private readonly d: {
+      store: UpdateStore;
+      fleet: Fleet;
+      bus: Bus;
+      log: Logger;
+      metrics: Metrics;
+      updateTimeoutSec: number;
+      downloadPath: (artifactId: string) => string;
+      tickMs?: number;
+    },
+  ) {
     const { store, fleet, bus, metrics } = d;
     const driver: WaveDriver<RolloutRow, TargetRow, Sent> = {
-      noun: 'rollout', terminal: TERMINAL, failed: FAILED, done: DONE, pending: 'pending', skipped: 'skipped',
+      noun: 'rollout',
+      terminal: TERMINAL,
+      failed: FAILED,
+      done: DONE,
+      pending: 'pending',
+      skipped: 'skipped',
       insert: (row, targets) => store.insertRollout(row, targets),
       updateRun: (row) => store.updateRollout(row),
       updateTarget: (t) => store.updateTarget(t),
@@ -70,8 +88,15 @@ export class RolloutEngine {
       active: () => store.activeRollouts(),
       restore: async () => new Set(),
       target: (row, a, wave, skipReason, now) => ({
-        rolloutId: row.id, agentId: a.id, agentName: a.name, wave, state: skipReason ? 'skipped' : 'pending', reason: skipReason,
-        fromVersion: a.version, startedAt: null, updatedAt: now,
+        rolloutId: row.id,
+        agentId: a.id,
+        agentName: a.name,
+        wave,
+        state: skipReason ? 'skipped' : 'pending',
+        reason: skipReason,
+        fromVersion: a.version,
+        startedAt: null,
+        updatedAt: now,
       }),
       starting: (_l, t) => {
         t.fromVersion = fleet.get(t.agentId)?.version ?? t.fromVersion;
@@ -87,12 +112,17 @@ export class RolloutEngine {
         }
         if (FAILED.has(t.state)) {
           bus.publish('rollout.event', {
-            rolloutId: l.row.id, version: l.row.version, event: t.state === 'failed' ? 'target.failed' : 'target.rolled_back',
-            agentId: t.agentId, agentName: t.agentName, reason: t.reason,
+            rolloutId: l.row.id,
+            version: l.row.version,
+            event: t.state === 'failed' ? 'target.failed' : 'target.rolled_back',
+            agentId: t.agentId,
+            agentName: t.agentName,
+            reason: t.reason,
           });
         }
       },
-      paused: (l) => bus.publish('rollout.event', { rolloutId: l.row.id, version: l.row.version, event: 'paused', agentId: null, agentName: null, reason: l.row.reason }),
+      paused: (l) =>
+        bus.publish('rollout.event', { rolloutId: l.row.id, version: l.row.version, event: 'paused', agentId: null, agentName: null, reason: l.row.reason }),
       tick: (l, now) => {
         const limit = d.updateTimeoutSec * 1000;
         for (const t of l.targets.values()) {
@@ -144,10 +174,28 @@ export class RolloutEngine {
     if (active) throw new ApiError('conflict', `rollout ${active.id} is ${active.state}; cancel it or let it finish first`, 409, { rolloutId: active.id });
     const now = Date.now();
     const row: RolloutRow = {
-      id: randomUUID(), artifactId: input.artifactId, version: input.version, url: input.url, size: input.size, sha256: input.sha256, signature: input.signature,
-      selector: input.selector, waveSpec: input.waves, maxFailures: input.maxFailures, allowDowngrade: input.allowDowngrade, state: 'running',
-      reason: null, currentWave: 0, failureBase: 0, soakSeconds: input.soakSeconds, approval: input.approval, waveDoneAt: null,
-      createdBy: input.createdBy, createdAt: now, updatedAt: now, finishedAt: null,
+      id: randomUUID(),
+      artifactId: input.artifactId,
+      version: input.version,
+      url: input.url,
+      size: input.size,
+      sha256: input.sha256,
+      signature: input.signature,
+      selector: input.selector,
+      waveSpec: input.waves,
+      maxFailures: input.maxFailures,
+      allowDowngrade: input.allowDowngrade,
+      state: 'running',
+      reason: null,
+      currentWave: 0,
+      failureBase: 0,
+      soakSeconds: input.soakSeconds,
+      approval: input.approval,
+      waveDoneAt: null,
+      createdBy: input.createdBy,
+      createdAt: now,
+      updatedAt: now,
+      finishedAt: null,
     };
     const { sizes } = await this.waves.create(row, new Set(), candidates, (a) => this.skipReason(input, a));
     this.d.log.info({ rolloutId: row.id, version: row.version, waves: sizes }, 'rollout created');
@@ -227,8 +275,14 @@ export class RolloutEngine {
   private send(l: RolloutLive, t: TargetRow): void {
     const r = l.row;
     const sent = this.d.fleet.send(t.agentId, {
-      type: 'update', rolloutId: r.id, version: r.version, url: r.url ?? this.d.downloadPath(r.artifactId ?? ''),
-      size: r.size, sha256: r.sha256, signature: r.signature, allowDowngrade: r.allowDowngrade,
+      type: 'update',
+      rolloutId: r.id,
+      version: r.version,
+      url: r.url ?? this.d.downloadPath(r.artifactId ?? ''),
+      size: r.size,
+      sha256: r.sha256,
+      signature: r.signature,
+      allowDowngrade: r.allowDowngrade,
     });
     if (sent) l.x.add(t.agentId);
   }
@@ -258,14 +312,38 @@ export function rolloutView(row: RolloutRow, targets: TargetRow[], withTargets: 
     else w.state = 'waiting';
   }
   const view: RolloutView = {
-    id: row.id, artifactId: row.artifactId, version: row.version, url: row.url, size: row.size, sha256: row.sha256, selector: row.selector,
-    waveSpec: row.waveSpec, maxFailures: row.maxFailures, allowDowngrade: row.allowDowngrade, state: row.state, reason: row.reason,
-    currentWave: row.currentWave, failures, ...gateView(row), createdBy: row.createdBy, createdAt: iso(row.createdAt), updatedAt: iso(row.updatedAt),
-    finishedAt: row.finishedAt == null ? null : iso(row.finishedAt), counts, total: targets.length, waves,
+    id: row.id,
+    artifactId: row.artifactId,
+    version: row.version,
+    url: row.url,
+    size: row.size,
+    sha256: row.sha256,
+    selector: row.selector,
+    waveSpec: row.waveSpec,
+    maxFailures: row.maxFailures,
+    allowDowngrade: row.allowDowngrade,
+    state: row.state,
+    reason: row.reason,
+    currentWave: row.currentWave,
+    failures,
+    ...gateView(row),
+    createdBy: row.createdBy,
+    createdAt: iso(row.createdAt),
+    updatedAt: iso(row.updatedAt),
+    finishedAt: row.finishedAt == null ? null : iso(row.finishedAt),
+    counts,
+    total: targets.length,
+    waves,
   };
   if (withTargets) {
     view.targets = targets.map((t) => ({
-      agentId: t.agentId, agentName: t.agentName, wave: t.wave, state: t.state, reason: t.reason, fromVersion: t.fromVersion, updatedAt: iso(t.updatedAt),
+      agentId: t.agentId,
+      agentName: t.agentName,
+      wave: t.wave,
+      state: t.state,
+      reason: t.reason,
+      fromVersion: t.fromVersion,
+      updatedAt: iso(t.updatedAt),
     }));
   }
   return view;

@@ -15,19 +15,31 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
 } {
   const store = new UpdateStore(core.db);
   const engine = new RolloutEngine({
-    store, fleet: core.fleet, bus: core.bus, log: core.log.child({ component: 'rollouts' }), metrics: core.metrics, updateTimeoutSec: core.config.updateTimeoutSec,
+    store,
+    fleet: core.fleet,
+    bus: core.bus,
+    log: core.log.child({ component: 'rollouts' }),
+    metrics: core.metrics,
+    updateTimeoutSec: core.config.updateTimeoutSec,
     // Relative: the agent resolves it against the server URL it is connected to.
     downloadPath: (artifactId) => `/api/artifacts/${encodeURIComponent(artifactId)}/download`,
   });
   return {
     agentHandlers: {
-      'update.status': (ctx, m) => engine.report(ctx.agentId, m.rolloutId, m.state, m.reason)
-        .catch((err: unknown) => ctx.log.error({ err, rolloutId: m.rolloutId }, 'could not record update status')),
+      'update.status': (ctx, m) =>
+        engine
+          .report(ctx.agentId, m.rolloutId, m.state, m.reason)
+          .catch((err: unknown) => ctx.log.error({ err, rolloutId: m.rolloutId }, 'could not record update status')),
     },
     consoleHandlers: {},
     routes: updateRoutes({
-      store, engine, fleet: core.fleet, audit: core.audit, artifactDir: path.join(core.dataDir, 'artifacts'),
-      maxArtifactBytes: core.config.maxArtifactBytes, selectorLimits: selectorLimits(core.config),
+      store,
+      engine,
+      fleet: core.fleet,
+      audit: core.audit,
+      artifactDir: path.join(core.dataDir, 'artifacts'),
+      maxArtifactBytes: core.config.maxArtifactBytes,
+      selectorLimits: selectorLimits(core.config),
       enrollTokenValid: async (token) => (await core.enrollment.check(token)) !== null,
     }),
     latestPackage: async () => {

@@ -10,7 +10,12 @@ const ACTIVE: ReadonlySet<WaveRunState> = new Set(ACTIVE_RUN_STATES);
 
 /** What the engine reads and writes of a run (a rollout, a distribution). */
 export interface WaveRun {
-  id: string; waveSpec: WaveSpec[]; maxFailures: number; state: WaveRunState; reason: string | null; currentWave: number;
+  id: string;
+  waveSpec: WaveSpec[];
+  maxFailures: number;
+  state: WaveRunState;
+  reason: string | null;
+  currentWave: number;
   /** Failures already seen when the run was last resumed: only newer ones count against maxFailures. */
   failureBase: number;
   /** Seconds to wait after a wave ends before the next starts (0: none). */
@@ -19,15 +24,20 @@ export interface WaveRun {
   approval: boolean;
   /** When the current wave ended (soak counts from it); null while it runs. */
   waveDoneAt: number | null;
-  updatedAt: number; finishedAt: number | null;
+  updatedAt: number;
+  finishedAt: number | null;
 }
 
 /** What the engine reads and writes of one target (an agent) of a run. */
 export interface WaveTarget<S extends string = string> {
-  agentId: string; agentName: string;
+  agentId: string;
+  agentName: string;
   /** Index in waveSpec; -1 for a target skipped when the run was created. */
   wave: number;
-  state: S; reason: string | null; startedAt: number | null; updatedAt: number;
+  state: S;
+  reason: string | null;
+  startedAt: number | null;
+  updatedAt: number;
 }
 
 /** One run the engine drives: its row, its targets by agent id, and what the driver keeps beside it. */
@@ -51,7 +61,8 @@ export interface WaveDriver<R extends WaveRun, T extends WaveTarget, X> {
   /** Target states in which a target got what the run brings (the run did something). */
   done: ReadonlySet<T['state']>;
   /** The state of a target that still has to be sent, and of one skipped. */
-  pending: T['state']; skipped: T['state'];
+  pending: T['state'];
+  skipped: T['state'];
   insert(row: R, targets: T[]): Promise<void>;
   updateRun(row: R): Promise<void>;
   updateTarget(t: T): Promise<void>;
@@ -101,7 +112,10 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
   private writes: Promise<void> = Promise.resolve();
   private readonly publishTimers = new Map<string, NodeJS.Timeout>();
 
-  constructor(private readonly driver: WaveDriver<R, T, X>, private readonly d: { log: Logger; tickMs?: number; now?: () => number }) {}
+  constructor(
+    private readonly driver: WaveDriver<R, T, X>,
+    private readonly d: { log: Logger; tickMs?: number; now?: () => number },
+  ) {}
 
   private now(): number {
     return this.d.now ? this.d.now() : Date.now();
@@ -383,7 +397,11 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
 }
 
 /** soakSeconds, approval and, while soaking, when the next wave starts: the same in every wave run's view. */
-export function gateView(row: Pick<WaveRun, 'soakSeconds' | 'approval' | 'waveDoneAt' | 'state'>): { soakSeconds: number; approval: boolean; nextWaveAt: string | null } {
+export function gateView(row: Pick<WaveRun, 'soakSeconds' | 'approval' | 'waveDoneAt' | 'state'>): {
+  soakSeconds: number;
+  approval: boolean;
+  nextWaveAt: string | null;
+} {
   const nextWaveAt = row.state === 'soaking' && row.waveDoneAt != null ? new Date(row.waveDoneAt + row.soakSeconds * 1000).toISOString() : null;
   return { soakSeconds: row.soakSeconds, approval: row.approval, nextWaveAt };
 }

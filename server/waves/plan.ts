@@ -22,13 +22,20 @@ export function waveSizes(spec: readonly WaveSpec[], n: number): number[] {
 }
 
 /** Request body fields of every run in waves: the waves, as counts or cumulative percentages. */
-export const WAVES = z.array(z.union([
-  z.number().int().positive(),
-  z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"'),
-])).min(1).max(50).default(['100%']);
+export const WAVES = z
+  .array(z.union([z.number().int().positive(), z.string().regex(/^(100|[1-9]?\d(\.\d+)?)%$/, 'a wave is a count or a percentage like "10%"')]))
+  .min(1)
+  .max(50)
+  .default(['100%']);
 
 /** Request body fields of every run in waves: what happens between two waves. */
 export const WAVE_GATE = {
-  soakSeconds: z.number().int().min(0).max(7 * 86_400).default(0).describe('wait this long after a wave ends before the next starts (at most a week)'),
+  soakSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 86_400)
+    .default(0)
+    .describe('wait this long after a wave ends before the next starts (at most a week)'),
   approval: z.boolean().default(false).describe('each next wave waits for POST …/approve'),
 };

@@ -1,7 +1,23 @@
 import type { WebSocket } from 'ws';
 import {
-  AgentToServer, CloseCode, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, FrameError, InvalidCounter, MessageDispatcher,
-  MIN_PROTOCOL_VERSION, PriorityWriter, PROTOCOL_VERSION, refOf, streamKeyOf, writeMessage, type Hello, type Outgoing, type Refusal, type SendOpts,
+  AgentToServer,
+  CloseCode,
+  decodeFrame,
+  DEFAULT_BULK_WINDOW,
+  DEFAULT_BULK_WRITE_THRESHOLD,
+  FrameError,
+  InvalidCounter,
+  MessageDispatcher,
+  MIN_PROTOCOL_VERSION,
+  PriorityWriter,
+  PROTOCOL_VERSION,
+  refOf,
+  streamKeyOf,
+  writeMessage,
+  type Hello,
+  type Outgoing,
+  type Refusal,
+  type SendOpts,
   type ServerToAgent,
 } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
@@ -15,11 +31,18 @@ import type { AgentBinaryHandlers, AgentCtx, AgentHandlers } from './handlers.js
 let nextLinkId = 1;
 
 export interface AgentLinkDeps {
-  fleet: Fleet; audit: AuditLog; log: Logger; metrics: Metrics;
-  handlers: AgentHandlers; binary: AgentBinaryHandlers;
-  heartbeatIntervalMs: number; helloTimeoutMs: number; maxInvalidMessages: number;
+  fleet: Fleet;
+  audit: AuditLog;
+  log: Logger;
+  metrics: Metrics;
+  handlers: AgentHandlers;
+  binary: AgentBinaryHandlers;
+  heartbeatIntervalMs: number;
+  helloTimeoutMs: number;
+  maxInvalidMessages: number;
   /** Control messages per second (average) and burst before the socket is closed. */
-  messageRate: number; messageBurst: number;
+  messageRate: number;
+  messageBurst: number;
   /** Bulk frames (file data) wait while the socket holds this many bytes; keystrokes go first. */
   bulkWriteThreshold?: number;
   /** Bulk the agent may have unread, kernel buffers included (0: unbounded). */
@@ -34,7 +57,12 @@ export interface AgentLinkDeps {
 }
 
 /** Credentials established at the upgrade; `enrollSecret` and `enrollment` only for a new agent presenting an enrollment token. */
-export interface AgentAuth { agentId: string; secretHash: string; enrollSecret?: string; enrollment?: Enrollment & { tokenId: string | null } }
+export interface AgentAuth {
+  agentId: string;
+  secretHash: string;
+  enrollSecret?: string;
+  enrollment?: Enrollment & { tokenId: string | null };
+}
 
 /**
  * One agent socket. Owns its hello deadline and closes exactly once; nothing is accepted
@@ -61,7 +89,12 @@ export class AgentLink implements AgentChannel {
   /** Priority writer, once bulk (file data) was sent on this socket. */
   private out: PriorityWriter | undefined;
 
-  constructor(private readonly ws: WebSocket, readonly remoteAddress: string | null, private readonly auth: AgentAuth, private readonly deps: AgentLinkDeps) {
+  constructor(
+    private readonly ws: WebSocket,
+    readonly remoteAddress: string | null,
+    private readonly auth: AgentAuth,
+    private readonly deps: AgentLinkDeps,
+  ) {
     this.invalid = new InvalidCounter(deps.maxInvalidMessages);
     this.dispatcher = agentDispatcher(deps.handlers);
     this.helloTimer = setTimeout(() => this.close(CloseCode.helloTimeout, 'protocol error', 'no hello in time'), deps.helloTimeoutMs);
@@ -109,7 +142,8 @@ export class AgentLink implements AgentChannel {
    */
   sendBinary(buf: Uint8Array | readonly Uint8Array[], opts?: SendOpts): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    if (opts?.bulk) this.out ??= new PriorityWriter(this.ws, this.deps.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, this.deps.bulkWindow ?? DEFAULT_BULK_WINDOW);
+    if (opts?.bulk)
+      this.out ??= new PriorityWriter(this.ws, this.deps.bulkWriteThreshold ?? DEFAULT_BULK_WRITE_THRESHOLD, this.deps.bulkWindow ?? DEFAULT_BULK_WINDOW);
     if (this.out) this.out.send(buf as Outgoing, opts);
     else {
       const done = opts?.done;
@@ -226,27 +260,46 @@ export class AgentLink implements AgentChannel {
     if (this.closeReason) return;
     this.deps.metrics.messageErrors.inc({ channel: 'agent', code: 'rate_limited' });
     this.log.warn({ rate: this.deps.messageRate, burst: this.deps.messageBurst }, 'agent exceeded its control message rate; closing');
-    this.send({ type: 'error', code: 'rate_limited', message: `more than ${this.deps.messageRate} control messages per second (burst ${this.deps.messageBurst})` });
+    this.send({
+      type: 'error',
+      code: 'rate_limited',
+      message: `more than ${this.deps.messageRate} control messages per second (burst ${this.deps.messageBurst})`,
+    });
     this.close(CloseCode.protocolError, 'protocol error', 'control message rate exceeded');
-    void this.deps.audit.record({
-      actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.rate_limited', targetType: 'agent',
-      targetId: this.auth.agentId, ok: false, details: { rate: this.deps.messageRate, burst: this.deps.messageBurst },
-    }).catch(() => {});
+    void this.deps.audit
+      .record({
+        actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress },
+        action: 'agent.rate_limited',
+        targetType: 'agent',
+        targetId: this.auth.agentId,
+        ok: false,
+        details: { rate: this.deps.messageRate, burst: this.deps.messageBurst },
+      })
+      .catch(() => {});
   }
 
   private async onHello(h: Hello): Promise<void> {
     clearTimeout(this.helloTimer);
     if (h.agentId !== this.auth.agentId) {
       this.log.warn({ claimed: h.agentId }, 'hello claims another agent id');
-      await this.deps.audit.record({
-        actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress },
-        action: 'agent.identity_mismatch', targetType: 'agent', targetId: h.agentId.slice(0, 128), ok: false,
-      }).catch(() => {});
+      await this.deps.audit
+        .record({
+          actor: { username: `agent:${this.auth.agentId}`, role: null, ip: this.remoteAddress },
+          action: 'agent.identity_mismatch',
+          targetType: 'agent',
+          targetId: h.agentId.slice(0, 128),
+          ok: false,
+        })
+        .catch(() => {});
       this.send({ type: 'error', code: 'forbidden', message: 'hello agentId does not match the credentials' });
       return this.close(CloseCode.identityMismatch, 'protocol error', 'identity mismatch');
     }
     if (h.protocol < MIN_PROTOCOL_VERSION) {
-      this.send({ type: 'error', code: 'bad_request', message: `protocol ${h.protocol} is too old; server speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}` });
+      this.send({
+        type: 'error',
+        code: 'bad_request',
+        message: `protocol ${h.protocol} is too old; server speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`,
+      });
       return this.close(CloseCode.unsupportedProtocol, 'protocol error', 'unsupported protocol');
     }
     if (this.deps.fleet.get(h.agentId)?.revokedAt != null) {
@@ -256,7 +309,7 @@ export class AgentLink implements AgentChannel {
     }
     this.state = 'connecting';
     this.ctx = { agentId: h.agentId, channel: this, log: this.log };
-    const enrollment = this.auth.enrollSecret ? this.auth.enrollment ?? { labels: null, tokenId: null } : undefined;
+    const enrollment = this.auth.enrollSecret ? (this.auth.enrollment ?? { labels: null, tokenId: null }) : undefined;
     try {
       await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
     } catch (err) {
@@ -264,10 +317,16 @@ export class AgentLink implements AgentChannel {
         // A socket that upgraded with the enrollment token while the id was free must not take over
         // an agent that enrolled meanwhile (it would receive that agent's tasks and their env).
         this.log.warn({ why: err.message }, 'enrollment refused at hello');
-        await this.deps.audit.record({
-          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
-          targetId: h.agentId, ok: false, details: { reason: err.message, tokenId: enrollment?.tokenId ?? null },
-        }).catch(() => {});
+        await this.deps.audit
+          .record({
+            actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
+            action: 'agent.enroll',
+            targetType: 'agent',
+            targetId: h.agentId,
+            ok: false,
+            details: { reason: err.message, tokenId: enrollment?.tokenId ?? null },
+          })
+          .catch(() => {});
         this.send({ type: 'error', code: 'conflict', message: `enrollment refused: ${err.message}` });
         this.state = 'closed';
         this.closeReason = 'protocol error';
@@ -295,16 +354,24 @@ export class AgentLink implements AgentChannel {
       return;
     }
     this.send({
-      type: 'welcome', protocol: Math.min(h.protocol, PROTOCOL_VERSION), agentId: h.agentId,
-      heartbeatIntervalMs: this.deps.heartbeatIntervalMs, serverTime: Date.now(),
+      type: 'welcome',
+      protocol: Math.min(h.protocol, PROTOCOL_VERSION),
+      agentId: h.agentId,
+      heartbeatIntervalMs: this.deps.heartbeatIntervalMs,
+      serverTime: Date.now(),
       ...(this.auth.enrollSecret ? { secret: this.auth.enrollSecret } : {}),
     });
     this.deps.fleet.welcomed(this, h);
     if (enrollment) {
-      await this.deps.audit.record({
-        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
-        targetId: h.agentId, details: { name: h.name, hostname: h.hostname, tokenId: enrollment.tokenId },
-      }).catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
+      await this.deps.audit
+        .record({
+          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
+          action: 'agent.enroll',
+          targetType: 'agent',
+          targetId: h.agentId,
+          details: { name: h.name, hostname: h.hostname, tokenId: enrollment.tokenId },
+        })
+        .catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
     }
     this.state = 'ready';
     this.startPings();
@@ -322,10 +389,16 @@ export class AgentLink implements AgentChannel {
       this.log.error({ err }, 'could not undo an incomplete enrollment: the id stays claimed (revoke it, then re-enroll with a new id)');
     }
     this.log.warn({ reason, undone }, 'enrollment not completed');
-    await this.deps.audit.record({
-      actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress }, action: 'agent.enroll', targetType: 'agent',
-      targetId: h.agentId, ok: false, details: { reason, undone, tokenId: enrollment.tokenId },
-    }).catch(() => {});
+    await this.deps.audit
+      .record({
+        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
+        action: 'agent.enroll',
+        targetType: 'agent',
+        targetId: h.agentId,
+        ok: false,
+        details: { reason, undone, tokenId: enrollment.tokenId },
+      })
+      .catch(() => {});
   }
 
   private disconnectReason(): DisconnectReason {

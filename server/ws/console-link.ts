@@ -1,7 +1,19 @@
 import type { WebSocket } from 'ws';
 import {
-  CloseCode, ConsoleToServer, decodeFrame, DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, FrameError, InvalidCounter, MessageDispatcher,
-  PriorityWriter, refOf, streamKeyOf, type Refusal, type SendOpts, type ServerToConsole,
+  CloseCode,
+  ConsoleToServer,
+  decodeFrame,
+  DEFAULT_BULK_WINDOW,
+  DEFAULT_BULK_WRITE_THRESHOLD,
+  FrameError,
+  InvalidCounter,
+  MessageDispatcher,
+  PriorityWriter,
+  refOf,
+  streamKeyOf,
+  type Refusal,
+  type SendOpts,
+  type ServerToConsole,
 } from '../../protocol/index.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { Logger } from '../log.js';
@@ -19,9 +31,14 @@ function consoleDispatcher(h: ConsoleHandlers): MessageDispatcher<ConsoleToServe
 }
 
 export interface ConsoleLinkDeps {
-  log: Logger; metrics: Metrics; handlers: ConsoleHandlers; binary: ConsoleBinaryHandlers; maxInvalidMessages: number;
+  log: Logger;
+  metrics: Metrics;
+  handlers: ConsoleHandlers;
+  binary: ConsoleBinaryHandlers;
+  maxInvalidMessages: number;
   /** Control messages per second (average) and burst before the socket is closed. */
-  messageRate: number; messageBurst: number;
+  messageRate: number;
+  messageBurst: number;
   /** Records the one audit row of a socket closed for flooding. */
   auditRateLimited?(link: ConsoleLink): void;
   /** Droppable messages are skipped above this many buffered bytes. */
@@ -63,7 +80,11 @@ export class ConsoleLink implements ConsoleChannel {
   private readonly out: PriorityWriter;
   readonly remoteAddress: string | null;
 
-  constructor(private readonly ws: WebSocket, readonly principal: Principal, private readonly deps: ConsoleLinkDeps) {
+  constructor(
+    private readonly ws: WebSocket,
+    readonly principal: Principal,
+    private readonly deps: ConsoleLinkDeps,
+  ) {
     this.remoteAddress = deps.remoteAddress ?? null;
     this.log = deps.log.child({ console: this.id, user: principal.username });
     this.dispatcher = consoleDispatcher(deps.handlers);
@@ -85,10 +106,13 @@ export class ConsoleLink implements ConsoleChannel {
   private armExpiry(): void {
     const at = this.principal.expiresAt;
     if (at === null || this.closed) return;
-    this.expiryTimer = setTimeout(() => {
-      if (this.deps.isStale(this.principal)) this.close(CloseCode.sessionEnded, 'session expired');
-      else this.armExpiry();
-    }, Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()) + 10));
+    this.expiryTimer = setTimeout(
+      () => {
+        if (this.deps.isStale(this.principal)) this.close(CloseCode.sessionEnded, 'session expired');
+        else this.armExpiry();
+      },
+      Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()) + 10),
+    );
     this.expiryTimer.unref();
   }
 
@@ -103,10 +127,16 @@ export class ConsoleLink implements ConsoleChannel {
     this.recheckTimer = setInterval(() => {
       if (this.closed || this.rechecking) return;
       this.rechecking = true;
-      recheck(this.principal).then((ok) => {
-        if (!ok && !this.closed) this.close(CloseCode.sessionEnded, 'session ended');
-      }, (err: unknown) => this.log.warn({ err }, 'could not re-check the console credential; trying again next interval'))
-        .finally(() => { this.rechecking = false; });
+      recheck(this.principal)
+        .then(
+          (ok) => {
+            if (!ok && !this.closed) this.close(CloseCode.sessionEnded, 'session ended');
+          },
+          (err: unknown) => this.log.warn({ err }, 'could not re-check the console credential; trying again next interval'),
+        )
+        .finally(() => {
+          this.rechecking = false;
+        });
     }, recheckIntervalMs);
     this.recheckTimer.unref();
   }

@@ -1,12 +1,14 @@
-import type {
-  AgentMessage, AgentMessageType, ConsoleMessage, ConsoleMessageType, SendOpts, ServerToConsole, Stream,
-} from '../../protocol/index.js';
+import type { AgentMessage, AgentMessageType, ConsoleMessage, ConsoleMessageType, SendOpts, ServerToConsole, Stream } from '../../protocol/index.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { AgentChannel } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 
 /** What an agent message handler knows about the socket it came from. */
-export interface AgentCtx { agentId: string; channel: AgentChannel; log: Logger }
+export interface AgentCtx {
+  agentId: string;
+  channel: AgentChannel;
+  log: Logger;
+}
 
 export type AgentHandler<T extends AgentMessageType> = (ctx: AgentCtx, msg: AgentMessage<T>) => void | Promise<void>;
 

@@ -6,7 +6,10 @@
 export class MessageBucket {
   private tokens: number;
   private last = Date.now();
-  constructor(private readonly rate: number, private readonly burst: number) {
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+  ) {
     this.tokens = burst;
   }
   /** Spends one token; false when the bucket is empty. */

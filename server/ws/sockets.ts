@@ -23,8 +23,10 @@ export interface Sockets {
 
 export interface SocketDeps {
   hub: ConsoleHub;
-  agentHandlers: AgentHandlers; agentBinary: AgentBinaryHandlers;
-  consoleHandlers: ConsoleHandlers; consoleBinary: ConsoleBinaryHandlers;
+  agentHandlers: AgentHandlers;
+  agentBinary: AgentBinaryHandlers;
+  consoleHandlers: ConsoleHandlers;
+  consoleBinary: ConsoleBinaryHandlers;
   /** Replies the server is owed (exempt from the agent message rate); see AgentLinkDeps.expected. */
   expected: NonNullable<AgentLinkDeps['expected']>;
   /** Client address of a request (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
@@ -37,31 +39,66 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
   let accepting = false;
   let draining = false;
   const { agentWss, consoleWss } = attachUpgrade(server, {
-    auth, audit, fleet, log, metrics, enrollment: core.enrollment,
-    agentMaxPayload: config.agentMaxPayload, consoleMaxPayload: config.consoleMaxPayload, agentConnectRate: config.agentConnectRate,
-    anonConnectRate: config.anonConnectRate, anonConnectRatePerAddress: config.anonConnectRatePerAddress,
-    publicUrl: config.publicUrl, remoteOf: d.remoteOf, draining: () => draining || !accepting,
+    auth,
+    audit,
+    fleet,
+    log,
+    metrics,
+    enrollment: core.enrollment,
+    agentMaxPayload: config.agentMaxPayload,
+    consoleMaxPayload: config.consoleMaxPayload,
+    agentConnectRate: config.agentConnectRate,
+    anonConnectRate: config.anonConnectRate,
+    anonConnectRatePerAddress: config.anonConnectRatePerAddress,
+    publicUrl: config.publicUrl,
+    remoteOf: d.remoteOf,
+    draining: () => draining || !accepting,
     onAgent: (ws, req, a) => {
       new AgentLink(ws, d.remoteOf(req), a, {
-        fleet, audit, log, metrics, handlers: d.agentHandlers, binary: d.agentBinary, expected: d.expected,
-        heartbeatIntervalMs: config.heartbeatIntervalMs, helloTimeoutMs: config.helloTimeoutMs, maxInvalidMessages: config.maxInvalidMessages,
-        messageRate: config.agentMessageRate, messageBurst: config.agentMessageBurst,
-        pingIntervalMs: config.agentPingIntervalMs, bulkWriteThreshold: config.bulkWriteThreshold, bulkWindow: config.bulkWindow,
+        fleet,
+        audit,
+        log,
+        metrics,
+        handlers: d.agentHandlers,
+        binary: d.agentBinary,
+        expected: d.expected,
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        helloTimeoutMs: config.helloTimeoutMs,
+        maxInvalidMessages: config.maxInvalidMessages,
+        messageRate: config.agentMessageRate,
+        messageBurst: config.agentMessageBurst,
+        pingIntervalMs: config.agentPingIntervalMs,
+        bulkWriteThreshold: config.bulkWriteThreshold,
+        bulkWindow: config.bulkWindow,
       });
     },
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
       const link = new ConsoleLink(ws, principal, {
-        remoteAddress: d.remoteOf(req), isStale: (p) => auth.isStale(p),
-        recheck: (p) => auth.stillValid(p), recheckIntervalMs: config.socketRecheckSec * 1000,
-        log, metrics, handlers: d.consoleHandlers, binary: d.consoleBinary, maxInvalidMessages: config.maxInvalidMessages,
-        softBufferLimit: config.consoleSoftBufferBytes, hardBufferLimit: config.consoleHardBufferBytes,
-        bulkWriteThreshold: config.bulkWriteThreshold, bulkWindow: config.bulkWindow,
-        messageRate: config.consoleMessageRate, messageBurst: config.consoleMessageBurst,
-        auditRateLimited: (l) => void audit.record({
-          actor: { username: l.principal.username, role: l.principal.role, ip: l.remoteAddress }, action: 'console.rate_limited',
-          ok: false, details: { rate: config.consoleMessageRate, burst: config.consoleMessageBurst },
-        }).catch((err: unknown) => log.error({ err }, 'could not audit a console rate limit')),
+        remoteAddress: d.remoteOf(req),
+        isStale: (p) => auth.isStale(p),
+        recheck: (p) => auth.stillValid(p),
+        recheckIntervalMs: config.socketRecheckSec * 1000,
+        log,
+        metrics,
+        handlers: d.consoleHandlers,
+        binary: d.consoleBinary,
+        maxInvalidMessages: config.maxInvalidMessages,
+        softBufferLimit: config.consoleSoftBufferBytes,
+        hardBufferLimit: config.consoleHardBufferBytes,
+        bulkWriteThreshold: config.bulkWriteThreshold,
+        bulkWindow: config.bulkWindow,
+        messageRate: config.consoleMessageRate,
+        messageBurst: config.consoleMessageBurst,
+        auditRateLimited: (l) =>
+          void audit
+            .record({
+              actor: { username: l.principal.username, role: l.principal.role, ip: l.remoteAddress },
+              action: 'console.rate_limited',
+              ok: false,
+              details: { rate: config.consoleMessageRate, burst: config.consoleMessageBurst },
+            })
+            .catch((err: unknown) => log.error({ err }, 'could not audit a console rate limit')),
       });
       d.hub.add(link);
       link.send({ type: 'ready', user: { id: principal.id, username: principal.username, role: principal.role }, serverTime: Date.now() });

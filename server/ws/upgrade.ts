@@ -13,11 +13,18 @@ import type { Metrics } from '../metrics.js';
 import type { AgentAuth } from './agent-link.js';
 
 export interface UpgradeDeps {
-  auth: AuthService; audit: AuditLog; fleet: Fleet; log: Logger; metrics: Metrics;
+  auth: AuthService;
+  audit: AuditLog;
+  fleet: Fleet;
+  log: Logger;
+  metrics: Metrics;
   enrollment: Pick<EnrollmentTokens, 'check' | 'consume' | 'release'>;
-  agentMaxPayload: number; consoleMaxPayload: number; agentConnectRate: number;
+  agentMaxPayload: number;
+  consoleMaxPayload: number;
+  agentConnectRate: number;
   /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrollments, floods). */
-  anonConnectRate: number; anonConnectRatePerAddress: number;
+  anonConnectRate: number;
+  anonConnectRatePerAddress: number;
   publicUrl: string | undefined;
   /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
   remoteOf(req: IncomingMessage): string | null;
@@ -36,7 +43,9 @@ function reject(socket: Duplex, status: number, message: string, headers: Record
 class ConnectLimiter {
   private tokens: number;
   private last = Date.now();
-  constructor(private readonly rate: number) { this.tokens = rate; }
+  constructor(private readonly rate: number) {
+    this.tokens = rate;
+  }
   take(): boolean {
     this.refill();
     if (this.tokens < 1) return false;
@@ -61,7 +70,10 @@ class ConnectLimiter {
  */
 class PerAddressLimiter {
   private readonly buckets = new Map<string, ConnectLimiter>();
-  constructor(private readonly rate: number, private readonly maxKeys = 10_000) {}
+  constructor(
+    private readonly rate: number,
+    private readonly maxKeys = 10_000,
+  ) {}
   take(addr: string | null): boolean {
     const key = addr ?? '?';
     let b = this.buckets.get(key);
@@ -162,8 +174,14 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     if (!grant) return { error: 'unknown agent and no valid enrollment token' };
     const secret = randomSecret(32);
     return {
-      agentId, secretHash: sha256(secret), enrollSecret: secret,
-      enrollment: { tokenId: grant.tokenId, labels: grant.labels, ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}) },
+      agentId,
+      secretHash: sha256(secret),
+      enrollSecret: secret,
+      enrollment: {
+        tokenId: grant.tokenId,
+        labels: grant.labels,
+        ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}),
+      },
     };
   }
 

@@ -29,7 +29,10 @@ describe('/api/docs over HTTP', () => {
       expect(s[2]!.trim()).toBe('');
     }
     const want: Record<string, RegExp> = {
-      'swagger-ui-bundle.js': /javascript/, 'swagger-ui.css': /^text\/css/, 'init.js': /javascript/, 'favicon-32x32.png': /^image\/png/,
+      'swagger-ui-bundle.js': /javascript/,
+      'swagger-ui.css': /^text\/css/,
+      'init.js': /javascript/,
+      'favicon-32x32.png': /^image\/png/,
     };
     for (const [name, type] of Object.entries(want)) {
       const r = await fetch(`${server.url}/api/docs/${name}`);
@@ -58,13 +61,20 @@ describe.runIf(browserAvailable())('/api/docs in Chromium', () => {
       const page = await newPage(browser);
       const failed: string[] = [];
       page.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText ?? ''}`));
-      page.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.url()} ${r.status()}`); });
+      page.on('response', (r) => {
+        if (r.status() >= 400) failed.push(`${r.url()} ${r.status()}`);
+      });
       const foreign: string[] = [];
-      page.on('request', (r) => { if (!r.url().startsWith(server.url) && !r.url().startsWith('data:')) foreign.push(r.url()); });
+      page.on('request', (r) => {
+        if (!r.url().startsWith(server.url) && !r.url().startsWith('data:')) foreign.push(r.url());
+      });
       await page.goto(`${server.url}/api/docs`);
       await page.waitForSelector('.swagger-ui .info .title');
       expect(await page.textContent('.swagger-ui .info .title')).toContain('Muster API');
-      await page.waitForFunction((n) => (globalThis as unknown as { document: { querySelectorAll(s: string): { length: number } } }).document.querySelectorAll('.opblock').length >= n, operations);
+      await page.waitForFunction(
+        (n) => (globalThis as unknown as { document: { querySelectorAll(s: string): { length: number } } }).document.querySelectorAll('.opblock').length >= n,
+        operations,
+      );
       expect(await page.locator('.opblock').count()).toBe(operations);
       // Open one operation: its parameters and the role extension's text render.
       await page.click('#operations-agents-getAgents .opblock-summary');

@@ -12,7 +12,8 @@ export const CHROMIUM = process.env['MUSTER_CHROMIUM'] ?? '/usr/bin/chromium';
  * Where screenshots go: docs/screenshots (committed, shown in the README) only when
  * MUSTER_UPDATE_SCREENSHOTS=1, so ordinary test runs do not rewrite tracked images; else test/.tmp.
  */
-export const SCREENSHOTS = process.env['MUSTER_UPDATE_SCREENSHOTS'] === '1' ? path.join(ROOT, 'docs', 'screenshots') : path.join(ROOT, 'test', '.tmp', 'screenshots');
+export const SCREENSHOTS =
+  process.env['MUSTER_UPDATE_SCREENSHOTS'] === '1' ? path.join(ROOT, 'docs', 'screenshots') : path.join(ROOT, 'test', '.tmp', 'screenshots');
 const WEB_DIST = path.join(ROOT, 'web', 'dist', 'index.html');
 
 /** Whether the browser suites can run; throws under CI=true when Chromium or the built console is missing. */

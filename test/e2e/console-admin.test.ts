@@ -47,7 +47,11 @@ describe.skipIf(!browserAvailable())('console: admin, updates, dashboard, reconn
     expect(listed.state).toBe('active');
     await screenshot(page, 'admin-enrollment');
     await page.click('[data-test=enrollment-tokens] [data-test=revoke-enrollment-token]');
-    await waitFor(async () => (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack')?.state === 'revoked', 'token revoked', STEP_MS);
+    await waitFor(
+      async () => (await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.name === 'e2e-rack')?.state === 'revoked',
+      'token revoked',
+      STEP_MS,
+    );
 
     await page.click('text=API tokens');
     await page.fill('input[placeholder^="token name"]', 'e2e-token');

@@ -28,10 +28,14 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
 
   it('shows the last window of metrics with axes, "—" for missing facts, the policy, and no actions once revoked', async () => {
     // The API first: points accumulate, one a step, with percentages in range.
-    const h = await waitFor(async () => {
-      const r = await api.get(`/api/agents/${id}/metrics/history`);
-      return r.body.points.length >= 4 ? r.body : null;
-    }, 'four history points', STEP_MS);
+    const h = await waitFor(
+      async () => {
+        const r = await api.get(`/api/agents/${id}/metrics/history`);
+        return r.body.points.length >= 4 ? r.body : null;
+      },
+      'four history points',
+      STEP_MS,
+    );
     expect(h).toMatchObject({ stepSec: 1, windowSec: 60 });
     for (const p of h.points) {
       for (const k of ['cpu', 'mem', 'disk']) expect(p[k]).toBeGreaterThanOrEqual(0);
@@ -47,8 +51,18 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
     await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
     // A flat line (a busy test machine at 100% CPU) has no height: attached, not "visible".
     await page.waitForSelector('[data-test=agent-history] [data-test=chart-usage] path[data-series=CPU]', { state: 'attached' });
-    await waitFor(async () => ((await page.getAttribute('[data-test=chart-usage] path[data-series=Memory]', 'd')) ?? '').includes('L'), 'a memory line', STEP_MS);
-    expect(await page.$$eval('[data-test=chart-usage] [data-test=chart-xtick]', (els) => els.map((e) => e.textContent))).toEqual(['−60 s', '−45 s', '−30 s', '−15 s', 'now']);
+    await waitFor(
+      async () => ((await page.getAttribute('[data-test=chart-usage] path[data-series=Memory]', 'd')) ?? '').includes('L'),
+      'a memory line',
+      STEP_MS,
+    );
+    expect(await page.$$eval('[data-test=chart-usage] [data-test=chart-xtick]', (els) => els.map((e) => e.textContent))).toEqual([
+      '−60 s',
+      '−45 s',
+      '−30 s',
+      '−15 s',
+      'now',
+    ]);
     expect(await page.textContent('[data-test=chart-usage]')).toContain('100%');
     expect(await page.textContent('[data-test=legend-Disk]')).toMatch(/Disk \d/);
     await page.waitForSelector('[data-test=chart-load] path[data-series="Load (1 min)"]', { state: 'attached' });
@@ -62,7 +76,8 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
     expect((await api.req('DELETE', `/api/agents/${id}`)).status).toBeLessThan(300);
     await page.reload();
     await page.waitForSelector('[data-test=agent-revoked-note]');
-    for (const sel of ['agent-actions', 'open-terminal', 'agent-run', 'agent-labels', 'agent-restart', 'agent-revoke']) expect(await page.$(`[data-test=${sel}]`)).toBeNull();
+    for (const sel of ['agent-actions', 'open-terminal', 'agent-run', 'agent-labels', 'agent-restart', 'agent-revoke'])
+      expect(await page.$(`[data-test=${sel}]`)).toBeNull();
     expect(page.problems).toEqual([]);
     await page.context().close();
   });

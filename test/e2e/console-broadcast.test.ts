@@ -10,10 +10,13 @@ import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServe
 import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
 
 /** Text of every pane of the grid, in order. */
-const paneTexts = (page: Page) => page.$$eval('[data-test=broadcast-pane]', (els) => els.map((e) => {
-  const rows = e.querySelector('.xterm-rows') as unknown as { innerText: string } | null;
-  return rows?.innerText ?? '';
-}));
+const paneTexts = (page: Page) =>
+  page.$$eval('[data-test=broadcast-pane]', (els) =>
+    els.map((e) => {
+      const rows = e.querySelector('.xterm-rows') as unknown as { innerText: string } | null;
+      return rows?.innerText ?? '';
+    }),
+  );
 
 describe.skipIf(!browserAvailable())('console: broadcast terminals', () => {
   let server: TestServer;

@@ -138,10 +138,14 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
     // Target filter by name, server-side; the agent actions name the agent.
     await page.fill('[data-test=audit-action] input', '');
     await page.fill('[data-test=audit-target-filter] input', 'dsh-web');
-    await waitFor(async () => {
-      const targets = await page.$$eval('[data-test=audit-target]', (els) => els.map((e) => e.textContent ?? ''));
-      return targets.length > 0 && targets.every((t) => t.includes('dsh-web'));
-    }, 'rows about dsh-web only', STEP_MS);
+    await waitFor(
+      async () => {
+        const targets = await page.$$eval('[data-test=audit-target]', (els) => els.map((e) => e.textContent ?? ''));
+        return targets.length > 0 && targets.every((t) => t.includes('dsh-web'));
+      },
+      'rows about dsh-web only',
+      STEP_MS,
+    );
     // Expandable details.
     await page.fill('[data-test=audit-target-filter] input', '');
     await page.fill('[data-test=audit-action] input', 'user.create');

@@ -31,7 +31,12 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     fs.writeFileSync(policy, JSON.stringify({ allowedPaths: ['/etc/muster-e2e'], terminalIdleTimeoutMaxSec: 60 }), { mode: 0o600 });
     for (const n of [1, 2]) {
       const root = tmpDir(`root${n}`);
-      const a = startAgent(server, { name: `files-e2e-${n}`, labels: { grp: 'fe2e' }, args: ['--policy', policy], env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.5' } });
+      const a = startAgent(server, {
+        name: `files-e2e-${n}`,
+        labels: { grp: 'fe2e' },
+        args: ['--policy', policy],
+        env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.5' },
+      });
       const id = await agentId(a);
       await api.waitAgent(id, 'online', 30_000);
       agents.push({ id, root });
@@ -45,9 +50,10 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
 
   const v1 = Buffer.from('listen 80;\n# revision one\n');
   const v2 = Buffer.from('listen 8080;\n# revision two\n');
-  const contentIs = (want: Buffer, what: string) => waitFor(() => [0, 1].every((i) => fs.existsSync(onDisk(i)) && fs.readFileSync(onDisk(i)).equals(want)), what, STEP_MS);
+  const contentIs = (want: Buffer, what: string) =>
+    waitFor(() => [0, 1].every((i) => fs.existsSync(onDisk(i)) && fs.readFileSync(onDisk(i)).equals(want)), what, STEP_MS);
 
-  it('uploads, distributes to two agents (applied live, on disk), diffs, rolls back, shows drift; viewers only look; delete keeps the hosts\' copy', async () => {
+  it("uploads, distributes to two agents (applied live, on disk), diffs, rolls back, shows drift; viewers only look; delete keeps the hosts' copy", async () => {
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', '/files');
     await page.click('[data-test=file-new]');
@@ -125,7 +131,17 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await signIn(viewer, server.url, 'files-viewer', 'password-123', `/files/${fileId}`);
     await viewer.waitForSelector('[data-test=file-hosts] [data-test=file-host-state]');
     await viewer.waitForSelector('[data-test=distribution-state]');
-    for (const sel of ['file-new', 'file-edit', 'file-delete', 'file-rollback', 'revision-upload', 'revision-view', 'distribute-form', 'distribution-pause', 'rollback-2']) {
+    for (const sel of [
+      'file-new',
+      'file-edit',
+      'file-delete',
+      'file-rollback',
+      'revision-upload',
+      'revision-view',
+      'distribute-form',
+      'distribution-pause',
+      'rollback-2',
+    ]) {
       expect(await viewer.$(`[data-test=${sel}]`), sel).toBeNull();
     }
     expect(viewer.problems).toEqual([]);
@@ -140,7 +156,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     expect(page.problems).toEqual([]);
   });
 
-  it('a configuration rule made in Admin reaches the agents and shows applied on the agent page, with the host policy\'s override', async () => {
+  it("a configuration rule made in Admin reaches the agents and shows applied on the agent page, with the host policy's override", async () => {
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', '/admin?tab=agent-config');
     await page.fill('[data-test=config-rule-form] [data-test=selector-input]', 'labels.grp == "fe2e"');
@@ -154,7 +170,11 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.waitForSelector('[data-test=config-rules-selector] :text("log level debug")');
     const rules = (await api.get('/api/agent-config')).body.rules;
     expect(rules).toHaveLength(1);
-    expect(rules[0]).toMatchObject({ selector: 'labels.grp == "fe2e"', description: 'e2e debugging', settings: { logLevel: 'debug', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold' } } });
+    expect(rules[0]).toMatchObject({
+      selector: 'labels.grp == "fe2e"',
+      description: 'e2e debugging',
+      settings: { logLevel: 'debug', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold' } },
+    });
 
     await page.goto(`${server.url}/agents/${agents[0]!.id}`);
     await page.waitForSelector('[data-test=agent-config-logLevel] [data-test=config-effective]:has-text("debug")');

@@ -31,21 +31,39 @@ describe.skipIf(!browserAvailable())('console: a large fleet', () => {
     await withDb(first.dbUrl, async (db) => {
       const now = Date.now();
       const rows = Array.from({ length: N }, (_, i) => ({
-        id: `seed-${String(i).padStart(5, '0')}`, name: `sim-${String(i).padStart(5, '0')}`, hostname: `host-${i}.sim.example`,
-        ips: JSON.stringify([`10.0.${(i >> 8) & 255}.${i & 255}`]), external_ip: null, platform: 'linux', arch: 'x64', os: 'Debian GNU/Linux 12',
-        version: '0.1.0', cpus: 4, memory_bytes: 8 * 2 ** 30, labels: JSON.stringify({ role: ROLES[i % 5], rack: `r${i % 40}` }),
-        label_overrides: null, groups: '[]', secret_hash: '0'.repeat(64), created_at: now, connected_at: null, last_seen_at: now, revoked_at: null,
+        id: `seed-${String(i).padStart(5, '0')}`,
+        name: `sim-${String(i).padStart(5, '0')}`,
+        hostname: `host-${i}.sim.example`,
+        ips: JSON.stringify([`10.0.${(i >> 8) & 255}.${i & 255}`]),
+        external_ip: null,
+        platform: 'linux',
+        arch: 'x64',
+        os: 'Debian GNU/Linux 12',
+        version: '0.1.0',
+        cpus: 4,
+        memory_bytes: 8 * 2 ** 30,
+        labels: JSON.stringify({ role: ROLES[i % 5], rack: `r${i % 40}` }),
+        label_overrides: null,
+        groups: '[]',
+        secret_hash: '0'.repeat(64),
+        created_at: now,
+        connected_at: null,
+        last_seen_at: now,
+        revoked_at: null,
       }));
       for (let i = 0; i < rows.length; i += 200) await db('agents').insert(rows.slice(i, i + 200));
     });
     server = await startServer({
-      dataDir: first.dataDir, dbUrl: first.dbUrl,
+      dataDir: first.dataDir,
+      dbUrl: first.dbUrl,
       env: { MUSTER_BENCH_SIMULATED_PRESENCE: '0', MUSTER_HEARTBEAT_INTERVAL_MS: '2000', MUSTER_PRESENCE_FLUSH_MS: '500' },
     });
     api = await Api.login(server.url);
     // Sorts first by name: the top row of the default view.
     watched = await helloAgent(server.wsUrl, { agentId: watchedId, enrollToken: server.enrollToken }, { name: 'aaa-watched' });
-    beat = setInterval(() => { if (watched.isOpen()) watched.send({ type: 'heartbeat', metrics: sampleMetrics(5) }); }, 1000);
+    beat = setInterval(() => {
+      if (watched.isOpen()) watched.send({ type: 'heartbeat', metrics: sampleMetrics(5) });
+    }, 1000);
     await waitFor(async () => (await api.get('/api/agents/summary')).body.byStatus.online >= N + 1, 'whole fleet online', 120_000, 500);
     browser = await launch();
   }, 300_000);
@@ -59,7 +77,9 @@ describe.skipIf(!browserAvailable())('console: a large fleet', () => {
   it('scrolls, filters and follows a row live without loading the fleet', async () => {
     const page = await newPage(browser);
     const listRequests: string[] = [];
-    page.on('request', (r) => { if (r.url().includes('/api/agents?')) listRequests.push(r.url()); });
+    page.on('request', (r) => {
+      if (r.url().includes('/api/agents?')) listRequests.push(r.url());
+    });
     await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
     await waitFor(async () => (await textOf(page, '[data-test=agents-count]'))?.trim() === `${N + 1} of ${N + 1} agents`, 'fleet count', STEP_MS);
     await page.waitForSelector(`${agentRow(watchedId)}[data-status=online]`);
@@ -67,19 +87,28 @@ describe.skipIf(!browserAvailable())('console: a large fleet', () => {
     expect((await page.$$('[data-test=agent-row]')).length).toBeLessThan(100);
 
     // Scroll to the end: the last agent by name is shown there, at its index.
-    const scroll = (frac: number) => page.$eval('[data-test=agents-table]', (el, f) => {
-      el.scrollTop = (el.scrollHeight - el.clientHeight) * f;
-    }, frac);
+    const scroll = (frac: number) =>
+      page.$eval(
+        '[data-test=agents-table]',
+        (el, f) => {
+          el.scrollTop = (el.scrollHeight - el.clientHeight) * f;
+        },
+        frac,
+      );
     await scroll(1);
     const last = await page.waitForSelector(`[data-test=agent-row][data-index="${N}"]`);
     expect(await last.textContent()).toContain(`sim-${String(N - 1).padStart(5, '0')}`);
     // The middle: the row at index i is sim-(i-1) (aaa-watched is index 0).
     await scroll(0.5);
-    const mid = await waitFor(async () => {
-      const r = await page.$('[data-test=agent-row][data-index]');
-      const idx = Number(await r?.getAttribute('data-index'));
-      return idx > N * 0.3 && idx < N * 0.7 ? { r, idx } : null;
-    }, 'rows in the middle of the list', STEP_MS);
+    const mid = await waitFor(
+      async () => {
+        const r = await page.$('[data-test=agent-row][data-index]');
+        const idx = Number(await r?.getAttribute('data-index'));
+        return idx > N * 0.3 && idx < N * 0.7 ? { r, idx } : null;
+      },
+      'rows in the middle of the list',
+      STEP_MS,
+    );
     expect(await mid.r!.textContent()).toContain(`sim-${String(mid.idx - 1).padStart(5, '0')}`);
 
     // Filter on the server: one rack in 40.

@@ -144,7 +144,8 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     // Forge the request the hidden button would have sent, from the viewer's own browser session.
     const forged = await page.evaluate(async (agent) => {
       const r = await fetch('/api/tasks', {
-        method: 'POST', headers: { 'content-type': 'application/json' },
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ script: 'id', interpreter: 'sh', targets: { agentIds: [agent] } }),
       });
       const restart = await fetch(`/api/agents/${agent}/restart`, { method: 'POST' });

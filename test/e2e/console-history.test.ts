@@ -37,7 +37,11 @@ describe.skipIf(!browserAvailable())('console: task names and history search', (
     await page.keyboard.press('Delete');
     await page.keyboard.type('#!/bin/sh\n# Report free memory\nfree -m\n');
     // The name field offers the default name: the script's first meaningful line.
-    await waitFor(async () => (await page.getAttribute('[data-test=run-name] input', 'placeholder')) === 'Report free memory', 'default name as placeholder', STEP_MS);
+    await waitFor(
+      async () => (await page.getAttribute('[data-test=run-name] input', 'placeholder')) === 'Report free memory',
+      'default name as placeholder',
+      STEP_MS,
+    );
     await page.fill('[data-test=run-name] input', 'Memory check before the release');
     await page.fill('.selector input', 'hs-web,hs-db');
     await page.waitForSelector('[data-test=run-target-count]:has-text("2 agents")');
@@ -70,7 +74,11 @@ describe.skipIf(!browserAvailable())('console: task names and history search', (
     await waitFor(async () => JSON.stringify(await names()) === JSON.stringify(['echo checking; grep -q needle_77 /nonexistent']), 'search by state', STEP_MS);
     // The address keeps the filters: a reload shows the same list.
     await page.reload();
-    await waitFor(async () => JSON.stringify(await names()) === JSON.stringify(['echo checking; grep -q needle_77 /nonexistent']), 'filters survive a reload', STEP_MS);
+    await waitFor(
+      async () => JSON.stringify(await names()) === JSON.stringify(['echo checking; grep -q needle_77 /nonexistent']),
+      'filters survive a reload',
+      STEP_MS,
+    );
     await page.fill('[data-test=history-q] input', 'no-such-text-anywhere');
     await page.waitForSelector('[data-test=history-empty]:has-text("No task matches these filters.")');
     expect(page.problems).toEqual([]);

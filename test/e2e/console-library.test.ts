@@ -26,8 +26,14 @@ describe.skipIf(!browserAvailable())('console: script library', () => {
 
   it('shows versions and their diff, and runs a version from the generated form', async () => {
     const created = await api.post('/api/scripts', {
-      name: 'greet', description: 'says hello', tags: ['demo'], body: 'echo "hello"\n',
-      params: [{ name: 'who', type: 'string', required: true, help: 'whom to greet' }, { name: 'loud', type: 'boolean', default: false }],
+      name: 'greet',
+      description: 'says hello',
+      tags: ['demo'],
+      body: 'echo "hello"\n',
+      params: [
+        { name: 'who', type: 'string', required: true, help: 'whom to greet' },
+        { name: 'loud', type: 'boolean', default: false },
+      ],
     });
     expect(created.status).toBe(201);
     const v2 = await api.req('PUT', `/api/scripts/${created.body.id}`, { body: 'printf "hello [%s] loud=%s\\n" "$MUSTER_PARAM_WHO" "$MUSTER_PARAM_LOUD"\n' });

@@ -19,7 +19,9 @@ describe.skipIf(!browserAvailable())('console: notifications', () => {
   beforeAll(async () => {
     receiver = http.createServer((req, res) => {
       let body = '';
-      req.on('data', (d: Buffer) => { body += d.toString(); });
+      req.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
       req.on('end', () => {
         got.push(body);
         if (failures-- > 0) res.writeHead(500).end('not yet');
@@ -48,10 +50,15 @@ describe.skipIf(!browserAvailable())('console: notifications', () => {
     await page.click('[data-test=rule-create]');
     await page.waitForSelector('[data-test=notifications] td:has-text("ops-hook")');
     await page.click('[data-test=notifications] button:has-text("Test")');
-    await waitFor(async () => {
-      await page.click('[data-test=notifications] button:has-text("Refresh")');
-      return page.$('[data-test=notifications] td:has-text("500, 204")');
-    }, 'the recovered delivery in the table', STEP_MS, 500);
+    await waitFor(
+      async () => {
+        await page.click('[data-test=notifications] button:has-text("Refresh")');
+        return page.$('[data-test=notifications] td:has-text("500, 204")');
+      },
+      'the recovered delivery in the table',
+      STEP_MS,
+      500,
+    );
     expect(await page.textContent('[data-test=notifications]')).toContain('delivered');
     await screenshot(page, 'admin-notifications');
     expect(got).toHaveLength(2);

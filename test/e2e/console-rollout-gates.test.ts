@@ -23,8 +23,12 @@ describe.skipIf(!browserAvailable())('console: rollout confirmation, approval an
       const a = startAgent(server, { name, labels: { grp: 'gate' }, args: ['--install-root', tmpDir('noinstall')] });
       await api.waitAgent(await agentId(a), 'online');
     }
-    const r = await api.req('POST', `/api/artifacts?version=9.1.0&signature=${encodeURIComponent(FAKE_SIG)}&filename=muster-agent-9.1.0-linux-x64.tar.gz`,
-      fakePackage('9.1.0'), { 'content-type': 'application/octet-stream' });
+    const r = await api.req(
+      'POST',
+      `/api/artifacts?version=9.1.0&signature=${encodeURIComponent(FAKE_SIG)}&filename=muster-agent-9.1.0-linux-x64.tar.gz`,
+      fakePackage('9.1.0'),
+      { 'content-type': 'application/octet-stream' },
+    );
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     browser = await launch();
   }, 120_000);

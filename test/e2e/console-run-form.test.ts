@@ -78,8 +78,16 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
     await page.waitForURL(/\/tasks\/[^/]+$/);
     const t = await waitTask(api, page.url().split('/').pop()!);
     expect(t).toMatchObject({
-      status: 'succeeded', interpreter: 'bash', cwd: dir, concurrency: '50%', maxFailures: '1', offline: 'queue', queueTtlSec: 300, timeoutSec: 120,
-      env: { MUSTER_TEST_PLAIN: 'visible' }, secretEnv: ['MUSTER_TEST_SECRET'],
+      status: 'succeeded',
+      interpreter: 'bash',
+      cwd: dir,
+      concurrency: '50%',
+      maxFailures: '1',
+      offline: 'queue',
+      queueTtlSec: 300,
+      timeoutSec: 120,
+      env: { MUSTER_TEST_PLAIN: 'visible' },
+      secretEnv: ['MUSTER_TEST_SECRET'],
     });
     expect(JSON.stringify(t)).not.toContain('hunter2');
     expect(await outputText(api, t.executions[0].id)).toBe(`${dir}\nconc=visible secret=hunter2\n`);
@@ -90,7 +98,11 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
     expect(await editorText(page)).toContain('#!/usr/bin/env python3');
     expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as unknown as { value: string }).value))).toEqual(['visible']);
     await page.click('[data-test=run-start-over]');
-    await waitFor(async () => (await editorText(page)).includes('uptime') && !(await editorText(page)).includes('python3'), 'default script after start over', STEP_MS);
+    await waitFor(
+      async () => (await editorText(page)).includes('uptime') && !(await editorText(page)).includes('python3'),
+      'default script after start over',
+      STEP_MS,
+    );
     expect(await page.$('[data-test=run-draft-restored]')).toBeNull();
     expect(await page.$$('[data-test=env-row]')).toHaveLength(0);
     expect(page.problems).toEqual([]);
@@ -99,7 +111,10 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
 
   it('starts from a library script: its body, interpreter and parameters as MUSTER_PARAM_ variables', async () => {
     const s = await api.post('/api/scripts', {
-      name: 'disk-report', interpreter: 'sh', body: 'df -h "$MUSTER_PARAM_PATH"\n', params: [{ name: 'path', type: 'string', default: '/' }],
+      name: 'disk-report',
+      interpreter: 'sh',
+      body: 'df -h "$MUSTER_PARAM_PATH"\n',
+      params: [{ name: 'path', type: 'string', default: '/' }],
     });
     expect(s.status).toBe(201);
     const page = await newPage(browser);

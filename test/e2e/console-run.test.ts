@@ -43,7 +43,9 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
     // Typed line by line: the editor auto-indents, so no leading spaces.
-    await page.keyboard.type('echo "start $((20+22))"\necho "warn-$E2E_EXIT" >&2\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n');
+    await page.keyboard.type(
+      'echo "start $((20+22))"\necho "warn-$E2E_EXIT" >&2\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n',
+    );
     expect(await page.textContent('[data-test=run-target-count]')).toContain('2 agents');
     await screenshot(page, 'run-script');
     await page.click('[data-test=run-submit]');
@@ -52,7 +54,11 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=running]');
     expect(await page.textContent('[data-test=task-meta]')).toContain('2 agents');
     // Without a click, the first running host's output is open and streams before the script ends.
-    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('start 42'), 'live output of run-a, opened by itself', STEP_MS);
+    await waitFor(
+      async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('start 42'),
+      'live output of run-a, opened by itself',
+      STEP_MS,
+    );
     expect(await page.getAttribute('[data-test=exec-output]', 'data-execution')).toBe(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-exec-id'));
     expect(await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-status')).toBe('running');
     // stderr is drawn in red (xterm's palette colour 1), stdout in the default colour, in the script's order.
@@ -66,13 +72,24 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=succeeded]');
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=failed]');
     // When a host fails, its output is the one shown (run-b's), with the stored output in order and stderr red.
-    await waitFor(async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('done-7'), 'the failed host\'s output, opened by itself', STEP_MS);
+    await waitFor(
+      async () => (await textOf(page, '[data-test=exec-output] .xterm-rows'))?.includes('done-7'),
+      "the failed host's output, opened by itself",
+      STEP_MS,
+    );
     expect(await page.getAttribute('[data-test=exec-output]', 'data-execution')).toBe(await page.getAttribute('tr[data-exec-agent="run-b"]', 'data-exec-id'));
     await page.waitForSelector('[data-test=exec-output] .xterm-rows span.xterm-fg-1:has-text("warn-7")');
     // Opening a row by hand takes over from the automatic choice.
     await page.click('tr[data-exec-agent="run-a"] .n-data-table-expand-trigger');
     await waitFor(async () => (await page.$$('[data-test=exec-output]')).length === 2, 'both outputs open', STEP_MS);
-    await waitFor(async () => (await textOf(page, `[data-test=exec-output][data-execution="${await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-exec-id')}"] .xterm-rows`))?.includes('done-0'), 'rest of run-a output', STEP_MS);
+    await waitFor(
+      async () =>
+        (
+          await textOf(page, `[data-test=exec-output][data-execution="${await page.getAttribute('tr[data-exec-agent="run-a"]', 'data-exec-id')}"] .xterm-rows`)
+        )?.includes('done-0'),
+      'rest of run-a output',
+      STEP_MS,
+    );
     expect(await page.textContent('tr[data-exec-agent="run-a"] [data-test=exec-exit]')).toBe('0');
     expect(await page.textContent('tr[data-exec-agent="run-b"] [data-test=exec-exit]')).toBe('7');
     await page.waitForSelector('[data-test=task-status]:has-text("failed")');
@@ -80,8 +97,18 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await waitFor(async () => (await page.$$('[data-test=output-group]')).length === 2, 'two output groups', STEP_MS);
     expect(await page.textContent('[data-test=task-run]')).toContain('exit 7');
     // Exit-code bars are coloured by outcome: green for exit 0, red for a failure.
-    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 0"] .fill', (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor)).toBe('rgb(24, 160, 88)');
-    expect(await page.$eval('[data-test=exit-bars] [data-bar="exit 7"] .fill', (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor)).toBe('rgb(208, 48, 80)');
+    expect(
+      await page.$eval(
+        '[data-test=exit-bars] [data-bar="exit 0"] .fill',
+        (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor,
+      ),
+    ).toBe('rgb(24, 160, 88)');
+    expect(
+      await page.$eval(
+        '[data-test=exit-bars] [data-bar="exit 7"] .fill',
+        (el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor,
+      ),
+    ).toBe('rgb(208, 48, 80)');
     expect(await page.textContent('[data-test=task-rerun-failed]')).toBe('Re-run on the 1 that failed');
     await screenshot(page, 'task-run');
     // Re-run on the failed one makes a new task with one execution.

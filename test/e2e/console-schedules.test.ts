@@ -24,7 +24,10 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
   });
 
   it('creates a schedule from the form and shows next runs and history', async () => {
-    expect((await api.post('/api/scripts', { name: 'tick', body: 'echo "tick $MUSTER_PARAM_WHAT"', params: [{ name: 'what', type: 'string', default: 'tock' }] })).status).toBe(201);
+    expect(
+      (await api.post('/api/scripts', { name: 'tick', body: 'echo "tick $MUSTER_PARAM_WHAT"', params: [{ name: 'what', type: 'string', default: 'tock' }] }))
+        .status,
+    ).toBe(201);
     const page = await newPage(browser);
     await signIn(page, server.url, 'admin', 'admin-password-123', '/schedules');
     await page.click('[data-test=schedule-new]');
@@ -54,7 +57,8 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
 
   it("shows the enable switch and Delete only to an admin or the schedule's creator; Delete asks first; token scopes stop at the user's role", async () => {
     const script = (await api.post('/api/scripts', { name: 'gated', body: 'true' })).body;
-    const mk = (a: Api, name: string) => a.post('/api/schedules', { name, scriptId: script.id, selector: 'nothing-matches', intervalSec: 3600, enabled: false });
+    const mk = (a: Api, name: string) =>
+      a.post('/api/schedules', { name, scriptId: script.id, selector: 'nothing-matches', intervalSec: 3600, enabled: false });
     const op = await api.userWithRole('operator', 'op-gate');
     const byAdmin = (await mk(api, 'admins-own')).body;
     const byOp = (await mk(op, 'operators-own')).body;

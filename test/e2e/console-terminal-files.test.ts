@@ -11,10 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 
-const termText = (page: Page) => page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
+const termText = (page: Page) =>
+  page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
 
 /** Dispatches dragover + drop of one file onto the terminal, as a file dragged from the desktop would. */
-const dropFile = (page: Page, name: string, text: string) => page.evaluate(`(() => {
+const dropFile = (page: Page, name: string, text: string) =>
+  page.evaluate(`(() => {
   const dt = new DataTransfer();
   dt.items.add(new File([${JSON.stringify(text)}], ${JSON.stringify(name)}, { type: 'text/plain' }));
   const target = document.querySelector('[data-test=terminal]');
@@ -58,7 +60,11 @@ describe.skipIf(!browserAvailable())('console: terminal file transfer', () => {
     await waitFor(async () => (await termText(page)).includes('in-4'), 'cd done', STEP_MS);
 
     await dropFile(page, 'dropped.txt', 'dropped by the browser\n');
-    await waitFor(async () => (await textOf(page, '[data-test=transfer-status]'))?.includes(`uploaded ${path.join(inside, 'dropped.txt')}`), 'upload reported', STEP_MS);
+    await waitFor(
+      async () => (await textOf(page, '[data-test=transfer-status]'))?.includes(`uploaded ${path.join(inside, 'dropped.txt')}`),
+      'upload reported',
+      STEP_MS,
+    );
     expect(fs.readFileSync(path.join(inside, 'dropped.txt'), 'utf8')).toBe('dropped by the browser\n');
     await page.click('[data-test=terminal]');
     await page.keyboard.type('cat dropped.txt\n');
@@ -74,7 +80,11 @@ describe.skipIf(!browserAvailable())('console: terminal file transfer', () => {
 
     await page.fill('[data-test=download-path] input', path.join(outside, 'secret.txt'));
     await page.click('[data-test=download]');
-    await waitFor(async () => (await textOf(page, '[data-test=transfer-status]'))?.includes('outside the host policy\'s allowedPaths'), 'policy refusal shown', STEP_MS);
+    await waitFor(
+      async () => (await textOf(page, '[data-test=transfer-status]'))?.includes("outside the host policy's allowedPaths"),
+      'policy refusal shown',
+      STEP_MS,
+    );
     expect(await page.getAttribute('[data-test=transfer-status]', 'class')).toContain('bad');
 
     const audit = (await api.get('/api/audit?action=terminal.upload')).body.items;

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
 import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
 
-const termText = (page: Page) => page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
+const termText = (page: Page) =>
+  page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
 
 describe.skipIf(!browserAvailable())('console: terminals', () => {
   let server: TestServer;
@@ -53,7 +54,10 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach', STEP_MS);
     // Ctrl+Shift+V pastes the clipboard once (it used to arrive twice: ours and the browser's own).
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
-    await page.evaluate((t) => (globalThis as unknown as { navigator: { clipboard: { writeText(s: string): Promise<void> } } }).navigator.clipboard.writeText(t), 'echo "pasted-$((5*5))-"');
+    await page.evaluate(
+      (t) => (globalThis as unknown as { navigator: { clipboard: { writeText(s: string): Promise<void> } } }).navigator.clipboard.writeText(t),
+      'echo "pasted-$((5*5))-"',
+    );
     await page.keyboard.press('Control+Shift+KeyV');
     await waitFor(async () => (await termText(page)).includes('echo "pasted-$((5*5))-"'), 'pasted text echoed', STEP_MS);
     await page.keyboard.press('Enter');
@@ -79,7 +83,11 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.waitForSelector('[data-test=cast-screen] .xterm-rows');
     await page.click('[data-test=cast-toggle]'); // pause
     await page.click('[data-test=cast-toggle]'); // play on
-    await waitFor(async () => (await page.$eval('[data-test=cast-screen] .xterm-rows', (e) => (e as unknown as { innerText: string }).innerText)).includes('again-42'), 'recording played back', STEP_MS);
+    await waitFor(
+      async () => (await page.$eval('[data-test=cast-screen] .xterm-rows', (e) => (e as unknown as { innerText: string }).innerText)).includes('again-42'),
+      'recording played back',
+      STEP_MS,
+    );
     await screenshot(page, 'recording');
     expect(page.problems).toEqual([]);
     await page.context().close();

@@ -8,7 +8,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bigTmpDir, buildPackage, installAgent, installPaths, keygen, removeBigDirs, signPackage, stopAllSupervisors, supervise, trackBigDir } from '../helpers/agent-packages.js';
+import {
+  bigTmpDir,
+  buildPackage,
+  installAgent,
+  installPaths,
+  keygen,
+  removeBigDirs,
+  signPackage,
+  stopAllSupervisors,
+  supervise,
+  trackBigDir,
+} from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 

@@ -84,8 +84,12 @@ export function snapshotTree(dir: string): Record<string, string> {
 export function installPaths(root: string) {
   const opt = path.join(root, 'opt', 'muster-agent');
   return {
-    opt, current: path.join(opt, 'current'), releases: path.join(opt, 'releases'), launcher: path.join(opt, 'bin', 'muster-agent-launcher'),
-    config: path.join(root, 'etc', 'muster-agent', 'agent.json'), state: path.join(root, 'var', 'lib', 'muster-agent'),
+    opt,
+    current: path.join(opt, 'current'),
+    releases: path.join(opt, 'releases'),
+    launcher: path.join(opt, 'bin', 'muster-agent-launcher'),
+    config: path.join(root, 'etc', 'muster-agent', 'agent.json'),
+    state: path.join(root, 'var', 'lib', 'muster-agent'),
     unit: path.join(root, 'etc', 'systemd', 'system', 'muster-agent.service'),
   };
 }
@@ -108,7 +112,11 @@ export class Supervisor {
   private exited: Promise<void> = Promise.resolve();
 
   private readonly hermetic = hermeticAgentEnv();
-  constructor(readonly root: string, private readonly env: Record<string, string> = {}, private readonly restartMs = 200) {}
+  constructor(
+    readonly root: string,
+    private readonly env: Record<string, string> = {},
+    private readonly restartMs = 200,
+  ) {}
 
   output(): string {
     return this.out;
@@ -119,20 +127,30 @@ export class Supervisor {
     this.starts++;
     const p = spawn('sh', [installPaths(this.root).launcher], {
       env: {
-        ...process.env, ...this.hermetic, MUSTER_AGENT_HEALTH_PORT: '-1', MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000', ...this.env,
+        ...process.env,
+        ...this.hermetic,
+        MUSTER_AGENT_HEALTH_PORT: '-1',
+        MUSTER_AGENT_BACKOFF_INITIAL_MS: '200',
+        MUSTER_AGENT_BACKOFF_MAX_MS: '1000',
+        ...this.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = p;
-    const onData = (d: Buffer) => { this.out += d.toString(); if (this.out.length > 4e6) this.out = this.out.slice(-2e6); };
+    const onData = (d: Buffer) => {
+      this.out += d.toString();
+      if (this.out.length > 4e6) this.out = this.out.slice(-2e6);
+    };
     p.stdout!.on('data', onData);
     p.stderr!.on('data', onData);
-    this.exited = new Promise((resolve) => p.once('exit', (code, signal) => {
-      this.exits.push({ code, signal });
-      this.proc = null;
-      resolve();
-      if (!this.stopped) setTimeout(() => this.start(), this.restartMs);
-    }));
+    this.exited = new Promise((resolve) =>
+      p.once('exit', (code, signal) => {
+        this.exits.push({ code, signal });
+        this.proc = null;
+        resolve();
+        if (!this.stopped) setTimeout(() => this.start(), this.restartMs);
+      }),
+    );
     return this;
   }
 

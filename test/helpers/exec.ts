@@ -10,18 +10,26 @@ export async function createTask(api: Api, body: Record<string, unknown>): Promi
 
 /** Waits until the task is no longer running; returns GET /api/tasks/:id. */
 export async function waitTask(api: Api, id: string, timeoutMs = 30_000): Promise<any> {
-  return waitFor(async () => {
-    const r = await api.get(`/api/tasks/${id}`);
-    return r.status === 200 && r.body.status !== 'running' ? r.body : null;
-  }, `task ${id} to finish`, timeoutMs);
+  return waitFor(
+    async () => {
+      const r = await api.get(`/api/tasks/${id}`);
+      return r.status === 200 && r.body.status !== 'running' ? r.body : null;
+    },
+    `task ${id} to finish`,
+    timeoutMs,
+  );
 }
 
 /** Waits until some execution of the task matches `pred`. */
 export async function waitExecution(api: Api, taskId: string, pred: (e: any) => boolean, what: string, timeoutMs = 30_000): Promise<any> {
-  return waitFor(async () => {
-    const r = await api.get(`/api/tasks/${taskId}`);
-    return r.status === 200 ? (r.body.executions as any[]).find(pred) : null;
-  }, what, timeoutMs);
+  return waitFor(
+    async () => {
+      const r = await api.get(`/api/tasks/${taskId}`);
+      return r.status === 200 ? (r.body.executions as any[]).find(pred) : null;
+    },
+    what,
+    timeoutMs,
+  );
 }
 
 /** Stored output of an execution: text (default), or raw bytes. */
@@ -53,5 +61,9 @@ export function alive(pid: number): boolean {
 /** Pids written one per line by a script. */
 export function pidsIn(file: string): number[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').map((l) => Number(l.trim())).filter((n) => n > 0);
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => Number(l.trim()))
+    .filter((n) => n > 0);
 }

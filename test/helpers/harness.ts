@@ -22,7 +22,10 @@ export function tmpDir(prefix: string): string {
   const d = fs.mkdtempSync(path.join(TMP_ROOT, `${prefix}-`));
   if (!process.env['KEEP_TMP']) {
     // One exit listener for all dirs (a listener per dir trips MaxListenersExceededWarning).
-    if (tmpDirs.size === 0) process.once('exit', () => { for (const x of tmpDirs) fs.rmSync(x, { recursive: true, force: true }); });
+    if (tmpDirs.size === 0)
+      process.once('exit', () => {
+        for (const x of tmpDirs) fs.rmSync(x, { recursive: true, force: true });
+      });
     tmpDirs.add(d);
   }
   return d;
@@ -137,29 +140,59 @@ export async function startServer(opts: ServerOptions = {}): Promise<TestServer>
   const enrollToken = 'test-enroll-token-0123456789';
   const env = {
     ...process.env,
-    MUSTER_PORT: String(opts.port ?? 0), MUSTER_HOST: '127.0.0.1', MUSTER_DATA_DIR: dataDir, MUSTER_DB_URL: db.url,
-    MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD, MUSTER_ENROLL_TOKEN: enrollToken, MUSTER_LOCAL_AGENT: '0', MUSTER_LOG_LEVEL: 'info',
+    MUSTER_PORT: String(opts.port ?? 0),
+    MUSTER_HOST: '127.0.0.1',
+    MUSTER_DATA_DIR: dataDir,
+    MUSTER_DB_URL: db.url,
+    MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    MUSTER_ENROLL_TOKEN: enrollToken,
+    MUSTER_LOCAL_AGENT: '0',
+    MUSTER_LOG_LEVEL: 'info',
     ...opts.env,
   };
   const proc = spawn(process.execPath, [SERVER_JS], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.length > 4e6) out = out.slice(-2e6); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 4e6) out = out.slice(-2e6);
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
     const onData = () => {
       const m = /"port":(\d+),"msg":"listening"/.exec(out);
-      if (m) { clearTimeout(t); proc.stdout!.off('data', onData); resolve(Number(m[1])); }
+      if (m) {
+        clearTimeout(t);
+        proc.stdout!.off('data', onData);
+        resolve(Number(m[1]));
+      }
     };
     proc.stdout!.on('data', onData);
-    proc.once('exit', (code) => { clearTimeout(t); reject(new Error(`server exited with ${code}:\n${out}`)); });
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`server exited with ${code}:\n${out}`));
+    });
   });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const s: TestServer = {
-    proc, port, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}`, dataDir, dbUrl: db.url, enrollToken,
+    proc,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}`,
+    dataDir,
+    dbUrl: db.url,
+    enrollToken,
     output: () => out,
-    stop: async () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM'); await exited; },
-    kill: async () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); await exited; },
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+    },
+    kill: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
     restart: () => startServer({ ...opts, dataDir, dbUrl: db.url, port }),
     drop: db.drop,
   };
@@ -202,12 +235,20 @@ export function startAgent(server: { wsUrl: string; enrollToken: string }, o: Ag
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.length > 4e6) out = out.slice(-2e6); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 4e6) out = out.slice(-2e6);
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.once('exit', (code, signal) => r({ code, signal })));
   const idFile = path.join(stateDir, 'agent-id');
   const a: TestAgent = {
-    proc, stateDir, output: () => out, exited,
+    proc,
+    stateDir,
+    output: () => out,
+    exited,
     get agentId() {
       return fs.readFileSync(idFile, 'utf8').trim();
     },
@@ -232,7 +273,18 @@ export function hermeticAgentEnv(home = tmpDir('home')): Record<string, string> 
 
 /** Waits until the agent wrote its id (it does so before connecting). */
 export async function agentId(a: TestAgent): Promise<string> {
-  return waitFor(() => { try { return a.agentId; } catch { return ''; } }, 'agent id file', 10_000, 20);
+  return waitFor(
+    () => {
+      try {
+        return a.agentId;
+      } catch {
+        return '';
+      }
+    },
+    'agent id file',
+    10_000,
+    20,
+  );
 }
 
 const servers = new Set<TestServer>();
@@ -258,7 +310,11 @@ export async function cleanup(): Promise<void> {
 
 /* ---------------- REST ---------------- */
 
-export interface Res<T = any> { status: number; body: T; headers: Headers }
+export interface Res<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
 
 /** A REST client holding a session cookie or bearer token. */
 export class Api {
@@ -281,14 +337,19 @@ export class Api {
     if (this.cookie) h['cookie'] = this.cookie;
     if (this.bearer) h['authorization'] = `Bearer ${this.bearer}`;
     const res = await fetch(this.base + p, {
-      method, headers: h,
+      method,
+      headers: h,
       body: body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
     });
     const set = res.headers.get('set-cookie');
     if (set) this.cookie = set.split(';')[0]!;
     const text = await res.text();
     let parsed: unknown = text;
-    try { parsed = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      /* not JSON */
+    }
     if (this.checkContract) {
       // Every answer is checked against the server's own OpenAPI document.
       const contract = await contractOf(this.base);
@@ -297,10 +358,18 @@ export class Api {
     }
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
-  get<T = any>(p: string) { return this.req<T>('GET', p); }
-  post<T = any>(p: string, body?: unknown) { return this.req<T>('POST', p, body ?? {}); }
-  patch<T = any>(p: string, body: unknown) { return this.req<T>('PATCH', p, body); }
-  delete<T = any>(p: string) { return this.req<T>('DELETE', p); }
+  get<T = any>(p: string) {
+    return this.req<T>('GET', p);
+  }
+  post<T = any>(p: string, body?: unknown) {
+    return this.req<T>('POST', p, body ?? {});
+  }
+  patch<T = any>(p: string, body: unknown) {
+    return this.req<T>('PATCH', p, body);
+  }
+  delete<T = any>(p: string) {
+    return this.req<T>('DELETE', p);
+  }
 
   /** Creates a user with `role` (as admin) and returns an Api logged in as that user. */
   async userWithRole(role: 'viewer' | 'operator' | 'admin', username = `${role}-${Math.random().toString(36).slice(2, 7)}`): Promise<Api> {
@@ -311,10 +380,14 @@ export class Api {
 
   /** Waits until GET /api/agents/:id reports `status`. */
   async waitAgent(id: string, status: 'online' | 'offline', timeoutMs = 20_000): Promise<any> {
-    return waitFor(async () => {
-      const r = await this.get(`/api/agents/${id}`);
-      return r.status === 200 && r.body.status === status ? r.body : null;
-    }, `agent ${id} ${status}`, timeoutMs);
+    return waitFor(
+      async () => {
+        const r = await this.get(`/api/agents/${id}`);
+        return r.status === 200 && r.body.status === status ? r.body : null;
+      },
+      `agent ${id} ${status}`,
+      timeoutMs,
+    );
   }
 }
 
@@ -325,8 +398,16 @@ export { os };
 import WebSocket from 'ws';
 
 /** A console WebSocket with the Api's session (or token) and an allowed Origin; collects JSON messages. */
-export async function consoleSocket(server: { url: string; wsUrl: string }, api: Api, origin: string | null = server.url): Promise<{
-  ws: WebSocket; messages: any[]; binary: Buffer[]; next(pred: (m: any) => boolean, timeoutMs?: number, what?: string): Promise<any>; close(): void;
+export async function consoleSocket(
+  server: { url: string; wsUrl: string },
+  api: Api,
+  origin: string | null = server.url,
+): Promise<{
+  ws: WebSocket;
+  messages: any[];
+  binary: Buffer[];
+  next(pred: (m: any) => boolean, timeoutMs?: number, what?: string): Promise<any>;
+  close(): void;
 }> {
   const headers: Record<string, string> = {};
   if (api.cookie) headers['cookie'] = api.cookie;
@@ -346,17 +427,26 @@ export async function consoleSocket(server: { url: string; wsUrl: string }, api:
     ws.once('error', reject);
     ws.once('unexpected-response', (_req, res) => reject(new Error(`console upgrade refused: ${res.statusCode}`)));
   });
-  const next = (pred: (m: any) => boolean, timeoutMs = 15_000, what = 'console message') => new Promise<any>((resolve, reject) => {
-    let seen = 0;
-    const check = () => {
-      for (; seen < messages.length; seen++) {
-        const m = messages[seen];
-        if (pred(m)) { waiters.delete(check); clearTimeout(t); resolve(m); return; }
-      }
-    };
-    const t = setTimeout(() => { waiters.delete(check); reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(messages.slice(-5))}`)); }, timeoutMs);
-    waiters.add(check);
-    check();
-  });
+  const next = (pred: (m: any) => boolean, timeoutMs = 15_000, what = 'console message') =>
+    new Promise<any>((resolve, reject) => {
+      let seen = 0;
+      const check = () => {
+        for (; seen < messages.length; seen++) {
+          const m = messages[seen];
+          if (pred(m)) {
+            waiters.delete(check);
+            clearTimeout(t);
+            resolve(m);
+            return;
+          }
+        }
+      };
+      const t = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(messages.slice(-5))}`));
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
   return { ws, messages, binary, next, close: () => ws.close() };
 }

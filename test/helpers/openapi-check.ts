@@ -8,7 +8,13 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 
 type Json = Record<string, any>;
 
-interface Op { method: string; template: string; regex: RegExp; params: number; op: Json }
+interface Op {
+  method: string;
+  template: string;
+  regex: RegExp;
+  params: number;
+  op: Json;
+}
 
 const escapePointer = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
 
@@ -92,10 +98,15 @@ const contracts = new Map<string, Promise<ApiContract | null>>();
 export function contractOf(base: string): Promise<ApiContract | null> {
   let c = contracts.get(base);
   if (!c) {
-    c = fetch(`${base}/api/openapi.json`).then(async (r) => (r.ok ? new ApiContract((await r.json()) as Json) : null), () => null);
+    c = fetch(`${base}/api/openapi.json`).then(
+      async (r) => (r.ok ? new ApiContract((await r.json()) as Json) : null),
+      () => null,
+    );
     contracts.set(base, c);
     // Not cached when it failed (the server was starting or away): tried again next time.
-    void c.then((x) => { if (!x) contracts.delete(base); });
+    void c.then((x) => {
+      if (!x) contracts.delete(base);
+    });
   }
   return c;
 }

@@ -9,7 +9,11 @@ import knexFactory, { type Knex } from 'knex';
 import WebSocket from 'ws';
 import { waitFor } from './harness.js';
 
-export interface Creds { agentId: string; secret?: string; enrollToken?: string }
+export interface Creds {
+  agentId: string;
+  secret?: string;
+  enrollToken?: string;
+}
 
 /** Reads agent-id and agent-secret from a real agent's state dir. */
 export function readCreds(stateDir: string): Creds & { secret: string } {
@@ -25,13 +29,18 @@ export function readCreds(stateDir: string): Creds & { secret: string } {
 
 /** Waits until the agent has stored its secret (it does so on welcome, just after the server lists it online). */
 export async function waitCreds(stateDir: string): Promise<Creds & { secret: string }> {
-  return waitFor(() => {
-    try {
-      return readCreds(stateDir);
-    } catch {
-      return null;
-    }
-  }, `agent secret in ${stateDir}`, 10_000, 20);
+  return waitFor(
+    () => {
+      try {
+        return readCreds(stateDir);
+      } catch {
+        return null;
+      }
+    },
+    `agent secret in ${stateDir}`,
+    10_000,
+    20,
+  );
 }
 
 /** Upgrade headers an agent sends for these credentials. */
@@ -45,27 +54,60 @@ export function agentHeaders(c: Creds): Record<string, string> {
 /** A syntactically valid hello for `agentId`. */
 export function helloFor(agentId: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    type: 'hello', protocol: 1, agentVersion: '0.0.0-raw', agentId, name: `raw-${agentId.slice(0, 8)}`, hostname: 'raw-host',
-    ips: ['10.0.0.1'], externalIp: null, platform: 'linux', arch: 'x64', os: 'Raw OS', cpus: 1, memoryBytes: 1024,
-    labels: {}, capabilities: [], executions: [], ...extra,
+    type: 'hello',
+    protocol: 1,
+    agentVersion: '0.0.0-raw',
+    agentId,
+    name: `raw-${agentId.slice(0, 8)}`,
+    hostname: 'raw-host',
+    ips: ['10.0.0.1'],
+    externalIp: null,
+    platform: 'linux',
+    arch: 'x64',
+    os: 'Raw OS',
+    cpus: 1,
+    memoryBytes: 1024,
+    labels: {},
+    capabilities: [],
+    executions: [],
+    ...extra,
   };
 }
 
 export const sampleMetrics = (cpuPercent = 12.5) => ({
-  cpuPercent, memUsedBytes: 1, memTotalBytes: 2, load: [0.1, 0.2, 0.3], diskUsedBytes: 3, diskTotalBytes: 4, uptimeSec: 5,
-  runningExecutions: 0, openTerminals: 0,
+  cpuPercent,
+  memUsedBytes: 1,
+  memTotalBytes: 2,
+  load: [0.1, 0.2, 0.3],
+  diskUsedBytes: 3,
+  diskTotalBytes: 4,
+  uptimeSec: 5,
+  runningExecutions: 0,
+  openTerminals: 0,
 });
 
 /** Result of an upgrade attempt that the server refused before a socket existed. */
-export async function upgradeStatus(wsUrl: string, headers: Record<string, string>, urlPath = '/ws/agent'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+export async function upgradeStatus(
+  wsUrl: string,
+  headers: Record<string, string>,
+  urlPath = '/ws/agent',
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const ws = new WebSocket(`${wsUrl}${urlPath}`, { headers });
   return new Promise((resolve, reject) => {
     ws.once('unexpected-response', (_req, res) => {
       let body = '';
-      res.on('data', (d: Buffer) => { body += d.toString(); });
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body }); ws.terminate(); });
+      res.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
+      res.on('end', () => {
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body });
+        ws.terminate();
+      });
     });
-    ws.once('open', () => { ws.terminate(); reject(new Error('upgrade unexpectedly accepted')); });
+    ws.once('open', () => {
+      ws.terminate();
+      reject(new Error('upgrade unexpectedly accepted'));
+    });
     ws.once('error', (e) => reject(e));
   });
 }
@@ -85,7 +127,9 @@ export interface RawAgent {
 export async function rawAgent(wsUrl: string, creds: Creds, opts: { maxPayload?: number } = {}): Promise<RawAgent> {
   const ws = new WebSocket(`${wsUrl}/ws/agent`, { headers: agentHeaders(creds), perMessageDeflate: false, maxPayload: opts.maxPayload ?? 64 << 20 });
   const messages: any[] = [];
-  ws.on('message', (d, bin) => { if (!bin) messages.push(JSON.parse(d.toString())); });
+  ws.on('message', (d, bin) => {
+    if (!bin) messages.push(JSON.parse(d.toString()));
+  });
   const closed = new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -94,19 +138,26 @@ export async function rawAgent(wsUrl: string, creds: Creds, opts: { maxPayload?:
   });
   let seen = 0;
   return {
-    ws, messages, closed,
+    ws,
+    messages,
+    closed,
     isOpen: () => ws.readyState === WebSocket.OPEN,
     send: (m) => ws.send(JSON.stringify(m)),
     sendRaw: (d, binary = false) => ws.send(d, { binary }),
     // Each call consumes messages up to the match, so repeated waits see new messages only.
     next: async (pred, what = 'agent message', timeoutMs = 10_000) => {
-      return waitFor(() => {
-        for (; seen < messages.length;) {
-          const m = messages[seen++];
-          if (pred(m)) return m;
-        }
-        return null;
-      }, what, timeoutMs, 10);
+      return waitFor(
+        () => {
+          for (; seen < messages.length;) {
+            const m = messages[seen++];
+            if (pred(m)) return m;
+          }
+          return null;
+        },
+        what,
+        timeoutMs,
+        10,
+      );
     },
     close: () => ws.close(),
   };
@@ -124,10 +175,23 @@ export async function helloAgent(wsUrl: string, creds: Creds, hello: Record<stri
 /** A knex handle on a test server's database (SQLite file or MariaDB), for checking what is stored. */
 export function openTestDb(dbUrl: string): Knex {
   if (dbUrl.startsWith('sqlite:')) {
-    return knexFactory({ client: 'better-sqlite3', connection: { filename: dbUrl.slice('sqlite:'.length), readonly: true } as Knex.Sqlite3ConnectionConfig, useNullAsDefault: true });
+    return knexFactory({
+      client: 'better-sqlite3',
+      connection: { filename: dbUrl.slice('sqlite:'.length), readonly: true } as Knex.Sqlite3ConnectionConfig,
+      useNullAsDefault: true,
+    });
   }
   const u = new URL(dbUrl);
-  return knexFactory({ client: 'mysql2', connection: { host: u.hostname, port: Number(u.port || 3306), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database: u.pathname.slice(1) } });
+  return knexFactory({
+    client: 'mysql2',
+    connection: {
+      host: u.hostname,
+      port: Number(u.port || 3306),
+      user: decodeURIComponent(u.username),
+      password: decodeURIComponent(u.password),
+      database: u.pathname.slice(1),
+    },
+  });
 }
 
 /** Runs `fn` with a short-lived database handle. */

@@ -110,7 +110,11 @@ export async function ensureRootfs(log: (s: string) => void = () => {}): Promise
   }
 }
 
-export interface ExecResult { code: number; stdout: string; stderr: string }
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** A booted container. */
 export class SystemdContainer {
@@ -125,7 +129,10 @@ export class SystemdContainer {
   private out = '';
   private exited: Promise<void> = Promise.resolve();
 
-  private constructor(readonly rootDir: string, share: string) {
+  private constructor(
+    readonly rootDir: string,
+    share: string,
+  ) {
     this.share = share;
   }
 
@@ -149,53 +156,98 @@ export class SystemdContainer {
 
   private async start(): Promise<void> {
     const node = fs.realpathSync(process.execPath);
-    const machine = `muster-${path.basename(path.dirname(this.rootDir)).replace(/[^A-Za-z0-9]/g, '').slice(-12)}`;
+    const machine = `muster-${path
+      .basename(path.dirname(this.rootDir))
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(-12)}`;
     // With --keep-unit and no systemd on the host, systemd-nspawn puts the container in
     // `payload` and `supervisor` cgroups beside its own: start it in a cgroup of its own, so two
     // containers never share one and stop() can remove the whole tree afterwards.
     this.cgroups = ownCgroups(machine);
     const t0 = Date.now();
-    const p = spawn('/bin/sh', ['-c', 'for f in $MUSTER_CGROUP_PROCS; do echo $$ > "$f"; done; exec "$@"', 'sh', 'systemd-nspawn',
-      '-D', this.rootDir, '--boot', '--register=no', '--keep-unit', '--volatile=overlay', '--console=passive', `--machine=${machine}`,
-      `--bind-ro=${node}:/usr/local/bin/node`, `--bind=${this.share}:${SHARE}`,
-    ], {
-      env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', MUSTER_CGROUP_PROCS: this.cgroups.map((d) => path.join(d, 'cgroup.procs')).join(' ') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const p = spawn(
+      '/bin/sh',
+      [
+        '-c',
+        'for f in $MUSTER_CGROUP_PROCS; do echo $$ > "$f"; done; exec "$@"',
+        'sh',
+        'systemd-nspawn',
+        '-D',
+        this.rootDir,
+        '--boot',
+        '--register=no',
+        '--keep-unit',
+        '--volatile=overlay',
+        '--console=passive',
+        `--machine=${machine}`,
+        `--bind-ro=${node}:/usr/local/bin/node`,
+        `--bind=${this.share}:${SHARE}`,
+      ],
+      {
+        env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', MUSTER_CGROUP_PROCS: this.cgroups.map((d) => path.join(d, 'cgroup.procs')).join(' ') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     this.proc = p;
-    const onData = (d: Buffer) => { this.out += d.toString(); if (this.out.length > 1e6) this.out = this.out.slice(-5e5); };
+    const onData = (d: Buffer) => {
+      this.out += d.toString();
+      if (this.out.length > 1e6) this.out = this.out.slice(-5e5);
+    };
     p.stdout!.on('data', onData);
     p.stderr!.on('data', onData);
     this.exited = new Promise((r) => p.once('exit', () => r()));
     // The container's PID 1 is systemd-nspawn's child.
-    this.pid = await waitFor(() => {
-      if (p.exitCode !== null) throw new Error(`systemd-nspawn exited ${p.exitCode}:\n${this.out}`);
-      const kids = fs.readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-      return kids.find((k) => { try { return fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim() === 'systemd'; } catch { return false; } });
-    }, 'the container systemd', 30_000, 20);
-    await waitFor(async () => {
-      const r = await this.exec(['systemctl', 'is-system-running']);
-      if (r.stdout.trim() === 'degraded') {
-        const failed = await this.exec(['systemctl', '--failed', '--no-legend', '--plain']);
-        console.warn(`systemd suite: container is degraded:\n${failed.stdout}`);
-        return true;
-      }
-      return r.stdout.trim() === 'running';
-    }, 'the container to reach running', 60_000, 20);
+    this.pid = await waitFor(
+      () => {
+        if (p.exitCode !== null) throw new Error(`systemd-nspawn exited ${p.exitCode}:\n${this.out}`);
+        const kids = fs.readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+        return kids.find((k) => {
+          try {
+            return fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim() === 'systemd';
+          } catch {
+            return false;
+          }
+        });
+      },
+      'the container systemd',
+      30_000,
+      20,
+    );
+    await waitFor(
+      async () => {
+        const r = await this.exec(['systemctl', 'is-system-running']);
+        if (r.stdout.trim() === 'degraded') {
+          const failed = await this.exec(['systemctl', '--failed', '--no-legend', '--plain']);
+          console.warn(`systemd suite: container is degraded:\n${failed.stdout}`);
+          return true;
+        }
+        return r.stdout.trim() === 'running';
+      },
+      'the container to reach running',
+      60_000,
+      20,
+    );
     this.bootMs = Date.now() - t0;
   }
 
   /** Runs argv inside every namespace of the container, as root, with a clean environment. */
   async exec(argv: string[], opts: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<ExecResult> {
-    const env = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME=/root', 'LANG=C.UTF-8',
-      ...Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`)];
+    const env = [
+      'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      'HOME=/root',
+      'LANG=C.UTF-8',
+      ...Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${v}`),
+    ];
     return new Promise((resolve) => {
-      execFile('nsenter', ['-t', String(this.pid), '-a', '--', '/usr/bin/env', '-i', ...env, ...argv],
+      execFile(
+        'nsenter',
+        ['-t', String(this.pid), '-a', '--', '/usr/bin/env', '-i', ...env, ...argv],
         { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20, encoding: 'utf8' },
         (err, stdout, stderr) => {
           const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
           resolve({ code, stdout, stderr });
-        });
+        },
+      );
     });
   }
 
@@ -225,7 +277,11 @@ export class SystemdContainer {
     const t = setTimeout(() => {
       p.kill('SIGKILL');
       // Killing a PID namespace's init kills everything in it.
-      try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }, 20_000);
     await this.exited;
     clearTimeout(t);
@@ -238,14 +294,20 @@ export class SystemdContainer {
  * (the ones systemd-nspawn uses), or none where they cannot be written.
  */
 function ownCgroups(name: string): string[] {
-  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const mounts = fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '));
   const mine = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n');
   const out: string[] = [];
   const v2 = mounts.find((m) => m[2] === 'cgroup2');
   const v2path = mine.find((l) => l.startsWith('0::'))?.slice(3);
   const named = mounts.find((m) => m[2] === 'cgroup' && (m[3] ?? '').split(',').includes('name=systemd'));
   const namedPath = mine.find((l) => /^\d+:name=systemd:/.test(l))?.replace(/^\d+:name=systemd:/, '');
-  for (const [mnt, own] of [[v2?.[1], v2path], [named?.[1], namedPath]] as const) {
+  for (const [mnt, own] of [
+    [v2?.[1], v2path],
+    [named?.[1], namedPath],
+  ] as const) {
     if (!mnt || own === undefined) continue;
     const dir = path.join(mnt, own, `muster-test-${name}`);
     try {

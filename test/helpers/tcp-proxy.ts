@@ -148,10 +148,11 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
       }
     },
     connections: () => open.size / 2,
-    close: () => new Promise<void>((r) => {
-      for (const s of open) s.destroy();
-      for (const c of held) c.destroy();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of open) s.destroy();
+        for (const c of held) c.destroy();
+        server.close(() => r());
+      }),
   };
 }

@@ -11,7 +11,10 @@ const enc = new TextEncoder();
 /** Decoded text kept per session (older text is dropped; offsets stay absolute). */
 const TEXT_KEEP = 1 << 20;
 
-export interface Closed { reason: string; exitCode?: number | null }
+export interface Closed {
+  reason: string;
+  exitCode?: number | null;
+}
 
 /** One session as this console sees it. */
 export class TermView {
@@ -31,7 +34,13 @@ export class TermView {
   /** Every raw chunk, when `keepRaw` is on (multi-byte split tests). */
   raw: Uint8Array[] | null = null;
 
-  constructor(readonly client: TermClient, readonly sessionId: string, readonly mode: 'control' | 'watch', public cols: number, public rows: number) {
+  constructor(
+    readonly client: TermClient,
+    readonly sessionId: string,
+    readonly mode: 'control' | 'watch',
+    public cols: number,
+    public rows: number,
+  ) {
     this.closedP = new Promise((r) => (this.resolveClosed = r));
   }
 

@@ -27,10 +27,15 @@ describe.each(dbs)('live agent configuration (%s)', (db) => {
   let api: Api;
 
   /** Waits until the agent's config status is `applied` for the revision the server wants, and returns it. */
-  const applied = (id: string, pred: (st: any) => boolean = () => true, what = 'applied configuration', ms = 30_000) => waitFor(async () => {
-    const r = await api.get(`/api/agents/${id}/config`);
-    return r.status === 200 && r.body.state === 'applied' && r.body.applied?.revision === r.body.revision && pred(r.body) ? r.body : null;
-  }, `${id}: ${what}`, ms);
+  const applied = (id: string, pred: (st: any) => boolean = () => true, what = 'applied configuration', ms = 30_000) =>
+    waitFor(
+      async () => {
+        const r = await api.get(`/api/agents/${id}/config`);
+        return r.status === 200 && r.body.state === 'applied' && r.body.applied?.revision === r.body.revision && pred(r.body) ? r.body : null;
+      },
+      `${id}: ${what}`,
+      ms,
+    );
 
   it('heartbeat interval and log level change live, acknowledged; bounds; roles; audit; precedence', async () => {
     s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: '1000', MUSTER_AGENT_HEARTBEAT_MAX_SEC: '60' } });
@@ -58,7 +63,11 @@ describe.each(dbs)('live agent configuration (%s)', (db) => {
     expect((await op.get(`/api/agents/${id}/config`)).status).toBe(200);
 
     // A selector rule (priority 5) and a rule for the agent itself: the agent's own wins per key.
-    const sel = await api.post('/api/agent-config/rules', { selector: 'labels.role == "web"', priority: 5, settings: { heartbeatIntervalSec: 3, logLevel: 'warn', labels: { tier: 'gold' } } });
+    const sel = await api.post('/api/agent-config/rules', {
+      selector: 'labels.role == "web"',
+      priority: 5,
+      settings: { heartbeatIntervalSec: 3, logLevel: 'warn', labels: { tier: 'gold' } },
+    });
     expect(sel.status).toBe(201);
     const own = await api.post('/api/agent-config/rules', { agentId: id, priority: -100, settings: { heartbeatIntervalSec: 4 } });
     expect(own.status).toBe(201);

@@ -18,11 +18,23 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-const lines = (out: string) => out.split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; } });
+const lines = (out: string) =>
+  out
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    });
 
 describe('agent first start', () => {
   let s: TestServer;
-  beforeAll(async () => { s = await startServer(); });
+  beforeAll(async () => {
+    s = await startServer();
+  });
   afterAll(cleanup);
 
   it('a closed port: the agent logs "connection refused" at the default level, once per reason', async () => {
@@ -53,7 +65,8 @@ describe('agent first start', () => {
     const c = lines(a.output()).find((x) => String(x['msg']).startsWith('connected as'))!;
     expect(c).toMatchObject({ level: 'info', name: 'first-start-a', agentId: ida });
     expect(c['msg']).toBe(`connected as "first-start-a" (${ida})`);
-    const port = async (x: typeof a) => Number((await waitFor(() => lines(x.output()).find((l) => String(l['msg']).startsWith('health endpoint on')), 'health port logged'))['port']);
+    const port = async (x: typeof a) =>
+      Number((await waitFor(() => lines(x.output()).find((l) => String(l['msg']).startsWith('health endpoint on')), 'health port logged'))['port']);
     const [pa, pb] = [await port(a), await port(b)];
     expect(pa).toBeGreaterThan(0);
     expect(pb).toBeGreaterThan(0);
@@ -72,8 +85,27 @@ describe('agent first start', () => {
     const dir = tmpDir('tls');
     const cert = path.join(dir, 'c.pem');
     const key = path.join(dir, 'k.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
     const t = await startServer({ env: { MUSTER_TLS_CERT: cert, MUSTER_TLS_KEY: key } });
     expect(t.output()).toContain(`Muster is running: https://127.0.0.1:${t.port}`);
     const a = startAgent({ wsUrl: `wss://127.0.0.1:${t.port}`, enrollToken: t.enrollToken });

@@ -15,7 +15,9 @@ function raw(port: number, method: string, p: string, headers: Record<string, st
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path: p, headers }, (res) => {
       let body = '';
-      res.on('data', (d: Buffer) => { body += d.toString(); });
+      res.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
@@ -56,8 +58,15 @@ describe('agent local endpoint', () => {
     await waitFor(async () => ((await (await fetch(`${base}/health`)).json()) as any).heartbeat.lastAckedSeq > seq0, 'a later ack');
 
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    for (const name of ['muster_agent_heartbeats_sent_total', 'muster_agent_heartbeats_acked_total', 'muster_agent_connects_total', 'muster_agent_connected',
-      'muster_agent_uptime_seconds', 'muster_agent_process_cpu_seconds_total', 'muster_agent_process_resident_memory_bytes']) {
+    for (const name of [
+      'muster_agent_heartbeats_sent_total',
+      'muster_agent_heartbeats_acked_total',
+      'muster_agent_connects_total',
+      'muster_agent_connected',
+      'muster_agent_uptime_seconds',
+      'muster_agent_process_cpu_seconds_total',
+      'muster_agent_process_resident_memory_bytes',
+    ]) {
       expect(metrics).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
       expect(metrics).toMatch(new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'));
     }
@@ -87,10 +96,14 @@ describe('agent local endpoint', () => {
 
     // Unreachable: 503 with the reason, and the last ack stays what it was.
     await s.stop();
-    const down = await waitFor(async () => {
-      const x = await fetch(`${base}/health`);
-      return x.status === 503 ? (await x.json()) as any : null;
-    }, '/health 503', 90_000);
+    const down = await waitFor(
+      async () => {
+        const x = await fetch(`${base}/health`);
+        return x.status === 503 ? ((await x.json()) as any) : null;
+      },
+      '/health 503',
+      90_000,
+    );
     expect(down.connection.state).toBe('unreachable');
     expect(down.heartbeat.lastAckedAt).not.toBeNull();
     await a.stop();

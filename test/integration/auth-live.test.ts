@@ -22,10 +22,14 @@ async function endsWith(s: TestServer, admin: Api, api: Api, agent: string, trig
   const c = await closed;
   expect(c.code).toBe(SESSION_ENDED);
   if (reason) expect(c.reason).toMatch(reason);
-  const row = await waitFor(async () => {
-    const r = await admin.get(`/api/terminals/${t.sessionId}`);
-    return r.body.status === 'closed' ? r.body : null;
-  }, 'the terminal to end', 30_000);
+  const row = await waitFor(
+    async () => {
+      const r = await admin.get(`/api/terminals/${t.sessionId}`);
+      return r.body.status === 'closed' ? r.body : null;
+    },
+    'the terminal to end',
+    30_000,
+  );
   expect(row.closeReason).toBe('session ended');
 }
 
@@ -74,10 +78,14 @@ describe('live sockets lose their rights with their credentials', () => {
     client.close(); // the browser went away: the shell lives on for the detach timeout
     await waitFor(async () => (await admin.get(`/api/terminals/${t.sessionId}`)).body.attached === false, 'the session to be detached');
     expect((await admin.patch(`/api/users/${id}`, { disabled: true })).status).toBe(200);
-    const row = await waitFor(async () => {
-      const r = await admin.get(`/api/terminals/${t.sessionId}`);
-      return r.body.status === 'closed' ? r.body : null;
-    }, 'the detached terminal to end', 30_000);
+    const row = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/terminals/${t.sessionId}`);
+        return r.body.status === 'closed' ? r.body : null;
+      },
+      'the detached terminal to end',
+      30_000,
+    );
     expect(row.closeReason).toBe('session ended');
   });
 
@@ -113,14 +121,16 @@ describe('live sockets lose their rights with their credentials', () => {
     if (sock.ws.readyState === sock.ws.OPEN) sock.ws.send(JSON.stringify({ type: 'term.open', ref: 'late', agentId: agent, cols: 80, rows: 24 }));
     expect(await closed).toBe(SESSION_ENDED);
     expect(sock.messages.some((m) => m.type === 'term.opened')).toBe(false);
-    const mine = await admin.get(`/api/terminals?user=${encodeURIComponent((await admin.get('/api/users')).body.items.find((u: any) => u.id === id).username)}`);
+    const mine = await admin.get(
+      `/api/terminals?user=${encodeURIComponent((await admin.get('/api/users')).body.items.find((u: any) => u.id === id).username)}`,
+    );
     expect(mine.body.total).toBe(0);
     // The REST side is current too: the viewer cannot run a task.
     const task = await op.post('/api/tasks', { script: 'true', targets: { agentIds: [agent] } });
     expect(task.status).toBe(403);
   });
 
-  it('token scope: never above the owner; effective rights are the lower of scope and the owner\'s role', async () => {
+  it("token scope: never above the owner; effective rights are the lower of scope and the owner's role", async () => {
     const op = await admin.userWithRole('operator');
     expect((await op.post('/api/tokens', { name: 'too-wide', scope: 'admin' })).status).toBe(403);
     const ro = await op.post('/api/tokens', { name: 'read-only', scope: 'viewer' });

@@ -10,9 +10,12 @@ import { ADMIN_PASSWORD, Api, cleanup, databases, startServer } from '../helpers
 const dbs = await databases();
 afterAll(cleanup);
 
-const login = (url: string, username: string, password: string) => fetch(`${url}/api/auth/login`, {
-  method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }),
-}).then(async (r) => ({ status: r.status, body: (await r.json().catch(() => null)) as any }));
+const login = (url: string, username: string, password: string) =>
+  fetch(`${url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password }),
+  }).then(async (r) => ({ status: r.status, body: (await r.json().catch(() => null)) as any }));
 
 describe.each(dbs)('login rate limit and usernames (%s)', (db) => {
   it('20 concurrent wrong passwords: at most the limit reach the password check, the rest are 429', async () => {

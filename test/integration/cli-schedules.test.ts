@@ -10,7 +10,10 @@ const CLI_JS = path.join(ROOT, 'dist', 'cli.js');
 function examples(): string[] {
   const m = /<!-- cli-schedules-examples -->\s*```sh\n([\s\S]*?)```/.exec(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8'));
   if (!m) throw new Error('README has no cli-schedules-examples block');
-  return m[1]!.split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+  return m[1]!
+    .split('\n')
+    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter(Boolean);
 }
 
 function run(line: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -19,8 +22,12 @@ function run(line: string, env: NodeJS.ProcessEnv): Promise<{ code: number | nul
     const p = spawn('bash', ['-c', line.replace(/^muster /, `"${process.execPath}" "${CLI_JS}" `)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    p.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     p.once('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -33,8 +40,21 @@ describe('muster schedules', () => {
     const api = await Api.login(s.url);
     const tok = await api.post('/api/tokens', { name: 'cli-schedules' });
     expect(tok.status).toBe(201);
-    expect((await api.post('/api/scripts', { name: 'hello', interpreter: 'sh', body: 'echo "hello $MUSTER_PARAM_WHO"\n', params: [{ name: 'WHO', type: 'string', default: 'x' }] })).status).toBe(201);
-    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MUSTER_'))), MUSTER_SERVER: s.url, MUSTER_TOKEN: tok.body.token };
+    expect(
+      (
+        await api.post('/api/scripts', {
+          name: 'hello',
+          interpreter: 'sh',
+          body: 'echo "hello $MUSTER_PARAM_WHO"\n',
+          params: [{ name: 'WHO', type: 'string', default: 'x' }],
+        })
+      ).status,
+    ).toBe(201);
+    const env = {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MUSTER_'))),
+      MUSTER_SERVER: s.url,
+      MUSTER_TOKEN: tok.body.token,
+    };
     const lines = examples();
     expect(lines.map((l) => l.split(' ')[2])).toEqual(['create', 'list', 'show', 'disable', 'enable', 'delete']);
     const out: string[] = [];
@@ -45,7 +65,14 @@ describe('muster schedules', () => {
       out.push(r.stdout);
       if (i === 0) {
         const sch = (await api.get('/api/schedules/nightly-hello')).body;
-        expect(sch).toMatchObject({ cron: '30 2 * * 1-5', timeZone: 'Europe/Berlin', params: { WHO: 'ops' }, overlap: 'skip', enabled: true, targets: { selector: 'all' } });
+        expect(sch).toMatchObject({
+          cron: '30 2 * * 1-5',
+          timeZone: 'Europe/Berlin',
+          params: { WHO: 'ops' },
+          overlap: 'skip',
+          enabled: true,
+          targets: { selector: 'all' },
+        });
         expect(r.stdout).toContain(`next fire ${sch.nextFireAt}`);
       }
       if (i === 2) {

@@ -14,15 +14,27 @@ import { ADMIN_PASSWORD, Api, ROOT, agentId, cleanup, startAgent, startServer, t
 
 const CLI_JS = path.join(ROOT, 'dist', 'cli.js');
 
-interface CliResult { code: number | null; stdout: string; stderr: string }
-interface Running { proc: ReturnType<typeof spawn>; stdout: () => string; stderr: () => string; done: Promise<CliResult> }
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+interface Running {
+  proc: ReturnType<typeof spawn>;
+  stdout: () => string;
+  stderr: () => string;
+  done: Promise<CliResult>;
+}
 
 /** The fenced block after the README's `cli-examples` marker, one command per line. */
 function readmeExamples(): string[] {
   const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
   const m = /<!-- cli-examples[^>]*-->\s*```sh\n([\s\S]*?)```/.exec(readme);
   if (!m) throw new Error('README has no cli-examples block');
-  return m[1]!.split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l && !l.startsWith('#'));
+  return m[1]!
+    .split('\n')
+    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter((l) => l && !l.startsWith('#'));
 }
 
 describe('muster CLI against a real server and agents', () => {
@@ -45,8 +57,12 @@ describe('muster CLI against a real server and agents', () => {
       : spawn(path.join(bin, 'muster'), args, { env: env(extra), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    proc.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    proc.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    proc.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const done = new Promise<CliResult>((resolve) => proc.once('close', (code) => resolve({ code, stdout, stderr })));
     return { proc, stdout: () => stdout, stderr: () => stderr, done };
   }
@@ -63,7 +79,10 @@ describe('muster CLI against a real server and agents', () => {
     // did not include would fail here. mkdtemp makes the name unique; afterAll removes it.
     bin = fs.mkdtempSync(path.join(os.tmpdir(), 'muster-cli-bin-'));
     execFileSync('install', ['-m', '755', CLI_JS, path.join(bin, 'muster')]);
-    for (const [name, role] of [['web-01', 'web'], ['db-01', 'db']] as const) {
+    for (const [name, role] of [
+      ['web-01', 'web'],
+      ['db-01', 'db'],
+    ] as const) {
       const a = startAgent(s, { name, labels: { role } });
       ids[name] = await agentId(a);
       await api.waitAgent(ids[name]!, 'online');
@@ -116,7 +135,10 @@ describe('muster CLI against a real server and agents', () => {
     expect(two).toMatch(/^db-01  \| hi$/m);
     expect(two).toMatch(/^db-01  ! oops$/m);
     expect(two).toMatch(/task \S+ succeeded: 2 succeeded/);
-    const events = out(/--json/).trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+    const events = out(/--json/)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string });
     expect(events[0]!.type).toBe('task');
     expect(events.at(-1)).toMatchObject({ type: 'summary', status: 'succeeded', ok: true });
   });
@@ -125,7 +147,10 @@ describe('muster CLI against a real server and agents', () => {
     const j = await cli(['agents', '--output', 'json']);
     expect(j.code).toBe(0);
     const list = JSON.parse(j.stdout) as { id: string; name: string; status: string; labels: Record<string, string> }[];
-    expect(list.map((a) => [a.name, a.status, a.labels['role']]).sort()).toEqual([['db-01', 'online', 'db'], ['web-01', 'online', 'web']]);
+    expect(list.map((a) => [a.name, a.status, a.labels['role']]).sort()).toEqual([
+      ['db-01', 'online', 'db'],
+      ['web-01', 'online', 'web'],
+    ]);
 
     const t = await cli(['agents', '--selector', 'labels.role == "db"']);
     expect(t.code).toBe(0);
@@ -157,7 +182,8 @@ describe('muster CLI against a real server and agents', () => {
     expect(viaFile.code, viaFile.stderr).toBe(0);
     expect(viaFile.stderr).toBe('');
     expect(JSON.parse(viaFile.stdout)).toHaveLength(2);
-    const viaStdin = await start([`printf '%s\\n' "$TOK" | muster agents --json --server ${s.url} --token -`], { MUSTER_CLI_CONFIG: none, TOK: token }, true).done;
+    const viaStdin = await start([`printf '%s\\n' "$TOK" | muster agents --json --server ${s.url} --token -`], { MUSTER_CLI_CONFIG: none, TOK: token }, true)
+      .done;
     expect(viaStdin.code, viaStdin.stderr).toBe(0);
     expect(viaStdin.stderr).toBe('');
     expect(JSON.parse(viaStdin.stdout)).toHaveLength(2);
@@ -206,7 +232,10 @@ describe('muster CLI against a real server and agents', () => {
   it('exec prints every line of a large output, in order, complete (live chunks plus anything read back)', async () => {
     const r = await cli(['exec', '--agent', 'db-01', '-e', 'seq 1 30000; printf "no newline at the end"']);
     expect(r.code).toBe(0);
-    const lines = r.stdout.split('\n').filter((l) => l.startsWith('db-01 | ')).map((l) => l.slice(8));
+    const lines = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('db-01 | '))
+      .map((l) => l.slice(8));
     expect(lines.slice(0, 30000)).toEqual(Array.from({ length: 30000 }, (_, i) => String(i + 1)));
     expect(lines[30000]).toBe('no newline at the end');
   });
@@ -214,24 +243,62 @@ describe('muster CLI against a real server and agents', () => {
   it('exec --json: one JSON object per event', async () => {
     const r = await cli(['exec', '--json', '--agent', 'web-01', '--agent', 'db-01', '-e', 'echo out; echo err >&2; exit 0']);
     expect(r.code).toBe(0);
-    const ev = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const ev = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, any>);
     expect(ev[0]).toMatchObject({ type: 'task', task: { executions: expect.any(Array) } });
-    expect(ev.filter((e) => e.type === 'output').map((e) => `${e.agent} ${e.stream} ${e.text}`).sort())
-      .toEqual(['db-01 stderr err', 'db-01 stdout out', 'web-01 stderr err', 'web-01 stdout out']);
-    expect(ev.filter((e) => e.type === 'execution' && e.execution.status === 'succeeded').map((e) => e.agent).sort()).toEqual(['db-01', 'web-01']);
+    expect(
+      ev
+        .filter((e) => e.type === 'output')
+        .map((e) => `${e.agent} ${e.stream} ${e.text}`)
+        .sort(),
+    ).toEqual(['db-01 stderr err', 'db-01 stdout out', 'web-01 stderr err', 'web-01 stdout out']);
+    expect(
+      ev
+        .filter((e) => e.type === 'execution' && e.execution.status === 'succeeded')
+        .map((e) => e.agent)
+        .sort(),
+    ).toEqual(['db-01', 'web-01']);
     expect(ev.at(-1)).toEqual({ type: 'summary', taskId: ev[0]!.task.id, status: 'succeeded', counts: { succeeded: 2 }, total: 2, ok: true });
   });
 
   it('exec options reach the task: --env, --arg, --timeout, --concurrency, --max-failures, --queue, --script-file, stdin', async () => {
     const file = path.join(tmpDir('cli-script'), 'hello.sh');
     fs.writeFileSync(file, 'echo "hello $1 $GREETING"\n');
-    const r = await cli(['exec', '--selector', 'labels.role == "web"', '--script-file', file, '--arg', 'world', '--env', 'GREETING=hi',
-      '--concurrency', '1', '--max-failures', '50%', '--queue', '--queue-ttl', '60', '--timeout', '30']);
+    const r = await cli([
+      'exec',
+      '--selector',
+      'labels.role == "web"',
+      '--script-file',
+      file,
+      '--arg',
+      'world',
+      '--env',
+      'GREETING=hi',
+      '--concurrency',
+      '1',
+      '--max-failures',
+      '50%',
+      '--queue',
+      '--queue-ttl',
+      '60',
+      '--timeout',
+      '30',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^web-01 \| hello world hi$/m);
     const id = /^task (\S+):/m.exec(r.stderr)![1]!;
     const t = (await api.get(`/api/tasks/${id}`)).body;
-    expect(t).toMatchObject({ args: ['world'], env: { GREETING: 'hi' }, concurrency: '1', maxFailures: '50%', offline: 'queue', queueTtlSec: 60, timeoutSec: 30 });
+    expect(t).toMatchObject({
+      args: ['world'],
+      env: { GREETING: 'hi' },
+      concurrency: '1',
+      maxFailures: '50%',
+      offline: 'queue',
+      queueTtlSec: 60,
+      timeoutSec: 30,
+    });
 
     const to = await cli(['exec', '--agent', 'web-01', '--timeout', '1', '-e', 'echo started; sleep 30']);
     expect(to.code).toBe(1);
@@ -239,7 +306,9 @@ describe('muster CLI against a real server and agents', () => {
 
     const p = spawn(path.join(bin, 'muster'), ['exec', '--agent', 'db-01', '-'], { env: env(), stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
-    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     p.stdin.end('echo from stdin\n');
     expect(await new Promise((res) => p.once('close', res))).toBe(0);
     expect(out).toMatch(/^db-01 \| from stdin$/m);
@@ -309,7 +378,7 @@ describe('muster CLI against a real server and agents', () => {
   it('the output endpoint reads a range of chunks by sequence number (what exec catches up with)', async () => {
     const r = await cli(['exec', '--agent', 'web-01', '--json', '-e', 'echo a; sleep 0.3; echo b >&2; sleep 0.3; echo c']);
     const execId = (JSON.parse(r.stdout.split('\n')[0]!) as { task: { executions: { id: string }[] } }).task.executions[0]!.id;
-    const get = async (q: string) => (await fetch(`${s.url}/api/executions/${execId}/output?${q}`, { headers: { authorization: `Bearer ${token}` } }));
+    const get = async (q: string) => await fetch(`${s.url}/api/executions/${execId}/output?${q}`, { headers: { authorization: `Bearer ${token}` } });
     const all = await get('fromSeq=0');
     expect(all.headers.get('x-muster-to-seq')).toBe('3');
     expect(await all.text()).toBe('a\nb\nc\n');
@@ -320,8 +389,12 @@ describe('muster CLI against a real server and agents', () => {
 
   it('library scripts: --script NAME with --param K=V runs a stored script; its parameters arrive as MUSTER_PARAM_*', async () => {
     const created = await api.post('/api/scripts', {
-      name: 'greet', body: 'echo "greeting=$MUSTER_PARAM_GREETING times=$MUSTER_PARAM_TIMES"',
-      params: [{ name: 'greeting', type: 'string' }, { name: 'times', type: 'number', default: 1 }],
+      name: 'greet',
+      body: 'echo "greeting=$MUSTER_PARAM_GREETING times=$MUSTER_PARAM_TIMES"',
+      params: [
+        { name: 'greeting', type: 'string' },
+        { name: 'times', type: 'number', default: 1 },
+      ],
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const r = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--param', 'greeting=hello; $(rm -rf /)', '--param', 'times=3']);
@@ -380,7 +453,11 @@ describe('muster CLI against a real server and agents', () => {
     expect((await cli(['agents', '--token', t.token])).code).toBe(1);
     expect((await cli(['tokens', 'revoke', 'abc'])).code).toBe(2);
     // A read-only, short-lived token: scope and expiry (issue 9, defect 8).
-    const ro = JSON.parse((await cli(['tokens', 'create', 'ro-job', '--scope', 'viewer', '--expires-in', '3600', '-o', 'json'])).stdout) as { token: string; scope: string; expiresAt: string };
+    const ro = JSON.parse((await cli(['tokens', 'create', 'ro-job', '--scope', 'viewer', '--expires-in', '3600', '-o', 'json'])).stdout) as {
+      token: string;
+      scope: string;
+      expiresAt: string;
+    };
     expect(ro.scope).toBe('viewer');
     expect(Date.parse(ro.expiresAt)).toBeGreaterThan(Date.now());
     expect((await cli(['tokens'])).stdout).toMatch(/ro-job\s.*\sviewer\s/);
@@ -398,10 +475,25 @@ describe('muster CLI against a real server and agents', () => {
     const file = path.join(tmpDir('cli-pkgout'), 'muster-agent-9.0.0-linux-x64.tar.gz');
     execFileSync('tar', ['-czf', file, '-C', pkgDir, './VERSION']);
     const sig = Buffer.alloc(64, 7).toString('base64');
-    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), {
+      'content-type': 'application/octet-stream',
+    });
     expect(up.status).toBe(201);
 
-    const c = await cli(['rollout', 'create', '--artifact', up.body.id, '--selector', 'labels.grp == "upd"', '--waves', '1,100%', '--max-failures', '0', '-o', 'json']);
+    const c = await cli([
+      'rollout',
+      'create',
+      '--artifact',
+      up.body.id,
+      '--selector',
+      'labels.grp == "upd"',
+      '--waves',
+      '1,100%',
+      '--max-failures',
+      '0',
+      '-o',
+      'json',
+    ]);
     expect(c.code, c.stderr).toBe(0);
     const id = (JSON.parse(c.stdout) as { id: string }).id;
     await waitFor(async () => (await api.get(`/api/rollouts/${id}`)).body.state === 'paused', 'paused after the first failure', 60_000);
@@ -424,8 +516,12 @@ describe('muster CLI against a real server and agents', () => {
   it('completion scripts for bash and zsh', async () => {
     const b = await cli(['completion', 'bash']);
     expect(b.code).toBe(0);
-    const complete = (words: string[]): string => execFileSync('bash', ['-c',
-      `${b.stdout}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _muster; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' }).trim();
+    const complete = (words: string[]): string =>
+      execFileSync(
+        'bash',
+        ['-c', `${b.stdout}\nCOMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _muster; echo "\${COMPREPLY[*]}"`],
+        { encoding: 'utf8' },
+      ).trim();
     expect(complete(['muster', 'ex'])).toBe('exec');
     expect(complete(['muster', 'rollout', 'pa'])).toBe('pause');
     expect(complete(['muster', 'exec', '--sel'])).toBe('--selector');
@@ -441,7 +537,9 @@ describe('muster CLI against a real server and agents', () => {
     function tty(args: string[], cols = 100, rows = 30) {
       const p = pty.spawn(path.join(bin, 'muster'), args, { name: 'xterm-256color', cols, rows, env: env() as Record<string, string> });
       let text = '';
-      p.onData((d) => { text += d; });
+      p.onData((d) => {
+        text += d;
+      });
       const exited = new Promise<number>((r) => p.onExit(({ exitCode }) => r(exitCode)));
       const wait = (re: RegExp, since = 0, what = String(re)) => waitFor(() => re.exec(text.slice(since)), what, 30_000);
       return { p, text: () => text, exited, wait };
@@ -458,7 +556,13 @@ describe('muster CLI against a real server and agents', () => {
       mark = t.text().length;
       t.p.write('sleep 31.7; echo after-sleep\r');
       // The agent runs on this machine: wait until the remote sleep runs (an odd duration names it).
-      await waitFor(() => { try { return execFileSync('pgrep', ['-f', 'sleep 31.7'], { encoding: 'utf8' }).trim(); } catch { return ''; } }, 'remote sleep running');
+      await waitFor(() => {
+        try {
+          return execFileSync('pgrep', ['-f', 'sleep 31.7'], { encoding: 'utf8' }).trim();
+        } catch {
+          return '';
+        }
+      }, 'remote sleep running');
       t.p.write('\x03');
       t.p.write('echo interrupted-$((1+1))\r');
       await t.wait(/interrupted-2/, mark);

@@ -82,10 +82,15 @@ describe('cluster leases (NATS KV)', () => {
     const t0 = Date.now();
     await holderNc.close();
     let overlap = false;
-    await waitFor(() => {
-      if (other.held('sweep') && holder.held('sweep')) overlap = true;
-      return other.held('sweep');
-    }, 'the other node takes the lease', ttl * 4, 20);
+    await waitFor(
+      () => {
+        if (other.held('sweep') && holder.held('sweep')) overlap = true;
+        return other.held('sweep');
+      },
+      'the other node takes the lease',
+      ttl * 4,
+      20,
+    );
     const took = Date.now() - t0;
     process.stderr.write(`lease takeover after ${took} ms (ttl ${ttl} ms)\n`);
     expect(overlap).toBe(false);

@@ -1,6 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from 'nats';
-import { Api, agentId, cleanup, consoleSocket, createMysqlDatabase, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import {
+  Api,
+  agentId,
+  cleanup,
+  consoleSocket,
+  createMysqlDatabase,
+  startAgent,
+  startServer,
+  waitFor,
+  type TestAgent,
+  type TestServer,
+} from '../helpers/harness.js';
 import { helloAgent, readCreds, withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -12,8 +23,12 @@ const NATS = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const CLUSTER = `t${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 const TTL_MS = 3000;
 const env = (node: string) => ({
-  MUSTER_NATS_URL: NATS, MUSTER_CLUSTER: CLUSTER, MUSTER_NODE_ID: node, MUSTER_CLUSTER_LEASE_TTL_MS: String(TTL_MS),
-  MUSTER_HEARTBEAT_INTERVAL_MS: '1000', MUSTER_PRESENCE_FLUSH_MS: '300',
+  MUSTER_NATS_URL: NATS,
+  MUSTER_CLUSTER: CLUSTER,
+  MUSTER_NODE_ID: node,
+  MUSTER_CLUSTER_LEASE_TTL_MS: String(TTL_MS),
+  MUSTER_HEARTBEAT_INTERVAL_MS: '1000',
+  MUSTER_PRESENCE_FLUSH_MS: '300',
 });
 
 let db: { url: string; drop(): Promise<void> };
@@ -22,7 +37,8 @@ const apis: Record<string, Api> = {};
 let agent: TestAgent;
 let id = '';
 
-const connectionsOf = async (api: Api) => (await api.get(`/api/agents/${id}/connections?limit=50`)).body.items as { node: string | null; disconnectedAt: string | null; reason: string | null }[];
+const connectionsOf = async (api: Api) =>
+  (await api.get(`/api/agents/${id}/connections?limit=50`)).body.items as { node: string | null; disconnectedAt: string | null; reason: string | null }[];
 const ownerOf = async (api: Api) => (await connectionsOf(api)).find((c) => c.disconnectedAt === null)?.node ?? null;
 
 beforeAll(async () => {
@@ -51,7 +67,9 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
 
   it('one fleet: an agent on one node is seen online live by consoles on the others, with the same GET /api/agents everywhere', async () => {
     const consoles = Object.fromEntries(await Promise.all(Object.entries(nodes).map(async ([n, s]) => [n, await consoleSocket(s, apis[n]!)] as const)));
-    const urls = Object.values(nodes).map((s) => s.wsUrl).join(',');
+    const urls = Object.values(nodes)
+      .map((s) => s.wsUrl)
+      .join(',');
     agent = startAgent(nodes['node-a']!, { serverUrl: urls, name: 'roamer' });
     id = await agentId(agent);
     // Every console, on every node, hears the agent come online.
@@ -97,10 +115,14 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
     }
     seen.close();
     // The real agent comes back (on some node) and owns it again.
-    await waitFor(async () => {
-      const r = await withDb(db.url, (k) => k('agents').where({ id }).first('owner_node'));
-      return r.owner_node && (await ownerOf(apis['node-a']!)) === r.owner_node ? r.owner_node : null;
-    }, 'agent back', 30_000);
+    await waitFor(
+      async () => {
+        const r = await withDb(db.url, (k) => k('agents').where({ id }).first('owner_node'));
+        return r.owner_node && (await ownerOf(apis['node-a']!)) === r.owner_node ? r.owner_node : null;
+      },
+      'agent back',
+      30_000,
+    );
   });
 
   it('kill -9 of the owning node: the agent is back through another node within 30 s, and the lost connection is recorded as node lost', async () => {
@@ -112,10 +134,14 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
     const t0 = Date.now();
     await nodes[owner]!.kill();
     const api = apis[survivors[0]!]!;
-    const back = await waitFor(async () => {
-      const o = await ownerOf(api);
-      return o && o !== owner ? o : null;
-    }, 'agent back on another node', 30_000);
+    const back = await waitFor(
+      async () => {
+        const o = await ownerOf(api);
+        return o && o !== owner ? o : null;
+      },
+      'agent back on another node',
+      30_000,
+    );
     const took = Date.now() - t0;
     process.stderr.write(`agent back on ${back} after ${took} ms\n`);
     expect(took).toBeLessThan(30_000);
@@ -137,18 +163,26 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
       const all = await Promise.all(alive().map(async (n) => [n, await leasesOf(nodes[n]!)] as const));
       return Object.fromEntries(names.map((l) => [l, all.filter(([, x]) => x[l] === 1).map(([n]) => n)]));
     };
-    const before = await waitFor(async () => {
-      const h = await holders();
-      return names.every((l) => h[l]!.length === 1) ? h : null;
-    }, 'exactly one holder per lease', 20_000);
+    const before = await waitFor(
+      async () => {
+        const h = await holders();
+        return names.every((l) => h[l]!.length === 1) ? h : null;
+      },
+      'exactly one holder per lease',
+      20_000,
+    );
     const victim = before['schedules']![0]!;
     expect(alive().length).toBeGreaterThanOrEqual(2);
     const t0 = Date.now();
     await nodes[victim]!.kill();
-    const after = await waitFor(async () => {
-      const h = await holders();
-      return names.every((l) => h[l]!.length === 1) ? h : null;
-    }, 'leases taken over', 4 * TTL_MS);
+    const after = await waitFor(
+      async () => {
+        const h = await holders();
+        return names.every((l) => h[l]!.length === 1) ? h : null;
+      },
+      'leases taken over',
+      4 * TTL_MS,
+    );
     const took = Date.now() - t0;
     process.stderr.write(`leases ${JSON.stringify(before)} -> ${JSON.stringify(after)} after ${took} ms\n`);
     expect(after['schedules']![0]).not.toBe(victim);

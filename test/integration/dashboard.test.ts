@@ -91,7 +91,13 @@ describe.each(dbs)('dashboard and audit (%s)', (db) => {
     // By target name: the user's row carries its name; the id works as well.
     const byName = (await api.get('/api/audit?target=dash-carol')).body;
     expect(byName.items.map((e: any) => e.action)).toEqual(['user.create']);
-    expect(byName.items[0]).toMatchObject({ targetType: 'user', targetId: String(carol.body.id), targetName: 'dash-carol', actor: 'admin', actorName: 'admin' });
+    expect(byName.items[0]).toMatchObject({
+      targetType: 'user',
+      targetId: String(carol.body.id),
+      targetName: 'dash-carol',
+      actor: 'admin',
+      actorName: 'admin',
+    });
     expect((await api.get(`/api/audit?target=${carol.body.id}&targetType=user`)).body.total).toBe(1);
     // An agent by its name.
     const patched = (await api.get('/api/audit?target=dash-ok&action=agent.patch')).body;

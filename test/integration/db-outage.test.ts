@@ -13,7 +13,19 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTask, outputText, waitExecution, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, createMysqlDatabase, databases, sleep, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import {
+  Api,
+  agentId,
+  cleanup,
+  createMysqlDatabase,
+  databases,
+  sleep,
+  startAgent,
+  startServer,
+  waitFor,
+  type TestAgent,
+  type TestServer,
+} from '../helpers/harness.js';
 import { startProxy, type CuttableProxy } from '../helpers/tcp-proxy.js';
 
 const dbs = await databases();
@@ -49,7 +61,9 @@ describe.skipIf(!dbs.includes('mysql'))('database outage under an output flood (
         // Three missed heartbeats = 3 s: the outage is five times longer than what the sweep allows.
         MUSTER_HEARTBEAT_INTERVAL_MS: '1000',
         MUSTER_MAX_OUTPUT_BYTES: String(256 << 20),
-        MUSTER_DB_QUERY_TIMEOUT_MS: '3000', MUSTER_DB_CONNECT_TIMEOUT_MS: '2000', MUSTER_DB_ACQUIRE_TIMEOUT_MS: '3000',
+        MUSTER_DB_QUERY_TIMEOUT_MS: '3000',
+        MUSTER_DB_CONNECT_TIMEOUT_MS: '2000',
+        MUSTER_DB_ACQUIRE_TIMEOUT_MS: '3000',
         MUSTER_DB_RETRY_MAX_MS: '2000',
       },
     });
@@ -76,11 +90,16 @@ describe.skipIf(!dbs.includes('mysql'))('database outage under an output flood (
 
   /** Polls an API call until it answers 503 database_unavailable; returns that answer. Any 500 fails. */
   async function sees503(): Promise<{ status: number; code: string; retryAfter: string | null }> {
-    return waitFor(async () => {
-      const r = await api.get(`/api/agents/${id}`);
-      if (r.status === 500) throw new Error(`500 during the outage: ${JSON.stringify(r.body)}`);
-      return r.status === 503 ? { status: r.status, code: r.body?.error?.code, retryAfter: r.headers.get('retry-after') } : null;
-    }, 'a 503 from the API during the outage', 15_000, 200);
+    return waitFor(
+      async () => {
+        const r = await api.get(`/api/agents/${id}`);
+        if (r.status === 500) throw new Error(`500 during the outage: ${JSON.stringify(r.body)}`);
+        return r.status === 503 ? { status: r.status, code: r.body?.error?.code, retryAfter: r.headers.get('retry-after') } : null;
+      },
+      'a 503 from the API during the outage',
+      15_000,
+      200,
+    );
   }
 
   it('the agent stays online, the API answers 503, /readyz answers promptly, and no output is lost', async () => {
@@ -139,15 +158,26 @@ describe.skipIf(!dbs.includes('mysql'))('database outage under an output flood (
     expect((await api.get(`/api/agents/${id}`)).body.status).toBe('online');
 
     // No hot loop: the writes' failure and recovery are each told once, not once per attempt.
-    const writeLines = s.output().split('\n').filter((l) => /execution write/.test(l));
+    const writeLines = s
+      .output()
+      .split('\n')
+      .filter((l) => /execution write/.test(l));
     // The outage did reach the writer, and the output flood did meet backpressure.
     expect(s.output()).toMatch(/execution writes failing; retrying with backoff/);
     expect(s.output()).toMatch(/execution writes recovered/);
     expect(s.output()).toMatch(/output backpressure on/);
     const byPhase = (p: string) => during.filter((r) => r.phase === p);
-    process.stdout.write(`db-outage figures: /readyz partition ${JSON.stringify(byPhase('partition').map((r) => `${r.status}/${r.ms}ms`))}, `
-      + `refused ${JSON.stringify(byPhase('refused').map((r) => `${r.status}/${r.ms}ms`))}; write log lines ${writeLines.length}\n`);
-    process.stdout.write(`${s.output().split('\n').filter((l) => /execution write|backpressure|presence flush/.test(l)).join('\n')}\n`);
+    process.stdout.write(
+      `db-outage figures: /readyz partition ${JSON.stringify(byPhase('partition').map((r) => `${r.status}/${r.ms}ms`))}, ` +
+        `refused ${JSON.stringify(byPhase('refused').map((r) => `${r.status}/${r.ms}ms`))}; write log lines ${writeLines.length}\n`,
+    );
+    process.stdout.write(
+      `${s
+        .output()
+        .split('\n')
+        .filter((l) => /execution write|backpressure|presence flush/.test(l))
+        .join('\n')}\n`,
+    );
     expect(writeLines.length, writeLines.slice(0, 10).join('\n')).toBeLessThanOrEqual(MAX_WRITE_LOG_LINES);
     expect(s.output()).not.toMatch(/"level":"error"[^\n]*unhandled request error/);
   }, 900_000);

@@ -33,10 +33,19 @@ function mountTmpfs(dir: string): boolean {
     return false;
   }
 }
-const free = (dir: string) => { const s = fs.statfsSync(dir); return s.bavail * s.bsize; };
+const free = (dir: string) => {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+};
 /** Bytes of the SQLite database and its WAL: the writes the reserve is kept for. */
-const dbBytes = (dir: string) => ['muster.db', 'muster.db-wal', 'muster.db-shm']
-  .reduce((n, f) => { try { return n + fs.statSync(path.join(dir, f)).blocks * 512; } catch { return n; } }, 0);
+const dbBytes = (dir: string) =>
+  ['muster.db', 'muster.db-wal', 'muster.db-shm'].reduce((n, f) => {
+    try {
+      return n + fs.statSync(path.join(dir, f)).blocks * 512;
+    } catch {
+      return n;
+    }
+  }, 0);
 
 /** Writes zeros into `file` until the filesystem says ENOSPC. */
 function fillUp(file: string): void {
@@ -79,7 +88,11 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
     try {
       execFileSync('umount', [mnt], { stdio: 'pipe' });
     } catch {
-      try { execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }); } catch { /* already gone */ }
+      try {
+        execFileSync('umount', ['-l', mnt], { stdio: 'pipe' });
+      } catch {
+        /* already gone */
+      }
     }
     await cleanup();
   });
@@ -90,10 +103,15 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
     await t.run('true');
     const db0 = dbBytes(mnt);
     t.write('yes flood-0123456789-abcdefghijklmnopqrstuvwxyz\r');
-    const view = await waitFor(async () => {
-      const r = await admin.get(`/api/terminals/${t.sessionId}`);
-      return r.body.recordingTruncated ? r.body : null;
-    }, 'the recording to stop', 120_000, 200);
+    const view = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/terminals/${t.sessionId}`);
+        return r.body.recordingTruncated ? r.body : null;
+      },
+      'the recording to stop',
+      120_000,
+      200,
+    );
     t.write('\x03');
     // The reserve was kept for the database: the recording did not eat into it. What the database
     // itself wrote meanwhile (session counters, presence; more of it the slower the machine) is
@@ -118,12 +136,18 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
       expect(free(mnt)).toBeLessThan(64 * 1024);
 
       /** A write while full: 507 (or 503) with a code and Retry-After, never 500. */
-      const refused = async (call: () => Promise<{ status: number; body: any; headers: Headers }>) => waitFor(async () => {
-        fillUp(filler);
-        const r = await call();
-        if (r.status === 500) throw new Error(`500 while the disk is full: ${JSON.stringify(r.body)}`);
-        return r.status >= 500 ? r : null;
-      }, 'a write refused for lack of space', 10_000, 200);
+      const refused = async (call: () => Promise<{ status: number; body: any; headers: Headers }>) =>
+        waitFor(
+          async () => {
+            fillUp(filler);
+            const r = await call();
+            if (r.status === 500) throw new Error(`500 while the disk is full: ${JSON.stringify(r.body)}`);
+            return r.status >= 500 ? r : null;
+          },
+          'a write refused for lack of space',
+          10_000,
+          200,
+        );
       const login = await refused(() => new Api(s.url).post('/api/auth/login', { username: 'admin', password: ADMIN_PASSWORD }));
       expect([507, 503]).toContain(login.status);
       expect(['insufficient_storage', 'database_unavailable']).toContain(login.body.error.code);
@@ -145,16 +169,26 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
 
     const spaceBackAt = Date.now();
     fs.rmSync(filler);
-    const closed = await waitFor(async () => {
-      const r = await admin.get(`/api/terminals/${t.sessionId}`);
-      return r.body.status === 'closed' ? r.body : null;
-    }, 'the session row to close once space is back', 30_000, 200);
+    const closed = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/terminals/${t.sessionId}`);
+        return r.body.status === 'closed' ? r.body : null;
+      },
+      'the session row to close once space is back',
+      30_000,
+      200,
+    );
     expect(closed.recordingTruncated).toBe(true);
     expect(closed.closeReason).toMatch(/closed by admin/);
-    const audited = await waitFor(async () => {
-      const r = await admin.get(`/api/audit?action=terminal.close&targetId=${t.sessionId}`);
-      return r.body.total === 1 ? r.body.items[0] : null;
-    }, 'the session\'s terminal.close audit entry', 30_000, 200);
+    const audited = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/audit?action=terminal.close&targetId=${t.sessionId}`);
+        return r.body.total === 1 ? r.body.items[0] : null;
+      },
+      "the session's terminal.close audit entry",
+      30_000,
+      200,
+    );
     // Written late, it keeps the time the session closed.
     expect(Date.parse(audited.at)).toBeLessThan(spaceBackAt);
     c.close();
@@ -163,7 +197,9 @@ describe.skipIf(!mounted)('full data disk (defect 7, SQLite on a 16 MiB tmpfs)',
     await Api.login(s.url);
     const ok = await createTask(admin, { script: 'echo after-the-disk-was-full', targets: { agentIds: [id] } });
     expect((await waitTask(admin, ok.id, 60_000)).executions[0].status).toBe('succeeded');
-    process.stdout.write(`disk-full figures: recording stopped at ${view.recordingBytes} bytes with ${freeAtStop} bytes free (reserve ${RESERVE}); ${figures}\n`);
+    process.stdout.write(
+      `disk-full figures: recording stopped at ${view.recordingBytes} bytes with ${freeAtStop} bytes free (reserve ${RESERVE}); ${figures}\n`,
+    );
     expect(s.output()).not.toMatch(/unhandled request error/);
   }, 300_000);
 });

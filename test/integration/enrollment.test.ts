@@ -176,8 +176,14 @@ describe.each(dbs)('enrollment (%s)', (db) => {
       const next = (await api.post('/api/enrollment/tokens', { name: `dropped-${attempt}`, maxUses: 1, labels: { z: '1' } })).body;
       Object.assign(tokenRef, { token: next.token, id: next.id });
     }
-    const undone = await waitFor(async () => (await api.get(`/api/audit?action=agent.enroll&targetId=${aid}`)).body.items
-      .find((r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome'), 'enrollment undone', 30_000);
+    const undone = await waitFor(
+      async () =>
+        (await api.get(`/api/audit?action=agent.enroll&targetId=${aid}`)).body.items.find(
+          (r: any) => r.ok === false && r.details?.reason === 'connection closed before welcome',
+        ),
+      'enrollment undone',
+      30_000,
+    );
     expect(undone.details.undone).toBe(true);
     expect((await api.get(`/api/agents/${aid}`)).status).toBe(404);
     expect((await api.get('/api/enrollment/tokens')).body.items.find((t: any) => t.id === tokenRef.id)).toMatchObject({ uses: 0, state: 'active' });
@@ -203,7 +209,11 @@ describe('enrollment without MUSTER_ENROLL_TOKEN', () => {
     expect(e.installCommand).toContain('<ENROLLMENT-TOKEN>');
     expect((await upgradeStatus(s.wsUrl, { 'X-Muster-Agent-Id': randomUUID(), 'X-Muster-Enroll-Token': s.enrollToken })).status).toBe(401);
     // `npm start` still brings up a live fleet of one.
-    const local = await waitFor(async () => (await api.get('/api/agents')).body.items.find((a: any) => a.labels.local === 'true' && a.status === 'online'), 'local agent online', 60_000);
+    const local = await waitFor(
+      async () => (await api.get('/api/agents')).body.items.find((a: any) => a.labels.local === 'true' && a.status === 'online'),
+      'local agent online',
+      60_000,
+    );
     expect(local).toBeTruthy();
     const pid = Number(/"pid":(\d+)[^\n]*local agent started/.exec(s.output())?.[1]);
     expect(pid).toBeGreaterThan(0);

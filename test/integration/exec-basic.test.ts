@@ -12,9 +12,16 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   const ids: Record<string, string> = {};
 
   beforeAll(async () => {
-    s = await startServer({ db, env: { MUSTER_MAX_OUTPUT_BYTES: '65536', MUSTER_MAX_SCRIPT_BYTES: '4096', MUSTER_MAX_TARGETS_PER_TASK: '3', MUSTER_MAX_EXECUTIONS_PER_AGENT: '1' } });
+    s = await startServer({
+      db,
+      env: { MUSTER_MAX_OUTPUT_BYTES: '65536', MUSTER_MAX_SCRIPT_BYTES: '4096', MUSTER_MAX_TARGETS_PER_TASK: '3', MUSTER_MAX_EXECUTIONS_PER_AGENT: '1' },
+    });
     api = await Api.login(s.url);
-    for (const [name, role] of [['b-1', 'web'], ['b-2', 'web'], ['b-3', 'db']] as const) {
+    for (const [name, role] of [
+      ['b-1', 'web'],
+      ['b-2', 'web'],
+      ['b-3', 'db'],
+    ] as const) {
       const a = startAgent(s, { name, labels: { role } });
       ids[name] = await agentId(a);
       await api.waitAgent(ids[name]!, 'online');
@@ -25,13 +32,18 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   it('three agents: stdout and stderr separately, in order, with exit codes; one exits 3 → failed', async () => {
     const t = await createTask(api, {
       script: 'for i in 1 2 3 4 5; do echo "out $i"; echo "err $i" >&2; done\n[ "$MUSTER_AGENT_ID" = "$1" ] && exit 3\nexit 0',
-      args: [ids['b-2']], targets: { selector: 'b-1,b-2,b-3' },
+      args: [ids['b-2']],
+      targets: { selector: 'b-1,b-2,b-3' },
     });
     expect(t.executions).toHaveLength(3);
     const d = await waitTask(api, t.id);
     expect(d.status).toBe('failed');
     expect(d.counts).toEqual({ succeeded: 2, failed: 1 });
-    expect(d.executions.map((e: any) => [e.agentName, e.status, e.exitCode])).toEqual([['b-1', 'succeeded', 0], ['b-2', 'failed', 3], ['b-3', 'succeeded', 0]]);
+    expect(d.executions.map((e: any) => [e.agentName, e.status, e.exitCode])).toEqual([
+      ['b-1', 'succeeded', 0],
+      ['b-2', 'failed', 3],
+      ['b-3', 'succeeded', 0],
+    ]);
     for (const e of d.executions) {
       expect(await outputText(api, e.id, 'stdout')).toBe('out 1\nout 2\nout 3\nout 4\nout 5\n');
       expect(await outputText(api, e.id, 'stderr')).toBe('err 1\nerr 2\nerr 3\nerr 4\nerr 5\n');
@@ -86,9 +98,19 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const d = await waitTask(api, t.id);
     expect(await outputText(api, d.executions[0].id)).toBe(args.map((a) => `[${a}]\n`).join(''));
     expect(fs.existsSync(pwned)).toBe(false);
-    const py = await createTask(api, { script: 'import sys\nprint("|".join(sys.argv[1:]))', interpreter: 'python3', args, targets: { agentIds: [ids['b-1']] } });
+    const py = await createTask(api, {
+      script: 'import sys\nprint("|".join(sys.argv[1:]))',
+      interpreter: 'python3',
+      args,
+      targets: { agentIds: [ids['b-1']] },
+    });
     expect(await outputText(api, (await waitTask(api, py.id)).executions[0].id)).toBe(`${args.join('|')}\n`);
-    const js = await createTask(api, { script: 'console.log(JSON.stringify(process.argv.slice(2)))', interpreter: 'node', args, targets: { agentIds: [ids['b-1']] } });
+    const js = await createTask(api, {
+      script: 'console.log(JSON.stringify(process.argv.slice(2)))',
+      interpreter: 'node',
+      args,
+      targets: { agentIds: [ids['b-1']] },
+    });
     expect(JSON.parse(await outputText(api, (await waitTask(api, js.id)).executions[0].id))).toEqual(args);
     const sb = await createTask(api, { script: '#!/bin/sh\necho "sh:$1"', interpreter: 'shebang', args: ['x y'], targets: { agentIds: [ids['b-1']] } });
     expect(await outputText(api, (await waitTask(api, sb.id)).executions[0].id)).toBe('sh:x y\n');
@@ -106,7 +128,8 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const dir = tmpDir('trunc');
     const marker = path.join(dir, 'done');
     const t = await createTask(api, {
-      script: 'head -c 300000 /dev/zero | tr "\\0" "x"; echo; echo finished > "$1"; exit 0', args: [marker],
+      script: 'head -c 300000 /dev/zero | tr "\\0" "x"; echo; echo finished > "$1"; exit 0',
+      args: [marker],
       targets: { agentIds: [ids['b-2']] },
     });
     const d = await waitTask(api, t.id);
@@ -179,8 +202,10 @@ describe.each(dbs)('exec basics (%s)', (db) => {
     const log = path.join(tmpDir('conc'), 'log');
     fs.writeFileSync(log, '');
     const t = await createTask(api, {
-      script: 'echo "start $1" >> "$2"; sleep 0.3; echo "end $1" >> "$2"', args: ['$MUSTER_EXECUTION_ID', log],
-      targets: { selector: 'b-1,b-2,b-3' }, concurrency: 1,
+      script: 'echo "start $1" >> "$2"; sleep 0.3; echo "end $1" >> "$2"',
+      args: ['$MUSTER_EXECUTION_ID', log],
+      targets: { selector: 'b-1,b-2,b-3' },
+      concurrency: 1,
     });
     const d = await waitTask(api, t.id);
     expect(d.status).toBe('succeeded');
@@ -230,7 +255,8 @@ describe.each(dbs)('exec basics (%s)', (db) => {
   it('cancel: pending executions cancelled, running ones killed (whole tree) and reported cancelled', async () => {
     const pids = path.join(tmpDir('cancel'), 'pids');
     const t = await createTask(api, {
-      script: 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; echo started; wait', args: [pids],
+      script: 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; echo started; wait',
+      args: [pids],
       targets: { agentIds: [ids['b-3']] },
     });
     await waitFor(() => fs.existsSync(pids) && fs.readFileSync(pids, 'utf8').trim().split('\n').length >= 3, 'script pids');

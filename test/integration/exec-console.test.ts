@@ -16,12 +16,16 @@ describe.each(dbs)('exec live output to consoles (%s)', (db) => {
     await api.waitAgent(id, 'online');
     const c = await consoleSocket(s, api);
     await c.next((m) => m.type === 'ready');
-    const t = await createTask(api, { script: 'sleep 1; for i in $(seq 1 20); do echo "live $i"; echo "warn $i" >&2; sleep 0.05; done', targets: { agentIds: [id] } });
+    const t = await createTask(api, {
+      script: 'sleep 1; for i in $(seq 1 20); do echo "live $i"; echo "warn $i" >&2; sleep 0.05; done',
+      targets: { agentIds: [id] },
+    });
     c.ws.send(JSON.stringify({ type: 'task.subscribe', taskId: t.id }));
     await c.next((m) => m.type === 'task.updated' && m.task.id === t.id);
     const ex = await c.next((m) => m.type === 'execution.updated' && m.execution.status === 'succeeded', 20_000, 'succeeded');
     const frames = c.binary.map((b) => decodeFrame(new Uint8Array(b)));
-    const text = (stream: string) => Buffer.concat(frames.filter((f) => f.op === 'execOutput' && f.stream === stream).map((f) => Buffer.from(f.data))).toString();
+    const text = (stream: string) =>
+      Buffer.concat(frames.filter((f) => f.op === 'execOutput' && f.stream === stream).map((f) => Buffer.from(f.data))).toString();
     expect(text('stdout')).toBe(Array.from({ length: 20 }, (_, i) => `live ${i + 1}\n`).join(''));
     expect(text('stderr')).toBe(Array.from({ length: 20 }, (_, i) => `warn ${i + 1}\n`).join(''));
     const seqs = frames.map((f) => (f.op === 'execOutput' ? f.seq : -1));

@@ -57,7 +57,9 @@ describe('execution cgroups', () => {
     await api.waitAgent(id, 'online');
     const pidFile = path.join(tmpDir('cg-killed'), 'pids');
     const task = await createTask(api, {
-      script: 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait', args: [pidFile], targets: { agentIds: [id] },
+      script: 'echo $$ >> "$1"; sleep 300 & echo $! >> "$1"; setsid sleep 301 & echo $! >> "$1"; wait',
+      args: [pidFile],
+      targets: { agentIds: [id] },
     });
     const e = await waitExecution(api, task.id, (x) => x.status === 'running' && x.containment, 'running');
     const dir = cgroupOf(e);

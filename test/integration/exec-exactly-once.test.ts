@@ -30,7 +30,8 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     const dir = tmpDir('late');
     const [runs, gate, done] = ['runs', 'gate', 'done'].map((f) => path.join(dir, f)) as [string, string, string];
     const t = await createTask(api, {
-      script: 'echo run >> "$1"; echo before; while [ ! -e "$2" ]; do sleep 0.05; done; echo after; touch "$3"', args: [runs, gate, done],
+      script: 'echo run >> "$1"; echo before; while [ ! -e "$2" ]; do sleep 0.05; done; echo after; touch "$3"',
+      args: [runs, gate, done],
       targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running with its first line stored');
@@ -46,10 +47,14 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     c.ws.send(JSON.stringify({ type: 'task.subscribe', taskId: t.id, output: true }));
     await c.next((m) => m.type === 'task.updated' && m.task.id === t.id, 15_000, 'subscribed');
     proxy.restore();
-    const e = await waitFor(async () => {
-      const r = await api.get(`/api/executions/${lost.id}`);
-      return r.body.status === 'succeeded' ? r.body : null;
-    }, 'the late result replaces lost', 30_000);
+    const e = await waitFor(
+      async () => {
+        const r = await api.get(`/api/executions/${lost.id}`);
+        return r.body.status === 'succeeded' ? r.body : null;
+      },
+      'the late result replaces lost',
+      30_000,
+    );
     expect(e.exitCode).toBe(0);
     expect(e.reason).toBeNull();
     expect(Date.parse(e.reconciledAt)).toBeGreaterThan(Date.parse(d.finishedAt) - 1);
@@ -76,7 +81,9 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     await api.waitAgent(id, 'online');
     const gate = path.join(tmpDir('late-run'), 'gate');
     const t = await createTask(api, {
-      script: 'echo one; while [ ! -e "$1" ]; do sleep 0.05; done; echo two; exit 5', args: [gate], targets: { agentIds: [id] },
+      script: 'echo one; while [ ! -e "$1" ]; do sleep 0.05; done; echo two; exit 5',
+      args: [gate],
+      targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running');
     proxy.cut();
@@ -112,7 +119,17 @@ describe.each(dbs)('exactly once (%s)', (db) => {
       const now = Date.now();
       raw.send({ type: 'exec.started', executionId: run.executionId, pid: 4242, startedAt: now - 50 });
       raw.sendRaw(Buffer.from(encodeExecOutput(run.executionId, 'stdout', 0, Buffer.from('hi\n'))), true);
-      const finished = { type: 'exec.finished', executionId: run.executionId, status: 'succeeded', exitCode: 0, signal: null, startedAt: now - 50, finishedAt: now, outputSeq: 1, truncated: false };
+      const finished = {
+        type: 'exec.finished',
+        executionId: run.executionId,
+        status: 'succeeded',
+        exitCode: 0,
+        signal: null,
+        startedAt: now - 50,
+        finishedAt: now,
+        outputSeq: 1,
+        truncated: false,
+      };
       raw.send(finished);
       const resume = await raw.next((m) => m.type === 'exec.resume' && m.executionId === run.executionId, 'exec.resume');
       expect(resume.fromSeq).toBe(0);
@@ -217,7 +234,8 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     const [runs, gate, done] = ['runs', 'gate', 'done'].map((f) => path.join(dir, f)) as [string, string, string];
     const t = await createTask(api, {
       script: 'echo run >> "$1"; echo first; while [ ! -e "$2" ]; do sleep 0.05; done; echo second; echo oops >&2; touch "$3"; exit 3',
-      args: [runs, gate, done], targets: { agentIds: [id] },
+      args: [runs, gate, done],
+      targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running' && e.outputBytes > 0, 'running with its first line stored');
     proxy.cut();
@@ -292,7 +310,9 @@ describe.each(dbs)('exactly once (%s)', (db) => {
     const api = await Api.login(s.url);
     const proxy = await startProxy(s.port);
     const a = startAgent(s, {
-      name: 'x-sigterm-away', serverUrl: `ws://127.0.0.1:${proxy.port}`, env: { MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: '0', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: '1' },
+      name: 'x-sigterm-away',
+      serverUrl: `ws://127.0.0.1:${proxy.port}`,
+      env: { MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: '0', MUSTER_AGENT_EXEC_KILL_GRACE_SEC: '1' },
     });
     const id = await agentId(a);
     await api.waitAgent(id, 'online');

@@ -82,7 +82,8 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await api.waitAgent(id, 'online');
     const runs = path.join(tmpDir('proxy'), 'runs');
     const t = await createTask(api, {
-      script: 'echo run >> "$1"; for i in $(seq 1 60); do echo "line $i"; echo "e$i" >&2; sleep 0.1; done', args: [runs],
+      script: 'echo run >> "$1"; for i in $(seq 1 60); do echo "line $i"; echo "e$i" >&2; sleep 0.1; done',
+      args: [runs],
       targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
@@ -114,7 +115,8 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     const gate = path.join(dir, 'gate');
     const done = path.join(dir, 'done');
     const t = await createTask(api, {
-      script: 'while [ ! -e "$1" ]; do sleep 0.05; done; head -c 1000000 /dev/zero | tr "\\0" z; echo done > "$2"', args: [gate, done],
+      script: 'while [ ! -e "$1" ]; do sleep 0.05; done; head -c 1000000 /dev/zero | tr "\\0" z; echo done > "$2"',
+      args: [gate, done],
       targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
@@ -149,7 +151,8 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     // 400 blocks of 250 KB = 100 MB, recording progress after each block.
     const t = await createTask(api, {
       script: 'while [ ! -e "$2" ]; do sleep 0.05; done; for i in $(seq 1 400); do head -c 250000 /dev/zero | tr "\\0" p; echo $i > "$1"; done',
-      args: [progress, gate], targets: { agentIds: [id] },
+      args: [progress, gate],
+      targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
     const rss0 = rss();
@@ -159,11 +162,16 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     // the buffers on the way fill depends on the machine's load, so wait for a 1.5 s window
     // without progress rather than assume one.
     const readProgress = () => Number(fs.readFileSync(progress, 'utf8'));
-    const p2 = await waitFor(async () => {
-      const p1 = readProgress();
-      await sleep(1500);
-      return readProgress() === p1 ? p1 : 0;
-    }, 'the script blocked on its pipe', 60_000, 0);
+    const p2 = await waitFor(
+      async () => {
+        const p1 = readProgress();
+        await sleep(1500);
+        return readProgress() === p1 ? p1 : 0;
+      },
+      'the script blocked on its pipe',
+      60_000,
+      0,
+    );
     expect(p2).toBeLessThan(400);
     expect(rss() - rss0).toBeLessThan(64 << 20);
     proxy.unstall();
@@ -210,7 +218,8 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await api.waitAgent(id, 'online');
     const runs = path.join(tmpDir('restart'), 'runs');
     const t = await createTask(api, {
-      script: 'echo run >> "$1"; for i in $(seq 1 40); do echo "line $i"; sleep 0.1; done; exit 4', args: [runs],
+      script: 'echo run >> "$1"; for i in $(seq 1 40); do echo "line $i"; sleep 0.1; done; exit 4',
+      args: [runs],
       targets: { agentIds: [id] },
     });
     await waitExecution(api, t.id, (e) => e.status === 'running', 'running');
@@ -271,7 +280,13 @@ describe.each(dbs)('exec faults (%s)', (db) => {
     await a.stop();
     await api.waitAgent(id, 'offline');
     const runs = path.join(tmpDir('queue'), 'runs');
-    const t = await createTask(api, { script: 'echo run >> "$1"; echo queued-ok', args: [runs], targets: { agentIds: [id] }, offline: 'queue', queueTtlSec: 120 });
+    const t = await createTask(api, {
+      script: 'echo run >> "$1"; echo queued-ok',
+      args: [runs],
+      targets: { agentIds: [id] },
+      offline: 'queue',
+      queueTtlSec: 120,
+    });
     expect(t.executions[0].status).toBe('pending');
     const short = await createTask(api, { script: 'echo never', targets: { agentIds: [id] }, offline: 'queue', queueTtlSec: 1 });
     const sd = await waitTask(api, short.id, 15_000);

@@ -31,7 +31,8 @@ describe('secret environment values', () => {
     const script = 'printf %s "$DB_PASSWORD" | sha256sum | cut -c1-64; echo "plain=$PLAIN"';
     const expected = `${createHash('sha256').update(SECRET).digest('hex')}\nplain=visible\n`;
     const t = await createTask(api, {
-      script, targets: { agentIds: [agent] },
+      script,
+      targets: { agentIds: [agent] },
       env: { PLAIN: 'visible', DB_PASSWORD: { value: SECRET, secret: true }, ALSO_PLAIN: { value: 'shown' } },
     });
     sock.ws.send(JSON.stringify({ type: 'task.subscribe', taskId: t.id, output: false }));
@@ -48,9 +49,15 @@ describe('secret environment values', () => {
     expect(again.secretEnv).toEqual(['DB_PASSWORD']);
 
     const seen = [
-      JSON.stringify(t), JSON.stringify(done), JSON.stringify(rr.body), JSON.stringify(again),
-      JSON.stringify((await api.get('/api/tasks')).body), JSON.stringify((await api.get('/api/audit')).body),
-      JSON.stringify(sock.messages), s.output(), agentOutput(),
+      JSON.stringify(t),
+      JSON.stringify(done),
+      JSON.stringify(rr.body),
+      JSON.stringify(again),
+      JSON.stringify((await api.get('/api/tasks')).body),
+      JSON.stringify((await api.get('/api/audit')).body),
+      JSON.stringify(sock.messages),
+      s.output(),
+      agentOutput(),
     ];
     for (const text of seen) expect(text).not.toContain(SECRET);
     sock.close();

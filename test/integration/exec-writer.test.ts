@@ -18,22 +18,67 @@ import { cleanup, databases, dbUrlFor, tmpDir } from '../helpers/harness.js';
 const dbs = await databases();
 afterAll(cleanup);
 
-const log = { info() {}, warn() {}, error() {}, debug() {}, child() { return log; } };
+const log = {
+  info() {},
+  warn() {},
+  error() {},
+  debug() {},
+  child() {
+    return log;
+  },
+};
 
 function task(n: number): Task {
   return {
-    id: randomUUID(), name: 'w', script: 'echo w', scriptSha256: '0'.repeat(64), interpreter: 'sh', args: [], env: {}, cwd: null, timeoutSec: 60,
-    targets: { selector: 'all' }, concurrency: null, maxFailures: null, offline: 'skip', queueTtlSec: null, createdBy: 'admin', createdAt: Date.now(),
-    status: 'running', total: n, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf: null, scriptId: null, scriptVersion: null,
-    scheduleId: null, secretEnv: [], signature: null,
+    id: randomUUID(),
+    name: 'w',
+    script: 'echo w',
+    scriptSha256: '0'.repeat(64),
+    interpreter: 'sh',
+    args: [],
+    env: {},
+    cwd: null,
+    timeoutSec: 60,
+    targets: { selector: 'all' },
+    concurrency: null,
+    maxFailures: null,
+    offline: 'skip',
+    queueTtlSec: null,
+    createdBy: 'admin',
+    createdAt: Date.now(),
+    status: 'running',
+    total: n,
+    finishedAt: null,
+    cancelledAt: null,
+    cancelledBy: null,
+    rerunOf: null,
+    scriptId: null,
+    scriptVersion: null,
+    scheduleId: null,
+    secretEnv: [],
+    signature: null,
   };
 }
 
 function execution(taskId: string, i: number): Execution {
   return {
-    id: randomUUID(), taskId, agentId: `agent-${i}`, agentName: `host-${String(i).padStart(5, '0')}`, status: 'pending', reason: null, exitCode: null,
-    signal: null, queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: null, outputBytes: 0, nextSeq: 0, truncated: false,
-    containment: null, reconciledAt: null,
+    id: randomUUID(),
+    taskId,
+    agentId: `agent-${i}`,
+    agentName: `host-${String(i).padStart(5, '0')}`,
+    status: 'pending',
+    reason: null,
+    exitCode: null,
+    signal: null,
+    queuedUntil: null,
+    dispatchedAt: null,
+    startedAt: null,
+    finishedAt: null,
+    outputBytes: 0,
+    nextSeq: 0,
+    truncated: false,
+    containment: null,
+    reconciledAt: null,
   };
 }
 
@@ -50,7 +95,13 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
       const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
       await repo.createTask(t, execs);
       const writer = new ExecWriteBatcher(repo, log as never, {
-        intervalMs: 60_000, batchBytes: 1 << 30, highWaterBytes: 1 << 30, maxFlushBytes: 1 << 30, onPressure: () => {}, retryInitialMs: 100, retryMaxMs: 1000,
+        intervalMs: 60_000,
+        batchBytes: 1 << 30,
+        highWaterBytes: 1 << 30,
+        maxFlushBytes: 1 << 30,
+        onPressure: () => {},
+        retryInitialMs: 100,
+        retryMaxMs: 1000,
       });
       const updates: string[] = [];
       const onQuery = (q: { sql: string }) => {
@@ -89,7 +140,19 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
       for (const s of stored) expect(s).toEqual(expected.get(s.id));
       for (const [i, e] of execs.entries()) {
         const out = await repo.outputPage(e.id, 0, 10);
-        expect(out.map((o) => [o.seq, o.stream]), e.id).toEqual(i === 3 ? [[0, 2], [1, 1], [1, 1], [1, 1]] : [[0, i % 2 ? 2 : 1]]);
+        expect(
+          out.map((o) => [o.seq, o.stream]),
+          e.id,
+        ).toEqual(
+          i === 3
+            ? [
+                [0, 2],
+                [1, 1],
+                [1, 1],
+                [1, 1],
+              ]
+            : [[0, i % 2 ? 2 : 1]],
+        );
         expect(out[0]!.data.toString()).toBe(`out ${i} `.repeat(8));
         if (i === 3) expect(Buffer.concat(out.slice(1).map((o) => o.data)).equals(big)).toBe(true);
       }

@@ -25,10 +25,14 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     api.req('POST', `/api/files/${fileId}/revisions`, new Uint8Array(body), { 'content-type': 'application/octet-stream' });
 
   async function waitDistribution(id: string, states = ['succeeded', 'failed', 'cancelled'], timeoutMs = 60_000): Promise<any> {
-    return waitFor(async () => {
-      const r = await op.get(`/api/distributions/${id}`);
-      return states.includes(r.body.state) ? r.body : null;
-    }, `distribution ${id} in ${states.join('|')}`, timeoutMs);
+    return waitFor(
+      async () => {
+        const r = await op.get(`/api/distributions/${id}`);
+        return states.includes(r.body.state) ? r.body : null;
+      },
+      `distribution ${id} in ${states.join('|')}`,
+      timeoutMs,
+    );
   }
 
   beforeAll(async () => {
@@ -41,7 +45,12 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     fs.writeFileSync(policy, JSON.stringify({ allowedPaths: ['/etc/muster-test'] }), { mode: 0o600 });
     for (const n of [1, 2, 3]) {
       const root = tmpDir(`root${n}`);
-      const a = startAgent(s, { name: `files-${n}`, labels: { grp: 'files' }, args: ['--policy', policy], env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.3' } });
+      const a = startAgent(s, {
+        name: `files-${n}`,
+        labels: { grp: 'files' },
+        args: ['--policy', policy],
+        env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.3' },
+      });
       const id = await agentId(a);
       await admin.waitAgent(id, 'online', 30_000);
       agents.push({ id, root, stateDir: a.stateDir });
@@ -55,7 +64,13 @@ describe.each(dbs)('file distribution (%s)', (db) => {
   const v2 = Buffer.concat([Buffer.from('listen 8080;\n'), Buffer.alloc(300_000, 'x'), Buffer.from('\n# end\n')]);
 
   it('creates a managed file and uploads a revision streamed as the raw body; roles are enforced', async () => {
-    const created = await admin.post('/api/files', { path: '/etc/muster-test/app.conf', owner: 'nobody', group: 'nogroup', mode: '0640', postCommand: 'echo reloaded-$MUSTER_FILE_PATH' });
+    const created = await admin.post('/api/files', {
+      path: '/etc/muster-test/app.conf',
+      owner: 'nobody',
+      group: 'nogroup',
+      mode: '0640',
+      postCommand: 'echo reloaded-$MUSTER_FILE_PATH',
+    });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     expect(created.body).toMatchObject({ path: '/etc/muster-test/app.conf', owner: 'nobody', group: 'nogroup', mode: 0o640, latestRevision: 0 });
     fileId = created.body.id;
@@ -91,7 +106,10 @@ describe.each(dbs)('file distribution (%s)', (db) => {
       },
     });
     const res = await fetch(`${s.url}/api/files/${fileId}/revisions`, {
-      method: 'POST', body: stream, duplex: 'half', headers: { 'content-type': 'application/octet-stream', cookie: admin.cookie },
+      method: 'POST',
+      body: stream,
+      duplex: 'half',
+      headers: { 'content-type': 'application/octet-stream', cookie: admin.cookie },
     } as RequestInit).catch((err: Error) => err);
     if (!(res instanceof Error)) expect(res.status).toBe(413);
     const revs = await admin.get(`/api/files/${fileId}/revisions`);
@@ -125,7 +143,11 @@ describe.each(dbs)('file distribution (%s)', (db) => {
       expect(await outputText(op, task.executions[0].id)).toContain('reloaded-/etc/muster-test/app.conf');
     }
     const f = await viewer.get(`/api/files/${fileId}`);
-    expect(f.body.hosts.map((h: any) => [h.revision, h.state])).toEqual([[1, 'ok'], [1, 'ok'], [1, 'ok']]);
+    expect(f.body.hosts.map((h: any) => [h.revision, h.state])).toEqual([
+      [1, 'ok'],
+      [1, 'ok'],
+      [1, 'ok'],
+    ]);
     const audit = await admin.get(`/api/audit?action=file.distribute&targetId=${fileId}`);
     expect(audit.body.items[0]).toMatchObject({ role: 'operator', action: 'file.distribute', details: expect.objectContaining({ revision: 1, targets: 3 }) });
   });
@@ -162,10 +184,14 @@ describe.each(dbs)('file distribution (%s)', (db) => {
 
   it('a local edit on one host is reported as drift; re-applying fixes it', async () => {
     fs.appendFileSync(onDisk(1, '/etc/muster-test/app.conf'), 'edited by hand\n');
-    const drifted = await waitFor(async () => {
-      const r = await viewer.get(`/api/files/${fileId}/hosts?drifted=true`);
-      return r.body.items.length ? r.body.items : null;
-    }, 'drift reported', 30_000);
+    const drifted = await waitFor(
+      async () => {
+        const r = await viewer.get(`/api/files/${fileId}/hosts?drifted=true`);
+        return r.body.items.length ? r.body.items : null;
+      },
+      'drift reported',
+      30_000,
+    );
     expect(drifted).toEqual([expect.objectContaining({ agentId: agents[1]!.id, state: 'drifted', reason: 'content changed on the host' })]);
     const list = await viewer.get('/api/files');
     expect(list.body.items.find((f: any) => f.id === fileId)).toMatchObject({ hostCount: 3, driftedCount: 1 });
@@ -184,7 +210,11 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     const other = await admin.post('/api/files', { path: '/etc/not-allowed/x.conf', content: Buffer.from('nope\n').toString('base64') });
     expect(other.status).toBe(201);
     expect(other.body.latestRevision).toBe(1);
-    const d = await op.post(`/api/files/${other.body.id}/distributions`, { targets: { selector: 'labels.grp == "files"' }, waves: [1, '100%'], maxFailures: 0 });
+    const d = await op.post(`/api/files/${other.body.id}/distributions`, {
+      targets: { selector: 'labels.grp == "files"' },
+      waves: [1, '100%'],
+      maxFailures: 0,
+    });
     const paused = await waitDistribution(d.body.id, ['paused']);
     expect(paused.reason).toMatch(/exceed maxFailures 0/);
     const failed = paused.targets.filter((t: any) => t.state === 'failed');
@@ -194,10 +224,14 @@ describe.each(dbs)('file distribution (%s)', (db) => {
     // Resumed, the next wave goes out; its failures are new ones and pause it again.
     const resumed = await op.post(`/api/distributions/${d.body.id}/resume`);
     expect(resumed.status).toBe(200);
-    const again = await waitFor(async () => {
-      const r = await op.get(`/api/distributions/${d.body.id}`);
-      return r.body.state === 'paused' && r.body.counts.failed === 3 ? r.body : null;
-    }, 'paused again after the second wave', 60_000);
+    const again = await waitFor(
+      async () => {
+        const r = await op.get(`/api/distributions/${d.body.id}`);
+        return r.body.state === 'paused' && r.body.counts.failed === 3 ? r.body : null;
+      },
+      'paused again after the second wave',
+      60_000,
+    );
     expect(again.reason).toMatch(/failure\(s\) exceed maxFailures 0/);
     expect((await op.post(`/api/distributions/${d.body.id}/cancel`)).status).toBe(200);
     expect((await waitDistribution(d.body.id)).state).toBe('cancelled');

@@ -22,9 +22,15 @@ describe('fleet views', () => {
     api = await Api.login(s.url);
     for (let i = 0; i < N; i++) {
       const id = randomUUID();
-      const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken }, {
-        name: name(i), hostname: `h${i}.example`, labels: { role: i % 3 === 0 ? 'db' : 'web' },
-      });
+      const a = await helloAgent(
+        s.wsUrl,
+        { agentId: id, enrollToken: s.enrollToken },
+        {
+          name: name(i),
+          hostname: `h${i}.example`,
+          labels: { role: i % 3 === 0 ? 'db' : 'web' },
+        },
+      );
       agents.push(Object.assign(a, { id, i }));
     }
     await waitFor(async () => (await api.get('/api/agents/summary')).body.byStatus.online >= N, 'all raw agents online');
@@ -63,7 +69,11 @@ describe('fleet views', () => {
 
     // A visible agent goes offline: its row and the counts change, the window's membership does not.
     agents[1]!.ws.terminate();
-    const off = await c.next((m) => m.type === 'fleet.window' && m.seq > d.seq && m.rows.some((r: any) => r.id === agents[1]!.id && r.status === 'offline'), 15_000, 'offline row');
+    const off = await c.next(
+      (m) => m.type === 'fleet.window' && m.seq > d.seq && m.rows.some((r: any) => r.id === agents[1]!.id && r.status === 'offline'),
+      15_000,
+      'offline row',
+    );
     expect(off.byStatus).toEqual({ online: N - 1, offline: 1 });
     expect(off.matching).toBe(N);
 
@@ -80,7 +90,10 @@ describe('fleet views', () => {
     await c.next((m) => m.type === 'ready');
     c.ws.send(JSON.stringify({ type: 'fleet.open', ref: 'db', view: 'v', selector: 'labels.role == "db"', sort: 'name', desc: true, offset: 0, limit: 100 }));
     const db = await c.next((m) => m.type === 'fleet.window' && m.ref === 'db', 15_000, 'db window');
-    const dbNames = agents.filter((a) => a.i % 3 === 0).map((a) => name(a.i)).reverse();
+    const dbNames = agents
+      .filter((a) => a.i % 3 === 0)
+      .map((a) => name(a.i))
+      .reverse();
     expect(db.rows.map((r: any) => r.name)).toEqual(dbNames);
     expect(db.matching).toBe(dbNames.length);
 

@@ -8,9 +8,7 @@ import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrationSource } from '../../migrations/index.js';
-import {
-  AGENT_JS, Api, SERVER_JS, agentId, cleanup, createMysqlDatabase, databases, startAgent, startServer, tmpDir, waitFor,
-} from '../helpers/harness.js';
+import { AGENT_JS, Api, SERVER_JS, agentId, cleanup, createMysqlDatabase, databases, startAgent, startServer, tmpDir, waitFor } from '../helpers/harness.js';
 import { scrape, upgradeStatus, withDb } from '../helpers/raw-agent.js';
 
 const dbs = await databases();
@@ -59,7 +57,12 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     expect(s2.output()).toContain('closed connection rows left open by the previous run');
     const api2 = await Api.login(s2.url);
     for (const id of ids) await api2.waitAgent(id, 'online', 30_000);
-    const old = await withDb(s.dbUrl, (k) => k('agent_connections').whereIn('id', dangling.map((r) => r.id)));
+    const old = await withDb(s.dbUrl, (k) =>
+      k('agent_connections').whereIn(
+        'id',
+        dangling.map((r) => r.id),
+      ),
+    );
     for (const r of old) {
       expect(r.reason).toBe('server restart');
       expect(Number(r.duration_ms)).toBeGreaterThanOrEqual(0);
@@ -77,15 +80,29 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     expect(shed.status).toBe(503);
     expect(Number(shed.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     expect(JSON.parse(shed.body).error.code).toBe('unavailable');
-    const agents = [0, 1, 2, 3].map((i) => startAgent(s, {
-      name: `storm-${i}`, args: ['--log-level', 'debug'], env: { MUSTER_AGENT_BACKOFF_MAX_MS: '60000' },
-    }));
+    const agents = [0, 1, 2, 3].map((i) =>
+      startAgent(s, {
+        name: `storm-${i}`,
+        args: ['--log-level', 'debug'],
+        env: { MUSTER_AGENT_BACKOFF_MAX_MS: '60000' },
+      }),
+    );
     const ids = await Promise.all(agents.map(agentId));
     for (const id of ids) await api.waitAgent(id, 'online', 90_000);
     // At least one agent was shed; each shed agent waited at least Retry-After before retrying.
     let honoured = 0;
     for (const a of agents) {
-      const lines = a.output().split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return {}; } });
+      const lines = a
+        .output()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => {
+          try {
+            return JSON.parse(l);
+          } catch {
+            return {};
+          }
+        });
       lines.forEach((l, i) => {
         if (!String(l.msg).startsWith('cannot connect') || l.status !== 503) return;
         const next = lines.slice(i + 1).find((n) => n.msg === 'reconnecting');
@@ -112,14 +129,17 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
     const h = await fetch(`http://127.0.0.1:${port}/health`);
     expect(h.status).toBe(200);
     expect(await h.json()).toMatchObject({ status: 'connected', agentId: id, connection: { state: 'connected' } });
-    await waitFor(async () => /muster_agent_heartbeats_sent_total [1-9]/.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()), 'heartbeat counter');
+    await waitFor(
+      async () => /muster_agent_heartbeats_sent_total [1-9]/.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()),
+      'heartbeat counter',
+    );
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toMatch(/^muster_agent_connects_total 1$/m);
     expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
     await s.stop();
     const down = await waitFor(async () => {
       const r = await fetch(`http://127.0.0.1:${port}/health`);
-      return r.status === 503 ? (await r.json()) as any : null;
+      return r.status === 503 ? ((await r.json()) as any) : null;
     }, '/health 503');
     expect(down.status).toBe('unreachable');
     expect(down.reason).toMatch(/server unreachable for \d+ s/);
@@ -144,7 +164,7 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
       await waitFor(() => a.output().includes('server silent; reconnecting'), 'agent to notice the silence', 20_000);
       const down = await waitFor(async () => {
         const r = await fetch(`http://127.0.0.1:${port}/health`);
-        return r.status === 503 ? (await r.json()) as any : null;
+        return r.status === 503 ? ((await r.json()) as any) : null;
       }, '/health 503');
       expect(down.reason).toMatch(/server unreachable for \d+ s/);
     } finally {
@@ -176,13 +196,26 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
       await k.migrate.latest({ migrationSource });
       expect(await tables()).toEqual(CORE_TABLES);
       // Data round-trips through the schema (utf8mb4 on MariaDB: emoji survive).
-      await k('agents').insert({ id: 'a1', name: 'host-🚀', hostname: 'h', ips: '[]', platform: 'linux', arch: 'x64', os: 'o', version: '1', labels: '{}', groups: '[]', secret_hash: 'x'.repeat(64), created_at: Date.now() });
+      await k('agents').insert({
+        id: 'a1',
+        name: 'host-🚀',
+        hostname: 'h',
+        ips: '[]',
+        platform: 'linux',
+        arch: 'x64',
+        os: 'o',
+        version: '1',
+        labels: '{}',
+        groups: '[]',
+        secret_hash: 'x'.repeat(64),
+        created_at: Date.now(),
+      });
       expect((await k('agents').first()).name).toBe('host-🚀');
       await k.migrate.rollback({ migrationSource }, true);
       expect(await tables()).toEqual([]);
       await k.migrate.latest({ migrationSource });
       expect(await tables()).toEqual(CORE_TABLES);
-      const [, pending] = await k.migrate.list({ migrationSource }) as [unknown[], unknown[]];
+      const [, pending] = (await k.migrate.list({ migrationSource })) as [unknown[], unknown[]];
       expect(pending).toHaveLength(0);
     } finally {
       await k.destroy();
@@ -193,7 +226,11 @@ describe.each(dbs)('foundation ops (%s)', (db) => {
 
 describe('foundation config errors', () => {
   const run = (script: string, env: Record<string, string>, args: string[] = []) =>
-    spawnSync(process.execPath, [script, ...args], { env: { ...process.env, MUSTER_DATA_DIR: tmpDir('badcfg'), MUSTER_LOCAL_AGENT: '0', ...env }, encoding: 'utf8', timeout: 20_000 });
+    spawnSync(process.execPath, [script, ...args], {
+      env: { ...process.env, MUSTER_DATA_DIR: tmpDir('badcfg'), MUSTER_LOCAL_AGENT: '0', ...env },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
 
   it.each([
     [{ MUSTER_PORT: 'eighty' }, /MUSTER_PORT/],

@@ -35,9 +35,17 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const id = await agentId(a);
     const v = await api.waitAgent(id, 'online');
     expect(v).toMatchObject({
-      id, name: 'facts-1', hostname: os.hostname(), platform: process.platform, arch: process.arch,
-      cpus: os.cpus().length, memoryBytes: os.totalmem(), version: '0.1.0', labels: { role: 'web', env: 'test' },
-      status: 'online', revoked: false,
+      id,
+      name: 'facts-1',
+      hostname: os.hostname(),
+      platform: process.platform,
+      arch: process.arch,
+      cpus: os.cpus().length,
+      memoryBytes: os.totalmem(),
+      version: '0.1.0',
+      labels: { role: 'web', env: 'test' },
+      status: 'online',
+      revoked: false,
     });
     expect(v.os).toContain(os.release());
     expect(Array.isArray(v.ips) && v.ips.length).toBeTruthy();
@@ -63,7 +71,10 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const a = startAgent(s, { name: 'metrics-1' });
     const id = await agentId(a);
     await api.waitAgent(id, 'online');
-    const first = await waitFor(async () => (await api.get(`/api/agents/${id}`)).body.metrics ? (await api.get(`/api/agents/${id}`)).body : null, 'first metrics');
+    const first = await waitFor(
+      async () => ((await api.get(`/api/agents/${id}`)).body.metrics ? (await api.get(`/api/agents/${id}`)).body : null),
+      'first metrics',
+    );
     expect(first.metrics).toMatchObject({ memTotalBytes: os.totalmem() });
     expect(first.metrics.cpuPercent).toBeGreaterThanOrEqual(0);
     expect(first.metrics.load).toHaveLength(3);
@@ -71,7 +82,10 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const t0 = Date.parse(first.lastSeenAt);
     await waitFor(async () => Date.parse((await api.get(`/api/agents/${id}`)).body.lastSeenAt) > t0, 'lastSeenAt to advance');
     const dbSeen0 = Number((await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'))).last_seen_at);
-    await waitFor(async () => Number((await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'))).last_seen_at) > dbSeen0, 'last_seen_at flushed');
+    await waitFor(
+      async () => Number((await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'))).last_seen_at) > dbSeen0,
+      'last_seen_at flushed',
+    );
     const m = await scrape(s.url);
     expect(m.get('muster_heartbeats_total')).toBeGreaterThan(1);
     expect(m.get('muster_db_presence_flushes_total')).toBeGreaterThan(0);

@@ -21,17 +21,32 @@ function writePolicy(policy: unknown, mode = 0o600): string {
 }
 
 /** An ed25519 key pair: private key PEM file (for `muster sign`) and the raw public key in base64 (for the policy). */
-function keyPair(): { keyFile: string; pub: string; sign(run: { script: string; interpreter: string; args?: string[]; env?: Record<string, string>; cwd?: string | null }): string } {
+function keyPair(): {
+  keyFile: string;
+  pub: string;
+  sign(run: { script: string; interpreter: string; args?: string[]; env?: Record<string, string>; cwd?: string | null }): string;
+} {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const keyFile = path.join(tmpDir('key'), 'script.key');
   fs.writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   const pub = publicKey.export({ type: 'spki', format: 'der' }).subarray(-32).toString('base64');
   return {
-    keyFile, pub,
-    sign: (r) => sign(null, Buffer.from(scriptSigningMessage({
-      interpreter: r.interpreter, args: r.args ?? [], env: r.env ?? {}, cwd: r.cwd ?? null,
-      scriptSha256: createHash('sha256').update(r.script).digest('hex'),
-    })), privateKey).toString('base64'),
+    keyFile,
+    pub,
+    sign: (r) =>
+      sign(
+        null,
+        Buffer.from(
+          scriptSigningMessage({
+            interpreter: r.interpreter,
+            args: r.args ?? [],
+            env: r.env ?? {},
+            cwd: r.cwd ?? null,
+            scriptSha256: createHash('sha256').update(r.script).digest('hex'),
+          }),
+        ),
+        privateKey,
+      ).toString('base64'),
   };
 }
 
@@ -40,8 +55,12 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
   const p = spawn(process.execPath, [CLI_JS, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  p.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  p.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   return new Promise((resolve) => p.once('close', (code) => resolve({ code, stdout, stderr })));
 }
 
@@ -78,7 +97,10 @@ describe('host-side policy the server cannot override', () => {
     expect(r.status).toBe(200);
     expect(r.body.policy).toMatchObject({ source: 'file', terminals: false, exec: true });
     const client = await TermClient.connect(s, op);
-    const err = await client.open(id).then(() => null, (e: Error & { code?: string }) => e);
+    const err = await client.open(id).then(
+      () => null,
+      (e: Error & { code?: string }) => e,
+    );
     expect(err?.code).toBe('policy_denied');
     expect(err?.message).toMatch(/terminals are disabled by host policy/);
   });
@@ -106,7 +128,11 @@ describe('host-side policy the server cannot override', () => {
     const t = await waitTask(op, created.id);
     const byAgent = Object.fromEntries(t.executions.map((e: any) => [e.agentId, e]));
     expect(byAgent[denied]).toMatchObject({ status: 'policy_denied' });
-    expect(byAgent[ok], JSON.stringify(t)).toMatchObject({ status: 'cancelled', startedAt: null, reason: expect.stringMatching(/stopped: more than 0 failure/) });
+    expect(byAgent[ok], JSON.stringify(t)).toMatchObject({
+      status: 'cancelled',
+      startedAt: null,
+      reason: expect.stringMatching(/stopped: more than 0 failure/),
+    });
     expect(fs.existsSync(marker)).toBe(false);
   });
 
@@ -167,10 +193,14 @@ describe('host-side policy the server cannot override', () => {
     a.proc.kill('SIGHUP');
     await waitFor(async () => (await admin.get(`/api/agents/${id}`)).body.policy?.source === 'file', 'policy after SIGHUP', 20_000);
     // Both reports are audited as the agent's own action (the lockdown one as not ok).
-    const audit = await waitFor(async () => {
-      const r = await admin.get(`/api/audit?action=agent.policy&targetId=${id}`);
-      return r.body.items?.length >= 2 ? r.body.items : null;
-    }, 'agent.policy audit rows', 20_000);
+    const audit = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/audit?action=agent.policy&targetId=${id}`);
+        return r.body.items?.length >= 2 ? r.body.items : null;
+      },
+      'agent.policy audit rows',
+      20_000,
+    );
     expect(audit.map((x: any) => x.ok)).toEqual(expect.arrayContaining([true, false]));
     expect(audit[0].actor).toBe(`agent:${id}`);
     const ok = await waitTask(op, (await createTask(op, { script: 'echo hi', targets: { agentIds: [id] } })).id);
@@ -194,14 +224,19 @@ describe('host-side policy the server cannot override', () => {
     afterAll(async () => {
       if (!created) return;
       // The terminal's shell may still be exiting: userdel refuses a user with live processes.
-      await waitFor(() => {
-        try {
-          execFileSync('userdel', [user], { stdio: 'ignore' });
-          return true;
-        } catch {
-          return false;
-        }
-      }, `userdel ${user}`, 20_000, 200);
+      await waitFor(
+        () => {
+          try {
+            execFileSync('userdel', [user], { stdio: 'ignore' });
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        `userdel ${user}`,
+        20_000,
+        200,
+      );
     });
 
     it('scripts and terminals run as the policy user', async (ctx) => {
@@ -237,10 +272,16 @@ describe('host-side policy the server cannot override', () => {
       fs.chmodSync(evil, 0o755);
       const { id } = await agentWith(writePolicy({ runAs: user }), 'pol-runas-env');
       const env = { PATH: `${evil}:/usr/bin:/bin`, LD_PRELOAD: path.join(evil, 'nope.so'), QUOTED: `it's "$(id)" \`x\` ; \\n` };
-      const t = await waitTask(op, (await createTask(op, {
-        script: 'id -un; printf "%s\\n" "$QUOTED"; printf "%s\\n" "$PATH"; env | grep -c "^VITEST=" || true',
-        env, targets: { agentIds: [id] },
-      })).id);
+      const t = await waitTask(
+        op,
+        (
+          await createTask(op, {
+            script: 'id -un; printf "%s\\n" "$QUOTED"; printf "%s\\n" "$PATH"; env | grep -c "^VITEST=" || true',
+            env,
+            targets: { agentIds: [id] },
+          })
+        ).id,
+      );
       const out = await outputText(op, t.executions[0].id, 'stdout');
       expect(fs.existsSync(marker), `a root step ran ${marker}'s fakes`).toBe(false);
       expect(t.status, out).toBe('succeeded');
@@ -283,18 +324,22 @@ describe('host-side policy the server cannot override', () => {
       wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
       await new Promise((r) => wss.once('listening', r));
       const port = (wss.address() as { port: number }).port;
-      const connected = new Promise<void>((resolve) => wss.on('connection', (ws) => {
-        ws.on('message', (d, binary) => {
-          if (binary) return;
-          const m = JSON.parse(d.toString());
-          if (m.type === 'hello') {
-            hello = m;
-            sock = ws;
-            ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: m.agentId, heartbeatIntervalMs: 5000, serverTime: Date.now(), secret: 'fake-secret' }));
-            resolve();
-          } else got.push(m);
-        });
-      }));
+      const connected = new Promise<void>((resolve) =>
+        wss.on('connection', (ws) => {
+          ws.on('message', (d, binary) => {
+            if (binary) return;
+            const m = JSON.parse(d.toString());
+            if (m.type === 'hello') {
+              hello = m;
+              sock = ws;
+              ws.send(
+                JSON.stringify({ type: 'welcome', protocol: 1, agentId: m.agentId, heartbeatIntervalMs: 5000, serverTime: Date.now(), secret: 'fake-secret' }),
+              );
+              resolve();
+            } else got.push(m);
+          });
+        }),
+      );
       const policy = writePolicy({ terminals: false, interpreters: ['bash'], requireSignedScripts: true, scriptPublicKeys: [k.pub] });
       agent = startAgent({ wsUrl: `ws://127.0.0.1:${port}`, enrollToken: 'x' }, { name: 'pol-raw', args: ['--policy', policy] });
       await connected;
@@ -307,10 +352,20 @@ describe('host-side policy the server cannot override', () => {
 
     const run = (o: { script: string; interpreter?: string; args?: string[]; signature?: string }) => {
       const executionId = randomUUID();
-      sock.send(JSON.stringify({
-        type: 'exec.run', executionId, taskId: randomUUID(), script: o.script, interpreter: o.interpreter ?? 'bash', args: o.args ?? [],
-        env: {}, cwd: null, timeoutSec: 60, ...(o.signature ? { signature: o.signature } : {}),
-      }));
+      sock.send(
+        JSON.stringify({
+          type: 'exec.run',
+          executionId,
+          taskId: randomUUID(),
+          script: o.script,
+          interpreter: o.interpreter ?? 'bash',
+          args: o.args ?? [],
+          env: {},
+          cwd: null,
+          timeoutSec: 60,
+          ...(o.signature ? { signature: o.signature } : {}),
+        }),
+      );
       return executionId;
     };
 
@@ -355,7 +410,7 @@ describe('host-side policy the server cannot override', () => {
 describe.each(dbs)('host policy storage (%s)', (db) => {
   afterAll(cleanup);
 
-  it('the reported policy and a task\'s signature are stored: both survive a server restart', async () => {
+  it("the reported policy and a task's signature are stored: both survive a server restart", async () => {
     let s = await startServer({ db });
     let admin = await Api.login(s.url);
     const k = keyPair();
@@ -365,7 +420,10 @@ describe.each(dbs)('host policy storage (%s)', (db) => {
     const id = await agentId(a);
     await admin.waitAgent(id, 'online', 30_000);
     const script = 'echo stored';
-    const task = await waitTask(admin, (await createTask(admin, { script, signature: k.sign({ script, interpreter: 'bash' }), targets: { agentIds: [id] } })).id);
+    const task = await waitTask(
+      admin,
+      (await createTask(admin, { script, signature: k.sign({ script, interpreter: 'bash' }), targets: { agentIds: [id] } })).id,
+    );
     expect(task.status).toBe('succeeded');
 
     await a.stop();
@@ -374,7 +432,13 @@ describe.each(dbs)('host policy storage (%s)', (db) => {
     admin = await Api.login(s.url);
     const off = await admin.get(`/api/agents/${id}`);
     expect(off.body.status).toBe('offline');
-    expect(off.body.policy).toMatchObject({ source: 'file', terminals: false, requireSignedScripts: true, scriptPublicKeys: [k.pub], allowedPaths: ['/srv/app'] });
+    expect(off.body.policy).toMatchObject({
+      source: 'file',
+      terminals: false,
+      requireSignedScripts: true,
+      scriptPublicKeys: [k.pub],
+      allowedPaths: ['/srv/app'],
+    });
 
     a = startAgent(s, { name: 'pol-store', stateDir, args: ['--policy', policy] });
     await admin.waitAgent(id, 'online', 30_000);

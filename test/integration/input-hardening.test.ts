@@ -82,10 +82,19 @@ describe.each(dbs)('input hardening (%s)', (db) => {
 
   it('repeated query parameters are a 400 naming the parameter, on every router', async () => {
     const paths = [
-      '/api/agents?status=online&status=offline', '/api/agents?selector=all&selector=all',
-      '/api/agents?limit=1&limit=2', `/api/agents/${agent}/connections?offset=1&offset=2`, '/api/tasks?status=running&status=failed',
-      '/api/tasks?createdBy=a&createdBy=b', '/api/executions?agentId=a&agentId=b', '/api/terminals?user=a&user=b',
-      '/api/artifacts?limit=x', '/api/rollouts?offset=1&offset=2', '/api/audit?actor=a&actor=b', '/api/scripts?q=a&q=b', '/api/scripts?limit=1&limit=2',
+      '/api/agents?status=online&status=offline',
+      '/api/agents?selector=all&selector=all',
+      '/api/agents?limit=1&limit=2',
+      `/api/agents/${agent}/connections?offset=1&offset=2`,
+      '/api/tasks?status=running&status=failed',
+      '/api/tasks?createdBy=a&createdBy=b',
+      '/api/executions?agentId=a&agentId=b',
+      '/api/terminals?user=a&user=b',
+      '/api/artifacts?limit=x',
+      '/api/rollouts?offset=1&offset=2',
+      '/api/audit?actor=a&actor=b',
+      '/api/scripts?q=a&q=b',
+      '/api/scripts?limit=1&limit=2',
     ];
     for (const p of paths) {
       const r = await admin.get(p);
@@ -112,8 +121,10 @@ describe.each(dbs)('input hardening (%s)', (db) => {
     const artifacts = path.join(s.dataDir, 'artifacts');
     const files = () => (fs.existsSync(artifacts) ? fs.readdirSync(artifacts) : []);
     const before = files();
-    const up = (query: string, version: string) => admin.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${query}`,
-      fakePackage(version), { 'content-type': 'application/octet-stream' });
+    const up = (query: string, version: string) =>
+      admin.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${query}`, fakePackage(version), {
+        'content-type': 'application/octet-stream',
+      });
     let r = await up('&arch=x64&arch=arm64', '3.0.0');
     expect(r.status).toBe(400);
     expect(r.body.error.message).toMatch(/arch/);
@@ -122,7 +133,10 @@ describe.each(dbs)('input hardening (%s)', (db) => {
     expect(files()).toEqual(before);
     expect((await admin.get('/api/artifacts')).body.total).toBe(0);
 
-    for (const [name, version] of [['muster\r\nSet-Cookie: x=1.tar.gz', '3.0.1'], ['müster-代理-€.tar.gz', '3.0.2']] as const) {
+    for (const [name, version] of [
+      ['muster\r\nSet-Cookie: x=1.tar.gz', '3.0.1'],
+      ['müster-代理-€.tar.gz', '3.0.2'],
+    ] as const) {
       r = await up(`&filename=${encodeURIComponent(name)}`, version);
       expect(r.status, JSON.stringify(r.body)).toBe(201);
       // `latest` is the newest stable package: this one, once marked.

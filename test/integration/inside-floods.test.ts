@@ -18,8 +18,13 @@ describe('floods from inside', () => {
   beforeAll(async () => {
     s = await startServer({
       env: {
-        MUSTER_AGENT_MESSAGE_RATE: '20', MUSTER_AGENT_MESSAGE_BURST: '50', MUSTER_CONSOLE_MESSAGE_RATE: '20', MUSTER_CONSOLE_MESSAGE_BURST: '60',
-        MUSTER_AUDIT_REFUSAL_WINDOW_SEC: '2', MUSTER_AUDIT_POLICY_BURST: '3', MUSTER_MAX_TERMINALS_PER_USER: '2',
+        MUSTER_AGENT_MESSAGE_RATE: '20',
+        MUSTER_AGENT_MESSAGE_BURST: '50',
+        MUSTER_CONSOLE_MESSAGE_RATE: '20',
+        MUSTER_CONSOLE_MESSAGE_BURST: '60',
+        MUSTER_AUDIT_REFUSAL_WINDOW_SEC: '2',
+        MUSTER_AUDIT_POLICY_BURST: '3',
+        MUSTER_MAX_TERMINALS_PER_USER: '2',
       },
     });
     admin = await Api.login(s.url);
@@ -43,9 +48,21 @@ describe('floods from inside', () => {
     const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
     const now = Date.now();
     for (let i = 0; i < 400 && a.isOpen(); i++) {
-      a.send(i % 2
-        ? { type: 'exec.finished', executionId: randomUUID(), status: 'succeeded', exitCode: 0, signal: null, startedAt: now, finishedAt: now, outputSeq: 0, truncated: false }
-        : { type: 'term.exit', sessionId: randomUUID(), exitCode: 0, signal: null, reason: 'exited' });
+      a.send(
+        i % 2
+          ? {
+              type: 'exec.finished',
+              executionId: randomUUID(),
+              status: 'succeeded',
+              exitCode: 0,
+              signal: null,
+              startedAt: now,
+              finishedAt: now,
+              outputSeq: 0,
+              truncated: false,
+            }
+          : { type: 'term.exit', sessionId: randomUUID(), exitCode: 0, signal: null, reason: 'exited' },
+      );
     }
     const closed = await a.closed;
     expect(closed.code).toBe(CloseCode.protocolError);
@@ -56,14 +73,28 @@ describe('floods from inside', () => {
   it('an agent flapping its policy writes at most MUSTER_AUDIT_POLICY_BURST agent.policy rows per window, then one row with the count', async () => {
     const id = randomUUID();
     const a = await helloAgent(s.wsUrl, { agentId: id, enrollToken: s.enrollToken });
-    const policy = (exec: boolean) => ({ source: 'file', path: '/etc/muster/policy.json', terminals: true, exec, interpreters: null, runAs: null, requireSignedScripts: false, scriptPublicKeys: [], allowedPaths: null });
+    const policy = (exec: boolean) => ({
+      source: 'file',
+      path: '/etc/muster/policy.json',
+      terminals: true,
+      exec,
+      interpreters: null,
+      runAs: null,
+      requireSignedScripts: false,
+      scriptPublicKeys: [],
+      allowedPaths: null,
+    });
     // Under the message burst: 40 changes (false, true, false, ...), the last one exec: true.
     for (let i = 0; i < 40; i++) a.send({ type: 'policy', policy: policy(i % 2 === 1) });
     await waitFor(async () => (await admin.get(`/api/agents/${id}`)).body.policy?.exec === true, 'last policy applied');
-    const rows = await waitFor(async () => {
-      const r = (await admin.get(`/api/audit?action=agent.policy&targetId=${id}`)).body.items as any[];
-      return r.some((x) => x.details.coalesced) ? r : null;
-    }, 'the window\'s folded row', 20_000);
+    const rows = await waitFor(
+      async () => {
+        const r = (await admin.get(`/api/audit?action=agent.policy&targetId=${id}`)).body.items as any[];
+        return r.some((x) => x.details.coalesced) ? r : null;
+      },
+      "the window's folded row",
+      20_000,
+    );
     // Newest first: the folded row (the last policy, standing for the 37 after the burst of 3), then the burst.
     expect(rows.length).toBe(4);
     expect(rows[0].details).toMatchObject({ exec: true, coalesced: 37 });
@@ -82,10 +113,14 @@ describe('floods from inside', () => {
     for (let i = 0; i < 30; i++) c.ws.send(JSON.stringify({ type: 'term.open', ref: `r${i}`, agentId: agents[i], cols: 80, rows: 24 }));
     await waitFor(() => c.messages.filter((m) => m.type === 'error' && m.code === 'forbidden').length === 30, '30 refusals', 15_000);
     // The first refusal is audited at once; the window's end brings that one row's count up.
-    const rows = await waitFor(async () => {
-      const r = (await auditOf('terminal.open')).filter((x) => x.actor.startsWith('flood-viewer'));
-      return r.length && r[0].details.count === 30 ? r : null;
-    }, 'aggregated refusal row', 20_000);
+    const rows = await waitFor(
+      async () => {
+        const r = (await auditOf('terminal.open')).filter((x) => x.actor.startsWith('flood-viewer'));
+        return r.length && r[0].details.count === 30 ? r : null;
+      },
+      'aggregated refusal row',
+      20_000,
+    );
     expect(rows.length).toBe(1);
     expect(rows[0].ok).toBe(false);
     expect(rows[0].targetId).toBe(agent);

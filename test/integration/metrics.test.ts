@@ -85,17 +85,27 @@ describe('work metrics on /metrics', () => {
     const file = path.join(tmpDir('m-pkgout'), 'muster-agent-9.0.0-linux-x64.tar.gz');
     execFileSync('tar', ['-czf', file, '-C', pkgDir, './VERSION']);
     const sig = Buffer.alloc(64, 7).toString('base64');
-    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), {
+      'content-type': 'application/octet-stream',
+    });
     expect(up.status).toBe(201);
     const before = await scrape();
     // m-1 runs from the checkout (skipped), m-upd refuses the package (failed).
     const r = await api.post('/api/rollouts', { artifactId: up.body.id, selector: 'all' });
     expect(r.status).toBe(201);
-    const after = await waitFor(async () => {
-      const t = await scrape();
-      return sample(t, 'muster_rollout_targets_total', { result: 'failed' }) > sample(before, 'muster_rollout_targets_total', { result: 'failed' }) ? t : null;
-    }, 'a failed target', 60_000);
-    expect(sample(after, 'muster_rollout_targets_total', { result: 'skipped' }) - sample(before, 'muster_rollout_targets_total', { result: 'skipped' })).toBe(1);
+    const after = await waitFor(
+      async () => {
+        const t = await scrape();
+        return sample(t, 'muster_rollout_targets_total', { result: 'failed' }) > sample(before, 'muster_rollout_targets_total', { result: 'failed' })
+          ? t
+          : null;
+      },
+      'a failed target',
+      60_000,
+    );
+    expect(sample(after, 'muster_rollout_targets_total', { result: 'skipped' }) - sample(before, 'muster_rollout_targets_total', { result: 'skipped' })).toBe(
+      1,
+    );
     await upd.stop();
   });
 
@@ -109,12 +119,16 @@ describe('work metrics on /metrics', () => {
     await a.stop();
     await api.waitAgent(id, 'offline');
     const after = await scrape();
-    expect(sample(after, 'muster_agent_status_changes_total', { status: 'offline' }) - sample(before, 'muster_agent_status_changes_total', { status: 'offline' })).toBe(1);
+    expect(
+      sample(after, 'muster_agent_status_changes_total', { status: 'offline' }) - sample(before, 'muster_agent_status_changes_total', { status: 'offline' }),
+    ).toBe(1);
     expect(sample(after, 'muster_agent_connection_duration_seconds_count') - sample(before, 'muster_agent_connection_duration_seconds_count')).toBe(1);
     const b = startAgent(s, { name: 'm-1', stateDir: a.stateDir });
     await api.waitAgent(await agentId(b), 'online');
     const back = await scrape();
-    expect(sample(back, 'muster_agent_status_changes_total', { status: 'online' }) - sample(after, 'muster_agent_status_changes_total', { status: 'online' })).toBe(1);
+    expect(
+      sample(back, 'muster_agent_status_changes_total', { status: 'online' }) - sample(after, 'muster_agent_status_changes_total', { status: 'online' }),
+    ).toBe(1);
 
     const ids = [id, ...((await api.get('/api/tasks?limit=100')).body.items as { id: string }[]).map((t) => t.id)];
     for (const x of ids) expect(back).not.toContain(x);

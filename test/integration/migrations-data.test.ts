@@ -21,8 +21,18 @@ describe.each(await databases())('migrations keep data on the way down and up ag
       await db.migrate.latest({ migrationSource });
       const now = Date.now();
       await db('tasks').insert({
-        id: 't1', script: 'echo hi', script_sha256: 'x'.repeat(64), interpreter: 'bash', args: '[]', env: '{}', timeout_sec: 60,
-        targets: '{}', created_by: 'admin', created_at: now, status: 'succeeded', total: 1,
+        id: 't1',
+        script: 'echo hi',
+        script_sha256: 'x'.repeat(64),
+        interpreter: 'bash',
+        args: '[]',
+        env: '{}',
+        timeout_sec: 60,
+        targets: '{}',
+        created_by: 'admin',
+        created_at: now,
+        status: 'succeeded',
+        total: 1,
       });
       await db('executions').insert({ id: 'e1', task_id: 't1', agent_id: 'a1', agent_name: 'host', status: 'succeeded', exit_code: 0, next_seq: 1 });
       await db('execution_output').insert({ execution_id: 'e1', seq: 0, part: 0, stream: 1, data: Buffer.from('hi\n') });

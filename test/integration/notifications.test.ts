@@ -14,9 +14,26 @@ import knexFactory, { type Knex } from 'knex';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrations, migrationSource } from '../../migrations/index.js';
 import { createTask, waitTask } from '../helpers/exec.js';
-import { agentId, Api, cleanup, createMysqlDatabase, databases, startAgent, startServer, tmpDir, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import {
+  agentId,
+  Api,
+  cleanup,
+  createMysqlDatabase,
+  databases,
+  startAgent,
+  startServer,
+  tmpDir,
+  waitFor,
+  type TestAgent,
+  type TestServer,
+} from '../helpers/harness.js';
 
-interface Received { path: string; headers: http.IncomingHttpHeaders; body: string; json: any }
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  json: any;
+}
 
 /** A real HTTP receiver on port 0: records every request; answers `failures` 500s first, then 200. */
 async function receiver() {
@@ -24,10 +41,16 @@ async function receiver() {
   const state = { failures: 0, always: false };
   const srv = http.createServer((req, res) => {
     let body = '';
-    req.on('data', (d: Buffer) => { body += d.toString(); });
+    req.on('data', (d: Buffer) => {
+      body += d.toString();
+    });
     req.on('end', () => {
       let json: unknown = null;
-      try { json = JSON.parse(body); } catch { /* not JSON */ }
+      try {
+        json = JSON.parse(body);
+      } catch {
+        /* not JSON */
+      }
       got.push({ path: req.url ?? '', headers: req.headers, body, json });
       if (state.always || state.failures > 0) {
         state.failures--;
@@ -53,7 +76,9 @@ describe('notifications', () => {
 
   beforeAll(async () => {
     rx = await receiver();
-    s = await startServer({ env: { MUSTER_NOTIFY_RETRY_BASE_MS: '100', MUSTER_NOTIFY_SWEEP_MS: '100', MUSTER_NOTIFY_MAX_ATTEMPTS: '4', MUSTER_NOTIFY_TIMEOUT_MS: '3000' } });
+    s = await startServer({
+      env: { MUSTER_NOTIFY_RETRY_BASE_MS: '100', MUSTER_NOTIFY_SWEEP_MS: '100', MUSTER_NOTIFY_MAX_ATTEMPTS: '4', MUSTER_NOTIFY_TIMEOUT_MS: '3000' },
+    });
     api = await Api.login(s.url);
     a = startAgent(s, { name: 'n-1' });
     id = await agentId(a);
@@ -81,7 +106,13 @@ describe('notifications', () => {
       expect(r.status, JSON.stringify(b)).toBe(400);
       expect(r.body.error.code).toBe('bad_request');
     }
-    const r = await api.post('/api/notifications/rules', { name: 'probe', events: ['task.failed'], url: `${rx.url}/probe?key=hidden`, secret: SECRET, enabled: false });
+    const r = await api.post('/api/notifications/rules', {
+      name: 'probe',
+      events: ['task.failed'],
+      url: `${rx.url}/probe?key=hidden`,
+      secret: SECRET,
+      enabled: false,
+    });
     expect(r.status).toBe(201);
     expect(r.body).toMatchObject({ name: 'probe', hasSecret: true, enabled: false, channel: 'webhook' });
     expect(JSON.stringify(r.body)).not.toContain(SECRET);
@@ -96,7 +127,9 @@ describe('notifications', () => {
   });
 
   it('failed executions and tasks reach a signed webhook; successes send nothing', async () => {
-    const rule = (await api.post('/api/notifications/rules', { name: 'failures', events: ['execution.failed', 'task.failed'], url: `${rx.url}/hook`, secret: SECRET })).body;
+    const rule = (
+      await api.post('/api/notifications/rules', { name: 'failures', events: ['execution.failed', 'task.failed'], url: `${rx.url}/hook`, secret: SECRET })
+    ).body;
     await waitTask(api, (await createTask(api, { script: 'true', targets: { agentIds: [id] } })).id);
     const t = await createTask(api, { script: 'echo bad; exit 9', targets: { agentIds: [id] } });
     await waitTask(api, t.id);
@@ -105,7 +138,10 @@ describe('notifications', () => {
     const byEvent = Object.fromEntries(mine().map((g) => [g.json.event, g]));
     expect(Object.keys(byEvent).sort()).toEqual(['execution.failed', 'task.failed']);
     const ex = byEvent['execution.failed']!;
-    expect(ex.json).toMatchObject({ rule: { id: rule.id, name: 'failures' }, data: { agentName: 'n-1', execution: { taskId: t.id, exitCode: 9, status: 'failed' } } });
+    expect(ex.json).toMatchObject({
+      rule: { id: rule.id, name: 'failures' },
+      data: { agentName: 'n-1', execution: { taskId: t.id, exitCode: 9, status: 'failed' } },
+    });
     expect(ex.json.summary).toMatch(/execution on n-1 failed \(exit 9\)/);
     expect(byEvent['task.failed']!.json.data.task).toMatchObject({ id: t.id, status: 'failed' });
     for (const g of mine()) {
@@ -116,7 +152,10 @@ describe('notifications', () => {
       expect(g.headers['x-muster-delivery']).toBe(g.json.id);
     }
     const log = await deliveries(rule.id);
-    expect(log.map((d) => [d.event, d.status, d.lastCode, d.attempts]).sort()).toEqual([['execution.failed', 'delivered', 200, 1], ['task.failed', 'delivered', 200, 1]]);
+    expect(log.map((d) => [d.event, d.status, d.lastCode, d.attempts]).sort()).toEqual([
+      ['execution.failed', 'delivered', 200, 1],
+      ['task.failed', 'delivered', 200, 1],
+    ]);
     await api.patch(`/api/notifications/rules/${rule.id}`, { enabled: false });
   });
 
@@ -153,7 +192,15 @@ describe('notifications', () => {
   });
 
   it('agent offline longer than N minutes, and back, as a Slack incoming-webhook payload', async () => {
-    const rule = (await api.post('/api/notifications/rules', { name: 'slack-offline', channel: 'slack', events: ['agent.offline'], url: `${rx.url}/slack`, offlineMinutes: 0.01 })).body;
+    const rule = (
+      await api.post('/api/notifications/rules', {
+        name: 'slack-offline',
+        channel: 'slack',
+        events: ['agent.offline'],
+        url: `${rx.url}/slack`,
+        offlineMinutes: 0.01,
+      })
+    ).body;
     const slack = () => rx.got.filter((g) => g.path === '/slack');
     await a.stop();
     await waitFor(() => slack().length >= 1, 'offline notice', 30_000);
@@ -167,7 +214,13 @@ describe('notifications', () => {
   });
 
   it('a failed update and the rollout pausing', async () => {
-    const rule = (await api.post('/api/notifications/rules', { name: 'updates', events: ['update.failed', 'rollout.paused', 'rollout.rolled_back'], url: `${rx.url}/updates` })).body;
+    const rule = (
+      await api.post('/api/notifications/rules', {
+        name: 'updates',
+        events: ['update.failed', 'rollout.paused', 'rollout.rolled_back'],
+        url: `${rx.url}/updates`,
+      })
+    ).body;
     const upd = startAgent(s, { name: 'n-upd', labels: { grp: 'upd' }, args: ['--install-root', tmpDir('noinstall')] });
     await api.waitAgent(await agentId(upd), 'online');
     const pkgDir = tmpDir('n-pkg');
@@ -175,13 +228,19 @@ describe('notifications', () => {
     const file = path.join(tmpDir('n-pkgout'), 'muster-agent-9.0.0-linux-x64.tar.gz');
     execFileSync('tar', ['-czf', file, '-C', pkgDir, './VERSION']);
     const sig = Buffer.alloc(64, 7).toString('base64');
-    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+    const up = await api.req('POST', `/api/artifacts?version=9.0.0&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(file)), {
+      'content-type': 'application/octet-stream',
+    });
     expect(up.status).toBe(201);
     const r = await api.post('/api/rollouts', { artifactId: up.body.id, selector: 'labels.grp == "upd"', maxFailures: 0 });
     expect(r.status).toBe(201);
     const got = () => rx.got.filter((g) => g.path === '/updates').map((g) => g.json);
     await waitFor(() => got().length >= 2, 'update notices', 60_000);
-    expect(got().map((j) => j.event).sort()).toEqual(['rollout.paused', 'update.failed']);
+    expect(
+      got()
+        .map((j) => j.event)
+        .sort(),
+    ).toEqual(['rollout.paused', 'update.failed']);
     expect(got().find((j) => j.event === 'update.failed')).toMatchObject({ data: { rolloutId: r.body.id, version: '9.0.0', agentName: 'n-upd' } });
     expect((await deliveries(rule.id)).every((d) => d.status === 'delivered')).toBe(true);
     await api.post(`/api/rollouts/${r.body.id}/cancel`);
@@ -205,7 +264,10 @@ describe('notifications across a server restart', () => {
       rx.state.always = false;
       s = await s.restart();
       api = await Api.login(s.url);
-      const d = await waitFor(async () => (await api.get(`/api/notifications/deliveries?ruleId=${rule.id}`)).body.items.find((x: any) => x.status === 'delivered'), 'delivered after the restart');
+      const d = await waitFor(
+        async () => (await api.get(`/api/notifications/deliveries?ruleId=${rule.id}`)).body.items.find((x: any) => x.status === 'delivered'),
+        'delivered after the restart',
+      );
       expect(d).toMatchObject({ id: sent, attempts: 2, lastCode: 200 });
       expect(d.log.map((x: any) => x.code)).toEqual([500, 200]);
     } finally {
@@ -231,8 +293,30 @@ describe.each(await databases())('notification migration (%s)', (db) => {
     try {
       await k.migrate.latest({ migrationSource });
       expect(await k.schema.hasTable('notification_rules')).toBe(true);
-      await k('notification_rules').insert({ id: 'r1', name: 'n', events: '[]', channel: 'webhook', url: 'http://x', secret: null, offline_minutes: 0.5, enabled: true, created_by: 'a', created_at: 1, updated_at: 1 });
-      await k('notification_deliveries').insert({ id: 'd1', rule_id: 'r1', event: 'test', payload: '{"text":"é 🚀"}', status: 'pending', attempts: 0, log: '[]', created_at: 1, updated_at: 1 });
+      await k('notification_rules').insert({
+        id: 'r1',
+        name: 'n',
+        events: '[]',
+        channel: 'webhook',
+        url: 'http://x',
+        secret: null,
+        offline_minutes: 0.5,
+        enabled: true,
+        created_by: 'a',
+        created_at: 1,
+        updated_at: 1,
+      });
+      await k('notification_deliveries').insert({
+        id: 'd1',
+        rule_id: 'r1',
+        event: 'test',
+        payload: '{"text":"é 🚀"}',
+        status: 'pending',
+        attempts: 0,
+        log: '[]',
+        created_at: 1,
+        updated_at: 1,
+      });
       expect((await k('notification_deliveries').first()).payload).toBe('{"text":"é 🚀"}');
       expect(Number((await k('notification_rules').first()).offline_minutes)).toBe(0.5);
       await k.migrate.down({ migrationSource, name: mine });

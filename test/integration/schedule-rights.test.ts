@@ -27,15 +27,30 @@ describe.each(dbs)('schedule rights and secrets at fire time (%s)', (db) => {
 
   it('a stored secret stays secret after the latest version retypes its parameter as a string', async () => {
     const op = await api.userWithRole('operator', 'sec-op');
-    const sc = await op.post('/api/scripts', { name: 'tok', body: 'echo "len=${#MUSTER_PARAM_TOKEN}"', params: [{ name: 'token', type: 'secret', required: true }] });
+    const sc = await op.post('/api/scripts', {
+      name: 'tok',
+      body: 'echo "len=${#MUSTER_PARAM_TOKEN}"',
+      params: [{ name: 'token', type: 'secret', required: true }],
+    });
     expect(sc.status).toBe(201);
-    const r = await op.post('/api/schedules', { name: 'tok-1s', scriptId: sc.body.id, params: { token: SECRET }, selector: 'rights-1', intervalSec: 1, overlap: 'allow' });
+    const r = await op.post('/api/schedules', {
+      name: 'tok-1s',
+      scriptId: sc.body.id,
+      params: { token: SECRET },
+      selector: 'rights-1',
+      intervalSec: 1,
+      overlap: 'allow',
+    });
     expect(r.status).toBe(201);
     await waitFor(async () => (await fires(r.body.id)).some((f) => f.status === 'started'), 'a fire of version 1', 60_000);
     // The owner retypes TOKEN from secret to string: the schedule follows the latest version.
     const v2 = await op.req('PUT', `/api/scripts/${sc.body.id}`, { params: [{ name: 'token', type: 'string', required: true }] });
     expect(v2.status).toBe(200);
-    const fire = await waitFor(async () => (await fires(r.body.id)).find((f) => f.status === 'started' && f.scriptVersion === 2), 'a fire of version 2', 60_000);
+    const fire = await waitFor(
+      async () => (await fires(r.body.id)).find((f) => f.status === 'started' && f.scriptVersion === 2),
+      'a fire of version 2',
+      60_000,
+    );
     expect((await op.req('PATCH', `/api/schedules/${r.body.id}`, { enabled: false })).status).toBe(200);
     const done = await waitTask(api, fire.taskId, 60_000);
     expect(done.status).toBe('succeeded');
@@ -61,7 +76,11 @@ describe.each(dbs)('schedule rights and secrets at fire time (%s)', (db) => {
 
     const refusedAfter = async (re: RegExp) => {
       // Fires already claimed when the rights changed may still start; after a refused fire none may.
-      const first = await waitFor(async () => (await fires(id)).find((f) => f.status === 'failed' && re.test(f.reason ?? '')), `a fire refused (${re})`, 60_000);
+      const first = await waitFor(
+        async () => (await fires(id)).find((f) => f.status === 'failed' && re.test(f.reason ?? '')),
+        `a fire refused (${re})`,
+        60_000,
+      );
       await waitFor(async () => (await fires(id)).filter((f) => Date.parse(f.dueAt) > Date.parse(first.dueAt)).length >= 2, 'two more fires', 60_000);
       const later = (await fires(id)).filter((f) => Date.parse(f.dueAt) >= Date.parse(first.dueAt));
       for (const f of later) expect(f, JSON.stringify(f)).toMatchObject({ status: 'failed', taskId: null, reason: expect.stringMatching(re) });

@@ -28,8 +28,13 @@ describe.each(dbs)('schedules (%s)', (db) => {
     const a = startAgent(s, { name: 'sched-1' });
     await api.waitAgent(await agentId(a), 'online');
     const r = await operator.post('/api/scripts', {
-      name: 'append', body: 'printf "%s %s\\n" "$MUSTER_PARAM_TAG" "$([ "$MUSTER_PARAM_KEY" = k3y ] && echo key-ok)" >> "$MUSTER_PARAM_FILE"',
-      params: [{ name: 'file', type: 'string', required: true }, { name: 'tag', type: 'string', default: 'x' }, { name: 'key', type: 'secret', required: true }],
+      name: 'append',
+      body: 'printf "%s %s\\n" "$MUSTER_PARAM_TAG" "$([ "$MUSTER_PARAM_KEY" = k3y ] && echo key-ok)" >> "$MUSTER_PARAM_FILE"',
+      params: [
+        { name: 'file', type: 'string', required: true },
+        { name: 'tag', type: 'string', default: 'x' },
+        { name: 'key', type: 'secret', required: true },
+      ],
     });
     expect(r.status).toBe(201);
     scriptId = r.body.id;
@@ -37,7 +42,15 @@ describe.each(dbs)('schedules (%s)', (db) => {
   afterAll(cleanup);
 
   it('validates timing, parameters and roles; shows the next five fires; secrets are write-only', async () => {
-    const base = { name: 'cron-one', scriptId, params: { file: path.join(out, 'never'), key: 'k3y' }, selector: 'sched-1', cron: '*/5 * * * *', timeZone: 'Asia/Kolkata', enabled: false };
+    const base = {
+      name: 'cron-one',
+      scriptId,
+      params: { file: path.join(out, 'never'), key: 'k3y' },
+      selector: 'sched-1',
+      cron: '*/5 * * * *',
+      timeZone: 'Asia/Kolkata',
+      enabled: false,
+    };
     const bad = async (body: Record<string, unknown>, re: RegExp) => {
       const r = await operator.post('/api/schedules', body);
       expect(r.status, JSON.stringify(body)).toBe(400);
@@ -58,7 +71,14 @@ describe.each(dbs)('schedules (%s)', (db) => {
 
     const r = await operator.post('/api/schedules', { ...base, enabled: true });
     expect(r.status).toBe(201);
-    expect(r.body).toMatchObject({ name: 'cron-one', enabled: true, cron: '*/5 * * * *', timeZone: 'Asia/Kolkata', params: { file: base.params.file }, secretParams: ['key'] });
+    expect(r.body).toMatchObject({
+      name: 'cron-one',
+      enabled: true,
+      cron: '*/5 * * * *',
+      timeZone: 'Asia/Kolkata',
+      params: { file: base.params.file },
+      secretParams: ['key'],
+    });
     expect(r.body.nextFires).toHaveLength(5);
     const times = r.body.nextFires.map((t: string) => Date.parse(t));
     for (let i = 0; i < 5; i++) {
@@ -92,7 +112,13 @@ describe.each(dbs)('schedules (%s)', (db) => {
   it('fires every due time exactly once across a restart and a crash; missed fires are run once or skipped', async () => {
     const mk = async (name: string, missed: 'skip' | 'run_once') => {
       const r = await operator.post('/api/schedules', {
-        name, scriptId, params: { file: path.join(out, `${name}.log`), tag: name, key: 'k3y' }, selector: 'sched-1', intervalSec: 2, missed, overlap: 'allow',
+        name,
+        scriptId,
+        params: { file: path.join(out, `${name}.log`), tag: name, key: 'k3y' },
+        selector: 'sched-1',
+        intervalSec: 2,
+        missed,
+        overlap: 'allow',
         // A fire while the agent is still reconnecting after a restart waits for it.
         offline: 'queue',
       });
@@ -101,7 +127,8 @@ describe.each(dbs)('schedules (%s)', (db) => {
     };
     const once = await mk('every-2s-once', 'run_once');
     const skip = await mk('every-2s-skip', 'skip');
-    const started = async (id: string) => (await api.get(`/api/schedules/${id}/history?limit=1000`)).body.items.filter((f: any) => f.status === 'started').length;
+    const started = async (id: string) =>
+      (await api.get(`/api/schedules/${id}/history?limit=1000`)).body.items.filter((f: any) => f.status === 'started').length;
     await waitFor(async () => (await started(once)) >= 2, 'two fires before the restart', 60_000);
 
     // Down for a while: fires come due meanwhile.
@@ -117,7 +144,10 @@ describe.each(dbs)('schedules (%s)', (db) => {
     await waitFor(async () => (await started(once)) >= n + 2, 'fires after the crash', 60_000);
     for (const id of [once, skip]) expect((await api.req('PATCH', `/api/schedules/${id}`, { enabled: false })).status).toBe(200);
 
-    for (const [id, name] of [[once, 'every-2s-once'], [skip, 'every-2s-skip']] as const) {
+    for (const [id, name] of [
+      [once, 'every-2s-once'],
+      [skip, 'every-2s-skip'],
+    ] as const) {
       const h = (await api.get(`/api/schedules/${id}/history?limit=1000`)).body;
       const fires = h.items as any[];
       const dues = fires.map((f) => Date.parse(f.dueAt));
@@ -127,14 +157,19 @@ describe.each(dbs)('schedules (%s)', (db) => {
       const tasks = fires.filter((f) => f.status === 'started');
       for (const f of tasks) {
         const done = await waitTask(api, f.taskId, 60_000).catch(async (err: unknown) => {
-          throw new Error(`${String(err)}: ${JSON.stringify((await api.get(`/api/tasks/${f.taskId}`)).body)} fire ${JSON.stringify(f)}\n${s.output().slice(-6000)}`);
+          throw new Error(
+            `${String(err)}: ${JSON.stringify((await api.get(`/api/tasks/${f.taskId}`)).body)} fire ${JSON.stringify(f)}\n${s.output().slice(-6000)}`,
+          );
         });
         expect(done.status, JSON.stringify(done)).toBe('succeeded');
       }
       // One task per started fire, one run on the agent per task.
       const byTask = await withDb(s.dbUrl, (k) => k('tasks').where({ schedule_id: id }).select('id', 'script_version'));
       expect(byTask.map((t: any) => t.id).sort()).toEqual(tasks.map((f) => f.taskId).sort());
-      const lines = fs.readFileSync(path.join(out, `${name}.log`), 'utf8').trim().split('\n');
+      const lines = fs
+        .readFileSync(path.join(out, `${name}.log`), 'utf8')
+        .trim()
+        .split('\n');
       expect(lines).toHaveLength(tasks.length);
       expect(new Set(lines)).toEqual(new Set([`${name} key-ok`]));
       expect(fires.filter((f) => f.status === 'claimed')).toEqual([]);
@@ -158,17 +193,31 @@ describe.each(dbs)('schedules (%s)', (db) => {
     const last = (await api.get(`/api/schedules/${once}/history`)).body.items.find((f: any) => f.status === 'started');
     await s.kill();
     const nodeId = await withDb(s.dbUrl, async (k) => {
-      await k('schedule_fires').where({ schedule_id: once, due_at: Date.parse(last.dueAt) }).update({ status: 'claimed', task_id: null });
-      const row = await k('schedule_fires').where({ schedule_id: once, due_at: Date.parse(last.dueAt) }).first();
-      await k('schedule_fires').insert({ schedule_id: once, due_at: Date.parse(last.dueAt) + 2000 * 1000, fired_at: Date.now() + 60_000, node_id: row.node_id, status: 'claimed' });
+      await k('schedule_fires')
+        .where({ schedule_id: once, due_at: Date.parse(last.dueAt) })
+        .update({ status: 'claimed', task_id: null });
+      const row = await k('schedule_fires')
+        .where({ schedule_id: once, due_at: Date.parse(last.dueAt) })
+        .first();
+      await k('schedule_fires').insert({
+        schedule_id: once,
+        due_at: Date.parse(last.dueAt) + 2000 * 1000,
+        fired_at: Date.now() + 60_000,
+        node_id: row.node_id,
+        status: 'claimed',
+      });
       return row.node_id;
     });
     expect(nodeId).toBeTruthy();
     s = await s.restart();
-    const after = await waitFor(async () => {
-      const items = (await api.get(`/api/schedules/${once}/history?limit=1000`)).body.items as any[];
-      return items.some((f) => f.status === 'claimed') ? null : items;
-    }, 'claims settled', 30_000);
+    const after = await waitFor(
+      async () => {
+        const items = (await api.get(`/api/schedules/${once}/history?limit=1000`)).body.items as any[];
+        return items.some((f) => f.status === 'claimed') ? null : items;
+      },
+      'claims settled',
+      30_000,
+    );
     expect(after.find((f) => f.dueAt === last.dueAt)).toMatchObject({ status: 'started', taskId: last.taskId });
     expect(after.find((f) => Date.parse(f.dueAt) === Date.parse(last.dueAt) + 2000 * 1000)).toMatchObject({ status: 'failed', taskId: null });
   });
@@ -195,7 +244,12 @@ describe.each(dbs)('schedules (%s)', (db) => {
     const second = await startServer({ dbUrl: s.dbUrl, dataDir: tmpDir('sched-b'), env: { ...ENV, MUSTER_NODE_ID: 'node-b' } });
     try {
       const r = await operator.post('/api/schedules', {
-        name: 'two-nodes', scriptId, params: { file: path.join(out, 'two-nodes.log'), tag: 'two', key: 'k3y' }, selector: 'sched-1', intervalSec: 1, overlap: 'allow',
+        name: 'two-nodes',
+        scriptId,
+        params: { file: path.join(out, 'two-nodes.log'), tag: 'two', key: 'k3y' },
+        selector: 'sched-1',
+        intervalSec: 1,
+        overlap: 'allow',
       });
       expect(r.status).toBe(201);
       const fires = async () => (await api.get(`/api/schedules/${r.body.id}/history?limit=1000`)).body.items as any[];
@@ -206,8 +260,15 @@ describe.each(dbs)('schedules (%s)', (db) => {
       const dues = all.map((f) => f.dueAt);
       expect(new Set(dues).size).toBe(dues.length);
       const tasks = await withDb(s.dbUrl, (k) => k('tasks').where({ schedule_id: r.body.id }).select('id'));
-      expect(tasks.map((t: any) => t.id).sort()).toEqual(all.filter((f) => f.taskId).map((f) => f.taskId).sort());
-      process.stderr.write(`two-nodes fires by node: ${JSON.stringify(all.reduce((m: Record<string, number>, f) => ({ ...m, [f.nodeId]: (m[f.nodeId] ?? 0) + 1 }), {}))}\n`);
+      expect(tasks.map((t: any) => t.id).sort()).toEqual(
+        all
+          .filter((f) => f.taskId)
+          .map((f) => f.taskId)
+          .sort(),
+      );
+      process.stderr.write(
+        `two-nodes fires by node: ${JSON.stringify(all.reduce((m: Record<string, number>, f) => ({ ...m, [f.nodeId]: (m[f.nodeId] ?? 0) + 1 }), {}))}\n`,
+      );
     } finally {
       await second.stop();
     }

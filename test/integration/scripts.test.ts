@@ -43,7 +43,10 @@ describe.each(dbs)('script library (%s)', (db) => {
 
   it('creates a script with typed parameters; bad definitions are 400, a taken name 409, viewers 403', async () => {
     const body = {
-      name: 'hostile-echo', description: 'prints its parameters', interpreter: 'bash', tags: ['demo'],
+      name: 'hostile-echo',
+      description: 'prints its parameters',
+      interpreter: 'bash',
+      tags: ['demo'],
       body: BODY,
       params: [
         { name: 'msg', type: 'string', required: true, help: 'anything at all' },
@@ -67,7 +70,13 @@ describe.each(dbs)('script library (%s)', (db) => {
       expect(x.body.error.message).toMatch(re);
     };
     await bad([{ name: 'mode', type: 'choice', choices: ['a'], default: 'b' }], /must be one of a/);
-    await bad([{ name: 'x', type: 'string' }, { name: 'X', type: 'number' }], /duplicate parameter X/);
+    await bad(
+      [
+        { name: 'x', type: 'string' },
+        { name: 'X', type: 'number' },
+      ],
+      /duplicate parameter X/,
+    );
     await bad([{ name: 'tok', type: 'secret', default: 'leak' }], /default/);
     await bad([{ name: 'bad-name', type: 'string' }], /parameter names/);
     await bad([{ name: 'n', type: 'number', default: 'x' }], /default/);
@@ -81,7 +90,9 @@ describe.each(dbs)('script library (%s)', (db) => {
 
   it('quoting-hostile parameter values reach the script literally, as environment variables', async () => {
     const r = await operator.post('/api/tasks', {
-      scriptId, params: { msg: HOSTILE, token: SECRET, count: '7', dry_run: false }, targets: { selector: 'lib-1,lib-2' },
+      scriptId,
+      params: { msg: HOSTILE, token: SECRET, count: '7', dry_run: false },
+      targets: { selector: 'lib-1,lib-2' },
     });
     expect(r.status).toBe(201);
     expect(r.body).toMatchObject({ scriptId, scriptVersion: 1, scheduleId: null });
@@ -147,7 +158,11 @@ describe.each(dbs)('script library (%s)', (db) => {
     const other = await api.userWithRole('operator');
     const denied = await other.req('PUT', `/api/scripts/${scriptId}`, { body: 'echo hijacked' });
     expect(denied.status).toBe(403);
-    const v2 = await operator.req('PUT', `/api/scripts/${scriptId}`, { body: 'echo "v2 $MUSTER_PARAM_MSG"', params: [{ name: 'msg', type: 'string', default: 'hi' }], baseVersion: 1 });
+    const v2 = await operator.req('PUT', `/api/scripts/${scriptId}`, {
+      body: 'echo "v2 $MUSTER_PARAM_MSG"',
+      params: [{ name: 'msg', type: 'string', default: 'hi' }],
+      baseVersion: 1,
+    });
     expect(v2.status).toBe(200);
     expect(v2.body).toMatchObject({ version: 2, latestVersion: 2 });
     const stale = await operator.req('PUT', `/api/scripts/${scriptId}`, { body: 'echo stale', baseVersion: 1 });
@@ -159,7 +174,11 @@ describe.each(dbs)('script library (%s)', (db) => {
 
     const versions = await viewer.get(`/api/scripts/${scriptId}/versions`);
     expect(versions.body.total).toBe(3);
-    expect(versions.body.items.map((v: any) => [v.version, v.versionCreatedBy])).toEqual([[3, 'admin'], [2, 'op-one'], [1, 'op-one']]);
+    expect(versions.body.items.map((v: any) => [v.version, v.versionCreatedBy])).toEqual([
+      [3, 'admin'],
+      [2, 'op-one'],
+      [1, 'op-one'],
+    ]);
     const v1 = await viewer.get(`/api/scripts/${scriptId}/versions/1`);
     expect(v1.body.body).toContain('msg=[%s]');
     expect((await viewer.get(`/api/scripts/${scriptId}/versions/7`)).status).toBe(404);
@@ -196,7 +215,17 @@ describe.each(dbs)('script library (%s)', (db) => {
       const u = new URL(m.url);
       k = knexFactory({ client: 'mysql2', connection: { host: u.hostname, port: Number(u.port), user: 'root', password: '', database: u.pathname.slice(1) } });
     } else {
-      k = knexFactory({ client: 'better-sqlite3', connection: { filename: path.join(tmpDir('mig'), 'm.db') }, useNullAsDefault: true, pool: { afterCreate: (c: any, done: any) => { c.pragma('foreign_keys = ON'); done(null, c); } } });
+      k = knexFactory({
+        client: 'better-sqlite3',
+        connection: { filename: path.join(tmpDir('mig'), 'm.db') },
+        useNullAsDefault: true,
+        pool: {
+          afterCreate: (c: any, done: any) => {
+            c.pragma('foreign_keys = ON');
+            done(null, c);
+          },
+        },
+      });
     }
     const mine = '202611301600_create_script_tables';
     try {
@@ -204,7 +233,19 @@ describe.each(dbs)('script library (%s)', (db) => {
         if (name === mine) break;
         await k.migrate.up({ migrationSource, name });
       }
-      await k('tasks').insert({ id: 't1', script: 'true', script_sha256: 'x', interpreter: 'bash', args: '[]', env: '{}', timeout_sec: 1, targets: '{}', created_by: 'a', created_at: 1, status: 'succeeded' });
+      await k('tasks').insert({
+        id: 't1',
+        script: 'true',
+        script_sha256: 'x',
+        interpreter: 'bash',
+        args: '[]',
+        env: '{}',
+        timeout_sec: 1,
+        targets: '{}',
+        created_by: 'a',
+        created_at: 1,
+        status: 'succeeded',
+      });
       await k('executions').insert({ id: 'e1', task_id: 't1', agent_id: 'a1', agent_name: 'a', status: 'succeeded' });
       await k.migrate.up({ migrationSource, name: mine });
       expect(await k.schema.hasTable('scripts')).toBe(true);

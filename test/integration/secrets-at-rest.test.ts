@@ -27,8 +27,12 @@ describe('secrets at rest', () => {
     fs.writeFileSync(path.join(pkgDir, 'VERSION'), '9.9.9\n');
     const file = path.join(tmpDir('pkgout'), 'p.tar.gz');
     execFileSync('tar', ['-czf', file, '-C', pkgDir, './VERSION']);
-    const up = await api.req('POST', `/api/artifacts?version=9.9.9&signature=${encodeURIComponent(Buffer.alloc(64, 1).toString('base64'))}`,
-      new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+    const up = await api.req(
+      'POST',
+      `/api/artifacts?version=9.9.9&signature=${encodeURIComponent(Buffer.alloc(64, 1).toString('base64'))}`,
+      new Uint8Array(fs.readFileSync(file)),
+      { 'content-type': 'application/octet-stream' },
+    );
     expect(up.status).toBe(201);
 
     expect(mode(dataDir)).toBe('700');

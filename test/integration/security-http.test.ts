@@ -16,7 +16,11 @@ async function raw(s: TestServer, method: string, p: string, headers: Record<str
   const r = await fetch(s.url + p, { method, headers, body });
   const text = await r.text();
   let json: any = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
   return { status: r.status, body: json, headers: r.headers };
 }
 
@@ -49,9 +53,21 @@ describe('CSRF and security headers', () => {
   });
 
   it('same-origin JSON requests work; bearer tokens are exempt from the Origin rule', async () => {
-    const ok = await raw(s, 'POST', '/api/tokens', { cookie: api.cookie, origin: s.url, 'sec-fetch-site': 'same-origin', 'content-type': 'application/json' }, JSON.stringify({ name: 'csrf-check' }));
+    const ok = await raw(
+      s,
+      'POST',
+      '/api/tokens',
+      { cookie: api.cookie, origin: s.url, 'sec-fetch-site': 'same-origin', 'content-type': 'application/json' },
+      JSON.stringify({ name: 'csrf-check' }),
+    );
     expect(ok.status).toBe(201);
-    const viaToken = await raw(s, 'POST', '/api/tokens', { authorization: `Bearer ${ok.body.token}`, origin: 'http://elsewhere.example', 'content-type': 'application/json' }, JSON.stringify({ name: 'by-token' }));
+    const viaToken = await raw(
+      s,
+      'POST',
+      '/api/tokens',
+      { authorization: `Bearer ${ok.body.token}`, origin: 'http://elsewhere.example', 'content-type': 'application/json' },
+      JSON.stringify({ name: 'by-token' }),
+    );
     expect(viaToken.status).toBe(201);
     // A body-less DELETE (cannot be sent cross-origin without a preflight) needs no content type.
     const del = await raw(s, 'DELETE', `/api/tokens/${viaToken.body.id}`, { cookie: api.cookie, origin: s.url });
@@ -121,8 +137,15 @@ describe('MUSTER_TRUST_PROXY and the Secure cookie', () => {
 /** Enrolls a raw agent whose upgrade carries X-Forwarded-For; waits for welcome. */
 async function helloWithForwarded(s: TestServer, agentId: string, xff: string): Promise<void> {
   const ws = new WebSocket(`${s.wsUrl}/ws/agent`, { headers: { ...agentHeaders({ agentId, enrollToken: s.enrollToken }), 'x-forwarded-for': xff } });
-  await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
-  const welcome = new Promise<void>((resolve) => ws.on('message', (d) => { if (JSON.parse(d.toString()).type === 'welcome') resolve(); }));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  const welcome = new Promise<void>((resolve) =>
+    ws.on('message', (d) => {
+      if (JSON.parse(d.toString()).type === 'welcome') resolve();
+    }),
+  );
   ws.send(JSON.stringify(helloFor(agentId)));
   await welcome;
   ws.close();
@@ -145,7 +168,10 @@ describe.each(dbs)('logs without bound values (%s)', (db) => {
     expect(l.status).toBe(500);
     const agentId = randomUUID();
     const ws = new WebSocket(`${s.wsUrl}/ws/agent`, { headers: agentHeaders({ agentId, enrollToken: s.enrollToken }) });
-    await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
     ws.send(JSON.stringify(helloFor(agentId)));
     await new Promise<void>((r) => ws.once('close', () => r()));
     await waitFor(() => (s.output().match(/forced failure/g)?.length ?? 0) >= 3, 'three logged database errors');

@@ -42,10 +42,14 @@ async function startTree(extra: Record<string, unknown> = {}): Promise<{ task: a
   const file = `/run/muster-test-${++pidFiles}.pids`;
   const task = await createTask(api, { script: TREE, args: [file], targets: { agentIds: [agentId] }, ...extra });
   const exec = await waitExecution(api, task.id, (e) => e.status === 'running' && e.containment, 'running with its containment', 30_000);
-  const pids = await waitFor(async () => {
-    const p = (await c.exec(['cat', file])).stdout.split('\n').filter(Boolean).map(Number);
-    return p.length >= 3 ? p : null;
-  }, 'script pids', 30_000);
+  const pids = await waitFor(
+    async () => {
+      const p = (await c.exec(['cat', file])).stdout.split('\n').filter(Boolean).map(Number);
+      return p.length >= 3 ? p : null;
+    },
+    'script pids',
+    30_000,
+  );
   const m = /^systemd:(.+\.scope)$/.exec(exec.containment);
   expect(m, `containment ${exec.containment}`).not.toBeNull();
   return { task, exec, pids, scope: m![1]! };
@@ -59,7 +63,9 @@ async function living(pids: number[]): Promise<number[]> {
 
 /** Pids (inside the container) in a unit's cgroup, recursively. */
 async function unitPids(unit: string): Promise<number[]> {
-  const out = await c.sh(`cg=$(systemctl show -p ControlGroup --value ${unit}); [ -n "$cg" ] && [ -d "/sys/fs/cgroup$cg" ] && find "/sys/fs/cgroup$cg" -name cgroup.procs -exec cat {} +; true`);
+  const out = await c.sh(
+    `cg=$(systemctl show -p ControlGroup --value ${unit}); [ -n "$cg" ] && [ -d "/sys/fs/cgroup$cg" ] && find "/sys/fs/cgroup$cg" -name cgroup.procs -exec cat {} +; true`,
+  );
   return out.split('\n').filter(Boolean).map(Number);
 }
 
@@ -78,8 +84,12 @@ async function leftoverCgroups(): Promise<string[]> {
 /** Uploads a signed package; returns the artifact. */
 async function upload(file: string): Promise<any> {
   const sig = await signPackage(keys.priv, file);
-  const r = await api.req('POST', `/api/artifacts?filename=${encodeURIComponent(path.basename(file))}&signature=${encodeURIComponent(sig)}`,
-    new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+  const r = await api.req(
+    'POST',
+    `/api/artifacts?filename=${encodeURIComponent(path.basename(file))}&signature=${encodeURIComponent(sig)}`,
+    new Uint8Array(fs.readFileSync(file)),
+    { 'content-type': 'application/octet-stream' },
+  );
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body;
 }
@@ -88,10 +98,15 @@ async function upload(file: string): Promise<any> {
 async function rollout(artifactId: string): Promise<any> {
   const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.env == "nspawn"' });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
-  return waitFor(async () => {
-    const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
-    return ['succeeded', 'failed', 'rolled_back'].includes(v.targets[0]?.state) ? v : null;
-  }, 'rollout target settled', 180_000, 250);
+  return waitFor(
+    async () => {
+      const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
+      return ['succeeded', 'failed', 'rolled_back'].includes(v.targets[0]?.state) ? v : null;
+    },
+    'rollout target settled',
+    180_000,
+    250,
+  );
 }
 
 async function mainPid(): Promise<number> {
@@ -109,9 +124,7 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     if (CI_MUST_RUN) throw new Error(`systemd suite is mandatory in CI: ${unavailable}`);
     const out = bigTmpDir('sd-pkgs');
     const booting = SystemdContainer.boot();
-    [pkg.base, pkg.good, pkg.broken] = await Promise.all([
-      buildPackage('1.0.0', out), buildPackage('1.1.0', out), buildPackage('1.2.0', out, true),
-    ]);
+    [pkg.base, pkg.good, pkg.broken] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out), buildPackage('1.2.0', out, true)]);
     keys = await keygen(tmpDir('sd-keys'));
     c = await booting;
     console.log(`systemd suite: container running ${c.bootMs} ms after systemd-nspawn started`);
@@ -136,8 +149,12 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     c.put(keys.pub, 'update.pub');
     // The host's loopback is shared: a fixed health port could collide with the host's, so pick
     // a free one, the way an operator tunes a unit (a drop-in).
-    await c.sh(`mkdir -p /etc/systemd/system/${UNIT}.d && printf '[Service]\\nEnvironment=MUSTER_AGENT_HEALTH_PORT=0\\n' > /etc/systemd/system/${UNIT}.d/test.conf`);
-    const out = await c.sh(`bash ${SHARE}/install-agent.sh --server ${server.wsUrl} --token ${server.enrollToken} --package ${p} --name sd-host --label env=nspawn --public-key ${SHARE}/update.pub`);
+    await c.sh(
+      `mkdir -p /etc/systemd/system/${UNIT}.d && printf '[Service]\\nEnvironment=MUSTER_AGENT_HEALTH_PORT=0\\n' > /etc/systemd/system/${UNIT}.d/test.conf`,
+    );
+    const out = await c.sh(
+      `bash ${SHARE}/install-agent.sh --server ${server.wsUrl} --token ${server.enrollToken} --package ${p} --name sd-host --label env=nspawn --public-key ${SHARE}/update.pub`,
+    );
     expect(out).toMatch(/muster-agent\.service enabled and started/);
     agentId = await waitFor(async () => (await c.exec(['cat', `${STATE}/agent-id`])).stdout.trim(), 'agent id in the container', 30_000);
     const a = await api.waitAgent(agentId, 'online', 60_000);
@@ -146,7 +163,9 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     expect(await c.prop(UNIT, 'UnitFileState')).toBe('enabled');
     // The launcher exec'd the agent: the unit's main process is the packaged node running the bundle.
     const pid = await mainPid();
-    expect((await c.sh(`cat /proc/${pid}/cmdline | tr '\\0' ' '`))).toMatch(/^\/opt\/muster-agent\/releases\/1\.0\.0\/node\/bin\/node .*lib\/agent\.js --config \/etc\/muster-agent\/agent\.json/);
+    expect(await c.sh(`cat /proc/${pid}/cmdline | tr '\\0' ' '`)).toMatch(
+      /^\/opt\/muster-agent\/releases\/1\.0\.0\/node\/bin\/node .*lib\/agent\.js --config \/etc\/muster-agent\/agent\.json/,
+    );
     // The unit file passes systemd's own check, and its properties are as shipped (limits are
     // accepted, not enforced in this container).
     const verify = await c.exec(['systemd-analyze', 'verify', `/etc/systemd/system/${UNIT}`]);
@@ -235,7 +254,9 @@ describe.skipIf(Boolean(unavailable) && !CI_MUST_RUN)('agent under a real system
     await api.waitAgent(agentId, 'online', 60_000);
     await waitFor(async () => (await living(t.pids)).length === 0, "the crashed agent's script processes gone", 30_000);
     await waitFor(async () => (await execScopes()).length === 0, 'its scope gone', 30_000);
-    expect(await journal()).toMatch(new RegExp(`stopped execution scopes left by a previous agent run.*${t.scope}|${t.scope}.*stopped execution scopes left by a previous agent run`));
+    expect(await journal()).toMatch(
+      new RegExp(`stopped execution scopes left by a previous agent run.*${t.scope}|${t.scope}.*stopped execution scopes left by a previous agent run`),
+    );
     expect((await waitTask(api, t.task.id, 60_000)).executions[0].status).toBe('lost');
     await waitFor(async () => (await leftoverCgroups()).length === 0, 'no execution cgroup directory left', 30_000);
   });

@@ -38,7 +38,10 @@ describe.each(dbs)('task names and history search (%s)', (db) => {
   it('stores names, keeps them on re-run, and finds tasks by name, script, target, user, status and dates', async () => {
     const named = await createTask(api, { name: 'Nightly cache warm-up', script: 'echo warming caches\n', targets: { selector: 'hist-web-1' } });
     expect(named.name).toBe('Nightly cache warm-up');
-    const unnamed = await createTask(api, { script: '#!/bin/sh\n# Check the disk of the database host\ndf -h / | grep -c unique_marker_42; exit 1\n', targets: { selector: 'hist-db-1' } });
+    const unnamed = await createTask(api, {
+      script: '#!/bin/sh\n# Check the disk of the database host\ndf -h / | grep -c unique_marker_42; exit 1\n',
+      targets: { selector: 'hist-db-1' },
+    });
     expect(unnamed.name).toBe('Check the disk of the database host');
     const bad = await api.post('/api/tasks', { name: 'x'.repeat(201), script: 'true', targets: { selector: 'all' } });
     expect(bad.status).toBe(400);
@@ -77,7 +80,10 @@ describe.each(dbs)('task names and history search (%s)', (db) => {
     expect(await find(`since=${at}&until=${Date.parse(unnamed.createdAt) + 1}&q=e`)).toEqual([unnamed.id, named.id]);
     const list = await api.get(`/api/tasks?q=${encodeURIComponent('Check the disk')}&limit=1`);
     expect(list.body.total).toBe(2);
-    expect(list.body.items[0]).toMatchObject({ name: 'Check the disk of the database host', scriptPreview: '# Check the disk of the database host\ndf -h / | grep -c unique_marker_42; exit 1' });
+    expect(list.body.items[0]).toMatchObject({
+      name: 'Check the disk of the database host',
+      scriptPreview: '# Check the disk of the database host\ndf -h / | grep -c unique_marker_42; exit 1',
+    });
     expect(list.body.items[0].script).toBeUndefined();
   });
 });

@@ -32,9 +32,18 @@ function stat(pid: number): { state: string; pgrp: number } | null {
     return null;
   }
 }
-const alive = (pid: number) => { const s = stat(pid); return s !== null && s.state !== 'Z'; };
+const alive = (pid: number) => {
+  const s = stat(pid);
+  return s !== null && s.state !== 'Z';
+};
 
-interface Wrapped { proc: ChildProcess; sentinel: number; stateDir: string; output(): string; kill(): void }
+interface Wrapped {
+  proc: ChildProcess;
+  sentinel: number;
+  stateDir: string;
+  output(): string;
+  kill(): void;
+}
 const wrapped: Wrapped[] = [];
 
 /** Starts dist/agent.js as the leader of a new process group that also holds a `sleep` sentinel. */
@@ -43,17 +52,54 @@ async function startWrappedAgent(serverUrl: string, token: string): Promise<Wrap
   const sentinelFile = path.join(stateDir, 'sentinel.pid');
   // sh leads a new process group (detached); `sleep` inherits it; exec keeps the agent in it, as its leader.
   const script = 'sleep 100000 & echo $! > "$1"; shift; exec "$@"';
-  const proc = spawn('sh', ['-c', script, 'sh', sentinelFile, process.execPath, AGENT_JS, '--server', serverUrl, '--token', token,
-    '--state-dir', stateDir, '--health-port=-1', '--terminal-max-sessions', String(PARALLEL * 4)], {
-    detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...hermeticAgentEnv(), MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000' },
-  });
+  const proc = spawn(
+    'sh',
+    [
+      '-c',
+      script,
+      'sh',
+      sentinelFile,
+      process.execPath,
+      AGENT_JS,
+      '--server',
+      serverUrl,
+      '--token',
+      token,
+      '--state-dir',
+      stateDir,
+      '--health-port=-1',
+      '--terminal-max-sessions',
+      String(PARALLEL * 4),
+    ],
+    {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...hermeticAgentEnv(), MUSTER_AGENT_BACKOFF_INITIAL_MS: '200', MUSTER_AGENT_BACKOFF_MAX_MS: '1000' },
+    },
+  );
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.length > 4e6) out = out.slice(-2e6); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 4e6) out = out.slice(-2e6);
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const sentinel = Number(await waitFor(() => fs.existsSync(sentinelFile) && fs.readFileSync(sentinelFile, 'utf8').trim(), 'sentinel pid'));
   // The whole wrapper group (agent and sentinel); the test's own group is not in it.
-  const w: Wrapped = { proc, sentinel, stateDir, output: () => out, kill: () => { try { process.kill(-proc.pid!, 'SIGKILL'); } catch { /* gone */ } } };
+  const w: Wrapped = {
+    proc,
+    sentinel,
+    stateDir,
+    output: () => out,
+    kill: () => {
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    },
+  };
   wrapped.push(w);
   expect(stat(sentinel)?.pgrp).toBe(proc.pid);
   return w;
@@ -61,7 +107,7 @@ async function startWrappedAgent(serverUrl: string, token: string): Promise<Wrap
 
 /** The agent and its process group came through untouched. */
 function expectUntouched(w: Wrapped): void {
-  expect(alive(w.sentinel), 'sentinel in the agent\'s process group is alive').toBe(true);
+  expect(alive(w.sentinel), "sentinel in the agent's process group is alive").toBe(true);
   expect(alive(w.proc.pid!), 'agent is alive').toBe(true);
   expect(w.proc.exitCode).toBeNull();
   expect(w.output()).not.toMatch(/config reloaded/); // the agent's SIGHUP handler never ran
@@ -72,7 +118,7 @@ afterAll(async () => {
   await cleanup();
 });
 
-describe('terminal close never signals the agent\'s process group (defect 5)', () => {
+describe("terminal close never signals the agent's process group (defect 5)", () => {
   let s: TestServer;
   let op: Api;
   let w: Wrapped;
@@ -83,7 +129,13 @@ describe('terminal close never signals the agent\'s process group (defect 5)', (
     const admin = await Api.login(s.url);
     op = await admin.userWithRole('operator');
     w = await startWrappedAgent(s.wsUrl, s.enrollToken);
-    agentId = await waitFor(() => { try { return fs.readFileSync(path.join(w.stateDir, 'agent-id'), 'utf8').trim(); } catch { return ''; } }, 'agent id');
+    agentId = await waitFor(() => {
+      try {
+        return fs.readFileSync(path.join(w.stateDir, 'agent-id'), 'utf8').trim();
+      } catch {
+        return '';
+      }
+    }, 'agent id');
     await admin.waitAgent(agentId, 'online');
   }, 60_000);
 
@@ -103,7 +155,10 @@ describe('terminal close never signals the agent\'s process group (defect 5)', (
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));
     c.close();
-    expect([...reasons.keys()].every((r) => /closed by/.test(r)), JSON.stringify([...reasons])).toBe(true);
+    expect(
+      [...reasons.keys()].every((r) => /closed by/.test(r)),
+      JSON.stringify([...reasons]),
+    ).toBe(true);
     expectUntouched(w);
     // The agent still serves: one more terminal works end to end.
     const c2 = await TermClient.connect(s, op);
@@ -154,7 +209,16 @@ describe('term.open and term.close in one read (defect 5, the race itself)', () 
           if (isBinary) return;
           const m = JSON.parse(d.toString());
           if (m.type === 'hello') {
-            ws.send(JSON.stringify({ type: 'welcome', protocol: m.protocol, agentId: m.agentId, heartbeatIntervalMs: 5000, serverTime: Date.now(), secret: 's'.repeat(43) }));
+            ws.send(
+              JSON.stringify({
+                type: 'welcome',
+                protocol: m.protocol,
+                agentId: m.agentId,
+                heartbeatIntervalMs: 5000,
+                serverTime: Date.now(),
+                secret: 's'.repeat(43),
+              }),
+            );
             resolve(ws);
           } else if (m.type === 'term.exit') {
             exits.get(m.sessionId)?.(m);
@@ -179,7 +243,10 @@ describe('term.open and term.close in one read (defect 5, the race itself)', () 
         const sessionId = `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
         const exited = new Promise<any>((resolve, reject) => {
           const t = setTimeout(() => reject(new Error(`no term.exit for cycle ${n}`)), 30_000);
-          exits.set(sessionId, (m) => { clearTimeout(t); resolve(m); });
+          exits.set(sessionId, (m) => {
+            clearTimeout(t);
+            resolve(m);
+          });
         });
         sock.send(JSON.stringify({ type: 'term.open', sessionId, cols: 80, rows: 24 }));
         sock.send(JSON.stringify({ type: 'term.close', sessionId, reason: 'closed at once' }));

@@ -17,15 +17,18 @@ function echoOf(v: TermView, since: number, ch: string): Promise<void> {
  * sockets (the agent's 1 MiB flow-control window, the socket buffers); with it, only behind what
  * was already on the wire.
  */
-describe('terminal: interactive frames go ahead of another session\'s flood', () => {
+describe("terminal: interactive frames go ahead of another session's flood", () => {
   afterAll(cleanup);
 
-  it('an echo on session A overtakes session B\'s flood on the same agent and console socket', async () => {
+  it("an echo on session A overtakes session B's flood on the same agent and console socket", async () => {
     const s = await startServer();
     const admin = await Api.login(s.url);
     // A wide flow-control window (8 MiB unacknowledged per session) puts megabytes of B's output
     // in flight, so what the echo waits behind depends on priority, not on the window.
-    const a = startAgent(s, { name: 'term-priority', env: { MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: String(8 << 20), MUSTER_AGENT_TERMINAL_LOW_WATERMARK: String(6 << 20) } });
+    const a = startAgent(s, {
+      name: 'term-priority',
+      env: { MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: String(8 << 20), MUSTER_AGENT_TERMINAL_LOW_WATERMARK: String(6 << 20) },
+    });
     const id = await agentId(a);
     await admin.waitAgent(id, 'online');
     const c = await TermClient.connect(s, admin);

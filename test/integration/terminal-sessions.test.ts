@@ -116,7 +116,10 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
     const r = await op.req('GET', `/api/terminals/${t.sessionId}/recording`);
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toMatch(/asciicast/);
-    const lines = String(typeof r.body === 'string' ? r.body : JSON.stringify(r.body)).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = String(typeof r.body === 'string' ? r.body : JSON.stringify(r.body))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const header = lines[0];
     expect(header).toMatchObject({ version: 2, width: 90, height: 25 });
     const events = lines.slice(1) as [number, string, string][];
@@ -125,7 +128,12 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
       expect(e[0]).toBeGreaterThanOrEqual(last);
       last = e[0];
     }
-    expect(events.filter((e) => e[1] === 'o').map((e) => e[2]).join('')).toBe(seen);
+    expect(
+      events
+        .filter((e) => e[1] === 'o')
+        .map((e) => e[2])
+        .join(''),
+    ).toBe(seen);
     expect(events.some((e) => e[1] === 'r' && e[2] === '100x40')).toBe(true);
     // Others cannot fetch it; an admin can.
     const other = await admin.userWithRole('operator');
@@ -192,22 +200,31 @@ describe('terminal detach timeout', () => {
     const t = await c.open(id);
     const pid = Number((await t.run('echo $$')).trim());
     c.close();
-    const row = await waitFor(async () => {
-      const r = await admin.get(`/api/terminals/${t.sessionId}`);
-      return r.body.status === 'closed' ? r.body : null;
-    }, 'detached session closed', 15_000);
+    const row = await waitFor(
+      async () => {
+        const r = await admin.get(`/api/terminals/${t.sessionId}`);
+        return r.body.status === 'closed' ? r.body : null;
+      },
+      'detached session closed',
+      15_000,
+    );
     expect(row.closeReason).toMatch(/detached for too long/);
     expect(row.recording).toBe(false);
     expect((await admin.req('GET', `/api/terminals/${t.sessionId}/recording`)).status).toBe(404);
     expect(fs.existsSync(path.join(s.dataDir, 'recordings', `${t.sessionId}.cast`))).toBe(false);
-    await waitFor(() => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 'detached shell gone', 5000, 50);
+    await waitFor(
+      () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      'detached shell gone',
+      5000,
+      50,
+    );
   });
 });
 
@@ -227,13 +244,18 @@ describe('terminal idle timeout', () => {
     expect(t.closed).toBeNull();
     const closed = await t.closedP;
     expect(closed.reason).toMatch(/idle timeout/);
-    await waitFor(() => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 'idle shell gone', 5000, 50);
+    await waitFor(
+      () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      'idle shell gone',
+      5000,
+      50,
+    );
   });
 });

@@ -46,13 +46,14 @@ describe('terminal file transfer', () => {
     await cleanup();
   });
 
-  const upload = (api: Api, name: string, body: Uint8Array) => api.req('POST', `/api/terminals/${term.sessionId}/upload?name=${encodeURIComponent(name)}`, body, octet);
+  const upload = (api: Api, name: string, body: Uint8Array) =>
+    api.req('POST', `/api/terminals/${term.sessionId}/upload?name=${encodeURIComponent(name)}`, body, octet);
   const download = async (api: Api, p: string) => {
     const r = await fetch(`${s.url}/api/terminals/${term.sessionId}/download?path=${encodeURIComponent(p)}`, { headers: { cookie: api.cookie } });
     return { status: r.status, headers: r.headers, bytes: new Uint8Array(await r.arrayBuffer()) };
   };
 
-  it('uploads into the shell\'s current directory, chunked, and never overwrites', async () => {
+  it("uploads into the shell's current directory, chunked, and never overwrites", async () => {
     const small = new TextEncoder().encode('hello from muster\n');
     const r = await upload(op, 'hello.txt', small);
     expect(r.status).toBe(201);

@@ -11,7 +11,9 @@ import { FAKE_SIG, fakePackage } from '../helpers/agent-packages.js';
 
 async function upload(api: Api, version: string, filename?: string): Promise<any> {
   const name = filename ? `&filename=${filename}` : '';
-  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${name}`, fakePackage(version), { 'content-type': 'application/octet-stream' });
+  const r = await api.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}${name}`, fakePackage(version), {
+    'content-type': 'application/octet-stream',
+  });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body;
 }
@@ -35,7 +37,9 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect((await api.post('/api/rollouts', { artifactId: a.id, waves: ['150%'] })).status).toBe(400);
     expect((await api.post('/api/rollouts', { artifactId: 'nope' })).status).toBe(404);
     expect((await api.post('/api/rollouts', { artifactId: a.id, selector: 'labels.x ==' })).body.error.code).toBe('selector_syntax');
-    expect((await api.req('POST', '/api/artifacts?version=2.0.1&signature=bad', fakePackage('2.0.1'), { 'content-type': 'application/octet-stream' })).status).toBe(400);
+    expect(
+      (await api.req('POST', '/api/artifacts?version=2.0.1&signature=bad', fakePackage('2.0.1'), { 'content-type': 'application/octet-stream' })).status,
+    ).toBe(400);
     expect((await api.get('/api/rollouts/does-not-exist')).status).toBe(404);
     const audit = (await api.get('/api/audit?action=artifact.upload')).body;
     expect(audit.items[0]).toMatchObject({ action: 'artifact.upload' });
@@ -79,7 +83,10 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
       const v = (await api.get(`/api/rollouts/${id}`)).body;
       return v.state === 'paused' ? v : null;
     }, 'paused after the first failure');
-    expect(paused.targets.filter((t: any) => t.wave === 0)[0]).toMatchObject({ state: 'failed', reason: expect.stringMatching(/running release .* not found/) });
+    expect(paused.targets.filter((t: any) => t.wave === 0)[0]).toMatchObject({
+      state: 'failed',
+      reason: expect.stringMatching(/running release .* not found/),
+    });
     expect(paused.targets.filter((t: any) => t.wave > 0).map((t: any) => t.state)).toEqual(['pending', 'pending']);
     expect(paused.waves.map((w: any) => w.state)).toEqual(['done', 'waiting', 'waiting']);
     // One active rollout at a time.
@@ -102,7 +109,10 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     expect(final.targets.filter((t: any) => t.wave === 2)[0]).toMatchObject({ state: 'skipped', reason: 'cancelled by admin' });
     const p = await api.post('/api/rollouts', { artifactId: art.id, selector: 'labels.grp == "r-plain"' });
     expect(p.body.targets).toEqual([expect.objectContaining({ state: 'skipped', reason: expect.stringMatching(/cannot update itself/) })]);
-    expect(p.body).toMatchObject({ state: 'nothing_to_do', reason: expect.stringMatching(/^nothing to do: all 1 target\(s\) skipped \(agent cannot update itself/) });
+    expect(p.body).toMatchObject({
+      state: 'nothing_to_do',
+      reason: expect.stringMatching(/^nothing to do: all 1 target\(s\) skipped \(agent cannot update itself/),
+    });
     await plain.stop();
     const list = (await api.get('/api/rollouts')).body;
     expect(list.total).toBe(4);
@@ -126,10 +136,14 @@ describe.each(await databases())('rollouts API (%s)', (db) => {
     server = await server.restart();
     api = await Api.login(server.url);
     startAgent(server, { stateDir: agent.stateDir, name: 'late', labels: { grp: 'late' }, args: ['--install-root', installRoot] });
-    const done = await waitFor(async () => {
-      const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
-      return v.state === 'failed' ? v : null;
-    }, 'rollout finished after the restart', 30_000);
+    const done = await waitFor(
+      async () => {
+        const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
+        return v.state === 'failed' ? v : null;
+      },
+      'rollout finished after the restart',
+      30_000,
+    );
     expect(done.targets[0]).toMatchObject({ agentId: id, state: 'failed', reason: expect.stringMatching(/running release .* not found/) });
   });
 });

@@ -7,7 +7,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  bigTmpDir, trackBigDir, buildPackage, currentRelease, installAgent, installPaths, keygen, run, signPackage, stopAllSupervisors, supervise, type Supervisor,
+  bigTmpDir,
+  trackBigDir,
+  buildPackage,
+  currentRelease,
+  installAgent,
+  installPaths,
+  keygen,
+  run,
+  signPackage,
+  stopAllSupervisors,
+  supervise,
+  type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
@@ -19,14 +30,37 @@ async function setup(server: TestServer): Promise<{ api: Api; artifactId: string
   trackBigDir(server.dataDir);
   const api = await Api.login(server.url);
   const sig = await signPackage(keys.priv, good);
-  const r = await api.req('POST', `/api/artifacts?filename=${path.basename(good)}&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(good)), { 'content-type': 'application/octet-stream' });
+  const r = await api.req(
+    'POST',
+    `/api/artifacts?filename=${path.basename(good)}&signature=${encodeURIComponent(sig)}`,
+    new Uint8Array(fs.readFileSync(good)),
+    { 'content-type': 'application/octet-stream' },
+  );
   expect(r.status).toBe(201);
   return { api, artifactId: r.body.id };
 }
 
-async function installed(server: TestServer, api: Api, name: string, env: Record<string, string>): Promise<{ root: string; id: string; sup: Supervisor; exited: Promise<void> }> {
+async function installed(
+  server: TestServer,
+  api: Api,
+  name: string,
+  env: Record<string, string>,
+): Promise<{ root: string; id: string; sup: Supervisor; exited: Promise<void> }> {
   const root = bigTmpDir(`root-${name}`);
-  await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', base, '--name', name, '--public-key', keys.pub, '--label', `case=${name}`]);
+  await installAgent(root, [
+    '--server',
+    server.wsUrl,
+    '--token',
+    server.enrollToken,
+    '--package',
+    base,
+    '--name',
+    name,
+    '--public-key',
+    keys.pub,
+    '--label',
+    `case=${name}`,
+  ]);
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
   const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} id`);
@@ -63,16 +97,24 @@ describe('killed mid-update', () => {
     const agents = await Promise.all(steps.map((s) => installed(server, api, `crash-${s.step}`, { MUSTER_AGENT_TEST_UPDATE_CRASH_AT: s.step })));
     const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.case ~ "crash-*"', maxFailures: 10 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    const done = await waitFor(async () => {
-      const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
-      return v.state === 'failed' || v.state === 'succeeded' ? v : null;
-    }, 'rollout finished', 90_000, 250);
+    const done = await waitFor(
+      async () => {
+        const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
+        return v.state === 'failed' || v.state === 'succeeded' ? v : null;
+      },
+      'rollout finished',
+      90_000,
+      250,
+    );
     for (const [i, s] of steps.entries()) {
       const a = agents[i]!;
       const t = done.targets.find((x: any) => x.agentId === a.id);
       expect(t.state, `${s.step}: ${t.reason}`).toBe(s.state);
       // It was killed (a signal), restarted by the supervisor, and runs a complete release.
-      expect(a.sup.exits.some((e) => e.signal === 'SIGKILL'), s.step).toBe(true);
+      expect(
+        a.sup.exits.some((e) => e.signal === 'SIGKILL'),
+        s.step,
+      ).toBe(true);
       expect((await api.waitAgent(a.id, 'online')).version, s.step).toBe(s.version);
       expect(currentRelease(a.root)).toBe(s.version);
       const p = installPaths(a.root);
@@ -93,10 +135,15 @@ describe('update timeout', () => {
     a.sup.holdRestarts();
     const r = await api.post('/api/rollouts', { artifactId, selector: 'labels.case == "gone"' });
     await a.exited;
-    const done = await waitFor(async () => {
-      const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
-      return v.state === 'paused' ? v : null;
-    }, 'rollout paused by the timeout', 30_000, 250);
+    const done = await waitFor(
+      async () => {
+        const v = (await api.get(`/api/rollouts/${r.body.id}`)).body;
+        return v.state === 'paused' ? v : null;
+      },
+      'rollout paused by the timeout',
+      30_000,
+      250,
+    );
     expect(done.targets[0].state).toBe('failed');
     expect(done.targets[0].reason).toMatch(/not back with version 1\.1\.0 within 3 s/);
   }, 90_000);
@@ -118,10 +165,15 @@ describe('new version that cannot reach the server', () => {
     expect(a.sup.exits.filter((e) => e.code === 1).length).toBeGreaterThanOrEqual(3);
     server = await server.restart();
     const api2 = await Api.login(server.url);
-    const done = await waitFor(async () => {
-      const v = (await api2.get(`/api/rollouts/${r.body.id}`)).body;
-      return v.targets[0].state === 'rolled_back' ? v : null;
-    }, 'rolled_back reported after the server came back', 30_000, 250);
+    const done = await waitFor(
+      async () => {
+        const v = (await api2.get(`/api/rollouts/${r.body.id}`)).body;
+        return v.targets[0].state === 'rolled_back' ? v : null;
+      },
+      'rolled_back reported after the server came back',
+      30_000,
+      250,
+    );
     expect(done.state).toBe('paused');
     expect((await api2.waitAgent(a.id, 'online')).version).toBe('1.0.0');
     expect(fs.existsSync(path.join(installPaths(a.root).state, 'update-marker'))).toBe(false);

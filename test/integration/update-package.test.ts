@@ -23,27 +23,52 @@ afterAll(removeBigDirs);
 describe('agent package', () => {
   it('is a self-contained tarball whose bin/muster-agent --version prints the version', async () => {
     expect(path.basename(pkgA)).toMatch(/^muster-agent-1\.0\.0-linux-(x64|arm64)\.tar\.gz$/);
-    const list = execFileSync('tar', ['-tzf', pkgA], { maxBuffer: 16 << 20 }).toString().split('\n');
-    for (const f of ['./VERSION', './bin/muster-agent', './node/bin/node', './lib/agent.js', './lib/node_modules/node-pty/build/Release/pty.node',
-      './libexec/muster-agent-launcher', './share/muster-agent.service', './share/install-agent.sh']) {
+    const list = execFileSync('tar', ['-tzf', pkgA], { maxBuffer: 16 << 20 })
+      .toString()
+      .split('\n');
+    for (const f of [
+      './VERSION',
+      './bin/muster-agent',
+      './node/bin/node',
+      './lib/agent.js',
+      './lib/node_modules/node-pty/build/Release/pty.node',
+      './libexec/muster-agent-launcher',
+      './share/muster-agent.service',
+      './share/install-agent.sh',
+    ]) {
       expect(list).toContain(f);
     }
     const dir = bigTmpDir('unpack');
     execFileSync('tar', ['-xzf', pkgA, '-C', dir]);
     // Run with an empty PATH: the package must not need a system node.
-    const v = execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version'], { env: { PATH: '/usr/bin:/bin' } }).toString().trim();
+    const v = execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version'], { env: { PATH: '/usr/bin:/bin' } })
+      .toString()
+      .trim();
     expect(v).toBe('1.0.0');
     // node-pty's native module loads with the packaged runtime and spawns a real pty.
-    const out = execFileSync(path.join(dir, 'node', 'bin', 'node'), ['-e',
-      "const p=require('./lib/node_modules/node-pty');const t=p.spawn('/bin/sh',['-c','tty'],{});let o='';t.onData(d=>o+=d);t.onExit(()=>{process.stdout.write(o)})"], { cwd: dir }).toString();
+    const out = execFileSync(
+      path.join(dir, 'node', 'bin', 'node'),
+      [
+        '-e',
+        "const p=require('./lib/node_modules/node-pty');const t=p.spawn('/bin/sh',['-c','tty'],{});let o='';t.onData(d=>o+=d);t.onExit(()=>{process.stdout.write(o)})",
+      ],
+      { cwd: dir },
+    ).toString();
     expect(out).toMatch(/\/dev\/pts\//);
   });
 
   it('a broken build still answers --version but exits 1 when started', async () => {
     const dir = bigTmpDir('unpack-broken');
     execFileSync('tar', ['-xzf', pkgBroken, '-C', dir]);
-    expect(execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version']).toString().trim()).toBe('1.9.0');
-    const r = await run(path.join(dir, 'bin', 'muster-agent'), ['--server', 'ws://127.0.0.1:9', '--state-dir', tmpDir('st')]).then(() => 0, (e: { code: number }) => e.code);
+    expect(
+      execFileSync(path.join(dir, 'bin', 'muster-agent'), ['--version'])
+        .toString()
+        .trim(),
+    ).toBe('1.9.0');
+    const r = await run(path.join(dir, 'bin', 'muster-agent'), ['--server', 'ws://127.0.0.1:9', '--state-dir', tmpDir('st')]).then(
+      () => 0,
+      (e: { code: number }) => e.code,
+    );
     expect(r).toBe(1);
   });
 });
@@ -53,8 +78,20 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
     const root = bigTmpDir('root');
     const keyDir = tmpDir('keys');
     execFileSync(process.execPath, [path.join(DEPLOY, '..', 'dist', 'cli.js'), 'keygen', '--out', keyDir]);
-    const args = ['--server', 'ws://127.0.0.1:8080', '--token', 'enroll-token-x', '--package', pkgA, '--label', 'role=web', '--label', 'env=prod eu',
-      '--public-key', path.join(keyDir, 'muster-update.pub')];
+    const args = [
+      '--server',
+      'ws://127.0.0.1:8080',
+      '--token',
+      'enroll-token-x',
+      '--package',
+      pkgA,
+      '--label',
+      'role=web',
+      '--label',
+      'env=prod eu',
+      '--public-key',
+      path.join(keyDir, 'muster-update.pub'),
+    ];
     await installAgent(root, args);
     const p = installPaths(root);
     expect(currentRelease(root)).toBe('1.0.0');
@@ -66,7 +103,11 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
     expect(cfg.updatePublicKey).toContain('BEGIN PUBLIC KEY');
     expect(fs.existsSync(p.unit)).toBe(true);
     expect(fs.statSync(p.launcher).mode & 0o111).not.toBe(0);
-    expect(execFileSync(path.join(p.current, 'bin', 'muster-agent'), ['--version']).toString().trim()).toBe('1.0.0');
+    expect(
+      execFileSync(path.join(p.current, 'bin', 'muster-agent'), ['--version'])
+        .toString()
+        .trim(),
+    ).toBe('1.0.0');
 
     const first = snapshotTree(root);
     await installAgent(root, args);
@@ -77,7 +118,10 @@ describe('install-agent.sh / uninstall-agent.sh', () => {
     const root = bigTmpDir('root-bad');
     const bogus = path.join(tmpDir('bogus'), 'x.tar.gz');
     fs.writeFileSync(bogus, 'not a tarball');
-    const r = await installAgent(root, ['--server', 'ws://h:1', '--token', 't', '--package', bogus]).then(() => 'ok', (e: { stderr: string }) => e.stderr);
+    const r = await installAgent(root, ['--server', 'ws://h:1', '--token', 't', '--package', bogus]).then(
+      () => 'ok',
+      (e: { stderr: string }) => e.stderr,
+    );
     expect(r).toMatch(/not a muster-agent package/);
     expect(fs.existsSync(installPaths(root).opt)).toBe(false);
   });
@@ -123,8 +167,10 @@ describe('systemd units', () => {
     fs.writeFileSync(path.join(dir, 'muster-agent.service'), unit.replace('ExecStart=/opt/muster-agent/bin/muster-agent-launcher', `ExecStart=${p.launcher}`));
     const server = fs.readFileSync(path.join(DEPLOY, 'muster-server.service'), 'utf8');
     fs.writeFileSync(path.join(dir, 'muster-server.service'), server.replace(/^ExecStart=\/usr\/bin\/node /m, `ExecStart=${process.execPath} `));
-    const r = await run('systemd-analyze', ['verify', path.join(dir, 'muster-agent.service'), path.join(dir, 'muster-server.service')])
-      .then((x) => ({ code: 0, err: x.stderr }), (e: { code: number; stderr: string }) => ({ code: e.code, err: e.stderr }));
+    const r = await run('systemd-analyze', ['verify', path.join(dir, 'muster-agent.service'), path.join(dir, 'muster-server.service')]).then(
+      (x) => ({ code: 0, err: x.stderr }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, err: e.stderr }),
+    );
     expect(r.err).not.toMatch(/muster-(agent|server)\.service:/);
     expect(r.code).toBe(0);
   });

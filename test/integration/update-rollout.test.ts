@@ -8,7 +8,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  bigTmpDir, trackBigDir, buildPackage, currentRelease, installAgent, installPaths, keygen, run, sha256File, signPackage, snapshotTree, stopAllSupervisors, supervise,
+  bigTmpDir,
+  trackBigDir,
+  buildPackage,
+  currentRelease,
+  installAgent,
+  installPaths,
+  keygen,
+  run,
+  sha256File,
+  signPackage,
+  snapshotTree,
+  stopAllSupervisors,
+  supervise,
   type Supervisor,
 } from '../helpers/agent-packages.js';
 import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
@@ -19,7 +31,12 @@ let keys: { priv: string; pub: string };
 const pkg: Record<'base' | 'good' | 'broken', string> = { base: '', good: '', broken: '' };
 const artifact: Record<'base' | 'good' | 'broken', any> = { base: null, good: null, broken: null };
 
-interface Installed { name: string; root: string; sup: Supervisor; id: string }
+interface Installed {
+  name: string;
+  root: string;
+  sup: Supervisor;
+  id: string;
+}
 
 /** Installs 1.0.0 into a fresh root, starts it under the supervisor, waits until it is online. */
 async function installed(name: string, labels: Record<string, string>, env: Record<string, string> = {}, viaEnrollment = false): Promise<Installed> {
@@ -42,18 +59,27 @@ async function installed(name: string, labels: Record<string, string>, env: Reco
 
 async function upload(file: string): Promise<any> {
   const sig = await signPackage(keys.priv, file);
-  const r = await api.req('POST', `/api/artifacts?filename=${encodeURIComponent(path.basename(file))}&signature=${encodeURIComponent(sig)}`,
-    new Uint8Array(fs.readFileSync(file)), { 'content-type': 'application/octet-stream' });
+  const r = await api.req(
+    'POST',
+    `/api/artifacts?filename=${encodeURIComponent(path.basename(file))}&signature=${encodeURIComponent(sig)}`,
+    new Uint8Array(fs.readFileSync(file)),
+    { 'content-type': 'application/octet-stream' },
+  );
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return r.body;
 }
 
 async function rolloutDone(id: string, states = ['succeeded', 'failed', 'paused', 'cancelled', 'nothing_to_do'], timeoutMs = 90_000): Promise<any> {
-  return waitFor(async () => {
-    const r = await api.get(`/api/rollouts/${id}`);
-    const settled = r.body.targets.every((t: any) => ['succeeded', 'failed', 'rolled_back', 'skipped'].includes(t.state) || t.wave > r.body.currentWave);
-    return states.includes(r.body.state) && settled ? r.body : null;
-  }, `rollout ${id} settled`, timeoutMs, 250);
+  return waitFor(
+    async () => {
+      const r = await api.get(`/api/rollouts/${id}`);
+      const settled = r.body.targets.every((t: any) => ['succeeded', 'failed', 'rolled_back', 'skipped'].includes(t.state) || t.wave > r.body.currentWave);
+      return states.includes(r.body.state) && settled ? r.body : null;
+    },
+    `rollout ${id} settled`,
+    timeoutMs,
+    250,
+  );
 }
 
 beforeAll(async () => {
@@ -83,10 +109,14 @@ describe('artifacts', () => {
     expect(list.body.items.map((a: any) => a.version)).toEqual(['1.0.0', '1.2.0', '1.1.0']);
     // A label that disagrees with the package's own VERSION is refused.
     const sig = await signPackage(keys.priv, pkg.good);
-    const wrong = await api.req('POST', `/api/artifacts?version=9.9.9&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(pkg.good)), { 'content-type': 'application/octet-stream' });
+    const wrong = await api.req('POST', `/api/artifacts?version=9.9.9&signature=${encodeURIComponent(sig)}`, new Uint8Array(fs.readFileSync(pkg.good)), {
+      'content-type': 'application/octet-stream',
+    });
     expect(wrong.status).toBe(400);
     const viewer = await api.userWithRole('viewer');
-    const denied = await viewer.req('POST', `/api/artifacts?version=1.1.0&signature=${encodeURIComponent(sig)}`, new Uint8Array([1, 2, 3]), { 'content-type': 'application/octet-stream' });
+    const denied = await viewer.req('POST', `/api/artifacts?version=1.1.0&signature=${encodeURIComponent(sig)}`, new Uint8Array([1, 2, 3]), {
+      'content-type': 'application/octet-stream',
+    });
     expect(denied.status).toBe(403);
     expect((await fetch(`${server.url}/api/artifacts/${artifact.good.id}/download`)).status).toBe(401);
     const withToken = await fetch(`${server.url}/api/artifacts/latest/download`, { headers: { 'X-Muster-Enroll-Token': server.enrollToken } });

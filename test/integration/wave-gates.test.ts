@@ -25,15 +25,21 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
   const roots: string[] = [];
 
   const upload = async (version: string): Promise<any> => {
-    const r = await admin.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}`, fakePackage(version),
-      { 'content-type': 'application/octet-stream' });
+    const r = await admin.req('POST', `/api/artifacts?version=${version}&signature=${encodeURIComponent(FAKE_SIG)}`, fakePackage(version), {
+      'content-type': 'application/octet-stream',
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     return r.body;
   };
-  const waitRun = (api: Api, p: string, ok: (v: any) => boolean, what: string, ms = 30_000) => waitFor(async () => {
-    const v = (await api.get(p)).body;
-    return ok(v) ? v : null;
-  }, what, ms);
+  const waitRun = (api: Api, p: string, ok: (v: any) => boolean, what: string, ms = 30_000) =>
+    waitFor(
+      async () => {
+        const v = (await api.get(p)).body;
+        return ok(v) ? v : null;
+      },
+      what,
+      ms,
+    );
 
   beforeAll(async () => {
     s = await startServer({ db });
@@ -44,7 +50,10 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     for (const n of [1, 2, 3]) {
       const root = tmpDir(`root${n}`);
       const a = startAgent(s, {
-        name: `gate-${n}`, labels: { grp: 'gate' }, args: ['--policy', policy, '--install-root', tmpDir('noinstall')], env: { MUSTER_AGENT_FILE_ROOT: root },
+        name: `gate-${n}`,
+        labels: { grp: 'gate' },
+        args: ['--policy', policy, '--install-root', tmpDir('noinstall')],
+        env: { MUSTER_AGENT_FILE_ROOT: root },
       });
       const id = await agentId(a);
       await admin.waitAgent(id, 'online', 30_000);
@@ -105,7 +114,12 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     const f = await admin.post('/api/files', { path: '/etc/muster-test/gate.conf', content: Buffer.from('gate 1\n').toString('base64') });
     expect(f.status, JSON.stringify(f.body)).toBe(201);
     const viewer = await admin.userWithRole('viewer');
-    const d = await op.post(`/api/files/${f.body.id}/distributions`, { targets: { selector: 'labels.grp == "gate"' }, waves: [1, 2, '100%'], approval: true, soakSeconds: 1 });
+    const d = await op.post(`/api/files/${f.body.id}/distributions`, {
+      targets: { selector: 'labels.grp == "gate"' },
+      waves: [1, 2, '100%'],
+      approval: true,
+      soakSeconds: 1,
+    });
     expect(d.status, JSON.stringify(d.body)).toBe(201);
     expect(d.body).toMatchObject({ approval: true, soakSeconds: 1 });
     const p = `/api/distributions/${d.body.id}`;
@@ -177,11 +191,27 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     expect((await admin.req('DELETE', `/api/artifacts/${older.id}/stable`)).body).toMatchObject({ stable: false, stableBy: null });
     expect((await admin.get('/api/artifacts/latest')).body.source).toBe('none');
     // (Agents from a checkout cannot complete a rollout: the record of one is written as it would be.)
-    await withDb(s.dbUrl, (k) => k('rollouts').insert({
-      id: 'done-rollout', artifact_id: newer.id, version: '8.1.0', size: newer.size, sha256: newer.sha256, signature: FAKE_SIG, selector: 'all',
-      waves: '["100%"]', max_failures: 0, allow_downgrade: false, state: 'succeeded', current_wave: 0, failure_base: 0, created_by: 'admin',
-      created_at: Date.now(), updated_at: Date.now(), finished_at: Date.now(),
-    }));
+    await withDb(s.dbUrl, (k) =>
+      k('rollouts').insert({
+        id: 'done-rollout',
+        artifact_id: newer.id,
+        version: '8.1.0',
+        size: newer.size,
+        sha256: newer.sha256,
+        signature: FAKE_SIG,
+        selector: 'all',
+        waves: '["100%"]',
+        max_failures: 0,
+        allow_downgrade: false,
+        state: 'succeeded',
+        current_wave: 0,
+        failure_base: 0,
+        created_by: 'admin',
+        created_at: Date.now(),
+        updated_at: Date.now(),
+        finished_at: Date.now(),
+      }),
+    );
     expect((await admin.get('/api/artifacts/latest')).body).toMatchObject({ source: 'rollout', artifact: { version: '8.1.0' } });
     const actions = (await admin.get('/api/audit?limit=100')).body.items.map((e: any) => e.action);
     expect(actions).toEqual(expect.arrayContaining(['artifact.stable', 'artifact.unstable']));

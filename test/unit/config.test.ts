@@ -16,10 +16,23 @@ describe('server config', () => {
 
   it('reads MUSTER_* variables, coerces numbers and booleans, ignores empty ones', () => {
     const c = loadConfig({
-      MUSTER_PORT: '9090', MUSTER_LOCAL_AGENT: 'false', MUSTER_HEARTBEAT_INTERVAL_MS: '500', MUSTER_DB_URL: 'mysql://u:p@h:3306/d',
-      MUSTER_ENROLL_TOKEN: 'x'.repeat(16), MUSTER_HOST: '', MUSTER_AGENT_CONNECT_RATE: '50',
+      MUSTER_PORT: '9090',
+      MUSTER_LOCAL_AGENT: 'false',
+      MUSTER_HEARTBEAT_INTERVAL_MS: '500',
+      MUSTER_DB_URL: 'mysql://u:p@h:3306/d',
+      MUSTER_ENROLL_TOKEN: 'x'.repeat(16),
+      MUSTER_HOST: '',
+      MUSTER_AGENT_CONNECT_RATE: '50',
     });
-    expect(c).toMatchObject({ port: 9090, localAgent: false, heartbeatIntervalMs: 500, dbUrl: 'mysql://u:p@h:3306/d', host: '0.0.0.0', agentConnectRate: 50, enrollToken: 'x'.repeat(16) });
+    expect(c).toMatchObject({
+      port: 9090,
+      localAgent: false,
+      heartbeatIntervalMs: 500,
+      dbUrl: 'mysql://u:p@h:3306/d',
+      host: '0.0.0.0',
+      agentConnectRate: 50,
+      enrollToken: 'x'.repeat(16),
+    });
   });
 
   it.each([
@@ -62,10 +75,11 @@ describe('agent config', () => {
   it('precedence: defaults < config file < environment < flags; labels merge', () => {
     const file = path.join(dir, 'agent.json');
     fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', name: 'from-file', labels: { a: 'file', b: 'file' }, healthPort: 1111 }));
-    const c = loadAgentConfig(
-      ['--config', file, '--name', 'from-flag', '--label', 'b=flag', '--label', 'c=flag'],
-      { MUSTER_AGENT_SERVER: 'ws://env:2', MUSTER_AGENT_NAME: 'from-env', MUSTER_AGENT_LABELS: 'a=env' },
-    );
+    const c = loadAgentConfig(['--config', file, '--name', 'from-flag', '--label', 'b=flag', '--label', 'c=flag'], {
+      MUSTER_AGENT_SERVER: 'ws://env:2',
+      MUSTER_AGENT_NAME: 'from-env',
+      MUSTER_AGENT_LABELS: 'a=env',
+    });
     expect(c).toMatchObject({ server: 'ws://env:2', name: 'from-flag', healthPort: 1111, configPath: file, backoffInitialMs: 1000, backoffMaxMs: 60_000 });
     expect(c.labels).toEqual({ a: 'env', b: 'flag', c: 'flag' });
   });
@@ -93,9 +107,12 @@ describe('agent config', () => {
   it('--flag value and --flag=value parse alike, negative values included', () => {
     const base = { MUSTER_AGENT_SERVER: 'ws://x' };
     for (const [argv, want] of [
-      [['--health-port', '0'], 0], [['--health-port=0'], 0],
-      [['--health-port', '-1'], -1], [['--health-port=-1'], -1],
-      [['--health-port', '9100'], 9100], [['--health-port=9100'], 9100],
+      [['--health-port', '0'], 0],
+      [['--health-port=0'], 0],
+      [['--health-port', '-1'], -1],
+      [['--health-port=-1'], -1],
+      [['--health-port', '9100'], 9100],
+      [['--health-port=9100'], 9100],
     ] as const) {
       expect(loadAgentConfig([...argv], base).healthPort).toBe(want);
     }

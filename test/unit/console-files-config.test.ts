@@ -1,14 +1,37 @@
 /** Pure logic of the console's files pages and agent configuration views. */
 import { describe, expect, it } from 'vitest';
 import {
-  asText, countsText, heldRevisions, modeText, parseMode, parseWaves, previousRevision, progressOf, textCandidate, TEXT_MAX_BYTES,
+  asText,
+  countsText,
+  heldRevisions,
+  modeText,
+  parseMode,
+  parseWaves,
+  previousRevision,
+  progressOf,
+  textCandidate,
+  TEXT_MAX_BYTES,
 } from '../../web/src/features/files/files.js';
 import {
-  configRows, EMPTY_FORM, formFromSettings, parseLabels, ruleName, settingsFromForm, settingsSummary, type ConfigRule, type ConfigStatus,
+  configRows,
+  EMPTY_FORM,
+  formFromSettings,
+  parseLabels,
+  ruleName,
+  settingsFromForm,
+  settingsSummary,
+  type ConfigRule,
+  type ConfigStatus,
 } from '../../web/src/features/agents/agentConfig.js';
 
 const host = (agentId: string, revision: number, state: 'ok' | 'drifted' | 'missing' = 'ok') => ({
-  agentId, agentName: agentId, revision, sha256: null, state, reason: null, updatedAt: '2026-01-01T00:00:00.000Z',
+  agentId,
+  agentName: agentId,
+  revision,
+  sha256: null,
+  state,
+  reason: null,
+  updatedAt: '2026-01-01T00:00:00.000Z',
 });
 
 describe('files page logic', () => {
@@ -38,7 +61,10 @@ describe('files page logic', () => {
     expect(previousRevision([host('a', 3), host('b', 2)], 4)).toBe(2);
     expect(previousRevision([], 4)).toBe(3);
     expect(previousRevision([host('a', 1)], 2)).toBeNull();
-    expect([...heldRevisions([host('a', 3), host('b', 3), host('c', 1)])]).toEqual([[3, 2], [1, 1]]);
+    expect([...heldRevisions([host('a', 3), host('b', 3), host('c', 1)])]).toEqual([
+      [3, 2],
+      [1, 1],
+    ]);
   });
 
   it('shows text only: NUL bytes or invalid UTF-8 are binary; large revisions are not fetched', () => {
@@ -51,21 +77,41 @@ describe('files page logic', () => {
 });
 
 const rule = (id: string, over: Partial<ConfigRule>): ConfigRule => ({
-  id, agentId: null, selector: 'all', priority: 0, description: '', settings: {}, createdBy: 'admin', updatedBy: 'admin',
-  createdAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:00.000Z', ...over,
+  id,
+  agentId: null,
+  selector: 'all',
+  priority: 0,
+  description: '',
+  settings: {},
+  createdBy: 'admin',
+  updatedBy: 'admin',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  updatedAt: '2026-01-01T00:00:00.000Z',
+  ...over,
 });
 const effective = { heartbeatIntervalSec: 5, logLevel: 'info', labels: { role: 'web' }, terminalIdleTimeoutSec: 1800, execBufferBytes: 1_048_576 };
 
 describe('agent configuration logic', () => {
-  const sel = rule('r1', { selector: 'labels.role == "web"', priority: 5, settings: { logLevel: 'debug', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold' } } });
+  const sel = rule('r1', {
+    selector: 'labels.role == "web"',
+    priority: 5,
+    settings: { logLevel: 'debug', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold' } },
+  });
   const own = rule('r2', { agentId: 'a1', selector: null, settings: { logLevel: 'warn', labels: { zone: 'b' } }, description: 'debugging' });
 
   it('names, per setting, the winning rule (every rule for labels), the value in force, and the host policy that overrode it', () => {
     const st: ConfigStatus = {
-      agentId: 'a1', name: 'web-1', online: true, supported: true, state: 'applied', revision: 'rev2',
-      desired: { logLevel: 'warn', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold', zone: 'b' } }, rules: ['r1', 'r2'],
+      agentId: 'a1',
+      name: 'web-1',
+      online: true,
+      supported: true,
+      state: 'applied',
+      revision: 'rev2',
+      desired: { logLevel: 'warn', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold', zone: 'b' } },
+      rules: ['r1', 'r2'],
       applied: {
-        revision: 'rev2', at: '2026-01-01T00:00:00.000Z',
+        revision: 'rev2',
+        at: '2026-01-01T00:00:00.000Z',
         effective: { ...effective, logLevel: 'warn', terminalIdleTimeoutSec: 60, labels: { role: 'web', tier: 'gold', zone: 'b' } },
         notes: { terminalIdleTimeoutSec: 'limited to 60 s by the host policy (asked 3600 s)' },
       },
@@ -75,14 +121,26 @@ describe('agent configuration logic', () => {
     expect(rows['logLevel']!.setBy.map((r) => r.id)).toEqual(['r2']);
     expect(rows['labels']!.setBy.map((r) => r.id)).toEqual(['r1', 'r2']);
     expect(rows['labels']).toMatchObject({ desired: 'tier=gold, zone=b', pending: false });
-    expect(rows['terminalIdleTimeoutSec']).toMatchObject({ effective: '60 s', desired: '3600 s', pending: false, policy: expect.stringMatching(/host policy/) });
+    expect(rows['terminalIdleTimeoutSec']).toMatchObject({
+      effective: '60 s',
+      desired: '3600 s',
+      pending: false,
+      policy: expect.stringMatching(/host policy/),
+    });
     expect(rows['heartbeatIntervalSec']).toMatchObject({ effective: '5 s', desired: null, setBy: [], pending: false });
     expect(rows['execBufferBytes']!.effective).toBe('1048576 bytes');
   });
 
   it('marks what the agent has not acknowledged as pending, and an older acknowledgement carries no policy verdict', () => {
     const st: ConfigStatus = {
-      agentId: 'a1', name: 'web-1', online: false, supported: true, state: 'pending', revision: 'rev3', desired: { logLevel: 'debug' }, rules: ['r1'],
+      agentId: 'a1',
+      name: 'web-1',
+      online: false,
+      supported: true,
+      state: 'pending',
+      revision: 'rev3',
+      desired: { logLevel: 'debug' },
+      rules: ['r1'],
       applied: { revision: 'rev1', at: '2026-01-01T00:00:00.000Z', effective, notes: { logLevel: 'refused: remote configuration' } },
     };
     const rows = Object.fromEntries(configRows(st, [sel]).map((r) => [r.key, r]));
@@ -95,7 +153,11 @@ describe('agent configuration logic', () => {
   });
 
   it('parses the rule form, checks bounds, and round-trips settings', () => {
-    const bounds = { heartbeatIntervalSec: { min: 1, max: 60 }, terminalIdleTimeoutSec: { min: 10, max: 86_400 }, execBufferBytes: { min: 1024, max: 1 << 30 } };
+    const bounds = {
+      heartbeatIntervalSec: { min: 1, max: 60 },
+      terminalIdleTimeoutSec: { min: 10, max: 86_400 },
+      execBufferBytes: { min: 1024, max: 1 << 30 },
+    };
     expect(settingsFromForm(EMPTY_FORM, bounds)).toEqual({});
     const s = settingsFromForm({ ...EMPTY_FORM, heartbeatIntervalSec: ' 10 ', logLevel: 'debug', labels: 'tier=gold, zone = b ' }, bounds);
     expect(s).toEqual({ heartbeatIntervalSec: 10, logLevel: 'debug', labels: { tier: 'gold', zone: 'b' } });

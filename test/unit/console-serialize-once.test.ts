@@ -13,16 +13,34 @@ import type { ConsoleChannel } from '../../server/ws/handlers.js';
 function fakeConsole(id: number) {
   const sent: Array<{ msg: ServerToConsole; json: string | undefined }> = [];
   const ch = {
-    id, principal: { id: 1, username: 'op', role: 'operator' }, sent,
+    id,
+    principal: { id: 1, username: 'op', role: 'operator' },
+    sent,
     send: (msg: ServerToConsole, _droppable?: boolean, json?: string) => (sent.push({ msg, json }), true),
-    sendBinary: () => true, bufferedAmount: () => 0, close() {}, onClose() {},
+    sendBinary: () => true,
+    bufferedAmount: () => 0,
+    close() {},
+    onClose() {},
   };
   return ch as unknown as ConsoleChannel & { sent: typeof sent };
 }
 
 const execution = {
-  id: 'e-1', taskId: 't-1', agentId: 'a-1', agentName: 'web-01', status: 'succeeded', exitCode: 0, signal: null, startedAt: null, finishedAt: null,
-  durationMs: null, truncated: false, reason: null, outputBytes: 3, containment: null, reconciledAt: null,
+  id: 'e-1',
+  taskId: 't-1',
+  agentId: 'a-1',
+  agentName: 'web-01',
+  status: 'succeeded',
+  exitCode: 0,
+  signal: null,
+  startedAt: null,
+  finishedAt: null,
+  durationMs: null,
+  truncated: false,
+  reason: null,
+  outputBytes: 3,
+  containment: null,
+  reconciledAt: null,
 } as const;
 
 describe('console fan-out serializes once', () => {

@@ -5,7 +5,15 @@ const err = (o: Record<string, unknown>) => Object.assign(new Error(String(o['me
 
 describe('dbFailure: which database errors are an outage to wait out', () => {
   it('network and pool errors of mysql2 and knex are "unavailable"', () => {
-    for (const code of ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_SERVER_SHUTDOWN', 'SQLITE_BUSY']) {
+    for (const code of [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'ETIMEDOUT',
+      'PROTOCOL_CONNECTION_LOST',
+      'PROTOCOL_SEQUENCE_TIMEOUT',
+      'ER_SERVER_SHUTDOWN',
+      'SQLITE_BUSY',
+    ]) {
       expect(dbFailure(err({ code })), code).toBe('unavailable');
     }
     const acquire = err({ message: 'Knex: Timeout acquiring a connection. The pool is probably full.' });

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
-  AgentToServer, ConsoleToServer, InvalidCounter, MessageDispatcher, REF_MAX, refOf, ServerToAgent,
-  type AgentToServer as AgentMsg, type ConsoleToServer as ConsoleMsg,
+  AgentToServer,
+  ConsoleToServer,
+  InvalidCounter,
+  MessageDispatcher,
+  REF_MAX,
+  refOf,
+  ServerToAgent,
+  type AgentToServer as AgentMsg,
+  type ConsoleToServer as ConsoleMsg,
 } from '../../protocol/index.js';
 
 const bye = JSON.stringify({ type: 'bye', reason: 'x' });
@@ -10,7 +17,9 @@ function agentSide(): { d: MessageDispatcher<AgentMsg, string>; calls: Array<[st
   const calls: Array<[string, AgentMsg]> = [];
   const d = new MessageDispatcher<AgentMsg, string>(AgentToServer, {
     bye: (ctx: string, m: AgentMsg) => void calls.push([ctx, m]),
-    labels: () => { throw new Error('sync boom'); },
+    labels: () => {
+      throw new Error('sync boom');
+    },
     error: () => Promise.reject(new Error('async boom')),
   });
   return { d, calls };
@@ -22,7 +31,11 @@ describe('MessageDispatcher', () => {
     const r = d.decode(bye);
     expect(r.ok).toBe(true);
     if (!r.ok) return;
-    expect(d.dispatch('ctx-1', r.msg, () => { throw new Error('no error expected'); })).toBe(true);
+    expect(
+      d.dispatch('ctx-1', r.msg, () => {
+        throw new Error('no error expected');
+      }),
+    ).toBe(true);
     expect(calls).toEqual([['ctx-1', { type: 'bye', reason: 'x' }]]);
   });
 
@@ -91,7 +104,10 @@ describe('MessageDispatcher', () => {
       expect(d.dispatch('c', r.msg, onError)).toBe(true);
     }
     await new Promise((r) => setImmediate(r));
-    expect(errors).toEqual([['labels', 'sync boom'], ['error', 'async boom']]);
+    expect(errors).toEqual([
+      ['labels', 'sync boom'],
+      ['error', 'async boom'],
+    ]);
   });
 
   it('knows every type of its schema', () => {

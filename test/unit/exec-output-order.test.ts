@@ -13,7 +13,14 @@ describe('exec output order across streams', () => {
     const frames: Uint8Array[] = [];
     const link = { send: () => true, sendBinary: (b: Uint8Array) => (frames.push(b), true), bufferedAmount: () => 0, connected: () => true };
     const log = { info() {}, warn() {}, error() {}, debug() {} };
-    const run = new Run({ type: 'exec.run', executionId: 'e-1', taskId: 't-1' } as never, 'agent-1', link, log as never, { ...RUN_LIMITS, coalesceMs: 60_000 }, () => {});
+    const run = new Run(
+      { type: 'exec.run', executionId: 'e-1', taskId: 't-1' } as never,
+      'agent-1',
+      link,
+      log as never,
+      { ...RUN_LIMITS, coalesceMs: 60_000 },
+      () => {},
+    );
     const onData = (s: 'stdout' | 'stderr', text: string) => (run as unknown as { onData(s: string, d: Buffer): void }).onData(s, Buffer.from(text));
     onData('stdout', 'out 1\n');
     onData('stdout', 'out 2\n');

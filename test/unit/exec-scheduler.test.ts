@@ -16,13 +16,17 @@ class FakeFleet {
   readonly online = new Set<string>();
   readonly sent: { agentId: string; msg: ServerToAgent }[] = [];
   readonly records = new Map<string, Pick<AgentRecord, 'policy' | 'lastSeenAt'>>();
-  isOnline(id: string): boolean { return this.online.has(id); }
+  isOnline(id: string): boolean {
+    return this.online.has(id);
+  }
   send(agentId: string, msg: ServerToAgent): boolean {
     if (!this.online.has(agentId)) return false;
     this.sent.push({ agentId, msg });
     return true;
   }
-  get(id: string): AgentRecord | undefined { return this.records.get(id) as AgentRecord | undefined; }
+  get(id: string): AgentRecord | undefined {
+    return this.records.get(id) as AgentRecord | undefined;
+  }
   /** Execution ids sent in exec.run, in order. */
   runs(): string[] {
     return this.sent.flatMap((s) => (s.msg.type === 'exec.run' ? [s.msg.executionId] : []));
@@ -42,8 +46,14 @@ function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: 
       storedOutput: async () => ({ nextSeq: 0, bytes: 0 }),
     },
     writer: { update: () => {}, output: () => {}, afterFlush: (fn) => fn() },
-    fleet, bus: { publish: () => {} }, live: { output: () => {}, ended: () => {} },
-    log: pino({ level: 'silent' }), metrics, maxExecutionsPerAgent: o.maxPerAgent ?? 8, reconcileTimeoutMs: RECONCILE_MS, maxOutputBytes: 1 << 20,
+    fleet,
+    bus: { publish: () => {} },
+    live: { output: () => {}, ended: () => {} },
+    log: pino({ level: 'silent' }),
+    metrics,
+    maxExecutionsPerAgent: o.maxPerAgent ?? 8,
+    reconcileTimeoutMs: RECONCILE_MS,
+    maxOutputBytes: 1 << 20,
   };
   const s = new Scheduler(deps);
   return { s, fleet, stored };
@@ -53,22 +63,65 @@ let n = 0;
 function task(o: Partial<Task> = {}): Task {
   n++;
   return {
-    id: `t${n}`, name: 'x', script: 'true', scriptSha256: '0'.repeat(64), interpreter: 'bash', args: [], env: {}, cwd: null, timeoutSec: 60,
-    signature: null, targets: {}, concurrency: null, maxFailures: null, offline: 'skip', queueTtlSec: null, createdBy: 'op', createdAt: Date.now(),
-    status: 'running', total: 0, finishedAt: null, cancelledAt: null, cancelledBy: null, rerunOf: null, scriptId: null, scriptVersion: null,
-    scheduleId: null, secretEnv: [], ...o,
+    id: `t${n}`,
+    name: 'x',
+    script: 'true',
+    scriptSha256: '0'.repeat(64),
+    interpreter: 'bash',
+    args: [],
+    env: {},
+    cwd: null,
+    timeoutSec: 60,
+    signature: null,
+    targets: {},
+    concurrency: null,
+    maxFailures: null,
+    offline: 'skip',
+    queueTtlSec: null,
+    createdBy: 'op',
+    createdAt: Date.now(),
+    status: 'running',
+    total: 0,
+    finishedAt: null,
+    cancelledAt: null,
+    cancelledBy: null,
+    rerunOf: null,
+    scriptId: null,
+    scriptVersion: null,
+    scheduleId: null,
+    secretEnv: [],
+    ...o,
   };
 }
 
 function executions(t: Task, agents: string[], o: Partial<Execution> = {}): Execution[] {
   return agents.map((agentId, i) => ({
-    id: `${t.id}-e${i}`, taskId: t.id, agentId, agentName: agentId, status: 'pending', reason: null, exitCode: null, signal: null,
-    queuedUntil: null, dispatchedAt: null, startedAt: null, finishedAt: null, outputBytes: 0, nextSeq: 0, truncated: false, containment: null,
-    reconciledAt: null, ...o,
+    id: `${t.id}-e${i}`,
+    taskId: t.id,
+    agentId,
+    agentName: agentId,
+    status: 'pending',
+    reason: null,
+    exitCode: null,
+    signal: null,
+    queuedUntil: null,
+    dispatchedAt: null,
+    startedAt: null,
+    finishedAt: null,
+    outputBytes: 0,
+    nextSeq: 0,
+    truncated: false,
+    containment: null,
+    reconciledAt: null,
+    ...o,
   }));
 }
 
-function result(executionId: string, status: AgentMessage<'exec.finished'>['status'], exitCode = status === 'succeeded' ? 0 : 1): AgentMessage<'exec.finished'> {
+function result(
+  executionId: string,
+  status: AgentMessage<'exec.finished'>['status'],
+  exitCode = status === 'succeeded' ? 0 : 1,
+): AgentMessage<'exec.finished'> {
   return { type: 'exec.finished', executionId, status, exitCode, signal: null, startedAt: Date.now(), finishedAt: Date.now(), outputSeq: 0, truncated: false };
 }
 

@@ -49,7 +49,9 @@ describe('TransferManager', () => {
 
   it('sends nothing before the first ack, keeps each transfer within its window and all of them within the budget, and delivers the exact bytes', async () => {
     const s = sink();
-    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 16_384, maxInflightBytes: 40_000 }, (err) => { throw err; });
+    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 16_384, maxInflightBytes: 40_000 }, (err) => {
+      throw err;
+    });
     const agents = ['a1', 'a2', 'a3', 'a4', 'a5'];
     for (const a of agents) m.add(`t-${a}`, a, file, content.length);
     await new Promise((r) => setTimeout(r, 20));
@@ -81,7 +83,9 @@ describe('TransferManager', () => {
 
   it('an ack for another agent or beyond what was sent is ignored; end gives the budget back', async () => {
     const s = sink();
-    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 4096 }, (err) => { throw err; });
+    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 4096 }, (err) => {
+      throw err;
+    });
     m.add('t1', 'a1', file, content.length);
     m.add('t2', 'a2', file, content.length);
     m.ack('a1', 't1', 0);
@@ -103,7 +107,9 @@ describe('TransferManager', () => {
 
   it('reads each chunk once for transfers at the same place and sends header and shared chunk as two parts of one message', async () => {
     const s = sink();
-    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 1 << 20, cacheBytes: 1 << 20 }, (err) => { throw err; });
+    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 1 << 20, cacheBytes: 1 << 20 }, (err) => {
+      throw err;
+    });
     const agents = Array.from({ length: 20 }, (_, i) => `a${i}`);
     for (const a of agents) m.add(`t-${a}`, a, file, content.length);
     for (const a of agents) m.ack(a, `t-${a}`, 0);
@@ -127,7 +133,9 @@ describe('TransferManager', () => {
   it('never reuses a chunk buffer a frame still references, however small the cache', async () => {
     const s = sink();
     // Two chunks of cache for 30 transfers spread over the file: buffers are recycled all the time.
-    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 64 * 1024, cacheBytes: 8192 }, (err) => { throw err; });
+    const m = new TransferManager(s, { chunkBytes: 4096, windowBytes: 8192, maxInflightBytes: 64 * 1024, cacheBytes: 8192 }, (err) => {
+      throw err;
+    });
     const agents = Array.from({ length: 30 }, (_, i) => `a${i}`);
     const acked = new Map<string, number>();
     const received = new Map<string, Buffer[]>(agents.map((a) => [a, []]));

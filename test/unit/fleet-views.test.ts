@@ -13,16 +13,35 @@ import type { FleetSortKey, FleetWindowMessage, ServerToConsole } from '../../pr
 
 function record(i: number, rnd: () => number): AgentRecord {
   return {
-    id: `id-${i.toString(36)}`, name: `n${Math.floor(rnd() * 500)}`, hostname: `host-${Math.floor(rnd() * 3000)}`, ips: [], externalIp: null,
-    platform: 'linux', arch: rnd() < 0.5 ? 'x64' : 'arm64', os: `Debian ${Math.floor(rnd() * 4) + 10}`, version: `1.${Math.floor(rnd() * 5)}.0`,
-    cpus: 2, memoryBytes: 1, labels: { role: rnd() < 0.3 ? 'db' : 'web' }, labelOverrides: null, enrollLabels: null, groups: [],
-    secretHash: '', createdAt: 0, connectedAt: null, lastSeenAt: null, revokedAt: null, status: rnd() < 0.7 ? 'online' : 'offline', metrics: null, policy: null,
+    id: `id-${i.toString(36)}`,
+    name: `n${Math.floor(rnd() * 500)}`,
+    hostname: `host-${Math.floor(rnd() * 3000)}`,
+    ips: [],
+    externalIp: null,
+    platform: 'linux',
+    arch: rnd() < 0.5 ? 'x64' : 'arm64',
+    os: `Debian ${Math.floor(rnd() * 4) + 10}`,
+    version: `1.${Math.floor(rnd() * 5)}.0`,
+    cpus: 2,
+    memoryBytes: 1,
+    labels: { role: rnd() < 0.3 ? 'db' : 'web' },
+    labelOverrides: null,
+    enrollLabels: null,
+    groups: [],
+    secretHash: '',
+    createdAt: 0,
+    connectedAt: null,
+    lastSeenAt: null,
+    revokedAt: null,
+    status: rnd() < 0.7 ? 'online' : 'offline',
+    metrics: null,
+    policy: null,
   };
 }
 
 function setup(n: number) {
   let seed = 42;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const agents = new Map<string, AgentRecord>();
   for (let i = 0; i < n; i++) {
     const a = record(i, rnd);
@@ -31,13 +50,21 @@ function setup(n: number) {
   const bus = new LocalBus();
   const fleet = { agents, get: (id: string) => agents.get(id) } as unknown as Fleet;
   const views = new FleetViews({
-    fleet, bus, log: pino({ level: 'silent' }), selectorLimits: { maxLength: 65_536, maxDepth: 64 } as never,
+    fleet,
+    bus,
+    log: pino({ level: 'silent' }),
+    selectorLimits: { maxLength: 65_536, maxDepth: 64 } as never,
     limits: { perConsole: 8, tickMs: 1_000_000, resortMs: 0, softBufferBytes: 1 << 20 },
   });
   const sent: ServerToConsole[] = [];
   const ch = {
-    id: 1, principal: {} as never, send: (m: ServerToConsole) => (sent.push(m), true), sendBinary: () => true,
-    bufferedAmount: () => 0, close: () => {}, onClose: () => {},
+    id: 1,
+    principal: {} as never,
+    send: (m: ServerToConsole) => (sent.push(m), true),
+    sendBinary: () => true,
+    bufferedAmount: () => 0,
+    close: () => {},
+    onClose: () => {},
   } as unknown as ConsoleChannel;
   const open = (sort: FleetSortKey, desc: boolean, selector = '', status: 'all' | 'online' | 'offline' = 'all') => {
     sent.length = 0;
@@ -47,7 +74,11 @@ function setup(n: number) {
     return m;
   };
   const expected = (sort: FleetSortKey, desc: boolean, keep: (a: AgentRecord) => boolean) =>
-    [...agents.values()].filter(keep).map((a) => entryOf(a, sort)).sort(comparator(desc)).map((e) => e.id);
+    [...agents.values()]
+      .filter(keep)
+      .map((a) => entryOf(a, sort))
+      .sort(comparator(desc))
+      .map((e) => e.id);
   return { agents, bus, views, open, expected, rnd };
 }
 

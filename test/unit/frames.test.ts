@@ -12,7 +12,11 @@ describe('frame codec', () => {
   });
 
   it('round-trips execution output with stream and a full u32 sequence', () => {
-    for (const [stream, seq] of [['stdout', 0], ['stderr', 1], ['stdout', 0xffff_ffff]] as const) {
+    for (const [stream, seq] of [
+      ['stdout', 0],
+      ['stderr', 1],
+      ['stdout', 0xffff_ffff],
+    ] as const) {
       const f = decodeFrame(encodeExecOutput('exec-ü', stream, seq, bytes(1, 2, 3)));
       expect(f).toEqual({ op: 'execOutput', executionId: 'exec-ü', stream, seq, data: bytes(1, 2, 3) });
     }

@@ -44,8 +44,20 @@ describe('result journal', () => {
     const store = new ResultStore(dir);
     const bytes = Buffer.from([0, 1, 2, 255, 10, 13]);
     store.save({
-      executionId: '../../etc/passwd', taskId: 't1', status: 'cancelled', exitCode: null, signal: 'SIGTERM', startedAt: 1, finishedAt: 2,
-      reason: 'agent stopping', truncated: false, seq: 5, chunks: [{ seq: 3, stream: 'stdout', data: bytes }, { seq: 4, stream: 'stderr', data: Buffer.from('e\n') }],
+      executionId: '../../etc/passwd',
+      taskId: 't1',
+      status: 'cancelled',
+      exitCode: null,
+      signal: 'SIGTERM',
+      startedAt: 1,
+      finishedAt: 2,
+      reason: 'agent stopping',
+      truncated: false,
+      seq: 5,
+      chunks: [
+        { seq: 3, stream: 'stdout', data: bytes },
+        { seq: 4, stream: 'stderr', data: Buffer.from('e\n') },
+      ],
     });
     fs.writeFileSync(path.join(store.dir, 'x.result.tmp'), 'half');
     fs.writeFileSync(path.join(store.dir, 'bad.result'), '{"v":1,"executionId":"b","chunks":[[0,1,99]]}\nshort');
@@ -54,7 +66,10 @@ describe('result journal', () => {
     expect(rest).toEqual([]);
     expect(bad).toEqual(['bad.result']);
     expect(r).toMatchObject({ executionId: '../../etc/passwd', status: 'cancelled', reason: 'agent stopping', seq: 5, truncated: false });
-    expect(r!.chunks.map((c) => [c.seq, c.stream, Buffer.compare(c.data, c.seq === 3 ? bytes : Buffer.from('e\n'))])).toEqual([[3, 'stdout', 0], [4, 'stderr', 0]]);
+    expect(r!.chunks.map((c) => [c.seq, c.stream, Buffer.compare(c.data, c.seq === 3 ? bytes : Buffer.from('e\n'))])).toEqual([
+      [3, 'stdout', 0],
+      [4, 'stderr', 0],
+    ]);
     expect(fs.readdirSync(store.dir)).toHaveLength(1);
     expect((fs.statSync(path.join(store.dir, fs.readdirSync(store.dir)[0]!)).mode & 0o777).toString(8)).toBe('600');
     store.remove('../../etc/passwd');

@@ -9,8 +9,12 @@ describe('liveSettings', () => {
   it('pushed values override the agent config; labels merge over the file labels', () => {
     const s = liveSettings(cfg, { role: 'web', env: 'prod' }, open, { logLevel: 'debug', heartbeatIntervalSec: 9, labels: { env: 'stage', tier: 'gold' } });
     expect(s).toEqual({
-      heartbeatIntervalSec: 9, logLevel: 'debug', labels: { role: 'web', env: 'stage', tier: 'gold' },
-      terminalIdleTimeoutSec: 1800, execBufferBytes: 16 << 20, notes: {},
+      heartbeatIntervalSec: 9,
+      logLevel: 'debug',
+      labels: { role: 'web', env: 'stage', tier: 'gold' },
+      terminalIdleTimeoutSec: 1800,
+      execBufferBytes: 16 << 20,
+      notes: {},
     });
   });
 

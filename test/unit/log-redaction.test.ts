@@ -17,7 +17,12 @@ const record = {
 describe('log redaction', () => {
   it('server logger (pino)', () => {
     let out = '';
-    const sink = new Writable({ write(c, _e, cb) { out += String(c); cb(); } });
+    const sink = new Writable({
+      write(c, _e, cb) {
+        out += String(c);
+        cb();
+      },
+    });
     createLogger('info', sink).info(record, 'hello');
     for (const s of SECRETS) expect(out).not.toContain(s);
     expect(out).toContain('visible');
@@ -26,7 +31,12 @@ describe('log redaction', () => {
 
   it('agent logger (pino)', () => {
     let out = '';
-    const sink = new Writable({ write(c, _e, cb) { out += String(c); cb(); } });
+    const sink = new Writable({
+      write(c, _e, cb) {
+        out += String(c);
+        cb();
+      },
+    });
     createAgentLog('info', { agentId: 'a-1' }, sink).info({ ...record, enrollToken: SECRETS[4], agentSecret: SECRETS[3], tokens: 3 }, 'hello');
     for (const s of SECRETS) expect(out).not.toContain(s);
     expect(out).toContain('visible');
@@ -36,7 +46,13 @@ describe('log redaction', () => {
 
   it('server and agent write one line format: level by name, ISO time, svc, errors with their stack, the agent id bound', () => {
     const lines: Record<string, Record<string, unknown>> = {};
-    const sink = (k: string) => new Writable({ write(c, _e, cb) { lines[k] = JSON.parse(String(c)) as Record<string, unknown>; cb(); } });
+    const sink = (k: string) =>
+      new Writable({
+        write(c, _e, cb) {
+          lines[k] = JSON.parse(String(c)) as Record<string, unknown>;
+          cb();
+        },
+      });
     const err = new Error('boom');
     createLogger('info', sink('server')).warn({ err }, 'something failed');
     const agent = createAgentLog('info', { agentId: 'agent-7' }, sink('agent'));
@@ -55,7 +71,11 @@ describe('log redaction', () => {
     expect(a['svc']).toBe('muster-agent');
     expect(a['agentId']).toBe('agent-7');
     // Same keys apart from the agent's binding.
-    expect(Object.keys(a).filter((k) => k !== 'agentId').sort()).toEqual(Object.keys(s).sort());
+    expect(
+      Object.keys(a)
+        .filter((k) => k !== 'agentId')
+        .sort(),
+    ).toEqual(Object.keys(s).sort());
     // The level can be changed at run time (live agent configuration).
     agent.level = 'error';
     delete lines['agent'];
@@ -64,10 +84,18 @@ describe('log redaction', () => {
   });
 
   it('a knex/mysql2 error keeps its code, never the query values', () => {
-    const err = Object.assign(new Error("insert into `users` (`password_hash`, `username`) values ('scrypt$16384$8$1$salt$hash', 'bob') - Duplicate entry 'bob' for key 'users_username_unique'"), {
-      code: 'ER_DUP_ENTRY', errno: 1062, sqlState: '23000', sqlMessage: "Duplicate entry 'bob' for key 'users_username_unique'",
-      sql: "insert into `users` values ('scrypt$16384$8$1$salt$hash', 'bob')",
-    });
+    const err = Object.assign(
+      new Error(
+        "insert into `users` (`password_hash`, `username`) values ('scrypt$16384$8$1$salt$hash', 'bob') - Duplicate entry 'bob' for key 'users_username_unique'",
+      ),
+      {
+        code: 'ER_DUP_ENTRY',
+        errno: 1062,
+        sqlState: '23000',
+        sqlMessage: "Duplicate entry 'bob' for key 'users_username_unique'",
+        sql: "insert into `users` values ('scrypt$16384$8$1$salt$hash', 'bob')",
+      },
+    );
     const s = JSON.stringify(safeErrorSerializer(err));
     expect(s).not.toContain('scrypt$');
     expect(s).not.toContain("'bob'");
@@ -82,11 +110,12 @@ describe('log redaction', () => {
     const offenders: string[] = [];
     for (const f of fs.readdirSync(root, { recursive: true, encoding: 'utf8' })) {
       if (!f.endsWith('.ts')) continue;
-      fs.readFileSync(path.join(root, f), 'utf8').split('\n').forEach((line, i) => {
-        if (/\.(trace|debug|info|warn|error|fatal)\(\{[^}]*\b(err|error)\s*:\s*String\(/.test(line)) offenders.push(`server/${f}:${i + 1}`);
-      });
+      fs.readFileSync(path.join(root, f), 'utf8')
+        .split('\n')
+        .forEach((line, i) => {
+          if (/\.(trace|debug|info|warn|error|fatal)\(\{[^}]*\b(err|error)\s*:\s*String\(/.test(line)) offenders.push(`server/${f}:${i + 1}`);
+        });
     }
     expect(offenders).toEqual([]);
   });
 });
-

@@ -2,8 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { MetricsHistory } from '../../server/fleet/history.js';
 
 const m = (cpu: number, memPct = 50, diskPct = 25, load = 1) => ({
-  cpuPercent: cpu, memUsedBytes: memPct, memTotalBytes: 100, diskUsedBytes: diskPct, diskTotalBytes: 100, load: [load, 0, 0] as [number, number, number],
-  uptimeSec: 1, runningExecutions: 0, openTerminals: 0,
+  cpuPercent: cpu,
+  memUsedBytes: memPct,
+  memTotalBytes: 100,
+  diskUsedBytes: diskPct,
+  diskTotalBytes: 100,
+  load: [load, 0, 0] as [number, number, number],
+  uptimeSec: 1,
+  runningExecutions: 0,
+  openTerminals: 0,
 });
 
 describe('MetricsHistory', () => {

@@ -76,7 +76,7 @@ describe('PriorityWriter', () => {
     expect(s.wire).toEqual(['bin:1:40000', 'bin:2:40000', 'echo-A', 'bin:3:40000', 'bin:4:40000', 'prompt-B', '{"type":"exec.finished","executionId":"B"}']);
   });
 
-  it('drains the queue from the socket\'s write callbacks, never stalling', () => {
+  it("drains the queue from the socket's write callbacks, never stalling", () => {
     const s = new FakeSocket();
     const w = new PriorityWriter(s, 64 * 1024);
     for (let i = 0; i < 50; i++) w.send(bulk(i % 250, 10_000), { bulk: true, key: `k${i % 3}` });
@@ -142,7 +142,11 @@ describe('PriorityWriter', () => {
     w.send([hdr(4), bulk(9, 2000)], { bulk: true, key: 'f', done: () => done.push('f4') }); // queued
     w.send('echo-A', { key: 'A' }); // interactive: ahead of the queued bulk, never between two fragments
     expect(s.pending.map((p) => [label(p.data), p.fin])).toEqual([
-      ['bin:3:2', false], ['bin:7:2000', true], ['bin:3:2', false], ['bin:8:2000', true], ['echo-A', undefined],
+      ['bin:3:2', false],
+      ['bin:7:2000', true],
+      ['bin:3:2', false],
+      ['bin:8:2000', true],
+      ['echo-A', undefined],
     ]);
     expect(done).toEqual([]);
     expect(w.buffered).toBe(4004 + 6 + 4004);

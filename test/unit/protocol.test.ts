@@ -1,10 +1,32 @@
 import { describe, expect, it } from 'vitest';
 import { AgentToServer, ConsoleToServer, ServerToAgent } from '../../protocol/index.js';
 
-const metrics = { cpuPercent: 1, memUsedBytes: 1, memTotalBytes: 2, load: [0, 0, 0], diskUsedBytes: 0, diskTotalBytes: 0, uptimeSec: 1, runningExecutions: 0, openTerminals: 0 };
+const metrics = {
+  cpuPercent: 1,
+  memUsedBytes: 1,
+  memTotalBytes: 2,
+  load: [0, 0, 0],
+  diskUsedBytes: 0,
+  diskTotalBytes: 0,
+  uptimeSec: 1,
+  runningExecutions: 0,
+  openTerminals: 0,
+};
 const hello = {
-  type: 'hello', protocol: 1, agentVersion: '1.0.0', agentId: 'a1', name: 'n', hostname: 'h', ips: [], platform: 'linux',
-  arch: 'x64', os: 'Debian', cpus: 2, memoryBytes: 1, labels: { role: 'web' }, capabilities: ['exec'],
+  type: 'hello',
+  protocol: 1,
+  agentVersion: '1.0.0',
+  agentId: 'a1',
+  name: 'n',
+  hostname: 'h',
+  ips: [],
+  platform: 'linux',
+  arch: 'x64',
+  os: 'Debian',
+  cpus: 2,
+  memoryBytes: 1,
+  labels: { role: 'web' },
+  capabilities: ['exec'],
 };
 
 describe('protocol schemas', () => {

@@ -5,9 +5,30 @@ import { compileSelector, SelectorError } from '../../server/selectors/selector.
 
 function agent(p: Partial<AgentRecord>): AgentRecord {
   return {
-    id: 'id', name: 'name', hostname: 'host', ips: [], externalIp: null, platform: 'linux', arch: 'x64', os: 'Debian 12',
-    version: '1.2.0', cpus: 2, memoryBytes: 1, labels: {}, labelOverrides: null, enrollLabels: null, groups: [], secretHash: '', createdAt: 0,
-    connectedAt: null, lastSeenAt: null, revokedAt: null, status: 'online', metrics: null, policy: null, ...p,
+    id: 'id',
+    name: 'name',
+    hostname: 'host',
+    ips: [],
+    externalIp: null,
+    platform: 'linux',
+    arch: 'x64',
+    os: 'Debian 12',
+    version: '1.2.0',
+    cpus: 2,
+    memoryBytes: 1,
+    labels: {},
+    labelOverrides: null,
+    enrollLabels: null,
+    groups: [],
+    secretHash: '',
+    createdAt: 0,
+    connectedAt: null,
+    lastSeenAt: null,
+    revokedAt: null,
+    status: 'online',
+    metrics: null,
+    policy: null,
+    ...p,
   };
 }
 
@@ -125,7 +146,7 @@ describe('selector language', () => {
     const e = syntaxError('hostname ~ "[z-a]"');
     expect(e.position).toBe(13);
     expect(e.message).toContain('position 13');
-    expect(compileGlob("x[]").test("x[]")).toBe(true);
+    expect(compileGlob('x[]').test('x[]')).toBe(true);
     expect(syntaxError(`labels.k ~ "ab[!]"`).position).toBe(14);
   });
 

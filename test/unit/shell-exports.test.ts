@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { shellExports } from '../../agent/executor/run.js';
 
-describe('shellExports (a runAs script\'s environment, sourced by the user\'s shell)', () => {
+describe("shellExports (a runAs script's environment, sourced by the user's shell)", () => {
   it('round-trips hostile values through /bin/sh literally', () => {
     const env = { A: "it's", B: '"$(id)" `id` $HOME ; rm -rf / \\n', C: 'line1\nline2', D: '', E: "''\\''" };
     const script = `${shellExports(env)}for k in A B C D E; do eval "printf '%s\\\\0' \\"\\$$k\\""; done`;

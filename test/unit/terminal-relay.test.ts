@@ -43,10 +43,19 @@ describe('AsciicastRecorder', () => {
     rec.resize(100, 30);
     rec.output(bytes.subarray(9));
     const res = await rec.close();
-    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ version: 2, width: 80, height: 24 });
     const events = lines.slice(1);
-    expect(events.filter((e) => e[1] === 'o').map((e) => e[2]).join('')).toBe('héllo 🎉\r\n');
+    expect(
+      events
+        .filter((e) => e[1] === 'o')
+        .map((e) => e[2])
+        .join(''),
+    ).toBe('héllo 🎉\r\n');
     expect(events.find((e) => e[1] === 'r')?.[2]).toBe('100x30');
     expect(res.truncated).toBe(false);
     expect(res.bytes).toBe(fs.statSync(file).size);
@@ -69,8 +78,17 @@ describe('AsciicastRecorder', () => {
 function fakeChannel(id: number): ConsoleChannel & { frames: Uint8Array[] } {
   const frames: Uint8Array[] = [];
   return {
-    id, frames, principal: { id: 1, username: 'op', role: 'operator', via: 'session', expiresAt: null, resolvedAt: 0 },
-    send: () => true, sendBinary: (b) => { frames.push(b); return true; }, bufferedAmount: () => 0, close: () => {}, onClose: () => {},
+    id,
+    frames,
+    principal: { id: 1, username: 'op', role: 'operator', via: 'session', expiresAt: null, resolvedAt: 0 },
+    send: () => true,
+    sendBinary: (b) => {
+      frames.push(b);
+      return true;
+    },
+    bufferedAmount: () => 0,
+    close: () => {},
+    onClose: () => {},
   };
 }
 

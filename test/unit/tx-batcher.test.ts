@@ -7,7 +7,10 @@ describe('TxBatcher (group commit)', () => {
   afterAll(() => db.destroy());
 
   it('runs writes queued together in one transaction, each caller getting its own result', async () => {
-    await db.schema.createTable('t', (t) => { t.increments('id'); t.string('k').unique(); });
+    await db.schema.createTable('t', (t) => {
+      t.increments('id');
+      t.string('k').unique();
+    });
     const b = new TxBatcher(db);
     const sql: string[] = [];
     const onQuery = (q: { sql: string }) => sql.push(q.sql.toLowerCase());

@@ -4,8 +4,14 @@ import { waveSizes } from '../../server/waves/plan.js';
 
 describe('compareVersions', () => {
   it.each([
-    ['1.2.10', '1.2.9', 1], ['1.2.0', '1.2', 0], ['1.3.0-rc.1', '1.3.0', -1], ['1.3.0-rc.10', '1.3.0-rc.9', 1],
-    ['1.3.0-alpha', '1.3.0-beta', -1], ['2.0.0', '10.0.0', -1], ['1.0.0+build.5', '1.0.0', 0], ['0.1.0', '0.1.0', 0],
+    ['1.2.10', '1.2.9', 1],
+    ['1.2.0', '1.2', 0],
+    ['1.3.0-rc.1', '1.3.0', -1],
+    ['1.3.0-rc.10', '1.3.0-rc.9', 1],
+    ['1.3.0-alpha', '1.3.0-beta', -1],
+    ['2.0.0', '10.0.0', -1],
+    ['1.0.0+build.5', '1.0.0', 0],
+    ['0.1.0', '0.1.0', 0],
   ] as const)('%s vs %s', (a, b, sign) => {
     expect(Math.sign(compareVersions(a, b))).toBe(sign);
     expect(Math.sign(compareVersions(b, a))).toBe(-sign || 0);

@@ -8,10 +8,17 @@ import type { AgentRecord } from '../../server/fleet/repo.js';
 import { WaveEngine, type WaveDriver, type WaveRun, type WaveTarget } from '../../server/waves/engine.js';
 
 type S = 'pending' | 'sent' | 'ok' | 'failed' | 'skipped';
-interface Run extends WaveRun { createdAt: number }
-interface Target extends WaveTarget<S> { runId: string }
+interface Run extends WaveRun {
+  createdAt: number;
+}
+interface Target extends WaveTarget<S> {
+  runId: string;
+}
 
-interface Db { runs: Map<string, Run>; targets: Map<string, Target[]> }
+interface Db {
+  runs: Map<string, Run>;
+  targets: Map<string, Target[]>;
+}
 
 /** A fake clock, store and driver; `sent` records every send in order. `db`: a store to start from (a restart). */
 function setup(opts: { db?: Db } = {}) {
@@ -20,11 +27,18 @@ function setup(opts: { db?: Db } = {}) {
   const sent: string[] = [];
   const published: string[] = [];
   const driver: WaveDriver<Run, Target, object> = {
-    noun: 'run', terminal: new Set<S>(['ok', 'failed', 'skipped']), failed: new Set<S>(['failed']), done: new Set<S>(['ok']),
-    pending: 'pending', skipped: 'skipped',
+    noun: 'run',
+    terminal: new Set<S>(['ok', 'failed', 'skipped']),
+    failed: new Set<S>(['failed']),
+    done: new Set<S>(['ok']),
+    pending: 'pending',
+    skipped: 'skipped',
     insert: async (row, targets) => {
       db.runs.set(row.id, { ...row });
-      db.targets.set(row.id, targets.map((t) => ({ ...t })));
+      db.targets.set(
+        row.id,
+        targets.map((t) => ({ ...t })),
+      );
     },
     updateRun: async (row) => void db.runs.set(row.id, { ...row }),
     updateTarget: async (t) => {
@@ -36,7 +50,14 @@ function setup(opts: { db?: Db } = {}) {
     active: async () => [...db.runs.values()].filter((r) => ['running', 'paused', 'soaking', 'awaiting_approval'].includes(r.state)).map((r) => ({ ...r })),
     restore: async () => ({}),
     target: (row, a, wave, skip, now) => ({
-      runId: row.id, agentId: a.id, agentName: a.name, wave, state: skip ? 'skipped' : 'pending', reason: skip, startedAt: null, updatedAt: now,
+      runId: row.id,
+      agentId: a.id,
+      agentName: a.name,
+      wave,
+      state: skip ? 'skipped' : 'pending',
+      reason: skip,
+      startedAt: null,
+      updatedAt: now,
     }),
     send: (l, t) => {
       sent.push(t.agentName);
@@ -45,15 +66,31 @@ function setup(opts: { db?: Db } = {}) {
     publish: (row) => published.push(row.state),
     view: (row, targets) => ({ row, targets }),
   };
-  const engine = new WaveEngine<Run, Target, object, { row: Run; targets: Target[] }>(driver, { log: pino({ level: 'silent' }), tickMs: 3_600_000, now: () => clock.now });
+  const engine = new WaveEngine<Run, Target, object, { row: Run; targets: Target[] }>(driver, {
+    log: pino({ level: 'silent' }),
+    tickMs: 3_600_000,
+    now: () => clock.now,
+  });
   // Only what the engine reads of an agent (id, name, revokedAt).
   const agents = (n: number, prefix = 'h'): AgentRecord[] =>
     Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, name: `${prefix}${i}`, revokedAt: null }) as unknown as AgentRecord);
   let seq = 0;
   const create = async ({ agents: list, skip, ...o }: Partial<Run> & { agents: AgentRecord[]; skip?: (a: AgentRecord) => string | null }) => {
     const row: Run = {
-      id: `run-${++seq}`, waveSpec: ['100%'], maxFailures: 0, state: 'running', reason: null, currentWave: 0, failureBase: 0, soakSeconds: 0,
-      approval: false, waveDoneAt: null, updatedAt: clock.now, finishedAt: null, createdAt: clock.now, ...o,
+      id: `run-${++seq}`,
+      waveSpec: ['100%'],
+      maxFailures: 0,
+      state: 'running',
+      reason: null,
+      currentWave: 0,
+      failureBase: 0,
+      soakSeconds: 0,
+      approval: false,
+      waveDoneAt: null,
+      updatedAt: clock.now,
+      finishedAt: null,
+      createdAt: clock.now,
+      ...o,
     };
     await engine.create(row, {}, list, skip);
     return row.id;

@@ -6,12 +6,20 @@ import { router } from '../router';
 
 /** An error answered by the API: `{ error: { code, message, ...details } }`. */
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly details: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
 
-export interface ListResult<T> { items: T[]; total: number }
+export interface ListResult<T> {
+  items: T[];
+  total: number;
+}
 
 type Query = Record<string, string | number | boolean | undefined | null>;
 
@@ -37,7 +45,9 @@ export function toLogin(): void {
   const current = router.currentRoute.value;
   if (current.name === 'login') return;
   redirecting = true;
-  void router.replace({ name: 'login', query: { next: current.fullPath } }).finally(() => { redirecting = false; });
+  void router.replace({ name: 'login', query: { next: current.fullPath } }).finally(() => {
+    redirecting = false;
+  });
 }
 
 /** Performs one API request and parses the JSON answer. */

@@ -6,7 +6,12 @@ import { onBeforeUnmount, onMounted, ref } from 'vue';
 import type { Router } from 'vue-router';
 import type { Role } from '../../../protocol/console-messages';
 
-export interface Shortcut { keys: string; what: string; to?: string; role?: Role }
+export interface Shortcut {
+  keys: string;
+  what: string;
+  to?: string;
+  role?: Role;
+}
 
 /** Every shortcut, in the order the help lists them. */
 export const SHORTCUTS: readonly Shortcut[] = [
@@ -42,7 +47,9 @@ function typing(e: KeyboardEvent): boolean {
 function pageFilter(): HTMLElement | null {
   const marked = document.querySelector<HTMLElement>('[data-shortcut=filter]');
   const el = marked
-    ? marked.matches('input, textarea') ? marked : marked.querySelector<HTMLElement>('input, textarea')
+    ? marked.matches('input, textarea')
+      ? marked
+      : marked.querySelector<HTMLElement>('input, textarea')
     : document.querySelector<HTMLElement>('.page input[type=text]:not([disabled]), .page input:not([type]):not([disabled])');
   return el && el.offsetParent !== null ? el : null;
 }

@@ -147,10 +147,13 @@ function open(): void {
     // The upgrade is refused with an HTTP status we cannot see; if it never became ready, ask the API.
     if (!gotReady && socketAttempts.value >= 2) void checkSession();
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(socketAttempts.value - 1, 6));
-    retryTimer = setTimeout(() => {
-      retryTimer = null;
-      if (wanted && !ws) open();
-    }, base / 2 + Math.random() * (base / 2));
+    retryTimer = setTimeout(
+      () => {
+        retryTimer = null;
+        if (wanted && !ws) open();
+      },
+      base / 2 + Math.random() * (base / 2),
+    );
   };
 }
 

@@ -6,10 +6,14 @@ const KEY = 'muster.theme';
 const media = typeof matchMedia === 'function' ? matchMedia('(prefers-color-scheme: dark)') : null;
 const stored = localStorage.getItem(KEY);
 const dark = ref<boolean>(stored ? stored === 'dark' : Boolean(media?.matches));
-watch(dark, (d) => {
-  localStorage.setItem(KEY, d ? 'dark' : 'light');
-  document.documentElement.dataset['theme'] = d ? 'dark' : 'light';
-}, { immediate: true });
+watch(
+  dark,
+  (d) => {
+    localStorage.setItem(KEY, d ? 'dark' : 'light');
+    document.documentElement.dataset['theme'] = d ? 'dark' : 'light';
+  },
+  { immediate: true },
+);
 
 export function useTheme() {
   const theme = computed<GlobalTheme | null>(() => (dark.value ? darkTheme : null));

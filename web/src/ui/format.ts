@@ -50,5 +50,7 @@ export function duration(ms: number | null | undefined): string {
 }
 
 export function labelsText(labels: Record<string, string>): string {
-  return Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ');
+  return Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
 }

@@ -7,9 +7,24 @@ import { WebLinksAddon } from '@xterm/addon-web-links';
 import '@xterm/xterm/css/xterm.css';
 
 const DARK: ITheme = { background: '#18181c', foreground: '#e6e6e6', cursor: '#e6e6e6', selectionBackground: '#3a5a80' };
-const LIGHT: ITheme = { background: '#fbfbfb', foreground: '#202020', cursor: '#202020', selectionBackground: '#b4d0f0', black: '#202020', white: '#9a9a9a', brightWhite: '#6a6a6a', yellow: '#a07800', brightYellow: '#8a6a00' };
+const LIGHT: ITheme = {
+  background: '#fbfbfb',
+  foreground: '#202020',
+  cursor: '#202020',
+  selectionBackground: '#b4d0f0',
+  black: '#202020',
+  white: '#9a9a9a',
+  brightWhite: '#6a6a6a',
+  yellow: '#a07800',
+  brightYellow: '#8a6a00',
+};
 
-export interface Xterm { term: Terminal; fit: FitAddon; search: SearchAddon; dispose(): void }
+export interface Xterm {
+  term: Terminal;
+  fit: FitAddon;
+  search: SearchAddon;
+  dispose(): void;
+}
 
 /** A terminal with fit, search, web-links and Unicode 11 widths (emoji, CJK) loaded. */
 export function createXterm(opts: ITerminalOptions & ITerminalInitOnlyOptions & { dark: boolean }): Xterm {
@@ -17,8 +32,9 @@ export function createXterm(opts: ITerminalOptions & ITerminalInitOnlyOptions & 
   const term = new Terminal({
     // Latin monospace first, then CJK-capable fonts per platform (Linux Noto/Source Han, macOS,
     // Windows) so Chinese/Japanese/Korean output does not fall into a proportional font or boxes.
-    fontFamily: 'ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", "Noto Sans Mono CJK JP", "Source Han Mono", '
-      + '"Sarasa Mono SC", "PingFang SC", "Hiragino Sans", "Microsoft YaHei", "Malgun Gothic", monospace',
+    fontFamily:
+      'ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", "Noto Sans Mono CJK JP", "Source Han Mono", ' +
+      '"Sarasa Mono SC", "PingFang SC", "Hiragino Sans", "Microsoft YaHei", "Malgun Gothic", monospace',
     fontSize: 13,
     scrollback: 10_000,
     allowProposedApi: true,
@@ -54,7 +70,10 @@ export function clipboardKeys(term: Terminal): void {
       // paste ourselves and cancel the native one; without it, the native paste is the only one.
       if (navigator.clipboard?.readText) {
         e.preventDefault();
-        void navigator.clipboard.readText().then((t) => term.paste(t)).catch(() => {});
+        void navigator.clipboard
+          .readText()
+          .then((t) => term.paste(t))
+          .catch(() => {});
       }
       return false;
     }

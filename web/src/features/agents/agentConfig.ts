@@ -8,15 +8,42 @@ import { AGENT_LOG_LEVELS, AGENT_SETTING_KEYS, type AgentSettings } from '../../
 export type SettingKey = keyof AgentSettings;
 
 export interface ConfigRule {
-  id: string; agentId: string | null; selector: string | null; priority: number; description: string;
-  settings: AgentSettings; createdBy: string; updatedBy: string; createdAt: string; updatedAt: string;
+  id: string;
+  agentId: string | null;
+  selector: string | null;
+  priority: number;
+  description: string;
+  settings: AgentSettings;
+  createdBy: string;
+  updatedBy: string;
+  createdAt: string;
+  updatedAt: string;
 }
-export interface Bound { min: number; max: number }
-export interface ConfigOverview { rules: ConfigRule[]; bounds: Record<'heartbeatIntervalSec' | 'terminalIdleTimeoutSec' | 'execBufferBytes', Bound>; precedence: string }
-export interface Effective { heartbeatIntervalSec: number | null; logLevel: string; labels: Record<string, string>; terminalIdleTimeoutSec: number; execBufferBytes: number }
+export interface Bound {
+  min: number;
+  max: number;
+}
+export interface ConfigOverview {
+  rules: ConfigRule[];
+  bounds: Record<'heartbeatIntervalSec' | 'terminalIdleTimeoutSec' | 'execBufferBytes', Bound>;
+  precedence: string;
+}
+export interface Effective {
+  heartbeatIntervalSec: number | null;
+  logLevel: string;
+  labels: Record<string, string>;
+  terminalIdleTimeoutSec: number;
+  execBufferBytes: number;
+}
 export interface ConfigStatus {
-  agentId: string; name: string; online: boolean; supported: boolean | null; state: 'applied' | 'pending' | 'unsupported' | 'default';
-  revision: string; desired: AgentSettings; rules: string[];
+  agentId: string;
+  name: string;
+  online: boolean;
+  supported: boolean | null;
+  state: 'applied' | 'pending' | 'unsupported' | 'default';
+  revision: string;
+  desired: AgentSettings;
+  rules: string[];
   applied: { revision: string; effective: Effective; notes: Record<string, string>; at: string } | null;
 }
 
@@ -34,7 +61,12 @@ export function settingText(key: SettingKey, v: unknown): string {
   if (key === 'heartbeatIntervalSec') return v === null ? 'server default' : `${String(v)} s`;
   if (key === 'terminalIdleTimeoutSec') return `${String(v)} s`;
   if (key === 'execBufferBytes') return `${String(v)} bytes`;
-  if (key === 'labels') return Object.entries(v as Record<string, string>).map(([k, x]) => `${k}=${x}`).join(', ') || 'none';
+  if (key === 'labels')
+    return (
+      Object.entries(v as Record<string, string>)
+        .map(([k, x]) => `${k}=${x}`)
+        .join(', ') || 'none'
+    );
   return String(v);
 }
 
@@ -91,14 +123,21 @@ export function configRows(st: ConfigStatus, rules: readonly ConfigRule[]): Conf
 
 /** The rule form as the admin fills it: text fields, empty for "not set". */
 export interface RuleForm {
-  heartbeatIntervalSec: string; logLevel: string; labels: string; terminalIdleTimeoutSec: string; execBufferBytes: string;
+  heartbeatIntervalSec: string;
+  logLevel: string;
+  labels: string;
+  terminalIdleTimeoutSec: string;
+  execBufferBytes: string;
 }
 export const EMPTY_FORM: RuleForm = { heartbeatIntervalSec: '', logLevel: '', labels: '', terminalIdleTimeoutSec: '', execBufferBytes: '' };
 
 /** `"role=web, tier=gold"` → `{ role: 'web', tier: 'gold' }`; throws naming the bad entry. */
 export function parseLabels(s: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of s
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw new Error(`labels: "${part}" is not key=value`);
     out[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
@@ -134,7 +173,11 @@ export function formFromSettings(s: AgentSettings): RuleForm {
   return {
     heartbeatIntervalSec: s.heartbeatIntervalSec?.toString() ?? '',
     logLevel: s.logLevel ?? '',
-    labels: s.labels ? Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(', ') : '',
+    labels: s.labels
+      ? Object.entries(s.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(', ')
+      : '',
     terminalIdleTimeoutSec: s.terminalIdleTimeoutSec?.toString() ?? '',
     execBufferBytes: s.execBufferBytes?.toString() ?? '',
   };
@@ -142,5 +185,9 @@ export function formFromSettings(s: AgentSettings): RuleForm {
 
 /** Settings in one line for a rules table. */
 export function settingsSummary(s: AgentSettings): string {
-  return AGENT_SETTING_KEYS.filter((k) => s[k] !== undefined).map((k) => `${SETTING_LABELS[k].toLowerCase()} ${settingText(k, s[k])}`).join(' · ') || 'nothing';
+  return (
+    AGENT_SETTING_KEYS.filter((k) => s[k] !== undefined)
+      .map((k) => `${SETTING_LABELS[k].toLowerCase()} ${settingText(k, s[k])}`)
+      .join(' · ') || 'nothing'
+  );
 }

@@ -8,9 +8,27 @@ import { effectScope, shallowRef } from 'vue';
 import { api } from '../../api/client';
 import { onMessage, onReady, send } from '../../composables/socket';
 
-export interface ConnectionEvent { key: string; agentId: string; name: string; kind: 'online' | 'offline'; at: string; reason: string | null }
-export interface FleetCounts { total: number; online: number; offline: number; byVersion: Map<string, number>; byPlatform: Map<string, number> }
-interface Summary { total: number; byStatus: Record<string, number>; byVersion: Record<string, number>; byPlatform: Record<string, number> }
+export interface ConnectionEvent {
+  key: string;
+  agentId: string;
+  name: string;
+  kind: 'online' | 'offline';
+  at: string;
+  reason: string | null;
+}
+export interface FleetCounts {
+  total: number;
+  online: number;
+  offline: number;
+  byVersion: Map<string, number>;
+  byPlatform: Map<string, number>;
+}
+interface Summary {
+  total: number;
+  byStatus: Record<string, number>;
+  byVersion: Record<string, number>;
+  byPlatform: Record<string, number>;
+}
 
 export const fleetCounts = shallowRef<FleetCounts>({ total: 0, online: 0, offline: 0, byVersion: new Map(), byPlatform: new Map() });
 export const connectionEvents = shallowRef<ConnectionEvent[]>([]);
@@ -27,8 +45,11 @@ async function loadCounts(): Promise<void> {
   try {
     const s = await api.get<Summary>('/api/agents/summary');
     fleetCounts.value = {
-      total: s.total, online: s.byStatus['online'] ?? 0, offline: s.byStatus['offline'] ?? 0,
-      byVersion: new Map(Object.entries(s.byVersion)), byPlatform: new Map(Object.entries(s.byPlatform)),
+      total: s.total,
+      online: s.byStatus['online'] ?? 0,
+      offline: s.byStatus['offline'] ?? 0,
+      byVersion: new Map(Object.entries(s.byVersion)),
+      byPlatform: new Map(Object.entries(s.byPlatform)),
     };
   } catch {
     // Keep the last counts; the next event or reconnect tries again.

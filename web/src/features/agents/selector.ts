@@ -8,7 +8,11 @@ import type { AgentView } from '../../../../protocol/rest';
 import { ApiError, api, type ListResult } from '../../api/client';
 import { fleetShapeVersion } from './fleet';
 
-export interface SelectorProblem { message: string; position: number | null; expected: string | null }
+export interface SelectorProblem {
+  message: string;
+  position: number | null;
+  expected: string | null;
+}
 
 export function useSelectorMatch(selector: Readonly<Ref<string>>, opts: { ids?: boolean } = {}) {
   const ids = ref<Set<string> | null>(null);

@@ -2,7 +2,15 @@
 import { ApiError, api, type ListResult } from '../../api/client';
 
 export type TimelineKind = 'connection' | 'execution' | 'terminal' | 'update' | 'admin';
-export interface TimelineItem { key: string; at: string; kind: TimelineKind; title: string; detail: string; link?: string; state?: string }
+export interface TimelineItem {
+  key: string;
+  at: string;
+  kind: TimelineKind;
+  title: string;
+  detail: string;
+  link?: string;
+  state?: string;
+}
 
 async function optional<T>(p: Promise<ListResult<T>>): Promise<T[]> {
   try {
@@ -14,10 +22,42 @@ async function optional<T>(p: Promise<ListResult<T>>): Promise<T[]> {
   }
 }
 
-interface Conn { id: number; connectedAt: string; disconnectedAt: string | null; durationMs: number | null; reason: string | null; remoteAddress: string | null }
-interface Exec { id: string; taskId: string; status: string; exitCode: number | null; startedAt: string | null; finishedAt: string | null; createdAt?: string; script?: string }
-interface Term { id: string; username?: string; user?: string; openedAt: string; closedAt: string | null; closeReason?: string | null; reason?: string | null; bytes?: number }
-interface Audit { id: number; at: string; actor: string; action: string; ok: boolean; details: Record<string, unknown> | null }
+interface Conn {
+  id: number;
+  connectedAt: string;
+  disconnectedAt: string | null;
+  durationMs: number | null;
+  reason: string | null;
+  remoteAddress: string | null;
+}
+interface Exec {
+  id: string;
+  taskId: string;
+  status: string;
+  exitCode: number | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt?: string;
+  script?: string;
+}
+interface Term {
+  id: string;
+  username?: string;
+  user?: string;
+  openedAt: string;
+  closedAt: string | null;
+  closeReason?: string | null;
+  reason?: string | null;
+  bytes?: number;
+}
+interface Audit {
+  id: number;
+  at: string;
+  actor: string;
+  action: string;
+  ok: boolean;
+  details: Record<string, unknown> | null;
+}
 
 /** Loads the timeline of one agent (most recent first). */
 export async function loadTimeline(agentId: string, isAdmin: boolean, limit = 200): Promise<TimelineItem[]> {
@@ -30,13 +70,29 @@ export async function loadTimeline(agentId: string, isAdmin: boolean, limit = 20
   ]);
   const out: TimelineItem[] = [];
   for (const c of conns) {
-    out.push({ key: `c${c.id}`, at: c.connectedAt, kind: 'connection', title: 'connected', detail: c.remoteAddress ? `from ${c.remoteAddress}` : '', state: 'online' });
-    if (c.disconnectedAt) out.push({ key: `d${c.id}`, at: c.disconnectedAt, kind: 'connection', title: 'disconnected', detail: c.reason ?? '', state: 'offline' });
+    out.push({
+      key: `c${c.id}`,
+      at: c.connectedAt,
+      kind: 'connection',
+      title: 'connected',
+      detail: c.remoteAddress ? `from ${c.remoteAddress}` : '',
+      state: 'online',
+    });
+    if (c.disconnectedAt)
+      out.push({ key: `d${c.id}`, at: c.disconnectedAt, kind: 'connection', title: 'disconnected', detail: c.reason ?? '', state: 'offline' });
   }
   for (const e of execs) {
     const at = e.startedAt ?? e.createdAt ?? e.finishedAt;
     if (!at) continue;
-    out.push({ key: `e${e.id}`, at, kind: 'execution', title: `execution ${e.status}${e.exitCode != null ? ` (exit ${e.exitCode})` : ''}`, detail: e.script?.split('\n')[0] ?? '', link: `/tasks/${e.taskId}`, state: e.status });
+    out.push({
+      key: `e${e.id}`,
+      at,
+      kind: 'execution',
+      title: `execution ${e.status}${e.exitCode != null ? ` (exit ${e.exitCode})` : ''}`,
+      detail: e.script?.split('\n')[0] ?? '',
+      link: `/tasks/${e.taskId}`,
+      state: e.status,
+    });
   }
   for (const t of terms) {
     out.push({ key: `t${t.id}`, at: t.openedAt, kind: 'terminal', title: 'terminal opened', detail: `by ${t.username ?? t.user ?? '?'}` });

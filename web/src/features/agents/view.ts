@@ -130,16 +130,23 @@ export function useFleetView(params: Readonly<Ref<FleetViewParams>>, opts: { ini
   }
 
   let debounce: ReturnType<typeof setTimeout> | null = null;
-  watch(params, (p, old) => {
-    // The window is opened around the current screen; a shorter list clamps the table's scroll,
-    // which reports the new range.
-    if (debounce) clearTimeout(debounce);
-    const typed = old !== undefined && p.selector !== old.selector;
-    debounce = setTimeout(() => {
-      debounce = null;
-      if (socketState.value === 'open') open();
-    }, typed ? 200 : 0);
-  }, { deep: true });
+  watch(
+    params,
+    (p, old) => {
+      // The window is opened around the current screen; a shorter list clamps the table's scroll,
+      // which reports the new range.
+      if (debounce) clearTimeout(debounce);
+      const typed = old !== undefined && p.selector !== old.selector;
+      debounce = setTimeout(
+        () => {
+          debounce = null;
+          if (socketState.value === 'open') open();
+        },
+        typed ? 200 : 0,
+      );
+    },
+    { deep: true },
+  );
   onReady(() => open());
   onScopeDispose(() => {
     if (debounce) clearTimeout(debounce);

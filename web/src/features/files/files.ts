@@ -16,7 +16,10 @@ export function parseMode(s: string): number | null {
 
 /** `"1, 10%, 100%"` → `[1, "10%", "100%"]` (the API checks each entry). */
 export function parseWaves(s: string): Array<number | string> {
-  return s.split(/[\s,]+/).filter(Boolean).map((w) => (/^\d+$/.test(w) ? Number(w) : w));
+  return s
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map((w) => (/^\d+$/.test(w) ? Number(w) : w));
 }
 
 /** Target states that are final. */
@@ -33,7 +36,10 @@ export function progressOf(d: Pick<DistributionView, 'counts' | 'total'>): { don
 /** `applied 2 · failed 1` in the order targets move through. */
 export function countsText(counts: DistributionView['counts']): string {
   const order: DistributionTargetState[] = ['pending', 'sending', 'applied', 'unchanged', 'removed', 'failed', 'skipped'];
-  return order.filter((s) => counts[s]).map((s) => `${s} ${counts[s]}`).join(' · ');
+  return order
+    .filter((s) => counts[s])
+    .map((s) => `${s} ${counts[s]}`)
+    .join(' · ');
 }
 
 /** Hosts per revision they hold (what a rollback would move away from). */
@@ -77,10 +83,17 @@ export function hostStateType(s: FileHostView['state']): 'success' | 'warning' |
 /** A distribution target state as a tag colour. */
 export function targetStateType(s: DistributionTargetState): 'default' | 'info' | 'success' | 'warning' | 'error' {
   switch (s) {
-    case 'applied': case 'unchanged': case 'removed': return 'success';
-    case 'failed': return 'error';
-    case 'skipped': return 'warning';
-    case 'sending': return 'info';
-    default: return 'default';
+    case 'applied':
+    case 'unchanged':
+    case 'removed':
+      return 'success';
+    case 'failed':
+      return 'error';
+    case 'skipped':
+      return 'warning';
+    case 'sending':
+      return 'info';
+    default:
+      return 'default';
   }
 }

@@ -13,9 +13,11 @@ export function useUpload(maxBytes: Readonly<Ref<number | null | undefined>>) {
   let current: Upload<FileRevisionView> | null = null;
 
   /** Checked before anything is sent: the server would refuse it with 413 after the headers anyway. */
-  const tooLarge = computed(() => (file.value && maxBytes.value != null && file.value.size > maxBytes.value
-    ? `${file.value.name} is ${bytes(file.value.size)}; the server takes revisions up to ${bytes(maxBytes.value)} (MUSTER_FILE_MAX_BYTES)`
-    : ''));
+  const tooLarge = computed(() =>
+    file.value && maxBytes.value != null && file.value.size > maxBytes.value
+      ? `${file.value.name} is ${bytes(file.value.size)}; the server takes revisions up to ${bytes(maxBytes.value)} (MUSTER_FILE_MAX_BYTES)`
+      : '',
+  );
   const percent = computed(() => (file.value?.size ? Math.min(100, Math.round((sent.value / file.value.size) * 100)) : busy.value ? 0 : 100));
 
   function pick(ev: Event) {

@@ -1,5 +1,8 @@
 /** A line diff (longest common subsequence) for comparing two script versions. */
-export interface DiffLine { op: ' ' | '+' | '-'; text: string }
+export interface DiffLine {
+  op: ' ' | '+' | '-';
+  text: string;
+}
 
 /** Lines beyond this (per side) are compared as one block: the LCS table is O(a×b). */
 const MAX_LINES = 3000;

@@ -1,5 +1,10 @@
 /** Groups executions whose output is identical (so 990 identical answers read as one). */
-export interface OutputGroup { key: string; text: string; ids: string[]; exitCodes: Map<string, number> }
+export interface OutputGroup {
+  key: string;
+  text: string;
+  ids: string[];
+  exitCodes: Map<string, number>;
+}
 
 function fnv1a(s: string): string {
   let h = 0x811c9dc5;

@@ -1,16 +1,44 @@
 /** Colours and order of execution/task states. */
 import type { ExecutionState } from '../../../../protocol/common';
 
-export const EXEC_STATES: readonly ExecutionState[] = ['pending', 'dispatched', 'running', 'succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied'];
+export const EXEC_STATES: readonly ExecutionState[] = [
+  'pending',
+  'dispatched',
+  'running',
+  'succeeded',
+  'failed',
+  'timeout',
+  'cancelled',
+  'lost',
+  'skipped',
+  'policy_denied',
+];
 export const FINAL_STATES: ReadonlySet<ExecutionState> = new Set(['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped', 'policy_denied']);
 export type TagType = 'default' | 'info' | 'success' | 'warning' | 'error';
 export function stateType(s: string): TagType {
   switch (s) {
-    case 'succeeded': return 'success';
-    case 'failed': case 'lost': case 'rolled_back': case 'policy_denied': return 'error';
-    case 'timeout': case 'cancelled': case 'paused': case 'awaiting_approval': return 'warning';
-    case 'running': case 'soaking': case 'dispatched': case 'downloading': case 'verifying': case 'installing': case 'restarting': return 'info';
-    default: return 'default';
+    case 'succeeded':
+      return 'success';
+    case 'failed':
+    case 'lost':
+    case 'rolled_back':
+    case 'policy_denied':
+      return 'error';
+    case 'timeout':
+    case 'cancelled':
+    case 'paused':
+    case 'awaiting_approval':
+      return 'warning';
+    case 'running':
+    case 'soaking':
+    case 'dispatched':
+    case 'downloading':
+    case 'verifying':
+    case 'installing':
+    case 'restarting':
+      return 'info';
+    default:
+      return 'default';
   }
 }
 

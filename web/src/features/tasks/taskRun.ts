@@ -14,7 +14,13 @@ import { onFrame, onMessage, onReady, send } from '../../composables/socket';
 const PER_EXEC_BYTES = 1 << 20;
 const TOTAL_BYTES = 64 << 20;
 
-interface OutBuf { chunks: Array<{ stream: 'stdout' | 'stderr'; data: Uint8Array }>; bytes: number; fromStart: boolean; overflow: boolean; gap: boolean }
+interface OutBuf {
+  chunks: Array<{ stream: 'stdout' | 'stderr'; data: Uint8Array }>;
+  bytes: number;
+  fromStart: boolean;
+  overflow: boolean;
+  gap: boolean;
+}
 /** stderr is shown in red (SGR 31 … 39: the foreground only, so the script's own styles survive). */
 const STDERR_ON = '\x1b[31m';
 const STDERR_OFF = '\x1b[39m';
@@ -23,11 +29,16 @@ type Listener = (d: Uint8Array, stream: 'stdout' | 'stderr') => void;
 /** How far along an execution is: `lost` can still become a reported result, the other final states never change. */
 function progress(s: ExecutionView['status']): number {
   switch (s) {
-    case 'pending': return 0;
-    case 'dispatched': return 1;
-    case 'running': return 2;
-    case 'lost': return 3;
-    default: return 4;
+    case 'pending':
+      return 0;
+    case 'dispatched':
+      return 1;
+    case 'running':
+      return 2;
+    case 'lost':
+      return 3;
+    default:
+      return 4;
   }
 }
 
@@ -72,7 +83,9 @@ export class TaskRun {
         // The server skipped chunks for this console (it fell behind): say so where the output shows.
         const b = this.out.get(m.executionId);
         if (b) b.gap = true;
-        const note = new TextEncoder().encode(`\r\n\x1b[33m[${m.toSeq - m.fromSeq} ${m.stream} chunk(s) skipped: this console fell behind; Download has the full output]\x1b[0m\r\n`);
+        const note = new TextEncoder().encode(
+          `\r\n\x1b[33m[${m.toSeq - m.fromSeq} ${m.stream} chunk(s) skipped: this console fell behind; Download has the full output]\x1b[0m\r\n`,
+        );
         const ls = this.listeners.get(m.executionId);
         if (ls) for (const l of ls) l(note, 'stdout');
       }),
@@ -215,15 +228,18 @@ export class TaskRun {
       const held: Uint8Array[] = [];
       const hold: Listener = (d) => held.push(d);
       set.add(hold);
-      void api.text(`/api/executions/${encodeURIComponent(id)}/output`, { color: 1 }).then((text) => {
-        write(text);
-        set.delete(hold);
-        live = show;
-        set.add(live);
-      }, (err: unknown) => {
-        write(`\r\n[could not load output: ${(err as Error).message}]\r\n`);
-        set.delete(hold);
-      });
+      void api.text(`/api/executions/${encodeURIComponent(id)}/output`, { color: 1 }).then(
+        (text) => {
+          write(text);
+          set.delete(hold);
+          live = show;
+          set.add(live);
+        },
+        (err: unknown) => {
+          write(`\r\n[could not load output: ${(err as Error).message}]\r\n`);
+          set.delete(hold);
+        },
+      );
     }
     return () => {
       if (live) set.delete(live);

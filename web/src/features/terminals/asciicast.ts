@@ -1,6 +1,16 @@
 /** asciicast v2 parsing (header line, then [time, kind, data] events). */
-export interface CastHeader { version: number; width: number; height: number; timestamp?: number; title?: string }
-export interface CastEvent { t: number; kind: string; data: string }
+export interface CastHeader {
+  version: number;
+  width: number;
+  height: number;
+  timestamp?: number;
+  title?: string;
+}
+export interface CastEvent {
+  t: number;
+  kind: string;
+  data: string;
+}
 
 export function parseCast(text: string): { header: CastHeader; events: CastEvent[] } {
   const lines = text.split('\n').filter((l) => l.trim() !== '');

@@ -58,7 +58,9 @@ let started = false;
 const shownBefore = new Set<string>();
 
 function persist(): void {
-  const live = tabs.filter((t) => t.state !== 'closed' && t.sessionId).map((t) => ({ sessionId: t.sessionId, agentId: t.agentId, agentName: t.agentName, mode: t.mode }));
+  const live = tabs
+    .filter((t) => t.state !== 'closed' && t.sessionId)
+    .map((t) => ({ sessionId: t.sessionId, agentId: t.agentId, agentName: t.agentName, mode: t.mode }));
   sessionStorage.setItem(STORE, JSON.stringify(live));
 }
 const tabBySession = (id: string) => tabs.find((t) => t.sessionId === id && t.state !== 'closed');
@@ -108,8 +110,14 @@ export function startTerminals(): void {
   // Page-lifetime subscriptions: a detached scope, so no component's unmount disposes them.
   effectScope(true).run(() => {
     try {
-      const saved = JSON.parse(sessionStorage.getItem(STORE) ?? '[]') as Array<{ sessionId: string; agentId: string; agentName: string; mode: 'control' | 'watch' }>;
-      for (const s of saved) tabs.push({ key: `k${++seq}`, agentId: s.agentId, agentName: s.agentName, sessionId: s.sessionId, mode: s.mode, state: 'opening', reason: '' });
+      const saved = JSON.parse(sessionStorage.getItem(STORE) ?? '[]') as Array<{
+        sessionId: string;
+        agentId: string;
+        agentName: string;
+        mode: 'control' | 'watch';
+      }>;
+      for (const s of saved)
+        tabs.push({ key: `k${++seq}`, agentId: s.agentId, agentName: s.agentName, sessionId: s.sessionId, mode: s.mode, state: 'opening', reason: '' });
     } catch {
       sessionStorage.removeItem(STORE);
     }
@@ -139,7 +147,8 @@ export function startTerminals(): void {
       t.state = 'open';
       t.mode = m.mode;
       const term = terms.get(t.key);
-      if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows)) send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
+      if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows))
+        send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
       persist();
     });
     onMessage('term.closed', (m) => {
