@@ -10,6 +10,13 @@ import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
 import { contractOf } from './openapi-check.js';
 
+/**
+ * How long a test server may take to say it listens. A deadline, not a sleep: a server that exits
+ * fails at once. Generous because a loaded CI machine (load 30 on 2 cores, seen) running
+ * migrations on a shared MariaDB took over 30 s.
+ */
+const SERVER_START_MS = 90_000;
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_JS = path.join(ROOT, 'dist', 'server.js');
 export const AGENT_JS = path.join(ROOT, 'dist', 'agent.js');
@@ -160,7 +167,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<TestServer>
     out += d.toString();
   });
   const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    const t = setTimeout(() => reject(new Error(`server did not start within ${SERVER_START_MS} ms:\n${out}`)), SERVER_START_MS);
     const onData = () => {
       const m = /"port":(\d+),"msg":"listening"/.exec(out);
       if (m) {
