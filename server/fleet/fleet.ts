@@ -208,31 +208,7 @@ export class Fleet {
       const enrollLabels = enroll.labels && Object.keys(enroll.labels).length ? enroll.labels : null;
       await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
       if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
-      this.agents.set(hello.agentId, {
-        id: hello.agentId,
-        name: hello.name,
-        hostname: hello.hostname,
-        ips: hello.ips,
-        externalIp: hello.externalIp ?? null,
-        platform: hello.platform,
-        arch: hello.arch,
-        os: hello.os,
-        version: hello.agentVersion,
-        cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes,
-        labels: hello.labels,
-        labelOverrides: null,
-        enrollLabels,
-        groups: [],
-        secretHash,
-        createdAt: now,
-        connectedAt: now,
-        lastSeenAt: now,
-        revokedAt: null,
-        status: 'offline',
-        metrics: null,
-        policy: hello.policy ?? null,
-      });
+      this.agents.set(hello.agentId, recordFromHello(hello, secretHash, now, enrollLabels, 'offline'));
     }
     // A new socket replacing a live one: the agent never went offline (no status change).
     const wasLive = this.live.has(hello.agentId);
@@ -256,31 +232,7 @@ export class Fleet {
     await this.replace(hello.agentId, ch);
     rec = this.agents.get(hello.agentId) ?? rec;
     if (!rec) {
-      rec = {
-        id: hello.agentId,
-        name: hello.name,
-        hostname: hello.hostname,
-        ips: hello.ips,
-        externalIp: hello.externalIp ?? null,
-        platform: hello.platform,
-        arch: hello.arch,
-        os: hello.os,
-        version: hello.agentVersion,
-        cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes,
-        labels: hello.labels,
-        labelOverrides: null,
-        enrollLabels: null,
-        groups: [],
-        secretHash,
-        createdAt: now,
-        connectedAt: now,
-        lastSeenAt: now,
-        revokedAt: null,
-        status: 'online',
-        metrics: null,
-        policy: hello.policy ?? null,
-      };
+      rec = recordFromHello(hello, secretHash, now, null, 'online');
       this.agents.set(rec.id, rec);
     } else if (changed) {
       Object.assign(rec, {
@@ -553,6 +505,35 @@ export class Fleet {
 }
 
 /** Whether a hello reports different host facts than the record holds (so the row needs an update). */
+/** A new agent's record, from its first hello. */
+function recordFromHello(hello: Hello, secretHash: string, now: number, enrollLabels: Labels | null, status: AgentRecord['status']): AgentRecord {
+  return {
+    id: hello.agentId,
+    name: hello.name,
+    hostname: hello.hostname,
+    ips: hello.ips,
+    externalIp: hello.externalIp ?? null,
+    platform: hello.platform,
+    arch: hello.arch,
+    os: hello.os,
+    version: hello.agentVersion,
+    cpus: hello.cpus,
+    memoryBytes: hello.memoryBytes,
+    labels: hello.labels,
+    labelOverrides: null,
+    enrollLabels,
+    groups: [],
+    secretHash,
+    createdAt: now,
+    connectedAt: now,
+    lastSeenAt: now,
+    revokedAt: null,
+    status,
+    metrics: null,
+    policy: hello.policy ?? null,
+  };
+}
+
 function factsChanged(r: AgentRecord, h: Hello): boolean {
   return (
     r.name !== h.name ||
