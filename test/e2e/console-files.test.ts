@@ -66,11 +66,18 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.waitForSelector('[data-test=revisions-table] td:has-text("r1")');
     expect((await api.get(`/api/files/${fileId}`)).body).toMatchObject({ path: DEST, mode: 0o640, latestRevision: 1 });
 
-    // Two waves of one host each: the page follows both to `applied` without a reload.
+    // Two waves of one host each, a 1 s soak and an approval between them (the form offers what the
+    // API has): the page follows both to `applied` without a reload.
     await page.fill('[data-test=distribute-selector] [data-test=selector-input]', 'labels.grp == "fe2e"');
     await page.waitForSelector('[data-test=distribute-selector] [data-test=selector-count]:has-text("2 matches")');
     await page.fill('[data-test=distribute-waves] input', '1, 100%');
+    await page.fill('[data-test=distribute-soak] input', '1');
+    await page.click('[data-test=distribute-approval]');
     await page.click('[data-test=distribute-start]');
+    await page.waitForSelector('[data-test=distribution-gates]:has-text("Between waves: 1 s soak, then an approval.")');
+    await page.waitForSelector('[data-test=distribution-state]:has-text("awaiting_approval")');
+    expect(await page.$$(`[data-test=distribution-target][data-state=applied]`)).toHaveLength(1);
+    await page.click('[data-test=distribution-approve]');
     for (const a of agents) await page.waitForSelector(`[data-test=distribution-target][data-agent-id="${a.id}"][data-state=applied]`);
     await page.waitForSelector('[data-test=distribution-state]:has-text("succeeded")');
     for (const i of [0, 1]) {
@@ -78,7 +85,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
       expect(fs.statSync(onDisk(i)).mode & 0o7777).toBe(0o640);
     }
     const first = (await api.get(`/api/files/${fileId}/distributions`)).body.items[0];
-    expect(first).toMatchObject({ revision: 1, state: 'succeeded', waveSpec: [1, '100%'], counts: { applied: 2 } });
+    expect(first).toMatchObject({ revision: 1, state: 'succeeded', waveSpec: [1, '100%'], counts: { applied: 2 }, soakSeconds: 1, approval: true });
 
     // The size limit is shown, and a file over it is refused before anything is sent.
     await page.waitForSelector('[data-test=files] :text("Revisions up to 1.0 MiB")');
@@ -92,6 +99,9 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.click('[data-test=revision-upload]');
     await page.waitForSelector('[data-test=revisions-table] td:has-text("r2")');
     await page.waitForSelector('[data-test=distribute-start]:has-text("Distribute r2")');
+    // The form keeps what was chosen last: this one runs without gates.
+    await page.fill('[data-test=distribute-soak] input', '0');
+    await page.click('[data-test=distribute-approval]');
     await page.click('[data-test=distribute-start]');
     await page.waitForSelector('[data-test=distribution-revision]:has-text("r2")');
     await page.waitForSelector('[data-test=distribution-state]:has-text("succeeded")');
