@@ -205,15 +205,19 @@ export class DistributionEngine {
       this.waves.write(() =>
         this.d.store.upsertHost({ fileId: l.row.fileId, agentId, revision: rev.revision, sha256: rev.sha256, state: 'ok', reason: null, updatedAt: now }),
       );
-      this.waves.setTarget(l, t, m.state, m.state === 'applied' && !m.contentChanged ? 'owner or mode corrected; content unchanged' : null);
+      let reason = m.state === 'applied' && !m.contentChanged ? 'owner or mode corrected; content unchanged' : null;
+      // The post-apply task is started before the target is marked done: the target's result and its
+      // task id are stored and published in one step, so a distribution seen done names every task.
       if (m.state === 'applied' && m.contentChanged && l.x.file.postCommand) {
         try {
           t.postTaskId = await this.d.runPostCommand(l.x.file.postCommand, agentId, l.x.actor, l.x.file);
         } catch (err) {
-          t.reason = `post-apply command not started: ${(err as Error).message}`.slice(0, 2048);
+          reason = `post-apply command not started: ${(err as Error).message}`.slice(0, 2048);
         }
-        this.waves.touch(l, t);
       }
+      if (TERMINAL.has(t.state))
+        this.waves.touch(l, t); // ended meanwhile (cancelled, timed out): keep the task id
+      else this.waves.setTarget(l, t, m.state, reason);
     }
     this.waves.advance(l);
   }
