@@ -42,14 +42,26 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.click('[data-test=script-editor] .cm-content');
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
+    // A completion offered (shell keywords) is taken with Tab; Enter still ends the line.
+    await page.keyboard.type('whil');
+    await page.waitForSelector('.cm-tooltip-autocomplete');
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('x');
+    expect(await textOf(page, '[data-test=script-editor] .cm-content')).toBe('whilx');
+    expect(await page.$$eval('[data-test=script-editor] .cm-line', (ls) => ls.length)).toBe(2);
+    await page.keyboard.press('Control+A');
+    await page.keyboard.press('Delete');
     // Typed line by line: the editor auto-indents, so no leading spaces.
-    await page.keyboard.type(
-      'echo "start $((20+22))"\necho "warn-$E2E_EXIT" >&2\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n',
-    );
+    const script =
+      'echo "start $((20+22))"\necho "warn-$E2E_EXIT" >&2\nwhile [ ! -e "$E2E_GATE/go" ]; do sleep 0.1; done\necho "done-$E2E_EXIT"\nexit $E2E_EXIT\n';
+    await page.keyboard.type(script);
     expect(await page.textContent('[data-test=run-target-count]')).toContain('2 agents');
     await screenshot(page, 'run-script');
     await page.click('[data-test=run-submit]');
     await page.waitForURL(/\/tasks\/[^/]+$/);
+    // The task runs exactly what was typed: Enter ends a line even while a completion is offered
+    // (it once accepted the completion instead, joining `done` and the next line).
+    expect((await api.get<{ script: string }>(`/api/tasks/${new URL(page.url()).pathname.split('/').pop()}`)).body.script).toBe(script);
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=running]');
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=running]');
     expect(await page.textContent('[data-test=task-meta]')).toContain('2 agents');
