@@ -200,6 +200,7 @@ export const ExecutionView = z
     truncated: z.boolean(),
     reason: z.string().nullable(),
     outputBytes: Count,
+    outputSeq: Count.optional().describe('output chunks counted in `outputBytes` so far: a live chunk whose seq is at least this is not yet in it'),
     containment: z
       .string()
       .nullable()

@@ -95,6 +95,7 @@ export function executionView(e: Execution): ExecutionView {
     truncated: e.truncated,
     reason: e.reason,
     outputBytes: e.outputBytes,
+    outputSeq: e.nextSeq,
     containment: e.containment,
     reconciledAt: iso(e.reconciledAt),
   };

@@ -51,7 +51,11 @@ export function toLogin(): void {
 }
 
 /** Performs one API request and parses the JSON answer. */
-export async function request<T>(method: string, path: string, opts: { query?: Query; body?: unknown; raw?: boolean } = {}): Promise<T> {
+export async function request<T>(
+  method: string,
+  path: string,
+  opts: { query?: Query; body?: unknown; raw?: boolean; onHeaders?: (h: Headers) => void } = {},
+): Promise<T> {
   const init: RequestInit = { method, credentials: 'same-origin', headers: {} };
   if (opts.body !== undefined) {
     if (opts.body instanceof Blob || opts.body instanceof ArrayBuffer || opts.body instanceof Uint8Array) {
@@ -73,6 +77,7 @@ export async function request<T>(method: string, path: string, opts: { query?: Q
     toLogin();
     unauthorized();
   }
+  if (res.ok) opts.onHeaders?.(res.headers);
   if (opts.raw && res.ok) return (await res.text()) as T;
   const text = res.status === 204 ? '' : await res.text();
   let body: unknown = null;
@@ -93,7 +98,7 @@ export async function request<T>(method: string, path: string, opts: { query?: Q
 
 export const api = {
   get: <T>(path: string, query?: Query) => request<T>('GET', path, { query }),
-  text: (path: string, query?: Query) => request<string>('GET', path, { query, raw: true }),
+  text: (path: string, query?: Query, onHeaders?: (h: Headers) => void) => request<string>('GET', path, { query, raw: true, onHeaders }),
   post: <T>(path: string, body: unknown = {}, query?: Query) => request<T>('POST', path, { body, query }),
   patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, { body }),
   put: <T>(path: string, body: unknown) => request<T>('PUT', path, { body }),

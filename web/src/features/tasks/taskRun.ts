@@ -24,7 +24,19 @@ interface OutBuf {
 /** stderr is shown in red (SGR 31 … 39: the foreground only, so the script's own styles survive). */
 const STDERR_ON = '\x1b[31m';
 const STDERR_OFF = '\x1b[39m';
-type Listener = (d: Uint8Array, stream: 'stdout' | 'stderr') => void;
+/** `seq` is the chunk's (absent for notes the console writes itself, such as a gap). */
+type Listener = (d: Uint8Array, stream: 'stdout' | 'stderr', seq?: number) => void;
+/** Live chunks (seq, size) not yet counted by a known `outputBytes`; `from` is the first seq it does not count. */
+interface LiveCount {
+  from: number;
+  seqs: number[];
+  sizes: number[];
+  bytes: number;
+  /** Older chunks summed into one (bounded memory while a long stream runs without an update). */
+  folded: { lastSeq: number; bytes: number };
+}
+/** Live chunks kept one by one per execution before the oldest half is folded into a sum. */
+const LIVE_COUNT_CHUNKS = 4096;
 
 /** How far along an execution is: `lost` can still become a reported result, the other final states never change. */
 function progress(s: ExecutionView['status']): number {
@@ -52,8 +64,12 @@ export class TaskRun {
   readonly execs = new Map<string, ExecutionView>();
   private readonly out = new Map<string, OutBuf>();
   private readonly listeners = new Map<string, Set<Listener>>();
-  /** Output bytes received live since the execution's last known `outputBytes` (shown as a live count). */
-  private readonly liveBytes = new Map<string, number>();
+  /**
+   * Output chunks received live that the execution's last known `outputBytes` may not count yet
+   * (shown as a live count). Kept by seq: an `execution.updated` can overtake the bulk output frames
+   * it already counts (interactive frames go first), so only chunks at or past its `outputSeq` add.
+   */
+  private readonly liveBytes = new Map<string, LiveCount>();
   /** Bumped at most every BYTES_EVERY_MS while output flows (the byte counts re-render on it). */
   readonly bytesVersion = shallowRef(0);
   private bytesTimer: ReturnType<typeof setTimeout> | null = null;
@@ -76,7 +92,7 @@ export class TaskRun {
         if (m.execution.taskId !== this.taskId) return;
         if (this.reloading) this.pushedExecs.set(m.execution.id, m.execution);
         this.execs.set(m.execution.id, m.execution);
-        this.liveBytes.delete(m.execution.id);
+        this.countedUpTo(m.execution);
         this.touch();
       }),
       onMessage('exec.gap', (m) => {
@@ -140,13 +156,50 @@ export class TaskRun {
     this.fallback = setTimeout(publish, 250);
   }
 
-  /** An execution's output size as known now: the last reported count plus what arrived live since. */
+  /** An execution's output size as known now: the last reported count plus what arrived live beyond it. */
   bytesOf(e: ExecutionView): number {
-    return e.outputBytes + (this.liveBytes.get(e.id) ?? 0);
+    return e.outputBytes + (this.liveBytes.get(e.id)?.bytes ?? 0);
+  }
+
+  /** `e` is the execution's newest known state: forget the live chunks its `outputBytes` counts. */
+  private countedUpTo(e: ExecutionView): void {
+    const c = this.liveBytes.get(e.id);
+    if (!c) return;
+    if (e.outputSeq === undefined) {
+      this.liveBytes.delete(e.id); // a server that does not say: its count covers what arrived so far
+      return;
+    }
+    c.from = Math.max(c.from, e.outputSeq);
+    if (c.folded.bytes && c.folded.lastSeq < c.from) {
+      c.bytes -= c.folded.bytes;
+      c.folded = { lastSeq: -1, bytes: 0 };
+    }
+    let drop = 0;
+    while (drop < c.seqs.length && c.seqs[drop]! < c.from) c.bytes -= c.sizes[drop++]!;
+    if (drop) {
+      c.seqs.splice(0, drop);
+      c.sizes.splice(0, drop);
+    }
+    if (c.seqs.length === 0 && !c.folded.bytes) this.liveBytes.delete(e.id);
   }
 
   private append(id: string, seq: number, stream: 'stdout' | 'stderr', data: Uint8Array): void {
-    this.liveBytes.set(id, (this.liveBytes.get(id) ?? 0) + data.length);
+    let c = this.liveBytes.get(id);
+    const from = this.execs.get(id)?.outputSeq ?? 0;
+    if (seq >= Math.max(from, c?.from ?? 0)) {
+      if (!c) this.liveBytes.set(id, (c = { from, seqs: [], sizes: [], bytes: 0, folded: { lastSeq: -1, bytes: 0 } }));
+      c.seqs.push(seq);
+      c.sizes.push(data.length);
+      c.bytes += data.length;
+      if (c.seqs.length > LIVE_COUNT_CHUNKS) {
+        // A long stream between two updates: the oldest half is kept as one sum (its last seq is enough).
+        const half = LIVE_COUNT_CHUNKS >> 1;
+        c.folded.lastSeq = c.seqs[half - 1]!;
+        for (let i = 0; i < half; i++) c.folded.bytes += c.sizes[i]!;
+        c.seqs.splice(0, half);
+        c.sizes.splice(0, half);
+      }
+    }
     this.bytesTimer ??= setTimeout(() => {
       this.bytesTimer = null;
       this.bytesVersion.value++;
@@ -163,7 +216,7 @@ export class TaskRun {
       }
     }
     const ls = this.listeners.get(id);
-    if (ls) for (const l of ls) l(copy, stream);
+    if (ls) for (const l of ls) l(copy, stream, seq);
   }
 
   /** (Re)subscribes and reloads the task; called on every socket ready. */
@@ -183,11 +236,15 @@ export class TaskRun {
       const { executions, ...task } = t;
       this.task.value = task;
       this.execs.clear();
-      this.liveBytes.clear();
       for (const e of executions) this.execs.set(e.id, e);
       for (const [id, e] of this.pushedExecs) {
         const snap = this.execs.get(id);
         if (!snap || progress(e.status) >= progress(snap.status)) this.execs.set(id, e);
+      }
+      for (const id of this.liveBytes.keys()) {
+        const e = this.execs.get(id);
+        if (e) this.countedUpTo(e);
+        else this.liveBytes.delete(id);
       }
       this.pushedExecs.clear();
       this.loaded.value = true;
@@ -224,14 +281,24 @@ export class TaskRun {
       live = show;
       set.add(live);
     } else {
-      // Not all in memory: hold live chunks while the stored output loads, then drop the ones it covers.
-      const held: Uint8Array[] = [];
-      const hold: Listener = (d) => held.push(d);
+      // Not all in memory: hold live chunks while the stored output loads, then write the ones it
+      // does not cover. With a seq range the server fixes the end now (X-Muster-To-Seq) and answers
+      // once every chunk before it is stored, so nothing is lost or written twice at the seam.
+      const held: Array<{ d: Uint8Array; stream: 'stdout' | 'stderr'; seq: number }> = [];
+      const hold: Listener = (d, stream, seq) => {
+        if (seq !== undefined) held.push({ d, stream, seq });
+      };
       set.add(hold);
-      void api.text(`/api/executions/${encodeURIComponent(id)}/output`, { color: 1 }).then(
+      let toSeq = Number.MAX_SAFE_INTEGER;
+      const headers = (h: Headers) => {
+        const v = Number(h.get('X-Muster-To-Seq'));
+        if (h.has('X-Muster-To-Seq') && Number.isFinite(v)) toSeq = v;
+      };
+      void api.text(`/api/executions/${encodeURIComponent(id)}/output`, { color: 1, fromSeq: 0 }, headers).then(
         (text) => {
           write(text);
           set.delete(hold);
+          for (const c of held) if (c.seq >= toSeq) show(c.d, c.stream);
           live = show;
           set.add(live);
         },
