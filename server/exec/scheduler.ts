@@ -3,7 +3,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { activeTask, countsOf, pushView, runMessage, type ActiveTask } from './active-task.js';
+import { activeTask, countsOf, pushView, runMessage, runMessageJson, type ActiveTask } from './active-task.js';
 import type { ConsoleFanout } from './fanout.js';
 import { deriveTaskStatus, executionView, FAILURE_STATES, isFinal, type Execution, type Task } from './model.js';
 import type { ExecWriteBatcher } from './write-batcher.js';
@@ -475,7 +475,7 @@ export class Scheduler {
         if (at.stopped) break; // maxFailures passed: settle() cancelled the rest
         continue;
       }
-      if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) {
+      if (!this.d.fleet.send(e.agentId, runMessage(at.task, e), runMessageJson(at.task, e))) {
         this.wait(e.agentId, at.task.id);
         skipped.push(e);
         continue;
@@ -500,7 +500,7 @@ export class Scheduler {
   private redispatch(e: Execution): boolean {
     const at = this.tasks.get(e.taskId);
     if (!at || e.status !== 'dispatched') return false;
-    if (!this.d.fleet.send(e.agentId, runMessage(at.task, e))) return false;
+    if (!this.d.fleet.send(e.agentId, runMessage(at.task, e), runMessageJson(at.task, e))) return false;
     this.change(e, { dispatchedAt: Date.now() });
     return true;
   }

@@ -21,7 +21,8 @@ export interface Enrollment {
 export interface AgentChannel {
   readonly linkId: number;
   readonly remoteAddress: string | null;
-  send(msg: ServerToAgent): boolean;
+  /** `json`: `msg` already serialized (the same message sent to many agents is serialized once). */
+  send(msg: ServerToAgent, json?: string): boolean;
   /**
    * A frame (or one message in parts, sent as its fragments); `bulk` ones (file data) wait while the
    * socket is backed up, `key` keeps a stream's order; `opts.done` is called only if this answers true.
@@ -182,10 +183,10 @@ export class Fleet {
     return this.live.size;
   }
 
-  /** Sends a control message to a connected agent; false when it is not connected here. */
-  send(agentId: string, msg: ServerToAgent): boolean {
+  /** Sends a control message to a connected agent (`json`: the message already serialized); false when it is not connected here. */
+  send(agentId: string, msg: ServerToAgent, json?: string): boolean {
     const l = this.live.get(agentId);
-    return l ? l.ch.send(msg) : false;
+    return l ? l.ch.send(msg, json) : false;
   }
   sendBinary(agentId: string, buf: Uint8Array | readonly Uint8Array[], opts?: SendOpts): boolean {
     const l = this.live.get(agentId);

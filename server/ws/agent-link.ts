@@ -129,10 +129,11 @@ export class AgentLink implements AgentChannel {
     return (this.logger ??= this.deps.log.child({ agentId: this.auth.agentId, link: this.linkId }));
   }
 
-  send(msg: ServerToAgent): boolean {
+  /** `json`: `msg` already serialized (the same message sent to many agents is serialized once). */
+  send(msg: ServerToAgent, json?: string): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    if (this.out) this.out.send(JSON.stringify(msg), { key: streamKeyOf(msg) });
-    else this.ws.send(JSON.stringify(msg));
+    if (this.out) this.out.send(json ?? JSON.stringify(msg), { key: streamKeyOf(msg) });
+    else this.ws.send(json ?? JSON.stringify(msg));
     return true;
   }
   /**

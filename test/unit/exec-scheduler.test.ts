@@ -15,12 +15,19 @@ const RECONCILE_MS = 60_000;
 class FakeFleet {
   readonly online = new Set<string>();
   readonly sent: { agentId: string; msg: ServerToAgent }[] = [];
+  /** Messages sent with their JSON text given (exec.run): that text, parsed. */
+  readonly sentJson: unknown[] = [];
   readonly records = new Map<string, Pick<AgentRecord, 'policy' | 'lastSeenAt'>>();
   isOnline(id: string): boolean {
     return this.online.has(id);
   }
-  send(agentId: string, msg: ServerToAgent): boolean {
+  send(agentId: string, msg: ServerToAgent, json?: string): boolean {
     if (!this.online.has(agentId)) return false;
+    // A message serialized ahead (exec.run) must be exactly what serializing it here would give.
+    if (json !== undefined) {
+      expect(json).toBe(JSON.stringify(msg));
+      this.sentJson.push(JSON.parse(json));
+    }
     this.sent.push({ agentId, msg });
     return true;
   }
@@ -145,6 +152,34 @@ describe('exec scheduler', () => {
     s.finished('a4', result(ex[4]!.id, 'succeeded'));
     expect(s.isActive(t.id)).toBe(false);
     expect(t.status).toBe('failed');
+  });
+
+  it('exec.run is serialized once per task: each agent gets the task with its own execution id, the same JSON as the message', () => {
+    const { s, fleet } = setup();
+    for (const a of agents(3)) fleet.online.add(a);
+    const script = 'echo "quoted" \\ back\nline \u2028 ✓ \u0000 end';
+    const t1 = task({ script, env: { A: '"x"' }, args: ['--a', 'b c'], cwd: '/tmp', signature: 'sig"1' });
+    const t2 = task({ script: 'true' });
+    const e1 = executions(t1, agents(3));
+    const e2 = executions(t2, agents(2));
+    s.submit(t1, e1);
+    s.submit(t2, e2);
+    // FakeFleet.send checks each text against JSON.stringify of the message object.
+    expect(fleet.sentJson).toHaveLength(5);
+    const runs = fleet.sentJson as Array<Record<string, unknown>>;
+    expect(runs.map((m) => m['executionId'])).toEqual([...e1, ...e2].map((e) => e.id));
+    expect(runs.slice(0, 3).every((m) => m['script'] === script && m['signature'] === 'sig"1' && m['taskId'] === t1.id)).toBe(true);
+    expect(runs[3]).toEqual({
+      type: 'exec.run',
+      executionId: e2[0]!.id,
+      taskId: t2.id,
+      script: 'true',
+      interpreter: 'bash',
+      args: [],
+      env: {},
+      cwd: null,
+      timeoutSec: 60,
+    });
   });
 
   it('a percentage window is taken of the targets, and an agent runs at most its limit', () => {
