@@ -16,6 +16,11 @@ import { contractOf } from './openapi-check.js';
  * migrations on a shared MariaDB took over 30 s.
  */
 const SERVER_START_MS = 90_000;
+/**
+ * How long a test agent may take to enroll and write its id (the same kind of deadline: an agent
+ * that exits fails at once). Node's start plus enrollment took over 10 s at load 20 on 2 cores.
+ */
+const AGENT_START_MS = 60_000;
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_JS = path.join(ROOT, 'dist', 'server.js');
@@ -280,18 +285,20 @@ export function hermeticAgentEnv(home = tmpDir('home')): Record<string, string> 
 
 /** Waits until the agent wrote its id (it does so before connecting). */
 export async function agentId(a: TestAgent): Promise<string> {
-  return waitFor(
-    () => {
-      try {
-        return a.agentId;
-      } catch {
-        return '';
-      }
-    },
-    'agent id file',
-    10_000,
-    20,
-  );
+  const deadline = Date.now() + AGENT_START_MS;
+  for (;;) {
+    try {
+      const id = a.agentId;
+      if (id) return id;
+    } catch {
+      // not written yet
+    }
+    if (a.proc.exitCode !== null || a.proc.signalCode !== null) {
+      throw new Error(`agent exited (${a.proc.exitCode ?? a.proc.signalCode}) before writing its id:\n${a.output().slice(-4000)}`);
+    }
+    if (Date.now() > deadline) throw new Error(`agent did not write its id within ${AGENT_START_MS} ms:\n${a.output().slice(-4000)}`);
+    await sleep(20);
+  }
 }
 
 const servers = new Set<TestServer>();
