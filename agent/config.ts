@@ -35,6 +35,9 @@ const Schema = z.object({
   /** Reconnect backoff: first delay and cap (exponential, full jitter). */
   backoffInitialMs: z.coerce.number().int().min(10).default(1000),
   backoffMaxMs: z.coerce.number().int().min(10).default(60_000),
+  /** After the server closed for shutdown (a restart): backoff cap, and for how long it applies. */
+  restartBackoffMaxMs: z.coerce.number().int().min(10).default(3000),
+  restartWindowMs: z.coerce.number().int().min(0).default(60_000),
   /** Shell for terminals (default: the agent user's login shell). */
   shell: z.string().optional(),
   /**
@@ -134,6 +137,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_UNREACHABLE_AFTER_SEC: 'unreachableAfterSec',
   MUSTER_AGENT_BACKOFF_INITIAL_MS: 'backoffInitialMs',
   MUSTER_AGENT_BACKOFF_MAX_MS: 'backoffMaxMs',
+  MUSTER_AGENT_RESTART_BACKOFF_MAX_MS: 'restartBackoffMaxMs',
+  MUSTER_AGENT_RESTART_WINDOW_MS: 'restartWindowMs',
   MUSTER_AGENT_UPDATE_CONFIRM_SEC: 'updateConfirmSec',
   MUSTER_AGENT_TEST_UPDATE_CRASH_AT: 'updateCrashAt',
   MUSTER_AGENT_UPDATE_DRAIN_SEC: 'updateDrainSec',

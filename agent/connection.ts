@@ -34,6 +34,13 @@ export interface ConnectionOptions {
   log: AgentLog;
   backoffInitialMs: number;
   backoffMaxMs: number;
+  /**
+   * After the server closed with `server shutdown` (a restart, most often), the backoff is capped at
+   * this for `restartWindowMs`: the replacement is usually listening within seconds, and a fleet
+   * whose backoff doubled while nothing listened would trickle back over a minute.
+   */
+  restartBackoffMaxMs?: number;
+  restartWindowMs?: number;
   /** Largest frame accepted from the server. */
   maxPayload?: number;
   /** Bulk frames wait while the socket holds this many bytes (interactive ones go first). */
@@ -47,6 +54,10 @@ export interface ConnectionOptions {
   onWelcome(heartbeatIntervalMs: number): void;
   onDisconnected(): void;
 }
+
+/** Backoff cap and how long it applies after the server closed with `server shutdown` (MUSTER_AGENT_RESTART_*). */
+export const DEFAULT_RESTART_BACKOFF_MAX_MS = 3000;
+export const DEFAULT_RESTART_WINDOW_MS = 60_000;
 
 /** Full-jitter exponential backoff: a random delay in [0, min(max, initial·2^attempt)). */
 export function backoffDelay(attempt: number, initialMs: number, maxMs: number, rand = Math.random): number {
@@ -113,6 +124,8 @@ export class ServerConnection {
   private stopped = false;
   private welcomed = false;
   private retryAfterMs: number | null = null;
+  /** Until when the short restart backoff applies (the server said it was shutting down). */
+  private restartUntil = 0;
   /** When the server was last reachable (welcomed), or when the agent started. */
   lastConnectedAt = Date.now();
   connected = false;
@@ -218,6 +231,7 @@ export class ServerConnection {
         this.out?.clear();
         this.out = null;
       }
+      if (was && code === CloseCode.serverShutdown) this.restartUntil = Date.now() + (this.o.restartWindowMs ?? DEFAULT_RESTART_WINDOW_MS);
       if (was) {
         this.lastConnectedAt = Date.now();
         this.o.log.warn({ code, reason: reason.toString() }, 'disconnected from server');
@@ -251,7 +265,8 @@ export class ServerConnection {
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
     } else {
-      delay = backoffDelay(this.attempt, this.o.backoffInitialMs, this.o.backoffMaxMs);
+      const max = Date.now() < this.restartUntil ? Math.min(this.o.backoffMaxMs, this.o.restartBackoffMaxMs ?? DEFAULT_RESTART_BACKOFF_MAX_MS) : this.o.backoffMaxMs;
+      delay = backoffDelay(this.attempt, this.o.backoffInitialMs, max);
       this.attempt++;
     }
     this.o.log.debug({ delay, attempt: this.attempt, retryAfter: honoured }, 'reconnecting');

@@ -205,6 +205,8 @@ async function main(): Promise<void> {
     log,
     backoffInitialMs: cfg.backoffInitialMs,
     backoffMaxMs: cfg.backoffMaxMs,
+    restartBackoffMaxMs: cfg.restartBackoffMaxMs,
+    restartWindowMs: cfg.restartWindowMs,
     bulkWriteThreshold: cfg.bulkWriteThreshold,
     bulkWindow: cfg.bulkWindow,
     buildHello,

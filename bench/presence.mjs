@@ -7,13 +7,24 @@
 // the time for every agent to be back after a server restart. Results go to bench/out/ and the
 // `## Presence` section of bench/RESULTS.md.
 //
-//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--no-bare] [--no-write]
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap]
+//
+// --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
+// BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
+// steady-state window only (through its inspector; the profiler's own cost inflates that window's
+// CPU figure, so a profiled run's CPU is not a result), summarized on stdout. --heap: heap
+// snapshots of the server idle and with the fleet settled, diffed per agent by constructor (the
+// snapshots pause the server: no restart figure is meaningful in such a run).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import knexFactory from 'knex';
+import { summarizeProfile } from './lib/cpuprofile.mjs';
+import { diffHeaps, heapByConstructor } from './lib/heap-summary.mjs';
+import { inspectorProfiler } from './lib/inspector-profile.mjs';
 import { startFleet } from './sim/fleet.mjs';
-import { cpuPercentOver, nofileHardLimit, ROOT, rssBytes, scrape, sleep, spawnNode, startMusterServer } from './lib/proc.mjs';
+import { cpuPercentOver, cpuSeconds, nofileHardLimit, ROOT, rssBytes, scrape, sleep, spawnNode, startMusterServer } from './lib/proc.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -23,6 +34,9 @@ const { values: flags } = parseArgs({
     'no-bare': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     'no-restart': { type: 'boolean', default: false },
+    db: { type: 'string', default: 'sqlite' },
+    profile: { type: 'boolean', default: false },
+    heap: { type: 'boolean', default: false },
     /** Rewrites the RESULTS.md section from a saved results.json instead of measuring. */
     report: { type: 'string' },
   },
@@ -47,14 +61,34 @@ const dataDir = path.join(outDir, 'data');
 const credsDir = path.join(outDir, 'creds');
 if (!flags.report) fs.mkdirSync(dataDir, { recursive: true });
 const log = (...a) => process.stdout.write(`${a.join(' ')}\n`);
+if (flags.db !== 'sqlite' && flags.db !== 'mysql') throw new Error(`--db must be sqlite or mysql, not ${flags.db}`);
+
+/** The server's database for one size: SQLite in dataDir (kept across sizes), or a fresh MariaDB database. */
+async function database() {
+  if (flags.db === 'sqlite') return { env: {}, drop: async () => {} };
+  const base = process.env.BENCH_MYSQL_URL ?? 'mysql://root:@127.0.0.1:3306';
+  const name = `muster_presence_${process.pid}_${Math.random().toString(36).slice(2, 7)}`;
+  const admin = knexFactory({ client: 'mysql2', connection: base });
+  await admin.raw(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
+  return {
+    env: { MUSTER_DB_URL: `${base}/${name}` },
+    drop: async () => {
+      await admin.raw(`DROP DATABASE IF EXISTS \`${name}\``);
+      await admin.destroy();
+    },
+  };
+}
 const kb = (b) => Math.round(b / 1024);
 
-async function measureSteady(pid, metricsUrl) {
+async function measureSteady(pid, metricsUrl, fleet) {
   const m0 = metricsUrl ? await scrape(metricsUrl) : null;
   const load = os.loadavg()[0];
   const t0 = Date.now();
+  const hb0 = fleet.stats().heartbeats;
   const cpu = await cpuPercentOver(pid, WINDOW_MS);
   const secs = (Date.now() - t0) / 1000;
+  // Heartbeats the simulated agents sent in the window (the same count for both servers).
+  const sentPerSec = (fleet.stats().heartbeats - hb0) / secs;
   const m1 = metricsUrl ? await scrape(metricsUrl) : null;
   const rss = rssBytes(pid);
   const d = (k) => (m1 && m0 ? (m1.get(k) ?? 0) - (m0.get(k) ?? 0) : 0);
@@ -65,24 +99,48 @@ async function measureSteady(pid, metricsUrl) {
     load,
     flushesPerSec: d('muster_db_presence_flushes_total') / secs,
     heartbeatsPerSec: d('muster_heartbeats_total') / secs,
+    presenceRowsPerSec: d('muster_db_presence_rows_total') / secs,
     connectsInWindow: d('muster_agent_connects_total'),
+    sentPerSec,
+    /** Server CPU per heartbeat sent (everything the server did in the window, over heartbeats): comparable under load. */
+    cpuUsPerHeartbeat: sentPerSec > 0 ? (cpu * 1e4) / sentPerSec : null,
   };
 }
 
 async function muster(N) {
-  let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1' } });
+  const db = await database();
+  try {
+    return await musterOn(N, db.env);
+  } finally {
+    await db.drop();
+  }
+}
+
+async function musterOn(N, dbEnv) {
+  const nodeArgs = flags.profile || flags.heap ? ['--inspect=127.0.0.1:0'] : [];
+  let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
   await sleep(3000);
   const idleRss = rssBytes(server.pid);
+  const heapIdle = flags.heap ? await heapByConstructor(server.output()) : null;
   const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir, idPrefix: 'p' });
   const c0 = Date.now();
   await fleet.waitConnected(N, 180_000);
   const connectSec = (Date.now() - c0) / 1000;
   log(`  muster: ${N} connected in ${connectSec.toFixed(1)} s; settling ${SETTLE_MS / 1000} s`);
   await sleep(SETTLE_MS);
-  const steady = await measureSteady(server.pid, `${server.url}/metrics`);
+  if (heapIdle) log(diffHeaps(heapIdle, await heapByConstructor(server.output()), N, 40).replace(/^/gm, '    '));
+  const profiler = flags.profile ? await inspectorProfiler(server.output()) : null;
+  await profiler?.start();
+  const steady = await measureSteady(server.pid, `${server.url}/metrics`, fleet);
+  if (profiler) {
+    const file = await profiler.stop(path.join(outDir, `steady-${N}.cpuprofile`));
+    profiler.close();
+    log(`  muster: CPU profile of the steady window (its CPU figure includes the profiler): ${path.relative(ROOT, file)}`);
+    log(summarizeProfile(file, 30).replace(/^/gm, '    '));
+  }
   const ready = await (await fetch(`${server.url}/readyz`)).json();
   log(
-    `  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}`,
+    `  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)} rows/s ${steady.presenceRowsPerSec.toFixed(0)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}  CPU ${steady.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${steady.load.toFixed(1)}`,
   );
 
   let restart = null;
@@ -93,8 +151,12 @@ async function muster(N) {
     await server.stop('SIGTERM');
     const tExited = Date.now();
     // As systemd would: the new process starts as soon as the old one has exited.
-    server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1' } });
+    server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
     const tListening = Date.now();
+    const cpuListening = cpuSeconds(server.pid);
+    // --profile: the reconnect storm too (from listening until every agent is back).
+    const restartProfiler = flags.profile ? await inspectorProfiler(server.output()) : null;
+    await restartProfiler?.start();
     const timeline = [];
     const sampler = setInterval(() => {
       const st = fleet.stats();
@@ -107,6 +169,13 @@ async function muster(N) {
       log(`  server output: ${server.output().slice(-2000)}`);
     }
     const tBack = Date.now();
+    const cpuBack = cpuSeconds(server.pid);
+    if (restartProfiler) {
+      const file = await restartProfiler.stop(path.join(outDir, `restart-${N}.cpuprofile`));
+      restartProfiler.close();
+      log(`  muster: CPU profile of the reconnect after the restart: ${path.relative(ROOT, file)}`);
+      log(summarizeProfile(file, 30).replace(/^/gm, '    '));
+    }
     const after = fleet.stats();
     const online = (await (await fetch(`${server.url}/readyz`)).json()).agentsOnline;
     restart = {
@@ -116,10 +185,13 @@ async function muster(N) {
       backAfterExitSec: (tBack - tExited) / 1000,
       timeline,
       shed503: after.refused503 - before.refused503,
+      /** Server CPU from listening until every agent was back, per agent: holds under load. */
+      cpuMsPerConnect: ((cpuBack - cpuListening) * 1000) / N,
+      connectsDuringRestart: after.welcomes - before.welcomes,
       onlineAtServer: online,
     };
     log(
-      `  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503`,
+      `  muster restart: back ${restart.backAfterListeningSec.toFixed(1)} s after listening (${restart.backAfterExitSec.toFixed(1)} s after exit; shutdown ${restart.shutdownSec.toFixed(1)} s, start ${restart.startSec.toFixed(1)} s), ${restart.shed503} upgrades shed with 503; server CPU ${restart.cpuMsPerConnect.toFixed(2)} ms per agent back (${restart.connectsDuringRestart} welcomes)`,
     );
   }
   const fstats = fleet.stats();
@@ -137,8 +209,10 @@ async function bare(N) {
   const fleet = await startFleet({ url, enrollToken: 'none', count: N, credsDir: path.join(outDir, 'creds-bare'), idPrefix: 'b' });
   await fleet.waitConnected(N, 180_000);
   await sleep(SETTLE_MS);
-  const steady = await measureSteady(proc.child.pid, null);
-  log(`  bare ws: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)`);
+  const steady = await measureSteady(proc.child.pid, null, fleet);
+  log(
+    `  bare ws: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  CPU ${steady.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${steady.load.toFixed(1)}`,
+  );
   await fleet.stop();
   await proc.stop();
   return { N, idleRss, ...steady };

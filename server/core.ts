@@ -97,6 +97,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     ownership: new AgentOwnership(db, config.nodeId, cluster.peers),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     flushMs: config.presenceFlushMs,
+    persistMs: config.presencePersistMs,
   });
   // No implicit shared token: enrollment tokens are created by admins (stored hashed), and the
   // single MUSTER_ENROLL_TOKEN works only when set explicitly.

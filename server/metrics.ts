@@ -40,6 +40,11 @@ export function createMetrics() {
     registers,
   });
   const dbFlushes = new client.Counter({ name: 'muster_db_presence_flushes_total', help: 'Batched last_seen_at flush statements', registers });
+  const dbFlushRows = new client.Counter({
+    name: 'muster_db_presence_rows_total',
+    help: 'Agent rows whose last_seen_at the presence flushes wrote (MUSTER_PRESENCE_PERSIST_MS)',
+    registers,
+  });
   const consoles = new client.Gauge({ name: 'muster_console_sockets', help: 'Open console sockets', registers });
 
   // The work: executions, tasks, output, terminals, rollouts.
@@ -156,6 +161,7 @@ export function createMetrics() {
     countMessage,
     messageErrors,
     dbFlushes,
+    dbFlushRows,
     consoles,
     executions,
     executionDuration,

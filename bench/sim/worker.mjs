@@ -98,6 +98,7 @@ class SimAgent {
     this.hbTimer = null;
     this.welcomed = false;
     this.stopped = false;
+    this.restartUntil = 0;
     this.localAddress = localAddresses.length ? localAddresses[index % localAddresses.length] : undefined;
   }
 
@@ -161,8 +162,11 @@ class SimAgent {
       const k = err.code ?? err.message.slice(0, 60);
       stats.netErrorKinds[k] = (stats.netErrorKinds[k] ?? 0) + 1;
     });
-    ws.on('close', () => {
+    ws.on('close', (code) => {
       stats.closes++;
+      // As the real agent (agent/connection.ts): after a `server shutdown` close the backoff is
+      // capped at 3 s for a minute.
+      if (this.welcomed && code === 1001) this.restartUntil = Date.now() + 60_000;
       if (this.welcomed) stats.connected--;
       this.welcomed = false;
       clearTimeout(this.hbTimer);
@@ -180,7 +184,8 @@ class SimAgent {
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
     } else {
-      delay = Math.floor(Math.random() * Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(this.attempt, 30)));
+      const max = Date.now() < this.restartUntil ? Math.min(backoffMaxMs, 3000) : backoffMaxMs;
+      delay = Math.floor(Math.random() * Math.min(max, backoffInitialMs * 2 ** Math.min(this.attempt, 30)));
       this.attempt++;
     }
     this.timer = setTimeout(() => this.connect(), delay);

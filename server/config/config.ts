@@ -56,6 +56,8 @@ const Schema = z.object({
    * round trip hundreds of times a second across a large fleet.
    */
   agentPingIntervalMs: z.coerce.number().int().min(0).default(30_000),
+  /** At most this many of those pings a second across the node (round-robin over the agents): the RTT metric's cost stays flat with the fleet. */
+  agentPingRate: z.coerce.number().int().min(0).default(50),
   /** Notification webhook attempts per delivery (the first included) before it is `failed`. */
   notifyMaxAttempts: z.coerce.number().int().min(1).max(100).default(6),
   /** First retry delay of a notification; doubles per attempt (capped at 10 minutes). */
@@ -147,6 +149,12 @@ const Schema = z.object({
   anonConnectRatePerAddress: z.coerce.number().int().min(1).default(50),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
+  /**
+   * How far the stored last_seen_at of an online agent may lag its last heartbeat (the memory, the
+   * API and the console are exact; the row is written exactly when the agent goes offline). Spreads
+   * a large fleet's presence writes: 0 writes every agent heard from at every flush.
+   */
+  presencePersistMs: z.coerce.number().int().min(0).default(30_000),
   /** Session cookie lifetime; open console sockets of the session are closed when it ends. */
   sessionTtlSec: z.coerce
     .number()
@@ -393,6 +401,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   nodeId: 'MUSTER_NODE_ID',
   heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS',
   agentPingIntervalMs: 'MUSTER_AGENT_PING_INTERVAL_MS',
+  agentPingRate: 'MUSTER_AGENT_PING_RATE',
   notifyMaxAttempts: 'MUSTER_NOTIFY_MAX_ATTEMPTS',
   notifyRetryBaseMs: 'MUSTER_NOTIFY_RETRY_BASE_MS',
   notifyTimeoutMs: 'MUSTER_NOTIFY_TIMEOUT_MS',
@@ -415,6 +424,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE',
   anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
+  presencePersistMs: 'MUSTER_PRESENCE_PERSIST_MS',
   sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',
   jsonBodyLimit: 'MUSTER_JSON_BODY_LIMIT',
   maxScriptBytes: 'MUSTER_MAX_SCRIPT_BYTES',

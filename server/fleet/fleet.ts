@@ -51,6 +51,8 @@ interface Live {
   generation: number;
   /** This agent's heartbeat interval when live configuration changed it (else the server's). */
   heartbeatMs?: number;
+  /** When a flush last wrote this agent's last_seen_at (0: not since it connected). */
+  persistedAt: number;
 }
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
@@ -89,6 +91,12 @@ export class Fleet {
       nodeId: string;
       heartbeatIntervalMs: number;
       flushMs: number;
+      /**
+       * The stored last_seen_at of an online agent may lag its last heartbeat by this much (the
+       * memory is exact; the row matters once the agent is offline, and is written exactly then).
+       * 0: every flush writes every agent heard from. Default 0 here, MUSTER_PRESENCE_PERSIST_MS.
+       */
+      persistMs?: number;
       /** Owning node and connection generation of each agent (absent in some unit tests). */
       ownership?: AgentOwnership;
     },
@@ -121,6 +129,8 @@ export class Fleet {
     const offline: string[] = [];
     for (const [id, l] of this.live) {
       offline.push(id);
+      // The final flush below writes every one of them (their stored last_seen_at may lag).
+      this.dirty.add(id);
       l.ch.close(CloseCode.serverShutdown, 'server shutdown');
       rows.push(l.connectionId);
       this.live.delete(id);
@@ -257,7 +267,7 @@ export class Fleet {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
     if (!changed) this.dirty.add(rec.id);
-    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now, generation });
+    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now, generation, persistedAt: changed ? now : 0 });
     this.deps.metrics.connects.inc();
     if (!wasLive) this.deps.metrics.statusChanges.inc({ status: 'online' });
     this.updateGauge();
@@ -384,6 +394,8 @@ export class Fleet {
     const l = this.live.get(agentId);
     if (!l || l.ch.linkId !== linkId) return;
     this.live.delete(agentId);
+    // Its last_seen_at is written below, exactly (a flush would write the flush's time).
+    this.dirty.delete(agentId);
     const now = Date.now();
     const rec = this.agents.get(agentId);
     // A newer connection of this agent is on another node: it did not go offline (like `replaced`),
@@ -403,6 +415,8 @@ export class Fleet {
     try {
       await this.deps.writes.run(async (trx) => {
         await this.deps.connections.close(l.connectionId, now, reason, trx);
+        // The flushes may have left the stored last_seen_at behind (persistMs): the offline row is exact.
+        await this.deps.repo.touchMany([agentId], l.lastHeartbeat, this.deps.ownership?.fenceNode ?? null, 30_000, trx);
         await this.deps.ownership?.release(agentId, l.generation, trx);
       });
     } catch (err) {
@@ -446,24 +460,37 @@ export class Fleet {
     return n;
   }
 
-  /** Persists last_seen_at of every agent heard from since the last flush, and pushes their metrics. */
+  /**
+   * Pushes the metrics of every agent heard from since the last flush, and persists last_seen_at
+   * of those whose stored value is older than `persistMs` (and of every agent no longer online).
+   */
   async flush(): Promise<void> {
     if (this.flushing) return this.flushing;
     if (this.dirty.size === 0) return;
-    const ids = [...this.dirty];
+    const heard = [...this.dirty];
     this.dirty.clear();
     const now = Date.now();
+    const persistMs = this.deps.persistMs ?? 0;
     const items = [];
-    for (const id of ids) {
+    const ids: string[] = [];
+    const written: Live[] = [];
+    for (const id of heard) {
       const rec = this.agents.get(id);
       if (rec?.metrics) items.push({ agentId: id, metrics: rec.metrics, lastSeenAt: new Date(rec.lastSeenAt ?? now).toISOString() });
+      const l = this.live.get(id);
+      if (l && now - l.persistedAt < persistMs) continue;
+      ids.push(id);
+      if (l) written.push(l);
     }
     this.deps.bus.publish('agent.metrics', { items });
+    if (ids.length === 0) return;
     this.flushing = (async () => {
       try {
         const n = await this.deps.repo.touchMany(ids, now, this.deps.ownership?.fenceNode ?? null);
+        for (const l of written) l.persistedAt = now;
         this.flushStatements += n;
         this.deps.metrics.dbFlushes.inc(n);
+        this.deps.metrics.dbFlushRows.inc(ids.length);
         if (this.flushFailingSince !== null) {
           this.deps.log.info({ downMs: Date.now() - this.flushFailingSince }, 'presence flushes recovered');
           this.flushFailingSince = null;

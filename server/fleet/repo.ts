@@ -242,10 +242,10 @@ export class AgentRepo {
    * last_seen_at of many agents at once: one statement per 30,000 ids (under SQLite's 32,766
    * bound parameters; far under MySQL's packet limit), so one statement per flush in practice.
    */
-  async touchMany(ids: string[], at: number, ownerNode: string | null = null, chunk = 30_000): Promise<number> {
+  async touchMany(ids: string[], at: number, ownerNode: string | null = null, chunk = 30_000, db: Knex = this.db): Promise<number> {
     let statements = 0;
     for (let i = 0; i < ids.length; i += chunk) {
-      const q = this.db('agents').whereIn('id', ids.slice(i, i + chunk));
+      const q = db('agents').whereIn('id', ids.slice(i, i + chunk));
       // In a cluster: only agents this node owns (a node whose agent moved on cannot write for it).
       if (ownerNode !== null) q.where('owner_node', ownerNode);
       await q.update({ last_seen_at: at });

@@ -25,6 +25,7 @@ import type { AgentChannel, DisconnectReason, Enrollment, Fleet } from '../fleet
 import { EnrollmentRefused } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { Pinger } from './pinger.js';
 import { MessageBucket } from './rate.js';
 import type { AgentBinaryHandlers, AgentCtx, AgentHandlers } from './handlers.js';
 
@@ -47,8 +48,8 @@ export interface AgentLinkDeps {
   bulkWriteThreshold?: number;
   /** Bulk the agent may have unread, kernel buffers included (0: unbounded). */
   bulkWindow?: number;
-  /** Server → agent WebSocket ping interval (0: none); each pong's round trip is observed. */
-  pingIntervalMs: number;
+  /** Server → agent RTT pings (one timer for the node, bounded rate); each pong's round trip is observed. */
+  pinger?: Pinger;
   /**
    * Whether the server holds the execution or terminal session a reply names, for this agent
    * (only such replies are exempt from the message rate; without it, none are).
@@ -71,7 +72,6 @@ export interface AgentAuth {
 export class AgentLink implements AgentChannel {
   readonly linkId = nextLinkId++;
   private helloTimer: NodeJS.Timeout | undefined;
-  private pingTimer: NodeJS.Timeout | undefined;
   /** When the outstanding ping went out (one at a time, so a pong always matches it). */
   private pingSentAt: number | null = null;
   private state: 'awaiting-hello' | 'connecting' | 'ready' | 'closed' = 'awaiting-hello';
@@ -113,15 +113,12 @@ export class AgentLink implements AgentChannel {
     });
   }
 
-  /** Pings on an interval once the agent is registered; a ping still unanswered is not repeated. */
-  private startPings(): void {
-    if (this.deps.pingIntervalMs <= 0) return;
-    this.pingTimer = setInterval(() => {
-      if (this.pingSentAt !== null || this.ws.readyState !== this.ws.OPEN) return;
-      this.pingSentAt = performance.now();
-      this.ws.ping();
-    }, this.deps.pingIntervalMs);
-    this.pingTimer.unref();
+  /** One RTT ping (the pinger's turn for this link); a ping still unanswered is not repeated. */
+  ping(): boolean {
+    if (this.pingSentAt !== null || this.ws.readyState !== this.ws.OPEN) return false;
+    this.pingSentAt = performance.now();
+    this.ws.ping();
+    return true;
   }
 
   /** Child logger bound to this agent and link, made on first use (most links never log). */
@@ -281,6 +278,7 @@ export class AgentLink implements AgentChannel {
 
   private async onHello(h: Hello): Promise<void> {
     clearTimeout(this.helloTimer);
+    this.helloTimer = undefined;
     if (h.agentId !== this.auth.agentId) {
       this.log.warn({ claimed: h.agentId }, 'hello claims another agent id');
       await this.deps.audit
@@ -309,7 +307,15 @@ export class AgentLink implements AgentChannel {
       return this.close(CloseCode.revoked, 'revoked');
     }
     this.state = 'connecting';
-    this.ctx = { agentId: h.agentId, channel: this, log: this.log };
+    // The child logger is made when a handler first logs (most links never do: a large fleet saves one each).
+    const log = (): Logger => this.log;
+    this.ctx = {
+      agentId: h.agentId,
+      channel: this,
+      get log() {
+        return log();
+      },
+    };
     const enrollment = this.auth.enrollSecret ? (this.auth.enrollment ?? { labels: null, tokenId: null }) : undefined;
     try {
       await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
@@ -375,7 +381,7 @@ export class AgentLink implements AgentChannel {
         .catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
     }
     this.state = 'ready';
-    this.startPings();
+    this.deps.pinger?.add(this);
     const queued = this.pending;
     this.pending = [];
     for (const m of queued) this.onMessage(m.data, m.binary);
@@ -409,7 +415,7 @@ export class AgentLink implements AgentChannel {
   private async onClose(): Promise<void> {
     this.out?.clear();
     clearTimeout(this.helloTimer);
-    clearInterval(this.pingTimer);
+    this.deps.pinger?.delete(this);
     clearInterval(this.keepAlive);
     const prev = this.state;
     this.state = 'closed';

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { WebSocket, WebSocketServer } from 'ws';
 import type { Core } from '../core.js';
 import { AgentLink, type AgentLinkDeps } from './agent-link.js';
+import { Pinger } from './pinger.js';
 import type { ConsoleHub } from './console-hub.js';
 import { ConsoleLink } from './console-link.js';
 import type { AgentBinaryHandlers, AgentHandlers, ConsoleBinaryHandlers, ConsoleHandlers } from './handlers.js';
@@ -38,6 +39,25 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
   const { config, auth, audit, fleet, log, metrics } = core;
   let accepting = false;
   let draining = false;
+  const pinger = new Pinger(config.agentPingIntervalMs, config.agentPingRate);
+  // One deps object for every agent link (a large fleet is tens of thousands of links).
+  const linkDeps: AgentLinkDeps = {
+    fleet,
+    audit,
+    log,
+    metrics,
+    handlers: d.agentHandlers,
+    binary: d.agentBinary,
+    expected: d.expected,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    helloTimeoutMs: config.helloTimeoutMs,
+    maxInvalidMessages: config.maxInvalidMessages,
+    messageRate: config.agentMessageRate,
+    messageBurst: config.agentMessageBurst,
+    pinger,
+    bulkWriteThreshold: config.bulkWriteThreshold,
+    bulkWindow: config.bulkWindow,
+  };
   const { agentWss, consoleWss } = attachUpgrade(server, {
     auth,
     audit,
@@ -54,23 +74,7 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     remoteOf: d.remoteOf,
     draining: () => draining || !accepting,
     onAgent: (ws, req, a) => {
-      new AgentLink(ws, d.remoteOf(req), a, {
-        fleet,
-        audit,
-        log,
-        metrics,
-        handlers: d.agentHandlers,
-        binary: d.agentBinary,
-        expected: d.expected,
-        heartbeatIntervalMs: config.heartbeatIntervalMs,
-        helloTimeoutMs: config.helloTimeoutMs,
-        maxInvalidMessages: config.maxInvalidMessages,
-        messageRate: config.agentMessageRate,
-        messageBurst: config.agentMessageBurst,
-        pingIntervalMs: config.agentPingIntervalMs,
-        bulkWriteThreshold: config.bulkWriteThreshold,
-        bulkWindow: config.bulkWindow,
-      });
+      new AgentLink(ws, d.remoteOf(req), a, linkDeps);
     },
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
@@ -108,6 +112,7 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     accept: () => void (accepting = true),
     drain: () => void (draining = true),
     async close(graceMs) {
+      pinger.stop();
       const t0 = Date.now();
       await allClosed([agentWss, consoleWss], graceMs);
       log.debug({ ms: Date.now() - t0, left: agentWss.clients.size + consoleWss.clients.size }, 'shutdown: terminating sockets that did not close');

@@ -10,6 +10,7 @@ import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServe
 import { helloAgent, scrape, waitCreds, withDb } from '../helpers/raw-agent.js';
 
 const dbs = await databases();
+const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const HB = 500;
 
 /** The newest connection row of an agent once it is closed. */
@@ -25,7 +26,9 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
   let s: TestServer;
   let api: Api;
   beforeAll(async () => {
-    s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: String(HB), MUSTER_PRESENCE_FLUSH_MS: '200' } });
+    // The stored last_seen_at of an online agent may lag by up to 3 s (MUSTER_PRESENCE_PERSIST_MS), far
+    // more than the heartbeat interval: an offline agent's row must still be exact (see kill -9).
+    s = await startServer({ db, env: { MUSTER_HEARTBEAT_INTERVAL_MS: String(HB), MUSTER_PRESENCE_FLUSH_MS: '200', MUSTER_PRESENCE_PERSIST_MS: '3000' } });
     api = await Api.login(s.url);
   });
   afterAll(cleanup);
@@ -89,6 +92,7 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const m = await scrape(s.url);
     expect(m.get('muster_heartbeats_total')).toBeGreaterThan(1);
     expect(m.get('muster_db_presence_flushes_total')).toBeGreaterThan(0);
+    expect(m.get('muster_db_presence_rows_total')).toBeGreaterThan(0);
     await a.stop();
   });
 
@@ -128,8 +132,16 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     const a = startAgent(s, { name: 'killed-1' });
     const id = await agentId(a);
     await api.waitAgent(id, 'online');
+    // Online for a few heartbeats, fewer than the persist interval: the row lags the memory until…
+    await sleepMs(4 * HB);
     await a.stop('SIGKILL');
-    await api.waitAgent(id, 'offline');
+    const off = await api.waitAgent(id, 'offline');
+    // …it goes offline: then the stored last_seen_at is its last heartbeat, as the API says.
+    const stored = await waitFor(async () => {
+      const r = await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'));
+      return Number(r.last_seen_at) === Date.parse(off.lastSeenAt) ? Number(r.last_seen_at) : null;
+    }, 'stored last_seen_at of the offline agent');
+    expect(stored).toBe(Date.parse(off.lastSeenAt));
     const row = await lastClosed(api, id);
     expect(row.reason).toBe('connection lost');
     expect(row.durationMs).toBeGreaterThanOrEqual(0);
