@@ -265,7 +265,8 @@ export class ServerConnection {
       delay = this.retryAfterMs + Math.floor(Math.random() * 1000);
       this.retryAfterMs = null;
     } else {
-      const max = Date.now() < this.restartUntil ? Math.min(this.o.backoffMaxMs, this.o.restartBackoffMaxMs ?? DEFAULT_RESTART_BACKOFF_MAX_MS) : this.o.backoffMaxMs;
+      const max =
+        Date.now() < this.restartUntil ? Math.min(this.o.backoffMaxMs, this.o.restartBackoffMaxMs ?? DEFAULT_RESTART_BACKOFF_MAX_MS) : this.o.backoffMaxMs;
       delay = backoffDelay(this.attempt, this.o.backoffInitialMs, max);
       this.attempt++;
     }

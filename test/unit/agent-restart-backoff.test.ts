@@ -29,7 +29,8 @@ async function server(port = 0): Promise<{ port: number; down(code: number): Pro
   wss.on('connection', (ws) => {
     ws.on('message', (d) => {
       const m = JSON.parse(d.toString());
-      if (m.type === 'hello') ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: m.agentId, heartbeatIntervalMs: 60_000, serverTime: Date.now() }));
+      if (m.type === 'hello')
+        ws.send(JSON.stringify({ type: 'welcome', protocol: 1, agentId: m.agentId, heartbeatIntervalMs: 60_000, serverTime: Date.now() }));
     });
   });
   await new Promise<void>((r) => h.listen(port, '127.0.0.1', r));
@@ -72,7 +73,7 @@ function agent(port: number) {
   });
   conn.start();
   stops.push(() => {
-    void conn.stop("test over");
+    void conn.stop('test over');
     fs.rmSync(dir, { recursive: true, force: true });
   });
   return { welcomes: () => welcomes, failures: () => failures };
