@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
 import type { WaveSpec } from '../waves/plan.js';
-import type { RolloutRow, TargetRow, UpdateStore } from './store.js';
+import type { RolloutRow, TargetRow, UpdateRepo } from './repo.js';
 
 const TERMINAL: ReadonlySet<UpdateState> = new Set(['succeeded', 'failed', 'rolled_back', 'skipped']);
 const FAILED: ReadonlySet<UpdateState> = new Set(['failed', 'rolled_back']);
@@ -62,7 +62,7 @@ export class RolloutEngine {
 
   constructor(
     private readonly d: {
-      store: UpdateStore;
+      repo: UpdateRepo;
       fleet: Fleet;
       bus: Bus;
       log: Logger;
@@ -72,7 +72,7 @@ export class RolloutEngine {
       tickMs?: number;
     },
   ) {
-    const { store, fleet, bus, metrics } = d;
+    const { repo, fleet, bus, metrics } = d;
     const driver: WaveDriver<RolloutRow, TargetRow, Sent> = {
       noun: 'rollout',
       terminal: TERMINAL,
@@ -80,12 +80,12 @@ export class RolloutEngine {
       done: DONE,
       pending: 'pending',
       skipped: 'skipped',
-      insert: (row, targets) => store.insertRollout(row, targets),
-      updateRun: (row) => store.updateRollout(row),
-      updateTarget: (t) => store.updateTarget(t),
-      getRun: (id) => store.getRollout(id),
-      targets: (id) => store.targets(id),
-      active: () => store.activeRollouts(),
+      insert: (row, targets) => repo.insertRollout(row, targets),
+      updateRun: (row) => repo.updateRollout(row),
+      updateTarget: (t) => repo.updateTarget(t),
+      getRun: (id) => repo.getRollout(id),
+      targets: (id) => repo.targets(id),
+      active: () => repo.activeRollouts(),
       restore: async () => new Set(),
       target: (row, a, wave, skipReason, now) => ({
         rolloutId: row.id,
@@ -220,11 +220,11 @@ export class RolloutEngine {
       return;
     }
     // A finished rollout: still record a late outcome (e.g. rolled_back after a timeout).
-    const t = await this.d.store.getTarget(rolloutId, agentId);
+    const t = await this.d.repo.getTarget(rolloutId, agentId);
     const reasonOnly = t?.state === 'failed' && state === 'failed' && Boolean(reason);
     if (!t || t.startedAt == null || (!reasonOnly && !allowed(t.state, state))) return;
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
-    await this.d.store.updateTarget(t);
+    await this.d.repo.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
   }
 
@@ -250,7 +250,7 @@ export class RolloutEngine {
   }
 
   async list(limit: number, offset: number): Promise<{ items: RolloutView[]; total: number }> {
-    const { items, total } = await this.d.store.listRollouts(limit, offset);
+    const { items, total } = await this.d.repo.listRollouts(limit, offset);
     return { items: await Promise.all(items.map((r) => this.view(r.id, false))), total };
   }
 

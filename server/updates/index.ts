@@ -3,7 +3,7 @@ import { selectorLimits } from '../config/config.js';
 import type { Capability, Core } from '../core.js';
 import { RolloutEngine } from './engine.js';
 import { updateRoutes } from './routes.js';
-import { UpdateStore } from './store.js';
+import { UpdateRepo } from './repo.js';
 
 /**
  * Agent updates (issue 4): artifacts (uploaded, signed agent packages stored under
@@ -13,9 +13,9 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
   /** What `latest` resolves to: the newest stable package, else the newest a rollout completed with. */
   latestPackage(): Promise<{ version: string | null; source: 'stable' | 'rollout' | 'none'; uploaded: number }>;
 } {
-  const store = new UpdateStore(core.db);
+  const repo = new UpdateRepo(core.db);
   const engine = new RolloutEngine({
-    store,
+    repo,
     fleet: core.fleet,
     bus: core.bus,
     log: core.log.child({ component: 'rollouts' }),
@@ -33,7 +33,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
     },
     consoleHandlers: {},
     routes: updateRoutes({
-      store,
+      repo,
       engine,
       fleet: core.fleet,
       audit: core.audit,
@@ -43,7 +43,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
       enrollTokenValid: async (token) => (await core.enrollment.check(token)) !== null,
     }),
     latestPackage: async () => {
-      const l = await store.latestArtifact();
+      const l = await repo.latestArtifact();
       return { version: l.artifact?.version ?? null, source: l.source, uploaded: l.uploaded };
     },
     start: () => engine.start(),

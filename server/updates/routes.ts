@@ -20,7 +20,7 @@ import { one, pageShape, parseQuery } from '../http/query.js';
 import { WAVE_GATE, WAVES, waveSizes } from '../waves/plan.js';
 import { waveActionRoutes } from '../waves/routes.js';
 import type { RolloutEngine, RolloutPackage } from './engine.js';
-import { artifactView, type ArtifactRow, type UpdateStore } from './store.js';
+import { artifactView, type ArtifactRow, type UpdateRepo } from './repo.js';
 
 const run = promisify(execFile);
 const VERSION = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$/, 'version: letters, digits, . + _ - (max 64)');
@@ -64,7 +64,7 @@ const NO_LATEST = 'no package is marked stable and none completed a rollout: mar
 const ListPage = pageShape();
 
 export interface UpdateRouteDeps {
-  store: UpdateStore;
+  repo: UpdateRepo;
   engine: RolloutEngine;
   fleet: Fleet;
   audit: AuditLog;
@@ -150,7 +150,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
         };
         fs.renameSync(tmp, fileOf(id));
         try {
-          await d.store.insertArtifact(a);
+          await d.repo.insertArtifact(a);
         } catch (err) {
           // No row, no file: a package that was never listed must not linger on disk.
           fs.rmSync(fileOf(id), { force: true });
@@ -175,7 +175,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     { summary: 'List agent packages', role: 'viewer', query: ListPage, responses: { 200: pageOf(ArtifactView, 'ArtifactList') } },
     async (req, res) => {
       const { limit, offset } = parseQuery(req, ListPage);
-      const { items, total } = await d.store.listArtifacts(limit, offset);
+      const { items, total } = await d.repo.listArtifacts(limit, offset);
       res.json({ items: items.map(artifactView), total });
     },
   );
@@ -195,7 +195,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
       if (!(await downloadAllowed(req))) throw new ApiError('unauthorized', 'agent credentials, the enrollment token or a session required');
       const id = String(req.params['id']);
       const { arch } = parseQuery(req, DownloadQuery);
-      const a = id === 'latest' ? (await d.store.latestArtifact(arch)).artifact : await d.store.getArtifact(id);
+      const a = id === 'latest' ? (await d.repo.latestArtifact(arch)).artifact : await d.repo.getArtifact(id);
       if (id === 'latest' && !a) throw new ApiError('not_found', NO_LATEST);
       if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
       // RFC 6266/5987: any stored name (non-Latin-1, even control characters) becomes a valid
@@ -232,7 +232,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
     },
     async (req, res) => {
       const { arch } = parseQuery(req, LatestQuery);
-      const l = await d.store.latestArtifact(arch);
+      const l = await d.repo.latestArtifact(arch);
       res.json({ artifact: l.artifact && artifactView(l.artifact), source: l.source, uploaded: l.uploaded });
     },
   );
@@ -248,9 +248,9 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
       },
       async (req, res) => {
         const id = String(req.params['id']);
-        if (!(await d.store.getArtifact(id))) throw notFound('artifact');
-        await d.store.setStable(id, stable, actorOf(req).username, Date.now());
-        const a = (await d.store.getArtifact(id))!;
+        if (!(await d.repo.getArtifact(id))) throw notFound('artifact');
+        await d.repo.setStable(id, stable, actorOf(req).username, Date.now());
+        const a = (await d.repo.getArtifact(id))!;
         await d.audit.record({
           actor: actorOf(req),
           action: stable ? 'artifact.stable' : 'artifact.unstable',
@@ -266,7 +266,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
   /** The package a rollout request names. */
   const packageOf = async (body: RolloutBody): Promise<RolloutPackage> => {
     if (body.artifactId) {
-      const a = await d.store.getArtifact(body.artifactId);
+      const a = await d.repo.getArtifact(body.artifactId);
       if (!a) throw notFound('artifact');
       return { artifactId: a.id, version: a.version, url: null, size: a.size, sha256: a.sha256, signature: a.signature, arch: a.arch };
     }

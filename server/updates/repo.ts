@@ -164,7 +164,7 @@ const targetCols = (t: TargetRow) => ({
 });
 
 /** Database access for artifacts, rollouts and rollout targets. */
-export class UpdateStore {
+export class UpdateRepo {
   constructor(private readonly db: Db) {}
 
   async insertArtifact(a: ArtifactRow): Promise<void> {
