@@ -2,8 +2,8 @@ import type { Knex } from 'knex';
 import { utf8mb4 } from './util.js';
 
 /**
- * Enrolment tokens as resources (like Teleport's join tokens): created by admins with a TTL, a
- * maximum number of uses and labels for the agents that enrol with them; stored as a sha256 hash.
+ * Enrollment tokens as resources (like Teleport's join tokens): created by admins with a TTL, a
+ * maximum number of uses and labels for the agents that enroll with them; stored as a sha256 hash.
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('enrollment_tokens', (t) => {

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 
 /**
- * The implicit random enrolment token was stored in plain text in `settings`. Enrolment now uses
+ * The implicit random enrollment token was stored in plain text in `settings`. Enrollment now uses
  * tokens created by admins (stored hashed) or MUSTER_ENROLL_TOKEN set explicitly: drop it.
  */
 export async function up(knex: Knex): Promise<void> {

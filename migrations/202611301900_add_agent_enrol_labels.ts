@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { dropColumns } from './util.js';
 
 /**
- * The labels an agent's enrolment token applied, kept apart from the operator's overrides so they
+ * The labels an agent's enrollment token applied, kept apart from the operator's overrides so they
  * merge over the labels the agent keeps reporting (a snapshot in label_overrides froze them).
  */
 export async function up(knex: Knex): Promise<void> {
