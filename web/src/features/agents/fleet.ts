@@ -6,6 +6,7 @@
  */
 import { effectScope, shallowRef } from 'vue';
 import { api } from '../../api/client';
+import { coalesced } from '../../composables/batch';
 import { onMessage, onReady, send } from '../../composables/socket';
 
 export interface ConnectionEvent {
@@ -38,8 +39,6 @@ export const fleetShapeVersion = shallowRef(0);
 const COUNTS_EVERY_MS = 2000;
 let started = false;
 let eventSeq = 0;
-let countsTimer: ReturnType<typeof setTimeout> | null = null;
-let shapeTimer: ReturnType<typeof setTimeout> | null = null;
 
 async function loadCounts(): Promise<void> {
   try {
@@ -56,16 +55,13 @@ async function loadCounts(): Promise<void> {
   }
 }
 
+const counts = coalesced(loadCounts, COUNTS_EVERY_MS);
+const shape = coalesced(() => fleetShapeVersion.value++, 1000);
+
 /** Agents came or went: counts again soon, never more than once per COUNTS_EVERY_MS. */
 function changed(): void {
-  countsTimer ??= setTimeout(() => {
-    countsTimer = null;
-    void loadCounts();
-  }, COUNTS_EVERY_MS);
-  shapeTimer ??= setTimeout(() => {
-    shapeTimer = null;
-    fleetShapeVersion.value++;
-  }, 1000);
+  counts.schedule();
+  shape.schedule();
 }
 
 function addEvent(e: Omit<ConnectionEvent, 'key'>): void {
