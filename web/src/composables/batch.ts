@@ -22,12 +22,13 @@ export interface Batcher {
 
 /** One `publish()` per animation frame however often `schedule()` is called. */
 export function frameBatcher(publish: () => void, fallbackMs = FRAME_FALLBACK_MS): Batcher {
-  const raf = typeof requestAnimationFrame === 'function' ? requestAnimationFrame : null;
+  // Read from globalThis: the unit tests run this module in Node (no DOM types, no animation frames).
+  const g = globalThis as unknown as { requestAnimationFrame?: (cb: () => void) => number; cancelAnimationFrame?: (id: number) => void };
   let frame = 0;
   let fallback: ReturnType<typeof setTimeout> | null = null;
   let scheduled = false;
   const cancel = () => {
-    if (frame) cancelAnimationFrame(frame);
+    if (frame) g.cancelAnimationFrame?.(frame);
     if (fallback) clearTimeout(fallback);
     frame = 0;
     fallback = null;
@@ -41,7 +42,7 @@ export function frameBatcher(publish: () => void, fallbackMs = FRAME_FALLBACK_MS
     schedule() {
       if (scheduled) return;
       scheduled = true;
-      if (raf) frame = raf(run);
+      if (g.requestAnimationFrame) frame = g.requestAnimationFrame(run);
       fallback = setTimeout(run, fallbackMs);
     },
     cancel,
