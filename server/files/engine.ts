@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
 import type { WaveSpec } from '../waves/plan.js';
 import type { ContentStore } from './content.js';
-import type { DistributionRow, FileRow, FileStore, RevisionRow, TargetRow } from './store.js';
+import type { DistributionRow, FileRow, FileRepo, RevisionRow, TargetRow } from './repo.js';
 import type { TransferManager } from './transfer.js';
 
 const TERMINAL: ReadonlySet<DistributionTargetState> = new Set(['applied', 'unchanged', 'removed', 'failed', 'skipped']);
@@ -39,7 +39,7 @@ interface Extra {
 type DistLive = Live<DistributionRow, TargetRow, Extra>;
 
 export interface EngineDeps {
-  store: FileStore;
+  repo: FileRepo;
   content: ContentStore;
   transfers: TransferManager;
   fleet: Fleet;
@@ -65,7 +65,7 @@ export class DistributionEngine {
   private readonly byTransfer = new Map<string, string>();
 
   constructor(private readonly d: EngineDeps) {
-    const { store, fleet, bus, transfers } = d;
+    const { repo, fleet, bus, transfers } = d;
     const driver: WaveDriver<DistributionRow, TargetRow, Extra> = {
       noun: 'distribution',
       terminal: TERMINAL,
@@ -73,15 +73,15 @@ export class DistributionEngine {
       done: DONE,
       pending: 'pending',
       skipped: 'skipped',
-      insert: (row, targets) => store.insertDistribution(row, targets),
-      updateRun: (row) => store.updateDistribution(row),
-      updateTarget: (t) => store.updateTarget(t),
-      getRun: (id) => store.getDistribution(id),
-      targets: (id) => store.targets(id),
-      active: () => store.activeDistributions(),
+      insert: (row, targets) => repo.insertDistribution(row, targets),
+      updateRun: (row) => repo.updateDistribution(row),
+      updateTarget: (t) => repo.updateTarget(t),
+      getRun: (id) => repo.getDistribution(id),
+      targets: (id) => repo.targets(id),
+      active: () => repo.activeDistributions(),
       restore: async (row, targets) => {
-        const file = await store.getFile(row.fileId, true);
-        const revision = row.kind === 'apply' ? await store.getRevision(row.fileId, row.revision) : null;
+        const file = await repo.getFile(row.fileId, true);
+        const revision = row.kind === 'apply' ? await repo.getRevision(row.fileId, row.revision) : null;
         if (!file || (row.kind === 'apply' && !revision)) return null;
         // Nothing is in flight after a restart: what was being sent is sent again.
         for (const t of targets.values()) if (t.state === 'sending') t.state = 'pending';
@@ -198,12 +198,12 @@ export class DistributionEngine {
     if (m.state === 'failed') {
       this.waves.setTarget(l, t, 'failed', m.code ? `${m.code}: ${m.reason ?? ''}` : (m.reason ?? 'failed'));
     } else if (m.state === 'removed') {
-      this.waves.write(() => this.d.store.removeHost(l.row.fileId, agentId));
+      this.waves.write(() => this.d.repo.removeHost(l.row.fileId, agentId));
       this.waves.setTarget(l, t, 'removed', null);
     } else {
       const rev = l.x.revision!;
       this.waves.write(() =>
-        this.d.store.upsertHost({ fileId: l.row.fileId, agentId, revision: rev.revision, sha256: rev.sha256, state: 'ok', reason: null, updatedAt: now }),
+        this.d.repo.upsertHost({ fileId: l.row.fileId, agentId, revision: rev.revision, sha256: rev.sha256, state: 'ok', reason: null, updatedAt: now }),
       );
       let reason = m.state === 'applied' && !m.contentChanged ? 'owner or mode corrected; content unchanged' : null;
       // The post-apply task is started before the target is marked done: the target's result and its
@@ -260,7 +260,7 @@ export class DistributionEngine {
   }
 
   async list(fileId: string, limit: number, offset: number): Promise<{ items: DistributionView[]; total: number }> {
-    const { items, total } = await this.d.store.listDistributions(fileId, limit, offset);
+    const { items, total } = await this.d.repo.listDistributions(fileId, limit, offset);
     return { items: await Promise.all(items.map((r) => this.view(r.id, false))), total };
   }
 

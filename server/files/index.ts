@@ -6,7 +6,7 @@ import type { ExecService } from '../exec/service.js';
 import { ContentStore } from './content.js';
 import { DistributionEngine } from './engine.js';
 import { fileRoutes } from './routes.js';
-import { FileStore } from './store.js';
+import { FileRepo } from './repo.js';
 import { TransferManager } from './transfer.js';
 
 /**
@@ -23,7 +23,7 @@ export function createFiles(
 } {
   const { config, fleet } = core;
   const log = core.log.child({ component: 'files' });
-  const store = new FileStore(core.db);
+  const repo = new FileRepo(core.db);
   const content = new ContentStore(path.join(core.dataDir, 'files'), config.fileMaxBytes, core.disk);
   // eslint-disable-next-line prefer-const -- the transfer manager reports read errors to the engine built after it
   let engine!: DistributionEngine;
@@ -42,7 +42,7 @@ export function createFiles(
   );
   core.metrics.sources.fileBytes = () => ({ sent: transfers.bytesSent, read: transfers.bytesRead });
   engine = new DistributionEngine({
-    store,
+    repo,
     content,
     transfers,
     fleet,
@@ -72,13 +72,13 @@ export function createFiles(
   /** An agent's view of its managed files: drift, and files the server no longer manages (forgotten). */
   const onState = async (agentId: string, m: AgentMessage<'file.state'>): Promise<void> => {
     const now = Date.now();
-    const known = await store.fileStates(m.files.map((f) => f.fileId));
+    const known = await repo.fileStates(m.files.map((f) => f.fileId));
     for (const it of m.files) {
       if (known.get(it.fileId) !== true) {
         fleet.send(agentId, { type: 'file.forget', fileId: it.fileId });
         continue;
       }
-      await store.upsertHost({
+      await repo.upsertHost({
         fileId: it.fileId,
         agentId,
         revision: it.revision,
@@ -91,9 +91,9 @@ export function createFiles(
     }
     if (m.full) {
       const reported = new Set(m.files.map((f) => f.fileId));
-      for (const h of await store.hostsOfAgent(agentId)) {
+      for (const h of await repo.hostsOfAgent(agentId)) {
         if (reported.has(h.fileId) || h.state === 'missing') continue;
-        await store.upsertHost({ ...h, state: 'missing', reason: 'the agent no longer records this file (its state directory was reset?)', updatedAt: now });
+        await repo.upsertHost({ ...h, state: 'missing', reason: 'the agent no longer records this file (its state directory was reset?)', updatedAt: now });
       }
     }
   };
@@ -106,7 +106,7 @@ export function createFiles(
       'file.state': (ctx, m) => onState(ctx.agentId, m).catch((err: unknown) => ctx.log.error({ err }, 'could not record file state')),
     },
     consoleHandlers: {},
-    routes: fileRoutes({ store, content, engine, fleet, audit: core.audit, selectorLimits: selectorLimits(config), maxBytes: config.fileMaxBytes }),
+    routes: fileRoutes({ repo, content, engine, fleet, audit: core.audit, selectorLimits: selectorLimits(config), maxBytes: config.fileMaxBytes }),
     holds: (agentId, transferId) => engine.holds(agentId, transferId),
     transfers,
     start: () => engine.start(),

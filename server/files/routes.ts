@@ -26,7 +26,7 @@ import { WAVE_GATE, WAVES } from '../waves/plan.js';
 import { waveActionRoutes } from '../waves/routes.js';
 import type { ContentStore, Received } from './content.js';
 import type { DistributionEngine } from './engine.js';
-import { fileView, revisionView, type FileRow, type FileStore, type RevisionRow } from './store.js';
+import { fileView, revisionView, type FileRow, type FileRepo, type RevisionRow } from './repo.js';
 
 /** An absolute, already normalised path (no `.`/`..` segments, no `//`, no trailing slash). */
 const PATH = z
@@ -110,7 +110,7 @@ const DistributionPage = pageShape();
 const RevisionBody = z.object({ content: CONTENT }).strict();
 
 export interface FileRouteDeps {
-  store: FileStore;
+  repo: FileRepo;
   content: ContentStore;
   engine: DistributionEngine;
   fleet: Fleet;
@@ -125,12 +125,12 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
   const r = new ApiRouter();
   const pathKey = (p: string) => createHash('sha256').update(p).digest('hex');
   const mustFile = async (req: Request): Promise<FileRow> => {
-    const f = await d.store.getFile(String(req.params['id']));
+    const f = await d.repo.getFile(String(req.params['id']));
     if (!f) throw notFound('file');
     return f;
   };
   const hostViews = async (fileId: string): Promise<FileHostView[]> =>
-    (await d.store.hosts(fileId)).map((h) => ({
+    (await d.repo.hosts(fileId)).map((h) => ({
       agentId: h.agentId,
       agentName: d.fleet.get(h.agentId)?.name ?? null,
       revision: h.revision,
@@ -143,7 +143,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
   /** Stores a received upload as the file's next revision (content first, then the row). */
   const addRevision = async (req: Request, f: FileRow, got: Received): Promise<RevisionRow> => {
     d.content.commit(got, f.id);
-    const rev = await d.store.addRevision(f.id, { sha256: got.sha256, size: got.size, createdBy: actorOf(req).username, createdAt: Date.now() });
+    const rev = await d.repo.addRevision(f.id, { sha256: got.sha256, size: got.size, createdBy: actorOf(req).username, createdAt: Date.now() });
     if (!rev) throw notFound('file');
     await d.audit.record({
       actor: actorOf(req),
@@ -174,7 +174,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
 
   r.get('/files', { summary: 'List managed files', role: 'viewer', query: FilesQuery, responses: { 200: ManagedFileList } }, async (req, res) => {
     const q = parseQuery(req, FilesQuery);
-    const { items, total } = await d.store.listFiles(q.limit, q.offset, q.q);
+    const { items, total } = await d.repo.listFiles(q.limit, q.offset, q.q);
     res.json({ items: items.map((i) => fileView(i.file, i.hosts, i.drifted)), total, maxBytes: d.maxBytes });
   });
 
@@ -190,7 +190,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     async (req, res) => {
       const body = CreateFile.parse(req.body);
       const key = pathKey(body.path);
-      if (await d.store.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
+      if (await d.repo.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
       const now = Date.now();
       const f: FileRow = {
         id: randomUUID(),
@@ -207,10 +207,10 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
       };
       const got = body.content !== undefined ? await d.content.receive(Buffer.from(body.content, 'base64'), null) : null;
       try {
-        await d.store.insertFile(f, key);
+        await d.repo.insertFile(f, key);
       } catch (err) {
         if (got) d.content.discard(got);
-        if (await d.store.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
+        if (await d.repo.pathTaken(key)) throw new ApiError('conflict', `${body.path} is already a managed file`);
         throw err;
       }
       await d.audit.record({
@@ -239,7 +239,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
       const hosts = await hostViews(f.id);
       res.json({
         ...fileView(f, hosts.length, hosts.filter((h) => h.state !== 'ok').length),
-        revisions: (await d.store.revisions(f.id)).map(revisionView),
+        revisions: (await d.repo.revisions(f.id)).map(revisionView),
         hosts,
         distributions: (await d.engine.list(f.id, 20, 0)).items,
       });
@@ -254,7 +254,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
       const body = PatchFile.parse(req.body);
       const before = { owner: f.owner, group: f.group, mode: f.mode, postCommand: f.postCommand };
       Object.assign(f, Object.fromEntries(Object.entries(body).filter(([, v]) => v !== undefined)), { updatedAt: Date.now() });
-      await d.store.updateFile(f);
+      await d.repo.updateFile(f);
       await d.audit.record({ actor: actorOf(req), action: 'file.update', targetType: 'file', targetId: f.id, details: { path: f.path, before, after: body } });
       res.json(fileView(f));
     },
@@ -278,8 +278,8 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
       if (active)
         throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it first`, 409, { distributionId: active.id });
       const remove = q.removeFromHosts === 'true';
-      const holders = (await d.store.hosts(f.id)).map((h) => h.agentId);
-      await d.store.markDeleted(f.id, Date.now());
+      const holders = (await d.repo.hosts(f.id)).map((h) => h.agentId);
+      await d.repo.markDeleted(f.id, Date.now());
       let distribution = null;
       if (remove && holders.length) {
         const agents = holders.map((id) => d.fleet.get(id)).filter((a): a is AgentRecord => Boolean(a));
@@ -333,7 +333,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     { summary: 'Revisions of a managed file', role: 'viewer', responses: { 200: pageOf(FileRevisionView, 'FileRevisionList') } },
     async (req, res) => {
       const f = await mustFile(req);
-      const items = (await d.store.revisions(f.id)).map(revisionView);
+      const items = (await d.repo.revisions(f.id)).map(revisionView);
       res.json({ items, total: items.length });
     },
   );
@@ -349,7 +349,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     },
     async (req, res) => {
       const f = await mustFile(req);
-      const rev = await d.store.getRevision(f.id, Number(req.params['rev']));
+      const rev = await d.repo.getRevision(f.id, Number(req.params['rev']));
       const file = rev ? d.content.pathOf(f.id, rev.sha256) : null;
       if (!rev || !file || !fs.existsSync(file)) throw notFound('revision');
       res.setHeader('Content-Type', 'application/octet-stream');
@@ -361,14 +361,14 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
 
   const distribute = async (req: Request, f: FileRow, body: z.infer<typeof Distribute>, rollback: boolean) => {
     let revisionNo = body.revision ?? f.latestRevision;
-    const hosts = await d.store.hosts(f.id);
+    const hosts = await d.repo.hosts(f.id);
     if (rollback && body.revision === undefined) {
       // The revision before the one the hosts hold now (the newest they hold, if they differ).
       const held = Math.max(0, ...hosts.map((h) => h.revision));
       revisionNo = (held || f.latestRevision) - 1;
       if (revisionNo < 1) throw new ApiError('conflict', 'no earlier revision to roll back to');
     }
-    const rev = revisionNo > 0 ? await d.store.getRevision(f.id, revisionNo) : null;
+    const rev = revisionNo > 0 ? await d.repo.getRevision(f.id, revisionNo) : null;
     if (!rev)
       throw new ApiError(
         revisionNo > 0 ? 'not_found' : 'conflict',

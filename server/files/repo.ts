@@ -184,7 +184,7 @@ export function revisionView(r: RevisionRow): FileRevisionView {
 }
 
 /** Database access for managed files, revisions, distributions and per-host state. */
-export class FileStore {
+export class FileRepo {
   constructor(private readonly db: Db) {}
 
   async insertFile(f: FileRow, pathKey: string): Promise<void> {
