@@ -5,7 +5,10 @@
 //  2. Ingest: 1,000 agents each streaming 1 MB at once; server ingest rate (stored bytes / time until
 //     every result is stored) and server RSS growth (peak RSS during the run minus RSS before it).
 //
-//   npm run bench -- exec [--only dispatch|ingest] [--agents 10000] [--runs 20] [--flood-agents 1000] [--flood-mb 1] [--db sqlite,mysql] [--no-write] [--profile]
+//   npm run bench -- exec [--only dispatch|ingest] [--agents 10000] [--runs 20] [--script-kb 0] [--flood-agents 1000] [--flood-mb 1] [--db sqlite,mysql] [--no-write] [--profile]
+//
+// --script-kb: the dispatched script is `echo ok` padded with a comment to this many KiB (0: just
+// `echo ok`), for the cost of sending a large script to every agent.
 //
 // --profile: a CPU profile of the server over the measured runs only (through its inspector, so the
 // fleet's connect is not in it), written next to the results and summarized on stdout.
@@ -25,6 +28,7 @@ const { values: flags } = parseArgs({
   options: {
     agents: { type: 'string', default: '10000' },
     runs: { type: 'string', default: '20' },
+    'script-kb': { type: 'string', default: '0' },
     'flood-agents': { type: 'string', default: '1000' },
     'flood-mb': { type: 'string', default: '1' },
     db: { type: 'string', default: 'sqlite,mysql' },
@@ -35,6 +39,9 @@ const { values: flags } = parseArgs({
 });
 const N = Number(flags.agents);
 const RUNS = Number(flags.runs);
+const SCRIPT_KB = Number(flags['script-kb']);
+if (!Number.isInteger(SCRIPT_KB) || SCRIPT_KB < 0) throw new Error(`--script-kb: a whole number of KiB, not ${flags['script-kb']}`);
+const SCRIPT = SCRIPT_KB ? `echo ok\n# ${'x'.repeat(SCRIPT_KB * 1024 - 11)}\n` : 'echo ok';
 const FLOOD_N = Number(flags['flood-agents']);
 const FLOOD_BYTES = Number(flags['flood-mb']) * 1_000_000;
 const FLOOD = path.join(ROOT, 'bench', 'sim', 'exec-flood.mjs');
@@ -169,7 +176,7 @@ async function dispatch(kind) {
         if (i === 2) await prof.start();
         const c0 = cpuSeconds(server.pid);
         const t0 = performance.now();
-        const task = await api.post('/api/tasks', { script: 'echo ok', targets: { selector: 'all' } });
+        const task = await api.post('/api/tasks', { script: SCRIPT, targets: { selector: 'all' } });
         const tPost = performance.now() - t0;
         await waitStored(db, task.id, N);
         const ms = performance.now() - t0;
@@ -306,7 +313,7 @@ if (!flags['no-write']) {
   const lines = [
     `### ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC (\`npm run bench -- exec\`; ${cores} cores; 1-minute load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end)`,
     '',
-    `Dispatch: a trivial script on ${N} simulated agents (each answers exec.run at once with 64 bytes of output); time from \`POST /api/tasks\` until every result is stored (polled in the database), over ${RUNS} runs after two warm-up runs. Target: p99 under 2 s.`,
+    `Dispatch: a trivial script${SCRIPT_KB ? ` (padded to ${SCRIPT_KB} KiB)` : ''} on ${N} simulated agents (each answers exec.run at once with 64 bytes of output); time from \`POST /api/tasks\` until every result is stored (polled in the database), over ${RUNS} runs after two warm-up runs. Target: p99 under 2 s.`,
     '',
     '| database | agents | p50 | p99 | max | server CPU per run |',
     '|---|---|---|---|---|---|',
