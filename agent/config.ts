@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { DEFAULT_BULK_WINDOW, DEFAULT_BULK_WRITE_THRESHOLD, Labels } from '../protocol/index.js';
+import {
+  DEFAULT_BULK_WINDOW,
+  DEFAULT_BULK_WRITE_THRESHOLD,
+  Labels,
+  TERM_HIGH_WATERMARK,
+  TERM_HIGH_WATERMARK_MAX,
+  TERM_LOW_WATERMARK,
+} from '../protocol/index.js';
 import { DEFAULT_POLICY_PATH } from './policy.js';
 
 /** Agent settings: defaults < config file < MUSTER_AGENT_* environment < flags. */
@@ -55,17 +62,12 @@ const Schema = z.object({
     .int()
     .min(1)
     .default(30 * 60),
-  /** Flow control: unacknowledged output bytes above which the PTY is paused, and below which it resumes. */
-  terminalHighWatermark: z.coerce
-    .number()
-    .int()
-    .min(1024)
-    .default(1024 * 1024),
-  terminalLowWatermark: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .default(256 * 1024),
+  /**
+   * Flow control: unacknowledged output bytes above which the PTY is paused, and below which it
+   * resumes (defaults and the relations they keep: protocol/flow-control.ts).
+   */
+  terminalHighWatermark: z.coerce.number().int().min(1024).max(TERM_HIGH_WATERMARK_MAX).default(TERM_HIGH_WATERMARK),
+  terminalLowWatermark: z.coerce.number().int().min(0).default(TERM_LOW_WATERMARK),
   /**
    * Bulk output (a flowing terminal, script output) is handed to the server socket only while it
    * holds fewer bytes than this; echoes, prompts and heartbeats go ahead of the rest.

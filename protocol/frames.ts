@@ -23,7 +23,64 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 /** Error thrown for a frame that cannot be decoded. */
 export class FrameError extends Error {}
 
-/** Encodes a terminal data frame. */
+/** The header of a TERM_DATA frame: what goes before the bytes. */
+export function termDataHeader(sessionId: string): Uint8Array {
+  const id = enc.encode(sessionId);
+  if (id.length > 255) throw new FrameError('session id too long');
+  const out = new Uint8Array(2 + id.length);
+  out[0] = FrameOp.termData;
+  out[1] = id.length;
+  out.set(id, 2);
+  return out;
+}
+
+/** The header of an EXEC_OUTPUT frame: what goes before the bytes. */
+export function execOutputHeader(executionId: string, stream: Stream, seq: number): Uint8Array {
+  const id = enc.encode(executionId);
+  if (id.length > 255) throw new FrameError('execution id too long');
+  const out = new Uint8Array(7 + id.length);
+  out[0] = FrameOp.execOutput;
+  out[1] = stream === 'stdout' ? 1 : 2;
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(2, seq >>> 0);
+  out[6] = id.length;
+  out.set(id, 7);
+  return out;
+}
+
+/** `header` then `data` in one new frame. */
+function join(header: Uint8Array, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(header.length + data.length);
+  out.set(header, 0);
+  out.set(data, header.length);
+  return out;
+}
+
+/**
+ * Re-framing for relays: the frame `header` + `data`. A relay (the server between agents and
+ * consoles) forwards bytes it received in a frame with the same layout; decodeFrame returns the
+ * payload as a view into the received frame, so whenever the bytes in front of `data` in its
+ * buffer are `header` already, the received frame is forwarded as it is (a view, no copy);
+ * otherwise a new frame is built. Either way the result is exactly `header` followed by `data`.
+ * Terminal output (agent → consoles), terminal input (console → agent) and execution output
+ * (agent → consoles) all go through here.
+ */
+export function reframe(header: Uint8Array, data: Uint8Array): Uint8Array {
+  const start = data.byteOffset - header.length;
+  if (start >= 0) {
+    const before = new Uint8Array(data.buffer, start, header.length);
+    let same = true;
+    for (let i = 0; i < header.length; i++) {
+      if (before[i] !== header[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return new Uint8Array(data.buffer, start, header.length + data.byteLength);
+  }
+  return join(header, data);
+}
+
+/** Encodes a terminal data frame (one allocation: it serves every keystroke and PTY read). */
 export function encodeTermData(sessionId: string, data: Uint8Array): Uint8Array {
   const id = enc.encode(sessionId);
   if (id.length > 255) throw new FrameError('session id too long');
@@ -37,16 +94,7 @@ export function encodeTermData(sessionId: string, data: Uint8Array): Uint8Array 
 
 /** Encodes an execution output frame. */
 export function encodeExecOutput(executionId: string, stream: Stream, seq: number, data: Uint8Array): Uint8Array {
-  const id = enc.encode(executionId);
-  if (id.length > 255) throw new FrameError('execution id too long');
-  const out = new Uint8Array(7 + id.length + data.length);
-  out[0] = FrameOp.execOutput;
-  out[1] = stream === 'stdout' ? 1 : 2;
-  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(2, seq >>> 0);
-  out[6] = id.length;
-  out.set(id, 7);
-  out.set(data, 7 + id.length);
-  return out;
+  return join(execOutputHeader(executionId, stream, seq), data);
 }
 
 /**

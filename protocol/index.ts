@@ -1,6 +1,7 @@
 export * from './common.js';
 export * from './errors.js';
 export * from './frames.js';
+export * from './flow-control.js';
 export * from './agent-config.js';
 export * from './agent-messages.js';
 export * from './console-messages.js';

@@ -1,5 +1,5 @@
 import type { IPty } from 'node-pty';
-import { encodeTermData, INTERACTIVE_FRAME_MAX } from '../../protocol/index.js';
+import { encodeTermData, INTERACTIVE_FRAME_MAX, TERM_FRAME_MAX } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
 import { killTerminalTree } from './proctree.js';
 
@@ -10,8 +10,6 @@ export interface SessionLimits {
   lowWatermark: number;
 }
 
-/** Largest batch of output sent in one frame while output is flowing. */
-const MAX_BATCH = 64 * 1024;
 /** While output flows, it is gathered for this long before a frame goes out. */
 const COALESCE_MS = 2;
 /** A PTY read at least this large means output is flowing (an echo or a prompt is smaller). */
@@ -27,7 +25,9 @@ const KILL_GRACE_MS = 1000;
  * output bytes are unacknowledged, i.e. while bytes are in flight, and every byte sent is
  * eventually acknowledged by the server (by the consoles' acks, by the server itself while no
  * console is attached, or not at all because the session ends). So a paused PTY always either
- * resumes once the unacknowledged count drops below `lowWatermark`, or is closed.
+ * resumes once the unacknowledged count drops below `lowWatermark`, or is closed. The sizes and
+ * the relations between them (ack batches, overshoot, the server's overrun limit):
+ * protocol/flow-control.ts.
  */
 export class PtySession {
   private unacked = 0;
@@ -121,7 +121,7 @@ export class PtySession {
     }
     this.batch.push(chunk);
     this.batchBytes += chunk.length;
-    if (this.batchBytes >= MAX_BATCH) this.flush();
+    if (this.batchBytes >= TERM_FRAME_MAX) this.flush();
   }
 
   /**

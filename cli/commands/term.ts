@@ -1,4 +1,4 @@
-import { CloseCode, encodeTermData } from '../../protocol/index.js';
+import { CloseCode, encodeTermData, TERM_ACK_BYTES } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, str, type Command } from '../command.js';
 import { ConsoleSocket } from '../socket.js';
@@ -7,8 +7,6 @@ import { resolveAgents } from './exec.js';
 /** Ctrl-] (as telnet): leaves the session without ending the shell. */
 const DETACH_KEY = 0x1d;
 const CTRL_C = 0x03;
-/** Acknowledgements are batched: sent at this many bytes, or on the next turn of the event loop. */
-const ACK_BATCH = 16 << 10;
 
 /**
  * `muster term AGENT`: an interactive shell on an agent in the local terminal (raw mode; the
@@ -72,7 +70,8 @@ export const term: Command = {
       };
       const acked = (n: number): void => {
         unacked += n;
-        if (unacked >= ACK_BATCH) flushAcks();
+        // Batched as protocol/flow-control.ts says: at TERM_ACK_BYTES or on the next turn of the event loop.
+        if (unacked >= TERM_ACK_BYTES) flushAcks();
         else if (!ackQueued) {
           ackQueued = true;
           setImmediate(flushAcks);

@@ -211,6 +211,18 @@ const Schema = z.object({
     .int()
     .min(1024)
     .default(64 * 1024 * 1024),
+  /** Recording: above this many bytes queued for the disk the recording stops (truncated) rather than grow memory. */
+  terminalRecordingMaxQueuedBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(8 * 1024 * 1024),
+  /** A watcher this many bytes behind the session's output is detached: watchers never slow the operator down. */
+  terminalWatchMaxLagBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(4 * 1024 * 1024),
   /** Time an updating agent has to come back with the new version. */
   updateTimeoutSec: z.coerce.number().int().min(1).default(120),
   /**
@@ -438,6 +450,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES',
   terminalRecording: 'MUSTER_TERMINAL_RECORDING',
   terminalRecordingMaxBytes: 'MUSTER_TERMINAL_RECORDING_MAX_BYTES',
+  terminalRecordingMaxQueuedBytes: 'MUSTER_TERMINAL_RECORDING_MAX_QUEUED_BYTES',
+  terminalWatchMaxLagBytes: 'MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES',
   updateTimeoutSec: 'MUSTER_UPDATE_TIMEOUT_SEC',
   maxArtifactBytes: 'MUSTER_MAX_ARTIFACT_BYTES',
   fileMaxBytes: 'MUSTER_FILE_MAX_BYTES',

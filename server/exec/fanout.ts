@@ -1,4 +1,4 @@
-import { encodeExecOutput, type ExecutionView, type Stream } from '../../protocol/index.js';
+import { execOutputHeader, reframe, type ExecutionView, type Stream } from '../../protocol/index.js';
 import type { ConsoleChannel } from '../ws/handlers.js';
 
 interface Sub {
@@ -54,7 +54,8 @@ export class ConsoleFanout {
         s.gaps.delete(key);
         s.ch.send({ type: 'exec.gap', executionId, stream, fromSeq: gapFrom, toSeq: seq });
       }
-      frame ??= encodeExecOutput(executionId, stream, seq, data);
+      // The agent's frame itself when `data` is still in it (protocol/frames.ts reframe).
+      frame ??= reframe(execOutputHeader(executionId, stream, seq), data);
       s.ch.sendBinary(frame, { bulk: true, key: executionId });
     }
   }

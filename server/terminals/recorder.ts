@@ -4,8 +4,6 @@ import path from 'node:path';
 /** Output merged into one event when it arrives within this many ms of the event's first chunk. */
 const MERGE_MS = 20;
 const MERGE_MAX_CHARS = 64 * 1024;
-/** Above this many bytes queued for the disk the recording stops (truncated) rather than grow memory. */
-const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export interface RecordingResult {
   bytes: number;
@@ -29,6 +27,7 @@ export class AsciicastRecorder {
   private timer: NodeJS.Timeout | undefined;
 
   private readonly maxBytes: number;
+  private readonly maxQueuedBytes: number;
   private readonly allow: (bytes: number) => boolean;
   private readonly onStop: ((reason: string) => void) | undefined;
   /** Why the recording is incomplete, once it is. */
@@ -44,6 +43,8 @@ export class AsciicastRecorder {
       cols: number;
       rows: number;
       maxBytes: number;
+      /** Above this many bytes queued for the disk the recording stops (truncated) rather than grow memory (default 8 MiB). */
+      maxQueuedBytes?: number;
       title?: string;
       shell?: string;
       allow?: (bytes: number) => boolean;
@@ -52,6 +53,7 @@ export class AsciicastRecorder {
     },
   ) {
     this.maxBytes = o.maxBytes;
+    this.maxQueuedBytes = o.maxQueuedBytes ?? 8 * 1024 * 1024;
     this.allow = o.allow ?? (() => true);
     this.onStop = o.onStop;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -112,7 +114,7 @@ export class AsciicastRecorder {
   private line(json: string): void {
     if (this.closed || this.truncated) return;
     const buf = Buffer.from(`${json}\n`);
-    if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > MAX_QUEUED_BYTES) {
+    if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > this.maxQueuedBytes) {
       this.stop(this.bytes + buf.length > this.maxBytes ? 'recording size cap reached' : 'the disk is too slow for the output');
       return;
     }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import { encodeTermData, terminalDenial, type ConsoleMessage, type ErrorCode } from '../../protocol/index.js';
+import { terminalDenial, type ConsoleMessage, type ErrorCode } from '../../protocol/index.js';
 import type { Actor } from '../auth/audit.js';
 import { roleAtLeast } from '../auth/auth-service.js';
 import type { Core } from '../core.js';
@@ -95,8 +95,8 @@ export class TerminalService {
     this.watched.add(ch);
     ch.onClose(() => {
       for (const s of this.sessions.values()) {
-        const controlled = s.opener?.ch === ch || s.attachments.get(ch.id)?.mode === 'control';
-        if (s.opener?.ch === ch) s.opener = null;
+        const wasOpener = s.forgetOpener(ch);
+        const controlled = wasOpener || s.attachments.get(ch.id)?.mode === 'control';
         // Credentials ended (logout, revoke, demotion...): the shells this socket drove end with
         // it rather than waiting for a reattach the principal may no longer make.
         if (ch.sessionEnded && controlled) this.close(s, 'session ended', ch);
@@ -165,22 +165,24 @@ export class TerminalService {
           cols: m.cols,
           rows: m.rows,
           maxBytes: this.cfg.terminalRecordingMaxBytes,
+          maxQueuedBytes: this.cfg.terminalRecordingMaxQueuedBytes,
           title: `${p.username}@${agent.name}`,
           allow: (n) => this.core.disk.allow(n),
           onStop: (why) => this.core.log.warn({ sessionId: id, why }, 'terminal recording stopped; it is marked truncated'),
         })
       : null;
-    const s = new TerminalSession(
+    const s = new TerminalSession({
       id,
-      m.agentId,
-      { id: p.id, username: p.username },
-      m.cols,
-      m.rows,
-      this.cfg.terminalScrollbackBytes,
+      agentId: m.agentId,
+      owner: { id: p.id, username: p.username },
+      cols: m.cols,
+      rows: m.rows,
+      scrollbackBytes: this.cfg.terminalScrollbackBytes,
+      watchMaxLagBytes: this.cfg.terminalWatchMaxLagBytes,
       recorder,
-      { ch, ref: m.ref },
-      (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
-    );
+      opener: { ch, ref: m.ref },
+      ackAgent: (bytes) => void this.core.fleet.send(m.agentId, { type: 'term.ack', sessionId: id, bytes }),
+    });
     this.sessions.set(id, s);
     allocated?.(id);
     this.watch(ch);
@@ -210,7 +212,7 @@ export class TerminalService {
     if (!this.core.fleet.send(m.agentId, { type: 'term.open', sessionId: id, cols: m.cols, rows: m.rows })) {
       return this.finish(s, 'agent went offline', null, 'agent_offline');
     }
-    s.openTimer = setTimeout(() => this.finish(s, 'the agent did not start the terminal in time', null, 'unavailable'), OPEN_TIMEOUT_MS);
+    s.awaitOpen(OPEN_TIMEOUT_MS, () => this.finish(s, 'the agent did not start the terminal in time', null, 'unavailable'));
     this.core.log.info({ sessionId: id, agentId: m.agentId, user: p.username }, 'terminal opening');
   }
 
@@ -234,8 +236,6 @@ export class TerminalService {
         s.detach(other.ch.id);
         other.ch.send({ type: 'term.closed', sessionId: s.id, reason: 'attached from another console' });
       }
-      clearTimeout(s.detachTimer);
-      s.detachTimer = undefined;
     }
     ch.send({ type: 'term.opened', ref: m.ref, sessionId: s.id, agentId: s.agentId, mode: m.mode, cols: s.cols, rows: s.rows });
     s.attach(ch, m.mode);
@@ -265,11 +265,12 @@ export class TerminalService {
 
   private detach(s: TerminalSession, chId: number): void {
     const a = s.detach(chId);
-    if (a?.mode !== 'control' || s.state !== 'open' || s.controller()) return;
     // The operator's console went away: the shell lives on for the detach timeout.
-    clearTimeout(s.detachTimer);
-    s.detachTimer = setTimeout(() => this.close(s, 'detached for too long', null), this.cfg.terminalDetachTimeoutSec * 1000);
-    s.detachTimer.unref();
+    if (a?.mode === 'control') this.armDetach(s);
+  }
+
+  private armDetach(s: TerminalSession): void {
+    s.armDetach(this.cfg.terminalDetachTimeoutSec * 1000, () => this.close(s, 'detached for too long', null));
   }
 
   resize(ch: ConsoleChannel, m: ConsoleMessage<'term.resize'>): void {
@@ -277,10 +278,7 @@ export class TerminalService {
     const a = s?.attachments.get(ch.id);
     if (!s || !a) return this.error(ch, 'not_found', `not attached to session ${m.sessionId}`);
     if (a.mode !== 'control') return this.refuse(ch, a, s.id);
-    if (m.cols === s.cols && m.rows === s.rows) return;
-    s.cols = m.cols;
-    s.rows = m.rows;
-    s.recorder?.resize(m.cols, m.rows);
+    if (!s.resize(m.cols, m.rows)) return;
     this.core.fleet.send(s.agentId, { type: 'term.resize', sessionId: s.id, cols: m.cols, rows: m.rows });
   }
 
@@ -311,8 +309,7 @@ export class TerminalService {
       return;
     }
     if (a.mode !== 'control') return this.refuse(ch, a, sessionId);
-    s.bytesIn += data.length;
-    this.core.fleet.sendBinary(s.agentId, encodeTermData(sessionId, data));
+    this.core.fleet.sendBinary(s.agentId, s.input(data));
   }
 
   private refuse(ch: ConsoleChannel, a: Attachment, sessionId: string): void {
@@ -336,21 +333,16 @@ export class TerminalService {
       ctx.channel.send({ type: 'term.close', sessionId, reason: 'unknown session' });
       return;
     }
-    if (s.state !== 'opening') return;
-    clearTimeout(s.openTimer);
-    s.state = 'open';
-    s.pid = pid;
+    const opener = s.confirmOpen(pid);
+    if (opener === false) return;
     this.core.metrics.terminalSessions.inc();
     this.track(this.repo.setPid(sessionId, pid), 'pid');
-    const opener = s.opener;
-    s.opener = null;
     if (opener) {
       opener.ch.send({ type: 'term.opened', ref: opener.ref, sessionId, agentId: s.agentId, mode: 'control', cols: s.cols, rows: s.rows });
       s.attach(opener.ch, 'control');
     } else {
       // The console left while the shell started: keep it for reattach like any detached one.
-      s.detachTimer = setTimeout(() => this.close(s, 'detached for too long', null), this.cfg.terminalDetachTimeoutSec * 1000);
-      s.detachTimer.unref();
+      this.armDetach(s);
     }
     this.core.log.info({ sessionId, agentId: s.agentId, pid }, 'terminal open');
   }
@@ -396,31 +388,23 @@ export class TerminalService {
   close(s: TerminalSession, reason: string, by: ConsoleChannel | null): void {
     if (!s.live) return;
     if (s.state === 'opening') return this.finish(s, reason, null, 'unavailable', by);
-    s.state = 'closing';
-    s.closeReason = reason;
-    s.closedBy = by;
-    clearTimeout(s.detachTimer);
+    s.beginClose(reason, by, CLOSE_TIMEOUT_MS, () => this.finish(s, reason, null, 'unavailable', by));
     if (!this.core.fleet.send(s.agentId, { type: 'term.close', sessionId: s.id, reason: reason.slice(0, 255) })) {
-      return this.finish(s, reason, null, 'agent_offline', by);
+      this.finish(s, reason, null, 'agent_offline', by);
     }
-    s.openTimer = setTimeout(() => this.finish(s, reason, null, 'unavailable', by), CLOSE_TIMEOUT_MS);
   }
 
   /** Records the end of a session exactly once and tells every attached console. */
-  finish(s: TerminalSession, reason: string, exitCode: number | null, code: ErrorCode, by: ConsoleChannel | null = s.closedBy): void {
-    if (s.state === 'closed') return;
-    const wasOpening = s.state === 'opening';
-    s.state = 'closed';
-    clearTimeout(s.openTimer);
-    clearTimeout(s.detachTimer);
+  finish(s: TerminalSession, reason: string, exitCode: number | null, code: ErrorCode, closedBy?: ConsoleChannel | null): void {
+    const done = s.finish();
+    if (!done) return;
+    const { wasOpening, opener, attachments } = done;
+    const by = closedBy === undefined ? done.closedBy : closedBy;
     this.sessions.delete(s.id);
     this.broadcasts.sessionEnded(s.id);
     this.transfers.sessionEnded(s.id);
-    if (wasOpening && s.opener) {
-      this.error(s.opener.ch, code, `terminal not opened: ${reason}`, s.opener.ref);
-    }
-    for (const a of s.attachments.values()) a.ch.send({ type: 'term.closed', sessionId: s.id, reason, exitCode });
-    s.attachments.clear();
+    if (opener) this.error(opener.ch, code, `terminal not opened: ${reason}`, opener.ref);
+    for (const a of attachments) a.ch.send({ type: 'term.closed', sessionId: s.id, reason, exitCode });
     this.core.log.info({ sessionId: s.id, agentId: s.agentId, reason, bytesIn: s.bytesIn, bytesOut: s.received }, 'terminal closed');
     this.track(
       (async () => {

@@ -33,6 +33,8 @@ describe('server config', () => {
       agentConnectRate: 50,
       enrollToken: 'x'.repeat(16),
     });
+    expect(loadConfig({})).toMatchObject({ terminalWatchMaxLagBytes: 4 << 20, terminalRecordingMaxQueuedBytes: 8 << 20 });
+    expect(loadConfig({ MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES: String(1 << 20) }).terminalWatchMaxLagBytes).toBe(1 << 20);
   });
 
   it.each([
@@ -44,6 +46,8 @@ describe('server config', () => {
     [{ MUSTER_TLS_KEY: '/k' }, 'MUSTER_TLS_CERT and MUSTER_TLS_KEY'],
     [{ MUSTER_LOG_LEVEL: 'loud' }, 'MUSTER_LOG_LEVEL'],
     [{ MUSTER_AGENT_MAX_PAYLOAD: '10' }, 'MUSTER_AGENT_MAX_PAYLOAD'],
+    [{ MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES: '1000' }, 'MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES'],
+    [{ MUSTER_TERMINAL_RECORDING_MAX_QUEUED_BYTES: 'lots' }, 'MUSTER_TERMINAL_RECORDING_MAX_QUEUED_BYTES'],
   ])('rejects %o naming the variable', (env, msg) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(msg);
@@ -123,5 +127,13 @@ describe('agent config', () => {
     const b = loadAgentConfig(['--server=ws://s:1', '--name=n1', '--terminal-max-sessions=4', '--label=k=v'], {});
     expect(b).toEqual(a);
     expect(a).toMatchObject({ server: 'ws://s:1', name: 'n1', terminalMaxSessions: 4, labels: { k: 'v' } });
+  });
+
+  it('terminal watermarks: defaults from protocol/flow-control.ts; above the server overrun margin or inverted is refused', () => {
+    const base = { MUSTER_AGENT_SERVER: 'ws://x' };
+    expect(loadAgentConfig([], base)).toMatchObject({ terminalHighWatermark: 1 << 20, terminalLowWatermark: 256 << 10 });
+    expect(loadAgentConfig([], { ...base, MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: String(8 << 20) }).terminalHighWatermark).toBe(8 << 20);
+    expect(() => loadAgentConfig([], { ...base, MUSTER_AGENT_TERMINAL_HIGH_WATERMARK: String((8 << 20) + 1) })).toThrow(/terminalHighWatermark/);
+    expect(() => loadAgentConfig([], { ...base, MUSTER_AGENT_TERMINAL_LOW_WATERMARK: String(2 << 20) })).toThrow(/below terminalHighWatermark/);
   });
 });

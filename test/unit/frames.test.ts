@@ -1,5 +1,25 @@
 import { describe, expect, it } from 'vitest';
-import { allocFileData, decodeFrame, encodeExecOutput, encodeFileData, encodeTermData, FrameError, FrameOp } from '../../protocol/frames.js';
+import {
+  allocFileData,
+  decodeFrame,
+  encodeExecOutput,
+  encodeFileData,
+  encodeTermData,
+  execOutputHeader,
+  FrameError,
+  FrameOp,
+  reframe,
+  termDataHeader,
+} from '../../protocol/frames.js';
+import {
+  TERM_ACK_BYTES,
+  TERM_AGENT_MAX_UNACKED,
+  TERM_FRAME_MAX,
+  TERM_HIGH_WATERMARK,
+  TERM_HIGH_WATERMARK_MAX,
+  TERM_LOW_WATERMARK,
+  TERM_WATERMARK_GAP,
+} from '../../protocol/flow-control.js';
 
 const bytes = (...b: number[]) => new Uint8Array(b);
 
@@ -70,5 +90,36 @@ describe('frame codec', () => {
     const { frame, payloadAt } = allocFileData('tr-2', 9, 2);
     frame.set([7, 8], payloadAt);
     expect(decodeFrame(frame)).toEqual({ op: 'fileData', transferId: 'tr-2', offset: 9, data: bytes(7, 8) });
+  });
+
+  it('reframe forwards the received frame (a view, no copy) when the header is in front of the payload, else builds one', () => {
+    for (const [header, frame] of [
+      [termDataHeader('s-1'), encodeTermData('s-1', bytes(1, 2, 3))],
+      [execOutputHeader('e-1', 'stderr', 9), encodeExecOutput('e-1', 'stderr', 9, bytes(1, 2, 3))],
+    ] as const) {
+      const f = decodeFrame(frame);
+      const same = reframe(header, f.data);
+      expect(same.buffer).toBe(frame.buffer);
+      expect([...same]).toEqual([...frame]);
+      // A prefix of the payload (output cut at a cap) still reuses the frame, one byte shorter.
+      expect([...reframe(header, f.data.subarray(0, 2))]).toEqual([...frame.subarray(0, frame.length - 1)]);
+      // Another id, seq or stream: a new frame with the right header.
+      const other = reframe(header[0] === FrameOp.termData ? termDataHeader('s-2') : execOutputHeader('e-1', 'stderr', 10), f.data);
+      expect(other.buffer).not.toBe(frame.buffer);
+      expect(decodeFrame(other).data).toEqual(bytes(1, 2, 3));
+    }
+    // Bytes that are not in a frame at all (a replay slice, a fresh buffer).
+    expect(decodeFrame(reframe(termDataHeader('s'), bytes(5)))).toEqual({ op: 'termData', sessionId: 's', data: bytes(5) });
+    expect(decodeFrame(reframe(termDataHeader('s'), bytes(4, 5).subarray(1)))).toEqual({ op: 'termData', sessionId: 's', data: bytes(5) });
+  });
+});
+
+describe('terminal flow-control constants', () => {
+  it('keep the relations written in protocol/flow-control.ts', () => {
+    expect(TERM_HIGH_WATERMARK - TERM_LOW_WATERMARK).toBeGreaterThanOrEqual(TERM_WATERMARK_GAP);
+    expect(TERM_WATERMARK_GAP).toBe(2 * TERM_ACK_BYTES);
+    expect(TERM_HIGH_WATERMARK).toBeLessThanOrEqual(TERM_HIGH_WATERMARK_MAX);
+    expect(TERM_HIGH_WATERMARK_MAX + TERM_FRAME_MAX).toBeLessThan(TERM_AGENT_MAX_UNACKED);
+    expect(TERM_HIGH_WATERMARK_MAX * 2).toBeLessThanOrEqual(TERM_AGENT_MAX_UNACKED);
   });
 });

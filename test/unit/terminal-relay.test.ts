@@ -96,8 +96,19 @@ describe('TerminalSession flow control', () => {
   const make = () => {
     const acks: number[] = [];
     const ch = fakeChannel(1);
-    const s = new TerminalSession('s1', 'a1', { id: 1, username: 'op' }, 80, 24, 1024, null, { ch, ref: 'r' }, (b) => acks.push(b));
-    s.state = 'open';
+    const s = new TerminalSession({
+      id: 's1',
+      agentId: 'a1',
+      owner: { id: 1, username: 'op' },
+      cols: 80,
+      rows: 24,
+      scrollbackBytes: 1024,
+      watchMaxLagBytes: 4 << 20,
+      recorder: null,
+      opener: { ch, ref: 'r' },
+      ackAgent: (b) => acks.push(b),
+    });
+    s.confirmOpen(42);
     return { s, ch, acks };
   };
 

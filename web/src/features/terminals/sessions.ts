@@ -13,6 +13,7 @@
  */
 import { effectScope, reactive } from 'vue';
 import type { Terminal } from '@xterm/xterm';
+import { TERM_ACK_BYTES, TERM_CONSOLE_ACK_DELAY_MS } from '../../../../protocol/flow-control';
 import { encodeTermData } from '../../../../protocol/frames';
 import { onFrame, onMessage, onReady, send, sendBinary } from '../../composables/socket';
 
@@ -44,8 +45,6 @@ export interface BroadcastState {
 }
 
 const STORE = 'muster.terminals';
-const ACK_EVERY_BYTES = 16 * 1024;
-const ACK_DELAY_MS = 15;
 
 export const tabs = reactive<Tab[]>([]);
 export const broadcast = reactive<BroadcastState>({ ref: null, id: null, error: '', maxPanes: null });
@@ -82,8 +81,9 @@ function ack(sessionId: string, bytes: number): void {
     if (q.bytes > 0) send({ type: 'term.ack', sessionId, bytes: q.bytes });
     q.bytes = 0;
   };
-  if (p.bytes >= ACK_EVERY_BYTES) flush();
-  else if (!p.timer) p.timer = setTimeout(flush, ACK_DELAY_MS);
+  // Batched as protocol/flow-control.ts says (the agent's watermarks leave room for two batches).
+  if (p.bytes >= TERM_ACK_BYTES) flush();
+  else if (!p.timer) p.timer = setTimeout(flush, TERM_CONSOLE_ACK_DELAY_MS);
 }
 
 function attach(t: Tab): void {
