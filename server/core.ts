@@ -27,6 +27,11 @@ export interface Core {
   bus: Bus;
   /** Timers that must run once in the cluster ask here first (always held on one node). */
   leases: Leases;
+  /**
+   * The cluster as capabilities see it: whether it is on, the node-addressed link (node-link.ts)
+   * and which node holds an agent's socket. On one node the same interface, in process.
+   */
+  nodes: Pick<Cluster, 'enabled' | 'link' | 'agentNode' | 'nodes'>;
   fleet: Fleet;
   audit: AuditLog;
   auth: AuthService;
@@ -118,6 +123,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     metrics,
     bus,
     leases: cluster.leases,
+    nodes: cluster,
     fleet,
     audit,
     auth,

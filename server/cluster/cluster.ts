@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { KvLeases, LocalLeases, type Leases } from './lease.js';
 import { NatsBus } from './nats-bus.js';
+import { LocalNodeLink, NatsNodeLink, type NodeLink } from './node-link.js';
 import type { OwnershipPeers } from './ownership.js';
 import { ClusterPresence } from './presence.js';
 
@@ -19,6 +20,13 @@ export interface Cluster {
   readonly leases: Leases;
   /** Ownership peers for the fleet (null on one node). */
   readonly peers: OwnershipPeers | null;
+  /** Node-addressed messages (node-link.ts): reach the node that holds an agent's socket. */
+  readonly link: NodeLink;
+  /**
+   * The node that holds the agent's socket as far as this node knows: this node's id when it is
+   * connected here, another node's id when it is online there, null when it is offline.
+   */
+  agentNode(agentId: string): string | null;
   /** After the fleet is loaded: other nodes' agents, takeovers, the dead-node sweep. */
   attach(fleet: Fleet, deps: { repo: AgentRepo }): Promise<void>;
   /** Nodes in the registry now (this one on a single node). */
@@ -29,14 +37,23 @@ export interface Cluster {
 /** A cluster of one: the in-process bus, every lease held. */
 export function singleNode(config: Config, log: Logger): Cluster {
   const bus = new LocalBus((err, topic) => log.error({ err, topic }, 'bus subscriber failed'));
+  const link = new LocalNodeLink(config.nodeId, (err, kind) => log.error({ err, kind }, 'node message handler failed'));
+  let fleetRef: Fleet | null = null;
   return {
     enabled: false,
     bus,
     leases: new LocalLeases(),
     peers: null,
-    attach: async () => {},
+    link,
+    agentNode: (id) => (fleetRef?.isOnline(id) ? config.nodeId : null),
+    attach: async (fleet) => {
+      fleetRef = fleet;
+    },
     nodes: () => [config.nodeId],
-    close: () => bus.close(),
+    close: async () => {
+      link.close();
+      await bus.close();
+    },
   };
 }
 
@@ -98,6 +115,12 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
     cluster: config.cluster,
     nodeId: config.nodeId,
     onError: (err, topic) => clog.error({ err, topic }, 'bus subscriber failed'),
+    count: (d) => busEvents.inc({ direction: d }),
+  });
+  const link = new NatsNodeLink(nc, {
+    cluster: config.cluster,
+    nodeId: config.nodeId,
+    onError: (err, kind) => clog.error({ err, kind }, 'node message handler failed'),
     count: (d) => busEvents.inc({ direction: d }),
   });
   const js = nc.jetstream();
@@ -183,6 +206,8 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
     bus,
     leases,
     peers: presence,
+    link,
+    agentNode: (id) => (fleetRef?.isOnline(id) ? config.nodeId : presence.ownerOf(id)),
     async attach(fleet, deps) {
       fleetRef = fleet;
       await presence.attach(fleet, deps.repo);
@@ -196,6 +221,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       closed = true;
       clearInterval(timer);
       presence.close();
+      link.close();
       await leases.close();
       try {
         await nodesKv.delete(nodeKey(config.nodeId));

@@ -138,6 +138,12 @@ export class ClusterPresence implements OwnershipPeers {
     this.d.nc.publish(this.takeoverSubject, this.enc.encode(JSON.stringify({ a: agentId, n: this.d.nodeId, g: generation } satisfies Takeover)));
   }
 
+  /** The other node that holds the agent's socket (null: none known). */
+  ownerOf(agentId: string): string | null {
+    const o = this.owners.get(agentId);
+    return o && o.node !== this.d.nodeId && this.fleet?.get(agentId)?.status === 'online' ? o.node : null;
+  }
+
   newerElsewhere(agentId: string, generation: number): boolean {
     const o = this.owners.get(agentId);
     return o !== undefined && o.node !== this.d.nodeId && o.generation > generation;

@@ -2,6 +2,7 @@ import { connect, type NatsConnection } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KvLeases } from '../../server/cluster/lease.js';
 import { NatsBus } from '../../server/cluster/nats-bus.js';
+import { LocalNodeLink, NatsNodeLink } from '../../server/cluster/node-link.js';
 import { createLogger } from '../../server/log.js';
 import { sleep, waitFor } from '../helpers/harness.js';
 
@@ -105,5 +106,65 @@ describe('cluster leases (NATS KV)', () => {
     await waitFor(() => la2.held('sweep'), 'lease after release', ttl * 2, 20);
     expect(Date.now() - t1).toBeLessThan(ttl);
     await la2.close();
+  });
+});
+
+describe('node-addressed messages (NodeLink)', () => {
+  it('send arrives at the named node only, in order, with its binary part; request answers; broadcast reaches the others; errors are clear', async () => {
+    const [a, b, c] = [await open(), await open(), await open()];
+    const errors: unknown[] = [];
+    const onError = (e: unknown) => void errors.push(e);
+    const la = new NatsNodeLink(a, { cluster: CLUSTER, nodeId: 'node.a', onError });
+    const lb = new NatsNodeLink(b, { cluster: CLUSTER, nodeId: 'node.b', onError });
+    // Same node id in another cluster on the same NATS: hears nothing.
+    const other = new NatsNodeLink(c, { cluster: `${CLUSTER}x`, nodeId: 'node.b', onError });
+    const gotB: [unknown, string, string][] = [];
+    const gotA: unknown[] = [];
+    const otherGot: unknown[] = [];
+    lb.handle('t.msg', (m, data, from) => void gotB.push([m, Buffer.from(data).toString(), from]));
+    la.handle('t.msg', (m) => void gotA.push(m));
+    other.handle('t.msg', (m) => void otherGot.push(m));
+    lb.handle('t.ask', async (m) => {
+      if ((m as { n: number }).n < 0) throw new Error('negative');
+      return { twice: (m as { n: number }).n * 2 };
+    });
+    expect(() => lb.handle('t.ask', () => 1)).toThrow(/already has a handler/);
+    expect(() => la.send('node.b', 'bad kind!', {})).toThrow(/bad node message kind/);
+    await Promise.all([a, b, c].map((x) => x.flush()));
+    for (let i = 0; i < 200; i++) expect(la.send('node.b', 't.msg', { i }, new TextEncoder().encode(`d${i}`))).toBe(true);
+    await waitFor(() => gotB.length >= 200, 'messages at node.b', 5000, 10);
+    expect(gotB.map(([m]) => (m as { i: number }).i)).toEqual([...Array(200).keys()]);
+    expect(gotB[7]).toEqual([{ i: 7 }, 'd7', 'node.a']);
+    expect(await la.request('node.b', 't.ask', { n: 21 })).toEqual({ twice: 42 });
+    await expect(la.request('node.b', 't.ask', { n: -1 })).rejects.toThrow('negative');
+    await expect(la.request('node.z', 't.ask', { n: 1 }, undefined, 2000)).rejects.toThrow(/node node.z does not handle t.ask/);
+    lb.broadcast('t.msg', { all: 1 });
+    await waitFor(() => gotA.length >= 1, 'broadcast at node.a', 5000, 10);
+    await sleep(300); // its own broadcast, or another cluster's copy, would have arrived by now
+    expect(gotA).toEqual([{ all: 1 }]);
+    expect(gotB.length).toBe(200);
+    expect(otherGot).toEqual([]);
+    expect(errors).toEqual([]);
+    la.close();
+    lb.close();
+    other.close();
+    expect(la.send('node.b', 't.msg', {})).toBe(false);
+  });
+
+  it('on a single node the same interface works in process: this node only', async () => {
+    const l = new LocalNodeLink('solo');
+    const got: unknown[] = [];
+    l.handle('t.msg', (m, d, from) => void got.push([m, d.length, from]));
+    l.handle('t.ask', (m) => ({ echo: m }));
+    expect(l.send('solo', 't.msg', { x: 1 }, new Uint8Array(3))).toBe(true);
+    expect(l.send('other', 't.msg', { x: 2 })).toBe(false);
+    expect(l.send('solo', 't.none', {})).toBe(false);
+    await waitFor(() => got.length === 1, 'local delivery', 1000, 5);
+    expect(got).toEqual([[{ x: 1 }, 3, 'solo']]);
+    expect(await l.request('solo', 't.ask', 5)).toEqual({ echo: 5 });
+    await expect(l.request('other', 't.ask', 5)).rejects.toThrow(/no node other/);
+    l.broadcast('t.msg', {});
+    await sleep(20);
+    expect(got.length).toBe(1);
   });
 });
