@@ -3,34 +3,22 @@
  * (a 1 s step here, so the test sees several points), facts the agent did not report as "—", the
  * host policy, and a revoked agent that offers no actions.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: agent page', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  let id: string;
-
-  beforeAll(async () => {
-    server = await startServer({ env: { MUSTER_METRICS_HISTORY_STEP_MS: '1000', MUSTER_HEARTBEAT_INTERVAL_MS: '400', MUSTER_PRESENCE_FLUSH_MS: '200' } });
-    api = await Api.login(server.url);
-    id = await agentId(startAgent(server, { name: 'detail-a' }));
-    await api.waitAgent(id, 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
+  const c = useConsole({
+    server: { env: { MUSTER_METRICS_HISTORY_STEP_MS: '1000', MUSTER_HEARTBEAT_INTERVAL_MS: '400', MUSTER_PRESENCE_FLUSH_MS: '200' } },
+    agents: [{ name: 'detail-a' }],
   });
 
   it('shows the last window of metrics with axes, "—" for missing facts, the policy, and no actions once revoked', async () => {
     // The API first: points accumulate, one a step, with percentages in range.
     const h = await waitFor(
       async () => {
-        const r = await api.get(`/api/agents/${id}/metrics/history`);
+        const r = await c.api.get(`/api/agents/${c.id}/metrics/history`);
         return r.body.points.length >= 4 ? r.body : null;
       },
       'four history points',
@@ -45,10 +33,9 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
     }
     const times = h.points.map((p: { t: string }) => Date.parse(p.t));
     expect([...times].sort((a, b) => a - b)).toEqual(times);
-    expect((await api.get('/api/agents/no-such-agent/metrics/history')).status).toBe(404);
+    expect((await c.api.get('/api/agents/no-such-agent/metrics/history')).status).toBe(404);
 
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    const page = await c.signedIn(`/agents/${c.id}`);
     // A flat line (a busy test machine at 100% CPU) has no height: attached, not "visible".
     await page.waitForSelector('[data-test=agent-history] [data-test=chart-usage] path[data-series=CPU]', { state: 'attached' });
     await waitFor(
@@ -73,7 +60,7 @@ describe.skipIf(!browserAvailable())('console: agent page', () => {
     await page.waitForSelector('[data-test=agent-actions] [data-test=open-terminal]');
     await screenshot(page, 'agent-history');
 
-    expect((await api.req('DELETE', `/api/agents/${id}`)).status).toBeLessThan(300);
+    expect((await c.api.req('DELETE', `/api/agents/${c.id}`)).status).toBeLessThan(300);
     await page.reload();
     await page.waitForSelector('[data-test=agent-revoked-note]');
     for (const sel of ['agent-actions', 'open-terminal', 'agent-run', 'agent-labels', 'agent-restart', 'agent-revoke'])

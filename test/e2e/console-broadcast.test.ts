@@ -4,10 +4,11 @@
  * alone), and a selector matching more agents than MUSTER_BROADCAST_MAX_PANES is refused with the
  * limit named.
  */
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 /** Text of every pane of the grid, in order. */
 const paneTexts = (page: Page) =>
@@ -19,25 +20,10 @@ const paneTexts = (page: Page) =>
   );
 
 describe.skipIf(!browserAvailable())('console: broadcast terminals', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer({ env: { MUSTER_BROADCAST_MAX_PANES: '2' } });
-    api = await Api.login(server.url);
-    const agents = ['bc-web-1', 'bc-web-2', 'bc-db-1'].map((name) => startAgent(server, { name }));
-    for (const a of agents) await api.waitAgent(await agentId(a), 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ server: { env: { MUSTER_BROADCAST_MAX_PANES: '2' } }, agents: [{ name: 'bc-web-1' }, { name: 'bc-web-2' }, { name: 'bc-db-1' }] });
 
   it('types once into every pane; a pane that left does not receive it; the pane limit is refused', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/terminals');
+    const page = await c.signedIn('/terminals');
     // The empty terminals view explains itself instead of looking like an error, and links here.
     await page.waitForSelector('[data-test=terminals-empty]:has-text("No terminal open yet")');
     await page.click('[data-test=broadcast-link]');
@@ -49,7 +35,7 @@ describe.skipIf(!browserAvailable())('console: broadcast terminals', () => {
     await page.waitForSelector('[data-test=broadcast-error]:has-text("at most 2 panes")');
     expect(await page.textContent('[data-test=broadcast-error]')).toContain('MUSTER_BROADCAST_MAX_PANES');
     expect(await page.$$('[data-test=broadcast-pane]')).toHaveLength(0);
-    expect((await api.get('/api/terminals?status=open')).body.total).toBe(0);
+    expect((await c.api.get('/api/terminals?status=open')).body.total).toBe(0);
 
     await page.fill('[data-test=broadcast-selector] input', 'name ~ "bc-web-*"');
     await page.click('[data-test=broadcast-open]');
@@ -84,20 +70,19 @@ describe.skipIf(!browserAvailable())('console: broadcast terminals', () => {
     await waitFor(async () => (await paneTexts(page)).every((t) => t.includes('again-9')), 'both panes after the rejoin', STEP_MS);
 
     await page.click('[data-test=broadcast-close]');
-    await waitFor(async () => (await api.get('/api/terminals?status=open')).body.total === 0, 'sessions closed', STEP_MS);
+    await waitFor(async () => (await c.api.get('/api/terminals?status=open')).body.total === 0, 'sessions closed', STEP_MS);
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
 
   it('a viewer is told what the terminal views offer them', async () => {
-    await api.userWithRole('viewer', 'bc-viewer');
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'bc-viewer', 'password-123', '/terminals');
+    await c.api.userWithRole('viewer', 'bc-viewer');
+    const page = await c.signedIn('/terminals', { username: 'bc-viewer', password: 'password-123' });
     const note = await page.textContent('[data-test=terminal-viewer-note]');
     expect(note).toContain('viewer');
     expect(note).toContain('operator role');
     expect(await page.$$('[data-test=terminal-open]')).toHaveLength(0);
-    await page.goto(`${server.url}/terminals/broadcast`);
+    await page.goto(`${c.server.url}/terminals/broadcast`);
     await page.waitForSelector('[data-test=broadcast-view]:has-text("need the operator role")');
     expect(page.problems).toEqual([]);
     await page.context().close();

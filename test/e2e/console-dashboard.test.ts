@@ -4,50 +4,31 @@
  * the password rule shown before submit with a clear error instead of a disabled button; page titles,
  * breadcrumbs and nav icons; keyboard shortcuts and their `?` overlay.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createTask, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS, textOf } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigation, shortcuts', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  let okId: string;
-  let goneId: string;
-  let gone: TestAgent;
-
-  beforeAll(async () => {
-    // Only a full disk counts as high here: the machine's own disk must not put the agents on the list.
-    server = await startServer({ env: { MUSTER_DASHBOARD_DISK_PERCENT: '100' } });
-    api = await Api.login(server.url);
-    okId = await agentId(startAgent(server, { name: 'dsh-web' }));
-    gone = startAgent(server, { name: 'dsh-gone' });
-    goneId = await agentId(gone);
-    await api.waitAgent(okId, 'online');
-    await api.waitAgent(goneId, 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  // Only a full disk counts as high here: the machine's own disk must not put the agents on the list.
+  const c = useConsole({ server: { env: { MUSTER_DASHBOARD_DISK_PERCENT: '100' } }, agents: [{ name: 'dsh-web' }, { name: 'dsh-gone' }] });
+  const okId = () => c.ids[0]!;
+  const goneId = () => c.ids[1]!;
 
   it('shows an offline agent and a failed run on the dashboard, live, with the trend', async () => {
-    await waitTask(api, (await createTask(api, { script: 'echo all good', targets: { agentIds: [okId, goneId] } })).id);
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    await waitTask(c.api, (await createTask(c.api, { script: 'echo all good', targets: { agentIds: [okId(), goneId()] } })).id);
+    const page = await c.signedIn();
     await page.waitForSelector('[data-test=attention-none]');
     await page.waitForSelector('[data-test=in-progress-none]');
     await waitFor(async () => (await textOf(page, '[data-test=trend]'))?.includes('2 succeeded'), 'trend with two successes', STEP_MS);
 
     // Live: a run fails and an agent goes away while the page is open.
-    const bad = await createTask(api, { name: 'Disk cleanup', script: 'echo no space >&2; exit 4', targets: { agentIds: [okId] } });
-    await waitTask(api, bad.id);
-    await gone.stop();
-    const failedRow = `[data-test=attention-failed] [data-test=attention-host][data-agent-id="${okId}"]`;
-    const offlineRow = `[data-test=attention-offline] [data-test=attention-host][data-agent-id="${goneId}"]`;
+    const bad = await createTask(c.api, { name: 'Disk cleanup', script: 'echo no space >&2; exit 4', targets: { agentIds: [okId()] } });
+    await waitTask(c.api, bad.id);
+    await c.agents[1]!.stop();
+    const failedRow = `[data-test=attention-failed] [data-test=attention-host][data-agent-id="${okId()}"]`;
+    const offlineRow = `[data-test=attention-offline] [data-test=attention-host][data-agent-id="${goneId()}"]`;
     await page.waitForSelector(failedRow, { timeout: STEP_MS });
     await page.waitForSelector(offlineRow, { timeout: STEP_MS });
     expect(await page.textContent(failedRow)).toContain('1 failed run');
@@ -66,7 +47,7 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
     expect(await page.textContent('[data-test=page-title]')).toBe('History');
 
     // The offline host links to its page, named in the breadcrumb.
-    await page.goto(`${server.url}/`);
+    await page.goto(`${c.server.url}/`);
     await page.click(`${offlineRow} a:has-text("dsh-gone")`);
     await page.waitForURL(/\/agents\//);
     await waitFor(async () => (await textOf(page, '[data-test=breadcrumb]'))?.includes('dsh-gone'), 'agent name in the breadcrumb', STEP_MS);
@@ -79,8 +60,7 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
   });
 
   it('opens the shortcut list with ?, navigates with g a / g d, and focuses the filter with /', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    const page = await c.signedIn();
     await page.waitForSelector('[data-test=dashboard]');
     await page.keyboard.press('?');
     const help = await page.waitForSelector('[data-test=shortcuts-help]');
@@ -110,11 +90,10 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
   });
 
   it('shows the password rule before submit, says what is wrong, and reads the audit log by names and filters', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/admin');
+    const page = await c.signedIn('/admin');
     await page.click('text=Users and roles');
     const rule = (await (await page.waitForSelector('[data-test=password-rule]')).textContent()) ?? '';
-    const rules = (await api.get('/api/auth/password-rules')).body;
+    const rules = (await c.api.get('/api/auth/password-rules')).body;
     expect(rule).toContain(rules.rule);
     await page.fill('[data-test=new-username] input', 'dsh-dana');
     await page.fill('[data-test=new-password] input', 'short');
@@ -123,10 +102,10 @@ describe.skipIf(!browserAvailable())('console: dashboard, audit, users, navigati
     expect(await page.isDisabled('[data-test=add-user]')).toBe(false);
     await page.click('[data-test=add-user]');
     expect(await (await page.waitForSelector('[data-test=user-error]')).textContent()).toContain('password');
-    expect((await api.get('/api/users')).body.items.some((u: any) => u.username === 'dsh-dana')).toBe(false);
+    expect((await c.api.get('/api/users')).body.items.some((u: any) => u.username === 'dsh-dana')).toBe(false);
     await page.fill('[data-test=new-password] input', 'long-enough-pw');
     await page.click('[data-test=add-user]');
-    await waitFor(async () => (await api.get('/api/users')).body.items.some((u: any) => u.username === 'dsh-dana'), 'user created', STEP_MS);
+    await waitFor(async () => (await c.api.get('/api/users')).body.items.some((u: any) => u.username === 'dsh-dana'), 'user created', STEP_MS);
     await screenshot(page, 'admin-users');
 
     await page.click('text=Audit log');

@@ -9,43 +9,33 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { tmpDir, waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 const DEST = '/etc/muster-e2e/app.conf';
 const MAX = 1024 * 1024;
 
 describe.skipIf(!browserAvailable())('console: files and agent configuration', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  const agents: { id: string; root: string }[] = [];
-  const onDisk = (i: number) => path.join(agents[i]!.root, DEST);
-
-  beforeAll(async () => {
-    server = await startServer({ env: { MUSTER_FILE_MAX_BYTES: String(MAX) } });
-    api = await Api.login(server.url);
-    const policy = path.join(tmpDir('policy'), 'policy.json');
-    fs.writeFileSync(policy, JSON.stringify({ allowedPaths: ['/etc/muster-e2e'], terminalIdleTimeoutMaxSec: 60 }), { mode: 0o600 });
-    for (const n of [1, 2]) {
-      const root = tmpDir(`root${n}`);
-      const a = startAgent(server, {
-        name: `files-e2e-${n}`,
-        labels: { grp: 'fe2e' },
-        args: ['--policy', policy],
-        env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.5' },
+  const roots: string[] = [];
+  const onDisk = (i: number) => path.join(roots[i]!, DEST);
+  const c = useConsole({
+    server: { env: { MUSTER_FILE_MAX_BYTES: String(MAX) } },
+    agents: () => {
+      const policy = path.join(tmpDir('policy'), 'policy.json');
+      fs.writeFileSync(policy, JSON.stringify({ allowedPaths: ['/etc/muster-e2e'], terminalIdleTimeoutMaxSec: 60 }), { mode: 0o600 });
+      return [1, 2].map((n) => {
+        const root = tmpDir(`root${n}`);
+        roots.push(root);
+        return {
+          name: `files-e2e-${n}`,
+          labels: { grp: 'fe2e' },
+          args: ['--policy', policy],
+          env: { MUSTER_AGENT_FILE_ROOT: root, MUSTER_AGENT_FILE_CHECK_SEC: '0.5' },
+        };
       });
-      const id = await agentId(a);
-      await api.waitAgent(id, 'online', 30_000);
-      agents.push({ id, root });
-    }
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
+    },
   });
 
   const v1 = Buffer.from('listen 80;\n# revision one\n');
@@ -54,8 +44,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     waitFor(() => [0, 1].every((i) => fs.existsSync(onDisk(i)) && fs.readFileSync(onDisk(i)).equals(want)), what, STEP_MS);
 
   it("uploads, distributes to two agents (applied live, on disk), diffs, rolls back, shows drift; viewers only look; delete keeps the hosts' copy", async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/files');
+    const page = await c.signedIn('/files');
     await page.click('[data-test=file-new]');
     await page.fill('[data-test=file-path] input', DEST);
     await page.fill('[data-test=file-mode] input', '0640');
@@ -64,7 +53,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.waitForURL(/\/files\/[0-9a-f-]{36}$/);
     const fileId = page.url().split('/').pop()!;
     await page.waitForSelector('[data-test=revisions-table] td:has-text("r1")');
-    expect((await api.get(`/api/files/${fileId}`)).body).toMatchObject({ path: DEST, mode: 0o640, latestRevision: 1 });
+    expect((await c.api.get(`/api/files/${fileId}`)).body).toMatchObject({ path: DEST, mode: 0o640, latestRevision: 1 });
 
     // Two waves of one host each, a 1 s soak and an approval between them (the form offers what the
     // API has): the page follows both to `applied` without a reload.
@@ -78,18 +67,18 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.waitForSelector('[data-test=distribution-state]:has-text("awaiting_approval")');
     expect(await page.$$(`[data-test=distribution-target][data-state=applied]`)).toHaveLength(1);
     await page.click('[data-test=distribution-approve]');
-    for (const a of agents) await page.waitForSelector(`[data-test=distribution-target][data-agent-id="${a.id}"][data-state=applied]`);
+    for (const id of c.ids) await page.waitForSelector(`[data-test=distribution-target][data-agent-id="${id}"][data-state=applied]`);
     await page.waitForSelector('[data-test=distribution-state]:has-text("succeeded")');
     for (const i of [0, 1]) {
       expect(fs.readFileSync(onDisk(i)).equals(v1)).toBe(true);
       expect(fs.statSync(onDisk(i)).mode & 0o7777).toBe(0o640);
     }
-    const first = (await api.get(`/api/files/${fileId}/distributions`)).body.items[0];
+    const first = (await c.api.get(`/api/files/${fileId}/distributions`)).body.items[0];
     expect(first).toMatchObject({ revision: 1, state: 'succeeded', waveSpec: [1, '100%'], counts: { applied: 2 }, soakSeconds: 1, approval: true });
 
     // The size limit is shown, and a file over it is refused before anything is sent.
     await page.waitForSelector('[data-test=files] :text("Revisions up to 1.0 MiB")');
-    expect((await api.get('/api/files')).body.maxBytes).toBe(MAX);
+    expect((await c.api.get('/api/files')).body.maxBytes).toBe(MAX);
     await page.setInputFiles('[data-test=revision-file]', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(MAX + 1) });
     await page.waitForSelector('[data-test=upload-too-large]:has-text("MUSTER_FILE_MAX_BYTES")');
     expect(await page.isDisabled('[data-test=revision-upload]')).toBe(true);
@@ -115,13 +104,13 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.waitForSelector('[data-test=file-rollback]:has-text("Roll back to r1")');
     await page.click('[data-test=file-rollback]');
     await page.click('.n-dialog .n-button:has-text("Cancel")');
-    expect((await api.get(`/api/files/${fileId}/distributions`)).body.total).toBe(2);
+    expect((await c.api.get(`/api/files/${fileId}/distributions`)).body.total).toBe(2);
     await page.click('[data-test=file-rollback]');
     await page.click('.n-dialog .n-button:has-text("Roll back")');
     await page.waitForSelector('[data-test=distribution-revision]:has-text("r1")');
     await page.waitForSelector('[data-test=distribution-state]:has-text("succeeded")');
     await contentIs(v1, 'rolled back to revision 1 on both hosts');
-    const audit = (await api.get('/api/audit?limit=100')).body.items.map((x: any) => x.action);
+    const audit = (await c.api.get('/api/audit?limit=100')).body.items.map((x: any) => x.action);
     expect(audit).toContain('file.rollback');
 
     // A local edit on one host shows as drift.
@@ -136,9 +125,8 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await screenshot(page, 'files');
 
     // A viewer sees the file, its revisions, distributions and hosts, and no action.
-    await api.userWithRole('viewer', 'files-viewer');
-    const viewer = await newPage(browser);
-    await signIn(viewer, server.url, 'files-viewer', 'password-123', `/files/${fileId}`);
+    await c.api.userWithRole('viewer', 'files-viewer');
+    const viewer = await c.signedIn(`/files/${fileId}`, { username: 'files-viewer', password: 'password-123' });
     await viewer.waitForSelector('[data-test=file-hosts] [data-test=file-host-state]');
     await viewer.waitForSelector('[data-test=distribution-state]');
     for (const sel of [
@@ -161,14 +149,13 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.click('[data-test=delete-keep]');
     await page.click('[data-test=delete-confirm]');
     await page.waitForURL(/\/files$/);
-    expect((await api.get(`/api/files/${fileId}`)).status).toBe(404);
+    expect((await c.api.get(`/api/files/${fileId}`)).status).toBe(404);
     expect(fs.readFileSync(onDisk(1)).equals(v1)).toBe(true);
     expect(page.problems).toEqual([]);
   });
 
   it("a configuration rule made in Admin reaches the agents and shows applied on the agent page, with the host policy's override", async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/admin?tab=agent-config');
+    const page = await c.signedIn('/admin?tab=agent-config');
     await page.fill('[data-test=config-rule-form] [data-test=selector-input]', 'labels.grp == "fe2e"');
     await page.waitForSelector('[data-test=config-rule-form] [data-test=selector-count]:has-text("2 matches")');
     await page.click('[data-test=config-log-level]');
@@ -178,7 +165,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     await page.fill('[data-test=config-description] input', 'e2e debugging');
     await page.click('[data-test=config-rule-save]');
     await page.waitForSelector('[data-test=config-rules-selector] :text("log level debug")');
-    const rules = (await api.get('/api/agent-config')).body.rules;
+    const rules = (await c.api.get('/api/agent-config')).body.rules;
     expect(rules).toHaveLength(1);
     expect(rules[0]).toMatchObject({
       selector: 'labels.grp == "fe2e"',
@@ -186,7 +173,7 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
       settings: { logLevel: 'debug', terminalIdleTimeoutSec: 3600, labels: { tier: 'gold' } },
     });
 
-    await page.goto(`${server.url}/agents/${agents[0]!.id}`);
+    await page.goto(`${c.server.url}/agents/${c.ids[0]!}`);
     await page.waitForSelector('[data-test=agent-config-logLevel] [data-test=config-effective]:has-text("debug")');
     await page.waitForSelector('[data-test=agent-config-state]:has-text("applied")');
     await page.waitForSelector('[data-test=agent-config-logLevel] [data-test=config-rule]:has-text("e2e debugging")');
@@ -195,18 +182,18 @@ describe.skipIf(!browserAvailable())('console: files and agent configuration', (
     expect(await page.textContent('[data-test=agent-config-terminalIdleTimeoutSec] [data-test=config-effective]')).toBe('60 s');
     expect(await page.textContent('[data-test=agent-config-terminalIdleTimeoutSec] [data-test=config-policy]')).toMatch(/Host policy wins: limited to 60 s/);
     expect(await page.$('[data-test=agent-config-logLevel] [data-test=config-pending]')).toBeNull();
-    const st = (await api.get(`/api/agents/${agents[0]!.id}/config`)).body;
+    const st = (await c.api.get(`/api/agents/${c.ids[0]!}/config`)).body;
     expect(st).toMatchObject({ state: 'applied', applied: { effective: { logLevel: 'debug', terminalIdleTimeoutSec: 60 } } });
 
     // Edited from the agent's page link: a rule for this agent overrides the selector's log level.
     await page.click('[data-test=agent-config-edit]');
     await page.waitForSelector('[data-test=config-agent] input');
-    expect(await page.inputValue('[data-test=config-agent] input')).toBe(agents[0]!.id);
+    expect(await page.inputValue('[data-test=config-agent] input')).toBe(c.ids[0]!);
     await page.click('[data-test=config-log-level]');
     await page.click('.n-base-select-option:has-text("warn")');
     await page.click('[data-test=config-rule-save]');
     await page.waitForSelector('[data-test=config-rules-agent] :text("log level warn")');
-    await page.goto(`${server.url}/agents/${agents[0]!.id}`);
+    await page.goto(`${c.server.url}/agents/${c.ids[0]!}`);
     await page.waitForSelector('[data-test=agent-config-logLevel] [data-test=config-effective]:has-text("warn")');
     await page.waitForSelector('[data-test=agent-config-logLevel] [data-test=config-rule]:has-text("agent itself")');
     expect(page.problems).toEqual([]);

@@ -2,31 +2,19 @@
  * The console in a real browser against the real server and real agents: sign-in, the live agents
  * table, selector filtering with explained syntax errors, role-based hiding, and hostile agent names.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { agentId, startAgent, waitFor } from '../helpers/harness.js';
+import { agentRow, browserAvailable, screenshot, STEP_MS, textOf } from './browser.js';
+import { useConsole } from './fixture.js';
 
 const XSS = '<img src=x onerror=alert(1)>';
 
 describe.skipIf(!browserAvailable())('console: fleet views', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole();
 
   it('explains a failed sign-in, then signs in and returns to the page asked for', async () => {
-    const page = await newPage(browser);
-    await page.goto(`${server.url}/agents`);
+    const page = await c.page();
+    await page.goto(`${c.server.url}/agents`);
     await page.waitForURL(/\/login\?next=/);
     await page.fill('input[name=username]', 'admin');
     await page.fill('input[name=password]', 'wrong-password');
@@ -53,10 +41,9 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
   });
 
   it('shows agents coming online live, and one going offline when it stops', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
-    const a1 = startAgent(server, { name: 'web-01', labels: { role: 'web', env: 'prod' } });
-    const a2 = startAgent(server, { name: 'db-01', labels: { role: 'db', env: 'prod' } });
+    const page = await c.signedIn('/agents');
+    const a1 = startAgent(c.server, { name: 'web-01', labels: { role: 'web', env: 'prod' } });
+    const a2 = startAgent(c.server, { name: 'db-01', labels: { role: 'db', env: 'prod' } });
     const [id1, id2] = await Promise.all([agentId(a1), agentId(a2)]);
     // No reload: the rows arrive over the console socket.
     await page.waitForSelector(`${agentRow(id1)}[data-status=online]`);
@@ -74,11 +61,10 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
   });
 
   it('filters with a selector, shows the match count, and explains a syntax error', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
-    const a = startAgent(server, { name: 'web-02', labels: { role: 'web', env: 'staging' } });
+    const page = await c.signedIn('/agents');
+    const a = startAgent(c.server, { name: 'web-02', labels: { role: 'web', env: 'staging' } });
     const id = await agentId(a);
-    await api.waitAgent(id, 'online');
+    await c.api.waitAgent(id, 'online');
     await page.waitForSelector(agentRow(id));
     await page.fill('[data-test=selector-input]', 'labels.role == "web" and status == "online"');
     await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('2 matches'), 'match count 2', STEP_MS);
@@ -101,24 +87,23 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await waitFor(async () => (await textOf(page, agentRow(id)))?.includes('tier=gold'), 'new label in the row', STEP_MS);
     await page.fill('[data-test=selector-input]', 'labels.tier == "gold"');
     await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('1 match'), 'match by the new label', STEP_MS);
-    expect((await api.get(`/api/agents/${id}`)).body.labels).toMatchObject({ role: 'web', env: 'staging', tier: 'gold' });
+    expect((await c.api.get(`/api/agents/${id}`)).body.labels).toMatchObject({ role: 'web', env: 'staging', tier: 'gold' });
     await page.context().close();
   });
 
   it('shows an agent whose name is HTML as text, never as markup', async () => {
-    const a = startAgent(server, { name: XSS, labels: { note: '<b>bold</b>' } });
+    const a = startAgent(c.server, { name: XSS, labels: { note: '<b>bold</b>' } });
     const id = await agentId(a);
-    await api.waitAgent(id, 'online');
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
+    await c.api.waitAgent(id, 'online');
+    const page = await c.signedIn('/agents');
     const row = await page.waitForSelector(agentRow(id));
     expect(await row.textContent()).toContain(XSS);
     expect(await row.$('img')).toBeNull();
     expect(await row.$('b')).toBeNull();
-    await page.goto(`${server.url}/agents/${id}`);
+    await page.goto(`${c.server.url}/agents/${id}`);
     await page.waitForSelector(`text=${XSS}`);
     expect(await page.$$('img[src=x]')).toHaveLength(0);
-    await page.goto(`${server.url}/`);
+    await page.goto(`${c.server.url}/`);
     await page.waitForSelector('[data-test=dashboard]');
     expect(await page.$$('img[src=x]')).toHaveLength(0);
     expect(page.problems).toEqual([]);
@@ -126,20 +111,19 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
   });
 
   it('a viewer sees no run or terminal buttons, and the server refuses a forged request', async () => {
-    const viewer = await api.userWithRole('viewer', 'viewer-e2e');
-    const a = startAgent(server, { name: 'view-01' });
+    const viewer = await c.api.userWithRole('viewer', 'viewer-e2e');
+    const a = startAgent(c.server, { name: 'view-01' });
     const id = await agentId(a);
-    await api.waitAgent(id, 'online');
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'viewer-e2e', 'password-123', '/agents');
+    await c.api.waitAgent(id, 'online');
+    const page = await c.signedIn('/agents', { username: 'viewer-e2e', password: 'password-123' });
     await page.waitForSelector(agentRow(id));
     expect(await page.$('text=Run script')).toBeNull();
     expect(await page.$(`${agentRow(id)} input[type=checkbox]`)).toBeNull();
-    await page.goto(`${server.url}/agents/${id}`);
+    await page.goto(`${c.server.url}/agents/${id}`);
     await page.waitForSelector('[data-test=agent-facts]');
     expect(await page.$('[data-test=open-terminal]')).toBeNull();
     expect(await page.$('[data-test=agent-restart]')).toBeNull();
-    await page.goto(`${server.url}/run`);
+    await page.goto(`${c.server.url}/run`);
     await page.waitForURL((u) => !u.pathname.startsWith('/run'));
     // Forge the request the hidden button would have sent, from the viewer's own browser session.
     const forged = await page.evaluate(async (agent) => {

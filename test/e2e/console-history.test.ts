@@ -3,35 +3,21 @@
  * default name), the run view's title, and the history's filters by name or script text, host,
  * user and status, with script previews, targets and an empty state that says why.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createTask, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: task names and history search', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    for (const name of ['hs-web', 'hs-db']) await api.waitAgent(await agentId(startAgent(server, { name })), 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ agents: [{ name: 'hs-web' }, { name: 'hs-db' }] });
 
   it('names a task from the form and finds tasks by text, host, user and status', async () => {
-    const operator = await api.userWithRole('operator', 'hs-operator');
-    await waitTask(api, (await createTask(api, { script: '# Rotate nginx logs\necho rotating\n', targets: { selector: 'hs-web' } })).id);
-    await waitTask(api, (await createTask(operator, { script: 'echo checking; grep -q needle_77 /nonexistent\n', targets: { selector: 'hs-db' } })).id);
+    const operator = await c.api.userWithRole('operator', 'hs-operator');
+    await waitTask(c.api, (await createTask(c.api, { script: '# Rotate nginx logs\necho rotating\n', targets: { selector: 'hs-web' } })).id);
+    await waitTask(c.api, (await createTask(operator, { script: 'echo checking; grep -q needle_77 /nonexistent\n', targets: { selector: 'hs-db' } })).id);
 
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/run');
+    const page = await c.signedIn('/run');
     await page.click('[data-test=script-editor] .cm-content');
     await page.keyboard.press('Control+A');
     await page.keyboard.press('Delete');
@@ -50,7 +36,7 @@ describe.skipIf(!browserAvailable())('console: task names and history search', (
     await page.waitForSelector('[data-test=task-name]:has-text("Memory check before the release")');
     await page.waitForSelector('[data-test=task-status]:has-text("succeeded")');
 
-    await page.goto(`${server.url}/tasks`);
+    await page.goto(`${c.server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 3, 'three tasks', STEP_MS);
     const names = async () => page.$$eval('[data-test=task-link]', (els) => els.map((e) => e.textContent));
     expect(await names()).toEqual(['Memory check before the release', 'echo checking; grep -q needle_77 /nonexistent', 'Rotate nginx logs']);

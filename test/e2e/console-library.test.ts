@@ -2,30 +2,16 @@
  * The console's script library: a saved script with parameters, its versions and their line diff,
  * and a run from the generated form whose quoting-hostile value reaches a real agent literally.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { outputText, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, startAgent, startServer, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { browserAvailable, screenshot } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: script library', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    await api.waitAgent(await agentId(startAgent(server, { name: 'lib-e2e' })), 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ agents: [{ name: 'lib-e2e' }] });
 
   it('shows versions and their diff, and runs a version from the generated form', async () => {
-    const created = await api.post('/api/scripts', {
+    const created = await c.api.post('/api/scripts', {
       name: 'greet',
       description: 'says hello',
       tags: ['demo'],
@@ -36,11 +22,10 @@ describe.skipIf(!browserAvailable())('console: script library', () => {
       ],
     });
     expect(created.status).toBe(201);
-    const v2 = await api.req('PUT', `/api/scripts/${created.body.id}`, { body: 'printf "hello [%s] loud=%s\\n" "$MUSTER_PARAM_WHO" "$MUSTER_PARAM_LOUD"\n' });
+    const v2 = await c.api.req('PUT', `/api/scripts/${created.body.id}`, { body: 'printf "hello [%s] loud=%s\\n" "$MUSTER_PARAM_WHO" "$MUSTER_PARAM_LOUD"\n' });
     expect(v2.body.version).toBe(2);
 
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/library');
+    const page = await c.signedIn('/library');
     await page.waitForSelector('[data-test=library-list] :text("greet")');
     await page.click('[data-test=library-list] :text("greet")');
     await page.waitForURL(/\/library\/[^/]+$/);
@@ -60,9 +45,9 @@ describe.skipIf(!browserAvailable())('console: script library', () => {
     await page.click('[data-test=library-run]');
     await page.waitForURL(/\/tasks\/[^/]+$/);
     const taskId = page.url().split('/').pop()!;
-    const t = await waitTask(api, taskId);
+    const t = await waitTask(c.api, taskId);
     expect(t).toMatchObject({ status: 'succeeded', scriptId: created.body.id, scriptVersion: 2 });
-    expect(await outputText(api, t.executions[0].id)).toBe(`hello [${value}] loud=true\n`);
+    expect(await outputText(c.api, t.executions[0].id)).toBe(`hello [${value}] loud=true\n`);
     expect(page.problems).toEqual([]);
   });
 });

@@ -3,46 +3,40 @@
  * local receiver that fails once, sends a test, and sees the delivery recover ("500, 200").
  */
 import http from 'node:http';
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, cleanup, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: notifications', () => {
-  let server: TestServer;
-  let browser: Browser;
   let receiver: http.Server;
   let url = '';
   const got: string[] = [];
   let failures = 1;
 
-  beforeAll(async () => {
-    receiver = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d: Buffer) => {
-        body += d.toString();
+  const c = useConsole({
+    server: async () => {
+      receiver = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (d: Buffer) => {
+          body += d.toString();
+        });
+        req.on('end', () => {
+          got.push(body);
+          if (failures-- > 0) res.writeHead(500).end('not yet');
+          else res.writeHead(204).end();
+        });
       });
-      req.on('end', () => {
-        got.push(body);
-        if (failures-- > 0) res.writeHead(500).end('not yet');
-        else res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-    url = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`;
-    server = await startServer({ env: { MUSTER_NOTIFY_RETRY_BASE_MS: '100' } });
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-    await new Promise((r) => receiver.close(r));
+      await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+      url = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`;
+      return { env: { MUSTER_NOTIFY_RETRY_BASE_MS: '100' } };
+    },
+    afterStop: () => new Promise((r) => receiver.close(r)),
   });
 
   it('adds a rule, sends a test, and shows each attempt of the delivery', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
-    await page.goto(`${server.url}/admin`);
+    const page = await c.signedIn();
+    await page.goto(`${c.server.url}/admin`);
     await page.click('text=Notifications');
     await page.fill('[data-test=rule-name] input', 'ops-hook');
     await page.fill('[data-test=rule-url] input', url);
@@ -63,8 +57,7 @@ describe.skipIf(!browserAvailable())('console: notifications', () => {
     await screenshot(page, 'admin-notifications');
     expect(got).toHaveLength(2);
     expect(JSON.parse(got[1]!)).toMatchObject({ event: 'test', rule: { name: 'ops-hook' } });
-    const api = await Api.login(server.url);
-    expect((await api.get('/api/notifications/rules')).body.items[0]).toMatchObject({ name: 'ops-hook', hasSecret: true, events: ['task.failed'] });
+    expect((await c.api.get('/api/notifications/rules')).body.items[0]).toMatchObject({ name: 'ops-hook', hasSecret: true, events: ['task.failed'] });
     expect(page.problems).toEqual([]);
     await page.context().close();
   });

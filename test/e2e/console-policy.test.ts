@@ -4,37 +4,24 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, tmpDir, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, signIn, STEP_MS } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { agentId, startAgent, tmpDir } from '../helpers/harness.js';
+import { browserAvailable, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: host policy', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole();
 
   it('shows the policy and disables the terminal and run buttons the host forbids', async () => {
     const file = path.join(tmpDir('policy'), 'policy.json');
     fs.writeFileSync(file, JSON.stringify({ terminals: false, exec: false, runAs: 'nobody' }), { mode: 0o600 });
-    const locked = startAgent(server, { name: 'locked-01', args: ['--policy', file] });
-    const open = startAgent(server, { name: 'open-01', args: ['--policy', path.join(tmpDir('nopolicy'), 'absent.json')] });
+    const locked = startAgent(c.server, { name: 'locked-01', args: ['--policy', file] });
+    const open = startAgent(c.server, { name: 'open-01', args: ['--policy', path.join(tmpDir('nopolicy'), 'absent.json')] });
     const [lockedId, openId] = await Promise.all([agentId(locked), agentId(open)]);
-    await api.waitAgent(lockedId, 'online');
-    await api.waitAgent(openId, 'online');
+    await c.api.waitAgent(lockedId, 'online');
+    await c.api.waitAgent(openId, 'online');
 
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${lockedId}`);
+    const page = await c.signedIn(`/agents/${lockedId}`);
     const card = await page.waitForSelector('[data-test=agent-policy]', { timeout: STEP_MS });
     expect(await card.textContent()).toContain(file);
     expect(await page.textContent('[data-test=policy-terminals]')).toBe('disabled');
@@ -45,7 +32,7 @@ describe.skipIf(!browserAvailable())('console: host policy', () => {
     await page.hover('[data-test=open-terminal]', { force: true });
     await page.waitForSelector('text=terminals are disabled by host policy', { timeout: STEP_MS });
 
-    await page.goto(`${server.url}/agents/${openId}`);
+    await page.goto(`${c.server.url}/agents/${openId}`);
     await page.waitForSelector('[data-test=agent-policy]:has-text("default")', { timeout: STEP_MS });
     expect(await page.isDisabled('[data-test=open-terminal]')).toBe(false);
     expect(await page.isDisabled('[data-test=agent-run]')).toBe(false);

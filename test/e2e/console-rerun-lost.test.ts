@@ -2,39 +2,26 @@
  * Re-running failed executions from the console when some are `lost` (issue 10, defect 1): the
  * console asks first, because a lost execution's agent never said whether the script ran.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createTask, waitExecution, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, startAgent, startServer, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, signIn } from './browser.js';
+import { agentId, startAgent } from '../helpers/harness.js';
+import { browserAvailable } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: re-run with lost executions', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer({ env: { MUSTER_RECONCILE_TIMEOUT_SEC: '2' } });
-    api = await Api.login(server.url);
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ server: { env: { MUSTER_RECONCILE_TIMEOUT_SEC: '2' } } });
 
   it('asks before re-running lost executions, and re-runs only the others when told so', async () => {
-    const a = startAgent(server, { name: 'rr-fail' });
-    const b = startAgent(server, { name: 'rr-lost' });
+    const a = startAgent(c.server, { name: 'rr-fail' });
+    const b = startAgent(c.server, { name: 'rr-lost' });
     const [ia, ib] = [await agentId(a), await agentId(b)];
-    await api.waitAgent(ia, 'online');
-    await api.waitAgent(ib, 'online');
-    const t = await createTask(api, { script: 'if [ "$MUSTER_AGENT_ID" = "$1" ]; then exit 2; fi; sleep 60', args: [ia], targets: { agentIds: [ia, ib] } });
-    await waitExecution(api, t.id, (e) => e.agentId === ib && e.status === 'running', 'rr-lost running');
+    await c.api.waitAgent(ia, 'online');
+    await c.api.waitAgent(ib, 'online');
+    const t = await createTask(c.api, { script: 'if [ "$MUSTER_AGENT_ID" = "$1" ]; then exit 2; fi; sleep 60', args: [ia], targets: { agentIds: [ia, ib] } });
+    await waitExecution(c.api, t.id, (e) => e.agentId === ib && e.status === 'running', 'rr-lost running');
     await b.stop('SIGKILL');
-    await waitTask(api, t.id);
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', `/tasks/${t.id}`);
+    await waitTask(c.api, t.id);
+    const page = await c.signedIn(`/tasks/${t.id}`);
     await page.waitForSelector('tr[data-exec-agent="rr-lost"][data-status=lost]');
     expect(await page.textContent('[data-test=task-rerun-failed]')).toContain('Re-run on the 2 that failed');
     await page.click('[data-test=task-rerun-failed]');

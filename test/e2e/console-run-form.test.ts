@@ -3,11 +3,12 @@
  * (count or %), the offline queue with its TTL, environment with secret values, timeout; it starts
  * from a library script; the default script follows the interpreter, and a restored draft says so.
  */
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { outputText, waitTask } from '../helpers/exec.js';
-import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import { tmpDir, waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 const editorText = (page: Page) => page.$eval('[data-test=script-editor] .cm-content', (el) => (el as unknown as { innerText: string }).innerText);
 async function pick(page: Page, select: string, option: string) {
@@ -16,24 +17,10 @@ async function pick(page: Page, select: string, option: string) {
 }
 
 describe.skipIf(!browserAvailable())('console: the run form', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    await api.waitAgent(await agentId(startAgent(server, { name: 'form-a' })), 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ agents: [{ name: 'form-a' }] });
 
   it('sends every option, keeps secrets write-only, follows the interpreter and says when a draft is restored', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/run');
+    const page = await c.signedIn('/run');
     await page.waitForSelector('[data-test=script-editor] .cm-content');
     expect(await editorText(page)).toContain('hostname');
     expect(await page.$('[data-test=run-draft-restored]')).toBeNull();
@@ -76,7 +63,7 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
     await screenshot(page, 'run-form');
     await page.click('[data-test=run-submit]');
     await page.waitForURL(/\/tasks\/[^/]+$/);
-    const t = await waitTask(api, page.url().split('/').pop()!);
+    const t = await waitTask(c.api, page.url().split('/').pop()!);
     expect(t).toMatchObject({
       status: 'succeeded',
       interpreter: 'bash',
@@ -90,10 +77,10 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
       secretEnv: ['MUSTER_TEST_SECRET'],
     });
     expect(JSON.stringify(t)).not.toContain('hunter2');
-    expect(await outputText(api, t.executions[0].id)).toBe(`${dir}\nconc=visible secret=hunter2\n`);
+    expect(await outputText(c.api, t.executions[0].id)).toBe(`${dir}\nconc=visible secret=hunter2\n`);
 
     // Back on the form: the draft is restored and says so, without the secret value; Start over clears it.
-    await page.goto(`${server.url}/run`);
+    await page.goto(`${c.server.url}/run`);
     await page.waitForSelector('[data-test=run-draft-restored]:has-text("bash")');
     expect(await editorText(page)).toContain('#!/usr/bin/env python3');
     expect(await page.$$eval('[data-test=env-value] input', (els) => els.map((e) => (e as unknown as { value: string }).value))).toEqual(['visible']);
@@ -110,15 +97,14 @@ describe.skipIf(!browserAvailable())('console: the run form', () => {
   });
 
   it('starts from a library script: its body, interpreter and parameters as MUSTER_PARAM_ variables', async () => {
-    const s = await api.post('/api/scripts', {
+    const s = await c.api.post('/api/scripts', {
       name: 'disk-report',
       interpreter: 'sh',
       body: 'df -h "$MUSTER_PARAM_PATH"\n',
       params: [{ name: 'path', type: 'string', default: '/' }],
     });
     expect(s.status).toBe(201);
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/run');
+    const page = await c.signedIn('/run');
     await pick(page, 'run-from-library', 'disk-report');
     await waitFor(async () => (await editorText(page)).includes('df -h'), 'library body in the editor', STEP_MS);
     expect(await page.textContent('[data-test=interpreter]')).toContain('sh');

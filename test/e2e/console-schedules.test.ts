@@ -2,34 +2,20 @@
  * The console's schedules page: create a schedule of a library script from the form, see its next
  * five runs, and its history fill with fires whose tasks ran on a real agent.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn } from './browser.js';
+import { describe, expect, it } from 'vitest';
+import { Api } from '../helpers/harness.js';
+import { browserAvailable, screenshot } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: schedules', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer({ env: { MUSTER_SCHEDULE_MIN_INTERVAL_SEC: '1', MUSTER_SCHEDULE_TICK_MS: '200' } });
-    api = await Api.login(server.url);
-    await api.waitAgent(await agentId(startAgent(server, { name: 'sched-e2e' })), 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole({ server: { env: { MUSTER_SCHEDULE_MIN_INTERVAL_SEC: '1', MUSTER_SCHEDULE_TICK_MS: '200' } }, agents: [{ name: 'sched-e2e' }] });
 
   it('creates a schedule from the form and shows next runs and history', async () => {
     expect(
-      (await api.post('/api/scripts', { name: 'tick', body: 'echo "tick $MUSTER_PARAM_WHAT"', params: [{ name: 'what', type: 'string', default: 'tock' }] }))
+      (await c.api.post('/api/scripts', { name: 'tick', body: 'echo "tick $MUSTER_PARAM_WHAT"', params: [{ name: 'what', type: 'string', default: 'tock' }] }))
         .status,
     ).toBe(201);
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/schedules');
+    const page = await c.signedIn('/schedules');
     await page.click('[data-test=schedule-new]');
     await page.fill('[data-test=schedule-name] input', 'every-two');
     await page.click('[data-test=schedule-script]');
@@ -41,11 +27,11 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
     await page.click('[data-test=schedule-create]');
     await page.waitForURL(/\/schedules\/[^/]+$/);
     await page.waitForSelector('[data-test=schedule-next] li:nth-child(5)');
-    const list = await api.get('/api/schedules');
+    const list = await c.api.get('/api/schedules');
     expect(list.body.items[0]).toMatchObject({ name: 'every-two', intervalSec: 2, params: { what: 'tock' }, targets: { selector: 'sched-e2e' } });
     // The page refreshes every 10 s; reload to see the fires sooner.
     for (let i = 0; i < 60; i++) {
-      const h = await api.get(`/api/schedules/${list.body.items[0].id}/history`);
+      const h = await c.api.get(`/api/schedules/${list.body.items[0].id}/history`);
       if (h.body.items.some((f: any) => f.taskStatus === 'succeeded')) break;
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -56,31 +42,30 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
   });
 
   it("shows the enable switch and Delete only to an admin or the schedule's creator; Delete asks first; token scopes stop at the user's role", async () => {
-    const script = (await api.post('/api/scripts', { name: 'gated', body: 'true' })).body;
+    const script = (await c.api.post('/api/scripts', { name: 'gated', body: 'true' })).body;
     const mk = (a: Api, name: string) =>
       a.post('/api/schedules', { name, scriptId: script.id, selector: 'nothing-matches', intervalSec: 3600, enabled: false });
-    const op = await api.userWithRole('operator', 'op-gate');
-    const byAdmin = (await mk(api, 'admins-own')).body;
+    const op = await c.api.userWithRole('operator', 'op-gate');
+    const byAdmin = (await mk(c.api, 'admins-own')).body;
     const byOp = (await mk(op, 'operators-own')).body;
     expect(byOp.id).toBeTruthy();
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'op-gate', 'password-123', `/schedules/${byAdmin.id}`);
+    const page = await c.signedIn(`/schedules/${byAdmin.id}`, { username: 'op-gate', password: 'password-123' });
     await page.waitForSelector('[data-test=schedule-detail]');
     expect(await page.$('[data-test=schedule-delete]')).toBeNull();
     const row = (name: string) => page.$(`[data-test=schedules-table] tr:has-text("${name}") .n-switch--disabled`);
     await page.waitForSelector('[data-test=schedules-table] tr:has-text("operators-own")');
     expect(await row('admins-own')).not.toBeNull();
     expect(await row('operators-own')).toBeNull();
-    await page.goto(`${server.url}/schedules/${byOp.id}`);
+    await page.goto(`${c.server.url}/schedules/${byOp.id}`);
     await page.click('[data-test=schedule-delete]');
     await page.click('.n-dialog .n-button:has-text("Cancel")');
-    expect((await api.get(`/api/schedules/${byOp.id}`)).status).toBe(200);
+    expect((await c.api.get(`/api/schedules/${byOp.id}`)).status).toBe(200);
     await page.click('[data-test=schedule-delete]');
     await page.click('.n-dialog .n-button:has-text("Delete")');
     await page.waitForURL(/\/schedules$/);
-    expect((await api.get(`/api/schedules/${byOp.id}`)).status).toBe(404);
+    expect((await c.api.get(`/api/schedules/${byOp.id}`)).status).toBe(404);
 
-    await page.goto(`${server.url}/tokens`);
+    await page.goto(`${c.server.url}/tokens`);
     await page.click('[data-test=token-scope]');
     await page.waitForSelector('.n-base-select-option:has-text("operator")');
     expect(await page.$('.n-base-select-option:has-text("admin")')).toBeNull();

@@ -6,10 +6,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { tmpDir, waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS, textOf } from './browser.js';
+import { useConsole } from './fixture.js';
 
 const termText = (page: Page) =>
   page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
@@ -25,34 +26,22 @@ const dropFile = (page: Page, name: string, text: string) =>
 })()`);
 
 describe.skipIf(!browserAvailable())('console: terminal file transfer', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  let id: string;
   let inside: string;
   let outside: string;
 
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    inside = fs.realpathSync(tmpDir('e2e-xfer-in'));
-    outside = fs.realpathSync(tmpDir('e2e-xfer-out'));
-    fs.writeFileSync(path.join(outside, 'secret.txt'), 'outside');
-    const policy = path.join(tmpDir('e2e-xfer-policy'), 'policy.json');
-    fs.writeFileSync(policy, JSON.stringify({ allowedPaths: [inside] }), { mode: 0o600 });
-    const a = startAgent(server, { name: 'xfer-e2e', args: ['--policy', policy] });
-    id = await agentId(a);
-    await api.waitAgent(id, 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
+  const c = useConsole({
+    agents: () => {
+      inside = fs.realpathSync(tmpDir('e2e-xfer-in'));
+      outside = fs.realpathSync(tmpDir('e2e-xfer-out'));
+      fs.writeFileSync(path.join(outside, 'secret.txt'), 'outside');
+      const policy = path.join(tmpDir('e2e-xfer-policy'), 'policy.json');
+      fs.writeFileSync(policy, JSON.stringify({ allowedPaths: [inside] }), { mode: 0o600 });
+      return [{ name: 'xfer-e2e', args: ['--policy', policy] }];
+    },
   });
 
   it('uploads a dropped file into the cwd, downloads a path, and shows a policy refusal', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    const page = await c.signedIn(`/agents/${c.id}`);
     await page.click('[data-test=open-terminal]');
     await page.waitForSelector('[data-test=terminal][data-state=open]');
     await page.click('[data-test=terminal]');
@@ -87,7 +76,7 @@ describe.skipIf(!browserAvailable())('console: terminal file transfer', () => {
     );
     expect(await page.getAttribute('[data-test=transfer-status]', 'class')).toContain('bad');
 
-    const audit = (await api.get('/api/audit?action=terminal.upload')).body.items;
+    const audit = (await c.api.get('/api/audit?action=terminal.upload')).body.items;
     expect(audit.some((e: any) => e.ok && e.details.path === path.join(inside, 'dropped.txt') && e.details.size === 23)).toBe(true);
     expect(page.problems).toEqual([]);
     await page.context().close();

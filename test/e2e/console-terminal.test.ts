@@ -2,37 +2,21 @@
  * The terminal view in a real browser: a real PTY on a real agent through the real server. Type a
  * command and see its output; reload and find the same session reattached; recordings play back.
  */
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/harness.js';
+import { browserAvailable, screenshot, STEP_MS } from './browser.js';
+import { useConsole } from './fixture.js';
 
 const termText = (page: Page) =>
   page.$$eval('[data-test=terminal] .xterm-rows', (els) => els.map((e) => (e as unknown as { innerText: string }).innerText).join('\n'));
 
 describe.skipIf(!browserAvailable())('console: terminals', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  let id: string;
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    // The harness gives the agent its own HOME and shell: the host's dotfiles never reach the test.
-    const a = startAgent(server, { name: 'term-01' });
-    id = await agentId(a);
-    await api.waitAgent(id, 'online');
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  // The harness gives the agent its own HOME and shell: the host's dotfiles never reach the test.
+  const c = useConsole({ agents: [{ name: 'term-01' }] });
 
   it('opens a terminal, runs a command, reattaches after a reload, and plays the recording back', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', `/agents/${id}`);
+    const page = await c.signedIn(`/agents/${c.id}`);
     await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
     await screenshot(page, 'agent-detail');
     await page.click('[data-test=open-terminal]');
@@ -53,7 +37,7 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.keyboard.type('echo "again-$((7*6))"\n');
     await waitFor(async () => (await termText(page)).includes('again-42'), 'output after reattach', STEP_MS);
     // Ctrl+Shift+V pastes the clipboard once (it used to arrive twice: ours and the browser's own).
-    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: c.server.url });
     await page.evaluate(
       (t) => (globalThis as unknown as { navigator: { clipboard: { writeText(s: string): Promise<void> } } }).navigator.clipboard.writeText(t),
       'echo "pasted-$((5*5))-"',
@@ -71,14 +55,14 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await page.waitForSelector(`[data-test=terminal][data-session="${sessionId}"][data-state=open]`);
     await waitFor(async () => (await termText(page)).includes('again-42'), 'scrollback after coming back to the view', STEP_MS);
     await page.click('[data-test=terminal]');
-    const open = await api.get(`/api/terminals?status=open`);
+    const open = await c.api.get(`/api/terminals?status=open`);
     expect(open.body.items.map((s: { id: string }) => s.id)).toEqual([sessionId]);
 
     await page.keyboard.type('exit\n');
     await waitFor(async () => (await termText(page)).includes('[session ended'), 'session-ended message', STEP_MS);
     expect(await page.getAttribute('[data-test=terminal]', 'data-state')).toBe('closed');
 
-    await page.goto(`${server.url}/recordings`);
+    await page.goto(`${c.server.url}/recordings`);
     await page.click('[data-test=play-recording]');
     await page.waitForSelector('[data-test=cast-screen] .xterm-rows');
     await page.click('[data-test=cast-toggle]'); // pause
@@ -94,9 +78,8 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
   });
 
   it('an admin watching a session sees its output with no blinking cursor and no paste hint', async () => {
-    await api.userWithRole('operator', 'term-op');
-    const op = await newPage(browser);
-    await signIn(op, server.url, 'term-op', 'password-123', `/agents/${id}`);
+    await c.api.userWithRole('operator', 'term-op');
+    const op = await c.signedIn(`/agents/${c.id}`, { username: 'term-op', password: 'password-123' });
     await op.click('[data-test=open-terminal]');
     await op.waitForSelector('[data-test=terminal][data-state=open]');
     await op.click('[data-test=terminal]');
@@ -104,8 +87,7 @@ describe.skipIf(!browserAvailable())('console: terminals', () => {
     await waitFor(async () => (await op.$$('[data-test=terminal] .xterm-cursor-blink')).length > 0, 'blinking cursor in control mode', STEP_MS);
     expect(await op.textContent('.pane .bar')).toContain('Ctrl+Shift+V');
 
-    const admin = await newPage(browser);
-    await signIn(admin, server.url, 'admin', 'admin-password-123', '/terminals');
+    const admin = await c.signedIn('/terminals');
     await admin.click('button:has-text("Watch")');
     await admin.waitForSelector('[data-test=terminal][data-mode=watch][data-state=open]');
     await op.keyboard.type('echo "watched-$((3*3))"\n');

@@ -6,8 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bigTmpDir,
   buildPackage,
@@ -20,44 +19,42 @@ import {
   supervise,
   trackBigDir,
 } from '../helpers/agent-packages.js';
-import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
+import { tmpDir, waitFor } from '../helpers/harness.js';
+import { agentRow, browserAvailable, screenshot, STEP_MS, textOf } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: updates', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
+  let base: string;
   let next: string;
   let signature: string;
+  let keys: Awaited<ReturnType<typeof keygen>>;
   let id: string;
 
-  beforeAll(async () => {
-    const out = bigTmpDir('e2e-pkgs');
-    const [base, good] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out)]);
-    next = good;
-    const keys = await keygen(tmpDir('e2e-keys'));
-    signature = (await signPackage(keys.priv, good)).trim();
-    server = await startServer({ env: { MUSTER_UPDATE_TIMEOUT_SEC: '90' } });
-    trackBigDir(server.dataDir);
-    api = await Api.login(server.url);
-    const root = bigTmpDir('e2e-root');
-    await installAgent(root, ['--server', server.wsUrl, '--token', server.enrollToken, '--package', base, '--public-key', keys.pub, '--name', 'upd-01']);
-    supervise(root);
-    const idFile = path.join(installPaths(root).state, 'agent-id');
-    id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), 'installed agent id', STEP_MS);
-    await api.waitAgent(id, 'online');
-    browser = await launch();
-  }, 240_000);
-  afterAll(async () => {
-    await browser?.close();
-    await stopAllSupervisors();
-    await cleanup();
-    removeBigDirs();
+  const c = useConsole({
+    server: async () => {
+      const out = bigTmpDir('e2e-pkgs');
+      [base, next] = await Promise.all([buildPackage('1.0.0', out), buildPackage('1.1.0', out)]);
+      keys = await keygen(tmpDir('e2e-keys'));
+      signature = (await signPackage(keys.priv, next)).trim();
+      return { env: { MUSTER_UPDATE_TIMEOUT_SEC: '90' } };
+    },
+    // The agent is installed with the real installer and supervised like systemd would.
+    setup: async (s) => {
+      trackBigDir(s.server.dataDir);
+      const root = bigTmpDir('e2e-root');
+      await installAgent(root, ['--server', s.server.wsUrl, '--token', s.server.enrollToken, '--package', base, '--public-key', keys.pub, '--name', 'upd-01']);
+      supervise(root);
+      const idFile = path.join(installPaths(root).state, 'agent-id');
+      id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), 'installed agent id', STEP_MS);
+      await s.api.waitAgent(id, 'online');
+    },
+    beforeStop: stopAllSupervisors,
+    afterStop: removeBigDirs,
+    timeoutMs: 240_000,
   });
 
   it('uploads a package, starts a rollout, and shows per-wave and per-agent progress live', { timeout: 180_000 }, async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/updates');
+    const page = await c.signedIn('/updates');
     await page.setInputFiles('[data-test=artifact-file]', next);
     await page.fill('input[placeholder^="signature"]', signature);
     await page.click('button:has-text("Upload")');
@@ -78,7 +75,7 @@ describe.skipIf(!browserAvailable())('console: updates', () => {
     await page.waitForSelector('[data-test=rollout-state]:has-text("succeeded")');
     expect(await page.textContent('[data-test=rollout]')).toContain('Wave 1');
     await screenshot(page, 'rollout');
-    await page.goto(`${server.url}/agents`);
+    await page.goto(`${c.server.url}/agents`);
     await waitFor(async () => (await textOf(page, agentRow(id)))?.includes('1.1.0'), 'agent back with 1.1.0', STEP_MS);
     expect(page.problems).toEqual([]);
     await page.context().close();
