@@ -2,39 +2,27 @@
  * Running a script from the console on two real agents: select them in the agents table, write the
  * script in the editor, run, and watch live output and exit codes in the run view.
  */
-import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Api, agentId, cleanup, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentRow, browserAvailable, launch, newPage, screenshot, signIn, STEP_MS, textOf } from './browser.js';
+import { tmpDir, waitFor } from '../helpers/harness.js';
+import { agentRow, browserAvailable, screenshot, STEP_MS, textOf } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: run a script', () => {
-  let server: TestServer;
-  let api: Api;
-  let browser: Browser;
-  const ids: string[] = [];
   // The scripts wait for a file here before finishing, so the test sees them running first.
   const gate = tmpDir('e2e-gate');
-
-  beforeAll(async () => {
-    server = await startServer();
-    api = await Api.login(server.url);
-    // The agents' environment reaches the script: one exits 0, the other 7.
-    const a = startAgent(server, { name: 'run-a', env: { E2E_EXIT: '0', E2E_GATE: gate } });
-    const b = startAgent(server, { name: 'run-b', env: { E2E_EXIT: '7', E2E_GATE: gate } });
-    ids.push(await agentId(a), await agentId(b));
-    for (const id of ids) await api.waitAgent(id, 'online');
-    browser = await launch();
+  // The agents' environment reaches the script: one exits 0, the other 7.
+  const c = useConsole({
+    agents: [
+      { name: 'run-a', env: { E2E_EXIT: '0', E2E_GATE: gate } },
+      { name: 'run-b', env: { E2E_EXIT: '7', E2E_GATE: gate } },
+    ],
   });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const ids = c.ids;
 
   it('runs on two selected agents and shows live output and exit codes', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url, 'admin', 'admin-password-123', '/agents');
+    const page = await c.signedIn('/agents');
     for (const id of ids) await page.check(`${agentRow(id)} input[type=checkbox]`);
     await page.waitForSelector('[data-test=selected-count]:has-text("2 selected")');
     await page.click('[data-test=batch-run]');
@@ -61,7 +49,7 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     await page.waitForURL(/\/tasks\/[^/]+$/);
     // The task runs exactly what was typed: Enter ends a line even while a completion is offered
     // (it once accepted the completion instead, joining `done` and the next line).
-    expect((await api.get<{ script: string }>(`/api/tasks/${new URL(page.url()).pathname.split('/').pop()}`)).body.script).toBe(script);
+    expect((await c.api.get<{ script: string }>(`/api/tasks/${new URL(page.url()).pathname.split('/').pop()}`)).body.script).toBe(script);
     await page.waitForSelector('tr[data-exec-agent="run-a"][data-status=running]');
     await page.waitForSelector('tr[data-exec-agent="run-b"][data-status=running]');
     expect(await page.textContent('[data-test=task-meta]')).toContain('2 agents');
@@ -133,10 +121,10 @@ describe.skipIf(!browserAvailable())('console: run a script', () => {
     expect(await page.textContent('[data-test=task-meta]')).toContain('· 1 agent');
     expect(await page.textContent('[data-test=task-meta]')).not.toContain('1 agents');
     expect(await page.$('tr[data-exec-agent="run-a"]')).toBeNull();
-    await page.goto(`${server.url}/tasks`);
+    await page.goto(`${c.server.url}/tasks`);
     await waitFor(async () => (await page.$$('[data-test=task-link]')).length === 2, 'two tasks in history', STEP_MS);
     // The host's timeline lists its executions next to its connections.
-    await page.goto(`${server.url}/agents/${ids[0]}`);
+    await page.goto(`${c.server.url}/agents/${ids[0]}`);
     await page.waitForSelector('[data-test=agent-timeline] >> text=execution succeeded (exit 0)');
     await page.waitForSelector('[data-test=agent-timeline] >> text=connected');
     expect(page.problems).toEqual([]);
