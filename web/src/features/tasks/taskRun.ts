@@ -9,6 +9,7 @@
 import { shallowRef } from 'vue';
 import type { ExecutionView, TaskView } from '../../../../protocol/rest';
 import { api } from '../../api/client';
+import { coalesced, frameBatcher } from '../../composables/batch';
 import { onFrame, onMessage, onReady, send } from '../../composables/socket';
 
 const PER_EXEC_BYTES = 1 << 20;
@@ -72,10 +73,11 @@ export class TaskRun {
   private readonly liveBytes = new Map<string, LiveCount>();
   /** Bumped at most every BYTES_EVERY_MS while output flows (the byte counts re-render on it). */
   readonly bytesVersion = shallowRef(0);
-  private bytesTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Live byte counts are published at most twice a second. */
+  private readonly bytesPublish = coalesced(() => this.bytesVersion.value++, 500);
   private totalBytes = 0;
-  private frame = 0;
-  private fallback: ReturnType<typeof setTimeout> | null = null;
+  /** Publishes the batch of changes (bumps `version`) once per animation frame. */
+  private readonly publish = frameBatcher(() => this.version.value++);
   private readonly unsubs: Array<() => void> = [];
   private disposed = false;
 
@@ -144,16 +146,7 @@ export class TaskRun {
   }
 
   private touch(): void {
-    if (this.frame) return;
-    const publish = () => {
-      if (this.frame) cancelAnimationFrame(this.frame);
-      if (this.fallback) clearTimeout(this.fallback);
-      this.frame = 0;
-      this.fallback = null;
-      this.version.value++;
-    };
-    this.frame = requestAnimationFrame(publish);
-    this.fallback = setTimeout(publish, 250);
+    this.publish.schedule();
   }
 
   /** An execution's output size as known now: the last reported count plus what arrived live beyond it. */
@@ -200,10 +193,7 @@ export class TaskRun {
         c.sizes.splice(0, half);
       }
     }
-    this.bytesTimer ??= setTimeout(() => {
-      this.bytesTimer = null;
-      this.bytesVersion.value++;
-    }, 500);
+    this.bytesPublish.schedule();
     let b = this.out.get(id);
     if (!b) this.out.set(id, (b = { chunks: [], bytes: 0, fromStart: seq === 0, overflow: false, gap: false }));
     const copy = data.slice();
@@ -333,9 +323,8 @@ export class TaskRun {
     this.disposed = true;
     send({ type: 'task.unsubscribe', taskId: this.taskId });
     for (const u of this.unsubs) u();
-    if (this.frame) cancelAnimationFrame(this.frame);
-    if (this.fallback) clearTimeout(this.fallback);
+    this.publish.cancel();
     if (this.reconcileTimer) clearTimeout(this.reconcileTimer);
-    if (this.bytesTimer) clearTimeout(this.bytesTimer);
+    this.bytesPublish.cancel();
   }
 }
