@@ -247,17 +247,7 @@ export class Fleet {
       this.agents.set(rec.id, rec);
     } else if (changed) {
       Object.assign(rec, {
-        name: hello.name,
-        hostname: hello.hostname,
-        ips: hello.ips,
-        externalIp: hello.externalIp ?? null,
-        platform: hello.platform,
-        arch: hello.arch,
-        os: hello.os,
-        version: hello.agentVersion,
-        cpus: hello.cpus,
-        memoryBytes: hello.memoryBytes,
-        labels: hello.labels,
+        ...factsFromHello(hello),
         connectedAt: now,
         lastSeenAt: now,
         status: 'online',
@@ -532,11 +522,9 @@ export class Fleet {
   }
 }
 
-/** Whether a hello reports different host facts than the record holds (so the row needs an update). */
-/** A new agent's record, from its first hello. */
-function recordFromHello(hello: Hello, secretHash: string, now: number, enrollLabels: Labels | null, status: AgentRecord['status']): AgentRecord {
+/** The host facts a hello reports, as the record holds them. */
+function factsFromHello(hello: Hello) {
   return {
-    id: hello.agentId,
     name: hello.name,
     hostname: hello.hostname,
     ips: hello.ips,
@@ -548,6 +536,14 @@ function recordFromHello(hello: Hello, secretHash: string, now: number, enrollLa
     cpus: hello.cpus,
     memoryBytes: hello.memoryBytes,
     labels: hello.labels,
+  };
+}
+
+/** A new agent's record, from its first hello. */
+function recordFromHello(hello: Hello, secretHash: string, now: number, enrollLabels: Labels | null, status: AgentRecord['status']): AgentRecord {
+  return {
+    id: hello.agentId,
+    ...factsFromHello(hello),
     labelOverrides: null,
     enrollLabels,
     groups: [],
@@ -562,6 +558,7 @@ function recordFromHello(hello: Hello, secretHash: string, now: number, enrollLa
   };
 }
 
+/** Whether a hello reports different host facts than the record holds (so the row needs an update). */
 function factsChanged(r: AgentRecord, h: Hello): boolean {
   return (
     r.name !== h.name ||

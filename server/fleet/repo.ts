@@ -102,6 +102,25 @@ function storedPolicy(v: unknown): HostPolicy | null {
 }
 
 /** Agents table access. The in-memory map in Fleet is the read path; this is the write path. */
+/** The agent row's columns that a hello reports (facts of the host), as stored when it connects. */
+function helloColumns(h: Hello, now: number) {
+  return {
+    name: h.name,
+    hostname: h.hostname,
+    ips: JSON.stringify(h.ips),
+    external_ip: h.externalIp ?? null,
+    platform: h.platform,
+    arch: h.arch,
+    os: h.os,
+    version: h.agentVersion,
+    cpus: h.cpus,
+    memory_bytes: h.memoryBytes,
+    labels: JSON.stringify(h.labels),
+    connected_at: now,
+    last_seen_at: now,
+  };
+}
+
 export class AgentRepo {
   constructor(private readonly db: Db) {}
 
@@ -126,19 +145,7 @@ export class AgentRepo {
   /** Inserts a newly enrolled agent or refreshes the facts of a known one from its hello. */
   async upsertFromHello(h: Hello, secretHash: string, now: number, isNew: boolean, q: Knex = this.db): Promise<void> {
     const facts = {
-      name: h.name,
-      hostname: h.hostname,
-      ips: JSON.stringify(h.ips),
-      external_ip: h.externalIp ?? null,
-      platform: h.platform,
-      arch: h.arch,
-      os: h.os,
-      version: h.agentVersion,
-      cpus: h.cpus,
-      memory_bytes: h.memoryBytes,
-      labels: JSON.stringify(h.labels),
-      connected_at: now,
-      last_seen_at: now,
+      ...helloColumns(h, now),
       // An agent that reports no policy keeps the last one stored: it may be an older build, and
       // forgetting the restriction would let the server dispatch what the host refuses anyway.
       ...(h.policy ? { policy: JSON.stringify(h.policy) } : {}),
@@ -170,19 +177,7 @@ export class AgentRepo {
       try {
         await trx('agents').insert({
           id: h.agentId,
-          name: h.name,
-          hostname: h.hostname,
-          ips: JSON.stringify(h.ips),
-          external_ip: h.externalIp ?? null,
-          platform: h.platform,
-          arch: h.arch,
-          os: h.os,
-          version: h.agentVersion,
-          cpus: h.cpus,
-          memory_bytes: h.memoryBytes,
-          labels: JSON.stringify(h.labels),
-          connected_at: now,
-          last_seen_at: now,
+          ...helloColumns(h, now),
           groups: '[]',
           label_overrides: null,
           enrol_labels: enrollLabels ? JSON.stringify(enrollLabels) : null,
