@@ -118,11 +118,6 @@ export async function migrateLatest(db: Db): Promise<void> {
   await db.migrate.latest({ migrationSource });
 }
 
-/** Rolls back every migration (used by tests and by operators downgrading). */
-export async function migrateDownAll(db: Db): Promise<void> {
-  await db.migrate.rollback({ migrationSource }, true);
-}
-
 /** MySQL TEXT columns for JSON: parse defensively (a bad row must not crash a list). */
 export function parseJson<T>(s: unknown, fallback: T): T {
   if (typeof s !== 'string') return fallback;

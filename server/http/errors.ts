@@ -90,16 +90,3 @@ export function errorHandler(log: { error(o: object, m: string): void }): ErrorR
     res.status(500).json({ error: { code: 'internal', message: 'internal error' } });
   };
 }
-
-/**
- * Parses `limit`/`offset` query params with bounds.
- * @deprecated read the query with parseQuery(req, pageShape(def, max)) from http/query.ts.
- */
-export function page(q: Record<string, unknown>, def = 50, max = 1000): { limit: number; offset: number } {
-  for (const k of ['limit', 'offset']) {
-    if (q[k] !== undefined && typeof q[k] !== 'string') throw new ApiError('bad_request', `query parameter ${k}: must be given once, as a plain value`);
-  }
-  const limit = Math.min(max, Math.max(1, Number.parseInt(String(q['limit'] ?? def), 10) || def));
-  const offset = Math.max(0, Number.parseInt(String(q['offset'] ?? 0), 10) || 0);
-  return { limit, offset };
-}
