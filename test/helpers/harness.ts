@@ -20,7 +20,7 @@ const SERVER_START_MS = 90_000;
  * How long a test agent may take to enroll and write its id (the same kind of deadline: an agent
  * that exits fails at once). Node's start plus enrollment took over 10 s at load 20 on 2 cores.
  */
-const AGENT_START_MS = 60_000;
+export const AGENT_START_MS = 60_000;
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_JS = path.join(ROOT, 'dist', 'server.js');

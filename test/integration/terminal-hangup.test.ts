@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { AGENT_JS, Api, cleanup, hermeticAgentEnv, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { AGENT_START_MS, AGENT_JS, Api, cleanup, hermeticAgentEnv, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
 /** Open-then-immediately-close cycles per test. */
@@ -129,15 +129,19 @@ describe("terminal close never signals the agent's process group (defect 5)", ()
     const admin = await Api.login(s.url);
     op = await admin.userWithRole('operator');
     w = await startWrappedAgent(s.wsUrl, s.enrollToken);
-    agentId = await waitFor(() => {
-      try {
-        return fs.readFileSync(path.join(w.stateDir, 'agent-id'), 'utf8').trim();
-      } catch {
-        return '';
-      }
-    }, 'agent id');
+    agentId = await waitFor(
+      () => {
+        try {
+          return fs.readFileSync(path.join(w.stateDir, 'agent-id'), 'utf8').trim();
+        } catch {
+          return '';
+        }
+      },
+      'agent id',
+      AGENT_START_MS,
+    );
     await admin.waitAgent(agentId, 'online');
-  }, 60_000);
+  }, 2 * AGENT_START_MS);
 
   it(`through the server: ${CYCLES} consoles open a terminal and close it at once`, async () => {
     const c = await TermClient.connect(s, op);

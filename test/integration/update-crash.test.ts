@@ -20,7 +20,7 @@ import {
   supervise,
   type Supervisor,
 } from '../helpers/agent-packages.js';
-import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { AGENT_START_MS, Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
 let keys: { priv: string; pub: string };
 let base = '';
@@ -63,7 +63,7 @@ async function installed(
   ]);
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
-  const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} id`);
+  const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} id`, AGENT_START_MS);
   await api.waitAgent(id, 'online');
   const proc = sup.proc!;
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));

@@ -23,7 +23,7 @@ import {
   supervise,
   type Supervisor,
 } from '../helpers/agent-packages.js';
-import { Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { AGENT_START_MS, Api, cleanup, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
 let server: TestServer;
 let api: Api;
@@ -52,7 +52,7 @@ async function installed(name: string, labels: Record<string, string>, env: Reco
   }
   const sup = supervise(root, env);
   const idFile = path.join(installPaths(root).state, 'agent-id');
-  const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} agent id`);
+  const id = await waitFor(() => (fs.existsSync(idFile) ? fs.readFileSync(idFile, 'utf8').trim() : ''), `${name} agent id`, AGENT_START_MS);
   await api.waitAgent(id, 'online');
   return { name, root, sup, id };
 }
