@@ -57,6 +57,7 @@ export function createTerminals(
     consoleTermData: (ch, sessionId, data) => service.input(ch, sessionId, data),
     routes: terminalRoutes(core, repo, service),
     start: async () => {
+      service.remote.start();
       // A user who lost rights (disabled, password reset, demoted) loses the shells kept for their
       // reattach too, not only those their open sockets control.
       unsubscribe = core.bus.subscribe('auth.changed', (ev) => {
@@ -67,6 +68,7 @@ export function createTerminals(
     },
     stop: () => {
       unsubscribe();
+      service.remote.stop();
       return service.stop();
     },
   };

@@ -27,6 +27,8 @@ export interface TerminalRow {
   agentId: string;
   userId: number;
   username: string;
+  /** The server node that holds (held) the session: the one its agent was connected to. */
+  node: string;
   openedAt: number;
   closedAt: number | null;
   closeReason: string | null;
@@ -47,6 +49,7 @@ function fromDb(r: Record<string, unknown>): TerminalRow {
     agentId: String(r['agent_id']),
     userId: Number(r['user_id']),
     username: String(r['username']),
+    node: String(r['node'] ?? ''),
     openedAt: Number(r['opened_at']),
     closedAt: n(r['closed_at']),
     closeReason: (r['close_reason'] as string | null) ?? null,

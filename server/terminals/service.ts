@@ -9,6 +9,7 @@ import type { AgentCtx, ConsoleChannel } from '../ws/handlers.js';
 import type { TransferManager } from '../files/transfer.js';
 import { BroadcastGroups } from './broadcast.js';
 import { AsciicastRecorder } from './recorder.js';
+import { isRemoteConsole, RemoteTerminals } from './remote.js';
 import type { TerminalRepo } from './repo.js';
 import { TerminalSession, type Attachment } from './session.js';
 import { TerminalTransfers } from './transfer.js';
@@ -34,6 +35,8 @@ export class TerminalService {
   readonly broadcasts: BroadcastGroups;
   /** Uploads into and downloads from a session's shell directory (REST, through the agent). */
   readonly transfers: TerminalTransfers;
+  /** Sessions on other nodes for consoles here, and consoles of other nodes for sessions here (remote.ts). */
+  readonly remote: RemoteTerminals;
 
   constructor(
     private readonly core: Core,
@@ -42,6 +45,12 @@ export class TerminalService {
   ) {
     this.broadcasts = new BroadcastGroups(core, this);
     this.transfers = new TerminalTransfers(core, fileTransfers);
+    this.remote = new RemoteTerminals(core, this);
+  }
+
+  /** The other node a console here reaches this session on (null: here, or not at all). */
+  private elsewhere(ch: ConsoleChannel, sessionId: string): string | null {
+    return this.sessions.has(sessionId) ? null : this.remote.routeOf(ch, sessionId);
   }
 
   private get cfg() {
@@ -119,6 +128,10 @@ export class TerminalService {
       );
       return;
     }
+    // An agent connected to another node: the session lives there (remote.ts); a console of
+    // another node is never sent further (the agent moved meanwhile: it is not online here).
+    const node = isRemoteConsole(ch) ? null : this.remote.agentElsewhere(m.agentId);
+    if (node) return this.openElsewhere(ch, node, m, allocated);
     // Caps (MUSTER_MAX_TERMINALS_PER_USER / _PER_SERVER): every session holds a shell, a PTY and
     // scrollback until it closes or its detach timeout ends.
     const open = [...this.sessions.values()];
@@ -216,8 +229,19 @@ export class TerminalService {
     this.core.log.info({ sessionId: id, agentId: m.agentId, user: p.username }, 'terminal opening');
   }
 
+  private async openElsewhere(ch: ConsoleChannel, node: string, m: ConsoleMessage<'term.open'>, allocated?: (sessionId: string) => void): Promise<void> {
+    try {
+      const id = await this.remote.open(ch, node, m);
+      if (id) allocated?.(id);
+    } catch (err) {
+      this.core.log.warn({ err, node, agentId: m.agentId }, 'could not open a terminal through the node holding the agent');
+      this.error(ch, 'unavailable', `the server node holding this agent (${node}) did not answer; try again`, m.ref);
+    }
+  }
+
   attach(ch: ConsoleChannel, m: ConsoleMessage<'term.attach'>): void {
     const s = this.sessions.get(m.sessionId);
+    if (!s && !isRemoteConsole(ch)) return void this.attachElsewhere(ch, m);
     if (!s || !s.live || s.state === 'opening') return this.error(ch, 'not_found', 'no such live session', m.ref);
     const p = ch.principal;
     const owner = s.owner.id === p.id;
@@ -258,7 +282,24 @@ export class TerminalService {
     }
   }
 
+  /** A session not open here may be open on another node (its row names the node): the attach goes there. */
+  private async attachElsewhere(ch: ConsoleChannel, m: ConsoleMessage<'term.attach'>): Promise<void> {
+    let node = this.remote.routeOf(ch, m.sessionId);
+    if (!node && this.core.nodes.enabled) {
+      try {
+        const row = await this.repo.get(m.sessionId);
+        if (row && row.closedAt == null && row.node !== this.cfg.nodeId && this.core.nodes.nodes().includes(row.node)) node = row.node;
+      } catch (err) {
+        this.core.log.warn({ err, sessionId: m.sessionId }, 'could not look up a terminal session');
+        return this.error(ch, 'database_unavailable', 'could not look the session up; try again', m.ref);
+      }
+    }
+    if (!node || !this.remote.forward(ch, node, m)) return this.error(ch, 'not_found', 'no such live session', m.ref);
+  }
+
   detachRequest(ch: ConsoleChannel, sessionId: string): void {
+    const node = this.elsewhere(ch, sessionId);
+    if (node) return void this.remote.forward(ch, node, { type: 'term.detach', sessionId });
     const s = this.sessions.get(sessionId);
     if (s?.attachments.has(ch.id)) this.detach(s, ch.id);
   }
@@ -274,6 +315,8 @@ export class TerminalService {
   }
 
   resize(ch: ConsoleChannel, m: ConsoleMessage<'term.resize'>): void {
+    const node = this.elsewhere(ch, m.sessionId);
+    if (node) return void this.remote.forward(ch, node, m);
     const s = this.sessions.get(m.sessionId);
     const a = s?.attachments.get(ch.id);
     if (!s || !a) return this.error(ch, 'not_found', `not attached to session ${m.sessionId}`);
@@ -283,6 +326,8 @@ export class TerminalService {
   }
 
   closeRequest(ch: ConsoleChannel, sessionId: string): void {
+    const node = this.elsewhere(ch, sessionId);
+    if (node) return void this.remote.forward(ch, node, { type: 'term.close', sessionId });
     const s = this.sessions.get(sessionId);
     if (!s || !s.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
     const a = s.attachments.get(ch.id);
@@ -297,12 +342,16 @@ export class TerminalService {
   }
 
   ack(ch: ConsoleChannel, m: ConsoleMessage<'term.ack'>): void {
+    const node = this.elsewhere(ch, m.sessionId);
+    if (node) return void this.remote.forward(ch, node, m);
     this.sessions.get(m.sessionId)?.ack(ch.id, m.bytes);
   }
 
   input(ch: ConsoleChannel, sessionId: string, data: Uint8Array): void {
     const s = this.sessions.get(sessionId);
     if (!s && this.broadcasts.input(ch, sessionId, data)) return;
+    const node = this.elsewhere(ch, sessionId);
+    if (node) return this.remote.input(ch, node, sessionId, data);
     const a = s?.attachments.get(ch.id);
     if (!s || !a || s.state !== 'open') {
       if (!s?.live) return this.error(ch, 'not_found', `no such live session ${sessionId}`);
