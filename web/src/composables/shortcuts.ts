@@ -1,6 +1,6 @@
 /**
  * Keyboard shortcuts of the console: `g` then a letter goes to a page, `/` focuses the page's filter,
- * `?` shows the list. Keys typed into a field (or a terminal) are never taken.
+ * `n` starts the page's "new" action (an element marked data-shortcut="new"), `?` shows the list. Keys typed into a field (or a terminal) are never taken.
  */
 import { onBeforeUnmount, onMounted, ref } from 'vue';
 import type { Router } from 'vue-router';
@@ -21,11 +21,15 @@ export const SHORTCUTS: readonly Shortcut[] = [
   { keys: 'g h', what: 'History (tasks)', to: '/tasks' },
   { keys: 'g l', what: 'Script library', to: '/library' },
   { keys: 'g s', what: 'Schedules', to: '/schedules' },
+  { keys: 'g f', what: 'Files (managed files)', to: '/files' },
   { keys: 'g t', what: 'Terminals', to: '/terminals' },
+  { keys: 'g b', what: 'Broadcast terminals', to: '/terminals/broadcast' },
   { keys: 'g p', what: 'Recordings (playback)', to: '/recordings' },
   { keys: 'g u', what: 'Updates', to: '/updates' },
+  { keys: 'g k', what: 'API tokens (keys)', to: '/tokens' },
   { keys: 'g x', what: 'Admin', to: '/admin', role: 'admin' },
   { keys: '/', what: 'Focus the filter or search box of the page' },
+  { keys: 'n', what: 'New item on the page (script, managed file, schedule)' },
   { keys: '?', what: 'Show this list' },
   { keys: 'Esc', what: 'Close this list; leave a field' },
 ];
@@ -75,6 +79,14 @@ export function useShortcuts(router: Router, can: (r: Role) => boolean) {
       if (f) {
         e.preventDefault();
         f.focus();
+      }
+      return;
+    }
+    if (e.key === 'n' && !e.shiftKey && !(chordAt && Date.now() - chordAt < CHORD_MS)) {
+      const el = document.querySelector<HTMLElement>('[data-shortcut=new]');
+      if (el && el.offsetParent !== null && !el.hasAttribute('disabled')) {
+        e.preventDefault();
+        el.click();
       }
       return;
     }
