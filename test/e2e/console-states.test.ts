@@ -4,27 +4,16 @@
  * an empty state); a list whose request failed shows the server's message with a Retry that loads
  * it; keyboard shortcuts reach the Files page and the page's "new" action.
  */
-import type { Browser, Route } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cleanup, startServer, type TestServer } from '../helpers/harness.js';
-import { browserAvailable, launch, newPage, signIn } from './browser.js';
+import type { Route } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { browserAvailable } from './browser.js';
+import { useConsole } from './fixture.js';
 
 describe.skipIf(!browserAvailable())('console: loading, empty and error states', () => {
-  let server: TestServer;
-  let browser: Browser;
-
-  beforeAll(async () => {
-    server = await startServer();
-    browser = await launch();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await cleanup();
-  });
+  const c = useConsole();
 
   it('says what to do on every empty list page', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    const page = await c.signedIn();
     const pages: Array<[string, string, string]> = [
       ['/tasks', 'history-empty', 'Run a script'],
       ['/library', 'library-empty', 'New script'],
@@ -36,7 +25,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
       ['/updates', 'rollouts-empty', 'pick an uploaded package'],
     ];
     for (const [path, test, says] of pages) {
-      await page.goto(`${server.url}${path}`);
+      await page.goto(`${c.server.url}${path}`);
       const el = await page.waitForSelector(`[data-test=${test}]`);
       expect((await el.textContent()) ?? '', path).toContain(says);
       expect(await page.$('[data-test=load-error]'), path).toBeNull();
@@ -46,8 +35,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
   });
 
   it('shows a skeleton until the answer comes, then the list or its empty state', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    const page = await c.signedIn();
     // Hold the answers until the skeleton has been seen.
     const held: Route[] = [];
     const hold = (route: Route) => void held.push(route);
@@ -61,7 +49,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
     };
     const rollouts = /\/api\/rollouts(\?|$)/;
     await page.route(rollouts, hold);
-    await page.goto(`${server.url}/updates`);
+    await page.goto(`${c.server.url}/updates`);
     await page.waitForSelector('[data-test=rollouts] [data-test=skeleton]');
     await page.waitForSelector('[data-test=artifacts-empty]');
     expect(await page.$('[data-test=rollouts-empty]')).toBeNull();
@@ -71,7 +59,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
 
     const tasks = /\/api\/tasks(\?|$)/;
     await page.route(tasks, hold);
-    await page.goto(`${server.url}/tasks`);
+    await page.goto(`${c.server.url}/tasks`);
     await page.waitForSelector('[data-test=history] [data-test=skeleton]');
     expect(await page.$('[data-test=history-empty]')).toBeNull();
     await stopHolding(tasks);
@@ -82,8 +70,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
   });
 
   it("shows a failed load's message with a Retry that loads the list", async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    const page = await c.signedIn();
     const fail = (route: Route) =>
       void route.fulfill({
         status: 503,
@@ -102,7 +89,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
     ];
     for (const [path, api, loaded] of cases) {
       await page.route(api, fail);
-      await page.goto(`${server.url}${path}`);
+      await page.goto(`${c.server.url}${path}`);
       const err = await page.waitForSelector('[data-test=load-error]');
       expect(await err.textContent(), path).toContain('database is restarting');
       await page.unroute(api, fail);
@@ -111,7 +98,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
       await page.waitForSelector(loaded);
     }
     // A rollout that does not exist: its page says so, with a retry, instead of staying blank.
-    await page.goto(`${server.url}/updates/rollouts/00000000-0000-0000-0000-000000000000`);
+    await page.goto(`${c.server.url}/updates/rollouts/00000000-0000-0000-0000-000000000000`);
     expect(await (await page.waitForSelector('[data-test=load-error]')).textContent()).toContain('rollout not found');
     expect(await page.$('[data-test=skeleton]')).toBeNull();
     expect(page.problems).toEqual([]);
@@ -119,8 +106,7 @@ describe.skipIf(!browserAvailable())('console: loading, empty and error states',
   });
 
   it('reaches Files with g f, lists it under ?, and starts a new item with n', async () => {
-    const page = await newPage(browser);
-    await signIn(page, server.url);
+    const page = await c.signedIn();
     await page.waitForSelector('[data-test=dashboard]');
     await page.keyboard.press('?');
     const help = (await (await page.waitForSelector('[data-test=shortcuts-help]')).textContent()) ?? '';
