@@ -57,6 +57,30 @@ export function singleNode(config: Config, log: Logger): Cluster {
   };
 }
 
+/**
+ * NATS connection options from MUSTER_NATS_URL: the official client does not read credentials from
+ * a server URL, so `nats://user:pass@host` (or `nats://token@host`) is taken apart here. Every URL
+ * that carries credentials must carry the same; the servers are returned without them (they are
+ * what logs and error messages show).
+ */
+export function natsAuth(urls: string[]): { servers: string[]; user?: string; pass?: string; token?: string } {
+  let creds: { user?: string; pass?: string; token?: string } | null = null;
+  let credsOf = '';
+  const servers = urls.map((raw) => {
+    const u = new URL(raw);
+    if (!u.username && !u.password) return raw;
+    const c = u.password ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : { token: decodeURIComponent(u.username) };
+    const key = JSON.stringify(c);
+    if (creds && key !== credsOf) throw new Error('MUSTER_NATS_URL: the URLs carry different credentials; give every server the same (or only the first)');
+    creds = c;
+    credsOf = key;
+    u.username = '';
+    u.password = '';
+    return u.toString().replace(/\/$/, '');
+  });
+  return { servers, ...(creds ?? {}) };
+}
+
 /** KV keys allow [-/_=.A-Za-z0-9]: a node id (a hostname, say) is stored base64url-encoded. */
 const nodeKey = (id: string) => Buffer.from(id, 'utf8').toString('base64url');
 const nodeOfKey = (k: string) => Buffer.from(k, 'base64url').toString('utf8');
@@ -82,10 +106,12 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   const nodesGauge = new client.Gauge({ name: 'muster_cluster_nodes', help: 'Server nodes in the cluster registry', registers });
   const leaseGauge = new client.Gauge({ name: 'muster_cluster_leases_held', help: '1 while this node holds the lease', labelNames: ['lease'], registers });
 
+  const { servers, ...auth } = natsAuth(config.natsUrl);
   let nc: NatsConnection;
   try {
     nc = await connect({
-      servers: config.natsUrl,
+      servers,
+      ...auth,
       name: `muster ${config.cluster} ${config.nodeId}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
@@ -94,10 +120,10 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       maxPingOut: 2,
     });
   } catch (err) {
-    throw new Error(`cannot connect to NATS at ${config.natsUrl.join(',')}: ${(err as Error).message}`);
+    throw new Error(`cannot connect to NATS at ${servers.join(',')}: ${(err as Error).message}`);
   }
   connected.set(1);
-  clog.info({ servers: config.natsUrl, cluster: config.cluster, node: config.nodeId }, 'cluster: connected to NATS');
+  clog.info({ servers, cluster: config.cluster, node: config.nodeId }, 'cluster: connected to NATS');
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === Events.Disconnect) {
@@ -132,7 +158,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
     leasesKv = await js.views.kv(`${config.cluster}-leases`, { ttl, history: 1 });
   } catch (err) {
     await nc.close();
-    throw new Error(`NATS at ${config.natsUrl.join(',')} has no JetStream key-value store (start nats-server with -js): ${(err as Error).message}`);
+    throw new Error(`NATS at ${servers.join(',')} has no JetStream key-value store (start nats-server with -js): ${(err as Error).message}`);
   }
   const leases = new KvLeases(leasesKv, config.nodeId, ttl, clog, undefined, (name, held) => leaseGauge.set({ lease: name }, held ? 1 : 0));
 
