@@ -6,7 +6,7 @@ import { decodeFrame, encodeTermData } from '../../protocol/index.js';
 import { AsciicastRecorder } from '../../server/terminals/recorder.js';
 import { ScrollbackRing } from '../../server/terminals/ring.js';
 import { TerminalSession } from '../../server/terminals/session.js';
-import type { ConsoleChannel } from '../../server/ws/handlers.js';
+import { fakeConsole } from '../helpers/fake-console.js';
 
 const enc = new TextEncoder();
 
@@ -75,27 +75,10 @@ describe('AsciicastRecorder', () => {
   });
 });
 
-function fakeChannel(id: number): ConsoleChannel & { frames: Uint8Array[] } {
-  const frames: Uint8Array[] = [];
-  return {
-    id,
-    frames,
-    principal: { id: 1, username: 'op', role: 'operator', via: 'session', expiresAt: null, resolvedAt: 0 },
-    send: () => true,
-    sendBinary: (b) => {
-      frames.push(b);
-      return true;
-    },
-    bufferedAmount: () => 0,
-    close: () => {},
-    onClose: () => {},
-  };
-}
-
 describe('TerminalSession flow control', () => {
   const make = () => {
     const acks: number[] = [];
-    const ch = fakeChannel(1);
+    const ch = fakeConsole(1);
     const s = new TerminalSession({
       id: 's1',
       agentId: 'a1',
@@ -150,7 +133,7 @@ describe('TerminalSession flow control', () => {
   it('a watcher never holds the operator back; a detached session acknowledges everything', () => {
     vi.useFakeTimers();
     const { s, ch, acks } = make();
-    const w = fakeChannel(2);
+    const w = fakeConsole(2);
     s.attach(ch, 'control');
     s.attach(w, 'watch');
     s.output(new Uint8Array(100));

@@ -1,28 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { decodeFrame, encodeTermData, TERM_AGENT_MAX_UNACKED } from '../../protocol/index.js';
 import { TerminalSession } from '../../server/terminals/session.js';
-import type { ConsoleChannel } from '../../server/ws/handlers.js';
-
-/** A console socket that keeps what it was sent (the session only sends binary frames). */
-function fakeChannel(id: number): ConsoleChannel & { frames: Uint8Array[] } {
-  const frames: Uint8Array[] = [];
-  return {
-    id,
-    frames,
-    principal: { id: 1, username: 'op', role: 'operator', via: 'session', expiresAt: null, resolvedAt: 0 },
-    send: () => true,
-    sendBinary: (b) => {
-      frames.push(b);
-      return true;
-    },
-    bufferedAmount: () => 0,
-    close: () => {},
-    onClose: () => {},
-  };
-}
+import { fakeConsole } from '../helpers/fake-console.js';
 
 function make(opts: { watchMaxLagBytes?: number } = {}) {
-  const ch = fakeChannel(1);
+  const ch = fakeConsole(1);
   const acks: number[] = [];
   const s = new TerminalSession({
     id: 's1',
@@ -76,7 +58,7 @@ describe('TerminalSession lifecycle', () => {
 
   it('an opener that left is forgotten: confirmOpen returns null and finish tells nobody', () => {
     const { s, ch } = make();
-    expect(s.forgetOpener(fakeChannel(9))).toBe(false);
+    expect(s.forgetOpener(fakeConsole(9))).toBe(false);
     expect(s.forgetOpener(ch)).toBe(true);
     expect(s.confirmOpen(7)).toBeNull();
     const c = make();
@@ -103,10 +85,10 @@ describe('TerminalSession lifecycle', () => {
     s.attach(ch, 'control');
     expect(s.armDetach(1000, expired)).toBe(false); // a controller is attached
     s.detach(ch.id);
-    s.attach(fakeChannel(2), 'watch');
+    s.attach(fakeConsole(2), 'watch');
     expect(s.armDetach(1000, expired)).toBe(true); // a watcher does not keep the shell
     vi.advanceTimersByTime(500);
-    s.attach(fakeChannel(3), 'control');
+    s.attach(fakeConsole(3), 'control');
     vi.advanceTimersByTime(5000);
     expect(expired).not.toHaveBeenCalled();
     s.detach(3);
@@ -152,7 +134,7 @@ describe('TerminalSession lifecycle', () => {
     const { s, ch, acks } = make();
     s.confirmOpen(1);
     s.attach(ch, 'control');
-    const w = fakeChannel(2);
+    const w = fakeConsole(2);
     s.attach(w, 'watch');
     s.output(new Uint8Array(10));
     s.ack(ch.id, 10); // held for the idle delay
@@ -182,7 +164,7 @@ describe('TerminalSession lifecycle', () => {
   it('a watcher past watchMaxLagBytes is handed back as a laggard; an agent past the limit is an overrun', () => {
     const { s, ch } = make({ watchMaxLagBytes: 100 });
     s.confirmOpen(1);
-    const w = fakeChannel(2);
+    const w = fakeConsole(2);
     s.attach(w, 'watch');
     expect(s.output(new Uint8Array(101))).toEqual([]);
     const r = s.output(new Uint8Array(1));
