@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { dropColumns } from './util.js';
+import { dropColumns, isMysql } from './util.js';
 
 const RUNS = ['rollouts', 'file_distributions'] as const;
 
@@ -11,14 +11,13 @@ const RUNS = ['rollouts', 'file_distributions'] as const;
  * Artifacts get the admin's `stable` mark: `latest` is the newest stable package.
  */
 export async function up(knex: Knex): Promise<void> {
-  const client = String((knex.client as { config?: { client?: unknown } }).config?.client ?? '');
   for (const table of RUNS) {
     await knex.schema.alterTable(table, (t) => {
       t.integer('soak_seconds').notNullable().defaultTo(0);
       t.boolean('approval').notNullable().defaultTo(false);
       t.bigInteger('wave_done_at').nullable();
     });
-    if (client.startsWith('mysql')) await knex.raw('ALTER TABLE ?? MODIFY ?? VARCHAR(32) NOT NULL', [table, 'state']);
+    if (isMysql(knex)) await knex.raw('ALTER TABLE ?? MODIFY ?? VARCHAR(32) NOT NULL', [table, 'state']);
   }
   await knex.schema.alterTable('artifacts', (t) => {
     t.boolean('stable').notNullable().defaultTo(false);

@@ -18,6 +18,7 @@ import * as createAgentConfigRules from './202611302030_create_agent_config_rule
 import * as addAgentOwner from './202611302300_add_agent_owner.js';
 import * as addDashboardIndexes from './202611302330_add_dashboard_indexes.js';
 import * as addWaveGates from './202611302340_add_wave_gates.js';
+import * as repairMysqlTables from './202612010500_repair_mysql_tables.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -43,6 +44,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611302300_add_agent_owner', addAgentOwner],
   ['202611302330_add_dashboard_indexes', addDashboardIndexes],
   ['202611302340_add_wave_gates', addWaveGates],
+  ['202612010500_repair_mysql_tables', repairMysqlTables],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -94,14 +94,20 @@ export async function databases(): Promise<DbKind[]> {
   return ['sqlite'];
 }
 
-/** Creates a throw-away MariaDB database; returns its URL and a drop function. */
-export async function createMysqlDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+/**
+ * Creates a throw-away MariaDB database (utf8mb4 unless told otherwise, e.g. latin1 as an old
+ * server's default); returns its URL, its name and a drop function.
+ */
+export async function createMysqlDatabase(
+  charset: { charset: string; collation: string } = { charset: 'utf8mb4', collation: 'utf8mb4_unicode_ci' },
+): Promise<{ url: string; name: string; drop(): Promise<void> }> {
   const name = `muster_t_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
   const k = knexFactory({ client: 'mysql2', connection: MYSQL });
-  await k.raw(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
+  await k.raw(`CREATE DATABASE \`${name}\` CHARACTER SET ${charset.charset} COLLATE ${charset.collation}`);
   await k.destroy();
   return {
     url: `mysql://root:@127.0.0.1:3306/${name}`,
+    name,
     drop: async () => {
       const k2 = knexFactory({ client: 'mysql2', connection: MYSQL });
       await k2.raw(`DROP DATABASE IF EXISTS \`${name}\``).catch(() => {});

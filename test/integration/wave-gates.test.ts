@@ -92,6 +92,12 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     const p = `/api/rollouts/${r.body.id}`;
     await waitRun(admin, p, (v) => v.state === 'awaiting_approval', 'awaiting approval');
+    // Stored too (MariaDB once refused the 17-character state and kept `soaking`).
+    await waitFor(
+      () => withDb(s.dbUrl, async (k) => ((await k('rollouts').where({ id: r.body.id }).first('state'))?.state === 'awaiting_approval' ? true : null)),
+      'awaiting_approval stored',
+      10_000,
+    );
     expect((await op.post(`${p}/approve`)).status).toBe(403);
     const ok = await admin.post(`${p}/approve`);
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
@@ -130,8 +136,11 @@ describe.each(await databases())('wave gates and stable packages (%s)', (db) => 
     expect((await op.get(p)).body.state).toBe('awaiting_approval'); // it waits, however long
     expect((await viewer.post(`${p}/approve`)).status).toBe(403);
 
-    // The server restarts: the distribution still waits for its approval.
+    // The server restarts: the distribution still waits for its approval. What was stored is read
+    // before the next process starts (it would otherwise move a stored `soaking` on at its first tick).
     await s.stop();
+    const stored = await withDb(s.dbUrl, (k) => k('file_distributions').where({ id: d.body.id }).first('state', 'reason'));
+    expect(stored).toEqual({ state: 'awaiting_approval', reason: 'wave 1 done; approve to start wave 2' });
     s = await s.restart();
     admin = await Api.login(s.url);
     op = await admin.userWithRole('operator');
