@@ -373,7 +373,7 @@ const Schema = z.object({
   dbQueryTimeoutMs: z.coerce.number().int().min(100).default(15_000),
   /** /readyz answers 503 when the database has not answered its probe within this time. */
   readyTimeoutMs: z.coerce.number().int().min(50).default(800),
-  /** Failed batched writes (execution output and state) are retried after this delay, doubling up to the cap. */
+  /** Failed batched writes (execution output and state, rollouts, distributions) are retried after this delay, doubling up to the cap. */
   dbRetryInitialMs: z.coerce.number().int().min(10).default(250),
   dbRetryMaxMs: z.coerce.number().int().min(10).default(5000),
   /**

@@ -50,6 +50,8 @@ export interface EngineDeps {
   /** Runs a file's post-apply command on one host; answers the task id. */
   runPostCommand(command: string, agentId: string, actor: Actor, file: FileRow): Promise<string | null>;
   tickMs?: number;
+  /** Retry of writes while the database is away (MUSTER_DB_RETRY_INITIAL_MS, MUSTER_DB_RETRY_MAX_MS). */
+  retry?: { initialMs: number; maxMs: number };
 }
 
 /**
@@ -126,7 +128,7 @@ export class DistributionEngine {
       publish: (row) => bus.publish('distribution.updated', { distributionId: row.id, fileId: row.fileId }),
       view: distributionView,
     };
-    this.waves = new WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>(driver, { log: d.log, tickMs: d.tickMs });
+    this.waves = new WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>(driver, { log: d.log, tickMs: d.tickMs, retry: d.retry });
   }
 
   async start(): Promise<void> {

@@ -49,6 +49,7 @@ export function createFiles(
     bus: core.bus,
     log,
     applyTimeoutSec: config.fileApplyTimeoutSec,
+    retry: { initialMs: config.dbRetryInitialMs, maxMs: config.dbRetryMaxMs },
     runPostCommand: async (command, agentId, actor, file) => {
       const task = await exec.create(
         {

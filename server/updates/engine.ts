@@ -70,6 +70,7 @@ export class RolloutEngine {
       updateTimeoutSec: number;
       downloadPath: (artifactId: string) => string;
       tickMs?: number;
+      retry?: { initialMs: number; maxMs: number };
     },
   ) {
     const { repo, fleet, bus, metrics } = d;
@@ -134,7 +135,7 @@ export class RolloutEngine {
       publish: (row) => bus.publish('rollout.updated', { rolloutId: row.id }),
       view: rolloutView,
     };
-    this.waves = new WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>(driver, { log: d.log, tickMs: d.tickMs });
+    this.waves = new WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>(driver, { log: d.log, tickMs: d.tickMs, retry: d.retry });
   }
 
   async start(): Promise<void> {

@@ -21,6 +21,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
     log: core.log.child({ component: 'rollouts' }),
     metrics: core.metrics,
     updateTimeoutSec: core.config.updateTimeoutSec,
+    retry: { initialMs: core.config.dbRetryInitialMs, maxMs: core.config.dbRetryMaxMs },
     // Relative: the agent resolves it against the server URL it is connected to.
     downloadPath: (artifactId) => `/api/artifacts/${encodeURIComponent(artifactId)}/download`,
   });

@@ -1,4 +1,5 @@
 import type { WaveRunState } from '../../protocol/index.js';
+import { dbFailure } from '../db/failures.js';
 import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError, notFound } from '../http/errors.js';
 import type { Logger } from '../log.js';
@@ -111,10 +112,19 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
   private timer: NodeJS.Timeout | undefined;
   private writes: Promise<void> = Promise.resolve();
   private readonly publishTimers = new Map<string, NodeJS.Timeout>();
+  /** Set while writes fail with the database away: since when, and how to cut the wait short (stop). */
+  private failing: { since: number; wake?: () => void } | null = null;
+  private stopping = false;
 
   constructor(
     private readonly driver: WaveDriver<R, T, X>,
-    private readonly d: { log: Logger; tickMs?: number; now?: () => number },
+    private readonly d: {
+      log: Logger;
+      tickMs?: number;
+      now?: () => number;
+      /** A write that fails because the database is away is retried after this delay, doubling up to maxMs (MUSTER_DB_RETRY_*). */
+      retry?: { initialMs: number; maxMs: number };
+    },
   ) {}
 
   private now(): number {
@@ -136,6 +146,9 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     clearInterval(this.timer);
     for (const t of this.publishTimers.values()) clearTimeout(t);
     this.publishTimers.clear();
+    // Writes still queued get one more try each; a database still away at shutdown loses them (logged).
+    this.stopping = true;
+    this.failing?.wake?.();
     await this.writes;
   }
 
@@ -377,9 +390,45 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     this.publish(l);
   }
 
-  /** Database writes run one after another, in the order the changes happened (drivers queue theirs here too). */
+  /**
+   * Database writes run one after another, in the order the changes happened (drivers queue theirs
+   * here too). A write that fails because the database is away (dbFailure: unreachable, restarting,
+   * disk full) is retried with capped backoff and the writes after it wait, so the stored run never
+   * falls behind or out of order; any other error (a bug, a constraint) is logged and not retried.
+   */
   write(fn: () => Promise<void>): void {
-    this.writes = this.writes.then(fn).catch((err: unknown) => this.d.log.error({ err }, `${this.driver.noun} write failed`));
+    this.writes = this.writes.then(() => this.attempt(fn));
+  }
+
+  private async attempt(fn: () => Promise<void>): Promise<void> {
+    const { initialMs, maxMs } = this.d.retry ?? { initialMs: 250, maxMs: 5000 };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await fn();
+        if (this.failing) {
+          this.d.log.info({ failedForMs: Date.now() - this.failing.since }, `${this.driver.noun} writes stored again`);
+          this.failing = null;
+        }
+        return;
+      } catch (err) {
+        if (!dbFailure(err) || this.stopping) {
+          this.d.log.error({ err }, `${this.driver.noun} write failed`);
+          return;
+        }
+        if (!this.failing) {
+          this.failing = { since: Date.now() };
+          this.d.log.warn({ err, retryMaxMs: maxMs }, `${this.driver.noun} writes failing (database unavailable); retrying with backoff`);
+        }
+        const failing = this.failing;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 20)));
+          failing.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
   }
 
   /** At most one publish per run per 200 ms (consoles refetch on it), after the writes before it. */

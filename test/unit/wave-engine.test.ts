@@ -18,6 +18,17 @@ interface Target extends WaveTarget<S> {
 interface Db {
   runs: Map<string, Run>;
   targets: Map<string, Target[]>;
+  /** The next writes throw this error (a database away, or a bug), one per write attempt. */
+  failNext?: { err: Error; times: number };
+  /** Every write that reached the store, in order. */
+  log?: string[];
+}
+
+function maybeFail(db: Db): void {
+  if (db.failNext && db.failNext.times > 0) {
+    db.failNext.times--;
+    throw db.failNext.err;
+  }
 }
 
 /** A fake clock, store and driver; `sent` records every send in order. `db`: a store to start from (a restart). */
@@ -40,8 +51,14 @@ function setup(opts: { db?: Db } = {}) {
         targets.map((t) => ({ ...t })),
       );
     },
-    updateRun: async (row) => void db.runs.set(row.id, { ...row }),
+    updateRun: async (row) => {
+      maybeFail(db);
+      (db.log ??= []).push(`run ${row.state}`);
+      db.runs.set(row.id, { ...row });
+    },
     updateTarget: async (t) => {
+      maybeFail(db);
+      (db.log ??= []).push(`${t.agentId} ${t.state}`);
       const list = db.targets.get(t.runId)!;
       list[list.findIndex((x) => x.agentId === t.agentId)] = { ...t };
     },
@@ -70,6 +87,7 @@ function setup(opts: { db?: Db } = {}) {
     log: pino({ level: 'silent' }),
     tickMs: 3_600_000,
     now: () => clock.now,
+    retry: { initialMs: 5, maxMs: 20 },
   });
   // Only what the engine reads of an agent (id, name, revokedAt).
   const agents = (n: number, prefix = 'h'): AgentRecord[] =>
@@ -254,6 +272,32 @@ describe('wave engine', () => {
     const some = await s.create({ agents: s.agents(2), skip: (a) => (a.id === 'h0' ? 'already there' : null) });
     s.report(some, 'h1', 'ok');
     expect(await s.state(some)).toBe('succeeded');
+  });
+
+  it('a write that fails because the database is away is retried, and the writes after it wait: the store ends right and in order', async () => {
+    const s = make();
+    const id = await s.create({ agents: s.agents(2), waveSpec: [1, '100%'] });
+    s.db.log = [];
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:3306'), { code: 'ECONNREFUSED' });
+    s.db.failNext = { err: refused, times: 4 };
+    s.report(id, 'h0', 'ok'); // h0 ok, then wave 2 starts: run running (wave 1), h1 sent
+    s.report(id, 'h1', 'ok'); // h1 ok, run succeeded
+    expect(await s.state(id)).toBe('succeeded');
+    expect(s.db.failNext.times).toBe(0); // every failure was met, and retried
+    expect(s.db.runs.get(id)).toMatchObject({ state: 'succeeded', currentWave: 1 });
+    expect(s.db.targets.get(id)!.map((t) => t.state)).toEqual(['ok', 'ok']);
+    // Nothing skipped or reordered: each change stored once, in the order it happened.
+    expect(s.db.log).toEqual(['h0 ok', 'run running', 'h1 pending', 'h1 sent', 'h1 ok', 'run succeeded']);
+  });
+
+  it('a write that fails for another reason (a bug, a constraint) is logged and not retried', async () => {
+    const s = make();
+    const id = await s.create({ agents: s.agents(1) });
+    s.db.log = [];
+    s.db.failNext = { err: Object.assign(new Error('Data too long for column'), { code: 'ER_DATA_TOO_LONG' }), times: 1 };
+    s.report(id, 'h0', 'ok');
+    expect(await s.state(id)).toBe('succeeded');
+    expect(s.db.log).toEqual(['run succeeded']); // the target's write was dropped, the next one stored
   });
 
   it('after a restart, an active run goes on where it was: soak, approval and the waves', async () => {
