@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
+import { expect } from 'vitest';
 import { contractOf } from './openapi-check.js';
 
 /**
@@ -194,6 +195,15 @@ export async function startServer(opts: ServerOptions = {}): Promise<TestServer>
     });
   });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  // MUSTER_TEST_LOG_DIR keeps every server's log once it exits (to look for errors a test did not assert on).
+  const logDir = process.env['MUSTER_TEST_LOG_DIR'];
+  if (logDir) {
+    const test = path.basename(expect.getState().testPath ?? 'unknown');
+    proc.once('exit', () => {
+      fs.mkdirSync(logDir, { recursive: true });
+      fs.writeFileSync(path.join(logDir, `${test}-${port}-${proc.pid}.log`), out);
+    });
+  }
   const s: TestServer = {
     proc,
     port,
