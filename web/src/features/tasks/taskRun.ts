@@ -62,6 +62,8 @@ export class TaskRun {
   readonly version = shallowRef(0);
   readonly error = shallowRef('');
   readonly loaded = shallowRef(false);
+  /** A Retry's load is in flight. */
+  readonly retrying = shallowRef(false);
   readonly execs = new Map<string, ExecutionView>();
   private readonly out = new Map<string, OutBuf>();
   private readonly listeners = new Map<string, Set<Listener>>();
@@ -213,6 +215,17 @@ export class TaskRun {
   async resync(): Promise<void> {
     send({ type: 'task.subscribe', taskId: this.taskId, output: true });
     await this.reload();
+  }
+
+  /** Loads the task again after a failed load (the page's Retry): subscribes again and reloads. */
+  async retry(): Promise<void> {
+    if (this.retrying.value || this.disposed) return;
+    this.retrying.value = true;
+    try {
+      await this.resync();
+    } finally {
+      this.retrying.value = false;
+    }
   }
 
   private async reload(): Promise<void> {
