@@ -51,13 +51,21 @@ export class MessageDispatcher<M extends { type: string }, C> {
   /** Every type the schema knows (a known type that fails validation is invalid, not unknown). */
   readonly types: ReadonlySet<string>;
   private readonly table: ReadonlyMap<string, AnyHandler<C>>;
+  private readonly fast: ReadonlyMap<string, (raw: unknown) => boolean>;
 
+  /**
+   * `fast`: per type, a hand-written check that accepts only messages the schema would accept and
+   * return unchanged (see fast-paths.ts); a message it passes skips the schema. Anything it does
+   * not pass is validated by the schema as usual.
+   */
   constructor(
     private readonly schema: MessageSchema<M>,
     handlers: object,
+    fast: Readonly<Record<string, (raw: unknown) => boolean>> = {},
   ) {
     this.types = new Set(schema.options.map((o) => o.shape.type.value));
     this.table = new Map(Object.entries(handlers) as Array<[string, AnyHandler<C>]>);
+    this.fast = new Map(Object.entries(fast));
   }
 
   /** Parses and validates one text frame. */
@@ -68,6 +76,8 @@ export class MessageDispatcher<M extends { type: string }, C> {
     } catch {
       return { ok: false, refusal: { code: 'invalid_message', message: 'message is not valid JSON' } };
     }
+    const type0 = (raw as { type?: unknown } | null)?.type;
+    if (typeof type0 === 'string' && this.fast.get(type0)?.(raw) === true) return { ok: true, msg: raw as M };
     const parsed = this.schema.safeParse(raw);
     if (parsed.success) return { ok: true, msg: parsed.data };
     const ref = refOf(raw);

@@ -13,3 +13,4 @@ export * from './file-views.js';
 export * from './task-name.js';
 export * from './dashboard.js';
 export * from './rest.js';
+export * from './fast-paths.js';

@@ -53,6 +53,8 @@ interface Live {
   heartbeatMs?: number;
   /** When a flush last wrote this agent's last_seen_at (0: not since it connected). */
   persistedAt: number;
+  /** The record's metrics object came from this connection's heartbeats (updated in place from then on). */
+  ownMetrics?: true;
 }
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
@@ -322,9 +324,16 @@ export class Fleet {
     const now = Date.now();
     l.lastHeartbeat = now;
     rec.lastSeenAt = now;
-    rec.metrics = metrics;
+    // Into the record's own object when it has one: the message dies young instead of every
+    // heartbeat promoting a new object to the old generation (major GCs, a larger heap).
+    // (The first heartbeat of a connection replaces whatever object the record held.)
+    if (l.ownMetrics && rec.metrics) assignMetrics(rec.metrics, metrics);
+    else {
+      rec.metrics = metrics;
+      l.ownMetrics = true;
+    }
     this.dirty.add(agentId);
-    this.deps.metrics.heartbeats.inc();
+    this.deps.metrics.countHeartbeat();
   }
 
   /**
@@ -520,6 +529,23 @@ export class Fleet {
     this.deps.metrics.agents.set({ status: 'online' }, this.live.size);
     this.deps.metrics.agents.set({ status: 'offline' }, this.agents.size - this.live.size);
   }
+}
+
+/** Copies every field of `from` into `into` (the same shape; `load` element by element). */
+function assignMetrics(into: Metrics, from: Metrics): void {
+  into.cpuPercent = from.cpuPercent;
+  into.memUsedBytes = from.memUsedBytes;
+  into.memTotalBytes = from.memTotalBytes;
+  into.diskUsedBytes = from.diskUsedBytes;
+  into.diskTotalBytes = from.diskTotalBytes;
+  into.uptimeSec = from.uptimeSec;
+  into.runningExecutions = from.runningExecutions;
+  into.openTerminals = from.openTerminals;
+  if (Array.isArray(into.load) && into.load.length === 3) {
+    into.load[0] = from.load[0];
+    into.load[1] = from.load[1];
+    into.load[2] = from.load[2];
+  } else into.load = [from.load[0], from.load[1], from.load[2]];
 }
 
 /** The host facts a hello reports, as the record holds them. */

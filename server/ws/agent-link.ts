@@ -7,6 +7,7 @@ import {
   DEFAULT_BULK_WRITE_THRESHOLD,
   FrameError,
   InvalidCounter,
+  isExactHeartbeat,
   MessageDispatcher,
   MIN_PROTOCOL_VERSION,
   PriorityWriter,
@@ -432,10 +433,13 @@ export class AgentLink implements AgentChannel {
 
 const noop = (): void => {};
 
+/** Heartbeats (thousands a second across a fleet) are checked by hand first; zod decides anything else. */
+const AGENT_FAST_PATHS = { heartbeat: isExactHeartbeat };
+
 /** One dispatcher per handlers object, shared by every agent link. */
 const dispatchers = new WeakMap<AgentHandlers, MessageDispatcher<AgentToServer, AgentCtx>>();
 function agentDispatcher(h: AgentHandlers): MessageDispatcher<AgentToServer, AgentCtx> {
   let d = dispatchers.get(h);
-  if (!d) dispatchers.set(h, (d = new MessageDispatcher<AgentToServer, AgentCtx>(AgentToServer, h)));
+  if (!d) dispatchers.set(h, (d = new MessageDispatcher<AgentToServer, AgentCtx>(AgentToServer, h, AGENT_FAST_PATHS)));
   return d;
 }

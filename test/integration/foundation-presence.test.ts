@@ -84,6 +84,13 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     expect(first.metrics.diskTotalBytes).toBeGreaterThan(0);
     const t0 = Date.parse(first.lastSeenAt);
     await waitFor(async () => Date.parse((await api.get(`/api/agents/${id}`)).body.lastSeenAt) > t0, 'lastSeenAt to advance');
+    // Later heartbeats' metrics replace the first ones (the server updates its record's object in place).
+    const later = await waitFor(async () => {
+      const b = (await api.get(`/api/agents/${id}`)).body;
+      return b.metrics.uptimeSec > first.metrics.uptimeSec ? b : null;
+    }, 'metrics of a later heartbeat');
+    expect(later.metrics.load).toHaveLength(3);
+    expect(Object.keys(later.metrics).sort()).toEqual(Object.keys(first.metrics).sort());
     const dbSeen0 = Number((await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'))).last_seen_at);
     await waitFor(
       async () => Number((await withDb(s.dbUrl, (k) => k('agents').where({ id }).first('last_seen_at'))).last_seen_at) > dbSeen0,
