@@ -12,20 +12,15 @@ export interface HistoryPoint {
 }
 
 const FIELDS = 4;
+/** Agents per slab chunk: the rings live in a few large typed arrays, not three small ones per agent. */
+const CHUNK = 256;
 
-/** One agent's ring of per-step averages, plus the step being filled. */
+/** One agent's place in the slabs, plus the step being filled. */
 class Series {
-  readonly values: Float32Array;
-  /** Step number (time / stepMs) of each slot; -1 = empty. */
-  readonly steps: Int32Array;
   cur = -1;
-  readonly sum = new Float64Array(FIELDS);
   n = 0;
   lastStep = -1;
-  constructor(points: number) {
-    this.values = new Float32Array(points * FIELDS);
-    this.steps = new Int32Array(points).fill(-1);
-  }
+  constructor(readonly slot: number) {}
 }
 
 /**
@@ -33,12 +28,44 @@ class Series {
  * (a minute by default) in a fixed ring per agent, so memory is bounded by `maxAgents` × points.
  * Agents past `maxAgents` get no history (said in the answer); an agent silent for the whole
  * window gives its slot back. Fed from the bus's `agent.metrics` (every node hears every agent).
+ *
+ * The rings are slots of shared slabs allocated CHUNK agents at a time (values Float32, step
+ * numbers Int32, running sums Float64): per agent that is the data and one small object, without
+ * the typed-array and ArrayBuffer objects and backing-store bookkeeping of three arrays each.
  */
 export class MetricsHistory {
   private readonly series = new Map<string, Series>();
   private lastPrune = 0;
+  /** Per chunk: points × FIELDS averages per slot. */
+  private readonly values: Float32Array[] = [];
+  /** Per chunk: the step number (time / stepMs) of each ring slot; -1 = empty. */
+  private readonly steps: Int32Array[] = [];
+  /** Per chunk: FIELDS running sums of the step being filled. */
+  private readonly sums: Float64Array[] = [];
+  private readonly free: number[] = [];
+  private nextSlot = 0;
 
   constructor(private readonly o: { points: number; stepMs: number; maxAgents: number }) {}
+
+  private allocSlot(): number {
+    const slot = this.free.pop();
+    if (slot !== undefined) return slot;
+    if (this.nextSlot % CHUNK === 0) {
+      this.values.push(new Float32Array(CHUNK * this.o.points * FIELDS));
+      this.steps.push(new Int32Array(CHUNK * this.o.points).fill(-1));
+      this.sums.push(new Float64Array(CHUNK * FIELDS));
+    }
+    return this.nextSlot++;
+  }
+
+  /** Gives a slot back, emptied (a later agent must not read this one's points). */
+  private freeSlot(s: Series): void {
+    const c = Math.floor(s.slot / CHUNK);
+    const i = s.slot % CHUNK;
+    this.steps[c]!.fill(-1, i * this.o.points, (i + 1) * this.o.points);
+    this.sums[c]!.fill(0, i * FIELDS, (i + 1) * FIELDS);
+    this.free.push(s.slot);
+  }
 
   /** Takes one heartbeat's metrics of an agent, seen at `at` (epoch ms). */
   add(agentId: string, m: Metrics, at: number): void {
@@ -46,17 +73,19 @@ export class MetricsHistory {
     if (!s) {
       if (this.series.size >= this.o.maxAgents) this.prune(at);
       if (this.series.size >= this.o.maxAgents) return;
-      this.series.set(agentId, (s = new Series(this.o.points)));
+      this.series.set(agentId, (s = new Series(this.allocSlot())));
     }
     const step = Math.floor(at / this.o.stepMs);
     if (step !== s.cur) {
       this.close(s);
       s.cur = step;
     }
-    s.sum[0]! += m.cpuPercent;
-    s.sum[1]! += m.memTotalBytes ? (m.memUsedBytes / m.memTotalBytes) * 100 : 0;
-    s.sum[2]! += m.diskTotalBytes ? (m.diskUsedBytes / m.diskTotalBytes) * 100 : 0;
-    s.sum[3]! += m.load[0];
+    const sum = this.sums[Math.floor(s.slot / CHUNK)]!;
+    const o = (s.slot % CHUNK) * FIELDS;
+    sum[o] = sum[o]! + m.cpuPercent;
+    sum[o + 1] = sum[o + 1]! + (m.memTotalBytes ? (m.memUsedBytes / m.memTotalBytes) * 100 : 0);
+    sum[o + 2] = sum[o + 2]! + (m.diskTotalBytes ? (m.diskUsedBytes / m.diskTotalBytes) * 100 : 0);
+    sum[o + 3] = sum[o + 3]! + m.load[0];
     s.n++;
     s.lastStep = step;
   }
@@ -64,10 +93,17 @@ export class MetricsHistory {
   /** Moves the step being filled into the ring. */
   private close(s: Series): void {
     if (s.cur < 0 || s.n === 0) return;
-    const slot = s.cur % this.o.points;
-    s.steps[slot] = s.cur;
-    for (let i = 0; i < FIELDS; i++) s.values[slot * FIELDS + i] = s.sum[i]! / s.n;
-    s.sum.fill(0);
+    const c = Math.floor(s.slot / CHUNK);
+    const i = s.slot % CHUNK;
+    const ring = s.cur % this.o.points;
+    this.steps[c]![i * this.o.points + ring] = s.cur;
+    const values = this.values[c]!;
+    const sum = this.sums[c]!;
+    const v = (i * this.o.points + ring) * FIELDS;
+    for (let f = 0; f < FIELDS; f++) {
+      values[v + f] = sum[i * FIELDS + f]! / s.n;
+      sum[i * FIELDS + f] = 0;
+    }
     s.n = 0;
   }
 
@@ -76,20 +112,32 @@ export class MetricsHistory {
     if (at - this.lastPrune < this.o.stepMs) return;
     this.lastPrune = at;
     const oldest = Math.floor(at / this.o.stepMs) - this.o.points + 1;
-    for (const [id, s] of this.series) if (s.lastStep < oldest) this.series.delete(id);
+    for (const [id, s] of this.series) {
+      if (s.lastStep >= oldest) continue;
+      this.series.delete(id);
+      this.freeSlot(s);
+    }
   }
 
   remove(agentId: string): void {
+    const s = this.series.get(agentId);
+    if (!s) return;
     this.series.delete(agentId);
+    this.freeSlot(s);
   }
 
   /** The points inside the window ending now, oldest first (the step being filled included); null when none is kept. */
   get(agentId: string, now = Date.now()): HistoryPoint[] | null {
     const s = this.series.get(agentId);
     if (!s) return null;
+    const c = Math.floor(s.slot / CHUNK);
+    const i = s.slot % CHUNK;
+    const values = this.values[c]!;
+    const steps = this.steps[c]!;
+    const sum = this.sums[c]!;
     const nowStep = Math.floor(now / this.o.stepMs);
     const out: HistoryPoint[] = [];
-    const point = (step: number, v: (i: number) => number) =>
+    const point = (step: number, v: (f: number) => number) =>
       out.push({
         t: new Date(step * this.o.stepMs).toISOString(),
         cpu: round(v(0)),
@@ -98,10 +146,10 @@ export class MetricsHistory {
         load: round(v(3)),
       });
     for (let step = nowStep - this.o.points + 1; step <= nowStep; step++) {
-      if (step === s.cur && s.n > 0) point(step, (i) => s.sum[i]! / s.n);
+      if (step === s.cur && s.n > 0) point(step, (f) => sum[i * FIELDS + f]! / s.n);
       else {
-        const slot = ((step % this.o.points) + this.o.points) % this.o.points;
-        if (s.steps[slot] === step) point(step, (i) => s.values[slot * FIELDS + i]!);
+        const ring = ((step % this.o.points) + this.o.points) % this.o.points;
+        if (step >= 0 && steps[i * this.o.points + ring] === step) point(step, (f) => values[(i * this.o.points + ring) * FIELDS + f]!);
       }
     }
     return out;

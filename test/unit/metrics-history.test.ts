@@ -46,4 +46,29 @@ describe('MetricsHistory', () => {
     h.remove('b');
     expect(h.size).toBe(1);
   });
+
+  it('keeps agents apart across slab chunks, and a reused slot starts empty', () => {
+    const h = new MetricsHistory({ points: 3, stepMs: 1000, maxAgents: 1000 });
+    // 600 agents: three slab chunks of 256; each agent's own averages.
+    for (let a = 0; a < 600; a++) {
+      h.add(`a${a}`, m(a % 100), 1_000);
+      h.add(`a${a}`, m((a + 2) % 100), 1_500);
+    }
+    for (const a of [0, 255, 256, 511, 599]) {
+      expect(h.get(`a${a}`, 1_900)).toEqual([{ t: new Date(1_000).toISOString(), cpu: (a % 100) / 2 + ((a + 2) % 100) / 2, mem: 50, disk: 25, load: 1 }]);
+    }
+    // Closed steps (in the ring) stay apart too.
+    for (let a = 0; a < 600; a++) h.add(`a${a}`, m(1), 2_000);
+    expect(h.get('a300', 2_000)).toEqual([
+      { t: new Date(1_000).toISOString(), cpu: 1, mem: 50, disk: 25, load: 1 },
+      { t: new Date(2_000).toISOString(), cpu: 1, mem: 50, disk: 25, load: 1 },
+    ]);
+    expect(h.get('a599', 2_000)?.map((p) => p.cpu)).toEqual([50, 1]);
+    h.remove('a300');
+    h.add('new', m(9), 2_100);
+    // The new agent may take a300's slot: it sees only its own point, none of a300's.
+    expect(h.get('new', 2_100)).toEqual([{ t: new Date(2_000).toISOString(), cpu: 9, mem: 50, disk: 25, load: 1 }]);
+    expect(h.get('a300', 2_100)).toBeNull();
+    expect(h.size).toBe(600);
+  });
 });
