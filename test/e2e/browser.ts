@@ -65,9 +65,14 @@ export async function signIn(page: Page, baseUrl: string, username = 'admin', pa
   await page.waitForSelector('[data-test=socket-state]:has-text("live")');
 }
 
-/** Saves a screenshot of a main view as <name>.png in SCREENSHOTS. */
+/** Saves a screenshot of a main view as <name>.png in SCREENSHOTS, once no CSS transition runs (a theme switch fades colours). */
 export async function screenshot(page: Page, name: string): Promise<void> {
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.waitForFunction(() =>
+    (globalThis as unknown as { document: { getAnimations(): Array<{ constructor: { name: string }; playState: string }> } }).document
+      .getAnimations()
+      .every((a) => a.constructor.name !== 'CSSTransition' || a.playState !== 'running'),
+  );
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
 }
 

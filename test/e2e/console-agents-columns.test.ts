@@ -8,7 +8,7 @@
 import type { Page, Route } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { ADMIN_PASSWORD, waitFor } from '../helpers/harness.js';
-import { agentRow, browserAvailable, signIn, STEP_MS, textOf } from './browser.js';
+import { agentRow, browserAvailable, screenshot, signIn, STEP_MS, textOf } from './browser.js';
 import { useConsole } from './fixture.js';
 
 // Browser globals used inside page.evaluate callbacks (the tests compile without the DOM library).
@@ -96,6 +96,26 @@ describe.skipIf(!browserAvailable())('console: agents table columns and layout',
     expect(os.text).toBe(`${agent.platform}/${agent.arch} ${agent.os}`);
     expect(os.title).toBe(os.text);
     expect(os.overflow).toBe('ellipsis');
+    // The column picker lists every column, the shown ones ticked.
+    await page.click('[data-test=columns-button]');
+    const ticked = await page.$$eval('[data-test=columns-menu] .n-checkbox', (els) =>
+      els.map((e) => `${e.getAttribute('data-test')}:${e.getAttribute('aria-checked')}`),
+    );
+    expect(ticked).toEqual([
+      'column-status:true',
+      'column-name:true',
+      'column-hostname:false',
+      'column-ip:true',
+      'column-version:true',
+      'column-cpu:true',
+      'column-mem:true',
+      'column-lastSeen:true',
+      'column-os:true',
+      'column-externalIp:false',
+      'column-labels:true',
+    ]);
+    await screenshot(page, 'agents-columns');
+    await page.click('[data-test=columns-button]');
     expect(page.problems).toEqual([]);
     await page.context().close();
   });
@@ -168,6 +188,12 @@ describe.skipIf(!browserAvailable())('console: agents table columns and layout',
     await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('1 match'), 'match count', STEP_MS);
     await waitFor(async () => (await textOf(page, '[data-test=agents-count]'))?.startsWith('1 of'), 'rows filtered', STEP_MS);
     expect(await box()).toBe(before);
+    // A syntax error opens a line under the box: the controls beside it stay where they were.
+    const side = () => page.$eval('[data-test=columns-button]', (el) => JSON.stringify(el.getBoundingClientRect()));
+    const sideBefore = await side();
+    await page.fill('[data-test=selector-input]', 'labels.role == ');
+    await page.waitForSelector('[data-test=selector-error]');
+    expect(await side()).toBe(sideBefore);
     expect(page.problems).toEqual([]);
     await page.context().close();
   });

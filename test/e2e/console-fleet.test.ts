@@ -49,6 +49,8 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.waitForSelector(`${agentRow(id1)}[data-status=online]`);
     await page.waitForSelector(`${agentRow(id2)}[data-status=online]`);
     expect(await page.textContent(agentRow(id1))).toContain('web-01');
+    // The CPU and memory columns fill with the agents' first metrics.
+    await waitFor(async () => (await textOf(page, agentRow(id1)))?.includes('%'), 'metrics in the row', STEP_MS);
     await screenshot(page, 'agents');
     await page.click('[data-test=theme-switch]');
     await page.waitForSelector('html[data-theme=dark]', { state: 'attached' });
