@@ -19,6 +19,7 @@ import * as addAgentOwner from './202611302300_add_agent_owner.js';
 import * as addDashboardIndexes from './202611302330_add_dashboard_indexes.js';
 import * as addWaveGates from './202611302340_add_wave_gates.js';
 import * as repairMysqlTables from './202612010500_repair_mysql_tables.js';
+import * as addTaskOwnerNode from './202612010600_add_task_owner_node.js';
 
 /**
  * Every migration in order. Listed statically (not read from a folder) so the bundled server
@@ -45,6 +46,7 @@ export const migrations: ReadonlyArray<readonly [string, { up(k: Knex): Promise<
   ['202611302330_add_dashboard_indexes', addDashboardIndexes],
   ['202611302340_add_wave_gates', addWaveGates],
   ['202612010500_repair_mysql_tables', repairMysqlTables],
+  ['202612010600_add_task_owner_node', addTaskOwnerNode],
 ];
 
 /** knex MigrationSource over the static list. */

@@ -34,6 +34,10 @@ export class ConsoleFanout {
     if (subs.size === 0) this.byTask.delete(taskId);
   }
 
+  has(ch: ConsoleChannel, taskId: string): boolean {
+    return this.byTask.get(taskId)?.has(ch.id) ?? false;
+  }
+
   subscribers(taskId: string): number {
     return this.byTask.get(taskId)?.size ?? 0;
   }

@@ -6,6 +6,7 @@ import type { AgentBinaryHandlers } from '../ws/handlers.js';
 import { ConsoleFanout } from './fanout.js';
 import { ExecWriteBatcher } from './write-batcher.js';
 import { ReadGate } from './read-gate.js';
+import { ExecRelay } from './relay.js';
 import { ExecRepo } from './repo.js';
 import { execRoutes } from './routes.js';
 import { Scheduler } from './scheduler.js';
@@ -31,21 +32,52 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     maxFlushBytes: config.outputMaxFlushBytes,
     retryInitialMs: config.dbRetryInitialMs,
     retryMaxMs: config.dbRetryMaxMs,
-    onPressure: (on) => gate.pressure(on, writer.queuedBytes()),
+    onPressure: (on) => {
+      gate.pressure(on, writer.queuedBytes());
+      relay.pressure(on);
+    },
   });
   const reconcileTimeoutMs = config.reconcileTimeoutSec * 1000;
   const fanout = new ConsoleFanout(config.execConsoleBufferBytes);
+  // Cluster (issue 12): agents on other nodes are reached through the relay (server/exec/relay.ts).
+  const cluster = core.nodes;
+  // eslint-disable-next-line prefer-const -- the relay needs the scheduler, which needs the relay's port
+  let relay: ExecRelay;
   const scheduler = new Scheduler({
     repo,
     writer,
-    fleet,
+    fleet: {
+      isOnline: (id) => relay.port.isOnline(id),
+      send: (id, msg, json) => relay.port.send(id, msg, json),
+      get: (id) => fleet.get(id),
+    },
     bus,
-    live: fanout,
+    live: {
+      output: (taskId, executionId, stream, seq, data) => {
+        fanout.output(taskId, executionId, stream, seq, data);
+        relay.liveOutput(taskId, executionId, stream, seq, data);
+      },
+      ended: (taskId, executionId, nextSeq) => {
+        fanout.ended(taskId, executionId, nextSeq);
+        relay.liveEnded(taskId, executionId, nextSeq);
+      },
+    },
     log,
     metrics: core.metrics,
     maxExecutionsPerAgent: config.maxExecutionsPerAgent,
     reconcileTimeoutMs,
     maxOutputBytes: config.maxOutputBytes,
+    ...(cluster.enabled ? { ownerNode: config.nodeId } : {}),
+  });
+  relay = new ExecRelay({
+    enabled: cluster.enabled,
+    link: cluster.link,
+    fleet,
+    agentNode: (id) => cluster.agentNode(id),
+    scheduler,
+    fanout,
+    bus,
+    log,
   });
   core.metrics.sources.tasksRunning = () => scheduler.size;
   const svc = new ExecService({
@@ -53,35 +85,49 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     repo,
     writer,
     scheduler,
-    fleet,
+    fleet: relay.port,
     audit: core.audit,
     log,
     select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
+    nodeId: config.nodeId,
+    ownedElsewhere: (owner) => relay.ownedElsewhere(owner, () => cluster.nodes()),
+    cancelRemote: (owner, taskId, actor) => relay.cancelRemote(owner, taskId, actor),
+    forwardReport: (owner, agentId, m) => relay.forward(owner, agentId, m),
+    relays: (executionId) => relay.relays(executionId),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
 
   // Connect hooks run once the welcome is written: reconcile (resume, dispatch) at once.
-  fleet.onConnect((agentId, hello) => svc.connected(agentId, hello));
+  fleet.onConnect((agentId, hello) => {
+    svc.connected(agentId, hello);
+    relay.connected(agentId, hello);
+  });
   fleet.onDisconnect((agentId) => svc.disconnected(agentId));
 
   return {
     agentHandlers: {
-      'exec.started': (ctx, m) => svc.started(ctx.agentId, m),
-      'exec.finished': (ctx, m) => svc.finished(ctx.agentId, m),
-      'exec.rejected': (ctx, m) => svc.rejected(ctx.agentId, m),
+      // Reports for an execution another node runs go to that node (the relay); the rest here.
+      'exec.started': (ctx, m) => void (relay.report(ctx.agentId, m) || svc.started(ctx.agentId, m)),
+      'exec.finished': (ctx, m) => void (relay.report(ctx.agentId, m) || svc.finished(ctx.agentId, m)),
+      'exec.rejected': (ctx, m) => void (relay.report(ctx.agentId, m) || svc.rejected(ctx.agentId, m)),
     },
     consoleHandlers: {
       'task.subscribe': async (ch, m) => {
         // Subscribe before reading the snapshot: an update that lands while the read runs is
         // delivered rather than lost (the snapshot sent after it is at least as new).
+        const fresh = !fanout.has(ch, m.taskId);
         fanout.subscribe(ch, m.taskId, m.output);
+        // Another node may run it: its owner sends the live output here too.
+        relay.watch(m.taskId);
+        if (fresh) ch.onClose(() => relay.unwatched(m.taskId));
         try {
           const t = await svc.getTask(m.taskId);
           const { executions: _e, ...task } = t;
           ch.send({ type: 'task.updated', task });
         } catch (err) {
           fanout.unsubscribe(ch, m.taskId);
+          relay.unwatched(m.taskId);
           // The database away is not a missing task: say which, so the console retries.
           const failure = dbFailure(err);
           if (failure)
@@ -94,10 +140,15 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
           else ch.send({ type: 'error', code: 'not_found', message: 'task not found', ref: m.taskId });
         }
       },
-      'task.unsubscribe': (ch, m) => fanout.unsubscribe(ch, m.taskId),
+      'task.unsubscribe': (ch, m) => {
+        fanout.unsubscribe(ch, m.taskId);
+        relay.unwatched(m.taskId);
+      },
     },
     execOutput: (ctx, executionId, stream, seq, data) => {
       fleet.touch(ctx.agentId, ctx.channel.linkId);
+      // Another node's execution: to its owner (the relay pauses this socket while that owner's writer is behind).
+      if (relay.output(ctx.agentId, ctx.channel, executionId, stream, seq, data)) return;
       svc.output(ctx.agentId, executionId, stream, seq, data);
       // Database behind: stop reading this agent's socket (see ReadGate).
       gate.admit(ctx.agentId, ctx.channel);
@@ -105,14 +156,26 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     service: svc,
     routes: execRoutes(svc, repo),
     async start() {
+      relay.start({
+        started: (a, m) => svc.started(a, m),
+        output: (a, e, s, q, d) => svc.output(a, e, s, q, d),
+        finished: (a, m) => svc.finished(a, m),
+        rejected: (a, m) => svc.rejected(a, m),
+        cancel: (taskId, actor) => svc.cancelForNode(taskId, actor),
+      });
       const restored = await scheduler.restore();
       if (restored.tasks) log.info(restored, 'resumed active tasks');
+      if (cluster.enabled && restored.tasks) {
+        const resumed = scheduler.resumeConnected();
+        if (resumed) log.info({ resumed }, 'asked agents on other nodes to resend the output of executions they run for this node');
+      }
       unsubs.push(bus.subscribe('execution.updated', (p) => fanout.execution(p.execution.taskId, p.execution)));
       sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
       sweepTimer.unref();
     },
     async stop() {
       clearInterval(sweepTimer);
+      relay.stop();
       for (const u of unsubs) u();
       scheduler.stop();
       await writer.stop();

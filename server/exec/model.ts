@@ -61,6 +61,8 @@ export interface Task extends TaskSpec {
   scheduleId: string | null;
   /** Env names whose values are write-only (secret script parameters): never in a view. */
   secretEnv: string[];
+  /** The server node whose scheduler runs it (issue 12; null: stored before clustering). */
+  ownerNode?: string | null;
 }
 
 export const isFinal = (s: ExecutionState): boolean => FINAL_EXECUTION_STATES.includes(s);

@@ -90,6 +90,7 @@ export function taskFromRow(r: Record<string, unknown>): Task {
     scheduleId: (r['schedule_id'] as string | null) ?? null,
     secretEnv: parseJson(r['secret_env'], []),
     signature: (r['signature'] as string | null) ?? null,
+    ownerNode: (r['owner_node'] as string | null) ?? null,
   };
 }
 
@@ -122,6 +123,7 @@ function taskToRow(t: Task): Record<string, unknown> {
     schedule_id: t.scheduleId,
     secret_env: t.secretEnv.length ? JSON.stringify(t.secretEnv) : null,
     signature: t.signature,
+    owner_node: t.ownerNode ?? null,
   };
 }
 
@@ -213,9 +215,14 @@ export class ExecRepo {
     return r ? execFromRow(r) : null;
   }
 
-  /** Tasks with at least one execution not final, and those executions (server start). */
-  async loadActive(): Promise<{ tasks: Task[]; executions: Execution[] }> {
-    const taskRows = await this.db('tasks').where({ status: 'running' });
+  /**
+   * Tasks with at least one execution not final, and those executions (server start). With
+   * `ownerNode` (a cluster): only the tasks that node owns (and those stored before owners were).
+   */
+  async loadActive(ownerNode?: string): Promise<{ tasks: Task[]; executions: Execution[] }> {
+    const q = this.db('tasks').where({ status: 'running' });
+    if (ownerNode !== undefined) q.where((w) => void w.where('owner_node', ownerNode).orWhereNull('owner_node'));
+    const taskRows = await q;
     const tasks = taskRows.map(taskFromRow);
     const executions: Execution[] = [];
     for (let i = 0; i < tasks.length; i += 500) {

@@ -31,6 +31,8 @@ export interface SchedulerDeps {
   reconcileTimeoutMs: number;
   /** Stored output per execution before it is truncated (MUSTER_MAX_OUTPUT_BYTES). */
   maxOutputBytes: number;
+  /** Cluster: this node's id; at start only the active tasks it owns are restored. */
+  ownerNode?: string;
 }
 
 /**
@@ -110,7 +112,7 @@ export class Scheduler {
    * have happened without being stored are remembered as such.
    */
   async restore(): Promise<{ tasks: number; executions: number }> {
-    const { tasks, executions } = await this.d.repo.loadActive();
+    const { tasks, executions } = await this.d.repo.loadActive(this.d.ownerNode);
     const byTask = new Map<string, Execution[]>();
     for (const e of executions) {
       const list = byTask.get(e.taskId) ?? [];
@@ -140,6 +142,24 @@ export class Scheduler {
       this.maybeComplete(at);
     }
     return { tasks: tasks.length, executions: executions.length };
+  }
+
+  /**
+   * Cluster, after restore(): executions running on agents connected to other nodes get no hello
+   * (their agents did not reconnect): ask each agent to resend its output from what is stored,
+   * then its result. Returns how many were asked.
+   */
+  resumeConnected(): number {
+    let n = 0;
+    for (const at of this.tasks.values()) {
+      for (const e of at.executions) {
+        if (e.status !== 'running' || !this.d.fleet.isOnline(e.agentId)) continue;
+        if (!this.d.fleet.send(e.agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq })) continue;
+        this.goneSince.delete(e.agentId);
+        n++;
+      }
+    }
+    return n;
   }
 
   /**

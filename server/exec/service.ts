@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { defaultTaskName, type AgentMessage, type Hello, type Stream } from '../../protocol/index.js';
+import { defaultTaskName, type AgentMessage, type ErrorCode, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
 import type { AgentRecord } from '../fleet/repo.js';
@@ -33,12 +33,26 @@ export interface ServiceDeps {
   repo: ExecRepo;
   writer: ExecWriteBatcher;
   scheduler: Scheduler;
-  fleet: Fleet;
+  /** The fleet as the scheduler sees it: in a cluster, agents on every node (ExecRelay.port). */
+  fleet: Pick<Fleet, 'get' | 'isOnline' | 'send'>;
   audit: AuditLog;
   log: Logger;
   /** Resolves a selector over the in-memory fleet (throws ApiError 400 on a syntax error). */
   select(selector: string): AgentRecord[];
+  /** This node (stored as the owner of the tasks created here). */
+  nodeId: string;
+  /** Cluster: whether a task's owner is another live node, whose scheduler settles its executions. */
+  ownedElsewhere(ownerNode: string | null | undefined): boolean;
+  /** Cluster: cancel a task its owner node runs (answers the view, or the owner's error). */
+  cancelRemote(owner: string, taskId: string, actor: Actor): Promise<unknown>;
+  /** Cluster: hand an agent's exec.finished to the node that runs its task (and route its next messages there). */
+  forwardReport(owner: string, agentId: string, m: AgentMessage<'exec.finished'>): void;
+  /** Cluster: whether this node relays the execution's messages to its owner node. */
+  relays(executionId: string): boolean;
 }
+
+/** The owner node's answer to a cancel sent from another node. */
+export type RemoteCancelAnswer = { task: ReturnType<typeof taskView> } | { error: { code: ErrorCode; message: string; status: number } };
 
 /** The first lines of a script for list views (the whole script only in GET /api/tasks/:id). */
 function scriptPreview(script: string): string {
@@ -115,6 +129,7 @@ export class ExecService {
       scheduleId: input.scheduleId ?? null,
       secretEnv: input.secretEnv ?? [],
       signature: input.signature ?? null,
+      ownerNode: this.d.nodeId,
     };
     const executions: Execution[] = agents.map((a) => {
       // Refused up front when the host's reported policy forbids it (the agent would refuse it too).
@@ -148,13 +163,8 @@ export class ExecService {
         agentId: a.id,
         agentName: a.name,
         status: online || queued ? 'pending' : 'skipped',
-        // In a cluster an agent online on another node is not reachable from here yet (issue 12).
-        reason:
-          online || queued
-            ? null
-            : a.status === 'online'
-              ? 'agent connected to another server node (cross-node execution is not implemented yet)'
-              : 'agent offline',
+        // In a cluster `online` is online on any node (its messages go through that node).
+        reason: online || queued ? null : 'agent offline',
         exitCode: null,
         signal: null,
         queuedUntil: input.offline === 'queue' && (online || queued) ? now + input.queueTtlSec * 1000 : null,
@@ -193,6 +203,12 @@ export class ExecService {
     if (!done) {
       const t = await this.d.repo.getTask(taskId);
       if (!t) throw notFound('task');
+      // Another node runs it: the cancel (and its audit) happen there.
+      if (t.status === 'running' && this.d.ownedElsewhere(t.ownerNode)) {
+        const r = (await this.d.cancelRemote(t.ownerNode!, taskId, actor)) as RemoteCancelAnswer;
+        if ('error' in r) throw new ApiError(r.error.code, r.error.message, r.error.status);
+        return r.task;
+      }
       await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, ok: false, details: { reason: 'already finished' } });
       throw new ApiError('conflict', `task is already ${t.status}`);
     }
@@ -310,11 +326,33 @@ export class ExecService {
     return e;
   }
 
+  /** A cancel sent by another node for a task this node runs. */
+  async cancelForNode(taskId: string, actor: Actor): Promise<RemoteCancelAnswer> {
+    try {
+      return { task: await this.cancel(taskId, actor) };
+    } catch (err) {
+      if (err instanceof ApiError) return { error: { code: err.code, message: err.message, status: err.status } };
+      throw err;
+    }
+  }
+
+  /**
+   * Cluster: the other live node whose active task holds an execution no active task here holds
+   * (null: none). This node then neither acks, cancels nor revives it: the owner settles it.
+   */
+  private async ownerElsewhere(executionId: string): Promise<string | null> {
+    if (this.d.scheduler.get(executionId)) return null;
+    const row = await this.d.repo.getExecution(executionId);
+    if (!row) return null;
+    const task = await this.d.repo.getTask(row.taskId);
+    return task != null && task.status === 'running' && this.d.ownedElsewhere(task.ownerNode) ? task.ownerNode! : null;
+  }
+
   /* ---------------- agent side ---------------- */
 
-  /** Whether the server holds this execution in memory as one of this agent's (a reply it is owed). */
+  /** Whether the server holds this execution in memory as one of this agent's, or relays it to its owner node (a reply owed). */
   holds(agentId: string, executionId: string): boolean {
-    return this.d.scheduler.holds(agentId, executionId);
+    return this.d.scheduler.holds(agentId, executionId) || this.d.relays(executionId);
   }
 
   started(agentId: string, m: AgentMessage<'exec.started'>): void {
@@ -340,6 +378,8 @@ export class ExecService {
     const { executionId } = m;
     let e: Execution | undefined;
     try {
+      const owner = await this.ownerElsewhere(executionId);
+      if (owner != null) return this.d.forwardReport(owner, agentId, m);
       e = await this.revive(agentId, executionId);
     } catch (err) {
       // Not acked: the agent keeps the result and names it again in its next hello.
@@ -410,6 +450,8 @@ export class ExecService {
   private async lateHello(agentId: string, x: NamedExecution): Promise<void> {
     let e: Execution | undefined;
     try {
+      // The owner reconciles it from this hello (ExecRelay broadcasts it).
+      if ((await this.ownerElsewhere(x.executionId)) != null) return;
       e = await this.revive(agentId, x.executionId);
     } catch (err) {
       // Neither acked nor cancelled: the agent keeps it and names it again in its next hello.
