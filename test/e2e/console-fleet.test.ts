@@ -87,7 +87,19 @@ describe.skipIf(!browserAvailable())('console: fleet views', () => {
     await page.fill('[data-test=labels-set]', 'tier=gold');
     await page.click('[data-test=labels-apply]');
     await waitFor(async () => (await textOf(page, agentRow(id)))?.includes('tier=gold'), 'new label in the row', STEP_MS);
-    await page.fill('[data-test=selector-input]', 'labels.tier == "gold"');
+    // The dialog traps focus while it closes: text typed into the selector before it is gone can
+    // land nowhere (seen on a loaded machine: the box stayed empty and no count ever came). Wait
+    // for it to go, and type again until the box holds the text.
+    await page.waitForSelector('.n-modal', { state: 'detached' });
+    const goldSelector = 'labels.tier == "gold"';
+    await waitFor(
+      async () => {
+        await page.fill('[data-test=selector-input]', goldSelector);
+        return (await page.inputValue('[data-test=selector-input]')) === goldSelector;
+      },
+      'the selector box to hold the typed text',
+      STEP_MS,
+    );
     await waitFor(async () => (await textOf(page, '[data-test=selector-count]'))?.includes('1 match'), 'match by the new label', STEP_MS);
     expect((await c.api.get(`/api/agents/${id}`)).body.labels).toMatchObject({ role: 'web', env: 'staging', tier: 'gold' });
     await page.context().close();
