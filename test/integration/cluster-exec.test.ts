@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeFrame } from '../../protocol/index.js';
 import { alive, createTask, outputText, pidsIn, waitExecution, waitTask } from '../helpers/exec.js';
@@ -18,6 +17,7 @@ import {
   type TestAgent,
   type TestServer,
 } from '../helpers/harness.js';
+import { testCluster } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -28,17 +28,8 @@ import { withDb } from '../helpers/raw-agent.js';
  * away starts when it comes back to node A; after kill -9 of node A an agent that moved to node C
  * finishes its running execution there, stored once by B.
  */
-const NATS = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
-const CLUSTER = `t${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-const env = (node: string) => ({
-  MUSTER_NATS_URL: NATS,
-  MUSTER_CLUSTER: CLUSTER,
-  MUSTER_NODE_ID: node,
-  MUSTER_CLUSTER_LEASE_TTL_MS: '3000',
-  MUSTER_HEARTBEAT_INTERVAL_MS: '1000',
-  MUSTER_PRESENCE_FLUSH_MS: '300',
-  MUSTER_LOCAL_AGENT: 'false',
-});
+const cluster = testCluster();
+const env = cluster.env;
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestServer;
@@ -64,10 +55,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await cleanup();
   await db.drop();
-  const nc = await connect({ servers: NATS });
-  const jsm = await nc.jetstreamManager();
-  for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${CLUSTER}-${x}`).catch(() => {});
-  await nc.close();
+  await cluster.drop();
 });
 
 describe('cluster: tasks created on node B run on an agent of node A, watched from node C', () => {

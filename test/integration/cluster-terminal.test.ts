@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, createMysqlDatabase, sleep, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
+import { testCluster } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
@@ -12,17 +12,8 @@ import { TermClient } from '../helpers/terminal-client.js';
  * console on node B opens, types, resizes, floods (flow control end to end), detaches and
  * reattaches; an admin's console on node C watches. Recording once, on node A.
  */
-const NATS = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
-const CLUSTER = `t${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-const env = (node: string) => ({
-  MUSTER_NATS_URL: NATS,
-  MUSTER_CLUSTER: CLUSTER,
-  MUSTER_NODE_ID: node,
-  MUSTER_CLUSTER_LEASE_TTL_MS: '3000',
-  MUSTER_HEARTBEAT_INTERVAL_MS: '1000',
-  MUSTER_PRESENCE_FLUSH_MS: '300',
-  MUSTER_LOCAL_AGENT: 'false',
-});
+const cluster = testCluster();
+const env = cluster.env;
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestServer;
@@ -49,10 +40,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await cleanup();
   await db.drop();
-  const nc = await connect({ servers: NATS });
-  const jsm = await nc.jetstreamManager();
-  for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${CLUSTER}-${x}`).catch(() => {});
-  await nc.close();
+  await cluster.drop();
 });
 
 describe('cluster: a terminal on an agent of node A, driven from node B, watched from node C', () => {

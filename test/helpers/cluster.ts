@@ -1,0 +1,31 @@
+import { connect } from 'nats';
+
+/** The local NATS with JetStream (MUSTER_TEST_NATS_URL overrides it). */
+export const TEST_NATS_URL = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+
+/**
+ * A test cluster: a cluster prefix of this test file's own (parallel files never share subjects,
+ * streams or leases), the environment of each node (short lease, heartbeat and presence intervals
+ * so takeovers happen within a test), and `drop` to delete its key-value streams afterwards.
+ */
+export function testCluster(opts: { leaseTtlMs?: number } = {}): { name: string; env(node: string): Record<string, string>; drop(): Promise<void> } {
+  const name = `t${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  return {
+    name,
+    env: (node) => ({
+      MUSTER_NATS_URL: TEST_NATS_URL,
+      MUSTER_CLUSTER: name,
+      MUSTER_NODE_ID: node,
+      MUSTER_CLUSTER_LEASE_TTL_MS: String(opts.leaseTtlMs ?? 3000),
+      MUSTER_HEARTBEAT_INTERVAL_MS: '1000',
+      MUSTER_PRESENCE_FLUSH_MS: '300',
+      MUSTER_LOCAL_AGENT: 'false',
+    }),
+    drop: async () => {
+      const nc = await connect({ servers: TEST_NATS_URL });
+      const jsm = await nc.jetstreamManager();
+      for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${name}-${x}`).catch(() => {});
+      await nc.close();
+    },
+  };
+}
