@@ -8,6 +8,7 @@
 // Processes: the real server (dist/server.js) and a real agent (dist/agent.js) are children;
 // under load, a flooding console and a simulated fleet (heartbeating fake agents) run in their
 // own child processes so their work lands on the server, not on the measuring client.
+// The measurements are exported for bench/cluster.mjs (same-node vs cross-node terminals).
 import { execFileSync, fork, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -43,7 +44,7 @@ function pct(sorted, p) {
   if (!sorted.length) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
-function summary(samples) {
+export function summary(samples) {
   const s = [...samples].sort((a, b) => a - b);
   return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), max: s[s.length - 1] };
 }
@@ -89,7 +90,7 @@ async function startServer(dataDir, env = {}) {
   return { proc, port, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}` };
 }
 
-function startAgent(wsUrl, stateDir) {
+export function startAgent(wsUrl, stateDir) {
   return spawn(
     process.execPath,
     [
@@ -150,7 +151,7 @@ function rssOf(pid) {
  * A console socket with one terminal. `onData(chunk)` sees every output chunk; acks are sent
  * after a macrotask (xterm.js acknowledges from its write callback, after parsing).
  */
-async function openConsole(srv, cookie, agentId, onData) {
+export async function openConsole(srv, cookie, agentId, onData) {
   const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
   await new Promise((res, rej) => {
     ws.once('open', res);
@@ -199,7 +200,7 @@ async function openConsole(srv, cookie, agentId, onData) {
 }
 
 /** Watches decoded output for a marker; searches only the new text (plus a marker's length of overlap). */
-function textWaiter() {
+export function textWaiter() {
   let text = '';
   let waiters = [];
   const dec = new TextDecoder();
@@ -238,7 +239,7 @@ const KEYS = 'abcdefghijklmnopqrstuvwxyz';
  * Keystroke round trip: one key, wait for its echo, next key. The terminal runs `cat` in
  * canonical mode, so the echo comes from the tty itself: what is measured is the transport.
  */
-async function keystrokes(write, waitEcho, n) {
+export async function keystrokes(write, waitEcho, n) {
   const samples = [];
   for (let i = 0; i < n; i++) {
     if (i % 200 === 199) {
@@ -257,7 +258,7 @@ async function keystrokes(write, waitEcho, n) {
 }
 
 /** An echo waiter: resolves when a chunk containing `k` arrives. */
-function echoTracker() {
+export function echoTracker() {
   let want = null;
   return {
     push(chunk) {
@@ -275,7 +276,7 @@ function echoTracker() {
   };
 }
 
-async function directKeystrokes(n) {
+export async function directKeystrokes(n) {
   const pty = require('node-pty');
   const p = pty.spawn('/bin/cat', [], {
     name: 'xterm-256color',
@@ -297,7 +298,7 @@ async function directKeystrokes(n) {
   return r;
 }
 
-async function directThroughput(file) {
+export async function directThroughput(file) {
   const pty = require('node-pty');
   const cpu0 = process.cpuUsage();
   const marker = 'BENCH_DIRECT_DONE';
@@ -331,7 +332,7 @@ async function directThroughput(file) {
   return { bytes, secs, mbps: bytes / secs / 1e6, cpuMsPerMB: (cpu.user + cpu.system) / 1000 / (bytes / 1e6) };
 }
 
-async function relayThroughput(srv, agentPid, cookie, agentId, file) {
+export async function relayThroughput(srv, agentPid, cookie, agentId, file) {
   const w = textWaiter();
   let bytes = 0;
   let t0 = 0;
@@ -372,7 +373,7 @@ async function relayThroughput(srv, agentPid, cookie, agentId, file) {
   return { bytes, secs, mbps: bytes / secs / 1e6, frames, avgFrame: Math.round(bytes / frames), peakServerRssMiB: peakRss / 1048576, cpuMsPerMB };
 }
 
-async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
+export async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
   const e = echoTracker();
   const w = textWaiter();
   const c = await openConsole(srv, cookie, agentId, (d) => {
@@ -422,7 +423,7 @@ async function relayInterrupt(srv, cookie, agentId, reps = 3) {
 }
 
 /** Floor of this machine: a console `ping` → `pong` round trip to the server (one hop, no agent). */
-async function consolePing(srv, cookie, n) {
+export async function consolePing(srv, cookie, n) {
   const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
   await new Promise((res, rej) => {
     ws.once('open', res);
@@ -720,7 +721,10 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+// Run as a script (not when bench/cluster.mjs imports the measurements above).
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -25,6 +25,8 @@ export const EXEC_RESPONDER = path.join(here, 'exec-responder.mjs');
  * Starts `count` simulated agents.
  * @param {object} o
  * @param {string} o.url server ws URL (ws://host:port)
+ * @param {string[]} [o.urls] several servers (a cluster's nodes): each agent starts at the first and
+ *   moves to the next on every reconnect, like the real agent's comma-separated --server
  * @param {string} o.enrollToken enrollment token (used once per agent; secrets are kept in credsDir)
  * @param {number} o.count agents
  * @param {string} o.credsDir where each worker keeps its agents' secrets between runs
@@ -45,7 +47,8 @@ export async function startFleet(o) {
   for (let w = 0, first = 0; first < o.count; w++, first += perWorker) {
     const count = Math.min(perWorker, o.count - first);
     const config = {
-      url: o.url,
+      url: o.url ?? o.urls?.[0],
+      urls: o.urls,
       enrollToken: o.enrollToken,
       first,
       count,

@@ -28,8 +28,21 @@ const {
   statsEveryMs = 250,
   labels = {},
 } = cfg;
-const target = new URL(url);
-if (target.pathname === '/' || target.pathname === '') target.pathname = '/ws/agent';
+const toTarget = (u) => {
+  const t = new URL(u);
+  if (t.pathname === '/' || t.pathname === '') t.pathname = '/ws/agent';
+  return t;
+};
+// Several servers (cfg.urls, a cluster's nodes): each agent starts at the first (its home node)
+// and, as the real agent does with a comma-separated --server, moves to the next on every reconnect;
+// the others are ordered by the agent's index, so a dead node's agents spread over all the others.
+const targets = (cfg.urls?.length ? cfg.urls : [url]).map(toTarget);
+const targetsFor = (index) => {
+  if (targets.length < 3) return targets;
+  const rest = targets.slice(1);
+  const k = index % rest.length;
+  return [targets[0], ...rest.slice(k), ...rest.slice(0, k)];
+};
 
 const stats = {
   connected: 0,
@@ -100,6 +113,8 @@ class SimAgent {
     this.stopped = false;
     this.restartUntil = 0;
     this.localAddress = localAddresses.length ? localAddresses[index % localAddresses.length] : undefined;
+    this.targets = targetsFor(index);
+    this.targetIndex = 0;
   }
 
   get secret() {
@@ -112,7 +127,7 @@ class SimAgent {
     if (this.secret) headers.Authorization = `Bearer ${this.secret}`;
     else headers['X-Muster-Enroll-Token'] = enrollToken;
     // Zero mask, like the real agent (agent/connection.ts): the server then skips unmasking every byte.
-    const ws = new WebSocket(target, {
+    const ws = new WebSocket(this.targets[this.targetIndex], {
       headers,
       perMessageDeflate: false,
       handshakeTimeout: 30_000,
@@ -178,6 +193,7 @@ class SimAgent {
 
   schedule() {
     if (this.stopped) return;
+    if (this.targets.length > 1) this.targetIndex = (this.targetIndex + 1) % this.targets.length;
     let delay;
     if (this.retryAfterMs != null) {
       // As the real agent: Retry-After (plus jitter) replaces the backoff and does not grow it.
