@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { AgentSettings } from './agent-config.js';
+import { ConfigApplied } from './agent-messages.js';
 import { ExecutionState, Labels, Metrics, UpdateState, WaveRunState } from './common.js';
 import { ERROR_CODES } from './errors.js';
 import { HostPolicy } from './policy.js';
@@ -159,6 +161,7 @@ export const EnrollmentInfo = z
       .describe('the agent package the install command downloads'),
   })
   .meta({ id: 'EnrollmentInfo' });
+export type EnrollmentInfo = z.infer<typeof EnrollmentInfo>;
 export const EnrollmentTokenView = z
   .object({
     id: z.string(),
@@ -319,7 +322,7 @@ export const ScheduleView = z
     overlap: z.enum(['skip', 'allow']),
     missed: z.enum(['skip', 'run_once']),
     nextFireAt: TimeOrNull,
-    nextFires: z.array(TimeOrNull),
+    nextFires: z.array(Time),
     lastDueAt: TimeOrNull,
     createdBy: z.string(),
     createdAt: TimeOrNull,
@@ -327,24 +330,27 @@ export const ScheduleView = z
   })
   .meta({ id: 'Schedule' });
 export type ScheduleView = z.infer<typeof ScheduleView>;
+export const FireStatus = z.enum(['claimed', 'started', 'skipped', 'missed', 'failed']);
+export type FireStatus = z.infer<typeof FireStatus>;
+export const ScheduleFire = z.object({
+  dueAt: Time,
+  firedAt: Time,
+  status: FireStatus,
+  taskId: z.string().nullable(),
+  taskStatus: z.string().nullable(),
+  scriptVersion: int().nullable(),
+  reason: z.string().nullable(),
+  nodeId: z.string(),
+});
+export type ScheduleFire = z.infer<typeof ScheduleFire>;
 export const ScheduleHistory = z
   .object({
-    items: z.array(
-      z.object({
-        dueAt: TimeOrNull,
-        firedAt: TimeOrNull,
-        status: z.string(),
-        taskId: z.string().nullable(),
-        taskStatus: z.string().nullable(),
-        scriptVersion: int().nullable(),
-        reason: z.string().nullable(),
-        nodeId: z.string().nullable(),
-      }),
-    ),
+    items: z.array(ScheduleFire),
     total: Count,
     stats: z.object({ fires: z.record(z.string(), Count), tasks: z.record(z.string(), Count), successRate: z.number().nullable() }),
   })
   .meta({ id: 'ScheduleHistory' });
+export type ScheduleHistory = z.infer<typeof ScheduleHistory>;
 
 /* ---------------- terminals ---------------- */
 
@@ -534,9 +540,7 @@ export const DeliveryRef = z.object({ deliveryId: z.string() }).meta({ id: 'Deli
 
 /* ---------------- live agent configuration, metrics history ---------------- */
 
-const SettingsShape = z
-  .looseObject({})
-  .describe("heartbeatIntervalSec, logLevel, labels, terminalIdleTimeoutSec, execBufferBytes (each optional, within the server's bounds)");
+const SettingsShape = AgentSettings.describe("each optional, within the server's bounds");
 export const AgentConfigRuleView = z
   .object({
     id: z.string(),
@@ -551,6 +555,7 @@ export const AgentConfigRuleView = z
     updatedAt: Time,
   })
   .meta({ id: 'AgentConfigRule' });
+export type AgentConfigRuleView = z.infer<typeof AgentConfigRuleView>;
 const Bound = z.object({ min: z.number(), max: z.number() });
 export const AgentConfigOverview = z
   .object({
@@ -559,6 +564,7 @@ export const AgentConfigOverview = z
     precedence: z.string().describe('how matching rules are merged'),
   })
   .meta({ id: 'AgentConfigOverview' });
+export type AgentConfigOverview = z.infer<typeof AgentConfigOverview>;
 export const AgentConfigStatus = z
   .object({
     agentId: z.string(),
@@ -572,13 +578,14 @@ export const AgentConfigStatus = z
     applied: z
       .object({
         revision: z.string(),
-        effective: z.looseObject({}).describe('the values the agent runs with (after its host policy)'),
+        effective: ConfigApplied.shape.effective.describe('the values the agent runs with (after its host policy)'),
         notes: z.record(z.string(), z.string()).describe('settings the host policy limited, with why'),
         at: Time,
       })
       .nullable(),
   })
   .meta({ id: 'AgentConfigStatus' });
+export type AgentConfigStatus = z.infer<typeof AgentConfigStatus>;
 export const AgentConfigStatusList = pageOf(AgentConfigStatus, 'AgentConfigStatusList');
 export const MetricsHistoryView = z
   .object({

@@ -1,42 +1,7 @@
+import type { ScheduleHistory, ScheduleView } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, outputMode, pairs, posInt, str, type Command } from '../command.js';
 import { table } from '../format.js';
-
-interface ScheduleView {
-  id: string;
-  name: string;
-  scriptId: string;
-  version: number | null;
-  params: Record<string, unknown>;
-  secretParams: string[];
-  targets: { selector: string };
-  timeoutSec: number;
-  concurrency: string | null;
-  maxFailures: string | null;
-  offline: string;
-  cron: string | null;
-  timeZone: string;
-  intervalSec: number | null;
-  enabled: boolean;
-  overlap: string;
-  missed: string;
-  nextFireAt: string | null;
-  nextFires: string[];
-  createdBy: string;
-}
-interface Fire {
-  dueAt: string;
-  firedAt: string | null;
-  status: string;
-  taskId: string | null;
-  taskStatus: string | null;
-  reason: string | null;
-}
-interface History {
-  items: Fire[];
-  total: number;
-  stats: { fires: Record<string, number>; tasks: Record<string, number>; successRate: number | null };
-}
 
 const when = (s: ScheduleView): string => (s.cron !== null ? `cron "${s.cron}" ${s.timeZone}` : `every ${s.intervalSec} s`);
 /** The script's name (schedules store its id), with the version it runs. */
@@ -96,7 +61,7 @@ export const schedules: Command = {
     if (sub === 'show') {
       const id = ref(arg, 'show');
       const limit = posInt(values, 'limit') ?? 10;
-      const [s, h] = await Promise.all([c.get<ScheduleView>(`/api/schedules/${id}`), c.get<History>(`/api/schedules/${id}/history?limit=${limit}`)]);
+      const [s, h] = await Promise.all([c.get<ScheduleView>(`/api/schedules/${id}`), c.get<ScheduleHistory>(`/api/schedules/${id}/history?limit=${limit}`)]);
       if (mode === 'json') return void json({ ...s, history: h });
       const names = await scriptNames(c);
       out(`${s.name} (${s.id}) ${s.enabled ? 'enabled' : 'disabled'}, created by ${s.createdBy}\n`);

@@ -1,6 +1,7 @@
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
 import type { ParamValue } from '../scripts/params.js';
+import type { FireStatus } from '../../protocol/index.js';
 
 export interface Schedule {
   id: string;
@@ -30,7 +31,7 @@ export interface Schedule {
   updatedAt: number;
 }
 
-export type FireStatus = 'claimed' | 'started' | 'skipped' | 'missed' | 'failed';
+export type { FireStatus };
 export interface Fire {
   scheduleId: string;
   dueAt: number;

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { ScheduleHistory, ScheduleView } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Principal } from '../auth/auth-service.js';
 import { ApiError, notFound } from '../http/errors.js';
@@ -15,7 +16,7 @@ export const timingOf = (s: Schedule): Timing =>
     : { cron: null, timeZone: s.timeZone, intervalSec: s.intervalSec ?? 60, anchorAt: s.anchorAt };
 
 /** A schedule as the API shows it: secret parameter values are never in it, only their names. */
-export function scheduleView(s: Schedule) {
+export function scheduleView(s: Schedule): ScheduleView {
   const upcoming = s.enabled && s.nextFireAt != null ? [s.nextFireAt, ...nextFires(timingOf(s), s.nextFireAt, 4)] : [];
   return {
     id: s.id,
@@ -37,7 +38,7 @@ export function scheduleView(s: Schedule) {
     overlap: s.overlap,
     missed: s.missed,
     nextFireAt: iso(s.nextFireAt),
-    nextFires: upcoming.map((t) => iso(t)),
+    nextFires: upcoming.map((t) => new Date(t).toISOString()),
     lastDueAt: iso(s.lastDueAt),
     createdBy: s.createdBy,
     createdAt: iso(s.createdAt),
@@ -188,14 +189,14 @@ export class ScheduleService {
   }
 
   /** A schedule's fires with their tasks, and its success rate over the finished tasks. */
-  async history(idOrName: string, limit: number, offset: number) {
+  async history(idOrName: string, limit: number, offset: number): Promise<ScheduleHistory> {
     const s = await this.get(idOrName);
     const [{ items, total }, stats] = await Promise.all([this.d.repo.fires(s.id, limit, offset), this.d.repo.stats(s.id)]);
     const finished = (stats.tasks['succeeded'] ?? 0) + (stats.tasks['failed'] ?? 0) + (stats.tasks['cancelled'] ?? 0);
     return {
       items: items.map((f) => ({
-        dueAt: iso(f.dueAt),
-        firedAt: iso(f.firedAt),
+        dueAt: new Date(f.dueAt).toISOString(),
+        firedAt: new Date(f.firedAt).toISOString(),
         status: f.status,
         taskId: f.taskId,
         taskStatus: f.taskStatus,

@@ -4,48 +4,15 @@
  * form's parsing. Shapes as GET /api/agent-config and GET /api/agents/:id/config answer them.
  */
 import { AGENT_LOG_LEVELS, AGENT_SETTING_KEYS, type AgentSettings } from '../../../../protocol/agent-config.js';
+import type { AgentConfigOverview, AgentConfigRuleView, AgentConfigStatus } from '../../../../protocol/rest.js';
 
 export type SettingKey = keyof AgentSettings;
 
-export interface ConfigRule {
-  id: string;
-  agentId: string | null;
-  selector: string | null;
-  priority: number;
-  description: string;
-  settings: AgentSettings;
-  createdBy: string;
-  updatedBy: string;
-  createdAt: string;
-  updatedAt: string;
-}
-export interface Bound {
-  min: number;
-  max: number;
-}
-export interface ConfigOverview {
-  rules: ConfigRule[];
-  bounds: Record<'heartbeatIntervalSec' | 'terminalIdleTimeoutSec' | 'execBufferBytes', Bound>;
-  precedence: string;
-}
-export interface Effective {
-  heartbeatIntervalSec: number | null;
-  logLevel: string;
-  labels: Record<string, string>;
-  terminalIdleTimeoutSec: number;
-  execBufferBytes: number;
-}
-export interface ConfigStatus {
-  agentId: string;
-  name: string;
-  online: boolean;
-  supported: boolean | null;
-  state: 'applied' | 'pending' | 'unsupported' | 'default';
-  revision: string;
-  desired: AgentSettings;
-  rules: string[];
-  applied: { revision: string; effective: Effective; notes: Record<string, string>; at: string } | null;
-}
+export type ConfigRule = AgentConfigRuleView;
+export type ConfigOverview = AgentConfigOverview;
+export type Bound = ConfigOverview['bounds']['heartbeatIntervalSec'];
+export type ConfigStatus = AgentConfigStatus;
+export type Effective = NonNullable<ConfigStatus['applied']>['effective'];
 
 export const SETTING_LABELS: Record<SettingKey, string> = {
   heartbeatIntervalSec: 'Heartbeat interval',

@@ -7,7 +7,7 @@
  * GET /api/executions/:id/output when a row is opened.
  */
 import { shallowRef } from 'vue';
-import type { ExecutionView, TaskView } from '../../../../protocol/rest';
+import type { ExecutionView, TaskDetail, TaskView } from '../../../../protocol/rest';
 import { api } from '../../api/client';
 import { coalesced, frameBatcher } from '../../composables/batch';
 import { onFrame, onMessage, onReady, send } from '../../composables/socket';
@@ -54,8 +54,6 @@ function progress(s: ExecutionView['status']): number {
       return 4;
   }
 }
-
-export type TaskDetail = TaskView & { executions: ExecutionView[]; rerunOf?: string | null; timeoutSec?: number };
 
 export class TaskRun {
   readonly task = shallowRef<TaskView | null>(null);
