@@ -114,6 +114,30 @@ const Schema = z.object({
     .min(64 * 1024)
     .default(16 * 1024 * 1024),
   /**
+   * Script output waiting on the server socket: above execHighWaterBytes the running scripts'
+   * pipes are paused (a script blocks on its next write), below execLowWaterBytes they resume.
+   */
+  execHighWaterBytes: z.coerce
+    .number()
+    .int()
+    .min(64 * 1024)
+    .default(1024 * 1024),
+  execLowWaterBytes: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(256 * 1024),
+  /**
+   * Largest WebSocket message accepted from the server; a larger one closes the connection (1009).
+   * Keep it above the server's largest: a FILE_DATA frame (MUSTER_FILE_CHUNK_BYTES, at most 4 MiB)
+   * and an exec.run with its script (MUSTER_MAX_SCRIPT_BYTES, JSON-escaped).
+   */
+  maxPayload: z.coerce
+    .number()
+    .int()
+    .min(8 * 1024 * 1024)
+    .default(64 * 1024 * 1024),
+  /**
    * On SIGTERM (systemctl stop/restart) or a restart request, running scripts get this long to
    * finish; then they are cancelled (reason `agent stopping`, SIGTERM, SIGKILL after
    * execKillGraceSec) and their results reported. Keep drain + grace + report under the unit's
@@ -159,6 +183,9 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_FILE_ROOT: 'fileRoot',
   MUSTER_AGENT_EXEC_STOP_DRAIN_SEC: 'execStopDrainSec',
   MUSTER_AGENT_EXEC_STOP_REPORT_SEC: 'execStopReportSec',
+  MUSTER_AGENT_EXEC_HIGH_WATER_BYTES: 'execHighWaterBytes',
+  MUSTER_AGENT_EXEC_LOW_WATER_BYTES: 'execLowWaterBytes',
+  MUSTER_AGENT_MAX_PAYLOAD: 'maxPayload',
 };
 
 export class AgentConfigError extends Error {}
@@ -234,6 +261,15 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
       throw new AgentConfigError(`cannot read config file ${configPath}: ${(err as Error).message}`);
     }
   }
+  // A setting the agent does not know (a typo, a setting of another version) is refused, not
+  // accepted and ignored: the file must say what the agent runs with.
+  if (typeof file !== 'object' || file === null || Array.isArray(file)) throw new AgentConfigError(`config file ${configPath}: not a JSON object`);
+  const unknown = Object.keys(file).filter((k) => !Object.hasOwn(Schema.shape, k));
+  if (unknown.length) {
+    throw new AgentConfigError(
+      `config file ${configPath}: unknown setting${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}`,
+    );
+  }
   const merged: Record<string, unknown> = { ...file };
   for (const [k, key] of Object.entries(ENV_KEYS)) if (env[k]) merged[key] = env[k];
   if (env['MUSTER_AGENT_LABELS']) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(env['MUSTER_AGENT_LABELS'].split(',')) };
@@ -261,6 +297,9 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   }
   if (parsed.data.terminalLowWatermark >= parsed.data.terminalHighWatermark) {
     throw new AgentConfigError('terminalLowWatermark must be below terminalHighWatermark');
+  }
+  if (parsed.data.execLowWaterBytes >= parsed.data.execHighWaterBytes) {
+    throw new AgentConfigError('execLowWaterBytes must be below execHighWaterBytes');
   }
   return Object.freeze({ ...parsed.data, configPath });
 }

@@ -41,8 +41,8 @@ export interface ConnectionOptions {
    */
   restartBackoffMaxMs?: number;
   restartWindowMs?: number;
-  /** Largest frame accepted from the server. */
-  maxPayload?: number;
+  /** Largest message accepted from the server (agent config maxPayload). */
+  maxPayload: number;
   /** Bulk frames wait while the socket holds this many bytes (interactive ones go first). */
   bulkWriteThreshold?: number;
   /** Bulk the server may have unread, kernel buffers included (0: unbounded). */
@@ -176,7 +176,7 @@ export class ServerConnection {
       // its own, so a zero mask lets ws skip masking (and the server unmasking) every byte.
       generateMask: (mask: Buffer) => void mask.fill(0),
       handshakeTimeout: 15_000,
-      maxPayload: this.o.maxPayload ?? 64 * 1024 * 1024,
+      maxPayload: this.o.maxPayload,
       ...(this.o.caFile ? { ca: fs.readFileSync(this.o.caFile) } : {}),
     });
     this.ws = ws;

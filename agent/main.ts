@@ -209,6 +209,7 @@ async function main(): Promise<void> {
     restartWindowMs: cfg.restartWindowMs,
     bulkWriteThreshold: cfg.bulkWriteThreshold,
     bulkWindow: cfg.bulkWindow,
+    maxPayload: cfg.maxPayload,
     buildHello,
     handlers,
     onTermData: (id, data) => pty.onTermData(id, data),

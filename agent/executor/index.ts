@@ -6,7 +6,7 @@ import { Journal } from './journal.js';
 import { ResultStore } from './results.js';
 import { Run, type RunLimits } from './run.js';
 
-/** Defaults of the executor's limits (see RunLimits). */
+/** The executor's limits (see RunLimits); the configurable ones are replaced by the agent config's (agent/config.ts). */
 export const RUN_LIMITS: RunLimits = {
   coalesceMs: 5,
   chunkBytes: 32 * 1024,
@@ -36,7 +36,13 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   drain(drainMs: number, reportMs: number): Promise<void>;
 } {
   const { link, log } = ctx;
-  const limits: RunLimits = { ...RUN_LIMITS, killGraceMs: ctx.cfg.execKillGraceSec * 1000, bufferBytes: ctx.cfg.execBufferBytes };
+  const limits: RunLimits = {
+    ...RUN_LIMITS,
+    killGraceMs: ctx.cfg.execKillGraceSec * 1000,
+    bufferBytes: ctx.cfg.execBufferBytes,
+    highWaterBytes: ctx.cfg.execHighWaterBytes,
+    lowWaterBytes: ctx.cfg.execLowWaterBytes,
+  };
   const journal = new Journal(ctx.state.dir);
   const runs = new Map<string, Run>();
   let stopping = false;

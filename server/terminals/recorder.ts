@@ -43,8 +43,8 @@ export class AsciicastRecorder {
       cols: number;
       rows: number;
       maxBytes: number;
-      /** Above this many bytes queued for the disk the recording stops (truncated) rather than grow memory (default 8 MiB). */
-      maxQueuedBytes?: number;
+      /** Above this many bytes queued for the disk the recording stops (truncated) rather than grow memory (MUSTER_TERMINAL_RECORDING_MAX_QUEUED_BYTES). */
+      maxQueuedBytes: number;
       title?: string;
       shell?: string;
       allow?: (bytes: number) => boolean;
@@ -53,7 +53,7 @@ export class AsciicastRecorder {
     },
   ) {
     this.maxBytes = o.maxBytes;
-    this.maxQueuedBytes = o.maxQueuedBytes ?? 8 * 1024 * 1024;
+    this.maxQueuedBytes = o.maxQueuedBytes;
     this.allow = o.allow ?? (() => true);
     this.onStop = o.onStop;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });

@@ -65,6 +65,7 @@ function agent(port: number) {
     backoffMaxMs: 60_000,
     restartBackoffMaxMs: 300,
     restartWindowMs: 60_000,
+    maxPayload: 64 * 1024 * 1024,
     buildHello: () => ({ type: 'hello', protocol: 1, agentId: state.agentId }) as unknown as Hello,
     handlers: {} as never,
     onTermData: () => {},

@@ -88,6 +88,31 @@ describe('agent config', () => {
     expect(c.labels).toEqual({ a: 'env', b: 'flag', c: 'flag' });
   });
 
+  it('refuses a config file setting it does not know, and one that is not an object', () => {
+    const file = path.join(dir, 'typo.json');
+    fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', heartbeatIntervalSec: 5, labelz: { a: 'b' } }));
+    expect(() => loadAgentConfig(['--config', file], {})).toThrow(/unknown settings "heartbeatIntervalSec", "labelz"/);
+    fs.writeFileSync(file, '[]');
+    expect(() => loadAgentConfig(['--config', file, '--server', 'ws://x'], {})).toThrow(/not a JSON object/);
+    fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', execHighWaterBytes: 2 << 20 }));
+    expect(loadAgentConfig(['--config', file], {}).execHighWaterBytes).toBe(2 << 20);
+  });
+
+  it('exec output watermarks and the largest message are settings with defaults and bounds', () => {
+    const c = loadAgentConfig(['--server', 'ws://x'], {});
+    expect(c).toMatchObject({ execHighWaterBytes: 1 << 20, execLowWaterBytes: 256 << 10, maxPayload: 64 << 20 });
+    const e = loadAgentConfig(['--server', 'ws://x'], {
+      MUSTER_AGENT_EXEC_HIGH_WATER_BYTES: String(4 << 20),
+      MUSTER_AGENT_EXEC_LOW_WATER_BYTES: String(1 << 20),
+      MUSTER_AGENT_MAX_PAYLOAD: String(16 << 20),
+    });
+    expect(e).toMatchObject({ execHighWaterBytes: 4 << 20, execLowWaterBytes: 1 << 20, maxPayload: 16 << 20 });
+    expect(() => loadAgentConfig(['--server', 'ws://x'], { MUSTER_AGENT_EXEC_LOW_WATER_BYTES: String(1 << 20) })).toThrow(
+      /execLowWaterBytes must be below execHighWaterBytes/,
+    );
+    expect(() => loadAgentConfig(['--server', 'ws://x'], { MUSTER_AGENT_MAX_PAYLOAD: String(1 << 20) })).toThrow(/maxPayload/);
+  });
+
   it.each([
     [[], /server/],
     [['--server', 'http://x'], /ws:\/\/ or wss:\/\//],

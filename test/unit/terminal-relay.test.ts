@@ -36,7 +36,7 @@ describe('AsciicastRecorder', () => {
   it('writes a v2 header, output with a multi-byte character split across chunks, and resizes', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
     const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20 });
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20, maxQueuedBytes: 8 << 20 });
     const bytes = enc.encode('héllo 🎉\r\n');
     rec.output(bytes.subarray(0, 2)); // 'h' + first byte of é
     rec.output(bytes.subarray(2, 9)); // cuts the emoji
@@ -64,7 +64,7 @@ describe('AsciicastRecorder', () => {
   it('stops at its size cap and says so', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
     const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 2048 });
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 2048, maxQueuedBytes: 8 << 20 });
     for (let i = 0; i < 100; i++) {
       rec.output(enc.encode('x'.repeat(100)));
       rec.resize(80 + (i % 2), 24); // forces an event per chunk
