@@ -7,7 +7,7 @@
 // the time for every agent to be back after a server restart. Results go to bench/out/ and the
 // `## Presence` section of bench/RESULTS.md.
 //
-//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--connect-timeout 180]
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--connect-timeout 180] [--reuse bench/out/presence-…]
 //
 // --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
 // BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
@@ -41,6 +41,11 @@ const { values: flags } = parseArgs({
     'connect-timeout': { type: 'string', default: '180' },
     /** Rewrites the RESULTS.md section from a saved results.json instead of measuring. */
     report: { type: 'string' },
+    /**
+     * SQLite: the data and agent secrets of an earlier run (its bench/out/presence-… directory), so
+     * the fleet reconnects instead of enrolling again (A/B runs on a loaded machine; same schema).
+     */
+    reuse: { type: 'string' },
   },
 });
 const WINDOW_MS = Number(flags.window) * 1000;
@@ -60,8 +65,10 @@ const sizes = flags.sizes
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const outDir = path.join(ROOT, 'bench', 'out', `presence-${stamp}`);
-const dataDir = path.join(outDir, 'data');
-const credsDir = path.join(outDir, 'creds');
+if (flags.reuse && flags.db !== 'sqlite') throw new Error('--reuse works with --db sqlite only (a MariaDB database is dropped after its run)');
+const dataDir = path.join(flags.reuse ? path.resolve(flags.reuse) : outDir, 'data');
+const credsDir = path.join(flags.reuse ? path.resolve(flags.reuse) : outDir, 'creds');
+if (!flags.report) fs.mkdirSync(outDir, { recursive: true });
 if (!flags.report) fs.mkdirSync(dataDir, { recursive: true });
 const log = (...a) => process.stdout.write(`${a.join(' ')}\n`);
 if (flags.db !== 'sqlite' && flags.db !== 'mysql') throw new Error(`--db must be sqlite or mysql, not ${flags.db}`);
@@ -122,10 +129,30 @@ async function muster(N) {
 async function musterOn(N, dbEnv) {
   const nodeArgs = flags.profile || flags.heap ? ['--inspect=127.0.0.1:0'] : [];
   let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
+  let fleet = null;
+  try {
+    return await musterRun(
+      N,
+      dbEnv,
+      nodeArgs,
+      server,
+      (f) => (fleet = f),
+      (s) => (server = s),
+    );
+  } finally {
+    // A failed run (a fleet that never connected) leaves neither the server nor the simulator behind.
+    await fleet?.stop();
+    await server.stop('SIGTERM');
+  }
+}
+
+async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
+  let server = firstServer;
   await sleep(3000);
   const idleRss = rssBytes(server.pid);
   const heapIdle = flags.heap ? await heapByConstructor(server.output()) : null;
   const fleet = await startFleet({ url: server.wsUrl, enrollToken: server.enrollToken, count: N, credsDir, idPrefix: 'p' });
+  setFleet(fleet);
   const c0 = Date.now();
   await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
   const connectSec = (Date.now() - c0) / 1000;
@@ -155,6 +182,7 @@ async function musterOn(N, dbEnv) {
     const tExited = Date.now();
     // As systemd would: the new process starts as soon as the old one has exited.
     server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
+    setServer(server);
     const tListening = Date.now();
     const cpuListening = cpuSeconds(server.pid);
     // --profile: the reconnect storm too (from listening until every agent is back).
@@ -198,8 +226,6 @@ async function musterOn(N, dbEnv) {
     );
   }
   const fstats = fleet.stats();
-  await fleet.stop();
-  await server.stop('SIGTERM');
   return { N, idleRss, connectSec, ...steady, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401 };
 }
 
@@ -210,14 +236,18 @@ async function bare(N) {
   await sleep(2000);
   const idleRss = rssBytes(proc.child.pid);
   const fleet = await startFleet({ url, enrollToken: 'none', count: N, credsDir: path.join(outDir, 'creds-bare'), idPrefix: 'b' });
-  await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
-  await sleep(SETTLE_MS);
-  const steady = await measureSteady(proc.child.pid, null, fleet);
+  let steady;
+  try {
+    await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
+    await sleep(SETTLE_MS);
+    steady = await measureSteady(proc.child.pid, null, fleet);
+  } finally {
+    await fleet.stop();
+    await proc.stop();
+  }
   log(
     `  bare ws: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  CPU ${steady.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${steady.load.toFixed(1)}`,
   );
-  await fleet.stop();
-  await proc.stop();
   return { N, idleRss, ...steady };
 }
 

@@ -3,6 +3,8 @@ import type { Knex } from 'knex';
 /** A better-sqlite3 statement, as far as the hot write paths use it. */
 export interface SqliteStatement {
   run(...params: unknown[]): unknown;
+  /** The first row a statement returns (a SELECT, or a write with RETURNING). */
+  get(...params: unknown[]): unknown;
 }
 interface SqliteConnection {
   prepare(sql: string): SqliteStatement;

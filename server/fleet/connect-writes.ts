@@ -1,0 +1,142 @@
+import type { Knex } from 'knex';
+import { sqlitePrepared } from '../db/prepared.js';
+import type { TxBatcher } from '../db/tx-batcher.js';
+
+/** What registering one connection wrote: its agent_connections row and the generation it claimed. */
+export interface OpenedConnection {
+  connectionId: number;
+  /** agents.conn_generation after this connection's claim (0 when ownership is not recorded). */
+  generation: number;
+}
+
+interface PendingOpen {
+  agentId: string;
+  at: number;
+  remoteAddress: string | null;
+  resolve(v: OpenedConnection): void;
+  reject(e: unknown): void;
+}
+
+/** Rows per multi-row statement on MySQL/MariaDB (far under max_allowed_packet: ~100 bytes a row). */
+const MYSQL_CHUNK = 1000;
+
+/**
+ * The writes of a known agent reconnecting with unchanged facts (the whole of a reconnect storm):
+ * its ownership claim (agents.owner_node, conn_generation + 1) and its agent_connections row.
+ * Every connect queued while a group commit waits is written by one operation of that commit:
+ * on SQLite with statements prepared once per connection (no knex compile, no prepare per agent),
+ * on MySQL/MariaDB with one UPDATE, one SELECT and one multi-row INSERT per 1,000 agents instead
+ * of three round trips per agent. All of one group or none of it commits (a savepoint), and the
+ * callers learn their row only once the transaction has committed.
+ */
+export class ConnectWrites {
+  private pending: PendingOpen[] = [];
+  /** MySQL: whether a multi-row insert's ids are consecutive from insertId (asked once). */
+  private consecutiveIds: Promise<boolean> | null = null;
+
+  constructor(
+    private readonly writes: TxBatcher,
+    private readonly nodeId: string,
+    /** Record ownership (agents.owner_node / conn_generation); false only in unit tests without it. */
+    private readonly claimOwnership: boolean,
+  ) {}
+
+  /** Claims the agent for this node and opens its connection row, in the next group commit. */
+  open(agentId: string, at: number, remoteAddress: string | null): Promise<OpenedConnection> {
+    return new Promise<OpenedConnection>((resolve, reject) => {
+      this.pending.push({ agentId, at, remoteAddress, resolve, reject });
+      // The first one queued schedules the operation; it takes everything queued until it runs.
+      if (this.pending.length === 1) this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    let group: PendingOpen[] = [];
+    this.writes
+      .run(async (trx) => {
+        group = this.pending;
+        this.pending = [];
+        return trx.transaction((sp) => this.writeAll(sp, group));
+      })
+      .then(
+        (opened) => group.forEach((p, i) => p.resolve(opened[i]!)),
+        (err: unknown) => {
+          for (const p of group) p.reject(err);
+        },
+      );
+  }
+
+  private async writeAll(trx: Knex.Transaction, group: PendingOpen[]): Promise<OpenedConnection[]> {
+    const prepared = await sqlitePrepared(trx);
+    if (prepared) {
+      const claim = this.claimOwnership
+        ? prepared('UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id = ? RETURNING conn_generation')
+        : null;
+      const insert = prepared('INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES (?, ?, ?, ?)');
+      return group.map((p) => {
+        const row = claim?.get(this.nodeId, p.agentId) as { conn_generation: number | bigint } | undefined;
+        const res = insert.run(p.agentId, p.at, p.remoteAddress, this.nodeId) as { lastInsertRowid: number | bigint };
+        return { connectionId: Number(res.lastInsertRowid), generation: Number(row?.conn_generation ?? 0) };
+      });
+    }
+    const out = new Array<OpenedConnection>(group.length);
+    // Two sockets of one agent in the same group each need their own generation: rounds of distinct ids.
+    let rest = group.map((p, i) => ({ p, i }));
+    while (rest.length) {
+      const seen = new Set<string>();
+      const round: typeof rest = [];
+      const later: typeof rest = [];
+      for (const e of rest) {
+        if (seen.has(e.p.agentId)) later.push(e);
+        else {
+          seen.add(e.p.agentId);
+          round.push(e);
+        }
+      }
+      for (let k = 0; k < round.length; k += MYSQL_CHUNK) await this.writeMysqlChunk(trx, round.slice(k, k + MYSQL_CHUNK), out);
+      rest = later;
+    }
+    return out;
+  }
+
+  private async writeMysqlChunk(trx: Knex.Transaction, chunk: Array<{ p: PendingOpen; i: number }>, out: OpenedConnection[]): Promise<void> {
+    const ids = chunk.map((e) => e.p.agentId);
+    const marks = ids.map(() => '?').join(',');
+    const generations = new Map<string, number>();
+    if (this.claimOwnership) {
+      await trx.raw(`UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id IN (${marks})`, [this.nodeId, ...ids]);
+      const [rows] = (await trx.raw(`SELECT id, conn_generation FROM agents WHERE id IN (${marks})`, ids)) as [
+        Array<{ id: string; conn_generation: number | string }>,
+      ];
+      for (const r of rows) generations.set(r.id, Number(r.conn_generation));
+    }
+    const insert = 'INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES ';
+    const values = (e: { p: PendingOpen }) => [e.p.agentId, e.p.at, e.p.remoteAddress, this.nodeId];
+    if (await this.mysqlConsecutiveIds(trx)) {
+      const [res] = (await trx.raw(insert + chunk.map(() => '(?, ?, ?, ?)').join(','), chunk.flatMap(values))) as [{ insertId: number }];
+      chunk.forEach((e, k) => (out[e.i] = { connectionId: Number(res.insertId) + k, generation: generations.get(e.p.agentId) ?? 0 }));
+      return;
+    }
+    for (const e of chunk) {
+      const [res] = (await trx.raw(`${insert}(?, ?, ?, ?)`, values(e))) as [{ insertId: number }];
+      out[e.i] = { connectionId: Number(res.insertId), generation: generations.get(e.p.agentId) ?? 0 };
+    }
+  }
+
+  /**
+   * InnoDB gives a multi-row insert of known size consecutive ids unless its auto-increment lock
+   * mode is 2 (interleaved) or the increment is not 1 (Galera and multi-primary setups): then one
+   * insert per row.
+   */
+  private mysqlConsecutiveIds(trx: Knex.Transaction): Promise<boolean> {
+    this.consecutiveIds ??= trx
+      .raw('SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS inc')
+      .then((r: [Array<{ mode: number | string; inc: number | string }>]) => {
+        const row = r[0][0];
+        return row !== undefined && Number(row.mode) < 2 && Number(row.inc) === 1;
+      });
+    // A failed question is asked again next time (the group fails with it and is retried by its agents).
+    this.consecutiveIds.catch(() => (this.consecutiveIds = null));
+    return this.consecutiveIds;
+  }
+}
