@@ -51,6 +51,7 @@ export function createFleet({
     async start() {
       await fleet.start();
       await cluster.attach(fleet, { repo: agentRepo });
+      views.prepare();
       if (config.benchSimulatedPresence === undefined) return;
       stopSimulated = startSimulatedPresence(fleet, { heartbeatIntervalMs: config.heartbeatIntervalMs, flipsPerSec: config.benchSimulatedPresence });
       log.warn(

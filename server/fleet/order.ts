@@ -15,6 +15,8 @@ export interface SortEntry {
   k: number | string;
   /** Tie-break: the normalized name, then the id. */
   t: string;
+  /** The agent's status when the entry was made or last checked (counts of a whole-fleet index). */
+  st: 'online' | 'offline';
 }
 
 const DIGITS = /\d+/g;
@@ -71,7 +73,7 @@ export function keyOf(a: AgentRecord, key: FleetSortKey): number | string {
 }
 
 export function entryOf(a: AgentRecord, key: FleetSortKey): SortEntry {
-  return { id: a.id, k: keyOf(a, key), t: cachedKey(a, 't', a.name) };
+  return { id: a.id, k: keyOf(a, key), t: cachedKey(a, 't', a.name), st: a.status };
 }
 
 /** Comparator of entries, ascending or descending (the tie-break follows the direction too, so `desc` is the exact reverse). */

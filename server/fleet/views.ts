@@ -20,18 +20,32 @@ export interface FleetViewLimits {
 }
 
 type Status = 'online' | 'offline';
+/** Selector match of an agent in a view's `sel` (by slot). */
+const NO_MATCH = 0;
+const MATCH_ONLINE = 1;
+const MATCH_OFFLINE = 2;
+const matchOf = (s: Status): number => (s === 'online' ? MATCH_ONLINE : MATCH_OFFLINE);
+const statusOfMatch = (m: number): Status | undefined => (m === MATCH_ONLINE ? 'online' : m === MATCH_OFFLINE ? 'offline' : undefined);
 
 /**
  * One console's view of the fleet: the agents matching its selector and status filter, kept
- * sorted, and the window of them the console shows. Invariants: `entries` holds exactly the
- * matching agents (sorted, except that a metric-sorted view may lag by up to `resortMs`);
- * `byId` maps each to its entry; `sel` holds the selector matches with the status they are
- * counted under in `counts`; `sentIds` is the window the console holds rows for.
+ * sorted, and the window of them the console shows.
+ *
+ * A view of the whole fleet in a fixed order (no selector, every status: the agents page as it
+ * opens) holds nothing per agent: it reads the shared index of its order (`shared`), reversed when
+ * descending, and the index's counts. Any other view holds its own list. Invariants then:
+ * `entries` holds exactly the matching agents (sorted, except that a metric-sorted view may lag by
+ * up to `resortMs`); `entryAt` holds each one's entry by the agent's slot (FleetViews.slotOf);
+ * `sel` holds, by slot, whether the agent matches the selector and under which status it is
+ * counted in `counts`. Slots index flat arrays instead of Maps keyed by id: a view over 100,000
+ * agents allocated two 100,000-entry Maps per open, which (with their garbage) cost more than the
+ * scan itself. `sentIds` is the window the console holds rows for.
  */
 class View {
+  shared: SortIndex | null = null;
   entries: SortEntry[] = [];
-  byId = new Map<string, SortEntry>();
-  sel = new Map<string, Status>();
+  entryAt: Array<SortEntry | undefined> = [];
+  sel: Uint8Array = new Uint8Array(0);
   counts = { online: 0, offline: 0 };
   sentIds: string[] = [];
   sentSet = new Set<string>();
@@ -48,7 +62,7 @@ class View {
   constructor(
     readonly ch: ConsoleChannel,
     readonly id: string,
-    readonly pred: AgentPredicate,
+    readonly pred: AgentPredicate | null,
     readonly status: 'all' | Status,
     readonly sort: FleetSortKey,
     readonly desc: boolean,
@@ -58,8 +72,30 @@ class View {
     this.cmp = comparator(desc);
   }
 
+  /** Whether this view is the whole fleet: no selector, no status filter. */
+  get wholeFleet(): boolean {
+    return this.pred === null && this.status === 'all';
+  }
+
   shows(a: AgentRecord): boolean {
     return this.status === 'all' || a.status === this.status;
+  }
+
+  /** How many agents the view lists. */
+  get length(): number {
+    return this.shared ? this.shared.entries.length : this.entries.length;
+  }
+
+  /** The entry at position `i` of the view's order. */
+  at(i: number): SortEntry {
+    if (!this.shared) return this.entries[i]!;
+    const all = this.shared.entries;
+    return all[this.desc ? all.length - 1 - i : i]!;
+  }
+
+  /** Selector matches by status. */
+  get byStatus(): { online: number; offline: number } {
+    return this.shared ? this.shared.counts : this.counts;
   }
 }
 
@@ -68,13 +104,15 @@ class View {
  * not change), ascending, shared by every view with that order: opening a view or rebuilding it
  * filters this list instead of sorting the matches (sorting 100,000 string keys cost ~300 ms of
  * CPU per open). Changes are applied lazily: agents that changed wait in `pending` until the next
- * use, which re-positions them one by one, or re-sorts once after a storm (a reconnect of the whole
- * fleet must not cost one array move per agent).
+ * use, which re-positions those whose key changed one by one, or re-sorts once when most of the
+ * fleet moved (a storm of renames must not cost one array move per agent).
  */
 class SortIndex {
   entries: SortEntry[] = [];
   readonly byId = new Map<string, SortEntry>();
   readonly pending = new Set<string>();
+  /** Agents by status (whole-fleet views show these counts). */
+  counts = { online: 0, offline: 0 };
   private built = false;
   private readonly cmp = comparator(false);
 
@@ -82,22 +120,41 @@ class SortIndex {
 
   /** Brings the index up to date with the fleet and returns it (ascending). */
   sync(agents: ReadonlyMap<string, AgentRecord>): readonly SortEntry[] {
-    const storm = this.pending.size > 64 && this.pending.size > agents.size / 16;
-    if (this.built && !storm) {
-      for (const id of this.pending) this.reposition(id, agents.get(id));
+    if (this.built) {
+      // Agents whose key did not change keep their place (a reconnect storm changes only the
+      // status of each: no move, no re-sort); the others move one by one, unless so many moved
+      // that sorting again is cheaper.
+      const moved: string[] = [];
+      for (const id of this.pending) {
+        const old = this.byId.get(id);
+        const a = agents.get(id);
+        const e = a ? entryOf(a, this.sort) : null;
+        if (old && e && e.k === old.k && e.t === old.t) {
+          // Same place: only the status may differ (views read k and t of shared entries, never st).
+          this.counts[old.st]--;
+          this.counts[e.st]++;
+          old.st = e.st;
+        } else moved.push(id);
+      }
       this.pending.clear();
-      // An agent that reached the fleet without an event would otherwise be missing for good.
-      if (this.byId.size === agents.size) return this.entries;
+      if (moved.length <= 64 || moved.length <= agents.size / 16) {
+        for (const id of moved) this.reposition(id, agents.get(id));
+        // An agent that reached the fleet without an event would otherwise be missing for good.
+        if (this.byId.size === agents.size) return this.entries;
+      }
     }
     const entries: SortEntry[] = [];
+    const counts = { online: 0, offline: 0 };
     this.byId.clear();
     for (const a of agents.values()) {
       const e = entryOf(a, this.sort);
       entries.push(e);
+      counts[a.status]++;
       this.byId.set(a.id, e);
     }
     entries.sort(this.cmp);
     this.entries = entries;
+    this.counts = counts;
     this.built = true;
     this.pending.clear();
     return entries;
@@ -106,7 +163,8 @@ class SortIndex {
   private reposition(id: string, a: AgentRecord | undefined): void {
     const old = this.byId.get(id);
     const e = a ? entryOf(a, this.sort) : null;
-    if (old && e && e.k === old.k && e.t === old.t) return;
+    if (old) this.counts[old.st]--;
+    if (e) this.counts[e.st]++;
     if (old) {
       const i = lowerBound(this.entries, old, this.cmp);
       this.entries.splice(this.entries[i] === old ? i : this.entries.indexOf(old), 1);
@@ -125,19 +183,26 @@ class SortIndex {
  * for what the console is looking at, batched per tick. Costs: a heartbeat is one set lookup per
  * view (its row is sent only when it is in a window; a view sorted by a metric re-sorts at most
  * every `resortMs`); a status or fact change re-positions one entry (binary search); opening a
- * view or changing its filter scans the fleet once.
+ * view of the whole fleet in a fixed order reads the shared index (kept from start, see
+ * `prepare`); opening any other view scans the fleet once.
  */
 export class FleetViews {
   private readonly byConsole = new Map<ConsoleChannel, Map<string, View>>();
   private readonly dirty = new Set<View>();
-  /** Fleet-wide orders for the sort keys heartbeats do not change, made on first use. */
+  /** Fleet-wide orders for the sort keys heartbeats do not change (the default one made at start, others on first use). */
   private readonly indexes = new Map<FleetSortKey, SortIndex>();
+  /** A small integer per agent id, for the views' flat per-agent arrays; freed slots are reused. */
+  private readonly slots = new Map<string, number>();
+  private readonly freeSlots: number[] = [];
+  private nextSlot = 0;
   private timer: NodeJS.Timeout | undefined;
+  private indexTimer: NodeJS.Timeout | undefined;
   private readonly unsubs: Array<() => void> = [];
 
   constructor(private readonly deps: { fleet: Fleet; bus: Bus; log: Logger; selectorLimits: SelectorLimits; limits: FleetViewLimits }) {
     const changed = (id: string) => {
       for (const idx of this.indexes.values()) idx.pending.add(id);
+      this.syncIndexesSoon();
       for (const views of this.byConsole.values()) {
         for (const v of views.values()) {
           v.pending.add(id);
@@ -150,7 +215,10 @@ export class FleetViews {
       bus.subscribe('agent.online', (p) => changed(p.agent.id)),
       bus.subscribe('agent.offline', (p) => changed(p.agentId)),
       bus.subscribe('agent.changed', (p) => changed(p.agent.id)),
-      bus.subscribe('agent.removed', (p) => changed(p.agentId)),
+      bus.subscribe('agent.removed', (p) => {
+        changed(p.agentId);
+        this.release(p.agentId);
+      }),
       // Heartbeats (batched per presence flush): O(1) per agent per view.
       bus.subscribe('agent.metrics', (p) => {
         for (const views of this.byConsole.values()) {
@@ -182,6 +250,28 @@ export class FleetViews {
     };
   }
 
+  /**
+   * Builds the index of the order the agents page opens with (by name) once the fleet is loaded,
+   * so the first console does not pay for it (sorting 100,000 agents, with the JIT still cold, took
+   * most of a second); it is kept up to date lazily from then on.
+   */
+  prepare(): void {
+    this.index('name').sync(this.deps.fleet.agents);
+  }
+
+  /**
+   * Applies changes to the indexes within a tick even when no view asks: a reconnect storm after a
+   * restart (every agent's status) is absorbed as it arrives instead of by the next console to open.
+   */
+  private syncIndexesSoon(): void {
+    if (this.indexTimer || this.indexes.size === 0) return;
+    this.indexTimer = setTimeout(() => {
+      this.indexTimer = undefined;
+      for (const idx of this.indexes.values()) idx.sync(this.deps.fleet.agents);
+    }, this.deps.limits.tickMs);
+    this.indexTimer.unref();
+  }
+
   /** Views open right now (all consoles). */
   get size(): number {
     let n = 0;
@@ -192,14 +282,42 @@ export class FleetViews {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearTimeout(this.indexTimer);
+    this.indexTimer = undefined;
     for (const u of this.unsubs.splice(0)) u();
     this.byConsole.clear();
     this.indexes.clear();
     this.dirty.clear();
   }
 
+  private index(sort: FleetSortKey): SortIndex {
+    let idx = this.indexes.get(sort);
+    if (!idx) this.indexes.set(sort, (idx = new SortIndex(sort)));
+    return idx;
+  }
+
+  private slotOf(id: string): number {
+    let s = this.slots.get(id);
+    if (s === undefined) {
+      s = this.freeSlots.pop() ?? this.nextSlot++;
+      this.slots.set(id, s);
+    }
+    return s;
+  }
+
+  /** An agent left the fleet: every view forgets it now, so its slot can go to another agent. */
+  private release(id: string): void {
+    const s = this.slots.get(id);
+    if (s === undefined) return;
+    for (const views of this.byConsole.values()) {
+      for (const v of views.values()) if (!v.shared) this.reposition(v, id, undefined);
+    }
+    this.slots.delete(id);
+    this.freeSlots.push(s);
+  }
+
   private open(ch: ConsoleChannel, m: ConsoleMessage<'fleet.open'>): void {
-    let pred: AgentPredicate = () => true;
+    let pred: AgentPredicate | null = null;
     if (m.selector.trim() !== '') {
       try {
         pred = compileSelector(m.selector, this.deps.selectorLimits);
@@ -291,9 +409,15 @@ export class FleetViews {
     }
     this.dirty.delete(v);
     const { fleet } = this.deps;
-    // Many changes at once (a reconnect storm): one rebuild is cheaper than many re-positions.
-    if (v.pending.size > 64 && v.pending.size > fleet.agents.size / 16) this.rebuild(v);
-    else {
+    if (v.shared) {
+      // The shared index re-positions what changed (once for every view that follows it).
+      v.shared.sync(fleet.agents);
+      for (const id of v.pending) if (v.sentSet.has(id)) v.changed.add(id);
+      v.pending.clear();
+    } else if (v.pending.size > 64 && v.pending.size > fleet.agents.size / 16) {
+      // Many changes at once (a reconnect storm): one rebuild is cheaper than many re-positions.
+      this.rebuild(v);
+    } else {
       for (const id of v.pending) this.reposition(v, id, fleet.get(id));
       v.pending.clear();
     }
@@ -306,32 +430,50 @@ export class FleetViews {
   }
 
   /**
-   * Scans the fleet once: membership, counts and order from scratch. Views in a fixed order filter
-   * the shared index (already sorted; its entries are never mutated, so views may hold them); views
+   * Membership, counts and order from scratch. A whole-fleet view in a fixed order follows the
+   * shared index and holds nothing itself. Other views in a fixed order filter the shared index
+   * (already sorted; the k and t of its entries are never mutated, so views may hold them); views
    * sorted by a heartbeat metric sort their matches.
    */
   private rebuild(v: View): void {
-    const entries: SortEntry[] = [];
-    v.byId.clear();
-    v.sel.clear();
-    v.counts = { online: 0, offline: 0 };
     const { agents } = this.deps.fleet;
+    v.pending.clear();
+    v.resortDue = false;
+    v.lastResort = Date.now();
+    // Rows of the window may have changed in any way: send them all again.
+    for (const id of v.sentSet) v.changed.add(id);
+    if (v.wholeFleet && !sortsByMetrics(v.sort)) {
+      v.shared = this.index(v.sort);
+      v.shared.sync(agents);
+      v.entries = [];
+      v.entryAt = [];
+      v.sel = new Uint8Array(0);
+      return;
+    }
+    v.shared = null;
+    const entries: SortEntry[] = [];
+    const counts = { online: 0, offline: 0 };
+    const cap = Math.max(this.nextSlot, agents.size) + 64;
+    let sel: Uint8Array = new Uint8Array(cap);
+    // Filled, not holey: V8 keeps an array this long as a flat store only when it has no holes.
+    const entryAt = new Array<SortEntry | undefined>(cap).fill(undefined);
+    const { pred } = v;
     const take = (a: AgentRecord, e: SortEntry | null): void => {
-      if (!v.pred(a)) return;
-      v.sel.set(a.id, a.status);
-      v.counts[a.status]++;
+      if (pred && !pred(a)) return;
+      const s = this.slotOf(a.id);
+      if (s >= sel.length) sel = grown(sel, this.nextSlot);
+      sel[s] = matchOf(a.status);
+      counts[a.status]++;
       if (!v.shows(a)) return;
       e ??= entryOf(a, v.sort);
       entries.push(e);
-      v.byId.set(a.id, e);
+      entryAt[s] = e;
     };
     if (sortsByMetrics(v.sort)) {
       for (const a of agents.values()) take(a, null);
       entries.sort(v.cmp);
     } else {
-      let idx = this.indexes.get(v.sort);
-      if (!idx) this.indexes.set(v.sort, (idx = new SortIndex(v.sort)));
-      const sorted = idx.sync(agents);
+      const sorted = this.index(v.sort).sync(agents);
       // Descending is the exact reverse of ascending (the comparator's tie-break follows the direction).
       for (let n = sorted.length, i = 0; i < n; i++) {
         const e = sorted[v.desc ? n - 1 - i : i]!;
@@ -340,24 +482,25 @@ export class FleetViews {
       }
     }
     v.entries = entries;
-    v.pending.clear();
-    v.resortDue = false;
-    v.lastResort = Date.now();
-    // Rows of the window may have changed in any way: send them all again.
-    for (const id of v.sentSet) v.changed.add(id);
+    v.entryAt = entryAt;
+    v.sel = sel;
+    v.counts = counts;
   }
 
-  /** Re-evaluates one agent: counts, membership and position (binary search; O(log n) plus a move). */
+  /** Re-evaluates one agent of a view with its own list: counts, membership and position (binary search; O(log n) plus a move). */
   private reposition(v: View, id: string, a: AgentRecord | undefined): void {
-    const was = v.sel.get(id);
-    const now = a && v.pred(a) ? a.status : undefined;
+    // An agent never seen and not in the fleet (or already released): nothing holds it.
+    if (!a && !this.slots.has(id)) return;
+    const s = this.slotOf(id);
+    if (s >= v.sel.length) v.sel = grown(v.sel, this.nextSlot);
+    const was = statusOfMatch(v.sel[s]!);
+    const now = a && (!v.pred || v.pred(a)) ? a.status : undefined;
     if (was !== now) {
       if (was) v.counts[was]--;
       if (now) v.counts[now]++;
-      if (now) v.sel.set(id, now);
-      else v.sel.delete(id);
+      v.sel[s] = now ? matchOf(now) : NO_MATCH;
     }
-    const old = v.byId.get(id);
+    const old = v.entryAt[s];
     const inView = a !== undefined && now !== undefined && v.shows(a);
     if (old && inView) {
       const k = keyOf(a, v.sort);
@@ -370,12 +513,12 @@ export class FleetViews {
     }
     if (old) {
       this.remove(v, old);
-      v.byId.delete(id);
+      v.entryAt[s] = undefined;
     }
     if (inView) {
       const e = entryOf(a, v.sort);
       v.entries.splice(lowerBound(v.entries, e, v.cmp), 0, e);
-      v.byId.set(id, e);
+      v.entryAt[s] = e;
     }
     v.changed.add(id);
   }
@@ -401,8 +544,9 @@ export class FleetViews {
   /** Sends the window: everything (`reset`), or what changed since the last message, or nothing. */
   private send(v: View, reset: boolean, ref?: string): void {
     const { fleet } = this.deps;
-    const slice = v.entries.slice(v.offset, v.offset + v.limit);
-    const ids = slice.map((e) => e.id);
+    const matching = v.length;
+    const ids: string[] = [];
+    for (let i = v.offset, end = Math.min(matching, v.offset + v.limit); i < end; i++) ids.push(v.at(i).id);
     const idsChanged = reset || ids.length !== v.sentIds.length || ids.some((id, i) => id !== v.sentIds[i]);
     const rows = [];
     for (const id of ids) {
@@ -411,7 +555,8 @@ export class FleetViews {
       if (a) rows.push(agentView(a));
     }
     v.changed.clear();
-    const counts = `${fleet.agents.size} ${v.entries.length} ${v.counts.online} ${v.counts.offline}`;
+    const byStatus = v.byStatus;
+    const counts = `${fleet.agents.size} ${matching} ${byStatus.online} ${byStatus.offline}`;
     if (!idsChanged && rows.length === 0 && counts === v.sentCounts) return;
     v.sentCounts = counts;
     if (idsChanged) {
@@ -423,8 +568,8 @@ export class FleetViews {
       view: v.id,
       seq: ++v.seq,
       total: fleet.agents.size,
-      matching: v.entries.length,
-      byStatus: { ...v.counts },
+      matching,
+      byStatus: { ...byStatus },
       offset: v.offset,
       limit: v.limit,
       rows,
@@ -434,4 +579,11 @@ export class FleetViews {
     };
     v.ch.send(msg);
   }
+}
+
+/** `a` copied into a larger array (room for `atLeast` slots and then some). */
+function grown(a: Uint8Array, atLeast: number): Uint8Array {
+  const b = new Uint8Array(Math.max(atLeast + 64, a.length * 2));
+  b.set(a);
+  return b;
 }

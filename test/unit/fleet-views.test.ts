@@ -79,7 +79,7 @@ function setup(n: number) {
       .map((a) => entryOf(a, sort))
       .sort(comparator(desc))
       .map((e) => e.id);
-  return { agents, bus, views, open, expected, rnd };
+  return { agents, bus, views, open, expected, rnd, ch, sent };
 }
 
 describe('fleet views over the shared sort index', () => {
@@ -94,6 +94,11 @@ describe('fleet views over the shared sort index', () => {
       const m = open('hostname', true, 'labels.role == "db"', 'online');
       expect(m.ids).toEqual(expected('hostname', true, (a) => a.labels.role === 'db' && a.status === 'online'));
       expect(m.matching).toBe(m.ids!.length);
+      const all = [...agents.values()];
+      expect(open('name', false).byStatus).toEqual({
+        online: all.filter((a) => a.status === 'online').length,
+        offline: all.filter((a) => a.status === 'offline').length,
+      });
     };
     check();
     // A few changes: re-positioned one by one.
@@ -121,5 +126,84 @@ describe('fleet views over the shared sort index', () => {
       bus.publish('agent.changed', { agent: agentView(a) });
     }
     check();
+  });
+});
+
+describe('open fleet views follow changes', () => {
+  it('whole-fleet views (shared index) and filtered views (own lists) send what a fresh sort and count would', () => {
+    const n = 2000;
+    const { agents, bus, views, expected, rnd, ch, sent } = setup(n);
+    type Spec = { sort: FleetSortKey; desc: boolean; selector: string; status: 'all' | 'online' | 'offline' };
+    const specs: Record<string, Spec> = {
+      whole: { sort: 'name', desc: false, selector: '', status: 'all' },
+      wholeDesc: { sort: 'hostname', desc: true, selector: '', status: 'all' },
+      db: { sort: 'version', desc: false, selector: 'labels.role == "db"', status: 'online' },
+      offline: { sort: 'os', desc: true, selector: '', status: 'offline' },
+    };
+    const seen = new Map<string, { ids: string[]; matching: number; byStatus: { online: number; offline: number } }>();
+    const take = () => {
+      for (const m of sent.splice(0)) {
+        if (m.type !== 'fleet.window') continue;
+        const prev = seen.get(m.view);
+        seen.set(m.view, { ids: m.ids ?? prev!.ids, matching: m.matching, byStatus: m.byStatus });
+      }
+    };
+    for (const [view, p] of Object.entries(specs)) {
+      views.handlers()['fleet.open'](ch, { type: 'fleet.open', ref: view, view, ...p, offset: 0, limit: n + 10 });
+    }
+    take();
+    const check = (when: string) => {
+      for (const [view, p] of Object.entries(specs)) {
+        // A scroll to the same window applies what changed (as the next tick would) and sends the delta.
+        views.handlers()['fleet.scroll'](ch, { type: 'fleet.scroll', view, offset: 0, limit: n + 10 });
+        take();
+        const sel = (a: AgentRecord) => p.selector === '' || a.labels.role === 'db';
+        const all = [...agents.values()].filter(sel);
+        const got = seen.get(view)!;
+        const want = expected(p.sort, p.desc, (a) => sel(a) && (p.status === 'all' || a.status === p.status));
+        expect(got.ids, `${view} ${when}`).toEqual(want);
+        expect(got.matching, `${view} ${when}`).toBe(want.length);
+        expect(got.byStatus, `${view} ${when}`).toEqual({
+          online: all.filter((a) => a.status === 'online').length,
+          offline: all.filter((a) => a.status === 'offline').length,
+        });
+      }
+    };
+    check('at open');
+    const list = [...agents.values()];
+    for (let i = 0; i < 30; i++) {
+      const a = list[Math.floor(rnd() * list.length)]!;
+      if (i % 3 === 0) a.hostname = `renamed-${i}`;
+      if (i % 5 === 0) a.labels = { role: a.labels.role === 'db' ? 'web' : 'db' };
+      a.status = a.status === 'online' ? 'offline' : 'online';
+      bus.publish('agent.changed', { agent: agentView(a) });
+    }
+    check('after a few changes');
+    // Removed agents give their slot to the next new one: the newcomer must not inherit anything.
+    for (const gone of list.slice(10, 14)) {
+      agents.delete(gone.id);
+      bus.publish('agent.removed', { agentId: gone.id });
+    }
+    check('after removals');
+    for (let i = 0; i < 6; i++) {
+      const fresh = record(50_000 + i, rnd);
+      fresh.labels = { role: 'db' };
+      agents.set(fresh.id, fresh);
+      bus.publish('agent.online', { agent: agentView(fresh) });
+    }
+    check('after new agents');
+    // A reconnect storm: every agent's status changes, no key moves.
+    for (const a of agents.values()) {
+      a.status = a.status === 'online' ? 'offline' : 'online';
+      bus.publish('agent.online', { agent: agentView(a) });
+    }
+    check('after a status storm');
+    // A storm of renames: most keys move.
+    for (const a of agents.values()) {
+      a.name = `y${Math.floor(rnd() * 300)}`;
+      a.hostname = `h-${Math.floor(rnd() * 900)}`;
+      bus.publish('agent.changed', { agent: agentView(a) });
+    }
+    check('after a rename storm');
   });
 });
