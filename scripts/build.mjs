@@ -51,4 +51,31 @@ if (!agentOnly && !skipWeb && fs.existsSync(path.join(root, 'web', 'index.html')
     cwd: path.join(root, 'web'),
     stdio: 'inherit',
   });
+  await precompress(path.join(root, 'web', 'dist', 'assets'));
+}
+
+/**
+ * Writes brotli (.br) and gzip (.gz) copies of the console's text assets next to them, served by
+ * server/http/static.ts to browsers that accept them (compressed once here, at the highest levels,
+ * instead of on every response).
+ */
+async function precompress(dir) {
+  if (!fs.existsSync(dir)) return;
+  const { promisify } = await import('node:util');
+  const zlib = await import('node:zlib');
+  const brotli = promisify(zlib.brotliCompress);
+  const gzip = promisify(zlib.gzip);
+  const files = fs.readdirSync(dir).filter((f) => /\.(js|css|svg|json|txt|wasm|map)$/.test(f));
+  await Promise.all(
+    files.map(async (f) => {
+      const data = fs.readFileSync(path.join(dir, f));
+      if (data.length < 1024) return;
+      const [br, gz] = await Promise.all([
+        brotli(data, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 11, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length } }),
+        gzip(data, { level: 9 }),
+      ]);
+      if (br.length < data.length * 0.9) fs.writeFileSync(path.join(dir, `${f}.br`), br);
+      if (gz.length < data.length * 0.9) fs.writeFileSync(path.join(dir, `${f}.gz`), gz);
+    }),
+  );
 }

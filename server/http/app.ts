@@ -15,6 +15,7 @@ import { ApiError, errorHandler } from './errors.js';
 import { healthRoutes } from './health.js';
 import { walkRoutes } from './openapi.js';
 import { clientAddress, csrfGuard, securityHeaders } from './security.js';
+import { consoleStatic } from './static.js';
 
 export interface App {
   app: express.Express;
@@ -104,10 +105,7 @@ export function createApp(
       .catch(next);
   });
   if (o.webDist && fs.existsSync(path.join(o.webDist, 'index.html'))) {
-    const dist = o.webDist;
-    app.use(express.static(dist, { index: false, maxAge: '1h' }));
-    // SPA fallback: any non-API GET serves the console.
-    app.get(/^\/(?!api\/|ws\/).*/, (_req, res) => void res.sendFile(path.join(dist, 'index.html')));
+    app.use(consoleStatic(o.webDist));
   }
   app.use(errorHandler(core.log));
   return { app, remoteOf: (req) => clientAddress(req, trustFn), apiRoutes: () => walkRoutes(api) };
