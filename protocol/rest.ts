@@ -351,6 +351,24 @@ export const ScheduleHistory = z
   })
   .meta({ id: 'ScheduleHistory' });
 export type ScheduleHistory = z.infer<typeof ScheduleHistory>;
+export const ScheduleCalendar = z
+  .object({
+    from: Time,
+    to: Time,
+    items: z.array(
+      z.object({
+        at: Time,
+        scheduleId: z.string(),
+        name: z.string(),
+        scriptId: z.string(),
+        version: int().nullable().describe('null: the latest at each fire'),
+        selector: z.string(),
+      }),
+    ),
+    truncated: z.boolean().describe('more fires fall in the window than MUSTER_SCHEDULE_CALENDAR_MAX_FIRES'),
+  })
+  .meta({ id: 'ScheduleCalendar' });
+export type ScheduleCalendar = z.infer<typeof ScheduleCalendar>;
 
 /* ---------------- terminals ---------------- */
 

@@ -278,6 +278,8 @@ const Schema = z.object({
   scheduleMisfireGraceSec: z.coerce.number().int().min(1).default(60),
   /** Shortest `intervalSec` a schedule may have. */
   scheduleMinIntervalSec: z.coerce.number().int().min(1).default(10),
+  /** Most fires one answer of GET /api/schedules/calendar lists (it says `truncated` beyond). */
+  scheduleCalendarMaxFires: z.coerce.number().int().min(1).max(100_000).default(1000),
   /** Bounds of live agent configuration (/api/agent-config): a rule outside them is refused with 400. */
   agentHeartbeatMinSec: z.coerce.number().int().min(1).default(1),
   agentHeartbeatMaxSec: z.coerce.number().int().min(1).default(300),
@@ -472,6 +474,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS',
   scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC',
   scheduleMinIntervalSec: 'MUSTER_SCHEDULE_MIN_INTERVAL_SEC',
+  scheduleCalendarMaxFires: 'MUSTER_SCHEDULE_CALENDAR_MAX_FIRES',
   agentMessageRate: 'MUSTER_AGENT_MESSAGE_RATE',
   agentMessageBurst: 'MUSTER_AGENT_MESSAGE_BURST',
   agentHeartbeatMinSec: 'MUSTER_AGENT_HEARTBEAT_MIN_SEC',

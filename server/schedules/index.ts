@@ -18,6 +18,7 @@ export function createSchedules(core: Core, scripts: ScriptService): Capability<
     scripts,
     audit: core.audit,
     minIntervalSec: config.scheduleMinIntervalSec,
+    calendarMaxFires: config.scheduleCalendarMaxFires,
     checkSelector: (s) => void selectAgents(core.fleet, s),
   });
   const engine = new ScheduleEngine({

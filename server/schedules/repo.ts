@@ -160,6 +160,17 @@ export class ScheduleRepo {
     return Number(n);
   }
 
+  /** Enabled schedules whose next fire is before `before`, soonest first (the calendar's). */
+  async upcoming(before: number, limit: number): Promise<Schedule[]> {
+    const rows = await this.db('schedules')
+      .where('enabled', true)
+      .whereNotNull('next_fire_at')
+      .where('next_fire_at', '<', before)
+      .orderBy('next_fire_at')
+      .limit(limit);
+    return rows.map(fromRow);
+  }
+
   /** Enabled schedules whose next fire is due. */
   async due(now: number, limit: number): Promise<Schedule[]> {
     const rows = await this.db('schedules').where('enabled', true).where('next_fire_at', '<=', now).orderBy('next_fire_at').limit(limit);

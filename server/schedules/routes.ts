@@ -1,16 +1,18 @@
 import { z } from 'zod';
-import { pageOf, ScheduleHistory, ScheduleView } from '../../protocol/index.js';
+import { pageOf, ScheduleCalendar, ScheduleHistory, ScheduleView } from '../../protocol/index.js';
 import { CreateTask, limitString } from '../exec/routes.js';
 import { ApiRouter } from '../http/api-router.js';
 import { actorOf, principal } from '../http/context.js';
-import { pageShape, parseQuery } from '../http/query.js';
+import { ApiError } from '../http/errors.js';
+import { int, one, pageShape, parseQuery } from '../http/query.js';
 import { ParamValue } from '../scripts/params.js';
 import { scheduleView, type ScheduleService } from './service.js';
 
 const NAME = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$/, 'names are letters, digits, space, . _ - (at most 128)')
-  .refine((s) => !/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(s), 'a name must not look like a schedule id');
+  .refine((s) => !/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(s), 'a name must not look like a schedule id')
+  .refine((s) => s !== 'calendar', '"calendar" is taken by GET /api/schedules/calendar');
 
 const Fields = {
   name: NAME,
@@ -57,6 +59,14 @@ const Create = z
 const Patch = z.object(Fields).partial().strict();
 const SchedulePage = pageShape(100, 1000);
 const HistoryPage = pageShape(50, 1000);
+const CalendarQuery = {
+  from: one().optional().describe('start of the window: ISO time or epoch ms (default: now)'),
+  days: int()
+    .optional()
+    .describe('length of the window in days, 1 to 31 (default 7)')
+    .transform((v) => v ?? 7)
+    .refine((v) => v >= 1 && v <= 31, 'must be 1 to 31'),
+};
 
 /** /api/schedules. */
 export function scheduleRoutes(svc: ScheduleService): ApiRouter {
@@ -94,6 +104,28 @@ export function scheduleRoutes(svc: ScheduleService): ApiRouter {
     async (req, res) => {
       const { limit, offset } = parseQuery(req, SchedulePage);
       res.json(await svc.list(limit, offset));
+    },
+  );
+
+  // Before /schedules/:id, which would take "calendar" for a name.
+  r.get(
+    '/schedules/calendar',
+    {
+      summary: 'Calendar of next runs',
+      description:
+        'Every due time of every enabled schedule in a window (`from`, `days`), soonest first; at most MUSTER_SCHEDULE_CALENDAR_MAX_FIRES of them (`truncated` says there are more).',
+      role: 'viewer',
+      query: CalendarQuery,
+      responses: { 200: ScheduleCalendar },
+    },
+    async (req, res) => {
+      const q = parseQuery(req, CalendarQuery);
+      let from = Date.now();
+      if (q.from !== undefined) {
+        from = /^\d+$/.test(q.from) ? Number(q.from) : Date.parse(q.from);
+        if (!Number.isFinite(from)) throw new ApiError('bad_request', 'query parameter from: must be epoch ms or an ISO time');
+      }
+      res.json(await svc.calendar(from, from + q.days * 86_400_000));
     },
   );
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ScheduleHistory, ScheduleView } from '../../protocol/index.js';
+import type { ScheduleCalendar, ScheduleHistory, ScheduleView } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Principal } from '../auth/auth-service.js';
 import { ApiError, notFound } from '../http/errors.js';
@@ -71,6 +71,8 @@ export interface ScheduleServiceDeps {
   scripts: ScriptService;
   audit: AuditLog;
   minIntervalSec: number;
+  /** Most fires one calendar answer lists (MUSTER_SCHEDULE_CALENDAR_MAX_FIRES). */
+  calendarMaxFires: number;
   /** Checks a selector's syntax (throws ApiError 400). */
   checkSelector(selector: string): void;
 }
@@ -188,6 +190,36 @@ export class ScheduleService {
     return { items: items.map(scheduleView), total };
   }
 
+  /**
+   * The calendar of next runs: every due time of every enabled schedule in [from, to), soonest
+   * first, at most `calendarMaxFires` (then `truncated`). The schedules' sequences are merged
+   * through a heap, so an every-10-seconds schedule costs the fires listed, not a week of them.
+   */
+  async calendar(from: number, to: number): Promise<ScheduleCalendar> {
+    const max = this.d.calendarMaxFires;
+    const schedules = await this.d.repo.upcoming(to, max + 1);
+    const heap = new FireHeap();
+    for (const s of schedules) {
+      const t = timingOf(s);
+      // The stored next fire is the first; from a later start, the first due time at or after it.
+      const at = s.nextFireAt !== null && s.nextFireAt >= from ? s.nextFireAt : nextAfter(t, from - 1);
+      if (at !== null && at < to) heap.push({ at, s, t });
+    }
+    const items: ScheduleCalendar['items'] = [];
+    let truncated = schedules.length > max;
+    for (let e = heap.pop(); e; e = heap.pop()) {
+      if (items.length === max) {
+        truncated = true;
+        break;
+      }
+      const { s } = e;
+      items.push({ at: iso(e.at)!, scheduleId: s.id, name: s.name, scriptId: s.scriptId, version: s.scriptVersion, selector: s.selector });
+      const next = nextAfter(e.t, e.at);
+      if (next !== null && next < to) heap.push({ at: next, s, t: e.t });
+    }
+    return { from: iso(from)!, to: iso(to)!, items, truncated };
+  }
+
   /** A schedule's fires with their tasks, and its success rate over the finished tasks. */
   async history(idOrName: string, limit: number, offset: number): Promise<ScheduleHistory> {
     const s = await this.get(idOrName);
@@ -258,5 +290,49 @@ export class ScheduleService {
       params: s.params,
       secretParams: Object.keys(s.secretParams),
     };
+  }
+}
+
+interface HeapEntry {
+  at: number;
+  s: Schedule;
+  t: Timing;
+}
+
+/** A binary min-heap of next due times (ties: by schedule name, so the order is stable). */
+class FireHeap {
+  private readonly a: HeapEntry[] = [];
+  private less(x: HeapEntry, y: HeapEntry): boolean {
+    return x.at < y.at || (x.at === y.at && x.s.name < y.s.name);
+  }
+  push(e: HeapEntry): void {
+    const a = this.a;
+    a.push(e);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(a[i]!, a[p]!)) break;
+      [a[i], a[p]] = [a[p]!, a[i]!];
+      i = p;
+    }
+  }
+  pop(): HeapEntry | undefined {
+    const a = this.a;
+    const top = a[0];
+    const last = a.pop();
+    if (!a.length || !last) return top;
+    a[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < a.length && this.less(a[l]!, a[m]!)) m = l;
+      if (r < a.length && this.less(a[r]!, a[m]!)) m = r;
+      if (m === i) break;
+      [a[i], a[m]] = [a[m]!, a[i]!];
+      i = m;
+    }
+    return top;
   }
 }

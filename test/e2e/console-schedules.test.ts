@@ -37,7 +37,31 @@ describe.skipIf(!browserAvailable())('console: schedules', () => {
     }
     await page.reload();
     await page.waitForSelector('[data-test=schedule-history] :text("succeeded")');
+    // The calendar of next runs: an every-2-seconds schedule fills it past MUSTER_SCHEDULE_CALENDAR_MAX_FIRES.
+    await page.waitForSelector('[data-test=schedule-calendar] [data-test=calendar-fire]:has-text("every-two")');
+    await page.waitForSelector('[data-test=calendar-more]');
+    await page.waitForSelector('[data-test=calendar-truncated]');
+    expect(await page.$$eval('[data-test=calendar-day]', (d) => d.length)).toBe(7);
+    // The days after the last listed run are not shown as empty.
+    expect(await page.$$eval('[data-test=calendar-day]', (d) => d[6]!.textContent)).toContain('past the limit');
     await screenshot(page, 'schedules');
+
+    // Once it is disabled, a daily cron shows once a day (7 in a week: 6 on the columns when today's has passed).
+    expect((await c.api.req('PATCH', `/api/schedules/${list.body.items[0].id}`, { enabled: false })).status).toBe(200);
+    const script = (await c.api.get('/api/scripts/tick')).body;
+    const noon = await c.api.post('/api/schedules', { name: 'daily-noon', scriptId: script.id, selector: 'sched-e2e', cron: '0 12 * * *', timeZone: 'UTC' });
+    expect(noon.status).toBe(201);
+    await page.goto(`${c.server.url}/schedules`);
+    await page.waitForSelector('[data-test=calendar-fire]:has-text("daily-noon")');
+    expect(await page.$('[data-test=calendar-fire]:has-text("every-two")')).toBeNull();
+    expect(await page.$('[data-test=calendar-truncated]')).toBeNull();
+    const perDay = await page.$$eval('[data-test=calendar-day]', (days) => days.map((d) => d.querySelectorAll('[data-test=calendar-fire]').length));
+    expect(perDay.filter((n) => n === 1).length).toBeGreaterThanOrEqual(6);
+    expect(perDay.every((n) => n <= 1)).toBe(true);
+    await page.click('[data-test=calendar-fire] a');
+    await page.waitForURL(new RegExp(`/schedules/${noon.body.id}$`));
+    await page.waitForSelector('[data-test=schedule-detail]:has-text("daily-noon")');
+    expect((await c.api.delete(`/api/schedules/${noon.body.id}`)).status).toBe(204);
     expect(page.problems).toEqual([]);
   });
 
