@@ -17,7 +17,7 @@ function words(commands: readonly Command[]): { name: string; flags: string[] }[
 const SUBCOMMANDS: Record<string, string[]> = {
   rollout: ['create', 'status', 'list', 'pause', 'resume', 'approve', 'cancel'],
   tokens: ['list', 'create', 'revoke'],
-  scripts: ['list', 'show'],
+  scripts: ['list', 'show', 'versions', 'diff'],
   completion: ['bash', 'zsh'],
 };
 

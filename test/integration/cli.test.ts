@@ -410,6 +410,41 @@ describe('muster CLI against a real server and agents', () => {
     expect(show.stdout).toContain('greet v1 (bash, owner admin)');
     expect(show.stdout).toContain('echo "greeting=$MUSTER_PARAM_GREETING');
     expect((await cli(['scripts', 'show', 'nope'])).code).toBe(1);
+    // Versions and their diff, from the command line as in the console.
+    const v2 = await api.req('PUT', '/api/scripts/greet', {
+      body: 'echo "greeting=$MUSTER_PARAM_GREETING"\necho "times=$MUSTER_PARAM_TIMES"',
+      params: [
+        { name: 'greeting', type: 'string', default: 'hi' },
+        { name: 'times', type: 'number', default: 1 },
+      ],
+    });
+    expect(v2.body.version).toBe(2);
+    const versions = await cli(['scripts', 'versions', 'greet']);
+    expect(versions.code).toBe(0);
+    expect(versions.stdout).toMatch(/^VERSION\s+AUTHOR\s+CREATED\s+BYTES\s+SHA256\s+PARAMS$/m);
+    expect(versions.stdout).toMatch(/^2\s+admin\s+\S+\s+\d+\s+[0-9a-f]{12}\s+greeting:string=hi times:number=1$/m);
+    expect(versions.stdout.indexOf('\n2 ')).toBeLessThan(versions.stdout.indexOf('\n1 '));
+    const diff = await cli(['scripts', 'diff', 'greet', '1']);
+    expect(diff.code).toBe(0);
+    expect(diff.stdout).toBe(
+      [
+        '--- greet v1',
+        '+++ greet v2',
+        '# params: greeting:string times:number=1 -> greeting:string=hi times:number=1',
+        '- echo "greeting=$MUSTER_PARAM_GREETING times=$MUSTER_PARAM_TIMES"',
+        '+ echo "greeting=$MUSTER_PARAM_GREETING"',
+        '+ echo "times=$MUSTER_PARAM_TIMES"',
+        '',
+      ].join('\n'),
+    );
+    expect((await cli(['scripts', 'diff', 'greet', '2', '1'])).stdout).toContain('--- greet v2\n+++ greet v1\n');
+    expect(JSON.parse((await cli(['scripts', 'diff', 'greet', '1', '2', '-o', 'json'])).stdout)).toMatchObject({ from: 1, to: 2 });
+    expect((await cli(['scripts', 'diff', 'greet', 'x'])).code).toBe(2);
+    expect((await cli(['scripts', 'diff', 'greet', '1', '7'])).code).toBe(1);
+    // The old version still runs.
+    const old = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--script-version', '1', '--param', 'greeting=v1', '--param', 'times=2']);
+    expect(old.code).toBe(0);
+    expect(old.stdout).toContain('web-01 | greeting=v1 times=2\n');
     const bad = await cli(['exec', '--agent', 'web-01', '--script', 'greet', '--param', 'times=many']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/times: must be a number/);

@@ -1,4 +1,4 @@
-/** A line diff (longest common subsequence) for comparing two script versions. */
+/** A line diff (longest common subsequence) for comparing two script versions or file revisions: the console's and the CLI's. */
 export interface DiffLine {
   op: ' ' | '+' | '-';
   text: string;
