@@ -3,6 +3,7 @@ import type { ApiRouter } from './http/api-router.js';
 import { AuthService } from './auth/auth-service.js';
 import { EnrollmentTokens } from './auth/enrollment.js';
 import type { Bus } from './bus/bus.js';
+import { AgentCommands } from './cluster/agent-commands.js';
 import { createCluster, type Cluster } from './cluster/cluster.js';
 import type { Leases } from './cluster/lease.js';
 import { AgentOwnership } from './cluster/ownership.js';
@@ -31,8 +32,10 @@ export interface Core {
    * The cluster as capabilities see it: whether it is on, the node-addressed link (node-link.ts)
    * and which node holds an agent's socket. On one node the same interface, in process.
    */
-  nodes: Pick<Cluster, 'enabled' | 'link' | 'agentNode' | 'nodes'>;
+  nodes: Pick<Cluster, 'enabled' | 'link' | 'agentNode' | 'nodes' | 'blobs'>;
   fleet: Fleet;
+  /** Messages for an agent connected to any node (cluster/agent-commands.ts). */
+  commands: AgentCommands;
   audit: AuditLog;
   auth: AuthService;
   /** Enrollment tokens (and MUSTER_ENROLL_TOKEN when set). */
@@ -115,6 +118,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     onLow: dialect === 'sqlite' ? async () => void (await db.raw('PRAGMA wal_checkpoint(TRUNCATE)')) : undefined,
   });
   disk.start();
+  const commands = new AgentCommands({ link: cluster.link, fleet, agentNode: (id) => cluster.agentNode(id) });
   const core: Core = {
     config,
     db,
@@ -125,6 +129,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     leases: cluster.leases,
     nodes: cluster,
     fleet,
+    commands,
     audit,
     auth,
     enrollment,
@@ -139,6 +144,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     cluster,
     readiness: new DbReadiness(db, config.readyTimeoutMs),
     async close() {
+      commands.close();
       await audit.flush();
       await cluster.close();
       disk.stop();

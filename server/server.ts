@@ -132,7 +132,7 @@ async function compose(config: Config, log: Logger, opts: { webDist?: string; ag
       const t0 = Date.now();
       await fleet.stop?.();
       hub.close(CloseCode.serverShutdown, 'server shutdown');
-      for (const cap of [schedules, files, updates, terminals, exec, notifications])
+      for (const cap of [schedules, agentConfig, files, updates, terminals, exec, notifications])
         await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
       await core.fleet.stop();
       log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');

@@ -19,6 +19,8 @@ export function createAgentConfig(core: Core): Capability<'config.applied', neve
   const service = new AgentConfigService({
     repo: new AgentConfigRepo(core.db),
     fleet: core.fleet,
+    link: core.nodes.link,
+    agentNode: (id) => core.nodes.agentNode(id),
     audit: core.audit,
     log: core.log.child({ component: 'agent-config' }),
     bounds,
@@ -33,5 +35,6 @@ export function createAgentConfig(core: Core): Capability<'config.applied', neve
     routes: agentConfigRoutes(service, core.fleet, bounds, limits),
     service,
     start: () => service.start(),
+    stop: async () => service.stop(),
   };
 }

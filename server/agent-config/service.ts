@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { AGENT_LOG_LEVELS, Labels, type AgentMessage, type AgentSettings, type Hello } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
+import type { NodeLink } from '../cluster/node-link.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/repo.js';
 import { selectAgents } from '../fleet/routes.js';
@@ -40,6 +41,14 @@ export interface Applied {
   at: number;
 }
 
+/**
+ * Node-addressed kinds (server/cluster/node-link.ts), each broadcast to every other node: the rules
+ * changed (reload them from the database and push to the agents connected there); an agent's
+ * support for live configuration (`s`) or acknowledgement (`r`), so every node's status is the same.
+ */
+const RULES = 'agent-config.rules';
+const AGENT = 'agent-config.agent';
+
 export const PRECEDENCE =
   'Rules are merged key by key (labels label by label): selector rules in ascending priority (equal priority: older first), ' +
   'then rules for the agent itself in the same order; a later rule overrides an earlier one, so a per-agent rule wins over every selector rule ' +
@@ -72,11 +81,16 @@ export class AgentConfigService {
   /** Whether the agent's last hello listed the `config` capability. */
   private readonly supports = new Map<string, boolean>();
   readonly schema: ReturnType<typeof boundedSettings>;
+  private readonly unsubs: (() => void)[] = [];
 
   constructor(
     private readonly deps: {
       repo: AgentConfigRepo;
       fleet: Fleet;
+      /** Other server nodes: each pushes to the agents connected to it (on one node: nobody else). */
+      link: NodeLink;
+      /** The node holding an agent's socket (null: connected nowhere). */
+      agentNode(agentId: string): string | null;
       audit: AuditLog;
       log: Logger;
       bounds: SettingBounds;
@@ -87,7 +101,31 @@ export class AgentConfigService {
   }
 
   async start(): Promise<void> {
-    this.setRules(await this.deps.repo.all());
+    const { link, fleet, repo, log } = this.deps;
+    this.unsubs.push(
+      link.handle(RULES, async () => {
+        this.setRules(await repo.all());
+        this.pushAll();
+      }),
+      link.handle(AGENT, (m) => {
+        const { a, s, r } = m as { a: string; s?: boolean; r?: Applied };
+        if (fleet.isOnline(a)) return; // connected here now: this node knows best
+        if (s !== undefined) this.supports.set(a, s);
+        if (r) this.applied.set(a, r);
+      }),
+    );
+    this.setRules(await repo.all());
+    log.debug('agent config rules loaded');
+  }
+
+  stop(): void {
+    for (const u of this.unsubs.splice(0)) u();
+  }
+
+  /** Every other node reloads the rules and pushes to its agents. */
+  private changed(): void {
+    this.pushAll();
+    this.deps.link.broadcast(RULES, {});
   }
 
   private setRules(rules: ConfigRule[]): void {
@@ -132,6 +170,7 @@ export class AgentConfigService {
   onConnect(agentId: string, hello: Hello): void {
     const ok = hello.capabilities.includes('config');
     this.supports.set(agentId, ok);
+    this.deps.link.broadcast(AGENT, { a: agentId, s: ok });
     this.sent.delete(agentId);
     if (ok) this.push(agentId);
   }
@@ -159,7 +198,9 @@ export class AgentConfigService {
 
   /** `config.applied` from an agent. */
   onApplied(agentId: string, m: AgentMessage<'config.applied'>): void {
-    this.applied.set(agentId, { revision: m.revision, effective: m.effective, notes: m.notes, at: Date.now() });
+    const applied: Applied = { revision: m.revision, effective: m.effective, notes: m.notes, at: Date.now() };
+    this.applied.set(agentId, applied);
+    this.deps.link.broadcast(AGENT, { a: agentId, r: applied });
     this.deps.fleet.setHeartbeatInterval(agentId, m.effective.heartbeatIntervalSec !== null ? m.effective.heartbeatIntervalSec * 1000 : null);
     if (Object.keys(m.notes).length)
       this.deps.log.info({ agentId, revision: m.revision, notes: m.notes }, 'agent applied its configuration with host policy limits');
@@ -175,7 +216,7 @@ export class AgentConfigService {
     return {
       agentId: rec.id,
       name: rec.name,
-      online: this.deps.fleet.isOnline(rec.id),
+      online: this.deps.fleet.isOnline(rec.id) || this.deps.agentNode(rec.id) != null,
       supported,
       state,
       revision: d.revision,
@@ -201,7 +242,7 @@ export class AgentConfigService {
     await this.deps.repo.insert(rule);
     this.setRules([...this.rules, rule]);
     await this.deps.audit.record({ actor, action: 'agent_config.create', targetType: 'agent_config', targetId: rule.id, details: this.auditDetails(rule) });
-    this.pushAll();
+    this.changed();
     return rule;
   }
 
@@ -223,7 +264,7 @@ export class AgentConfigService {
       targetId: id,
       details: { ...this.auditDetails(next), changed: Object.keys(patch), before: cur.settings },
     });
-    this.pushAll();
+    this.changed();
     return next;
   }
 
@@ -232,7 +273,7 @@ export class AgentConfigService {
     await this.deps.repo.remove(id);
     this.setRules(this.rules.filter((r) => r.id !== id));
     await this.deps.audit.record({ actor, action: 'agent_config.delete', targetType: 'agent_config', targetId: id, details: this.auditDetails(cur) });
-    this.pushAll();
+    this.changed();
   }
 
   private auditDetails(r: ConfigRule): Record<string, unknown> {

@@ -7,6 +7,7 @@ import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { SharedBlobs } from './blobs.js';
 import { KvLeases, LocalLeases, type Leases } from './lease.js';
 import { NatsBus } from './nats-bus.js';
 import { LocalNodeLink, NatsNodeLink, type NodeLink } from './node-link.js';
@@ -22,6 +23,8 @@ export interface Cluster {
   readonly peers: OwnershipPeers | null;
   /** Node-addressed messages (node-link.ts): reach the node that holds an agent's socket. */
   readonly link: NodeLink;
+  /** Content every node reads (agent packages): the NATS object store `<cluster>-blobs`; null on one node (the data dir). */
+  readonly blobs: SharedBlobs | null;
   /**
    * The node that holds the agent's socket as far as this node knows: this node's id when it is
    * connected here, another node's id when it is online there, null when it is offline.
@@ -42,9 +45,10 @@ export function singleNode(config: Config, log: Logger): Cluster {
   return {
     enabled: false,
     bus,
-    leases: new LocalLeases(),
+    leases: new LocalLeases(config.nodeId),
     peers: null,
     link,
+    blobs: null,
     agentNode: (id) => (fleetRef?.isOnline(id) ? config.nodeId : null),
     attach: async (fleet) => {
       fleetRef = fleet;
@@ -153,9 +157,11 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   const ttl = config.clusterLeaseTtlMs;
   let nodesKv: KV;
   let leasesKv: KV;
+  let blobs: SharedBlobs;
   try {
     nodesKv = await js.views.kv(`${config.cluster}-nodes`, { ttl, history: 1 });
     leasesKv = await js.views.kv(`${config.cluster}-leases`, { ttl, history: 1 });
+    blobs = new SharedBlobs(await js.views.os(`${config.cluster}-blobs`, { description: 'Muster: content every server node reads (agent packages)' }));
   } catch (err) {
     await nc.close();
     throw new Error(`NATS at ${servers.join(',')} has no JetStream key-value store (start nats-server with -js): ${(err as Error).message}`);
@@ -233,6 +239,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
     leases,
     peers: presence,
     link,
+    blobs,
     agentNode: (id) => (fleetRef?.isOnline(id) ? config.nodeId : presence.ownerOf(id)),
     async attach(fleet, deps) {
       fleetRef = fleet;

@@ -2,20 +2,32 @@ import type { KV } from 'nats';
 import type { Logger } from '../log.js';
 
 /** The timers that must run once in the cluster, each under its own lease. */
-export type LeaseName = 'presence' | 'schedules' | 'notifications';
-export const LEASE_NAMES: readonly LeaseName[] = ['presence', 'schedules', 'notifications'];
+export type LeaseName = 'presence' | 'schedules' | 'notifications' | 'waves';
+/** `waves`: the rollout and file distribution engines (server/waves/leased.ts). */
+export const LEASE_NAMES: readonly LeaseName[] = ['presence', 'schedules', 'notifications', 'waves'];
 
 /** Whether this node may run a cluster-wide timer now. */
 export interface Leases {
   /** True while this node holds the lease (always on a single node). */
   held(name: LeaseName): boolean;
+  /** The node holding the lease now as the lease store says (null: nobody; this node's id on a single node). */
+  holder(name: LeaseName): Promise<string | null>;
+  /** Calls `fn` each time this node takes (true) or loses (false) the lease; returns the unsubscribe function. */
+  watch(name: LeaseName, fn: (held: boolean) => void): () => void;
   close(): Promise<void>;
 }
 
 /** One node: every lease is always held. */
 export class LocalLeases implements Leases {
+  constructor(private readonly nodeId = '') {}
   held(): boolean {
     return true;
+  }
+  async holder(): Promise<string | null> {
+    return this.nodeId;
+  }
+  watch(): () => void {
+    return () => {};
   }
   async close(): Promise<void> {}
 }
@@ -93,17 +105,41 @@ export class KvLease {
 /** Every lease of this node, renewed every third of the TTL. */
 export class KvLeases implements Leases {
   private readonly leases = new Map<string, KvLease>();
+  private readonly watchers = new Map<string, Set<(held: boolean) => void>>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    kv: KV,
+    private readonly kv: KV,
     nodeId: string,
     private readonly ttlMs: number,
     log: Logger,
     names: readonly string[] = LEASE_NAMES,
     onChange?: (name: string, held: boolean) => void,
   ) {
-    for (const n of names) this.leases.set(n, new KvLease(kv, n, nodeId, ttlMs, log, (h) => onChange?.(n, h)));
+    const changed = (n: string, h: boolean) => {
+      onChange?.(n, h);
+      for (const fn of [...(this.watchers.get(n) ?? [])]) {
+        try {
+          fn(h);
+        } catch (err) {
+          log.error({ err, lease: n }, 'lease watcher failed');
+        }
+      }
+    };
+    for (const n of names) this.leases.set(n, new KvLease(kv, n, nodeId, ttlMs, log, (h) => changed(n, h)));
+  }
+
+  watch(name: string, fn: (held: boolean) => void): () => void {
+    const s = this.watchers.get(name) ?? new Set();
+    s.add(fn);
+    this.watchers.set(name, s);
+    return () => void s.delete(fn);
+  }
+
+  async holder(name: string): Promise<string | null> {
+    const e = await this.kv.get(name);
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return null;
+    return new TextDecoder().decode(e.value);
   }
 
   async start(): Promise<void> {
@@ -122,6 +158,9 @@ export class KvLeases implements Leases {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    const held = [...this.leases.values()].filter((l) => l.held());
     await Promise.all([...this.leases.values()].map((l) => l.release()));
+    // Given up: whoever acts under a lease stops now (on shutdown too).
+    for (const l of held) for (const fn of [...(this.watchers.get(l.name) ?? [])]) fn(false);
   }
 }

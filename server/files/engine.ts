@@ -2,11 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { AgentMessage, DistributionTargetState, DistributionView } from '../../protocol/index.js';
 import type { Actor } from '../auth/audit.js';
 import type { Bus } from '../bus/bus.js';
+import type { Leases } from '../cluster/lease.js';
+import type { NodeLink } from '../cluster/node-link.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
+import { WaveLease } from '../waves/leased.js';
 import type { WaveSpec } from '../waves/plan.js';
 import type { ContentStore } from './content.js';
 import type { DistributionRow, FileRow, FileRepo, RevisionRow, TargetRow } from './repo.js';
@@ -37,12 +40,18 @@ interface Extra {
   actor: Actor;
 }
 type DistLive = Live<DistributionRow, TargetRow, Extra>;
+type DistributionOp = 'create' | 'pause' | 'resume' | 'approve' | 'cancel';
 
 export interface EngineDeps {
   repo: FileRepo;
   content: ContentStore;
   transfers: TransferManager;
   fleet: Fleet;
+  /** The `waves` lease: only its holder drives distributions (always held on one node). */
+  leases: Leases;
+  link: NodeLink;
+  /** The node holding an agent's socket (null: none known). */
+  agentNode(agentId: string): string | null;
   bus: Bus;
   log: Logger;
   /** A target that makes no progress for this long fails (offline agent, stalled transfer). */
@@ -65,6 +74,7 @@ export class DistributionEngine {
   private readonly waves: WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>;
   /** transferId → distribution id. */
   private readonly byTransfer = new Map<string, string>();
+  private readonly lease: WaveLease<DistributionOp>;
 
   constructor(private readonly d: EngineDeps) {
     const { repo, fleet, bus, transfers } = d;
@@ -128,17 +138,35 @@ export class DistributionEngine {
       publish: (row) => bus.publish('distribution.updated', { distributionId: row.id, fileId: row.fileId }),
       view: distributionView,
     };
-    this.waves = new WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>(driver, { log: d.log, tickMs: d.tickMs, retry: d.retry });
+    this.waves = new WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>(driver, {
+      log: d.log,
+      tickMs: d.tickMs,
+      retry: d.retry,
+      driving: () => this.lease.holds(),
+    });
+    this.lease = new WaveLease<DistributionOp>({
+      leases: d.leases,
+      link: d.link,
+      log: d.log,
+      kind: 'waves.distribution',
+      resume: () => this.waves.start(),
+      suspend: () => {
+        for (const l of this.waves.runs()) for (const [transferId] of l.x.inflight) this.endTransfer(l, transferId);
+        this.waves.suspend();
+      },
+      run: (op, args) => this.run(op, args),
+    });
   }
 
   async start(): Promise<void> {
-    await this.waves.start();
     // Connect hooks run once the welcome is written: a waiting transfer may start at once.
     this.d.fleet.onConnect((agentId) => this.onConnect(agentId));
     this.d.fleet.onDisconnect((agentId) => this.onDisconnect(agentId));
+    await this.lease.start();
   }
 
   async stop(): Promise<void> {
+    await this.lease.stop();
     await this.waves.stop();
     await this.d.transfers.close();
     await this.waves.flushed();
@@ -150,14 +178,35 @@ export class DistributionEngine {
     return Boolean(id && this.waves.get(id)?.x.inflight.get(transferId) === agentId);
   }
 
-  /** The distribution of a file that is active (running, paused, soaking, awaiting approval), if any. */
-  activeFor(fileId: string): DistributionRow | null {
+  /** The distribution of a file that is active (running, paused, soaking, awaiting approval), if any (another node's: from the database). */
+  async activeFor(fileId: string): Promise<DistributionRow | null> {
+    if (!this.lease.holds()) return (await this.d.repo.activeDistributions()).find((r) => r.fileId === fileId) ?? null;
     for (const l of this.waves.runs()) if (l.row.fileId === fileId && WaveEngine.active(l.row.state)) return l.row;
     return null;
   }
 
+  /** Creates a distribution on the node driving them (the candidates travel as agent ids). */
   async create(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
-    const active = this.activeFor(input.file.id);
+    return (await this.lease.call('create', { input, agents: candidates.map((c) => c.id) })) as DistributionRow;
+  }
+
+  /** A call on the node driving distributions. */
+  private async run(op: DistributionOp, args: unknown): Promise<unknown> {
+    const a = args as { id: string; by: string; input: NewDistribution; agents: string[] };
+    let row: DistributionRow;
+    if (op === 'create') {
+      const candidates = a.agents.map((id) => this.d.fleet.get(id)).filter((x): x is AgentRecord => x !== undefined);
+      row = await this.createHere(a.input, candidates);
+    } else if (op === 'pause') row = this.waves.pause(a.id, a.by);
+    else if (op === 'resume') row = this.waves.resume(a.id);
+    else if (op === 'approve') row = this.waves.approve(a.id);
+    else row = this.waves.cancel(a.id, a.by);
+    await this.waves.flushed();
+    return { ...row };
+  }
+
+  private async createHere(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
+    const active = await this.activeFor(input.file.id);
     if (active)
       throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it or let it finish first`, 409, {
         distributionId: active.id,
@@ -241,20 +290,20 @@ export class DistributionEngine {
     this.waves.advance(l);
   }
 
-  pause(id: string, by: string): DistributionRow {
-    return this.waves.pause(id, by);
+  async pause(id: string, by: string): Promise<DistributionRow> {
+    return (await this.lease.call('pause', { id, by })) as DistributionRow;
   }
 
-  resume(id: string): DistributionRow {
-    return this.waves.resume(id);
+  async resume(id: string): Promise<DistributionRow> {
+    return (await this.lease.call('resume', { id })) as DistributionRow;
   }
 
-  approve(id: string): DistributionRow {
-    return this.waves.approve(id);
+  async approve(id: string): Promise<DistributionRow> {
+    return (await this.lease.call('approve', { id })) as DistributionRow;
   }
 
-  cancel(id: string, by: string): DistributionRow {
-    return this.waves.cancel(id, by);
+  async cancel(id: string, by: string): Promise<DistributionRow> {
+    return (await this.lease.call('cancel', { id, by })) as DistributionRow;
   }
 
   view(id: string, withTargets: boolean): Promise<DistributionView> {
@@ -299,7 +348,18 @@ export class DistributionEngine {
   }
 
   private send(l: DistLive, t: TargetRow): void {
-    if (!this.d.fleet.isOnline(t.agentId)) return; // sent when it connects
+    if (!this.d.fleet.isOnline(t.agentId)) {
+      const node = this.d.agentNode(t.agentId);
+      // Files are not carried across nodes yet (README, Cluster): say so at once rather than time out.
+      if (node != null && node !== this.d.link.nodeId)
+        this.waves.setTarget(
+          l,
+          t,
+          'failed',
+          `agent is connected to server node ${node}: file distributions reach only agents of the node driving them (${this.d.link.nodeId}) for now`,
+        );
+      return; // else sent when it connects
+    }
     const transferId = randomUUID();
     const { file: f, revision } = l.x;
     const ok =

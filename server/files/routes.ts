@@ -274,7 +274,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
       const q = parseQuery(req, DeleteQuery);
       if (q.removeFromHosts === undefined)
         throw new ApiError('bad_request', 'say removeFromHosts=true (delete it on the hosts too) or removeFromHosts=false (only stop managing it)');
-      const active = d.engine.activeFor(f.id);
+      const active = await d.engine.activeFor(f.id);
       if (active)
         throw new ApiError('conflict', `distribution ${active.id} of this file is ${active.state}; cancel it first`, 409, { distributionId: active.id });
       const remove = q.removeFromHosts === 'true';

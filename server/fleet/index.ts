@@ -46,7 +46,7 @@ export function createFleet({
     consoleHandlers: views.handlers(),
     routes: [
       metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts),
-      fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config) }),
+      fleetRoutes({ fleet, repo: agentRepo, connections, audit, bus, selectorLimits: selectorLimits(config), commands: core.commands }),
     ],
     async start() {
       await fleet.start();

@@ -1,3 +1,4 @@
+import type { AgentCommands } from '../cluster/agent-commands.js';
 import { z } from 'zod';
 import { Accepted, AgentConnection, AgentSummary, AgentView, CloseCode, Labels, pageOf } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
@@ -64,6 +65,8 @@ export function fleetRoutes(deps: {
   audit: AuditLog;
   bus: Bus;
   selectorLimits: SelectorLimits;
+  /** Reaches an agent on whichever node holds its socket (restart). */
+  commands: Pick<AgentCommands, 'deliver'>;
 }): ApiRouter {
   const { fleet, audit } = deps;
   const r = new ApiRouter();
@@ -188,7 +191,7 @@ export function fleetRoutes(deps: {
     '/agents/:id/restart',
     {
       summary: 'Restart an agent',
-      description: 'Asks a connected agent to restart (409 `agent_offline` when it is not connected). Audited.',
+      description: 'Asks a connected agent to restart, on whichever server node it is connected to (409 `agent_offline` when it is not connected). Audited.',
       role: 'operator',
       responses: { 202: Accepted },
     },
@@ -196,7 +199,7 @@ export function fleetRoutes(deps: {
       const id = String(req.params['id']);
       const a = fleet.get(id);
       if (!a) throw notFound('agent');
-      const sent = fleet.send(id, { type: 'restart', reason: `requested by ${actorOf(req).username}` });
+      const sent = await deps.commands.deliver(id, { type: 'restart', reason: `requested by ${actorOf(req).username}` });
       await audit.record({ actor: actorOf(req), action: 'agent.restart', targetType: 'agent', targetId: id, ok: sent });
       if (!sent) throw new ApiError('agent_offline', 'agent is not connected');
       res.status(202).json({ accepted: true });

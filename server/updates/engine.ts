@@ -1,12 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { Hello, RolloutView, RolloutWaveView, UpdateState } from '../../protocol/index.js';
 import type { Bus } from '../bus/bus.js';
+import type { AgentCommands } from '../cluster/agent-commands.js';
+import type { Leases } from '../cluster/lease.js';
+import type { NodeLink } from '../cluster/node-link.js';
 import type { Fleet } from '../fleet/fleet.js';
 import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
+import { WaveLease } from '../waves/leased.js';
 import type { WaveSpec } from '../waves/plan.js';
 import type { RolloutRow, TargetRow, UpdateRepo } from './repo.js';
 
@@ -37,6 +41,16 @@ export interface NewRollout extends RolloutPackage {
   createdBy: string;
 }
 
+type RolloutOp = 'create' | 'pause' | 'resume' | 'approve' | 'cancel';
+/** Node-addressed kinds (server/cluster/node-link.ts) of rollouts across nodes. */
+const CALL = 'waves.rollout';
+/** Agent node → every node: an agent connected here (`v`: its version, `u`: it can update itself). */
+const HELLO = 'rollout.hello';
+/** Agent node → every node: an agent's socket here closed. */
+const BYE = 'rollout.bye';
+/** Agent node → every node: an agent's update.status (the node driving rollouts records it). */
+const STATUS = 'rollout.status';
+
 /** Targets whose `update` went out on the current connection of their agent. */
 type Sent = Set<string>;
 type RolloutLive = Live<RolloutRow, TargetRow, Sent>;
@@ -59,11 +73,20 @@ export class RolloutEngine {
   private readonly waves: WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>;
   /** Agents that said in hello they cannot update themselves (run from a checkout, not a package). */
   private readonly cannotUpdate = new Set<string>();
+  /** agentId → the node its last hello came from (a bye from another node is an older socket's). */
+  private readonly where = new Map<string, string>();
+  private readonly lease: WaveLease<RolloutOp>;
+  private readonly unsubs: (() => void)[] = [];
 
   constructor(
     private readonly d: {
       repo: UpdateRepo;
       fleet: Fleet;
+      /** Reaches an agent on whichever node holds its socket. */
+      commands: Pick<AgentCommands, 'send'>;
+      /** The `waves` lease: only its holder drives rollouts (always held on one node). */
+      leases: Leases;
+      link: NodeLink;
       bus: Bus;
       log: Logger;
       metrics: Metrics;
@@ -135,24 +158,85 @@ export class RolloutEngine {
       publish: (row) => bus.publish('rollout.updated', { rolloutId: row.id }),
       view: rolloutView,
     };
-    this.waves = new WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>(driver, { log: d.log, tickMs: d.tickMs, retry: d.retry });
+    this.waves = new WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>(driver, {
+      log: d.log,
+      tickMs: d.tickMs,
+      retry: d.retry,
+      driving: () => this.lease.holds(),
+    });
+    this.lease = new WaveLease<RolloutOp>({
+      leases: d.leases,
+      link: d.link,
+      log: d.log,
+      kind: CALL,
+      resume: () => this.waves.start(),
+      suspend: () => this.waves.suspend(),
+      run: (op, args) => this.run(op, args),
+    });
   }
 
   async start(): Promise<void> {
-    await this.waves.start();
+    const { link, fleet } = this.d;
+    const h = (kind: string, fn: (meta: never, from: string) => unknown) => this.unsubs.push(link.handle(kind, (m, _data, from) => fn(m as never, from)));
+    h(HELLO, (m: { a: string; v: string; u: boolean }, from) => {
+      if (!fleet.isOnline(m.a)) this.hello(m.a, m.v, m.u, from);
+    });
+    h(BYE, (m: { a: string }, from) => {
+      if (!fleet.isOnline(m.a) && this.where.get(m.a) === from) this.bye(m.a);
+    });
+    h(STATUS, (m: { a: string; r: string; s: UpdateState; why?: string }) => {
+      if (this.lease.holds()) void this.recordReport(m.a, m.r, m.s, m.why);
+    });
     // Connect hooks run once the welcome is written, so commands may go out at once.
-    this.d.fleet.onConnect((agentId, hello) => {
-      if (hello.capabilities.includes('update')) this.cannotUpdate.delete(agentId);
-      else this.cannotUpdate.add(agentId);
-      this.onConnect(agentId, hello);
+    fleet.onConnect((agentId, hello) => {
+      const can = hello.capabilities.includes('update');
+      this.hello(agentId, hello.agentVersion, can, link.nodeId);
+      link.broadcast(HELLO, { a: agentId, v: hello.agentVersion, u: can });
     });
-    this.d.fleet.onDisconnect((agentId) => {
-      for (const l of this.waves.runs()) l.x.delete(agentId);
+    fleet.onDisconnect((agentId) => {
+      if (this.where.get(agentId) === link.nodeId) this.bye(agentId);
+      link.broadcast(BYE, { a: agentId });
     });
+    await this.lease.start();
   }
 
-  stop(): Promise<void> {
-    return this.waves.stop();
+  async stop(): Promise<void> {
+    for (const u of this.unsubs.splice(0)) u();
+    await this.lease.stop();
+    await this.waves.stop();
+  }
+
+  /** Whether this node drives rollouts now (holds the `waves` lease; always on one node). */
+  drives(): boolean {
+    return this.lease.holds();
+  }
+
+  private hello(agentId: string, version: string, canUpdate: boolean, node: string): void {
+    this.where.set(agentId, node);
+    if (canUpdate) this.cannotUpdate.delete(agentId);
+    else this.cannotUpdate.add(agentId);
+    if (this.lease.holds()) this.onConnect(agentId, version);
+  }
+
+  private bye(agentId: string): void {
+    this.where.delete(agentId);
+    for (const l of this.waves.runs()) l.x.delete(agentId);
+  }
+
+  /** A call on the node driving rollouts (create's candidates travel as agent ids). */
+  private async run(op: RolloutOp, args: unknown): Promise<unknown> {
+    const a = args as { id: string; by: string; input: NewRollout; agents: string[] };
+    let row: RolloutRow;
+    if (op === 'create') {
+      const candidates = a.agents.map((id) => this.d.fleet.get(id)).filter((x): x is AgentRecord => x !== undefined);
+      row = await this.createHere(a.input, candidates);
+    } else if (op === 'pause') row = this.waves.pause(a.id, a.by);
+    else if (op === 'resume') row = this.waves.resume(a.id);
+    else if (op === 'approve') row = this.waves.approve(a.id);
+    else row = this.waves.cancel(a.id, a.by);
+    // The caller (maybe on another node) reads the run from the database next.
+    await this.waves.flushed();
+    return { ...row };
   }
 
   /** Why an agent would be skipped by a rollout of this package (null: it would be updated). */
@@ -163,14 +247,24 @@ export class RolloutEngine {
     return null;
   }
 
-  /** The rollout that is active now, if any (only one runs at a time). */
+  /** The rollout that is active now, if any (only one runs at a time), on the node driving rollouts. */
   activeRollout(): RolloutRow | null {
     for (const l of this.waves.runs()) if (WaveEngine.active(l.row.state)) return l.row;
     return null;
   }
 
-  /** Creates a rollout over the agents `candidates` (already filtered by selector) and starts wave 0. */
+  /** The id of the active rollout, if any, on any node (another node's is read from the database). */
+  async activeRolloutId(): Promise<string | null> {
+    if (this.lease.holds()) return this.activeRollout()?.id ?? null;
+    return (await this.d.repo.activeRollouts())[0]?.id ?? null;
+  }
+
+  /** Creates a rollout over the agents `candidates` (already filtered by selector) and starts wave 0, on the node driving rollouts. */
   async create(input: NewRollout, candidates: AgentRecord[]): Promise<RolloutRow> {
+    return (await this.lease.call('create', { input, agents: candidates.map((c) => c.id) })) as RolloutRow;
+  }
+
+  private async createHere(input: NewRollout, candidates: AgentRecord[]): Promise<RolloutRow> {
     const active = this.activeRollout();
     if (active) throw new ApiError('conflict', `rollout ${active.id} is ${active.state}; cancel it or let it finish first`, 409, { rolloutId: active.id });
     const now = Date.now();
@@ -203,8 +297,15 @@ export class RolloutEngine {
     return row;
   }
 
-  /** An agent's update.status for one of its targets. */
+  /** An agent's update.status for one of its targets (recorded by the node driving rollouts). */
   async report(agentId: string, rolloutId: string, state: UpdateState, reason: string | undefined): Promise<void> {
+    if (this.lease.holds()) return this.recordReport(agentId, rolloutId, state, reason);
+    // Every node hears it; the one holding the lease records it (between two holders it is lost:
+    // the agent's next hello, or the update timeout, settles the target).
+    this.d.link.broadcast(STATUS, { a: agentId, r: rolloutId, s: state, why: reason });
+  }
+
+  private async recordReport(agentId: string, rolloutId: string, state: UpdateState, reason: string | undefined): Promise<void> {
     if (state === 'pending' || state === 'skipped') return;
     const l = this.waves.get(rolloutId);
     if (l) {
@@ -229,20 +330,20 @@ export class RolloutEngine {
     this.d.bus.publish('rollout.updated', { rolloutId });
   }
 
-  pause(id: string, by: string): RolloutRow {
-    return this.waves.pause(id, by);
+  async pause(id: string, by: string): Promise<RolloutRow> {
+    return (await this.lease.call('pause', { id, by })) as RolloutRow;
   }
 
-  resume(id: string): RolloutRow {
-    return this.waves.resume(id);
+  async resume(id: string): Promise<RolloutRow> {
+    return (await this.lease.call('resume', { id })) as RolloutRow;
   }
 
-  approve(id: string): RolloutRow {
-    return this.waves.approve(id);
+  async approve(id: string): Promise<RolloutRow> {
+    return (await this.lease.call('approve', { id })) as RolloutRow;
   }
 
-  cancel(id: string, by: string): RolloutRow {
-    return this.waves.cancel(id, by);
+  async cancel(id: string, by: string): Promise<RolloutRow> {
+    return (await this.lease.call('cancel', { id, by })) as RolloutRow;
   }
 
   /** The rollout as the API shows it (`withTargets` adds every target). */
@@ -257,16 +358,16 @@ export class RolloutEngine {
 
   /* ---------------- internals ---------------- */
 
-  private onConnect(agentId: string, hello: Hello): void {
+  private onConnect(agentId: string, agentVersion: Hello['agentVersion']): void {
     for (const l of [...this.waves.runs()]) {
       const t = l.targets.get(agentId);
       if (!t || t.startedAt == null) continue;
-      if (hello.agentVersion === l.row.version) {
+      if (agentVersion === l.row.version) {
         if (t.state !== 'succeeded' && (!TERMINAL.has(t.state) || t.state === 'failed')) this.waves.setTarget(l, t, 'succeeded', null);
       } else if (t.state === 'pending') {
         if (l.row.state !== 'cancelled') this.send(l, t);
       } else if (BEFORE_SWITCH.has(t.state)) {
-        this.waves.setTarget(l, t, 'failed', `agent came back on ${hello.agentVersion} during ${t.state}; the update did not complete`);
+        this.waves.setTarget(l, t, 'failed', `agent came back on ${agentVersion} during ${t.state}; the update did not complete`);
       }
       // 'restarting': the agent reports the outcome from its marker (failed, rolled_back) itself.
       this.waves.advance(l);
@@ -275,7 +376,7 @@ export class RolloutEngine {
 
   private send(l: RolloutLive, t: TargetRow): void {
     const r = l.row;
-    const sent = this.d.fleet.send(t.agentId, {
+    const sent = this.d.commands.send(t.agentId, {
       type: 'update',
       rolloutId: r.id,
       version: r.version,

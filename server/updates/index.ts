@@ -17,6 +17,9 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
   const engine = new RolloutEngine({
     repo,
     fleet: core.fleet,
+    commands: core.commands,
+    leases: core.leases,
+    link: core.nodes.link,
     bus: core.bus,
     log: core.log.child({ component: 'rollouts' }),
     metrics: core.metrics,
@@ -39,6 +42,7 @@ export function createUpdates(core: Core): Capability<'update.status', never> & 
       fleet: core.fleet,
       audit: core.audit,
       artifactDir: path.join(core.dataDir, 'artifacts'),
+      blobs: core.nodes.blobs,
       maxArtifactBytes: core.config.maxArtifactBytes,
       selectorLimits: selectorLimits(core.config),
       enrollTokenValid: async (token) => (await core.enrollment.check(token)) !== null,

@@ -9,6 +9,7 @@ import type { Request } from 'express';
 import { z } from 'zod';
 import { ArtifactView, LatestArtifactView, pageOf, RolloutPreview, RolloutView } from '../../protocol/index.js';
 import type { AuditLog } from '../auth/audit.js';
+import type { SharedBlobs } from '../cluster/blobs.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { selectAgents } from '../fleet/routes.js';
@@ -69,6 +70,8 @@ export interface UpdateRouteDeps {
   fleet: Fleet;
   audit: AuditLog;
   artifactDir: string;
+  /** In a cluster: where every node reads packages uploaded to another node (null on one node). */
+  blobs: SharedBlobs | null;
   maxArtifactBytes: number;
   selectorLimits: SelectorLimits;
   /** Whether an installer's enrollment token may download packages (it is not consumed). */
@@ -79,6 +82,21 @@ export interface UpdateRouteDeps {
 export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
   const r = new ApiRouter();
   const fileOf = (id: string) => path.join(d.artifactDir, `${id}.tar.gz`);
+  const blobOf = (id: string) => `artifacts/${id}`;
+  /** Copies of packages from the shared store under way (one per package, whoever asks). */
+  const fetching = new Map<string, Promise<boolean>>();
+  /** Whether the package is in this node's data dir, after copying it from the shared store if need be. */
+  const present = async (id: string): Promise<boolean> => {
+    if (fs.existsSync(fileOf(id))) return true;
+    const { blobs } = d;
+    if (!blobs) return false;
+    let p = fetching.get(id);
+    if (!p) {
+      p = blobs.fetch(blobOf(id), fileOf(id)).finally(() => fetching.delete(id));
+      fetching.set(id, p);
+    }
+    return p;
+  };
 
   r.post(
     '/artifacts',
@@ -150,10 +168,17 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
         };
         fs.renameSync(tmp, fileOf(id));
         try {
+          // In a cluster, every node serves it: stored where all read before it is listed.
+          if (d.blobs) {
+            await d.blobs.put(blobOf(id), fileOf(id)).catch((err: unknown) => {
+              throw new ApiError('unavailable', `could not store the package where every server node reads it (NATS object store): ${(err as Error).message}`);
+            });
+          }
           await d.repo.insertArtifact(a);
         } catch (err) {
           // No row, no file: a package that was never listed must not linger on disk.
           fs.rmSync(fileOf(id), { force: true });
+          if (d.blobs) await d.blobs.delete(blobOf(id));
           throw err;
         }
         await d.audit.record({
@@ -197,7 +222,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
       const { arch } = parseQuery(req, DownloadQuery);
       const a = id === 'latest' ? (await d.repo.latestArtifact(arch)).artifact : await d.repo.getArtifact(id);
       if (id === 'latest' && !a) throw new ApiError('not_found', NO_LATEST);
-      if (!a || !fs.existsSync(fileOf(a.id))) throw notFound('artifact');
+      if (!a || !(await present(a.id))) throw notFound('artifact');
       // RFC 6266/5987: any stored name (non-Latin-1, even control characters) becomes a valid
       // header, with an ASCII fallback and `filename*` carrying the exact UTF-8 name.
       res.attachment(a.filename);
@@ -303,7 +328,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
         update,
         waves: waveSizes(body.waves, update),
         skipped: [...skipped].map(([reason, count]) => ({ reason, count })),
-        active: d.engine.activeRollout()?.id ?? null,
+        active: await d.engine.activeRolloutId(),
       });
     },
   );

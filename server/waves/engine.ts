@@ -124,6 +124,8 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
       now?: () => number;
       /** A write that fails because the database is away is retried after this delay, doubling up to maxMs (MUSTER_DB_RETRY_*). */
       retry?: { initialMs: number; maxMs: number };
+      /** Whether this node may drive runs now (the cluster lease, checked each tick; default: always). */
+      driving?: () => boolean;
     },
   ) {}
 
@@ -131,8 +133,12 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     return this.d.now ? this.d.now() : Date.now();
   }
 
-  /** Restores the active runs and starts the timer (timeouts, soak). */
+  /** Restores the active runs and starts the timer (timeouts, soak). Again after `suspend`: the database is the truth. */
   async start(): Promise<void> {
+    this.stopping = false;
+    // Writes a previous term of this node queued land before the stored runs are read.
+    await this.writes;
+    this.live.clear();
     for (const row of await this.driver.active()) {
       const targets = new Map((await this.driver.targets(row.id)).map((t) => [t.agentId, t]));
       const x = await this.driver.restore(row, targets);
@@ -150,6 +156,18 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     this.stopping = true;
     this.failing?.wake?.();
     await this.writes;
+  }
+
+  /**
+   * This node no longer drives runs (another node took the cluster lease): the timer stops and the
+   * runs leave memory; writes already queued still land (in order). `start` restores them again.
+   */
+  suspend(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    for (const t of this.publishTimers.values()) clearTimeout(t);
+    this.publishTimers.clear();
+    this.live.clear();
   }
 
   /** Every write queued so far has ended. */
@@ -325,6 +343,8 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
   }
 
   private tick(): void {
+    // A node whose lease ran out (it could not renew in time) stops at once, before it is told.
+    if (this.d.driving && !this.d.driving()) return;
     const now = this.now();
     for (const l of [...this.live.values()]) {
       this.driver.tick?.(l, now);

@@ -54,10 +54,10 @@ export function waveActionRoutes(
         const by = actorOf(req).username;
         const audit = { actor: actorOf(req), action: `${o.noun}.${action}`, targetType: o.noun, targetId: id };
         try {
-          if (action === 'pause') o.engine.pause(id, by);
-          else if (action === 'resume') o.engine.resume(id);
-          else if (action === 'approve') o.engine.approve(id);
-          else o.engine.cancel(id, by);
+          if (action === 'pause') await o.engine.pause(id, by);
+          else if (action === 'resume') await o.engine.resume(id);
+          else if (action === 'approve') await o.engine.approve(id);
+          else await o.engine.cancel(id, by);
         } catch (err) {
           await o.audit.record({ ...audit, ok: false, details: { error: (err as Error).message } });
           throw err;

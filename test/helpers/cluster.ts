@@ -25,6 +25,7 @@ export function testCluster(opts: { leaseTtlMs?: number } = {}): { name: string;
       const nc = await connect({ servers: TEST_NATS_URL });
       const jsm = await nc.jetstreamManager();
       for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${name}-${x}`).catch(() => {});
+      await jsm.streams.delete(`OBJ_${name}-blobs`).catch(() => {});
       await nc.close();
     },
   };
