@@ -345,7 +345,7 @@ export class FleetViews {
     }
     if (prev) this.dirty.delete(prev);
     const v = new View(ch, m.view, pred, m.status, m.sort, m.desc, m.offset, m.limit);
-    this.rebuild(v);
+    this.rebuild(v, prev);
     views.set(m.view, v);
     this.send(v, true, m.ref);
     this.ensureTimer();
@@ -435,7 +435,7 @@ export class FleetViews {
    * (already sorted; the k and t of its entries are never mutated, so views may hold them); views
    * sorted by a heartbeat metric sort their matches.
    */
-  private rebuild(v: View): void {
+  private rebuild(v: View, replaced?: View): void {
     const { agents } = this.deps.fleet;
     v.pending.clear();
     v.resortDue = false;
@@ -454,9 +454,25 @@ export class FleetViews {
     const entries: SortEntry[] = [];
     const counts = { online: 0, offline: 0 };
     const cap = Math.max(this.nextSlot, agents.size) + 64;
-    let sel: Uint8Array = new Uint8Array(cap);
-    // Filled, not holey: V8 keeps an array this long as a flat store only when it has no holes.
-    const entryAt = new Array<SortEntry | undefined>(cap).fill(undefined);
+    let sel: Uint8Array;
+    let entryAt: Array<SortEntry | undefined>;
+    if (replaced && !replaced.shared && replaced.sel.length > 0) {
+      // The view this one replaces (a new filter typed) is dropped: its arrays are reused, cleared
+      // at the cost of its matches rather than allocated at the fleet's size.
+      sel = replaced.sel.fill(NO_MATCH);
+      entryAt = replaced.entryAt;
+      for (const e of replaced.entries) {
+        const s = this.slots.get(e.id);
+        if (s !== undefined) entryAt[s] = undefined;
+      }
+      replaced.entries = [];
+      replaced.entryAt = [];
+      replaced.sel = new Uint8Array(0);
+    } else {
+      sel = new Uint8Array(cap);
+      // Filled, not holey: V8 keeps an array this long as a flat store only when it has no holes.
+      entryAt = new Array<SortEntry | undefined>(cap).fill(undefined);
+    }
     const { pred } = v;
     const take = (a: AgentRecord, e: SortEntry | null): void => {
       if (pred && !pred(a)) return;

@@ -192,6 +192,17 @@ describe('open fleet views follow changes', () => {
       bus.publish('agent.online', { agent: agentView(fresh) });
     }
     check('after new agents');
+    // A re-opened view reuses the arrays of the one it replaces: nothing of the old filter may remain.
+    for (const selector of ['labels.role == "web"', 'labels.role == "db"']) {
+      views.handlers()['fleet.open'](ch, { type: 'fleet.open', ref: 're', view: 'db', ...specs['db']!, selector, offset: 0, limit: n + 10 });
+    }
+    take();
+    check('after re-opening with another filter and back');
+    for (const a of [...agents.values()].slice(0, 60)) {
+      a.labels = { role: a.labels.role === 'db' ? 'web' : 'db' };
+      bus.publish('agent.changed', { agent: agentView(a) });
+    }
+    check('after label changes into and out of the re-opened filter');
     // A reconnect storm: every agent's status changes, no key moves.
     for (const a of agents.values()) {
       a.status = a.status === 'online' ? 'offline' : 'online';
