@@ -11,6 +11,7 @@ import type { Config } from './config/config.js';
 import { migrateLatest, openDb, setQueryTimeout, type Db, type Dialect } from './db/db.js';
 import { DiskGuard } from './db/disk-guard.js';
 import { DbReadiness } from './db/readiness.js';
+import { setTxRetry } from './db/retry.js';
 import { TxBatcher } from './db/tx-batcher.js';
 import { Fleet } from './fleet/fleet.js';
 import { AgentRepo, ConnectionRepo } from './fleet/repo.js';
@@ -83,6 +84,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
   await migrateLatest(db);
   // After the migrations (which may run long on a large database): every statement is bounded.
   setQueryTimeout(db, config.dbQueryTimeoutMs);
+  setTxRetry(db, { retries: config.dbDeadlockRetries, backoffMs: config.dbDeadlockBackoffMs });
   const metrics = createMetrics();
   // MUSTER_NATS_URL: the bus carries events between nodes, leases run timers once in the cluster.
   const cluster = await createCluster(config, log, metrics, db);

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db/db.js';
+import { transaction } from '../db/retry.js';
 
 /** Cluster side of ownership: other nodes hear of a claim, and say when a newer one exists. */
 export interface OwnershipPeers {
@@ -45,7 +46,7 @@ export class AgentOwnership {
 
   /** Every agent this node still owns is given up (start after a crash, shutdown); returns their ids. */
   async releaseAll(): Promise<string[]> {
-    return this.db.transaction(async (trx) => {
+    return transaction(this.db, async (trx) => {
       const rows = (await trx('agents').where({ owner_node: this.nodeId }).select('id')) as { id: string }[];
       if (rows.length) await trx('agents').where({ owner_node: this.nodeId }).update({ owner_node: null });
       return rows.map((r) => r.id);

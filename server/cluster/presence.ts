@@ -1,6 +1,7 @@
 import type { NatsConnection, Subscription } from 'nats';
 import { CloseCode } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
+import { transaction } from '../db/retry.js';
 import type { Fleet } from '../fleet/fleet.js';
 import { agentView, type AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
@@ -216,7 +217,7 @@ export class ClusterPresence implements OwnershipPeers {
     for (const node of dead) {
       if (node === this.d.nodeId) continue;
       const now = Date.now();
-      const ids = await this.d.db.transaction(async (trx) => {
+      const ids = await transaction(this.d.db, async (trx) => {
         const rows = (await trx('agents').where({ owner_node: node }).forUpdate().select('id')) as { id: string }[];
         if (rows.length) await trx('agents').where({ owner_node: node }).update({ owner_node: null });
         await trx('agent_connections')

@@ -379,6 +379,13 @@ const Schema = z.object({
   dbRetryInitialMs: z.coerce.number().int().min(10).default(250),
   dbRetryMaxMs: z.coerce.number().int().min(10).default(5000),
   /**
+   * MySQL/MariaDB: a transaction aborted by a lock conflict (deadlock, lock wait timeout; several
+   * nodes writing the same agents) runs again up to this many times, after a random pause below
+   * MUSTER_DB_DEADLOCK_BACKOFF_MS doubling per attempt.
+   */
+  dbDeadlockRetries: z.coerce.number().int().min(0).default(5),
+  dbDeadlockBackoffMs: z.coerce.number().int().min(1).default(20),
+  /**
    * Free space kept on the data dir's filesystem for the database: terminal recordings stop (and
    * are marked truncated) rather than write into it.
    */
@@ -470,6 +477,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   readyTimeoutMs: 'MUSTER_READY_TIMEOUT_MS',
   dbRetryInitialMs: 'MUSTER_DB_RETRY_INITIAL_MS',
   dbRetryMaxMs: 'MUSTER_DB_RETRY_MAX_MS',
+  dbDeadlockRetries: 'MUSTER_DB_DEADLOCK_RETRIES',
+  dbDeadlockBackoffMs: 'MUSTER_DB_DEADLOCK_BACKOFF_MS',
   diskReserveBytes: 'MUSTER_DISK_RESERVE_BYTES',
   scheduleTickMs: 'MUSTER_SCHEDULE_TICK_MS',
   scheduleMisfireGraceSec: 'MUSTER_SCHEDULE_MISFIRE_GRACE_SEC',

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import type { Db } from './db.js';
+import { isLockConflict, retryOnConflict, txRetryOf, type RetryHooks } from './retry.js';
 
-type Op = { fn: (trx: Knex.Transaction) => Promise<unknown>; resolve(v: unknown): void; reject(e: unknown): void };
+type Op = { fn: (trx: Knex.Transaction) => Promise<unknown>; key: string; resolve(v: unknown): void; reject(e: unknown): void };
 
 /**
  * Group commit: writes queued in the same turn of the event loop (up to `maxBatch`) run in one
@@ -10,24 +11,36 @@ type Op = { fn: (trx: Knex.Transaction) => Promise<unknown>; resolve(v: unknown)
  *
  * Invariant: one op failing (a constraint, say) rejects only that op; SQLite and InnoDB undo just
  * the failed statement, so the others still commit. A failed commit rejects the whole batch.
+ *
+ * A lock conflict (deadlock, lock wait timeout) is different: InnoDB has rolled back the whole
+ * transaction, the ops before it included, so the batch is abandoned and run again as a whole
+ * (the database's retry policy, see retry.ts); only when the retries are exhausted is every op of
+ * the batch rejected. Ops run in the order of their `key` (an agent id: every node then locks the
+ * rows of one batch in the same order, which is what keeps two batches from deadlocking), ops of
+ * the same key in the order they were queued.
  */
 export class TxBatcher {
   private queue: Op[] = [];
   private scheduled = false;
   private running: Promise<void> = Promise.resolve();
+  /** Batches run again after a lock conflict (for tests and benchmarks). */
+  conflictRetries = 0;
 
   constructor(
     private readonly db: Db,
     private readonly maxBatch = 1000,
+    private readonly hooks: RetryHooks = {},
   ) {}
 
   /**
    * Runs `fn` inside the next batch's transaction. `fn` must use only `trx` (never the pool):
-   * on SQLite the pool has one connection, which the batch holds.
+   * on SQLite the pool has one connection, which the batch holds. It may run more than once (a
+   * batch that met a lock conflict runs again), so it must not have effects outside `trx` that
+   * a second run would repeat. `key`: the row it locks first (an agent id), for the lock order.
    */
-  run<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  run<T>(fn: (trx: Knex.Transaction) => Promise<T>, key = ''): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn, key, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => {
@@ -50,18 +63,33 @@ export class TxBatcher {
 
   private async drain(): Promise<void> {
     while (this.queue.length) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      const results: Array<{ ok: true; v: unknown } | { ok: false; e: unknown }> = [];
+      // Stable: ops of one key keep their order (a release before the next claim of the agent).
+      const batch = this.queue.splice(0, this.maxBatch).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      let results: Array<{ ok: true; v: unknown } | { ok: false; e: unknown }> = [];
       try {
-        await this.db.transaction(async (trx) => {
-          for (const op of batch) {
-            try {
-              results.push({ ok: true, v: await op.fn(trx) });
-            } catch (e) {
-              results.push({ ok: false, e });
-            }
-          }
-        });
+        await retryOnConflict(
+          () =>
+            this.db.transaction(async (trx) => {
+              results = [];
+              for (const op of batch) {
+                try {
+                  results.push({ ok: true, v: await op.fn(trx) });
+                } catch (e) {
+                  // The transaction is gone (the ops before this one too): run the batch again.
+                  if (isLockConflict(e)) throw e;
+                  results.push({ ok: false, e });
+                }
+              }
+            }),
+          txRetryOf(this.db),
+          {
+            ...this.hooks,
+            onRetry: (err, attempt, delay) => {
+              this.conflictRetries++;
+              this.hooks.onRetry?.(err, attempt, delay);
+            },
+          },
+        );
       } catch (err) {
         for (const op of batch) op.reject(err);
         continue;

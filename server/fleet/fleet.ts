@@ -77,6 +77,12 @@ export class Fleet {
   private flushTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | null = null;
+  /**
+   * Enrollments whose undo failed (the database was away): retried every flush interval until
+   * done, so the agent, which never got its secret, can enroll again with its token.
+   */
+  private readonly undoPending = new Map<string, { agentId: string; secretHash: string; enroll: Enrollment }>();
+  private undoing = false;
   /** Since when presence flushes fail (logged once when it starts and once when it ends). */
   private flushFailingSince: number | null = null;
   /** Total statements issued by presence flushes (exposed for benchmarks). */
@@ -119,7 +125,10 @@ export class Fleet {
     const released = (await this.deps.ownership?.releaseAll()) ?? [];
     const at = new Date().toISOString();
     for (const id of released) this.deps.bus.publish('agent.offline', { agentId: id, reason: 'server restart', at, name: this.agents.get(id)?.name });
-    this.flushTimer = setInterval(() => void this.flush(), this.deps.flushMs);
+    this.flushTimer = setInterval(() => {
+      void this.flush();
+      void this.retryUndos();
+    }, this.deps.flushMs);
     this.sweepTimer = setInterval(() => this.sweep(), Math.max(100, Math.floor(this.deps.heartbeatIntervalMs / 2)));
     this.flushTimer.unref();
     this.sweepTimer.unref();
@@ -222,6 +231,9 @@ export class Fleet {
     const now = Date.now();
     const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
     if (enroll) {
+      // An earlier enrollment of this id that this node could not complete nor undo yet: undo it
+      // now (the database is back if this claim is to succeed at all).
+      for (const p of [...this.undoPending.values()]) if (p.agentId === hello.agentId) await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll);
       if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
       const enrollLabels = enroll.labels && Object.keys(enroll.labels).length ? enroll.labels : null;
       await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
@@ -246,7 +258,7 @@ export class Fleet {
         await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
         if (this.deps.ownership) generation = await this.deps.ownership.claim(hello.agentId, trx);
         return this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId, trx);
-      });
+      }, hello.agentId);
     } else {
       ({ connectionId, generation } = await this.opens.open(hello.agentId, now, ch.remoteAddress));
     }
@@ -308,7 +320,16 @@ export class Fleet {
     if (this.live.has(agentId)) return false; // someone holds the agent (cannot be this secret's owner)
     const rec = this.agents.get(agentId);
     if (rec && rec.secretHash !== secretHash) return false;
-    const removed = await this.deps.repo.unclaim(agentId, secretHash, enroll.release);
+    let removed: boolean;
+    try {
+      removed = await this.deps.repo.unclaim(agentId, secretHash, enroll.release);
+    } catch (err) {
+      // Whether the claim committed is unknown (its commit may have failed the same way): the
+      // undo is retried (retryUndos) until the database answers.
+      this.undoPending.set(`${agentId} ${secretHash}`, { agentId, secretHash, enroll });
+      throw err;
+    }
+    this.undoPending.delete(`${agentId} ${secretHash}`);
     const cur = this.agents.get(agentId);
     if (cur && cur.secretHash === secretHash && !this.live.has(agentId)) {
       this.agents.delete(agentId);
@@ -317,6 +338,30 @@ export class Fleet {
       this.deps.bus.publish('agent.removed', { agentId });
     }
     return removed;
+  }
+
+  /** Enrollment undos still to do (see abandonEnrollment). */
+  pendingUndos(): number {
+    return this.undoPending.size;
+  }
+
+  /** Retries the undo of every enrollment whose undo failed (on the flush timer). */
+  async retryUndos(): Promise<void> {
+    if (this.undoing || this.undoPending.size === 0) return;
+    this.undoing = true;
+    try {
+      for (const [key, p] of [...this.undoPending]) {
+        try {
+          const undone = await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll);
+          this.undoPending.delete(key);
+          this.deps.log.info({ agentId: p.agentId, undone }, 'incomplete enrollment undone: the agent can enroll again');
+        } catch {
+          break; // the database is still away: next interval
+        }
+      }
+    } finally {
+      this.undoing = false;
+    }
   }
 
   /** Closes the live socket of `agentId` unless it is `ch`, recording `replaced`. */
@@ -429,7 +474,7 @@ export class Fleet {
         // The flushes may have left the stored last_seen_at behind (persistMs): the offline row is exact.
         await this.deps.repo.touchMany([agentId], l.lastHeartbeat, this.deps.ownership?.fenceNode ?? null, 30_000, trx);
         await this.deps.ownership?.release(agentId, l.generation, trx);
-      });
+      }, agentId);
     } catch (err) {
       this.deps.log.error({ err, agentId }, 'could not record disconnection');
     }

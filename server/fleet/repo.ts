@@ -2,6 +2,7 @@ import { HostPolicy, type AgentView, type Hello, type Labels, type Metrics } fro
 import type { Knex } from 'knex';
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
+import { retryOnConflict, transaction, txRetryOf } from '../db/retry.js';
 
 /** One agent as the server holds it in memory (every agent, online or not). */
 export interface AgentRecord {
@@ -172,7 +173,8 @@ export class AgentRepo {
    * enrollment token's use), in one transaction. Throws EnrollmentRefused when either fails.
    */
   async claim(h: Hello, secretHash: string, now: number, enrollLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
-    await this.db.transaction(async (trx) => {
+    // Run again on a lock conflict (enrollments racing on one token's row, on several nodes).
+    await transaction(this.db, async (trx) => {
       if (consume && !(await consume(trx))) throw new EnrollmentRefused('the enrollment token is used up, expired or revoked');
       try {
         await trx('agents').insert({
@@ -200,7 +202,7 @@ export class AgentRepo {
    * `secretHash` and gives the token use back, in one transaction. True when a claim was undone.
    */
   async unclaim(id: string, secretHash: string, release?: (trx: Knex.Transaction) => Promise<void>): Promise<boolean> {
-    return this.db.transaction(async (trx) => {
+    return transaction(this.db, async (trx) => {
       const n = await trx('agents').where({ id, secret_hash: secretHash }).del();
       if (n !== 1) return false;
       // Its connection history goes too: the agent never enrolled as far as anyone can tell.
@@ -239,11 +241,16 @@ export class AgentRepo {
    */
   async touchMany(ids: string[], at: number, ownerNode: string | null = null, chunk = 30_000, db: Knex = this.db): Promise<number> {
     let statements = 0;
+    // In id order: every writer of agents rows locks them in the same order (no deadlock between them).
+    ids = [...ids].sort();
     for (let i = 0; i < ids.length; i += chunk) {
       const q = db('agents').whereIn('id', ids.slice(i, i + chunk));
       // In a cluster: only agents this node owns (a node whose agent moved on cannot write for it).
       if (ownerNode !== null) q.where('owner_node', ownerNode);
-      await q.update({ last_seen_at: at });
+      // A statement of its own (autocommit) runs again on a lock conflict; inside a caller's
+      // transaction the conflict has aborted the whole transaction, which is the caller's to retry.
+      if (db === this.db) await retryOnConflict(() => q.clone().update({ last_seen_at: at }), txRetryOf(this.db));
+      else await q.update({ last_seen_at: at });
       statements++;
     }
     return statements;

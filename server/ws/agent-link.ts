@@ -394,7 +394,7 @@ export class AgentLink implements AgentChannel {
     try {
       undone = await this.deps.fleet.abandonEnrollment(h.agentId, this.auth.secretHash, enrollment);
     } catch (err) {
-      this.log.error({ err }, 'could not undo an incomplete enrollment: the id stays claimed (revoke it, then re-enroll with a new id)');
+      this.log.error({ err }, 'could not undo an incomplete enrollment yet: retried every presence flush interval until the database answers');
     }
     this.log.warn({ reason, undone }, 'enrollment not completed');
     await this.deps.audit
