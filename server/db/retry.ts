@@ -33,7 +33,11 @@ const CONFLICT_ERRNOS = new Set([1213, 1205]);
 
 /** True for an error that means "a lock conflict aborted this transaction; running it again is sound". */
 export function isLockConflict(err: unknown): boolean {
-  for (let e = err as { code?: unknown; errno?: unknown; cause?: unknown } | null, depth = 0; e && typeof e === 'object' && depth < 4; e = e.cause as typeof e, depth++) {
+  for (
+    let e = err as { code?: unknown; errno?: unknown; cause?: unknown } | null, depth = 0;
+    e && typeof e === 'object' && depth < 4;
+    e = e.cause as typeof e, depth++
+  ) {
     if (typeof e.code === 'string' && CONFLICT_CODES.has(e.code)) return true;
     if (typeof e.errno === 'number' && CONFLICT_ERRNOS.has(e.errno)) return true;
   }
