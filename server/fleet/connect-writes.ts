@@ -51,17 +51,22 @@ export class ConnectWrites {
   }
 
   private schedule(): void {
-    let group: PendingOpen[] = [];
+    let group: PendingOpen[] | null = null;
     this.writes
       .run(async (trx) => {
-        group = this.pending;
-        this.pending = [];
-        return trx.transaction((sp) => this.writeAll(sp, group));
+        // Taken once: the batch may run again after a lock conflict, with the same group. In agent-id
+        // order, the lock order of every other writer of agents rows.
+        if (!group) {
+          group = this.pending.sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
+          this.pending = [];
+        }
+        const g = group;
+        return trx.transaction((sp) => this.writeAll(sp, g));
       })
       .then(
-        (opened) => group.forEach((p, i) => p.resolve(opened[i]!)),
+        (opened) => (group ?? []).forEach((p, i) => p.resolve(opened[i]!)),
         (err: unknown) => {
-          for (const p of group) p.reject(err);
+          for (const p of group ?? []) p.reject(err);
         },
       );
   }

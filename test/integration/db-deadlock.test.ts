@@ -32,8 +32,8 @@ describe.runIf(await mysqlAvailable())('lock conflicts on MariaDB', () => {
     const d = await createMysqlDatabase();
     drop = d.drop;
     // Two pools, as two server nodes have.
-    a = openDb(d.url, tmpDir()).db;
-    b = openDb(d.url, tmpDir()).db;
+    a = openDb(d.url, tmpDir('deadlock')).db;
+    b = openDb(d.url, tmpDir('deadlock')).db;
     await a.schema.createTable('rows', (t) => {
       t.string('id', 16).primary();
       t.integer('n').notNullable();
