@@ -145,6 +145,7 @@ export const AgentSummary = z
     ),
   })
   .meta({ id: 'AgentSummary' });
+export type AgentSummary = z.infer<typeof AgentSummary>;
 export const Accepted = z.object({ accepted: z.literal(true) }).meta({ id: 'Accepted' });
 
 export const EnrollmentInfo = z
@@ -258,15 +259,59 @@ export type TaskListItem = z.infer<typeof TaskListItem>;
 
 /* ---------------- script library and schedules ---------------- */
 
+/** Parameter names become env names (MUSTER_PARAM_<NAME>), so they are env-safe; unique case-insensitively per script. */
+export const SCRIPT_PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+/** Longest value (and string default) a parameter takes. */
+export const SCRIPT_PARAM_VALUE_MAX = 65_536;
+/** Most parameters one script version declares. */
+export const SCRIPT_PARAMS_MAX = 64;
+
+const ParamBase = {
+  name: z
+    .string()
+    .regex(SCRIPT_PARAM_NAME, 'parameter names are [A-Za-z_][A-Za-z0-9_]*, at most 64 characters')
+    .describe('reaches the script as MUSTER_PARAM_<NAME>'),
+  label: z.string().max(128).optional().describe('shown instead of the name'),
+  help: z.string().max(1024).optional().describe('shown beside the input'),
+  required: z.boolean().default(false).describe('a run without a value (and without a default) is refused'),
+};
+/**
+ * One typed parameter of a library script (stored in each version). Strict: a field another type
+ * uses (a `choices` on a string) is refused rather than stored and ignored. The server also checks
+ * that names are unique and a default passes its own type's checks.
+ */
 export const ScriptParamDef = z
-  .looseObject({
-    name: z.string(),
-    type: z.enum(['string', 'number', 'boolean', 'choice', 'secret']),
-    label: z.string().optional(),
-    help: z.string().optional(),
-    required: z.boolean(),
-  })
-  .meta({ id: 'ScriptParamDef', description: 'one typed parameter; `default`, `maxLength`, `min`, `max`, `integer`, `choices` by type' });
+  .discriminatedUnion('type', [
+    z.strictObject({
+      ...ParamBase,
+      type: z.literal('string'),
+      default: z.string().max(SCRIPT_PARAM_VALUE_MAX).optional(),
+      maxLength: z.number().int().min(1).max(SCRIPT_PARAM_VALUE_MAX).optional().describe('longest value accepted'),
+    }),
+    z.strictObject({
+      ...ParamBase,
+      type: z.literal('number'),
+      default: z.number().finite().optional(),
+      min: z.number().finite().optional(),
+      max: z.number().finite().optional(),
+      integer: z.boolean().optional().describe('only whole numbers'),
+    }),
+    z.strictObject({ ...ParamBase, type: z.literal('boolean'), default: z.boolean().optional() }),
+    z.strictObject({
+      ...ParamBase,
+      type: z.literal('choice'),
+      choices: z.array(z.string().min(1).max(256)).min(1).max(100),
+      default: z.string().max(256).optional().describe('one of `choices`'),
+    }),
+    // Write-only: no default (a stored default would be a secret at rest that every run reveals to the script's editors).
+    z.strictObject({ ...ParamBase, type: z.literal('secret') }).describe('write-only: no default; the value reaches the script but is never shown or stored'),
+  ])
+  .meta({ id: 'ScriptParamDef', description: 'one typed parameter: string, number, boolean, choice or secret, each with its own default and checks' });
+export type ScriptParamDef = z.infer<typeof ScriptParamDef>;
+export type ScriptParamType = ScriptParamDef['type'];
+/** What a run passes for one parameter. */
+export const ScriptParamValue = z.union([z.string().max(SCRIPT_PARAM_VALUE_MAX), z.number().finite(), z.boolean()]);
+export type ScriptParamValue = z.infer<typeof ScriptParamValue>;
 const ScriptFields = {
   id: z.string(),
   name: z.string(),
@@ -307,7 +352,7 @@ export const ScheduleView = z
     name: z.string(),
     scriptId: z.string(),
     version: int().nullable().describe('null: the latest at each fire'),
-    params: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+    params: z.record(z.string(), ScriptParamValue),
     secretParams: z.array(z.string()),
     targets: z.object({ selector: z.string() }),
     timeoutSec: int(),
@@ -535,6 +580,7 @@ export type NotificationRuleView = z.infer<typeof NotificationRuleView>;
 export const NotificationRuleList = pageOf(NotificationRuleView, 'NotificationRuleList')
   .extend({ events: z.array(z.string()).describe('every event a rule can name') })
   .meta({ id: 'NotificationRuleList' });
+export type NotificationRuleList = z.infer<typeof NotificationRuleList>;
 export const NotificationDeliveryView = z
   .object({
     id: z.string(),

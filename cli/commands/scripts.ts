@@ -1,21 +1,14 @@
-import type { ScriptSummary } from '../../protocol/index.js';
+import type { ScriptParamDef, ScriptSummary, ScriptView } from '../../protocol/index.js';
 import { lineDiff } from '../../protocol/line-diff.js';
 import { clientFrom } from '../client.js';
 import { CliError, outputMode, str, type Command } from '../command.js';
 import { table } from '../format.js';
 
-interface Param {
-  name: string;
-  type: string;
-  default?: unknown;
-  required?: boolean;
-  choices?: string[];
-}
-/** A script as listed (no body) or shown (with its body); its params as this command prints them. */
-type ScriptView = Omit<ScriptSummary, 'params'> & { params: Param[]; body?: string };
-
-const paramText = (p: Param): string =>
-  `${p.name}:${p.type}${p.choices ? `(${p.choices.join('|')})` : ''}${p.default !== undefined ? `=${String(p.default)}` : ''}`;
+const paramText = (p: ScriptParamDef): string => {
+  const choices = p.type === 'choice' ? `(${p.choices.join('|')})` : '';
+  const dflt = p.type !== 'secret' && p.default !== undefined ? `=${String(p.default)}` : '';
+  return `${p.name}:${p.type}${choices}${dflt}`;
+};
 
 const versionArg = (v: string | undefined, what: string): number | undefined => {
   if (v === undefined) return undefined;
@@ -46,7 +39,7 @@ export const scripts: Command = {
       const tag = str(values, 'tag');
       if (search) q.set('q', search);
       if (tag) q.set('tag', tag);
-      const res = await c.get<{ items: ScriptView[] }>(`/api/scripts?${q}`);
+      const res = await c.get<{ items: ScriptSummary[] }>(`/api/scripts?${q}`);
       if (mode === 'json') return void out(`${JSON.stringify(res.items, null, 2)}\n`);
       out(
         table(
@@ -66,12 +59,12 @@ export const scripts: Command = {
       out(`${s.name} v${s.version} (${s.interpreter}, owner ${s.owner}${s.tags.length ? `, tags ${s.tags.join(',')}` : ''})\n`);
       if (s.description) out(`${s.description}\n`);
       if (s.params.length) out(`params: ${s.params.map(paramText).join('  ')}   (muster exec --script ${s.name} --param NAME=VALUE)\n`);
-      out(`\n${s.body ?? ''}${s.body?.endsWith('\n') ? '' : '\n'}`);
+      out(`\n${s.body}${s.body.endsWith('\n') ? '' : '\n'}`);
       return;
     }
     if (sub === 'versions') {
       if (!ref) throw new CliError('usage: muster scripts versions NAME|ID');
-      const res = await c.get<{ items: ScriptView[] }>(`/api/scripts/${encodeURIComponent(ref)}/versions?limit=1000`);
+      const res = await c.get<{ items: ScriptSummary[] }>(`/api/scripts/${encodeURIComponent(ref)}/versions?limit=1000`);
       if (mode === 'json') return void out(`${JSON.stringify(res.items, null, 2)}\n`);
       out(
         table(
@@ -95,7 +88,7 @@ export const scripts: Command = {
       const b = versionArg(extra[1], 'B');
       const base = `/api/scripts/${encodeURIComponent(ref)}`;
       const [va, vb] = await Promise.all([c.get<ScriptView>(`${base}/versions/${a}`), c.get<ScriptView>(b ? `${base}/versions/${b}` : base)]);
-      const lines = lineDiff(va.body ?? '', vb.body ?? '');
+      const lines = lineDiff(va.body, vb.body);
       const meta = (['description', 'interpreter'] as const)
         .filter((k) => va[k] !== vb[k])
         .map((k) => `${k}: ${JSON.stringify(va[k])} -> ${JSON.stringify(vb[k])}`);

@@ -1,6 +1,6 @@
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
-import type { ParamValue } from '../scripts/params.js';
+import type { ScriptParamValue } from '../../protocol/index.js';
 import type { FireStatus } from '../../protocol/index.js';
 
 export interface Schedule {
@@ -8,7 +8,7 @@ export interface Schedule {
   name: string;
   scriptId: string;
   scriptVersion: number | null;
-  params: Record<string, ParamValue>;
+  params: Record<string, ScriptParamValue>;
   /** Write-only values of secret parameters (never in a view). */
   secretParams: Record<string, string>;
   selector: string;

@@ -1,11 +1,10 @@
 import { z } from 'zod';
-import { pageOf, ScheduleCalendar, ScheduleHistory, ScheduleView } from '../../protocol/index.js';
+import { pageOf, ScheduleCalendar, ScheduleHistory, ScheduleView, ScriptParamValue } from '../../protocol/index.js';
 import { CreateTask, limitString } from '../exec/routes.js';
 import { ApiRouter } from '../http/api-router.js';
 import { actorOf, principal } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { int, one, pageShape, parseQuery } from '../http/query.js';
-import { ParamValue } from '../scripts/params.js';
 import { scheduleView, type ScheduleService } from './service.js';
 
 const NAME = z
@@ -19,7 +18,7 @@ const Fields = {
   scriptId: z.string().min(1).max(128),
   /** A version, or null for the latest at each fire. */
   version: z.number().int().positive().nullable(),
-  params: z.record(z.string().max(64), ParamValue),
+  params: z.record(z.string().max(64), ScriptParamValue),
   selector: z.string().min(1).max(65_536),
   timeoutSec: CreateTask.shape.timeoutSec.removeDefault(),
   concurrency: CreateTask.shape.concurrency,

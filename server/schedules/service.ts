@@ -3,7 +3,8 @@ import type { ScheduleCalendar, ScheduleHistory, ScheduleView } from '../../prot
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Principal } from '../auth/auth-service.js';
 import { ApiError, notFound } from '../http/errors.js';
-import { paramEnv, type ParamValue } from '../scripts/params.js';
+import type { ScriptParamValue } from '../../protocol/index.js';
+import { paramEnv } from '../scripts/params.js';
 import type { ScriptService } from '../scripts/service.js';
 import { NameTaken, type Schedule, type ScheduleRepo } from './repo.js';
 import { nextAfter, nextFires, timingProblem, type Timing } from './timing.js';
@@ -51,7 +52,7 @@ export interface ScheduleInput {
   name: string;
   scriptId: string;
   version: number | null;
-  params: Record<string, ParamValue>;
+  params: Record<string, ScriptParamValue>;
   selector: string;
   timeoutSec: number;
   concurrency: string | null;
@@ -259,13 +260,13 @@ export class ScheduleService {
    * Resolves the script, checks the parameters against the version the schedule will run (the
    * latest, when it follows the latest) and keeps secret values apart, write-only.
    */
-  private async settle(s: Schedule, scriptId: string, params: Record<string, ParamValue>, oldSecrets: Record<string, string>): Promise<void> {
+  private async settle(s: Schedule, scriptId: string, params: Record<string, ScriptParamValue>, oldSecrets: Record<string, string>): Promise<void> {
     this.checkTiming(s);
     this.d.checkSelector(s.selector);
     const { script, version } = await this.d.scripts.definitions(scriptId, s.scriptVersion ?? undefined);
     s.scriptId = script.id;
     const secretNames = new Set(version.params.filter((p) => p.type === 'secret').map((p) => p.name));
-    const pub: Record<string, ParamValue> = {};
+    const pub: Record<string, ScriptParamValue> = {};
     const secret: Record<string, string> = {};
     for (const [k, v] of Object.entries(oldSecrets)) if (secretNames.has(k)) secret[k] = v;
     for (const [k, v] of Object.entries(params)) {

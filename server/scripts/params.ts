@@ -1,44 +1,11 @@
 import { z } from 'zod';
+import { SCRIPT_PARAMS_MAX, ScriptParamDef, ScriptParamValue } from '../../protocol/index.js';
 import { ApiError } from '../http/errors.js';
 
-/** Parameter names become env names (MUSTER_PARAM_<NAME>), so they are env-safe and unique case-insensitively. */
-const PARAM_NAME = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'parameter names are [A-Za-z_][A-Za-z0-9_]*, at most 64 characters');
-const VALUE_MAX = 65_536;
-
-const Base = {
-  name: PARAM_NAME,
-  label: z.string().max(128).optional(),
-  help: z.string().max(1024).optional(),
-  required: z.boolean().default(false),
-};
-
-/** One typed parameter of a library script (stored in each version). */
-export const ParamDef = z.discriminatedUnion('type', [
-  z
-    .object({ ...Base, type: z.literal('string'), default: z.string().max(VALUE_MAX).optional(), maxLength: z.number().int().min(1).max(VALUE_MAX).optional() })
-    .strict(),
-  z
-    .object({
-      ...Base,
-      type: z.literal('number'),
-      default: z.number().finite().optional(),
-      min: z.number().finite().optional(),
-      max: z.number().finite().optional(),
-      integer: z.boolean().optional(),
-    })
-    .strict(),
-  z.object({ ...Base, type: z.literal('boolean'), default: z.boolean().optional() }).strict(),
-  z
-    .object({ ...Base, type: z.literal('choice'), choices: z.array(z.string().min(1).max(256)).min(1).max(100), default: z.string().max(256).optional() })
-    .strict(),
-  // Write-only: no default (a stored default would be a secret at rest that every run reveals to the script's editors).
-  z.object({ ...Base, type: z.literal('secret') }).strict(),
-]);
-export type ParamDef = z.infer<typeof ParamDef>;
-
+/** A version's parameters (each a protocol ScriptParamDef): at most SCRIPT_PARAMS_MAX, names unique case-insensitively, defaults valid for their type. */
 export const ParamDefs = z
-  .array(ParamDef)
-  .max(64)
+  .array(ScriptParamDef)
+  .max(SCRIPT_PARAMS_MAX)
   .superRefine((defs, ctx) => {
     const seen = new Set<string>();
     defs.forEach((p, i) => {
@@ -55,15 +22,11 @@ export const ParamDefs = z
     });
   });
 
-/** What a caller may pass for one parameter. */
-export const ParamValue = z.union([z.string().max(VALUE_MAX), z.number().finite(), z.boolean()]);
-export type ParamValue = z.infer<typeof ParamValue>;
-
 /** The env name a parameter reaches the script under. */
 export const envName = (param: string) => `MUSTER_PARAM_${param.toUpperCase()}`;
 
 /** Coerces a value to the parameter's type; returns the env string or an error message. */
-function coerce(p: ParamDef, v: ParamValue): { value: string } | { error: string } {
+function coerce(p: ScriptParamDef, v: ScriptParamValue): { value: string } | { error: string } {
   switch (p.type) {
     case 'string':
     case 'secret': {
@@ -92,7 +55,7 @@ function coerce(p: ParamDef, v: ParamValue): { value: string } | { error: string
   }
 }
 
-function checkValue(p: ParamDef, v: ParamValue): string | null {
+function checkValue(p: ScriptParamDef, v: ScriptParamValue): string | null {
   const r = coerce(p, v);
   return 'error' in r ? r.error : null;
 }
@@ -105,8 +68,8 @@ function checkValue(p: ParamDef, v: ParamValue): string | null {
  * never turns a stored secret into plain text in the task or the audit.
  */
 export function paramEnv(
-  defs: ParamDef[],
-  values: Record<string, ParamValue>,
+  defs: ScriptParamDef[],
+  values: Record<string, ScriptParamValue>,
   forceSecret: ReadonlySet<string> = new Set(),
 ): { env: Record<string, string>; secretEnv: string[]; shown: Record<string, string> } {
   const byName = new Map(defs.map((p) => [p.name, p]));

@@ -1,6 +1,6 @@
 import type { Db } from '../db/db.js';
 import { parseJson } from '../db/db.js';
-import type { ParamDef } from './params.js';
+import type { ScriptParamDef } from '../../protocol/index.js';
 
 /** The content of one script version (every edit stores a whole new one). */
 export interface ScriptContent {
@@ -9,7 +9,7 @@ export interface ScriptContent {
   interpreter: string;
   body: string;
   tags: string[];
-  params: ParamDef[];
+  params: ScriptParamDef[];
 }
 
 export interface ScriptVersion extends ScriptContent {

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { pageOf, ScriptSummary, ScriptTask, ScriptView, TaskDetail } from '../../protocol/index.js';
+import { pageOf, ScriptParamValue, ScriptSummary, ScriptTask, ScriptView, TaskDetail } from '../../protocol/index.js';
 import { CreateTask, limitString } from '../exec/routes.js';
 import { ApiRouter } from '../http/api-router.js';
 import { actorOf, principal } from '../http/context.js';
 import { ApiError } from '../http/errors.js';
 import { one, pageShape, parseQuery } from '../http/query.js';
-import { ParamDefs, ParamValue } from './params.js';
+import { ParamDefs } from './params.js';
 import type { ScriptService } from './service.js';
 
 const NAME = z
@@ -61,7 +61,7 @@ export const RunScript = CreateTask.pick({
   .extend({
     scriptId: z.string().min(1).max(128),
     version: z.number().int().positive().optional(),
-    params: z.record(z.string().max(64), ParamValue).default({}),
+    params: z.record(z.string().max(64), ScriptParamValue).default({}),
   })
   .strict();
 

@@ -3,7 +3,8 @@ import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Principal } from '../auth/auth-service.js';
 import type { ExecService } from '../exec/service.js';
 import { ApiError, notFound } from '../http/errors.js';
-import { paramEnv, type ParamDef, type ParamValue } from './params.js';
+import type { ScriptParamValue } from '../../protocol/index.js';
+import { paramEnv } from './params.js';
 import { ScriptConflict, type ScriptContent, type ScriptRepo, type ScriptRow, type ScriptVersion } from './repo.js';
 
 const iso = (t: number) => new Date(t).toISOString();
@@ -187,7 +188,12 @@ export class ScriptService {
    * the version gives their parameter.
    */
   async run(
-    input: { scriptId: string; version?: number | undefined; params: Record<string, ParamValue>; secretParams?: Record<string, ParamValue> } & RunOptions,
+    input: {
+      scriptId: string;
+      version?: number | undefined;
+      params: Record<string, ScriptParamValue>;
+      secretParams?: Record<string, ScriptParamValue>;
+    } & RunOptions,
     actor: Actor,
     scheduleId: string | null = null,
   ) {
@@ -227,8 +233,5 @@ export class ScriptService {
     return task;
   }
 }
-
-/** Parameter definitions of a version (for forms and schedules). */
-export type { ParamDef };
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');

@@ -1,35 +1,13 @@
-/** Script library shapes as GET /api/scripts answers them. */
-export type ParamType = 'string' | 'number' | 'boolean' | 'choice' | 'secret';
+import type { ScriptParamDef, ScriptParamType } from '../../../../protocol/rest';
 
-export interface ParamDef {
-  name: string;
-  type: ParamType;
-  label?: string;
-  help?: string;
-  required?: boolean;
-  default?: string | number | boolean;
-  choices?: string[];
-  min?: number;
-  max?: number;
-  integer?: boolean;
-  maxLength?: number;
-}
+/** Script library shapes (GET /api/scripts and /api/scripts/:id) are protocol/rest.ts's ScriptSummary and ScriptView. */
+export type { ScriptParamDef, ScriptParamType, ScriptSummary, ScriptView } from '../../../../protocol/rest';
 
-export interface ScriptView {
-  id: string;
-  name: string;
-  owner: string;
-  description: string;
-  interpreter: string;
-  tags: string[];
-  params: ParamDef[];
-  body?: string;
-  bodyBytes: number;
-  bodySha256: string;
-  version: number;
-  latestVersion: number;
-  createdAt: string;
-  updatedAt: string;
-  versionCreatedBy: string;
-  versionCreatedAt: string;
-}
+/** Every field any parameter type has, optional, with its type(s). */
+type AnyParamField<T> = { [K in T extends unknown ? keyof T : never]?: T extends unknown ? (K extends keyof T ? T[K] : never) : never };
+
+/**
+ * A parameter as the editor changes it: its type can change in place, so the fields of every type
+ * are optional here; the server checks the result against ScriptParamDef on save.
+ */
+export type ParamDraft = Pick<ScriptParamDef, 'name' | 'type' | 'required'> & AnyParamField<ScriptParamDef>;
