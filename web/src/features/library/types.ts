@@ -1,4 +1,4 @@
-import type { ScriptParamDef, ScriptParamType } from '../../../../protocol/rest';
+import type { ScriptParamDef } from '../../../../protocol/rest';
 
 /** Script library shapes (GET /api/scripts and /api/scripts/:id) are protocol/rest.ts's ScriptSummary and ScriptView. */
 export type { ScriptParamDef, ScriptParamType, ScriptSummary, ScriptView } from '../../../../protocol/rest';
