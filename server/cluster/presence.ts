@@ -1,9 +1,9 @@
 import type { NatsConnection, Subscription } from 'nats';
-import { CloseCode } from '../../protocol/index.js';
+import { CloseCode, type AgentView } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { transaction } from '../db/retry.js';
 import type { Fleet } from '../fleet/fleet.js';
-import { agentView, type AgentRepo } from '../fleet/repo.js';
+import { agentView, type AgentRecord, type AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { NatsBus } from './nats-bus.js';
 import type { OwnershipPeers } from './ownership.js';
@@ -30,6 +30,7 @@ export class ClusterPresence implements OwnershipPeers {
   private readonly owners = new Map<string, Owner>();
   private readonly reload = new Set<string>();
   private reloadTimer: NodeJS.Timeout | undefined;
+  private reloading: Promise<void> = Promise.resolve();
   private readonly subs: Subscription[] = [];
   private readonly unsubs: (() => void)[] = [];
   private fleet: Fleet | null = null;
@@ -79,6 +80,10 @@ export class ClusterPresence implements OwnershipPeers {
         if (fleet.isOnline(id)) return;
         const rec = fleet.get(id);
         if (rec) {
+          // The host facts the hello reported (a new version after an update) are in the event:
+          // applied now, so a read on this node right after the agent is back never shows the old
+          // ones. Labels (overrides, enrollment labels) and the rest come with the reload.
+          applyHostFacts(rec, p.agent);
           rec.status = 'online';
           rec.connectedAt = p.agent.connectedAt ? Date.parse(p.agent.connectedAt) : Date.now();
           rec.lastSeenAt = p.agent.lastSeenAt ? Date.parse(p.agent.lastSeenAt) : Date.now();
@@ -175,10 +180,16 @@ export class ClusterPresence implements OwnershipPeers {
     this.reloadTimer ??= setTimeout(() => void this.flushReload(), 50);
   }
 
-  private async flushReload(): Promise<void> {
+  private flushReload(): Promise<void> {
     this.reloadTimer = undefined;
+    // One reload at a time: a slower earlier read finishing last would put back older facts.
+    this.reloading = this.reloading.then(() => this.reloadNow());
+    return this.reloading;
+  }
+
+  private async reloadNow(): Promise<void> {
     const { fleet, repo } = this;
-    if (!fleet || !repo) return;
+    if (!fleet || !repo || this.reload.size === 0) return;
     const ids = [...this.reload];
     this.reload.clear();
     try {
@@ -253,4 +264,19 @@ export class ClusterPresence implements OwnershipPeers {
     for (const s of this.subs) s.unsubscribe();
     for (const u of this.unsubs) u();
   }
+}
+
+/** The facts an agent reports about its host in every hello, as another node's event carries them. */
+function applyHostFacts(rec: AgentRecord, v: AgentView): void {
+  rec.name = v.name;
+  rec.hostname = v.hostname;
+  rec.ips = v.ips;
+  rec.externalIp = v.externalIp;
+  rec.platform = v.platform;
+  rec.arch = v.arch;
+  rec.os = v.os;
+  rec.version = v.version;
+  rec.cpus = v.cpus;
+  rec.memoryBytes = v.memoryBytes;
+  if (v.policy) rec.policy = v.policy;
 }

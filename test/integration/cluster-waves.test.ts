@@ -262,7 +262,19 @@ describe('cluster: rollouts, restart and live configuration reach agents on ever
     expect(ok.body.currentWave).toBe(1);
     const done = await rolloutIn(api, r.body.id, ['succeeded', 'failed', 'paused'], 'the rollout finished by the new holder');
     expect(done.state, JSON.stringify(done.targets)).toBe('succeeded');
-    for (const x of [onA, onC]) expect((await api.waitAgent(x.id, 'online')).version).toBe('1.0.0');
+    // Every node shows the version the agents report now (applied from the owner's online event).
+    for (const n of survivors) {
+      for (const x of [onA, onC]) {
+        await waitFor(
+          async () => {
+            const v = await nodes[n].api.waitAgent(x.id, 'online');
+            return v.version === '1.0.0' ? v : null;
+          },
+          `${n} to show ${x.id} at 1.0.0`,
+          10_000,
+        );
+      }
+    }
     expect(currentRelease(onA.root)).toBe('1.0.0');
     expect(currentRelease(onC.root)).toBe('1.0.0');
     const approvals = await withDb(db.url, (k) => k('audit_log').where({ target_id: r.body.id, action: 'rollout.approve', ok: true }).count({ n: '*' }));
