@@ -91,6 +91,7 @@ export function disconnect(): void {
   ws = null;
   everOpened = false;
   socketState.value = 'idle';
+  socketAttempts.value = 0;
   w?.close(1000, 'logout');
 }
 
