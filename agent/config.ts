@@ -146,6 +146,27 @@ const Schema = z.object({
   execStopDrainSec: z.coerce.number().min(0).default(10),
   /** Then how long the agent waits for the server to acknowledge those results before it exits (unacknowledged ones stay journaled). */
   execStopReportSec: z.coerce.number().min(0).default(5),
+  /**
+   * Execution ids kept in the on-disk journal (a repeated exec.run for one of them is never run
+   * again); compacted to the newest this many when it holds twice as many.
+   */
+  execJournalKeep: z.coerce.number().int().min(1000).default(50_000),
+  /**
+   * Terminal downloads (a file from the shell's directory): payload bytes per FILE_DATA frame, and
+   * bytes sent and not yet acknowledged by the server (bounds the server's memory per download).
+   * A chunk stays well under the server's MUSTER_AGENT_MAX_PAYLOAD (4 MiB by default).
+   */
+  terminalTransferChunkBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(1024 * 1024)
+    .default(64 * 1024),
+  terminalTransferWindowBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1024 * 1024),
 });
 export type AgentConfig = Readonly<z.infer<typeof Schema> & { configPath: string | null }>;
 
@@ -186,6 +207,9 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_EXEC_HIGH_WATER_BYTES: 'execHighWaterBytes',
   MUSTER_AGENT_EXEC_LOW_WATER_BYTES: 'execLowWaterBytes',
   MUSTER_AGENT_MAX_PAYLOAD: 'maxPayload',
+  MUSTER_AGENT_EXEC_JOURNAL_KEEP: 'execJournalKeep',
+  MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES: 'terminalTransferChunkBytes',
+  MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES: 'terminalTransferWindowBytes',
 };
 
 export class AgentConfigError extends Error {}
@@ -300,6 +324,9 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
   }
   if (parsed.data.execLowWaterBytes >= parsed.data.execHighWaterBytes) {
     throw new AgentConfigError('execLowWaterBytes must be below execHighWaterBytes');
+  }
+  if (parsed.data.terminalTransferWindowBytes < parsed.data.terminalTransferChunkBytes) {
+    throw new AgentConfigError('terminalTransferWindowBytes must be at least terminalTransferChunkBytes');
   }
   return Object.freeze({ ...parsed.data, configPath });
 }

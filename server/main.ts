@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ResetPasswordError, resetPassword } from './admin/reset-password.js';
-import { ConfigError, loadConfig } from './config/config.js';
+import { ConfigError, loadConfig, unknownVariables } from './config/config.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
 
@@ -33,6 +33,10 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel);
+  // A variable the server does not read is said once, not accepted and ignored in silence.
+  for (const { name, didYouMean } of unknownVariables(process.env)) {
+    log.warn({ variable: name, didYouMean }, `unknown configuration variable ${name} ignored${didYouMean ? ` (did you mean ${didYouMean}?)` : ''}`);
+  }
   const here = path.dirname(fileURLToPath(import.meta.url));
   const s = await startServer(config, log, { webDist: path.resolve(here, '..', 'web', 'dist'), agentScript: path.join(here, 'agent.js') });
   // The scheme the listener really speaks: TLS when a certificate is configured.

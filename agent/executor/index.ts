@@ -43,7 +43,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
     highWaterBytes: ctx.cfg.execHighWaterBytes,
     lowWaterBytes: ctx.cfg.execLowWaterBytes,
   };
-  const journal = new Journal(ctx.state.dir);
+  const journal = new Journal(ctx.state.dir, ctx.cfg.execJournalKeep);
   const runs = new Map<string, Run>();
   let stopping = false;
   const c = detectContainment();

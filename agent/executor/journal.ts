@@ -14,7 +14,8 @@ export class Journal {
 
   constructor(
     stateDir: string,
-    private readonly keep = 50_000,
+    /** execJournalKeep (MUSTER_AGENT_EXEC_JOURNAL_KEEP). */
+    private readonly keep: number,
   ) {
     this.file = path.join(stateDir, 'exec-journal');
     if (fs.existsSync(this.file)) {

@@ -5,10 +5,6 @@ import path from 'node:path';
 import { allocFileData, pathAllowed, terminalDenial, type ServerMessage } from '../../protocol/index.js';
 import type { AgentCapability, AgentContext } from '../capability.js';
 
-/** Payload bytes per FILE_DATA frame of a download. */
-const CHUNK_BYTES = 64 * 1024;
-/** Download bytes sent and not yet acknowledged by the server (bounds the server's memory per download). */
-const WINDOW_BYTES = 1024 * 1024;
 /** A transfer with no word from the server for this long is abandoned. */
 const STALL_MS = 120_000;
 
@@ -293,8 +289,10 @@ export function createTermTransfers(
       send(o.id, { state: 'done', size: o.size, sha256: o.hash.digest('hex') });
       return;
     }
-    if (o.sent - o.acked >= WINDOW_BYTES) return;
-    const len = Math.min(CHUNK_BYTES, o.size - o.sent, WINDOW_BYTES - (o.sent - o.acked));
+    // Chunk and window: terminalTransferChunkBytes / terminalTransferWindowBytes (agent config).
+    const window = ctx.cfg.terminalTransferWindowBytes;
+    if (o.sent - o.acked >= window) return;
+    const len = Math.min(ctx.cfg.terminalTransferChunkBytes, o.size - o.sent, window - (o.sent - o.acked));
     const offset = o.sent;
     const { frame, payloadAt } = allocFileData(o.id, offset, len);
     o.reading = true;

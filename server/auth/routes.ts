@@ -73,7 +73,11 @@ const auditTime = (v: string | undefined): number | undefined => {
  */
 class LoginLimiter {
   private readonly attempts = new Map<string, number[]>();
-  constructor(private readonly perMinute: number) {}
+  constructor(
+    private readonly perMinute: number,
+    /** MUSTER_LOGIN_RATE_MAX_KEYS. */
+    private readonly maxKeys: number,
+  ) {}
   /** Reserves an attempt; null when the window is full (answer 429 without checking). */
   reserve(key: string): number | null {
     const now = Date.now();
@@ -85,7 +89,7 @@ class LoginLimiter {
     list.push(now);
     this.attempts.delete(key); // re-insert: the Map stays ordered by last use for the eviction below
     this.attempts.set(key, list);
-    if (this.attempts.size > 10_000) this.attempts.delete(this.attempts.keys().next().value as string);
+    if (this.attempts.size > this.maxKeys) this.attempts.delete(this.attempts.keys().next().value as string);
     return now;
   }
   /** A successful login does not count against the limit. */
@@ -104,6 +108,7 @@ export function authRoutes(deps: {
   secureCookies: boolean;
   sessionTtlSec: number;
   loginRateLimit: number;
+  loginRateMaxKeys: number;
   maxTokensPerUser: number;
   /** The fleet, for agent names in the audit log (in memory). */
   agents: { get(id: string): { name: string } | undefined; all(): Iterable<{ id: string; name: string; hostname: string }> };
@@ -111,7 +116,7 @@ export function authRoutes(deps: {
 }): ApiRouter {
   const { auth, audit } = deps;
   const r = new ApiRouter();
-  const limiter = new LoginLimiter(deps.loginRateLimit);
+  const limiter = new LoginLimiter(deps.loginRateLimit, deps.loginRateMaxKeys);
 
   r.post(
     '/auth/login',

@@ -37,6 +37,15 @@ const Schema = z.object({
     .default('muster'),
   /** Cluster leases (timers that run once in the cluster): held this long without renewal, renewed every third of it. */
   clusterLeaseTtlMs: z.coerce.number().int().min(1000).max(60_000).default(6000),
+  /**
+   * Batch execution across nodes (server/exec/relay.ts), each table forgetting its oldest entry
+   * first when full: executions of other nodes' tasks this node relays for (the owner's next
+   * resume restores one), agents whose node is remembered from their hello (past it, presence
+   * answers), and tasks of this node followed by consoles on other nodes.
+   */
+  clusterMaxRelayedExecutions: z.coerce.number().int().min(1000).default(100_000),
+  clusterMaxAgentRoutes: z.coerce.number().int().min(1000).default(200_000),
+  clusterMaxWatchedTasks: z.coerce.number().int().min(100).default(10_000),
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   publicUrl: z.string().url().optional(),
@@ -147,6 +156,8 @@ const Schema = z.object({
   anonConnectRate: z.coerce.number().int().min(1).default(500),
   /** The same per remote address: 429 above. */
   anonConnectRatePerAddress: z.coerce.number().int().min(1).default(50),
+  /** Remote addresses whose anonymous upgrades are counted at most (past it, the refilled buckets go; if none has, all). */
+  anonConnectMaxAddresses: z.coerce.number().int().min(100).default(10_000),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /**
@@ -272,6 +283,8 @@ const Schema = z.object({
   fileApplyTimeoutSec: z.coerce.number().int().min(1).default(300),
   /** Failed logins per username+address per minute before 429. */
   loginRateLimit: z.coerce.number().int().min(1).default(10),
+  /** Username+address pairs whose failed logins are counted at most (the least recently tried is forgotten first). */
+  loginRateMaxKeys: z.coerce.number().int().min(100).default(10_000),
   /** How often the schedule engine looks for due schedules. */
   scheduleTickMs: z.coerce.number().int().min(50).max(60_000).default(1000),
   /** A schedule fire later than this (server down, overloaded) counts as missed: skipped or run once, as the schedule says. */
@@ -415,6 +428,9 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   natsUrl: 'MUSTER_NATS_URL',
   cluster: 'MUSTER_CLUSTER',
   clusterLeaseTtlMs: 'MUSTER_CLUSTER_LEASE_TTL_MS',
+  clusterMaxRelayedExecutions: 'MUSTER_CLUSTER_MAX_RELAYED_EXECUTIONS',
+  clusterMaxAgentRoutes: 'MUSTER_CLUSTER_MAX_AGENT_ROUTES',
+  clusterMaxWatchedTasks: 'MUSTER_CLUSTER_MAX_WATCHED_TASKS',
   tlsCert: 'MUSTER_TLS_CERT',
   tlsKey: 'MUSTER_TLS_KEY',
   publicUrl: 'MUSTER_PUBLIC_URL',
@@ -444,6 +460,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   agentConnectRate: 'MUSTER_AGENT_CONNECT_RATE',
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE',
   anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
+  anonConnectMaxAddresses: 'MUSTER_ANON_CONNECT_MAX_ADDRESSES',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
   presencePersistMs: 'MUSTER_PRESENCE_PERSIST_MS',
   sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',
@@ -471,6 +488,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   fileApplyTimeoutSec: 'MUSTER_FILE_APPLY_TIMEOUT_SEC',
   updatePublicKey: 'MUSTER_UPDATE_PUBLIC_KEY',
   loginRateLimit: 'MUSTER_LOGIN_RATE_LIMIT',
+  loginRateMaxKeys: 'MUSTER_LOGIN_RATE_MAX_KEYS',
   dbConnectTimeoutMs: 'MUSTER_DB_CONNECT_TIMEOUT_MS',
   dbAcquireTimeoutMs: 'MUSTER_DB_ACQUIRE_TIMEOUT_MS',
   dbQueryTimeoutMs: 'MUSTER_DB_QUERY_TIMEOUT_MS',
@@ -513,6 +531,71 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   dashboardDiskPercent: 'MUSTER_DASHBOARD_DISK_PERCENT',
   dashboardAttentionMax: 'MUSTER_DASHBOARD_ATTENTION_MAX',
 };
+
+/**
+ * MUSTER_* variables that are not the server's and not mistakes, so never reported as unknown:
+ * the agent's (MUSTER_AGENT_*; the local agent is given them), tests' and benchmarks', the
+ * parameters and facts Muster sets for the scripts it runs, the CLI's, and the build's.
+ */
+const NOT_THE_SERVERS_PREFIXES = ['MUSTER_AGENT_', 'MUSTER_TEST_', 'MUSTER_BENCH_', 'MUSTER_PARAM_'];
+const NOT_THE_SERVERS = new Set([
+  // Set for scripts: agent/executor/run.ts, server/files/index.ts (a distribution's apply command).
+  'MUSTER_EXECUTION_ID',
+  'MUSTER_TASK_ID',
+  'MUSTER_FILE_PATH',
+  // The CLI: cli/client.ts, cli/commands/login.ts.
+  'MUSTER_SERVER',
+  'MUSTER_TOKEN',
+  'MUSTER_PASSWORD',
+  'MUSTER_CLI_CONFIG',
+  // The build and the test tooling: scripts/build.mjs, deployment/build-agent.sh, test/helpers, test/e2e, bench/sim.
+  'MUSTER_SKIP_WEB_BUILD',
+  'MUSTER_NODE_BIN',
+  'MUSTER_PACKAGE_GZIP_LEVEL',
+  'MUSTER_UPDATE_SCREENSHOTS',
+  'MUSTER_CHROMIUM',
+  'MUSTER_SIM_CONFIG',
+]);
+const SERVER_VARIABLES = new Set<string>(Object.values(ENV));
+
+/**
+ * The MUSTER_* variables of `env` the server does not read (sorted), each with the server variable
+ * it most likely misspells, if one is close. Known names are the table loadConfig parses with.
+ */
+export function unknownVariables(env: NodeJS.ProcessEnv): { name: string; didYouMean?: string }[] {
+  return Object.keys(env)
+    .filter((k) => k.startsWith('MUSTER_') && !SERVER_VARIABLES.has(k) && !NOT_THE_SERVERS.has(k))
+    .filter((k) => !NOT_THE_SERVERS_PREFIXES.some((p) => k.startsWith(p)))
+    .sort()
+    .map((name) => {
+      const near = closest(name, SERVER_VARIABLES);
+      return near ? { name, didYouMean: near } : { name };
+    });
+}
+
+/** The known name within an edit distance of 3 of `name` (the nearest; none when two tie). */
+function closest(name: string, known: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestD = 4;
+  let tie = false;
+  for (const k of known) {
+    if (Math.abs(k.length - name.length) >= bestD) continue;
+    const d = editDistance(name, k);
+    if (d < bestD) [best, bestD, tie] = [k, d, false];
+    else if (d === bestD) tie = true;
+  }
+  return tie ? undefined : best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
 
 /** Raised for invalid configuration; main prints it and exits non-zero before listening. */
 export class ConfigError extends Error {}

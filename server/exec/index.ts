@@ -78,6 +78,11 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     fanout,
     bus,
     log,
+    bounds: {
+      maxRelayedExecutions: config.clusterMaxRelayedExecutions,
+      maxAgentRoutes: config.clusterMaxAgentRoutes,
+      maxWatchedTasks: config.clusterMaxWatchedTasks,
+    },
   });
   core.metrics.sources.tasksRunning = () => scheduler.size;
   const svc = new ExecService({

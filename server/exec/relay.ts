@@ -41,12 +41,17 @@ const LIVE = 'exec.live';
 const LIVE_END = 'exec.live-end';
 const CANCEL_TASK = 'exec.cancel-task';
 
-/** Executions of other nodes' tasks this node relays for at most (oldest forgotten first; the owner's next resume restores one). */
-export const MAX_RELAYED_EXECUTIONS = 100_000;
-/** Agents whose node is remembered from their hello at most (past it, the presence registry answers). */
-export const MAX_AGENT_ROUTES = 200_000;
-/** Tasks of this node followed by consoles on other nodes at most (oldest forgotten first). */
-export const MAX_WATCHED_TASKS = 10_000;
+/**
+ * The relay's tables are bounded, the oldest entry forgotten first (config: MUSTER_CLUSTER_MAX_*):
+ * executions of other nodes' tasks this node relays for (the owner's next resume restores one),
+ * agents whose node is remembered from their hello (past it, the presence registry answers), and
+ * tasks of this node followed by consoles on other nodes.
+ */
+export interface RelayBounds {
+  maxRelayedExecutions: number;
+  maxAgentRoutes: number;
+  maxWatchedTasks: number;
+}
 /** A cancel sent to the owner node waits this long for its answer (a database write and an audit row there). */
 export const REMOTE_CANCEL_TIMEOUT_MS = 20_000;
 
@@ -103,6 +108,7 @@ export class ExecRelay {
       fanout: Pick<ConsoleFanout, 'output' | 'ended' | 'subscribers'>;
       bus: Pick<Bus, 'subscribe'>;
       log: Logger;
+      bounds: RelayBounds;
     },
   ) {}
 
@@ -145,7 +151,7 @@ export class ExecRelay {
       const m = t.m;
       if ('executionId' in m && typeof m.executionId === 'string') {
         if (m.type === 'exec.ack') this.owners.delete(m.executionId);
-        else remember(this.owners, m.executionId, from, MAX_RELAYED_EXECUTIONS);
+        else remember(this.owners, m.executionId, from, this.d.bounds.maxRelayedExecutions);
       }
       if (!fleet.send(t.a, m)) link.send(from, UNDELIVERED, { a: t.a });
     });
@@ -158,7 +164,7 @@ export class ExecRelay {
     h(FROM_AGENT, (f: FromAgent, data, from) => {
       const t = this.target;
       if (!t || fleet.isOnline(f.a)) return; // connected here now: its reports come straight
-      remember(this.via, f.a, from, MAX_AGENT_ROUTES);
+      remember(this.via, f.a, from, this.d.bounds.maxAgentRoutes);
       if (f.o) return t.output(f.a, f.o[0], f.o[1], f.o[2], data);
       const m = f.m;
       if (m?.type === 'exec.started') t.started(f.a, m);
@@ -168,7 +174,7 @@ export class ExecRelay {
     // Every node: an agent (re)connected elsewhere; reconcile the executions this node owns.
     h(HELLO, (x: { a: string; x: Hello['executions'] }, _data, from) => {
       if (fleet.isOnline(x.a)) return; // a newer socket here
-      remember(this.via, x.a, from, MAX_AGENT_ROUTES);
+      remember(this.via, x.a, from, this.d.bounds.maxAgentRoutes);
       const mine = x.x.filter((e) => this.d.scheduler.holds(x.a, e.executionId));
       // Unknown ones are the agent node's to settle (late results, or over): none is returned here.
       this.d.scheduler.agentReturned(x.a, { executions: mine });
@@ -188,7 +194,7 @@ export class ExecRelay {
     h(WATCH, (w: { t: string }, _data, from) => {
       const s = this.watchers.get(w.t) ?? new Set<string>();
       s.add(from);
-      remember(this.watchers, w.t, s, MAX_WATCHED_TASKS);
+      remember(this.watchers, w.t, s, this.d.bounds.maxWatchedTasks);
     });
     h(WATCH_END, (w: { t: string }, _data, from) => {
       const s = this.watchers.get(w.t);
@@ -245,7 +251,7 @@ export class ExecRelay {
   /** A report this node could not route from memory, sent to the owner found in the database (later ones follow it). */
   forward(owner: string, agentId: string, m: Report): void {
     if (!this.d.enabled) return;
-    remember(this.owners, m.executionId, owner, MAX_RELAYED_EXECUTIONS);
+    remember(this.owners, m.executionId, owner, this.d.bounds.maxRelayedExecutions);
     this.d.link.send(owner, FROM_AGENT, { a: agentId, m } satisfies FromAgent);
   }
 

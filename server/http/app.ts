@@ -77,6 +77,7 @@ export function createApp(
       secureCookies: servedOverHttps(config),
       sessionTtlSec: config.sessionTtlSec,
       loginRateLimit: config.loginRateLimit,
+      loginRateMaxKeys: config.loginRateMaxKeys,
       maxTokensPerUser: config.maxTokensPerUser,
       agents: { get: (id) => core.fleet.get(id), all: () => core.fleet.agents.values() },
       db: core.db,

@@ -70,6 +70,7 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     agentConnectRate: config.agentConnectRate,
     anonConnectRate: config.anonConnectRate,
     anonConnectRatePerAddress: config.anonConnectRatePerAddress,
+    anonConnectMaxAddresses: config.anonConnectMaxAddresses,
     publicUrl: config.publicUrl,
     remoteOf: d.remoteOf,
     draining: () => draining || !accepting,

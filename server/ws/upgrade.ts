@@ -25,6 +25,8 @@ export interface UpgradeDeps {
   /** Upgrades per second, in all and per remote address, that do not present a valid agent secret (enrollments, floods). */
   anonConnectRate: number;
   anonConnectRatePerAddress: number;
+  /** Remote addresses counted at most (MUSTER_ANON_CONNECT_MAX_ADDRESSES). */
+  anonConnectMaxAddresses: number;
   publicUrl: string | undefined;
   /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
   remoteOf(req: IncomingMessage): string | null;
@@ -72,7 +74,7 @@ class PerAddressLimiter {
   private readonly buckets = new Map<string, ConnectLimiter>();
   constructor(
     private readonly rate: number,
-    private readonly maxKeys = 10_000,
+    private readonly maxKeys: number,
   ) {}
   take(addr: string | null): boolean {
     const key = addr ?? '?';
@@ -97,7 +99,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
   // bad or absent credentials (cheap to send) must never spend the reconnect budget of the fleet.
   const limiter = new ConnectLimiter(deps.agentConnectRate);
   const anonLimiter = new ConnectLimiter(deps.anonConnectRate);
-  const anonPerAddress = new PerAddressLimiter(deps.anonConnectRatePerAddress);
+  const anonPerAddress = new PerAddressLimiter(deps.anonConnectRatePerAddress, deps.anonConnectMaxAddresses);
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());

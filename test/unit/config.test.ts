@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AgentConfigError, loadAgentConfig } from '../../agent/config.js';
-import { ConfigError, loadConfig } from '../../server/config/config.js';
+import { ConfigError, loadConfig, unknownVariables } from '../../server/config/config.js';
 
 describe('server config', () => {
   it('has working defaults and is frozen', () => {
@@ -71,6 +71,80 @@ describe('server config', () => {
       expect((err as Error).message).toMatch(/MUSTER_PORT[\s\S]*MUSTER_HEARTBEAT_INTERVAL_MS/);
     }
   });
+
+  it('table bounds: defaults, overrides, and bad values refused naming the variable', () => {
+    expect(loadConfig({})).toMatchObject({
+      clusterMaxRelayedExecutions: 100_000,
+      clusterMaxAgentRoutes: 200_000,
+      clusterMaxWatchedTasks: 10_000,
+      anonConnectMaxAddresses: 10_000,
+      loginRateMaxKeys: 10_000,
+    });
+    const c = loadConfig({
+      MUSTER_CLUSTER_MAX_RELAYED_EXECUTIONS: '5000',
+      MUSTER_CLUSTER_MAX_AGENT_ROUTES: '6000',
+      MUSTER_CLUSTER_MAX_WATCHED_TASKS: '700',
+      MUSTER_ANON_CONNECT_MAX_ADDRESSES: '800',
+      MUSTER_LOGIN_RATE_MAX_KEYS: '900',
+    });
+    expect(c).toMatchObject({
+      clusterMaxRelayedExecutions: 5000,
+      clusterMaxAgentRoutes: 6000,
+      clusterMaxWatchedTasks: 700,
+      anonConnectMaxAddresses: 800,
+      loginRateMaxKeys: 900,
+    });
+    for (const [name, bad] of [
+      ['MUSTER_CLUSTER_MAX_RELAYED_EXECUTIONS', '10'],
+      ['MUSTER_CLUSTER_MAX_AGENT_ROUTES', 'many'],
+      ['MUSTER_CLUSTER_MAX_WATCHED_TASKS', '1.5'],
+      ['MUSTER_ANON_CONNECT_MAX_ADDRESSES', '-1'],
+      ['MUSTER_LOGIN_RATE_MAX_KEYS', '0'],
+    ] as const) {
+      expect(() => loadConfig({ [name]: bad }), name).toThrow(new RegExp(`invalid configuration:\\n  ${name}: `));
+    }
+  });
+
+  it('unknown MUSTER_* variables: exactly those the server does not read, with a near server variable when there is one', () => {
+    const env = {
+      PATH: '/bin',
+      MUSTER_PORT: '1',
+      MUSTER_CLUSTER_MAX_WATCHED_TASKS: '700',
+      MUSTER_HEARTBEAT_INTERVL_MS: '500', // typo
+      MUSTER_FROBNICATE: '1',
+      MUSTER_AGENT_ANYTHING: 'x', // the agent's (the local agent is given them)
+      MUSTER_TEST_LOG_DIR: '/tmp',
+      MUSTER_BENCH_NATS_URL: 'nats://x',
+      MUSTER_PARAM_WHO: 'world', // a script's parameter
+      MUSTER_TOKEN: 't', // the CLI's
+      MUSTER_EXECUTION_ID: 'e', // set for scripts
+      MUSTER_BENCH_SIMULATED_PRESENCE: '1',
+    };
+    expect(unknownVariables(env)).toEqual([{ name: 'MUSTER_FROBNICATE' }, { name: 'MUSTER_HEARTBEAT_INTERVL_MS', didYouMean: 'MUSTER_HEARTBEAT_INTERVAL_MS' }]);
+    expect(unknownVariables({})).toEqual([]);
+  });
+
+  it('unknown MUSTER_* variables: none of the names the CLI, the agent, scripts, the build and the tests read is reported', () => {
+    // Every MUSTER_ name written in the code of this repository that is not the server's.
+    const root = path.resolve(__dirname, '../..');
+    const names = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        if (e.name === 'node_modules' || e.name === 'dist' || e.name.startsWith('.')) continue;
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.(ts|mjs|js|vue|sh)$/.test(e.name)) for (const m of fs.readFileSync(p, 'utf8').matchAll(/\bMUSTER_[A-Z0-9_]*[A-Z0-9]\b/g)) names.add(m[0]);
+      }
+    };
+    for (const d of ['agent', 'cli', 'server', 'protocol', 'scripts', 'bench', 'test', 'deployment'])
+      if (fs.existsSync(path.join(root, d))) walk(path.join(root, d));
+    // Not configuration of anything: this test's own names, shell text run inside tests, and what
+    // deployment/build-agent.sh hands its inner esbuild step (never a process's environment).
+    const internal = ['MUSTER_HEARTBEAT_INTERVL_MS', 'MUSTER_FROBNICATE', 'MUSTER_RC_MARK', 'MUSTER_CGROUP_PROCS', 'MUSTER_VERSION__', 'MUSTER_BROKEN__'];
+    for (const n of [...internal, 'MUSTER_ROOT', 'MUSTER_OUT', 'MUSTER_VERSION', 'MUSTER_BROKEN']) names.delete(n);
+    expect(names.size).toBeGreaterThan(100);
+    expect(unknownVariables(Object.fromEntries([...names].map((n) => [n, '1'])))).toEqual([]);
+  });
 });
 
 describe('agent config', () => {
@@ -111,6 +185,29 @@ describe('agent config', () => {
       /execLowWaterBytes must be below execHighWaterBytes/,
     );
     expect(() => loadAgentConfig(['--server', 'ws://x'], { MUSTER_AGENT_MAX_PAYLOAD: String(1 << 20) })).toThrow(/maxPayload/);
+  });
+
+  it('terminal download chunk and window, and the execution journal, are settings with defaults and bounds', () => {
+    const base = { MUSTER_AGENT_SERVER: 'ws://x' };
+    expect(loadAgentConfig([], base)).toMatchObject({ terminalTransferChunkBytes: 64 << 10, terminalTransferWindowBytes: 1 << 20, execJournalKeep: 50_000 });
+    const c = loadAgentConfig([], {
+      ...base,
+      MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES: String(256 << 10),
+      MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES: String(4 << 20),
+      MUSTER_AGENT_EXEC_JOURNAL_KEEP: '200000',
+    });
+    expect(c).toMatchObject({ terminalTransferChunkBytes: 256 << 10, terminalTransferWindowBytes: 4 << 20, execJournalKeep: 200_000 });
+    const file = path.join(dir, 'limits.json');
+    fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 }));
+    expect(loadAgentConfig(['--config', file], {})).toMatchObject({ terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 });
+    for (const [name, bad, msg] of [
+      ['MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES', String(2 << 20), /terminalTransferChunkBytes/],
+      ['MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES', 'big', /terminalTransferChunkBytes/],
+      ['MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES', String(32 << 10), /terminalTransferWindowBytes must be at least terminalTransferChunkBytes/],
+      ['MUSTER_AGENT_EXEC_JOURNAL_KEEP', '10', /execJournalKeep/],
+    ] as const) {
+      expect(() => loadAgentConfig([], { ...base, [name]: bad }), name).toThrow(msg);
+    }
   });
 
   it.each([

@@ -8,12 +8,12 @@ import { ResultStore } from '../../agent/executor/results.js';
 describe('execution journal', () => {
   it('remembers ids across reopen (an agent restart) and refuses repeats', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'journal-'));
-    const j = new Journal(dir);
+    const j = new Journal(dir, 50_000);
     expect(j.add('e1')).toBe(true);
     expect(j.add('e1')).toBe(false);
     expect(j.add('e2')).toBe(true);
     j.close();
-    const j2 = new Journal(dir);
+    const j2 = new Journal(dir, 50_000);
     expect(j2.has('e1')).toBe(true);
     expect(j2.has('e2')).toBe(true);
     expect(j2.add('e2')).toBe(false);
