@@ -9,7 +9,7 @@ import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
-import { WaveLease } from '../waves/leased.js';
+import { LeasedWaves } from '../waves/leased.js';
 import type { WaveSpec } from '../waves/plan.js';
 import type { ContentStore } from './content.js';
 import type { DistributionRow, FileRow, FileRepo, RevisionRow, TargetRow } from './repo.js';
@@ -40,7 +40,6 @@ interface Extra {
   actor: Actor;
 }
 type DistLive = Live<DistributionRow, TargetRow, Extra>;
-type DistributionOp = 'create' | 'pause' | 'resume' | 'approve' | 'cancel';
 
 export interface EngineDeps {
   repo: FileRepo;
@@ -71,10 +70,10 @@ export interface EngineDeps {
  * `distribution.updated`.
  */
 export class DistributionEngine {
+  private readonly runs: LeasedWaves<DistributionRow, TargetRow, Extra, DistributionView, NewDistribution>;
   private readonly waves: WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>;
   /** transferId → distribution id. */
   private readonly byTransfer = new Map<string, string>();
-  private readonly lease: WaveLease<DistributionOp>;
 
   constructor(private readonly d: EngineDeps) {
     const { repo, fleet, bus, transfers } = d;
@@ -85,12 +84,7 @@ export class DistributionEngine {
       done: DONE,
       pending: 'pending',
       skipped: 'skipped',
-      insert: (row, targets) => repo.insertDistribution(row, targets),
-      updateRun: (row) => repo.updateDistribution(row),
-      updateTarget: (t) => repo.updateTarget(t),
-      getRun: (id) => repo.getDistribution(id),
-      targets: (id) => repo.targets(id),
-      active: () => repo.activeDistributions(),
+      store: repo.distributions,
       restore: async (row, targets) => {
         const file = await repo.getFile(row.fileId, true);
         const revision = row.kind === 'apply' ? await repo.getRevision(row.fileId, row.revision) : null;
@@ -138,36 +132,31 @@ export class DistributionEngine {
       publish: (row) => bus.publish('distribution.updated', { distributionId: row.id, fileId: row.fileId }),
       view: distributionView,
     };
-    this.waves = new WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>(driver, {
-      log: d.log,
-      tickMs: d.tickMs,
-      retry: d.retry,
-      driving: () => this.lease.holds(),
-    });
-    this.lease = new WaveLease<DistributionOp>({
+    this.runs = new LeasedWaves<DistributionRow, TargetRow, Extra, DistributionView, NewDistribution>(driver, {
       leases: d.leases,
       link: d.link,
       log: d.log,
       kind: 'waves.distribution',
-      resume: () => this.waves.start(),
-      suspend: () => {
+      tickMs: d.tickMs,
+      retry: d.retry,
+      agents: (ids) => ids.map((id) => fleet.get(id)).filter((x): x is AgentRecord => x !== undefined),
+      createHere: (input, candidates) => this.createHere(input, candidates),
+      suspending: () => {
         for (const l of this.waves.runs()) for (const [transferId] of l.x.inflight) this.endTransfer(l, transferId);
-        this.waves.suspend();
       },
-      run: (op, args) => this.run(op, args),
     });
+    this.waves = this.runs.engine;
   }
 
   async start(): Promise<void> {
     // Connect hooks run once the welcome is written: a waiting transfer may start at once.
     this.d.fleet.onConnect((agentId) => this.onConnect(agentId));
     this.d.fleet.onDisconnect((agentId) => this.onDisconnect(agentId));
-    await this.lease.start();
+    await this.runs.start();
   }
 
   async stop(): Promise<void> {
-    await this.lease.stop();
-    await this.waves.stop();
+    await this.runs.stop();
     await this.d.transfers.close();
     await this.waves.flushed();
   }
@@ -179,30 +168,13 @@ export class DistributionEngine {
   }
 
   /** The distribution of a file that is active (running, paused, soaking, awaiting approval), if any (another node's: from the database). */
-  async activeFor(fileId: string): Promise<DistributionRow | null> {
-    if (!this.lease.holds()) return (await this.d.repo.activeDistributions()).find((r) => r.fileId === fileId) ?? null;
-    for (const l of this.waves.runs()) if (l.row.fileId === fileId && WaveEngine.active(l.row.state)) return l.row;
-    return null;
+  activeFor(fileId: string): Promise<DistributionRow | null> {
+    return this.runs.activeWhere((r) => r.fileId === fileId);
   }
 
-  /** Creates a distribution on the node driving them (the candidates travel as agent ids). */
-  async create(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
-    return (await this.lease.call('create', { input, agents: candidates.map((c) => c.id) })) as DistributionRow;
-  }
-
-  /** A call on the node driving distributions. */
-  private async run(op: DistributionOp, args: unknown): Promise<unknown> {
-    const a = args as { id: string; by: string; input: NewDistribution; agents: string[] };
-    let row: DistributionRow;
-    if (op === 'create') {
-      const candidates = a.agents.map((id) => this.d.fleet.get(id)).filter((x): x is AgentRecord => x !== undefined);
-      row = await this.createHere(a.input, candidates);
-    } else if (op === 'pause') row = this.waves.pause(a.id, a.by);
-    else if (op === 'resume') row = this.waves.resume(a.id);
-    else if (op === 'approve') row = this.waves.approve(a.id);
-    else row = this.waves.cancel(a.id, a.by);
-    await this.waves.flushed();
-    return { ...row };
+  /** Creates a distribution on the node driving them. */
+  create(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
+    return this.runs.create(input, candidates);
   }
 
   private async createHere(input: NewDistribution, candidates: AgentRecord[]): Promise<DistributionRow> {
@@ -290,29 +262,28 @@ export class DistributionEngine {
     this.waves.advance(l);
   }
 
-  async pause(id: string, by: string): Promise<DistributionRow> {
-    return (await this.lease.call('pause', { id, by })) as DistributionRow;
+  pause(id: string, by: string): Promise<DistributionRow> {
+    return this.runs.pause(id, by);
   }
 
-  async resume(id: string): Promise<DistributionRow> {
-    return (await this.lease.call('resume', { id })) as DistributionRow;
+  resume(id: string): Promise<DistributionRow> {
+    return this.runs.resume(id);
   }
 
-  async approve(id: string): Promise<DistributionRow> {
-    return (await this.lease.call('approve', { id })) as DistributionRow;
+  approve(id: string): Promise<DistributionRow> {
+    return this.runs.approve(id);
   }
 
-  async cancel(id: string, by: string): Promise<DistributionRow> {
-    return (await this.lease.call('cancel', { id, by })) as DistributionRow;
+  cancel(id: string, by: string): Promise<DistributionRow> {
+    return this.runs.cancel(id, by);
   }
 
   view(id: string, withTargets: boolean): Promise<DistributionView> {
-    return this.waves.view(id, withTargets);
+    return this.runs.view(id, withTargets);
   }
 
   async list(fileId: string, limit: number, offset: number): Promise<{ items: DistributionView[]; total: number }> {
-    const { items, total } = await this.d.repo.listDistributions(fileId, limit, offset);
-    return { items: await Promise.all(items.map((r) => this.view(r.id, false))), total };
+    return this.runs.views(await this.d.repo.distributions.list(limit, offset, { file_id: fileId }));
   }
 
   /* ---------------- internals ---------------- */

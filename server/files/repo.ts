@@ -1,7 +1,6 @@
 import type { DistributionState, DistributionTargetState, FileRevisionView, ManagedFileView } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
-import { parseJson } from '../db/db.js';
-import { ACTIVE_RUN_STATES } from '../waves/engine.js';
+import { runColumns, runFields, targetColumns, targetFields, WaveRepo, type WaveTables } from '../waves/repo.js';
 
 export interface FileRow {
   id: string;
@@ -91,35 +90,16 @@ const revisionFrom = (r: Record<string, unknown>): RevisionRow => ({
   createdAt: Number(r['created_at']),
 });
 const distributionFrom = (r: Record<string, unknown>): DistributionRow => ({
-  id: String(r['id']),
+  ...runFields<DistributionState>(r),
   fileId: String(r['file_id']),
   revision: Number(r['revision']),
   kind: String(r['kind']) as 'apply' | 'remove',
   selector: String(r['selector']),
-  waveSpec: parseJson(r['waves'], ['100%']),
-  maxFailures: Number(r['max_failures']),
-  state: String(r['state']) as DistributionState,
-  reason: str(r['reason']),
-  currentWave: Number(r['current_wave']),
-  failureBase: Number(r['failure_base']),
-  soakSeconds: Number(r['soak_seconds'] ?? 0),
-  approval: Boolean(r['approval']),
-  waveDoneAt: num(r['wave_done_at']),
-  createdBy: String(r['created_by']),
-  createdAt: Number(r['created_at']),
-  updatedAt: Number(r['updated_at']),
-  finishedAt: num(r['finished_at']),
 });
 const targetFrom = (r: Record<string, unknown>): TargetRow => ({
+  ...targetFields<DistributionTargetState>(r),
   distributionId: String(r['distribution_id']),
-  agentId: String(r['agent_id']),
-  agentName: String(r['agent_name']),
-  wave: Number(r['wave']),
-  state: String(r['state']) as DistributionTargetState,
-  reason: str(r['reason']),
   postTaskId: str(r['post_task_id']),
-  startedAt: num(r['started_at']),
-  updatedAt: Number(r['updated_at']),
 });
 const hostFrom = (r: Record<string, unknown>): HostRow => ({
   fileId: String(r['file_id']),
@@ -131,37 +111,17 @@ const hostFrom = (r: Record<string, unknown>): HostRow => ({
   updatedAt: Number(r['updated_at']),
 });
 
-const distributionCols = (d: DistributionRow) => ({
-  id: d.id,
-  file_id: d.fileId,
-  revision: d.revision,
-  kind: d.kind,
-  selector: d.selector,
-  waves: JSON.stringify(d.waveSpec),
-  max_failures: d.maxFailures,
-  state: d.state,
-  reason: d.reason?.slice(0, 1024) ?? null,
-  current_wave: d.currentWave,
-  failure_base: d.failureBase,
-  soak_seconds: d.soakSeconds,
-  approval: d.approval,
-  wave_done_at: d.waveDoneAt,
-  created_by: d.createdBy,
-  created_at: d.createdAt,
-  updated_at: d.updatedAt,
-  finished_at: d.finishedAt,
-});
-const targetCols = (t: TargetRow) => ({
-  distribution_id: t.distributionId,
-  agent_id: t.agentId,
-  agent_name: t.agentName,
-  wave: t.wave,
-  state: t.state,
-  reason: t.reason?.slice(0, 2048) ?? null,
-  post_task_id: t.postTaskId,
-  started_at: t.startedAt,
-  updated_at: t.updatedAt,
-});
+/** Distributions and their targets: the queries every run in waves makes (server/waves/repo.ts). */
+const DISTRIBUTIONS: WaveTables<DistributionRow, TargetRow> = {
+  runs: 'file_distributions',
+  targets: 'file_distribution_targets',
+  runKey: 'distribution_id',
+  runFrom: distributionFrom,
+  runCols: (d) => ({ ...runColumns(d, 1024), file_id: d.fileId, revision: d.revision, kind: d.kind, selector: d.selector }),
+  targetFrom,
+  targetCols: (t) => ({ ...targetColumns(t, 2048), post_task_id: t.postTaskId }),
+  runOf: (t) => t.distributionId,
+};
 
 export function fileView(f: FileRow, hosts = 0, drifted = 0): ManagedFileView {
   return {
@@ -185,7 +145,12 @@ export function revisionView(r: RevisionRow): FileRevisionView {
 
 /** Database access for managed files, revisions, distributions and per-host state. */
 export class FileRepo {
-  constructor(private readonly db: Db) {}
+  /** Distributions and their targets. */
+  readonly distributions: WaveRepo<DistributionRow, TargetRow>;
+
+  constructor(private readonly db: Db) {
+    this.distributions = new WaveRepo(db, DISTRIBUTIONS);
+  }
 
   async insertFile(f: FileRow, pathKey: string): Promise<void> {
     await this.db('managed_files').insert({
@@ -301,42 +266,6 @@ export class FileRepo {
 
   async revisions(fileId: string): Promise<RevisionRow[]> {
     return (await this.db('file_revisions').where({ file_id: fileId }).orderBy('revision', 'desc')).map(revisionFrom);
-  }
-
-  async insertDistribution(d: DistributionRow, targets: TargetRow[]): Promise<void> {
-    await this.db.transaction(async (trx) => {
-      await trx('file_distributions').insert(distributionCols(d));
-      for (let i = 0; i < targets.length; i += 500) await trx('file_distribution_targets').insert(targets.slice(i, i + 500).map(targetCols));
-    });
-  }
-
-  async updateDistribution(d: DistributionRow): Promise<void> {
-    const { id: _id, ...cols } = distributionCols(d);
-    await this.db('file_distributions').where({ id: d.id }).update(cols);
-  }
-
-  async updateTarget(t: TargetRow): Promise<void> {
-    const { distribution_id: _d, agent_id: _a, ...cols } = targetCols(t);
-    await this.db('file_distribution_targets').where({ distribution_id: t.distributionId, agent_id: t.agentId }).update(cols);
-  }
-
-  async getDistribution(id: string): Promise<DistributionRow | null> {
-    const r = await this.db('file_distributions').where({ id }).first();
-    return r ? distributionFrom(r) : null;
-  }
-
-  async listDistributions(fileId: string, limit: number, offset: number): Promise<{ items: DistributionRow[]; total: number }> {
-    const [{ n }] = (await this.db('file_distributions').where({ file_id: fileId }).count({ n: '*' })) as [{ n: number | string }];
-    const rows = await this.db('file_distributions').where({ file_id: fileId }).orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).offset(offset);
-    return { items: rows.map(distributionFrom), total: Number(n) };
-  }
-
-  async targets(distributionId: string): Promise<TargetRow[]> {
-    return (await this.db('file_distribution_targets').where({ distribution_id: distributionId }).orderBy('wave').orderBy('agent_name')).map(targetFrom);
-  }
-
-  async activeDistributions(): Promise<DistributionRow[]> {
-    return (await this.db('file_distributions').whereIn('state', ACTIVE_RUN_STATES)).map(distributionFrom);
   }
 
   async hosts(fileId: string): Promise<HostRow[]> {

@@ -10,7 +10,7 @@ import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { gateView, WaveEngine, type Live, type WaveDriver } from '../waves/engine.js';
-import { WaveLease } from '../waves/leased.js';
+import { LeasedWaves } from '../waves/leased.js';
 import type { WaveSpec } from '../waves/plan.js';
 import type { RolloutRow, TargetRow, UpdateRepo } from './repo.js';
 
@@ -41,7 +41,6 @@ export interface NewRollout extends RolloutPackage {
   createdBy: string;
 }
 
-type RolloutOp = 'create' | 'pause' | 'resume' | 'approve' | 'cancel';
 /** Node-addressed kinds (server/cluster/node-link.ts) of rollouts across nodes. */
 const CALL = 'waves.rollout';
 /** Agent node → every node: an agent connected here (`v`: its version, `u`: it can update itself). */
@@ -75,7 +74,7 @@ export class RolloutEngine {
   private readonly cannotUpdate = new Set<string>();
   /** agentId → the node its last hello came from (a bye from another node is an older socket's). */
   private readonly where = new Map<string, string>();
-  private readonly lease: WaveLease<RolloutOp>;
+  private readonly runs: LeasedWaves<RolloutRow, TargetRow, Sent, RolloutView, NewRollout>;
   private readonly unsubs: (() => void)[] = [];
 
   constructor(
@@ -104,12 +103,7 @@ export class RolloutEngine {
       done: DONE,
       pending: 'pending',
       skipped: 'skipped',
-      insert: (row, targets) => repo.insertRollout(row, targets),
-      updateRun: (row) => repo.updateRollout(row),
-      updateTarget: (t) => repo.updateTarget(t),
-      getRun: (id) => repo.getRollout(id),
-      targets: (id) => repo.targets(id),
-      active: () => repo.activeRollouts(),
+      store: repo.rollouts,
       restore: async () => new Set(),
       target: (row, a, wave, skipReason, now) => ({
         rolloutId: row.id,
@@ -158,21 +152,17 @@ export class RolloutEngine {
       publish: (row) => bus.publish('rollout.updated', { rolloutId: row.id }),
       view: rolloutView,
     };
-    this.waves = new WaveEngine<RolloutRow, TargetRow, Sent, RolloutView>(driver, {
-      log: d.log,
-      tickMs: d.tickMs,
-      retry: d.retry,
-      driving: () => this.lease.holds(),
-    });
-    this.lease = new WaveLease<RolloutOp>({
+    this.runs = new LeasedWaves<RolloutRow, TargetRow, Sent, RolloutView, NewRollout>(driver, {
       leases: d.leases,
       link: d.link,
       log: d.log,
       kind: CALL,
-      resume: () => this.waves.start(),
-      suspend: () => this.waves.suspend(),
-      run: (op, args) => this.run(op, args),
+      tickMs: d.tickMs,
+      retry: d.retry,
+      agents: (ids) => ids.map((id) => fleet.get(id)).filter((x): x is AgentRecord => x !== undefined),
+      createHere: (input, candidates) => this.createHere(input, candidates),
     });
+    this.waves = this.runs.engine;
   }
 
   async start(): Promise<void> {
@@ -185,7 +175,7 @@ export class RolloutEngine {
       if (!fleet.isOnline(m.a) && this.where.get(m.a) === from) this.bye(m.a);
     });
     h(STATUS, (m: { a: string; r: string; s: UpdateState; why?: string }) => {
-      if (this.lease.holds()) void this.recordReport(m.a, m.r, m.s, m.why);
+      if (this.runs.holds()) void this.recordReport(m.a, m.r, m.s, m.why);
     });
     // Connect hooks run once the welcome is written, so commands may go out at once.
     fleet.onConnect((agentId, hello) => {
@@ -197,46 +187,29 @@ export class RolloutEngine {
       if (this.where.get(agentId) === link.nodeId) this.bye(agentId);
       link.broadcast(BYE, { a: agentId });
     });
-    await this.lease.start();
+    await this.runs.start();
   }
 
   async stop(): Promise<void> {
     for (const u of this.unsubs.splice(0)) u();
-    await this.lease.stop();
-    await this.waves.stop();
+    await this.runs.stop();
   }
 
   /** Whether this node drives rollouts now (holds the `waves` lease; always on one node). */
   drives(): boolean {
-    return this.lease.holds();
+    return this.runs.holds();
   }
 
   private hello(agentId: string, version: string, canUpdate: boolean, node: string): void {
     this.where.set(agentId, node);
     if (canUpdate) this.cannotUpdate.delete(agentId);
     else this.cannotUpdate.add(agentId);
-    if (this.lease.holds()) this.onConnect(agentId, version);
+    if (this.runs.holds()) this.onConnect(agentId, version);
   }
 
   private bye(agentId: string): void {
     this.where.delete(agentId);
     for (const l of this.waves.runs()) l.x.delete(agentId);
-  }
-
-  /** A call on the node driving rollouts (create's candidates travel as agent ids). */
-  private async run(op: RolloutOp, args: unknown): Promise<unknown> {
-    const a = args as { id: string; by: string; input: NewRollout; agents: string[] };
-    let row: RolloutRow;
-    if (op === 'create') {
-      const candidates = a.agents.map((id) => this.d.fleet.get(id)).filter((x): x is AgentRecord => x !== undefined);
-      row = await this.createHere(a.input, candidates);
-    } else if (op === 'pause') row = this.waves.pause(a.id, a.by);
-    else if (op === 'resume') row = this.waves.resume(a.id);
-    else if (op === 'approve') row = this.waves.approve(a.id);
-    else row = this.waves.cancel(a.id, a.by);
-    // The caller (maybe on another node) reads the run from the database next.
-    await this.waves.flushed();
-    return { ...row };
   }
 
   /** Why an agent would be skipped by a rollout of this package (null: it would be updated). */
@@ -255,13 +228,12 @@ export class RolloutEngine {
 
   /** The id of the active rollout, if any, on any node (another node's is read from the database). */
   async activeRolloutId(): Promise<string | null> {
-    if (this.lease.holds()) return this.activeRollout()?.id ?? null;
-    return (await this.d.repo.activeRollouts())[0]?.id ?? null;
+    return (await this.runs.activeWhere(() => true))?.id ?? null;
   }
 
   /** Creates a rollout over the agents `candidates` (already filtered by selector) and starts wave 0, on the node driving rollouts. */
   async create(input: NewRollout, candidates: AgentRecord[]): Promise<RolloutRow> {
-    return (await this.lease.call('create', { input, agents: candidates.map((c) => c.id) })) as RolloutRow;
+    return this.runs.create(input, candidates);
   }
 
   private async createHere(input: NewRollout, candidates: AgentRecord[]): Promise<RolloutRow> {
@@ -299,7 +271,7 @@ export class RolloutEngine {
 
   /** An agent's update.status for one of its targets (recorded by the node driving rollouts). */
   async report(agentId: string, rolloutId: string, state: UpdateState, reason: string | undefined): Promise<void> {
-    if (this.lease.holds()) return this.recordReport(agentId, rolloutId, state, reason);
+    if (this.runs.holds()) return this.recordReport(agentId, rolloutId, state, reason);
     // Every node hears it; the one holding the lease records it (between two holders it is lost:
     // the agent's next hello, or the update timeout, settles the target).
     this.d.link.broadcast(STATUS, { a: agentId, r: rolloutId, s: state, why: reason });
@@ -322,38 +294,37 @@ export class RolloutEngine {
       return;
     }
     // A finished rollout: still record a late outcome (e.g. rolled_back after a timeout).
-    const t = await this.d.repo.getTarget(rolloutId, agentId);
+    const t = await this.d.repo.rollouts.getTarget(rolloutId, agentId);
     const reasonOnly = t?.state === 'failed' && state === 'failed' && Boolean(reason);
     if (!t || t.startedAt == null || (!reasonOnly && !allowed(t.state, state))) return;
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
-    await this.d.repo.updateTarget(t);
+    await this.d.repo.rollouts.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
   }
 
-  async pause(id: string, by: string): Promise<RolloutRow> {
-    return (await this.lease.call('pause', { id, by })) as RolloutRow;
+  pause(id: string, by: string): Promise<RolloutRow> {
+    return this.runs.pause(id, by);
   }
 
-  async resume(id: string): Promise<RolloutRow> {
-    return (await this.lease.call('resume', { id })) as RolloutRow;
+  resume(id: string): Promise<RolloutRow> {
+    return this.runs.resume(id);
   }
 
-  async approve(id: string): Promise<RolloutRow> {
-    return (await this.lease.call('approve', { id })) as RolloutRow;
+  approve(id: string): Promise<RolloutRow> {
+    return this.runs.approve(id);
   }
 
-  async cancel(id: string, by: string): Promise<RolloutRow> {
-    return (await this.lease.call('cancel', { id, by })) as RolloutRow;
+  cancel(id: string, by: string): Promise<RolloutRow> {
+    return this.runs.cancel(id, by);
   }
 
   /** The rollout as the API shows it (`withTargets` adds every target). */
   view(id: string, withTargets: boolean): Promise<RolloutView> {
-    return this.waves.view(id, withTargets);
+    return this.runs.view(id, withTargets);
   }
 
   async list(limit: number, offset: number): Promise<{ items: RolloutView[]; total: number }> {
-    const { items, total } = await this.d.repo.listRollouts(limit, offset);
-    return { items: await Promise.all(items.map((r) => this.view(r.id, false))), total };
+    return this.runs.views(await this.d.repo.rollouts.list(limit, offset));
   }
 
   /* ---------------- internals ---------------- */

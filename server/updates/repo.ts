@@ -1,7 +1,6 @@
 import type { ArtifactView, RolloutState, UpdateState } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
-import { parseJson } from '../db/db.js';
-import { ACTIVE_RUN_STATES } from '../waves/engine.js';
+import { runColumns, runFields, targetFields, targetColumns, WaveRepo, type WaveTables } from '../waves/repo.js';
 
 export interface ArtifactRow {
   id: string;
@@ -90,7 +89,7 @@ const artifactFrom = (r: Record<string, unknown>): ArtifactRow => ({
 });
 
 const rolloutFrom = (r: Record<string, unknown>): RolloutRow => ({
-  id: String(r['id']),
+  ...runFields<RolloutState>(r),
   artifactId: (r['artifact_id'] as string | null) ?? null,
   version: String(r['version']),
   url: (r['url'] as string | null) ?? null,
@@ -98,74 +97,44 @@ const rolloutFrom = (r: Record<string, unknown>): RolloutRow => ({
   sha256: String(r['sha256']),
   signature: String(r['signature']),
   selector: String(r['selector']),
-  waveSpec: parseJson(r['waves'], ['100%']),
-  maxFailures: Number(r['max_failures']),
   allowDowngrade: Boolean(r['allow_downgrade']),
-  state: String(r['state']) as RolloutState,
-  reason: (r['reason'] as string | null) ?? null,
-  currentWave: Number(r['current_wave']),
-  failureBase: Number(r['failure_base']),
-  soakSeconds: Number(r['soak_seconds'] ?? 0),
-  approval: Boolean(r['approval']),
-  waveDoneAt: r['wave_done_at'] == null ? null : Number(r['wave_done_at']),
-  createdBy: String(r['created_by']),
-  createdAt: Number(r['created_at']),
-  updatedAt: Number(r['updated_at']),
-  finishedAt: r['finished_at'] == null ? null : Number(r['finished_at']),
 });
 
-const targetFrom = (r: Record<string, unknown>): TargetRow => ({
-  rolloutId: String(r['rollout_id']),
-  agentId: String(r['agent_id']),
-  agentName: String(r['agent_name']),
-  wave: Number(r['wave']),
-  state: String(r['state']) as UpdateState,
-  reason: (r['reason'] as string | null) ?? null,
-  fromVersion: (r['from_version'] as string | null) ?? null,
-  startedAt: r['started_at'] == null ? null : Number(r['started_at']),
-  updatedAt: Number(r['updated_at']),
-});
-
-const rolloutCols = (r: RolloutRow) => ({
-  id: r.id,
-  artifact_id: r.artifactId,
-  version: r.version,
-  url: r.url,
-  size: r.size,
-  sha256: r.sha256,
-  signature: r.signature,
-  selector: r.selector,
-  waves: JSON.stringify(r.waveSpec),
-  max_failures: r.maxFailures,
-  allow_downgrade: r.allowDowngrade,
-  state: r.state,
-  reason: r.reason?.slice(0, 512) ?? null,
-  current_wave: r.currentWave,
-  failure_base: r.failureBase,
-  soak_seconds: r.soakSeconds,
-  approval: r.approval,
-  wave_done_at: r.waveDoneAt,
-  created_by: r.createdBy,
-  created_at: r.createdAt,
-  updated_at: r.updatedAt,
-  finished_at: r.finishedAt,
-});
-
-const targetCols = (t: TargetRow) => ({
-  rollout_id: t.rolloutId,
-  agent_id: t.agentId,
-  agent_name: t.agentName,
-  wave: t.wave,
-  state: t.state,
-  reason: t.reason,
-  from_version: t.fromVersion,
-  started_at: t.startedAt,
-  updated_at: t.updatedAt,
-});
+/** Rollouts and their targets: the queries every run in waves makes (server/waves/repo.ts). */
+const ROLLOUTS: WaveTables<RolloutRow, TargetRow> = {
+  runs: 'rollouts',
+  targets: 'rollout_targets',
+  runKey: 'rollout_id',
+  runFrom: rolloutFrom,
+  runCols: (r) => ({
+    ...runColumns(r, 512),
+    artifact_id: r.artifactId,
+    version: r.version,
+    url: r.url,
+    size: r.size,
+    sha256: r.sha256,
+    signature: r.signature,
+    selector: r.selector,
+    allow_downgrade: r.allowDowngrade,
+  }),
+  targetFrom: (r) => ({
+    ...targetFields<UpdateState>(r),
+    rolloutId: String(r['rollout_id']),
+    fromVersion: (r['from_version'] as string | null) ?? null,
+  }),
+  // The reason column is TEXT (64 KiB).
+  targetCols: (t) => ({ ...targetColumns(t, 16_000), from_version: t.fromVersion }),
+  runOf: (t) => t.rolloutId,
+};
 
 /** Database access for artifacts, rollouts and rollout targets. */
 export class UpdateRepo {
-  constructor(private readonly db: Db) {}
+  /** Rollouts and their targets. */
+  readonly rollouts: WaveRepo<RolloutRow, TargetRow>;
+
+  constructor(private readonly db: Db) {
+    this.rollouts = new WaveRepo(db, ROLLOUTS);
+  }
 
   async insertArtifact(a: ArtifactRow): Promise<void> {
     await this.db('artifacts').insert({
@@ -222,48 +191,5 @@ export class UpdateRepo {
     const [{ n }] = (await this.db('artifacts').count({ n: '*' })) as [{ n: number | string }];
     const rows = await this.db('artifacts').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).offset(offset);
     return { items: rows.map(artifactFrom), total: Number(n) };
-  }
-
-  async insertRollout(r: RolloutRow, targets: TargetRow[]): Promise<void> {
-    await this.db.transaction(async (trx) => {
-      await trx('rollouts').insert(rolloutCols(r));
-      for (let i = 0; i < targets.length; i += 500) await trx('rollout_targets').insert(targets.slice(i, i + 500).map(targetCols));
-    });
-  }
-
-  async updateRollout(r: RolloutRow): Promise<void> {
-    const { id: _id, ...cols } = rolloutCols(r);
-    await this.db('rollouts').where({ id: r.id }).update(cols);
-  }
-
-  async updateTarget(t: TargetRow): Promise<void> {
-    await this.db('rollout_targets')
-      .where({ rollout_id: t.rolloutId, agent_id: t.agentId })
-      .update({ state: t.state, reason: t.reason, started_at: t.startedAt, updated_at: t.updatedAt, from_version: t.fromVersion });
-  }
-
-  async getRollout(id: string): Promise<RolloutRow | null> {
-    const r = await this.db('rollouts').where({ id }).first();
-    return r ? rolloutFrom(r) : null;
-  }
-
-  async listRollouts(limit: number, offset: number): Promise<{ items: RolloutRow[]; total: number }> {
-    const [{ n }] = (await this.db('rollouts').count({ n: '*' })) as [{ n: number | string }];
-    const rows = await this.db('rollouts').orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).offset(offset);
-    return { items: rows.map(rolloutFrom), total: Number(n) };
-  }
-
-  async targets(rolloutId: string): Promise<TargetRow[]> {
-    return (await this.db('rollout_targets').where({ rollout_id: rolloutId }).orderBy('wave').orderBy('agent_name')).map(targetFrom);
-  }
-
-  async getTarget(rolloutId: string, agentId: string): Promise<TargetRow | null> {
-    const r = await this.db('rollout_targets').where({ rollout_id: rolloutId, agent_id: agentId }).first();
-    return r ? targetFrom(r) : null;
-  }
-
-  /** Rollouts the engine must keep driving after a server restart. */
-  async activeRollouts(): Promise<RolloutRow[]> {
-    return (await this.db('rollouts').whereIn('state', ACTIVE_RUN_STATES)).map(rolloutFrom);
   }
 }

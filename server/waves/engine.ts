@@ -48,6 +48,17 @@ export interface Live<R extends WaveRun, T extends WaveTarget, X> {
   x: X;
 }
 
+/** Where a kind of run's rows live (server/waves/repo.ts's WaveRepo on a database). */
+export interface WaveStore<R extends WaveRun, T extends WaveTarget> {
+  insert(row: R, targets: T[]): Promise<void>;
+  updateRun(row: R): Promise<void>;
+  updateTarget(t: T): Promise<void>;
+  getRun(id: string): Promise<R | null>;
+  targets(id: string): Promise<T[]>;
+  /** Runs in an active state (left by the previous process, or by the previous lease holder). */
+  active(): Promise<R[]>;
+}
+
 /**
  * What a kind of run does to its targets (send a package, send a file revision), and where its
  * rows live. The engine owns waves, states, failures, soak, approval and the write order.
@@ -64,13 +75,7 @@ export interface WaveDriver<R extends WaveRun, T extends WaveTarget, X> {
   /** The state of a target that still has to be sent, and of one skipped. */
   pending: T['state'];
   skipped: T['state'];
-  insert(row: R, targets: T[]): Promise<void>;
-  updateRun(row: R): Promise<void>;
-  updateTarget(t: T): Promise<void>;
-  getRun(id: string): Promise<R | null>;
-  targets(id: string): Promise<T[]>;
-  /** Runs left active by the previous process. */
-  active(): Promise<R[]>;
+  store: WaveStore<R, T>;
   /** What the driver keeps for a restored run (null: the run cannot go on and is left alone). */
   restore(row: R, targets: Map<string, T>): Promise<X | null>;
   /** A new target row. */
@@ -139,8 +144,8 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     // Writes a previous term of this node queued land before the stored runs are read.
     await this.writes;
     this.live.clear();
-    for (const row of await this.driver.active()) {
-      const targets = new Map((await this.driver.targets(row.id)).map((t) => [t.agentId, t]));
+    for (const row of await this.driver.store.active()) {
+      const targets = new Map((await this.driver.store.targets(row.id)).map((t) => [t.agentId, t]));
       const x = await this.driver.restore(row, targets);
       if (x !== null) this.live.set(row.id, { row, targets, x });
     }
@@ -209,7 +214,7 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
       for (const a of go.slice(i, i + size)) targets.push(this.driver.target(row, a, wave, null, now));
       i += size;
     });
-    await this.driver.insert(row, targets);
+    await this.driver.store.insert(row, targets);
     const l: Live<R, T, X> = { row, targets: new Map(targets.map((t) => [t.agentId, t])), x };
     this.live.set(row.id, l);
     for (const t of targets) if (t.state === this.driver.skipped) this.driver.changed?.(l, t);
@@ -265,9 +270,9 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     const l = this.live.get(id);
     // A run that just left memory may still have writes queued: read it once they are stored.
     if (!l) await this.writes;
-    const row = l?.row ?? (await this.driver.getRun(id));
+    const row = l?.row ?? (await this.driver.store.getRun(id));
     if (!row) throw notFound(this.driver.noun);
-    const targets = l ? [...l.targets.values()] : await this.driver.targets(id);
+    const targets = l ? [...l.targets.values()] : await this.driver.store.targets(id);
     return this.driver.view(row, targets, withTargets) as V;
   }
 
@@ -292,7 +297,7 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
   touch(l: Live<R, T, X>, t: T): void {
     t.updatedAt = this.now();
     const copy = { ...t };
-    this.write(() => this.driver.updateTarget(copy));
+    this.write(() => this.driver.store.updateTarget(copy));
     this.publish(l);
   }
 
@@ -406,7 +411,7 @@ export class WaveEngine<R extends WaveRun, T extends WaveTarget, X, V = unknown>
     Object.assign(l.row, patch, { updatedAt: this.now() });
     if (pausedNow) this.driver.paused?.(l);
     const copy = { ...l.row };
-    this.write(() => this.driver.updateRun(copy));
+    this.write(() => this.driver.store.updateRun(copy));
     this.publish(l);
   }
 

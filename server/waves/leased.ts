@@ -1,8 +1,10 @@
 import type { Leases } from '../cluster/lease.js';
 import type { NodeLink } from '../cluster/node-link.js';
 import type { ErrorCode } from '../../protocol/index.js';
+import type { AgentRecord } from '../fleet/repo.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../log.js';
+import { WaveEngine, type WaveDriver, type WaveRun, type WaveStore, type WaveTarget } from './engine.js';
 
 /** A call forwarded to the node driving wave runs waits this long for its answer (database writes there). */
 export const WAVE_CALL_TIMEOUT_MS = 20_000;
@@ -114,5 +116,124 @@ export class WaveLease<Op extends string> {
     }
     if ('refused' in a) throw new ApiError(a.refused.code, a.refused.message, a.refused.status, a.refused.details);
     return a.r;
+  }
+}
+
+/** The calls every kind of run in waves takes, made where the runs are driven. */
+export type WaveOp = 'create' | 'pause' | 'resume' | 'approve' | 'cancel';
+
+/**
+ * One kind of run in waves in a cluster: the wave engine (engine.ts) driven under the `waves` lease
+ * (WaveLease above). Gaining the lease restores the active runs, losing it forgets them (after the
+ * kind's `suspending`, which ends what it has in flight); the engine's timer (soak, approval, target
+ * timeouts) runs only while the lease is held; create, pause, resume, approve and cancel run on the
+ * holder wherever they are called. What stays with each kind (rollouts, file distributions) is its
+ * driver (what a target gets), how a run is created, and its own messages.
+ */
+export class LeasedWaves<R extends WaveRun, T extends WaveTarget, X, V, In> {
+  readonly engine: WaveEngine<R, T, X, V>;
+  private readonly lease: WaveLease<WaveOp>;
+
+  constructor(
+    driver: WaveDriver<R, T, X>,
+    private readonly d: {
+      leases: Leases;
+      link: NodeLink;
+      log: Logger;
+      /** Node message kind of forwarded calls, e.g. `waves.rollout`. */
+      kind: string;
+      tickMs?: number;
+      retry?: { initialMs: number; maxMs: number };
+      /** The agents a forwarded create names (candidates travel as ids). */
+      agents(ids: string[]): AgentRecord[];
+      /** Creates a run here (this node holds the lease). */
+      createHere(input: In, candidates: AgentRecord[]): Promise<R>;
+      /** Before the runs are forgotten on losing the lease. */
+      suspending?(): void;
+    },
+  ) {
+    this.engine = new WaveEngine<R, T, X, V>(driver, { log: d.log, tickMs: d.tickMs, retry: d.retry, driving: () => this.lease.holds() });
+    this.lease = new WaveLease<WaveOp>({
+      leases: d.leases,
+      link: d.link,
+      log: d.log,
+      kind: d.kind,
+      resume: () => this.engine.start(),
+      suspend: () => {
+        d.suspending?.();
+        this.engine.suspend();
+      },
+      run: (op, args) => this.run(op, args),
+    });
+    this.store = driver.store;
+  }
+
+  private readonly store: WaveStore<R, T>;
+
+  /** Takes part in the `waves` lease (restores the active runs when this node holds it). */
+  start(): Promise<void> {
+    return this.lease.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.lease.stop();
+    await this.engine.stop();
+  }
+
+  /** Whether this node drives the runs now (holds the `waves` lease; always on one node). */
+  holds(): boolean {
+    return this.lease.holds();
+  }
+
+  /** The active run matching `match`: from memory on the holder, else from the database. */
+  async activeWhere(match: (row: R) => boolean): Promise<R | null> {
+    if (!this.holds()) return (await this.store.active()).find(match) ?? null;
+    for (const l of this.engine.runs()) if (WaveEngine.active(l.row.state) && match(l.row)) return l.row;
+    return null;
+  }
+
+  /** Creates a run over `candidates` (already filtered by selector) on the node driving runs. */
+  async create(input: In, candidates: AgentRecord[]): Promise<R> {
+    return (await this.lease.call('create', { input, agents: candidates.map((c) => c.id) })) as R;
+  }
+
+  async pause(id: string, by: string): Promise<R> {
+    return (await this.lease.call('pause', { id, by })) as R;
+  }
+
+  async resume(id: string): Promise<R> {
+    return (await this.lease.call('resume', { id })) as R;
+  }
+
+  async approve(id: string): Promise<R> {
+    return (await this.lease.call('approve', { id })) as R;
+  }
+
+  async cancel(id: string, by: string): Promise<R> {
+    return (await this.lease.call('cancel', { id, by })) as R;
+  }
+
+  /** The run as the API shows it (`withTargets` adds every target). */
+  view(id: string, withTargets: boolean): Promise<V> {
+    return this.engine.view(id, withTargets);
+  }
+
+  /** A page of runs (rows read from the database) as the API lists them. */
+  async views(page: { items: R[]; total: number }): Promise<{ items: V[]; total: number }> {
+    return { items: await Promise.all(page.items.map((r) => this.view(r.id, false))), total: page.total };
+  }
+
+  /** A call on this node (it holds the lease). */
+  private async run(op: WaveOp, args: unknown): Promise<unknown> {
+    const a = args as { id: string; by: string; input: In; agents: string[] };
+    let row: R;
+    if (op === 'create') row = await this.d.createHere(a.input, this.d.agents(a.agents));
+    else if (op === 'pause') row = this.engine.pause(a.id, a.by);
+    else if (op === 'resume') row = this.engine.resume(a.id);
+    else if (op === 'approve') row = this.engine.approve(a.id);
+    else row = this.engine.cancel(a.id, a.by);
+    // The caller (maybe on another node) reads the run from the database next.
+    await this.engine.flushed();
+    return { ...row };
   }
 }

@@ -44,27 +44,29 @@ function setup(opts: { db?: Db } = {}) {
     done: new Set<S>(['ok']),
     pending: 'pending',
     skipped: 'skipped',
-    insert: async (row, targets) => {
-      db.runs.set(row.id, { ...row });
-      db.targets.set(
-        row.id,
-        targets.map((t) => ({ ...t })),
-      );
+    store: {
+      insert: async (row, targets) => {
+        db.runs.set(row.id, { ...row });
+        db.targets.set(
+          row.id,
+          targets.map((t) => ({ ...t })),
+        );
+      },
+      updateRun: async (row) => {
+        maybeFail(db);
+        (db.log ??= []).push(`run ${row.state}`);
+        db.runs.set(row.id, { ...row });
+      },
+      updateTarget: async (t) => {
+        maybeFail(db);
+        (db.log ??= []).push(`${t.agentId} ${t.state}`);
+        const list = db.targets.get(t.runId)!;
+        list[list.findIndex((x) => x.agentId === t.agentId)] = { ...t };
+      },
+      getRun: async (id) => db.runs.get(id) ?? null,
+      targets: async (id) => (db.targets.get(id) ?? []).map((t) => ({ ...t })),
+      active: async () => [...db.runs.values()].filter((r) => ['running', 'paused', 'soaking', 'awaiting_approval'].includes(r.state)).map((r) => ({ ...r })),
     },
-    updateRun: async (row) => {
-      maybeFail(db);
-      (db.log ??= []).push(`run ${row.state}`);
-      db.runs.set(row.id, { ...row });
-    },
-    updateTarget: async (t) => {
-      maybeFail(db);
-      (db.log ??= []).push(`${t.agentId} ${t.state}`);
-      const list = db.targets.get(t.runId)!;
-      list[list.findIndex((x) => x.agentId === t.agentId)] = { ...t };
-    },
-    getRun: async (id) => db.runs.get(id) ?? null,
-    targets: async (id) => (db.targets.get(id) ?? []).map((t) => ({ ...t })),
-    active: async () => [...db.runs.values()].filter((r) => ['running', 'paused', 'soaking', 'awaiting_approval'].includes(r.state)).map((r) => ({ ...r })),
     restore: async () => ({}),
     target: (row, a, wave, skip, now) => ({
       runId: row.id,
