@@ -63,6 +63,8 @@ async function compose(config: Config, log: Logger, opts: { webDist?: string; ag
   const scripts = createScripts(core, exec.service, (scriptId) => schedules.repo.countForScript(scriptId));
   const schedules = createSchedules(core, scripts.service);
   const notifications = createNotifications(core);
+  // Failed executions are published for its rules even when no console watches their task.
+  exec.followFailures(() => notifications.service.rulesFor('execution.failed').length > 0);
   const files = createFiles(core, exec.service);
   const agentConfig = createAgentConfig(core);
 

@@ -6,6 +6,7 @@ import type { AgentBinaryHandlers } from '../ws/handlers.js';
 import { ConsoleFanout } from './fanout.js';
 import { ExecWriteBatcher } from './write-batcher.js';
 import { ReadGate } from './read-gate.js';
+import { NOTIFIED_EXECUTION_STATES, type Execution } from './model.js';
 import { ExecRelay } from './relay.js';
 import { ExecRepo } from './repo.js';
 import { execRoutes } from './routes.js';
@@ -18,6 +19,12 @@ import { ExecService } from './service.js';
  */
 export function createExec(core: Core): Capability<'exec.started' | 'exec.finished' | 'exec.rejected', 'task.subscribe' | 'task.unsubscribe'> & {
   execOutput: AgentBinaryHandlers['execOutput'];
+  /**
+   * Another capability follows executions that end in NOTIFIED_EXECUTION_STATES while `wanted()`
+   * says so (notifications: while a rule names `execution.failed`); their `execution.updated` is
+   * then published even when no console watches the task.
+   */
+  followFailures(wanted: () => boolean): void;
   /** Task creation and reads for other capabilities (script library, schedules). */
   service: ExecService;
 } {
@@ -41,6 +48,14 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const fanout = new ConsoleFanout(config.execConsoleBufferBytes);
   // Cluster (issue 12): agents on other nodes are reached through the relay (server/exec/relay.ts).
   const cluster = core.nodes;
+  const failureFollowers: Array<() => boolean> = [];
+  /**
+   * Whether an execution's change is published (`execution.updated`): building and sending the view
+   * for every change of a 10,000-host batch nobody looks at was a large share of its CPU (issue 17).
+   * In a cluster every change is published: consoles on other nodes read them from the bus.
+   */
+  const watched = (e: Execution): boolean =>
+    cluster.enabled || fanout.subscribers(e.taskId) > 0 || (NOTIFIED_EXECUTION_STATES.includes(e.status) && failureFollowers.some((wanted) => wanted()));
   // eslint-disable-next-line prefer-const -- the relay needs the scheduler, which needs the relay's port
   let relay: ExecRelay;
   const scheduler = new Scheduler({
@@ -62,6 +77,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
         relay.liveEnded(taskId, executionId, nextSeq);
       },
     },
+    watched,
     log,
     metrics: core.metrics,
     maxExecutionsPerAgent: config.maxExecutionsPerAgent,
@@ -159,6 +175,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       gate.admit(ctx.agentId, ctx.channel);
     },
     service: svc,
+    followFailures: (wanted) => void failureFollowers.push(wanted),
     routes: execRoutes(svc, repo),
     async start() {
       relay.start({

@@ -68,6 +68,8 @@ export interface Task extends TaskSpec {
 export const isFinal = (s: ExecutionState): boolean => FINAL_EXECUTION_STATES.includes(s);
 /** States that count against maxFailures and that a failed-only rerun picks. */
 export const FAILURE_STATES: readonly ExecutionState[] = ['failed', 'timeout', 'lost', 'policy_denied'];
+/** States an `execution.failed` notification is sent for (server/notifications): published while a rule names that event. */
+export const NOTIFIED_EXECUTION_STATES: readonly ExecutionState[] = ['failed', 'timeout', 'lost'];
 
 const iso = (t: number | null) => (t == null ? null : new Date(t).toISOString());
 

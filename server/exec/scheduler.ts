@@ -25,6 +25,12 @@ export interface SchedulerDeps {
   bus: Pick<Bus, 'publish'>;
   /** Live output for the consoles that follow a task. */
   live: Pick<ConsoleFanout, 'output' | 'ended'>;
+  /**
+   * Whether anyone follows an execution's changes now (a console watching its task, a
+   * notification rule for its new state, another node): `execution.updated` is built and published
+   * only then. Asked after the change is applied (`e` carries its new state).
+   */
+  watched(e: Execution): boolean;
   log: Logger;
   metrics: Metrics;
   maxExecutionsPerAgent: number;
@@ -40,8 +46,8 @@ export interface SchedulerDeps {
  * task's sliding window (`concurrency`) and each agent's limit, applies `maxFailures`, takes the
  * agent's reports, reconciles with an agent that comes back (and with the database after a
  * restart), and moves executions to their final states. Every state change is queued to the
- * batched writer and published on the bus; memory is the truth for active tasks, the database for
- * finished ones. Its state is private: everything else goes through the operations below.
+ * batched writer, and published on the bus when someone follows it (`watched`); memory is the
+ * truth for active tasks, the database for finished ones. Its state is private: everything else goes through the operations below.
  */
 export class Scheduler {
   private readonly tasks = new Map<string, ActiveTask>();
@@ -461,14 +467,16 @@ export class Scheduler {
     return s;
   }
 
-  /** Queues a row update and publishes the execution. */
+  /** Queues a row update and publishes the execution to whoever follows it. */
   private change(e: Execution, patch: ExecPatch): void {
     if (patch.status === 'running' && e.status === 'dispatched' && e.dispatchedAt != null) {
       this.d.metrics.dispatchLatency.observe(Math.max(0, Date.now() - e.dispatchedAt) / 1000);
     }
     Object.assign(e, patch);
     this.d.writer.update(e.id, patch);
-    this.d.bus.publish('execution.updated', { execution: executionView(e) });
+    // Unwatched (the common case of a large batch): no view is built. A console that starts
+    // following later reads the task's executions from memory (ExecService.getTask).
+    if (this.d.watched(e)) this.d.bus.publish('execution.updated', { execution: executionView(e) });
     this.markDirty(e.taskId);
   }
 

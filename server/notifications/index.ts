@@ -1,4 +1,5 @@
 import type { Capability, Core } from '../core.js';
+import { NOTIFIED_EXECUTION_STATES } from '../exec/model.js';
 import { NotificationRepo } from './repo.js';
 import { notificationRoutes } from './routes.js';
 import { NotificationService } from './service.js';
@@ -95,7 +96,7 @@ export function createNotifications(core: Core): Capability<never, never> & { se
         bus.subscribe(
           'execution.updated',
           ({ execution: e }) => {
-            if (e.status !== 'failed' && e.status !== 'timeout' && e.status !== 'lost') return;
+            if (!NOTIFIED_EXECUTION_STATES.includes(e.status)) return;
             if (!service.rulesFor('execution.failed').length || !executions.first(e.id)) return;
             const why = e.exitCode !== null ? `exit ${e.exitCode}` : (e.reason ?? e.status);
             service.notify('execution.failed', {

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { AgentMessage, ServerToAgent } from '../../protocol/index.js';
+import type { AgentMessage, ExecutionView, ServerToAgent } from '../../protocol/index.js';
 import type { Execution, Task } from '../../server/exec/model.js';
 import { Scheduler, type SchedulerDeps } from '../../server/exec/scheduler.js';
 import type { AgentRecord } from '../../server/fleet/repo.js';
@@ -43,9 +43,10 @@ class FakeFleet {
   }
 }
 
-function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: Execution[] } } = {}) {
+function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: Execution[] }; watched?: (e: Execution) => boolean } = {}) {
   const fleet = new FakeFleet();
   const stored: { taskId: string; patch: object }[] = [];
+  const published: ExecutionView[] = [];
   const deps: SchedulerDeps = {
     repo: {
       updateTask: async (taskId, patch) => void stored.push({ taskId, patch }),
@@ -54,8 +55,13 @@ function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: 
     },
     writer: { update: () => {}, output: () => {}, afterFlush: (fn) => fn() },
     fleet,
-    bus: { publish: () => {} },
+    bus: {
+      publish: (topic, payload) => {
+        if (topic === 'execution.updated') published.push((payload as { execution: ExecutionView }).execution);
+      },
+    },
     live: { output: () => {}, ended: () => {} },
+    watched: o.watched ?? (() => true),
     log: pino({ level: 'silent' }),
     metrics,
     maxExecutionsPerAgent: o.maxPerAgent ?? 8,
@@ -63,7 +69,7 @@ function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: 
     maxOutputBytes: 1 << 20,
   };
   const s = new Scheduler(deps);
-  return { s, fleet, stored };
+  return { s, fleet, stored, published };
 }
 
 let n = 0;
@@ -180,6 +186,43 @@ describe('exec scheduler', () => {
       cwd: null,
       timeoutSec: 60,
     });
+  });
+
+  it('execution.updated is built only for executions someone follows, with the state after the change', () => {
+    const watchedTasks = new Set<string>();
+    const asked: string[] = [];
+    const { s, fleet, published } = setup({
+      watched: (e) => {
+        asked.push(`${e.id}:${e.status}`);
+        return watchedTasks.has(e.taskId) || e.status === 'failed';
+      },
+    });
+    for (const a of agents(3)) fleet.online.add(a);
+    const quiet = task();
+    const followed = task();
+    const eq = executions(quiet, agents(3));
+    const ef = executions(followed, agents(3));
+    watchedTasks.add(followed.id);
+    s.submit(quiet, eq);
+    s.submit(followed, ef);
+    s.finished('a0', result(eq[0]!.id, 'succeeded'));
+    s.finished('a1', result(eq[1]!.id, 'failed'));
+    s.finished('a0', result(ef[0]!.id, 'succeeded'));
+    // Asked with the new state of each change (dispatch, then the result).
+    expect(asked).toContain(`${eq[0]!.id}:dispatched`);
+    expect(asked).toContain(`${eq[0]!.id}:succeeded`);
+    // The unwatched task: only its failure (a notification rule's state); the watched one: every change.
+    expect(published.map((v) => `${v.id}:${v.status}`)).toEqual([
+      `${ef[0]!.id}:dispatched`,
+      `${ef[1]!.id}:dispatched`,
+      `${ef[2]!.id}:dispatched`,
+      `${eq[1]!.id}:failed`,
+      `${ef[0]!.id}:succeeded`,
+    ]);
+    // A console that starts following later gets the changes from then on.
+    watchedTasks.add(quiet.id);
+    s.finished('a2', result(eq[2]!.id, 'succeeded'));
+    expect(published.at(-1)).toMatchObject({ id: eq[2]!.id, status: 'succeeded', exitCode: 0 });
   });
 
   it('a percentage window is taken of the targets, and an agent runs at most its limit', () => {
