@@ -3,26 +3,10 @@ import type { Knex } from 'knex';
 import { parseJson, queryTimeout, type Db, type Dialect } from '../db/db.js';
 import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
 import type { Execution, Task } from './model.js';
+import { COLS, type ExecPatch } from './columns.js';
 import { updateExecutionRows } from './row-updates.js';
 
-/** Column patch of one execution row (camelCase keys of Execution). */
-export type ExecPatch = Partial<Omit<Execution, 'id' | 'taskId' | 'agentId' | 'agentName'>>;
-
-const COLS: Record<keyof ExecPatch, string> = {
-  status: 'status',
-  reason: 'reason',
-  exitCode: 'exit_code',
-  signal: 'signal',
-  queuedUntil: 'queued_until',
-  dispatchedAt: 'dispatched_at',
-  startedAt: 'started_at',
-  finishedAt: 'finished_at',
-  outputBytes: 'output_bytes',
-  nextSeq: 'next_seq',
-  truncated: 'truncated',
-  containment: 'containment',
-  reconciledAt: 'reconciled_at',
-};
+export type { ExecPatch };
 
 export function patchToRow(p: ExecPatch): Record<string, unknown> {
   const row: Record<string, unknown> = {};

@@ -1,10 +1,24 @@
 import type { Knex } from 'knex';
 import type { Dialect } from '../db/db.js';
 import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
-import { patchToRow, type ExecPatch } from './repo.js';
+import { COLS, type ExecPatch } from './columns.js';
 
 /** Rows per multi-row UPDATE on MySQL (a CASE list is scanned per row: not thousands). */
 export const UPDATE_ROWS = 200;
+
+/** The patchable fields with their columns, in a fixed order (bit i of a group's mask is FIELDS[i]). */
+const FIELDS = Object.entries(COLS) as ReadonlyArray<[keyof ExecPatch, string]>;
+
+/**
+ * The fields a patch writes, as a bit mask over FIELDS (an undefined value writes nothing, as
+ * knex's update() omits it). A number, so grouping 10,000 patches builds no key strings and no
+ * row objects (it cost as much CPU as SQLite's own updates: issue 17).
+ */
+function fieldMask(p: ExecPatch): number {
+  let mask = 0;
+  for (let i = 0; i < FIELDS.length; i++) if (p[FIELDS[i]![0]] !== undefined) mask |= 1 << i;
+  return mask;
+}
 
 /**
  * Stores queued row updates of executions without a statement compiled per row. Patches are
@@ -21,45 +35,44 @@ export const UPDATE_ROWS = 200;
  */
 export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialect, updates: ReadonlyMap<string, ExecPatch>): Promise<number> {
   const q = dialect === 'mysql' ? (c: string) => `\`${c}\`` : (c: string) => `"${c}"`;
-  const groups = new Map<string, { cols: string[]; rows: Array<[string, Record<string, unknown>]> }>();
+  const groups = new Map<number, { fields: Array<[keyof ExecPatch, string]>; rows: Array<[string, ExecPatch]> }>();
   for (const [id, p] of updates) {
-    const row = patchToRow(p);
-    // An undefined value writes nothing (as knex's update() omits it).
-    const cols = Object.keys(row)
-      .filter((c) => row[c] !== undefined)
-      .sort();
-    if (cols.length === 0) continue;
-    const key = cols.join(',');
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = { cols, rows: [] }));
-    g.rows.push([id, row]);
+    const mask = fieldMask(p);
+    if (mask === 0) continue;
+    let g = groups.get(mask);
+    if (!g) groups.set(mask, (g = { fields: FIELDS.filter((_, i) => mask & (1 << i)), rows: [] }));
+    g.rows.push([id, p]);
   }
   let statements = 0;
   const prepared = await sqlitePrepared(trx);
   if (prepared) {
-    for (const { cols, rows } of groups.values()) {
+    for (const { fields, rows } of groups.values()) {
       // Column names come from the fixed map in repo.ts (COLS), never from input.
-      const stmt = prepared(`UPDATE "executions" SET ${cols.map((c) => `"${c}" = ?`).join(', ')} WHERE "id" = ?`);
-      for (const [id, r] of rows) stmt.run(...cols.map((c) => sqliteValue(r[c])), id);
+      const stmt = prepared(`UPDATE "executions" SET ${fields.map(([, c]) => `"${c}" = ?`).join(', ')} WHERE "id" = ?`);
+      const params = new Array<unknown>(fields.length + 1);
+      for (const [id, p] of rows) {
+        for (let i = 0; i < fields.length; i++) params[i] = sqliteValue(p[fields[i]![0]]);
+        params[fields.length] = id;
+        stmt.run(...params);
+      }
       statements++;
     }
     return statements;
   }
-  for (const { cols, rows } of groups.values()) {
+  for (const { fields, rows } of groups.values()) {
     for (let i = 0; i < rows.length; i += UPDATE_ROWS) {
       const chunk = rows.slice(i, i + UPDATE_ROWS);
       const sets: string[] = [];
       const bindings: unknown[] = [];
-      for (const c of cols) {
-        const first = chunk[0]![1][c];
-        if (chunk.every(([, r]) => r[c] === first)) {
+      for (const [k, c] of fields) {
+        const first = chunk[0]![1][k];
+        if (chunk.every(([, p]) => p[k] === first)) {
           sets.push(`${q(c)} = ?`);
           bindings.push(first);
           continue;
         }
-        // Column names come from the fixed map in repo.ts (COLS), never from input.
         sets.push(`${q(c)} = CASE ${q('id')}${' WHEN ? THEN ?'.repeat(chunk.length)} END`);
-        for (const [id, r] of chunk) bindings.push(id, r[c]);
+        for (const [id, p] of chunk) bindings.push(id, p[k]);
       }
       for (const [id] of chunk) bindings.push(id);
       const sql = `UPDATE ${q('executions')} SET ${sets.join(', ')} WHERE ${q('id')} IN (${new Array<string>(chunk.length).fill('?').join(',')})`;
