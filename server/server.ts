@@ -1,7 +1,5 @@
-import path from 'node:path';
-import { CloseCode } from '../protocol/index.js';
 import type { Config } from './config/config.js';
-import { openCore, type Core } from './core.js';
+import { openCore } from './core.js';
 import { secureDataDir } from './db/data-dir.js';
 import { createAgentConfig } from './agent-config/index.js';
 import { createDashboard } from './dashboard/index.js';
@@ -11,6 +9,7 @@ import { createFleet } from './fleet/index.js';
 import { LocalAgentSupervisor } from './fleet/local-agent.js';
 import { createApp } from './http/app.js';
 import { listenEarly, type Listener } from './http/listener.js';
+import { run, type RunningServer } from './lifecycle.js';
 import type { Logger } from './log.js';
 import { createNotifications } from './notifications/index.js';
 import { createSchedules } from './schedules/index.js';
@@ -20,24 +19,11 @@ import { createUpdates } from './updates/index.js';
 import { ConsoleHub } from './ws/console-hub.js';
 import { attachSockets } from './ws/sockets.js';
 
-export interface RunningServer {
-  port: number;
-  url: string;
-  core: Core;
-  /** Admin password when this start created the admin user with a random one. */
-  generatedAdminPassword?: string;
-  /** MUSTER_ENROLL_TOKEN when set (else enrollment tokens are created in Admin → Enrollment). */
-  enrollToken: string | null;
-  /** Every route the API router really serves (method, path below /api), for the OpenAPI test. */
-  apiRoutes: { method: string; path: string }[];
-  close(): Promise<void>;
-}
-
-/** How long shutdown waits for peers to answer their close frames before cutting them. */
-const CLOSE_GRACE_MS = 2000;
+/** The console's built files, and the agent the local agent runs (main.ts gives both; tests often neither). */
+type StartOptions = { webDist?: string; agentScript?: string };
 
 /** The composition root: listens early, opens the shared services, wires every capability, serves. */
-export async function startServer(config: Config, log: Logger, opts: { webDist?: string; agentScript?: string } = {}): Promise<RunningServer> {
+export async function startServer(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningServer> {
   secureDataDir(config.dataDir);
   const listener = await listenEarly(config, log);
   try {
@@ -48,7 +34,7 @@ export async function startServer(config: Config, log: Logger, opts: { webDist?:
   }
 }
 
-async function compose(config: Config, log: Logger, opts: { webDist?: string; agentScript?: string }, listener: Listener): Promise<RunningServer> {
+async function compose(config: Config, log: Logger, opts: StartOptions, listener: Listener): Promise<RunningServer> {
   const opened = await openCore(config, log, listener.serverUrl);
   const { core } = opened;
   const admin = await core.auth.ensureAdmin(config.adminPassword);
@@ -105,52 +91,8 @@ async function compose(config: Config, log: Logger, opts: { webDist?: string; ag
           : terminals.service.holds(agentId, id),
   });
 
-  // The fleet first: upgrades are refused until it is loaded.
-  for (const cap of [fleet, notifications, exec, terminals, updates, files, schedules, agentConfig]) await cap.start?.();
-  listener.serve(web.app);
-  sockets.accept();
-
-  const local =
-    config.localAgent && opts.agentScript
-      ? new LocalAgentSupervisor({
-          agentScript: opts.agentScript,
-          serverUrl: `${config.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${listener.port}`,
-          token: () => core.enrollment.mintLocal(),
-          stateDir: path.join(config.dataDir, 'local-agent'),
-          log: log.child({ component: 'local-agent' }),
-        })
-      : undefined;
-  local?.start();
-
-  let closing: Promise<void> | undefined;
-  const close = () =>
-    (closing ??= (async () => {
-      // Drain first: agents told to go away must not register again with this process (they would
-      // be live after the fleet stopped). The listener stays open until the sockets are gone and
-      // answers every upgrade 503 + Retry-After: a refused TCP connect would only push each agent's
-      // exponential backoff up while the next process starts, and slow the fleet's return.
-      sockets.drain();
-      await local?.stop();
-      const t0 = Date.now();
-      await fleet.stop?.();
-      hub.close(CloseCode.serverShutdown, 'server shutdown');
-      for (const cap of [schedules, agentConfig, files, updates, terminals, exec, notifications])
-        await cap.stop?.().catch((err: unknown) => log.error({ err }, 'capability stop failed'));
-      await core.fleet.stop();
-      log.debug({ ms: Date.now() - t0 }, 'shutdown: agent sockets closed and recorded');
-      await sockets.close(CLOSE_GRACE_MS);
-      await listener.close();
-      await opened.close();
-      log.info({ ms: Date.now() - t0 }, 'shutdown complete');
-    })());
-
-  return {
-    port: listener.port,
-    url: listener.serverUrl(),
-    core,
-    generatedAdminPassword: admin.password,
-    enrollToken: core.enrollment.staticToken,
-    apiRoutes: web.apiRoutes(),
-    close,
-  };
+  const localAgent = LocalAgentSupervisor.forServer(config, { agentScript: opts.agentScript, port: listener.port, enrollment: core.enrollment, log });
+  // Started in this order after the fleet (upgrades are refused until it is loaded), stopped in the reverse one after it.
+  const capabilities = [notifications, exec, terminals, updates, files, agentConfig, schedules];
+  return run({ log, listener, opened, web, sockets, hub, fleet, capabilities, localAgent, generatedAdminPassword: admin.password });
 }

@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { EnrollmentTokens } from '../auth/enrollment.js';
+import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 
 /**
@@ -23,6 +25,26 @@ export class LocalAgentSupervisor {
       token: () => Promise<string>;
     },
   ) {}
+
+  /**
+   * The server's local agent (MUSTER_LOCAL_AGENT, on by default), undefined when it is off or no
+   * agent script was given: it connects over loopback to this node's own port (wss when the
+   * listener speaks TLS), keeps its state in <data dir>/local-agent and enrolls with a token the
+   * server mints for it.
+   */
+  static forServer(
+    config: Pick<Config, 'localAgent' | 'tlsCert' | 'dataDir'>,
+    d: { agentScript?: string | undefined; port: number; enrollment: Pick<EnrollmentTokens, 'mintLocal'>; log: Logger },
+  ): LocalAgentSupervisor | undefined {
+    if (!config.localAgent || !d.agentScript) return undefined;
+    return new LocalAgentSupervisor({
+      agentScript: d.agentScript,
+      serverUrl: `${config.tlsCert ? 'wss' : 'ws'}://127.0.0.1:${d.port}`,
+      token: () => d.enrollment.mintLocal(),
+      stateDir: path.join(config.dataDir, 'local-agent'),
+      log: d.log.child({ component: 'local-agent' }),
+    });
+  }
 
   start(): void {
     if (!fs.existsSync(this.opts.agentScript)) {

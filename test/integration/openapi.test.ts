@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../server/config/config.js';
 import { openApiPath } from '../../server/http/openapi.js';
 import { createLogger } from '../../server/log.js';
-import { startServer, type RunningServer } from '../../server/server.js';
+import type { RunningServer } from '../../server/lifecycle.js';
+import { startServer } from '../../server/server.js';
 import { ADMIN_PASSWORD, Api, cleanup, tmpDir } from '../helpers/harness.js';
 import { ApiContract } from '../helpers/openapi-check.js';
 
