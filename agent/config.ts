@@ -127,6 +127,13 @@ const Schema = z.object({
     .int()
     .min(0)
     .default(256 * 1024),
+  /** Script output is sent in chunks of at most this many bytes (or what 5 ms gathered, if less). */
+  execOutputChunkBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(1024 * 1024)
+    .default(32 * 1024),
   /**
    * Largest WebSocket message accepted from the server; a larger one closes the connection (1009).
    * Keep it above the server's largest: a FILE_DATA frame (MUSTER_FILE_CHUNK_BYTES, at most 4 MiB)
@@ -208,6 +215,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof Schema>> = {
   MUSTER_AGENT_EXEC_LOW_WATER_BYTES: 'execLowWaterBytes',
   MUSTER_AGENT_MAX_PAYLOAD: 'maxPayload',
   MUSTER_AGENT_EXEC_JOURNAL_KEEP: 'execJournalKeep',
+  MUSTER_AGENT_EXEC_OUTPUT_CHUNK_BYTES: 'execOutputChunkBytes',
   MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES: 'terminalTransferChunkBytes',
   MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES: 'terminalTransferWindowBytes',
 };

@@ -6,16 +6,18 @@ import { Journal } from './journal.js';
 import { ResultStore } from './results.js';
 import { Run, type RunLimits } from './run.js';
 
-/** The executor's limits (see RunLimits); the configurable ones are replaced by the agent config's (agent/config.ts). */
-export const RUN_LIMITS: RunLimits = {
-  coalesceMs: 5,
-  chunkBytes: 32 * 1024,
-  bufferBytes: 16 * 1024 * 1024,
-  killGraceMs: 5000,
-  highWaterBytes: 1024 * 1024,
-  lowWaterBytes: 256 * 1024,
-  drainMs: 500,
-};
+/** One execution's limits (see RunLimits): the agent config's (agent/config.ts), and two fixed timings. */
+export function runLimits(cfg: AgentContext['cfg']): RunLimits {
+  return {
+    coalesceMs: 5,
+    drainMs: 500,
+    chunkBytes: cfg.execOutputChunkBytes,
+    killGraceMs: cfg.execKillGraceSec * 1000,
+    bufferBytes: cfg.execBufferBytes,
+    highWaterBytes: cfg.execHighWaterBytes,
+    lowWaterBytes: cfg.execLowWaterBytes,
+  };
+}
 
 /**
  * Script execution: runs exec.run exactly once per execution id (on-disk journal), streams its
@@ -36,13 +38,7 @@ export function createExecutor(ctx: AgentContext): AgentCapability<'exec.run' | 
   drain(drainMs: number, reportMs: number): Promise<void>;
 } {
   const { link, log } = ctx;
-  const limits: RunLimits = {
-    ...RUN_LIMITS,
-    killGraceMs: ctx.cfg.execKillGraceSec * 1000,
-    bufferBytes: ctx.cfg.execBufferBytes,
-    highWaterBytes: ctx.cfg.execHighWaterBytes,
-    lowWaterBytes: ctx.cfg.execLowWaterBytes,
-  };
+  const limits = runLimits(ctx.cfg);
   const journal = new Journal(ctx.state.dir, ctx.cfg.execJournalKeep);
   const runs = new Map<string, Run>();
   let stopping = false;

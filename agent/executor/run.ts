@@ -10,7 +10,7 @@ import { DEFAULT_PATH, isDir, resolveUser, switchUserArgv, utf8Locale } from '..
 import { createContainment, type Containment } from './containment.js';
 import type { SavedResult } from './results.js';
 
-/** Tunables of one execution (defaults in index.ts). */
+/** Tunables of one execution (runLimits in index.ts: from the agent config). */
 export interface RunLimits {
   /** Coalescing: a chunk is sent after this many ms or at `chunkBytes`, whichever comes first. */
   coalesceMs: number;

@@ -187,16 +187,27 @@ describe('agent config', () => {
     expect(() => loadAgentConfig(['--server', 'ws://x'], { MUSTER_AGENT_MAX_PAYLOAD: String(1 << 20) })).toThrow(/maxPayload/);
   });
 
-  it('terminal download chunk and window, and the execution journal, are settings with defaults and bounds', () => {
+  it('terminal download chunk and window, the execution journal and script output chunks are settings with defaults and bounds', () => {
     const base = { MUSTER_AGENT_SERVER: 'ws://x' };
-    expect(loadAgentConfig([], base)).toMatchObject({ terminalTransferChunkBytes: 64 << 10, terminalTransferWindowBytes: 1 << 20, execJournalKeep: 50_000 });
+    expect(loadAgentConfig([], base)).toMatchObject({
+      terminalTransferChunkBytes: 64 << 10,
+      terminalTransferWindowBytes: 1 << 20,
+      execJournalKeep: 50_000,
+      execOutputChunkBytes: 32 << 10,
+    });
     const c = loadAgentConfig([], {
       ...base,
       MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES: String(256 << 10),
       MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES: String(4 << 20),
       MUSTER_AGENT_EXEC_JOURNAL_KEEP: '200000',
+      MUSTER_AGENT_EXEC_OUTPUT_CHUNK_BYTES: String(128 << 10),
     });
-    expect(c).toMatchObject({ terminalTransferChunkBytes: 256 << 10, terminalTransferWindowBytes: 4 << 20, execJournalKeep: 200_000 });
+    expect(c).toMatchObject({
+      terminalTransferChunkBytes: 256 << 10,
+      terminalTransferWindowBytes: 4 << 20,
+      execJournalKeep: 200_000,
+      execOutputChunkBytes: 128 << 10,
+    });
     const file = path.join(dir, 'limits.json');
     fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 }));
     expect(loadAgentConfig(['--config', file], {})).toMatchObject({ terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 });
@@ -205,6 +216,7 @@ describe('agent config', () => {
       ['MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES', 'big', /terminalTransferChunkBytes/],
       ['MUSTER_AGENT_TERMINAL_TRANSFER_WINDOW_BYTES', String(32 << 10), /terminalTransferWindowBytes must be at least terminalTransferChunkBytes/],
       ['MUSTER_AGENT_EXEC_JOURNAL_KEEP', '10', /execJournalKeep/],
+      ['MUSTER_AGENT_EXEC_OUTPUT_CHUNK_BYTES', String(2 << 20), /execOutputChunkBytes/],
     ] as const) {
       expect(() => loadAgentConfig([], { ...base, [name]: bad }), name).toThrow(msg);
     }

@@ -4,7 +4,8 @@
  * Driven through Run's pipe handler with a long coalescing window, so the timing cannot hide it.
  */
 import { describe, expect, it } from 'vitest';
-import { RUN_LIMITS } from '../../agent/executor/index.js';
+import { loadAgentConfig } from '../../agent/config.js';
+import { runLimits } from '../../agent/executor/index.js';
 import { Run } from '../../agent/executor/run.js';
 import { decodeFrame } from '../../protocol/index.js';
 
@@ -18,7 +19,7 @@ describe('exec output order across streams', () => {
       'agent-1',
       link,
       log as never,
-      { ...RUN_LIMITS, coalesceMs: 60_000 },
+      { ...runLimits(loadAgentConfig(['--server', 'ws://x'], {})), coalesceMs: 60_000 },
       () => {},
     );
     const onData = (s: 'stdout' | 'stderr', text: string) => (run as unknown as { onData(s: string, d: Buffer): void }).onData(s, Buffer.from(text));
