@@ -7,7 +7,7 @@ import type { ObjectStore } from 'nats';
 
 /**
  * Content every server node must be able to read though nodes share no disk (issue 12): agent
- * packages today. Kept in the NATS JetStream object store `<cluster>-blobs` (chunked by NATS, never
+ * packages and file revisions. Kept in the NATS JetStream object store `<cluster>-blobs` (chunked by NATS, never
  * held whole in memory here): a node stores a file it received; a node asked for content it lacks
  * copies it into its own data dir first (a cache: later reads are local) and checks NATS' digest.
  * On a single node there is no shared store (`null` in the cluster): the data dir is the store.

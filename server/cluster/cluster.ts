@@ -23,7 +23,7 @@ export interface Cluster {
   readonly peers: OwnershipPeers | null;
   /** Node-addressed messages (node-link.ts): reach the node that holds an agent's socket. */
   readonly link: NodeLink;
-  /** Content every node reads (agent packages): the NATS object store `<cluster>-blobs`; null on one node (the data dir). */
+  /** Content every node reads (agent packages, file revisions): the NATS object store `<cluster>-blobs`; null on one node (the data dir). */
   readonly blobs: SharedBlobs | null;
   /**
    * The node that holds the agent's socket as far as this node knows: this node's id when it is

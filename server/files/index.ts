@@ -24,7 +24,8 @@ export function createFiles(
   const { config, fleet } = core;
   const log = core.log.child({ component: 'files' });
   const repo = new FileRepo(core.db);
-  const content = new ContentStore(path.join(core.dataDir, 'files'), config.fileMaxBytes, core.disk);
+  // In a cluster, revisions are also kept in the NATS object store, where every node reads them.
+  const content = new ContentStore(path.join(core.dataDir, 'files'), config.fileMaxBytes, core.disk, 'MUSTER_FILE_MAX_BYTES', core.nodes.blobs);
   // eslint-disable-next-line prefer-const -- the transfer manager reports read errors to the engine built after it
   let engine!: DistributionEngine;
   const transfers = new TransferManager(

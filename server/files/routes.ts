@@ -142,7 +142,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
 
   /** Stores a received upload as the file's next revision (content first, then the row). */
   const addRevision = async (req: Request, f: FileRow, got: Received): Promise<RevisionRow> => {
-    d.content.commit(got, f.id);
+    await d.content.commit(got, f.id);
     const rev = await d.repo.addRevision(f.id, { sha256: got.sha256, size: got.size, createdBy: actorOf(req).username, createdAt: Date.now() });
     if (!rev) throw notFound('file');
     await d.audit.record({
@@ -350,8 +350,10 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
     async (req, res) => {
       const f = await mustFile(req);
       const rev = await d.repo.getRevision(f.id, Number(req.params['rev']));
-      const file = rev ? d.content.pathOf(f.id, rev.sha256) : null;
-      if (!rev || !file || !fs.existsSync(file)) throw notFound('revision');
+      if (!rev) throw notFound('revision');
+      // Uploaded to another node: copied from the shared store first.
+      const file = await d.content.ensure(f.id, rev.sha256).catch(() => null);
+      if (!file) throw notFound('revision');
       res.setHeader('Content-Type', 'application/octet-stream');
       res.setHeader('Content-Length', String(rev.size));
       res.setHeader('X-Muster-Sha256', rev.sha256);

@@ -148,6 +148,8 @@ export class LeasedWaves<R extends WaveRun, T extends WaveTarget, X, V, In> {
       agents(ids: string[]): AgentRecord[];
       /** Creates a run here (this node holds the lease). */
       createHere(input: In, candidates: AgentRecord[]): Promise<R>;
+      /** After the active runs were restored on gaining the lease (send what waits for agents connected anywhere). */
+      restored?(): void;
       /** Before the runs are forgotten on losing the lease. */
       suspending?(): void;
     },
@@ -158,7 +160,10 @@ export class LeasedWaves<R extends WaveRun, T extends WaveTarget, X, V, In> {
       link: d.link,
       log: d.log,
       kind: d.kind,
-      resume: () => this.engine.start(),
+      resume: async () => {
+        await this.engine.start();
+        d.restored?.();
+      },
       suspend: () => {
         d.suspending?.();
         this.engine.suspend();
