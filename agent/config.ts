@@ -303,7 +303,9 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
     );
   }
   const merged: Record<string, unknown> = { ...file };
-  for (const [k, key] of Object.entries(ENV_KEYS)) if (env[k]) merged[key] = env[k];
+  // Where each setting's value came from, so a bad one is refused naming what to fix.
+  const from: Record<string, string> = Object.fromEntries(Object.keys(file).map((k) => [k, `config file ${configPath}`]));
+  for (const [k, key] of Object.entries(ENV_KEYS)) if (env[k]) [merged[key], from[key]] = [env[k], k];
   if (env['MUSTER_AGENT_LABELS']) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(env['MUSTER_AGENT_LABELS'].split(',')) };
   const f: Record<string, unknown> = {
     server: flags.server,
@@ -321,11 +323,12 @@ export function loadAgentConfig(argv: string[], env: NodeJS.ProcessEnv): AgentCo
     terminalIdleTimeoutSec: flags['terminal-idle-timeout-sec'],
     policy: flags.policy,
   };
-  for (const [k, v] of Object.entries(f)) if (v !== undefined) merged[k] = v;
+  for (const [k, v] of Object.entries(f)) if (v !== undefined) [merged[k], from[k]] = [v, `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`];
   if (flags.label?.length) merged['labels'] = { ...(merged['labels'] as object), ...parseLabels(flags.label) };
   const parsed = Schema.safeParse(merged);
   if (!parsed.success) {
-    throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`).join('\n'));
+    const source = (key: unknown) => (typeof key === 'string' && from[key] && key !== 'labels' ? ` (from ${from[key]})` : '');
+    throw new AgentConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}${source(i.path[0])}`).join('\n'));
   }
   if (parsed.data.terminalLowWatermark >= parsed.data.terminalHighWatermark) {
     throw new AgentConfigError('terminalLowWatermark must be below terminalHighWatermark');

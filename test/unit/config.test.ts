@@ -211,6 +211,15 @@ describe('agent config', () => {
     const file = path.join(dir, 'limits.json');
     fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 }));
     expect(loadAgentConfig(['--config', file], {})).toMatchObject({ terminalTransferChunkBytes: 32 << 10, execJournalKeep: 5000 });
+    // A refused value names the setting and where it came from.
+    expect(() => loadAgentConfig([], { ...base, MUSTER_AGENT_EXEC_JOURNAL_KEEP: '10' })).toThrow(
+      /^execJournalKeep: .* \(from MUSTER_AGENT_EXEC_JOURNAL_KEEP\)$/,
+    );
+    expect(() => loadAgentConfig(['--config', file, '--terminal-max-sessions', '0'], { MUSTER_AGENT_EXEC_OUTPUT_CHUNK_BYTES: 'x' })).toThrow(
+      /terminalMaxSessions: .* \(from --terminal-max-sessions\)[\s\S]*execOutputChunkBytes: .* \(from MUSTER_AGENT_EXEC_OUTPUT_CHUNK_BYTES\)/,
+    );
+    fs.writeFileSync(file, JSON.stringify({ server: 'ws://file:1', execJournalKeep: 5 }));
+    expect(() => loadAgentConfig(['--config', file], {})).toThrow(`(from config file ${file})`);
     for (const [name, bad, msg] of [
       ['MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES', String(2 << 20), /terminalTransferChunkBytes/],
       ['MUSTER_AGENT_TERMINAL_TRANSFER_CHUNK_BYTES', 'big', /terminalTransferChunkBytes/],
