@@ -111,7 +111,8 @@ export interface EngineDeps {
  * commands, content and results for its own agents (APPLY … HELLO above).
  */
 export class DistributionEngine {
-  private readonly runs: LeasedWaves<DistributionRow, TargetRow, Extra, DistributionView, NewDistribution>;
+  /** The runs under the `waves` lease: pause, resume, approve, cancel and view go straight to it. */
+  readonly runs: LeasedWaves<DistributionRow, TargetRow, Extra, DistributionView, NewDistribution>;
   private readonly waves: WaveEngine<DistributionRow, TargetRow, Extra, DistributionView>;
   /** transferId → distribution id. */
   private readonly byTransfer = new Map<string, string>();
@@ -393,26 +394,6 @@ export class DistributionEngine {
     const t = l.targets.get(agentId);
     if (t) this.waves.setTarget(l, t, 'failed', `server could not read the revision content: ${(err as Error).message}`);
     this.waves.advance(l);
-  }
-
-  pause(id: string, by: string): Promise<DistributionRow> {
-    return this.runs.pause(id, by);
-  }
-
-  resume(id: string): Promise<DistributionRow> {
-    return this.runs.resume(id);
-  }
-
-  approve(id: string): Promise<DistributionRow> {
-    return this.runs.approve(id);
-  }
-
-  cancel(id: string, by: string): Promise<DistributionRow> {
-    return this.runs.cancel(id, by);
-  }
-
-  view(id: string, withTargets: boolean): Promise<DistributionView> {
-    return this.runs.view(id, withTargets);
   }
 
   async list(fileId: string, limit: number, offset: number): Promise<{ items: DistributionView[]; total: number }> {

@@ -1,6 +1,7 @@
 import type { DistributionState, DistributionTargetState, FileRevisionView, ManagedFileView } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
-import { runColumns, runFields, targetColumns, targetFields, WaveRepo, type WaveTables } from '../waves/repo.js';
+import type { WaveTarget } from '../waves/engine.js';
+import { runColumns, runFields, targetColumns, targetFields, WaveRepo, type StoredRun, type WaveTables } from '../waves/repo.js';
 
 export interface FileRow {
   id: string;
@@ -23,36 +24,17 @@ export interface RevisionRow {
   createdBy: string;
   createdAt: number;
 }
-export interface DistributionRow {
-  id: string;
+/** A distribution: the fields of every run in waves (server/waves/repo.ts) and what it sends. */
+export interface DistributionRow extends StoredRun {
   fileId: string;
   revision: number;
   kind: 'apply' | 'remove';
   selector: string;
-  waveSpec: (number | string)[];
-  maxFailures: number;
   state: DistributionState;
-  reason: string | null;
-  currentWave: number;
-  failureBase: number;
-  soakSeconds: number;
-  approval: boolean;
-  waveDoneAt: number | null;
-  createdBy: string;
-  createdAt: number;
-  updatedAt: number;
-  finishedAt: number | null;
 }
-export interface TargetRow {
+export interface TargetRow extends WaveTarget<DistributionTargetState> {
   distributionId: string;
-  agentId: string;
-  agentName: string;
-  wave: number;
-  state: DistributionTargetState;
-  reason: string | null;
   postTaskId: string | null;
-  startedAt: number | null;
-  updatedAt: number;
 }
 export interface HostRow {
   fileId: string;

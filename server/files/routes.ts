@@ -295,7 +295,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
           },
           agents,
         );
-        distribution = await d.engine.view(row.id, false);
+        distribution = await d.engine.runs.view(row.id, false);
       }
       await d.audit.record({
         actor: actorOf(req),
@@ -423,7 +423,7 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
         approval: body.approval,
       },
     });
-    return d.engine.view(row.id, true);
+    return d.engine.runs.view(row.id, true);
   };
 
   r.post(
@@ -491,10 +491,10 @@ export function fileRoutes(d: FileRouteDeps): ApiRouter {
   );
 
   r.get('/distributions/:id', { summary: 'One distribution with its targets', role: 'viewer', responses: { 200: DistributionView } }, async (req, res) => {
-    res.json(await d.engine.view(String(req.params['id']), true));
+    res.json(await d.engine.runs.view(String(req.params['id']), true));
   });
 
-  waveActionRoutes(r, { plural: 'distributions', noun: 'distribution', role: 'operator', engine: d.engine, audit: d.audit, view: DistributionView });
+  waveActionRoutes(r, { plural: 'distributions', noun: 'distribution', role: 'operator', engine: d.engine.runs, audit: d.audit, view: DistributionView });
 
   return r;
 }

@@ -74,7 +74,8 @@ export class RolloutEngine {
   private readonly cannotUpdate = new Set<string>();
   /** agentId → the node its last hello came from (a bye from another node is an older socket's). */
   private readonly where = new Map<string, string>();
-  private readonly runs: LeasedWaves<RolloutRow, TargetRow, Sent, RolloutView, NewRollout>;
+  /** The runs under the `waves` lease: pause, resume, approve, cancel and view go straight to it. */
+  readonly runs: LeasedWaves<RolloutRow, TargetRow, Sent, RolloutView, NewRollout>;
   private readonly unsubs: (() => void)[] = [];
 
   constructor(
@@ -300,27 +301,6 @@ export class RolloutEngine {
     Object.assign(t, { state, reason: reason ?? null, updatedAt: Date.now() });
     await this.d.repo.rollouts.updateTarget(t);
     this.d.bus.publish('rollout.updated', { rolloutId });
-  }
-
-  pause(id: string, by: string): Promise<RolloutRow> {
-    return this.runs.pause(id, by);
-  }
-
-  resume(id: string): Promise<RolloutRow> {
-    return this.runs.resume(id);
-  }
-
-  approve(id: string): Promise<RolloutRow> {
-    return this.runs.approve(id);
-  }
-
-  cancel(id: string, by: string): Promise<RolloutRow> {
-    return this.runs.cancel(id, by);
-  }
-
-  /** The rollout as the API shows it (`withTargets` adds every target). */
-  view(id: string, withTargets: boolean): Promise<RolloutView> {
-    return this.runs.view(id, withTargets);
   }
 
   async list(limit: number, offset: number): Promise<{ items: RolloutView[]; total: number }> {

@@ -1,6 +1,7 @@
 import type { ArtifactView, RolloutState, UpdateState } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
-import { runColumns, runFields, targetFields, targetColumns, WaveRepo, type WaveTables } from '../waves/repo.js';
+import type { WaveTarget } from '../waves/engine.js';
+import { runColumns, runFields, targetColumns, targetFields, WaveRepo, type StoredRun, type WaveTables } from '../waves/repo.js';
 
 export interface ArtifactRow {
   id: string;
@@ -17,8 +18,8 @@ export interface ArtifactRow {
   stableAt: number | null;
 }
 
-export interface RolloutRow {
-  id: string;
+/** A rollout: the fields of every run in waves (server/waves/repo.ts) and the package it installs. */
+export interface RolloutRow extends StoredRun {
   artifactId: string | null;
   version: string;
   url: string | null;
@@ -26,32 +27,13 @@ export interface RolloutRow {
   sha256: string;
   signature: string;
   selector: string;
-  waveSpec: (number | string)[];
-  maxFailures: number;
   allowDowngrade: boolean;
   state: RolloutState;
-  reason: string | null;
-  currentWave: number;
-  failureBase: number;
-  soakSeconds: number;
-  approval: boolean;
-  waveDoneAt: number | null;
-  createdBy: string;
-  createdAt: number;
-  updatedAt: number;
-  finishedAt: number | null;
 }
 
-export interface TargetRow {
+export interface TargetRow extends WaveTarget<UpdateState> {
   rolloutId: string;
-  agentId: string;
-  agentName: string;
-  wave: number;
-  state: UpdateState;
-  reason: string | null;
   fromVersion: string | null;
-  startedAt: number | null;
-  updatedAt: number;
 }
 
 const iso = (t: number) => new Date(t).toISOString();

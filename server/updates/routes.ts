@@ -375,7 +375,7 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
           approval: row.approval,
         },
       });
-      res.status(201).json(await d.engine.view(row.id, true));
+      res.status(201).json(await d.engine.runs.view(row.id, true));
     },
   );
 
@@ -389,10 +389,10 @@ export function updateRoutes(d: UpdateRouteDeps): ApiRouter {
   );
 
   r.get('/rollouts/:id', { summary: 'One rollout with its targets', role: 'viewer', responses: { 200: RolloutView } }, async (req, res) => {
-    res.json(await d.engine.view(String(req.params['id']), true));
+    res.json(await d.engine.runs.view(String(req.params['id']), true));
   });
 
-  waveActionRoutes(r, { plural: 'rollouts', noun: 'rollout', role: 'admin', engine: d.engine, audit: d.audit, view: RolloutView });
+  waveActionRoutes(r, { plural: 'rollouts', noun: 'rollout', role: 'admin', engine: d.engine.runs, audit: d.audit, view: RolloutView });
 
   return r;
 }
