@@ -95,6 +95,12 @@ export function createMetrics() {
     registers,
   });
   const tasksFinished = new client.Counter({ name: 'muster_tasks_finished_total', help: 'Tasks that ended, by final state', labelNames: ['state'], registers });
+  const tasksTakenOver = new client.Counter({
+    name: 'muster_tasks_taken_over_total',
+    help: 'Cluster: running tasks of a dead node this node took over (direction "in"), or that another node took over from this one while it was cut off (direction "out")',
+    labelNames: ['direction'],
+    registers,
+  });
   new client.Gauge({
     name: 'muster_tasks_running',
     help: 'Tasks not finished yet',
@@ -189,6 +195,7 @@ export function createMetrics() {
     dispatchLatency,
     outputBytes,
     tasksFinished,
+    tasksTakenOver,
     terminalSessions,
     rolloutTargets,
     heartbeatRtt,

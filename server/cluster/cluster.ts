@@ -34,6 +34,13 @@ export interface Cluster {
   attach(fleet: Fleet, deps: { repo: AgentRepo }): Promise<void>;
   /** Nodes in the registry now (this one on a single node). */
   nodes(): string[];
+  /**
+   * Calls `fn` when the dead-node sweep (on the `presence` lease holder) finds a node missing from
+   * the registry for one lease TTL that still owns agents or running tasks, after its agents were
+   * given up. A hook that throws is called again at the next sweep. Never called on one node.
+   * Returns the unsubscribe function.
+   */
+  onNodeLost(fn: (node: string) => Promise<void>): () => void;
   close(): Promise<void>;
 }
 
@@ -54,6 +61,7 @@ export function singleNode(config: Config, log: Logger): Cluster {
       fleetRef = fleet;
     },
     nodes: () => [config.nodeId],
+    onNodeLost: () => () => {},
     close: async () => {
       link.close();
       await bus.close();
@@ -191,6 +199,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   };
   await heartbeat();
 
+  const lostHooks = new Set<(node: string) => Promise<void>>();
   const presence = new ClusterPresence({ nc, bus, db, log: clog, cluster: config.cluster, nodeId: config.nodeId, liveNodes: () => live });
   let timer: NodeJS.Timeout | undefined;
   let sweeping = false;
@@ -224,7 +233,19 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
         if (now - since >= ttl) dead.add(n);
       }
       await presence.sweepDeadNodes(dead);
-      for (const n of dead) missingSince.delete(n);
+      for (const n of dead) {
+        let ok = true;
+        for (const fn of [...lostHooks]) {
+          try {
+            await fn(n);
+          } catch (err) {
+            ok = false;
+            clog.error({ err, node: n }, 'cluster: a node-lost handler failed; it runs again at the next sweep');
+          }
+        }
+        // Kept when a handler failed: the node is still dead at the next sweep, without waiting another TTL.
+        if (ok) missingSince.delete(n);
+      }
     } catch (err) {
       clog.error({ err }, 'cluster: presence sweep failed');
     } finally {
@@ -249,6 +270,10 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       timer.unref();
     },
     nodes: () => [...live].sort(),
+    onNodeLost(fn) {
+      lostHooks.add(fn);
+      return () => void lostHooks.delete(fn);
+    },
     async close() {
       if (closed) return;
       closed = true;

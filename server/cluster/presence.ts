@@ -252,11 +252,12 @@ export class ClusterPresence implements OwnershipPeers {
     }
   }
 
-  /** Nodes that own agents or hold open connection rows in the database. */
+  /** Nodes that own agents, hold open connection rows or own running tasks (to be taken over) in the database. */
   async owningNodes(): Promise<Set<string>> {
     const owners = (await this.d.db('agents').whereNotNull('owner_node').distinct('owner_node')) as { owner_node: string }[];
     const open = (await this.d.db('agent_connections').whereNull('disconnected_at').whereNotNull('node').distinct('node')) as { node: string }[];
-    return new Set([...owners.map((r) => r.owner_node), ...open.map((r) => r.node)]);
+    const tasks = (await this.d.db('tasks').where({ status: 'running' }).whereNotNull('owner_node').distinct('owner_node')) as { owner_node: string }[];
+    return new Set([...owners.map((r) => r.owner_node), ...open.map((r) => r.node), ...tasks.map((r) => r.owner_node)]);
   }
 
   close(): void {

@@ -206,6 +206,8 @@ const Schema = z.object({
     .default(16 * 1024 * 1024),
   /** Time an execution waits for an agent that went away (or, after a server restart, has not come back): then `lost` if it ran, `skipped` if it had not started. */
   reconcileTimeoutSec: z.coerce.number().int().min(1).default(300),
+  /** Cluster: active tasks of a dead node taken over per transaction (the new owner reads and restores them a batch at a time). */
+  takeoverBatchTasks: z.coerce.number().int().min(1).max(10_000).default(500),
   /** Terminal: shell kept alive after the console goes away, and scrollback kept for reattach. */
   terminalDetachTimeoutSec: z.coerce.number().int().min(1).default(300),
   terminalScrollbackBytes: z.coerce
@@ -472,6 +474,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   maxExecutionsPerAgent: 'MUSTER_MAX_EXECUTIONS_PER_AGENT',
   maxOutputBytes: 'MUSTER_MAX_OUTPUT_BYTES',
   reconcileTimeoutSec: 'MUSTER_RECONCILE_TIMEOUT_SEC',
+  takeoverBatchTasks: 'MUSTER_TAKEOVER_BATCH_TASKS',
   terminalDetachTimeoutSec: 'MUSTER_TERMINAL_DETACH_TIMEOUT_SEC',
   terminalScrollbackBytes: 'MUSTER_TERMINAL_SCROLLBACK_BYTES',
   terminalRecording: 'MUSTER_TERMINAL_RECORDING',

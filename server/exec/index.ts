@@ -30,7 +30,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
 } {
   const { config, fleet, bus } = core;
   const log = core.log.child({ component: 'exec' });
-  const repo = new ExecRepo(core.db, core.dialect);
+  // Cluster: task and execution row writes are fenced to the tasks this node owns (takeover).
+  const repo = new ExecRepo(core.db, core.dialect, core.nodes.enabled ? config.nodeId : undefined);
   const gate = new ReadGate(fleet, log);
   const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
     intervalMs: config.outputFlushMs,
@@ -112,12 +113,61 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     select: (s) => selectAgents(fleet, s, undefined, selectorLimits(config)),
     nodeId: config.nodeId,
     ownedElsewhere: (owner) => relay.ownedElsewhere(owner, () => cluster.nodes()),
+    takeoverPendingSec: (owner) =>
+      cluster.enabled && owner != null && owner !== config.nodeId && !cluster.nodes().includes(owner)
+        ? Math.max(1, Math.ceil(config.clusterLeaseTtlMs / 1000))
+        : null,
     cancelRemote: (owner, taskId, actor) => relay.cancelRemote(owner, taskId, actor),
     forwardReport: (owner, agentId, m) => relay.forward(owner, agentId, m),
     relays: (executionId) => relay.relays(executionId),
   });
   let sweepTimer: NodeJS.Timeout | undefined;
+  let fenceTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
+
+  /**
+   * Cluster: a node died owning running tasks (the dead-node sweep, Cluster.onNodeLost). They are
+   * moved to this node a batch at a time (compare-and-set: a task another node took meanwhile is
+   * not taken twice), every other node is told (exec.taken), and the scheduler restores them as a
+   * restart would. Audited once per task.
+   */
+  const takeOver = async (dead: string): Promise<void> => {
+    for (;;) {
+      const { tasks, executions } = await repo.takeOver(dead, config.nodeId, config.takeoverBatchTasks);
+      if (tasks.length === 0) return;
+      const ids = tasks.map((t) => t.id);
+      // First, so console nodes register their watches before the agents resend output here.
+      relay.taken(dead, ids);
+      const r = await scheduler.takeOver(tasks, executions);
+      core.metrics.tasksTakenOver.inc({ direction: 'in' }, r.tasks);
+      log.warn({ from: dead, tasks: r.tasks, executions: executions.length, resumed: r.resumed }, 'cluster: took over the running tasks of a lost server node');
+      for (const t of tasks) {
+        await core.audit.record({
+          actor: { username: 'system', role: null, ip: null },
+          action: 'task.takeover',
+          targetType: 'task',
+          targetId: t.id,
+          details: { from: dead, to: config.nodeId, name: t.name },
+        });
+      }
+    }
+  };
+  /** Cluster: active tasks another node owns now (taken over while this node was cut off) are forgotten. */
+  let fenceChecking = false;
+  const fenceCheck = async (): Promise<void> => {
+    const ids = scheduler.activeTaskIds();
+    if (fenceChecking || ids.length === 0) return;
+    fenceChecking = true;
+    try {
+      for (const [taskId, owner] of await repo.ownedByOthers(ids, config.nodeId)) {
+        if (scheduler.release(taskId)) log.warn({ taskId, owner }, 'another server node took this task over (this node was cut off); stopped running it here');
+      }
+    } catch (err) {
+      log.warn({ err }, 'could not check the ownership of active tasks');
+    } finally {
+      fenceChecking = false;
+    }
+  };
 
   // Connect hooks run once the welcome is written: reconcile (resume, dispatch) at once.
   fleet.onConnect((agentId, hello) => {
@@ -194,9 +244,15 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       unsubs.push(bus.subscribe('execution.updated', (p) => fanout.execution(p.execution.taskId, p.execution)));
       sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
       sweepTimer.unref();
+      if (cluster.enabled) {
+        unsubs.push(cluster.onNodeLost(takeOver));
+        fenceTimer = setInterval(() => void fenceCheck(), config.clusterLeaseTtlMs);
+        fenceTimer.unref();
+      }
     },
     async stop() {
       clearInterval(sweepTimer);
+      clearInterval(fenceTimer);
       relay.stop();
       for (const u of unsubs) u();
       scheduler.stop();

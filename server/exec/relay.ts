@@ -26,6 +26,9 @@ import type { Scheduler } from './scheduler.js';
  *   exec.watch(-end)  console node → every node: a console follows / no longer follows a task here
  *   exec.live(-end)   owner → console nodes: live output chunks of a task they follow
  *   exec.cancel-task  any node → owner (request): cancel a task it runs
+ *   exec.taken        new owner → every node: it took these tasks of a dead node over; a node
+ *                     that still runs one (it was only cut off) forgets it, console nodes that
+ *                     follow one register with the new owner (exec.watch)
  *
  * A non-owner never acknowledges, cancels or finishes an execution it does not own: reports it
  * cannot route are left to the agent, which names them again in its next hello.
@@ -40,6 +43,7 @@ const WATCH_END = 'exec.watch-end';
 const LIVE = 'exec.live';
 const LIVE_END = 'exec.live-end';
 const CANCEL_TASK = 'exec.cancel-task';
+const TAKEN = 'exec.taken';
 
 /**
  * The relay's tables are bounded, the oldest entry forgotten first (config: MUSTER_CLUSTER_MAX_*):
@@ -104,7 +108,7 @@ export class ExecRelay {
       fleet: Pick<Fleet, 'isOnline' | 'send' | 'get' | 'touch'>;
       /** The node holding an agent's socket (presence), null when none is known. */
       agentNode(agentId: string): string | null;
-      scheduler: Pick<Scheduler, 'holds' | 'agentReturned' | 'agentLeft'>;
+      scheduler: Pick<Scheduler, 'holds' | 'agentReturned' | 'agentLeft' | 'release'>;
       fanout: Pick<ConsoleFanout, 'output' | 'ended' | 'subscribers'>;
       bus: Pick<Bus, 'subscribe'>;
       log: Logger;
@@ -204,6 +208,16 @@ export class ExecRelay {
     h(LIVE, (l: { t: string; e: string; s: Stream; q: number }, data) => this.d.fanout.output(l.t, l.e, l.s, l.q, data));
     h(LIVE_END, (l: { t: string; e: string; n: number }) => this.d.fanout.ended(l.t, l.e, l.n));
     h(CANCEL_TASK, (c: { t: string; actor: Actor }) => this.target?.cancel(c.t, c.actor));
+    h(TAKEN, (x: { from: string; t: string[] }, _data, to) => {
+      let released = 0;
+      for (const taskId of x.t) {
+        if (this.d.scheduler.release(taskId)) released++;
+        // Live output of a task followed here now comes from its new owner.
+        if (this.d.fanout.subscribers(taskId) > 0) link.send(to, WATCH, { t: taskId });
+      }
+      if (released)
+        log.warn({ tasks: released, from: x.from, to }, 'cluster: another node took over tasks this node was running (it was cut off); forgot them');
+    });
     // An agent gone from its node: the owner's reconcile timer starts (as for a local disconnect).
     this.unsubs.push(
       this.d.bus.subscribe('agent.offline', (p) => {
@@ -302,6 +316,11 @@ export class ExecRelay {
   /** Cancel a task another node runs (its answer: the task's view, or that node's error). */
   cancelRemote(owner: string, taskId: string, actor: Actor): Promise<unknown> {
     return this.d.link.request(owner, CANCEL_TASK, { t: taskId, actor }, undefined, REMOTE_CANCEL_TIMEOUT_MS);
+  }
+
+  /** This node took these tasks of the dead node `from` over: every other node learns it. */
+  taken(from: string, taskIds: string[]): void {
+    if (this.d.enabled && taskIds.length) this.d.link.broadcast(TAKEN, { from, t: taskIds });
   }
 
   /** Whether a task belongs to another node that is alive (its scheduler settles its executions). */

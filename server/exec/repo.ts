@@ -2,6 +2,7 @@ import { defaultTaskName, type ExecutionState } from '../../protocol/index.js';
 import type { Knex } from 'knex';
 import { parseJson, queryTimeout, type Db, type Dialect } from '../db/db.js';
 import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
+import { transaction } from '../db/retry.js';
 import type { Execution, Task } from './model.js';
 import { COLS, type ExecPatch } from './columns.js';
 import { updateExecutionRows } from './row-updates.js';
@@ -139,21 +140,64 @@ export interface OutputRow {
 
 /** tasks / executions / execution_output access. The hot writes are batched by ExecWriteBatcher into storeBatch. */
 export class ExecRepo {
+  /**
+   * @param fenceNode cluster: this node's id. Task and execution row writes then apply only to
+   *   tasks this node owns (`tasks.owner_node`, or none recorded): once another node has taken a
+   *   task over, a node that was only cut off writes nothing more for it.
+   */
   constructor(
     readonly db: Db,
     private readonly dialect: Dialect,
+    private readonly fenceNode?: string,
   ) {}
 
   /**
    * Stores a batch in one transaction: output parts (a part already stored is ignored: resends
-   * are harmless) and execution row patches (row-updates.ts).
+   * are harmless, and a fenced-out node's resends carry the same bytes) and execution row patches
+   * (row-updates.ts; fenced to the tasks this node owns).
    */
   async storeBatch(rows: OutputRow[], updates: ReadonlyMap<string, ExecPatch>): Promise<void> {
     await this.db.transaction(async (trx) => {
       if (this.dialect === 'mysql') await insertMysql(trx, rows);
       else await insertSqlite(trx, rows);
-      await updateExecutionRows(trx, this.dialect, updates);
+      await updateExecutionRows(trx, this.dialect, updates, this.fenceNode);
     });
+  }
+
+  /**
+   * Cluster: moves up to `limit` running tasks of `deadNode` to `newNode` in one locked transaction
+   * (compare-and-set on `tasks.owner_node`: of two nodes taking over at once, each task goes to
+   * exactly one) and returns them with their executions as stored. Empty when none is left.
+   */
+  async takeOver(deadNode: string, newNode: string, limit: number): Promise<{ tasks: Task[]; executions: Execution[] }> {
+    const ids = await transaction(this.db, async (trx) => {
+      const rows = (await trx('tasks').where({ status: 'running', owner_node: deadNode }).orderBy('id').limit(limit).forUpdate().select('id')) as {
+        id: string;
+      }[];
+      if (rows.length === 0) return [];
+      const ids = rows.map((r) => r.id);
+      await trx('tasks').whereIn('id', ids).where({ owner_node: deadNode }).update({ owner_node: newNode });
+      return ids;
+    });
+    if (ids.length === 0) return { tasks: [], executions: [] };
+    // Read back after the commit: no other node writes these rows any more (fenced).
+    const tasks = (await this.db('tasks').whereIn('id', ids).where({ owner_node: newNode })).map(taskFromRow);
+    const executions = (await this.db('executions').whereIn('task_id', ids).orderBy('id')).map(execFromRow);
+    return { tasks, executions };
+  }
+
+  /** Cluster: of these tasks, the ones another node owns now (taken over), with that node. */
+  async ownedByOthers(taskIds: readonly string[], node: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (let i = 0; i < taskIds.length; i += 500) {
+      const rows = (await this.db('tasks')
+        .whereIn('id', taskIds.slice(i, i + 500))
+        .whereNotNull('owner_node')
+        .whereNot('owner_node', node)
+        .select('id', 'owner_node')) as { id: string; owner_node: string }[];
+      for (const r of rows) out.set(r.id, r.owner_node);
+    }
+    return out;
   }
 
   /**
@@ -176,13 +220,27 @@ export class ExecRepo {
     });
   }
 
-  async updateTask(id: string, patch: Partial<Pick<Task, 'status' | 'finishedAt' | 'cancelledAt' | 'cancelledBy'>>): Promise<void> {
+  /**
+   * Writes a task row. Cluster (fenced): only while this node owns the task, or, for a reopen
+   * (`status: 'running'` of a completed task whose lost execution reported late), while the task
+   * is not running elsewhere, which makes this node its owner. False when the write was fenced
+   * out (another node owns the task now) or the task is gone.
+   */
+  async updateTask(id: string, patch: Partial<Pick<Task, 'status' | 'finishedAt' | 'cancelledAt' | 'cancelledBy'>>): Promise<boolean> {
     const row: Record<string, unknown> = {};
     if (patch.status !== undefined) row['status'] = patch.status;
     if (patch.finishedAt !== undefined) row['finished_at'] = patch.finishedAt;
     if (patch.cancelledAt !== undefined) row['cancelled_at'] = patch.cancelledAt;
     if (patch.cancelledBy !== undefined) row['cancelled_by'] = patch.cancelledBy;
-    await this.db('tasks').where({ id }).update(row);
+    const q = this.db('tasks').where({ id });
+    const node = this.fenceNode;
+    if (node !== undefined) {
+      if (patch.status === 'running') {
+        row['owner_node'] = node;
+        q.where((w) => void w.whereNot('status', 'running').orWhere('owner_node', node).orWhereNull('owner_node'));
+      } else q.where((w) => void w.where('owner_node', node).orWhereNull('owner_node'));
+    }
+    return (await q.update(row)) > 0;
   }
 
   async getTask(id: string): Promise<Task | null> {

@@ -33,8 +33,19 @@ function fieldMask(p: ExecPatch): number {
  *
  * Returns the number of statements compiled (knex queries on MySQL, prepared statements used on SQLite).
  */
-export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialect, updates: ReadonlyMap<string, ExecPatch>): Promise<number> {
+export async function updateExecutionRows(
+  trx: Knex.Transaction,
+  dialect: Dialect,
+  updates: ReadonlyMap<string, ExecPatch>,
+  fenceNode?: string,
+): Promise<number> {
   const q = dialect === 'mysql' ? (c: string) => `\`${c}\`` : (c: string) => `"${c}"`;
+  // Cluster fence: rows of tasks another node has taken over are left alone.
+  const fence =
+    fenceNode === undefined
+      ? ''
+      : ` AND EXISTS (SELECT 1 FROM ${q('tasks')} WHERE ${q('tasks')}.${q('id')} = ${q('executions')}.${q('task_id')} AND (${q('tasks')}.${q('owner_node')} = ? OR ${q('tasks')}.${q('owner_node')} IS NULL))`;
+  const fenceArgs = fenceNode === undefined ? [] : [fenceNode];
   const groups = new Map<number, { fields: Array<[keyof ExecPatch, string]>; rows: Array<[string, ExecPatch]> }>();
   for (const [id, p] of updates) {
     const mask = fieldMask(p);
@@ -48,11 +59,12 @@ export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialec
   if (prepared) {
     for (const { fields, rows } of groups.values()) {
       // Column names come from the fixed map in repo.ts (COLS), never from input.
-      const stmt = prepared(`UPDATE "executions" SET ${fields.map(([, c]) => `"${c}" = ?`).join(', ')} WHERE "id" = ?`);
-      const params = new Array<unknown>(fields.length + 1);
+      const stmt = prepared(`UPDATE "executions" SET ${fields.map(([, c]) => `"${c}" = ?`).join(', ')} WHERE "id" = ?${fence}`);
+      const params = new Array<unknown>(fields.length + 1 + fenceArgs.length);
       for (const [id, p] of rows) {
         for (let i = 0; i < fields.length; i++) params[i] = sqliteValue(p[fields[i]![0]]);
         params[fields.length] = id;
+        for (let i = 0; i < fenceArgs.length; i++) params[fields.length + 1 + i] = fenceArgs[i];
         stmt.run(...params);
       }
       statements++;
@@ -75,7 +87,8 @@ export async function updateExecutionRows(trx: Knex.Transaction, dialect: Dialec
         for (const [id, p] of chunk) bindings.push(id, p[k]);
       }
       for (const [id] of chunk) bindings.push(id);
-      const sql = `UPDATE ${q('executions')} SET ${sets.join(', ')} WHERE ${q('id')} IN (${new Array<string>(chunk.length).fill('?').join(',')})`;
+      bindings.push(...fenceArgs);
+      const sql = `UPDATE ${q('executions')} SET ${sets.join(', ')} WHERE ${q('id')} IN (${new Array<string>(chunk.length).fill('?').join(',')})${fence}`;
       await trx.raw(sql, bindings as Knex.RawBinding[]);
       statements++;
     }

@@ -64,7 +64,7 @@ export class Scheduler {
   private readonly loadedPending = new Set<string>();
   /** Completed tasks whose final row is still being stored (their executions stay readable until then). */
   private readonly completing = new Map<string, Promise<void>>();
-  private readonly taskWrites = new Map<string, Promise<void>>();
+  private readonly taskWrites = new Map<string, Promise<boolean>>();
   private publishTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: SchedulerDeps) {}
@@ -119,6 +119,72 @@ export class Scheduler {
    */
   async restore(): Promise<{ tasks: number; executions: number }> {
     const { tasks, executions } = await this.d.repo.loadActive(this.d.ownerNode);
+    await this.load(tasks, executions);
+    return { tasks: tasks.length, executions: executions.length };
+  }
+
+  /**
+   * Cluster: tasks of a dead node this node now owns (ExecRepo.takeOver), restored as a restart
+   * would, except that their agents are connected (to other nodes) and send no hello: running
+   * executions are asked to resend their output from what is stored, then their result;
+   * unconfirmed dispatches are sent again (the agent's journal refuses a duplicate) and asked the
+   * same; queued executions dispatch within their windows; an agent that is away has
+   * reconcileTimeoutMs to come back. Returns how many executions were resumed.
+   */
+  async takeOver(tasks: Task[], executions: Execution[]): Promise<{ tasks: number; resumed: number }> {
+    const fresh = tasks.filter((t) => !this.tasks.has(t.id));
+    const ids = new Set(fresh.map((t) => t.id));
+    await this.load(
+      fresh,
+      executions.filter((e) => ids.has(e.taskId)),
+    );
+    let resumed = 0;
+    for (const id of ids) {
+      const at = this.tasks.get(id);
+      if (!at) continue;
+      for (const e of at.executions) {
+        if (e.status !== 'dispatched' && e.status !== 'running') continue;
+        if (!this.d.fleet.isOnline(e.agentId)) continue; // goneSince is set: it waits for the agent's hello
+        if (e.status === 'dispatched') this.redispatch(e);
+        if (at.task.cancelledAt != null) {
+          at.cancelling.add(e.id);
+          this.d.fleet.send(e.agentId, { type: 'exec.cancel', executionId: e.id, reason: e.reason ?? `cancelled by ${at.task.cancelledBy ?? 'an operator'}` });
+        }
+        if (!this.d.fleet.send(e.agentId, { type: 'exec.resume', executionId: e.id, fromSeq: e.nextSeq })) continue;
+        this.goneSince.delete(e.agentId);
+        resumed++;
+      }
+    }
+    return { tasks: ids.size, resumed };
+  }
+
+  /**
+   * Cluster: forgets an active task another node owns now (it took the task over while this node
+   * was cut off). Nothing is written or published for it any more; its executions' reports are
+   * not this node's to take (the agent node routes them to the new owner).
+   */
+  release(taskId: string): boolean {
+    const at = this.tasks.get(taskId);
+    if (!at) return false;
+    this.tasks.delete(taskId);
+    this.dirtyTasks.delete(taskId);
+    for (const e of at.executions) {
+      if (this.executions.get(e.id) === e) this.executions.delete(e.id);
+      this.busy.get(e.agentId)?.delete(e);
+      this.loadedPending.delete(e.id);
+    }
+    for (const s of this.waiting.values()) s.delete(taskId);
+    this.d.metrics.tasksTakenOver.inc({ direction: 'out' });
+    return true;
+  }
+
+  /** Ids of the active tasks. */
+  activeTaskIds(): string[] {
+    return [...this.tasks.keys()];
+  }
+
+  /** Registers tasks read back from the database (a start, or a takeover) and pumps them. */
+  private async load(tasks: Task[], executions: Execution[]): Promise<void> {
     const byTask = new Map<string, Execution[]>();
     for (const e of executions) {
       const list = byTask.get(e.taskId) ?? [];
@@ -140,14 +206,15 @@ export class Scheduler {
       }
       this.add(t, execs);
     }
-    for (const at of this.tasks.values()) {
-      // No agent is online yet: this registers each pending execution as waiting for its agent,
-      // so the agent's return (wake) dispatches it. Without it a queued execution loaded here
-      // would stay pending until its queue TTL.
+    for (const t of tasks) {
+      const at = this.tasks.get(t.id);
+      if (!at) continue;
+      // At a start no agent is online yet: this registers each pending execution as waiting for
+      // its agent, so the agent's return (wake) dispatches it. Without it a queued execution
+      // loaded here would stay pending until its queue TTL. After a takeover it dispatches.
       this.pump(at);
       this.maybeComplete(at);
     }
-    return { tasks: tasks.length, executions: executions.length };
   }
 
   /**
@@ -180,7 +247,8 @@ export class Scheduler {
     at.task.cancelledAt = now;
     at.task.cancelledBy = by;
     at.stopped = true;
-    await this.writeTask(taskId, { cancelledAt: now, cancelledBy: by });
+    // Fenced out (another node took the task over): not ours to cancel; the caller asks the owner.
+    if (!(await this.writeTask(taskId, { cancelledAt: now, cancelledBy: by }))) return null;
     const reason = `cancelled by ${by}`;
     let signalled = 0;
     for (const e of at.executions) {
@@ -606,10 +674,11 @@ export class Scheduler {
     const stored = new Promise<void>((resolve) =>
       this.d.writer.afterFlush(() => {
         void this.writeTask(at.task.id, { status: at.task.status, finishedAt: at.task.finishedAt })
-          .then(() => {
+          .then((ok) => {
             for (const e of at.executions) if (this.executions.get(e.id) === e) this.executions.delete(e.id);
             for (const e of at.executions) this.loadedPending.delete(e.id);
-            this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
+            // Fenced out (another node took it over): that node tells the task's end.
+            if (ok) this.d.bus.publish('task.updated', { task: pushView(at.task, counts) });
           })
           .catch((err: unknown) => this.d.log.error({ err, taskId: at.task.id }, 'could not store task completion'))
           .finally(() => {
@@ -623,9 +692,18 @@ export class Scheduler {
   }
 
   /** Task row writes of one task, in order (a reopen's `running` must not land after the next completion). */
-  private writeTask(taskId: string, patch: Parameters<ExecRepo['updateTask']>[1]): Promise<void> {
-    const prev = this.taskWrites.get(taskId) ?? Promise.resolve();
-    const next = prev.catch(() => {}).then(() => this.d.repo.updateTask(taskId, patch));
+  private writeTask(taskId: string, patch: Parameters<ExecRepo['updateTask']>[1]): Promise<boolean> {
+    const prev = this.taskWrites.get(taskId) ?? Promise.resolve(true);
+    const next = prev
+      .catch(() => true)
+      .then(() => this.d.repo.updateTask(taskId, patch))
+      .then((ok) => {
+        // Cluster: the row is another node's now (it took the task over): forget the task.
+        if (ok === false && this.d.ownerNode !== undefined && this.release(taskId)) {
+          this.d.log.warn({ taskId }, 'another server node owns this task now (taken over); stopped running it here');
+        }
+        return ok !== false;
+      });
     this.taskWrites.set(taskId, next);
     void next
       .catch(() => {})

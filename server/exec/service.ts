@@ -43,6 +43,11 @@ export interface ServiceDeps {
   nodeId: string;
   /** Cluster: whether a task's owner is another live node, whose scheduler settles its executions. */
   ownedElsewhere(ownerNode: string | null | undefined): boolean;
+  /**
+   * Cluster: seconds until a running task whose owner node has left the registry is taken over by
+   * a live node (null: on one node, or the owner is this node or alive).
+   */
+  takeoverPendingSec(ownerNode: string | null | undefined): number | null;
   /** Cluster: cancel a task its owner node runs (answers the view, or the owner's error). */
   cancelRemote(owner: string, taskId: string, actor: Actor): Promise<unknown>;
   /** Cluster: hand an agent's exec.finished to the node that runs its task (and route its next messages there). */
@@ -209,6 +214,17 @@ export class ExecService {
         if ('error' in r) throw new ApiError(r.error.code, r.error.message, r.error.status);
         return r.task;
       }
+      // Its owner node died and no live node has taken it over yet: neither lost nor a silent success.
+      const wait = t.status === 'running' ? this.d.takeoverPendingSec(t.ownerNode) : null;
+      if (wait != null) {
+        throw new ApiError(
+          'unavailable',
+          `the server node running this task (${t.ownerNode}) is gone and another node has not taken the task over yet; retry in ${wait} s`,
+          503,
+          undefined,
+          wait,
+        );
+      }
       await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, ok: false, details: { reason: 'already finished' } });
       throw new ApiError('conflict', `task is already ${t.status}`);
     }
@@ -337,15 +353,17 @@ export class ExecService {
   }
 
   /**
-   * Cluster: the other live node whose active task holds an execution no active task here holds
-   * (null: none). This node then neither acks, cancels nor revives it: the owner settles it.
+   * Cluster: the other node whose running task holds an execution no active task here holds
+   * (null: none). This node then neither acks, cancels nor revives it: the owner settles it, or,
+   * when the owner died, the node that takes the task over (it asks the agent to resend).
    */
   private async ownerElsewhere(executionId: string): Promise<string | null> {
     if (this.d.scheduler.get(executionId)) return null;
     const row = await this.d.repo.getExecution(executionId);
     if (!row) return null;
     const task = await this.d.repo.getTask(row.taskId);
-    return task != null && task.status === 'running' && this.d.ownedElsewhere(task.ownerNode) ? task.ownerNode! : null;
+    if (task == null || task.status !== 'running') return null;
+    return this.d.ownedElsewhere(task.ownerNode) || this.d.takeoverPendingSec(task.ownerNode) != null ? task.ownerNode! : null;
   }
 
   /* ---------------- agent side ---------------- */

@@ -38,6 +38,8 @@ export class ApiError extends Error {
     message: string,
     status?: number,
     readonly details?: Record<string, unknown>,
+    /** Sent as Retry-After (seconds): the caller should repeat the request then. */
+    readonly retryAfterSec?: number,
   ) {
     super(message);
     this.status = status ?? STATUS[code];
@@ -52,6 +54,7 @@ export function errorHandler(log: { error(o: object, m: string): void }): ErrorR
     if (err instanceof ApiError) {
       if (err.code === 'database_unavailable') res.set('Retry-After', String(DB_RETRY_AFTER_SEC));
       if (err.code === 'insufficient_storage') res.set('Retry-After', String(NO_SPACE_RETRY_AFTER_SEC));
+      if (err.retryAfterSec !== undefined) res.set('Retry-After', String(err.retryAfterSec));
       res.status(err.status).json({ error: { code: err.code, message: err.message, ...(err.details ?? {}) } });
       return;
     }

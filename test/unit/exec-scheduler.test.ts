@@ -43,15 +43,28 @@ class FakeFleet {
   }
 }
 
-function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: Execution[] }; watched?: (e: Execution) => boolean } = {}) {
+function setup(
+  o: {
+    maxPerAgent?: number;
+    loaded?: { tasks: Task[]; executions: Execution[] };
+    watched?: (e: Execution) => boolean;
+    ownerNode?: string;
+    fenced?: Set<string>;
+    stored?: Map<string, number>;
+  } = {},
+) {
   const fleet = new FakeFleet();
   const stored: { taskId: string; patch: object }[] = [];
   const published: ExecutionView[] = [];
   const deps: SchedulerDeps = {
     repo: {
-      updateTask: async (taskId, patch) => void stored.push({ taskId, patch }),
+      updateTask: async (taskId, patch) => {
+        if (o.fenced?.has(taskId)) return false;
+        stored.push({ taskId, patch });
+        return true;
+      },
       loadActive: async () => o.loaded ?? { tasks: [], executions: [] },
-      storedOutput: async () => ({ nextSeq: 0, bytes: 0 }),
+      storedOutput: async (id) => ({ nextSeq: o.stored?.get(id) ?? 0, bytes: 0 }),
     },
     writer: { update: () => {}, output: () => {}, afterFlush: (fn) => fn() },
     fleet,
@@ -67,6 +80,7 @@ function setup(o: { maxPerAgent?: number; loaded?: { tasks: Task[]; executions: 
     maxExecutionsPerAgent: o.maxPerAgent ?? 8,
     reconcileTimeoutMs: RECONCILE_MS,
     maxOutputBytes: 1 << 20,
+    ...(o.ownerNode ? { ownerNode: o.ownerNode } : {}),
   };
   const s = new Scheduler(deps);
   return { s, fleet, stored, published };
@@ -367,5 +381,54 @@ describe('exec scheduler', () => {
     s.finished('a0', result(ex[0]!.id, 'cancelled'));
     expect(t.status).toBe('cancelled');
     expect(await s.cancel(t.id, 'alice')).toBeNull();
+  });
+  it("takes over a dead node's task: running ones resume from the stored output, unconfirmed ones are re-sent, queued ones dispatch in the window", async () => {
+    const t = task({ concurrency: '2' });
+    const ex = executions(t, ['a0', 'a1', 'a2', 'a3']);
+    Object.assign(ex[0]!, { status: 'running', startedAt: Date.now(), nextSeq: 2 });
+    Object.assign(ex[1]!, { status: 'dispatched', dispatchedAt: Date.now() });
+    const { s, fleet } = setup({ ownerNode: 'n2', stored: new Map([[ex[0]!.id, 5]]) });
+    for (const a of ['a0', 'a1', 'a2', 'a3']) fleet.online.add(a);
+    expect(await s.takeOver([t], ex)).toEqual({ tasks: 1, resumed: 2 });
+    // The stored chunks are the truth (the row lagged): resend from seq 5.
+    expect(fleet.of('exec.resume')).toEqual([
+      { type: 'exec.resume', executionId: ex[0]!.id, fromSeq: 5 },
+      { type: 'exec.resume', executionId: ex[1]!.id, fromSeq: 0 },
+    ]);
+    // The window (2) is full with the two it found in flight: the unconfirmed one is sent again, nothing new.
+    expect(fleet.runs()).toEqual([ex[1]!.id]);
+    s.finished('a0', result(ex[0]!.id, 'failed', 3));
+    expect(fleet.runs()).toEqual([ex[1]!.id, ex[2]!.id]);
+    expect(ex[0]).toMatchObject({ status: 'failed', exitCode: 3 });
+    // Taken twice (a repeated sweep): nothing is loaded again.
+    expect(await s.takeOver([t], ex)).toEqual({ tasks: 0, resumed: 0 });
+  });
+
+  it('an agent away at the takeover has the reconcile timeout to come back, as after a restart', async () => {
+    const t = task();
+    const ex = executions(t, ['a0']);
+    Object.assign(ex[0]!, { status: 'running', startedAt: Date.now() });
+    const { s, fleet } = setup({ ownerNode: 'n2' });
+    expect(await s.takeOver([t], ex)).toEqual({ tasks: 1, resumed: 0 });
+    expect(fleet.sent).toEqual([]);
+    s.sweep(Date.now() + RECONCILE_MS + 1_000);
+    expect(ex[0]!.status).toBe('lost');
+  });
+
+  it('fenced: a task row write refused (another node took the task over) drops the task; a cancel answers null', async () => {
+    const fenced = new Set<string>();
+    const { s, fleet } = setup({ ownerNode: 'n1', fenced });
+    fleet.online.add('a0');
+    const t = task();
+    const ex = executions(t, ['a0']);
+    s.submit(t, ex);
+    expect(s.holds('a0', ex[0]!.id)).toBe(true);
+    fenced.add(t.id);
+    expect(await s.cancel(t.id, 'alice')).toBeNull();
+    expect(s.isActive(t.id)).toBe(false);
+    expect(s.holds('a0', ex[0]!.id)).toBe(false);
+    expect(fleet.of('exec.cancel')).toEqual([]);
+    // Released by an exec.taken too: once.
+    expect(s.release(t.id)).toBe(false);
   });
 });
