@@ -210,7 +210,20 @@ export class ExecService {
       if (!t) throw notFound('task');
       // Another node runs it: the cancel (and its audit) happen there.
       if (t.status === 'running' && this.d.ownedElsewhere(t.ownerNode)) {
-        const r = (await this.d.cancelRemote(t.ownerNode!, taskId, actor)) as RemoteCancelAnswer;
+        let r: RemoteCancelAnswer;
+        try {
+          r = (await this.d.cancelRemote(t.ownerNode!, taskId, actor)) as RemoteCancelAnswer;
+        } catch (err) {
+          // No answer: the owner died (no responders) or is stuck; a live node takes its tasks over.
+          const wait = Math.max(1, this.d.takeoverPendingSec(t.ownerNode) ?? this.d.config.clusterLeaseTtlMs / 1000);
+          throw new ApiError(
+            'unavailable',
+            `the server node running this task (${t.ownerNode}) did not answer (${(err as Error).message}); if it is gone another node takes the task over; retry in ${Math.ceil(wait)} s`,
+            503,
+            undefined,
+            Math.ceil(wait),
+          );
+        }
         if ('error' in r) throw new ApiError(r.error.code, r.error.message, r.error.status);
         return r.task;
       }
