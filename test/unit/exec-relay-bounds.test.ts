@@ -41,7 +41,7 @@ function relayWith(bounds: RelayBounds) {
     // Every agent is connected to this node for to-agent delivery, none for the owner's view.
     fleet: { isOnline: () => false, send: () => true, get: () => undefined, touch: () => {} },
     agentNode: () => 'presence',
-    scheduler: { holds: () => false, agentReturned: () => [], agentLeft: () => {} },
+    scheduler: { holds: () => false, agentReturned: () => [], agentLeft: () => {}, release: () => false },
     fanout: { output: () => {}, ended: () => {}, subscribers: () => 0 },
     bus: { subscribe: () => () => {} },
     log: pino({ level: 'silent' }),
