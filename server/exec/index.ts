@@ -11,6 +11,7 @@ import { ExecRelay } from './relay.js';
 import { ExecRepo } from './repo.js';
 import { execRoutes } from './routes.js';
 import { Scheduler } from './scheduler.js';
+import { Takeover } from './takeover.js';
 import { ExecService } from './service.js';
 
 /**
@@ -125,40 +126,24 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   let fenceTimer: NodeJS.Timeout | undefined;
   const unsubs: Array<() => void> = [];
 
-  /**
-   * Cluster: a node died owning running tasks (the dead-node sweep, Cluster.onNodeLost). They are
-   * moved to this node a batch at a time (compare-and-set: a task another node took meanwhile is
-   * not taken twice), every other node is told (exec.taken), and the scheduler restores them as a
-   * restart would. Audited once per task.
-   */
-  const takeOver = async (dead: string): Promise<void> => {
-    for (;;) {
-      const { tasks, executions } = await repo.takeOver(dead, config.nodeId, config.takeoverBatchTasks);
-      if (tasks.length === 0) return;
-      const ids = tasks.map((t) => t.id);
-      // First, so console nodes register their watches before the agents resend output here.
-      relay.taken(dead, ids);
-      const r = await scheduler.takeOver(tasks, executions);
-      core.metrics.tasksTakenOver.inc({ direction: 'in' }, r.tasks);
-      log.warn({ from: dead, tasks: r.tasks, executions: executions.length, resumed: r.resumed }, 'cluster: took over the running tasks of a lost server node');
-      for (const t of tasks) {
-        await core.audit.record({
-          actor: { username: 'system', role: null, ip: null },
-          action: 'task.takeover',
-          targetType: 'task',
-          targetId: t.id,
-          details: { from: dead, to: config.nodeId, name: t.name },
-        });
-      }
-    }
-  };
+  const takeover = new Takeover({
+    repo,
+    scheduler,
+    relay,
+    nodeId: config.nodeId,
+    batchTasks: config.takeoverBatchTasks,
+    audit: core.audit,
+    tasksTakenOver: core.metrics.tasksTakenOver,
+    log,
+  });
   /** Cluster: active tasks another node owns now (taken over while this node was cut off) are forgotten. */
   let fenceChecking = false;
   const fenceCheck = async (): Promise<void> => {
     const ids = scheduler.activeTaskIds();
-    if (fenceChecking || ids.length === 0) return;
+    if (fenceChecking || (ids.length === 0 && !takeover.pending)) return;
     fenceChecking = true;
     try {
+      await takeover.retry();
       for (const [taskId, owner] of await repo.ownedByOthers(ids, config.nodeId)) {
         if (scheduler.release(taskId)) log.warn({ taskId, owner }, 'another server node took this task over (this node was cut off); stopped running it here');
       }
@@ -245,7 +230,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       sweepTimer = setInterval(() => scheduler.sweep(), Math.min(1000, Math.max(100, reconcileTimeoutMs / 4)));
       sweepTimer.unref();
       if (cluster.enabled) {
-        unsubs.push(cluster.onNodeLost(takeOver));
+        unsubs.push(cluster.onNodeLost((dead) => takeover.takeOver(dead)));
         fenceTimer = setInterval(() => void fenceCheck(), config.clusterLeaseTtlMs);
         fenceTimer.unref();
       }

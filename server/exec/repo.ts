@@ -167,10 +167,10 @@ export class ExecRepo {
   /**
    * Cluster: moves up to `limit` running tasks of `deadNode` to `newNode` in one locked transaction
    * (compare-and-set on `tasks.owner_node`: of two nodes taking over at once, each task goes to
-   * exactly one) and returns them with their executions as stored. Empty when none is left.
+   * exactly one) and returns their ids. Empty when none is left.
    */
-  async takeOver(deadNode: string, newNode: string, limit: number): Promise<{ tasks: Task[]; executions: Execution[] }> {
-    const ids = await transaction(this.db, async (trx) => {
+  async claimFrom(deadNode: string, newNode: string, limit: number): Promise<string[]> {
+    return transaction(this.db, async (trx) => {
       const rows = (await trx('tasks').where({ status: 'running', owner_node: deadNode }).orderBy('id').limit(limit).forUpdate().select('id')) as {
         id: string;
       }[];
@@ -179,10 +179,17 @@ export class ExecRepo {
       await trx('tasks').whereIn('id', ids).where({ owner_node: deadNode }).update({ owner_node: newNode });
       return ids;
     });
-    if (ids.length === 0) return { tasks: [], executions: [] };
-    // Read back after the commit: no other node writes these rows any more (fenced).
-    const tasks = (await this.db('tasks').whereIn('id', ids).where({ owner_node: newNode })).map(taskFromRow);
-    const executions = (await this.db('executions').whereIn('task_id', ids).orderBy('id')).map(execFromRow);
+  }
+
+  /**
+   * Cluster: of these tasks, the ones `node` owns, with their executions as stored (read after a
+   * claim: no other node writes these rows any more, they are fenced).
+   */
+  async loadOwned(taskIds: readonly string[], node: string): Promise<{ tasks: Task[]; executions: Execution[] }> {
+    if (taskIds.length === 0) return { tasks: [], executions: [] };
+    const tasks = (await this.db('tasks').whereIn('id', taskIds).where({ owner_node: node })).map(taskFromRow);
+    const owned = tasks.map((t) => t.id);
+    const executions = owned.length ? (await this.db('executions').whereIn('task_id', owned).orderBy('id')).map(execFromRow) : [];
     return { tasks, executions };
   }
 
