@@ -235,7 +235,10 @@ export class TaskRun {
       const t = await api.get<TaskDetail>(`/api/tasks/${encodeURIComponent(this.taskId)}`);
       if (this.disposed) return;
       const { executions, ...task } = t;
-      this.task.value = task;
+      // A push that raced this snapshot and is further along wins: the task ended while the
+      // snapshot was read. Taking the older `running` would undo the end, and nothing pushes it again.
+      const pushed = this.pushed;
+      this.task.value = pushed && pushed.status !== 'running' && task.status === 'running' ? pushed : task;
       this.execs.clear();
       for (const e of executions) this.execs.set(e.id, e);
       for (const [id, e] of this.pushedExecs) {
