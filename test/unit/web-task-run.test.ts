@@ -26,7 +26,15 @@ vi.mock('../../web/src/api/client', () => ({
   api: { get: (path: string) => new Promise((resolve) => h.gets.push({ path, resolve })) },
 }));
 
-const { TaskRun } = await import('../../web/src/features/tasks/taskRun.js');
+/** What the test uses of TaskRun (the web code resolves imports as the bundler does, so the server's type check does not read it). */
+interface TaskRunLike {
+  task: { value: { status: string } | null };
+  execs: Map<string, { status: string }>;
+  resync(): Promise<void>;
+  dispose(): void;
+}
+const modulePath = '../../web/src/features/tasks/taskRun.js';
+const { TaskRun } = (await import(modulePath)) as { TaskRun: new (taskId: string) => TaskRunLike };
 
 const task = (status: string, counts: Record<string, number>) => ({ id: 't1', name: 'demo', status, counts, script: 'true' });
 const exec = (id: string, status: string) => ({ id, taskId: 't1', agentId: id, status, outputBytes: 0 });
