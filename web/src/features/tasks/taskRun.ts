@@ -237,7 +237,8 @@ export class TaskRun {
       const { executions, ...task } = t;
       // A push that raced this snapshot and is further along wins: the task ended while the
       // snapshot was read. Taking the older `running` would undo the end, and nothing pushes it again.
-      const pushed = this.pushed;
+      // (Set by the task.updated handler during the await: TypeScript still narrows it to the null above.)
+      const pushed = this.pushed as TaskView | null;
       this.task.value = pushed && pushed.status !== 'running' && task.status === 'running' ? pushed : task;
       this.execs.clear();
       for (const e of executions) this.execs.set(e.id, e);
