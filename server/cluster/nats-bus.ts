@@ -1,6 +1,9 @@
 import type { NatsConnection, Subscription } from 'nats';
 import { LocalBus, type Bus, type BusEvents, type Handler, type SubscribeOptions, type Topic } from '../bus/bus.js';
 
+/** NATS' default max_payload (1 MiB), when the server has not said its own yet. */
+const DEFAULT_NATS_MAX_PAYLOAD = 1024 * 1024;
+
 /** A bus event as it travels between nodes: the publishing node's id and the payload. */
 interface Envelope {
   o: string;
@@ -83,11 +86,31 @@ export class NatsBus implements Bus {
     try {
       // While NATS is reconnecting the client buffers (bounded by its reconnect buffer); an event
       // lost beyond it is repaired by the presence snapshot a node asks for when it reconnects.
-      this.nc.publish(`${this.o.cluster}.bus.${topic}`, this.enc.encode(JSON.stringify({ o: this.o.nodeId, p: payload } satisfies Envelope)));
-      this.o.count?.('out');
+      this.send(topic, payload);
     } catch (err) {
       this.o.onError(err, topic);
     }
+  }
+
+  /**
+   * Sends one event to the other nodes. A batch event (`items`: agent.metrics, one per presence
+   * flush with every agent heard from) grows with the fleet; larger than the server's max_payload
+   * (NATS refuses it: MAX_PAYLOAD_EXCEEDED, and every other node would miss the whole flush) it goes
+   * in parts, each a valid event of the same topic. Any other event that large is an error.
+   */
+  private send(topic: Topic, payload: unknown): void {
+    const data = this.enc.encode(JSON.stringify({ o: this.o.nodeId, p: payload } satisfies Envelope));
+    const max = this.nc.info?.max_payload ?? DEFAULT_NATS_MAX_PAYLOAD;
+    const items = (payload as { items?: unknown }).items;
+    if (data.length > max && Array.isArray(items) && items.length > 1) {
+      // Parts of about 3/4 of the limit (items differ in size); a part still too large splits again.
+      const parts = Math.min(items.length, Math.ceil(data.length / (max * 0.75)));
+      const per = Math.ceil(items.length / parts);
+      for (let i = 0; i < items.length; i += per) this.send(topic, { ...(payload as object), items: items.slice(i, i + per) });
+      return;
+    }
+    this.nc.publish(`${this.o.cluster}.bus.${topic}`, data);
+    this.o.count?.('out');
   }
 
   subscribe<T extends Topic>(topic: T, handler: Handler<T>, opts?: SubscribeOptions): () => void {

@@ -63,6 +63,46 @@ describe('cluster bus over NATS', () => {
   });
 });
 
+describe('cluster bus over NATS: a batch event larger than max_payload', () => {
+  it("arrives whole on the other node in parts no larger than the server's max_payload (a 20,000-agent metrics flush)", async () => {
+    const [a, b] = [await open(), await open()];
+    const max = a.info!.max_payload;
+    const errors: unknown[] = [];
+    const sizes: number[] = [];
+    const busA = new NatsBus(a, { cluster: CLUSTER, nodeId: 'a', onError: (e) => errors.push(e) });
+    const busB = new NatsBus(b, { cluster: CLUSTER, nodeId: 'b', onError: (e) => errors.push(e) });
+    // What crosses the wire, as another node sees it.
+    const raw = b.subscribe(`${CLUSTER}.bus.agent.metrics`, { callback: (_e, m) => void sizes.push(m.data.length) });
+    const got: string[] = [];
+    busB.subscribe('agent.metrics', (p) => void got.push(...p.items.map((i) => i.agentId)));
+    await Promise.all([a.flush(), b.flush()]);
+    const metrics = {
+      cpuPercent: 12.5,
+      memUsedBytes: 1 << 30,
+      memTotalBytes: 8 << 30,
+      load: [0.5, 0.4, 0.3] as [number, number, number],
+      diskUsedBytes: 10 << 30,
+      diskTotalBytes: 100 << 30,
+      uptimeSec: 86_400,
+      runningExecutions: 0,
+      openTerminals: 0,
+    };
+    const lastSeenAt = new Date().toISOString();
+    const items = Array.from({ length: 20_000 }, (_, i) => ({ agentId: `agent-${String(i).padStart(6, '0')}-0123456789abcdef`, metrics, lastSeenAt }));
+    expect(JSON.stringify(items).length).toBeGreaterThan(max); // one message would be refused
+    busA.publish('agent.metrics', { items });
+    await waitFor(() => got.length >= items.length, 'every item on node b', 10_000, 10);
+    await sleep(200);
+    expect(errors).toEqual([]);
+    expect(got).toEqual(items.map((i) => i.agentId)); // each once, in order
+    expect(sizes.length).toBeGreaterThan(1);
+    for (const n of sizes) expect(n).toBeLessThanOrEqual(max);
+    raw.unsubscribe();
+    await busA.close();
+    await busB.close();
+  });
+});
+
 describe('cluster leases (NATS KV)', () => {
   it('one holder at a time; when the holder dies the other takes over within the TTL', async () => {
     const ttl = 1500;
