@@ -4,7 +4,7 @@
 //
 //   npm run bench -- cluster [--agents 45000] [--nodes 3] [--runs 10] [--task-agents 1000]
 //                            [--keys 1000] [--mb 20] [--reps 3] [--settle 15] [--window 20]
-//                            [--no-kill] [--no-write]
+//                            [--connect-timeout 300] [--no-kill] [--no-write]
 //
 // Phases, in one run:
 //  1. Idle fleet: every node's CPU (% of one core, over --window seconds after --settle) and RSS
@@ -47,6 +47,7 @@ const { values: flags } = parseArgs({
     reps: { type: 'string', default: '3' },
     settle: { type: 'string', default: '15' },
     window: { type: 'string', default: '20' },
+    'connect-timeout': { type: 'string', default: '300' },
     'no-kill': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
   },
@@ -77,8 +78,8 @@ const NODE_CAP = nofileHardLimit() - 1500;
  * 503 and the agent moves on to the next node, which would skew the spread.
  */
 const RAMP_PER_TICK = 6;
-/** How long the whole fleet may take to connect (enrollment included) before the run is given up. */
-const CONNECT_TIMEOUT_MS = 300_000;
+/** How long the whole fleet may take to connect (enrollment included) before the run is given up (--connect-timeout, seconds). */
+const CONNECT_TIMEOUT_MS = int('connect-timeout', 10) * 1000;
 const FINAL = ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped'];
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -448,17 +449,26 @@ try {
     }
   }
   const connected = () => fleets.reduce((s, f) => s + f.fleet.stats().connected, 0);
+  /** The simulators' network errors by kind (code or message), summed. */
+  const netKinds = (stats) => {
+    const out = {};
+    for (const x of stats) for (const [k, v] of Object.entries(x.netErrorKinds ?? {})) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
   for (let last = 0; connected() < N;) {
     if (performance.now() - t0 > CONNECT_TIMEOUT_MS) {
       const st = fleets.map((f) => f.fleet.stats());
       const sum = (key) => st.reduce((s, x) => s + x[key], 0);
       throw new Error(
-        `fleet: ${connected()}/${N} connected after ${CONNECT_TIMEOUT_MS / 1000} s (refused: ${sum('refused401')} × 401, ${sum('refused503')} × 503, ${sum('refusedOther')} other; ${sum('netErrors')} network errors; ${sum('errorsReceived')} error messages; by node ${JSON.stringify(await ownerCounts(db.k))})`,
+        `fleet: ${connected()}/${N} connected after ${CONNECT_TIMEOUT_MS / 1000} s (refused: ${sum('refused401')} × 401, ${sum('refused503')} × 503, ${sum('refusedOther')} other; ${sum('netErrors')} network errors ${JSON.stringify(netKinds(st))}; ${sum('errorsReceived')} error messages; by node ${JSON.stringify(await ownerCounts(db.k))})`,
       );
     }
     if (performance.now() - last > 10_000) {
       last = performance.now();
-      log(`  ${fmt(connected())}/${fmt(N)} connected (${((last - t0) / 1000).toFixed(0)} s)`);
+      const errs = netKinds(fleets.map((f) => f.fleet.stats()));
+      log(
+        `  ${fmt(connected())}/${fmt(N)} connected (${((last - t0) / 1000).toFixed(0)} s)${Object.keys(errs).length ? `; network errors so far ${JSON.stringify(errs)}` : ''}`,
+      );
     }
     await sleep(100);
   }
