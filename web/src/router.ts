@@ -3,7 +3,6 @@ import { createRouter, createWebHistory, type RouteLocationNormalized, type Rout
 import type { Role } from '../../protocol/console-messages';
 import { crumbLabel } from './composables/crumb';
 import { loadSession, useSession } from './composables/session';
-import { connect, disconnect } from './composables/socket';
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -76,11 +75,6 @@ function preload(to: RouteLocationNormalized): void {
 router.beforeEach(async (to) => {
   if (to.meta.public) return true;
   preload(to);
-  // The console socket too: its handshake and `ready` overlap the session question and the
-  // view's first render instead of following them (a cold load's last round trips). It
-  // authenticates by the same cookie; when there is no session its upgrade is refused and it is
-  // closed below. Idempotent: an open socket is kept.
-  connect();
   let user = null;
   try {
     user = await loadSession();
@@ -88,10 +82,7 @@ router.beforeEach(async (to) => {
     // Server unreachable: let the view show its own error; the socket banner says why.
     return true;
   }
-  if (!user) {
-    disconnect();
-    return { name: 'login', query: { next: to.fullPath } };
-  }
+  if (!user) return { name: 'login', query: { next: to.fullPath } };
   if (to.meta.role && !useSession().can(to.meta.role)) return { name: 'dashboard' };
   return true;
 });

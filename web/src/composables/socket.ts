@@ -91,7 +91,6 @@ export function disconnect(): void {
   ws = null;
   everOpened = false;
   socketState.value = 'idle';
-  socketAttempts.value = 0;
   w?.close(1000, 'logout');
 }
 
