@@ -57,7 +57,8 @@ export interface ServiceDeps {
 }
 
 /** The owner node's answer to a cancel sent from another node. */
-export type RemoteCancelAnswer = { task: ReturnType<typeof taskView> } | { error: { code: ErrorCode; message: string; status: number } };
+export type RemoteCancelAnswer =
+  { task: ReturnType<typeof taskView> } | { error: { code: ErrorCode; message: string; status: number; retryAfterSec?: number | undefined } };
 
 /** The first lines of a script for list views (the whole script only in GET /api/tasks/:id). */
 function scriptPreview(script: string): string {
@@ -224,7 +225,7 @@ export class ExecService {
             Math.ceil(wait),
           );
         }
-        if ('error' in r) throw new ApiError(r.error.code, r.error.message, r.error.status);
+        if ('error' in r) throw new ApiError(r.error.code, r.error.message, r.error.status, undefined, r.error.retryAfterSec);
         return r.task;
       }
       // Its owner node died and no live node has taken it over yet: neither lost nor a silent success.
@@ -236,6 +237,17 @@ export class ExecService {
           503,
           undefined,
           wait,
+        );
+      }
+      // Running, owned here (or by nobody else alive), yet not in the scheduler: a takeover or a
+      // restart is restoring it right now (claimed in the database, not loaded yet). Not finished.
+      if (t.status === 'running') {
+        throw new ApiError(
+          'unavailable',
+          'this task is being restored on this server node (taken over from a lost node, or after a restart); retry in 1 s',
+          503,
+          undefined,
+          1,
         );
       }
       await this.d.audit.record({ actor, action: 'task.cancel', targetType: 'task', targetId: taskId, ok: false, details: { reason: 'already finished' } });
@@ -360,7 +372,7 @@ export class ExecService {
     try {
       return { task: await this.cancel(taskId, actor) };
     } catch (err) {
-      if (err instanceof ApiError) return { error: { code: err.code, message: err.message, status: err.status } };
+      if (err instanceof ApiError) return { error: { code: err.code, message: err.message, status: err.status, retryAfterSec: err.retryAfterSec } };
       throw err;
     }
   }
