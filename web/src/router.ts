@@ -3,6 +3,7 @@ import { createRouter, createWebHistory, type RouteLocationNormalized, type Rout
 import type { Role } from '../../protocol/console-messages';
 import { crumbLabel } from './composables/crumb';
 import { loadSession, useSession } from './composables/session';
+import { connectEarly, dropEarly } from './composables/socket';
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -75,6 +76,9 @@ function preload(to: RouteLocationNormalized): void {
 router.beforeEach(async (to) => {
   if (to.meta.public) return true;
   preload(to);
+  // The console socket too, tentatively (see connectEarly): on a cold load its handshake and
+  // `ready` overlap the session question and the view's first render. A no-op once it is open.
+  connectEarly();
   let user = null;
   try {
     user = await loadSession();
@@ -82,7 +86,10 @@ router.beforeEach(async (to) => {
     // Server unreachable: let the view show its own error; the socket banner says why.
     return true;
   }
-  if (!user) return { name: 'login', query: { next: to.fullPath } };
+  if (!user) {
+    dropEarly();
+    return { name: 'login', query: { next: to.fullPath } };
+  }
   if (to.meta.role && !useSession().can(to.meta.role)) return { name: 'dashboard' };
   return true;
 });

@@ -27,6 +27,11 @@ let ws: WebSocket | null = null;
 let wanted = false;
 let retryTimer: ReturnType<typeof setTimeout> | null = null;
 let everOpened = false;
+/**
+ * The socket was opened before anyone knew whether a session exists (`connectEarly`): if it is
+ * refused it is dropped quietly, never retried and never a reason to ask about the session.
+ */
+let tentative = false;
 const handlers = new Map<MsgType, Set<(m: never) => void>>();
 const frameHandlers = new Set<(f: Frame) => void>();
 const readyHandlers = new Set<(reconnect: boolean) => void>();
@@ -78,13 +83,38 @@ export function sendBinary(data: Uint8Array): boolean {
 /** Opens the socket (idempotent) and keeps it open until `disconnect`. */
 export function connect(): void {
   wanted = true;
+  tentative = false;
   if (ws) return;
   open();
+}
+
+/**
+ * Opens the socket before the session is known (the router's guard on a cold load), so its
+ * handshake and `ready` overlap the question who is signed in and the first render instead of
+ * following them. The cookie authenticates it as it would any socket. Until `connect()` takes it
+ * over (the shell, once the user is known), it is tentative: refused (nobody signed in), it is
+ * dropped without a retry, a banner or a session check; `dropEarly()` closes it.
+ */
+export function connectEarly(): void {
+  if (ws || wanted) return;
+  tentative = true;
+  open();
+}
+
+/** Closes a socket `connectEarly` opened that nothing took over (nobody is signed in). */
+export function dropEarly(): void {
+  if (!tentative) return;
+  tentative = false;
+  const w = ws;
+  ws = null;
+  socketState.value = 'idle';
+  w?.close(1000, 'not signed in');
 }
 
 /** Closes the socket for good (logout). */
 export function disconnect(): void {
   wanted = false;
+  tentative = false;
   if (retryTimer) clearTimeout(retryTimer);
   retryTimer = null;
   const w = ws;
@@ -133,6 +163,12 @@ function open(): void {
   sock.onclose = (ev: CloseEvent) => {
     if (ws !== sock) return;
     ws = null;
+    if (tentative) {
+      // Opened before the session was known and refused or cut before anything took it over.
+      tentative = false;
+      socketState.value = 'idle';
+      return;
+    }
     if (!wanted) return;
     // The server ended the socket because the session, token or user changed (logout, expiry,
     // role change): back to the login page if the session is gone, else reconnect with the new rights.
