@@ -158,6 +158,11 @@ const Schema = z.object({
   anonConnectRatePerAddress: z.coerce.number().int().min(1).default(50),
   /** Remote addresses whose anonymous upgrades are counted at most (past it, the refilled buckets go; if none has, all). */
   anonConnectMaxAddresses: z.coerce.number().int().min(100).default(10_000),
+  /**
+   * Agent sockets accepted and not yet welcomed (handshakes in progress) at most; above, an upgrade
+   * answers 503 + Retry-After (spread wider the more are shed) before anything is spent on it.
+   */
+  agentConnectsPendingMax: z.coerce.number().int().min(1).default(500),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /**
@@ -463,6 +468,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   anonConnectRate: 'MUSTER_ANON_CONNECT_RATE',
   anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   anonConnectMaxAddresses: 'MUSTER_ANON_CONNECT_MAX_ADDRESSES',
+  agentConnectsPendingMax: 'MUSTER_AGENT_CONNECTS_PENDING_MAX',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
   presencePersistMs: 'MUSTER_PRESENCE_PERSIST_MS',
   sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',

@@ -26,6 +26,7 @@ import type { AgentChannel, DisconnectReason, Enrollment, Fleet } from '../fleet
 import { EnrollmentRefused } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { AdmissionTicket } from './admission.js';
 import type { Pinger } from './pinger.js';
 import { MessageBucket } from './rate.js';
 import type { AgentBinaryHandlers, AgentCtx, AgentHandlers } from './handlers.js';
@@ -95,6 +96,8 @@ export class AgentLink implements AgentChannel {
     readonly remoteAddress: string | null,
     private readonly auth: AgentAuth,
     private readonly deps: AgentLinkDeps,
+    /** The admission slot of this socket's handshake: given back at welcome (the socket's close gives it back otherwise). */
+    private readonly admission?: AdmissionTicket,
   ) {
     this.invalid = new InvalidCounter(deps.maxInvalidMessages);
     this.dispatcher = agentDispatcher(deps.handlers);
@@ -370,6 +373,7 @@ export class AgentLink implements AgentChannel {
       ...(this.auth.enrollSecret ? { secret: this.auth.enrollSecret } : {}),
     });
     this.deps.fleet.welcomed(this, h);
+    this.admission?.done(true);
     if (enrollment) {
       await this.deps.audit
         .record({

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import client from 'prom-client';
 import type { WebSocket, WebSocketServer } from 'ws';
 import type { Core } from '../core.js';
 import { AgentLink, type AgentLinkDeps } from './agent-link.js';
@@ -58,7 +59,7 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     bulkWriteThreshold: config.bulkWriteThreshold,
     bulkWindow: config.bulkWindow,
   };
-  const { agentWss, consoleWss } = attachUpgrade(server, {
+  const { agentWss, consoleWss, admission } = attachUpgrade(server, {
     auth,
     audit,
     fleet,
@@ -71,11 +72,12 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     anonConnectRate: config.anonConnectRate,
     anonConnectRatePerAddress: config.anonConnectRatePerAddress,
     anonConnectMaxAddresses: config.anonConnectMaxAddresses,
+    agentConnectsPendingMax: config.agentConnectsPendingMax,
     publicUrl: config.publicUrl,
     remoteOf: d.remoteOf,
     draining: () => draining || !accepting,
-    onAgent: (ws, req, a) => {
-      new AgentLink(ws, d.remoteOf(req), a, linkDeps);
+    onAgent: (ws, req, a, ticket) => {
+      new AgentLink(ws, d.remoteOf(req), a, linkDeps, ticket);
     },
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();
@@ -107,6 +109,14 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
       });
       d.hub.add(link);
       link.send({ type: 'ready', user: { id: principal.id, username: principal.username, role: principal.role }, serverTime: Date.now() });
+    },
+  });
+  new client.Gauge({
+    name: 'muster_agent_handshakes_pending',
+    help: 'Agent sockets accepted and not yet welcomed (MUSTER_AGENT_CONNECTS_PENDING_MAX sheds above)',
+    registers: [metrics.registry],
+    collect() {
+      this.set(admission.pending);
     },
   });
   return {

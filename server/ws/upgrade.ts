@@ -11,6 +11,7 @@ import type { Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AgentAuth } from './agent-link.js';
+import { Admission, type AdmissionTicket } from './admission.js';
 
 export interface UpgradeDeps {
   auth: AuthService;
@@ -27,12 +28,15 @@ export interface UpgradeDeps {
   anonConnectRatePerAddress: number;
   /** Remote addresses counted at most (MUSTER_ANON_CONNECT_MAX_ADDRESSES). */
   anonConnectMaxAddresses: number;
+  /** Agent sockets accepted and not yet welcomed at most (MUSTER_AGENT_CONNECTS_PENDING_MAX): 503 above. */
+  agentConnectsPendingMax: number;
   publicUrl: string | undefined;
   /** Client address of an upgrade (X-Forwarded-For only from MUSTER_TRUST_PROXY peers). */
   remoteOf(req: IncomingMessage): string | null;
   /** True while the server is starting or shutting down: new sockets are refused with 503. */
   draining(): boolean;
-  onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth): void;
+  /** `ticket`: the admission slot, given back by the link when it welcomes the agent (or by the socket's close). */
+  onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth, ticket: AdmissionTicket): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
 
@@ -41,76 +45,31 @@ function reject(socket: Duplex, status: number, message: string, headers: Record
   rejectUpgrade(socket, { status, message, headers });
 }
 
-/** Token bucket: at most `rate` new agent sockets per second, so a reconnect storm is shed. */
-class ConnectLimiter {
-  private tokens: number;
-  private last = Date.now();
-  constructor(private readonly rate: number) {
-    this.tokens = rate;
-  }
-  take(): boolean {
-    this.refill();
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-  full(): boolean {
-    this.refill();
-    return this.tokens >= this.rate;
-  }
-  private refill(): void {
-    const now = Date.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
-  }
-}
-
-/**
- * One token bucket per remote address (anonymous upgrades). Bounded: past `maxKeys` addresses the
- * buckets that have refilled are dropped (they hold no state worth keeping), and if that is not
- * enough, all are (the global anonymous bucket still holds the line).
- */
-class PerAddressLimiter {
-  private readonly buckets = new Map<string, ConnectLimiter>();
-  constructor(
-    private readonly rate: number,
-    private readonly maxKeys: number,
-  ) {}
-  take(addr: string | null): boolean {
-    const key = addr ?? '?';
-    let b = this.buckets.get(key);
-    if (!b) {
-      if (this.buckets.size >= this.maxKeys) this.prune();
-      this.buckets.set(key, (b = new ConnectLimiter(this.rate)));
-    }
-    return b.take();
-  }
-  private prune(): void {
-    for (const [k, b] of this.buckets) if (b.full()) this.buckets.delete(k);
-    if (this.buckets.size >= this.maxKeys) this.buckets.clear();
-  }
-}
-
 /** Routes upgrades by path and authenticates them: /ws/agent and /ws/console. */
-export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: WebSocketServer; consoleWss: WebSocketServer } {
+export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: WebSocketServer; consoleWss: WebSocketServer; admission: Admission } {
   const agentWss = new WebSocketServer({ noServer: true, maxPayload: deps.agentMaxPayload, perMessageDeflate: false });
   const consoleWss = new WebSocketServer({ noServer: true, maxPayload: deps.consoleMaxPayload, perMessageDeflate: false });
-  // Known agents with a valid secret and everyone else draw from separate buckets: a flood of
-  // bad or absent credentials (cheap to send) must never spend the reconnect budget of the fleet.
-  const limiter = new ConnectLimiter(deps.agentConnectRate);
-  const anonLimiter = new ConnectLimiter(deps.anonConnectRate);
-  const anonPerAddress = new PerAddressLimiter(deps.anonConnectRatePerAddress, deps.anonConnectMaxAddresses);
+  // Every reason to shed an agent upgrade, decided before the socket is accepted (admission.ts).
+  const admission = new Admission(
+    {
+      knownRate: deps.agentConnectRate,
+      anonRate: deps.anonConnectRate,
+      anonRatePerAddress: deps.anonConnectRatePerAddress,
+      anonMaxAddresses: deps.anonConnectMaxAddresses,
+      maxPending: deps.agentConnectsPendingMax,
+    },
+    deps.draining,
+  );
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
-    if (deps.draining()) {
-      // Starting, or going down: come back (to the next process), spread over a few seconds.
-      return reject(socket, 503, 'server starting or stopping; retry later', retryAfter(2, 5));
-    }
     if (path === '/ws/agent') {
+      // Starting or draining is one of the admission's answers.
       void agentUpgrade(req, socket, head);
     } else if (path === '/ws/console') {
+      // Starting, or going down: come back (to the next process), spread over a few seconds.
+      if (deps.draining()) return reject(socket, 503, 'server starting or stopping; retry later', retryAfter(2, 5));
       void consoleUpgrade(req, socket, head);
     } else {
       reject(socket, 404, 'no such endpoint');
@@ -119,40 +78,35 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
 
   async function agentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const remote = deps.remoteOf(req);
-    // A known agent's secret is checked first: a hash and a map lookup, no I/O.
+    // A known agent's secret is checked first: a hash and a map lookup, no I/O. Known agents with a
+    // valid secret and everyone else (enrollments, wrong or missing secrets) are admitted from
+    // separate budgets: a flood of bad or absent credentials (cheap to send) must never spend the
+    // reconnect budget of the fleet.
     const known = knownAgent(req);
-    if (known && !('error' in known)) {
-      if (!limiter.take()) {
-        deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
-        // Spread the retries: each refused agent gets its own delay.
-        return reject(socket, 503, 'too many new connections; retry later', retryAfter(1, 10));
-      }
-      agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, known));
-      return;
+    const verdict = admission.admit(known !== null && !('error' in known), remote);
+    if (!verdict.ok) {
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: String(verdict.status) });
+      return reject(socket, verdict.status, verdict.message, verdict.headers);
     }
-    // Everything else (enrollments, wrong or missing secrets) is shed before any further work: per
-    // remote address first (one noisy host does not lock out the others), then in all.
-    if (!anonPerAddress.take(remote)) {
-      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '429' });
-      return reject(socket, 429, 'too many unauthenticated connections from this address; retry later', retryAfter(1, 5));
-    }
-    if (!anonLimiter.take()) {
-      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
-      return reject(socket, 503, 'too many unauthenticated connections; retry later', retryAfter(1, 10));
-    }
+    const { ticket } = verdict;
+    // Given back when the agent is welcomed (the link), or whenever the socket closes before.
+    socket.once('close', () => ticket.done(false));
     let auth: AgentAuth | { error: string };
     try {
       auth = known ?? (await checkEnrollment(req));
     } catch (err) {
       deps.log.error({ err }, 'enrollment check failed');
+      ticket.done(false);
       return reject(socket, 503, 'enrollment unavailable; retry later', retryAfter(1, 10));
     }
     if ('error' in auth) {
+      ticket.done(false);
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '401' });
       deps.log.warn({ remote, agentId: String(req.headers['x-muster-agent-id'] ?? '').slice(0, 64), why: auth.error }, 'agent upgrade refused');
       return reject(socket, 401, auth.error);
     }
-    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, auth));
+    const a = auth;
+    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, a, ticket));
   }
 
   /** A known agent's credentials: its auth, an error (wrong or missing secret, revoked), or null for an unknown id. */
@@ -215,5 +169,5 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     consoleWss.handleUpgrade(req, socket, head, (ws) => deps.onConsole(ws, req, principal));
   }
 
-  return { agentWss, consoleWss };
+  return { agentWss, consoleWss, admission };
 }

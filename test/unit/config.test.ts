@@ -78,6 +78,7 @@ describe('server config', () => {
       clusterMaxAgentRoutes: 200_000,
       clusterMaxWatchedTasks: 10_000,
       anonConnectMaxAddresses: 10_000,
+      agentConnectsPendingMax: 500,
       loginRateMaxKeys: 10_000,
     });
     const c = loadConfig({
@@ -85,6 +86,7 @@ describe('server config', () => {
       MUSTER_CLUSTER_MAX_AGENT_ROUTES: '6000',
       MUSTER_CLUSTER_MAX_WATCHED_TASKS: '700',
       MUSTER_ANON_CONNECT_MAX_ADDRESSES: '800',
+      MUSTER_AGENT_CONNECTS_PENDING_MAX: '40',
       MUSTER_LOGIN_RATE_MAX_KEYS: '900',
     });
     expect(c).toMatchObject({
@@ -92,6 +94,7 @@ describe('server config', () => {
       clusterMaxAgentRoutes: 6000,
       clusterMaxWatchedTasks: 700,
       anonConnectMaxAddresses: 800,
+      agentConnectsPendingMax: 40,
       loginRateMaxKeys: 900,
     });
     for (const [name, bad] of [
@@ -99,6 +102,7 @@ describe('server config', () => {
       ['MUSTER_CLUSTER_MAX_AGENT_ROUTES', 'many'],
       ['MUSTER_CLUSTER_MAX_WATCHED_TASKS', '1.5'],
       ['MUSTER_ANON_CONNECT_MAX_ADDRESSES', '-1'],
+      ['MUSTER_AGENT_CONNECTS_PENDING_MAX', '0'],
       ['MUSTER_LOGIN_RATE_MAX_KEYS', '0'],
     ] as const) {
       expect(() => loadConfig({ [name]: bad }), name).toThrow(new RegExp(`invalid configuration:\\n  ${name}: `));
