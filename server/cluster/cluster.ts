@@ -204,11 +204,26 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   let timer: NodeJS.Timeout | undefined;
   let sweeping = false;
   let fleetRef: Fleet | null = null;
+  // The registry entry is renewed on a timer of its own: the sweep's database reads (slow while
+  // the database is busy with a reconnect storm) must never hold it back past the TTL, or the
+  // other nodes would take this live node's agents for a dead one's.
+  let beating = false;
+  let beatOk = true;
+  let beatTimer: NodeJS.Timeout | undefined;
+  const beat = async () => {
+    if (beating) return;
+    beating = true;
+    try {
+      beatOk = await heartbeat();
+    } finally {
+      beating = false;
+    }
+  };
   const sweep = async () => {
     if (sweeping) return;
     sweeping = true;
     try {
-      if (!(await heartbeat())) {
+      if (!beatOk) {
         // Partitioned from the cluster: another node's sweep has marked our agents `node lost` and
         // given them up (our writes for them are fenced). Let them go where the cluster is.
         if (Date.now() - registryOkAt > ttl && fleetRef && fleetRef.onlineCount() > 0) {
@@ -266,6 +281,8 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       fleetRef = fleet;
       await presence.attach(fleet, deps.repo);
       await leases.start();
+      beatTimer = setInterval(() => void beat(), Math.max(100, Math.floor(ttl / 3)));
+      beatTimer.unref();
       timer = setInterval(() => void sweep(), Math.max(100, Math.floor(ttl / 3)));
       timer.unref();
     },
@@ -278,6 +295,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       if (closed) return;
       closed = true;
       clearInterval(timer);
+      clearInterval(beatTimer);
       presence.close();
       link.close();
       await leases.close();

@@ -74,10 +74,19 @@ export class KvLease {
       this.validUntil = started + Math.floor(this.ttlMs * 0.75);
     } catch (err) {
       // Held by another node (create failed), or someone wrote since our revision (update failed),
-      // or NATS is away: not ours until a create succeeds.
-      if (this.revision !== null) this.log.warn({ lease: this.name, err: (err as Error).message }, 'cluster lease lost');
-      this.revision = null;
-      this.validUntil = 0;
+      // or NATS is away, or the answer came too late: on an event loop busy for seconds (a
+      // reconnect storm) the request times out although NATS wrote it. The entry says which.
+      const ours = await this.ownEntry();
+      if (ours !== null) {
+        // Still ours (our write landed, or nobody wrote since our last one): keep acting until the
+        // validity of the last renewal we know succeeded, and renew from this revision next tick.
+        // A create that landed counts from the next successful update, not from now.
+        this.revision = ours;
+      } else {
+        if (this.revision !== null) this.log.warn({ lease: this.name, err: (err as Error).message }, 'cluster lease lost');
+        this.revision = null;
+        this.validUntil = 0;
+      }
     } finally {
       this.busy = false;
     }
@@ -85,6 +94,17 @@ export class KvLease {
     if (is !== was) {
       if (is) this.log.info({ lease: this.name }, 'cluster lease taken');
       this.onChange(is);
+    }
+  }
+
+  /** The entry's revision when it holds this node's id (null: another node's, none, or NATS not answering). */
+  private async ownEntry(): Promise<number | null> {
+    try {
+      const e = await this.kv.get(this.name);
+      if (!e || e.operation !== 'PUT' || new TextDecoder().decode(e.value) !== this.nodeId) return null;
+      return e.revision;
+    } catch {
+      return null;
     }
   }
 
