@@ -3,7 +3,7 @@ import { CloseCode, type AgentView } from '../../protocol/index.js';
 import type { Db } from '../db/db.js';
 import { transaction } from '../db/retry.js';
 import type { Fleet } from '../fleet/fleet.js';
-import { agentView, type AgentRecord, type AgentRepo } from '../fleet/repo.js';
+import { agentView, effectiveLabels, type AgentRecord, type AgentRepo } from '../fleet/repo.js';
 import type { Logger } from '../log.js';
 import type { NatsBus } from './nats-bus.js';
 import type { OwnershipPeers } from './ownership.js';
@@ -79,16 +79,20 @@ export class ClusterPresence implements OwnershipPeers {
         if (!o || o.node !== origin) this.owners.set(id, { node: origin, generation: o?.generation ?? 0 });
         if (fleet.isOnline(id)) return;
         const rec = fleet.get(id);
+        // A reconnect with the facts this node already has (the common case: a restart, a network
+        // blip, a dead node's agents moving) changed nothing in the record but the connection:
+        // no database read. Otherwise labels (overrides, enrollment labels) and the rest come
+        // with the reload.
+        const same = rec !== undefined && sameFacts(rec, p.agent);
         if (rec) {
           // The host facts the hello reported (a new version after an update) are in the event:
-          // applied now, so a read on this node right after the agent is back never shows the old
-          // ones. Labels (overrides, enrollment labels) and the rest come with the reload.
+          // applied now, so a read on this node right after the agent is back never shows the old ones.
           applyHostFacts(rec, p.agent);
           rec.status = 'online';
           rec.connectedAt = p.agent.connectedAt ? Date.parse(p.agent.connectedAt) : Date.now();
           rec.lastSeenAt = p.agent.lastSeenAt ? Date.parse(p.agent.lastSeenAt) : Date.now();
         }
-        this.scheduleReload(id);
+        if (!same) this.scheduleReload(id);
       }),
       bus.subscribeRemote('agent.offline', (p, origin) => {
         // Stale news: the agent is connected here, or a newer connection is on another node.
@@ -265,6 +269,34 @@ export class ClusterPresence implements OwnershipPeers {
     for (const s of this.subs) s.unsubscribe();
     for (const u of this.unsubs) u();
   }
+}
+
+/**
+ * Whether another node's view of an agent says nothing this node's record does not: host facts,
+ * effective labels, groups, revocation and policy. Then a reload from the database would read
+ * the same row back.
+ */
+function sameFacts(rec: AgentRecord, v: AgentView): boolean {
+  return (
+    rec.name === v.name &&
+    rec.hostname === v.hostname &&
+    rec.externalIp === v.externalIp &&
+    rec.platform === v.platform &&
+    rec.arch === v.arch &&
+    rec.os === v.os &&
+    rec.version === v.version &&
+    rec.cpus === v.cpus &&
+    rec.memoryBytes === v.memoryBytes &&
+    (rec.revokedAt != null) === v.revoked &&
+    sameJson(rec.ips, v.ips) &&
+    sameJson(rec.groups, v.groups) &&
+    sameJson(effectiveLabels(rec), v.labels) &&
+    (v.policy == null || sameJson(rec.policy, v.policy))
+  );
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
 /** The facts an agent reports about its host in every hello, as another node's event carries them. */

@@ -125,6 +125,35 @@ describe('cluster: three server nodes on NATS and one MariaDB', () => {
     );
   });
 
+  it("a reconnect elsewhere with new labels reaches every node's record; with the same facts it changes nothing", async () => {
+    const [x, y, z] = Object.keys(nodes) as [string, string, string];
+    const rawId = `relabel-${CLUSTER}`;
+    const first = await helloAgent(nodes[x]!.wsUrl, { agentId: rawId, enrollToken: nodes[x]!.enrollToken }, { labels: { tier: 'one' } });
+    const creds = { agentId: rawId, secret: first.welcome.secret as string };
+    const labelsOn = async (n: string) => (await apis[n]!.get(`/api/agents/${rawId}`)).body?.labels?.tier;
+    await waitFor(async () => (await labelsOn(z)) === 'one', 'labels on the third node', 15_000);
+    first.close();
+    await first.closed;
+    // Back through another node, reporting other labels: the third node reads them.
+    const second = await helloAgent(nodes[y]!.wsUrl, creds, { labels: { tier: 'two' } });
+    await waitFor(
+      async () => (await labelsOn(z)) === 'two' && (await apis[z]!.get(`/api/agents/${rawId}`)).body.status === 'online',
+      'new labels on the third node',
+      15_000,
+    );
+    second.close();
+    await second.closed;
+    // And back with the same facts: still right everywhere.
+    const third = await helloAgent(nodes[x]!.wsUrl, creds, { labels: { tier: 'two' } });
+    for (const n of [x, y, z])
+      await waitFor(
+        async () => (await labelsOn(n)) === 'two' && (await apis[n]!.get(`/api/agents/${rawId}`)).body.status === 'online',
+        `labels on ${n}`,
+        15_000,
+      );
+    third.close();
+  });
+
   it('kill -9 of the owning node: the agent is back through another node within 30 s, and the lost connection is recorded as node lost', async () => {
     const owner = (await waitFor(async () => {
       const o = await ownerOf(apis['node-a']!);
