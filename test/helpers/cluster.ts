@@ -1,4 +1,5 @@
 import { connect } from 'nats';
+import { cleanup, createMysqlDatabase, startServer, type TestServer } from './harness.js';
 
 /** The local NATS with JetStream (MUSTER_TEST_NATS_URL overrides it). */
 export const TEST_NATS_URL = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
@@ -27,6 +28,44 @@ export function testCluster(opts: { leaseTtlMs?: number } = {}): { name: string;
       for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${name}-${x}`).catch(() => {});
       await jsm.streams.delete(`OBJ_${name}-blobs`).catch(() => {});
       await nc.close();
+    },
+  };
+}
+
+export type TestCluster = ReturnType<typeof testCluster>;
+
+/** Three server nodes of `cluster` on a fresh MariaDB database, and how to stop them all. */
+export interface ThreeNodes {
+  db: { url: string; name: string; drop(): Promise<void> };
+  a: TestServer;
+  b: TestServer;
+  c: TestServer;
+  /** Stops every server and agent the file started, drops the database and the cluster's streams. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts node-a first (it takes the leases; `afterFirst` may wait for that), then node-b and
+ * node-c together, each with `env(node)` (the cluster's own environment by default).
+ */
+export async function startThreeNodes(
+  cluster: TestCluster,
+  opts: { env?: (node: string) => Record<string, string>; afterFirst?: () => Promise<unknown> } = {},
+): Promise<ThreeNodes> {
+  const env = opts.env ?? cluster.env;
+  const db = await createMysqlDatabase();
+  const a = await startServer({ dbUrl: db.url, env: env('node-a') });
+  await opts.afterFirst?.();
+  const [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
+  return {
+    db,
+    a,
+    b,
+    c,
+    stop: async () => {
+      await cleanup();
+      await db.drop();
+      await cluster.drop();
     },
   };
 }

@@ -3,20 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeFrame } from '../../protocol/index.js';
 import { alive, createTask, outputText, pidsIn, waitExecution, waitTask } from '../helpers/exec.js';
-import {
-  Api,
-  agentId,
-  cleanup,
-  consoleSocket,
-  createMysqlDatabase,
-  sleep,
-  startAgent,
-  startServer,
-  tmpDir,
-  waitFor,
-  type TestServer,
-} from '../helpers/harness.js';
-import { testCluster } from '../helpers/cluster.js';
+import { Api, agentId, consoleSocket, sleep, startAgent, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -29,9 +17,9 @@ import { withDb } from '../helpers/raw-agent.js';
  * 503 + Retry-After until the task is taken over, then cancels it.
  */
 const cluster = testCluster();
-const env = cluster.env;
 
-let db: { url: string; drop(): Promise<void> };
+let nodes: ThreeNodes;
+let db: ThreeNodes['db'];
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -54,9 +42,8 @@ async function expectStoredOnce(executionId: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  db = await createMysqlDatabase();
-  a = await startServer({ dbUrl: db.url, env: env('node-a') });
-  [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
+  nodes = await startThreeNodes(cluster);
+  ({ db, a, b, c } = nodes);
   apiA = await Api.login(a.url);
   const ag1 = startAgent(a, { name: 'takeover-1' });
   const ag2 = startAgent(a, { name: 'takeover-2' });
@@ -65,11 +52,7 @@ beforeAll(async () => {
   for (const id of [agent1, agent2]) await apiB.waitAgent(id, 'online', 30_000);
 }, 240_000);
 
-afterAll(async () => {
-  await cleanup();
-  await db.drop();
-  await cluster.drop();
-});
+afterAll(() => nodes.stop());
 
 describe('cluster: the running tasks of a killed node are taken over by a live node', () => {
   it('kill -9 of the owner while its script runs on A: taken over, failed with exit code 3 once, output stored once, the end seen live on A', async () => {

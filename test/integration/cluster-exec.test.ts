@@ -3,21 +3,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeFrame } from '../../protocol/index.js';
 import { alive, createTask, outputText, pidsIn, waitExecution, waitTask } from '../helpers/exec.js';
-import {
-  Api,
-  agentId,
-  cleanup,
-  consoleSocket,
-  createMysqlDatabase,
-  sleep,
-  startAgent,
-  startServer,
-  tmpDir,
-  waitFor,
-  type TestAgent,
-  type TestServer,
-} from '../helpers/harness.js';
-import { testCluster } from '../helpers/cluster.js';
+import { Api, agentId, consoleSocket, sleep, startAgent, tmpDir, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import { startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -29,9 +16,9 @@ import { withDb } from '../helpers/raw-agent.js';
  * finishes its running execution there, stored once by B.
  */
 const cluster = testCluster();
-const env = cluster.env;
 
-let db: { url: string; drop(): Promise<void> };
+let nodes: ThreeNodes;
+let db: ThreeNodes['db'];
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -42,9 +29,8 @@ let agent: TestAgent;
 let id = '';
 
 beforeAll(async () => {
-  db = await createMysqlDatabase();
-  a = await startServer({ dbUrl: db.url, env: env('node-a') });
-  [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
+  nodes = await startThreeNodes(cluster);
+  ({ db, a, b, c } = nodes);
   [apiA, apiB, apiC] = await Promise.all([Api.login(a.url), Api.login(b.url), Api.login(c.url)]);
   agent = startAgent(a, { name: 'exec-far' });
   id = await agentId(agent);
@@ -52,11 +38,7 @@ beforeAll(async () => {
   await apiC.waitAgent(id, 'online', 30_000);
 }, 240_000);
 
-afterAll(async () => {
-  await cleanup();
-  await db.drop();
-  await cluster.drop();
-});
+afterAll(() => nodes.stop());
 
 describe('cluster: tasks created on node B run on an agent of node A, watched from node C', () => {
   it('streams output to a console on C, stores it once, gets the exit code right', async () => {

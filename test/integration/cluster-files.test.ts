@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_NATS_URL, testCluster } from '../helpers/cluster.js';
-import { Api, agentId, cleanup, createMysqlDatabase, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { startThreeNodes, TEST_NATS_URL, testCluster, type ThreeNodes } from '../helpers/cluster.js';
+import { Api, agentId, startAgent, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -20,7 +20,8 @@ const cluster = testCluster({ leaseTtlMs: 8000 });
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const PATH = '/etc/muster-test/cluster.conf';
 
-let db: { url: string; drop(): Promise<void> };
+let three: ThreeNodes;
+let db: ThreeNodes['db'];
 const nodes = new Map<string, TestServer>();
 const apis = new Map<string, Api>();
 let holder = '';
@@ -79,17 +80,17 @@ function expectOnDisk(root: string, content: Buffer): void {
 }
 
 beforeAll(async () => {
-  db = await createMysqlDatabase();
   const env = (node: string) => ({
     ...cluster.env(node),
     MUSTER_FILE_CHUNK_BYTES: '65536',
     MUSTER_FILE_WINDOW_BYTES: '131072',
     MUSTER_FILE_APPLY_TIMEOUT_SEC: '120',
   });
-  nodes.set('node-a', await startServer({ dbUrl: db.url, env: env('node-a') }));
-  const [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
-  nodes.set('node-b', b);
-  nodes.set('node-c', c);
+  three = await startThreeNodes(cluster, { env });
+  db = three.db;
+  nodes.set('node-a', three.a);
+  nodes.set('node-b', three.b);
+  nodes.set('node-c', three.c);
   for (const [name, s] of nodes) apis.set(name, await Api.login(s.url));
   holder = await waitFor(() => leaseHolder('waves'), 'a node holding the waves lease', 30_000);
   others = [...nodes.keys()].filter((n) => n !== holder) as [string, string];
@@ -125,11 +126,7 @@ beforeAll(async () => {
   expect(new Set(agents.map((x) => x.node)).size).toBe(2);
 }, 300_000);
 
-afterAll(async () => {
-  await cleanup();
-  await db.drop();
-  await cluster.drop();
-});
+afterAll(() => three.stop());
 
 describe('cluster: file distributions reach agents on every node', () => {
   let fileId = '';

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, cleanup, createMysqlDatabase, sleep, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { testCluster } from '../helpers/cluster.js';
+import { Api, agentId, sleep, startAgent, waitFor, type TestServer } from '../helpers/harness.js';
+import { startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
@@ -13,9 +13,9 @@ import { TermClient } from '../helpers/terminal-client.js';
  * reattaches; an admin's console on node C watches. Recording once, on node A.
  */
 const cluster = testCluster();
-const env = cluster.env;
 
-let db: { url: string; drop(): Promise<void> };
+let nodes: ThreeNodes;
+let db: ThreeNodes['db'];
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -24,9 +24,8 @@ let adminC: Api;
 let id = '';
 
 beforeAll(async () => {
-  db = await createMysqlDatabase();
-  a = await startServer({ dbUrl: db.url, env: env('node-a') });
-  [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
+  nodes = await startThreeNodes(cluster);
+  ({ db, a, b, c } = nodes);
   const adminB = await Api.login(b.url);
   opB = await adminB.userWithRole('operator');
   adminC = await Api.login(c.url);
@@ -37,11 +36,7 @@ beforeAll(async () => {
   await adminC.waitAgent(id, 'online', 30_000);
 }, 240_000);
 
-afterAll(async () => {
-  await cleanup();
-  await db.drop();
-  await cluster.drop();
-});
+afterAll(() => nodes.stop());
 
 describe('cluster: a terminal on an agent of node A, driven from node B, watched from node C', () => {
   it('opens, types, resizes, watches, floods with bounded buffers, reattaches and records once', async () => {

@@ -16,8 +16,8 @@ import {
   trackBigDir,
   type Supervisor,
 } from '../helpers/agent-packages.js';
-import { TEST_NATS_URL, testCluster } from '../helpers/cluster.js';
-import { AGENT_START_MS, Api, cleanup, createMysqlDatabase, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { startThreeNodes, TEST_NATS_URL, testCluster, type ThreeNodes } from '../helpers/cluster.js';
+import { AGENT_START_MS, Api, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 import { withDb } from '../helpers/raw-agent.js';
 
 /**
@@ -35,7 +35,8 @@ import { withDb } from '../helpers/raw-agent.js';
 const cluster = testCluster({ leaseTtlMs: 8000 });
 const env = cluster.env;
 
-let db: { url: string; drop(): Promise<void> };
+let three: ThreeNodes;
+let db: ThreeNodes['db'];
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -108,11 +109,12 @@ beforeAll(async () => {
   keys = await keygen(tmpDir('keys'));
   const rawPub = createPublicKey(fs.readFileSync(keys.pub, 'utf8')).export({ type: 'spki', format: 'der' }).subarray(-32).toString('base64');
   const nodeEnv = (node: string) => ({ ...env(node), MUSTER_UPDATE_TIMEOUT_SEC: '90', MUSTER_UPDATE_PUBLIC_KEY: rawPub });
-  db = await createMysqlDatabase();
   // A first: it takes the leases, so B and C forward rollout calls to it.
-  a = await startServer({ dbUrl: db.url, env: nodeEnv('node-a') });
-  await waitFor(async () => ((await leaseHolder('waves')) === 'node-a' ? true : null), 'node A holding the waves lease', 30_000);
-  [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: nodeEnv('node-b') }), startServer({ dbUrl: db.url, env: nodeEnv('node-c') })]);
+  three = await startThreeNodes(cluster, {
+    env: nodeEnv,
+    afterFirst: () => waitFor(async () => ((await leaseHolder('waves')) === 'node-a' ? true : null), 'node A holding the waves lease', 30_000),
+  });
+  ({ db, a, b, c } = three);
   for (const s of [a, b, c]) trackBigDir(s.dataDir);
   [apiA, apiB, apiC] = await Promise.all([Api.login(a.url), Api.login(b.url), Api.login(c.url)]);
   // Sorted by name in waves: wave-1 (on A) is the first wave, wave-2 (on C) the second.
@@ -123,9 +125,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stopAllSupervisors();
-  await cleanup();
-  await db.drop();
-  await cluster.drop();
+  await three.stop();
 });
 
 /** Waits until the rollout is in one of `states`, asked on `api`. */
