@@ -7,6 +7,7 @@ import {
   DEFAULT_BULK_WINDOW,
   DEFAULT_BULK_WRITE_THRESHOLD,
   MessageDispatcher,
+  isExactTermAck,
   PriorityWriter,
   ServerToAgent,
   streamKeyOf,
@@ -145,7 +146,8 @@ export class ServerConnection {
     this.urlIndex = this.urls.length > 1 ? Math.floor(Math.random() * this.urls.length) : 0;
     // The shared dispatcher calls handlers as (ctx, msg); the agent's handlers take the message only.
     const adapted = Object.fromEntries(Object.entries(o.handlers).map(([type, h]) => [type, (_: undefined, m: never) => (h as (m: unknown) => void)(m)]));
-    this.dispatcher = new MessageDispatcher<ServerToAgent, undefined>(ServerToAgent, adapted);
+    // term.ack (one per chunk of terminal output the consoles wrote) skips the schema when it is exact.
+    this.dispatcher = new MessageDispatcher<ServerToAgent, undefined>(ServerToAgent, adapted, { 'term.ack': isExactTermAck });
   }
 
   start(): void {

@@ -451,6 +451,35 @@ export async function consolePing(srv, cookie, n) {
   return summary(samples);
 }
 
+/**
+ * Interleaved direct/relay `cat` repetitions, median of each (other work on the machine hits both
+ * alike); also the CPU per MB of every process, each repetition's and the median of them.
+ */
+async function throughputRuns(srv, agentPid, cookie, agentId, file, reps) {
+  const directRuns = [];
+  const relayRuns = [];
+  for (let i = 0; i < reps; i++) {
+    directRuns.push(await directThroughput(file));
+    relayRuns.push(await relayThroughput(srv, agentPid, cookie, agentId, file));
+  }
+  const median = (runs) => [...runs].sort((a, b) => a.mbps - b.mbps)[Math.floor(runs.length / 2)];
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const direct = median(directRuns);
+  const relay = median(relayRuns);
+  return {
+    direct,
+    relay,
+    ratio: relay.mbps / direct.mbps,
+    runs: { direct: directRuns.map((r) => +r.mbps.toFixed(1)), relay: relayRuns.map((r) => +r.mbps.toFixed(1)) },
+    cpuMsPerMBMedian: {
+      reader: +med(directRuns.map((r) => r.cpuMsPerMB)).toFixed(2),
+      agent: +med(relayRuns.map((r) => r.cpuMsPerMB.agent)).toFixed(2),
+      server: +med(relayRuns.map((r) => r.cpuMsPerMB.server)).toFixed(2),
+      client: +med(relayRuns.map((r) => r.cpuMsPerMB.client)).toFixed(2),
+    },
+  };
+}
+
 /* ---------------- load generators (child processes) ---------------- */
 
 /** Child: a console flooding `cat /dev/urandom | base64` in its own session, acking like xterm.js. */
@@ -606,7 +635,7 @@ async function main() {
   // binary frames and are not counted; the fleet enrolls from one address.
   const srv = await startServer(path.join(tmp, 'data'), {
     MUSTER_HEARTBEAT_INTERVAL_MS: values['heartbeat-ms'],
-    MUSTER_TERMINAL_RECORDING: '1',
+    MUSTER_TERMINAL_RECORDING: process.env.MUSTER_TERMINAL_RECORDING ?? '1',
     MUSTER_CONSOLE_MESSAGE_RATE: '100000',
     MUSTER_CONSOLE_MESSAGE_BURST: '100000',
     MUSTER_ANON_CONNECT_RATE: '100000',
@@ -627,14 +656,18 @@ async function main() {
     await waitOnline(srv.url, cookie, agentId);
     log(`server pid ${srv.proc.pid}, agent ${agentId}; payload ${(fs.statSync(file).size / 1e6).toFixed(1)} MB`);
 
-    results.keystrokeIdle = {
-      direct: await directKeystrokes(nKeys),
-      relay: await relayKeystrokes(srv, cookie, agentId, nKeys, agent.pid),
-      ping: await consolePing(srv, cookie, nKeys),
-    };
-    log('keystroke idle (ms):', JSON.stringify(results.keystrokeIdle));
-    // --only idle: the idle keystrokes alone (profiling the relay path per keystroke).
-    if (values.only !== 'idle') {
+    if (values.only !== 'throughput') {
+      results.keystrokeIdle = {
+        direct: await directKeystrokes(nKeys),
+        relay: await relayKeystrokes(srv, cookie, agentId, nKeys, agent.pid),
+        ping: await consolePing(srv, cookie, nKeys),
+      };
+      log('keystroke idle (ms):', JSON.stringify(results.keystrokeIdle));
+    }
+    // --only idle: the idle keystrokes alone (profiling the relay path per keystroke);
+    // --only throughput: the cat repetitions alone (profiling the relay path per MB).
+    if (values.only === 'throughput') results.throughput = await throughputRuns(srv, agent.pid, cookie, agentId, file, reps);
+    else if (values.only !== 'idle') {
       const fleet = child(['--child', 'fleet', srv.wsUrl, String(fleetN)]);
       await fleet.ready;
       await sleep(2000);
@@ -663,24 +696,9 @@ async function main() {
       results.interrupt = await relayInterrupt(srv, cookie, agentId);
       log('Ctrl-C during a flood → prompt (ms):', JSON.stringify(results.interrupt));
 
-      // Interleaved repetitions, median of each: other work on the machine hits both alike.
-      const directRuns = [];
-      const relayRuns = [];
-      for (let i = 0; i < reps; i++) {
-        directRuns.push(await directThroughput(file));
-        relayRuns.push(await relayThroughput(srv, agent.pid, cookie, agentId, file));
-      }
-      const median = (runs) => [...runs].sort((a, b) => a.mbps - b.mbps)[Math.floor(runs.length / 2)];
-      const direct = median(directRuns);
-      const relay = median(relayRuns);
-      results.throughput = {
-        direct,
-        relay,
-        ratio: relay.mbps / direct.mbps,
-        runs: { direct: directRuns.map((r) => +r.mbps.toFixed(1)), relay: relayRuns.map((r) => +r.mbps.toFixed(1)) },
-      };
-      log('throughput:', JSON.stringify(results.throughput));
+      results.throughput = await throughputRuns(srv, agent.pid, cookie, agentId, file, reps);
     }
+    if (results.throughput) log('throughput:', JSON.stringify(results.throughput));
   } finally {
     agent.kill('SIGTERM');
     srv.proc.kill('SIGTERM');
@@ -689,7 +707,13 @@ async function main() {
   }
   results.loadavgAfter = os.loadavg().map((x) => +x.toFixed(2));
   if (values.json) console.log(JSON.stringify(results));
-  else if (values.only === 'idle') {
+  else if (values.only === 'throughput') {
+    const t = results.throughput;
+    const c = t.cpuMsPerMBMedian;
+    console.log(
+      `load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; ${t.runs.direct.join('/')} vs ${t.runs.relay.join('/')} MB/s (${(t.ratio * 100).toFixed(0)} %); CPU per MB (median of ${reps}): reader ${c.reader} ms, agent ${c.agent} + server ${c.server} + client ${c.client} ms; relay frames ${t.relay.frames} (avg ${t.relay.avgFrame} B)`,
+    );
+  } else if (values.only === 'idle') {
     const c = results.keystrokeIdle.relay.cpuUsPerKey;
     console.log(
       `load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; CPU per keystroke: server ${c.server.toFixed(0)} µs, agent ${c.agent.toFixed(0)} µs, client ${c.client.toFixed(0)} µs`,

@@ -62,3 +62,24 @@ export function isExactHeartbeat(raw: unknown): boolean {
   }
   return metrics;
 }
+
+/**
+ * Exactly the shape of a `term.ack` (console → server ConsoleTermAck, server → agent TermAck: the
+ * same schema): type, sessionId (1–128 characters), bytes (a non-negative safe integer), no
+ * other key. One arrives per chunk of terminal output a console wrote, and one per batch the
+ * server forwards to the agent.
+ */
+export function isExactTermAck(raw: unknown): boolean {
+  if (!isRecord(raw) || raw.type !== 'term.ack') return false;
+  let n = 0;
+  for (const k in raw) {
+    n++;
+    const v = raw[k];
+    if (k === 'sessionId') {
+      if (typeof v !== 'string' || v.length < 1 || v.length > 128) return false;
+    } else if (k === 'bytes') {
+      if (!isCount(v)) return false;
+    } else if (k !== 'type') return false;
+  }
+  return n === 3;
+}

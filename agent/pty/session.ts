@@ -1,5 +1,5 @@
 import type { IPty } from 'node-pty';
-import { encodeTermData, INTERACTIVE_FRAME_MAX, TERM_FRAME_MAX } from '../../protocol/index.js';
+import { INTERACTIVE_FRAME_MAX, TERM_FRAME_MAX, termDataHeader } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
 import { killTerminalTree } from './proctree.js';
 
@@ -10,8 +10,14 @@ export interface SessionLimits {
   lowWatermark: number;
 }
 
-/** While output flows, it is gathered for this long before a frame goes out. */
+/** While output flows, what was gathered is looked at this often. */
 const COALESCE_MS = 2;
+/**
+ * ... and goes out as a frame when a look found no new output since the last one, when it reached
+ * TERM_FRAME_MAX, or when its first bytes have waited this long (output that keeps coming
+ * travels in frames of TERM_FRAME_MAX, or of this long's worth when it comes slower).
+ */
+const COALESCE_MAX_MS = 8;
 /** A PTY read at least this large means output is flowing (an echo or a prompt is smaller). */
 const FLOW_MIN = 1024;
 /** Time the shell's tree has between SIGHUP and SIGKILL on close. */
@@ -40,9 +46,14 @@ export class PtySession {
   private batch: Buffer[] = [];
   private batchBytes = 0;
   private flowing = false;
+  /** When the batch's first chunk was read, and whether a chunk was read since the last tick. */
+  private batchSince = 0;
+  private readSinceTick = false;
   private coalesceTimer: NodeJS.Timeout | undefined;
   private readonly disposables: { dispose(): void }[] = [];
   private readonly tick = () => this.onTick();
+  /** The TERM_DATA header of this session's frames (made once). */
+  private readonly header: Uint8Array;
 
   constructor(
     readonly id: string,
@@ -51,6 +62,7 @@ export class PtySession {
     private readonly limits: SessionLimits,
     private readonly onEnd: (s: PtySession, exit: { exitCode: number | null; signal: number | null; reason: string }) => void,
   ) {
+    this.header = termDataHeader(id);
     this.disposables.push(pty.onData((d) => this.onOutput(d as unknown as Buffer)));
     this.disposables.push(pty.onExit((e) => this.onExit(e.exitCode, e.signal ?? null)));
     this.armIdle();
@@ -119,39 +131,59 @@ export class PtySession {
       }
       return;
     }
+    if (this.batchBytes === 0) this.batchSince = performance.now();
     this.batch.push(chunk);
     this.batchBytes += chunk.length;
+    this.readSinceTick = true;
     if (this.batchBytes >= TERM_FRAME_MAX) this.flush();
   }
 
   /**
-   * Every COALESCE_MS while output flows: send what was gathered. A period that gathered
-   * nothing ends the flowing state, so the next byte after a pause goes out at once. A PTY read
-   * returns about 4 KiB; without this a flood would travel as 4 KiB frames.
+   * Every COALESCE_MS while output flows: send what was gathered once output paused (nothing
+   * read since the last tick) or waited COALESCE_MAX_MS. A period that gathered nothing ends the
+   * flowing state, so the next byte after a pause goes out at once. A PTY read returns about
+   * 4 KiB; without this a flood would travel as 4 KiB frames, and every frame costs each hop
+   * its own socket writes, an ack and part of a window ping.
    */
   private onTick(): void {
     this.coalesceTimer = undefined;
     if (this.closed) return;
-    if (this.batchBytes > 0) {
-      this.flush();
-      this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
-    } else {
+    if (this.batchBytes === 0) {
       this.flowing = false;
+      return;
     }
+    const more = this.readSinceTick;
+    this.readSinceTick = false;
+    if (!more || performance.now() - this.batchSince >= COALESCE_MAX_MS) this.flush();
+    this.coalesceTimer = setTimeout(this.tick, COALESCE_MS);
   }
 
   private flush(): void {
     if (this.batchBytes === 0) return;
-    const data = this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes);
+    const batch = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    this.send(data);
+    this.send(batch);
   }
 
-  private send(data: Buffer): void {
+  /** One frame of `chunks` (the header and the bytes copied once into it). */
+  private send(chunks: Buffer | Buffer[]): void {
+    const h = this.header.length;
+    let n = 0;
+    if (Array.isArray(chunks)) for (const c of chunks) n += c.length;
+    else n = chunks.length;
+    const frame = Buffer.allocUnsafe(h + n);
+    frame.set(this.header, 0);
+    if (Array.isArray(chunks)) {
+      let at = h;
+      for (const c of chunks) {
+        frame.set(c, at);
+        at += c.length;
+      }
+    } else frame.set(chunks, h);
     // An echo or a prompt goes ahead of other sessions' floods; flowing output is bulk.
-    this.link.sendBinary(encodeTermData(this.id, data), { bulk: data.length > INTERACTIVE_FRAME_MAX, key: this.id });
-    this.unacked += data.length;
+    this.link.sendBinary(frame, { bulk: n > INTERACTIVE_FRAME_MAX, key: this.id });
+    this.unacked += n;
     if (!this.paused && this.unacked > this.limits.highWatermark) {
       this.paused = true;
       this.pty.pause();

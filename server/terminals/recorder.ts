@@ -1,9 +1,12 @@
+import { isAscii } from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
 
 /** Output merged into one event when it arrives within this many ms of the event's first chunk. */
 const MERGE_MS = 20;
-const MERGE_MAX_CHARS = 64 * 1024;
+/** An event's text is at most about this many bytes (JSON-escaped); more output starts the next. */
+const MERGE_MAX_BYTES = 64 * 1024;
+const QUOTE = 0x22;
 
 export interface RecordingResult {
   bytes: number;
@@ -22,7 +25,14 @@ export class AsciicastRecorder {
   private bytes = 0;
   private truncated = false;
   private closed = false;
-  private pending = '';
+  /**
+   * The pending event's text, JSON-escaped, one piece per chunk: each chunk is escaped on arrival
+   * (JSON.stringify of a flat string; of the merged text it would first copy the concatenation).
+   */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Whether the decoder may hold the first bytes of a character cut at the end of the last chunk. */
+  private decoderHolds = false;
   private pendingAt = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -79,19 +89,33 @@ export class AsciicastRecorder {
   }
 
   output(data: Uint8Array): void {
-    if (this.closed || this.truncated) return;
-    const text = this.decoder.decode(data, { stream: true });
-    if (!text) return;
+    if (this.closed || this.truncated || data.length === 0) return;
+    // Most output is ASCII: read it as Latin-1 (a copy, no UTF-8 decoding) unless the decoder
+    // holds the start of a character from the last chunk. Otherwise the streaming decoder; a
+    // chunk ending in an ASCII byte leaves nothing in it.
+    let text: string;
+    let ascii = false;
+    if (!this.decoderHolds && isAscii(data)) {
+      text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('latin1');
+      ascii = true;
+    } else {
+      text = this.decoder.decode(data, { stream: true });
+      this.decoderHolds = data[data.length - 1]! >= 0x80;
+      if (!text) return;
+    }
+    // JSON of ASCII text is ASCII: Latin-1 encodes it as UTF-8 would (a copy). The quotes are cut off.
+    const json = Buffer.from(JSON.stringify(text), ascii ? 'latin1' : 'utf8');
     const t = this.now();
-    if (this.pending && (t - this.pendingAt > MERGE_MS / 1000 || this.pending.length > MERGE_MAX_CHARS)) this.flush();
-    if (!this.pending) {
+    if (this.pendingBytes > 0 && (t - this.pendingAt > MERGE_MS / 1000 || this.pendingBytes > MERGE_MAX_BYTES)) this.flush();
+    if (this.pendingBytes === 0) {
       this.pendingAt = t;
       this.timer ??= setTimeout(() => {
         this.timer = undefined;
         this.flush();
       }, MERGE_MS * 5).unref();
     }
-    this.pending += text;
+    this.pending.push(json.subarray(1, json.length - 1));
+    this.pendingBytes += json.length - 2;
   }
 
   resize(cols: number, rows: number): void {
@@ -101,19 +125,33 @@ export class AsciicastRecorder {
   }
 
   private flush(): void {
-    if (!this.pending) return;
-    const text = this.pending;
-    this.pending = '';
-    this.event(this.pendingAt, 'o', text);
+    if (this.pendingBytes === 0) return;
+    const pieces = this.pending;
+    const n = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    // [time, "o", "<pieces>"] as event() would write it for the joined text.
+    const head = Buffer.from(`[${stamp(this.pendingAt)},"o",`);
+    const buf = Buffer.allocUnsafe(head.length + n + 4);
+    let at = head.copy(buf, 0);
+    buf[at++] = QUOTE;
+    for (const p of pieces) at += p.copy(buf, at);
+    buf[at++] = QUOTE;
+    buf[at++] = 0x5d; // ]
+    buf[at++] = 0x0a; // \n
+    this.write(buf);
   }
 
   private event(t: number, kind: 'o' | 'r', data: string): void {
-    this.line(JSON.stringify([Math.round(t * 1e6) / 1e6, kind, data]));
+    this.line(`[${stamp(t)},${JSON.stringify(kind)},${JSON.stringify(data)}]`);
   }
 
   private line(json: string): void {
+    this.write(Buffer.from(`${json}\n`));
+  }
+
+  private write(buf: Buffer): void {
     if (this.closed || this.truncated) return;
-    const buf = Buffer.from(`${json}\n`);
     if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > this.maxQueuedBytes) {
       this.stop(this.bytes + buf.length > this.maxBytes ? 'recording size cap reached' : 'the disk is too slow for the output');
       return;
@@ -138,7 +176,12 @@ export class AsciicastRecorder {
     if (!this.closed) {
       clearTimeout(this.timer);
       const tail = this.decoder.decode();
-      if (tail) this.pending += tail;
+      if (tail) {
+        const json = Buffer.from(JSON.stringify(tail));
+        if (this.pendingBytes === 0) this.pendingAt = this.now();
+        this.pending.push(json.subarray(1, json.length - 1));
+        this.pendingBytes += json.length - 2;
+      }
       this.flush();
       this.closed = true;
       await new Promise<void>((resolve) => this.out.end(() => resolve()));
@@ -149,4 +192,9 @@ export class AsciicastRecorder {
   get stats(): RecordingResult {
     return { bytes: this.bytes, truncated: this.truncated };
   }
+}
+
+/** An event's time as asciicast writes it: seconds, rounded to the microsecond. */
+function stamp(t: number): string {
+  return JSON.stringify(Math.round(t * 1e6) / 1e6);
 }

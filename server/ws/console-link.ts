@@ -7,6 +7,7 @@ import {
   DEFAULT_BULK_WRITE_THRESHOLD,
   FrameError,
   InvalidCounter,
+  isExactTermAck,
   MessageDispatcher,
   PriorityWriter,
   refOf,
@@ -26,7 +27,8 @@ const dispatchers = new WeakMap<ConsoleHandlers, MessageDispatcher<ConsoleToServ
 /** One dispatcher per handlers object, shared by every console socket. */
 function consoleDispatcher(h: ConsoleHandlers): MessageDispatcher<ConsoleToServer, ConsoleChannel> {
   let d = dispatchers.get(h);
-  if (!d) dispatchers.set(h, (d = new MessageDispatcher<ConsoleToServer, ConsoleChannel>(ConsoleToServer, h)));
+  // term.ack (one per chunk of terminal output a console wrote) skips the schema when it is exact.
+  if (!d) dispatchers.set(h, (d = new MessageDispatcher<ConsoleToServer, ConsoleChannel>(ConsoleToServer, h, { 'term.ack': isExactTermAck })));
   return d;
 }
 

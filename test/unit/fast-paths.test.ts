@@ -1,6 +1,15 @@
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { AgentToServer, Heartbeat, isExactHeartbeat, MessageDispatcher, type AgentToServer as AgentMsg } from '../../protocol/index.js';
+import {
+  AgentToServer,
+  ConsoleTermAck,
+  Heartbeat,
+  isExactHeartbeat,
+  isExactTermAck,
+  MessageDispatcher,
+  TermAck,
+  type AgentToServer as AgentMsg,
+} from '../../protocol/index.js';
 
 const metrics = () => ({
   cpuPercent: 12.5,
@@ -136,5 +145,63 @@ describe('isExactHeartbeat (hand-checked heartbeat, zod as the authority)', () =
     expect(bad.ok).toBe(false);
     if (!bad.ok) expect(bad.refusal).toMatchObject({ code: 'invalid_message', ref: 'heartbeat' });
     if (!bad.ok) expect(bad.refusal.message).toMatch(/^invalid heartbeat: metrics\.cpuPercent/);
+  });
+});
+
+describe('isExactTermAck (hand-checked term.ack, zod as the authority)', () => {
+  /** Both channels' schemas (console → server, server → agent) accept it and return it unchanged. */
+  const schemasKeepAsIs = (raw: unknown): boolean =>
+    [ConsoleTermAck, TermAck].every((schema) => {
+      const r = schema.safeParse(raw);
+      return r.success && isDeepStrictEqual(r.data, raw);
+    });
+
+  it('agrees with both schemas on valid, invalid and 20,000 random acks', () => {
+    const ack = (extra: Record<string, unknown> = {}) => ({ type: 'term.ack', sessionId: 'b3a1c2d4-0000-4000-8000-000000000001', bytes: 16384, ...extra });
+    const fixed: unknown[] = [
+      ack(),
+      ack({ bytes: 0 }),
+      ack({ sessionId: 'x' }),
+      ack({ sessionId: 'x'.repeat(128) }),
+      wire(JSON.stringify(ack())),
+      null,
+      [ack()],
+      ack({ type: 'term.open' }),
+      ack({ sessionId: '' }),
+      ack({ sessionId: 'x'.repeat(129) }),
+      ack({ sessionId: 7 }),
+      ack({ bytes: -1 }),
+      ack({ bytes: 1.5 }),
+      ack({ bytes: 2 ** 53 }),
+      ack({ bytes: '5' }),
+      ack({ extra: 1 }),
+      { type: 'term.ack', sessionId: 's' },
+      { type: 'term.ack', bytes: 1 },
+      wire('{"type":"term.ack","sessionId":"s","bytes":1e999}'),
+      wire('{"type":"term.ack","__proto__":{"x":1},"sessionId":"s","bytes":1}'),
+    ];
+    let s = 0x1234567;
+    const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+    const values = [0, 1, -1, 1.5, 2 ** 53 - 1, 2 ** 53, Infinity, '1', '', 'x'.repeat(128), 'x'.repeat(129), null, true, [], {}];
+    const random: unknown[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const raw: Record<string, unknown> = ack({ bytes: Math.floor(rnd() * 1e6) });
+      for (const k of ['type', 'sessionId', 'bytes']) {
+        const r = rnd();
+        if (r < 0.1) raw[k] = pick(values);
+        else if (r < 0.13) delete raw[k];
+      }
+      if (rnd() < 0.03) raw[pick(['ref', 'extra', 'toString'])] = 1;
+      random.push(raw);
+    }
+    let accepted = 0;
+    for (const raw of [...fixed, ...random]) {
+      const fast = isExactTermAck(raw);
+      if (fast) accepted++;
+      expect(fast, JSON.stringify(raw)).toBe(schemasKeepAsIs(raw));
+    }
+    expect(accepted).toBeGreaterThan(5000);
+    expect(accepted).toBeLessThan(19_000);
   });
 });
