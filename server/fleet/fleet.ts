@@ -1,6 +1,6 @@
 import type { DisconnectReason, Hello, HostPolicy, Labels, Metrics, SendOpts, ServerToAgent } from '../../protocol/index.js';
 import { CloseCode } from '../../protocol/index.js';
-import type { Bus } from '../bus/bus.js';
+import type { Bus, BusEvents } from '../bus/bus.js';
 import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
@@ -55,7 +55,13 @@ interface Live {
   /** When a flush last wrote this agent's last_seen_at (0: not since it connected). */
   persistedAt: number;
   /** The record's metrics object came from this connection's heartbeats (updated in place from then on). */
-  ownMetrics?: true;
+  ownMetrics: boolean;
+  /**
+   * Heard from since the last flush (a flag here, not an entry in a set cleared every flush: at
+   * thousands of heartbeats a second the set's tables, regrown every flush, outlived the young
+   * generation and were promoted only to die).
+   */
+  heard: boolean;
 }
 
 type ConnectHook = (agentId: string, hello: Hello) => void;
@@ -70,6 +76,7 @@ type PolicyHook = (agentId: string, policy: HostPolicy, previous: HostPolicy | n
 export class Fleet {
   readonly agents = new Map<string, AgentRecord>();
   private readonly live = new Map<string, Live>();
+  /** Agents to flush that are not live here (gone offline, simulated, a failed flush): live ones carry `heard`. */
   private readonly dirty = new Set<string>();
   private readonly connectHooks: ConnectHook[] = [];
   private readonly disconnectHooks: DisconnectHook[] = [];
@@ -282,8 +289,17 @@ export class Fleet {
     } else {
       Object.assign(rec, { connectedAt: now, lastSeenAt: now, status: 'online' });
     }
-    if (!changed) this.dirty.add(rec.id);
-    this.live.set(hello.agentId, { ch, connectionId, lastHeartbeat: now, connectedAt: now, generation, persistedAt: changed ? now : 0 });
+    this.live.set(hello.agentId, {
+      ch,
+      connectionId,
+      lastHeartbeat: now,
+      connectedAt: now,
+      generation,
+      persistedAt: changed ? now : 0,
+      ownMetrics: false,
+      // Unchanged facts: the connect wrote no last_seen_at, the next flush does.
+      heard: !changed,
+    });
     this.deps.metrics.connects.inc();
     if (!wasLive) this.deps.metrics.statusChanges.inc({ status: 'online' });
     this.updateGauge();
@@ -381,15 +397,16 @@ export class Fleet {
     const now = Date.now();
     l.lastHeartbeat = now;
     rec.lastSeenAt = now;
-    // Into the record's own object when it has one: the message dies young instead of every
-    // heartbeat promoting a new object to the old generation (major GCs, a larger heap).
-    // (The first heartbeat of a connection replaces whatever object the record held.)
-    if (l.ownMetrics && rec.metrics) assignMetrics(rec.metrics, metrics);
+    // Into the record's own object (an AgentMetrics, made by the connection's first heartbeat;
+    // whatever object the record held before is replaced, not written to): the message dies young,
+    // and the numbers are written into the object's own double fields, so a heartbeat allocates
+    // nothing that outlives it.
+    if (l.ownMetrics && rec.metrics instanceof AgentMetrics) rec.metrics.set(metrics);
     else {
-      rec.metrics = metrics;
+      rec.metrics = new AgentMetrics(metrics);
       l.ownMetrics = true;
     }
-    this.dirty.add(agentId);
+    l.heard = true;
     this.deps.metrics.countHeartbeat();
   }
 
@@ -522,22 +539,35 @@ export class Fleet {
    */
   async flush(): Promise<void> {
     if (this.flushing) return this.flushing;
-    if (this.dirty.size === 0) return;
-    const heard = [...this.dirty];
-    this.dirty.clear();
     const now = Date.now();
     const persistMs = this.deps.persistMs ?? 0;
-    const items = [];
+    const items: BusEvents['agent.metrics']['items'] = [];
     const ids: string[] = [];
     const written: Live[] = [];
-    for (const id of heard) {
+    const iso = isoCache();
+    const take = (id: string, l: Live | undefined) => {
       const rec = this.agents.get(id);
-      if (rec?.metrics) items.push({ agentId: id, metrics: rec.metrics, lastSeenAt: new Date(rec.lastSeenAt ?? now).toISOString() });
-      const l = this.live.get(id);
-      if (l && now - l.persistedAt < persistMs) continue;
+      if (rec?.metrics) items.push({ agentId: id, metrics: rec.metrics, lastSeenAt: iso(rec.lastSeenAt ?? now) });
+      if (l && now - l.persistedAt < persistMs) return;
       ids.push(id);
       if (l) written.push(l);
+    };
+    let taken = 0;
+    for (const id of this.dirty) {
+      const l = this.live.get(id);
+      // A live agent is in `dirty` only after a failed flush: taken once, here.
+      if (l) l.heard = false;
+      take(id, l);
+      taken++;
     }
+    this.dirty.clear();
+    for (const [id, l] of this.live) {
+      if (!l.heard) continue;
+      l.heard = false;
+      take(id, l);
+      taken++;
+    }
+    if (taken === 0) return;
     this.deps.bus.publish('agent.metrics', { items });
     if (ids.length === 0) return;
     this.flushing = (async () => {
@@ -588,21 +618,69 @@ export class Fleet {
   }
 }
 
-/** Copies every field of `from` into `into` (the same shape; `load` element by element). */
-function assignMetrics(into: Metrics, from: Metrics): void {
-  into.cpuPercent = from.cpuPercent;
-  into.memUsedBytes = from.memUsedBytes;
-  into.memTotalBytes = from.memTotalBytes;
-  into.diskUsedBytes = from.diskUsedBytes;
-  into.diskTotalBytes = from.diskTotalBytes;
-  into.uptimeSec = from.uptimeSec;
-  into.runningExecutions = from.runningExecutions;
-  into.openTerminals = from.openTerminals;
-  if (Array.isArray(into.load) && into.load.length === 3) {
-    into.load[0] = from.load[0];
-    into.load[1] = from.load[1];
-    into.load[2] = from.load[2];
-  } else into.load = [from.load[0], from.load[1], from.load[2]];
+/**
+ * The metrics a record holds for a connected agent, written in place by every heartbeat. A class,
+ * so every record's object has one shape whose number fields V8 keeps as doubles inside the
+ * object: copying a heartbeat into it allocates nothing (into an object parsed from JSON, each
+ * number stored was a new heap number, promoted with the record, and the stores went through
+ * slow paths). Serializes like the plain object (same keys, same order).
+ */
+export class AgentMetrics implements Metrics {
+  cpuPercent: number;
+  memUsedBytes: number;
+  memTotalBytes: number;
+  load: [number, number, number];
+  diskUsedBytes: number;
+  diskTotalBytes: number;
+  uptimeSec: number;
+  runningExecutions: number;
+  openTerminals: number;
+  constructor(m: Metrics) {
+    this.cpuPercent = m.cpuPercent;
+    this.memUsedBytes = m.memUsedBytes;
+    this.memTotalBytes = m.memTotalBytes;
+    this.load = [m.load[0], m.load[1], m.load[2]];
+    this.diskUsedBytes = m.diskUsedBytes;
+    this.diskTotalBytes = m.diskTotalBytes;
+    this.uptimeSec = m.uptimeSec;
+    this.runningExecutions = m.runningExecutions;
+    this.openTerminals = m.openTerminals;
+  }
+  set(m: Metrics): void {
+    this.cpuPercent = m.cpuPercent;
+    this.memUsedBytes = m.memUsedBytes;
+    this.memTotalBytes = m.memTotalBytes;
+    this.load[0] = m.load[0];
+    this.load[1] = m.load[1];
+    this.load[2] = m.load[2];
+    this.diskUsedBytes = m.diskUsedBytes;
+    this.diskTotalBytes = m.diskTotalBytes;
+    this.uptimeSec = m.uptimeSec;
+    this.runningExecutions = m.runningExecutions;
+    this.openTerminals = m.openTerminals;
+  }
+}
+
+const MS3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+
+/**
+ * `new Date(t).toISOString()` for the timestamps of one flush (a few seconds of heartbeats): the
+ * text up to the second is made once per distinct second, the milliseconds appended.
+ */
+export function isoCache(): (t: number) => string {
+  let sec = NaN;
+  let prefix = '';
+  return (t) => {
+    const s = Math.floor(t / 1000);
+    if (s !== sec) {
+      const full = new Date(t).toISOString();
+      // Years 0–9999 only ("YYYY-MM-DDTHH:MM:SS.mmmZ"); anything else is formatted whole.
+      if (full.length !== 24) return full;
+      sec = s;
+      prefix = full.slice(0, 20);
+    }
+    return `${prefix}${MS3[t - s * 1000]!}Z`;
+  };
 }
 
 /** The host facts a hello reports, as the record holds them. */

@@ -173,11 +173,9 @@ export class AgentRepo {
    * enrollment token's use), in one transaction. Throws EnrollmentRefused when either fails.
    */
   async claim(h: Hello, secretHash: string, now: number, enrollLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
-    // Run again on a lock conflict (enrollments racing on one token's row, on several nodes).
-    await transaction(this.db, async (trx) => {
-      if (consume && !(await consume(trx))) throw new EnrollmentRefused('the enrollment token is used up, expired or revoked');
+    const insert = async (db: Knex) => {
       try {
-        await trx('agents').insert({
+        await db('agents').insert({
           id: h.agentId,
           ...helloColumns(h, now),
           groups: '[]',
@@ -194,6 +192,15 @@ export class AgentRepo {
         }
         throw err;
       }
+    };
+    // Nothing to consume (MUSTER_ENROLL_TOKEN): one statement, atomic on its own. A transaction
+    // here cost a knex transactor per agent (tens of KB of objects that outlived the young
+    // generation in an enrollment storm of thousands, swelling the old generation).
+    if (!consume) return void (await retryOnConflict(() => insert(this.db), txRetryOf(this.db)));
+    // Run again on a lock conflict (enrollments racing on one token's row, on several nodes).
+    await transaction(this.db, async (trx) => {
+      if (!(await consume(trx))) throw new EnrollmentRefused('the enrollment token is used up, expired or revoked');
+      await insert(trx);
     });
   }
 
