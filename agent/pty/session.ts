@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { IPty } from 'node-pty';
 import { INTERACTIVE_FRAME_MAX, TERM_FRAME_MAX, termDataHeader } from '../../protocol/index.js';
 import type { Link } from '../capability.js';
@@ -77,11 +78,27 @@ export class PtySession {
     return this.unacked;
   }
 
-  /** Keystrokes and pastes from the console. */
+  /**
+   * Keystrokes and pastes from the console. node-pty writes input with `fs.write` on libuv's
+   * thread pool: every keystroke would wait for a pool thread to be scheduled before the shell
+   * sees it (and its echo can come back). While node-pty has nothing queued, the input is written
+   * here at once (the PTY master is non-blocking); whatever the tty does not take now, and any
+   * error, goes to node-pty's queue as before, so input stays in order.
+   */
   input(data: Uint8Array): void {
     if (this.closed) return;
     this.lastActivity = Date.now();
-    this.pty.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    let written = 0;
+    const fd = directFd(this.pty);
+    if (fd !== null) {
+      try {
+        written = fs.writeSync(fd, buf);
+      } catch {
+        written = 0; // EAGAIN (the tty's buffer is full) or an error: node-pty's queue handles both
+      }
+    }
+    if (written < buf.length) this.pty.write(written === 0 ? buf : buf.subarray(written));
   }
 
   resize(cols: number, rows: number): void {
@@ -215,4 +232,26 @@ export class PtySession {
     const reason = this.closeReason ?? (signal ? `shell killed by signal ${signal}` : `shell exited with code ${exitCode ?? '?'}`);
     this.onEnd(this, { exitCode: signal ? null : exitCode, signal: signal || null, reason });
   }
+}
+
+/** What node-pty's UnixTerminal keeps of its master fd, its state and its write queue (not in its typings). */
+interface UnixTerminalInternals {
+  fd?: unknown;
+  _writable?: unknown;
+  _socket?: { destroyed?: unknown };
+  _writeStream?: { _writeQueue?: unknown };
+}
+
+/**
+ * The PTY master's fd when input may be written to it directly: the terminal is open (node-pty
+ * has not closed it: its own write would be a no-op then, and the fd may be closed) and its write
+ * queue exists and is empty (nothing written earlier is still waiting). Null otherwise (another
+ * node-pty version or platform, a closing terminal, or a queue to keep order behind), and then
+ * input goes through `pty.write`.
+ */
+function directFd(pty: IPty): number | null {
+  const t = pty as unknown as UnixTerminalInternals;
+  const q = t._writeStream?._writeQueue;
+  if (typeof t.fd !== 'number' || t._writable !== true || t._socket?.destroyed !== false) return null;
+  return Array.isArray(q) && q.length === 0 ? t.fd : null;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alive } from '../helpers/exec.js';
 import { Api, agentId, cleanup, startAgent, startServer, waitFor, type TestServer } from '../helpers/harness.js';
@@ -82,6 +83,24 @@ describe('terminal basics: a real shell through the relay', () => {
     t.write(emoji.subarray(2));
     t.write(':done\r');
     await t.waitText(/in:🌍:done\r?\n/, since);
+  });
+
+  it('a paste far larger than the tty takes at once reaches the shell whole and in order', async () => {
+    // The agent writes input to the PTY directly while node-pty has nothing queued and leaves what
+    // the tty does not take to node-pty's queue: a lost, doubled or reordered piece changes the sum.
+    const t4 = await client.open(id);
+    await t4.run('true');
+    const n = 512 * 1024;
+    const paste = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) paste[i] = 0x21 + ((i * 7 + (i >> 10)) % 90);
+    const since = t4.mark;
+    // Raw mode: bytes go to `head` as they are (canonical mode would cap a line at 4 KiB).
+    t4.write('stty raw -echo; echo RAW""ON; head -c ' + n + ' | sha256sum; stty sane\r');
+    await t4.waitText('RAWON', since);
+    for (let off = 0; off < n; off += 16 * 1024) t4.write(paste.subarray(off, off + 16 * 1024));
+    const want = createHash('sha256').update(paste).digest('hex');
+    await t4.waitText(want, since, 60_000);
+    t4.close();
   });
 
   it('close ends the shell and its whole process tree (no orphan, no zombie)', async () => {
