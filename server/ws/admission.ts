@@ -72,7 +72,7 @@ export type AdmissionVerdict =
   | { ok: false; status: 429 | 503; reason: 'draining' | 'pending' | 'rate' | 'address'; message: string; headers: Record<string, string> };
 
 /** Shortest and longest spread of Retry-After when shedding for handshakes in progress, seconds. */
-const PENDING_RETRY_MIN_WINDOW = 10;
+const PENDING_RETRY_MIN_WINDOW = 5;
 const PENDING_RETRY_MAX_WINDOW = 60;
 
 /**
@@ -84,8 +84,10 @@ const PENDING_RETRY_MAX_WINDOW = 60;
  *   node is behind on work it already accepted; another socket would only wait in its queue
  *   until the client's handshake timeout, and a timed-out client retries at once. The
  *   Retry-After spread grows with the overload: uniform in [1, W] s with W = sheds per second over
- *   welcomes per second (the previous second), between 10 and 60, so a fleet much larger than
- *   what the node welcomes per second comes back spread over as many seconds as it needs.
+ *   welcomes per second (the previous second; the welcome rate taken as at least maxPending / 10
+ *   per second), between 5 and 60, so a fleet much larger than what the node welcomes per second
+ *   comes back spread over as many seconds as it needs, and a short burst (a dead node's agents
+ *   arriving) within seconds.
  * - Rate: known agents (valid secret) at most `knownRate` per second; everything else
  *   (enrollments, wrong or absent credentials: cheap to send) from its own buckets, per remote
  *   address first (429) and in all (503), so a flood never spends the fleet's reconnect budget.
@@ -135,7 +137,10 @@ export class Admission {
     if (this.pendingCount >= this.limits.maxPending) {
       this.tick();
       this.shedNow++;
-      const window = Math.min(PENDING_RETRY_MAX_WINDOW, Math.max(PENDING_RETRY_MIN_WINDOW, Math.ceil(this.shedPrev / Math.max(1, this.welcomedPrev))));
+      // The welcome rate is taken as at least a tenth of the limit per second: in the first second
+      // of a burst few handshakes have completed yet, and the burst is not parked for a minute.
+      const rate = Math.max(this.welcomedPrev, this.limits.maxPending / 10, 1);
+      const window = Math.min(PENDING_RETRY_MAX_WINDOW, Math.max(PENDING_RETRY_MIN_WINDOW, Math.ceil(this.shedPrev / rate)));
       return { ok: false, status: 503, reason: 'pending', message: 'server busy with connections in progress; retry later', headers: retryAfter(1, window) };
     }
     if (!(knownAgent ? this.known : this.anon).take()) {
