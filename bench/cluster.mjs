@@ -198,6 +198,7 @@ const idle = loadOf(async (nodes, k, fleets) => {
       rssIdleMiB: MiB(n.rssBefore),
       rssPerAgentKB: agents ? (rss - n.rssBefore) / 1024 / agents : NaN,
       heartbeatsPerSec: hb,
+      heapUsedMiB: MiB(m1[i].get('muster_process_nodejs_heap_size_used_bytes') ?? NaN),
       fds: fds(n.pid),
     };
   });
@@ -208,7 +209,7 @@ const idle = loadOf(async (nodes, k, fleets) => {
     log(`  NOTE: ${fmt(simConnected)} agents connected (simulators + the real one) but ${fmt(owned)} owned by a node in the database (agents.owner_node)`);
   for (const r of perNode)
     log(
-      `  ${r.node}: ${fmt(r.agents)} agents, CPU ${r.cpu.toFixed(1)} % of a core (${r.cpuUsPerAgentSec.toFixed(1)} µs per agent per second), RSS ${r.rssMiB.toFixed(0)} MiB (${r.rssIdleMiB.toFixed(0)} before the fleet; ${r.rssPerAgentKB.toFixed(1)} KB per agent), ${r.heartbeatsPerSec.toFixed(0)} heartbeats/s, ${fmt(r.fds)} open files`,
+      `  ${r.node}: ${fmt(r.agents)} agents, CPU ${r.cpu.toFixed(1)} % of a core (${r.cpuUsPerAgentSec.toFixed(1)} µs per agent per second), RSS ${r.rssMiB.toFixed(0)} MiB (${r.rssIdleMiB.toFixed(0)} before the fleet; ${r.rssPerAgentKB.toFixed(1)} KB per agent), JS heap used ${r.heapUsedMiB.toFixed(0)} MiB, ${r.heartbeatsPerSec.toFixed(0)} heartbeats/s, ${fmt(r.fds)} open files`,
     );
   return { secs, perNode, connected: simConnected, owned };
 });
@@ -341,12 +342,14 @@ const kill = loadOf(async (nodes, k, fleets) => {
   owners = await ownerCounts(k, true);
   const held = owners[victim.id] ?? 0;
   log(`  before: ${JSON.stringify(owners)}; ${fmt(connected())}/${fmt(expected)} simulated agents connected; killing ${victim.id}`);
+  const owners0 = owners;
   const ownedBefore = Object.values(owners).reduce((a, b) => a + b, 0);
   const closes = () => live.reduce((s, f) => s + f.fleet.stats().closes, 0);
   const w0 = welcomes();
   const c0 = closes();
   const s0 = shed();
   const t0 = performance.now();
+  const cpuBeforeKill = survivors.map((n) => cpuSeconds(n.pid));
   victim.child.kill('SIGKILL');
   await victim.exited;
   const timeline = [];
@@ -371,7 +374,17 @@ const kill = loadOf(async (nodes, k, fleets) => {
     await sleep(200);
   }
   const after = await ownerCounts(k, true);
+  // What the survivors spent from the kill until everything was back (taking the dead node's
+  // agents, and their own heartbeats meanwhile), per agent that moved.
+  const recoverySec = (performance.now() - t0) / 1000;
+  const cpuRecovery = survivors.map((n, i) => ({ node: n.id, cpuSec: cpuSeconds(n.pid) - cpuBeforeKill[i], took: (after[n.id] ?? 0) - (owners0[n.id] ?? 0) }));
+  for (const c of cpuRecovery)
+    log(
+      `  ${c.node}: ${c.cpuSec.toFixed(1)} CPU s in the ${recoverySec.toFixed(1)} s after the kill; took ${fmt(c.took)} agents: ${((1000 * c.cpuSec) / Math.max(1, held)).toFixed(2)} ms per moved agent (all survivors' CPU counted per node)`,
+    );
   const r = {
+    recoverySec,
+    cpuRecovery,
     victim: victim.id,
     held,
     cut: closes() - c0,
@@ -431,6 +444,7 @@ try {
   // The fleet: each node's share in fleets of ≤ PER_WORKER (one worker process each); every agent
   // knows every node, its own node first.
   const t0 = performance.now();
+  const cpuBeforeFleet = nodes.map((n) => cpuSeconds(n.pid));
   for (const [i, count] of perNode.entries()) {
     const urls = [nodes[i], ...nodes.slice(i + 1), ...nodes.slice(0, i)].map((n) => n.wsUrl);
     for (let first = 0, w = 0; first < count; first += PER_WORKER, w++) {
@@ -473,7 +487,18 @@ try {
     await sleep(100);
   }
   results.connectSec = (performance.now() - t0) / 1000;
-  log(`fleet: ${fmt(N)} connected in ${results.connectSec.toFixed(1)} s; by node ${JSON.stringify(await ownerCounts(db.k))}`);
+  const heldAtConnect = await ownerCounts(db.k);
+  log(`fleet: ${fmt(N)} connected in ${results.connectSec.toFixed(1)} s; by node ${JSON.stringify(heldAtConnect)}`);
+  // CPU each node spent while the fleet connected (its own connects, the other nodes' presence
+  // events, and the heartbeats of the agents already connected), per agent of the fleet.
+  results.connectCpu = nodes.map((n, i) => {
+    const cpuSec = cpuSeconds(n.pid) - cpuBeforeFleet[i];
+    return { node: n.id, held: heldAtConnect[n.id] ?? 0, cpuSec, cpuMsPerFleetAgent: (1000 * cpuSec) / N };
+  });
+  for (const c of results.connectCpu)
+    log(
+      `  ${c.node}: ${c.cpuSec.toFixed(1)} CPU s while the fleet connected (${fmt(c.held)} held): ${c.cpuMsPerFleetAgent.toFixed(2)} ms per agent of the fleet`,
+    );
 
   // The real agent for the terminals, on node 1 only.
   const agentDir = path.join(outDir, 'agent');

@@ -137,7 +137,11 @@ class SimAgent {
     });
     this.ws = ws;
     this.welcomed = false;
+    let refused = false;
     ws.on('unexpected-response', (_req, res) => {
+      // terminate() below makes ws emit "closed before the connection was established": our own
+      // doing after a refusal, not a network error (the real agent ignores it too).
+      refused = true;
       if (res.statusCode === 503) {
         stats.refused503++;
         const ra = Number(res.headers['retry-after']);
@@ -173,12 +177,14 @@ class SimAgent {
     });
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('error', (err) => {
+      if (refused) return;
       stats.netErrors++;
       const k = err.code ?? err.message.slice(0, 60);
       stats.netErrorKinds[k] = (stats.netErrorKinds[k] ?? 0) + 1;
     });
     ws.on('close', (code) => {
-      stats.closes++;
+      // Sockets that were connected (welcomed) and closed: a refused or failed attempt is not one.
+      if (this.welcomed) stats.closes++;
       // As the real agent (agent/connection.ts): after a `server shutdown` close the backoff is
       // capped at 3 s for a minute.
       if (this.welcomed && code === 1001) this.restartUntil = Date.now() + 60_000;
