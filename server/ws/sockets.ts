@@ -76,8 +76,8 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     publicUrl: config.publicUrl,
     remoteOf: d.remoteOf,
     draining: () => draining || !accepting,
-    onAgent: (ws, req, a, ticket) => {
-      new AgentLink(ws, d.remoteOf(req), a, linkDeps, ticket);
+    onAgent: (ws, remote, a, ticket) => {
+      new AgentLink(ws, remote, a, linkDeps, ticket);
     },
     onConsole: (ws, req, principal) => {
       metrics.consoles.inc();

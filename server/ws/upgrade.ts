@@ -35,8 +35,8 @@ export interface UpgradeDeps {
   remoteOf(req: IncomingMessage): string | null;
   /** True while the server is starting or shutting down: new sockets are refused with 503. */
   draining(): boolean;
-  /** `ticket`: the admission slot, given back by the link when it welcomes the agent (or by the socket's close). */
-  onAgent(ws: import('ws').WebSocket, req: IncomingMessage, auth: AgentAuth, ticket: AdmissionTicket): void;
+  /** `remote`: the client address (remoteOf); `ticket`: the admission slot, given back by the link when it welcomes the agent (or by the socket's close). */
+  onAgent(ws: import('ws').WebSocket, remote: string | null, auth: AgentAuth, ticket: AdmissionTicket): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
 
@@ -106,7 +106,8 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
       return reject(socket, 401, auth.error);
     }
     const a = auth;
-    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, req, a, ticket));
+    // The client address is worked out once (the peer address is a system call each time it is read).
+    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, remote, a, ticket));
   }
 
   /** A known agent's credentials: its auth, an error (wrong or missing secret, revoked), or null for an unknown id. */
