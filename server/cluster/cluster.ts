@@ -193,6 +193,20 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       registryOkAt = Date.now();
       return true;
     } catch (err) {
+      // The put or the listing may have failed only for its answer coming late (an event loop busy
+      // for seconds): while this node's entry is in the registry, the other nodes count it live,
+      // so it is not cut off (the rule that closes every socket after a TTL without the registry).
+      const asked = Date.now();
+      try {
+        const e = await nodesKv.get(nodeKey(config.nodeId));
+        if (e && e.operation === 'PUT' && e.value.length > 0) {
+          registryOkAt = Math.max(registryOkAt, asked);
+          clog.warn({ err: (err as Error).message }, 'cluster: node registry renewal failed; our entry is still there');
+          return true;
+        }
+      } catch {
+        /* not reachable: below */
+      }
       clog.warn({ err: (err as Error).message }, 'cluster: node registry not reachable');
       return false;
     }
