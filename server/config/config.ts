@@ -133,6 +133,12 @@ const Schema = z.object({
    * MUSTER_OUTPUT_HIGH_WATER_BYTES queued the agents sending output are no longer read (backpressure).
    */
   outputFlushMs: z.coerce.number().int().min(1).default(25),
+  /**
+   * An execution's progress before its result (dispatched, running, output byte counts) is written
+   * to its row within this many ms, or with its result if that comes first: a short script's row is
+   * then written once, not three times (issue 17). 0 writes progress with the next flush.
+   */
+  execProgressWriteMs: z.coerce.number().int().min(0).max(60_000).default(1000),
   outputBatchBytes: z.coerce
     .number()
     .int()
@@ -460,6 +466,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   consoleHardBufferBytes: 'MUSTER_CONSOLE_HARD_BUFFER_BYTES',
   execConsoleBufferBytes: 'MUSTER_EXEC_CONSOLE_BUFFER_BYTES',
   outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS',
+  execProgressWriteMs: 'MUSTER_EXEC_PROGRESS_WRITE_MS',
   outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
   outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES',
   outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',

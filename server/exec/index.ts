@@ -36,6 +36,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const gate = new ReadGate(fleet, log);
   const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
     intervalMs: config.outputFlushMs,
+    deferMs: config.execProgressWriteMs,
     batchBytes: config.outputBatchBytes,
     highWaterBytes: config.outputHighWaterBytes,
     maxFlushBytes: config.outputMaxFlushBytes,

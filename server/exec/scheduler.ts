@@ -381,7 +381,7 @@ export class Scheduler {
     const e = this.own(agentId, m.executionId);
     if (!e || isFinal(e.status)) return;
     if (e.status === 'running' && e.startedAt != null) return;
-    this.change(e, { status: 'running', startedAt: m.startedAt, containment: m.containment ?? null });
+    this.change(e, { status: 'running', startedAt: m.startedAt, containment: m.containment ?? null }, true);
   }
 
   /** One output chunk: stored (up to maxOutputBytes), sent to the consoles that follow the task. */
@@ -411,8 +411,9 @@ export class Scheduler {
     // The byte count first: the `running` update below then counts this chunk, which consoles
     // received just before it (they show a live count from the last update plus the chunks since).
     Object.assign(e, patch);
-    this.d.writer.update(e.id, patch);
-    if (e.status === 'dispatched') this.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() });
+    // The byte count and next seq may wait (a restored execution reads them from its stored chunks); a truncation may not.
+    this.d.writer.update(e.id, patch, !patch.truncated);
+    if (e.status === 'dispatched') this.change(e, { status: 'running', startedAt: e.startedAt ?? Date.now() }, true);
     if (becameTruncated) this.change(e, { truncated: true });
   }
 
@@ -535,13 +536,17 @@ export class Scheduler {
     return s;
   }
 
-  /** Queues a row update and publishes the execution to whoever follows it. */
-  private change(e: Execution, patch: ExecPatch): void {
+  /**
+   * Queues a row update and publishes the execution to whoever follows it. `defer`: progress
+   * before the result (dispatched, running), which the writer may hold back a moment to write it
+   * with the result (ExecWriteBatcher.update).
+   */
+  private change(e: Execution, patch: ExecPatch, defer = false): void {
     if (patch.status === 'running' && e.status === 'dispatched' && e.dispatchedAt != null) {
       this.d.metrics.dispatchLatency.observe(Math.max(0, Date.now() - e.dispatchedAt) / 1000);
     }
     Object.assign(e, patch);
-    this.d.writer.update(e.id, patch);
+    this.d.writer.update(e.id, patch, defer);
     // Unwatched (the common case of a large batch): no view is built. A console that starts
     // following later reads the task's executions from memory (ExecService.getTask).
     if (this.d.watched(e)) this.d.bus.publish('execution.updated', { execution: executionView(e) });
@@ -577,7 +582,8 @@ export class Scheduler {
         continue;
       }
       this.busySet(e.agentId).add(e);
-      this.change(e, { status: 'dispatched', dispatchedAt: Date.now() });
+      // Deferred: a restart or takeover reconciles a dispatch not yet stored (loadedPending, the agent's hello or journal).
+      this.change(e, { status: 'dispatched', dispatchedAt: Date.now() }, true);
       at.active++;
     }
     if (skipped.length || at.head > 1024) {

@@ -23,6 +23,14 @@ export class ExecWriteBatcher {
   private rows: OutputRow[] = [];
   private bytes = 0;
   private updates = new Map<string, ExecPatch>();
+  /**
+   * Deferred row updates (`update(…, true)`: an execution's progress before its result), with the
+   * time each is due, oldest first. A later update of the same execution takes its deferred patch
+   * along, so an execution dispatched, started and finished within `deferMs` has its row written
+   * once instead of two or three times (a 10,000-host batch: one pass over the rows, not three).
+   */
+  private deferred = new Map<string, { patch: ExecPatch; due: number }>();
+  private deferTimer: NodeJS.Timeout | undefined;
   private callbacks: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | null = null;
@@ -48,6 +56,8 @@ export class ExecWriteBatcher {
       onPressure(on: boolean): void;
       retryInitialMs: number;
       retryMaxMs: number;
+      /** How long a deferred row update may wait for the execution's next one (0: not deferred). */
+      deferMs?: number;
       /** Told when writes start failing and when they succeed again (database health). */
       onHealth?(ok: boolean, err?: unknown): void;
     },
@@ -79,10 +89,29 @@ export class ExecWriteBatcher {
     } else this.schedule();
   }
 
-  /** Queues a row update of one execution (merged with earlier unflushed ones). */
-  update(executionId: string, patch: ExecPatch): void {
+  /**
+   * Queues a row update of one execution (merged with earlier unflushed ones). `defer`: progress
+   * that a restart or takeover does not need at once (dispatched, running, byte counts: a restored
+   * execution is reconciled with its agent and its stored chunks either way); it is written within
+   * `deferMs`, or with the execution's next non-deferred update, whichever comes first.
+   */
+  update(executionId: string, patch: ExecPatch, defer = false): void {
     const cur = this.updates.get(executionId);
-    this.updates.set(executionId, cur ? { ...cur, ...patch } : patch);
+    if (cur) {
+      this.updates.set(executionId, { ...cur, ...patch });
+      return this.schedule();
+    }
+    const held = this.deferred.get(executionId);
+    if (defer && (this.o.deferMs ?? 0) > 0 && !this.stopped) {
+      if (held) held.patch = { ...held.patch, ...patch };
+      else {
+        this.deferred.set(executionId, { patch, due: Date.now() + this.o.deferMs! });
+        this.scheduleDeferred();
+      }
+      return;
+    }
+    if (held) this.deferred.delete(executionId);
+    this.updates.set(executionId, held ? { ...held.patch, ...patch } : patch);
     this.schedule();
   }
 
@@ -129,6 +158,32 @@ export class ExecWriteBatcher {
     return this.bytes;
   }
 
+  /** A flush when the oldest deferred update is due. */
+  private scheduleDeferred(): void {
+    if (this.deferTimer || this.stopped || this.failing) return;
+    const first = this.deferred.values().next();
+    if (first.done) return;
+    this.deferTimer = setTimeout(
+      () => {
+        this.deferTimer = undefined;
+        if (!this.failing) void this.flush(); // while writes fail, only the retry timer tries
+      },
+      Math.max(0, first.value.due - Date.now()),
+    );
+  }
+
+  /** Moves the deferred updates that are due (all of them with `all`) to the queued ones. */
+  private takeDue(all: boolean): void {
+    if (!this.deferred.size) return;
+    // Due within the coming interval: written now rather than a flush later.
+    const limit = Date.now() + this.o.intervalMs;
+    for (const [id, d] of this.deferred) {
+      if (!all && d.due > limit) break; // oldest first: the rest are due later
+      this.deferred.delete(id);
+      this.updates.set(id, d.patch); // not in `updates` (update() moves a held patch there)
+    }
+  }
+
   private schedule(): void {
     if (this.timer || this.stopped || this.failing) return;
     this.timer = setTimeout(() => {
@@ -146,7 +201,8 @@ export class ExecWriteBatcher {
         return this.flush();
       }));
     }
-    if (!this.rows.length && !this.updates.size && !this.callbacks.length) return;
+    this.takeDue(this.stopped);
+    if (!this.rows.length && !this.updates.size && !this.callbacks.length) return this.scheduleDeferred();
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.failing) {
@@ -182,6 +238,13 @@ export class ExecWriteBatcher {
         this.rows = rows.concat(this.rows);
         this.bytes += bytes;
         for (const [id, p] of this.updates) updates.set(id, { ...(updates.get(id) ?? {}), ...p });
+        // Deferred meanwhile (its earlier patch was in flight): it follows the patch put back.
+        for (const [id, d] of this.deferred) {
+          const cur = updates.get(id);
+          if (!cur) continue;
+          updates.set(id, { ...cur, ...d.patch });
+          this.deferred.delete(id);
+        }
         this.updates = updates;
         this.callbacks = callbacks.concat(this.callbacks);
         this.flushing = null;
@@ -221,15 +284,23 @@ export class ExecWriteBatcher {
       }
       if (this.bytes >= this.o.batchBytes) void this.flush();
       else if (this.rows.length || this.updates.size || this.callbacks.length) this.schedule();
+      this.scheduleDeferred();
     })();
     return this.flushing;
   }
 
   /** Flushes what is queued and stops the timer. */
   async stop(): Promise<void> {
+    this.takeDue(true);
     await this.flush();
     this.stopped = true;
+    // Deferred while that flush ran: written now (update() defers nothing once stopped).
+    if (this.deferred.size) {
+      this.takeDue(true);
+      await this.flush();
+    }
     clearTimeout(this.timer);
+    clearTimeout(this.deferTimer);
     clearTimeout(this.failing?.timer);
   }
 }
