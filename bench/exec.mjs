@@ -123,6 +123,13 @@ async function login(url) {
   };
 }
 
+/** MariaDB: rows updated so far (Handler_update) (server-wide: other users of the server count too). */
+async function rowsUpdated(kind, db) {
+  if (kind !== 'mysql') return NaN;
+  const [rows] = await db.raw("SHOW GLOBAL STATUS LIKE 'Handler_update'");
+  return Number(rows[0]?.Value ?? NaN);
+}
+
 /**
  * Waits until `n` executions of the task are stored in a final state. Polls the task's own row (a
  * primary-key read): the server stores the task's end only after every execution's result is
@@ -211,11 +218,13 @@ async function dispatch(kind) {
       const times = [];
       let cpuMeasured = 0;
       let dbMeasured = 0;
+      let dbUpdated = 0;
       let idleShare = 0;
       for (let i = 0; i < RUNS + 2; i++) {
         if (i === 2) await prof.start();
         const c0 = cpuSeconds(server.pid);
         const d0 = dbCpu(kind);
+        const u0 = await rowsUpdated(kind, db);
         const t0 = performance.now();
         const task = await api.post('/api/tasks', { script: SCRIPT, targets: { selector: 'all' } });
         const tPost = performance.now() - t0;
@@ -225,6 +234,7 @@ async function dispatch(kind) {
           times.push(ms); // two warm-up runs
           cpuMeasured += cpuSeconds(server.pid) - c0;
           dbMeasured += dbCpu(kind) - d0;
+          dbUpdated += (await rowsUpdated(kind, db)) - u0;
           idleShare += (idlePerSec * ms) / 1000;
         }
         if (i === 2) log(`  ${kind}: first measured run ${ms.toFixed(0)} ms (POST answered in ${tPost.toFixed(0)} ms)`);
@@ -239,6 +249,7 @@ async function dispatch(kind) {
         execCpuPerRun: (cpuMeasured - idleShare) / times.length,
         dbCpuPerRun: dbMeasured / times.length,
         dbIdleCpuPerSec: dbIdlePerSec,
+        dbRowsUpdatedPerRun: dbUpdated / times.length,
         load: os.loadavg()[0],
         p50: pct(times, 50),
         p99: pct(times, 99),
@@ -246,7 +257,7 @@ async function dispatch(kind) {
         rssMB: rssBytes(server.pid) / 2 ** 20,
       };
       log(
-        `  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run (${((r.cpuPerRun * 1e6) / N).toFixed(0)} µs per execution); idle fleet ${(r.idleCpuPerSec * 1000).toFixed(0)} ms/s, so ${(r.execCpuPerRun * 1000).toFixed(0)} ms per run (${((r.execCpuPerRun * 1e6) / N).toFixed(0)} µs per execution) above idle${Number.isNaN(r.dbCpuPerRun) ? '' : `; MariaDB server CPU ${(r.dbCpuPerRun * 1000).toFixed(0)} ms per run (${(r.dbIdleCpuPerSec * 1000).toFixed(0)} ms/s with the fleet idle)`}; load ${r.load.toFixed(1)}`,
+        `  ${kind}: ${N} agents, ${times.length} runs: p50 ${r.p50.toFixed(0)} ms, p99 ${r.p99.toFixed(0)} ms, max ${r.max.toFixed(0)} ms; server CPU ${(r.cpuPerRun * 1000).toFixed(0)} ms per run (${((r.cpuPerRun * 1e6) / N).toFixed(0)} µs per execution); idle fleet ${(r.idleCpuPerSec * 1000).toFixed(0)} ms/s, so ${(r.execCpuPerRun * 1000).toFixed(0)} ms per run (${((r.execCpuPerRun * 1e6) / N).toFixed(0)} µs per execution) above idle${Number.isNaN(r.dbCpuPerRun) ? '' : `; MariaDB server CPU ${(r.dbCpuPerRun * 1000).toFixed(0)} ms per run (${(r.dbIdleCpuPerSec * 1000).toFixed(0)} ms/s with the fleet idle), ${r.dbRowsUpdatedPerRun.toFixed(0)} rows updated per run (server-wide)`}; load ${r.load.toFixed(1)}`,
       );
       return r;
     } finally {

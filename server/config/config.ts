@@ -136,9 +136,11 @@ const Schema = z.object({
   /**
    * An execution's progress before its result (dispatched, running, output byte counts) is written
    * to its row within this many ms, or with its result if that comes first: a short script's row is
-   * then written once, not three times (issue 17). 0 writes progress with the next flush.
+   * then written once, not two or three times (issue 17). 0 writes progress with the next flush.
+   * Single node only: in a cluster other nodes read a running task's rows, so progress is written
+   * at once there.
    */
-  execProgressWriteMs: z.coerce.number().int().min(0).max(60_000).default(1000),
+  execProgressWriteMs: z.coerce.number().int().min(0).max(60_000).default(5000),
   outputBatchBytes: z.coerce
     .number()
     .int()

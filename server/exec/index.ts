@@ -36,7 +36,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const gate = new ReadGate(fleet, log);
   const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
     intervalMs: config.outputFlushMs,
-    deferMs: config.execProgressWriteMs,
+    // Cluster: other nodes read a running task's executions from its rows (GET /api/tasks/:id).
+    deferMs: core.nodes.enabled ? 0 : config.execProgressWriteMs,
     batchBytes: config.outputBatchBytes,
     highWaterBytes: config.outputHighWaterBytes,
     maxFlushBytes: config.outputMaxFlushBytes,
