@@ -134,6 +134,12 @@ const Schema = z.object({
    */
   outputFlushMs: z.coerce.number().int().min(1).default(25),
   /**
+   * Execution row updates (results) queued at which a write starts at once instead of after
+   * MUSTER_OUTPUT_FLUSH_MS: the replies of a large batch arrive in one long turn of the event loop,
+   * in which the flush timer does not fire; they are then stored while the rest are read.
+   */
+  outputBatchUpdates: z.coerce.number().int().min(1).default(1000),
+  /**
    * An execution's progress before its result (dispatched, running, output byte counts) is written
    * to its row within this many ms, or with its result if that comes first: a short script's row is
    * then written once, not two or three times (issue 17). 0 writes progress with the next flush.
@@ -469,6 +475,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   execConsoleBufferBytes: 'MUSTER_EXEC_CONSOLE_BUFFER_BYTES',
   outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS',
   execProgressWriteMs: 'MUSTER_EXEC_PROGRESS_WRITE_MS',
+  outputBatchUpdates: 'MUSTER_OUTPUT_BATCH_UPDATES',
   outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
   outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES',
   outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',

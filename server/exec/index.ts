@@ -39,6 +39,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     // Cluster: other nodes read a running task's executions from its rows (GET /api/tasks/:id).
     deferMs: core.nodes.enabled ? 0 : config.execProgressWriteMs,
     batchBytes: config.outputBatchBytes,
+    batchUpdates: config.outputBatchUpdates,
     highWaterBytes: config.outputHighWaterBytes,
     maxFlushBytes: config.outputMaxFlushBytes,
     retryInitialMs: config.dbRetryInitialMs,

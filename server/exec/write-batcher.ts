@@ -56,6 +56,8 @@ export class ExecWriteBatcher {
       onPressure(on: boolean): void;
       retryInitialMs: number;
       retryMaxMs: number;
+      /** Queued row updates at which a flush starts without waiting for `intervalMs`. */
+      batchUpdates?: number;
       /** How long a deferred row update may wait for the execution's next one (0: not deferred). */
       deferMs?: number;
       /** Told when writes start failing and when they succeed again (database health). */
@@ -112,7 +114,11 @@ export class ExecWriteBatcher {
     }
     if (held) this.deferred.delete(executionId);
     this.updates.set(executionId, held ? { ...held.patch, ...patch } : patch);
-    this.schedule();
+    // Many results at once (a large batch's replies, read in one long turn of the event loop,
+    // where the interval timer does not fire): written while the rest are read, not after.
+    if (this.updates.size >= (this.o.batchUpdates ?? Infinity)) {
+      if (!this.flushing && !this.failing) void this.flush();
+    } else this.schedule();
   }
 
   /** Runs `fn` once everything queued so far is committed. */
@@ -282,7 +288,7 @@ export class ExecWriteBatcher {
           this.log.error({ err }, 'after-flush callback failed');
         }
       }
-      if (this.bytes >= this.o.batchBytes) void this.flush();
+      if (this.bytes >= this.o.batchBytes || this.updates.size >= (this.o.batchUpdates ?? Infinity)) void this.flush();
       else if (this.rows.length || this.updates.size || this.callbacks.length) this.schedule();
       this.scheduleDeferred();
     })();

@@ -11,7 +11,7 @@ import { ExecWriteBatcher } from '../../server/exec/write-batcher.js';
 const log = { info() {}, warn() {}, error() {}, debug() {}, child: () => log } as never;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function writer(o: { deferMs: number; fail?: () => boolean }) {
+function writer(o: { deferMs: number; fail?: () => boolean; intervalMs?: number; batchUpdates?: number }) {
   const batches: Array<{ rows: OutputRow[]; updates: Map<string, ExecPatch> }> = [];
   const stored = new Map<string, ExecPatch>();
   const repo = {
@@ -23,7 +23,8 @@ function writer(o: { deferMs: number; fail?: () => boolean }) {
     },
   };
   const w = new ExecWriteBatcher(repo, log, {
-    intervalMs: 5,
+    intervalMs: o.intervalMs ?? 5,
+    batchUpdates: o.batchUpdates,
     batchBytes: 1 << 20,
     highWaterBytes: 4 << 20,
     maxFlushBytes: 2 << 20,
@@ -94,6 +95,18 @@ describe('ExecWriteBatcher: deferred progress', () => {
     w.update('a', { reason: 'late' });
     await w.drain();
     expect(stored.get('a')).toEqual({ status: 'succeeded', finishedAt: 4, nextSeq: 3, reason: 'late' });
+    await w.stop();
+  });
+
+  it('starts a write at batchUpdates queued results, without waiting for the interval', async () => {
+    const { w, batches } = writer({ deferMs: 5_000, intervalMs: 60_000, batchUpdates: 3 });
+    w.update('a', { status: 'succeeded' });
+    w.update('b', { status: 'succeeded' });
+    await sleep(20);
+    expect(batches).toHaveLength(0); // below the threshold: the (long) interval
+    w.update('c', { status: 'failed' });
+    for (let i = 0; i < 100 && batches.length === 0; i++) await sleep(5);
+    expect([...batches[0]!.updates.keys()]).toEqual(['a', 'b', 'c']);
     await w.stop();
   });
 
