@@ -1,28 +1,8 @@
 import { retryAfter } from '../http/reject.js';
+import { MessageBucket } from './rate.js';
 
-/** Token bucket: at most `rate` per second on average, bursts up to `rate`. */
-class TokenBucket {
-  private tokens: number;
-  private last = Date.now();
-  constructor(private readonly rate: number) {
-    this.tokens = rate;
-  }
-  take(): boolean {
-    this.refill();
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-  full(): boolean {
-    this.refill();
-    return this.tokens >= this.rate;
-  }
-  private refill(): void {
-    const now = Date.now();
-    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
-  }
-}
+/** A connect-rate bucket: at most `rate` per second on average, bursts up to `rate`. */
+const bucket = (rate: number) => new MessageBucket(rate, rate);
 
 /**
  * One token bucket per remote address (anonymous upgrades). Bounded: past `maxKeys` addresses the
@@ -30,7 +10,7 @@ class TokenBucket {
  * enough, all are (the global anonymous bucket still holds the line).
  */
 class PerAddressBuckets {
-  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly buckets = new Map<string, MessageBucket>();
   constructor(
     private readonly rate: number,
     private readonly maxKeys: number,
@@ -40,7 +20,7 @@ class PerAddressBuckets {
     let b = this.buckets.get(key);
     if (!b) {
       if (this.buckets.size >= this.maxKeys) this.prune();
-      this.buckets.set(key, (b = new TokenBucket(this.rate)));
+      this.buckets.set(key, (b = bucket(this.rate)));
     }
     return b.take();
   }
@@ -94,8 +74,8 @@ const PENDING_RETRY_MAX_WINDOW = 60;
  */
 export class Admission {
   private pendingCount = 0;
-  private readonly known: TokenBucket;
-  private readonly anon: TokenBucket;
+  private readonly known: MessageBucket;
+  private readonly anon: MessageBucket;
   private readonly anonPerAddress: PerAddressBuckets;
   /** Sheds for handshakes in progress and welcomes, this second and the one before. */
   private second = 0;
@@ -108,8 +88,8 @@ export class Admission {
     private readonly limits: AdmissionLimits,
     private readonly draining: () => boolean,
   ) {
-    this.known = new TokenBucket(limits.knownRate);
-    this.anon = new TokenBucket(limits.anonRate);
+    this.known = bucket(limits.knownRate);
+    this.anon = bucket(limits.anonRate);
     this.anonPerAddress = new PerAddressBuckets(limits.anonRatePerAddress, limits.anonMaxAddresses);
   }
 

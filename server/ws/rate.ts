@@ -14,11 +14,19 @@ export class MessageBucket {
   }
   /** Spends one token; false when the bucket is empty. */
   take(): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
-    this.last = now;
+    this.refill();
     if (this.tokens < 1) return false;
     this.tokens -= 1;
     return true;
+  }
+  /** Whether the bucket has refilled completely (it then holds nothing a new bucket would not). */
+  full(): boolean {
+    this.refill();
+    return this.tokens >= this.burst;
+  }
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
   }
 }
