@@ -170,7 +170,10 @@ export class ServerConnection {
     const headers: Record<string, string> = { 'X-Muster-Agent-Id': this.o.state.agentId };
     const secret = this.o.state.getSecret();
     if (secret) headers['Authorization'] = `Bearer ${secret}`;
-    else if (this.o.enrollToken) headers['X-Muster-Enroll-Token'] = this.o.enrollToken;
+    // Until a server accepts the secret, the token goes too: the server undoes an enrollment whose
+    // agent never spoke after the welcome (it cannot know the secret arrived), and then knows the id
+    // no more; the token enrolls it again. A known id is authenticated by the secret alone.
+    if (this.o.enrollToken && (!secret || this.o.state.secretUnconfirmed())) headers['X-Muster-Enroll-Token'] = this.o.enrollToken;
     const ws = new WebSocket(this.url(), {
       headers,
       perMessageDeflate: false,
@@ -299,6 +302,9 @@ export class ServerConnection {
       if (msg.secret) {
         this.o.state.saveSecret(msg.secret);
         this.o.log.info({}, 'enrolled; secret stored');
+      } else if (this.o.state.getSecret()) {
+        // Welcomed on the stored secret (no new one): the server knows we hold it.
+        this.o.state.confirmSecret();
       }
       this.welcomed = true;
       this.connected = true;

@@ -23,7 +23,9 @@ function agent(i) {
   const connect = () => {
     const headers = { 'x-muster-agent-id': id };
     if (secret) headers.authorization = `Bearer ${secret}`;
-    else headers['x-muster-enroll-token'] = token;
+    // Always the token too (the real agent sends it until a server accepted its secret): a socket
+    // cut before its first heartbeat has its enrollment undone, and the token enrolls it again.
+    headers['x-muster-enroll-token'] = token;
     const ws = new WebSocket(`${url}/ws/agent`, { headers, perMessageDeflate: false });
     ws.on('open', () =>
       ws.send(

@@ -110,6 +110,8 @@ class SimAgent {
     this.timer = null;
     this.hbTimer = null;
     this.welcomed = false;
+    /** The secret came in a welcome and no server accepted it since (see connect). */
+    this.unconfirmed = false;
     this.stopped = false;
     this.restartUntil = 0;
     this.localAddress = localAddresses.length ? localAddresses[index % localAddresses.length] : undefined;
@@ -125,7 +127,9 @@ class SimAgent {
     if (this.stopped) return;
     const headers = { 'X-Muster-Agent-Id': this.id };
     if (this.secret) headers.Authorization = `Bearer ${this.secret}`;
-    else headers['X-Muster-Enroll-Token'] = enrollToken;
+    // As the real agent: the token goes too until a server accepted the secret (the server undoes an
+    // enrollment whose agent never spoke after its welcome, and then no longer knows the id).
+    if (!this.secret || this.unconfirmed) headers['X-Muster-Enroll-Token'] = enrollToken;
     // Zero mask, like the real agent (agent/connection.ts): the server then skips unmasking every byte.
     const ws = new WebSocket(this.targets[this.targetIndex], {
       headers,
@@ -230,7 +234,8 @@ class SimAgent {
       if (m.secret) {
         creds[this.id] = m.secret;
         credsDirty = true;
-      }
+        this.unconfirmed = true;
+      } else if (this.secret) this.unconfirmed = false;
       if (!this.welcomed) stats.connected++;
       this.welcomed = true;
       stats.welcomes++;
@@ -241,7 +246,9 @@ class SimAgent {
       this.pingTimer = setInterval(() => {
         if (this.ws?.readyState === WebSocket.OPEN) this.ws.ping();
       }, 3 * this.heartbeatMs);
-      // Random phase: a fleet's heartbeats are spread over the interval, not synchronised.
+      // After an enrollment, as the real agent: a heartbeat at once tells the server the secret
+      // arrived. Then a random phase: a fleet's heartbeats are spread over the interval.
+      if (m.secret) this.heartbeat();
       this.hbTimer = setTimeout(() => this.beat(), Math.floor(Math.random() * this.heartbeatMs));
       return;
     }
@@ -267,6 +274,11 @@ class SimAgent {
 
   beat() {
     if (!this.welcomed) return;
+    this.heartbeat();
+    this.hbTimer = setTimeout(() => this.beat(), this.heartbeatMs);
+  }
+
+  heartbeat() {
     const t = process.uptime();
     this.send({
       type: 'heartbeat',
@@ -283,7 +295,6 @@ class SimAgent {
       },
     });
     stats.heartbeats++;
-    this.hbTimer = setTimeout(() => this.beat(), this.heartbeatMs);
   }
 
   send(msg) {

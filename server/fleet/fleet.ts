@@ -88,8 +88,14 @@ export class Fleet {
    * Enrollments whose undo failed (the database was away): retried every flush interval until
    * done, so the agent, which never got its secret, can enroll again with its token.
    */
-  private readonly undoPending = new Map<string, { agentId: string; secretHash: string; enroll: Enrollment }>();
+  private readonly undoPending = new Map<string, { agentId: string; secretHash: string; enroll: Enrollment; generation: number }>();
   private undoing = false;
+  /**
+   * Agents whose enrollment this node claimed and that have not confirmed their secret yet (no
+   * message after the welcome that carried it), nor been undone: a retry with the enrollment token
+   * is told to wait instead of being refused (see enrollmentInProgress).
+   */
+  private readonly enrolling = new Map<string, string>(); // agent id → the secret hash it was given
   /** Since when presence flushes fail (logged once when it starts and once when it ends). */
   private flushFailingSince: number | null = null;
   /** Total statements issued by presence flushes (exposed for benchmarks). */
@@ -234,19 +240,26 @@ export class Fleet {
    * (`enroll`) first claims its id in the database; an id that is known (it enrolled while this
    * socket waited, or on another node) is refused with EnrollmentRefused and nothing changes.
    */
-  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment): Promise<void> {
+  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment): Promise<number> {
     const now = Date.now();
     const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
     if (enroll) {
       // An earlier enrollment of this id that this node could not complete nor undo yet: undo it
       // now (the database is back if this claim is to succeed at all).
-      for (const p of [...this.undoPending.values()]) if (p.agentId === hello.agentId) await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll);
+      for (const p of [...this.undoPending.values()])
+        if (p.agentId === hello.agentId) await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll, p.generation);
       if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
       const enrollLabels = enroll.labels && Object.keys(enroll.labels).length ? enroll.labels : null;
       await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
-      if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
+      this.enrolling.set(hello.agentId, secretHash);
+      if (this.agents.has(hello.agentId)) {
+        this.enrollmentConfirmed(hello.agentId, secretHash);
+        throw new EnrollmentRefused('this agent id is already enrolled');
+      }
       this.agents.set(hello.agentId, recordFromHello(hello, secretHash, now, enrollLabels, 'offline'));
     }
+    // A socket authenticated by the secret an open enrollment gave: the agent holds it.
+    if (!enroll && this.enrolling.size) this.enrollmentConfirmed(hello.agentId, secretHash);
     // A new socket replacing a live one: the agent never went offline (no status change).
     const wasLive = this.live.has(hello.agentId);
     await this.replace(hello.agentId, ch);
@@ -308,6 +321,24 @@ export class Fleet {
     if (hello.policy && JSON.stringify(prevPolicy) !== JSON.stringify(hello.policy)) {
       for (const h of this.policyHooks) h(rec.id, hello.policy, prevPolicy, ch.remoteAddress);
     }
+    return generation;
+  }
+
+  /**
+   * An enrollment of `agentId` that this node claimed is still open: the agent has not confirmed its
+   * secret yet (see AgentLink), or its undo has not completed. A retry with the enrollment token
+   * meanwhile is asked to wait (503), not refused as an agent without its secret (401).
+   */
+  enrollmentInProgress(agentId: string): boolean {
+    return this.enrolling.has(agentId);
+  }
+
+  /**
+   * The enrollment that gave `agentId` the secret `secretHash` is decided: the agent spoke after the
+   * welcome that carried it, or came back with it, or the enrollment was undone.
+   */
+  enrollmentConfirmed(agentId: string, secretHash: string): void {
+    if (this.enrolling.get(agentId) === secretHash) this.enrolling.delete(agentId);
   }
 
   /**
@@ -332,22 +363,26 @@ export class Fleet {
    * token enrolls afresh instead of meeting 401 forever. Only the claim made with `secretHash` is
    * undone (a no-op when the claim never happened). The caller has already ended the link.
    */
-  async abandonEnrollment(agentId: string, secretHash: string, enroll: Enrollment): Promise<boolean> {
-    if (this.live.has(agentId)) return false; // someone holds the agent (cannot be this secret's owner)
+  async abandonEnrollment(agentId: string, secretHash: string, enroll: Enrollment, generation = 0): Promise<boolean> {
     const rec = this.agents.get(agentId);
-    if (rec && rec.secretHash !== secretHash) return false;
+    // Someone holds the agent (with this secret: it came back with it), or it enrolled again since.
+    if (this.live.has(agentId) || (rec && rec.secretHash !== secretHash)) {
+      this.enrollmentConfirmed(agentId, secretHash);
+      return false;
+    }
     let removed: boolean;
     try {
-      removed = await this.deps.repo.unclaim(agentId, secretHash, enroll.release);
+      removed = await this.deps.repo.unclaim(agentId, secretHash, enroll.release, generation);
     } catch (err) {
       // Whether the claim committed is unknown (its commit may have failed the same way): the
       // undo is retried (retryUndos) until the database answers.
-      this.undoPending.set(`${agentId} ${secretHash}`, { agentId, secretHash, enroll });
+      this.undoPending.set(`${agentId} ${secretHash}`, { agentId, secretHash, enroll, generation });
       throw err;
     }
     this.undoPending.delete(`${agentId} ${secretHash}`);
+    this.enrollmentConfirmed(agentId, secretHash);
     const cur = this.agents.get(agentId);
-    if (cur && cur.secretHash === secretHash && !this.live.has(agentId)) {
+    if (removed && cur && cur.secretHash === secretHash && !this.live.has(agentId)) {
       this.agents.delete(agentId);
       this.dirty.delete(agentId);
       this.updateGauge();
@@ -368,7 +403,7 @@ export class Fleet {
     try {
       for (const [key, p] of [...this.undoPending]) {
         try {
-          const undone = await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll);
+          const undone = await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll, p.generation);
           this.undoPending.delete(key);
           this.deps.log.info({ agentId: p.agentId, undone }, 'incomplete enrollment undone: the agent can enroll again');
         } catch {

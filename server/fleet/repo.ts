@@ -206,11 +206,15 @@ export class AgentRepo {
 
   /**
    * Undoes `claim` (see Fleet.abandonEnrollment): deletes the agent row only if it still carries
-   * `secretHash` and gives the token use back, in one transaction. True when a claim was undone.
+   * `secretHash` and, when `generation` is given, no later connection claimed it (the agent came
+   * back with that secret, on any node), and gives the token use back, in one transaction. True
+   * when a claim was undone.
    */
-  async unclaim(id: string, secretHash: string, release?: (trx: Knex.Transaction) => Promise<void>): Promise<boolean> {
+  async unclaim(id: string, secretHash: string, release?: (trx: Knex.Transaction) => Promise<void>, generation = 0): Promise<boolean> {
     return transaction(this.db, async (trx) => {
-      const n = await trx('agents').where({ id, secret_hash: secretHash }).del();
+      const q = trx('agents').where({ id, secret_hash: secretHash });
+      if (generation > 0) q.where('conn_generation', '<=', generation);
+      const n = await q.del();
       if (n !== 1) return false;
       // Its connection history goes too: the agent never enrolled as far as anyone can tell.
       await trx('agent_connections').where({ agent_id: id }).del();

@@ -83,6 +83,18 @@ export class AgentLink implements AgentChannel {
   private closeReason: DisconnectReason | null = null;
   private byeReceived = false;
   private closedWhileConnecting = false;
+  /** agents.conn_generation of this connection (0 when ownership is not recorded). */
+  private generation = 0;
+  /**
+   * An enrollment whose welcome (with the secret) went out and whose agent has not sent anything
+   * since: until it does, nobody knows whether the secret arrived. If the socket closes first the
+   * enrollment is undone, so an agent that never got its secret enrolls again with its token (and
+   * one that did reconnects with the secret, or enrolls again: it still sends the token).
+   */
+  private unconfirmed: (Enrollment & { tokenId: string | null }) | null = null;
+  /** The welcome went out while the link was still registering; and a message came after it. */
+  private welcomeSent = false;
+  private spokeAfterWelcome = false;
   private pausedSince: number | null = null;
   private keepAlive: NodeJS.Timeout | undefined;
   private logger: Logger | undefined;
@@ -200,9 +212,11 @@ export class AgentLink implements AgentChannel {
   private onMessage(data: Buffer, binary: boolean): void {
     if (this.state === 'closed') return;
     if (this.state === 'connecting') {
+      if (this.welcomeSent) this.spokeAfterWelcome = true;
       this.pending.push({ data, binary });
       return;
     }
+    if (this.unconfirmed && this.state === 'ready') this.confirmEnrollment();
     if (binary) return this.onBinary(data);
     const decoded = this.dispatcher.decode(data.toString('utf8'));
     if (!decoded.ok) return this.refuse(decoded.refusal);
@@ -322,7 +336,7 @@ export class AgentLink implements AgentChannel {
     };
     const enrollment = this.auth.enrollSecret ? (this.auth.enrollment ?? { labels: null, tokenId: null }) : undefined;
     try {
-      await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
+      this.generation = await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
     } catch (err) {
       if (err instanceof EnrollmentRefused) {
         // A socket that upgraded with the enrollment token while the id was free must not take over
@@ -351,19 +365,10 @@ export class AgentLink implements AgentChannel {
       this.ws.close(1011, 'registration failed');
       // Part of the enrollment may be committed (the claim and the token's use): the agent never
       // gets its secret, so undo it or every retry would meet 401 with the token spent.
-      if (enrollment) await this.abandonEnrollment(h, enrollment, 'registration failed');
+      if (enrollment) await this.abandonEnrollment(enrollment, 'registration failed');
       return;
     }
-    if (this.closedWhileConnecting || this.ws.readyState !== this.ws.OPEN) {
-      // The socket went away while the registration was being written: onClose could not mark the
-      // agent offline then (it was not live yet), so do it now with the reason it would have used.
-      this.state = 'closed';
-      this.pending = [];
-      await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
-      // The secret travels only in welcome, which this socket never carried.
-      if (enrollment) await this.abandonEnrollment(h, enrollment, 'connection closed before welcome');
-      return;
-    }
+    if (this.closedWhileConnecting || this.ws.readyState !== this.ws.OPEN) return this.closedBeforeReady(enrollment, 'connection closed before welcome');
     this.send({
       type: 'welcome',
       protocol: Math.min(h.protocol, PROTOCOL_VERSION),
@@ -372,9 +377,12 @@ export class AgentLink implements AgentChannel {
       serverTime: Date.now(),
       ...(this.auth.enrollSecret ? { secret: this.auth.enrollSecret } : {}),
     });
+    // What the agent sent before this point came before the welcome: it confirms nothing.
+    this.welcomeSent = true;
     this.deps.fleet.welcomed(this, h);
     this.admission?.done(true);
     if (enrollment) {
+      this.unconfirmed = enrollment;
       await this.deps.audit
         .record({
           actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
@@ -384,29 +392,55 @@ export class AgentLink implements AgentChannel {
           details: { name: h.name, hostname: h.hostname, tokenId: enrollment.tokenId },
         })
         .catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
+      // The socket may have closed during that write: onClose left the disconnection to us.
+      if (this.closedWhileConnecting) {
+        if (this.spokeAfterWelcome) this.confirmEnrollment();
+        return this.closedBeforeReady(this.unconfirmed ?? undefined, 'connection closed before the agent confirmed its secret');
+      }
     }
     this.state = 'ready';
     this.deps.pinger?.add(this);
     const queued = this.pending;
     this.pending = [];
+    if (this.unconfirmed && this.spokeAfterWelcome) this.confirmEnrollment();
     for (const m of queued) this.onMessage(m.data, m.binary);
   }
 
+  /**
+   * The socket closed while the registration was being written (onClose could not mark the agent
+   * offline then: it was not live yet): record the disconnection with the reason it would have
+   * used, and undo an enrollment whose secret may not have reached the agent.
+   */
+  private async closedBeforeReady(enrollment: (Enrollment & { tokenId: string | null }) | undefined, why: string): Promise<void> {
+    this.state = 'closed';
+    this.pending = [];
+    await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
+    if (enrollment) await this.abandonEnrollment(enrollment, why);
+  }
+
+  /** The agent spoke after the welcome that carried its secret: it holds it, the enrollment stands. */
+  private confirmEnrollment(): void {
+    this.unconfirmed = null;
+    this.deps.fleet.enrollmentConfirmed(this.auth.agentId, this.auth.secretHash);
+  }
+
   /** Undoes an enrollment whose secret never reached the agent, and audits that it did not complete. */
-  private async abandonEnrollment(h: Hello, enrollment: Enrollment & { tokenId: string | null }, reason: string): Promise<void> {
+  private async abandonEnrollment(enrollment: Enrollment & { tokenId: string | null }, reason: string): Promise<void> {
+    this.unconfirmed = null;
+    const agentId = this.auth.agentId;
     let undone = false;
     try {
-      undone = await this.deps.fleet.abandonEnrollment(h.agentId, this.auth.secretHash, enrollment);
+      undone = await this.deps.fleet.abandonEnrollment(agentId, this.auth.secretHash, enrollment, this.generation);
     } catch (err) {
       this.log.error({ err }, 'could not undo an incomplete enrollment yet: retried every presence flush interval until the database answers');
     }
     this.log.warn({ reason, undone }, 'enrollment not completed');
     await this.deps.audit
       .record({
-        actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
+        actor: { username: `agent:${agentId}`, role: null, ip: this.remoteAddress },
         action: 'agent.enroll',
         targetType: 'agent',
-        targetId: h.agentId,
+        targetId: agentId,
         ok: false,
         details: { reason, undone, tokenId: enrollment.tokenId },
       })
@@ -432,6 +466,7 @@ export class AgentLink implements AgentChannel {
     }
     if (prev !== 'ready') return;
     await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
+    if (this.unconfirmed) await this.abandonEnrollment(this.unconfirmed, 'connection closed before the agent confirmed its secret');
   }
 }
 

@@ -83,6 +83,12 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     // separate budgets: a flood of bad or absent credentials (cheap to send) must never spend the
     // reconnect budget of the fleet.
     const known = knownAgent(req);
+    if (known && 'wait' in known) {
+      // Its enrollment on this node is still open (the secret may not have reached it; the undo
+      // comes when that socket closes): come back shortly rather than be told the token is bad.
+      deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
+      return reject(socket, 503, known.wait, retryAfter(1, 3));
+    }
     const verdict = admission.admit(known !== null && !('error' in known), remote);
     if (!verdict.ok) {
       deps.metrics.upgradesRejected.inc({ channel: 'agent', status: String(verdict.status) });
@@ -110,15 +116,23 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, remote, a, ticket));
   }
 
-  /** A known agent's credentials: its auth, an error (wrong or missing secret, revoked), or null for an unknown id. */
-  function knownAgent(req: IncomingMessage): AgentAuth | { error: string } | null {
+  /**
+   * A known agent's credentials: its auth, an error (wrong or missing secret, revoked), `wait` for a
+   * retry with the enrollment token while that agent's enrollment is still open here, or null for
+   * an unknown id.
+   */
+  function knownAgent(req: IncomingMessage): AgentAuth | { error: string } | { wait: string } | null {
     const agentId = req.headers['x-muster-agent-id'];
     if (typeof agentId !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId)) return { error: 'missing or malformed X-Muster-Agent-Id' };
     const rec = deps.fleet.get(agentId);
     if (!rec) return null;
     const authz = req.headers.authorization;
     if (rec.revokedAt != null) return { error: 'agent revoked' };
-    if (!authz?.startsWith('Bearer ')) return { error: 'agent secret required' };
+    if (!authz?.startsWith('Bearer ')) {
+      if (req.headers['x-muster-enroll-token'] && deps.fleet.enrollmentInProgress(agentId))
+        return { wait: 'enrollment of this agent id still in progress; retry shortly' };
+      return { error: 'agent secret required' };
+    }
     if (!safeEqual(sha256(authz.slice(7).trim()), rec.secretHash)) return { error: 'wrong agent secret' };
     return { agentId, secretHash: rec.secretHash };
   }

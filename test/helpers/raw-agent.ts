@@ -169,6 +169,9 @@ export async function helloAgent(wsUrl: string, creds: Creds, hello: Record<stri
   a.send(helloFor(creds.agentId, hello));
   const welcome = await a.next((m) => m.type === 'welcome' || m.type === 'error', 'welcome');
   if (welcome.type !== 'welcome') throw new Error(`hello refused: ${JSON.stringify(welcome)}`);
+  // A real agent heartbeats at once after every welcome; after an enrollment's that is what tells
+  // the server the secret arrived (a socket closed before it has its enrollment undone).
+  if (welcome.secret) a.send({ type: 'heartbeat', seq: 0, metrics: sampleMetrics() });
   return Object.assign(a, { welcome });
 }
 

@@ -165,6 +165,27 @@ describe.each(dbs)('foundation presence (%s)', (db) => {
     expect((await lastClosed(api, id)).reason).toBe('agent shutdown');
   });
 
+  it('a new secret is marked unconfirmed until a server welcomes the agent on it; the restarted agent keeps its enrollment', async () => {
+    const a = startAgent(s, { name: 'confirm-1' });
+    const id = await agentId(a);
+    await api.waitAgent(id, 'online');
+    const { secret } = await waitCreds(a.stateDir);
+    // Welcomed with a new secret: nobody has accepted it yet (the agent presents its token beside it).
+    expect(fs.existsSync(path.join(a.stateDir, 'agent-secret-unconfirmed'))).toBe(true);
+    expect(await a.stop('SIGTERM')).toBe(0);
+    await api.waitAgent(id, 'offline');
+    // The agent answered its welcome (its first heartbeat): the enrollment stood when it left.
+    expect((await api.get(`/api/agents/${id}`)).status).toBe(200);
+    const b = startAgent(s, { name: 'confirm-1', stateDir: a.stateDir });
+    await api.waitAgent(id, 'online');
+    // Welcomed on the stored secret: confirmed, the same secret, no second enrollment.
+    await waitFor(() => !fs.existsSync(path.join(b.stateDir, 'agent-secret-unconfirmed')), 'the unconfirmed mark removed');
+    expect((await waitCreds(b.stateDir)).secret).toBe(secret);
+    const enrolls = (await api.get(`/api/audit?action=agent.enroll&targetId=${id}`)).body.items;
+    expect(enrolls.map((r: any) => r.ok)).toEqual([true]);
+    await b.stop();
+  });
+
   it('a second connection with the same agent id replaces the first (`replaced`)', async () => {
     const a = startAgent(s, { name: 'dup-1' });
     const id = await agentId(a);
