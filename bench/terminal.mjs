@@ -4,6 +4,9 @@
 //
 //   npm run bench -- terminal            (via bench/run.mjs, after a build)
 //   node bench/terminal.mjs [--keys N] [--mb N] [--fleet N] [--json]   (standalone; builds dist/ if missing)
+//   --only idle|load|throughput: one phase; --hops DIR: where each keystroke's round trip went, hop
+//   by hop (bench/lib/hop-trace.mjs in the server, the agent and this console); --ack-each: the
+//   console acknowledges every chunk at once instead of batching like the web console.
 //
 // Processes: the real server (dist/server.js) and a real agent (dist/agent.js) are children;
 // under load, a flooding console and a simulated fleet (heartbeating fake agents) run in their
@@ -14,7 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 
@@ -55,7 +58,7 @@ export function summary(samples) {
 let childNodeArgs = [];
 
 async function startServer(dataDir, env = {}) {
-  const proc = spawn(process.execPath, [...childNodeArgs, SERVER_JS], {
+  const proc = spawn(process.execPath, [...childNodeArgs, ...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean), SERVER_JS], {
     env: {
       ...process.env,
       MUSTER_PORT: '0',
@@ -148,8 +151,20 @@ function rssOf(pid) {
 /* ---------------- headless console ---------------- */
 
 /**
- * A console socket with one terminal. `onData(chunk)` sees every output chunk; acks are sent
- * after a macrotask (xterm.js acknowledges from its write callback, after parsing).
+ * The web console's acknowledgements (web/src/features/terminals/sessions.ts, with the values of
+ * protocol/flow-control.ts): bytes xterm.js has written are acknowledged in batches, at once when
+ * they reach TERM_ACK_BYTES, else TERM_CONSOLE_ACK_DELAY_MS after the batch's first byte.
+ * `--ack-each` acknowledges every chunk instead (what this bench did before: one more message per
+ * keystroke echo than a browser sends).
+ */
+const TERM_ACK_BYTES = 16 * 1024;
+const TERM_CONSOLE_ACK_DELAY_MS = 15;
+export const consoleAcks = { each: false };
+
+/**
+ * A console socket with one terminal. `onData(chunk)` sees every output chunk; its bytes count
+ * as written after a macrotask (xterm.js calls its write callback after parsing) and are
+ * acknowledged as the web console does (above).
  */
 export async function openConsole(srv, cookie, agentId, onData) {
   const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
@@ -158,22 +173,32 @@ export async function openConsole(srv, cookie, agentId, onData) {
     ws.once('error', rej);
   });
   let sessionId = null;
+  let parsing = 0;
+  let parseScheduled = false;
   let pendingAck = 0;
-  let ackScheduled = false;
+  let ackTimer = null;
   const flushAck = () => {
-    ackScheduled = false;
+    clearTimeout(ackTimer);
+    ackTimer = null;
     if (pendingAck > 0 && sessionId) ws.send(JSON.stringify({ type: 'term.ack', sessionId, bytes: pendingAck }));
     pendingAck = 0;
+  };
+  const written = () => {
+    parseScheduled = false;
+    pendingAck += parsing;
+    parsing = 0;
+    if (consoleAcks.each || pendingAck >= TERM_ACK_BYTES) flushAck();
+    else ackTimer ??= setTimeout(flushAck, TERM_CONSOLE_ACK_DELAY_MS);
   };
   const opened = new Promise((resolve, reject) => {
     ws.on('message', (d, bin) => {
       if (bin) {
         const f = parseTermFrame(d);
         onData(f.data);
-        pendingAck += f.data.length;
-        if (!ackScheduled) {
-          ackScheduled = true;
-          setImmediate(flushAck);
+        parsing += f.data.length;
+        if (!parseScheduled) {
+          parseScheduled = true;
+          setImmediate(written);
         }
         return;
       }
@@ -193,6 +218,7 @@ export async function openConsole(srv, cookie, agentId, onData) {
     },
     write: (s) => ws.send(termFrame(sessionId, typeof s === 'string' ? enc.encode(s) : s)),
     close: () => {
+      clearTimeout(ackTimer);
       ws.send(JSON.stringify({ type: 'term.close', sessionId }));
       ws.close();
     },
@@ -234,6 +260,10 @@ export function textWaiter() {
 /* ---------------- measurements ---------------- */
 
 const KEYS = 'abcdefghijklmnopqrstuvwxyz';
+/** `--hops`: each relay keystroke's start (CLOCK_MONOTONIC ms, the hop tracer's clock) and round trip, per phase. */
+let hopKeys = null;
+let keyLog = null;
+let hopClock = null;
 
 /**
  * Keystroke round trip: one key, wait for its echo, next key. The terminal runs `cat` in
@@ -251,7 +281,9 @@ export async function keystrokes(write, waitEcho, n) {
     const echoed = waitEcho(k);
     write(k);
     await echoed;
-    samples.push(performance.now() - t0);
+    const ms = performance.now() - t0;
+    samples.push(ms);
+    keyLog?.push([hopClock() - ms, ms]);
     await sleep(1);
   }
   return summary(samples);
@@ -387,6 +419,7 @@ export async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
   // latencies, it does not depend on what else the machine runs (meaningful when idle: under
   // load the server's CPU also serves the flood and the fleet).
   const cpu0 = { server: cpuOf(srv.proc.pid), agent: agentPid ? cpuOf(agentPid) : 0, client: process.cpuUsage() };
+  if (hopKeys) keyLog = [];
   const r = await keystrokes(
     (s) => c.write(s),
     (k) => e.wait(k),
@@ -398,6 +431,8 @@ export async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
     agent: agentPid ? ((cpuOf(agentPid) - cpu0.agent) * 1e6) / n : NaN,
     client: (client.user + client.system) / n,
   };
+  if (hopKeys) hopKeys[agentPid ? 'idle' : 'load'] = keyLog;
+  keyLog = null;
   c.close();
   return r;
 }
@@ -585,6 +620,24 @@ function child(args) {
 
 /* ---------------- main ---------------- */
 
+/** `--hops`: once the server and the agent have exited (and written their events), where each keystroke went. */
+async function reportHops(dir, consoleEvents, results, json) {
+  const { readHops, hopReport, formatHops, rows } = await import('./lib/hops-report.mjs');
+  let ev = {};
+  for (let i = 0; i < 50 && !(ev.server && ev.agent); i++) {
+    await sleep(100);
+    ev = readHops(dir, ['server', 'agent']);
+  }
+  if (!ev.server || !ev.agent) return console.error(`--hops: no events from the server or the agent in ${dir}`);
+  ev.console = rows(consoleEvents);
+  results.hops = {};
+  for (const [phase, keys] of Object.entries(hopKeys)) {
+    if (!keys?.length) continue;
+    results.hops[phase] = hopReport(keys, ev);
+    if (!json) console.log(`\n${formatHops(`keystroke hops, ${phase === 'idle' ? 'idle' : 'under load'}`, results.hops[phase])}`);
+  }
+}
+
 async function main() {
   const { values } = parseArgs({
     options: {
@@ -597,16 +650,34 @@ async function main() {
       profile: { type: 'string' },
       reps: { type: 'string', default: '3' },
       only: { type: 'string' },
+      'ack-each': { type: 'boolean', default: false },
+      hops: { type: 'string' },
     },
     allowPositionals: true,
     strict: false,
   });
+  // The flood child's console acknowledges like the measuring one.
+  if (values['ack-each']) process.env.BENCH_ACK_EACH = '1';
+  consoleAcks.each = process.env.BENCH_ACK_EACH === '1';
   if (values.child === 'flood') return floodChild(...process.argv.slice(-4));
   if (values.child === 'fleet') return fleetChild(process.argv[process.argv.length - 2], Number(process.argv[process.argv.length - 1]));
 
   if (!fs.existsSync(SERVER_JS) || !fs.existsSync(AGENT_JS))
     execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build.mjs'), '--no-web'], { stdio: 'inherit' });
   if (values.profile) childNodeArgs = ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`];
+  // --hops DIR: per-hop timestamps in the server, the agent and this console (bench/lib/hop-trace.mjs).
+  let hopConsole = null;
+  const hopsDir = values.hops ? path.resolve(values.hops) : null;
+  if (hopsDir) {
+    fs.mkdirSync(hopsDir, { recursive: true });
+    for (const f of fs.readdirSync(hopsDir)) if (/^hops-.*\.json$/.test(f)) fs.rmSync(path.join(hopsDir, f));
+    process.env.BENCH_HOPS_DIR = hopsDir;
+    childNodeArgs.push('--import', pathToFileURL(path.join(ROOT, 'bench', 'lib', 'hop-trace.mjs')).href);
+    const tracer = await import('./lib/hop-trace.mjs');
+    hopConsole = tracer.install('console');
+    hopClock = tracer.now;
+    hopKeys = {};
+  }
   const nKeys = Number(values.keys);
   const reps = Math.max(1, Number(values.reps));
   const mb = Number(values.mb);
@@ -656,7 +727,7 @@ async function main() {
     await waitOnline(srv.url, cookie, agentId);
     log(`server pid ${srv.proc.pid}, agent ${agentId}; payload ${(fs.statSync(file).size / 1e6).toFixed(1)} MB`);
 
-    if (values.only !== 'throughput') {
+    if (!values.only || values.only === 'idle') {
       results.keystrokeIdle = {
         direct: await directKeystrokes(nKeys),
         relay: await relayKeystrokes(srv, cookie, agentId, nKeys, agent.pid),
@@ -665,9 +736,10 @@ async function main() {
       log('keystroke idle (ms):', JSON.stringify(results.keystrokeIdle));
     }
     // --only idle: the idle keystrokes alone (profiling the relay path per keystroke);
-    // --only throughput: the cat repetitions alone (profiling the relay path per MB).
+    // --only load: the keystrokes under load alone; --only throughput: the cat repetitions alone
+    // (profiling the relay path per MB).
     if (values.only === 'throughput') results.throughput = await throughputRuns(srv, agent.pid, cookie, agentId, file, reps);
-    else if (values.only !== 'idle') {
+    else if (!values.only || values.only === 'load') {
       const fleet = child(['--child', 'fleet', srv.wsUrl, String(fleetN)]);
       await fleet.ready;
       await sleep(2000);
@@ -691,6 +763,8 @@ async function main() {
         serverRssMiB: [rssBefore / 1048576, rssAfter / 1048576],
       };
       log('keystroke under load (ms):', JSON.stringify(results.keystrokeLoad), JSON.stringify(results.load));
+    }
+    if (!values.only) {
       await sleep(1000);
 
       results.interrupt = await relayInterrupt(srv, cookie, agentId);
@@ -706,6 +780,7 @@ async function main() {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   results.loadavgAfter = os.loadavg().map((x) => +x.toFixed(2));
+  if (hopsDir) await reportHops(hopsDir, hopConsole.snapshot(), results, values.json);
   if (values.json) console.log(JSON.stringify(results));
   else if (values.only === 'throughput') {
     const t = results.throughput;
@@ -717,6 +792,12 @@ async function main() {
     const c = results.keystrokeIdle.relay.cpuUsPerKey;
     console.log(
       `load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; CPU per keystroke: server ${c.server.toFixed(0)} µs, agent ${c.agent.toFixed(0)} µs, client ${c.client.toFixed(0)} µs`,
+    );
+  } else if (values.only === 'load') {
+    const l = results.keystrokeLoad;
+    const f = (x) => x.toFixed(2);
+    console.log(
+      `load ${results.loadavgBefore[0]} → ${results.loadavgAfter[0]}; keystroke p50 / p99 under load: direct ${f(l.direct.p50)} / ${f(l.direct.p99)} ms, relay ${f(l.relay.p50)} / ${f(l.relay.p99)} ms; console ping ${f(l.ping.p50)} / ${f(l.ping.p99)} ms`,
     );
   } else {
     const f = (x) => x.toFixed(2);
