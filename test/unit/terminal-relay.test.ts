@@ -61,6 +61,40 @@ describe('AsciicastRecorder', () => {
     expect(res.bytes).toBe(fs.statSync(file).size);
   });
 
+  it('records any output exactly: escapes, control characters, mixed ASCII and UTF-8, chunks of every size across events', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.cast');
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
+    const pieces = [
+      'plain ascii line\r\n',
+      '"quoted" and back\\slash\t\u001b[1;31mred\u001b[0m\u0000\u007f',
+      'ünïcödé 你好 🎉 mixed with ascii',
+      '\u0001'.repeat(70_000), // every byte escapes to six: larger than any event
+      'x'.repeat(200_000), // several events' worth
+      'tail é',
+    ];
+    const want = pieces.join('');
+    const bytes = enc.encode(want);
+    // Cut into chunks of varying sizes (splitting multi-byte characters too).
+    let sent = 0;
+    for (let i = 0; sent < bytes.length; i++) {
+      const n = [1, 7, 4096, 65_536, 3, 30_000][i % 6]!;
+      rec.output(bytes.subarray(sent, sent + n));
+      sent += n;
+    }
+    const res = await rec.close();
+    const events = fs
+      .readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => JSON.parse(l));
+    expect(events.every((e) => e[1] === 'o' && typeof e[0] === 'number')).toBe(true);
+    expect(events.map((e) => e[2]).join('')).toBe(want);
+    expect(events.length).toBeGreaterThan(3);
+    expect(res).toEqual({ bytes: fs.statSync(file).size, truncated: false });
+  });
+
   it('stops at its size cap and says so', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
     const file = path.join(dir, 'x.cast');
