@@ -4,7 +4,7 @@
 //
 //   npm run bench -- cluster [--agents 45000] [--nodes 3] [--runs 10] [--task-agents 1000]
 //                            [--keys 1000] [--mb 20] [--reps 3] [--settle 15] [--window 20]
-//                            [--connect-timeout 300] [--no-kill] [--no-write]
+//                            [--connect-timeout 300] [--no-kill] [--no-write] [--profile]
 //
 // Phases, in one run:
 //  1. Idle fleet: every node's CPU (% of one core, over --window seconds after --settle) and RSS
@@ -16,7 +16,10 @@
 //  3. Terminal: a real agent (dist/agent.js, node-pty) connected to node 1; keystroke round trip
 //     p50/p99 and `cat` throughput from a console on node 1 (same node) and on node 2 (cross node),
 //     beside node-pty directly, in the same run (bench/terminal.mjs's measurements). Target:
-//     cross-node throughput ≥ 50 % of direct.
+//     cross-node throughput ≥ 50 % of direct. Each cat also gives the CPU per MB of every process
+//     on the way (both nodes, the local nats-server, the agent): on a saturated machine a path's
+//     throughput follows the CPU it costs. --profile: CPU profiles of nodes 1 and 2 over the
+//     cross-node cats (bench/out/cluster-*/cross-node-*.cpuprofile, summarized in the output).
 //  4. kill -9 of the last node: time until every agent it held is back, connected to the others
 //     (in the database: none owned by the dead node, all owned by a live one; and every simulated
 //     agent welcomed again).
@@ -33,6 +36,8 @@ import { parseArgs } from 'node:util';
 import knexFactory from 'knex';
 import { connect as natsConnect } from 'nats';
 import { EXEC_RESPONDER, startFleet } from './sim/fleet.mjs';
+import { summarizeProfile } from './lib/cpuprofile.mjs';
+import { inspectorProfiler } from './lib/inspector-profile.mjs';
 import { cpuSeconds, nofileHardLimit, ROOT, rssBytes, scrape, sleep, startMusterServer } from './lib/proc.mjs';
 import { directKeystrokes, directThroughput, relayKeystrokes, relayThroughput, startAgent } from './terminal.mjs';
 
@@ -50,6 +55,7 @@ const { values: flags } = parseArgs({
     'connect-timeout': { type: 'string', default: '300' },
     'no-kill': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
   },
 });
 const int = (name, min) => {
@@ -280,6 +286,19 @@ const task = loadOf(async (nodes, k, api) => {
   return r;
 });
 
+/** The pid of the local nats-server (null when NATS runs elsewhere or is not readable here). */
+function natsServerPid() {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'nats-server') return Number(d);
+    } catch {
+      /* gone */
+    }
+  }
+  return null;
+}
+
 /** A real agent on node 1; consoles on node 1 (same node) and node 2 (cross node); node-pty directly. */
 const terminal = loadOf(async (nodes, apis, agentId, agentPid, payload) => {
   const srv = (n) => ({ url: n.url, wsUrl: n.wsUrl, proc: { pid: n.pid } });
@@ -294,10 +313,33 @@ const terminal = loadOf(async (nodes, apis, agentId, agentPid, payload) => {
   log(`  keystrokes: direct ${f(keys.direct)}; same node ${f(keys.same)}; cross node ${f(keys.cross)}`);
   // Interleaved repetitions, median of each: other work on the machine hits all three alike.
   const runs = { direct: [], same: [], cross: [] };
+  // CPU per MB of every process on the path (both nodes, nats-server, the agent): on a saturated
+  // machine a path's throughput follows its CPU per MB.
+  const natsPid = natsServerPid();
+  const procs = [...nodes.map((n) => [n.id, n.pid]), ['nats', natsPid], ['agent', agentPid]].filter(([, pid]) => pid);
+  const cpuPerMB = async (run) => {
+    const c0 = procs.map(([, pid]) => cpuSeconds(pid));
+    const r = await run();
+    const mb = r.bytes / 1e6;
+    r.cpuMsPerMBAll = Object.fromEntries(procs.map(([k, pid], i) => [k, +(((cpuSeconds(pid) - c0[i]) * 1000) / mb).toFixed(1)]));
+    return r;
+  };
+  // --profile: CPU profiles of nodes 1 and 2 over the cross-node cats only.
+  const profilers = flags.profile ? await Promise.all(nodes.slice(0, 2).map((n) => inspectorProfiler(n.output()))) : [];
   for (let i = 0; i < REPS; i++) {
     runs.direct.push(await directThroughput(payload));
-    runs.same.push(await relayThroughput(same, agentPid, apis[0].cookie, agentId, payload));
-    runs.cross.push(await relayThroughput(cross, agentPid, apis[1].cookie, agentId, payload));
+    runs.same.push(await cpuPerMB(() => relayThroughput(same, agentPid, apis[0].cookie, agentId, payload)));
+    for (const p of profilers) await p.start();
+    runs.cross.push(await cpuPerMB(() => relayThroughput(cross, agentPid, apis[1].cookie, agentId, payload)));
+    for (const [k, p] of profilers.entries()) {
+      const file = path.join(outDir, `cross-${nodes[k].id}-rep${i + 1}.cpuprofile`);
+      await p.stop(file);
+      if (i === REPS - 1)
+        log(`  ${nodes[k].id}: CPU profile of the last cross-node cat: ${path.relative(ROOT, file)}\n${summarizeProfile(file, 25).replace(/^/gm, '    ')}`);
+    }
+    log(
+      `  rep ${i + 1}: same ${runs.same.at(-1).mbps.toFixed(1)} MB/s (${runs.same.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.same.at(-1).cpuMsPerMBAll)}; cross ${runs.cross.at(-1).mbps.toFixed(1)} MB/s (${runs.cross.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.cross.at(-1).cpuMsPerMBAll)}`,
+    );
   }
   const median = (xs) => [...xs].sort((a, b) => a.mbps - b.mbps)[Math.floor(xs.length / 2)];
   const tp = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, { ...median(v), runs: v.map((r) => +r.mbps.toFixed(1)) }]));
@@ -431,7 +473,11 @@ try {
     MUSTER_CONSOLE_MESSAGE_BURST: '100000',
   });
   const start = async (i) => {
-    const s = await startMusterServer({ dataDir: path.join(outDir, `node-${i + 1}`), env: nodeEnv(i) });
+    const s = await startMusterServer({
+      dataDir: path.join(outDir, `node-${i + 1}`),
+      env: nodeEnv(i),
+      nodeArgs: flags.profile && i < 2 ? ['--inspect=127.0.0.1:0'] : [],
+    });
     return { ...s, id: `node-${i + 1}` };
   };
   // Node 1 first (it migrates the fresh database and creates the admin), then the others together.
@@ -616,6 +662,7 @@ const entry = [
   `| keystroke p50 / p99 (${KEYS} keys) | ${k2(t.keys.direct)} | ${k2(t.keys.same)} | ${k2(t.keys.cross)} |`,
   `| ${MB} MB cat, median of ${REPS} | ${t.throughput.direct.mbps.toFixed(1)} MB/s | ${t.throughput.same.mbps.toFixed(1)} MB/s (${(100 * t.throughput.sameRatio).toFixed(0)} %) | ${t.throughput.cross.mbps.toFixed(1)} MB/s (${(100 * t.throughput.crossRatio).toFixed(0)} %) |`,
   `| (runs, MB/s) | ${t.throughput.direct.runs.join(', ')} | ${t.throughput.same.runs.join(', ')} | ${t.throughput.cross.runs.join(', ')} |`,
+  `| CPU per MB of the median run: ${Object.keys(t.throughput.same.cpuMsPerMBAll).join(', ')} (ms) | | ${Object.values(t.throughput.same.cpuMsPerMBAll).join(', ')} | ${Object.values(t.throughput.cross.cpuMsPerMBAll).join(', ')} |`,
   '',
   `Cross-node throughput ≥ 50 % of direct: ${met(t.throughput.crossRatio >= 0.5)}.`,
   '',
