@@ -27,7 +27,8 @@ export class TxBatcher {
   conflictRetries = 0;
 
   constructor(
-    private readonly db: Db,
+    /** The database the batches are written to (a writer of its own may go around the batches: ConnectWrites on SQLite). */
+    readonly db: Db,
     private readonly maxBatch = 1000,
     private readonly hooks: RetryHooks = {},
   ) {}

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { sqlitePrepared } from '../db/prepared.js';
+import { sqliteTransaction, type SqliteStatement } from '../db/prepared.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 
 /** What registering one connection wrote: its agent_connections row and the generation it claimed. */
@@ -23,16 +23,24 @@ const MYSQL_CHUNK = 1000;
 /**
  * The writes of a known agent reconnecting with unchanged facts (the whole of a reconnect storm):
  * its ownership claim (agents.owner_node, conn_generation + 1) and its agent_connections row.
- * Every connect queued while a group commit waits is written by one operation of that commit:
- * on SQLite with statements prepared once per connection (no knex compile, no prepare per agent),
- * on MySQL/MariaDB with one UPDATE, one SELECT and one multi-row INSERT per 1,000 agents instead
- * of three round trips per agent. All of one group or none of it commits (a savepoint), and the
- * callers learn their row only once the transaction has committed.
+ * Every connect queued meanwhile is written by one operation: on SQLite a transaction of its own on
+ * the connection, with statements prepared once (no knex compile, no prepare per agent, and no
+ * knex transaction: that costs five times SQLite's own commit, and a storm writes a group every
+ * few milliseconds); on MySQL/MariaDB an operation of the next group commit, with one UPDATE, one
+ * SELECT and one multi-row INSERT per 1,000 agents instead of three round trips per agent. All of
+ * one group or none of it commits (its own transaction, or a savepoint), and the callers learn
+ * their row only once the transaction has committed.
+ *
+ * Order against the group commit's other writes of the same agents (a disconnect's release of its
+ * claim, its connection row's close) does not matter: those are keyed by connection id and
+ * generation, and on MySQL this operation already runs first in its batch.
  */
 export class ConnectWrites {
   private pending: PendingOpen[] = [];
   /** MySQL: whether a multi-row insert's ids are consecutive from insertId (asked once). */
   private consecutiveIds: Promise<boolean> | null = null;
+  /** The groups written outside the group commit (SQLite) and not yet committed. */
+  private inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly writes: TxBatcher,
@@ -41,7 +49,7 @@ export class ConnectWrites {
     private readonly claimOwnership: boolean,
   ) {}
 
-  /** Claims the agent for this node and opens its connection row, in the next group commit. */
+  /** Claims the agent for this node and opens its connection row, in the next group. */
   open(agentId: string, at: number, remoteAddress: string | null): Promise<OpenedConnection> {
     return new Promise<OpenedConnection>((resolve, reject) => {
       this.pending.push({ agentId, at, remoteAddress, resolve, reject });
@@ -50,18 +58,35 @@ export class ConnectWrites {
     });
   }
 
+  /** Resolves once every connect queued so far is written (or failed); the group commit's own are its idle(). */
+  async idle(): Promise<void> {
+    while (this.inFlight.size) await Promise.all(this.inFlight);
+  }
+
+  /** The next group, in agent-id order (the lock order of every other writer of agents rows). */
+  private take(): PendingOpen[] {
+    const group = this.pending.sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
+    this.pending = [];
+    return group;
+  }
+
   private schedule(): void {
+    if ((this.writes.db.client as { driverName?: string }).driverName === 'better-sqlite3') {
+      // Like the group commit: everything queued in this turn of the event loop (and while the
+      // connection is busy with other writes) is one group.
+      setImmediate(() => {
+        const done = this.writeSqliteGroup().finally(() => this.inFlight.delete(done));
+        this.inFlight.add(done);
+      });
+      return;
+    }
     let group: PendingOpen[] | null = null;
     this.writes
       .run(async (trx) => {
-        // Taken once: the batch may run again after a lock conflict, with the same group. In agent-id
-        // order, the lock order of every other writer of agents rows.
-        if (!group) {
-          group = this.pending.sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
-          this.pending = [];
-        }
+        // Taken once: the batch may run again after a lock conflict, with the same group.
+        group ??= this.take();
         const g = group;
-        return trx.transaction((sp) => this.writeAll(sp, g));
+        return trx.transaction((sp) => this.writeMysql(sp, g));
       })
       .then(
         (opened) => (group ?? []).forEach((p, i) => p.resolve(opened[i]!)),
@@ -71,19 +96,37 @@ export class ConnectWrites {
       );
   }
 
-  private async writeAll(trx: Knex.Transaction, group: PendingOpen[]): Promise<OpenedConnection[]> {
-    const prepared = await sqlitePrepared(trx);
-    if (prepared) {
-      const claim = this.claimOwnership
-        ? prepared('UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id = ? RETURNING conn_generation')
-        : null;
-      const insert = prepared('INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES (?, ?, ?, ?)');
-      return group.map((p) => {
-        const row = claim?.get(this.nodeId, p.agentId) as { conn_generation: number | bigint } | undefined;
-        const res = insert.run(p.agentId, p.at, p.remoteAddress, this.nodeId) as { lastInsertRowid: number | bigint };
-        return { connectionId: Number(res.lastInsertRowid), generation: Number(row?.conn_generation ?? 0) };
+  private async writeSqliteGroup(): Promise<void> {
+    let group: PendingOpen[] | null = null;
+    try {
+      const opened = await sqliteTransaction(this.writes.db, (prepared) => {
+        // Taken once the connection is ours: the connects queued while it was busy join the group.
+        group = this.take();
+        return this.writeSqlite(prepared, group);
       });
+      if (!opened) throw new Error('ConnectWrites: not an SQLite database');
+      const g: PendingOpen[] = group ?? [];
+      g.forEach((p, i) => p.resolve(opened.value[i]!));
+    } catch (err) {
+      // Not even the connection was had: the queued connects fail now (their agents retry), and
+      // the next one queued schedules a group again.
+      for (const p of group ?? this.take()) p.reject(err);
     }
+  }
+
+  private writeSqlite(prepared: (sql: string) => SqliteStatement, group: PendingOpen[]): OpenedConnection[] {
+    const claim = this.claimOwnership
+      ? prepared('UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id = ? RETURNING conn_generation')
+      : null;
+    const insert = prepared('INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES (?, ?, ?, ?)');
+    return group.map((p) => {
+      const row = claim?.get(this.nodeId, p.agentId) as { conn_generation: number | bigint } | undefined;
+      const res = insert.run(p.agentId, p.at, p.remoteAddress, this.nodeId) as { lastInsertRowid: number | bigint };
+      return { connectionId: Number(res.lastInsertRowid), generation: Number(row?.conn_generation ?? 0) };
+    });
+  }
+
+  private async writeMysql(trx: Knex.Transaction, group: PendingOpen[]): Promise<OpenedConnection[]> {
     const out = new Array<OpenedConnection>(group.length);
     // Two sockets of one agent in the same group each need their own generation: rounds of distinct ids.
     let rest = group.map((p, i) => ({ p, i }));

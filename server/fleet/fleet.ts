@@ -179,6 +179,7 @@ export class Fleet {
       for (const h of this.disconnectHooks) h(id, 'server shutdown');
     }
     await this.deps.writes.idle();
+    await this.opens.idle();
     try {
       await this.deps.connections.closeMany(rows, now, 'server shutdown');
     } catch (err) {

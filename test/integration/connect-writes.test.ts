@@ -3,7 +3,8 @@
  * schema, SQLite and MariaDB: every caller gets its own connection row and a generation one above
  * the stored one (two sockets of one agent in the same group get two), the whole group is written
  * in one transaction with a handful of statements, and a group that fails commits nothing and
- * rejects every caller.
+ * rejects every caller. On SQLite the group's own transaction waits for the connection while a knex
+ * transaction holds it.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateLatest, openDb, type Db } from '../../server/db/db.js';
@@ -74,11 +75,13 @@ describe.each(await databases())('ConnectWrites on %s', (kind) => {
       const stored = (await db('agents').select('id', 'owner_node', 'conn_generation')) as Array<{ id: string; owner_node: string; conn_generation: number }>;
       expect(stored.every((r) => r.owner_node === 'node-a')).toBe(true);
       expect(Number(stored.find((r) => r.id === 'a-7')!.conn_generation)).toBe(4);
-      // SQLite: one statement per write, prepared once (knex sees only the transaction's own
-      // statements); MariaDB: three statements per 1,000 agents, not three per agent.
-      expect(statements.filter((s) => s === 'begin' || s === 'begin;' || s === 'start').length).toBeLessThanOrEqual(2);
-      if (kind === 'mysql') expect(statements.length).toBeLessThan(40);
-      else expect(statements.length).toBeLessThan(20);
+      // SQLite: one statement per write, prepared once, in a transaction of its own on the
+      // connection (knex runs nothing: no knex transaction per group); MariaDB: three statements
+      // per 1,000 agents, not three per agent.
+      if (kind === 'mysql') {
+        expect(statements.filter((s) => s === 'begin' || s === 'begin;' || s === 'start').length).toBeLessThanOrEqual(2);
+        expect(statements.length).toBeLessThan(40);
+      } else expect(statements).toEqual([]);
 
       // A group that fails (the agent_connections table is gone) commits nothing, and every caller hears of it.
       await db.schema.renameTable('agent_connections', 'agent_connections_away');
@@ -94,4 +97,45 @@ describe.each(await databases())('ConnectWrites on %s', (kind) => {
       await drop();
     }
   }, 120_000);
+});
+
+describe('ConnectWrites on sqlite, next to knex transactions', () => {
+  it('waits for a knex transaction holding the connection, then writes everything queued meanwhile as one group', async () => {
+    const { db } = openDb(undefined, tmpDir('connect-writes-busy'));
+    try {
+      await migrateLatest(db);
+      await seed(db, 10);
+      const writes = new ConnectWrites(new TxBatcher(db), 'node-a', true);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let inside!: () => void;
+      const entered = new Promise<void>((r) => (inside = r));
+      // A knex transaction that writes, then waits (as one awaiting a slow step would).
+      const trx = db.transaction(async (t) => {
+        await t('agents').where({ id: 'a-0' }).update({ name: 'renamed' });
+        inside();
+        await held;
+        await t('agents').where({ id: 'a-0' }).update({ conn_generation: 10 });
+      });
+      await entered;
+      const order: string[] = [];
+      const first = writes.open('a-0', 1, null).then((o) => (order.push('open a-0'), o));
+      await new Promise((r) => setTimeout(r, 20));
+      // Queued while the first group waits for the connection: joins that group.
+      const second = writes.open('a-1', 2, null).then((o) => (order.push('open a-1'), o));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(order).toEqual([]);
+      release();
+      await trx;
+      order.push('knex committed');
+      const [o0, o1] = await Promise.all([first, second]);
+      // The knex transaction committed whole before the group wrote (its generation 10, then + 1).
+      expect(o0.generation).toBe(11);
+      expect(o1.generation).toBe(2);
+      expect((await db('agents').where({ id: 'a-0' }).first('name'))!.name).toBe('renamed');
+      expect(await db('agent_connections').count({ n: '*' }).first()).toEqual({ n: 2 });
+    } finally {
+      await db.destroy();
+    }
+  });
 });
