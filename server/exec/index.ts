@@ -33,7 +33,8 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const log = core.log.child({ component: 'exec' });
   // Cluster: task and execution row writes are fenced to the tasks this node owns (takeover).
   const repo = new ExecRepo(core.db, core.dialect, core.nodes.enabled ? config.nodeId : undefined);
-  const gate = new ReadGate(fleet, log);
+  // The gate releases held sockets as the writer has room (the writer is made next; the gate asks it later).
+  const gate = new ReadGate(fleet, log, () => config.outputHighWaterBytes - writer.queuedBytes());
   const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
     intervalMs: config.outputFlushMs,
     // Cluster: other nodes read a running task's executions from its rows (GET /api/tasks/:id).
@@ -162,7 +163,10 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
     svc.connected(agentId, hello);
     relay.connected(agentId, hello);
   });
-  fleet.onDisconnect((agentId) => svc.disconnected(agentId));
+  fleet.onDisconnect((agentId) => {
+    gate.forget(agentId);
+    svc.disconnected(agentId);
+  });
 
   return {
     agentHandlers: {

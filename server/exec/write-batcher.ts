@@ -3,6 +3,8 @@ import type { ExecPatch, ExecRepo, OutputRow } from './repo.js';
 
 /** Largest BLOB part stored in one row (MySQL BLOB holds 65,535 bytes). */
 const PART_BYTES = 60_000;
+/** A queued chunk keeps the buffer it was read into when that buffer is at most this many times its size. */
+const PIN_RATIO = 2.5;
 
 /**
  * Batches the hot writes of executions: output chunks (multi-row inserts) and execution row
@@ -13,7 +15,8 @@ const PART_BYTES = 60_000;
  * Memory stays bounded: above `highWaterBytes` of queued output, `onPressure(true)` asks the
  * socket layer to stop reading from agents; it is released below half of it, and never while
  * writes are failing. One transaction takes at most `maxFlushBytes`, so queued + in-flight output
- * stays under highWaterBytes + maxFlushBytes (plus what the paused sockets had already read).
+ * stays under highWaterBytes + maxFlushBytes (plus what the paused sockets had already read); a
+ * queued chunk keeps at most PIN_RATIO times its size alive (the buffer it was read into).
  *
  * A failed write (the database away) puts everything back in order and is retried after
  * `retryInitialMs`, doubling up to `retryMaxMs`; nothing else starts a flush meanwhile, so an
@@ -72,11 +75,16 @@ export class ExecWriteBatcher {
 
   /** Queues one output chunk (split into BLOB-sized parts). */
   output(executionId: string, seq: number, stream: 'stdout' | 'stderr', data: Uint8Array): void {
+    // The chunk is a view into the buffer the socket read (Node never reuses one), or one ws made for
+    // a frame cut by two reads. Kept as it is when it is most of that buffer: copying every chunk
+    // doubled the Buffer memory an output flood allocates (garbage until the next GC). Copied when
+    // the buffer is much larger (a small chunk must not keep a whole read alive while it is queued).
+    const own = data.buffer.byteLength <= PIN_RATIO * data.byteLength;
     const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const s = stream === 'stdout' ? 1 : 2;
-    // Copy: the frame's buffer belongs to the socket and may be reused.
     for (let off = 0, part = 0; off < buf.length || part === 0; off += PART_BYTES, part++) {
-      this.rows.push({ execution_id: executionId, seq, part, stream: s, data: Buffer.from(buf.subarray(off, off + PART_BYTES)) });
+      const piece = buf.subarray(off, off + PART_BYTES);
+      this.rows.push({ execution_id: executionId, seq, part, stream: s, data: own ? piece : Buffer.from(piece) });
       if (off + PART_BYTES >= buf.length) break;
     }
     this.bytes += buf.length;

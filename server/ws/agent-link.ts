@@ -29,6 +29,7 @@ import type { Metrics } from '../metrics.js';
 import type { AdmissionTicket } from './admission.js';
 import type { Pinger } from './pinger.js';
 import { MessageBucket } from './rate.js';
+import { pauseTight, resumeTight } from './read-stop.js';
 import type { AgentBinaryHandlers, AgentCtx, AgentHandlers } from './handlers.js';
 
 let nextLinkId = 1;
@@ -175,7 +176,8 @@ export class AgentLink implements AgentChannel {
    */
   pause(): void {
     if (this.ws.readyState !== this.ws.OPEN || this.pausedSince !== null) return;
-    this.ws.pause();
+    // Nothing read ahead while paused (up to 128 KiB per socket otherwise): see pauseTight.
+    pauseTight(this.ws);
     this.pausedSince = Date.now();
     this.keepAlive = setInterval(() => {
       if (this.ws.readyState === this.ws.OPEN) this.ws.pong();
@@ -186,7 +188,7 @@ export class AgentLink implements AgentChannel {
     clearInterval(this.keepAlive);
     this.keepAlive = undefined;
     this.pausedSince = null;
-    if (this.ws.readyState === this.ws.OPEN) this.ws.resume();
+    if (this.ws.readyState === this.ws.OPEN) resumeTight(this.ws);
   }
   /** Whether the server has stopped reading this socket (its heartbeats wait unread: not the agent's fault). */
   isPaused(): boolean {
