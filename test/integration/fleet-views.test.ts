@@ -20,6 +20,11 @@ describe('fleet views', () => {
   beforeAll(async () => {
     s = await startServer({ env: { MUSTER_PRESENCE_FLUSH_MS: '200', MUSTER_FLEET_VIEW_RESORT_MS: '300' } });
     api = await Api.login(s.url);
+    // Each raw agent heartbeats once after its enrollment's welcome (as the agent does: that confirms
+    // it holds its secret). Those metrics reach views at the next presence flush: the tests start
+    // once a console has seen every one of them, so no delta of theirs lands in a test's window.
+    const feed = await consoleSocket(s, api);
+    await feed.next((m) => m.type === 'ready');
     for (let i = 0; i < N; i++) {
       const id = randomUUID();
       const a = await helloAgent(
@@ -34,6 +39,12 @@ describe('fleet views', () => {
       agents.push(Object.assign(a, { id, i }));
     }
     await waitFor(async () => (await api.get('/api/agents/summary')).body.byStatus.online >= N, 'all raw agents online');
+    const flushed = new Set<string>();
+    await waitFor(() => {
+      for (const m of feed.messages) if (m.type === 'agent.metrics') for (const it of m.items) flushed.add(it.agentId);
+      return agents.every((a) => flushed.has(a.id));
+    }, 'every enrollment heartbeat flushed to the consoles');
+    feed.close();
   });
   afterAll(async () => {
     for (const a of agents) a.close();
