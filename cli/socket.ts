@@ -47,9 +47,13 @@ export class ConsoleSocket {
     void this.closed.then(() => clearInterval(this.ping));
   }
 
-  /** Opens the socket with the client's server and token; rejects with the server's refusal. */
-  static connect(c: Client): Promise<ConsoleSocket> {
-    const url = `${c.server.replace(/^http/, 'ws')}/ws/console`;
+  /**
+   * Opens the socket with the client's server (or `base`: another node's address, a path on the
+   * server's origin or an absolute URL) and token; rejects with the server's refusal.
+   */
+  static connect(c: Client, base: string = c.server): Promise<ConsoleSocket> {
+    const root = base === c.server ? base : new URL(base, c.server).toString().replace(/\/+$/, '');
+    const url = `${root.replace(/^http/, 'ws')}/ws/console`;
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${c.bearer}` }, perMessageDeflate: false });
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(new ConsoleSocket(ws)));

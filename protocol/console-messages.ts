@@ -6,13 +6,21 @@ import type { AgentView, ExecutionView, TaskView, UserView } from './rest.js';
 /* ---------------- console → server (validated on receipt) ---------------- */
 
 const dims = { cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) };
-export const ConsoleTermOpen = z.object({ type: z.literal('term.open'), ref: z.string().max(64), agentId: id, ...dims });
+/**
+ * `direct`: the console can follow a `term.elsewhere` (cluster): when the agent (or the session) is
+ * held by another node that gave its address (MUSTER_NODE_URL), that answer comes instead, and the
+ * console sends the same message on a socket of that node. Without it, or when that node gave no
+ * address, this node relays the session (through NATS).
+ */
+const direct = { direct: z.boolean().optional() };
+export const ConsoleTermOpen = z.object({ type: z.literal('term.open'), ref: z.string().max(64), agentId: id, ...dims, ...direct });
 /** Attach to an existing session: `control` (the owner, after a reload) or `watch` (admin, read-only). */
 export const ConsoleTermAttach = z.object({
   type: z.literal('term.attach'),
   ref: z.string().max(64),
   sessionId: id,
   mode: z.enum(['control', 'watch']),
+  ...direct,
 });
 export const ConsoleTermDetach = z.object({ type: z.literal('term.detach'), sessionId: id });
 export const ConsoleTermResize = z.object({ type: z.literal('term.resize'), sessionId: id, ...dims });
@@ -117,6 +125,12 @@ export type ServerToConsole =
   /** The console fell behind; output chunks [fromSeq, toSeq) of this stream were skipped. */
   | { type: 'exec.gap'; executionId: string; stream: 'stdout' | 'stderr'; fromSeq: number; toSeq: number }
   | { type: 'term.opened'; ref: string; sessionId: string; agentId: string; mode: 'control' | 'watch'; cols: number; rows: number }
+  /**
+   * Answer to a `term.open` / `term.attach` with `direct` (same ref): the agent or session is held by
+   * server node `node`, reachable at `url` (a path on this console's origin, or an absolute URL);
+   * send the same message on a console socket of `${url}/ws/console`. Nothing was opened here.
+   */
+  | { type: 'term.elsewhere'; ref: string; node: string; url: string; agentId?: string; sessionId?: string }
   /** The session ended (or, for this console only, was taken over by another console of its owner). */
   | { type: 'term.closed'; sessionId: string; reason: string; exitCode?: number | null }
   /**

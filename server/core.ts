@@ -33,7 +33,7 @@ export interface Core {
    * The cluster as capabilities see it: whether it is on, the node-addressed link (node-link.ts)
    * and which node holds an agent's socket. On one node the same interface, in process.
    */
-  nodes: Pick<Cluster, 'enabled' | 'link' | 'agentNode' | 'nodes' | 'blobs' | 'onNodeLost'>;
+  nodes: Pick<Cluster, 'enabled' | 'link' | 'agentNode' | 'nodes' | 'nodeUrl' | 'blobs' | 'onNodeLost'>;
   fleet: Fleet;
   /** Messages for an agent connected to any node (cluster/agent-commands.ts). */
   commands: AgentCommands;

@@ -1,4 +1,4 @@
-import { CloseCode, encodeTermData, TERM_ACK_BYTES } from '../../protocol/index.js';
+import { CloseCode, encodeTermData, TERM_ACK_BYTES, type ServerToConsole } from '../../protocol/index.js';
 import { clientFrom } from '../client.js';
 import { CliError, str, type Command } from '../command.js';
 import { ConsoleSocket } from '../socket.js';
@@ -37,14 +37,31 @@ export const term: Command = {
       rows: Math.min(1000, Math.max(1, stdout.rows || 24)),
     });
 
-    const sock = await ConsoleSocket.connect(c);
+    let sock = await ConsoleSocket.connect(c);
     const ref = 'cli';
-    const answer = sock.next((m) => (m.type === 'term.opened' || m.type === 'error') && m.ref === ref);
-    if (agentId !== undefined) sock.send({ type: 'term.open', ref, agentId, ...size() });
-    else sock.send({ type: 'term.attach', ref, sessionId: (attach ?? watch)!, mode: attach !== undefined ? 'control' : 'watch' });
-    let opened;
+    // `direct`: in a cluster whose nodes have MUSTER_NODE_URL, the node holding the agent is named
+    // (term.elsewhere) and the session is opened on a socket of that node, not relayed.
+    const ask = (s: ConsoleSocket, direct: boolean) => {
+      const answer = s.next((m) => (m.type === 'term.opened' || m.type === 'term.elsewhere' || m.type === 'error') && m.ref === ref);
+      if (agentId !== undefined) s.send({ type: 'term.open', ref, agentId, ...size(), direct });
+      else s.send({ type: 'term.attach', ref, sessionId: (attach ?? watch)!, mode: attach !== undefined ? 'control' : 'watch', direct });
+      return answer;
+    };
+    let opened: ServerToConsole;
     try {
-      opened = await answer;
+      opened = await ask(sock, true);
+      if (opened.type === 'term.elsewhere') {
+        const where = opened;
+        const there = await ConsoleSocket.connect(c, where.url).catch((e: Error) => {
+          err(`[server node ${where.node} not reachable at ${where.url} (${e.message}); relayed through ${c.server}]\r\n`);
+          return null;
+        });
+        if (there) {
+          sock.close();
+          sock = there;
+        }
+        opened = await ask(sock, false);
+      }
     } catch (e) {
       sock.close();
       throw e;

@@ -34,6 +34,8 @@ export interface Cluster {
   attach(fleet: Fleet, deps: { repo: AgentRepo }): Promise<void>;
   /** Nodes in the registry now (this one on a single node). */
   nodes(): string[];
+  /** Where consoles reach `node` itself (its MUSTER_NODE_URL, as it registered it); null when it gave none or is not live. */
+  nodeUrl(node: string): string | null;
   /**
    * Calls `fn` when the dead-node sweep (on the `presence` lease holder) finds a node missing from
    * the registry for one lease TTL that still owns agents or running tasks, after its agents were
@@ -61,6 +63,7 @@ export function singleNode(config: Config, log: Logger): Cluster {
       fleetRef = fleet;
     },
     nodes: () => [config.nodeId],
+    nodeUrl: (node) => (node === config.nodeId ? (config.nodeUrl ?? null) : null),
     onNodeLost: () => () => {},
     close: async () => {
       link.close();
@@ -181,14 +184,31 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
   /** When the registry last answered us: cut off longer than a TTL, the cluster has given our agents up. */
   let registryOkAt = Date.now();
   const missingSince = new Map<string, number>();
-  const me = JSON.stringify({ node: config.nodeId, startedAt: new Date().toISOString() });
+  const me = JSON.stringify({ node: config.nodeId, startedAt: new Date().toISOString(), url: config.nodeUrl ?? null });
+  /** Each live node's MUSTER_NODE_URL, read from its registry entry (a node restarted with another URL is read again). */
+  const urls = new Map<string, string | null>();
+  const entryUrl = (v: Uint8Array): string | null => {
+    try {
+      const u = (JSON.parse(new TextDecoder().decode(v)) as { url?: unknown }).url;
+      return typeof u === 'string' && u.length > 0 ? u : null;
+    } catch {
+      return null;
+    }
+  };
   const heartbeat = async () => {
     try {
       await nodesKv.put(nodeKey(config.nodeId), me);
       const seen = new Set<string>([config.nodeId]);
       for await (const k of await nodesKv.keys()) seen.add(nodeOfKey(k));
+      for (const n of seen) {
+        if (n === config.nodeId) continue;
+        // Best effort: a URL not read this time is read at the next renewal (consoles are relayed meanwhile).
+        const e = await nodesKv.get(nodeKey(n)).catch(() => null);
+        if (e && e.operation === 'PUT' && e.value.length > 0) urls.set(n, entryUrl(e.value));
+      }
       live.clear();
       for (const n of seen) live.add(n);
+      for (const n of [...urls.keys()]) if (!live.has(n)) urls.delete(n);
       nodesGauge.set(live.size);
       registryOkAt = Date.now();
       return true;
@@ -301,6 +321,7 @@ export async function createCluster(config: Config, log: Logger, metrics: Metric
       timer.unref();
     },
     nodes: () => [...live].sort(),
+    nodeUrl: (node) => (node === config.nodeId ? (config.nodeUrl ?? null) : live.has(node) ? (urls.get(node) ?? null) : null),
     onNodeLost(fn) {
       lostHooks.add(fn);
       return () => void lostHooks.delete(fn);

@@ -49,6 +49,18 @@ const Schema = z.object({
   tlsCert: z.string().optional(),
   tlsKey: z.string().optional(),
   publicUrl: z.string().url().optional(),
+  /**
+   * Where consoles reach this node itself (cluster): a path under the cluster's public address that
+   * the balancer routes to this node (`/node/node-1`), or an absolute http(s) URL (API clients).
+   * When the node holding an agent has one, a console that asks for it opens that agent's
+   * terminals there, so their output is not relayed through another node and NATS.
+   */
+  nodeUrl: z
+    .string()
+    .max(512)
+    .refine((v) => /^\/[^/]/.test(v) || /^https?:\/\/[^\s]+$/i.test(v), 'a path such as /node/node-1, or an http(s) URL')
+    .transform((v) => v.replace(/\/+$/, ''))
+    .optional(),
   /** Name of this server node in connection history (several nodes share one database). */
   nodeId: z
     .string()
@@ -455,6 +467,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   tlsCert: 'MUSTER_TLS_CERT',
   tlsKey: 'MUSTER_TLS_KEY',
   publicUrl: 'MUSTER_PUBLIC_URL',
+  nodeUrl: 'MUSTER_NODE_URL',
   logLevel: 'MUSTER_LOG_LEVEL',
   nodeId: 'MUSTER_NODE_ID',
   heartbeatIntervalMs: 'MUSTER_HEARTBEAT_INTERVAL_MS',

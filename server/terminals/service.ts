@@ -131,7 +131,12 @@ export class TerminalService {
     // An agent connected to another node: the session lives there (remote.ts); a console of
     // another node is never sent further (the agent moved meanwhile: it is not online here).
     const node = isRemoteConsole(ch) ? null : this.remote.agentElsewhere(m.agentId);
-    if (node) return this.openElsewhere(ch, node, m, allocated);
+    if (node) {
+      const url = m.direct ? this.core.nodes.nodeUrl(node) : null;
+      // The console goes to that node itself (its checks, caps and audit happen there).
+      if (url) return void ch.send({ type: 'term.elsewhere', ref: m.ref, node, url, agentId: m.agentId });
+      return this.openElsewhere(ch, node, m, allocated);
+    }
     // Caps (MUSTER_MAX_TERMINALS_PER_USER / _PER_SERVER): every session holds a shell, a PTY and
     // scrollback until it closes or its detach timeout ends.
     const open = [...this.sessions.values()];
@@ -294,7 +299,10 @@ export class TerminalService {
         return this.error(ch, 'database_unavailable', 'could not look the session up; try again', m.ref);
       }
     }
-    if (!node || !this.remote.forward(ch, node, m)) return this.error(ch, 'not_found', 'no such live session', m.ref);
+    if (!node) return this.error(ch, 'not_found', 'no such live session', m.ref);
+    const url = m.direct ? this.core.nodes.nodeUrl(node) : null;
+    if (url) return void ch.send({ type: 'term.elsewhere', ref: m.ref, node, url, sessionId: m.sessionId });
+    if (!this.remote.forward(ch, node, m)) return this.error(ch, 'not_found', 'no such live session', m.ref);
   }
 
   detachRequest(ch: ConsoleChannel, sessionId: string): void {

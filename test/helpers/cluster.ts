@@ -1,5 +1,18 @@
+import net from 'node:net';
 import { connect } from 'nats';
 import { cleanup, createMysqlDatabase, startServer, type TestServer } from './harness.js';
+
+/** A TCP port free right now (a node whose own address, MUSTER_NODE_URL, is in its environment). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 /** The local NATS with JetStream (MUSTER_TEST_NATS_URL overrides it). */
 export const TEST_NATS_URL = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
@@ -50,13 +63,23 @@ export interface ThreeNodes {
  */
 export async function startThreeNodes(
   cluster: TestCluster,
-  opts: { env?: (node: string) => Record<string, string>; afterFirst?: () => Promise<unknown> } = {},
+  opts: {
+    env?: (node: string) => Record<string, string>;
+    afterFirst?: () => Promise<unknown>;
+    /** Nodes given their own address (MUSTER_NODE_URL = http://127.0.0.1:<port>, on a port chosen first). */
+    nodeUrls?: string[];
+  } = {},
 ): Promise<ThreeNodes> {
   const env = opts.env ?? cluster.env;
   const db = await createMysqlDatabase();
-  const a = await startServer({ dbUrl: db.url, env: env('node-a') });
+  const start = async (node: string) => {
+    if (!opts.nodeUrls?.includes(node)) return startServer({ dbUrl: db.url, env: env(node) });
+    const port = await freePort();
+    return startServer({ dbUrl: db.url, port, env: { ...env(node), MUSTER_NODE_URL: `http://127.0.0.1:${port}` } });
+  };
+  const a = await start('node-a');
   await opts.afterFirst?.();
-  const [b, c] = await Promise.all([startServer({ dbUrl: db.url, env: env('node-b') }), startServer({ dbUrl: db.url, env: env('node-c') })]);
+  const [b, c] = await Promise.all([start('node-b'), start('node-c')]);
   return {
     db,
     a,

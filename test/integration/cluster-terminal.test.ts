@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Api, agentId, sleep, startAgent, waitFor, type TestServer } from '../helpers/harness.js';
+import * as pty from 'node-pty';
+import { Api, agentId, ROOT, sleep, startAgent, waitFor, type TestServer } from '../helpers/harness.js';
 import { startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 import { TermClient } from '../helpers/terminal-client.js';
@@ -10,7 +11,8 @@ import { TermClient } from '../helpers/terminal-client.js';
  * Terminals across nodes (issue 12): three real server nodes (dist/server.js) on one MariaDB and
  * one NATS with a cluster prefix of their own; a real agent connected to node A only; an operator's
  * console on node B opens, types, resizes, floods (flow control end to end), detaches and
- * reattaches; an admin's console on node C watches. Recording once, on node A.
+ * reattaches; an admin's console on node C watches. Recording once, on node A. A console that asks
+ * `direct` is sent to node A's own address (MUSTER_NODE_URL) instead, and relayed where a node has none.
  */
 const cluster = testCluster();
 
@@ -24,7 +26,8 @@ let adminC: Api;
 let id = '';
 
 beforeAll(async () => {
-  nodes = await startThreeNodes(cluster);
+  // Node A has its own address (MUSTER_NODE_URL): a console asking `direct` is sent there.
+  nodes = await startThreeNodes(cluster, { nodeUrls: ['node-a'] });
   ({ db, a, b, c } = nodes);
   const adminB = await Api.login(b.url);
   opB = await adminB.userWithRole('operator');
@@ -112,4 +115,70 @@ describe('cluster: a terminal on an agent of node A, driven from node B, watched
     consoleB2.close();
     consoleC.close();
   }, 300_000);
+
+  it('sends a console asking `direct` to the node holding the agent (MUSTER_NODE_URL), and relays where that node has none', async () => {
+    const rows = async () => Number((await withDb(db.url, (k) => k('terminal_sessions').count({ n: '*' })))[0]!.n);
+    const before = await rows();
+    const consoleB = await TermClient.connect(b, opB);
+    consoleB.sendJson({ type: 'term.open', ref: 'd1', agentId: id, cols: 90, rows: 20, direct: true });
+    const where = await consoleB.sock.next((x) => x.ref === 'd1', 10_000, 'answer to a direct term.open');
+    expect(where).toMatchObject({ type: 'term.elsewhere', node: 'node-a', url: a.url, agentId: id });
+    // Nothing was opened on the way (no row, no shell).
+    expect(await rows()).toBe(before);
+
+    // The same operator opens it on node A itself: a terminal of that node, recorded there.
+    const consoleA = await TermClient.connect({ url: where.url, wsUrl: where.url.replace(/^http/, 'ws') }, opB);
+    const t = await consoleA.open(id, 90, 20);
+    expect(await t.run('echo routed-$((5*5))')).toContain('routed-25');
+    expect(await withDb(db.url, (k) => k('terminal_sessions').where({ id: t.sessionId }).first('node'))).toMatchObject({ node: 'node-a' });
+
+    // A reattach asked of node B with `direct` is sent there too; without it node B relays it as before.
+    consoleB.sendJson({ type: 'term.attach', ref: 'd2', sessionId: t.sessionId, mode: 'control', direct: true });
+    const again = await consoleB.sock.next((x) => x.ref === 'd2', 10_000, 'answer to a direct term.attach');
+    expect(again).toMatchObject({ type: 'term.elsewhere', node: 'node-a', url: a.url, sessionId: t.sessionId });
+    const relayed = await consoleB.attach(t.sessionId, 'control');
+    expect(await relayed.run('echo relayed-$((6*6))')).toContain('relayed-36');
+
+    // `muster term` against node B does the same: the session it opens is node A's, typed into through node A.
+    const token = ((await opB.post('/api/tokens', { name: 'cluster-term' })).body as { token: string }).token;
+    const consolesOnA = async () => Number(/^muster_console_sockets (\d+)/m.exec(await (await fetch(`${a.url}/metrics`)).text())?.[1]);
+    const socketsBefore = await consolesOnA();
+    const env = { ...process.env, MUSTER_SERVER: b.url, MUSTER_TOKEN: token, MUSTER_CLI_CONFIG: path.join(a.dataDir, 'no-cli.json') };
+    const cli = pty.spawn(process.execPath, [path.join(ROOT, 'dist', 'cli.js'), 'term', id], {
+      name: 'xterm-256color',
+      cols: 100,
+      rows: 30,
+      env: env as Record<string, string>,
+    });
+    let text = '';
+    cli.onData((d) => (text += d));
+    const exited = new Promise<number>((r) => cli.onExit(({ exitCode }) => r(exitCode)));
+    await waitFor(() => /\[session ([0-9a-f-]{36});/.exec(text)?.[1], 'muster term open', 30_000);
+    const cliSession = /\[session ([0-9a-f-]{36});/.exec(text)![1]!;
+    cli.write('echo cli-$((30+12))\r');
+    await waitFor(() => /cli-42/.test(text), 'muster term output', 30_000);
+    expect(text).not.toMatch(/not reachable/);
+    // Its socket is one of node A's (a relayed one would be node B's only).
+    expect(await consolesOnA()).toBe(socketsBefore + 1);
+    expect(await withDb(db.url, (k) => k('terminal_sessions').where({ id: cliSession }).first('node'))).toMatchObject({ node: 'node-a' });
+    cli.write('exit 0\r');
+    expect(await exited).toBe(0);
+
+    // An agent on node C (no MUSTER_NODE_URL): `direct` is relayed as without it.
+    const near = startAgent(c, { name: 'near-c' });
+    const nearId = await agentId(near);
+    await (await Api.login(b.url)).waitAgent(nearId, 'online', 30_000);
+    consoleB.sendJson({ type: 'term.open', ref: 'd3', agentId: nearId, cols: 80, rows: 24, direct: true });
+    const opened = await consoleB.sock.next(
+      (x) => x.ref === 'd3' && (x.type === 'term.opened' || x.type === 'term.elsewhere' || x.type === 'error'),
+      20_000,
+      'answer to d3',
+    );
+    expect(opened.type).toBe('term.opened');
+    expect(await withDb(db.url, (k) => k('terminal_sessions').where({ id: opened.sessionId }).first('node'))).toMatchObject({ node: 'node-c' });
+    consoleB.sendJson({ type: 'term.close', sessionId: opened.sessionId });
+    relayed.close();
+    consoleA.close();
+    consoleB.close();
+  }, 120_000);
 });

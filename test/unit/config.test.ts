@@ -37,6 +37,15 @@ describe('server config', () => {
     expect(loadConfig({ MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES: String(1 << 20) }).terminalWatchMaxLagBytes).toBe(1 << 20);
   });
 
+  it('reads MUSTER_NODE_URL as a path on the console origin or an http(s) URL, and refuses anything else', () => {
+    expect(loadConfig({ MUSTER_NODE_URL: '/node/node-1/' }).nodeUrl).toBe('/node/node-1');
+    expect(loadConfig({ MUSTER_NODE_URL: 'https://n1.example.com:8443' }).nodeUrl).toBe('https://n1.example.com:8443');
+    expect(loadConfig({ MUSTER_NODE_URL: '' }).nodeUrl).toBeUndefined();
+    for (const bad of ['node-1', '//evil.example/x', 'ftp://n1', 'javascript:alert(1)']) {
+      expect(() => loadConfig({ MUSTER_NODE_URL: bad }), bad).toThrow(/MUSTER_NODE_URL: a path such as \/node\/node-1, or an http\(s\) URL/);
+    }
+  });
+
   it.each([
     [{ MUSTER_PORT: 'x' }, 'MUSTER_PORT'],
     [{ MUSTER_PORT: '-1' }, 'MUSTER_PORT'],

@@ -113,6 +113,7 @@ export function dropEarly(): void {
 
 /** Closes the socket for good (logout). */
 export function disconnect(): void {
+  for (const url of [...nodeSocks.keys()]) closeNodeSocket(url);
   wanted = false;
   tentative = false;
   if (retryTimer) clearTimeout(retryTimer);
@@ -133,22 +134,8 @@ function open(): void {
   let gotReady = false;
   sock.onmessage = (ev: MessageEvent) => {
     if (ws !== sock) return;
-    if (typeof ev.data !== 'string') {
-      let f: Frame;
-      try {
-        f = decodeFrame(new Uint8Array(ev.data as ArrayBuffer));
-      } catch {
-        return;
-      }
-      for (const h of frameHandlers) h(f);
-      return;
-    }
-    let m: ServerToConsole;
-    try {
-      m = JSON.parse(ev.data) as ServerToConsole;
-    } catch {
-      return;
-    }
+    const m = decode(ev);
+    if (!m) return;
     if (m.type === 'ready') {
       gotReady = true;
       const reconnect = everOpened;
@@ -157,8 +144,7 @@ function open(): void {
       socketState.value = 'open';
       for (const h of [...readyHandlers]) h(reconnect);
     }
-    const set = handlers.get(m.type);
-    if (set) for (const h of [...set]) (h as (x: ServerToConsole) => void)(m);
+    dispatch(m);
   };
   sock.onclose = (ev: CloseEvent) => {
     if (ws !== sock) return;
@@ -191,6 +177,140 @@ function open(): void {
       base / 2 + Math.random() * (base / 2),
     );
   };
+}
+
+/** A frame (handed to the frame handlers here: null) or a message of a console socket; null when unreadable. */
+function decode(ev: MessageEvent): ServerToConsole | null {
+  if (typeof ev.data !== 'string') {
+    let f: Frame;
+    try {
+      f = decodeFrame(new Uint8Array(ev.data as ArrayBuffer));
+    } catch {
+      return null;
+    }
+    for (const h of frameHandlers) h(f);
+    return null;
+  }
+  try {
+    return JSON.parse(ev.data) as ServerToConsole;
+  } catch {
+    return null;
+  }
+}
+
+function dispatch(m: ServerToConsole): void {
+  const set = handlers.get(m.type);
+  if (set) for (const h of [...set]) (h as (x: ServerToConsole) => void)(m);
+}
+
+/* ---------------- sockets on other server nodes ---------------- */
+
+/**
+ * A console socket on another server node of a cluster (its MUSTER_NODE_URL): the terminals of the
+ * agents that node holds are opened on it, so their output is not relayed through the node of the
+ * main socket and NATS. Its messages and frames reach the same handlers as the main socket's
+ * (terminal messages name their ref or session); its `ready` does not (views do not re-fetch).
+ * It does not reconnect by itself: when it closes, its users go back through the main socket,
+ * which tells them again where the session is.
+ */
+export interface NodeSocket {
+  readonly url: string;
+  /** Open and past its `ready`. */
+  readonly isReady: boolean;
+  send(msg: ConsoleToServer): boolean;
+  sendBinary(data: Uint8Array): boolean;
+}
+
+interface NodeSock extends NodeSocket {
+  ws: WebSocket | null;
+  isReady: boolean;
+  waiting: ((ok: boolean) => void)[];
+  lostFns: Set<(everReady: boolean) => void>;
+}
+
+const nodeSocks = new Map<string, NodeSock>();
+
+/** The `/ws/console` address of a node's URL (a path on this page's origin, or absolute). */
+export function nodeSocketUrl(url: string): string {
+  const u = new URL(url, location.href);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}/ws/console`;
+  u.search = '';
+  u.hash = '';
+  return u.toString();
+}
+
+/**
+ * The socket on the node at `url`, opened if needed; resolves once it is ready, or null when it
+ * cannot be reached from this page (refused, a foreign origin, closed before `ready`).
+ * `onLost(everReady)` runs when it closes.
+ */
+export function nodeSocket(url: string, onLost: (everReady: boolean) => void): Promise<NodeSocket | null> {
+  let n = nodeSocks.get(url);
+  if (!n) {
+    const node: NodeSock = {
+      url,
+      ws: null,
+      isReady: false,
+      waiting: [],
+      lostFns: new Set(),
+      send(msg) {
+        if (!node.ws || node.ws.readyState !== WebSocket.OPEN) return false;
+        node.ws.send(JSON.stringify(msg));
+        return true;
+      },
+      sendBinary(data) {
+        if (!node.ws || node.ws.readyState !== WebSocket.OPEN) return false;
+        node.ws.send(data);
+        return true;
+      },
+    };
+    n = node;
+    nodeSocks.set(url, node);
+    const lost = () => {
+      if (nodeSocks.get(url) !== node) return;
+      nodeSocks.delete(url);
+      const everReady = node.isReady;
+      node.isReady = false;
+      node.ws = null;
+      for (const w of node.waiting.splice(0)) w(false);
+      for (const fn of [...node.lostFns]) fn(everReady);
+    };
+    let sock: WebSocket;
+    try {
+      sock = new WebSocket(nodeSocketUrl(url));
+    } catch {
+      // Not a URL this page may open (the Content-Security-Policy allows this origin's only).
+      queueMicrotask(lost);
+      return new Promise((resolve) => node.waiting.push(() => resolve(null)));
+    }
+    sock.binaryType = 'arraybuffer';
+    node.ws = sock;
+    sock.onmessage = (ev: MessageEvent) => {
+      const m = decode(ev);
+      if (!m) return;
+      if (m.type === 'ready') {
+        node.isReady = true;
+        for (const w of node.waiting.splice(0)) w(true);
+        return;
+      }
+      dispatch(m);
+    };
+    sock.onclose = lost;
+  }
+  const node = n;
+  node.lostFns.add(onLost);
+  if (node.isReady) return Promise.resolve(node);
+  return new Promise((resolve) => node.waiting.push((ok) => resolve(ok ? node : null)));
+}
+
+/** Closes the node socket at `url` (no terminal uses it any more). */
+export function closeNodeSocket(url: string): void {
+  const n = nodeSocks.get(url);
+  if (!n) return;
+  nodeSocks.delete(url);
+  for (const w of n.waiting.splice(0)) w(false);
+  n.ws?.close(1000, 'no terminal left');
 }
 
 /** Asks the API whether the session still holds; false (and the login page) when it does not. */

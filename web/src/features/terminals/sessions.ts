@@ -10,12 +10,20 @@
  * joined pane's keystrokes go to the server once, under the broadcast id, and the server fans
  * them out to every joined session. A pane that left types into its own session only. The group
  * lives as long as this socket: after a reload its sessions come back as ordinary tabs.
+ *
+ * Cluster: a tab asks for its session `direct`; when another server node holds the agent and gave
+ * its address (MUSTER_NODE_URL), the server answers `term.elsewhere` and the tab opens (or
+ * attaches) its session on a socket of that node, so the output is not relayed twice. A node this
+ * page cannot reach is left to the relay (the same message without `direct`, on the main socket);
+ * a node socket that closes sends its tabs back through the main socket, which says again where
+ * each session is.
  */
 import { effectScope, reactive } from 'vue';
 import type { Terminal } from '@xterm/xterm';
 import { TERM_ACK_BYTES, TERM_CONSOLE_ACK_DELAY_MS } from '../../../../protocol/flow-control';
 import { encodeTermData } from '../../../../protocol/frames';
-import { onFrame, onMessage, onReady, send, sendBinary } from '../../composables/socket';
+import type { ConsoleToServer, ServerToConsole } from '../../../../protocol/console-messages';
+import { closeNodeSocket, nodeSocket, onFrame, onMessage, onReady, send, sendBinary, type NodeSocket } from '../../composables/socket';
 
 export type TabState = 'opening' | 'open' | 'closed';
 export interface Tab {
@@ -31,6 +39,8 @@ export interface Tab {
   broadcast?: boolean;
   /** In the broadcast now (typing in any joined pane reaches every joined pane). */
   joined?: boolean;
+  /** The address of the server node whose socket carries this session (cluster), if not the main socket. */
+  via?: string;
 }
 
 export interface BroadcastState {
@@ -51,6 +61,8 @@ export const broadcast = reactive<BroadcastState>({ ref: null, id: null, error: 
 const terms = new Map<string, Terminal>();
 const refs = new Map<string, string>(); // ref -> tab key
 const pendingAck = new Map<string, { bytes: number; timer: ReturnType<typeof setTimeout> | null }>();
+/** Sockets on other server nodes in use, by their address. */
+const nodes = new Map<string, NodeSocket>();
 let seq = 0;
 let started = false;
 /** Tabs whose terminal was shown before: a new view of them needs the scrollback replayed. */
@@ -69,6 +81,46 @@ const newRef = (key: string) => {
   return ref;
 };
 
+/** Sends on the socket that carries the tab's session (its node's, or the main one). */
+function sendTo(t: Tab | undefined, msg: ConsoleToServer): boolean {
+  const n = t?.via ? nodes.get(t.via) : undefined;
+  return n ? n.send(msg) : send(msg);
+}
+
+/** Closes a node's socket once no live tab uses it. */
+function release(url: string | undefined): void {
+  if (!url || tabs.some((t) => t.via === url && t.state !== 'closed')) return;
+  nodes.delete(url);
+  closeNodeSocket(url);
+}
+
+/** A node socket closed: its tabs go back through the main socket (which says where each session is now). */
+function nodeLost(url: string): void {
+  nodes.delete(url);
+  for (const t of tabs) {
+    if (t.via !== url) continue;
+    t.via = undefined;
+    if (t.state === 'closed') continue;
+    if (t.sessionId) attach(t);
+    else ended(t, 'the connection to the server node holding the agent was lost before the session opened');
+  }
+}
+
+/** `term.elsewhere`: the same open or attach, on a socket of the node that holds the agent (or relayed, when this page cannot reach it). */
+async function follow(t: Tab, m: Extract<ServerToConsole, { type: 'term.elsewhere' }>): Promise<void> {
+  const n = await nodeSocket(m.url, () => nodeLost(m.url));
+  if (t.state === 'closed' || !tabs.includes(t)) return release(n?.url);
+  if (n) {
+    nodes.set(m.url, n);
+    t.via = m.url;
+  } else t.via = undefined;
+  const term = terms.get(t.key);
+  const sent = m.sessionId
+    ? sendTo(t, { type: 'term.attach', ref: newRef(t.key), sessionId: m.sessionId, mode: t.mode })
+    : sendTo(t, { type: 'term.open', ref: newRef(t.key), agentId: t.agentId, cols: term?.cols ?? 80, rows: term?.rows ?? 24 });
+  if (!sent) ended(t, 'not connected to the server');
+}
+
 function ack(sessionId: string, bytes: number): void {
   let p = pendingAck.get(sessionId);
   if (!p) pendingAck.set(sessionId, (p = { bytes: 0, timer: null }));
@@ -78,7 +130,7 @@ function ack(sessionId: string, bytes: number): void {
     if (!q) return;
     if (q.timer) clearTimeout(q.timer);
     q.timer = null;
-    if (q.bytes > 0) send({ type: 'term.ack', sessionId, bytes: q.bytes });
+    if (q.bytes > 0) sendTo(tabBySession(sessionId), { type: 'term.ack', sessionId, bytes: q.bytes });
     q.bytes = 0;
   };
   // Batched as protocol/flow-control.ts says (the agent's watermarks leave room for two batches).
@@ -91,7 +143,10 @@ function attach(t: Tab): void {
   t.state = 'opening';
   // The server replays its scrollback on attach: start from a clean screen so nothing doubles.
   terms.get(t.key)?.reset();
-  send({ type: 'term.attach', ref: newRef(t.key), sessionId: t.sessionId, mode: t.mode });
+  const n = t.via ? nodes.get(t.via) : undefined;
+  if (n?.isReady && n.send({ type: 'term.attach', ref: newRef(t.key), sessionId: t.sessionId, mode: t.mode })) return;
+  t.via = undefined;
+  send({ type: 'term.attach', ref: newRef(t.key), sessionId: t.sessionId, mode: t.mode, direct: true });
 }
 
 function ended(t: Tab, reason: string): void {
@@ -101,6 +156,7 @@ function ended(t: Tab, reason: string): void {
   const term = terms.get(t.key);
   term?.write(`\r\n\x1b[1;33m[session ended: ${reason.replace(/[\x00-\x1f]/g, ' ')}]\x1b[0m\r\n`);
   persist();
+  release(t.via);
 }
 
 /** Wires the manager to the console socket and restores the tabs of this browser tab (once). */
@@ -134,6 +190,8 @@ export function startTerminals(): void {
       }
       for (const t of tabs) {
         if (t.state === 'closed') continue;
+        // Carried by another node's socket, which is still up: nothing to do.
+        if (t.via && nodes.get(t.via)?.isReady) continue;
         if (t.sessionId) attach(t);
         else ended(t, 'connection lost before the session opened');
       }
@@ -148,8 +206,14 @@ export function startTerminals(): void {
       t.mode = m.mode;
       const term = terms.get(t.key);
       if (term && m.mode === 'control' && (term.cols !== m.cols || term.rows !== m.rows))
-        send({ type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
+        sendTo(t, { type: 'term.resize', sessionId: m.sessionId, cols: term.cols, rows: term.rows });
       persist();
+    });
+    onMessage('term.elsewhere', (m) => {
+      const key = refs.get(m.ref);
+      refs.delete(m.ref);
+      const t = tabs.find((x) => x.key === key);
+      if (t && t.state !== 'closed') void follow(t, m);
     });
     onMessage('term.closed', (m) => {
       const t = tabBySession(m.sessionId);
@@ -199,7 +263,7 @@ export function openTab(agentId: string, agentName: string, cols = 80, rows = 24
   const t: Tab = { key: `k${++seq}`, agentId, agentName, sessionId: null, mode: 'control', state: 'opening', reason: '' };
   tabs.push(t);
   const tab = tabs[tabs.length - 1]!;
-  if (!send({ type: 'term.open', ref: newRef(tab.key), agentId, cols, rows })) ended(tab, 'not connected to the server');
+  if (!send({ type: 'term.open', ref: newRef(tab.key), agentId, cols, rows, direct: true })) ended(tab, 'not connected to the server');
   return tab;
 }
 
@@ -255,10 +319,11 @@ export function closeTab(key: string): void {
   const i = tabs.findIndex((t) => t.key === key);
   if (i < 0) return;
   const t = tabs[i]!;
-  if (t.sessionId && t.state !== 'closed') send({ type: 'term.close', sessionId: t.sessionId });
+  if (t.sessionId && t.state !== 'closed') sendTo(t, { type: 'term.close', sessionId: t.sessionId });
   tabs.splice(i, 1);
   shownBefore.delete(key);
   persist();
+  release(t.via);
 }
 
 /** Binds a mounted xterm to its tab: input, resize. Returns the unbind function. */
@@ -277,13 +342,16 @@ export function bindTerminal(key: string, term: Terminal): () => void {
     const t = tabOf();
     if (!(t?.sessionId && t.state === 'open' && t.mode === 'control')) return;
     // A joined pane types into the whole broadcast: one frame, fanned out by the server.
-    sendBinary(encodeTermData(t.broadcast && t.joined && broadcast.id ? broadcast.id : t.sessionId, data));
+    const frame = encodeTermData(t.broadcast && t.joined && broadcast.id ? broadcast.id : t.sessionId, data);
+    const n = t.via ? nodes.get(t.via) : undefined;
+    if (n) n.sendBinary(frame);
+    else sendBinary(frame);
   };
   const d1 = term.onData((s) => input(enc.encode(s)));
   const d2 = term.onBinary((s) => input(Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff)));
   const d3 = term.onResize(({ cols, rows }) => {
     const t = tabOf();
-    if (t?.sessionId && t.state === 'open' && t.mode === 'control') send({ type: 'term.resize', sessionId: t.sessionId, cols, rows });
+    if (t?.sessionId && t.state === 'open' && t.mode === 'control') sendTo(t, { type: 'term.resize', sessionId: t.sessionId, cols, rows });
   });
   return () => {
     d1.dispose();
