@@ -38,7 +38,7 @@ import { connect as natsConnect } from 'nats';
 import { EXEC_RESPONDER, startFleet } from './sim/fleet.mjs';
 import { summarizeProfile } from './lib/cpuprofile.mjs';
 import { inspectorProfiler } from './lib/inspector-profile.mjs';
-import { cpuSeconds, nofileHardLimit, ROOT, rssBytes, scrape, sleep, startMusterServer } from './lib/proc.mjs';
+import { cpuSeconds, freePort, nofileHardLimit, ROOT, rssBytes, scrape, sleep, startMusterServer } from './lib/proc.mjs';
 import { directKeystrokes, directThroughput, relayKeystrokes, relayThroughput, startAgent } from './terminal.mjs';
 
 const { values: flags } = parseArgs({
@@ -308,11 +308,12 @@ const terminal = loadOf(async (nodes, apis, agentId, agentPid, payload) => {
     direct: await directKeystrokes(KEYS),
     same: await relayKeystrokes(same, apis[0].cookie, agentId, KEYS, agentPid),
     cross: await relayKeystrokes(cross, apis[1].cookie, agentId, KEYS, agentPid),
+    routed: await relayKeystrokes(cross, apis[1].cookie, agentId, KEYS, agentPid, { direct: true }),
   };
   const f = (s) => `p50 ${s.p50.toFixed(2)} / p99 ${s.p99.toFixed(2)} ms`;
-  log(`  keystrokes: direct ${f(keys.direct)}; same node ${f(keys.same)}; cross node ${f(keys.cross)}`);
+  log(`  keystrokes: direct ${f(keys.direct)}; same node ${f(keys.same)}; cross node relayed ${f(keys.cross)}; cross node routed ${f(keys.routed)}`);
   // Interleaved repetitions, median of each: other work on the machine hits all three alike.
-  const runs = { direct: [], same: [], cross: [] };
+  const runs = { direct: [], same: [], cross: [], routed: [] };
   // CPU per MB of every process on the path (both nodes, nats-server, the agent): on a saturated
   // machine a path's throughput follows its CPU per MB.
   const natsPid = natsServerPid();
@@ -331,6 +332,8 @@ const terminal = loadOf(async (nodes, apis, agentId, agentPid, payload) => {
     runs.same.push(await cpuPerMB(() => relayThroughput(same, agentPid, apis[0].cookie, agentId, payload)));
     for (const p of profilers) await p.start();
     runs.cross.push(await cpuPerMB(() => relayThroughput(cross, agentPid, apis[1].cookie, agentId, payload)));
+    // The console on node 2 asking `direct`: its terminal socket goes to node 1 (MUSTER_NODE_URL), nothing is relayed.
+    runs.routed.push(await cpuPerMB(() => relayThroughput(cross, agentPid, apis[1].cookie, agentId, payload, { direct: true })));
     for (const [k, p] of profilers.entries()) {
       const file = path.join(outDir, `cross-${nodes[k].id}-rep${i + 1}.cpuprofile`);
       await p.stop(file);
@@ -338,15 +341,16 @@ const terminal = loadOf(async (nodes, apis, agentId, agentPid, payload) => {
         log(`  ${nodes[k].id}: CPU profile of the last cross-node cat: ${path.relative(ROOT, file)}\n${summarizeProfile(file, 25).replace(/^/gm, '    ')}`);
     }
     log(
-      `  rep ${i + 1}: same ${runs.same.at(-1).mbps.toFixed(1)} MB/s (${runs.same.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.same.at(-1).cpuMsPerMBAll)}; cross ${runs.cross.at(-1).mbps.toFixed(1)} MB/s (${runs.cross.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.cross.at(-1).cpuMsPerMBAll)}`,
+      `  rep ${i + 1}: same ${runs.same.at(-1).mbps.toFixed(1)} MB/s (${runs.same.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.same.at(-1).cpuMsPerMBAll)}; cross ${runs.cross.at(-1).mbps.toFixed(1)} MB/s (${runs.cross.at(-1).avgFrame} B/frame) CPU ms/MB ${JSON.stringify(runs.cross.at(-1).cpuMsPerMBAll)}; routed ${runs.routed.at(-1).mbps.toFixed(1)} MB/s CPU ms/MB ${JSON.stringify(runs.routed.at(-1).cpuMsPerMBAll)}`,
     );
   }
   const median = (xs) => [...xs].sort((a, b) => a.mbps - b.mbps)[Math.floor(xs.length / 2)];
   const tp = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, { ...median(v), runs: v.map((r) => +r.mbps.toFixed(1)) }]));
   tp.sameRatio = tp.same.mbps / tp.direct.mbps;
   tp.crossRatio = tp.cross.mbps / tp.direct.mbps;
+  tp.routedRatio = tp.routed.mbps / tp.direct.mbps;
   log(
-    `  ${MB} MB cat: direct ${tp.direct.mbps.toFixed(1)} MB/s; same node ${tp.same.mbps.toFixed(1)} MB/s (${(100 * tp.sameRatio).toFixed(0)} %); cross node ${tp.cross.mbps.toFixed(1)} MB/s (${(100 * tp.crossRatio).toFixed(0)} %); runs ${JSON.stringify({ direct: tp.direct.runs, same: tp.same.runs, cross: tp.cross.runs })}`,
+    `  ${MB} MB cat: direct ${tp.direct.mbps.toFixed(1)} MB/s; same node ${tp.same.mbps.toFixed(1)} MB/s (${(100 * tp.sameRatio).toFixed(0)} %); cross node relayed ${tp.cross.mbps.toFixed(1)} MB/s (${(100 * tp.crossRatio).toFixed(0)} %), routed ${tp.routed.mbps.toFixed(1)} MB/s (${(100 * tp.routedRatio).toFixed(0)} %); runs ${JSON.stringify({ direct: tp.direct.runs, same: tp.same.runs, cross: tp.cross.runs, routed: tp.routed.runs })}`,
   );
   return { keys, throughput: tp };
 });
@@ -462,7 +466,11 @@ const fleets = [];
 let agent = null;
 const results = { date: new Date().toISOString(), agents: N, nodes: NODES, perNode, cpus: os.cpus().length, loadStart: os.loadavg()[0] };
 try {
+  // Each node's own address (MUSTER_NODE_URL): a console asking `direct` opens a terminal on the agent's node.
+  const ports = [];
+  for (let i = 0; i < NODES; i++) ports.push(await freePort());
   const nodeEnv = (i) => ({
+    MUSTER_NODE_URL: `http://127.0.0.1:${ports[i]}`,
     MUSTER_DB_URL: db.url,
     MUSTER_NATS_URL: NATS_URL,
     MUSTER_CLUSTER: cluster,
@@ -474,6 +482,7 @@ try {
   });
   const start = async (i) => {
     const s = await startMusterServer({
+      port: ports[i],
       dataDir: path.join(outDir, `node-${i + 1}`),
       env: nodeEnv(i),
       nodeArgs: flags.profile && i < 2 ? ['--inspect=127.0.0.1:0'] : [],
@@ -657,14 +666,14 @@ const entry = [
   '',
   `Terminal, a real agent on node-1 (load ${loadText(t.load)}):`,
   '',
-  '| measurement | node-pty direct | console on node-1 (same node) | console on node-2 (cross node) |',
-  '|---|---|---|---|',
-  `| keystroke p50 / p99 (${KEYS} keys) | ${k2(t.keys.direct)} | ${k2(t.keys.same)} | ${k2(t.keys.cross)} |`,
-  `| ${MB} MB cat, median of ${REPS} | ${t.throughput.direct.mbps.toFixed(1)} MB/s | ${t.throughput.same.mbps.toFixed(1)} MB/s (${(100 * t.throughput.sameRatio).toFixed(0)} %) | ${t.throughput.cross.mbps.toFixed(1)} MB/s (${(100 * t.throughput.crossRatio).toFixed(0)} %) |`,
-  `| (runs, MB/s) | ${t.throughput.direct.runs.join(', ')} | ${t.throughput.same.runs.join(', ')} | ${t.throughput.cross.runs.join(', ')} |`,
-  `| CPU per MB of the median run: ${Object.keys(t.throughput.same.cpuMsPerMBAll).join(', ')} (ms) | | ${Object.values(t.throughput.same.cpuMsPerMBAll).join(', ')} | ${Object.values(t.throughput.cross.cpuMsPerMBAll).join(', ')} |`,
+  '| measurement | node-pty direct | console on node-1 (same node) | console on node-2, relayed (node-2 → NATS → node-1) | console on node-2, routed (`direct`: terminal socket on node-1 by its MUSTER_NODE_URL) |',
+  '|---|---|---|---|---|',
+  `| keystroke p50 / p99 (${KEYS} keys) | ${k2(t.keys.direct)} | ${k2(t.keys.same)} | ${k2(t.keys.cross)} | ${k2(t.keys.routed)} |`,
+  `| ${MB} MB cat, median of ${REPS} | ${t.throughput.direct.mbps.toFixed(1)} MB/s | ${t.throughput.same.mbps.toFixed(1)} MB/s (${(100 * t.throughput.sameRatio).toFixed(0)} %) | ${t.throughput.cross.mbps.toFixed(1)} MB/s (${(100 * t.throughput.crossRatio).toFixed(0)} %) | ${t.throughput.routed.mbps.toFixed(1)} MB/s (${(100 * t.throughput.routedRatio).toFixed(0)} %) |`,
+  `| (runs, MB/s) | ${t.throughput.direct.runs.join(', ')} | ${t.throughput.same.runs.join(', ')} | ${t.throughput.cross.runs.join(', ')} | ${t.throughput.routed.runs.join(', ')} |`,
+  `| CPU per MB of the median run: ${Object.keys(t.throughput.same.cpuMsPerMBAll).join(', ')} (ms) | | ${Object.values(t.throughput.same.cpuMsPerMBAll).join(', ')} | ${Object.values(t.throughput.cross.cpuMsPerMBAll).join(', ')} | ${Object.values(t.throughput.routed.cpuMsPerMBAll).join(', ')} |`,
   '',
-  `Cross-node throughput ≥ 50 % of direct: ${met(t.throughput.crossRatio >= 0.5)}.`,
+  `Cross-node throughput ≥ 50 % of direct: routed (what the web console and \`muster term\` do when nodes have MUSTER_NODE_URL) ${met(t.throughput.routedRatio >= 0.5)}; relayed (nodes without MUSTER_NODE_URL) ${met(t.throughput.crossRatio >= 0.5)}.`,
   '',
   r.kill
     ? `kill -9 of ${r.kill.victim} owning ${fmt(r.kill.held)} agents, ${fmt(r.kill.cut)} sockets cut (load ${loadText(r.kill.load)}${r.kill.stopped ? `; ${fmt(r.kill.stopped)} of the survivors' own agents stopped first, to leave room under the open-file limit` : ''}): every cut agent welcomed again by another node ${secs(r.kill.agentsBackSec)}; in the database none owned by the dead node and all owned by the live ones ${secs(r.kill.dbBackSec)} (${fmt(r.kill.shed)} upgrades shed with 503; then ${Object.entries(

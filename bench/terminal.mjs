@@ -166,12 +166,34 @@ export const consoleAcks = { each: false };
  * as written after a macrotask (xterm.js calls its write callback after parsing) and are
  * acknowledged as the web console does (above).
  */
-export async function openConsole(srv, cookie, agentId, onData) {
-  const ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
+export async function openConsole(srv, cookie, agentId, onData, opts = {}) {
+  let ws = new WebSocket(`${srv.wsUrl}/ws/console`, { headers: { cookie, origin: srv.url }, perMessageDeflate: false });
   await new Promise((res, rej) => {
     ws.once('open', res);
     ws.once('error', rej);
   });
+  if (opts.direct) {
+    // Cluster: ask for the agent's node (term.elsewhere) and open the terminal on a socket there, as the web console does.
+    const answer = await new Promise((resolve, reject) => {
+      ws.on('message', (d, bin) => {
+        if (bin) return;
+        const m = JSON.parse(d.toString());
+        if (m.ref !== 'b0') return;
+        if (m.type === 'term.elsewhere' || m.type === 'term.opened') resolve(m);
+        else if (m.type === 'error') reject(new Error(`${m.code}: ${m.message}`));
+      });
+      ws.send(JSON.stringify({ type: 'term.open', ref: 'b0', agentId, cols: 120, rows: 40, direct: true }));
+    });
+    if (answer.type !== 'term.elsewhere') throw new Error('the console node opened the terminal itself: its agent is not elsewhere (or no MUSTER_NODE_URL)');
+    ws.close();
+    const base = new URL(answer.url.startsWith('/') ? `${srv.url}${answer.url}` : answer.url);
+    const wsUrl = `${base.protocol === 'https:' ? 'wss' : 'ws'}://${base.host}${base.pathname.replace(/\/$/, '')}/ws/console`;
+    ws = new WebSocket(wsUrl, { headers: { cookie, origin: base.origin }, perMessageDeflate: false });
+    await new Promise((res, rej) => {
+      ws.once('open', res);
+      ws.once('error', rej);
+    });
+  }
   let sessionId = null;
   let parsing = 0;
   let parseScheduled = false;
@@ -364,20 +386,26 @@ export async function directThroughput(file) {
   return { bytes, secs, mbps: bytes / secs / 1e6, cpuMsPerMB: (cpu.user + cpu.system) / 1000 / (bytes / 1e6) };
 }
 
-export async function relayThroughput(srv, agentPid, cookie, agentId, file) {
+export async function relayThroughput(srv, agentPid, cookie, agentId, file, opts = {}) {
   const w = textWaiter();
   let bytes = 0;
   let t0 = 0;
   let counting = false;
   let frames = 0;
-  const c = await openConsole(srv, cookie, agentId, (d) => {
-    if (counting) {
-      if (!t0) t0 = performance.now();
-      bytes += d.length;
-      frames++;
-    }
-    w.push(d);
-  });
+  const c = await openConsole(
+    srv,
+    cookie,
+    agentId,
+    (d) => {
+      if (counting) {
+        if (!t0) t0 = performance.now();
+        bytes += d.length;
+        frames++;
+      }
+      w.push(d);
+    },
+    opts,
+  );
   c.write('stty -echo; echo READY""X\r');
   await w.until('READYX');
   await sleep(300);
@@ -405,13 +433,19 @@ export async function relayThroughput(srv, agentPid, cookie, agentId, file) {
   return { bytes, secs, mbps: bytes / secs / 1e6, frames, avgFrame: Math.round(bytes / frames), peakServerRssMiB: peakRss / 1048576, cpuMsPerMB };
 }
 
-export async function relayKeystrokes(srv, cookie, agentId, n, agentPid) {
+export async function relayKeystrokes(srv, cookie, agentId, n, agentPid, opts = {}) {
   const e = echoTracker();
   const w = textWaiter();
-  const c = await openConsole(srv, cookie, agentId, (d) => {
-    w.push(d);
-    e.push(d);
-  });
+  const c = await openConsole(
+    srv,
+    cookie,
+    agentId,
+    (d) => {
+      w.push(d);
+      e.push(d);
+    },
+    opts,
+  );
   c.write('echo READY""Y; exec cat\r');
   await w.until('READYY');
   await sleep(300);

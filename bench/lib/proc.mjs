@@ -2,6 +2,7 @@
 // limit raised, read CPU and RSS of a pid from /proc.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -88,6 +89,18 @@ export function spawnNode(script, { env = {}, args = [], nodeArgs = [], ready, t
 }
 
 /** Starts dist/server.js; resolves with { proc, port, url, wsUrl }. */
+/** A TCP port free right now (for a server whose own address must be in its environment). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 export async function startMusterServer({ dataDir, port = 0, env = {}, nodeArgs = [] }) {
   const proc = spawnNode(SERVER_JS, {
     env: {
