@@ -4,6 +4,7 @@ import { AuthService } from './auth/auth-service.js';
 import { EnrollmentTokens } from './auth/enrollment.js';
 import type { Bus } from './bus/bus.js';
 import { AgentCommands } from './cluster/agent-commands.js';
+import { EnrollmentPeers } from './cluster/enrollments.js';
 import { createCluster, type Cluster } from './cluster/cluster.js';
 import type { Leases } from './cluster/lease.js';
 import { AgentOwnership } from './cluster/ownership.js';
@@ -37,6 +38,8 @@ export interface Core {
   fleet: Fleet;
   /** Messages for an agent connected to any node (cluster/agent-commands.ts). */
   commands: AgentCommands;
+  /** Open enrollments on the other nodes (cluster/enrollments.ts; on one node nobody is asked). */
+  enrollments: EnrollmentPeers;
   audit: AuditLog;
   auth: AuthService;
   /** Enrollment tokens (and MUSTER_ENROLL_TOKEN when set). */
@@ -121,6 +124,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
   });
   disk.start();
   const commands = new AgentCommands({ link: cluster.link, fleet, agentNode: (id) => cluster.agentNode(id) });
+  const enrollments = new EnrollmentPeers({ link: cluster.link, fleet, nodes: () => cluster.nodes() });
   const core: Core = {
     config,
     db,
@@ -132,6 +136,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     nodes: cluster,
     fleet,
     commands,
+    enrollments,
     audit,
     auth,
     enrollment,
@@ -147,6 +152,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     readiness: new DbReadiness(db, config.readyTimeoutMs),
     async close() {
       commands.close();
+      enrollments.close();
       await audit.flush();
       await cluster.close();
       disk.stop();

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db/db.js';
 import { transaction } from '../db/retry.js';
+import { ClaimLost } from '../fleet/repo.js';
 
 /** Cluster side of ownership: other nodes hear of a claim, and say when a newer one exists. */
 export interface OwnershipPeers {
@@ -26,11 +27,17 @@ export class AgentOwnership {
     return this.peers ? this.nodeId : null;
   }
 
-  /** Inside the connect transaction: this node owns the agent now; returns the new generation. */
-  async claim(agentId: string, trx: Knex): Promise<number> {
-    await trx('agents')
-      .where({ id: agentId })
-      .update({ owner_node: this.nodeId, conn_generation: trx.raw('conn_generation + 1') });
+  /**
+   * Inside the connect transaction: this node owns the agent now; returns the new generation. With
+   * `secretHash` (the secret the socket presented) the claim holds only while the row still carries
+   * that secret: an enrollment undone since the upgrade checked it (on any node) throws ClaimLost
+   * and changes nothing (see Fleet.connect).
+   */
+  async claim(agentId: string, trx: Knex, secretHash?: string): Promise<number> {
+    const q = trx('agents').where({ id: agentId });
+    if (secretHash !== undefined) q.where({ secret_hash: secretHash });
+    const n = await q.update({ owner_node: this.nodeId, conn_generation: trx.raw('conn_generation + 1') });
+    if (secretHash !== undefined && Number(n) !== 1) throw new ClaimLost(agentId);
     const row = (await trx('agents').where({ id: agentId }).first('conn_generation')) as { conn_generation: number | string } | undefined;
     return Number(row?.conn_generation ?? 0);
   }

@@ -112,9 +112,21 @@ export class ClusterPresence implements OwnershipPeers {
         }
       }),
       bus.subscribeRemote('agent.changed', (p) => this.scheduleReload(p.agent.id)),
-      bus.subscribeRemote('agent.removed', (p) => {
+      bus.subscribeRemote('agent.removed', (p, origin) => {
+        // An undone enrollment. Stale news when a connection on another node has claimed the agent
+        // since (it came back with the secret and enrolled again with it; the events of two nodes
+        // arrive in any order): kept, and read again from the database.
+        const o = this.owners.get(p.agentId);
+        if (fleet.isOnline(p.agentId) || (o && o.node !== origin)) {
+          this.scheduleReload(p.agentId);
+          return false;
+        }
         this.owners.delete(p.agentId);
-        if (!fleet.isOnline(p.agentId)) fleet.agents.delete(p.agentId);
+        fleet.agents.delete(p.agentId);
+        // The row may be back already (that claim's online event came first and was applied to the
+        // record just dropped): the reload finds it.
+        this.scheduleReload(p.agentId);
+        return true;
       }),
     );
     // Agents already connected to other live nodes.

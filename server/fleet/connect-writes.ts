@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { sqliteTransaction, type SqliteStatement } from '../db/prepared.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
+import { ClaimLost } from './repo.js';
 
 /** What registering one connection wrote: its agent_connections row and the generation it claimed. */
 export interface OpenedConnection {
@@ -11,10 +12,18 @@ export interface OpenedConnection {
 
 interface PendingOpen {
   agentId: string;
+  /** The secret the socket presented: the claim holds only while the agent's row still carries it. */
+  secretHash: string | undefined;
   at: number;
   remoteAddress: string | null;
   resolve(v: OpenedConnection): void;
   reject(e: unknown): void;
+}
+
+/** Resolves a caller with its connection, or rejects it with ClaimLost when its claim found no row with its secret. */
+function settle(p: PendingOpen, o: OpenedConnection | null): void {
+  if (o) p.resolve(o);
+  else p.reject(new ClaimLost(p.agentId));
 }
 
 /** Rows per multi-row statement on MySQL/MariaDB (far under max_allowed_packet: ~100 bytes a row). */
@@ -49,10 +58,15 @@ export class ConnectWrites {
     private readonly claimOwnership: boolean,
   ) {}
 
-  /** Claims the agent for this node and opens its connection row, in the next group. */
-  open(agentId: string, at: number, remoteAddress: string | null): Promise<OpenedConnection> {
+  /**
+   * Claims the agent for this node and opens its connection row, in the next group. With
+   * `secretHash`, only while the agent's row carries that secret: otherwise (its enrollment was
+   * undone since the upgrade checked the secret) nothing is written for it and this rejects with
+   * ClaimLost (the rest of the group commits).
+   */
+  open(agentId: string, at: number, remoteAddress: string | null, secretHash?: string): Promise<OpenedConnection> {
     return new Promise<OpenedConnection>((resolve, reject) => {
-      this.pending.push({ agentId, at, remoteAddress, resolve, reject });
+      this.pending.push({ agentId, secretHash, at, remoteAddress, resolve, reject });
       // The first one queued schedules the operation; it takes everything queued until it runs.
       if (this.pending.length === 1) this.schedule();
     });
@@ -89,7 +103,7 @@ export class ConnectWrites {
         return trx.transaction((sp) => this.writeMysql(sp, g));
       })
       .then(
-        (opened) => (group ?? []).forEach((p, i) => p.resolve(opened[i]!)),
+        (opened) => (group ?? []).forEach((p, i) => settle(p, opened[i] ?? null)),
         (err: unknown) => {
           for (const p of group ?? []) p.reject(err);
         },
@@ -106,7 +120,7 @@ export class ConnectWrites {
       });
       if (!opened) throw new Error('ConnectWrites: not an SQLite database');
       const g: PendingOpen[] = group ?? [];
-      g.forEach((p, i) => p.resolve(opened.value[i]!));
+      g.forEach((p, i) => settle(p, opened.value[i] ?? null));
     } catch (err) {
       // Not even the connection was had: the queued connects fail now (their agents retry), and
       // the next one queued schedules a group again.
@@ -114,20 +128,26 @@ export class ConnectWrites {
     }
   }
 
-  private writeSqlite(prepared: (sql: string) => SqliteStatement, group: PendingOpen[]): OpenedConnection[] {
+  private writeSqlite(prepared: (sql: string) => SqliteStatement, group: PendingOpen[]): Array<OpenedConnection | null> {
     const claim = this.claimOwnership
       ? prepared('UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id = ? RETURNING conn_generation')
       : null;
+    const claimWith = this.claimOwnership
+      ? prepared('UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id = ? AND secret_hash = ? RETURNING conn_generation')
+      : null;
     const insert = prepared('INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES (?, ?, ?, ?)');
     return group.map((p) => {
-      const row = claim?.get(this.nodeId, p.agentId) as { conn_generation: number | bigint } | undefined;
+      const row = (p.secretHash === undefined ? claim?.get(this.nodeId, p.agentId) : claimWith?.get(this.nodeId, p.agentId, p.secretHash)) as
+        { conn_generation: number | bigint } | undefined;
+      // The row no longer carries the secret (the enrollment was undone): nothing written for it.
+      if (claimWith && p.secretHash !== undefined && row === undefined) return null;
       const res = insert.run(p.agentId, p.at, p.remoteAddress, this.nodeId) as { lastInsertRowid: number | bigint };
       return { connectionId: Number(res.lastInsertRowid), generation: Number(row?.conn_generation ?? 0) };
     });
   }
 
-  private async writeMysql(trx: Knex.Transaction, group: PendingOpen[]): Promise<OpenedConnection[]> {
-    const out = new Array<OpenedConnection>(group.length);
+  private async writeMysql(trx: Knex.Transaction, group: PendingOpen[]): Promise<Array<OpenedConnection | null>> {
+    const out = new Array<OpenedConnection | null>(group.length);
     // Two sockets of one agent in the same group each need their own generation: rounds of distinct ids.
     let rest = group.map((p, i) => ({ p, i }));
     while (rest.length) {
@@ -147,16 +167,37 @@ export class ConnectWrites {
     return out;
   }
 
-  private async writeMysqlChunk(trx: Knex.Transaction, chunk: Array<{ p: PendingOpen; i: number }>, out: OpenedConnection[]): Promise<void> {
-    const ids = chunk.map((e) => e.p.agentId);
+  private async writeMysqlChunk(trx: Knex.Transaction, all: Array<{ p: PendingOpen; i: number }>, out: Array<OpenedConnection | null>): Promise<void> {
+    const ids = all.map((e) => e.p.agentId);
     const marks = ids.map(() => '?').join(',');
     const generations = new Map<string, number>();
+    let chunk = all;
     if (this.claimOwnership) {
-      await trx.raw(`UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id IN (${marks})`, [this.nodeId, ...ids]);
-      const [rows] = (await trx.raw(`SELECT id, conn_generation FROM agents WHERE id IN (${marks})`, ids)) as [
-        Array<{ id: string; conn_generation: number | string }>,
+      // Each claim holds only while the row carries the secret its socket presented. One statement
+      // for the chunk: `secret_hash IN (every presented hash)` (a row matching another agent's
+      // random 256-bit secret does not happen), and the exact pair is checked on the rows read back.
+      const hashes = all.every((e) => e.p.secretHash !== undefined) ? all.map((e) => e.p.secretHash!) : null;
+      const bySecret = hashes ? ` AND secret_hash IN (${marks})` : '';
+      await trx.raw(`UPDATE agents SET owner_node = ?, conn_generation = conn_generation + 1 WHERE id IN (${marks})${bySecret}`, [
+        this.nodeId,
+        ...ids,
+        ...(hashes ?? []),
+      ]);
+      const [rows] = (await trx.raw(`SELECT id, conn_generation, secret_hash FROM agents WHERE id IN (${marks})`, ids)) as [
+        Array<{ id: string; conn_generation: number | string; secret_hash: string }>,
       ];
-      for (const r of rows) generations.set(r.id, Number(r.conn_generation));
+      const secrets = new Map<string, string>();
+      for (const r of rows) {
+        generations.set(r.id, Number(r.conn_generation));
+        secrets.set(r.id, r.secret_hash);
+      }
+      // The enrollment was undone (or the id enrolled anew with another secret): nothing written for it.
+      chunk = all.filter((e) => {
+        const lost = e.p.secretHash !== undefined && secrets.get(e.p.agentId) !== e.p.secretHash;
+        if (lost) out[e.i] = null;
+        return !lost;
+      });
+      if (!chunk.length) return;
     }
     const insert = 'INSERT INTO agent_connections (agent_id, connected_at, remote_address, node) VALUES ';
     const values = (e: { p: PendingOpen }) => [e.p.agentId, e.p.at, e.p.remoteAddress, this.nodeId];

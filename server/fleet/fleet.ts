@@ -6,7 +6,7 @@ import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
 import { ConnectWrites } from './connect-writes.js';
-import { agentView, AgentRepo, ConnectionRepo, EnrollmentRefused, type AgentRecord } from './repo.js';
+import { agentView, AgentRepo, ClaimLost, ConnectionRepo, EnrollmentRefused, type AgentRecord } from './repo.js';
 
 /** What a socket that presented an enrollment token (not an agent secret) brings to its hello. */
 export interface Enrollment {
@@ -16,6 +16,11 @@ export interface Enrollment {
   consume?: (trx: import('knex').Knex.Transaction) => Promise<boolean>;
   /** Gives that use back inside the transaction that abandons an enrollment the agent never completed. */
   release?: (trx: import('knex').Knex.Transaction) => Promise<void>;
+  /**
+   * The agent already holds the secret (it presented it, see Fleet.connect's `reenroll`): the
+   * enrollment is decided at once, never undone.
+   */
+  held?: boolean;
 }
 
 /** What the socket layer gives a service to reach one connected agent. */
@@ -240,8 +245,34 @@ export class Fleet {
    * A valid hello arrived on an authenticated socket: the agent is online. An enrolling socket
    * (`enroll`) first claims its id in the database; an id that is known (it enrolled while this
    * socket waited, or on another node) is refused with EnrollmentRefused and nothing changes.
+   *
+   * A socket authenticated by its secret claims the agent only while the agent's row still carries
+   * that secret (the claim is the database's check of what the upgrade checked in memory). When it
+   * does not, the enrollment that gave the secret was undone after the upgrade (the socket that
+   * carried its welcome closed before the agent answered, on this node or another), and this socket
+   * is the agent back with it: `reenroll` (the enrollment token it presented beside the secret,
+   * still valid) enrolls it again with the secret it holds, so it keeps its enrollment; without
+   * one it is refused (EnrollmentRefused) and nothing changes. Returns the connection generation.
    */
-  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment): Promise<number> {
+  async connect(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment, reenroll?: () => Promise<Enrollment | null>): Promise<number> {
+    try {
+      return await this.register(ch, hello, secretHash, enroll);
+    } catch (err) {
+      if (!(err instanceof ClaimLost) || enroll) throw err;
+      const again = reenroll ? await reenroll() : null;
+      if (!again) throw new EnrollmentRefused('this agent is no longer enrolled (its enrollment was not completed); enroll again with a token');
+      // This node's record of the undone enrollment (the undo's removal may not have reached it yet).
+      const stale = this.agents.get(hello.agentId);
+      if (stale && stale.secretHash === secretHash && !this.live.has(hello.agentId)) {
+        this.agents.delete(hello.agentId);
+        this.dirty.delete(hello.agentId);
+      }
+      this.deps.log.info({ agentId: hello.agentId }, 'enrollment undone after the upgrade checked its secret: enrolled again with the secret the agent holds');
+      return await this.register(ch, hello, secretHash, { ...again, held: true });
+    }
+  }
+
+  private async register(ch: AgentChannel, hello: Hello, secretHash: string, enroll?: Enrollment): Promise<number> {
     const now = Date.now();
     const prevPolicy = this.agents.get(hello.agentId)?.policy ?? null;
     if (enroll) {
@@ -251,9 +282,14 @@ export class Fleet {
         if (p.agentId === hello.agentId) await this.abandonEnrollment(p.agentId, p.secretHash, p.enroll, p.generation);
       if (this.agents.has(hello.agentId)) throw new EnrollmentRefused('this agent id is already enrolled');
       const enrollLabels = enroll.labels && Object.keys(enroll.labels).length ? enroll.labels : null;
-      await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume);
-      this.enrolling.set(hello.agentId, secretHash);
-      if (this.agents.has(hello.agentId)) {
+      // A held secret's row starts its generations above any an earlier enrollment with that secret
+      // reached (ms since the epoch): a late retry of that enrollment's undo (fenced by generation)
+      // cannot delete this one.
+      await this.deps.repo.claim(hello, secretHash, now, enrollLabels, enroll.consume, enroll.held ? now : 0);
+      if (!enroll.held) this.enrolling.set(hello.agentId, secretHash);
+      // Known meanwhile: another socket enrolled it (a record with this enrollment's own secret is
+      // this row, read back by a cluster reload).
+      if (this.agents.has(hello.agentId) && !(enroll.held && this.agents.get(hello.agentId)!.secretHash === secretHash)) {
         this.enrollmentConfirmed(hello.agentId, secretHash);
         throw new EnrollmentRefused('this agent id is already enrolled');
       }
@@ -274,14 +310,18 @@ export class Fleet {
     // moment in one operation (ConnectWrites: statements prepared once, multi-row on MySQL).
     let generation = 0;
     let connectionId: number;
+    // The claim holds only while the agent's row carries the secret this socket presented (else
+    // ClaimLost, nothing written): an enrollment undone since the upgrade is not silently revived.
     if (changed) {
+      const ownership = this.deps.ownership;
       connectionId = await this.deps.writes.run(async (trx) => {
-        await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew, trx);
-        if (this.deps.ownership) generation = await this.deps.ownership.claim(hello.agentId, trx);
+        if (ownership) generation = await ownership.claim(hello.agentId, trx, secretHash);
+        // With ownership the claim found the row: the facts are an update, whatever memory held.
+        await this.deps.repo.upsertFromHello(hello, secretHash, now, isNew && !ownership, trx);
         return this.deps.connections.open(hello.agentId, now, ch.remoteAddress, this.deps.nodeId, trx);
       }, hello.agentId);
     } else {
-      ({ connectionId, generation } = await this.opens.open(hello.agentId, now, ch.remoteAddress));
+      ({ connectionId, generation } = await this.opens.open(hello.agentId, now, ch.remoteAddress, secretHash));
     }
     // Other nodes close an older socket of this agent (a reconnect that landed on another node).
     this.deps.ownership?.claimed(hello.agentId, generation);
@@ -292,7 +332,12 @@ export class Fleet {
     if (!rec) {
       rec = recordFromHello(hello, secretHash, now, null, 'online');
       this.agents.set(rec.id, rec);
-    } else if (changed) {
+    } else if (!this.agents.has(rec.id)) {
+      // Dropped while the claim was written (another node's undo of an earlier enrollment of this
+      // id, heard meanwhile): the row this connection claimed exists.
+      this.agents.set(rec.id, rec);
+    }
+    if (changed) {
       Object.assign(rec, {
         ...factsFromHello(hello),
         connectedAt: now,

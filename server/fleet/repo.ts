@@ -172,7 +172,15 @@ export class AgentRepo {
    * id fails on the primary key whichever node or socket tries it) together with `consume` (the
    * enrollment token's use), in one transaction. Throws EnrollmentRefused when either fails.
    */
-  async claim(h: Hello, secretHash: string, now: number, enrollLabels: Labels | null, consume?: (trx: Knex.Transaction) => Promise<boolean>): Promise<void> {
+  async claim(
+    h: Hello,
+    secretHash: string,
+    now: number,
+    enrollLabels: Labels | null,
+    consume?: (trx: Knex.Transaction) => Promise<boolean>,
+    /** The row's first conn_generation (see Fleet.connect: an enrollment with a secret the agent already holds). */
+    generation = 0,
+  ): Promise<void> {
     const insert = async (db: Knex) => {
       try {
         await db('agents').insert({
@@ -185,6 +193,7 @@ export class AgentRepo {
           created_at: now,
           revoked_at: null,
           policy: h.policy ? JSON.stringify(h.policy) : null,
+          ...(generation ? { conn_generation: generation } : {}),
         });
       } catch (err) {
         if (/UNIQUE constraint|Duplicate entry|ER_DUP_ENTRY/i.test(String((err as Error)?.message ?? err))) {
@@ -270,6 +279,17 @@ export class AgentRepo {
 
 /** An enrollment the server refuses (the id is taken, the token is no longer valid): not an outage. */
 export class EnrollmentRefused extends Error {}
+
+/**
+ * A connection's claim of an agent found no row carrying the secret it presented: the agent's
+ * enrollment was undone (or the agent enrolled anew) after the upgrade checked the secret. Nothing
+ * was written for that connection.
+ */
+export class ClaimLost extends Error {
+  constructor(readonly agentId: string) {
+    super('the agent is no longer enrolled with this secret');
+  }
+}
 
 /** agent_connections: one row per socket, opened at hello and closed with a reason. */
 export class ConnectionRepo {

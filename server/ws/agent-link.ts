@@ -66,6 +66,12 @@ export interface AgentAuth {
   secretHash: string;
   enrollSecret?: string;
   enrollment?: Enrollment & { tokenId: string | null };
+  /**
+   * A known agent that presented its secret and, beside it, an enrollment token (it holds a secret
+   * no server has accepted yet): the token's grant, asked for only if the enrollment that gave the
+   * secret turns out undone when the agent is claimed (see Fleet.connect); null when not valid.
+   */
+  reenroll?: () => Promise<(Enrollment & { tokenId: string | null }) | null>;
 }
 
 /**
@@ -337,8 +343,12 @@ export class AgentLink implements AgentChannel {
       },
     };
     const enrollment = this.auth.enrollSecret ? (this.auth.enrollment ?? { labels: null, tokenId: null }) : undefined;
+    // Enrolled again with the secret it presented (its enrollment was undone after the upgrade).
+    let reenrolled: (Enrollment & { tokenId: string | null }) | null = null;
+    const ask = this.auth.reenroll;
+    const reenroll = ask ? async () => (reenrolled = await ask()) : undefined;
     try {
-      this.generation = await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment);
+      this.generation = await this.deps.fleet.connect(this, h, this.auth.secretHash, enrollment, reenroll);
     } catch (err) {
       if (err instanceof EnrollmentRefused) {
         // A socket that upgraded with the enrollment token while the id was free must not take over
@@ -383,6 +393,23 @@ export class AgentLink implements AgentChannel {
     this.welcomeSent = true;
     this.deps.fleet.welcomed(this, h);
     this.admission?.done(true);
+    const again = reenrolled as (Enrollment & { tokenId: string | null }) | null;
+    if (again) {
+      void this.deps.audit
+        .record({
+          actor: { username: `agent:${h.agentId}`, role: null, ip: this.remoteAddress },
+          action: 'agent.enroll',
+          targetType: 'agent',
+          targetId: h.agentId,
+          details: {
+            name: h.name,
+            hostname: h.hostname,
+            tokenId: again.tokenId,
+            reason: 'enrolled again with the secret it holds (the enrollment that gave it was undone)',
+          },
+        })
+        .catch((err: unknown) => this.log.error({ err }, 'could not audit an enrollment'));
+    }
     if (enrollment) {
       this.unconfirmed = enrollment;
       await this.deps.audit

@@ -76,6 +76,7 @@ export function attachSockets(server: Server, core: Core, d: SocketDeps): Socket
     publicUrl: config.publicUrl,
     remoteOf: d.remoteOf,
     draining: () => draining || !accepting,
+    ...(core.nodes.enabled ? { enrollmentOpenElsewhere: (id: string) => core.enrollments.openElsewhere(id) } : {}),
     onAgent: (ws, remote, a, ticket) => {
       new AgentLink(ws, remote, a, linkDeps, ticket);
     },

@@ -7,7 +7,7 @@ import type { EnrollmentTokens } from '../auth/enrollment.js';
 import { safeEqual, sha256 } from '../auth/crypto.js';
 import { randomSecret } from '../config/config.js';
 import { rejectUpgrade, retryAfter } from '../http/reject.js';
-import type { Fleet } from '../fleet/fleet.js';
+import type { Enrollment, Fleet } from '../fleet/fleet.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AgentAuth } from './agent-link.js';
@@ -35,10 +35,18 @@ export interface UpgradeDeps {
   remoteOf(req: IncomingMessage): string | null;
   /** True while the server is starting or shutting down: new sockets are refused with 503. */
   draining(): boolean;
+  /**
+   * Cluster: whether another node holds an open enrollment of `agentId` (its welcome not answered
+   * yet, or its undo not done). Absent on one node.
+   */
+  enrollmentOpenElsewhere?(agentId: string): Promise<boolean>;
   /** `remote`: the client address (remoteOf); `ticket`: the admission slot, given back by the link when it welcomes the agent (or by the socket's close). */
   onAgent(ws: import('ws').WebSocket, remote: string | null, auth: AgentAuth, ticket: AdmissionTicket): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
+
+/** The answer to a token retry while the agent's enrollment is still open (on any node). */
+const WAIT = 'enrollment of this agent id still in progress; retry shortly';
 
 /** Refuses an upgrade with a real HTTP status before any socket exists. */
 function reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
@@ -97,6 +105,22 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     const { ticket } = verdict;
     // Given back when the agent is welcomed (the link), or whenever the socket closes before.
     socket.once('close', () => ticket.done(false));
+    const askPeers = known && 'askPeers' in known ? known.askPeers : undefined;
+    if (askPeers !== undefined && deps.enrollmentOpenElsewhere) {
+      // Only the node that holds an enrollment knows it is open: every node answers a retry the
+      // same way (asked after admission, from the budget of upgrades without a valid secret).
+      let open = false;
+      try {
+        open = await deps.enrollmentOpenElsewhere(askPeers);
+      } catch (err) {
+        deps.log.warn({ err }, 'could not ask the other nodes about an open enrollment');
+      }
+      if (open) {
+        ticket.done(false);
+        deps.metrics.upgradesRejected.inc({ channel: 'agent', status: '503' });
+        return reject(socket, 503, WAIT, retryAfter(1, 3));
+      }
+    }
     let auth: AgentAuth | { error: string };
     try {
       auth = known ?? (await checkEnrollment(req));
@@ -121,7 +145,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
    * retry with the enrollment token while that agent's enrollment is still open here, or null for
    * an unknown id.
    */
-  function knownAgent(req: IncomingMessage): AgentAuth | { error: string } | { wait: string } | null {
+  function knownAgent(req: IncomingMessage): AgentAuth | { error: string; askPeers?: string } | { wait: string } | null {
     const agentId = req.headers['x-muster-agent-id'];
     if (typeof agentId !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(agentId)) return { error: 'missing or malformed X-Muster-Agent-Id' };
     const rec = deps.fleet.get(agentId);
@@ -129,31 +153,39 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     const authz = req.headers.authorization;
     if (rec.revokedAt != null) return { error: 'agent revoked' };
     if (!authz?.startsWith('Bearer ')) {
-      if (req.headers['x-muster-enroll-token'] && deps.fleet.enrollmentInProgress(agentId))
-        return { wait: 'enrollment of this agent id still in progress; retry shortly' };
+      if (req.headers['x-muster-enroll-token']) {
+        if (deps.fleet.enrollmentInProgress(agentId)) return { wait: WAIT };
+        // Another node may hold it open (cluster): asked once the upgrade is admitted.
+        return { error: 'agent secret required', askPeers: agentId };
+      }
       return { error: 'agent secret required' };
     }
     if (!safeEqual(sha256(authz.slice(7).trim()), rec.secretHash)) return { error: 'wrong agent secret' };
+    const token = req.headers['x-muster-enroll-token'];
+    // A secret no server has accepted yet, and the token beside it: if that secret's enrollment is
+    // undone before this socket claims the agent, the token enrolls it again with the same secret.
+    if (typeof token === 'string') return { agentId, secretHash: rec.secretHash, reenroll: () => grantOf(token) };
     return { agentId, secretHash: rec.secretHash };
+  }
+
+  /** What an enrollment token grants (its labels, and one use consumed with the claim), or null when it is not valid. */
+  async function grantOf(token: unknown): Promise<(Enrollment & { tokenId: string | null }) | null> {
+    const grant = typeof token === 'string' && token.length <= 256 ? await deps.enrollment.check(token) : null;
+    if (!grant) return null;
+    return {
+      tokenId: grant.tokenId,
+      labels: grant.labels,
+      ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}),
+    };
   }
 
   /** A new agent presenting an enrollment token. */
   async function checkEnrollment(req: IncomingMessage): Promise<AgentAuth | { error: string }> {
     const agentId = String(req.headers['x-muster-agent-id']);
-    const enroll = req.headers['x-muster-enroll-token'];
-    const grant = typeof enroll === 'string' && enroll.length <= 256 ? await deps.enrollment.check(enroll) : null;
-    if (!grant) return { error: 'unknown agent and no valid enrollment token' };
+    const enrollment = await grantOf(req.headers['x-muster-enroll-token']);
+    if (!enrollment) return { error: 'unknown agent and no valid enrollment token' };
     const secret = randomSecret(32);
-    return {
-      agentId,
-      secretHash: sha256(secret),
-      enrollSecret: secret,
-      enrollment: {
-        tokenId: grant.tokenId,
-        labels: grant.labels,
-        ...(grant.tokenId ? { consume: deps.enrollment.consume(grant.tokenId), release: deps.enrollment.release(grant.tokenId) } : {}),
-      },
-    };
+    return { agentId, secretHash: sha256(secret), enrollSecret: secret, enrollment };
   }
 
   function originAllowed(req: IncomingMessage): boolean {

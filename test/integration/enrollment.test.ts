@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloseCode } from '../../protocol/errors.js';
 import { Api, cleanup, databases, startServer, waitFor, type TestServer } from '../helpers/harness.js';
-import { agentHeaders, helloAgent, helloFor, rawAgent, upgradeStatus, withDb } from '../helpers/raw-agent.js';
+import { agentHeaders, helloAgent, helloFor, rawAgent, sampleMetrics, upgradeStatus, withDb } from '../helpers/raw-agent.js';
 
 const dbs = await databases();
 
@@ -234,6 +234,41 @@ describe.each(dbs)('enrollment (%s)', (db) => {
     expect(audit.filter((r: any) => r.ok === false)).toHaveLength(1);
     expect((await upgradeStatus(s.wsUrl, agentHeaders({ agentId: aid, secret: welcome.secret }))).status).toBe(401);
     const again = await helloAgent(s.wsUrl, { agentId: aid, secret: back.welcome.secret });
+    expect(again.welcome.secret).toBeUndefined();
+    again.close();
+  });
+
+  it('an agent back with its new secret (and its token beside it) whose enrollment is undone between its upgrade and its hello keeps that secret', async () => {
+    const t = (await api.post('/api/enrollment/tokens', { name: 'undo-race', maxUses: 1 })).body;
+    const aid = randomUUID();
+    const silent = await rawAgent(s.wsUrl, { agentId: aid, enrollToken: t.token });
+    silent.send(helloFor(aid, { name: 'silent' }));
+    const welcome = await silent.next((m) => m.type === 'welcome', 'welcome');
+    // The agent stored the secret; its answer is lost and it reconnects with the secret and the
+    // token (the secret is not accepted yet): the upgrade checks the secret, the hello comes later.
+    const back = await rawAgent(s.wsUrl, { agentId: aid, secret: welcome.secret, enrollToken: t.token });
+    // Meanwhile the socket that carried the welcome closes: the enrollment is undone.
+    silent.close();
+    await waitFor(
+      async () => (await api.get(`/api/audit?action=agent.enroll&targetId=${aid}`)).body.items.find((r: any) => r.ok === false && r.details?.undone === true),
+      'enrollment undone',
+      30_000,
+    );
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((x: any) => x.id === t.id).uses).toBe(0);
+    // The claim at hello finds no row with that secret: the token enrolls the agent again with it.
+    back.send(helloFor(aid, { name: 'back' }));
+    const w = await back.next((m) => m.type === 'welcome' || m.type === 'error', 'welcome');
+    expect(w.type).toBe('welcome');
+    expect(w.secret).toBeUndefined();
+    back.send({ type: 'heartbeat', seq: 0, metrics: sampleMetrics() });
+    expect((await api.waitAgent(aid, 'online')).name).toBe('back');
+    expect((await api.get('/api/enrollment/tokens')).body.items.find((x: any) => x.id === t.id)).toMatchObject({ uses: 1, state: 'used' });
+    const audit = (await api.get(`/api/audit?action=agent.enroll&targetId=${aid}`)).body.items;
+    expect(audit.some((r: any) => r.ok === true && /enrolled again with the secret it holds/.test(r.details?.reason ?? ''))).toBe(true);
+    back.close();
+    await api.waitAgent(aid, 'offline');
+    // The secret it holds is the one that works, alone.
+    const again = await helloAgent(s.wsUrl, { agentId: aid, secret: welcome.secret });
     expect(again.welcome.secret).toBeUndefined();
     again.close();
   });
