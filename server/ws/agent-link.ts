@@ -8,6 +8,7 @@ import {
   FrameError,
   InvalidCounter,
   isExactHeartbeat,
+  isExactHello,
   MessageDispatcher,
   MIN_PROTOCOL_VERSION,
   PriorityWriter,
@@ -501,8 +502,8 @@ export class AgentLink implements AgentChannel {
 
 const noop = (): void => {};
 
-/** Heartbeats (thousands a second across a fleet) are checked by hand first; zod decides anything else. */
-const AGENT_FAST_PATHS = { heartbeat: isExactHeartbeat };
+/** Heartbeats (thousands a second across a fleet) and hellos (a whole fleet at once after a restart) are checked by hand first; zod decides anything else. */
+const AGENT_FAST_PATHS = { heartbeat: isExactHeartbeat, hello: isExactHello };
 
 /** One dispatcher per handlers object, shared by every agent link. */
 const dispatchers = new WeakMap<AgentHandlers, MessageDispatcher<AgentToServer, AgentCtx>>();

@@ -4,7 +4,9 @@ import {
   AgentToServer,
   ConsoleTermAck,
   Heartbeat,
+  Hello,
   isExactHeartbeat,
+  isExactHello,
   isExactTermAck,
   MessageDispatcher,
   TermAck,
@@ -203,5 +205,232 @@ describe('isExactTermAck (hand-checked term.ack, zod as the authority)', () => {
     }
     expect(accepted).toBeGreaterThan(5000);
     expect(accepted).toBeLessThan(19_000);
+  });
+});
+
+describe('isExactHello (hand-checked hello, zod as the authority)', () => {
+  /** The schema accepts it and returns it unchanged (no default added, nothing stripped). */
+  const schemaKeepsAsIs = (raw: unknown): boolean => {
+    const r = Hello.safeParse(raw);
+    return r.success && isDeepStrictEqual(r.data, raw);
+  };
+  // As agent/policy.ts reports them: no file (everything allowed), and a lockdown with its error.
+  const policyDefault = () => ({
+    source: 'default',
+    path: '/etc/muster-agent/policy.json',
+    terminals: true,
+    exec: true,
+    interpreters: null,
+    runAs: null,
+    requireSignedScripts: false,
+    scriptPublicKeys: [],
+    allowedPaths: null,
+    remoteConfig: true,
+    terminalIdleTimeoutMaxSec: null,
+    execBufferMaxBytes: null,
+  });
+  const policyFile = () => ({
+    source: 'file',
+    path: '/etc/muster-agent/policy.json',
+    error: 'x',
+    terminals: false,
+    exec: true,
+    interpreters: ['bash', 'python3'],
+    runAs: 'nobody',
+    requireSignedScripts: true,
+    scriptPublicKeys: ['A'.repeat(44)],
+    allowedPaths: ['/etc/app/'],
+    terminalIdleTimeoutMaxSec: 600,
+    execBufferMaxBytes: 1 << 20,
+  });
+  /** The real agent's hello (agent/main.ts buildHello) and the simulator's (bench/sim/worker.mjs) are this shape. */
+  const hello = (extra: Record<string, unknown> = {}) => ({
+    type: 'hello',
+    protocol: 1,
+    agentVersion: '1.4.0',
+    agentId: 'a1b2c3d4-0000-4000-8000-000000000001',
+    name: 'web-01',
+    hostname: 'web-01.example.org',
+    ips: ['10.0.0.5', 'fe80::1'],
+    externalIp: null,
+    platform: 'linux',
+    arch: 'x64',
+    os: 'Debian GNU/Linux 12 (bookworm)',
+    cpus: 8,
+    memoryBytes: 16 * 2 ** 30,
+    labels: { role: 'web', 'env/zone': 'eu-1', 'a.b_c-d': '' },
+    capabilities: ['exec', 'pty', 'files', 'config', 'term-files'],
+    executions: [
+      { executionId: 'e-1', state: 'running', nextSeq: 12 },
+      { executionId: 'e-2', state: 'finished', nextSeq: 0 },
+    ],
+    policy: policyDefault(),
+    ...extra,
+  });
+  const without = (k: string, o: Record<string, unknown> = hello()) => {
+    const copy = { ...o };
+    delete copy[k];
+    return copy;
+  };
+
+  it('accepts real hellos exactly as the schema returns them', () => {
+    const sim = without('policy', hello({ agentVersion: '0.0.0-sim', executions: [], labels: { sim: 'true', shard: '3' } }));
+    const cases = [
+      hello(),
+      sim,
+      without('externalIp'),
+      hello({ externalIp: '203.0.113.7' }),
+      hello({ policy: policyFile() }),
+      hello({ policy: without('remoteConfig', policyDefault()) }),
+      hello({ labels: {}, ips: [], capabilities: [] }),
+      hello({ labels: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, 'v'.repeat(255)])) }),
+      hello({ name: 'n'.repeat(255), agentId: 'i'.repeat(128), agentVersion: 'v'.repeat(64) }),
+      wire(JSON.stringify(hello())),
+    ];
+    for (const raw of cases) {
+      expect(isExactHello(raw), JSON.stringify(raw)).toBe(true);
+      expect(schemaKeepsAsIs(raw), JSON.stringify(raw)).toBe(true);
+    }
+  });
+
+  it('refuses, and leaves to the schema, every hello that is invalid or that the schema would change', () => {
+    const cases: unknown[] = [
+      null,
+      [hello()],
+      hello({ type: 'heartbeat' }),
+      // The schema adds executions: [] (the server then sees the default, as before).
+      without('executions'),
+      hello({ extra: 1 }),
+      hello({ protocol: 0 }),
+      hello({ protocol: 1.5 }),
+      hello({ protocol: '1' }),
+      hello({ agentId: '' }),
+      hello({ agentId: 'i'.repeat(129) }),
+      hello({ name: '' }),
+      hello({ hostname: 'h'.repeat(256) }),
+      hello({ agentVersion: 'v'.repeat(65) }),
+      hello({ platform: 'p'.repeat(33) }),
+      hello({ os: 7 }),
+      hello({ ips: ['1'.repeat(65)] }),
+      hello({ ips: Array.from({ length: 65 }, () => '10.0.0.1') }),
+      hello({ ips: '10.0.0.1' }),
+      hello({ externalIp: 5 }),
+      hello({ cpus: -1 }),
+      hello({ memoryBytes: 2 ** 53 }),
+      hello({ labels: null }),
+      hello({ labels: [] }),
+      hello({ labels: { 'bad key': 'v' } }),
+      hello({ labels: { '': 'v' } }),
+      hello({ labels: { ['k'.repeat(64)]: 'v' } }),
+      hello({ labels: { k: 'v'.repeat(256) } }),
+      hello({ labels: { k: 1 } }),
+      hello({ labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) }),
+      hello({ capabilities: [1] }),
+      hello({ executions: [{ executionId: 'e', state: 'lost', nextSeq: 1 }] }),
+      hello({ executions: [{ executionId: 'e', state: 'running', nextSeq: -1 }] }),
+      hello({ executions: [{ executionId: 'e', state: 'running', nextSeq: 1, extra: 1 }] }),
+      hello({ executions: [{ executionId: 'e', state: 'running' }] }),
+      hello({ executions: [{ executionId: '', state: 'running', nextSeq: 1 }] }),
+      hello({ executions: {} }),
+      hello({ policy: null }),
+      hello({ policy: { ...policyDefault(), source: 'other' } }),
+      hello({ policy: { ...policyDefault(), extra: true } }),
+      hello({ policy: without('allowedPaths', policyDefault()) }),
+      hello({ policy: { ...policyDefault(), interpreters: ['x'.repeat(256)] } }),
+      hello({ policy: { ...policyDefault(), runAs: 'x'.repeat(65) } }),
+      hello({ policy: { ...policyDefault(), terminalIdleTimeoutMaxSec: 0 } }),
+      hello({ policy: { ...policyDefault(), execBufferMaxBytes: 1.5 } }),
+      hello({ policy: { ...policyDefault(), remoteConfig: null } }),
+      hello({ policy: { ...policyDefault(), scriptPublicKeys: null } }),
+      wire(JSON.stringify(hello()).replace('"cpus":8', '"cpus":1e999')),
+      wire(JSON.stringify(hello()).replace('{"type"', '{"__proto__":{"x":1},"type"')),
+      // An own "__proto__" label: the record zod builds would not keep it as its own key.
+      wire(JSON.stringify(hello()).replace('"labels":{', '"labels":{"__proto__":"x",')),
+    ];
+    const missing = [
+      'protocol',
+      'agentVersion',
+      'agentId',
+      'name',
+      'hostname',
+      'ips',
+      'platform',
+      'arch',
+      'os',
+      'cpus',
+      'memoryBytes',
+      'labels',
+      'capabilities',
+    ].map((k) => without(k));
+    for (const raw of [...cases, ...missing]) {
+      expect(isExactHello(raw), JSON.stringify(raw)).toBe(false);
+      expect(schemaKeepsAsIs(raw), JSON.stringify(raw)).toBe(false);
+    }
+  });
+
+  it('agrees with the schema on 20,000 random hello-like messages', () => {
+    let s = 0x5eed1e55;
+    const rnd = () => (s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+    const values = [
+      0,
+      1,
+      -1,
+      1.5,
+      2 ** 53 - 1,
+      2 ** 53,
+      Infinity,
+      '1',
+      '',
+      'x'.repeat(32),
+      'x'.repeat(33),
+      'x'.repeat(64),
+      'x'.repeat(65),
+      null,
+      true,
+      false,
+      [],
+      {},
+      ['a'],
+      [1],
+      { a: 'b' },
+    ];
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const raw: Record<string, unknown> = hello({ cpus: Math.floor(rnd() * 64), policy: rnd() < 0.5 ? policyDefault() : policyFile() });
+      for (const k of Object.keys(raw)) {
+        const r = rnd();
+        if (r < 0.025) raw[k] = pick(values);
+        else if (r < 0.03) delete raw[k];
+      }
+      const policy = raw.policy;
+      if (policy && typeof policy === 'object' && !Array.isArray(policy)) {
+        const p = policy as Record<string, unknown>;
+        for (const k of Object.keys(p)) {
+          const r = rnd();
+          if (r < 0.02) p[k] = pick(values);
+          else if (r < 0.025) delete p[k];
+        }
+      }
+      if (rnd() < 0.02) raw[pick(['extra', 'seq', 'toString'])] = 1;
+      if (rnd() < 0.03) raw.labels = { [pick(['ok', 'a b', '', 'x'.repeat(63), 'x'.repeat(64), 'toString'])]: pick(values) };
+      if (rnd() < 0.03) raw.executions = [{ executionId: pick(values), state: pick(['running', 'finished', 'lost', 1]), nextSeq: pick(values) }];
+      const fast = isExactHello(raw);
+      if (fast) accepted++;
+      expect(fast, JSON.stringify(raw)).toBe(schemaKeepsAsIs(raw));
+    }
+    expect(accepted).toBeGreaterThan(5000);
+    expect(accepted).toBeLessThan(19_000);
+  });
+
+  it("the agent dispatcher decodes a valid hello through it and refuses a bad one with the schema's words", () => {
+    const d = new MessageDispatcher<AgentMsg, null>(AgentToServer, {}, { hello: isExactHello });
+    expect(d.decode(JSON.stringify(hello()))).toEqual({ ok: true, msg: hello() });
+    // Left to the schema: its default added, as without the fast path.
+    expect(d.decode(JSON.stringify(without('executions')))).toEqual({ ok: true, msg: hello({ executions: [] }) });
+    const bad = d.decode(JSON.stringify(hello({ labels: { 'bad key': 'v' } })));
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.refusal).toMatchObject({ code: 'invalid_message', ref: 'hello' });
+    if (!bad.ok) expect(bad.refusal.message).toMatch(/^invalid hello: labels/);
   });
 });
