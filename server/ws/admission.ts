@@ -64,8 +64,8 @@ const PENDING_RETRY_MAX_WINDOW = 60;
  *   node is behind on work it already accepted; another socket would only wait in its queue
  *   until the client's handshake timeout, and a timed-out client retries at once. The
  *   Retry-After spread grows with the overload: uniform in [1, W] s with W = sheds per second over
- *   welcomes per second (the previous second; the welcome rate taken as at least maxPending / 10
- *   per second), between 5 and 60, so a fleet much larger than what the node welcomes per second
+ *   welcomes per second (the previous second; the welcome rate taken as at least maxPending per
+ *   second), between 5 and 60, so a fleet much larger than what the node welcomes per second
  *   comes back spread over as many seconds as it needs, and a short burst (a dead node's agents
  *   arriving) within seconds.
  * - Rate: known agents (valid secret) at most `knownRate` per second; everything else
@@ -117,9 +117,14 @@ export class Admission {
     if (this.pendingCount >= this.limits.maxPending) {
       this.tick();
       this.shedNow++;
-      // The welcome rate is taken as at least a tenth of the limit per second: in the first second
-      // of a burst few handshakes have completed yet, and the burst is not parked for a minute.
-      const rate = Math.max(this.welcomedPrev, this.limits.maxPending / 10, 1);
+      // The welcome rate is taken as at least the limit per second: a node working through its
+      // handshakes turns its slots over more than once a second (an upgrade, a hello and one grouped
+      // write each; 300–1,600 welcomes a second measured on 2 loaded cores). A second whose welcomes
+      // were held up (the loop busy accepting a burst the kernel had queued, or a slow group commit)
+      // counted low, and parked the agents shed meanwhile for up to a minute while the node then idled
+      // (with a tenth of the limit, 5,000 agents after a restart at load 12–15: 4,089 back 10 s
+      // after listening, the last 911 trickling in over 24 s more; bench/RESULTS.md, Presence).
+      const rate = Math.max(this.welcomedPrev, this.limits.maxPending, 1);
       const window = Math.min(PENDING_RETRY_MAX_WINDOW, Math.max(PENDING_RETRY_MIN_WINDOW, Math.ceil(this.shedPrev / rate)));
       return { ok: false, status: 503, reason: 'pending', message: 'server busy with connections in progress; retry later', headers: retryAfter(1, window) };
     }
