@@ -178,8 +178,16 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
     const port = server.port;
     const before = fleet.stats();
     const tStop = Date.now();
+    // From SIGTERM on (seconds since SIGTERM): where the agents are while the old server stops and the new one starts.
+    const timeline = [];
+    const sample = () => {
+      const st = fleet.stats();
+      timeline.push([Math.round((Date.now() - tStop) / 100) / 10, st.connected, st.refused503 - before.refused503, st.netErrors - before.netErrors]);
+    };
+    const sampler = setInterval(sample, 500);
     await server.stop('SIGTERM');
     const tExited = Date.now();
+    const oldOutput = server.output();
     // As systemd would: the new process starts as soon as the old one has exited.
     server = await startMusterServer({ dataDir, port, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
     setServer(server);
@@ -188,15 +196,15 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
     // --profile: the reconnect storm too (from listening until every agent is back).
     const restartProfiler = flags.profile ? await inspectorProfiler(server.output()) : null;
     await restartProfiler?.start();
-    const timeline = [];
-    const sampler = setInterval(() => {
-      const st = fleet.stats();
-      timeline.push([Math.round((Date.now() - tListening) / 100) / 10, st.connected, st.refused503 - before.refused503, st.netErrors - before.netErrors]);
-    }, 1000);
     await fleet.waitConnected(N, Math.max(300_000, CONNECT_TIMEOUT_MS)).finally(() => clearInterval(sampler));
     if (process.env.BENCH_VERBOSE) {
-      log(`  timeline [s, connected, shed, net errors]: ${JSON.stringify(timeline)}`);
-      log(`  net errors: ${JSON.stringify(fleet.stats().netErrorKinds)}`);
+      log(
+        `  timeline from SIGTERM (exited at ${((tExited - tStop) / 1000).toFixed(1)} s, listening at ${((tListening - tStop) / 1000).toFixed(1)} s) [s, connected, shed, net errors]: ${JSON.stringify(timeline)}`,
+      );
+      const kinds = fleet.stats().netErrorKinds;
+      const since = Object.fromEntries(Object.entries(kinds).map(([k, v]) => [k, v - (before.netErrorKinds[k] ?? 0)]));
+      log(`  net errors during the restart (from SIGTERM): ${JSON.stringify(since)}`);
+      log(`  old server output: ${oldOutput.slice(-1500)}`);
       log(`  server output: ${server.output().slice(-2000)}`);
     }
     const tBack = Date.now();

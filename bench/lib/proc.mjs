@@ -108,7 +108,8 @@ export async function startMusterServer({ dataDir, port = 0, env = {}, nodeArgs 
       MUSTER_HOST: '0.0.0.0',
       MUSTER_DATA_DIR: dataDir,
       MUSTER_LOCAL_AGENT: '0',
-      MUSTER_LOG_LEVEL: 'warn',
+      // BENCH_LOG_LEVEL=info shows the shutdown's own timings (`shutdown complete`) in BENCH_VERBOSE output.
+      MUSTER_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       MUSTER_ADMIN_PASSWORD: 'bench-password-123',
       MUSTER_ENROLL_TOKEN: 'bench-enroll-token-0123456789',
       // The simulated fleet enrolls thousands of agents from a few local addresses at once: the
