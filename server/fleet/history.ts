@@ -14,14 +14,16 @@ export interface HistoryPoint {
 const FIELDS = 4;
 /** Agents per slab chunk: the rings live in a few large typed arrays, not three small ones per agent. */
 const CHUNK = 256;
-
-/** One agent's place in the slabs, plus the step being filled. */
-class Series {
-  cur = -1;
-  n = 0;
-  lastStep = -1;
-  constructor(readonly slot: number) {}
-}
+/** Per slot, in `meta`: the step being filled, heartbeats in it, the last step written to the ring, the last step heard. */
+const CUR = 0;
+const N = 1;
+const LAST = 2;
+const HEARD = 3;
+const META = 4;
+/** A ring point with no value (its step had no heartbeat, or the slot is new). */
+const EMPTY = 0xffff;
+/** CPU, memory and disk are kept in hundredths of a percent (what the answer is rounded to); above this they are clamped. */
+const PCT_MAX = 0xfffe;
 
 /**
  * The last hour of each agent's heartbeat metrics, in memory: one averaged point per step
@@ -29,82 +31,112 @@ class Series {
  * Agents past `maxAgents` get no history (said in the answer); an agent silent for the whole
  * window gives its slot back. Fed from the bus's `agent.metrics` (every node hears every agent).
  *
- * The rings are slots of shared slabs allocated CHUNK agents at a time (values Float32, step
- * numbers Int32, running sums Float64): per agent that is the data and one small object, without
- * the typed-array and ArrayBuffer objects and backing-store bookkeeping of three arrays each.
+ * The rings are slots of shared slabs allocated CHUNK agents at a time, and a slot's state is
+ * four integers in a slab too (no object per agent). A ring point is CPU, memory and disk in
+ * hundredths of a percent (Uint16: the answer is rounded to hundredths anyway) and load1
+ * (Float32): 10 bytes. The ring holds no step numbers: slot `step % points` holds the latest
+ * written step with that remainder, and the steps skipped between two written ones are emptied
+ * as the later one is written, so a point is valid exactly when its step lies within `points`
+ * of the last written step.
  */
 export class MetricsHistory {
-  private readonly series = new Map<string, Series>();
+  /** Agent id → slot. */
+  private readonly series = new Map<string, number>();
   private lastPrune = 0;
-  /** Per chunk: points × FIELDS averages per slot. */
-  private readonly values: Float32Array[] = [];
-  /** Per chunk: the step number (time / stepMs) of each ring slot; -1 = empty. */
-  private readonly steps: Int32Array[] = [];
+  /** Per chunk: points × 3 (CPU, memory, disk) hundredths of a percent per slot; EMPTY = no point. */
+  private readonly pct: Uint16Array[] = [];
+  /** Per chunk: points load1 averages per slot. */
+  private readonly load: Float32Array[] = [];
   /** Per chunk: FIELDS running sums of the step being filled. */
   private readonly sums: Float64Array[] = [];
+  /** Per chunk: META integers per slot (CUR, N, LAST, HEARD). */
+  private readonly meta: Int32Array[] = [];
   private readonly free: number[] = [];
   private nextSlot = 0;
 
   constructor(private readonly o: { points: number; stepMs: number; maxAgents: number }) {}
 
   private allocSlot(): number {
-    const slot = this.free.pop();
-    if (slot !== undefined) return slot;
+    const reused = this.free.pop();
+    if (reused !== undefined) return reused;
     if (this.nextSlot % CHUNK === 0) {
-      this.values.push(new Float32Array(CHUNK * this.o.points * FIELDS));
-      this.steps.push(new Int32Array(CHUNK * this.o.points).fill(-1));
+      this.pct.push(new Uint16Array(CHUNK * this.o.points * 3).fill(EMPTY));
+      this.load.push(new Float32Array(CHUNK * this.o.points));
       this.sums.push(new Float64Array(CHUNK * FIELDS));
+      this.meta.push(new Int32Array(CHUNK * META).fill(-1));
     }
-    return this.nextSlot++;
+    const slot = this.nextSlot++;
+    this.meta[Math.floor(slot / CHUNK)]![(slot % CHUNK) * META + N] = 0;
+    return slot;
   }
 
   /** Gives a slot back, emptied (a later agent must not read this one's points). */
-  private freeSlot(s: Series): void {
-    const c = Math.floor(s.slot / CHUNK);
-    const i = s.slot % CHUNK;
-    this.steps[c]!.fill(-1, i * this.o.points, (i + 1) * this.o.points);
+  private freeSlot(slot: number): void {
+    const c = Math.floor(slot / CHUNK);
+    const i = slot % CHUNK;
+    this.pct[c]!.fill(EMPTY, i * this.o.points * 3, (i + 1) * this.o.points * 3);
     this.sums[c]!.fill(0, i * FIELDS, (i + 1) * FIELDS);
-    this.free.push(s.slot);
+    const meta = this.meta[c]!;
+    meta.fill(-1, i * META, (i + 1) * META);
+    meta[i * META + N] = 0;
+    this.free.push(slot);
   }
 
   /** Takes one heartbeat's metrics of an agent, seen at `at` (epoch ms). */
   add(agentId: string, m: Metrics, at: number): void {
-    let s = this.series.get(agentId);
-    if (!s) {
+    let slot = this.series.get(agentId);
+    if (slot === undefined) {
       if (this.series.size >= this.o.maxAgents) this.prune(at);
       if (this.series.size >= this.o.maxAgents) return;
-      this.series.set(agentId, (s = new Series(this.allocSlot())));
+      this.series.set(agentId, (slot = this.allocSlot()));
     }
+    const c = Math.floor(slot / CHUNK);
+    const i = slot % CHUNK;
+    const meta = this.meta[c]!;
+    const mo = i * META;
     const step = Math.floor(at / this.o.stepMs);
-    if (step !== s.cur) {
-      this.close(s);
-      s.cur = step;
+    if (step !== meta[mo + CUR]) {
+      this.close(c, i);
+      meta[mo + CUR] = step;
     }
-    const sum = this.sums[Math.floor(s.slot / CHUNK)]!;
-    const o = (s.slot % CHUNK) * FIELDS;
+    const sum = this.sums[c]!;
+    const o = i * FIELDS;
     sum[o] = sum[o]! + m.cpuPercent;
     sum[o + 1] = sum[o + 1]! + (m.memTotalBytes ? (m.memUsedBytes / m.memTotalBytes) * 100 : 0);
     sum[o + 2] = sum[o + 2]! + (m.diskTotalBytes ? (m.diskUsedBytes / m.diskTotalBytes) * 100 : 0);
     sum[o + 3] = sum[o + 3]! + m.load[0];
-    s.n++;
-    s.lastStep = step;
+    meta[mo + N]!++;
+    meta[mo + HEARD] = step;
   }
 
-  /** Moves the step being filled into the ring. */
-  private close(s: Series): void {
-    if (s.cur < 0 || s.n === 0) return;
-    const c = Math.floor(s.slot / CHUNK);
-    const i = s.slot % CHUNK;
-    const ring = s.cur % this.o.points;
-    this.steps[c]![i * this.o.points + ring] = s.cur;
-    const values = this.values[c]!;
+  /** Moves the step being filled (of slot `i` of chunk `c`) into the ring. */
+  private close(c: number, i: number): void {
+    const meta = this.meta[c]!;
+    const mo = i * META;
+    const cur = meta[mo + CUR]!;
+    const n = meta[mo + N]!;
+    if (cur < 0 || n === 0) return;
+    const points = this.o.points;
+    const pct = this.pct[c]!;
     const sum = this.sums[c]!;
-    const v = (i * this.o.points + ring) * FIELDS;
-    for (let f = 0; f < FIELDS; f++) {
-      values[v + f] = sum[i * FIELDS + f]! / s.n;
-      sum[i * FIELDS + f] = 0;
+    const last = meta[mo + LAST]!;
+    let write = true;
+    if (cur > last) {
+      // The steps skipped since the last written one hold nothing (their slots may hold older laps).
+      for (let step = Math.max(last + 1, cur - points + 1); step < cur; step++) pct[(i * points + (step % points)) * 3] = EMPTY;
+      meta[mo + LAST] = cur;
+    } else if (cur <= last - points) {
+      // The clock went back past the ring: nothing to keep.
+      write = false;
     }
-    s.n = 0;
+    if (write) {
+      const ring = cur % points;
+      const p = (i * points + ring) * 3;
+      for (let f = 0; f < 3; f++) pct[p + f] = Math.min(PCT_MAX, Math.max(0, Math.round((sum[i * FIELDS + f]! / n) * 100)));
+      this.load[c]![i * points + ring] = sum[i * FIELDS + 3]! / n;
+    }
+    sum.fill(0, i * FIELDS, (i + 1) * FIELDS);
+    meta[mo + N] = 0;
   }
 
   /** Forgets agents not heard from for the whole window (at most once a step). */
@@ -112,44 +144,45 @@ export class MetricsHistory {
     if (at - this.lastPrune < this.o.stepMs) return;
     this.lastPrune = at;
     const oldest = Math.floor(at / this.o.stepMs) - this.o.points + 1;
-    for (const [id, s] of this.series) {
-      if (s.lastStep >= oldest) continue;
+    for (const [id, slot] of this.series) {
+      if (this.meta[Math.floor(slot / CHUNK)]![(slot % CHUNK) * META + HEARD]! >= oldest) continue;
       this.series.delete(id);
-      this.freeSlot(s);
+      this.freeSlot(slot);
     }
   }
 
   remove(agentId: string): void {
-    const s = this.series.get(agentId);
-    if (!s) return;
+    const slot = this.series.get(agentId);
+    if (slot === undefined) return;
     this.series.delete(agentId);
-    this.freeSlot(s);
+    this.freeSlot(slot);
   }
 
   /** The points inside the window ending now, oldest first (the step being filled included); null when none is kept. */
   get(agentId: string, now = Date.now()): HistoryPoint[] | null {
-    const s = this.series.get(agentId);
-    if (!s) return null;
-    const c = Math.floor(s.slot / CHUNK);
-    const i = s.slot % CHUNK;
-    const values = this.values[c]!;
-    const steps = this.steps[c]!;
+    const slot = this.series.get(agentId);
+    if (slot === undefined) return null;
+    const c = Math.floor(slot / CHUNK);
+    const i = slot % CHUNK;
+    const points = this.o.points;
+    const pct = this.pct[c]!;
+    const load = this.load[c]!;
     const sum = this.sums[c]!;
+    const meta = this.meta[c]!;
+    const cur = meta[i * META + CUR]!;
+    const n = meta[i * META + N]!;
+    const last = meta[i * META + LAST]!;
     const nowStep = Math.floor(now / this.o.stepMs);
     const out: HistoryPoint[] = [];
-    const point = (step: number, v: (f: number) => number) =>
-      out.push({
-        t: new Date(step * this.o.stepMs).toISOString(),
-        cpu: round(v(0)),
-        mem: round(v(1)),
-        disk: round(v(2)),
-        load: round(v(3)),
-      });
-    for (let step = nowStep - this.o.points + 1; step <= nowStep; step++) {
-      if (step === s.cur && s.n > 0) point(step, (f) => sum[i * FIELDS + f]! / s.n);
-      else {
-        const ring = ((step % this.o.points) + this.o.points) % this.o.points;
-        if (step >= 0 && steps[i * this.o.points + ring] === step) point(step, (f) => values[(i * this.o.points + ring) * FIELDS + f]!);
+    const t = (step: number) => new Date(step * this.o.stepMs).toISOString();
+    for (let step = nowStep - points + 1; step <= nowStep; step++) {
+      if (step === cur && n > 0) {
+        const s = i * FIELDS;
+        out.push({ t: t(step), cpu: round(sum[s]! / n), mem: round(sum[s + 1]! / n), disk: round(sum[s + 2]! / n), load: round(sum[s + 3]! / n) });
+      } else if (step >= 0 && step <= last && step > last - points) {
+        const r = i * points + (step % points);
+        if (pct[r * 3] === EMPTY) continue;
+        out.push({ t: t(step), cpu: pct[r * 3]! / 100, mem: pct[r * 3 + 1]! / 100, disk: pct[r * 3 + 2]! / 100, load: round(load[r]!) });
       }
     }
     return out;

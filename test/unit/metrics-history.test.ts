@@ -71,4 +71,59 @@ describe('MetricsHistory', () => {
     expect(h.get('a300', 2_100)).toBeNull();
     expect(h.size).toBe(600);
   });
+
+  it('empties the steps skipped by a gap, also across ring laps, and survives the clock going back', () => {
+    const h = new MetricsHistory({ points: 4, stepMs: 1000, maxAgents: 10 });
+    for (const step of [0, 1, 2, 3]) h.add('a', m(step + 1), step * 1000);
+    h.add('a', m(50), 6_000); // closes step 3; steps 4 and 5 get nothing
+    h.add('a', m(60), 7_000); // closes step 6
+    // Window 4..7: slots of steps 4 and 5 held steps 0 and 1 (an older lap), not read as 4 and 5.
+    expect(h.get('a', 7_000)?.map((p) => [p.t, p.cpu])).toEqual([
+      [new Date(6_000).toISOString(), 50],
+      [new Date(7_000).toISOString(), 60],
+    ]);
+    // A gap longer than the ring: nothing of the old lap survives.
+    h.add('a', m(70), 20_000);
+    h.add('a', m(80), 21_000);
+    expect(h.get('a', 21_000)?.map((p) => p.cpu)).toEqual([70, 80]);
+    // The clock goes back one step: that step's point is rewritten, the later one stays.
+    h.add('a', m(10), 20_500);
+    h.add('a', m(90), 22_000);
+    expect(h.get('a', 22_000)?.map((p) => p.cpu)).toEqual([10, 80, 90]);
+    // Back past the ring: dropped, nothing else disturbed.
+    h.add('a', m(5), 1_000);
+    h.add('a', m(95), 22_500);
+    expect(h.get('a', 22_500)?.map((p) => p.cpu)).toEqual([10, 80, 95]);
+  });
+
+  it('answers what a plain per-step average would, for random heartbeats and gaps', () => {
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const points = 5;
+    const h = new MetricsHistory({ points, stepMs: 1000, maxAgents: 300 });
+    const ref = new Map<string, Map<number, { cpu: number; mem: number; disk: number; load: number; n: number }>>();
+    const r2 = (v: number) => Math.round(v * 100) / 100;
+    let at = 1_000_000;
+    for (let k = 0; k < 20_000; k++) {
+      at += Math.floor(rnd() < 0.02 ? rnd() * 8000 : rnd() * 60);
+      const id = `a${Math.floor(rnd() * 257)}`;
+      const x = m(rnd() * 100, rnd() * 100, rnd() * 100, Math.round(rnd() * 400) / 4);
+      h.add(id, x, at);
+      const steps = ref.get(id) ?? new Map();
+      ref.set(id, steps);
+      const e = steps.get(Math.floor(at / 1000)) ?? { cpu: 0, mem: 0, disk: 0, load: 0, n: 0 };
+      steps.set(Math.floor(at / 1000), { cpu: e.cpu + x.cpuPercent, mem: e.mem + x.memUsedBytes, disk: e.disk + x.diskUsedBytes, load: e.load + x.load[0], n: e.n + 1 });
+      if (k % 97 === 0) {
+        for (const [aid, st] of ref) {
+          const now = at + Math.floor(rnd() * 3000);
+          const want = [...st]
+            .filter(([s]) => s > Math.floor(now / 1000) - points && s <= Math.floor(now / 1000))
+            .sort((p, q) => p[0] - q[0])
+            .map(([s, e]) => ({ t: new Date(s * 1000).toISOString(), cpu: r2(e.cpu / e.n), mem: r2(e.mem / e.n), disk: r2(e.disk / e.n), load: r2(e.load / e.n) }));
+          expect(h.get(aid, now)).toEqual(want);
+        }
+      }
+    }
+  });
 });
+
