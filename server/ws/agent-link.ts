@@ -6,7 +6,6 @@ import {
   DEFAULT_BULK_WINDOW,
   DEFAULT_BULK_WRITE_THRESHOLD,
   FrameError,
-  InvalidCounter,
   isExactHeartbeat,
   isExactHello,
   MessageDispatcher,
@@ -79,14 +78,17 @@ export interface AgentAuth {
  * One agent socket. Owns its hello deadline and closes exactly once; nothing is accepted
  * before a valid hello, and the hello must name the agent the credentials belong to.
  */
-export class AgentLink implements AgentChannel {
+export class AgentLink implements AgentChannel, AgentCtx {
   readonly linkId = nextLinkId++;
+  /** The agent the credentials belong to (a hello naming another is refused). */
+  readonly agentId: string;
   private helloTimer: NodeJS.Timeout | undefined;
   /** When the outstanding ping went out (one at a time, so a pong always matches it). */
   private pingSentAt: number | null = null;
   private state: 'awaiting-hello' | 'connecting' | 'ready' | 'closed' = 'awaiting-hello';
-  private pending: Array<{ data: Buffer; binary: boolean }> = [];
-  private readonly invalid: InvalidCounter;
+  /** Messages that came while the hello was being registered (made only then). */
+  private pending: Array<{ data: Buffer; binary: boolean }> | null = null;
+  private invalidCount = 0;
   private readonly dispatcher: MessageDispatcher<AgentToServer, AgentCtx>;
   private closeReason: DisconnectReason | null = null;
   private byeReceived = false;
@@ -106,7 +108,6 @@ export class AgentLink implements AgentChannel {
   private pausedSince: number | null = null;
   private keepAlive: NodeJS.Timeout | undefined;
   private logger: Logger | undefined;
-  private ctx!: AgentCtx;
   private bucket: MessageBucket | undefined;
   /** Priority writer, once bulk (file data) was sent on this socket. */
   private out: PriorityWriter | undefined;
@@ -114,27 +115,37 @@ export class AgentLink implements AgentChannel {
   constructor(
     private readonly ws: WebSocket,
     readonly remoteAddress: string | null,
-    private readonly auth: AgentAuth,
+    /** Reduced to the id and secret hash once the welcome went out (an enrollment's secret is not kept for the socket's life). */
+    private auth: AgentAuth,
     private readonly deps: AgentLinkDeps,
-    /** The admission slot of this socket's handshake: given back at welcome (the socket's close gives it back otherwise). */
-    private readonly admission?: AdmissionTicket,
+    /** The admission slot of this socket's handshake: given back at welcome, or when the socket closes before. */
+    private admission?: AdmissionTicket,
   ) {
-    this.invalid = new InvalidCounter(deps.maxInvalidMessages);
+    this.agentId = auth.agentId;
     this.dispatcher = agentDispatcher(deps.handlers);
     this.helloTimer = setTimeout(() => this.close(CloseCode.helloTimeout, 'protocol error', 'no hello in time'), deps.helloTimeoutMs);
-    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
-    ws.on('error', (err) => {
-      this.log.warn({ err: err.message }, 'agent socket error');
-      if (!this.closeReason) this.closeReason = 'protocol error';
-    });
-    ws.on('close', () => void this.onClose());
-    ws.on('pong', (d) => {
-      // A pong of the priority writer's window (it carries a payload) is not the RTT sample.
-      if (d.length > 0) return this.out?.pong(d);
-      if (this.pingSentAt === null) return;
-      this.deps.metrics.heartbeatRtt.observe((performance.now() - this.pingSentAt) / 1000);
-      this.pingSentAt = null;
-    });
+    // One set of listener functions for every link (the socket names its link): a connection
+    // carries no closures of its own for the life of the socket.
+    (ws as LinkedSocket)[LINK] = this;
+    ws.on('message', onSocketMessage);
+    ws.on('error', onSocketError);
+    ws.on('close', onSocketClose);
+    ws.on('pong', onSocketPong);
+  }
+
+  /** @internal The socket's `error` (see the shared listeners below). */
+  socketError(err: Error): void {
+    this.log.warn({ err: err.message }, 'agent socket error');
+    if (!this.closeReason) this.closeReason = 'protocol error';
+  }
+
+  /** @internal The socket's `pong`. */
+  socketPong(d: Buffer): void {
+    // A pong of the priority writer's window (it carries a payload) is not the RTT sample.
+    if (d.length > 0) return this.out?.pong(d);
+    if (this.pingSentAt === null) return;
+    this.deps.metrics.heartbeatRtt.observe((performance.now() - this.pingSentAt) / 1000);
+    this.pingSentAt = null;
   }
 
   /** One RTT ping (the pinger's turn for this link); a ping still unanswered is not repeated. */
@@ -145,8 +156,16 @@ export class AgentLink implements AgentChannel {
     return true;
   }
 
+  /**
+   * The link is its handlers' context (AgentCtx: agentId, channel, log), so a connection carries no
+   * separate context object with its accessor and closures.
+   */
+  get channel(): AgentChannel {
+    return this;
+  }
+
   /** Child logger bound to this agent and link, made on first use (most links never log). */
-  private get log(): Logger {
+  get log(): Logger {
     return (this.logger ??= this.deps.log.child({ agentId: this.auth.agentId, link: this.linkId }));
   }
 
@@ -215,14 +234,15 @@ export class AgentLink implements AgentChannel {
   private refuse(r: Refusal): void {
     this.deps.metrics.messageErrors.inc({ channel: 'agent', code: r.code });
     this.send({ type: 'error', ...r });
-    if (this.invalid.count()) this.close(CloseCode.protocolError, 'protocol error', 'too many invalid messages');
+    if (++this.invalidCount > this.deps.maxInvalidMessages) this.close(CloseCode.protocolError, 'protocol error', 'too many invalid messages');
   }
 
-  private onMessage(data: Buffer, binary: boolean): void {
+  /** @internal The socket's `message` (and the messages queued while the hello was registered). */
+  onMessage(data: Buffer, binary: boolean): void {
     if (this.state === 'closed') return;
     if (this.state === 'connecting') {
       if (this.welcomeSent) this.spokeAfterWelcome = true;
-      this.pending.push({ data, binary });
+      (this.pending ??= []).push({ data, binary });
       return;
     }
     if (this.unconfirmed && this.state === 'ready') this.confirmEnrollment();
@@ -243,7 +263,7 @@ export class AgentLink implements AgentChannel {
     }
     if (msg.type === 'hello') return this.sendError('invalid_message', 'hello already received', 'hello');
     if (msg.type === 'bye') this.byeReceived = true;
-    const handled = this.dispatcher.dispatch(this.ctx, msg, (err, type) => this.log.error({ err, type }, 'agent handler failed'));
+    const handled = this.dispatcher.dispatch(this, msg, (err, type) => this.log.error({ err, type }, 'agent handler failed'));
     if (!handled) return this.sendError('unknown_type', `no handler for ${msg.type}`, refOf(msg));
   }
 
@@ -251,9 +271,9 @@ export class AgentLink implements AgentChannel {
     if (this.state !== 'ready') return this.sendError('invalid_message', 'the first message must be hello');
     try {
       const f = decodeFrame(data);
-      if (f.op === 'termData') this.deps.binary.termData(this.ctx, f.sessionId, f.data);
-      else if (f.op === 'execOutput') this.deps.binary.execOutput(this.ctx, f.executionId, f.stream, f.seq, f.data);
-      else this.deps.binary.fileData(this.ctx, f.transferId, f.offset, f.data);
+      if (f.op === 'termData') this.deps.binary.termData(this, f.sessionId, f.data);
+      else if (f.op === 'execOutput') this.deps.binary.execOutput(this, f.executionId, f.stream, f.seq, f.data);
+      else this.deps.binary.fileData(this, f.transferId, f.offset, f.data);
     } catch (err) {
       if (err instanceof FrameError) return this.sendError('invalid_message', `bad frame: ${err.message}`);
       this.log.error({ err }, 'binary handler failed');
@@ -334,15 +354,6 @@ export class AgentLink implements AgentChannel {
       return this.close(CloseCode.revoked, 'revoked');
     }
     this.state = 'connecting';
-    // The child logger is made when a handler first logs (most links never do: a large fleet saves one each).
-    const log = (): Logger => this.log;
-    this.ctx = {
-      agentId: h.agentId,
-      channel: this,
-      get log() {
-        return log();
-      },
-    };
     const enrollment = this.auth.enrollSecret ? (this.auth.enrollment ?? { labels: null, tokenId: null }) : undefined;
     // Enrolled again with the secret it presented (its enrollment was undone after the upgrade).
     let reenrolled: (Enrollment & { tokenId: string | null }) | null = null;
@@ -392,8 +403,11 @@ export class AgentLink implements AgentChannel {
     });
     // What the agent sent before this point came before the welcome: it confirms nothing.
     this.welcomeSent = true;
+    // The secret went out: the link keeps only what identifies the agent (the enrollment, if any, is `unconfirmed` below).
+    if (this.auth.enrollSecret !== undefined || this.auth.reenroll !== undefined) this.auth = { agentId: this.auth.agentId, secretHash: this.auth.secretHash };
     this.deps.fleet.welcomed(this, h);
     this.admission?.done(true);
+    this.admission = undefined;
     const again = reenrolled as (Enrollment & { tokenId: string | null }) | null;
     if (again) {
       void this.deps.audit
@@ -431,9 +445,9 @@ export class AgentLink implements AgentChannel {
     this.state = 'ready';
     this.deps.pinger?.add(this);
     const queued = this.pending;
-    this.pending = [];
+    this.pending = null;
     if (this.unconfirmed && this.spokeAfterWelcome) this.confirmEnrollment();
-    for (const m of queued) this.onMessage(m.data, m.binary);
+    if (queued) for (const m of queued) this.onMessage(m.data, m.binary);
   }
 
   /**
@@ -443,7 +457,7 @@ export class AgentLink implements AgentChannel {
    */
   private async closedBeforeReady(enrollment: (Enrollment & { tokenId: string | null }) | undefined, why: string): Promise<void> {
     this.state = 'closed';
-    this.pending = [];
+    this.pending = null;
     await this.deps.fleet.disconnect(this.auth.agentId, this.linkId, this.disconnectReason());
     if (enrollment) await this.abandonEnrollment(enrollment, why);
   }
@@ -481,14 +495,18 @@ export class AgentLink implements AgentChannel {
     return this.closeReason ?? (this.byeReceived ? 'agent shutdown' : 'connection lost');
   }
 
-  private async onClose(): Promise<void> {
+  /** @internal The socket's `close`. */
+  async onClose(): Promise<void> {
+    // Not welcomed: the handshake's admission slot is given back now.
+    this.admission?.done(false);
+    this.admission = undefined;
     this.out?.clear();
     clearTimeout(this.helloTimer);
     this.deps.pinger?.delete(this);
     clearInterval(this.keepAlive);
     const prev = this.state;
     this.state = 'closed';
-    this.pending = [];
+    this.pending = null;
     if (prev === 'connecting') {
       // onHello is still registering the agent; it sees this flag and records the disconnection.
       this.closedWhileConnecting = true;
@@ -501,6 +519,22 @@ export class AgentLink implements AgentChannel {
 }
 
 const noop = (): void => {};
+
+/** The link of an agent socket, set on the socket by the link's constructor. */
+const LINK = Symbol('muster.agentLink');
+type LinkedSocket = WebSocket & { [LINK]: AgentLink };
+function onSocketMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  (this as LinkedSocket)[LINK].onMessage(data, isBinary);
+}
+function onSocketError(this: WebSocket, err: Error): void {
+  (this as LinkedSocket)[LINK].socketError(err);
+}
+function onSocketClose(this: WebSocket): void {
+  void (this as LinkedSocket)[LINK].onClose();
+}
+function onSocketPong(this: WebSocket, d: Buffer): void {
+  (this as LinkedSocket)[LINK].socketPong(d);
+}
 
 /** Heartbeats (thousands a second across a fleet) and hellos (a whole fleet at once after a restart) are checked by hand first; zod decides anything else. */
 const AGENT_FAST_PATHS = { heartbeat: isExactHeartbeat, hello: isExactHello };

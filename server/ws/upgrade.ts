@@ -40,7 +40,7 @@ export interface UpgradeDeps {
    * yet, or its undo not done). Absent on one node.
    */
   enrollmentOpenElsewhere?(agentId: string): Promise<boolean>;
-  /** `remote`: the client address (remoteOf); `ticket`: the admission slot, given back by the link when it welcomes the agent (or by the socket's close). */
+  /** `remote`: the client address (remoteOf); `ticket`: the admission slot, given back by the link when it welcomes the agent or its socket closes (until the link exists, by the socket's close). */
   onAgent(ws: import('ws').WebSocket, remote: string | null, auth: AgentAuth, ticket: AdmissionTicket): void;
   onConsole(ws: import('ws').WebSocket, req: IncomingMessage, principal: Principal): void;
 }
@@ -104,7 +104,8 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     }
     const { ticket } = verdict;
     // Given back when the agent is welcomed (the link), or whenever the socket closes before.
-    socket.once('close', () => ticket.done(false));
+    const giveBack = (): void => ticket.done(false);
+    socket.once('close', giveBack);
     const askPeers = known && 'askPeers' in known ? known.askPeers : undefined;
     if (askPeers !== undefined && deps.enrollmentOpenElsewhere) {
       // Only the node that holds an enrollment knows it is open: every node answers a retry the
@@ -137,7 +138,12 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     }
     const a = auth;
     // The client address is worked out once (the peer address is a system call each time it is read).
-    agentWss.handleUpgrade(req, socket, head, (ws) => deps.onAgent(ws, remote, a, ticket));
+    agentWss.handleUpgrade(req, socket, head, (ws) => {
+      // From here the link gives the slot back (welcome or close): the socket holds no listener
+      // (nor, through its closure, this upgrade's credentials) for the connection's life.
+      socket.removeListener('close', giveBack);
+      deps.onAgent(ws, remote, a, ticket);
+    });
   }
 
   /**
