@@ -7,21 +7,23 @@
 // the time for every agent to be back after a server restart. Results go to bench/out/ and the
 // `## Presence` section of bench/RESULTS.md.
 //
-//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--connect-timeout 180] [--reuse bench/out/presence-…]
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--live] [--connect-timeout 180] [--reuse bench/out/presence-…]
 //
 // --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
 // BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
 // steady-state window only (through its inspector; the profiler's own cost inflates that window's
 // CPU figure, so a profiled run's CPU is not a result), summarized on stdout. --heap: heap
 // snapshots of the server idle and with the fleet settled, diffed per agent by constructor (the
-// snapshots pause the server: no restart figure is meaningful in such a run).
+// snapshots pause the server: no restart figure is meaningful in such a run). --live: after the
+// steady window, a forced full GC in each server (Muster and bare `ws`, both then run with an
+// inspector) and RSS per agent after it: live memory, apart from when V8 collects.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import knexFactory from 'knex';
 import { summarizeProfile } from './lib/cpuprofile.mjs';
-import { diffHeaps, heapByConstructor } from './lib/heap-summary.mjs';
+import { collectGarbage, diffHeaps, heapByConstructor } from './lib/heap-summary.mjs';
 import { inspectorProfiler } from './lib/inspector-profile.mjs';
 import { startFleet } from './sim/fleet.mjs';
 import { cpuPercentOver, cpuSeconds, nofileHardLimit, ROOT, rssBytes, scrape, sleep, spawnNode, startMusterServer } from './lib/proc.mjs';
@@ -37,6 +39,8 @@ const { values: flags } = parseArgs({
     db: { type: 'string', default: 'sqlite' },
     profile: { type: 'boolean', default: false },
     heap: { type: 'boolean', default: false },
+    /** After the steady window, a forced full GC in both servers (through their inspectors) and their RSS and heap then. */
+    live: { type: 'boolean', default: false },
     /** Seconds the fleet may take to connect (a loaded machine needs more than the default). */
     'connect-timeout': { type: 'string', default: '180' },
     /** Rewrites the RESULTS.md section from a saved results.json instead of measuring. */
@@ -127,7 +131,7 @@ async function muster(N) {
 }
 
 async function musterOn(N, dbEnv) {
-  const nodeArgs = flags.profile || flags.heap ? ['--inspect=127.0.0.1:0'] : [];
+  const nodeArgs = flags.profile || flags.heap || flags.live ? ['--inspect=127.0.0.1:0'] : [];
   let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
   let fleet = null;
   try {
@@ -169,6 +173,7 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
     log(summarizeProfile(file, 30).replace(/^/gm, '    '));
   }
   const ready = await (await fetch(`${server.url}/readyz`)).json();
+  const live = flags.live ? await liveAfterGc(server.pid, server.output(), idleRss, N) : null;
   log(
     `  muster: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  online ${ready.agentsOnline}  flush stmts/s ${steady.flushesPerSec.toFixed(2)} rows/s ${steady.presenceRowsPerSec.toFixed(0)}  heartbeats/s ${steady.heartbeatsPerSec.toFixed(0)}  CPU ${steady.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${steady.load.toFixed(1)}`,
   );
@@ -234,11 +239,24 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
     );
   }
   const fstats = fleet.stats();
-  return { N, idleRss, connectSec, ...steady, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401 };
+  return { N, idleRss, connectSec, ...steady, live, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401 };
+}
+
+/** --live: RSS and V8 heap after a forced full GC, per agent over the idle RSS (and what the heap held of it). */
+async function liveAfterGc(pid, output, idleRss, N) {
+  const mem = await collectGarbage(output);
+  await sleep(1000);
+  const rss = rssBytes(pid);
+  const r = { rss, heapUsed: mem.heapUsed, external: mem.external, rssPerAgent: Math.max(0, rss - idleRss) / N };
+  log(`  after a forced GC: rss ${kb(rss)} KB (${(r.rssPerAgent / 1024).toFixed(1)} KB per agent over idle), heap used ${kb(mem.heapUsed)} KB, external ${kb(mem.external)} KB`);
+  return r;
 }
 
 async function bare(N) {
-  const proc = spawnNode(path.join(ROOT, 'bench', 'bare-server.mjs'), { ready: /bare ws listening on (\d+)/ });
+  const proc = spawnNode(path.join(ROOT, 'bench', 'bare-server.mjs'), {
+    ready: /bare ws listening on (\d+)/,
+    nodeArgs: flags.live ? ['--inspect=127.0.0.1:0'] : [],
+  });
   const m = await proc.started;
   const url = `ws://127.0.0.1:${m[1]}`;
   await sleep(2000);
@@ -249,6 +267,7 @@ async function bare(N) {
     await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
     await sleep(SETTLE_MS);
     steady = await measureSteady(proc.child.pid, null, fleet);
+    if (flags.live) steady.live = await liveAfterGc(proc.child.pid, proc.output(), idleRss, N);
   } finally {
     await fleet.stop();
     await proc.stop();
