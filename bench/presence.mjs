@@ -247,8 +247,10 @@ async function liveAfterGc(pid, output, idleRss, N) {
   const mem = await collectGarbage(output);
   await sleep(1000);
   const rss = rssBytes(pid);
-  const r = { rss, heapUsed: mem.heapUsed, external: mem.external, rssPerAgent: Math.max(0, rss - idleRss) / N };
-  log(`  after a forced GC: rss ${kb(rss)} KB (${(r.rssPerAgent / 1024).toFixed(1)} KB per agent over idle), heap used ${kb(mem.heapUsed)} KB, external ${kb(mem.external)} KB`);
+  const r = { rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, rssPerAgent: Math.max(0, rss - idleRss) / N };
+  log(
+    `  after a forced GC: rss ${kb(rss)} KB (${(r.rssPerAgent / 1024).toFixed(1)} KB per agent over idle), heap used ${kb(mem.heapUsed)} KB of ${kb(mem.heapTotal)} KB, external ${kb(mem.external)} KB`,
+  );
   return r;
 }
 

@@ -98,7 +98,7 @@ describe('MetricsHistory', () => {
 
   it('answers what a plain per-step average would, for random heartbeats and gaps', () => {
     let seed = 7;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const points = 5;
     const h = new MetricsHistory({ points, stepMs: 1000, maxAgents: 300 });
     const ref = new Map<string, Map<number, { cpu: number; mem: number; disk: number; load: number; n: number }>>();
@@ -112,18 +112,29 @@ describe('MetricsHistory', () => {
       const steps = ref.get(id) ?? new Map();
       ref.set(id, steps);
       const e = steps.get(Math.floor(at / 1000)) ?? { cpu: 0, mem: 0, disk: 0, load: 0, n: 0 };
-      steps.set(Math.floor(at / 1000), { cpu: e.cpu + x.cpuPercent, mem: e.mem + x.memUsedBytes, disk: e.disk + x.diskUsedBytes, load: e.load + x.load[0], n: e.n + 1 });
+      steps.set(Math.floor(at / 1000), {
+        cpu: e.cpu + x.cpuPercent,
+        mem: e.mem + x.memUsedBytes,
+        disk: e.disk + x.diskUsedBytes,
+        load: e.load + x.load[0],
+        n: e.n + 1,
+      });
       if (k % 97 === 0) {
         for (const [aid, st] of ref) {
           const now = at + Math.floor(rnd() * 3000);
           const want = [...st]
             .filter(([s]) => s > Math.floor(now / 1000) - points && s <= Math.floor(now / 1000))
             .sort((p, q) => p[0] - q[0])
-            .map(([s, e]) => ({ t: new Date(s * 1000).toISOString(), cpu: r2(e.cpu / e.n), mem: r2(e.mem / e.n), disk: r2(e.disk / e.n), load: r2(e.load / e.n) }));
+            .map(([s, e]) => ({
+              t: new Date(s * 1000).toISOString(),
+              cpu: r2(e.cpu / e.n),
+              mem: r2(e.mem / e.n),
+              disk: r2(e.disk / e.n),
+              load: r2(e.load / e.n),
+            }));
           expect(h.get(aid, now)).toEqual(want);
         }
       }
     }
   });
 });
-
