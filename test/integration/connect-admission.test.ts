@@ -93,4 +93,35 @@ describe('agent connect admission', () => {
       for (const ws of sockets) ws.close();
     }
   }, 180_000);
+
+  it('a socket that closes after its upgrade and before its welcome gives its slot back', async () => {
+    const s = await startServer({ env: { MUSTER_AGENT_CONNECTS_PENDING_MAX: '1' } });
+    const agentId = randomUUID();
+    const a = await helloAgent(s.wsUrl, { agentId, enrollToken: s.enrollToken });
+    const c = { agentId, secret: a.welcome.secret as string };
+    a.close();
+    await a.closed;
+    // Upgraded (the link exists), no hello, then gone: three times over with a limit of one.
+    for (let i = 0; i < 3; i++) {
+      const ws = new WebSocket(`${s.wsUrl}/ws/agent`, {
+        headers: { 'X-Muster-Agent-Id': c.agentId, Authorization: `Bearer ${c.secret}` },
+        perMessageDeflate: false,
+      });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+        ws.once('error', reject);
+      });
+      ws.terminate();
+      const deadline = Date.now() + 10_000;
+      while ((await scrape(s.url)).get('muster_agent_handshakes_pending') !== 0) {
+        if (Date.now() > deadline) throw new Error('the slot of a socket closed before its welcome was never given back');
+        await sleep(50);
+      }
+    }
+    const r = await connectOnce(s.wsUrl, c);
+    expect('welcomed' in r).toBe(true);
+    if ('welcomed' in r) r.welcomed.close();
+    expect((await scrape(s.url)).get('muster_agent_handshakes_pending')).toBe(0);
+  }, 60_000);
 });
