@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentId, Api, startAgent, tmpDir, waitFor } from '../helpers/harness.js';
-import { freePort, startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
+import { agentId, Api, freePort, startAgent, tmpDir, waitFor } from '../helpers/harness.js';
+import { startThreeNodes, testCluster, type ThreeNodes } from '../helpers/cluster.js';
 import { withDb } from '../helpers/raw-agent.js';
 import { browserAvailable, launch, newPage, screenshot, signIn, STEP_MS } from './browser.js';
 

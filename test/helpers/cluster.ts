@@ -1,18 +1,5 @@
-import net from 'node:net';
 import { connect } from 'nats';
-import { cleanup, createMysqlDatabase, startServer, type TestServer } from './harness.js';
-
-/** A TCP port free right now (a node whose own address, MUSTER_NODE_URL, is in its environment). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { cleanup, createMysqlDatabase, freePort, startServer, type TestServer } from './harness.js';
 
 /** The local NATS with JetStream (MUSTER_TEST_NATS_URL overrides it). */
 export const TEST_NATS_URL = process.env['MUSTER_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,6 +125,18 @@ export async function dbUrlFor(kind: DbKind, dataDir: string): Promise<{ url: st
 }
 
 /* ---------------- server ---------------- */
+
+/** A TCP port free right now (for a config that must name its port: nginx, a node's MUSTER_NODE_URL). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 export interface ServerOptions {
   db?: DbKind;

@@ -9,18 +9,9 @@ import net from 'node:net';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { natsAuth } from '../../server/cluster/cluster.js';
-import { waitFor } from '../helpers/harness.js';
+import { freePort, waitFor } from '../helpers/harness.js';
 
 const NATS_SERVER = ['/usr/sbin/nats-server', '/usr/bin/nats-server'].find((p) => fs.existsSync(p));
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 
 describe('MUSTER_NATS_URL credentials', () => {
   it('takes user and password (or a token) out of the URLs, the same for every server', () => {

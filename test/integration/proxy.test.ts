@@ -10,12 +10,11 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import path from 'node:path';
 import * as pty from 'node-pty';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_PASSWORD, agentId, Api, cleanup, ROOT, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
+import { ADMIN_PASSWORD, agentId, Api, cleanup, freePort, ROOT, startAgent, startServer, tmpDir, waitFor, type TestServer } from '../helpers/harness.js';
 
 function which(cmd: string): string | null {
   for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env['PATH'] ?? '').split(':')]) {
@@ -29,18 +28,6 @@ const NGINX = which('nginx');
 if (!NGINX) {
   if (process.env['CI'] === 'true') throw new Error('CI=true but nginx is not installed (apt-get install nginx)');
   console.warn('\n*** proxy.test.ts SKIPPED: nginx is not installed (apt-get install nginx) ***\n');
-}
-
-/** A free TCP port on 127.0.0.1 (nginx needs a number in its config). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 interface Res {
