@@ -372,8 +372,15 @@ const kill = loadOf(async (nodes, k, fleets) => {
     await f.fleet.stop();
     f.stopped = true;
     stopped.push(f.fleet.count);
-    await sleep(3000);
-    owners = await ownerCounts(k, true);
+    // The stopped agents' disconnects are written in groups, later under load: wait until the
+    // database owns no more agents than the live fleets hold (a fixed pause read stale owners and
+    // stopped every fleet of a node whose agents had not been released yet), at most a minute.
+    const liveCount = fleets.filter((x) => !x.stopped).reduce((s, x) => s + x.fleet.count, 0);
+    for (let i = 0; i < 60; i++) {
+      await sleep(1000);
+      owners = await ownerCounts(k, true);
+      if (Object.values(owners).reduce((a, b) => a + b, 0) <= liveCount) break;
+    }
   }
   const live = fleets.filter((f) => !f.stopped);
   const expected = live.reduce((s, f) => s + f.fleet.count, 0);
