@@ -367,7 +367,9 @@ const kill = loadOf(async (nodes, k, fleets) => {
     return survivors.filter((n) => (owners[n.id] ?? 0) + share > NODE_CAP);
   };
   for (let full = room(); full.length; full = room()) {
-    const f = fleets.find((x) => !x.stopped && full.some((n) => n.id === x.home));
+    // A fleet homed on a full node first; agents move between nodes as they reconnect, so when none
+    // is left, any fleet of the survivors (its agents are spread over the nodes too).
+    const f = fleets.find((x) => !x.stopped && full.some((n) => n.id === x.home)) ?? fleets.find((x) => !x.stopped && survivors.some((n) => n.id === x.home));
     if (!f) throw new Error(`no room on the surviving nodes for the dead node's agents: ${JSON.stringify(owners)}, cap ${NODE_CAP}`);
     await f.fleet.stop();
     f.stopped = true;
