@@ -141,7 +141,12 @@ async function freshDatabase() {
 async function dropCluster(cluster) {
   const nc = await natsConnect({ servers: NATS_URL });
   const jsm = await nc.jetstreamManager();
-  for (const x of ['leases', 'nodes']) await jsm.streams.delete(`KV_${cluster}-${x}`).catch(() => {});
+  // Every stream of this run's prefix: the key-value buckets (KV_<cluster>-leases, -nodes) and the
+  // object store of file blobs (OBJ_<cluster>-blobs).
+  const names = [];
+  for await (const s of jsm.streams.list())
+    if (/^(KV|OBJ)_/.test(s.config.name) && s.config.name.slice(s.config.name.indexOf('_') + 1).startsWith(`${cluster}-`)) names.push(s.config.name);
+  for (const name of names) await jsm.streams.delete(name).catch(() => {});
   await nc.close();
 }
 
@@ -473,6 +478,18 @@ const db = await freshDatabase();
 const nodes = [];
 const fleets = [];
 let agent = null;
+// Interrupted (Ctrl-C, or a harness's SIGTERM): the nodes, the simulators, the agent, the database
+// and the cluster's streams go too, as when the run ends (a signal would otherwise skip `finally`
+// and leave three nodes and the fleet running).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    log(`${sig}: stopping the nodes and the simulated fleet`);
+    agent?.kill('SIGTERM');
+    void Promise.allSettled([...fleets.filter((f) => !f.stopped).map((f) => f.fleet.stop()), ...nodes.map((n) => n.stop())])
+      .then(() => Promise.allSettled([db.drop(), dropCluster(cluster)]))
+      .finally(() => process.exit(130));
+  });
+}
 const results = { date: new Date().toISOString(), agents: N, nodes: NODES, perNode, cpus: os.cpus().length, loadStart: os.loadavg()[0] };
 try {
   // Each node's own address (MUSTER_NODE_URL): a console asking `direct` opens a terminal on the agent's node.
