@@ -189,6 +189,14 @@ const Schema = z.object({
    * answers 503 + Retry-After (spread wider the more are shed) before anything is spent on it.
    */
   agentConnectsPendingMax: z.coerce.number().int().min(1).default(500),
+  /**
+   * The listening socket's accept queue (connections the kernel completed and the server has not
+   * taken yet; the kernel caps it at net.core.somaxconn). Deep, so a fleet reconnecting after a
+   * restart waits in it instead of losing SYNs to TCP's 1, 3, 7, 15 s retransmits; on a node too
+   * starved to drain it within an agent's handshake timeout (15 s), a shorter one keeps the
+   * connections it does take fresh.
+   */
+  listenBacklog: z.coerce.number().int().min(1).default(4096),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /**
@@ -498,6 +506,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   anonConnectRatePerAddress: 'MUSTER_ANON_CONNECT_RATE_PER_ADDRESS',
   anonConnectMaxAddresses: 'MUSTER_ANON_CONNECT_MAX_ADDRESSES',
   agentConnectsPendingMax: 'MUSTER_AGENT_CONNECTS_PENDING_MAX',
+  listenBacklog: 'MUSTER_LISTEN_BACKLOG',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
   presencePersistMs: 'MUSTER_PRESENCE_PERSIST_MS',
   sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',

@@ -47,9 +47,10 @@ export async function listenEarly(config: Config, log: Logger): Promise<Listener
   server.on('upgrade', startingUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    // A deep accept queue: after a restart the whole fleet reconnects within seconds, and SYNs
-    // dropped by a short queue come back only after TCP's 1, 3, 7, 15 s retransmits.
-    server.listen({ port: config.port, host: config.host, backlog: 4096 }, () => {
+    // MUSTER_LISTEN_BACKLOG (4096): a deep accept queue, as after a restart the whole fleet
+    // reconnects within seconds, and SYNs dropped by a short queue come back only after TCP's 1, 3,
+    // 7, 15 s retransmits.
+    server.listen({ port: config.port, host: config.host, backlog: config.listenBacklog }, () => {
       server.off('error', reject);
       resolve();
     });

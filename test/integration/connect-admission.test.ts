@@ -4,6 +4,7 @@
  * socket is accepted; a reconnect burst of known agents is spread out and every agent is welcomed
  * in the end, none refused as unauthorized.
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -123,5 +124,23 @@ describe('agent connect admission', () => {
     expect('welcomed' in r).toBe(true);
     if ('welcomed' in r) r.welcomed.close();
     expect((await scrape(s.url)).get('muster_agent_handshakes_pending')).toBe(0);
+  }, 60_000);
+
+  it('the listening socket gets the accept queue MUSTER_LISTEN_BACKLOG names', async () => {
+    // `ss -ltn` shows a listening socket's accept queue limit as Send-Q (capped by net.core.somaxconn).
+    const somaxconn = Number(execFileSync('cat', ['/proc/sys/net/core/somaxconn']).toString().trim());
+    const backlogOf = (port: number): number => {
+      const line =
+        execFileSync('ss', ['-ltnH', `sport = :${port}`])
+          .toString()
+          .trim()
+          .split('\n')[0] ?? '';
+      return Number(line.split(/\s+/)[2]);
+    };
+    const s = await startServer({ env: { MUSTER_LISTEN_BACKLOG: '37' } });
+    expect(backlogOf(s.port)).toBe(Math.min(37, somaxconn));
+    await s.stop();
+    const d = await startServer();
+    expect(backlogOf(d.port)).toBe(Math.min(4096, somaxconn));
   }, 60_000);
 });

@@ -88,6 +88,7 @@ describe('server config', () => {
       clusterMaxWatchedTasks: 10_000,
       anonConnectMaxAddresses: 10_000,
       agentConnectsPendingMax: 500,
+      listenBacklog: 4096,
       loginRateMaxKeys: 10_000,
     });
     const c = loadConfig({
@@ -96,6 +97,7 @@ describe('server config', () => {
       MUSTER_CLUSTER_MAX_WATCHED_TASKS: '700',
       MUSTER_ANON_CONNECT_MAX_ADDRESSES: '800',
       MUSTER_AGENT_CONNECTS_PENDING_MAX: '40',
+      MUSTER_LISTEN_BACKLOG: '64',
       MUSTER_LOGIN_RATE_MAX_KEYS: '900',
     });
     expect(c).toMatchObject({
@@ -104,6 +106,7 @@ describe('server config', () => {
       clusterMaxWatchedTasks: 700,
       anonConnectMaxAddresses: 800,
       agentConnectsPendingMax: 40,
+      listenBacklog: 64,
       loginRateMaxKeys: 900,
     });
     for (const [name, bad] of [
@@ -112,6 +115,7 @@ describe('server config', () => {
       ['MUSTER_CLUSTER_MAX_WATCHED_TASKS', '1.5'],
       ['MUSTER_ANON_CONNECT_MAX_ADDRESSES', '-1'],
       ['MUSTER_AGENT_CONNECTS_PENDING_MAX', '0'],
+      ['MUSTER_LISTEN_BACKLOG', '0'],
       ['MUSTER_LOGIN_RATE_MAX_KEYS', '0'],
     ] as const) {
       expect(() => loadConfig({ [name]: bad }), name).toThrow(new RegExp(`invalid configuration:\\n  ${name}: `));
