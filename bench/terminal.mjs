@@ -89,7 +89,9 @@ async function startServer(dataDir, env = {}) {
     proc.once('exit', (code) => reject(new Error(`server exited ${code}:\n${out}`)));
   });
   proc.stdout.removeAllListeners('data');
-  proc.stdout.resume();
+  // BENCH_SERVER_STDOUT=FILE: the server's stdout from here on (its log, `--trace-gc` lines) to FILE.
+  if (process.env.BENCH_SERVER_STDOUT) proc.stdout.pipe(fs.createWriteStream(process.env.BENCH_SERVER_STDOUT));
+  else proc.stdout.resume();
   return { proc, port, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}` };
 }
 

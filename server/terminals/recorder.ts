@@ -7,6 +7,12 @@ const MERGE_MS = 20;
 /** An event's text is at most about this many bytes (JSON-escaped); more output starts the next. */
 const MERGE_MAX_BYTES = 64 * 1024;
 const QUOTE = 0x22;
+/** First size of a recorder's event buffer (it grows to the largest event written). */
+const EV_INITIAL_BYTES = 4096;
+/** An event buffer grown larger than this (output that is mostly escapes) is not kept after its event. */
+const EV_KEEP_BYTES = 256 * 1024;
+/** Event buffers written to the file are kept for the next events, at most this many per recorder. */
+const EV_SPARE_MAX = 2;
 
 export interface RecordingResult {
   bytes: number;
@@ -26,10 +32,24 @@ export class AsciicastRecorder {
   private truncated = false;
   private closed = false;
   /**
-   * The pending event's text, JSON-escaped, one piece per chunk: each chunk is escaped on arrival
-   * (JSON.stringify of a flat string; of the merged text it would first copy the concatenation).
+   * The pending event's line as it will be written, `[time,"o","` then its text JSON-escaped,
+   * chunk after chunk, in a buffer this recorder reuses (grown when an event needs more): each
+   * chunk's escaped text is written straight into it, no buffer per chunk.
    */
-  private pending: Buffer[] = [];
+  private ev: Buffer = Buffer.allocUnsafeSlow(EV_INITIAL_BYTES);
+  /**
+   * The event buffers handed to the file, oldest first (the stream calls back in order), and the
+   * written ones kept for the next events: a steady flood records into the same few buffers
+   * instead of a new one per event (each of which lives until the disk has taken it).
+   */
+  private readonly writing: Buffer[] = [];
+  private readonly spare: Buffer[] = [];
+  private readonly written = (): void => {
+    const b = this.writing.shift();
+    if (b && b.length <= EV_KEEP_BYTES && this.spare.length < EV_SPARE_MAX) this.spare.push(b);
+  };
+  /** Bytes of `ev` in use (0: no pending event), and of them the escaped text (`pendingBytes`). */
+  private evAt = 0;
   private pendingBytes = 0;
   /** Whether the decoder may hold the first bytes of a character cut at the end of the last chunk. */
   private decoderHolds = false;
@@ -92,7 +112,8 @@ export class AsciicastRecorder {
     if (this.closed || this.truncated || data.length === 0) return;
     // Most output is ASCII: read it as Latin-1 (a copy, no UTF-8 decoding) unless the decoder
     // holds the start of a character from the last chunk. Otherwise the streaming decoder; a
-    // chunk ending in an ASCII byte leaves nothing in it.
+    // chunk ending in an ASCII byte leaves nothing in it. The text and its JSON are the only
+    // allocations per chunk (short-lived strings; no buffer).
     let text: string;
     let ascii = false;
     if (!this.decoderHolds && isAscii(data)) {
@@ -103,19 +124,48 @@ export class AsciicastRecorder {
       this.decoderHolds = data[data.length - 1]! >= 0x80;
       if (!text) return;
     }
-    // JSON of ASCII text is ASCII: Latin-1 encodes it as UTF-8 would (a copy). The quotes are cut off.
-    const json = Buffer.from(JSON.stringify(text), ascii ? 'latin1' : 'utf8');
     const t = this.now();
     if (this.pendingBytes > 0 && (t - this.pendingAt > MERGE_MS / 1000 || this.pendingBytes > MERGE_MAX_BYTES)) this.flush();
-    if (this.pendingBytes === 0) {
-      this.pendingAt = t;
-      this.timer ??= setTimeout(() => {
-        this.timer = undefined;
-        this.flush();
-      }, MERGE_MS * 5).unref();
-    }
-    this.pending.push(json.subarray(1, json.length - 1));
-    this.pendingBytes += json.length - 2;
+    if (this.evAt === 0) this.begin(t);
+    this.append(JSON.stringify(text), ascii);
+  }
+
+  /** Starts the pending event at `t`: its head, up to the opening quote of its text. */
+  private begin(t: number): void {
+    this.pendingAt = t;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, MERGE_MS * 5).unref();
+    const head = `[${stamp(t)},"o","`;
+    this.reserve(head.length);
+    this.evAt = this.ev.write(head, 0, 'latin1');
+  }
+
+  /**
+   * Appends the text of `json` (a JSON string: its escaped text between quotes) to the pending
+   * event. JSON of ASCII text is ASCII: written as Latin-1 (a copy, as UTF-8 would write it).
+   */
+  private append(json: string, ascii: boolean): void {
+    const n = (ascii ? json.length : Buffer.byteLength(json)) - 2;
+    this.reserve(n + 2);
+    // Written one byte early, its opening quote over the event's last byte, which is put back:
+    // the escaped text lands at evAt, and its closing quote is overwritten by what follows.
+    const at = this.evAt - 1;
+    const last = this.ev[at]!;
+    this.ev.write(json, at, ascii ? 'latin1' : 'utf8');
+    this.ev[at] = last;
+    this.evAt += n;
+    this.pendingBytes += n;
+  }
+
+  /** Room for `n` more bytes of the event and its closing `"]\n`. */
+  private reserve(n: number): void {
+    const need = this.evAt + n + 3;
+    if (need <= this.ev.length) return;
+    const grown = Buffer.allocUnsafeSlow(Math.max(need, this.ev.length * 2));
+    this.ev.copy(grown, 0, 0, this.evAt);
+    this.ev = grown;
   }
 
   resize(cols: number, rows: number): void {
@@ -125,21 +175,18 @@ export class AsciicastRecorder {
   }
 
   private flush(): void {
-    if (this.pendingBytes === 0) return;
-    const pieces = this.pending;
-    const n = this.pendingBytes;
-    this.pending = [];
+    if (this.evAt === 0) return;
+    const ev = this.ev;
+    let at = this.evAt;
+    ev[at++] = QUOTE;
+    ev[at++] = 0x5d; // ]
+    ev[at++] = 0x0a; // \n
+    this.evAt = 0;
     this.pendingBytes = 0;
-    // [time, "o", "<pieces>"] as event() would write it for the joined text.
-    const head = Buffer.from(`[${stamp(this.pendingAt)},"o",`);
-    const buf = Buffer.allocUnsafe(head.length + n + 4);
-    let at = head.copy(buf, 0);
-    buf[at++] = QUOTE;
-    for (const p of pieces) at += p.copy(buf, at);
-    buf[at++] = QUOTE;
-    buf[at++] = 0x5d; // ]
-    buf[at++] = 0x0a; // \n
-    this.write(buf);
+    // The event buffer goes to the file as it is; the next event takes a spare one.
+    this.ev = this.spare.pop() ?? Buffer.allocUnsafeSlow(EV_INITIAL_BYTES);
+    if (this.write(ev.subarray(0, at), true)) this.writing.push(ev);
+    else if (ev.length <= EV_KEEP_BYTES) this.spare.push(ev);
   }
 
   private event(t: number, kind: 'o' | 'r', data: string): void {
@@ -150,18 +197,21 @@ export class AsciicastRecorder {
     this.write(Buffer.from(`${json}\n`));
   }
 
-  private write(buf: Buffer): void {
-    if (this.closed || this.truncated) return;
+  /** Whether `buf` went to the file; `track`: its `written` callback follows once it is on disk. */
+  private write(buf: Buffer, track = false): boolean {
+    if (this.closed || this.truncated) return false;
     if (this.bytes + buf.length > this.maxBytes || this.out.writableLength > this.maxQueuedBytes) {
       this.stop(this.bytes + buf.length > this.maxBytes ? 'recording size cap reached' : 'the disk is too slow for the output');
-      return;
+      return false;
     }
     if (!this.allow(buf.length)) {
       this.stop('free space on the data disk down to its reserve (MUSTER_DISK_RESERVE_BYTES)');
-      return;
+      return false;
     }
     this.bytes += buf.length;
-    this.out.write(buf);
+    if (track) this.out.write(buf, this.written);
+    else this.out.write(buf);
+    return true;
   }
 
   private stop(reason: string): void {
@@ -177,10 +227,9 @@ export class AsciicastRecorder {
       clearTimeout(this.timer);
       const tail = this.decoder.decode();
       if (tail) {
-        const json = Buffer.from(JSON.stringify(tail));
-        if (this.pendingBytes === 0) this.pendingAt = this.now();
-        this.pending.push(json.subarray(1, json.length - 1));
-        this.pendingBytes += json.length - 2;
+        if (this.evAt === 0) this.begin(this.now());
+        clearTimeout(this.timer);
+        this.append(JSON.stringify(tail), false);
       }
       this.flush();
       this.closed = true;

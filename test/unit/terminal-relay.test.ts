@@ -95,6 +95,40 @@ describe('AsciicastRecorder', () => {
     expect(res).toEqual({ bytes: fs.statSync(file).size, truncated: false });
   });
 
+  it('writes every event line exactly as JSON.stringify would (every ASCII byte, around UTF-8, in and across chunks and events)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.cast');
+    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
+    const all = Array.from({ length: 0x80 }, (_, b) => String.fromCharCode(b)).join('');
+    const pieces = ['é', all, 'é', all, '\u001b[0m\r\n', 'ü'.repeat(3000), all.repeat(900), 'end\r\n'];
+    const want = pieces.join('');
+    const bytes = enc.encode(want);
+    rec.output(bytes.subarray(0, 1)); // an event's first chunk that decodes to nothing yet starts no event
+    await new Promise((r) => setTimeout(r, 150)); // (the merge timer, 100 ms, would write it empty)
+    let sent = 1;
+    for (let i = 0; sent < bytes.length; i++) {
+      const n = [5, 129, 1, 65_536, 2, 4096][i % 6]!;
+      rec.output(bytes.subarray(sent, sent + n));
+      sent += n;
+    }
+    // Then events one at a time, each written before the next (their buffers are reused).
+    const later: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const text = `${String.fromCharCode(0x41 + i).repeat(40_000 + i * 997)}\r\n"${i}"`;
+      later.push(text);
+      rec.output(enc.encode(text));
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    await rec.close();
+    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').slice(1);
+    expect(lines.length).toBeGreaterThan(13);
+    // Byte for byte what JSON.stringify writes for the same event (short escapes, lowercase \u00xx, UTF-8 as is).
+    for (const l of lines) expect(l).toBe(JSON.stringify(JSON.parse(l)));
+    expect(lines.filter((l) => (JSON.parse(l) as [number, string, string])[2] === '')).toEqual([]);
+    expect(lines.map((l) => (JSON.parse(l) as [number, string, string])[2]).join('')).toBe(want + later.join(''));
+    expect(lines.slice(-12).map((l) => (JSON.parse(l) as [number, string, string])[2])).toEqual(later);
+  });
+
   it('stops at its size cap and says so', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
     const file = path.join(dir, 'x.cast');
