@@ -148,7 +148,15 @@ export class PtySession {
       }
       return;
     }
-    if (this.batchBytes === 0) this.batchSince = performance.now();
+    if (this.batchBytes === 0) {
+      // Everything read before was sent (a tick found output paused, or a full frame went): a
+      // small read now is an echo or a prompt, which goes at once rather than at the next tick.
+      if (chunk.length < FLOW_MIN) {
+        this.send(chunk);
+        return;
+      }
+      this.batchSince = performance.now();
+    }
     this.batch.push(chunk);
     this.batchBytes += chunk.length;
     this.readSinceTick = true;
