@@ -64,6 +64,28 @@ export function queryTimeout(db: Db | Knex.Transaction): number {
   return timeoutsOf(db as Db)?.queryTimeoutMs ?? 0;
 }
 
+/**
+ * SQLite's automatic checkpoint, pages of WAL (SQLite's default is 1,000). A checkpoint copies the
+ * newest version of every page in the WAL into the database file and syncs both, inside the COMMIT
+ * that crossed the threshold, on the event loop. A reconnect storm commits a group every few
+ * milliseconds and each agent dirties its own pages (≈ 4 WAL frames per agent): at 1,000 pages a
+ * 19,850-agent storm checkpointed ≈ 80 times, each copying pages the next group rewrites. At 10,000
+ * pages (≈ 40 MB of WAL at most) a page rewritten by several groups is copied once, and there are
+ * a tenth as many sync pairs (measured on a copy of a 19,850-agent database, its connect writes in
+ * groups of 7: 42–44 against 49–55 µs of CPU per agent, 1.04–1.09 against 1.34–1.53 s of wall
+ * time, the longest COMMIT 41–45 ms; bench/RESULTS.md, Presence, session 13).
+ */
+export const SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000;
+/**
+ * SQLite's page cache of the server's connection, KiB (SQLite's own default; better-sqlite3 builds
+ * with 16 MiB). The database file is in the kernel's page cache anyway, so a larger cache keeps a
+ * second copy of every page the server touched, in its RSS: a fleet's presence and connect writes
+ * touch every agent's row, so at 16 MiB a 19,850-agent database (15 MB) was held whole. A page not
+ * held costs a read from the kernel's cache (on a copy of that database: the CPU of 19,850 connect
+ * writes and of the presence flush's updates unchanged within the noise, RSS 5–8 MB lower).
+ */
+export const SQLITE_CACHE_KIB = 2000;
+
 /** Opens the database named by `dbUrl` (mysql://… or sqlite:path) or SQLite in the data dir. */
 export function openDb(dbUrl: string | undefined, dataDir: string, t: DbTimeouts = DEFAULT_TIMEOUTS): { db: Db; dialect: Dialect; describe: string } {
   if (dbUrl && /^(mysql|mariadb):/.test(dbUrl)) {
@@ -106,6 +128,8 @@ export function openDb(dbUrl: string | undefined, dataDir: string, t: DbTimeouts
         conn.pragma('synchronous = NORMAL');
         conn.pragma('foreign_keys = ON');
         conn.pragma('busy_timeout = 5000');
+        conn.pragma(`wal_autocheckpoint = ${SQLITE_WAL_AUTOCHECKPOINT_PAGES}`);
+        conn.pragma(`cache_size = -${SQLITE_CACHE_KIB}`);
         done(null, conn);
       },
     },
