@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Api, cleanup, sleep, startServer } from '../helpers/harness.js';
@@ -128,7 +129,7 @@ describe('agent connect admission', () => {
 
   it('the listening socket gets the accept queue MUSTER_LISTEN_BACKLOG names', async () => {
     // `ss -ltn` shows a listening socket's accept queue limit as Send-Q (capped by net.core.somaxconn).
-    const somaxconn = Number(execFileSync('cat', ['/proc/sys/net/core/somaxconn']).toString().trim());
+    const somaxconn = Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
     const backlogOf = (port: number): number => {
       const line =
         execFileSync('ss', ['-ltnH', `sport = :${port}`])
