@@ -257,7 +257,8 @@ async function liveAfterGc(pid, output, idleRss, N) {
 async function bare(N) {
   const proc = spawnNode(path.join(ROOT, 'bench', 'bare-server.mjs'), {
     ready: /bare ws listening on (\d+)/,
-    nodeArgs: flags.live ? ['--inspect=127.0.0.1:0'] : [],
+    // BENCH_BARE_NODE_ARGS: node flags for the bare server (as BENCH_SERVER_NODE_ARGS for Muster's).
+    nodeArgs: [...(process.env.BENCH_BARE_NODE_ARGS ?? '').split(' ').filter(Boolean), ...(flags.live || flags.profile ? ['--inspect=127.0.0.1:0'] : [])],
   });
   const m = await proc.started;
   const url = `ws://127.0.0.1:${m[1]}`;
@@ -268,7 +269,16 @@ async function bare(N) {
   try {
     await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
     await sleep(SETTLE_MS);
+    // --profile: the bare server's steady window too, so the two profiles can be compared per heartbeat.
+    const profiler = flags.profile ? await inspectorProfiler(proc.output()) : null;
+    await profiler?.start();
     steady = await measureSteady(proc.child.pid, null, fleet);
+    if (profiler) {
+      const file = await profiler.stop(path.join(outDir, `bare-steady-${N}.cpuprofile`));
+      profiler.close();
+      log(`  bare ws: CPU profile of the steady window: ${path.relative(ROOT, file)}`);
+      log(summarizeProfile(file, 30).replace(/^/gm, '    '));
+    }
     if (flags.live) steady.live = await liveAfterGc(proc.child.pid, proc.output(), idleRss, N);
   } finally {
     await fleet.stop();
