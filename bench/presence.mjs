@@ -12,7 +12,8 @@
 // --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
 // BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
 // steady-state window only (through its inspector; the profiler's own cost inflates that window's
-// CPU figure, so a profiled run's CPU is not a result), summarized on stdout. --heap: heap
+// CPU figure, so a profiled run's CPU is not a result), summarized on stdout; the bare `ws` server's
+// steady window is profiled the same way (BENCH_BARE_NODE_ARGS: node flags for the bare server). --heap: heap
 // snapshots of the server idle and with the fleet settled, diffed per agent by constructor (the
 // snapshots pause the server: no restart figure is meaningful in such a run). --live: after the
 // steady window, a forced full GC in each server (Muster and bare `ws`, both then run with an
