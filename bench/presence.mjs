@@ -7,7 +7,7 @@
 // the time for every agent to be back after a server restart. Results go to bench/out/ and the
 // `## Presence` section of bench/RESULTS.md.
 //
-//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--live] [--connect-timeout 180] [--reuse bench/out/presence-…]
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--live] [--connect-timeout 180] [--reuse bench/out/presence-…] [--somaxconn deployment|keep|N]
 //
 // --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
 // BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
@@ -51,6 +51,13 @@ const { values: flags } = parseArgs({
      * the fleet reconnects instead of enrolling again (A/B runs on a loaded machine; same schema).
      */
     reuse: { type: 'string' },
+    /**
+     * The kernel's cap on the server's accept queue (net.core.somaxconn) while the bench runs:
+     * `deployment` (default) applies deployment/sysctl-muster-server.conf's 65535 when below it and
+     * this runs as root, and puts the old value back at exit; `keep` measures the machine as it is;
+     * a number sets that.
+     */
+    somaxconn: { type: 'string', default: 'deployment' },
   },
 });
 const WINDOW_MS = Number(flags.window) * 1000;
@@ -291,11 +298,36 @@ async function bare(N) {
   return { N, idleRss, ...steady };
 }
 
+const SOMAXCONN = '/proc/sys/net/core/somaxconn';
+/** The accept queue's cap for this run (see --somaxconn); the machine's own value comes back at exit. */
+function applySomaxconn() {
+  let was;
+  try {
+    was = Number(fs.readFileSync(SOMAXCONN, 'utf8').trim());
+  } catch {
+    return null;
+  }
+  const want = flags.somaxconn === 'keep' ? was : flags.somaxconn === 'deployment' ? Math.max(was, 65535) : Number(flags.somaxconn);
+  if (!Number.isInteger(want) || want < 1) throw new Error(`--somaxconn must be deployment, keep or a number, not ${flags.somaxconn}`);
+  if (want === was) return was;
+  try {
+    fs.writeFileSync(SOMAXCONN, String(want));
+  } catch (err) {
+    log(`presence: could not set net.core.somaxconn to ${want} (${err.code ?? err.message}); measuring with ${was}`);
+    return was;
+  }
+  process.on('exit', () => fs.writeFileSync(SOMAXCONN, String(was)));
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
+  log(`presence: net.core.somaxconn ${was} → ${want} for this run (as deployment/sysctl-muster-server.conf; restored at exit)`);
+  return want;
+}
+
 let results;
 if (flags.report) {
   results = JSON.parse(fs.readFileSync(flags.report, 'utf8'));
 } else {
   results = [];
+  const somaxconn = applySomaxconn();
   log(
     `presence benchmark: ${os.cpus().length} cpus, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}; window ${WINDOW_MS / 1000} s; out ${path.relative(ROOT, outDir)}`,
   );
@@ -303,7 +335,7 @@ if (flags.report) {
     log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
     const mu = await muster(n);
     const ba = flags['no-bare'] ? null : await bare(n);
-    results.push({ asked, muster: mu, bare: ba });
+    results.push({ asked, muster: mu, bare: ba, somaxconn });
   }
   fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 }
@@ -318,11 +350,12 @@ const marginal = (i, key) => {
     b = results[i][key];
   return a && b && b.N > a.N ? (b.rss - a.rss) / (b.N - a.N) : null;
 };
+const somaxconnOf = (i) => (results[i].somaxconn ? `; somaxconn ${results[i].somaxconn}` : '');
 const rows = results.map(({ asked, muster: m, bare: b }, i) => {
   const mm = marginal(i, 'muster'),
     mb = marginal(i, 'bare');
   const r = m.restart;
-  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB${mm ? ` (marginal ${(mm / 1024).toFixed(1)} KB)` : ''} | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})${mb ? `; marginal ${(mb / 1024).toFixed(1)} KB (${ratio(mm, mb)})` : ''}` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.presenceRowsPerSec ?? m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed)` : '–'} |`;
+  return `| ${m.N.toLocaleString('en')}${asked !== m.N ? ` (of ${asked.toLocaleString('en')})` : ''} | ${(perAgent(m) / 1024).toFixed(1)} KB${mm ? ` (marginal ${(mm / 1024).toFixed(1)} KB)` : ''} | ${b ? `${(perAgent(b) / 1024).toFixed(1)} KB (${ratio(perAgent(m), perAgent(b))})${mb ? `; marginal ${(mb / 1024).toFixed(1)} KB (${ratio(mm, mb)})` : ''}` : '–'} | ${m.cpu.toFixed(1)} % | ${b ? `${b.cpu.toFixed(1)} % (${ratio(m.cpu, b.cpu)})` : '–'} | ${m.flushesPerSec.toFixed(2)} stmt/s (${Math.round(m.presenceRowsPerSec ?? m.flushesPerSec * m.N).toLocaleString('en')} rows/s) | ${m.heartbeatsPerSec.toFixed(0)} | ${m.load.toFixed(1)} | ${m.connectSec.toFixed(1)} s | ${r ? `${r.backAfterListeningSec.toFixed(1)} s (${r.backAfterExitSec.toFixed(1)} s from exit; ${r.shed503.toLocaleString('en')} shed${somaxconnOf(i)})` : '–'} |`;
 });
 const top = results.at(-1);
 const tm = top?.muster;

@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { CloseCode } from '../protocol/index.js';
 import type { OpenCore } from './core.js';
-import type { Listener } from './http/listener.js';
+import { acceptQueueWarning, type Listener } from './http/listener.js';
 import type { Logger } from './log.js';
 import type { ConsoleHub } from './ws/console-hub.js';
 import type { Sockets } from './ws/sockets.js';
@@ -49,6 +49,9 @@ const CLOSE_GRACE_MS = 2000;
 /** Starts every capability, then serves HTTP and accepts sockets; the answer's `close` stops it all. */
 export async function run(p: ServerParts): Promise<RunningServer> {
   for (const cap of [p.fleet, ...p.capabilities]) await cap.start?.();
+  // Now that the fleet's size is known: whether a restart's reconnects fit the accept queue.
+  const shallow = acceptQueueWarning(p.listener.acceptQueue, p.opened.core.fleet.agents.size);
+  if (shallow) p.log.warn({ acceptQueue: p.listener.acceptQueue, agents: p.opened.core.fleet.agents.size }, shallow);
   p.listener.serve(p.web.app);
   p.sockets.accept();
   p.localAgent?.start();

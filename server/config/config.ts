@@ -191,12 +191,13 @@ const Schema = z.object({
   agentConnectsPendingMax: z.coerce.number().int().min(1).default(500),
   /**
    * The listening socket's accept queue (connections the kernel completed and the server has not
-   * taken yet; the kernel caps it at net.core.somaxconn). Deep, so a fleet reconnecting after a
+   * taken yet; the kernel caps it at net.core.somaxconn, and the server warns at start when that cap
+   * is below the fleet it holds). Deep enough for the whole fleet, so a fleet reconnecting after a
    * restart waits in it instead of losing SYNs to TCP's 1, 3, 7, 15 s retransmits; on a node too
    * starved to drain it within an agent's handshake timeout (15 s), a shorter one keeps the
    * connections it does take fresh.
    */
-  listenBacklog: z.coerce.number().int().min(1).default(4096),
+  listenBacklog: z.coerce.number().int().min(1).default(65535),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /**

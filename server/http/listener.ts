@@ -12,6 +12,8 @@ import { setSecurityHeaders } from './security.js';
 export interface Listener {
   readonly server: http.Server;
   readonly port: number;
+  /** The accept queue asked for (MUSTER_LISTEN_BACKLOG) and the kernel's cap on it (null: not known). */
+  readonly acceptQueue: AcceptQueue;
   /** Base URL agents and browsers reach this server at (MUSTER_PUBLIC_URL, else this port on loopback). */
   serverUrl(): string;
   /** The same as a WebSocket URL (agents connect there). */
@@ -22,6 +24,44 @@ export interface Listener {
   serve(app: http.RequestListener): void;
   /** Closes every connection and the listening socket. */
   close(): Promise<void>;
+}
+
+/** The listening socket's accept queue: the length asked for and what the kernel allows (net.core.somaxconn). */
+export interface AcceptQueue {
+  requested: number;
+  /** net.core.somaxconn on Linux (per network namespace); null where it cannot be read. */
+  kernelCap: number | null;
+}
+
+/** Where Linux says how long a listening socket's accept queue may be, whatever listen() asked for. */
+const SOMAXCONN = '/proc/sys/net/core/somaxconn';
+
+function kernelAcceptCap(): number | null {
+  try {
+    const n = Number(fs.readFileSync(SOMAXCONN, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * What to tell the operator when the accept queue cannot hold the fleet (`agents` enrolled): after
+ * a restart every agent connects within seconds, and the connects beyond a full queue lose their
+ * SYNs and come back only on TCP's 1, 3, 7, 15 s retransmits, which stretches the fleet's return by
+ * as much. Null when the queue is deep enough (or its cap is unknown). As Redis warns about its
+ * own backlog, once at start.
+ */
+export function acceptQueueWarning(q: AcceptQueue, agents: number): string | null {
+  const effective = q.kernelCap === null ? q.requested : Math.min(q.requested, q.kernelCap);
+  if (agents <= effective) return null;
+  const raise = q.kernelCap !== null && q.kernelCap < q.requested;
+  return raise
+    ? `the accept queue holds ${effective} connections (net.core.somaxconn) but ${agents} agents are enrolled: after a restart, ` +
+        `connects beyond it wait for TCP retransmits; raise it (sysctl -w net.core.somaxconn=${Math.min(q.requested, Math.max(65535, agents))}, ` +
+        'or install deployment/sysctl-muster-server.conf in /etc/sysctl.d)'
+    : `the accept queue holds ${effective} connections (MUSTER_LISTEN_BACKLOG) but ${agents} agents are enrolled: after a restart, ` +
+        'connects beyond it wait for TCP retransmits; raise MUSTER_LISTEN_BACKLOG';
 }
 
 const STARTING = { status: 503, message: 'server starting' } as const;
@@ -63,6 +103,7 @@ export async function listenEarly(config: Config, log: Logger): Promise<Listener
   return {
     server,
     port,
+    acceptQueue: { requested: config.listenBacklog, kernelCap: kernelAcceptCap() },
     serverUrl,
     agentUrl: () => serverUrl().replace(/^http/, 'ws'),
     upgradesTaken: () => void server.off('upgrade', startingUpgrade),

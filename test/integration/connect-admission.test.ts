@@ -142,6 +142,17 @@ describe('agent connect admission', () => {
     expect(backlogOf(s.port)).toBe(Math.min(37, somaxconn));
     await s.stop();
     const d = await startServer();
-    expect(backlogOf(d.port)).toBe(Math.min(4096, somaxconn));
+    expect(backlogOf(d.port)).toBe(Math.min(65535, somaxconn));
+    expect(d.output()).not.toContain('the accept queue holds');
+  }, 60_000);
+
+  it('a start whose accept queue cannot hold the enrolled fleet says so, naming the variable to raise', async () => {
+    const s = await startServer({ env: { MUSTER_LISTEN_BACKLOG: '1' } });
+    // A queue of one holds the first agent: nothing to say yet.
+    expect(s.output()).not.toContain('the accept queue holds');
+    for (let i = 0; i < 2; i++) (await helloAgent(s.wsUrl, { agentId: randomUUID(), enrollToken: s.enrollToken })).close();
+    await s.stop();
+    const r = await s.restart();
+    expect(r.output()).toMatch(/the accept queue holds 1 connections \(MUSTER_LISTEN_BACKLOG\) but 2 agents are enrolled.*raise MUSTER_LISTEN_BACKLOG/);
   }, 60_000);
 });

@@ -88,7 +88,7 @@ describe('server config', () => {
       clusterMaxWatchedTasks: 10_000,
       anonConnectMaxAddresses: 10_000,
       agentConnectsPendingMax: 500,
-      listenBacklog: 4096,
+      listenBacklog: 65535,
       loginRateMaxKeys: 10_000,
     });
     const c = loadConfig({
