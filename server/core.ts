@@ -111,6 +111,7 @@ export async function openCore(config: Config, log: Logger, serverUrl: () => str
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     flushMs: config.presenceFlushMs,
     persistMs: config.presencePersistMs,
+    connectGather: { gatherMs: config.connectWriteGatherMs, maxGroup: config.connectWriteGroupMax },
   });
   // No implicit shared token: enrollment tokens are created by admins (stored hashed), and the
   // single MUSTER_ENROLL_TOKEN works only when set explicitly.

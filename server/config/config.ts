@@ -198,6 +198,13 @@ const Schema = z.object({
    * connections it does take fresh.
    */
   listenBacklog: z.coerce.number().int().min(1).default(65535),
+  /**
+   * While agents keep connecting (a reconnect storm), how long a connect waits for others to share
+   * its database write (its connection row and ownership claim); an isolated connect never waits.
+   */
+  connectWriteGatherMs: z.coerce.number().int().min(0).max(1000).default(20),
+  /** Connects written by one transaction at most (a full group is written at once). */
+  connectWriteGroupMax: z.coerce.number().int().min(1).max(10_000).default(500),
   /** How often presence flushes last_seen_at (one statement per flush) and pushes metrics. */
   presenceFlushMs: z.coerce.number().int().min(50).default(2000),
   /**
@@ -508,6 +515,8 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   anonConnectMaxAddresses: 'MUSTER_ANON_CONNECT_MAX_ADDRESSES',
   agentConnectsPendingMax: 'MUSTER_AGENT_CONNECTS_PENDING_MAX',
   listenBacklog: 'MUSTER_LISTEN_BACKLOG',
+  connectWriteGatherMs: 'MUSTER_CONNECT_WRITE_GATHER_MS',
+  connectWriteGroupMax: 'MUSTER_CONNECT_WRITE_GROUP_MAX',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',
   presencePersistMs: 'MUSTER_PRESENCE_PERSIST_MS',
   sessionTtlSec: 'MUSTER_SESSION_TTL_SEC',

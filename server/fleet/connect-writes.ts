@@ -26,13 +26,23 @@ function settle(p: PendingOpen, o: OpenedConnection | null): void {
   else p.reject(new ClaimLost(p.agentId));
 }
 
+/** How connects are gathered into one write (MUSTER_CONNECT_WRITE_GATHER_MS, MUSTER_CONNECT_WRITE_GROUP_MAX). */
+export interface GatherOptions {
+  /** While connects keep arriving, how long one waits for others to join its group (ms); 0: never waits. */
+  gatherMs: number;
+  /** A group this large is written at once, without waiting out `gatherMs`. */
+  maxGroup: number;
+}
+export const DEFAULT_GATHER: GatherOptions = { gatherMs: 20, maxGroup: 500 };
+
 /** Rows per multi-row statement on MySQL/MariaDB (far under max_allowed_packet: ~100 bytes a row). */
 const MYSQL_CHUNK = 1000;
 
 /**
  * The writes of a known agent reconnecting with unchanged facts (the whole of a reconnect storm):
  * its ownership claim (agents.owner_node, conn_generation + 1) and its agent_connections row.
- * Every connect queued meanwhile is written by one operation: on SQLite a transaction of its own on
+ * Connects are written in groups (an isolated one in the next turn of the event loop; in a storm,
+ * those of the last `gatherMs` together, see schedule()), each group by one operation: on SQLite a transaction of its own on
  * the connection, with statements prepared once (no knex compile, no prepare per agent, and no
  * knex transaction: that costs five times SQLite's own commit, and a storm writes a group every
  * few milliseconds); on MySQL/MariaDB an operation of the next group commit, with one UPDATE, one
@@ -48,14 +58,21 @@ export class ConnectWrites {
   private pending: PendingOpen[] = [];
   /** MySQL: whether a multi-row insert's ids are consecutive from insertId (asked once). */
   private consecutiveIds: Promise<boolean> | null = null;
-  /** The groups written outside the group commit (SQLite) and not yet committed. */
+  /** The groups handed to the database and not yet committed. */
   private inFlight = new Set<Promise<void>>();
+  /** The wait of the group being gathered (a timer while connects arrive in a storm, else the next turn). */
+  private gathering: { cancel(): void } | null = null;
+  /** When the last group was handed to the database (connects arriving closer than `gatherMs` mean a storm). */
+  private lastGroupAt = -Infinity;
+  /** Groups handed to the database so far (for tests and benchmarks). */
+  groups = 0;
 
   constructor(
     private readonly writes: TxBatcher,
     private readonly nodeId: string,
     /** Record ownership (agents.owner_node / conn_generation); false only in unit tests without it. */
     private readonly claimOwnership: boolean,
+    private readonly gather: GatherOptions = DEFAULT_GATHER,
   ) {}
 
   /**
@@ -67,13 +84,15 @@ export class ConnectWrites {
   open(agentId: string, at: number, remoteAddress: string | null, secretHash?: string): Promise<OpenedConnection> {
     return new Promise<OpenedConnection>((resolve, reject) => {
       this.pending.push({ agentId, secretHash, at, remoteAddress, resolve, reject });
-      // The first one queued schedules the operation; it takes everything queued until it runs.
+      // The first one queued schedules the group; it takes everything queued until it is written.
       if (this.pending.length === 1) this.schedule();
+      else if (this.pending.length >= this.gather.maxGroup) this.writeNow();
     });
   }
 
   /** Resolves once every connect queued so far is written (or failed); the group commit's own are its idle(). */
   async idle(): Promise<void> {
+    if (this.pending.length) this.writeNow();
     while (this.inFlight.size) await Promise.all(this.inFlight);
   }
 
@@ -84,47 +103,65 @@ export class ConnectWrites {
     return group;
   }
 
+  /**
+   * An isolated connect is written in the next turn of the event loop (with whatever else that turn
+   * queued). While connects keep arriving (the last group went less than `gatherMs` ago: a reconnect
+   * storm), the group gathers for `gatherMs` first: each commit costs the same whether it carries
+   * one connect or fifty (SQLite's WAL pages and its write calls, MySQL's log flush), and a storm
+   * bounded by the node's CPU returns sooner with fewer of them.
+   */
   private schedule(): void {
-    if ((this.writes.db.client as { driverName?: string }).driverName === 'better-sqlite3') {
-      // Like the group commit: everything queued in this turn of the event loop (and while the
-      // connection is busy with other writes) is one group.
-      setImmediate(() => {
-        const done = this.writeSqliteGroup().finally(() => this.inFlight.delete(done));
-        this.inFlight.add(done);
-      });
+    this.gathering?.cancel();
+    const storm = Date.now() - this.lastGroupAt < this.gather.gatherMs;
+    if (storm) {
+      const t = setTimeout(() => this.writeNow(), this.gather.gatherMs);
+      this.gathering = { cancel: () => clearTimeout(t) };
+    } else {
+      const t = setImmediate(() => this.writeNow());
+      this.gathering = { cancel: () => clearImmediate(t) };
+    }
+  }
+
+  /** Hands what is queued to the database now, as one group (its wait is over, it is full, or idle() asks). */
+  private writeNow(): void {
+    this.gathering?.cancel();
+    this.gathering = null;
+    if (!this.pending.length) return;
+    const group = this.take();
+    this.lastGroupAt = Date.now();
+    this.groups++;
+    let done: Promise<void>;
+    try {
+      done = (this.writes.db.client as { driverName?: string }).driverName === 'better-sqlite3' ? this.writeSqliteGroup(group) : this.writeMysqlGroup(group);
+    } catch (err) {
+      // Runs from a timer: a throw here would reach no caller; the group's connects hear of it.
+      for (const p of group) p.reject(err);
       return;
     }
-    let group: PendingOpen[] | null = null;
-    this.writes
-      .run(async (trx) => {
-        // Taken once: the batch may run again after a lock conflict, with the same group.
-        group ??= this.take();
-        const g = group;
-        return trx.transaction((sp) => this.writeMysql(sp, g));
-      })
+    const tracked = done.finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+
+  /** One operation of the next group commit (which may run it again, with the same group, after a lock conflict). */
+  private writeMysqlGroup(group: PendingOpen[]): Promise<void> {
+    return this.writes
+      .run((trx) => trx.transaction((sp) => this.writeMysql(sp, group)))
       .then(
-        (opened) => (group ?? []).forEach((p, i) => settle(p, opened[i] ?? null)),
+        (opened) => group.forEach((p, i) => settle(p, opened[i] ?? null)),
         (err: unknown) => {
-          for (const p of group ?? []) p.reject(err);
+          for (const p of group) p.reject(err);
         },
       );
   }
 
-  private async writeSqliteGroup(): Promise<void> {
-    let group: PendingOpen[] | null = null;
+  private async writeSqliteGroup(group: PendingOpen[]): Promise<void> {
     try {
-      const opened = await sqliteTransaction(this.writes.db, (prepared) => {
-        // Taken once the connection is ours: the connects queued while it was busy join the group.
-        group = this.take();
-        return this.writeSqlite(prepared, group);
-      });
+      const opened = await sqliteTransaction(this.writes.db, (prepared) => this.writeSqlite(prepared, group));
       if (!opened) throw new Error('ConnectWrites: not an SQLite database');
-      const g: PendingOpen[] = group ?? [];
-      g.forEach((p, i) => settle(p, opened.value[i] ?? null));
+      group.forEach((p, i) => settle(p, opened.value[i] ?? null));
     } catch (err) {
-      // Not even the connection was had: the queued connects fail now (their agents retry), and
-      // the next one queued schedules a group again.
-      for (const p of group ?? this.take()) p.reject(err);
+      // Nothing of the group committed: its connects fail now (their agents retry).
+      for (const p of group) p.reject(err);
     }
   }
 

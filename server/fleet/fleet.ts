@@ -5,7 +5,7 @@ import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
-import { ConnectWrites } from './connect-writes.js';
+import { ConnectWrites, type GatherOptions } from './connect-writes.js';
 import { agentView, AgentRepo, ClaimLost, ConnectionRepo, EnrollmentRefused, type AgentRecord } from './repo.js';
 
 /** What a socket that presented an enrollment token (not an agent secret) brings to its hello. */
@@ -128,9 +128,11 @@ export class Fleet {
       persistMs?: number;
       /** Owning node and connection generation of each agent (absent in some unit tests). */
       ownership?: AgentOwnership;
+      /** How connects share their database write in a storm (MUSTER_CONNECT_WRITE_*). */
+      connectGather?: GatherOptions;
     },
   ) {
-    this.opens = new ConnectWrites(deps.writes, deps.nodeId, deps.ownership !== undefined);
+    this.opens = new ConnectWrites(deps.writes, deps.nodeId, deps.ownership !== undefined, deps.connectGather);
   }
 
   /** Loads every agent and closes connection rows a crash left open. */

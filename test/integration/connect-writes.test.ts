@@ -92,6 +92,30 @@ describe.each(await databases())('ConnectWrites on %s', (kind) => {
       // And the next group works again.
       const again = await writes.open('a-1', 6000, null);
       expect(again.generation).toBe(3);
+
+      // Gathering: an isolated connect is written at once (the window here is a minute); connects
+      // arriving while the last group is that recent wait to share one write, until the group is
+      // full or idle() asks for it.
+      const gathered = new ConnectWrites(new TxBatcher(db), 'node-a', true, { gatherMs: 60_000, maxGroup: 4 });
+      await gathered.open('a-10', 7000, null);
+      expect(gathered.groups).toBe(1);
+      const turn = () => new Promise((r) => setImmediate(r));
+      const storm: Promise<unknown>[] = [];
+      for (const id of ['a-11', 'a-12', 'a-13']) {
+        storm.push(gathered.open(id, 7001, null));
+        await turn();
+        await turn();
+      }
+      expect(gathered.groups).toBe(1);
+      storm.push(gathered.open('a-14', 7002, null));
+      expect(gathered.groups).toBe(2);
+      expect(new Set((await Promise.all(storm)).map((o) => (o as { connectionId: number }).connectionId)).size).toBe(4);
+      const late = gathered.open('a-15', 7003, null);
+      await turn();
+      expect(gathered.groups).toBe(2);
+      await gathered.idle();
+      expect(gathered.groups).toBe(3);
+      expect((await late).generation).toBe((15 % 3) + 2);
     } finally {
       await db.destroy();
       await drop();

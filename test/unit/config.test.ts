@@ -90,6 +90,8 @@ describe('server config', () => {
       agentConnectsPendingMax: 500,
       listenBacklog: 65535,
       loginRateMaxKeys: 10_000,
+      connectWriteGatherMs: 20,
+      connectWriteGroupMax: 500,
     });
     const c = loadConfig({
       MUSTER_CLUSTER_MAX_RELAYED_EXECUTIONS: '5000',
@@ -99,6 +101,8 @@ describe('server config', () => {
       MUSTER_AGENT_CONNECTS_PENDING_MAX: '40',
       MUSTER_LISTEN_BACKLOG: '64',
       MUSTER_LOGIN_RATE_MAX_KEYS: '900',
+      MUSTER_CONNECT_WRITE_GATHER_MS: '0',
+      MUSTER_CONNECT_WRITE_GROUP_MAX: '64',
     });
     expect(c).toMatchObject({
       clusterMaxRelayedExecutions: 5000,
@@ -108,6 +112,8 @@ describe('server config', () => {
       agentConnectsPendingMax: 40,
       listenBacklog: 64,
       loginRateMaxKeys: 900,
+      connectWriteGatherMs: 0,
+      connectWriteGroupMax: 64,
     });
     for (const [name, bad] of [
       ['MUSTER_CLUSTER_MAX_RELAYED_EXECUTIONS', '10'],
