@@ -134,7 +134,8 @@ class SimAgent {
     const ws = new WebSocket(this.targets[this.targetIndex], {
       headers,
       perMessageDeflate: false,
-      handshakeTimeout: 30_000,
+      // As the real agent (agent/connection.ts).
+      handshakeTimeout: 15_000,
       localAddress: this.localAddress,
       maxPayload: 64 << 20,
       generateMask: (mask) => void mask.fill(0),

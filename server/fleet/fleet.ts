@@ -50,6 +50,12 @@ export type { DisconnectReason } from '../../protocol/index.js';
 
 interface Live {
   ch: AgentChannel;
+  /**
+   * The agent's record: the very object `agents` holds for as long as the agent is live (a live
+   * agent's record is only ever changed in place; it is dropped or replaced only while offline),
+   * so a heartbeat or a flush needs no second lookup in the fleet-sized map.
+   */
+  rec: AgentRecord;
   connectionId: number;
   lastHeartbeat: number;
   connectedAt: number;
@@ -352,6 +358,7 @@ export class Fleet {
     }
     this.live.set(hello.agentId, {
       ch,
+      rec,
       connectionId,
       lastHeartbeat: now,
       connectedAt: now,
@@ -475,8 +482,8 @@ export class Fleet {
   /** Heartbeat: memory only; the flush timer persists and publishes in batches. */
   heartbeat(agentId: string, linkId: number, metrics: Metrics): void {
     const l = this.live.get(agentId);
-    const rec = this.agents.get(agentId);
-    if (!l || l.ch.linkId !== linkId || !rec) return;
+    if (!l || l.ch.linkId !== linkId) return;
+    const rec = l.rec;
     const now = Date.now();
     l.lastHeartbeat = now;
     rec.lastSeenAt = now;
@@ -629,7 +636,7 @@ export class Fleet {
     const written: Live[] = [];
     const iso = isoCache();
     const take = (id: string, l: Live | undefined) => {
-      const rec = this.agents.get(id);
+      const rec = l ? l.rec : this.agents.get(id);
       if (rec?.metrics) items.push({ agentId: id, metrics: rec.metrics, lastSeenAt: iso(rec.lastSeenAt ?? now) });
       if (l && now - l.persistedAt < persistMs) return;
       ids.push(id);
