@@ -119,7 +119,7 @@ export class ServerConnection {
   private out: PriorityWriter | null = null;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
-  /** Liveness of the server side: pings every 3 heartbeat intervals, gives up after 2 unanswered. */
+  /** Liveness of the server side: a ping after 3 heartbeat intervals without a word from it, gives up after 2 such intervals. */
   private liveness: NodeJS.Timeout | undefined;
   private lastHeard = 0;
   private stopped = false;
@@ -328,7 +328,8 @@ export class ServerConnection {
    * A frozen server or a silently dropped path (no FIN, no RST) would leave this socket "open" for
    * the many minutes TCP takes to give up, with the agent reporting itself connected. The server
    * answers pings by itself (ws), so silence for two ping intervals means the peer is gone: cut
-   * the socket and reconnect.
+   * the socket and reconnect. A server heard from within the interval (a heartbeat's ack, any
+   * message) is not pinged: a healthy server is never asked, and costs no pong per agent.
    */
   private watchServer(everyMs: number): void {
     clearInterval(this.liveness);
@@ -342,7 +343,7 @@ export class ServerConnection {
         ws.terminate();
         return;
       }
-      ws.ping();
+      if (Date.now() - this.lastHeard >= everyMs) ws.ping();
     }, everyMs);
     this.liveness.unref();
   }

@@ -45,7 +45,15 @@ async function main(): Promise<void> {
   const startedAt = Date.now();
   const counters = { heartbeats_sent_total: 0, heartbeats_acked_total: 0, connects_total: 0, disconnects_total: 0, config_applied_total: 0 };
   let heartbeatTimer: NodeJS.Timeout | undefined;
-  /** Heartbeats carry a sequence number; the server acknowledges each (shown on /health). */
+  /**
+   * Every ACK_EVERY-th heartbeat (the first after each welcome included) carries a sequence number,
+   * and the server acknowledges it (shown on /health). The acks are the agent's proof that the
+   * server is alive (connection.ts pings only a server silent for as long), so one per ping
+   * interval is enough: an ack per heartbeat cost the server a socket write per heartbeat, the
+   * largest per-agent cost of a quiet fleet after reading the heartbeat itself.
+   */
+  const ACK_EVERY = 3;
+  let sinceAck = 0;
   const hb = {
     intervalMs: null as number | null,
     seq: 0,
@@ -234,12 +242,18 @@ async function main(): Promise<void> {
   function startHeartbeat(): void {
     clearInterval(heartbeatTimer);
     const intervalMs = live.heartbeatIntervalSec !== null ? live.heartbeatIntervalSec * 1000 : (welcomeIntervalMs ?? 5000);
+    sinceAck = 0;
     const beat = () => {
+      const ask = sinceAck % ACK_EVERY === 0;
       const seq = hb.seq;
-      if (conn.send({ type: 'heartbeat', seq, metrics: collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() }) })) {
-        hb.seq++;
+      const metrics = collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() });
+      if (conn.send(ask ? { type: 'heartbeat', seq, metrics } : { type: 'heartbeat', metrics })) {
+        sinceAck++;
         hb.lastSentAt = Date.now();
-        hb.lastSentSeq = seq;
+        if (ask) {
+          hb.seq++;
+          hb.lastSentSeq = seq;
+        }
         counters.heartbeats_sent_total++;
       }
     };

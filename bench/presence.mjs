@@ -409,8 +409,9 @@ Raw figures: \`bench/out/presence-*/results.json\`; \`BENCH_VERBOSE=1\` prints t
 
 Variance. Steady-state CPU repeats within a few percent (15–17 % at the largest size over the
 day's runs); RSS per agent at the largest size ranged 12.9–18.2 KB (V8 grows its heap in steps, and
-RSS follows it). The simulated agents also send the real agent's liveness ping every three
-heartbeat intervals (answered by \`ws\` in the server). The restart time varies most: it is
+RSS follows it). As the real agent, every third heartbeat of a simulated agent carries \`seq\`
+(Muster answers \`heartbeat.ack\`), and an agent pings only a server silent for three heartbeat
+intervals (the bare server, which sends no acks, is pinged that often and \`ws\` answers). The restart time varies most: it is
 set by the slowest of 20,000 jittered agents, and on this shared machine (other benchmarks and
 browser tests ran alongside; load averages of 3–17 during the day's runs) it measured 14–30 s for
 the largest fleet. Most agents are back well before the last one; the tail is agents whose

@@ -110,6 +110,10 @@ class SimAgent {
     this.timer = null;
     this.hbTimer = null;
     this.welcomed = false;
+    /** Heartbeats sent since the welcome, the sequence number of the next one that asks for an ack, and when the server was last heard. */
+    this.sinceAck = 0;
+    this.seq = 0;
+    this.lastHeard = 0;
     /** The secret came in a welcome and no server accepted it since (see connect). */
     this.unconfirmed = false;
     this.stopped = false;
@@ -181,6 +185,7 @@ class SimAgent {
       );
     });
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('pong', () => (this.lastHeard = Date.now()));
     ws.on('error', (err) => {
       if (refused) return;
       stats.netErrors++;
@@ -219,6 +224,7 @@ class SimAgent {
   }
 
   onMessage(data, isBinary) {
+    this.lastHeard = Date.now();
     if (isBinary) {
       const h = handlers.get('binary');
       if (h) h(this, data);
@@ -242,10 +248,13 @@ class SimAgent {
       stats.welcomes++;
       this.attempt = 0;
       this.heartbeatMs = m.heartbeatIntervalMs;
-      // As the real agent: a ping every 3 heartbeat intervals (the server's ws answers it).
+      // As the real agent (agent/connection.ts): a ping after 3 heartbeat intervals without a word
+      // from the server (an ack, any message; the server's ws answers the ping).
       clearInterval(this.pingTimer);
+      this.lastHeard = Date.now();
+      this.sinceAck = 0;
       this.pingTimer = setInterval(() => {
-        if (this.ws?.readyState === WebSocket.OPEN) this.ws.ping();
+        if (this.ws?.readyState === WebSocket.OPEN && Date.now() - this.lastHeard >= 3 * this.heartbeatMs) this.ws.ping();
       }, 3 * this.heartbeatMs);
       // After an enrollment, as the real agent: a heartbeat at once tells the server the secret
       // arrived. Then a random phase: a fleet's heartbeats are spread over the interval.
@@ -257,6 +266,8 @@ class SimAgent {
       stats.errorsReceived++;
       return;
     }
+    // The answer to a heartbeat that carried `seq`: proof the server is alive (lastHeard, above).
+    if (m.type === 'heartbeat.ack') return;
     if (m.type === 'restart') {
       this.ws?.close(1000, 'restart requested');
       return;
@@ -281,8 +292,12 @@ class SimAgent {
 
   heartbeat() {
     const t = process.uptime();
+    // As the real agent (agent/main.ts): every third heartbeat, the first after a welcome included,
+    // carries a sequence number and is acknowledged by the server.
+    const seq = this.sinceAck++ % 3 === 0 ? { seq: this.seq++ } : {};
     this.send({
       type: 'heartbeat',
+      ...seq,
       metrics: {
         cpuPercent: Math.round(Math.random() * 1000) / 10,
         memUsedBytes: 1_500_000_000 + (this.index % 1000) * 1000,

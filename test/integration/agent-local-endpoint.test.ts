@@ -73,6 +73,15 @@ describe('agent local endpoint', () => {
     expect(metrics).toMatch(/^muster_agent_connected 1$/m);
     expect(Number(/^muster_agent_process_resident_memory_bytes (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(10 * 1024 * 1024);
     expect(Number(/^muster_agent_heartbeats_acked_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+    // Every third heartbeat asks for an ack (the acks are the agent's proof the server lives; one per
+    // three intervals spares the server a write per heartbeat).
+    const counts = await waitFor(async () => {
+      const t = await (await fetch(`${base}/metrics`)).text();
+      const sent = Number(/^muster_agent_heartbeats_sent_total (\d+)/m.exec(t)?.[1]);
+      return sent >= 7 ? { sent, acked: Number(/^muster_agent_heartbeats_acked_total (\d+)/m.exec(t)?.[1]) } : null;
+    }, 'seven heartbeats');
+    expect(counts.acked).toBeLessThanOrEqual(Math.ceil(counts.sent / 3));
+    expect(counts.acked).toBeGreaterThanOrEqual(Math.floor(counts.sent / 3) - 1);
 
     // POST /reload: the config file's new labels reach the server, as after SIGHUP.
     fs.writeFileSync(cfgFile, JSON.stringify({ labels: { role: 'after' } }));
