@@ -7,7 +7,7 @@
 // the time for every agent to be back after a server restart. Results go to bench/out/ and the
 // `## Presence` section of bench/RESULTS.md.
 //
-//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--live] [--connect-timeout 180] [--reuse bench/out/presence-…] [--somaxconn deployment|keep|N]
+//   npm run bench -- presence [--sizes 1000,5000,20000] [--window 20] [--db sqlite|mysql] [--no-bare] [--no-write] [--profile] [--heap] [--live] [--connect-timeout 180] [--reuse bench/out/presence-…] [--somaxconn deployment|keep|N] [--together]
 //
 // --db mysql: the server stores in a fresh database on MariaDB 127.0.0.1:3306 (root, no password;
 // BENCH_MYSQL_URL overrides), dropped afterwards. --profile: a CPU profile of the server over the
@@ -58,6 +58,13 @@ const { values: flags } = parseArgs({
      * a number sets that.
      */
     somaxconn: { type: 'string', default: 'deployment' },
+    /**
+     * The bare `ws` server and its fleet run alongside Muster's, and both servers' CPU and RSS are
+     * read over the same steady window (the same load on the machine for both: the ratio no longer
+     * depends on what else the machine did between two windows); the bare fleet stops before the
+     * restart. Both fleets heartbeat at once, so the machine is busier than in a run without it.
+     */
+    together: { type: 'boolean', default: false },
   },
 });
 const WINDOW_MS = Number(flags.window) * 1000;
@@ -129,16 +136,16 @@ async function measureSteady(pid, metricsUrl, fleet) {
   };
 }
 
-async function muster(N) {
+async function muster(N, alongside) {
   const db = await database();
   try {
-    return await musterOn(N, db.env);
+    return await musterOn(N, db.env, alongside);
   } finally {
     await db.drop();
   }
 }
 
-async function musterOn(N, dbEnv) {
+async function musterOn(N, dbEnv, alongside) {
   const nodeArgs = flags.profile || flags.heap || flags.live ? ['--inspect=127.0.0.1:0'] : [];
   let server = await startMusterServer({ dataDir, env: { MUSTER_HOST: '127.0.0.1', ...dbEnv }, nodeArgs });
   let fleet = null;
@@ -150,6 +157,7 @@ async function musterOn(N, dbEnv) {
       server,
       (f) => (fleet = f),
       (s) => (server = s),
+      alongside,
     );
   } finally {
     // A failed run (a fleet that never connected) leaves neither the server nor the simulator behind.
@@ -158,7 +166,7 @@ async function musterOn(N, dbEnv) {
   }
 }
 
-async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
+async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer, alongside) {
   let server = firstServer;
   await sleep(3000);
   const idleRss = rssBytes(server.pid);
@@ -173,7 +181,12 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
   if (heapIdle) log(diffHeaps(heapIdle, await heapByConstructor(server.output()), N, 40).replace(/^/gm, '    '));
   const profiler = flags.profile ? await inspectorProfiler(server.output()) : null;
   await profiler?.start();
-  const steady = await measureSteady(server.pid, `${server.url}/metrics`, fleet);
+  // --together: the bare server's window is this same window.
+  const [steady, bareSteady] = await Promise.all([measureSteady(server.pid, `${server.url}/metrics`, fleet), alongside?.measure()]);
+  if (alongside) {
+    await alongside.stop();
+    log(`  bare ws alongside: ${describeBare(bareSteady)}`);
+  }
   if (profiler) {
     const file = await profiler.stop(path.join(outDir, `steady-${N}.cpuprofile`));
     profiler.close();
@@ -247,7 +260,7 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer) {
     );
   }
   const fstats = fleet.stats();
-  return { N, idleRss, connectSec, ...steady, live, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401 };
+  return { N, idleRss, connectSec, ...steady, live, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401, bareAlongside: bareSteady ?? null };
 }
 
 /** --live: RSS and V8 heap after a forced full GC, per agent over the idle RSS (and what the heap held of it). */
@@ -262,7 +275,8 @@ async function liveAfterGc(pid, output, idleRss, N) {
   return r;
 }
 
-async function bare(N) {
+/** The bare `ws` server with its fleet connected and settled; `measure` reads its steady window, `stop` ends both. */
+async function startBare(N) {
   const proc = spawnNode(path.join(ROOT, 'bench', 'bare-server.mjs'), {
     ready: /bare ws listening on (\d+)/,
     // BENCH_BARE_NODE_ARGS: node flags for the bare server (as BENCH_SERVER_NODE_ARGS for Muster's).
@@ -272,15 +286,26 @@ async function bare(N) {
   const url = `ws://127.0.0.1:${m[1]}`;
   await sleep(2000);
   const idleRss = rssBytes(proc.child.pid);
-  const fleet = await startFleet({ url, enrollToken: 'none', count: N, credsDir: path.join(outDir, 'creds-bare'), idPrefix: 'b' });
-  let steady;
+  let fleet = null;
+  let stopped = null;
+  const stop = () =>
+    (stopped ??= (async () => {
+      await fleet?.stop();
+      await proc.stop();
+    })());
   try {
+    fleet = await startFleet({ url, enrollToken: 'none', count: N, credsDir: path.join(outDir, 'creds-bare'), idPrefix: 'b' });
     await fleet.waitConnected(N, CONNECT_TIMEOUT_MS);
     await sleep(SETTLE_MS);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const measure = async () => {
     // --profile: the bare server's steady window too, so the two profiles can be compared per heartbeat.
     const profiler = flags.profile ? await inspectorProfiler(proc.output()) : null;
     await profiler?.start();
-    steady = await measureSteady(proc.child.pid, null, fleet);
+    const steady = await measureSteady(proc.child.pid, null, fleet);
     if (profiler) {
       const file = await profiler.stop(path.join(outDir, `bare-steady-${N}.cpuprofile`));
       profiler.close();
@@ -288,14 +313,23 @@ async function bare(N) {
       log(summarizeProfile(file, 30).replace(/^/gm, '    '));
     }
     if (flags.live) steady.live = await liveAfterGc(proc.child.pid, proc.output(), idleRss, N);
+    return { N, idleRss, ...steady };
+  };
+  return { measure, stop };
+}
+
+const describeBare = (b) =>
+  `cpu ${b.cpu.toFixed(1)}%  rss ${kb(b.rss)} KB (idle ${kb(b.idleRss)} KB)  CPU ${b.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${b.load.toFixed(1)}`;
+
+async function bare(N) {
+  const side = await startBare(N);
+  try {
+    const steady = await side.measure();
+    log(`  bare ws: ${describeBare(steady)}`);
+    return steady;
   } finally {
-    await fleet.stop();
-    await proc.stop();
+    await side.stop();
   }
-  log(
-    `  bare ws: cpu ${steady.cpu.toFixed(1)}%  rss ${kb(steady.rss)} KB (idle ${kb(idleRss)} KB)  CPU ${steady.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat; load ${steady.load.toFixed(1)}`,
-  );
-  return { N, idleRss, ...steady };
 }
 
 const SOMAXCONN = '/proc/sys/net/core/somaxconn';
@@ -333,9 +367,21 @@ if (flags.report) {
   );
   for (const { asked, n } of sizes) {
     log(`\n${n} agents${asked !== n ? ` (asked ${asked})` : ''}`);
-    const mu = await muster(n);
-    const ba = flags['no-bare'] ? null : await bare(n);
-    results.push({ asked, muster: mu, bare: ba, somaxconn });
+    let mu;
+    let ba = null;
+    if (flags.together && !flags['no-bare']) {
+      const side = await startBare(n);
+      try {
+        mu = await muster(n, side);
+      } finally {
+        await side.stop();
+      }
+      ba = mu.bareAlongside;
+    } else {
+      mu = await muster(n);
+      ba = flags['no-bare'] ? null : await bare(n);
+    }
+    results.push({ asked, muster: mu, bare: ba, somaxconn, together: Boolean(flags.together && ba) });
   }
   fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2));
 }
@@ -363,7 +409,7 @@ const tb = top?.bare;
 const verdict = tm
   ? [
       tb
-        ? `- CPU at ${tm.N.toLocaleString('en')} agents: ${ratio(tm.cpu, tb.cpu)} bare \`ws\` (${tm.cpuUsPerHeartbeat?.toFixed(1)} against ${tb.cpuUsPerHeartbeat?.toFixed(1)} µs of server CPU per heartbeat; target ≤ 1.3×): ${tm.cpu <= 1.3 * tb.cpu ? 'met' : 'MISSED'}`
+        ? `- CPU at ${tm.N.toLocaleString('en')} agents: ${ratio(tm.cpu, tb.cpu)} bare \`ws\`${top.together ? ' over the same window (--together)' : ''} (${tm.cpuUsPerHeartbeat?.toFixed(1)} against ${tb.cpuUsPerHeartbeat?.toFixed(1)} µs of server CPU per heartbeat; target ≤ 1.3×): ${tm.cpu <= 1.3 * tb.cpu ? 'met' : 'MISSED'}`
         : `- CPU at ${tm.N.toLocaleString('en')} agents: ${tm.cpu.toFixed(1)} % of one core, ${tm.cpuUsPerHeartbeat?.toFixed(1)} µs per heartbeat (no bare \`ws\` run to compare)`,
       tb
         ? `- RSS per agent: ${ratio(perAgent(tm), perAgent(tb))} bare \`ws\` (target ≤ 1.3×): ${perAgent(tm) <= 1.3 * perAgent(tb) ? 'met' : 'MISSED'}`
