@@ -260,7 +260,17 @@ async function musterRun(N, dbEnv, nodeArgs, firstServer, setFleet, setServer, a
     );
   }
   const fstats = fleet.stats();
-  return { N, idleRss, connectSec, ...steady, live, restart, clientErrors: fstats.errorsReceived, refused401: fstats.refused401, bareAlongside: bareSteady ?? null };
+  return {
+    N,
+    idleRss,
+    connectSec,
+    ...steady,
+    live,
+    restart,
+    clientErrors: fstats.errorsReceived,
+    refused401: fstats.refused401,
+    bareAlongside: bareSteady ?? null,
+  };
 }
 
 /** --live: RSS and V8 heap after a forced full GC, per agent over the idle RSS (and what the heap held of it). */
