@@ -138,13 +138,10 @@ class SimAgent {
     const ws = new WebSocket(this.targets[this.targetIndex], {
       headers,
       perMessageDeflate: false,
-      // 30 s, not the real agent's 15 s (agent/connection.ts): with 15 s the cluster bench's initial
-      // enrollment of 45,000 agents on three nodes sharing two cores collapsed (2026-12-03: 512,000
-      // handshake timeouts, 30,281 of 45,000 enrolled after 708 s): the nodes kept admitting up to
-      // MUSTER_AGENT_CONNECTS_PENDING_MAX handshakes each while finishing far fewer than that per 15 s,
-      // so most timed out at the client after the node had begun work on them. That is an open
-      // defect of admission (it bounds handshakes in progress, not how long they wait), recorded in
-      // bench/RESULTS.md; the benches keep the timeout they were measured with until it is fixed.
+      // 30 s, as the benches' earlier figures were measured; the real agent's is 15 s
+      // (agent/connection.ts). With 15 s the cluster bench's 45,000-agent enrollment collapses sooner
+      // on a starved machine (bench/RESULTS.md, Cluster, 2026-12-03): admission bounds handshakes in
+      // progress, not how long they wait, an open defect.
       handshakeTimeout: 30_000,
       localAddress: this.localAddress,
       maxPayload: 64 << 20,
