@@ -156,6 +156,15 @@ export function createMetrics() {
     registers,
     buckets: [1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600],
   });
+  // Where an agent's opening handshake waits on the server: a client gives up after its handshake
+  // timeout (15 s for the real agent), counted from its connect, so time spent here is time it lost.
+  const agentUpgradeSeconds = new client.Histogram({
+    name: 'muster_agent_upgrade_seconds',
+    help: 'Agent upgrades: from the accepted connection to its request read (stage="request") and to the answer written, 101 or a refusal (stage="answered")',
+    labelNames: ['stage'],
+    registers,
+    buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60],
+  });
   const statusChanges = new client.Counter({
     name: 'muster_agent_status_changes_total',
     help: 'Agents going online or offline',
@@ -206,6 +215,7 @@ export function createMetrics() {
     rolloutTargets,
     heartbeatRtt,
     connectionDuration,
+    agentUpgradeSeconds,
     statusChanges,
     notifications,
     notificationsDropped,

@@ -5,6 +5,7 @@ import type { AgentOwnership } from '../cluster/ownership.js';
 import type { TxBatcher } from '../db/tx-batcher.js';
 import type { Logger } from '../log.js';
 import type { Metrics as PromMetrics } from '../metrics.js';
+import { AgentMap } from './agent-map.js';
 import { ConnectWrites, type GatherOptions } from './connect-writes.js';
 import { agentView, AgentRepo, ClaimLost, ConnectionRepo, EnrollmentRefused, type AgentRecord } from './repo.js';
 
@@ -85,7 +86,7 @@ type PolicyHook = (agentId: string, policy: HostPolicy, previous: HostPolicy | n
  * sweep runs on a timer, so no per-heartbeat work grows with the fleet.
  */
 export class Fleet {
-  readonly agents = new Map<string, AgentRecord>();
+  readonly agents = new AgentMap();
   private readonly live = new Map<string, Live>();
   /** Agents to flush that are not live here (gone offline, simulated, a failed flush): live ones carry `heard`. */
   private readonly dirty = new Set<string>();

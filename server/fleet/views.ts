@@ -116,6 +116,9 @@ class SortIndex {
   private built = false;
   private readonly cmp = comparator(false);
 
+  /** Full rebuilds (a sort of the whole fleet) so far. */
+  rebuilds = 0;
+
   constructor(readonly sort: FleetSortKey) {}
 
   /** Brings the index up to date with the fleet and returns it (ascending). */
@@ -139,7 +142,8 @@ class SortIndex {
       this.pending.clear();
       if (moved.length <= 64 || moved.length <= agents.size / 16) {
         for (const id of moved) this.reposition(id, agents.get(id));
-        // An agent that reached the fleet without an event would otherwise be missing for good.
+        // Every id that joined or left the fleet is pending (AgentMap.watch): the index holds the
+        // fleet. The check stays as a guard (a full rebuild repairs a bug's drift).
         if (this.byId.size === agents.size) return this.entries;
       }
     }
@@ -156,6 +160,7 @@ class SortIndex {
     this.entries = entries;
     this.counts = counts;
     this.built = true;
+    this.rebuilds++;
     this.pending.clear();
     return entries;
   }
@@ -212,6 +217,8 @@ export class FleetViews {
     };
     const { bus } = deps;
     this.unsubs.push(
+      // Every id that joins or leaves the fleet's map, announced or not (an enrollment in flight).
+      deps.fleet.agents.watch(changed),
       bus.subscribe('agent.online', (p) => changed(p.agent.id)),
       bus.subscribe('agent.offline', (p) => changed(p.agentId)),
       bus.subscribe('agent.changed', (p) => changed(p.agent.id)),
@@ -270,6 +277,13 @@ export class FleetViews {
       for (const idx of this.indexes.values()) idx.sync(this.deps.fleet.agents);
     }, this.deps.limits.tickMs);
     this.indexTimer.unref();
+  }
+
+  /** Full rebuilds of the shared indexes so far (each a sort of the whole fleet). */
+  get indexRebuilds(): number {
+    let n = 0;
+    for (const idx of this.indexes.values()) n += idx.rebuilds;
+    return n;
   }
 
   /** Views open right now (all consoles). */

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import { Server as TlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { AuditLog } from '../auth/audit.js';
@@ -48,8 +49,11 @@ export interface UpgradeDeps {
 /** The answer to a token retry while the agent's enrollment is still open (on any node). */
 const WAIT = 'enrollment of this agent id still in progress; retry shortly';
 
+const ACCEPTED = Symbol('accepted');
+type Stamped = Duplex & { [ACCEPTED]?: number };
+
 /** Refuses an upgrade with a real HTTP status before any socket exists. */
-function reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
+function refuse(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
   rejectUpgrade(socket, { status, message, headers });
 }
 
@@ -69,22 +73,38 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
     deps.draining,
   );
 
+  // When each connection was accepted (after TLS, on https), to time where an agent's opening
+  // handshake waits on the server (muster_agent_upgrade_seconds).
+  server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Duplex) => {
+    (socket as Stamped)[ACCEPTED] = performance.now();
+  });
+  const upgradeSeconds = deps.metrics.agentUpgradeSeconds;
+  const since = (socket: Duplex): number => {
+    const t = (socket as Stamped)[ACCEPTED];
+    return t === undefined ? 0 : (performance.now() - t) / 1000;
+  };
+
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
     if (path === '/ws/agent') {
+      upgradeSeconds.observe({ stage: 'request' }, since(socket));
       // Starting or draining is one of the admission's answers.
       void agentUpgrade(req, socket, head);
     } else if (path === '/ws/console') {
       // Starting, or going down: come back (to the next process), spread over a few seconds.
-      if (deps.draining()) return reject(socket, 503, 'server starting or stopping; retry later', retryAfter(2, 5));
+      if (deps.draining()) return refuse(socket, 503, 'server starting or stopping; retry later', retryAfter(2, 5));
       void consoleUpgrade(req, socket, head);
     } else {
-      reject(socket, 404, 'no such endpoint');
+      refuse(socket, 404, 'no such endpoint');
     }
   });
 
   async function agentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const reject = (s: Duplex, status: number, message: string, headers?: Record<string, string>): void => {
+      refuse(s, status, message, headers);
+      upgradeSeconds.observe({ stage: 'answered' }, since(s));
+    };
     const remote = deps.remoteOf(req);
     // A known agent's secret is checked first: a hash and a map lookup, no I/O. Known agents with a
     // valid secret and everyone else (enrollments, wrong or missing secrets) are admitted from
@@ -142,6 +162,7 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
       // From here the link gives the slot back (welcome or close): the socket holds no listener
       // (nor, through its closure, this upgrade's credentials) for the connection's life.
       socket.removeListener('close', giveBack);
+      upgradeSeconds.observe({ stage: 'answered' }, since(socket));
       deps.onAgent(ws, remote, a, ticket);
     });
   }
@@ -205,18 +226,18 @@ export function attachUpgrade(server: Server, deps: UpgradeDeps): { agentWss: We
   async function consoleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     if (!originAllowed(req)) {
       deps.metrics.upgradesRejected.inc({ channel: 'console', status: '403' });
-      return reject(socket, 403, 'origin not allowed');
+      return refuse(socket, 403, 'origin not allowed');
     }
     let p: Principal | null = null;
     try {
       p = await deps.auth.principalFromRequest(req);
     } catch (err) {
       deps.log.error({ err }, 'console auth failed');
-      return reject(socket, 503, 'authentication unavailable');
+      return refuse(socket, 503, 'authentication unavailable');
     }
     if (!p) {
       deps.metrics.upgradesRejected.inc({ channel: 'console', status: '401' });
-      return reject(socket, 401, 'sign in first');
+      return refuse(socket, 401, 'sign in first');
     }
     const principal = p;
     consoleWss.handleUpgrade(req, socket, head, (ws) => deps.onConsole(ws, req, principal));

@@ -91,6 +91,12 @@ describe('agent connect admission', () => {
       expect(m.get('muster_upgrades_rejected_total{channel="agent",status="401"}') ?? 0).toBe(0);
       // Every slot was given back (at welcome).
       expect(m.get('muster_agent_handshakes_pending')).toBe(0);
+      // Every upgrade (the enrollments, the shed attempts, the reconnects) was timed from its
+      // accepted connection, to its request and to its answer.
+      const upgrades = 2 * N + [...statuses.values()].reduce((a, b) => a + b, 0);
+      expect(m.get('muster_agent_upgrade_seconds_count{stage="request"}')).toBe(upgrades);
+      expect(m.get('muster_agent_upgrade_seconds_count{stage="answered"}')).toBe(upgrades);
+      expect(m.get('muster_agent_upgrade_seconds_bucket{le="+Inf",stage="answered"}')).toBe(upgrades);
     } finally {
       for (const ws of sockets) ws.close();
     }
