@@ -13,9 +13,10 @@ import type { Logger } from '../log.js';
  * kernel does not queue loses its SYN instead, and the client retransmits it (1, 3, 7 s…), which
  * costs this process nothing.
  *
- * So every second the queue is set to what the loop would accept within `waitMs`: iterations a
- * second over the loop's utilization (the iterations it could run if it were busy all the time:
- * an idle loop turns as fast as connections come), times `waitMs`, between `min` and `max`
+ * So every second the queue is set to what the loop would accept within `waitMs`: the accepts of the
+ * last second when there was one in nearly every iteration (the queue never ran dry), else
+ * iterations a second over the loop's utilization (the iterations it could run if it were busy all
+ * the time: an idle loop turns as fast as connections come), times `waitMs`, between `min` and `max`
  * (MUSTER_LISTEN_BACKLOG, which the queue starts at, for a fleet reconnecting after a restart).
  * It grows at once and shrinks on the largest estimate of the last few seconds (a GC pause must not
  * close the door). A new listen() on a listening socket changes only its queue length (Linux);
@@ -30,9 +31,10 @@ export interface AcceptQueueOptions {
   waitMs: number;
 }
 
-/** One reading of the event loop: iterations so far and the utilization since the previous reading. */
+/** One reading: loop iterations and connections accepted so far, and the loop's utilization since the previous reading. */
 export interface LoopSample {
   loops: number;
+  accepted: number;
   utilization: number;
 }
 
@@ -45,7 +47,7 @@ const SHRINK_WINDOW = 5;
  */
 export class AcceptQueueSizer {
   private current: number;
-  private lastLoops: number | null = null;
+  private last: LoopSample | null = null;
   private readonly recent: number[] = [];
 
   constructor(private readonly o: AcceptQueueOptions) {
@@ -57,12 +59,16 @@ export class AcceptQueueSizer {
   }
 
   next(s: LoopSample, seconds: number): number | null {
-    const prev = this.lastLoops;
-    this.lastLoops = s.loops;
+    const prev = this.last;
+    this.last = s;
     if (prev === null || seconds <= 0) return null;
-    const perSecond = (s.loops - prev) / seconds;
-    // Iterations per second of busy loop; a loop that did no work could take any number.
-    const capacity = s.utilization > 0 ? perSecond / s.utilization : Infinity;
+    const loops = s.loops - prev.loops;
+    // An accept in (nearly) every iteration: the queue never ran dry, and what was accepted is what
+    // the loop accepts (on a machine short of CPU the utilization reads low: time the process waits
+    // for a CPU after its poll returned counts as idle). Otherwise, iterations per second of busy
+    // loop; a loop that did no work could take any number.
+    const saturated = loops > 0 && s.accepted - prev.accepted >= 0.9 * loops;
+    const capacity = saturated ? loops / seconds : s.utilization > 0 ? loops / seconds / s.utilization : Infinity;
     const wanted = Math.max(this.o.min, Math.min(this.o.max, Math.round((capacity * this.o.waitMs) / 1000)));
     this.recent.push(wanted);
     if (this.recent.length > SHRINK_WINDOW) this.recent.shift();
@@ -94,15 +100,18 @@ export function sizeAcceptQueue(server: Server, o: AcceptQueueOptions, log: Logg
     return null;
   }
   const listen = handle.listen.bind(handle);
+  let accepted = 0;
+  const count = (): void => void accepted++;
+  server.on('connection', count);
   const sizer = new AcceptQueueSizer(o);
   onChange(sizer.length);
   let elu: EventLoopUtilization = performance.eventLoopUtilization();
   let t = performance.now();
-  sizer.next({ loops: uv()!, utilization: 0 }, 0);
+  sizer.next({ loops: uv()!, accepted, utilization: 0 }, 0);
   const timer = setInterval(() => {
     const now = performance.now();
     const e = performance.eventLoopUtilization();
-    const length = sizer.next({ loops: uv()!, utilization: performance.eventLoopUtilization(e, elu).utilization }, (now - t) / 1000);
+    const length = sizer.next({ loops: uv()!, accepted, utilization: performance.eventLoopUtilization(e, elu).utilization }, (now - t) / 1000);
     elu = e;
     t = now;
     if (length === null) return;
@@ -116,5 +125,8 @@ export function sizeAcceptQueue(server: Server, o: AcceptQueueOptions, log: Logg
     onChange(length);
   }, 1000);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    server.off('connection', count);
+  };
 }

@@ -4,12 +4,14 @@
 import { describe, expect, it } from 'vitest';
 import { AcceptQueueSizer } from '../../server/http/accept-queue.js';
 
-function run(sizer: AcceptQueueSizer, samples: Array<{ perSecond: number; utilization: number }>): Array<number | null> {
+function run(sizer: AcceptQueueSizer, samples: Array<{ perSecond: number; utilization: number; accepts?: number }>): Array<number | null> {
   let loops = 1000;
-  sizer.next({ loops, utilization: 0 }, 0);
+  let accepted = 0;
+  sizer.next({ loops, accepted, utilization: 0 }, 0);
   return samples.map((s) => {
     loops += s.perSecond;
-    const n = sizer.next({ loops, utilization: s.utilization }, 1);
+    accepted += s.accepts ?? 0;
+    const n = sizer.next({ loops, accepted, utilization: s.utilization }, 1);
     if (n !== null) sizer.applied(n);
     return n;
   });
@@ -42,6 +44,15 @@ describe('AcceptQueueSizer', () => {
     expect(run(sizer, [{ perSecond: 400, utilization: 0.5 }])).toEqual([4000]);
     // Idle again: the maximum.
     expect(run(sizer, [{ perSecond: 20, utilization: 0.001 }])).toEqual([65535]);
+  });
+
+  it('takes the accepts as the rate when the queue never ran dry (an accept in every iteration), whatever the utilization reads', () => {
+    const sizer = new AcceptQueueSizer({ max: 65535, min: 256, waitMs: 5000 });
+    // A starved machine: 80 iterations, 80 accepts, and the loop reads as 45 % busy (waiting for a CPU
+    // after its poll counts as idle): 80 × 5 s, not 178 × 5 s.
+    expect(run(sizer, [{ perSecond: 80, accepts: 80, utilization: 0.45 }])).toEqual([400]);
+    // Iterations without an accept: the queue ran dry; the loop's busy-time rate applies.
+    expect(run(sizer, [{ perSecond: 1000, accepts: 100, utilization: 0.5 }])).toEqual([10_000]);
   });
 
   it('shrinks on the largest estimate of the last five seconds, never below the minimum, and ignores small moves', () => {
