@@ -203,8 +203,11 @@ const Schema = z.object({
    * accepts one connection per loop iteration: a busy node takes 50–100 a second, and a queue it
    * takes minutes to drain hands it connections whose agents gave up; server/http/accept-queue.ts),
    * between MUSTER_LISTEN_BACKLOG_MIN and MUSTER_LISTEN_BACKLOG. 0: fixed at MUSTER_LISTEN_BACKLOG.
+   * 10 s: the agent gives up 15 s after sending its upgrade, and a node answers within ~2.5 s of the
+   * accept (muster_agent_upgrade_seconds, measured in a 45,000-agent enrollment); shorter queues
+   * drop more SYNs, and agents whose connect times out back off for up to a minute.
    */
-  acceptQueueWaitMs: z.coerce.number().int().min(0).default(5000),
+  acceptQueueWaitMs: z.coerce.number().int().min(0).default(10_000),
   listenBacklogMin: z.coerce.number().int().min(1).default(256),
   /**
    * While agents keep connecting (a reconnect storm), how long a connect waits for others to share
