@@ -37,6 +37,7 @@ export const EXEC_RESPONDER = path.join(here, 'exec-responder.mjs');
  * @param {object} [o.handlerOptions]
  * @param {(e: object) => void} [o.onEvent]
  * @param {number} [o.rampPerTick] sockets each worker opens per 10 ms at start (default 500)
+ * @param {number} [o.handshakeTimeoutMs] how long an agent waits for the upgrade's answer (default 30,000; the real agent's is 15,000)
  */
 export async function startFleet(o) {
   const perWorker = o.perWorker ?? 5000;
@@ -60,6 +61,7 @@ export async function startFleet(o) {
       backoffInitialMs: o.backoffInitialMs,
       backoffMaxMs: o.backoffMaxMs,
       rampPerTick: o.rampPerTick,
+      handshakeTimeoutMs: o.handshakeTimeoutMs,
       statsEveryMs: o.statsEveryMs,
       labels: o.labels,
     };

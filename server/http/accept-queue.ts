@@ -13,8 +13,9 @@ import type { Logger } from '../log.js';
  * kernel does not queue loses its SYN instead, and the client retransmits it (1, 3, 7 s…), which
  * costs this process nothing.
  *
- * So every second the queue is set to what the loop would accept within `waitMs`: the accepts of the
- * last second when there was one in nearly every iteration (the queue never ran dry), else
+ * So every second the queue is set to what the loop would accept within `waitMs`: the connections
+ * accepted last second that sent a request, when nearly every iteration accepted one (the queue
+ * never ran dry), else
  * iterations a second over the loop's utilization (the iterations it could run if it were busy all
  * the time: an idle loop turns as fast as connections come), times `waitMs`, between `min` and `max`
  * (MUSTER_LISTEN_BACKLOG, which the queue starts at, for a fleet reconnecting after a restart).
@@ -31,10 +32,14 @@ export interface AcceptQueueOptions {
   waitMs: number;
 }
 
-/** One reading: loop iterations and connections accepted so far, and the loop's utilization since the previous reading. */
+/**
+ * One reading: loop iterations, connections accepted and connections that then sent a request (an
+ * upgrade or an HTTP request) so far, and the loop's utilization since the previous reading.
+ */
 export interface LoopSample {
   loops: number;
   accepted: number;
+  spoke: number;
   utilization: number;
 }
 
@@ -63,12 +68,16 @@ export class AcceptQueueSizer {
     this.last = s;
     if (prev === null || seconds <= 0) return null;
     const loops = s.loops - prev.loops;
-    // An accept in (nearly) every iteration: the queue never ran dry, and what was accepted is what
-    // the loop accepts (on a machine short of CPU the utilization reads low: time the process waits
-    // for a CPU after its poll returned counts as idle). Otherwise, iterations per second of busy
-    // loop; a loop that did no work could take any number.
-    const saturated = loops > 0 && s.accepted - prev.accepted >= 0.9 * loops;
-    const capacity = saturated ? loops / seconds : s.utilization > 0 ? loops / seconds / s.utilization : Infinity;
+    const accepted = s.accepted - prev.accepted;
+    // An accept in (nearly) every iteration: the queue never ran dry, and the loop drains it at the
+    // rate of the connections that spoke (on a machine short of CPU the utilization reads low: time
+    // the process waits for a CPU after its poll returned counts as idle). A connection accepted
+    // after its client gave up is over in a fast iteration: counting it would grow the queue that
+    // made it stale (a 15 s agent timeout in a 45,000-agent enrollment: queues of 5,000–14,000 at
+    // 350 accepts a second, most of them dead). Otherwise, iterations per second of busy loop; a
+    // loop that did no work could take any number.
+    const saturated = loops > 0 && accepted >= 0.9 * loops;
+    const capacity = saturated ? Math.min(accepted, s.spoke - prev.spoke) / seconds : s.utilization > 0 ? loops / seconds / s.utilization : Infinity;
     const wanted = Math.max(this.o.min, Math.min(this.o.max, Math.round((capacity * this.o.waitMs) / 1000)));
     this.recent.push(wanted);
     if (this.recent.length > SHRINK_WINDOW) this.recent.shift();
@@ -101,17 +110,21 @@ export function sizeAcceptQueue(server: Server, o: AcceptQueueOptions, log: Logg
   }
   const listen = handle.listen.bind(handle);
   let accepted = 0;
+  let spoke = 0;
   const count = (): void => void accepted++;
+  const heard = (): void => void spoke++;
   server.on('connection', count);
+  server.on('upgrade', heard);
+  server.on('request', heard);
   const sizer = new AcceptQueueSizer(o);
   onChange(sizer.length);
   let elu: EventLoopUtilization = performance.eventLoopUtilization();
   let t = performance.now();
-  sizer.next({ loops: uv()!, accepted, utilization: 0 }, 0);
+  sizer.next({ loops: uv()!, accepted, spoke, utilization: 0 }, 0);
   const timer = setInterval(() => {
     const now = performance.now();
     const e = performance.eventLoopUtilization();
-    const length = sizer.next({ loops: uv()!, accepted, utilization: performance.eventLoopUtilization(e, elu).utilization }, (now - t) / 1000);
+    const length = sizer.next({ loops: uv()!, accepted, spoke, utilization: performance.eventLoopUtilization(e, elu).utilization }, (now - t) / 1000);
     elu = e;
     t = now;
     if (length === null) return;
@@ -128,5 +141,7 @@ export function sizeAcceptQueue(server: Server, o: AcceptQueueOptions, log: Logg
   return () => {
     clearInterval(timer);
     server.off('connection', count);
+    server.off('upgrade', heard);
+    server.off('request', heard);
   };
 }

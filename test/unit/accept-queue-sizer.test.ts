@@ -4,14 +4,16 @@
 import { describe, expect, it } from 'vitest';
 import { AcceptQueueSizer } from '../../server/http/accept-queue.js';
 
-function run(sizer: AcceptQueueSizer, samples: Array<{ perSecond: number; utilization: number; accepts?: number }>): Array<number | null> {
+function run(sizer: AcceptQueueSizer, samples: Array<{ perSecond: number; utilization: number; accepts?: number; spoke?: number }>): Array<number | null> {
   let loops = 1000;
   let accepted = 0;
-  sizer.next({ loops, accepted, utilization: 0 }, 0);
+  let spoke = 0;
+  sizer.next({ loops, accepted, spoke, utilization: 0 }, 0);
   return samples.map((s) => {
     loops += s.perSecond;
     accepted += s.accepts ?? 0;
-    const n = sizer.next({ loops, accepted, utilization: s.utilization }, 1);
+    spoke += s.spoke ?? s.accepts ?? 0;
+    const n = sizer.next({ loops, accepted, spoke, utilization: s.utilization }, 1);
     if (n !== null) sizer.applied(n);
     return n;
   });
@@ -53,6 +55,12 @@ describe('AcceptQueueSizer', () => {
     expect(run(sizer, [{ perSecond: 80, accepts: 80, utilization: 0.45 }])).toEqual([400]);
     // Iterations without an accept: the queue ran dry; the loop's busy-time rate applies.
     expect(run(sizer, [{ perSecond: 1000, accepts: 100, utilization: 0.5 }])).toEqual([10_000]);
+  });
+
+  it('counts only the accepted connections that spoke: a queue full of connections whose clients gave up shrinks', () => {
+    const sizer = new AcceptQueueSizer({ max: 65535, min: 256, waitMs: 10_000 });
+    // 350 accepts a second, one per iteration, of which 60 sent their upgrade: 60 × 10 s.
+    expect(run(sizer, [{ perSecond: 350, accepts: 350, spoke: 60, utilization: 1 }])).toEqual([600]);
   });
 
   it('shrinks on the largest estimate of the last five seconds, never below the minimum, and ignores small moves', () => {
