@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
 import WebSocket from 'ws';
 import {
   CloseCode,
@@ -96,6 +98,40 @@ export function describeConnectError(err: NodeJS.ErrnoException, serverUrl: stri
   return err.message || code || 'unknown error';
 }
 
+/** How long a connect may take to reach the server (TCP, and TLS on wss://) before the attempt is given up. */
+export const CONNECT_TIMEOUT_MS = 15_000;
+/**
+ * How long, once connected, the agent waits for the server to answer its upgrade. A connection the
+ * server's kernel completed waits in its accept queue, first in first out, until the server takes
+ * it, and a busy Node server takes one connection per event-loop iteration (libuv#3696): 50–100 a
+ * second on a cluster node holding 15,000 agents on a machine short of CPU. An agent that gives up
+ * rejoins at the back of that queue and leaves behind a connection the server will still spend an
+ * accept on, whose answer nobody reads (bench/RESULTS.md, Cluster, 2026-12-03, session 16). So the
+ * wait is long once the server's host has answered; a server that accepts nothing for this long is
+ * given up (and the next one in --server tried).
+ */
+export const UPGRADE_ANSWER_TIMEOUT_MS = 60_000;
+
+/**
+ * Opens the socket of an upgrade (ws's createConnection) and gives it CONNECT_TIMEOUT_MS to
+ * connect: ws's handshakeTimeout (UPGRADE_ANSWER_TIMEOUT_MS) covers the whole opening handshake.
+ */
+export function connectWithin(timeoutMs: number, secure: boolean) {
+  return (o: tls.ConnectionOptions & net.NetConnectOpts & { socketPath?: string; host?: string }): net.Socket => {
+    const socket = secure
+      ? tls.connect({ ...o, path: undefined, servername: o.servername ?? (o.host && !net.isIP(o.host) ? o.host : '') } as tls.ConnectionOptions)
+      : net.connect({ ...o, path: o.socketPath } as net.NetConnectOpts);
+    const timer = setTimeout(() => {
+      const err: NodeJS.ErrnoException = new Error(`connect timed out after ${timeoutMs / 1000} s`);
+      err.code = 'ETIMEDOUT';
+      socket.destroy(err);
+    }, timeoutMs);
+    socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+    socket.once('close', () => clearTimeout(timer));
+    return socket;
+  };
+}
+
 /** Why the server refused the upgrade, by status. */
 export function describeUpgradeRefusal(status: number | undefined, retryAfterSec: number | null, enrolling: boolean): string {
   if (status === 401) {
@@ -174,13 +210,16 @@ export class ServerConnection {
     // agent never spoke after the welcome (it cannot know the secret arrived), and then knows the id
     // no more; the token enrolls it again. A known id is authenticated by the secret alone.
     if (this.o.enrollToken && (!secret || this.o.state.secretUnconfirmed())) headers['X-Muster-Enroll-Token'] = this.o.enrollToken;
-    const ws = new WebSocket(this.url(), {
+    const url = this.url();
+    const ws = new WebSocket(url, {
       headers,
       perMessageDeflate: false,
       // Masking protects proxies from frames a hostile web page controls; an agent's frames are
       // its own, so a zero mask lets ws skip masking (and the server unmasking) every byte.
       generateMask: (mask: Buffer) => void mask.fill(0),
-      handshakeTimeout: 15_000,
+      handshakeTimeout: UPGRADE_ANSWER_TIMEOUT_MS,
+      // ws calls it with one options object (net.createConnection is typed with all its overloads).
+      createConnection: connectWithin(CONNECT_TIMEOUT_MS, url.startsWith('wss:')) as unknown as typeof net.createConnection,
       maxPayload: this.o.maxPayload,
       ...(this.o.caFile ? { ca: fs.readFileSync(this.o.caFile) } : {}),
     });

@@ -4,7 +4,7 @@
 //
 //   npm run bench -- cluster [--agents 45000] [--nodes 3] [--runs 10] [--task-agents 1000]
 //                            [--keys 1000] [--mb 20] [--reps 3] [--settle 15] [--window 20]
-//                            [--connect-timeout 300] [--handshake-timeout 30] [--no-kill] [--no-write] [--profile]
+//                            [--connect-timeout 300] [--handshake-timeout 60] [--no-kill] [--no-write] [--profile]
 //
 // Phases, in one run:
 //  1. Idle fleet: every node's CPU (% of one core, over --window seconds after --settle) and RSS
@@ -53,7 +53,7 @@ const { values: flags } = parseArgs({
     settle: { type: 'string', default: '15' },
     window: { type: 'string', default: '20' },
     'connect-timeout': { type: 'string', default: '300' },
-    'handshake-timeout': { type: 'string', default: '30' },
+    'handshake-timeout': { type: 'string', default: '60' },
     'no-kill': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -87,7 +87,7 @@ const NODE_CAP = nofileHardLimit() - 1500;
 const RAMP_PER_TICK = 6;
 /** How long the whole fleet may take to connect (enrollment included) before the run is given up (--connect-timeout, seconds). */
 const CONNECT_TIMEOUT_MS = int('connect-timeout', 10) * 1000;
-/** How long a simulated agent waits for its upgrade's answer (--handshake-timeout, seconds; the real agent's is 15, the benches' figures were measured at 30). */
+/** How long a simulated agent waits for its upgrade's answer (--handshake-timeout, seconds; 60, the real agent's; figures before 2026-12-03 were measured at 30). */
 const HANDSHAKE_TIMEOUT_MS = int('handshake-timeout', 1) * 1000;
 const FINAL = ['succeeded', 'failed', 'timeout', 'cancelled', 'lost', 'skipped'];
 

@@ -54,7 +54,6 @@ export async function run(p: ServerParts): Promise<RunningServer> {
   if (shallow) p.log.warn({ acceptQueue: p.listener.acceptQueue, agents: p.opened.core.fleet.agents.size }, shallow);
   p.listener.serve(p.web.app);
   p.sockets.accept();
-  p.listener.sizeAcceptQueue(p.opened.core.metrics);
   p.localAgent?.start();
   let closing: Promise<void> | undefined;
   return {

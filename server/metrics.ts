@@ -165,11 +165,6 @@ export function createMetrics() {
     registers,
     buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60],
   });
-  const listenBacklog = new client.Gauge({
-    name: 'muster_listen_backlog',
-    help: 'Accept queue length asked of the kernel for the listening socket (resized to the event loop; MUSTER_ACCEPT_QUEUE_WAIT_MS)',
-    registers,
-  });
   const statusChanges = new client.Counter({
     name: 'muster_agent_status_changes_total',
     help: 'Agents going online or offline',
@@ -221,7 +216,6 @@ export function createMetrics() {
     heartbeatRtt,
     connectionDuration,
     agentUpgradeSeconds,
-    listenBacklog,
     statusChanges,
     notifications,
     notificationsDropped,

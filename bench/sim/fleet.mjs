@@ -37,7 +37,7 @@ export const EXEC_RESPONDER = path.join(here, 'exec-responder.mjs');
  * @param {object} [o.handlerOptions]
  * @param {(e: object) => void} [o.onEvent]
  * @param {number} [o.rampPerTick] sockets each worker opens per 10 ms at start (default 500)
- * @param {number} [o.handshakeTimeoutMs] how long an agent waits for the upgrade's answer (default 30,000; the real agent's is 15,000)
+ * @param {number} [o.handshakeTimeoutMs] how long an agent waits for the upgrade's answer (default 60,000, the real agent's; connecting has 15 s of it)
  */
 export async function startFleet(o) {
   const perWorker = o.perWorker ?? 5000;

@@ -199,17 +199,6 @@ const Schema = z.object({
    */
   listenBacklog: z.coerce.number().int().min(1).default(65535),
   /**
-   * The accept queue is resized every second to what the event loop accepts within this long (Node
-   * accepts one connection per loop iteration: a busy node takes 50–100 a second, and a queue it
-   * takes minutes to drain hands it connections whose agents gave up; server/http/accept-queue.ts),
-   * between MUSTER_LISTEN_BACKLOG_MIN and MUSTER_LISTEN_BACKLOG. 0: fixed at MUSTER_LISTEN_BACKLOG.
-   * 10 s: the agent gives up 15 s after sending its upgrade, and a node answers within ~2.5 s of the
-   * accept (muster_agent_upgrade_seconds, measured in a 45,000-agent enrollment); shorter queues
-   * drop more SYNs, and agents whose connect times out back off for up to a minute.
-   */
-  acceptQueueWaitMs: z.coerce.number().int().min(0).default(10_000),
-  listenBacklogMin: z.coerce.number().int().min(1).default(256),
-  /**
    * While agents keep connecting (a reconnect storm), how long a connect waits for others to share
    * its database write (its connection row and ownership claim); an isolated connect never waits.
    */
@@ -526,8 +515,6 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   anonConnectMaxAddresses: 'MUSTER_ANON_CONNECT_MAX_ADDRESSES',
   agentConnectsPendingMax: 'MUSTER_AGENT_CONNECTS_PENDING_MAX',
   listenBacklog: 'MUSTER_LISTEN_BACKLOG',
-  acceptQueueWaitMs: 'MUSTER_ACCEPT_QUEUE_WAIT_MS',
-  listenBacklogMin: 'MUSTER_LISTEN_BACKLOG_MIN',
   connectWriteGatherMs: 'MUSTER_CONNECT_WRITE_GATHER_MS',
   connectWriteGroupMax: 'MUSTER_CONNECT_WRITE_GROUP_MAX',
   presenceFlushMs: 'MUSTER_PRESENCE_FLUSH_MS',

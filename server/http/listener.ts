@@ -5,8 +5,6 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import { sizeAcceptQueue } from './accept-queue.js';
 import { rejectRequest, rejectUpgrade, retryAfter } from './reject.js';
 import { setSecurityHeaders } from './security.js';
 
@@ -24,8 +22,6 @@ export interface Listener {
   upgradesTaken(): void;
   /** Stops answering requests with 503 and hands them to `app`. */
   serve(app: http.RequestListener): void;
-  /** From now on, sizes the accept queue to the event loop (accept-queue.ts; MUSTER_ACCEPT_QUEUE_WAIT_MS, 0: fixed). */
-  sizeAcceptQueue(metrics: Pick<Metrics, 'listenBacklog'>): void;
   /** Closes every connection and the listening socket. */
   close(): Promise<void>;
 }
@@ -102,7 +98,6 @@ export async function listenEarly(config: Config, log: Logger): Promise<Listener
   // After listening, errors are per connection (EMFILE on accept, say): log them, never crash.
   server.on('error', (err) => log.error({ err }, 'server socket error'));
   const port = (server.address() as AddressInfo).port;
-  let stopSizing: (() => void) | undefined;
   const scheme = config.tlsCert ? 'https' : 'http';
   const serverUrl = () => config.publicUrl?.replace(/\/$/, '') ?? `${scheme}://127.0.0.1:${port}`;
   return {
@@ -116,15 +111,7 @@ export async function listenEarly(config: Config, log: Logger): Promise<Listener
       server.off('request', starting);
       server.on('request', app);
     },
-    sizeAcceptQueue: (metrics) => {
-      const effective = (n: number) => Math.min(n, kernelAcceptCap() ?? n);
-      metrics.listenBacklog.set(effective(config.listenBacklog));
-      if (config.acceptQueueWaitMs === 0 || stopSizing) return;
-      const o = { max: config.listenBacklog, min: Math.min(config.listenBacklogMin, config.listenBacklog), waitMs: config.acceptQueueWaitMs };
-      stopSizing = sizeAcceptQueue(server, o, log, (n) => metrics.listenBacklog.set(effective(n))) ?? undefined;
-    },
     close: () => {
-      stopSizing?.();
       // server.close() waits for every accepted socket; the socket layer has ended its own by now.
       server.closeAllConnections();
       return new Promise<void>((resolve) => server.close(() => resolve()));
