@@ -156,8 +156,8 @@ export function createMetrics() {
     registers,
     buckets: [1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 7 * 24 * 3600],
   });
-  // Where an agent's opening handshake waits on the server: a client gives up after its handshake
-  // timeout (15 s for the real agent), counted from its connect, so time spent here is time it lost.
+  // Where an agent's opening handshake waits on the server once accepted (the real agent waits up
+  // to 60 s for the answer once connected; time in the kernel's accept queue before is not seen here).
   const agentUpgradeSeconds = new client.Histogram({
     name: 'muster_agent_upgrade_seconds',
     help: 'Agent upgrades: from the accepted connection to its request read (stage="request") and to the answer written, 101 or a refusal (stage="answered")',
