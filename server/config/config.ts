@@ -193,9 +193,10 @@ const Schema = z.object({
    * The listening socket's accept queue (connections the kernel completed and the server has not
    * taken yet; the kernel caps it at net.core.somaxconn, and the server warns at start when that cap
    * is below the fleet it holds). Deep enough for the whole fleet, so a fleet reconnecting after a
-   * restart waits in it instead of losing SYNs to TCP's 1, 3, 7, 15 s retransmits; on a node too
-   * starved to drain it within an agent's handshake timeout (15 s), a shorter one keeps the
-   * connections it does take fresh.
+   * restart waits in it instead of losing SYNs to TCP's 1, 3, 7, 15 s retransmits. Node takes one
+   * connection from it per event-loop iteration (50–350 a second on a busy node), and an agent
+   * waits up to 60 s there for its upgrade's answer; a node too starved to drain it within that
+   * hands stale connections to its loop, and a shorter queue keeps the ones it takes fresh.
    */
   listenBacklog: z.coerce.number().int().min(1).default(65535),
   /**
