@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { queryTimeout } from './db.js';
 
 /** A better-sqlite3 statement, as far as the hot write paths use it. */
 export interface SqliteStatement {
@@ -58,6 +59,35 @@ export async function sqliteTransaction<T>(db: Knex, fn: (prepared: (sql: string
   } finally {
     await client.releaseConnection(conn);
   }
+}
+
+/** A mysql2 connection, as far as mysqlPrepared uses it. */
+interface MysqlConnection {
+  execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void;
+  destroy(): void;
+}
+
+/**
+ * On MySQL/MariaDB: a function that runs `sql` as a prepared statement on the connection `trx` runs
+ * on (mysql2 prepares each distinct text once per connection and keeps it), with the same
+ * statement timeout as every knex query; null on SQLite. Values travel in the binary protocol as
+ * they are (bytes as bytes, no escaping into SQL text). Callers keep the number of distinct texts
+ * small (row counts from a fixed set): the server's max_prepared_stmt_count is shared by every
+ * connection of every node.
+ */
+export async function mysqlPrepared(trx: Knex.Transaction): Promise<((sql: string, values: unknown[]) => Promise<void>) | null> {
+  if (isSqlite(trx)) return null;
+  const conn = await (trx.client as { acquireConnection(): Promise<MysqlConnection> }).acquireConnection();
+  const timeout = queryTimeout(trx) || undefined;
+  return (sql, values) =>
+    new Promise<void>((resolve, reject) =>
+      conn.execute({ sql, timeout }, values, (err) => {
+        if (!err) return resolve();
+        // Timed out mid-command: the connection cannot be reused (see db.ts).
+        if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+        reject(err);
+      }),
+    );
 }
 
 function isSqlite(db: Knex): boolean {

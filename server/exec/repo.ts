@@ -1,7 +1,7 @@
 import { defaultTaskName, type ExecutionState } from '../../protocol/index.js';
 import type { Knex } from 'knex';
-import { parseJson, queryTimeout, type Db, type Dialect } from '../db/db.js';
-import { sqlitePrepared, sqliteValue } from '../db/prepared.js';
+import { parseJson, type Db, type Dialect } from '../db/db.js';
+import { mysqlPrepared, sqlitePrepared, sqliteValue } from '../db/prepared.js';
 import { transaction } from '../db/retry.js';
 import type { Execution, Task } from './model.js';
 import { COLS, type ExecPatch } from './columns.js';
@@ -401,7 +401,7 @@ async function insertSqlite(trx: Knex.Transaction, rows: OutputRow[]): Promise<v
 }
 
 /** Rows per prepared INSERT: at most MYSQL_MAX_ROWS and about MYSQL_MAX_BYTES of output. */
-const MYSQL_MAX_ROWS = 256;
+const MYSQL_MAX_ROWS = 1024;
 const MYSQL_MAX_BYTES = 1 << 20;
 const mysqlInsert = (n: number) =>
   `INSERT IGNORE INTO execution_output (execution_id, seq, part, stream, data) VALUES ${new Array<string>(n).fill('(?,?,?,?,?)').join(',')}`;
@@ -413,30 +413,22 @@ const mysqlInsert = (n: number) =>
  *
  * Each statement is one round trip: small chunks (a 10,000-host task's results) go up to
  * MYSQL_MAX_ROWS at a time, large ones as many as fit in MYSQL_MAX_BYTES. Row counts are powers
- * of two, so a connection prepares at most nine distinct statements (the server's
+ * of two, so a connection prepares at most eleven distinct statements (the server's
  * max_prepared_stmt_count is shared by every connection).
  */
 async function insertMysql(trx: Knex.Transaction, rows: OutputRow[]): Promise<void> {
-  type Conn = { execute(o: { sql: string; timeout?: number }, values: unknown[], cb: (err: Error | null) => void): void; destroy(): void };
-  const conn = await (trx.client as { acquireConnection(): Promise<Conn> }).acquireConnection();
-  // The same statement timeout as every knex query (a partitioned database must not hold this forever).
-  const timeout = queryTimeout(trx) || undefined;
+  const run = (await mysqlPrepared(trx))!;
   for (let i = 0; i < rows.length;) {
     let n = 1;
     let bytes = rows[i]!.data.length;
     while (n < MYSQL_MAX_ROWS && i + n < rows.length && bytes + rows[i + n]!.data.length <= MYSQL_MAX_BYTES) bytes += rows[i + n++]!.data.length;
     n = 2 ** Math.floor(Math.log2(n));
-    const b = rows.slice(i, i + n);
-    i += n;
     const values: unknown[] = [];
-    for (const r of b) values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
-    await new Promise<void>((resolve, reject) =>
-      conn.execute({ sql: mysqlInsert(b.length), timeout }, values, (err) => {
-        if (!err) return resolve();
-        // Timed out mid-command: the connection cannot be reused (see db.ts).
-        if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
-        reject(err);
-      }),
-    );
+    for (let j = i; j < i + n; j++) {
+      const r = rows[j]!;
+      values.push(r.execution_id, r.seq, r.part, r.stream, r.data);
+    }
+    i += n;
+    await run(mysqlInsert(n), values);
   }
 }

@@ -426,7 +426,7 @@ export class Scheduler {
     if (!e || !this.tasks.has(e.taskId)) return false;
     const ack = () => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId: m.executionId });
     if (isFinal(e.status) && e.status !== 'lost') {
-      this.d.writer.afterFlush(ack);
+      this.d.writer.afterFlush(ack, true);
       return true;
     }
     const truncated = e.truncated || m.truncated || m.outputSeq > e.nextSeq;
@@ -448,7 +448,7 @@ export class Scheduler {
               : null),
     });
     this.d.live.ended(e.taskId, e.id, e.nextSeq);
-    this.d.writer.afterFlush(ack);
+    this.d.writer.afterFlush(ack, true);
     return true;
   }
 

@@ -439,7 +439,7 @@ export class ExecService {
     }
     // Active now (reopened here or by a concurrent report): the normal path; else acked.
     if (e) this.finished(agentId, m);
-    else this.d.writer.afterFlush(() => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId }));
+    else this.d.writer.afterFlush(() => void this.d.fleet.send(agentId, { type: 'exec.ack', executionId }), true);
   }
 
   /**

@@ -3,6 +3,8 @@
  * (dispatched, running, byte counts) waits up to `deferMs` for the execution's next update and is
  * written with it, so a short script's row is written once; progress alone is still written within
  * `deferMs`; a failed write keeps the order of an execution's patches; stop() writes everything.
+ * Late after-flush callbacks (acks to agents) run after the flush's others, a slice per turn of the
+ * event loop, survive a failed write, and stop() waits for them.
  */
 import { describe, expect, it } from 'vitest';
 import type { ExecPatch, OutputRow } from '../../server/exec/repo.js';
@@ -115,5 +117,38 @@ describe('ExecWriteBatcher: deferred progress', () => {
     w.update('a', { status: 'running', startedAt: 2 }, true);
     await w.stop();
     expect(stored.get('a')).toEqual({ status: 'running', startedAt: 2 });
+  });
+
+  it('runs late callbacks after the others of their flush, a slice per turn of the event loop; stop() waits for them', async () => {
+    const { w } = writer({ deferMs: 0 });
+    const order: string[] = [];
+    w.update('a', { status: 'succeeded', finishedAt: 1 });
+    for (let i = 0; i < 1200; i++) w.afterFlush(() => order.push(`ack ${i}`), true);
+    w.afterFlush(() => order.push('task row'));
+    await w.flush();
+    // The task's completion first, though queued after the acks; no ack within the flush's turn.
+    expect(order).toEqual(['task row']);
+    await new Promise((r) => setImmediate(r));
+    expect(order.length).toBeGreaterThan(1);
+    expect(order.length).toBeLessThan(1201);
+    await w.stop();
+    expect(order).toEqual(['task row', ...Array.from({ length: 1200 }, (_, i) => `ack ${i}`)]);
+  });
+
+  it('keeps late callbacks across a failed write and runs them once it is stored', async () => {
+    let failing = true;
+    const { w, stored } = writer({ deferMs: 0, fail: () => failing });
+    let acked = 0;
+    w.update('a', { status: 'succeeded', finishedAt: 1 });
+    w.afterFlush(() => acked++, true);
+    await w.flush();
+    await sleep(5);
+    expect(acked).toBe(0);
+    failing = false;
+    for (let i = 0; i < 100 && acked === 0; i++) await sleep(10);
+    expect(stored.get('a')).toEqual({ status: 'succeeded', finishedAt: 1 });
+    expect(acked).toBe(1);
+    await w.stop();
+    expect(acked).toBe(1);
   });
 });
