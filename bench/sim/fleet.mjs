@@ -114,6 +114,8 @@ export async function startFleet(o) {
   return {
     count: o.count,
     workers: workers.length,
+    /** The worker processes' ids (their CPU is the simulation's share of the machine). */
+    pids: () => workers.map((w) => w.pid),
     /** Aggregated counters of every worker (updated every statsEveryMs). */
     stats: sum,
     /** Resolves when at least `n` agents (default all) are welcomed and connected. */
