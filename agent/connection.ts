@@ -155,9 +155,11 @@ export class ServerConnection {
   private out: PriorityWriter | null = null;
   private attempt = 0;
   private timer: NodeJS.Timeout | undefined;
-  /** Liveness of the server side: a ping after 3 heartbeat intervals without a word from it, gives up after 2 such intervals. */
+  /** Liveness of the server side: a ping after 3 heartbeat intervals without a word from it, a cut when it goes unanswered for as long. */
   private liveness: NodeJS.Timeout | undefined;
   private lastHeard = 0;
+  /** When the liveness ping now unanswered was sent (0: none outstanding). */
+  private pingSentAt = 0;
   private stopped = false;
   private welcomed = false;
   private retryAfterMs: number | null = null;
@@ -249,10 +251,12 @@ export class ServerConnection {
     });
     ws.on('message', (data, isBinary) => {
       this.lastHeard = Date.now();
+      this.pingSentAt = 0;
       this.onMessage(data as Buffer, isBinary);
     });
     ws.on('pong', (d) => {
       this.lastHeard = Date.now();
+      this.pingSentAt = 0;
       out.pong(d);
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
@@ -366,23 +370,37 @@ export class ServerConnection {
   /**
    * A frozen server or a silently dropped path (no FIN, no RST) would leave this socket "open" for
    * the many minutes TCP takes to give up, with the agent reporting itself connected. The server
-   * answers pings by itself (ws), so silence for two ping intervals means the peer is gone: cut
-   * the socket and reconnect. A server heard from within the interval (a heartbeat's ack, any
+   * answers pings by itself (ws): a ping unanswered for a whole interval means the peer is gone:
+   * cut the socket and reconnect. A server heard from within the interval (a heartbeat's ack, any
    * message) is not pinged: a healthy server is never asked, and costs no pong per agent.
+   *
+   * The cut waits for the ping's own answer, not for a length of silence: a server that answers
+   * only pongs is silent for just under an interval at one check (its pong came right after the
+   * previous one), so no ping goes out then, and a silence limit of two intervals was crossed at
+   * the next check by any timer lateness (a healthy server cut). The decision is taken after the
+   * loop's next poll (setImmediate), so a pong already in the socket when a late timer fires counts.
    */
   private watchServer(everyMs: number): void {
     clearInterval(this.liveness);
     this.lastHeard = Date.now();
+    this.pingSentAt = 0;
     const ws = this.ws;
+    const open = () => ws !== null && ws === this.ws && ws.readyState === WebSocket.OPEN;
     this.liveness = setInterval(() => {
-      if (!ws || ws !== this.ws || ws.readyState !== WebSocket.OPEN) return clearInterval(this.liveness);
-      if (Date.now() - this.lastHeard > 2 * everyMs) {
-        this.lastError = `server silent for ${Math.round((Date.now() - this.lastHeard) / 1000)} s`;
-        this.o.log.warn({ silentMs: Date.now() - this.lastHeard }, 'server silent; reconnecting');
-        ws.terminate();
+      if (!open()) return clearInterval(this.liveness);
+      if (this.pingSentAt !== 0 && Date.now() - this.pingSentAt >= everyMs) {
+        setImmediate(() => {
+          if (!open() || this.pingSentAt === 0 || Date.now() - this.pingSentAt < everyMs) return;
+          this.lastError = `server silent for ${Math.round((Date.now() - this.lastHeard) / 1000)} s`;
+          this.o.log.warn({ silentMs: Date.now() - this.lastHeard }, 'server silent; reconnecting');
+          ws!.terminate();
+        });
         return;
       }
-      if (Date.now() - this.lastHeard >= everyMs) ws.ping();
+      if (this.pingSentAt === 0 && Date.now() - this.lastHeard >= everyMs) {
+        this.pingSentAt = Date.now();
+        ws!.ping();
+      }
     }, everyMs);
     this.liveness.unref();
   }

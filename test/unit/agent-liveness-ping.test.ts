@@ -1,8 +1,9 @@
 /**
  * The agent's check of the server's liveness: it pings only a server it has not heard from for
  * three heartbeat intervals (acks of its heartbeats, or any message, prove the server alive), so a
- * healthy server answers no pings; a server that says nothing is pinged, and one that answers
- * nothing at all is cut. Real sockets: a ws server on a free port that welcomes with a 250 ms
+ * healthy server answers no pings; a server that says nothing is pinged and kept as long as it
+ * answers (a cut once came from a silence limit that timer lateness crossed between two pings:
+ * the cut now waits for a ping's own answer), and one that answers nothing at all is cut. Real sockets: a ws server on a free port that welcomes with a 250 ms
  * heartbeat interval (the check runs every 750 ms, a cut after 1.5 s of silence: wide enough that
  * a test process starved by a loaded machine for a few hundred ms does not look like a dead peer).
  */
