@@ -388,9 +388,10 @@ export class ServerConnection {
     const open = () => ws !== null && ws === this.ws && ws.readyState === WebSocket.OPEN;
     this.liveness = setInterval(() => {
       if (!open()) return clearInterval(this.liveness);
-      if (this.pingSentAt !== 0 && Date.now() - this.pingSentAt >= everyMs) {
+      const sent = this.pingSentAt;
+      if (sent !== 0 && Date.now() - sent >= everyMs) {
         setImmediate(() => {
-          if (!open() || this.pingSentAt === 0 || Date.now() - this.pingSentAt < everyMs) return;
+          if (!open() || this.pingSentAt !== sent) return; // answered meanwhile
           this.lastError = `server silent for ${Math.round((Date.now() - this.lastHeard) / 1000)} s`;
           this.o.log.warn({ silentMs: Date.now() - this.lastHeard }, 'server silent; reconnecting');
           ws!.terminate();

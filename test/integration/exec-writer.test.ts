@@ -13,7 +13,7 @@ import type { Execution, Task } from '../../server/exec/model.js';
 import { ExecRepo, type ExecPatch } from '../../server/exec/repo.js';
 import { ExecWriteBatcher } from '../../server/exec/write-batcher.js';
 import { UPDATE_ROWS } from '../../server/exec/row-updates.js';
-import { cleanup, databases, dbUrlFor, tmpDir } from '../helpers/harness.js';
+import { cleanup, databases, dbUrlFor, tmpDir, type DbKind } from '../helpers/harness.js';
 
 const dbs = await databases();
 afterAll(cleanup);
@@ -82,13 +82,27 @@ function execution(taskId: string, i: number): Execution {
   };
 }
 
+/** Runs `fn` on a fresh, migrated database of `kind`, dropped afterwards. */
+async function withDb(
+  kind: DbKind,
+  name: string,
+  fn: (db: ReturnType<typeof openDb>['db'], dialect: ReturnType<typeof openDb>['dialect']) => Promise<void>,
+): Promise<void> {
+  const dir = tmpDir(name);
+  const { url, drop } = await dbUrlFor(kind, dir);
+  const { db, dialect } = openDb(url, path.join(dir, 'data'));
+  try {
+    await migrateLatest(db);
+    await fn(db, dialect);
+  } finally {
+    await db.destroy();
+    await drop();
+  }
+}
+
 describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
   it('stores a wave of per-row results in a few statements, every value intact', async () => {
-    const dir = tmpDir('exec-writer');
-    const { url, drop } = await dbUrlFor(kind, dir);
-    const { db, dialect } = openDb(url, path.join(dir, 'data'));
-    try {
-      await migrateLatest(db);
+    await withDb(kind, 'exec-writer', async (db, dialect) => {
       const repo = new ExecRepo(db, dialect);
       const n = 1000;
       const t = task(n);
@@ -184,18 +198,11 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
         expect(updates).toEqual([]);
       }
       await writer.stop();
-    } finally {
-      await db.destroy();
-      await drop();
-    }
+    });
   });
 
   it('a cluster node writes the rows of the tasks it owns and leaves those another node took over', async () => {
-    const dir = tmpDir('exec-writer-fence');
-    const { url, drop } = await dbUrlFor(kind, dir);
-    const { db, dialect } = openDb(url, path.join(dir, 'data'));
-    try {
-      await migrateLatest(db);
+    await withDb(kind, 'exec-writer-fence', async (db, dialect) => {
       const repo = new ExecRepo(db, dialect, 'node-a');
       const mine = { ...task(3), ownerNode: 'node-a' };
       const theirs = { ...task(3), ownerNode: 'node-b' };
@@ -209,9 +216,6 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
       await repo.storeBatch([], new Map(all.map((e, i) => [e.id, { status: 'succeeded', exitCode: 0, finishedAt: 1_790_000_000_000 + i }])));
       expect((await repo.executionsOf(mine.id)).map((e) => [e.status, e.exitCode])).toEqual(Array(3).fill(['succeeded', 0]));
       expect((await repo.executionsOf(theirs.id)).map((e) => [e.status, e.exitCode])).toEqual(Array(3).fill(['pending', null]));
-    } finally {
-      await db.destroy();
-      await drop();
-    }
+    });
   });
 });
