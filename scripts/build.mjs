@@ -22,7 +22,13 @@ const common = {
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
 };
 const entries = [{ in: 'agent/main.ts', out: 'dist/agent.js', agent: true }];
-if (!agentOnly) entries.push({ in: 'server/main.ts', out: 'dist/server.js' }, { in: 'cli/main.ts', out: 'dist/cli.js', cli: true });
+if (!agentOnly)
+  entries.push(
+    { in: 'server/main.ts', out: 'dist/server.js' },
+    // The execution writer's thread (MySQL/MariaDB; server/exec/store-thread.ts), loaded next to dist/server.js.
+    { in: 'server/exec/store-worker.ts', out: 'dist/exec-store-worker.js' },
+    { in: 'cli/main.ts', out: 'dist/cli.js', cli: true },
+  );
 await Promise.all(
   entries
     .filter((e) => fs.existsSync(path.join(root, e.in)))

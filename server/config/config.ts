@@ -152,6 +152,16 @@ const Schema = z.object({
    */
   outputBatchUpdates: z.coerce.number().int().min(1).default(1000),
   /**
+   * MySQL/MariaDB: execution output and result rows are written from a thread of their own (its own
+   * connection), so a batch's replies flooding the main event loop do not hold up the writes'
+   * round trips (server/exec/store-thread.ts). Off: written from the main thread. SQLite: always
+   * the main thread (its writes are synchronous, no round trips).
+   */
+  execWriterThread: z
+    .enum(['0', '1', 'true', 'false'])
+    .default('1')
+    .transform((v) => v === '1' || v === 'true'),
+  /**
    * An execution's progress before its result (dispatched, running, output byte counts) is written
    * to its row within this many ms, or with its result if that comes first: a short script's row is
    * then written once, not two or three times (issue 17). 0 writes progress with the next flush.
@@ -506,6 +516,7 @@ const ENV: Record<keyof z.infer<typeof Schema>, string> = {
   outputFlushMs: 'MUSTER_OUTPUT_FLUSH_MS',
   execProgressWriteMs: 'MUSTER_EXEC_PROGRESS_WRITE_MS',
   outputBatchUpdates: 'MUSTER_OUTPUT_BATCH_UPDATES',
+  execWriterThread: 'MUSTER_EXEC_WRITER_THREAD',
   outputBatchBytes: 'MUSTER_OUTPUT_BATCH_BYTES',
   outputMaxFlushBytes: 'MUSTER_OUTPUT_MAX_FLUSH_BYTES',
   outputHighWaterBytes: 'MUSTER_OUTPUT_HIGH_WATER_BYTES',

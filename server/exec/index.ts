@@ -9,6 +9,7 @@ import { ReadGate } from './read-gate.js';
 import { NOTIFIED_EXECUTION_STATES, type Execution } from './model.js';
 import { ExecRelay } from './relay.js';
 import { ExecRepo } from './repo.js';
+import { storeWorkerScript, ThreadedStore } from './store-thread.js';
 import { execRoutes } from './routes.js';
 import { Scheduler } from './scheduler.js';
 import { Takeover } from './takeover.js';
@@ -32,10 +33,28 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
   const { config, fleet, bus } = core;
   const log = core.log.child({ component: 'exec' });
   // Cluster: task and execution row writes are fenced to the tasks this node owns (takeover).
-  const repo = new ExecRepo(core.db, core.dialect, core.nodes.enabled ? config.nodeId : undefined);
+  const fenceNode = core.nodes.enabled ? config.nodeId : undefined;
+  const repo = new ExecRepo(core.db, core.dialect, fenceNode);
+  // MySQL/MariaDB: the writer's transactions run on a thread of their own (store-thread.ts), but
+  // bulk output on this one; the built worker script is absent only when run from the sources.
+  const script = core.dialect === 'mysql' && config.execWriterThread && config.dbUrl ? storeWorkerScript() : null;
+  const threaded = script
+    ? new ThreadedStore(
+        script,
+        {
+          dbUrl: config.dbUrl!,
+          dataDir: config.dataDir,
+          timeouts: { connectTimeoutMs: config.dbConnectTimeoutMs, acquireTimeoutMs: config.dbAcquireTimeoutMs },
+          queryTimeoutMs: config.dbQueryTimeoutMs,
+          fenceNode,
+        },
+        repo,
+        log,
+      )
+    : null;
   // The gate releases held sockets as the writer has room (the writer is made next; the gate asks it later).
   const gate = new ReadGate(fleet, log, () => config.outputHighWaterBytes - writer.queuedBytes());
-  const writer: ExecWriteBatcher = new ExecWriteBatcher(repo, log, {
+  const writer: ExecWriteBatcher = new ExecWriteBatcher(threaded ?? repo, log, {
     intervalMs: config.outputFlushMs,
     // Cluster: other nodes read a running task's executions from its rows (GET /api/tasks/:id).
     deferMs: core.nodes.enabled ? 0 : config.execProgressWriteMs,
@@ -249,6 +268,7 @@ export function createExec(core: Core): Capability<'exec.started' | 'exec.finish
       for (const u of unsubs) u();
       scheduler.stop();
       await writer.stop();
+      await threaded?.close();
     },
   };
 }

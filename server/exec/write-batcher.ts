@@ -1,6 +1,26 @@
 import type { Logger } from '../log.js';
 import type { ExecPatch, ExecRepo, OutputRow } from './repo.js';
 
+/**
+ * Where the batches go: ExecRepo itself (one transaction at a time), or a store that takes several
+ * in order (`pipelined`: the execution writer's thread). A pipelined store commits batches in the
+ * order given and, once one failed, commits none given after it until `reset()`: the writer puts
+ * every batch not committed back in order and calls reset() before it tries again, so a retried
+ * batch never overwrites a newer one's row patches.
+ */
+export type BatchStore = Pick<ExecRepo, 'storeBatch'> & { readonly pipelined?: number; reset?(): void };
+
+/** One flush handed to the store, in flight until its outcome is handled (in order). */
+interface Flight {
+  rows: OutputRow[];
+  bytes: number;
+  updates: Map<string, ExecPatch>;
+  callbacks: Array<() => void>;
+  late: Array<() => void>;
+  /** Resolves once this flight's outcome is handled. */
+  landed?: Promise<void>;
+}
+
 /** Largest BLOB part stored in one row (MySQL BLOB holds 65,535 bytes). */
 const PART_BYTES = 60_000;
 /** A queued chunk keeps the buffer it was read into when that buffer is at most this many times its size. */
@@ -16,8 +36,9 @@ const LATE_SLICE = 512;
  *
  * Memory stays bounded: above `highWaterBytes` of queued output, `onPressure(true)` asks the
  * socket layer to stop reading from agents; it is released below half of it, and never while
- * writes are failing. One transaction takes at most `maxFlushBytes`, so queued + in-flight output
- * stays under highWaterBytes + maxFlushBytes (plus what the paused sockets had already read); a
+ * writes are failing. One transaction takes at most `maxFlushBytes`, and another starts only while
+ * less than that is in flight (a pipelined store takes several: BatchStore), so queued + in-flight
+ * output stays under highWaterBytes + 2 × maxFlushBytes (plus what the paused sockets had read); a
  * queued chunk keeps at most PIN_RATIO times its size alive (the buffer it was read into).
  *
  * A failed write (the database away) puts everything back in order and is retried after
@@ -42,8 +63,15 @@ export class ExecWriteBatcher {
   /** Late callbacks still being run, in flush order (stop() waits for them). */
   private lateRun: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> | null = null;
+  /** Flights handed to the store and not yet handled, oldest first; their output bytes. */
+  private flights: Flight[] = [];
+  private flightBytes = 0;
+  /** Resolves once the newest flight is handled (and every earlier one: they are handled in order). */
+  private tail: Promise<void> = Promise.resolve();
   private again: Promise<void> | null = null;
+  /** Flights that failed (and every one after a failure), put back in order once none is in flight. */
+  private failed: Flight[] = [];
+  private failErr: unknown = null;
   private isPressured = false;
   private stopped = false;
   /** Set while writes fail: since when, how many attempts, the retry timer. */
@@ -55,7 +83,7 @@ export class ExecWriteBatcher {
   committedRows = 0;
 
   constructor(
-    private readonly repo: Pick<ExecRepo, 'storeBatch'>,
+    private readonly repo: BatchStore,
     private readonly log: Logger,
     private readonly o: {
       intervalMs: number;
@@ -101,7 +129,7 @@ export class ExecWriteBatcher {
     // While a flush runs, its end starts the next one; while writes fail, the retry timer does:
     // no new attempt per chunk.
     if (this.bytes >= this.o.batchBytes) {
-      if (!this.flushing && !this.failing) void this.flush();
+      if (this.canFly() && !this.failing) void this.flush();
     } else this.schedule();
   }
 
@@ -131,7 +159,7 @@ export class ExecWriteBatcher {
     // Many results at once (a large batch's replies, read in one long turn of the event loop,
     // where the interval timer does not fire): written while the rest are read, not after.
     if (this.updates.size >= (this.o.batchUpdates ?? Infinity)) {
-      if (!this.flushing && !this.failing) void this.flush();
+      if (this.canFly() && !this.failing) void this.flush();
     } else this.schedule();
   }
 
@@ -217,17 +245,34 @@ export class ExecWriteBatcher {
     }, this.o.intervalMs);
   }
 
+  /** How many flights the store takes at once (1: ExecRepo, one transaction after the other). */
+  private get maxFlights(): number {
+    return Math.max(1, this.repo.pipelined ?? 1);
+  }
+
+  /**
+   * Whether another flight may start now: below the store's depth, nothing failed and unhandled,
+   * and less than `maxFlushBytes` of output in flight (so queued + in-flight output stays under
+   * highWaterBytes + 2 × maxFlushBytes however deep the store's pipeline).
+   */
+  private canFly(): boolean {
+    return this.flights.length < this.maxFlights && this.failed.length === 0 && (this.flights.length === 0 || this.flightBytes < this.o.maxFlushBytes);
+  }
+
   async flush(): Promise<void> {
-    // One follow-up flush at most, however many callers ask while one runs (a flood of output
-    // must not pile up a promise per chunk).
-    if (this.flushing) {
-      return (this.again ??= this.flushing.then(() => {
+    // One follow-up flush at most, however many callers ask while the store is busy (a flood of
+    // output must not pile up a promise per chunk).
+    if (!this.canFly()) {
+      return (this.again ??= this.oldest().then(() => {
         this.again = null;
         return this.flush();
       }));
     }
     this.takeDue(this.stopped);
-    if (!this.rows.length && !this.updates.size && !this.callbacks.length && !this.late.length) return this.scheduleDeferred();
+    if (!this.rows.length && !this.updates.size && !this.callbacks.length && !this.late.length) {
+      this.scheduleDeferred();
+      return this.tail; // what is in flight is committed (or put back) once this resolves
+    }
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.failing) {
@@ -257,61 +302,119 @@ export class ExecWriteBatcher {
     }
     // The taken rows are the database's now: let agents send again while it writes them.
     this.releasePressure();
-    this.flushing = (async () => {
+    const flight: Flight = { rows, bytes, updates, callbacks, late };
+    this.flights.push(flight);
+    this.flightBytes += bytes;
+    const stored = this.repo.storeBatch(rows, updates).then(
+      () => null,
+      (err: unknown) => ({ err }),
+    );
+    // Outcomes are handled in the order the flights started (a pipelined store answers in order too).
+    const prev = this.tail;
+    this.tail = flight.landed = (async () => {
+      const outcome = await stored;
+      await prev;
       try {
-        await this.repo.storeBatch(rows, updates);
-        this.committedBytes += bytes;
-        this.committedRows += rows.length;
+        this.land(flight, outcome);
       } catch (err) {
-        // Database away: put everything back and retry with backoff; nothing is acked before it is stored.
-        this.rows = rows.concat(this.rows);
-        this.bytes += bytes;
-        for (const [id, p] of this.updates) updates.set(id, { ...(updates.get(id) ?? {}), ...p });
-        // Deferred meanwhile (its earlier patch was in flight): it follows the patch put back.
-        for (const [id, d] of this.deferred) {
-          const cur = updates.get(id);
-          if (!cur) continue;
-          updates.set(id, { ...cur, ...d.patch });
-          this.deferred.delete(id);
-        }
-        this.updates = updates;
-        this.callbacks = callbacks.concat(this.callbacks);
-        this.late = late.concat(this.late);
-        this.flushing = null;
-        const f = (this.failing ??= { since: Date.now(), attempts: 0, timer: undefined });
-        f.attempts++;
-        const delay = Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** Math.min(f.attempts - 1, 20));
-        if (f.attempts === 1) {
-          this.log.warn({ err, queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
-          this.o.onHealth?.(false, err);
-          for (const w of [...this.failWaiters]) w(false);
-        } else {
-          this.log.debug({ err, attempt: f.attempts, delay }, 'execution write retry failed');
-        }
-        if (!this.stopped) {
-          f.timer = setTimeout(() => {
-            f.timer = undefined;
-            void this.flush();
-          }, delay);
-          f.timer.unref();
-        }
-        return;
+        this.log.error({ err }, 'execution writer: handling a write failed');
       }
-      this.flushing = null;
-      if (this.failing) {
-        const f = this.failing;
-        this.failing = null;
-        this.log.info({ attempts: f.attempts, downMs: Date.now() - f.since, queuedBytes: this.bytes }, 'execution writes recovered');
-        this.o.onHealth?.(true);
-      }
-      this.releasePressure();
-      for (const cb of callbacks) this.run(cb);
-      if (late.length) this.runLate(late);
-      if (this.bytes >= this.o.batchBytes || this.updates.size >= (this.o.batchUpdates ?? Infinity)) void this.flush();
-      else if (this.rows.length || this.updates.size || this.callbacks.length || this.late.length) this.schedule();
-      this.scheduleDeferred();
     })();
-    return this.flushing;
+    return this.tail;
+  }
+
+  /** Resolves when the oldest flight has been handled (all of them while failed ones wait to be put back). */
+  private oldest(): Promise<void> {
+    return (this.failed.length ? this.tail : this.flights[0]?.landed) ?? Promise.resolve();
+  }
+
+  /** Handles a flight's outcome: committed (callbacks run) or failed (put back once nothing is in flight). */
+  private land(flight: Flight, outcome: { err: unknown } | null): void {
+    this.flights.shift();
+    this.flightBytes -= flight.bytes;
+    // A flight after a failed one was not committed either (a pipelined store refuses it).
+    if (outcome || this.failed.length) {
+      this.failed.push(flight);
+      if (outcome && this.failErr === null) this.failErr = outcome.err;
+      if (this.flights.length === 0) this.putBack();
+      return;
+    }
+    this.committedBytes += flight.bytes;
+    this.committedRows += flight.rows.length;
+    if (this.failing && this.flights.length === 0) {
+      const f = this.failing;
+      this.failing = null;
+      this.log.info({ attempts: f.attempts, downMs: Date.now() - f.since, queuedBytes: this.bytes }, 'execution writes recovered');
+      this.o.onHealth?.(true);
+    }
+    this.releasePressure();
+    for (const cb of flight.callbacks) this.run(cb);
+    if (flight.late.length) this.runLate(flight.late);
+    if (this.failing) return; // an earlier failure's retry timer is the next attempt
+    if (this.bytes >= this.o.batchBytes || this.updates.size >= (this.o.batchUpdates ?? Infinity)) {
+      if (this.canFly()) void this.flush();
+    } else if (this.rows.length || this.updates.size || this.callbacks.length || this.late.length) this.schedule();
+    this.scheduleDeferred();
+  }
+
+  /**
+   * Database away: everything of the failed flights goes back in order, ahead of what was queued
+   * meanwhile, and is retried with backoff; nothing is acked before it is stored.
+   */
+  private putBack(): void {
+    const failed = this.failed;
+    const err = this.failErr;
+    this.failed = [];
+    this.failErr = null;
+    this.repo.reset?.();
+    let rows: OutputRow[] = [];
+    let bytes = 0;
+    const updates = new Map<string, ExecPatch>();
+    let callbacks: Array<() => void> = [];
+    let late: Array<() => void> = [];
+    for (const f of failed) {
+      rows = rows.concat(f.rows);
+      bytes += f.bytes;
+      for (const [id, p] of f.updates) {
+        const cur = updates.get(id);
+        updates.set(id, cur ? { ...cur, ...p } : p);
+      }
+      callbacks = callbacks.concat(f.callbacks);
+      late = late.concat(f.late);
+    }
+    this.rows = rows.concat(this.rows);
+    this.bytes += bytes;
+    for (const [id, p] of this.updates) updates.set(id, { ...(updates.get(id) ?? {}), ...p });
+    // Deferred meanwhile (its earlier patch was in flight): it follows the patch put back.
+    for (const [id, d] of this.deferred) {
+      const cur = updates.get(id);
+      if (!cur) continue;
+      updates.set(id, { ...cur, ...d.patch });
+      this.deferred.delete(id);
+    }
+    this.updates = updates;
+    this.callbacks = callbacks.concat(this.callbacks);
+    this.late = late.concat(this.late);
+    const f = (this.failing ??= { since: Date.now(), attempts: 0, timer: undefined });
+    f.attempts++;
+    const delay = Math.min(this.o.retryMaxMs, this.o.retryInitialMs * 2 ** Math.min(f.attempts - 1, 20));
+    if (f.attempts === 1) {
+      this.log.warn({ err, queuedBytes: this.bytes, retryMaxMs: this.o.retryMaxMs }, 'execution writes failing; retrying with backoff');
+      this.o.onHealth?.(false, err);
+      for (const w of [...this.failWaiters]) w(false);
+    } else {
+      this.log.debug({ err, attempt: f.attempts, delay }, 'execution write retry failed');
+    }
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    clearTimeout(f.timer);
+    if (!this.stopped) {
+      f.timer = setTimeout(() => {
+        f.timer = undefined;
+        void this.flush();
+      }, delay);
+      f.timer.unref();
+    }
   }
 
   private run(cb: () => void): void {
