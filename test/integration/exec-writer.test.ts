@@ -201,6 +201,27 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
     });
   });
 
+  it('creates a task with every execution row as given', async () => {
+    await withDb(kind, 'exec-create', async (db, dialect) => {
+      const repo = new ExecRepo(db, dialect);
+      // 1,500 rows: more than one multi-row statement on MySQL.
+      const n = 1500;
+      const t = task(n);
+      const execs = Array.from({ length: n }, (_, i) => {
+        const e = execution(t.id, i);
+        if (i % 5 === 1) Object.assign(e, { status: 'skipped', reason: `agent "offline" 'quoted' ${i}`, finishedAt: 1_700_000_000_000 + i });
+        if (i % 5 === 2) Object.assign(e, { queuedUntil: 1_800_000_000_123 + i });
+        if (i % 5 === 3) Object.assign(e, { status: 'policy_denied', reason: 'ünïcode ✓', finishedAt: 5 });
+        if (i === 4) Object.assign(e, { truncated: true, outputBytes: 2 ** 40, nextSeq: 7, signal: 'SIGKILL', exitCode: -1, containment: 'systemd' });
+        return e;
+      });
+      await repo.createTask(t, execs);
+      const stored = new Map((await repo.executionsOf(t.id)).map((e) => [e.id, e]));
+      expect(stored.size).toBe(n);
+      for (const e of execs) expect(stored.get(e.id)).toEqual(e);
+    });
+  });
+
   it('a cluster node writes the rows of the tasks it owns and leaves those another node took over', async () => {
     await withDb(kind, 'exec-writer-fence', async (db, dialect) => {
       const repo = new ExecRepo(db, dialect, 'node-a');
