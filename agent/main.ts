@@ -1,5 +1,5 @@
 import os from 'node:os';
-import { PROTOCOL_VERSION, type AgentSettings, type Hello } from '../protocol/index.js';
+import { HEARTBEAT_RTT_CAPABILITY, HEARTBEAT_RTT_MAX_MS, PROTOCOL_VERSION, type AgentMessage, type AgentSettings, type Hello } from '../protocol/index.js';
 import { AgentConfigError, loadAgentConfig } from './config.js';
 import type { AgentContext, Link } from './capability.js';
 import { ServerConnection, type ServerHandlers } from './connection.js';
@@ -61,6 +61,13 @@ async function main(): Promise<void> {
     lastSentSeq: null as number | null,
     lastAckedAt: null as number | null,
     lastAckedSeq: null as number | null,
+    /** performance.now() when the heartbeat carrying lastSentSeq went out. */
+    lastSentPerf: 0,
+    /**
+     * Round trip of the last acknowledged heartbeat (ms), reported once with the next heartbeat: the
+     * server's RTT metric, without a WebSocket ping of its own per agent (HEARTBEAT_RTT_CAPABILITY).
+     */
+    rttToReport: null as number | null,
   };
 
   // The socket is created below; capabilities reach it through this link.
@@ -170,7 +177,7 @@ async function main(): Promise<void> {
     cpus: os.cpus().length,
     memoryBytes: os.totalmem(),
     labels: live.labels,
-    capabilities: ['exec', 'pty', 'files', 'config', 'term-files', ...(cfg.installRoot ? ['update'] : [])],
+    capabilities: ['exec', 'pty', 'files', 'config', 'term-files', HEARTBEAT_RTT_CAPABILITY, ...(cfg.installRoot ? ['update'] : [])],
     executions: executor.helloExecutions(),
     policy: policy.view,
   });
@@ -178,6 +185,9 @@ async function main(): Promise<void> {
   const handlers: ServerHandlers = {
     error: (m) => log.warn({ code: m.code, message: m.message, ref: m.ref }, 'server reported an error'),
     'heartbeat.ack': (m) => {
+      if (m.seq === hb.lastSentSeq && hb.lastAckedSeq !== m.seq) {
+        hb.rttToReport = Math.min(HEARTBEAT_RTT_MAX_MS, Math.round((performance.now() - hb.lastSentPerf) * 100) / 100);
+      }
       hb.lastAckedAt = Date.now();
       hb.lastAckedSeq = m.seq;
       counters.heartbeats_acked_total++;
@@ -247,12 +257,16 @@ async function main(): Promise<void> {
       const ask = sinceAck % ACK_EVERY === 0;
       const seq = hb.seq;
       const metrics = collectMetrics(cpu, { executions: running.executions(), terminals: running.terminals() });
-      if (conn.send(ask ? { type: 'heartbeat', seq, metrics } : { type: 'heartbeat', metrics })) {
+      const rttMs = hb.rttToReport;
+      const msg: AgentMessage<'heartbeat'> = { type: 'heartbeat', metrics, ...(ask ? { seq } : {}), ...(rttMs !== null ? { rttMs } : {}) };
+      if (conn.send(msg)) {
         sinceAck++;
         hb.lastSentAt = Date.now();
+        hb.rttToReport = null;
         if (ask) {
           hb.seq++;
           hb.lastSentSeq = seq;
+          hb.lastSentPerf = performance.now();
         }
         counters.heartbeats_sent_total++;
       }

@@ -34,8 +34,21 @@ export const Hello = z.object({
   policy: HostPolicy.optional(),
 });
 
-/** `seq` (optional, counting up per agent process): the server acknowledges it with `heartbeat.ack`. */
-export const Heartbeat = z.object({ type: z.literal('heartbeat'), metrics: Metrics, seq: z.number().int().nonnegative().optional() });
+/** Longest heartbeat round trip an agent reports (`rttMs`). */
+export const HEARTBEAT_RTT_MAX_MS = 600_000;
+/** The capability (hello) of an agent that reports its heartbeats' round trips: the server does not ping it for them. */
+export const HEARTBEAT_RTT_CAPABILITY = 'heartbeat-rtt';
+/**
+ * `seq` (optional, counting up per agent process): the server acknowledges it with `heartbeat.ack`.
+ * `rttMs` (optional): the round trip of the agent's last acknowledged heartbeat, from its sending
+ * to its `heartbeat.ack`, measured by the agent (sent once, with the next heartbeat).
+ */
+export const Heartbeat = z.object({
+  type: z.literal('heartbeat'),
+  metrics: Metrics,
+  seq: z.number().int().nonnegative().optional(),
+  rttMs: z.number().nonnegative().max(HEARTBEAT_RTT_MAX_MS).optional(),
+});
 export const Bye = z.object({ type: z.literal('bye'), reason: z.string().max(255) });
 export const AgentError = z.object({
   type: z.literal('error'),

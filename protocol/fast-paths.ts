@@ -1,3 +1,5 @@
+import { HEARTBEAT_RTT_MAX_MS } from './agent-messages.js';
+
 /**
  * Hand-written checks for the messages a large fleet sends thousands of times a second (the
  * heartbeat, the terminal's acks) or all at once (the hello of every agent coming back after a
@@ -48,7 +50,7 @@ export function isExactMetrics(m: unknown): boolean {
   return n === 9;
 }
 
-/** Exactly the shape of `Heartbeat` (protocol/agent-messages.ts): type, metrics, optional seq, no other key. */
+/** Exactly the shape of `Heartbeat` (protocol/agent-messages.ts): type, metrics, optional seq and rttMs, no other key. */
 export function isExactHeartbeat(raw: unknown): boolean {
   if (!isRecord(raw) || raw.type !== 'heartbeat') return false;
   let metrics = false;
@@ -59,6 +61,9 @@ export function isExactHeartbeat(raw: unknown): boolean {
       metrics = true;
     } else if (k === 'seq') {
       if (!isCount(raw[k])) return false;
+    } else if (k === 'rttMs') {
+      const v = raw[k];
+      if (!isNum(v) || v < 0 || v > HEARTBEAT_RTT_MAX_MS) return false;
     } else return false;
   }
   return metrics;

@@ -146,7 +146,7 @@ export function createMetrics() {
   // The fleet's links.
   const heartbeatRtt = new client.Histogram({
     name: 'muster_agent_heartbeat_rtt_seconds',
-    help: "Round trip of a server WebSocket ping to the agent's pong",
+    help: "Round trip of an agent's heartbeat to its ack, as the agent measured it (older agents: of a server ping to the agent's pong)",
     registers,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
   });

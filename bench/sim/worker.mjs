@@ -129,6 +129,10 @@ class SimAgent {
     this.sinceAck = 0;
     this.seq = 0;
     this.lastHeard = 0;
+    /** When the last heartbeat that carried `seq` went out, the last seq acknowledged, and the round trip to report next. */
+    this.seqSentAt = 0;
+    this.ackedSeq = -1;
+    this.rttMs = undefined;
     /** The secret came in a welcome and no server accepted it since (see connect). */
     this.unconfirmed = false;
     this.stopped = false;
@@ -197,7 +201,9 @@ class SimAgent {
           cpus: 2,
           memoryBytes: 4 * 2 ** 30,
           labels: { sim: 'true', shard: String(this.index % 16), ...labels },
-          capabilities: ['exec'],
+          // 'heartbeat-rtt' (protocol HEARTBEAT_RTT_CAPABILITY), as the real agent: it reports its
+          // heartbeats' round trips, so the server does not ping it for them.
+          capabilities: ['exec', 'heartbeat-rtt'],
           executions,
         }),
       );
@@ -285,7 +291,12 @@ class SimAgent {
       return;
     }
     // The answer to a heartbeat that carried `seq`: proof the server is alive (lastHeard, above).
-    if (m.type === 'heartbeat.ack') return;
+    // As the real agent, its round trip goes with the next heartbeat.
+    if (m.type === 'heartbeat.ack') {
+      if (m.seq === this.seq - 1 && this.ackedSeq !== m.seq) this.rttMs = Math.round((performance.now() - this.seqSentAt) * 100) / 100;
+      this.ackedSeq = m.seq;
+      return;
+    }
     if (m.type === 'restart') {
       this.ws?.close(1000, 'restart requested');
       return;
@@ -320,9 +331,13 @@ class SimAgent {
     // As the real agent (agent/main.ts): every third heartbeat, the first after a welcome included,
     // carries a sequence number and is acknowledged by the server.
     const seq = this.sinceAck++ % 3 === 0 ? { seq: this.seq++ } : {};
+    if (seq.seq !== undefined) this.seqSentAt = performance.now();
+    const rtt = this.rttMs !== undefined ? { rttMs: Math.min(600_000, this.rttMs) } : {};
+    this.rttMs = undefined;
     this.send({
       type: 'heartbeat',
       ...seq,
+      ...rtt,
       metrics: {
         cpuPercent: Math.round(Math.random() * 1000) / 10,
         memUsedBytes: 1_500_000_000 + (this.index % 1000) * 1000,

@@ -3,12 +3,16 @@ import type { Logger } from '../log.js';
 import type { AgentHandlers } from '../ws/handlers.js';
 import type { Fleet } from './fleet.js';
 
-/** The fleet's own agent messages: presence (heartbeat), what the host reports, and its farewell. */
-export function fleetAgentHandlers(fleet: Fleet): Pick<AgentHandlers, 'heartbeat' | 'bye' | 'error' | 'labels' | 'policy'> {
+/**
+ * The fleet's own agent messages: presence (heartbeat), what the host reports, and its farewell.
+ * `rtt`: a heartbeat's round trip as its agent measured it (seconds), for the RTT metric.
+ */
+export function fleetAgentHandlers(fleet: Fleet, rtt: (seconds: number) => void): Pick<AgentHandlers, 'heartbeat' | 'bye' | 'error' | 'labels' | 'policy'> {
   return {
     heartbeat: (ctx, m) => {
       fleet.heartbeat(ctx.agentId, ctx.channel.linkId, m.metrics);
       if (m.seq !== undefined) ctx.channel.send({ type: 'heartbeat.ack', seq: m.seq });
+      if (m.rttMs !== undefined) rtt(m.rttMs / 1000);
     },
     bye: (ctx, m) => ctx.log.info({ reason: m.reason }, 'agent says bye'),
     error: (ctx, m) => ctx.log.warn({ code: m.code, message: m.message, ref: m.ref }, 'agent reported an error'),

@@ -42,7 +42,7 @@ export function createFleet({
   });
   let stopSimulated: (() => void) | undefined;
   return {
-    agentHandlers: fleetAgentHandlers(fleet),
+    agentHandlers: fleetAgentHandlers(fleet, (s) => core.metrics.heartbeatRtt.observe(s)),
     consoleHandlers: views.handlers(),
     routes: [
       metricsHistoryRoutes(history, (id) => fleet.get(id) !== undefined, historyOpts),

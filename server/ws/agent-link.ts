@@ -6,6 +6,7 @@ import {
   DEFAULT_BULK_WINDOW,
   DEFAULT_BULK_WRITE_THRESHOLD,
   FrameError,
+  HEARTBEAT_RTT_CAPABILITY,
   isExactHeartbeat,
   isExactHello,
   MessageDispatcher,
@@ -443,7 +444,8 @@ export class AgentLink implements AgentChannel, AgentCtx {
       }
     }
     this.state = 'ready';
-    this.deps.pinger?.add(this);
+    // An agent that reports its heartbeats' round trips is not pinged for them.
+    if (!h.capabilities.includes(HEARTBEAT_RTT_CAPABILITY)) this.deps.pinger?.add(this);
     const queued = this.pending;
     this.pending = null;
     if (this.unconfirmed && this.spokeAfterWelcome) this.confirmEnrollment();

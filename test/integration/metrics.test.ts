@@ -1,15 +1,17 @@
 /**
  * /metrics describes the work: executions, tasks, output, terminals, rollouts, and the agents'
- * links (ping round trip, connection duration, status changes). Driven by real agents; each
+ * links (heartbeat round trip, connection duration, status changes). Driven by real agents; each
  * metric is read before and after the work that should move it. Label sets stay bounded: no
  * agent, task or session id appears in any label.
  */
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTask, waitTask } from '../helpers/exec.js';
 import { agentId, Api, cleanup, ROOT, startAgent, startServer, tmpDir, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import { helloAgent, sampleMetrics } from '../helpers/raw-agent.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
 /** Value of one sample, `name{a="x",b="y"}` (labels in any order); 0 when absent. */
@@ -31,7 +33,7 @@ describe('work metrics on /metrics', () => {
   const scrape = async (): Promise<string> => (await fetch(`${s.url}/metrics`)).text();
 
   beforeAll(async () => {
-    s = await startServer({ env: { MUSTER_AGENT_PING_INTERVAL_MS: '200' } });
+    s = await startServer({ env: { MUSTER_AGENT_PING_INTERVAL_MS: '200', MUSTER_HEARTBEAT_INTERVAL_MS: '500' } });
     api = await Api.login(s.url);
     a = startAgent(s, { name: 'm-1' });
     id = await agentId(a);
@@ -109,12 +111,45 @@ describe('work metrics on /metrics', () => {
     await upd.stop();
   });
 
-  it('ping round trips, connection durations and status changes; no id in any label', async () => {
+  it('heartbeat round trips: reported by agents that measure them (never pinged for it), pinged for the others', async () => {
+    // The real agent measures each acknowledged heartbeat's round trip and reports it with the next.
     const first = await waitFor(async () => {
       const t = await scrape();
       return sample(t, 'muster_agent_heartbeat_rtt_seconds_count') >= 3 ? t : null;
-    }, 'pings answered');
+    }, 'round trips reported');
     expect(sample(first, 'muster_agent_heartbeat_rtt_seconds_sum')).toBeGreaterThan(0);
+    // Two raw agents: one that does not report round trips (an older agent) is pinged every
+    // MUSTER_AGENT_PING_INTERVAL_MS; one that does is never pinged, and what it reports is observed.
+    const ids = { older: randomUUID(), newer: randomUUID() };
+    const older = await helloAgent(s.wsUrl, { agentId: ids.older, enrollToken: s.enrollToken });
+    const newer = await helloAgent(s.wsUrl, { agentId: ids.newer, enrollToken: s.enrollToken }, { capabilities: ['exec', 'heartbeat-rtt'] });
+    const pings = { older: 0, newer: 0 };
+    older.ws.on('ping', () => pings.older++);
+    newer.ws.on('ping', () => pings.newer++);
+    const beat = setInterval(() => {
+      for (const r of [older, newer]) if (r.isOpen()) r.send({ type: 'heartbeat', metrics: sampleMetrics() });
+    }, 200);
+    try {
+      const before = await scrape();
+      // 7 s: above the largest bucket (5 s), so this one sample is told apart from the real agent's.
+      newer.send({ type: 'heartbeat', rttMs: 7000, metrics: sampleMetrics() });
+      await waitFor(() => pings.older >= 3 || null, 'pings to the agent that does not report round trips');
+      const after = await scrape();
+      const above5s = (t: string) =>
+        sample(t, 'muster_agent_heartbeat_rtt_seconds_bucket', { le: '+Inf' }) - sample(t, 'muster_agent_heartbeat_rtt_seconds_bucket', { le: '5' });
+      expect(above5s(after) - above5s(before)).toBe(1);
+      expect(pings.newer).toBe(0);
+      expect(older.isOpen() && newer.isOpen()).toBe(true);
+    } finally {
+      clearInterval(beat);
+      older.close();
+      newer.close();
+      // Gone before the next test counts status changes and connection durations.
+      for (const x of [ids.older, ids.newer]) await api.waitAgent(x, 'offline');
+    }
+  });
+
+  it('connection durations and status changes; no id in any label', async () => {
     const before = await scrape();
     await a.stop();
     await api.waitAgent(id, 'offline');

@@ -35,8 +35,17 @@ const schemaKeepsAsIs = (raw: unknown): boolean => {
 };
 
 describe('isExactHeartbeat (hand-checked heartbeat, zod as the authority)', () => {
-  it('accepts real heartbeats, with and without seq, exactly as the schema returns them', () => {
-    for (const raw of [beat(), beat({ seq: 0 }), beat({ seq: 41 }), wire(JSON.stringify(beat({ seq: 7 })))]) {
+  it('accepts real heartbeats, with and without seq and rttMs, exactly as the schema returns them', () => {
+    for (const raw of [
+      beat(),
+      beat({ seq: 0 }),
+      beat({ seq: 41 }),
+      wire(JSON.stringify(beat({ seq: 7 }))),
+      beat({ rttMs: 0 }),
+      beat({ seq: 3, rttMs: 0.42 }),
+      beat({ rttMs: 600_000 }),
+      wire(JSON.stringify(beat({ seq: 9, rttMs: 12.5 }))),
+    ]) {
       expect(isExactHeartbeat(raw)).toBe(true);
       expect(schemaKeepsAsIs(raw)).toBe(true);
     }
@@ -56,6 +65,11 @@ describe('isExactHeartbeat (hand-checked heartbeat, zod as the authority)', () =
       beat({ seq: 1.5 }),
       beat({ seq: 2 ** 53 }),
       beat({ seq: '1' }),
+      beat({ rttMs: -0.01 }),
+      beat({ rttMs: 600_000.5 }),
+      beat({ rttMs: '3' }),
+      beat({ rttMs: null }),
+      beat({ seq: 1, rttMs: Infinity }),
       { ...beat(), metrics: [] },
       { ...beat(), metrics: null },
       { ...beat(), metrics: { ...m, extra: 0 } },
@@ -126,6 +140,7 @@ describe('isExactHeartbeat (hand-checked heartbeat, zod as the authority)', () =
       if (rnd() < 0.03) m[pick(['x', 'cpu', 'toString'])] = 1;
       const raw: Record<string, unknown> = { type: rnd() < 0.98 ? 'heartbeat' : 'hello', metrics: rnd() < 0.98 ? m : pick(values) };
       if (rnd() < 0.5) raw.seq = rnd() < 0.8 ? Math.floor(rnd() * 1000) : pick(values);
+      if (rnd() < 0.3) raw.rttMs = rnd() < 0.7 ? rnd() * 50 : pick([...values, 600_000, 600_001]);
       if (rnd() < 0.02) raw[pick(['ref', 'extra'])] = 'x';
       const fast = isExactHeartbeat(raw);
       if (fast) accepted++;
