@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { uuidv7 } from '../db/ids.js';
 import { defaultTaskName, type AgentMessage, type ErrorCode, type Hello, type Stream } from '../../protocol/index.js';
 import type { Actor, AuditLog } from '../auth/audit.js';
 import type { Config } from '../config/config.js';
@@ -108,6 +109,8 @@ export class ExecService {
     }
     const now = Date.now();
     const task: Task = {
+      // Random: a task is named by a short prefix of its id (`muster task 3f2a9c1e`, as git does with
+      // commits), which a time-ordered id would share with every task made in the same minute.
       id: randomUUID(),
       name: input.name?.trim() || defaultTaskName(input.script),
       script: input.script,
@@ -137,12 +140,14 @@ export class ExecService {
       signature: input.signature ?? null,
       ownerNode: this.d.nodeId,
     };
+    // Execution ids are time-ordered (db/ids.ts): a task's rows are written together at the end of
+    // the table's primary key instead of on as many scattered pages.
     const executions: Execution[] = agents.map((a) => {
       // Refused up front when the host's reported policy forbids it (the agent would refuse it too).
       const denied = taskDenial(a.policy, task);
       if (denied) {
         return {
-          id: randomUUID(),
+          id: uuidv7(),
           taskId: task.id,
           agentId: a.id,
           agentName: a.name,
@@ -164,7 +169,7 @@ export class ExecService {
       const online = fleet.isOnline(a.id);
       const queued = !online && input.offline === 'queue';
       return {
-        id: randomUUID(),
+        id: uuidv7(),
         taskId: task.id,
         agentId: a.id,
         agentName: a.name,
