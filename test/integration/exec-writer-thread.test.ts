@@ -6,16 +6,15 @@
  * given after it are refused unwritten until reset(), and a thread that dies fails what it held
  * and is replaced. MariaDB only (SQLite writes on the main thread); mandatory with CI=true.
  */
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateLatest, openDb } from '../../server/db/db.js';
-import type { Execution, Task } from '../../server/exec/model.js';
 import { ExecRepo, type ExecPatch, type OutputRow } from '../../server/exec/repo.js';
 import { ThreadedStore } from '../../server/exec/store-thread.js';
 import { ExecWriteBatcher } from '../../server/exec/write-batcher.js';
+import { executionRow, taskRow } from '../helpers/exec-rows.js';
 import { cleanup, createMysqlDatabase, databases, ROOT, tmpDir } from '../helpers/harness.js';
 
 const dbs = await databases();
@@ -30,58 +29,24 @@ const options = (url: string) => ({
   queryTimeoutMs: 15_000,
 });
 
-function task(n: number): Task {
-  return {
-    id: randomUUID(),
-    name: 't',
-    script: 'echo t',
-    scriptSha256: '0'.repeat(64),
-    interpreter: 'sh',
-    args: [],
-    env: {},
-    cwd: null,
-    timeoutSec: 60,
-    targets: { selector: 'all' },
-    concurrency: null,
-    maxFailures: null,
-    offline: 'skip',
-    queueTtlSec: null,
-    createdBy: 'admin',
-    createdAt: Date.now(),
-    status: 'running',
-    total: n,
-    finishedAt: null,
-    cancelledAt: null,
-    cancelledBy: null,
-    rerunOf: null,
-    scriptId: null,
-    scriptVersion: null,
-    scheduleId: null,
-    secretEnv: [],
-    signature: null,
-  };
-}
-
-function execution(taskId: string, i: number): Execution {
-  return {
-    id: randomUUID(),
-    taskId,
-    agentId: `agent-${i}`,
-    agentName: `host-${i}`,
-    status: 'pending',
-    reason: null,
-    exitCode: null,
-    signal: null,
-    queuedUntil: null,
-    dispatchedAt: null,
-    startedAt: null,
-    finishedAt: null,
-    outputBytes: 0,
-    nextSeq: 0,
-    truncated: false,
-    containment: null,
-    reconciledAt: null,
-  };
+/** Runs `fn` with a fresh migrated MariaDB database, its ExecRepo, and a ThreadedStore writing bulk output through that repo (counted). */
+async function withStore(
+  fn: (x: { db: ReturnType<typeof openDb>['db']; repo: ExecRepo; store: ThreadedStore; inlineBatches: () => number }) => Promise<void>,
+): Promise<void> {
+  const { url, drop } = await createMysqlDatabase();
+  const { db } = openDb(url, tmpDir('writer-thread'));
+  const repo = new ExecRepo(db, 'mysql');
+  let inline = 0;
+  const counted = { storeBatch: (r: OutputRow[], u: ReadonlyMap<string, ExecPatch>) => (inline++, repo.storeBatch(r, u)) };
+  const store = new ThreadedStore(SCRIPT, options(url), counted, log);
+  try {
+    await migrateLatest(db);
+    await fn({ db, repo, store, inlineBatches: () => inline });
+  } finally {
+    await store.close();
+    await db.destroy();
+    await drop();
+  }
 }
 
 describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () => {
@@ -90,17 +55,10 @@ describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () 
   });
 
   it('stores what the writer hands over, pipelined, every byte and column intact; bulk output in order from the main thread', async () => {
-    const { url, drop } = await createMysqlDatabase();
-    const { db } = openDb(url, tmpDir('writer-thread'));
-    const repo = new ExecRepo(db, 'mysql');
-    let inlineBatches = 0;
-    const inline = { storeBatch: (r: OutputRow[], u: ReadonlyMap<string, ExecPatch>) => (inlineBatches++, repo.storeBatch(r, u)) };
-    const store = new ThreadedStore(SCRIPT, options(url), inline, log);
-    try {
-      await migrateLatest(db);
+    await withStore(async ({ db, repo, store, inlineBatches }) => {
       const n = 600;
-      const t = task(n);
-      const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
+      const t = taskRow(n);
+      const execs = Array.from({ length: n }, (_, i) => executionRow(t.id, i));
       await repo.createTask(t, execs);
       const writer = new ExecWriteBatcher(store, log, {
         intervalMs: 5,
@@ -144,8 +102,8 @@ describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () 
       await writer.drain();
       await writer.stop();
       expect(acked).toHaveLength(n);
-      expect(inlineBatches).toBeGreaterThan(0);
-      expect((store as unknown as { seq: number }).seq).toBeGreaterThan(inlineBatches);
+      expect(inlineBatches()).toBeGreaterThan(0);
+      expect((store as unknown as { seq: number }).seq).toBeGreaterThan(inlineBatches());
       const rows = (await db('executions').where({ task_id: t.id })) as Array<Record<string, unknown>>;
       const byId = new Map(rows.map((r) => [String(r['id']), r]));
       execs.forEach((e, i) => {
@@ -175,22 +133,13 @@ describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () 
         else expect(bySeq.has(`${e.id}/1`)).toBe(false);
       });
       expect(out.filter((o) => o.execution_id === execs[7]!.id).map((o) => o.part)).toEqual([0, 1]);
-    } finally {
-      await store.close();
-      await db.destroy();
-      await drop();
-    }
+    });
   });
 
   it('returns a failure with its database code, refuses later batches until reset, and replaces a thread that died', async () => {
-    const { url, drop } = await createMysqlDatabase();
-    const { db } = openDb(url, tmpDir('writer-thread'));
-    const repo = new ExecRepo(db, 'mysql');
-    const store = new ThreadedStore(SCRIPT, options(url), repo, log);
-    try {
-      await migrateLatest(db);
-      const t = task(2);
-      const [a, b] = [execution(t.id, 0), execution(t.id, 1)];
+    await withStore(async ({ db, repo, store }) => {
+      const t = taskRow(2);
+      const [a, b] = [executionRow(t.id, 0), executionRow(t.id, 1)];
       await repo.createTask(t, [a, b]);
       const part = (id: string, seq: number): OutputRow => ({ execution_id: id, seq, part: 0, stream: 1, data: Buffer.from(`s${seq}`) });
       // A reason longer than its column: strict mode refuses the statement.
@@ -222,23 +171,14 @@ describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () 
       await store.storeBatch([part(b.id, 0), part(b.id, 1)], new Map([[b.id, { status: 'succeeded' as const, exitCode: 0 }]]));
       expect((await db('execution_output').where({ execution_id: b.id })).map((r: { seq: number }) => r.seq).sort()).toEqual([0, 1]);
       expect((store as unknown as { worker: unknown }).worker).not.toBe(worker);
-    } finally {
-      await store.close();
-      await db.destroy();
-      await drop();
-    }
+    });
   });
 
   it('keeps the order of batches across the thread and the main thread (bulk output)', async () => {
-    const { url, drop } = await createMysqlDatabase();
-    const { db } = openDb(url, tmpDir('writer-thread'));
-    const repo = new ExecRepo(db, 'mysql');
-    const store = new ThreadedStore(SCRIPT, options(url), repo, log);
-    try {
-      await migrateLatest(db);
+    await withStore(async ({ db, repo, store }) => {
       const n = 3000;
-      const t = task(n);
-      const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
+      const t = taskRow(n);
+      const execs = Array.from({ length: n }, (_, i) => executionRow(t.id, i));
       await repo.createTask(t, execs);
       const [x, y] = [execs[0]!.id, execs[1]!.id];
       const bulk = (id: string, seq: number, mb: number): OutputRow[] =>
@@ -254,10 +194,6 @@ describe.skipIf(!dbs.includes('mysql'))('execution writer thread (MariaDB)', () 
       expect((await db('executions').where({ id: x }).first())!['status']).toBe('succeeded');
       expect((await db('executions').where({ id: y }).first())!['status']).toBe('failed');
       expect(Number((await db('executions').where({ id: y }).first())!['exit_code'])).toBe(3);
-    } finally {
-      await store.close();
-      await db.destroy();
-      await drop();
-    }
+    });
   });
 });

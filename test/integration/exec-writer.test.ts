@@ -5,14 +5,14 @@
  * every value intact: per-row values, shared values, NULLs, booleans, quotes, and the column
  * named `signal` (a reserved word in MySQL).
  */
-import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateLatest, openDb } from '../../server/db/db.js';
-import type { Execution, Task } from '../../server/exec/model.js';
 import { ExecRepo, type ExecPatch } from '../../server/exec/repo.js';
 import { ExecWriteBatcher } from '../../server/exec/write-batcher.js';
 import { UPDATE_ROWS } from '../../server/exec/row-updates.js';
+import type { Execution } from '../../server/exec/model.js';
+import { executionRow, taskRow } from '../helpers/exec-rows.js';
 import { cleanup, databases, dbUrlFor, tmpDir, type DbKind } from '../helpers/harness.js';
 
 const dbs = await databases();
@@ -27,60 +27,6 @@ const log = {
     return log;
   },
 };
-
-function task(n: number): Task {
-  return {
-    id: randomUUID(),
-    name: 'w',
-    script: 'echo w',
-    scriptSha256: '0'.repeat(64),
-    interpreter: 'sh',
-    args: [],
-    env: {},
-    cwd: null,
-    timeoutSec: 60,
-    targets: { selector: 'all' },
-    concurrency: null,
-    maxFailures: null,
-    offline: 'skip',
-    queueTtlSec: null,
-    createdBy: 'admin',
-    createdAt: Date.now(),
-    status: 'running',
-    total: n,
-    finishedAt: null,
-    cancelledAt: null,
-    cancelledBy: null,
-    rerunOf: null,
-    scriptId: null,
-    scriptVersion: null,
-    scheduleId: null,
-    secretEnv: [],
-    signature: null,
-  };
-}
-
-function execution(taskId: string, i: number): Execution {
-  return {
-    id: randomUUID(),
-    taskId,
-    agentId: `agent-${i}`,
-    agentName: `host-${String(i).padStart(5, '0')}`,
-    status: 'pending',
-    reason: null,
-    exitCode: null,
-    signal: null,
-    queuedUntil: null,
-    dispatchedAt: null,
-    startedAt: null,
-    finishedAt: null,
-    outputBytes: 0,
-    nextSeq: 0,
-    truncated: false,
-    containment: null,
-    reconciledAt: null,
-  };
-}
 
 /** Runs `fn` on a fresh, migrated database of `kind`, dropped afterwards. */
 async function withDb(
@@ -105,8 +51,8 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
     await withDb(kind, 'exec-writer', async (db, dialect) => {
       const repo = new ExecRepo(db, dialect);
       const n = 1000;
-      const t = task(n);
-      const execs = Array.from({ length: n }, (_, i) => execution(t.id, i));
+      const t = taskRow(n);
+      const execs = Array.from({ length: n }, (_, i) => executionRow(t.id, i));
       await repo.createTask(t, execs);
       const writer = new ExecWriteBatcher(repo, log as never, {
         intervalMs: 60_000,
@@ -206,9 +152,9 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
       const repo = new ExecRepo(db, dialect);
       // 1,500 rows: more than one multi-row statement on MySQL.
       const n = 1500;
-      const t = task(n);
+      const t = taskRow(n);
       const execs = Array.from({ length: n }, (_, i) => {
-        const e = execution(t.id, i);
+        const e = executionRow(t.id, i);
         if (i % 5 === 1) Object.assign(e, { status: 'skipped', reason: `agent "offline" 'quoted' ${i}`, finishedAt: 1_700_000_000_000 + i });
         if (i % 5 === 2) Object.assign(e, { queuedUntil: 1_800_000_000_123 + i });
         if (i % 5 === 3) Object.assign(e, { status: 'policy_denied', reason: 'ünïcode ✓', finishedAt: 5 });
@@ -225,11 +171,11 @@ describe.each(dbs)('ExecWriteBatcher row updates (%s)', (kind) => {
   it('a cluster node writes the rows of the tasks it owns and leaves those another node took over', async () => {
     await withDb(kind, 'exec-writer-fence', async (db, dialect) => {
       const repo = new ExecRepo(db, dialect, 'node-a');
-      const mine = { ...task(3), ownerNode: 'node-a' };
-      const theirs = { ...task(3), ownerNode: 'node-b' };
+      const mine = { ...taskRow(3), ownerNode: 'node-a' };
+      const theirs = { ...taskRow(3), ownerNode: 'node-b' };
       const execsOf = new Map<string, Execution[]>();
       for (const t of [mine, theirs]) {
-        const execs = Array.from({ length: 3 }, (_, i) => execution(t.id, i));
+        const execs = Array.from({ length: 3 }, (_, i) => executionRow(t.id, i));
         execsOf.set(t.id, execs);
         await repo.createTask(t, execs);
       }

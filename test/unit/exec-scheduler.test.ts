@@ -5,6 +5,7 @@ import type { Execution, Task } from '../../server/exec/model.js';
 import { Scheduler, type SchedulerDeps } from '../../server/exec/scheduler.js';
 import type { AgentRecord } from '../../server/fleet/repo.js';
 import { createMetrics } from '../../server/metrics.js';
+import { executionRow, taskRow } from '../helpers/exec-rows.js';
 
 // The scheduler with a fake fleet, writer and repository: no server, no database, no sockets.
 // The fleet is the edge here (which agents are online, what was sent to them).
@@ -89,59 +90,11 @@ function setup(
 let n = 0;
 function task(o: Partial<Task> = {}): Task {
   n++;
-  return {
-    id: `t${n}`,
-    name: 'x',
-    script: 'true',
-    scriptSha256: '0'.repeat(64),
-    interpreter: 'bash',
-    args: [],
-    env: {},
-    cwd: null,
-    timeoutSec: 60,
-    signature: null,
-    targets: {},
-    concurrency: null,
-    maxFailures: null,
-    offline: 'skip',
-    queueTtlSec: null,
-    createdBy: 'op',
-    createdAt: Date.now(),
-    status: 'running',
-    total: 0,
-    finishedAt: null,
-    cancelledAt: null,
-    cancelledBy: null,
-    rerunOf: null,
-    scriptId: null,
-    scriptVersion: null,
-    scheduleId: null,
-    secretEnv: [],
-    ...o,
-  };
+  return { ...taskRow(0, 'x'), id: `t${n}`, script: 'true', interpreter: 'bash', targets: {}, createdBy: 'op', ...o };
 }
 
 function executions(t: Task, agents: string[], o: Partial<Execution> = {}): Execution[] {
-  return agents.map((agentId, i) => ({
-    id: `${t.id}-e${i}`,
-    taskId: t.id,
-    agentId,
-    agentName: agentId,
-    status: 'pending',
-    reason: null,
-    exitCode: null,
-    signal: null,
-    queuedUntil: null,
-    dispatchedAt: null,
-    startedAt: null,
-    finishedAt: null,
-    outputBytes: 0,
-    nextSeq: 0,
-    truncated: false,
-    containment: null,
-    reconciledAt: null,
-    ...o,
-  }));
+  return agents.map((agentId, i) => ({ ...executionRow(t.id, i), id: `${t.id}-e${i}`, agentId, agentName: agentId, ...o }));
 }
 
 function result(
