@@ -22,7 +22,7 @@ export function uuidv7(): string {
   const now = Date.now();
   if (now > state.ms) {
     state.ms = now;
-    state.counter = random(2) & 0x7ff;
+    state.counter = pool.readUInt16BE(draw(2)) & 0x7ff;
   } else if (++state.counter > 0xfff) {
     state.ms++;
     state.counter = 0;
@@ -34,7 +34,8 @@ export function uuidv7(): string {
   b.writeUInt32BE(ms >>> 0, 2);
   b[6] = 0x70 | (state.counter >>> 8);
   b[7] = state.counter & 0xff;
-  fillRandom(b, 8);
+  const at = draw(8);
+  pool.copy(b, 8, at, at + 8);
   b[8] = (b[8]! & 0x3f) | 0x80;
   const h = b.toString('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
@@ -46,21 +47,12 @@ const out = Buffer.alloc(16);
 const pool = Buffer.alloc(4096);
 let poolAt = pool.length;
 
-function fillRandom(b: Buffer, from: number): void {
-  if (poolAt + 8 > pool.length) {
+/** The offset in `pool` of `n` fresh random bytes (refilled from the OS when it runs out). */
+function draw(n: number): number {
+  if (poolAt + n > pool.length) {
     randomFillSync(pool);
     poolAt = 0;
   }
-  pool.copy(b, from, poolAt, poolAt + 8);
-  poolAt += 8;
-}
-
-function random(bytes: 2): number {
-  if (poolAt + bytes > pool.length) {
-    randomFillSync(pool);
-    poolAt = 0;
-  }
-  const v = pool.readUInt16BE(poolAt);
-  poolAt += bytes;
-  return v;
+  poolAt += n;
+  return poolAt - n;
 }
