@@ -1,18 +1,23 @@
-import { isAscii } from 'node:buffer';
 import fs from 'node:fs';
 import path from 'node:path';
 
 /** Output merged into one event when it arrives within this many ms of the event's first chunk. */
 const MERGE_MS = 20;
-/** An event's text is at most about this many bytes (JSON-escaped); more output starts the next. */
+/** An output event holds at most about this many bytes; more output starts the next. */
 const MERGE_MAX_BYTES = 64 * 1024;
-const QUOTE = 0x22;
 /** First size of a recorder's event buffer (it grows to the largest event written). */
 const EV_INITIAL_BYTES = 4096;
-/** An event buffer grown larger than this (output that is mostly escapes) is not kept after its event. */
+/** An event buffer grown larger than this is not kept after its event. */
 const EV_KEEP_BYTES = 256 * 1024;
 /** Event buffers written to the file are kept for the next events, at most this many per recorder. */
 const EV_SPARE_MAX = 2;
+
+/** The first line of a recording file (then the asciicast v2 header as a JSON line, then the events). */
+export const RECORDING_MAGIC = 'muster-recording 1\n';
+/** An event's head: kind (`o` output, `r` resize), time (seconds since the start, float64 LE), byte length (uint32 LE). */
+const EVENT_HEAD = 13;
+const KIND_OUTPUT = 0x6f;
+const KIND_RESIZE = 0x72;
 
 export interface RecordingResult {
   bytes: number;
@@ -20,22 +25,21 @@ export interface RecordingResult {
 }
 
 /**
- * Writes one terminal session as asciicast v2: a header line, then `[time, "o", text]` output
- * and `[time, "r", "COLSxROWS"]` resize events. Output bytes are decoded as a UTF-8 stream (a
- * character split across frames stays whole). Stops at `maxBytes` and marks itself truncated.
+ * Records one terminal session: its output bytes as they came, with their times, and its
+ * resizes. The file holds RECORDING_MAGIC, the asciicast v2 header line, then binary events (an
+ * EVENT_HEAD, then the bytes); `asciicastLines` turns it into asciicast v2 when it is fetched.
+ * Recording is on the relay's path for every byte of output, fetching is rare: the raw bytes are
+ * copied once into the event buffer, where decoding and JSON-escaping them here cost half the
+ * server's CPU per MB of a flood. Output within MERGE_MS of an event's first chunk joins it, as
+ * asciicast players expect. Stops at `maxBytes` and marks itself truncated.
  */
-export class AsciicastRecorder {
+export class TerminalRecorder {
   private readonly out: fs.WriteStream;
-  private readonly decoder = new TextDecoder('utf-8');
   private readonly t0 = performance.now();
   private bytes = 0;
   private truncated = false;
   private closed = false;
-  /**
-   * The pending event's line as it will be written, `[time,"o","` then its text JSON-escaped,
-   * chunk after chunk, in a buffer this recorder reuses (grown when an event needs more): each
-   * chunk's escaped text is written straight into it, no buffer per chunk.
-   */
+  /** The pending output event as it will be written (head, then its bytes), in a buffer this recorder reuses (grown when an event needs more). */
   private ev: Buffer = Buffer.allocUnsafeSlow(EV_INITIAL_BYTES);
   /**
    * The event buffers handed to the file, oldest first (the stream calls back in order), and the
@@ -48,11 +52,8 @@ export class AsciicastRecorder {
     const b = this.writing.shift();
     if (b && b.length <= EV_KEEP_BYTES && this.spare.length < EV_SPARE_MAX) this.spare.push(b);
   };
-  /** Bytes of `ev` in use (0: no pending event), and of them the escaped text (`pendingBytes`). */
+  /** Bytes of `ev` in use (0: no pending event). */
   private evAt = 0;
-  private pendingBytes = 0;
-  /** Whether the decoder may hold the first bytes of a character cut at the end of the last chunk. */
-  private decoderHolds = false;
   private pendingAt = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -92,16 +93,15 @@ export class AsciicastRecorder {
       this.closed = true;
       this.stop(err.code === 'ENOSPC' ? 'no space left on the data disk' : `write failed: ${err.code ?? err.message}`);
     });
-    this.line(
-      JSON.stringify({
-        version: 2,
-        width: o.cols,
-        height: o.rows,
-        timestamp: Math.floor(Date.now() / 1000),
-        env: { TERM: 'xterm-256color', ...(o.shell ? { SHELL: o.shell } : {}) },
-        ...(o.title ? { title: o.title } : {}),
-      }),
-    );
+    const header = JSON.stringify({
+      version: 2,
+      width: o.cols,
+      height: o.rows,
+      timestamp: Math.floor(Date.now() / 1000),
+      env: { TERM: 'xterm-256color', ...(o.shell ? { SHELL: o.shell } : {}) },
+      ...(o.title ? { title: o.title } : {}),
+    });
+    this.write(Buffer.from(`${RECORDING_MAGIC}${header}\n`));
   }
 
   private now(): number {
@@ -110,58 +110,30 @@ export class AsciicastRecorder {
 
   output(data: Uint8Array): void {
     if (this.closed || this.truncated || data.length === 0) return;
-    // Most output is ASCII: read it as Latin-1 (a copy, no UTF-8 decoding) unless the decoder
-    // holds the start of a character from the last chunk. Otherwise the streaming decoder; a
-    // chunk ending in an ASCII byte leaves nothing in it. The text and its JSON are the only
-    // allocations per chunk (short-lived strings; no buffer).
-    let text: string;
-    let ascii = false;
-    if (!this.decoderHolds && isAscii(data)) {
-      text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('latin1');
-      ascii = true;
-    } else {
-      text = this.decoder.decode(data, { stream: true });
-      this.decoderHolds = data[data.length - 1]! >= 0x80;
-      if (!text) return;
-    }
     const t = this.now();
-    if (this.pendingBytes > 0 && (t - this.pendingAt > MERGE_MS / 1000 || this.pendingBytes > MERGE_MAX_BYTES)) this.flush();
+    if (this.evAt > 0 && (t - this.pendingAt > MERGE_MS / 1000 || this.evAt - EVENT_HEAD + data.length > MERGE_MAX_BYTES)) this.flush();
     if (this.evAt === 0) this.begin(t);
-    this.append(JSON.stringify(text), ascii);
+    this.reserve(data.length);
+    this.ev.set(data, this.evAt);
+    this.evAt += data.length;
   }
 
-  /** Starts the pending event at `t`: its head, up to the opening quote of its text. */
+  /** Starts the pending output event at `t`: its head (the length is set when it is written). */
   private begin(t: number): void {
     this.pendingAt = t;
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       this.flush();
     }, MERGE_MS * 5).unref();
-    const head = `[${stamp(t)},"o","`;
-    this.reserve(head.length);
-    this.evAt = this.ev.write(head, 0, 'latin1');
+    this.reserve(EVENT_HEAD);
+    this.ev[0] = KIND_OUTPUT;
+    this.ev.writeDoubleLE(t, 1);
+    this.evAt = EVENT_HEAD;
   }
 
-  /**
-   * Appends the text of `json` (a JSON string: its escaped text between quotes) to the pending
-   * event. JSON of ASCII text is ASCII: written as Latin-1 (a copy, as UTF-8 would write it).
-   */
-  private append(json: string, ascii: boolean): void {
-    const n = (ascii ? json.length : Buffer.byteLength(json)) - 2;
-    this.reserve(n + 2);
-    // Written one byte early, its opening quote over the event's last byte, which is put back:
-    // the escaped text lands at evAt, and its closing quote is overwritten by what follows.
-    const at = this.evAt - 1;
-    const last = this.ev[at]!;
-    this.ev.write(json, at, ascii ? 'latin1' : 'utf8');
-    this.ev[at] = last;
-    this.evAt += n;
-    this.pendingBytes += n;
-  }
-
-  /** Room for `n` more bytes of the event and its closing `"]\n`. */
+  /** Room for `n` more bytes of the event. */
   private reserve(n: number): void {
-    const need = this.evAt + n + 3;
+    const need = this.evAt + n;
     if (need <= this.ev.length) return;
     const grown = Buffer.allocUnsafeSlow(Math.max(need, this.ev.length * 2));
     this.ev.copy(grown, 0, 0, this.evAt);
@@ -171,30 +143,25 @@ export class AsciicastRecorder {
   resize(cols: number, rows: number): void {
     if (this.closed || this.truncated) return;
     this.flush();
-    this.event(this.now(), 'r', `${cols}x${rows}`);
+    const size = Buffer.from(`${cols}x${rows}`, 'latin1');
+    const ev = Buffer.allocUnsafe(EVENT_HEAD + size.length);
+    ev[0] = KIND_RESIZE;
+    ev.writeDoubleLE(this.now(), 1);
+    ev.writeUInt32LE(size.length, 9);
+    size.copy(ev, EVENT_HEAD);
+    this.write(ev);
   }
 
   private flush(): void {
     if (this.evAt === 0) return;
     const ev = this.ev;
-    let at = this.evAt;
-    ev[at++] = QUOTE;
-    ev[at++] = 0x5d; // ]
-    ev[at++] = 0x0a; // \n
+    const at = this.evAt;
+    ev.writeUInt32LE(at - EVENT_HEAD, 9);
     this.evAt = 0;
-    this.pendingBytes = 0;
     // The event buffer goes to the file as it is; the next event takes a spare one.
     this.ev = this.spare.pop() ?? Buffer.allocUnsafeSlow(EV_INITIAL_BYTES);
     if (this.write(ev.subarray(0, at), true)) this.writing.push(ev);
     else if (ev.length <= EV_KEEP_BYTES) this.spare.push(ev);
-  }
-
-  private event(t: number, kind: 'o' | 'r', data: string): void {
-    this.line(`[${stamp(t)},${JSON.stringify(kind)},${JSON.stringify(data)}]`);
-  }
-
-  private line(json: string): void {
-    this.write(Buffer.from(`${json}\n`));
   }
 
   /** Whether `buf` went to the file; `track`: its `written` callback follows once it is on disk. */
@@ -225,12 +192,6 @@ export class AsciicastRecorder {
   async close(): Promise<RecordingResult> {
     if (!this.closed) {
       clearTimeout(this.timer);
-      const tail = this.decoder.decode();
-      if (tail) {
-        if (this.evAt === 0) this.begin(this.now());
-        clearTimeout(this.timer);
-        this.append(JSON.stringify(tail), false);
-      }
       this.flush();
       this.closed = true;
       await new Promise<void>((resolve) => this.out.end(() => resolve()));
@@ -241,6 +202,52 @@ export class AsciicastRecorder {
   get stats(): RecordingResult {
     return { bytes: this.bytes, truncated: this.truncated };
   }
+}
+
+/**
+ * A recording as asciicast v2 lines (each ending in a newline): its header, then `[time, "o",
+ * text]` and `[time, "r", "COLSxROWS"]` events. Output is decoded as one UTF-8 stream (a character
+ * split across events stays whole); an event that decodes to nothing yet is left out. A file cut
+ * short (the server stopped mid-write) ends at its last whole event.
+ */
+export async function* asciicastLines(file: string): AsyncGenerator<string> {
+  const input = fs.createReadStream(file, { highWaterMark: 256 * 1024 });
+  const decoder = new TextDecoder('utf-8');
+  let buf: Buffer = Buffer.alloc(0);
+  let at = 0;
+  let head = false;
+  let last = 0;
+  for await (const chunk of input) {
+    buf = at < buf.length ? Buffer.concat([buf.subarray(at), chunk as Buffer]) : (chunk as Buffer);
+    at = 0;
+    if (!head) {
+      if (buf.length >= RECORDING_MAGIC.length && buf.toString('latin1', 0, RECORDING_MAGIC.length) !== RECORDING_MAGIC)
+        throw new Error(`${file} is not a Muster terminal recording`);
+      const nl = buf.indexOf(0x0a, RECORDING_MAGIC.length);
+      if (nl < 0) continue;
+      yield buf.toString('utf8', RECORDING_MAGIC.length, nl + 1);
+      at = nl + 1;
+      head = true;
+    }
+    const lines: string[] = [];
+    while (buf.length - at >= EVENT_HEAD) {
+      const n = buf.readUInt32LE(at + 9);
+      if (buf.length - at < EVENT_HEAD + n) break;
+      const kind = buf[at]!;
+      const t = buf.readDoubleLE(at + 1);
+      const data = buf.subarray(at + EVENT_HEAD, at + EVENT_HEAD + n);
+      at += EVENT_HEAD + n;
+      last = t;
+      if (kind === KIND_OUTPUT) {
+        const text = decoder.decode(data, { stream: true });
+        if (text) lines.push(`[${stamp(t)},"o",${JSON.stringify(text)}]\n`);
+      } else if (kind === KIND_RESIZE) lines.push(`[${stamp(t)},"r",${JSON.stringify(data.toString('latin1'))}]\n`);
+    }
+    if (lines.length) yield lines.join('');
+  }
+  if (!head) throw new Error(`${file} is not a Muster terminal recording (it ends before its header)`);
+  const tail = decoder.decode();
+  if (tail) yield `[${stamp(last)},"o",${JSON.stringify(tail)}]\n`;
 }
 
 /** An event's time as asciicast writes it: seconds, rounded to the microsecond. */

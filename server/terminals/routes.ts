@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pageOf, TerminalSessionView, TerminalUploadView, terminalDenial } from '../../protocol/index.js';
 import { roleAtLeast } from '../auth/auth-service.js';
@@ -9,6 +10,7 @@ import { ContentStore, type Received } from '../files/content.js';
 import { actorOf, principal } from '../http/context.js';
 import { ApiError, notFound } from '../http/errors.js';
 import { one, oneOf, pageShape, parseQuery } from '../http/query.js';
+import { asciicastLines } from './recorder.js';
 import { terminalView, type TerminalRepo } from './repo.js';
 import type { TerminalService } from './service.js';
 
@@ -81,9 +83,13 @@ export function terminalRoutes(core: Core, repo: TerminalRepo, service: Terminal
       if (!file.startsWith(path.resolve(core.dataDir) + path.sep) || !fs.existsSync(file)) throw new ApiError('not_found', 'recording file is missing');
       res.attachment(`${row.id}.cast`);
       res.type('application/x-asciicast');
-      res.setHeader('Content-Length', String(fs.statSync(file).size));
       // Streamed (not sendFile): the data dir may sit under a dot-directory, which send() refuses.
-      await pipeline(fs.createReadStream(file), res);
+      // A recording is stored as it was received (recorder.ts) and turned into asciicast here; one
+      // an earlier version wrote as asciicast (`.cast`) goes out as it is.
+      if (file.endsWith('.cast')) {
+        res.setHeader('Content-Length', String(fs.statSync(file).size));
+        await pipeline(fs.createReadStream(file), res);
+      } else await pipeline(Readable.from(asciicastLines(file)), res);
     },
   );
 

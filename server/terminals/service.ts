@@ -8,7 +8,7 @@ import { dbFailure } from '../db/failures.js';
 import type { AgentCtx, ConsoleChannel } from '../ws/handlers.js';
 import type { TransferManager } from '../files/transfer.js';
 import { BroadcastGroups } from './broadcast.js';
-import { AsciicastRecorder } from './recorder.js';
+import { TerminalRecorder } from './recorder.js';
 import { isRemoteConsole, RemoteTerminals } from './remote.js';
 import type { TerminalRepo } from './repo.js';
 import { TerminalSession, type Attachment } from './session.js';
@@ -177,9 +177,9 @@ export class TerminalService {
     }
 
     const id = randomUUID();
-    const recordingRel = this.cfg.terminalRecording ? path.join('recordings', `${id}.cast`) : null;
+    const recordingRel = this.cfg.terminalRecording ? path.join('recordings', `${id}.rec`) : null;
     const recorder = recordingRel
-      ? new AsciicastRecorder(path.join(this.core.dataDir, recordingRel), {
+      ? new TerminalRecorder(path.join(this.core.dataDir, recordingRel), {
           cols: m.cols,
           rows: m.rows,
           maxBytes: this.cfg.terminalRecordingMaxBytes,

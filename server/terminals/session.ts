@@ -8,7 +8,7 @@ import {
   termDataHeader,
 } from '../../protocol/index.js';
 import type { ConsoleChannel } from '../ws/handlers.js';
-import type { AsciicastRecorder } from './recorder.js';
+import type { TerminalRecorder } from './recorder.js';
 import { ScrollbackRing } from './ring.js';
 
 /** One console attached to a session. Its acks count bytes of this session it has written. */
@@ -40,7 +40,7 @@ export interface SessionInit {
   scrollbackBytes: number;
   /** A watcher this many bytes behind is detached (MUSTER_TERMINAL_WATCH_MAX_LAG_BYTES). */
   watchMaxLagBytes: number;
-  recorder: AsciicastRecorder | null;
+  recorder: TerminalRecorder | null;
   /** Console and ref that asked for the session, told once the agent confirms it. */
   opener: { ch: ConsoleChannel; ref: string };
   /** Acknowledges `bytes` more output to the agent. */
@@ -79,7 +79,7 @@ export class TerminalSession {
   readonly id: string;
   readonly agentId: string;
   readonly owner: { id: number; username: string };
-  readonly recorder: AsciicastRecorder | null;
+  readonly recorder: TerminalRecorder | null;
   readonly attachments = new Map<number, Attachment>();
   readonly ring: ScrollbackRing;
   private st: SessionState = 'opening';

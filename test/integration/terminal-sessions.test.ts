@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api, agentId, cleanup, consoleSocket, databases, startAgent, startServer, waitFor, type TestAgent, type TestServer } from '../helpers/harness.js';
+import { withDb } from '../helpers/raw-agent.js';
 import { TermClient } from '../helpers/terminal-client.js';
 
 const dbs = await databases();
@@ -145,6 +146,23 @@ describe.each(dbs)('terminal sessions (%s): reattach, watch, recording, access, 
     expect(row.bytesOut).toBeGreaterThan(0);
     expect(row.bytesIn).toBeGreaterThan(0);
     expect(row.closeReason).toMatch(/exited with code 0/);
+    // Stored as received (one copy of the bytes, not asciicast), turned into asciicast when fetched.
+    const stored = await withDb(s.dbUrl, (k) => k('terminal_sessions').where({ id: t.sessionId }).first('recording'));
+    const raw = fs.readFileSync(path.join(s.dataDir, stored.recording as string));
+    expect(raw.subarray(0, 19).toString()).toBe('muster-recording 1\n');
+    expect(raw.includes(Buffer.from('rec-你好'))).toBe(true);
+    // A recording an earlier version wrote as asciicast (`.cast`) is served as it is.
+    const legacy = '{"version":2,"width":80,"height":24}\n[0.5,"o","old \\u00e9\\r\\n"]\n';
+    fs.writeFileSync(path.join(s.dataDir, 'recordings', 'legacy.cast'), legacy);
+    await withDb(s.dbUrl, (k) =>
+      k('terminal_sessions')
+        .where({ id: t.sessionId })
+        .update({ recording: path.join('recordings', 'legacy.cast') }),
+    );
+    const old = await op.req('GET', `/api/terminals/${t.sessionId}/recording`);
+    expect(old.status).toBe(200);
+    expect(old.headers.get('content-type')).toMatch(/asciicast/);
+    expect(typeof old.body === 'string' ? old.body : JSON.stringify(old.body)).toBe(legacy);
     c.close();
   });
 
@@ -211,7 +229,7 @@ describe('terminal detach timeout', () => {
     expect(row.closeReason).toMatch(/detached for too long/);
     expect(row.recording).toBe(false);
     expect((await admin.req('GET', `/api/terminals/${t.sessionId}/recording`)).status).toBe(404);
-    expect(fs.existsSync(path.join(s.dataDir, 'recordings', `${t.sessionId}.cast`))).toBe(false);
+    for (const ext of ['rec', 'cast']) expect(fs.existsSync(path.join(s.dataDir, 'recordings', `${t.sessionId}.${ext}`))).toBe(false);
     await waitFor(
       () => {
         try {

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { decodeFrame, encodeTermData } from '../../protocol/index.js';
-import { AsciicastRecorder } from '../../server/terminals/recorder.js';
+import { asciicastLines, RECORDING_MAGIC, TerminalRecorder } from '../../server/terminals/recorder.js';
 import { ScrollbackRing } from '../../server/terminals/ring.js';
 import { TerminalSession } from '../../server/terminals/session.js';
 import { fakeConsole } from '../helpers/fake-console.js';
@@ -32,19 +32,25 @@ describe('ScrollbackRing', () => {
   });
 });
 
-describe('AsciicastRecorder', () => {
+/** A recording as the download serves it: asciicast v2 text. */
+async function castOf(file: string): Promise<string> {
+  let out = '';
+  for await (const l of asciicastLines(file)) out += l;
+  return out;
+}
+
+describe('TerminalRecorder', () => {
   it('writes a v2 header, output with a multi-byte character split across chunks, and resizes', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
-    const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20, maxQueuedBytes: 8 << 20 });
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20, maxQueuedBytes: 8 << 20 });
     const bytes = enc.encode('héllo 🎉\r\n');
     rec.output(bytes.subarray(0, 2)); // 'h' + first byte of é
     rec.output(bytes.subarray(2, 9)); // cuts the emoji
     rec.resize(100, 30);
     rec.output(bytes.subarray(9));
     const res = await rec.close();
-    const lines = fs
-      .readFileSync(file, 'utf8')
+    const lines = (await castOf(file))
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
@@ -63,8 +69,8 @@ describe('AsciicastRecorder', () => {
 
   it('records any output exactly: escapes, control characters, mixed ASCII and UTF-8, chunks of every size across events', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
-    const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
     const pieces = [
       'plain ascii line\r\n',
       '"quoted" and back\\slash\t\u001b[1;31mred\u001b[0m\u0000\u007f',
@@ -83,8 +89,7 @@ describe('AsciicastRecorder', () => {
       sent += n;
     }
     const res = await rec.close();
-    const events = fs
-      .readFileSync(file, 'utf8')
+    const events = (await castOf(file))
       .trim()
       .split('\n')
       .slice(1)
@@ -97,8 +102,8 @@ describe('AsciicastRecorder', () => {
 
   it('writes every event line exactly as JSON.stringify would (every ASCII byte, around UTF-8, in and across chunks and events)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
-    const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 64 << 20, maxQueuedBytes: 64 << 20 });
     const all = Array.from({ length: 0x80 }, (_, b) => String.fromCharCode(b)).join('');
     const pieces = ['é', all, 'é', all, '\u001b[0m\r\n', 'ü'.repeat(3000), all.repeat(900), 'end\r\n'];
     const want = pieces.join('');
@@ -120,7 +125,7 @@ describe('AsciicastRecorder', () => {
       await new Promise((r) => setTimeout(r, 30));
     }
     await rec.close();
-    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').slice(1);
+    const lines = (await castOf(file)).trim().split('\n').slice(1);
     expect(lines.length).toBeGreaterThan(13);
     // Byte for byte what JSON.stringify writes for the same event (short escapes, lowercase \u00xx, UTF-8 as is).
     for (const l of lines) expect(l).toBe(JSON.stringify(JSON.parse(l)));
@@ -129,10 +134,58 @@ describe('AsciicastRecorder', () => {
     expect(lines.slice(-12).map((l) => (JSON.parse(l) as [number, string, string])[2])).toEqual(later);
   });
 
+  it('stores the output bytes as they came, once each, and serves them as asciicast events joined within 20 ms', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20, maxQueuedBytes: 8 << 20, title: 'op@web-1' });
+    const a = '\u001b[1mbold\u001b[0m "q" \\ \r\n';
+    rec.output(enc.encode(a));
+    rec.output(enc.encode('same event'));
+    await new Promise((r) => setTimeout(r, 60)); // past the 20 ms merge window: a new event
+    rec.output(enc.encode('next'));
+    const res = await rec.close();
+    const raw = fs.readFileSync(file);
+    // The bytes themselves, not escaped: one copy of each in the file.
+    expect(raw.subarray(0, RECORDING_MAGIC.length).toString()).toBe(RECORDING_MAGIC);
+    expect(raw.indexOf(Buffer.from(a + 'same event'))).toBeGreaterThan(0);
+    expect(raw.indexOf(Buffer.from(a), raw.indexOf(Buffer.from(a)) + 1)).toBe(-1);
+    expect(res.bytes).toBe(raw.length);
+    const lines = (await castOf(file))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as unknown);
+    expect(lines[0]).toMatchObject({ version: 2, width: 80, height: 24, title: 'op@web-1' });
+    const events = lines.slice(1) as [number, string, string][];
+    expect(events.map((e) => e[2])).toEqual([a + 'same event', 'next']);
+    expect(events[1]![0] - events[0]![0]).toBeGreaterThanOrEqual(0.04);
+  });
+
+  it('a recording cut short (the server stopped mid-write) serves its whole events', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 1 << 20, maxQueuedBytes: 8 << 20 });
+    rec.output(enc.encode('first\r\n'));
+    rec.resize(90, 30);
+    rec.output(enc.encode('second, cut'));
+    await rec.close();
+    const whole = fs.readFileSync(file);
+    for (const cut of [1, 5, 13, 14]) {
+      fs.writeFileSync(file, whole.subarray(0, whole.length - cut));
+      const events = (await castOf(file))
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => JSON.parse(l) as [number, string, string]);
+      expect(events.map((e) => e[2])).toEqual(['first\r\n', '90x30']);
+    }
+    fs.writeFileSync(file, 'not a recording\n');
+    await expect(castOf(file)).rejects.toThrow(/not a Muster terminal recording/);
+  });
+
   it('stops at its size cap and says so', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rec-'));
-    const file = path.join(dir, 'x.cast');
-    const rec = new AsciicastRecorder(file, { cols: 80, rows: 24, maxBytes: 2048, maxQueuedBytes: 8 << 20 });
+    const file = path.join(dir, 'x.rec');
+    const rec = new TerminalRecorder(file, { cols: 80, rows: 24, maxBytes: 2048, maxQueuedBytes: 8 << 20 });
     for (let i = 0; i < 100; i++) {
       rec.output(enc.encode('x'.repeat(100)));
       rec.resize(80 + (i % 2), 24); // forces an event per chunk
